@@ -1,0 +1,44 @@
+"""`deer-vla`: one command, one sub-command per job.
+
+Each sub-command lives with the code it runs (a `cli_main(argv)` function in
+that module) and is imported only when used, so `deer-vla --help` stays fast
+and a robot without the simulator can still run the nodes.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("deer_vla.ros.bringup", "run the simulated robot under the policy node + monitor (the main job)"),
+    "bringup": ("deer_vla.ros.bringup", "start a node graph (policy, monitor, sim) in one process"),
+    "collect": ("deer_vla.data.collect", "roll out scripted experts and record demonstrations"),
+    "train": ("deer_vla.train.trainer", "train a multi-exit policy (DeeR recipe)"),
+    "calibrate": ("deer_vla.control.calibrate", "solve exit thresholds for an average budget"),
+    "evaluate": ("deer_vla.evaluation.evaluator", "closed-loop success vs compute evaluation"),
+    "profile": ("deer_vla.model.profiling", "per-exit FLOPs, params, memory and latency of a checkpoint"),
+    "replay": ("deer_vla.ros.replay", "replay a recorded MCAP through the policy offline"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        parser = argparse.ArgumentParser(prog="deer-vla", description=__doc__.splitlines()[0])
+        sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+        for name, (_, help_text) in COMMANDS.items():
+            sub.add_parser(name, help=help_text)
+        parser.print_help()
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"deer-vla: unknown command '{name}'; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    entry = getattr(module, "demo_main" if name == "demo" else "cli_main")
+    return int(entry(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

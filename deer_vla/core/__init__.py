@@ -1,0 +1,17 @@
+"""Types shared by the model, the controller, the evaluator and the ROS nodes."""
+from deer_vla.core.action_spec import STANDARD_AXES, ActionSpec
+from deer_vla.core.cost_profile import CostMetric, CostProfile, LatencyStats
+from deer_vla.core.observation import Observation
+from deer_vla.core.segmented import SegmentedPolicy
+from deer_vla.core.step_record import StepRecord
+
+__all__ = [
+    "STANDARD_AXES",
+    "ActionSpec",
+    "CostMetric",
+    "CostProfile",
+    "LatencyStats",
+    "Observation",
+    "SegmentedPolicy",
+    "StepRecord",
+]

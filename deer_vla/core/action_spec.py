@@ -1,0 +1,103 @@
+"""Layout, limits and units of a policy's action vector.
+
+Every action in deer_vla is a vector of continuous end-effector deltas
+followed by one gripper value in [-1, 1] (-1 open, +1 closed). Continuous
+values are normalised to [-1, 1]; ``scale`` converts one normalised unit to
+metres (x, y, z) or radians (roll, pitch, yaw) per control step (REP-103).
+A 4-D xyz+gripper simulator and a 7-D arm are both described by this class.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+STANDARD_AXES: tuple[str, ...] = ("x", "y", "z", "roll", "pitch", "yaw")
+GRIPPER = "gripper"
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    axes: tuple[str, ...] = STANDARD_AXES
+    low: tuple[float, ...] = field(default=())
+    high: tuple[float, ...] = field(default=())
+    scale: tuple[float, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        axes = tuple(self.axes)
+        unknown = [a for a in axes if a not in STANDARD_AXES]
+        if unknown or len(set(axes)) != len(axes) or not axes:
+            raise ValueError(
+                f"ActionSpec.axes must be a non-empty subset of {STANDARD_AXES} without repeats, got {axes}"
+            )
+        n = len(axes)
+        object.__setattr__(self, "axes", axes)
+        for name, default in (("low", -1.0), ("high", 1.0), ("scale", 0.01)):
+            value = tuple(float(v) for v in (getattr(self, name) or (default,) * n))
+            if len(value) != n:
+                raise ValueError(f"ActionSpec.{name} has {len(value)} values for {n} axes {axes}")
+            if not all(np.isfinite(value)):
+                raise ValueError(f"ActionSpec.{name} must be finite, got {value}")
+            object.__setattr__(self, name, value)
+        if any(lo >= hi for lo, hi in zip(self.low, self.high)):
+            raise ValueError(f"ActionSpec.low must be below high per axis, got low={self.low} high={self.high}")
+        if any(s <= 0 for s in self.scale):
+            raise ValueError(f"ActionSpec.scale must be positive, got {self.scale}")
+
+    @property
+    def num_continuous(self) -> int:
+        return len(self.axes)
+
+    @property
+    def dim(self) -> int:
+        """Length of the action vector: continuous axes + gripper."""
+        return len(self.axes) + 1
+
+    def clip(self, action: np.ndarray) -> np.ndarray:
+        """Clip to the configured limits; raises on NaN/inf or a wrong length."""
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape[-1] != self.dim:
+            raise ValueError(f"action has {action.shape[-1]} values, spec {self.axes}+gripper needs {self.dim}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action}")
+        out = action.copy()
+        out[..., : self.num_continuous] = np.clip(out[..., : self.num_continuous], self.low, self.high)
+        out[..., -1] = np.clip(out[..., -1], -1.0, 1.0)
+        return out
+
+    def to_standard7(self, action: np.ndarray) -> np.ndarray:
+        """Normalised action -> [x, y, z, roll, pitch, yaw, gripper]; absent axes are 0."""
+        action = np.asarray(action, dtype=np.float64)
+        out = np.zeros(action.shape[:-1] + (7,), dtype=np.float64)
+        for i, axis in enumerate(self.axes):
+            out[..., STANDARD_AXES.index(axis)] = action[..., i]
+        out[..., 6] = action[..., -1]
+        return out
+
+    def from_standard7(self, action7: np.ndarray) -> np.ndarray:
+        """[x, y, z, roll, pitch, yaw, gripper] -> this spec's layout (extra axes dropped)."""
+        action7 = np.asarray(action7, dtype=np.float64)
+        if action7.shape[-1] != 7:
+            raise ValueError(f"expected a 7-D action, got {action7.shape[-1]} values")
+        idx = [STANDARD_AXES.index(a) for a in self.axes] + [6]
+        return action7[..., idx]
+
+    def to_metric(self, action: np.ndarray) -> np.ndarray:
+        """Continuous part in metres / radians per step (gripper excluded)."""
+        action = np.asarray(action, dtype=np.float64)
+        return action[..., : self.num_continuous] * np.asarray(self.scale)
+
+    def to_dict(self) -> dict:
+        return {"axes": list(self.axes), "low": list(self.low), "high": list(self.high), "scale": list(self.scale)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ActionSpec":
+        unknown = set(data) - {"axes", "low", "high", "scale"}
+        if unknown:
+            raise ValueError(f"unknown ActionSpec keys {sorted(unknown)}")
+        return cls(
+            axes=tuple(data.get("axes", STANDARD_AXES)),
+            low=tuple(data.get("low", ())),
+            high=tuple(data.get("high", ())),
+            scale=tuple(data.get("scale", ())),
+        )

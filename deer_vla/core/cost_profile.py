@@ -1,0 +1,118 @@
+"""Per-exit cost of a multi-exit policy: what the budgets are checked against.
+
+Indices are 1-based exits as in the paper: exit k means segments 1..k ran.
+FLOPs follow torch's FlopCounterMode convention (one multiply-add = 2 FLOPs).
+The original DeeR paper counts one multiply-add as one FLOP; divide by 2 to
+compare. "llm" covers the decoder segments + gated cross-attention (the
+paper's convention); "total" adds vision, resampler and action head.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+CostMetric = Literal["llm_gflops", "total_gflops"]
+
+
+@dataclass
+class LatencyStats:
+    median_ms: float
+    p95_ms: float
+    p99_ms: float
+    samples: int
+
+
+@dataclass
+class CostProfile:
+    llm_gflops: list[float]  # cumulative up to exit k
+    total_gflops: list[float]  # cumulative, whole pipeline up to exit k
+    params: list[int]  # parameters resident when loaded up to exit k
+    weight_bytes: list[int]  # bytes of those parameters (+ buffers)
+    # Measured on `device`; per segment k (not cumulative). Optional: FLOPs-only
+    # profiles (analytic, no timing) leave them empty.
+    segment_latency: list[LatencyStats] = field(default_factory=list)
+    encode_latency: LatencyStats | None = None  # vision + resampler + embeddings
+    head_latency: LatencyStats | None = None  # one action-head step
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        n = len(self.llm_gflops)
+        if n == 0:
+            raise ValueError("CostProfile needs at least one exit")
+        for name in ("total_gflops", "params", "weight_bytes"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"CostProfile.{name} has {len(getattr(self, name))} entries, llm_gflops has {n}")
+        if self.segment_latency and len(self.segment_latency) != n:
+            raise ValueError(f"CostProfile.segment_latency has {len(self.segment_latency)} entries for {n} exits")
+        for name in ("llm_gflops", "total_gflops", "params", "weight_bytes"):
+            values = getattr(self, name)
+            if any(b < a for a, b in zip(values, values[1:])):
+                raise ValueError(f"CostProfile.{name} must be non-decreasing over exits, got {values}")
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.llm_gflops)
+
+    def cost(self, exit_index: int, metric: CostMetric = "llm_gflops") -> float:
+        """Cumulative cost of stopping at 1-based ``exit_index``."""
+        if not 1 <= exit_index <= self.num_exits:
+            raise IndexError(f"exit {exit_index} outside 1..{self.num_exits}")
+        return float(getattr(self, metric)[exit_index - 1])
+
+    def costs(self, metric: CostMetric = "llm_gflops") -> list[float]:
+        return [float(v) for v in getattr(self, metric)]
+
+    def has_latency(self) -> bool:
+        return bool(self.segment_latency)
+
+    def worst_case_ms(self, exit_index: int, quantile: Literal["median", "p95", "p99"] = "p99") -> float:
+        """Measured time to reach exit k: encode + segments 1..k + one head step per exit tried."""
+        if not self.has_latency():
+            raise ValueError("this cost profile has no measured latency; profile the model on the device first")
+        key = f"{quantile}_ms"
+        total = getattr(self.encode_latency, key) if self.encode_latency else 0.0
+        head = getattr(self.head_latency, key) if self.head_latency else 0.0
+        for seg in self.segment_latency[:exit_index]:
+            total += getattr(seg, key) + head
+        return float(total)
+
+    def truncated(self, max_exit: int) -> "CostProfile":
+        """The profile of the same model loaded only up to ``max_exit``."""
+        if not 1 <= max_exit <= self.num_exits:
+            raise IndexError(f"max_exit {max_exit} outside 1..{self.num_exits}")
+        return CostProfile(
+            llm_gflops=self.llm_gflops[:max_exit],
+            total_gflops=self.total_gflops[:max_exit],
+            params=self.params[:max_exit],
+            weight_bytes=self.weight_bytes[:max_exit],
+            segment_latency=self.segment_latency[:max_exit],
+            encode_latency=self.encode_latency,
+            head_latency=self.head_latency,
+            device=self.device,
+            dtype=self.dtype,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CostProfile":
+        data = dict(data)
+        lat = lambda d: LatencyStats(**d) if d else None  # noqa: E731
+        data["segment_latency"] = [LatencyStats(**d) for d in data.get("segment_latency", [])]
+        data["encode_latency"] = lat(data.get("encode_latency"))
+        data["head_latency"] = lat(data.get("head_latency"))
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CostProfile":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"cost profile file not found: {path}")
+        return cls.from_dict(json.loads(path.read_text()))

@@ -1,0 +1,49 @@
+"""The per-step compute record: what the controller decided and what it cost.
+
+Published by the policy node (JSON in a std_msgs/String, since an
+ament_python package cannot define new message types), logged by the monitor.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class StepRecord:
+    step: int  # control step within the run
+    episode: int
+    exit_used: int  # 1-based exit whose action was taken
+    max_exit: int  # deepest exit allowed at this step (cap)
+    stop_reason: str  # "threshold" | "cap" | "deadline" | "fixed"
+    llm_gflops: float  # cumulative LLM cost of the exits that ran
+    total_gflops: float  # cumulative whole-pipeline cost
+    encode_ms: float = 0.0  # vision + resampler + embeddings wall time
+    segment_ms: list[float] = field(default_factory=list)  # wall time per segment that ran
+    head_ms: float = 0.0  # total action-head time this step
+    total_ms: float = 0.0  # whole step wall time (model side)
+    distances: list[float] = field(default_factory=list)  # consistency score at exits 2..exit_used
+    thresholds: list[float] = field(default_factory=list)  # eta_k in force (after scaling)
+    threshold_scale: float = 1.0  # online tracker multiplier
+    running_mean_gflops: float = 0.0  # mean cost so far (budget metric)
+    budget_average_gflops: float | None = None
+    budget_peak_gflops: float | None = None
+    budget_peak_ms: float | None = None
+    budget_memory_bytes: int | None = None
+    deadline_ms: float | None = None
+    stamp_ns: int = 0
+    action: list[float] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "StepRecord":
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("step record JSON must be an object")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"step record has unknown keys {sorted(unknown)}")
+        return cls(**data)

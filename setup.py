@@ -1,0 +1,41 @@
+"""ament_python package definition for deer_vla.
+
+Under colcon the console scripts land in lib/deer_vla (see setup.cfg) so that
+`ros2 run deer_vla <node>` finds them; under pip they land in the venv's bin/.
+Python dependencies are pinned in requirements/*.txt, not here, so that a robot
+with ROS 2 from apt can install the package without the ROS wheels.
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "deer_vla"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["assets/**/*"]},
+    include_package_data=True,
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    zip_safe=False,
+    maintainer="deer_vla maintainers",
+    maintainer_email="deer-vla@example.org",
+    description="Dynamic early-exit vision-language-action policy for ROS 2 (DeeR-VLA).",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "deer-vla = deer_vla.cli:main",
+            "policy_node = deer_vla.ros.policy_node:main",
+            "monitor_node = deer_vla.ros.monitor_node:main",
+            "sim_node = deer_vla.ros.sim_node:main",
+            "bringup = deer_vla.ros.bringup:main",
+        ],
+    },
+)
