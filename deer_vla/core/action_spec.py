@@ -91,7 +91,7 @@ class ActionSpec:
         return {"axes": list(self.axes), "low": list(self.low), "high": list(self.high), "scale": list(self.scale)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ActionSpec":
+    def from_dict(cls, data: dict) -> ActionSpec:
         unknown = set(data) - {"axes", "low", "high", "scale"}
         if unknown:
             raise ValueError(f"unknown ActionSpec keys {sorted(unknown)}")

@@ -79,7 +79,7 @@ class CostProfile:
             total += getattr(seg, key) + head
         return float(total)
 
-    def truncated(self, max_exit: int) -> "CostProfile":
+    def truncated(self, max_exit: int) -> CostProfile:
         """The profile of the same model loaded only up to ``max_exit``."""
         if not 1 <= max_exit <= self.num_exits:
             raise IndexError(f"max_exit {max_exit} outside 1..{self.num_exits}")
@@ -99,9 +99,9 @@ class CostProfile:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CostProfile":
+    def from_dict(cls, data: dict) -> CostProfile:
         data = dict(data)
-        lat = lambda d: LatencyStats(**d) if d else None  # noqa: E731
+        lat = lambda d: LatencyStats(**d) if d else None
         data["segment_latency"] = [LatencyStats(**d) for d in data.get("segment_latency", [])]
         data["encode_latency"] = lat(data.get("encode_latency"))
         data["head_latency"] = lat(data.get("head_latency"))
@@ -111,7 +111,7 @@ class CostProfile:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> "CostProfile":
+    def load(cls, path: str | Path) -> CostProfile:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"cost profile file not found: {path}")

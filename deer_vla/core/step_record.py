@@ -38,7 +38,7 @@ class StepRecord:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "StepRecord":
+    def from_json(cls, text: str) -> StepRecord:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("step record JSON must be an object")

@@ -1,0 +1,96 @@
+"""Shared types: action layout conversions, cost profile and step record round trips."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deer_vla.core import ActionSpec, CostProfile, LatencyStats, Observation, StepRecord
+
+
+def test_action_spec_layout_and_clip():
+    spec = ActionSpec(axes=("x", "y", "z"), low=(-1, -1, -0.5), high=(1, 1, 0.5))
+    assert spec.dim == 4
+    clipped = spec.clip(np.array([2.0, -3.0, 0.9, 5.0]))
+    np.testing.assert_allclose(clipped, [1.0, -1.0, 0.5, 1.0])
+    full = spec.to_standard7(np.array([0.1, 0.2, 0.3, -1.0]))
+    np.testing.assert_allclose(full, [0.1, 0.2, 0.3, 0, 0, 0, -1.0])
+    np.testing.assert_allclose(spec.from_standard7(full), [0.1, 0.2, 0.3, -1.0])
+    np.testing.assert_allclose(spec.to_metric(np.array([1.0, 0.0, -1.0, 1.0])), [0.01, 0.0, -0.01])
+    assert ActionSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"axes": ("x", "q")}, "subset"),
+        ({"axes": ("x",), "low": (1.0,), "high": (0.0,)}, "below high"),
+        ({"axes": ("x", "y"), "scale": (0.1,)}, "1 values for 2 axes"),
+        ({"axes": ("x",), "scale": (-1.0,)}, "positive"),
+    ],
+)
+def test_action_spec_rejects_bad_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ActionSpec(**kwargs)
+
+
+def test_action_spec_rejects_nan_and_wrong_length():
+    spec = ActionSpec()
+    with pytest.raises(ValueError, match="NaN"):
+        spec.clip(np.array([np.nan] * 7))
+    with pytest.raises(ValueError, match="needs 7"):
+        spec.clip(np.zeros(4))
+
+
+def _profile() -> CostProfile:
+    lat = [LatencyStats(1.0, 2.0, 3.0, 10) for _ in range(3)]
+    return CostProfile(
+        llm_gflops=[1.0, 2.0, 3.0],
+        total_gflops=[1.5, 2.5, 3.5],
+        params=[10, 20, 30],
+        weight_bytes=[40, 80, 120],
+        segment_latency=lat,
+        encode_latency=LatencyStats(0.5, 0.6, 0.7, 10),
+        head_latency=LatencyStats(0.1, 0.1, 0.1, 10),
+    )
+
+
+def test_cost_profile_round_trip_and_worst_case(tmp_path):
+    profile = _profile()
+    path = tmp_path / "profile.json"
+    profile.save(path)
+    loaded = CostProfile.load(path)
+    assert loaded == profile
+    assert loaded.cost(2) == 2.0 and loaded.cost(3, "total_gflops") == 3.5
+    # encode p99 0.7 + 2 x (segment p99 3.0 + head 0.1)
+    assert loaded.worst_case_ms(2) == pytest.approx(0.7 + 2 * 3.1)
+    assert loaded.truncated(2).num_exits == 2
+    with pytest.raises(IndexError):
+        loaded.cost(4)
+
+
+def test_cost_profile_validation():
+    with pytest.raises(ValueError, match="non-decreasing"):
+        CostProfile(llm_gflops=[2.0, 1.0], total_gflops=[2, 3], params=[1, 2], weight_bytes=[1, 2])
+    with pytest.raises(ValueError, match="entries"):
+        CostProfile(llm_gflops=[1.0], total_gflops=[1.0, 2.0], params=[1], weight_bytes=[1])
+    with pytest.raises(FileNotFoundError, match="not found"):
+        CostProfile.load("/nonexistent/profile.json")
+
+
+def test_step_record_json_round_trip():
+    rec = StepRecord(step=3, episode=1, exit_used=2, max_exit=4, stop_reason="threshold", llm_gflops=0.5,
+                     total_gflops=0.7, segment_ms=[1.0, 1.1], distances=[0.01], thresholds=[0.02, 0.03])
+    assert StepRecord.from_json(rec.to_json()) == rec
+    with pytest.raises(ValueError, match="unknown keys"):
+        StepRecord.from_json('{"step": 1, "bogus": 2}')
+
+
+def test_observation_validation():
+    img = np.zeros((32, 32, 3), np.uint8)
+    Observation({"static": img}, "open the drawer").validate(("static",))
+    with pytest.raises(ValueError, match="lacks camera"):
+        Observation({"static": img}, "x").validate(("static", "wrist"))
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        Observation({"static": img.astype(np.float32)}, "x").validate(("static",))
+    with pytest.raises(ValueError, match="empty instruction"):
+        Observation({"static": img}, "  ").validate(("static",))
