@@ -1,0 +1,36 @@
+"""Exit controller and compute budgets (numpy/scipy/optuna only: no torch, ROS or simulator).
+
+Driven through deer_vla.core.SegmentedPolicy, so the model runner and the
+synthetic streams in ``synthetic`` are interchangeable.
+"""
+from deer_vla.control.bayes import tune_thresholds
+from deer_vla.control.budgets import BudgetReport, BudgetSpec, InfeasibleBudgetError, budget_report, exit_cap
+from deer_vla.control.calibration import collect_exit_actions
+from deer_vla.control.controller import ExitController
+from deer_vla.control.criterion import Criterion, consistency_scores
+from deer_vla.control.deadline import DeadlineGuard, LatencyTrace, ManualClock
+from deer_vla.control.online import OnlineBudgetTracker
+from deer_vla.control.oracle import oracle_exit, oracle_exits
+from deer_vla.control.thresholds import Thresholds, simulate_exits, solve_thresholds_quantile
+
+__all__ = [
+    "BudgetReport",
+    "BudgetSpec",
+    "Criterion",
+    "DeadlineGuard",
+    "ExitController",
+    "InfeasibleBudgetError",
+    "LatencyTrace",
+    "ManualClock",
+    "OnlineBudgetTracker",
+    "Thresholds",
+    "budget_report",
+    "collect_exit_actions",
+    "consistency_scores",
+    "exit_cap",
+    "oracle_exit",
+    "oracle_exits",
+    "simulate_exits",
+    "solve_thresholds_quantile",
+    "tune_thresholds",
+]

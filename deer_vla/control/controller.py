@@ -1,0 +1,208 @@
+"""The exit controller: per step, run exits one at a time and stop as early as the budget allows.
+
+Drives any deer_vla.core.SegmentedPolicy (the model runner or a synthetic
+stream). Per step: begin_step (shared prefix), then exits 1, 2, ... until
+  - the distance between exit k's and exit k-1's actions is <= scale * eta_k
+    ("threshold"), or
+  - the cap from the peak/memory budget is reached ("cap"), or
+  - deadline mode forbids starting the next segment ("deadline");
+then commit the chosen exit (advancing the recurrent head) and return its
+action with a StepRecord. ``fixed_exit`` always runs exactly exit k (static
+baselines); ``oracle_tolerance`` runs every exit up to the cap and commits
+the oracle exit (the compute floor at that fidelity).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from deer_vla.control.budgets import BudgetReport, BudgetSpec, budget_report
+from deer_vla.control.criterion import Criterion
+from deer_vla.control.deadline import DeadlineGuard, LatencyTrace
+from deer_vla.control.online import OnlineBudgetTracker
+from deer_vla.control.oracle import oracle_exit
+from deer_vla.control.thresholds import Thresholds
+from deer_vla.core import CostProfile, Observation, SegmentedPolicy, StepRecord
+
+
+class ExitController:
+    def __init__(
+        self,
+        policy: SegmentedPolicy,
+        profile: CostProfile,
+        thresholds: Thresholds | None,
+        budget: BudgetSpec | None = None,
+        criterion: Criterion | None = None,
+        tracker: OnlineBudgetTracker | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        fixed_exit: int | None = None,
+        oracle_tolerance: float | None = None,
+        latency_trace: LatencyTrace | None = None,
+    ) -> None:
+        """criterion defaults to the one the thresholds were solved with. latency_trace,
+        if given, replaces the profile's p99 as the deadline guard's worst case."""
+        self.policy = policy
+        self.num_exits = int(policy.num_exits)
+        if profile.num_exits < self.num_exits:
+            raise ValueError(
+                f"cost profile covers {profile.num_exits} exits but the policy has {self.num_exits} loaded"
+            )
+        self.profile = profile.truncated(self.num_exits)
+        if fixed_exit is not None and oracle_tolerance is not None:
+            raise ValueError("fixed_exit and oracle_tolerance are exclusive modes")
+        if fixed_exit is not None and not (isinstance(fixed_exit, int) and 1 <= fixed_exit <= self.num_exits):
+            raise ValueError(f"fixed_exit must be an exit in 1..{self.num_exits}, got {fixed_exit!r}")
+        if oracle_tolerance is not None and not (oracle_tolerance >= 0 and np.isfinite(oracle_tolerance)):
+            raise ValueError(f"oracle_tolerance must be finite and >= 0, got {oracle_tolerance}")
+        if thresholds is None and fixed_exit is None and oracle_tolerance is None and self.num_exits > 1:
+            raise ValueError("thresholds are required unless fixed_exit or oracle_tolerance is set")
+        self.thresholds = thresholds
+        self.criterion = criterion or (thresholds.criterion if thresholds else Criterion())
+        self.fixed_exit = fixed_exit
+        self.oracle_tolerance = oracle_tolerance
+        self.tracker = tracker
+        self.clock = clock
+        self.latency_trace = latency_trace
+        self._lock = threading.Lock()
+        self._pending: BudgetSpec | None = None
+        self._apply_budget(budget or BudgetSpec(metric=thresholds.metric if thresholds else "llm_gflops"))
+        self._step = 0
+        self._episode = 0
+        self._cost_sum = 0.0
+        self._cost_steps = 0
+
+    # --- budget ---------------------------------------------------------------------------
+
+    def _validate(self, budget: BudgetSpec) -> tuple[BudgetReport, DeadlineGuard | None]:
+        report = budget_report(self.profile, budget)
+        if self.fixed_exit is not None and self.fixed_exit > report.cap:
+            raise ValueError(f"fixed_exit {self.fixed_exit} is past the budget's cap exit {report.cap}")
+        if self.thresholds is not None and self.fixed_exit is None and self.oracle_tolerance is None:
+            self.thresholds.check_covers(report.cap)
+        if self.tracker is not None and budget.average_gflops is None:
+            raise ValueError("online budget tracking needs a budget with average_gflops set")
+        guard = None
+        if budget.deadline_ms is not None:
+            if self.latency_trace is not None:
+                guard = DeadlineGuard.from_trace(self.latency_trace, budget.deadline_ms)
+            elif self.profile.has_latency():
+                guard = DeadlineGuard.from_profile(self.profile, budget.deadline_ms)
+        return report, guard
+
+    def _apply_budget(self, budget: BudgetSpec) -> None:
+        self.report, self.guard = self._validate(budget)
+        self.budget = budget
+        if self.tracker is not None and budget.average_gflops is not None:
+            self.tracker.set_target(budget.average_gflops)
+
+    def set_budget(self, budget: BudgetSpec) -> None:
+        """Validate now (raises on a bad budget); it takes effect at the next step."""
+        self._validate(budget)
+        with self._lock:
+            self._pending = budget
+
+    @property
+    def cap(self) -> int:
+        return self.report.cap
+
+    @property
+    def running_mean(self) -> float:
+        if self.tracker is not None:
+            return self.tracker.running_mean
+        return self._cost_sum / self._cost_steps if self._cost_steps else 0.0
+
+    def reset_episode(self) -> None:
+        """New episode/instruction: clear the policy's head history; the tracker resets if configured."""
+        self.policy.reset()
+        if self.tracker is not None:
+            self.tracker.reset_episode()
+        self._episode += 1
+
+    # --- one control step -----------------------------------------------------------------
+
+    def _eta(self, k: int, scale: float) -> float:
+        assert self.thresholds is not None
+        return self.thresholds.eta(k) * scale
+
+    def step(self, observation: Observation) -> tuple[np.ndarray, StepRecord]:
+        with self._lock:
+            if self._pending is not None:
+                self._apply_budget(self._pending)
+                self._pending = None
+        cap = self.report.cap
+        scale = self.tracker.scale if self.tracker is not None else 1.0
+        t0 = self.clock()
+        self.policy.begin_step(observation)
+        t_enc = self.clock()
+        actions: list[np.ndarray] = []
+        segment_ms: list[float] = []
+        distances: list[float] = []
+        reason = "cap"
+        last = self.fixed_exit if self.fixed_exit is not None else cap
+        for k in range(1, last + 1):
+            if k > 1 and self.guard is not None and not self.guard.allows(k, (self.clock() - t0) * 1e3):
+                reason = "deadline"
+                break
+            ts = self.clock()
+            actions.append(np.asarray(self.policy.run_next_exit(), dtype=np.float64))
+            segment_ms.append((self.clock() - ts) * 1e3)
+            if self.fixed_exit is not None:
+                reason = "fixed"
+                continue
+            if self.oracle_tolerance is not None or k == 1:
+                continue
+            distances.append(self.criterion(actions[-1], actions[-2]))
+            if distances[-1] <= self._eta(k, scale):
+                reason = "threshold"
+                break
+        ran = len(actions)
+        chosen = ran
+        if self.oracle_tolerance is not None and reason != "deadline":
+            chosen = oracle_exit(np.stack(actions), self.oracle_tolerance, self.criterion)
+            reason = "oracle"
+        tc = self.clock()
+        action = np.asarray(self.policy.commit(chosen), dtype=np.float64)
+        t_end = self.clock()
+        # Compute spent = every exit that ran; the oracle reports its floor instead.
+        charged = chosen if reason == "oracle" else ran
+        llm = self.profile.cost(charged, "llm_gflops")
+        total = self.profile.cost(charged, "total_gflops")
+        cost = llm if self.budget.metric == "llm_gflops" else total
+        self._cost_sum += cost
+        self._cost_steps += 1
+        if self.tracker is not None:
+            self.tracker.update(cost)
+        etas = (
+            [self._eta(k, scale) for k in range(2, cap + 1)]
+            if self.thresholds is not None and self.fixed_exit is None and self.oracle_tolerance is None
+            else []
+        )
+        record = StepRecord(
+            step=self._step,
+            episode=self._episode,
+            exit_used=chosen,
+            max_exit=cap,
+            stop_reason=reason,
+            llm_gflops=llm,
+            total_gflops=total,
+            encode_ms=(t_enc - t0) * 1e3,
+            segment_ms=segment_ms,
+            head_ms=(t_end - tc) * 1e3,
+            total_ms=(t_end - t0) * 1e3,
+            distances=distances,
+            thresholds=etas,
+            threshold_scale=scale,
+            running_mean_gflops=self.running_mean,
+            budget_average_gflops=self.budget.average_gflops,
+            budget_peak_gflops=self.budget.peak_gflops,
+            budget_peak_ms=self.budget.peak_ms,
+            budget_memory_bytes=self.budget.memory_bytes,
+            deadline_ms=self.budget.deadline_ms,
+            stamp_ns=observation.stamp_ns,
+            action=[float(v) for v in action],
+        )
+        self._step += 1
+        return action, record

@@ -1,0 +1,114 @@
+"""Consistency criterion: how far apart two consecutive exits' actions are.
+
+After exit k (k >= 2) the controller compares the action from exit k with the
+one from exit k-1; a small distance means going deeper is unlikely to change
+the decision, so it stops. As in the original, only the continuous (motion)
+part is compared by default and the gripper is ignored; optionally a gripper
+flip (open <-> closed) counts as an infinite distance, so a step whose exits
+disagree on the gripper never stops on the threshold.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+DistanceName = Literal["rms", "mean", "max", "l2", "cosine"]
+DISTANCES: tuple[str, ...] = ("rms", "mean", "max", "l2", "cosine")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """Distance between two action vectors laid out as continuous axes + gripper (last).
+
+    distance: "rms" (default, as the original), "mean" (mean |diff|), "max"
+    (max |diff|), "l2" (Euclidean norm) or "cosine" (1 - cosine similarity).
+    gripper_flip_infinite: a change of gripper sign between the two actions
+    gives +inf (never stop on it).
+    """
+
+    distance: DistanceName = "rms"
+    gripper_flip_infinite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.distance not in DISTANCES:
+            raise ValueError(f"unknown criterion distance {self.distance!r}; choose one of {DISTANCES}")
+
+    def batch(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Distances between ``a`` and ``b`` of shape (..., A), A >= 2 (>= 1 axis + gripper)."""
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"criterion inputs differ in shape: {a.shape} vs {b.shape}")
+        if a.ndim == 0 or a.shape[-1] < 2:
+            raise ValueError(
+                f"criterion needs actions of >= 2 values (continuous axes + gripper), got shape {a.shape}"
+            )
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            raise ValueError("criterion inputs contain NaN or inf")
+        ma, mb = a[..., :-1], b[..., :-1]
+        diff = ma - mb
+        if self.distance == "rms":
+            out = np.sqrt(np.mean(diff**2, axis=-1))
+        elif self.distance == "mean":
+            out = np.mean(np.abs(diff), axis=-1)
+        elif self.distance == "max":
+            out = np.max(np.abs(diff), axis=-1)
+        elif self.distance == "l2":
+            out = np.linalg.norm(diff, axis=-1)
+        else:  # cosine
+            na = np.linalg.norm(ma, axis=-1)
+            nb = np.linalg.norm(mb, axis=-1)
+            denom = na * nb
+            cos = np.where(denom > 0, np.sum(ma * mb, axis=-1) / np.where(denom > 0, denom, 1.0), 0.0)
+            # Two zero motions agree perfectly; one zero and one non-zero do not.
+            both_zero = (na == 0) & (nb == 0)
+            out = np.where(both_zero, 0.0, 1.0 - np.clip(cos, -1.0, 1.0))
+        out = np.asarray(out, dtype=np.float64)
+        if self.gripper_flip_infinite:
+            flip = (a[..., -1] > 0) != (b[..., -1] > 0)
+            out = np.where(flip, np.inf, out)
+        return out
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> float:
+        a = np.asarray(a)
+        if a.ndim != 1:
+            raise ValueError(f"criterion expects one action vector per argument, got shape {a.shape}")
+        return float(self.batch(a, b))
+
+    def to_dict(self) -> dict:
+        return {"distance": self.distance, "gripper_flip_infinite": self.gripper_flip_infinite}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Criterion:
+        unknown = set(data) - {"distance", "gripper_flip_infinite"}
+        if unknown:
+            raise ValueError(f"unknown criterion keys {sorted(unknown)}")
+        flip = bool(data.get("gripper_flip_infinite", False))
+        return cls(distance=data.get("distance", "rms"), gripper_flip_infinite=flip)
+
+
+def check_exit_actions(exit_actions: np.ndarray) -> np.ndarray:
+    """Validate a calibration array of per-exit actions, shape (S steps, N exits, A)."""
+    arr = np.asarray(exit_actions, dtype=np.float64)
+    if arr.ndim != 3:
+        raise ValueError(f"exit actions must have shape (steps, exits, action_dim), got {arr.shape}")
+    s, n, a = arr.shape
+    if s == 0 or n == 0:
+        raise ValueError(f"exit actions are empty: shape {arr.shape}")
+    if a < 2:
+        raise ValueError(f"actions need >= 2 values (continuous axes + gripper), got action_dim {a}")
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"exit actions contain NaN or inf (first at step {bad[0]}, exit {bad[1] + 1})")
+    return arr
+
+
+def consistency_scores(exit_actions: np.ndarray, criterion: Criterion | None = None) -> np.ndarray:
+    """(S, N, A) per-exit actions -> (S, N-1) distances; column j is exit j+2 vs exit j+1."""
+    arr = check_exit_actions(exit_actions)
+    crit = criterion or Criterion()
+    if arr.shape[1] < 2:
+        return np.zeros((arr.shape[0], 0))
+    return crit.batch(arr[:, 1:, :], arr[:, :-1, :])

@@ -1,0 +1,326 @@
+"""Exit thresholds eta_2..eta_N and the quantile solver that meets an average budget.
+
+Quantile method (DeeR, from a calibration set of recorded per-exit actions):
+choose target fractions p_k of steps leaving at each exit (a one-parameter
+shape, e.g. geometric p_k ∝ q^k), solve the parameter so the expected cost
+meets the average budget (the original leaves q to the user; we solve it by
+bisection), then walk the exits in order and set eta_k so that exactly that
+fraction of the not-yet-exited calibration steps stops at k.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import logsumexp
+
+from deer_vla.control.budgets import METRICS, BudgetSpec, budget_report
+from deer_vla.control.criterion import Criterion, check_exit_actions, consistency_scores
+from deer_vla.core import CostMetric, CostProfile
+
+Shape = Literal["geometric", "gaussian", "gamma"]
+SHAPES: tuple[str, ...] = ("geometric", "gaussian", "gamma")
+
+
+@dataclass
+class Thresholds:
+    """eta_k for exits 2..N (``values[0]`` is eta_2) and how they were obtained."""
+
+    values: list[float]
+    budget: BudgetSpec | None = None  # the budget they were solved for
+    metric: CostMetric = "llm_gflops"
+    method: str = "manual"  # "quantile" | "bayes" | "manual"
+    expected_cost: float | None = None  # mean cost on the calibration set
+    exit_distribution: list[float] = field(default_factory=list)  # fraction of steps at exits 1..N
+    criterion: Criterion = field(default_factory=Criterion)
+
+    def __post_init__(self) -> None:
+        try:
+            values = [float(v) for v in self.values]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"threshold values must be numbers, got {self.values!r}") from exc
+        for k, v in enumerate(values, start=2):
+            if math.isnan(v):
+                raise ValueError(f"threshold eta_{k} is NaN")
+            if math.isinf(v):
+                raise ValueError(f"threshold eta_{k} is infinite; thresholds must be finite")
+            if v < 0:
+                raise ValueError(f"threshold eta_{k} must be >= 0, got {v}")
+        self.values = values
+        if self.metric not in METRICS:
+            raise ValueError(f"thresholds metric must be one of {METRICS}, got {self.metric!r}")
+        if self.exit_distribution:
+            dist = [float(p) for p in self.exit_distribution]
+            if len(dist) != self.num_exits or any(not (0 <= p <= 1) for p in dist):
+                raise ValueError(
+                    f"thresholds exit_distribution must be {self.num_exits} fractions in [0, 1], got {dist}"
+                )
+            self.exit_distribution = dist
+        if self.expected_cost is not None and not (math.isfinite(self.expected_cost) and self.expected_cost >= 0):
+            raise ValueError(f"thresholds expected_cost must be finite and >= 0, got {self.expected_cost}")
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.values) + 1
+
+    def eta(self, exit_index: int) -> float:
+        if not 2 <= exit_index <= self.num_exits:
+            raise IndexError(f"thresholds cover exits 2..{self.num_exits}, asked for exit {exit_index}")
+        return self.values[exit_index - 2]
+
+    def check_covers(self, num_exits: int) -> None:
+        """Raise unless these thresholds cover exits 2..num_exits."""
+        if self.num_exits < num_exits:
+            raise ValueError(
+                f"thresholds have {len(self.values)} values (exits 2..{self.num_exits}) but the policy may run "
+                f"up to exit {num_exits}: need {num_exits - 1} values"
+            )
+
+    def to_dict(self) -> dict:
+        return {
+            "values": list(self.values),
+            "budget": self.budget.to_dict() if self.budget else None,
+            "metric": self.metric,
+            "method": self.method,
+            "expected_cost": self.expected_cost,
+            "exit_distribution": list(self.exit_distribution),
+            "criterion": self.criterion.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, num_exits: int | None = None) -> Thresholds:
+        if not isinstance(data, dict):
+            raise ValueError("thresholds JSON must be an object")
+        known = {"values", "budget", "metric", "method", "expected_cost", "exit_distribution", "criterion"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown thresholds keys {sorted(unknown)}")
+        if "values" not in data or not isinstance(data["values"], list):
+            raise ValueError("thresholds JSON needs a list 'values' (eta for exits 2..N)")
+        out = cls(
+            values=data["values"],
+            budget=BudgetSpec.from_dict(data["budget"]) if data.get("budget") else None,
+            metric=data.get("metric", "llm_gflops"),
+            method=data.get("method", "manual"),
+            expected_cost=data.get("expected_cost"),
+            exit_distribution=data.get("exit_distribution", []),
+            criterion=Criterion.from_dict(data.get("criterion") or {}),
+        )
+        if num_exits is not None and out.num_exits != num_exits:
+            raise ValueError(
+                f"thresholds have {len(out.values)} values but a {num_exits}-exit model needs {num_exits - 1} "
+                f"(exits 2..{num_exits})"
+            )
+        return out
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False))
+
+    @classmethod
+    def load(cls, path: str | Path, num_exits: int | None = None) -> Thresholds:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"thresholds file not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"thresholds file {path} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data, num_exits=num_exits)
+
+
+# --- target exit distributions --------------------------------------------------------------
+
+
+def exit_fractions(shape: Shape, param: float, exits: np.ndarray, shape_param: float | None = None) -> np.ndarray:
+    """Normalised target fractions over ``exits`` for one value of the free parameter.
+
+    Every shape is monotone in ``param``: larger moves mass to deeper exits.
+    geometric: p_k ∝ exp(param * k) (q = e^param). gaussian: p_k ∝
+    exp(-(k - param)^2 / 2 sigma^2), sigma = shape_param (default 1). gamma:
+    p_k ∝ k^(alpha - 1) exp(param * k), alpha = shape_param (default 2); for
+    param < 0 this is a Gamma(alpha, scale=-1/param) shape.
+    """
+    k = exits.astype(np.float64)
+    if shape == "geometric":
+        logits = param * k
+    elif shape == "gaussian":
+        sigma = 1.0 if shape_param is None else shape_param
+        logits = -((k - param) ** 2) / (2 * sigma**2)
+    elif shape == "gamma":
+        alpha = 2.0 if shape_param is None else shape_param
+        logits = (alpha - 1) * np.log(k) + param * k
+    else:
+        raise ValueError(f"unknown exit distribution shape {shape!r}; choose one of {SHAPES}")
+    return np.asarray(np.exp(logits - logsumexp(logits)))
+
+
+def _param_bracket(shape: Shape, lo_exit: int, hi_exit: int, shape_param: float | None) -> tuple[float, float]:
+    if shape == "gaussian":
+        sigma = 1.0 if shape_param is None else shape_param
+        return lo_exit - 40 * sigma, hi_exit + 40 * sigma
+    return -60.0, 60.0
+
+
+# --- the quantile walk ----------------------------------------------------------------------
+
+
+def _walk(scores: np.ndarray, cum_counts: np.ndarray, cap: int) -> tuple[list[float], np.ndarray]:
+    """Set eta_2..eta_N so that cum_counts[k] steps have exited by exit k; return (etas, exit per step).
+
+    scores: (S, N-1), column k-2 = distance at exit k. cum_counts: index k ->
+    number of steps to have stopped by exit k (k = 2..cap). Midpoints between
+    consecutive sorted scores keep the cut robust to small run-time noise.
+    """
+    s, m = scores.shape
+    n = m + 1
+    exit_of = np.full(s, cap, dtype=np.int64)
+    remaining = np.ones(s, dtype=bool)
+    etas: list[float] = []
+    for k in range(2, n + 1):
+        col = scores[:, k - 2]
+        finite_all = col[np.isfinite(col)]
+        if k > cap or not remaining.any():
+            # Unreached under this cap: "everything still running stops here",
+            # so a later, larger cap keeps the cost these thresholds were solved for.
+            etas.append(float(finite_all.max()) if finite_all.size else 0.0)
+            continue
+        rem = np.sort(col[remaining])
+        finite = rem[np.isfinite(rem)]
+        stopped_so_far = s - int(remaining.sum())
+        want = int(np.clip(cum_counts[k] - stopped_so_far, 0, rem.size)) if k < cap else rem.size
+        if finite.size == 0:
+            eta = 0.0
+        elif want >= finite.size:
+            eta = float(finite[-1])
+        elif want == 0:
+            eta = float(finite[0]) / 2.0
+        else:
+            eta = float(finite[want - 1] + finite[want]) / 2.0
+        etas.append(eta)
+        if k == cap:
+            exit_of[remaining] = cap
+            remaining[:] = False
+            continue
+        stop = remaining & (col <= eta)
+        exit_of[stop] = k
+        remaining &= ~stop
+    return etas, exit_of
+
+
+def _realised(
+    scores: np.ndarray, costs: np.ndarray, cap: int, fractions: np.ndarray, exits: np.ndarray
+) -> tuple[float, list[float], np.ndarray]:
+    s = scores.shape[0]
+    cum = np.zeros(cap + 1, dtype=np.int64)
+    cum[exits] = np.rint(np.cumsum(fractions) * s).astype(np.int64)
+    etas, exit_of = _walk(scores, cum, cap)
+    return float(costs[exit_of - 1].mean()), etas, exit_of
+
+
+def simulate_exits(
+    exit_actions: np.ndarray, thresholds: Thresholds, cap: int | None = None, scale: float = 1.0
+) -> np.ndarray:
+    """Exit each calibration step would take under ``thresholds`` (1-based), shape (S,)."""
+    arr = check_exit_actions(exit_actions)
+    n = arr.shape[1]
+    cap = n if cap is None else min(cap, n)
+    thresholds.check_covers(cap)
+    scores = consistency_scores(arr, thresholds.criterion)
+    exit_of = np.full(arr.shape[0], cap, dtype=np.int64)
+    remaining = np.ones(arr.shape[0], dtype=bool)
+    for k in range(2, cap):
+        stop = remaining & (scores[:, k - 2] <= thresholds.eta(k) * scale)
+        exit_of[stop] = k
+        remaining &= ~stop
+    return exit_of
+
+
+def solve_thresholds_quantile(
+    exit_actions: np.ndarray,
+    profile: CostProfile,
+    budget: BudgetSpec,
+    shape: Shape = "geometric",
+    shape_param: float | None = None,
+    criterion: Criterion | None = None,
+    tolerance: float = 0.005,
+) -> Thresholds:
+    """Thresholds whose mean cost on the calibration set meets ``budget.average_gflops``.
+
+    exit_actions: (S steps, N exits, A) actions of every exit at every
+    calibration step; N must equal ``profile.num_exits``. The realised mean
+    cost is at most the budget and, when the budget binds, within
+    ``tolerance`` (relative) of it unless the calibration set is too small or
+    too tied to resolve it (the achieved cost is reported in expected_cost).
+    """
+    arr = check_exit_actions(exit_actions)
+    s, n, _ = arr.shape
+    if n != profile.num_exits:
+        raise ValueError(f"exit actions have {n} exits but the cost profile has {profile.num_exits}")
+    if budget.average_gflops is None:
+        raise ValueError("solve_thresholds_quantile needs a budget with average_gflops set")
+    if shape not in SHAPES:
+        raise ValueError(f"unknown exit distribution shape {shape!r}; choose one of {SHAPES}")
+    if shape_param is not None and not (math.isfinite(shape_param) and shape_param > 0):
+        raise ValueError(f"shape_param must be positive and finite, got {shape_param}")
+    crit = criterion or Criterion()
+    report = budget_report(profile, budget)
+    cap = report.cap
+    costs = np.asarray(profile.costs(budget.metric))
+    scores = consistency_scores(arr, crit)
+    target = float(budget.average_gflops)
+
+    def finish(etas: list[float], exit_of: np.ndarray) -> Thresholds:
+        dist = np.bincount(exit_of, minlength=n + 1)[1:] / s
+        return Thresholds(
+            values=etas,
+            budget=budget,
+            metric=budget.metric,
+            method="quantile",
+            expected_cost=float(costs[exit_of - 1].mean()),
+            exit_distribution=[float(p) for p in dist],
+            criterion=crit,
+        )
+
+    if cap == 1 or not report.average_binding:
+        # Exit 1 only, or the budget is slack: run to the cap every step.
+        etas, exit_of = _walk(scores, np.zeros(cap + 1, dtype=np.int64), cap)
+        return finish(etas, exit_of)
+
+    exits = np.arange(2, cap + 1)  # the criterion can first stop at exit 2
+    lo, hi = _param_bracket(shape, 2, cap, shape_param)
+
+    def expected(param: float) -> float:
+        return float(exit_fractions(shape, param, exits, shape_param) @ costs[exits - 1]) - target
+
+    if expected(lo) >= 0:
+        param = lo
+    elif expected(hi) <= 0:
+        param = hi
+    else:
+        param = float(brentq(expected, lo, hi, xtol=1e-10))
+    cost, etas, exit_of = _realised(scores, costs, cap, exit_fractions(shape, param, exits, shape_param), exits)
+    if cost > target or abs(cost - target) > tolerance * target:
+        # Rounding and tied scores make the realised cost a step function of
+        # the parameter: bisect on it for the deepest setting within budget.
+        a, b = lo, param if cost > target else hi
+        best = None if cost > target else (cost, etas, exit_of)
+        for _ in range(60):
+            mid = 0.5 * (a + b)
+            c, e, x = _realised(scores, costs, cap, exit_fractions(shape, mid, exits, shape_param), exits)
+            if c <= target:
+                a = mid
+                if best is None or c > best[0]:
+                    best = (c, e, x)
+                if target - c <= tolerance * target:
+                    break
+            else:
+                b = mid
+        if best is None:
+            best = _realised(scores, costs, cap, exit_fractions(shape, lo, exits, shape_param), exits)
+        cost, etas, exit_of = best
+    return finish(etas, exit_of)
