@@ -1,0 +1,245 @@
+"""One-process bringup: the nodes of a graph (config/graph.yaml) in one executor.
+
+The same graph the launch files start, without `ros2 launch`: nodes get the
+same parameter files, overrides and remappings; lifecycle nodes are
+configured and activated programmatically. `demo_main` is the main job: the
+simulated robot under the policy node + monitor for a few episodes.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deer_vla.ros.graph import GraphSpec, NodeSpec, load_graph
+from deer_vla.ros.params import DEFAULT_CHECKPOINT
+
+
+class BringupError(RuntimeError):
+    """A node of the graph could not be created, configured or activated."""
+
+
+def create_node(spec: NodeSpec) -> Any:
+    from rclpy.parameter import Parameter
+
+    module = importlib.import_module(f"deer_vla.ros.{spec.module}")
+    cls = getattr(module, spec.class_name)
+    overrides = [Parameter(name, value=value) for name, value in spec.parameters.items()]
+    return cls(spec.name, cli_args=spec.ros_args(), parameter_overrides=overrides)
+
+
+class Bringup:
+    """Create, start, spin and stop the nodes of one graph."""
+
+    def __init__(self, graph: GraphSpec, executor: Any | None = None) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.graph = graph
+        self.executor = executor or SingleThreadedExecutor()
+        self.nodes: dict[str, Any] = {}
+        self._stopped = False
+
+    def start(self) -> Bringup:
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        try:
+            for spec in self.graph.nodes:
+                node = create_node(spec)
+                self.nodes[spec.key] = node
+                self.executor.add_node(node)
+            for spec in self.graph.nodes:
+                if not spec.lifecycle:
+                    continue
+                node = self.nodes[spec.key]
+                for transition in ("configure", "activate"):
+                    result = getattr(node, f"trigger_{transition}")()
+                    if result != TransitionCallbackReturn.SUCCESS:
+                        raise BringupError(f"node '{spec.name}' failed to {transition} (see its log above)")
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def spin_until(self, predicate: Callable[[], bool], timeout_s: float | None = None) -> bool:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not predicate():
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            self.executor.spin_once(timeout_sec=0.05)
+        return True
+
+    def stop(self) -> None:
+        """Deactivate lifecycle nodes, then destroy every node (the monitor writes its summary)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for spec in reversed(self.graph.nodes):
+            node = self.nodes.get(spec.key)
+            if node is None:
+                continue
+            if spec.lifecycle and getattr(node, "active", False):
+                node.trigger_deactivate()
+            self.executor.remove_node(node)
+            node.destroy_node()
+        self.nodes.clear()
+
+
+def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """["policy.budget.average_gflops=0.5", ...] -> {"policy": {"budget.average_gflops": 0.5}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        node, dot, param = key.partition(".")
+        if not sep or not dot or not param:
+            raise SystemExit(f"--set expects NODE.PARAM=VALUE (e.g. policy.enabled=true), got '{item}'")
+        out.setdefault(node, {})[param] = yaml.safe_load(raw)
+    return out
+
+
+def _init_ros(argv: list[str] | None) -> list[str]:
+    import rclpy
+    from rclpy.utilities import remove_ros_args
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not rclpy.ok():
+        rclpy.init(args=["deer_vla", *args])
+    return remove_ros_args(["deer_vla", *args])[1:]
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deer-vla bringup", description=__doc__.splitlines()[0])
+    parser.add_argument("--graph", default="robot", help="graph in config/graph.yaml: robot (default) or sim")
+    parser.add_argument("--config-dir", default=None, help="directory with graph.yaml and the parameter files")
+    parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                        help="parameter override, e.g. policy.checkpoint_dir=/path (repeatable)")
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds to run (0 = until Ctrl-C)")
+    import rclpy
+
+    args = parser.parse_args(_init_ros(argv))
+    bringup = None
+    try:
+        bringup = Bringup(load_graph(args.graph, args.config_dir, _parse_set(args.set))).start()
+        print(f"[deer_vla bringup] graph '{args.graph}': {', '.join(n.name for n in bringup.graph.nodes)} running")
+        sim = bringup.nodes.get("sim")
+        done = (lambda: sim.finished) if sim is not None else (lambda: False)
+        bringup.spin_until(done, args.duration or None)
+    except KeyboardInterrupt:
+        pass
+    except (BringupError, KeyError, FileNotFoundError, ValueError) as exc:
+        print(f"deer-vla bringup: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bringup is not None:
+            bringup.stop()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+def main() -> int:
+    return cli_main(None)
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    """The main job: sim + policy (shipped checkpoint, default budget) + monitor for a few episodes."""
+    parser = argparse.ArgumentParser(prog="deer-vla demo", description=demo_main.__doc__)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help=f"policy checkpoint directory (default: the shipped {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--tasks", nargs="+", default=None, help="task names (default: config/sim.yaml)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the task default)")
+    parser.add_argument("--average-gflops", type=float, default=None,
+                        help="average compute budget per action (default: the one the thresholds were solved for)")
+    parser.add_argument("--output-dir", type=Path, default=Path("deer_vla_logs"))
+    parser.add_argument("--timeout", type=float, default=540.0, help="stop after this many seconds")
+    parser.add_argument("--config-dir", default=None)
+    import rclpy
+
+    args = parser.parse_args(_init_ros(argv))
+    checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+    if not (checkpoint / "config.json").is_file():
+        print(
+            f"deer-vla demo: no policy checkpoint at {checkpoint} (expected config.json there). "
+            "The shipped checkpoint is built by `deer-vla train` + `deer-vla calibrate`; "
+            "pass --checkpoint DIR to use another one.",
+            file=sys.stderr,
+        )
+        return 2
+    if args.episodes < 1:
+        print(f"deer-vla demo: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
+        return 2
+    run = time.strftime("demo_%Y%m%d_%H%M%S", time.gmtime())
+    out_dir = args.output_dir.resolve()
+    policy: dict[str, Any] = {"checkpoint_dir": str(checkpoint.resolve()),
+                              "record_path": str(out_dir / run / "policy_io.mcap")}
+    if args.average_gflops is not None:
+        policy["budget.average_gflops"] = args.average_gflops
+    sim: dict[str, Any] = {"episodes": args.episodes, "seed": args.seed, "max_steps": args.max_steps}
+    if args.tasks:
+        sim["tasks"] = list(args.tasks)
+    overrides = {"policy": policy, "sim": sim, "monitor": {"log_dir": str(out_dir), "run_name": run}}
+    bringup = None
+    started = time.monotonic()
+    try:
+        bringup = Bringup(load_graph("sim", args.config_dir, overrides)).start()
+        sim_node, policy_node, monitor = bringup.nodes["sim"], bringup.nodes["policy"], bringup.nodes["monitor"]
+        finished = bringup.spin_until(lambda: sim_node.finished, args.timeout)
+        # let the last step records reach the monitor
+        bringup.spin_until(lambda: monitor.stats.count >= policy_node.stats.steps, 2.0)
+        stack = policy_node.stack
+        metric = monitor.stats.metric
+        full = stack.full_profile.cost(stack.full_profile.num_exits, metric)
+        results = [r.__dict__ for r in sim_node.results]
+        bringup.stop()
+        summary = monitor.close()
+    except (BringupError, KeyError, FileNotFoundError, ValueError) as exc:
+        print(f"deer-vla demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bringup is not None:
+            bringup.stop()
+        if rclpy.ok():
+            rclpy.shutdown()
+    mean_cost = summary[f"mean_{metric}"]
+    report = {
+        "episodes": len(results),
+        "finished": finished,
+        "success_rate": sum(r["success"] for r in results) / len(results) if results else 0.0,
+        "steps": summary["steps"],
+        "mean_exit": summary["mean_exit"],
+        f"mean_{metric}": mean_cost,
+        f"full_model_{metric}": full,
+        "compute_saved": 1.0 - mean_cost / full if full > 0 and summary["steps"] else 0.0,
+        "budget_status": summary["worst_status"],
+        "wall_s": time.monotonic() - started,
+        "results": results,
+        "log": summary["jsonl"],
+        "mcap": summary["mcap"],
+        "policy_io_mcap": policy["record_path"],
+        "plot": summary["plot"],
+    }
+    report_path = out_dir / run / "demo_summary.json"
+    report_path.write_text(json.dumps(report, indent=2))
+    print(f"\n=== deer-vla demo: {len(results)} episode(s){'' if finished else ' (timed out)'} ===")
+    print(f"success rate      {report['success_rate']:.2f} ({sum(r['success'] for r in results)}/{len(results)})")
+    print(f"average exit      {report['mean_exit']:.2f} of {stack.full_profile.num_exits}")
+    print(f"compute per step  {mean_cost:.4f} {metric} vs {full:.4f} for the full model "
+          f"-> {100 * report['compute_saved']:.1f}% saved")
+    print(f"step log (JSONL)  {report['log']}")
+    print(f"step log (MCAP)   {report['mcap']}")
+    print(f"policy I/O (MCAP) {report['policy_io_mcap']}  (deer-vla replay {report['policy_io_mcap']})")
+    print(f"plot              {report['plot']}")
+    print(f"summary           {report_path}")
+    return 0 if finished else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

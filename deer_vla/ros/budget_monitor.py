@@ -1,0 +1,137 @@
+"""Running statistics of step records and their status against each budget.
+
+Pure (no rclpy) so the rules are tested directly; the monitor node turns
+the result into diagnostic_msgs. A budget is OK while met, WARN once
+exceeded, ERROR once exceeded by more than ``error_ratio`` times.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from deer_vla.core import StepRecord
+
+OK, WARN, ERROR = 0, 1, 2
+LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
+
+
+@dataclass
+class BudgetStatus:
+    name: str  # e.g. "average_gflops"
+    level: int
+    message: str
+    values: dict[str, str] = field(default_factory=dict)
+
+
+class BudgetMonitor:
+    def __init__(self, metric: str = "llm_gflops", window: int = 0, error_ratio: float = 1.5) -> None:
+        if metric not in ("llm_gflops", "total_gflops"):
+            raise ValueError(f"metric must be 'llm_gflops' or 'total_gflops', got '{metric}'")
+        if window < 0:
+            raise ValueError(f"window must be >= 0 (0 = whole run), got {window}")
+        if not error_ratio > 1.0:
+            raise ValueError(f"error_ratio must be > 1, got {error_ratio}")
+        self.metric = metric
+        self.error_ratio = error_ratio
+        maxlen = window or None
+        self._cost: deque[float] = deque(maxlen=maxlen)
+        self._ms: deque[float] = deque(maxlen=maxlen)
+        self._exit: deque[int] = deque(maxlen=maxlen)
+        self.count = 0
+        self.total_cost = 0.0
+        self.total_exit = 0
+        self.exit_histogram: dict[int, int] = {}
+        self.last: StepRecord | None = None
+
+    def update(self, record: StepRecord) -> None:
+        cost = float(getattr(record, self.metric))
+        self._cost.append(cost)
+        self._ms.append(float(record.total_ms))
+        self._exit.append(int(record.exit_used))
+        self.count += 1
+        self.total_cost += cost
+        self.total_exit += int(record.exit_used)
+        self.exit_histogram[record.exit_used] = self.exit_histogram.get(record.exit_used, 0) + 1
+        self.last = record
+
+    # -- statistics over the window -------------------------------------------------
+    def mean_cost(self) -> float:
+        return float(np.mean(self._cost)) if self._cost else 0.0
+
+    def max_cost(self) -> float:
+        return float(max(self._cost)) if self._cost else 0.0
+
+    def latency(self, q: float) -> float:
+        return float(np.percentile(self._ms, q)) if self._ms else 0.0
+
+    def max_latency(self) -> float:
+        return float(max(self._ms)) if self._ms else 0.0
+
+    def mean_exit(self) -> float:
+        return float(np.mean(self._exit)) if self._exit else 0.0
+
+    # -- status ----------------------------------------------------------------------
+    def _level(self, value: float, limit: float) -> int:
+        if value <= limit:
+            return OK
+        return ERROR if value > limit * self.error_ratio else WARN
+
+    def statuses(self) -> list[BudgetStatus]:
+        """One status per budget in force (taken from the latest record), plus latency."""
+        out: list[BudgetStatus] = []
+        rec = self.last
+        if rec is None:
+            return [BudgetStatus("records", WARN, "no step records received yet")]
+        checks = [
+            ("average_gflops", rec.budget_average_gflops, self.mean_cost(), f"mean {self.metric}"),
+            ("peak_gflops", rec.budget_peak_gflops, self.max_cost(), f"max {self.metric}"),
+            ("peak_ms", rec.budget_peak_ms, self.latency(95), "p95 step ms"),
+            ("deadline_ms", rec.deadline_ms, self.max_latency(), "max step ms"),
+        ]
+        for name, limit, value, what in checks:
+            values = {"value": f"{value:.4f}", "measure": what}
+            if limit is None or not math.isfinite(limit) or limit <= 0:
+                out.append(BudgetStatus(name, OK, "no budget set", values))
+                continue
+            level = self._level(value, float(limit))
+            values["budget"] = f"{float(limit):.4f}"
+            verdict = "within budget" if level == OK else "over budget"
+            out.append(BudgetStatus(name, level, f"{what} {value:.4f} {verdict} {float(limit):.4f}", values))
+        mem = rec.budget_memory_bytes
+        out.append(
+            BudgetStatus(
+                "memory_bytes",
+                OK,
+                "enforced at load (exits beyond the budget are not loaded)" if mem else "no budget set",
+                {"budget": str(mem or 0), "max_exit": str(rec.max_exit)},
+            )
+        )
+        out.append(
+            BudgetStatus(
+                "steps", OK, f"{self.count} steps, mean exit {self.mean_exit():.2f}",
+                {
+                    "count": str(self.count),
+                    "mean_exit": f"{self.mean_exit():.3f}",
+                    f"mean_{self.metric}": f"{self.mean_cost():.4f}",
+                    "p95_ms": f"{self.latency(95):.2f}",
+                    "max_ms": f"{self.max_latency():.2f}",
+                    "exit_histogram": str(dict(sorted(self.exit_histogram.items()))),
+                },
+            )
+        )
+        return out
+
+    def summary(self) -> dict:
+        """Whole-run figures (not windowed)."""
+        return {
+            "steps": self.count,
+            "mean_exit": self.total_exit / self.count if self.count else 0.0,
+            f"mean_{self.metric}": self.total_cost / self.count if self.count else 0.0,
+            "p95_ms": self.latency(95),
+            "max_ms": self.max_latency(),
+            "exit_histogram": dict(sorted(self.exit_histogram.items())),
+            "worst_status": LEVEL_NAMES[max((s.level for s in self.statuses()), default=OK)],
+        }

@@ -1,0 +1,158 @@
+"""Monitor node: step records in; /diagnostics, JSONL + MCAP logs, summary and plot out."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
+
+from deer_vla.core import StepRecord
+from deer_vla.ros.budget_monitor import LEVEL_NAMES, BudgetMonitor
+from deer_vla.ros.mcap_io import McapLog
+from deer_vla.ros.plot import plot_records
+
+RECORD_TOPIC_MCAP = "/deer_vla/step_record"
+METRICS_TOPIC_MCAP = "/deer_vla/step_metrics"
+METRIC_LABELS = ("step", "episode", "exit_used", "max_exit", "llm_gflops", "total_gflops", "total_ms")
+
+MONITOR_DEFAULTS: dict = {
+    "record_topic": "step_record",
+    "log_dir": "deer_vla_logs",
+    "run_name": "",  # "" = run_<UTC time>
+    "diagnostics_rate_hz": 1.0,
+    "metric": "llm_gflops",
+    "window": 0,  # steps in the running statistics; 0 = whole run
+    "error_ratio": 1.5,  # ERROR when a budget is exceeded by more than this factor (WARN below)
+    "write_plot": True,
+    "hardware_id": "deer_vla_policy",
+}
+
+
+class MonitorNode(Node):
+    def __init__(self, name: str = "deer_vla_monitor", **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        for key, value in MONITOR_DEFAULTS.items():
+            self.declare_parameter(key, value)
+        p = {k: self.get_parameter(k).value for k in MONITOR_DEFAULTS}
+        if p["diagnostics_rate_hz"] <= 0:
+            raise ValueError(f"parameter 'diagnostics_rate_hz' must be > 0, got {p['diagnostics_rate_hz']}")
+        self.stats = BudgetMonitor(metric=p["metric"], window=int(p["window"]), error_ratio=p["error_ratio"])
+        run = p["run_name"] or time.strftime("run_%Y%m%d_%H%M%S", time.gmtime())
+        self.log_dir = Path(p["log_dir"]).expanduser() / run
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl_path = self.log_dir / "steps.jsonl"
+        self.mcap_path = self.log_dir / "steps.mcap"
+        self.plot_path = self.log_dir / "steps.png"
+        self.summary_path = self.log_dir / "summary.json"
+        self._jsonl = self.jsonl_path.open("w")
+        self._mcap = McapLog(self.mcap_path)
+        self._write_plot = bool(p["write_plot"])
+        self._hardware_id = p["hardware_id"]
+        self.records: list[StepRecord] = []
+        self.bad_records = 0
+        self.closed = False
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(String, p["record_topic"], self._on_record, qos)
+        self.create_timer(1.0 / p["diagnostics_rate_hz"], self.publish_diagnostics)
+        self.get_logger().info(f"monitor logging to {self.log_dir}")
+
+    def _on_record(self, msg: String) -> None:
+        try:
+            record = StepRecord.from_json(msg.data)
+        except (ValueError, TypeError) as exc:
+            self.bad_records += 1
+            self.get_logger().error(f"unreadable step record: {exc}", throttle_duration_sec=5.0)
+            return
+        if self.closed:
+            return
+        self.stats.update(record)
+        self.records.append(record)
+        self._jsonl.write(msg.data + "\n")
+        stamp = record.stamp_ns or self.get_clock().now().nanoseconds
+        self._mcap.write(RECORD_TOPIC_MCAP, "std_msgs/msg/String", msg, stamp)
+        values = [record.step, record.episode, record.exit_used, record.max_exit, record.llm_gflops,
+                  record.total_gflops, record.total_ms]
+        metrics = Float64MultiArray(data=[float(v) for v in values])
+        metrics.layout.dim = [MultiArrayDimension(label=",".join(METRIC_LABELS), size=len(values), stride=len(values))]
+        self._mcap.write(METRICS_TOPIC_MCAP, "std_msgs/msg/Float64MultiArray", metrics, stamp)
+
+    def diagnostics(self) -> DiagnosticArray:
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        for status in self.stats.statuses():
+            arr.status.append(
+                DiagnosticStatus(
+                    level=bytes([status.level]),
+                    name=f"deer_vla: budget {status.name}" if status.name not in ("steps", "records")
+                    else f"deer_vla: {status.name}",
+                    message=status.message,
+                    hardware_id=self._hardware_id,
+                    values=[KeyValue(key=k, value=v) for k, v in status.values.items()],
+                )
+            )
+        return arr
+
+    def publish_diagnostics(self) -> None:
+        self._diag_pub.publish(self.diagnostics())
+
+    def summary(self) -> dict:
+        return {
+            **self.stats.summary(),
+            "bad_records": self.bad_records,
+            "jsonl": str(self.jsonl_path),
+            "mcap": str(self.mcap_path),
+            "plot": str(self.plot_path) if self._write_plot and self.records else None,
+        }
+
+    def close(self) -> dict:
+        """Flush the logs, render the plot, write and print the summary (idempotent)."""
+        if self.closed:
+            return json.loads(self.summary_path.read_text())
+        self.closed = True
+        self._jsonl.close()
+        self._mcap.close()
+        if self._write_plot and self.records:
+            plot_records(self.records, self.plot_path, metric=self.stats.metric)
+        summary = self.summary()
+        self.summary_path.write_text(json.dumps(summary, indent=2))
+        worst = summary["worst_status"]
+        print(
+            f"[deer_vla monitor] {summary['steps']} steps, mean exit {summary['mean_exit']:.2f}, "
+            f"mean {self.stats.metric} {summary[f'mean_{self.stats.metric}']:.4f}, p95 {summary['p95_ms']:.1f} ms, "
+            f"budget status {worst}; log {self.jsonl_path}, mcap {self.mcap_path}",
+            file=sys.stderr,
+        )
+        return summary
+
+    def destroy_node(self) -> None:
+        self.close()
+        super().destroy_node()
+
+
+def worst_level_name(arr: DiagnosticArray) -> str:
+    return LEVEL_NAMES[max((s.level[0] if isinstance(s.level, bytes) else int(s.level) for s in arr.status), default=0)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv)
+    node = MonitorNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

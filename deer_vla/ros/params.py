@@ -1,0 +1,159 @@
+"""Policy node parameters: defaults, validation and the budget they describe.
+
+ROS parameters cannot be null, so an unset budget is 0.0 (or 0 bytes); a
+negative or non-finite value is an error. Validation happens at configure
+and again on every runtime change (the parameter callback rejects bad
+values with the message built here).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "default_checkpoint"
+
+BUDGET_PARAMS: tuple[str, ...] = (
+    "budget.average_gflops",
+    "budget.peak_gflops",
+    "budget.peak_ms",
+    "budget.memory_bytes",
+    "budget.deadline_ms",
+    "budget.metric",
+    "fixed_exit",
+)
+
+# name -> default; the type of the default is the ROS parameter type.
+POLICY_DEFAULTS: dict[str, Any] = {
+    "checkpoint_dir": "",  # "" = the shipped deer_vla/assets/default_checkpoint
+    "thresholds_file": "",  # "" = <checkpoint_dir>/thresholds.json
+    "device": "cpu",
+    "image_topics": ["camera/static/image_raw", "camera/wrist/image_raw"],  # in the model's camera order
+    "instruction_topic": "instruction",
+    "proprio_topic": "",  # std_msgs/Float32MultiArray; "" = the model gets no proprioception
+    "twist_topic": "cmd_twist",
+    "gripper_topic": "cmd_gripper",
+    "action_topic": "action",
+    "record_topic": "step_record",
+    "frame_id": "base_link",
+    "control_mode": "event",  # "event": step on each new image of the first camera; "timer": at rate_hz
+    "rate_hz": 10.0,  # timer rate, and the control period used to turn deltas into velocities
+    "max_image_age_s": 0.5,  # images older than this (header stamp vs node clock) give no new action
+    "max_image_skew_s": 0.5,  # newest images of two cameras further apart than this are not paired
+    "stale_action": "none",  # "none": publish nothing; "zero": publish a zero twist
+    "enabled": False,  # gate: False = dry run (compute + record, actuate nothing)
+    "hold_rate_hz": 0.0,  # >0: republish the last twist at this rate ...
+    "hold_max_s": 0.5,  # ... for at most this long after the action was computed
+    "budget.average_gflops": 0.0,
+    "budget.peak_gflops": 0.0,
+    "budget.peak_ms": 0.0,
+    "budget.memory_bytes": 0,
+    "budget.deadline_ms": 0.0,
+    "budget.metric": "llm_gflops",
+    "fixed_exit": 0,  # >0: always use this exit (baseline); 0 = dynamic early exit
+    "record_path": "",  # MCAP file for the policy's inputs and outputs per step ("" = off)
+    "autostart": False,  # configure + activate on start (for running the executable alone)
+}
+
+
+class PolicyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint_dir: str
+    thresholds_file: str
+    device: str
+    image_topics: list[str] = Field(min_length=1, max_length=2)
+    instruction_topic: str = Field(min_length=1)
+    proprio_topic: str
+    twist_topic: str = Field(min_length=1)
+    gripper_topic: str = Field(min_length=1)
+    action_topic: str = Field(min_length=1)
+    record_topic: str = Field(min_length=1)
+    frame_id: str = Field(min_length=1)
+    control_mode: Literal["event", "timer"]
+    rate_hz: float = Field(gt=0, le=1000)
+    max_image_age_s: float = Field(gt=0)
+    max_image_skew_s: float = Field(gt=0)
+    stale_action: Literal["none", "zero"]
+    enabled: bool
+    hold_rate_hz: float = Field(ge=0, le=1000)
+    hold_max_s: float = Field(ge=0)
+    budget_average_gflops: float = Field(ge=0)
+    budget_peak_gflops: float = Field(ge=0)
+    budget_peak_ms: float = Field(ge=0)
+    budget_memory_bytes: int = Field(ge=0)
+    budget_deadline_ms: float = Field(ge=0)
+    budget_metric: Literal["llm_gflops", "total_gflops"]
+    fixed_exit: int = Field(ge=0)
+    record_path: str
+    autostart: bool
+
+    @field_validator(
+        "rate_hz", "max_image_age_s", "max_image_skew_s", "hold_rate_hz", "hold_max_s",
+        "budget_average_gflops", "budget_peak_gflops", "budget_peak_ms", "budget_deadline_ms",
+    )
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"must be finite, got {v}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "cpu" and not v.startswith("cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got '{v}'")
+        return v
+
+    @model_validator(mode="after")
+    def _paired(self) -> PolicyParams:
+        if len(set(self.image_topics)) != len(self.image_topics):
+            raise ValueError(f"image_topics must differ, got {self.image_topics}")
+        if any(not t for t in self.image_topics):
+            raise ValueError(f"image_topics must be non-empty names, got {self.image_topics}")
+        return self
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.checkpoint_dir).expanduser() if self.checkpoint_dir else DEFAULT_CHECKPOINT
+
+    @property
+    def thresholds_path(self) -> Path:
+        return Path(self.thresholds_file).expanduser() if self.thresholds_file else self.checkpoint / "thresholds.json"
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.rate_hz
+
+    def budget_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for control.BudgetSpec (unset budgets -> None)."""
+        unset = lambda v: v if v > 0 else None
+        return {
+            "average_gflops": unset(self.budget_average_gflops),
+            "peak_gflops": unset(self.budget_peak_gflops),
+            "peak_ms": unset(self.budget_peak_ms),
+            "memory_bytes": unset(self.budget_memory_bytes),
+            "deadline_ms": unset(self.budget_deadline_ms),
+            "metric": self.budget_metric,
+        }
+
+
+class ParameterError(ValueError):
+    """A parameter value is invalid; the message names every bad parameter and value."""
+
+
+def parse_params(values: dict[str, Any]) -> PolicyParams:
+    """Validate ROS parameter values (dotted names) into PolicyParams."""
+    data = {name.replace(".", "_"): value for name, value in values.items()}
+    try:
+        return PolicyParams(**data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(parameters)"
+            ros_name = next((n for n in values if n.replace(".", "_") == field), field)
+            shown = values.get(ros_name, err.get("input"))
+            problems.append(f"parameter '{ros_name}' = {shown!r}: {err['msg']}")
+        raise ParameterError("invalid policy parameters: " + "; ".join(problems)) from None

@@ -1,0 +1,40 @@
+"""PNG plot of exit used and compute per step (matplotlib, headless Agg)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from deer_vla.core import StepRecord
+
+
+def plot_records(records: Sequence[StepRecord], path: str | Path, metric: str = "llm_gflops") -> Path:
+    if not records:
+        raise ValueError("no step records to plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = list(range(len(records)))
+    fig, (ax_exit, ax_cost) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    ax_exit.step(steps, [r.exit_used for r in records], where="post", label="exit used")
+    ax_exit.step(steps, [r.max_exit for r in records], where="post", linestyle=":", label="cap")
+    ax_exit.set_ylabel("exit")
+    ax_exit.legend(loc="upper right")
+    ax_cost.plot(steps, [getattr(r, metric) for r in records], label=f"{metric} per step")
+    budgets = [r.budget_average_gflops for r in records]
+    if any(b for b in budgets):
+        ax_cost.plot(steps, [b or float("nan") for b in budgets], linestyle="--", label="average budget")
+    ax_cost.set_xlabel("control step")
+    ax_cost.set_ylabel("GFLOPs")
+    ax_cost.legend(loc="upper right")
+    episode_starts = [i for i in steps[1:] if records[i].episode != records[i - 1].episode]
+    for ax in (ax_exit, ax_cost):
+        for i in episode_starts:
+            ax.axvline(i, color="grey", linewidth=0.5)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,86 @@
+"""Load what the policy node runs: checkpoint -> PolicyRunner, profile, thresholds, ExitController.
+
+Kept out of the node so the replay tool builds exactly the same stack.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from deer_vla.core import ActionSpec, CostProfile
+
+
+class ConfigurationError(RuntimeError):
+    """The policy cannot be configured; the message says what to fix."""
+
+
+@dataclass
+class PolicyStack:
+    runner: object  # deer_vla.model.runner.PolicyRunner
+    controller: object  # deer_vla.control.controller.ExitController
+    profile: CostProfile  # of the loaded exits
+    full_profile: CostProfile  # of the whole checkpoint (for "compute saved vs the full model")
+    action_spec: ActionSpec
+    cameras: tuple[str, ...]
+    cap: int
+
+
+def make_budget(kwargs: dict) -> object:
+    from deer_vla.control.budgets import BudgetSpec
+
+    try:
+        return BudgetSpec(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"invalid budget {kwargs}: {exc}") from exc
+
+
+def check_budget(profile: CostProfile, budget: object, fixed_exit: int) -> int:
+    """-> the exit cap; ConfigurationError when the budget or fixed exit cannot be met by this model."""
+    from deer_vla.control.budgets import InfeasibleBudgetError, exit_cap
+
+    try:
+        cap = exit_cap(profile, budget)  # type: ignore[arg-type]
+    except InfeasibleBudgetError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    if fixed_exit > profile.num_exits:
+        raise ConfigurationError(f"fixed_exit {fixed_exit} exceeds the model's {profile.num_exits} exits")
+    return cap
+
+
+def load_stack(
+    checkpoint: Path, thresholds_path: Path, device: str, budget_kwargs: dict, fixed_exit: int = 0
+) -> PolicyStack:
+    from deer_vla.control.controller import ExitController
+    from deer_vla.control.thresholds import Thresholds
+    from deer_vla.model.runner import PolicyRunner
+
+    if not checkpoint.is_dir():
+        raise ConfigurationError(
+            f"checkpoint directory not found: {checkpoint} (set the 'checkpoint_dir' parameter, or pass --checkpoint)"
+        )
+    budget = make_budget(budget_kwargs)
+    full = PolicyRunner.from_checkpoint(checkpoint, max_exit=None, device=device)
+    full_profile = full.cost_profile
+    cap = check_budget(full_profile, budget, fixed_exit)
+    # Exits past the cap never run: do not keep their weights resident (memory budget).
+    runner = full
+    if cap < full_profile.num_exits:
+        runner = PolicyRunner.from_checkpoint(checkpoint, max_exit=cap, device=device)
+    del full
+    profile = runner.cost_profile
+    thresholds = None
+    if thresholds_path.is_file():
+        try:
+            thresholds = Thresholds.load(thresholds_path)
+        except (ValueError, OSError) as exc:
+            raise ConfigurationError(f"cannot load thresholds {thresholds_path}: {exc}") from exc
+    elif fixed_exit == 0:
+        raise ConfigurationError(
+            f"thresholds file not found: {thresholds_path}; run `deer-vla calibrate` for this checkpoint, "
+            "set 'thresholds_file', or set 'fixed_exit' to run one exit"
+        )
+    try:
+        controller = ExitController(runner, profile, thresholds, budget, fixed_exit=fixed_exit or None)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"cannot build the exit controller: {exc}") from exc
+    return PolicyStack(runner, controller, profile, full_profile, runner.action_spec, tuple(runner.cameras), cap)

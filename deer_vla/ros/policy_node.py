@@ -1,0 +1,407 @@
+"""Policy node: camera images + instruction in; TwistStamped, gripper, raw action and step record out.
+
+A managed (lifecycle) node: configure loads the checkpoint, its cost
+profile and the thresholds and validates every parameter; activate starts
+stepping and publishing; deactivate stops (model stays loaded); cleanup
+unloads. Independently of the lifecycle state, actuation is gated: until
+``enabled`` is true (parameter or ~/enable service) the node computes and
+publishes step records (dry run) but nothing a robot would act on.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import TwistStamped
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float32MultiArray, Float64, String
+from std_srvs.srv import SetBool, Trigger
+
+from deer_vla.core import Observation
+from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
+from deer_vla.ros.image_conv import ImageConversionError, image_msg_to_rgb
+from deer_vla.ros.params import BUDGET_PARAMS, POLICY_DEFAULTS, ParameterError, PolicyParams, parse_params
+from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, check_budget, load_stack, make_budget
+from deer_vla.ros.recorder import PolicyRecorder
+
+# Parameters that may change while configured; the rest need cleanup + configure.
+RUNTIME_PARAMS = (set(BUDGET_PARAMS) - {"fixed_exit"}) | {
+    "enabled", "stale_action", "max_image_age_s", "max_image_skew_s", "hold_rate_hz", "hold_max_s",
+}
+# latched: a policy that starts (or restarts) after the instruction was sent still gets it
+INSTRUCTION_QOS = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@dataclass
+class CameraFrame:
+    rgb: np.ndarray
+    stamp_ns: int  # header stamp (node clock if the header had none)
+    msg: Image
+    received_ns: int  # perf_counter_ns at arrival
+
+
+@dataclass
+class NodeStats:
+    steps: int = 0
+    actions_published: int = 0
+    stale: int = 0
+    rejected_images: int = 0
+    model_errors: int = 0
+    unsafe_actions: int = 0
+    no_instruction: int = 0
+    hold_published: int = 0
+    # (message in -> action out) and model time per step, ms; for the latency benchmark
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=10000))
+
+
+class PolicyNode(LifecycleNode):
+    def __init__(self, name: str = "deer_vla_policy", **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        for key, value in POLICY_DEFAULTS.items():
+            self.declare_parameter(key, value, ParameterDescriptor(dynamic_typing=False))
+        self.add_on_set_parameters_callback(self._validate_parameter_change)
+        self.add_post_set_parameters_callback(self._apply_parameter_change)
+        self.params: PolicyParams | None = None
+        self.stack: PolicyStack | None = None
+        self.stats = NodeStats()
+        self.active = False
+        self.enabled = bool(self.get_parameter("enabled").value)
+        self.instruction: str | None = None
+        self.proprio: np.ndarray | None = None
+        self.frames: dict[str, CameraFrame] = {}
+        self.last_record: Any = None
+        self._last_command: RobotCommand | None = None
+        self._last_command_ns = 0
+        self._subs: list[Any] = []
+        self._pubs: dict[str, Any] = {}
+        self._timers: list[Any] = []
+        self._recorder: PolicyRecorder | None = None
+        self.create_service(SetBool, "~/enable", self._srv_enable)
+        self.create_service(Trigger, "~/halt", self._srv_halt)
+        self.create_service(Trigger, "~/reset_episode", self._srv_reset)
+        if self.get_parameter("autostart").value:
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def _current_values(self) -> dict[str, Any]:
+        return {k: self.get_parameter(k).value for k in POLICY_DEFAULTS}
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            params = parse_params(self._current_values())
+            stack = load_stack(params.checkpoint, params.thresholds_path, params.device, params.budget_kwargs(),
+                               params.fixed_exit)
+            if len(params.image_topics) != len(stack.cameras):
+                raise ConfigurationError(
+                    f"parameter 'image_topics' lists {len(params.image_topics)} topic(s) {params.image_topics}, "
+                    f"but the model uses {len(stack.cameras)} camera(s) {list(stack.cameras)} (give them in that order)"
+                )
+        except (ParameterError, ConfigurationError, FileNotFoundError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.params, self.stack = params, stack
+        self.enabled = params.enabled
+        self._create_interfaces(params, stack)
+        self.get_logger().info(
+            f"configured: checkpoint {params.checkpoint}, {stack.profile.num_exits} exit(s) loaded (cap {stack.cap}), "
+            f"cameras {list(stack.cameras)} <- {params.image_topics}, device {params.device}, "
+            f"{'ENABLED' if self.enabled else 'gated (dry run)'}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _create_interfaces(self, params: PolicyParams, stack: PolicyStack) -> None:
+        for i, (cam, topic) in enumerate(zip(stack.cameras, params.image_topics)):
+            self._subs.append(self.create_subscription(
+                Image, topic, lambda msg, c=cam, first=(i == 0): self._on_image(msg, c, first), qos_profile_sensor_data
+            ))
+        self._subs.append(self.create_subscription(String, params.instruction_topic, self._on_instruction,
+                                                   INSTRUCTION_QOS))
+        if params.proprio_topic:
+            self._subs.append(self.create_subscription(Float32MultiArray, params.proprio_topic, self._on_proprio,
+                                                       qos_profile_sensor_data))
+        self._pubs = {
+            "twist": self.create_publisher(TwistStamped, params.twist_topic, OUTPUT_QOS),
+            "gripper": self.create_publisher(Float64, params.gripper_topic, OUTPUT_QOS),
+            "action": self.create_publisher(Float32MultiArray, params.action_topic, OUTPUT_QOS),
+            "record": self.create_publisher(String, params.record_topic, QoSProfile(depth=100)),
+        }
+        if params.record_path:
+            self._recorder = PolicyRecorder(params.record_path, stack.cameras)
+
+    def _destroy_interfaces(self) -> None:
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
+        self._timers, self._subs, self._pubs = [], [], {}
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        assert self.params is not None
+        if self.params.control_mode == "timer":
+            self._timers.append(self.create_timer(self.params.period_s, self._on_control_timer))
+        if self.params.hold_rate_hz > 0:
+            self._timers.append(self.create_timer(1.0 / self.params.hold_rate_hz, self._on_hold_timer))
+        self.active = True
+        self.get_logger().info("activated")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        self._last_command = None
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+        self.get_logger().info("deactivated: actuation stopped, model kept loaded")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_interfaces()
+        self.stack, self.params = None, None
+        self.frames.clear()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        self._destroy_interfaces()
+        self.stack = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        self._destroy_interfaces()
+        self.stack = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
+        super().destroy_node()
+
+    # -- parameters --------------------------------------------------------------------
+    def _validate_parameter_change(self, changes: list[Parameter]) -> SetParametersResult:
+        names = {p.name for p in changes}
+        if self.stack is not None:
+            frozen = sorted(names - RUNTIME_PARAMS)
+            if frozen:
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"parameter(s) {frozen} take effect only at configure; deactivate and clean up first",
+                )
+        values = self._current_values()
+        values.update({p.name: p.value for p in changes if p.name in POLICY_DEFAULTS})
+        try:
+            params = parse_params(values)
+            if names & set(BUDGET_PARAMS):
+                budget = make_budget(params.budget_kwargs())
+                if self.stack is not None:
+                    check_budget(self.stack.profile, budget, params.fixed_exit)
+                    # validates against the loaded exits and thresholds; applied at the next step
+                    self.stack.controller.set_budget(budget)  # type: ignore[attr-defined]
+        except (ParameterError, ConfigurationError, ValueError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameter_change(self, changes: list[Parameter]) -> None:
+        names = {p.name for p in changes}
+        values = parse_params(self._current_values())
+        if self.stack is not None:
+            self.params = values
+        if "enabled" in names:
+            self._set_enabled(values.enabled)
+
+    def _set_enabled(self, enabled: bool) -> None:
+        if enabled != self.enabled:
+            self.get_logger().info("actuation ENABLED" if enabled else "actuation gated (dry run)")
+        self.enabled = enabled
+        if not enabled:
+            self._last_command = None
+
+    # -- services ----------------------------------------------------------------------
+    def _srv_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        self.set_parameters([Parameter("enabled", Parameter.Type.BOOL, bool(request.data))])
+        response.success = self.enabled == bool(request.data)
+        response.message = "enabled" if self.enabled else "gated (dry run)"
+        return response
+
+    def _srv_halt(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.set_parameters([Parameter("enabled", Parameter.Type.BOOL, False)])
+        if self.active and self.stack is not None and self._pubs:
+            self._publish_twist(zero_command(self.stack.action_spec), self.get_clock().now().to_msg())
+        response.success = True
+        response.message = "halted: zero twist sent, actuation gated until ~/enable"
+        return response
+
+    def _srv_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.reset_episode()
+        response.success = self.stack is not None
+        response.message = "episode reset" if self.stack is not None else "not configured"
+        return response
+
+    def reset_episode(self) -> None:
+        self._last_command = None
+        if self.stack is not None:
+            self.stack.controller.reset_episode()  # type: ignore[attr-defined]
+
+    # -- inputs ------------------------------------------------------------------------
+    def _on_image(self, msg: Image, camera: str, first: bool) -> None:
+        received = time.perf_counter_ns()
+        try:
+            rgb = image_msg_to_rgb(msg)
+        except ImageConversionError as exc:
+            self.stats.rejected_images += 1
+            self.get_logger().error(f"camera '{camera}': image rejected: {exc}", throttle_duration_sec=2.0)
+            return
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self.frames[camera] = CameraFrame(rgb, stamp or self.get_clock().now().nanoseconds, msg, received)
+        if first and self.params is not None and self.params.control_mode == "event":
+            self.control_step()
+
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data.strip()
+        if not text:
+            self.get_logger().error("empty instruction ignored", throttle_duration_sec=2.0)
+            return
+        self.instruction = text
+        self.reset_episode()  # a new instruction is a new episode: clear the recurrent history
+        self.get_logger().info(f"instruction: '{text}' (episode reset)")
+
+    def _on_proprio(self, msg: Float32MultiArray) -> None:
+        values = np.asarray(msg.data, dtype=np.float32)
+        if not np.all(np.isfinite(values)):
+            self.get_logger().error("proprioception with NaN/inf ignored", throttle_duration_sec=2.0)
+            return
+        self.proprio = values
+
+    # -- control loop --------------------------------------------------------------------
+    def _on_control_timer(self) -> None:
+        self.control_step()
+
+    def _fresh_frames(self) -> dict[str, CameraFrame] | None:
+        """The newest frame of every camera if all are recent and close in time, else None."""
+        assert self.params is not None and self.stack is not None
+        if any(c not in self.frames for c in self.stack.cameras):
+            return None
+        frames = {c: self.frames[c] for c in self.stack.cameras}
+        now = self.get_clock().now().nanoseconds
+        stamps = [f.stamp_ns for f in frames.values()]
+        if (now - min(stamps)) * 1e-9 > self.params.max_image_age_s:
+            return None
+        if (max(stamps) - min(stamps)) * 1e-9 > self.params.max_image_skew_s:
+            return None
+        return frames
+
+    def control_step(self) -> None:
+        """One control step on the newest image pair; publishes per the gate and safety rules."""
+        if not self.active or self.stack is None or self.params is None:
+            return
+        stack, params = self.stack, self.params
+        if self.instruction is None:
+            self.stats.no_instruction += 1
+            self.get_logger().warn("no instruction received yet; not stepping", throttle_duration_sec=5.0)
+            return
+        frames = self._fresh_frames()
+        if frames is None:
+            self.stats.stale += 1
+            self.get_logger().warn(
+                f"no fresh image (age limit {params.max_image_age_s} s, skew limit {params.max_image_skew_s} s)",
+                throttle_duration_sec=2.0,
+            )
+            if params.stale_action == "zero" and self.enabled:
+                self._last_command = None
+                self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
+            return
+        first = frames[stack.cameras[0]]
+        obs = Observation(
+            images={c: f.rgb for c, f in frames.items()},
+            instruction=self.instruction,
+            proprio=self.proprio,
+            stamp_ns=first.stamp_ns,
+        )
+        try:
+            action, record = stack.controller.step(obs)  # type: ignore[attr-defined]
+            command = to_robot_command(action, stack.action_spec, params.period_s)
+        except UnsafeActionError as exc:
+            self.stats.unsafe_actions += 1
+            self.get_logger().error(f"unsafe action not published: {exc}", throttle_duration_sec=2.0)
+            return
+        except Exception as exc:  # one failed step must not kill the node
+            self.stats.model_errors += 1
+            self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
+            return
+        self.stats.steps += 1
+        record.stamp_ns = first.stamp_ns
+        record.action = [float(v) for v in command.action]
+        stamp = first.msg.header.stamp
+        if self.enabled:
+            self._publish_twist(command, stamp)
+            self._pubs["gripper"].publish(Float64(data=command.gripper))
+            self._pubs["action"].publish(Float32MultiArray(data=[float(v) for v in command.standard7]))
+            self._last_command, self._last_command_ns = command, self.get_clock().now().nanoseconds
+            self.stats.actions_published += 1
+        record_msg = String(data=record.to_json())
+        self._pubs["record"].publish(record_msg)
+        self.last_record = record
+        self.stats.latency_ms.append(((time.perf_counter_ns() - first.received_ns) * 1e-6, float(record.total_ms)))
+        if self._recorder is not None:
+            self._recorder.write_step(frames, self.instruction, self.proprio, command.standard7, record_msg,
+                                      first.stamp_ns)
+
+    def _publish_twist(self, command: RobotCommand, stamp: Any) -> None:
+        assert self.params is not None
+        msg = TwistStamped()
+        msg.header.stamp = stamp
+        msg.header.frame_id = self.params.frame_id
+        msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = command.linear
+        msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = command.angular
+        self._pubs["twist"].publish(msg)
+
+    def _on_hold_timer(self) -> None:
+        """Servo stops when commands stop: repeat the last twist, but only for hold_max_s."""
+        if not (self.active and self.enabled and self._last_command is not None and self.params is not None):
+            return
+        age = (self.get_clock().now().nanoseconds - self._last_command_ns) * 1e-9
+        if age > self.params.hold_max_s:
+            return
+        self._publish_twist(self._last_command, self.get_clock().now().to_msg())
+        self.stats.hold_published += 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv)
+    node = PolicyNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Sim node: a Meta-World task behind ROS topics, stepped in lock-step with the policy.
+
+Publishes camera images (sensor_msgs/Image, rgb8), the instruction
+(transient-local String) and optionally proprioception; applies each raw
+action received (std_msgs/Float32MultiArray, 7-D standard or the task's
+spec layout); publishes per-episode success (std_msgs/Bool) and a JSON
+result (std_msgs/String). If no action arrives within ``action_timeout_s``
+the current observation is re-sent with a fresh stamp.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, Float32MultiArray, String
+
+from deer_vla.ros.image_conv import rgb_to_image_msg
+
+SIM_DEFAULTS: dict[str, Any] = {
+    "tasks": ["reach"],  # task names from deer_vla.sim.tasks; episodes cycle over them
+    "episodes": 3,
+    "seed": 0,
+    "rate_hz": 20.0,
+    "image_size": 64,
+    "cameras": ["static", "wrist"],
+    "max_steps": 0,  # 0 = the adapter's default episode length
+    "image_topic_prefix": "camera",  # images on <prefix>/<camera>/image_raw
+    "instruction_topic": "instruction",
+    "proprio_topic": "",  # "" = do not publish proprioception
+    "action_topic": "action",
+    "success_topic": "episode_success",
+    "result_topic": "episode_result",
+    "action_timeout_s": 2.0,
+    "frame_id": "camera",
+}
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+@dataclass
+class EpisodeResult:
+    episode: int
+    task: str
+    instruction: str
+    seed: int
+    success: bool
+    steps: int
+    resends: int
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+
+class SimNode(Node):
+    def __init__(self, name: str = "deer_vla_sim", **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        for key, value in SIM_DEFAULTS.items():
+            self.declare_parameter(key, value)
+        p = {k: self.get_parameter(k).value for k in SIM_DEFAULTS}
+        self._validate(p)
+        self.p = p
+        from deer_vla.sim.tasks import get_task
+
+        self.tasks = [get_task(name) for name in p["tasks"]]  # unknown names fail here, listing the known ones
+        self.results: list[EpisodeResult] = []
+        self.finished = False
+        self._adapters: dict[str, Any] = {}
+        self._adapter: Any = None
+        self._episode = -1
+        self._steps = 0
+        self._resends = 0
+        self._obs: Any = None
+        self._obs_sent_ns = 0
+        self._action: np.ndarray | None = None
+        self._phase = "start"  # start -> instruction -> running -> start ... -> done
+        self._image_pubs = {
+            cam: self.create_publisher(Image, f"{p['image_topic_prefix']}/{cam}/image_raw", qos_profile_sensor_data)
+            for cam in p["cameras"]
+        }
+        self._instruction_pub = self.create_publisher(String, p["instruction_topic"], LATCHED)
+        self._proprio_pub = (
+            self.create_publisher(Float32MultiArray, p["proprio_topic"], qos_profile_sensor_data)
+            if p["proprio_topic"] else None
+        )
+        self._success_pub = self.create_publisher(Bool, p["success_topic"], 10)
+        self._result_pub = self.create_publisher(String, p["result_topic"], QoSProfile(depth=100))
+        self.create_subscription(Float32MultiArray, p["action_topic"], self._on_action, 10)
+        self._timer = self.create_timer(1.0 / p["rate_hz"], self._tick)
+
+    @staticmethod
+    def _validate(p: dict[str, Any]) -> None:
+        problems = []
+        if not p["tasks"]:
+            problems.append("'tasks' is empty")
+        if p["episodes"] < 1:
+            problems.append(f"'episodes' must be >= 1, got {p['episodes']}")
+        if not p["rate_hz"] > 0:
+            problems.append(f"'rate_hz' must be > 0, got {p['rate_hz']}")
+        if p["image_size"] < 8:
+            problems.append(f"'image_size' must be >= 8, got {p['image_size']}")
+        if not p["cameras"]:
+            problems.append("'cameras' is empty")
+        if p["max_steps"] < 0:
+            problems.append(f"'max_steps' must be >= 0, got {p['max_steps']}")
+        if not p["action_timeout_s"] > 0:
+            problems.append(f"'action_timeout_s' must be > 0, got {p['action_timeout_s']}")
+        if problems:
+            raise ValueError("invalid sim parameters: " + "; ".join(problems))
+
+    # -- episodes ------------------------------------------------------------------------
+    def _adapter_for(self, task: Any) -> Any:
+        if task.name not in self._adapters:
+            from deer_vla.sim.metaworld_env import MetaWorldAdapter
+
+            kwargs: dict[str, Any] = {"image_size": self.p["image_size"], "cameras": tuple(self.p["cameras"]),
+                                      "seed": self.p["seed"]}
+            if self.p["max_steps"]:
+                kwargs["max_steps"] = self.p["max_steps"]
+            self._adapters[task.name] = MetaWorldAdapter(task, **kwargs)
+        return self._adapters[task.name]
+
+    def _start_episode(self) -> None:
+        self._episode += 1
+        task = self.tasks[self._episode % len(self.tasks)]
+        self._adapter = self._adapter_for(task)
+        seed = int(self.p["seed"]) + self._episode
+        self._obs = self._adapter.reset(seed=seed)
+        self._steps, self._resends = 0, 0
+        self._task_name, self._seed = task.name, seed
+        self._instruction_pub.publish(String(data=self._obs.instruction))
+        self.get_logger().info(f"episode {self._episode}: {task.name} '{self._obs.instruction}' (seed {seed})")
+        self._phase = "instruction"  # images go out on the next tick, after the instruction
+
+    def _send_observation(self) -> None:
+        stamp = self.get_clock().now()
+        for cam, pub in self._image_pubs.items():
+            pub.publish(rgb_to_image_msg(self._obs.images[cam], stamp.to_msg(), frame_id=f"{self.p['frame_id']}_{cam}"))
+        if self._proprio_pub is not None and self._obs.proprio is not None:
+            self._proprio_pub.publish(Float32MultiArray(data=[float(v) for v in self._obs.proprio]))
+        self._action = None
+        self._obs_sent_ns = stamp.nanoseconds
+
+    def _finish_episode(self, success: bool) -> None:
+        result = EpisodeResult(self._episode, self._task_name, self._obs.instruction, self._seed, bool(success),
+                               self._steps, self._resends)
+        self.results.append(result)
+        self._success_pub.publish(Bool(data=bool(success)))
+        self._result_pub.publish(String(data=result.to_json()))
+        verdict = "SUCCESS" if success else "failure"
+        self.get_logger().info(f"episode {result.episode} {verdict} in {result.steps} steps")
+        if len(self.results) >= self.p["episodes"]:
+            self.finished = True
+            self._phase = "done"
+        else:
+            self._phase = "start"
+
+    def _tick(self) -> None:
+        if self._phase == "done":
+            return
+        if self._phase == "start":
+            self._start_episode()
+            return
+        if self._phase == "instruction":
+            self._phase = "running"
+            self._send_observation()
+            return
+        if self._action is None:
+            waited = (self.get_clock().now().nanoseconds - self._obs_sent_ns) * 1e-9
+            if waited > self.p["action_timeout_s"]:
+                self._resends += 1
+                self.get_logger().warn(f"no action for {waited:.1f} s; re-sending the observation",
+                                       throttle_duration_sec=5.0)
+                self._send_observation()
+            return
+        result = self._adapter.step(self._action)
+        self._steps += 1
+        self._obs = result.observation
+        if result.success or result.done:
+            self._finish_episode(result.success)
+        else:
+            self._send_observation()
+
+    def _on_action(self, msg: Float32MultiArray) -> None:
+        action = np.asarray(msg.data, dtype=np.float64)
+        if action.size == 0 or not np.all(np.isfinite(action)):
+            self.get_logger().error(f"invalid action ignored: {action}", throttle_duration_sec=2.0)
+            return
+        if self._phase == "running":
+            self._action = action
+
+    def success_rate(self) -> float:
+        return sum(r.success for r in self.results) / len(self.results) if self.results else 0.0
+
+    def destroy_node(self) -> None:
+        for adapter in self._adapters.values():
+            adapter.close()
+        self._adapters.clear()
+        super().destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv)
+    node = SimNode()
+    try:
+        while rclpy.ok() and not node.finished:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        print(json.dumps({"success_rate": node.success_rate(), "episodes": [r.__dict__ for r in node.results]}))
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
