@@ -1,0 +1,138 @@
+"""ExitController on synthetic streams: threshold, cap, fixed, oracle modes; budget changes; records."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deer_vla.control import (
+    BudgetSpec,
+    ExitController,
+    InfeasibleBudgetError,
+    Thresholds,
+    collect_exit_actions,
+    oracle_exits,
+    simulate_exits,
+    solve_thresholds_quantile,
+)
+from deer_vla.control.synthetic import SyntheticExitPolicy, synthetic_episodes, synthetic_profile
+from deer_vla.core import StepRecord
+
+N = 6
+EPISODES, STEPS = 6, 40
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return synthetic_profile(N)
+
+
+def stream(seed: int = 5) -> np.ndarray:
+    """The per-exit actions a controller will see with SyntheticExitPolicy(seed)."""
+    return collect_exit_actions(SyntheticExitPolicy(N, seed=seed), synthetic_episodes(EPISODES, STEPS))
+
+
+def run(controller: ExitController) -> list[StepRecord]:
+    records = []
+    for episode in synthetic_episodes(EPISODES, STEPS):
+        controller.reset_episode()
+        for obs in episode:
+            _, rec = controller.step(obs)
+            records.append(rec)
+    return records
+
+
+def test_controller_takes_the_exits_the_thresholds_imply(profile):
+    actions = stream()
+    budget = BudgetSpec(average_gflops=8.0)
+    th = solve_thresholds_quantile(actions, profile, budget)
+    records = run(ExitController(SyntheticExitPolicy(N, seed=5), profile, th, budget))
+    used = np.array([r.exit_used for r in records])
+    np.testing.assert_array_equal(used, simulate_exits(actions, th))
+    mean = np.mean([r.llm_gflops for r in records])
+    assert mean == pytest.approx(th.expected_cost)
+    assert records[-1].running_mean_gflops == pytest.approx(mean)
+    assert len(set(used)) >= 3  # it actually adapts depth per step
+
+
+def test_step_record_contents(profile):
+    budget = BudgetSpec(average_gflops=8.0, peak_gflops=profile.llm_gflops[4], memory_bytes=10**10)
+    th = solve_thresholds_quantile(stream(), profile, budget)
+    policy = SyntheticExitPolicy(N, seed=5)
+    ctl = ExitController(policy, profile, th, budget)
+    action, rec = ctl.step(synthetic_episodes(1, 1)[0][0])
+    assert rec.max_exit == 5 and rec.step == 0
+    assert len(rec.segment_ms) == rec.exit_used and len(rec.distances) == rec.exit_used - 1
+    assert len(rec.thresholds) == 4 and rec.threshold_scale == 1.0
+    assert rec.stop_reason in ("threshold", "cap")
+    if rec.stop_reason == "threshold":
+        assert rec.distances[-1] <= rec.thresholds[rec.exit_used - 2]
+    assert all(d > t for d, t in zip(rec.distances[:-1], rec.thresholds))
+    assert rec.llm_gflops == profile.llm_gflops[rec.exit_used - 1]
+    assert rec.total_gflops == profile.total_gflops[rec.exit_used - 1]
+    assert (rec.budget_average_gflops, rec.budget_peak_gflops, rec.budget_memory_bytes) == (8.0, 13.0, 10**10)
+    np.testing.assert_array_equal(rec.action, action)
+    assert policy.committed == [rec.exit_used]
+    assert StepRecord.from_json(rec.to_json()) == rec
+
+
+def test_cap_is_never_exceeded(profile):
+    th = Thresholds(values=[0.0] * 5)  # never stops on the criterion: always reaches the cap
+    for peak_exit in range(1, N + 1):
+        budget = BudgetSpec(peak_gflops=profile.llm_gflops[peak_exit - 1])
+        records = run(ExitController(SyntheticExitPolicy(N, seed=1), profile, th, budget))
+        assert max(r.exit_used for r in records) == peak_exit
+        assert all(r.llm_gflops <= budget.peak_gflops for r in records)
+        assert all(len(r.segment_ms) <= peak_exit for r in records)
+    mem = BudgetSpec(memory_bytes=profile.weight_bytes[2])
+    records = run(ExitController(SyntheticExitPolicy(N, seed=1), profile, th, mem))
+    assert {r.exit_used for r in records} == {3} and {r.stop_reason for r in records} == {"cap"}
+
+
+def test_fixed_exit_mode(profile):
+    for k in (1, 3, 6):
+        records = run(ExitController(SyntheticExitPolicy(N, seed=2), profile, None, fixed_exit=k))
+        assert {r.exit_used for r in records} == {k}
+        assert {r.stop_reason for r in records} == {"fixed"}
+        assert {r.llm_gflops for r in records} == {profile.llm_gflops[k - 1]}
+    with pytest.raises(ValueError, match="fixed_exit must be an exit in 1..6"):
+        ExitController(SyntheticExitPolicy(N), profile, None, fixed_exit=7)
+    with pytest.raises(ValueError, match="past the budget's cap"):
+        ExitController(SyntheticExitPolicy(N), profile, None, BudgetSpec(peak_gflops=5.3), fixed_exit=3)
+
+
+def test_oracle_mode_matches_offline_oracle(profile):
+    actions = stream(seed=9)
+    records = run(ExitController(SyntheticExitPolicy(N, seed=9), profile, None, oracle_tolerance=0.05))
+    used = np.array([r.exit_used for r in records])
+    np.testing.assert_array_equal(used, oracle_exits(actions, 0.05))
+    assert {r.stop_reason for r in records} == {"oracle"}
+    assert all(len(r.segment_ms) == N for r in records)  # it runs every exit to know the floor
+
+
+def test_set_budget_takes_effect_next_step_and_rejects_bad_budgets(profile):
+    th = Thresholds(values=[0.0] * 5)
+    ctl = ExitController(SyntheticExitPolicy(N, seed=1), profile, th, BudgetSpec(peak_gflops=100.0))
+    obs = synthetic_episodes(1, 3)[0]
+    assert ctl.step(obs[0])[1].exit_used == 6
+    ctl.set_budget(BudgetSpec(peak_gflops=profile.llm_gflops[1]))
+    assert ctl.cap == 6  # not yet
+    assert ctl.step(obs[1])[1].exit_used == 2
+    with pytest.raises(InfeasibleBudgetError, match="smallest feasible peak budget"):
+        ctl.set_budget(BudgetSpec(peak_gflops=1.0))
+    assert ctl.step(obs[2])[1].exit_used == 2  # the old budget stays in force
+
+
+def test_constructor_validation(profile):
+    with pytest.raises(ValueError, match="thresholds are required"):
+        ExitController(SyntheticExitPolicy(N), profile, None)
+    with pytest.raises(ValueError, match="need 5 values"):
+        ExitController(SyntheticExitPolicy(N), profile, Thresholds(values=[0.1, 0.1]))
+    # Thresholds only need to cover the cap.
+    ExitController(SyntheticExitPolicy(N), profile, Thresholds(values=[0.1, 0.1]), BudgetSpec(peak_gflops=7.8))
+    with pytest.raises(ValueError, match="cost profile covers 4 exits"):
+        ExitController(SyntheticExitPolicy(N), profile.truncated(4), Thresholds(values=[0.1] * 5))
+    with pytest.raises(ValueError, match="exclusive"):
+        ExitController(SyntheticExitPolicy(N), profile, None, fixed_exit=2, oracle_tolerance=0.1)
+    # A policy loaded with fewer exits than profiled uses the truncated profile.
+    ctl = ExitController(SyntheticExitPolicy(3), profile, Thresholds(values=[0.0, 0.0]))
+    assert ctl.cap == 3

@@ -1,0 +1,95 @@
+"""Consistency criterion, oracle and calibration collection."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from deer_vla.control import Criterion, collect_exit_actions, consistency_scores, oracle_exit, oracle_exits
+from deer_vla.control.synthetic import SyntheticExitPolicy, synthetic_episodes
+
+
+def test_rms_ignores_gripper_by_default():
+    a = np.array([0.1, 0.2, 0.3, 1.0])
+    b = np.array([0.1, 0.2, 0.0, -1.0])
+    assert Criterion()(a, b) == pytest.approx(math.sqrt(0.09 / 3))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("mean", (0.3 + 0.4) / 3), ("max", 0.4), ("l2", 0.5), ("rms", math.sqrt(0.25 / 3))],
+)
+def test_distance_options(name, expected):
+    a = np.array([0.0, 0.3, 0.4, -1.0])
+    b = np.array([0.0, 0.0, 0.0, -1.0])
+    assert Criterion(distance=name)(a, b) == pytest.approx(expected)
+
+
+def test_cosine_distance():
+    crit = Criterion(distance="cosine")
+    assert crit(np.array([1.0, 0.0, 0.5]), np.array([2.0, 0.0, -0.5])) == pytest.approx(0.0)
+    assert crit(np.array([1.0, 0.0, 0.5]), np.array([0.0, 1.0, 0.5])) == pytest.approx(1.0)
+    assert crit(np.array([0.0, 0.0, 0.5]), np.array([0.0, 0.0, 0.5])) == 0.0
+    assert crit(np.array([0.0, 0.0, 0.5]), np.array([1.0, 0.0, 0.5])) == 1.0
+
+
+def test_gripper_flip_can_count_as_infinite():
+    a = np.array([0.1, 0.1, 1.0])
+    b = np.array([0.1, 0.1, -1.0])
+    assert Criterion()(a, b) == 0.0
+    assert Criterion(gripper_flip_infinite=True)(a, b) == math.inf
+    assert Criterion(gripper_flip_infinite=True)(a, a) == 0.0
+
+
+def test_criterion_rejects_bad_input():
+    crit = Criterion()
+    with pytest.raises(ValueError, match="shape"):
+        crit(np.zeros(4), np.zeros(3))
+    with pytest.raises(ValueError, match="NaN"):
+        crit(np.array([np.nan, 0.0, 1.0]), np.zeros(3))
+    with pytest.raises(ValueError, match=">= 2 values"):
+        crit(np.zeros(1), np.zeros(1))
+    with pytest.raises(ValueError, match="unknown criterion distance"):
+        Criterion(distance="manhattan")  # type: ignore[arg-type]
+
+
+def test_consistency_scores_compare_consecutive_exits():
+    x = np.zeros((2, 3, 3))
+    x[0, 1, 0] = 0.3  # exit 2 differs from exits 1 and 3 on one axis
+    scores = consistency_scores(x)
+    assert scores.shape == (2, 2)
+    expected = 0.3 / math.sqrt(2)
+    np.testing.assert_allclose(scores, [[expected, expected], [0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"\(steps, exits, action_dim\)"):
+        consistency_scores(np.zeros((3, 4)))
+    bad = np.zeros((2, 3, 3))
+    bad[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match="step 1, exit 3"):
+        consistency_scores(bad)
+
+
+def test_oracle_picks_earliest_exit_within_tolerance_of_deepest():
+    actions = np.array([[0.5, 0.0, 1.0], [0.11, 0.0, 1.0], [0.3, 0.0, 1.0], [0.1, 0.0, 1.0]])
+    crit = Criterion(distance="max")
+    assert oracle_exit(actions, 0.02, crit) == 2
+    assert oracle_exit(actions, 0.0, crit) == 4
+    assert oracle_exit(actions, 1.0, crit) == 1
+    np.testing.assert_array_equal(oracle_exits(np.stack([actions, actions[::-1]]), 0.02, crit), [2, 4])
+    with pytest.raises(ValueError, match="tolerance"):
+        oracle_exit(actions, -0.1)
+    with pytest.raises(ValueError, match="tolerance"):
+        oracle_exit(actions, float("nan"))
+
+
+def test_collect_exit_actions_runs_all_exits_and_commits_deepest():
+    policy = SyntheticExitPolicy(num_exits=4, action_dim=3, seed=3)
+    x = collect_exit_actions(policy, synthetic_episodes(3, 5))
+    assert x.shape == (15, 4, 3)
+    assert policy.committed == [4] * 15
+    # The deepest exit is the stream's final action: its gripper is exactly +-1.
+    assert set(np.unique(x[:, -1, -1])) <= {-1.0, 1.0}
+    again = collect_exit_actions(SyntheticExitPolicy(num_exits=4, action_dim=3, seed=3), synthetic_episodes(3, 5))
+    np.testing.assert_array_equal(x, again)
+    with pytest.raises(ValueError, match="no calibration steps"):
+        collect_exit_actions(policy, [[], []])

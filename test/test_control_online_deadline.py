@@ -1,0 +1,157 @@
+"""Online budget tracking under distribution shift, and deadline mode on a replayed latency trace."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from deer_vla.control import (
+    BudgetSpec,
+    DeadlineGuard,
+    ExitController,
+    InfeasibleBudgetError,
+    ManualClock,
+    OnlineBudgetTracker,
+    Thresholds,
+    solve_thresholds_quantile,
+)
+from deer_vla.control.budgets import step_worst_ms
+from deer_vla.control.synthetic import (
+    SyntheticExitPolicy,
+    synthetic_episodes,
+    synthetic_exit_actions,
+    synthetic_latency_trace,
+    synthetic_profile,
+)
+
+N = 6
+
+
+def run_costs(ctl: ExitController, episodes: int, steps: int) -> np.ndarray:
+    costs = []
+    for episode in synthetic_episodes(episodes, steps):
+        ctl.reset_episode()
+        for obs in episode:
+            costs.append(ctl.step(obs)[1].llm_gflops)
+    return np.array(costs)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.6])
+def test_distribution_shift_overshoots_without_tracking_and_converges_with_it(fraction):
+    profile = synthetic_profile(N)
+    costs = profile.costs()
+    budget = BudgetSpec(average_gflops=costs[1] + fraction * (costs[-1] - costs[1]))
+    easy = synthetic_exit_actions(800, N, difficulty=0.4, seed=21)
+    th = solve_thresholds_quantile(easy, profile, budget)
+    assert th.expected_cost == pytest.approx(budget.average_gflops, rel=0.02)
+    hard = dict(difficulty=0.7, seed=22)
+    static = run_costs(ExitController(SyntheticExitPolicy(N, **hard), profile, th, budget), 30, 50)
+    assert static.mean() > 1.1 * budget.average_gflops  # harder inputs: the offline thresholds overspend
+    tracker = OnlineBudgetTracker(budget.average_gflops)
+    tracked = run_costs(ExitController(SyntheticExitPolicy(N, **hard), profile, th, budget, tracker=tracker), 30, 50)
+    assert abs(tracked.mean() - budget.average_gflops) <= 0.03 * budget.average_gflops
+    assert tracker.running_mean == pytest.approx(tracked.mean())
+    assert tracker.scale > 1.0  # it loosened the thresholds to stop earlier
+
+
+def test_tracker_is_quiet_on_the_calibration_distribution():
+    profile = synthetic_profile(N)
+    budget = BudgetSpec(average_gflops=9.0)
+    th = solve_thresholds_quantile(synthetic_exit_actions(800, N, difficulty=0.5, seed=3), profile, budget)
+    tracker = OnlineBudgetTracker(9.0)
+    scales = []
+    ctl = ExitController(SyntheticExitPolicy(N, difficulty=0.5, seed=4), profile, th, budget, tracker=tracker)
+    for obs in synthetic_episodes(1, 1500)[0]:
+        scales.append(ctl.step(obs)[1].threshold_scale)
+    assert tracker.running_mean == pytest.approx(9.0, rel=0.03)
+    log_s = np.log(scales)
+    assert np.abs(log_s).max() < math.log(2.0)
+    assert log_s[750:].std() <= log_s[:750].std() * 1.5 + 0.05  # no growing oscillation
+
+
+def test_tracker_is_bounded_and_resets_per_episode_when_asked():
+    tracker = OnlineBudgetTracker(1.0, gain=0.5, min_scale=0.5, max_scale=4.0)
+    for _ in range(200):
+        tracker.update(10.0)  # an unreachable budget: the scale saturates, never blows up
+    assert tracker.scale == pytest.approx(4.0)
+    for _ in range(400):
+        tracker.update(0.0)
+    assert tracker.scale == pytest.approx(0.5)
+    tracker.reset_episode()
+    assert tracker.steps == 600  # carried over by default
+    per_ep = OnlineBudgetTracker(1.0, reset_per_episode=True)
+    per_ep.update(3.0)
+    per_ep.reset_episode()
+    assert (per_ep.steps, per_ep.scale, per_ep.running_mean) == (0, 1.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"target_gflops": -1.0}, "target_gflops must be positive"),
+        ({"target_gflops": float("nan")}, "target_gflops must be a finite"),
+        ({"target_gflops": 1.0, "gain": 0.0}, "gain must be positive"),
+        ({"target_gflops": 1.0, "min_scale": 2.0}, "bracket 1"),
+    ],
+)
+def test_tracker_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        OnlineBudgetTracker(**kwargs)
+
+
+def test_tracker_needs_an_average_budget():
+    with pytest.raises(ValueError, match="needs a budget with average_gflops"):
+        ExitController(SyntheticExitPolicy(N), synthetic_profile(N), Thresholds(values=[0.1] * 5),
+                       BudgetSpec(peak_gflops=100.0), tracker=OnlineBudgetTracker(5.0))
+
+
+STEPS = 400
+
+
+def deadline_run(deadline_ms: float | None, from_trace: bool, steps: int = STEPS):
+    trace = synthetic_latency_trace(STEPS, N, seed=8)
+    profile = synthetic_profile(N, trace=trace)
+    clock = ManualClock()
+    policy = SyntheticExitPolicy(N, seed=8, clock=clock, latency=trace)
+    budget = BudgetSpec(deadline_ms=deadline_ms)
+    th = Thresholds(values=[0.0] * 5)  # never stops on the criterion: only the deadline can stop it early
+    ctl = ExitController(policy, profile, th, budget, clock=clock, latency_trace=trace if from_trace else None)
+    records = []
+    for obs in synthetic_episodes(1, steps)[0]:
+        records.append(ctl.step(obs)[1])
+    return profile, trace, records
+
+
+@pytest.mark.parametrize("quantile", [10, 50, 90])
+def test_deadline_mode_never_overruns_a_replayed_trace(quantile):
+    _, trace, free = deadline_run(None, from_trace=True)
+    free_ms = np.array([r.total_ms for r in free])
+    guard = DeadlineGuard.from_trace(trace, 1.0)
+    deadline = max(float(np.percentile(free_ms, quantile)), guard.worst_case_ms(1))
+    assert free_ms.max() > deadline  # without the guard this trace overruns the deadline
+    _, _, records = deadline_run(deadline, from_trace=True)
+    total = np.array([r.total_ms for r in records])
+    assert total.max() <= deadline + 1e-9
+    reasons = [r.stop_reason for r in records]
+    assert set(reasons) <= {"deadline", "cap"} and reasons.count("deadline") >= 0.05 * len(records)
+    # It never stops shallower than the deepest exit whose worst case fits.
+    fits = max(k for k in range(1, N + 1) if guard.worst_case_ms(k) <= deadline)
+    assert min(r.exit_used for r in records) >= fits
+
+
+def test_deadline_from_profile_p99_mostly_meets_it():
+    profile, _, _ = deadline_run(None, False, steps=10)
+    deadline = step_worst_ms(profile, 3) + 1.0
+    _, _, records = deadline_run(deadline, from_trace=False)
+    overruns = sum(r.total_ms > deadline + 1e-9 for r in records)
+    assert overruns <= 0.05 * len(records)
+    assert any(r.exit_used > 3 for r in records)
+
+
+def test_infeasible_deadline_is_rejected():
+    profile, _, _ = deadline_run(None, False, steps=10)
+    with pytest.raises(InfeasibleBudgetError, match="smallest feasible deadline_ms"):
+        deadline_run(step_worst_ms(profile, 1) * 0.5, from_trace=False)
+    with pytest.raises(ValueError, match="deadline_ms must be positive"):
+        DeadlineGuard(-1.0, [1.0], 0.1)

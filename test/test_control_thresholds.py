@@ -1,0 +1,140 @@
+"""Thresholds: quantile solver meets the average budget; save/load and validation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deer_vla.control import BudgetSpec, Criterion, InfeasibleBudgetError, Thresholds, simulate_exits
+from deer_vla.control import solve_thresholds_quantile as solve
+from deer_vla.control.synthetic import synthetic_exit_actions, synthetic_profile
+from deer_vla.control.thresholds import exit_fractions
+
+
+@pytest.fixture(scope="module")
+def calib() -> np.ndarray:
+    return synthetic_exit_actions(600, 6, difficulty=0.5, seed=11)
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return synthetic_profile(6)
+
+
+@pytest.mark.parametrize("shape", ["geometric", "gaussian", "gamma"])
+@pytest.mark.parametrize("fraction", [0.3, 0.45, 0.6, 0.8, 0.95])
+def test_quantile_thresholds_meet_average_budget_within_2_percent(calib, profile, shape, fraction):
+    costs = profile.costs()
+    budget = BudgetSpec(average_gflops=costs[1] + fraction * (costs[-1] - costs[1]))
+    th = solve(calib, profile, budget, shape=shape)
+    # Re-simulate the exits independently of the solver's own bookkeeping.
+    exits = simulate_exits(calib, th)
+    mean_cost = float(np.mean(np.asarray(costs)[exits - 1]))
+    assert mean_cost == pytest.approx(th.expected_cost)
+    assert mean_cost <= budget.average_gflops * (1 + 1e-12)
+    assert abs(mean_cost - budget.average_gflops) <= 0.02 * budget.average_gflops
+    dist = np.bincount(exits, minlength=7)[1:] / len(exits)
+    np.testing.assert_allclose(dist, th.exit_distribution)
+    assert th.method == "quantile" and th.budget == budget and len(th.values) == 5
+
+
+def test_total_metric_budget(calib, profile):
+    totals = profile.costs("total_gflops")
+    budget = BudgetSpec(average_gflops=0.5 * (totals[1] + totals[-1]), metric="total_gflops")
+    th = solve(calib, profile, budget)
+    exits = simulate_exits(calib, th)
+    assert np.mean(np.asarray(totals)[exits - 1]) == pytest.approx(budget.average_gflops, rel=0.02)
+    assert th.metric == "total_gflops"
+
+
+def test_slack_budget_runs_every_step_to_the_cap(calib, profile):
+    th = solve(calib, profile, BudgetSpec(average_gflops=100.0, peak_gflops=profile.llm_gflops[3]))
+    assert th.exit_distribution[3] > 0.99
+    assert th.expected_cost == pytest.approx(profile.llm_gflops[3], rel=0.01)
+
+
+def test_peak_cap_is_respected_by_the_solution(calib, profile):
+    budget = BudgetSpec(average_gflops=profile.llm_gflops[2], peak_gflops=profile.llm_gflops[3])
+    th = solve(calib, profile, budget)
+    exits = simulate_exits(calib, th, cap=4)
+    assert exits.max() <= 4
+    assert sum(th.exit_distribution[4:]) == 0.0
+    assert th.expected_cost == pytest.approx(budget.average_gflops, rel=0.02)
+
+
+def test_budget_below_exit_two_means_exit_one_only(calib, profile):
+    th = solve(calib, profile, BudgetSpec(average_gflops=profile.llm_gflops[0] * 1.5))
+    assert th.exit_distribution[0] == 1.0
+
+
+def test_exit_fractions_are_normalised_and_monotone():
+    exits = np.arange(2, 7)
+    for shape in ("geometric", "gaussian", "gamma"):
+        means = []
+        for p in np.linspace(-3, 3, 13):
+            f = exit_fractions(shape, float(p) + (4 if shape == "gaussian" else 0), exits)
+            assert f.sum() == pytest.approx(1.0)
+            means.append(f @ exits)
+        assert np.all(np.diff(means) > 0), shape
+
+
+def test_solver_errors(calib, profile):
+    with pytest.raises(InfeasibleBudgetError, match="smallest feasible average budget"):
+        solve(calib, profile, BudgetSpec(average_gflops=0.1))
+    with pytest.raises(ValueError, match="needs a budget with average_gflops"):
+        solve(calib, profile, BudgetSpec(peak_gflops=5.0))
+    with pytest.raises(ValueError, match="4 exits but the cost profile has 6"):
+        solve(calib[:, :4], profile, BudgetSpec(average_gflops=8.0))
+    with pytest.raises(ValueError, match="unknown exit distribution shape"):
+        solve(calib, profile, BudgetSpec(average_gflops=8.0), shape="uniform")  # type: ignore[arg-type]
+    bad = calib.copy()
+    bad[3, 2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        solve(bad, profile, BudgetSpec(average_gflops=8.0))
+
+
+def test_save_load_round_trip(tmp_path, calib, profile):
+    th = solve(calib, profile, BudgetSpec(average_gflops=9.0, peak_gflops=20.0), criterion=Criterion("max"))
+    path = tmp_path / "thresholds.json"
+    th.save(path)
+    back = Thresholds.load(path, num_exits=6)
+    assert back.values == th.values
+    assert back.budget == th.budget and back.criterion == Criterion("max")
+    assert back.exit_distribution == th.exit_distribution and back.expected_cost == th.expected_cost
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ([0.1, -0.2], "eta_3 must be >= 0"),
+        ([0.1, float("nan")], "eta_3 is NaN"),
+        ([float("inf")], "eta_2 is infinite"),
+        (["a"], "must be numbers"),
+    ],
+)
+def test_bad_threshold_values(values, match):
+    with pytest.raises(ValueError, match=match):
+        Thresholds(values=values)
+
+
+def test_bad_threshold_files(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"values": [0.1, 0.2]}))
+    with pytest.raises(ValueError, match="a 6-exit model needs 5"):
+        Thresholds.load(path, num_exits=6)
+    path.write_text('{"values": [0.1, NaN]}')
+    with pytest.raises(ValueError, match="NaN"):
+        Thresholds.load(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Thresholds.load(path)
+    path.write_text(json.dumps({"values": [0.1], "colour": "red"}))
+    with pytest.raises(ValueError, match="unknown thresholds keys"):
+        Thresholds.load(path)
+    with pytest.raises(FileNotFoundError):
+        Thresholds.load(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="need 5 values"):
+        Thresholds(values=[0.1, 0.2]).check_covers(6)
+    with pytest.raises(ValueError, match="exit_distribution"):
+        Thresholds(values=[0.1], exit_distribution=[0.5])
