@@ -136,3 +136,17 @@ def test_constructor_validation(profile):
     # A policy loaded with fewer exits than profiled uses the truncated profile.
     ctl = ExitController(SyntheticExitPolicy(3), profile, Thresholds(values=[0.0, 0.0]))
     assert ctl.cap == 3
+
+
+def test_replay_policy_drives_the_controller_like_the_recorded_stream(profile):
+    from deer_vla.control.synthetic import ReplayExitPolicy
+
+    actions = stream(seed=13)
+    budget = BudgetSpec(average_gflops=9.0)
+    th = solve_thresholds_quantile(actions, profile, budget)
+    policy = ReplayExitPolicy(actions)
+    records = run(ExitController(policy, profile, th, budget))
+    np.testing.assert_array_equal([r.exit_used for r in records], simulate_exits(actions, th))
+    np.testing.assert_array_equal(
+        [r.action for r in records], actions[np.arange(len(actions)), np.array(policy.committed) - 1]
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from deer_vla.control.criterion import check_exit_actions
 from deer_vla.control.deadline import LatencyTrace, ManualClock
 from deer_vla.core import CostProfile, LatencyStats, Observation
 
@@ -114,6 +115,42 @@ class SyntheticExitPolicy:
         action = self._step_actions[exit_index - 1].copy()
         self._step_actions = None
         return action
+
+
+class ReplayExitPolicy:
+    """A SegmentedPolicy that replays recorded per-exit actions (S, N, A), one row per step, cycling."""
+
+    def __init__(self, exit_actions: np.ndarray) -> None:
+        self._actions = check_exit_actions(exit_actions)
+        self._t = 0
+        self._next = 0
+        self._row: np.ndarray | None = None
+        self.committed: list[int] = []
+
+    @property
+    def num_exits(self) -> int:
+        return int(self._actions.shape[1])
+
+    def reset(self) -> None:
+        """Recorded actions carry no head state; the replay position continues."""
+
+    def begin_step(self, observation: Observation) -> None:
+        self._row = self._actions[self._t % self._actions.shape[0]]
+        self._t += 1
+        self._next = 0
+
+    def run_next_exit(self) -> np.ndarray:
+        if self._row is None or self._next >= self.num_exits:
+            raise RuntimeError("run_next_exit called before begin_step or past the last exit")
+        self._next += 1
+        return self._row[self._next - 1].copy()
+
+    def commit(self, exit_index: int) -> np.ndarray:
+        if self._row is None or not 1 <= exit_index <= self._next:
+            raise ValueError(f"cannot commit exit {exit_index}: exits 1..{self._next} ran this step")
+        self.committed.append(exit_index)
+        row, self._row = self._row, None
+        return row[exit_index - 1].copy()
 
 
 def synthetic_episodes(num_episodes: int, steps: int, instruction: str = "synthetic task") -> list[list[Observation]]:

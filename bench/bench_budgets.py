@@ -1,0 +1,187 @@
+"""Budget adherence of the exit controller: average (offline and online), peak, deadline.
+
+On recorded per-exit actions (``--exit-actions file.npy`` of shape (S, N, A)
+from deer_vla.control.calibration.collect_exit_actions, with ``--profile``
+profile.json) or on seeded synthetic streams (default). Prints, for several
+average budgets, the target vs the measured mean cost with and without online
+tracking, on held-out steps of the calibration distribution and under a
+distribution shift (calibrate on easy streams, run on harder ones); peak
+adherence under a peak cap; deadline overruns on a replayed latency trace.
+
+    .venv/bin/python bench/bench_budgets.py --quick
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from deer_vla.control import (
+    BudgetSpec,
+    DeadlineGuard,
+    ExitController,
+    ManualClock,
+    OnlineBudgetTracker,
+    Thresholds,
+    solve_thresholds_quantile,
+)
+from deer_vla.control.synthetic import (
+    ReplayExitPolicy,
+    SyntheticExitPolicy,
+    synthetic_episodes,
+    synthetic_exit_actions,
+    synthetic_latency_trace,
+    synthetic_profile,
+)
+from deer_vla.core import CostMetric, CostProfile, SegmentedPolicy
+
+
+def run(ctl: ExitController, steps: int, episode_len: int) -> np.ndarray:
+    """Per-step cost (budget metric) and exit of ``steps`` controller steps, as an (steps, 2) array."""
+    out: list[tuple[float, int]] = []
+    for episode in synthetic_episodes(-(-steps // episode_len), episode_len):
+        ctl.reset_episode()
+        for obs in episode:
+            if len(out) == steps:
+                break
+            _, rec = ctl.step(obs)
+            cost = rec.llm_gflops if ctl.budget.metric == "llm_gflops" else rec.total_gflops
+            out.append((cost, rec.exit_used))
+    return np.array(out)
+
+
+def average_table(
+    title: str,
+    calib: np.ndarray,
+    make_policy: Callable[[], SegmentedPolicy],
+    profile: CostProfile,
+    fractions: list[float],
+    steps: int,
+    episode_len: int,
+    metric: CostMetric,
+) -> None:
+    costs = profile.costs(metric)
+    print(f"\n== {title}")
+    print(f"{'target':>8} {'calib':>8} {'static':>8} {'tracked':>8} | {'calib/t':>7} {'static/t':>8} {'track/t':>7}"
+          f" | {'scale':>5}  exit distribution (static run, exits 1..N)")
+    for f in fractions:
+        t = costs[1] + f * (costs[-1] - costs[1])
+        budget = BudgetSpec(average_gflops=t, metric=metric)
+        th = solve_thresholds_quantile(calib, profile, budget)
+        static = run(ExitController(make_policy(), profile, th, budget), steps, episode_len)
+        tracker = OnlineBudgetTracker(t)
+        tracked = run(ExitController(make_policy(), profile, th, budget, tracker=tracker), steps, episode_len)
+        assert th.expected_cost is not None
+        dist = np.bincount(static[:, 1].astype(int), minlength=profile.num_exits + 1)[1:] / len(static)
+        print(f"{t:8.3f} {th.expected_cost:8.3f} {static[:, 0].mean():8.3f} {tracked[:, 0].mean():8.3f} | "
+              f"{th.expected_cost / t:7.3f} {static[:, 0].mean() / t:8.3f} {tracked[:, 0].mean() / t:7.3f} | "
+              f"{tracker.scale:5.2f}  " + " ".join(f"{p:.2f}" for p in dist))
+
+
+def peak_table(calib: np.ndarray, make_policy: Callable[[], SegmentedPolicy], profile: CostProfile,
+               steps: int, episode_len: int, metric: CostMetric) -> None:
+    costs = profile.costs(metric)
+    print("\n== Peak cap (average budget = midpoint of exits 2..cap, online tracking on)")
+    print(f"{'peak':>8} {'cap':>3} {'avg target':>10} {'measured':>8} {'max step':>8} {'steps > peak':>12}")
+    for cap in range(2, profile.num_exits + 1):
+        peak = costs[cap - 1]
+        avg = 0.5 * (costs[1] + costs[cap - 1])
+        budget = BudgetSpec(average_gflops=avg, peak_gflops=peak, metric=metric)
+        th = solve_thresholds_quantile(calib, profile, budget)
+        res = run(ExitController(make_policy(), profile, th, budget, tracker=OnlineBudgetTracker(avg)),
+                  steps, episode_len)
+        over = int((res[:, 0] > peak + 1e-12).sum())
+        print(f"{peak:8.3f} {cap:3d} {avg:10.3f} {res[:, 0].mean():8.3f} {res[:, 0].max():8.3f} {over:12d}")
+
+
+def deadline_table(num_exits: int, steps: int, seed: int) -> None:
+    trace = synthetic_latency_trace(steps, num_exits, seed=seed)
+    profile = synthetic_profile(num_exits, trace=trace)
+    th = Thresholds(values=[0.0] * (num_exits - 1))  # never stops on the criterion: isolates the deadline
+
+    def go(deadline: float | None, guard: str) -> np.ndarray:
+        clock = ManualClock()
+        policy = SyntheticExitPolicy(num_exits, seed=seed, clock=clock, latency=trace)
+        ctl = ExitController(policy, profile, th, BudgetSpec(deadline_ms=deadline), clock=clock,
+                             latency_trace=trace if guard == "trace-max" else None)
+        out: list[tuple[float, int]] = []
+        for obs in synthetic_episodes(1, steps)[0]:
+            _, rec = ctl.step(obs)
+            out.append((rec.total_ms, rec.exit_used))
+        return np.array(out)
+
+    free = go(None, "none")
+    worst1 = DeadlineGuard.from_trace(trace, 1.0).worst_case_ms(1)
+    print(f"\n== Deadline on a replayed latency trace ({steps} steps, {num_exits} exits; "
+          f"full-depth step median {np.median(free[:, 0]):.1f} ms, max {free[:, 0].max():.1f} ms)")
+    print(f"{'deadline':>8} | {'overruns: none':>14} {'profile p99':>11} {'trace max':>9} | "
+          f"{'mean exit: none':>15} {'p99':>5} {'max':>5}")
+    for q in (10, 50, 90):
+        deadline = max(float(np.percentile(free[:, 0], q)), worst1)
+        p99 = go(deadline, "profile-p99")
+        tmax = go(deadline, "trace-max")
+        n_over = [int((r[:, 0] > deadline + 1e-9).sum()) for r in (free, p99, tmax)]
+        print(f"{deadline:8.2f} | {n_over[0]:14d} {n_over[1]:11d} {n_over[2]:9d} | "
+              f"{free[:, 1].mean():15.2f} {p99[:, 1].mean():5.2f} {tmax[:, 1].mean():5.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes (< 1 minute on 2 cores)")
+    parser.add_argument("--exit-actions", type=Path, help="recorded (S, N, A) per-exit actions, .npy")
+    parser.add_argument("--profile", type=Path, help="cost profile JSON for --exit-actions")
+    parser.add_argument("--exits", type=int, default=6, help="synthetic: number of exits")
+    parser.add_argument("--calib-steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=4000, help="controller steps per run")
+    parser.add_argument("--episode-len", type=int, default=50)
+    parser.add_argument("--easy", type=float, default=0.4, help="synthetic difficulty of the calibration streams")
+    parser.add_argument("--hard", type=float, default=0.7, help="synthetic difficulty after the shift")
+    parser.add_argument("--metric", choices=["llm_gflops", "total_gflops"], default="llm_gflops")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9],
+                        help="average budgets as fractions of the way from exit 2's to exit N's cost")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.calib_steps, args.steps = min(args.calib_steps, 800), min(args.steps, 1500)
+    t0 = time.perf_counter()
+    n, ep = args.exits, args.episode_len
+    if args.exit_actions is not None:
+        if args.profile is None:
+            parser.error("--exit-actions needs --profile")
+        data = np.load(args.exit_actions)
+        profile = CostProfile.load(args.profile)
+        half = data.shape[0] // 2
+        calib, held = data[:half], data[half:]
+        print(f"recorded data {args.exit_actions}: {data.shape}; calibrate on the first {half} steps, run on the rest")
+        average_table("Average budget, held-out recorded steps", calib, lambda: ReplayExitPolicy(held), profile,
+                      args.fractions, len(held), ep, args.metric)
+        peak_table(calib, lambda: ReplayExitPolicy(held), profile, len(held), ep, args.metric)
+    else:
+        profile = synthetic_profile(n)
+        print(f"synthetic streams: {n} exits, LLM GFLOPs per exit {profile.costs()}, "
+              f"{args.calib_steps} calibration steps, {args.steps} steps per run, seed {args.seed}")
+        easy = synthetic_exit_actions(args.calib_steps, n, difficulty=args.easy, seed=args.seed)
+        average_table(f"Average budget, same distribution (difficulty {args.easy})", easy,
+                      lambda: SyntheticExitPolicy(n, difficulty=args.easy, seed=args.seed + 1), profile,
+                      args.fractions, args.steps, ep, args.metric)
+        average_table(f"Average budget under shift: calibrated at difficulty {args.easy}, run at {args.hard}", easy,
+                      lambda: SyntheticExitPolicy(n, difficulty=args.hard, seed=args.seed + 2), profile,
+                      args.fractions, args.steps, ep, args.metric)
+        hard = synthetic_exit_actions(args.calib_steps, n, difficulty=args.hard, seed=args.seed + 3)
+        average_table(f"Average budget under shift: calibrated at difficulty {args.hard}, run at {args.easy}", hard,
+                      lambda: SyntheticExitPolicy(n, difficulty=args.easy, seed=args.seed + 4), profile,
+                      args.fractions, args.steps, ep, args.metric)
+        peak_table(easy, lambda: SyntheticExitPolicy(n, difficulty=args.easy, seed=args.seed + 5), profile,
+                   args.steps, ep, args.metric)
+    deadline_table(profile.num_exits, min(args.steps, 2000), args.seed)
+    print(f"\n(costs in {args.metric}; '/t' = measured / target; 'static' = offline thresholds only, "
+          f"'tracked' = with OnlineBudgetTracker; {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
