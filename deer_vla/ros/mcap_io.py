@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcap_ros2.reader import read_ros2_messages
+from mcap.reader import make_reader
+from mcap_ros2.decoder import DecoderFactory
 from mcap_ros2.writer import Writer
 
 _SEP = "=" * 80
@@ -90,5 +91,7 @@ def read_messages(path: str | Path, topics: list[str] | None = None) -> Iterator
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MCAP file not found: {path}")
-    for item in read_ros2_messages(str(path), topics=topics):
-        yield McapMessage(item.channel.topic, item.schema.name if item.schema else "", item.log_time_ns, item.ros_msg)
+    with path.open("rb") as stream:
+        reader = make_reader(stream, decoder_factories=[DecoderFactory()])
+        for schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics, log_time_order=True):
+            yield McapMessage(channel.topic, schema.name if schema else "", message.log_time, decoded)

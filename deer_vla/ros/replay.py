@@ -1,0 +1,116 @@
+"""Replay a recorded MCAP of the policy node's inputs through the policy offline.
+
+    deer-vla replay RUN/policy_io.mcap --checkpoint DIR [--peak-gflops 3 ...]
+
+Re-runs every recorded step (same images, instruction, proprioception,
+episode boundaries) under the given checkpoint and budget and compares the
+exit decisions and actions with the recorded ones: same checkpoint and
+budget reproduce them; another budget shows what it would have changed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deer_vla.core import Observation
+from deer_vla.ros.params import DEFAULT_CHECKPOINT
+from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, load_stack
+from deer_vla.ros.recorder import read_recording
+
+
+@dataclass
+class ReplayReport:
+    steps: int
+    same_exit_fraction: float
+    recorded_mean_exit: float
+    replayed_mean_exit: float
+    recorded_mean_gflops: float
+    replayed_mean_gflops: float
+    max_action_diff: float  # over the 7-D standard layout
+    mean_action_diff: float
+    recorded_exits: list[int] = field(default_factory=list)
+    replayed_exits: list[int] = field(default_factory=list)
+
+
+def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops") -> ReplayReport:
+    steps = read_recording(path)
+    if not steps:
+        raise ValueError(f"recording {path} holds no complete policy steps")
+    missing = [c for c in stack.cameras if c not in steps[0].images]
+    if missing:
+        have = sorted(steps[0].images)
+        raise ValueError(f"recording {path} lacks camera(s) {missing} the policy needs; it has {have}")
+    controller = stack.controller
+    recorded_exits, replayed_exits, diffs, rec_cost, rep_cost = [], [], [], [], []
+    episode = None
+    for s in steps:
+        if s.record.episode != episode:
+            controller.reset_episode()  # type: ignore[attr-defined]
+            episode = s.record.episode
+        obs = Observation(images={c: s.images[c] for c in stack.cameras}, instruction=s.instruction,
+                          proprio=s.proprio, stamp_ns=s.stamp_ns)
+        action, record = controller.step(obs)  # type: ignore[attr-defined]
+        action7 = stack.action_spec.to_standard7(stack.action_spec.clip(action))
+        recorded_exits.append(s.record.exit_used)
+        replayed_exits.append(record.exit_used)
+        diffs.append(float(np.max(np.abs(action7 - s.action7))) if s.action7.shape == action7.shape else float("inf"))
+        rec_cost.append(getattr(s.record, metric))
+        rep_cost.append(getattr(record, metric))
+    same = np.mean([a == b for a, b in zip(recorded_exits, replayed_exits)])
+    return ReplayReport(
+        steps=len(steps),
+        same_exit_fraction=float(same),
+        recorded_mean_exit=float(np.mean(recorded_exits)),
+        replayed_mean_exit=float(np.mean(replayed_exits)),
+        recorded_mean_gflops=float(np.mean(rec_cost)),
+        replayed_mean_gflops=float(np.mean(rep_cost)),
+        max_action_diff=float(np.max(diffs)),
+        mean_action_diff=float(np.mean(diffs)),
+        recorded_exits=recorded_exits,
+        replayed_exits=replayed_exits,
+    )
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deer-vla replay", description=__doc__.splitlines()[0])
+    parser.add_argument("recording", type=Path, help="MCAP written by the policy node's record_path")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--thresholds", type=Path, default=None, help="default: <checkpoint>/thresholds.json")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--average-gflops", type=float, default=None)
+    parser.add_argument("--peak-gflops", type=float, default=None)
+    parser.add_argument("--peak-ms", type=float, default=None)
+    parser.add_argument("--memory-bytes", type=int, default=None)
+    parser.add_argument("--deadline-ms", type=float, default=None)
+    parser.add_argument("--metric", default="llm_gflops", choices=["llm_gflops", "total_gflops"])
+    parser.add_argument("--fixed-exit", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the report (with per-step exits) here")
+    args = parser.parse_args(argv)
+    budget = {"average_gflops": args.average_gflops, "peak_gflops": args.peak_gflops, "peak_ms": args.peak_ms,
+              "memory_bytes": args.memory_bytes, "deadline_ms": args.deadline_ms, "metric": args.metric}
+    try:
+        stack = load_stack(args.checkpoint, args.thresholds or args.checkpoint / "thresholds.json", args.device,
+                           budget, args.fixed_exit)
+        report = replay(args.recording, stack, args.metric)
+    except (ConfigurationError, FileNotFoundError, ValueError) as exc:
+        print(f"deer-vla replay: {exc}", file=sys.stderr)
+        return 1
+    print(f"replayed {report.steps} steps of {args.recording}")
+    print(f"same exit as recorded  {100 * report.same_exit_fraction:.1f}% of steps")
+    print(f"mean exit              recorded {report.recorded_mean_exit:.2f} -> "
+          f"replayed {report.replayed_mean_exit:.2f}")
+    print(f"mean {args.metric:<17} recorded {report.recorded_mean_gflops:.4f} -> "
+          f"replayed {report.replayed_mean_gflops:.4f}")
+    print(f"action difference      max {report.max_action_diff:.3g}, mean {report.mean_action_diff:.3g}")
+    if args.json:
+        args.json.write_text(json.dumps(asdict(report), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

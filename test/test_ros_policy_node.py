@@ -1,0 +1,285 @@
+"""Policy node in-process, with the real tiny checkpoint: I/O, lifecycle + gating, safety, budgets, record/replay."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_ros_support import INSTRUCTIONS, Driver, tiny_checkpoint_dir
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    return tiny_checkpoint_dir(tmp_path_factory)
+
+
+def _policy(executor, checkpoint, **params):
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.policy_node import PolicyNode
+
+    overrides = {"checkpoint_dir": str(checkpoint), **params}
+    node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    executor.add_node(node)
+    return node
+
+
+def _started(executor, checkpoint, **params):
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = _policy(executor, checkpoint, **params)
+    assert node.trigger_configure() == R.SUCCESS
+    assert node.trigger_activate() == R.SUCCESS
+    return node
+
+
+def test_images_and_instruction_in_actions_out(executor, tiny_checkpoint):
+    from deer_vla.core import StepRecord
+
+    node = _started(executor, tiny_checkpoint, enabled=True, frame_id="tool0", rate_hz=20.0)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.twists) >= 3 and len(drv.actions) >= 3 and len(drv.grippers) >= 3)
+    spec = node.stack.action_spec
+    twist = drv.twists[-1]
+    assert twist.header.frame_id == "tool0"
+    # REP-103 velocities: at most |limit| * scale / period on each axis
+    bound = max(max(abs(lo), abs(hi)) * s for lo, hi, s in zip(spec.low, spec.high, spec.scale)) * 20.0
+    lin = [twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z]
+    assert all(np.isfinite(lin)) and max(abs(v) for v in lin) <= bound + 1e-9
+    action = np.asarray(drv.actions[-1].data)
+    assert action.shape == (7,) and np.all(np.abs(action) <= 1.0 + 1e-6)
+    assert -1.0 <= drv.grippers[-1].data <= 1.0
+    rec = StepRecord.from_json(drv.records[-1].data)
+    assert 1 <= rec.exit_used <= node.stack.profile.num_exits
+    assert rec.llm_gflops == pytest.approx(node.stack.profile.cost(rec.exit_used))
+    assert rec.total_ms > 0 and len(rec.segment_ms) >= rec.exit_used
+
+
+def test_lifecycle_and_gating(executor, tiny_checkpoint, spin_until):
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from std_srvs.srv import SetBool, Trigger
+
+    node = _policy(executor, tiny_checkpoint)  # enabled defaults to False (gated)
+    drv = Driver(executor)
+    drv.instruct()
+    drv.drive_until(lambda: False, timeout=0.4)
+    assert not drv.records and node.stack is None  # unconfigured: nothing loaded, nothing out
+    assert node.trigger_configure() == R.SUCCESS and node.stack is not None
+    drv.drive_until(lambda: False, timeout=0.4)
+    assert not drv.records and not drv.twists  # inactive
+    assert node.trigger_activate() == R.SUCCESS
+    assert drv.drive_until(lambda: len(drv.records) >= 3)  # dry run: computes and records ...
+    assert not drv.twists and not drv.actions and not drv.grippers  # ... but actuates nothing
+
+    enable = drv.node.create_client(SetBool, "/deer_vla_policy/enable")
+    halt = drv.node.create_client(Trigger, "/deer_vla_policy/halt")
+    assert enable.wait_for_service(timeout_sec=5.0) and halt.wait_for_service(timeout_sec=5.0)
+    future = enable.call_async(SetBool.Request(data=True))
+    assert spin_until(executor, future.done) and future.result().success
+    assert node.get_parameter("enabled").value is True
+    assert drv.drive_until(lambda: len(drv.twists) >= 2 and len(drv.actions) >= 2)
+
+    future = halt.call_async(Trigger.Request())
+    assert spin_until(executor, future.done) and future.result().success
+    drv.spin(0.2)
+    last = drv.twists[-1].twist
+    assert (last.linear.x, last.linear.y, last.linear.z) == (0.0, 0.0, 0.0)  # halt sends a zero twist
+    n_twists, n_records = len(drv.twists), len(drv.records)
+    assert drv.drive_until(lambda: len(drv.records) >= n_records + 2)
+    assert len(drv.twists) == n_twists  # gated again after halt
+
+    from rclpy.parameter import Parameter
+
+    assert node.set_parameters([Parameter("enabled", value=True)])[0].successful
+    assert node.trigger_deactivate() == R.SUCCESS
+    assert node.stack is not None  # deactivate keeps the model loaded
+    n_twists, n_records = len(drv.twists), len(drv.records)
+    drv.drive_until(lambda: False, timeout=0.4)
+    assert (len(drv.twists), len(drv.records)) == (n_twists, n_records)
+    assert node.trigger_activate() == R.SUCCESS  # no reload needed
+    assert drv.drive_until(lambda: len(drv.twists) > n_twists)
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+    assert node.stack is None
+
+
+def test_stale_images_produce_no_action(executor, tiny_checkpoint):
+    node = _started(executor, tiny_checkpoint, enabled=True, max_image_age_s=0.5)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: node.stats.stale >= 3, age_s=5.0)
+    assert not drv.twists and not drv.actions and not drv.records
+    assert drv.drive_until(lambda: len(drv.actions) >= 1)  # fresh images: actions again
+    from rclpy.parameter import Parameter
+
+    assert node.set_parameters([Parameter("stale_action", value="zero")])[0].successful
+    n_actions, n_twists = len(drv.actions), len(drv.twists)
+    assert drv.drive_until(lambda: len(drv.twists) >= n_twists + 2, age_s=5.0)
+    drv.spin(0.1)
+    assert len(drv.actions) == n_actions  # only zero twists, never a computed action
+    assert all(t.twist.linear.x == 0.0 and t.twist.angular.z == 0.0 for t in drv.twists[n_twists:])
+
+
+def test_malformed_images_are_rejected_without_crash(executor, tiny_checkpoint):
+    node = _started(executor, tiny_checkpoint, enabled=True)
+    drv = Driver(executor)
+    drv.instruct()
+    bad = []
+    m = drv.image()
+    m.encoding = "32FC1"
+    bad.append(m)
+    m = drv.image()
+    m.data = bytes(m.data)[:-5]  # truncated
+    bad.append(m)
+    m = drv.image()
+    m.height = m.height + 4  # step*height no longer matches the data
+    bad.append(m)
+    for msg in bad:
+        drv.send_pair(first=msg)
+        drv.spin(0.1)
+    assert node.stats.rejected_images == len(bad)
+    assert not drv.actions
+    assert drv.drive_until(lambda: len(drv.actions) >= 1)  # still alive and working
+    ok = drv.image(h=20, w=30)
+    ok_bgr = drv.image(h=33, w=17)
+    ok_bgr.encoding = "bgr8"
+    n = len(drv.actions)
+    for msg in (ok, ok_bgr):
+        drv.send_pair(first=msg)
+        drv.spin(0.2)
+    assert len(drv.actions) == n + 2  # any size and bgr8 are accepted
+
+
+def test_budget_changed_at_runtime_changes_exits(executor, tiny_checkpoint):
+    from rclpy.parameter import Parameter
+
+    from deer_vla.core import StepRecord
+
+    node = _started(executor, tiny_checkpoint)
+    n_exits = node.stack.profile.num_exits
+    assert n_exits >= 2
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.records) >= 3)
+    exits = [StepRecord.from_json(r.data).exit_used for r in drv.records]
+    assert set(exits) == {n_exits}  # thresholds 0: never stops early
+    exit1 = node.stack.profile.cost(1)
+    for bad in (-1.0, exit1 / 2):  # negative; below exit 1's cost (infeasible)
+        result = node.set_parameters([Parameter("budget.peak_gflops", value=bad)])[0]
+        assert not result.successful and "peak" in result.reason
+    assert node.get_parameter("budget.peak_gflops").value == 0.0
+    assert not node.set_parameters([Parameter("fixed_exit", value=1)])[0].successful  # needs reconfigure
+    assert node.set_parameters([Parameter("budget.peak_gflops", value=exit1 * 1.01)])[0].successful
+    n = len(drv.records)
+    assert drv.drive_until(lambda: len(drv.records) >= n + 3)
+    after = [StepRecord.from_json(r.data) for r in drv.records[n:]]
+    assert {r.exit_used for r in after} == {1} and {r.max_exit for r in after} == {1}
+    assert after[-1].budget_peak_gflops == pytest.approx(exit1 * 1.01)
+
+
+def test_new_instruction_resets_episode_and_model_errors_are_survived(executor, tiny_checkpoint, monkeypatch):
+    from deer_vla.core import StepRecord
+
+    node = _started(executor, tiny_checkpoint, enabled=True)
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: len(drv.records) >= 1)
+    first_episode = StepRecord.from_json(drv.records[-1].data).episode
+    drv.instruct(INSTRUCTIONS[1])
+    drv.spin(0.2)
+    n = len(drv.records)
+    assert drv.drive_until(lambda: len(drv.records) > n)
+    assert StepRecord.from_json(drv.records[-1].data).episode == first_episode + 1
+
+    calls = {"n": 0}
+    real_begin = node.stack.runner.begin_step
+
+    def flaky(obs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated model failure")
+        return real_begin(obs)
+
+    monkeypatch.setattr(node.stack.runner, "begin_step", flaky)
+    n = len(drv.actions)
+    assert drv.drive_until(lambda: len(drv.actions) > n + 1)
+    assert node.stats.model_errors == 1
+
+    # a NaN action is never published
+    real_step = node.stack.controller.step
+
+    def nan_step(obs):
+        action, record = real_step(obs)
+        return np.full_like(action, np.nan), record
+
+    monkeypatch.setattr(node.stack.controller, "step", nan_step)
+    n_twists = len(drv.twists)
+    assert drv.drive_until(lambda: node.stats.unsafe_actions >= 2)
+    assert len(drv.twists) == n_twists
+
+
+def test_configure_rejects_bad_setup(executor, tiny_checkpoint, tmp_path):
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    missing = _policy(executor, tmp_path / "nowhere")
+    assert missing.trigger_configure() == R.FAILURE and missing.stack is None
+    executor.remove_node(missing)
+    missing.destroy_node()
+    one_cam = _policy(executor, tiny_checkpoint, image_topics=["only/one"])
+    assert one_cam.trigger_configure() == R.FAILURE  # the tiny model has two cameras
+    executor.remove_node(one_cam)
+    one_cam.destroy_node()
+    no_thr = _policy(executor, tiny_checkpoint, thresholds_file=str(tmp_path / "none.json"))
+    assert no_thr.trigger_configure() == R.FAILURE
+    executor.remove_node(no_thr)
+    no_thr.destroy_node()
+    bad_budget = _policy(executor, tiny_checkpoint, **{"budget.memory_bytes": 1})
+    assert bad_budget.trigger_configure() == R.FAILURE
+
+
+def test_hold_mode_repeats_last_twist_for_bounded_time(executor, tiny_checkpoint):
+    node = _started(executor, tiny_checkpoint, enabled=True, hold_rate_hz=50.0, hold_max_s=0.3)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.twists) >= 1)
+    drv.spin(0.8)
+    held = node.stats.hold_published
+    assert 5 <= held <= 0.3 * 50 + 3  # ~15 repeats within hold_max_s, then silence
+    drv.spin(0.3)
+    assert node.stats.hold_published == held
+
+
+def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path):
+    from deer_vla.ros.policy_backend import load_stack
+    from deer_vla.ros.recorder import read_recording
+    from deer_vla.ros.replay import cli_main, replay
+
+    path = tmp_path / "io.mcap"
+    node = _started(executor, tiny_checkpoint, enabled=True, record_path=str(path))
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: node.stats.steps >= 4)
+    drv.instruct(INSTRUCTIONS[2])
+    drv.spin(0.2)
+    assert drv.drive_until(lambda: node.stats.steps >= 8)
+    steps = node.stats.steps
+    node.trigger_deactivate()
+    node.trigger_cleanup()  # closes the recording
+    recorded = read_recording(path)
+    assert len(recorded) == steps
+    assert {s.instruction for s in recorded} == {INSTRUCTIONS[0], INSTRUCTIONS[2]}
+    assert set(recorded[0].images) == {"static", "wrist"} and recorded[0].images["static"].shape == (48, 64, 3)
+
+    same = replay(path, load_stack(tiny_checkpoint, tiny_checkpoint / "thresholds.json", "cpu", {}, 0))
+    assert same.steps == steps and same.same_exit_fraction == 1.0
+    assert same.max_action_diff < 1e-4
+    stack = load_stack(tiny_checkpoint, tiny_checkpoint / "thresholds.json", "cpu", {}, 0)
+    cheap = replay(path, load_stack(tiny_checkpoint, tiny_checkpoint / "thresholds.json", "cpu",
+                                    {"peak_gflops": stack.profile.cost(1) * 1.01}, 0))
+    assert set(cheap.replayed_exits) == {1} and cheap.replayed_mean_gflops < cheap.recorded_mean_gflops
+    out = tmp_path / "report.json"
+    assert cli_main([str(path), "--checkpoint", str(tiny_checkpoint), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["same_exit_fraction"] == 1.0
+    assert cli_main([str(tmp_path / "missing.mcap"), "--checkpoint", str(tiny_checkpoint)]) == 1

@@ -1,0 +1,140 @@
+"""Pure helpers of the ROS side: image conversion, action safety, parameters, budget status, MCAP, plot."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from deer_vla.core import ActionSpec, StepRecord
+from deer_vla.ros.actions import UnsafeActionError, to_robot_command, zero_command
+from deer_vla.ros.budget_monitor import ERROR, OK, WARN, BudgetMonitor
+from deer_vla.ros.image_conv import ImageConversionError, image_to_rgb
+from deer_vla.ros.params import POLICY_DEFAULTS, ParameterError, parse_params
+
+
+def _pixels(h: int = 10, w: int = 12) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8"])
+def test_color_encodings_give_rgb(encoding):
+    rgb = _pixels()
+    order = {"rgb8": [0, 1, 2], "bgr8": [2, 1, 0], "rgba8": [0, 1, 2], "bgra8": [2, 1, 0]}[encoding]
+    raw = rgb[:, :, order]
+    if encoding.endswith("a8"):
+        raw = np.concatenate([raw, np.full(rgb.shape[:2] + (1,), 7, np.uint8)], axis=2)
+    out = image_to_rgb(encoding, 10, 12, raw.shape[1] * raw.shape[2], raw.tobytes())
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_mono_and_row_padding():
+    gray = np.arange(10 * 12, dtype=np.uint8).reshape(10, 12)
+    padded = np.concatenate([gray, np.zeros((10, 4), np.uint8)], axis=1)  # step 16 > width 12
+    out = image_to_rgb("mono8", 10, 12, 16, padded.tobytes())
+    assert out.shape == (10, 12, 3)
+    np.testing.assert_array_equal(out[:, :, 1], gray)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "h", "w", "step", "nbytes", "match"),
+    [
+        ("16UC1", 10, 12, 24, 240, "unsupported image encoding"),
+        ("rgb8", 10, 12, 36, 359, "truncated"),
+        ("rgb8", 10, 12, 36, 400, "step\\*height is 360"),
+        ("rgb8", 10, 12, 30, 300, "step 30 is smaller"),
+        ("rgb8", 4, 12, 36, 144, "too small"),
+    ],
+)
+def test_malformed_images_are_rejected(encoding, h, w, step, nbytes, match):
+    with pytest.raises(ImageConversionError, match=match):
+        image_to_rgb(encoding, h, w, step, bytes(nbytes))
+
+
+def test_robot_command_units_clipping_and_nan():
+    spec = ActionSpec(axes=("x", "y", "z"), scale=(0.01, 0.01, 0.02))
+    cmd = to_robot_command(np.array([0.5, -2.0, 1.0, 3.0]), spec, period_s=0.1)
+    # 0.5 * 1 cm per step at 10 Hz = 0.05 m/s; -2 clipped to -1; z scale 2 cm
+    assert cmd.linear == pytest.approx((0.05, -0.1, 0.2))
+    assert cmd.angular == (0.0, 0.0, 0.0)
+    assert cmd.gripper == 1.0
+    np.testing.assert_allclose(cmd.standard7, [0.5, -1.0, 1.0, 0, 0, 0, 1.0])
+    for bad in (np.array([np.nan, 0, 0, 0]), np.array([0, np.inf, 0, 0]), np.zeros(3)):
+        with pytest.raises(UnsafeActionError):
+            to_robot_command(bad, spec, 0.1)
+    assert zero_command(spec).linear == (0.0, 0.0, 0.0)
+
+
+def test_rotation_axes_become_rad_per_s():
+    spec = ActionSpec()  # 6 axes, scale 0.01
+    cmd = to_robot_command(np.array([0, 0, 0, 0.0, 0.0, 1.0, -1.0]), spec, period_s=0.05)
+    assert cmd.angular == pytest.approx((0.0, 0.0, 0.2))
+
+
+def test_parameters_validate_with_names_and_values():
+    p = parse_params(POLICY_DEFAULTS)
+    assert p.budget_kwargs()["peak_gflops"] is None and p.period_s == pytest.approx(0.1)
+    bad = {**POLICY_DEFAULTS, "rate_hz": -1.0, "control_mode": "sometimes", "budget.peak_gflops": math.nan}
+    with pytest.raises(ParameterError) as exc:
+        parse_params(bad)
+    text = str(exc.value)
+    assert "'rate_hz' = -1.0" in text and "'control_mode' = 'sometimes'" in text and "budget.peak_gflops" in text
+    with pytest.raises(ParameterError, match="image_topics"):
+        parse_params({**POLICY_DEFAULTS, "image_topics": ["a", "a"]})
+    with pytest.raises(ParameterError, match="device"):
+        parse_params({**POLICY_DEFAULTS, "device": "tpu"})
+
+
+def _record(step: int, gflops: float, ms: float, **budget) -> StepRecord:
+    return StepRecord(step=step, episode=0, exit_used=1 + step % 3, max_exit=3, stop_reason="threshold",
+                      llm_gflops=gflops, total_gflops=gflops + 1, total_ms=ms, **budget)
+
+
+def test_budget_monitor_levels():
+    mon = BudgetMonitor(error_ratio=1.5)
+    assert mon.statuses()[0].level == WARN  # nothing received yet
+    for i in range(10):
+        mon.update(_record(i, 1.0, 10.0, budget_average_gflops=2.0, budget_peak_gflops=1.0, budget_peak_ms=20.0))
+    levels = {s.name: s.level for s in mon.statuses()}
+    assert levels["average_gflops"] == OK and levels["peak_gflops"] == OK and levels["peak_ms"] == OK
+    mon.update(_record(10, 1.2, 10.0, budget_average_gflops=1.0, budget_peak_gflops=1.0, budget_peak_ms=20.0))
+    levels = {s.name: s.level for s in mon.statuses()}
+    assert levels["average_gflops"] == WARN  # mean 1.018 > 1.0
+    assert levels["peak_gflops"] == WARN  # max 1.2 > 1.0, below 1.5x
+    mon.update(_record(11, 9.0, 10.0, budget_average_gflops=1.0, budget_peak_gflops=1.0, budget_peak_ms=20.0))
+    assert {s.name: s.level for s in mon.statuses()}["peak_gflops"] == ERROR
+    summary = mon.summary()
+    assert summary["steps"] == 12 and summary["worst_status"] == "ERROR"
+    assert sum(summary["exit_histogram"].values()) == 12
+
+
+def test_budget_monitor_window_and_validation():
+    mon = BudgetMonitor(window=2)
+    for g in (10.0, 1.0, 1.0):
+        mon.update(_record(0, g, 1.0))
+    assert mon.mean_cost() == pytest.approx(1.0) and mon.summary()["mean_llm_gflops"] == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="metric"):
+        BudgetMonitor(metric="flops")
+    with pytest.raises(ValueError, match="error_ratio"):
+        BudgetMonitor(error_ratio=1.0)
+
+
+def test_mcap_log_round_trip_and_plot(tmp_path):
+    from deer_vla.ros.mcap_io import McapLog, read_messages
+    from deer_vla.ros.plot import plot_records
+
+    log = McapLog(tmp_path / "x.mcap")
+    records = [_record(i, 0.5 * i, 2.0) for i in range(7)]
+    for i, r in enumerate(records):
+        log.write("/r", "std_msgs/msg/String", {"data": r.to_json()}, 1000 + i)
+    log.write("/v", "std_msgs/msg/Float64MultiArray", {"layout": {"dim": [], "data_offset": 0}, "data": [1.5]}, 2000)
+    log.close()
+    with pytest.raises(ValueError, match="no message definition"):
+        McapLog(tmp_path / "y.mcap").write("/x", "foo_msgs/msg/Bar", {}, 0)
+    back = list(read_messages(tmp_path / "x.mcap", topics=["/r"]))
+    assert [StepRecord.from_json(m.message.data) for m in back] == records
+    assert [m.log_time_ns for m in back] == list(range(1000, 1007))
+    png = plot_records(records, tmp_path / "p.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(FileNotFoundError):
+        list(read_messages(tmp_path / "missing.mcap"))
