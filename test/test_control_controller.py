@@ -150,3 +150,33 @@ def test_replay_policy_drives_the_controller_like_the_recorded_stream(profile):
     np.testing.assert_array_equal(
         [r.action for r in records], actions[np.arange(len(actions)), np.array(policy.committed) - 1]
     )
+
+
+class NaNPolicy(SyntheticExitPolicy):
+    def run_next_exit(self) -> np.ndarray:
+        out = super().run_next_exit()
+        if self._next == 2:
+            out[0] = np.nan
+        return out
+
+
+def test_bad_policy_output_is_a_clear_error(profile):
+    ctl = ExitController(NaNPolicy(N, seed=1), profile, Thresholds(values=[0.1] * 5))
+    with pytest.raises(ValueError, match="NaN or inf action at exit 2"):
+        ctl.step(synthetic_episodes(1, 1)[0][0])
+
+
+def test_set_thresholds_and_criterion_follow_the_thresholds(profile):
+    from deer_vla.control import Criterion
+
+    th = Thresholds(values=[0.0] * 5, criterion=Criterion("max"))
+    ctl = ExitController(SyntheticExitPolicy(N, seed=1), profile, th)
+    assert ctl.criterion == Criterion("max")
+    obs = synthetic_episodes(1, 2)[0]
+    assert ctl.step(obs[0])[1].exit_used == 6
+    ctl.set_thresholds(Thresholds(values=[10.0] * 5))  # everything agrees within 10: stop at exit 2
+    assert ctl.criterion == Criterion()
+    assert ctl.step(obs[1])[1].exit_used == 2
+    with pytest.raises(ValueError, match="need 5 values"):
+        ctl.set_thresholds(Thresholds(values=[1.0]))
+    assert ExitController(SyntheticExitPolicy(N), profile, th, criterion=Criterion("l2")).criterion == Criterion("l2")

@@ -138,3 +138,15 @@ def test_bad_threshold_files(tmp_path):
         Thresholds(values=[0.1, 0.2]).check_covers(6)
     with pytest.raises(ValueError, match="exit_distribution"):
         Thresholds(values=[0.1], exit_distribution=[0.5])
+
+
+def test_gripper_flip_infinite_criterion_still_meets_budget(calib, profile):
+    crit = Criterion(gripper_flip_infinite=True)
+    budget = BudgetSpec(average_gflops=9.0)
+    th = solve(calib, profile, budget, criterion=crit)
+    exits = simulate_exits(calib, th)
+    assert np.mean(np.asarray(profile.costs())[exits - 1]) == pytest.approx(9.0, rel=0.02)
+    # A step whose exits disagree on the gripper never stops on the threshold at that exit.
+    flips = (calib[:, 1:, -1] > 0) != (calib[:, :-1, -1] > 0)
+    for k in range(2, 6):
+        assert not np.any((exits == k) & flips[:, k - 2])

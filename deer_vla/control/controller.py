@@ -60,7 +60,7 @@ class ExitController:
         if thresholds is None and fixed_exit is None and oracle_tolerance is None and self.num_exits > 1:
             raise ValueError("thresholds are required unless fixed_exit or oracle_tolerance is set")
         self.thresholds = thresholds
-        self.criterion = criterion or (thresholds.criterion if thresholds else Criterion())
+        self._criterion = criterion
         self.fixed_exit = fixed_exit
         self.oracle_tolerance = oracle_tolerance
         self.tracker = tracker
@@ -104,6 +104,25 @@ class ExitController:
         with self._lock:
             self._pending = budget
 
+    def set_thresholds(self, thresholds: Thresholds) -> None:
+        """Swap thresholds (e.g. re-solved for a new budget); checked now, used from the next step."""
+        if self.fixed_exit is not None or self.oracle_tolerance is not None:
+            raise ValueError("thresholds are not used in fixed-exit or oracle mode")
+        with self._lock:
+            pending = self._pending
+        thresholds.check_covers(self.report.cap)
+        if pending is not None:
+            thresholds.check_covers(budget_report(self.profile, pending).cap)
+        with self._lock:
+            self.thresholds = thresholds
+
+    @property
+    def criterion(self) -> Criterion:
+        """The one given, else the one the thresholds were solved with, else the default (RMS)."""
+        if self._criterion is not None:
+            return self._criterion
+        return self.thresholds.criterion if self.thresholds is not None else Criterion()
+
     @property
     def cap(self) -> int:
         return self.report.cap
@@ -122,6 +141,16 @@ class ExitController:
         self._episode += 1
 
     # --- one control step -----------------------------------------------------------------
+
+    @staticmethod
+    def _checked(action: np.ndarray, k: int, previous: list[np.ndarray]) -> np.ndarray:
+        out = np.asarray(action, dtype=np.float64)
+        if out.ndim != 1 or (previous and out.shape != previous[0].shape):
+            want = previous[0].shape if previous else "(A,)"
+            raise ValueError(f"policy returned an action of shape {out.shape} at exit {k}, expected {want}")
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"policy returned a NaN or inf action at exit {k}: {out}")
+        return out
 
     def _eta(self, k: int, scale: float) -> float:
         assert self.thresholds is not None
@@ -147,7 +176,7 @@ class ExitController:
                 reason = "deadline"
                 break
             ts = self.clock()
-            actions.append(np.asarray(self.policy.run_next_exit(), dtype=np.float64))
+            actions.append(self._checked(self.policy.run_next_exit(), k, actions))
             segment_ms.append((self.clock() - ts) * 1e3)
             if self.fixed_exit is not None:
                 reason = "fixed"

@@ -307,7 +307,7 @@ def solve_thresholds_quantile(
     if cost > target or abs(cost - target) > tolerance * target:
         # Rounding and tied scores make the realised cost a step function of
         # the parameter: bisect on it for the deepest setting within budget.
-        a, b = lo, param if cost > target else hi
+        a, b = (lo, param) if cost > target else (param, hi)
         best = None if cost > target else (cost, etas, exit_of)
         for _ in range(60):
             mid = 0.5 * (a + b)
