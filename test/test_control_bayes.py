@@ -1,43 +1,27 @@
 """Bayesian optimisation of thresholds on a proxy objective, under the average budget."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from deer_vla.control import (
     BudgetSpec,
-    Criterion,
     Thresholds,
-    simulate_exits,
     solve_thresholds_quantile,
     tune_thresholds,
 )
+from deer_vla.control.bayes import fidelity_objective
 from deer_vla.control.synthetic import synthetic_exit_actions, synthetic_profile
 
 N = 6
 
 
-def proxy_objective(actions: np.ndarray, costs: np.ndarray):
-    """Score = -mean RMS error of the taken action vs the deepest exit's (fidelity); plus mean cost."""
-    crit = Criterion()
-
-    def objective(th: Thresholds) -> tuple[float, float]:
-        exits = simulate_exits(actions, th)
-        taken = actions[np.arange(len(actions)), exits - 1]
-        err = crit.batch(taken, actions[:, -1])
-        return -float(err.mean()), float(costs[exits - 1].mean())
-
-    return objective
-
-
 def test_bo_improves_or_matches_its_init_within_budget():
     profile = synthetic_profile(N)
-    costs = np.asarray(profile.costs())
     budget = BudgetSpec(average_gflops=8.0)
     calib = synthetic_exit_actions(400, N, difficulty=0.5, seed=31)
     tune = synthetic_exit_actions(400, N, difficulty=0.5, seed=32)  # disjoint from calibration
     init = solve_thresholds_quantile(calib, profile, budget)
-    objective = proxy_objective(tune, costs)
+    objective = fidelity_objective(tune, profile)
     init_score, init_cost = objective(init)
     result = tune_thresholds(objective, profile, budget, init, n_trials=14, seed=0)
     score, cost = objective(result)
@@ -63,3 +47,15 @@ def test_bo_input_errors():
         tune_thresholds(obj, profile, BudgetSpec(average_gflops=8.0), Thresholds(values=[0.1]))
     with pytest.raises(ValueError, match="non-finite"):
         tune_thresholds(lambda th: (float("nan"), 1.0), profile, BudgetSpec(average_gflops=8.0), init, n_trials=2)
+
+
+def test_fidelity_objective_trades_error_for_cost():
+    profile = synthetic_profile(N)
+    actions = synthetic_exit_actions(300, N, seed=4)
+    objective = fidelity_objective(actions, profile)
+    score_deep, cost_deep = objective(Thresholds(values=[0.0] * 5))  # always the deepest exit
+    score_shallow, cost_shallow = objective(Thresholds(values=[10.0] * 5))  # always exit 2
+    assert score_deep == 0.0 and cost_deep == pytest.approx(profile.llm_gflops[-1])
+    assert cost_shallow == pytest.approx(profile.llm_gflops[1]) and score_shallow < 0.0
+    with pytest.raises(ValueError, match="4 exits but the cost profile has 6"):
+        fidelity_objective(actions[:, :4], profile)

@@ -13,11 +13,44 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
+
 from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError, budget_report
-from deer_vla.control.thresholds import Thresholds
-from deer_vla.core import CostProfile
+from deer_vla.control.criterion import Criterion, check_exit_actions
+from deer_vla.control.thresholds import Thresholds, simulate_exits
+from deer_vla.core import CostMetric, CostProfile
 
 Objective = Callable[[Thresholds], tuple[float, float]]
+
+
+def fidelity_objective(
+    exit_actions: np.ndarray,
+    profile: CostProfile,
+    metric: CostMetric = "llm_gflops",
+    error: Criterion | None = None,
+    cap: int | None = None,
+) -> Objective:
+    """A proxy objective without rollouts, on recorded per-exit actions (S, N, A).
+
+    score = -(mean distance between the action taken and the deepest exit's
+    action), by ``error`` (default RMS over the motion part plus nothing for
+    the gripper; pass Criterion(gripper_flip_infinite=...) variants as
+    needed); cost = mean cost of the exits taken. Use steps disjoint from the
+    calibration set of the initial thresholds.
+    """
+    arr = check_exit_actions(exit_actions)
+    if arr.shape[1] != profile.num_exits:
+        raise ValueError(f"exit actions have {arr.shape[1]} exits but the cost profile has {profile.num_exits}")
+    costs = np.asarray(profile.costs(metric))
+    crit = error or Criterion()
+    rows = np.arange(arr.shape[0])
+
+    def objective(th: Thresholds) -> tuple[float, float]:
+        exits = simulate_exits(arr, th, cap=cap)
+        err = crit.batch(arr[rows, exits - 1], arr[:, -1])
+        return -float(np.mean(err)), float(costs[exits - 1].mean())
+
+    return objective
 
 
 def tune_thresholds(
