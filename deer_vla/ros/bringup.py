@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -103,13 +105,27 @@ def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+_STOP = threading.Event()
+
+
+def _request_stop(signum: int, frame: object) -> None:
+    _STOP.set()
+
+
 def _init_ros(argv: list[str] | None) -> list[str]:
+    """Init rclpy for a CLI run; SIGINT/SIGTERM end the spin so the nodes shut down cleanly
+    (rclpy's own handler would shut the context down under them, losing the monitor's summary)."""
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not rclpy.ok():
-        rclpy.init(args=["deer_vla", *args])
+        rclpy.init(args=["deer_vla", *args], signal_handler_options=SignalHandlerOptions.NO)
+    _STOP.clear()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _request_stop)
+        signal.signal(signal.SIGTERM, _request_stop)
     return remove_ros_args(["deer_vla", *args])[1:]
 
 
@@ -128,7 +144,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         bringup = Bringup(load_graph(args.graph, args.config_dir, _parse_set(args.set))).start()
         print(f"[deer_vla bringup] graph '{args.graph}': {', '.join(n.name for n in bringup.graph.nodes)} running")
         sim = bringup.nodes.get("sim")
-        done = (lambda: sim.finished) if sim is not None else (lambda: False)
+        done = (lambda: sim.finished or _STOP.is_set()) if sim is not None else _STOP.is_set
         bringup.spin_until(done, args.duration or None)
     except KeyboardInterrupt:
         pass
@@ -191,7 +207,8 @@ def demo_main(argv: list[str] | None = None) -> int:
     try:
         bringup = Bringup(load_graph("sim", args.config_dir, overrides)).start()
         sim_node, policy_node, monitor = bringup.nodes["sim"], bringup.nodes["policy"], bringup.nodes["monitor"]
-        finished = bringup.spin_until(lambda: sim_node.finished, args.timeout)
+        bringup.spin_until(lambda: sim_node.finished or _STOP.is_set(), args.timeout)
+        finished = sim_node.finished
         # let the last step records reach the monitor
         bringup.spin_until(lambda: monitor.stats.count >= policy_node.stats.steps, 2.0)
         stack = policy_node.stack

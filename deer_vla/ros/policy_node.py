@@ -116,6 +116,9 @@ class PolicyNode(LifecycleNode):
         except (ParameterError, ConfigurationError, FileNotFoundError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # a broken checkpoint must leave the node unconfigured, not dead
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
         self.params, self.stack = params, stack
         self.enabled = params.enabled
         self._create_interfaces(params, stack)

@@ -1,0 +1,121 @@
+"""Monitor node with the real policy node: /diagnostics levels, JSONL + MCAP logs, summary and plot."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_ros_support import Driver, tiny_checkpoint_dir
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    return tiny_checkpoint_dir(tmp_path_factory)
+
+
+def _graph(executor, checkpoint, log_dir, **policy_params):
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.monitor_node import MonitorNode
+    from deer_vla.ros.policy_node import PolicyNode
+
+    params = {"checkpoint_dir": str(checkpoint), **policy_params}
+    policy = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    monitor = MonitorNode(parameter_overrides=[
+        Parameter("log_dir", value=str(log_dir)), Parameter("run_name", value="t"),
+        Parameter("diagnostics_rate_hz", value=20.0),
+    ])
+    for node in (policy, monitor):
+        executor.add_node(node)
+    policy.trigger_configure()
+    policy.trigger_activate()
+    return policy, monitor
+
+
+def _levels(diag) -> dict[str, int]:
+    return {s.name.removeprefix("deer_vla: budget ").removeprefix("deer_vla: "): s.level[0] for s in diag.status}
+
+
+def test_diagnostics_warn_when_a_budget_is_exceeded(executor, tiny_checkpoint, tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.parameter import Parameter
+
+    policy, monitor = _graph(executor, tiny_checkpoint, tmp_path)
+    drv = Driver(executor)
+    diags: list[DiagnosticArray] = []
+    drv.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    drv.instruct()
+    assert drv.drive_until(lambda: monitor.stats.count >= 3 and len(diags) >= 1)
+    drv.spin(0.15)
+    levels = _levels(diags[-1])
+    assert levels["average_gflops"] == 0 and levels["peak_gflops"] == 0  # no budgets set: OK
+    full = policy.stack.profile.cost(policy.stack.profile.num_exits)
+    # thresholds 0 -> every step runs the deepest exit; an average budget 20% below that is exceeded
+    assert policy.set_parameters([Parameter("budget.average_gflops", value=full / 1.2)])[0].successful
+    n = monitor.stats.count
+    assert drv.drive_until(lambda: monitor.stats.count >= n + 3)
+    diags.clear()
+    assert drv.drive_until(lambda: any(_levels(d).get("average_gflops") == 1 for d in diags), timeout=5.0)
+    warn = next(s for s in diags[-1].status if s.name == "deer_vla: budget average_gflops")
+    assert "over budget" in warn.message and warn.hardware_id
+    assert float({kv.key: kv.value for kv in warn.values}["budget"]) == pytest.approx(full / 1.2, rel=1e-3)
+    # 2x over the budget is an ERROR (error_ratio 1.5)
+    assert policy.set_parameters([Parameter("budget.average_gflops", value=full / 2.0)])[0].successful
+    n = monitor.stats.count
+    assert drv.drive_until(lambda: monitor.stats.count >= n + 2)
+    diags.clear()
+    assert drv.drive_until(lambda: any(_levels(d).get("average_gflops") == 2 for d in diags), timeout=5.0)
+
+
+def test_logs_read_back_with_every_record(executor, tiny_checkpoint, tmp_path):
+    from deer_vla.core import StepRecord
+    from deer_vla.ros.mcap_io import read_messages
+    from deer_vla.ros.monitor_node import METRICS_TOPIC_MCAP, RECORD_TOPIC_MCAP
+
+    policy, monitor = _graph(executor, tiny_checkpoint, tmp_path)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: monitor.stats.count >= 6)
+    policy.trigger_deactivate()
+    drv.spin(0.3)  # let in-flight records arrive
+    count = monitor.stats.count
+    assert count == policy.stats.steps == len(drv.records)
+    summary = monitor.close()
+    assert summary["steps"] == count
+    records = [StepRecord.from_json(m.message.data) for m in read_messages(monitor.mcap_path, [RECORD_TOPIC_MCAP])]
+    assert len(records) == count
+    assert [r.step for r in records] == sorted(r.step for r in records)
+    metrics = list(read_messages(monitor.mcap_path, [METRICS_TOPIC_MCAP]))
+    assert len(metrics) == count and metrics[0].datatype == "std_msgs/msg/Float64MultiArray"
+    lines = monitor.jsonl_path.read_text().splitlines()
+    assert [StepRecord.from_json(line) for line in lines] == records
+    assert monitor.plot_path.read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(monitor.summary_path.read_text())["mcap"] == str(monitor.mcap_path)
+    assert summary["mean_exit"] == pytest.approx(sum(r.exit_used for r in records) / count)
+
+
+def test_monitor_survives_garbage_records(executor, tmp_path):
+    import time
+
+    import rclpy
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import String
+
+    from deer_vla.ros.monitor_node import MonitorNode
+
+    monitor = MonitorNode(parameter_overrides=[Parameter("log_dir", value=str(tmp_path))])
+    sender = rclpy.create_node("garbage_sender")
+    executor.add_node(monitor)
+    executor.add_node(sender)
+    pub = sender.create_publisher(String, "step_record", 10)
+
+    def sent() -> bool:
+        pub.publish(String(data="{not json"))
+        executor.spin_once(timeout_sec=0.05)
+        return monitor.bad_records >= 1
+
+    end = time.monotonic() + 5
+    while not sent() and time.monotonic() < end:
+        pass
+    assert monitor.bad_records >= 1 and monitor.stats.count == 0

@@ -1,0 +1,76 @@
+"""Across processes: the bringup CLI and the policy_node executable, driven over real ROS topics."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_ros_support import Driver, tiny_checkpoint_dir
+
+pytestmark = pytest.mark.ros
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    return tiny_checkpoint_dir(tmp_path_factory)
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen, log: Path) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"process did not stop on SIGINT; log:\n{log.read_text()[-3000:]}")
+
+
+def test_bringup_cli_across_processes(executor, tiny_checkpoint, tmp_path):
+    log = tmp_path / "bringup.log"
+    proc = _spawn(["-m", "deer_vla.cli", "bringup", "--graph", "robot",
+                   "--set", f"policy.checkpoint_dir={tiny_checkpoint}", "--set", "policy.enabled=true",
+                   "--set", f"monitor.log_dir={tmp_path}", "--set", "monitor.run_name=proc"], log)
+    try:
+        drv = Driver(executor, name="proc_driver")
+        drv.instruct()
+        ok = drv.drive_until(lambda: len(drv.twists) >= 3 and len(drv.actions) >= 3 or proc.poll() is not None,
+                             timeout=90.0)
+        assert ok and proc.poll() is None, f"no actions from the bringup process; log:\n{log.read_text()[-3000:]}"
+    finally:
+        rc = _stop(proc, log)
+    assert rc == 0, log.read_text()[-3000:]
+    summary = json.loads((tmp_path / "proc" / "summary.json").read_text())
+    assert summary["steps"] >= 3  # the monitor saw the steps and wrote its summary on shutdown
+    assert "[deer_vla monitor]" in log.read_text()
+
+
+@pytest.mark.slow
+def test_policy_node_executable_autostart(executor, tiny_checkpoint, tmp_path):
+    log = tmp_path / "policy.log"
+    proc = _spawn(["-m", "deer_vla.ros.policy_node", "--ros-args", "-p", f"checkpoint_dir:={tiny_checkpoint}",
+                   "-p", "autostart:=true", "-p", "enabled:=true", "-r", "cmd_twist:=servo/delta_twist_cmds"], log)
+    try:
+        from geometry_msgs.msg import TwistStamped
+
+        drv = Driver(executor, name="exe_driver")
+        remapped: list[TwistStamped] = []
+        drv.node.create_subscription(TwistStamped, "servo/delta_twist_cmds", remapped.append, 10)
+        drv.instruct()
+        ok = drv.drive_until(lambda: len(remapped) >= 2 or proc.poll() is not None, timeout=90.0)
+        assert ok and remapped, f"no remapped twist from policy_node; log:\n{log.read_text()[-3000:]}"
+        assert not drv.twists  # the default topic was remapped away
+    finally:
+        _stop(proc, log)
