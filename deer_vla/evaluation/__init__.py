@@ -1,0 +1,1 @@
+"""Closed-loop evaluation: success vs compute; `deer-vla evaluate`."""

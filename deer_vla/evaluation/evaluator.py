@@ -1,0 +1,392 @@
+"""`deer-vla evaluate`: closed-loop success vs compute of a checkpoint in the simulator.
+
+Modes: the full model (last exit), fixed exits, the dynamic controller at
+several average budgets (thresholds solved on demonstrations for each
+budget), and the oracle. Episodes use held-out seeds (EVAL_SEED_OFFSET + i,
+disjoint from demonstration and tuning seeds) and optionally held-out
+instruction paraphrases. Jobs (mode x task) run in --workers processes, each
+holding one policy and one simulator per task.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deer_vla.evaluation.report import plot_tradeoff, print_table, summarize, write_csv, write_json
+from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec, make_controller, run_episode
+
+log = logging.getLogger("deer_vla.evaluate")
+
+EVAL_SEED_OFFSET = 100_000
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str
+    tasks: list[str]
+    episodes_per_task: int = 20
+    budgets: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])  # fractions of the full LLM GFLOPs
+    exits: list[int] = field(default_factory=list)  # fixed exits besides the full model
+    oracle_tolerance: float | None = None
+    calibration_dataset: str | None = None
+    calibration_episodes: int = 30
+    heldout_instructions: bool = False
+    seed_offset: int = EVAL_SEED_OFFSET
+    max_steps: int | None = None
+    workers: int = 1
+    device: str = "cpu"
+    image_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.episodes_per_task < 1:
+            raise ValueError(f"episodes_per_task must be >= 1, got {self.episodes_per_task}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        bad = [b for b in self.budgets if not 0 < b <= 1]
+        if bad:
+            raise ValueError(f"budgets are fractions of the full model's LLM GFLOPs in (0, 1], got {bad}")
+        if self.oracle_tolerance is not None and self.oracle_tolerance < 0:
+            raise ValueError(f"oracle tolerance must be >= 0, got {self.oracle_tolerance}")
+        if not self.tasks:
+            raise ValueError("no tasks to evaluate")
+
+
+def resolve_tasks(spec: str) -> list[str]:
+    """'all' or a comma list; unknown names raise with the list of known tasks (get_task)."""
+    from deer_vla.sim.tasks import TASK_SUITE, get_task
+
+    if spec.strip() == "all":
+        return [t.name for t in _suite_specs(TASK_SUITE)]
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    return [get_task(n).name for n in names]
+
+
+def _suite_specs(suite: Any) -> list[Any]:
+    return list(suite.values()) if isinstance(suite, dict) else list(suite)
+
+
+def episode_plan(task: str, n: int, seed_offset: int, heldout: bool) -> list[tuple[int, str | None]]:
+    """(seed, instruction) per episode; instruction None = the task's default one."""
+    instructions: list[str | None] = [None]
+    if heldout:
+        from deer_vla.sim.tasks import get_task
+
+        held = list(get_task(task).heldout_instructions)
+        if not held:
+            raise ValueError(f"task {task} has no held-out instructions")
+        instructions = list(held)
+    return [(seed_offset + i, instructions[i % len(instructions)]) for i in range(n)]
+
+
+# --- worker side -----------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(checkpoint: str, device: str, threads: int, image_size: int | None) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    from deer_vla.model.runner import PolicyRunner
+
+    runner = PolicyRunner.from_checkpoint(checkpoint, device=device)
+    _WORKER.update(runner=runner, profile=runner.cost_profile, adapters={}, image_size=image_size)
+
+
+def _adapter(task: str, max_steps: int | None) -> Any:
+    from deer_vla.sim.metaworld_env import MetaWorldAdapter
+
+    adapters = _WORKER["adapters"]
+    if task not in adapters:
+        runner = _WORKER["runner"]
+        kwargs: dict[str, Any] = {"cameras": tuple(runner.cameras)}
+        size = _WORKER["image_size"] or _model_image_size(runner)
+        if size:
+            kwargs["image_size"] = size
+        if max_steps is not None:
+            kwargs["max_steps"] = max_steps
+        adapters[task] = MetaWorldAdapter(task, **kwargs)
+    return adapters[task]
+
+
+def _model_image_size(runner: Any) -> int | None:
+    model = getattr(runner, "model", None)
+    cfg = getattr(model, "config", None)
+    return int(cfg.image_size) if cfg is not None and getattr(cfg, "image_size", None) else None
+
+
+def _run_job(job: tuple[ModeSpec, str, list[tuple[int, str | None]], int | None]) -> list[EpisodeResult]:
+    mode, task, plan, max_steps = job
+    adapter = _adapter(task, max_steps)
+    controller = make_controller(_WORKER["runner"], _WORKER["profile"], mode)
+    limit = max_steps or int(getattr(adapter, "max_steps", 500))
+    return [run_episode(adapter, controller, mode.name, task, seed, instr, limit) for seed, instr in plan]
+
+
+def _close_adapters() -> None:
+    for a in _WORKER.get("adapters", {}).values():
+        a.close()
+    _WORKER["adapters"] = {}
+
+
+# --- main side ---------------------------------------------------------------------------------
+
+
+def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str, str]]:
+    """The modes to run and, for budgets that could not be met, why they were skipped."""
+    from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError
+    from deer_vla.train.calibrate import calibration_exit_actions, solve
+
+    profile = runner.cost_profile
+    n = int(runner.num_exits)
+    modes = [ModeSpec(name="full", kind="fixed", exit=n)]
+    for k in sorted(set(cfg.exits)):
+        if not 1 <= k <= n:
+            raise ValueError(f"fixed exit {k} outside this checkpoint's exits 1..{n}")
+        if k != n:
+            modes.append(ModeSpec(name=f"exit{k}", kind="fixed", exit=k))
+    skipped: dict[str, str] = {}
+    if cfg.budgets:
+        full = profile.costs("llm_gflops")[-1]
+        thresholds_file = Path(cfg.checkpoint) / "thresholds.json"
+        if cfg.calibration_dataset:
+            t0 = time.perf_counter()
+            actions = calibration_exit_actions(runner, cfg.calibration_dataset, cfg.calibration_episodes)
+            log.info("calibration set: %d steps in %.1f s", len(actions), time.perf_counter() - t0)
+            for frac in cfg.budgets:
+                name = f"dyn{frac:g}"
+                try:
+                    th = solve(actions, profile, BudgetSpec(average_gflops=frac * full))
+                except InfeasibleBudgetError as exc:
+                    skipped[name] = str(exc)
+                    log.warning("budget %g of full skipped: %s", frac, exc)
+                    continue
+                modes.append(
+                    ModeSpec(name=name, kind="dynamic", thresholds=th.to_dict(), budget_gflops=frac * full,
+                             budget_fraction=frac)
+                )
+        elif thresholds_file.is_file():
+            from deer_vla.control.thresholds import Thresholds
+
+            th = Thresholds.load(thresholds_file, num_exits=n)
+            b = th.budget.average_gflops if th.budget and th.budget.average_gflops else None
+            log.warning("no --calibration-dataset: evaluating the checkpoint's own thresholds.json only")
+            modes.append(
+                ModeSpec(name="dyn_ckpt", kind="dynamic", thresholds=th.to_dict(), budget_gflops=b,
+                         budget_fraction=b / full if b else None)
+            )
+        else:
+            raise ValueError(
+                "dynamic budgets need --calibration-dataset (demonstrations to solve thresholds on) or a "
+                f"thresholds.json in {cfg.checkpoint}; pass --budgets '' to skip the dynamic modes"
+            )
+    if cfg.oracle_tolerance is not None:
+        modes.append(ModeSpec(name=f"oracle{cfg.oracle_tolerance:g}", kind="oracle",
+                              oracle_tolerance=cfg.oracle_tolerance))
+    return modes, skipped
+
+
+def run_jobs(cfg: EvalConfig, jobs: list[tuple], show_progress: bool = True) -> list[EpisodeResult]:
+    from tqdm import tqdm
+
+    total = sum(len(j[2]) for j in jobs)
+    results: list[EpisodeResult] = []
+    bar = tqdm(total=total, desc="episodes", unit="ep", disable=not show_progress, dynamic_ncols=True)
+    if cfg.workers == 1:
+        for job in jobs:
+            out = _run_job(job)
+            results.extend(out)
+            bar.update(len(out))
+        _close_adapters()
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # torch + MuJoCo GL contexts do not survive fork
+        threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+        with ctx.Pool(cfg.workers, initializer=_worker_init,
+                      initargs=(cfg.checkpoint, cfg.device, threads, cfg.image_size)) as pool:
+            for out in pool.imap_unordered(_run_job, jobs):
+                results.extend(out)
+                bar.update(len(out))
+    bar.close()
+    return results
+
+
+def evaluate(cfg: EvalConfig, out_dir: str | Path, show_progress: bool = True) -> dict[str, Any]:
+    """Run every mode on every task and write results.json, results.csv and tradeoff.png to ``out_dir``."""
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.workers))
+    _worker_init(cfg.checkpoint, cfg.device, torch.get_num_threads(), cfg.image_size)
+    runner = _WORKER["runner"]
+    modes, skipped = build_modes(cfg, runner)
+    # Interleave modes within a task so --workers share the load evenly; longest first is unknown, so
+    # split each (mode, task) into chunks of a few episodes.
+    chunk = max(1, min(5, cfg.episodes_per_task))
+    jobs: list[tuple] = []
+    for task in cfg.tasks:
+        plan = episode_plan(task, cfg.episodes_per_task, cfg.seed_offset, cfg.heldout_instructions)
+        for mode in modes:
+            for i in range(0, len(plan), chunk):
+                jobs.append((mode, task, plan[i : i + chunk], cfg.max_steps))
+    t0 = time.perf_counter()
+    results = run_jobs(cfg, jobs, show_progress)
+    wall = time.perf_counter() - t0
+    order = [m.name for m in modes]
+    summary = summarize(results, order)
+    mode_meta = {
+        m.name: {"kind": m.kind, "exit": m.exit, "budget_gflops": m.budget_gflops,
+                 "budget_fraction": m.budget_fraction, "oracle_tolerance": m.oracle_tolerance,
+                 "thresholds": m.thresholds}
+        for m in modes
+    }
+    profile = _WORKER["profile"]
+    payload = {
+        "checkpoint": str(cfg.checkpoint),
+        "config": {k: v for k, v in vars(cfg).items()},
+        "flops_convention": "torch FlopCounterMode: one multiply-add = 2 FLOPs; LLM = decoder + cross-attention",
+        "profile": {"llm_gflops": profile.llm_gflops, "total_gflops": profile.total_gflops},
+        "modes": mode_meta,
+        "skipped": skipped,
+        "summary": summary,
+        "wall_s": wall,
+        "episodes": [r.to_dict() for r in results],
+    }
+    write_json(out / "results.json", payload)
+    write_csv(out / "results.csv", summary, mode_meta)
+    plot_tradeoff(out / "tradeoff.png", summary, mode_meta,
+                  f"{len(cfg.tasks)} tasks x {cfg.episodes_per_task} episodes, held-out seeds")
+    if show_progress:
+        print_table(summary, mode_meta, "full")
+        for name, why in skipped.items():
+            print(f"skipped {name}: {why}")
+        print(f"{len(results)} episodes in {wall:.0f} s; results in {out}")
+    _close_adapters()
+    return payload
+
+
+def closed_loop_objective(
+    runner: Any, profile: Any, tasks: str | Sequence[str], episodes_per_task: int, seed_offset: int
+) -> Callable[[Any], tuple[float, float]]:
+    """Objective for tune_thresholds: (success rate, mean cost per step) over closed-loop rollouts."""
+    names = resolve_tasks(tasks) if isinstance(tasks, str) else list(tasks)
+    _WORKER.update(runner=runner, profile=profile, adapters=_WORKER.get("adapters", {}), image_size=None)
+
+    def objective(thresholds: Any) -> tuple[float, float]:
+        mode = ModeSpec(name="bo", kind="dynamic", thresholds=thresholds.to_dict(),
+                        budget_gflops=thresholds.budget.average_gflops if thresholds.budget else None)
+        results: list[EpisodeResult] = []
+        for task in names:
+            plan = episode_plan(task, episodes_per_task, seed_offset, heldout=False)
+            results.extend(_run_job((mode, task, plan, None)))
+        steps = sum(r.steps for r in results)
+        metric = thresholds.metric
+        cost = sum(r.llm_gflops if metric == "llm_gflops" else r.total_gflops for r in results) / max(steps, 1)
+        return sum(r.success for r in results) / len(results), cost
+
+    return objective
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}") from None
+
+
+def parse_exits(text: str, num_exits: int | None = None) -> list[int]:
+    """'1,2,4,all' -> fixed exits; 'all' / 'full' = the last exit (the full model, always run), 'every' = each."""
+    out: list[int] = []
+    for tok in (t.strip().lower() for t in text.split(",") if t.strip()):
+        if tok in ("all", "full"):
+            continue  # the full model is always evaluated
+        if tok == "every":
+            if num_exits is None:
+                raise ValueError("'every' needs the number of exits")
+            out.extend(range(1, num_exits + 1))
+            continue
+        try:
+            out.append(int(tok))
+        except ValueError:
+            raise ValueError(f"--exits: expected exit numbers, 'all' or 'every', got {tok!r}") from None
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deer-vla evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--tasks", default="all", help="'all' or a comma list of task names")
+    p.add_argument("--episodes-per-task", type=int, default=20)
+    p.add_argument("--budgets", type=_floats, default=[0.1, 0.2, 0.3],
+                   help="average budgets as fractions of the full model's LLM GFLOPs ('' = no dynamic modes)")
+    p.add_argument("--exits", default="all", help="fixed exits to evaluate, e.g. 1,2,4,all ('every' = each exit)")
+    p.add_argument("--oracle", type=float, default=None, metavar="TOL",
+                   help="also run the oracle with this tolerance (criterion distance)")
+    p.add_argument("--calibration-dataset", default=None,
+                   help="demonstrations to solve per-budget thresholds on (default: data/demos if present)")
+    p.add_argument("--calibration-episodes", type=int, default=30)
+    p.add_argument("--heldout-instructions", action="store_true", help="use the tasks' held-out paraphrases")
+    p.add_argument("--seed-offset", type=int, default=EVAL_SEED_OFFSET)
+    p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the adapter's)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="eval_results")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    calib = args.calibration_dataset
+    if calib is None and args.budgets and Path("data/demos").is_dir():
+        calib = "data/demos"
+    try:
+        from deer_vla.model.config import PolicyConfig
+
+        num_exits = _checkpoint_exits(args.checkpoint, PolicyConfig)
+        cfg = EvalConfig(
+            checkpoint=args.checkpoint,
+            tasks=resolve_tasks(args.tasks),
+            episodes_per_task=args.episodes_per_task,
+            budgets=args.budgets,
+            exits=parse_exits(args.exits, num_exits),
+            oracle_tolerance=args.oracle,
+            calibration_dataset=calib,
+            calibration_episodes=args.calibration_episodes,
+            heldout_instructions=args.heldout_instructions,
+            seed_offset=args.seed_offset,
+            max_steps=args.max_steps,
+            workers=args.workers,
+            device=args.device,
+        )
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"deer-vla evaluate: {exc}", file=sys.stderr)
+        return 2
+    evaluate(cfg, args.out, show_progress=not args.no_progress)
+    return 0
+
+
+def _checkpoint_exits(checkpoint: str, config_cls: Any) -> int | None:
+    path = Path(checkpoint) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint config not found: {path}")
+    cfg = config_cls.model_validate_json(path.read_text())
+    n = getattr(cfg, "num_exits", None)
+    return int(n) if n is not None else None
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

@@ -1,0 +1,133 @@
+"""Aggregate episode results and write them: JSON, CSV, a rich table and the trade-off plot."""
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from deer_vla.evaluation.rollout import EpisodeResult
+from deer_vla.evaluation.stats import wilson_interval
+
+
+def _stats(results: list[EpisodeResult]) -> dict[str, Any]:
+    n = len(results)
+    wins = sum(r.success for r in results)
+    lo, hi = wilson_interval(wins, n)
+    steps = sum(r.steps for r in results)
+    counts = [sum(c) for c in zip(*(r.exit_counts for r in results))] if results else []
+    committed = sum(counts)
+    return {
+        "episodes": n,
+        "successes": wins,
+        "success_rate": wins / n if n else 0.0,
+        "ci95_low": lo,
+        "ci95_high": hi,
+        "steps": steps,
+        # per control step, over every step of every episode of this mode
+        "mean_llm_gflops": sum(r.llm_gflops for r in results) / steps if steps else 0.0,
+        "mean_total_gflops": sum(r.total_gflops for r in results) / steps if steps else 0.0,
+        "mean_exit": sum((k + 1) * c for k, c in enumerate(counts)) / committed if committed else 0.0,
+        "exit_fractions": [c / committed for c in counts] if committed else [],
+        "mean_model_ms": sum(r.model_ms for r in results) / steps if steps else 0.0,
+    }
+
+
+def summarize(results: list[EpisodeResult], mode_order: list[str]) -> dict[str, dict[str, Any]]:
+    """mode -> {"overall": stats, "tasks": {task: stats}} (modes in ``mode_order``)."""
+    by_mode: dict[str, list[EpisodeResult]] = defaultdict(list)
+    for r in results:
+        by_mode[r.mode].append(r)
+    out: dict[str, dict[str, Any]] = {}
+    for mode in mode_order:
+        rs = by_mode.get(mode, [])
+        tasks: dict[str, list[EpisodeResult]] = defaultdict(list)
+        for r in rs:
+            tasks[r.task].append(r)
+        out[mode] = {"overall": _stats(rs), "tasks": {t: _stats(v) for t, v in sorted(tasks.items())}}
+    return out
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False))
+
+
+CSV_FIELDS = [
+    "mode", "kind", "task", "episodes", "successes", "success_rate", "ci95_low", "ci95_high",
+    "mean_llm_gflops", "mean_total_gflops", "mean_exit", "budget_gflops", "steps",
+]
+
+
+def write_csv(path: Path, summary: dict[str, dict[str, Any]], modes: dict[str, dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for mode, block in summary.items():
+            meta = {"mode": mode, "kind": modes[mode]["kind"], "budget_gflops": modes[mode].get("budget_gflops")}
+            for task, st in block["tasks"].items():
+                w.writerow({**meta, "task": task, **st})
+            w.writerow({**meta, "task": "ALL", **block["overall"]})
+
+
+def print_table(summary: dict[str, dict[str, Any]], modes: dict[str, dict[str, Any]], full_mode: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="closed-loop success vs compute (LLM GFLOPs per step, FlopCounter convention)")
+    for col in ("mode", "success", "95% CI", "LLM GFLOPs", "total GFLOPs", "avg exit", "LLM vs full"):
+        table.add_column(col, justify="right" if col != "mode" else "left")
+    full = summary.get(full_mode, {}).get("overall") if full_mode else None
+    for mode, block in summary.items():
+        st = block["overall"]
+        ratio = (
+            f"{st['mean_llm_gflops'] / full['mean_llm_gflops']:.2f}x"
+            if full and full["mean_llm_gflops"] > 0
+            else "-"
+        )
+        table.add_row(
+            mode,
+            f"{100 * st['success_rate']:.1f}% ({st['successes']}/{st['episodes']})",
+            f"[{100 * st['ci95_low']:.1f}, {100 * st['ci95_high']:.1f}]",
+            f"{st['mean_llm_gflops']:.4f}",
+            f"{st['mean_total_gflops']:.4f}",
+            f"{st['mean_exit']:.2f}",
+            ratio,
+        )
+    Console().print(table)
+
+
+def plot_tradeoff(path: Path, summary: dict[str, dict[str, Any]], modes: dict[str, dict[str, Any]], title: str) -> None:
+    """Success rate (with 95% CI) vs mean LLM GFLOPs: static exits as one line, dynamic as another."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    series: dict[str, list[tuple[float, float, float, float, str]]] = defaultdict(list)
+    for mode, block in summary.items():
+        st = block["overall"]
+        if st["episodes"] == 0:
+            continue
+        kind = modes[mode]["kind"]
+        label = {"fixed": "static exit", "dynamic": "DeeR dynamic", "oracle": "oracle"}[kind]
+        p = 100 * st["success_rate"]
+        series[label].append((st["mean_llm_gflops"], p, p - 100 * st["ci95_low"], 100 * st["ci95_high"] - p, mode))
+    style = {"static exit": ("o-", "tab:gray"), "DeeR dynamic": ("s-", "tab:red"), "oracle": ("*", "tab:green")}
+    for label, pts in series.items():
+        pts.sort()
+        xs, ys, lo, hi, names = zip(*pts)
+        fmt, color = style[label]
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt=fmt, color=color, label=label, capsize=3, markersize=6)
+        for x, y, name in zip(xs, ys, names):
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("mean LLM GFLOPs per action")
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,105 @@
+"""Closed-loop episodes: the simulator, the policy and the exit controller in one loop."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """How the controller runs in one evaluation mode.
+
+    kind: "fixed" (always exit ``exit``; the full model is fixed at the last
+    exit), "dynamic" (thresholds for an average budget), "oracle" (all exits,
+    commit the earliest within ``oracle_tolerance`` of the deepest).
+    """
+
+    name: str
+    kind: str
+    exit: int | None = None
+    thresholds: dict[str, Any] | None = None  # Thresholds.to_dict()
+    budget_gflops: float | None = None
+    budget_fraction: float | None = None
+    oracle_tolerance: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("fixed", "dynamic", "oracle"):
+            raise ValueError(f"unknown evaluation mode kind {self.kind!r}")
+        if self.kind == "fixed" and self.exit is None:
+            raise ValueError(f"mode {self.name}: a fixed mode needs an exit")
+        if self.kind == "dynamic" and self.thresholds is None:
+            raise ValueError(f"mode {self.name}: a dynamic mode needs thresholds")
+        if self.kind == "oracle" and self.oracle_tolerance is None:
+            raise ValueError(f"mode {self.name}: the oracle needs a tolerance")
+
+
+@dataclass
+class EpisodeResult:
+    mode: str
+    task: str
+    seed: int
+    instruction: str
+    success: bool
+    steps: int
+    llm_gflops: float  # summed over steps
+    total_gflops: float
+    exit_counts: list[int] = field(default_factory=list)  # steps that committed exit k (index k-1)
+    model_ms: float = 0.0  # summed model wall time
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_controller(runner: Any, profile: Any, mode: ModeSpec) -> Any:
+    from deer_vla.control.budgets import BudgetSpec
+    from deer_vla.control.controller import ExitController
+    from deer_vla.control.thresholds import Thresholds
+
+    if mode.kind == "fixed":
+        return ExitController(runner, profile, None, fixed_exit=mode.exit)
+    if mode.kind == "oracle":
+        return ExitController(runner, profile, None, oracle_tolerance=mode.oracle_tolerance)
+    assert mode.thresholds is not None
+    thresholds = Thresholds.from_dict(mode.thresholds)
+    budget = thresholds.budget or BudgetSpec(average_gflops=mode.budget_gflops)
+    return ExitController(runner, profile, thresholds, budget)
+
+
+def run_episode(
+    adapter: Any, controller: Any, mode: str, task: str, seed: int, instruction: str | None, max_steps: int
+) -> EpisodeResult:
+    """One episode; success as soon as the simulator reports it (Meta-World's success flag)."""
+    obs = adapter.reset(seed=seed, instruction=instruction)
+    controller.reset_episode()
+    counts = np.zeros(controller.num_exits, dtype=np.int64)
+    llm = total = ms = 0.0
+    success = False
+    steps = 0
+    for _ in range(max_steps):
+        action, rec = controller.step(obs)
+        counts[rec.exit_used - 1] += 1
+        llm += rec.llm_gflops
+        total += rec.total_gflops
+        ms += rec.total_ms
+        result = adapter.step(action)
+        steps += 1
+        if result.success:
+            success = True
+            break
+        if result.done:
+            break
+        obs = result.observation
+    return EpisodeResult(
+        mode=mode,
+        task=task,
+        seed=seed,
+        instruction=adapter.instruction,
+        success=success,
+        steps=steps,
+        llm_gflops=llm,
+        total_gflops=total,
+        exit_counts=[int(c) for c in counts],
+        model_ms=ms,
+    )

@@ -1,0 +1,1 @@
+"""Training (DeeR recipe), threshold calibration; `deer-vla train` / `deer-vla calibrate`."""

@@ -1,0 +1,157 @@
+"""`deer-vla calibrate`: solve exit thresholds of a checkpoint for an average compute budget.
+
+Runs the checkpoint's PolicyRunner over demonstration episodes, recording
+every exit's action at every step (collect_exit_actions), solves the
+thresholds with the quantile method for the budget, and writes
+thresholds.json + profile.json into the checkpoint directory. Optionally
+refines them with Bayesian optimisation (tune_thresholds) against closed-loop
+success on calibration seeds, which are disjoint from the evaluation seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deer_vla.core import Observation
+
+log = logging.getLogger("deer_vla.calibrate")
+
+# Seeds for closed-loop tuning start here; evaluation seeds start at EVAL_SEED_OFFSET
+# (deer_vla.evaluation.evaluator) and demonstrations use seeds below both.
+TUNE_SEED_OFFSET = 200_000
+
+
+def episode_observations(episode: Any, cameras: Sequence[str]) -> list[Observation]:
+    """A recorded episode as the Observations the policy saw, step by step."""
+    n = len(episode.actions)
+    proprio = None if episode.proprio is None else np.asarray(episode.proprio, dtype=np.float32)
+    return [
+        Observation(
+            images={c: np.asarray(episode.images[c][t]) for c in cameras},
+            instruction=episode.instruction,
+            proprio=None if proprio is None else proprio[t],
+        )
+        for t in range(n)
+    ]
+
+
+def iter_dataset_observations(dataset_dir: str | Path, cameras: Sequence[str], episodes: int | None) -> Iterator[list]:
+    from deer_vla.data.episodes import EpisodeDataset
+
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"calibration dataset directory not found: {root}")
+    ds = EpisodeDataset(root)
+    ds.verify()
+    n = len(ds) if episodes is None else min(episodes, len(ds))
+    if n == 0:
+        raise ValueError(f"calibration dataset {root} holds no episodes")
+    # Spread the chosen episodes over the whole dataset (datasets are usually stored task by task).
+    for i in np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int)):
+        yield episode_observations(ds.load(int(i)), cameras)
+
+
+def calibration_exit_actions(
+    runner: Any, dataset_dir: str | Path, episodes: int | None = 20, max_steps: int | None = None
+) -> np.ndarray:
+    """(S, N, A) actions of every exit at every step of ``episodes`` demonstration episodes."""
+    from deer_vla.control.calibration import collect_exit_actions
+
+    obs = iter_dataset_observations(dataset_dir, tuple(runner.cameras), episodes)
+    return collect_exit_actions(runner, obs, max_steps=max_steps)
+
+
+def budget_from_args(profile: Any, fraction: float | None, gflops: float | None, metric: str) -> Any:
+    from deer_vla.control.budgets import BudgetSpec
+
+    if (fraction is None) == (gflops is None):
+        raise ValueError("give exactly one of --average-budget-fraction and --average-gflops")
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"--average-budget-fraction must be in (0, 1], got {fraction}")
+        gflops = fraction * profile.costs(metric)[-1]
+    return BudgetSpec(average_gflops=gflops, metric=metric)
+
+
+def solve(exit_actions: np.ndarray, profile: Any, budget: Any) -> Any:
+    from deer_vla.control.thresholds import solve_thresholds_quantile
+
+    return solve_thresholds_quantile(exit_actions, profile, budget)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deer-vla calibrate", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (thresholds.json is written here)")
+    p.add_argument("--dataset", required=True, help="demonstration dataset directory (calibration set)")
+    b = p.add_mutually_exclusive_group(required=True)
+    b.add_argument("--average-budget-fraction", type=float, help="average budget as a fraction of the full model")
+    b.add_argument("--average-gflops", type=float, help="average budget in GFLOPs per action")
+    p.add_argument("--metric", choices=("llm_gflops", "total_gflops"), default="llm_gflops")
+    p.add_argument("--episodes", type=int, default=30, help="demonstration episodes to calibrate on")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on calibration steps")
+    p.add_argument("--bayes", type=int, default=0, metavar="N",
+                   help="refine with N Bayesian-optimisation trials against closed-loop success (0 = off)")
+    p.add_argument("--bayes-tasks", default="all", help="tasks for --bayes rollouts (comma list or 'all')")
+    p.add_argument("--bayes-episodes", type=int, default=3, help="episodes per task per --bayes trial")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="write here instead of the checkpoint directory")
+    return p
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from deer_vla.model.runner import PolicyRunner
+
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else ckpt
+    if args.episodes is not None and args.episodes < 1:
+        print(f"deer-vla calibrate: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
+        return 2
+    runner = PolicyRunner.from_checkpoint(ckpt, device=args.device)
+    profile = runner.cost_profile
+    try:
+        budget = budget_from_args(profile, args.average_budget_fraction, args.average_gflops, args.metric)
+    except ValueError as exc:
+        print(f"deer-vla calibrate: {exc}", file=sys.stderr)
+        return 2
+    actions = calibration_exit_actions(runner, args.dataset, args.episodes, args.max_steps)
+    thresholds = solve(actions, profile, budget)
+    log.info(
+        "quantile thresholds %s: expected %.4g %s per action on %d calibration steps (budget %.4g)",
+        [round(v, 4) for v in thresholds.values], thresholds.expected_cost, budget.metric, len(actions),
+        budget.average_gflops,
+    )
+    if args.bayes > 0:
+        from deer_vla.control.bayes import tune_thresholds
+        from deer_vla.evaluation.evaluator import closed_loop_objective
+
+        objective = closed_loop_objective(
+            runner, profile, args.bayes_tasks, args.bayes_episodes, seed_offset=TUNE_SEED_OFFSET
+        )
+        thresholds = tune_thresholds(objective, profile, budget, thresholds, n_trials=args.bayes, seed=0)
+        log.info("BO thresholds %s: mean cost %.4g", [round(v, 4) for v in thresholds.values], thresholds.expected_cost)
+    out.mkdir(parents=True, exist_ok=True)
+    thresholds.save(out / "thresholds.json")
+    profile.save(out / "profile.json")
+    report = {
+        "budget": budget.to_dict(),
+        "calibration_steps": int(len(actions)),
+        "method": thresholds.method,
+        "values": thresholds.values,
+        "expected_cost": thresholds.expected_cost,
+        "exit_distribution": thresholds.exit_distribution,
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

@@ -1,0 +1,132 @@
+"""The DeeR training objective over a window of T steps.
+
+One forward pass computes every exit's feature for every frame of the
+window; the loss then sums (weights from LossWeights):
+  aux         each exit's auxiliary head on that exit's features,
+  final       the shared head on the deepest exit,
+  random_exit the shared head on features whose exit is drawn uniformly per
+              (sample, time step) - at run time the head's history mixes exits,
+  split_exit  the shared head on a window split at a random point into an
+              earlier part at one exit and a later part at another.
+Each term = Huber(motion) + gripper_weight * BCE(gripper logit, closed?).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deer_vla.train.config import LossWeights
+
+
+@dataclass
+class WindowBatch:
+    """images: cam -> (B, T, 3, S, S) float in [0, 1]; actions (B, T, A) in [-1, 1], gripper last."""
+
+    images: dict[str, torch.Tensor]
+    input_ids: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor  # (B, L)
+    proprio: torch.Tensor | None  # (B, T, P)
+    actions: torch.Tensor  # (B, T, A)
+
+    def to(self, device: torch.device | str) -> WindowBatch:
+        return WindowBatch(
+            images={k: v.to(device, non_blocking=True) for k, v in self.images.items()},
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            proprio=None if self.proprio is None else self.proprio.to(device),
+            actions=self.actions.to(device),
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        b, t = self.actions.shape[:2]
+        return int(b), int(t)
+
+
+def action_loss(
+    motion: torch.Tensor, gripper_logit: torch.Tensor, target: torch.Tensor, w: LossWeights
+) -> torch.Tensor:
+    """Huber on the continuous axes + weighted BCE on the gripper (target > 0 means closed)."""
+    c = motion.shape[-1]
+    pose = F.smooth_l1_loss(motion.float(), target[..., :c].float(), beta=w.huber_delta)
+    closed = (target[..., -1] > 0).float()
+    grip = F.binary_cross_entropy_with_logits(gripper_logit.float(), closed)
+    return pose + w.gripper * grip
+
+
+def gather_exits(feats: torch.Tensor, exit_idx: torch.Tensor) -> torch.Tensor:
+    """feats (B, T, N, D), exit_idx (B, T) 0-based -> (B, T, D)."""
+    b, t, _, d = feats.shape
+    return feats.gather(2, exit_idx.view(b, t, 1, 1).expand(b, t, 1, d)).squeeze(2)
+
+
+class DeerObjective(nn.Module):
+    """Wraps a MultiExitPolicy so one forward() returns the loss (the unit DDP wraps)."""
+
+    def __init__(self, model: nn.Module, weights: LossWeights) -> None:
+        super().__init__()
+        self.model = model
+        self.weights = weights
+        self.freeze_backbone = False
+        # exit draws come from this generator (reseeded per step by the trainer): reproducible on resume
+        self.generator: torch.Generator | None = None
+
+    def _randint(self, low: int, high: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        return torch.randint(low, high, shape, generator=self.generator).to(device)
+
+    def window_features(self, batch: WindowBatch) -> torch.Tensor:
+        """(B, T, N, D): every exit's feature at every frame, from one backbone pass over B*T frames."""
+        b, t = batch.shape
+        images = {k: v.reshape(b * t, *v.shape[2:]) for k, v in batch.images.items()}
+        ids = batch.input_ids.repeat_interleave(t, dim=0)
+        mask = batch.attention_mask.repeat_interleave(t, dim=0)
+        proprio = None if batch.proprio is None else batch.proprio.reshape(b * t, -1)
+        feats = self.model.exit_features(images, ids, mask, proprio)
+        return feats.reshape(b, t, feats.shape[1], feats.shape[2])
+
+    def forward(self, batch: WindowBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        w = self.weights
+        if self.freeze_backbone:
+            with torch.no_grad():
+                feats = self.window_features(batch)
+        else:
+            feats = self.window_features(batch)
+        b, t, n, _ = feats.shape
+        target, proprio = batch.actions, batch.proprio
+        head = self.model.head
+        terms: dict[str, torch.Tensor] = {}
+        if w.aux > 0:
+            aux = [
+                action_loss(*_out(aux_head(feats[:, :, k], proprio)), target, w)
+                for k, aux_head in enumerate(self.model.aux_heads)
+            ]
+            terms["aux"] = torch.stack(aux).sum()  # summed over exits, as in the original
+        final_out = head(feats[:, :, n - 1], proprio)
+        terms["final"] = action_loss(*_out(final_out), target, w)
+        if w.random_exit > 0:
+            idx = self._randint(0, n, (b, t), feats.device)
+            terms["random_exit"] = action_loss(*_out(head(gather_exits(feats, idx), proprio)), target, w)
+        if w.split_exit > 0 and t >= 2:
+            split = self._randint(1, t, (b, 1), feats.device)
+            first = self._randint(0, n, (b, 1), feats.device)
+            second = self._randint(0, n, (b, 1), feats.device)
+            steps = torch.arange(t, device=feats.device).unsqueeze(0)
+            idx = torch.where(steps < split, first, second)
+            terms["split_exit"] = action_loss(*_out(head(gather_exits(feats, idx), proprio)), target, w)
+        weight = {"aux": w.aux, "final": w.final, "random_exit": w.random_exit, "split_exit": w.split_exit}
+        loss = sum(weight[k] * v for k, v in terms.items())
+        with torch.no_grad():
+            motion, grip = _out(final_out)
+            c = motion.shape[-1]
+            metrics = {f"loss_{k}": v.detach() for k, v in terms.items()}
+            metrics["final_motion_mae"] = (motion.float() - target[..., :c]).abs().mean()
+            metrics["final_gripper_acc"] = ((grip > 0) == (target[..., -1] > 0)).float().mean()
+        return loss, metrics  # type: ignore[return-value]
+
+
+def _out(output: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """HeadOutput -> (motion, gripper_logit)."""
+    return output.motion, output.gripper_logit  # type: ignore[attr-defined]

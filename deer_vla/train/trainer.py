@@ -1,0 +1,394 @@
+"""`deer-vla train`: the DeeR two-stage recipe (joint, then exit refinement) with resume and DDP.
+
+Stage "joint" trains everything on the DeeR objective (deer_vla.train.losses);
+stage "refine" freezes the backbone and trains the shared and auxiliary heads
+only. Checkpoints (save_checkpoint format + a safetensors/JSON resume state)
+go to <output_dir>/checkpoints/step_N every `checkpoint_every` steps; the
+final model is written to <output_dir> itself, ready for calibrate/evaluate.
+Multi-GPU: launch with `torchrun --nproc_per_node G -m deer_vla.train.trainer ...`;
+the process group is initialised from torchrun's environment.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from deer_vla.train.config import ConfigError, TrainConfig, load_config
+from deer_vla.train.losses import DeerObjective, WindowBatch
+from deer_vla.train.schedule import lr_lambda, make_optimizer, param_groups
+from deer_vla.train.state import (
+    commit_dir,
+    latest_checkpoint,
+    load_train_state,
+    optimizer_from_flat,
+    prune_checkpoints,
+    restore_rng,
+    save_train_state,
+    step_dir,
+)
+from deer_vla.train.windows import EpisodeArrays, WindowDataset, make_collate
+
+log = logging.getLogger("deer_vla.train")
+
+
+# --- distributed ------------------------------------------------------------------------
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> DistInfo:
+    """Join the torchrun process group when WORLD_SIZE > 1 (env:// rendezvous)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def resolve_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
+    name = cfg.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {cfg.device!r} requested but CUDA is not available on this machine")
+        if info.world > 1:
+            name = f"cuda:{info.local_rank}"
+        torch.cuda.set_device(torch.device(name))
+    return torch.device(name)
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+class ListSampler(Sampler[int]):
+    """Yields a fixed list of indices (the rest of an epoch after resume)."""
+
+    def __init__(self, indices: list[int]) -> None:
+        self.indices = indices
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def batches(
+    dataset: WindowDataset, cfg: TrainConfig, info: DistInfo, collate: Any, start_step: int
+) -> Iterator[WindowBatch]:
+    """Endless batches; global step s is batch (s mod E) of epoch (s div E), E = batches per epoch per rank."""
+    sampler = DistributedSampler(
+        dataset, num_replicas=info.world, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    per_epoch = len(sampler) // cfg.batch_size
+    if per_epoch == 0:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} exceeds the {len(sampler)} windows per process of this dataset; "
+            "lower batch_size or window, or record more episodes"
+        )
+    epoch, skip = divmod(start_step, per_epoch)
+    while True:
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        indices = list(sampler)[skip * cfg.batch_size : per_epoch * cfg.batch_size]
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            sampler=ListSampler(indices),
+            collate_fn=collate,
+            num_workers=cfg.num_workers,
+            drop_last=True,
+            persistent_workers=False,
+        )
+        yield from loader
+        epoch, skip = epoch + 1, 0
+
+
+# --- model ---------------------------------------------------------------------------------
+
+
+def build_policy_config(cfg: TrainConfig) -> Any:
+    from deer_vla.model.config import PolicyConfig
+    from deer_vla.model.presets import preset_config
+
+    if cfg.model is not None:
+        return PolicyConfig.model_validate(cfg.model)
+    assert cfg.model_preset is not None
+    return preset_config(cfg.model_preset)
+
+
+def heads_of(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [model.head, model.aux_heads]  # type: ignore[list-item]
+
+
+def instruction_texts(episodes: list[EpisodeArrays]) -> list[str]:
+    from deer_vla.train.data import heldout_paraphrases
+
+    texts = sorted({t for ep in episodes for t in ep.instructions})
+    return texts + heldout_paraphrases({ep.task for ep in episodes})
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> None:
+        self.cfg = cfg
+        backend_device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.info = init_distributed(backend_device)
+        self.device = resolve_device(cfg, self.info)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cfg.num_threads)
+        self.out = Path(cfg.output_dir)
+        self.show_progress = show_progress and self.info.main
+        torch.manual_seed(cfg.seed)
+        self.start_step = 0
+        self.resume_state: tuple[dict, dict] | None = None
+        self.history: list[dict] = []
+
+        from deer_vla.model.checkpoint import load_checkpoint
+        from deer_vla.model.policy import MultiExitPolicy
+        from deer_vla.model.tokenizer import build_word_tokenizer
+        from deer_vla.train.data import load_episodes
+
+        pcfg = build_policy_config(cfg)
+        self.episodes = load_episodes(
+            cfg.dataset,
+            tuple(pcfg.cameras),
+            int(pcfg.image_size),
+            _action_dim(pcfg),
+            int(pcfg.proprio_dim),
+            cfg.max_episodes,
+        )
+        ckpt = latest_checkpoint(self.out) if resume else None
+        if resume and ckpt is None:
+            log.warning("--resume: no checkpoint under %s/checkpoints; starting from scratch", self.out)
+        if ckpt is not None:
+            self.model, self.tokenizer = load_checkpoint(ckpt, device="cpu")
+            self.resume_state = load_train_state(ckpt)
+            self.start_step = int(self.resume_state[1]["step"])
+            log.info("resuming from %s (step %d)", ckpt, self.start_step)
+        else:
+            self.model = MultiExitPolicy(pcfg)
+            self.tokenizer = build_word_tokenizer(instruction_texts(self.episodes))
+        self.model.to(self.device)
+        self.dataset = WindowDataset(self.episodes, cfg.window, cfg.shift_pad, cfg.paraphrase, cfg.seed)
+        self.objective = DeerObjective(self.model, cfg.loss)
+        self.stage: str | None = None
+
+    # -- stage setup
+    def _setup_stage(self, stage: str) -> None:
+        """Trainable set, optimizer and schedule of a stage (a resumed run then restores their state)."""
+        cfg = self.cfg
+        model = self.model
+        heads = heads_of(model)
+        if stage == "joint":
+            for p in model.parameters():
+                p.requires_grad_(True)
+            model.train()
+            head_ids = {id(p) for h in heads for p in h.parameters()}
+            backbone = _ParamView([p for p in model.parameters() if id(p) not in head_ids])
+            groups = param_groups(
+                [(h, cfg.joint.lr * cfg.head_lr_scale) for h in heads] + [(backbone, cfg.joint.lr)], cfg.weight_decay
+            )
+            scfg = cfg.joint
+        else:
+            for p in model.parameters():
+                p.requires_grad_(False)
+            model.eval()  # frozen backbone: no dropout, fixed norms
+            for h in heads:
+                h.train()
+                for p in h.parameters():
+                    p.requires_grad_(True)
+            groups = param_groups([(h, cfg.refine.lr) for h in heads], cfg.weight_decay)
+            scfg = cfg.refine
+        self.objective.freeze_backbone = stage == "refine"
+        self.optimizer = make_optimizer(groups, fused_ok=True)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(scfg))
+        self.unit: torch.nn.Module = self.objective
+        if self.info.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            unused = min(cfg.loss.aux, cfg.loss.random_exit, cfg.loss.split_exit) == 0
+            self.unit = DDP(self.objective, device_ids=ids, find_unused_parameters=unused)
+        self.stage = stage
+
+    def _restore(self) -> None:
+        assert self.resume_state is not None
+        tensors, meta = self.resume_state
+        if meta.get("stage") != self.stage:
+            raise ValueError(f"resume state is for stage {meta.get('stage')!r}, expected {self.stage!r}")
+        optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
+        sched = {k: v for k, v in (meta.get("scheduler") or {}).items() if k != "lr_lambdas"}
+        self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
+        restore_rng(tensors, meta.get("rng", {}))
+        self.history = list(meta.get("history", []))
+        self.resume_state = None
+
+    # -- checkpoints
+    def _save(self, step: int, final: bool = False) -> None:
+        if not self.info.main:
+            return
+        from deer_vla.model.checkpoint import save_checkpoint
+
+        extra = {"training": {"step": step, "stage": self.stage, "config": self.cfg.model_dump(mode="json")}}
+        target = step_dir(self.out, step)
+        tmp = target.with_name(f".tmp_{target.name}")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.model, self.tokenizer, tmp, extra=extra)
+        save_train_state(tmp, step, self.stage or "joint", self.optimizer, self.scheduler, {"history": self.history})
+        commit_dir(tmp, target)
+        prune_checkpoints(self.out, self.cfg.keep_checkpoints)
+        if final:
+            save_checkpoint(self.model, self.tokenizer, self.out, extra=extra)
+            (self.out / "train_history.json").write_text(json.dumps(self.history, indent=1))
+
+    # -- main loop
+    def train(self) -> list[dict]:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        total = cfg.total_steps
+        step = self.start_step
+        if step >= total:
+            log.info("already trained %d/%d steps; nothing to do", step, total)
+            return self.history
+        collate = make_collate(self.tokenizer)
+        data = batches(self.dataset, cfg, self.info, collate, step)
+        gen = torch.Generator()
+        amp = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if cfg.amp and self.device.type == "cuda"
+            else nullcontext()
+        )
+        bar = tqdm(total=total, initial=step, desc="train", disable=not self.show_progress, dynamic_ncols=True)
+        t_last, n_last = time.perf_counter(), step
+        running: dict[str, float] = {}
+        while step < total:
+            stage = "joint" if step < cfg.joint.steps else "refine"
+            if stage != self.stage:
+                self._setup_stage(stage)
+                if self.resume_state is not None:
+                    self._restore()
+            gen.manual_seed((cfg.seed * 1_000_003 + self.info.rank) * 10_000_019 + step)
+            self.objective.generator = gen
+            batch = next(data).to(self.device)
+            with amp:
+                loss, metrics = self.unit(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            step += 1
+            vals = {"loss": float(loss.detach()), **{k: float(v) for k, v in metrics.items()}}
+            vals["grad_norm"] = float(gnorm)
+            for k, v in vals.items():
+                running[k] = running.get(k, 0.0) + v
+            bar.update(1)
+            bar.set_postfix(stage=stage, loss=f"{vals['loss']:.4f}")
+            if step % cfg.log_every == 0 or step == total:
+                n = step - n_last
+                now = time.perf_counter()
+                row = {"step": step, "stage": stage, "lr": self.optimizer.param_groups[0]["lr"]}
+                row.update({k: v / max(n, 1) for k, v in running.items()})
+                row["it_per_s"] = n / max(now - t_last, 1e-9)
+                self.history.append(row)
+                running, t_last, n_last = {}, now, step
+                if self.info.main:
+                    with (self.out / "train_log.jsonl").open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+            if step % cfg.checkpoint_every == 0 and step < total:
+                self._save(step)
+        bar.close()
+        self._save(step, final=True)
+        if self.info.world > 1:
+            dist.barrier()
+        return self.history
+
+
+class _ParamView(torch.nn.Module):
+    """A module-like holder so param_groups can treat the backbone's parameters as one unit."""
+
+    def __init__(self, params: list[torch.nn.Parameter]) -> None:
+        super().__init__()
+        self._params = params
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]:  # type: ignore[override]
+        return iter(self._params)
+
+
+def _action_dim(pcfg: Any) -> int:
+    from deer_vla.core import ActionSpec
+
+    action = pcfg.action
+    spec = action if isinstance(action, ActionSpec) else ActionSpec.from_dict(dict(action))
+    return spec.dim
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deer-vla train", description="Train a multi-exit policy (DeeR recipe).")
+    p.add_argument("--config", default=None, help="YAML training config (default: built-in defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set joint.steps=200 --set loss.gripper=0.1")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"deer-vla train: {exc}", file=sys.stderr)
+        return 2
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, resume=args.resume, show_progress=not args.no_progress)
+    if trainer.info.main:
+        (out / "train_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    history = trainer.train()
+    if trainer.info.main and history:
+        last = history[-1]
+        print(f"trained {last['step']} steps; last loss {last['loss']:.4f}; model written to {out}")
+    if trainer.info.world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

@@ -1,0 +1,130 @@
+"""Training windows over recorded episodes.
+
+Every window is W consecutive steps of one episode (images of every camera,
+proprioception, expert actions) plus an instruction. Episodes are held in
+memory as uint8 at the model's image size (small: 64x64 frames), so a
+window costs one slice. Randomness (shift augmentation, paraphrase choice) is
+a pure function of (seed, epoch, index): a resumed run sees the same data,
+whatever the number of DataLoader workers.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from deer_vla.train.losses import WindowBatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpisodeArrays:
+    images: dict[str, torch.Tensor]  # cam -> (T, 3, S, S) uint8
+    proprio: np.ndarray | None  # (T, P) float32
+    actions: np.ndarray  # (T, A) float32
+    instructions: list[str]  # paraphrases to draw from (training ones only)
+    task: str
+
+
+def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, size, size) uint8 (area/bilinear resize only when needed)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    if x.shape[-2:] == (size, size):
+        return x.contiguous()
+    mode = "area" if x.shape[-1] > size else "bilinear"
+    y = F.interpolate(x.float(), size=(size, size), mode=mode)
+    return y.round().clamp(0, 255).to(torch.uint8)
+
+
+def random_shift(frames: torch.Tensor, pad: int, rng: np.random.Generator) -> torch.Tensor:
+    """DrQ random shift: replicate-pad by ``pad`` and crop back, one offset per frame. uint8 in/out."""
+    if pad <= 0:
+        return frames
+    t, _, h, w = frames.shape
+    padded = F.pad(frames.float(), (pad, pad, pad, pad), mode="replicate")
+    offs = rng.integers(0, 2 * pad + 1, size=(t, 2))
+    out = torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offs)])
+    return out.to(torch.uint8)
+
+
+class WindowDataset(Dataset):
+    """All windows of length ``window`` inside the given episodes (no padding across episode ends)."""
+
+    def __init__(
+        self,
+        episodes: Sequence[EpisodeArrays],
+        window: int,
+        shift_pad: int = 4,
+        paraphrase: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if window < 2:
+            raise ValueError(f"window must be >= 2 steps, got {window}")
+        self.episodes = list(episodes)
+        self.window = window
+        self.shift_pad = shift_pad
+        self.paraphrase = paraphrase
+        self.seed = seed
+        self.epoch = 0
+        index: list[tuple[int, int]] = []
+        short = 0
+        for e, ep in enumerate(self.episodes):
+            n = ep.actions.shape[0]
+            if n < window:
+                short += 1
+                continue
+            index.extend((e, s) for s in range(n - window + 1))
+        if not index:
+            lengths = sorted({ep.actions.shape[0] for ep in self.episodes})
+            raise ValueError(
+                f"no episode is at least window={window} steps long (episode lengths: {lengths[:10]}); "
+                "lower `window` or record longer episodes"
+            )
+        if short:
+            log.warning("%d of %d episodes are shorter than the window (%d): skipped", short, len(episodes), window)
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> dict:
+        e, s = self.index[i]
+        ep = self.episodes[e]
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        sl = slice(s, s + self.window)
+        images = {cam: random_shift(frames[sl], self.shift_pad, rng) for cam, frames in ep.images.items()}
+        instr = ep.instructions[int(rng.integers(len(ep.instructions)))] if self.paraphrase else ep.instructions[0]
+        return {
+            "images": images,
+            "instruction": instr,
+            "proprio": None if ep.proprio is None else torch.from_numpy(ep.proprio[sl]),
+            "actions": torch.from_numpy(ep.actions[sl]),
+        }
+
+
+def make_collate(tokenizer: Callable) -> Callable[[list[dict]], WindowBatch]:
+    """Collate window dicts into a WindowBatch: stack, scale images to [0, 1], tokenize with padding."""
+
+    def collate(items: list[dict]) -> WindowBatch:
+        cams = items[0]["images"].keys()
+        images = {c: torch.stack([it["images"][c] for it in items]).float().div_(255.0) for c in cams}
+        tok = tokenizer([it["instruction"] for it in items], padding=True, return_tensors="pt")
+        proprio = None if items[0]["proprio"] is None else torch.stack([it["proprio"] for it in items]).float()
+        return WindowBatch(
+            images=images,
+            input_ids=tok["input_ids"],
+            attention_mask=tok["attention_mask"],
+            proprio=proprio,
+            actions=torch.stack([it["actions"] for it in items]).float(),
+        )
+
+    return collate
