@@ -27,7 +27,9 @@ from deer_vla.control import (
     ManualClock,
     OnlineBudgetTracker,
     Thresholds,
+    fidelity_objective,
     solve_thresholds_quantile,
+    tune_thresholds,
 )
 from deer_vla.control.synthetic import (
     ReplayExitPolicy,
@@ -98,6 +100,24 @@ def peak_table(calib: np.ndarray, make_policy: Callable[[], SegmentedPolicy], pr
         print(f"{peak:8.3f} {cap:3d} {avg:10.3f} {res[:, 0].mean():8.3f} {res[:, 0].max():8.3f} {over:12d}")
 
 
+def bo_table(calib: np.ndarray, tune: np.ndarray, profile: CostProfile, fractions: list[float],
+             n_trials: int, seed: int, metric: CostMetric) -> None:
+    costs = profile.costs(metric)
+    objective = fidelity_objective(tune, profile, metric)
+    print(f"\n== Bayesian optimisation ({n_trials} GP trials, seed {seed}) from the quantile thresholds; "
+          "proxy score = -mean RMS action error vs the deepest exit, on steps disjoint from calibration")
+    print(f"{'target':>8} | {'init score':>10} {'init cost':>9} | {'BO score':>9} {'BO cost':>8} | {'s':>5}")
+    for f in fractions:
+        t = costs[1] + f * (costs[-1] - costs[1])
+        budget = BudgetSpec(average_gflops=t, metric=metric)
+        init = solve_thresholds_quantile(calib, profile, budget)
+        t0 = time.perf_counter()
+        best = tune_thresholds(objective, profile, budget, init, n_trials=n_trials, seed=seed)
+        s0, c0 = objective(init)
+        s1, c1 = objective(best)
+        print(f"{t:8.3f} | {s0:10.4f} {c0:9.3f} | {s1:9.4f} {c1:8.3f} | {time.perf_counter() - t0:5.1f}")
+
+
 def deadline_table(num_exits: int, steps: int, seed: int) -> None:
     trace = synthetic_latency_trace(steps, num_exits, seed=seed)
     profile = synthetic_profile(num_exits, trace=trace)
@@ -143,10 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", choices=["llm_gflops", "total_gflops"], default="llm_gflops")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9],
                         help="average budgets as fractions of the way from exit 2's to exit N's cost")
+    parser.add_argument("--bo-trials", type=int, default=20, help="Bayesian optimisation trials (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
         args.calib_steps, args.steps = min(args.calib_steps, 800), min(args.steps, 1500)
+        args.bo_trials = min(args.bo_trials, 12)
     t0 = time.perf_counter()
     n, ep = args.exits, args.episode_len
     if args.exit_actions is not None:
@@ -160,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         average_table("Average budget, held-out recorded steps", calib, lambda: ReplayExitPolicy(held), profile,
                       args.fractions, len(held), ep, args.metric)
         peak_table(calib, lambda: ReplayExitPolicy(held), profile, len(held), ep, args.metric)
+        if args.bo_trials > 0:
+            bo_table(calib, held, profile, args.fractions[::2], args.bo_trials, args.seed, args.metric)
     else:
         profile = synthetic_profile(n)
         print(f"synthetic streams: {n} exits, LLM GFLOPs per exit {profile.costs()}, "
@@ -177,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                       args.fractions, args.steps, ep, args.metric)
         peak_table(easy, lambda: SyntheticExitPolicy(n, difficulty=args.easy, seed=args.seed + 5), profile,
                    args.steps, ep, args.metric)
+        if args.bo_trials > 0:
+            tune = synthetic_exit_actions(args.calib_steps, n, difficulty=args.easy, seed=args.seed + 6)
+            bo_table(easy, tune, profile, args.fractions[::2], args.bo_trials, args.seed, args.metric)
     deadline_table(profile.num_exits, min(args.steps, 2000), args.seed)
     print(f"\n(costs in {args.metric}; '/t' = measured / target; 'static' = offline thresholds only, "
           f"'tracked' = with OnlineBudgetTracker; {time.perf_counter() - t0:.1f} s)")

@@ -20,7 +20,7 @@ def load_bench():
 
 
 def test_bench_synthetic(capsys):
-    assert load_bench().main(["--calib-steps", "200", "--steps", "300", "--fractions", "0.5"]) == 0
+    assert load_bench().main(["--calib-steps", "200", "--steps", "300", "--fractions", "0.5", "--bo-trials", "0"]) == 0
     out = capsys.readouterr().out
     assert "under shift" in out and "Peak cap" in out and "Deadline" in out
     # Peak adherence column: no step exceeded its peak budget.
@@ -32,6 +32,6 @@ def test_bench_recorded(tmp_path, capsys):
     np.save(tmp_path / "x.npy", synthetic_exit_actions(300, 4, seed=2))
     synthetic_profile(4).save(tmp_path / "profile.json")
     args = ["--exit-actions", str(tmp_path / "x.npy"), "--profile", str(tmp_path / "profile.json"),
-            "--fractions", "0.3", "0.7", "--steps", "200"]
+            "--fractions", "0.3", "0.7", "--steps", "200", "--bo-trials", "2"]
     assert load_bench().main(args) == 0
     assert "held-out recorded steps" in capsys.readouterr().out

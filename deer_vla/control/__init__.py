@@ -3,7 +3,7 @@
 Driven through deer_vla.core.SegmentedPolicy, so the model runner and the
 synthetic streams in ``synthetic`` are interchangeable.
 """
-from deer_vla.control.bayes import tune_thresholds
+from deer_vla.control.bayes import fidelity_objective, tune_thresholds
 from deer_vla.control.budgets import BudgetReport, BudgetSpec, InfeasibleBudgetError, budget_report, exit_cap
 from deer_vla.control.calibration import collect_exit_actions
 from deer_vla.control.controller import ExitController
@@ -28,6 +28,7 @@ __all__ = [
     "collect_exit_actions",
     "consistency_scores",
     "exit_cap",
+    "fidelity_objective",
     "oracle_exit",
     "oracle_exits",
     "simulate_exits",
