@@ -93,3 +93,18 @@ def test_collect_exit_actions_runs_all_exits_and_commits_deepest():
     np.testing.assert_array_equal(x, again)
     with pytest.raises(ValueError, match="no calibration steps"):
         collect_exit_actions(policy, [[], []])
+
+
+def test_control_imports_no_torch_ros_or_simulator():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, deer_vla.control, deer_vla.control.synthetic;"
+        "print([m for m in ('torch', 'rclpy', 'mujoco', 'metaworld', 'gymnasium') if m in sys.modules])"
+    )
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]"
