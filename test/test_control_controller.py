@@ -180,3 +180,9 @@ def test_set_thresholds_and_criterion_follow_the_thresholds(profile):
     with pytest.raises(ValueError, match="need 5 values"):
         ctl.set_thresholds(Thresholds(values=[1.0]))
     assert ExitController(SyntheticExitPolicy(N), profile, th, criterion=Criterion("l2")).criterion == Criterion("l2")
+
+
+def test_episode_and_step_counters(profile):
+    records = run(ExitController(SyntheticExitPolicy(N, seed=1), profile, None, fixed_exit=2))
+    assert [r.episode for r in records[:: STEPS]] == list(range(EPISODES))
+    assert [r.step for r in records] == list(range(EPISODES * STEPS))

@@ -71,6 +71,7 @@ class ExitController:
         self._apply_budget(budget or BudgetSpec(metric=thresholds.metric if thresholds else "llm_gflops"))
         self._step = 0
         self._episode = 0
+        self._episode_steps = 0
         self._cost_sum = 0.0
         self._cost_steps = 0
 
@@ -138,7 +139,9 @@ class ExitController:
         self.policy.reset()
         if self.tracker is not None:
             self.tracker.reset_episode()
-        self._episode += 1
+        if self._episode_steps:  # the first reset before any step opens episode 0
+            self._episode += 1
+        self._episode_steps = 0
 
     # --- one control step -----------------------------------------------------------------
 
@@ -234,4 +237,5 @@ class ExitController:
             action=[float(v) for v in action],
         )
         self._step += 1
+        self._episode_steps += 1
         return action, record
