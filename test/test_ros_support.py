@@ -85,7 +85,7 @@ class Driver:
         return rgb_to_image_msg(self.rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8), stamp)
 
     def send_pair(self, age_s: float = 0.0, first: Any = None) -> None:
-        """Second camera first, so the event-driven step (on camera 1) sees a fresh pair."""
+        """One new image per camera (``first`` replaces camera 1's): one event-driven step."""
         for pub in reversed(self.image_pubs[1:]):
             pub.publish(self.image(age_s))
         self.image_pubs[0].publish(first if first is not None else self.image(age_s))

@@ -38,7 +38,7 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "action_topic": "action",
     "record_topic": "step_record",
     "frame_id": "base_link",
-    "control_mode": "event",  # "event": step on each new image of the first camera; "timer": at rate_hz
+    "control_mode": "event",  # "event": step when every camera has a new image; "timer": at rate_hz
     "rate_hz": 10.0,  # timer rate, and the control period used to turn deltas into velocities
     "max_image_age_s": 0.5,  # images older than this (header stamp vs node clock) give no new action
     "max_image_skew_s": 0.5,  # newest images of two cameras further apart than this are not paired

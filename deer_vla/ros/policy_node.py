@@ -81,6 +81,7 @@ class PolicyNode(LifecycleNode):
         self.instruction: str | None = None
         self.proprio: np.ndarray | None = None
         self.frames: dict[str, CameraFrame] = {}
+        self._used_ns: dict[str, int] = {}  # arrival time of the frames the last step used, per camera
         self.last_record: Any = None
         self._last_command: RobotCommand | None = None
         self._last_command_ns = 0
@@ -130,9 +131,9 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _create_interfaces(self, params: PolicyParams, stack: PolicyStack) -> None:
-        for i, (cam, topic) in enumerate(zip(stack.cameras, params.image_topics)):
+        for cam, topic in zip(stack.cameras, params.image_topics):
             self._subs.append(self.create_subscription(
-                Image, topic, lambda msg, c=cam, first=(i == 0): self._on_image(msg, c, first), qos_profile_sensor_data
+                Image, topic, lambda msg, c=cam: self._on_image(msg, c), qos_profile_sensor_data
             ))
         self._subs.append(self.create_subscription(String, params.instruction_topic, self._on_instruction,
                                                    INSTRUCTION_QOS))
@@ -183,6 +184,7 @@ class PolicyNode(LifecycleNode):
         self._destroy_interfaces()
         self.stack, self.params = None, None
         self.frames.clear()
+        self._used_ns.clear()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -269,7 +271,7 @@ class PolicyNode(LifecycleNode):
             self.stack.controller.reset_episode()  # type: ignore[attr-defined]
 
     # -- inputs ------------------------------------------------------------------------
-    def _on_image(self, msg: Image, camera: str, first: bool) -> None:
+    def _on_image(self, msg: Image, camera: str) -> None:
         received = time.perf_counter_ns()
         try:
             rgb = image_msg_to_rgb(msg)
@@ -279,8 +281,15 @@ class PolicyNode(LifecycleNode):
             return
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         self.frames[camera] = CameraFrame(rgb, stamp or self.get_clock().now().nanoseconds, msg, received)
-        if first and self.params is not None and self.params.control_mode == "event":
+        # event mode: step once every camera has delivered a frame since the last step
+        if self.params is not None and self.params.control_mode == "event" and self._all_new():
             self.control_step()
+
+    def _all_new(self) -> bool:
+        assert self.stack is not None
+        return all(
+            c in self.frames and self.frames[c].received_ns > self._used_ns.get(c, -1) for c in self.stack.cameras
+        )
 
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
@@ -326,6 +335,7 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warn("no instruction received yet; not stepping", throttle_duration_sec=5.0)
             return
         frames = self._fresh_frames()
+        self._used_ns = {c: f.received_ns for c, f in self.frames.items()}
         if frames is None:
             self.stats.stale += 1
             self.get_logger().warn(
@@ -337,6 +347,7 @@ class PolicyNode(LifecycleNode):
                 self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
             return
         first = frames[stack.cameras[0]]
+        received_ns = max(f.received_ns for f in frames.values())  # the frame that completed the set
         obs = Observation(
             images={c: f.rgb for c, f in frames.items()},
             instruction=self.instruction,
@@ -367,7 +378,7 @@ class PolicyNode(LifecycleNode):
         record_msg = String(data=record.to_json())
         self._pubs["record"].publish(record_msg)
         self.last_record = record
-        self.stats.latency_ms.append(((time.perf_counter_ns() - first.received_ns) * 1e-6, float(record.total_ms)))
+        self.stats.latency_ms.append(((time.perf_counter_ns() - received_ns) * 1e-6, float(record.total_ms)))
         if self._recorder is not None:
             self._recorder.write_step(frames, self.instruction, self.proprio, command.standard7, record_msg,
                                       first.stamp_ns)
