@@ -1,0 +1,1 @@
+"""Demonstrations: the on-disk episode format (`episodes`) and the expert collector (`collect`)."""

@@ -1,0 +1,368 @@
+"""`deer-vla collect`: roll out Meta-World's scripted experts and record demonstrations.
+
+Each episode is one (task, seed): the seed fixes the scene, the exploration
+noise and the instruction paraphrase, so a re-run records the same episode.
+At every step the expert's clean action is the label (``actions``) while
+label + N(0, sigma^2) noise, clipped, is what is applied (``actions_executed``):
+the noise spreads the visited states, the labels show how to recover
+(DART-style). Only successful episodes are stored (meta ``success_only``);
+a failed seed is logged in ``failures.jsonl`` and replaced by the next seed.
+Re-running with the same arguments resumes: seeds already on disk or logged
+as failed are skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+import zlib
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FAILURES_FILE = "failures.jsonl"
+STATS_FILE = "collect_stats.json"
+MIN_IMAGE_SIZE = 16
+MAX_IMAGE_SIZE = 480  # Meta-World's offscreen buffer
+KNOWN_CAMERAS = ("static", "wrist", "topview", "corner", "corner2", "corner3", "corner4", "behindGripper",
+                 "gripperPOV")
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    tasks: tuple[str, ...]
+    episodes_per_task: int
+    out: str
+    image_size: int = 64
+    cameras: tuple[str, ...] = ("static", "wrist")
+    workers: int = 2
+    seed: int = 0
+    action_noise: float = 0.1
+    max_steps: int | None = None  # None: each task's own limit
+    max_attempts_factor: float = 3.0  # give up on a task after factor * N + 10 seeds
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.tasks:
+            problems.append("no tasks")
+        if self.episodes_per_task < 1:
+            problems.append(f"--episodes-per-task must be >= 1, got {self.episodes_per_task}")
+        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            problems.append(f"--image-size must be in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}, got {self.image_size}")
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            problems.append(f"--cameras must be a non-empty list without repeats, got {list(self.cameras)}")
+        unknown = [c for c in self.cameras if c not in KNOWN_CAMERAS]
+        if unknown:
+            problems.append(f"unknown camera(s) {unknown}; choose from {', '.join(KNOWN_CAMERAS)}")
+        if self.workers < 1:
+            problems.append(f"--workers must be >= 1, got {self.workers}")
+        if self.seed < 0:
+            problems.append(f"--seed must be >= 0, got {self.seed}")
+        if not (math.isfinite(self.action_noise) and 0 <= self.action_noise <= 1):
+            problems.append(f"--action-noise must be in [0, 1], got {self.action_noise}")
+        if self.max_steps is not None and not 1 <= self.max_steps <= 500:
+            problems.append(f"--max-steps must be in 1..500, got {self.max_steps}")
+        if not self.max_attempts_factor >= 1:
+            problems.append(f"--max-attempts-factor must be >= 1, got {self.max_attempts_factor}")
+        if problems:
+            raise ValueError("invalid collect configuration: " + "; ".join(problems))
+
+    @property
+    def max_attempts(self) -> int:
+        return int(self.max_attempts_factor * self.episodes_per_task) + 10
+
+
+@dataclass
+class EpisodeOutcome:
+    task: str
+    seed: int
+    success: bool
+    length: int
+    instruction: str
+    render_ms: float  # mean per camera frame in this episode's worker so far
+    wall_s: float
+    written: bool
+
+
+# --- worker side -------------------------------------------------------------------------------
+
+_ADAPTERS: dict[str, Any] = {}
+_WRITER: dict[str, Any] = {}
+
+
+def _worker_init(out: str, meta_dict: dict[str, Any]) -> None:
+    # One core per worker: no BLAS/llvmpipe thread fan-out on a shared machine.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    from deer_vla.data.episodes import DatasetMeta, EpisodeWriter
+
+    _WRITER["w"] = EpisodeWriter(out, DatasetMeta.from_dict(meta_dict))
+
+
+def episode_rng(task: str, seed: int) -> np.random.Generator:
+    """The generator for one episode's noise and paraphrase, fixed by (task, seed)."""
+    return np.random.default_rng([int(seed), zlib.crc32(task.encode())])
+
+
+def rollout_episode(adapter: Any, seed: int, noise: float) -> Any:
+    """One expert episode on ``adapter`` -> Episode (success recorded, not filtered)."""
+    from deer_vla.data.episodes import Episode
+
+    task = adapter.task
+    rng = episode_rng(task.name, seed)
+    instruction = str(rng.choice(list(task.train_instructions)))
+    obs = adapter.reset(seed=seed, instruction=instruction)
+    frames: dict[str, list[np.ndarray]] = {c: [] for c in adapter.cameras}
+    proprio, labels, executed = [], [], []
+    while True:
+        label = adapter.expert_action()
+        applied = np.clip(label + rng.normal(0.0, noise, size=label.shape), -1.0, 1.0) if noise > 0 else label
+        for c in adapter.cameras:
+            frames[c].append(obs.images[c])
+        proprio.append(obs.proprio)
+        labels.append(label)
+        executed.append(applied)
+        result = adapter.step(applied)
+        obs = result.observation
+        if result.done:
+            break
+    return Episode(
+        task=task.name,
+        instruction=instruction,
+        seed=int(seed),
+        success=bool(result.success),
+        images={c: np.stack(v) for c, v in frames.items()},
+        proprio=np.stack(proprio).astype(np.float32),
+        actions=np.stack(labels).astype(np.float32),
+        actions_executed=np.stack(executed).astype(np.float32),
+    )
+
+
+def _collect_one(job: tuple[str, int, float, int, tuple[str, ...], int | None, bool]) -> EpisodeOutcome:
+    task, seed, noise, image_size, cameras, max_steps, keep_failures = job
+    t0 = time.perf_counter()
+    if task not in _ADAPTERS:
+        from deer_vla.sim.metaworld_env import MetaWorldAdapter
+
+        _ADAPTERS[task] = MetaWorldAdapter(task, image_size=image_size, cameras=cameras, max_steps=max_steps)
+    adapter = _ADAPTERS[task]
+    ep = rollout_episode(adapter, seed, noise)
+    written = False
+    if ep.success or keep_failures:
+        _WRITER["w"].write(ep)
+        written = True
+    return EpisodeOutcome(task, seed, ep.success, ep.length, ep.instruction, adapter.render_ms_per_frame,
+                          time.perf_counter() - t0, written)
+
+
+# --- main side ---------------------------------------------------------------------------------
+
+
+def _read_failures(root: Path) -> set[tuple[str, int]]:
+    path = root / FAILURES_FILE
+    out: set[tuple[str, int]] = set()
+    if not path.is_file():
+        return out
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            out.add((str(rec["task"]), int(rec["seed"])))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("%s line %d is malformed; ignored", path, n)  # a killed run may cut the last line
+    return out
+
+
+def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
+    """Collect until every task has ``episodes_per_task`` successful episodes on disk; return statistics."""
+    from tqdm import tqdm
+
+    from deer_vla.data.episodes import DatasetMeta, EpisodeDataset, EpisodeWriter, remove_stale_tmp
+    from deer_vla.sim.metaworld_env import ACTION_SPEC, CAMERA_ALIASES, PROPRIO_DIM
+    from deer_vla.sim.tasks import get_task
+
+    tasks = [get_task(t) for t in cfg.tasks]
+    root = Path(cfg.out)
+    import metaworld
+
+    meta = DatasetMeta(
+        cameras=cfg.cameras,
+        image_size=cfg.image_size,
+        action_spec=ACTION_SPEC.to_dict(),
+        proprio_dim=PROPRIO_DIM,
+        tasks=[t.name for t in tasks],
+        success_only=True,
+        collection={
+            "simulator": f"metaworld {getattr(metaworld, '__version__', '?')} (v3, goal-observable)",
+            "expert": "metaworld.policies scripted experts",
+            "camera_map": {c: CAMERA_ALIASES.get(c, c) for c in cfg.cameras},
+            "action_noise": cfg.action_noise,
+            "seed": cfg.seed,
+            "labels": "actions = expert action at the recorded state; actions_executed = label + noise, clipped",
+        },
+    )
+    writer = EpisodeWriter(root, meta)
+    for p in remove_stale_tmp(root):
+        log.info("removed a stale temporary file from a killed run: %s", p)
+    failed = _read_failures(root)
+    # Per task: seeds to try in order, skipping those on disk (done) or logged as failed.
+    have = {t.name: 0 for t in tasks}
+    queues: dict[str, list[int]] = {}
+    attempts_left: dict[str, int] = {}
+    for t in tasks:
+        seeds = range(cfg.seed, cfg.seed + cfg.max_attempts)
+        have[t.name] = sum(writer.exists(t.name, s) for s in seeds)
+        prior_fail = sum((t.name, s) in failed for s in seeds)
+        queues[t.name] = [s for s in seeds if not writer.exists(t.name, s) and (t.name, s) not in failed]
+        attempts_left[t.name] = cfg.max_attempts - have[t.name] - prior_fail
+    target = cfg.episodes_per_task
+    stats: dict[str, dict[str, Any]] = {
+        t.name: {"attempts": 0, "successes": 0, "lengths": [], "render_ms": [], "wall_s": 0.0} for t in tasks
+    }
+    total = target * len(tasks)
+    already = sum(min(h, target) for h in have.values())
+    t_start = time.perf_counter()
+    ctx = get_context("spawn")
+    bar = tqdm(total=total, initial=already, desc="collect", unit="ep", disable=not progress, dynamic_ncols=True)
+    job_args = (cfg.action_noise, cfg.image_size, cfg.cameras, cfg.max_steps, False)
+    pending: dict[Future, str] = {}
+    in_flight = {t.name: 0 for t in tasks}
+    with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(str(root), writer.meta.to_dict())) as pool:
+
+        def top_up() -> None:
+            # Round-robin over tasks so a stopped run leaves a balanced dataset.
+            progressed = True
+            while progressed and len(pending) < 4 * cfg.workers:
+                progressed = False
+                for t in tasks:
+                    name = t.name
+                    if have[name] + in_flight[name] < target and queues[name] and attempts_left[name] > 0:
+                        seed = queues[name].pop(0)
+                        attempts_left[name] -= 1
+                        in_flight[name] += 1
+                        pending[pool.submit(_collect_one, (name, seed, *job_args))] = name
+                        progressed = True
+
+        try:
+            top_up()
+            while pending:
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    name = pending.pop(fut)
+                    in_flight[name] -= 1
+                    res: EpisodeOutcome = fut.result()
+                    s = stats[name]
+                    s["attempts"] += 1
+                    s["lengths"].append(res.length)
+                    s["render_ms"].append(res.render_ms)
+                    s["wall_s"] += res.wall_s
+                    if res.success:
+                        s["successes"] += 1
+                        have[name] += 1
+                        bar.update(1)
+                    else:
+                        with open(root / FAILURES_FILE, "a") as fh:
+                            fh.write(json.dumps({"task": name, "seed": res.seed, "length": res.length}) + "\n")
+                    bar.set_postfix(fail=sum(v["attempts"] - v["successes"] for v in stats.values()))
+                top_up()
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+        finally:
+            bar.close()
+    wall = time.perf_counter() - t_start
+    short = {n: h for n, h in have.items() if h < target}
+    summary = EpisodeDataset(root).verify()
+    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    report = {
+        "config": {**asdict(cfg), "tasks": list(cfg.tasks), "cameras": list(cfg.cameras)},
+        "wall_s": wall,
+        "dataset_bytes": size,
+        "verify": summary,
+        "short_tasks": short,
+        "per_task": {
+            n: {
+                "attempts": s["attempts"],
+                "successes": s["successes"],
+                "success_rate": s["successes"] / s["attempts"] if s["attempts"] else None,
+                "mean_length": float(np.mean(s["lengths"])) if s["lengths"] else None,
+                "render_ms_per_frame": float(np.mean(s["render_ms"])) if s["render_ms"] else None,
+                "episode_wall_s": s["wall_s"] / s["attempts"] if s["attempts"] else None,
+            }
+            for n, s in stats.items()
+        },
+    }
+    (root / STATS_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deer-vla collect", description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="all", help="'all' or a comma list of suite task names")
+    p.add_argument("--episodes-per-task", type=int, default=40, help="successful episodes to record per task")
+    p.add_argument("--out", required=True, help="dataset root directory (created; resumed if it exists)")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--cameras", default="static,wrist", help="comma list of camera slots")
+    p.add_argument("--workers", type=int, default=2, help="worker processes")
+    p.add_argument("--seed", type=int, default=0, help="first episode seed of every task")
+    p.add_argument("--action-noise", type=float, default=0.1, help="std of Gaussian noise on applied actions")
+    p.add_argument("--max-steps", type=int, default=None, help="episode limit (default: per task)")
+    p.add_argument("--max-attempts-factor", type=float, default=3.0,
+                   help="give up on a task after factor * N + 10 seeds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from deer_vla.sim.tasks import resolve_tasks
+
+    try:
+        tasks = resolve_tasks(args.tasks)
+        cfg = CollectConfig(
+            tasks=tuple(t.name for t in tasks),
+            episodes_per_task=args.episodes_per_task,
+            out=args.out,
+            image_size=args.image_size,
+            cameras=tuple(c.strip() for c in args.cameras.split(",") if c.strip()),
+            workers=args.workers,
+            seed=args.seed,
+            action_noise=args.action_noise,
+            max_steps=args.max_steps,
+            max_attempts_factor=args.max_attempts_factor,
+        )
+    except (KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"deer-vla collect: {msg}", file=sys.stderr)
+        return 2
+    report = collect(cfg, progress=not args.no_progress)
+    v = report["verify"]
+    print(f"collected into {cfg.out}: {v['episodes']} episodes, {v['steps']} steps, "
+          f"{report['dataset_bytes'] / 2**20:.1f} MiB, {report['wall_s']:.0f} s (verified)")
+    for name, s in report["per_task"].items():
+        if s["attempts"]:
+            print(f"  {name:22s} success {s['successes']}/{s['attempts']}  mean length {s['mean_length']:.0f}  "
+                  f"render {s['render_ms_per_frame']:.1f} ms/frame")
+    if report["short_tasks"]:
+        print(f"deer-vla collect: too many failed seeds, short of {cfg.episodes_per_task} episodes for "
+              f"{report['short_tasks']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

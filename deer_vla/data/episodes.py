@@ -1,0 +1,439 @@
+"""On-disk demonstration episodes: one HDF5 file per episode under a versioned dataset root.
+
+Layout (schema version 1; full description in docs/dataset_format.md)::
+
+    ROOT/meta.json                              dataset metadata (DatasetMeta)
+    ROOT/episodes/<task>/<task>__seed<0000042>.h5
+
+Each episode file holds ``images/<camera>`` (T,H,W,3) uint8, ``proprio``
+(T,P) float32, ``actions`` (T,A) float32 (the expert's action label at each
+step), optionally ``actions_executed`` (T,A) float32 (what was applied, with
+exploration noise), and the attributes listed in EPISODE_ATTRS including a
+SHA-256 checksum over the arrays and attributes. Files are written to a
+temporary name and renamed, so a killed writer never leaves a half episode
+under a real name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from deer_vla.core.action_spec import ActionSpec
+
+FORMAT_NAME = "deer_vla.episodes"
+SCHEMA_VERSION = 1
+META_FILE = "meta.json"
+EPISODE_DIR = "episodes"
+EPISODE_ATTRS = ("schema_version", "task", "instruction", "seed", "success", "length", "cameras", "checksum")
+_NAME_RE = re.compile(r"^(?P<task>[a-z0-9][a-z0-9_-]*)__seed(?P<seed>\d{7})\.h5$")
+_TASK_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class DatasetError(ValueError):
+    """A dataset or episode file that is missing, malformed, truncated or of another schema."""
+
+
+@dataclass
+class DatasetMeta:
+    cameras: tuple[str, ...]
+    image_size: int
+    action_spec: dict[str, Any]  # ActionSpec.to_dict()
+    proprio_dim: int
+    tasks: list[str] = field(default_factory=list)
+    success_only: bool = True  # the collector stores successful episodes only
+    collection: dict[str, Any] = field(default_factory=dict)  # how it was collected (noise, seed, simulator)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        self.cameras = tuple(self.cameras)
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise DatasetError(f"meta: cameras must be non-empty without repeats, got {list(self.cameras)}")
+        if int(self.image_size) < 8:
+            raise DatasetError(f"meta: image_size must be >= 8, got {self.image_size}")
+        if int(self.proprio_dim) < 0:
+            raise DatasetError(f"meta: proprio_dim must be >= 0, got {self.proprio_dim}")
+        try:
+            ActionSpec.from_dict(self.action_spec)
+        except (ValueError, TypeError) as e:
+            raise DatasetError(f"meta: invalid action_spec {self.action_spec}: {e}") from e
+        bad = [t for t in self.tasks if not _TASK_RE.match(t)]
+        if bad:
+            raise DatasetError(f"meta: invalid task names {bad} (lowercase letters, digits, '-' and '_')")
+
+    @property
+    def action_dim(self) -> int:
+        return ActionSpec.from_dict(self.action_spec).dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "schema_version": self.schema_version,
+            "cameras": list(self.cameras),
+            "image_size": int(self.image_size),
+            "action_spec": self.action_spec,
+            "action_dim": self.action_dim,
+            "proprio_dim": int(self.proprio_dim),
+            "tasks": list(self.tasks),
+            "success_only": bool(self.success_only),
+            "collection": self.collection,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = META_FILE) -> DatasetMeta:
+        if not isinstance(data, dict):
+            raise DatasetError(f"{source}: expected a JSON object")
+        if data.get("format") != FORMAT_NAME:
+            raise DatasetError(f"{source}: not a deer_vla episode dataset (format={data.get('format')!r})")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise DatasetError(
+                f"{source}: schema version {version!r}, this deer_vla reads version {SCHEMA_VERSION}; "
+                "re-record the dataset with `deer-vla collect`"
+            )
+        try:
+            return cls(
+                cameras=tuple(data["cameras"]),
+                image_size=int(data["image_size"]),
+                action_spec=dict(data["action_spec"]),
+                proprio_dim=int(data["proprio_dim"]),
+                tasks=list(data.get("tasks", [])),
+                success_only=bool(data.get("success_only", True)),
+                collection=dict(data.get("collection", {})),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, DatasetError):
+                raise
+            raise DatasetError(f"{source}: malformed metadata ({type(e).__name__}: {e})") from e
+
+    def save(self, root: Path) -> None:
+        _atomic_write_bytes(root / META_FILE, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+
+    @classmethod
+    def load(cls, root: Path) -> DatasetMeta:
+        path = root / META_FILE
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing; {root} is not an episode dataset "
+                               "(record one with `deer-vla collect`)")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DatasetError(f"{path}: not valid JSON ({e})") from e
+        return cls.from_dict(data, source=str(path))
+
+    def compatible_with(self, other: DatasetMeta) -> list[str]:
+        """What differs between two metas in ways that matter for mixing episodes (empty = compatible)."""
+        diffs = []
+        for name in ("cameras", "image_size", "action_spec", "proprio_dim", "success_only"):
+            a, b = getattr(self, name), getattr(other, name)
+            if a != b:
+                diffs.append(f"{name}: {a} != {b}")
+        return diffs
+
+
+@dataclass
+class Episode:
+    task: str
+    instruction: str
+    seed: int
+    success: bool
+    images: dict[str, np.ndarray]  # camera -> (T, H, W, 3) uint8
+    proprio: np.ndarray | None  # (T, P) float32
+    actions: np.ndarray  # (T, A) float32: the expert's action label per step
+    actions_executed: np.ndarray | None = None  # (T, A) float32: applied action (label + noise, clipped)
+    path: Path | None = None
+
+    @property
+    def length(self) -> int:
+        return int(len(self.actions))
+
+    def validate(self, meta: DatasetMeta | None = None, where: str = "episode") -> None:
+        if not _TASK_RE.match(self.task):
+            raise DatasetError(f"{where}: invalid task name {self.task!r}")
+        if not isinstance(self.instruction, str) or not self.instruction.strip():
+            raise DatasetError(f"{where}: empty instruction")
+        if self.seed < 0:
+            raise DatasetError(f"{where}: seed must be >= 0, got {self.seed}")
+        a = self.actions
+        if a.ndim != 2 or a.shape[0] < 1 or a.dtype != np.float32:
+            raise DatasetError(f"{where}: actions must be (T>=1, A) float32, got {a.shape} {a.dtype}")
+        t = a.shape[0]
+        if not self.images:
+            raise DatasetError(f"{where}: no camera images")
+        for cam, img in self.images.items():
+            if img.dtype != np.uint8 or img.ndim != 4 or img.shape[0] != t or img.shape[3] != 3:
+                raise DatasetError(f"{where}: images/{cam} must be ({t}, H, W, 3) uint8, got {img.shape} {img.dtype}")
+        if self.proprio is not None and (self.proprio.ndim != 2 or self.proprio.shape[0] != t
+                                         or self.proprio.dtype != np.float32):
+            raise DatasetError(f"{where}: proprio must be ({t}, P) float32, got {self.proprio.shape} "
+                               f"{self.proprio.dtype}")
+        if self.actions_executed is not None and self.actions_executed.shape != a.shape:
+            raise DatasetError(f"{where}: actions_executed shape {self.actions_executed.shape} != actions {a.shape}")
+        for name, arr in (("actions", a), ("proprio", self.proprio), ("actions_executed", self.actions_executed)):
+            if arr is not None and not np.all(np.isfinite(arr)):
+                raise DatasetError(f"{where}: {name} contains NaN or inf")
+        if meta is None:
+            return
+        if tuple(sorted(self.images)) != tuple(sorted(meta.cameras)):
+            raise DatasetError(f"{where}: cameras {sorted(self.images)} != dataset cameras {sorted(meta.cameras)}")
+        for cam, img in self.images.items():
+            if img.shape[1:3] != (meta.image_size, meta.image_size):
+                raise DatasetError(f"{where}: images/{cam} are {img.shape[1]}x{img.shape[2]}, dataset is "
+                                   f"{meta.image_size}x{meta.image_size}")
+        if a.shape[1] != meta.action_dim:
+            raise DatasetError(f"{where}: actions have {a.shape[1]} values, dataset action_dim is {meta.action_dim}")
+        p = 0 if self.proprio is None else self.proprio.shape[1]
+        if p != meta.proprio_dim:
+            raise DatasetError(f"{where}: proprio has {p} values, dataset proprio_dim is {meta.proprio_dim}")
+
+
+def episode_filename(task: str, seed: int) -> str:
+    if not _TASK_RE.match(task):
+        raise DatasetError(f"invalid task name {task!r} (lowercase letters, digits, '-' and '_')")
+    if not 0 <= int(seed) < 10**7:
+        raise DatasetError(f"seed must be in 0..9999999 for the episode file name, got {seed}")
+    return f"{task}__seed{int(seed):07d}.h5"
+
+
+def episode_checksum(ep: Episode) -> str:
+    """SHA-256 over the arrays (name, dtype, shape, bytes) and the identifying attributes."""
+    h = hashlib.sha256()
+    header = {"task": ep.task, "instruction": ep.instruction, "seed": int(ep.seed), "success": bool(ep.success),
+              "length": ep.length}
+    h.update(json.dumps(header, sort_keys=True).encode())
+    arrays: list[tuple[str, np.ndarray | None]] = [(f"images/{c}", ep.images[c]) for c in sorted(ep.images)]
+    arrays += [("proprio", ep.proprio), ("actions", ep.actions), ("actions_executed", ep.actions_executed)]
+    for name, arr in arrays:
+        if arr is None:
+            continue
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class EpisodeWriter:
+    """Writes episodes into a dataset root, creating or checking its meta.json.
+
+    Several processes may write into one root (distinct episodes): each file
+    goes to a private temporary name and is renamed into place when complete.
+    """
+
+    def __init__(self, root: str | Path, meta: DatasetMeta, compression: str = "gzip", compression_level: int = 4):
+        if compression not in ("gzip", "lzf"):
+            raise ValueError(f"compression must be 'gzip' or 'lzf', got {compression!r}")
+        self.root = Path(root)
+        self.meta = meta
+        self.compression = compression
+        self.compression_opts = compression_level if compression == "gzip" else None
+        self.root.mkdir(parents=True, exist_ok=True)
+        if (self.root / META_FILE).exists():
+            existing = DatasetMeta.load(self.root)
+            diffs = existing.compatible_with(meta)
+            if diffs:
+                raise DatasetError(f"{self.root}: existing dataset was recorded differently ({'; '.join(diffs)}); "
+                                   "use a new --out directory")
+            new_tasks = [t for t in meta.tasks if t not in existing.tasks]
+            if new_tasks:
+                existing.tasks = existing.tasks + new_tasks
+                existing.save(self.root)
+            self.meta = existing
+        else:
+            meta.save(self.root)
+
+    def path_for(self, task: str, seed: int) -> Path:
+        return self.root / EPISODE_DIR / task / episode_filename(task, seed)
+
+    def exists(self, task: str, seed: int) -> bool:
+        return self.path_for(task, seed).is_file()
+
+    def write(self, ep: Episode) -> Path:
+        path = self.path_for(ep.task, ep.seed)
+        ep.validate(self.meta, where=str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        kw: dict[str, Any] = {"compression": self.compression, "compression_opts": self.compression_opts}
+        try:
+            with h5py.File(tmp, "w") as f:
+                for cam in sorted(ep.images):
+                    img = ep.images[cam]
+                    chunk = (min(16, img.shape[0]),) + img.shape[1:]
+                    f.create_dataset(f"images/{cam}", data=img, chunks=chunk, **kw)
+                if ep.proprio is not None:
+                    f.create_dataset("proprio", data=ep.proprio, **kw)
+                f.create_dataset("actions", data=ep.actions, **kw)
+                if ep.actions_executed is not None:
+                    f.create_dataset("actions_executed", data=ep.actions_executed, **kw)
+                f.attrs["schema_version"] = SCHEMA_VERSION
+                f.attrs["task"] = ep.task
+                f.attrs["instruction"] = ep.instruction
+                f.attrs["seed"] = int(ep.seed)
+                f.attrs["success"] = bool(ep.success)
+                f.attrs["length"] = ep.length
+                f.attrs["cameras"] = json.dumps(sorted(ep.images))
+                f.attrs["checksum"] = episode_checksum(ep)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+
+def remove_stale_tmp(root: str | Path) -> list[Path]:
+    """Delete temporary files left by killed writers (call while no writer runs)."""
+    removed = []
+    for p in Path(root).rglob(".*.tmp"):
+        p.unlink()
+        removed.append(p)
+    return removed
+
+
+def read_episode(path: str | Path, meta: DatasetMeta | None = None, check: bool = True) -> Episode:
+    """Read one episode file; malformed/truncated/corrupt files raise DatasetError naming the file."""
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot be opened as HDF5, the file is truncated or corrupt ({e}); "
+                           "delete it and re-run `deer-vla collect` to record it again") from e
+    try:
+        with f:
+            missing = [a for a in EPISODE_ATTRS if a not in f.attrs]
+            if missing:
+                raise DatasetError(f"{path}: malformed episode, missing attributes {missing}")
+            version = int(f.attrs["schema_version"])
+            if version != SCHEMA_VERSION:
+                raise DatasetError(f"{path}: schema version {version}, this deer_vla reads {SCHEMA_VERSION}")
+            if "actions" not in f or "images" not in f:
+                raise DatasetError(f"{path}: malformed episode, needs datasets 'actions' and 'images/<camera>'")
+            cameras = json.loads(str(f.attrs["cameras"]))
+            absent = [c for c in cameras if c not in f["images"]]
+            if absent:
+                raise DatasetError(f"{path}: malformed episode, images {absent} listed but absent")
+            ep = Episode(
+                task=str(f.attrs["task"]),
+                instruction=str(f.attrs["instruction"]),
+                seed=int(f.attrs["seed"]),
+                success=bool(f.attrs["success"]),
+                images={c: f["images"][c][()] for c in cameras},
+                proprio=f["proprio"][()] if "proprio" in f else None,
+                actions=f["actions"][()],
+                actions_executed=f["actions_executed"][()] if "actions_executed" in f else None,
+                path=path,
+            )
+            length, checksum = int(f.attrs["length"]), str(f.attrs["checksum"])
+    except DatasetError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        # h5py raises OSError/ValueError on corrupt chunks (failed decompression, bad addresses).
+        raise DatasetError(f"{path}: corrupt episode file ({type(e).__name__}: {e})") from e
+    ep.validate(meta, where=str(path))
+    if ep.length != length:
+        raise DatasetError(f"{path}: length attribute {length} != {ep.length} recorded steps")
+    if check and episode_checksum(ep) != checksum:
+        raise DatasetError(f"{path}: checksum mismatch, the episode data is corrupt")
+    m = _NAME_RE.match(path.name)
+    if m and (m["task"] != ep.task or int(m["seed"]) != ep.seed):
+        raise DatasetError(f"{path}: file name says {m['task']} seed {int(m['seed'])}, "
+                           f"contents say {ep.task} seed {ep.seed}")
+    return ep
+
+
+class EpisodeDataset:
+    """Read access to a dataset root: episodes ordered by task (meta order) then seed."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"dataset directory not found: {self.root}")
+        self.meta = DatasetMeta.load(self.root)
+        self.paths = self._scan()
+
+    def _scan(self) -> list[Path]:
+        order = {t: i for i, t in enumerate(self.meta.tasks)}
+        found: list[tuple[int, str, int, Path]] = []
+        ep_dir = self.root / EPISODE_DIR
+        for p in ep_dir.glob("*/*.h5") if ep_dir.is_dir() else []:
+            m = _NAME_RE.match(p.name)
+            if m is None or p.parent.name != m["task"]:
+                raise DatasetError(f"{p}: unexpected file in the dataset (expected "
+                                   f"{EPISODE_DIR}/<task>/<task>__seed<7 digits>.h5)")
+            found.append((order.get(m["task"], len(order)), m["task"], int(m["seed"]), p))
+        return [p for *_, p in sorted(found)]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Episode]:
+        for i in range(len(self)):
+            yield self.load(i)
+
+    @property
+    def tasks(self) -> list[str]:
+        """Tasks that have at least one episode, in dataset order."""
+        seen: list[str] = []
+        for p in self.paths:
+            if p.parent.name not in seen:
+                seen.append(p.parent.name)
+        return seen
+
+    def task_of(self, i: int) -> str:
+        return self.paths[i].parent.name
+
+    def episodes_for_task(self, task: str) -> list[int]:
+        """Indices of ``task``'s episodes; a task absent from the dataset raises, listing those present."""
+        idx = [i for i, p in enumerate(self.paths) if p.parent.name == task]
+        if not idx:
+            raise KeyError(f"task {task!r} has no episodes in {self.root}; present: {', '.join(self.tasks) or 'none'}")
+        return idx
+
+    def load(self, i: int, check: bool = True) -> Episode:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"episode index {i} outside 0..{len(self) - 1} of {self.root}")
+        return read_episode(self.paths[i], self.meta, check=check)
+
+    def verify(self, indices: Iterable[int] | None = None) -> dict[str, Any]:
+        """Read every episode (checksums included); raise DatasetError listing every bad file.
+
+        Returns a summary: episodes, steps, per-task episode counts, success count.
+        """
+        problems: list[str] = []
+        counts: dict[str, int] = {}
+        steps = successes = 0
+        for i in range(len(self)) if indices is None else indices:
+            try:
+                ep = self.load(i)
+            except DatasetError as e:
+                problems.append(str(e))
+                continue
+            counts[ep.task] = counts.get(ep.task, 0) + 1
+            steps += ep.length
+            successes += int(ep.success)
+            if self.meta.success_only and not ep.success:
+                problems.append(f"{ep.path}: failed episode in a success-only dataset")
+        stale = sorted(self.root.rglob(".*.tmp"))
+        if problems:
+            head = "\n  ".join(problems[:20])
+            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise DatasetError(f"{self.root}: {len(problems)} bad episode file(s):\n  {head}{more}")
+        return {"episodes": sum(counts.values()), "steps": steps, "successes": successes, "per_task": counts,
+                "stale_tmp_files": [str(p) for p in stale]}
