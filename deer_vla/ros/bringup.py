@@ -249,7 +249,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     print(f"success rate      {report['success_rate']:.2f} ({sum(r['success'] for r in results)}/{len(results)})")
     print(f"average exit      {report['mean_exit']:.2f} of {stack.full_profile.num_exits}")
     print(f"compute per step  {mean_cost:.4f} {metric} vs {full:.4f} for the full model "
-          f"-> {100 * report['compute_saved']:.1f}% saved")
+          f"-> {100 * report['compute_saved'] + 0.0:.1f}% saved")
     print(f"step log (JSONL)  {report['log']}")
     print(f"step log (MCAP)   {report['mcap']}")
     print(f"policy I/O (MCAP) {report['policy_io_mcap']}  (deer-vla replay {report['policy_io_mcap']})")

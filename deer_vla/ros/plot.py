@@ -20,6 +20,9 @@ def plot_records(records: Sequence[StepRecord], path: str | Path, metric: str = 
     ax_exit.step(steps, [r.exit_used for r in records], where="post", label="exit used")
     ax_exit.step(steps, [r.max_exit for r in records], where="post", linestyle=":", label="cap")
     ax_exit.set_ylabel("exit")
+    top = max(r.max_exit for r in records)
+    ax_exit.set_ylim(0.5, top + 0.5)
+    ax_exit.set_yticks(range(1, top + 1))
     ax_exit.legend(loc="upper right")
     ax_cost.plot(steps, [getattr(r, metric) for r in records], label=f"{metric} per step")
     budgets = [r.budget_average_gflops for r in records]

@@ -80,6 +80,7 @@ class PolicyNode(LifecycleNode):
         self.enabled = bool(self.get_parameter("enabled").value)
         self.instruction: str | None = None
         self.proprio: np.ndarray | None = None
+        self._proprio_ns = -1
         self.frames: dict[str, CameraFrame] = {}
         self._used_ns: dict[str, int] = {}  # arrival time of the frames the last step used, per camera
         self.last_record: Any = None
@@ -286,7 +287,9 @@ class PolicyNode(LifecycleNode):
             self.control_step()
 
     def _all_new(self) -> bool:
-        assert self.stack is not None
+        assert self.stack is not None and self.params is not None
+        if self.params.proprio_topic and self._proprio_ns <= self._used_ns.get("~proprio", -1):
+            return False  # proprioception is part of the observation: wait for the one that goes with the images
         return all(
             c in self.frames and self.frames[c].received_ns > self._used_ns.get(c, -1) for c in self.stack.cameras
         )
@@ -306,6 +309,9 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error("proprioception with NaN/inf ignored", throttle_duration_sec=2.0)
             return
         self.proprio = values
+        self._proprio_ns = time.perf_counter_ns()
+        if self.params is not None and self.params.control_mode == "event" and self._all_new():
+            self.control_step()
 
     # -- control loop --------------------------------------------------------------------
     def _on_control_timer(self) -> None:
@@ -336,6 +342,7 @@ class PolicyNode(LifecycleNode):
             return
         frames = self._fresh_frames()
         self._used_ns = {c: f.received_ns for c, f in self.frames.items()}
+        self._used_ns["~proprio"] = self._proprio_ns
         if frames is None:
             self.stats.stale += 1
             self.get_logger().warn(

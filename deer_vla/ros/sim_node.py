@@ -24,7 +24,7 @@ from std_msgs.msg import Bool, Float32MultiArray, String
 from deer_vla.ros.image_conv import rgb_to_image_msg
 
 SIM_DEFAULTS: dict[str, Any] = {
-    "tasks": ["reach"],  # task names from deer_vla.sim.tasks; episodes cycle over them
+    "tasks": ["button-press-topdown"],  # task names from deer_vla.sim.tasks; episodes cycle over them
     "episodes": 3,
     "seed": 0,
     "rate_hz": 20.0,
@@ -33,7 +33,7 @@ SIM_DEFAULTS: dict[str, Any] = {
     "max_steps": 0,  # 0 = the adapter's default episode length
     "image_topic_prefix": "camera",  # images on <prefix>/<camera>/image_raw
     "instruction_topic": "instruction",
-    "proprio_topic": "",  # "" = do not publish proprioception
+    "proprio_topic": "proprio",  # "" = do not publish proprioception
     "action_topic": "action",
     "success_topic": "episode_success",
     "result_topic": "episode_result",
@@ -139,10 +139,10 @@ class SimNode(Node):
 
     def _send_observation(self) -> None:
         stamp = self.get_clock().now()
-        for cam, pub in self._image_pubs.items():
-            pub.publish(rgb_to_image_msg(self._obs.images[cam], stamp.to_msg(), frame_id=f"{self.p['frame_id']}_{cam}"))
         if self._proprio_pub is not None and self._obs.proprio is not None:
             self._proprio_pub.publish(Float32MultiArray(data=[float(v) for v in self._obs.proprio]))
+        for cam, pub in self._image_pubs.items():
+            pub.publish(rgb_to_image_msg(self._obs.images[cam], stamp.to_msg(), frame_id=f"{self.p['frame_id']}_{cam}"))
         self._action = None
         self._obs_sent_ns = stamp.nanoseconds
 

@@ -1,0 +1,102 @@
+"""Sim node (Meta-World) in lock-step with a policy: episodes, results, and the whole sim graph in one process."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_ros_support import tiny_checkpoint_dir
+
+pytestmark = pytest.mark.ros
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    return tiny_checkpoint_dir(tmp_path_factory)
+
+
+def test_sim_node_steps_on_actions_and_reports_episodes(executor, spin_until):
+    import rclpy
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Bool, Float32MultiArray, String
+
+    from deer_vla.ros.image_conv import image_msg_to_rgb
+    from deer_vla.ros.policy_node import INSTRUCTION_QOS
+    from deer_vla.ros.sim_node import SimNode
+
+    sim = SimNode(parameter_overrides=[Parameter("episodes", value=2), Parameter("max_steps", value=4),
+                                       Parameter("rate_hz", value=100.0), Parameter("image_size", value=32)])
+    arm = rclpy.create_node("zero_arm")  # stands in for the policy: answers every image pair with a zero action
+    executor.add_node(sim)
+    executor.add_node(arm)
+    images, instructions, successes, results = [], [], [], []
+    act = arm.create_publisher(Float32MultiArray, "action", 10)
+
+    def on_image(msg: Image) -> None:
+        images.append(image_msg_to_rgb(msg))
+        act.publish(Float32MultiArray(data=[0.0] * 7))
+
+    arm.create_subscription(Image, "camera/static/image_raw", on_image, qos_profile_sensor_data)
+    arm.create_subscription(String, "instruction", instructions.append, INSTRUCTION_QOS)
+    arm.create_subscription(Bool, "episode_success", successes.append, 10)
+    arm.create_subscription(String, "episode_result", results.append, 10)
+    assert spin_until(executor, lambda: sim.finished and len(results) == 2, timeout=60.0)
+    assert [r.steps for r in sim.results] == [4, 4] or any(r.success for r in sim.results)
+    assert [json.loads(r.data)["episode"] for r in results] == [0, 1]
+    assert len(successes) == 2 and len(instructions) >= 1 and instructions[0].data.strip()
+    assert images[0].shape == (32, 32, 3)
+    assert sim.results[1].seed == sim.results[0].seed + 1
+    with pytest.raises(KeyError, match="known tasks"):
+        SimNode("bad_sim", parameter_overrides=[Parameter("tasks", value=["fly-to-moon"])])
+
+
+def test_sim_graph_in_one_process(executor, tiny_checkpoint, tmp_path):
+    """sim + policy (real tiny checkpoint) + monitor from config/graph.yaml through the bringup."""
+    from deer_vla.ros.bringup import Bringup
+    from deer_vla.ros.graph import load_graph
+
+    overrides = {
+        "policy": {"checkpoint_dir": str(tiny_checkpoint)},
+        "sim": {"episodes": 2, "max_steps": 5, "rate_hz": 100.0, "image_size": 32},
+        "monitor": {"log_dir": str(tmp_path), "run_name": "sim"},
+    }
+    bringup = Bringup(load_graph("sim", overrides=overrides), executor=executor).start()
+    try:
+        sim, policy, monitor = bringup.nodes["sim"], bringup.nodes["policy"], bringup.nodes["monitor"]
+        assert bringup.spin_until(lambda: sim.finished, timeout_s=90.0), "sim did not finish its episodes"
+        bringup.spin_until(lambda: monitor.stats.count >= policy.stats.steps, 2.0)
+        applied = sum(r.steps for r in sim.results)
+        assert len(sim.results) == 2 and applied >= 2
+        assert policy.stats.actions_published >= applied
+        assert monitor.stats.count == policy.stats.steps
+        assert {r.episode for r in monitor.records} == {0, 1}  # each new instruction started a new episode
+    finally:
+        bringup.stop()
+    assert (tmp_path / "sim" / "summary.json").is_file()
+
+
+@pytest.mark.slow
+def test_demo_main_job_end_to_end(tiny_checkpoint, tmp_path):
+    """`deer-vla demo` in a fresh process: episodes run, the report names the log, MCAP and plot."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "deer_vla.cli", "demo", "--checkpoint", str(tiny_checkpoint), "--episodes", "2",
+         "--max-steps", "5", "--output-dir", str(tmp_path), "--timeout", "120"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "success rate" in out and "average exit" in out and "saved" in out
+    summary = json.loads(next(tmp_path.glob("demo_*/demo_summary.json")).read_text())
+    assert summary["episodes"] == 2 and summary["steps"] >= 2
+    for key in ("log", "mcap", "plot", "policy_io_mcap"):
+        assert Path(summary[key]).is_file(), key
+    missing = subprocess.run([sys.executable, "-m", "deer_vla.cli", "demo", "--checkpoint", str(tmp_path / "none")],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no policy checkpoint" in missing.stderr
