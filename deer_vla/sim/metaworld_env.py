@@ -21,6 +21,7 @@ if os.environ["MUJOCO_GL"] == "egl":
     os.environ.setdefault("EGL_PLATFORM", "surfaceless")
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,7 +185,11 @@ class MetaWorldAdapter:
         """The scripted expert's action for the current state (4-D, in [-1, 1])."""
         if self._state is None:
             raise RuntimeError("call reset() before expert_action()")
-        return np.clip(np.asarray(self._expert.get_action(self._state), dtype=np.float64), -1.0, 1.0)
+        with warnings.catch_warnings():
+            # The experts' gains saturate by design; Meta-World warns about it on every call site.
+            warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
+            action = self._expert.get_action(self._state)
+        return np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
 
     # -- observation ------------------------------------------------------------------------
     def proprio(self) -> np.ndarray:

@@ -1,0 +1,57 @@
+"""The task suite: metadata only (no simulator import)."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from deer_vla.sim.tasks import TASK_SUITE, TaskSpec, get_task, resolve_tasks
+
+
+def test_suite_has_ten_tasks_with_disjoint_paraphrases() -> None:
+    assert len(TASK_SUITE) >= 10
+    all_train: set[str] = set()
+    for name, spec in TASK_SUITE.items():
+        assert spec.name == name and spec.env_name == f"{name}-v3"
+        assert len(spec.train_instructions) >= 3 and len(spec.heldout_instructions) >= 1
+        assert not set(spec.train_instructions) & set(spec.heldout_instructions)
+        assert 1 <= spec.max_steps <= 150
+        all_train |= set(spec.train_instructions) | set(spec.heldout_instructions)
+    # No instruction is shared between tasks: the text identifies the task.
+    assert len(all_train) == sum(len(s.train_instructions) + len(s.heldout_instructions) for s in TASK_SUITE.values())
+
+
+def test_tasks_module_imports_no_simulator() -> None:
+    import subprocess
+
+    code = "import sys, deer_vla.sim.tasks; print('mujoco' in sys.modules, 'metaworld' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_unknown_task_lists_known_names() -> None:
+    with pytest.raises(KeyError, match="unknown task 'pick-the-moon'.*drawer-open"):
+        get_task("pick-the-moon")
+    assert get_task("drawer-open-v3") is TASK_SUITE["drawer-open"]
+    spec = TASK_SUITE["drawer-open"]
+    assert get_task(spec) is spec
+    with pytest.raises(TypeError, match="name or a TaskSpec"):
+        get_task(3)  # type: ignore[arg-type]
+
+
+def test_resolve_tasks() -> None:
+    assert [t.name for t in resolve_tasks("all")] == list(TASK_SUITE)
+    assert [t.name for t in resolve_tasks(" drawer-open, faucet-close ,drawer-open")] == ["drawer-open", "faucet-close"]
+    with pytest.raises(ValueError, match="no task names"):
+        resolve_tasks(" , ")
+    with pytest.raises(KeyError, match="known tasks"):
+        resolve_tasks("drawer-open,nope")
+
+
+def test_taskspec_validation() -> None:
+    with pytest.raises(ValueError, match="both trained and held out"):
+        TaskSpec("x", "x-v3", ("a",), ("a",))
+    with pytest.raises(ValueError, match="at least one training instruction"):
+        TaskSpec("x", "x-v3", (), ("a",))
+    with pytest.raises(ValueError, match="max_steps"):
+        TaskSpec("x", "x-v3", ("a",), (), max_steps=0)
