@@ -283,3 +283,22 @@ def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path):
     assert cli_main([str(path), "--checkpoint", str(tiny_checkpoint), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["same_exit_fraction"] == 1.0
     assert cli_main([str(tmp_path / "missing.mcap"), "--checkpoint", str(tiny_checkpoint)]) == 1
+
+
+def test_timer_mode_reuses_newest_pair_until_stale(executor, tiny_checkpoint):
+    from rclpy.parameter import Parameter
+
+    node = _started(executor, tiny_checkpoint, enabled=True, control_mode="timer", rate_hz=20.0,
+                    max_image_age_s=0.5)
+    drv = Driver(executor)
+    drv.instruct()
+    drv.spin(0.2)
+    drv.send_pair()
+    drv.spin(1.0)  # one pair, then silence: steps at 20 Hz while the pair is younger than 0.5 s
+    steps = node.stats.steps
+    assert 3 <= steps <= 12 and node.stats.stale >= 3
+    # ints are accepted for float parameters; wrong types are rejected with the parameter's name
+    generous = int(node.stack.profile.cost(node.stack.profile.num_exits)) + 1  # an int, above the full cost
+    assert node.set_parameters([Parameter("budget.average_gflops", value=generous)])[0].successful
+    bad = node.set_parameters([Parameter("max_image_age_s", value="soon")])[0]
+    assert not bad.successful and "max_image_age_s" in bad.reason

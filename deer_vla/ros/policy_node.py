@@ -69,8 +69,10 @@ class NodeStats:
 class PolicyNode(LifecycleNode):
     def __init__(self, name: str = "deer_vla_policy", **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
+        # Types are checked by parse_params (clear message naming the parameter and value), so
+        # `budget.average_gflops: 1` in YAML or `ros2 param set ... 1` is accepted as 1.0.
         for key, value in POLICY_DEFAULTS.items():
-            self.declare_parameter(key, value, ParameterDescriptor(dynamic_typing=False))
+            self.declare_parameter(key, value, ParameterDescriptor(dynamic_typing=True))
         self.add_on_set_parameters_callback(self._validate_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
         self.params: PolicyParams | None = None
