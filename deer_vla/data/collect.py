@@ -148,8 +148,8 @@ def rollout_episode(adapter: Any, seed: int, noise: float) -> Any:
     )
 
 
-def _collect_one(job: tuple[str, int, float, int, tuple[str, ...], int | None, bool]) -> EpisodeOutcome:
-    task, seed, noise, image_size, cameras, max_steps, keep_failures = job
+def _collect_one(job: tuple[str, int, float, int, tuple[str, ...], int | None]) -> EpisodeOutcome:
+    task, seed, noise, image_size, cameras, max_steps = job
     t0 = time.perf_counter()
     if task not in _ADAPTERS:
         from deer_vla.sim.metaworld_env import MetaWorldAdapter
@@ -158,7 +158,7 @@ def _collect_one(job: tuple[str, int, float, int, tuple[str, ...], int | None, b
     adapter = _ADAPTERS[task]
     ep = rollout_episode(adapter, seed, noise)
     written = False
-    if ep.success or keep_failures:
+    if ep.success:  # success-only dataset; failures are logged by the main process
         _WRITER["w"].write(ep)
         written = True
     return EpisodeOutcome(task, seed, ep.success, ep.length, ep.instruction, adapter.render_ms_per_frame,
@@ -235,7 +235,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
     t_start = time.perf_counter()
     ctx = get_context("spawn")
     bar = tqdm(total=total, initial=already, desc="collect", unit="ep", disable=not progress, dynamic_ncols=True)
-    job_args = (cfg.action_noise, cfg.image_size, cfg.cameras, cfg.max_steps, False)
+    job_args = (cfg.action_noise, cfg.image_size, cfg.cameras, cfg.max_steps)
     pending: dict[Future, str] = {}
     in_flight = {t.name: 0 for t in tasks}
     with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init,
@@ -349,7 +349,13 @@ def cli_main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"deer-vla collect: {msg}", file=sys.stderr)
         return 2
-    report = collect(cfg, progress=not args.no_progress)
+    from deer_vla.data.episodes import DatasetError
+
+    try:
+        report = collect(cfg, progress=not args.no_progress)
+    except DatasetError as e:  # an existing --out of another setup, or a bad file found by verify()
+        print(f"deer-vla collect: {e}", file=sys.stderr)
+        return 2
     v = report["verify"]
     print(f"collected into {cfg.out}: {v['episodes']} episodes, {v['steps']} steps, "
           f"{report['dataset_bytes'] / 2**20:.1f} MiB, {report['wall_s']:.0f} s (verified)")

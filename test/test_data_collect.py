@@ -1,0 +1,105 @@
+"""The expert collector: a real 2-worker run into a tiny dataset, resume, determinism, CLI errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deer_vla.data.collect import FAILURES_FILE, STATS_FILE, cli_main, rollout_episode
+from deer_vla.data.episodes import EpisodeDataset
+from deer_vla.sim.tasks import get_task
+
+
+def test_collector_writes_and_rereads_two_episodes(tmp_path: Path) -> None:
+    out = tmp_path / "demos"
+    args = ["--tasks", "coffee-button", "--episodes-per-task", "2", "--out", str(out), "--image-size", "32",
+            "--workers", "2", "--seed", "100", "--no-progress"]
+    assert cli_main(args) == 0
+    ds = EpisodeDataset(out)
+    summary = ds.verify()
+    assert summary["episodes"] == 2 and summary["successes"] == 2
+    assert ds.meta.image_size == 32 and ds.meta.cameras == ("static", "wrist") and ds.meta.proprio_dim == 4
+    task = get_task("coffee-button")
+    for i, seed in enumerate((100, 101)):
+        ep = ds.load(i)
+        assert ep.seed == seed and ep.success and ep.instruction in task.train_instructions
+        t = ep.length
+        assert 5 < t <= task.max_steps
+        assert ep.images["static"].shape == (t, 32, 32, 3) and ep.images["wrist"].shape == (t, 32, 32, 3)
+        assert ep.proprio.shape == (t, 4) and ep.actions.shape == (t, 4)
+        assert ep.images["static"].std() > 5
+        noise = ep.actions_executed - ep.actions
+        assert 0 < np.abs(noise).mean() < 0.2  # sigma 0.1, clipped
+    stats = json.loads((out / STATS_FILE).read_text())
+    assert stats["per_task"]["coffee-button"]["successes"] == 2
+    assert stats["per_task"]["coffee-button"]["render_ms_per_frame"] > 0
+    mtimes = [p.stat().st_mtime_ns for p in ds.paths]
+
+    # Resume: everything is on disk, nothing is re-collected.
+    assert cli_main(args) == 0
+    stats = json.loads((out / STATS_FILE).read_text())
+    assert stats["per_task"]["coffee-button"]["attempts"] == 0
+    assert [p.stat().st_mtime_ns for p in EpisodeDataset(out).paths] == mtimes
+
+
+def test_mixing_setups_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from deer_vla.data.episodes import DatasetMeta, EpisodeWriter
+    from deer_vla.sim.metaworld_env import ACTION_SPEC
+
+    out = tmp_path / "demos"
+    EpisodeWriter(out, DatasetMeta(cameras=("static", "wrist"), image_size=16, action_spec=ACTION_SPEC.to_dict(),
+                                   proprio_dim=4, tasks=["coffee-button"]))
+    args = ["--tasks", "coffee-button", "--out", str(out), "--image-size", "24", "--no-progress"]
+    assert cli_main(args) == 2
+    assert "recorded differently (image_size: 16 != 24)" in capsys.readouterr().err
+
+
+def test_failed_seeds_are_logged_and_skipped_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "demos"
+    # Two steps are far too few for the expert: every seed fails.
+    args = ["--tasks", "drawer-open", "--episodes-per-task", "1", "--out", str(out), "--image-size", "16",
+            "--cameras", "wrist", "--workers", "1", "--max-steps", "2", "--max-attempts-factor", "1",
+            "--no-progress"]
+    assert cli_main(args) == 1
+    assert "short of 1 episodes" in capsys.readouterr().err
+    failures = [json.loads(line) for line in (out / FAILURES_FILE).read_text().splitlines()]
+    assert sorted(f["seed"] for f in failures) == list(range(11))  # factor * N + 10 attempts
+    assert len(EpisodeDataset(out)) == 0
+    assert cli_main(args) == 1
+    stats = json.loads((out / STATS_FILE).read_text())
+    assert stats["per_task"]["drawer-open"]["attempts"] == 0  # logged failures are not retried
+
+
+def test_rollout_is_deterministic_per_seed() -> None:
+    from deer_vla.sim.metaworld_env import MetaWorldAdapter
+
+    with MetaWorldAdapter("coffee-button", image_size=16, cameras=("static",)) as adapter:
+        a = rollout_episode(adapter, seed=7, noise=0.1)
+        b = rollout_episode(adapter, seed=7, noise=0.1)
+        c = rollout_episode(adapter, seed=8, noise=0.1)
+    assert a.success and a.instruction == b.instruction
+    np.testing.assert_array_equal(a.actions_executed, b.actions_executed)
+    np.testing.assert_array_equal(a.images["static"], b.images["static"])
+    assert a.length != c.length or not np.array_equal(a.actions_executed, c.actions_executed)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--tasks", "drawer-open,teleport"], "unknown task 'teleport'; known tasks: button-press-topdown"),
+        (["--episodes-per-task", "0"], "--episodes-per-task must be >= 1, got 0"),
+        (["--image-size", "8"], "--image-size must be in 16..480, got 8"),
+        (["--workers", "0"], "--workers must be >= 1"),
+        (["--action-noise", "-0.5"], "--action-noise must be in [0, 1]"),
+        (["--action-noise", "nan"], "--action-noise must be in [0, 1]"),
+        (["--cameras", "static,belly"], "unknown camera(s) ['belly']"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+    ],
+)
+def test_bad_arguments_fail_clearly(tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str],
+                                    message: str) -> None:
+    assert cli_main(["--out", str(tmp_path / "x"), "--no-progress", *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
