@@ -59,17 +59,10 @@ class EvalConfig:
 
 
 def resolve_tasks(spec: str) -> list[str]:
-    """'all' or a comma list; unknown names raise with the list of known tasks (get_task)."""
-    from deer_vla.sim.tasks import TASK_SUITE, get_task
+    """'all' or a comma list; unknown names raise KeyError listing the known tasks."""
+    from deer_vla.sim.tasks import resolve_tasks as suite_tasks
 
-    if spec.strip() == "all":
-        return [t.name for t in _suite_specs(TASK_SUITE)]
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    return [get_task(n).name for n in names]
-
-
-def _suite_specs(suite: Any) -> list[Any]:
-    return list(suite.values()) if isinstance(suite, dict) else list(suite)
+    return [t.name for t in suite_tasks(spec)]
 
 
 def episode_plan(task: str, n: int, seed_offset: int, heldout: bool) -> list[tuple[int, str | None]]:

@@ -48,8 +48,7 @@ def iter_dataset_observations(dataset_dir: str | Path, cameras: Sequence[str], e
     root = Path(dataset_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"calibration dataset directory not found: {root}")
-    ds = EpisodeDataset(root)
-    ds.verify()
+    ds = EpisodeDataset(root)  # every episode is checksum-verified as it is loaded
     n = len(ds) if episodes is None else min(episodes, len(ds))
     if n == 0:
         raise ValueError(f"calibration dataset {root} holds no episodes")

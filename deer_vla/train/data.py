@@ -57,12 +57,22 @@ def load_episodes(
     if not root.is_dir():
         raise FileNotFoundError(f"dataset directory not found: {root} (record one with `deer-vla collect`)")
     dataset = EpisodeDataset(root)
-    dataset.verify()
-    n = len(dataset) if max_episodes is None else min(max_episodes, len(dataset))
-    if n == 0:
+    meta = dataset.meta
+    missing_cams = [c for c in cameras if c not in meta.cameras]
+    if missing_cams:
+        raise ValueError(f"dataset {root} has cameras {list(meta.cameras)}; the model needs {missing_cams} too")
+    if meta.action_dim != action_dim:
+        raise ValueError(
+            f"dataset {root} records {meta.action_dim}-D actions ({meta.action_spec}); the model's action spec "
+            f"has {action_dim} values"
+        )
+    if len(dataset) == 0:
         raise ValueError(f"dataset {root} holds no episodes")
+    n = len(dataset) if max_episodes is None else min(max_episodes, len(dataset))
+    # Spread a subset over the whole dataset (it is stored task by task); every file is checksum-verified on load.
+    chosen = np.unique(np.linspace(0, len(dataset) - 1, n).round().astype(int))
     out: list[EpisodeArrays] = []
-    for i in range(n):
+    for i in (int(j) for j in chosen):
         ep = dataset.load(i)
         missing = [c for c in cameras if c not in ep.images]
         if missing:
@@ -95,5 +105,6 @@ def load_episodes(
             )
         )
     mb = sum(sum(v.numel() for v in e.images.values()) for e in out) / 2**20
-    log.info("loaded %d episodes (%d steps, %.0f MiB of frames) from %s", n, sum(len(e.actions) for e in out), mb, root)
+    steps = sum(len(e.actions) for e in out)
+    log.info("loaded %d episodes (%d steps, %.0f MiB of frames) from %s", len(out), steps, mb, root)
     return out

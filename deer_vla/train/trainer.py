@@ -124,6 +124,9 @@ def batches(
             num_workers=cfg.num_workers,
             drop_last=True,
             persistent_workers=False,
+            # its own generator: creating an iterator must not consume the global RNG (dropout), or a
+            # resumed run (which starts an iterator mid-epoch) would diverge from an uninterrupted one
+            generator=torch.Generator().manual_seed(cfg.seed + epoch),
         )
         yield from loader
         epoch, skip = epoch + 1, 0
@@ -242,11 +245,11 @@ class Trainer:
     def _restore(self) -> None:
         assert self.resume_state is not None
         tensors, meta = self.resume_state
-        if meta.get("stage") != self.stage:
-            raise ValueError(f"resume state is for stage {meta.get('stage')!r}, expected {self.stage!r}")
-        optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
-        sched = {k: v for k, v in (meta.get("scheduler") or {}).items() if k != "lr_lambdas"}
-        self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
+        # A run stopped exactly at the end of the joint stage resumes into a fresh refine optimizer.
+        if meta.get("stage") == self.stage:
+            optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
+            sched = {k: v for k, v in (meta.get("scheduler") or {}).items() if k != "lr_lambdas"}
+            self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
         restore_rng(tensors, meta.get("rng", {}))
         self.history = list(meta.get("history", []))
         self.resume_state = None
@@ -270,11 +273,14 @@ class Trainer:
             (self.out / "train_history.json").write_text(json.dumps(self.history, indent=1))
 
     # -- main loop
-    def train(self) -> list[dict]:
+    def train(self, stop_at: int | None = None) -> list[dict]:
+        """Train to the end (or stop after global step ``stop_at``, checkpointing there, e.g. for a
+        time-sliced run that is later resumed); returns the logged history."""
         from tqdm import tqdm
 
         cfg = self.cfg
         total = cfg.total_steps
+        end = total if stop_at is None else min(stop_at, total)
         step = self.start_step
         if step >= total:
             log.info("already trained %d/%d steps; nothing to do", step, total)
@@ -290,12 +296,14 @@ class Trainer:
         bar = tqdm(total=total, initial=step, desc="train", disable=not self.show_progress, dynamic_ncols=True)
         t_last, n_last = time.perf_counter(), step
         running: dict[str, float] = {}
-        while step < total:
+        while True:
             stage = "joint" if step < cfg.joint.steps else "refine"
             if stage != self.stage:
                 self._setup_stage(stage)
                 if self.resume_state is not None:
                     self._restore()
+            if step >= end:
+                break
             gen.manual_seed((cfg.seed * 1_000_003 + self.info.rank) * 10_000_019 + step)
             self.objective.generator = gen
             batch = next(data).to(self.device)
@@ -316,7 +324,7 @@ class Trainer:
                 running[k] = running.get(k, 0.0) + v
             bar.update(1)
             bar.set_postfix(stage=stage, loss=f"{vals['loss']:.4f}")
-            if step % cfg.log_every == 0 or step == total:
+            if step % cfg.log_every == 0 or step == end:
                 n = step - n_last
                 now = time.perf_counter()
                 row = {"step": step, "stage": stage, "lr": self.optimizer.param_groups[0]["lr"]}
@@ -327,10 +335,10 @@ class Trainer:
                 if self.info.main:
                     with (self.out / "train_log.jsonl").open("a") as f:
                         f.write(json.dumps(row) + "\n")
-            if step % cfg.checkpoint_every == 0 and step < total:
+            if step % cfg.checkpoint_every == 0 and step < end:
                 self._save(step)
         bar.close()
-        self._save(step, final=True)
+        self._save(step, final=step == total)
         if self.info.world > 1:
             dist.barrier()
         return self.history

@@ -1,0 +1,102 @@
+"""Success vs LLM compute, side by side in one run: full model, every static exit, DeeR at >= 4 budgets, oracle.
+
+Prints the compute-reduction ratio of the dynamic controller at matched
+success (the cheapest budget whose success is within 1 point of the full
+model's) and the controller's compute relative to the oracle's, and writes
+the trade-off PNG. Ratios only: absolute numbers depend on the machine.
+
+    python bench/bench_tradeoff.py --quick            # < 3 min on 2 CPU cores
+    python bench/bench_tradeoff.py --episodes-per-task 20 --tasks all --workers 2
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from deer_vla.evaluation.evaluator import EvalConfig, evaluate, resolve_tasks  # noqa: E402
+
+DEFAULT_CKPT = REPO / "deer_vla" / "assets" / "default_checkpoint"
+
+
+def matched_success_report(summary: dict, modes: dict, tolerance_pts: float = 1.0) -> list[str]:
+    full = summary["full"]["overall"]
+    lines = [f"full model: success {100 * full['success_rate']:.1f}%, {full['mean_llm_gflops']:.4f} LLM GFLOPs/step"]
+    dyn = [(m, summary[m]["overall"]) for m in summary if modes[m]["kind"] == "dynamic"]
+    matched = [(m, s) for m, s in dyn if 100 * (full["success_rate"] - s["success_rate"]) <= tolerance_pts]
+    if matched:
+        name, best = min(matched, key=lambda ms: ms[1]["mean_llm_gflops"])
+        ratio = full["mean_llm_gflops"] / max(best["mean_llm_gflops"], 1e-12)
+        lines.append(
+            f"matched success (within {tolerance_pts:g} pt of full): {name} at "
+            f"{best['mean_llm_gflops']:.4f} LLM GFLOPs/step -> {ratio:.2f}x less LLM compute than full"
+        )
+    else:
+        lines.append(f"no dynamic budget kept success within {tolerance_pts:g} pt of the full model")
+    static = [(m, summary[m]["overall"]) for m in summary if modes[m]["kind"] == "fixed" and m != "full"]
+    s_matched = [(m, s) for m, s in static if 100 * (full["success_rate"] - s["success_rate"]) <= tolerance_pts]
+    if s_matched:
+        name, best = min(s_matched, key=lambda ms: ms[1]["mean_llm_gflops"])
+        lines.append(f"cheapest static exit at matched success: {name} "
+                     f"({full['mean_llm_gflops'] / max(best['mean_llm_gflops'], 1e-12):.2f}x less than full)")
+    oracle = [(m, summary[m]["overall"]) for m in summary if modes[m]["kind"] == "oracle"]
+    for oname, o in oracle:
+        for m, s in dyn:
+            lines.append(
+                f"{m}: controller compute / {oname} compute = "
+                f"{s['mean_llm_gflops'] / max(o['mean_llm_gflops'], 1e-12):.2f} "
+                f"(success {100 * s['success_rate']:.1f}% vs oracle {100 * o['success_rate']:.1f}%)"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=str(DEFAULT_CKPT))
+    p.add_argument("--dataset", default=str(REPO / "data" / "demos"), help="calibration demonstrations")
+    p.add_argument("--quick", action="store_true", help="3 tasks x 4 episodes, 80-step episodes")
+    p.add_argument("--tasks", default=None)
+    p.add_argument("--episodes-per-task", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--budgets", default="0.15,0.2,0.3,0.5")
+    p.add_argument("--oracle", type=float, default=0.05, help="oracle tolerance (criterion distance)")
+    p.add_argument("--calibration-episodes", type=int, default=None)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", default="bench_results/tradeoff")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from deer_vla.model.config import PolicyConfig
+
+    config = PolicyConfig.model_validate_json((Path(args.checkpoint) / "config.json").read_text())
+    n = int(config.num_exits)
+    tasks = resolve_tasks(args.tasks or "all")
+    if args.quick and args.tasks is None:
+        tasks = tasks[:3]
+    cfg = EvalConfig(
+        checkpoint=args.checkpoint,
+        tasks=tasks,
+        episodes_per_task=args.episodes_per_task or (4 if args.quick else 20),
+        budgets=[float(b) for b in args.budgets.split(",") if b.strip()],
+        exits=list(range(1, n)),
+        oracle_tolerance=args.oracle,
+        calibration_dataset=args.dataset,
+        calibration_episodes=args.calibration_episodes or (6 if args.quick else 30),
+        max_steps=args.max_steps or (80 if args.quick else None),
+        workers=args.workers,
+    )
+    t0 = time.perf_counter()
+    payload = evaluate(cfg, args.out, show_progress=True)
+    for line in matched_success_report(payload["summary"], payload["modes"]):
+        print(line)
+    print(f"wall time {time.perf_counter() - t0:.0f} s; plot {Path(args.out) / 'tradeoff.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
