@@ -103,3 +103,12 @@ def test_bad_arguments_fail_clearly(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli_main(["--out", str(tmp_path / "x"), "--no-progress", *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_expert_stats_matches_collector_rollouts() -> None:
+    from deer_vla.data.expert_stats import measure_task
+
+    r = measure_task("coffee-button", range(7, 9), 0.1, render_episodes=1, image_size=16)
+    assert r["episodes"] == 2 and r["success_rate"] == 1.0
+    assert 5 < r["mean_length"] <= r["max_length"] <= get_task("coffee-button").max_steps
+    assert r["render_ms_per_frame"] > 0 and r["step_ms_no_render"] > 0

@@ -114,3 +114,11 @@ def test_bad_configuration_errors() -> None:
             a.reset(seed=-1)
         with pytest.raises(ValueError, match="instruction"):
             a.reset(instruction="  ")
+
+
+def test_state_only_adapter_renders_nothing() -> None:
+    with mw.MetaWorldAdapter("handle-press", cameras=()) as a:
+        obs = a.reset(seed=2)
+        assert obs.images == {} and obs.proprio.shape == (4,)
+        a.step(a.expert_action())
+        assert a.render_ms_per_frame == 0.0

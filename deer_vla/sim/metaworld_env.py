@@ -81,7 +81,8 @@ class MetaWorldAdapter:
     """One Meta-World task as Observation in, normalised action out.
 
     ``task``: a suite name or TaskSpec. ``cameras``: slot names ("static",
-    "wrist") or raw Meta-World camera names. ``seed``: the first episode's
+    "wrist") or raw Meta-World camera names; an empty tuple renders nothing
+    (state-only rollouts, e.g. to measure the experts). ``seed``: the first episode's
     seed; ``reset()`` without a seed continues seed, seed+1, ...
     """
 
@@ -97,8 +98,8 @@ class MetaWorldAdapter:
         if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"image_size must be an int >= {MIN_IMAGE_SIZE}, got {image_size!r}")
         cameras = tuple(cameras)
-        if not cameras or len(set(cameras)) != len(cameras):
-            raise ValueError(f"cameras must be a non-empty list without repeats, got {cameras}")
+        if len(set(cameras)) != len(cameras):
+            raise ValueError(f"cameras must not repeat, got {cameras}")
         self.max_steps = int(self.task.max_steps if max_steps is None else max_steps)
         self.image_size = image_size
         self.cameras = cameras
@@ -119,7 +120,7 @@ class MetaWorldAdapter:
         max_w, max_h = model.vis.global_.offwidth, model.vis.global_.offheight
         if image_size > min(max_w, max_h):
             raise ValueError(f"image_size {image_size} exceeds the offscreen buffer {max_w}x{max_h}")
-        self._renderer = mujoco.Renderer(model, image_size, image_size)
+        self._renderer = mujoco.Renderer(model, image_size, image_size) if cameras else None
         self._expert = _expert_for(self.task.env_name)
         self._next_seed = int(seed)
         self._state: np.ndarray | None = None
@@ -201,6 +202,7 @@ class MetaWorldAdapter:
         """HxWx3 uint8 RGB from one of this adapter's cameras."""
         if camera not in self._cam_ids:
             raise ValueError(f"camera {camera!r} not configured; this adapter has {list(self.cameras)}")
+        assert self._renderer is not None
         t0 = time.perf_counter()
         self._renderer.update_scene(self._env.data, camera=self._cam_ids[camera])
         for flag in _NO_FX:
@@ -233,7 +235,7 @@ class MetaWorldAdapter:
     def close(self) -> None:
         if self._renderer is not None:
             self._renderer.close()
-            self._renderer = None  # type: ignore[assignment]
+            self._renderer = None
         if self._env is not None:
             self._env.close()
             self._env = None

@@ -1,0 +1,86 @@
+"""Measure the scripted experts: success rate, episode length, step and render cost per task.
+
+The rollouts are the collector's own (same per-(task, seed) noise and
+paraphrase), without cameras, so seed s here has the outcome it has in
+`deer-vla collect`; render cost is timed on a few extra episodes with cameras.
+
+    python -m deer_vla.data.expert_stats --tasks all --seeds 100 --action-noise 0.1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+
+def measure_task(task: str, seeds: range, noise: float, render_episodes: int, image_size: int) -> dict[str, Any]:
+    from deer_vla.data.collect import rollout_episode
+    from deer_vla.sim.metaworld_env import MetaWorldAdapter
+
+    lengths, successes = [], []
+    with MetaWorldAdapter(task, cameras=()) as adapter:
+        t0 = time.perf_counter()
+        for s in seeds:
+            ep = rollout_episode(adapter, s, noise)
+            lengths.append(ep.length)
+            successes.append(ep.success)
+        step_ms = 1000 * (time.perf_counter() - t0) / max(1, sum(lengths))
+    render_ms = None
+    if render_episodes > 0:
+        with MetaWorldAdapter(task, image_size=image_size) as adapter:
+            for s in list(seeds)[:render_episodes]:
+                rollout_episode(adapter, s, noise)
+            render_ms = adapter.render_ms_per_frame
+    ok = [n for n, good in zip(lengths, successes) if good]
+    return {
+        "task": task,
+        "episodes": len(lengths),
+        "success_rate": float(np.mean(successes)),
+        "mean_length": float(np.mean(ok)) if ok else None,
+        "max_length": int(max(ok)) if ok else None,
+        "step_ms_no_render": step_ms,
+        "render_ms_per_frame": render_ms,
+    }
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m deer_vla.data.expert_stats", description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="all")
+    p.add_argument("--seeds", type=int, default=100, help="episodes per task (seeds --seed ..)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--action-noise", type=float, default=0.1)
+    p.add_argument("--render-episodes", type=int, default=2, help="episodes per task timed with both cameras")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    args = p.parse_args(argv)
+    from deer_vla.sim.tasks import resolve_tasks
+
+    try:
+        tasks = resolve_tasks(args.tasks)
+        if args.seeds < 1 or args.seed < 0 or not 0 <= args.action_noise <= 1:
+            raise ValueError(f"need --seeds >= 1, --seed >= 0, --action-noise in [0, 1]; got {args.seeds}, "
+                             f"{args.seed}, {args.action_noise}")
+    except (KeyError, ValueError) as e:
+        print(f"expert_stats: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    rows = []
+    print(f"{'task':22s} success  mean len  max len  step ms  render ms/frame")
+    for t in tasks:
+        r = measure_task(t.name, range(args.seed, args.seed + args.seeds), args.action_noise, args.render_episodes,
+                         args.image_size)
+        rows.append(r)
+        render = f"{r['render_ms_per_frame']:.1f}" if r["render_ms_per_frame"] is not None else "-"
+        print(f"{t.name:22s} {r['success_rate']:7.0%}  {r['mean_length'] or 0:8.1f}  {r['max_length'] or 0:7d}  "
+              f"{r['step_ms_no_render']:7.2f}  {render}", flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())
