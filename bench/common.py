@@ -1,0 +1,144 @@
+"""Helpers shared by bench_memory and bench_latency: checkpoints, observations, statistics, ratios.
+
+Benchmarks compare configurations measured side by side in one run; they
+print ratios next to the absolute figures, which depend on the machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python bench/x.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+from deer_vla.core import LatencyStats, Observation  # noqa: E402
+
+DEFAULT_CHECKPOINT = REPO / "deer_vla" / "assets" / "default_checkpoint"
+
+
+def instructions() -> list[str]:
+    """The task suite's training instructions (tokenizer vocabulary and synthetic prompts)."""
+    from deer_vla.sim.tasks import TASK_SUITE
+
+    return [text for task in TASK_SUITE.values() for text in task.train_instructions]
+
+
+def build_random_checkpoint(preset: str, out_dir: Path, seed: int = 0) -> Path:
+    """A checkpoint of ``preset`` with random weights: costs do not depend on the weights' values."""
+    import torch
+
+    from deer_vla.model.checkpoint import save_checkpoint
+    from deer_vla.model.policy import MultiExitPolicy
+    from deer_vla.model.presets import preset_config
+    from deer_vla.model.tokenizer import build_word_tokenizer
+
+    torch.manual_seed(seed)
+    model = MultiExitPolicy(preset_config(preset)).eval()
+    save_checkpoint(model, build_word_tokenizer(instructions()), out_dir)
+    return out_dir
+
+
+def checkpoint_config(checkpoint: Path) -> dict:
+    """The raw config.json of a checkpoint directory (clear error when it is not one)."""
+    path = Path(checkpoint) / "config.json"
+    if not path.is_file():
+        raise SystemExit(f"{checkpoint} is not a deer_vla checkpoint directory (no config.json)")
+    return json.loads(path.read_text())
+
+
+def synthetic_observations(
+    cameras: tuple[str, ...], image_size: int, proprio_dim: int, episodes: int, steps: int, seed: int
+) -> list[list[Observation]]:
+    """Random-pixel camera frames with suite instructions: the model's cost does not depend on the content."""
+    rng = np.random.default_rng(seed)
+    texts = instructions()
+    out = []
+    for _ in range(episodes):
+        text = texts[int(rng.integers(len(texts)))]
+        episode = []
+        for t in range(steps):
+            images = {c: rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8) for c in cameras}
+            proprio = rng.uniform(-1, 1, proprio_dim).astype(np.float32) if proprio_dim else None
+            episode.append(Observation(images=images, instruction=text, proprio=proprio, stamp_ns=t))
+        out.append(episode)
+    return out
+
+
+def recorded_observations(
+    dataset: Path, cameras: tuple[str, ...], episodes: int, steps: int, skip: int = 0
+) -> list[list[Observation]]:
+    """Observations of recorded demonstration episodes ``skip .. skip+episodes-1`` (first ``steps`` steps each)."""
+    from deer_vla.data.episodes import EpisodeDataset
+
+    ds = EpisodeDataset(dataset)
+    if len(ds) < skip + episodes:
+        raise SystemExit(f"dataset {dataset} has {len(ds)} episodes; this run needs {skip + episodes}")
+    out = []
+    for i in range(skip, skip + episodes):
+        ep = ds.load(i)
+        missing = [c for c in cameras if c not in ep.images]
+        if missing:
+            raise SystemExit(f"dataset episode {i} lacks camera(s) {missing} the checkpoint needs")
+        n = min(steps, ep.length)
+        out.append([
+            Observation(
+                images={c: ep.images[c][t] for c in cameras},
+                instruction=ep.instruction,
+                proprio=None if ep.proprio is None else ep.proprio[t],
+                stamp_ns=t,
+            )
+            for t in range(n)
+        ])
+    return out
+
+
+def latency_stats(samples_ms: list[float] | np.ndarray) -> LatencyStats:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("no latency samples")
+    q = np.percentile(a, [50, 95, 99])
+    return LatencyStats(median_ms=float(q[0]), p95_ms=float(q[1]), p99_ms=float(q[2]), samples=int(a.size))
+
+
+def ratio(a: float, b: float) -> float:
+    """a / b, inf when b is 0 (printed as such, never hidden)."""
+    return float("inf") if b == 0 else a / b
+
+
+def mib(n_bytes: float) -> float:
+    return n_bytes / 2**20
+
+
+def machine_description(device: str) -> str:
+    """One line naming the CPU (and GPU) the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    desc = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        desc += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return desc
+
+
+def check_device(device: str) -> str:
+    """Validate --device: "cpu", "cuda" or "cuda:N", and that CUDA is really present when asked for."""
+    import torch
+
+    if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise SystemExit(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: torch sees no CUDA device on this machine")
+    return device
