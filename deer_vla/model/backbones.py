@@ -1,0 +1,205 @@
+"""Hugging Face backbones: decoder layers of a causal LM (Llama / Qwen2 / GPT-2) and CLIP / SigLIP vision.
+
+The decoder is rebuilt from its HF config dict with only the layers that are
+loaded (partial loading builds fewer layers, so memory really shrinks). Each
+family differs only in how positions enter: rotary embeddings from the model's
+own ``rotary_emb`` (Llama, Qwen2) or learned absolute positions (GPT-2). The
+attention mask is an additive (B,1,L,L) causal+padding bias, the same thing
+HF's eager attention adds to its scores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deer_vla.model.config import LMConfig, VisionConfig
+
+_FAMILY_CLASSES = {
+    "llama": ("LlamaConfig", "LlamaModel"),
+    "qwen2": ("Qwen2Config", "Qwen2Model"),
+    "gpt2": ("GPT2Config", "GPT2Model"),
+}
+_MODEL_TYPE_TO_FAMILY = {"llama": "llama", "qwen2": "qwen2", "gpt2": "gpt2"}
+
+
+def hf_lm_config(lm: LMConfig, num_layers: int | None = None) -> Any:
+    import transformers
+
+    cfg_cls = getattr(transformers, _FAMILY_CLASSES[lm.family][0])
+    data = {k: v for k, v in lm.hf_config.items() if k not in ("model_type", "architectures", "transformers_version")}
+    cfg = cfg_cls(**data)
+    if num_layers is not None:
+        if lm.family == "gpt2":
+            cfg.n_layer = num_layers
+        else:
+            cfg.num_hidden_layers = num_layers
+            if getattr(cfg, "layer_types", None) is not None:
+                cfg.layer_types = list(cfg.layer_types)[:num_layers]
+    if lm.family == "qwen2" and getattr(cfg, "use_sliding_window", False):
+        raise ValueError("lm.hf_config: Qwen2 sliding-window attention is not supported (set use_sliding_window=false)")
+    cfg._attn_implementation = "eager"  # plain matmuls: countable FLOPs, same maths as HF's eager path
+    return cfg
+
+
+@dataclass
+class TextContext:
+    """Per-forward tensors every decoder layer needs (positions and mask)."""
+
+    bias: torch.Tensor  # (B,1,L,L) additive
+    position_ids: torch.Tensor  # (1,L)
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None  # rotary (cos, sin)
+
+
+class DecoderStack(nn.Module):
+    """Token embeddings + the first ``num_layers`` decoder layers of an HF causal LM family."""
+
+    def __init__(self, lm: LMConfig, num_layers: int) -> None:
+        super().__init__()
+        import transformers
+
+        self.family = lm.family
+        self.hf_config = hf_lm_config(lm, num_layers)
+        base = getattr(transformers, _FAMILY_CLASSES[lm.family][1])(self.hf_config)
+        if lm.family == "gpt2":
+            self.embed_tokens, self.embed_positions, self.layers = base.wte, base.wpe, base.h
+            self.rotary_emb = None
+        else:
+            self.embed_tokens, self.embed_positions, self.layers = base.embed_tokens, None, base.layers
+            self.rotary_emb = base.rotary_emb
+        del base  # final norm / other parts are not used: exits pool intermediate states
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.embed_tokens.weight.shape[1])
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, TextContext]:
+        vocab = self.embed_tokens.weight.shape[0]
+        if int(input_ids.max()) >= vocab or int(input_ids.min()) < 0:
+            raise ValueError(f"token id out of range for the LM vocabulary of {vocab} (tokenizer/model mismatch)")
+        b, n = input_ids.shape
+        h = self.embed_tokens(input_ids)
+        pos = torch.arange(n, device=input_ids.device).unsqueeze(0)
+        rope = None
+        if self.embed_positions is not None:
+            h = h + self.embed_positions(pos)
+        if self.rotary_emb is not None:
+            rope = self.rotary_emb(h, pos)
+        keep = torch.ones(n, n, dtype=torch.bool, device=h.device).tril() & attention_mask.bool()[:, None, None, :]
+        bias = torch.zeros(keep.shape, dtype=h.dtype, device=h.device).masked_fill(~keep, torch.finfo(h.dtype).min)
+        return h, TextContext(bias=bias, position_ids=pos, position_embeddings=rope)
+
+    def layer(self, i: int, hidden: torch.Tensor, ctx: TextContext) -> torch.Tensor:
+        block = self.layers[i]
+        if self.family == "gpt2":
+            out = block(hidden, attention_mask=ctx.bias)
+        else:
+            out = block(hidden, attention_mask=ctx.bias, position_ids=ctx.position_ids,
+                        position_embeddings=ctx.position_embeddings)
+        return out[0] if isinstance(out, tuple) else out
+
+
+class HFVisionTower(nn.Module):
+    """CLIP / SigLIP vision transformer -> patch features (B, N, D)."""
+
+    def __init__(self, vision: VisionConfig) -> None:
+        super().__init__()
+        import transformers
+
+        assert vision.hf_config is not None
+        names = {"clip": ("CLIPVisionConfig", "CLIPVisionModel"), "siglip": ("SiglipVisionConfig", "SiglipVisionModel")}
+        cfg_name, model_name = names[vision.kind]
+        data = {k: v for k, v in vision.hf_config.items() if k not in ("model_type", "architectures",
+                                                                       "transformers_version")}
+        cfg = getattr(transformers, cfg_name)(**data)
+        cfg._attn_implementation = "eager"
+        self.model = getattr(transformers, model_name)(cfg)
+        self.kind = vision.kind
+        self.out_dim = int(cfg.hidden_size)
+        self._patches = (int(cfg.image_size) // int(cfg.patch_size)) ** 2 + (1 if vision.kind == "clip" else 0)
+
+    def num_patches(self, image_size: int) -> int:
+        return self._patches
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=images).last_hidden_state
+
+
+# --- loading real backbones from local directories ----------------------------------------
+
+
+def _require_dir(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_dir() or not (p / "config.json").is_file():
+        raise FileNotFoundError(f"{what} directory {p} not found or has no config.json (local HF directories only)")
+    return p
+
+
+def lm_config_from_dir(path: str | Path, **overrides: Any) -> LMConfig:
+    """LMConfig for the causal LM saved (save_pretrained) in a local directory."""
+    import transformers
+
+    p = _require_dir(path, "language model")
+    hf = transformers.AutoConfig.from_pretrained(p, local_files_only=True)
+    family = _MODEL_TYPE_TO_FAMILY.get(hf.model_type)
+    if family is None:
+        raise ValueError(f"unsupported LM family '{hf.model_type}' in {p}; supported: {sorted(_FAMILY_CLASSES)}")
+    data = hf.to_dict()
+    return LMConfig(family=family, hf_config=data, path=str(p), **overrides)  # type: ignore[arg-type]
+
+
+def vision_config_from_dir(path: str | Path, **overrides: Any) -> VisionConfig:
+    """VisionConfig for a CLIP / SigLIP model (full or vision-only) saved in a local directory."""
+    import transformers
+
+    p = _require_dir(path, "vision model")
+    hf = transformers.AutoConfig.from_pretrained(p, local_files_only=True)
+    vis = getattr(hf, "vision_config", hf)
+    kind = {"clip_vision_model": "clip", "siglip_vision_model": "siglip"}.get(vis.model_type)
+    if kind is None:
+        raise ValueError(f"unsupported vision model '{hf.model_type}' in {p}; supported: CLIP, SigLIP")
+    mean_std: dict[str, Any] = {}
+    if kind == "clip":
+        mean_std = {"image_mean": [0.4815, 0.4578, 0.4082], "image_std": [0.2686, 0.2613, 0.2758]}
+    return VisionConfig(kind=kind, hf_config=vis.to_dict(), path=str(p), **{**mean_std, **overrides})
+
+
+def load_pretrained_lm(stack: DecoderStack, path: str | Path) -> None:
+    """Copy the LM's pretrained embeddings and (loaded) decoder layers from a local directory."""
+    import transformers
+
+    base = transformers.AutoModel.from_pretrained(_require_dir(path, "language model"), local_files_only=True)
+    if stack.family == "gpt2":
+        parts = [(stack.embed_tokens, base.wte), (stack.embed_positions, base.wpe)]
+        layers = base.h
+    else:
+        parts = [(stack.embed_tokens, base.embed_tokens)]
+        layers = base.layers
+    parts += list(zip(stack.layers, layers))
+    for ours, theirs in parts:
+        ours.load_state_dict(theirs.state_dict())
+
+
+def load_pretrained_vision(tower: HFVisionTower, path: str | Path) -> None:
+    import transformers
+
+    p = _require_dir(path, "vision model")
+    cls = transformers.CLIPVisionModel if tower.kind == "clip" else transformers.SiglipVisionModel
+    src = cls.from_pretrained(p, local_files_only=True)
+    tower.model.load_state_dict(src.state_dict())
+
+
+def tokenizer_from_dir(path: str | Path) -> Any:
+    """The LM's own tokenizer from its local directory; right padding, pad = eos when it has none."""
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(_require_dir(path, "tokenizer"), local_files_only=True)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(f"tokenizer in {path} has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok

@@ -1,0 +1,182 @@
+"""PolicyConfig: everything needed to rebuild a MultiExitPolicy (stored as a checkpoint's config.json).
+
+Unknown keys are rejected everywhere (a typo must not silently fall back to a
+default). The language model's architecture is stored as the Hugging Face
+config dict of its family, so a checkpoint rebuilds without the original
+directory; ``path`` only says where pretrained weights came from.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from deer_vla.core import ActionSpec
+
+LMFamily = Literal["llama", "qwen2", "gpt2"]
+VisionKind = Literal["cnn", "clip", "siglip"]
+
+
+# HF config key aliases (GPT-2 spells them n_layer / n_embd / n_head)
+_HF_KEYS = {
+    "layers": ("num_hidden_layers", "n_layer"),
+    "hidden": ("hidden_size", "n_embd"),
+    "heads": ("num_attention_heads", "n_head"),
+    "vocab": ("vocab_size",),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VisionConfig(_Strict):
+    kind: VisionKind = "cnn"
+    # built-in CNN: output channels of each stride-2 conv stage (the last one is the patch feature size)
+    channels: list[int] = Field(default_factory=lambda: [16, 32, 64])
+    # HF vision tower (clip / siglip): its config dict (vision part) and where weights were loaded from
+    hf_config: dict[str, Any] | None = None
+    path: str | None = None
+    freeze: bool = True
+    image_mean: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
+    image_std: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
+
+    @model_validator(mode="after")
+    def _check(self) -> VisionConfig:
+        if self.kind == "cnn":
+            if not self.channels or any(c <= 0 for c in self.channels):
+                raise ValueError(f"vision.channels must be non-empty positive ints, got {self.channels}")
+        elif self.hf_config is None:
+            raise ValueError(f"vision.kind={self.kind!r} needs vision.hf_config (use backbones.vision_config_from_dir)")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or any(s <= 0 for s in self.image_std):
+            raise ValueError(f"vision.image_mean/std need 3 values (std > 0), got {self.image_mean} {self.image_std}")
+        return self
+
+
+class ResamplerConfig(_Strict):
+    num_latents: int = Field(8, ge=1)
+    depth: int = Field(1, ge=1)
+    heads: int = Field(4, ge=1)
+    ff_mult: int = Field(2, ge=1)
+
+
+class LMConfig(_Strict):
+    family: LMFamily = "llama"
+    hf_config: dict[str, Any]
+    path: str | None = None  # local HF directory the decoder weights were initialised from (informational)
+    cross_attn_every: int = Field(2, ge=1)  # gated cross-attention before layers 0, n, 2n, ...
+    cross_attn_heads: int = Field(4, ge=1)
+    cross_attn_ff_mult: int = Field(2, ge=1)
+    max_text_len: int = Field(32, ge=1)  # instruction tokens (longer ones are truncated); profile length
+
+    @field_validator("hf_config")
+    @classmethod
+    def _has_layers(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for names in _HF_KEYS.values():
+            if not any(n in v for n in names):
+                raise ValueError(f"lm.hf_config lacks '{names[0]}'")
+        return v
+
+    def _get(self, key: str) -> int:
+        return int(next(self.hf_config[n] for n in _HF_KEYS[key] if n in self.hf_config))
+
+    @property
+    def num_layers(self) -> int:
+        return self._get("layers")
+
+    @property
+    def hidden_size(self) -> int:
+        return self._get("hidden")
+
+    @property
+    def vocab_size(self) -> int:
+        return self._get("vocab")
+
+
+class ExitConfig(_Strict):
+    # either every k layers, or explicit cumulative layer counts at which exits sit (last = all layers)
+    layers_per_exit: int | None = Field(1, ge=1)
+    boundaries: list[int] | None = None
+
+
+class HeadConfig(_Strict):
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(2, ge=1)
+    proprio_embed: int = Field(16, ge=1)
+    aux_hidden: int = Field(64, ge=1)
+
+
+class PolicyConfig(_Strict):
+    cameras: list[str] = Field(default_factory=lambda: ["static", "wrist"])
+    image_size: int = Field(64, ge=8)
+    proprio_dim: int = Field(4, ge=0)
+    action: dict[str, Any] = Field(default_factory=lambda: ActionSpec(axes=("x", "y", "z")).to_dict())
+    vision: VisionConfig = Field(default_factory=VisionConfig)
+    resampler: ResamplerConfig = Field(default_factory=ResamplerConfig)
+    lm: LMConfig
+    exits: ExitConfig = Field(default_factory=ExitConfig)
+    head: HeadConfig = Field(default_factory=HeadConfig)
+
+    @field_validator("cameras")
+    @classmethod
+    def _cams(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v) or any(not c for c in v):
+            raise ValueError(f"cameras must be non-empty unique names, got {v}")
+        return v
+
+    @field_validator("action")
+    @classmethod
+    def _action(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return ActionSpec.from_dict(v).to_dict()  # raises ValueError naming the bad field
+
+    @model_validator(mode="after")
+    def _check(self) -> PolicyConfig:
+        self.segment_ends()  # validates the exit layout
+        h = self.lm.hidden_size
+        head_counts = (("resampler.heads", self.resampler.heads), ("lm.cross_attn_heads", self.lm.cross_attn_heads))
+        for name, heads in head_counts:
+            if h % heads:
+                raise ValueError(f"{name}={heads} must divide the LM hidden size {h}")
+        if self.vision.kind != "cnn" and self.vision.hf_config is not None:
+            size = self.vision.hf_config.get("image_size")
+            if size is not None and int(size) != self.image_size:
+                raise ValueError(f"image_size={self.image_size} differs from the vision tower's image_size {size}")
+        return self
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        return ActionSpec.from_dict(self.action)
+
+    def segment_ends(self) -> list[int]:
+        """Cumulative number of decoder layers run at each exit (1-based exits -> index k-1)."""
+        n = self.lm.num_layers
+        if self.exits.boundaries is not None:
+            ends = list(self.exits.boundaries)
+            if not ends or any(b <= a for a, b in zip([0, *ends], ends)) or ends[-1] != n:
+                raise ValueError(f"exits.boundaries must increase strictly from >0 and end at {n} layers, got {ends}")
+            return ends
+        k = self.exits.layers_per_exit
+        if k is None or n % k:
+            raise ValueError(f"exits.layers_per_exit={k} must divide the {n} decoder layers (or set exits.boundaries)")
+        return list(range(k, n + 1, k))
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.segment_ends())
+
+    def cross_attn_layers(self) -> list[int]:
+        """0-based decoder layer indices preceded by a gated cross-attention block."""
+        return list(range(0, self.lm.num_layers, self.lm.cross_attn_every))
+
+
+def format_validation_error(exc: Exception) -> str:
+    """A pydantic ValidationError as one line per problem, naming the key path."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for err in errors():
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "<root>"
+        msg = "unknown key (not allowed)" if err.get("type") == "extra_forbidden" else err.get("msg", "")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)

@@ -1,0 +1,78 @@
+"""Action heads: the shared recurrent (LSTM) head and per-exit auxiliary heads (training only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from deer_vla.model.config import HeadConfig
+
+LSTMState = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class HeadOutput:
+    motion: torch.Tensor  # (B,T,C) in [-1, 1]
+    gripper_logit: torch.Tensor  # (B,T); > 0 means "closed"
+    hidden: LSTMState | None  # recurrent state after the last step (None for aux heads)
+
+
+class _ProprioInput(nn.Module):
+    """features (B,T,D) [+ projected proprio (B,T,P)] -> head input; missing proprio counts as zeros."""
+
+    def __init__(self, feature_dim: int, proprio_dim: int, embed: int) -> None:
+        super().__init__()
+        self.proprio_dim = proprio_dim
+        self.proprio = nn.Linear(proprio_dim, embed) if proprio_dim > 0 else None
+        self.out_dim = feature_dim + (embed if proprio_dim > 0 else 0)
+
+    def forward(self, features: torch.Tensor, proprio: torch.Tensor | None) -> torch.Tensor:
+        if features.dim() != 3:
+            raise ValueError(f"head features must be (B,T,D), got shape {tuple(features.shape)}")
+        if self.proprio is None:
+            return features
+        if proprio is None:
+            proprio = features.new_zeros(*features.shape[:2], self.proprio_dim)
+        if proprio.shape != (*features.shape[:2], self.proprio_dim):
+            raise ValueError(f"proprio must be (B,T,{self.proprio_dim}) = {(*features.shape[:2], self.proprio_dim)}, "
+                             f"got {tuple(proprio.shape)}")
+        return torch.cat([features, self.proprio(proprio.to(features.dtype))], dim=-1)
+
+
+class ActionHead(nn.Module):
+    """LSTM over per-step exit features; shared by all exits."""
+
+    def __init__(self, feature_dim: int, proprio_dim: int, num_continuous: int, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.inputs = _ProprioInput(feature_dim, proprio_dim, cfg.proprio_embed)
+        self.lstm = nn.LSTM(self.inputs.out_dim, cfg.hidden, num_layers=cfg.layers, batch_first=True)
+        self.norm = nn.LayerNorm(cfg.hidden)
+        self.motion = nn.Linear(cfg.hidden, num_continuous)
+        self.gripper = nn.Linear(cfg.hidden, 1)
+
+    def forward(self, features: torch.Tensor, proprio: torch.Tensor | None = None,
+                hidden: LSTMState | None = None) -> HeadOutput:
+        out, new_hidden = self.lstm(self.inputs(features, proprio), hidden)
+        out = self.norm(out)
+        return HeadOutput(torch.tanh(self.motion(out)), self.gripper(out).squeeze(-1), new_hidden)
+
+
+class AuxHead(nn.Module):
+    """Per-exit MLP head (no history): an extra training signal at every exit."""
+
+    def __init__(self, feature_dim: int, proprio_dim: int, num_continuous: int, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.inputs = _ProprioInput(feature_dim, proprio_dim, cfg.proprio_embed)
+        self.mlp = nn.Sequential(nn.LayerNorm(self.inputs.out_dim), nn.Linear(self.inputs.out_dim, cfg.aux_hidden),
+                                 nn.GELU(), nn.Linear(cfg.aux_hidden, num_continuous + 1))
+
+    def forward(self, features: torch.Tensor, proprio: torch.Tensor | None = None,
+                hidden: LSTMState | None = None) -> HeadOutput:
+        out = self.mlp(self.inputs(features, proprio))
+        return HeadOutput(torch.tanh(out[..., :-1]), out[..., -1], None)
+
+
+def gripper_value(logit: torch.Tensor) -> torch.Tensor:
+    """Gripper logit -> action value in [-1, 1] (+1 closed): 2*sigmoid(logit) - 1."""
+    return torch.tanh(logit / 2)

@@ -1,0 +1,130 @@
+"""PolicyRunner: the model as a deer_vla.core.SegmentedPolicy over numpy Observations (batch of one).
+
+Per step: ``begin_step`` encodes images + instruction, ``run_next_exit`` runs
+one more segment and returns that exit's candidate action computed from the
+*committed* head state of the previous step, ``commit(k)`` adopts exit k's
+head state (the head's history then holds exit k's feature for this step).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deer_vla.core import ActionSpec, CostProfile, Observation
+from deer_vla.model.head import LSTMState, gripper_value
+from deer_vla.model.policy import MultiExitPolicy, SegmentState
+from deer_vla.model.preprocess import images_to_tensor
+
+PROFILE_FILE = "profile.json"
+
+
+class PolicyRunner:
+    def __init__(self, model: MultiExitPolicy, tokenizer: Any, device: str | torch.device = "cpu",
+                 profile: CostProfile | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self._profile = profile
+        self._token_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.reset()
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: str | Path, max_exit: int | None = None, device: str = "cpu") -> PolicyRunner:
+        from deer_vla.model.checkpoint import load_checkpoint
+
+        model, tokenizer = load_checkpoint(ckpt, max_exit=max_exit, device=device)
+        profile = None
+        saved = Path(ckpt) / PROFILE_FILE
+        if saved.is_file():
+            full = CostProfile.load(saved)
+            if full.num_exits == model.config.num_exits and full.device == torch.device(device).type:
+                profile = full.truncated(model.num_exits)
+        return cls(model, tokenizer, device=device, profile=profile)
+
+    # -- properties the controller / node read
+    @property
+    def num_exits(self) -> int:
+        return self.model.num_exits
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        return self.model.config.action_spec
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self.model.config.cameras)
+
+    @property
+    def cost_profile(self) -> CostProfile:
+        """Saved profile.json of the checkpoint (truncated to the loaded exits), else measured here once."""
+        if self._profile is None:
+            from deer_vla.model.profiling import profile_policy
+
+            self._profile = profile_policy(self.model, device=self.device, warmup=2, iters=5)
+        return self._profile
+
+    # -- SegmentedPolicy
+    def reset(self) -> None:
+        self._committed: LSTMState | None = None
+        self._state: SegmentState | None = None
+        self._proprio: torch.Tensor | None = None
+        self._candidates: dict[int, tuple[np.ndarray, LSTMState]] = {}
+
+    def _tokens(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if instruction not in self._token_cache:
+            if len(self._token_cache) > 256:  # bounded: instructions change rarely
+                self._token_cache.clear()
+            enc = self.tokenizer([instruction], truncation=True, max_length=self.model.config.lm.max_text_len,
+                                 return_tensors="pt")
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            if ids.shape[1] == 0 or int(mask.sum()) == 0:
+                raise ValueError(f"instruction {instruction!r} tokenizes to nothing")
+            self._token_cache[instruction] = (ids.to(self.device), mask.to(self.device))
+        return self._token_cache[instruction]
+
+    @torch.inference_mode()
+    def begin_step(self, observation: Observation) -> None:
+        observation.validate(self.cameras)
+        size = self.model.config.image_size
+        images = {c: images_to_tensor([observation.images[c]], size).to(self.device) for c in self.cameras}
+        ids, mask = self._tokens(observation.instruction)
+        p = self.model.config.proprio_dim
+        proprio = None
+        if p > 0:
+            if observation.proprio is None:
+                raise ValueError(f"the policy needs proprioception ({p} values); observation has none")
+            arr = np.asarray(observation.proprio, dtype=np.float32).reshape(-1)
+            if arr.shape[0] != p:
+                raise ValueError(f"proprioception has {arr.shape[0]} values, the policy expects {p}")
+            proprio = torch.from_numpy(arr).to(self.device).view(1, 1, p)
+        self._proprio = proprio
+        self._state = self.model.encode(images, ids, mask)
+        self._candidates = {}
+
+    @torch.inference_mode()
+    def run_next_exit(self) -> np.ndarray:
+        if self._state is None:
+            raise RuntimeError("run_next_exit before begin_step")
+        self._state = self.model.run_segment(self._state)
+        k = self._state.exit_index
+        assert self._state.feature is not None
+        out = self.model.head(self._state.feature.unsqueeze(1), self._proprio, self._committed)
+        raw = torch.cat([out.motion[0, -1], gripper_value(out.gripper_logit[0, -1:])]).float().cpu().numpy()
+        if not np.all(np.isfinite(raw)):
+            raise FloatingPointError(f"exit {k} produced a non-finite action {raw} (bad weights or inputs)")
+        assert out.hidden is not None
+        self._candidates[k] = (self.action_spec.clip(raw), out.hidden)
+        return self._candidates[k][0]
+
+    def commit(self, exit_index: int) -> np.ndarray:
+        if exit_index not in self._candidates:
+            raise ValueError(f"commit({exit_index}): that exit has not run this step (ran {sorted(self._candidates)})")
+        action, hidden = self._candidates[exit_index]
+        self._committed = hidden
+        self._state = None  # the step is over: a new begin_step is required
+        self._candidates = {}
+        return action

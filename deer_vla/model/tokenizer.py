@@ -1,0 +1,41 @@
+"""Word-level instruction tokenizer (built locally with the `tokenizers` library, no downloads)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+def build_word_tokenizer(texts: Iterable[str], max_length: int = 64) -> Any:
+    """Lower-cased words and punctuation of ``texts`` -> PreTrainedTokenizerFast (pad id 0, unk id 1)."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    pre = pre_tokenizers.Whitespace()
+    words: set[str] = set()
+    for text in texts:
+        if not isinstance(text, str):
+            raise ValueError(f"tokenizer texts must be strings, got {type(text).__name__}")
+        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    if not words:
+        raise ValueError("build_word_tokenizer needs at least one non-empty text")
+    vocab = {PAD: 0, UNK: 1} | {w: i + 2 for i, w in enumerate(sorted(words))}
+    tok = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK, padding_side="right",
+                                   model_max_length=max_length)
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(Path(path), local_files_only=True)
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
