@@ -168,9 +168,11 @@ class Trainer:
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.num_threads)
         self.out = Path(cfg.output_dir)
+        if self.info.main:
+            self.out.mkdir(parents=True, exist_ok=True)
         self.show_progress = show_progress and self.info.main
         torch.manual_seed(cfg.seed)
-        self.start_step = 0
+        self.start_step = 0  # where this process began (0, or the resumed checkpoint's step)
         self.resume_state: tuple[dict, dict] | None = None
         self.history: list[dict] = []
 
@@ -203,6 +205,7 @@ class Trainer:
         self.dataset = WindowDataset(self.episodes, cfg.window, cfg.shift_pad, cfg.paraphrase, cfg.seed)
         self.objective = DeerObjective(self.model, cfg.loss)
         self.stage: str | None = None
+        self.step = self.start_step  # global optimizer steps done
 
     # -- stage setup
     def _setup_stage(self, stage: str) -> None:
@@ -281,11 +284,11 @@ class Trainer:
         cfg = self.cfg
         total = cfg.total_steps
         end = total if stop_at is None else min(stop_at, total)
-        step = self.start_step
+        step = self.step
         if step >= total:
             log.info("already trained %d/%d steps; nothing to do", step, total)
             return self.history
-        collate = make_collate(self.tokenizer)
+        collate = make_collate(self.tokenizer, int(self.model.config.lm.max_text_len))
         data = batches(self.dataset, cfg, self.info, collate, step)
         gen = torch.Generator()
         amp = (
@@ -318,6 +321,7 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             step += 1
+            self.step = step
             vals = {"loss": float(loss.detach()), **{k: float(v) for k, v in metrics.items()}}
             vals["grad_norm"] = float(gnorm)
             for k, v in vals.items():

@@ -111,13 +111,18 @@ class WindowDataset(Dataset):
         }
 
 
-def make_collate(tokenizer: Callable) -> Callable[[list[dict]], WindowBatch]:
-    """Collate window dicts into a WindowBatch: stack, scale images to [0, 1], tokenize with padding."""
+def make_collate(tokenizer: Callable, max_text_len: int | None = None) -> Callable[[list[dict]], WindowBatch]:
+    """Collate window dicts into a WindowBatch: stack, scale images to [0, 1], tokenize with padding
+    (truncated to ``max_text_len`` like the runner does at run time)."""
 
     def collate(items: list[dict]) -> WindowBatch:
         cams = items[0]["images"].keys()
         images = {c: torch.stack([it["images"][c] for it in items]).float().div_(255.0) for c in cams}
-        tok = tokenizer([it["instruction"] for it in items], padding=True, return_tensors="pt")
+        texts = [it["instruction"] for it in items]
+        if max_text_len is None:
+            tok = tokenizer(texts, padding=True, return_tensors="pt")
+        else:
+            tok = tokenizer(texts, padding=True, truncation=True, max_length=max_text_len, return_tensors="pt")
         proprio = None if items[0]["proprio"] is None else torch.stack([it["proprio"] for it in items]).float()
         return WindowBatch(
             images=images,

@@ -1,0 +1,119 @@
+"""Calibration and closed-loop evaluation end to end with a tiny model in the real simulator."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from deer_vla.control.thresholds import Thresholds
+from deer_vla.evaluation.evaluator import cli_main as evaluate_main
+from deer_vla.evaluation.evaluator import parse_exits
+from deer_vla.evaluation.report import summarize
+from deer_vla.evaluation.rollout import EpisodeResult
+from deer_vla.sim.metaworld_env import ACTION_SPEC
+from deer_vla.train.calibrate import cli_main as calibrate_main
+from deer_vla.train.synthetic import write_tiny_dataset
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An untrained tiny policy with Meta-World's action layout + a 2-episode dataset for it."""
+    from deer_vla.model.checkpoint import save_checkpoint
+    from deer_vla.model.policy import MultiExitPolicy
+    from deer_vla.model.presets import preset_config
+    from deer_vla.model.tokenizer import build_word_tokenizer
+
+    cfg = preset_config("tiny")
+    cfg = cfg.model_copy(update={"action": ACTION_SPEC.to_dict(), "proprio_dim": 4})
+    cfg = type(cfg).model_validate(cfg.model_dump())
+    torch.manual_seed(0)
+    model = MultiExitPolicy(cfg)
+    tok = build_word_tokenizer(["open the drawer", "pull the drawer out", "drawer open now"])
+    root = tmp_path_factory.mktemp("eval")
+    save_checkpoint(model, tok, root / "ckpt")
+    data = write_tiny_dataset(root / "demos", tuple(cfg.cameras), int(cfg.image_size), 4, ACTION_SPEC.to_dict(),
+                              tasks=("drawer-open",), length=6)
+    return root / "ckpt", data
+
+
+def _mid_fraction(ckpt: Path) -> float:
+    from deer_vla.model.runner import PolicyRunner
+
+    llm = PolicyRunner.from_checkpoint(ckpt).cost_profile.llm_gflops
+    return (llm[0] + llm[-1]) / 2 / llm[-1]
+
+
+def test_calibrate_writes_valid_thresholds(checkpoint: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    ckpt, data = checkpoint
+    frac = _mid_fraction(ckpt)
+    out = tmp_path / "cal"
+    rc = calibrate_main(["--checkpoint", str(ckpt), "--dataset", str(data), "--average-budget-fraction",
+                         f"{frac:.6f}", "--episodes", "1", "--out", str(out)])
+    assert rc == 0
+    from deer_vla.core import CostProfile
+
+    profile = CostProfile.load(out / "profile.json")
+    th = Thresholds.load(out / "thresholds.json", num_exits=profile.num_exits)
+    assert th.method == "quantile" and th.budget is not None
+    assert th.expected_cost is not None and th.expected_cost <= th.budget.average_gflops + 1e-9
+    assert sum(th.exit_distribution) == pytest.approx(1.0)
+    report = json.loads(capsys.readouterr().out)
+    assert report["calibration_steps"] == 6
+    # an impossible budget is a clear CLI error, not a traceback
+    assert calibrate_main(["--checkpoint", str(ckpt), "--dataset", str(data), "--average-budget-fraction", "1.5",
+                           "--out", str(out)]) == 2
+    assert "fraction" in capsys.readouterr().err
+
+
+def test_evaluator_one_short_episode_end_to_end(checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    ckpt, data = checkpoint
+    frac = _mid_fraction(ckpt)
+    out = tmp_path / "eval"
+    rc = evaluate_main([
+        "--checkpoint", str(ckpt), "--tasks", "drawer-open", "--episodes-per-task", "1", "--max-steps", "3",
+        "--budgets", f"{frac:.6f}", "--exits", "1,all", "--oracle", "0.05", "--calibration-dataset", str(data),
+        "--calibration-episodes", "1", "--out", str(out), "--no-progress",
+    ])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    modes = list(res["summary"])
+    assert modes[0] == "full" and "exit1" in modes and any(m.startswith("dyn") for m in modes)
+    assert any(m.startswith("oracle") for m in modes)
+    for m in modes:
+        st = res["summary"][m]["overall"]
+        assert st["episodes"] == 1 and 1 <= st["steps"] <= 3
+        assert 0 <= st["ci95_low"] <= st["success_rate"] <= st["ci95_high"] <= 1
+    full, exit1 = res["summary"]["full"]["overall"], res["summary"]["exit1"]["overall"]
+    assert full["mean_exit"] == res["modes"]["full"]["exit"] and exit1["mean_exit"] == 1
+    assert exit1["mean_llm_gflops"] < full["mean_llm_gflops"]
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["mode"] for r in rows} == set(modes) and {r["task"] for r in rows} == {"drawer-open", "ALL"}
+    assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_arguments_are_clear_errors(checkpoint: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    ckpt, _ = checkpoint
+    assert evaluate_main(["--checkpoint", str(ckpt), "--tasks", "no-such-task", "--out", str(tmp_path)]) == 2
+    assert "unknown task" in capsys.readouterr().err
+    assert evaluate_main(["--checkpoint", str(ckpt), "--tasks", "drawer-open", "--budgets", "1.5"]) == 2
+    assert "budgets" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="exit"):
+        parse_exits("1,x")
+
+
+def test_summary_pools_tasks_and_counts_exits() -> None:
+    rs = [
+        EpisodeResult("m", "a", 0, "i", True, 10, 10.0, 20.0, [5, 5]),
+        EpisodeResult("m", "b", 1, "i", False, 30, 90.0, 120.0, [0, 30]),
+    ]
+    s = summarize(rs, ["m"])["m"]
+    assert s["overall"]["success_rate"] == 0.5 and s["overall"]["steps"] == 40
+    assert s["overall"]["mean_llm_gflops"] == pytest.approx(100 / 40)
+    assert s["overall"]["mean_exit"] == pytest.approx((5 + 2 * 35) / 40)
+    assert set(s["tasks"]) == {"a", "b"}
