@@ -1,0 +1,358 @@
+"""Model: config validation, segment-at-a-time == one-shot, checkpoints (partial, malformed), runner, profile."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deer_vla.core import Observation
+from deer_vla.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from deer_vla.model.config import PolicyConfig
+from deer_vla.model.head import gripper_value
+from deer_vla.model.policy import MultiExitPolicy
+from deer_vla.model.presets import preset_config
+from deer_vla.model.profiling import analytic_llm_flops, count_flops, profile_policy
+from deer_vla.model.runner import PolicyRunner
+from deer_vla.model.tokenizer import build_word_tokenizer, load_tokenizer
+
+TEXTS = ["open the drawer", "push the red button to the left", "close the window"]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[MultiExitPolicy, object]:
+    torch.manual_seed(0)
+    model = MultiExitPolicy(preset_config("tiny")).eval()
+    # open the gates so cross-attention really changes the LM (gates start closed)
+    with torch.no_grad():
+        for block in model.xattn.values():
+            block.attn_gate.fill_(0.7)
+            block.ff_gate.fill_(-0.4)
+    return model, build_word_tokenizer(TEXTS)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny, tmp_path_factory) -> Path:
+    model, tok = tiny
+    return save_checkpoint(model, tok, tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+def _inputs(model: MultiExitPolicy, tok, batch: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    s = model.config.image_size
+    enc = tok(TEXTS[:batch], padding=True, return_tensors="pt")
+    images = {c: torch.rand(batch, 3, s, s, generator=g) for c in model.config.cameras}
+    proprio = torch.rand(batch, model.config.proprio_dim, generator=g)
+    return images, enc["input_ids"], enc["attention_mask"], proprio
+
+
+def _obs(model: MultiExitPolicy, seed: int, instruction: str = "open the drawer", size: int = 48) -> Observation:
+    rng = np.random.default_rng(seed)
+    imgs = {c: rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for c in model.config.cameras}
+    return Observation(images=imgs, instruction=instruction, proprio=rng.uniform(-1, 1, model.config.proprio_dim))
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+def test_presets_validate_and_roundtrip_json():
+    for name in ("tiny", "default", "1b"):
+        cfg = preset_config(name)
+        assert PolicyConfig.model_validate_json(cfg.model_dump_json()) == cfg
+    d = preset_config("default")
+    assert d.num_exits == 12 and d.lm.hidden_size == 128 and d.image_size == 64
+    assert d.cross_attn_layers() == [0, 2, 4, 6, 8, 10]
+    with pytest.raises(ValueError, match="unknown model preset 'huge'"):
+        preset_config("huge")
+
+
+def test_config_rejects_unknown_and_bad_keys():
+    data = preset_config("tiny").model_dump()
+    data["head"]["hiden"] = 3
+    with pytest.raises(ValueError, match="hiden"):
+        PolicyConfig.model_validate(data)
+    data = preset_config("tiny").model_dump()
+    data["exits"] = {"layers_per_exit": None, "boundaries": [1, 3, 3]}
+    with pytest.raises(ValueError, match="boundaries"):
+        PolicyConfig.model_validate(data)
+    data["exits"] = {"layers_per_exit": 3, "boundaries": None}
+    with pytest.raises(ValueError, match="must divide the 4 decoder layers"):
+        PolicyConfig.model_validate(data)
+    data["exits"] = {"layers_per_exit": None, "boundaries": [1, 4]}
+    assert PolicyConfig.model_validate(data).segment_ends() == [1, 4]
+
+
+# --- forward --------------------------------------------------------------------------------
+
+
+def test_gates_start_closed():
+    model = MultiExitPolicy(preset_config("tiny"))
+    assert len(model.xattn) == 2
+    gates = [float(g.detach()) for b in model.xattn.values() for g in (b.attn_gate, b.ff_gate)]
+    assert gates == [0.0] * 4
+
+
+@pytest.mark.parametrize("boundaries", [None, [1, 3, 4]])
+def test_segment_at_a_time_equals_one_shot_for_every_exit(tiny, boundaries):
+    model, tok = tiny
+    if boundaries is not None:
+        data = model.config.model_dump()
+        data["exits"] = {"layers_per_exit": None, "boundaries": boundaries}
+        model2 = MultiExitPolicy(PolicyConfig.model_validate(data)).eval()
+        model2.load_state_dict({k: v for k, v in model.state_dict().items() if k in model2.state_dict()},
+                               strict=False)
+        model = model2
+    images, ids, mask, proprio = _inputs(model, tok)
+    assert not bool(mask.all()), "the batch should contain padding"
+    with torch.no_grad():
+        full = model.exit_features(images, ids, mask, proprio)
+        assert full.shape == (3, model.num_exits, model.feature_dim)
+        state = model.encode(images, ids, mask, proprio)
+        for k in range(1, model.num_exits + 1):
+            state = model.run_segment(state)
+            assert state.exit_index == k
+            truncated = model.exit_features(images, ids, mask, proprio, max_exit=k)
+            assert truncated.shape[1] == k
+            torch.testing.assert_close(state.feature, truncated[:, -1], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(state.feature, full[:, k - 1], rtol=1e-5, atol=1e-6)
+            a = model.head(state.feature[:, None], proprio[:, None])
+            b = model.head(truncated[:, -1:], proprio[:, None])
+            torch.testing.assert_close(a.motion, b.motion)
+            torch.testing.assert_close(a.gripper_logit, b.gripper_logit)
+        with pytest.raises(IndexError, match="already ran"):
+            model.run_segment(state)
+    # exits differ from each other (the features really come from different depths)
+    assert float((full[:, 0] - full[:, -1]).abs().max()) > 1e-3
+
+
+def test_padding_does_not_change_features(tiny):
+    model, tok = tiny
+    images, _, _, proprio = _inputs(model, tok, batch=1)
+    short = tok(["open the drawer"], return_tensors="pt")
+    padded = tok(["open the drawer"], padding="max_length", max_length=9, return_tensors="pt")
+    with torch.no_grad():
+        a = model.exit_features(images, short["input_ids"], short["attention_mask"], proprio)
+        b = model.exit_features(images, padded["input_ids"], padded["attention_mask"], proprio)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_heads_output_shapes_and_ranges(tiny):
+    model, _ = tiny
+    feats = torch.randn(2, 5, model.feature_dim) * 10
+    with torch.no_grad():
+        out = model.head(feats, torch.randn(2, 5, 4))
+    assert out.motion.shape == (2, 5, 3) and out.gripper_logit.shape == (2, 5)
+    assert float(out.motion.abs().max()) <= 1.0
+    assert len(model.aux_heads) == model.num_exits
+    aux = model.aux_heads[0](feats, None)
+    assert aux.motion.shape == (2, 5, 3) and aux.hidden is None
+    with pytest.raises(ValueError, match="proprio must be"):
+        model.head(feats, torch.randn(2, 5, 3))
+    # the LSTM run step by step with carried state equals the run over the whole window
+    h = None
+    for t in range(5):
+        step = model.head(feats[:, t : t + 1], torch.zeros(2, 1, 4), h)
+        h = step.hidden
+    torch.testing.assert_close(step.motion[:, 0], model.head(feats, torch.zeros(2, 5, 4)).motion[:, -1])
+
+
+# --- tokenizer ------------------------------------------------------------------------------
+
+
+def test_word_tokenizer_roundtrip(tmp_path):
+    tok = build_word_tokenizer(TEXTS)
+    enc = tok(["Open the DRAWER", "open the cupboard"], padding=True)
+    assert enc["input_ids"][0][:3] == tok("open the drawer")["input_ids"]
+    assert tok.unk_token_id in enc["input_ids"][1] and tok.pad_token_id == 0
+    tok.save_pretrained(tmp_path)
+    back = load_tokenizer(tmp_path)
+    assert back("push the red button")["input_ids"] == tok("push the red button")["input_ids"]
+    assert len(back) == len(tok)
+    with pytest.raises(ValueError, match="at least one"):
+        build_word_tokenizer(["   "])
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def test_checkpoint_roundtrip_and_partial_loading(tiny, ckpt):
+    model, tok = tiny
+    assert sorted(p.name for p in ckpt.iterdir()) >= ["config.json", "model.safetensors", "tokenizer.json"]
+    loaded, tok2 = load_checkpoint(ckpt)
+    images, ids, mask, proprio = _inputs(model, tok)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.exit_features(images, ids, mask, proprio),
+                                   model.exit_features(images, ids, mask, proprio))
+    assert tok2("open the drawer")["input_ids"] == tok("open the drawer")["input_ids"]
+
+    full_prof = profile_policy(loaded, latency=False)
+    counts = []
+    for k in range(1, model.num_exits + 1):
+        part, _ = load_checkpoint(ckpt, max_exit=k)
+        assert part.num_exits == k and len(part.lm.layers) == part.segment_ends[-1]
+        n_params = sum(p.numel() for p in part.parameters())
+        n_bytes = sum(t.numel() * t.element_size() for t in [*part.parameters(), *part.buffers()])
+        assert n_params == full_prof.params[k - 1] and n_bytes == full_prof.weight_bytes[k - 1]
+        with torch.no_grad():
+            torch.testing.assert_close(part.exit_features(images, ids, mask, proprio),
+                                       model.exit_features(images, ids, mask, proprio, max_exit=k))
+        counts.append(n_params)
+    assert all(a < b for a, b in zip(counts, counts[1:]))
+    with pytest.raises(CheckpointError, match="max_exit=9"):
+        load_checkpoint(ckpt, max_exit=9)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_malformed_checkpoints_fail_clearly(tiny, ckpt, tmp_path):
+    model, tok = tiny
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope")
+    d = _copy(ckpt, tmp_path / "no_weights")
+    (d / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_checkpoint(d)
+    d = _copy(ckpt, tmp_path / "no_tok")
+    (d / "tokenizer.json").unlink()
+    (d / "tokenizer_config.json").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer"):
+        load_checkpoint(d)
+    d = _copy(ckpt, tmp_path / "extra_key")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["resampler"]["num_latens"] = 4
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"resampler\.num_latens: unknown key"):
+        load_checkpoint(d)
+    d = _copy(ckpt, tmp_path / "missing_key")
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["lm"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="lm: Field required"):
+        load_checkpoint(d)
+    d = _copy(ckpt, tmp_path / "shape")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["head"]["hidden"] = 48
+    (d / "config.json").write_text(json.dumps(cfg))
+    msg = r"'head\.lstm\.weight_ih_l0' has shape \(128, 40\), config expects \(192, 40\)"
+    with pytest.raises(CheckpointError, match=msg):
+        load_checkpoint(d)
+    d = _copy(ckpt, tmp_path / "layers")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["lm"]["hf_config"]["num_hidden_layers"] = 6
+    cfg["exits"]["layers_per_exit"] = 2
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"missing tensors \['lm\.layers\.4\."):
+        load_checkpoint(d)
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="invalid"):
+        load_checkpoint(d)
+    big = build_word_tokenizer([" ".join(f"w{i}" for i in range(600))])
+    with pytest.raises(CheckpointError, match="LM vocabulary"):
+        save_checkpoint(model, big, tmp_path / "big_vocab")
+    part, _ = load_checkpoint(ckpt, max_exit=2)
+    with pytest.raises(CheckpointError, match="partially loaded"):
+        save_checkpoint(part, tok, tmp_path / "partial")
+
+
+# --- runner ---------------------------------------------------------------------------------
+
+
+def test_runner_commit_advances_only_with_the_committed_exit(tiny, ckpt):
+    model, tok = tiny
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    assert runner.num_exits == 4 and runner.cameras == ("static", "wrist") and runner.action_spec.dim == 4
+    obs0, obs1 = _obs(model, 0), _obs(model, 1)
+
+    runner.begin_step(obs0)
+    step0 = [runner.run_next_exit() for _ in range(runner.num_exits)]
+    assert all(a.shape == (4,) and np.all(np.abs(a) <= 1) for a in step0)
+    assert not np.allclose(step0[0], step0[-1])
+    np.testing.assert_array_equal(runner.commit(2), step0[1])
+    runner.begin_step(obs1)
+    step1 = [runner.run_next_exit() for _ in range(3)]
+
+    # reference by hand: head history = [exit-2 feature of step 0], candidates from that state
+    size = model.config.image_size
+    from deer_vla.model.preprocess import images_to_tensor
+
+    def feats(obs):
+        imgs = {c: images_to_tensor([obs.images[c]], size) for c in model.config.cameras}
+        enc = tok([obs.instruction], return_tensors="pt")
+        return model.exit_features(imgs, enc["input_ids"], enc["attention_mask"])[0]
+
+    with torch.no_grad():
+        f0, f1 = feats(obs0), feats(obs1)
+        p0 = torch.tensor(obs0.proprio, dtype=torch.float32).view(1, 1, -1)
+        p1 = torch.tensor(obs1.proprio, dtype=torch.float32).view(1, 1, -1)
+        h = model.head(f0[1].view(1, 1, -1), p0).hidden
+        for k in range(3):
+            out = model.head(f1[k].view(1, 1, -1), p1, h)
+            ref = torch.cat([out.motion[0, 0], gripper_value(out.gripper_logit[0])]).numpy()
+            np.testing.assert_allclose(step1[k], ref, rtol=1e-5, atol=1e-6)
+        # committing a different exit at step 0 would have given different step-1 actions
+        h_other = model.head(f0[3].view(1, 1, -1), p0).hidden
+        other = model.head(f1[0].view(1, 1, -1), p1, h_other).motion[0, 0].numpy()
+    assert not np.allclose(other, step1[0][:3])
+    with pytest.raises(ValueError, match=r"commit\(4\): that exit has not run"):
+        runner.commit(4)
+
+    # reset clears history: the first step after reset repeats step 0 exactly
+    runner.reset()
+    runner.begin_step(obs0)
+    np.testing.assert_array_equal(runner.run_next_exit(), step0[0])
+
+
+def test_runner_rejects_bad_inputs_and_nan(tiny, ckpt, tmp_path):
+    model, _ = tiny
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    with pytest.raises(RuntimeError, match="before begin_step"):
+        runner.run_next_exit()
+    obs = _obs(model, 0)
+    obs.proprio = np.array([0.0, np.nan, 0.0, 0.0])
+    with pytest.raises(ValueError, match="NaN"):
+        runner.begin_step(obs)
+    obs = _obs(model, 0)
+    obs.proprio = np.zeros(3)
+    with pytest.raises(ValueError, match="expects 4"):
+        runner.begin_step(obs)
+    obs = _obs(model, 0)
+    del obs.images["wrist"]
+    with pytest.raises(ValueError, match="wrist"):
+        runner.begin_step(obs)
+    # NaN weights -> a clear error, never a NaN action
+    broken = PolicyRunner.from_checkpoint(ckpt)
+    with torch.no_grad():
+        broken.model.head.motion.bias.fill_(float("nan"))
+    broken.begin_step(_obs(model, 0))
+    with pytest.raises(FloatingPointError, match="exit 1 produced a non-finite action"):
+        broken.run_next_exit()
+
+
+def test_runner_partial_and_profile(ckpt):
+    full = PolicyRunner.from_checkpoint(ckpt)
+    part = PolicyRunner.from_checkpoint(ckpt, max_exit=2)
+    assert part.num_exits == 2
+    pf, pp = full.cost_profile, part.cost_profile
+    assert pp.llm_gflops == pytest.approx(pf.llm_gflops[:2])
+    assert pp.params == pf.params[:2] and pp.weight_bytes == pf.weight_bytes[:2]
+    assert pf.has_latency() and len(pf.segment_latency) == 4 and pf.encode_latency.median_ms > 0
+
+
+# --- FLOPs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text_len", [5, 16])
+def test_counted_llm_flops_match_analytic(tiny, text_len):
+    model, _ = tiny
+    counted = np.cumsum(count_flops(model, text_len)["segments"])
+    np.testing.assert_allclose(counted, analytic_llm_flops(model.config, text_len), rtol=1e-9)
+    prof = profile_policy(model, latency=False, text_len=text_len)
+    assert prof.total_gflops[0] > prof.llm_gflops[0] and not prof.has_latency()
+    assert prof.llm_gflops[-1] / prof.llm_gflops[0] > 2
