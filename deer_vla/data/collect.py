@@ -89,7 +89,7 @@ class EpisodeOutcome:
     success: bool
     length: int
     instruction: str
-    render_ms: float  # mean per camera frame in this episode's worker so far
+    render_ms: float  # mean wall time per camera frame in this episode
     wall_s: float
     written: bool
 
@@ -156,13 +156,16 @@ def _collect_one(job: tuple[str, int, float, int, tuple[str, ...], int | None]) 
 
         _ADAPTERS[task] = MetaWorldAdapter(task, image_size=image_size, cameras=cameras, max_steps=max_steps)
     adapter = _ADAPTERS[task]
+    r_s, r_n = adapter.render_counters
     ep = rollout_episode(adapter, seed, noise)
+    r_s2, r_n2 = adapter.render_counters
+    render_ms = 1000.0 * (r_s2 - r_s) / max(1, r_n2 - r_n)
     written = False
     if ep.success:  # success-only dataset; failures are logged by the main process
         _WRITER["w"].write(ep)
         written = True
-    return EpisodeOutcome(task, seed, ep.success, ep.length, ep.instruction, adapter.render_ms_per_frame,
-                          time.perf_counter() - t0, written)
+    return EpisodeOutcome(task, seed, ep.success, ep.length, ep.instruction, render_ms, time.perf_counter() - t0,
+                          written)
 
 
 # --- main side ---------------------------------------------------------------------------------

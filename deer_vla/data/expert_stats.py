@@ -47,6 +47,25 @@ def measure_task(task: str, seeds: range, noise: float, render_episodes: int, im
     }
 
 
+def render_benchmark(task: str, image_size: int, frames: int) -> dict[str, float]:
+    """Median / p95 ms of one frame per camera slot, rendering a fixed scene in a tight loop."""
+    from deer_vla.sim.metaworld_env import MetaWorldAdapter
+
+    out: dict[str, float] = {}
+    with MetaWorldAdapter(task, image_size=image_size) as adapter:
+        adapter.reset(seed=0)
+        for cam in adapter.cameras:
+            adapter.render(cam)  # warm-up: first frame uploads textures
+            times = []
+            for _ in range(frames):
+                t0 = time.perf_counter()
+                adapter.render(cam)
+                times.append(1000 * (time.perf_counter() - t0))
+            out[f"{cam}_median_ms"] = float(np.median(times))
+            out[f"{cam}_p95_ms"] = float(np.percentile(times, 95))
+    return out
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deer_vla.data.expert_stats", description=__doc__.splitlines()[0])
     p.add_argument("--tasks", default="all")
@@ -55,6 +74,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--action-noise", type=float, default=0.1)
     p.add_argument("--render-episodes", type=int, default=2, help="episodes per task timed with both cameras")
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--render-bench", type=int, default=0, metavar="FRAMES",
+                   help="only time FRAMES renders per camera of the first task at --image-size")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     from deer_vla.sim.tasks import resolve_tasks
@@ -67,6 +88,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as e:
         print(f"expert_stats: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    if args.render_bench > 0:
+        bench = render_benchmark(tasks[0].name, args.image_size, args.render_bench)
+        print(f"{tasks[0].name} {args.image_size}x{args.image_size}: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in bench.items()))
+        return 0
     rows = []
     print(f"{'task':22s} success  mean len  max len  step ms  render ms/frame")
     for t in tasks:

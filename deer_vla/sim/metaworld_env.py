@@ -228,6 +228,11 @@ class MetaWorldAdapter:
         return self._steps
 
     @property
+    def render_counters(self) -> tuple[float, int]:
+        """(seconds spent rendering, frames rendered) since construction."""
+        return self._render_s, self._frames
+
+    @property
     def render_ms_per_frame(self) -> float:
         """Mean wall time of one camera frame since construction (0 before the first)."""
         return 1000.0 * self._render_s / self._frames if self._frames else 0.0
