@@ -31,12 +31,12 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 def build_tiny_checkpoint(out_dir: Path) -> Path:
     """The "tiny" model preset with random weights; thresholds 0 (every step runs all exits)."""
     import torch
+
+    from deer_vla.control.thresholds import Thresholds
     from deer_vla.model.checkpoint import save_checkpoint
     from deer_vla.model.policy import MultiExitPolicy
     from deer_vla.model.presets import preset_config
     from deer_vla.model.tokenizer import build_word_tokenizer
-
-    from deer_vla.control.thresholds import Thresholds
 
     torch.manual_seed(0)
     model = MultiExitPolicy(preset_config("tiny")).eval()
@@ -82,6 +82,8 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int) -> dict:
         driver.create_subscription(String, "step_record", lambda m: records.append(StepRecord.from_json(m.data)), 100)
         driver.create_publisher(String, "instruction", INSTRUCTION_QOS).publish(String(data="reach the red goal"))
         pubs = [driver.create_publisher(Image, t, qos_profile_sensor_data) for t in policy.params.image_topics]
+        proprio_pub = driver.create_publisher(Float32MultiArray, policy.params.proprio_topic or "proprio",
+                                              qos_profile_sensor_data)
         rng = np.random.default_rng(0)
         round_trip, model, lost = [], [], 0
         while policy.instruction is None:
@@ -93,6 +95,8 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int) -> dict:
                 f.header.stamp = stamp
             arrived.clear()
             n_records = len(records)
+            if policy.stack.proprio_dim:  # the step waits for proprioception too: send it first
+                proprio_pub.publish(Float32MultiArray(data=[0.0] * policy.stack.proprio_dim))
             for pub, frame in reversed(list(zip(pubs, frames))):
                 if pub is pubs[0]:
                     t0 = time.perf_counter_ns()

@@ -47,7 +47,7 @@ class Driver:
     """Plays camera + instruction publisher and action/record subscriber around a policy node."""
 
     def __init__(self, executor: Any, name: str = "test_driver", topics: tuple[str, ...] = (
-        "camera/static/image_raw", "camera/wrist/image_raw")) -> None:
+        "camera/static/image_raw", "camera/wrist/image_raw"), proprio_dim: int = 4) -> None:
         import rclpy
         from geometry_msgs.msg import TwistStamped
         from rclpy.qos import qos_profile_sensor_data
@@ -69,6 +69,8 @@ class Driver:
         self.node.create_subscription(String, "step_record", self.records.append, 100)
         self.instruction_pub = self.node.create_publisher(String, "instruction", INSTRUCTION_QOS)
         self.image_pubs = [self.node.create_publisher(Image, t, qos_profile_sensor_data) for t in topics]
+        self.proprio_dim = proprio_dim
+        self.proprio_pub = self.node.create_publisher(Float32MultiArray, "proprio", qos_profile_sensor_data)
         self.rng = np.random.default_rng(0)
 
     def instruct(self, text: str = INSTRUCTIONS[0]) -> None:
@@ -85,7 +87,12 @@ class Driver:
         return rgb_to_image_msg(self.rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8), stamp)
 
     def send_pair(self, age_s: float = 0.0, first: Any = None) -> None:
-        """One new image per camera (``first`` replaces camera 1's): one event-driven step."""
+        """Proprioception, then one new image per camera (``first`` replaces camera 1's): one event-driven step."""
+        from std_msgs.msg import Float32MultiArray
+
+        if self.proprio_dim:
+            values = self.rng.uniform(-1, 1, self.proprio_dim)
+            self.proprio_pub.publish(Float32MultiArray(data=[float(v) for v in values]))
         for pub in reversed(self.image_pubs[1:]):
             pub.publish(self.image(age_s))
         self.image_pubs[0].publish(first if first is not None else self.image(age_s))

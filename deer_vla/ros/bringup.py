@@ -248,7 +248,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     print(f"\n=== deer-vla demo: {len(results)} episode(s){'' if finished else ' (timed out)'} ===")
     print(f"success rate      {report['success_rate']:.2f} ({sum(r['success'] for r in results)}/{len(results)})")
     print(f"average exit      {report['mean_exit']:.2f} of {stack.full_profile.num_exits}")
-    print(f"compute per step  {mean_cost:.4f} {metric} vs {full:.4f} for the full model "
+    print(f"compute per step  {mean_cost:.4g} {metric} vs {full:.4g} for the full model "
           f"-> {100 * report['compute_saved'] + 0.0:.1f}% saved")
     print(f"step log (JSONL)  {report['log']}")
     print(f"step log (MCAP)   {report['mcap']}")

@@ -92,14 +92,14 @@ class BudgetMonitor:
             ("deadline_ms", rec.deadline_ms, self.max_latency(), "max step ms"),
         ]
         for name, limit, value, what in checks:
-            values = {"value": f"{value:.4f}", "measure": what}
+            values = {"value": f"{value:.6g}", "measure": what}
             if limit is None or not math.isfinite(limit) or limit <= 0:
                 out.append(BudgetStatus(name, OK, "no budget set", values))
                 continue
             level = self._level(value, float(limit))
-            values["budget"] = f"{float(limit):.4f}"
+            values["budget"] = f"{float(limit):.6g}"
             verdict = "within budget" if level == OK else "over budget"
-            out.append(BudgetStatus(name, level, f"{what} {value:.4f} {verdict} {float(limit):.4f}", values))
+            out.append(BudgetStatus(name, level, f"{what} {value:.4g} {verdict} {float(limit):.4g}", values))
         mem = rec.budget_memory_bytes
         out.append(
             BudgetStatus(
@@ -115,7 +115,7 @@ class BudgetMonitor:
                 {
                     "count": str(self.count),
                     "mean_exit": f"{self.mean_exit():.3f}",
-                    f"mean_{self.metric}": f"{self.mean_cost():.4f}",
+                    f"mean_{self.metric}": f"{self.mean_cost():.6g}",
                     "p95_ms": f"{self.latency(95):.2f}",
                     "max_ms": f"{self.max_latency():.2f}",
                     "exit_histogram": str(dict(sorted(self.exit_histogram.items()))),

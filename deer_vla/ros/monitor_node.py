@@ -125,7 +125,7 @@ class MonitorNode(Node):
         worst = summary["worst_status"]
         print(
             f"[deer_vla monitor] {summary['steps']} steps, mean exit {summary['mean_exit']:.2f}, "
-            f"mean {self.stats.metric} {summary[f'mean_{self.stats.metric}']:.4f}, p95 {summary['p95_ms']:.1f} ms, "
+            f"mean {self.stats.metric} {summary[f'mean_{self.stats.metric}']:.4g}, p95 {summary['p95_ms']:.1f} ms, "
             f"budget status {worst}; log {self.jsonl_path}, mcap {self.mcap_path}",
             file=sys.stderr,
         )

@@ -32,7 +32,7 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "device": "cpu",
     "image_topics": ["camera/static/image_raw", "camera/wrist/image_raw"],  # in the model's camera order
     "instruction_topic": "instruction",
-    "proprio_topic": "",  # std_msgs/Float32MultiArray; "" = the model gets no proprioception
+    "proprio_topic": "proprio",  # std_msgs/Float32MultiArray, the model's proprio_dim values; "" = none
     "twist_topic": "cmd_twist",
     "gripper_topic": "cmd_gripper",
     "action_topic": "action",

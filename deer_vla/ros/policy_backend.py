@@ -23,6 +23,7 @@ class PolicyStack:
     action_spec: ActionSpec
     cameras: tuple[str, ...]
     cap: int
+    proprio_dim: int  # values of proprioception the model needs per step (0 = none)
 
 
 def make_budget(kwargs: dict) -> object:
@@ -83,4 +84,7 @@ def load_stack(
         controller = ExitController(runner, profile, thresholds, budget, fixed_exit=fixed_exit or None)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"cannot build the exit controller: {exc}") from exc
-    return PolicyStack(runner, controller, profile, full_profile, runner.action_spec, tuple(runner.cameras), cap)
+    config = getattr(getattr(runner, "model", None), "config", None)
+    proprio_dim = int(getattr(config, "proprio_dim", 0) or 0)
+    return PolicyStack(runner, controller, profile, full_profile, runner.action_spec, tuple(runner.cameras), cap,
+                       proprio_dim)

@@ -117,6 +117,11 @@ class PolicyNode(LifecycleNode):
                     f"parameter 'image_topics' lists {len(params.image_topics)} topic(s) {params.image_topics}, "
                     f"but the model uses {len(stack.cameras)} camera(s) {list(stack.cameras)} (give them in that order)"
                 )
+            if stack.proprio_dim and not params.proprio_topic:
+                raise ConfigurationError(
+                    f"the model needs proprioception ({stack.proprio_dim} values per step) but parameter "
+                    "'proprio_topic' is empty"
+                )
         except (ParameterError, ConfigurationError, FileNotFoundError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -309,6 +314,12 @@ class PolicyNode(LifecycleNode):
         values = np.asarray(msg.data, dtype=np.float32)
         if not np.all(np.isfinite(values)):
             self.get_logger().error("proprioception with NaN/inf ignored", throttle_duration_sec=2.0)
+            return
+        if self.stack is not None and self.stack.proprio_dim and values.size != self.stack.proprio_dim:
+            self.get_logger().error(
+                f"proprioception with {values.size} values ignored; the model needs {self.stack.proprio_dim}",
+                throttle_duration_sec=2.0,
+            )
             return
         self.proprio = values
         self._proprio_ns = time.perf_counter_ns()
