@@ -235,6 +235,10 @@ def test_configure_rejects_bad_setup(executor, tiny_checkpoint, tmp_path):
     assert no_thr.trigger_configure() == R.FAILURE
     executor.remove_node(no_thr)
     no_thr.destroy_node()
+    no_proprio = _policy(executor, tiny_checkpoint, proprio_topic="")
+    assert no_proprio.trigger_configure() == R.FAILURE  # the tiny model takes 4 proprioception values
+    executor.remove_node(no_proprio)
+    no_proprio.destroy_node()
     bad_budget = _policy(executor, tiny_checkpoint, **{"budget.memory_bytes": 1})
     assert bad_budget.trigger_configure() == R.FAILURE
 
