@@ -193,13 +193,7 @@ def load_pretrained_vision(tower: HFVisionTower, path: str | Path) -> None:
 
 
 def tokenizer_from_dir(path: str | Path) -> Any:
-    """The LM's own tokenizer from its local directory; right padding, pad = eos when it has none."""
-    import transformers
+    """The LM's own tokenizer from its local directory (see tokenizer.load_tokenizer)."""
+    from deer_vla.model.tokenizer import load_tokenizer
 
-    tok = transformers.AutoTokenizer.from_pretrained(_require_dir(path, "tokenizer"), local_files_only=True)
-    if tok.pad_token is None:
-        if tok.eos_token is None:
-            raise ValueError(f"tokenizer in {path} has neither a pad nor an eos token")
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "right"
-    return tok
+    return load_tokenizer(_require_dir(path, "tokenizer"))

@@ -32,10 +32,22 @@ def build_word_tokenizer(texts: Iterable[str], max_length: int = 64) -> Any:
 
 
 def load_tokenizer(path: str | Path) -> Any:
-    from transformers import AutoTokenizer
+    """Tokenizer saved in a local directory; right padding, pad = eos when it has none.
 
-    tok = AutoTokenizer.from_pretrained(Path(path), local_files_only=True)
-    if tok.pad_token is None and tok.eos_token is not None:
+    A tokenizer.json fully describes a fast tokenizer, so it is loaded as is with
+    PreTrainedTokenizerFast (AutoTokenizer would pick a class from a sibling
+    model config.json and may rebuild the pipeline differently).
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    root = Path(path)
+    if (root / "tokenizer.json").is_file():
+        tok = PreTrainedTokenizerFast.from_pretrained(root, local_files_only=True)
+    else:
+        tok = AutoTokenizer.from_pretrained(root, local_files_only=True)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(f"tokenizer in {root} has neither a pad nor an eos token")
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     return tok

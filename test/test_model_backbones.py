@@ -1,0 +1,129 @@
+"""Real HF backbones through the local-directory loading path (tiny random configs, no network).
+
+With the gates closed our segment-by-segment hidden states must equal the HF
+model's own forward, layer by layer, for every LM family.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from deer_vla.model.checkpoint import load_checkpoint, save_checkpoint
+from deer_vla.model.config import ExitConfig
+from deer_vla.model.policy import MultiExitPolicy
+from deer_vla.model.presets import preset_config
+from deer_vla.model.pretrained import policy_from_pretrained
+from deer_vla.model.tokenizer import build_word_tokenizer
+
+TEXTS = ["open the drawer", "push the red button to the left"]
+
+
+def _lm(family: str):
+    common = {"vocab_size": 128, "pad_token_id": 0}
+    if family == "gpt2":
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            n_embd=32, n_layer=4, n_head=2, n_positions=64, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0,
+            bos_token_id=0, eos_token_id=0, **common))
+    cls_cfg, cls_model = {
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    }[family]
+    cfg = cls_cfg(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64, **common)
+    return cls_model(cfg)
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gpt2"])
+def lm_dir(request, tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp(request.param)
+    _lm(request.param).save_pretrained(d)
+    build_word_tokenizer(TEXTS).save_pretrained(d)  # stands in for the LM's own tokenizer files
+    return request.param, d
+
+
+def test_lm_family_matches_hf_forward_with_gates_closed(lm_dir):
+    family, d = lm_dir
+    model, tok = policy_from_pretrained(d, base=preset_config("tiny"), exits=ExitConfig(layers_per_exit=1))
+    model.eval()
+    assert model.config.lm.family == family and model.num_exits == 4
+    ref = transformers.AutoModel.from_pretrained(d, local_files_only=True, attn_implementation="eager").eval()
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    s = model.config.image_size
+    images = {c: torch.rand(2, 3, s, s) for c in model.config.cameras}
+    with torch.no_grad():
+        hf = ref(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        state = model.encode(images, ids, mask)
+        valid = mask.bool()
+        torch.testing.assert_close(state.hidden[valid], hf[0][valid], rtol=1e-5, atol=1e-5)
+        for k in range(1, 4):  # hf[4] is after the final norm, which exits do not use
+            state = model.run_segment(state)
+            torch.testing.assert_close(state.hidden[valid], hf[k][valid], rtol=1e-4, atol=1e-5)
+        # opening a gate changes the LM: cross-attention is really wired in
+        before = state.hidden.clone()
+        model.xattn["0"].attn_gate.fill_(1.0)
+        after = model.run_segment(model.run_segment(model.run_segment(model.encode(images, ids, mask))))
+        assert float((after.hidden - before).abs().max()) > 1e-4
+
+
+def test_lm_family_checkpoint_roundtrip_and_partial(lm_dir, tmp_path):
+    family, d = lm_dir
+    model, tok = policy_from_pretrained(d, base=preset_config("tiny"), exits=ExitConfig(layers_per_exit=None,
+                                                                                    boundaries=[1, 2, 4]))
+    out = save_checkpoint(model.eval(), tok, tmp_path / "ck")
+    loaded, tok2 = load_checkpoint(out)
+    enc = tok2(TEXTS, padding=True, return_tensors="pt")
+    s = model.config.image_size
+    images = {c: torch.rand(2, 3, s, s) for c in model.config.cameras}
+    with torch.no_grad():
+        a = model.exit_features(images, enc["input_ids"], enc["attention_mask"])
+        b = loaded.exit_features(images, enc["input_ids"], enc["attention_mask"])
+        torch.testing.assert_close(a, b)
+        part, _ = load_checkpoint(out, max_exit=2)
+        assert len(part.lm.layers) == 2
+        torch.testing.assert_close(part.exit_features(images, enc["input_ids"], enc["attention_mask"]), a[:, :2])
+    assert sum(p.numel() for p in part.parameters()) < sum(p.numel() for p in loaded.parameters())
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_vision_tower_from_local_dir(kind, tmp_path):
+    torch.manual_seed(0)
+    common = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
+    if kind == "clip":
+        tower = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**common))
+    else:
+        tower = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**common))
+    tower.save_pretrained(tmp_path / "vision")
+    lm = tmp_path / "lm"
+    _lm("llama").save_pretrained(lm)
+    build_word_tokenizer(TEXTS).save_pretrained(lm)
+    model, tok = policy_from_pretrained(lm, vision_dir=tmp_path / "vision", base=preset_config("tiny"))
+    assert model.config.vision.kind == kind and model.config.image_size == 32
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = model.vision(x)
+        theirs = tower.eval()(pixel_values=x).last_hidden_state
+    torch.testing.assert_close(ours, theirs)
+    assert ours.shape[1] == model.resampler.pos.shape[0]
+    # frozen by default: no gradient reaches the tower even in training mode
+    model.train()
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    feats = model.exit_features({c: torch.rand(2, 3, 32, 32) for c in model.config.cameras},
+                                enc["input_ids"], enc["attention_mask"])
+    feats.sum().backward()
+    assert all(p.grad is None for p in model.vision.parameters())
+    assert model.resampler.proj.weight.grad is not None
+    # and the whole policy round-trips through a checkpoint (vision weights included)
+    out = save_checkpoint(model.eval(), tok, tmp_path / "ck")
+    loaded, _ = load_checkpoint(out)
+    assert isinstance(loaded, MultiExitPolicy)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.vision(x), theirs)
+
+
+def test_missing_backbone_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="language model directory"):
+        policy_from_pretrained(tmp_path / "absent", base=preset_config("tiny"))
