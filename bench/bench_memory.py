@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import check_device, checkpoint_config, mib, ratio, synthetic_observations
 
+from deer_vla.core import CostProfile
+
 RESULT = "RESULT "
 
 
@@ -54,12 +56,23 @@ def child(checkpoint: Path, max_exit: int, device: str, steps: int, threads: int
     """One measurement in this (fresh) process; max_exit 0 is the baseline: everything but the model."""
     import psutil
     import torch
+
     from deer_vla.model.runner import PolicyRunner
 
     if threads:
         torch.set_num_threads(threads)
     cfg = checkpoint_config(checkpoint)
     proc = psutil.Process()
+    # Every process, the baseline too, builds the model on the meta device (no storage) and reads the
+    # tokenizer first: the lazily imported decoder code (transformers) then counts in the baseline,
+    # not as "model memory".
+    from deer_vla.model.checkpoint import read_config
+    from deer_vla.model.policy import MultiExitPolicy
+    from deer_vla.model.tokenizer import load_tokenizer
+
+    with torch.device("meta"):
+        MultiExitPolicy(read_config(checkpoint))
+    load_tokenizer(checkpoint)
     reset = _reset_peak_rss()
     rss_before = proc.memory_info().rss
     if device.startswith("cuda"):
@@ -84,10 +97,9 @@ def child(checkpoint: Path, max_exit: int, device: str, steps: int, threads: int
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
         out["cuda_max_allocated"] = int(torch.cuda.max_memory_allocated(device))
-    if max_exit > 0:  # read after the peak was taken: profiling must not count
-        profile = runner.cost_profile
-        out["weight_bytes"] = int(profile.weight_bytes[max_exit - 1])
-        out["params"] = int(profile.params[max_exit - 1])
+    if max_exit > 0:  # what this process really holds, to check against the profile's weight bytes
+        tensors = [*runner.model.parameters(), *runner.model.buffers()]
+        out["loaded_bytes"] = int(sum(t.numel() * t.element_size() for t in tensors))
     return out
 
 
@@ -109,10 +121,16 @@ def peak(m: dict) -> int:
     return int(m["peak_rss"] if m["peak_rss"] is not None else m["rss_after"])
 
 
-def measure(checkpoint: Path, args: argparse.Namespace) -> list[dict]:
-    from deer_vla.model.config import PolicyConfig
+def full_profile(checkpoint: Path, device: str) -> CostProfile:
+    """The full model's cost profile (saved, or measured here); exit k's weights are weight_bytes[k-1]."""
+    from deer_vla.model.runner import PolicyRunner
 
-    num_exits = PolicyConfig.model_validate(checkpoint_config(checkpoint)).num_exits
+    return PolicyRunner.from_checkpoint(checkpoint, device=device).cost_profile
+
+
+def measure(checkpoint: Path, args: argparse.Namespace) -> list[dict]:
+    profile = full_profile(checkpoint, args.device)
+    num_exits = profile.num_exits
     caps = args.caps or list(range(1, num_exits + 1))
     bad = [k for k in caps if k > num_exits]
     if bad:
@@ -126,6 +144,8 @@ def measure(checkpoint: Path, args: argparse.Namespace) -> list[dict]:
             m["rss_over_baseline"] = peak(m) - peak(base)
             if "cuda_max_allocated" in m:
                 m["cuda_over_baseline"] = m["cuda_max_allocated"] - base["cuda_max_allocated"]
+            m["weight_bytes"] = int(profile.weight_bytes[k - 1])
+            m["params"] = int(profile.params[k - 1])
             m["repeat"] = rep
             m["baseline_peak_rss"] = peak(base)
             rows.append(m)
@@ -142,6 +162,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             return float(np.median([r[key] for r in rs]))
 
         row = {"max_exit": k, "params": rs[0]["params"], "weight_bytes": rs[0]["weight_bytes"],
+               "loaded_bytes": rs[0]["loaded_bytes"],
                "peak_rss": med("peak_rss_value"), "rss_over_baseline": med("rss_over_baseline"),
                "baseline_peak_rss": med("baseline_peak_rss"), "peak_reset": all(r["peak_reset"] for r in rs)}
         if "cuda_max_allocated" in rs[0]:
@@ -156,12 +177,12 @@ def report(summary: list[dict], device: str, repeats: int) -> None:
     how = "peak RSS (VmHWM reset after imports)" if full["peak_reset"] else "RSS after the steps (no peak reset)"
     print(f"== resident memory per exit cap, fresh process each, median of {repeats}; {how}; "
           f"baseline process (torch + deer_vla imported, no model) peak {mib(full['baseline_peak_rss']):.1f} MiB")
-    head = (f"{'cap':>4} {'params':>11} {'weights MiB':>11} {'RSS over base MiB':>17}"
+    head = (f"{'cap':>4} {'params':>11} {'weights MiB':>11} {'loaded MiB':>10} {'RSS over base MiB':>17}"
             + (f" {'CUDA max MiB':>12}" if cuda else "")
             + f" | {'full/cap weights':>16} {'full/cap RSS':>12}" + (f" {'full/cap CUDA':>13}" if cuda else ""))
     print(head)
     for r in summary:
-        line = (f"{r['max_exit']:>4} {r['params']:>11,} {mib(r['weight_bytes']):11.2f} "
+        line = (f"{r['max_exit']:>4} {r['params']:>11,} {mib(r['weight_bytes']):11.2f} {mib(r['loaded_bytes']):10.2f} "
                 f"{mib(r['rss_over_baseline']):17.2f}")
         if cuda:
             line += f" {mib(r['cuda_max_allocated']):12.2f}"

@@ -24,7 +24,10 @@ def run_quick(script: str, *extra: str) -> str:
     path = BENCH / script
     if not path.is_file():
         pytest.skip(f"bench/{script} does not exist yet")
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), MPLBACKEND="Agg")
+    # The working tree's deer_vla, not a possibly older installed copy.
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), MPLBACKEND="Agg",
+               PYTHONPATH=pythonpath)
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, str(path), "--quick", *extra], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -39,6 +42,7 @@ def needs_model() -> None:
         pytest.skip("deer_vla.model.runner does not exist yet")
 
 
+@pytest.mark.slow
 def test_bench_budgets_quick():
     out = run_quick("bench_budgets.py")
     assert "under shift" in out and "Peak cap" in out and "Deadline" in out
