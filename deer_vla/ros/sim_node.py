@@ -37,7 +37,7 @@ SIM_DEFAULTS: dict[str, Any] = {
     "action_topic": "action",
     "success_topic": "episode_success",
     "result_topic": "episode_result",
-    "action_timeout_s": 2.0,
+    "action_timeout_s": 10.0,  # long: a re-send while the policy is still computing costs an extra step
     "frame_id": "camera",
 }
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
