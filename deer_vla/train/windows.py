@@ -42,15 +42,21 @@ def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
     return y.round().clamp(0, 255).to(torch.uint8)
 
 
-def random_shift(frames: torch.Tensor, pad: int, rng: np.random.Generator) -> torch.Tensor:
-    """DrQ random shift: replicate-pad by ``pad`` and crop back, one offset per frame. uint8 in/out."""
+def pad_frames(frames: torch.Tensor, pad: int) -> torch.Tensor:
+    """Replicate-pad (T, 3, S, S) uint8 frames by ``pad`` pixels once, at load time (shifts are then slices)."""
     if pad <= 0:
         return frames
-    t, _, h, w = frames.shape
-    padded = F.pad(frames.float(), (pad, pad, pad, pad), mode="replicate")
-    offs = rng.integers(0, 2 * pad + 1, size=(t, 2))
-    out = torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offs)])
-    return out.to(torch.uint8)
+    return F.pad(frames.float(), (pad, pad, pad, pad), mode="replicate").to(torch.uint8)
+
+
+def random_shift(padded: torch.Tensor, pad: int, rng: np.random.Generator) -> torch.Tensor:
+    """Random-shift augmentation (DrQ) of a window of pre-padded frames: one crop offset per window and
+    camera, as if the camera had moved a little; uint8 in/out."""
+    if pad <= 0:
+        return padded
+    dy, dx = (int(v) for v in rng.integers(0, 2 * pad + 1, size=2))
+    h, w = padded.shape[-2] - 2 * pad, padded.shape[-1] - 2 * pad
+    return padded[..., dy : dy + h, dx : dx + w].contiguous()
 
 
 class WindowDataset(Dataset):
@@ -66,7 +72,13 @@ class WindowDataset(Dataset):
     ) -> None:
         if window < 2:
             raise ValueError(f"window must be >= 2 steps, got {window}")
-        self.episodes = list(episodes)
+        self.episodes = [
+            EpisodeArrays(
+                images={c: pad_frames(f, shift_pad) for c, f in ep.images.items()},
+                proprio=ep.proprio, actions=ep.actions, instructions=ep.instructions, task=ep.task,
+            )
+            for ep in episodes
+        ]
         self.window = window
         self.shift_pad = shift_pad
         self.paraphrase = paraphrase
@@ -115,14 +127,24 @@ def make_collate(tokenizer: Callable, max_text_len: int | None = None) -> Callab
     """Collate window dicts into a WindowBatch: stack, scale images to [0, 1], tokenize with padding
     (truncated to ``max_text_len`` like the runner does at run time)."""
 
+    cache: dict[str, list[int]] = {}  # instructions repeat constantly: tokenize each once
+
+    def ids_of(text: str) -> list[int]:
+        if text not in cache:
+            kw = {} if max_text_len is None else {"truncation": True, "max_length": max_text_len}
+            cache[text] = list(tokenizer(text, **kw)["input_ids"])
+        return cache[text]
+
     def collate(items: list[dict]) -> WindowBatch:
         cams = items[0]["images"].keys()
         images = {c: torch.stack([it["images"][c] for it in items]).float().div_(255.0) for c in cams}
-        texts = [it["instruction"] for it in items]
-        if max_text_len is None:
-            tok = tokenizer(texts, padding=True, return_tensors="pt")
-        else:
-            tok = tokenizer(texts, padding=True, truncation=True, max_length=max_text_len, return_tensors="pt")
+        seqs = [ids_of(it["instruction"]) for it in items]
+        length = max(len(q) for q in seqs)
+        pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
+        tok = {
+            "input_ids": torch.tensor([q + [pad_id] * (length - len(q)) for q in seqs], dtype=torch.long),
+            "attention_mask": torch.tensor([[1] * len(q) + [0] * (length - len(q)) for q in seqs], dtype=torch.long),
+        }
         proprio = None if items[0]["proprio"] is None else torch.stack([it["proprio"] for it in items]).float()
         return WindowBatch(
             images=images,
