@@ -94,8 +94,12 @@ def test_lifecycle_and_gating(executor, tiny_checkpoint, spin_until):
     from rclpy.parameter import Parameter
 
     assert node.set_parameters([Parameter("enabled", value=True)])[0].successful
+    assert drv.drive_until(lambda: len(drv.twists) >= n_twists + 2)
     assert node.trigger_deactivate() == R.SUCCESS
     assert node.stack is not None  # deactivate keeps the model loaded
+    drv.spin(0.2)
+    last = drv.twists[-1].twist
+    assert (last.linear.x, last.linear.y, last.linear.z) == (0.0, 0.0, 0.0)  # deactivate ends with a stop
     n_twists, n_records = len(drv.twists), len(drv.records)
     drv.drive_until(lambda: False, timeout=0.4)
     assert (len(drv.twists), len(drv.records)) == (n_twists, n_records)

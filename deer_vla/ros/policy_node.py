@@ -180,6 +180,9 @@ class PolicyNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.active and self.enabled and self.stack is not None:
+            # leave the robot with an explicit stop rather than its last velocity
+            self._publish_twist(zero_command(self.stack.action_spec), self.get_clock().now().to_msg())
         self.active = False
         self._last_command = None
         for timer in self._timers:
