@@ -112,21 +112,29 @@ def _request_stop(signum: int, frame: object) -> None:
     _STOP.set()
 
 
-def _init_ros(argv: list[str] | None) -> list[str]:
-    """Init rclpy for a CLI run; SIGINT/SIGTERM end the spin so the nodes shut down cleanly
-    (rclpy's own handler would shut the context down under them, losing the monitor's summary)."""
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
+def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """-> (all arguments, those left after removing --ros-args ...)."""
     from rclpy.utilities import remove_ros_args
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if not rclpy.ok():
-        rclpy.init(args=["deer_vla", *args], signal_handler_options=SignalHandlerOptions.NO)
+    return args, remove_ros_args(["deer_vla", *args])[1:]
+
+
+def _init_ros(args: list[str]) -> bool:
+    """Init rclpy for a CLI run (unless the caller already did; returns whether we did).
+    SIGINT/SIGTERM end the spin so the nodes shut down cleanly (rclpy's own handler
+    would shut the context down under them, losing the monitor's summary)."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
     _STOP.clear()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _request_stop)
         signal.signal(signal.SIGTERM, _request_stop)
-    return remove_ros_args(["deer_vla", *args])[1:]
+    if rclpy.ok():
+        return False
+    rclpy.init(args=["deer_vla", *args], signal_handler_options=SignalHandlerOptions.NO)
+    return True
 
 
 def cli_main(argv: list[str] | None = None) -> int:
@@ -138,7 +146,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to run (0 = until Ctrl-C)")
     import rclpy
 
-    args = parser.parse_args(_init_ros(argv))
+    all_args, own_args = _split_args(argv)
+    args = parser.parse_args(own_args)
+    owned = _init_ros(all_args)
     bringup = None
     try:
         bringup = Bringup(load_graph(args.graph, args.config_dir, _parse_set(args.set))).start()
@@ -154,7 +164,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     finally:
         if bringup is not None:
             bringup.stop()
-        if rclpy.ok():
+        if owned and rclpy.ok():
             rclpy.shutdown()
     return 0
 
@@ -179,7 +189,8 @@ def demo_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-dir", default=None)
     import rclpy
 
-    args = parser.parse_args(_init_ros(argv))
+    all_args, own_args = _split_args(argv)
+    args = parser.parse_args(own_args)
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
     if not (checkpoint / "config.json").is_file():
         print(
@@ -204,6 +215,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     overrides = {"policy": policy, "sim": sim, "monitor": {"log_dir": str(out_dir), "run_name": run}}
     bringup = None
     started = time.monotonic()
+    owned = _init_ros(all_args)
     try:
         bringup = Bringup(load_graph("sim", args.config_dir, overrides)).start()
         sim_node, policy_node, monitor = bringup.nodes["sim"], bringup.nodes["policy"], bringup.nodes["monitor"]
@@ -223,7 +235,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     finally:
         if bringup is not None:
             bringup.stop()
-        if rclpy.ok():
+        if owned and rclpy.ok():
             rclpy.shutdown()
     mean_cost = summary[f"mean_{metric}"]
     report = {
