@@ -13,7 +13,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from deer_vla.core import StepRecord
-from deer_vla.ros.budget_monitor import LEVEL_NAMES, BudgetMonitor
+from deer_vla.ros.budget_monitor import BudgetMonitor
 from deer_vla.ros.mcap_io import McapLog
 from deer_vla.ros.plot import plot_records
 
@@ -134,10 +134,6 @@ class MonitorNode(Node):
     def destroy_node(self) -> None:
         self.close()
         super().destroy_node()
-
-
-def worst_level_name(arr: DiagnosticArray) -> str:
-    return LEVEL_NAMES[max((s.level[0] if isinstance(s.level, bytes) else int(s.level) for s in arr.status), default=0)]
 
 
 def main(argv: list[str] | None = None) -> int:
