@@ -36,6 +36,10 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tok = build_word_tokenizer(["open the drawer", "pull the drawer out", "drawer open now"])
     root = tmp_path_factory.mktemp("eval")
     save_checkpoint(model, tok, root / "ckpt")
+    from deer_vla.model.runner import PROFILE_FILE, PolicyRunner
+
+    # measured once here, so every runner below loads it instead of re-profiling
+    PolicyRunner.from_checkpoint(root / "ckpt").cost_profile.save(root / "ckpt" / PROFILE_FILE)
     data = write_tiny_dataset(root / "demos", tuple(cfg.cameras), int(cfg.image_size), 4, ACTION_SPEC.to_dict(),
                               tasks=("drawer-open",), length=6)
     return root / "ckpt", data

@@ -43,6 +43,7 @@ class EvalConfig:
     workers: int = 1
     device: str = "cpu"
     image_size: int | None = None
+    track_budget: bool = False  # also run each budget with the online tracker ("dyn<f>+track")
 
     def __post_init__(self) -> None:
         if self.episodes_per_task < 1:
@@ -83,14 +84,19 @@ def episode_plan(task: str, n: int, seed_offset: int, heldout: bool) -> list[tup
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(checkpoint: str, device: str, threads: int, image_size: int | None) -> None:
+def _worker_init(
+    checkpoint: str, device: str, threads: int, image_size: int | None, profile: dict | None = None
+) -> None:
+    """Load the policy once per process; ``profile`` (CostProfile dict) avoids re-measuring it per worker."""
     import torch
 
     torch.set_num_threads(threads)
+    from deer_vla.core import CostProfile
     from deer_vla.model.runner import PolicyRunner
 
     runner = PolicyRunner.from_checkpoint(checkpoint, device=device)
-    _WORKER.update(runner=runner, profile=runner.cost_profile, adapters={}, image_size=image_size)
+    cost = CostProfile.from_dict(profile) if profile is not None else runner.cost_profile
+    _WORKER.update(runner=runner, profile=cost, adapters={}, image_size=image_size)
 
 
 def _adapter(task: str, max_steps: int | None) -> Any:
@@ -165,6 +171,11 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
                     ModeSpec(name=name, kind="dynamic", thresholds=th.to_dict(), budget_gflops=frac * full,
                              budget_fraction=frac)
                 )
+                if cfg.track_budget:
+                    modes.append(
+                        ModeSpec(name=f"{name}+track", kind="dynamic", thresholds=th.to_dict(),
+                                 budget_gflops=frac * full, budget_fraction=frac, track_budget=True)
+                    )
         elif thresholds_file.is_file():
             from deer_vla.control.thresholds import Thresholds
 
@@ -203,8 +214,9 @@ def run_jobs(cfg: EvalConfig, jobs: list[tuple], show_progress: bool = True) -> 
 
         ctx = mp.get_context("spawn")  # torch + MuJoCo GL contexts do not survive fork
         threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+        profile = _WORKER["profile"].to_dict() if "profile" in _WORKER else None
         with ctx.Pool(cfg.workers, initializer=_worker_init,
-                      initargs=(cfg.checkpoint, cfg.device, threads, cfg.image_size)) as pool:
+                      initargs=(cfg.checkpoint, cfg.device, threads, cfg.image_size, profile)) as pool:
             for out in pool.imap_unordered(_run_job, jobs):
                 results.extend(out)
                 bar.update(len(out))
@@ -212,7 +224,9 @@ def run_jobs(cfg: EvalConfig, jobs: list[tuple], show_progress: bool = True) -> 
     return results
 
 
-def evaluate(cfg: EvalConfig, out_dir: str | Path, show_progress: bool = True) -> dict[str, Any]:
+def evaluate(
+    cfg: EvalConfig, out_dir: str | Path, show_progress: bool = True, verbose: bool = True
+) -> dict[str, Any]:
     """Run every mode on every task and write results.json, results.csv and tradeoff.png to ``out_dir``."""
     import torch
 
@@ -239,7 +253,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, show_progress: bool = True) -
     mode_meta = {
         m.name: {"kind": m.kind, "exit": m.exit, "budget_gflops": m.budget_gflops,
                  "budget_fraction": m.budget_fraction, "oracle_tolerance": m.oracle_tolerance,
-                 "thresholds": m.thresholds}
+                 "track_budget": m.track_budget, "thresholds": m.thresholds}
         for m in modes
     }
     profile = _WORKER["profile"]
@@ -258,7 +272,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, show_progress: bool = True) -
     write_csv(out / "results.csv", summary, mode_meta)
     plot_tradeoff(out / "tradeoff.png", summary, mode_meta,
                   f"{len(cfg.tasks)} tasks x {cfg.episodes_per_task} episodes, held-out seeds")
-    if show_progress:
+    if verbose:
         print_table(summary, mode_meta, "full")
         for name, why in skipped.items():
             print(f"skipped {name}: {why}")
@@ -331,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="demonstrations to solve per-budget thresholds on (default: data/demos if present)")
     p.add_argument("--calibration-episodes", type=int, default=30)
     p.add_argument("--heldout-instructions", action="store_true", help="use the tasks' held-out paraphrases")
+    p.add_argument("--track-budget", action="store_true",
+                   help="also run every budget with the online budget tracker (modes 'dyn<f>+track')")
     p.add_argument("--seed-offset", type=int, default=EVAL_SEED_OFFSET)
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the adapter's)")
     p.add_argument("--workers", type=int, default=1)
@@ -360,6 +376,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             calibration_dataset=calib,
             calibration_episodes=args.calibration_episodes,
             heldout_instructions=args.heldout_instructions,
+            track_budget=args.track_budget,
             seed_offset=args.seed_offset,
             max_steps=args.max_steps,
             workers=args.workers,

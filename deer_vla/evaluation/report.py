@@ -112,9 +112,12 @@ def plot_tradeoff(path: Path, summary: dict[str, dict[str, Any]], modes: dict[st
             continue
         kind = modes[mode]["kind"]
         label = {"fixed": "static exit", "dynamic": "DeeR dynamic", "oracle": "oracle"}[kind]
+        if modes[mode].get("track_budget"):
+            label = "DeeR + online tracker"
         p = 100 * st["success_rate"]
         series[label].append((st["mean_llm_gflops"], p, p - 100 * st["ci95_low"], 100 * st["ci95_high"] - p, mode))
-    style = {"static exit": ("o-", "tab:gray"), "DeeR dynamic": ("s-", "tab:red"), "oracle": ("*", "tab:green")}
+    style = {"static exit": ("o-", "tab:gray"), "DeeR dynamic": ("s-", "tab:red"), "oracle": ("*", "tab:green"),
+             "DeeR + online tracker": ("D--", "tab:blue")}
     for label, pts in series.items():
         pts.sort()
         xs, ys, lo, hi, names = zip(*pts)

@@ -23,6 +23,7 @@ class ModeSpec:
     budget_gflops: float | None = None
     budget_fraction: float | None = None
     oracle_tolerance: float | None = None
+    track_budget: bool = False  # dynamic: online tracker scales the thresholds to hold the average budget
 
     def __post_init__(self) -> None:
         if self.kind not in ("fixed", "dynamic", "oracle"):
@@ -64,7 +65,14 @@ def make_controller(runner: Any, profile: Any, mode: ModeSpec) -> Any:
     assert mode.thresholds is not None
     thresholds = Thresholds.from_dict(mode.thresholds)
     budget = thresholds.budget or BudgetSpec(average_gflops=mode.budget_gflops)
-    return ExitController(runner, profile, thresholds, budget)
+    tracker = None
+    if mode.track_budget:
+        from deer_vla.control.online import OnlineBudgetTracker
+
+        if budget.average_gflops is None:
+            raise ValueError(f"mode {mode.name}: budget tracking needs an average budget")
+        tracker = OnlineBudgetTracker(budget.average_gflops)
+    return ExitController(runner, profile, thresholds, budget, tracker=tracker)
 
 
 def run_episode(
