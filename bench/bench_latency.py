@@ -112,6 +112,7 @@ def measure_energy(
 
 def run(args: argparse.Namespace, checkpoint: Path) -> tuple[list[ModeResult], dict]:
     import torch
+
     from deer_vla.model.runner import PolicyRunner
 
     if args.threads:
@@ -185,7 +186,7 @@ def report(results: list[ModeResult], info: dict) -> None:
           f"{'p99 ms':>8} | {'full/mode ms':>12} {'full/mode LLM':>13}")
     for r in results:
         s = r.latency
-        print(f"{r.name:<9} {r.mean_exit:9.2f} {r.mean_llm_gflops:10.4f} {r.mean_total_gflops:12.4f} "
+        print(f"{r.name:<9} {r.mean_exit:9.2f} {r.mean_llm_gflops:10.4g} {r.mean_total_gflops:12.4g} "
               f"{s.median_ms:9.3f} {s.p95_ms:8.3f} {s.p99_ms:8.3f} | "
               f"{ratio(full.latency.median_ms, s.median_ms):11.2f}x "
               f"{ratio(full.mean_llm_gflops, r.mean_llm_gflops):12.2f}x")
@@ -223,7 +224,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="average budget between exit 2's cost (0) and the full model's (1)")
     p.add_argument("--average-gflops", type=float, default=None, help="average LLM GFLOPs budget (overrides fraction)")
     p.add_argument("--energy-seconds", type=float, default=None, help="minimum run per mode for energy (default 5)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: stable figures on a shared CPU; 0 = torch's default)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
     q = args.quick
@@ -235,6 +237,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("episodes", "calib_episodes", "steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0, got {args.threads}")
     if args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
     if not 0.0 <= args.budget_fraction <= 1.0:

@@ -207,7 +207,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--caps", type=int, nargs="+", default=None, help="exit caps to load (default: every exit)")
     p.add_argument("--repeats", type=int, default=None, help="fresh processes per cap (default 3, quick 1)")
     p.add_argument("--steps", type=int, default=None, help="steps run after loading (default 5, quick 2)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads in the subprocesses")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads in the subprocesses (0: torch default)")
     p.add_argument("--child-timeout", type=float, default=300.0, help="seconds per subprocess")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
