@@ -94,7 +94,10 @@ def print_table(summary: dict[str, dict[str, Any]], modes: dict[str, dict[str, A
             f"{st['mean_exit']:.2f}",
             ratio,
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # logs/pipes: wide enough that rows do not wrap
+        console = Console(width=140)
+    console.print(table)
 
 
 def plot_tradeoff(path: Path, summary: dict[str, dict[str, Any]], modes: dict[str, dict[str, Any]], title: str) -> None:
