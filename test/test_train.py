@@ -116,6 +116,11 @@ def test_cli_trains_and_writes_a_loadable_checkpoint(dataset: Path, tmp_path: Pa
     assert model.num_exits >= 2 and tok is not None
     assert (out / "train_history.json").is_file() and (out / "checkpoints").is_dir()
     assert "trained 5 steps" in capsys.readouterr().out
+    # a fresh (non --resume) run into the same directory starts a clean log and checkpoint set
+    assert cli_main(["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out, **{"refine.steps": 1})),
+                                           [])]) == 0
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 4
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
     # impossible configs fail before any model is built
     assert cli_main(["--set", "window=1"]) == 2
     assert "window" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -201,6 +202,9 @@ class Trainer:
         else:
             self.model = MultiExitPolicy(pcfg)
             self.tokenizer = build_word_tokenizer(instruction_texts(self.episodes))
+            if self.info.main:  # a fresh run: stale logs/checkpoints of an earlier run must not mix in
+                (self.out / "train_log.jsonl").unlink(missing_ok=True)
+                shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
         self.model.to(self.device)
         self.dataset = WindowDataset(self.episodes, cfg.window, cfg.shift_pad, cfg.paraphrase, cfg.seed)
         self.objective = DeerObjective(self.model, cfg.loss)
