@@ -81,7 +81,7 @@ def test_evaluator_one_short_episode_end_to_end(checkpoint: tuple[Path, Path], t
     rc = evaluate_main([
         "--checkpoint", str(ckpt), "--tasks", "drawer-open", "--episodes-per-task", "1", "--max-steps", "3",
         "--budgets", f"{frac:.6f}", "--exits", "1,all", "--oracle", "0.05", "--calibration-dataset", str(data),
-        "--calibration-episodes", "1", "--out", str(out), "--no-progress",
+        "--calibration-episodes", "1", "--out", str(out), "--no-progress", "--workers", "1",
     ])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
