@@ -80,8 +80,7 @@ def test_bench_memory_quick():
     assert "full/cap RSS" in out
 
 
-@pytest.mark.slow
-def test_bench_latency_quick():
+def test_bench_latency_quick():  # ~10 s
     needs_model()
     out = run_quick("bench_latency.py")
     assert "ratio full/dynamic: latency median" in out
