@@ -145,3 +145,58 @@ def test_power_sampling_meter_integrates_watts():
     time.sleep(0.1)
     joules = meter.stop()
     assert joules == pytest.approx(10.0 * (time.perf_counter() - t0), rel=0.2)
+
+
+# --- the energy path of bench_latency, on fake meters (no meter on this machine) -------------
+
+
+class FakeWattMeter:
+    """Joules = constant watts x wall time: a meter whose answer the test knows."""
+
+    def __init__(self, name: str, watts: float) -> None:
+        self.name, self.watts, self._t0 = name, watts, None
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        assert self._t0 is not None
+        return self.watts * (time.perf_counter() - self._t0)
+
+
+def load_bench_latency():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_latency_mod", BENCH / "bench_latency.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_latency_energy_per_action_and_report(capsys):
+    from deer_vla.control import ExitController
+    from deer_vla.control.synthetic import SyntheticExitPolicy, synthetic_episodes, synthetic_profile
+
+    bench = load_bench_latency()
+    profile = synthetic_profile(3)
+    ctls = {"full": ExitController(SyntheticExitPolicy(3), profile, None, fixed_exit=3),
+            "dynamic": ExitController(SyntheticExitPolicy(3), profile, None, fixed_exit=1)}
+    meter = FakeWattMeter("fake", 10.0)
+    gross, net = bench.measure_energy(ctls, synthetic_episodes(1, 5), [meter], min_seconds=0.05)
+    for mode in ctls:
+        assert gross[mode]["fake"] > 0
+        # Above idle: constant power means no extra energy per action.
+        assert abs(net[mode]["fake"]) < 0.2 * gross[mode]["fake"]
+    stats = bench.latency_stats([1.0, 2.0, 3.0])
+    results = [bench.ModeResult(name, stats, 1.0, 1.0, 2.0, {"fake": j}, {"fake": j / 2})
+               for name, j in (("full", 4.0), ("exit 1", 1.0), ("dynamic", 2.0))]
+    bench.report(results, {"machine": "test", "checkpoint": "x", "exits": 2, "device": "cpu",
+                           "observations": "synthetic", "budget_average_llm_gflops": 1.0,
+                           "calibration_steps": 10, "calibration_expected_llm_gflops": 1.0, "meters": ["fake"]})
+    out = capsys.readouterr().out
+    assert "energy (fake): full 4 J/action, dynamic 2 J/action, ratio full/dynamic 2.00x" in out
+    assert "not available" not in out
