@@ -309,6 +309,45 @@ def test_runner_commit_advances_only_with_the_committed_exit(tiny, ckpt):
     np.testing.assert_array_equal(runner.run_next_exit(), step0[0])
 
 
+def test_runner_history_window_matches_a_training_window(tiny):
+    """head.history=N: each candidate is the head run from zero over the last N committed steps."""
+    model, tok = tiny
+    model.config.head.history = 2
+    try:
+        runner = PolicyRunner(model, tok)
+        obs = [_obs(model, s) for s in range(3)]
+        committed, last = [], None
+        for o in obs:
+            runner.begin_step(o)
+            cands = [runner.run_next_exit() for _ in range(runner.num_exits)]
+            runner.commit(3)
+            committed.append((o, 3))
+            last = cands
+        size = model.config.image_size
+        from deer_vla.model.preprocess import images_to_tensor
+
+        def feat_proprio(o, k):
+            imgs = {c: images_to_tensor([o.images[c]], size) for c in model.config.cameras}
+            enc = tok([o.instruction], return_tensors="pt")
+            f = model.exit_features(imgs, enc["input_ids"], enc["attention_mask"])[0, k - 1]
+            return f.view(1, 1, -1), torch.tensor(o.proprio, dtype=torch.float32).view(1, 1, -1)
+
+        with torch.no_grad():
+            f1, p1 = feat_proprio(obs[1], 3)  # the window at step 2 = [step 1 at exit 3, step 2 at exit k]
+            for k in (1, 4):
+                f2, p2 = feat_proprio(obs[2], k)
+                out = model.head(torch.cat([f1, f2], 1), torch.cat([p1, p2], 1))
+                ref = torch.cat([out.motion[0, -1], gripper_value(out.gripper_logit[0, -1:])]).numpy()
+                np.testing.assert_allclose(last[k - 1], ref, rtol=1e-5, atol=1e-6)
+            # step 0 dropped out of the window: a window of 3 would differ
+            f0, p0 = feat_proprio(obs[0], 3)
+            f2, p2 = feat_proprio(obs[2], 1)
+            longer = model.head(torch.cat([f0, f1, f2], 1), torch.cat([p0, p1, p2], 1)).motion[0, -1].numpy()
+        assert not np.allclose(longer, last[0][:3])
+    finally:
+        model.config.head.history = 0
+
+
 def test_runner_rejects_bad_inputs_and_nan(tiny, ckpt, tmp_path):
     model, _ = tiny
     runner = PolicyRunner.from_checkpoint(ckpt)

@@ -104,6 +104,11 @@ class HeadConfig(_Strict):
     layers: int = Field(2, ge=1)
     proprio_embed: int = Field(16, ge=1)
     aux_hidden: int = Field(64, ge=1)
+    # Steps of history the head sees at run time. 0: one persistent LSTM state
+    # for the whole episode. N: the LSTM re-runs from a zero state over the
+    # last N committed features, exactly like a training window of N steps
+    # (RoboFlamingo/DeeR keep such a window at inference).
+    history: int = Field(0, ge=0)
 
 
 class PolicyConfig(_Strict):

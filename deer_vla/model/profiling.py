@@ -100,8 +100,11 @@ def count_flops(model: MultiExitPolicy, text_len: int | None = None) -> dict[str
             f, state = _count(lambda s=state: model.run_segment(s))
             segs.append(f)
         proprio = None if inp["proprio"] is None else inp["proprio"].unsqueeze(1)
-        head, _ = _count(lambda: model.head(state.feature.unsqueeze(1), proprio))
-    return {"encode": enc, "segments": segs, "head": head + _lstm_flops(model.head.lstm)}
+        steps = max(model.config.head.history, 1)  # the head runs over its history window each exit
+        feats = state.feature.unsqueeze(1).expand(-1, steps, -1)
+        hp = None if proprio is None else proprio.expand(-1, steps, -1)
+        head, _ = _count(lambda: model.head(feats, hp))
+    return {"encode": enc, "segments": segs, "head": head + steps * _lstm_flops(model.head.lstm)}
 
 
 # --- memory -----------------------------------------------------------------------------------
@@ -164,8 +167,10 @@ def measure_latency(model: MultiExitPolicy, warmup: int = 3, iters: int = 20
                 sync()
                 if keep:
                     seg_t[k].append(time.perf_counter() - t0)
+            steps = max(model.config.head.history, 1)
+            feats = state.feature.unsqueeze(1).expand(-1, steps, -1)
             t0 = time.perf_counter()
-            model.head(state.feature.unsqueeze(1), proprio)
+            model.head(feats, None if proprio is None else proprio.expand(-1, steps, -1))
             sync()
             if keep:
                 head_t.append(time.perf_counter() - t0)

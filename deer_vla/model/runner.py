@@ -4,9 +4,14 @@ Per step: ``begin_step`` encodes images + instruction, ``run_next_exit`` runs
 one more segment and returns that exit's candidate action computed from the
 *committed* head state of the previous step, ``commit(k)`` adopts exit k's
 head state (the head's history then holds exit k's feature for this step).
+
+With ``config.head.history = N > 0`` the head keeps no recurrent state between
+steps: each candidate is the LSTM run from zero over the last N-1 committed
+(feature, proprio) pairs plus this exit's, matching the training windows.
 """
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +77,10 @@ class PolicyRunner:
         self._committed: LSTMState | None = None
         self._state: SegmentState | None = None
         self._proprio: torch.Tensor | None = None
-        self._candidates: dict[int, tuple[np.ndarray, LSTMState]] = {}
+        self._candidates: dict[int, tuple[np.ndarray, LSTMState | None, torch.Tensor]] = {}
+        window = self.model.config.head.history
+        # committed (feature (1,1,D), proprio (1,1,P) | None) of the previous steps, oldest first
+        self._past: deque[tuple[torch.Tensor, torch.Tensor | None]] = deque(maxlen=max(window - 1, 0))
 
     def _tokens(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
         if instruction not in self._token_cache:
@@ -112,19 +120,28 @@ class PolicyRunner:
         self._state = self.model.run_segment(self._state)
         k = self._state.exit_index
         assert self._state.feature is not None
-        out = self.model.head(self._state.feature.unsqueeze(1), self._proprio, self._committed)
+        feature = self._state.feature.unsqueeze(1)
+        if self.model.config.head.history > 0:
+            feats = torch.cat([f for f, _ in self._past] + [feature], dim=1)
+            proprio = None
+            if self._proprio is not None:
+                proprio = torch.cat([p for _, p in self._past] + [self._proprio], dim=1)  # type: ignore[misc]
+            out = self.model.head(feats, proprio, None)
+        else:
+            out = self.model.head(feature, self._proprio, self._committed)
         raw = torch.cat([out.motion[0, -1], gripper_value(out.gripper_logit[0, -1:])]).float().cpu().numpy()
         if not np.all(np.isfinite(raw)):
             raise FloatingPointError(f"exit {k} produced a non-finite action {raw} (bad weights or inputs)")
-        assert out.hidden is not None
-        self._candidates[k] = (self.action_spec.clip(raw), out.hidden)
+        self._candidates[k] = (self.action_spec.clip(raw), out.hidden, feature)
         return self._candidates[k][0]
 
     def commit(self, exit_index: int) -> np.ndarray:
         if exit_index not in self._candidates:
             raise ValueError(f"commit({exit_index}): that exit has not run this step (ran {sorted(self._candidates)})")
-        action, hidden = self._candidates[exit_index]
+        action, hidden, feature = self._candidates[exit_index]
         self._committed = hidden
+        if self._past.maxlen:
+            self._past.append((feature, self._proprio))
         self._state = None  # the step is over: a new begin_step is required
         self._candidates = {}
         return action

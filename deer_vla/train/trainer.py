@@ -141,9 +141,13 @@ def build_policy_config(cfg: TrainConfig) -> Any:
     from deer_vla.model.presets import preset_config
 
     if cfg.model is not None:
-        return PolicyConfig.model_validate(cfg.model)
-    assert cfg.model_preset is not None
-    return preset_config(cfg.model_preset)
+        pcfg = PolicyConfig.model_validate(cfg.model)
+    else:
+        assert cfg.model_preset is not None
+        pcfg = preset_config(cfg.model_preset)
+    # Run the head at inference over the same history length it was trained on.
+    pcfg.head.history = cfg.window
+    return pcfg
 
 
 def heads_of(model: torch.nn.Module) -> list[torch.nn.Module]:
