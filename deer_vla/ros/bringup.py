@@ -178,7 +178,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deer-vla demo", description=demo_main.__doc__)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help=f"policy checkpoint directory (default: the shipped {DEFAULT_CHECKPOINT})")
-    parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--episodes", type=int, default=None, help="episodes (default: config/sim.yaml)")
     parser.add_argument("--tasks", nargs="+", default=None, help="task names (default: config/sim.yaml)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the task default)")
@@ -200,7 +200,7 @@ def demo_main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.episodes < 1:
+    if args.episodes is not None and args.episodes < 1:
         print(f"deer-vla demo: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
         return 2
     run = time.strftime("demo_%Y%m%d_%H%M%S", time.gmtime())
@@ -209,7 +209,9 @@ def demo_main(argv: list[str] | None = None) -> int:
                               "record_path": str(out_dir / run / "policy_io.mcap")}
     if args.average_gflops is not None:
         policy["budget.average_gflops"] = args.average_gflops
-    sim: dict[str, Any] = {"episodes": args.episodes, "seed": args.seed, "max_steps": args.max_steps}
+    sim: dict[str, Any] = {"seed": args.seed, "max_steps": args.max_steps}
+    if args.episodes is not None:
+        sim["episodes"] = args.episodes
     if args.tasks:
         sim["tasks"] = list(args.tasks)
     overrides = {"policy": policy, "sim": sim, "monitor": {"log_dir": str(out_dir), "run_name": run}}
