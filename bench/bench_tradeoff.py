@@ -78,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     n = int(config.num_exits)
     # the two shortest expert tasks (35 / 32 steps) keep --quick under 3 minutes on 2 cores
     tasks = resolve_tasks(args.tasks or ("coffee-button,handle-press" if args.quick else "all"))
+    dataset: str | None = args.dataset
+    if not Path(args.dataset).is_dir():
+        # A fresh clone has no demonstrations: the dynamic point is then the
+        # checkpoint's own thresholds.json (solved for its default budget).
+        print(f"no calibration demonstrations at {args.dataset} (make them with `deer-vla collect`); "
+              "dynamic mode = the checkpoint's thresholds.json only")
+        dataset = None
     cfg = EvalConfig(
         checkpoint=args.checkpoint,
         tasks=tasks,
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         budgets=[float(b) for b in args.budgets.split(",") if b.strip()],
         exits=list(range(1, n)),
         oracle_tolerance=args.oracle,
-        calibration_dataset=args.dataset,
+        calibration_dataset=dataset,
         calibration_episodes=args.calibration_episodes or (4 if args.quick else 30),
         max_steps=args.max_steps or (60 if args.quick else None),
         workers=args.workers,
