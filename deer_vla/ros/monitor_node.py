@@ -6,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -15,6 +14,7 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 from deer_vla.core import StepRecord
 from deer_vla.ros.budget_monitor import BudgetMonitor
 from deer_vla.ros.mcap_io import McapLog
+from deer_vla.ros.node_main import run_node
 from deer_vla.ros.plot import plot_records
 
 RECORD_TOPIC_MCAP = "/deer_vla/step_record"
@@ -137,17 +137,7 @@ class MonitorNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv)
-    node = MonitorNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(MonitorNode, argv)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float32MultiArray, String
 
 from deer_vla.ros.image_conv import rgb_to_image_msg
+from deer_vla.ros.node_main import run_node
 
 SIM_DEFAULTS: dict[str, Any] = {
     "tasks": ["button-press-topdown"],  # task names from deer_vla.sim.tasks; episodes cycle over them
@@ -205,19 +205,10 @@ class SimNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv)
-    node = SimNode()
-    try:
-        while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.1)
+    def report(node: SimNode) -> None:
         print(json.dumps({"success_rate": node.success_rate(), "episodes": [r.__dict__ for r in node.results]}))
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+
+    return run_node(SimNode, argv, until=lambda node: node.finished, on_done=report)
 
 
 if __name__ == "__main__":
