@@ -180,7 +180,7 @@ def demo_main(argv: list[str] | None = None) -> int:
                         help=f"policy checkpoint directory (default: the shipped {DEFAULT_CHECKPOINT})")
     parser.add_argument("--episodes", type=int, default=None, help="episodes (default: config/sim.yaml)")
     parser.add_argument("--tasks", nargs="+", default=None, help="task names (default: config/sim.yaml)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None, help="first episode seed (default: config/sim.yaml)")
     parser.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the task default)")
     parser.add_argument("--average-gflops", type=float, default=None,
                         help="average compute budget per action (default: the one the thresholds were solved for)")
@@ -209,7 +209,9 @@ def demo_main(argv: list[str] | None = None) -> int:
                               "record_path": str(out_dir / run / "policy_io.mcap")}
     if args.average_gflops is not None:
         policy["budget.average_gflops"] = args.average_gflops
-    sim: dict[str, Any] = {"seed": args.seed, "max_steps": args.max_steps}
+    sim: dict[str, Any] = {"max_steps": args.max_steps}
+    if args.seed is not None:
+        sim["seed"] = args.seed
     if args.episodes is not None:
         sim["episodes"] = args.episodes
     if args.tasks:
