@@ -30,42 +30,39 @@ class EnergyMeter(Protocol):
         ...
 
 
-class _CounterMeter:
-    """Joules from a monotone counter that may wrap, read at start/stop and every ``poll_s`` in between."""
+class _PollingMeter:
+    """A background thread that calls ``_poll`` every ``poll_s`` between start() and stop().
 
-    def __init__(self, name: str, read: Callable[[], list[float]], ranges: list[float], poll_s: float) -> None:
+    Subclasses define ``_begin`` (first reading), ``_poll`` (one reading) and
+    ``_joules`` (the total once the thread has stopped and a last reading was taken).
+    """
+
+    def __init__(self, name: str, poll_s: float) -> None:
         if poll_s <= 0:
             raise ValueError(f"poll_s must be positive, got {poll_s}")
         self.name = name
-        self._read = read  # joules per counter
-        self._ranges = ranges  # wrap range per counter in joules (inf: never wraps)
         self._poll_s = poll_s
-        self._lock = threading.Lock()
-        self._last: list[float] = []
-        self._total = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _accumulate(self) -> None:
-        now = self._read()
-        with self._lock:
-            for i, (a, b) in enumerate(zip(self._last, now)):
-                delta = b - a
-                if delta < 0:  # wrapped once since the last read (reads are far apart from two wraps)
-                    delta += self._ranges[i]
-                self._total += delta
-            self._last = now
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def _poll(self) -> None:
+        raise NotImplementedError
+
+    def _joules(self) -> float:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.wait(self._poll_s):
-            self._accumulate()
+            self._poll()
 
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError(f"{self.name} meter already started")
-        self._last = self._read()
-        self._total = 0.0
         self._stop.clear()
+        self._begin()
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-meter", daemon=True)
         self._thread.start()
 
@@ -75,7 +72,36 @@ class _CounterMeter:
         self._stop.set()
         self._thread.join()
         self._thread = None
-        self._accumulate()
+        self._poll()
+        return self._joules()
+
+
+class _CounterMeter(_PollingMeter):
+    """Joules from a monotone counter that may wrap, read at start/stop and every ``poll_s`` in between."""
+
+    def __init__(self, name: str, read: Callable[[], list[float]], ranges: list[float], poll_s: float) -> None:
+        super().__init__(name, poll_s)
+        self._read = read  # joules per counter
+        self._ranges = ranges  # wrap range per counter in joules (inf: never wraps)
+        self._lock = threading.Lock()
+        self._last: list[float] = []
+        self._total = 0.0
+
+    def _begin(self) -> None:
+        self._last = self._read()
+        self._total = 0.0
+
+    def _poll(self) -> None:
+        now = self._read()
+        with self._lock:
+            for i, (a, b) in enumerate(zip(self._last, now)):
+                delta = b - a
+                if delta < 0:  # wrapped once since the last read (reads are far apart from two wraps)
+                    delta += self._ranges[i]
+                self._total += delta
+            self._last = now
+
+    def _joules(self) -> float:
         return self._total
 
 
@@ -107,40 +133,22 @@ def rapl_meter(root: Path = RAPL_ROOT, poll_s: float = 1.0) -> _CounterMeter | N
     return _CounterMeter(f"RAPL ({names})", read, ranges, poll_s)
 
 
-class _PowerSamplingMeter:
+class _PowerSamplingMeter(_PollingMeter):
     """Joules integrated (trapezoid) from power readings in watts every ``poll_s``."""
 
     def __init__(self, name: str, read_watts: Callable[[], float], poll_s: float = 0.01) -> None:
-        self.name = name
+        super().__init__(name, poll_s)
         self._read = read_watts
-        self._poll_s = poll_s
         self._samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def _sample(self) -> None:
+    def _begin(self) -> None:
+        self._samples = []
+        self._poll()
+
+    def _poll(self) -> None:
         self._samples.append((time.perf_counter(), self._read()))
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._poll_s):
-            self._sample()
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError(f"{self.name} meter already started")
-        self._samples = []
-        self._stop.clear()
-        self._sample()
-        self._thread = threading.Thread(target=self._run, name=f"{self.name}-meter", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> float:
-        if self._thread is None:
-            raise RuntimeError(f"{self.name} meter was not started")
-        self._stop.set()
-        self._thread.join()
-        self._thread = None
-        self._sample()
+    def _joules(self) -> float:
         s = self._samples
         return float(sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in zip(s, s[1:])))
 
