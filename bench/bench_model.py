@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from common import check_device
+
 from deer_vla.model.policy import MultiExitPolicy
 from deer_vla.model.presets import PRESETS, preset_config
 from deer_vla.model.profiling import analytic_llm_flops, example_inputs, profile_policy, quantize_int8
@@ -49,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--quick", action="store_true", help="few timing iterations (smoke run)")
     args = p.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("--device cuda: CUDA not available", file=sys.stderr)
-        return 2
+    check_device(args.device)
     if args.dtype != "float32" and args.device == "cpu":
         print("half precision is benchmarked on CUDA only", file=sys.stderr)
         return 2
