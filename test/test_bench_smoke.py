@@ -76,6 +76,26 @@ def test_bench_tradeoff_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_budget_shift_quick(tmp_path):
+    needs_model()
+    if not (REPO / "deer_vla" / "assets" / "default_checkpoint" / "config.json").is_file():
+        pytest.skip("bench_budget_shift needs the shipped checkpoint deer_vla/assets/default_checkpoint")
+    from deer_vla.data.collect import cli_main as collect
+
+    demos = tmp_path / "demos"  # one expert demonstration per quick-mode task to calibrate on
+    assert collect(["--tasks", "coffee-button,handle-press", "--episodes-per-task", "1", "--out", str(demos),
+                    "--image-size", "64", "--workers", "1", "--seed", "0", "--no-progress"]) == 0
+    out = run_quick("bench_budget_shift.py", "--dataset", str(demos), "--out", str(tmp_path / "res"))
+    assert "calibrated on" in out and "task shift: worst average-budget error without tracking" in out
+    import json
+
+    rows = json.loads((tmp_path / "res" / "shift.json").read_text())["rows"]
+    # both directions of the shift, every budget with a static and a tracked run, costs measured (> 0)
+    assert {(r["calibrated_on"], r["run_on"]) for r in rows} == {("A", "B"), ("B", "A")}
+    assert all(r["static_gflops"] > 0 and r["tracked_gflops"] > 0 and r["target_gflops"] > 0 for r in rows)
+
+
+@pytest.mark.slow
 def test_bench_memory_quick():
     needs_model()
     out = run_quick("bench_memory.py")

@@ -37,6 +37,7 @@ class EvalConfig:
     oracle_tolerance: float | None = None
     calibration_dataset: str | None = None
     calibration_episodes: int = 30
+    calibration_tasks: list[str] | None = None  # solve thresholds on these tasks' demos only (default: all)
     heldout_instructions: bool = False
     seed_offset: int = EVAL_SEED_OFFSET
     max_steps: int | None = None
@@ -157,7 +158,8 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
         thresholds_file = Path(cfg.checkpoint) / "thresholds.json"
         if cfg.calibration_dataset:
             t0 = time.perf_counter()
-            actions = calibration_exit_actions(runner, cfg.calibration_dataset, cfg.calibration_episodes)
+            actions = calibration_exit_actions(runner, cfg.calibration_dataset, cfg.calibration_episodes,
+                                               tasks=cfg.calibration_tasks)
             log.info("calibration set: %d steps in %.1f s", len(actions), time.perf_counter() - t0)
             for frac in cfg.budgets:
                 name = f"dyn{frac:g}"
@@ -345,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-dataset", default=None,
                    help="demonstrations to solve per-budget thresholds on (default: data/demos if present)")
     p.add_argument("--calibration-episodes", type=int, default=30)
+    p.add_argument("--calibration-tasks", default=None,
+                   help="solve thresholds on these tasks' demonstrations only, e.g. to measure budget "
+                        "adherence under a task shift ('all' or a comma list; default: every task)")
     p.add_argument("--heldout-instructions", action="store_true", help="use the tasks' held-out paraphrases")
     p.add_argument("--track-budget", action="store_true",
                    help="also run every budget with the online budget tracker (modes 'dyn<f>+track')")
@@ -376,6 +381,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             oracle_tolerance=args.oracle,
             calibration_dataset=calib,
             calibration_episodes=args.calibration_episodes,
+            calibration_tasks=resolve_tasks(args.calibration_tasks) if args.calibration_tasks else None,
             heldout_instructions=args.heldout_instructions,
             track_budget=args.track_budget,
             seed_offset=args.seed_offset,

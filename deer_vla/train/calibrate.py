@@ -42,28 +42,37 @@ def episode_observations(episode: Any, cameras: Sequence[str]) -> list[Observati
     ]
 
 
-def iter_dataset_observations(dataset_dir: str | Path, cameras: Sequence[str], episodes: int | None) -> Iterator[list]:
+def iter_dataset_observations(
+    dataset_dir: str | Path, cameras: Sequence[str], episodes: int | None, tasks: Sequence[str] | None = None
+) -> Iterator[list]:
+    """Observations of ``episodes`` demonstrations, spread over the dataset, or over ``tasks``' episodes only
+    (calibrating on a task subset; a task without episodes raises KeyError naming those present)."""
     from deer_vla.data.episodes import EpisodeDataset
 
     root = Path(dataset_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"calibration dataset directory not found: {root}")
     ds = EpisodeDataset(root)  # every episode is checksum-verified as it is loaded
-    n = len(ds) if episodes is None else min(episodes, len(ds))
+    pool = list(range(len(ds))) if tasks is None else sorted(i for t in tasks for i in ds.episodes_for_task(t))
+    n = len(pool) if episodes is None else min(episodes, len(pool))
     if n == 0:
         raise ValueError(f"calibration dataset {root} holds no episodes")
-    # Spread the chosen episodes over the whole dataset (datasets are usually stored task by task).
-    for i in np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int)):
-        yield episode_observations(ds.load(int(i)), cameras)
+    # Spread the chosen episodes over the whole pool (datasets are stored task by task).
+    for j in np.unique(np.linspace(0, len(pool) - 1, n).round().astype(int)):
+        yield episode_observations(ds.load(pool[int(j)]), cameras)
 
 
 def calibration_exit_actions(
-    runner: Any, dataset_dir: str | Path, episodes: int | None = 20, max_steps: int | None = None
+    runner: Any,
+    dataset_dir: str | Path,
+    episodes: int | None = 20,
+    max_steps: int | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """(S, N, A) actions of every exit at every step of ``episodes`` demonstration episodes."""
+    """(S, N, A) actions of every exit at every step of ``episodes`` demonstration episodes (of ``tasks``)."""
     from deer_vla.control.calibration import collect_exit_actions
 
-    obs = iter_dataset_observations(dataset_dir, tuple(runner.cameras), episodes)
+    obs = iter_dataset_observations(dataset_dir, tuple(runner.cameras), episodes, tasks)
     return collect_exit_actions(runner, obs, max_steps=max_steps)
 
 
@@ -94,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--average-gflops", type=float, help="average budget in GFLOPs per action")
     p.add_argument("--metric", choices=("llm_gflops", "total_gflops"), default="llm_gflops")
     p.add_argument("--episodes", type=int, default=30, help="demonstration episodes to calibrate on")
+    p.add_argument("--tasks", default=None,
+                   help="calibrate on these tasks' demonstrations only (comma list; default: every task)")
     p.add_argument("--max-steps", type=int, default=None, help="cap on calibration steps")
     p.add_argument("--bayes", type=int, default=0, metavar="N",
                    help="refine with N Bayesian-optimisation trials against closed-loop success (0 = off)")
@@ -121,7 +132,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
-    actions = calibration_exit_actions(runner, args.dataset, args.episodes, args.max_steps)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    try:
+        actions = calibration_exit_actions(runner, args.dataset, args.episodes, args.max_steps, tasks)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        print(f"deer-vla calibrate: {exc}", file=sys.stderr)
+        return 2
     thresholds = solve(actions, profile, budget)
     log.info(
         "quantile thresholds %s: expected %.4g %s per action on %d calibration steps (budget %.4g)",

@@ -1,0 +1,143 @@
+"""Average-budget adherence under a task shift, closed loop in the simulator, with the trained checkpoint.
+
+Thresholds are solved (quantile method) on the demonstrations of one task
+subset, then the controller runs on the *other* subset in Meta-World, on
+held-out seeds, with and without the online budget tracker. The same-subset
+runs (calibrate and run on the same tasks, different seeds) are the
+no-shift reference. Prints target vs measured mean LLM GFLOPs per action and
+their ratio for every budget, success rates alongside, and the worst error
+with and without tracking; writes shift.json. bench_budgets.py covers the
+same question on synthetic or replayed per-exit streams.
+
+    .venv/bin/python bench/bench_budget_shift.py --quick    # < 3 min on 2 CPU cores
+    .venv/bin/python bench/bench_budget_shift.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from deer_vla.evaluation.evaluator import EvalConfig, evaluate, resolve_tasks  # noqa: E402
+
+DEFAULT_CKPT = REPO / "deer_vla" / "assets" / "default_checkpoint"
+# Pressing/pushing tasks vs. pulling/turning ones: different motions, step counts and exit needs.
+SUBSET_A = "button-press-topdown,button-press,coffee-button,handle-press,drawer-close"
+SUBSET_B = "drawer-open,window-open,window-close,faucet-open,faucet-close"
+
+
+def adherence_rows(payload: dict, calib: str, run: str) -> list[dict]:
+    """One row per budget: target, static and tracked measured cost (LLM GFLOPs per action), success."""
+    summary, modes = payload["summary"], payload["modes"]
+    rows = []
+    for name, spec in modes.items():
+        if spec["kind"] != "dynamic" or spec.get("track_budget"):
+            continue
+        tracked = f"{name}+track"
+        if tracked not in summary:
+            continue
+        target = float(spec["budget_gflops"])
+        s, t = summary[name]["overall"], summary[tracked]["overall"]
+        rows.append({
+            "calibrated_on": calib, "run_on": run, "budget_fraction": spec["budget_fraction"],
+            "target_gflops": target,
+            "static_gflops": s["mean_llm_gflops"], "tracked_gflops": t["mean_llm_gflops"],
+            "static_ratio": s["mean_llm_gflops"] / target, "tracked_ratio": t["mean_llm_gflops"] / target,
+            "static_success": s["success_rate"], "tracked_success": t["success_rate"],
+            "steps": s["steps"], "tracked_steps": t["steps"],
+        })
+    return rows
+
+
+def print_rows(rows: list[dict]) -> None:
+    print(f"{'calibrated on':>13} {'run on':>6} {'budget':>6} {'target':>7} | {'static':>7} {'/target':>7} "
+          f"{'success':>7} | {'tracked':>7} {'/target':>7} {'success':>7}")
+    for r in rows:
+        print(f"{r['calibrated_on']:>13} {r['run_on']:>6} {r['budget_fraction']:6.2f} {r['target_gflops']:7.4f} | "
+              f"{r['static_gflops']:7.4f} {r['static_ratio']:7.3f} {100 * r['static_success']:6.1f}% | "
+              f"{r['tracked_gflops']:7.4f} {r['tracked_ratio']:7.3f} {100 * r['tracked_success']:6.1f}%")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=str(DEFAULT_CKPT))
+    p.add_argument("--dataset", default=str(REPO / "data" / "demos"), help="demonstrations (`deer-vla collect`)")
+    p.add_argument("--subset-a", default=SUBSET_A, help="comma list of tasks")
+    p.add_argument("--subset-b", default=SUBSET_B, help="comma list of tasks")
+    p.add_argument("--budgets", default="0.15,0.2,0.3,0.5", help="fractions of the full model's LLM GFLOPs")
+    p.add_argument("--episodes-per-task", type=int, default=None)
+    p.add_argument("--calibration-episodes", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--no-reference", action="store_true", help="skip the same-subset (no shift) runs")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--quick", action="store_true",
+                   help="one task per subset, 2 episodes of <= 60 steps, 2 budgets, shift runs only")
+    p.add_argument("--out", default="bench_results/budget_shift")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    if not Path(args.dataset).is_dir():
+        print(f"no demonstrations at {args.dataset}: this benchmark calibrates on them "
+              "(make them with `deer-vla collect`, see the README)", file=sys.stderr)
+        return 2
+    if args.quick:
+        # the two shortest expert tasks (35 / 32 steps) keep --quick under 3 minutes on 2 cores
+        subsets = {"A": resolve_tasks("coffee-button"), "B": resolve_tasks("handle-press")}
+    else:
+        subsets = {"A": resolve_tasks(args.subset_a), "B": resolve_tasks(args.subset_b)}
+    if set(subsets["A"]) & set(subsets["B"]):
+        p.error(f"the subsets overlap: {sorted(set(subsets['A']) & set(subsets['B']))}")
+    runs = [("A", "B"), ("B", "A")]
+    if not (args.quick or args.no_reference):
+        runs += [("A", "A"), ("B", "B")]
+    budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+    if args.quick:
+        budgets = budgets[1::2][:2] or budgets[:2]
+    for name, tasks in subsets.items():
+        print(f"subset {name}: {', '.join(tasks)}")
+
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+    for calib, run in runs:
+        cfg = EvalConfig(
+            checkpoint=args.checkpoint,
+            tasks=subsets[run],
+            episodes_per_task=args.episodes_per_task or (2 if args.quick else 4),
+            budgets=budgets,
+            exits=[],
+            calibration_dataset=args.dataset,
+            calibration_episodes=args.calibration_episodes or (2 if args.quick else 20),
+            calibration_tasks=subsets[calib],
+            max_steps=args.max_steps or (60 if args.quick else None),
+            workers=args.workers,
+            track_budget=True,
+        )
+        payload = evaluate(cfg, Path(args.out) / f"calib{calib}_run{run}", show_progress=True, verbose=False)
+        rows += adherence_rows(payload, calib, run)
+
+    print("\n== Average budget: target vs measured LLM GFLOPs per action (closed loop, held-out seeds)")
+    print_rows(rows)
+    shifted = [r for r in rows if r["calibrated_on"] != r["run_on"]]
+    for label, sel in (("task shift", shifted), ("no shift", [r for r in rows if r not in shifted])):
+        if not sel:
+            continue
+        st = max(abs(r["static_ratio"] - 1) for r in sel)
+        tr = max(abs(r["tracked_ratio"] - 1) for r in sel)
+        verdict = "met" if tr <= 0.03 else "not met"
+        print(f"{label}: worst average-budget error without tracking {100 * st:.1f}%, "
+              f"with online tracking {100 * tr:.1f}% (target <= 3% with tracking: {verdict})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shift.json").write_text(json.dumps({"subsets": subsets, "rows": rows}, indent=2))
+    print(f"wall time {time.perf_counter() - t0:.0f} s; results {out / 'shift.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
