@@ -100,10 +100,26 @@ def test_tracker_validation(kwargs, match):
         OnlineBudgetTracker(**kwargs)
 
 
-def test_tracker_needs_an_average_budget():
-    with pytest.raises(ValueError, match="needs a budget with average_gflops"):
-        ExitController(SyntheticExitPolicy(N), synthetic_profile(N), Thresholds(values=[0.1] * 5),
-                       BudgetSpec(peak_gflops=100.0), tracker=OnlineBudgetTracker(5.0))
+def test_tracker_idles_without_an_average_budget_and_steers_once_one_is_set():
+    policy = SyntheticExitPolicy(N, seed=3)
+    profile = synthetic_profile(N)
+    tracker = OnlineBudgetTracker(5.0)
+    ctl = ExitController(policy, profile, Thresholds(values=[0.01] * (N - 1)), BudgetSpec(peak_gflops=100.0),
+                         tracker=tracker)
+    for obs in synthetic_episodes(1, 50)[0]:
+        ctl.step(obs)
+    assert tracker.scale == 1.0 and tracker.running_mean == 0.0  # idle: no average budget to hold
+    idle_mean = ctl.running_mean  # the controller still reports the mean cost itself
+    costs = profile.costs()
+    target = 0.5 * (costs[0] + costs[-1])
+    ctl.set_budget(BudgetSpec(average_gflops=target, peak_gflops=100.0))
+    for episode in synthetic_episodes(8, 50):
+        for obs in episode:
+            ctl.step(obs)
+    assert tracker.target_gflops == target and tracker.scale != 1.0
+    # far off at first (thresholds this low run almost every exit); steered most of the way within 400 steps
+    assert abs(idle_mean / target - 1) > 0.5
+    assert abs(tracker.running_mean / target - 1) < 0.2
 
 
 STEPS = 400

@@ -83,8 +83,6 @@ class ExitController:
             raise ValueError(f"fixed_exit {self.fixed_exit} is past the budget's cap exit {report.cap}")
         if self.thresholds is not None and self.fixed_exit is None and self.oracle_tolerance is None:
             self.thresholds.check_covers(report.cap)
-        if self.tracker is not None and budget.average_gflops is None:
-            raise ValueError("online budget tracking needs a budget with average_gflops set")
         guard = None
         if budget.deadline_ms is not None:
             if self.latency_trace is not None:
@@ -130,7 +128,7 @@ class ExitController:
 
     @property
     def running_mean(self) -> float:
-        if self.tracker is not None:
+        if self.tracker is not None and self.budget.average_gflops is not None:
             return self.tracker.running_mean
         return self._cost_sum / self._cost_steps if self._cost_steps else 0.0
 
@@ -165,7 +163,9 @@ class ExitController:
                 self._apply_budget(self._pending)
                 self._pending = None
         cap = self.report.cap
-        scale = self.tracker.scale if self.tracker is not None else 1.0
+        # A tracker only steers toward an average budget; while none is set it idles (scale 1, no updates).
+        tracking = self.tracker is not None and self.budget.average_gflops is not None
+        scale = self.tracker.scale if tracking and self.tracker is not None else 1.0
         t0 = self.clock()
         self.policy.begin_step(observation)
         t_enc = self.clock()
@@ -205,7 +205,7 @@ class ExitController:
         cost = llm if self.budget.metric == "llm_gflops" else total
         self._cost_sum += cost
         self._cost_steps += 1
-        if self.tracker is not None:
+        if tracking and self.tracker is not None:
             self.tracker.update(cost)
         etas = (
             [self._eta(k, scale) for k in range(2, cap + 1)]

@@ -52,6 +52,9 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "budget.memory_bytes": 0,
     "budget.deadline_ms": 0.0,
     "budget.metric": "llm_gflops",
+    # True: an online tracker scales the thresholds so the running mean holds budget.average_gflops (the
+    # thresholds file was solved for one budget on calibration scenes; without it another average is not held)
+    "budget.track_average": True,
     "fixed_exit": 0,  # >0: always use this exit (baseline); 0 = dynamic early exit
     "record_path": "",  # MCAP file for the policy's inputs and outputs per step ("" = off)
     "autostart": False,  # configure + activate on start (for running the executable alone)
@@ -86,6 +89,7 @@ class PolicyParams(BaseModel):
     budget_memory_bytes: int = Field(ge=0)
     budget_deadline_ms: float = Field(ge=0)
     budget_metric: Literal["llm_gflops", "total_gflops"]
+    budget_track_average: bool
     fixed_exit: int = Field(ge=0)
     record_path: str
     autostart: bool

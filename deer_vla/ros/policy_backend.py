@@ -49,9 +49,17 @@ def check_budget(profile: CostProfile, budget: object, fixed_exit: int) -> int:
 
 
 def load_stack(
-    checkpoint: Path, thresholds_path: Path, device: str, budget_kwargs: dict, fixed_exit: int = 0
+    checkpoint: Path,
+    thresholds_path: Path,
+    device: str,
+    budget_kwargs: dict,
+    fixed_exit: int = 0,
+    track_average: bool = False,
 ) -> PolicyStack:
+    """track_average: thresholds are scaled online so the running mean cost holds the average budget
+    (idle while none is set; set one at run time and it starts steering)."""
     from deer_vla.control.controller import ExitController
+    from deer_vla.control.online import OnlineBudgetTracker
     from deer_vla.control.thresholds import Thresholds
     from deer_vla.model.runner import PolicyRunner
 
@@ -80,8 +88,13 @@ def load_stack(
             f"thresholds file not found: {thresholds_path}; run `deer-vla calibrate` for this checkpoint, "
             "set 'thresholds_file', or set 'fixed_exit' to run one exit"
         )
+    tracker = None
+    if track_average and thresholds is not None and not fixed_exit:
+        # its target is replaced by budget.average_gflops whenever one is set; until then it idles
+        tracker = OnlineBudgetTracker(budget.average_gflops or profile.costs(budget.metric)[-1])
     try:
-        controller = ExitController(runner, profile, thresholds, budget, fixed_exit=fixed_exit or None)
+        controller = ExitController(runner, profile, thresholds, budget, fixed_exit=fixed_exit or None,
+                                    tracker=tracker)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"cannot build the exit controller: {exc}") from exc
     config = getattr(getattr(runner, "model", None), "config", None)

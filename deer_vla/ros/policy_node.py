@@ -111,7 +111,7 @@ class PolicyNode(LifecycleNode):
         try:
             params = parse_params(self._current_values())
             stack = load_stack(params.checkpoint, params.thresholds_path, params.device, params.budget_kwargs(),
-                               params.fixed_exit)
+                               params.fixed_exit, track_average=params.budget_track_average)
             if len(params.image_topics) != len(stack.cameras):
                 raise ConfigurationError(
                     f"parameter 'image_topics' lists {len(params.image_topics)} topic(s) {params.image_topics}, "

@@ -89,13 +89,15 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline-ms", type=float, default=None)
     parser.add_argument("--metric", default="llm_gflops", choices=["llm_gflops", "total_gflops"])
     parser.add_argument("--fixed-exit", type=int, default=0)
+    parser.add_argument("--no-track-average", action="store_true",
+                        help="thresholds as solved, without the online tracker the policy node uses by default")
     parser.add_argument("--json", type=Path, default=None, help="also write the report (with per-step exits) here")
     args = parser.parse_args(argv)
     budget = {"average_gflops": args.average_gflops, "peak_gflops": args.peak_gflops, "peak_ms": args.peak_ms,
               "memory_bytes": args.memory_bytes, "deadline_ms": args.deadline_ms, "metric": args.metric}
     try:
         stack = load_stack(args.checkpoint, args.thresholds or args.checkpoint / "thresholds.json", args.device,
-                           budget, args.fixed_exit)
+                           budget, args.fixed_exit, track_average=not args.no_track_average)
         report = replay(args.recording, stack, args.metric)
     except (ConfigurationError, FileNotFoundError, ValueError) as exc:
         print(f"deer-vla replay: {exc}", file=sys.stderr)
