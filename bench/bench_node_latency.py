@@ -54,9 +54,8 @@ def stats(values: list[float]) -> dict[str, float]:
             "min": float(a.min()), "max": float(a.max())}
 
 
-def run(checkpoint: Path, steps: int, warmup: int, size: int) -> dict:
+def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str = "single") -> dict:
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
     from rclpy.qos import qos_profile_sensor_data
@@ -64,11 +63,12 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int) -> dict:
     from std_msgs.msg import Float32MultiArray, String
 
     from deer_vla.core import StepRecord
+    from deer_vla.ros.executors import make_executor
     from deer_vla.ros.image_conv import rgb_to_image_msg
     from deer_vla.ros.policy_node import INSTRUCTION_QOS, PolicyNode
 
     rclpy.init()
-    executor = SingleThreadedExecutor()
+    executor = make_executor(executor_kind)
     policy = PolicyNode(parameter_overrides=[Parameter("checkpoint_dir", value=str(checkpoint)),
                                              Parameter("enabled", value=True)])
     driver = rclpy.create_node("latency_driver")
@@ -116,6 +116,7 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int) -> dict:
         node_internal = [a - b for a, b in list(policy.stats.latency_ms)[-len(round_trip):]]
         overhead = [r - m for r, m in zip(round_trip, model)]
         return {
+            "executor": executor_kind,
             "checkpoint": str(checkpoint),
             "exits_loaded": policy.stack.profile.num_exits,
             "image_size": size,
@@ -142,19 +143,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=64, help="square camera images, pixels per side")
+    parser.add_argument("--executors", default="events,single",
+                        help="rclpy executors to compare, one run each: 'events' (rclpy.experimental."
+                             "EventsExecutor, the node executables' default) and/or 'single' (SingleThreadedExecutor)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     steps = 60 if args.quick else args.steps
+    kinds = [k.strip() for k in args.executors.split(",") if k.strip()]
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or build_tiny_checkpoint(Path(tmp))
-        result = run(checkpoint, steps, args.warmup, args.image_size)
-    print(f"policy node latency over {result['steps']} steps ({result['cameras']} cameras "
-          f"{args.image_size}x{args.image_size}, {result['exits_loaded']} exits, lost {result['lost']}):")
-    for key in ("round_trip_ms", "model_ms", "overhead_ms", "overhead_inside_node_ms"):
-        s = result[key]
-        print(f"  {key:<25} median {s['median']:7.3f}  p95 {s['p95']:7.3f}  max {s['max']:7.3f}")
+        for kind in kinds:
+            result = run(checkpoint, steps, args.warmup, args.image_size, kind)
+            results.append(result)
+            print(f"policy node latency, {kind} executor, over {result['steps']} steps ({result['cameras']} cameras "
+                  f"{args.image_size}x{args.image_size}, {result['exits_loaded']} exits, lost {result['lost']}):")
+            for key in ("round_trip_ms", "model_ms", "overhead_ms", "overhead_inside_node_ms"):
+                s = result[key]
+                print(f"  {key:<25} median {s['median']:7.3f}  p95 {s['p95']:7.3f}  max {s['max']:7.3f}")
+    if len(results) > 1:
+        base = results[-1]["overhead_ms"]["median"]
+        for r in results[:-1]:
+            print(f"ratio overhead median {results[-1]['executor']}/{r['executor']}: "
+                  f"{base / max(r['overhead_ms']['median'], 1e-9):.2f}x")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from deer_vla.ros.executors import EXECUTORS, make_executor
 from deer_vla.ros.graph import GraphSpec, NodeSpec, load_graph
 from deer_vla.ros.params import DEFAULT_CHECKPOINT
 
@@ -41,10 +42,8 @@ class Bringup:
     """Create, start, spin and stop the nodes of one graph."""
 
     def __init__(self, graph: GraphSpec, executor: Any | None = None) -> None:
-        from rclpy.executors import SingleThreadedExecutor
-
         self.graph = graph
-        self.executor = executor or SingleThreadedExecutor()
+        self.executor = executor or make_executor("events")
         self.nodes: dict[str, Any] = {}
         self._stopped = False
 
@@ -144,6 +143,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                         help="parameter override, e.g. policy.checkpoint_dir=/path (repeatable)")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to run (0 = until Ctrl-C)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="events",
+                        help="rclpy executor: events (EventsExecutor, lower per-message overhead) or single")
     import rclpy
 
     all_args, own_args = _split_args(argv)
@@ -151,7 +152,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     owned = _init_ros(all_args)
     bringup = None
     try:
-        bringup = Bringup(load_graph(args.graph, args.config_dir, _parse_set(args.set))).start()
+        bringup = Bringup(load_graph(args.graph, args.config_dir, _parse_set(args.set)),
+                          make_executor(args.executor)).start()
         print(f"[deer_vla bringup] graph '{args.graph}': {', '.join(n.name for n in bringup.graph.nodes)} running")
         sim = bringup.nodes.get("sim")
         done = (lambda: sim.finished or _STOP.is_set()) if sim is not None else _STOP.is_set
