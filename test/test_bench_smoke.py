@@ -61,6 +61,8 @@ def test_bench_node_latency_quick():
     needs_model()
     out = run_quick("bench_node_latency.py")
     assert "overhead_ms" in out and "round_trip_ms" in out
+    # both executors measured in the one run, and their ratio
+    assert "events executor" in out and "single executor" in out and "ratio overhead median single/events" in out
 
 
 @pytest.mark.slow

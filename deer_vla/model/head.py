@@ -24,6 +24,7 @@ class _ProprioInput(nn.Module):
     def __init__(self, feature_dim: int, proprio_dim: int, embed: int) -> None:
         super().__init__()
         self.proprio_dim = proprio_dim
+        self.feature_dim = feature_dim
         self.proprio = nn.Linear(proprio_dim, embed) if proprio_dim > 0 else None
         self.out_dim = feature_dim + (embed if proprio_dim > 0 else 0)
 
@@ -56,6 +57,12 @@ class ActionHead(nn.Module):
         out, new_hidden = self.lstm(self.inputs(features, proprio), hidden)
         out = self.norm(out)
         return HeadOutput(torch.tanh(self.motion(out)), self.gripper(out).squeeze(-1), new_hidden)
+
+    def history_state(self, features: torch.Tensor, proprio: torch.Tensor | None = None) -> LSTMState:
+        """The LSTM state after a window of past steps, from zero (no action outputs): continuing from it
+        over one more step equals running forward() over the whole window."""
+        _, hidden = self.lstm(self.inputs(features, proprio))
+        return hidden
 
 
 class AuxHead(nn.Module):

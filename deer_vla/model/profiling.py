@@ -100,11 +100,14 @@ def count_flops(model: MultiExitPolicy, text_len: int | None = None) -> dict[str
             f, state = _count(lambda s=state: model.run_segment(s))
             segs.append(f)
         proprio = None if inp["proprio"] is None else inp["proprio"].unsqueeze(1)
-        steps = max(model.config.head.history, 1)  # the head runs over its history window each exit
-        feats = state.feature.unsqueeze(1).expand(-1, steps, -1)
-        hp = None if proprio is None else proprio.expand(-1, steps, -1)
-        head, _ = _count(lambda: model.head(feats, hp))
-    return {"encode": enc, "segments": segs, "head": head + steps * _lstm_flops(model.head.lstm)}
+        feats = state.feature.unsqueeze(1)
+        head, _ = _count(lambda: model.head(feats, proprio))  # one step per exit tried
+        past = max(model.config.head.history - 1, 0)  # history mode: once per step, counted with encode
+        if past:
+            hist, _ = _count(lambda: model.head.history_state(
+                feats.expand(-1, past, -1), None if proprio is None else proprio.expand(-1, past, -1)))
+            enc += hist + past * _lstm_flops(model.head.lstm)
+    return {"encode": enc, "segments": segs, "head": head + _lstm_flops(model.head.lstm)}
 
 
 # --- memory -----------------------------------------------------------------------------------
@@ -152,11 +155,16 @@ def measure_latency(model: MultiExitPolicy, warmup: int = 3, iters: int = 20
     enc_t: list[float] = []
     seg_t: list[list[float]] = [[] for _ in range(model.num_exits)]
     head_t: list[float] = []
+    past = max(model.config.head.history - 1, 0)
+    past_feats = torch.zeros(1, past, model.head.inputs.feature_dim, device=device, dtype=model.camera_embed.dtype)
+    past_proprio = None if proprio is None else proprio.expand(-1, past, -1)
     with torch.inference_mode():
         for it in range(warmup + iters):
             keep = it >= warmup
             t0 = time.perf_counter()
             state = model.encode(**inp)
+            if past:  # history mode: the past window's head state, once per step (PolicyRunner.begin_step)
+                model.head.history_state(past_feats, past_proprio)
             sync()
             t1 = time.perf_counter()
             if keep:
@@ -167,10 +175,8 @@ def measure_latency(model: MultiExitPolicy, warmup: int = 3, iters: int = 20
                 sync()
                 if keep:
                     seg_t[k].append(time.perf_counter() - t0)
-            steps = max(model.config.head.history, 1)
-            feats = state.feature.unsqueeze(1).expand(-1, steps, -1)
             t0 = time.perf_counter()
-            model.head(feats, None if proprio is None else proprio.expand(-1, steps, -1))
+            model.head(state.feature.unsqueeze(1), proprio)
             sync()
             if keep:
                 head_t.append(time.perf_counter() - t0)

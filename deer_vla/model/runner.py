@@ -7,7 +7,9 @@ head state (the head's history then holds exit k's feature for this step).
 
 With ``config.head.history = N > 0`` the head keeps no recurrent state between
 steps: each candidate is the LSTM run from zero over the last N-1 committed
-(feature, proprio) pairs plus this exit's, matching the training windows.
+(feature, proprio) pairs plus this exit's, matching the training windows. The
+past part is the same for every exit, so ``begin_step`` runs it once and each
+exit continues from that state for one step.
 """
 from __future__ import annotations
 
@@ -78,6 +80,7 @@ class PolicyRunner:
         self._state: SegmentState | None = None
         self._proprio: torch.Tensor | None = None
         self._candidates: dict[int, tuple[np.ndarray, LSTMState | None, torch.Tensor]] = {}
+        self._past_state: LSTMState | None = None  # history mode: the head's state after this step's past
         window = self.model.config.head.history
         # committed (feature (1,1,D), proprio (1,1,P) | None) of the previous steps, oldest first
         self._past: deque[tuple[torch.Tensor, torch.Tensor | None]] = deque(maxlen=max(window - 1, 0))
@@ -112,6 +115,11 @@ class PolicyRunner:
         self._proprio = proprio
         self._state = self.model.encode(images, ids, mask)
         self._candidates = {}
+        self._past_state = None
+        if self.model.config.head.history > 0 and self._past:
+            feats = torch.cat([f for f, _ in self._past], dim=1)
+            past_proprio = None if proprio is None else torch.cat([p for _, p in self._past], dim=1)  # type: ignore[misc]
+            self._past_state = self.model.head.history_state(feats, past_proprio)
 
     @torch.inference_mode()
     def run_next_exit(self) -> np.ndarray:
@@ -122,11 +130,7 @@ class PolicyRunner:
         assert self._state.feature is not None
         feature = self._state.feature.unsqueeze(1)
         if self.model.config.head.history > 0:
-            feats = torch.cat([f for f, _ in self._past] + [feature], dim=1)
-            proprio = None
-            if self._proprio is not None:
-                proprio = torch.cat([p for _, p in self._past] + [self._proprio], dim=1)  # type: ignore[misc]
-            out = self.model.head(feats, proprio, None)
+            out = self.model.head(feature, self._proprio, self._past_state)
         else:
             out = self.model.head(feature, self._proprio, self._committed)
         raw = torch.cat([out.motion[0, -1], gripper_value(out.gripper_logit[0, -1:])]).float().cpu().numpy()
