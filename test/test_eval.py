@@ -139,3 +139,24 @@ def test_calibration_on_a_task_subset_uses_only_those_tasks(tmp_path: Path) -> N
         == [instr["drawer-close"]]
     with pytest.raises(KeyError, match="window-open"):
         list(iter_dataset_observations(data, ("static",), None, tasks=["window-open"]))
+
+
+def test_tracking_mode_keeps_one_tracker_over_the_workers_episodes(checkpoint: tuple[Path, Path]) -> None:
+    """Budget tracking holds over the whole run (as on a robot), not per job of a few episodes."""
+    from deer_vla.evaluation import evaluator as ev
+    from deer_vla.evaluation.rollout import ModeSpec
+
+    ckpt, _ = checkpoint
+    ev._worker_init(str(ckpt), "cpu", 1, None)
+    n = ev._WORKER["runner"].num_exits
+    budget = 0.5 * ev._WORKER["profile"].costs()[-1]
+    mode = ModeSpec(name="dyn+track", kind="dynamic", thresholds=Thresholds(values=[0.0] * (n - 1)).to_dict(),
+                    budget_gflops=budget, budget_fraction=0.5, track_budget=True)
+    first = ev._run_job((mode, "drawer-open", [(100000, None)], 3))
+    tracker = ev._WORKER["trackers"]["dyn+track"]
+    assert tracker.steps == first[0].steps and tracker.target_gflops == budget
+    second = ev._run_job((mode, "drawer-open", [(100001, None)], 3))
+    assert ev._WORKER["trackers"]["dyn+track"] is tracker and tracker.steps == first[0].steps + second[0].steps
+    ev._worker_init(str(ckpt), "cpu", 1, None)  # a new evaluation starts with no trackers
+    assert ev._WORKER["trackers"] == {}
+    ev._close_adapters()

@@ -53,7 +53,9 @@ class EpisodeResult:
         return asdict(self)
 
 
-def make_controller(runner: Any, profile: Any, mode: ModeSpec) -> Any:
+def make_controller(runner: Any, profile: Any, mode: ModeSpec, tracker: Any | None = None) -> Any:
+    """The controller for ``mode``; a tracking mode uses ``tracker`` when given (kept across episodes by the
+    caller, as on a robot that runs for a long time), else a new OnlineBudgetTracker."""
     from deer_vla.control.budgets import BudgetSpec
     from deer_vla.control.controller import ExitController
     from deer_vla.control.thresholds import Thresholds
@@ -65,12 +67,13 @@ def make_controller(runner: Any, profile: Any, mode: ModeSpec) -> Any:
     assert mode.thresholds is not None
     thresholds = Thresholds.from_dict(mode.thresholds)
     budget = thresholds.budget or BudgetSpec(average_gflops=mode.budget_gflops)
-    tracker = None
-    if mode.track_budget:
+    if not mode.track_budget:
+        tracker = None
+    elif budget.average_gflops is None:
+        raise ValueError(f"mode {mode.name}: budget tracking needs an average budget")
+    elif tracker is None:
         from deer_vla.control.online import OnlineBudgetTracker
 
-        if budget.average_gflops is None:
-            raise ValueError(f"mode {mode.name}: budget tracking needs an average budget")
         tracker = OnlineBudgetTracker(budget.average_gflops)
     return ExitController(runner, profile, thresholds, budget, tracker=tracker)
 
