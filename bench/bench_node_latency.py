@@ -54,7 +54,7 @@ def stats(values: list[float]) -> dict[str, float]:
             "min": float(a.min()), "max": float(a.max())}
 
 
-def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str = "single") -> dict:
+def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str = "events") -> dict:
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter

@@ -126,10 +126,15 @@ class ExitController:
     def cap(self) -> int:
         return self.report.cap
 
+    def _active_tracker(self) -> OnlineBudgetTracker | None:
+        """The tracker, while there is an average budget for it to hold; without one it idles."""
+        return self.tracker if self.budget.average_gflops is not None else None
+
     @property
     def running_mean(self) -> float:
-        if self.tracker is not None and self.budget.average_gflops is not None:
-            return self.tracker.running_mean
+        tracker = self._active_tracker()
+        if tracker is not None:
+            return tracker.running_mean
         return self._cost_sum / self._cost_steps if self._cost_steps else 0.0
 
     def reset_episode(self) -> None:
@@ -163,9 +168,8 @@ class ExitController:
                 self._apply_budget(self._pending)
                 self._pending = None
         cap = self.report.cap
-        # A tracker only steers toward an average budget; while none is set it idles (scale 1, no updates).
-        tracking = self.tracker is not None and self.budget.average_gflops is not None
-        scale = self.tracker.scale if tracking and self.tracker is not None else 1.0
+        tracker = self._active_tracker()  # scale 1 and no updates while it idles
+        scale = tracker.scale if tracker is not None else 1.0
         t0 = self.clock()
         self.policy.begin_step(observation)
         t_enc = self.clock()
@@ -205,8 +209,8 @@ class ExitController:
         cost = llm if self.budget.metric == "llm_gflops" else total
         self._cost_sum += cost
         self._cost_steps += 1
-        if tracking and self.tracker is not None:
-            self.tracker.update(cost)
+        if tracker is not None:
+            tracker.update(cost)
         etas = (
             [self._eta(k, scale) for k in range(2, cap + 1)]
             if self.thresholds is not None and self.fixed_exit is None and self.oracle_tolerance is None

@@ -125,14 +125,11 @@ def _model_image_size(runner: Any) -> int | None:
 def _run_job(job: tuple[ModeSpec, str, list[tuple[int, str | None]], int | None]) -> list[EpisodeResult]:
     mode, task, plan, max_steps = job
     adapter = _adapter(task, max_steps)
-    tracker = None
-    if mode.track_budget and mode.budget_gflops:
-        from deer_vla.control.online import OnlineBudgetTracker
-
-        # one tracker per mode for all the episodes this worker runs: it holds the budget over the whole
-        # run, as on a robot, instead of restarting at every job of a few episodes
-        tracker = _WORKER["trackers"].setdefault(mode.name, OnlineBudgetTracker(mode.budget_gflops))
-    controller = make_controller(_WORKER["runner"], _WORKER["profile"], mode, tracker)
+    # one tracker per mode for all the episodes this worker runs: it holds the budget over the whole run,
+    # as on a robot, instead of restarting at every job of a few episodes
+    controller = make_controller(_WORKER["runner"], _WORKER["profile"], mode, _WORKER["trackers"].get(mode.name))
+    if controller.tracker is not None:
+        _WORKER["trackers"][mode.name] = controller.tracker
     limit = max_steps or int(getattr(adapter, "max_steps", 500))
     return [run_episode(adapter, controller, mode.name, task, seed, instr, limit) for seed, instr in plan]
 
