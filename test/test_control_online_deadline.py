@@ -122,6 +122,32 @@ def test_tracker_idles_without_an_average_budget_and_steers_once_one_is_set():
     assert abs(tracker.running_mean / target - 1) < 0.2
 
 
+
+def test_tracker_holds_the_thresholds_own_average_when_no_budget_is_set():
+    """Thresholds solved for an average keep it under shift even when the user sets no average budget."""
+    policy = SyntheticExitPolicy(N, seed=3)
+    profile = synthetic_profile(N)
+    costs = profile.costs()
+    solved_for = 0.5 * (costs[0] + costs[-1])
+    thresholds = Thresholds(values=[0.01] * (N - 1), budget=BudgetSpec(average_gflops=solved_for))
+    tracker = OnlineBudgetTracker(costs[-1])
+    ctl = ExitController(policy, profile, thresholds, BudgetSpec(peak_gflops=100.0), tracker=tracker)
+    for episode in synthetic_episodes(8, 50):
+        for obs in episode:
+            ctl.step(obs)
+    assert tracker.target_gflops == solved_for and tracker.steps == 400
+    assert abs(tracker.running_mean / solved_for - 1) < 0.2  # open loop these thresholds are far over (see above)
+    # an explicit average budget takes over from the thresholds' own
+    ctl.set_budget(BudgetSpec(average_gflops=costs[1], peak_gflops=100.0))
+    ctl.step(synthetic_episodes(1, 1)[0][0])
+    assert tracker.target_gflops == costs[1]
+    # fixed-exit mode has no average to hold
+    fixed = ExitController(policy, profile, thresholds, BudgetSpec(), tracker=OnlineBudgetTracker(1.0),
+                           fixed_exit=2)
+    fixed.step(synthetic_episodes(1, 1)[0][0])
+    assert fixed.tracker.steps == 0 and fixed.tracker.target_gflops == 1.0
+
+
 STEPS = 400
 
 

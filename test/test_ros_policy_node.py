@@ -338,3 +338,23 @@ def test_average_budget_is_tracked_online_by_default(executor, tiny_checkpoint):
     assert fixed.stack.controller.tracker is None  # nothing to steer in fixed-exit mode
     off = _started(executor, tiny_checkpoint, **{"budget.track_average": False})
     assert off.stack.controller.tracker is None
+
+
+def test_tracker_holds_the_thresholds_solved_average_without_a_budget_parameter(executor, tiny_checkpoint, tmp_path):
+    from deer_vla.control.budgets import BudgetSpec
+    from deer_vla.control.thresholds import Thresholds
+    from deer_vla.model.runner import PolicyRunner
+
+    plain = Thresholds.load(tiny_checkpoint / "thresholds.json")
+    profile = PolicyRunner.from_checkpoint(tiny_checkpoint).cost_profile
+    solved_for = 0.5 * (profile.cost(1) + profile.cost(profile.num_exits))
+    path = tmp_path / "solved.json"
+    Thresholds(values=plain.values, budget=BudgetSpec(average_gflops=solved_for)).save(path)
+    node = _started(executor, tiny_checkpoint, thresholds_file=str(path))
+    assert node.get_parameter("budget.average_gflops").value == 0.0  # unset
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: node.stats.steps >= 3)
+    tracker = node.stack.controller.tracker
+    assert tracker.target_gflops == pytest.approx(solved_for) and tracker.steps >= 3
+    assert tracker.scale != 1.0  # thresholds 0 run every exit: far over, so it steers

@@ -94,8 +94,6 @@ class ExitController:
     def _apply_budget(self, budget: BudgetSpec) -> None:
         self.report, self.guard = self._validate(budget)
         self.budget = budget
-        if self.tracker is not None and budget.average_gflops is not None:
-            self.tracker.set_target(budget.average_gflops)
 
     def set_budget(self, budget: BudgetSpec) -> None:
         """Validate now (raises on a bad budget); it takes effect at the next step."""
@@ -126,9 +124,33 @@ class ExitController:
     def cap(self) -> int:
         return self.report.cap
 
+    def _average_target(self) -> float | None:
+        """The average the tracker holds: the budget's, else the one the thresholds were solved for.
+
+        Without the fallback, a node started with no average budget would run the thresholds
+        open loop and drift off their own design point whenever scenes differ from calibration.
+        """
+        if self.budget.average_gflops is not None:
+            return self.budget.average_gflops
+        if self.fixed_exit is not None or self.oracle_tolerance is not None or self.thresholds is None:
+            return None
+        solved = self.thresholds.budget
+        if solved is None or solved.average_gflops is None or self.thresholds.metric != self.budget.metric:
+            return None
+        return solved.average_gflops
+
     def _active_tracker(self) -> OnlineBudgetTracker | None:
-        """The tracker, while there is an average budget for it to hold; without one it idles."""
-        return self.tracker if self.budget.average_gflops is not None else None
+        """The tracker aimed at the current average (see _average_target); None while there is none.
+
+        The target is synced here rather than when budgets or thresholds change, so a swap of
+        either (from another thread, applied at the next step) cannot leave it stale.
+        """
+        target = self._average_target()
+        if self.tracker is None or target is None:
+            return None
+        if self.tracker.target_gflops != target:
+            self.tracker.set_target(target)
+        return self.tracker
 
     @property
     def running_mean(self) -> float:
@@ -232,7 +254,7 @@ class ExitController:
             thresholds=etas,
             threshold_scale=scale,
             running_mean_gflops=self.running_mean,
-            budget_average_gflops=self.budget.average_gflops,
+            budget_average_gflops=self._average_target(),  # the one in force, set or solved-for
             budget_peak_gflops=self.budget.peak_gflops,
             budget_peak_ms=self.budget.peak_ms,
             budget_memory_bytes=self.budget.memory_bytes,

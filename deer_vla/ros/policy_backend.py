@@ -57,7 +57,7 @@ def load_stack(
     track_average: bool = False,
 ) -> PolicyStack:
     """track_average: thresholds are scaled online so the running mean cost holds the average budget
-    (idle while none is set; set one at run time and it starts steering)."""
+    (or, with none set, the average the thresholds were solved for; idle if they record none)."""
     from deer_vla.control.controller import ExitController
     from deer_vla.control.online import OnlineBudgetTracker
     from deer_vla.control.thresholds import Thresholds
@@ -90,7 +90,7 @@ def load_stack(
         )
     tracker = None
     if track_average and thresholds is not None and not fixed_exit:
-        # its target is replaced by budget.average_gflops whenever one is set; until then it idles
+        # it holds budget.average_gflops when set, else the average the thresholds were solved for
         tracker = OnlineBudgetTracker(budget.average_gflops or profile.costs(budget.metric)[-1])
     try:
         controller = ExitController(runner, profile, thresholds, budget, fixed_exit=fixed_exit or None,
