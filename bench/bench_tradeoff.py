@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets", default="0.15,0.2,0.3,0.5")
     p.add_argument("--oracle", type=float, default=0.05, help="oracle tolerance (criterion distance)")
     p.add_argument("--calibration-episodes", type=int, default=None)
+    p.add_argument("--threshold-method", choices=("quantile", "descent"), default="quantile")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="bench_results/tradeoff")
     args = p.parse_args(argv)
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         oracle_tolerance=args.oracle,
         calibration_dataset=dataset,
         calibration_episodes=args.calibration_episodes or (4 if args.quick else 30),
+        threshold_method=args.threshold_method,
         max_steps=args.max_steps or (60 if args.quick else None),
         workers=args.workers,
     )

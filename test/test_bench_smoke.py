@@ -77,17 +77,23 @@ def test_bench_tradeoff_quick(tmp_path):
     assert (tmp_path / "tradeoff.png").is_file()
 
 
-@pytest.mark.slow
-def test_bench_budget_shift_quick(tmp_path):
+@pytest.fixture(scope="module")
+def quick_demos(tmp_path_factory):
+    """Two expert demonstrations per quick-mode task (calibration / held-out)."""
     needs_model()
     if not (REPO / "deer_vla" / "assets" / "default_checkpoint" / "config.json").is_file():
-        pytest.skip("bench_budget_shift needs the shipped checkpoint deer_vla/assets/default_checkpoint")
+        pytest.skip("the dataset benches need the shipped checkpoint deer_vla/assets/default_checkpoint")
     from deer_vla.data.collect import cli_main as collect
 
-    demos = tmp_path / "demos"  # one expert demonstration per quick-mode task to calibrate on
-    assert collect(["--tasks", "coffee-button,handle-press", "--episodes-per-task", "1", "--out", str(demos),
+    demos = tmp_path_factory.mktemp("quick") / "demos"
+    assert collect(["--tasks", "coffee-button,handle-press", "--episodes-per-task", "2", "--out", str(demos),
                     "--image-size", "64", "--workers", "1", "--seed", "0", "--no-progress"]) == 0
-    out = run_quick("bench_budget_shift.py", "--dataset", str(demos), "--out", str(tmp_path / "res"))
+    return demos
+
+
+@pytest.mark.slow
+def test_bench_budget_shift_quick(tmp_path, quick_demos):
+    out = run_quick("bench_budget_shift.py", "--dataset", str(quick_demos), "--out", str(tmp_path / "res"))
     assert "calibrated on" in out and "task shift: worst average-budget error without tracking" in out
     import json
 
@@ -95,6 +101,21 @@ def test_bench_budget_shift_quick(tmp_path):
     # both directions of the shift, every budget with a static and a tracked run, costs measured (> 0)
     assert {(r["calibrated_on"], r["run_on"]) for r in rows} == {("A", "B"), ("B", "A")}
     assert all(r["static_gflops"] > 0 and r["tracked_gflops"] > 0 and r["target_gflops"] > 0 for r in rows)
+
+
+
+@pytest.mark.slow
+def test_bench_oracle_gap_quick(tmp_path, quick_demos):
+    out = run_quick("bench_oracle_gap.py", "--dataset", str(quick_demos), "--out", str(tmp_path / "gap.json"))
+    assert "dynamic controller (quantile) / oracle at the same mean error" in out
+    import json
+
+    rows = json.loads((tmp_path / "gap.json").read_text())["rows"]
+    static = [r for r in rows if r["budget_fraction"] is None]
+    assert len(static) >= 2 and len(rows) > len(static)
+    # the oracle is a lower bound at every mode's own error; the deepest static exit has error 0
+    assert all(r["oracle_cost"] <= r["mean_cost"] * (1 + 1e-9) for r in rows)
+    assert static[-1]["mean_error"] == 0 and static[-1]["controller_over_oracle"] == pytest.approx(1.0)
 
 
 @pytest.mark.slow

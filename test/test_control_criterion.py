@@ -6,8 +6,18 @@ import math
 import numpy as np
 import pytest
 
-from deer_vla.control import Criterion, collect_exit_actions, consistency_scores, oracle_exit, oracle_exits
+from deer_vla.control import (
+    Criterion,
+    Thresholds,
+    collect_exit_actions,
+    consistency_scores,
+    exit_errors,
+    oracle_cost_at_error,
+    oracle_exit,
+    oracle_exits,
+)
 from deer_vla.control.synthetic import SyntheticExitPolicy, synthetic_episodes
+from deer_vla.control.thresholds import simulate_exits
 
 
 def test_rms_ignores_gripper_by_default():
@@ -80,6 +90,40 @@ def test_oracle_picks_earliest_exit_within_tolerance_of_deepest():
         oracle_exit(actions, -0.1)
     with pytest.raises(ValueError, match="tolerance"):
         oracle_exit(actions, float("nan"))
+
+
+
+def test_oracle_cost_at_error_is_the_lower_hull_of_cost_vs_mean_error():
+    # step A: exit 2 already matches the deepest; step B: only exit 3 does. Costs 1, 2, 4.
+    a = [[0.4, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+    b = [[0.2, 0.0, 1.0], [0.1, 0.0, 1.0], [0.0, 0.0, 1.0]]
+    actions = np.array([a, b])
+    crit = Criterion(distance="max")
+    np.testing.assert_allclose(exit_errors(actions, crit), [[0.4, 0.0, 0.0], [0.2, 0.1, 0.0]])
+    costs = np.array([1.0, 2.0, 4.0])
+    # hull vertices (mean error, mean cost): (0.3, 1) -> (0.1, 1.5) -> (0.05, 2) -> (0, 3)
+    for bound, expected in [(0.5, 1.0), (0.3, 1.0), (0.2, 1.25), (0.1, 1.5), (0.075, 1.75), (0.05, 2.0), (0.0, 3.0)]:
+        assert oracle_cost_at_error(actions, costs, bound, crit) == pytest.approx(expected, abs=1e-9), bound
+    with pytest.raises(ValueError, match="non-decreasing"):
+        oracle_cost_at_error(actions, costs[::-1], 0.1, crit)
+    with pytest.raises(ValueError, match="max_mean_error"):
+        oracle_cost_at_error(actions, costs, float("nan"), crit)
+
+
+def test_no_threshold_setting_beats_the_oracle_at_its_own_error():
+    policy = SyntheticExitPolicy(num_exits=6, action_dim=7, seed=5)
+    actions = collect_exit_actions(policy, synthetic_episodes(4, 40))
+    costs = np.cumsum(np.full(6, 0.5)) + 0.2
+    rows = np.arange(actions.shape[0])
+    errors = exit_errors(actions)
+    gaps = []
+    for eta in [0.0, 0.005, 0.02, 0.05, 0.2, 1.0]:
+        exits = simulate_exits(actions, Thresholds(values=[eta] * 5))
+        cost, err = costs[exits - 1].mean(), errors[rows, exits - 1].mean()
+        bound = oracle_cost_at_error(actions, costs, err)
+        assert bound <= cost + 1e-9
+        gaps.append(cost / bound)
+    assert max(gaps) > 1.01  # the consecutive criterion is not the oracle on this stream
 
 
 def test_collect_exit_actions_runs_all_exits_and_commits_deepest():

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from deer_vla.control.thresholds import Thresholds
+from deer_vla.evaluation.evaluator import EvalConfig, parse_exits
 from deer_vla.evaluation.evaluator import cli_main as evaluate_main
-from deer_vla.evaluation.evaluator import parse_exits
 from deer_vla.evaluation.report import summarize
 from deer_vla.evaluation.rollout import EpisodeResult
 from deer_vla.sim.metaworld_env import ACTION_SPEC
@@ -68,6 +68,12 @@ def test_calibrate_writes_valid_thresholds(checkpoint: tuple[Path, Path], tmp_pa
     assert sum(th.exit_distribution) == pytest.approx(1.0)
     report = json.loads(capsys.readouterr().out)
     assert report["calibration_steps"] == 6
+    # the error-minimising solver, same file format and budget guarantee
+    assert calibrate_main(["--checkpoint", str(ckpt), "--dataset", str(data), "--average-budget-fraction",
+                           f"{frac:.6f}", "--episodes", "1", "--method", "descent", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "descent"
+    th = Thresholds.load(out / "thresholds.json", num_exits=profile.num_exits)
+    assert th.method == "descent" and th.expected_cost <= th.budget.average_gflops + 1e-9
     # an impossible budget is a clear CLI error, not a traceback
     assert calibrate_main(["--checkpoint", str(ckpt), "--dataset", str(data), "--average-budget-fraction", "1.5",
                            "--out", str(out)]) == 2
@@ -109,6 +115,8 @@ def test_bad_arguments_are_clear_errors(checkpoint: tuple[Path, Path], tmp_path:
     assert "budgets" in capsys.readouterr().err
     with pytest.raises(ValueError, match="exit"):
         parse_exits("1,x")
+    with pytest.raises(ValueError, match="threshold_method"):
+        EvalConfig(checkpoint=str(ckpt), tasks=["drawer-open"], threshold_method="magic")
 
 
 def test_summary_pools_tasks_and_counts_exits() -> None:

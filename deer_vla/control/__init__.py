@@ -9,8 +9,9 @@ from deer_vla.control.calibration import collect_exit_actions
 from deer_vla.control.controller import ExitController
 from deer_vla.control.criterion import Criterion, consistency_scores
 from deer_vla.control.deadline import DeadlineGuard, LatencyTrace, ManualClock
+from deer_vla.control.descent import solve_thresholds_descent
 from deer_vla.control.online import OnlineBudgetTracker
-from deer_vla.control.oracle import oracle_exit, oracle_exits
+from deer_vla.control.oracle import exit_errors, oracle_cost_at_error, oracle_exit, oracle_exits
 from deer_vla.control.thresholds import Thresholds, simulate_exits, solve_thresholds_quantile
 
 __all__ = [
@@ -29,9 +30,12 @@ __all__ = [
     "consistency_scores",
     "exit_cap",
     "fidelity_objective",
+    "exit_errors",
+    "oracle_cost_at_error",
     "oracle_exit",
     "oracle_exits",
     "simulate_exits",
+    "solve_thresholds_descent",
     "solve_thresholds_quantile",
     "tune_thresholds",
 ]

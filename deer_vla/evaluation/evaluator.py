@@ -38,6 +38,7 @@ class EvalConfig:
     calibration_dataset: str | None = None
     calibration_episodes: int = 30
     calibration_tasks: list[str] | None = None  # solve thresholds on these tasks' demos only (default: all)
+    threshold_method: str = "quantile"  # deer_vla.train.calibrate.THRESHOLD_METHODS
     heldout_instructions: bool = False
     seed_offset: int = EVAL_SEED_OFFSET
     max_steps: int | None = None
@@ -58,6 +59,10 @@ class EvalConfig:
             raise ValueError(f"oracle tolerance must be >= 0, got {self.oracle_tolerance}")
         if not self.tasks:
             raise ValueError("no tasks to evaluate")
+        from deer_vla.train.calibrate import THRESHOLD_METHODS
+
+        if self.threshold_method not in THRESHOLD_METHODS:
+            raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}, got {self.threshold_method!r}")
 
 
 def resolve_tasks(spec: str) -> list[str]:
@@ -168,7 +173,7 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
             for frac in cfg.budgets:
                 name = f"dyn{frac:g}"
                 try:
-                    th = solve(actions, profile, BudgetSpec(average_gflops=frac * full))
+                    th = solve(actions, profile, BudgetSpec(average_gflops=frac * full), cfg.threshold_method)
                 except InfeasibleBudgetError as exc:
                     skipped[name] = str(exc)
                     log.warning("budget %g of full skipped: %s", frac, exc)
@@ -354,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-tasks", default=None,
                    help="solve thresholds on these tasks' demonstrations only, e.g. to measure budget "
                         "adherence under a task shift ('all' or a comma list; default: every task)")
+    p.add_argument("--threshold-method", choices=("quantile", "descent"), default="quantile",
+                   help="how per-budget thresholds are solved on the calibration demonstrations")
     p.add_argument("--heldout-instructions", action="store_true", help="use the tasks' held-out paraphrases")
     p.add_argument("--track-budget", action="store_true",
                    help="also run every budget with the online budget tracker (modes 'dyn<f>+track')")
@@ -386,6 +393,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             calibration_dataset=calib,
             calibration_episodes=args.calibration_episodes,
             calibration_tasks=resolve_tasks(args.calibration_tasks) if args.calibration_tasks else None,
+            threshold_method=args.threshold_method,
             heldout_instructions=args.heldout_instructions,
             track_budget=args.track_budget,
             seed_offset=args.seed_offset,

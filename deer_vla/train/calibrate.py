@@ -2,7 +2,7 @@
 
 Runs the checkpoint's PolicyRunner over demonstration episodes, recording
 every exit's action at every step (collect_exit_actions), solves the
-thresholds with the quantile method for the budget, and writes
+thresholds for the budget (quantile method, or --method descent), and writes
 thresholds.json + profile.json into the checkpoint directory. Optionally
 refines them with Bayesian optimisation (tune_thresholds) against closed-loop
 success on calibration seeds, which are disjoint from the evaluation seeds.
@@ -88,10 +88,20 @@ def budget_from_args(profile: Any, fraction: float | None, gflops: float | None,
     return BudgetSpec(average_gflops=gflops, metric=metric)
 
 
-def solve(exit_actions: np.ndarray, profile: Any, budget: Any) -> Any:
+# "quantile": DeeR's method (meets the budget with a fixed exit-distribution shape);
+# "descent": least action error vs the full model within the budget (deer_vla.control.descent).
+THRESHOLD_METHODS = ("quantile", "descent")
+
+
+def solve(exit_actions: np.ndarray, profile: Any, budget: Any, method: str = "quantile") -> Any:
+    from deer_vla.control.descent import solve_thresholds_descent
     from deer_vla.control.thresholds import solve_thresholds_quantile
 
-    return solve_thresholds_quantile(exit_actions, profile, budget)
+    if method == "quantile":
+        return solve_thresholds_quantile(exit_actions, profile, budget)
+    if method == "descent":
+        return solve_thresholds_descent(exit_actions, profile, budget)
+    raise ValueError(f"unknown threshold method {method!r}; choose one of {THRESHOLD_METHODS}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=None,
                    help="calibrate on these tasks' demonstrations only (comma list; default: every task)")
     p.add_argument("--max-steps", type=int, default=None, help="cap on calibration steps")
+    p.add_argument("--method", choices=THRESHOLD_METHODS, default="quantile",
+                   help="quantile: DeeR's exit-distribution method; descent: least action error within the budget")
     p.add_argument("--bayes", type=int, default=0, metavar="N",
                    help="refine with N Bayesian-optimisation trials against closed-loop success (0 = off)")
     p.add_argument("--bayes-tasks", default="all", help="tasks for --bayes rollouts (comma list or 'all')")
@@ -138,10 +150,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (KeyError, FileNotFoundError, ValueError) as exc:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
-    thresholds = solve(actions, profile, budget)
+    thresholds = solve(actions, profile, budget, args.method)
     log.info(
-        "quantile thresholds %s: expected %.4g %s per action on %d calibration steps (budget %.4g)",
-        [round(v, 4) for v in thresholds.values], thresholds.expected_cost, budget.metric, len(actions),
+        "%s thresholds %s: expected %.4g %s per action on %d calibration steps (budget %.4g)",
+        args.method, [round(v, 4) for v in thresholds.values], thresholds.expected_cost, budget.metric, len(actions),
         budget.average_gflops,
     )
     if args.bayes > 0:

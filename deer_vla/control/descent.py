@@ -1,0 +1,215 @@
+"""Thresholds that minimise the action error under an average budget, by exact coordinate descent.
+
+The quantile method fixes the *shape* of the exit distribution and only meets
+the budget; it never looks at how wrong an early action is. This solver
+chooses eta_2..eta_{cap-1} to minimise, on the calibration steps, the mean
+distance between the action taken and the deepest exit's (the fidelity the
+oracle is measured at, ``oracle.exit_errors``) subject to the mean cost
+meeting the budget:
+
+* Lagrangian: minimise mean(error + mu * cost) for a price ``mu`` on compute;
+  ``mu`` is bisected (log scale) for the cheapest-error setting within budget.
+* For a fixed ``mu``, each eta_k is optimised exactly with the others held:
+  among the steps that reach exit k, stopping those whose score is <= eta_k
+  changes the objective by a prefix sum over the steps sorted by score, so the
+  best eta_k is one sort and one cumulative sum. Exits are swept from the cap
+  down (each exit's "continue" outcome depends on the later thresholds) until
+  no threshold moves.
+
+The thresholds keep the run-time rule unchanged (the consecutive criterion of
+``ExitController``): only their values differ from the quantile solution.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError, budget_report
+from deer_vla.control.criterion import Criterion, check_exit_actions, consistency_scores
+from deer_vla.control.oracle import exit_errors
+from deer_vla.control.thresholds import Thresholds, solve_thresholds_quantile
+from deer_vla.core import CostProfile
+
+# internal eta that stops no step (thresholds are >= 0 once saved: see finish())
+_NEVER = -1.0
+
+
+def _exits_for(scores: np.ndarray, etas: np.ndarray, cap: int) -> np.ndarray:
+    """1-based exit per step for thresholds etas[k] (index k = exit number) with the run-time rule."""
+    s = scores.shape[0]
+    exit_of = np.full(s, cap, dtype=np.int64)
+    remaining = np.ones(s, dtype=bool)
+    for k in range(2, cap):
+        stop = remaining & (scores[:, k - 2] <= etas[k])
+        exit_of[stop] = k
+        remaining &= ~stop
+    return exit_of
+
+
+def _descend(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, mu: float, etas: np.ndarray,
+             max_sweeps: int = 20) -> np.ndarray:
+    """Coordinate descent on mean(err + mu * cost) from ``etas``; returns the improved copy."""
+    s = scores.shape[0]
+    rows = np.arange(s)
+    value = err + mu * costs[None, :]  # (S, N): objective of leaving step s at exit k
+    etas = etas.copy()
+    for _ in range(max_sweeps):
+        moved = False
+        for k in range(cap - 1, 1, -1):
+            exit_of = _exits_for(scores, etas, cap)
+            # steps that reach exit k: not stopped before it
+            reach = exit_of >= k
+            if k < cap - 1:
+                # where each step ends if it does not stop at k: rerun the rule from k+1
+                later = etas.copy()
+                later[k] = _NEVER
+                cont = _exits_for(scores, later, cap)
+            else:
+                cont = np.full(s, cap, dtype=np.int64)
+            idx = rows[reach]
+            if idx.size == 0:
+                continue
+            sk = scores[idx, k - 2]
+            gain = value[idx, k - 1] - value[idx, cont[idx] - 1]  # < 0: stopping at k is better
+            order = np.argsort(sk, kind="stable")
+            sk, csum = sk[order], np.cumsum(gain[order])
+            # a threshold can only split between distinct scores: take the last index of each tie group
+            last = np.r_[sk[1:] != sk[:-1], True]
+            best_i = int(np.argmin(np.where(last, csum, np.inf)))
+            new = float(sk[best_i]) if csum[best_i] < 0 else _NEVER
+            if new != etas[k]:
+                moved = True
+                etas[k] = new
+        if not moved:
+            break
+    return etas
+
+
+
+def _polish(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, etas: np.ndarray, target: float,
+            max_sweeps: int = 20) -> np.ndarray:
+    """Coordinate descent on the mean error itself, each move keeping the mean cost <= ``target``.
+
+    Spends what the Lagrangian step leaves of the budget (its solutions jump
+    between discrete cost levels). Starts from a feasible ``etas``; never
+    increases the error or leaves the budget.
+    """
+    s = scores.shape[0]
+    rows = np.arange(s)
+    limit = target * s * (1 + 1e-12)
+    etas = etas.copy()
+    for _ in range(max_sweeps):
+        moved = False
+        for k in range(cap - 1, 1, -1):
+            exit_of = _exits_for(scores, etas, cap)
+            later = etas.copy()
+            later[k] = _NEVER
+            cont = _exits_for(scores, later, cap)
+            reach = exit_of >= k
+            idx = rows[reach]
+            if idx.size == 0:
+                continue
+            # totals with nobody stopping at k, then the change of stopping each prefix by score
+            base_cost = costs[exit_of - 1].sum() - costs[exit_of[idx] - 1].sum() + costs[cont[idx] - 1].sum()
+            base_err = err[rows, exit_of - 1].sum() - err[idx, exit_of[idx] - 1].sum() + err[idx, cont[idx] - 1].sum()
+            sk = scores[idx, k - 2]
+            order = np.argsort(sk, kind="stable")
+            sk = sk[order]
+            d_cost = np.cumsum((costs[k - 1] - costs[cont[idx] - 1])[order])
+            d_err = np.cumsum((err[idx, k - 1] - err[idx, cont[idx] - 1])[order])
+            last = np.r_[sk[1:] != sk[:-1], True]
+            ok = last & (base_cost + d_cost <= limit)
+            options = [(base_err, base_cost, _NEVER)] if base_cost <= limit else []
+            options += [(base_err + d_err[i], base_cost + d_cost[i], float(sk[i])) for i in np.flatnonzero(ok)]
+            if not options:
+                continue
+            current = err[rows, exit_of - 1].sum()
+            e_new, _, eta_new = min(options, key=lambda o: (o[0], o[1]))
+            if e_new < current - 1e-12 * max(abs(current), 1.0) and eta_new != etas[k]:
+                etas[k] = eta_new
+                moved = True
+        if not moved:
+            break
+    return etas
+
+
+def solve_thresholds_descent(
+    exit_actions: np.ndarray,
+    profile: CostProfile,
+    budget: BudgetSpec,
+    criterion: Criterion | None = None,
+    error: Criterion | None = None,
+    iterations: int = 40,
+) -> Thresholds:
+    """Thresholds of least mean action error (by ``error``, default RMS) with mean cost <= the average budget.
+
+    exit_actions: (S, N, A) per-exit actions of the calibration steps (as for
+    ``solve_thresholds_quantile``). ``criterion`` is the run-time consistency
+    score the thresholds apply to. Raises InfeasibleBudgetError when even the
+    earliest exits miss the budget on these steps.
+    """
+    arr = check_exit_actions(exit_actions)
+    s, n, _ = arr.shape
+    if n != profile.num_exits:
+        raise ValueError(f"exit actions have {n} exits but the cost profile has {profile.num_exits}")
+    if budget.average_gflops is None:
+        raise ValueError("solve_thresholds_descent needs a budget with average_gflops set")
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    crit = criterion or Criterion()
+    report = budget_report(profile, budget)
+    cap = report.cap
+    costs = np.asarray(profile.costs(budget.metric), dtype=np.float64)
+    scores = consistency_scores(arr, crit)
+    err = exit_errors(arr, error)
+    target = float(budget.average_gflops)
+
+    def finish(etas: np.ndarray) -> Thresholds:
+        exit_of = _exits_for(scores, etas, cap) if cap > 1 else np.ones(s, dtype=np.int64)
+        dist = np.bincount(exit_of, minlength=n + 1)[1:] / s
+        values = [max(float(etas[k]), 0.0) if k < cap else 0.0 for k in range(2, n + 1)]
+        return Thresholds(values=values, budget=budget, metric=budget.metric, method="descent",
+                          expected_cost=float(costs[exit_of - 1].mean()),
+                          exit_distribution=[float(p) for p in dist], criterion=crit)
+
+    never = np.full(n + 1, _NEVER)  # etas[k] for k = 0..N
+    if cap <= 2 or not report.average_binding:
+        return finish(never)  # nothing to choose: exit 1 only / exit 2 always, or the budget is slack
+    always = np.full(n + 1, np.inf)
+    if float(costs[_exits_for(scores, always, cap) - 1].mean()) > target * (1 + 1e-9):
+        raise InfeasibleBudgetError(
+            f"average budget {target:g} is below the cheapest the criterion can reach on these steps "
+            f"({costs[1]:g}: every step stopping at exit 2)"
+        )
+
+    rows = np.arange(s)
+
+    def cost_error(etas: np.ndarray) -> tuple[float, float]:
+        exit_of = _exits_for(scores, etas, cap)
+        return float(costs[exit_of - 1].mean()), float(err[rows, exit_of - 1].mean())
+
+    # mu prices compute in error units: search between "compute is free" and "compute is all that matters"
+    spread = float(np.ptp(err)) or 1.0
+    lo, hi = math.log(spread / costs[-1] * 1e-6), math.log(spread / max(costs[1] - costs[0], 1e-12) * 1e6)
+    # Start from the quantile solution: coordinate descent only finds a local optimum, and
+    # from there the result is never worse than the quantile method on these steps.
+    start = never.copy()
+    quantile = solve_thresholds_quantile(arr, profile, budget, criterion=crit)
+    start[2:cap] = quantile.values[: cap - 2]
+    best, best_err = always, cost_error(always)[1]  # feasible (checked above), the fallback
+    cost, error_mean = cost_error(start)
+    if cost <= target and error_mean < best_err:
+        best, best_err = start, error_mean
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        etas = _descend(scores, err, costs, cap, math.exp(mid), start)
+        cost, error_mean = cost_error(etas)
+        if cost <= target:
+            hi = mid  # feasible: try a lower price on compute, for less error
+            if error_mean < best_err:
+                best, best_err = etas, error_mean
+        else:
+            lo = mid
+    polished = _polish(scores, err, costs, cap, best, target)
+    return finish(polished if cost_error(polished)[1] < best_err else best)
