@@ -47,44 +47,45 @@ def _exits_for(scores: np.ndarray, etas: np.ndarray, cap: int) -> np.ndarray:
     return exit_of
 
 
+class _Split:
+    """The steps that reach exit k under ``etas``, sorted by their score at k, and where each
+    would end if it did not stop at k: what every coordinate move needs."""
+
+    def __init__(self, scores: np.ndarray, etas: np.ndarray, cap: int, k: int) -> None:
+        self.exit_of = _exits_for(scores, etas, cap)
+        later = etas.copy()
+        later[k] = _NEVER
+        cont = _exits_for(scores, later, cap)
+        idx = np.flatnonzero(self.exit_of >= k)
+        sk = scores[idx, k - 2]
+        order = np.argsort(sk, kind="stable")
+        self.idx, self.cont = idx[order], cont[idx[order]]
+        self.scores = sk[order]
+        # a threshold splits only between distinct scores: the last step of each tie group
+        self.group_end = np.r_[self.scores[1:] != self.scores[:-1], True]
+
+
 def _descend(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, mu: float, etas: np.ndarray,
              max_sweeps: int = 20) -> np.ndarray:
     """Coordinate descent on mean(err + mu * cost) from ``etas``; returns the improved copy."""
-    s = scores.shape[0]
-    rows = np.arange(s)
     value = err + mu * costs[None, :]  # (S, N): objective of leaving step s at exit k
     etas = etas.copy()
     for _ in range(max_sweeps):
         moved = False
         for k in range(cap - 1, 1, -1):
-            exit_of = _exits_for(scores, etas, cap)
-            # steps that reach exit k: not stopped before it
-            reach = exit_of >= k
-            if k < cap - 1:
-                # where each step ends if it does not stop at k: rerun the rule from k+1
-                later = etas.copy()
-                later[k] = _NEVER
-                cont = _exits_for(scores, later, cap)
-            else:
-                cont = np.full(s, cap, dtype=np.int64)
-            idx = rows[reach]
-            if idx.size == 0:
+            sp = _Split(scores, etas, cap, k)
+            if sp.idx.size == 0:
                 continue
-            sk = scores[idx, k - 2]
-            gain = value[idx, k - 1] - value[idx, cont[idx] - 1]  # < 0: stopping at k is better
-            order = np.argsort(sk, kind="stable")
-            sk, csum = sk[order], np.cumsum(gain[order])
-            # a threshold can only split between distinct scores: take the last index of each tie group
-            last = np.r_[sk[1:] != sk[:-1], True]
-            best_i = int(np.argmin(np.where(last, csum, np.inf)))
-            new = float(sk[best_i]) if csum[best_i] < 0 else _NEVER
+            # change of the objective when the steps up to each position stop at k (< 0: better)
+            csum = np.cumsum(value[sp.idx, k - 1] - value[sp.idx, sp.cont - 1])
+            best_i = int(np.argmin(np.where(sp.group_end, csum, np.inf)))
+            new = float(sp.scores[best_i]) if csum[best_i] < 0 else _NEVER
             if new != etas[k]:
                 moved = True
                 etas[k] = new
         if not moved:
             break
     return etas
-
 
 
 def _polish(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, etas: np.ndarray, target: float,
@@ -95,38 +96,30 @@ def _polish(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, et
     between discrete cost levels). Starts from a feasible ``etas``; never
     increases the error or leaves the budget.
     """
-    s = scores.shape[0]
-    rows = np.arange(s)
-    limit = target * s * (1 + 1e-12)
+    rows = np.arange(scores.shape[0])
+    limit = target * scores.shape[0] * (1 + 1e-12)
     etas = etas.copy()
     for _ in range(max_sweeps):
         moved = False
         for k in range(cap - 1, 1, -1):
-            exit_of = _exits_for(scores, etas, cap)
-            later = etas.copy()
-            later[k] = _NEVER
-            cont = _exits_for(scores, later, cap)
-            reach = exit_of >= k
-            idx = rows[reach]
-            if idx.size == 0:
+            sp = _Split(scores, etas, cap, k)
+            if sp.idx.size == 0:
                 continue
-            # totals with nobody stopping at k, then the change of stopping each prefix by score
-            base_cost = costs[exit_of - 1].sum() - costs[exit_of[idx] - 1].sum() + costs[cont[idx] - 1].sum()
-            base_err = err[rows, exit_of - 1].sum() - err[idx, exit_of[idx] - 1].sum() + err[idx, cont[idx] - 1].sum()
-            sk = scores[idx, k - 2]
-            order = np.argsort(sk, kind="stable")
-            sk = sk[order]
-            d_cost = np.cumsum((costs[k - 1] - costs[cont[idx] - 1])[order])
-            d_err = np.cumsum((err[idx, k - 1] - err[idx, cont[idx] - 1])[order])
-            last = np.r_[sk[1:] != sk[:-1], True]
-            ok = last & (base_cost + d_cost <= limit)
+            now_cost = costs[sp.exit_of - 1].sum()
+            now_err = err[rows, sp.exit_of - 1].sum()
+            cur = sp.exit_of[sp.idx]
+            # totals with nobody stopping at k, then the change as each prefix (by score) stops at k
+            base_cost = now_cost - costs[cur - 1].sum() + costs[sp.cont - 1].sum()
+            base_err = now_err - err[sp.idx, cur - 1].sum() + err[sp.idx, sp.cont - 1].sum()
+            d_cost = np.cumsum(costs[k - 1] - costs[sp.cont - 1])
+            d_err = np.cumsum(err[sp.idx, k - 1] - err[sp.idx, sp.cont - 1])
             options = [(base_err, base_cost, _NEVER)] if base_cost <= limit else []
-            options += [(base_err + d_err[i], base_cost + d_cost[i], float(sk[i])) for i in np.flatnonzero(ok)]
+            ok = np.flatnonzero(sp.group_end & (base_cost + d_cost <= limit))
+            options += [(base_err + d_err[i], base_cost + d_cost[i], float(sp.scores[i])) for i in ok]
             if not options:
                 continue
-            current = err[rows, exit_of - 1].sum()
             e_new, _, eta_new = min(options, key=lambda o: (o[0], o[1]))
-            if e_new < current - 1e-12 * max(abs(current), 1.0) and eta_new != etas[k]:
+            if e_new < now_err - 1e-12 * max(abs(now_err), 1.0) and eta_new != etas[k]:
                 etas[k] = eta_new
                 moved = True
         if not moved:
