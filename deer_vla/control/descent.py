@@ -22,13 +22,14 @@ The thresholds keep the run-time rule unchanged (the consecutive criterion of
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError, budget_report
-from deer_vla.control.criterion import Criterion, check_exit_actions, consistency_scores
+from deer_vla.control.criterion import Criterion, consistency_scores
 from deer_vla.control.oracle import exit_errors
-from deer_vla.control.thresholds import Thresholds, solve_thresholds_quantile
+from deer_vla.control.thresholds import Thresholds, check_solver_inputs, solve_thresholds_quantile
 from deer_vla.core import CostProfile
 
 # internal eta that stops no step (thresholds are >= 0 once saved: see finish())
@@ -65,31 +66,40 @@ class _Split:
         self.group_end = np.r_[self.scores[1:] != self.scores[:-1], True]
 
 
-def _descend(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, mu: float, etas: np.ndarray,
-             max_sweeps: int = 20) -> np.ndarray:
-    """Coordinate descent on mean(err + mu * cost) from ``etas``; returns the improved copy."""
-    value = err + mu * costs[None, :]  # (S, N): objective of leaving step s at exit k
+def _sweep(scores: np.ndarray, cap: int, etas: np.ndarray, best_eta: Callable[[_Split, int], float | None],
+           max_sweeps: int = 20) -> np.ndarray:
+    """Coordinate descent: set each eta_k (from the cap down, since a step's "continue" outcome
+    depends on the later thresholds) to ``best_eta``'s choice until none moves."""
     etas = etas.copy()
     for _ in range(max_sweeps):
         moved = False
         for k in range(cap - 1, 1, -1):
             sp = _Split(scores, etas, cap, k)
-            if sp.idx.size == 0:
-                continue
-            # change of the objective when the steps up to each position stop at k (< 0: better)
-            csum = np.cumsum(value[sp.idx, k - 1] - value[sp.idx, sp.cont - 1])
-            best_i = int(np.argmin(np.where(sp.group_end, csum, np.inf)))
-            new = float(sp.scores[best_i]) if csum[best_i] < 0 else _NEVER
-            if new != etas[k]:
-                moved = True
+            new = best_eta(sp, k) if sp.idx.size else None
+            if new is not None and new != etas[k]:
                 etas[k] = new
+                moved = True
         if not moved:
             break
     return etas
 
 
-def _polish(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, etas: np.ndarray, target: float,
-            max_sweeps: int = 20) -> np.ndarray:
+def _descend(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, mu: float,
+             etas: np.ndarray) -> np.ndarray:
+    """Exact coordinate descent on mean(err + mu * cost) from ``etas``."""
+    value = err + mu * costs[None, :]  # (S, N): objective of leaving step s at exit k
+
+    def best_eta(sp: _Split, k: int) -> float:
+        # change of the objective when the steps up to each position stop at k (< 0: better)
+        csum = np.cumsum(value[sp.idx, k - 1] - value[sp.idx, sp.cont - 1])
+        i = int(np.argmin(np.where(sp.group_end, csum, np.inf)))
+        return float(sp.scores[i]) if csum[i] < 0 else _NEVER
+
+    return _sweep(scores, cap, etas, best_eta)
+
+
+def _polish(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, etas: np.ndarray,
+            target: float) -> np.ndarray:
     """Coordinate descent on the mean error itself, each move keeping the mean cost <= ``target``.
 
     Spends what the Lagrangian step leaves of the budget (its solutions jump
@@ -98,33 +108,25 @@ def _polish(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, et
     """
     rows = np.arange(scores.shape[0])
     limit = target * scores.shape[0] * (1 + 1e-12)
-    etas = etas.copy()
-    for _ in range(max_sweeps):
-        moved = False
-        for k in range(cap - 1, 1, -1):
-            sp = _Split(scores, etas, cap, k)
-            if sp.idx.size == 0:
-                continue
-            now_cost = costs[sp.exit_of - 1].sum()
-            now_err = err[rows, sp.exit_of - 1].sum()
-            cur = sp.exit_of[sp.idx]
-            # totals with nobody stopping at k, then the change as each prefix (by score) stops at k
-            base_cost = now_cost - costs[cur - 1].sum() + costs[sp.cont - 1].sum()
-            base_err = now_err - err[sp.idx, cur - 1].sum() + err[sp.idx, sp.cont - 1].sum()
-            d_cost = np.cumsum(costs[k - 1] - costs[sp.cont - 1])
-            d_err = np.cumsum(err[sp.idx, k - 1] - err[sp.idx, sp.cont - 1])
-            options = [(base_err, base_cost, _NEVER)] if base_cost <= limit else []
-            ok = np.flatnonzero(sp.group_end & (base_cost + d_cost <= limit))
-            options += [(base_err + d_err[i], base_cost + d_cost[i], float(sp.scores[i])) for i in ok]
-            if not options:
-                continue
-            e_new, _, eta_new = min(options, key=lambda o: (o[0], o[1]))
-            if e_new < now_err - 1e-12 * max(abs(now_err), 1.0) and eta_new != etas[k]:
-                etas[k] = eta_new
-                moved = True
-        if not moved:
-            break
-    return etas
+
+    def best_eta(sp: _Split, k: int) -> float | None:
+        now_cost = costs[sp.exit_of - 1].sum()
+        now_err = err[rows, sp.exit_of - 1].sum()
+        cur = sp.exit_of[sp.idx]
+        # totals with nobody stopping at k, then the change as each prefix (by score) stops at k
+        base_cost = now_cost - costs[cur - 1].sum() + costs[sp.cont - 1].sum()
+        base_err = now_err - err[sp.idx, cur - 1].sum() + err[sp.idx, sp.cont - 1].sum()
+        d_cost = np.cumsum(costs[k - 1] - costs[sp.cont - 1])
+        d_err = np.cumsum(err[sp.idx, k - 1] - err[sp.idx, sp.cont - 1])
+        options = [(base_err, base_cost, _NEVER)] if base_cost <= limit else []
+        ok = np.flatnonzero(sp.group_end & (base_cost + d_cost <= limit))
+        options += [(base_err + d_err[i], base_cost + d_cost[i], float(sp.scores[i])) for i in ok]
+        if not options:
+            return None
+        e_new, _, eta_new = min(options, key=lambda o: (o[0], o[1]))
+        return eta_new if e_new < now_err - 1e-12 * max(abs(now_err), 1.0) else None
+
+    return _sweep(scores, cap, etas, best_eta)
 
 
 def solve_thresholds_descent(
@@ -142,12 +144,8 @@ def solve_thresholds_descent(
     score the thresholds apply to. Raises InfeasibleBudgetError when even the
     earliest exits miss the budget on these steps.
     """
-    arr = check_exit_actions(exit_actions)
+    arr, target = check_solver_inputs(exit_actions, profile, budget, "solve_thresholds_descent")
     s, n, _ = arr.shape
-    if n != profile.num_exits:
-        raise ValueError(f"exit actions have {n} exits but the cost profile has {profile.num_exits}")
-    if budget.average_gflops is None:
-        raise ValueError("solve_thresholds_descent needs a budget with average_gflops set")
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     crit = criterion or Criterion()
@@ -156,7 +154,6 @@ def solve_thresholds_descent(
     costs = np.asarray(profile.costs(budget.metric), dtype=np.float64)
     scores = consistency_scores(arr, crit)
     err = exit_errors(arr, error)
-    target = float(budget.average_gflops)
 
     def finish(etas: np.ndarray) -> Thresholds:
         exit_of = _exits_for(scores, etas, cap) if cap > 1 else np.ones(s, dtype=np.int64)

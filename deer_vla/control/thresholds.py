@@ -240,6 +240,19 @@ def simulate_exits(
     return exit_of
 
 
+
+def check_solver_inputs(
+    exit_actions: np.ndarray, profile: CostProfile, budget: BudgetSpec, solver: str
+) -> tuple[np.ndarray, float]:
+    """-> the (S, N, A) calibration actions, checked against the profile's exits, and the average budget."""
+    arr = check_exit_actions(exit_actions)
+    if arr.shape[1] != profile.num_exits:
+        raise ValueError(f"exit actions have {arr.shape[1]} exits but the cost profile has {profile.num_exits}")
+    if budget.average_gflops is None:
+        raise ValueError(f"{solver} needs a budget with average_gflops set")
+    return arr, float(budget.average_gflops)
+
+
 def solve_thresholds_quantile(
     exit_actions: np.ndarray,
     profile: CostProfile,
@@ -257,12 +270,8 @@ def solve_thresholds_quantile(
     ``tolerance`` (relative) of it unless the calibration set is too small or
     too tied to resolve it (the achieved cost is reported in expected_cost).
     """
-    arr = check_exit_actions(exit_actions)
+    arr, target = check_solver_inputs(exit_actions, profile, budget, "solve_thresholds_quantile")
     s, n, _ = arr.shape
-    if n != profile.num_exits:
-        raise ValueError(f"exit actions have {n} exits but the cost profile has {profile.num_exits}")
-    if budget.average_gflops is None:
-        raise ValueError("solve_thresholds_quantile needs a budget with average_gflops set")
     if shape not in SHAPES:
         raise ValueError(f"unknown exit distribution shape {shape!r}; choose one of {SHAPES}")
     if shape_param is not None and not (math.isfinite(shape_param) and shape_param > 0):
@@ -272,7 +281,6 @@ def solve_thresholds_quantile(
     cap = report.cap
     costs = np.asarray(profile.costs(budget.metric))
     scores = consistency_scores(arr, crit)
-    target = float(budget.average_gflops)
 
     def finish(etas: list[float], exit_of: np.ndarray) -> Thresholds:
         dist = np.bincount(exit_of, minlength=n + 1)[1:] / s
