@@ -7,8 +7,8 @@ This bench separates them. On recorded per-exit actions of held-out
 demonstration steps, each controller (thresholds for several average
 budgets solved by the quantile method, by error-minimising coordinate
 descent and, optionally, Bayes-tuned; and every static exit) is
-scored by its mean cost and its mean error (distance of the action it takes
-from the full model's). The oracle is the least mean cost any per-step exit
+scored by its mean cost and its mean error (RMS distance over the motion
+axes between the action it takes and the full model's). The oracle is the least mean cost any per-step exit
 choice can reach at that same mean error (``oracle_cost_at_error``, an exact
 lower bound). The ratio controller/oracle is how much compute the criterion
 leaves on the table; 1.0 would be a perfect criterion.
@@ -128,9 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     calib_idx, held_idx = split_episodes(dataset, tasks, n_calib, n_held)
     cache = Path(args.actions_cache) if args.actions_cache else None
     key = np.array([args.checkpoint, str(dataset), ",".join(tasks), str(calib_idx), str(held_idx), str(max_steps)])
-    if cache is not None and cache.is_file() and np.array_equal(np.load(cache)["key"], key):
+    cached = None
+    if cache is not None and cache.is_file():
         with np.load(cache) as z:
-            calib, held = z["calib"], z["held"]
+            if np.array_equal(z["key"], key):  # recorded for this very checkpoint, data and split
+                cached = z["calib"], z["held"]
+    if cached is not None:
+        calib, held = cached
         source = f"loaded from {cache}"
     else:
         cams = tuple(runner.cameras)
@@ -171,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['mode']:<28} {r['mean_cost'] / costs[-1]:>9.3f} {r['mean_exit']:>9.2f} {r['mean_error']:>10.4f} "
               f"{r['oracle_cost'] / costs[-1]:>11.3f} {r['controller_over_oracle']:>17.2f}")
     static = [r["controller_over_oracle"] for r in rows if r["budget_fraction"] is None and r["mean_error"] > 0]
-    print(f"static exits / oracle at the same mean error: {min(static):.2f}-{max(static):.2f}x")
+    if static:
+        print(f"static exits / oracle at the same mean error: {min(static):.2f}-{max(static):.2f}x")
     for method in dict.fromkeys(r["method"] for r in rows if r["method"]):
         gaps = [r["controller_over_oracle"] for r in rows if r["method"] == method]
         print(f"dynamic controller ({method}) / oracle at the same mean error: {min(gaps):.2f}-{max(gaps):.2f}x "
