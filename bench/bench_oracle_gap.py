@@ -6,7 +6,9 @@ ratio mixes "how good is the criterion" with "how much fidelity was bought".
 This bench separates them. On recorded per-exit actions of held-out
 demonstration steps, each controller (thresholds for several average
 budgets solved by the quantile method, by error-minimising coordinate
-descent and, optionally, Bayes-tuned; and every static exit) is
+descent and, optionally, Bayes-tuned; the thresholds of one budget scaled to
+the others, as the online tracker does when the budget changes at run time;
+and every static exit) is
 scored by its mean cost and its mean error (RMS distance over the motion
 axes between the action it takes and the full model's). The oracle is the least mean cost any per-step exit
 choice can reach at that same mean error (``oracle_cost_at_error``, an exact
@@ -77,6 +79,20 @@ def score(exits: np.ndarray, costs: np.ndarray, errors: np.ndarray, actions: np.
             "oracle_cost": oracle, "controller_over_oracle": ratio(cost, oracle)}
 
 
+def tracker_steady_state(actions: np.ndarray, base: Thresholds, costs: np.ndarray, cap: int,
+                         target: float) -> np.ndarray:
+    """Exits under ``base`` scaled by the one factor that meets ``target`` on these steps: where the
+    online tracker settles when the budget is changed at run time without re-solving thresholds."""
+    lo, hi = np.log(1 / 256), np.log(256)  # cost falls as the scale (and every eta) grows
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if costs[simulate_exits(actions, base, cap=cap, scale=float(np.exp(mid))) - 1].mean() > target:
+            lo = mid
+        else:
+            hi = mid
+    return simulate_exits(actions, base, cap=cap, scale=float(np.exp(hi)))
+
+
 def bayes_tuned(calib: np.ndarray, profile, budget: BudgetSpec, init: Thresholds, trials: int) -> Thresholds:
     """Thresholds Bayes-tuned on the calibration steps for least mean error at the budget (fidelity proxy)."""
     from deer_vla.control.bayes import fidelity_objective, tune_thresholds
@@ -96,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=None, help="steps per episode (default all; --quick 40)")
     p.add_argument("--budgets", default="0.15,0.2,0.3,0.5,0.7", help="average budgets, fractions of full LLM GFLOPs")
     p.add_argument("--bayes-trials", type=int, default=None, help="0 = quantile only (default 30; --quick 0)")
+    p.add_argument("--scaled-from", type=float, default=0.2, metavar="FRACTION",
+                   help="also score the thresholds solved for this budget, scaled to each other budget as the "
+                        "online tracker does at run time (0 = off)")
     p.add_argument("--distance", default="rms", choices=("rms", "mean", "max", "l2", "cosine"),
                    help="the run-time criterion's distance between consecutive exits' actions")
     p.add_argument("--threads", type=int, default=2)
@@ -151,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({source})")
 
     criterion = Criterion(distance=args.distance)
+    base = None
+    if args.scaled_from > 0:
+        base = solve_thresholds_quantile(calib, profile, BudgetSpec(average_gflops=args.scaled_from * costs[-1]),
+                                         criterion=criterion)
     rows: list[dict] = []
     for k in range(1, profile.num_exits + 1):
         rows.append({"mode": f"static exit {k}", "budget_fraction": None, "method": None,
@@ -167,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         for method, th in solved:
             exits = simulate_exits(held, th, cap=cap)
             rows.append({"mode": f"dynamic {frac:g}x ({method})", "budget_fraction": frac, "method": method,
+                         **score(exits, costs, errors, held)})
+        if base is not None and cap > 2 and frac != args.scaled_from:
+            exits = tracker_steady_state(held, base, costs, cap, budget.average_gflops)
+            rows.append({"mode": f"dynamic {frac:g}x (scaled)", "budget_fraction": frac, "method": "scaled",
                          **score(exits, costs, errors, held)})
 
     print(f"{'mode':<28} {'cost/full':>9} {'mean exit':>9} {'mean error':>10} {'oracle/full':>11} "

@@ -56,6 +56,7 @@ def test_descent_edge_budgets_and_round_trip(calib, profile, tmp_path):
     costs = profile.costs()
     slack = solve_thresholds_descent(calib, profile, BudgetSpec(average_gflops=10 * costs[-1]))
     assert slack.exit_distribution[-1] == 1.0  # budget not binding: every step to the deepest exit
+    assert slack.method == "quantile"  # nothing to choose: the quantile solution as is
     capped = BudgetSpec(average_gflops=costs[2], peak_gflops=costs[3])
     th = solve_thresholds_descent(calib, profile, capped)
     assert sum(th.exit_distribution[4:]) == 0 and cost_and_error(calib, th, profile, cap=4)[0] <= costs[2]

@@ -141,8 +141,10 @@ def solve_thresholds_descent(
 
     exit_actions: (S, N, A) per-exit actions of the calibration steps (as for
     ``solve_thresholds_quantile``). ``criterion`` is the run-time consistency
-    score the thresholds apply to. Raises InfeasibleBudgetError when even the
-    earliest exits miss the budget on these steps.
+    score the thresholds apply to. Where there is nothing to choose (a cap of
+    exit 1 or 2, or a budget that does not bind) the quantile solution is
+    returned. Raises InfeasibleBudgetError when even the earliest exits miss
+    the budget on these steps.
     """
     arr, target = check_solver_inputs(exit_actions, profile, budget, "solve_thresholds_descent")
     s, n, _ = arr.shape
@@ -156,16 +158,19 @@ def solve_thresholds_descent(
     err = exit_errors(arr, error)
 
     def finish(etas: np.ndarray) -> Thresholds:
-        exit_of = _exits_for(scores, etas, cap) if cap > 1 else np.ones(s, dtype=np.int64)
+        exit_of = _exits_for(scores, etas, cap)
         dist = np.bincount(exit_of, minlength=n + 1)[1:] / s
         values = [max(float(etas[k]), 0.0) if k < cap else 0.0 for k in range(2, n + 1)]
         return Thresholds(values=values, budget=budget, metric=budget.metric, method="descent",
                           expected_cost=float(costs[exit_of - 1].mean()),
                           exit_distribution=[float(p) for p in dist], criterion=crit)
 
-    never = np.full(n + 1, _NEVER)  # etas[k] for k = 0..N
+    quantile = solve_thresholds_quantile(arr, profile, budget, criterion=crit)
     if cap <= 2 or not report.average_binding:
-        return finish(never)  # nothing to choose: exit 1 only / exit 2 always, or the budget is slack
+        # Nothing to choose (exit 1 only / exit 2 always, or the budget is slack): the quantile
+        # solution, whose values past the cap still give the online tracker something to scale.
+        return quantile
+    never = np.full(n + 1, _NEVER)  # etas[k] for k = 0..N
     always = np.full(n + 1, np.inf)
     if float(costs[_exits_for(scores, always, cap) - 1].mean()) > target * (1 + 1e-9):
         raise InfeasibleBudgetError(
@@ -185,7 +190,6 @@ def solve_thresholds_descent(
     # Start from the quantile solution: coordinate descent only finds a local optimum, and
     # from there the result is never worse than the quantile method on these steps.
     start = never.copy()
-    quantile = solve_thresholds_quantile(arr, profile, budget, criterion=crit)
     start[2:cap] = quantile.values[: cap - 2]
     best, best_err = always, cost_error(always)[1]  # feasible (checked above), the fallback
     cost, error_mean = cost_error(start)
