@@ -58,9 +58,12 @@ def _obs(model: MultiExitPolicy, seed: int, instruction: str = "open the drawer"
 
 
 def test_presets_validate_and_roundtrip_json():
-    for name in ("tiny", "default", "1b"):
+    for name in ("tiny", "default", "1b", "mpt1b"):
         cfg = preset_config(name)
         assert PolicyConfig.model_validate_json(cfg.model_dump_json()) == cfg
+    mpt = preset_config("mpt1b")  # the original DeeR's MPT-1B layout: 24 layers, 12 exits, xattn at every layer
+    assert mpt.lm.family == "mpt" and mpt.lm.num_layers == 24 and mpt.num_exits == 12
+    assert mpt.cross_attn_layers() == list(range(24))
     d = preset_config("default")
     assert d.num_exits == 12 and d.lm.hidden_size == 128 and d.image_size == 64
     assert d.cross_attn_layers() == [0, 2, 4, 6, 8, 10]

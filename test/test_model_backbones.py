@@ -25,6 +25,10 @@ def _lm(family: str):
         return transformers.GPT2LMHeadModel(transformers.GPT2Config(
             n_embd=32, n_layer=4, n_head=2, n_positions=64, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0,
             bos_token_id=0, eos_token_id=0, **common))
+    if family == "mpt":  # the original DeeR's LM family: ALiBi positions, fused qkv, no biases
+        return transformers.MptForCausalLM(transformers.MptConfig(
+            d_model=32, n_heads=4, n_layers=4, expansion_ratio=4, max_seq_len=64, resid_pdrop=0, emb_pdrop=0,
+            **common))
     cls_cfg, cls_model = {
         "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
         "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
@@ -34,7 +38,7 @@ def _lm(family: str):
     return cls_model(cfg)
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "gpt2"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gpt2", "mpt"])
 def lm_dir(request, tmp_path_factory):
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp(request.param)
@@ -66,6 +70,17 @@ def test_lm_family_matches_hf_forward_with_gates_closed(lm_dir):
         model.xattn["0"].attn_gate.fill_(1.0)
         after = model.run_segment(model.run_segment(model.run_segment(model.encode(images, ids, mask))))
         assert float((after.hidden - before).abs().max()) > 1e-4
+
+
+def test_lm_family_counted_flops_match_the_analytic_formula(lm_dir):
+    import numpy as np
+
+    from deer_vla.model.profiling import analytic_llm_flops, count_flops
+
+    _, d = lm_dir
+    model, _ = policy_from_pretrained(d, base=preset_config("tiny"), exits=ExitConfig(layers_per_exit=1))
+    counted = np.cumsum(count_flops(model.eval(), 12)["segments"])
+    np.testing.assert_allclose(counted, analytic_llm_flops(model.config, 12), rtol=1e-9)
 
 
 def test_lm_family_checkpoint_roundtrip_and_partial(lm_dir, tmp_path):

@@ -1,11 +1,13 @@
-"""Hugging Face backbones: decoder layers of a causal LM (Llama / Qwen2 / GPT-2) and CLIP / SigLIP vision.
+"""Hugging Face backbones: decoder layers of a causal LM (Llama / Qwen2 / GPT-2 / MPT) and CLIP / SigLIP vision.
 
 The decoder is rebuilt from its HF config dict with only the layers that are
 loaded (partial loading builds fewer layers, so memory really shrinks). Each
 family differs only in how positions enter: rotary embeddings from the model's
-own ``rotary_emb`` (Llama, Qwen2) or learned absolute positions (GPT-2). The
-attention mask is an additive (B,1,L,L) causal+padding bias, the same thing
-HF's eager attention adds to its scores.
+own ``rotary_emb`` (Llama, Qwen2), learned absolute positions (GPT-2), or an
+ALiBi bias added to every layer's attention scores (MPT, the original DeeR's
+LM). The attention mask is an additive (B,1,L,L) causal+padding bias, the same
+thing HF's eager attention adds to its scores (MPT takes it as a boolean
+"blocked" mask instead).
 """
 from __future__ import annotations
 
@@ -22,8 +24,11 @@ _FAMILY_CLASSES = {
     "llama": ("LlamaConfig", "LlamaModel"),
     "qwen2": ("Qwen2Config", "Qwen2Model"),
     "gpt2": ("GPT2Config", "GPT2Model"),
+    "mpt": ("MptConfig", "MptModel"),
 }
-_MODEL_TYPE_TO_FAMILY = {"llama": "llama", "qwen2": "qwen2", "gpt2": "gpt2"}
+_MODEL_TYPE_TO_FAMILY = {"llama": "llama", "qwen2": "qwen2", "gpt2": "gpt2", "mpt": "mpt"}
+# the config field holding the number of decoder layers, where it is not num_hidden_layers
+_LAYER_COUNT_KEY = {"gpt2": "n_layer", "mpt": "n_layers"}
 
 
 def hf_lm_config(lm: LMConfig, num_layers: int | None = None) -> Any:
@@ -33,8 +38,8 @@ def hf_lm_config(lm: LMConfig, num_layers: int | None = None) -> Any:
     data = {k: v for k, v in lm.hf_config.items() if k not in ("model_type", "architectures", "transformers_version")}
     cfg = cfg_cls(**data)
     if num_layers is not None:
-        if lm.family == "gpt2":
-            cfg.n_layer = num_layers
+        if lm.family in _LAYER_COUNT_KEY:
+            setattr(cfg, _LAYER_COUNT_KEY[lm.family], num_layers)
         else:
             cfg.num_hidden_layers = num_layers
             if getattr(cfg, "layer_types", None) is not None:
@@ -52,6 +57,8 @@ class TextContext:
     bias: torch.Tensor  # (B,1,L,L) additive
     position_ids: torch.Tensor  # (1,L)
     position_embeddings: tuple[torch.Tensor, torch.Tensor] | None  # rotary (cos, sin)
+    alibi: torch.Tensor | None = None  # (heads,1,L) MPT's position bias
+    blocked: torch.Tensor | None = None  # (B,1,L,L) bool, True = not attended (MPT's mask form)
 
 
 class DecoderStack(nn.Module):
@@ -67,6 +74,10 @@ class DecoderStack(nn.Module):
         if lm.family == "gpt2":
             self.embed_tokens, self.embed_positions, self.layers = base.wte, base.wpe, base.h
             self.rotary_emb = None
+        elif lm.family == "mpt":
+            self.embed_tokens, self.embed_positions, self.layers = base.wte, None, base.blocks
+            self.rotary_emb = None
+            self._alibi_bias_max = float(self.hf_config.attn_config.alibi_bias_max)
         else:
             self.embed_tokens, self.embed_positions, self.layers = base.embed_tokens, None, base.layers
             self.rotary_emb = base.rotary_emb
@@ -90,12 +101,20 @@ class DecoderStack(nn.Module):
             rope = self.rotary_emb(h, pos)
         keep = torch.ones(n, n, dtype=torch.bool, device=h.device).tril() & attention_mask.bool()[:, None, None, :]
         bias = torch.zeros(keep.shape, dtype=h.dtype, device=h.device).masked_fill(~keep, torch.finfo(h.dtype).min)
-        return h, TextContext(bias=bias, position_ids=pos, position_embeddings=rope)
+        ctx = TextContext(bias=bias, position_ids=pos, position_embeddings=rope)
+        if self.family == "mpt":
+            from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
+
+            ctx.alibi = build_mpt_alibi_tensor(int(self.hf_config.n_heads), n, self._alibi_bias_max, device=h.device)
+            ctx.blocked = ~keep
+        return h, ctx
 
     def layer(self, i: int, hidden: torch.Tensor, ctx: TextContext) -> torch.Tensor:
         block = self.layers[i]
         if self.family == "gpt2":
             out = block(hidden, attention_mask=ctx.bias)
+        elif self.family == "mpt":
+            out = block(hidden, position_bias=ctx.alibi, attention_mask=ctx.blocked)
         else:
             out = block(hidden, attention_mask=ctx.bias, position_ids=ctx.position_ids,
                         position_embeddings=ctx.position_embeddings)
@@ -175,6 +194,8 @@ def load_pretrained_lm(stack: DecoderStack, path: str | Path) -> None:
     if stack.family == "gpt2":
         parts = [(stack.embed_tokens, base.wte), (stack.embed_positions, base.wpe)]
         layers = base.h
+    elif stack.family == "mpt":
+        parts, layers = [(stack.embed_tokens, base.wte)], base.blocks
     else:
         parts = [(stack.embed_tokens, base.embed_tokens)]
         layers = base.layers

@@ -13,15 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from deer_vla.core import ActionSpec
 
-LMFamily = Literal["llama", "qwen2", "gpt2"]
+LMFamily = Literal["llama", "qwen2", "gpt2", "mpt"]
 VisionKind = Literal["cnn", "clip", "siglip"]
 
 
-# HF config key aliases (GPT-2 spells them n_layer / n_embd / n_head)
+# HF config key aliases (GPT-2 spells them n_layer / n_embd / n_head, MPT n_layers / d_model / n_heads)
 _HF_KEYS = {
-    "layers": ("num_hidden_layers", "n_layer"),
-    "hidden": ("hidden_size", "n_embd"),
-    "heads": ("num_attention_heads", "n_head"),
+    "layers": ("num_hidden_layers", "n_layer", "n_layers"),
+    "hidden": ("hidden_size", "n_embd", "d_model"),
+    "heads": ("num_attention_heads", "n_head", "n_heads"),
     "vocab": ("vocab_size",),
 }
 

@@ -1,4 +1,4 @@
-"""Named PolicyConfigs: "tiny" (tests), "default" (shipped, CPU-trainable), "1b" (GPU cost figures only)."""
+"""Named PolicyConfigs: "tiny" (tests), "default" (shipped, CPU-trainable), "1b" / "mpt1b" (GPU cost figures only)."""
 from __future__ import annotations
 
 from typing import Any
@@ -71,7 +71,19 @@ def _one_b() -> dict[str, Any]:
     }
 
 
-PRESETS = {"tiny": _tiny, "default": _default, "1b": _one_b}
+def _mpt_one_b() -> dict[str, Any]:
+    # The original DeeR's LM layout (OpenFlamingo-3B's MPT-1B, random weights): 24 layers, d_model 2048,
+    # 16 heads, ALiBi; gated cross-attention before every layer; an exit every 2 layers (12 exits).
+    return {
+        **_one_b(),
+        "lm": {"family": "mpt",
+               "hf_config": {"d_model": 2048, "n_layers": 24, "n_heads": 16, "expansion_ratio": 4,
+                             "max_seq_len": 2048, "vocab_size": 50432, "no_bias": True, "pad_token_id": 0},
+               "cross_attn_every": 1, "cross_attn_heads": 16, "cross_attn_ff_mult": 4, "max_text_len": 32},
+    }
+
+
+PRESETS = {"tiny": _tiny, "default": _default, "1b": _one_b, "mpt1b": _mpt_one_b}
 
 
 def preset_config(name: str) -> PolicyConfig:

@@ -38,8 +38,9 @@ def analytic_llm_flops(cfg: PolicyConfig, text_len: int | None = None, num_exits
     n = text_len or lm.max_text_len
     h = lm.hidden_size
     v = len(cfg.cameras) * cfg.resampler.num_latents
-    if lm.family == "gpt2":
-        inner = hf.get("n_inner") or 4 * h
+    if lm.family in ("gpt2", "mpt"):  # fused qkv projection, out projection, 2-matrix MLP
+        # transformers' MptMLP is 4h wide whatever the config's expansion_ratio says
+        inner = (hf.get("n_inner") or 4 * h) if lm.family == "gpt2" else 4 * h
         layer = 2 * n * h * 3 * h + 2 * n * h * h + 4 * n * n * h + 2 * 2 * n * h * inner
     else:
         heads = int(hf["num_attention_heads"])
