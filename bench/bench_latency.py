@@ -212,7 +212,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="tiny preset, 3 calibration + 4 measured episodes of 8 steps, 0.5 s energy runs")
-    p.add_argument("--preset", default=None, help='model preset for the random checkpoint ("tiny", "default", "1b", "mpt1b")')
+    p.add_argument("--preset", default=None,
+                   help='model preset for the random checkpoint ("tiny", "default", "1b", "mpt1b")')
     p.add_argument("--checkpoint", type=Path, default=None, help="a real checkpoint dir instead of random weights")
     p.add_argument("--dataset", type=Path, default=None, help="recorded episodes for calibration and measurement")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

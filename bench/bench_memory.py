@@ -201,7 +201,8 @@ def report(summary: list[dict], device: str, repeats: int) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny preset, 1 repeat, 2 steps per load")
-    p.add_argument("--preset", default=None, help='model preset for the random checkpoint ("tiny", "default", "1b", "mpt1b")')
+    p.add_argument("--preset", default=None,
+                   help='model preset for the random checkpoint ("tiny", "default", "1b", "mpt1b")')
     p.add_argument("--checkpoint", type=Path, default=None, help="a real checkpoint dir instead of random weights")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--caps", type=int, nargs="+", default=None, help="exit caps to load (default: every exit)")

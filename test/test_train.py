@@ -131,3 +131,43 @@ def test_data_mismatch_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
         Trainer(load_config(None, _overrides(dataset, tmp_path / "w", window=40)), show_progress=False)
     with pytest.raises(FileNotFoundError, match="not found"):
         Trainer(load_config(None, _overrides(tmp_path / "missing", tmp_path / "m")), show_progress=False)
+
+
+def test_training_starts_from_a_checkpoint_built_from_local_hf_backbones(dataset: Path, tmp_path: Path) -> None:
+    """init_checkpoint: pretrained weights + tokenizer start the run; freeze_lm_layers keeps the decoder fixed."""
+    import transformers
+
+    from deer_vla.model.checkpoint import load_checkpoint, save_checkpoint
+    from deer_vla.model.pretrained import policy_from_pretrained
+    from deer_vla.model.tokenizer import build_word_tokenizer
+
+    torch.manual_seed(0)
+    lm_dir = tmp_path / "hf_llama"
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=64, vocab_size=128, pad_token_id=0)).save_pretrained(lm_dir)
+    build_word_tokenizer(["open the drawer", "press the button"]).save_pretrained(lm_dir)
+    model, tok = policy_from_pretrained(lm_dir, base=preset_config("tiny"))
+    init = save_checkpoint(model, tok, tmp_path / "init")
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    overrides = _overrides(dataset, tmp_path / "run", **{"refine.steps": 0, "joint.steps": 2})
+    overrides = [o for o in overrides if not o.startswith("model_preset=")]
+    cfg = load_config(None, [*overrides, f"init_checkpoint={init}", "freeze_lm_layers=true"])
+    assert cfg.model_preset is None
+    trainer = Trainer(cfg, show_progress=False)
+    trainer.train()
+    trained, trained_tok = load_checkpoint(tmp_path / "run")
+    assert trained.config.lm.path == str(lm_dir) and trained_tok.get_vocab() == tok.get_vocab()
+    after = dict(trained.named_parameters())
+    lm_layers = {n for n in start if n.startswith("lm.layers.")}
+    assert lm_layers and all(torch.equal(start[n], after[n]) for n in lm_layers)  # decoder kept as pretrained
+    moved = {n for n in start if not torch.equal(start[n], after[n])}
+    assert any(n.startswith("xattn.") for n in moved) and any(n.startswith("resampler.") for n in moved)
+    # both a model and an init checkpoint, or a missing one, are clear errors
+    from deer_vla.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="exactly one"):
+        load_config(None, [f"init_checkpoint={init}", "model_preset=tiny"])
+    with pytest.raises(FileNotFoundError, match="init_checkpoint"):
+        Trainer(load_config(None, [*overrides, f"init_checkpoint={tmp_path / 'nope'}"]), show_progress=False)

@@ -82,7 +82,8 @@ class MultiExitPolicy(nn.Module):
         return self.lm.hidden_size
 
     # -- shared prefix
-    def _frozen_vision(self) -> bool:
+    def frozen_vision(self) -> bool:
+        """A pretrained HF vision tower kept fixed (the built-in CNN always trains)."""
         return self.config.vision.kind != "cnn" and self.config.vision.freeze
 
     def encode_images(self, images: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -97,7 +98,7 @@ class MultiExitPolicy(nn.Module):
             raise ValueError(f"images must be (B,3,{s},{s}) in [0,1], got {tuple(x.shape[2:])} per camera")
         dtype = self.camera_embed.dtype
         x = ((x.reshape(b * c, 3, s, s).to(dtype) - self.image_mean.to(dtype)) / self.image_std.to(dtype))
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self._frozen_vision()):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_vision()):
             feats = self.vision(x)
         tokens = self.resampler(feats).view(b, c, -1, self.feature_dim) + self.camera_embed[None, :, None]
         return tokens.reshape(b, -1, self.feature_dim)

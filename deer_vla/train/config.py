@@ -50,9 +50,15 @@ class StageConfig(BaseModel):
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # model: a preset name ("tiny", "default") or an explicit PolicyConfig dict
+    # model: a preset name ("tiny", "default"), an explicit PolicyConfig dict (both: random weights), or
+    # a deer_vla checkpoint directory whose weights and tokenizer start the run (e.g. one built from local
+    # Hugging Face backbones with model.pretrained.policy_from_pretrained + save_checkpoint)
     model_preset: str | None = "default"
     model: dict[str, Any] | None = None
+    init_checkpoint: str | None = None
+    # keep the decoder's own layers fixed in the joint stage (OpenFlamingo / DeeR with a pretrained LM:
+    # cross-attention, resampler, token embeddings and heads are trained)
+    freeze_lm_layers: bool = False
     dataset: str = "data/demos"
     output_dir: str = "runs/default"
     window: int = Field(10, ge=2, le=64)
@@ -85,8 +91,12 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _model_source(self) -> TrainConfig:
-        if (self.model_preset is None) == (self.model is None):
-            raise ValueError("set exactly one of model_preset (a preset name) and model (a PolicyConfig dict)")
+        sources = [self.model_preset, self.model, self.init_checkpoint]
+        if sum(x is not None for x in sources) != 1:
+            raise ValueError(
+                "set exactly one of model_preset (a preset name), model (a PolicyConfig dict) and "
+                "init_checkpoint (a checkpoint directory); set the others to null"
+            )
         if self.joint.steps + self.refine.steps == 0:
             raise ValueError("joint.steps + refine.steps is 0: nothing to train")
         for name in ("joint", "refine"):
@@ -165,7 +175,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         source += " + --set"
     # Partial files and overrides sit on top of the defaults (e.g. --set joint.steps=0 keeps joint.lr).
     defaults = TrainConfig.model_construct().model_dump()
-    if "model" in data and "model_preset" not in data:
+    if ("model" in data or "init_checkpoint" in data) and "model_preset" not in data:
         defaults["model_preset"] = None
     return validate_config(_deep_merge(defaults, data), source)
 

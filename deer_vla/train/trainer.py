@@ -140,7 +140,12 @@ def build_policy_config(cfg: TrainConfig) -> Any:
     from deer_vla.model.config import PolicyConfig
     from deer_vla.model.presets import preset_config
 
-    if cfg.model is not None:
+    if cfg.init_checkpoint is not None:
+        path = Path(cfg.init_checkpoint) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"init_checkpoint: {path} not found (a deer_vla checkpoint directory is needed)")
+        pcfg = PolicyConfig.model_validate_json(path.read_text())
+    elif cfg.model is not None:
         pcfg = PolicyConfig.model_validate(cfg.model)
     else:
         assert cfg.model_preset is not None
@@ -204,8 +209,12 @@ class Trainer:
             self.start_step = int(self.resume_state[1]["step"])
             log.info("resuming from %s (step %d)", ckpt, self.start_step)
         else:
-            self.model = MultiExitPolicy(pcfg)
-            self.tokenizer = build_word_tokenizer(instruction_texts(self.episodes))
+            if cfg.init_checkpoint is not None:
+                self.model, self.tokenizer = load_checkpoint(cfg.init_checkpoint, device="cpu")
+                self.model.config.head.history = pcfg.head.history
+            else:
+                self.model = MultiExitPolicy(pcfg)
+                self.tokenizer = build_word_tokenizer(instruction_texts(self.episodes))
             if self.info.main:  # a fresh run: stale logs/checkpoints of an earlier run must not mix in
                 (self.out / "train_log.jsonl").unlink(missing_ok=True)
                 shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
@@ -224,9 +233,17 @@ class Trainer:
         if stage == "joint":
             for p in model.parameters():
                 p.requires_grad_(True)
+            fixed = []  # parts that keep their (pretrained) weights: no gradients, no optimizer state
+            if model.frozen_vision():
+                fixed.append(model.vision)
+            if cfg.freeze_lm_layers:
+                fixed.append(model.lm.layers)
+            for part in fixed:
+                for p in part.parameters():
+                    p.requires_grad_(False)
             model.train()
             head_ids = {id(p) for h in heads for p in h.parameters()}
-            backbone = _ParamView([p for p in model.parameters() if id(p) not in head_ids])
+            backbone = _ParamView([p for p in model.parameters() if id(p) not in head_ids and p.requires_grad])
             groups = param_groups(
                 [(h, cfg.joint.lr * cfg.head_lr_scale) for h in heads] + [(backbone, cfg.joint.lr)], cfg.weight_decay
             )
