@@ -70,13 +70,24 @@ def load_observations(dataset: Path, indices: list[int], cameras: tuple[str, ...
     return [episode_observations(ds.load(i), cameras)[:max_steps] for i in indices]
 
 
-def score(exits: np.ndarray, costs: np.ndarray, errors: np.ndarray, actions: np.ndarray) -> dict:
+def expert_actions(dataset: Path, indices: list[int], max_steps: int | None) -> np.ndarray:
+    """The demonstrations' own actions at the recorded steps, (S, A)."""
+    from deer_vla.data.episodes import EpisodeDataset
+
+    ds = EpisodeDataset(dataset)
+    return np.concatenate([np.asarray(ds.load(i).actions, dtype=np.float64)[:max_steps] for i in indices])
+
+
+def score(exits: np.ndarray, costs: np.ndarray, errors: np.ndarray, actions: np.ndarray,
+          expert: np.ndarray) -> dict:
     rows = np.arange(len(exits))
     cost = float(costs[exits - 1].mean())
     err = float(errors[rows, exits - 1].mean())
     oracle = oracle_cost_at_error(actions, costs, err)
+    taken = actions[rows, exits - 1, :-1]  # motion axes of the action taken (the gripper is the last value)
     return {"mean_cost": cost, "mean_error": err, "mean_exit": float(exits.mean()),
-            "oracle_cost": oracle, "controller_over_oracle": ratio(cost, oracle)}
+            "oracle_cost": oracle, "controller_over_oracle": ratio(cost, oracle),
+            "expert_rms": float(np.sqrt(np.mean((taken - expert[:, :-1]) ** 2)))}
 
 
 def tracker_steady_state(actions: np.ndarray, base: Thresholds, costs: np.ndarray, cap: int,
@@ -165,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             np.savez(cache, key=key, calib=calib, held=held)
         source = f"recorded in {time.perf_counter() - t0:.0f} s"
     errors = exit_errors(held)
+    expert = expert_actions(dataset, held_idx, max_steps)
+    if expert.shape != (held.shape[0], held.shape[2]):
+        raise SystemExit(f"demonstration actions {expert.shape} do not line up with the recorded steps {held.shape}")
     print(f"{machine_description('cpu')}; {len(tasks)} task(s), {calib.shape[0]} calibration / "
           f"{held.shape[0]} held-out steps, {profile.num_exits} exits; full model {costs[-1]:.4f} LLM GFLOPs/step "
           f"({source})")
@@ -177,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for k in range(1, profile.num_exits + 1):
         rows.append({"mode": f"static exit {k}", "budget_fraction": None, "method": None,
-                     **score(np.full(held.shape[0], k), costs, errors, held)})
+                     **score(np.full(held.shape[0], k), costs, errors, held, expert)})
     for frac in fractions:
         budget = BudgetSpec(average_gflops=frac * costs[-1])
         cap = budget_report(profile, budget).cap
@@ -190,17 +204,19 @@ def main(argv: list[str] | None = None) -> int:
         for method, th in solved:
             exits = simulate_exits(held, th, cap=cap)
             rows.append({"mode": f"dynamic {frac:g}x ({method})", "budget_fraction": frac, "method": method,
-                         **score(exits, costs, errors, held)})
+                         **score(exits, costs, errors, held, expert)})
         if base is not None and cap > 2 and frac != args.scaled_from:
             exits = tracker_steady_state(held, base, costs, cap, budget.average_gflops)
             rows.append({"mode": f"dynamic {frac:g}x (scaled)", "budget_fraction": frac, "method": "scaled",
-                         **score(exits, costs, errors, held)})
+                         **score(exits, costs, errors, held, expert)})
 
     print(f"{'mode':<28} {'cost/full':>9} {'mean exit':>9} {'mean error':>10} {'oracle/full':>11} "
-          f"{'controller/oracle':>17}")
+          f"{'controller/oracle':>17} {'vs expert':>9}")
     for r in rows:
         print(f"{r['mode']:<28} {r['mean_cost'] / costs[-1]:>9.3f} {r['mean_exit']:>9.2f} {r['mean_error']:>10.4f} "
-              f"{r['oracle_cost'] / costs[-1]:>11.3f} {r['controller_over_oracle']:>17.2f}")
+              f"{r['oracle_cost'] / costs[-1]:>11.3f} {r['controller_over_oracle']:>17.2f} {r['expert_rms']:>9.4f}")
+    print("(mean error: distance of the action taken from the full model's, RMS over the motion axes; "
+          "vs expert: RMS distance of its motion from the demonstration's action)")
     static = [r["controller_over_oracle"] for r in rows if r["budget_fraction"] is None and r["mean_error"] > 0]
     if static:
         print(f"static exits / oracle at the same mean error: {min(static):.2f}-{max(static):.2f}x")

@@ -116,6 +116,7 @@ def test_bench_oracle_gap_quick(tmp_path, quick_demos):
     # the oracle is a lower bound at every mode's own error; the deepest static exit has error 0
     assert all(r["oracle_cost"] <= r["mean_cost"] * (1 + 1e-9) for r in rows)
     assert static[-1]["mean_error"] == 0 and static[-1]["controller_over_oracle"] == pytest.approx(1.0)
+    assert all(0 < r["expert_rms"] < 2 for r in rows)  # against the demonstrations' own actions
 
 
 @pytest.mark.slow
