@@ -295,6 +295,22 @@ def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path):
     assert json.loads(out.read_text())["same_exit_fraction"] == 1.0
     assert cli_main([str(tmp_path / "missing.mcap"), "--checkpoint", str(tiny_checkpoint)]) == 1
 
+    # the same recording calibrates thresholds on what the robot saw: one episode per instruction
+    from deer_vla.control.thresholds import Thresholds
+    from deer_vla.ros.recorder import recorded_episodes
+    from deer_vla.train.calibrate import cli_main as calibrate
+
+    episodes = recorded_episodes(path, ("static", "wrist"))
+    assert [ep[0].instruction for ep in episodes] == [INSTRUCTIONS[0], INSTRUCTIONS[2]]
+    assert sum(len(ep) for ep in episodes) == steps
+    cal = tmp_path / "cal"
+    args = ["--checkpoint", str(tiny_checkpoint), "--average-budget-fraction", "0.6", "--out", str(cal)]
+    assert calibrate([*args, "--recording", str(path), "--method", "descent"]) == 0
+    th = Thresholds.load(cal / "thresholds.json")
+    assert th.budget is not None and th.expected_cost <= th.budget.average_gflops + 1e-9
+    assert calibrate([*args, "--recording", str(tmp_path / "missing.mcap")]) == 2
+    assert calibrate([*args, "--recording", str(path), "--tasks", "drawer-open"]) == 2
+
 
 def test_timer_mode_reuses_newest_pair_until_stale(executor, tiny_checkpoint):
     from rclpy.parameter import Parameter

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from deer_vla.core import StepRecord
+from deer_vla.core import Observation, StepRecord
 from deer_vla.ros.image_conv import image_msg_to_rgb
 from deer_vla.ros.mcap_io import McapLog, read_messages
 
@@ -67,6 +67,34 @@ class RecordedStep:
     action7: np.ndarray
     record: StepRecord
     stamp_ns: int
+
+    def observation(self, cameras: tuple[str, ...] | list[str]) -> Observation:
+        """What the policy saw at this step, for the given camera order."""
+        return Observation(images={c: self.images[c] for c in cameras}, instruction=self.instruction,
+                           proprio=self.proprio, stamp_ns=self.stamp_ns)
+
+
+def check_cameras(steps: list[RecordedStep], cameras: tuple[str, ...] | list[str], path: str | Path) -> None:
+    missing = [c for c in cameras if c not in steps[0].images]
+    if missing:
+        have = sorted(steps[0].images)
+        raise ValueError(f"recording {path} lacks camera(s) {missing} the policy needs; it has {have}")
+
+
+def recorded_episodes(path: str | Path, cameras: tuple[str, ...] | list[str]) -> list[list[Observation]]:
+    """The recording's observations, split into its episodes (a new instruction starts one)."""
+    steps = read_recording(path)
+    if not steps:
+        raise ValueError(f"recording {path} holds no complete policy steps")
+    check_cameras(steps, cameras, path)
+    episodes: list[list[Observation]] = []
+    current = None
+    for s in steps:
+        if s.record.episode != current or not episodes:
+            episodes.append([])
+            current = s.record.episode
+        episodes[-1].append(s.observation(cameras))
+    return episodes
 
 
 def read_recording(path: str | Path) -> list[RecordedStep]:

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from deer_vla.core import Observation
 from deer_vla.ros.params import DEFAULT_CHECKPOINT
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, load_stack
-from deer_vla.ros.recorder import read_recording
+from deer_vla.ros.recorder import check_cameras, read_recording
 
 
 @dataclass
@@ -41,10 +40,7 @@ def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops") -> 
     steps = read_recording(path)
     if not steps:
         raise ValueError(f"recording {path} holds no complete policy steps")
-    missing = [c for c in stack.cameras if c not in steps[0].images]
-    if missing:
-        have = sorted(steps[0].images)
-        raise ValueError(f"recording {path} lacks camera(s) {missing} the policy needs; it has {have}")
+    check_cameras(steps, stack.cameras, path)
     controller = stack.controller
     recorded_exits, replayed_exits, diffs, rec_cost, rep_cost = [], [], [], [], []
     episode = None
@@ -52,9 +48,7 @@ def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops") -> 
         if s.record.episode != episode:
             controller.reset_episode()  # type: ignore[attr-defined]
             episode = s.record.episode
-        obs = Observation(images={c: s.images[c] for c in stack.cameras}, instruction=s.instruction,
-                          proprio=s.proprio, stamp_ns=s.stamp_ns)
-        action, record = controller.step(obs)  # type: ignore[attr-defined]
+        action, record = controller.step(s.observation(stack.cameras))  # type: ignore[attr-defined]
         action7 = stack.action_spec.to_standard7(stack.action_spec.clip(action))
         recorded_exits.append(s.record.exit_used)
         replayed_exits.append(record.exit_used)

@@ -1,6 +1,7 @@
 """`deer-vla calibrate`: solve exit thresholds of a checkpoint for an average compute budget.
 
-Runs the checkpoint's PolicyRunner over demonstration episodes, recording
+Runs the checkpoint's PolicyRunner over demonstration episodes (or over the
+policy node's own MCAP recordings, --recording), recording
 every exit's action at every step (collect_exit_actions), solves the
 thresholds for the budget (quantile method, or --method descent), and writes
 thresholds.json + profile.json into the checkpoint directory. Optionally
@@ -76,6 +77,19 @@ def calibration_exit_actions(
     return collect_exit_actions(runner, obs, max_steps=max_steps)
 
 
+def recording_exit_actions(runner: Any, recordings: Sequence[str | Path], max_steps: int | None = None) -> np.ndarray:
+    """(S, N, A) actions of every exit at every step of the policy node's MCAP recordings (all their episodes)."""
+    from deer_vla.control.calibration import collect_exit_actions
+    from deer_vla.ros.recorder import recorded_episodes
+
+    episodes: list[list[Observation]] = []
+    for path in recordings:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"recording not found: {path}")
+        episodes += recorded_episodes(path, tuple(runner.cameras))
+    return collect_exit_actions(runner, episodes, max_steps=max_steps)
+
+
 def budget_from_args(profile: Any, fraction: float | None, gflops: float | None, metric: str) -> Any:
     from deer_vla.control.budgets import BudgetSpec
 
@@ -107,7 +121,11 @@ def solve(exit_actions: np.ndarray, profile: Any, budget: Any, method: str = "qu
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla calibrate", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (thresholds.json is written here)")
-    p.add_argument("--dataset", required=True, help="demonstration dataset directory (calibration set)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="demonstration dataset directory (calibration set)")
+    src.add_argument("--recording", action="append", metavar="MCAP",
+                     help="the policy node's own recording (record_path; repeat for several): thresholds solved "
+                          "on what the robot actually saw")
     b = p.add_mutually_exclusive_group(required=True)
     b.add_argument("--average-budget-fraction", type=float, help="average budget as a fraction of the full model")
     b.add_argument("--average-gflops", type=float, help="average budget in GFLOPs per action")
@@ -146,7 +164,12 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     try:
-        actions = calibration_exit_actions(runner, args.dataset, args.episodes, args.max_steps, tasks)
+        if args.recording:
+            if tasks:
+                raise ValueError("--tasks selects demonstrations of a --dataset; recordings are used whole")
+            actions = recording_exit_actions(runner, args.recording, args.max_steps)
+        else:
+            actions = calibration_exit_actions(runner, args.dataset, args.episodes, args.max_steps, tasks)
     except (KeyError, FileNotFoundError, ValueError) as exc:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
