@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                         "online tracker does at run time (0 = off)")
     p.add_argument("--distance", default="rms", choices=("rms", "mean", "max", "l2", "cosine"),
                    help="the run-time criterion's distance between consecutive exits' actions")
+    p.add_argument("--smooth", type=int, default=1, metavar="K",
+                   help="criterion: mean of the last K consecutive-exit distances (1 = the original)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--actions-cache", default=None, metavar="NPZ",
                    help="reuse the recorded per-exit actions from this file (written on first use)")
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{held.shape[0]} held-out steps, {profile.num_exits} exits; full model {costs[-1]:.4f} LLM GFLOPs/step "
           f"({source})")
 
-    criterion = Criterion(distance=args.distance)
+    criterion = Criterion(distance=args.distance, smooth=args.smooth)
     base = None
     if args.scaled_from > 0:
         base = solve_thresholds_quantile(calib, profile, BudgetSpec(average_gflops=args.scaled_from * costs[-1]),
@@ -227,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"checkpoint": args.checkpoint, "tasks": tasks, "criterion_distance": args.distance,
+                               "criterion_smooth": args.smooth,
                                "calibration_steps": int(calib.shape[0]),
                                "held_out_steps": int(held.shape[0]), "full_llm_gflops": float(costs[-1]),
                                "machine": machine_description("cpu"), "rows": rows}, indent=2))

@@ -6,6 +6,7 @@ import pytest
 
 from deer_vla.control import (
     BudgetSpec,
+    Criterion,
     ExitController,
     InfeasibleBudgetError,
     Thresholds,
@@ -41,13 +42,14 @@ def run(controller: ExitController) -> list[StepRecord]:
     return records
 
 
-def test_controller_takes_the_exits_the_thresholds_imply(profile):
+@pytest.mark.parametrize("smooth", [1, 2, 3])
+def test_controller_takes_the_exits_the_thresholds_imply(profile, smooth):
     actions = stream()
     budget = BudgetSpec(average_gflops=8.0)
-    th = solve_thresholds_quantile(actions, profile, budget)
+    th = solve_thresholds_quantile(actions, profile, budget, criterion=Criterion(smooth=smooth))
     records = run(ExitController(SyntheticExitPolicy(N, seed=5), profile, th, budget))
     used = np.array([r.exit_used for r in records])
-    np.testing.assert_array_equal(used, simulate_exits(actions, th))
+    np.testing.assert_array_equal(used, simulate_exits(actions, th))  # run-time rule == offline rule
     mean = np.mean([r.llm_gflops for r in records])
     assert mean == pytest.approx(th.expected_cost)
     assert records[-1].running_mean_gflops == pytest.approx(mean)

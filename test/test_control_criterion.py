@@ -79,6 +79,21 @@ def test_consistency_scores_compare_consecutive_exits():
         consistency_scores(bad)
 
 
+def test_smoothed_score_is_the_mean_of_the_last_distances_in_both_forms():
+    d = np.array([[0.4, 0.1, 0.3, np.inf, 0.2], [0.0, 0.2, 0.2, 0.1, 0.5]])
+    crit = Criterion(smooth=2)
+    expected = [[0.4, 0.25, 0.2, np.inf, np.inf], [0.0, 0.1, 0.2, 0.15, 0.3]]
+    np.testing.assert_allclose(crit.scores(d), expected)
+    for row in range(2):  # the controller's step-by-step form agrees with the batch form
+        assert [crit.score(list(d[row, : j + 1])) for j in range(5)] == pytest.approx(crit.scores(d)[row].tolist())
+    np.testing.assert_array_equal(Criterion().scores(d), d)  # smooth=1: the original criterion
+    assert Criterion.from_dict(crit.to_dict()) == crit
+    assert Criterion.from_dict({"distance": "max"}).smooth == 1  # files written before the option
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="smooth"):
+            Criterion(smooth=bad)
+
+
 def test_oracle_picks_earliest_exit_within_tolerance_of_deepest():
     actions = np.array([[0.5, 0.0, 1.0], [0.11, 0.0, 1.0], [0.3, 0.0, 1.0], [0.1, 0.0, 1.0]])
     crit = Criterion(distance="max")

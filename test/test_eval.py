@@ -70,10 +70,15 @@ def test_calibrate_writes_valid_thresholds(checkpoint: tuple[Path, Path], tmp_pa
     assert report["calibration_steps"] == 6
     # the error-minimising solver, same file format and budget guarantee
     assert calibrate_main(["--checkpoint", str(ckpt), "--dataset", str(data), "--average-budget-fraction",
-                           f"{frac:.6f}", "--episodes", "1", "--method", "descent", "--out", str(out)]) == 0
+                           f"{frac:.6f}", "--episodes", "1", "--method", "descent", "--smooth", "2",
+                           "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "descent"
     th = Thresholds.load(out / "thresholds.json", num_exits=profile.num_exits)
     assert th.method == "descent" and th.expected_cost <= th.budget.average_gflops + 1e-9
+    assert th.criterion.smooth == 2  # saved with the thresholds: the controller scores the same way
+    assert calibrate_main(["--checkpoint", str(ckpt), "--dataset", str(data), "--average-budget-fraction",
+                           f"{frac:.6f}", "--smooth", "0", "--out", str(out)]) == 2
+    assert "smooth" in capsys.readouterr().err
     # an impossible budget is a clear CLI error, not a traceback
     assert calibrate_main(["--checkpoint", str(ckpt), "--dataset", str(data), "--average-budget-fraction", "1.5",
                            "--out", str(out)]) == 2

@@ -197,7 +197,8 @@ class ExitController:
         t_enc = self.clock()
         actions: list[np.ndarray] = []
         segment_ms: list[float] = []
-        distances: list[float] = []
+        raw: list[float] = []  # consecutive distances
+        distances: list[float] = []  # the scores compared with eta_k (raw ones, smoothed if configured)
         reason = "cap"
         last = self.fixed_exit if self.fixed_exit is not None else cap
         for k in range(1, last + 1):
@@ -212,7 +213,8 @@ class ExitController:
                 continue
             if self.oracle_tolerance is not None or k == 1:
                 continue
-            distances.append(self.criterion(actions[-1], actions[-2]))
+            raw.append(self.criterion(actions[-1], actions[-2]))
+            distances.append(self.criterion.score(raw))
             if distances[-1] <= self._eta(k, scale):
                 reason = "threshold"
                 break

@@ -26,14 +26,33 @@ class Criterion:
     (max |diff|), "l2" (Euclidean norm) or "cosine" (1 - cosine similarity).
     gripper_flip_infinite: a change of gripper sign between the two actions
     gives +inf (never stop on it).
+    smooth: the score at exit k is the mean of the last ``smooth`` consecutive
+    distances (k vs k-1, k-1 vs k-2, ...; fewer where fewer exist). 1 is the
+    original criterion; 2 damps a single lucky agreement between two exits
+    (beyond the paper: `bench/bench_oracle_gap.py --smooth 2` measures it).
     """
 
     distance: DistanceName = "rms"
     gripper_flip_infinite: bool = False
+    smooth: int = 1
 
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:
             raise ValueError(f"unknown criterion distance {self.distance!r}; choose one of {DISTANCES}")
+        if isinstance(self.smooth, bool) or not isinstance(self.smooth, int) or self.smooth < 1:
+            raise ValueError(f"criterion smooth must be an int >= 1, got {self.smooth!r}")
+
+    def score(self, distances: list[float]) -> float:
+        """The score compared with eta_k, from the consecutive distances so far (exit 2..k)."""
+        recent = distances[-self.smooth:]
+        return float(np.mean(recent))
+
+    def scores(self, distances: np.ndarray) -> np.ndarray:
+        """(S, N-1) consecutive distances -> (S, N-1) scores, the batch form of ``score``."""
+        if self.smooth == 1:
+            return distances
+        cols = [distances[:, max(0, j + 1 - self.smooth): j + 1].mean(axis=1) for j in range(distances.shape[1])]
+        return np.stack(cols, axis=1) if cols else distances
 
     def batch(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Distances between ``a`` and ``b`` of shape (..., A), A >= 2 (>= 1 axis + gripper)."""
@@ -78,15 +97,16 @@ class Criterion:
         return float(self.batch(a, b))
 
     def to_dict(self) -> dict:
-        return {"distance": self.distance, "gripper_flip_infinite": self.gripper_flip_infinite}
+        return {"distance": self.distance, "gripper_flip_infinite": self.gripper_flip_infinite,
+                "smooth": self.smooth}
 
     @classmethod
     def from_dict(cls, data: dict) -> Criterion:
-        unknown = set(data) - {"distance", "gripper_flip_infinite"}
+        unknown = set(data) - {"distance", "gripper_flip_infinite", "smooth"}
         if unknown:
             raise ValueError(f"unknown criterion keys {sorted(unknown)}")
         flip = bool(data.get("gripper_flip_infinite", False))
-        return cls(distance=data.get("distance", "rms"), gripper_flip_infinite=flip)
+        return cls(distance=data.get("distance", "rms"), gripper_flip_infinite=flip, smooth=data.get("smooth", 1))
 
 
 def check_exit_actions(exit_actions: np.ndarray) -> np.ndarray:
@@ -106,9 +126,9 @@ def check_exit_actions(exit_actions: np.ndarray) -> np.ndarray:
 
 
 def consistency_scores(exit_actions: np.ndarray, criterion: Criterion | None = None) -> np.ndarray:
-    """(S, N, A) per-exit actions -> (S, N-1) distances; column j is exit j+2 vs exit j+1."""
+    """(S, N, A) per-exit actions -> (S, N-1) scores; column j is exit j+2 vs exit j+1 (see Criterion.smooth)."""
     arr = check_exit_actions(exit_actions)
     crit = criterion or Criterion()
     if arr.shape[1] < 2:
         return np.zeros((arr.shape[0], 0))
-    return crit.batch(arr[:, 1:, :], arr[:, :-1, :])
+    return crit.scores(crit.batch(arr[:, 1:, :], arr[:, :-1, :]))

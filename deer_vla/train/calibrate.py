@@ -107,14 +107,16 @@ def budget_from_args(profile: Any, fraction: float | None, gflops: float | None,
 THRESHOLD_METHODS = ("quantile", "descent")
 
 
-def solve(exit_actions: np.ndarray, profile: Any, budget: Any, method: str = "quantile") -> Any:
+def solve(exit_actions: np.ndarray, profile: Any, budget: Any, method: str = "quantile", criterion: Any = None) -> Any:
+    """Thresholds for ``budget`` by ``method``; ``criterion`` (default: the original RMS one) is saved with them
+    and used by the controller at run time."""
     from deer_vla.control.descent import solve_thresholds_descent
     from deer_vla.control.thresholds import solve_thresholds_quantile
 
     if method == "quantile":
-        return solve_thresholds_quantile(exit_actions, profile, budget)
+        return solve_thresholds_quantile(exit_actions, profile, budget, criterion=criterion)
     if method == "descent":
-        return solve_thresholds_descent(exit_actions, profile, budget)
+        return solve_thresholds_descent(exit_actions, profile, budget, criterion=criterion)
     raise ValueError(f"unknown threshold method {method!r}; choose one of {THRESHOLD_METHODS}")
 
 
@@ -136,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="cap on calibration steps")
     p.add_argument("--method", choices=THRESHOLD_METHODS, default="quantile",
                    help="quantile: DeeR's exit-distribution method; descent: least action error within the budget")
+    p.add_argument("--smooth", type=int, default=1, metavar="K",
+                   help="criterion: mean of the last K consecutive-exit distances (1 = the original criterion)")
     p.add_argument("--bayes", type=int, default=0, metavar="N",
                    help="refine with N Bayesian-optimisation trials against closed-loop success (0 = off)")
     p.add_argument("--bayes-tasks", default="all", help="tasks for --bayes rollouts (comma list or 'all')")
@@ -173,7 +177,14 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (KeyError, FileNotFoundError, ValueError) as exc:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
-    thresholds = solve(actions, profile, budget, args.method)
+    from deer_vla.control.criterion import Criterion
+
+    try:
+        criterion = Criterion(smooth=args.smooth)
+    except ValueError as exc:
+        print(f"deer-vla calibrate: --smooth: {exc}", file=sys.stderr)
+        return 2
+    thresholds = solve(actions, profile, budget, args.method, criterion)
     log.info(
         "%s thresholds %s: expected %.4g %s per action on %d calibration steps (budget %.4g)",
         args.method, [round(v, 4) for v in thresholds.values], thresholds.expected_cost, budget.metric, len(actions),
