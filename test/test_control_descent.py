@@ -67,3 +67,14 @@ def test_descent_edge_budgets_and_round_trip(calib, profile, tmp_path):
         solve_thresholds_descent(calib, profile, BudgetSpec(peak_gflops=costs[-1]))
     with pytest.raises(ValueError, match="exits"):
         solve_thresholds_descent(calib[:, :4], profile, BudgetSpec(average_gflops=costs[2]))
+
+
+def test_descent_saves_finite_thresholds_when_stopping_at_exit_2_is_already_exact(profile):
+    """Exits 2..N all agree with the deepest: every step should stop at exit 2, with finite saved values."""
+    rng = np.random.default_rng(0)
+    final = rng.uniform(-1, 1, (200, 1, 4))
+    actions = np.concatenate([final + 0.3, np.repeat(final, 5, axis=1)], axis=1)  # exit 1 off, exits 2-6 exact
+    costs = profile.costs()
+    th = solve_thresholds_descent(actions, profile, BudgetSpec(average_gflops=0.5 * (costs[1] + costs[-1])))
+    assert all(np.isfinite(v) for v in th.values)
+    assert th.exit_distribution[1] == 1.0 and cost_and_error(actions, th, profile)[1] == 0.0

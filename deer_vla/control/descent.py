@@ -157,15 +157,22 @@ def solve_thresholds_descent(
     scores = consistency_scores(arr, crit)
     err = exit_errors(arr, error)
 
+    quantile = solve_thresholds_quantile(arr, profile, budget, criterion=crit)
+    finite = scores[np.isfinite(scores)]
+    stop_all = float(finite.max()) + 1.0 if finite.size else 1.0  # a finite eta that stops every step
+
     def finish(etas: np.ndarray) -> Thresholds:
         exit_of = _exits_for(scores, etas, cap)
         dist = np.bincount(exit_of, minlength=n + 1)[1:] / s
-        values = [max(float(etas[k]), 0.0) if k < cap else 0.0 for k in range(2, n + 1)]
+        # Saved thresholds are finite and >= 0 (eta 0 also stops exact agreements, which the
+        # internal "never" did not: measure-zero on real actions). Past the cap they keep the
+        # quantile values, so a cap raised at run time still has thresholds worth scaling.
+        values = [min(max(float(etas[k]), 0.0), stop_all) if k < cap else quantile.values[k - 2]
+                  for k in range(2, n + 1)]
         return Thresholds(values=values, budget=budget, metric=budget.metric, method="descent",
                           expected_cost=float(costs[exit_of - 1].mean()),
                           exit_distribution=[float(p) for p in dist], criterion=crit)
 
-    quantile = solve_thresholds_quantile(arr, profile, budget, criterion=crit)
     if cap <= 2 or not report.average_binding:
         # Nothing to choose (exit 1 only / exit 2 always, or the budget is slack): the quantile
         # solution, whose values past the cap still give the online tracker something to scale.
