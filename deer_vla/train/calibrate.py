@@ -159,6 +159,13 @@ def cli_main(argv: list[str] | None = None) -> int:
     if args.episodes is not None and args.episodes < 1:
         print(f"deer-vla calibrate: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
         return 2
+    from deer_vla.control.criterion import Criterion
+
+    try:
+        criterion = Criterion(smooth=args.smooth)
+    except ValueError as exc:
+        print(f"deer-vla calibrate: --smooth: {exc}", file=sys.stderr)
+        return 2
     runner = PolicyRunner.from_checkpoint(ckpt, device=args.device)
     profile = runner.cost_profile
     try:
@@ -177,14 +184,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (KeyError, FileNotFoundError, ValueError) as exc:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
-    from deer_vla.control.criterion import Criterion
-
     try:
-        criterion = Criterion(smooth=args.smooth)
-    except ValueError as exc:
-        print(f"deer-vla calibrate: --smooth: {exc}", file=sys.stderr)
+        thresholds = solve(actions, profile, budget, args.method, criterion)
+    except ValueError as exc:  # e.g. InfeasibleBudgetError on these calibration steps
+        print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
-    thresholds = solve(actions, profile, budget, args.method, criterion)
     log.info(
         "%s thresholds %s: expected %.4g %s per action on %d calibration steps (budget %.4g)",
         args.method, [round(v, 4) for v in thresholds.values], thresholds.expected_cost, budget.metric, len(actions),
