@@ -93,12 +93,15 @@ def test_evaluator_one_short_episode_end_to_end(checkpoint: tuple[Path, Path], t
         "--checkpoint", str(ckpt), "--tasks", "drawer-open", "--episodes-per-task", "1", "--max-steps", "3",
         "--budgets", f"{frac:.6f}", "--exits", "1,all", "--oracle", "0.05", "--calibration-dataset", str(data),
         "--calibration-episodes", "1", "--out", str(out), "--no-progress", "--workers", "1",
+        "--criterion-smooth", "2",
     ])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     modes = list(res["summary"])
     assert modes[0] == "full" and "exit1" in modes and any(m.startswith("dyn") for m in modes)
     assert any(m.startswith("oracle") for m in modes)
+    dyn = next(m for m in modes if m.startswith("dyn"))
+    assert res["modes"][dyn]["thresholds"]["criterion"]["smooth"] == 2  # the solved thresholds carry it
     for m in modes:
         st = res["summary"][m]["overall"]
         assert st["episodes"] == 1 and 1 <= st["steps"] <= 3
@@ -122,6 +125,8 @@ def test_bad_arguments_are_clear_errors(checkpoint: tuple[Path, Path], tmp_path:
         parse_exits("1,x")
     with pytest.raises(ValueError, match="threshold_method"):
         EvalConfig(checkpoint=str(ckpt), tasks=["drawer-open"], threshold_method="magic")
+    with pytest.raises(ValueError, match="criterion_smooth"):
+        EvalConfig(checkpoint=str(ckpt), tasks=["drawer-open"], criterion_smooth=0)
 
 
 def test_summary_pools_tasks_and_counts_exits() -> None:

@@ -39,6 +39,7 @@ class EvalConfig:
     calibration_episodes: int = 30
     calibration_tasks: list[str] | None = None  # solve thresholds on these tasks' demos only (default: all)
     threshold_method: str = "quantile"  # deer_vla.train.calibrate.THRESHOLD_METHODS
+    criterion_smooth: int = 1  # Criterion.smooth of the thresholds solved per budget
     heldout_instructions: bool = False
     seed_offset: int = EVAL_SEED_OFFSET
     max_steps: int | None = None
@@ -63,6 +64,8 @@ class EvalConfig:
 
         if self.threshold_method not in THRESHOLD_METHODS:
             raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}, got {self.threshold_method!r}")
+        if self.criterion_smooth < 1:
+            raise ValueError(f"criterion_smooth must be >= 1, got {self.criterion_smooth}")
 
 
 def resolve_tasks(spec: str) -> list[str]:
@@ -151,6 +154,7 @@ def _close_adapters() -> None:
 def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str, str]]:
     """The modes to run and, for budgets that could not be met, why they were skipped."""
     from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError
+    from deer_vla.control.criterion import Criterion
     from deer_vla.train.calibrate import calibration_exit_actions, solve
 
     profile = runner.cost_profile
@@ -173,7 +177,8 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
             for frac in cfg.budgets:
                 name = f"dyn{frac:g}"
                 try:
-                    th = solve(actions, profile, BudgetSpec(average_gflops=frac * full), cfg.threshold_method)
+                    th = solve(actions, profile, BudgetSpec(average_gflops=frac * full), cfg.threshold_method,
+                               Criterion(smooth=cfg.criterion_smooth))
                 except InfeasibleBudgetError as exc:
                     skipped[name] = str(exc)
                     log.warning("budget %g of full skipped: %s", frac, exc)
@@ -361,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "adherence under a task shift ('all' or a comma list; default: every task)")
     p.add_argument("--threshold-method", choices=("quantile", "descent"), default="quantile",
                    help="how per-budget thresholds are solved on the calibration demonstrations")
+    p.add_argument("--criterion-smooth", type=int, default=1, metavar="K",
+                   help="solve thresholds for the criterion averaging the last K consecutive-exit distances")
     p.add_argument("--heldout-instructions", action="store_true", help="use the tasks' held-out paraphrases")
     p.add_argument("--track-budget", action="store_true",
                    help="also run every budget with the online budget tracker (modes 'dyn<f>+track')")
@@ -394,6 +401,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             calibration_episodes=args.calibration_episodes,
             calibration_tasks=resolve_tasks(args.calibration_tasks) if args.calibration_tasks else None,
             threshold_method=args.threshold_method,
+            criterion_smooth=args.criterion_smooth,
             heldout_instructions=args.heldout_instructions,
             track_budget=args.track_budget,
             seed_offset=args.seed_offset,
