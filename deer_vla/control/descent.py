@@ -29,23 +29,16 @@ import numpy as np
 from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError, budget_report
 from deer_vla.control.criterion import Criterion, consistency_scores
 from deer_vla.control.oracle import exit_errors
-from deer_vla.control.thresholds import Thresholds, check_solver_inputs, solve_thresholds_quantile
+from deer_vla.control.thresholds import (
+    Thresholds,
+    check_solver_inputs,
+    exits_from_scores,
+    solve_thresholds_quantile,
+)
 from deer_vla.core import CostProfile
 
 # internal eta that stops no step (thresholds are >= 0 once saved: see finish())
 _NEVER = -1.0
-
-
-def _exits_for(scores: np.ndarray, etas: np.ndarray, cap: int) -> np.ndarray:
-    """1-based exit per step for thresholds etas[k] (index k = exit number) with the run-time rule."""
-    s = scores.shape[0]
-    exit_of = np.full(s, cap, dtype=np.int64)
-    remaining = np.ones(s, dtype=bool)
-    for k in range(2, cap):
-        stop = remaining & (scores[:, k - 2] <= etas[k])
-        exit_of[stop] = k
-        remaining &= ~stop
-    return exit_of
 
 
 class _Split:
@@ -53,10 +46,10 @@ class _Split:
     would end if it did not stop at k: what every coordinate move needs."""
 
     def __init__(self, scores: np.ndarray, etas: np.ndarray, cap: int, k: int) -> None:
-        self.exit_of = _exits_for(scores, etas, cap)
+        self.exit_of = exits_from_scores(scores, etas, cap)
         later = etas.copy()
         later[k] = _NEVER
-        cont = _exits_for(scores, later, cap)
+        cont = exits_from_scores(scores, later, cap)
         idx = np.flatnonzero(self.exit_of >= k)
         sk = scores[idx, k - 2]
         order = np.argsort(sk, kind="stable")
@@ -162,7 +155,7 @@ def solve_thresholds_descent(
     stop_all = float(finite.max()) + 1.0 if finite.size else 1.0  # a finite eta that stops every step
 
     def finish(etas: np.ndarray) -> Thresholds:
-        exit_of = _exits_for(scores, etas, cap)
+        exit_of = exits_from_scores(scores, etas, cap)
         dist = np.bincount(exit_of, minlength=n + 1)[1:] / s
         # Saved thresholds are finite and >= 0 (eta 0 also stops exact agreements, which the
         # internal "never" did not: measure-zero on real actions). Past the cap they keep the
@@ -179,7 +172,7 @@ def solve_thresholds_descent(
         return quantile
     never = np.full(n + 1, _NEVER)  # etas[k] for k = 0..N
     always = np.full(n + 1, np.inf)
-    if float(costs[_exits_for(scores, always, cap) - 1].mean()) > target * (1 + 1e-9):
+    if float(costs[exits_from_scores(scores, always, cap) - 1].mean()) > target * (1 + 1e-9):
         raise InfeasibleBudgetError(
             f"average budget {target:g} is below the cheapest the criterion can reach on these steps "
             f"({costs[1]:g}: every step stopping at exit 2)"
@@ -188,7 +181,7 @@ def solve_thresholds_descent(
     rows = np.arange(s)
 
     def cost_error(etas: np.ndarray) -> tuple[float, float]:
-        exit_of = _exits_for(scores, etas, cap)
+        exit_of = exits_from_scores(scores, etas, cap)
         return float(costs[exit_of - 1].mean()), float(err[rows, exit_of - 1].mean())
 
     # mu prices compute in error units: search between "compute is free" and "compute is all that matters"

@@ -20,10 +20,7 @@ def _check_tolerance(tolerance: float) -> None:
 def oracle_exits(exit_actions: np.ndarray, tolerance: float, criterion: Criterion | None = None) -> np.ndarray:
     """(S, N, A) -> (S,) earliest 1-based exit within ``tolerance`` of exit N, per step."""
     _check_tolerance(tolerance)
-    arr = check_exit_actions(exit_actions)
-    crit = criterion or Criterion()
-    final = np.broadcast_to(arr[:, -1:, :], arr.shape)
-    close = crit.batch(arr, final) <= tolerance  # exit N always qualifies (distance 0)
+    close = exit_errors(exit_actions, criterion) <= tolerance  # exit N always qualifies (distance 0)
     return np.argmax(close, axis=1).astype(np.int64) + 1
 
 

@@ -230,11 +230,18 @@ def simulate_exits(
     n = arr.shape[1]
     cap = n if cap is None else min(cap, n)
     thresholds.check_covers(cap)
-    scores = consistency_scores(arr, thresholds.criterion)
-    exit_of = np.full(arr.shape[0], cap, dtype=np.int64)
-    remaining = np.ones(arr.shape[0], dtype=bool)
+    etas = np.zeros(n + 1)  # indexed by exit number; only 2..cap-1 are read
+    etas[2:cap] = [thresholds.eta(k) * scale for k in range(2, cap)]
+    return exits_from_scores(consistency_scores(arr, thresholds.criterion), etas, cap)
+
+
+def exits_from_scores(scores: np.ndarray, etas: np.ndarray, cap: int) -> np.ndarray:
+    """The run-time rule on (S, N-1) scores: the first exit k in 2..cap-1 with score <= etas[k]
+    (``etas`` indexed by exit number), else the cap. 1-based exits, shape (S,)."""
+    exit_of = np.full(scores.shape[0], cap, dtype=np.int64)
+    remaining = np.ones(scores.shape[0], dtype=bool)
     for k in range(2, cap):
-        stop = remaining & (scores[:, k - 2] <= thresholds.eta(k) * scale)
+        stop = remaining & (scores[:, k - 2] <= etas[k])
         exit_of[stop] = k
         remaining &= ~stop
     return exit_of
