@@ -62,20 +62,22 @@ def split_episodes(dataset: Path, tasks: list[str], calib: int, held: int) -> tu
     return a, b
 
 
-def load_observations(dataset: Path, indices: list[int], cameras: tuple[str, ...], max_steps: int | None) -> list:
+def load_episodes(dataset: Path, indices: list[int]) -> list:
     from deer_vla.data.episodes import EpisodeDataset
+
+    ds = EpisodeDataset(dataset)
+    return [ds.load(i) for i in indices]
+
+
+def observations(episodes: list, cameras: tuple[str, ...], max_steps: int | None) -> list:
     from deer_vla.train.calibrate import episode_observations
 
-    ds = EpisodeDataset(dataset)
-    return [episode_observations(ds.load(i), cameras)[:max_steps] for i in indices]
+    return [episode_observations(ep, cameras)[:max_steps] for ep in episodes]
 
 
-def expert_actions(dataset: Path, indices: list[int], max_steps: int | None) -> np.ndarray:
+def expert_actions(episodes: list, max_steps: int | None) -> np.ndarray:
     """The demonstrations' own actions at the recorded steps, (S, A)."""
-    from deer_vla.data.episodes import EpisodeDataset
-
-    ds = EpisodeDataset(dataset)
-    return np.concatenate([np.asarray(ds.load(i).actions, dtype=np.float64)[:max_steps] for i in indices])
+    return np.concatenate([np.asarray(ep.actions, dtype=np.float64)[:max_steps] for ep in episodes])
 
 
 def score(exits: np.ndarray, costs: np.ndarray, errors: np.ndarray, actions: np.ndarray,
@@ -158,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = runner.cost_profile
     costs = np.asarray(profile.costs("llm_gflops"))
     calib_idx, held_idx = split_episodes(dataset, tasks, n_calib, n_held)
+    held_eps = load_episodes(dataset, held_idx)  # their observations (unless cached) and expert actions
     cache = Path(args.actions_cache) if args.actions_cache else None
     key = np.array([args.checkpoint, str(dataset), ",".join(tasks), str(calib_idx), str(held_idx), str(max_steps)])
     cached = None
@@ -171,14 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cams = tuple(runner.cameras)
         with torch.inference_mode():
-            calib = collect_exit_actions(runner, load_observations(dataset, calib_idx, cams, max_steps))
-            held = collect_exit_actions(runner, load_observations(dataset, held_idx, cams, max_steps))
+            calib = collect_exit_actions(runner, observations(load_episodes(dataset, calib_idx), cams, max_steps))
+            held = collect_exit_actions(runner, observations(held_eps, cams, max_steps))
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, key=key, calib=calib, held=held)
         source = f"recorded in {time.perf_counter() - t0:.0f} s"
     errors = exit_errors(held)
-    expert = expert_actions(dataset, held_idx, max_steps)
+    expert = expert_actions(held_eps, max_steps)
     if expert.shape != (held.shape[0], held.shape[2]):
         raise SystemExit(f"demonstration actions {expert.shape} do not line up with the recorded steps {held.shape}")
     print(f"{machine_description('cpu')}; {len(tasks)} task(s), {calib.shape[0]} calibration / "
