@@ -49,7 +49,10 @@ class BudgetSpec:
     def __post_init__(self) -> None:
         for name in ("average_gflops", "peak_gflops", "peak_ms", "memory_bytes", "deadline_ms"):
             _check_positive(name, getattr(self, name))
-        if self.memory_bytes is not None and float(self.memory_bytes) != int(self.memory_bytes):
+        # an int is whole by definition (float() of 2**63-1 rounds, which must not make it "fractional");
+        # a budget larger than any model simply loads every exit
+        mem = self.memory_bytes
+        if mem is not None and not isinstance(mem, int) and not float(mem).is_integer():
             raise ValueError(f"budget memory_bytes must be a whole number of bytes, got {self.memory_bytes}")
         if self.metric not in METRICS:
             raise ValueError(f"budget metric must be one of {METRICS}, got {self.metric!r}")

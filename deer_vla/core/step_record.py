@@ -33,6 +33,8 @@ class StepRecord:
     deadline_ms: float | None = None
     stamp_ns: int = 0
     action: list[float] = field(default_factory=list)
+    # camera stamp (the oldest camera's) -> action published, node clock; None where no node published it
+    obs_age_ms: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -42,6 +42,7 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "rate_hz": 10.0,  # timer rate, and the control period used to turn deltas into velocities
     "max_image_age_s": 0.5,  # images older than this (header stamp vs node clock) give no new action
     "max_image_skew_s": 0.5,  # newest images of two cameras further apart than this are not paired
+    "max_image_future_s": 0.1,  # images stamped further ahead of the node clock than this are not fresh
     "stale_action": "none",  # "none": publish nothing; "zero": publish a zero twist
     "enabled": False,  # gate: False = dry run (compute + record, actuate nothing)
     "hold_rate_hz": 0.0,  # >0: republish the last twist at this rate ...
@@ -58,11 +59,16 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "fixed_exit": 0,  # >0: always use this exit (baseline); 0 = dynamic early exit
     "record_path": "",  # MCAP file for the policy's inputs and outputs per step ("" = off)
     "autostart": False,  # configure + activate on start (for running the executable alone)
+    # torch intra-op threads, set at configure (0 = torch's default, one per core). 1 by measurement: beside
+    # other busy processes more threads oversubscribe the cores (docs/RESULTS.md, bench_node_latency --cpu-load)
+    "torch_threads": 1,
 }
 
 
 class PolicyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `true` is not a number and "1.5" is not a float (ROS would keep storing the string); an int is
+    # still a valid float, so `budget.average_gflops: 1` in YAML works
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     checkpoint_dir: str
     thresholds_file: str
@@ -79,6 +85,7 @@ class PolicyParams(BaseModel):
     rate_hz: float = Field(gt=0, le=1000)
     max_image_age_s: float = Field(gt=0)
     max_image_skew_s: float = Field(gt=0)
+    max_image_future_s: float = Field(gt=0)
     stale_action: Literal["none", "zero"]
     enabled: bool
     hold_rate_hz: float = Field(ge=0, le=1000)
@@ -93,9 +100,10 @@ class PolicyParams(BaseModel):
     fixed_exit: int = Field(ge=0)
     record_path: str
     autostart: bool
+    torch_threads: int = Field(ge=0, le=1024)
 
     @field_validator(
-        "rate_hz", "max_image_age_s", "max_image_skew_s", "hold_rate_hz", "hold_max_s",
+        "rate_hz", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "hold_rate_hz", "hold_max_s",
         "budget_average_gflops", "budget_peak_gflops", "budget_peak_ms", "budget_deadline_ms",
     )
     @classmethod

@@ -6,10 +6,20 @@ stepping and publishing; deactivate stops (model stays loaded); cleanup
 unloads. Independently of the lifecycle state, actuation is gated: until
 ``enabled`` is true (parameter or ~/enable service) the node computes and
 publishes step records (dry run) but nothing a robot would act on.
+
+Threads: the executor thread only receives, checks and hands the newest
+observation to one worker thread (a one-slot buffer: a frame that arrives
+while a step runs replaces the waiting one, never queues). The model step and
+its publishing run in the worker; services, parameters and the hold timer stay
+on the executor (their own callback group) and answer while a step runs.
+Actuation goes through one lock: ~/halt, deactivate and disable bump a
+generation number under it, and a step that started before them publishes
+no action.
 """
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,6 +28,7 @@ from typing import Any
 import numpy as np
 from geometry_msgs.msg import TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -32,10 +43,12 @@ from deer_vla.ros.node_main import run_node
 from deer_vla.ros.params import BUDGET_PARAMS, POLICY_DEFAULTS, ParameterError, PolicyParams, parse_params
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, check_budget, load_stack, make_budget
 from deer_vla.ros.recorder import PolicyRecorder
+from deer_vla.ros.worker import StepWorker
 
 # Parameters that may change while configured; the rest need cleanup + configure.
 RUNTIME_PARAMS = (set(BUDGET_PARAMS) - {"fixed_exit"}) | {
-    "enabled", "stale_action", "max_image_age_s", "max_image_skew_s", "hold_rate_hz", "hold_max_s",
+    "enabled", "stale_action", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "hold_rate_hz",
+    "hold_max_s",
 }
 # latched: a policy that starts (or restarts) after the instruction was sent still gets it
 INSTRUCTION_QOS = QoSProfile(
@@ -53,10 +66,24 @@ class CameraFrame:
 
 
 @dataclass
+class StepJob:
+    """What the worker needs for one step, snapshotted on the executor thread."""
+
+    frames: dict[str, CameraFrame]
+    instruction: str
+    proprio: np.ndarray | None
+    episode_gen: int  # the step belongs to this episode (a new instruction or reset bumps it)
+    actuation_gen: int  # halt/disable/deactivate bump it: an older step's action is not published
+
+
+@dataclass
 class NodeStats:
     steps: int = 0
     actions_published: int = 0
     stale: int = 0
+    future_stamps: int = 0  # steps refused because an image was stamped ahead of the node clock
+    dropped: int = 0  # observations replaced by a newer one before the worker took them
+    discarded: int = 0  # steps finished after halt/disable/deactivate/new episode: action not published
     rejected_images: int = 0
     model_errors: int = 0
     unsafe_actions: int = 0
@@ -92,9 +119,19 @@ class PolicyNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._timers: list[Any] = []
         self._recorder: PolicyRecorder | None = None
-        self.create_service(SetBool, "~/enable", self._srv_enable)
-        self.create_service(Trigger, "~/halt", self._srv_halt)
-        self.create_service(Trigger, "~/reset_episode", self._srv_reset)
+        # services and the hold timer in one group, inputs in another: a multi-threaded executor runs them
+        # apart; with any executor they stay quick because the model step runs in the worker thread
+        self._control_group = MutuallyExclusiveCallbackGroup()
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._actuation = threading.Lock()  # publishing actuation, and the gate/generation it checks
+        self._actuation_gen = 0
+        self._episode_gen = 0
+        self._episode_applied = 0  # the episode the controller's state belongs to (worker thread)
+        self._worker: StepWorker[StepJob] | None = None
+        self._hold_timer: Any = None
+        self.create_service(SetBool, "~/enable", self._srv_enable, callback_group=self._control_group)
+        self.create_service(Trigger, "~/halt", self._srv_halt, callback_group=self._control_group)
+        self.create_service(Trigger, "~/reset_episode", self._srv_reset, callback_group=self._control_group)
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
@@ -130,7 +167,13 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.params, self.stack = params, stack
         self.enabled = params.enabled
+        if params.torch_threads:
+            import torch
+
+            torch.set_num_threads(params.torch_threads)
+        self._episode_applied = self._episode_gen
         self._create_interfaces(params, stack)
+        self._worker = StepWorker(self.run_step, self._on_worker_error, name=f"{self.get_name()}_step")
         self.get_logger().info(
             f"configured: checkpoint {params.checkpoint}, {stack.profile.num_exits} exit(s) loaded (cap {stack.cap}), "
             f"cameras {list(stack.cameras)} <- {params.image_topics}, device {params.device}, "
@@ -141,13 +184,14 @@ class PolicyNode(LifecycleNode):
     def _create_interfaces(self, params: PolicyParams, stack: PolicyStack) -> None:
         for cam, topic in zip(stack.cameras, params.image_topics):
             self._subs.append(self.create_subscription(
-                Image, topic, lambda msg, c=cam: self._on_image(msg, c), qos_profile_sensor_data
+                Image, topic, lambda msg, c=cam: self._on_image(msg, c), qos_profile_sensor_data,
+                callback_group=self._input_group,
             ))
         self._subs.append(self.create_subscription(String, params.instruction_topic, self._on_instruction,
-                                                   INSTRUCTION_QOS))
+                                                   INSTRUCTION_QOS, callback_group=self._input_group))
         if params.proprio_topic:
             self._subs.append(self.create_subscription(Float32MultiArray, params.proprio_topic, self._on_proprio,
-                                                       qos_profile_sensor_data))
+                                                       qos_profile_sensor_data, callback_group=self._input_group))
         self._pubs = {
             "twist": self.create_publisher(TwistStamped, params.twist_topic, OUTPUT_QOS),
             "gripper": self.create_publisher(Float64, params.gripper_topic, OUTPUT_QOS),
@@ -157,14 +201,24 @@ class PolicyNode(LifecycleNode):
         if params.record_path:
             self._recorder = PolicyRecorder(params.record_path, stack.cameras)
 
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            if not self._worker.stop(timeout=10.0):
+                self.get_logger().error("the step worker did not finish within 10 s; its result will be dropped")
+            self._worker = None
+
     def _destroy_interfaces(self) -> None:
+        self._stop_worker()  # before the publishers and the recorder it uses go away
+        self._stop_hold_timer()
         for timer in self._timers:
             self.destroy_timer(timer)
         for sub in self._subs:
             self.destroy_subscription(sub)
-        for pub in self._pubs.values():
+        with self._actuation:
+            pubs, self._pubs = self._pubs, {}
+        for pub in pubs.values():
             self.destroy_publisher(pub)
-        self._timers, self._subs, self._pubs = [], [], {}
+        self._timers, self._subs = [], []
         if self._recorder is not None:
             self._recorder.close()
             self._recorder = None
@@ -172,19 +226,22 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self.params is not None
         if self.params.control_mode == "timer":
-            self._timers.append(self.create_timer(self.params.period_s, self._on_control_timer))
-        if self.params.hold_rate_hz > 0:
-            self._timers.append(self.create_timer(1.0 / self.params.hold_rate_hz, self._on_hold_timer))
+            self._timers.append(self.create_timer(self.params.period_s, self._on_control_timer,
+                                                  callback_group=self._input_group))
         self.active = True
+        self._start_hold_timer()
         self.get_logger().info("activated")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.active and self.enabled and self.stack is not None:
-            # leave the robot with an explicit stop rather than its last velocity
-            self._publish_twist(zero_command(self.stack.action_spec), self.get_clock().now().to_msg())
-        self.active = False
-        self._last_command = None
+        with self._actuation:
+            if self.active and self.enabled and self.stack is not None and self._pubs:
+                # leave the robot with an explicit stop rather than its last velocity
+                self._publish_twist(zero_command(self.stack.action_spec), self.get_clock().now().to_msg())
+            self.active = False
+            self._actuation_gen += 1  # a step running now publishes no action
+            self._last_command = None
+        self._stop_hold_timer()
         for timer in self._timers:
             self.destroy_timer(timer)
         self._timers = []
@@ -211,6 +268,8 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self) -> None:
+        self.active = False
+        self._stop_worker()
         if self._recorder is not None:
             self._recorder.close()
             self._recorder = None
@@ -247,13 +306,28 @@ class PolicyNode(LifecycleNode):
             self.params = values
         if "enabled" in names:
             self._set_enabled(values.enabled)
+        if "hold_rate_hz" in names and self.active:
+            self._start_hold_timer()  # the new rate now, not at the next activation
 
     def _set_enabled(self, enabled: bool) -> None:
         if enabled != self.enabled:
             self.get_logger().info("actuation ENABLED" if enabled else "actuation gated (dry run)")
-        self.enabled = enabled
-        if not enabled:
-            self._last_command = None
+        with self._actuation:
+            self.enabled = enabled
+            if not enabled:
+                self._actuation_gen += 1
+                self._last_command = None
+
+    def _start_hold_timer(self) -> None:
+        self._stop_hold_timer()
+        if self.params is not None and self.params.hold_rate_hz > 0:
+            self._hold_timer = self.create_timer(1.0 / self.params.hold_rate_hz, self._on_hold_timer,
+                                                 callback_group=self._control_group)
+
+    def _stop_hold_timer(self) -> None:
+        if self._hold_timer is not None:
+            self.destroy_timer(self._hold_timer)
+            self._hold_timer = None
 
     # -- services ----------------------------------------------------------------------
     def _srv_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
@@ -263,9 +337,8 @@ class PolicyNode(LifecycleNode):
         return response
 
     def _srv_halt(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self.set_parameters([Parameter("enabled", Parameter.Type.BOOL, False)])
-        if self.active and self.stack is not None and self._pubs:
-            self._publish_twist(zero_command(self.stack.action_spec), self.get_clock().now().to_msg())
+        self.halt()
+        self.set_parameters([Parameter("enabled", Parameter.Type.BOOL, False)])  # keep the parameter in step
         response.success = True
         response.message = "halted: zero twist sent, actuation gated until ~/enable"
         return response
@@ -276,10 +349,19 @@ class PolicyNode(LifecycleNode):
         response.message = "episode reset" if self.stack is not None else "not configured"
         return response
 
+    def halt(self) -> None:
+        """Stop actuation now: gate closed, a running step's action dropped, a zero twist sent."""
+        self._set_enabled(False)
+        with self._actuation:
+            if self.active and self.stack is not None and self._pubs:
+                self._publish_twist(zero_command(self.stack.action_spec), self.get_clock().now().to_msg())
+
     def reset_episode(self) -> None:
-        self._last_command = None
-        if self.stack is not None:
-            self.stack.controller.reset_episode()  # type: ignore[attr-defined]
+        """Clear the recurrent history before the next step (the worker applies it; a step running now
+        belongs to the old episode and publishes no action)."""
+        with self._actuation:
+            self._last_command = None
+            self._episode_gen += 1
 
     # -- inputs ------------------------------------------------------------------------
     def _on_image(self, msg: Image, camera: str) -> None:
@@ -341,6 +423,15 @@ class PolicyNode(LifecycleNode):
         frames = {c: self.frames[c] for c in self.stack.cameras}
         now = self.get_clock().now().nanoseconds
         stamps = [f.stamp_ns for f in frames.values()]
+        ahead = (max(stamps) - now) * 1e-9
+        if ahead > self.params.max_image_future_s:
+            # a wrong camera clock would otherwise make every old frame look fresh forever
+            self.stats.future_stamps += 1
+            self.get_logger().warn(
+                f"image stamped {ahead:.3f} s ahead of the node clock (tolerance {self.params.max_image_future_s} s):"
+                " not fresh; check the camera's clock", throttle_duration_sec=2.0,
+            )
+            return None
         if (now - min(stamps)) * 1e-9 > self.params.max_image_age_s:
             return None
         if (max(stamps) - min(stamps)) * 1e-9 > self.params.max_image_skew_s:
@@ -348,14 +439,21 @@ class PolicyNode(LifecycleNode):
         return frames
 
     def control_step(self) -> None:
-        """One control step on the newest image pair; publishes per the gate and safety rules."""
+        """Check the newest image set (executor thread) and hand it to the worker; stale -> per stale_action."""
+        job = self.prepare_step()
+        if job is not None and self._worker is not None:
+            if self._worker.submit(job):
+                self.stats.dropped += 1
+
+    def prepare_step(self) -> StepJob | None:
+        """The next step's inputs if there is an instruction and fresh images, else None."""
         if not self.active or self.stack is None or self.params is None:
-            return
+            return None
         stack, params = self.stack, self.params
         if self.instruction is None:
             self.stats.no_instruction += 1
             self.get_logger().warn("no instruction received yet; not stepping", throttle_duration_sec=5.0)
-            return
+            return None
         frames = self._fresh_frames()
         self._used_ns = {c: f.received_ns for c, f in self.frames.items()}
         self._used_ns["~proprio"] = self._proprio_ns
@@ -365,16 +463,34 @@ class PolicyNode(LifecycleNode):
                 f"no fresh image (age limit {params.max_image_age_s} s, skew limit {params.max_image_skew_s} s)",
                 throttle_duration_sec=2.0,
             )
-            if params.stale_action == "zero" and self.enabled:
-                self._last_command = None
-                self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
+            if params.stale_action == "zero":
+                with self._actuation:
+                    if self.enabled and self._pubs:
+                        self._last_command = None
+                        self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
+            return None
+        return StepJob(frames, self.instruction, self.proprio, self._episode_gen, self._actuation_gen)
+
+    def _on_worker_error(self, exc: BaseException) -> None:
+        self.stats.model_errors += 1
+        self.get_logger().error(f"step worker: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
+
+    def run_step(self, job: StepJob) -> None:
+        """One control step (worker thread): model, then publishing per the gate and safety rules."""
+        stack, params = self.stack, self.params
+        if stack is None or params is None:
             return
+        if job.episode_gen != self._episode_applied:
+            stack.controller.reset_episode()  # type: ignore[attr-defined]
+            self._episode_applied = job.episode_gen
+        frames = job.frames
         first = frames[stack.cameras[0]]
         received_ns = max(f.received_ns for f in frames.values())  # the frame that completed the set
+        oldest_ns = min(f.stamp_ns for f in frames.values())
         obs = Observation(
             images={c: f.rgb for c, f in frames.items()},
-            instruction=self.instruction,
-            proprio=self.proprio,
+            instruction=job.instruction,
+            proprio=job.proprio,
             stamp_ns=first.stamp_ns,
         )
         try:
@@ -392,18 +508,26 @@ class PolicyNode(LifecycleNode):
         record.stamp_ns = first.stamp_ns
         record.action = [float(v) for v in command.action]
         stamp = first.msg.header.stamp
-        if self.enabled:
-            self._publish_twist(command, stamp)
-            self._pubs["gripper"].publish(Float64(data=command.gripper))
-            self._pubs["action"].publish(Float32MultiArray(data=[float(v) for v in command.standard7]))
-            self._last_command, self._last_command_ns = command, self.get_clock().now().nanoseconds
-            self.stats.actions_published += 1
-        record_msg = String(data=record.to_json())
-        self._pubs["record"].publish(record_msg)
+        with self._actuation:  # halt/disable/deactivate cannot interleave with this decision and its publishing
+            if not self._pubs:
+                return  # cleaned up while the step ran
+            current = job.actuation_gen == self._actuation_gen and job.episode_gen == self._episode_gen
+            if self.active and self.enabled and current:
+                self._publish_twist(command, stamp)
+                self._pubs["gripper"].publish(Float64(data=command.gripper))
+                self._pubs["action"].publish(Float32MultiArray(data=[float(v) for v in command.standard7]))
+                self._last_command, self._last_command_ns = command, self.get_clock().now().nanoseconds
+                self.stats.actions_published += 1
+            elif not current:
+                self.stats.discarded += 1
+            # camera stamp -> action out (or, gated, the moment it would have gone out)
+            record.obs_age_ms = (self.get_clock().now().nanoseconds - oldest_ns) * 1e-6
+            record_msg = String(data=record.to_json())
+            self._pubs["record"].publish(record_msg)
         self.last_record = record
         self.stats.latency_ms.append(((time.perf_counter_ns() - received_ns) * 1e-6, float(record.total_ms)))
         if self._recorder is not None:
-            self._recorder.write_step(frames, self.instruction, self.proprio, command.standard7, record_msg,
+            self._recorder.write_step(frames, job.instruction, job.proprio, command.standard7, record_msg,
                                       first.stamp_ns)
 
     def _publish_twist(self, command: RobotCommand, stamp: Any) -> None:
@@ -417,13 +541,15 @@ class PolicyNode(LifecycleNode):
 
     def _on_hold_timer(self) -> None:
         """Servo stops when commands stop: repeat the last twist, but only for hold_max_s."""
-        if not (self.active and self.enabled and self._last_command is not None and self.params is not None):
-            return
-        age = (self.get_clock().now().nanoseconds - self._last_command_ns) * 1e-9
-        if age > self.params.hold_max_s:
-            return
-        self._publish_twist(self._last_command, self.get_clock().now().to_msg())
-        self.stats.hold_published += 1
+        with self._actuation:
+            if not (self.active and self.enabled and self._last_command is not None and self.params is not None
+                    and self._pubs):
+                return
+            age = (self.get_clock().now().nanoseconds - self._last_command_ns) * 1e-9
+            if age > self.params.hold_max_s:
+                return
+            self._publish_twist(self._last_command, self.get_clock().now().to_msg())
+            self.stats.hold_published += 1
 
 
 def main(argv: list[str] | None = None) -> int:
