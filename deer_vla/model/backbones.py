@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deer_vla.model.config import LMConfig, VisionConfig
+from deer_vla.model.config import LMConfig, TextConfig, VisionConfig
 
 _FAMILY_CLASSES = {
     "llama": ("LlamaConfig", "LlamaModel"),
@@ -62,9 +62,13 @@ class TextContext:
 
 
 class DecoderStack(nn.Module):
-    """Token embeddings + the first ``num_layers`` decoder layers of an HF causal LM family."""
+    """Token embeddings + the first ``num_layers`` decoder layers of an HF causal LM family.
 
-    def __init__(self, lm: LMConfig, num_layers: int) -> None:
+    With a ``text`` front end the LM's own token table is replaced by the
+    pretrained table + projection (``text.TokenEmbedder``).
+    """
+
+    def __init__(self, lm: LMConfig, num_layers: int, text: TextConfig | None = None) -> None:
         super().__init__()
         import transformers
 
@@ -82,13 +86,20 @@ class DecoderStack(nn.Module):
             self.embed_tokens, self.embed_positions, self.layers = base.embed_tokens, None, base.layers
             self.rotary_emb = base.rotary_emb
         del base  # final norm / other parts are not used: exits pool intermediate states
+        self._hidden = lm.hidden_size
+        self.vocab_size = lm.vocab_size
+        if text is not None:
+            from deer_vla.model.text import TokenEmbedder
+
+            self.embed_tokens = TokenEmbedder(text, lm.hidden_size)
+            self.vocab_size = text.vocab_size
 
     @property
     def hidden_size(self) -> int:
-        return int(self.embed_tokens.weight.shape[1])
+        return self._hidden
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, TextContext]:
-        vocab = self.embed_tokens.weight.shape[0]
+        vocab = self.vocab_size
         if int(input_ids.max()) >= vocab or int(input_ids.min()) < 0:
             raise ValueError(f"token id out of range for the LM vocabulary of {vocab} (tokenizer/model mismatch)")
         b, n = input_ids.shape
@@ -199,6 +210,10 @@ def load_pretrained_lm(stack: DecoderStack, path: str | Path) -> None:
     else:
         parts = [(stack.embed_tokens, base.embed_tokens)]
         layers = base.layers
+    from deer_vla.model.text import TokenEmbedder
+
+    if isinstance(stack.embed_tokens, TokenEmbedder):  # a pretrained text front end replaces the LM's table
+        parts = [p for p in parts if p[0] is not stack.embed_tokens]
     parts += list(zip(stack.layers, layers))
     for ours, theirs in parts:
         ours.load_state_dict(theirs.state_dict())

@@ -47,9 +47,10 @@ def save_checkpoint(model: MultiExitPolicy, tokenizer: Any, out_dir: str | Path,
 
 
 def check_vocab(model: MultiExitPolicy, tokenizer: Any) -> None:
-    vocab = model.config.lm.vocab_size
+    vocab = model.config.token_vocab_size
+    where = "text.vocab_size" if model.config.text is not None else "lm.hf_config.vocab_size"
     if len(tokenizer) > vocab:
-        raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the LM vocabulary (lm.hf_config.vocab_size) "
+        raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the token vocabulary ({where}) "
                               f"is {vocab}; raise vocab_size or use a smaller tokenizer")
 
 
@@ -60,7 +61,9 @@ def read_config(ckpt: str | Path) -> PolicyConfig:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {ckpt} has no {CONFIG_FILE}")
     try:
-        return PolicyConfig.model_validate_json(path.read_text())
+        return PolicyConfig.model_validate_json(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:  # garbage bytes: name the file, not just the codec
+        raise CheckpointError(f"invalid {path}: not UTF-8 JSON text ({exc})") from exc
     except ValidationError as exc:
         raise CheckpointError(f"invalid {path}: {format_validation_error(exc)}") from exc
 
@@ -89,7 +92,12 @@ def load_checkpoint(ckpt: str | Path, max_exit: int | None = None, device: str |
 
     with torch.device("meta"):
         full_shapes = {k: tuple(v.shape) for k, v in MultiExitPolicy(cfg).state_dict().items()}
-    model = MultiExitPolicy(cfg, max_exit=max_exit)
+    from deer_vla.model.text import TextSourceError
+
+    try:
+        model = MultiExitPolicy(cfg, max_exit=max_exit)
+    except TextSourceError as exc:  # frozen token table read from its source: name the incompatibility
+        raise CheckpointError(f"{root / CONFIG_FILE} (text front end): {exc}") from exc
     wanted = model.state_dict()
     with safe_open(str(weights), framework="pt", device="cpu") as f:
         keys = set(f.keys())

@@ -93,6 +93,24 @@ class LMConfig(_Strict):
         return self._get("vocab")
 
 
+class TextConfig(_Strict):
+    """Instruction front end: a pretrained subword tokenizer and token-embedding table, projected to the LM width.
+
+    ``source`` is "wordllama" (the tokenizer and 256-d token embeddings shipped
+    inside the pinned ``wordllama`` wheel) or a local Hugging Face LM
+    directory (its tokenizer and input-embedding matrix). A frozen table is not
+    stored in the checkpoint: it is read back from ``source`` and must match
+    ``sha256``; a trainable one is stored with the weights. Resolve a source
+    into this config with ``deer_vla.model.text.text_config``.
+    """
+
+    source: str
+    vocab_size: int = Field(ge=1)
+    embed_dim: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # of the source table's raw bytes, as stored there
+    trainable: bool = False
+
+
 class ExitConfig(_Strict):
     # either every k layers, or explicit cumulative layer counts at which exits sit (last = all layers)
     layers_per_exit: int | None = Field(1, ge=1)
@@ -119,6 +137,9 @@ class PolicyConfig(_Strict):
     vision: VisionConfig = Field(default_factory=VisionConfig)
     resampler: ResamplerConfig = Field(default_factory=ResamplerConfig)
     lm: LMConfig
+    # None: instructions are embedded by the decoder's own token table (checkpoints before the
+    # pretrained front end, and HF LMs used with their own tokenizer)
+    text: TextConfig | None = None
     exits: ExitConfig = Field(default_factory=ExitConfig)
     head: HeadConfig = Field(default_factory=HeadConfig)
 
@@ -147,6 +168,11 @@ class PolicyConfig(_Strict):
             if size is not None and int(size) != self.image_size:
                 raise ValueError(f"image_size={self.image_size} differs from the vision tower's image_size {size}")
         return self
+
+    @property
+    def token_vocab_size(self) -> int:
+        """Number of token ids the instruction front end accepts."""
+        return self.text.vocab_size if self.text is not None else self.lm.vocab_size
 
     @property
     def action_spec(self) -> ActionSpec:

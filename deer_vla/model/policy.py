@@ -62,7 +62,7 @@ class MultiExitPolicy(nn.Module):
         self.resampler = PerceiverResampler(self.vision.out_dim, self.vision.num_patches(config.image_size), hidden,
                                             r.num_latents, r.depth, r.heads, r.ff_mult)
         self.camera_embed = nn.Parameter(torch.randn(len(config.cameras), hidden) * 0.02)
-        self.lm = DecoderStack(lm, n_layers)
+        self.lm = DecoderStack(lm, n_layers, config.text)
         self.xattn = nn.ModuleDict({
             str(i): GatedCrossAttention(hidden, lm.cross_attn_heads, lm.cross_attn_ff_mult)
             for i in config.cross_attn_layers() if i < n_layers

@@ -47,6 +47,14 @@ class StageConfig(BaseModel):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr as a fraction of lr")
 
 
+class TextSpec(BaseModel):
+    """Pretrained instruction front end of a fresh model (see deer_vla.model.text)."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field("wordllama", description="'wordllama' (files in the pinned wheel) or a local HF LM dir")
+    trainable: bool = Field(False, description="fine-tune the token table (stored in the checkpoint) or keep it frozen")
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,6 +67,9 @@ class TrainConfig(BaseModel):
     # keep the decoder's own layers fixed in the joint stage (OpenFlamingo / DeeR with a pretrained LM:
     # cross-attention, resampler, token embeddings and heads are trained)
     freeze_lm_layers: bool = False
+    # instruction front end of a fresh model: pretrained subword tokenizer + token table (null: a word
+    # vocabulary built from the demonstrations' instructions, the decoder's own token table)
+    text: TextSpec | None = None
     dataset: str = "data/demos"
     output_dir: str = "runs/default"
     window: int = Field(10, ge=2, le=64)
@@ -97,6 +108,8 @@ class TrainConfig(BaseModel):
                 "set exactly one of model_preset (a preset name), model (a PolicyConfig dict) and "
                 "init_checkpoint (a checkpoint directory); set the others to null"
             )
+        if self.text is not None and self.init_checkpoint is not None:
+            raise ValueError("text applies to a fresh model; init_checkpoint brings its own front end (set text: null)")
         if self.joint.steps + self.refine.steps == 0:
             raise ValueError("joint.steps + refine.steps is 0: nothing to train")
         for name in ("joint", "refine"):

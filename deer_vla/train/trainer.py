@@ -150,6 +150,10 @@ def build_policy_config(cfg: TrainConfig) -> Any:
     else:
         assert cfg.model_preset is not None
         pcfg = preset_config(cfg.model_preset)
+    if cfg.text is not None:
+        from deer_vla.model.text import text_config
+
+        pcfg.text = text_config(cfg.text.source, trainable=cfg.text.trainable)
     # Run the head at inference over the same history length it was trained on.
     pcfg.head.history = cfg.window
     return pcfg
@@ -214,7 +218,14 @@ class Trainer:
                 self.model.config.head.history = pcfg.head.history
             else:
                 self.model = MultiExitPolicy(pcfg)
-                self.tokenizer = build_word_tokenizer(instruction_texts(self.episodes))
+                if pcfg.text is not None:
+                    from deer_vla.model.text import source_tokenizer
+
+                    self.tokenizer = source_tokenizer(pcfg.text.source)
+                    if pcfg.text.trainable:
+                        self.model.lm.embed_tokens.init_from_source(pcfg.text)
+                else:
+                    self.tokenizer = build_word_tokenizer(instruction_texts(self.episodes))
             if self.info.main:  # a fresh run: stale logs/checkpoints of an earlier run must not mix in
                 (self.out / "train_log.jsonl").unlink(missing_ok=True)
                 shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
