@@ -15,16 +15,26 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from deer_vla.evaluation.report import plot_tradeoff, print_table, summarize, write_csv, write_json
+from deer_vla.evaluation.report import (
+    HELDOUT_SUFFIX,
+    heldout_vs_canonical,
+    plot_tradeoff,
+    print_generalisation,
+    print_table,
+    summarize,
+    write_csv,
+    write_json,
+)
 from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec, make_controller, run_episode
 
 log = logging.getLogger("deer_vla.evaluate")
 
 EVAL_SEED_OFFSET = 100_000
+INSTRUCTION_SETS = ("canonical", "heldout", "both")
 
 
 @dataclass
@@ -40,7 +50,9 @@ class EvalConfig:
     calibration_tasks: list[str] | None = None  # solve thresholds on these tasks' demos only (default: all)
     threshold_method: str = "quantile"  # deer_vla.train.calibrate.THRESHOLD_METHODS
     criterion_smooth: int = 1  # Criterion.smooth of the thresholds solved per budget
-    heldout_instructions: bool = False
+    # "canonical": each task's first training instruction; "heldout": its never-trained paraphrases
+    # (cycled over the episodes); "both": every seed twice, once each way (modes "<mode> [heldout]")
+    instructions: str = "canonical"
     seed_offset: int = EVAL_SEED_OFFSET
     max_steps: int | None = None
     workers: int = 1
@@ -66,6 +78,12 @@ class EvalConfig:
             raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}, got {self.threshold_method!r}")
         if self.criterion_smooth < 1:
             raise ValueError(f"criterion_smooth must be >= 1, got {self.criterion_smooth}")
+        if self.instructions not in INSTRUCTION_SETS:
+            raise ValueError(f"instructions must be one of {INSTRUCTION_SETS}, got {self.instructions!r}")
+
+    def instruction_conditions(self) -> list[str]:
+        """The instruction sets every (mode, task) runs: 'canonical' and/or 'heldout'."""
+        return ["canonical", "heldout"] if self.instructions == "both" else [self.instructions]
 
 
 def resolve_tasks(spec: str) -> list[str]:
@@ -256,9 +274,14 @@ def evaluate(
     # split each (mode, task) into chunks of a few episodes.
     chunk = max(1, min(5, cfg.episodes_per_task))
     jobs: list[tuple] = []
+    conditions = cfg.instruction_conditions()
+    if conditions != ["canonical"]:  # same seeds, other instructions: modes get a suffix per condition
+        modes = [m if c == "canonical" else replace(m, name=m.name + HELDOUT_SUFFIX)
+                 for c in conditions for m in modes]
     for task in cfg.tasks:
-        plan = episode_plan(task, cfg.episodes_per_task, cfg.seed_offset, cfg.heldout_instructions)
+        plans = {c: episode_plan(task, cfg.episodes_per_task, cfg.seed_offset, c == "heldout") for c in conditions}
         for mode in modes:
+            plan = plans["heldout" if mode.name.endswith(HELDOUT_SUFFIX) else "canonical"]
             for i in range(0, len(plan), chunk):
                 jobs.append((mode, task, plan[i : i + chunk], cfg.max_steps))
     t0 = time.perf_counter()
@@ -281,6 +304,7 @@ def evaluate(
         "modes": mode_meta,
         "skipped": skipped,
         "summary": summary,
+        "generalisation": heldout_vs_canonical(summary) if cfg.instructions == "both" else None,
         "wall_s": wall,
         "episodes": [r.to_dict() for r in results],
     }
@@ -290,6 +314,8 @@ def evaluate(
                   f"{len(cfg.tasks)} tasks x {cfg.episodes_per_task} episodes, held-out seeds")
     if verbose:
         print_table(summary, mode_meta, "full")
+        if payload["generalisation"]:
+            print_generalisation(payload["generalisation"])
         for name, why in skipped.items():
             print(f"skipped {name}: {why}")
         print(f"{len(results)} episodes in {wall:.0f} s; results in {out}")
@@ -368,7 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how per-budget thresholds are solved on the calibration demonstrations")
     p.add_argument("--criterion-smooth", type=int, default=1, metavar="K",
                    help="solve thresholds for the criterion averaging the last K consecutive-exit distances")
-    p.add_argument("--heldout-instructions", action="store_true", help="use the tasks' held-out paraphrases")
+    p.add_argument("--instructions", choices=INSTRUCTION_SETS, default="canonical",
+                   help="canonical instruction, the never-trained held-out paraphrases, or both on the same seeds "
+                        "(then a canonical vs held-out table per task)")
+    p.add_argument("--heldout-instructions", action="store_const", const="heldout", dest="instructions",
+                   help="same as --instructions heldout")
     p.add_argument("--track-budget", action="store_true",
                    help="also run every budget with the online budget tracker (modes 'dyn<f>+track')")
     p.add_argument("--seed-offset", type=int, default=EVAL_SEED_OFFSET)
@@ -402,7 +432,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             calibration_tasks=resolve_tasks(args.calibration_tasks) if args.calibration_tasks else None,
             threshold_method=args.threshold_method,
             criterion_smooth=args.criterion_smooth,
-            heldout_instructions=args.heldout_instructions,
+            instructions=args.instructions,
             track_budget=args.track_budget,
             seed_offset=args.seed_offset,
             max_steps=args.max_steps,

@@ -49,6 +49,53 @@ def summarize(results: list[EpisodeResult], mode_order: list[str]) -> dict[str, 
     return out
 
 
+HELDOUT_SUFFIX = " [heldout]"
+
+
+def heldout_vs_canonical(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per mode run both ways (same seeds): canonical vs held-out-paraphrase success, overall and per task.
+
+    ``ratio`` is held-out success / canonical success (None when canonical is 0).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, block in summary.items():
+        held = summary.get(name + HELDOUT_SUFFIX)
+        if name.endswith(HELDOUT_SUFFIX) or held is None:
+            continue
+
+        def pair(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+            ratio = b["success_rate"] / a["success_rate"] if a["success_rate"] > 0 else None
+            return {"canonical": [a["successes"], a["episodes"]], "heldout": [b["successes"], b["episodes"]],
+                    "canonical_ci95": [a["ci95_low"], a["ci95_high"]], "heldout_ci95": [b["ci95_low"], b["ci95_high"]],
+                    "ratio": ratio, "canonical_llm_gflops": a["mean_llm_gflops"],
+                    "heldout_llm_gflops": b["mean_llm_gflops"]}
+
+        tasks = {t: pair(st, held["tasks"][t]) for t, st in block["tasks"].items() if t in held["tasks"]}
+        out[name] = {"overall": pair(block["overall"], held["overall"]), "tasks": tasks}
+    return out
+
+
+def print_generalisation(table_data: dict[str, dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def cell(sn: list[int]) -> str:
+        return f"{sn[0]}/{sn[1]}"
+
+    for mode, block in table_data.items():
+        table = Table(title=f"{mode}: canonical vs held-out instructions (same seeds)")
+        for col in ("task", "canonical", "held-out", "held-out / canonical"):
+            table.add_column(col, justify="right" if col != "task" else "left")
+        rows = [*block["tasks"].items(), ("overall", block["overall"])]
+        for task, p in rows:
+            ratio = "-" if p["ratio"] is None else f"{p['ratio']:.2f}"
+            table.add_row(task, cell(p["canonical"]), cell(p["heldout"]), ratio)
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=140)
+        console.print(table)
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, allow_nan=False))
 
