@@ -1,14 +1,17 @@
-"""The `main` of every node executable: init rclpy, spin, shut down cleanly on Ctrl-C."""
+"""The `main` of every node executable: init rclpy, spin, shut down cleanly on Ctrl-C / SIGTERM."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
 from deer_vla.ros.executors import EXECUTORS, make_executor
@@ -16,30 +19,50 @@ from deer_vla.ros.executors import EXECUTORS, make_executor
 N = TypeVar("N", bound=Node)
 
 
+def install_stop_handlers() -> threading.Event:
+    """SIGINT and SIGTERM set the returned event instead of interrupting.
+
+    A terminal and `ros2 launch` both deliver SIGINT; with rclpy's handlers the second one lands
+    in the middle of cleanup (the monitor loses its summary, a step dies mid-publish). Every
+    further signal is harmless: cleanup always runs to the end."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
 def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
              until: Callable[[N], bool] | None = None, on_done: Callable[[N], None] | None = None) -> int:
-    """Spin ``make_node()`` until shutdown, or until ``until(node)`` holds; then ``on_done(node)``.
+    """Spin ``make_node()`` until SIGINT/SIGTERM, or until ``until(node)`` holds; then ``on_done(node)``.
 
+    An active lifecycle node is deactivated before it is destroyed (the policy sends its zero twist).
     ``--executor events|single`` (outside ``--ros-args``) picks the rclpy executor; events by default."""
 
     args = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--executor", choices=EXECUTORS, default="events")
     known, _ = parser.parse_known_args(remove_ros_args(args)[1:])
-    rclpy.init(args=args)
+    stop = install_stop_handlers()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     executor = make_executor(known.executor)
     node = make_node()
     executor.add_node(node)
     try:
-        # spin_once in a loop, not spin(): the EventsExecutor's spin() does not return when SIGINT shuts
-        # the context down (rclpy jazzy), which would leave a Ctrl-C'd node hanging
-        while rclpy.ok() and (until is None or not until(node)):
+        # spin_once in a loop, not spin(): the stop event must be checked between callbacks
+        while not stop.is_set() and rclpy.ok() and (until is None or not until(node)):
             executor.spin_once(timeout_sec=0.1)
         if on_done is not None:
             on_done(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if getattr(node, "active", False) and hasattr(node, "trigger_deactivate"):
+            node.trigger_deactivate()
         executor.remove_node(node)
         node.destroy_node()
         if rclpy.ok():

@@ -1,0 +1,125 @@
+"""Nodes against hostile callers and a real terminal: invalid lifecycle requests, double Ctrl-C, ordering.
+
+Issue 15, defects 3, 4 and 8 (the sim side), with real rclpy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_ros_support import tiny_checkpoint_dir
+
+pytestmark = pytest.mark.ros
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    return tiny_checkpoint_dir(tmp_path_factory)
+
+
+def _call(executor, client, request, spin_until):
+    future = client.call_async(request)
+    assert spin_until(executor, future.done, 5.0), f"no answer from {client.srv_name}"
+    return future.result()
+
+
+@pytest.mark.parametrize("kind", ["single", "events"])
+def test_invalid_lifecycle_transitions_are_refused_and_the_node_lives(kind, ros_context, tiny_checkpoint, spin_until):
+    """`ros2 service call /deer_vla_policy/change_state` with a transition the state does not have."""
+    import rclpy
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.executors import make_executor
+    from deer_vla.ros.policy_node import PolicyNode
+
+    executor = make_executor(kind)
+    node = PolicyNode(parameter_overrides=[Parameter("checkpoint_dir", value=str(tiny_checkpoint))])
+    caller = rclpy.create_node("hostile_caller")
+    executor.add_node(node)
+    executor.add_node(caller)
+    try:
+        change = caller.create_client(ChangeState, "/deer_vla_policy/change_state")
+        get = caller.create_client(GetState, "/deer_vla_policy/get_state")
+        assert spin_until(executor, lambda: change.service_is_ready() and get.service_is_ready(), 5.0)
+
+        def change_state(tid: int = 0, label: str = "") -> bool:
+            return _call(executor, change, ChangeState.Request(transition=Transition(id=tid, label=label)),
+                         spin_until).success
+
+        def state() -> int:
+            return _call(executor, get, GetState.Request(), spin_until).current_state.id
+
+        assert not change_state(99)  # no such transition at all
+        assert not change_state(Transition.TRANSITION_ACTIVATE)  # unconfigured: cannot activate
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert change_state(Transition.TRANSITION_CONFIGURE)
+        assert change_state(label="activate")
+        assert state() == State.PRIMARY_STATE_ACTIVE and node.active
+        assert not change_state(Transition.TRANSITION_CONFIGURE)  # configure while active
+        assert not change_state(Transition.TRANSITION_CLEANUP)  # cleanup while active
+        assert not change_state(label="configure")
+        assert state() == State.PRIMARY_STATE_ACTIVE and node.active  # refused, alive, unchanged
+        assert change_state(Transition.TRANSITION_DEACTIVATE)
+        assert state() == State.PRIMARY_STATE_INACTIVE
+    finally:
+        for n in (caller, node):
+            executor.remove_node(n)
+            n.destroy_node()
+        executor.shutdown(timeout_sec=1.0)
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+
+
+def _record(step: int) -> str:
+    from deer_vla.core import StepRecord
+
+    return StepRecord(step=step, episode=0, exit_used=1 + step % 3, max_exit=4, stop_reason="threshold",
+                      llm_gflops=0.01 * (1 + step % 3), total_gflops=0.02, total_ms=3.0).to_json()
+
+
+def test_double_ctrl_c_lets_the_monitor_executable_finish_its_cleanup(executor, tmp_path, spin_until):
+    """A terminal's SIGINT plus launch's SIGINT: the second lands during cleanup and must not cut it."""
+    from std_msgs.msg import String
+
+    log = tmp_path / "monitor.log"
+    proc = _spawn(["-m", "deer_vla.ros.monitor_node", "--ros-args", "-p", f"log_dir:={tmp_path}",
+                   "-p", "run_name:=sig", "-r", "__node:=sig_monitor", "-r", "step_record:=sig_records"], log)
+    try:
+        import rclpy
+
+        node = rclpy.create_node("sig_driver")
+        executor.add_node(node)
+        pub = node.create_publisher(String, "sig_records", 100)
+        assert spin_until(executor, lambda: pub.get_subscription_count() > 0 or proc.poll() is not None, 60.0)
+        assert proc.poll() is None, log.read_text()
+        for step in range(5):
+            pub.publish(String(data=_record(step)))
+        spin_until(executor, lambda: False, 1.0)  # let the records arrive
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)  # the monitor is now closing its logs and rendering the plot
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = log.read_text()
+    assert rc == 0, out[-3000:]
+    summary = json.loads((tmp_path / "sig" / "summary.json").read_text())
+    assert summary["steps"] == 5, out[-3000:]
+    assert (tmp_path / "sig" / "steps.png").is_file() and "[deer_vla monitor]" in out
+    assert "Traceback" not in out, out[-3000:]
