@@ -55,3 +55,24 @@ def test_taskspec_validation() -> None:
         TaskSpec("x", "x-v3", (), ("a",))
     with pytest.raises(ValueError, match="max_steps"):
         TaskSpec("x", "x-v3", ("a",), (), max_steps=0)
+
+
+def test_shared_tasks_are_named_groups_outside_all() -> None:
+    from deer_vla.sim.tasks import SHARED_TASKS, shared_partner
+
+    assert [t.name for t in resolve_tasks("all")] == list(TASK_SUITE)  # "all" stays the ten original tasks
+    shared = [t.name for t in resolve_tasks("shared")]
+    assert shared == list(SHARED_TASKS) and len(shared) == 6 and not set(shared) & set(TASK_SUITE)
+    assert [t.name for t in resolve_tasks("all+shared")] == list(TASK_SUITE) + shared
+    assert [t.name for t in resolve_tasks("shared,drawer-open")] == [*shared, "drawer-open"]
+    for name in shared:
+        spec, base = get_task(name), TASK_SUITE[name.removesuffix("-shared")]
+        assert spec.env_name == base.env_name and spec.shared_start is not None
+        # one instruction list per task: the shared task reads the original's tuples, so edits reach both
+        assert spec.train_instructions is base.train_instructions
+        assert spec.heldout_instructions is base.heldout_instructions
+        partner = shared_partner(name)
+        assert partner.shared_start == spec.shared_start and shared_partner(partner) is spec
+        assert partner.max_steps == spec.max_steps  # the limit does not depend on the instruction
+    with pytest.raises(ValueError, match="no shared-start partner"):
+        shared_partner("drawer-open")

@@ -11,6 +11,31 @@ skybox off (about 4x cheaper than MuJoCo's defaults). The GL backend is
 chosen when MuJoCo is first imported, so this module picks a headless
 default (EGL, surfaceless) unless MUJOCO_GL is already set; use
 ``MUJOCO_GL=osmesa`` where no EGL is available.
+
+Shared starts (tasks with ``TaskSpec.shared_start``, e.g. drawer-open-shared
+and drawer-close-shared). Meta-World's open and close tasks of a pair start
+from different states (drawer closed vs open, window closed vs open) and, for
+the window and the faucet, place the object from different ranges, so the
+first frame alone names the task. A shared start removes that cue:
+
+* One env simulates and renders the scene for both tasks of a pair: the pair's
+  *open* env (``SharedStart.scene_env``), with its own placement distribution.
+  The two envs of a pair load the same MJCF model and have the same hand start
+  and mocap limits, but their placement ranges (window, faucet) and reset code
+  differ; running both instructions in one env makes the first frame identical
+  by construction (tested pixel for pixel) instead of by reconciling two
+  reset paths.
+* After reset the pair's articulated joint is set to a value between its open
+  and closed positions (drawer 8 cm out, window 10 cm open, faucet handle
+  centred), and the goal markers are hidden: they mark one task's target.
+* Each task is still judged by Meta-World's own ``evaluate_state`` of its own
+  env: where that is not the scene env (the close tasks), a *mirror* of the
+  task's env, reset with the same seed and the scene's placement distribution
+  (so the same object pose and targets), is set to the scene's physics state
+  every step; its observation feeds the task's scripted expert and its
+  ``evaluate_state`` gives success. ``track_partner=True`` mirrors the pair's
+  other task too, so an evaluation can tell a swapped completion (the other
+  task done) from a plain failure.
 """
 from __future__ import annotations
 
@@ -45,6 +70,90 @@ ACTION_SPEC = ActionSpec(axes=("x", "y", "z"), scale=(0.01, 0.01, 0.01))
 _NO_FX = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX)
 
 
+@dataclass(frozen=True)
+class SharedStart:
+    """A start state from which both tasks of a same-scene pair are possible and look the same."""
+
+    scene_env: str  # Meta-World env that simulates and renders the scene (and places the object) for both tasks
+    joint: str  # the pair's articulated joint
+    qpos: float  # its value at the start: between the open and the closed task's goal
+    tasks: tuple[str, str]  # Meta-World env names of the pair, (open, close)
+
+
+# The values keep each task well short of its own success at the start (drawer: open needs the joint at about
+# -0.157, close at about -0.023; window: open about 0.15 and up, close 0.05 and down; faucet: either end of the
+# handle a quarter turn away); docs/shared_starts.md has the experts' figures from them.
+SHARED_STARTS: dict[str, SharedStart] = {
+    "drawer": SharedStart("drawer-open-v3", "goal_slidey", -0.08, ("drawer-open-v3", "drawer-close-v3")),
+    "window": SharedStart("window-open-v3", "window_slide", 0.1, ("window-open-v3", "window-close-v3")),
+    "faucet": SharedStart("faucet-open-v3", "knob_Joint_1", 0.0, ("faucet-open-v3", "faucet-close-v3")),
+}
+
+
+def shared_start_for(task: TaskSpec) -> SharedStart | None:
+    if task.shared_start is None:
+        return None
+    start = SHARED_STARTS.get(task.shared_start)
+    if start is None:
+        raise ValueError(f"task {task.name}: unknown shared start {task.shared_start!r}; "
+                         f"known: {sorted(SHARED_STARTS)}")
+    if task.env_name not in start.tasks:
+        raise ValueError(f"task {task.name}: env {task.env_name} is not one of shared start {task.shared_start}'s "
+                         f"{start.tasks}")
+    return start
+
+
+class _Mirror:
+    """A task's own Meta-World env kept at another env's physics state: its observation and success criterion."""
+
+    def __init__(self, env_name: str, scene: Any) -> None:
+        self.env = _make_env(env_name)
+        # Same placement distribution as the scene, so the same seed gives the same object pose and targets.
+        self.env._random_reset_space = scene._random_reset_space
+
+    def reset(self, seed: int, scene: Any) -> np.ndarray:
+        self.env.seed(seed)
+        self.env.reset()
+        for body in ("drawer", "window", "faucetBase"):
+            if _has_body(scene.model, body) and not np.allclose(scene.model.body(body).pos,
+                                                                self.env.model.body(body).pos):
+                raise RuntimeError(f"mirror of {type(self.env).__name__} placed {body!r} at "
+                                   f"{self.env.model.body(body).pos}, the scene at {scene.model.body(body).pos}")
+        return self.sync(scene)
+
+    def sync(self, scene: Any) -> np.ndarray:
+        d, src = self.env.data, scene.data
+        d.qpos[:] = src.qpos
+        d.qvel[:] = src.qvel
+        d.mocap_pos[:] = src.mocap_pos
+        d.mocap_quat[:] = src.mocap_quat
+        mujoco.mj_forward(self.env.model, d)
+        obs = self.env._get_obs()
+        space = self.env.sawyer_observation_space  # clipped as Meta-World's step() clips its own observation
+        return np.clip(obs, space.low, space.high).astype(np.float64)
+
+    def success(self, obs: np.ndarray, action: np.ndarray) -> bool:
+        _reward, info = self.env.evaluate_state(obs, action.astype(np.float32))
+        return bool(info["success"])
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _has_body(model: Any, name: str) -> bool:
+    return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name) >= 0
+
+
+def _refresh_start_caches(env: Any) -> None:
+    """Re-read what reset_model cached from the joint's old start value (reward shaping only, not success)."""
+    if hasattr(env, "window_handle_pos_init"):
+        env.window_handle_pos_init = env._get_pos_objects()
+    from metaworld.envs.sawyer_drawer_close_v3 import SawyerDrawerCloseEnvV3
+
+    if isinstance(env, SawyerDrawerCloseEnvV3):  # its obj_init_pos is the handle at the start, not the body
+        env.obj_init_pos = env._get_pos_objects()
+
+
 @dataclass
 class StepResult:
     observation: Observation
@@ -77,13 +186,24 @@ def _make_env(env_name: str) -> Any:
     return env
 
 
+def _expert_step(expert: Any, state: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        # The experts' gains saturate by design; Meta-World warns about it on every call site.
+        warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
+        action = expert.get_action(state)
+    return np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+
+
 class MetaWorldAdapter:
     """One Meta-World task as Observation in, normalised action out.
 
     ``task``: a suite name or TaskSpec. ``cameras``: slot names ("static",
     "wrist") or raw Meta-World camera names; an empty tuple renders nothing
     (state-only rollouts, e.g. to measure the experts). ``seed``: the first episode's
-    seed; ``reset()`` without a seed continues seed, seed+1, ...
+    seed; ``reset()`` without a seed continues seed, seed+1, ... ``track_partner``
+    (shared-start tasks only): also judge the pair's other task every step
+    (``info["partner_success"]``: its criterion held at some step so far) and
+    offer its expert (``partner_expert_action``).
     """
 
     def __init__(
@@ -93,8 +213,12 @@ class MetaWorldAdapter:
         cameras: tuple[str, ...] = ("static", "wrist"),
         max_steps: int | None = None,
         seed: int = 0,
+        track_partner: bool = False,
     ) -> None:
         self.task = get_task(task)
+        self.shared = shared_start_for(self.task)
+        if track_partner and self.shared is None:
+            raise ValueError(f"track_partner needs a shared-start task; {self.task.name} has none")
         if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"image_size must be an int >= {MIN_IMAGE_SIZE}, got {image_size!r}")
         cameras = tuple(cameras)
@@ -104,7 +228,22 @@ class MetaWorldAdapter:
         self.image_size = image_size
         self.cameras = cameras
         self.action_spec = ACTION_SPEC
-        self._env = _make_env(self.task.env_name)
+        self._env = _make_env(self.shared.scene_env if self.shared else self.task.env_name)
+        # Shared starts: the task's own env (and the partner's) as mirrors of the scene, where it is another env.
+        self._own: _Mirror | None = None
+        self._partner: _Mirror | None = None
+        self.partner_env: str | None = None
+        if self.shared is not None:
+            self._hide_goal_markers()
+            if self.task.env_name != self.shared.scene_env:
+                self._own = _Mirror(self.task.env_name, self._env)
+            if track_partner:
+                self.partner_env = next(e for e in self.shared.tasks if e != self.task.env_name)
+                self._partner = None if self.partner_env == self.shared.scene_env else _Mirror(self.partner_env,
+                                                                                                   self._env)
+        self._partner_success = False
+        self._partner_state: np.ndarray | None = None  # the partner task's own observation of the current state
+        self._partner_expert = _expert_for(self.partner_env) if self.partner_env is not None else None
         limit = int(self._env.max_path_length)
         if not 1 <= self.max_steps <= limit:
             raise ValueError(f"max_steps must be in 1..{limit} (Meta-World's episode limit), got {self.max_steps}")
@@ -147,11 +286,39 @@ class MetaWorldAdapter:
         self.instruction = instruction if instruction is not None else self.task.instruction
         self._env.seed(seed)
         state, _ = self._env.reset()
+        if self.shared is not None:
+            state = self._apply_shared_start(seed)
         self._state = np.asarray(state, dtype=np.float64)
         self._steps = 0
         self._done = False
         self._success = False
+        self._partner_success = False
         return self._observation()
+
+    def _apply_shared_start(self, seed: int) -> np.ndarray:
+        """Set the pair's joint to the shared value; return the task's own observation of that state."""
+        assert self.shared is not None
+        env = self._env
+        joint = env.data.joint(self.shared.joint)
+        joint.qpos[:] = self.shared.qpos
+        joint.qvel[:] = 0.0
+        mujoco.mj_forward(env.model, env.data)
+        _refresh_start_caches(env)
+        scene_state = np.asarray(env._get_obs(), dtype=np.float64)
+        for mirror in (self._own, self._partner):
+            if mirror is not None:
+                mirror.reset(seed, env)
+                _refresh_start_caches(mirror.env)
+        if self.partner_env is not None:
+            self._partner_state = scene_state if self._partner is None else self._partner.sync(env)
+        return scene_state if self._own is None else self._own.sync(env)
+
+    def _hide_goal_markers(self) -> None:
+        # Meta-World draws its goal sites (green / blue spheres); at a shared start one would mark one task's target.
+        model = self._env.model
+        for i in range(model.nsite):
+            if model.site(i).name.startswith("goal"):
+                model.site_rgba[i, 3] = 0.0
 
     def step(self, action: np.ndarray | list[float]) -> StepResult:
         """Apply a 4-D (x, y, z, gripper) or standard 7-D action in [-1, 1] (clipped; rotation dropped)."""
@@ -161,11 +328,27 @@ class MetaWorldAdapter:
             raise RuntimeError(f"episode is over after {self._steps} steps (success={self._success}); call reset()")
         act = self.to_env_action(action)
         state, _reward, _term, _trunc, info = self._env.step(act.astype(np.float32))
-        self._state = np.asarray(state, dtype=np.float64)
         self._steps += 1
-        self._success = bool(info.get("success", False))
+        success = bool(info.get("success", False))
+        if self.shared is not None:
+            scene_state, scene_success = state, success
+            if self._own is not None:  # judged by the task's own env, mirrored at the scene's state
+                state = self._own.sync(self._env)
+                success = self._own.success(state, act)
+            if self.partner_env is not None:
+                if self._partner is None:  # the partner is the scene env itself
+                    self._partner_state, partner = np.asarray(scene_state, dtype=np.float64), scene_success
+                else:
+                    self._partner_state = self._partner.sync(self._env)
+                    partner = self._partner.success(self._partner_state, act)
+                self._partner_success = self._partner_success or partner
+        self._state = np.asarray(state, dtype=np.float64)
+        self._success = success
         self._done = self._success or self._steps >= self.max_steps
         out_info = {"steps": self._steps, "seed": self.seed, "task": self.task.name, "action": act}
+        if self.partner_env is not None:
+            # the pair's other task's criterion held at some step of this episode so far
+            out_info["partner_success"] = self._partner_success
         return StepResult(self._observation(), self._success, self._done, out_info)
 
     def to_env_action(self, action: np.ndarray | list[float]) -> np.ndarray:
@@ -186,11 +369,15 @@ class MetaWorldAdapter:
         """The scripted expert's action for the current state (4-D, in [-1, 1])."""
         if self._state is None:
             raise RuntimeError("call reset() before expert_action()")
-        with warnings.catch_warnings():
-            # The experts' gains saturate by design; Meta-World warns about it on every call site.
-            warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
-            action = self._expert.get_action(self._state)
-        return np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        return _expert_step(self._expert, self._state)
+
+    def partner_expert_action(self) -> np.ndarray:
+        """The pair's *other* task's scripted expert at the current state (needs ``track_partner=True``)."""
+        if self._partner_expert is None:
+            raise RuntimeError(f"{self.task.name}: partner_expert_action() needs track_partner=True")
+        if self._partner_state is None:
+            raise RuntimeError("call reset() before partner_expert_action()")
+        return _expert_step(self._partner_expert, self._partner_state)
 
     # -- observation ------------------------------------------------------------------------
     def proprio(self) -> np.ndarray:
@@ -241,6 +428,10 @@ class MetaWorldAdapter:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+        for mirror in (self._own, self._partner):
+            if mirror is not None:
+                mirror.close()
+        self._own = self._partner = None
         if self._env is not None:
             self._env.close()
             self._env = None

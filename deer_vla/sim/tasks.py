@@ -26,6 +26,9 @@ class TaskSpec:
     train_instructions: tuple[str, ...]  # paraphrases used in demonstrations and training
     heldout_instructions: tuple[str, ...]  # never trained on; for generalisation tests
     max_steps: int = 150  # episode limit (control steps)
+    # Key of a start state shared with the pair's other task (deer_vla.sim.metaworld_env.SHARED_STARTS), where
+    # only the instruction tells the two apart; None = Meta-World's own start state for env_name.
+    shared_start: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "train_instructions", tuple(self.train_instructions))
@@ -119,8 +122,48 @@ _SUITE: tuple[TaskSpec, ...] = (
 TASK_SUITE: dict[str, TaskSpec] = {t.name: t for t in _SUITE}
 
 
+def _shared(name: str, scene: str, max_steps: int) -> TaskSpec:
+    base = TASK_SUITE[name]  # the same instruction tuples (by reference): the text alone names the task
+    return TaskSpec(f"{name}-shared", base.env_name, base.train_instructions, base.heldout_instructions, max_steps,
+                    shared_start=scene)
+
+
+# Same-scene pairs from one shared start (drawer / window half open, faucet handle centred); see
+# docs/shared_starts.md. Not in TASK_SUITE: "all" stays the ten original tasks. Comments: expert episode length
+# with noise 0.1, mean / max over seeds 0..99 (all succeed). Both tasks of a pair get the same max_steps (about
+# 1.5x the pair's longest expert episode): the limit must not differ with the instruction, and a policy that
+# does the other task must have time to finish it for the instruction-swap evaluation to see it.
+SHARED_TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in (
+        _shared("drawer-open", "drawer", 115),  # 57 / 76
+        _shared("drawer-close", "drawer", 115),  # 23 / 25
+        _shared("window-open", "window", 135),  # 79 / 88
+        _shared("window-close", "window", 135),  # 70 / 81
+        _shared("faucet-open", "faucet", 110),  # 62 / 72
+        _shared("faucet-close", "faucet", 110),  # 67 / 71
+    )
+}
+ALL_TASKS: dict[str, TaskSpec] = {**TASK_SUITE, **SHARED_TASKS}
+# Named groups accepted wherever a task list is (--tasks all, --tasks shared, ...).
+TASK_GROUPS: dict[str, tuple[str, ...]] = {
+    "all": tuple(TASK_SUITE),
+    "shared": tuple(SHARED_TASKS),
+    "all+shared": tuple(ALL_TASKS),
+}
+
+
 def task_names() -> list[str]:
     return list(TASK_SUITE)
+
+
+def shared_partner(task: str | TaskSpec) -> TaskSpec:
+    """The other task of ``task``'s shared-start pair (e.g. drawer-close-shared for drawer-open-shared)."""
+    spec = get_task(task)
+    others = [t for t in SHARED_TASKS.values() if t.shared_start == spec.shared_start and t.name != spec.name]
+    if spec.shared_start is None or len(others) != 1:
+        raise ValueError(f"task {spec.name} has no shared-start partner; shared tasks: {', '.join(SHARED_TASKS)}")
+    return others[0]
 
 
 def get_task(name: str | TaskSpec) -> TaskSpec:
@@ -135,21 +178,21 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     key = name.strip()
     if key.endswith("-v3") and key[:-3] in TASK_SUITE:  # accept Meta-World's own env name too
         key = key[:-3]
-    if key not in TASK_SUITE:
-        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(TASK_SUITE)}")
-    return TASK_SUITE[key]
+    if key not in ALL_TASKS:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(ALL_TASKS)}; groups: {', '.join(TASK_GROUPS)}")
+    return ALL_TASKS[key]
 
 
 def resolve_tasks(spec: str) -> list[TaskSpec]:
-    """'all' or a comma-separated list of task names (order kept, duplicates dropped)."""
-    if spec.strip() == "all":
-        return list(TASK_SUITE.values())
+    """A comma-separated list of task names and groups ('all', 'shared', 'all+shared'); order kept, duplicates
+    dropped."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
-        raise ValueError(f"no task names in {spec!r}; use 'all' or a comma list of: {', '.join(TASK_SUITE)}")
+        raise ValueError(f"no task names in {spec!r}; use a group ({', '.join(TASK_GROUPS)}) or a comma list of: "
+                         f"{', '.join(ALL_TASKS)}")
     out: list[TaskSpec] = []
     for n in names:
-        t = get_task(n)
-        if t not in out:
-            out.append(t)
+        for t in (get_task(m) for m in TASK_GROUPS.get(n, (n,))):
+            if t not in out:
+                out.append(t)
     return out
