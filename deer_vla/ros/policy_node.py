@@ -39,6 +39,7 @@ from std_srvs.srv import SetBool, Trigger
 from deer_vla.core import Observation
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
 from deer_vla.ros.image_conv import ImageConversionError, image_msg_to_rgb
+from deer_vla.ros.lifecycle import guard_change_state
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.params import BUDGET_PARAMS, POLICY_DEFAULTS, ParameterError, PolicyParams, parse_params
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, check_budget, load_stack, make_budget
@@ -96,6 +97,7 @@ class NodeStats:
 class PolicyNode(LifecycleNode):
     def __init__(self, name: str = "deer_vla_policy", **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
+        guard_change_state(self)  # an invalid ~/change_state request is refused, not fatal
         # Types are checked by parse_params (clear message naming the parameter and value), so
         # `budget.average_gflops: 1` in YAML or `ros2 param set ... 1` is accepted as 1.0.
         for key, value in POLICY_DEFAULTS.items():

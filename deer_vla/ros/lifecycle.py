@@ -1,0 +1,45 @@
+"""Lifecycle services that refuse what they cannot do instead of killing the node.
+
+rclpy's LifecycleNode (jazzy) handles ``~/change_state`` by transition id without
+checking that the transition exists in the current state: rcl raises RCLError
+inside the service callback, the executor re-raises it and the process exits.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from lifecycle_msgs.srv import ChangeState
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.lifecycle import LifecycleNode
+
+
+def guard_change_state(node: LifecycleNode) -> None:
+    """Make ``node``'s ``~/change_state`` answer success=false for a transition not valid now (by id or
+    label) and keep the node alive; valid requests go to rclpy's own handler unchanged."""
+    service: Any = getattr(node, "_service_change_state", None)
+    if service is None:  # enable_communication_interface=False: no service to guard
+        return
+    original = service.callback
+    machine = node._state_machine
+
+    def change_state(request: ChangeState.Request, response: ChangeState.Response) -> ChangeState.Response:
+        transition = request.transition
+        state = machine.current_state[1]
+        available = {t[0]: t[1] for t in machine.available_transitions}
+        valid = transition.label in available.values() if transition.label else transition.id in available
+        if not valid:
+            asked = f"'{transition.label}'" if transition.label else f"id {transition.id}"
+            node.get_logger().warning(
+                f"change_state refused: transition {asked} is not valid in state '{state}'; "
+                f"valid: {', '.join(f'{label} ({tid})' for tid, label in sorted(available.items())) or 'none'}"
+            )
+            response.success = False
+            return response
+        try:
+            return original(request, response)
+        except _rclpy.RCLError as exc:  # e.g. the state changed between the check and the transition
+            node.get_logger().error(f"change_state failed in state '{state}': {exc}")
+            response.success = False
+            return response
+
+    service.callback = change_state
