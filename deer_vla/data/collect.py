@@ -314,7 +314,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla collect", description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="all", help="'all' or a comma list of suite task names")
+    p.add_argument("--tasks", default="all",
+                   help="comma list of task names and groups: 'all' (the ten suite tasks), 'shared' (the six "
+                        "shared-start tasks), 'all+shared'")
     p.add_argument("--episodes-per-task", type=int, default=40, help="successful episodes to record per task")
     p.add_argument("--out", required=True, help="dataset root directory (created; resumed if it exists)")
     p.add_argument("--image-size", type=int, default=64)

@@ -5,6 +5,7 @@ paraphrase), without cameras, so seed s here has the outcome it has in
 `deer-vla collect`; render cost is timed on a few extra episodes with cameras.
 
     python -m deer_vla.data.expert_stats --tasks all --seeds 100 --action-noise 0.1
+    python -m deer_vla.data.expert_stats --tasks shared --seeds 100 --action-noise 0.1   # shared starts
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def render_benchmark(task: str, image_size: int, frames: int) -> dict[str, float
 
 def cli_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deer_vla.data.expert_stats", description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="all")
+    p.add_argument("--tasks", default="all", help="comma list of task names and groups ('all', 'shared', 'all+shared')")
     p.add_argument("--seeds", type=int, default=100, help="episodes per task (seeds --seed ..)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--action-noise", type=float, default=0.1)
