@@ -3,15 +3,26 @@
 mcap-ros2-support serialises from a message definition text, so the few
 types deer_vla records are defined here (same fields as the .msg files,
 comments dropped) and do not depend on a ROS installation's share/ folder.
+
+Crash safety: a writer closes its chunk and flushes the file at least every
+``flush_interval_s`` (a background thread, so a quiet log is flushed too), so
+a killed process loses about that much. A file without its footer (the
+writer never closed it) is read as a stream up to its last whole chunk, with
+a ``TruncatedMcapWarning``.
 """
 from __future__ import annotations
 
+import sys
+import threading
+import time
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcap.reader import make_reader
+from mcap.reader import NonSeekingReader, make_reader
 from mcap_ros2.decoder import DecoderFactory
 from mcap_ros2.writer import Writer
 
@@ -44,38 +55,92 @@ MSGDEFS: dict[str, str] = {
 }
 
 
-class McapLog:
-    """Append-only MCAP writer; one schema per type, registered on first use."""
+MAGIC = b"\x89MCAP0\r\n"
+FLUSH_INTERVAL_S = 0.5  # a crash loses at most about this much (plus the write in progress)
+CHUNK_BYTES = 256 * 1024  # chunks also close at this size, so a burst of images does not wait for the timer
 
-    def __init__(self, path: str | Path) -> None:
+
+class TruncatedMcapWarning(UserWarning):
+    """An MCAP file has no footer (its writer died); only its complete chunks were read."""
+
+
+@contextmanager
+def truncation_warnings_to_stderr(prog: str) -> Iterator[None]:
+    """For command-line tools: TruncatedMcapWarning as a plain "PROG: warning: ..." line on stderr."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+        warnings.simplefilter("always", TruncatedMcapWarning)
+
+        def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, TruncatedMcapWarning):
+                print(f"{prog}: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
+
+
+class McapLog:
+    """Append-only MCAP writer; one schema per type, registered on first use. Thread-safe."""
+
+    def __init__(self, path: str | Path, flush_interval_s: float = FLUSH_INTERVAL_S,
+                 chunk_bytes: int = CHUNK_BYTES) -> None:
+        if not flush_interval_s > 0:
+            raise ValueError(f"flush_interval_s must be > 0, got {flush_interval_s}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._stream = self.path.open("wb")
-        self._writer = Writer(self._stream)
+        self._writer = Writer(self._stream, chunk_size=chunk_bytes)
         self._schemas: dict[str, Any] = {}
         self._sequence = 0
         self.count = 0
         self.closed = False
+        self._lock = threading.Lock()
+        self._dirty = False  # messages written since the last flush
+        self._stop = threading.Event()
+        self._flush_interval_s = flush_interval_s
+        self._stream.flush()  # the header is on disk from the start: even an empty crashed log is readable
+        self._flusher = threading.Thread(target=self._flush_loop, name=f"mcap_flush:{self.path.name}", daemon=True)
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self._flush_interval_s):
+            self.flush()
+
+    def flush(self) -> None:
+        """Close the open chunk and push it to the OS (not fsync: a process crash, not a power cut)."""
+        with self._lock:
+            if self._dirty and not self.closed:
+                # mcap_ros2's Writer wraps mcap's, whose flush() ends the chunk; it has no flush of its own
+                self._writer._writer.flush()
+                self._dirty = False
 
     def write(self, topic: str, datatype: str, message: Any, stamp_ns: int) -> None:
         """``message`` is an rclpy message or a dict with the same fields."""
-        if self.closed:
-            raise RuntimeError(f"MCAP log {self.path} is closed")
         if datatype not in MSGDEFS:
             raise ValueError(f"no message definition for '{datatype}'; known: {sorted(MSGDEFS)}")
-        schema = self._schemas.get(datatype)
-        if schema is None:
-            schema = self._schemas[datatype] = self._writer.register_msgdef(datatype, MSGDEFS[datatype])
-        self._writer.write_message(topic, schema, message, log_time=stamp_ns, publish_time=stamp_ns,
-                                   sequence=self._sequence)
-        self._sequence += 1
-        self.count += 1
+        with self._lock:
+            if self.closed:
+                raise RuntimeError(f"MCAP log {self.path} is closed")
+            schema = self._schemas.get(datatype)
+            if schema is None:
+                schema = self._schemas[datatype] = self._writer.register_msgdef(datatype, MSGDEFS[datatype])
+            self._writer.write_message(topic, schema, message, log_time=stamp_ns, publish_time=stamp_ns,
+                                       sequence=self._sequence)
+            self._sequence += 1
+            self.count += 1
+            self._dirty = True
 
     def close(self) -> None:
-        if not self.closed:
-            self._writer.finish()
-            self._stream.close()
-            self.closed = True
+        self._stop.set()
+        with self._lock:
+            if not self.closed:
+                self._writer.finish()
+                self._stream.close()
+                self.closed = True
+        if threading.current_thread() is not self._flusher:
+            self._flusher.join(timeout=2.0)
 
 
 @dataclass
@@ -86,12 +151,48 @@ class McapMessage:
     message: Any  # decoded dynamic message: fields as attributes
 
 
+def is_finished(path: str | Path) -> bool:
+    """Whether the file ends with MCAP's closing magic (its writer finished it)."""
+    with Path(path).open("rb") as stream:
+        stream.seek(0, 2)
+        size = stream.tell()
+        if size < 2 * len(MAGIC):
+            return False
+        stream.seek(size - len(MAGIC))
+        return stream.read(len(MAGIC)) == MAGIC
+
+
 def read_messages(path: str | Path, topics: list[str] | None = None) -> Iterator[McapMessage]:
-    """All messages of ``path`` in log-time order (optionally only ``topics``)."""
+    """All messages of ``path`` in log-time order (optionally only ``topics``).
+
+    An unfinished file (no footer: the writer crashed) is read in file order up to its last complete
+    chunk, with a TruncatedMcapWarning saying so."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MCAP file not found: {path}")
+    if not is_finished(path):
+        yield from _read_unfinished(path, topics)
+        return
     with path.open("rb") as stream:
         reader = make_reader(stream, decoder_factories=[DecoderFactory()])
         for schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics, log_time_order=True):
             yield McapMessage(channel.topic, schema.name if schema else "", message.log_time, decoded)
+
+
+def _read_unfinished(path: Path, topics: list[str] | None) -> Iterator[McapMessage]:
+    count, problem = 0, "ends without a footer"
+    started = time.monotonic()
+    with path.open("rb") as stream:
+        try:
+            reader = NonSeekingReader(stream, decoder_factories=[DecoderFactory()])
+            # file order: the writers append in time order, and sorting would need the whole file first
+            for schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics,
+                                                                                  log_time_order=False):
+                count += 1
+                yield McapMessage(channel.topic, schema.name if schema else "", message.log_time, decoded)
+        except Exception as exc:  # the cut-off chunk or record: everything before it is kept
+            problem = f"is cut off ({type(exc).__name__}: {exc})"
+    warnings.warn(TruncatedMcapWarning(
+        f"MCAP file {path} was not closed (its writer crashed?) and {problem}; recovered {count} message(s) "
+        f"from its complete chunks in {time.monotonic() - started:.1f} s"
+    ), stacklevel=3)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deer_vla.ros.mcap_io import truncation_warnings_to_stderr
 from deer_vla.ros.params import DEFAULT_CHECKPOINT
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, load_stack
 from deer_vla.ros.recorder import check_cameras, read_recording
@@ -92,7 +93,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         stack = load_stack(args.checkpoint, args.thresholds or args.checkpoint / "thresholds.json", args.device,
                            budget, args.fixed_exit, track_average=not args.no_track_average)
-        report = replay(args.recording, stack, args.metric)
+        with truncation_warnings_to_stderr("deer-vla replay"):  # a crashed run's file: its complete part
+            report = replay(args.recording, stack, args.metric)
     except (ConfigurationError, FileNotFoundError, ValueError) as exc:
         print(f"deer-vla replay: {exc}", file=sys.stderr)
         return 1

@@ -80,13 +80,15 @@ def calibration_exit_actions(
 def recording_exit_actions(runner: Any, recordings: Sequence[str | Path], max_steps: int | None = None) -> np.ndarray:
     """(S, N, A) actions of every exit at every step of the policy node's MCAP recordings (all their episodes)."""
     from deer_vla.control.calibration import collect_exit_actions
+    from deer_vla.ros.mcap_io import truncation_warnings_to_stderr
     from deer_vla.ros.recorder import recorded_episodes
 
     episodes: list[list[Observation]] = []
     for path in recordings:
         if not Path(path).is_file():
             raise FileNotFoundError(f"recording not found: {path}")
-        episodes += recorded_episodes(path, tuple(runner.cameras))
+        with truncation_warnings_to_stderr("deer-vla calibrate"):  # a crashed run's file: its complete part
+            episodes += recorded_episodes(path, tuple(runner.cameras))
     return collect_exit_actions(runner, episodes, max_steps=max_steps)
 
 

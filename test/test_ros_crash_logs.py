@@ -1,0 +1,162 @@
+"""Logs survive a crash: a SIGKILLed writer loses at most about a second, and the readers recover the rest."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# At ~50 Hz: "policy" records policy steps (two 64x64 cameras, like the node's recorder); "records" writes
+# small step records only (like the monitor's steps.mcap, which never fills a default 1 MB chunk).
+# Prints "index wall_ns" after each.
+CHILD = r"""
+import sys, time
+import numpy as np
+from std_msgs.msg import String
+from deer_vla.core import StepRecord
+from deer_vla.ros.image_conv import rgb_to_image_msg
+from deer_vla.ros.mcap_io import McapLog
+from deer_vla.ros.recorder import RECORD, PolicyRecorder
+
+class Frame:
+    def __init__(self, msg):
+        self.msg = msg
+
+policy = sys.argv[2] == "policy"
+rec = PolicyRecorder(sys.argv[1], ("static", "wrist")) if policy else McapLog(sys.argv[1])
+rng = np.random.default_rng(0)
+i = 0
+while True:
+    record = String(data=StepRecord(step=i, episode=0, exit_used=1, max_exit=1, stop_reason="fixed",
+                                    llm_gflops=1.0, total_gflops=1.0).to_json())
+    if policy:
+        frames = {c: Frame(rgb_to_image_msg(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+                  for c in ("static", "wrist")}
+        rec.write_step(frames, "reach the red goal", None, np.zeros(7), record, time.time_ns())
+    else:
+        rec.write(RECORD, "std_msgs/msg/String", record, time.time_ns())
+    print(i, time.time_ns(), flush=True)
+    i += 1
+    time.sleep(0.02)
+"""
+
+
+@pytest.mark.parametrize("kind", ["policy", "records"])
+def test_sigkilled_writer_loses_at_most_about_a_second(tmp_path, kind):
+    from deer_vla.core import StepRecord
+    from deer_vla.ros.mcap_io import TruncatedMcapWarning, read_messages
+    from deer_vla.ros.recorder import read_recording
+
+    path = tmp_path / "log.mcap"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), kind], stdout=subprocess.PIPE, text=True,
+                             env=env)
+    written: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 15.0
+        assert child.stdout is not None
+        while len(written) < 120 and time.monotonic() < deadline:  # ~2.4 s of steps
+            line = child.stdout.readline()
+            if not line:
+                break
+            i, t = line.split()
+            written[int(i)] = int(t)
+        child.send_signal(signal.SIGKILL)
+        killed_ns = time.time_ns()
+    finally:
+        child.kill()
+        child.wait()
+    assert len(written) >= 120, "the writer did not get going"
+    with pytest.warns(TruncatedMcapWarning, match="not closed"):
+        if kind == "policy":
+            steps = read_recording(path)
+            recovered = {s.record.step for s in steps}
+            assert all(s.images["static"].shape == (64, 64, 3) for s in steps)
+        else:
+            recovered = {StepRecord.from_json(m.message.data).step for m in read_messages(path)}
+    must_have = {i for i, t in written.items() if t < killed_ns - 1_000_000_000}
+    assert must_have, "nothing was written more than a second before the kill"
+    assert must_have <= recovered, f"lost {sorted(must_have - recovered)[:10]} of {len(written)}"
+
+
+def test_empty_unfinished_file_reads_as_no_messages_with_a_warning(tmp_path):
+    from deer_vla.ros.mcap_io import TruncatedMcapWarning, read_messages
+
+    path = tmp_path / "steps.mcap"
+    path.write_bytes(b"")
+    with pytest.warns(TruncatedMcapWarning):
+        assert list(read_messages(path)) == []
+
+
+def test_replay_cli_recovers_an_unfinished_recording_with_a_warning(tmp_path, capsys):
+    """`deer-vla replay` on a recording cut off mid-chunk: it replays the complete part and warns."""
+    from test_ros_support import build_tiny_checkpoint
+
+    from deer_vla.ros.replay import cli_main
+
+    checkpoint = build_tiny_checkpoint(tmp_path / "ckpt")
+    path = _recording(tmp_path / "io.mcap", steps=12, flush_every=4)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 300])  # footer and summary gone, as if the writer died before close
+    assert cli_main([str(path), "--checkpoint", str(checkpoint), "--fixed-exit", "1"]) == 0
+    err = capsys.readouterr()
+    assert "deer-vla replay: warning: MCAP file" in err.err and "not closed" in err.err
+    assert "replayed 12 steps" in err.out
+
+
+def _recording(path: Path, steps: int, flush_every: int) -> Path:
+    from std_msgs.msg import String
+
+    from deer_vla.core import StepRecord
+    from deer_vla.ros.image_conv import rgb_to_image_msg
+    from deer_vla.ros.recorder import PolicyRecorder
+
+    class Frame:
+        def __init__(self, msg: object) -> None:
+            self.msg = msg
+
+    rng = np.random.default_rng(0)
+    rec = PolicyRecorder(path, ("static", "wrist"))
+    for i in range(steps):
+        frames = {c: Frame(rgb_to_image_msg(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)))
+                  for c in ("static", "wrist")}
+        record = StepRecord(step=i, episode=0, exit_used=1, max_exit=1, stop_reason="fixed", llm_gflops=1.0,
+                            total_gflops=1.0)
+        rec.write_step(frames, "reach the red goal", np.zeros(4, np.float32), np.zeros(7),
+                       String(data=record.to_json()), 1_000 + i)
+        if (i + 1) % flush_every == 0:
+            rec.log.flush()
+    rec.log.flush()
+    rec.close()
+    return path
+
+
+def test_monitor_jsonl_is_on_disk_after_every_record(executor, tmp_path):
+    from std_msgs.msg import String
+
+    from deer_vla.core import StepRecord
+    from deer_vla.ros.monitor_node import MonitorNode
+
+    node = MonitorNode(parameter_overrides=_params(log_dir=str(tmp_path), run_name="r", write_plot=False))
+    try:
+        record = StepRecord(step=0, episode=0, exit_used=1, max_exit=1, stop_reason="fixed", llm_gflops=1.0,
+                            total_gflops=1.0, obs_age_ms=12.0)
+        node._on_record(String(data=record.to_json()))
+        lines = (tmp_path / "r" / "steps.jsonl").read_text().splitlines()  # not closed yet
+        assert [json.loads(x)["step"] for x in lines] == [0]
+    finally:
+        node.destroy_node()
+
+
+def _params(**values: object) -> list:
+    from rclpy.parameter import Parameter
+
+    return [Parameter(k, value=v) for k, v in values.items()]
