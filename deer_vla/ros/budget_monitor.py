@@ -27,16 +27,21 @@ class BudgetStatus:
 
 
 class BudgetMonitor:
-    def __init__(self, metric: str = "llm_gflops", window: int = 0, error_ratio: float = 1.5) -> None:
+    def __init__(self, metric: str = "llm_gflops", window: int = 0, error_ratio: float = 1.5,
+                 obs_age_warn_ms: float = 0.0) -> None:
         if metric not in ("llm_gflops", "total_gflops"):
             raise ValueError(f"metric must be 'llm_gflops' or 'total_gflops', got '{metric}'")
         if window < 0:
             raise ValueError(f"window must be >= 0 (0 = whole run), got {window}")
         if not error_ratio > 1.0:
             raise ValueError(f"error_ratio must be > 1, got {error_ratio}")
+        if not obs_age_warn_ms >= 0:
+            raise ValueError(f"obs_age_warn_ms must be >= 0 (0 = off), got {obs_age_warn_ms}")
         self.metric = metric
         self.error_ratio = error_ratio
+        self.obs_age_warn_ms = obs_age_warn_ms
         maxlen = window or None
+        self._age: deque[float] = deque(maxlen=maxlen)  # observation age at action time, ms
         self._cost: deque[float] = deque(maxlen=maxlen)
         self._ms: deque[float] = deque(maxlen=maxlen)
         self._exit: deque[int] = deque(maxlen=maxlen)
@@ -51,6 +56,8 @@ class BudgetMonitor:
         self._cost.append(cost)
         self._ms.append(float(record.total_ms))
         self._exit.append(int(record.exit_used))
+        if record.obs_age_ms is not None and math.isfinite(record.obs_age_ms):
+            self._age.append(float(record.obs_age_ms))
         self.count += 1
         self.total_cost += cost
         self.total_exit += int(record.exit_used)
@@ -69,6 +76,9 @@ class BudgetMonitor:
 
     def max_latency(self) -> float:
         return float(max(self._ms)) if self._ms else 0.0
+
+    def obs_age(self, q: float) -> float:
+        return float(np.percentile(self._age, q)) if self._age else 0.0
 
     def mean_exit(self) -> float:
         return float(np.mean(self._exit)) if self._exit else 0.0
@@ -100,6 +110,16 @@ class BudgetMonitor:
             values["budget"] = f"{float(limit):.6g}"
             verdict = "within budget" if level == OK else "over budget"
             out.append(BudgetStatus(name, level, f"{what} {value:.4g} {verdict} {float(limit):.4g}", values))
+        age_values = {"p50_ms": f"{self.obs_age(50):.2f}", "p95_ms": f"{self.obs_age(95):.2f}",
+                      "warn_ms": f"{self.obs_age_warn_ms:.6g}"}
+        if not self._age:
+            out.append(BudgetStatus("observation_age", OK, "no observation ages recorded", age_values))
+        elif self.obs_age_warn_ms and self.obs_age(95) > self.obs_age_warn_ms:
+            out.append(BudgetStatus("observation_age", WARN, f"p95 observation age at action time "
+                                    f"{self.obs_age(95):.1f} ms above {self.obs_age_warn_ms:.4g} ms", age_values))
+        else:
+            out.append(BudgetStatus("observation_age", OK, f"p95 observation age at action time "
+                                    f"{self.obs_age(95):.1f} ms", age_values))
         mem = rec.budget_memory_bytes
         out.append(
             BudgetStatus(
@@ -132,6 +152,8 @@ class BudgetMonitor:
             f"mean_{self.metric}": self.total_cost / self.count if self.count else 0.0,
             "p95_ms": self.latency(95),
             "max_ms": self.max_latency(),
+            "obs_age_p50_ms": self.obs_age(50),
+            "obs_age_p95_ms": self.obs_age(95),
             "exit_histogram": dict(sorted(self.exit_histogram.items())),
             "worst_status": LEVEL_NAMES[max((s.level for s in self.statuses()), default=OK)],
         }

@@ -31,6 +31,8 @@ MONITOR_DEFAULTS: dict = {
     "error_ratio": 1.5,  # ERROR when a budget is exceeded by more than this factor (WARN below)
     "write_plot": True,
     "hardware_id": "deer_vla_policy",
+    # WARN when the p95 observation age at action time (camera stamp -> action out) exceeds this; 0 = off
+    "obs_age_warn_ms": 250.0,
 }
 
 
@@ -42,7 +44,11 @@ class MonitorNode(Node):
         p = {k: self.get_parameter(k).value for k in MONITOR_DEFAULTS}
         if p["diagnostics_rate_hz"] <= 0:
             raise ValueError(f"parameter 'diagnostics_rate_hz' must be > 0, got {p['diagnostics_rate_hz']}")
-        self.stats = BudgetMonitor(metric=p["metric"], window=int(p["window"]), error_ratio=p["error_ratio"])
+        if not (isinstance(p["obs_age_warn_ms"], (int, float)) and not isinstance(p["obs_age_warn_ms"], bool)
+                and p["obs_age_warn_ms"] >= 0):
+            raise ValueError(f"parameter 'obs_age_warn_ms' must be a number >= 0, got {p['obs_age_warn_ms']!r}")
+        self.stats = BudgetMonitor(metric=p["metric"], window=int(p["window"]), error_ratio=p["error_ratio"],
+                                   obs_age_warn_ms=float(p["obs_age_warn_ms"]))
         run = p["run_name"] or time.strftime("run_%Y%m%d_%H%M%S", time.gmtime())
         self.log_dir = Path(p["log_dir"]).expanduser() / run
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +81,7 @@ class MonitorNode(Node):
         self.stats.update(record)
         self.records.append(record)
         self._jsonl.write(msg.data + "\n")
+        self._jsonl.flush()  # a killed monitor keeps every record it received
         stamp = record.stamp_ns or self.get_clock().now().nanoseconds
         self._mcap.write(RECORD_TOPIC_MCAP, "std_msgs/msg/String", msg, stamp)
         values = [record.step, record.episode, record.exit_used, record.max_exit, record.llm_gflops,
@@ -90,7 +97,7 @@ class MonitorNode(Node):
             arr.status.append(
                 DiagnosticStatus(
                     level=bytes([status.level]),
-                    name=f"deer_vla: budget {status.name}" if status.name not in ("steps", "records")
+                    name=f"deer_vla: budget {status.name}" if status.name not in ("steps", "records", "observation_age")
                     else f"deer_vla: {status.name}",
                     message=status.message,
                     hardware_id=self._hardware_id,
@@ -126,6 +133,7 @@ class MonitorNode(Node):
         print(
             f"[deer_vla monitor] {summary['steps']} steps, mean exit {summary['mean_exit']:.2f}, "
             f"mean {self.stats.metric} {summary[f'mean_{self.stats.metric}']:.4g}, p95 {summary['p95_ms']:.1f} ms, "
+            f"observation age at action p50 {summary['obs_age_p50_ms']:.1f} / p95 {summary['obs_age_p95_ms']:.1f} ms, "
             f"budget status {worst}; log {self.jsonl_path}, mcap {self.mcap_path}",
             file=sys.stderr,
         )
