@@ -6,6 +6,7 @@ this test only) that record what the launch file asks for.
 """
 from __future__ import annotations
 
+import inspect
 import runpy
 import sys
 import types
@@ -19,11 +20,48 @@ pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Constructor signatures of the real classes (ROS 2 Jazzy), so that a misspelt or missing keyword fails
+# here as it would under `ros2 launch`. Sources: ros2/launch launch/launch/{launch_description.py,
+# actions/declare_launch_argument.py, actions/opaque_function.py, actions/emit_event.py,
+# actions/register_event_handler.py, event_handlers/on_process_exit.py, events/shutdown.py,
+# substitutions/launch_configuration.py}; ros2/launch_ros launch_ros/launch_ros/{actions/node.py,
+# actions/lifecycle_node.py, event_handlers/on_state_transition.py, events/lifecycle/change_state.py}.
+# Where the real class forwards **kwargs, only the keywords its bases accept are listed.
+def _launch_description(initial_entities=None, *, deprecated_reason=None): ...
+def _declare_launch_argument(name, *, default_value=None, description=None, choices=None): ...
+def _opaque_function(*, function, args=None, kwargs=None): ...
+def _emit_event(*, event): ...
+def _register_event_handler(event_handler): ...
+def _on_process_exit(*, target_action=None, on_exit): ...
+def _shutdown(*, reason="reason not given", due_to_sigint=False): ...
+def _launch_configuration(variable_name, *, default=None): ...
+def _node(*, executable, package=None, name=None, namespace=None, exec_name=None, parameters=None,
+          remappings=None, ros_arguments=None, arguments=None, output="log", respawn=False, respawn_delay=None): ...
+def _lifecycle_node(*, name, namespace, executable, package=None, exec_name=None, parameters=None,
+                    remappings=None, ros_arguments=None, arguments=None, output="log"): ...
+def _on_state_transition(*, entities, target_lifecycle_node=None, transition=None, start_state=None,
+                         goal_state=None, matcher=None, handle_once=False): ...
+def _change_state(*, lifecycle_node_matcher, transition_id): ...
+
+
 class _Recorded:
     kind = "?"
+    signature: inspect.Signature
 
     def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
+        bound = self.signature.bind(*args, **kwargs)  # TypeError on an unknown or missing argument
+        bound.apply_defaults()
+        self.kwargs = dict(bound.arguments)
+
+
+class _LaunchConfiguration(_Recorded):
+    def perform(self, context):
+        return context.launch_configurations[self.kwargs["variable_name"]]
+
+
+class _Context:
+    def __init__(self, launch_configurations: dict[str, str]) -> None:
+        self.launch_configurations = launch_configurations
 
 
 def _fake_launch_modules() -> dict[str, types.ModuleType]:
@@ -32,29 +70,53 @@ def _fake_launch_modules() -> dict[str, types.ModuleType]:
         m.__dict__.update(attrs)
         return m
 
-    def cls(kind: str) -> type:
-        return type(kind, (_Recorded,), {"kind": kind})
+    def cls(kind: str, ref, base: type = _Recorded) -> type:
+        return type(kind, (base,), {"kind": kind, "signature": inspect.signature(ref)})
 
     return {
-        "launch": mod("launch", LaunchDescription=cls("LaunchDescription")),
+        "launch": mod("launch", LaunchDescription=cls("LaunchDescription", _launch_description)),
         "launch.actions": mod(
-            "launch.actions", EmitEvent=cls("EmitEvent"), RegisterEventHandler=cls("RegisterEventHandler")
+            "launch.actions", EmitEvent=cls("EmitEvent", _emit_event),
+            RegisterEventHandler=cls("RegisterEventHandler", _register_event_handler),
+            DeclareLaunchArgument=cls("DeclareLaunchArgument", _declare_launch_argument),
+            OpaqueFunction=cls("OpaqueFunction", _opaque_function),
         ),
-        "launch.events": mod("launch.events", matches_action=lambda action: ("matches", action)),
+        "launch.event_handlers": mod("launch.event_handlers", OnProcessExit=cls("OnProcessExit", _on_process_exit)),
+        "launch.events": mod("launch.events", matches_action=lambda action: ("matches", action),
+                             Shutdown=cls("Shutdown", _shutdown)),
+        "launch.substitutions": mod("launch.substitutions", LaunchConfiguration=cls(
+            "LaunchConfiguration", _launch_configuration, _LaunchConfiguration)),
         "launch_ros": mod("launch_ros"),
-        "launch_ros.actions": mod("launch_ros.actions", Node=cls("Node"), LifecycleNode=cls("LifecycleNode")),
-        "launch_ros.event_handlers": mod("launch_ros.event_handlers", OnStateTransition=cls("OnStateTransition")),
+        "launch_ros.actions": mod("launch_ros.actions", Node=cls("Node", _node),
+                                  LifecycleNode=cls("LifecycleNode", _lifecycle_node)),
+        "launch_ros.event_handlers": mod("launch_ros.event_handlers",
+                                         OnStateTransition=cls("OnStateTransition", _on_state_transition)),
         "launch_ros.events": mod("launch_ros.events"),
-        "launch_ros.events.lifecycle": mod("launch_ros.events.lifecycle", ChangeState=cls("ChangeState")),
+        "launch_ros.events.lifecycle": mod("launch_ros.events.lifecycle",
+                                           ChangeState=cls("ChangeState", _change_state)),
     }
 
 
-def _run_launch_file(name: str, monkeypatch) -> list[_Recorded]:
+def _run_launch_file(name: str, monkeypatch, **arguments: str) -> tuple[list[_Recorded], list[_Recorded]]:
+    """-> (declared launch arguments, the entities launch would run), as ``ros2 launch <name> k:=v ...``."""
     for key, module in _fake_launch_modules().items():
         monkeypatch.setitem(sys.modules, key, module)
     description = runpy.run_path(str(ROOT / "launch" / name))["generate_launch_description"]()
     assert description.kind == "LaunchDescription"
-    return list(description.args[0])
+    top = list(description.kwargs["initial_entities"])
+    declared = [e for e in top if e.kind == "DeclareLaunchArgument"]
+    unknown = set(arguments) - {d.kwargs["name"] for d in declared}
+    assert not unknown, f"{name} declares no launch argument(s) {unknown}"
+    # what DeclareLaunchArgument.execute does: the default unless the user gave a value
+    configs = {d.kwargs["name"]: d.kwargs["default_value"] for d in declared}
+    configs.update(arguments)
+    entities: list[_Recorded] = []
+    for e in top:
+        if e.kind == "OpaqueFunction":
+            entities += e.kwargs["function"](_Context(configs), *(e.kwargs["args"] or []), **(e.kwargs["kwargs"] or {}))
+        elif e.kind != "DeclareLaunchArgument":
+            entities.append(e)
+    return declared, entities
 
 
 def _lifecycle_transitions(entities: list[_Recorded], node: _Recorded) -> list[int]:
@@ -62,12 +124,14 @@ def _lifecycle_transitions(entities: list[_Recorded], node: _Recorded) -> list[i
     ids = []
     for e in entities:
         events = [e] if e.kind == "EmitEvent" else []
-        if e.kind == "RegisterEventHandler":
-            handler = e.args[0]
+        if e.kind == "RegisterEventHandler" and e.kwargs["event_handler"].kind == "OnStateTransition":
+            handler = e.kwargs["event_handler"]
             assert handler.kwargs["target_lifecycle_node"] is node
             events = handler.kwargs["entities"]
         for ev in events:
             change = ev.kwargs["event"]
+            if change.kind != "ChangeState":
+                continue
             assert change.kwargs["lifecycle_node_matcher"] == ("matches", node)
             ids.append(change.kwargs["transition_id"])
     return ids
@@ -77,18 +141,18 @@ def _lifecycle_transitions(entities: list[_Recorded], node: _Recorded) -> list[i
 def test_launch_files_describe_the_graph(launch_file, graph, monkeypatch):
     from lifecycle_msgs.msg import Transition
 
-    entities = _run_launch_file(launch_file, monkeypatch)
+    _, entities = _run_launch_file(launch_file, monkeypatch)
     nodes = [e for e in entities if e.kind in ("Node", "LifecycleNode")]
     spec = load_graph(graph)
     assert [n.kwargs["name"] for n in nodes] == [s.name for s in spec.nodes]
     for node, s in zip(nodes, spec.nodes):
         kw = node.kwargs
-        assert kw["package"] == "deer_vla" and kw["executable"] == s.executable
+        assert kw["package"] == "deer_vla" and kw["executable"] == s.executable and kw["namespace"] == ""
         assert (node.kind == "LifecycleNode") == s.lifecycle
         files = [Path(p) for p in kw["parameters"] if isinstance(p, str)]
         overrides = {k: v for p in kw["parameters"] if isinstance(p, dict) for k, v in p.items()}
         assert files == list(s.params_files) and all(f.is_file() for f in files)
-        assert overrides == s.parameters
+        assert overrides == s.parameters  # launch arguments at their defaults add nothing
         assert list(kw["remappings"]) == list(s.remappings)
     lifecycle = [n for n in nodes if n.kind == "LifecycleNode"]
     assert lifecycle, "the policy node must be a managed node"
@@ -99,6 +163,116 @@ def test_launch_files_describe_the_graph(launch_file, graph, monkeypatch):
         )
     if graph == "sim":
         assert load_graph("sim").node("policy").parameters["enabled"] is True
+
+
+def _edges_matched(handler: _Recorded, graph: list[tuple]) -> set[tuple[str, str, str]]:
+    """The lifecycle edges (transition, start, goal labels) launch_ros's OnStateTransition matcher accepts
+    (None = any, as in on_state_transition.py), among the real rcl_lifecycle transition graph."""
+    kw = handler.kwargs
+    return {
+        (t, s, g) for _, t, _, s, _, g in graph
+        if (kw["transition"] is None or kw["transition"] == t) and (kw["start_state"] is None or kw["start_state"] == s)
+        and (kw["goal_state"] is None or kw["goal_state"] == g)
+    }
+
+
+@pytest.mark.parametrize("launch_file", ["deer_vla.launch.py", "sim.launch.py"])
+def test_activate_follows_configure_only_so_a_manual_deactivate_stays(launch_file, monkeypatch, ros_context):
+    """Issue 15, defect 2: `ros2 lifecycle set /deer_vla_policy deactivate` must not be undone by launch."""
+    from lifecycle_msgs.msg import Transition
+    from rclpy.lifecycle import LifecycleNode
+
+    _, entities = _run_launch_file(launch_file, monkeypatch)
+    handlers = [e.kwargs["event_handler"] for e in entities if e.kind == "RegisterEventHandler"
+                and e.kwargs["event_handler"].kind == "OnStateTransition"]
+    probe = LifecycleNode("transition_graph_probe")  # the real rcl_lifecycle labels the events carry
+    try:
+        graph = list(probe._state_machine.transition_graph)
+    finally:
+        probe.destroy_node()
+    assert ("deactivating", "inactive") in {(s, g) for _, _, _, s, _, g in graph}
+    activating = [h for h in handlers if any(
+        ev.kwargs["event"].kwargs["transition_id"] == Transition.TRANSITION_ACTIVATE for ev in h.kwargs["entities"])]
+    assert len(activating) == 1
+    matched = _edges_matched(activating[0], graph)
+    assert {(s, g) for _, s, g in matched} == {("configuring", "inactive")}, matched
+
+
+@pytest.mark.parametrize(("launch_file", "ends"), [("deer_vla.launch.py", False), ("sim.launch.py", True)])
+def test_sim_launch_ends_when_the_sim_exits(launch_file, ends, monkeypatch):
+    """Issue 15, defect 8: after its episodes the sim exits and the whole launch shuts down (as the bringup)."""
+    _, entities = _run_launch_file(launch_file, monkeypatch)
+    exits = [e.kwargs["event_handler"] for e in entities if e.kind == "RegisterEventHandler"
+             and e.kwargs["event_handler"].kind == "OnProcessExit"]
+    if not ends:
+        assert not exits  # the robot graph runs until Ctrl-C
+        return
+    sim = next(e for e in entities if e.kind == "Node" and e.kwargs["name"] == load_graph("sim").node("sim").name)
+    assert len(exits) == 1 and exits[0].kwargs["target_action"] is sim
+    (emit,) = exits[0].kwargs["on_exit"]
+    assert emit.kind == "EmitEvent" and emit.kwargs["event"].kind == "Shutdown"
+
+
+EXPECTED_ARGUMENTS = {"checkpoint", "thresholds", "camera_topics", "enabled", "params_file", "namespace"}
+
+
+@pytest.mark.parametrize(("launch_file", "graph", "enabled"),
+                         [("deer_vla.launch.py", "robot", "false"), ("sim.launch.py", "sim", "true")])
+def test_launch_arguments_default_to_the_graph(launch_file, graph, enabled, monkeypatch):
+    declared, _ = _run_launch_file(launch_file, monkeypatch)
+    by_name = {d.kwargs["name"]: d.kwargs for d in declared}
+    assert set(by_name) == EXPECTED_ARGUMENTS
+    assert all(kw["description"] for kw in by_name.values())
+    assert all(isinstance(kw["default_value"], str) for kw in by_name.values())
+    assert by_name["enabled"]["default_value"] == enabled
+    assert by_name["camera_topics"]["default_value"] == "camera/static/image_raw,camera/wrist/image_raw"
+    assert by_name["checkpoint"]["default_value"] == "" and by_name["namespace"]["default_value"] == ""
+    assert Path(by_name["params_file"]["default_value"]) == load_graph(graph).node("policy").params_files[0]
+
+
+def test_launch_arguments_reach_the_nodes(monkeypatch, tmp_path):
+    custom = tmp_path / "robot_policy.yaml"
+    custom.write_text("/**/deer_vla_policy:\n  ros__parameters:\n    checkpoint_dir: /from/file\n")
+    _, entities = _run_launch_file("sim.launch.py", monkeypatch, checkpoint="/ckpt", thresholds="/t.json",
+                                   camera_topics="front/image, hand/image", enabled="false", namespace="robot1")
+    nodes = {e.kwargs["name"]: e for e in entities if e.kind in ("Node", "LifecycleNode")}
+    assert {n.kwargs["namespace"] for n in nodes.values()} == {"robot1"}
+    policy = nodes["deer_vla_policy"].kwargs["parameters"]
+    overrides = {k: v for p in policy if isinstance(p, dict) for k, v in p.items()}
+    assert overrides["checkpoint_dir"] == "/ckpt" and overrides["thresholds_file"] == "/t.json"
+    assert overrides["image_topics"] == ["front/image", "hand/image"] and overrides["enabled"] is False
+    # a custom parameter file replaces policy.yaml, and arguments left at their defaults do not override it
+    _, entities = _run_launch_file("deer_vla.launch.py", monkeypatch, params_file=str(custom))
+    policy = next(e for e in entities if e.kind == "LifecycleNode").kwargs["parameters"]
+    assert policy == [str(custom)]
+    with pytest.raises(ValueError, match="enabled.*true or false"):
+        _run_launch_file("deer_vla.launch.py", monkeypatch, enabled="maybe")
+    with pytest.raises(FileNotFoundError, match="params_file"):
+        _run_launch_file("deer_vla.launch.py", monkeypatch, params_file=str(tmp_path / "missing.yaml"))
+
+
+def test_bringup_takes_the_launch_arguments(ros_context, tmp_path, monkeypatch):
+    """`deer-vla bringup NAME:=VALUE` means what `ros2 launch ... NAME:=VALUE` means (real rclpy nodes)."""
+    from deer_vla.ros.bringup import _parse_launch_arguments, create_node
+
+    monkeypatch.chdir(tmp_path)
+    args = _parse_launch_arguments(["checkpoint:=/ckpt", "enabled:=true", "namespace:=robot1",
+                                    "camera_topics:=front/image"])
+    spec = load_graph("robot").with_arguments(args)
+    policy = create_node(spec.node("policy"))
+    try:
+        assert policy.get_namespace() == "/robot1"
+        assert policy.get_parameter("checkpoint_dir").value == "/ckpt"
+        assert policy.get_parameter("enabled").value is True
+        assert list(policy.get_parameter("image_topics").value) == ["front/image"]
+        # the parameter file still applies in a namespace (its keys are /**/<node name>)
+        assert policy.get_parameter("max_image_age_s").value == spec.node("policy").file_parameters()["max_image_age_s"]
+    finally:
+        policy.destroy_node()
+    with pytest.raises(KeyError, match="unknown launch argument.*'checkpoint'"):
+        load_graph("robot").with_arguments({"checkpoint_path": "/x"})
+    with pytest.raises(SystemExit, match="NAME:=VALUE"):
+        _parse_launch_arguments(["checkpoint=/x"])
 
 
 @pytest.mark.parametrize("graph", ["robot", "sim"])

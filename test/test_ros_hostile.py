@@ -123,3 +123,31 @@ def test_double_ctrl_c_lets_the_monitor_executable_finish_its_cleanup(executor, 
     assert summary["steps"] == 5, out[-3000:]
     assert (tmp_path / "sig" / "steps.png").is_file() and "[deer_vla monitor]" in out
     assert "Traceback" not in out, out[-3000:]
+
+
+def test_sim_starts_episode_0_only_once_the_policy_is_active(executor, tiny_checkpoint, tmp_path, spin_until,
+                                                            monkeypatch):
+    """The sim of the "sim" graph must not send episode 0 to a policy that is still unconfigured or inactive."""
+    import rclpy
+    from std_msgs.msg import String
+
+    from deer_vla.ros.bringup import create_node
+    from deer_vla.ros.graph import load_graph
+    from deer_vla.ros.policy_node import INSTRUCTION_QOS
+
+    monkeypatch.chdir(tmp_path)
+    graph = load_graph("sim", overrides={"sim": {"episodes": 1, "max_steps": 2, "rate_hz": 50.0},
+                                         "policy": {"checkpoint_dir": str(tiny_checkpoint)}})
+    sim, policy = create_node(graph.node("sim")), create_node(graph.node("policy"))
+    watcher = rclpy.create_node("episode_watcher")
+    instructions: list[String] = []
+    watcher.create_subscription(String, "instruction", instructions.append, INSTRUCTION_QOS)
+    for node in (policy, sim, watcher):
+        executor.add_node(node)
+    spin_until(executor, lambda: bool(instructions), 1.0)
+    assert not instructions, "episode 0 started before the policy was even configured"
+    assert policy.trigger_configure().name == "SUCCESS"
+    spin_until(executor, lambda: bool(instructions), 1.0)
+    assert not instructions, "episode 0 started while the policy was inactive"
+    assert policy.trigger_activate().name == "SUCCESS"
+    assert spin_until(executor, lambda: bool(instructions), 5.0), "episode 0 never started after activation"

@@ -35,7 +35,7 @@ def create_node(spec: NodeSpec) -> Any:
     module = importlib.import_module(f"deer_vla.ros.{spec.module}")
     cls = getattr(module, spec.class_name)
     overrides = [Parameter(name, value=value) for name, value in spec.parameters.items()]
-    return cls(spec.name, cli_args=spec.ros_args(), parameter_overrides=overrides)
+    return cls(spec.name, namespace=spec.namespace, cli_args=spec.ros_args(), parameter_overrides=overrides)
 
 
 class Bringup:
@@ -92,6 +92,17 @@ class Bringup:
         self.nodes.clear()
 
 
+def _parse_launch_arguments(items: list[str]) -> dict[str, str]:
+    """["checkpoint:=/ckpt", "enabled:=true"] -> {"checkpoint": "/ckpt", "enabled": "true"} (ros2 launch syntax)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition(":=")
+        if not sep or not name:
+            raise SystemExit(f"launch arguments are NAME:=VALUE (e.g. enabled:=true), got '{item}'")
+        out[name] = value
+    return out
+
+
 def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
     """["policy.budget.average_gflops=0.5", ...] -> {"policy": {"budget.average_gflops": 0.5}}."""
     out: dict[str, dict[str, Any]] = {}
@@ -138,6 +149,9 @@ def _init_ros(args: list[str]) -> bool:
 
 def cli_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deer-vla bringup", description=__doc__.splitlines()[0])
+    parser.add_argument("arguments", nargs="*", metavar="NAME:=VALUE",
+                        help="launch arguments, as for ros2 launch: checkpoint, thresholds, camera_topics, enabled, "
+                             "params_file, namespace (config/graph.yaml)")
     parser.add_argument("--graph", default="robot", help="graph in config/graph.yaml: robot (default) or sim")
     parser.add_argument("--config-dir", default=None, help="directory with graph.yaml and the parameter files")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
@@ -152,12 +166,13 @@ def cli_main(argv: list[str] | None = None) -> int:
     owned = _init_ros(all_args)
     bringup = None
     try:
-        bringup = Bringup(load_graph(args.graph, args.config_dir, _parse_set(args.set)),
-                          make_executor(args.executor)).start()
+        graph = load_graph(args.graph, args.config_dir, _parse_set(args.set))
+        graph = graph.with_arguments(_parse_launch_arguments(args.arguments))
+        bringup = Bringup(graph, make_executor(args.executor)).start()
         print(f"[deer_vla bringup] graph '{args.graph}': {', '.join(n.name for n in bringup.graph.nodes)} running")
-        sim = bringup.nodes.get("sim")
-        done = (lambda: sim.finished or _STOP.is_set()) if sim is not None else _STOP.is_set
-        bringup.spin_until(done, args.duration or None)
+        # as in the launch files: the graph ends when a node marked ends_graph (the sim) is done
+        enders = [bringup.nodes[s.key] for s in graph.nodes if s.ends_graph]
+        bringup.spin_until(lambda: _STOP.is_set() or any(n.finished for n in enders), args.duration or None)
     except KeyboardInterrupt:
         pass
     except (BringupError, KeyError, FileNotFoundError, ValueError) as exc:

@@ -6,7 +6,8 @@ so both start the same nodes with the same parameters.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ class NodeSpec:
     params_files: tuple[Path, ...]
     parameters: dict[str, Any] = field(default_factory=dict)  # overrides on top of the files
     remappings: tuple[tuple[str, str], ...] = ()
+    namespace: str = ""  # "" = the root namespace
+    ends_graph: bool = False  # the graph ends when this node exits (the sim, after its episodes)
 
     def ros_args(self) -> list[str]:
         """Node-level command-line arguments equivalent to the launch description."""
@@ -61,10 +64,29 @@ class NodeSpec:
         merged: dict[str, Any] = {}
         for f in self.params_files:
             data = yaml.safe_load(f.read_text()) or {}
-            for node_key in ("/**", self.name, f"/{self.name}"):
+            # the keys rcl matches for this node ("/**/name": in any namespace)
+            for node_key in ("/**", self.name, f"/{self.name}", f"/**/{self.name}"):
                 merged.update(_flatten((data.get(node_key) or {}).get("ros__parameters", {})))
         merged.update(self.parameters)
         return merged
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    """A launch argument (``ros2 launch deer_vla <file> NAME:=VALUE``; ``deer-vla bringup NAME:=VALUE``).
+
+    It sets exactly one of: a node parameter (``parameter`` = "node.param"), the parameter file of a
+    node (``params_file`` = node key; replaces the graph's files), or every node's namespace."""
+
+    name: str
+    description: str
+    parameter: str = ""
+    params_file: str = ""
+    namespace: bool = False
+
+    @property
+    def node(self) -> str:
+        return self.parameter.partition(".")[0] if self.parameter else self.params_file
 
 
 @dataclass(frozen=True)
@@ -72,12 +94,84 @@ class GraphSpec:
     name: str
     nodes: tuple[NodeSpec, ...]
     config_dir: Path
+    arguments: tuple[LaunchArgument, ...] = ()
 
     def node(self, key: str) -> NodeSpec:
         for spec in self.nodes:
             if spec.key == key:
                 return spec
         raise KeyError(f"graph '{self.name}' has no node '{key}'; it has {[n.key for n in self.nodes]}")
+
+    def argument_defaults(self) -> dict[str, str]:
+        """Launch argument name -> default, as the text ``ros2 launch`` shows: what the graph gives now."""
+        out: dict[str, str] = {}
+        for arg in self.arguments:
+            if arg.namespace:
+                out[arg.name] = self.nodes[0].namespace if self.nodes else ""
+            elif arg.params_file:
+                out[arg.name] = ",".join(str(f) for f in self.node(arg.params_file).params_files)
+            else:
+                node, _, param = arg.parameter.partition(".")
+                values = self.node(node).file_parameters()
+                if param not in values:
+                    raise KeyError(f"launch argument '{arg.name}': no parameter '{param}' for node '{node}' "
+                                   f"in {[str(f) for f in self.node(node).params_files]}")
+                out[arg.name] = _to_text(values[param])
+        return out
+
+    def with_arguments(self, values: Mapping[str, str]) -> GraphSpec:
+        """This graph with launch argument values applied. An argument equal to its default changes
+        nothing (so a custom ``params_file`` is not overridden by the other arguments' defaults)."""
+        known = {a.name: a for a in self.arguments}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise KeyError(f"unknown launch argument(s) {unknown}; graph '{self.name}' takes {sorted(known)}")
+        defaults = self.argument_defaults()
+        nodes = {spec.key: spec for spec in self.nodes}
+        # parameter files first: the other arguments' types come from the files in force
+        for name, text in sorted(values.items(), key=lambda item: not known[item[0]].params_file):
+            arg = known[name]
+            if text == defaults[name]:
+                continue
+            if arg.namespace:
+                nodes = {k: replace(s, namespace=text.strip("/")) for k, s in nodes.items()}
+            elif arg.params_file:
+                files = tuple(Path(f).expanduser() for f in text.split(",") if f)
+                for f in files:
+                    if not f.is_file():
+                        raise FileNotFoundError(f"launch argument '{name}': parameter file not found: {f}")
+                nodes[arg.params_file] = replace(nodes[arg.params_file], params_files=files)
+            else:
+                key, _, param = arg.parameter.partition(".")
+                spec = nodes[key]
+                value = _from_text(name, text, spec.file_parameters().get(param))
+                nodes[key] = replace(spec, parameters={**spec.parameters, param: value})
+        return replace(self, nodes=tuple(nodes[s.key] for s in self.nodes))
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _from_text(name: str, text: str, like: Any) -> Any:
+    """A launch argument's text as the type of the parameter's current value (lists: comma-separated)."""
+    if isinstance(like, bool):
+        lowered = text.strip().lower()
+        if lowered not in ("true", "false"):
+            raise ValueError(f"launch argument '{name}' must be true or false, got '{text}'")
+        return lowered == "true"
+    if isinstance(like, (list, tuple)):
+        return [t.strip() for t in text.split(",") if t.strip()]
+    if isinstance(like, (int, float)):
+        try:
+            return type(like)(text)
+        except ValueError:
+            raise ValueError(f"launch argument '{name}' must be a {type(like).__name__}, got '{text}'") from None
+    return text
 
 
 def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -109,6 +203,7 @@ def load_graph(
     unknown = set(per_node) - set(entry.get("nodes") or [])
     if unknown:
         raise KeyError(f"parameters given for node(s) {sorted(unknown)} that graph '{graph}' does not run")
+    arguments = tuple(_parse_argument(name, a or {}, path) for name, a in (data.get("arguments") or {}).items())
     specs = []
     for key in entry.get("nodes") or []:
         if key not in nodes:
@@ -132,6 +227,21 @@ def load_graph(
                 params_files=files,
                 parameters=per_node.get(key, {}),
                 remappings=tuple((str(a), str(b)) for a, b in (n.get("remappings") or {}).items()),
+                ends_graph=bool(n.get("ends_graph", False)),
             )
         )
-    return GraphSpec(graph, tuple(specs), cfg)
+    keys = {s.key for s in specs}
+    # arguments for nodes this graph does not run (the sim's, in "robot") are not offered
+    arguments = tuple(a for a in arguments if a.namespace or a.node in keys)
+    return GraphSpec(graph, tuple(specs), cfg, arguments)
+
+
+def _parse_argument(name: str, entry: dict[str, Any], path: Path) -> LaunchArgument:
+    arg = LaunchArgument(name=name, description=str(entry.get("description", "")),
+                         parameter=str(entry.get("parameter", "")), params_file=str(entry.get("params_file", "")),
+                         namespace=bool(entry.get("namespace", False)))
+    if (bool(arg.parameter), bool(arg.params_file), arg.namespace).count(True) != 1:
+        raise KeyError(f"launch argument '{name}' in {path} needs exactly one of parameter, params_file, namespace")
+    if arg.parameter and "." not in arg.parameter:
+        raise KeyError(f"launch argument '{name}' in {path}: parameter must be NODE.PARAM, got '{arg.parameter}'")
+    return arg

@@ -2,49 +2,85 @@
 
 Used by launch/*.launch.py. launch / launch_ros are imported only here and
 only when a launch file runs, so the package works without them (the
-one-process bringup reads the same graph).
+one-process bringup reads the same graph and takes the same arguments).
+
+    ros2 launch deer_vla sim.launch.py checkpoint:=/path/ckpt enabled:=false namespace:=robot1
+    ros2 launch deer_vla deer_vla.launch.py --show-args
 """
 from __future__ import annotations
 
 from typing import Any
 
-from deer_vla.ros.graph import PACKAGE, load_graph
+from deer_vla.ros.graph import PACKAGE, GraphSpec, load_graph
 
 
 def launch_description(graph: str) -> Any:
+    """One DeclareLaunchArgument per argument of config/graph.yaml (defaults: what the graph gives), then
+    the nodes, built once the arguments are known."""
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    from launch import LaunchDescription
+
+    spec = load_graph(graph)
+    defaults = spec.argument_defaults()
+    entities: list[Any] = [
+        DeclareLaunchArgument(arg.name, default_value=defaults[arg.name], description=arg.description)
+        for arg in spec.arguments
+    ]
+    # the nodes depend on argument values, which exist only at launch time: an OpaqueFunction reads them
+    entities.append(OpaqueFunction(function=_launch_nodes, args=[graph]))
+    return LaunchDescription(entities)
+
+
+def _launch_nodes(context: Any, graph: str) -> list[Any]:
+    from launch.substitutions import LaunchConfiguration
+
+    spec = load_graph(graph)
+    values = {arg.name: LaunchConfiguration(arg.name).perform(context) for arg in spec.arguments}
+    return node_actions(spec.with_arguments(values))
+
+
+def node_actions(spec: GraphSpec) -> list[Any]:
+    """The launch_ros actions that start ``spec``'s nodes, manage their lifecycles and end the launch."""
     from launch.actions import EmitEvent, RegisterEventHandler
-    from launch.events import matches_action
+    from launch.event_handlers import OnProcessExit
+    from launch.events import Shutdown, matches_action
     from launch_ros.actions import LifecycleNode, Node
     from launch_ros.event_handlers import OnStateTransition
     from launch_ros.events.lifecycle import ChangeState
     from lifecycle_msgs.msg import Transition
 
-    from launch import LaunchDescription
-
     entities: list[Any] = []
-    for spec in load_graph(graph).nodes:
-        parameters: list[Any] = [str(f) for f in spec.params_files]
-        if spec.parameters:
-            parameters.append(dict(spec.parameters))
+    for node_spec in spec.nodes:
+        parameters: list[Any] = [str(f) for f in node_spec.params_files]
+        if node_spec.parameters:
+            parameters.append(dict(node_spec.parameters))
         common = {
             "package": PACKAGE,
-            "executable": spec.executable,
-            "name": spec.name,
-            "namespace": "",
+            "executable": node_spec.executable,
+            "name": node_spec.name,
+            "namespace": node_spec.namespace,
             "parameters": parameters,
-            "remappings": list(spec.remappings),
+            "remappings": list(node_spec.remappings),
             "output": "screen",
         }
-        if not spec.lifecycle:
-            entities.append(Node(**common))
-            continue
-        node = LifecycleNode(**common)
-        # configure at start, activate once inactive: what the bringup does programmatically
+        node: Any = LifecycleNode(**common) if node_spec.lifecycle else Node(**common)
         entities.append(node)
+        if node_spec.ends_graph:
+            # the sim exits after its episodes: end the whole launch, as the bringup does
+            entities.append(RegisterEventHandler(OnProcessExit(
+                target_action=node,
+                on_exit=[EmitEvent(event=Shutdown(reason=f"{node_spec.name} finished"))],
+            )))
+        if not node_spec.lifecycle:
+            continue
+        # configure at start; activate once configure has succeeded. start_state matters: a bare
+        # goal_state="inactive" also matches deactivating -> inactive and would undo an operator's deactivate
         entities.append(
             RegisterEventHandler(
                 OnStateTransition(
                     target_lifecycle_node=node,
+                    start_state="configuring",
                     goal_state="inactive",
                     entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
                                                           transition_id=Transition.TRANSITION_ACTIVATE))],
@@ -53,4 +89,4 @@ def launch_description(graph: str) -> Any:
         )
         entities.append(EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
                                                     transition_id=Transition.TRANSITION_CONFIGURE)))
-    return LaunchDescription(entities)
+    return entities

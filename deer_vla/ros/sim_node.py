@@ -5,16 +5,22 @@ Publishes camera images (sensor_msgs/Image, rgb8), the instruction
 action received (std_msgs/Float32MultiArray, 7-D standard or the task's
 spec layout); publishes per-episode success (std_msgs/Bool) and a JSON
 result (std_msgs/String). If no action arrives within ``action_timeout_s``
-the current observation is re-sent with a fresh stamp.
+the current observation is re-sent with a fresh stamp. With ``policy_node``
+set, episode 0 starts only once that lifecycle node reports "active" (its
+``get_state`` service), so the first observation is not sent to a policy
+that is still loading.
 """
 from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from lifecycle_msgs.msg import State
+from lifecycle_msgs.srv import GetState
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -39,6 +45,7 @@ SIM_DEFAULTS: dict[str, Any] = {
     "result_topic": "episode_result",
     "action_timeout_s": 10.0,  # long: a re-send while the policy is still computing costs an extra step
     "frame_id": "camera",
+    "policy_node": "",  # lifecycle policy to wait for (its <name>/get_state) before episode 0; "" = do not wait
 }
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -91,6 +98,10 @@ class SimNode(Node):
         self._success_pub = self.create_publisher(Bool, p["success_topic"], 10)
         self._result_pub = self.create_publisher(String, p["result_topic"], QoSProfile(depth=100))
         self.create_subscription(Float32MultiArray, p["action_topic"], self._on_action, 10)
+        self._policy_state = self.create_client(GetState, f"{p['policy_node']}/get_state") if p["policy_node"] else None
+        self._policy_active = self._policy_state is None
+        self._state_request: Any = None
+        self._state_polled = 0.0
         self._timer = self.create_timer(1.0 / p["rate_hz"], self._tick)
 
     @staticmethod
@@ -160,8 +171,29 @@ class SimNode(Node):
         else:
             self._phase = "start"
 
+    def _policy_is_active(self) -> bool:
+        """Poll the policy's lifecycle state (non-blocking) until it is active; then always True."""
+        if self._policy_active or self._policy_state is None:
+            return True
+        if self._state_request is not None and self._state_request.done():
+            response = self._state_request.result()
+            self._state_request = None
+            if response is not None and response.current_state.id == State.PRIMARY_STATE_ACTIVE:
+                self._policy_active = True
+                self.get_logger().info(f"policy '{self.p['policy_node']}' is active: starting episode 0")
+                return True
+        now = time.monotonic()
+        if self._state_request is None and now - self._state_polled >= 0.2 and self._policy_state.service_is_ready():
+            self._state_polled = now
+            self._state_request = self._policy_state.call_async(GetState.Request())
+        self.get_logger().info(f"waiting for policy '{self.p['policy_node']}' to become active",
+                               throttle_duration_sec=5.0)
+        return False
+
     def _tick(self) -> None:
         if self._phase == "done":
+            return
+        if self._phase == "start" and not self._policy_is_active():
             return
         if self._phase == "start":
             self._start_episode()
