@@ -1,7 +1,8 @@
 """ament_python package definition for deer_vla.
 
-Under colcon the console scripts land in lib/deer_vla (see setup.cfg) so that
-`ros2 run deer_vla <node>` finds them; under pip they land in the venv's bin/.
+Under colcon the console scripts land in lib/deer_vla (see setup.cfg); under pip
+they land in <prefix>/bin. Either way the launchers in libexec/ are installed in
+<prefix>/lib/deer_vla, where `ros2 launch` / `ros2 run` look for node executables.
 Python dependencies are pinned in requirements/*.txt, not here, so that a robot
 with ROS 2 from apt can install the package without the ROS wheels.
 """
@@ -22,6 +23,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # where launch_ros looks for node executables (pip ignores setup.cfg's install_scripts)
+        (f"lib/{PACKAGE}", sorted(glob("libexec/*"))),
     ],
     python_requires=">=3.10",
     zip_safe=False,

@@ -41,4 +41,9 @@ fi
 # under the venv prefix where ament_index_python looks. Cheap to repeat.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation . 2>&1 \
   | grep -vE "SetuptoolsDeprecationWarning|^\s*!!|^\s*\*+$|^\s*$" || true
+# ROS tools must find it too: pip ignores setup.cfg's install_scripts (setup.py installs the node
+# launchers in .venv/lib/deer_vla itself), and the ROS wheels never set AMENT_PREFIX_PATH. This writes
+# .venv/share/deer_vla/local_setup.sh (AMENT_PREFIX_PATH + PYTHONPATH; sourced by .venv/bin/activate)
+# and a .pth that gives every Python of the venv the prefix on AMENT_PREFIX_PATH.
+.venv/bin/python -m deer_vla.ament_hooks >/dev/null
 echo "[install] ready: $(.venv/bin/python -c 'import deer_vla, torch, rclpy; print("deer_vla", deer_vla.__version__, "torch", torch.__version__)')"

@@ -1,0 +1,149 @@
+"""A pip install is usable by `ros2 launch` (issue 15, defect 1).
+
+deer_vla is pip-installed into a fresh venv in tmp (its dependencies come
+from the dev venv through a .pth), then the environment hooks of
+scripts/install.sh are written, and the test does what launch_ros does:
+find the package prefix with ament_index_python, then the executable in
+<prefix>/lib/deer_vla, and starts it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import venv
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ros
+ROOT = Path(__file__).resolve().parents[1]
+NODE_EXECUTABLES = ("policy_node", "monitor_node", "sim_node", "bringup")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    prefix = tmp_path_factory.mktemp("venv") / "v"
+    venv.create(prefix, with_pip=False)
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
+    dev_site = sysconfig.get_path("purelib")
+    (site / "dev_deps.pth").write_text(f"import site; site.addsitedir({dev_site!r})\n")
+    # --ignore-installed: without it pip first uninstalls the dev venv's own copy of deer_vla
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                    "--no-build-isolation", "--ignore-installed", "--prefix", str(prefix), str(ROOT)],
+                   check=True, capture_output=True)
+    # the post-install step of scripts/install.sh
+    subprocess.run([str(prefix / "bin" / "python"), "-m", "deer_vla.ament_hooks"], check=True, capture_output=True)
+    return prefix
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("AMENT_PREFIX_PATH", "PYTHONPATH")}
+    env.update(extra)
+    return env
+
+
+# what launch_ros's ExecutableInPackage does (launch_ros/substitutions/executable_in_package.py); its
+# osrf_pycommon which() has shutil.which's rules (an executable file on the given path)
+FIND_EXECUTABLE = """
+import os, sys
+from shutil import which
+from ament_index_python.packages import get_package_prefix, get_package_share_directory
+prefix = get_package_prefix("deer_vla")
+print(prefix)
+print(get_package_share_directory("deer_vla"))
+for exe in sys.argv[1:]:
+    print(which(exe, path=os.path.join(prefix, "lib", "deer_vla")))
+"""
+
+
+def _find(python: str, env: dict[str, str], cwd: Path) -> list[str]:
+    out = subprocess.run([python, "-c", FIND_EXECUTABLE, *NODE_EXECUTABLES], env=env, cwd=cwd, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()
+
+
+def test_launch_ros_finds_the_executables_of_a_pip_install_in_a_venv(installed, tmp_path):
+    # in the venv, without activating it or exporting anything (the .pth hook)
+    found = _find(str(installed / "bin" / "python"), _env(), tmp_path)
+    assert Path(found[0]).resolve() == installed.resolve()
+    assert Path(found[1]) == Path(found[0]) / "share" / "deer_vla"
+    assert (Path(found[1]) / "launch" / "sim.launch.py").is_file()
+    for exe, path in zip(NODE_EXECUTABLES, found[2:]):
+        assert path != "None", f"{exe} not found in {found[0]}/lib/deer_vla"
+        assert Path(path).is_file() and os.access(path, os.X_OK)
+
+
+def test_the_documented_environment_works_for_another_python(installed, tmp_path):
+    """apt ROS + pip: `ros2` runs /usr/bin/python3, not the venv's; sourcing local_setup.sh (or the venv's
+    activate) exports AMENT_PREFIX_PATH and PYTHONPATH so it finds the package and can read the launch files."""
+    setup = installed / "share" / "deer_vla" / "local_setup.sh"
+    assert setup.is_file() and str(setup) in (installed / "bin" / "activate").read_text()
+    for source in (setup, installed / "bin" / "activate"):
+        # a Python that is not the venv's (here: the dev venv's, whose deer_vla copy must not be the one used)
+        script = (f'. "{source}" && exec "{sys.executable}" -c '
+                  '"import deer_vla.ros.launch_support as m; print(m.__file__)"')
+        out = subprocess.run(["bash", "-c", script], env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip().startswith(str(installed)), out.stdout
+        found = _find(sys.executable, _env(**_sourced(source, tmp_path)), tmp_path)
+        assert Path(found[0]).resolve() == installed.resolve()
+
+
+def _sourced(script: Path, cwd: Path) -> dict[str, str]:
+    out = subprocess.run(["bash", "-c", f'. "{script}" && . "{script}" && env -0'], env=_env(), cwd=cwd,
+                         capture_output=True, text=True, timeout=30, check=True)
+    env = dict(item.split("=", 1) for item in out.stdout.split("\0") if "=" in item)
+    assert env["AMENT_PREFIX_PATH"].split(os.pathsep).count(str(installed_root(script))) == 1  # idempotent
+    return {k: env[k] for k in ("AMENT_PREFIX_PATH", "PYTHONPATH")}
+
+
+def installed_root(script: Path) -> Path:
+    return script.parents[2] if script.name == "local_setup.sh" else script.parents[1]
+
+
+def test_the_installed_node_executables_start_and_stop_cleanly(installed, tmp_path):
+    libexec = installed / "lib" / "deer_vla"
+    env = _env(PYTHONUNBUFFERED="1", ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", "0"))
+    logs = {name: tmp_path / f"{name}.log" for name in ("policy_node", "monitor_node")}
+    procs = {
+        "policy_node": subprocess.Popen([str(libexec / "policy_node"), "--ros-args", "-p", "autostart:=true",
+                                         "-p", f"checkpoint_dir:={tmp_path / 'none'}"],
+                                        stdout=logs["policy_node"].open("w"), stderr=subprocess.STDOUT, env=env,
+                                        cwd=tmp_path),
+        "monitor_node": subprocess.Popen([str(libexec / "monitor_node"), "--ros-args", "-p",
+                                          f"log_dir:={tmp_path}", "-p", "run_name:=inst"],
+                                         stdout=logs["monitor_node"].open("w"), stderr=subprocess.STDOUT, env=env,
+                                         cwd=tmp_path),
+    }
+    ready = {"policy_node": "configure failed", "monitor_node": "monitor logging to"}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(ready[n] in logs[n].read_text() for n in procs):
+            assert all(p.poll() is None for p in procs.values()), {n: logs[n].read_text() for n in procs}
+            time.sleep(0.2)
+        for name, proc in procs.items():
+            assert ready[name] in logs[name].read_text(), logs[name].read_text()
+            proc.send_signal(signal.SIGINT)
+        for name, proc in procs.items():
+            assert proc.wait(timeout=30) == 0, logs[name].read_text()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert (tmp_path / "inst" / "summary.json").is_file()
+    # the sim's launcher reaches the sim's own parameter validation; bringup's its argument parser
+    out = subprocess.run([str(libexec / "sim_node"), "--ros-args", "-p", "episodes:=0"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "'episodes' must be >= 1" in out.stderr
+    out = subprocess.run([str(libexec / "bringup"), "--help"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "NAME:=VALUE" in out.stdout, out.stderr
+    assert shutil.which("python3", path=str(installed / "bin"))  # the launchers' own-prefix Python was used
