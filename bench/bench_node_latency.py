@@ -9,14 +9,24 @@ until the raw action arrives; the model time is the step record's
 Overhead = round trip - model time: image conversion, observation assembly,
 safety checks, publishing and both message hops.
 
+``--cpu-load N`` runs every configuration twice, side by side: alone and
+beside N busy processes (a robot computer shared with other programs), and
+prints the p95 ratio loaded/unloaded. ``--torch-threads 0,1,...`` compares
+the node's ``torch_threads`` parameter (0 = torch's default, one per core).
+``--halt K`` measures K ``~/halt`` service round trips, each called while a
+model step runs in the node's worker thread.
+
     .venv/bin/python bench/bench_node_latency.py --quick
     .venv/bin/python bench/bench_node_latency.py --checkpoint deer_vla/assets/default_checkpoint --steps 300
+    .venv/bin/python bench/bench_node_latency.py --checkpoint deer_vla/assets/default_checkpoint --steps 150 \
+        --executors events --cpu-load 2 --torch-threads 0,1 --halt 30
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +64,49 @@ def stats(values: list[float]) -> dict[str, float]:
             "min": float(a.min()), "max": float(a.max())}
 
 
-def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str = "events") -> dict:
+def start_cpu_load(n: int) -> list[subprocess.Popen]:
+    """n busy processes (pure Python spin loops), one core's worth each."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def stop_cpu_load(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def measure_halt(executor, policy, driver, publish_pair, trials: int) -> dict:  # type: ignore[no-untyped-def]
+    """~/halt round trips (request out -> response in), each sent while a step runs in the worker."""
+    from rclpy.parameter import Parameter
+    from std_srvs.srv import Trigger
+
+    client = driver.create_client(Trigger, f"/{policy.get_name()}/halt")
+    if not client.wait_for_service(timeout_sec=5.0):
+        raise SystemExit("halt service not available")
+    times, during, missed = [], 0, 0
+    for _ in range(trials):
+        policy.set_parameters([Parameter("enabled", value=True)])
+        publish_pair()
+        deadline = time.monotonic() + 5.0
+        while not policy._worker.busy.is_set() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.0005)
+        if not policy._worker.busy.is_set():
+            missed += 1
+            continue
+        t0 = time.perf_counter_ns()
+        future = client.call_async(Trigger.Request())
+        while not future.done() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.0005)
+        times.append((time.perf_counter_ns() - t0) * 1e-6)
+        during += int(policy._worker.busy.is_set())  # the step was still running when halt had answered
+        while policy._worker.busy.is_set() and time.monotonic() < deadline + 5.0:
+            executor.spin_once(timeout_sec=0.001)
+    return {"trials": len(times), "answered_during_step": during, "step_not_caught": missed,
+            "halt_ms": stats(times) if times else None}
+
+
+def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str = "events",
+        torch_threads: int = 1, cpu_load: int = 0, halt_trials: int = 0) -> dict:
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
@@ -67,10 +119,12 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str
     from deer_vla.ros.image_conv import rgb_to_image_msg
     from deer_vla.ros.policy_node import INSTRUCTION_QOS, PolicyNode
 
+    load = start_cpu_load(cpu_load)
     rclpy.init()
     executor = make_executor(executor_kind)
     policy = PolicyNode(parameter_overrides=[Parameter("checkpoint_dir", value=str(checkpoint)),
-                                             Parameter("enabled", value=True)])
+                                             Parameter("enabled", value=True),
+                                             Parameter("torch_threads", value=torch_threads)])
     driver = rclpy.create_node("latency_driver")
     executor.add_node(policy)
     executor.add_node(driver)
@@ -91,19 +145,25 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str
         round_trip, model, lost = [], [], 0
         while policy.instruction is None:
             executor.spin_once(timeout_sec=0.05)
-        for i in range(warmup + steps):
+
+        def publish_pair() -> int:
             frames = [rgb_to_image_msg(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in pubs]
             stamp = driver.get_clock().now().to_msg()
             for f in frames:
                 f.header.stamp = stamp
-            arrived.clear()
-            n_records = len(records)
             if policy.stack.proprio_dim:  # the step waits for proprioception too: send it first
                 proprio_pub.publish(Float32MultiArray(data=[0.0] * policy.stack.proprio_dim))
+            t0 = 0
             for pub, frame in reversed(list(zip(pubs, frames))):
                 if pub is pubs[0]:
                     t0 = time.perf_counter_ns()
                 pub.publish(frame)
+            return t0
+
+        for i in range(warmup + steps):
+            arrived.clear()
+            n_records = len(records)
+            t0 = publish_pair()
             deadline = time.monotonic() + 5.0
             while ("t" not in arrived or len(records) <= n_records) and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.01)
@@ -115,8 +175,12 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str
                 model.append(records[-1].total_ms)
         node_internal = [a - b for a, b in list(policy.stats.latency_ms)[-len(round_trip):]]
         overhead = [r - m for r, m in zip(round_trip, model)]
+        halt = measure_halt(executor, policy, driver, publish_pair, halt_trials) if halt_trials else None
         return {
             "executor": executor_kind,
+            "torch_threads": torch_threads,
+            "cpu_load": cpu_load,
+            "halt": halt,
             "checkpoint": str(checkpoint),
             "exits_loaded": policy.stack.profile.num_exits,
             "image_size": size,
@@ -134,6 +198,7 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str
         policy.destroy_node()
         driver.destroy_node()
         rclpy.shutdown()
+        stop_cpu_load(load)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,26 +211,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executors", default="events,single",
                         help="rclpy executors to compare, one run each: 'events' (rclpy.experimental."
                              "EventsExecutor, the node executables' default) and/or 'single' (SingleThreadedExecutor)")
+    parser.add_argument("--cpu-load", type=int, default=0, metavar="N",
+                        help="also run each configuration beside N busy processes and compare (0 = no loaded run)")
+    parser.add_argument("--torch-threads", default="1",
+                        help="comma-separated values of the node's torch_threads parameter to compare (0 = torch's "
+                             "default)")
+    parser.add_argument("--halt", type=int, default=0, metavar="K",
+                        help="after the steps, K ~/halt calls each made while a model step runs")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     steps = 60 if args.quick else args.steps
     kinds = [k.strip() for k in args.executors.split(",") if k.strip()]
+    threads = [int(t) for t in args.torch_threads.split(",") if t.strip()]
+    if args.cpu_load < 0 or args.halt < 0 or any(t < 0 for t in threads):
+        parser.error("--cpu-load, --halt and --torch-threads must be >= 0")
+    loads = [0, args.cpu_load] if args.cpu_load else [0]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or build_tiny_checkpoint(Path(tmp))
         for kind in kinds:
-            result = run(checkpoint, steps, args.warmup, args.image_size, kind)
-            results.append(result)
-            print(f"policy node latency, {kind} executor, over {result['steps']} steps ({result['cameras']} cameras "
-                  f"{args.image_size}x{args.image_size}, {result['exits_loaded']} exits, lost {result['lost']}):")
-            for key in ("round_trip_ms", "model_ms", "overhead_ms", "overhead_inside_node_ms"):
-                s = result[key]
-                print(f"  {key:<25} median {s['median']:7.3f}  p95 {s['p95']:7.3f}  max {s['max']:7.3f}")
-    if len(results) > 1:
-        base = results[-1]["overhead_ms"]["median"]
-        for r in results[:-1]:
-            print(f"ratio overhead median {results[-1]['executor']}/{r['executor']}: "
-                  f"{base / max(r['overhead_ms']['median'], 1e-9):.2f}x")
+            for n_threads in threads:
+                for load in loads:
+                    result = run(checkpoint, steps, args.warmup, args.image_size, kind, n_threads, load, args.halt)
+                    results.append(result)
+                    print(f"policy node latency, {kind} executor, torch_threads {n_threads}, cpu load {load}, "
+                          f"over {result['steps']} steps ({result['cameras']} cameras {args.image_size}x"
+                          f"{args.image_size}, {result['exits_loaded']} exits, lost {result['lost']}):")
+                    for key in ("round_trip_ms", "model_ms", "overhead_ms", "overhead_inside_node_ms"):
+                        s = result[key]
+                        print(f"  {key:<25} median {s['median']:7.3f}  p95 {s['p95']:7.3f}  max {s['max']:7.3f}")
+                    if result["halt"] and result["halt"]["halt_ms"]:
+                        h = result["halt"]
+                        print(f"  {'halt_response_ms':<25} median {h['halt_ms']['median']:7.3f}  p95 "
+                              f"{h['halt_ms']['p95']:7.3f}  max {h['halt_ms']['max']:7.3f}  ({h['trials']} calls, "
+                              f"{h['answered_during_step']} answered while the step still ran)")
+    if len(kinds) > 1:
+        by_kind = {r["executor"]: r for r in results if r["cpu_load"] == 0 and r["torch_threads"] == threads[0]}
+        base = by_kind[kinds[-1]]["overhead_ms"]["median"]
+        for kind in kinds[:-1]:
+            print(f"ratio overhead median {kinds[-1]}/{kind}: "
+                  f"{base / max(by_kind[kind]['overhead_ms']['median'], 1e-9):.2f}x")
+    if args.cpu_load:
+        print(f"side by side, {args.cpu_load} busy process(es) vs none (p95 round trip, model):")
+        for kind in kinds:
+            for n_threads in threads:
+                pair = [r for r in results if r["executor"] == kind and r["torch_threads"] == n_threads]
+                alone, loaded = pair[0]["round_trip_ms"], pair[1]["round_trip_ms"]
+                print(f"  {kind:<6} torch_threads {n_threads}: round trip p95 {alone['p95']:8.2f} -> "
+                      f"{loaded['p95']:8.2f} ms, ratio loaded/unloaded p95 "
+                      f"{loaded['p95'] / max(alone['p95'], 1e-9):.2f}x "
+                      f"(median {loaded['median'] / max(alone['median'], 1e-9):.2f}x)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -66,6 +66,22 @@ def test_bench_node_latency_quick():
 
 
 @pytest.mark.slow
+@pytest.mark.ros
+def test_bench_node_latency_under_load_and_halt_quick():
+    needs_model()
+    out = run_quick("bench_node_latency.py", "--executors", "events", "--cpu-load", "1", "--halt", "3")
+    assert "cpu load 0" in out and "cpu load 1" in out  # both runs, side by side
+    assert "ratio loaded/unloaded p95" in out and "halt_response_ms" in out
+
+
+@pytest.mark.slow
+@pytest.mark.ros
+def test_bench_soak_quick():
+    out = run_quick("bench_soak.py")
+    assert "RSS growth after warm-up" in out and "flat" in out
+
+
+@pytest.mark.slow
 def test_bench_tradeoff_quick(tmp_path):
     needs_model()
     if not (REPO / "deer_vla" / "assets" / "default_checkpoint" / "config.json").is_file():
