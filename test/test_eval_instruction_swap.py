@@ -1,0 +1,61 @@
+"""Instruction-swap evaluation: the bookkeeping of own success vs swapped completion (headless MuJoCo)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("deer_vla.sim.metaworld_env")
+
+from deer_vla.evaluation import instruction_swap as swap
+
+
+def _adapter(task: str):  # type: ignore[no-untyped-def]
+    from deer_vla.sim.metaworld_env import MetaWorldAdapter
+
+    return MetaWorldAdapter(task, cameras=(), track_partner=True)
+
+
+def test_the_other_tasks_expert_counts_as_swapped_completion_not_success() -> None:
+    with _adapter("drawer-open-shared") as adapter:
+        wrong = swap.run_swap_episode(adapter, swap.ExpertActor("partner"), "expert-partner", 4, None)
+        right = swap.run_swap_episode(adapter, swap.ExpertActor("own"), "expert-own", 4, None)
+    # the drawer-close expert closes the drawer: the other task is done, this one is not
+    assert wrong.swapped and not wrong.success and wrong.first_swap_step is not None
+    assert wrong.task == "drawer-open-shared" and wrong.partner == "drawer-close-shared" and wrong.pair == "drawer"
+    assert wrong.steps == adapter.max_steps  # it ran to the limit: own success never came
+    assert right.success and not right.swapped and right.steps < adapter.max_steps
+
+
+def test_summary_counts_per_pair_with_wilson_intervals() -> None:
+    def ep(task: str, seed: int, success: bool, swapped: bool) -> swap.SwapEpisode:
+        partner = task.replace("open", "close") if "open" in task else task.replace("close", "open")
+        return swap.SwapEpisode("full", task, partner, "faucet", seed, "x", success, swapped, 10,
+                                3 if swapped else None)
+
+    eps = [ep("faucet-open-shared", 0, True, False), ep("faucet-close-shared", 0, True, False),
+           ep("faucet-open-shared", 1, False, True), ep("faucet-close-shared", 1, True, False)]
+    block = swap.summarize_swap(eps)["full"]["faucet"]
+    assert block["own"]["episodes"] == 4 and block["own"]["successes"] == 3 and block["own"]["swapped"] == 1
+    lo, hi = block["own"]["swapped_ci95"]
+    assert 0 < lo < 0.25 < hi < 1
+    assert block["tasks"]["faucet-open-shared"]["swapped_rate"] == 0.5
+    assert block["both_own"] == {"seeds": 2, "both_succeeded": 1, "rate": 0.5, "ci95": block["both_own"]["ci95"]}
+
+
+def test_cli_with_the_partner_expert_reports_every_episode_swapped(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    rc = swap.cli_main(["--expert", "partner", "--tasks", "faucet-open-shared,faucet-close-shared",
+                        "--episodes-per-task", "1", "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    result = json.loads((tmp_path / "swap_results.json").read_text())
+    block = result["summary"]["expert-partner"]["faucet"]
+    assert block["own"]["success_rate"] == 0.0 and block["own"]["swapped_rate"] == 1.0
+    assert {e["seed"] for e in result["episodes"]} == {result["seed_offset"]}  # one seed, both instructions
+    assert "swapped completion" in capsys.readouterr().out
+
+
+def test_cli_refuses_tasks_without_a_shared_start(capsys: pytest.CaptureFixture) -> None:
+    assert swap.cli_main(["--expert", "own", "--tasks", "drawer-open"]) == 2
+    assert "shared-start tasks only" in capsys.readouterr().err
