@@ -80,9 +80,10 @@ class SharedStart:
     tasks: tuple[str, str]  # Meta-World env names of the pair, (open, close)
 
 
-# The values keep each task well short of its own success at the start (drawer: open needs the joint at about
-# -0.157, close at about -0.023; window: open about 0.15 and up, close 0.05 and down; faucet: either end of the
-# handle a quarter turn away); docs/shared_starts.md has the experts' figures from them.
+# The values keep each task well short of its own success at the start. Where each criterion holds (joint swept
+# in Meta-World's own evaluate_state, seed 0): drawer open <= -0.16 (the joint's limit), close >= -0.031; window
+# open >= 0.191, close <= 0.04; faucet open >= 1.38 rad, close <= -1.26 rad. docs/shared_starts.md has the
+# experts' figures from these starts.
 SHARED_STARTS: dict[str, SharedStart] = {
     "drawer": SharedStart("drawer-open-v3", "goal_slidey", -0.08, ("drawer-open-v3", "drawer-close-v3")),
     "window": SharedStart("window-open-v3", "window_slide", 0.1, ("window-open-v3", "window-close-v3")),
