@@ -136,6 +136,16 @@ def test_bench_oracle_gap_quick(tmp_path, quick_demos):
 
 
 @pytest.mark.slow
+def test_bench_language_quick(quick_demos):
+    out = run_quick("bench_language.py", "--dataset", str(quick_demos))
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(
+        ("coffee-button", "handle-press", "all "))}
+    assert set(rows) == {"coffee-button", "handle-press", "all"}
+    canonical, heldout = float(rows["all"][0]), float(rows["all"][1])
+    assert 0 < canonical < 2 and 0 < heldout < 2  # RMS motion errors against the expert, both ways measured
+
+
+@pytest.mark.slow
 def test_bench_memory_quick():
     needs_model()
     out = run_quick("bench_memory.py")
