@@ -119,3 +119,29 @@ def test_monitor_survives_garbage_records(executor, tmp_path):
     while not sent() and time.monotonic() < end:
         pass
     assert monitor.bad_records >= 1 and monitor.stats.count == 0
+
+
+def test_monitor_keeps_a_bounded_plot_history(ros_context, tmp_path) -> None:
+    """A long run must not grow the monitor: the plot keeps the last PLOT_MAX_RECORDS steps, the logs all."""
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import String
+
+    from deer_vla.core import StepRecord
+    from deer_vla.ros import monitor_node
+    from deer_vla.ros.monitor_node import MonitorNode
+
+    node = MonitorNode(parameter_overrides=[Parameter("log_dir", value=str(tmp_path)),
+                                            Parameter("write_plot", value=False)])
+    try:
+        assert node.records.maxlen == monitor_node.PLOT_MAX_RECORDS
+        record = StepRecord(step=0, episode=0, exit_used=1, max_exit=2, stop_reason="threshold", llm_gflops=0.1,
+                            total_gflops=0.2, total_ms=1.0)
+        node.records = type(node.records)(maxlen=5)  # the same container with a small bound, to test quickly
+        for _ in range(12):
+            node._on_record(String(data=record.to_json()))
+        assert len(node.records) == 5
+        node.close()
+        lines = (node.log_dir / "steps.jsonl").read_text().splitlines()
+        assert len(lines) == 12  # every step is still logged
+    finally:
+        node.destroy_node()

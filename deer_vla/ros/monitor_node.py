@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -36,6 +37,9 @@ MONITOR_DEFAULTS: dict = {
 }
 
 
+PLOT_MAX_RECORDS = 20_000  # ~1 h at 5 Hz; older steps are in the logs
+
+
 class MonitorNode(Node):
     def __init__(self, name: str = "deer_vla_monitor", **kwargs) -> None:
         super().__init__(name, **kwargs)
@@ -60,7 +64,8 @@ class MonitorNode(Node):
         self._mcap = McapLog(self.mcap_path)
         self._write_plot = bool(p["write_plot"])
         self._hardware_id = p["hardware_id"]
-        self.records: list[StepRecord] = []
+        # the plot's records only: bounded, so a long run does not grow (JSONL + MCAP keep every step)
+        self.records: deque[StepRecord] = deque(maxlen=PLOT_MAX_RECORDS)
         self.bad_records = 0
         self.closed = False
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
