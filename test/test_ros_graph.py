@@ -253,7 +253,7 @@ def test_launch_arguments_reach_the_nodes(monkeypatch, tmp_path):
 
 def test_bringup_takes_the_launch_arguments(ros_context, tmp_path, monkeypatch):
     """`deer-vla bringup NAME:=VALUE` means what `ros2 launch ... NAME:=VALUE` means (real rclpy nodes)."""
-    from deer_vla.ros.bringup import _parse_launch_arguments, create_node
+    from deer_vla.ros.bringup import _parse_launch_arguments, _split_args, create_node
 
     monkeypatch.chdir(tmp_path)
     args = _parse_launch_arguments(["checkpoint:=/ckpt", "enabled:=true", "namespace:=robot1",
@@ -273,6 +273,9 @@ def test_bringup_takes_the_launch_arguments(ros_context, tmp_path, monkeypatch):
         load_graph("robot").with_arguments({"checkpoint_path": "/x"})
     with pytest.raises(SystemExit, match="NAME:=VALUE"):
         _parse_launch_arguments(["checkpoint=/x"])
+    # on the command line they are ours, not rcl's remapping rules
+    ros, own = _split_args(["--graph", "sim", "checkpoint:=/x", "--ros-args", "-r", "a:=b"])
+    assert ros == ["--graph", "sim", "--ros-args", "-r", "a:=b"] and own == ["checkpoint:=/x", "--graph", "sim"]
 
 
 @pytest.mark.parametrize("graph", ["robot", "sim"])

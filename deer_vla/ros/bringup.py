@@ -123,11 +123,16 @@ def _request_stop(signum: int, frame: object) -> None:
 
 
 def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
-    """-> (all arguments, those left after removing --ros-args ...)."""
+    """-> (the arguments for rclpy, ours: launch arguments + those left after removing --ros-args ...)."""
     from rclpy.utilities import remove_ros_args
 
     args = list(sys.argv[1:] if argv is None else argv)
-    return args, remove_ros_args(["deer_vla", *args])[1:]
+    # NAME:=VALUE before --ros-args are launch arguments, as for ros2 launch; rcl would take them for
+    # (deprecated) remapping rules, so they never reach rclpy
+    cut = args.index("--ros-args") if "--ros-args" in args else len(args)
+    launch = [a for a in args[:cut] if ":=" in a and not a.startswith("-")]
+    ros = [a for a in args[:cut] if a not in launch] + args[cut:]
+    return ros, launch + remove_ros_args(["deer_vla", *ros])[1:]
 
 
 def _init_ros(args: list[str]) -> bool:
@@ -176,7 +181,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except (BringupError, KeyError, FileNotFoundError, ValueError) as exc:
-        print(f"deer-vla bringup: {exc}", file=sys.stderr)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # no KeyError quotes
+        print(f"deer-vla bringup: {message}", file=sys.stderr)
         return 1
     finally:
         if bringup is not None:
