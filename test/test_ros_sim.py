@@ -100,3 +100,34 @@ def test_demo_main_job_end_to_end(tiny_checkpoint, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "deer_vla.cli", "demo", "--checkpoint", str(tmp_path / "none")],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no policy checkpoint" in missing.stderr
+
+
+def test_sim_node_releases_the_previous_tasks_simulator(ros_context, monkeypatch):
+    """Memory: cycling tasks must not keep one MuJoCo model + renderer per task alive."""
+    from rclpy.parameter import Parameter
+
+    import deer_vla.sim.metaworld_env as mw
+    from deer_vla.ros.sim_node import SimNode
+    from deer_vla.sim.tasks import get_task
+
+    made, closed = [], []
+
+    class FakeAdapter:
+        def __init__(self, task, **kwargs):
+            self.task = task
+            made.append(self)
+
+        def close(self):
+            closed.append(self)
+
+    monkeypatch.setattr(mw, "MetaWorldAdapter", FakeAdapter)
+    sim = SimNode(parameter_overrides=[Parameter("episodes", value=1)])
+    try:
+        a = sim._adapter_for(get_task("drawer-open"))
+        assert sim._adapter_for(get_task("drawer-open")) is a  # same task: reused, not rebuilt
+        b = sim._adapter_for(get_task("window-close"))
+        assert closed == [a] and len(sim._adapters) == 1 and b is not a
+        sim._adapter_for(get_task("drawer-open"))
+        assert closed == [a, b] and len(made) == 3
+    finally:
+        sim.destroy_node()

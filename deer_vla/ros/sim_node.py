@@ -129,6 +129,12 @@ class SimNode(Node):
         if task.name not in self._adapters:
             from deer_vla.sim.metaworld_env import MetaWorldAdapter
 
+            # One simulator at a time: a task change closes the previous task's MuJoCo model and
+            # renderer (each holds hundreds of MB; keeping every task's grew a soak by ~660 MB).
+            for old in self._adapters.values():
+                old.close()
+            self._adapters.clear()
+
             kwargs: dict[str, Any] = {"image_size": self.p["image_size"], "cameras": tuple(self.p["cameras"]),
                                       "seed": self.p["seed"]}
             if self.p["max_steps"]:
