@@ -10,8 +10,10 @@ from deer_vla.control.controller import ExitController
 from deer_vla.control.criterion import Criterion, consistency_scores
 from deer_vla.control.deadline import DeadlineGuard, LatencyTrace, ManualClock
 from deer_vla.control.descent import solve_thresholds_descent
+from deer_vla.control.guarantee import Guarantee
 from deer_vla.control.online import OnlineBudgetTracker
 from deer_vla.control.oracle import exit_errors, oracle_cost_at_error, oracle_exit, oracle_exits
+from deer_vla.control.risk import InfeasibleRiskError, RiskSpec, calibrate_risk
 from deer_vla.control.thresholds import Thresholds, simulate_exits, solve_thresholds_quantile
 
 __all__ = [
@@ -20,12 +22,16 @@ __all__ = [
     "Criterion",
     "DeadlineGuard",
     "ExitController",
+    "Guarantee",
     "InfeasibleBudgetError",
+    "InfeasibleRiskError",
     "LatencyTrace",
     "ManualClock",
     "OnlineBudgetTracker",
+    "RiskSpec",
     "Thresholds",
     "budget_report",
+    "calibrate_risk",
     "collect_exit_actions",
     "consistency_scores",
     "exit_cap",

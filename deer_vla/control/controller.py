@@ -22,6 +22,7 @@ import numpy as np
 from deer_vla.control.budgets import BudgetReport, BudgetSpec, budget_report
 from deer_vla.control.criterion import Criterion
 from deer_vla.control.deadline import DeadlineGuard, LatencyTrace
+from deer_vla.control.guarantee import Guarantee
 from deer_vla.control.online import OnlineBudgetTracker
 from deer_vla.control.oracle import oracle_exit
 from deer_vla.control.thresholds import Thresholds
@@ -124,6 +125,20 @@ class ExitController:
     def cap(self) -> int:
         return self.report.cap
 
+    @property
+    def guarantee(self) -> Guarantee | None:
+        """The thresholds' fidelity guarantee, while it holds: dynamic mode, the thresholds' own criterion
+        and the cap it was certified under (a different cap or criterion takes other exits)."""
+        th = self.thresholds
+        if th is None or th.guarantee is None or self.fixed_exit is not None or self.oracle_tolerance is not None:
+            return None
+        family = th.guarantee.family
+        if family is not None and family.cap != self.report.cap:
+            return None
+        if self._criterion is not None and self._criterion != th.criterion:
+            return None
+        return th.guarantee
+
     def _average_target(self) -> float | None:
         """The average the tracker holds: the budget's, else the one the thresholds were solved for.
 
@@ -146,8 +161,8 @@ class ExitController:
         either (from another thread, applied at the next step) cannot leave it stale.
         """
         target = self._average_target()
-        if self.tracker is None or target is None:
-            return None
+        if self.tracker is None or target is None or self.guarantee is not None:
+            return None  # scaling certified thresholds would void their guarantee
         if self.tracker.target_gflops != target:
             self.tracker.set_target(target)
         return self.tracker
@@ -240,6 +255,7 @@ class ExitController:
             if self.thresholds is not None and self.fixed_exit is None and self.oracle_tolerance is None
             else []
         )
+        g = self.guarantee
         record = StepRecord(
             step=self._step,
             episode=self._episode,
@@ -263,6 +279,12 @@ class ExitController:
             deadline_ms=self.budget.deadline_ms,
             stamp_ns=observation.stamp_ns,
             action=[float(v) for v in action],
+            risk_eps=g.eps if g else None,
+            risk_delta=g.delta if g else None,
+            risk_metric=g.metric if g else None,
+            risk_tau=g.tau if g else None,
+            risk_bound=g.bound if g else None,
+            risk_n_calibration=g.n_calibration if g else None,
         )
         self._step += 1
         self._episode_steps += 1

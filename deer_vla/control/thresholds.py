@@ -21,6 +21,7 @@ from scipy.special import logsumexp
 
 from deer_vla.control.budgets import METRICS, BudgetSpec, budget_report
 from deer_vla.control.criterion import Criterion, check_exit_actions, consistency_scores
+from deer_vla.control.guarantee import Guarantee
 from deer_vla.core import CostMetric, CostProfile
 
 Shape = Literal["geometric", "gaussian", "gamma"]
@@ -38,6 +39,7 @@ class Thresholds:
     expected_cost: float | None = None  # mean cost on the calibration set
     exit_distribution: list[float] = field(default_factory=list)  # fraction of steps at exits 1..N
     criterion: Criterion = field(default_factory=Criterion)
+    guarantee: Guarantee | None = None  # the fidelity guarantee they were certified for (control.risk)
 
     def __post_init__(self) -> None:
         try:
@@ -61,6 +63,9 @@ class Thresholds:
                     f"thresholds exit_distribution must be {self.num_exits} fractions in [0, 1], got {dist}"
                 )
             self.exit_distribution = dist
+        fam = self.guarantee.family if self.guarantee is not None else None
+        if fam is not None and len(fam.base) != len(values):
+            raise ValueError(f"thresholds guarantee family has {len(fam.base)} base values, thresholds {len(values)}")
         if self.expected_cost is not None and not (math.isfinite(self.expected_cost) and self.expected_cost >= 0):
             raise ValueError(f"thresholds expected_cost must be finite and >= 0, got {self.expected_cost}")
 
@@ -82,7 +87,7 @@ class Thresholds:
             )
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "values": list(self.values),
             "budget": self.budget.to_dict() if self.budget else None,
             "metric": self.metric,
@@ -91,12 +96,16 @@ class Thresholds:
             "exit_distribution": list(self.exit_distribution),
             "criterion": self.criterion.to_dict(),
         }
+        if self.guarantee is not None:  # absent otherwise, so files without one stay as they were
+            out["guarantee"] = self.guarantee.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict, num_exits: int | None = None) -> Thresholds:
         if not isinstance(data, dict):
             raise ValueError("thresholds JSON must be an object")
-        known = {"values", "budget", "metric", "method", "expected_cost", "exit_distribution", "criterion"}
+        known = {"values", "budget", "metric", "method", "expected_cost", "exit_distribution", "criterion",
+                 "guarantee"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown thresholds keys {sorted(unknown)}")
@@ -110,6 +119,7 @@ class Thresholds:
             expected_cost=data.get("expected_cost"),
             exit_distribution=data.get("exit_distribution", []),
             criterion=Criterion.from_dict(data.get("criterion") or {}),
+            guarantee=Guarantee.from_dict(data["guarantee"]) if data.get("guarantee") is not None else None,
         )
         if num_exits is not None and out.num_exits != num_exits:
             raise ValueError(

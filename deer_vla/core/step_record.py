@@ -35,6 +35,14 @@ class StepRecord:
     action: list[float] = field(default_factory=list)
     # camera stamp (the oldest camera's) -> action published, node clock; None where no node published it
     obs_age_ms: float | None = None
+    # the fidelity guarantee in force (control.risk), None without one: risk <= risk_eps with
+    # probability >= 1 - risk_delta, certified on risk_n_calibration steps
+    risk_eps: float | None = None
+    risk_delta: float | None = None
+    risk_metric: str | None = None  # "mean" (action distance clipped at risk_bound) | "exceed" (distance > risk_tau)
+    risk_tau: float | None = None
+    risk_bound: float | None = None
+    risk_n_calibration: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

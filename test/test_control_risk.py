@@ -1,0 +1,141 @@
+"""Risk-controlled thresholds (control.risk): valid p-values, the LTT guarantee on synthetic streams,
+where plain empirical choices fail, infeasible requests, and the guarantee carried to the step records."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deer_vla.control import BudgetSpec, ExitController, OnlineBudgetTracker, Thresholds, solve_thresholds_quantile
+from deer_vla.control.guarantee import Guarantee
+from deer_vla.control.risk import (
+    InfeasibleRiskError,
+    RiskSpec,
+    calibrate_risk,
+    certified_count,
+    eps_needed,
+    family_matrices,
+    p_values,
+    reapply,
+)
+from deer_vla.control.synthetic import ReplayExitPolicy, synthetic_episodes, synthetic_exit_actions, synthetic_profile
+
+PROFILE = synthetic_profile(6)
+COSTS = np.asarray(PROFILE.costs("llm_gflops"))
+
+
+@pytest.fixture(scope="module")
+def population() -> tuple[Thresholds, np.ndarray]:
+    """A large synthetic step population and base thresholds solved on other (disjoint-seed) steps."""
+    base = solve_thresholds_quantile(synthetic_exit_actions(2000, difficulty=0.6, seed=1), PROFILE,
+                                     BudgetSpec(average_gflops=0.4 * COSTS[-1]))
+    return base, synthetic_exit_actions(20_000, difficulty=0.6, seed=0)
+
+
+@pytest.mark.parametrize("spec", [RiskSpec("mean", None, 1.0, "wsr"), RiskSpec("mean", None, 1.0, "hb"),
+                                  RiskSpec("exceed", 0.5, 1.0)])
+def test_p_values_are_valid_at_the_null_boundary(spec: RiskSpec) -> None:
+    # Bernoulli losses with mean exactly eps: a valid p-value is <= delta at most a delta share of the time.
+    rng = np.random.default_rng(0)
+    eps, delta, n, reps = 0.2, 0.1, 200, 4000
+    losses = (rng.random((n, reps)) < eps).astype(float)
+    rate = float(np.mean(p_values(losses, eps, delta, spec) <= delta))
+    assert rate <= delta + 3 * np.sqrt(delta * (1 - delta) / reps)
+    # and the test has power where the risk is well below eps
+    low = (rng.random((n, 200)) < eps / 4).astype(float)
+    assert np.mean(p_values(low, eps, delta, spec) <= delta) > 0.9
+
+
+def _rates(base: Thresholds, pop: np.ndarray, spec: RiskSpec, eps: float, delta: float, n: int,
+           seeds: int) -> tuple[float, float, float]:
+    """Violation rates (true risk on the population > eps) of LTT and of the plain empirical choice
+    over ``seeds`` i.i.d. calibration draws of n steps; and LTT's mean cost share of the full model."""
+    losses, step_costs = family_matrices(pop, base, COSTS, 6, spec)
+    true_risk, true_cost = losses.mean(axis=0), step_costs.mean(axis=0)
+    rng = np.random.default_rng(1)
+    ltt = plain = 0
+    spent = []
+    for _ in range(seeds):
+        cal = rng.integers(0, len(pop), n)
+        risks, costs = losses[cal].mean(axis=0), step_costs[cal].mean(axis=0)
+        k = certified_count(losses[cal], eps, delta, spec)
+        j = int(np.argmin(costs[:k])) if k else 0
+        ltt += true_risk[j] > eps
+        ok = np.flatnonzero(risks <= eps)
+        jp = int(ok[np.argmin(costs[ok])])
+        plain += true_risk[jp] > eps
+        spent.append(true_cost[j] / COSTS[-1])
+    return ltt / seeds, plain / seeds, float(np.mean(spent))
+
+
+@pytest.mark.parametrize("spec,eps", [(RiskSpec("mean", None, 1.0, "wsr"), 0.05),
+                                      (RiskSpec("exceed", 0.1, 1.0), 0.2)])
+def test_ltt_holds_the_risk_where_the_plain_empirical_choice_violates(population, spec: RiskSpec,
+                                                                      eps: float) -> None:
+    base, pop = population
+    delta = 0.1
+    ltt, plain, spent = _rates(base, pop, spec, eps, delta, n=400, seeds=200)
+    assert plain > 3 * delta  # choosing on the calibration risk alone overshoots eps about half the time
+    assert ltt <= delta
+    assert spent < 0.95  # and the certified thresholds still save compute
+
+
+def test_eps_needed_reproduces_the_fixed_sequence_test(population) -> None:
+    base, pop = population
+    spec = RiskSpec("mean", None, 1.0, "wsr")
+    losses, _ = family_matrices(pop[:600], base, COSTS, 6, spec)
+    need = eps_needed(losses, 0.1, spec)
+    assert np.all(np.diff(need) >= 0)
+    for eps in (0.02, 0.05, 0.08, 0.12):
+        direct = certified_count(losses, eps, 0.1, spec)
+        assert int(np.sum(need <= eps)) == direct
+
+
+def test_calibrated_thresholds_carry_the_guarantee_and_refuse_infeasible_requests(population, tmp_path) -> None:
+    base, pop = population
+    spec = RiskSpec("mean", None, 1.0)
+    th = calibrate_risk(pop[:1000], base, COSTS, 6, eps=0.05, delta=0.1, spec=spec)
+    g = th.guarantee
+    assert g is not None and (g.eps, g.delta, g.metric, g.n_calibration, g.bound) == (0.05, 0.1, "mean", 1000, 1.0)
+    assert th.values == pytest.approx([v * g.scale for v in base.values])
+    th.save(tmp_path / "t.json")
+    loaded = Thresholds.load(tmp_path / "t.json")
+    assert loaded.guarantee == g and loaded.values == th.values
+    # a budget below the cheapest certified cost is refused with the smallest feasible budget ...
+    with pytest.raises(InfeasibleRiskError, match="the risk limit binds") as err:
+        reapply(loaded, 0.05, 0.1, average_budget=0.5 * th.expected_cost)
+    assert err.value.smallest_budget == pytest.approx(th.expected_cost)
+    assert err.value.smallest_eps is not None and err.value.smallest_eps > 0.05
+    # ... and both smallest values are indeed feasible
+    assert reapply(loaded, 0.05, 0.1, average_budget=err.value.smallest_budget).values == th.values
+    cheap = reapply(loaded, err.value.smallest_eps, 0.1, average_budget=0.5 * th.expected_cost)
+    assert cheap.expected_cost <= 0.5 * th.expected_cost
+    with pytest.raises(InfeasibleRiskError, match="smallest feasible eps") as err2:
+        reapply(loaded, 1e-6, 0.1)
+    assert err2.value.smallest_eps > 1e-6
+    with pytest.raises(InfeasibleRiskError, match="smallest feasible delta is 0.1"):
+        reapply(loaded, 0.05, 0.01)
+
+
+def test_step_records_carry_the_guarantee_and_the_tracker_cannot_scale_it(population) -> None:
+    base, pop = population
+    th = calibrate_risk(pop[:800], base, COSTS, 6, eps=0.05, delta=0.1, spec=RiskSpec("exceed", 0.1, 2.0))
+    policy = ReplayExitPolicy(pop[:50])
+    tracker = OnlineBudgetTracker(0.5 * COSTS[-1], gain=0.5)  # would loosen the thresholds fast
+    ctrl = ExitController(policy, PROFILE, th, BudgetSpec(average_gflops=0.4 * COSTS[-1]), tracker=tracker)
+    records = [ctrl.step(obs)[1] for obs in synthetic_episodes(1, 30)[0]]
+    assert all(r.threshold_scale == 1.0 for r in records)
+    r = records[-1]
+    assert (r.risk_eps, r.risk_delta, r.risk_metric, r.risk_tau, r.risk_n_calibration) == (0.05, 0.1, "exceed",
+                                                                                           0.1, 800)
+    # a cap other than the certified one takes other exits: no guarantee is claimed
+    capped = ExitController(ReplayExitPolicy(pop[:50]), PROFILE, th, BudgetSpec(peak_gflops=COSTS[3]))
+    assert capped.step(synthetic_episodes(1, 1)[0][0])[1].risk_eps is None
+
+
+def test_guarantee_json_is_validated() -> None:
+    with pytest.raises(ValueError, match="needs tau"):
+        Guarantee(eps=0.1, delta=0.1, metric="exceed", n_calibration=10, bound=2.0)
+    with pytest.raises(ValueError, match="delta"):
+        Guarantee.from_dict({"eps": 0.1, "delta": 1.5, "metric": "mean", "n_calibration": 10, "bound": 2.0})
+    with pytest.raises(ValueError, match="unknown guarantee keys"):
+        Guarantee.from_dict({"eps": 0.1, "delta": 0.1, "metric": "mean", "n_calibration": 10, "bound": 2.0, "x": 1})
