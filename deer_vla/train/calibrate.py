@@ -80,6 +80,12 @@ def calibration_exit_actions(
 def recording_exit_actions(runner: Any, recordings: Sequence[str | Path], max_steps: int | None = None) -> np.ndarray:
     """(S, N, A) actions of every exit at every step of the policy node's MCAP recordings (all their episodes)."""
     from deer_vla.control.calibration import collect_exit_actions
+
+    return collect_exit_actions(runner, recorded_observation_episodes(runner, recordings), max_steps=max_steps)
+
+
+def recorded_observation_episodes(runner: Any, recordings: Sequence[str | Path]) -> list[list[Observation]]:
+    """The policy node's MCAP recordings as episodes of Observations (a crashed run's file: its complete part)."""
     from deer_vla.ros.mcap_io import truncation_warnings_to_stderr
     from deer_vla.ros.recorder import recorded_episodes
 
@@ -87,14 +93,19 @@ def recording_exit_actions(runner: Any, recordings: Sequence[str | Path], max_st
     for path in recordings:
         if not Path(path).is_file():
             raise FileNotFoundError(f"recording not found: {path}")
-        with truncation_warnings_to_stderr("deer-vla calibrate"):  # a crashed run's file: its complete part
+        with truncation_warnings_to_stderr("deer-vla calibrate"):
             episodes += recorded_episodes(path, tuple(runner.cameras))
-    return collect_exit_actions(runner, episodes, max_steps=max_steps)
+    return episodes
 
 
-def budget_from_args(profile: Any, fraction: float | None, gflops: float | None, metric: str) -> Any:
+def budget_from_args(profile: Any, fraction: float | None, gflops: float | None, metric: str,
+                     default_fraction: float | None = None) -> Any:
     from deer_vla.control.budgets import BudgetSpec
 
+    if fraction is None and gflops is None and default_fraction is not None:
+        costs = profile.costs(metric)
+        # at least halfway from exit 2 to the full model, so even a shallow model has thresholds to scale
+        gflops = max(default_fraction * costs[-1], (costs[min(1, len(costs) - 1)] + costs[-1]) / 2)
     if (fraction is None) == (gflops is None):
         raise ValueError("give exactly one of --average-budget-fraction and --average-gflops")
     if fraction is not None:
@@ -122,6 +133,49 @@ def solve(exit_actions: np.ndarray, profile: Any, budget: Any, method: str = "qu
     raise ValueError(f"unknown threshold method {method!r}; choose one of {THRESHOLD_METHODS}")
 
 
+# --risk without an average budget: the base thresholds' shape is solved for this fraction of the full model
+# (or halfway from exit 2's cost to the full model's, if more)
+RISK_BASE_FRACTION = 0.25
+
+
+def split_base_episodes(episodes: Sequence[Any], fraction: float) -> tuple[list[Any], list[Any]]:
+    """Every episode to one side, evenly interleaved: ``fraction`` of them (>= 1) solve the base thresholds,
+    the rest (>= 1) certify them. Whole episodes, so the certifying steps are not the base's."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"--risk-base-fraction must be in (0, 1), got {fraction}")
+    if len(episodes) < 2:
+        raise ValueError(f"--risk needs >= 2 calibration episodes (base + certification), got {len(episodes)}")
+    base = [j for j in range(len(episodes)) if int((j + 1) * fraction) > int(j * fraction)] or [0]
+    if len(base) == len(episodes):
+        base = base[:-1]
+    chosen = set(base)
+    return [episodes[j] for j in base], [e for j, e in enumerate(episodes) if j not in chosen]
+
+
+def solve_risk(runner: Any, episodes: Sequence[Any], profile: Any, budget: Any, args: argparse.Namespace,
+               criterion: Any, explicit_budget: bool) -> tuple[Any, int, int]:
+    """Base thresholds (``args.method``) on part of the episodes, certified by LTT on the rest.
+
+    -> (thresholds carrying the guarantee, base steps, certification steps). Raises ValueError
+    (InfeasibleRiskError: which limit binds, and the smallest feasible values) when it cannot.
+    """
+    from deer_vla.control.budgets import budget_report
+    from deer_vla.control.calibration import collect_exit_actions
+    from deer_vla.control.risk import RiskSpec, calibrate_risk
+
+    spec = RiskSpec.parse(args.risk_metric, args.risk_bound, args.risk_test)
+    base_eps, cert_eps = split_base_episodes(list(episodes), args.risk_base_fraction)
+    base_actions = collect_exit_actions(runner, base_eps, max_steps=args.max_steps)
+    cert_actions = collect_exit_actions(runner, cert_eps, max_steps=args.max_steps)
+    base = solve(base_actions, profile, budget, args.method, criterion)
+    report = budget_report(profile, budget)
+    costs = profile.costs(budget.metric)
+    note = f" {report.cap}, set by {report.cap_binding}" if report.cap < profile.num_exits else ""
+    th = calibrate_risk(cert_actions, base, costs, report.cap, args.risk, args.delta, spec,
+                        average_budget=budget.average_gflops if explicit_budget else None, cap_note=note)
+    return th, len(base_actions), len(cert_actions)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla calibrate", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (thresholds.json is written here)")
@@ -130,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--recording", action="append", metavar="MCAP",
                      help="the policy node's own recording (record_path; repeat for several): thresholds solved "
                           "on what the robot actually saw")
-    b = p.add_mutually_exclusive_group(required=True)
+    b = p.add_mutually_exclusive_group()  # required unless --risk
     b.add_argument("--average-budget-fraction", type=float, help="average budget as a fraction of the full model")
     b.add_argument("--average-gflops", type=float, help="average budget in GFLOPs per action")
     p.add_argument("--metric", choices=("llm_gflops", "total_gflops"), default="llm_gflops")
@@ -146,13 +200,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refine with N Bayesian-optimisation trials against closed-loop success (0 = off)")
     p.add_argument("--bayes-tasks", default="all", help="tasks for --bayes rollouts (comma list or 'all')")
     p.add_argument("--bayes-episodes", type=int, default=3, help="episodes per task per --bayes trial")
+    r = p.add_argument_group(
+        "risk control", "certify thresholds so that, with probability >= 1-DELTA over the calibration steps, the "
+        "risk on a fresh step from the same distribution is <= EPS (Learn-then-Test, fixed-sequence testing over "
+        "the base thresholds scaled from strict to loose; steps assumed i.i.d.: see README, 'Fidelity guarantee')")
+    r.add_argument("--risk", type=float, default=None, metavar="EPS", help="risk limit (off when not given)")
+    r.add_argument("--delta", type=float, default=0.1, help="allowed probability that the guarantee fails")
+    r.add_argument("--risk-metric", default="mean", metavar="mean|exceed:TAU",
+                   help="mean: mean action distance from the full model (RMS over the motion axes); exceed:TAU: "
+                        "rate of steps whose distance exceeds TAU")
+    r.add_argument("--risk-bound", type=float, default=2.0, metavar="B",
+                   help="metric mean: each step's distance is clipped at B (2 clips nothing for actions in [-1, 1]; "
+                        "a smaller B certifies more but bounds the clipped mean)")
+    r.add_argument("--risk-test", choices=("wsr", "hb"), default="wsr",
+                   help="metric mean: p-value (wsr: Waudby-Smith-Ramdas betting; hb: Hoeffding-Bentkus)")
+    r.add_argument("--risk-base-fraction", type=float, default=0.3,
+                   help="share of the calibration episodes that solve the base thresholds (the rest certify them)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="write here instead of the checkpoint directory")
     return p
 
 
 def cli_main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.risk is None and args.average_budget_fraction is None and args.average_gflops is None:
+        parser.error("one of --average-budget-fraction / --average-gflops is required (optional with --risk)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from deer_vla.model.runner import PolicyRunner
 
@@ -170,12 +243,45 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     runner = PolicyRunner.from_checkpoint(ckpt, device=args.device)
     profile = runner.cost_profile
+    explicit_budget = args.average_budget_fraction is not None or args.average_gflops is not None
     try:
-        budget = budget_from_args(profile, args.average_budget_fraction, args.average_gflops, args.metric)
+        budget = budget_from_args(profile, args.average_budget_fraction, args.average_gflops, args.metric,
+                                  RISK_BASE_FRACTION if args.risk is not None else None)
     except ValueError as exc:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    if args.risk is not None:
+        if args.bayes > 0:
+            print("deer-vla calibrate: --bayes tunes thresholds after the fact, which would void --risk's "
+                  "guarantee; use one or the other", file=sys.stderr)
+            return 2
+        try:
+            if args.recording:
+                if tasks:
+                    raise ValueError("--tasks selects demonstrations of a --dataset; recordings are used whole")
+                episodes = recorded_observation_episodes(runner, args.recording)
+            else:
+                episodes = list(iter_dataset_observations(args.dataset, tuple(runner.cameras), args.episodes, tasks))
+            thresholds, n_base, n_cert = solve_risk(runner, episodes, profile, budget, args, criterion,
+                                                    explicit_budget)
+        except (KeyError, FileNotFoundError, ValueError) as exc:  # InfeasibleRiskError names the binding limit
+            print(f"deer-vla calibrate: {exc}", file=sys.stderr)
+            return 2
+        g = thresholds.guarantee
+        log.info("risk-certified thresholds (scale %.4g of the %s base): %s; expected %.4g %s per action",
+                 g.scale, args.method, g.describe(), thresholds.expected_cost, budget.metric)
+        out.mkdir(parents=True, exist_ok=True)
+        thresholds.save(out / "thresholds.json")
+        profile.save(out / "profile.json")
+        print(json.dumps({
+            "budget": budget.to_dict() if explicit_budget else None, "base_method": args.method,
+            "base_steps": n_base, "calibration_steps": n_cert, "guarantee": g.describe(),
+            "eps": g.eps, "delta": g.delta, "metric": g.metric, "tau": g.tau, "bound": g.bound, "scale": g.scale,
+            "values": thresholds.values, "expected_cost": thresholds.expected_cost,
+            "budget_slack": (budget.average_gflops - thresholds.expected_cost) if explicit_budget else None,
+        }, indent=2))
+        return 0
     try:
         if args.recording:
             if tasks:

@@ -1,0 +1,69 @@
+"""`deer-vla calibrate --risk`: certified thresholds written with their guarantee, infeasible limits refused."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from deer_vla.control.thresholds import Thresholds
+from deer_vla.train.calibrate import cli_main as calibrate_main
+from deer_vla.train.calibrate import split_base_episodes
+from deer_vla.train.synthetic import write_tiny_dataset
+
+torch.set_num_threads(1)
+TASKS = ("drawer-open", "drawer-close", "window-open", "window-close", "faucet-open")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from deer_vla.model.checkpoint import save_checkpoint
+    from deer_vla.model.policy import MultiExitPolicy
+    from deer_vla.model.presets import preset_config
+    from deer_vla.model.runner import PROFILE_FILE, PolicyRunner
+    from deer_vla.model.tokenizer import build_word_tokenizer
+
+    cfg = preset_config("tiny")
+    cfg = type(cfg).model_validate({**cfg.model_dump(), "proprio_dim": 4})
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("risk")
+    save_checkpoint(MultiExitPolicy(cfg), build_word_tokenizer(["open the drawer", "close the window"]), root / "ckpt")
+    PolicyRunner.from_checkpoint(root / "ckpt").cost_profile.save(root / "ckpt" / PROFILE_FILE)
+    data = write_tiny_dataset(root / "demos", tuple(cfg.cameras), int(cfg.image_size), 4, cfg.model_dump()["action"],
+                              tasks=TASKS, length=8)
+    return root / "ckpt", data
+
+
+def test_split_base_episodes_keeps_both_sides_disjoint_and_non_empty() -> None:
+    base, cert = split_base_episodes(list(range(10)), 0.3)
+    assert len(base) == 3 and len(cert) == 7 and not set(base) & set(cert)
+    assert [len(side) for side in split_base_episodes([0, 1], 0.9)] == [1, 1]
+    with pytest.raises(ValueError, match=">= 2 calibration episodes"):
+        split_base_episodes([0], 0.3)
+
+
+def test_calibrate_risk_writes_certified_thresholds_and_refuses_an_infeasible_eps(
+        checkpoint: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt, data = checkpoint
+    out = tmp_path / "cal"
+    args = ["--checkpoint", str(ckpt), "--dataset", str(data), "--episodes", "5", "--out", str(out)]
+    assert calibrate_main([*args, "--risk", "0.5", "--delta", "0.1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    th = Thresholds.load(out / "thresholds.json")
+    g = th.guarantee
+    assert th.method == "risk" and g is not None
+    assert (g.eps, g.delta, g.metric, g.bound) == (0.5, 0.1, "mean", 2.0)
+    assert g.n_calibration == report["calibration_steps"] == 4 * 8  # 1 of 5 episodes solves the base
+    assert report["base_steps"] == 8
+    # exceedance metric, same file format
+    assert calibrate_main([*args, "--risk", "0.5", "--delta", "0.2", "--risk-metric", "exceed:0.01"]) == 0
+    capsys.readouterr()
+    g = Thresholds.load(out / "thresholds.json").guarantee
+    assert g is not None and (g.metric, g.tau, g.delta) == ("exceed", 0.01, 0.2)
+    # a limit no thresholds can be certified for on 32 steps: refused, naming the smallest feasible eps
+    assert calibrate_main([*args, "--risk", "1e-6", "--delta", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "smallest feasible eps" in err
+    assert calibrate_main([*args, "--risk", "0.5", "--risk-metric", "exceed"]) == 2
+    assert "exceed:TAU" in capsys.readouterr().err
