@@ -97,8 +97,21 @@ class ExitController:
         self.budget = budget
 
     def set_budget(self, budget: BudgetSpec) -> None:
-        """Validate now (raises on a bad budget); it takes effect at the next step."""
-        self._validate(budget)
+        """Validate now (raises on a bad budget); it takes effect at the next step.
+
+        While a fidelity guarantee is in force, a budget that would void it is refused: one whose cap
+        differs from the certified one, or an average below the certified thresholds' calibration cost.
+        """
+        report, _ = self._validate(budget)
+        g = self.guarantee
+        if g is not None and g.family is not None and report.cap != g.family.cap:
+            raise ValueError(f"budget caps at exit {report.cap} (set by {report.cap_binding}) but the fidelity "
+                             f"guarantee in force was certified with exits up to {g.family.cap}; recalibrate")
+        cost = self.thresholds.expected_cost if self.thresholds is not None else None
+        if (g is not None and cost is not None and budget.average_gflops is not None
+                and budget.metric == self.thresholds.metric and budget.average_gflops < cost):  # type: ignore[union-attr]
+            raise ValueError(f"average budget {budget.average_gflops:g} is below the {cost:.6g} the thresholds "
+                             f"certified for eps={g.eps:g} spend; the smallest feasible average budget is {cost:.6g}")
         with self._lock:
             self._pending = budget
 

@@ -120,6 +120,19 @@ class BudgetMonitor:
         else:
             out.append(BudgetStatus("observation_age", OK, f"p95 observation age at action time "
                                     f"{self.obs_age(95):.1f} ms", age_values))
+        if rec.risk_eps is None:
+            out.append(BudgetStatus("fidelity_guarantee", OK, "none in force", {}))
+        else:
+            what = ("mean action distance" if rec.risk_metric == "mean"
+                    else f"rate of action distance > {rec.risk_tau:g}")
+            out.append(BudgetStatus(
+                "fidelity_guarantee", OK,
+                f"{what} <= {rec.risk_eps:g} with probability >= {1 - (rec.risk_delta or 0):g} "
+                f"({rec.risk_n_calibration} calibration steps)",
+                {"eps": f"{rec.risk_eps:.6g}", "delta": f"{rec.risk_delta:.6g}", "metric": str(rec.risk_metric),
+                 "tau": "" if rec.risk_tau is None else f"{rec.risk_tau:.6g}",
+                 "bound": "" if rec.risk_bound is None else f"{rec.risk_bound:.6g}",
+                 "n_calibration": str(rec.risk_n_calibration)}))
         mem = rec.budget_memory_bytes
         out.append(
             BudgetStatus(

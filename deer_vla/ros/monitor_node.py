@@ -98,12 +98,12 @@ class MonitorNode(Node):
     def diagnostics(self) -> DiagnosticArray:
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
+        not_budgets = ("steps", "records", "observation_age", "fidelity_guarantee")
         for status in self.stats.statuses():
             arr.status.append(
                 DiagnosticStatus(
                     level=bytes([status.level]),
-                    name=f"deer_vla: budget {status.name}" if status.name not in ("steps", "records", "observation_age")
-                    else f"deer_vla: {status.name}",
+                    name=f"deer_vla: {'' if status.name in not_budgets else 'budget '}{status.name}",
                     message=status.message,
                     hardware_id=self._hardware_id,
                     values=[KeyValue(key=k, value=v) for k, v in status.values.items()],

@@ -57,6 +57,10 @@ POLICY_DEFAULTS: dict[str, Any] = {
     # thresholds file was solved for one budget on calibration scenes; without it another average is not held)
     "budget.track_average": True,
     "fixed_exit": 0,  # >0: always use this exit (baseline); 0 = dynamic early exit
+    # fidelity guarantee (deer-vla calibrate --risk): >0 re-tests the thresholds file's certified family for this
+    # eps (and the average budget) at configure; 0 = use the file as it is (its own guarantee, if any)
+    "risk.eps": 0.0,
+    "risk.delta": 0.1,  # may not be below the delta the file was calibrated at
     "record_path": "",  # MCAP file for the policy's inputs and outputs per step ("" = off)
     "autostart": False,  # configure + activate on start (for running the executable alone)
     # torch intra-op threads, set at configure (0 = torch's default, one per core). 1 by measurement: beside
@@ -98,13 +102,15 @@ class PolicyParams(BaseModel):
     budget_metric: Literal["llm_gflops", "total_gflops"]
     budget_track_average: bool
     fixed_exit: int = Field(ge=0)
+    risk_eps: float = Field(ge=0)
+    risk_delta: float = Field(gt=0, lt=1)
     record_path: str
     autostart: bool
     torch_threads: int = Field(ge=0, le=1024)
 
     @field_validator(
         "rate_hz", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "hold_rate_hz", "hold_max_s",
-        "budget_average_gflops", "budget_peak_gflops", "budget_peak_ms", "budget_deadline_ms",
+        "budget_average_gflops", "budget_peak_gflops", "budget_peak_ms", "budget_deadline_ms", "risk_eps",
     )
     @classmethod
     def _finite(cls, v: float) -> float:
@@ -125,6 +131,12 @@ class PolicyParams(BaseModel):
             raise ValueError(f"image_topics must differ, got {self.image_topics}")
         if any(not t for t in self.image_topics):
             raise ValueError(f"image_topics must be non-empty names, got {self.image_topics}")
+        return self
+
+    @model_validator(mode="after")
+    def _risk_needs_dynamic_exits(self) -> PolicyParams:
+        if self.risk_eps > 0 and self.fixed_exit:
+            raise ValueError("risk.eps certifies dynamic exits; it cannot apply with fixed_exit set")
         return self
 
     @property

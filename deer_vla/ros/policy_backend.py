@@ -48,6 +48,35 @@ def check_budget(profile: CostProfile, budget: object, fixed_exit: int) -> int:
     return cap
 
 
+def apply_risk(thresholds: object, path: Path, budget: object, cap: int, risk_eps: float,
+               risk_delta: float) -> object:
+    """The thresholds to run under the fidelity limit: re-tested for ``risk_eps`` (> 0) and the average
+    budget, or the file's own guarantee checked against the budget. ConfigurationError (naming the smallest
+    feasible eps / budget / delta) when the limit and the budgets cannot hold together."""
+    from deer_vla.control.risk import InfeasibleRiskError, reapply
+
+    g = thresholds.guarantee  # type: ignore[attr-defined]
+    average = budget.average_gflops  # type: ignore[attr-defined]
+    if risk_eps <= 0 and (g is None or g.family is None):
+        return thresholds  # nothing asked, or a guarantee that cannot be re-tested: the controller checks its cap
+    if g is None or g.family is None:
+        raise ConfigurationError(
+            f"risk.eps={risk_eps:g} needs thresholds certified by `deer-vla calibrate --risk EPS --delta DELTA`; "
+            f"{path} carries no certified family")
+    if g.family.cap != cap:
+        raise ConfigurationError(
+            f"the budget caps the model at exit {cap} but {path} was certified with exits up to {g.family.cap}: "
+            "relax the peak/memory budget or recalibrate under it")
+    if average is not None and budget.metric != thresholds.metric:  # type: ignore[attr-defined]
+        raise ConfigurationError(f"budget.metric {budget.metric} differs from the thresholds' "  # type: ignore[attr-defined]
+                                 f"{thresholds.metric}")  # type: ignore[attr-defined]
+    eps, delta = (risk_eps, risk_delta) if risk_eps > 0 else (g.eps, g.delta)
+    try:
+        return reapply(thresholds, eps, delta, average)  # type: ignore[arg-type]
+    except InfeasibleRiskError as exc:
+        raise ConfigurationError(f"risk.eps={eps:g} with budget.average_gflops={average}: {exc}") from exc
+
+
 def load_stack(
     checkpoint: Path,
     thresholds_path: Path,
@@ -55,9 +84,13 @@ def load_stack(
     budget_kwargs: dict,
     fixed_exit: int = 0,
     track_average: bool = False,
+    risk_eps: float = 0.0,
+    risk_delta: float = 0.1,
 ) -> PolicyStack:
     """track_average: thresholds are scaled online so the running mean cost holds the average budget
-    (or, with none set, the average the thresholds were solved for; idle if they record none)."""
+    (or, with none set, the average the thresholds were solved for; idle if they record none; never while
+    a fidelity guarantee is in force). risk_eps > 0: the thresholds file's certified family is re-tested
+    for (risk_eps, risk_delta) and the average budget (``apply_risk``)."""
     from deer_vla.control.controller import ExitController
     from deer_vla.control.online import OnlineBudgetTracker
     from deer_vla.control.thresholds import Thresholds
@@ -88,6 +121,8 @@ def load_stack(
             f"thresholds file not found: {thresholds_path}; run `deer-vla calibrate` for this checkpoint, "
             "set 'thresholds_file', or set 'fixed_exit' to run one exit"
         )
+    if thresholds is not None and not fixed_exit:
+        thresholds = apply_risk(thresholds, thresholds_path, budget, cap, risk_eps, risk_delta)
     tracker = None
     if track_average and thresholds is not None and not fixed_exit:
         # it holds budget.average_gflops when set, else the average the thresholds were solved for

@@ -150,7 +150,8 @@ class PolicyNode(LifecycleNode):
         try:
             params = parse_params(self._current_values())
             stack = load_stack(params.checkpoint, params.thresholds_path, params.device, params.budget_kwargs(),
-                               params.fixed_exit, track_average=params.budget_track_average)
+                               params.fixed_exit, track_average=params.budget_track_average,
+                               risk_eps=params.risk_eps, risk_delta=params.risk_delta)
             if len(params.image_topics) != len(stack.cameras):
                 raise ConfigurationError(
                     f"parameter 'image_topics' lists {len(params.image_topics)} topic(s) {params.image_topics}, "
@@ -181,6 +182,9 @@ class PolicyNode(LifecycleNode):
             f"cameras {list(stack.cameras)} <- {params.image_topics}, device {params.device}, "
             f"{'ENABLED' if self.enabled else 'gated (dry run)'}"
         )
+        guarantee = getattr(stack.controller, "guarantee", None)
+        if guarantee is not None:
+            self.get_logger().info(f"fidelity guarantee in force: {guarantee.describe()}")
         return TransitionCallbackReturn.SUCCESS
 
     def _create_interfaces(self, params: PolicyParams, stack: PolicyStack) -> None:
