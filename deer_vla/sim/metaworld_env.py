@@ -163,11 +163,15 @@ class StepResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+# Experts whose class name does not follow the env name (peg-insert-side-v3 -> SawyerPegInsertionSideV3Policy).
+_EXPERT_CLASS: dict[str, str] = {"peg-insert-side-v3": "SawyerPegInsertionSideV3Policy"}
+
+
 def _expert_for(env_name: str) -> Any:
     import metaworld.policies as policies
 
     base = env_name.removesuffix("-v3")
-    cls_name = "Sawyer" + "".join(p.capitalize() for p in base.split("-")) + "V3Policy"
+    cls_name = _EXPERT_CLASS.get(env_name) or "Sawyer" + "".join(p.capitalize() for p in base.split("-")) + "V3Policy"
     cls = getattr(policies, cls_name, None)
     if cls is None:
         raise ValueError(f"Meta-World has no scripted expert {cls_name} for {env_name}")

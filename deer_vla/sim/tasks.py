@@ -206,7 +206,7 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     if not isinstance(name, str):
         raise TypeError(f"task must be a name or a TaskSpec, got {type(name).__name__}")
     key = name.strip()
-    if key.endswith("-v3") and key[:-3] in TASK_SUITE:  # accept Meta-World's own env name too
+    if key.endswith("-v3") and key[:-3] in ALL_TASKS:  # accept Meta-World's own env name too
         key = key[:-3]
     if key not in ALL_TASKS:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(ALL_TASKS)}; groups: {', '.join(TASK_GROUPS)}")
@@ -214,8 +214,8 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
 
 
 def resolve_tasks(spec: str) -> list[TaskSpec]:
-    """A comma-separated list of task names and groups ('all', 'shared', 'all+shared'); order kept, duplicates
-    dropped."""
+    """A comma-separated list of task names and groups ('all', 'shared', 'all+shared', 'mt50', 'mt50-easy',
+    ...); order kept, duplicates dropped."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise ValueError(f"no task names in {spec!r}; use a group ({', '.join(TASK_GROUPS)}) or a comma list of: "
@@ -226,3 +226,16 @@ def resolve_tasks(spec: str) -> list[TaskSpec]:
             if t not in out:
                 out.append(t)
     return out
+
+
+def _register_mt50() -> None:
+    # The 50-task suite lives in its own module (it reuses this one's ten TaskSpecs); registered here so every
+    # command that takes --tasks also takes "mt50", "mt50-easy", ... and the forty other task names.
+    from deer_vla.sim.mt50 import MT50_GROUPS, MT50_TASKS
+
+    for name, spec in MT50_TASKS.items():
+        ALL_TASKS.setdefault(name, spec)
+    TASK_GROUPS.update(MT50_GROUPS)
+
+
+_register_mt50()
