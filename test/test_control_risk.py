@@ -139,3 +139,20 @@ def test_guarantee_json_is_validated() -> None:
         Guarantee.from_dict({"eps": 0.1, "delta": 1.5, "metric": "mean", "n_calibration": 10, "bound": 2.0})
     with pytest.raises(ValueError, match="unknown guarantee keys"):
         Guarantee.from_dict({"eps": 0.1, "delta": 0.1, "metric": "mean", "n_calibration": 10, "bound": 2.0, "x": 1})
+
+
+def test_episode_unit_tests_per_episode_means_and_records_it(population) -> None:
+    from deer_vla.control.risk import episode_means
+
+    vals = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0]])
+    assert episode_means(vals, np.array([7, 7, 2])).tolist() == [[2.0, 1.0], [5.0, 4.0]]
+    base, pop = population
+    owner = np.repeat(np.arange(40), 25)  # 40 episodes of 25 steps
+    th = calibrate_risk(pop[:1000], base, COSTS, 6, eps=0.3, delta=0.1, spec=RiskSpec("exceed", 0.1, 2.0),
+                        episode_of=owner)
+    g = th.guarantee
+    assert g is not None and g.unit == "episode" and g.n_calibration == 40
+    assert Thresholds.from_dict(th.to_dict()).guarantee.unit == "episode"
+    # episode rates are not Bernoulli: the binomial tail would be invalid, a bounded-loss test is used
+    rates = np.full((40, 1), 0.25)
+    assert p_values(rates, 0.3, 0.1, RiskSpec("exceed", 0.1, 2.0))[0] > 0.0

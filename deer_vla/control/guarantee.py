@@ -92,6 +92,7 @@ class Guarantee:
     scale: float = 1.0  # the certified family member (thresholds = base * scale)
     procedure: str = "ltt-fixed-sequence"
     family: RiskFamilyData | None = field(default=None, compare=False)
+    unit: str = "step"  # what n_calibration counts and the risk averages over: "step" or "episode"
 
     def __post_init__(self) -> None:
         if self.metric not in RISK_METRICS:
@@ -110,17 +111,19 @@ class Guarantee:
         if isinstance(self.n_calibration, bool) or not isinstance(self.n_calibration, int) or self.n_calibration < 1:
             raise ValueError(f"guarantee n_calibration must be an int >= 1, got {self.n_calibration!r}")
         _finite("scale", self.scale, 0.0, math.inf, closed_low=True)
+        if self.unit not in ("step", "episode"):
+            raise ValueError(f"guarantee unit must be 'step' or 'episode', got {self.unit!r}")
 
     def describe(self) -> str:
         what = (f"mean action distance (clipped at {self.bound:g})" if self.metric == "mean"
                 else f"rate of steps with action distance > {self.tau:g}")
         return (f"{what} <= {self.eps:g} with probability >= {1 - self.delta:g} "
-                f"({self.procedure}, {self.n_calibration} calibration steps)")
+                f"({self.procedure}, {self.n_calibration} calibration {self.unit}s)")
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"eps": self.eps, "delta": self.delta, "metric": self.metric, "tau": self.tau,
                                "n_calibration": self.n_calibration, "bound": self.bound, "scale": self.scale,
-                               "procedure": self.procedure}
+                               "procedure": self.procedure, "unit": self.unit}
         if self.family is not None:
             out["family"] = self.family.to_dict()
         return out
@@ -129,7 +132,7 @@ class Guarantee:
     def from_dict(cls, data: dict) -> Guarantee:
         if not isinstance(data, dict):
             raise ValueError("thresholds guarantee must be an object")
-        known = {"eps", "delta", "metric", "tau", "n_calibration", "bound", "scale", "procedure", "family"}
+        known = {"eps", "delta", "metric", "tau", "n_calibration", "bound", "scale", "procedure", "family", "unit"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown guarantee keys {sorted(unknown)}")
@@ -139,4 +142,5 @@ class Guarantee:
         family = RiskFamilyData.from_dict(data["family"]) if data.get("family") is not None else None
         return cls(eps=data["eps"], delta=data["delta"], metric=data["metric"], tau=data.get("tau"),
                    n_calibration=data["n_calibration"], bound=data["bound"], scale=data.get("scale", 1.0),
-                   procedure=data.get("procedure", "ltt-fixed-sequence"), family=family)
+                   procedure=data.get("procedure", "ltt-fixed-sequence"), family=family,
+                   unit=data.get("unit", "step"))

@@ -99,7 +99,7 @@ class RiskSpec:
     @property
     def procedure(self) -> str:
         """The name recorded in the guarantee: the multiple test and the p-value."""
-        return f"ltt-fixed-sequence/{'binomial' if self.metric == 'exceed' else self.test}"
+        return f"ltt-fixed-sequence/{'binomial|' + self.test if self.metric == 'exceed' else self.test}"
 
     @classmethod
     def parse(cls, text: str, bound: float = DEFAULT_BOUND, test: str = "wsr") -> RiskSpec:
@@ -168,8 +168,10 @@ def p_values(losses: np.ndarray, eps: float | np.ndarray, delta: float, spec: Ri
     if not live.any():
         return out
     rl, el = r[live], e[live]
-    if spec.metric == "exceed":
+    if spec.metric == "exceed" and np.all((x == 0) | (x == 1)):
         out[live] = binom.cdf(np.round(n * rl), n, el)
+    elif spec.metric == "exceed":  # per-episode exceedance rates: bounded in [0, 1], not Bernoulli
+        out[live] = _wsr(x[:, live], el, delta)
     elif spec.test == "wsr":
         out[live] = _wsr(x[:, live], el, delta)
     else:
@@ -275,35 +277,51 @@ def select_member(needed: np.ndarray, costs: np.ndarray, eps: float, delta: floa
     return idx
 
 
+def episode_means(values: np.ndarray, episode_of: np.ndarray) -> np.ndarray:
+    """(S, L) per-step values -> (E, L) per-episode means (episodes in order of first appearance)."""
+    ids = np.asarray(episode_of)
+    if ids.shape != (values.shape[0],):
+        raise ValueError(f"episode_of must give one episode per step ({values.shape[0]}), got shape {ids.shape}")
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    sums = np.zeros((first.size, values.shape[1]))
+    np.add.at(sums, inverse, values)
+    return (sums / np.bincount(inverse)[:, None])[np.argsort(first)]
+
+
 def calibrate_risk(exit_actions: np.ndarray, base: Thresholds, costs: np.ndarray, cap: int, eps: float,
                    delta: float, spec: RiskSpec, average_budget: float | None = None,
                    scales: tuple[float, ...] | np.ndarray = DEFAULT_SCALES, cap_note: str = "",
-                   seed: int = 0) -> Thresholds:
+                   seed: int = 0, episode_of: np.ndarray | None = None) -> Thresholds:
     """Thresholds base * lambda-hat certified on these calibration steps (module docstring), carrying the
     guarantee and the family, so another eps or budget (same or larger delta) is re-tested without the data.
 
-    The steps are put in a fixed random order first (``seed``): the betting p-value is order-dependent
-    and recorded episodes come in order.
+    episode_of (one id per step): test per-episode mean losses instead of steps, the unit that is i.i.d.
+    when episodes are (steps of one episode are correlated); the risk is then the expected per-episode
+    mean, and n counts episodes. The units are put in a fixed random order first (``seed``): the
+    betting p-value is order-dependent and recorded episodes come in order.
     """
     if not (math.isfinite(delta) and 0 < delta < 1):
         raise ValueError(f"risk delta must be in (0, 1), got {delta}")
     losses, step_costs = family_matrices(exit_actions, base, costs, cap, spec, scales)
+    unit = "step"
+    if episode_of is not None:
+        losses, step_costs, unit = episode_means(losses, episode_of), episode_means(step_costs, episode_of), "episode"
     losses = losses[np.random.default_rng(seed).permutation(losses.shape[0])]
     family = RiskFamilyData(base=list(base.values), scales=[float(v) for v in scales],
                             costs=[float(v) for v in step_costs.mean(axis=0)],
                             risks=[float(v) for v in losses.mean(axis=0)],
                             eps_needed=[float(v) for v in eps_needed(losses, delta, spec)], delta=delta, cap=cap)
-    return apply_family(base, family, losses.shape[0], eps, spec, average_budget, cap_note)
+    return apply_family(base, family, losses.shape[0], eps, spec, average_budget, cap_note, unit)
 
 
 def apply_family(base: Thresholds, family: RiskFamilyData, n: int, eps: float, spec: RiskSpec,
-                 average_budget: float | None = None, cap_note: str = "") -> Thresholds:
+                 average_budget: float | None = None, cap_note: str = "", unit: str = "step") -> Thresholds:
     """The certified thresholds for (eps, average budget) from a stored family, at the family's delta."""
     idx = select_member(np.asarray(family.eps_needed), np.asarray(family.costs), eps, family.delta, n,
                         average_budget, cap_note)
     scale = family.scales[idx]
     guarantee = Guarantee(eps=eps, delta=family.delta, metric=spec.metric, tau=spec.tau, n_calibration=n,
-                          bound=spec.bound, scale=scale, procedure=spec.procedure, family=family)
+                          bound=spec.bound, scale=scale, procedure=spec.procedure, family=family, unit=unit)
     return Thresholds(values=[v * scale for v in family.base], budget=base.budget, metric=base.metric,
                       method="risk", expected_cost=family.costs[idx], exit_distribution=[],
                       criterion=base.criterion, guarantee=guarantee)
@@ -326,5 +344,5 @@ def reapply(thresholds: Thresholds, eps: float, delta: float, average_budget: fl
             f"risk delta {delta:g} is below the {g.family.delta:g} these thresholds were calibrated at; the "
             f"smallest feasible delta is {g.family.delta:g} (or recalibrate with --delta {delta:g})",
             binding="delta")
-    spec = RiskSpec(g.metric, g.tau, g.bound, "hb" if g.procedure.endswith("/hb") else "wsr")
-    return apply_family(thresholds, g.family, g.n_calibration, eps, spec, average_budget)
+    spec = RiskSpec(g.metric, g.tau, g.bound, "hb" if g.procedure.endswith("hb") else "wsr")
+    return apply_family(thresholds, g.family, g.n_calibration, eps, spec, average_budget, unit=g.unit)

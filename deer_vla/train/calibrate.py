@@ -166,13 +166,16 @@ def solve_risk(runner: Any, episodes: Sequence[Any], profile: Any, budget: Any, 
     spec = RiskSpec.parse(args.risk_metric, args.risk_bound, args.risk_test)
     base_eps, cert_eps = split_base_episodes(list(episodes), args.risk_base_fraction)
     base_actions = collect_exit_actions(runner, base_eps, max_steps=args.max_steps)
-    cert_actions = collect_exit_actions(runner, cert_eps, max_steps=args.max_steps)
+    parts = [collect_exit_actions(runner, [ep]) for ep in cert_eps if len(ep)]
+    cert_actions = np.concatenate(parts)[: args.max_steps]
+    episode_of = np.concatenate([np.full(len(a), j) for j, a in enumerate(parts)])[: args.max_steps]
     base = solve(base_actions, profile, budget, args.method, criterion)
     report = budget_report(profile, budget)
     costs = profile.costs(budget.metric)
     note = f" {report.cap}, set by {report.cap_binding}" if report.cap < profile.num_exits else ""
     th = calibrate_risk(cert_actions, base, costs, report.cap, args.risk, args.delta, spec,
-                        average_budget=budget.average_gflops if explicit_budget else None, cap_note=note)
+                        average_budget=budget.average_gflops if explicit_budget else None, cap_note=note,
+                        episode_of=episode_of if args.risk_unit == "episode" else None)
     return th, len(base_actions), len(cert_actions)
 
 
@@ -214,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a smaller B certifies more but bounds the clipped mean)")
     r.add_argument("--risk-test", choices=("wsr", "hb"), default="wsr",
                    help="metric mean: p-value (wsr: Waudby-Smith-Ramdas betting; hb: Hoeffding-Bentkus)")
+    r.add_argument("--risk-unit", choices=("step", "episode"), default="step",
+                   help="step: steps are taken as i.i.d. (they are correlated within an episode); episode: each "
+                        "episode's mean loss is one i.i.d. sample (valid for i.i.d. episodes, needs more of them)")
     r.add_argument("--risk-base-fraction", type=float, default=0.3,
                    help="share of the calibration episodes that solve the base thresholds (the rest certify them)")
     p.add_argument("--device", default="cpu")

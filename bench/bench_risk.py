@@ -1,0 +1,220 @@
+"""Risk-controlled thresholds on held-out steps: does the guarantee hold, and what does it cost?
+
+Records every exit's action at every step of held-out episodes (data/val by
+default) with the checkpoint, once. Then, over many random splits of those
+steps into a calibration half and a test half, it certifies thresholds on the
+calibration half with Learn-then-Test (deer_vla.control.risk: the base
+thresholds scaled along a fixed grid, fixed-sequence testing at level delta)
+and measures the test half's risk. The fraction of splits whose test risk
+exceeds eps must be <= delta. Beside it: a plain empirical choice (the
+cheapest scale whose calibration risk is <= eps, no test), and the compute
+each split spent (mean cost of the test half / the full model's cost).
+
+The base thresholds (default: the checkpoint's thresholds.json) are not
+fitted on these held-out steps, as LTT requires. --unit episode splits whole
+episodes instead of steps (steps of an episode are correlated).
+
+    python bench/bench_risk.py --quick                # 8 episodes x 40 steps, 200 splits
+    python bench/bench_risk.py                        # data/val, 500 splits
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from common import DEFAULT_CHECKPOINT, REPO, machine_description
+
+from deer_vla.control import collect_exit_actions
+from deer_vla.control.risk import DEFAULT_BOUND, RiskSpec, certified_count, episode_means, family_matrices
+from deer_vla.control.thresholds import Thresholds
+
+DEFAULT_PAIRS = ("mean,0.01,0.1", "mean,0.015,0.05", "exceed:0.05,0.1,0.1", "exceed:0.02,0.2,0.05")
+
+
+def parse_pair(text: str, bound: float, test: str) -> tuple[RiskSpec, float, float]:
+    """"METRIC,EPS,DELTA" with METRIC "mean" or "exceed:TAU"."""
+    try:
+        metric, eps, delta = text.split(",")
+        return RiskSpec.parse(metric, bound, test), float(eps), float(delta)
+    except ValueError as exc:
+        raise SystemExit(f"--pair {text!r}: expected METRIC,EPS,DELTA (METRIC mean or exceed:TAU): {exc}") from None
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a rate k/n (the violation rate is itself measured on finite splits)."""
+    p = k / n
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, mid - half)), float(min(1.0, mid + half))
+
+
+def record_actions(checkpoint: Path, dataset: Path, episodes: int | None, max_steps: int | None,
+                   threads: int) -> tuple[np.ndarray, np.ndarray, object]:
+    """-> (S, N, A) per-exit actions, (S,) episode of each step, and the runner's cost profile."""
+    import torch
+
+    from deer_vla.data.episodes import EpisodeDataset
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.train.calibrate import episode_observations
+
+    torch.set_num_threads(threads)
+    runner = PolicyRunner.from_checkpoint(checkpoint, device="cpu")
+    ds = EpisodeDataset(dataset)
+    n = len(ds) if episodes is None else min(episodes, len(ds))
+    picks = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
+    parts, owner = [], []
+    with torch.inference_mode():
+        for j, i in enumerate(picks):
+            obs = episode_observations(ds.load(int(i)), tuple(runner.cameras))[:max_steps]
+            parts.append(collect_exit_actions(runner, [obs]))
+            owner.append(np.full(len(parts[-1]), j))
+    return np.concatenate(parts), np.concatenate(owner), runner.cost_profile
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    p.add_argument("--dataset", default=str(REPO / "data" / "val"), help="held-out episodes")
+    p.add_argument("--episodes", type=int, default=None, help="held-out episodes to use (default all; --quick 8)")
+    p.add_argument("--max-steps", type=int, default=None, help="steps per episode (default all; --quick 40)")
+    p.add_argument("--base-thresholds", default=None,
+                   help="thresholds scaled by the family (default <checkpoint>/thresholds.json); must not be "
+                        "fitted on these held-out episodes")
+    p.add_argument("--pair", action="append", default=None, metavar="METRIC,EPS,DELTA",
+                   help=f"risk limit to test, repeatable (default {' '.join(DEFAULT_PAIRS)})")
+    p.add_argument("--bound", type=float, default=DEFAULT_BOUND,
+                   help="metric mean: per-step distance clip B (2 clips nothing for actions in [-1, 1])")
+    p.add_argument("--test", choices=("wsr", "hb"), default="wsr", help="metric mean: p-value")
+    p.add_argument("--splits", type=int, default=None, help="random calibration/test splits (default 500; quick 200)")
+    p.add_argument("--calib-fraction", type=float, default=0.5)
+    p.add_argument("--unit", choices=("step", "episode"), default="step", help="what a split draws")
+    p.add_argument("--risk-unit", choices=("step", "episode"), default=None,
+                   help="what the test treats as i.i.d. (default: the split unit); episode: per-episode mean losses")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--actions-cache", default=None, metavar="NPZ",
+                   help="reuse the recorded per-exit actions from this file (written on first use)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="bench_results/risk.json")
+    args = p.parse_args(argv)
+
+    episodes = args.episodes or (8 if args.quick else None)
+    max_steps = args.max_steps or (40 if args.quick else None)
+    n_splits = args.splits or (200 if args.quick else 500)
+    if n_splits < 1 or not 0 < args.calib_fraction < 1:
+        raise SystemExit("--splits must be >= 1 and --calib-fraction in (0, 1)")
+    pairs = [parse_pair(t, args.bound, args.test) for t in (args.pair or DEFAULT_PAIRS)]
+    ckpt, dataset = Path(args.checkpoint), Path(args.dataset)
+    if not (ckpt / "model.safetensors").is_file():
+        raise SystemExit(f"{ckpt} is not a checkpoint directory (no model.safetensors)")
+    if not dataset.is_dir():
+        raise SystemExit(f"no held-out episodes at {dataset}: make them with `deer-vla collect` (README)")
+    base_path = Path(args.base_thresholds) if args.base_thresholds else ckpt / "thresholds.json"
+    base = Thresholds.load(base_path)
+
+    t0 = time.perf_counter()
+    weights = ckpt / "model.safetensors"
+    key = np.array([str(ckpt.resolve()), str(weights.stat().st_size), str(weights.stat().st_mtime_ns),
+                    str(dataset.resolve()), str(episodes), str(max_steps)])
+    cache = Path(args.actions_cache) if args.actions_cache else None
+    actions = None
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            if np.array_equal(z["key"], key):  # recorded for this very checkpoint and data
+                actions, owner, costs = z["actions"], z["owner"], z["costs"]
+    if actions is None:
+        actions, owner, profile = record_actions(ckpt, dataset, episodes, max_steps, args.threads)
+        costs = np.asarray(profile.costs(base.metric))  # type: ignore[attr-defined]
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, key=key, actions=actions, owner=owner, costs=costs)
+        source = f"recorded in {time.perf_counter() - t0:.0f} s"
+    else:
+        source = f"loaded from {cache}"
+    s, n_exits, _ = actions.shape
+    full = float(costs[-1])
+    print(f"{machine_description('cpu')}; checkpoint {ckpt}; {s} held-out steps of {len(np.unique(owner))} "
+          f"episodes ({source}), {n_exits} exits, full model {full:.4g} {base.metric}/step; base thresholds "
+          f"{base_path} ({base.method}); {n_splits} splits by {args.unit}, {args.calib_fraction:g} calibration")
+
+    risk_unit = args.risk_unit or args.unit
+    if risk_unit == "episode" and args.unit == "step":
+        raise SystemExit("--risk-unit episode needs --unit episode (whole episodes on each side)")
+    rng = np.random.default_rng(args.seed)
+    units = np.unique(owner) if args.unit == "episode" else np.arange(s)
+    n_cal_units = max(1, int(round(args.calib_fraction * len(units))))
+    splits = []
+    for _ in range(n_splits):
+        perm = rng.permutation(len(units))
+        cal_u, test_u = units[perm[:n_cal_units]], units[perm[n_cal_units:]]
+        if args.unit == "episode":
+            splits.append((np.flatnonzero(np.isin(owner, cal_u)), np.flatnonzero(np.isin(owner, test_u))))
+        else:
+            splits.append((cal_u, test_u))
+
+    results = []
+    header = (f"{'metric':<12} {'eps':>6} {'delta':>6} | {'LTT viol.':>9} {'refused':>7} {'test risk':>9} "
+              f"{'cost/full mean [p5, p95]':>25} | {'plain viol.':>11} {'plain cost/full':>15}")
+    print(f"p-value for metric mean: {args.test}, distances clipped at {args.bound:g}; test unit: {risk_unit}")
+    print(header)
+    for spec, eps, delta in pairs:
+        losses, step_costs = family_matrices(actions, base, costs, n_exits, spec)
+        viol = plain_viol = refused = 0
+        test_risks, test_costs, plain_costs, per_split = [], [], [], []
+        for cal, test in splits:
+            risks, mean_costs = losses[cal].mean(axis=0), step_costs[cal].mean(axis=0)
+            units_loss = episode_means(losses[cal], owner[cal]) if risk_unit == "episode" else losses[cal]
+            certified = certified_count(units_loss, eps, delta, spec)
+            if certified:
+                j = int(np.argmin(mean_costs[:certified]))  # the cheapest certified member
+            else:
+                j = 0  # refused: the strictest member (the full model under no cap) is what a user falls back to
+                refused += 1
+            t_risk, t_cost = float(losses[test, j].mean()), float(step_costs[test, j].mean())
+            viol += t_risk > eps
+            test_risks.append(t_risk)
+            test_costs.append(t_cost / full)
+            ok = np.flatnonzero(risks <= eps)  # plain: cheapest member whose calibration risk is within eps
+            jp = int(ok[np.argmin(mean_costs[ok])]) if ok.size else 0
+            plain_viol += float(losses[test, jp].mean()) > eps
+            plain_costs.append(float(step_costs[test, jp].mean()) / full)
+            per_split.append({"scale_index": j, "test_risk": t_risk, "test_cost_over_full": t_cost / full})
+        tc = np.asarray(test_costs)
+        row = {"metric": spec.metric, "tau": spec.tau, "bound": spec.bound, "eps": eps, "delta": delta,
+               "ltt_violation_rate": viol / n_splits, "refused": refused,
+               "mean_test_risk": float(np.mean(test_risks)),
+               "cost_over_full_mean": float(tc.mean()), "cost_over_full_p5": float(np.percentile(tc, 5)),
+               "cost_over_full_p95": float(np.percentile(tc, 95)),
+               "plain_violation_rate": plain_viol / n_splits, "plain_cost_over_full_mean": float(np.mean(plain_costs)),
+               "splits": per_split}
+        results.append(row)
+        name = "mean" if spec.metric == "mean" else f"exceed:{spec.tau:g}"
+        lo, hi = wilson(viol, n_splits)
+        row["ltt_violation_ci95"] = [lo, hi]
+        verdict = ("ok" if row["ltt_violation_rate"] <= delta
+                   else f"OVER delta (95% interval [{lo:.3f}, {hi:.3f}])")
+        print(f"{name:<12} {eps:>6g} {delta:>6g} | {row['ltt_violation_rate']:>9.3f} {refused:>7d} "
+              f"{row['mean_test_risk']:>9.4f} {tc.mean():>9.3f} [{row['cost_over_full_p5']:.3f}, "
+              f"{row['cost_over_full_p95']:.3f}] | {row['plain_violation_rate']:>11.3f} "
+              f"{row['plain_cost_over_full_mean']:>15.3f}  {verdict}")
+    print("(LTT viol.: fraction of splits whose test risk exceeds eps, must be <= delta (the test half's own sampling "
+          "noise counts against it too); refused: splits where "
+          "nothing was certified, counted at the strictest member; cost/full: mean cost of the test half under "
+          "the certified thresholds over the full model's; plain: cheapest scale with calibration risk <= eps)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"checkpoint": str(ckpt), "dataset": str(dataset), "steps": int(s),
+                               "base_thresholds": str(base_path), "unit": args.unit, "risk_unit": risk_unit,
+                               "splits": n_splits,
+                               "calib_fraction": args.calib_fraction, "full_cost": full,
+                               "machine": machine_description("cpu"), "pairs": results}, indent=1))
+    print(f"wall time {time.perf_counter() - t0:.0f} s; results {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
