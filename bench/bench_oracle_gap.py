@@ -21,6 +21,7 @@ model's features (as in calibration), not the exits taken.
 
     python bench/bench_oracle_gap.py --quick      # < 1 min on 2 CPU cores
     python bench/bench_oracle_gap.py               # 10 tasks x (6 calibration + 4 held-out) demonstrations
+    python bench/bench_oracle_gap.py --suite mt50 --dataset data/mt50   # the 50-task suite's demonstrations
 """
 from __future__ import annotations
 
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     p.add_argument("--dataset", default=str(REPO / "data" / "demos"), help="demonstrations (deer-vla collect)")
     p.add_argument("--tasks", default=None, help="comma list or 'all' (default all; --quick: 2 tasks)")
+    p.add_argument("--suite", default=None, help="a named suite instead of --tasks: 'default' or 'mt50'")
     p.add_argument("--calib-episodes", type=int, default=None, help="per task (default 6; --quick 1)")
     p.add_argument("--held-episodes", type=int, default=None,
                    help="per task, after the calibration ones (default 4; --quick 1)")
@@ -148,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     dataset = Path(args.dataset)
     if not dataset.is_dir():
         raise SystemExit(f"no demonstrations at {dataset}: make them with `deer-vla collect` (README)")
-    tasks = resolve_tasks(args.tasks or ("coffee-button,handle-press" if args.quick else "all"))
+    from deer_vla.sim.tasks import tasks_arg
+
+    try:
+        tasks = resolve_tasks(tasks_arg(args.suite, args.tasks, "coffee-button,handle-press" if args.quick else "all"))
+    except (KeyError, ValueError) as exc:
+        raise SystemExit(f"bench_oracle_gap: {exc.args[0] if exc.args else exc}") from None
     n_calib = args.calib_episodes or (1 if args.quick else 6)
     n_held = args.held_episodes or (1 if args.quick else 4)
     max_steps = args.max_steps or (40 if args.quick else None)

@@ -7,6 +7,7 @@ the trade-off PNG. Ratios only: absolute numbers depend on the machine.
 
     python bench/bench_tradeoff.py --quick            # < 3 min on 2 CPU cores
     python bench/bench_tradeoff.py --episodes-per-task 20 --tasks all --workers 2
+    python bench/bench_tradeoff.py --suite mt50 --episodes-per-task 10   # also success per difficulty group
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default=str(REPO / "data" / "demos"), help="calibration demonstrations")
     p.add_argument("--quick", action="store_true",
                    help="2 short tasks x 2 episodes, <= 60 steps each (a smoke run: intervals are wide)")
-    p.add_argument("--tasks", default=None)
+    p.add_argument("--tasks", default=None, help="task names and groups, comma list (default all; --quick: 2 tasks)")
+    p.add_argument("--suite", default=None, help="a named suite instead of --tasks: 'default' or 'mt50'")
     p.add_argument("--episodes-per-task", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--budgets", default="0.15,0.2,0.3,0.5")
@@ -78,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     config = PolicyConfig.model_validate_json((Path(args.checkpoint) / "config.json").read_text())
     n = int(config.num_exits)
     # the two shortest expert tasks (35 / 32 steps) keep --quick under 3 minutes on 2 cores
-    tasks = resolve_tasks(args.tasks or ("coffee-button,handle-press" if args.quick else "all"))
+    from deer_vla.sim.tasks import tasks_arg
+
+    try:
+        tasks = resolve_tasks(tasks_arg(args.suite, args.tasks, "coffee-button,handle-press" if args.quick else "all"))
+    except (KeyError, ValueError) as exc:
+        raise SystemExit(f"bench_tradeoff: {exc.args[0] if exc.args else exc}") from None
     dataset: str | None = args.dataset
     if not Path(args.dataset).is_dir():
         # A fresh clone has no demonstrations: the dynamic point is then the

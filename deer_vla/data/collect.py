@@ -314,9 +314,10 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla collect", description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="all",
-                   help="comma list of task names and groups: 'all' (the ten suite tasks), 'shared' (the six "
-                        "shared-start tasks), 'all+shared'")
+    p.add_argument("--tasks", default=None,
+                   help="comma list of task names and groups: 'all' (the ten suite tasks, the default), 'shared' "
+                        "(the six shared-start tasks), 'all+shared', 'mt50', 'mt50-easy', ...")
+    p.add_argument("--suite", default=None, help="a named suite instead of --tasks: 'default' or 'mt50'")
     p.add_argument("--episodes-per-task", type=int, default=40, help="successful episodes to record per task")
     p.add_argument("--out", required=True, help="dataset root directory (created; resumed if it exists)")
     p.add_argument("--image-size", type=int, default=64)
@@ -334,10 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
 def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from deer_vla.sim.tasks import resolve_tasks
+    from deer_vla.sim.tasks import resolve_tasks, tasks_arg
 
     try:
-        tasks = resolve_tasks(args.tasks)
+        tasks = resolve_tasks(tasks_arg(args.suite, args.tasks))
         cfg = CollectConfig(
             tasks=tuple(t.name for t in tasks),
             episodes_per_task=args.episodes_per_task,
@@ -366,7 +367,7 @@ def cli_main(argv: list[str] | None = None) -> int:
           f"{report['dataset_bytes'] / 2**20:.1f} MiB, {report['wall_s']:.0f} s (verified)")
     for name, s in report["per_task"].items():
         if s["attempts"]:
-            print(f"  {name:22s} success {s['successes']}/{s['attempts']}  mean length {s['mean_length']:.0f}  "
+            print(f"  {name:26s} success {s['successes']}/{s['attempts']}  mean length {s['mean_length']:.0f}  "
                   f"render {s['render_ms_per_frame']:.1f} ms/frame")
     if report["short_tasks"]:
         print(f"deer-vla collect: too many failed seeds, short of {cfg.episodes_per_task} episodes for "

@@ -24,8 +24,10 @@ from deer_vla.evaluation.report import (
     heldout_vs_canonical,
     plot_tradeoff,
     print_generalisation,
+    print_groups,
     print_table,
     summarize,
+    summarize_groups,
     write_csv,
     write_json,
 )
@@ -289,6 +291,10 @@ def evaluate(
     wall = time.perf_counter() - t0
     order = [m.name for m in modes]
     summary = summarize(results, order)
+    from deer_vla.sim.mt50 import difficulty_groups
+
+    groups = difficulty_groups(cfg.tasks)  # MT50 difficulty groups, reported where the tasks span more than one
+    group_summary = summarize_groups(results, order, groups) if len(groups) > 1 else None
     mode_meta = {
         m.name: {"kind": m.kind, "exit": m.exit, "budget_gflops": m.budget_gflops,
                  "budget_fraction": m.budget_fraction, "oracle_tolerance": m.oracle_tolerance,
@@ -304,6 +310,7 @@ def evaluate(
         "modes": mode_meta,
         "skipped": skipped,
         "summary": summary,
+        "groups": {"tasks": groups, "summary": group_summary} if group_summary else None,
         "generalisation": heldout_vs_canonical(summary) if cfg.instructions == "both" else None,
         "wall_s": wall,
         "episodes": [r.to_dict() for r in results],
@@ -314,6 +321,8 @@ def evaluate(
                   f"{len(cfg.tasks)} tasks x {cfg.episodes_per_task} episodes, held-out seeds")
     if verbose:
         print_table(summary, mode_meta, "full")
+        if group_summary:
+            print_groups(group_summary, summary)
         if payload["generalisation"]:
             print_generalisation(payload["generalisation"])
         for name, why in skipped.items():
@@ -376,7 +385,10 @@ def parse_exits(text: str, num_exits: int | None = None) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--tasks", default="all", help="'all' or a comma list of task names")
+    p.add_argument("--tasks", default=None,
+                   help="task names and groups ('all' = the ten-task suite, 'mt50', 'mt50-hard', ...), comma list")
+    p.add_argument("--suite", default=None, help="a named suite instead of --tasks: 'default' (ten tasks) or 'mt50' "
+                   "(success also per difficulty group)")
     p.add_argument("--episodes-per-task", type=int, default=20)
     p.add_argument("--budgets", type=_floats, default=[0.2],
                    help="average budgets as fractions of the full model's LLM GFLOPs, e.g. 0.1,0.2,0.3 "
@@ -418,11 +430,12 @@ def cli_main(argv: list[str] | None = None) -> int:
         calib = "data/demos"
     try:
         from deer_vla.model.config import PolicyConfig
+        from deer_vla.sim.tasks import tasks_arg
 
         num_exits = _checkpoint_exits(args.checkpoint, PolicyConfig)
         cfg = EvalConfig(
             checkpoint=args.checkpoint,
-            tasks=resolve_tasks(args.tasks),
+            tasks=resolve_tasks(tasks_arg(args.suite, args.tasks)),
             episodes_per_task=args.episodes_per_task,
             budgets=args.budgets,
             exits=parse_exits(args.exits, num_exits),

@@ -49,6 +49,38 @@ def summarize(results: list[EpisodeResult], mode_order: list[str]) -> dict[str, 
     return out
 
 
+def summarize_groups(results: list[EpisodeResult], mode_order: list[str],
+                     groups: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """mode -> {group: stats over every episode of the group's tasks} (e.g. MT50's difficulty groups)."""
+    out: dict[str, dict[str, Any]] = {}
+    for mode in mode_order:
+        rs = [r for r in results if r.mode == mode]
+        out[mode] = {g: _stats([r for r in rs if r.task in tasks]) for g, tasks in groups.items()}
+    return out
+
+
+def print_groups(group_summary: dict[str, dict[str, Any]], summary: dict[str, dict[str, Any]]) -> None:
+    """Success per group with its 95% Wilson interval, beside the overall, one row per mode."""
+    from rich.console import Console
+    from rich.table import Table
+
+    groups = list(next(iter(group_summary.values()), {}))
+    table = Table(title="success by task group (95% Wilson interval)")
+    for col in ("mode", *groups, "overall"):
+        table.add_column(col, justify="right" if col != "mode" else "left")
+
+    def cell(st: dict[str, Any]) -> str:
+        return (f"{100 * st['success_rate']:.1f}% ({st['successes']}/{st['episodes']}) "
+                f"[{100 * st['ci95_low']:.0f}, {100 * st['ci95_high']:.0f}]")
+
+    for mode, block in group_summary.items():
+        table.add_row(mode, *(cell(block[g]) for g in groups), cell(summary[mode]["overall"]))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    console.print(table)
+
+
 HELDOUT_SUFFIX = " [heldout]"
 
 

@@ -18,8 +18,9 @@ Like ``tasks``, this module imports no simulator.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
-from deer_vla.sim.tasks import TASK_SUITE, TaskSpec
+from deer_vla.sim.tasks import ALL_TASKS, TASK_GROUPS, TASK_SUITE, TaskSpec
 
 META_WORLD_MAX_PATH_LENGTH = 500
 
@@ -444,6 +445,13 @@ MT50_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+def difficulty_groups(tasks: Iterable[str]) -> dict[str, list[str]]:
+    """The given tasks that are MT50 tasks, by difficulty group (easy .. very-hard; empty groups left out)."""
+    names = [t.removesuffix("-v3") for t in tasks]
+    groups = {g: [n for n in names if n in members] for g, members in MT50_DIFFICULTY.items()}
+    return {g: ns for g, ns in groups.items() if ns}
+
+
 def difficulty(task: str) -> str:
     """The difficulty group ('easy', 'medium', 'hard', 'very-hard') of an MT50 task; KeyError for other names."""
     name = task.removesuffix("-v3")
@@ -463,4 +471,13 @@ def _check() -> None:
         raise RuntimeError(f"MT50 tasks without a TaskSpec: {sorted(missing)}")
 
 
+
+def _register() -> None:
+    # Every command that takes --tasks also takes the forty new names and the mt50 groups.
+    for name, spec in MT50_TASKS.items():
+        ALL_TASKS.setdefault(name, spec)
+    TASK_GROUPS.update(MT50_GROUPS)
+
+
 _check()
+_register()

@@ -183,6 +183,21 @@ TASK_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Named suites for --suite (commands that take --tasks): each is a task group. "default" is the ten-task suite.
+SUITES: dict[str, str] = {"default": "all", "mt50": "mt50"}
+
+
+def tasks_arg(suite: str | None, tasks: str | None, default: str = "all") -> str:
+    """The task list a command runs, from its --suite and --tasks options (at most one of them given)."""
+    if suite is not None and tasks is not None:
+        raise ValueError(f"give --suite or --tasks, not both (got --suite {suite} --tasks {tasks})")
+    if suite is not None:
+        if suite not in SUITES:
+            raise ValueError(f"unknown suite {suite!r}; known suites: {', '.join(SUITES)}")
+        return SUITES[suite]
+    return default if tasks is None else tasks
+
+
 def task_names() -> list[str]:
     return list(TASK_SUITE)
 
@@ -228,14 +243,10 @@ def resolve_tasks(spec: str) -> list[TaskSpec]:
     return out
 
 
-def _register_mt50() -> None:
-    # The 50-task suite lives in its own module (it reuses this one's ten TaskSpecs); registered here so every
-    # command that takes --tasks also takes "mt50", "mt50-easy", ... and the forty other task names.
-    from deer_vla.sim.mt50 import MT50_GROUPS, MT50_TASKS
-
-    for name, spec in MT50_TASKS.items():
-        ALL_TASKS.setdefault(name, spec)
-    TASK_GROUPS.update(MT50_GROUPS)
+def _load_mt50() -> None:
+    # The 50-task suite lives in its own module (it reuses this one's ten TaskSpecs). Importing it registers its
+    # tasks and groups ("mt50", "mt50-easy", ...) in ALL_TASKS / TASK_GROUPS, whichever module is imported first.
+    import deer_vla.sim.mt50  # noqa: F401
 
 
-_register_mt50()
+_load_mt50()
