@@ -112,3 +112,28 @@ def test_expert_stats_matches_collector_rollouts() -> None:
     assert r["episodes"] == 2 and r["success_rate"] == 1.0
     assert 5 < r["mean_length"] <= r["max_length"] <= get_task("coffee-button").max_steps
     assert r["render_ms_per_frame"] > 0 and r["step_ms_no_render"] > 0
+
+
+def test_a_collector_worker_keeps_a_bounded_number_of_simulators(monkeypatch) -> None:
+    """50 tasks round-robin must not leave 50 simulators (~9 GB) in one worker: least recently used is closed."""
+    import deer_vla.data.collect as collect
+    import deer_vla.sim.metaworld_env as mw
+
+    closed: list[str] = []
+
+    class FakeAdapter:
+        def __init__(self, task, **kwargs):
+            self.task = task
+
+        def close(self):
+            closed.append(self.task)
+
+    monkeypatch.setattr(mw, "MetaWorldAdapter", FakeAdapter)
+    monkeypatch.setattr(collect, "_ADAPTERS", type(collect._ADAPTERS)())
+    monkeypatch.setattr(collect, "MAX_CACHED_SIMULATORS", 3)
+    get = lambda t: collect._cached_adapter(t, 64, ("static",), None)  # noqa: E731
+    a = get("a")
+    get("b"), get("c")
+    assert get("a") is a and not closed  # cached, and now the most recently used
+    get("d")
+    assert closed == ["b"] and list(collect._ADAPTERS) == ["c", "a", "d"]

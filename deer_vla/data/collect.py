@@ -20,6 +20,7 @@ import os
 import sys
 import time
 import zlib
+from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -96,8 +97,11 @@ class EpisodeOutcome:
 
 # --- worker side -------------------------------------------------------------------------------
 
-_ADAPTERS: dict[str, Any] = {}
+_ADAPTERS: OrderedDict[str, Any] = OrderedDict()  # task -> simulator, least recently used first
 _WRITER: dict[str, Any] = {}
+# Simulators a worker keeps (each MuJoCo model + renderer is ~0.2 GB): all ten of the default suite, while
+# the 50-task suite no longer grows a worker to ~9 GB (jobs go round-robin over tasks).
+MAX_CACHED_SIMULATORS = 10
 
 
 def _worker_init(out: str, meta_dict: dict[str, Any]) -> None:
@@ -148,14 +152,24 @@ def rollout_episode(adapter: Any, seed: int, noise: float) -> Any:
     )
 
 
+def _cached_adapter(task: str, image_size: int, cameras: tuple[str, ...], max_steps: int | None) -> Any:
+    """This worker's simulator for ``task``; the least recently used one is closed beyond the cache size."""
+    if task in _ADAPTERS:
+        _ADAPTERS.move_to_end(task)
+        return _ADAPTERS[task]
+    from deer_vla.sim.metaworld_env import MetaWorldAdapter
+
+    while len(_ADAPTERS) >= MAX_CACHED_SIMULATORS:
+        _, old = _ADAPTERS.popitem(last=False)
+        old.close()
+    _ADAPTERS[task] = MetaWorldAdapter(task, image_size=image_size, cameras=cameras, max_steps=max_steps)
+    return _ADAPTERS[task]
+
+
 def _collect_one(job: tuple[str, int, float, int, tuple[str, ...], int | None]) -> EpisodeOutcome:
     task, seed, noise, image_size, cameras, max_steps = job
     t0 = time.perf_counter()
-    if task not in _ADAPTERS:
-        from deer_vla.sim.metaworld_env import MetaWorldAdapter
-
-        _ADAPTERS[task] = MetaWorldAdapter(task, image_size=image_size, cameras=cameras, max_steps=max_steps)
-    adapter = _ADAPTERS[task]
+    adapter = _cached_adapter(task, image_size, cameras, max_steps)
     r_s, r_n = adapter.render_counters
     ep = rollout_episode(adapter, seed, noise)
     r_s2, r_n2 = adapter.render_counters
