@@ -131,7 +131,7 @@ def test_a_collector_worker_keeps_a_bounded_number_of_simulators(monkeypatch) ->
     monkeypatch.setattr(mw, "MetaWorldAdapter", FakeAdapter)
     monkeypatch.setattr(collect, "_ADAPTERS", type(collect._ADAPTERS)())
     monkeypatch.setattr(collect, "MAX_CACHED_SIMULATORS", 3)
-    get = lambda t: collect._cached_adapter(t, 64, ("static",), None)  # noqa: E731
+    get = lambda t: collect._cached_adapter(t, 64, ("static",), None)
     a = get("a")
     get("b"), get("c")
     assert get("a") is a and not closed  # cached, and now the most recently used
