@@ -257,7 +257,7 @@ def test_malformed_checkpoints_fail_clearly(tiny, ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="invalid"):
         load_checkpoint(d)
     big = build_word_tokenizer([" ".join(f"w{i}" for i in range(600))])
-    with pytest.raises(CheckpointError, match="LM vocabulary"):
+    with pytest.raises(CheckpointError, match=r"token vocabulary \(lm.hf_config.vocab_size\)"):
         save_checkpoint(model, big, tmp_path / "big_vocab")
     part, _ = load_checkpoint(ckpt, max_exit=2)
     with pytest.raises(CheckpointError, match="partially loaded"):
