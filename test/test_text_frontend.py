@@ -83,6 +83,8 @@ def test_frozen_table_is_not_stored_and_is_checked_on_load(wordllama, tmp_path: 
     with safe_open(str(ckpt / "model.safetensors"), framework="pt") as f:
         assert not any("table" in k for k in f.keys())  # 32000x256 stays in the wheel
     loaded, loaded_tok = load_checkpoint(ckpt)
+    # the case folding is part of the saved tokenizer, not only of the source's
+    assert loaded_tok("Open The DRAWER")["input_ids"] == tok("open the drawer")["input_ids"]
     ids = torch.tensor([loaded_tok("could you shut the drawer")["input_ids"]])
     mask = torch.ones_like(ids)
     with torch.no_grad():
