@@ -146,6 +146,16 @@ def test_bench_language_quick(quick_demos):
 
 
 @pytest.mark.slow
+def test_bench_risk_quick(tmp_path, quick_demos):
+    out = run_quick("bench_risk.py", "--dataset", str(quick_demos), "--out", str(tmp_path / "risk.json"))
+    assert "LTT viol." in out
+    import json
+
+    pairs = json.loads((tmp_path / "risk.json").read_text())["pairs"]
+    assert pairs and all(0 <= p["ltt_violation_rate"] <= 1 and len(p["splits"]) > 0 for p in pairs)
+
+
+@pytest.mark.slow
 def test_bench_memory_quick():
     needs_model()
     out = run_quick("bench_memory.py")
