@@ -36,17 +36,10 @@ def _replay(runner, observations: list, instruction: str, exits: tuple[int, ...]
     """Motion actions of ``exits`` at every step, the deepest committed (the head's history is the full model's)."""
     from dataclasses import replace
 
-    runner.reset()
-    out: dict[int, list[np.ndarray]] = {k: [] for k in exits}
-    deepest = runner.num_exits
-    for obs in observations:
-        runner.begin_step(replace(obs, instruction=instruction))
-        for k in range(1, deepest + 1):
-            action = np.asarray(runner.run_next_exit(), dtype=np.float64)
-            if k in out:
-                out[k].append(action)
-        runner.commit(deepest)
-    return {k: np.stack(v) for k, v in out.items()}
+    from deer_vla.control.calibration import collect_exit_actions
+
+    actions = collect_exit_actions(runner, [[replace(obs, instruction=instruction) for obs in observations]])
+    return {k: actions[:, k - 1] for k in exits}
 
 
 def main(argv: list[str] | None = None) -> int:
