@@ -22,7 +22,7 @@ Procedure (Angelopoulos, Bates, Candès, Jordan, Lei: "Learn then Test",
    certified lambda has risk <= eps. Of them we take the cheapest (least mean
    calibration cost), or report which limit binds.
 
-Assumptions, stated once for the docstrings and the README: calibration and
+Assumptions, stated once for the docstrings and docs/budgets.md: calibration and
 deployment steps are i.i.d. draws from one distribution (the guarantee is
 over the draw of the calibration steps, for the risk on a fresh step). Steps
 of one episode are correlated, so the n in force overstates the evidence; a
