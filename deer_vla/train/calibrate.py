@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group(
         "risk control", "certify thresholds so that, with probability >= 1-DELTA over the calibration steps, the "
         "risk on a fresh step from the same distribution is <= EPS (Learn-then-Test, fixed-sequence testing over "
-        "the base thresholds scaled from strict to loose; steps assumed i.i.d.: see docs/budgets.md, 'Fidelity guarantee')")
+        "the base thresholds scaled from strict to loose; steps assumed i.i.d.: see docs/budgets.md, "
+        "'Fidelity guarantee')")
     r.add_argument("--risk", type=float, default=None, metavar="EPS", help="risk limit (off when not given)")
     r.add_argument("--delta", type=float, default=0.1, help="allowed probability that the guarantee fails")
     r.add_argument("--risk-metric", default="mean", metavar="mean|exceed:TAU",
