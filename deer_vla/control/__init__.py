@@ -14,9 +14,11 @@ from deer_vla.control.guarantee import Guarantee
 from deer_vla.control.online import OnlineBudgetTracker
 from deer_vla.control.oracle import exit_errors, oracle_cost_at_error, oracle_exit, oracle_exits
 from deer_vla.control.risk import InfeasibleRiskError, RiskSpec, calibrate_risk
+from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, solve_thresholds
 from deer_vla.control.thresholds import Thresholds, simulate_exits, solve_thresholds_quantile
 
 __all__ = [
+    "THRESHOLD_METHODS",
     "BudgetReport",
     "BudgetSpec",
     "Criterion",
@@ -29,6 +31,7 @@ __all__ = [
     "ManualClock",
     "OnlineBudgetTracker",
     "RiskSpec",
+    "ThresholdMethod",
     "Thresholds",
     "budget_report",
     "calibrate_risk",
@@ -41,6 +44,7 @@ __all__ = [
     "oracle_exit",
     "oracle_exits",
     "simulate_exits",
+    "solve_thresholds",
     "solve_thresholds_descent",
     "solve_thresholds_quantile",
     "tune_thresholds",

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
     heldout_vs_canonical,
@@ -50,7 +51,7 @@ class EvalConfig:
     calibration_dataset: str | None = None
     calibration_episodes: int = 30
     calibration_tasks: list[str] | None = None  # solve thresholds on these tasks' demos only (default: all)
-    threshold_method: str = "quantile"  # deer_vla.train.calibrate.THRESHOLD_METHODS
+    threshold_method: ThresholdMethod = "quantile"  # deer_vla.control.solve.THRESHOLD_METHODS
     criterion_smooth: int = 1  # Criterion.smooth of the thresholds solved per budget
     # "canonical": each task's first training instruction; "heldout": its never-trained paraphrases
     # (cycled over the episodes); "both": every seed twice, once each way (modes "<mode> [heldout]")
@@ -74,10 +75,10 @@ class EvalConfig:
             raise ValueError(f"oracle tolerance must be >= 0, got {self.oracle_tolerance}")
         if not self.tasks:
             raise ValueError("no tasks to evaluate")
-        from deer_vla.train.calibrate import THRESHOLD_METHODS
-
-        if self.threshold_method not in THRESHOLD_METHODS:
-            raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}, got {self.threshold_method!r}")
+        try:
+            self.threshold_method = check_threshold_method(self.threshold_method)
+        except ValueError as exc:
+            raise ValueError(f"threshold_method: {exc}") from None
         if self.criterion_smooth < 1:
             raise ValueError(f"criterion_smooth must be >= 1, got {self.criterion_smooth}")
         if self.instructions not in INSTRUCTION_SETS:
@@ -175,7 +176,8 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
     """The modes to run and, for budgets that could not be met, why they were skipped."""
     from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError
     from deer_vla.control.criterion import Criterion
-    from deer_vla.train.calibrate import calibration_exit_actions, solve
+    from deer_vla.control.solve import solve_thresholds
+    from deer_vla.train.calibrate import calibration_exit_actions
 
     profile = runner.cost_profile
     n = int(runner.num_exits)
@@ -197,8 +199,9 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
             for frac in cfg.budgets:
                 name = f"dyn{frac:g}"
                 try:
-                    th = solve(actions, profile, BudgetSpec(average_gflops=frac * full), cfg.threshold_method,
-                               Criterion(smooth=cfg.criterion_smooth))
+                    budget = BudgetSpec(average_gflops=frac * full)
+                    th = solve_thresholds(cfg.threshold_method, actions, profile, budget,
+                                          Criterion(smooth=cfg.criterion_smooth))
                 except InfeasibleBudgetError as exc:
                     skipped[name] = str(exc)
                     log.warning("budget %g of full skipped: %s", frac, exc)
@@ -402,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-tasks", default=None,
                    help="solve thresholds on these tasks' demonstrations only, e.g. to measure budget "
                         "adherence under a task shift ('all' or a comma list; default: every task)")
-    p.add_argument("--threshold-method", choices=("quantile", "descent"), default="quantile",
+    p.add_argument("--threshold-method", choices=THRESHOLD_METHODS, default="quantile",
                    help="how per-budget thresholds are solved on the calibration demonstrations")
     p.add_argument("--criterion-smooth", type=int, default=1, metavar="K",
                    help="solve thresholds for the criterion averaging the last K consecutive-exit distances")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from deer_vla.control.solve import THRESHOLD_METHODS, solve_thresholds
 from deer_vla.core import Observation
 
 log = logging.getLogger("deer_vla.calibrate")
@@ -115,24 +116,6 @@ def budget_from_args(profile: Any, fraction: float | None, gflops: float | None,
     return BudgetSpec(average_gflops=gflops, metric=metric)
 
 
-# "quantile": DeeR's method (meets the budget with a fixed exit-distribution shape);
-# "descent": least action error vs the full model within the budget (deer_vla.control.descent).
-THRESHOLD_METHODS = ("quantile", "descent")
-
-
-def solve(exit_actions: np.ndarray, profile: Any, budget: Any, method: str = "quantile", criterion: Any = None) -> Any:
-    """Thresholds for ``budget`` by ``method``; ``criterion`` (default: the original RMS one) is saved with them
-    and used by the controller at run time."""
-    from deer_vla.control.descent import solve_thresholds_descent
-    from deer_vla.control.thresholds import solve_thresholds_quantile
-
-    if method == "quantile":
-        return solve_thresholds_quantile(exit_actions, profile, budget, criterion=criterion)
-    if method == "descent":
-        return solve_thresholds_descent(exit_actions, profile, budget, criterion=criterion)
-    raise ValueError(f"unknown threshold method {method!r}; choose one of {THRESHOLD_METHODS}")
-
-
 # --risk without an average budget: the base thresholds' shape is solved for this fraction of the full model
 # (or halfway from exit 2's cost to the full model's, if more)
 RISK_BASE_FRACTION = 0.25
@@ -169,7 +152,7 @@ def solve_risk(runner: Any, episodes: Sequence[Any], profile: Any, budget: Any, 
     parts = [collect_exit_actions(runner, [ep]) for ep in cert_eps if len(ep)]
     cert_actions = np.concatenate(parts)[: args.max_steps]
     episode_of = np.concatenate([np.full(len(a), j) for j, a in enumerate(parts)])[: args.max_steps]
-    base = solve(base_actions, profile, budget, args.method, criterion)
+    base = solve_thresholds(args.method, base_actions, profile, budget, criterion)
     report = budget_report(profile, budget)
     costs = profile.costs(budget.metric)
     note = f" {report.cap}, set by {report.cap_binding}" if report.cap < profile.num_exits else ""
@@ -300,7 +283,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
     try:
-        thresholds = solve(actions, profile, budget, args.method, criterion)
+        thresholds = solve_thresholds(args.method, actions, profile, budget, criterion)
     except ValueError as exc:  # e.g. InfeasibleBudgetError on these calibration steps
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
