@@ -58,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from deer_vla.data.episodes import EpisodeDataset
+    from deer_vla.data.observations import episode_observations
     from deer_vla.model.runner import PolicyRunner
     from deer_vla.ros.params import DEFAULT_CHECKPOINT
     from deer_vla.sim.tasks import get_task
-    from deer_vla.train.calibrate import episode_observations
 
     ckpt = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
     runner = PolicyRunner.from_checkpoint(ckpt)

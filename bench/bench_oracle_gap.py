@@ -71,7 +71,7 @@ def load_episodes(dataset: Path, indices: list[int]) -> list:
 
 
 def observations(episodes: list, cameras: tuple[str, ...], max_steps: int | None) -> list:
-    from deer_vla.train.calibrate import episode_observations
+    from deer_vla.data.observations import episode_observations
 
     return [episode_observations(ep, cameras)[:max_steps] for ep in episodes]
 

@@ -58,8 +58,8 @@ def record_actions(checkpoint: Path, dataset: Path, episodes: int | None, max_st
     import torch
 
     from deer_vla.data.episodes import EpisodeDataset
+    from deer_vla.data.observations import episode_observations
     from deer_vla.model.runner import PolicyRunner
-    from deer_vla.train.calibrate import episode_observations
 
     torch.set_num_threads(threads)
     runner = PolicyRunner.from_checkpoint(checkpoint, device="cpu")

@@ -74,28 +74,16 @@ def recorded_observations(
     dataset: Path, cameras: tuple[str, ...], episodes: int, steps: int, skip: int = 0
 ) -> list[list[Observation]]:
     """Observations of recorded demonstration episodes ``skip .. skip+episodes-1`` (first ``steps`` steps each)."""
-    from deer_vla.data.episodes import EpisodeDataset
+    from deer_vla.data.episodes import DatasetError, EpisodeDataset
+    from deer_vla.data.observations import episode_observations
 
     ds = EpisodeDataset(dataset)
     if len(ds) < skip + episodes:
         raise SystemExit(f"dataset {dataset} has {len(ds)} episodes; this run needs {skip + episodes}")
-    out = []
-    for i in range(skip, skip + episodes):
-        ep = ds.load(i)
-        missing = [c for c in cameras if c not in ep.images]
-        if missing:
-            raise SystemExit(f"dataset episode {i} lacks camera(s) {missing} the checkpoint needs")
-        n = min(steps, ep.length)
-        out.append([
-            Observation(
-                images={c: ep.images[c][t] for c in cameras},
-                instruction=ep.instruction,
-                proprio=None if ep.proprio is None else ep.proprio[t],
-                stamp_ns=t,
-            )
-            for t in range(n)
-        ])
-    return out
+    try:
+        return [episode_observations(ds.load(i), cameras, max_steps=steps) for i in range(skip, skip + episodes)]
+    except DatasetError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def latency_stats(samples_ms: list[float] | np.ndarray) -> LatencyStats:

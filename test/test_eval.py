@@ -141,24 +141,6 @@ def test_summary_pools_tasks_and_counts_exits() -> None:
     assert set(s["tasks"]) == {"a", "b"}
 
 
-def test_calibration_on_a_task_subset_uses_only_those_tasks(tmp_path: Path) -> None:
-    """Calibrating for a task shift: only the named tasks' demonstrations are read; unknown ones raise."""
-    from deer_vla.train.calibrate import iter_dataset_observations
-    from deer_vla.train.synthetic import write_tiny_dataset
-
-    data = write_tiny_dataset(tmp_path / "demos", ("static",), 16, 4, ACTION_SPEC.to_dict(),
-                              tasks=("drawer-open", "drawer-close", "coffee-button"), length=5)
-    instr = {t: ep[0].instruction for t, ep in zip(("drawer-open", "drawer-close", "coffee-button"),
-                                                    iter_dataset_observations(data, ("static",), None))}
-    assert len(set(instr.values())) == 3
-    subset = list(iter_dataset_observations(data, ("static",), None, tasks=["coffee-button", "drawer-open"]))
-    assert sorted(ep[0].instruction for ep in subset) == sorted([instr["coffee-button"], instr["drawer-open"]])
-    assert [ep[0].instruction for ep in iter_dataset_observations(data, ("static",), 5, tasks=["drawer-close"])] \
-        == [instr["drawer-close"]]
-    with pytest.raises(KeyError, match="window-open"):
-        list(iter_dataset_observations(data, ("static",), None, tasks=["window-open"]))
-
-
 def test_tracking_mode_keeps_one_tracker_over_the_workers_episodes(checkpoint: tuple[Path, Path]) -> None:
     """Budget tracking holds over the whole run (as on a robot), not per job of a few episodes."""
     from deer_vla.evaluation import evaluator as ev

@@ -175,9 +175,10 @@ def _close_adapters() -> None:
 def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str, str]]:
     """The modes to run and, for budgets that could not be met, why they were skipped."""
     from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError
+    from deer_vla.control.calibration import collect_exit_actions
     from deer_vla.control.criterion import Criterion
     from deer_vla.control.solve import solve_thresholds
-    from deer_vla.train.calibrate import calibration_exit_actions
+    from deer_vla.data.observations import dataset_observation_episodes
 
     profile = runner.cost_profile
     n = int(runner.num_exits)
@@ -193,8 +194,9 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
         thresholds_file = Path(cfg.checkpoint) / "thresholds.json"
         if cfg.calibration_dataset:
             t0 = time.perf_counter()
-            actions = calibration_exit_actions(runner, cfg.calibration_dataset, cfg.calibration_episodes,
-                                               tasks=cfg.calibration_tasks)
+            demos = dataset_observation_episodes(cfg.calibration_dataset, runner.cameras, cfg.calibration_episodes,
+                                                 cfg.calibration_tasks)
+            actions = collect_exit_actions(runner, demos)
             log.info("calibration set: %d steps in %.1f s", len(actions), time.perf_counter() - t0)
             for frac in cfg.budgets:
                 name = f"dyn{frac:g}"

@@ -14,14 +14,16 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deer_vla.control.calibration import collect_exit_actions
 from deer_vla.control.solve import THRESHOLD_METHODS, solve_thresholds
 from deer_vla.core import Observation
+from deer_vla.data.observations import dataset_observation_episodes
 
 log = logging.getLogger("deer_vla.calibrate")
 
@@ -30,58 +32,8 @@ log = logging.getLogger("deer_vla.calibrate")
 TUNE_SEED_OFFSET = 200_000
 
 
-def episode_observations(episode: Any, cameras: Sequence[str]) -> list[Observation]:
-    """A recorded episode as the Observations the policy saw, step by step."""
-    n = len(episode.actions)
-    proprio = None if episode.proprio is None else np.asarray(episode.proprio, dtype=np.float32)
-    return [
-        Observation(
-            images={c: np.asarray(episode.images[c][t]) for c in cameras},
-            instruction=episode.instruction,
-            proprio=None if proprio is None else proprio[t],
-        )
-        for t in range(n)
-    ]
-
-
-def iter_dataset_observations(
-    dataset_dir: str | Path, cameras: Sequence[str], episodes: int | None, tasks: Sequence[str] | None = None
-) -> Iterator[list]:
-    """Observations of ``episodes`` demonstrations, spread over the dataset, or over ``tasks``' episodes only
-    (calibrating on a task subset; a task without episodes raises KeyError naming those present)."""
-    from deer_vla.data.episodes import EpisodeDataset
-
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"calibration dataset directory not found: {root}")
-    ds = EpisodeDataset(root)  # every episode is checksum-verified as it is loaded
-    pool = list(range(len(ds))) if tasks is None else sorted(i for t in tasks for i in ds.episodes_for_task(t))
-    n = len(pool) if episodes is None else min(episodes, len(pool))
-    if n == 0:
-        raise ValueError(f"calibration dataset {root} holds no episodes")
-    # Spread the chosen episodes over the whole pool (datasets are stored task by task).
-    for j in np.unique(np.linspace(0, len(pool) - 1, n).round().astype(int)):
-        yield episode_observations(ds.load(pool[int(j)]), cameras)
-
-
-def calibration_exit_actions(
-    runner: Any,
-    dataset_dir: str | Path,
-    episodes: int | None = 20,
-    max_steps: int | None = None,
-    tasks: Sequence[str] | None = None,
-) -> np.ndarray:
-    """(S, N, A) actions of every exit at every step of ``episodes`` demonstration episodes (of ``tasks``)."""
-    from deer_vla.control.calibration import collect_exit_actions
-
-    obs = iter_dataset_observations(dataset_dir, tuple(runner.cameras), episodes, tasks)
-    return collect_exit_actions(runner, obs, max_steps=max_steps)
-
-
 def recording_exit_actions(runner: Any, recordings: Sequence[str | Path], max_steps: int | None = None) -> np.ndarray:
     """(S, N, A) actions of every exit at every step of the policy node's MCAP recordings (all their episodes)."""
-    from deer_vla.control.calibration import collect_exit_actions
-
     return collect_exit_actions(runner, recorded_observation_episodes(runner, recordings), max_steps=max_steps)
 
 
@@ -143,7 +95,6 @@ def solve_risk(runner: Any, episodes: Sequence[Any], profile: Any, budget: Any, 
     (InfeasibleRiskError: which limit binds, and the smallest feasible values) when it cannot.
     """
     from deer_vla.control.budgets import budget_report
-    from deer_vla.control.calibration import collect_exit_actions
     from deer_vla.control.risk import RiskSpec, calibrate_risk
 
     spec = RiskSpec.parse(args.risk_metric, args.risk_bound, args.risk_test)
@@ -252,7 +203,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                     raise ValueError("--tasks selects demonstrations of a --dataset; recordings are used whole")
                 episodes = recorded_observation_episodes(runner, args.recording)
             else:
-                episodes = list(iter_dataset_observations(args.dataset, tuple(runner.cameras), args.episodes, tasks))
+                episodes = list(dataset_observation_episodes(args.dataset, runner.cameras, args.episodes, tasks))
             thresholds, n_base, n_cert = solve_risk(runner, episodes, profile, budget, args, criterion,
                                                     explicit_budget)
         except (KeyError, FileNotFoundError, ValueError) as exc:  # InfeasibleRiskError names the binding limit
@@ -278,7 +229,8 @@ def cli_main(argv: list[str] | None = None) -> int:
                 raise ValueError("--tasks selects demonstrations of a --dataset; recordings are used whole")
             actions = recording_exit_actions(runner, args.recording, args.max_steps)
         else:
-            actions = calibration_exit_actions(runner, args.dataset, args.episodes, args.max_steps, tasks)
+            demos = dataset_observation_episodes(args.dataset, runner.cameras, args.episodes, tasks)
+            actions = collect_exit_actions(runner, demos, max_steps=args.max_steps)
     except (KeyError, FileNotFoundError, ValueError) as exc:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
