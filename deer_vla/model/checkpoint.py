@@ -92,10 +92,12 @@ def load_checkpoint(ckpt: str | Path, max_exit: int | None = None, device: str |
 
     with torch.device("meta"):
         full_shapes = {k: tuple(v.shape) for k, v in MultiExitPolicy(cfg).state_dict().items()}
+    from deer_vla.model.lean_load import file_refs, materialize, parameters_on_meta
     from deer_vla.model.text import TextSourceError
 
     try:
-        model = MultiExitPolicy(cfg, max_exit=max_exit)
+        with parameters_on_meta():  # no storage until the file's tensors are assigned: one copy in memory
+            model = MultiExitPolicy(cfg, max_exit=max_exit)
     except TextSourceError as exc:  # frozen token table read from its source: name the incompatibility
         raise CheckpointError(f"{root / CONFIG_FILE} (text front end): {exc}") from exc
     wanted = model.state_dict()
@@ -111,8 +113,7 @@ def load_checkpoint(ckpt: str | Path, max_exit: int | None = None, device: str |
             shape = tuple(f.get_slice(key).get_shape())
             if shape != full_shapes[key]:
                 raise CheckpointError(f"{weights}: tensor '{key}' has shape {shape}, config expects {full_shapes[key]}")
-        state = {k: f.get_tensor(k) for k in wanted}
-    model.load_state_dict(state, strict=True)
+    materialize(model, file_refs(weights, list(wanted)), device=device)
     tokenizer = load_tokenizer(root)
     check_vocab(model, tokenizer)
     return model.to(device).eval(), tokenizer
