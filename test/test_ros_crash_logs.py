@@ -23,8 +23,9 @@ import numpy as np
 from std_msgs.msg import String
 from deer_vla.core import StepRecord
 from deer_vla.ros.image_conv import rgb_to_image_msg
-from deer_vla.ros.mcap_io import McapLog
-from deer_vla.ros.recorder import RECORD, PolicyRecorder
+from deer_vla.data.mcap_io import McapLog
+from deer_vla.data.recording import RECORD
+from deer_vla.ros.recorder import PolicyRecorder
 
 class Frame:
     def __init__(self, msg):
@@ -52,8 +53,8 @@ while True:
 @pytest.mark.parametrize("kind", ["policy", "records"])
 def test_sigkilled_writer_loses_at_most_about_a_second(tmp_path, kind):
     from deer_vla.core import StepRecord
-    from deer_vla.ros.mcap_io import TruncatedMcapWarning, read_messages
-    from deer_vla.ros.recorder import read_recording
+    from deer_vla.data.mcap_io import TruncatedMcapWarning, read_messages
+    from deer_vla.data.recording import read_recording
 
     path = tmp_path / "log.mcap"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -88,7 +89,7 @@ def test_sigkilled_writer_loses_at_most_about_a_second(tmp_path, kind):
 
 
 def test_empty_unfinished_file_reads_as_no_messages_with_a_warning(tmp_path):
-    from deer_vla.ros.mcap_io import TruncatedMcapWarning, read_messages
+    from deer_vla.data.mcap_io import TruncatedMcapWarning, read_messages
 
     path = tmp_path / "steps.mcap"
     path.write_bytes(b"")

@@ -70,7 +70,7 @@ def test_diagnostics_warn_when_a_budget_is_exceeded(executor, tiny_checkpoint, t
 
 def test_logs_read_back_with_every_record(executor, tiny_checkpoint, tmp_path):
     from deer_vla.core import StepRecord
-    from deer_vla.ros.mcap_io import read_messages
+    from deer_vla.data.mcap_io import read_messages
     from deer_vla.ros.monitor_node import METRICS_TOPIC_MCAP, RECORD_TOPIC_MCAP
 
     policy, monitor = _graph(executor, tiny_checkpoint, tmp_path)

@@ -263,8 +263,8 @@ def test_hold_mode_repeats_last_twist_for_bounded_time(executor, tiny_checkpoint
 
 
 def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path):
+    from deer_vla.data.recording import read_recording
     from deer_vla.ros.policy_backend import load_stack
-    from deer_vla.ros.recorder import read_recording
     from deer_vla.ros.replay import cli_main, replay
 
     path = tmp_path / "io.mcap"
@@ -297,7 +297,7 @@ def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path):
 
     # the same recording calibrates thresholds on what the robot saw: one episode per instruction
     from deer_vla.control.thresholds import Thresholds
-    from deer_vla.ros.recorder import recorded_episodes
+    from deer_vla.data.recording import recorded_episodes
     from deer_vla.train.calibrate import cli_main as calibrate
 
     episodes = recorded_episodes(path, ("static", "wrist"))

@@ -26,7 +26,7 @@ def test_sim_node_steps_on_actions_and_reports_episodes(executor, spin_until):
     from sensor_msgs.msg import Image
     from std_msgs.msg import Bool, Float32MultiArray, String
 
-    from deer_vla.ros.image_conv import image_msg_to_rgb
+    from deer_vla.data.image_msg import image_msg_to_rgb
     from deer_vla.ros.policy_node import INSTRUCTION_QOS
     from deer_vla.ros.sim_node import SimNode
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from deer_vla.core import ActionSpec, StepRecord
+from deer_vla.data.image_msg import ImageConversionError, image_to_rgb
 from deer_vla.ros.actions import UnsafeActionError, to_robot_command, zero_command
 from deer_vla.ros.budget_monitor import ERROR, OK, WARN, BudgetMonitor
-from deer_vla.ros.image_conv import ImageConversionError, image_to_rgb
 from deer_vla.ros.params import POLICY_DEFAULTS, ParameterError, parse_params
 
 
@@ -120,7 +120,7 @@ def test_budget_monitor_window_and_validation():
 
 
 def test_mcap_log_round_trip_and_plot(tmp_path):
-    from deer_vla.ros.mcap_io import McapLog, read_messages
+    from deer_vla.data.mcap_io import McapLog, read_messages
     from deer_vla.ros.plot import plot_records
 
     log = McapLog(tmp_path / "x.mcap")

@@ -1,59 +1,9 @@
-"""sensor_msgs/Image <-> HxWx3 uint8 RGB arrays, with strict validation.
-
-Malformed camera input must be rejected with a message that says what is
-wrong (the policy node logs it, throttled) instead of crashing the node or
-silently feeding garbage to the model.
-"""
+"""HxWx3 uint8 RGB arrays -> sensor_msgs/Image; the other way is ``deer_vla.data.image_msg`` (no ROS needed)."""
 from __future__ import annotations
 
 import numpy as np
 
-# encoding -> (channels, index order to get RGB); alpha is dropped.
-_ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
-    "rgb8": (3, (0, 1, 2)),
-    "bgr8": (3, (2, 1, 0)),
-    "rgba8": (4, (0, 1, 2)),
-    "bgra8": (4, (2, 1, 0)),
-    "mono8": (1, (0, 0, 0)),
-    "8uc1": (1, (0, 0, 0)),
-    "8uc3": (3, (0, 1, 2)),
-}
-SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
-MIN_SIZE = 8  # the model needs at least this many pixels per side
-
-
-class ImageConversionError(ValueError):
-    """The image message cannot be turned into an RGB array."""
-
-
-def image_to_rgb(
-    encoding: str, height: int, width: int, step: int, data: bytes | bytearray | memoryview | np.ndarray
-) -> np.ndarray:
-    """Validate the fields of a sensor_msgs/Image and return an HxWx3 uint8 RGB copy."""
-    enc = encoding.lower()
-    if enc not in _ENCODINGS:
-        supported = ", ".join(SUPPORTED_ENCODINGS)
-        raise ImageConversionError(f"unsupported image encoding '{encoding}'; supported: {supported}")
-    channels, order = _ENCODINGS[enc]
-    if height < MIN_SIZE or width < MIN_SIZE:
-        raise ImageConversionError(f"image {height}x{width} is too small (min {MIN_SIZE}x{MIN_SIZE})")
-    if step < width * channels:
-        raise ImageConversionError(f"image step {step} is smaller than width*channels = {width}*{channels}")
-    buf = np.frombuffer(memoryview(data).cast("B") if not isinstance(data, np.ndarray) else data.tobytes(), np.uint8)
-    needed = step * height
-    if buf.size < needed:
-        raise ImageConversionError(f"image data truncated: {buf.size} bytes, step*height needs {needed}")
-    if buf.size > needed:
-        raise ImageConversionError(f"image data has {buf.size} bytes, step*height is {needed}")
-    rows = buf.reshape(height, step)[:, : width * channels].reshape(height, width, channels)
-    return np.ascontiguousarray(rows[:, :, list(order)])
-
-
-def image_msg_to_rgb(msg: object) -> np.ndarray:
-    """sensor_msgs/Image (or anything with its fields) -> HxWx3 uint8 RGB."""
-    return image_to_rgb(
-        str(msg.encoding), int(msg.height), int(msg.width), int(msg.step), msg.data  # type: ignore[attr-defined]
-    )
+from deer_vla.data.image_msg import ImageConversionError
 
 
 def rgb_to_image_msg(rgb: np.ndarray, stamp: object | None = None, frame_id: str = "") -> object:

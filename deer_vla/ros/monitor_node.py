@@ -13,8 +13,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from deer_vla.core import StepRecord
+from deer_vla.data.mcap_io import McapLog
 from deer_vla.ros.budget_monitor import BudgetMonitor
-from deer_vla.ros.mcap_io import McapLog
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.plot import plot_records
 

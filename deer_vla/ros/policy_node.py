@@ -37,8 +37,8 @@ from std_msgs.msg import Float32MultiArray, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
 from deer_vla.core import Observation
+from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
-from deer_vla.ros.image_conv import ImageConversionError, image_msg_to_rgb
 from deer_vla.ros.lifecycle import guard_change_state
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.params import BUDGET_PARAMS, POLICY_DEFAULTS, ParameterError, PolicyParams, parse_params

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from deer_vla.ros.mcap_io import truncation_warnings_to_stderr
+from deer_vla.data.mcap_io import truncation_warnings_to_stderr
+from deer_vla.data.recording import check_cameras, read_recording
 from deer_vla.ros.params import DEFAULT_CHECKPOINT
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, load_stack
-from deer_vla.ros.recorder import check_cameras, read_recording
 
 
 @dataclass

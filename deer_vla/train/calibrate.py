@@ -39,8 +39,8 @@ def recording_exit_actions(runner: Any, recordings: Sequence[str | Path], max_st
 
 def recorded_observation_episodes(runner: Any, recordings: Sequence[str | Path]) -> list[list[Observation]]:
     """The policy node's MCAP recordings as episodes of Observations (a crashed run's file: its complete part)."""
-    from deer_vla.ros.mcap_io import truncation_warnings_to_stderr
-    from deer_vla.ros.recorder import recorded_episodes
+    from deer_vla.data.mcap_io import truncation_warnings_to_stderr
+    from deer_vla.data.recording import recorded_episodes
 
     episodes: list[list[Observation]] = []
     for path in recordings:

@@ -1,0 +1,88 @@
+"""The policy node's MCAP recordings read back offline (numpy and mcap only, no ROS).
+
+Per step, in this order and with the same log time: one Image per camera,
+the instruction, the proprioception (if any), the raw 7-D action and the
+step record (``deer_vla.ros.recorder.PolicyRecorder`` writes them). A step is
+complete when its record arrives, so a reader needs no index and a truncated
+file loses at most the last step. Used by ``deer-vla replay`` and by
+``deer-vla calibrate --recording``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deer_vla.core import Observation, StepRecord
+from deer_vla.data.image_msg import image_msg_to_rgb
+from deer_vla.data.mcap_io import read_messages
+
+PREFIX = "/deer_vla/policy"
+INSTRUCTION = f"{PREFIX}/input/instruction"
+PROPRIO = f"{PREFIX}/input/proprio"
+ACTION = f"{PREFIX}/output/action"
+RECORD = f"{PREFIX}/output/record"
+
+
+def image_topic(camera: str) -> str:
+    return f"{PREFIX}/input/{camera}/image"
+
+
+@dataclass
+class RecordedStep:
+    images: dict[str, np.ndarray]
+    instruction: str
+    proprio: np.ndarray | None
+    action7: np.ndarray
+    record: StepRecord
+    stamp_ns: int
+
+    def observation(self, cameras: tuple[str, ...] | list[str]) -> Observation:
+        """What the policy saw at this step, for the given camera order."""
+        return Observation(images={c: self.images[c] for c in cameras}, instruction=self.instruction,
+                           proprio=self.proprio, stamp_ns=self.stamp_ns)
+
+
+def check_cameras(steps: list[RecordedStep], cameras: tuple[str, ...] | list[str], path: str | Path) -> None:
+    missing = [c for c in cameras if c not in steps[0].images]
+    if missing:
+        have = sorted(steps[0].images)
+        raise ValueError(f"recording {path} lacks camera(s) {missing} the policy needs; it has {have}")
+
+
+def recorded_episodes(path: str | Path, cameras: tuple[str, ...] | list[str]) -> list[list[Observation]]:
+    """The recording's observations, split into its episodes (a new instruction starts one)."""
+    steps = read_recording(path)
+    if not steps:
+        raise ValueError(f"recording {path} holds no complete policy steps")
+    check_cameras(steps, cameras, path)
+    episodes: list[list[Observation]] = []
+    current = None
+    for s in steps:
+        if s.record.episode != current or not episodes:
+            episodes.append([])
+            current = s.record.episode
+        episodes[-1].append(s.observation(cameras))
+    return episodes
+
+
+def read_recording(path: str | Path) -> list[RecordedStep]:
+    steps: list[RecordedStep] = []
+    images: dict[str, np.ndarray] = {}
+    instruction, proprio, action = "", None, np.zeros(0)
+    image_prefix, image_suffix = f"{PREFIX}/input/", "/image"
+    for m in read_messages(path):
+        if m.topic.startswith(image_prefix) and m.topic.endswith(image_suffix):
+            images[m.topic[len(image_prefix): -len(image_suffix)]] = image_msg_to_rgb(m.message)
+        elif m.topic == INSTRUCTION:
+            instruction = m.message.data
+        elif m.topic == PROPRIO:
+            proprio = np.asarray(m.message.data, dtype=np.float32)
+        elif m.topic == ACTION:
+            action = np.asarray(m.message.data, dtype=np.float64)
+        elif m.topic == RECORD:
+            steps.append(RecordedStep(dict(images), instruction, proprio, action, StepRecord.from_json(m.message.data),
+                                      m.log_time_ns))
+            images, proprio = {}, None
+    return steps
