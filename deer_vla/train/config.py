@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from deer_vla.train.instruction_noise import InstructionNoise
+
 
 class ConfigError(ValueError):
     """A training config that cannot be used; the message names the offending key(s)."""
@@ -77,6 +79,8 @@ class TrainConfig(BaseModel):
     # images are padded by this many pixels and randomly cropped back (DrQ random shift)
     shift_pad: int = Field(4, ge=0)
     paraphrase: bool = True  # draw the instruction among the task's training paraphrases
+    # random wrappers, word dropout and swaps on the drawn instruction (null: none); see train.instruction_noise
+    instruction_noise: InstructionNoise | None = None
     joint: StageConfig = StageConfig(steps=2000, lr=5e-4, warmup_steps=100)
     refine: StageConfig = StageConfig(steps=500, lr=2e-4, warmup_steps=0)
     head_lr_scale: float = Field(1.0, gt=0, description="lr multiplier of action heads in the joint stage")

@@ -230,7 +230,9 @@ class Trainer:
                 (self.out / "train_log.jsonl").unlink(missing_ok=True)
                 shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
         self.model.to(self.device)
-        self.dataset = WindowDataset(self.episodes, cfg.window, cfg.shift_pad, cfg.paraphrase, cfg.seed)
+        self.dataset = WindowDataset(
+            self.episodes, cfg.window, cfg.shift_pad, cfg.paraphrase, cfg.seed, cfg.instruction_noise
+        )
         self.objective = DeerObjective(self.model, cfg.loss)
         self.stage: str | None = None
         self.step = self.start_step  # global optimizer steps done

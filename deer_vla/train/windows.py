@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from deer_vla.train.instruction_noise import InstructionNoise
 from deer_vla.train.losses import WindowBatch
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class WindowDataset(Dataset):
         shift_pad: int = 4,
         paraphrase: bool = True,
         seed: int = 0,
+        instruction_noise: InstructionNoise | None = None,
     ) -> None:
         if window < 2:
             raise ValueError(f"window must be >= 2 steps, got {window}")
@@ -82,6 +84,7 @@ class WindowDataset(Dataset):
         self.window = window
         self.shift_pad = shift_pad
         self.paraphrase = paraphrase
+        self.instruction_noise = instruction_noise
         self.seed = seed
         self.epoch = 0
         index: list[tuple[int, int]] = []
@@ -115,6 +118,8 @@ class WindowDataset(Dataset):
         sl = slice(s, s + self.window)
         images = {cam: random_shift(frames[sl], self.shift_pad, rng) for cam, frames in ep.images.items()}
         instr = ep.instructions[int(rng.integers(len(ep.instructions)))] if self.paraphrase else ep.instructions[0]
+        if self.instruction_noise is not None:
+            instr = self.instruction_noise.apply(instr, rng)
         return {
             "images": images,
             "instruction": instr,

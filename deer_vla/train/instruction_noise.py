@@ -1,0 +1,44 @@
+"""Instruction noise: generic perturbations of training instructions, so the policy does not key on exact wording.
+
+People phrase requests with wrappers ("now ...", "... for me"), drop words and reorder them. The
+training paraphrases cover a few of these per task; this draws more at random, from word lists that
+are task-independent. The wrappers were chosen *not* to repeat the wording of the held-out
+evaluation instructions (deer_vla.sim.tasks: no "could you", "i need", "thanks", trailing "please"
+or colons), so held-out success still measures generalisation to unseen wording.
+"""
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+PREFIXES: tuple[str, ...] = (
+    "now", "ok", "robot,", "go ahead and", "i want you to", "would you", "try to", "just", "you should", "kindly",
+)
+SUFFIXES: tuple[str, ...] = ("now", "for me", "right away", "if you can", "quickly")
+
+
+class InstructionNoise(BaseModel):
+    """Probabilities of each perturbation, drawn independently per training window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wrap: float = Field(0.3, ge=0, le=1, description="add a random request prefix and/or suffix")
+    word_dropout: float = Field(0.05, ge=0, le=1, description="drop each word (at least two words stay)")
+    swap: float = Field(0.1, ge=0, le=1, description="swap two adjacent words once")
+
+    def apply(self, text: str, rng: np.random.Generator) -> str:
+        words = text.split()
+        if len(words) > 2 and self.word_dropout > 0:
+            keep = rng.random(len(words)) >= self.word_dropout
+            if keep.sum() >= 2:
+                words = [w for w, k in zip(words, keep) if k]
+        if len(words) > 1 and rng.random() < self.swap:
+            i = int(rng.integers(len(words) - 1))
+            words[i], words[i + 1] = words[i + 1], words[i]
+        if rng.random() < self.wrap:
+            side = int(rng.integers(3))  # 0 prefix, 1 suffix, 2 both
+            if side in (0, 2):
+                words = [PREFIXES[int(rng.integers(len(PREFIXES)))], *words]
+            if side in (1, 2):
+                words = [*words, SUFFIXES[int(rng.integers(len(SUFFIXES)))]]
+        return " ".join(words)
