@@ -102,6 +102,99 @@ def test_lm_family_checkpoint_roundtrip_and_partial(lm_dir, tmp_path):
     assert sum(p.numel() for p in part.parameters()) < sum(p.numel() for p in loaded.parameters())
 
 
+# The old eager paths, kept here as references: build every parameter with random values, then copy the
+# pretrained / saved ones over them (HF's own loader for the LM, a plain state-dict load for checkpoints).
+_HF_PARTS = {"gpt2": ("wte", "wpe", "h"), "mpt": ("wte", None, "blocks"), "llama": ("embed_tokens", None, "layers"),
+             "qwen2": ("embed_tokens", None, "layers")}
+
+
+def _eager_from_hf(config, lm_dir) -> MultiExitPolicy:
+    model = MultiExitPolicy(config)
+    base = transformers.AutoModel.from_pretrained(lm_dir, local_files_only=True)
+    tokens, positions, layers = (getattr(base, a) if a else None for a in _HF_PARTS[config.lm.family])
+    model.lm.embed_tokens.load_state_dict(tokens.state_dict())
+    if positions is not None:
+        model.lm.embed_positions.load_state_dict(positions.state_dict())
+    for ours, theirs in zip(model.lm.layers, layers):
+        ours.load_state_dict(theirs.state_dict())
+    return model
+
+
+def _eager_from_checkpoint(ckpt, max_exit=None) -> MultiExitPolicy:
+    from safetensors.torch import load_file
+
+    from deer_vla.model.checkpoint import read_config
+
+    model = MultiExitPolicy(read_config(ckpt), max_exit=max_exit)
+    state = load_file(str(ckpt / "model.safetensors"))
+    model.load_state_dict({k: state[k] for k in model.state_dict()}, strict=True)
+    return model
+
+
+def _outputs(model: MultiExitPolicy, tok) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(1)
+    s = model.config.image_size
+    images = {c: torch.rand(2, 3, s, s, generator=gen) for c in model.config.cameras}
+    proprio = torch.rand(2, model.config.proprio_dim, generator=gen) if model.config.proprio_dim else None
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        feats = model.eval().exit_features(images, enc["input_ids"], enc["attention_mask"], proprio)
+        out = model.head(feats[:, -1:], None if proprio is None else proprio[:, None])
+    return feats, out.motion, out.gripper_logit
+
+
+def _assert_bitwise_equal(a: MultiExitPolicy, b: MultiExitPolicy, tok) -> None:
+    for x, y in zip(_outputs(a, tok), _outputs(b, tok)):
+        assert torch.equal(x, y)
+    # computed buffers (rotary inv_freq, position ids, image mean/std) are not in any file: same values too
+    ours, ref = dict(a.named_buffers()), dict(b.named_buffers())
+    assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref)
+    assert not any(t.is_meta for t in [*a.parameters(), *a.buffers()])
+    assert all(p.requires_grad for p in a.parameters())  # a lean-loaded model still trains
+
+
+def test_lean_pretrained_lm_equals_the_eager_hf_loader_bit_for_bit(lm_dir):
+    _, d = lm_dir
+    torch.manual_seed(0)
+    lean, tok = policy_from_pretrained(d, base=preset_config("tiny"), exits=ExitConfig(layers_per_exit=1))
+    ref = _eager_from_hf(lean.config, d)
+    # the freshly initialised parts (resampler, gates, heads...) come from different random draws: share them
+    fresh = {k: v for k, v in lean.state_dict().items() if not k.startswith("lm.")}
+    assert not ref.load_state_dict(fresh, strict=False).unexpected_keys
+    _assert_bitwise_equal(lean, ref, tok)
+
+
+@pytest.mark.parametrize("max_exit", [None, 2])
+def test_lean_checkpoint_load_equals_the_eager_load_bit_for_bit(lm_dir, tmp_path, max_exit):
+    _, d = lm_dir
+    model, tok = policy_from_pretrained(d, base=preset_config("tiny"), exits=ExitConfig(layers_per_exit=1))
+    with torch.no_grad():
+        for gate in [p for n, p in model.named_parameters() if n.endswith("_gate")]:
+            gate.fill_(0.7)  # open the cross-attention gates so every part shapes the outputs
+    ckpt = save_checkpoint(model, tok, tmp_path / "ck")
+    lean, tok2 = load_checkpoint(ckpt, max_exit=max_exit)
+    assert lean.num_exits == (max_exit or 4) and len(lean.lm.layers) == (max_exit or 4)
+    _assert_bitwise_equal(lean, _eager_from_checkpoint(ckpt, max_exit), tok2)
+
+
+def test_lean_vision_tower_from_a_full_clip_save(tmp_path):
+    """A CLIPModel directory (text + vision towers) feeds the vision tower only; text weights are never read."""
+    torch.manual_seed(0)
+    vis = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+           "image_size": 32, "patch_size": 8}
+    txt = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+           "vocab_size": 64}
+    full = transformers.CLIPModel(transformers.CLIPConfig(vision_config=vis, text_config=txt, projection_dim=16))
+    full.save_pretrained(tmp_path / "clip")
+    lm = tmp_path / "lm"
+    _lm("llama").save_pretrained(lm)
+    build_word_tokenizer(TEXTS).save_pretrained(lm)
+    model, _ = policy_from_pretrained(lm, vision_dir=tmp_path / "clip", base=preset_config("tiny"))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.vision(x), full.vision_model.eval()(pixel_values=x).last_hidden_state)
+
+
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
 def test_vision_tower_from_local_dir(kind, tmp_path):
     torch.manual_seed(0)
@@ -121,7 +214,7 @@ def test_vision_tower_from_local_dir(kind, tmp_path):
     with torch.no_grad():
         ours = model.vision(x)
         theirs = tower.eval()(pixel_values=x).last_hidden_state
-    torch.testing.assert_close(ours, theirs)
+    assert torch.equal(ours, theirs)  # lean loading: same weights and position ids, bit for bit
     assert ours.shape[1] == model.resampler.pos.shape[0]
     # frozen by default: no gradient reaches the tower even in training mode
     model.train()

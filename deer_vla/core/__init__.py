@@ -2,6 +2,7 @@
 from deer_vla.core.action_spec import STANDARD_AXES, ActionSpec
 from deer_vla.core.cost_profile import CostMetric, CostProfile, LatencyStats
 from deer_vla.core.observation import Observation
+from deer_vla.core.proprio_spec import ProprioError, ProprioSpec
 from deer_vla.core.segmented import SegmentedPolicy
 from deer_vla.core.step_record import StepRecord
 
@@ -12,6 +13,8 @@ __all__ = [
     "CostProfile",
     "LatencyStats",
     "Observation",
+    "ProprioError",
+    "ProprioSpec",
     "SegmentedPolicy",
     "StepRecord",
 ]

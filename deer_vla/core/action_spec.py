@@ -1,9 +1,10 @@
 """Layout, limits and units of a policy's action vector.
 
-Every action in deer_vla is a vector of continuous end-effector deltas
+Every action in deer_vla is a vector of continuous end-effector commands
 followed by one gripper value in [-1, 1] (-1 open, +1 closed). Continuous
 values are normalised to [-1, 1]; ``scale`` converts one normalised unit to
-metres (x, y, z) or radians (roll, pitch, yaw) per control step (REP-103).
+the axis' ``units`` (REP-103): "m" / "rad" for a displacement per control
+step (the default, and Meta-World's), "m/s" / "rad/s" for a velocity.
 A 4-D xyz+gripper simulator and a 7-D arm are both described by this class.
 """
 from __future__ import annotations
@@ -13,7 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 STANDARD_AXES: tuple[str, ...] = ("x", "y", "z", "roll", "pitch", "yaw")
+ROTATION_AXES: tuple[str, ...] = ("roll", "pitch", "yaw")
 GRIPPER = "gripper"
+# per axis kind: the units an axis may have; the first is the default (a displacement per step)
+AXIS_UNITS: dict[str, tuple[str, ...]] = {"translation": ("m", "m/s"), "rotation": ("rad", "rad/s")}
+
+
+def axis_kind(axis: str) -> str:
+    return "rotation" if axis in ROTATION_AXES else "translation"
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,7 @@ class ActionSpec:
     low: tuple[float, ...] = field(default=())
     high: tuple[float, ...] = field(default=())
     scale: tuple[float, ...] = field(default=())
+    units: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         axes = tuple(self.axes)
@@ -43,6 +52,15 @@ class ActionSpec:
             raise ValueError(f"ActionSpec.low must be below high per axis, got low={self.low} high={self.high}")
         if any(s <= 0 for s in self.scale):
             raise ValueError(f"ActionSpec.scale must be positive, got {self.scale}")
+        units = tuple(str(u) for u in self.units) or tuple(AXIS_UNITS[axis_kind(a)][0] for a in axes)
+        if len(units) != n:
+            raise ValueError(f"ActionSpec.units has {len(units)} values for {n} axes {axes}")
+        for axis, unit in zip(axes, units):
+            allowed = AXIS_UNITS[axis_kind(axis)]
+            if unit not in allowed:
+                raise ValueError(f"ActionSpec.units: axis '{axis}' is a {axis_kind(axis)}, its unit must be one of "
+                                 f"{list(allowed)} (per step, or per second), got {unit!r}")
+        object.__setattr__(self, "units", units)
 
     @property
     def num_continuous(self) -> int:
@@ -83,16 +101,26 @@ class ActionSpec:
         return action7[..., idx]
 
     def to_metric(self, action: np.ndarray) -> np.ndarray:
-        """Continuous part in metres / radians per step (gripper excluded)."""
+        """Continuous part in each axis' units (m or rad per step, or m/s, rad/s); gripper excluded."""
         action = np.asarray(action, dtype=np.float64)
         return action[..., : self.num_continuous] * np.asarray(self.scale)
 
+    def to_velocity(self, action: np.ndarray, period_s: float) -> np.ndarray:
+        """Continuous part as velocities (m/s, rad/s): a per-step displacement is divided by the period."""
+        if period_s <= 0 or not np.isfinite(period_s):
+            raise ValueError(f"control period must be positive, got {period_s}")
+        per_step = np.array([not u.endswith("/s") for u in self.units])
+        metric = self.to_metric(action)
+        return np.where(per_step, metric / period_s, metric)
+
     def to_dict(self) -> dict:
-        return {"axes": list(self.axes), "low": list(self.low), "high": list(self.high), "scale": list(self.scale)}
+        return {"axes": list(self.axes), "low": list(self.low), "high": list(self.high), "scale": list(self.scale),
+                "units": list(self.units)}
 
     @classmethod
     def from_dict(cls, data: dict) -> ActionSpec:
-        unknown = set(data) - {"axes", "low", "high", "scale"}
+        """Also reads specs written before ``units`` existed (every axis then a displacement per step)."""
+        unknown = set(data) - {"axes", "low", "high", "scale", "units"}
         if unknown:
             raise ValueError(f"unknown ActionSpec keys {sorted(unknown)}")
         return cls(
@@ -100,4 +128,5 @@ class ActionSpec:
             low=tuple(data.get("low", ())),
             high=tuple(data.get("high", ())),
             scale=tuple(data.get("scale", ())),
+            units=tuple(data.get("units", ())),
         )

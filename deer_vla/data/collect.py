@@ -206,7 +206,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
     from deer_vla.data.episodes import DatasetMeta, EpisodeDataset, EpisodeWriter, remove_stale_tmp
-    from deer_vla.sim.metaworld_env import ACTION_SPEC, CAMERA_ALIASES, PROPRIO_DIM
+    from deer_vla.sim.metaworld_env import ACTION_SPEC, CAMERA_ALIASES, PROPRIO_DIM, PROPRIO_SPEC
     from deer_vla.sim.tasks import get_task
 
     tasks = [get_task(t) for t in cfg.tasks]
@@ -218,6 +218,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
         image_size=cfg.image_size,
         action_spec=ACTION_SPEC.to_dict(),
         proprio_dim=PROPRIO_DIM,
+        proprio_spec=PROPRIO_SPEC.to_dict(),
         tasks=[t.name for t in tasks],
         success_only=True,
         collection={

@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from deer_vla.core.action_spec import ActionSpec
+from deer_vla.core.proprio_spec import ProprioSpec
 
 FORMAT_NAME = "deer_vla.episodes"
 SCHEMA_VERSION = 1
@@ -52,6 +53,8 @@ class DatasetMeta:
     success_only: bool = True  # the collector stores successful episodes only
     collection: dict[str, Any] = field(default_factory=dict)  # how it was collected (noise, seed, simulator)
     schema_version: int = SCHEMA_VERSION
+    proprio_spec: dict[str, Any] | None = None  # ProprioSpec.to_dict(); None: values unnamed (older datasets)
+    control_rate_hz: float | None = None  # steps per second (imported recordings); None: not recorded
 
     def __post_init__(self) -> None:
         self.cameras = tuple(self.cameras)
@@ -65,6 +68,15 @@ class DatasetMeta:
             ActionSpec.from_dict(self.action_spec)
         except (ValueError, TypeError) as e:
             raise DatasetError(f"meta: invalid action_spec {self.action_spec}: {e}") from e
+        if self.proprio_spec is not None:
+            try:
+                names = ProprioSpec.from_dict(self.proprio_spec).names
+            except (ValueError, TypeError) as e:
+                raise DatasetError(f"meta: invalid proprio_spec {self.proprio_spec}: {e}") from e
+            if len(names) != int(self.proprio_dim):
+                raise DatasetError(f"meta: proprio_spec names {len(names)} values, proprio_dim is {self.proprio_dim}")
+        if self.control_rate_hz is not None and not float(self.control_rate_hz) > 0:
+            raise DatasetError(f"meta: control_rate_hz must be > 0, got {self.control_rate_hz}")
         bad = [t for t in self.tasks if not _TASK_RE.match(t)]
         if bad:
             raise DatasetError(f"meta: invalid task names {bad} (lowercase letters, digits, '-' and '_')")
@@ -74,6 +86,7 @@ class DatasetMeta:
         return ActionSpec.from_dict(self.action_spec).dim
 
     def to_dict(self) -> dict[str, Any]:
+        optional = {"proprio_spec": self.proprio_spec, "control_rate_hz": self.control_rate_hz}
         return {
             "format": FORMAT_NAME,
             "schema_version": self.schema_version,
@@ -85,6 +98,7 @@ class DatasetMeta:
             "tasks": list(self.tasks),
             "success_only": bool(self.success_only),
             "collection": self.collection,
+            **{k: v for k, v in optional.items() if v is not None},
         }
 
     @classmethod
@@ -108,6 +122,8 @@ class DatasetMeta:
                 tasks=list(data.get("tasks", [])),
                 success_only=bool(data.get("success_only", True)),
                 collection=dict(data.get("collection", {})),
+                proprio_spec=None if data.get("proprio_spec") is None else dict(data["proprio_spec"]),
+                control_rate_hz=None if data.get("control_rate_hz") is None else float(data["control_rate_hz"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, DatasetError):
@@ -132,9 +148,16 @@ class DatasetMeta:
     def compatible_with(self, other: DatasetMeta) -> list[str]:
         """What differs between two metas in ways that matter for mixing episodes (empty = compatible)."""
         diffs = []
-        for name in ("cameras", "image_size", "action_spec", "proprio_dim", "success_only"):
+        for name in ("cameras", "image_size", "proprio_dim", "success_only"):
             a, b = getattr(self, name), getattr(other, name)
             if a != b:
+                diffs.append(f"{name}: {a} != {b}")
+        # compared as specs: a dict written before a field existed equals one with its default
+        if ActionSpec.from_dict(self.action_spec) != ActionSpec.from_dict(other.action_spec):
+            diffs.append(f"action_spec: {self.action_spec} != {other.action_spec}")
+        for name in ("proprio_spec", "control_rate_hz"):  # unrecorded on one side: nothing to contradict
+            a, b = getattr(self, name), getattr(other, name)
+            if a is not None and b is not None and a != b:
                 diffs.append(f"{name}: {a} != {b}")
         return diffs
 

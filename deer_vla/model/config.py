@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from deer_vla.core import ActionSpec
+from deer_vla.core import ActionSpec, ProprioSpec
 
 LMFamily = Literal["llama", "qwen2", "gpt2", "mpt"]
 VisionKind = Literal["cnn", "clip", "siglip"]
@@ -133,7 +133,12 @@ class PolicyConfig(_Strict):
     cameras: list[str] = Field(default_factory=lambda: ["static", "wrist"])
     image_size: int = Field(64, ge=8)
     proprio_dim: int = Field(4, ge=0)
+    # names, units, optional limits and standardisation of the proprio values (ProprioSpec dict); None:
+    # unnamed values (checkpoints before named spaces)
+    proprio: dict[str, Any] | None = None
     action: dict[str, Any] = Field(default_factory=lambda: ActionSpec(axes=("x", "y", "z")).to_dict())
+    # steps per second of the demonstrations (per-step action units assume it); None: not recorded
+    control_rate_hz: float | None = Field(None, gt=0)
     vision: VisionConfig = Field(default_factory=VisionConfig)
     resampler: ResamplerConfig = Field(default_factory=ResamplerConfig)
     lm: LMConfig
@@ -155,9 +160,17 @@ class PolicyConfig(_Strict):
     def _action(cls, v: dict[str, Any]) -> dict[str, Any]:
         return ActionSpec.from_dict(v).to_dict()  # raises ValueError naming the bad field
 
+    @field_validator("proprio")
+    @classmethod
+    def _proprio(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else ProprioSpec.from_dict(v).to_dict()
+
     @model_validator(mode="after")
     def _check(self) -> PolicyConfig:
         self.segment_ends()  # validates the exit layout
+        if self.proprio is not None and len(self.proprio["names"]) != self.proprio_dim:
+            raise ValueError(f"proprio.names lists {len(self.proprio['names'])} values {self.proprio['names']}, "
+                             f"but proprio_dim is {self.proprio_dim}")
         h = self.lm.hidden_size
         head_counts = (("resampler.heads", self.resampler.heads), ("lm.cross_attn_heads", self.lm.cross_attn_heads))
         for name, heads in head_counts:
@@ -177,6 +190,10 @@ class PolicyConfig(_Strict):
     @property
     def action_spec(self) -> ActionSpec:
         return ActionSpec.from_dict(self.action)
+
+    @property
+    def proprio_spec(self) -> ProprioSpec:
+        return ProprioSpec.unnamed(self.proprio_dim) if self.proprio is None else ProprioSpec.from_dict(self.proprio)
 
     def segment_ends(self) -> list[int]:
         """Cumulative number of decoder layers run at each exit (1-based exits -> index k-1)."""

@@ -19,14 +19,20 @@ class HeadOutput:
 
 
 class _ProprioInput(nn.Module):
-    """features (B,T,D) [+ projected proprio (B,T,P)] -> head input; missing proprio counts as zeros."""
+    """features (B,T,D) [+ projected proprio (B,T,P)] -> head input; missing proprio counts as zeros.
 
-    def __init__(self, feature_dim: int, proprio_dim: int, embed: int) -> None:
+    ``norm`` = (mean, std) per value standardises proprio first (ProprioSpec); plain floats, not
+    buffers, so they come from the config and never from (or into) the weights file.
+    """
+
+    def __init__(self, feature_dim: int, proprio_dim: int, embed: int,
+                 norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> None:
         super().__init__()
         self.proprio_dim = proprio_dim
         self.feature_dim = feature_dim
         self.proprio = nn.Linear(proprio_dim, embed) if proprio_dim > 0 else None
         self.out_dim = feature_dim + (embed if proprio_dim > 0 else 0)
+        self.norm = norm if norm and norm[0] else None
 
     def forward(self, features: torch.Tensor, proprio: torch.Tensor | None) -> torch.Tensor:
         if features.dim() != 3:
@@ -38,15 +44,20 @@ class _ProprioInput(nn.Module):
         if proprio.shape != (*features.shape[:2], self.proprio_dim):
             raise ValueError(f"proprio must be (B,T,{self.proprio_dim}) = {(*features.shape[:2], self.proprio_dim)}, "
                              f"got {tuple(proprio.shape)}")
-        return torch.cat([features, self.proprio(proprio.to(features.dtype))], dim=-1)
+        proprio = proprio.to(features.dtype)
+        if self.norm is not None:
+            mean, std = (torch.tensor(v, dtype=proprio.dtype, device=proprio.device) for v in self.norm)
+            proprio = (proprio - mean) / std
+        return torch.cat([features, self.proprio(proprio)], dim=-1)
 
 
 class ActionHead(nn.Module):
     """LSTM over per-step exit features; shared by all exits."""
 
-    def __init__(self, feature_dim: int, proprio_dim: int, num_continuous: int, cfg: HeadConfig) -> None:
+    def __init__(self, feature_dim: int, proprio_dim: int, num_continuous: int, cfg: HeadConfig,
+                 proprio_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> None:
         super().__init__()
-        self.inputs = _ProprioInput(feature_dim, proprio_dim, cfg.proprio_embed)
+        self.inputs = _ProprioInput(feature_dim, proprio_dim, cfg.proprio_embed, proprio_norm)
         self.lstm = nn.LSTM(self.inputs.out_dim, cfg.hidden, num_layers=cfg.layers, batch_first=True)
         self.norm = nn.LayerNorm(cfg.hidden)
         self.motion = nn.Linear(cfg.hidden, num_continuous)
@@ -68,9 +79,10 @@ class ActionHead(nn.Module):
 class AuxHead(nn.Module):
     """Per-exit MLP head (no history): an extra training signal at every exit."""
 
-    def __init__(self, feature_dim: int, proprio_dim: int, num_continuous: int, cfg: HeadConfig) -> None:
+    def __init__(self, feature_dim: int, proprio_dim: int, num_continuous: int, cfg: HeadConfig,
+                 proprio_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> None:
         super().__init__()
-        self.inputs = _ProprioInput(feature_dim, proprio_dim, cfg.proprio_embed)
+        self.inputs = _ProprioInput(feature_dim, proprio_dim, cfg.proprio_embed, proprio_norm)
         self.mlp = nn.Sequential(nn.LayerNorm(self.inputs.out_dim), nn.Linear(self.inputs.out_dim, cfg.aux_hidden),
                                  nn.GELU(), nn.Linear(cfg.aux_hidden, num_continuous + 1))
 

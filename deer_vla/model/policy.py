@@ -68,9 +68,11 @@ class MultiExitPolicy(nn.Module):
             for i in config.cross_attn_layers() if i < n_layers
         })
         self.exit_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in self.segment_ends)
-        self.head = ActionHead(hidden, config.proprio_dim, spec.num_continuous, config.head)
+        pspec = config.proprio_spec
+        norm = (pspec.mean, pspec.std)
+        self.head = ActionHead(hidden, config.proprio_dim, spec.num_continuous, config.head, norm)
         self.aux_heads = nn.ModuleList(
-            AuxHead(hidden, config.proprio_dim, spec.num_continuous, config.head) for _ in self.segment_ends
+            AuxHead(hidden, config.proprio_dim, spec.num_continuous, config.head, norm) for _ in self.segment_ends
         )
 
     @property

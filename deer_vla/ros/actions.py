@@ -1,9 +1,10 @@
 """From a policy action vector to what a robot stack consumes (REP-103 units).
 
-The action is normalised per-step deltas (see core.ActionSpec). MoveIt
-Servo's delta-twist input wants velocities, so a delta of ``d`` metres per
-control step of ``period`` seconds becomes ``d / period`` m/s (rad/s for the
-rotation axes).
+The action is normalised per-step deltas or velocities (see core.ActionSpec
+units). MoveIt Servo's delta-twist input wants velocities, so a delta of
+``d`` metres per control step of ``period`` seconds becomes ``d / period``
+m/s (rad/s for the rotation axes, which go to the twist's angular part);
+axes in m/s or rad/s pass through scaled only.
 """
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ def to_robot_command(action: np.ndarray, spec: ActionSpec, period_s: float) -> R
     except ValueError as exc:
         raise UnsafeActionError(str(exc)) from exc
     velocity = np.zeros(6)
-    metric = spec.to_metric(clipped)
+    per_axis = spec.to_velocity(clipped, period_s)
     for i, axis in enumerate(spec.axes):
-        velocity[STANDARD_AXES.index(axis)] = metric[i] / period_s
+        velocity[STANDARD_AXES.index(axis)] = per_axis[i]
     return RobotCommand(
         action=clipped,
         standard7=spec.to_standard7(clipped),

@@ -54,6 +54,7 @@ import mujoco
 import numpy as np
 
 from deer_vla.core.action_spec import ActionSpec
+from deer_vla.core.proprio_spec import ProprioSpec
 from deer_vla.core.observation import Observation
 from deer_vla.sim.tasks import TaskSpec, get_task
 
@@ -65,6 +66,7 @@ CAMERA_ALIASES: dict[str, str] = {"static": "corner4", "wrist": "gripperPOV"}
 _FLIPPED = ("corner", "corner2", "corner3", "corner4")
 MIN_IMAGE_SIZE = 16
 PROPRIO_DIM = 4  # hand x, y, z (m) + gripper opening (1 open .. 0 closed)
+PROPRIO_SPEC = ProprioSpec(names=("hand_x", "hand_y", "hand_z", "gripper_opening"), units=("m", "m", "m", ""))
 # Meta-World moves the hand mocap 1 cm per unit action per step.
 ACTION_SPEC = ActionSpec(axes=("x", "y", "z"), scale=(0.01, 0.01, 0.01))
 _NO_FX = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX)

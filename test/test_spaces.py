@@ -1,0 +1,108 @@
+"""Configurable action and proprio spaces: units, names, limits, standardisation, and old configs still load."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deer_vla.core import ActionSpec, ProprioError, ProprioSpec
+
+
+def test_action_units_default_to_per_step_and_old_dicts_load():
+    spec = ActionSpec()
+    assert spec.units == ("m", "m", "m", "rad", "rad", "rad")
+    old = {"axes": ["x", "y", "z"], "low": [-1, -1, -1], "high": [1, 1, 1], "scale": [0.01] * 3}  # before units
+    assert ActionSpec.from_dict(old) == ActionSpec(axes=("x", "y", "z"), units=("m", "m", "m"))
+    assert ActionSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("units, message", [
+    (("m", "m", "rad"), "axis 'z' is a translation"),
+    (("m", "m", "m", "deg"), "has 4 values for 3 axes"),
+])
+def test_action_units_are_validated(units, message):
+    with pytest.raises(ValueError, match=message):
+        ActionSpec(axes=("x", "y", "z"), units=units)
+
+
+def test_rotation_axes_reach_the_twist_angular_part_in_their_units():
+    from deer_vla.ros.actions import to_robot_command
+
+    per_step = ActionSpec(axes=("x", "yaw"), scale=(0.02, 0.1))
+    cmd = to_robot_command(np.array([0.5, -1.0, 1.0]), per_step, period_s=0.1)
+    assert cmd.linear == pytest.approx((0.1, 0.0, 0.0))  # 0.5 * 0.02 m per 0.1 s step
+    assert cmd.angular == pytest.approx((0.0, 0.0, -1.0))  # -1 * 0.1 rad per 0.1 s step
+    velocity = ActionSpec(axes=("x", "yaw"), scale=(0.02, 0.1), units=("m/s", "rad/s"))
+    cmd = to_robot_command(np.array([0.5, -1.0, 1.0]), velocity, period_s=0.1)
+    assert cmd.linear == pytest.approx((0.01, 0.0, 0.0)) and cmd.angular == pytest.approx((0.0, 0.0, -0.1))
+
+
+def test_proprio_spec_refuses_wrong_length_non_finite_and_out_of_limits_naming_the_values():
+    spec = ProprioSpec(names=("elbow", "gripper"), units=("rad", ""), low=(-3.2, 0.0), high=(3.2, 1.0))
+    assert spec.check([0.5, 0.2]).dtype == np.float32
+    with pytest.raises(ProprioError, match=r"3 values, the model takes 2: elbow \[rad\], gripper"):
+        spec.check([0.0, 0.0, 0.0])
+    with pytest.raises(ProprioError, match="non-finite values gripper=nan"):
+        spec.check([0.0, np.nan])
+    with pytest.raises(ProprioError, match=r"elbow=90 .*elbow in \[-3.2, 3.2\].*wrong units"):
+        spec.check([90.0, 0.5])
+    assert ProprioSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="give both or neither"):
+        ProprioSpec(names=("a",), low=(0.0,))
+    with pytest.raises(ValueError, match="unique identifiers"):
+        ProprioSpec(names=("a", "a"))
+
+
+def test_policy_config_carries_the_spaces_and_defaults_them_for_old_checkpoints():
+    from deer_vla.model.config import PolicyConfig
+    from deer_vla.model.presets import preset_config
+
+    old = preset_config("tiny").model_dump()
+    old["action"] = {k: v for k, v in old["action"].items() if k != "units"}
+    del old["proprio"], old["control_rate_hz"]
+    cfg = PolicyConfig.model_validate(old)  # a config.json written before the spaces were configurable
+    assert cfg.proprio is None and cfg.proprio_spec.names == ("proprio_0", "proprio_1", "proprio_2", "proprio_3")
+    assert cfg.action_spec.units == ("m", "m", "m")
+    data = {**old, "proprio_dim": 2, "proprio": {"names": ["a", "b"]}, "control_rate_hz": 30.0,
+            "action": ActionSpec(axes=("x", "y", "z", "yaw"), units=("m/s", "m/s", "m/s", "rad/s")).to_dict()}
+    cfg = PolicyConfig.model_validate_json(PolicyConfig.model_validate(data).model_dump_json())
+    assert cfg.proprio_spec.names == ("a", "b") and cfg.action_spec.units[-1] == "rad/s" and cfg.control_rate_hz == 30
+    with pytest.raises(ValueError, match="proprio.names lists 2 values"):
+        PolicyConfig.model_validate({**data, "proprio_dim": 3})
+
+
+def test_the_model_standardises_proprio_with_the_configured_mean_and_std():
+    import torch
+
+    from deer_vla.model.config import PolicyConfig
+    from deer_vla.model.policy import MultiExitPolicy
+    from deer_vla.model.presets import preset_config
+
+    base = preset_config("tiny").model_dump()
+    mean, std = [10.0, -5.0, 0.0, 100.0], [2.0, 4.0, 1.0, 50.0]
+    plain = MultiExitPolicy(PolicyConfig.model_validate(base)).eval()
+    named = MultiExitPolicy(PolicyConfig.model_validate(
+        {**base, "proprio": {"names": ["a", "b", "c", "d"], "mean": mean, "std": std}})).eval()
+    named.load_state_dict(plain.state_dict())  # same weights: the standardisation adds no parameters
+    feats = torch.randn(2, 3, named.head.inputs.feature_dim)
+    raw = torch.randn(2, 3, 4) * torch.tensor(std) + torch.tensor(mean)
+    with torch.no_grad():
+        expected = plain.head(feats, (raw - torch.tensor(mean)) / torch.tensor(std)).motion
+        assert torch.allclose(named.head(feats, raw).motion, expected, atol=1e-6)
+        assert not torch.allclose(plain.head(feats, raw).motion, expected, atol=1e-3)
+
+
+def test_dataset_meta_keeps_the_spaces_and_old_metas_stay_compatible(tmp_path):
+    from deer_vla.data.episodes import DatasetError, DatasetMeta
+
+    spec = ActionSpec(axes=("x", "y", "z"))
+    proprio = ProprioSpec(names=("hand_x", "hand_y", "hand_z", "gripper_opening"))
+    meta = DatasetMeta(("static",), 16, spec.to_dict(), 4, proprio_spec=proprio.to_dict(), control_rate_hz=10.0)
+    meta.save(tmp_path)
+    again = DatasetMeta.load(tmp_path)
+    assert again.proprio_spec == proprio.to_dict() and again.control_rate_hz == 10.0
+    old = DatasetMeta(("static",), 16, {k: v for k, v in spec.to_dict().items() if k != "units"}, 4)
+    assert old.compatible_with(meta) == []  # written before units / names: nothing contradicts
+    assert "action_spec" in old.compatible_with(
+        DatasetMeta(("static",), 16, ActionSpec(axes=("x", "y", "z"), units=("m/s",) * 3).to_dict(), 4))[0]
+    with pytest.raises(DatasetError, match="proprio_spec names 4 values, proprio_dim is 3"):
+        DatasetMeta(("static",), 16, spec.to_dict(), 3, proprio_spec=proprio.to_dict())
