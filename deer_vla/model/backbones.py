@@ -11,6 +11,7 @@ thing HF's eager attention adds to its scores (MPT takes it as a boolean
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,16 +66,20 @@ class DecoderStack(nn.Module):
     """Token embeddings + the first ``num_layers`` decoder layers of an HF causal LM family.
 
     With a ``text`` front end the LM's own token table is replaced by the
-    pretrained table + projection (``text.TokenEmbedder``).
+    pretrained table + projection (``text.TokenEmbedder``). ``empty`` builds the
+    HF layers' parameters on the meta device, for ``load_pretrained_lm`` to fill.
     """
 
-    def __init__(self, lm: LMConfig, num_layers: int, text: TextConfig | None = None) -> None:
+    def __init__(self, lm: LMConfig, num_layers: int, text: TextConfig | None = None, empty: bool = False) -> None:
         super().__init__()
         import transformers
 
+        from deer_vla.model.lean_load import parameters_on_meta
+
         self.family = lm.family
         self.hf_config = hf_lm_config(lm, num_layers)
-        base = getattr(transformers, _FAMILY_CLASSES[lm.family][1])(self.hf_config)
+        with parameters_on_meta() if empty else nullcontext():
+            base = getattr(transformers, _FAMILY_CLASSES[lm.family][1])(self.hf_config)
         if lm.family == "gpt2":
             self.embed_tokens, self.embed_positions, self.layers = base.wte, base.wpe, base.h
             self.rotary_emb = None
@@ -133,11 +138,14 @@ class DecoderStack(nn.Module):
 
 
 class HFVisionTower(nn.Module):
-    """CLIP / SigLIP vision transformer -> patch features (B, N, D)."""
+    """CLIP / SigLIP vision transformer -> patch features (B, N, D); ``empty``: parameters on the meta
+    device, for ``load_pretrained_vision`` to fill."""
 
-    def __init__(self, vision: VisionConfig) -> None:
+    def __init__(self, vision: VisionConfig, empty: bool = False) -> None:
         super().__init__()
         import transformers
+
+        from deer_vla.model.lean_load import parameters_on_meta
 
         assert vision.hf_config is not None
         names = {"clip": ("CLIPVisionConfig", "CLIPVisionModel"), "siglip": ("SiglipVisionConfig", "SiglipVisionModel")}
@@ -146,7 +154,8 @@ class HFVisionTower(nn.Module):
                                                                        "transformers_version")}
         cfg = getattr(transformers, cfg_name)(**data)
         cfg._attn_implementation = "eager"
-        self.model = getattr(transformers, model_name)(cfg)
+        with parameters_on_meta() if empty else nullcontext():
+            self.model = getattr(transformers, model_name)(cfg)
         self.kind = vision.kind
         self.out_dim = int(cfg.hidden_size)
         self._patches = (int(cfg.image_size) // int(cfg.patch_size)) ** 2 + (1 if vision.kind == "clip" else 0)
@@ -197,35 +206,81 @@ def vision_config_from_dir(path: str | Path, **overrides: Any) -> VisionConfig:
     return VisionConfig(kind=kind, hf_config=vis.to_dict(), path=str(p), **{**mean_std, **overrides})
 
 
+def hf_weight_files(path: str | Path) -> dict[str, Path]:
+    """tensor name -> safetensors file, for a local HF directory (one file or a sharded index)."""
+    import json
+
+    from safetensors import safe_open
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+    p = Path(path)
+    if (p / SAFE_WEIGHTS_INDEX_NAME).is_file():
+        weight_map = json.loads((p / SAFE_WEIGHTS_INDEX_NAME).read_text())["weight_map"]
+        return {key: p / name for key, name in weight_map.items()}
+    if (p / SAFE_WEIGHTS_NAME).is_file():
+        with safe_open(str(p / SAFE_WEIGHTS_NAME), framework="pt") as f:
+            return dict.fromkeys(f.keys(), p / SAFE_WEIGHTS_NAME)
+    raise FileNotFoundError(f"{p} has no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}: only safetensors weights "
+                            "are read (re-save the model with save_pretrained(..., safe_serialization=True))")
+
+
+def _refs_into(files: dict[str, Path], wanted: dict[str, str], prefixes: tuple[str, ...], where: Path
+               ) -> dict[str, Any]:
+    """{our name: TensorRef} for ``wanted`` = {our name: name in the HF model}, stored under one of ``prefixes``
+    (a causal-LM save prefixes its base model's names, e.g. "model." or "transformer.")."""
+    from deer_vla.model.lean_load import TensorRef
+
+    if not wanted:
+        return {}
+    probe = next(iter(wanted.values()))
+    prefix = next((pre for pre in prefixes if pre + probe in files), None)
+    if prefix is None:
+        raise KeyError(f"{where}: no tensor '{probe}' (tried prefixes {list(prefixes)}); is this the right model?")
+    missing = sorted(name for name in wanted.values() if prefix + name not in files)
+    if missing:
+        raise KeyError(f"{where} lacks tensor(s) {[prefix + m for m in missing[:5]]}"
+                       f"{'...' if len(missing) > 5 else ''}")
+    return {ours: TensorRef(files[prefix + name], prefix + name) for ours, name in wanted.items()}
+
+
+# our DecoderStack's parts -> the HF base model's attributes, per family
+_STACK_PARTS = {
+    "gpt2": {"embed_tokens": "wte", "embed_positions": "wpe", "layers": "h"},
+    "mpt": {"embed_tokens": "wte", "layers": "blocks"},
+    "llama": {"embed_tokens": "embed_tokens", "layers": "layers"},
+    "qwen2": {"embed_tokens": "embed_tokens", "layers": "layers"},
+}
+
+
 def load_pretrained_lm(stack: DecoderStack, path: str | Path) -> None:
-    """Copy the LM's pretrained embeddings and (loaded) decoder layers from a local directory."""
+    """Fill the LM's embeddings and (loaded) decoder layers from a local directory's safetensors, read straight
+    into the stack (lean_load: no second copy, and layers past the stack's depth are never read)."""
     import transformers
 
-    base = transformers.AutoModel.from_pretrained(_require_dir(path, "language model"), local_files_only=True)
-    if stack.family == "gpt2":
-        parts = [(stack.embed_tokens, base.wte), (stack.embed_positions, base.wpe)]
-        layers = base.h
-    elif stack.family == "mpt":
-        parts, layers = [(stack.embed_tokens, base.wte)], base.blocks
-    else:
-        parts = [(stack.embed_tokens, base.embed_tokens)]
-        layers = base.layers
+    from deer_vla.model.lean_load import materialize
     from deer_vla.model.text import TokenEmbedder
 
+    p = _require_dir(path, "language model")
+    parts = _STACK_PARTS[stack.family]
     if isinstance(stack.embed_tokens, TokenEmbedder):  # a pretrained text front end replaces the LM's table
-        parts = [p for p in parts if p[0] is not stack.embed_tokens]
-    parts += list(zip(stack.layers, layers))
-    for ours, theirs in parts:
-        ours.load_state_dict(theirs.state_dict())
+        parts = {k: v for k, v in parts.items() if k != "embed_tokens"}
+    wanted = {}
+    for name in stack.state_dict():
+        head, _, rest = name.partition(".")
+        if head in parts:
+            wanted[name] = f"{parts[head]}.{rest}"
+    base_prefix = getattr(transformers, _FAMILY_CLASSES[stack.family][1]).base_model_prefix
+    materialize(stack, _refs_into(hf_weight_files(p), wanted, ("", f"{base_prefix}."), p))
 
 
 def load_pretrained_vision(tower: HFVisionTower, path: str | Path) -> None:
-    import transformers
+    """Fill a CLIP / SigLIP tower from a local directory (a vision-only or a full CLIP / SigLIP save)."""
+    from deer_vla.model.lean_load import materialize
 
     p = _require_dir(path, "vision model")
-    cls = transformers.CLIPVisionModel if tower.kind == "clip" else transformers.SiglipVisionModel
-    src = cls.from_pretrained(p, local_files_only=True)
-    tower.model.load_state_dict(src.state_dict())
+    wanted = {f"model.{name}": name for name in tower.model.state_dict()}
+    # a full CLIP / SigLIP save (and a vision-only one from transformers 4) prefixes the tower's names
+    materialize(tower, _refs_into(hf_weight_files(p), wanted, ("", "vision_model."), p))
 
 
 def tokenizer_from_dir(path: str | Path) -> Any:

@@ -37,7 +37,10 @@ def masked_max_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class MultiExitPolicy(nn.Module):
-    def __init__(self, config: PolicyConfig, max_exit: int | None = None) -> None:
+    def __init__(self, config: PolicyConfig, max_exit: int | None = None, empty_lm: bool = False,
+                 empty_vision: bool = False) -> None:
+        """``empty_lm`` / ``empty_vision``: the HF decoder layers / vision tower get parameters on the meta
+        device, to be filled from pretrained files (pretrained.policy_from_pretrained) without a second copy."""
         super().__init__()
         self.config = config
         ends = config.segment_ends()
@@ -55,14 +58,14 @@ class MultiExitPolicy(nn.Module):
         if config.vision.kind == "cnn":
             self.vision = ConvEncoder(config.vision.channels)
         else:
-            self.vision = HFVisionTower(config.vision)
+            self.vision = HFVisionTower(config.vision, empty=empty_vision)
         self.register_buffer("image_mean", torch.tensor(config.vision.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(config.vision.image_std).view(1, 3, 1, 1), persistent=False)
         r = config.resampler
         self.resampler = PerceiverResampler(self.vision.out_dim, self.vision.num_patches(config.image_size), hidden,
                                             r.num_latents, r.depth, r.heads, r.ff_mult)
         self.camera_embed = nn.Parameter(torch.randn(len(config.cameras), hidden) * 0.02)
-        self.lm = DecoderStack(lm, n_layers, config.text)
+        self.lm = DecoderStack(lm, n_layers, config.text, empty=empty_lm)
         self.xattn = nn.ModuleDict({
             str(i): GatedCrossAttention(hidden, lm.cross_attn_heads, lm.cross_attn_ff_mult)
             for i in config.cross_attn_layers() if i < n_layers

@@ -1,8 +1,11 @@
 """Build a MultiExitPolicy around real HF backbones stored in local directories.
 
-The LM (and its tokenizer) and optionally a CLIP/SigLIP vision tower are read
-with ``from_pretrained(..., local_files_only=True)``; everything else (resampler,
-gated cross-attention, exits, heads) starts freshly initialised.
+The LM's embeddings and decoder layers (and optionally a CLIP/SigLIP vision
+tower) are read from the directory's safetensors straight into parameters built
+on the meta device (lean_load: no second copy of the weights, and layers past
+the policy's depth are never read); the tokenizer comes from the same directory.
+Everything else (resampler, gated cross-attention, exits, heads) starts freshly
+initialised.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def policy_from_pretrained(lm_dir: str | Path, vision_dir: str | Path | None = N
         data["vision"] = vision.model_dump()
         data["image_size"] = int(vision.hf_config["image_size"])  # type: ignore[index]
     cfg = PolicyConfig.model_validate(data)
-    model = MultiExitPolicy(cfg)
+    model = MultiExitPolicy(cfg, empty_lm=True, empty_vision=vision_dir is not None)
     load_pretrained_lm(model.lm, lm_dir)
     if vision_dir is not None:
         assert isinstance(model.vision, HFVisionTower)
