@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bringup": ("deer_vla.ros.bringup", "start a node graph (policy, monitor, sim) in one process"),
     "collect": ("deer_vla.data.collect", "roll out scripted experts and record demonstrations"),
     "train": ("deer_vla.train.trainer", "train a multi-exit policy (DeeR recipe)"),
-    "calibrate": ("deer_vla.train.calibrate", "solve exit thresholds for an average budget"),
+    "calibrate": ("deer_vla.commands.calibrate", "solve exit thresholds for an average budget"),
     "evaluate": ("deer_vla.evaluation.evaluator", "closed-loop success vs compute evaluation"),
     "instruction-swap": ("deer_vla.evaluation.instruction_swap", "shared starts: does each instruction do its task"),
     "profile": ("deer_vla.model.profiling", "per-exit FLOPs, params, memory and latency of a checkpoint"),

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from deer_vla.commands.calibrate import cli_main as calibrate_main
+from deer_vla.commands.calibrate import split_base_episodes
 from deer_vla.control.thresholds import Thresholds
-from deer_vla.train.calibrate import cli_main as calibrate_main
-from deer_vla.train.calibrate import split_base_episodes
 from deer_vla.train.synthetic import write_tiny_dataset
 
 torch.set_num_threads(1)

@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from deer_vla.commands.calibrate import cli_main as calibrate_main
 from deer_vla.control.thresholds import Thresholds
-from deer_vla.evaluation.evaluator import EvalConfig, parse_exits
+from deer_vla.evaluation.evaluator import EvalConfig, evaluate, parse_exits
 from deer_vla.evaluation.evaluator import cli_main as evaluate_main
+from deer_vla.evaluation.objective import TUNE_SEED_OFFSET, ClosedLoopObjective
 from deer_vla.evaluation.report import summarize
-from deer_vla.evaluation.rollout import EpisodeResult
+from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec
+from deer_vla.evaluation.workers import EvalWorker, PolicySpec
 from deer_vla.sim.metaworld_env import ACTION_SPEC
-from deer_vla.train.calibrate import cli_main as calibrate_main
 from deer_vla.train.synthetic import write_tiny_dataset
 
 torch.set_num_threads(1)
@@ -143,20 +145,65 @@ def test_summary_pools_tasks_and_counts_exits() -> None:
 
 def test_tracking_mode_keeps_one_tracker_over_the_workers_episodes(checkpoint: tuple[Path, Path]) -> None:
     """Budget tracking holds over the whole run (as on a robot), not per job of a few episodes."""
-    from deer_vla.evaluation import evaluator as ev
-    from deer_vla.evaluation.rollout import ModeSpec
-
     ckpt, _ = checkpoint
-    ev._worker_init(str(ckpt), "cpu", 1, None)
-    n = ev._WORKER["runner"].num_exits
-    budget = 0.5 * ev._WORKER["profile"].costs()[-1]
+    worker = EvalWorker.from_spec(PolicySpec(str(ckpt)))
+    n = worker.runner.num_exits
+    budget = 0.5 * worker.profile.costs()[-1]
     mode = ModeSpec(name="dyn+track", kind="dynamic", thresholds=Thresholds(values=[0.0] * (n - 1)).to_dict(),
                     budget_gflops=budget, budget_fraction=0.5, track_budget=True)
-    first = ev._run_job((mode, "drawer-open", [(100000, None)], 3))
-    tracker = ev._WORKER["trackers"]["dyn+track"]
-    assert tracker.steps == first[0].steps and tracker.target_gflops == budget
-    second = ev._run_job((mode, "drawer-open", [(100001, None)], 3))
-    assert ev._WORKER["trackers"]["dyn+track"] is tracker and tracker.steps == first[0].steps + second[0].steps
-    ev._worker_init(str(ckpt), "cpu", 1, None)  # a new evaluation starts with no trackers
-    assert ev._WORKER["trackers"] == {}
-    ev._close_adapters()
+    try:
+        first = worker.run_job((mode, "drawer-open", [(100000, None)], 3))
+        tracker = worker.trackers["dyn+track"]
+        assert tracker.steps == first[0].steps and tracker.target_gflops == budget
+        second = worker.run_job((mode, "drawer-open", [(100001, None)], 3))
+        assert worker.trackers["dyn+track"] is tracker and tracker.steps == first[0].steps + second[0].steps
+    finally:
+        worker.close()
+    assert EvalWorker.from_spec(PolicySpec(str(ckpt))).trackers == {}  # a new evaluation starts with none
+
+
+def test_closed_loop_objective_scores_thresholds_by_success_and_cost(checkpoint: tuple[Path, Path]) -> None:
+    """calibrate --bayes's objective: thresholds 0 never stop early (the full model's cost per step), huge
+    ones stop at exit 2 (the first exit the criterion can stop at)."""
+    ckpt, _ = checkpoint
+    worker = EvalWorker.from_spec(PolicySpec(str(ckpt)))
+    worker.adapter("drawer-open", max_steps=3)  # made here with a short episode limit; the objective reuses it
+    objective = ClosedLoopObjective(worker, ["drawer-open"], episodes_per_task=2)
+    n, llm = worker.runner.num_exits, worker.profile.llm_gflops
+    try:
+        success, full_cost = objective(Thresholds(values=[0.0] * (n - 1)))
+        _, early_cost = objective(Thresholds(values=[1e6] * (n - 1)))
+    finally:
+        worker.close()
+    assert 0.0 <= success <= 1.0
+    assert full_cost == pytest.approx(llm[-1]) and early_cost == pytest.approx(llm[1])
+    assert sorted(seed for seed, _ in objective.plans["drawer-open"]) == [TUNE_SEED_OFFSET, TUNE_SEED_OFFSET + 1]
+
+
+@pytest.mark.slow  # two spawn processes each import torch and MuJoCo: ~20 s on 2 busy cores
+def test_worker_processes_give_the_same_episodes_as_one_process(checkpoint: tuple[Path, Path],
+                                                                 tmp_path: Path) -> None:
+    """--workers 2 runs the jobs in spawn processes that each load the policy: same seeds, same episodes."""
+    ckpt, _ = checkpoint
+    runs = {}
+    for workers in (1, 2):
+        cfg = EvalConfig(checkpoint=str(ckpt), tasks=["drawer-open"], episodes_per_task=2, budgets=[], exits=[1],
+                         max_steps=3, workers=workers)
+        payload = evaluate(cfg, tmp_path / f"w{workers}", show_progress=False, verbose=False)
+        runs[workers] = sorted((e["mode"], e["seed"], e["steps"], e["success"], e["llm_gflops"], e["exit_counts"])
+                               for e in payload["episodes"])
+    assert len(runs[1]) == 4 and runs[2] == runs[1]
+
+
+def test_instruction_swap_runs_a_checkpoints_modes(checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    """The swap evaluation's policy path: the checkpoint's modes on shared starts, one simulator per task."""
+    from deer_vla.evaluation.instruction_swap import run_swap
+
+    ckpt, _ = checkpoint
+    tasks = ["drawer-open-shared", "drawer-close-shared"]
+    cfg = EvalConfig(checkpoint=str(ckpt), tasks=tasks, episodes_per_task=1, budgets=[], exits=[1], max_steps=3)
+    payload = run_swap(tasks, 1, tmp_path, eval_cfg=cfg, max_steps=3, show_progress=False)
+    assert sorted((e["mode"], e["task"]) for e in payload["episodes"]) == sorted(
+        (m, t) for m in ("full", "exit1") for t in tasks)
+    assert all(e["steps"] <= 3 for e in payload["episodes"])
+    assert set(payload["summary"]) == {"full", "exit1"}

@@ -296,9 +296,9 @@ def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path):
     assert cli_main([str(tmp_path / "missing.mcap"), "--checkpoint", str(tiny_checkpoint)]) == 1
 
     # the same recording calibrates thresholds on what the robot saw: one episode per instruction
+    from deer_vla.commands.calibrate import cli_main as calibrate
     from deer_vla.control.thresholds import Thresholds
     from deer_vla.data.recording import recorded_episodes
-    from deer_vla.train.calibrate import cli_main as calibrate
 
     episodes = recorded_episodes(path, ("static", "wrist"))
     assert [ep[0].instruction for ep in episodes] == [INSTRUCTIONS[0], INSTRUCTIONS[2]]

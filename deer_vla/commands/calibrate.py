@@ -27,10 +27,6 @@ from deer_vla.data.observations import dataset_observation_episodes
 
 log = logging.getLogger("deer_vla.calibrate")
 
-# Seeds for closed-loop tuning start here; evaluation seeds start at EVAL_SEED_OFFSET
-# (deer_vla.evaluation.evaluator) and demonstrations use seeds below both.
-TUNE_SEED_OFFSET = 200_000
-
 
 def recording_exit_actions(runner: Any, recordings: Sequence[str | Path], max_steps: int | None = None) -> np.ndarray:
     """(S, N, A) actions of every exit at every step of the policy node's MCAP recordings (all their episodes)."""
@@ -246,12 +242,19 @@ def cli_main(argv: list[str] | None = None) -> int:
     )
     if args.bayes > 0:
         from deer_vla.control.bayes import tune_thresholds
-        from deer_vla.evaluation.evaluator import closed_loop_objective
+        from deer_vla.evaluation.evaluator import resolve_tasks
+        from deer_vla.evaluation.objective import ClosedLoopObjective
+        from deer_vla.evaluation.workers import EvalWorker
 
-        objective = closed_loop_objective(
-            runner, profile, args.bayes_tasks, args.bayes_episodes, seed_offset=TUNE_SEED_OFFSET
-        )
-        thresholds = tune_thresholds(objective, profile, budget, thresholds, n_trials=args.bayes, seed=0)
+        worker = EvalWorker(runner, profile)
+        try:
+            objective = ClosedLoopObjective(worker, resolve_tasks(args.bayes_tasks), args.bayes_episodes)
+            thresholds = tune_thresholds(objective, profile, budget, thresholds, n_trials=args.bayes, seed=0)
+        except (KeyError, ValueError) as exc:  # an unknown --bayes-tasks name, a bad --bayes-episodes
+            print(f"deer-vla calibrate: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+            return 2
+        finally:
+            worker.close()
         log.info("BO thresholds %s: mean cost %.4g", [round(v, 4) for v in thresholds.values], thresholds.expected_cost)
     out.mkdir(parents=True, exist_ok=True)
     thresholds.save(out / "thresholds.json")

@@ -5,7 +5,7 @@ several average budgets (thresholds solved on demonstrations for each
 budget), and the oracle. Episodes use held-out seeds (EVAL_SEED_OFFSET + i,
 disjoint from demonstration and tuning seeds) and optionally held-out
 instruction paraphrases. Jobs (mode x task) run in --workers processes, each
-holding one policy and one simulator per task.
+holding one policy and one simulator per task (``workers.EvalWorker``).
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from deer_vla.evaluation.report import (
     write_csv,
     write_json,
 )
-from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec, make_controller, run_episode
+from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec
+from deer_vla.evaluation.workers import EvalWorker, Job, PolicySpec, run_in_processes
 
 log = logging.getLogger("deer_vla.evaluate")
 
@@ -109,66 +111,6 @@ def episode_plan(task: str, n: int, seed_offset: int, heldout: bool) -> list[tup
     return [(seed_offset + i, instructions[i % len(instructions)]) for i in range(n)]
 
 
-# --- worker side -----------------------------------------------------------------------------
-
-_WORKER: dict[str, Any] = {}
-
-
-def _worker_init(
-    checkpoint: str, device: str, threads: int, image_size: int | None, profile: dict | None = None
-) -> None:
-    """Load the policy once per process; ``profile`` (CostProfile dict) avoids re-measuring it per worker."""
-    import torch
-
-    torch.set_num_threads(threads)
-    from deer_vla.core import CostProfile
-    from deer_vla.model.runner import PolicyRunner
-
-    runner = PolicyRunner.from_checkpoint(checkpoint, device=device)
-    cost = CostProfile.from_dict(profile) if profile is not None else runner.cost_profile
-    _WORKER.update(runner=runner, profile=cost, adapters={}, image_size=image_size, trackers={})
-
-
-def _adapter(task: str, max_steps: int | None) -> Any:
-    from deer_vla.sim.metaworld_env import MetaWorldAdapter
-
-    adapters = _WORKER["adapters"]
-    if task not in adapters:
-        runner = _WORKER["runner"]
-        kwargs: dict[str, Any] = {"cameras": tuple(runner.cameras)}
-        size = _WORKER["image_size"] or _model_image_size(runner)
-        if size:
-            kwargs["image_size"] = size
-        if max_steps is not None:
-            kwargs["max_steps"] = max_steps
-        adapters[task] = MetaWorldAdapter(task, **kwargs)
-    return adapters[task]
-
-
-def _model_image_size(runner: Any) -> int | None:
-    model = getattr(runner, "model", None)
-    cfg = getattr(model, "config", None)
-    return int(cfg.image_size) if cfg is not None and getattr(cfg, "image_size", None) else None
-
-
-def _run_job(job: tuple[ModeSpec, str, list[tuple[int, str | None]], int | None]) -> list[EpisodeResult]:
-    mode, task, plan, max_steps = job
-    adapter = _adapter(task, max_steps)
-    # one tracker per mode for all the episodes this worker runs: it holds the budget over the whole run,
-    # as on a robot, instead of restarting at every job of a few episodes
-    controller = make_controller(_WORKER["runner"], _WORKER["profile"], mode, _WORKER["trackers"].get(mode.name))
-    if controller.tracker is not None:
-        _WORKER["trackers"][mode.name] = controller.tracker
-    limit = max_steps or int(getattr(adapter, "max_steps", 500))
-    return [run_episode(adapter, controller, mode.name, task, seed, instr, limit) for seed, instr in plan]
-
-
-def _close_adapters() -> None:
-    for a in _WORKER.get("adapters", {}).values():
-        a.close()
-    _WORKER["adapters"] = {}
-
-
 # --- main side ---------------------------------------------------------------------------------
 
 
@@ -238,29 +180,23 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
     return modes, skipped
 
 
-def run_jobs(cfg: EvalConfig, jobs: list[tuple], show_progress: bool = True) -> list[EpisodeResult]:
+def run_jobs(cfg: EvalConfig, jobs: list[Job], worker: EvalWorker, spec: PolicySpec,
+             show_progress: bool = True) -> list[EpisodeResult]:
+    """Every job's episodes: on ``worker`` here (``cfg.workers`` == 1) or in ``cfg.workers`` processes that
+    each load ``spec``'s policy (with ``worker``'s cost profile, measured once)."""
     from tqdm import tqdm
 
-    total = sum(len(j[2]) for j in jobs)
     results: list[EpisodeResult] = []
-    bar = tqdm(total=total, desc="episodes", unit="ep", disable=not show_progress, dynamic_ncols=True)
+    bar = tqdm(total=sum(len(j[2]) for j in jobs), desc="episodes", unit="ep", disable=not show_progress,
+               dynamic_ncols=True)
     if cfg.workers == 1:
-        for job in jobs:
-            out = _run_job(job)
-            results.extend(out)
-            bar.update(len(out))
-        _close_adapters()
+        outputs: Iterable[list[EpisodeResult]] = (worker.run_job(job) for job in jobs)
     else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")  # torch + MuJoCo GL contexts do not survive fork
-        threads = max(1, (os.cpu_count() or 1) // cfg.workers)
-        profile = _WORKER["profile"].to_dict() if "profile" in _WORKER else None
-        with ctx.Pool(cfg.workers, initializer=_worker_init,
-                      initargs=(cfg.checkpoint, cfg.device, threads, cfg.image_size, profile)) as pool:
-            for out in pool.imap_unordered(_run_job, jobs):
-                results.extend(out)
-                bar.update(len(out))
+        factory = partial(EvalWorker.from_spec, spec.with_profile(worker.profile))
+        outputs = run_in_processes(factory, jobs, cfg.workers)
+    for out in outputs:
+        results.extend(out)
+        bar.update(len(out))
     bar.close()
     return results
 
@@ -269,18 +205,23 @@ def evaluate(
     cfg: EvalConfig, out_dir: str | Path, show_progress: bool = True, verbose: bool = True
 ) -> dict[str, Any]:
     """Run every mode on every task and write results.json, results.csv and tradeoff.png to ``out_dir``."""
-    import torch
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.workers))
-    _worker_init(cfg.checkpoint, cfg.device, torch.get_num_threads(), cfg.image_size)
-    runner = _WORKER["runner"]
-    modes, skipped = build_modes(cfg, runner)
+    spec = PolicySpec(cfg.checkpoint, cfg.device, max(1, (os.cpu_count() or 1) // cfg.workers), cfg.image_size)
+    worker = EvalWorker.from_spec(spec)
+    try:
+        return _evaluate(cfg, out, worker, spec, show_progress, verbose)
+    finally:
+        worker.close()
+
+
+def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, show_progress: bool,
+              verbose: bool) -> dict[str, Any]:
+    modes, skipped = build_modes(cfg, worker.runner)
     # Interleave modes within a task so --workers share the load evenly; longest first is unknown, so
     # split each (mode, task) into chunks of a few episodes.
     chunk = max(1, min(5, cfg.episodes_per_task))
-    jobs: list[tuple] = []
+    jobs: list[Job] = []
     conditions = cfg.instruction_conditions()
     if conditions != ["canonical"]:  # same seeds, other instructions: modes get a suffix per condition
         modes = [m if c == "canonical" else replace(m, name=m.name + HELDOUT_SUFFIX)
@@ -292,7 +233,7 @@ def evaluate(
             for i in range(0, len(plan), chunk):
                 jobs.append((mode, task, plan[i : i + chunk], cfg.max_steps))
     t0 = time.perf_counter()
-    results = run_jobs(cfg, jobs, show_progress)
+    results = run_jobs(cfg, jobs, worker, spec, show_progress)
     wall = time.perf_counter() - t0
     order = [m.name for m in modes]
     summary = summarize(results, order)
@@ -306,7 +247,7 @@ def evaluate(
                  "track_budget": m.track_budget, "thresholds": m.thresholds}
         for m in modes
     }
-    profile = _WORKER["profile"]
+    profile = worker.profile
     payload = {
         "checkpoint": str(cfg.checkpoint),
         "config": {k: v for k, v in vars(cfg).items()},
@@ -333,30 +274,7 @@ def evaluate(
         for name, why in skipped.items():
             print(f"skipped {name}: {why}")
         print(f"{len(results)} episodes in {wall:.0f} s; results in {out}")
-    _close_adapters()
     return payload
-
-
-def closed_loop_objective(
-    runner: Any, profile: Any, tasks: str | Sequence[str], episodes_per_task: int, seed_offset: int
-) -> Callable[[Any], tuple[float, float]]:
-    """Objective for tune_thresholds: (success rate, mean cost per step) over closed-loop rollouts."""
-    names = resolve_tasks(tasks) if isinstance(tasks, str) else list(tasks)
-    _WORKER.update(runner=runner, profile=profile, adapters=_WORKER.get("adapters", {}), image_size=None)
-
-    def objective(thresholds: Any) -> tuple[float, float]:
-        mode = ModeSpec(name="bo", kind="dynamic", thresholds=thresholds.to_dict(),
-                        budget_gflops=thresholds.budget.average_gflops if thresholds.budget else None)
-        results: list[EpisodeResult] = []
-        for task in names:
-            plan = episode_plan(task, episodes_per_task, seed_offset, heldout=False)
-            results.extend(_run_job((mode, task, plan, None)))
-        steps = sum(r.steps for r in results)
-        metric = thresholds.metric
-        cost = sum(r.llm_gflops if metric == "llm_gflops" else r.total_gflops for r in results) / max(steps, 1)
-        return sum(r.success for r in results) / len(results), cost
-
-    return objective
 
 
 # --- CLI ---------------------------------------------------------------------------------------

@@ -35,14 +35,16 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from deer_vla.evaluation.stats import wilson_interval
+from deer_vla.evaluation.workers import PolicySpec, model_image_size, run_in_processes
 
 if TYPE_CHECKING:
     from deer_vla.evaluation.evaluator import EvalConfig
@@ -210,45 +212,58 @@ def print_summary(summary: dict[str, dict[str, Any]]) -> None:
 
 # --- jobs ----------------------------------------------------------------------------------------
 
-_ADAPTERS: dict[str, Any] = {}
 
+class SwapWorker:
+    """Runs swap jobs: ``mode`` "expert-own"/"expert-partner" (scripted experts, no policy needed) or an
+    evaluator ModeSpec on ``runner``. One simulator per task, tracking the pair's other task."""
 
-def _adapter(task: str, image_size: int | None, cameras: tuple[str, ...], max_steps: int | None) -> Any:
-    from deer_vla.sim.metaworld_env import MetaWorldAdapter
+    def __init__(self, runner: Any = None, profile: Any = None, image_size: int | None = None) -> None:
+        self.runner = runner
+        self.profile = profile
+        self.image_size = image_size or model_image_size(runner)
+        self.adapters: dict[str, Any] = {}
 
-    if task not in _ADAPTERS:
-        kwargs: dict[str, Any] = {"cameras": cameras, "track_partner": True}
-        if image_size:
-            kwargs["image_size"] = image_size
-        if max_steps is not None:
-            kwargs["max_steps"] = max_steps
-        _ADAPTERS[task] = MetaWorldAdapter(task, **kwargs)
-    return _ADAPTERS[task]
+    @classmethod
+    def from_spec(cls, spec: PolicySpec) -> SwapWorker:
+        runner, profile = spec.load()
+        return cls(runner, profile, spec.image_size)
 
+    def adapter(self, task: str, rendered: bool, max_steps: int | None) -> Any:
+        """``task``'s simulator, made on first use; experts read the state, so theirs renders no camera."""
+        if task not in self.adapters:
+            from deer_vla.sim.metaworld_env import MetaWorldAdapter
 
-def _close_adapters() -> None:
-    for a in _ADAPTERS.values():
-        a.close()
-    _ADAPTERS.clear()
+            kwargs: dict[str, Any] = {"cameras": tuple(self.runner.cameras) if rendered else (),
+                                      "track_partner": True}
+            if rendered and self.image_size:
+                kwargs["image_size"] = self.image_size
+            if max_steps is not None:
+                kwargs["max_steps"] = max_steps
+            self.adapters[task] = MetaWorldAdapter(task, **kwargs)
+        return self.adapters[task]
 
+    def run_job(self, job: tuple[Any, str, list[tuple[int, str | None]], int | None]) -> list[SwapEpisode]:
+        """One (mode, task) chunk."""
+        mode, task, plan, max_steps = job
+        actor: Actor
+        if isinstance(mode, str):
+            actor = ExpertActor(mode.removeprefix("expert-"))
+            adapter = self.adapter(task, False, max_steps)
+            name = mode
+        else:
+            from deer_vla.evaluation.rollout import make_controller
 
-def _run_job(job: tuple[Any, str, list[tuple[int, str | None]], int | None]) -> list[SwapEpisode]:
-    """One (mode, task) chunk. ``mode`` is "expert-own" / "expert-partner" or an evaluator ModeSpec."""
-    mode, task, plan, max_steps = job
-    if isinstance(mode, str):
-        actor: Actor = ExpertActor(mode.removeprefix("expert-"))
-        adapter = _adapter(task, None, (), max_steps)  # experts read the state: no rendering
-        name = mode
-    else:
-        from deer_vla.evaluation.evaluator import _WORKER, _model_image_size
-        from deer_vla.evaluation.rollout import make_controller
+            if self.runner is None:
+                raise ValueError(f"mode {mode.name} needs a policy; this worker drives scripted experts only")
+            adapter = self.adapter(task, True, max_steps)
+            actor = ControllerActor(make_controller(self.runner, self.profile, mode))
+            name = mode.name
+        return [run_swap_episode(adapter, actor, name, seed, instr, max_steps) for seed, instr in plan]
 
-        runner = _WORKER["runner"]
-        size = _WORKER.get("image_size") or _model_image_size(runner)
-        adapter = _adapter(task, size, tuple(runner.cameras), max_steps)
-        actor = ControllerActor(make_controller(runner, _WORKER["profile"], mode))
-        name = mode.name
-    return [run_swap_episode(adapter, actor, name, seed, instr, max_steps) for seed, instr in plan]
+    def close(self) -> None:
+        for adapter in self.adapters.values():
+            adapter.close()
+        self.adapters = {}
 
 
 def check_shared(tasks: Sequence[str]) -> None:
@@ -276,7 +291,7 @@ def run_swap(
     write swap_results.json to ``out_dir`` and return its payload."""
     from tqdm import tqdm
 
-    from deer_vla.evaluation.evaluator import EVAL_SEED_OFFSET, episode_plan
+    from deer_vla.evaluation.evaluator import EVAL_SEED_OFFSET, build_modes, episode_plan
 
     check_shared(tasks)
     if episodes_per_task < 1:
@@ -286,19 +301,17 @@ def run_swap(
     offset = EVAL_SEED_OFFSET if seed_offset is None else seed_offset
     modes: list[Any]
     skipped: dict[str, str] = {}
+    spec: PolicySpec | None = None
     if expert is not None:
         ExpertActor(expert)  # validates the name
         modes = [f"expert-{expert}"]
+        worker = SwapWorker()
     else:
-        import torch
-
-        from deer_vla.evaluation.evaluator import _WORKER, _worker_init, build_modes
-
         assert eval_cfg is not None
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-        _worker_init(eval_cfg.checkpoint, eval_cfg.device, torch.get_num_threads(), eval_cfg.image_size)
-        modes, skipped = build_modes(eval_cfg, _WORKER["runner"])
+        spec = PolicySpec(eval_cfg.checkpoint, eval_cfg.device, max(1, (os.cpu_count() or 1) // workers),
+                          eval_cfg.image_size)
+        worker = SwapWorker.from_spec(spec)
+        modes, skipped = build_modes(eval_cfg, worker.runner)
     jobs = []
     chunk = max(1, min(5, episodes_per_task))
     for task in tasks:
@@ -310,27 +323,17 @@ def run_swap(
     episodes: list[SwapEpisode] = []
     bar = tqdm(total=sum(len(j[2]) for j in jobs), desc="swap episodes", unit="ep", disable=not show_progress,
                dynamic_ncols=True)
-    if workers == 1 or expert is not None:
-        for job in jobs:
-            out = _run_job(job)
+    try:
+        if spec is None or workers == 1:
+            outputs: Iterable[list[SwapEpisode]] = (worker.run_job(job) for job in jobs)
+        else:
+            outputs = run_in_processes(partial(SwapWorker.from_spec, spec.with_profile(worker.profile)), jobs,
+                                       workers)
+        for out in outputs:
             episodes.extend(out)
             bar.update(len(out))
-        _close_adapters()
-    else:
-        import multiprocessing as mp
-
-        assert eval_cfg is not None
-
-        from deer_vla.evaluation.evaluator import _WORKER, _worker_init
-
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        profile = _WORKER["profile"].to_dict()
-        with mp.get_context("spawn").Pool(workers, initializer=_worker_init,
-                                          initargs=(eval_cfg.checkpoint, eval_cfg.device, threads,
-                                                    eval_cfg.image_size, profile)) as pool:
-            for out in pool.imap_unordered(_run_job, jobs):
-                episodes.extend(out)
-                bar.update(len(out))
+    finally:
+        worker.close()
     bar.close()
     episodes.sort(key=lambda e: (e.mode, e.task, e.seed))
     summary = summarize_swap(episodes)

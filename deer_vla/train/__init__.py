@@ -1,1 +1,1 @@
-"""Training (DeeR recipe), threshold calibration; `deer-vla train` / `deer-vla calibrate`."""
+"""Training (DeeR recipe); `deer-vla train`. Thresholds are calibrated by `deer_vla.commands.calibrate`."""

@@ -1,0 +1,167 @@
+"""Episode workers: a policy and one simulator per task, reused over jobs, here or in worker processes.
+
+A worker is an explicit object, not module state: ``EvalWorker`` runs the
+evaluator's (mode, task, seeds) jobs; ``run_in_processes`` starts spawn
+processes that each build their own worker from a picklable factory (for
+example ``functools.partial(EvalWorker.from_spec, spec)``) and feed it jobs
+from a queue, so a process loads its policy once and keeps its simulators.
+"""
+from __future__ import annotations
+
+import queue
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec, make_controller, run_episode
+
+if TYPE_CHECKING:
+    from deer_vla.core import CostProfile
+    from deer_vla.model.runner import PolicyRunner
+
+# (mode, task, [(seed, instruction or None = the task's own)], step limit or None = the adapter's)
+Job = tuple[ModeSpec, str, list[tuple[int, str | None]], int | None]
+R = TypeVar("R", covariant=True)
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a process needs to load the same policy as the main process (picklable)."""
+
+    checkpoint: str
+    device: str = "cpu"
+    threads: int = 1  # torch threads of the process
+    image_size: int | None = None  # rendered camera size; None = the model's own
+    profile: dict[str, Any] | None = None  # CostProfile.to_dict(), so workers do not re-measure it
+
+    def load(self) -> tuple[PolicyRunner, CostProfile]:
+        import torch
+
+        from deer_vla.core import CostProfile
+        from deer_vla.model.runner import PolicyRunner
+
+        torch.set_num_threads(self.threads)
+        runner = PolicyRunner.from_checkpoint(self.checkpoint, device=self.device)
+        profile = CostProfile.from_dict(self.profile) if self.profile is not None else runner.cost_profile
+        return runner, profile
+
+    def with_profile(self, profile: CostProfile) -> PolicySpec:
+        return replace(self, profile=profile.to_dict())
+
+
+def model_image_size(runner: Any) -> int | None:
+    """The image size the model was trained on (the simulator renders at it), if the runner has a model."""
+    cfg = getattr(getattr(runner, "model", None), "config", None)
+    return int(cfg.image_size) if cfg is not None and getattr(cfg, "image_size", None) else None
+
+
+class EvalWorker:
+    """Runs evaluation jobs with one policy: one simulator per task, and one online budget tracker per
+    tracking mode kept over all the jobs it runs (it holds the budget over the whole run, as on a robot)."""
+
+    def __init__(self, runner: Any, profile: CostProfile, image_size: int | None = None) -> None:
+        self.runner = runner
+        self.profile = profile
+        self.image_size = image_size or model_image_size(runner)
+        self.adapters: dict[str, Any] = {}
+        self.trackers: dict[str, Any] = {}
+
+    @classmethod
+    def from_spec(cls, spec: PolicySpec) -> EvalWorker:
+        runner, profile = spec.load()
+        return cls(runner, profile, spec.image_size)
+
+    def adapter(self, task: str, max_steps: int | None) -> Any:
+        """The simulator of ``task``, made on first use (``max_steps`` applies when it is made)."""
+        if task not in self.adapters:
+            from deer_vla.sim.metaworld_env import MetaWorldAdapter
+
+            kwargs: dict[str, Any] = {"cameras": tuple(self.runner.cameras)}
+            if self.image_size:
+                kwargs["image_size"] = self.image_size
+            if max_steps is not None:
+                kwargs["max_steps"] = max_steps
+            self.adapters[task] = MetaWorldAdapter(task, **kwargs)
+        return self.adapters[task]
+
+    def run_job(self, job: Job) -> list[EpisodeResult]:
+        mode, task, plan, max_steps = job
+        adapter = self.adapter(task, max_steps)
+        controller = make_controller(self.runner, self.profile, mode, self.trackers.get(mode.name))
+        if controller.tracker is not None:
+            self.trackers[mode.name] = controller.tracker
+        limit = max_steps or int(getattr(adapter, "max_steps", 500))
+        return [run_episode(adapter, controller, mode.name, task, seed, instr, limit) for seed, instr in plan]
+
+    def close(self) -> None:
+        for adapter in self.adapters.values():
+            adapter.close()
+        self.adapters = {}
+
+
+class Worker(Protocol[R]):
+    def run_job(self, job: Any) -> list[R]: ...
+
+    def close(self) -> None: ...
+
+
+def _serve(factory: Callable[[], Worker[Any]], jobs: Any, results: Any) -> None:
+    """A worker process: build the worker, run jobs until the None sentinel, report each job's outcome."""
+    try:
+        worker = factory()
+    except Exception as exc:
+        results.put((None, None, f"starting the worker: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        return
+    try:
+        for index, job in iter(jobs.get, None):
+            try:
+                results.put((index, worker.run_job(job), None))
+            except Exception as exc:  # reported as text: not every exception pickles
+                results.put((index, None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    finally:
+        worker.close()
+
+
+def _next_result(result_queue: Any, procs: list[Any], poll_s: float) -> tuple[int | None, Any, str | None]:
+    while True:
+        ended = any(p.exitcode not in (None, 0) for p in procs) or all(p.exitcode == 0 for p in procs)
+        try:  # after a process ended, one last wait for what it flushed on exit
+            return result_queue.get(timeout=poll_s)
+        except queue.Empty:
+            if ended:
+                raise RuntimeError(f"an episode worker process ended before its jobs were done "
+                                   f"(exit codes {[p.exitcode for p in procs]})") from None
+
+
+def run_in_processes(factory: Callable[[], Worker[R]], jobs: Sequence[Any], processes: int,
+                     poll_s: float = 1.0) -> Iterator[list[R]]:
+    """Each job's results, in completion order, from ``processes`` spawn processes that each run
+    ``factory()`` once. A job that raises, or a process that dies, raises RuntimeError here."""
+    import multiprocessing as mp
+
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    ctx = mp.get_context("spawn")  # torch + MuJoCo GL contexts do not survive fork
+    job_queue: Any = ctx.Queue()
+    result_queue: Any = ctx.Queue()
+    for item in enumerate(jobs):
+        job_queue.put(item)
+    for _ in range(processes):
+        job_queue.put(None)
+    procs = [ctx.Process(target=_serve, args=(factory, job_queue, result_queue), daemon=True)
+             for _ in range(processes)]
+    for p in procs:
+        p.start()
+    try:
+        for _ in range(len(jobs)):
+            index, out, error = _next_result(result_queue, procs, poll_s)
+            if error is not None:
+                what = "a worker process failed" if index is None else f"job {index} failed in a worker process"
+                raise RuntimeError(f"{what}: {error}")
+            yield out
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join(timeout=5.0)
