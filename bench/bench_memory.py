@@ -5,11 +5,14 @@ builds only segments 1..k) in a FRESH subprocess, so one load's memory never
 hides in another's heap. Each subprocess imports torch and deer_vla, makes
 its observations, resets the kernel's peak-RSS mark, then loads and runs a
 few steps at exit k; a baseline subprocess does the same without loading.
-Printed per cap: weight bytes from the cost profile, peak RSS over the
-baseline process (weights + activations + allocator), CUDA max allocated
-with --device cuda, and the ratios full/cap.
+Printed per cap: the weight bytes resident at that cap (counted on a model
+built on the meta device: no load in this parent process), peak RSS over the
+baseline process (weights + activations + allocator) and its ratio to the
+weight bytes (the cost of loading: about 1.0 when a load holds one copy of the
+weights), CUDA max allocated with --device cuda, and the ratios full/cap.
 
     .venv/bin/python bench/bench_memory.py --quick
+    .venv/bin/python bench/bench_memory.py --preset mpt1b --caps 2 12 --repeats 1
     .venv/bin/python bench/bench_memory.py --preset default --device cuda
     .venv/bin/python bench/bench_memory.py --checkpoint deer_vla/assets/default_checkpoint
 """
@@ -30,8 +33,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import check_device, checkpoint_config, mib, ratio, synthetic_observations
-
-from deer_vla.core import CostProfile
 
 RESULT = "RESULT "
 
@@ -121,16 +122,21 @@ def peak(m: dict) -> int:
     return int(m["peak_rss"] if m["peak_rss"] is not None else m["rss_after"])
 
 
-def full_profile(checkpoint: Path, device: str) -> CostProfile:
-    """The full model's cost profile (saved, or measured here); exit k's weights are weight_bytes[k-1]."""
-    from deer_vla.model.runner import PolicyRunner
+def resident_profile(checkpoint: Path) -> tuple[list[int], list[int]]:
+    """(params, bytes) resident when loaded up to each exit, counted on a model built on the meta device."""
+    import torch
 
-    return PolicyRunner.from_checkpoint(checkpoint, device=device).cost_profile
+    from deer_vla.model.checkpoint import read_config
+    from deer_vla.model.policy import MultiExitPolicy
+    from deer_vla.model.profiling import resident_per_exit
+
+    with torch.device("meta"):
+        return resident_per_exit(MultiExitPolicy(read_config(checkpoint)))
 
 
 def measure(checkpoint: Path, args: argparse.Namespace) -> list[dict]:
-    profile = full_profile(checkpoint, args.device)
-    num_exits = profile.num_exits
+    params, weight_bytes = resident_profile(checkpoint)
+    num_exits = len(weight_bytes)
     caps = args.caps or list(range(1, num_exits + 1))
     bad = [k for k in caps if k > num_exits]
     if bad:
@@ -144,8 +150,8 @@ def measure(checkpoint: Path, args: argparse.Namespace) -> list[dict]:
             m["rss_over_baseline"] = peak(m) - peak(base)
             if "cuda_max_allocated" in m:
                 m["cuda_over_baseline"] = m["cuda_max_allocated"] - base["cuda_max_allocated"]
-            m["weight_bytes"] = int(profile.weight_bytes[k - 1])
-            m["params"] = int(profile.params[k - 1])
+            m["weight_bytes"] = int(weight_bytes[k - 1])
+            m["params"] = int(params[k - 1])
             m["repeat"] = rep
             m["baseline_peak_rss"] = peak(base)
             rows.append(m)
@@ -178,12 +184,12 @@ def report(summary: list[dict], device: str, repeats: int) -> None:
     print(f"== resident memory per exit cap, fresh process each, median of {repeats}; {how}; "
           f"baseline process (torch + deer_vla imported, no model) peak {mib(full['baseline_peak_rss']):.1f} MiB")
     head = (f"{'cap':>4} {'params':>11} {'weights MiB':>11} {'loaded MiB':>10} {'RSS over base MiB':>17}"
-            + (f" {'CUDA max MiB':>12}" if cuda else "")
+            + f" {'RSS/weights':>11}" + (f" {'CUDA max MiB':>12}" if cuda else "")
             + f" | {'full/cap weights':>16} {'full/cap RSS':>12}" + (f" {'full/cap CUDA':>13}" if cuda else ""))
     print(head)
     for r in summary:
         line = (f"{r['max_exit']:>4} {r['params']:>11,} {mib(r['weight_bytes']):11.2f} {mib(r['loaded_bytes']):10.2f} "
-                f"{mib(r['rss_over_baseline']):17.2f}")
+                f"{mib(r['rss_over_baseline']):17.2f} {ratio(r['rss_over_baseline'], r['weight_bytes']):10.3f}x")
         if cuda:
             line += f" {mib(r['cuda_max_allocated']):12.2f}"
         line += (f" | {ratio(full['weight_bytes'], r['weight_bytes']):15.2f}x "
@@ -192,7 +198,9 @@ def report(summary: list[dict], device: str, repeats: int) -> None:
             line += f" {ratio(full['cuda_max_allocated'], r['cuda_max_allocated']):12.2f}x"
         print(line)
     first = summary[0]
-    print(f"ratio full/cap-1: weights {ratio(full['weight_bytes'], first['weight_bytes']):.2f}x, "
+    print("peak RSS over baseline / weights: " + ", ".join(
+        f"cap {r['max_exit']} {ratio(r['rss_over_baseline'], r['weight_bytes']):.3f}x" for r in summary))
+    print(f"ratio full/cap-{first['max_exit']}: weights {ratio(full['weight_bytes'], first['weight_bytes']):.2f}x, "
           f"peak RSS over baseline {ratio(full['rss_over_baseline'], first['rss_over_baseline']):.2f}x"
           + (f", CUDA max allocated {ratio(full['cuda_max_allocated'], first['cuda_max_allocated']):.2f}x"
              if cuda else ""))
