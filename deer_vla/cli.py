@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("deer_vla.ros.bringup", "run the simulated robot under the policy node + monitor (the main job)"),
     "bringup": ("deer_vla.ros.bringup", "start a node graph (policy, monitor, sim) in one process"),
     "collect": ("deer_vla.data.collect", "roll out scripted experts and record demonstrations"),
+    "import-lerobot": ("deer_vla.data.import_lerobot", "a LeRobot v3 dataset on disk -> demonstrations"),
+    "import-mcap": ("deer_vla.data.import_mcap", "a teleoperation MCAP (rosbag2) -> demonstrations"),
     "train": ("deer_vla.train.trainer", "train a multi-exit policy (DeeR recipe)"),
     "calibrate": ("deer_vla.commands.calibrate", "solve exit thresholds for an average budget"),
     "evaluate": ("deer_vla.evaluation.evaluator", "closed-loop success vs compute evaluation"),

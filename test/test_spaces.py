@@ -106,3 +106,21 @@ def test_dataset_meta_keeps_the_spaces_and_old_metas_stay_compatible(tmp_path):
         DatasetMeta(("static",), 16, ActionSpec(axes=("x", "y", "z"), units=("m/s",) * 3).to_dict(), 4))[0]
     with pytest.raises(DatasetError, match="proprio_spec names 4 values, proprio_dim is 3"):
         DatasetMeta(("static",), 16, spec.to_dict(), 3, proprio_spec=proprio.to_dict())
+
+
+def test_training_takes_the_spaces_from_the_dataset_unless_the_model_fixes_them(tmp_path):
+    from deer_vla.data.episodes import DatasetMeta
+    from deer_vla.model.presets import preset_config
+    from deer_vla.train.spaces import SpaceMismatchError, spaces_from_dataset
+
+    arm = ActionSpec(axes=("x", "y", "z", "roll", "pitch", "yaw"), scale=(0.01,) * 3 + (0.1,) * 3)
+    proprio = ProprioSpec(names=tuple(f"joint_{i}" for i in range(6)), mean=(0.0,) * 6, std=(30.0,) * 6)
+    DatasetMeta(("front",), 32, arm.to_dict(), 6, proprio_spec=proprio.to_dict(), control_rate_hz=15.0).save(tmp_path)
+    preset = preset_config("tiny")
+    cfg = spaces_from_dataset(preset, tmp_path, explicit=set(), fixed=False)
+    assert cfg.action_spec == arm and cfg.proprio_spec == proprio and cfg.cameras == ["front"]
+    assert cfg.control_rate_hz == 15.0 and cfg.lm == preset.lm  # the architecture stays the preset's
+    with pytest.raises(SpaceMismatchError, match="action: model .* != dataset .*remove these keys from `model`"):
+        spaces_from_dataset(preset, tmp_path, explicit={"action"}, fixed=False)
+    with pytest.raises(SpaceMismatchError, match="proprio_dim: model 4 != dataset 6.*init_checkpoint fixes"):
+        spaces_from_dataset(preset, tmp_path, explicit=set(), fixed=True)

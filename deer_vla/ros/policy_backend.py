@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deer_vla.core import ActionSpec, CostProfile
+from deer_vla.core import ActionSpec, CostProfile, ProprioSpec
 
 
 class ConfigurationError(RuntimeError):
@@ -24,6 +24,8 @@ class PolicyStack:
     cameras: tuple[str, ...]
     cap: int
     proprio_dim: int  # values of proprioception the model needs per step (0 = none)
+    proprio_spec: ProprioSpec | None = None  # their names, units and limits (None: no proprioception)
+    control_rate_hz: float | None = None  # the demonstrations' step rate, if the checkpoint records it
 
 
 def make_budget(kwargs: dict) -> object:
@@ -134,5 +136,6 @@ def load_stack(
         raise ConfigurationError(f"cannot build the exit controller: {exc}") from exc
     config = getattr(getattr(runner, "model", None), "config", None)
     proprio_dim = int(getattr(config, "proprio_dim", 0) or 0)
+    proprio_spec = config.proprio_spec if proprio_dim and config is not None else None
     return PolicyStack(runner, controller, profile, full_profile, runner.action_spec, tuple(runner.cameras), cap,
-                       proprio_dim)
+                       proprio_dim, proprio_spec, getattr(config, "control_rate_hz", None))

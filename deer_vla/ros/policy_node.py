@@ -36,7 +36,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
-from deer_vla.core import Observation
+from deer_vla.core import Observation, ProprioError
 from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
 from deer_vla.ros.lifecycle import guard_change_state
@@ -86,6 +86,7 @@ class NodeStats:
     dropped: int = 0  # observations replaced by a newer one before the worker took them
     discarded: int = 0  # steps finished after halt/disable/deactivate/new episode: action not published
     rejected_images: int = 0
+    rejected_proprio: int = 0  # proprio messages refused (length, NaN/inf, outside the checkpoint's limits)
     model_errors: int = 0
     unsafe_actions: int = 0
     no_instruction: int = 0
@@ -182,6 +183,15 @@ class PolicyNode(LifecycleNode):
             f"cameras {list(stack.cameras)} <- {params.image_topics}, device {params.device}, "
             f"{'ENABLED' if self.enabled else 'gated (dry run)'}"
         )
+        if stack.proprio_spec is not None:
+            self.get_logger().info(f"proprioception on '{params.proprio_topic}': {stack.proprio_dim} values "
+                                   f"({', '.join(stack.proprio_spec.names)})")
+        rate = stack.control_rate_hz
+        if rate is not None and abs(params.rate_hz - rate) > 1e-6 * rate:
+            # rate_hz is also the period that turns per-step deltas into twist velocities
+            self.get_logger().warn(
+                f"rate_hz {params.rate_hz:g} differs from the {rate:g} Hz of the demonstrations the policy was "
+                f"trained on: its per-step actions move the robot at another speed than shown (set rate_hz: {rate:g})")
         guarantee = getattr(stack.controller, "guarantee", None)
         if guarantee is not None:
             self.get_logger().info(f"fidelity guarantee in force: {guarantee.describe()}")
@@ -403,14 +413,17 @@ class PolicyNode(LifecycleNode):
 
     def _on_proprio(self, msg: Float32MultiArray) -> None:
         values = np.asarray(msg.data, dtype=np.float32)
-        if not np.all(np.isfinite(values)):
-            self.get_logger().error("proprioception with NaN/inf ignored", throttle_duration_sec=2.0)
-            return
-        if self.stack is not None and self.stack.proprio_dim and values.size != self.stack.proprio_dim:
-            self.get_logger().error(
-                f"proprioception with {values.size} values ignored; the model needs {self.stack.proprio_dim}",
-                throttle_duration_sec=2.0,
-            )
+        spec = self.stack.proprio_spec if self.stack is not None else None
+        try:
+            if spec is None:  # the model takes none: only keep garbage out
+                if not np.all(np.isfinite(values)):
+                    raise ProprioError("non-finite values")
+            else:
+                values = spec.check(values)  # length, finite, within the checkpoint's limits
+        except ProprioError as exc:
+            self.stats.rejected_proprio += 1
+            self.get_logger().error(f"proprioception refused (not used for any step): {exc}",
+                                    throttle_duration_sec=2.0)
             return
         self.proprio = values
         self._proprio_ns = time.perf_counter_ns()

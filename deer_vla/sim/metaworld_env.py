@@ -54,8 +54,8 @@ import mujoco
 import numpy as np
 
 from deer_vla.core.action_spec import ActionSpec
-from deer_vla.core.proprio_spec import ProprioSpec
 from deer_vla.core.observation import Observation
+from deer_vla.core.proprio_spec import ProprioSpec
 from deer_vla.sim.tasks import TaskSpec, get_task
 
 # Camera slots -> Meta-World camera names. "corner4" looks at the table from

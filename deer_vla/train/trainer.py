@@ -156,7 +156,10 @@ def build_policy_config(cfg: TrainConfig) -> Any:
         pcfg.text = text_config(cfg.text.source, trainable=cfg.text.trainable)
     # Run the head at inference over the same history length it was trained on.
     pcfg.head.history = cfg.window
-    return pcfg
+    from deer_vla.train.spaces import spaces_from_dataset
+
+    # the dataset's action / proprio spaces and cameras (a preset describes an architecture, not a robot)
+    return spaces_from_dataset(pcfg, cfg.dataset, set(cfg.model or {}), fixed=cfg.init_checkpoint is not None)
 
 
 def heads_of(model: torch.nn.Module) -> list[torch.nn.Module]:

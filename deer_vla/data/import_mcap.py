@@ -1,0 +1,339 @@
+"""`deer-vla import-mcap`: a teleoperation recording (rosbag2 MCAP) -> a deer_vla episode dataset.
+
+rosbag2 stores CDR-serialised messages with their .msg definitions; they
+are decoded with mcap-ros2-support (no ROS installation needed). Topics:
+
+* cameras: sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) or
+  sensor_msgs/CompressedImage (jpeg, png);
+* the commanded action: geometry_msgs/TwistStamped or Twist (linear ->
+  x, y, z, angular -> roll, pitch, yaw, velocities in m/s and rad/s), or
+  std_msgs/Float32MultiArray / Float64MultiArray with one ``--action-axes``
+  label per value; the gripper from a Twist's ``--gripper-topic``
+  (std_msgs/Float64 / Float32, or Bool: true = closed) or, without one,
+  open throughout;
+* the instruction: std_msgs/String on ``--instruction-topic`` (a new text
+  starts a new episode), or one ``--instruction`` for the whole file;
+* optional proprioception: std_msgs/Float32MultiArray / Float64MultiArray
+  or sensor_msgs/JointState (positions, named after the joints).
+
+Time alignment (receive times, as rosbag2 logs them): ticks at ``--rate``
+Hz; each tick takes the latest message of every topic at or before it.
+Ticks before every topic has data are dropped; a tick where some topic's
+latest message is older than ``--max-age`` seconds ends the episode (a gap),
+as does a message on ``--episode-topic`` or a new instruction.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deer_vla.data.episodes import DatasetError
+from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
+from deer_vla.data.importing import (
+    ActionMapping,
+    ImportWriter,
+    dataset_meta,
+    fit_proprio_spec,
+    resize_square,
+    resolve_action_columns,
+)
+
+TWIST_TYPES = ("geometry_msgs/msg/TwistStamped", "geometry_msgs/msg/Twist")
+ARRAY_TYPES = ("std_msgs/msg/Float32MultiArray", "std_msgs/msg/Float64MultiArray")
+TWIST_LABELS = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
+
+
+@dataclass
+class McapSources:
+    """Which topic is what; None = not recorded."""
+
+    cameras: dict[str, str]  # slot -> image topic
+    action: str
+    instruction_topic: str | None = None
+    instruction: str | None = None
+    gripper: str | None = None
+    proprio: str | None = None
+    episode: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.instruction_topic is None) == (self.instruction is None):
+            raise DatasetError("give exactly one of --instruction-topic and --instruction")
+        if not self.cameras:
+            raise DatasetError("at least one image topic is needed")
+
+    @property
+    def topics(self) -> list[str]:
+        optional = (self.instruction_topic, self.gripper, self.proprio, self.episode)
+        return list(dict.fromkeys([*self.cameras.values(), self.action, *(t for t in optional if t)]))
+
+    @property
+    def required(self) -> list[str]:
+        """Topics that must have spoken before the first tick (the gripper and episode topics are optional)."""
+        return [*self.fresh, *([self.instruction_topic] if self.instruction_topic else [])]
+
+    @property
+    def fresh(self) -> list[str]:
+        """Streams every tick needs a recent message of (an instruction is sent once and stays valid)."""
+        return [*self.cameras.values(), self.action, *([self.proprio] if self.proprio else [])]
+
+
+@dataclass
+class _Episode:
+    instruction: str
+    start_ns: int
+    images: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    proprio: list[np.ndarray] = field(default_factory=list)
+    actions: list[np.ndarray] = field(default_factory=list)
+
+
+def image_to_rgb(msg: Any, datatype: str) -> np.ndarray:
+    """A decoded sensor_msgs/Image or CompressedImage -> (H, W, 3) uint8 RGB."""
+    if datatype.endswith("CompressedImage"):
+        import cv2
+
+        bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ImageConversionError(f"compressed image (format {msg.format!r}) does not decode")
+        return np.ascontiguousarray(bgr[:, :, ::-1])
+    return image_msg_to_rgb(msg)
+
+
+def _scalar(msg: Any, datatype: str) -> float:
+    if datatype.endswith("/Bool"):
+        return 1.0 if msg.data else -1.0
+    return float(msg.data)
+
+
+class _Aligner:
+    """Streams messages in log-time order and samples the latest of every topic at each tick."""
+
+    def __init__(self, src: McapSources, period_ns: int, max_age_ns: int, image_size: int) -> None:
+        self.src, self.period_ns, self.max_age_ns, self.image_size = src, period_ns, max_age_ns, image_size
+        self.latest: dict[str, tuple[int, str, Any]] = {}  # topic -> (log time, datatype, decoded)
+        self.episode_mark = False
+        self.episodes: list[_Episode] = []
+        self.current: _Episode | None = None
+        self.proprio_names: list[str] | None = None
+        self.dropped = 0  # ticks before every topic had data, or inside gaps
+        self._frames: dict[str, tuple[int, np.ndarray]] = {}  # topic -> (log time of the message, resized frame)
+        self.next_tick: int | None = None
+
+    def feed(self, topic: str, datatype: str, log_ns: int, msg: Any) -> None:
+        while self.next_tick is not None and log_ns > self.next_tick:
+            self._tick(self.next_tick)
+            self.next_tick += self.period_ns
+        if topic == self.src.episode:
+            self.episode_mark = True
+            return
+        self.latest[topic] = (log_ns, datatype, msg)
+        if self.next_tick is None and all(t in self.latest for t in self.src.required):
+            self.next_tick = log_ns
+
+    def finish(self, last_ns: int) -> list[_Episode]:
+        while self.next_tick is not None and self.next_tick <= last_ns:
+            self._tick(self.next_tick)
+            self.next_tick += self.period_ns
+        self._close()
+        return self.episodes
+
+    def _close(self) -> None:
+        if self.current is not None and self.current.actions:
+            self.episodes.append(self.current)
+        self.current = None
+
+    def _tick(self, tick: int) -> None:
+        stale = [t for t in self.src.fresh if tick - self.latest[t][0] > self.max_age_ns]
+        if stale:
+            self.dropped += 1
+            self._close()  # a gap ends the episode
+            return
+        instruction = self.src.instruction
+        if self.src.instruction_topic is not None:
+            instruction = str(self.latest[self.src.instruction_topic][2].data).strip()
+        if not instruction:
+            self.dropped += 1
+            return
+        if self.episode_mark or (self.current is not None and self.current.instruction != instruction):
+            self._close()
+        self.episode_mark = False
+        if self.current is None:
+            self.current = _Episode(instruction, tick, {slot: [] for slot in self.src.cameras})
+        for slot, topic in self.src.cameras.items():
+            self.current.images[slot].append(self._frame(topic))
+        if self.src.proprio is not None:
+            self.current.proprio.append(self._proprio())
+        self.current.actions.append(self._action(tick))
+
+    def _frame(self, topic: str) -> np.ndarray:
+        log_ns, datatype, msg = self.latest[topic]
+        cached = self._frames.get(topic)
+        if cached is None or cached[0] != log_ns:  # a slow camera's frame serves several ticks: convert it once
+            try:
+                rgb = image_to_rgb(msg, datatype)
+            except (ImageConversionError, AttributeError) as exc:
+                raise DatasetError(f"{topic} at {log_ns} ns: {exc}") from exc
+            cached = (log_ns, resize_square([rgb], self.image_size)[0])
+            self._frames[topic] = cached
+        return cached[1]
+
+    def _proprio(self) -> np.ndarray:
+        assert self.src.proprio is not None
+        _, datatype, msg = self.latest[self.src.proprio]
+        if datatype == "sensor_msgs/msg/JointState":
+            names = [str(n) for n in msg.name]
+            if self.proprio_names is None:
+                self.proprio_names = names
+            elif names != self.proprio_names:
+                raise DatasetError(f"{self.src.proprio}: joint names changed from {self.proprio_names} to {names}")
+            return np.asarray(msg.position, dtype=np.float64)
+        if datatype in ARRAY_TYPES:
+            return np.asarray(msg.data, dtype=np.float64)
+        raise DatasetError(f"{self.src.proprio}: proprio type {datatype} not supported "
+                           f"(use {', '.join(ARRAY_TYPES)} or sensor_msgs/msg/JointState)")
+
+    def _action(self, tick: int) -> np.ndarray:
+        _, datatype, msg = self.latest[self.src.action]
+        if datatype in TWIST_TYPES:
+            twist = msg.twist if datatype.endswith("Stamped") else msg
+            grip = -1.0  # open throughout unless a gripper topic says otherwise
+            if self.src.gripper is not None and self.src.gripper in self.latest:
+                grip = _scalar(self.latest[self.src.gripper][2], self.latest[self.src.gripper][1])
+            return np.array([twist.linear.x, twist.linear.y, twist.linear.z,
+                             twist.angular.x, twist.angular.y, twist.angular.z, grip], dtype=np.float64)
+        if datatype in ARRAY_TYPES:
+            return np.asarray(msg.data, dtype=np.float64)
+        raise DatasetError(f"{self.src.action}: action type {datatype} not supported "
+                           f"(use {', '.join(TWIST_TYPES + ARRAY_TYPES)})")
+
+
+def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz: float,
+                action_axes: str | None = None, velocity: bool = False, quantile: float = 0.99,
+                gripper_open: float | None = None, gripper_closed: float | None = None,
+                proprio_names: Sequence[str] | None = None, max_age_s: float | None = None,
+                image_size: int = 64, min_steps: int = 2) -> dict[str, Any]:
+    """Align, fit the spaces and write; returns a summary."""
+    from deer_vla.data.mcap_io import read_messages
+
+    if not rate_hz > 0:
+        raise DatasetError(f"--rate must be > 0, got {rate_hz}")
+    period_ns = int(round(1e9 / rate_hz))
+    max_age_ns = int((max_age_s if max_age_s is not None else max(0.5, 3.0 / rate_hz)) * 1e9)
+    aligner = _Aligner(sources, period_ns, max_age_ns, image_size)
+    seen: dict[str, str] = {}
+    last_ns = 0
+    for m in read_messages(path, sources.topics):
+        seen[m.topic] = m.datatype
+        last_ns = max(last_ns, m.log_time_ns)
+        aligner.feed(m.topic, m.datatype, m.log_time_ns, m.message)
+    missing = [t for t in sources.required if t not in seen]
+    if missing:
+        raise DatasetError(f"{path}: no messages on {missing}")
+    episodes = [e for e in aligner.finish(last_ns) if len(e.actions) >= min_steps]
+    if not episodes:
+        raise DatasetError(f"{path}: no episode of at least {min_steps} steps at {rate_hz:g} Hz")
+    action_type = seen[sources.action]
+    if action_type in TWIST_TYPES:
+        if action_axes:
+            raise DatasetError(f"{sources.action} is a {action_type}: its axes are fixed, drop --action-axes")
+        labels = list(TWIST_LABELS)
+        velocity = True  # a twist is a velocity
+    else:
+        dim = len(episodes[0].actions[0])
+        labels = resolve_action_columns(dim, None, action_axes)
+    dims = {len(a) for e in episodes for a in e.actions}
+    if len(dims) != 1:
+        raise DatasetError(f"{sources.action}: action vectors of different lengths {sorted(dims)}")
+    mapping = ActionMapping.fit(np.concatenate([np.stack(e.actions) for e in episodes]), labels, velocity,
+                                quantile, gripper_open, gripper_closed)
+    proprio = None
+    if sources.proprio is not None:
+        states = [np.stack(e.proprio) for e in episodes]
+        if len({s.shape[1] for s in states}) != 1:
+            raise DatasetError(f"{sources.proprio}: proprio vectors of different lengths")
+        names = list(proprio_names) if proprio_names else aligner.proprio_names
+        proprio = fit_proprio_spec(np.concatenate(states), names)
+    meta = dataset_meta(
+        list(sources.cameras), image_size, mapping, proprio, [e.instruction for e in episodes], rate_hz,
+        {"source": "mcap", "path": str(Path(path).resolve()), "topics": {
+            "cameras": sources.cameras, "action": f"{sources.action} ({action_type})",
+            "instruction": sources.instruction_topic or f"constant: {sources.instruction}",
+            "gripper": sources.gripper or ("open throughout" if action_type in TWIST_TYPES else None),
+            "proprio": sources.proprio, "episode": sources.episode},
+         "alignment": f"latest message at or before each tick at {rate_hz:g} Hz (receive times); a topic older "
+                      f"than {max_age_ns / 1e9:g} s ends the episode"},
+    )
+    writer = ImportWriter(out, meta)
+    try:
+        for i, e in enumerate(episodes):
+            writer.write(e.instruction, i, {slot: np.stack(f) for slot, f in e.images.items()},
+                         np.stack(e.proprio) if proprio is not None else None,
+                         mapping.normalise(np.stack(e.actions)),
+                         {"source_file": str(path), "start_ns": e.start_ns, "steps": len(e.actions)})
+    finally:
+        writer.close()
+    return {"episodes": writer.count, "steps": writer.steps, "out": str(writer.root), "dropped_ticks": aligner.dropped,
+            "action_spec": mapping.spec.to_dict(), "proprio_names": None if proprio is None else list(proprio.names),
+            "instructions": sorted({e.instruction for e in episodes})}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deer-vla import-mcap", description=__doc__.splitlines()[0])
+    p.add_argument("file", type=Path, help="MCAP recording (e.g. rosbag2's <bag>/<bag>_0.mcap)")
+    p.add_argument("--out", type=Path, required=True, help="new deer_vla dataset directory")
+    p.add_argument("--image-topic", required=True, help="static camera: sensor_msgs/Image or CompressedImage")
+    p.add_argument("--wrist-topic", default=None, help="wrist camera (optional second camera)")
+    p.add_argument("--action-topic", required=True,
+                   help="commanded action: geometry_msgs/TwistStamped, Twist, or std_msgs/Float32MultiArray")
+    p.add_argument("--action-axes", default=None, metavar="LABELS",
+                   help="for an array action: one label per value, x,y,z,roll,pitch,yaw,gripper or '-' to skip")
+    p.add_argument("--velocity", action="store_true", help="array actions are velocities (m/s, rad/s)")
+    p.add_argument("--gripper-topic", default=None, help="gripper command for a twist action (Float64/Float32/Bool)")
+    p.add_argument("--gripper-open", type=float, default=None, help="raw gripper value meaning open (-> -1)")
+    p.add_argument("--gripper-closed", type=float, default=None, help="raw gripper value meaning closed (-> +1)")
+    text = p.add_mutually_exclusive_group(required=True)
+    text.add_argument("--instruction-topic", default=None, help="std_msgs/String instruction topic")
+    text.add_argument("--instruction", default=None, help="one instruction for the whole recording")
+    p.add_argument("--proprio-topic", default=None,
+                   help="proprioception: std_msgs/Float32MultiArray, Float64MultiArray or sensor_msgs/JointState")
+    p.add_argument("--proprio-names", default=None, help="comma-separated names of the proprio values")
+    p.add_argument("--episode-topic", default=None, help="any message on this topic starts a new episode")
+    p.add_argument("--rate", type=float, required=True, help="control rate of the policy (Hz)")
+    p.add_argument("--max-age", type=float, default=None,
+                   help="a topic silent this long (s) ends the episode (default max(0.5, 3 / rate))")
+    p.add_argument("--action-quantile", type=float, default=0.99,
+                   help="per-axis scale = this quantile of |action| (default 0.99)")
+    p.add_argument("--image-size", type=int, default=64, help="stored square image size (default 64)")
+    return p
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cameras = {"static": args.image_topic, **({"wrist": args.wrist_topic} if args.wrist_topic else {})}
+    try:
+        sources = McapSources(cameras, args.action_topic, args.instruction_topic, args.instruction,
+                              args.gripper_topic, args.proprio_topic, args.episode_topic)
+        summary = import_mcap(
+            args.file, args.out, sources, args.rate, args.action_axes, args.velocity, args.action_quantile,
+            args.gripper_open, args.gripper_closed, args.proprio_names.split(",") if args.proprio_names else None,
+            args.max_age, args.image_size)
+    except (DatasetError, FileNotFoundError) as exc:
+        print(f"deer-vla import-mcap: {exc}", file=sys.stderr)
+        return 1
+    spec = summary["action_spec"]
+    print(f"imported {summary['episodes']} episodes ({summary['steps']} steps at {args.rate:g} Hz; "
+          f"{summary['dropped_ticks']} ticks dropped before data or in gaps) into {summary['out']}")
+    print(f"  action    {', '.join(f'{a} [{u}]' for a, u in zip(spec['axes'], spec['units']))}, gripper")
+    print(f"  proprio   {', '.join(summary['proprio_names'] or ['none'])}")
+    print(f"  instructions: {'; '.join(summary['instructions'])}")
+    print(f"next: deer-vla train --set dataset={summary['out']} --set output_dir=runs/mine")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

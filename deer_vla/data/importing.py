@@ -1,0 +1,258 @@
+"""What every importer of foreign robot data shares: action/proprio spaces fitted to the data, and the writer.
+
+An importer (LeRobot, MCAP) reads raw per-step arrays in the robot's own
+units and hands them here:
+
+* ``ActionMapping`` says which raw column is which end-effector axis and
+  which is the gripper, and turns raw actions into deer_vla's normalised
+  layout: each continuous axis divided by a symmetric scale (the
+  ``quantile`` of |value| over the whole dataset, so zero stays "no
+  motion" and rare spikes clip at +-1 instead of squeezing everything
+  else), the gripper mapped linearly from the stated raw open/closed
+  values to -1 (open) .. +1 (closed). The resulting ``ActionSpec`` (axes,
+  units, scale) is what the policy node uses to turn actions back into
+  metres and radians.
+* ``fit_proprio_spec`` names the proprio values and records their mean and
+  standard deviation, which the model applies itself (so the node feeds
+  raw robot values).
+* ``ImportWriter`` resizes frames, names episodes and writes them in the
+  deer_vla episode format, plus ``import_map.jsonl`` (which source episode
+  and frames each stored episode came from).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deer_vla.core.action_spec import AXIS_UNITS, GRIPPER, STANDARD_AXES, ActionSpec, axis_kind
+from deer_vla.core.proprio_spec import ProprioSpec
+from deer_vla.data.episodes import META_FILE, DatasetError, DatasetMeta, Episode, EpisodeWriter
+
+SKIP = "-"  # an action column that is not used
+IMPORT_MAP = "import_map.jsonl"
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "x": ("x", "dx", "pos_x", "x_pos", "tx", "vx", "linear_x"),
+    "y": ("y", "dy", "pos_y", "y_pos", "ty", "vy", "linear_y"),
+    "z": ("z", "dz", "pos_z", "z_pos", "tz", "vz", "linear_z"),
+    "roll": ("roll", "rx", "rot_x", "droll", "wx", "angular_x"),
+    "pitch": ("pitch", "ry", "rot_y", "dpitch", "wy", "angular_y"),
+    "yaw": ("yaw", "rz", "rot_z", "dyaw", "wz", "angular_z"),
+    GRIPPER: ("gripper", "grip", "gripper_pos", "gripper_position", "gripper_state", "gripper_command", "g"),
+}
+_PREFIXES = ("action.", "delta_", "d_", "ee_", "eef_", "tcp_", "target_", "cmd_", "commanded_", "world_vector_")
+_SUFFIXES = ("_delta", ".delta", ".vel", "_vel", ".pos", "_cmd")
+
+
+def axis_of_name(name: str) -> str | None:
+    """A raw column name -> a standard axis or "gripper" (None when it is not recognised)."""
+    key = name.strip().lower().replace(" ", "_")
+    for _ in range(2):
+        for p in _PREFIXES:
+            key = key.removeprefix(p)
+        for s in _SUFFIXES:
+            key = key.removesuffix(s)
+    return next((axis for axis, names in _ALIASES.items() if key in names), None)
+
+
+def resolve_action_columns(dim: int, names: Sequence[str] | None, flag: str | None) -> list[str]:
+    """One label per raw action column (an axis, "gripper" or "-" to skip), from ``--action-axes`` or the names."""
+    valid = (*STANDARD_AXES, GRIPPER, SKIP)
+    if flag:
+        labels = [x.strip() for x in flag.split(",")]
+        if len(labels) != dim:
+            raise DatasetError(f"--action-axes lists {len(labels)} labels for {dim} action values "
+                               f"(names in the data: {list(names) if names else 'none'})")
+        bad = [x for x in labels if x not in valid]
+        if bad:
+            raise DatasetError(f"--action-axes: unknown label(s) {bad}; use {', '.join(valid)} ('-' skips a value)")
+    elif names is None:
+        raise DatasetError(f"the {dim} action values carry no names: say which is which with --action-axes "
+                           f"(e.g. x,y,z,roll,pitch,yaw,gripper; '-' skips a value)")
+    else:
+        if len(names) != dim:
+            raise DatasetError(f"{len(names)} action names {list(names)} for {dim} values")
+        labels = [axis_of_name(n) or "?" for n in names]
+        unknown = [n for n, x in zip(names, labels) if x == "?"]
+        if unknown:
+            raise DatasetError(f"action names {unknown} are not end-effector axes I recognise (of {list(names)}); "
+                               "map them with --action-axes, e.g. x,y,z,roll,pitch,yaw,gripper ('-' skips a value). "
+                               "deer_vla policies command end-effector motion, not joint positions")
+    used = [x for x in labels if x != SKIP]
+    if len(set(used)) != len(used):
+        raise DatasetError(f"action columns map to repeated axes {labels}")
+    if used.count(GRIPPER) != 1:
+        raise DatasetError(f"exactly one action value must be the gripper, got {labels}")
+    if len(used) < 2:
+        raise DatasetError(f"at least one motion axis besides the gripper is needed, got {labels}")
+    return labels
+
+
+@dataclass(frozen=True)
+class ActionMapping:
+    """Raw action columns -> the normalised deer_vla layout (continuous axes in standard order, gripper last)."""
+
+    axes: tuple[str, ...]
+    columns: tuple[int, ...]  # raw column of each axis
+    gripper_column: int
+    scale: tuple[float, ...]  # raw units per normalised unit, per axis
+    units: tuple[str, ...]
+    gripper_open: float
+    gripper_closed: float
+    quantile: float
+    clipped_fraction: float = 0.0  # of continuous values beyond +-1 after scaling, on the fitted data
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, labels: Sequence[str], velocity: bool = False, quantile: float = 0.99,
+            gripper_open: float | None = None, gripper_closed: float | None = None) -> ActionMapping:
+        """Fit the scales on every raw action of the dataset (N, A); ``velocity``: values are m/s, rad/s."""
+        raw = np.asarray(raw, dtype=np.float64)
+        if raw.ndim != 2 or raw.shape[1] != len(labels) or raw.shape[0] == 0:
+            raise DatasetError(f"actions of shape {raw.shape} for {len(labels)} labelled columns")
+        if not np.all(np.isfinite(raw)):
+            raise DatasetError("actions contain NaN or inf")
+        if not 0.5 <= quantile <= 1.0:
+            raise DatasetError(f"the action scale quantile must be in [0.5, 1], got {quantile}")
+        order = [a for a in STANDARD_AXES if a in labels]
+        columns = tuple(list(labels).index(a) for a in order)
+        scale = []
+        for c in columns:
+            q = float(np.quantile(np.abs(raw[:, c]), quantile))
+            # an axis that never moves (or nearly) keeps unit scale rather than amplifying noise
+            scale.append(q if q > 1e-9 else 1.0)
+        g = list(labels).index(GRIPPER)
+        lo, hi = float(raw[:, g].min()), float(raw[:, g].max())
+        if gripper_open is None and gripper_closed is None:
+            # only a signed gripper in [-1, 1] is taken as deer_vla's own convention; 0..1 is recorded both
+            # ways round (0 = open in some datasets, 0 = closed in others), so it must be stated
+            if lo < -1.0 - 1e-6 or hi > 1.0 + 1e-6 or lo >= 0.0:
+                raise DatasetError(f"gripper values span [{lo:g}, {hi:g}]; deer_vla uses -1 (open) .. +1 (closed) "
+                                   "and cannot tell which end is open: state the raw values with "
+                                   "--gripper-open V --gripper-closed V")
+            gripper_open, gripper_closed = -1.0, 1.0
+        elif gripper_open is None or gripper_closed is None:
+            raise DatasetError("give both --gripper-open and --gripper-closed")
+        if gripper_open == gripper_closed:
+            raise DatasetError(f"--gripper-open and --gripper-closed are both {gripper_open}")
+        unit_index = 1 if velocity else 0
+        mapping = cls(tuple(order), columns, g, tuple(scale),
+                      tuple(AXIS_UNITS[axis_kind(a)][unit_index] for a in order),
+                      float(gripper_open), float(gripper_closed), float(quantile))
+        scaled = raw[:, list(columns)] / np.asarray(scale)
+        return replace(mapping, clipped_fraction=float(np.mean(np.abs(scaled) > 1.0)))
+
+    @property
+    def spec(self) -> ActionSpec:
+        return ActionSpec(axes=self.axes, scale=self.scale, units=self.units)
+
+    def normalise(self, raw: np.ndarray) -> np.ndarray:
+        """(T, A) raw -> (T, axes + 1) float32 in [-1, 1], gripper last (+1 closed)."""
+        raw = np.asarray(raw, dtype=np.float64)
+        motion = np.clip(raw[:, list(self.columns)] / np.asarray(self.scale), -1.0, 1.0)
+        span = self.gripper_closed - self.gripper_open
+        grip = np.clip(-1.0 + 2.0 * (raw[:, self.gripper_column] - self.gripper_open) / span, -1.0, 1.0)
+        return np.concatenate([motion, grip[:, None]], axis=1).astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "axes": {a: {"column": c, "scale": s, "units": u}
+                     for a, c, s, u in zip(self.axes, self.columns, self.scale, self.units)},
+            "scale_rule": f"quantile {self.quantile:g} of |raw value| over the dataset; beyond it clipped to +-1",
+            "clipped_fraction": round(self.clipped_fraction, 6),
+            "gripper": {"column": self.gripper_column, "raw_open": self.gripper_open,
+                        "raw_closed": self.gripper_closed, "rule": "linear, raw_open -> -1, raw_closed -> +1, clipped"},
+        }
+
+
+def fit_proprio_spec(states: np.ndarray, names: Sequence[str] | None,
+                     units: Sequence[str] | None = None) -> ProprioSpec:
+    """Name the proprio values (``state_i`` when unnamed) and record their mean / std for standardisation."""
+    states = np.asarray(states, dtype=np.float64)
+    if states.ndim != 2 or states.shape[0] == 0:
+        raise DatasetError(f"proprio of shape {states.shape}: expected (N >= 1, P)")
+    if not np.all(np.isfinite(states)):
+        raise DatasetError("proprio contains NaN or inf")
+    dim = states.shape[1]
+    if names is None:
+        names = [f"state_{i}" for i in range(dim)]
+    if len(names) != dim:
+        raise DatasetError(f"{len(names)} proprio names {list(names)} for {dim} values")
+    clean = [re.sub(r"[^A-Za-z0-9_.:/\-]+", "_", n).strip("_") or f"state_{i}" for i, n in enumerate(names)]
+    std = states.std(axis=0)
+    return ProprioSpec(names=tuple(clean), units=tuple(units) if units else (),
+                       mean=tuple(float(m) for m in states.mean(axis=0)),
+                       std=tuple(float(s) if s > 1e-6 else 1.0 for s in std))
+
+
+def task_slug(text: str, max_len: int = 48) -> str:
+    """An instruction -> an episode task name (lowercase letters, digits, '-')."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_len].strip("-")
+    return slug or "task"
+
+
+def resize_square(frames: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
+    """RGB frames of any size -> (T, size, size, 3) uint8, resized as the policy node resizes camera images."""
+    import cv2
+
+    out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+    for i, img in enumerate(frames):
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise DatasetError(f"frame {i}: expected HxWx3 uint8, got {img.shape} {img.dtype}")
+        if img.shape[:2] == (size, size):
+            out[i] = img
+        else:
+            shrink = img.shape[0] > size or img.shape[1] > size
+            out[i] = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out
+
+
+class ImportWriter:
+    """Writes imported episodes into a new deer_vla dataset root (refuses one that already holds a dataset)."""
+
+    def __init__(self, out: str | Path, meta: DatasetMeta) -> None:
+        self.root = Path(out)
+        if (self.root / META_FILE).exists():
+            raise DatasetError(f"{self.root} already holds a dataset ({META_FILE}); import into a new --out directory")
+        self.writer = EpisodeWriter(self.root, meta)
+        self.image_size = meta.image_size
+        self.count = 0
+        self.steps = 0
+        self._map = (self.root / IMPORT_MAP).open("w")
+
+    def write(self, instruction: str, seed: int, images: dict[str, Sequence[np.ndarray] | np.ndarray],
+              proprio: np.ndarray | None, actions: np.ndarray, source: dict[str, Any]) -> Path:
+        episode = Episode(
+            task=task_slug(instruction), instruction=instruction, seed=int(seed), success=True,
+            images={cam: resize_square(frames, self.image_size) for cam, frames in images.items()},
+            proprio=None if proprio is None else np.asarray(proprio, dtype=np.float32),
+            actions=np.asarray(actions, dtype=np.float32),
+        )
+        if self.writer.exists(episode.task, episode.seed):
+            raise DatasetError(f"two imported episodes map to {episode.task} seed {episode.seed}")
+        path = self.writer.write(episode)
+        self._map.write(json.dumps({"file": str(path.relative_to(self.root)), **source}) + "\n")
+        self.count += 1
+        self.steps += episode.length
+        return path
+
+    def close(self) -> None:
+        self._map.close()
+
+
+def dataset_meta(cameras: Sequence[str], image_size: int, mapping: ActionMapping, proprio: ProprioSpec | None,
+                 instructions: Sequence[str], rate_hz: float, collection: dict[str, Any]) -> DatasetMeta:
+    """The meta.json of an imported dataset: its spaces, rate and provenance (the action mapping included)."""
+    tasks = list(dict.fromkeys(task_slug(t) for t in instructions))
+    return DatasetMeta(
+        cameras=tuple(cameras), image_size=int(image_size), action_spec=mapping.spec.to_dict(),
+        proprio_dim=0 if proprio is None else proprio.dim,
+        proprio_spec=None if proprio is None else proprio.to_dict(),
+        tasks=tasks, success_only=True, control_rate_hz=float(rate_hz),
+        collection={**collection, "action_mapping": mapping.describe(),
+                    "episodes": "demonstrations, stored as successful (the source records no outcome)"},
+    )

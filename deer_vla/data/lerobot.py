@@ -1,0 +1,269 @@
+"""Read LeRobot v3 datasets from local disk with pyarrow and PyAV (no `lerobot` package).
+
+Layout (LeRobot ``CODEBASE_VERSION = "v3.0"``, ``lerobot/datasets/utils.py``)::
+
+    ROOT/meta/info.json                    fps, features, data_path / video_path templates, chunks_size
+    ROOT/meta/tasks.parquet                task strings (the pandas index) -> task_index
+    ROOT/meta/episodes/chunk-XXX/file-XXX.parquet
+                                           one row per episode: length, tasks, data/chunk_index,
+                                           data/file_index, videos/<key>/{chunk_index, file_index,
+                                           from_timestamp, to_timestamp}, ...
+    ROOT/data/chunk-XXX/file-XXX.parquet   one row per frame, many episodes per file
+    ROOT/videos/<key>/chunk-XXX/file-XXX.mp4
+                                           many episodes per file, back to back; an episode's
+                                           frames sit at from_timestamp + its frame timestamps
+
+Why not the ``lerobot`` package: lerobot 0.4.4 pins torch<2.11, huggingface-hub<0.36,
+opencv-python-headless<4.13 and packaging<26, all below our pins (torch 2.13.0, huggingface_hub
+2.4.0, opencv 5.0, packaging 26.3). Why PyAV and not OpenCV for video: LeRobot encodes with
+libsvtav1 (AV1) by default, and the pinned OpenCV wheel has no software AV1 decoder; PyAV's
+wheel decodes AV1 with dav1d (and h264, hevc, mpeg4, vp9).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deer_vla.data.episodes import DatasetError
+
+INFO_PATH = "meta/info.json"
+TASKS_PATH = "meta/tasks.parquet"
+EPISODES_DIR = "meta/episodes"
+CAMERA_DTYPES = ("video", "image")
+
+
+class LeRobotFormatError(DatasetError):
+    """A directory that is not a readable LeRobot v3 dataset; the message says what is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class LeRobotInfo:
+    root: Path
+    info: dict[str, Any]
+
+    @classmethod
+    def load(cls, root: str | Path) -> LeRobotInfo:
+        root = Path(root)
+        path = root / INFO_PATH
+        if not path.is_file():
+            raise LeRobotFormatError(f"{path} not found: {root} is not a LeRobot dataset (expected meta/info.json)")
+        try:
+            info = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise LeRobotFormatError(f"{path}: not valid JSON ({e})") from e
+        version = str(info.get("codebase_version", "?"))
+        if not version.startswith("v3"):
+            raise LeRobotFormatError(
+                f"{path}: codebase_version {version}; this importer reads LeRobot v3 datasets. Convert a v2.x "
+                "dataset with LeRobot's `python -m lerobot.datasets.v30.convert_dataset_v21_to_v30`")
+        missing = [k for k in ("fps", "features", "data_path") if k not in info]
+        if missing:
+            raise LeRobotFormatError(f"{path}: missing {missing}")
+        return cls(root, info)
+
+    @property
+    def fps(self) -> float:
+        return float(self.info["fps"])
+
+    @property
+    def features(self) -> dict[str, dict[str, Any]]:
+        return dict(self.info["features"])
+
+    def camera_keys(self) -> list[str]:
+        return [k for k, f in self.features.items() if f.get("dtype") in CAMERA_DTYPES]
+
+    def feature(self, key: str) -> dict[str, Any]:
+        if key not in self.features:
+            raise LeRobotFormatError(f"{self.root}: no feature {key!r}; features: {', '.join(self.features)}")
+        return self.features[key]
+
+    def names(self, key: str) -> list[str] | None:
+        """A vector feature's element names (a list, or LeRobot v2's {"motors": [...]} form), if recorded."""
+        names = self.feature(key).get("names")
+        if isinstance(names, dict):  # e.g. {"motors": [...]} or {"axes": [...]}
+            lists = [v for v in names.values() if isinstance(v, list)]
+            names = lists[0] if len(lists) == 1 else None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return None
+        return list(names)
+
+    def vector_dim(self, key: str) -> int:
+        shape = self.feature(key).get("shape")
+        if not isinstance(shape, list | tuple) or len(shape) != 1:
+            raise LeRobotFormatError(f"{self.root}: feature {key!r} has shape {shape}; a 1-D vector is needed")
+        return int(shape[0])
+
+    def data_file(self, chunk: int, file: int) -> Path:
+        return self.root / str(self.info["data_path"]).format(chunk_index=chunk, file_index=file)
+
+    def video_file(self, key: str, chunk: int, file: int) -> Path:
+        template = self.info.get("video_path")
+        if not template:
+            raise LeRobotFormatError(f"{self.root}: feature {key!r} is a video but info.json has no video_path")
+        return self.root / str(template).format(video_key=key, chunk_index=chunk, file_index=file)
+
+
+def read_tasks(root: Path) -> dict[int, str]:
+    """task_index -> task string. The strings are the pandas index of tasks.parquet (or a 'task' column)."""
+    import pyarrow.parquet as pq
+
+    path = root / TASKS_PATH
+    if not path.is_file():
+        raise LeRobotFormatError(f"{path} not found (LeRobot v3 keeps the task strings there)")
+    table = pq.read_table(path)
+    columns = table.column_names
+    text_col = "task" if "task" in columns else None
+    if text_col is None:
+        pandas_meta = json.loads((table.schema.metadata or {}).get(b"pandas", b"{}"))
+        index_cols = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
+        text_col = next((c for c in [*index_cols, "__index_level_0__"] if c in columns), None)
+    if text_col is None or "task_index" not in columns:
+        raise LeRobotFormatError(f"{path}: expected a task_index column and the task strings (index or 'task' "
+                                 f"column); columns are {columns}")
+    return {int(i): str(t) for i, t in zip(table.column("task_index").to_pylist(), table.column(text_col).to_pylist())}
+
+
+def read_episodes(root: Path) -> list[dict[str, Any]]:
+    """Rows of meta/episodes/*/*.parquet (stats columns left out), ordered by episode_index."""
+    import pyarrow.parquet as pq
+
+    files = sorted((root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))
+    if not files:
+        raise LeRobotFormatError(f"{root / EPISODES_DIR}: no chunk-XXX/file-XXX.parquet files")
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        table = pq.read_table(path)
+        keep = [c for c in table.column_names if not c.startswith("stats/")]
+        rows.extend(table.select(keep).to_pylist())
+    needed = ("episode_index", "length", "data/chunk_index", "data/file_index")
+    for row in rows[:1]:
+        missing = [k for k in needed if k not in row]
+        if missing:
+            raise LeRobotFormatError(f"{root / EPISODES_DIR}: episode rows lack {missing}")
+    return sorted(rows, key=lambda r: int(r["episode_index"]))
+
+
+def column_matrix(column: Any, dim: int, name: str) -> np.ndarray:
+    """A pyarrow list / fixed-size-list column of vectors -> (N, dim) float32."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)
+            or pa.types.is_large_list(column.type)):
+        values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float32)
+        return values.reshape(-1, 1) if dim == 1 else values
+    flat = np.asarray(pc.list_flatten(column).to_numpy(zero_copy_only=False), dtype=np.float32)
+    if flat.size != len(column) * dim:
+        raise LeRobotFormatError(f"column {name!r}: {flat.size} values for {len(column)} rows of {dim}")
+    return flat.reshape(len(column), dim)
+
+
+@dataclass
+class EpisodeFrames:
+    """One LeRobot episode's per-frame columns (rows in frame order)."""
+
+    episode_index: int
+    columns: dict[str, Any]  # column name -> pyarrow array (this episode's rows)
+    timestamps: np.ndarray  # (T,) seconds from the episode start
+
+
+class DataFiles:
+    """Per-episode rows from the data parquet files; a file is read once while its episodes are asked for."""
+
+    def __init__(self, info: LeRobotInfo, columns: list[str]) -> None:
+        self.info = info
+        self.columns = sorted(set(columns) | {"episode_index", "frame_index", "timestamp"})
+        self._key: tuple[int, int] | None = None
+        self._table: Any = None
+
+    def episode(self, row: dict[str, Any]) -> EpisodeFrames:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        key = (int(row["data/chunk_index"]), int(row["data/file_index"]))
+        if key != self._key:
+            path = self.info.data_file(*key)
+            if not path.is_file():
+                raise LeRobotFormatError(f"{path} not found (episode {row['episode_index']})")
+            schema = pq.read_schema(path)
+            missing = [c for c in self.columns if c not in schema.names]
+            if missing:
+                raise LeRobotFormatError(f"{path}: no column(s) {missing}; columns are {schema.names}")
+            self._table, self._key = pq.read_table(path, columns=self.columns), key
+        ep = int(row["episode_index"])
+        rows = self._table.filter(pc.equal(self._table.column("episode_index"), ep))
+        rows = rows.take(pc.sort_indices(rows.column("frame_index")))
+        if rows.num_rows != int(row["length"]):
+            raise LeRobotFormatError(f"episode {ep}: {rows.num_rows} frames in {self.info.data_file(*key)}, "
+                                     f"meta/episodes says {row['length']}")
+        ts = np.asarray(rows.column("timestamp").to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1)
+        return EpisodeFrames(ep, {c: rows.column(c) for c in self.columns}, ts)
+
+
+class VideoFrames:
+    """Frames of one episode out of a multi-episode mp4, decoded with PyAV (AV1 via dav1d, h264, ...)."""
+
+    def __init__(self, info: LeRobotInfo, tolerance_s: float | None = None) -> None:
+        self.info = info
+        # LeRobot checks 1e-4 s; a decoder's rounding of pts stays far below a quarter frame
+        self.tolerance_s = tolerance_s if tolerance_s is not None else 0.25 / info.fps
+
+    def episode(self, key: str, row: dict[str, Any], timestamps: np.ndarray) -> Iterator[np.ndarray]:
+        """RGB frames (H, W, 3) uint8 at from_timestamp + each of ``timestamps``, in order."""
+        import av
+
+        prefix = f"videos/{key}/"
+        try:
+            chunk, file = int(row[prefix + "chunk_index"]), int(row[prefix + "file_index"])
+            start = float(row[prefix + "from_timestamp"])
+        except KeyError as e:
+            raise LeRobotFormatError(f"episode {row['episode_index']}: meta/episodes lacks {e.args[0]!r}") from e
+        path = self.info.video_file(key, chunk, file)
+        if not path.is_file():
+            raise LeRobotFormatError(f"{path} not found (camera {key}, episode {row['episode_index']})")
+        wanted = start + np.asarray(timestamps, dtype=np.float64)
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if stream.time_base is None:
+                raise LeRobotFormatError(f"{path}: video stream without a time base")
+            # seek lands on the key frame at or before the first wanted frame; decode forward from there
+            container.seek(max(int(wanted[0] / stream.time_base), 0), stream=stream, backward=True, any_frame=False)
+            i = 0
+            # the tolerance is below half a frame period, so at most one frame matches a wanted time
+            for frame in container.decode(stream):
+                t = float(frame.time) if frame.time is not None else float("nan")
+                if t > wanted[i] + self.tolerance_s:
+                    raise LeRobotFormatError(
+                        f"{path}: no frame within {self.tolerance_s:.4f} s of {wanted[i]:.4f} s (episode "
+                        f"{row['episode_index']}, frame {i}); the next one is at {t:.4f} s")
+                if t < wanted[i] - self.tolerance_s:
+                    continue  # before the episode (from the key frame on) or between wanted times
+                rgb = frame.to_ndarray(format="rgb24")
+                while i < len(wanted) and abs(t - wanted[i]) <= self.tolerance_s:
+                    yield rgb
+                    i += 1
+                if i == len(wanted):
+                    return
+        if i < len(wanted):
+            raise LeRobotFormatError(f"{path}: video ends before frame {i} of episode {row['episode_index']} "
+                                     f"(wanted {wanted[i]:.4f} s)")
+
+
+def decode_image_cell(cell: Any, where: str) -> np.ndarray:
+    """An ``image`` feature's cell ({"bytes": PNG/JPEG, "path": ...}) -> (H, W, 3) uint8 RGB."""
+    import cv2
+
+    data = cell.get("bytes") if isinstance(cell, dict) else None
+    if not data:
+        raise LeRobotFormatError(f"{where}: image cell without embedded bytes ({cell!r:.80})")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise LeRobotFormatError(f"{where}: image bytes do not decode")
+    return np.ascontiguousarray(bgr[:, :, ::-1])

@@ -1,0 +1,63 @@
+"""The dataset decides the action and proprio spaces a fresh model is built with.
+
+A preset describes an architecture, not a robot: training a preset on an
+imported 7-D arm must give a 7-D action head, a proprio input of the
+robot's length (named, standardised) and the robot's cameras. So the
+spaces recorded in the dataset's meta.json go into the model's
+PolicyConfig and from there into the checkpoint's config.json, which the
+policy node reads. What a training config states explicitly (keys of its
+``model`` dict) or an ``init_checkpoint`` already fixes is checked against
+the dataset instead, with a message naming the difference.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deer_vla.core import ActionSpec
+from deer_vla.data.episodes import DatasetMeta
+
+
+class SpaceMismatchError(ValueError):
+    """The model's fixed spaces contradict the dataset's."""
+
+
+def spaces_from_dataset(pcfg: Any, dataset: str | Path, explicit: set[str], fixed: bool) -> Any:
+    """``pcfg`` (a PolicyConfig) with the dataset's spaces; ``explicit``: keys the user set in ``model``;
+    ``fixed``: the weights exist already (init_checkpoint): nothing may change, only be checked."""
+    root = Path(dataset)
+    if not (root / "meta.json").is_file():
+        return pcfg  # load_episodes reports the missing dataset with its own message
+    meta = DatasetMeta.load(root)
+    data_spec = ActionSpec.from_dict(meta.action_spec)
+    problems: list[str] = []
+    updates: dict[str, Any] = {}
+
+    def settle(key: str, model_value: Any, data_value: Any, same: bool) -> None:
+        if same:
+            return
+        if fixed or key in explicit:
+            problems.append(f"{key}: model {model_value} != dataset {data_value}")
+        else:
+            updates[key] = data_value
+
+    settle("action", pcfg.action, data_spec.to_dict(), pcfg.action_spec == data_spec)
+    settle("proprio_dim", pcfg.proprio_dim, meta.proprio_dim, pcfg.proprio_dim == meta.proprio_dim)
+    if meta.proprio_spec is not None:
+        settle("proprio", pcfg.proprio, meta.proprio_spec, pcfg.proprio == meta.proprio_spec
+               or (fixed and pcfg.proprio is None))
+    elif "proprio_dim" in updates:
+        updates["proprio"] = None  # the preset's names (if any) describe another robot
+    if meta.control_rate_hz is not None:
+        settle("control_rate_hz", pcfg.control_rate_hz, meta.control_rate_hz,
+               pcfg.control_rate_hz == meta.control_rate_hz or (fixed and pcfg.control_rate_hz is None))
+    if not set(pcfg.cameras) <= set(meta.cameras):
+        settle("cameras", list(pcfg.cameras), list(meta.cameras), False)
+    if problems:
+        raise SpaceMismatchError(
+            f"the model does not fit dataset {root}: {'; '.join(problems)}. "
+            + ("init_checkpoint fixes these; train a fresh model (model_preset) on this dataset"
+               if fixed else "remove these keys from `model` to take them from the dataset"))
+    if not updates:
+        return pcfg
+    return type(pcfg).model_validate({**pcfg.model_dump(), **updates})

@@ -1,0 +1,133 @@
+"""LeRobot v3 datasets in: a dataset written by the format's spec (pyarrow parquet, AV1 mp4 via PyAV) imports with
+its cameras, named proprio, 7-D end-effector actions, tasks, episode boundaries and fps."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deer_vla.data.episodes import DatasetError, EpisodeDataset
+from deer_vla.data.import_lerobot import cli_main, import_lerobot
+from deer_vla.data.lerobot_writer import (
+    DEMO_ACTION_NAMES,
+    DEMO_CAMERAS,
+    DEMO_STATE_NAMES,
+    DEMO_TASKS,
+    LeRobotEpisode,
+    demo_episodes,
+    write_demo_dataset,
+    write_lerobot_dataset,
+)
+
+
+@pytest.fixture(scope="module")
+def lerobot_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 3 data/video files of 2 episodes, one file per chunk: chunk-000..002 all get used
+    return write_demo_dataset(tmp_path_factory.mktemp("lr") / "demo", n_episodes=6, steps=12,
+                              episodes_per_file=2, chunks_size=1)
+
+
+def test_the_written_dataset_follows_the_v3_layout(lerobot_demo: Path):
+    info = json.loads((lerobot_demo / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["fps"] == 10
+    assert info["features"]["action"]["names"] == list(DEMO_ACTION_NAMES)
+    assert info["features"][DEMO_CAMERAS[0]]["dtype"] == "video"
+    assert sorted(p.relative_to(lerobot_demo).as_posix() for p in lerobot_demo.glob("data/*/*.parquet")) == [
+        "data/chunk-000/file-000.parquet", "data/chunk-001/file-000.parquet", "data/chunk-002/file-000.parquet"]
+    assert (lerobot_demo / "videos" / DEMO_CAMERAS[1] / "chunk-002" / "file-000.mp4").is_file()
+
+
+def test_import_keeps_episodes_tasks_fps_and_fits_the_spaces(lerobot_demo: Path, tmp_path: Path):
+    source = demo_episodes(n_episodes=6, steps=12)  # the same episodes the fixture wrote
+    summary = import_lerobot(lerobot_demo, tmp_path / "out", gripper_open=0.0, gripper_closed=1.0, image_size=32,
+                             log=lambda *_: None)
+    assert summary["episodes"] == 6 and summary["steps"] == 72
+    assert summary["cameras"] == {"static": DEMO_CAMERAS[0], "wrist": DEMO_CAMERAS[1]}
+    ds = EpisodeDataset(tmp_path / "out")
+    meta = ds.meta
+    assert meta.control_rate_hz == 10.0 and meta.image_size == 32 and meta.cameras == ("static", "wrist")
+    spec = meta.action_spec
+    assert spec["axes"] == ["x", "y", "z", "roll", "pitch", "yaw"] and spec["units"] == ["m"] * 3 + ["rad"] * 3
+    raw = np.concatenate([e.action for e in source]).astype(np.float64)
+    np.testing.assert_allclose(spec["scale"], np.quantile(np.abs(raw[:, :6]), 0.99, axis=0), rtol=1e-5)
+    assert meta.proprio_dim == 6 and meta.proprio_spec["names"] == list(DEMO_STATE_NAMES)
+    states = np.concatenate([e.state for e in source])
+    np.testing.assert_allclose(meta.proprio_spec["mean"], states.mean(0), rtol=1e-4, atol=1e-4)
+    assert ds.verify()["episodes"] == 6
+    for i in range(len(ds)):
+        ep = ds.load(i)
+        src = source[ep.seed]  # seed = LeRobot episode_index
+        assert ep.instruction == src.task and ep.length == src.length
+        np.testing.assert_allclose(ep.proprio, src.state)
+        expected = np.clip(src.action[:, :6] / np.asarray(spec["scale"]), -1, 1)
+        np.testing.assert_allclose(ep.actions[:, :6], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(ep.actions[:, 6], np.where(src.action[:, 6] > 0.5, 1.0, -1.0))  # 0 -> open
+        assert ep.images["static"].shape == (12, 32, 32, 3)
+    assert {ep.instruction for ep in ds} == set(DEMO_TASKS)
+
+
+def test_each_episode_gets_its_own_video_frames(tmp_path: Path):
+    """Frames are flat grey levels that encode (episode, step): the importer must find each episode's frames at
+    its from_timestamp inside multi-episode AV1 files."""
+    def level(e: int, t: int) -> int:
+        return 20 + 30 * e + 8 * t
+
+    episodes = [LeRobotEpisode("push", {"observation.images.top": np.stack(
+        [np.full((32, 32, 3), level(e, t), np.uint8) for t in range(n)])},
+        np.zeros((n, 2), np.float32), np.tile(np.array([0.1, 0.0, -1.0], np.float32), (n, 1)))
+        for e, n in enumerate([5, 3, 6, 4])]
+    write_lerobot_dataset(tmp_path / "lr", episodes, 15, ["a", "b"], ["x", "y", "gripper"], episodes_per_file=3)
+    import_lerobot(tmp_path / "lr", tmp_path / "out", image_size=32, log=lambda *_: None)
+    ds = EpisodeDataset(tmp_path / "out")
+    for ep in ds:
+        means = ep.images["static"].reshape(ep.length, -1).mean(1)
+        np.testing.assert_allclose(means, [level(ep.seed, t) for t in range(ep.length)], atol=3.0)
+
+
+def test_image_features_and_an_episode_that_changes_task(tmp_path: Path):
+    eps = demo_episodes(n_episodes=2, steps=8)
+    eps.append(LeRobotEpisode("later part", {k: v.copy() for k, v in eps[0].frames.items()}, eps[0].state,
+                              eps[0].action))
+    write_lerobot_dataset(tmp_path / "lr", eps, 10, DEMO_STATE_NAMES, DEMO_ACTION_NAMES, images_as="image")
+    # make episode 0's last 3 frames carry the third task, as a LeRobot recording with a sub-task would
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "lr/data/chunk-000/file-000.parquet"
+    table = pq.read_table(path)
+    task = table.column("task_index").to_numpy().copy()
+    task[5:8] = 2
+    pq.write_table(table.set_column(table.column_names.index("task_index"), "task_index", pa.array(task)), path)
+    summary = import_lerobot(tmp_path / "lr", tmp_path / "out", gripper_open=0, gripper_closed=1,
+                             log=lambda *_: None)
+    assert summary["episodes"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "out/import_map.jsonl").read_text().splitlines()]
+    parts = {(r["source_episode"], tuple(r["frames"])) for r in rows}
+    assert {(0, (0, 5)), (0, (5, 8)), (1, (0, 8)), (2, (0, 8))} == parts
+    ds = EpisodeDataset(tmp_path / "out")
+    by_seed = {ep.seed: ep for ep in ds}
+    assert by_seed[0].instruction == DEMO_TASKS[0] and by_seed[0].length == 5
+    assert by_seed[3].instruction == "later part" and by_seed[3].length == 3  # fresh seed past the last index
+
+
+def test_unclear_inputs_are_refused_with_what_to_do(lerobot_demo: Path, tmp_path: Path, capsys):
+    with pytest.raises(DatasetError, match="--gripper-open V --gripper-closed V"):  # demo gripper is 0..1
+        import_lerobot(lerobot_demo, tmp_path / "a", log=lambda *_: None)
+    eps = demo_episodes(n_episodes=1, steps=4)
+    write_lerobot_dataset(tmp_path / "joints", eps, 10, None, ["shoulder.pos", "elbow.pos", "a", "b", "c", "d", "e"])
+    with pytest.raises(DatasetError, match="not end-effector axes.*--action-axes"):
+        import_lerobot(tmp_path / "joints", tmp_path / "b", log=lambda *_: None)
+    summary = import_lerobot(tmp_path / "joints", tmp_path / "c", action_axes="x,-,z,-,-,yaw,gripper",
+                             gripper_open=0, gripper_closed=1, log=lambda *_: None)
+    assert summary["action_spec"]["axes"] == ["x", "z", "yaw"] and summary["proprio_names"][0] == "state_0"
+    info = json.loads((lerobot_demo / "meta/info.json").read_text())
+    old = tmp_path / "v21"
+    (old / "meta").mkdir(parents=True)
+    (old / "meta/info.json").write_text(json.dumps({**info, "codebase_version": "v2.1"}))
+    assert cli_main([str(old), "--out", str(tmp_path / "d")]) == 1
+    assert "convert_dataset_v21_to_v30" in capsys.readouterr().err
+    assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "e"), "--camera", "static=observation.images.side",
+                     "--gripper-open", "0", "--gripper-closed", "1"]) == 1
+    assert "cameras: observation.images.front, observation.images.wrist" in capsys.readouterr().err
