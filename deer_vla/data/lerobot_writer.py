@@ -47,15 +47,18 @@ def _next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
 
 
 def _encode_video(path: Path, clips: list[np.ndarray], fps: int, codec: str) -> None:
+    import os
+
     import av
 
+    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per encoder at its default level
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = clips[0].shape[1:3]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         if codec == "libsvtav1":
-            stream.options = {"g": "2", "crf": "30", "svtav1-params": "log-level=0"}
+            stream.options = {"g": "2", "crf": "30"}
         for clip in clips:
             for frame in clip:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
