@@ -73,9 +73,15 @@ class DeerObjective(nn.Module):
         self.freeze_backbone = False
         # exit draws come from this generator (reseeded per step by the trainer): reproducible on resume
         self.generator: torch.Generator | None = None
+        # (rank, world) under DDP: draws are made for the global batch (world equal shares, rank r's rows
+        # r*B..(r+1)*B-1) and sliced, so N processes draw exactly what one process with N times the batch does
+        self.shard: tuple[int, int] = (0, 1)
 
     def _randint(self, low: int, high: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        return torch.randint(low, high, shape, generator=self.generator).to(device)
+        rank, world = self.shard
+        rows = shape[0]
+        draws = torch.randint(low, high, (rows * world, *shape[1:]), generator=self.generator)
+        return draws[rank * rows : (rank + 1) * rows].to(device)
 
     def window_features(self, batch: WindowBatch) -> torch.Tensor:
         """(B, T, N, D): every exit's feature at every frame, from one backbone pass over B*T frames."""

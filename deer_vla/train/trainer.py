@@ -5,12 +5,15 @@ stage "refine" freezes the backbone and trains the shared and auxiliary heads
 only. Checkpoints (save_checkpoint format + a safetensors/JSON resume state)
 go to <output_dir>/checkpoints/step_N every `checkpoint_every` steps; the
 final model is written to <output_dir> itself, ready for calibrate/evaluate.
-Multi-GPU: launch with `torchrun --nproc_per_node G -m deer_vla.train.trainer ...`;
-the process group is initialised from torchrun's environment.
+Multi-GPU / multi-node: launch with `torchrun --nproc_per_node G -m deer_vla.train.trainer ...`;
+the process group is initialised from torchrun's environment. `batch_size` is per
+process; G processes train exactly as one process would with batch_size × G
+(same batches, same random exit draws; see docs/model.md).
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -25,7 +28,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from deer_vla.train.config import ConfigError, TrainConfig, load_config
 from deer_vla.train.losses import DeerObjective, WindowBatch
@@ -99,24 +102,35 @@ class ListSampler(Sampler[int]):
         return len(self.indices)
 
 
+def epoch_batches(num_windows: int, batch_size: int, info: DistInfo, seed: int, epoch: int) -> list[list[int]]:
+    """This process's batches of one epoch (window indices).
+
+    The epoch's shuffled order is cut into global batches of ``batch_size * world`` windows and
+    rank r takes rows r*batch_size .. (r+1)*batch_size - 1 of each: the processes together see
+    exactly the batches one process sees with ``batch_size * world``, and per-sample random draws
+    made for the global batch (DeerObjective.shard) slice the same way.
+    """
+    order = torch.randperm(num_windows, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    b, world = batch_size, info.world
+    start = info.rank * b
+    return [order[s * b * world + start : s * b * world + start + b] for s in range(num_windows // (b * world))]
+
+
 def batches(
     dataset: WindowDataset, cfg: TrainConfig, info: DistInfo, collate: Any, start_step: int
 ) -> Iterator[WindowBatch]:
-    """Endless batches; global step s is batch (s mod E) of epoch (s div E), E = batches per epoch per rank."""
-    sampler = DistributedSampler(
-        dataset, num_replicas=info.world, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True
-    )
-    per_epoch = len(sampler) // cfg.batch_size
+    """Endless batches; global step s is batch (s mod E) of epoch (s div E), E = global batches per epoch."""
+    per_epoch = len(dataset) // (cfg.batch_size * info.world)
     if per_epoch == 0:
         raise ConfigError(
-            f"batch_size {cfg.batch_size} exceeds the {len(sampler)} windows per process of this dataset; "
-            "lower batch_size or window, or record more episodes"
+            f"batch_size {cfg.batch_size} x {info.world} process(es) exceeds the {len(dataset)} windows of this "
+            "dataset; lower batch_size or window, or record more episodes"
         )
     epoch, skip = divmod(start_step, per_epoch)
     while True:
-        sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
-        indices = list(sampler)[skip * cfg.batch_size : per_epoch * cfg.batch_size]
+        indices = [i for batch in epoch_batches(len(dataset), cfg.batch_size, info, cfg.seed, epoch)[skip:]
+                   for i in batch]
         loader = DataLoader(
             dataset,
             batch_size=cfg.batch_size,
@@ -141,10 +155,12 @@ def build_policy_config(cfg: TrainConfig) -> Any:
     from deer_vla.model.presets import preset_config
 
     if cfg.init_checkpoint is not None:
-        path = Path(cfg.init_checkpoint) / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"init_checkpoint: {path} not found (a deer_vla checkpoint directory is needed)")
-        pcfg = PolicyConfig.model_validate_json(path.read_text())
+        from deer_vla.model.checkpoint_dir import CheckpointDir, CheckpointError
+
+        try:
+            pcfg = CheckpointDir(cfg.init_checkpoint).read_config()
+        except CheckpointError as exc:
+            raise CheckpointError(f"init_checkpoint: {exc}") from exc
     elif cfg.model is not None:
         pcfg = PolicyConfig.model_validate(cfg.model)
     else:
@@ -237,6 +253,7 @@ class Trainer:
             self.episodes, cfg.window, cfg.shift_pad, cfg.paraphrase, cfg.seed, cfg.instruction_noise
         )
         self.objective = DeerObjective(self.model, cfg.loss)
+        self.objective.shard = (self.info.rank, self.info.world)
         self.stage: str | None = None
         self.step = self.start_step  # global optimizer steps done
 
@@ -277,7 +294,10 @@ class Trainer:
         self.objective.freeze_backbone = stage == "refine"
         self.optimizer = make_optimizer(groups, fused_ok=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(scfg))
+        # a new stage's DDP wrapper replaces the old one (its trainable set changed); drop the old first so
+        # its gradient hooks cannot all-reduce alongside the new ones
         self.unit: torch.nn.Module = self.objective
+        gc.collect()
         if self.info.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -348,7 +368,8 @@ class Trainer:
                     self._restore()
             if step >= end:
                 break
-            gen.manual_seed((cfg.seed * 1_000_003 + self.info.rank) * 10_000_019 + step)
+            # the same seed on every rank: draws are made for the global batch and sliced (DeerObjective.shard)
+            gen.manual_seed(cfg.seed * 1_000_003 * 10_000_019 + step)
             self.objective.generator = gen
             batch = next(data).to(self.device)
             with amp:
@@ -363,8 +384,8 @@ class Trainer:
             self.scheduler.step()
             step += 1
             self.step = step
-            vals = {"loss": float(loss.detach()), **{k: float(v) for k, v in metrics.items()}}
-            vals["grad_norm"] = float(gnorm)
+            vals = _global_mean({"loss": loss.detach(), **metrics}, self.info)
+            vals["grad_norm"] = float(gnorm)  # of the all-reduced gradients: the same on every rank
             for k, v in vals.items():
                 running[k] = running.get(k, 0.0) + v
             bar.update(1)
@@ -400,6 +421,15 @@ class _ParamView(torch.nn.Module):
         return iter(self._params)
 
 
+def _global_mean(values: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
+    """Per-batch metrics averaged over the processes (the global batch's values: ranks hold equal shares)."""
+    stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
+    if info.world > 1:
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+        stacked /= info.world
+    return dict(zip(values, stacked.tolist()))
+
+
 def _action_dim(pcfg: Any) -> int:
     from deer_vla.core import ActionSpec
 
@@ -418,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set joint.steps=200 --set loss.gripper=0.1")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop after global step STEP with a checkpoint there (continue later with --resume)")
     return p
 
 
@@ -434,7 +466,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg, resume=args.resume, show_progress=not args.no_progress)
     if trainer.info.main:
         (out / "train_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-    history = trainer.train()
+    history = trainer.train(stop_at=args.stop_at)
     if trainer.info.main and history:
         last = history[-1]
         print(f"trained {last['step']} steps; last loss {last['loss']:.4f}; model written to {out}")
