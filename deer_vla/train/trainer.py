@@ -155,12 +155,10 @@ def build_policy_config(cfg: TrainConfig) -> Any:
     from deer_vla.model.presets import preset_config
 
     if cfg.init_checkpoint is not None:
-        from deer_vla.model.checkpoint_dir import CheckpointDir, CheckpointError
-
-        try:
-            pcfg = CheckpointDir(cfg.init_checkpoint).read_config()
-        except CheckpointError as exc:
-            raise CheckpointError(f"init_checkpoint: {exc}") from exc
+        path = Path(cfg.init_checkpoint) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"init_checkpoint: {path} not found (a deer_vla checkpoint directory is needed)")
+        pcfg = PolicyConfig.model_validate_json(path.read_text())
     elif cfg.model is not None:
         pcfg = PolicyConfig.model_validate(cfg.model)
     else:
