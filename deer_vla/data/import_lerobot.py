@@ -167,6 +167,7 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
     return {
         "episodes": writer.count, "steps": writer.steps, "out": str(writer.root), "cameras": slots,
         "action_spec": mapping.spec.to_dict(), "clipped_fraction": mapping.clipped_fraction,
+        "gripper": f"{mapping.gripper_open:g} open -> -1, {mapping.gripper_closed:g} closed -> +1",
         "proprio_names": None if proprio is None else list(proprio.names), "fps": info.fps,
         "tasks": sorted({tasks[s.task_index] for s in segments}),
     }
@@ -215,12 +216,13 @@ def cli_main(argv: list[str] | None = None) -> int:
     print(f"imported {summary['episodes']} episodes ({summary['steps']} steps at {summary['fps']:g} fps) into "
           f"{summary['out']}")
     print(f"  cameras   {', '.join(f'{s} <- {k}' for s, k in summary['cameras'].items())}")
-    axes = ", ".join(f"{a} [{u}] x{s:.4g}" for a, u, s in zip(spec["axes"], spec["units"], spec["scale"]))
-    print(f"  action    {axes}, gripper ({100 * summary['clipped_fraction']:.2f}% of motion values clipped)")
+    axes = ", ".join(f"{a} {s:.4g} {u}" for a, u, s in zip(spec["axes"], spec["units"], spec["scale"]))
+    print(f"  action    {axes} per unit; gripper {summary['gripper']} "
+          f"({100 * summary['clipped_fraction']:.2f}% of motion values clipped)")
     print(f"  proprio   {', '.join(summary['proprio_names'] or ['none'])}")
     more = " ..." if len(summary["tasks"]) > 5 else ""
     print(f"  tasks     {len(summary['tasks'])}: {'; '.join(summary['tasks'][:5])}{more}")
-    print(f"next: deer-vla train --set dataset={summary['out']} --set output_dir=runs/mine")
+    print(f"next: deer-vla train --config config/train_own_robot.yaml --set dataset={summary['out']}")
     return 0
 
 

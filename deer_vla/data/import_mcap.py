@@ -328,10 +328,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     spec = summary["action_spec"]
     print(f"imported {summary['episodes']} episodes ({summary['steps']} steps at {args.rate:g} Hz; "
           f"{summary['dropped_ticks']} ticks dropped before data or in gaps) into {summary['out']}")
-    print(f"  action    {', '.join(f'{a} [{u}]' for a, u in zip(spec['axes'], spec['units']))}, gripper")
+    axes = ", ".join(f"{a} {s:.4g} {u}" for a, u, s in zip(spec["axes"], spec["units"], spec["scale"]))
+    print(f"  action    {axes} per unit; gripper")
     print(f"  proprio   {', '.join(summary['proprio_names'] or ['none'])}")
     print(f"  instructions: {'; '.join(summary['instructions'])}")
-    print(f"next: deer-vla train --set dataset={summary['out']} --set output_dir=runs/mine")
+    print(f"next: deer-vla train --config config/train_own_robot.yaml --set dataset={summary['out']}")
     return 0
 
 
