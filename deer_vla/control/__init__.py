@@ -5,9 +5,9 @@ synthetic streams in ``synthetic`` are interchangeable.
 """
 from deer_vla.control.bayes import fidelity_objective, tune_thresholds
 from deer_vla.control.budgets import BudgetReport, BudgetSpec, InfeasibleBudgetError, budget_report, exit_cap
-from deer_vla.control.calibration import collect_exit_actions
+from deer_vla.control.calibration import collect_exit_actions, collect_exit_actions_and_scores
 from deer_vla.control.controller import ExitController
-from deer_vla.control.criterion import Criterion, consistency_scores
+from deer_vla.control.criterion import Criterion, consistency_scores, criterion_scores
 from deer_vla.control.deadline import DeadlineGuard, LatencyTrace, ManualClock
 from deer_vla.control.descent import solve_thresholds_descent
 from deer_vla.control.guarantee import Guarantee
@@ -36,7 +36,9 @@ __all__ = [
     "budget_report",
     "calibrate_risk",
     "collect_exit_actions",
+    "collect_exit_actions_and_scores",
     "consistency_scores",
+    "criterion_scores",
     "exit_cap",
     "fidelity_objective",
     "exit_errors",

@@ -29,8 +29,10 @@ def fidelity_objective(
     metric: CostMetric = "llm_gflops",
     error: Criterion | None = None,
     cap: int | None = None,
+    scores: np.ndarray | None = None,
 ) -> Objective:
-    """A proxy objective without rollouts, on recorded per-exit actions (S, N, A).
+    """A proxy objective without rollouts, on recorded per-exit actions (S, N, A) (and, for thresholds of the
+    learned criterion, the steps' (S, N-1) exit-gate ``scores``).
 
     score = -(mean distance between the action taken and the deepest exit's
     action), by ``error`` (default RMS over the motion part plus nothing for
@@ -46,7 +48,7 @@ def fidelity_objective(
     rows = np.arange(arr.shape[0])
 
     def objective(th: Thresholds) -> tuple[float, float]:
-        exits = simulate_exits(arr, th, cap=cap)
+        exits = simulate_exits(arr, th, cap=cap, scores=scores if th.criterion.learned else None)
         err = crit.batch(arr[rows, exits - 1], arr[:, -1])
         return -float(np.mean(err)), float(costs[exits - 1].mean())
 

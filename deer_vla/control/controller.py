@@ -2,8 +2,8 @@
 
 Drives any deer_vla.core.SegmentedPolicy (the model runner or a synthetic
 stream). Per step: begin_step (shared prefix), then exits 1, 2, ... until
-  - the distance between exit k's and exit k-1's actions is <= scale * eta_k
-    ("threshold"), or
+  - the distance between exit k's and exit k-1's actions (or, with the learned
+    criterion, the policy's exit-gate score) is <= scale * eta_k ("threshold"), or
   - the cap from the peak/memory budget is reached ("cap"), or
   - deadline mode forbids starting the next segment ("deadline");
 then commit the chosen exit (advancing the recurrent head) and return its
@@ -26,7 +26,7 @@ from deer_vla.control.guarantee import Guarantee
 from deer_vla.control.online import OnlineBudgetTracker
 from deer_vla.control.oracle import oracle_exit
 from deer_vla.control.thresholds import Thresholds
-from deer_vla.core import CostProfile, Observation, SegmentedPolicy, StepRecord
+from deer_vla.core import CostProfile, Observation, SegmentedPolicy, StepRecord, has_exit_gates
 
 
 class ExitController:
@@ -44,7 +44,9 @@ class ExitController:
         latency_trace: LatencyTrace | None = None,
     ) -> None:
         """criterion defaults to the one the thresholds were solved with. latency_trace,
-        if given, replaces the profile's p99 as the deadline guard's worst case."""
+        if given, replaces the profile's p99 as the deadline guard's worst case. With the learned
+        criterion the policy must have exit gates (core.ScoredPolicy), and the profile is charged for
+        them (``CostProfile.with_exit_gates``) unless it already is."""
         self.policy = policy
         self.num_exits = int(policy.num_exits)
         if profile.num_exits < self.num_exits:
@@ -60,10 +62,15 @@ class ExitController:
             raise ValueError(f"oracle_tolerance must be finite and >= 0, got {oracle_tolerance}")
         if thresholds is None and fixed_exit is None and oracle_tolerance is None and self.num_exits > 1:
             raise ValueError("thresholds are required unless fixed_exit or oracle_tolerance is set")
+        if criterion is not None and thresholds is not None and criterion.kind != thresholds.criterion.kind:
+            raise ValueError(f"thresholds solved for the {thresholds.criterion.kind} criterion cannot run the "
+                             f"{criterion.kind} one (their scores are on other scales): re-solve them")
         self.thresholds = thresholds
         self._criterion = criterion
         self.fixed_exit = fixed_exit
         self.oracle_tolerance = oracle_tolerance
+        if self.learned:
+            self.profile = self._gated_profile(self.profile)
         self.tracker = tracker
         self.clock = clock
         self.latency_trace = latency_trace
@@ -119,6 +126,10 @@ class ExitController:
         """Swap thresholds (e.g. re-solved for a new budget); checked now, used from the next step."""
         if self.fixed_exit is not None or self.oracle_tolerance is not None:
             raise ValueError("thresholds are not used in fixed-exit or oracle mode")
+        if self._criterion is None and thresholds.criterion.kind != self.criterion.kind:
+            raise ValueError(f"these thresholds are for the {thresholds.criterion.kind} criterion, the controller "
+                             f"runs the {self.criterion.kind} one (its cost accounting differs): build a new "
+                             "controller to switch")
         with self._lock:
             pending = self._pending
         thresholds.check_covers(self.report.cap)
@@ -133,6 +144,19 @@ class ExitController:
         if self._criterion is not None:
             return self._criterion
         return self.thresholds.criterion if self.thresholds is not None else Criterion()
+
+    @property
+    def learned(self) -> bool:
+        """Dynamic exits on the learned criterion (the exit gates' scores)."""
+        return self.criterion.learned and self.fixed_exit is None and self.oracle_tolerance is None
+
+    def _gated_profile(self, profile: CostProfile) -> CostProfile:
+        if not has_exit_gates(self.policy):
+            raise ValueError("the learned exit criterion needs exit gates, and this policy has none: train them "
+                             "with `deer-vla train-gate CHECKPOINT --data DIR`, or use the consecutive criterion")
+        if profile.gate_gflops:
+            return profile
+        return profile.with_exit_gates(float(self.policy.exit_gate_gflops))  # type: ignore[attr-defined]
 
     @property
     def cap(self) -> int:
@@ -208,6 +232,12 @@ class ExitController:
             raise ValueError(f"policy returned a NaN or inf action at exit {k}: {out}")
         return out
 
+    def _learned_score(self, k: int) -> float:
+        score = float(self.policy.exit_score())  # type: ignore[attr-defined]
+        if not (np.isfinite(score) and score >= 0):
+            raise ValueError(f"policy returned exit score {score} at exit {k}; expected a finite distance >= 0")
+        return score
+
     def _eta(self, k: int, scale: float) -> float:
         assert self.thresholds is not None
         return self.thresholds.eta(k) * scale
@@ -226,7 +256,8 @@ class ExitController:
         actions: list[np.ndarray] = []
         segment_ms: list[float] = []
         raw: list[float] = []  # consecutive distances
-        distances: list[float] = []  # the scores compared with eta_k (raw ones, smoothed if configured)
+        distances: list[float] = []  # the scores compared with eta_k (raw ones, smoothed if configured, or learned)
+        learned = self.learned
         reason = "cap"
         last = self.fixed_exit if self.fixed_exit is not None else cap
         for k in range(1, last + 1):
@@ -241,8 +272,11 @@ class ExitController:
                 continue
             if self.oracle_tolerance is not None or k == 1:
                 continue
-            raw.append(self.criterion(actions[-1], actions[-2]))
-            distances.append(self.criterion.score(raw))
+            if learned:
+                distances.append(self._learned_score(k))
+            else:
+                raw.append(self.criterion(actions[-1], actions[-2]))
+                distances.append(self.criterion.score(raw))
             if distances[-1] <= self._eta(k, scale):
                 reason = "threshold"
                 break

@@ -6,6 +6,11 @@ the decision, so it stops. As in the original, only the continuous (motion)
 part is compared by default and the gripper is ignored; optionally a gripper
 flip (open <-> closed) counts as an infinite distance, so a step whose exits
 disagree on the gripper never stops on the threshold.
+
+Beyond the paper, ``kind="learned"`` replaces the consecutive distance by a
+learned gate's prediction of the exit's distance from the full model (model.gate).
+The policy computes that score (``core.ScoredPolicy.exit_score``); this layer
+only compares scores with thresholds, so it stays free of torch.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import numpy as np
 
 DistanceName = Literal["rms", "mean", "max", "l2", "cosine"]
 DISTANCES: tuple[str, ...] = ("rms", "mean", "max", "l2", "cosine")
+CriterionKind = Literal["consecutive", "learned"]
+CRITERION_KINDS: tuple[str, ...] = ("consecutive", "learned")
 
 
 @dataclass(frozen=True)
@@ -30,17 +37,30 @@ class Criterion:
     distances (k vs k-1, k-1 vs k-2, ...; fewer where fewer exist). 1 is the
     original criterion; 2 damps a single lucky agreement between two exits
     (beyond the paper: `bench/bench_oracle_gap.py --smooth 2` measures it).
+    kind: "consecutive" (DeeR's, the fields above) or "learned": the score at
+    exit k is the policy's exit-gate prediction of the RMS distance of exit k's
+    action from the full model's (the other fields keep their defaults).
     """
 
     distance: DistanceName = "rms"
     gripper_flip_infinite: bool = False
     smooth: int = 1
+    kind: CriterionKind = "consecutive"
 
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:
             raise ValueError(f"unknown criterion distance {self.distance!r}; choose one of {DISTANCES}")
         if isinstance(self.smooth, bool) or not isinstance(self.smooth, int) or self.smooth < 1:
             raise ValueError(f"criterion smooth must be an int >= 1, got {self.smooth!r}")
+        if self.kind not in CRITERION_KINDS:
+            raise ValueError(f"unknown criterion kind {self.kind!r}; choose one of {CRITERION_KINDS}")
+        if self.learned and (self.distance, self.gripper_flip_infinite, self.smooth) != ("rms", False, 1):
+            raise ValueError("the learned criterion predicts the RMS distance from the full model: distance, "
+                             "gripper_flip_infinite and smooth apply to the consecutive criterion only")
+
+    @property
+    def learned(self) -> bool:
+        return self.kind == "learned"
 
     def score(self, distances: list[float]) -> float:
         """The score compared with eta_k, from the consecutive distances so far (exit 2..k)."""
@@ -97,16 +117,20 @@ class Criterion:
         return float(self.batch(a, b))
 
     def to_dict(self) -> dict:
-        return {"distance": self.distance, "gripper_flip_infinite": self.gripper_flip_infinite,
-                "smooth": self.smooth}
+        out: dict = {"distance": self.distance, "gripper_flip_infinite": self.gripper_flip_infinite,
+                     "smooth": self.smooth}
+        if self.learned:  # absent for the consecutive criterion, so files written before stay as they were
+            out["kind"] = self.kind
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Criterion:
-        unknown = set(data) - {"distance", "gripper_flip_infinite", "smooth"}
+        unknown = set(data) - {"distance", "gripper_flip_infinite", "smooth", "kind"}
         if unknown:
             raise ValueError(f"unknown criterion keys {sorted(unknown)}")
         flip = bool(data.get("gripper_flip_infinite", False))
-        return cls(distance=data.get("distance", "rms"), gripper_flip_infinite=flip, smooth=data.get("smooth", 1))
+        return cls(distance=data.get("distance", "rms"), gripper_flip_infinite=flip, smooth=data.get("smooth", 1),
+                   kind=data.get("kind", "consecutive"))
 
 
 def check_exit_actions(exit_actions: np.ndarray) -> np.ndarray:
@@ -129,6 +153,32 @@ def consistency_scores(exit_actions: np.ndarray, criterion: Criterion | None = N
     """(S, N, A) per-exit actions -> (S, N-1) scores; column j is exit j+2 vs exit j+1 (see Criterion.smooth)."""
     arr = check_exit_actions(exit_actions)
     crit = criterion or Criterion()
+    if crit.learned:
+        raise ValueError("the learned criterion's scores come from the policy's exit gates, not from the actions: "
+                         "record them with collect_exit_actions_and_scores and pass them as scores")
     if arr.shape[1] < 2:
         return np.zeros((arr.shape[0], 0))
     return crit.scores(crit.batch(arr[:, 1:, :], arr[:, :-1, :]))
+
+
+def criterion_scores(exit_actions: np.ndarray, criterion: Criterion | None = None,
+                     scores: np.ndarray | None = None) -> np.ndarray:
+    """The (S, N-1) scores compared with eta_2..eta_N on a calibration set: the consecutive distances
+    (``consistency_scores``) or, for the learned criterion, the gate scores recorded with the actions."""
+    arr = check_exit_actions(exit_actions)
+    crit = criterion or Criterion()
+    if not crit.learned:
+        if scores is not None:
+            raise ValueError("scores are given for the learned criterion only; the consecutive criterion "
+                             "computes its own from the actions")
+        return consistency_scores(arr, crit)
+    if scores is None:
+        raise ValueError("the learned criterion needs the exit gates' scores of these steps (record them with "
+                         "collect_exit_actions_and_scores); none were given")
+    sc = np.asarray(scores, dtype=np.float64)
+    want = (arr.shape[0], arr.shape[1] - 1)
+    if sc.shape != want:
+        raise ValueError(f"learned scores must have shape {want} (steps, exits 2..N), got {sc.shape}")
+    if np.any(np.isnan(sc)) or np.any(sc < 0):
+        raise ValueError("learned scores must be >= 0 and not NaN")
+    return sc

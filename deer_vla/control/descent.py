@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError, budget_report
-from deer_vla.control.criterion import Criterion, consistency_scores
+from deer_vla.control.criterion import Criterion, criterion_scores
 from deer_vla.control.oracle import exit_errors
 from deer_vla.control.thresholds import (
     Thresholds,
@@ -129,12 +129,14 @@ def solve_thresholds_descent(
     criterion: Criterion | None = None,
     error: Criterion | None = None,
     iterations: int = 40,
+    scores: np.ndarray | None = None,
 ) -> Thresholds:
     """Thresholds of least mean action error (by ``error``, default RMS) with mean cost <= the average budget.
 
     exit_actions: (S, N, A) per-exit actions of the calibration steps (as for
     ``solve_thresholds_quantile``). ``criterion`` is the run-time consistency
-    score the thresholds apply to. Where there is nothing to choose (a cap of
+    score the thresholds apply to (``scores``: the steps' exit-gate scores, for the
+    learned criterion). Where there is nothing to choose (a cap of
     exit 1 or 2, or a budget that does not bind) the quantile solution is
     returned. Raises InfeasibleBudgetError when even the earliest exits miss
     the budget on these steps.
@@ -147,10 +149,10 @@ def solve_thresholds_descent(
     report = budget_report(profile, budget)
     cap = report.cap
     costs = np.asarray(profile.costs(budget.metric), dtype=np.float64)
-    scores = consistency_scores(arr, crit)
+    scores = criterion_scores(arr, crit, scores)
     err = exit_errors(arr, error)
 
-    quantile = solve_thresholds_quantile(arr, profile, budget, criterion=crit)
+    quantile = solve_thresholds_quantile(arr, profile, budget, criterion=crit, scores=scores if crit.learned else None)
     finite = scores[np.isfinite(scores)]
     stop_all = float(finite.max()) + 1.0 if finite.size else 1.0  # a finite eta that stops every step
 

@@ -41,7 +41,7 @@ import numpy as np
 from scipy.stats import binom
 
 from deer_vla.control.budgets import InfeasibleBudgetError
-from deer_vla.control.criterion import Criterion, check_exit_actions, consistency_scores
+from deer_vla.control.criterion import Criterion, check_exit_actions, criterion_scores
 from deer_vla.control.guarantee import RISK_METRICS, Guarantee, RiskFamilyData, RiskMetric
 from deer_vla.control.oracle import exit_errors
 from deer_vla.control.thresholds import Thresholds, exits_from_scores
@@ -210,11 +210,13 @@ def eps_needed(losses: np.ndarray, delta: float, spec: RiskSpec, iters: int = 50
 
 
 def family_matrices(exit_actions: np.ndarray, base: Thresholds, costs: np.ndarray, cap: int, spec: RiskSpec,
-                    scales: tuple[float, ...] | np.ndarray = DEFAULT_SCALES) -> tuple[np.ndarray, np.ndarray]:
+                    scales: tuple[float, ...] | np.ndarray = DEFAULT_SCALES,
+                    scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """-> (losses, step_costs), each (S, L): every step's loss and cost under base * scale_l.
 
     The distance is from the deepest exit's action (the full model), RMS over the
-    motion axes, whatever the run-time criterion is.
+    motion axes, whatever the run-time criterion is. ``scores``: the steps' exit-gate
+    scores when ``base`` is for the learned criterion.
     """
     arr = check_exit_actions(exit_actions)
     s, n, _ = arr.shape
@@ -227,7 +229,7 @@ def family_matrices(exit_actions: np.ndarray, base: Thresholds, costs: np.ndarra
     sc = np.asarray(scales, dtype=np.float64)
     if sc.ndim != 1 or sc.size == 0 or np.any(sc < 0) or np.any(np.diff(sc) < 0):
         raise ValueError("scales must be a non-empty ascending sequence of values >= 0")
-    scores = consistency_scores(arr, base.criterion)
+    scores = criterion_scores(arr, base.criterion, scores)
     dist = exit_errors(arr, Criterion())  # (S, N): RMS over the motion axes, vs exit N
     rows = np.arange(s)
     losses = np.empty((s, sc.size))
@@ -291,18 +293,20 @@ def episode_means(values: np.ndarray, episode_of: np.ndarray) -> np.ndarray:
 def calibrate_risk(exit_actions: np.ndarray, base: Thresholds, costs: np.ndarray, cap: int, eps: float,
                    delta: float, spec: RiskSpec, average_budget: float | None = None,
                    scales: tuple[float, ...] | np.ndarray = DEFAULT_SCALES, cap_note: str = "",
-                   seed: int = 0, episode_of: np.ndarray | None = None) -> Thresholds:
+                   seed: int = 0, episode_of: np.ndarray | None = None,
+                   scores: np.ndarray | None = None) -> Thresholds:
     """Thresholds base * lambda-hat certified on these calibration steps (module docstring), carrying the
     guarantee and the family, so another eps or budget (same or larger delta) is re-tested without the data.
 
     episode_of (one id per step): test per-episode mean losses instead of steps, the unit that is i.i.d.
     when episodes are (steps of one episode are correlated); the risk is then the expected per-episode
     mean, and n counts episodes. The units are put in a fixed random order first (``seed``): the
-    betting p-value is order-dependent and recorded episodes come in order.
+    betting p-value is order-dependent and recorded episodes come in order. ``scores``: the steps'
+    exit-gate scores when ``base`` is for the learned criterion.
     """
     if not (math.isfinite(delta) and 0 < delta < 1):
         raise ValueError(f"risk delta must be in (0, 1), got {delta}")
-    losses, step_costs = family_matrices(exit_actions, base, costs, cap, spec, scales)
+    losses, step_costs = family_matrices(exit_actions, base, costs, cap, spec, scales, scores)
     unit = "step"
     if episode_of is not None:
         losses, step_costs, unit = episode_means(losses, episode_of), episode_means(step_costs, episode_of), "episode"

@@ -36,11 +36,12 @@ def solve_thresholds(
     profile: CostProfile,
     budget: BudgetSpec,
     criterion: Criterion | None = None,
+    scores: np.ndarray | None = None,
 ) -> Thresholds:
     """Thresholds for ``budget`` by ``method``; ``criterion`` (default: the original RMS one) is saved with them
-    and used by the controller at run time. Raises InfeasibleBudgetError when the budget cannot be met on
-    these steps."""
+    and used by the controller at run time (``scores``: the steps' exit-gate scores, for the learned
+    criterion). Raises InfeasibleBudgetError when the budget cannot be met on these steps."""
     kind = check_threshold_method(method)
     if kind == "quantile":
-        return solve_thresholds_quantile(exit_actions, profile, budget, criterion=criterion)
-    return solve_thresholds_descent(exit_actions, profile, budget, criterion=criterion)
+        return solve_thresholds_quantile(exit_actions, profile, budget, criterion=criterion, scores=scores)
+    return solve_thresholds_descent(exit_actions, profile, budget, criterion=criterion, scores=scores)

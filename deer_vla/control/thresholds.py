@@ -20,7 +20,7 @@ from scipy.optimize import brentq
 from scipy.special import logsumexp
 
 from deer_vla.control.budgets import METRICS, BudgetSpec, budget_report
-from deer_vla.control.criterion import Criterion, check_exit_actions, consistency_scores
+from deer_vla.control.criterion import Criterion, check_exit_actions, criterion_scores
 from deer_vla.control.guarantee import Guarantee
 from deer_vla.core import CostMetric, CostProfile
 
@@ -233,16 +233,19 @@ def _realised(
 
 
 def simulate_exits(
-    exit_actions: np.ndarray, thresholds: Thresholds, cap: int | None = None, scale: float = 1.0
+    exit_actions: np.ndarray, thresholds: Thresholds, cap: int | None = None, scale: float = 1.0,
+    scores: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Exit each calibration step would take under ``thresholds`` (1-based), shape (S,)."""
+    """Exit each calibration step would take under ``thresholds`` (1-based), shape (S,).
+
+    scores: the steps' (S, N-1) exit-gate scores, needed when the thresholds are for the learned criterion."""
     arr = check_exit_actions(exit_actions)
     n = arr.shape[1]
     cap = n if cap is None else min(cap, n)
     thresholds.check_covers(cap)
     etas = np.zeros(n + 1)  # indexed by exit number; only 2..cap-1 are read
     etas[2:cap] = [thresholds.eta(k) * scale for k in range(2, cap)]
-    return exits_from_scores(consistency_scores(arr, thresholds.criterion), etas, cap)
+    return exits_from_scores(criterion_scores(arr, thresholds.criterion, scores), etas, cap)
 
 
 def exits_from_scores(scores: np.ndarray, etas: np.ndarray, cap: int) -> np.ndarray:
@@ -278,6 +281,7 @@ def solve_thresholds_quantile(
     shape_param: float | None = None,
     criterion: Criterion | None = None,
     tolerance: float = 0.005,
+    scores: np.ndarray | None = None,
 ) -> Thresholds:
     """Thresholds whose mean cost on the calibration set meets ``budget.average_gflops``.
 
@@ -286,6 +290,8 @@ def solve_thresholds_quantile(
     cost is at most the budget and, when the budget binds, within
     ``tolerance`` (relative) of it unless the calibration set is too small or
     too tied to resolve it (the achieved cost is reported in expected_cost).
+    scores: (S, N-1) exit-gate scores of the steps, for the learned criterion
+    (``criterion.criterion_scores``); the method is the same on either score.
     """
     arr, target = check_solver_inputs(exit_actions, profile, budget, "solve_thresholds_quantile")
     s, n, _ = arr.shape
@@ -297,7 +303,7 @@ def solve_thresholds_quantile(
     report = budget_report(profile, budget)
     cap = report.cap
     costs = np.asarray(profile.costs(budget.metric))
-    scores = consistency_scores(arr, crit)
+    scores = criterion_scores(arr, crit, scores)
 
     def finish(etas: list[float], exit_of: np.ndarray) -> Thresholds:
         dist = np.bincount(exit_of, minlength=n + 1)[1:] / s

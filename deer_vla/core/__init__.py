@@ -3,7 +3,7 @@ from deer_vla.core.action_spec import STANDARD_AXES, ActionSpec
 from deer_vla.core.cost_profile import CostMetric, CostProfile, LatencyStats
 from deer_vla.core.observation import Observation
 from deer_vla.core.proprio_spec import ProprioError, ProprioSpec
-from deer_vla.core.segmented import SegmentedPolicy
+from deer_vla.core.segmented import ScoredPolicy, SegmentedPolicy, has_exit_gates
 from deer_vla.core.step_record import StepRecord
 
 __all__ = [
@@ -15,6 +15,8 @@ __all__ = [
     "Observation",
     "ProprioError",
     "ProprioSpec",
+    "ScoredPolicy",
     "SegmentedPolicy",
     "StepRecord",
+    "has_exit_gates",
 ]

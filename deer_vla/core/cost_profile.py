@@ -4,12 +4,15 @@ Indices are 1-based exits as in the paper: exit k means segments 1..k ran.
 FLOPs follow torch's FlopCounterMode convention (one multiply-add = 2 FLOPs).
 The original DeeR paper counts one multiply-add as one FLOP; divide by 2 to
 compare. "llm" covers the decoder segments + gated cross-attention (the
-paper's convention); "total" adds vision, resampler and action head.
+paper's convention); "total" adds vision, resampler and action head. With
+the learned exit criterion both also charge the exit gates, one evaluation
+at every exit from 2 on (``with_exit_gates``): compute spent on the exit
+decision is compute, whichever metric the budget is in.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -37,11 +40,15 @@ class CostProfile:
     head_latency: LatencyStats | None = None  # one action-head step
     device: str = "cpu"
     dtype: str = "float32"
+    # GFLOPs of one exit-gate evaluation already included in the costs above (0: no gates charged)
+    gate_gflops: float = 0.0
 
     def __post_init__(self) -> None:
         n = len(self.llm_gflops)
         if n == 0:
             raise ValueError("CostProfile needs at least one exit")
+        if not (isinstance(self.gate_gflops, (int, float)) and 0 <= self.gate_gflops < float("inf")):
+            raise ValueError(f"CostProfile.gate_gflops must be finite and >= 0, got {self.gate_gflops!r}")
         for name in ("total_gflops", "params", "weight_bytes"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"CostProfile.{name} has {len(getattr(self, name))} entries, llm_gflops has {n}")
@@ -79,6 +86,17 @@ class CostProfile:
             total += getattr(seg, key) + head
         return float(total)
 
+    def with_exit_gates(self, gflops: float) -> CostProfile:
+        """This profile with the learned criterion's gates charged: exit k adds (k - 1) * ``gflops`` (one gate
+        evaluation at each of exits 2..k) to both metrics. Raises if gates are charged already."""
+        if self.gate_gflops:
+            raise ValueError(f"this cost profile already charges exit gates ({self.gate_gflops:g} GFLOPs each)")
+        if not (0 < gflops < float("inf")):
+            raise ValueError(f"exit gate GFLOPs must be finite and > 0, got {gflops!r}")
+        extra = [k * gflops for k in range(self.num_exits)]
+        return replace(self, llm_gflops=[c + e for c, e in zip(self.llm_gflops, extra)],
+                       total_gflops=[c + e for c, e in zip(self.total_gflops, extra)], gate_gflops=float(gflops))
+
     def truncated(self, max_exit: int) -> CostProfile:
         """The profile of the same model loaded only up to ``max_exit``."""
         if not 1 <= max_exit <= self.num_exits:
@@ -93,10 +111,14 @@ class CostProfile:
             head_latency=self.head_latency,
             device=self.device,
             dtype=self.dtype,
+            gate_gflops=self.gate_gflops,
         )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.gate_gflops:  # absent when no gates are charged, so profiles written before keep their bytes
+            del out["gate_gflops"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> CostProfile:

@@ -6,7 +6,7 @@ neither torch nor ROS to be tested.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,3 +37,28 @@ class SegmentedPolicy(Protocol):
         """Advance the head's recurrent state with the feature of exit
         ``exit_index`` (1-based, already run this step); return its action."""
         ...
+
+
+@runtime_checkable
+class ScoredPolicy(SegmentedPolicy, Protocol):
+    """A SegmentedPolicy with learned exit gates: the score of the learned exit criterion."""
+
+    @property
+    def has_exit_gates(self) -> bool:
+        """Whether gates are loaded (a policy without them cannot run the learned criterion)."""
+        ...
+
+    @property
+    def exit_gate_gflops(self) -> float:
+        """GFLOPs of one gate evaluation (charged at every exit from 2 on: ``CostProfile.with_exit_gates``)."""
+        ...
+
+    def exit_score(self) -> float:
+        """For the exit run last this step (k >= 2): the gate's predicted distance of its action from the
+        full model's (RMS over the motion axes; 0 at the deepest exit)."""
+        ...
+
+
+def has_exit_gates(policy: object) -> bool:
+    """Whether ``policy`` can score exits with learned gates."""
+    return isinstance(policy, ScoredPolicy) and bool(policy.has_exit_gates)
