@@ -10,6 +10,10 @@ steps: each candidate is the LSTM run from zero over the last N-1 committed
 (feature, proprio) pairs plus this exit's, matching the training windows. The
 past part is the same for every exit, so ``begin_step`` runs it once and each
 exit continues from that state for one step.
+
+With exit gates (``model.gate``, the checkpoint's gates file) the runner is
+also a ``core.ScoredPolicy``: ``exit_score`` gives the learned criterion's
+score of the exit run last, computed only when asked.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 
 from deer_vla.core import ActionSpec, CostProfile, Observation
+from deer_vla.model.gate import ExitGates, GateError, read_gates
 from deer_vla.model.head import LSTMState, gripper_value
 from deer_vla.model.policy import MultiExitPolicy, SegmentState
 from deer_vla.model.preprocess import images_to_tensor
@@ -30,12 +35,16 @@ PROFILE_FILE = "profile.json"
 
 class PolicyRunner:
     def __init__(self, model: MultiExitPolicy, tokenizer: Any, device: str | torch.device = "cpu",
-                 profile: CostProfile | None = None) -> None:
+                 profile: CostProfile | None = None, gates: ExitGates | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.model.to(self.device)
         self._profile = profile
+        if gates is not None:
+            gates.check_fits(model.feature_dim, model.config.action_spec.dim, model.config.num_exits)
+            gates = gates.to(self.device).eval()
+        self._gates = gates
         self._token_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.reset()
 
@@ -50,7 +59,8 @@ class PolicyRunner:
             full = CostProfile.load(saved)
             if full.num_exits == model.config.num_exits and full.device == torch.device(device).type:
                 profile = full.truncated(model.num_exits)
-        return cls(model, tokenizer, device=device, profile=profile)
+        gates = read_gates(ckpt, model.feature_dim, model.config.action_spec.dim, model.config.num_exits)
+        return cls(model, tokenizer, device=device, profile=profile, gates=gates)
 
     # -- properties the controller / node read
     @property
@@ -73,6 +83,45 @@ class PolicyRunner:
 
             self._profile = profile_policy(self.model, device=self.device, warmup=2, iters=5)
         return self._profile
+
+    # -- learned exit criterion (core.ScoredPolicy)
+    @property
+    def has_exit_gates(self) -> bool:
+        return self._gates is not None
+
+    @property
+    def exit_gate_gflops(self) -> float:
+        """One gate evaluation (0 without gates)."""
+        return self._gates.flops_per_exit() / 1e9 if self._gates is not None else 0.0
+
+    def cost_profile_for(self, criterion: str) -> CostProfile:
+        """``cost_profile``, charged for the exit gates when ``criterion`` is "learned" (GateError without gates)."""
+        if criterion == "consecutive":
+            return self.cost_profile
+        if criterion != "learned":
+            raise ValueError(f"unknown criterion {criterion!r}; choose 'consecutive' or 'learned'")
+        if self._gates is None:
+            raise GateError("the learned criterion needs exit gates, and this checkpoint has none: train them "
+                            "with `deer-vla train-gate CHECKPOINT --data DIR`, or use the consecutive criterion")
+        return self.cost_profile.with_exit_gates(self.exit_gate_gflops)
+
+    def exit_feature(self, exit_index: int) -> np.ndarray:
+        """The pooled feature (D,) of an exit run this step: what the action head and the gate read."""
+        if exit_index not in self._candidates:
+            raise ValueError(f"exit {exit_index} has not run this step (ran {sorted(self._candidates)})")
+        return self._candidates[exit_index][2].reshape(-1).float().cpu().numpy()
+
+    def exit_score(self) -> float:
+        """The gate's predicted RMS distance of the last exit's action from the full model's (0 at exit N)."""
+        if self._gates is None:
+            raise GateError("exit_score needs exit gates; this runner has none")
+        k = max(self._candidates, default=0)
+        if k < 2:
+            raise ValueError(f"exit_score scores exits 2..N after they run; the last exit run is {k}")
+        if k >= self.model.config.num_exits:
+            return 0.0  # the full model's own action
+        action, _, feature = self._candidates[k]
+        return self._gates.score(feature, action, self._candidates[k - 1][0], k)
 
     # -- SegmentedPolicy
     def reset(self) -> None:

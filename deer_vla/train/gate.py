@@ -1,0 +1,254 @@
+"""`deer-vla train-gate`: train the learned exit criterion's gates (``model.gate``) on a checkpoint's own outputs.
+
+The checkpoint runs over demonstration episodes, every exit at every step,
+committing the deepest (as calibration does, so the head's history holds the
+full model's features). Each step gives, per exit k, the gate's inputs (the
+exit's pooled feature, its action and the previous exit's) and its target:
+the RMS distance over the motion axes of a_k from a_N. The gates regress
+log(distance + floor) with MSE; whole episodes are held out for validation
+(their loss and a constant predictor's are reported) and the epoch with the
+least validation loss is kept. The model itself is not changed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deer_vla.core import Observation
+from deer_vla.model.gate import GATES_FILE, ExitGates, GateConfig, gate_inputs, motion_rms
+
+log = logging.getLogger("deer_vla.train_gate")
+
+
+@dataclass(frozen=True)
+class GateTrainConfig:
+    hidden: int = 16
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    val_fraction: float = 0.1  # share of the episodes held out (at least one, when there are two or more)
+    floor: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"gate training {name} must be a positive int, got {v!r}")
+        for name in ("lr", "floor"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"gate training {name} must be finite and > 0, got {v!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"gate training weight_decay must be finite and >= 0, got {self.weight_decay!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"gate training val_fraction must be in [0, 1), got {self.val_fraction!r}")
+
+
+@dataclass
+class GateData:
+    """Per step: every exit's pooled feature (S, N, D), action (S, N, A) and the step's episode (S,)."""
+
+    features: np.ndarray
+    actions: np.ndarray
+    episode: np.ndarray
+
+    def __post_init__(self) -> None:
+        s = self.features.shape[0]
+        if self.features.ndim != 3 or self.actions.ndim != 3 or self.features.shape[:2] != self.actions.shape[:2]:
+            raise ValueError(f"gate data: features {self.features.shape} and actions {self.actions.shape} must be "
+                             "(steps, exits, D) and (steps, exits, A)")
+        if self.episode.shape != (s,):
+            raise ValueError(f"gate data: one episode id per step needed, got {self.episode.shape} for {s} steps")
+        if s == 0:
+            raise ValueError("gate data holds no steps")
+        if not (np.all(np.isfinite(self.features)) and np.all(np.isfinite(self.actions))):
+            raise ValueError("gate data contains NaN or inf")
+
+
+@dataclass
+class GateTrainReport:
+    train_steps: int
+    val_steps: int
+    epochs: int
+    best_epoch: int
+    first_train_loss: float  # MSE on log(distance + floor), the first epoch's mean
+    train_loss: float  # at the kept epoch
+    val_loss: float | None  # at the kept epoch (None without held-out episodes)
+    constant_val_loss: float | None  # a per-exit constant (the training mean) on the held-out steps
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def collect_gate_data(runner: Any, episodes: Iterable[Sequence[Observation]], max_steps: int | None = None) -> GateData:
+    """Run every exit at every step (committing the deepest) and record features and actions."""
+    n = int(runner.num_exits)
+    feats: list[np.ndarray] = []
+    acts: list[np.ndarray] = []
+    owner: list[int] = []
+    for e, episode in enumerate(episodes):
+        runner.reset()
+        for obs in episode:
+            if max_steps is not None and len(acts) >= max_steps:
+                break
+            runner.begin_step(obs)
+            acts.append(np.stack([np.asarray(runner.run_next_exit(), dtype=np.float64) for _ in range(n)]))
+            feats.append(np.stack([runner.exit_feature(k) for k in range(1, n + 1)]))
+            runner.commit(n)
+            owner.append(e)
+        if max_steps is not None and len(acts) >= max_steps:
+            break
+    if not acts:
+        raise ValueError("no steps to train the gates on: the episodes were empty")
+    return GateData(np.stack(feats).astype(np.float32), np.stack(acts), np.asarray(owner))
+
+
+def gate_tensors(data: GateData, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> inputs (S, G, input_dim) and targets log(distance + floor) (S, G) for exits 2..N-1."""
+    f = torch.from_numpy(data.features).float()
+    a = torch.from_numpy(data.actions).float()
+    n = a.shape[1]
+    inputs = torch.stack([gate_inputs(f[:, k - 1], a[:, k - 1], a[:, k - 2], floor) for k in range(2, n)], dim=1)
+    targets = torch.log(motion_rms(a[:, 1:n - 1], a[:, -1:]) + floor)
+    return inputs, targets
+
+
+def split_episodes(episode: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, val) over steps, whole episodes to one side."""
+    ids = np.unique(episode)
+    n_val = int(round(val_fraction * ids.size))
+    if val_fraction > 0 and ids.size >= 2:
+        n_val = min(max(n_val, 1), ids.size - 1)
+    else:
+        n_val = 0
+    val_ids = np.random.default_rng(seed).permutation(ids)[:n_val]
+    val = np.isin(episode, val_ids)
+    return ~val, val
+
+
+def train_gates(data: GateData, cfg: GateTrainConfig | None = None) -> tuple[ExitGates, GateTrainReport]:
+    """Gates trained on ``data`` (module docstring); the report carries the losses to judge them by."""
+    cfg = cfg or GateTrainConfig()
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    s, n, d = data.features.shape
+    gates = ExitGates(GateConfig(feature_dim=d, action_dim=data.actions.shape[2], num_exits=n, hidden=cfg.hidden,
+                                 floor=cfg.floor))
+    x, y = gate_tensors(data, cfg.floor)
+    train, val = split_episodes(data.episode, cfg.val_fraction, cfg.seed)
+    xt, yt = x[torch.from_numpy(train)], y[torch.from_numpy(train)]
+    xv, yv = x[torch.from_numpy(val)], y[torch.from_numpy(val)]
+    with torch.no_grad():
+        gates.input_mean.copy_(xt.mean(0))
+        gates.input_std.copy_(xt.std(0).clamp_min(1e-6))
+        gates.b2.copy_(yt.mean(0))  # start from the constant predictor
+    constant = float(((yv - yt.mean(0)) ** 2).mean()) if len(yv) else None
+    opt = torch.optim.AdamW(gates.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best: tuple[float, int, float, dict] | None = None
+    first = math.nan
+    for epoch in range(cfg.epochs):
+        gates.train()
+        perm = torch.randperm(len(xt), generator=gen)
+        total = 0.0
+        for i in range(0, len(xt), cfg.batch_size):
+            b = perm[i:i + cfg.batch_size]
+            loss = ((gates.forward_all(xt[b]) - yt[b]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+        train_loss = total / len(xt)
+        if epoch == 0:
+            first = train_loss
+        gates.eval()
+        with torch.no_grad():
+            judge = float(((gates.forward_all(xv) - yv) ** 2).mean()) if len(xv) else train_loss
+        if best is None or judge < best[0]:
+            best = (judge, epoch, train_loss, {k: v.clone() for k, v in gates.state_dict().items()})
+    assert best is not None
+    gates.load_state_dict(best[3])
+    gates.eval()
+    report = GateTrainReport(train_steps=int(train.sum()), val_steps=int(val.sum()), epochs=cfg.epochs,
+                             best_epoch=best[1] + 1, first_train_loss=first, train_loss=best[2],
+                             val_loss=best[0] if len(xv) else None, constant_val_loss=constant,
+                             seconds=time.perf_counter() - t0)
+    return gates, report
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deer-vla train-gate", description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="checkpoint directory (the gates are written into it)")
+    p.add_argument("--data", required=True, help="demonstration dataset directory (the checkpoint's training data)")
+    p.add_argument("--episodes", type=int, default=100, help="episodes, spread over the dataset (default 100)")
+    p.add_argument("--tasks", default=None, help="these tasks' episodes only (comma list; default every task)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on the steps recorded")
+    p.add_argument("--hidden", type=int, default=GateTrainConfig.hidden, help="hidden units per gate")
+    p.add_argument("--epochs", type=int, default=GateTrainConfig.epochs)
+    p.add_argument("--lr", type=float, default=GateTrainConfig.lr)
+    p.add_argument("--val-fraction", type=float, default=GateTrainConfig.val_fraction,
+                   help="share of the episodes held out to pick the epoch and report the loss")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="write the gates here instead of the checkpoint directory")
+    return p
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from deer_vla.data.observations import dataset_observation_episodes
+    from deer_vla.model.checkpoint import CheckpointError
+    from deer_vla.model.runner import PolicyRunner
+
+    torch.set_num_threads(args.threads)
+    try:
+        cfg = GateTrainConfig(hidden=args.hidden, epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction,
+                              seed=args.seed)
+        if args.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+        runner = PolicyRunner.from_checkpoint(args.checkpoint, device=args.device)
+        if runner.num_exits < 3:
+            raise ValueError(f"{args.checkpoint} has {runner.num_exits} exits; exit gates need >= 3 "
+                             "(a decision at exits 2..N-1)")
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            episodes = dataset_observation_episodes(args.data, tuple(runner.cameras), args.episodes, tasks)
+            data = collect_gate_data(runner, episodes, args.max_steps)
+        recorded = time.perf_counter() - t0
+        gates, report = train_gates(data, cfg)
+    except (KeyError, FileNotFoundError, ValueError, CheckpointError) as exc:
+        print(f"deer-vla train-gate: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.checkpoint) / GATES_FILE
+    summary = {"dataset": str(args.data), "episodes": int(np.unique(data.episode).size),
+               "steps": int(len(data.episode)), "record_seconds": round(recorded, 1), "config": asdict(cfg),
+               **report.to_dict()}
+    gates.save(out, training=summary)
+    log.info("%d steps recorded in %.0f s; gates trained in %.0f s (epoch %d of %d kept)", summary["steps"],
+             recorded, report.seconds, report.best_epoch, report.epochs)
+    print(json.dumps({"gates": str(out), "bytes": out.stat().st_size, **summary}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

@@ -1,0 +1,159 @@
+"""Learned exit gates on a real tiny checkpoint: training reduces the loss and beats a constant, the runner
+scores exits with them and the controller exits where they say, their FLOPs are charged, and asking for the
+learned criterion without gates fails with a clear message."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from deer_vla.control import ExitController, Thresholds
+from deer_vla.control.criterion import Criterion
+from deer_vla.core import Observation
+from deer_vla.model.checkpoint import save_checkpoint
+from deer_vla.model.gate import GATES_FILE, ExitGates, GateConfig, GateError, gate_inputs
+from deer_vla.model.policy import MultiExitPolicy
+from deer_vla.model.presets import preset_config
+from deer_vla.model.runner import PolicyRunner
+from deer_vla.model.tokenizer import build_word_tokenizer
+from deer_vla.train.gate import GateTrainConfig, collect_gate_data, train_gates
+
+TEXTS = ["open the drawer", "press the button", "close the window"]
+LEARNED = Criterion(kind="learned")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = MultiExitPolicy(preset_config("tiny")).eval()
+    with torch.no_grad():  # open the cross-attention gates so the images change every exit's action
+        for block in model.xattn.values():
+            block.attn_gate.fill_(0.7)
+            block.ff_gate.fill_(-0.4)
+    return save_checkpoint(model, build_word_tokenizer(TEXTS), tmp_path_factory.mktemp("gate") / "tiny")
+
+
+def episodes(count: int, steps: int, seed: int = 0) -> list[list[Observation]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for e in range(count):
+        out.append([Observation(images={c: rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                                        for c in ("static", "wrist")},
+                                instruction=TEXTS[e % len(TEXTS)], proprio=rng.uniform(-1, 1, 4).astype(np.float32))
+                    for _ in range(steps)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(ckpt: Path) -> tuple[ExitGates, object]:
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    with torch.inference_mode():
+        data = collect_gate_data(runner, episodes(12, 10))
+    return train_gates(data, GateTrainConfig(epochs=40, batch_size=32, val_fraction=0.25))
+
+
+@pytest.fixture(scope="module")
+def gated(ckpt: Path, trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gated") / "tiny"
+    shutil.copytree(ckpt, out)
+    trained[0].save(out / GATES_FILE, training=trained[1].to_dict())
+    return out
+
+
+def test_gate_training_reduces_its_loss_and_predicts_better_than_a_constant(trained) -> None:
+    _, report = trained
+    assert report.val_steps > 0 and report.train_steps > report.val_steps
+    assert report.train_loss < 0.7 * report.first_train_loss
+    assert report.val_loss < 0.8 * report.constant_val_loss
+
+
+def test_the_runner_scores_exits_with_its_gates_and_the_controller_exits_where_they_say(gated: Path) -> None:
+    runner = PolicyRunner.from_checkpoint(gated)
+    assert runner.has_exit_gates
+    steps = [ep[0] for ep in episodes(8, 1, seed=3)]
+    # each step starts an episode, so the head state (and every score) is the same in both passes
+    scores = []
+    for obs in steps:
+        runner.reset()
+        runner.begin_step(obs)
+        row = []
+        for k in range(1, runner.num_exits + 1):
+            runner.run_next_exit()
+            if k >= 2:
+                row.append(runner.exit_score())
+        runner.commit(runner.num_exits)
+        scores.append(row)
+    scores_arr = np.asarray(scores)
+    assert np.all(scores_arr[:, :-1] > 0) and np.all(scores_arr[:, -1] == 0)  # exit N is the full model itself
+    eta2 = float(np.median(scores_arr[:, 0]))
+    ctl = ExitController(runner, runner.cost_profile_for("learned"), Thresholds(values=[eta2, 0.0, 0.0],
+                                                                                   criterion=LEARNED))
+    taken = []
+    for obs in steps:
+        ctl.reset_episode()
+        _, rec = ctl.step(obs)
+        taken.append(rec.exit_used)
+        assert rec.distances[0] == pytest.approx(scores_arr[len(taken) - 1, 0])
+    assert taken == [2 if s <= eta2 else 4 for s in scores_arr[:, 0]]
+    assert 2 in taken and 4 in taken
+
+
+def test_the_score_is_the_gate_applied_to_the_exit_feature_and_actions(gated: Path, trained) -> None:
+    gates = trained[0]
+    runner = PolicyRunner.from_checkpoint(gated)
+    runner.begin_step(episodes(1, 1, seed=5)[0][0])
+    a1, a2 = runner.run_next_exit(), runner.run_next_exit()
+    f2 = torch.from_numpy(runner.exit_feature(2))[None]
+    x = gate_inputs(f2, torch.tensor(a2, dtype=torch.float32)[None], torch.tensor(a1, dtype=torch.float32)[None],
+                    gates.config.floor)
+    with torch.no_grad():
+        want = float(torch.exp(gates(x, 2))[0])
+    assert runner.exit_score() == pytest.approx(want, rel=1e-5)
+
+
+def test_the_gates_cost_is_counted_in_the_profile_the_learned_criterion_runs_on(gated: Path, trained) -> None:
+    gates = trained[0]
+    x = torch.zeros(1, gates.config.input_dim)
+    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+        gates(x, 2)
+    assert gates.flops_per_exit() == counter.get_total_flops()
+    runner = PolicyRunner.from_checkpoint(gated)
+    plain, learned = runner.cost_profile_for("consecutive"), runner.cost_profile_for("learned")
+    per_gate = gates.flops_per_exit() / 1e9
+    for k in range(1, runner.num_exits + 1):
+        assert learned.cost(k) - plain.cost(k) == pytest.approx((k - 1) * per_gate, rel=1e-9, abs=1e-15)
+        assert learned.cost(k, "total_gflops") - plain.cost(k, "total_gflops") == pytest.approx(
+            (k - 1) * per_gate, rel=1e-9, abs=1e-15)
+
+
+def test_asking_for_the_learned_criterion_without_gates_fails_with_a_clear_message(ckpt: Path) -> None:
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    assert not runner.has_exit_gates
+    with pytest.raises(GateError, match="no.*train-gate"):
+        runner.cost_profile_for("learned")
+    with pytest.raises(ValueError, match="needs exit gates.*train-gate"):
+        ExitController(runner, runner.cost_profile, Thresholds(values=[0.1] * 3, criterion=LEARNED))
+
+
+def test_gates_of_another_model_are_refused_at_load(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny"
+    shutil.copytree(ckpt, out)
+    ExitGates(GateConfig(feature_dim=64, action_dim=4, num_exits=4)).save(out / GATES_FILE)
+    with pytest.raises(GateError, match="trained for features of 64"):
+        PolicyRunner.from_checkpoint(out)
+    (out / GATES_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(GateError, match="not a readable safetensors"):
+        PolicyRunner.from_checkpoint(out)
+
+
+def test_gates_survive_save_and_load(trained, tmp_path: Path) -> None:
+    gates, report = trained
+    gates.save(tmp_path / GATES_FILE, training=report.to_dict())
+    back = ExitGates.load(tmp_path / GATES_FILE)
+    x = torch.randn(5, gates.config.input_dim)
+    torch.testing.assert_close(back(x, 3), gates(x, 3))
+    assert ExitGates.training_summary(tmp_path / GATES_FILE)["best_epoch"] == report.best_epoch
