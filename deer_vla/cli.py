@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-lerobot": ("deer_vla.data.import_lerobot", "a LeRobot v3 dataset on disk -> demonstrations"),
     "import-mcap": ("deer_vla.data.import_mcap", "a teleoperation MCAP (rosbag2) -> demonstrations"),
     "train": ("deer_vla.train.trainer", "train a multi-exit policy (DeeR recipe)"),
+    "train-gate": ("deer_vla.train.gate", "train the learned exit criterion's gates on a checkpoint's own outputs"),
     "calibrate": ("deer_vla.commands.calibrate", "solve exit thresholds for an average budget"),
     "evaluate": ("deer_vla.evaluation.evaluator", "closed-loop success vs compute evaluation"),
     "instruction-swap": ("deer_vla.evaluation.instruction_swap", "shared starts: does each instruction do its task"),

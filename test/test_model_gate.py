@@ -157,3 +157,19 @@ def test_gates_survive_save_and_load(trained, tmp_path: Path) -> None:
     x = torch.randn(5, gates.config.input_dim)
     torch.testing.assert_close(back(x, 3), gates(x, 3))
     assert ExitGates.training_summary(tmp_path / GATES_FILE)["best_epoch"] == report.best_epoch
+
+
+def test_train_gate_command_writes_gates_the_runner_then_loads(ckpt: Path, tmp_path: Path, capsys) -> None:
+    from deer_vla.train.gate import cli_main
+    from deer_vla.train.synthetic import write_tiny_dataset
+
+    tasks = ("drawer-open", "drawer-close", "coffee-button", "window-open")
+    data = write_tiny_dataset(tmp_path / "demos", ("static", "wrist"), 32, 4,
+                              {"axes": ["x", "y", "z"], "low": [-1.0] * 3, "high": [1.0] * 3}, tasks=tasks, length=8)
+    out = tmp_path / "tiny"
+    shutil.copytree(ckpt, out)
+    assert cli_main([str(out), "--data", str(data), "--epochs", "3", "--val-fraction", "0.25"]) == 0
+    assert PolicyRunner.from_checkpoint(out).has_exit_gates
+    assert ExitGates.training_summary(out / GATES_FILE)["steps"] == 4 * 8
+    assert cli_main([str(out), "--data", str(data), "--skip-per-task", "1"]) == 2  # one episode per task: none left
+    assert "no episodes left" in capsys.readouterr().err

@@ -17,7 +17,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,27 @@ def train_gates(data: GateData, cfg: GateTrainConfig | None = None) -> tuple[Exi
     return gates, report
 
 
+def training_episodes(dataset: str | Path, cameras: Sequence[str], episodes: int, tasks: Sequence[str] | None,
+                      skip_per_task: int = 0) -> Iterator[list[Observation]]:
+    """``episodes`` demonstrations spread evenly over the pool: every task's (or ``tasks``') episodes but
+    each task's first ``skip_per_task``."""
+    from deer_vla.data.episodes import EpisodeDataset
+    from deer_vla.data.observations import episode_observations
+
+    if skip_per_task < 0:
+        raise ValueError(f"--skip-per-task must be >= 0, got {skip_per_task}")
+    root = Path(dataset)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset directory not found: {root}")
+    ds = EpisodeDataset(root)
+    pool = sorted(i for t in (tasks or ds.tasks) for i in ds.episodes_for_task(t)[skip_per_task:])
+    if not pool:
+        raise ValueError(f"dataset {root} has no episodes left to train the gates on (--skip-per-task "
+                         f"{skip_per_task})")
+    for j in np.unique(np.linspace(0, len(pool) - 1, min(episodes, len(pool))).round().astype(int)):
+        yield episode_observations(ds.load(pool[int(j)]), cameras)
+
+
 # --- CLI --------------------------------------------------------------------------------------
 
 
@@ -199,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="demonstration dataset directory (the checkpoint's training data)")
     p.add_argument("--episodes", type=int, default=100, help="episodes, spread over the dataset (default 100)")
     p.add_argument("--tasks", default=None, help="these tasks' episodes only (comma list; default every task)")
+    p.add_argument("--skip-per-task", type=int, default=0, metavar="K",
+                   help="leave out each task's first K episodes (e.g. the ones kept to calibrate thresholds on)")
     p.add_argument("--max-steps", type=int, default=None, help="cap on the steps recorded")
     p.add_argument("--hidden", type=int, default=GateTrainConfig.hidden, help="hidden units per gate")
     p.add_argument("--epochs", type=int, default=GateTrainConfig.epochs)
@@ -215,7 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
 def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from deer_vla.data.observations import dataset_observation_episodes
     from deer_vla.model.checkpoint import CheckpointError
     from deer_vla.model.runner import PolicyRunner
 
@@ -232,7 +254,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
         t0 = time.perf_counter()
         with torch.inference_mode():
-            episodes = dataset_observation_episodes(args.data, tuple(runner.cameras), args.episodes, tasks)
+            episodes = training_episodes(args.data, tuple(runner.cameras), args.episodes, tasks, args.skip_per_task)
             data = collect_gate_data(runner, episodes, args.max_steps)
         recorded = time.perf_counter() - t0
         gates, report = train_gates(data, cfg)
