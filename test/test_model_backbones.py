@@ -177,6 +177,20 @@ def test_lean_checkpoint_load_equals_the_eager_load_bit_for_bit(lm_dir, tmp_path
     _assert_bitwise_equal(lean, _eager_from_checkpoint(ckpt, max_exit), tok2)
 
 
+def test_lean_pretrained_lm_from_a_sharded_save(tmp_path):
+    """A sharded directory (model.safetensors.index.json + shards) loads the same weights as one file."""
+    torch.manual_seed(0)
+    lm = _lm("llama")
+    for name, kw in (("one", {}), ("sharded", {"max_shard_size": "40KB"})):
+        lm.save_pretrained(tmp_path / name, **kw)
+        build_word_tokenizer(TEXTS).save_pretrained(tmp_path / name)
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    one, _ = policy_from_pretrained(tmp_path / "one", base=preset_config("tiny"))
+    sharded, _ = policy_from_pretrained(tmp_path / "sharded", base=preset_config("tiny"))
+    a, b = one.lm.state_dict(), sharded.lm.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_lean_vision_tower_from_a_full_clip_save(tmp_path):
     """A CLIPModel directory (text + vision towers) feeds the vision tower only; text weights are never read."""
     torch.manual_seed(0)
