@@ -159,13 +159,20 @@ def test_gates_survive_save_and_load(trained, tmp_path: Path) -> None:
     assert ExitGates.training_summary(tmp_path / GATES_FILE)["best_epoch"] == report.best_epoch
 
 
-def test_train_gate_command_writes_gates_the_runner_then_loads(ckpt: Path, tmp_path: Path, capsys) -> None:
-    from deer_vla.train.gate import cli_main
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from deer_vla.train.synthetic import write_tiny_dataset
 
     tasks = ("drawer-open", "drawer-close", "coffee-button", "window-open")
-    data = write_tiny_dataset(tmp_path / "demos", ("static", "wrist"), 32, 4,
+    return write_tiny_dataset(tmp_path_factory.mktemp("demos"), ("static", "wrist"), 32, 4,
                               {"axes": ["x", "y", "z"], "low": [-1.0] * 3, "high": [1.0] * 3}, tasks=tasks, length=8)
+
+
+def test_train_gate_command_writes_gates_the_runner_then_loads(ckpt: Path, demos: Path, tmp_path: Path,
+                                                               capsys) -> None:
+    from deer_vla.train.gate import cli_main
+
+    data = demos
     out = tmp_path / "tiny"
     shutil.copytree(ckpt, out)
     assert cli_main([str(out), "--data", str(data), "--epochs", "3", "--val-fraction", "0.25"]) == 0
@@ -173,3 +180,23 @@ def test_train_gate_command_writes_gates_the_runner_then_loads(ckpt: Path, tmp_p
     assert ExitGates.training_summary(out / GATES_FILE)["steps"] == 4 * 8
     assert cli_main([str(out), "--data", str(data), "--skip-per-task", "1"]) == 2  # one episode per task: none left
     assert "no episodes left" in capsys.readouterr().err
+
+
+def test_calibrate_solves_learned_thresholds_from_the_gate_scores(gated: Path, ckpt: Path, demos: Path,
+                                                                  tmp_path: Path, capsys) -> None:
+    from deer_vla.commands.calibrate import cli_main
+
+    out = tmp_path / "out"
+    assert cli_main(["--checkpoint", str(gated), "--dataset", str(demos), "--average-budget-fraction", "0.6",
+                     "--criterion", "learned", "--method", "descent", "--out", str(out)]) == 0
+    th = Thresholds.load(out / "thresholds.json")
+    assert th.criterion == LEARNED and th.method == "descent"
+    runner = PolicyRunner.from_checkpoint(gated)
+    # solved on costs that charge the gates, within the budget on the calibration steps
+    assert th.expected_cost <= 0.6 * runner.cost_profile.cost(runner.num_exits) + 1e-12
+    ctl = ExitController(runner, runner.cost_profile, th)
+    assert ctl.learned and ctl.profile.gate_gflops > 0
+    assert cli_main(["--checkpoint", str(ckpt), "--dataset", str(demos), "--average-budget-fraction", "0.6",
+                     "--criterion", "learned", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "needs exit gates, and this checkpoint has none" in err and "deer-vla train-gate" in err

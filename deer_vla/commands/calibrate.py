@@ -2,7 +2,8 @@
 
 Runs the checkpoint's PolicyRunner over demonstration episodes (or over the
 policy node's own MCAP recordings, --recording), recording
-every exit's action at every step (collect_exit_actions), solves the
+every exit's action at every step (collect_exit_actions; with --criterion
+learned also the checkpoint's exit-gate scores), solves the
 thresholds for the budget (quantile method, or --method descent), and writes
 thresholds.json + profile.json into the checkpoint directory. Optionally
 refines them with Bayesian optimisation (tune_thresholds) against closed-loop
@@ -20,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from deer_vla.control.calibration import collect_exit_actions
+from deer_vla.control.calibration import collect_exit_actions, collect_exit_actions_and_scores
+from deer_vla.control.criterion import CRITERION_KINDS
 from deer_vla.control.solve import THRESHOLD_METHODS, solve_thresholds
 from deer_vla.core import Observation
 from deer_vla.data.observations import dataset_observation_episodes
@@ -28,9 +30,12 @@ from deer_vla.data.observations import dataset_observation_episodes
 log = logging.getLogger("deer_vla.calibrate")
 
 
-def recording_exit_actions(runner: Any, recordings: Sequence[str | Path], max_steps: int | None = None) -> np.ndarray:
-    """(S, N, A) actions of every exit at every step of the policy node's MCAP recordings (all their episodes)."""
-    return collect_exit_actions(runner, recorded_observation_episodes(runner, recordings), max_steps=max_steps)
+def calibration_steps(runner: Any, episodes: Any, max_steps: int | None,
+                      learned: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The calibration set: every exit's action per step and, for the learned criterion, the gate scores."""
+    if learned:
+        return collect_exit_actions_and_scores(runner, episodes, max_steps=max_steps)
+    return collect_exit_actions(runner, episodes, max_steps=max_steps), None
 
 
 def recorded_observation_episodes(runner: Any, recordings: Sequence[str | Path]) -> list[list[Observation]]:
@@ -95,17 +100,19 @@ def solve_risk(runner: Any, episodes: Sequence[Any], profile: Any, budget: Any, 
 
     spec = RiskSpec.parse(args.risk_metric, args.risk_bound, args.risk_test)
     base_eps, cert_eps = split_base_episodes(list(episodes), args.risk_base_fraction)
-    base_actions = collect_exit_actions(runner, base_eps, max_steps=args.max_steps)
-    parts = [collect_exit_actions(runner, [ep]) for ep in cert_eps if len(ep)]
-    cert_actions = np.concatenate(parts)[: args.max_steps]
-    episode_of = np.concatenate([np.full(len(a), j) for j, a in enumerate(parts)])[: args.max_steps]
-    base = solve_thresholds(args.method, base_actions, profile, budget, criterion)
+    learned = bool(criterion.learned)
+    base_actions, base_scores = calibration_steps(runner, base_eps, args.max_steps, learned)
+    parts = [calibration_steps(runner, [ep], None, learned) for ep in cert_eps if len(ep)]
+    cert_actions = np.concatenate([a for a, _ in parts])[: args.max_steps]
+    cert_scores = np.concatenate([s for _, s in parts])[: args.max_steps] if learned else None
+    episode_of = np.concatenate([np.full(len(a), j) for j, (a, _) in enumerate(parts)])[: args.max_steps]
+    base = solve_thresholds(args.method, base_actions, profile, budget, criterion, base_scores)
     report = budget_report(profile, budget)
     costs = profile.costs(budget.metric)
     note = f" {report.cap}, set by {report.cap_binding}" if report.cap < profile.num_exits else ""
     th = calibrate_risk(cert_actions, base, costs, report.cap, args.risk, args.delta, spec,
                         average_budget=budget.average_gflops if explicit_budget else None, cap_note=note,
-                        episode_of=episode_of if args.risk_unit == "episode" else None)
+                        episode_of=episode_of if args.risk_unit == "episode" else None, scores=cert_scores)
     return th, len(base_actions), len(cert_actions)
 
 
@@ -129,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantile: DeeR's exit-distribution method; descent: least action error within the budget")
     p.add_argument("--smooth", type=int, default=1, metavar="K",
                    help="criterion: mean of the last K consecutive-exit distances (1 = the original criterion)")
+    p.add_argument("--criterion", choices=CRITERION_KINDS, default="consecutive",
+                   help="consecutive: DeeR's distance between consecutive exits' actions; learned: the checkpoint's "
+                        "exit gates' predicted distance from the full model (train them with `deer-vla train-gate`)")
     p.add_argument("--bayes", type=int, default=0, metavar="N",
                    help="refine with N Bayesian-optimisation trials against closed-loop success (0 = off)")
     p.add_argument("--bayes-tasks", default="all", help="tasks for --bayes rollouts (comma list or 'all')")
@@ -174,12 +184,17 @@ def cli_main(argv: list[str] | None = None) -> int:
     from deer_vla.control.criterion import Criterion
 
     try:
-        criterion = Criterion(smooth=args.smooth)
+        criterion = Criterion(smooth=args.smooth, kind=args.criterion)
     except ValueError as exc:
-        print(f"deer-vla calibrate: --smooth: {exc}", file=sys.stderr)
+        print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
     runner = PolicyRunner.from_checkpoint(ckpt, device=args.device)
-    profile = runner.cost_profile
+    profile = runner.cost_profile  # saved with the thresholds; the full model's cost sets budget fractions
+    try:  # the learned criterion's thresholds are solved on costs that charge its gates
+        solve_profile = runner.cost_profile_for(criterion.kind)
+    except ValueError as exc:
+        print(f"deer-vla calibrate: {ckpt}: {exc}", file=sys.stderr)
+        return 2
     explicit_budget = args.average_budget_fraction is not None or args.average_gflops is not None
     try:
         budget = budget_from_args(profile, args.average_budget_fraction, args.average_gflops, args.metric,
@@ -200,7 +215,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                 episodes = recorded_observation_episodes(runner, args.recording)
             else:
                 episodes = list(dataset_observation_episodes(args.dataset, runner.cameras, args.episodes, tasks))
-            thresholds, n_base, n_cert = solve_risk(runner, episodes, profile, budget, args, criterion,
+            thresholds, n_base, n_cert = solve_risk(runner, episodes, solve_profile, budget, args, criterion,
                                                     explicit_budget)
         except (KeyError, FileNotFoundError, ValueError) as exc:  # InfeasibleRiskError names the binding limit
             print(f"deer-vla calibrate: {exc}", file=sys.stderr)
@@ -223,15 +238,15 @@ def cli_main(argv: list[str] | None = None) -> int:
         if args.recording:
             if tasks:
                 raise ValueError("--tasks selects demonstrations of a --dataset; recordings are used whole")
-            actions = recording_exit_actions(runner, args.recording, args.max_steps)
+            demos: Any = recorded_observation_episodes(runner, args.recording)
         else:
             demos = dataset_observation_episodes(args.dataset, runner.cameras, args.episodes, tasks)
-            actions = collect_exit_actions(runner, demos, max_steps=args.max_steps)
+        actions, scores = calibration_steps(runner, demos, args.max_steps, criterion.learned)
     except (KeyError, FileNotFoundError, ValueError) as exc:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
     try:
-        thresholds = solve_thresholds(args.method, actions, profile, budget, criterion)
+        thresholds = solve_thresholds(args.method, actions, solve_profile, budget, criterion, scores)
     except ValueError as exc:  # e.g. InfeasibleBudgetError on these calibration steps
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
@@ -246,10 +261,10 @@ def cli_main(argv: list[str] | None = None) -> int:
         from deer_vla.evaluation.objective import ClosedLoopObjective
         from deer_vla.evaluation.workers import EvalWorker
 
-        worker = EvalWorker(runner, profile)
+        worker = EvalWorker(runner, solve_profile)
         try:
             objective = ClosedLoopObjective(worker, resolve_tasks(args.bayes_tasks), args.bayes_episodes)
-            thresholds = tune_thresholds(objective, profile, budget, thresholds, n_trials=args.bayes, seed=0)
+            thresholds = tune_thresholds(objective, solve_profile, budget, thresholds, n_trials=args.bayes, seed=0)
         except (KeyError, ValueError) as exc:  # an unknown --bayes-tasks name, a bad --bayes-episodes
             print(f"deer-vla calibrate: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
             return 2
@@ -263,6 +278,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         "budget": budget.to_dict(),
         "calibration_steps": int(len(actions)),
         "method": thresholds.method,
+        "criterion": criterion.kind,
         "values": thresholds.values,
         "expected_cost": thresholds.expected_cost,
         "exit_distribution": thresholds.exit_distribution,
