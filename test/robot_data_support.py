@@ -120,8 +120,8 @@ def train_tiny(dataset: Path, out: Path, steps: int = 3) -> Path:
     ])
     history = Trainer(cfg, show_progress=False).train()
     assert history and np.isfinite(history[-1]["loss"])
-    from deer_vla.model.config import PolicyConfig
+    from deer_vla.model.checkpoint import read_config
 
-    exits = PolicyConfig.model_validate_json((out / "config.json").read_text()).num_exits
+    exits = read_config(out).num_exits
     Thresholds(values=[0.0] * (exits - 1)).save(out / "thresholds.json")  # eta = 0: every step runs all exits
     return out
