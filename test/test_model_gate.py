@@ -200,3 +200,19 @@ def test_calibrate_solves_learned_thresholds_from_the_gate_scores(gated: Path, c
                      "--criterion", "learned", "--out", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "needs exit gates, and this checkpoint has none" in err and "deer-vla train-gate" in err
+
+
+def test_evaluate_solves_its_dynamic_modes_for_the_learned_criterion(gated: Path, ckpt: Path, demos: Path,
+                                                                     capsys) -> None:
+    from deer_vla.evaluation.evaluator import EvalConfig, build_modes, cli_main
+
+    cfg = EvalConfig(checkpoint=str(gated), tasks=["drawer-open"], budgets=[0.6], calibration_dataset=str(demos),
+                     criterion="learned")
+    modes, skipped = build_modes(cfg, PolicyRunner.from_checkpoint(gated))
+    dynamic = [m for m in modes if m.kind == "dynamic"]
+    assert len(dynamic) == 1 and not skipped
+    assert Thresholds.from_dict(dynamic[0].thresholds).criterion == LEARNED
+    assert cli_main(["--checkpoint", str(ckpt), "--criterion", "learned", "--budgets", "0.5",
+                     "--calibration-dataset", str(demos),
+                     "--tasks", "drawer-open", "--episodes-per-task", "1"]) == 2
+    assert "needs exit gates" in capsys.readouterr().err

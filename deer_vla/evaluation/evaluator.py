@@ -55,6 +55,7 @@ class EvalConfig:
     calibration_tasks: list[str] | None = None  # solve thresholds on these tasks' demos only (default: all)
     threshold_method: ThresholdMethod = "quantile"  # deer_vla.control.solve.THRESHOLD_METHODS
     criterion_smooth: int = 1  # Criterion.smooth of the thresholds solved per budget
+    criterion: str = "consecutive"  # Criterion.kind: "learned" solves on the checkpoint's exit-gate scores
     # "canonical": each task's first training instruction; "heldout": its never-trained paraphrases
     # (cycled over the episodes); "both": every seed twice, once each way (modes "<mode> [heldout]")
     instructions: str = "canonical"
@@ -83,6 +84,8 @@ class EvalConfig:
             raise ValueError(f"threshold_method: {exc}") from None
         if self.criterion_smooth < 1:
             raise ValueError(f"criterion_smooth must be >= 1, got {self.criterion_smooth}")
+        if self.criterion not in ("consecutive", "learned"):
+            raise ValueError(f"criterion must be 'consecutive' or 'learned', got {self.criterion!r}")
         if self.instructions not in INSTRUCTION_SETS:
             raise ValueError(f"instructions must be one of {INSTRUCTION_SETS}, got {self.instructions!r}")
 
@@ -117,7 +120,7 @@ def episode_plan(task: str, n: int, seed_offset: int, heldout: bool) -> list[tup
 def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str, str]]:
     """The modes to run and, for budgets that could not be met, why they were skipped."""
     from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError
-    from deer_vla.control.calibration import collect_exit_actions
+    from deer_vla.control.calibration import collect_exit_actions, collect_exit_actions_and_scores
     from deer_vla.control.criterion import Criterion
     from deer_vla.control.solve import solve_thresholds
     from deer_vla.data.observations import dataset_observation_episodes
@@ -138,14 +141,19 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
             t0 = time.perf_counter()
             demos = dataset_observation_episodes(cfg.calibration_dataset, runner.cameras, cfg.calibration_episodes,
                                                  cfg.calibration_tasks)
-            actions = collect_exit_actions(runner, demos)
+            solve_profile = runner.cost_profile_for(cfg.criterion)  # learned: charges the gates (or says none)
+            scores = None
+            if cfg.criterion == "learned":
+                actions, scores = collect_exit_actions_and_scores(runner, demos)
+            else:
+                actions = collect_exit_actions(runner, demos)
             log.info("calibration set: %d steps in %.1f s", len(actions), time.perf_counter() - t0)
             for frac in cfg.budgets:
                 name = f"dyn{frac:g}"
                 try:
                     budget = BudgetSpec(average_gflops=frac * full)
-                    th = solve_thresholds(cfg.threshold_method, actions, profile, budget,
-                                          Criterion(smooth=cfg.criterion_smooth))
+                    criterion = Criterion(smooth=cfg.criterion_smooth, kind=cfg.criterion)  # type: ignore[arg-type]
+                    th = solve_thresholds(cfg.threshold_method, actions, solve_profile, budget, criterion, scores)
                 except InfeasibleBudgetError as exc:
                     skipped[name] = str(exc)
                     log.warning("budget %g of full skipped: %s", frac, exc)
@@ -329,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how per-budget thresholds are solved on the calibration demonstrations")
     p.add_argument("--criterion-smooth", type=int, default=1, metavar="K",
                    help="solve thresholds for the criterion averaging the last K consecutive-exit distances")
+    p.add_argument("--criterion", choices=("consecutive", "learned"), default="consecutive",
+                   help="exit criterion of the dynamic modes: DeeR's consecutive distance, or the checkpoint's "
+                        "learned exit gates (`deer-vla train-gate`)")
     p.add_argument("--instructions", choices=INSTRUCTION_SETS, default="canonical",
                    help="canonical instruction, the never-trained held-out paraphrases, or both on the same seeds "
                         "(then a canonical vs held-out table per task)")
@@ -368,6 +379,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             calibration_tasks=resolve_tasks(args.calibration_tasks) if args.calibration_tasks else None,
             threshold_method=args.threshold_method,
             criterion_smooth=args.criterion_smooth,
+            criterion=args.criterion,
             instructions=args.instructions,
             track_budget=args.track_budget,
             seed_offset=args.seed_offset,
@@ -375,6 +387,12 @@ def cli_main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             device=args.device,
         )
+        if cfg.criterion == "learned" and cfg.budgets and cfg.calibration_dataset:
+            from deer_vla.model.gate import GATES_FILE
+
+            if not (Path(cfg.checkpoint) / GATES_FILE).is_file():
+                raise ValueError(f"--criterion learned needs exit gates, and {cfg.checkpoint} has none "
+                                 f"({GATES_FILE}): train them with `deer-vla train-gate CHECKPOINT --data DIR`")
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"deer-vla evaluate: {exc}", file=sys.stderr)
         return 2
