@@ -216,3 +216,21 @@ def test_evaluate_solves_its_dynamic_modes_for_the_learned_criterion(gated: Path
                      "--calibration-dataset", str(demos),
                      "--tasks", "drawer-open", "--episodes-per-task", "1"]) == 2
     assert "needs exit gates" in capsys.readouterr().err
+
+
+def test_policy_node_stack_runs_the_learned_criterion_only_when_asked_and_possible(gated: Path, ckpt: Path,
+                                                                                   tmp_path: Path) -> None:
+    from deer_vla.ros.params import POLICY_DEFAULTS, parse_params
+    from deer_vla.ros.policy_backend import ConfigurationError, load_stack
+
+    assert parse_params({**POLICY_DEFAULTS, "criterion": "learned"}).criterion == "learned"
+    with pytest.raises(ValueError, match="criterion"):
+        parse_params({**POLICY_DEFAULTS, "criterion": "oracle"})
+    learned = tmp_path / "learned.json"
+    Thresholds(values=[0.01, 0.01, 0.0], criterion=LEARNED).save(learned)
+    stack = load_stack(gated, learned, "cpu", {}, criterion="learned")
+    assert stack.controller.learned and stack.controller.profile.gate_gflops > 0
+    with pytest.raises(ConfigurationError, match="learned exit criterion but parameter 'criterion' is 'consecutive'"):
+        load_stack(gated, learned, "cpu", {})
+    with pytest.raises(ConfigurationError, match="needs exit gates.*train-gate"):
+        load_stack(ckpt, learned, "cpu", {}, criterion="learned")

@@ -152,7 +152,8 @@ class PolicyNode(LifecycleNode):
             params = parse_params(self._current_values())
             stack = load_stack(params.checkpoint, params.thresholds_path, params.device, params.budget_kwargs(),
                                params.fixed_exit, track_average=params.budget_track_average,
-                               risk_eps=params.risk_eps, risk_delta=params.risk_delta)
+                               risk_eps=params.risk_eps, risk_delta=params.risk_delta,
+                               criterion=params.criterion)
             if len(params.image_topics) != len(stack.cameras):
                 raise ConfigurationError(
                     f"parameter 'image_topics' lists {len(params.image_topics)} topic(s) {params.image_topics}, "
