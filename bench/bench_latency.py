@@ -41,6 +41,7 @@ from energy import NOT_AVAILABLE, EnergyMeter, detect_meters
 
 from deer_vla.control import BudgetSpec, ExitController, collect_exit_actions, solve_thresholds_quantile
 from deer_vla.core import CostProfile, LatencyStats, Observation
+from deer_vla.model.checkpoint_dir import CheckpointDir
 
 
 @dataclass
@@ -246,8 +247,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--budget-fraction must be in [0, 1], got {args.budget_fraction}")
     if args.energy_seconds <= 0:
         p.error(f"--energy-seconds must be positive, got {args.energy_seconds}")
-    if args.checkpoint is not None and not (args.checkpoint / "config.json").is_file():
-        p.error(f"--checkpoint {args.checkpoint} is not a checkpoint directory (no config.json)")
+    if args.checkpoint is not None and not CheckpointDir(args.checkpoint).exists():
+        p.error(f"--checkpoint {args.checkpoint} is not a checkpoint directory (no {CheckpointDir.CONFIG})")
     check_device(args.device)
     return args
 

@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import check_device, checkpoint_config, mib, ratio, synthetic_observations
 
+from deer_vla.model.checkpoint_dir import CheckpointDir
+
 RESULT = "RESULT "
 
 
@@ -229,8 +231,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--repeats and --steps must be >= 1, got {args.repeats}, {args.steps}")
     if args.caps is not None and any(k < 1 for k in args.caps):
         p.error(f"--caps must be exits >= 1, got {args.caps}")
-    if args.checkpoint is not None and not (args.checkpoint / "config.json").is_file():
-        p.error(f"--checkpoint {args.checkpoint} is not a checkpoint directory (no config.json)")
+    if args.checkpoint is not None and not CheckpointDir(args.checkpoint).exists():
+        p.error(f"--checkpoint {args.checkpoint} is not a checkpoint directory (no {CheckpointDir.CONFIG})")
     check_device(args.device)
     return args
 

@@ -43,19 +43,13 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 
 def build_tiny_checkpoint(out_dir: Path) -> Path:
     """The "tiny" model preset with random weights; thresholds 0 (every step runs all exits)."""
-    import torch
-
     from deer_vla.control.thresholds import Thresholds
-    from deer_vla.model.checkpoint import save_checkpoint
-    from deer_vla.model.policy import MultiExitPolicy
-    from deer_vla.model.presets import preset_config
-    from deer_vla.model.tokenizer import build_word_tokenizer
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+    from deer_vla.model.presets import save_random_checkpoint
 
-    torch.manual_seed(0)
-    model = MultiExitPolicy(preset_config("tiny")).eval()
-    save_checkpoint(model, build_word_tokenizer(["reach the red goal"]), out_dir)
-    Thresholds(values=[0.0] * (model.num_exits - 1)).save(out_dir / "thresholds.json")
-    return out_dir
+    ckpt = CheckpointDir(save_random_checkpoint(out_dir, "tiny", ["reach the red goal"]))
+    Thresholds(values=[0.0] * (ckpt.read_config().num_exits - 1)).save(ckpt.thresholds_path)
+    return ckpt.root
 
 
 def stats(values: list[float]) -> dict[str, float]:

@@ -31,6 +31,7 @@ from common import DEFAULT_CHECKPOINT, REPO, machine_description
 from deer_vla.control import collect_exit_actions
 from deer_vla.control.risk import DEFAULT_BOUND, RiskSpec, certified_count, episode_means, family_matrices
 from deer_vla.control.thresholds import Thresholds
+from deer_vla.model.checkpoint_dir import CheckpointDir, CheckpointError
 
 DEFAULT_PAIRS = ("mean,0.01,0.1", "mean,0.015,0.05", "exceed:0.05,0.1,0.1", "exceed:0.02,0.2,0.05")
 
@@ -108,17 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     if n_splits < 1 or not 0 < args.calib_fraction < 1:
         raise SystemExit("--splits must be >= 1 and --calib-fraction in (0, 1)")
     pairs = [parse_pair(t, args.bound, args.test) for t in (args.pair or DEFAULT_PAIRS)]
-    ckpt, dataset = Path(args.checkpoint), Path(args.dataset)
-    if not (ckpt / "model.safetensors").is_file():
-        raise SystemExit(f"{ckpt} is not a checkpoint directory (no model.safetensors)")
+    ckpt, dataset = CheckpointDir(args.checkpoint), Path(args.dataset)
+    try:
+        ckpt.check()
+    except CheckpointError as exc:
+        raise SystemExit(str(exc)) from None
     if not dataset.is_dir():
         raise SystemExit(f"no held-out episodes at {dataset}: make them with `deer-vla collect` (README)")
-    base_path = Path(args.base_thresholds) if args.base_thresholds else ckpt / "thresholds.json"
+    base_path = Path(args.base_thresholds) if args.base_thresholds else ckpt.thresholds_path
     base = Thresholds.load(base_path)
 
     t0 = time.perf_counter()
-    weights = ckpt / "model.safetensors"
-    key = np.array([str(ckpt.resolve()), str(weights.stat().st_size), str(weights.stat().st_mtime_ns),
+    weights = ckpt.weights_path
+    key = np.array([str(ckpt.root.resolve()), str(weights.stat().st_size), str(weights.stat().st_mtime_ns),
                     str(dataset.resolve()), str(episodes), str(max_steps)])
     cache = Path(args.actions_cache) if args.actions_cache else None
     actions = None
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             if np.array_equal(z["key"], key):  # recorded for this very checkpoint and data
                 actions, owner, costs = z["actions"], z["owner"], z["costs"]
     if actions is None:
-        actions, owner, profile = record_actions(ckpt, dataset, episodes, max_steps, args.threads)
+        actions, owner, profile = record_actions(ckpt.root, dataset, episodes, max_steps, args.threads)
         costs = np.asarray(profile.costs(base.metric))  # type: ignore[attr-defined]
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         source = f"loaded from {cache}"
     s, n_exits, _ = actions.shape
     full = float(costs[-1])
-    print(f"{machine_description('cpu')}; checkpoint {ckpt}; {s} held-out steps of {len(np.unique(owner))} "
+    print(f"{machine_description('cpu')}; checkpoint {ckpt.root}; {s} held-out steps of {len(np.unique(owner))} "
           f"episodes ({source}), {n_exits} exits, full model {full:.4g} {base.metric}/step; base thresholds "
           f"{base_path} ({base.method}); {n_splits} splits by {args.unit}, {args.calib_fraction:g} calibration")
 
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
           "the certified thresholds over the full model's; plain: cheapest scale with calibration risk <= eps)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"checkpoint": str(ckpt), "dataset": str(dataset), "steps": int(s),
+    out.write_text(json.dumps({"checkpoint": str(ckpt.root), "dataset": str(dataset), "steps": int(s),
                                "base_thresholds": str(base_path), "unit": args.unit, "risk_unit": risk_unit,
                                "splits": n_splits,
                                "calib_fraction": args.calib_fraction, "full_cost": full,

@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from deer_vla.model.config import PolicyConfig
+    from deer_vla.model.checkpoint_dir import CheckpointDir
 
-    config = PolicyConfig.model_validate_json((Path(args.checkpoint) / "config.json").read_text())
+    config = CheckpointDir(args.checkpoint).read_config()
     n = int(config.num_exits)
     # the two shortest expert tasks (35 / 32 steps) keep --quick under 3 minutes on 2 cores
     from deer_vla.sim.tasks import tasks_arg

@@ -5,7 +5,6 @@ print ratios next to the absolute figures, which depend on the machine.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -31,25 +30,19 @@ def instructions() -> list[str]:
 
 def build_random_checkpoint(preset: str, out_dir: Path, seed: int = 0) -> Path:
     """A checkpoint of ``preset`` with random weights: costs do not depend on the weights' values."""
-    import torch
+    from deer_vla.model.presets import save_random_checkpoint
 
-    from deer_vla.model.checkpoint import save_checkpoint
-    from deer_vla.model.policy import MultiExitPolicy
-    from deer_vla.model.presets import preset_config
-    from deer_vla.model.tokenizer import build_word_tokenizer
-
-    torch.manual_seed(seed)
-    model = MultiExitPolicy(preset_config(preset)).eval()
-    save_checkpoint(model, build_word_tokenizer(instructions()), out_dir)
-    return out_dir
+    return save_random_checkpoint(out_dir, preset, instructions(), seed)
 
 
 def checkpoint_config(checkpoint: Path) -> dict:
-    """The raw config.json of a checkpoint directory (clear error when it is not one)."""
-    path = Path(checkpoint) / "config.json"
-    if not path.is_file():
-        raise SystemExit(f"{checkpoint} is not a deer_vla checkpoint directory (no config.json)")
-    return json.loads(path.read_text())
+    """A checkpoint's config as a dict (clear error when it is not a valid checkpoint directory)."""
+    from deer_vla.model.checkpoint_dir import CheckpointDir, CheckpointError
+
+    try:
+        return CheckpointDir(checkpoint).read_config().model_dump(mode="json")
+    except CheckpointError as exc:
+        raise SystemExit(f"{checkpoint} is not a usable deer_vla checkpoint: {exc}") from None
 
 
 def synthetic_observations(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import build_tiny_checkpoint
 
 from deer_vla.commands.calibrate import cli_main as calibrate_main
 from deer_vla.commands.calibrate import split_base_episodes
@@ -18,21 +19,15 @@ TASKS = ("drawer-open", "drawer-close", "window-open", "window-close", "faucet-o
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from deer_vla.model.checkpoint import save_checkpoint
-    from deer_vla.model.policy import MultiExitPolicy
-    from deer_vla.model.presets import preset_config
-    from deer_vla.model.runner import PROFILE_FILE, PolicyRunner
-    from deer_vla.model.tokenizer import build_word_tokenizer
+    from deer_vla.model.checkpoint import read_config
 
-    cfg = preset_config("tiny")
-    cfg = type(cfg).model_validate({**cfg.model_dump(), "proprio_dim": 4})
-    torch.manual_seed(0)
     root = tmp_path_factory.mktemp("risk")
-    save_checkpoint(MultiExitPolicy(cfg), build_word_tokenizer(["open the drawer", "close the window"]), root / "ckpt")
-    PolicyRunner.from_checkpoint(root / "ckpt").cost_profile.save(root / "ckpt" / PROFILE_FILE)
+    ckpt = build_tiny_checkpoint(root / "ckpt", texts=["open the drawer", "close the window"], eta=None,
+                                 profile=True, proprio_dim=4)
+    cfg = read_config(ckpt)
     data = write_tiny_dataset(root / "demos", tuple(cfg.cameras), int(cfg.image_size), 4, cfg.model_dump()["action"],
                               tasks=TASKS, length=8)
-    return root / "ckpt", data
+    return ckpt, data
 
 
 def test_split_base_episodes_keeps_both_sides_disjoint_and_non_empty() -> None:

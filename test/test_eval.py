@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import build_tiny_checkpoint
 
 from deer_vla.commands.calibrate import cli_main as calibrate_main
 from deer_vla.control.thresholds import Thresholds
@@ -24,27 +25,16 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """An untrained tiny policy with Meta-World's action layout + a 2-episode dataset for it."""
-    from deer_vla.model.checkpoint import save_checkpoint
-    from deer_vla.model.policy import MultiExitPolicy
-    from deer_vla.model.presets import preset_config
-    from deer_vla.model.tokenizer import build_word_tokenizer
+    """An untrained tiny policy with Meta-World's action layout (its profile saved) + a 1-episode dataset for it."""
+    from deer_vla.model.checkpoint import read_config
 
-    cfg = preset_config("tiny")
-    cfg = cfg.model_copy(update={"action": ACTION_SPEC.to_dict(), "proprio_dim": 4})
-    cfg = type(cfg).model_validate(cfg.model_dump())
-    torch.manual_seed(0)
-    model = MultiExitPolicy(cfg)
-    tok = build_word_tokenizer(["open the drawer", "pull the drawer out", "drawer open now"])
     root = tmp_path_factory.mktemp("eval")
-    save_checkpoint(model, tok, root / "ckpt")
-    from deer_vla.model.runner import PROFILE_FILE, PolicyRunner
-
-    # measured once here, so every runner below loads it instead of re-profiling
-    PolicyRunner.from_checkpoint(root / "ckpt").cost_profile.save(root / "ckpt" / PROFILE_FILE)
+    ckpt = build_tiny_checkpoint(root / "ckpt", texts=["open the drawer", "pull the drawer out", "drawer open now"],
+                                 eta=None, profile=True, action=ACTION_SPEC.to_dict(), proprio_dim=4)
+    cfg = read_config(ckpt)
     data = write_tiny_dataset(root / "demos", tuple(cfg.cameras), int(cfg.image_size), 4, ACTION_SPEC.to_dict(),
                               tasks=("drawer-open",), length=6)
-    return root / "ckpt", data
+    return ckpt, data
 
 
 def _mid_fraction(ckpt: Path) -> float:

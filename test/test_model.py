@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fixtures import build_tiny_checkpoint
 
 from deer_vla.core import Observation
 from deer_vla.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -35,8 +37,8 @@ def tiny() -> tuple[MultiExitPolicy, object]:
 
 @pytest.fixture(scope="module")
 def ckpt(tiny, tmp_path_factory) -> Path:
-    model, tok = tiny
-    return save_checkpoint(model, tok, tmp_path_factory.mktemp("ckpt") / "tiny")
+    model, _ = tiny
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model=model, texts=TEXTS, eta=None)
 
 
 def _inputs(model: MultiExitPolicy, tok, batch: int = 3, seed: int = 0):
@@ -214,51 +216,56 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_malformed_checkpoints_fail_clearly(tiny, ckpt, tmp_path):
-    model, tok = tiny
-    with pytest.raises(CheckpointError, match="not found"):
-        load_checkpoint(tmp_path / "nope")
-    d = _copy(ckpt, tmp_path / "no_weights")
-    (d / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="model.safetensors"):
-        load_checkpoint(d)
-    d = _copy(ckpt, tmp_path / "no_tok")
-    (d / "tokenizer.json").unlink()
-    (d / "tokenizer_config.json").unlink()
-    with pytest.raises(CheckpointError, match="tokenizer"):
-        load_checkpoint(d)
-    d = _copy(ckpt, tmp_path / "extra_key")
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["resampler"]["num_latens"] = 4
-    (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"resampler\.num_latens: unknown key"):
-        load_checkpoint(d)
-    d = _copy(ckpt, tmp_path / "missing_key")
-    cfg = json.loads((d / "config.json").read_text())
-    del cfg["lm"]
-    (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="lm: Field required"):
-        load_checkpoint(d)
-    d = _copy(ckpt, tmp_path / "shape")
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["head"]["hidden"] = 48
-    (d / "config.json").write_text(json.dumps(cfg))
-    msg = r"'head\.lstm\.weight_ih_l0' has shape \(128, 40\), config expects \(192, 40\)"
-    with pytest.raises(CheckpointError, match=msg):
-        load_checkpoint(d)
-    d = _copy(ckpt, tmp_path / "layers")
-    cfg = json.loads((d / "config.json").read_text())
+def _edit_config(change: Callable[[dict], object]) -> Callable[[Path], None]:
+    def mutate(d: Path) -> None:
+        cfg = json.loads((d / "config.json").read_text())
+        change(cfg)
+        (d / "config.json").write_text(json.dumps(cfg))
+
+    return mutate
+
+
+def _set_layers(cfg: dict) -> None:
     cfg["lm"]["hf_config"]["num_hidden_layers"] = 6
     cfg["exits"]["layers_per_exit"] = 2
-    (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"missing tensors \['lm\.layers\.4\."):
+
+
+MALFORMED = {
+    "no weights": (lambda d: (d / "model.safetensors").unlink(), "model.safetensors"),
+    "no tokenizer": (lambda d: [(d / f).unlink() for f in ("tokenizer.json", "tokenizer_config.json")], "tokenizer"),
+    "unknown config key": (_edit_config(lambda c: c["resampler"].update(num_latens=4)),
+                           r"config\.json: resampler\.num_latens: unknown key"),
+    "missing config key": (_edit_config(lambda c: c.pop("lm")), r"config\.json: lm: Field required"),
+    "tensor shape": (_edit_config(lambda c: c["head"].update(hidden=48)),
+                     r"'head\.lstm\.weight_ih_l0' has shape \(128, 40\), config expects \(192, 40\)"),
+    "missing tensors": (_edit_config(_set_layers), r"missing tensors \['lm\.layers\.4\."),
+    "config not JSON": (lambda d: (d / "config.json").write_text("{not json"), r"invalid .*config\.json: not JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_a_malformed_checkpoint_names_the_file_and_the_problem(ckpt, tmp_path, case):
+    mutate, message = MALFORMED[case]
+    d = _copy(ckpt, tmp_path / "bad")
+    mutate(d)
+    with pytest.raises(CheckpointError, match=message):
         load_checkpoint(d)
-    (d / "config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="invalid"):
-        load_checkpoint(d)
+
+
+def test_a_missing_checkpoint_directory_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint directory not found: .*nope"):
+        load_checkpoint(tmp_path / "nope")
+
+
+def test_a_tokenizer_larger_than_the_token_vocabulary_is_not_saved(tiny, tmp_path):
+    model, _ = tiny
     big = build_word_tokenizer([" ".join(f"w{i}" for i in range(600))])
     with pytest.raises(CheckpointError, match=r"token vocabulary \(lm.hf_config.vocab_size\)"):
         save_checkpoint(model, big, tmp_path / "big_vocab")
+
+
+def test_a_partially_loaded_model_is_not_saved(tiny, ckpt, tmp_path):
+    _, tok = tiny
     part, _ = load_checkpoint(ckpt, max_exit=2)
     with pytest.raises(CheckpointError, match="partially loaded"):
         save_checkpoint(part, tok, tmp_path / "partial")

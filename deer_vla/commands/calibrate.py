@@ -5,7 +5,7 @@ policy node's own MCAP recordings, --recording), recording
 every exit's action at every step (collect_exit_actions; with --criterion
 learned also the checkpoint's exit-gate scores), solves the
 thresholds for the budget (quantile method, or --method descent), and writes
-thresholds.json + profile.json into the checkpoint directory. Optionally
+them and the cost profile into the checkpoint directory (CheckpointDir). Optionally
 refines them with Bayesian optimisation (tune_thresholds) against closed-loop
 success on calibration seeds, which are disjoint from the evaluation seeds.
 """
@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from deer_vla.control.budgets import BudgetSpec
 from deer_vla.control.calibration import collect_exit_actions, collect_exit_actions_and_scores
 from deer_vla.control.criterion import CRITERION_KINDS
 from deer_vla.control.solve import THRESHOLD_METHODS, solve_thresholds
-from deer_vla.core import Observation
+from deer_vla.core import CostMetric, CostProfile, Observation
 from deer_vla.data.observations import dataset_observation_episodes
+from deer_vla.model.checkpoint_dir import CheckpointDir
 
 log = logging.getLogger("deer_vla.calibrate")
 
@@ -52,10 +54,8 @@ def recorded_observation_episodes(runner: Any, recordings: Sequence[str | Path])
     return episodes
 
 
-def budget_from_args(profile: Any, fraction: float | None, gflops: float | None, metric: str,
-                     default_fraction: float | None = None) -> Any:
-    from deer_vla.control.budgets import BudgetSpec
-
+def budget_from_args(profile: CostProfile, fraction: float | None, gflops: float | None, metric: CostMetric,
+                     default_fraction: float | None = None) -> BudgetSpec:
     if fraction is None and gflops is None and default_fraction is not None:
         costs = profile.costs(metric)
         # at least halfway from exit 2 to the full model, so even a shallow model has thresholds to scale
@@ -118,7 +118,7 @@ def solve_risk(runner: Any, episodes: Sequence[Any], profile: Any, budget: Any, 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla calibrate", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (thresholds.json is written here)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (the thresholds are written here)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="demonstration dataset directory (calibration set)")
     src.add_argument("--recording", action="append", metavar="MCAP",
@@ -177,7 +177,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     from deer_vla.model.runner import PolicyRunner
 
     ckpt = Path(args.checkpoint)
-    out = Path(args.out) if args.out else ckpt
+    out = CheckpointDir(args.out or ckpt)  # the thresholds and the profile they were solved with
     if args.episodes is not None and args.episodes < 1:
         print(f"deer-vla calibrate: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
         return 2
@@ -223,9 +223,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         g = thresholds.guarantee
         log.info("risk-certified thresholds (scale %.4g of the %s base): %s; expected %.4g %s per action",
                  g.scale, args.method, g.describe(), thresholds.expected_cost, budget.metric)
-        out.mkdir(parents=True, exist_ok=True)
-        thresholds.save(out / "thresholds.json")
-        profile.save(out / "profile.json")
+        out.write_profile(profile)
+        thresholds.save(out.thresholds_path)
         print(json.dumps({
             "budget": budget.to_dict() if explicit_budget else None, "base_method": args.method,
             "base_steps": n_base, "calibration_steps": n_cert, "guarantee": g.describe(),
@@ -271,9 +270,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         finally:
             worker.close()
         log.info("BO thresholds %s: mean cost %.4g", [round(v, 4) for v in thresholds.values], thresholds.expected_cost)
-    out.mkdir(parents=True, exist_ok=True)
-    thresholds.save(out / "thresholds.json")
-    profile.save(out / "profile.json")
+    out.write_profile(profile)
+    thresholds.save(out.thresholds_path)
     report = {
         "budget": budget.to_dict(),
         "calibration_steps": int(len(actions)),

@@ -35,6 +35,7 @@ from deer_vla.evaluation.report import (
 )
 from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec
 from deer_vla.evaluation.workers import EvalWorker, Job, PolicySpec, run_in_processes
+from deer_vla.model.checkpoint_dir import CheckpointDir
 
 log = logging.getLogger("deer_vla.evaluate")
 
@@ -136,7 +137,7 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
     skipped: dict[str, str] = {}
     if cfg.budgets:
         full = profile.costs("llm_gflops")[-1]
-        thresholds_file = Path(cfg.checkpoint) / "thresholds.json"
+        thresholds_file = CheckpointDir(cfg.checkpoint).thresholds_path
         if cfg.calibration_dataset:
             t0 = time.perf_counter()
             demos = dataset_observation_episodes(cfg.calibration_dataset, runner.cameras, cfg.calibration_episodes,
@@ -172,7 +173,7 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
 
             th = Thresholds.load(thresholds_file, num_exits=n)
             b = th.budget.average_gflops if th.budget and th.budget.average_gflops else None
-            log.warning("no --calibration-dataset: evaluating the checkpoint's own thresholds.json only")
+            log.warning("no --calibration-dataset: evaluating the checkpoint's own %s only", thresholds_file.name)
             modes.append(
                 ModeSpec(name="dyn_ckpt", kind="dynamic", thresholds=th.to_dict(), budget_gflops=b,
                          budget_fraction=b / full if b else None)
@@ -180,7 +181,7 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
         else:
             raise ValueError(
                 "dynamic budgets need --calibration-dataset (demonstrations to solve thresholds on) or a "
-                f"thresholds.json in {cfg.checkpoint}; pass --budgets '' to skip the dynamic modes"
+                f"{thresholds_file}; pass --budgets '' to skip the dynamic modes"
             )
     if cfg.oracle_tolerance is not None:
         modes.append(ModeSpec(name=f"oracle{cfg.oracle_tolerance:g}", kind="oracle",
@@ -363,10 +364,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     if calib is None and args.budgets and Path("data/demos").is_dir():
         calib = "data/demos"
     try:
-        from deer_vla.model.config import PolicyConfig
         from deer_vla.sim.tasks import tasks_arg
 
-        num_exits = _checkpoint_exits(args.checkpoint, PolicyConfig)
+        num_exits = CheckpointDir(args.checkpoint).read_config().num_exits
         cfg = EvalConfig(
             checkpoint=args.checkpoint,
             tasks=resolve_tasks(tasks_arg(args.suite, args.tasks)),
@@ -398,15 +398,6 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     evaluate(cfg, args.out, show_progress=not args.no_progress)
     return 0
-
-
-def _checkpoint_exits(checkpoint: str, config_cls: Any) -> int | None:
-    path = Path(checkpoint) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint config not found: {path}")
-    cfg = config_cls.model_validate_json(path.read_text())
-    n = getattr(cfg, "num_exits", None)
-    return int(n) if n is not None else None
 
 
 if __name__ == "__main__":

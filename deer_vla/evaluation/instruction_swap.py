@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from deer_vla.evaluation.evaluator import EvalConfig, _checkpoint_exits, parse_exits, resolve_tasks
+    from deer_vla.evaluation.evaluator import EvalConfig, parse_exits, resolve_tasks
 
     try:
         tasks = resolve_tasks(args.tasks)
@@ -400,14 +400,14 @@ def cli_main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         cfg = None
         if args.checkpoint:
-            from deer_vla.model.config import PolicyConfig
+            from deer_vla.model.checkpoint_dir import CheckpointDir
 
             cfg = EvalConfig(
                 checkpoint=args.checkpoint,
                 tasks=tasks,
                 episodes_per_task=args.episodes_per_task,
                 budgets=args.budgets,
-                exits=parse_exits(args.exits, _checkpoint_exits(args.checkpoint, PolicyConfig)),
+                exits=parse_exits(args.exits, CheckpointDir(args.checkpoint).read_config().num_exits),
                 calibration_dataset=args.calibration_dataset,
                 calibration_episodes=args.calibration_episodes,
                 seed_offset=args.seed_offset,

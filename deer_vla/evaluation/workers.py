@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 # (mode, task, [(seed, instruction or None = the task's own)], step limit or None = the adapter's)
 Job = tuple[ModeSpec, str, list[tuple[int, str | None]], int | None]
-R = TypeVar("R", covariant=True)
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)

@@ -171,9 +171,11 @@ class HFVisionTower(nn.Module):
 
 
 def _require_dir(path: str | Path, what: str) -> Path:
+    from transformers.utils import CONFIG_NAME  # a Hugging Face model directory's config file
+
     p = Path(path)
-    if not p.is_dir() or not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{what} directory {p} not found or has no config.json (local HF directories only)")
+    if not p.is_dir() or not (p / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{what} directory {p} not found or has no {CONFIG_NAME} (local HF directories only)")
     return p
 
 

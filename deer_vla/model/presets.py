@@ -1,6 +1,8 @@
 """Named PolicyConfigs: "tiny" (tests), "default" (shipped, CPU-trainable), "1b" / "mpt1b" (GPU cost figures only)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from deer_vla.core import ActionSpec
@@ -90,3 +92,20 @@ def preset_config(name: str) -> PolicyConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
     return PolicyConfig.model_validate(PRESETS[name]())
+
+
+def save_random_checkpoint(out_dir: str | Path, preset: str = "tiny",
+                           instructions: Sequence[str] = ("open the drawer",), seed: int = 0,
+                           **overrides: Any) -> Path:
+    """A checkpoint of ``preset`` (top-level config keys in ``overrides`` replaced) with random weights (seeded)
+    and a word tokenizer over ``instructions``: for tests and benchmarks, whose costs and plumbing do not
+    depend on the weights' values."""
+    import torch
+
+    from deer_vla.model.checkpoint import save_checkpoint
+    from deer_vla.model.policy import MultiExitPolicy
+    from deer_vla.model.tokenizer import build_word_tokenizer
+
+    cfg = PolicyConfig.model_validate({**preset_config(preset).model_dump(), **overrides})
+    torch.manual_seed(seed)
+    return save_checkpoint(MultiExitPolicy(cfg).eval(), build_word_tokenizer(list(instructions)), out_dir)

@@ -231,13 +231,14 @@ def quantize_int8(model: MultiExitPolicy) -> MultiExitPolicy:
 
 def cli_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="deer-vla profile", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (config.json + model.safetensors)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--max-exit", type=int, default=None)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--json", default=None, help="write the CostProfile here (e.g. CKPT/profile.json)")
+    p.add_argument("--json", default=None,
+                   help="write the CostProfile to this file (deer-vla calibrate saves one into the checkpoint)")
     args = p.parse_args(argv)
     from deer_vla.model.checkpoint import CheckpointError, load_checkpoint
 

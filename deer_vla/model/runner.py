@@ -30,8 +30,6 @@ from deer_vla.model.head import LSTMState, gripper_value
 from deer_vla.model.policy import MultiExitPolicy, SegmentState
 from deer_vla.model.preprocess import images_to_tensor
 
-PROFILE_FILE = "profile.json"
-
 
 class PolicyRunner:
     def __init__(self, model: MultiExitPolicy, tokenizer: Any, device: str | torch.device = "cpu",
@@ -51,14 +49,14 @@ class PolicyRunner:
     @classmethod
     def from_checkpoint(cls, ckpt: str | Path, max_exit: int | None = None, device: str = "cpu") -> PolicyRunner:
         from deer_vla.model.checkpoint import load_checkpoint
+        from deer_vla.model.checkpoint_dir import CheckpointDir
 
         model, tokenizer = load_checkpoint(ckpt, max_exit=max_exit, device=device)
         profile = None
-        saved = Path(ckpt) / PROFILE_FILE
-        if saved.is_file():
-            full = CostProfile.load(saved)
-            if full.num_exits == model.config.num_exits and full.device == torch.device(device).type:
-                profile = full.truncated(model.num_exits)
+        full = CheckpointDir(ckpt).read_profile()
+        # a profile of another model or device says nothing about this one: measure instead
+        if full is not None and full.num_exits == model.config.num_exits and full.device == torch.device(device).type:
+            profile = full.truncated(model.num_exits)
         gates = read_gates(ckpt, model.feature_dim, model.config.action_spec.dim, model.config.num_exits)
         return cls(model, tokenizer, device=device, profile=profile, gates=gates)
 
@@ -77,7 +75,7 @@ class PolicyRunner:
 
     @property
     def cost_profile(self) -> CostProfile:
-        """Saved profile.json of the checkpoint (truncated to the loaded exits), else measured here once."""
+        """The checkpoint's saved profile (truncated to the loaded exits), else measured here once."""
         if self._profile is None:
             from deer_vla.model.profiling import profile_policy
 

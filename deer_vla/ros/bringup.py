@@ -215,9 +215,11 @@ def demo_main(argv: list[str] | None = None) -> int:
     all_args, own_args = _split_args(argv)
     args = parser.parse_args(own_args)
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
-    if not (checkpoint / "config.json").is_file():
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+
+    if not CheckpointDir(checkpoint).exists():
         print(
-            f"deer-vla demo: no policy checkpoint at {checkpoint} (expected config.json there). "
+            f"deer-vla demo: no policy checkpoint at {checkpoint} (expected {CheckpointDir.CONFIG} there). "
             "The shipped checkpoint is built by `deer-vla train` + `deer-vla calibrate`; "
             "pass --checkpoint DIR to use another one.",
             file=sys.stderr,

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from deer_vla.model.checkpoint_dir import CheckpointDir
+
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "default_checkpoint"
 
 BUDGET_PARAMS: tuple[str, ...] = (
@@ -28,7 +30,7 @@ BUDGET_PARAMS: tuple[str, ...] = (
 # name -> default; the type of the default is the ROS parameter type.
 POLICY_DEFAULTS: dict[str, Any] = {
     "checkpoint_dir": "",  # "" = the shipped deer_vla/assets/default_checkpoint
-    "thresholds_file": "",  # "" = <checkpoint_dir>/thresholds.json
+    "thresholds_file": "",  # "" = the checkpoint's own (CheckpointDir.thresholds_path)
     "device": "cpu",
     "image_topics": ["camera/static/image_raw", "camera/wrist/image_raw"],  # in the model's camera order
     "instruction_topic": "instruction",
@@ -149,7 +151,9 @@ class PolicyParams(BaseModel):
 
     @property
     def thresholds_path(self) -> Path:
-        return Path(self.thresholds_file).expanduser() if self.thresholds_file else self.checkpoint / "thresholds.json"
+        if self.thresholds_file:
+            return Path(self.thresholds_file).expanduser()
+        return CheckpointDir(self.checkpoint).thresholds_path
 
     @property
     def period_s(self) -> float:

@@ -19,6 +19,7 @@ import numpy as np
 
 from deer_vla.data.mcap_io import truncation_warnings_to_stderr
 from deer_vla.data.recording import check_cameras, read_recording
+from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.ros.params import DEFAULT_CHECKPOINT
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, load_stack
 
@@ -75,7 +76,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deer-vla replay", description=__doc__.splitlines()[0])
     parser.add_argument("recording", type=Path, help="MCAP written by the policy node's record_path")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    parser.add_argument("--thresholds", type=Path, default=None, help="default: <checkpoint>/thresholds.json")
+    parser.add_argument("--thresholds", type=Path, default=None, help="default: the checkpoint's own")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--average-gflops", type=float, default=None)
     parser.add_argument("--peak-gflops", type=float, default=None)
@@ -91,7 +92,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     budget = {"average_gflops": args.average_gflops, "peak_gflops": args.peak_gflops, "peak_ms": args.peak_ms,
               "memory_bytes": args.memory_bytes, "deadline_ms": args.deadline_ms, "metric": args.metric}
     try:
-        stack = load_stack(args.checkpoint, args.thresholds or args.checkpoint / "thresholds.json", args.device,
+        thresholds = args.thresholds or CheckpointDir(args.checkpoint).thresholds_path
+        stack = load_stack(args.checkpoint, thresholds, args.device,
                            budget, args.fixed_exit, track_average=not args.no_track_average)
         with truncation_warnings_to_stderr("deer-vla replay"):  # a crashed run's file: its complete part
             report = replay(args.recording, stack, args.metric)

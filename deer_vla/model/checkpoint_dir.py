@@ -1,0 +1,148 @@
+"""CheckpointDir: the one owner of a checkpoint directory's layout, format version and validation.
+
+    config.json          PolicyConfig, plus "format_version" (FORMAT_VERSION; absent = 1)
+    model.safetensors    the weights (safetensors only: no pickle anywhere)
+    tokenizer.json / tokenizer_config.json (+ vocabulary files)   Hugging Face ``save_pretrained``
+    extra.json           optional: training metadata (step, stage, train config)
+    profile.json         optional: the CostProfile measured on a device (``deer-vla calibrate``/``profile``)
+    thresholds.json      optional: exit thresholds (``deer-vla calibrate``), read by the controller
+
+Everything that needs one of these files asks this class for its path or
+contents; every problem raises CheckpointError naming the file and what is
+wrong with it. Building and filling the model from the files is
+``model.checkpoint`` (and ``model.lean_load``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from deer_vla.core import CostProfile
+from deer_vla.model.config import PolicyConfig, format_validation_error
+
+# 1: the layout above. A reader refuses a newer version instead of misreading it.
+FORMAT_VERSION = 1
+FORMAT_KEY = "format_version"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded; the message names the file/key at fault."""
+
+
+class CheckpointDir:
+    """A checkpoint directory (it need not exist yet: ``write_*`` create it)."""
+
+    CONFIG = "config.json"
+    WEIGHTS = "model.safetensors"
+    TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+    EXTRA = "extra.json"
+    PROFILE = "profile.json"
+    THRESHOLDS = "thresholds.json"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+
+    def __repr__(self) -> str:
+        return f"CheckpointDir({str(self.root)!r})"
+
+    # -- paths
+    @property
+    def config_path(self) -> Path:
+        return self.root / self.CONFIG
+
+    @property
+    def weights_path(self) -> Path:
+        return self.root / self.WEIGHTS
+
+    @property
+    def extra_path(self) -> Path:
+        return self.root / self.EXTRA
+
+    @property
+    def profile_path(self) -> Path:
+        return self.root / self.PROFILE
+
+    @property
+    def thresholds_path(self) -> Path:
+        return self.root / self.THRESHOLDS
+
+    def exists(self) -> bool:
+        """Whether this looks like a checkpoint (a directory with a config); ``check`` says what else is wrong."""
+        return self.config_path.is_file()
+
+    # -- validation
+    def check(self) -> PolicyConfig:
+        """The config, after checking that every file a load needs is there (CheckpointError otherwise)."""
+        cfg = self.read_config()
+        if not self.weights_path.is_file():
+            raise CheckpointError(f"checkpoint {self.root} has no {self.WEIGHTS}")
+        if not any((self.root / f).is_file() for f in self.TOKENIZER_FILES):
+            raise CheckpointError(f"checkpoint {self.root} has no tokenizer files "
+                                  f"({' or '.join(self.TOKENIZER_FILES)})")
+        return cfg
+
+    def read_config(self) -> PolicyConfig:
+        if not self.root.is_dir():
+            raise CheckpointError(f"checkpoint directory not found: {self.root}")
+        path = self.config_path
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {self.root} has no {self.CONFIG}")
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:  # garbage bytes: name the file, not just the codec
+            raise CheckpointError(f"invalid {path}: not UTF-8 JSON text ({exc})") from exc
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"invalid {path}: not JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise CheckpointError(f"invalid {path}: expected a JSON object, got {type(data).__name__}")
+        version = data.pop(FORMAT_KEY, 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise CheckpointError(f"invalid {path}: {FORMAT_KEY} must be a positive integer, got {version!r}")
+        if version > FORMAT_VERSION:
+            raise CheckpointError(f"{path}: checkpoint format {version} is newer than this deer_vla reads "
+                                  f"({FORMAT_VERSION}); upgrade deer_vla to load it")
+        try:
+            return PolicyConfig.model_validate(data)
+        except ValidationError as exc:
+            raise CheckpointError(f"invalid {path}: {format_validation_error(exc)}") from exc
+
+    # -- the optional files
+    def read_extra(self) -> dict[str, Any] | None:
+        return self._read_json(self.extra_path) if self.extra_path.is_file() else None
+
+    def read_profile(self) -> CostProfile | None:
+        """The saved cost profile, or None when there is none."""
+        path = self.profile_path
+        if not path.is_file():
+            return None
+        try:
+            return CostProfile.from_dict(self._read_json(path))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"invalid {path}: {exc}") from exc
+
+    # -- writing
+    def write_config(self, config: PolicyConfig) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = {FORMAT_KEY: FORMAT_VERSION, **config.model_dump(mode="json")}
+        self.config_path.write_text(json.dumps(data, indent=2))
+        return self.config_path
+
+    def write_extra(self, extra: dict[str, Any]) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.extra_path.write_text(json.dumps(extra, indent=2))
+        return self.extra_path
+
+    def write_profile(self, profile: CostProfile) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        profile.save(self.profile_path)
+        return self.profile_path
+
+    @staticmethod
+    def _read_json(path: Path) -> Any:
+        try:
+            return json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"invalid {path}: not JSON ({exc})") from exc

@@ -1,0 +1,121 @@
+"""Shared test helpers (imported by test modules; pytest puts test/ on sys.path).
+
+``build_tiny_checkpoint``: the one builder of a real tiny checkpoint (the
+"tiny" model preset, random weights, a word tokenizer), optionally with
+thresholds and a measured cost profile, so tests drive the real loader,
+PolicyRunner and ExitController. ``conftest.tiny_checkpoint`` is the session's
+shared one (thresholds 0: every step runs all exits).
+
+``Driver``: plays camera + instruction publisher and action/record
+subscriber around a policy node (real rclpy).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INSTRUCTIONS = ["reach the red goal", "push the puck to the goal", "open the drawer"]
+
+
+def build_tiny_checkpoint(out_dir: Path, *, model: Any = None, texts: Sequence[str] = INSTRUCTIONS,
+                          eta: float | None = 0.0, profile: bool = False, seed: int = 0, **overrides: Any) -> Path:
+    """Save the "tiny" preset with random weights (seeded; config keys in ``overrides`` replaced), or ``model``,
+    with a word tokenizer over ``texts``. ``eta``: thresholds eta_k = eta for every exit (0: never stop early;
+    None: no thresholds file). ``profile``: measure the cost profile once and save it, so every runner loads
+    it instead of re-profiling."""
+    from deer_vla.control.thresholds import Thresholds
+    from deer_vla.model.checkpoint import save_checkpoint
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+    from deer_vla.model.presets import save_random_checkpoint
+    from deer_vla.model.tokenizer import build_word_tokenizer
+
+    if model is None:
+        path = save_random_checkpoint(out_dir, "tiny", texts, seed, **overrides)
+    else:
+        path = save_checkpoint(model, build_word_tokenizer(list(texts)), out_dir)
+    ckpt = CheckpointDir(path)
+    num_exits = ckpt.read_config().num_exits
+    if eta is not None:
+        Thresholds(values=[eta] * (num_exits - 1)).save(ckpt.thresholds_path)
+    if profile:
+        from deer_vla.model.runner import PolicyRunner
+
+        ckpt.write_profile(PolicyRunner.from_checkpoint(path).cost_profile)
+    return path
+
+
+class Driver:
+    """Plays camera + instruction publisher and action/record subscriber around a policy node."""
+
+    def __init__(self, executor: Any, name: str = "test_driver", topics: tuple[str, ...] = (
+        "camera/static/image_raw", "camera/wrist/image_raw"), proprio_dim: int = 4) -> None:
+        import rclpy
+        from geometry_msgs.msg import TwistStamped
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import Float32MultiArray, Float64, String
+
+        from deer_vla.ros.policy_node import INSTRUCTION_QOS
+
+        self.node = rclpy.create_node(name)
+        executor.add_node(self.node)
+        self.executor = executor
+        self.twists: list[Any] = []
+        self.grippers: list[Any] = []
+        self.actions: list[Any] = []
+        self.records: list[Any] = []
+        self.node.create_subscription(TwistStamped, "cmd_twist", self.twists.append, 10)
+        self.node.create_subscription(Float64, "cmd_gripper", self.grippers.append, 10)
+        self.node.create_subscription(Float32MultiArray, "action", self.actions.append, 10)
+        self.node.create_subscription(String, "step_record", self.records.append, 100)
+        self.instruction_pub = self.node.create_publisher(String, "instruction", INSTRUCTION_QOS)
+        self.image_pubs = [self.node.create_publisher(Image, t, qos_profile_sensor_data) for t in topics]
+        self.proprio_dim = proprio_dim
+        self.proprio_pub = self.node.create_publisher(Float32MultiArray, "proprio", qos_profile_sensor_data)
+        self.rng = np.random.default_rng(0)
+
+    def instruct(self, text: str = INSTRUCTIONS[0]) -> None:
+        from std_msgs.msg import String
+
+        self.instruction_pub.publish(String(data=text))
+
+    def image(self, age_s: float = 0.0, h: int = 48, w: int = 64) -> Any:
+        from rclpy.duration import Duration
+
+        from deer_vla.ros.image_conv import rgb_to_image_msg
+
+        stamp = (self.node.get_clock().now() - Duration(nanoseconds=int(age_s * 1e9))).to_msg()
+        return rgb_to_image_msg(self.rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8), stamp)
+
+    def send_pair(self, age_s: float = 0.0, first: Any = None) -> None:
+        """Proprioception, then one new image per camera (``first`` replaces camera 1's): one event-driven step."""
+        from std_msgs.msg import Float32MultiArray
+
+        if self.proprio_dim:
+            values = self.rng.uniform(-1, 1, self.proprio_dim)
+            self.proprio_pub.publish(Float32MultiArray(data=[float(v) for v in values]))
+        for pub in reversed(self.image_pubs[1:]):
+            pub.publish(self.image(age_s))
+        self.image_pubs[0].publish(first if first is not None else self.image(age_s))
+
+    def spin(self, seconds: float) -> None:
+        import time
+
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.01)
+
+    def drive_until(self, predicate: Any, timeout: float = 10.0, age_s: float = 0.0) -> bool:
+        """Send image pairs (spinning in between) until ``predicate()``."""
+        import time
+
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            self.send_pair(age_s)
+            self.spin(0.05)
+        return bool(predicate())

@@ -1,0 +1,78 @@
+"""CheckpointDir: one owner of the checkpoint directory's layout, its format version and its errors."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deer_vla.model.checkpoint import load_checkpoint
+from deer_vla.model.checkpoint_dir import FORMAT_KEY, FORMAT_VERSION, CheckpointDir, CheckpointError
+
+
+@pytest.fixture
+def ckpt(tiny_checkpoint: Path, tmp_path: Path) -> CheckpointDir:
+    """A writable copy of the session's tiny checkpoint."""
+    return CheckpointDir(shutil.copytree(tiny_checkpoint, tmp_path / "ckpt"))
+
+
+def _config(ckpt: CheckpointDir) -> dict:
+    return json.loads(ckpt.config_path.read_text())
+
+
+def test_saved_checkpoints_carry_the_format_version(ckpt: CheckpointDir) -> None:
+    assert _config(ckpt)[FORMAT_KEY] == FORMAT_VERSION
+    assert ckpt.exists() and ckpt.check().num_exits >= 2
+
+
+def test_a_config_without_a_version_is_read_as_format_1(ckpt: CheckpointDir) -> None:
+    """Checkpoints written before the version existed (the shipped one included) still load."""
+    versioned = ckpt.read_config()
+    data = _config(ckpt)
+    del data[FORMAT_KEY]
+    ckpt.config_path.write_text(json.dumps(data))
+    assert ckpt.read_config() == versioned
+    model, _ = load_checkpoint(ckpt.root)
+    assert model.num_exits == versioned.num_exits
+
+
+def test_a_newer_format_is_refused_naming_the_file_and_both_versions(ckpt: CheckpointDir) -> None:
+    ckpt.config_path.write_text(json.dumps({**_config(ckpt), FORMAT_KEY: FORMAT_VERSION + 1}))
+    with pytest.raises(CheckpointError, match=rf"config\.json: checkpoint format {FORMAT_VERSION + 1} is newer "
+                                              rf"than this deer_vla reads \({FORMAT_VERSION}\)"):
+        load_checkpoint(ckpt.root)
+
+
+@pytest.mark.parametrize("version", [0, "1", True, 1.5])
+def test_a_malformed_format_version_is_named(ckpt: CheckpointDir, version: object) -> None:
+    ckpt.config_path.write_text(json.dumps({**_config(ckpt), FORMAT_KEY: version}))
+    with pytest.raises(CheckpointError, match=r"config\.json: format_version must be a positive integer"):
+        ckpt.read_config()
+
+
+def test_the_optional_files_live_in_the_directory(ckpt: CheckpointDir) -> None:
+    assert {ckpt.thresholds_path.parent, ckpt.profile_path.parent, ckpt.extra_path.parent} == {ckpt.root}
+    assert ckpt.thresholds_path.is_file()  # the tiny checkpoint's thresholds
+    assert ckpt.read_profile() is None and ckpt.read_extra() is None
+
+
+def test_a_profile_roundtrips_and_a_broken_one_names_its_file(ckpt: CheckpointDir) -> None:
+    from deer_vla.control.synthetic import synthetic_profile
+
+    profile = synthetic_profile(3)
+    ckpt.write_profile(profile)
+    assert ckpt.read_profile() == profile
+    ckpt.profile_path.write_text('{"llm_gflops": [1.0]')
+    with pytest.raises(CheckpointError, match=r"invalid .*profile\.json: not JSON"):
+        ckpt.read_profile()
+    ckpt.profile_path.write_text('{"llm_gflops": [2.0, 1.0]}')
+    with pytest.raises(CheckpointError, match=r"invalid .*profile\.json: "):
+        ckpt.read_profile()
+
+
+def test_an_empty_directory_is_not_a_checkpoint(tmp_path: Path) -> None:
+    empty = CheckpointDir(tmp_path)
+    assert not empty.exists()
+    with pytest.raises(CheckpointError, match=r"has no config\.json"):
+        empty.check()
