@@ -123,7 +123,7 @@ def test_bench_budget_shift_quick(tmp_path, quick_demos):
 @pytest.mark.slow
 def test_bench_oracle_gap_quick(tmp_path, quick_demos):
     out = run_quick("bench_oracle_gap.py", "--dataset", str(quick_demos), "--out", str(tmp_path / "gap.json"))
-    assert "dynamic controller (quantile) / oracle at the same mean error" in out
+    assert "dynamic controller (quantile, consecutive) / oracle at the same mean error" in out
     import json
 
     rows = json.loads((tmp_path / "gap.json").read_text())["rows"]
@@ -160,7 +160,7 @@ def test_bench_memory_quick():
     needs_model()
     out = run_quick("bench_memory.py")
     assert "ratio full/cap-1: weights" in out and "peak RSS over baseline" in out
-    assert "full/cap RSS" in out
+    assert "full/cap RSS" in out and "RSS/weights" in out and "peak RSS over baseline / weights: cap 1 " in out
 
 
 def test_bench_latency_quick():  # ~10 s
