@@ -123,7 +123,7 @@ def test_bench_budget_shift_quick(tmp_path, quick_demos):
 @pytest.mark.slow
 def test_bench_oracle_gap_quick(tmp_path, quick_demos):
     out = run_quick("bench_oracle_gap.py", "--dataset", str(quick_demos), "--out", str(tmp_path / "gap.json"))
-    assert "dynamic controller (quantile, consecutive) / oracle at the same mean error" in out
+    assert "dynamic controller (quantile) / oracle at the same mean error" in out
     import json
 
     rows = json.loads((tmp_path / "gap.json").read_text())["rows"]
