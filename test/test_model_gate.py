@@ -15,7 +15,8 @@ from deer_vla.control import ExitController, Thresholds
 from deer_vla.control.criterion import Criterion
 from deer_vla.core import Observation
 from deer_vla.model.checkpoint import save_checkpoint
-from deer_vla.model.gate import GATES_FILE, ExitGates, GateConfig, GateError, gate_inputs
+from deer_vla.model.checkpoint_dir import CheckpointDir
+from deer_vla.model.gate import ExitGates, GateConfig, GateError, gate_inputs
 from deer_vla.model.policy import MultiExitPolicy
 from deer_vla.model.presets import preset_config
 from deer_vla.model.runner import PolicyRunner
@@ -60,7 +61,7 @@ def trained(ckpt: Path) -> tuple[ExitGates, object]:
 def gated(ckpt: Path, trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("gated") / "tiny"
     shutil.copytree(ckpt, out)
-    trained[0].save(out / GATES_FILE, training=trained[1].to_dict())
+    trained[0].save(out / CheckpointDir.GATES, training=trained[1].to_dict())
     return out
 
 
@@ -142,21 +143,21 @@ def test_asking_for_the_learned_criterion_without_gates_fails_with_a_clear_messa
 def test_gates_of_another_model_are_refused_at_load(ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "tiny"
     shutil.copytree(ckpt, out)
-    ExitGates(GateConfig(feature_dim=64, action_dim=4, num_exits=4)).save(out / GATES_FILE)
+    ExitGates(GateConfig(feature_dim=64, action_dim=4, num_exits=4)).save(out / CheckpointDir.GATES)
     with pytest.raises(GateError, match="trained for features of 64"):
         PolicyRunner.from_checkpoint(out)
-    (out / GATES_FILE).write_bytes(b"not safetensors")
+    (out / CheckpointDir.GATES).write_bytes(b"not safetensors")
     with pytest.raises(GateError, match="not a readable safetensors"):
         PolicyRunner.from_checkpoint(out)
 
 
 def test_gates_survive_save_and_load(trained, tmp_path: Path) -> None:
     gates, report = trained
-    gates.save(tmp_path / GATES_FILE, training=report.to_dict())
-    back = ExitGates.load(tmp_path / GATES_FILE)
+    gates.save(tmp_path / CheckpointDir.GATES, training=report.to_dict())
+    back = ExitGates.load(tmp_path / CheckpointDir.GATES)
     x = torch.randn(5, gates.config.input_dim)
     torch.testing.assert_close(back(x, 3), gates(x, 3))
-    assert ExitGates.training_summary(tmp_path / GATES_FILE)["best_epoch"] == report.best_epoch
+    assert ExitGates.training_summary(tmp_path / CheckpointDir.GATES)["best_epoch"] == report.best_epoch
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +178,7 @@ def test_train_gate_command_writes_gates_the_runner_then_loads(ckpt: Path, demos
     shutil.copytree(ckpt, out)
     assert cli_main([str(out), "--data", str(data), "--epochs", "3", "--val-fraction", "0.25"]) == 0
     assert PolicyRunner.from_checkpoint(out).has_exit_gates
-    assert ExitGates.training_summary(out / GATES_FILE)["steps"] == 4 * 8
+    assert ExitGates.training_summary(out / CheckpointDir.GATES)["steps"] == 4 * 8
     assert cli_main([str(out), "--data", str(data), "--skip-per-task", "1"]) == 2  # one episode per task: none left
     assert "no episodes left" in capsys.readouterr().err
 
@@ -234,3 +235,13 @@ def test_policy_node_stack_runs_the_learned_criterion_only_when_asked_and_possib
         load_stack(gated, learned, "cpu", {})
     with pytest.raises(ConfigurationError, match="needs exit gates.*train-gate"):
         load_stack(ckpt, learned, "cpu", {}, criterion="learned")
+
+
+def test_gates_trained_on_other_weights_are_refused(ckpt: Path, trained, tmp_path: Path) -> None:
+    out = tmp_path / "tiny"
+    shutil.copytree(ckpt, out)
+    trained[0].save(CheckpointDir(out).gates_path, weights_digest="0" * 64)
+    with pytest.raises(GateError, match="trained on other weights.*retrain"):
+        PolicyRunner.from_checkpoint(out)
+    trained[0].save(CheckpointDir(out).gates_path, weights_digest=CheckpointDir(out).weights_digest())
+    assert PolicyRunner.from_checkpoint(out).has_exit_gates

@@ -388,11 +388,10 @@ def cli_main(argv: list[str] | None = None) -> int:
             device=args.device,
         )
         if cfg.criterion == "learned" and cfg.budgets and cfg.calibration_dataset:
-            from deer_vla.model.gate import GATES_FILE
-
-            if not (Path(cfg.checkpoint) / GATES_FILE).is_file():
+            gates = CheckpointDir(cfg.checkpoint).gates_path
+            if not gates.is_file():
                 raise ValueError(f"--criterion learned needs exit gates, and {cfg.checkpoint} has none "
-                                 f"({GATES_FILE}): train them with `deer-vla train-gate CHECKPOINT --data DIR`")
+                                 f"({gates.name}): train them with `deer-vla train-gate CHECKPOINT --data DIR`")
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"deer-vla evaluate: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@
     extra.json           optional: training metadata (step, stage, train config)
     profile.json         optional: the CostProfile measured on a device (``deer-vla calibrate``/``profile``)
     thresholds.json      optional: exit thresholds (``deer-vla calibrate``), read by the controller
+    gates.safetensors    optional: the learned exit criterion's gates (``deer-vla train-gate``, model.gate)
 
 Everything that needs one of these files asks this class for its path or
 contents; every problem raises CheckpointError naming the file and what is
@@ -41,6 +42,7 @@ class CheckpointDir:
     EXTRA = "extra.json"
     PROFILE = "profile.json"
     THRESHOLDS = "thresholds.json"
+    GATES = "gates.safetensors"
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
@@ -68,6 +70,20 @@ class CheckpointDir:
     @property
     def thresholds_path(self) -> Path:
         return self.root / self.THRESHOLDS
+
+    @property
+    def gates_path(self) -> Path:
+        return self.root / self.GATES
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the weights file: what the exit gates were trained on (they fit those weights only)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        with open(self.weights_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
 
     def exists(self) -> bool:
         """Whether this looks like a checkpoint (a directory with a config); ``check`` says what else is wrong."""

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from deer_vla.model.checkpoint_dir import CheckpointDir
+
 GATES_FORMAT = "deer_vla.exit_gates"
 GATES_VERSION = 1
-GATES_FILE = "gates.safetensors"  # in the checkpoint directory, beside model.safetensors
 
 
 class GateError(ValueError):
@@ -135,13 +136,16 @@ class ExitGates(nn.Module):
         return float(2 * d * h + 2 * h)
 
     # -- files
-    def save(self, path: str | Path, training: dict | None = None) -> Path:
-        """safetensors with the config (and optionally a training summary) in its metadata."""
+    def save(self, path: str | Path, training: dict | None = None, weights_digest: str | None = None) -> Path:
+        """safetensors with the config (optionally a training summary, and the digest of the model weights
+        they were trained on: ``read_gates`` refuses them beside other weights) in its metadata."""
         from safetensors.torch import save_file
 
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": GATES_FORMAT, "version": str(GATES_VERSION), "config": json.dumps(asdict(self.config))}
+        if weights_digest is not None:
+            meta["weights_sha256"] = weights_digest
         if training is not None:
             meta["training"] = json.dumps(training)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
@@ -178,12 +182,16 @@ class ExitGates(nn.Module):
         return gates.eval()
 
     @staticmethod
-    def training_summary(path: str | Path) -> dict | None:
-        """The training summary saved with the gates (None if absent)."""
+    def metadata(path: str | Path) -> dict[str, str]:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            text = (f.metadata() or {}).get("training")
+            return dict(f.metadata() or {})
+
+    @classmethod
+    def training_summary(cls, path: str | Path) -> dict | None:
+        """The training summary saved with the gates (None if absent)."""
+        text = cls.metadata(path).get("training")
         return json.loads(text) if text else None
 
     def check_fits(self, feature_dim: int, action_dim: int, num_exits: int, where: str = "exit gates") -> None:
@@ -196,10 +204,16 @@ class ExitGates(nn.Module):
 
 
 def read_gates(checkpoint: str | Path, feature_dim: int, action_dim: int, num_exits: int) -> ExitGates | None:
-    """The checkpoint's exit gates (None when it has none), checked against the model's shape."""
-    path = Path(checkpoint) / GATES_FILE
+    """The checkpoint's exit gates (None when it has none), checked against the model's shape and, when they
+    record it, the digest of the weights they were trained on (retrained weights make their scores wrong)."""
+    ckpt = CheckpointDir(checkpoint)
+    path = ckpt.gates_path
     if not path.is_file():
         return None
     gates = ExitGates.load(path)
     gates.check_fits(feature_dim, action_dim, num_exits, where=str(path))
+    trained_on = ExitGates.metadata(path).get("weights_sha256")
+    if trained_on is not None and trained_on != ckpt.weights_digest():
+        raise GateError(f"{path} was trained on other weights than {ckpt.weights_path} (sha256 {trained_on[:12]}...): "
+                        "retrain the gates with `deer-vla train-gate`, or remove the file")
     return gates

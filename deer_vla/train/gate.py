@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from deer_vla.core import Observation
-from deer_vla.model.gate import GATES_FILE, ExitGates, GateConfig, gate_inputs, motion_rms
+from deer_vla.model.gate import ExitGates, GateConfig, gate_inputs, motion_rms
 
 log = logging.getLogger("deer_vla.train_gate")
 
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from deer_vla.model.checkpoint import CheckpointError
+    from deer_vla.model.checkpoint import CheckpointDir, CheckpointError
     from deer_vla.model.runner import PolicyRunner
 
     torch.set_num_threads(args.threads)
@@ -261,11 +261,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (KeyError, FileNotFoundError, ValueError, CheckpointError) as exc:
         print(f"deer-vla train-gate: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(args.checkpoint) / GATES_FILE
+    ckpt = CheckpointDir(args.checkpoint)
+    out = Path(args.out) if args.out else ckpt.gates_path
     summary = {"dataset": str(args.data), "episodes": int(np.unique(data.episode).size),
                "steps": int(len(data.episode)), "record_seconds": round(recorded, 1), "config": asdict(cfg),
                **report.to_dict()}
-    gates.save(out, training=summary)
+    gates.save(out, training=summary, weights_digest=ckpt.weights_digest())
     log.info("%d steps recorded in %.0f s; gates trained in %.0f s (epoch %d of %d kept)", summary["steps"],
              recorded, report.seconds, report.best_epoch, report.epochs)
     print(json.dumps({"gates": str(out), "bytes": out.stat().st_size, **summary}, indent=2))
