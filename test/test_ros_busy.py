@@ -7,14 +7,9 @@ import time
 
 import numpy as np
 import pytest
-from test_ros_support import Driver, tiny_checkpoint_dir
+from fixtures import Driver
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    return tiny_checkpoint_dir(tmp_path_factory)
 
 
 def _started(executor, checkpoint, **params):

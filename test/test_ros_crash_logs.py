@@ -97,13 +97,11 @@ def test_empty_unfinished_file_reads_as_no_messages_with_a_warning(tmp_path):
         assert list(read_messages(path)) == []
 
 
-def test_replay_cli_recovers_an_unfinished_recording_with_a_warning(tmp_path, capsys):
+def test_replay_cli_recovers_an_unfinished_recording_with_a_warning(tmp_path, capsys, tiny_checkpoint):
     """`deer-vla replay` on a recording cut off mid-chunk: it replays the complete part and warns."""
-    from test_ros_support import build_tiny_checkpoint
-
     from deer_vla.ros.replay import cli_main
 
-    checkpoint = build_tiny_checkpoint(tmp_path / "ckpt")
+    checkpoint = tiny_checkpoint
     path = _recording(tmp_path / "io.mcap", steps=12, flush_every=4)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 300])  # footer and summary gone, as if the writer died before close

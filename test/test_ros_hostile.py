@@ -13,15 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_ros_support import tiny_checkpoint_dir
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    return tiny_checkpoint_dir(tmp_path_factory)
 
 
 def _call(executor, client, request, spin_until):

@@ -4,14 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_ros_support import Driver, tiny_checkpoint_dir
+from fixtures import Driver
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    return tiny_checkpoint_dir(tmp_path_factory)
 
 
 def _graph(executor, checkpoint, log_dir, **policy_params):

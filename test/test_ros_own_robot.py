@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import Driver
 from robot_data_support import train_tiny, write_teleop_mcap
-from test_ros_support import Driver
 
 pytestmark = pytest.mark.ros
 

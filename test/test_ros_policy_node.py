@@ -5,14 +5,9 @@ import json
 
 import numpy as np
 import pytest
-from test_ros_support import INSTRUCTIONS, Driver, tiny_checkpoint_dir
+from fixtures import INSTRUCTIONS, Driver
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    return tiny_checkpoint_dir(tmp_path_factory)
 
 
 def _policy(executor, checkpoint, **params):

@@ -9,15 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_ros_support import Driver, tiny_checkpoint_dir
+from fixtures import Driver
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    return tiny_checkpoint_dir(tmp_path_factory)
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:

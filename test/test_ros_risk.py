@@ -3,17 +3,12 @@ the guarantee in force reaches every step record and /diagnostics, infeasible pa
 from __future__ import annotations
 
 import pytest
-from test_ros_support import Driver, tiny_checkpoint_dir
+from fixtures import Driver
 
 from deer_vla.control.guarantee import Guarantee, RiskFamilyData
 from deer_vla.control.thresholds import Thresholds
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    return tiny_checkpoint_dir(tmp_path_factory)
 
 
 @pytest.fixture

@@ -8,15 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_ros_support import tiny_checkpoint_dir
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    return tiny_checkpoint_dir(tmp_path_factory)
 
 
 def test_sim_node_steps_on_actions_and_reports_episodes(executor, spin_until):
