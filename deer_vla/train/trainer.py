@@ -155,10 +155,16 @@ def build_policy_config(cfg: TrainConfig) -> Any:
     from deer_vla.model.presets import preset_config
 
     if cfg.init_checkpoint is not None:
-        path = Path(cfg.init_checkpoint) / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"init_checkpoint: {path} not found (a deer_vla checkpoint directory is needed)")
-        pcfg = PolicyConfig.model_validate_json(path.read_text())
+        from deer_vla.model.checkpoint_dir import CheckpointDir, CheckpointError
+
+        init = CheckpointDir(cfg.init_checkpoint)
+        if not init.exists():
+            raise FileNotFoundError(f"init_checkpoint: {init.root} is not a deer_vla checkpoint directory "
+                                    f"(no {init.CONFIG})")
+        try:
+            pcfg = init.read_config()
+        except CheckpointError as exc:
+            raise CheckpointError(f"init_checkpoint: {exc}") from exc
     elif cfg.model is not None:
         pcfg = PolicyConfig.model_validate(cfg.model)
     else:
