@@ -11,6 +11,7 @@ from fixtures import build_tiny_checkpoint
 from deer_vla.commands.calibrate import cli_main as calibrate_main
 from deer_vla.commands.calibrate import split_base_episodes
 from deer_vla.control.thresholds import Thresholds
+from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.train.synthetic import write_tiny_dataset
 
 torch.set_num_threads(1)
@@ -38,27 +39,40 @@ def test_split_base_episodes_keeps_both_sides_disjoint_and_non_empty() -> None:
         split_base_episodes([0], 0.3)
 
 
-def test_calibrate_risk_writes_certified_thresholds_and_refuses_an_infeasible_eps(
-        checkpoint: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _args(checkpoint: tuple[Path, Path], out: Path) -> list[str]:
     ckpt, data = checkpoint
-    out = tmp_path / "cal"
-    args = ["--checkpoint", str(ckpt), "--dataset", str(data), "--episodes", "5", "--out", str(out)]
-    assert calibrate_main([*args, "--risk", "0.5", "--delta", "0.1"]) == 0
+    return ["--checkpoint", str(ckpt), "--dataset", str(data), "--episodes", "5", "--out", str(out)]
+
+
+def test_risk_calibration_writes_thresholds_carrying_their_guarantee(
+        checkpoint: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert calibrate_main([*_args(checkpoint, tmp_path), "--risk", "0.5", "--delta", "0.1"]) == 0
     report = json.loads(capsys.readouterr().out)
-    th = Thresholds.load(out / "thresholds.json")
+    th = Thresholds.load(CheckpointDir(tmp_path).thresholds_path)
     g = th.guarantee
     assert th.method == "risk" and g is not None
     assert (g.eps, g.delta, g.metric, g.bound) == (0.5, 0.1, "mean", 2.0)
     assert g.n_calibration == report["calibration_steps"] == 4 * 8  # 1 of 5 episodes solves the base
     assert report["base_steps"] == 8
-    # exceedance metric, same file format
-    assert calibrate_main([*args, "--risk", "0.5", "--delta", "0.2", "--risk-metric", "exceed:0.01"]) == 0
-    capsys.readouterr()
-    g = Thresholds.load(out / "thresholds.json").guarantee
+
+
+def test_the_exceedance_metric_is_certified_in_the_same_file_format(
+        checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    args = [*_args(checkpoint, tmp_path), "--risk", "0.5", "--delta", "0.2", "--risk-metric", "exceed:0.01"]
+    assert calibrate_main(args) == 0
+    g = Thresholds.load(CheckpointDir(tmp_path).thresholds_path).guarantee
     assert g is not None and (g.metric, g.tau, g.delta) == ("exceed", 0.01, 0.2)
-    # a limit no thresholds can be certified for on 32 steps: refused, naming the smallest feasible eps
-    assert calibrate_main([*args, "--risk", "1e-6", "--delta", "0.1"]) == 2
-    err = capsys.readouterr().err
-    assert "smallest feasible eps" in err
-    assert calibrate_main([*args, "--risk", "0.5", "--risk-metric", "exceed"]) == 2
+
+
+def test_an_eps_no_thresholds_can_be_certified_for_is_refused_naming_the_smallest(
+        checkpoint: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """1e-6 on 32 calibration steps: refused, naming the smallest feasible eps; nothing written."""
+    assert calibrate_main([*_args(checkpoint, tmp_path), "--risk", "1e-6", "--delta", "0.1"]) == 2
+    assert "smallest feasible eps" in capsys.readouterr().err
+    assert not CheckpointDir(tmp_path).thresholds_path.exists()
+
+
+def test_an_exceedance_metric_without_its_tau_is_refused(
+        checkpoint: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert calibrate_main([*_args(checkpoint, tmp_path), "--risk", "0.5", "--risk-metric", "exceed"]) == 2
     assert "exceed:TAU" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from fixtures import build_tiny_checkpoint
 
 from deer_vla.commands.calibrate import cli_main as calibrate_main
 from deer_vla.control.thresholds import Thresholds
-from deer_vla.evaluation.evaluator import EvalConfig, evaluate, parse_exits
+from deer_vla.evaluation.evaluator import EvalConfig, evaluate
 from deer_vla.evaluation.evaluator import cli_main as evaluate_main
 from deer_vla.evaluation.objective import TUNE_SEED_OFFSET, ClosedLoopObjective
 from deer_vla.evaluation.report import summarize
@@ -107,18 +107,23 @@ def test_evaluator_one_short_episode_end_to_end(checkpoint: tuple[Path, Path], t
     assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bad_arguments_are_clear_errors(checkpoint: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "no-such-task"], "unknown task"),
+    (["--tasks", "drawer-open", "--budgets", "1.5"], "budgets"),
+    (["--tasks", "drawer-open", "--exits", "1,x"], "--exits: expected exit numbers"),
+])
+def test_evaluate_refuses_bad_arguments_with_exit_code_2(checkpoint: tuple[Path, Path], tmp_path: Path, capsys,
+                                                         argv: list[str], message: str) -> None:
     ckpt, _ = checkpoint
-    assert evaluate_main(["--checkpoint", str(ckpt), "--tasks", "no-such-task", "--out", str(tmp_path)]) == 2
-    assert "unknown task" in capsys.readouterr().err
-    assert evaluate_main(["--checkpoint", str(ckpt), "--tasks", "drawer-open", "--budgets", "1.5"]) == 2
-    assert "budgets" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="exit"):
-        parse_exits("1,x")
-    with pytest.raises(ValueError, match="threshold_method"):
-        EvalConfig(checkpoint=str(ckpt), tasks=["drawer-open"], threshold_method="magic")
-    with pytest.raises(ValueError, match="criterion_smooth"):
-        EvalConfig(checkpoint=str(ckpt), tasks=["drawer-open"], criterion_smooth=0)
+    assert evaluate_main(["--checkpoint", str(ckpt), "--out", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value", [("threshold_method", "magic"), ("criterion_smooth", 0),
+                                          ("episodes_per_task", 0), ("budgets", [1.5]), ("instructions", "some")])
+def test_eval_config_names_the_invalid_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        EvalConfig(checkpoint="ckpt", tasks=["drawer-open"], **{field: value})
 
 
 def test_summary_pools_tasks_and_counts_exits() -> None:
