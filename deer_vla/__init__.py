@@ -5,11 +5,14 @@ Sub-packages, one job each:
   model/       the multi-exit Flamingo-style policy, checkpoints, cost profiling
   control/     exit controller and budgets (no ROS, no simulator)
   sim/         Meta-World adapter and the language-conditioned task suite
-  data/        demonstration episode format and collector
+  data/        demonstration episode format, collector, importers, MCAP recordings read offline
   train/       DeeR multi-exit training
-  evaluation/  closed-loop evaluator and trade-off plots
+  evaluation/  closed-loop evaluator, episode workers, trade-off plots
   ros/         policy, monitor and sim nodes, node graph, bringup, record/replay
+  commands/    sub-commands that span layers (calibrate)
   cli.py       the `deer-vla` command
+Imports go down: core <- control, model, sim <- data <- train, evaluation, ros <- cli, commands
+(test/test_layers.py).
 """
 from deer_vla._ament import register_venv_prefix
 
