@@ -257,7 +257,7 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
         for m in modes
     }
     profile = worker.profile
-    payload = {
+    payload: dict[str, Any] = {
         "checkpoint": str(cfg.checkpoint),
         "config": {k: v for k, v in vars(cfg).items()},
         "flops_convention": "torch FlopCounterMode: one multiply-add = 2 FLOPs; LLM = decoder + cross-attention",
