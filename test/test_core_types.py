@@ -83,6 +83,8 @@ def test_step_record_json_round_trip():
     assert StepRecord.from_json(rec.to_json()) == rec
     with pytest.raises(ValueError, match="unknown keys"):
         StepRecord.from_json('{"step": 1, "bogus": 2}')
+    with pytest.raises(ValueError, match="stop_reason 'tired'"):
+        StepRecord.from_json(rec.to_json().replace('"threshold"', '"tired"'))
 
 
 def test_observation_validation():

@@ -26,7 +26,7 @@ from deer_vla.control.guarantee import Guarantee
 from deer_vla.control.online import OnlineBudgetTracker
 from deer_vla.control.oracle import oracle_exit
 from deer_vla.control.thresholds import Thresholds
-from deer_vla.core import CostProfile, Observation, SegmentedPolicy, StepRecord, has_exit_gates
+from deer_vla.core import CostProfile, Observation, SegmentedPolicy, StepRecord, StopReason, has_exit_gates
 
 
 class ExitController:
@@ -258,7 +258,7 @@ class ExitController:
         raw: list[float] = []  # consecutive distances
         distances: list[float] = []  # the scores compared with eta_k (raw ones, smoothed if configured, or learned)
         learned = self.learned
-        reason = "cap"
+        reason: StopReason = "cap"
         last = self.fixed_exit if self.fixed_exit is not None else cap
         for k in range(1, last + 1):
             if k > 1 and self.guard is not None and not self.guard.allows(k, (self.clock() - t0) * 1e3):

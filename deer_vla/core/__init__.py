@@ -4,10 +4,11 @@ from deer_vla.core.cost_profile import CostMetric, CostProfile, LatencyStats
 from deer_vla.core.observation import Observation
 from deer_vla.core.proprio_spec import ProprioError, ProprioSpec
 from deer_vla.core.segmented import ScoredPolicy, SegmentedPolicy, has_exit_gates
-from deer_vla.core.step_record import StepRecord
+from deer_vla.core.step_record import STOP_REASONS, StepRecord, StopReason
 
 __all__ = [
     "STANDARD_AXES",
+    "STOP_REASONS",
     "ActionSpec",
     "CostMetric",
     "CostProfile",
@@ -18,5 +19,6 @@ __all__ = [
     "ScoredPolicy",
     "SegmentedPolicy",
     "StepRecord",
+    "StopReason",
     "has_exit_gates",
 ]

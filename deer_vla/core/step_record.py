@@ -7,6 +7,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from typing import Literal, get_args
+
+# why the controller stopped: the consistency test passed, the budget's exit cap or the deadline was reached,
+# a fixed exit was asked for, or the oracle chose (evaluation only)
+StopReason = Literal["threshold", "cap", "deadline", "fixed", "oracle"]
+STOP_REASONS: tuple[StopReason, ...] = get_args(StopReason)
 
 
 @dataclass
@@ -15,7 +21,7 @@ class StepRecord:
     episode: int
     exit_used: int  # 1-based exit whose action was taken
     max_exit: int  # deepest exit allowed at this step (cap)
-    stop_reason: str  # "threshold" | "cap" | "deadline" | "fixed"
+    stop_reason: StopReason
     llm_gflops: float  # cumulative LLM cost of the exits that ran
     total_gflops: float  # cumulative whole-pipeline cost
     encode_ms: float = 0.0  # vision + resampler + embeddings wall time
@@ -56,4 +62,6 @@ class StepRecord:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"step record has unknown keys {sorted(unknown)}")
+        if data.get("stop_reason") not in STOP_REASONS:
+            raise ValueError(f"step record stop_reason {data.get('stop_reason')!r} is not one of {STOP_REASONS}")
         return cls(**data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,14 +112,14 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
     for row in rows:
         if int(row["length"]) == 0:
             continue
-        frames = data.episode(row)
-        actions = column_matrix(frames.columns[action_key], action_dim, action_key)
-        states = column_matrix(frames.columns[state_key], state_dim, state_key) if state_key else None
-        task_index = np.asarray(frames.columns["task_index"].to_numpy(zero_copy_only=False)).reshape(-1)
+        episode = data.episode(row)
+        actions = column_matrix(episode.columns[action_key], action_dim, action_key)
+        states = column_matrix(episode.columns[state_key], state_dim, state_key) if state_key else None
+        task_index = np.asarray(episode.columns["task_index"].to_numpy(zero_copy_only=False)).reshape(-1)
         unknown = sorted(set(task_index.tolist()) - set(tasks))
         if unknown:
             raise LeRobotFormatError(f"episode {row['episode_index']}: task_index {unknown} not in meta/tasks.parquet")
-        per_episode[int(row["episode_index"])] = (actions, states, frames.timestamps)
+        per_episode[int(row["episode_index"])] = (actions, states, episode.timestamps)
         segments.extend(_Segment(row, a, b, t) for a, b, t in _runs(task_index))
     all_actions = np.concatenate([a for a, _, _ in per_episode.values()])
     mapping = ActionMapping.fit(all_actions, labels, velocity, quantile, gripper_open, gripper_closed)
@@ -146,6 +147,7 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
             frames: dict[str, np.ndarray] = {}
             cells = image_data.episode(row).columns if image_data is not None else {}
             for slot, key in slots.items():
+                decoded: Iterator[np.ndarray]
                 if key in image_keys:
                     decoded = (decode_image_cell(c, f"{key} episode {ep}") for c in cells[key].to_pylist())
                 else:

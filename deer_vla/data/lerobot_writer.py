@@ -56,6 +56,8 @@ def _encode_video(path: Path, clips: list[np.ndarray], fps: int, codec: str) -> 
     h, w = clips[0].shape[1:3]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
+        if not isinstance(stream, av.VideoStream):
+            raise ValueError(f"codec {codec!r} is not a video codec")
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         if codec == "libsvtav1":
             stream.options = {"g": "2", "crf": "30"}

@@ -2,9 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from deer_vla.control.controller import ExitController
+    from deer_vla.control.online import OnlineBudgetTracker
+    from deer_vla.core import CostProfile, SegmentedPolicy
+
+ModeKind = Literal["fixed", "dynamic", "oracle"]
+MODE_KINDS: tuple[ModeKind, ...] = get_args(ModeKind)
 
 
 @dataclass(frozen=True)
@@ -17,7 +25,7 @@ class ModeSpec:
     """
 
     name: str
-    kind: str
+    kind: ModeKind
     exit: int | None = None
     thresholds: dict[str, Any] | None = None  # Thresholds.to_dict()
     budget_gflops: float | None = None
@@ -26,8 +34,8 @@ class ModeSpec:
     track_budget: bool = False  # dynamic: online tracker scales the thresholds to hold the average budget
 
     def __post_init__(self) -> None:
-        if self.kind not in ("fixed", "dynamic", "oracle"):
-            raise ValueError(f"unknown evaluation mode kind {self.kind!r}")
+        if self.kind not in MODE_KINDS:
+            raise ValueError(f"unknown evaluation mode kind {self.kind!r}; choose one of {MODE_KINDS}")
         if self.kind == "fixed" and self.exit is None:
             raise ValueError(f"mode {self.name}: a fixed mode needs an exit")
         if self.kind == "dynamic" and self.thresholds is None:
@@ -53,7 +61,8 @@ class EpisodeResult:
         return asdict(self)
 
 
-def make_controller(runner: Any, profile: Any, mode: ModeSpec, tracker: Any | None = None) -> Any:
+def make_controller(runner: SegmentedPolicy, profile: CostProfile, mode: ModeSpec,
+                    tracker: OnlineBudgetTracker | None = None) -> ExitController:
     """The controller for ``mode``; a tracking mode uses ``tracker`` when given (kept across episodes by the
     caller, as on a robot that runs for a long time), else a new OnlineBudgetTracker."""
     from deer_vla.control.budgets import BudgetSpec
@@ -79,7 +88,7 @@ def make_controller(runner: Any, profile: Any, mode: ModeSpec, tracker: Any | No
 
 
 def run_episode(
-    adapter: Any, controller: Any, mode: str, task: str, seed: int, instruction: str | None, max_steps: int
+    adapter: Any, controller: ExitController, mode: str, task: str, seed: int, instruction: str | None, max_steps: int
 ) -> EpisodeResult:
     """One episode; success as soon as the simulator reports it (Meta-World's success flag)."""
     obs = adapter.reset(seed=seed, instruction=instruction)

@@ -189,7 +189,7 @@ def lm_config_from_dir(path: str | Path, **overrides: Any) -> LMConfig:
     if family is None:
         raise ValueError(f"unsupported LM family '{hf.model_type}' in {p}; supported: {sorted(_FAMILY_CLASSES)}")
     data = hf.to_dict()
-    return LMConfig(family=family, hf_config=data, path=str(p), **overrides)  # type: ignore[arg-type]
+    return LMConfig(family=family, hf_config=data, path=str(p), **overrides)
 
 
 def vision_config_from_dir(path: str | Path, **overrides: Any) -> VisionConfig:

@@ -20,10 +20,11 @@ Tied parameters stay tied: one tensor is read and every name points to it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -44,7 +45,9 @@ def parameters_on_meta() -> Iterator[None]:
             return None  # already meta (a tied weight registered again keeps its identity), or not ours to move
         return nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
 
-    handle = nn.modules.module.register_module_parameter_registration_hook(to_meta)
+    # torch annotates the hook as returning None, but its documented contract (and implementation) use a
+    # returned Parameter as the replacement: that is how the weights land on meta
+    handle = nn.modules.module.register_module_parameter_registration_hook(cast(Callable[..., None], to_meta))
     try:
         yield
     finally:

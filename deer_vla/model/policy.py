@@ -55,6 +55,8 @@ class MultiExitPolicy(nn.Module):
         spec = config.action_spec
 
         self.vision: nn.Module
+        self.image_mean: torch.Tensor  # buffers: typed here, registered below
+        self.image_std: torch.Tensor
         if config.vision.kind == "cnn":
             self.vision = ConvEncoder(config.vision.channels)
         else:
@@ -148,7 +150,8 @@ class MultiExitPolicy(nn.Module):
         if not 1 <= n <= self.num_exits:
             raise ValueError(f"max_exit={max_exit} outside 1..{self.num_exits}")
         state = self.encode(images, input_ids, attention_mask, proprio)
-        hidden, feats = state.hidden, []
+        hidden = state.hidden
+        feats: list[torch.Tensor] = []
         for i in range(self.segment_ends[n - 1]):
             hidden = self._layer(i, hidden, state)
             if i + 1 in self.segment_ends:

@@ -9,6 +9,7 @@ analytically (2 FLOPs per multiply-add, like the counter).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -98,7 +99,7 @@ def count_flops(model: MultiExitPolicy, text_len: int | None = None) -> dict[str
         enc, state = _count(lambda: model.encode(**inp))
         segs = []
         for _ in range(model.num_exits):
-            f, state = _count(lambda s=state: model.run_segment(s))
+            f, state = _count(functools.partial(model.run_segment, state))
             segs.append(f)
         proprio = None if inp["proprio"] is None else inp["proprio"].unsqueeze(1)
         feats = state.feature.unsqueeze(1)
@@ -128,7 +129,7 @@ def resident_per_exit(model: MultiExitPolicy) -> tuple[list[int], list[int]]:
     """(params, bytes) resident when loaded up to each exit k, params + buffers counted for bytes."""
     n = model.num_exits
     params, nbytes = [0] * n, [0] * n
-    tensors = [(name, t, True) for name, t in model.named_parameters()]
+    tensors: list[tuple[str, torch.Tensor, bool]] = [(name, t, True) for name, t in model.named_parameters()]
     tensors += [(name, t, False) for name, t in model.named_buffers()]
     for name, t, is_param in tensors:
         k = first_exit_needing(name, model.segment_ends)
@@ -177,6 +178,7 @@ def measure_latency(model: MultiExitPolicy, warmup: int = 3, iters: int = 20
                 if keep:
                     seg_t[k].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
+            assert state.feature is not None  # run_segment always sets it
             model.head(state.feature.unsqueeze(1), proprio)
             sync()
             if keep:

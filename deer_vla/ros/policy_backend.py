@@ -6,8 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deer_vla.core import ActionSpec, CostProfile, ProprioSpec
+
+if TYPE_CHECKING:  # torch-heavy modules are imported lazily at run time
+    from deer_vla.control.budgets import BudgetSpec
+    from deer_vla.control.controller import ExitController
+    from deer_vla.control.thresholds import Thresholds
+    from deer_vla.model.runner import PolicyRunner
 
 
 class ConfigurationError(RuntimeError):
@@ -16,8 +23,8 @@ class ConfigurationError(RuntimeError):
 
 @dataclass
 class PolicyStack:
-    runner: object  # deer_vla.model.runner.PolicyRunner
-    controller: object  # deer_vla.control.controller.ExitController
+    runner: PolicyRunner
+    controller: ExitController
     profile: CostProfile  # of the loaded exits
     full_profile: CostProfile  # of the whole checkpoint (for "compute saved vs the full model")
     action_spec: ActionSpec
@@ -28,7 +35,7 @@ class PolicyStack:
     control_rate_hz: float | None = None  # the demonstrations' step rate, if the checkpoint records it
 
 
-def make_budget(kwargs: dict) -> object:
+def make_budget(kwargs: dict) -> BudgetSpec:
     from deer_vla.control.budgets import BudgetSpec
 
     try:
@@ -37,12 +44,12 @@ def make_budget(kwargs: dict) -> object:
         raise ConfigurationError(f"invalid budget {kwargs}: {exc}") from exc
 
 
-def check_budget(profile: CostProfile, budget: object, fixed_exit: int) -> int:
+def check_budget(profile: CostProfile, budget: BudgetSpec, fixed_exit: int) -> int:
     """-> the exit cap; ConfigurationError when the budget or fixed exit cannot be met by this model."""
     from deer_vla.control.budgets import InfeasibleBudgetError, exit_cap
 
     try:
-        cap = exit_cap(profile, budget)  # type: ignore[arg-type]
+        cap = exit_cap(profile, budget)
     except InfeasibleBudgetError as exc:
         raise ConfigurationError(str(exc)) from exc
     if fixed_exit > profile.num_exits:
@@ -50,15 +57,15 @@ def check_budget(profile: CostProfile, budget: object, fixed_exit: int) -> int:
     return cap
 
 
-def apply_risk(thresholds: object, path: Path, budget: object, cap: int, risk_eps: float,
-               risk_delta: float) -> object:
+def apply_risk(thresholds: Thresholds, path: Path, budget: BudgetSpec, cap: int, risk_eps: float,
+               risk_delta: float) -> Thresholds:
     """The thresholds to run under the fidelity limit: re-tested for ``risk_eps`` (> 0) and the average
     budget, or the file's own guarantee checked against the budget. ConfigurationError (naming the smallest
     feasible eps / budget / delta) when the limit and the budgets cannot hold together."""
     from deer_vla.control.risk import InfeasibleRiskError, reapply
 
-    g = thresholds.guarantee  # type: ignore[attr-defined]
-    average = budget.average_gflops  # type: ignore[attr-defined]
+    g = thresholds.guarantee
+    average = budget.average_gflops
     if risk_eps <= 0 and (g is None or g.family is None):
         return thresholds  # nothing asked, or a guarantee that cannot be re-tested: the controller checks its cap
     if g is None or g.family is None:
@@ -69,12 +76,12 @@ def apply_risk(thresholds: object, path: Path, budget: object, cap: int, risk_ep
         raise ConfigurationError(
             f"the budget caps the model at exit {cap} but {path} was certified with exits up to {g.family.cap}: "
             "relax the peak/memory budget or recalibrate under it")
-    if average is not None and budget.metric != thresholds.metric:  # type: ignore[attr-defined]
-        raise ConfigurationError(f"budget.metric {budget.metric} differs from the thresholds' "  # type: ignore[attr-defined]
-                                 f"{thresholds.metric}")  # type: ignore[attr-defined]
+    if average is not None and budget.metric != thresholds.metric:
+        raise ConfigurationError(f"budget.metric {budget.metric} differs from the thresholds' "
+                                 f"{thresholds.metric}")
     eps, delta = (risk_eps, risk_delta) if risk_eps > 0 else (g.eps, g.delta)
     try:
-        return reapply(thresholds, eps, delta, average)  # type: ignore[arg-type]
+        return reapply(thresholds, eps, delta, average)
     except InfeasibleRiskError as exc:
         raise ConfigurationError(f"risk.eps={eps:g} with budget.average_gflops={average}: {exc}") from exc
 

@@ -18,6 +18,7 @@ no action.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -201,7 +202,7 @@ class PolicyNode(LifecycleNode):
     def _create_interfaces(self, params: PolicyParams, stack: PolicyStack) -> None:
         for cam, topic in zip(stack.cameras, params.image_topics):
             self._subs.append(self.create_subscription(
-                Image, topic, lambda msg, c=cam: self._on_image(msg, c), qos_profile_sensor_data,
+                Image, topic, functools.partial(self._on_image, camera=cam), qos_profile_sensor_data,
                 callback_group=self._input_group,
             ))
         self._subs.append(self.create_subscription(String, params.instruction_topic, self._on_instruction,
@@ -311,7 +312,7 @@ class PolicyNode(LifecycleNode):
                 if self.stack is not None:
                     check_budget(self.stack.profile, budget, params.fixed_exit)
                     # validates against the loaded exits and thresholds; applied at the next step
-                    self.stack.controller.set_budget(budget)  # type: ignore[attr-defined]
+                    self.stack.controller.set_budget(budget)
         except (ParameterError, ConfigurationError, ValueError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
@@ -501,7 +502,7 @@ class PolicyNode(LifecycleNode):
         if stack is None or params is None:
             return
         if job.episode_gen != self._episode_applied:
-            stack.controller.reset_episode()  # type: ignore[attr-defined]
+            stack.controller.reset_episode()
             self._episode_applied = job.episode_gen
         frames = job.frames
         first = frames[stack.cameras[0]]
@@ -514,7 +515,7 @@ class PolicyNode(LifecycleNode):
             stamp_ns=first.stamp_ns,
         )
         try:
-            action, record = stack.controller.step(obs)  # type: ignore[attr-defined]
+            action, record = stack.controller.step(obs)
             command = to_robot_command(action, stack.action_spec, params.period_s)
         except UnsafeActionError as exc:
             self.stats.unsafe_actions += 1

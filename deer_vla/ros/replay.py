@@ -48,9 +48,9 @@ def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops") -> 
     episode = None
     for s in steps:
         if s.record.episode != episode:
-            controller.reset_episode()  # type: ignore[attr-defined]
+            controller.reset_episode()
             episode = s.record.episode
-        action, record = controller.step(s.observation(stack.cameras))  # type: ignore[attr-defined]
+        action, record = controller.step(s.observation(stack.cameras))
         action7 = stack.action_spec.to_standard7(stack.action_spec.clip(action))
         recorded_exits.append(s.record.exit_used)
         replayed_exits.append(record.exit_used)

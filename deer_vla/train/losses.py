@@ -13,12 +13,17 @@ Each term = Huber(motion) + gripper_weight * BCE(gripper logit, closed?).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from deer_vla.train.config import LossWeights
+
+if TYPE_CHECKING:
+    from deer_vla.model.head import HeadOutput
+    from deer_vla.model.policy import MultiExitPolicy
 
 
 @dataclass
@@ -66,7 +71,7 @@ def gather_exits(feats: torch.Tensor, exit_idx: torch.Tensor) -> torch.Tensor:
 class DeerObjective(nn.Module):
     """Wraps a MultiExitPolicy so one forward() returns the loss (the unit DDP wraps)."""
 
-    def __init__(self, model: nn.Module, weights: LossWeights) -> None:
+    def __init__(self, model: MultiExitPolicy, weights: LossWeights) -> None:
         super().__init__()
         self.model = model
         self.weights = weights
@@ -123,16 +128,16 @@ class DeerObjective(nn.Module):
             idx = torch.where(steps < split, first, second)
             terms["split_exit"] = action_loss(*_out(head(gather_exits(feats, idx), proprio)), target, w)
         weight = {"aux": w.aux, "final": w.final, "random_exit": w.random_exit, "split_exit": w.split_exit}
-        loss = sum(weight[k] * v for k, v in terms.items())
+        loss = sum((weight[k] * v for k, v in terms.items()), torch.zeros((), device=feats.device))
         with torch.no_grad():
             motion, grip = _out(final_out)
             c = motion.shape[-1]
             metrics = {f"loss_{k}": v.detach() for k, v in terms.items()}
             metrics["final_motion_mae"] = (motion.float() - target[..., :c]).abs().mean()
             metrics["final_gripper_acc"] = ((grip > 0) == (target[..., -1] > 0)).float().mean()
-        return loss, metrics  # type: ignore[return-value]
+        return loss, metrics
 
 
-def _out(output: object) -> tuple[torch.Tensor, torch.Tensor]:
+def _out(output: HeadOutput) -> tuple[torch.Tensor, torch.Tensor]:
     """HeadOutput -> (motion, gripper_logit)."""
-    return output.motion, output.gripper_logit  # type: ignore[attr-defined]
+    return output.motion, output.gripper_logit

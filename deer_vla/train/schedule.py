@@ -33,7 +33,8 @@ def param_groups(
     groups: list[dict] = []
     seen: set[int] = set()
     for module, lr in modules:
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for p in module.parameters():
             if not p.requires_grad or id(p) in seen:
                 continue

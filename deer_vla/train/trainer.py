@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -44,6 +44,9 @@ from deer_vla.train.state import (
     step_dir,
 )
 from deer_vla.train.windows import EpisodeArrays, WindowDataset, make_collate
+
+if TYPE_CHECKING:
+    from deer_vla.model.policy import MultiExitPolicy
 
 log = logging.getLogger("deer_vla.train")
 
@@ -182,8 +185,8 @@ def build_policy_config(cfg: TrainConfig) -> Any:
     return spaces_from_dataset(pcfg, cfg.dataset, set(cfg.model or {}), fixed=cfg.init_checkpoint is not None)
 
 
-def heads_of(model: torch.nn.Module) -> list[torch.nn.Module]:
-    return [model.head, model.aux_heads]  # type: ignore[list-item]
+def heads_of(model: MultiExitPolicy) -> list[torch.nn.Module]:
+    return [model.head, model.aux_heads]
 
 
 def instruction_texts(episodes: list[EpisodeArrays]) -> list[str]:
@@ -421,7 +424,7 @@ class _ParamView(torch.nn.Module):
         super().__init__()
         self._params = params
 
-    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]:  # type: ignore[override]
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]:
         return iter(self._params)
 
 
