@@ -9,14 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deer_vla.core.config_io import ConfigError, apply_overrides, deep_merge, read_yaml_mapping, validate
 from deer_vla.train.instruction_noise import InstructionNoise
 
-
-class ConfigError(ValueError):
-    """A training config that cannot be used; the message names the offending key(s)."""
+__all__ = ["ConfigError", "TrainConfig", "apply_overrides", "load_config", "validate_config"]
 
 
 class LossWeights(BaseModel):
@@ -129,46 +127,8 @@ class TrainConfig(BaseModel):
         return self.joint.steps + self.refine.steps
 
 
-def _parse_value(text: str) -> Any:
-    """`--set` values are YAML scalars/flows: 3, 1e-4, true, null, [1, 2], {a: 1}."""
-    return yaml.safe_load(text) if text.strip() else ""
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b=value` overrides to a nested dict (copying the touched levels)."""
-    out = dict(data)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        if not all(parts):
-            raise ConfigError(f"--set key {key!r} is malformed")
-        node = out
-        for p in parts[:-1]:
-            child = node.get(p)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[p] = child
-            node = child
-        node[parts[-1]] = _parse_value(value)
-    return out
-
-
-def _format_error(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid training config ({source}):"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"  {loc}: {err['msg']}{shown}")
-    return "\n".join(lines)
-
-
 def validate_config(data: dict[str, Any], source: str = "dict") -> TrainConfig:
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source)) from None
+    return validate(TrainConfig, data, "training config", source)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -176,16 +136,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"training config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"training config {path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"training config {path} must be a mapping, got {type(loaded).__name__}")
-        data = loaded or {}
+        data = read_yaml_mapping(path, "training config")
         source = str(path)
     if overrides:
         data = apply_overrides(data, overrides)
@@ -194,11 +145,4 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     defaults = TrainConfig.model_construct().model_dump()
     if ("model" in data or "init_checkpoint" in data) and "model_preset" not in data:
         defaults["model_preset"] = None
-    return validate_config(_deep_merge(defaults, data), source)
-
-
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return validate_config(deep_merge(defaults, data), source)
