@@ -122,8 +122,11 @@ def test_bench_budget_shift_quick(tmp_path, quick_demos):
 
 @pytest.mark.slow
 def test_bench_oracle_gap_quick(tmp_path, quick_demos):
-    out = run_quick("bench_oracle_gap.py", "--dataset", str(quick_demos), "--out", str(tmp_path / "gap.json"))
-    assert "dynamic controller (quantile) / oracle at the same mean error" in out
+    out = run_quick("bench_oracle_gap.py", "--dataset", str(quick_demos), "--out", str(tmp_path / "gap.json"),
+                    "--criterion", "consecutive,learned")  # the shipped checkpoint's exit gates
+    for method, criterion in [("quantile", "consecutive"), ("descent", "consecutive"), ("quantile", "learned"),
+                              ("descent", "learned"), ("descent", "perfect gate")]:
+        assert f"dynamic controller ({method}, {criterion}) / oracle at the same mean error" in out
     import json
 
     rows = json.loads((tmp_path / "gap.json").read_text())["rows"]
@@ -133,6 +136,7 @@ def test_bench_oracle_gap_quick(tmp_path, quick_demos):
     assert all(r["oracle_cost"] <= r["mean_cost"] * (1 + 1e-9) for r in rows)
     assert static[-1]["mean_error"] == 0 and static[-1]["controller_over_oracle"] == pytest.approx(1.0)
     assert all(0 < r["expert_rms"] < 2 for r in rows)  # against the demonstrations' own actions
+    assert {r["criterion"] for r in rows} == {None, "consecutive", "learned", "perfect gate"}
 
 
 @pytest.mark.slow
