@@ -17,15 +17,18 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deer_vla.control.budgets import BudgetSpec
 from deer_vla.control.calibration import collect_exit_actions, collect_exit_actions_and_scores
-from deer_vla.control.criterion import CRITERION_KINDS
-from deer_vla.control.solve import THRESHOLD_METHODS, solve_thresholds
+from deer_vla.control.criterion import CRITERION_KINDS, CriterionKind
+from deer_vla.control.risk import PValue
+from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, solve_thresholds
 from deer_vla.core import CostMetric, CostProfile, Observation
+from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.data.observations import dataset_observation_episodes
 from deer_vla.model.checkpoint_dir import CheckpointDir
 
@@ -88,7 +91,7 @@ def split_base_episodes(episodes: Sequence[Any], fraction: float) -> tuple[list[
     return [episodes[j] for j in base], [e for j, e in enumerate(episodes) if j not in chosen]
 
 
-def solve_risk(runner: Any, episodes: Sequence[Any], profile: Any, budget: Any, args: argparse.Namespace,
+def solve_risk(runner: Any, episodes: Sequence[Any], profile: Any, budget: Any, args: CalibrateSettings,
                criterion: Any, explicit_budget: bool) -> tuple[Any, int, int]:
     """Base thresholds (``args.method``) on part of the episodes, certified by LTT on the rest.
 
@@ -98,6 +101,8 @@ def solve_risk(runner: Any, episodes: Sequence[Any], profile: Any, budget: Any, 
     from deer_vla.control.budgets import budget_report
     from deer_vla.control.risk import RiskSpec, calibrate_risk
 
+    if args.risk is None:
+        raise ValueError("solve_risk needs a risk limit (risk, --risk EPS)")
     spec = RiskSpec.parse(args.risk_metric, args.risk_bound, args.risk_test)
     base_eps, cert_eps = split_base_episodes(list(episodes), args.risk_base_fraction)
     learned = bool(criterion.learned)
@@ -116,71 +121,129 @@ def solve_risk(runner: Any, episodes: Sequence[Any], profile: Any, budget: Any, 
     return th, len(base_actions), len(cert_actions)
 
 
+class CalibrateSettings(BaseModel):
+    """`deer-vla calibrate`'s settings: --config YAML keys, --set keys and flags share these names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str = Field(description="checkpoint directory (the thresholds are written here)")
+    dataset: str | None = Field(None, description="demonstration dataset directory (calibration set)")
+    recording: list[str] | None = Field(None, description="the policy node's own recordings (record_path; repeat the "
+                                        "flag for several): thresholds solved on what the robot actually saw")
+    average_budget_fraction: float | None = Field(None, gt=0, le=1, description="average budget as a fraction of the "
+                                                  "full model")
+    average_gflops: float | None = Field(None, gt=0, description="average budget in GFLOPs per action")
+    metric: CostMetric = Field("llm_gflops", description="the cost the budget is in")
+    episodes: int = Field(30, ge=1, description="demonstration episodes to calibrate on")
+    tasks: str | None = Field(None, description="calibrate on these tasks' demonstrations only (comma list; default: "
+                              "every task)")
+    max_steps: int | None = Field(None, ge=1, description="cap on calibration steps")
+    method: ThresholdMethod = Field("quantile", description="quantile: DeeR's exit-distribution method; descent: least "
+                                    "action error within the budget")
+    smooth: int = Field(1, ge=1, description="criterion: mean of the last K consecutive-exit distances (1 = the "
+                        "original criterion)")
+    criterion: CriterionKind = Field("consecutive", description="consecutive: DeeR's distance between consecutive "
+                                     "exits' actions; learned: the checkpoint's exit gates' predicted distance from "
+                                     "the full model (train them with `deer-vla train-gate`)")
+    bayes: int = Field(0, ge=0, description="refine with N Bayesian-optimisation trials against closed-loop success "
+                       "(0 = off)")
+    bayes_tasks: str = Field("all", description="tasks for --bayes rollouts (comma list or 'all')")
+    bayes_episodes: int = Field(3, ge=1, description="episodes per task per --bayes trial")
+    risk: float | None = Field(None, gt=0, description="risk limit EPS (off when not given)")
+    delta: float = Field(0.1, gt=0, lt=1, description="allowed probability that the guarantee fails")
+    risk_metric: str = Field("mean", description="mean: mean action distance from the full model (RMS over the motion "
+                             "axes); exceed:TAU: rate of steps whose distance exceeds TAU")
+    risk_bound: float = Field(2.0, gt=0, description="metric mean: each step's distance is clipped at B (2 clips "
+                              "nothing for actions in [-1, 1]; a smaller B certifies more but bounds the clipped mean)")
+    risk_test: PValue = Field("wsr", description="metric mean: p-value (wsr: Waudby-Smith-Ramdas betting; hb: "
+                              "Hoeffding-Bentkus)")
+    risk_unit: Literal["step", "episode"] = Field(
+        "step", description="step: steps are taken as i.i.d. (they are correlated within an episode); episode: each "
+        "episode's mean loss is one i.i.d. sample (valid for i.i.d. episodes, needs more of them)")
+    risk_base_fraction: float = Field(0.3, gt=0, lt=1, description="share of the calibration episodes that solve the "
+                                      "base thresholds (the rest certify them)")
+    device: str = Field("cpu", description="torch device of the policy")
+    out: str | None = Field(None, description="write here instead of the checkpoint directory")
+
+    @model_validator(mode="after")
+    def _sources(self) -> CalibrateSettings:
+        if (self.dataset is None) == (not self.recording):
+            raise ValueError("set exactly one of dataset (--dataset) and recording (--recording)")
+        if self.average_budget_fraction is not None and self.average_gflops is not None:
+            raise ValueError("set at most one of average_budget_fraction and average_gflops")
+        if self.risk is None and self.average_budget_fraction is None and self.average_gflops is None:
+            raise ValueError("one of average_budget_fraction (--average-budget-fraction) / average_gflops "
+                             "(--average-gflops) is required (optional with --risk)")
+        return self
+
+    @property
+    def dataset_dir(self) -> str:
+        """The demonstration dataset (only when no recording is given: the validator holds exactly one source)."""
+        if self.dataset is None:
+            raise ValueError("no dataset set (the calibration source is the recordings)")
+        return self.dataset
+
+
+def _help(name: str) -> str:
+    return CalibrateSettings.model_fields[name].description or ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="deer-vla calibrate", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (the thresholds are written here)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", help="demonstration dataset directory (calibration set)")
-    src.add_argument("--recording", action="append", metavar="MCAP",
-                     help="the policy node's own recording (record_path; repeat for several): thresholds solved "
-                          "on what the robot actually saw")
+    """Flags without defaults (argparse.SUPPRESS): only the flags given override --config / --set; the defaults
+    live in CalibrateSettings."""
+    p = argparse.ArgumentParser(prog="deer-vla calibrate", description=__doc__.splitlines()[0],
+                                argument_default=argparse.SUPPRESS)
+    add_config_arguments(p, "the calibration settings")
+    p.add_argument("--checkpoint", help=_help("checkpoint"))
+    src = p.add_mutually_exclusive_group()  # one of them, from the flags or the --config file
+    src.add_argument("--dataset", help=_help("dataset"))
+    src.add_argument("--recording", action="append", metavar="MCAP", help=_help("recording"))
     b = p.add_mutually_exclusive_group()  # required unless --risk
-    b.add_argument("--average-budget-fraction", type=float, help="average budget as a fraction of the full model")
-    b.add_argument("--average-gflops", type=float, help="average budget in GFLOPs per action")
-    p.add_argument("--metric", choices=("llm_gflops", "total_gflops"), default="llm_gflops")
-    p.add_argument("--episodes", type=int, default=30, help="demonstration episodes to calibrate on")
-    p.add_argument("--tasks", default=None,
-                   help="calibrate on these tasks' demonstrations only (comma list; default: every task)")
-    p.add_argument("--max-steps", type=int, default=None, help="cap on calibration steps")
-    p.add_argument("--method", choices=THRESHOLD_METHODS, default="quantile",
-                   help="quantile: DeeR's exit-distribution method; descent: least action error within the budget")
-    p.add_argument("--smooth", type=int, default=1, metavar="K",
-                   help="criterion: mean of the last K consecutive-exit distances (1 = the original criterion)")
-    p.add_argument("--criterion", choices=CRITERION_KINDS, default="consecutive",
-                   help="consecutive: DeeR's distance between consecutive exits' actions; learned: the checkpoint's "
-                        "exit gates' predicted distance from the full model (train them with `deer-vla train-gate`)")
-    p.add_argument("--bayes", type=int, default=0, metavar="N",
-                   help="refine with N Bayesian-optimisation trials against closed-loop success (0 = off)")
-    p.add_argument("--bayes-tasks", default="all", help="tasks for --bayes rollouts (comma list or 'all')")
-    p.add_argument("--bayes-episodes", type=int, default=3, help="episodes per task per --bayes trial")
+    b.add_argument("--average-budget-fraction", type=float, help=_help("average_budget_fraction"))
+    b.add_argument("--average-gflops", type=float, help=_help("average_gflops"))
+    p.add_argument("--metric", choices=("llm_gflops", "total_gflops"), help=_help("metric"))
+    p.add_argument("--episodes", type=int, help=_help("episodes"))
+    p.add_argument("--tasks", help=_help("tasks"))
+    p.add_argument("--max-steps", type=int, help=_help("max_steps"))
+    p.add_argument("--method", choices=THRESHOLD_METHODS, help=_help("method"))
+    p.add_argument("--smooth", type=int, metavar="K", help=_help("smooth"))
+    p.add_argument("--criterion", choices=CRITERION_KINDS, help=_help("criterion"))
+    p.add_argument("--bayes", type=int, metavar="N", help=_help("bayes"))
+    p.add_argument("--bayes-tasks", help=_help("bayes_tasks"))
+    p.add_argument("--bayes-episodes", type=int, help=_help("bayes_episodes"))
     r = p.add_argument_group(
         "risk control", "certify thresholds so that, with probability >= 1-DELTA over the calibration steps, the "
         "risk on a fresh step from the same distribution is <= EPS (Learn-then-Test, fixed-sequence testing over "
         "the base thresholds scaled from strict to loose; steps assumed i.i.d.: see docs/budgets.md, "
         "'Fidelity guarantee')")
-    r.add_argument("--risk", type=float, default=None, metavar="EPS", help="risk limit (off when not given)")
-    r.add_argument("--delta", type=float, default=0.1, help="allowed probability that the guarantee fails")
-    r.add_argument("--risk-metric", default="mean", metavar="mean|exceed:TAU",
-                   help="mean: mean action distance from the full model (RMS over the motion axes); exceed:TAU: "
-                        "rate of steps whose distance exceeds TAU")
-    r.add_argument("--risk-bound", type=float, default=2.0, metavar="B",
-                   help="metric mean: each step's distance is clipped at B (2 clips nothing for actions in [-1, 1]; "
-                        "a smaller B certifies more but bounds the clipped mean)")
-    r.add_argument("--risk-test", choices=("wsr", "hb"), default="wsr",
-                   help="metric mean: p-value (wsr: Waudby-Smith-Ramdas betting; hb: Hoeffding-Bentkus)")
-    r.add_argument("--risk-unit", choices=("step", "episode"), default="step",
-                   help="step: steps are taken as i.i.d. (they are correlated within an episode); episode: each "
-                        "episode's mean loss is one i.i.d. sample (valid for i.i.d. episodes, needs more of them)")
-    r.add_argument("--risk-base-fraction", type=float, default=0.3,
-                   help="share of the calibration episodes that solve the base thresholds (the rest certify them)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=None, help="write here instead of the checkpoint directory")
+    r.add_argument("--risk", type=float, metavar="EPS", help=_help("risk"))
+    r.add_argument("--delta", type=float, help=_help("delta"))
+    r.add_argument("--risk-metric", metavar="mean|exceed:TAU", help=_help("risk_metric"))
+    r.add_argument("--risk-bound", type=float, metavar="B", help=_help("risk_bound"))
+    r.add_argument("--risk-test", choices=("wsr", "hb"), help=_help("risk_test"))
+    r.add_argument("--risk-unit", choices=("step", "episode"), help=_help("risk_unit"))
+    r.add_argument("--risk-base-fraction", type=float, help=_help("risk_base_fraction"))
+    p.add_argument("--device", help=_help("device"))
+    p.add_argument("--out", help=_help("out"))
     return p
 
 
+def load_settings(argv: list[str] | None = None) -> CalibrateSettings:
+    """Defaults < --config < --set < flags; ConfigError (naming the key) when they do not validate."""
+    return load_layered(CalibrateSettings, build_parser().parse_args(argv), "calibrate settings")
+
+
 def cli_main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.risk is None and args.average_budget_fraction is None and args.average_gflops is None:
-        parser.error("one of --average-budget-fraction / --average-gflops is required (optional with --risk)")
+    try:
+        args = load_settings(argv)
+    except ConfigError as exc:
+        print(f"deer-vla calibrate: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from deer_vla.model.runner import PolicyRunner
 
     ckpt = Path(args.checkpoint)
     out = CheckpointDir(args.out or ckpt)  # the thresholds and the profile they were solved with
-    if args.episodes is not None and args.episodes < 1:
-        print(f"deer-vla calibrate: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
-        return 2
     from deer_vla.control.criterion import Criterion
 
     try:
@@ -214,7 +277,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                     raise ValueError("--tasks selects demonstrations of a --dataset; recordings are used whole")
                 episodes = recorded_observation_episodes(runner, args.recording)
             else:
-                episodes = list(dataset_observation_episodes(args.dataset, runner.cameras, args.episodes, tasks))
+                episodes = list(dataset_observation_episodes(args.dataset_dir, runner.cameras, args.episodes, tasks))
             thresholds, n_base, n_cert = solve_risk(runner, episodes, solve_profile, budget, args, criterion,
                                                     explicit_budget)
         except (KeyError, FileNotFoundError, ValueError) as exc:  # InfeasibleRiskError names the binding limit
@@ -239,7 +302,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                 raise ValueError("--tasks selects demonstrations of a --dataset; recordings are used whole")
             demos: Any = recorded_observation_episodes(runner, args.recording)
         else:
-            demos = dataset_observation_episodes(args.dataset, runner.cameras, args.episodes, tasks)
+            demos = dataset_observation_episodes(args.dataset_dir, runner.cameras, args.episodes, tasks)
         actions, scores = calibration_steps(runner, demos, args.max_steps, criterion.learned)
     except (KeyError, FileNotFoundError, ValueError) as exc:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)

@@ -92,7 +92,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--config", default=None, metavar="FILE.yaml",
                         help=f"{what} as YAML (keys: the flags' names with '_' for '-'); flags given here win")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
-                        help="override one key of the --config file (YAML value), e.g. --set episodes=5; repeatable")
+                        help="override one key of the --config file (a YAML value), e.g. --set device=cuda; repeatable")
 
 
 def load_layered(model: type[ModelT], args: argparse.Namespace, what: str) -> ModelT:

@@ -15,12 +15,16 @@ import os
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from deer_vla.control.criterion import CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
+from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
     heldout_vs_canonical,
@@ -40,55 +44,58 @@ from deer_vla.model.checkpoint_dir import CheckpointDir
 log = logging.getLogger("deer_vla.evaluate")
 
 EVAL_SEED_OFFSET = 100_000
-INSTRUCTION_SETS = ("canonical", "heldout", "both")
+InstructionSet = Literal["canonical", "heldout", "both"]
+INSTRUCTION_SETS: tuple[InstructionSet, ...] = get_args(InstructionSet)
 
 
-@dataclass
-class EvalConfig:
-    checkpoint: str
-    tasks: list[str]
-    episodes_per_task: int = 20
-    budgets: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])  # fractions of the full LLM GFLOPs
-    exits: list[int] = field(default_factory=list)  # fixed exits besides the full model
-    oracle_tolerance: float | None = None
-    calibration_dataset: str | None = None
-    calibration_episodes: int = 30
-    calibration_tasks: list[str] | None = None  # solve thresholds on these tasks' demos only (default: all)
-    threshold_method: ThresholdMethod = "quantile"  # deer_vla.control.solve.THRESHOLD_METHODS
-    criterion_smooth: int = 1  # Criterion.smooth of the thresholds solved per budget
-    criterion: str = "consecutive"  # Criterion.kind: "learned" solves on the checkpoint's exit-gate scores
-    # "canonical": each task's first training instruction; "heldout": its never-trained paraphrases
-    # (cycled over the episodes); "both": every seed twice, once each way (modes "<mode> [heldout]")
-    instructions: str = "canonical"
-    seed_offset: int = EVAL_SEED_OFFSET
-    max_steps: int | None = None
-    workers: int = 1
-    device: str = "cpu"
-    image_size: int | None = None
-    track_budget: bool = False  # also run each budget with the online tracker ("dyn<f>+track")
+class EvalConfig(BaseModel):
+    """What `evaluate` runs: checkpoint, tasks, modes and episodes (validated; errors name the field)."""
 
-    def __post_init__(self) -> None:
-        if self.episodes_per_task < 1:
-            raise ValueError(f"episodes_per_task must be >= 1, got {self.episodes_per_task}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
-        bad = [b for b in self.budgets if not 0 < b <= 1]
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str = Field(description="checkpoint directory")
+    tasks: list[str] = Field(min_length=1, description="simulator task names to evaluate")
+    episodes_per_task: int = Field(20, ge=1, description="held-out seeds per (mode, task)")
+    budgets: list[float] = Field([0.1, 0.2, 0.3],
+                                 description="average budgets as fractions of the full model's LLM GFLOPs, in (0, 1]")
+    exits: list[int] = Field([], description="fixed exits to run besides the full model")
+    oracle_tolerance: float | None = Field(None, ge=0, description="also run the oracle at this criterion distance")
+    calibration_dataset: str | None = Field(None, description="demonstrations the per-budget thresholds are solved on")
+    calibration_episodes: int = Field(30, ge=1, description="demonstration episodes to solve thresholds on")
+    calibration_tasks: list[str] | None = Field(None, description="solve on these tasks' demos only (None: all)")
+    threshold_method: ThresholdMethod = Field("quantile", description="per-budget threshold solver")
+    criterion_smooth: int = Field(1, ge=1, description="Criterion.smooth of the thresholds solved per budget")
+    criterion: CriterionKind = Field("consecutive",
+                                     description="exit criterion; 'learned' solves on the checkpoint's gate scores")
+    instructions: InstructionSet = Field(
+        "canonical", description="'canonical': each task's first training instruction; 'heldout': its never-trained "
+        "paraphrases (cycled over the episodes); 'both': every seed twice (modes '<mode> [heldout]')")
+    seed_offset: int = Field(EVAL_SEED_OFFSET, ge=0, description="first evaluation seed (disjoint from demos)")
+    max_steps: int | None = Field(None, ge=1, description="episode step limit (None: the adapter's)")
+    workers: int = Field(1, ge=1, description="episode worker processes")
+    device: str = Field("cpu", description="torch device of the policy")
+    image_size: int | None = Field(None, ge=1, description="rendered image size (None: the checkpoint's)")
+    track_budget: bool = Field(False, description="also run each budget with the online tracker ('dyn<f>+track')")
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[float]) -> list[float]:
+        bad = [b for b in v if not 0 < b <= 1]
         if bad:
             raise ValueError(f"budgets are fractions of the full model's LLM GFLOPs in (0, 1], got {bad}")
-        if self.oracle_tolerance is not None and self.oracle_tolerance < 0:
-            raise ValueError(f"oracle tolerance must be >= 0, got {self.oracle_tolerance}")
-        if not self.tasks:
-            raise ValueError("no tasks to evaluate")
-        try:
-            self.threshold_method = check_threshold_method(self.threshold_method)
-        except ValueError as exc:
-            raise ValueError(f"threshold_method: {exc}") from None
-        if self.criterion_smooth < 1:
-            raise ValueError(f"criterion_smooth must be >= 1, got {self.criterion_smooth}")
-        if self.criterion not in ("consecutive", "learned"):
-            raise ValueError(f"criterion must be 'consecutive' or 'learned', got {self.criterion!r}")
-        if self.instructions not in INSTRUCTION_SETS:
-            raise ValueError(f"instructions must be one of {INSTRUCTION_SETS}, got {self.instructions!r}")
+        return v
+
+    @field_validator("threshold_method", mode="before")
+    @classmethod
+    def _method(cls, v: Any) -> Any:
+        return check_threshold_method(v) if isinstance(v, str) else v
+
+    @field_validator("instructions", mode="before")
+    @classmethod
+    def _instructions(cls, v: Any) -> Any:
+        if v not in INSTRUCTION_SETS:
+            raise ValueError(f"instructions must be one of {INSTRUCTION_SETS}, got {v!r}")
+        return v
 
     def instruction_conditions(self) -> list[str]:
         """The instruction sets every (mode, task) runs: 'canonical' and/or 'heldout'."""
@@ -153,7 +160,7 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
                 name = f"dyn{frac:g}"
                 try:
                     budget = BudgetSpec(average_gflops=frac * full)
-                    criterion = Criterion(smooth=cfg.criterion_smooth, kind=cfg.criterion)  # type: ignore[arg-type]
+                    criterion = Criterion(smooth=cfg.criterion_smooth, kind=cfg.criterion)
                     th = solve_thresholds(cfg.threshold_method, actions, solve_profile, budget, criterion, scores)
                 except InfeasibleBudgetError as exc:
                     skipped[name] = str(exc)
@@ -259,7 +266,7 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
     profile = worker.profile
     payload: dict[str, Any] = {
         "checkpoint": str(cfg.checkpoint),
-        "config": {k: v for k, v in vars(cfg).items()},
+        "config": cfg.model_dump(),
         "flops_convention": "torch FlopCounterMode: one multiply-add = 2 FLOPs; LLM = decoder + cross-attention",
         "profile": {"llm_gflops": profile.llm_gflops, "total_gflops": profile.total_gflops},
         "modes": mode_meta,
@@ -314,51 +321,100 @@ def parse_exits(text: str, num_exits: int | None = None) -> list[int]:
     return out
 
 
+class EvaluateSettings(BaseModel):
+    """`deer-vla evaluate`'s settings: --config YAML keys, --set keys and flags share these names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str = Field(description="checkpoint directory")
+    tasks: str | None = Field(None, description="task names and groups ('all' = the ten-task suite, 'mt50', "
+                              "'mt50-hard', ...), comma list")
+    suite: str | None = Field(None, description="a named suite instead of tasks: 'default' (ten tasks) or 'mt50' "
+                              "(success also per difficulty group)")
+    episodes_per_task: int = Field(20, ge=1, description="held-out seeds per (mode, task)")
+    budgets: list[float] = Field([0.2], description="average budgets as fractions of the full model's LLM GFLOPs, "
+                                 "e.g. 0.1,0.2,0.3 ('' = no dynamic modes; 0.2 keeps the default run near 20 min "
+                                 "on 2 cores)")
+    exits: str | list[int] = Field("all", description="fixed exits to evaluate, e.g. 1,2,4,all ('every' = each exit)")
+    oracle: float | None = Field(None, ge=0, description="also run the oracle with this tolerance (criterion distance)")
+    calibration_dataset: str | None = Field(None, description="demonstrations to solve per-budget thresholds on "
+                                            "(default: data/demos if present)")
+    calibration_episodes: int = Field(30, ge=1, description="demonstration episodes to solve thresholds on")
+    calibration_tasks: str | None = Field(None, description="solve thresholds on these tasks' demonstrations only, "
+                                          "e.g. to measure budget adherence under a task shift ('all' or a comma "
+                                          "list; default: every task)")
+    threshold_method: ThresholdMethod = Field("quantile", description="how per-budget thresholds are solved on the "
+                                              "calibration demonstrations")
+    criterion_smooth: int = Field(1, ge=1, description="solve thresholds for the criterion averaging the last K "
+                                  "consecutive-exit distances")
+    criterion: CriterionKind = Field("consecutive", description="exit criterion of the dynamic modes: DeeR's "
+                                     "consecutive distance, or the checkpoint's learned exit gates "
+                                     "(`deer-vla train-gate`)")
+    instructions: InstructionSet = Field("canonical", description="canonical instruction, the never-trained held-out "
+                                         "paraphrases, or both on the same seeds (then a canonical vs held-out table "
+                                         "per task)")
+    track_budget: bool = Field(False, description="also run every budget with the online budget tracker (modes "
+                               "'dyn<f>+track')")
+    seed_offset: int = Field(EVAL_SEED_OFFSET, ge=0, description="first evaluation seed")
+    max_steps: int | None = Field(None, ge=1, description="episode step limit (default: the adapter's)")
+    workers: int = Field(2, ge=1, description="episode worker processes (one policy + simulator each)")
+    device: str = Field("cpu", description="torch device of the policy")
+    out: str = Field("eval_results", description="directory for results.json, results.csv and tradeoff.png")
+    no_progress: bool = Field(False, description="no progress bar")
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budget_list(cls, v: Any) -> Any:
+        return _floats(v) if isinstance(v, str) else v  # YAML may give the flag's comma form
+
+
+def _help(name: str) -> str:
+    return EvaluateSettings.model_fields[name].description or ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="deer-vla evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--tasks", default=None,
-                   help="task names and groups ('all' = the ten-task suite, 'mt50', 'mt50-hard', ...), comma list")
-    p.add_argument("--suite", default=None, help="a named suite instead of --tasks: 'default' (ten tasks) or 'mt50' "
-                   "(success also per difficulty group)")
-    p.add_argument("--episodes-per-task", type=int, default=20)
-    p.add_argument("--budgets", type=_floats, default=[0.2],
-                   help="average budgets as fractions of the full model's LLM GFLOPs, e.g. 0.1,0.2,0.3 "
-                        "('' = no dynamic modes; default 0.2 keeps the default run near 20 min on 2 cores)")
-    p.add_argument("--exits", default="all", help="fixed exits to evaluate, e.g. 1,2,4,all ('every' = each exit)")
-    p.add_argument("--oracle", type=float, default=None, metavar="TOL",
-                   help="also run the oracle with this tolerance (criterion distance)")
-    p.add_argument("--calibration-dataset", default=None,
-                   help="demonstrations to solve per-budget thresholds on (default: data/demos if present)")
-    p.add_argument("--calibration-episodes", type=int, default=30)
-    p.add_argument("--calibration-tasks", default=None,
-                   help="solve thresholds on these tasks' demonstrations only, e.g. to measure budget "
-                        "adherence under a task shift ('all' or a comma list; default: every task)")
-    p.add_argument("--threshold-method", choices=THRESHOLD_METHODS, default="quantile",
-                   help="how per-budget thresholds are solved on the calibration demonstrations")
-    p.add_argument("--criterion-smooth", type=int, default=1, metavar="K",
-                   help="solve thresholds for the criterion averaging the last K consecutive-exit distances")
-    p.add_argument("--criterion", choices=("consecutive", "learned"), default="consecutive",
-                   help="exit criterion of the dynamic modes: DeeR's consecutive distance, or the checkpoint's "
-                        "learned exit gates (`deer-vla train-gate`)")
-    p.add_argument("--instructions", choices=INSTRUCTION_SETS, default="canonical",
-                   help="canonical instruction, the never-trained held-out paraphrases, or both on the same seeds "
-                        "(then a canonical vs held-out table per task)")
+    """Flags without defaults (argparse.SUPPRESS): only the flags given override --config / --set; the defaults
+    live in EvaluateSettings."""
+    p = argparse.ArgumentParser(prog="deer-vla evaluate", description=__doc__.splitlines()[0],
+                                argument_default=argparse.SUPPRESS)
+    add_config_arguments(p, "the evaluation settings")
+    p.add_argument("--checkpoint", help=_help("checkpoint"))
+    p.add_argument("--tasks", help=_help("tasks"))
+    p.add_argument("--suite", help=_help("suite"))
+    p.add_argument("--episodes-per-task", type=int, help=_help("episodes_per_task"))
+    p.add_argument("--budgets", type=_floats, help=_help("budgets"))
+    p.add_argument("--exits", help=_help("exits"))
+    p.add_argument("--oracle", type=float, metavar="TOL", help=_help("oracle"))
+    p.add_argument("--calibration-dataset", help=_help("calibration_dataset"))
+    p.add_argument("--calibration-episodes", type=int, help=_help("calibration_episodes"))
+    p.add_argument("--calibration-tasks", help=_help("calibration_tasks"))
+    p.add_argument("--threshold-method", choices=THRESHOLD_METHODS, help=_help("threshold_method"))
+    p.add_argument("--criterion-smooth", type=int, metavar="K", help=_help("criterion_smooth"))
+    p.add_argument("--criterion", choices=("consecutive", "learned"), help=_help("criterion"))
+    p.add_argument("--instructions", choices=INSTRUCTION_SETS, help=_help("instructions"))
     p.add_argument("--heldout-instructions", action="store_const", const="heldout", dest="instructions",
                    help="same as --instructions heldout")
-    p.add_argument("--track-budget", action="store_true",
-                   help="also run every budget with the online budget tracker (modes 'dyn<f>+track')")
-    p.add_argument("--seed-offset", type=int, default=EVAL_SEED_OFFSET)
-    p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the adapter's)")
-    p.add_argument("--workers", type=int, default=2, help="episode worker processes (one policy + simulator each)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="eval_results")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--track-budget", action="store_true", help=_help("track_budget"))
+    p.add_argument("--seed-offset", type=int, help=_help("seed_offset"))
+    p.add_argument("--max-steps", type=int, help=_help("max_steps"))
+    p.add_argument("--workers", type=int, help=_help("workers"))
+    p.add_argument("--device", help=_help("device"))
+    p.add_argument("--out", help=_help("out"))
+    p.add_argument("--no-progress", action="store_true", help=_help("no_progress"))
     return p
 
 
+def load_settings(argv: list[str] | None = None) -> EvaluateSettings:
+    """Defaults < --config < --set < flags; ConfigError (naming the key) when they do not validate."""
+    return load_layered(EvaluateSettings, build_parser().parse_args(argv), "evaluate settings")
+
+
 def cli_main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = load_settings(argv)
+    except ConfigError as exc:
+        print(f"deer-vla evaluate: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     calib = args.calibration_dataset
     if calib is None and args.budgets and Path("data/demos").is_dir():
@@ -367,12 +423,13 @@ def cli_main(argv: list[str] | None = None) -> int:
         from deer_vla.sim.tasks import tasks_arg
 
         num_exits = CheckpointDir(args.checkpoint).read_config().num_exits
+        exits = args.exits if isinstance(args.exits, list) else parse_exits(args.exits, num_exits)
         cfg = EvalConfig(
             checkpoint=args.checkpoint,
             tasks=resolve_tasks(tasks_arg(args.suite, args.tasks)),
             episodes_per_task=args.episodes_per_task,
             budgets=args.budgets,
-            exits=parse_exits(args.exits, num_exits),
+            exits=exits,
             oracle_tolerance=args.oracle,
             calibration_dataset=calib,
             calibration_episodes=args.calibration_episodes,

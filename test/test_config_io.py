@@ -1,0 +1,88 @@
+"""evaluate / calibrate take the train style: --config YAML + --set key=value + flags, validated, naming bad keys."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deer_vla.commands.calibrate import CalibrateSettings
+from deer_vla.commands.calibrate import cli_main as calibrate_main
+from deer_vla.commands.calibrate import load_settings as calibrate_settings
+from deer_vla.core.config_io import ConfigError, apply_overrides
+from deer_vla.evaluation.evaluator import EvaluateSettings
+from deer_vla.evaluation.evaluator import cli_main as evaluate_main
+from deer_vla.evaluation.evaluator import load_settings as evaluate_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _yaml(tmp_path: Path, data: dict, name: str = "cfg.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_example_configs_are_the_defaults() -> None:
+    ev = evaluate_settings(["--config", str(REPO / "config/evaluate_default.yaml"), "--set", "checkpoint=ck"])
+    assert ev == EvaluateSettings(checkpoint="ck")
+    cal = calibrate_settings(["--config", str(REPO / "config/calibrate_default.yaml"), "--set", "checkpoint=ck"])
+    assert cal == CalibrateSettings(checkpoint="ck", dataset="data/demos", average_budget_fraction=0.5)
+
+
+def test_yaml_and_set_round_trip(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, {"checkpoint": "ck", "episodes_per_task": 5, "budgets": [0.1, 0.3], "exits": "1,2,all"})
+    settings = evaluate_settings(["--config", path, "--set", "workers=3", "--set", "budgets=[0.25]",
+                                  "--set", "oracle=0.05"])
+    assert (settings.episodes_per_task, settings.budgets, settings.workers, settings.oracle) == (5, [0.25], 3, 0.05)
+    assert settings.exits == "1,2,all"
+    # what it dumps loads back to the same settings
+    again = evaluate_settings(["--config", _yaml(tmp_path, settings.model_dump(), "dump.yaml")])
+    assert again == settings
+
+
+def test_flags_override_set_which_overrides_the_file(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, {"checkpoint": "ck", "dataset": "demos", "average_budget_fraction": 0.4, "episodes": 7,
+                            "device": "cuda"})
+    assert calibrate_settings(["--config", path]).episodes == 7
+    assert calibrate_settings(["--config", path, "--set", "episodes=8"]).episodes == 8
+    both = calibrate_settings(["--config", path, "--set", "episodes=8", "--episodes", "9"])
+    assert both.episodes == 9
+    assert both.device == "cuda"  # a flag not given leaves the file's value
+    assert both.method == "quantile"  # a key in neither keeps the default
+    # the plain flag form, with no file, is unchanged
+    plain = calibrate_settings(["--checkpoint", "ck", "--dataset", "d", "--average-gflops", "1.5", "--smooth", "2"])
+    assert (plain.checkpoint, plain.dataset, plain.average_gflops, plain.smooth) == ("ck", "d", 1.5, 2)
+    assert evaluate_settings(["--checkpoint", "ck", "--budgets", "", "--heldout-instructions"]).budgets == []
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--set", "episode_per_task=3"], "episode_per_task"),  # unknown key (typo)
+    (["--set", "episodes_per_task=0"], "episodes_per_task"),  # invalid value
+    (["--set", "threshold_method=magic"], "threshold_method"),
+])
+def test_evaluate_refuses_a_bad_key_naming_it(tmp_path: Path, capsys, argv: list[str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        evaluate_settings(["--checkpoint", "ck", *argv])
+    assert evaluate_main(["--checkpoint", "ck", *argv]) == 2
+    assert key in capsys.readouterr().err
+
+
+def test_calibrate_refuses_bad_settings_naming_the_key(tmp_path: Path, capsys) -> None:
+    path = _yaml(tmp_path, {"checkpoint": "ck", "dataset": "d", "average_budget_fraction": 0.5, "smoth": 2})
+    assert calibrate_main(["--config", path]) == 2
+    assert "smoth" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="exactly one of dataset"):
+        calibrate_settings(["--checkpoint", "ck", "--average-gflops", "1"])
+    with pytest.raises(ConfigError, match="average_budget_fraction"):
+        calibrate_settings(["--checkpoint", "ck", "--dataset", "d"])  # no budget and no --risk
+    with pytest.raises(ConfigError, match="risk_unit"):
+        calibrate_settings(["--checkpoint", "ck", "--dataset", "d", "--risk", "0.1", "--set", "risk_unit=batch"])
+    with pytest.raises(ConfigError, match="calibrate settings file not found"):
+        calibrate_settings(["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_set_needs_key_equals_value() -> None:
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["episodes"])
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}
