@@ -100,9 +100,14 @@ def test_double_ctrl_c_lets_the_monitor_executable_finish_its_cleanup(executor, 
         pub = node.create_publisher(String, "sig_records", 100)
         assert spin_until(executor, lambda: pub.get_subscription_count() > 0 or proc.poll() is not None, 60.0)
         assert proc.poll() is None, log.read_text()
+        # Discovery is two-way: the publisher may see the subscription before the subscription sees it, and
+        # records sent in between are lost (volatile QoS). Settle, publish, then wait for the monitor's log.
+        spin_until(executor, lambda: False, 1.0)
         for step in range(5):
             pub.publish(String(data=_record(step)))
-        spin_until(executor, lambda: False, 1.0)  # let the records arrive
+        jsonl = tmp_path / "sig" / "steps.jsonl"
+        arrived = lambda: jsonl.is_file() and len(jsonl.read_text().splitlines()) >= 5
+        assert spin_until(executor, arrived, 30.0), log.read_text()
         proc.send_signal(signal.SIGINT)
         time.sleep(0.3)  # the monitor is now closing its logs and rendering the plot
         proc.send_signal(signal.SIGINT)
