@@ -107,8 +107,31 @@ def test_evaluator_one_short_episode_end_to_end(checkpoint: tuple[Path, Path], t
     assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_evaluate_runs_thresholds_files_as_written(checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    """--thresholds: each file is one dynamic mode, run with its own thresholds (e.g. risk-certified ones)."""
+    from deer_vla.model.checkpoint import read_config
+
+    ckpt, _ = checkpoint
+    n = read_config(ckpt).num_exits
+    Thresholds(values=[1e9] * (n - 1)).save(tmp_path / "early.json")  # any distance passes: stop at exit 2
+    Thresholds(values=[0.0] * (n - 1)).save(tmp_path / "late.json")  # none passes: run to the full model
+    out = tmp_path / "eval"
+    rc = evaluate_main([
+        "--checkpoint", str(ckpt), "--tasks", "drawer-open", "--episodes-per-task", "1", "--max-steps", "3",
+        "--budgets", "", "--exits", "all", "--thresholds", f"{tmp_path / 'early.json'},{tmp_path / 'late.json'}",
+        "--out", str(out), "--no-progress", "--workers", "1",
+    ])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["summary"]) == ["full", "th-early", "th-late"]
+    assert res["summary"]["th-early"]["overall"]["mean_exit"] == 2
+    assert res["summary"]["th-late"]["overall"]["mean_exit"] == n
+    assert res["modes"]["th-early"]["thresholds"]["values"] == [1e9] * (n - 1)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--tasks", "no-such-task"], "unknown task"),
+    (["--tasks", "drawer-open", "--thresholds", "/no/such/thresholds.json"], "thresholds file not found"),
     (["--tasks", "drawer-open", "--budgets", "1.5"], "budgets"),
     (["--tasks", "drawer-open", "--exits", "1,x"], "--exits: expected exit numbers"),
 ])

@@ -76,6 +76,8 @@ class EvalConfig(BaseModel):
     device: str = Field("cpu", description="torch device of the policy")
     image_size: int | None = Field(None, ge=1, description="rendered image size (None: the checkpoint's)")
     track_budget: bool = Field(False, description="also run each budget with the online tracker ('dyn<f>+track')")
+    thresholds_files: list[str] = Field([], description="thresholds files run as they are, one dynamic mode each "
+                                        "(e.g. risk-certified ones from `deer-vla calibrate --risk`)")
 
     @field_validator("budgets")
     @classmethod
@@ -190,10 +192,30 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
                 "dynamic budgets need --calibration-dataset (demonstrations to solve thresholds on) or a "
                 f"{thresholds_file}; pass --budgets '' to skip the dynamic modes"
             )
+    modes.extend(file_modes(cfg.thresholds_files, n, profile.costs("llm_gflops")[-1]))
     if cfg.oracle_tolerance is not None:
         modes.append(ModeSpec(name=f"oracle{cfg.oracle_tolerance:g}", kind="oracle",
                               oracle_tolerance=cfg.oracle_tolerance))
     return modes, skipped
+
+
+def file_modes(paths: list[str], num_exits: int, full_gflops: float) -> list[ModeSpec]:
+    """One dynamic mode per thresholds file, named after it ('th-<file stem>'), thresholds used as written.
+
+    A file certified for a fidelity guarantee (`calibrate --risk`) is run as certified, so closed-loop success
+    under the guarantee can be set beside the full model's on the same seeds."""
+    from deer_vla.control.thresholds import Thresholds
+
+    modes: list[ModeSpec] = []
+    for path in paths:
+        th = Thresholds.load(Path(path), num_exits=num_exits)  # names the file and the problem
+        name = f"th-{Path(path).stem}"
+        if any(m.name == name for m in modes):
+            raise ValueError(f"two thresholds files give the mode name {name!r}; rename one ({path})")
+        b = th.budget.average_gflops if th.budget and th.budget.average_gflops else None
+        modes.append(ModeSpec(name=name, kind="dynamic", thresholds=th.to_dict(), budget_gflops=b,
+                              budget_fraction=b / full_gflops if b else None))
+    return modes
 
 
 def run_jobs(cfg: EvalConfig, jobs: list[Job], worker: EvalWorker, spec: PolicySpec,
@@ -359,6 +381,9 @@ class EvaluateSettings(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="episode step limit (default: the adapter's)")
     workers: int = Field(2, ge=1, description="episode worker processes (one policy + simulator each)")
     device: str = Field("cpu", description="torch device of the policy")
+    thresholds: list[str] = Field([], description="thresholds files to run as they are, one dynamic mode "
+                                  "'th-<file stem>' each, e.g. risk-certified ones from `deer-vla calibrate "
+                                  "--risk` (comma list; independent of --budgets)")
     out: str = Field("eval_results", description="directory for results.json, results.csv and tradeoff.png")
     no_progress: bool = Field(False, description="no progress bar")
 
@@ -366,6 +391,11 @@ class EvaluateSettings(BaseModel):
     @classmethod
     def _budget_list(cls, v: Any) -> Any:
         return _floats(v) if isinstance(v, str) else v  # YAML may give the flag's comma form
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _path_list(cls, v: Any) -> Any:
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
 
 
 def _help(name: str) -> str:
@@ -395,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-instructions", action="store_const", const="heldout", dest="instructions",
                    help="same as --instructions heldout")
     p.add_argument("--track-budget", action="store_true", help=_help("track_budget"))
+    p.add_argument("--thresholds", metavar="FILE[,FILE]", help=_help("thresholds"))
     p.add_argument("--seed-offset", type=int, help=_help("seed_offset"))
     p.add_argument("--max-steps", type=int, help=_help("max_steps"))
     p.add_argument("--workers", type=int, help=_help("workers"))
@@ -439,11 +470,13 @@ def cli_main(argv: list[str] | None = None) -> int:
             criterion=args.criterion,
             instructions=args.instructions,
             track_budget=args.track_budget,
+            thresholds_files=args.thresholds,
             seed_offset=args.seed_offset,
             max_steps=args.max_steps,
             workers=args.workers,
             device=args.device,
         )
+        file_modes(cfg.thresholds_files, num_exits, 1.0)  # unreadable or mismatched files fail here, not mid-run
         if cfg.criterion == "learned" and cfg.budgets and cfg.calibration_dataset:
             gates = CheckpointDir(cfg.checkpoint).gates_path
             if not gates.is_file():
