@@ -24,8 +24,10 @@ the exits taken.
 criterion with the learned one (the checkpoint's exit gates, or --gates FILE;
 ``deer-vla train-gate``) on the same steps: same solvers, same oracle. The
 learned controller's cost charges its gate evaluations; the oracle's does not.
+The learned criterion can stop from exit 1 on when the gates have an exit-1
+gate (DeeR's consecutive one from exit 2: it needs two exits to compare).
 Rows "perfect gate" give the ceiling of any gate under this stopping rule:
-scores equal to the true distances from the full model.
+scores equal to the true distances from the full model, from the same first exit.
 
     python bench/bench_oracle_gap.py --quick      # < 1 min on 2 CPU cores
     python bench/bench_oracle_gap.py               # 10 tasks x (6 calibration + 4 held-out) demonstrations
@@ -49,6 +51,7 @@ from deer_vla.control import (
     collect_exit_actions,
     collect_exit_actions_and_scores,
     exit_errors,
+    learned_criterion,
     oracle_cost_at_error,
     solve_thresholds_descent,
     solve_thresholds_quantile,
@@ -108,6 +111,7 @@ def score(exits: np.ndarray, charged: np.ndarray, costs: np.ndarray, errors: np.
     oracle = oracle_cost_at_error(actions, costs, err)
     taken = actions[rows, exits - 1, :-1]  # motion axes of the action taken (the gripper is the last value)
     return {"mean_cost": cost, "mean_error": err, "mean_exit": float(exits.mean()),
+            "exit1_fraction": float(np.mean(exits == 1)),
             "oracle_cost": oracle, "controller_over_oracle": ratio(cost, oracle),
             "expert_rms": float(np.sqrt(np.mean((taken - expert[:, :-1]) ** 2)))}
 
@@ -131,8 +135,8 @@ def bayes_tuned(calib: np.ndarray, profile, budget: BudgetSpec, init: Thresholds
     """Thresholds Bayes-tuned on the calibration steps for least mean error at the budget (fidelity proxy)."""
     from deer_vla.control.bayes import fidelity_objective, tune_thresholds
 
-    objective = fidelity_objective(calib, profile, budget.metric, cap=budget_report(profile, budget).cap,
-                                   scores=scores)
+    cap = budget_report(profile, budget, first_exit=init.first_exit).cap
+    objective = fidelity_objective(calib, profile, budget.metric, cap=cap, scores=scores)
     return tune_thresholds(objective, profile, budget, init, n_trials=trials, seed=0)
 
 
@@ -252,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     if want_learned:
         gate = runner.exit_gate_gflops
         print(f"exit gates {gates_file} ({gates_file.stat().st_size / 1024:.0f} KiB): {gate * 1e9:.0f} FLOPs per "
-              f"evaluation, {gate / (costs[1] - costs[0]):.2e} of one decoder segment; charged to the learned rows")
+              f"evaluation, {gate / (costs[1] - costs[0]):.2e} of one decoder segment, one at each exit from "
+              f"{runner.first_gated_exit} on; charged to the learned rows")
 
     rows: list[dict] = []
     for k in range(1, profile.num_exits + 1):
@@ -260,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                      **score(np.full(held.shape[0], k), costs, costs, errors, held, expert)})
     for crit_name in criteria:
         learned = crit_name == "learned"
-        criterion = Criterion(kind="learned") if learned else Criterion(distance=args.distance, smooth=args.smooth)
+        criterion = learned_criterion(runner) if learned else Criterion(distance=args.distance, smooth=args.smooth)
+        first = criterion.first_exit
         prof = runner.cost_profile_for("learned") if learned else profile
         charged = np.asarray(prof.costs("llm_gflops"))
         cs, hs = (calib_scores, held_scores) if learned else (None, None)
@@ -271,38 +277,40 @@ def main(argv: list[str] | None = None) -> int:
                                              criterion=criterion, scores=cs)
         for frac in fractions:
             budget = BudgetSpec(average_gflops=frac * costs[-1])
-            cap = budget_report(prof, budget).cap
+            cap = budget_report(prof, budget, first_exit=first).cap
             quantile = solve_thresholds_quantile(calib, prof, budget, criterion=criterion, scores=cs)
             solved = [("quantile", quantile)]
-            if cap > 2:
+            if cap > first:
                 solved.append(("descent", solve_thresholds_descent(calib, prof, budget, criterion=criterion,
                                                                    scores=cs)))
-            if trials > 0 and cap > 2:
+            if trials > 0 and cap > first:
                 solved.append(("bayes", bayes_tuned(calib, prof, budget, quantile, trials, cs)))
             for method, th in solved:
                 exits = simulate_exits(held, th, cap=cap, scores=hs)
                 rows.append({"mode": f"dynamic {frac:g}x ({method}{suffix})", "budget_fraction": frac,
                              "method": method, "criterion": crit_name,
                              **score(exits, charged, costs, errors, held, expert)})
-            if base is not None and cap > 2 and frac != args.scaled_from:
+            if base is not None and cap > first and frac != args.scaled_from:
                 exits = tracker_steady_state(held, base, charged, cap, budget.average_gflops, hs)
                 rows.append({"mode": f"dynamic {frac:g}x (scaled{suffix})", "budget_fraction": frac,
                              "method": "scaled", "criterion": crit_name,
                              **score(exits, charged, costs, errors, held, expert)})
 
     if want_learned:
-        # The ceiling of any gate under this rule (first exit from 2 on whose score is under its threshold):
-        # scores equal to the true distances from the full model, thresholds by descent, gates charged.
+        # The ceiling of any gate under this rule (the first exit, from the learned criterion's first one on,
+        # whose score is under its threshold): scores equal to the true distances from the full model,
+        # thresholds by descent, gates charged.
         prof = runner.cost_profile_for("learned")
         charged = np.asarray(prof.costs("llm_gflops"))
-        perfect_calib, perfect_held = exit_errors(calib)[:, 1:], errors[:, 1:]
+        perfect = learned_criterion(runner)
+        first = perfect.first_exit
+        perfect_calib, perfect_held = exit_errors(calib)[:, first - 1:], errors[:, first - 1:]
         for frac in fractions:
             budget = BudgetSpec(average_gflops=frac * costs[-1])
-            cap = budget_report(prof, budget).cap
-            if cap <= 2:
+            cap = budget_report(prof, budget, first_exit=first).cap
+            if cap <= first:
                 continue
-            th = solve_thresholds_descent(calib, prof, budget, criterion=Criterion(kind="learned"),
-                                          scores=perfect_calib)
+            th = solve_thresholds_descent(calib, prof, budget, criterion=perfect, scores=perfect_calib)
             exits = simulate_exits(held, th, cap=cap, scores=perfect_held)
             rows.append({"mode": f"dynamic {frac:g}x (descent, perfect gate)", "budget_fraction": frac,
                          "method": "descent", "criterion": "perfect gate",

@@ -1,9 +1,12 @@
 """Learned exit gates on a real tiny checkpoint: training reduces the loss and beats a constant, the runner
-scores exits with them and the controller exits where they say, their FLOPs are charged, and asking for the
-learned criterion without gates fails with a clear message."""
+scores exits with them (exit 1 included) and the controller exits where they say, their FLOPs are charged,
+gates files from before exit-1 gates still load and run from exit 2, and asking for the learned criterion
+without gates fails with a clear message."""
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from deer_vla.control.criterion import Criterion
 from deer_vla.core import Observation
 from deer_vla.model.checkpoint import save_checkpoint
 from deer_vla.model.checkpoint_dir import CheckpointDir
-from deer_vla.model.gate import ExitGates, GateConfig, GateError, gate_inputs
+from deer_vla.model.gate import GATES_FORMAT, ExitGates, GateConfig, GateError, gate_inputs
 from deer_vla.model.policy import MultiExitPolicy
 from deer_vla.model.presets import preset_config
 from deer_vla.model.runner import PolicyRunner
@@ -53,7 +56,7 @@ def episodes(count: int, steps: int, seed: int = 0) -> list[list[Observation]]:
 def trained(ckpt: Path) -> tuple[ExitGates, object]:
     runner = PolicyRunner.from_checkpoint(ckpt)
     with torch.inference_mode():
-        data = collect_gate_data(runner, episodes(12, 10))
+        data = collect_gate_data(runner, episodes(24, 10))  # enough for the exit-1 gate too
     return train_gates(data, GateTrainConfig(epochs=40, batch_size=32, val_fraction=0.25))
 
 
@@ -82,25 +85,25 @@ def test_the_runner_scores_exits_with_its_gates_and_the_controller_exits_where_t
         runner.reset()
         runner.begin_step(obs)
         row = []
-        for k in range(1, runner.num_exits + 1):
+        for _ in range(runner.num_exits):
             runner.run_next_exit()
-            if k >= 2:
-                row.append(runner.exit_score())
+            row.append(runner.exit_score())  # exit 1 included: it has a gate
         runner.commit(runner.num_exits)
         scores.append(row)
     scores_arr = np.asarray(scores)
+    assert runner.first_gated_exit == 1
     assert np.all(scores_arr[:, :-1] > 0) and np.all(scores_arr[:, -1] == 0)  # exit N is the full model itself
-    eta2 = float(np.median(scores_arr[:, 0]))
-    ctl = ExitController(runner, runner.cost_profile_for("learned"), Thresholds(values=[eta2, 0.0, 0.0],
+    eta1 = float(np.median(scores_arr[:, 0]))
+    ctl = ExitController(runner, runner.cost_profile_for("learned"), Thresholds(values=[eta1, 0.0, 0.0, 0.0],
                                                                                    criterion=LEARNED))
     taken = []
     for obs in steps:
         ctl.reset_episode()
         _, rec = ctl.step(obs)
         taken.append(rec.exit_used)
-        assert rec.distances[0] == pytest.approx(scores_arr[len(taken) - 1, 0])
-    assert taken == [2 if s <= eta2 else 4 for s in scores_arr[:, 0]]
-    assert 2 in taken and 4 in taken
+        assert rec.distances[0] == pytest.approx(scores_arr[len(taken) - 1, 0]) and rec.distances_from_exit == 1
+    assert taken == [1 if s <= eta1 else 4 for s in scores_arr[:, 0]]
+    assert 1 in taken and 4 in taken
 
 
 def test_the_score_is_the_gate_applied_to_the_exit_feature_and_actions(gated: Path, trained) -> None:
@@ -114,6 +117,13 @@ def test_the_score_is_the_gate_applied_to_the_exit_feature_and_actions(gated: Pa
     with torch.no_grad():
         want = float(torch.exp(gates(x, 2))[0])
     assert runner.exit_score() == pytest.approx(want, rel=1e-5)
+    # exit 1 has no previous exit: its gate sees exit 1's own action in that place, as in training
+    runner.reset()
+    runner.begin_step(episodes(1, 1, seed=5)[0][0])
+    a1 = torch.tensor(runner.run_next_exit(), dtype=torch.float32)[None]
+    x1 = gate_inputs(torch.from_numpy(runner.exit_feature(1))[None], a1, a1, gates.config.floor)
+    with torch.no_grad():
+        assert runner.exit_score() == pytest.approx(float(torch.exp(gates(x1, 1))[0]), rel=1e-5)
 
 
 def test_the_gates_cost_is_counted_in_the_profile_the_learned_criterion_runs_on(gated: Path, trained) -> None:
@@ -125,10 +135,10 @@ def test_the_gates_cost_is_counted_in_the_profile_the_learned_criterion_runs_on(
     runner = PolicyRunner.from_checkpoint(gated)
     plain, learned = runner.cost_profile_for("consecutive"), runner.cost_profile_for("learned")
     per_gate = gates.flops_per_exit() / 1e9
-    for k in range(1, runner.num_exits + 1):
-        assert learned.cost(k) - plain.cost(k) == pytest.approx((k - 1) * per_gate, rel=1e-9, abs=1e-15)
+    for k in range(1, runner.num_exits + 1):  # one gate at each of exits 1..k
+        assert learned.cost(k) - plain.cost(k) == pytest.approx(k * per_gate, rel=1e-9, abs=1e-15)
         assert learned.cost(k, "total_gflops") - plain.cost(k, "total_gflops") == pytest.approx(
-            (k - 1) * per_gate, rel=1e-9, abs=1e-15)
+            k * per_gate, rel=1e-9, abs=1e-15)
 
 
 def test_asking_for_the_learned_criterion_without_gates_fails_with_a_clear_message(ckpt: Path) -> None:
@@ -137,7 +147,7 @@ def test_asking_for_the_learned_criterion_without_gates_fails_with_a_clear_messa
     with pytest.raises(GateError, match="no.*train-gate"):
         runner.cost_profile_for("learned")
     with pytest.raises(ValueError, match="needs exit gates.*train-gate"):
-        ExitController(runner, runner.cost_profile, Thresholds(values=[0.1] * 3, criterion=LEARNED))
+        ExitController(runner, runner.cost_profile, Thresholds(values=[0.1] * 4, criterion=LEARNED))
 
 
 def test_gates_of_another_model_are_refused_at_load(ckpt: Path, tmp_path: Path) -> None:
@@ -228,7 +238,7 @@ def test_policy_node_stack_runs_the_learned_criterion_only_when_asked_and_possib
     with pytest.raises(ValueError, match="criterion"):
         parse_params({**POLICY_DEFAULTS, "criterion": "oracle"})
     learned = tmp_path / "learned.json"
-    Thresholds(values=[0.01, 0.01, 0.0], criterion=LEARNED).save(learned)
+    Thresholds(values=[0.01, 0.01, 0.01, 0.0], criterion=LEARNED).save(learned)
     stack = load_stack(gated, learned, "cpu", {}, criterion="learned")
     assert stack.controller.learned and stack.controller.profile.gate_gflops > 0
     with pytest.raises(ConfigurationError, match="learned exit criterion but parameter 'criterion' is 'consecutive'"):
@@ -245,3 +255,53 @@ def test_gates_trained_on_other_weights_are_refused(ckpt: Path, trained, tmp_pat
         PolicyRunner.from_checkpoint(out)
     trained[0].save(CheckpointDir(out).gates_path, weights_digest=CheckpointDir(out).weights_digest())
     assert PolicyRunner.from_checkpoint(out).has_exit_gates
+
+
+def write_legacy_gates(trained, path: Path) -> ExitGates:
+    """A gates file as written before exit-1 gates: exits 2..N-1 only and no first_exit in its config (the
+    trained gates' own weights for those exits)."""
+    from safetensors.torch import save_file
+
+    new = trained[0]
+    c = new.config
+    old = ExitGates(GateConfig(c.feature_dim, c.action_dim, c.num_exits, c.hidden, c.floor, first_exit=2))
+    old.load_state_dict({k: v[1:] for k, v in new.state_dict().items()})  # every tensor is stacked per gate
+    config = {k: v for k, v in asdict(c).items() if k != "first_exit"}
+    save_file({k: v.contiguous() for k, v in old.state_dict().items()}, str(path),
+              metadata={"format": GATES_FORMAT, "version": "1", "config": json.dumps(config)})
+    return old
+
+
+def test_gates_from_before_exit_one_gates_still_run_from_exit_two(ckpt: Path, trained, tmp_path: Path) -> None:
+    from deer_vla.control import collect_exit_actions_and_scores, learned_criterion
+    from deer_vla.ros.policy_backend import ConfigurationError, load_stack
+
+    out = tmp_path / "tiny"
+    shutil.copytree(ckpt, out)
+    write_legacy_gates(trained, CheckpointDir(out).gates_path)
+    legacy, plain = PolicyRunner.from_checkpoint(out), PolicyRunner.from_checkpoint(ckpt)
+    current = PolicyRunner(plain.model, plain.tokenizer, gates=trained[0])
+    assert legacy.first_gated_exit == 2 and learned_criterion(legacy) == Criterion(kind="learned", first_exit=2)
+    steps = [episodes(6, 1, seed=7)[e] for e in range(6)]
+    _, old_scores = collect_exit_actions_and_scores(legacy, steps)
+    _, new_scores = collect_exit_actions_and_scores(current, steps)
+    assert old_scores.shape == (6, 3) and new_scores.shape == (6, 4)
+    np.testing.assert_allclose(old_scores, new_scores[:, 1:], rtol=1e-5)  # same gates for exits 2..N
+    legacy.begin_step(steps[0][0])
+    legacy.run_next_exit()
+    with pytest.raises(ValueError, match="scores exits 2..N"):
+        legacy.exit_score()
+    # the cost of the old gates is charged from exit 2, as before
+    per_gate = legacy.exit_gate_gflops
+    assert legacy.cost_profile_for("learned").cost(3) - legacy.cost_profile.cost(3) == pytest.approx(2 * per_gate)
+    # a thresholds file written before (no first_exit) runs on them; thresholds from exit 1 are refused
+    old_file = tmp_path / "old.json"
+    old_file.write_text(json.dumps({"values": [0.0, 0.0, 0.0], "criterion": {"kind": "learned"}}))
+    stack = load_stack(out, old_file, "cpu", {}, criterion="learned")
+    assert stack.controller.first_exit == 2
+    _, rec = stack.controller.step(steps[0][0])
+    assert rec.exit_used == 4 and rec.distances_from_exit == 2 and len(rec.distances) == 3
+    new_file = tmp_path / "new.json"
+    Thresholds(values=[1e9, 0.0, 0.0, 0.0], criterion=LEARNED).save(new_file)
+    with pytest.raises(ConfigurationError, match="gates begin at exit 2.*train-gate"):
+        load_stack(out, new_file, "cpu", {}, criterion="learned")

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deer_vla.control.budgets import BudgetSpec
-from deer_vla.control.calibration import collect_exit_actions, collect_exit_actions_and_scores
+from deer_vla.control.calibration import collect_exit_actions, collect_exit_actions_and_scores, learned_criterion
 from deer_vla.control.criterion import CRITERION_KINDS, CriterionKind
 from deer_vla.control.risk import PValue
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, solve_thresholds
@@ -112,7 +112,7 @@ def solve_risk(runner: Any, episodes: Sequence[Any], profile: Any, budget: Any, 
     cert_scores = np.concatenate([s for _, s in parts])[: args.max_steps] if learned else None
     episode_of = np.concatenate([np.full(len(a), j) for j, (a, _) in enumerate(parts)])[: args.max_steps]
     base = solve_thresholds(args.method, base_actions, profile, budget, criterion, base_scores)
-    report = budget_report(profile, budget)
+    report = budget_report(profile, budget, first_exit=criterion.first_exit)
     costs = profile.costs(budget.metric)
     note = f" {report.cap}, set by {report.cap_binding}" if report.cap < profile.num_exits else ""
     th = calibrate_risk(cert_actions, base, costs, report.cap, args.risk, args.delta, spec,
@@ -255,6 +255,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     profile = runner.cost_profile  # saved with the thresholds; the full model's cost sets budget fractions
     try:  # the learned criterion's thresholds are solved on costs that charge its gates
         solve_profile = runner.cost_profile_for(criterion.kind)
+        if criterion.learned:  # from exit 1 when the gates have an exit-1 gate
+            criterion = learned_criterion(runner)
     except ValueError as exc:
         print(f"deer-vla calibrate: {ckpt}: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ synthetic streams in ``synthetic`` are interchangeable.
 """
 from deer_vla.control.bayes import fidelity_objective, tune_thresholds
 from deer_vla.control.budgets import BudgetReport, BudgetSpec, InfeasibleBudgetError, budget_report, exit_cap
-from deer_vla.control.calibration import collect_exit_actions, collect_exit_actions_and_scores
+from deer_vla.control.calibration import collect_exit_actions, collect_exit_actions_and_scores, learned_criterion
 from deer_vla.control.controller import ExitController
 from deer_vla.control.criterion import Criterion, consistency_scores, criterion_scores
 from deer_vla.control.deadline import DeadlineGuard, LatencyTrace, ManualClock
@@ -42,6 +42,7 @@ __all__ = [
     "exit_cap",
     "fidelity_objective",
     "exit_errors",
+    "learned_criterion",
     "oracle_cost_at_error",
     "oracle_exit",
     "oracle_exits",

@@ -32,7 +32,7 @@ def fidelity_objective(
     scores: np.ndarray | None = None,
 ) -> Objective:
     """A proxy objective without rollouts, on recorded per-exit actions (S, N, A) (and, for thresholds of the
-    learned criterion, the steps' (S, N-1) exit-gate ``scores``).
+    learned criterion, the steps' exit-gate ``scores``, ``criterion.criterion_scores``).
 
     score = -(mean distance between the action taken and the deepest exit's
     action), by ``error`` (default RMS over the motion part plus nothing for
@@ -74,7 +74,7 @@ def tune_thresholds(
 
     if budget.average_gflops is None:
         raise ValueError("tune_thresholds needs a budget with average_gflops set")
-    report = budget_report(profile, budget)
+    report = budget_report(profile, budget, first_exit=init.first_exit)
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     if not (0 < box[0] < 1 < box[1] and math.isfinite(box[1])):
@@ -83,12 +83,13 @@ def tune_thresholds(
     target = float(budget.average_gflops)
     top = max(init.values) if init.values and max(init.values) > 0 else 1.0
     # Only exits the cap lets run matter; the rest are kept as in init.
-    tuned = list(range(2, report.cap)) if report.cap > 2 else []
+    first = init.first_exit
+    tuned = list(range(first, report.cap))
 
     def make(values: dict[int, float]) -> Thresholds:
         vals = list(init.values)
         for k, v in values.items():
-            vals[k - 2] = v
+            vals[k - first] = v
         return Thresholds(values=vals, budget=budget, metric=budget.metric, method="bayes", criterion=init.criterion)
 
     def run(trial: optuna.Trial) -> float:

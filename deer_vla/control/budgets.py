@@ -113,12 +113,15 @@ def _deepest(values: list[float], limit: float) -> int:
     return sum(1 for v in values if v <= limit)
 
 
-def budget_report(profile: CostProfile, budget: BudgetSpec) -> BudgetReport:
+def budget_report(profile: CostProfile, budget: BudgetSpec, first_exit: int = 2) -> BudgetReport:
     """Validate ``budget`` against ``profile`` and derive the cap.
 
-    Raises InfeasibleBudgetError naming the smallest feasible value when even
-    exit 1 does not fit a constraint.
+    first_exit: the first exit the exit criterion can stop at (``Criterion.first_exit``: 2, or 1 for the
+    learned criterion with an exit-1 gate). Raises InfeasibleBudgetError naming the smallest feasible
+    value when even exit 1 does not fit a constraint.
     """
+    if first_exit not in (1, 2):
+        raise ValueError(f"first_exit must be 1 or 2, got {first_exit!r}")
     if not isinstance(budget, BudgetSpec):
         raise TypeError(f"budget must be a BudgetSpec, got {type(budget).__name__}")
     n = profile.num_exits
@@ -173,9 +176,9 @@ def budget_report(profile: CostProfile, budget: BudgetSpec) -> BudgetReport:
                 f"({budget.metric}); the smallest feasible average budget is {costs[0]:g}"
             )
         average_binding = budget.average_gflops < costs[cap - 1]
-        # The criterion can first stop at exit 2; an average between exit 1's
-        # and exit 2's cost is met only by always stopping at exit 1.
-        if cap >= 2 and budget.average_gflops < costs[1]:
+        # A criterion that can first stop at exit 2 meets an average between
+        # exit 1's and exit 2's cost only by always stopping at exit 1.
+        if first_exit == 2 and cap >= 2 and budget.average_gflops < costs[1]:
             caps["average_gflops"] = 1
             cap, binding = 1, "average_gflops"
     return BudgetReport(
@@ -189,6 +192,6 @@ def budget_report(profile: CostProfile, budget: BudgetSpec) -> BudgetReport:
     )
 
 
-def exit_cap(profile: CostProfile, budget: BudgetSpec) -> int:
-    """Deepest exit whose cumulative cost, p99 time and weight memory fit the budget."""
-    return budget_report(profile, budget).cap
+def exit_cap(profile: CostProfile, budget: BudgetSpec, first_exit: int = 2) -> int:
+    """Deepest exit whose cumulative cost, p99 time and weight memory fit the budget (see budget_report)."""
+    return budget_report(profile, budget, first_exit).cap

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from deer_vla.control.criterion import Criterion
 from deer_vla.core import Observation, SegmentedPolicy, has_exit_gates
 
 
@@ -19,24 +20,40 @@ def collect_exit_actions(
     policy: SegmentedPolicy, episodes: Iterable[Sequence[Observation]], max_steps: int | None = None
 ) -> np.ndarray:
     """-> (S, N, A) float64 actions of exits 1..N at each of the S steps (all episodes concatenated)."""
-    return _collect(policy, episodes, max_steps, scored=False)[0]
+    return _collect(policy, episodes, max_steps)[0]
+
+
+def _check_gated(policy: SegmentedPolicy) -> int:
+    """-> the policy's first gated exit; ValueError naming the command that trains gates if it has none."""
+    if not has_exit_gates(policy):
+        raise ValueError("the learned criterion needs exit gates, and this policy has none: train them with "
+                         "`deer-vla train-gate CHECKPOINT --data DIR`")
+    first = int(policy.first_gated_exit)  # type: ignore[attr-defined]
+    if first not in (1, 2):
+        raise ValueError(f"policy reports first gated exit {first}; expected 1 or 2")
+    return first
+
+
+def learned_criterion(policy: SegmentedPolicy) -> Criterion:
+    """The learned criterion ``policy``'s exit gates run: from exit 1 when they have an exit-1 gate, else from
+    exit 2 (gates trained before exit 1 had one)."""
+    return Criterion(kind="learned", first_exit=_check_gated(policy))
 
 
 def collect_exit_actions_and_scores(
     policy: SegmentedPolicy, episodes: Iterable[Sequence[Observation]], max_steps: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """-> the (S, N, A) actions and the (S, N-1) exit-gate scores of exits 2..N at each step: the calibration
-    set of the learned criterion (the policy must have exit gates: core.ScoredPolicy)."""
-    if not has_exit_gates(policy):
-        raise ValueError("the learned criterion needs exit gates, and this policy has none: train them with "
-                         "`deer-vla train-gate CHECKPOINT --data DIR`")
-    actions, scores = _collect(policy, episodes, max_steps, scored=True)
+    """-> the (S, N, A) actions and the (S, N + 1 - first) exit-gate scores of exits first..N at each step,
+    first = the policy's ``first_gated_exit`` (1, or 2 for gates without an exit-1 gate): the calibration set
+    of ``learned_criterion(policy)`` (the policy must have exit gates: core.ScoredPolicy)."""
+    first = _check_gated(policy)
+    actions, scores = _collect(policy, episodes, max_steps, scored_from=first)
     assert scores is not None
     return actions, scores
 
 
 def _collect(policy: SegmentedPolicy, episodes: Iterable[Sequence[Observation]], max_steps: int | None,
-             scored: bool) -> tuple[np.ndarray, np.ndarray | None]:
+             scored_from: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     if max_steps is not None and max_steps <= 0:
         raise ValueError(f"max_steps must be positive, got {max_steps}")
     n = int(policy.num_exits)
@@ -53,7 +70,7 @@ def _collect(policy: SegmentedPolicy, episodes: Iterable[Sequence[Observation]],
             actions, scores = [], []
             for k in range(1, n + 1):
                 actions.append(np.asarray(policy.run_next_exit(), dtype=np.float64))
-                if scored and k >= 2:
+                if scored_from is not None and k >= scored_from:
                     scores.append(float(policy.exit_score()))  # type: ignore[attr-defined]
             step = np.stack(actions)
             if rows and step.shape != rows[0].shape:
@@ -70,4 +87,6 @@ def _collect(policy: SegmentedPolicy, episodes: Iterable[Sequence[Observation]],
             break
     if not rows:
         raise ValueError("no calibration steps: the episodes were empty")
-    return np.stack(rows), (np.asarray(score_rows, dtype=np.float64).reshape(len(rows), n - 1) if scored else None)
+    if scored_from is None:
+        return np.stack(rows), None
+    return np.stack(rows), np.asarray(score_rows, dtype=np.float64).reshape(len(rows), n + 1 - scored_from)

@@ -3,7 +3,8 @@
 Drives any deer_vla.core.SegmentedPolicy (the model runner or a synthetic
 stream). Per step: begin_step (shared prefix), then exits 1, 2, ... until
   - the distance between exit k's and exit k-1's actions (or, with the learned
-    criterion, the policy's exit-gate score) is <= scale * eta_k ("threshold"), or
+    criterion, the policy's exit-gate score of exit k, from exit 1 on when the
+    gates have an exit-1 gate) is <= scale * eta_k ("threshold"), or
   - the cap from the peak/memory budget is reached ("cap"), or
   - deadline mode forbids starting the next segment ("deadline");
 then commit the chosen exit (advancing the recurrent head) and return its
@@ -65,6 +66,10 @@ class ExitController:
         if criterion is not None and thresholds is not None and criterion.kind != thresholds.criterion.kind:
             raise ValueError(f"thresholds solved for the {thresholds.criterion.kind} criterion cannot run the "
                              f"{criterion.kind} one (their scores are on other scales): re-solve them")
+        if (criterion is not None and thresholds is not None
+                and criterion.first_exit != thresholds.criterion.first_exit):
+            raise ValueError(f"thresholds from exit {thresholds.criterion.first_exit} cannot run a criterion that "
+                             f"first stops at exit {criterion.first_exit}: re-solve them")
         self.thresholds = thresholds
         self._criterion = criterion
         self.fixed_exit = fixed_exit
@@ -86,7 +91,7 @@ class ExitController:
     # --- budget ---------------------------------------------------------------------------
 
     def _validate(self, budget: BudgetSpec) -> tuple[BudgetReport, DeadlineGuard | None]:
-        report = budget_report(self.profile, budget)
+        report = budget_report(self.profile, budget, first_exit=self.first_exit)
         if self.fixed_exit is not None and self.fixed_exit > report.cap:
             raise ValueError(f"fixed_exit {self.fixed_exit} is past the budget's cap exit {report.cap}")
         if self.thresholds is not None and self.fixed_exit is None and self.oracle_tolerance is None:
@@ -126,15 +131,17 @@ class ExitController:
         """Swap thresholds (e.g. re-solved for a new budget); checked now, used from the next step."""
         if self.fixed_exit is not None or self.oracle_tolerance is not None:
             raise ValueError("thresholds are not used in fixed-exit or oracle mode")
-        if self._criterion is None and thresholds.criterion.kind != self.criterion.kind:
-            raise ValueError(f"these thresholds are for the {thresholds.criterion.kind} criterion, the controller "
-                             f"runs the {self.criterion.kind} one (its cost accounting differs): build a new "
-                             "controller to switch")
+        if self._criterion is None and (thresholds.criterion.kind, thresholds.first_exit) != (
+                self.criterion.kind, self.criterion.first_exit):
+            raise ValueError(f"these thresholds are for the {thresholds.criterion.kind} criterion from exit "
+                             f"{thresholds.first_exit}, the controller runs the {self.criterion.kind} one from exit "
+                             f"{self.criterion.first_exit} (its cost accounting differs): build a new controller to "
+                             "switch")
         with self._lock:
             pending = self._pending
         thresholds.check_covers(self.report.cap)
         if pending is not None:
-            thresholds.check_covers(budget_report(self.profile, pending).cap)
+            thresholds.check_covers(budget_report(self.profile, pending, first_exit=self.first_exit).cap)
         with self._lock:
             self.thresholds = thresholds
 
@@ -150,13 +157,30 @@ class ExitController:
         """Dynamic exits on the learned criterion (the exit gates' scores)."""
         return self.criterion.learned and self.fixed_exit is None and self.oracle_tolerance is None
 
+    @property
+    def first_exit(self) -> int:
+        """The first exit the dynamic mode can stop at: the criterion's (2, or 1 for the learned one with an
+        exit-1 gate); 2 in fixed-exit and oracle modes, which stop by other rules."""
+        return self.criterion.first_exit if self.learned else 2
+
     def _gated_profile(self, profile: CostProfile) -> CostProfile:
         if not has_exit_gates(self.policy):
             raise ValueError("the learned exit criterion needs exit gates, and this policy has none: train them "
                              "with `deer-vla train-gate CHECKPOINT --data DIR`, or use the consecutive criterion")
+        first = self.criterion.first_exit
+        gated_from = int(self.policy.first_gated_exit)  # type: ignore[attr-defined]
+        if first < gated_from:
+            raise ValueError(f"these learned thresholds can stop at exit {first} on that exit's gate, and the "
+                             f"policy's exit gates begin at exit {gated_from} (trained without an exit-1 gate): "
+                             "retrain them with "
+                             "`deer-vla train-gate CHECKPOINT --data DIR` (or re-solve the thresholds for these "
+                             "gates with `deer-vla calibrate --criterion learned`)")
         if profile.gate_gflops:
+            if profile.gate_first_exit != first:
+                raise ValueError(f"the cost profile charges exit gates from exit {profile.gate_first_exit}, the "
+                                 f"criterion scores exits from {first}: pass the uncharged profile")
             return profile
-        return profile.with_exit_gates(float(self.policy.exit_gate_gflops))  # type: ignore[attr-defined]
+        return profile.with_exit_gates(float(self.policy.exit_gate_gflops), first)  # type: ignore[attr-defined]
 
     @property
     def cap(self) -> int:
@@ -258,6 +282,7 @@ class ExitController:
         raw: list[float] = []  # consecutive distances
         distances: list[float] = []  # the scores compared with eta_k (raw ones, smoothed if configured, or learned)
         learned = self.learned
+        first = self.first_exit
         reason: StopReason = "cap"
         last = self.fixed_exit if self.fixed_exit is not None else cap
         for k in range(1, last + 1):
@@ -270,7 +295,7 @@ class ExitController:
             if self.fixed_exit is not None:
                 reason = "fixed"
                 continue
-            if self.oracle_tolerance is not None or k == 1:
+            if self.oracle_tolerance is not None or k < first:
                 continue
             if learned:
                 distances.append(self._learned_score(k))
@@ -298,7 +323,7 @@ class ExitController:
         if tracker is not None:
             tracker.update(cost)
         etas = (
-            [self._eta(k, scale) for k in range(2, cap + 1)]
+            [self._eta(k, scale) for k in range(first, cap + 1)]
             if self.thresholds is not None and self.fixed_exit is None and self.oracle_tolerance is None
             else []
         )
@@ -317,6 +342,7 @@ class ExitController:
             total_ms=(t_end - t0) * 1e3,
             distances=distances,
             thresholds=etas,
+            distances_from_exit=first,
             threshold_scale=scale,
             running_mean_gflops=self.running_mean,
             budget_average_gflops=self._average_target(),  # the one in force, set or solved-for

@@ -10,7 +10,8 @@ disagree on the gripper never stops on the threshold.
 Beyond the paper, ``kind="learned"`` replaces the consecutive distance by a
 learned gate's prediction of the exit's distance from the full model (model.gate).
 The policy computes that score (``core.ScoredPolicy.exit_score``); this layer
-only compares scores with thresholds, so it stays free of torch.
+only compares scores with thresholds, so it stays free of torch. Needing no
+second exit, the learned criterion can already stop at exit 1 (``first_exit``).
 """
 from __future__ import annotations
 
@@ -40,12 +41,18 @@ class Criterion:
     kind: "consecutive" (DeeR's, the fields above) or "learned": the score at
     exit k is the policy's exit-gate prediction of the RMS distance of exit k's
     action from the full model's (the other fields keep their defaults).
+    first_exit: the first exit the criterion can stop at, where its scores and
+    thresholds begin. The consecutive criterion compares two exits, so 2. The
+    learned one: 1 (its gate reads exit 1's own features), or 2 for exit gates
+    trained without an exit-1 gate (``core.ScoredPolicy.first_gated_exit``).
+    0 (default) takes the kind's default: 2, or 1 for "learned".
     """
 
     distance: DistanceName = "rms"
     gripper_flip_infinite: bool = False
     smooth: int = 1
     kind: CriterionKind = "consecutive"
+    first_exit: int = 0
 
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:
@@ -57,6 +64,13 @@ class Criterion:
         if self.learned and (self.distance, self.gripper_flip_infinite, self.smooth) != ("rms", False, 1):
             raise ValueError("the learned criterion predicts the RMS distance from the full model: distance, "
                              "gripper_flip_infinite and smooth apply to the consecutive criterion only")
+        first = self.first_exit
+        if isinstance(first, bool) or not isinstance(first, int) or first not in (0, 1, 2):
+            raise ValueError(f"criterion first_exit must be 1 or 2 (0: the kind's default), got {first!r}")
+        if first == 0:  # frozen: resolve the default once, so equal criteria compare equal
+            object.__setattr__(self, "first_exit", 1 if self.learned else 2)
+        elif first == 1 and not self.learned:
+            raise ValueError("the consecutive criterion compares two exits: it can first stop at exit 2, not 1")
 
     @property
     def learned(self) -> bool:
@@ -121,16 +135,18 @@ class Criterion:
                      "smooth": self.smooth}
         if self.learned:  # absent for the consecutive criterion, so files written before stay as they were
             out["kind"] = self.kind
+            out["first_exit"] = self.first_exit
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Criterion:
-        unknown = set(data) - {"distance", "gripper_flip_infinite", "smooth", "kind"}
+        unknown = set(data) - {"distance", "gripper_flip_infinite", "smooth", "kind", "first_exit"}
         if unknown:
             raise ValueError(f"unknown criterion keys {sorted(unknown)}")
         flip = bool(data.get("gripper_flip_infinite", False))
+        # a learned criterion saved without first_exit predates exit-1 gates: its thresholds begin at exit 2
         return cls(distance=data.get("distance", "rms"), gripper_flip_infinite=flip, smooth=data.get("smooth", 1),
-                   kind=data.get("kind", "consecutive"))
+                   kind=data.get("kind", "consecutive"), first_exit=data.get("first_exit", 2))
 
 
 def check_exit_actions(exit_actions: np.ndarray) -> np.ndarray:
@@ -163,8 +179,9 @@ def consistency_scores(exit_actions: np.ndarray, criterion: Criterion | None = N
 
 def criterion_scores(exit_actions: np.ndarray, criterion: Criterion | None = None,
                      scores: np.ndarray | None = None) -> np.ndarray:
-    """The (S, N-1) scores compared with eta_2..eta_N on a calibration set: the consecutive distances
-    (``consistency_scores``) or, for the learned criterion, the gate scores recorded with the actions."""
+    """The (S, N + 1 - first_exit) scores compared with eta_first..eta_N on a calibration set (column j is
+    exit j + first_exit): the consecutive distances (``consistency_scores``, exits 2..N) or, for the
+    learned criterion, the gate scores recorded with the actions (exits ``criterion.first_exit``..N)."""
     arr = check_exit_actions(exit_actions)
     crit = criterion or Criterion()
     if not crit.learned:
@@ -176,9 +193,14 @@ def criterion_scores(exit_actions: np.ndarray, criterion: Criterion | None = Non
         raise ValueError("the learned criterion needs the exit gates' scores of these steps (record them with "
                          "collect_exit_actions_and_scores); none were given")
     sc = np.asarray(scores, dtype=np.float64)
-    want = (arr.shape[0], arr.shape[1] - 1)
+    first = crit.first_exit
+    want = (arr.shape[0], arr.shape[1] + 1 - first)
     if sc.shape != want:
-        raise ValueError(f"learned scores must have shape {want} (steps, exits 2..N), got {sc.shape}")
+        hint = ""
+        if sc.ndim == 2 and sc.shape[0] == want[0] and sc.shape[1] in (arr.shape[1], arr.shape[1] - 1):
+            other = arr.shape[1] + 1 - sc.shape[1]  # the scores' own first exit
+            hint = f": these are scores of exits {other}..N, for a learned criterion with first_exit={other}"
+        raise ValueError(f"learned scores must have shape {want} (steps, exits {first}..N), got {sc.shape}{hint}")
     if np.any(np.isnan(sc)) or np.any(sc < 0):
         raise ValueError("learned scores must be >= 0 and not NaN")
     return sc

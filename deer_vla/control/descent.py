@@ -2,10 +2,10 @@
 
 The quantile method fixes the *shape* of the exit distribution and only meets
 the budget; it never looks at how wrong an early action is. This solver
-chooses eta_2..eta_{cap-1} to minimise, on the calibration steps, the mean
-distance between the action taken and the deepest exit's (the fidelity the
-oracle is measured at, ``oracle.exit_errors``) subject to the mean cost
-meeting the budget:
+chooses eta_first..eta_{cap-1} (first: the criterion's first exit, 2 or 1)
+to minimise, on the calibration steps, the mean distance between the action
+taken and the deepest exit's (the fidelity the oracle is measured at,
+``oracle.exit_errors``) subject to the mean cost meeting the budget:
 
 * Lagrangian: minimise mean(error + mu * cost) for a price ``mu`` on compute;
   ``mu`` is bisected (log scale) for the cheapest-error setting within budget.
@@ -45,13 +45,13 @@ class _Split:
     """The steps that reach exit k under ``etas``, sorted by their score at k, and where each
     would end if it did not stop at k: what every coordinate move needs."""
 
-    def __init__(self, scores: np.ndarray, etas: np.ndarray, cap: int, k: int) -> None:
-        self.exit_of = exits_from_scores(scores, etas, cap)
+    def __init__(self, scores: np.ndarray, etas: np.ndarray, cap: int, k: int, first: int) -> None:
+        self.exit_of = exits_from_scores(scores, etas, cap, first)
         later = etas.copy()
         later[k] = _NEVER
-        cont = exits_from_scores(scores, later, cap)
+        cont = exits_from_scores(scores, later, cap, first)
         idx = np.flatnonzero(self.exit_of >= k)
-        sk = scores[idx, k - 2]
+        sk = scores[idx, k - first]
         order = np.argsort(sk, kind="stable")
         self.idx, self.cont = idx[order], cont[idx[order]]
         self.scores = sk[order]
@@ -59,15 +59,15 @@ class _Split:
         self.group_end = np.r_[self.scores[1:] != self.scores[:-1], True]
 
 
-def _sweep(scores: np.ndarray, cap: int, etas: np.ndarray, best_eta: Callable[[_Split, int], float | None],
-           max_sweeps: int = 20) -> np.ndarray:
-    """Coordinate descent: set each eta_k (from the cap down, since a step's "continue" outcome
-    depends on the later thresholds) to ``best_eta``'s choice until none moves."""
+def _sweep(scores: np.ndarray, cap: int, first: int, etas: np.ndarray,
+           best_eta: Callable[[_Split, int], float | None], max_sweeps: int = 20) -> np.ndarray:
+    """Coordinate descent: set each eta_k, k = cap-1 down to ``first`` (a step's "continue" outcome
+    depends on the later thresholds), to ``best_eta``'s choice until none moves."""
     etas = etas.copy()
     for _ in range(max_sweeps):
         moved = False
-        for k in range(cap - 1, 1, -1):
-            sp = _Split(scores, etas, cap, k)
+        for k in range(cap - 1, first - 1, -1):
+            sp = _Split(scores, etas, cap, k, first)
             new = best_eta(sp, k) if sp.idx.size else None
             if new is not None and new != etas[k]:
                 etas[k] = new
@@ -77,7 +77,7 @@ def _sweep(scores: np.ndarray, cap: int, etas: np.ndarray, best_eta: Callable[[_
     return etas
 
 
-def _descend(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, mu: float,
+def _descend(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, first: int, mu: float,
              etas: np.ndarray) -> np.ndarray:
     """Exact coordinate descent on mean(err + mu * cost) from ``etas``."""
     value = err + mu * costs[None, :]  # (S, N): objective of leaving step s at exit k
@@ -88,10 +88,10 @@ def _descend(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, m
         i = int(np.argmin(np.where(sp.group_end, csum, np.inf)))
         return float(sp.scores[i]) if csum[i] < 0 else _NEVER
 
-    return _sweep(scores, cap, etas, best_eta)
+    return _sweep(scores, cap, first, etas, best_eta)
 
 
-def _polish(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, etas: np.ndarray,
+def _polish(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, first: int, etas: np.ndarray,
             target: float) -> np.ndarray:
     """Coordinate descent on the mean error itself, each move keeping the mean cost <= ``target``.
 
@@ -119,7 +119,7 @@ def _polish(scores: np.ndarray, err: np.ndarray, costs: np.ndarray, cap: int, et
         e_new, _, eta_new = min(options, key=lambda o: (o[0], o[1]))
         return eta_new if e_new < now_err - 1e-12 * max(abs(now_err), 1.0) else None
 
-    return _sweep(scores, cap, etas, best_eta)
+    return _sweep(scores, cap, first, etas, best_eta)
 
 
 def solve_thresholds_descent(
@@ -136,9 +136,9 @@ def solve_thresholds_descent(
     exit_actions: (S, N, A) per-exit actions of the calibration steps (as for
     ``solve_thresholds_quantile``). ``criterion`` is the run-time consistency
     score the thresholds apply to (``scores``: the steps' exit-gate scores, for the
-    learned criterion). Where there is nothing to choose (a cap of
-    exit 1 or 2, or a budget that does not bind) the quantile solution is
-    returned. Raises InfeasibleBudgetError when even the earliest exits miss
+    learned criterion; they may begin at exit 1, ``criterion.first_exit``). Where there is nothing
+    to choose (a cap at the criterion's first exit or before, or a budget that does not bind) the
+    quantile solution is returned. Raises InfeasibleBudgetError when even the earliest exits miss
     the budget on these steps.
     """
     arr, target = check_solver_inputs(exit_actions, profile, budget, "solve_thresholds_descent")
@@ -146,7 +146,8 @@ def solve_thresholds_descent(
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     crit = criterion or Criterion()
-    report = budget_report(profile, budget)
+    first = crit.first_exit
+    report = budget_report(profile, budget, first_exit=first)
     cap = report.cap
     costs = np.asarray(profile.costs(budget.metric), dtype=np.float64)
     scores = criterion_scores(arr, crit, scores)
@@ -157,33 +158,33 @@ def solve_thresholds_descent(
     stop_all = float(finite.max()) + 1.0 if finite.size else 1.0  # a finite eta that stops every step
 
     def finish(etas: np.ndarray) -> Thresholds:
-        exit_of = exits_from_scores(scores, etas, cap)
+        exit_of = exits_from_scores(scores, etas, cap, first)
         dist = np.bincount(exit_of, minlength=n + 1)[1:] / s
         # Saved thresholds are finite and >= 0 (eta 0 also stops exact agreements, which the
         # internal "never" did not: measure-zero on real actions). Past the cap they keep the
         # quantile values, so a cap raised at run time still has thresholds worth scaling.
-        values = [min(max(float(etas[k]), 0.0), stop_all) if k < cap else quantile.values[k - 2]
-                  for k in range(2, n + 1)]
+        values = [min(max(float(etas[k]), 0.0), stop_all) if k < cap else quantile.values[k - first]
+                  for k in range(first, n + 1)]
         return Thresholds(values=values, budget=budget, metric=budget.metric, method="descent",
                           expected_cost=float(costs[exit_of - 1].mean()),
                           exit_distribution=[float(p) for p in dist], criterion=crit)
 
-    if cap <= 2 or not report.average_binding:
-        # Nothing to choose (exit 1 only / exit 2 always, or the budget is slack): the quantile
+    if cap <= first or not report.average_binding:
+        # Nothing to choose (the cap is at the criterion's first exit, or the budget is slack): the quantile
         # solution, whose values past the cap still give the online tracker something to scale.
         return quantile
     never = np.full(n + 1, _NEVER)  # etas[k] for k = 0..N
     always = np.full(n + 1, np.inf)
-    if float(costs[exits_from_scores(scores, always, cap) - 1].mean()) > target * (1 + 1e-9):
+    if float(costs[exits_from_scores(scores, always, cap, first) - 1].mean()) > target * (1 + 1e-9):
         raise InfeasibleBudgetError(
             f"average budget {target:g} is below the cheapest the criterion can reach on these steps "
-            f"({costs[1]:g}: every step stopping at exit 2)"
+            f"({costs[first - 1]:g}: every step stopping at exit {first})"
         )
 
     rows = np.arange(s)
 
     def cost_error(etas: np.ndarray) -> tuple[float, float]:
-        exit_of = exits_from_scores(scores, etas, cap)
+        exit_of = exits_from_scores(scores, etas, cap, first)
         return float(costs[exit_of - 1].mean()), float(err[rows, exit_of - 1].mean())
 
     # mu prices compute in error units: search between "compute is free" and "compute is all that matters"
@@ -192,14 +193,14 @@ def solve_thresholds_descent(
     # Start from the quantile solution: coordinate descent only finds a local optimum, and
     # from there the result is never worse than the quantile method on these steps.
     start = never.copy()
-    start[2:cap] = quantile.values[: cap - 2]
+    start[first:cap] = quantile.values[: cap - first]
     best, best_err = always, cost_error(always)[1]  # feasible (checked above), the fallback
     cost, error_mean = cost_error(start)
     if cost <= target and error_mean < best_err:
         best, best_err = start, error_mean
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        etas = _descend(scores, err, costs, cap, math.exp(mid), start)
+        etas = _descend(scores, err, costs, cap, first, math.exp(mid), start)
         cost, error_mean = cost_error(etas)
         if cost <= target:
             hi = mid  # feasible: try a lower price on compute, for less error
@@ -207,5 +208,5 @@ def solve_thresholds_descent(
                 best, best_err = etas, error_mean
         else:
             lo = mid
-    polished = _polish(scores, err, costs, cap, best, target)
+    polished = _polish(scores, err, costs, cap, first, best, target)
     return finish(polished if cost_error(polished)[1] < best_err else best)

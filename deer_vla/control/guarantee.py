@@ -34,7 +34,7 @@ class RiskFamilyData:
     """The ordered threshold family the guarantee was tested over, and what each member did on the
     calibration steps: enough to re-run the test for another (eps, delta) without the data."""
 
-    base: list[float]  # eta_2..eta_N at scale 1
+    base: list[float]  # eta_first..eta_N at scale 1 (first: the criterion's first exit)
     scales: list[float]  # ascending: strict (scale 0 runs to the cap) -> loose
     costs: list[float]  # mean cost per scale on the calibration steps (the thresholds' metric)
     risks: list[float]  # empirical risk per scale on the calibration steps

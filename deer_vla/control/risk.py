@@ -5,7 +5,7 @@ Procedure (Angelopoulos, Bates, Candès, Jordan, Lei: "Learn then Test",
 "Fast yet Safe" early-exit calibration):
 
 1. Fix, before looking at the calibration steps, an ordered family of
-   thresholds: a base set eta_2..eta_N scaled by lambda on a fixed grid,
+   thresholds: a base set eta_first..eta_N scaled by lambda on a fixed grid,
    lambda = 0 (run to the cap every step) first, then ascending (looser:
    earlier exits, less compute). The base must not be fitted on the
    calibration steps used here (``deer-vla calibrate --risk`` solves it on a
@@ -234,10 +234,11 @@ def family_matrices(exit_actions: np.ndarray, base: Thresholds, costs: np.ndarra
     rows = np.arange(s)
     losses = np.empty((s, sc.size))
     step_costs = np.empty((s, sc.size))
+    first = base.first_exit
     etas = np.zeros(n + 1)
     for j, lam in enumerate(sc):
-        etas[2:cap] = [base.eta(k) * lam for k in range(2, cap)]
-        exit_of = exits_from_scores(scores, etas, cap)
+        etas[first:cap] = [base.eta(k) * lam for k in range(first, cap)]
+        exit_of = exits_from_scores(scores, etas, cap, first)
         losses[:, j] = spec.losses(dist[rows, exit_of - 1])
         step_costs[:, j] = c[exit_of - 1]
     return losses, step_costs

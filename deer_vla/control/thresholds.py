@@ -1,4 +1,5 @@
-"""Exit thresholds eta_2..eta_N and the quantile solver that meets an average budget.
+"""Exit thresholds eta_k (k from the criterion's first exit, 2 or 1, to N) and the quantile solver that
+meets an average budget.
 
 Quantile method (DeeR, from a calibration set of recorded per-exit actions):
 choose target fractions p_k of steps leaving at each exit (a one-parameter
@@ -30,7 +31,8 @@ SHAPES: tuple[str, ...] = ("geometric", "gaussian", "gamma")
 
 @dataclass
 class Thresholds:
-    """eta_k for exits 2..N (``values[0]`` is eta_2) and how they were obtained."""
+    """eta_k for exits first..N and how they were obtained; first is the criterion's ``first_exit`` (2, or 1
+    for the learned criterion with an exit-1 gate) and ``values[0]`` is eta_first."""
 
     values: list[float]
     budget: BudgetSpec | None = None  # the budget they were solved for
@@ -46,7 +48,7 @@ class Thresholds:
             values = [float(v) for v in self.values]
         except (TypeError, ValueError) as exc:
             raise ValueError(f"threshold values must be numbers, got {self.values!r}") from exc
-        for k, v in enumerate(values, start=2):
+        for k, v in enumerate(values, start=self.first_exit):
             if math.isnan(v):
                 raise ValueError(f"threshold eta_{k} is NaN")
             if math.isinf(v):
@@ -70,20 +72,26 @@ class Thresholds:
             raise ValueError(f"thresholds expected_cost must be finite and >= 0, got {self.expected_cost}")
 
     @property
+    def first_exit(self) -> int:
+        """The first exit these thresholds can stop at (their criterion's)."""
+        return self.criterion.first_exit
+
+    @property
     def num_exits(self) -> int:
-        return len(self.values) + 1
+        return len(self.values) + self.first_exit - 1
 
     def eta(self, exit_index: int) -> float:
-        if not 2 <= exit_index <= self.num_exits:
-            raise IndexError(f"thresholds cover exits 2..{self.num_exits}, asked for exit {exit_index}")
-        return self.values[exit_index - 2]
+        if not self.first_exit <= exit_index <= self.num_exits:
+            raise IndexError(f"thresholds cover exits {self.first_exit}..{self.num_exits}, asked for exit "
+                             f"{exit_index}")
+        return self.values[exit_index - self.first_exit]
 
     def check_covers(self, num_exits: int) -> None:
-        """Raise unless these thresholds cover exits 2..num_exits."""
+        """Raise unless these thresholds cover exits first..num_exits."""
         if self.num_exits < num_exits:
             raise ValueError(
-                f"thresholds have {len(self.values)} values (exits 2..{self.num_exits}) but the policy may run "
-                f"up to exit {num_exits}: need {num_exits - 1} values"
+                f"thresholds have {len(self.values)} values (exits {self.first_exit}..{self.num_exits}) but the "
+                f"policy may run up to exit {num_exits}: need {num_exits + 1 - self.first_exit} values"
             )
 
     def to_dict(self) -> dict:
@@ -110,7 +118,8 @@ class Thresholds:
         if unknown:
             raise ValueError(f"unknown thresholds keys {sorted(unknown)}")
         if "values" not in data or not isinstance(data["values"], list):
-            raise ValueError("thresholds JSON needs a list 'values' (eta for exits 2..N)")
+            raise ValueError("thresholds JSON needs a list 'values' (eta for exits 2..N, or 1..N for the "
+                             "learned criterion with first_exit 1)")
         out = cls(
             values=data["values"],
             budget=BudgetSpec.from_dict(data["budget"]) if data.get("budget") else None,
@@ -122,9 +131,10 @@ class Thresholds:
             guarantee=Guarantee.from_dict(data["guarantee"]) if data.get("guarantee") is not None else None,
         )
         if num_exits is not None and out.num_exits != num_exits:
+            first = out.first_exit
             raise ValueError(
-                f"thresholds have {len(out.values)} values but a {num_exits}-exit model needs {num_exits - 1} "
-                f"(exits 2..{num_exits})"
+                f"thresholds have {len(out.values)} values but a {num_exits}-exit model needs "
+                f"{num_exits + 1 - first} (exits {first}..{num_exits})"
             )
         return out
 
@@ -179,20 +189,20 @@ def _param_bracket(shape: Shape, lo_exit: int, hi_exit: int, shape_param: float 
 # --- the quantile walk ----------------------------------------------------------------------
 
 
-def _walk(scores: np.ndarray, cum_counts: np.ndarray, cap: int) -> tuple[list[float], np.ndarray]:
-    """Set eta_2..eta_N so that cum_counts[k] steps have exited by exit k; return (etas, exit per step).
+def _walk(scores: np.ndarray, cum_counts: np.ndarray, cap: int, first: int) -> tuple[list[float], np.ndarray]:
+    """Set eta_first..eta_N so that cum_counts[k] steps have exited by exit k; return (etas, exit per step).
 
-    scores: (S, N-1), column k-2 = distance at exit k. cum_counts: index k ->
-    number of steps to have stopped by exit k (k = 2..cap). Midpoints between
+    scores: (S, N + 1 - first), column k - first = score at exit k. cum_counts: index k ->
+    number of steps to have stopped by exit k (k = first..cap). Midpoints between
     consecutive sorted scores keep the cut robust to small run-time noise.
     """
     s, m = scores.shape
-    n = m + 1
+    n = m + first - 1
     exit_of = np.full(s, cap, dtype=np.int64)
     remaining = np.ones(s, dtype=bool)
     etas: list[float] = []
-    for k in range(2, n + 1):
-        col = scores[:, k - 2]
+    for k in range(first, n + 1):
+        col = scores[:, k - first]
         finite_all = col[np.isfinite(col)]
         if k > cap or not remaining.any():
             # Unreached under this cap: "everything still running stops here",
@@ -228,7 +238,7 @@ def _realised(
     s = scores.shape[0]
     cum = np.zeros(cap + 1, dtype=np.int64)
     cum[exits] = np.rint(np.cumsum(fractions) * s).astype(np.int64)
-    etas, exit_of = _walk(scores, cum, cap)
+    etas, exit_of = _walk(scores, cum, cap, int(exits[0]))
     return float(costs[exit_of - 1].mean()), etas, exit_of
 
 
@@ -238,23 +248,25 @@ def simulate_exits(
 ) -> np.ndarray:
     """Exit each calibration step would take under ``thresholds`` (1-based), shape (S,).
 
-    scores: the steps' (S, N-1) exit-gate scores, needed when the thresholds are for the learned criterion."""
+    scores: the steps' exit-gate scores (``criterion_scores``), needed when the thresholds are for the learned
+    criterion."""
     arr = check_exit_actions(exit_actions)
     n = arr.shape[1]
     cap = n if cap is None else min(cap, n)
     thresholds.check_covers(cap)
-    etas = np.zeros(n + 1)  # indexed by exit number; only 2..cap-1 are read
-    etas[2:cap] = [thresholds.eta(k) * scale for k in range(2, cap)]
-    return exits_from_scores(criterion_scores(arr, thresholds.criterion, scores), etas, cap)
+    first = thresholds.first_exit
+    etas = np.zeros(n + 1)  # indexed by exit number; only first..cap-1 are read
+    etas[first:cap] = [thresholds.eta(k) * scale for k in range(first, cap)]
+    return exits_from_scores(criterion_scores(arr, thresholds.criterion, scores), etas, cap, first)
 
 
-def exits_from_scores(scores: np.ndarray, etas: np.ndarray, cap: int) -> np.ndarray:
-    """The run-time rule on (S, N-1) scores: the first exit k in 2..cap-1 with score <= etas[k]
-    (``etas`` indexed by exit number), else the cap. 1-based exits, shape (S,)."""
+def exits_from_scores(scores: np.ndarray, etas: np.ndarray, cap: int, first: int = 2) -> np.ndarray:
+    """The run-time rule on (S, N + 1 - first) scores (column k - first is exit k): the first exit k in
+    first..cap-1 with score <= etas[k] (``etas`` indexed by exit number), else the cap. 1-based, shape (S,)."""
     exit_of = np.full(scores.shape[0], cap, dtype=np.int64)
     remaining = np.ones(scores.shape[0], dtype=bool)
-    for k in range(2, cap):
-        stop = remaining & (scores[:, k - 2] <= etas[k])
+    for k in range(first, cap):
+        stop = remaining & (scores[:, k - first] <= etas[k])
         exit_of[stop] = k
         remaining &= ~stop
     return exit_of
@@ -290,8 +302,9 @@ def solve_thresholds_quantile(
     cost is at most the budget and, when the budget binds, within
     ``tolerance`` (relative) of it unless the calibration set is too small or
     too tied to resolve it (the achieved cost is reported in expected_cost).
-    scores: (S, N-1) exit-gate scores of the steps, for the learned criterion
-    (``criterion.criterion_scores``); the method is the same on either score.
+    scores: the steps' exit-gate scores, for the learned criterion
+    (``criterion.criterion_scores``); the method is the same on either score,
+    from the criterion's first exit (exit 1 for the learned one with an exit-1 gate).
     """
     arr, target = check_solver_inputs(exit_actions, profile, budget, "solve_thresholds_quantile")
     s, n, _ = arr.shape
@@ -300,7 +313,8 @@ def solve_thresholds_quantile(
     if shape_param is not None and not (math.isfinite(shape_param) and shape_param > 0):
         raise ValueError(f"shape_param must be positive and finite, got {shape_param}")
     crit = criterion or Criterion()
-    report = budget_report(profile, budget)
+    first = crit.first_exit
+    report = budget_report(profile, budget, first_exit=first)
     cap = report.cap
     costs = np.asarray(profile.costs(budget.metric))
     scores = criterion_scores(arr, crit, scores)
@@ -319,11 +333,11 @@ def solve_thresholds_quantile(
 
     if cap == 1 or not report.average_binding:
         # Exit 1 only, or the budget is slack: run to the cap every step.
-        etas, exit_of = _walk(scores, np.zeros(cap + 1, dtype=np.int64), cap)
+        etas, exit_of = _walk(scores, np.zeros(cap + 1, dtype=np.int64), cap, first)
         return finish(etas, exit_of)
 
-    exits = np.arange(2, cap + 1)  # the criterion can first stop at exit 2
-    lo, hi = _param_bracket(shape, 2, cap, shape_param)
+    exits = np.arange(first, cap + 1)  # the exits the criterion can stop at
+    lo, hi = _param_bracket(shape, first, cap, shape_param)
 
     def expected(param: float) -> float:
         return float(exit_fractions(shape, param, exits, shape_param) @ costs[exits - 1]) - target

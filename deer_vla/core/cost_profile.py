@@ -6,8 +6,9 @@ The original DeeR paper counts one multiply-add as one FLOP; divide by 2 to
 compare. "llm" covers the decoder segments + gated cross-attention (the
 paper's convention); "total" adds vision, resampler and action head. With
 the learned exit criterion both also charge the exit gates, one evaluation
-at every exit from 2 on (``with_exit_gates``): compute spent on the exit
-decision is compute, whichever metric the budget is in.
+at every exit from the criterion's first one on (``with_exit_gates``; exit 1
+with an exit-1 gate, else 2): compute spent on the exit decision is compute,
+whichever metric the budget is in.
 """
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ class CostProfile:
     head_latency: LatencyStats | None = None  # one action-head step
     device: str = "cpu"
     dtype: str = "float32"
-    # GFLOPs of one exit-gate evaluation already included in the costs above (0: no gates charged)
+    # GFLOPs of one exit-gate evaluation already included in the costs above (0: no gates charged),
+    # one at each exit from gate_first_exit on
     gate_gflops: float = 0.0
+    gate_first_exit: int = 2
 
     def __post_init__(self) -> None:
         n = len(self.llm_gflops)
@@ -49,6 +52,8 @@ class CostProfile:
             raise ValueError("CostProfile needs at least one exit")
         if not (isinstance(self.gate_gflops, (int, float)) and 0 <= self.gate_gflops < float("inf")):
             raise ValueError(f"CostProfile.gate_gflops must be finite and >= 0, got {self.gate_gflops!r}")
+        if self.gate_first_exit not in (1, 2) or isinstance(self.gate_first_exit, bool):
+            raise ValueError(f"CostProfile.gate_first_exit must be 1 or 2, got {self.gate_first_exit!r}")
         for name in ("total_gflops", "params", "weight_bytes"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"CostProfile.{name} has {len(getattr(self, name))} entries, llm_gflops has {n}")
@@ -86,16 +91,20 @@ class CostProfile:
             total += getattr(seg, key) + head
         return float(total)
 
-    def with_exit_gates(self, gflops: float) -> CostProfile:
-        """This profile with the learned criterion's gates charged: exit k adds (k - 1) * ``gflops`` (one gate
-        evaluation at each of exits 2..k) to both metrics. Raises if gates are charged already."""
+    def with_exit_gates(self, gflops: float, first_exit: int) -> CostProfile:
+        """This profile with the learned criterion's gates charged: exit k adds (k + 1 - first_exit) * ``gflops``
+        (one gate evaluation at each of exits first_exit..k; first_exit 1 with an exit-1 gate, else 2) to both
+        metrics. Raises if gates are charged already."""
         if self.gate_gflops:
             raise ValueError(f"this cost profile already charges exit gates ({self.gate_gflops:g} GFLOPs each)")
         if not (0 < gflops < float("inf")):
             raise ValueError(f"exit gate GFLOPs must be finite and > 0, got {gflops!r}")
-        extra = [k * gflops for k in range(self.num_exits)]
+        if first_exit not in (1, 2):
+            raise ValueError(f"first_exit must be 1 or 2, got {first_exit!r}")
+        extra = [max(k + 1 - first_exit, 0) * gflops for k in range(1, self.num_exits + 1)]
         return replace(self, llm_gflops=[c + e for c, e in zip(self.llm_gflops, extra)],
-                       total_gflops=[c + e for c, e in zip(self.total_gflops, extra)], gate_gflops=float(gflops))
+                       total_gflops=[c + e for c, e in zip(self.total_gflops, extra)], gate_gflops=float(gflops),
+                       gate_first_exit=first_exit)
 
     def truncated(self, max_exit: int) -> CostProfile:
         """The profile of the same model loaded only up to ``max_exit``."""
@@ -112,12 +121,14 @@ class CostProfile:
             device=self.device,
             dtype=self.dtype,
             gate_gflops=self.gate_gflops,
+            gate_first_exit=self.gate_first_exit,
         )
 
     def to_dict(self) -> dict:
         out = asdict(self)
         if not self.gate_gflops:  # absent when no gates are charged, so profiles written before keep their bytes
             del out["gate_gflops"]
+            del out["gate_first_exit"]
         return out
 
     @classmethod

@@ -50,12 +50,18 @@ class ScoredPolicy(SegmentedPolicy, Protocol):
 
     @property
     def exit_gate_gflops(self) -> float:
-        """GFLOPs of one gate evaluation (charged at every exit from 2 on: ``CostProfile.with_exit_gates``)."""
+        """GFLOPs of one gate evaluation (charged at every exit the criterion scores:
+        ``CostProfile.with_exit_gates``)."""
+        ...
+
+    @property
+    def first_gated_exit(self) -> int:
+        """The first exit the gates score: 1, or 2 for gates trained without an exit-1 gate."""
         ...
 
     def exit_score(self) -> float:
-        """For the exit run last this step (k >= 2): the gate's predicted distance of its action from the
-        full model's (RMS over the motion axes; 0 at the deepest exit)."""
+        """For the exit run last this step (k >= ``first_gated_exit``): the gate's predicted distance of its
+        action from the full model's (RMS over the motion axes; 0 at the deepest exit)."""
         ...
 
 

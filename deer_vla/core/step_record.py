@@ -28,8 +28,11 @@ class StepRecord:
     segment_ms: list[float] = field(default_factory=list)  # wall time per segment that ran
     head_ms: float = 0.0  # total action-head time this step
     total_ms: float = 0.0  # whole step wall time (model side)
-    distances: list[float] = field(default_factory=list)  # consistency score at exits 2..exit_used
-    thresholds: list[float] = field(default_factory=list)  # eta_k in force (after scaling)
+    # the criterion's score at each exit it tested and the eta_k in force there (after scaling), from exit
+    # distances_from_exit on: 2 (DeeR's consecutive criterion), 1 for the learned one with an exit-1 gate
+    distances: list[float] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)
+    distances_from_exit: int = 2
     threshold_scale: float = 1.0  # online tracker multiplier
     running_mean_gflops: float = 0.0  # mean cost so far (budget metric)
     budget_average_gflops: float | None = None

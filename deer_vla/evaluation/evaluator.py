@@ -130,7 +130,11 @@ def episode_plan(task: str, n: int, seed_offset: int, heldout: bool) -> list[tup
 def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str, str]]:
     """The modes to run and, for budgets that could not be met, why they were skipped."""
     from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError
-    from deer_vla.control.calibration import collect_exit_actions, collect_exit_actions_and_scores
+    from deer_vla.control.calibration import (
+        collect_exit_actions,
+        collect_exit_actions_and_scores,
+        learned_criterion,
+    )
     from deer_vla.control.criterion import Criterion
     from deer_vla.control.solve import solve_thresholds
     from deer_vla.data.observations import dataset_observation_episodes
@@ -162,7 +166,8 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
                 name = f"dyn{frac:g}"
                 try:
                     budget = BudgetSpec(average_gflops=frac * full)
-                    criterion = Criterion(smooth=cfg.criterion_smooth, kind=cfg.criterion)
+                    first = learned_criterion(runner).first_exit if cfg.criterion == "learned" else 0  # gates' own
+                    criterion = Criterion(smooth=cfg.criterion_smooth, kind=cfg.criterion, first_exit=first)
                     th = solve_thresholds(cfg.threshold_method, actions, solve_profile, budget, criterion, scores)
                 except InfeasibleBudgetError as exc:
                     skipped[name] = str(exc)

@@ -2,18 +2,25 @@
 
 DeeR stops when two consecutive exits agree, which predicts the distance to
 the full model only loosely. A gate (JEI-DNN / CALM style) reads what the exit
-itself knows and regresses that distance directly. Inputs at exit k (k >= 2):
+itself knows and regresses that distance directly. Inputs at exit k:
 
 - the exit's pooled feature f_k (the one the action head reads),
 - log(d_k + floor), d_k the RMS distance over the motion axes between the
   actions of exits k and k-1 (DeeR's own signal),
 - the exit's action a_k and its change a_k - a_{k-1}.
 
+Exit 1 has no previous exit: its gate is given a_1 as the previous action (a
+zero change, the floor's distance), constant inputs that the standardisation
+zeroes, so it predicts from f_1 and a_1 alone. Unlike DeeR's criterion, which
+needs two exits to compare, the learned one can thus stop at exit 1.
+
 One 2-layer MLP per exit (the exit index picks the weights) outputs
 log(distance + floor) of a_k from a_N; the score is exp(output), a distance,
 so thresholds on it are >= 0 like DeeR's and the same solvers apply. Exit N
-needs no gate (its distance is 0), exits 2..N-1 have one each. Inputs are
-standardised with the training set's mean and std, stored with the weights.
+needs no gate (its distance is 0); exits 1..N-1 have one each (2..N-1 in
+gates files written before exit-1 gates: ``GateConfig.first_exit`` 2, read as
+such and still usable from exit 2 on). Inputs are standardised with the
+training set's mean and std, stored with the weights.
 """
 from __future__ import annotations
 
@@ -40,9 +47,10 @@ class GateError(ValueError):
 class GateConfig:
     feature_dim: int  # the model's exit feature width (lm.hidden_size)
     action_dim: int  # motion axes + gripper
-    num_exits: int  # the model's exits N; gates cover exits 2..N-1
+    num_exits: int  # the model's exits N; gates cover exits first_exit..N-1
     hidden: int = 16
     floor: float = 1e-4  # distances are regressed as log(d + floor)
+    first_exit: int = 1  # the first gated exit: 1; 2 in files written before exit-1 gates (from_dict's default)
 
     def __post_init__(self) -> None:
         for name in ("feature_dim", "hidden"):
@@ -51,15 +59,18 @@ class GateConfig:
                 raise GateError(f"gate {name} must be a positive int, got {v!r}")
         if isinstance(self.action_dim, bool) or not isinstance(self.action_dim, int) or self.action_dim < 2:
             raise GateError(f"gate action_dim must be an int >= 2 (motion axes + gripper), got {self.action_dim!r}")
-        if isinstance(self.num_exits, bool) or not isinstance(self.num_exits, int) or self.num_exits < 3:
-            raise GateError(f"exit gates need a model with >= 3 exits (a decision at exits 2..N-1), "
-                            f"got {self.num_exits!r}")
+        if isinstance(self.first_exit, bool) or self.first_exit not in (1, 2):
+            raise GateError(f"gate first_exit must be 1 or 2, got {self.first_exit!r}")
+        if (isinstance(self.num_exits, bool) or not isinstance(self.num_exits, int)
+                or self.num_exits < self.first_exit + 1):
+            raise GateError(f"exit gates from exit {self.first_exit} need a model with >= {self.first_exit + 1} "
+                            f"exits (a decision at exits {self.first_exit}..N-1), got {self.num_exits!r}")
         if not (isinstance(self.floor, (int, float)) and math.isfinite(self.floor) and self.floor > 0):
             raise GateError(f"gate floor must be finite and > 0, got {self.floor!r}")
 
     @property
     def num_gates(self) -> int:
-        return self.num_exits - 2
+        return self.num_exits - self.first_exit
 
     @property
     def input_dim(self) -> int:
@@ -67,11 +78,12 @@ class GateConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> GateConfig:
-        known = {"feature_dim", "action_dim", "num_exits", "hidden", "floor"}
+        known = {"feature_dim", "action_dim", "num_exits", "hidden", "floor", "first_exit"}
         required = {"feature_dim", "action_dim", "num_exits"}
         if not isinstance(data, dict) or set(data) - known or not required <= set(data):
             raise GateError(f"gate config must have keys {sorted(known)}, got {data!r}")
-        return cls(**data)
+        # gates saved without first_exit were trained before exit-1 gates existed: they cover exits 2..N-1
+        return cls(**{"first_exit": 2, **data})
 
 
 def motion_rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -80,13 +92,14 @@ def motion_rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def gate_inputs(features: torch.Tensor, actions: torch.Tensor, previous: torch.Tensor, floor: float) -> torch.Tensor:
-    """(B, D) features, (B, A) actions of exit k and (B, A) of exit k-1 -> (B, D + 1 + 2A) raw gate inputs."""
+    """(B, D) features, (B, A) actions of exit k and (B, A) of exit k-1 -> (B, D + 1 + 2A) raw gate inputs.
+    At exit 1 ``previous`` is the exit's own action (module docstring)."""
     consecutive = torch.log(motion_rms(actions, previous) + floor).unsqueeze(-1)
     return torch.cat([features, consecutive, actions, actions - previous], dim=-1)
 
 
 class ExitGates(nn.Module):
-    """The gates of exits 2..N-1, their weights stacked (gate g is exit g + 2)."""
+    """The gates of exits first_exit..N-1, their weights stacked (gate g is exit g + first_exit)."""
 
     input_mean: torch.Tensor  # (G, input_dim) buffers: the training inputs' statistics
     input_std: torch.Tensor
@@ -103,9 +116,12 @@ class ExitGates(nn.Module):
         self.register_buffer("input_std", torch.ones(g, d))
 
     def _gate(self, exit_index: int) -> int:
-        if not 2 <= exit_index < self.config.num_exits:
-            raise GateError(f"exit gates cover exits 2..{self.config.num_exits - 1}, asked for exit {exit_index}")
-        return exit_index - 2
+        first = self.config.first_exit
+        if not first <= exit_index < self.config.num_exits:
+            raise GateError(f"exit gates cover exits {first}..{self.config.num_exits - 1}, asked for exit "
+                            f"{exit_index}" + (" (these were trained without an exit-1 gate: retrain them with "
+                                               "`deer-vla train-gate`)" if exit_index == 1 else ""))
+        return exit_index - first
 
     def forward(self, inputs: torch.Tensor, exit_index: int) -> torch.Tensor:
         """(B, input_dim) raw inputs at ``exit_index`` -> (B,) predicted log(distance + floor)."""
@@ -121,12 +137,18 @@ class ExitGates(nn.Module):
         return (hidden * self.w2).sum(-1) + self.b2
 
     @torch.inference_mode()
-    def score(self, feature: torch.Tensor, action: np.ndarray, previous: np.ndarray, exit_index: int) -> float:
-        """The predicted distance of ``action`` (exit ``exit_index``) from the full model's, for one step."""
+    def score(self, feature: torch.Tensor, action: np.ndarray, previous: np.ndarray | None, exit_index: int) -> float:
+        """The predicted distance of ``action`` (exit ``exit_index``) from the full model's, for one step;
+        ``previous`` is exit k-1's action (None at exit 1, which has none)."""
         dtype = self.w1.dtype
         f = feature.reshape(1, -1).to(device=self.w1.device, dtype=dtype)
         a = torch.as_tensor(np.asarray(action), dtype=dtype, device=f.device).reshape(1, -1)
-        p = torch.as_tensor(np.asarray(previous), dtype=dtype, device=f.device).reshape(1, -1)
+        if exit_index == 1:
+            p = a  # no previous exit: the same inputs as in training (module docstring)
+        elif previous is None:
+            raise GateError(f"the gate of exit {exit_index} needs exit {exit_index - 1}'s action")
+        else:
+            p = torch.as_tensor(np.asarray(previous), dtype=dtype, device=f.device).reshape(1, -1)
         return float(torch.exp(self(gate_inputs(f, a, p, self.config.floor), exit_index))[0])
 
     def flops_per_exit(self) -> float:

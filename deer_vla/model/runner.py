@@ -92,8 +92,14 @@ class PolicyRunner:
         """One gate evaluation (0 without gates)."""
         return self._gates.flops_per_exit() / 1e9 if self._gates is not None else 0.0
 
+    @property
+    def first_gated_exit(self) -> int:
+        """The first exit the gates score: 1, or 2 for gates trained without an exit-1 gate (2 without gates)."""
+        return self._gates.config.first_exit if self._gates is not None else 2
+
     def cost_profile_for(self, criterion: str) -> CostProfile:
-        """``cost_profile``, charged for the exit gates when ``criterion`` is "learned" (GateError without gates)."""
+        """``cost_profile``, charged for the exit gates when ``criterion`` is "learned" (GateError without gates):
+        one evaluation at each exit from ``first_gated_exit`` on."""
         if criterion == "consecutive":
             return self.cost_profile
         if criterion != "learned":
@@ -101,7 +107,7 @@ class PolicyRunner:
         if self._gates is None:
             raise GateError("the learned criterion needs exit gates, and this checkpoint has none: train them "
                             "with `deer-vla train-gate CHECKPOINT --data DIR`, or use the consecutive criterion")
-        return self.cost_profile.with_exit_gates(self.exit_gate_gflops)
+        return self.cost_profile.with_exit_gates(self.exit_gate_gflops, self.first_gated_exit)
 
     def exit_feature(self, exit_index: int) -> np.ndarray:
         """The pooled feature (D,) of an exit run this step: what the action head and the gate read."""
@@ -114,12 +120,14 @@ class PolicyRunner:
         if self._gates is None:
             raise GateError("exit_score needs exit gates; this runner has none")
         k = max(self._candidates, default=0)
-        if k < 2:
-            raise ValueError(f"exit_score scores exits 2..N after they run; the last exit run is {k}")
+        first = self._gates.config.first_exit
+        if k < first:
+            raise ValueError(f"exit_score scores exits {first}..N after they run; the last exit run is {k}")
         if k >= self.model.config.num_exits:
             return 0.0  # the full model's own action
         action, _, feature = self._candidates[k]
-        return self._gates.score(feature, action, self._candidates[k - 1][0], k)
+        previous = self._candidates[k - 1][0] if k > 1 else None
+        return self._gates.score(feature, action, previous, k)
 
     # -- SegmentedPolicy
     def reset(self) -> None:

@@ -44,12 +44,13 @@ def make_budget(kwargs: dict) -> BudgetSpec:
         raise ConfigurationError(f"invalid budget {kwargs}: {exc}") from exc
 
 
-def check_budget(profile: CostProfile, budget: BudgetSpec, fixed_exit: int) -> int:
-    """-> the exit cap; ConfigurationError when the budget or fixed exit cannot be met by this model."""
+def check_budget(profile: CostProfile, budget: BudgetSpec, fixed_exit: int, first_exit: int = 2) -> int:
+    """-> the exit cap (``first_exit``: the first exit the thresholds can stop at); ConfigurationError when the
+    budget or fixed exit cannot be met by this model."""
     from deer_vla.control.budgets import InfeasibleBudgetError, exit_cap
 
     try:
-        cap = exit_cap(profile, budget)
+        cap = exit_cap(profile, budget, first_exit)
     except InfeasibleBudgetError as exc:
         raise ConfigurationError(str(exc)) from exc
     if fixed_exit > profile.num_exits:
@@ -112,15 +113,6 @@ def load_stack(
             f"checkpoint directory not found: {checkpoint} (set the 'checkpoint_dir' parameter, or pass --checkpoint)"
         )
     budget = make_budget(budget_kwargs)
-    full = PolicyRunner.from_checkpoint(checkpoint, max_exit=None, device=device)
-    full_profile = full.cost_profile
-    cap = check_budget(full_profile, budget, fixed_exit)
-    # Exits past the cap never run: do not keep their weights resident (memory budget).
-    runner = full
-    if cap < full_profile.num_exits:
-        runner = PolicyRunner.from_checkpoint(checkpoint, max_exit=cap, device=device)
-    del full
-    profile = runner.cost_profile
     thresholds = None
     if thresholds_path.is_file():
         try:
@@ -132,6 +124,17 @@ def load_stack(
             f"thresholds file not found: {thresholds_path}; run `deer-vla calibrate` for this checkpoint, "
             "set 'thresholds_file', or set 'fixed_exit' to run one exit"
         )
+    full = PolicyRunner.from_checkpoint(checkpoint, max_exit=None, device=device)
+    full_profile = full.cost_profile
+    # thresholds that can stop at exit 1 (learned, exit-1 gate) meet averages below exit 2's cost by mixing exits
+    first_exit = thresholds.first_exit if thresholds is not None and not fixed_exit else 2
+    cap = check_budget(full_profile, budget, fixed_exit, first_exit)
+    # Exits past the cap never run: do not keep their weights resident (memory budget).
+    runner = full
+    if cap < full_profile.num_exits:
+        runner = PolicyRunner.from_checkpoint(checkpoint, max_exit=cap, device=device)
+    del full
+    profile = runner.cost_profile
     if thresholds is not None and not fixed_exit:
         kind = thresholds.criterion.kind
         if kind != criterion:

@@ -310,7 +310,7 @@ class PolicyNode(LifecycleNode):
             if names & set(BUDGET_PARAMS):
                 budget = make_budget(params.budget_kwargs())
                 if self.stack is not None:
-                    check_budget(self.stack.profile, budget, params.fixed_exit)
+                    check_budget(self.stack.profile, budget, params.fixed_exit, self.stack.controller.first_exit)
                     # validates against the loaded exits and thresholds; applied at the next step
                     self.stack.controller.set_budget(budget)
         except (ParameterError, ConfigurationError, ValueError) as exc:

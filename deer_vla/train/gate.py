@@ -2,9 +2,10 @@
 
 The checkpoint runs over demonstration episodes, every exit at every step,
 committing the deepest (as calibration does, so the head's history holds the
-full model's features). Each step gives, per exit k, the gate's inputs (the
-exit's pooled feature, its action and the previous exit's) and its target:
-the RMS distance over the motion axes of a_k from a_N. The gates regress
+full model's features). Each step gives, per exit k = 1..N-1, the gate's
+inputs (the exit's pooled feature, its action and the previous exit's; exit
+1's own at exit 1) and its target: the RMS distance over the motion axes of
+a_k from a_N. The gates regress
 log(distance + floor) with MSE; whole episodes are held out for validation
 (their loss and a constant predictor's are reported) and the epoch with the
 least validation loss is kept. The model itself is not changed.
@@ -117,13 +118,15 @@ def collect_gate_data(runner: Any, episodes: Iterable[Sequence[Observation]], ma
     return GateData(np.stack(feats).astype(np.float32), np.stack(acts), np.asarray(owner))
 
 
-def gate_tensors(data: GateData, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> inputs (S, G, input_dim) and targets log(distance + floor) (S, G) for exits 2..N-1."""
+def gate_tensors(data: GateData, floor: float, first_exit: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> inputs (S, G, input_dim) and targets log(distance + floor) (S, G) for exits first_exit..N-1
+    (exit 1's gate gets exit 1's own action as the previous one: ``model.gate``)."""
     f = torch.from_numpy(data.features).float()
     a = torch.from_numpy(data.actions).float()
     n = a.shape[1]
-    inputs = torch.stack([gate_inputs(f[:, k - 1], a[:, k - 1], a[:, k - 2], floor) for k in range(2, n)], dim=1)
-    targets = torch.log(motion_rms(a[:, 1:n - 1], a[:, -1:]) + floor)
+    inputs = torch.stack([gate_inputs(f[:, k - 1], a[:, k - 1], a[:, max(k - 2, 0)], floor)
+                          for k in range(first_exit, n)], dim=1)
+    targets = torch.log(motion_rms(a[:, first_exit - 1:n - 1], a[:, -1:]) + floor)
     return inputs, targets
 
 
@@ -148,13 +151,15 @@ def train_gates(data: GateData, cfg: GateTrainConfig | None = None) -> tuple[Exi
     s, n, d = data.features.shape
     gates = ExitGates(GateConfig(feature_dim=d, action_dim=data.actions.shape[2], num_exits=n, hidden=cfg.hidden,
                                  floor=cfg.floor))
-    x, y = gate_tensors(data, cfg.floor)
+    x, y = gate_tensors(data, cfg.floor, gates.config.first_exit)
     train, val = split_episodes(data.episode, cfg.val_fraction, cfg.seed)
     xt, yt = x[torch.from_numpy(train)], y[torch.from_numpy(train)]
     xv, yv = x[torch.from_numpy(val)], y[torch.from_numpy(val)]
     with torch.no_grad():
         gates.input_mean.copy_(xt.mean(0))
-        gates.input_std.copy_(xt.std(0).clamp_min(1e-6))
+        std = xt.std(0)
+        # constant inputs (exit 1's change and consecutive distance) are left unscaled: (x - mean) is ~0 there
+        gates.input_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
         gates.b2.copy_(yt.mean(0))  # start from the constant predictor
     constant = float(((yv - yt.mean(0)) ** 2).mean()) if len(yv) else None
     opt = torch.optim.AdamW(gates.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -248,9 +253,9 @@ def cli_main(argv: list[str] | None = None) -> int:
         if args.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
         runner = PolicyRunner.from_checkpoint(args.checkpoint, device=args.device)
-        if runner.num_exits < 3:
-            raise ValueError(f"{args.checkpoint} has {runner.num_exits} exits; exit gates need >= 3 "
-                             "(a decision at exits 2..N-1)")
+        if runner.num_exits < 2:
+            raise ValueError(f"{args.checkpoint} has {runner.num_exits} exit; exit gates need >= 2 "
+                             "(a decision at exits 1..N-1)")
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
         t0 = time.perf_counter()
         with torch.inference_mode():
