@@ -119,10 +119,11 @@ def test_evaluate_runs_thresholds_files_as_written(checkpoint: tuple[Path, Path]
     rc = evaluate_main([
         "--checkpoint", str(ckpt), "--tasks", "drawer-open", "--episodes-per-task", "1", "--max-steps", "3",
         "--budgets", "", "--exits", "all", "--thresholds", f"{tmp_path / 'early.json'},{tmp_path / 'late.json'}",
-        "--out", str(out), "--no-progress", "--workers", "1",
+        "--out", str(out), "--no-progress", "--workers", "1", "--threads", "1",
     ])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
+    assert res["config"]["threads"] == 1 and len(res["config"]["thresholds_files"]) == 2
     assert list(res["summary"]) == ["full", "th-early", "th-late"]
     assert res["summary"]["th-early"]["overall"]["mean_exit"] == 2
     assert res["summary"]["th-late"]["overall"]["mean_exit"] == n
@@ -140,6 +141,16 @@ def test_evaluate_refuses_bad_arguments_with_exit_code_2(checkpoint: tuple[Path,
     ckpt, _ = checkpoint
     assert evaluate_main(["--checkpoint", str(ckpt), "--out", str(tmp_path), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_eval_threads_per_worker_are_set_or_share_the_cores() -> None:
+    import os
+
+    base = {"checkpoint": "x", "tasks": ["drawer-open"]}
+    assert EvalConfig(**base, workers=1, threads=1).threads_per_worker() == 1
+    assert EvalConfig(**base, workers=2).threads_per_worker() == max(1, (os.cpu_count() or 1) // 2)
+    with pytest.raises(ValueError, match="threads"):
+        EvalConfig(**base, threads=0)
 
 
 @pytest.mark.parametrize("field, value", [("threshold_method", "magic"), ("criterion_smooth", 0),

@@ -73,6 +73,7 @@ class EvalConfig(BaseModel):
     seed_offset: int = Field(EVAL_SEED_OFFSET, ge=0, description="first evaluation seed (disjoint from demos)")
     max_steps: int | None = Field(None, ge=1, description="episode step limit (None: the adapter's)")
     workers: int = Field(1, ge=1, description="episode worker processes")
+    threads: int | None = Field(None, ge=1, description="torch threads per worker (None: CPU cores // workers)")
     device: str = Field("cpu", description="torch device of the policy")
     image_size: int | None = Field(None, ge=1, description="rendered image size (None: the checkpoint's)")
     track_budget: bool = Field(False, description="also run each budget with the online tracker ('dyn<f>+track')")
@@ -98,6 +99,10 @@ class EvalConfig(BaseModel):
         if v not in INSTRUCTION_SETS:
             raise ValueError(f"instructions must be one of {INSTRUCTION_SETS}, got {v!r}")
         return v
+
+    def threads_per_worker(self) -> int:
+        """Torch threads of each worker: as set, else the cores shared out (oversubscribing costs ~3x)."""
+        return self.threads if self.threads is not None else max(1, (os.cpu_count() or 1) // self.workers)
 
     def instruction_conditions(self) -> list[str]:
         """The instruction sets every (mode, task) runs: 'canonical' and/or 'heldout'."""
@@ -250,7 +255,7 @@ def evaluate(
     """Run every mode on every task and write results.json, results.csv and tradeoff.png to ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    spec = PolicySpec(cfg.checkpoint, cfg.device, max(1, (os.cpu_count() or 1) // cfg.workers), cfg.image_size)
+    spec = PolicySpec(cfg.checkpoint, cfg.device, cfg.threads_per_worker(), cfg.image_size)
     worker = EvalWorker.from_spec(spec)
     try:
         return _evaluate(cfg, out, worker, spec, show_progress, verbose)
@@ -385,6 +390,8 @@ class EvaluateSettings(BaseModel):
     seed_offset: int = Field(EVAL_SEED_OFFSET, ge=0, description="first evaluation seed")
     max_steps: int | None = Field(None, ge=1, description="episode step limit (default: the adapter's)")
     workers: int = Field(2, ge=1, description="episode worker processes (one policy + simulator each)")
+    threads: int | None = Field(None, ge=1, description="torch threads per worker (default: CPU cores // workers; "
+                                "1 where other jobs share the cores)")
     device: str = Field("cpu", description="torch device of the policy")
     thresholds: list[str] = Field([], description="thresholds files to run as they are, one dynamic mode "
                                   "'th-<file stem>' each, e.g. risk-certified ones from `deer-vla calibrate "
@@ -434,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-offset", type=int, help=_help("seed_offset"))
     p.add_argument("--max-steps", type=int, help=_help("max_steps"))
     p.add_argument("--workers", type=int, help=_help("workers"))
+    p.add_argument("--threads", type=int, help=_help("threads"))
     p.add_argument("--device", help=_help("device"))
     p.add_argument("--out", help=_help("out"))
     p.add_argument("--no-progress", action="store_true", help=_help("no_progress"))
@@ -479,6 +487,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             seed_offset=args.seed_offset,
             max_steps=args.max_steps,
             workers=args.workers,
+            threads=args.threads,
             device=args.device,
         )
         file_modes(cfg.thresholds_files, num_exits, 1.0)  # unreadable or mismatched files fail here, not mid-run

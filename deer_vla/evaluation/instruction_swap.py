@@ -308,8 +308,8 @@ def run_swap(
         worker = SwapWorker()
     else:
         assert eval_cfg is not None
-        spec = PolicySpec(eval_cfg.checkpoint, eval_cfg.device, max(1, (os.cpu_count() or 1) // workers),
-                          eval_cfg.image_size)
+        threads = eval_cfg.threads or max(1, (os.cpu_count() or 1) // workers)
+        spec = PolicySpec(eval_cfg.checkpoint, eval_cfg.device, threads, eval_cfg.image_size)
         worker = SwapWorker.from_spec(spec)
         modes, skipped = build_modes(eval_cfg, worker.runner)
     jobs = []
