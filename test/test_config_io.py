@@ -1,4 +1,5 @@
-"""evaluate / calibrate take the train style: --config YAML + --set key=value + flags, validated, naming bad keys."""
+"""train, evaluate and calibrate share one config style: --config YAML + --set key=value + flags, validated,
+naming bad keys."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -86,3 +87,31 @@ def test_set_needs_key_equals_value() -> None:
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["episodes"])
     assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}
+
+
+def test_train_loads_through_the_same_loader(tmp_path: Path) -> None:
+    from deer_vla.train.trainer import load_settings as train_settings
+
+    path = _yaml(tmp_path, {"joint": {"steps": 40, "warmup_steps": 4}, "window": 6})
+    cfg, args = train_settings(["--config", path, "--set", "joint.steps=30", "--set", "instruction_noise={}",
+                                "--resume", "--stop-at", "7", "--no-progress"])
+    assert (cfg.joint.steps, cfg.joint.warmup_steps, cfg.window) == (30, 4, 6)  # --set wins over the file
+    assert cfg.joint.lr == 5e-4 and cfg.refine.steps == 500  # nested keys not given keep their defaults
+    assert cfg.instruction_noise is not None  # a YAML flow value builds the nested model's defaults
+    assert (args.resume, args.stop_at, args.no_progress) == (True, 7, True)  # run flags stay out of the config
+    init, _ = train_settings(["--set", "init_checkpoint=ck"])
+    assert (init.init_checkpoint, init.model_preset) == ("ck", None)  # a given source replaces the preset
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--set", "joint.stepz=3"], "  joint.stepz: Extra inputs are not permitted"),  # unknown nested key
+    (["--set", "joint.steps=3", "--set", "joint.warmup_steps=5"],
+     "joint.warmup_steps (5) must be below joint.steps (3)"),
+    (["--set", "loss.gripper=-1"], "  loss.gripper: Input should be greater than or equal to 0 (got -1)"),
+])
+def test_train_refuses_a_bad_key_naming_it(capsys, argv: list[str], needle: str) -> None:
+    from deer_vla.train.trainer import cli_main as train_main
+
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deer-vla train: invalid training config (defaults + --set):") and needle in err

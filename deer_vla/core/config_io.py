@@ -1,11 +1,14 @@
 """One config style for every command: YAML file (--config) + `--set key=value` + flags, validated by pydantic.
 
 Layers, lowest first: the model's defaults, the YAML file, the `--set` overrides, then the flags given
-on the command line. Every error names the key (a dotted path for nested ones) and the source.
+on the command line; a partial mapping for a nested model (`--set joint.steps=3`) keeps that model's other
+defaults. train, evaluate and calibrate load through `load_layered`. Every error names the key (a dotted
+path for nested ones) and the source.
 """
 from __future__ import annotations
 
 import argparse
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,29 +90,51 @@ def validate(model: type[ModelT], data: dict[str, Any], what: str, source: str) 
         raise ConfigError(format_validation_error(exc, what, source)) from None
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, what: str) -> None:
-    """--config FILE.yaml and repeatable --set KEY=VALUE; keys are the flags' names with '_' for '-'."""
-    parser.add_argument("--config", default=None, metavar="FILE.yaml",
-                        help=f"{what} as YAML (keys: the flags' names with '_' for '-'); flags given here win")
+def add_config_arguments(parser: argparse.ArgumentParser, what: str,
+                         keys: str = "keys: the flags' names with '_' for '-'; flags given here win",
+                         example: str = "device=cuda") -> None:
+    """--config FILE.yaml and repeatable --set KEY=VALUE; ``keys`` says what the YAML keys are."""
+    parser.add_argument("--config", default=None, metavar="FILE.yaml", help=f"{what} as YAML ({keys})")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
-                        help="override one key of the --config file (a YAML value), e.g. --set device=cuda; repeatable")
+                        help=f"override one key of the --config file (a YAML value), e.g. --set {example}; repeatable")
 
 
-def load_layered(model: type[ModelT], args: argparse.Namespace, what: str) -> ModelT:
-    """Defaults < --config YAML < --set < the flags given. The parser must leave flags that were not given
-    out of ``args`` (``argument_default=argparse.SUPPRESS`` and no per-flag defaults), so that a flag
-    overrides the file only when it is actually on the command line."""
+def _over_nested_defaults(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """A partial mapping for a field whose default is itself a model fills in the rest from that default, so
+    `--set joint.steps=3` keeps joint.lr (a field whose default is None takes the mapping as given)."""
+    out = dict(data)
+    for name, value in data.items():
+        field = model.model_fields.get(name)
+        if field is None or not isinstance(value, dict):
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            out[name] = deep_merge(default.model_dump(), value)
+    return out
+
+
+def load_layers(model: type[ModelT], what: str, config: str | Path | None = None, overrides: Sequence[str] = (),
+                flags: dict[str, Any] | None = None) -> ModelT:
+    """Defaults < the YAML file ``config`` < the ``--set`` overrides < ``flags``, validated as ``model``."""
     data: dict[str, Any] = {}
     source = "defaults"
-    if getattr(args, "config", None):
-        data = read_yaml_mapping(args.config, what)
-        source = str(args.config)
-    overrides = getattr(args, "overrides", None) or []
+    if config:
+        data = read_yaml_mapping(config, what)
+        source = str(config)
     if overrides:
-        data = apply_overrides(data, overrides)
+        data = apply_overrides(data, list(overrides))
         source += " + --set"
-    flags = {k: v for k, v in vars(args).items() if k not in _LAYER_DESTS}
     if flags:
         data = deep_merge(data, flags)
         source += " + flags"
-    return validate(model, data, what, source)
+    return validate(model, _over_nested_defaults(model, data), what, source)
+
+
+def load_layered(model: type[ModelT], args: argparse.Namespace, what: str,
+                 run_flags: Collection[str] = ()) -> ModelT:
+    """`load_layers` from a parsed command line. The parser must leave flags that were not given out of ``args``
+    (``argument_default=argparse.SUPPRESS`` and no per-flag defaults), so that a flag overrides the file only
+    when it is actually on the command line; ``run_flags`` name the destinations that steer the run and are
+    not config keys (e.g. train's --resume)."""
+    flags = {k: v for k, v in vars(args).items() if k not in _LAYER_DESTS and k not in run_flags}
+    return load_layers(model, what, getattr(args, "config", None), getattr(args, "overrides", None) or (), flags)

@@ -1,4 +1,5 @@
-"""Training configuration: YAML file + `--set key=value` overrides, validated by pydantic.
+"""Training configuration, validated by pydantic; loaded like every command's (core.config_io: defaults <
+YAML file < `--set key=value`).
 
 Every field is checked at load time, so an impossible config (a window longer
 than any usable episode is checked later, against the data) fails before any
@@ -6,15 +7,16 @@ model is built, with a message naming the bad key and value.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from deer_vla.core.config_io import ConfigError, apply_overrides, deep_merge, read_yaml_mapping, validate
+from deer_vla.core.config_io import ConfigError, load_layers, validate
 from deer_vla.train.instruction_noise import InstructionNoise
 
-__all__ = ["ConfigError", "TrainConfig", "apply_overrides", "load_config", "validate_config"]
+__all__ = ["ConfigError", "TrainConfig", "load_config", "validate_config"]
 
 
 class LossWeights(BaseModel):
@@ -95,6 +97,14 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1)
     max_episodes: int | None = Field(None, ge=1, description="use only the first N episodes (smoke runs)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_given_source_replaces_the_preset(cls, data: Any) -> Any:
+        # `--set init_checkpoint=DIR` (or model=...) alone means "not the default preset"
+        if isinstance(data, dict) and ("model" in data or "init_checkpoint" in data) and "model_preset" not in data:
+            return {**data, "model_preset": None}
+        return data
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
@@ -131,18 +141,6 @@ def validate_config(data: dict[str, Any], source: str = "dict") -> TrainConfig:
     return validate(TrainConfig, data, "training config", source)
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML training config (or defaults when ``path`` is None) and apply overrides."""
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        data = read_yaml_mapping(path, "training config")
-        source = str(path)
-    if overrides:
-        data = apply_overrides(data, overrides)
-        source += " + --set"
-    # Partial files and overrides sit on top of the defaults (e.g. --set joint.steps=0 keeps joint.lr).
-    defaults = TrainConfig.model_construct().model_dump()
-    if ("model" in data or "init_checkpoint" in data) and "model_preset" not in data:
-        defaults["model_preset"] = None
-    return validate_config(deep_merge(defaults, data), source)
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """A YAML training config (or the defaults when ``path`` is None) with ``--set``-style overrides."""
+    return load_layers(TrainConfig, "training config", path, overrides)

@@ -30,7 +30,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
-from deer_vla.train.config import ConfigError, TrainConfig, load_config
+from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
+from deer_vla.train.config import TrainConfig
 from deer_vla.train.losses import DeerObjective, WindowBatch
 from deer_vla.train.schedule import lr_lambda, make_optimizer, param_groups
 from deer_vla.train.state import (
@@ -448,11 +449,15 @@ def _action_dim(pcfg: Any) -> int:
 # --- CLI ------------------------------------------------------------------------------------
 
 
+# flags that steer this run and are not TrainConfig keys (not written to train_config.json)
+RUN_FLAGS = ("resume", "no_progress", "stop_at")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla train", description="Train a multi-exit policy (DeeR recipe).")
-    p.add_argument("--config", default=None, help="YAML training config (default: built-in defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set joint.steps=200 --set loss.gripper=0.1")
+    add_config_arguments(p, "the training config (default: built-in defaults)",
+                         keys="keys: TrainConfig's fields; --set joint.steps=3 sets a nested one",
+                         example="joint.steps=200")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
@@ -460,14 +465,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cli_main(argv: list[str] | None = None) -> int:
+def load_settings(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """Defaults < --config < --set through the shared loader (ConfigError naming the key), and the run flags."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return load_layered(TrainConfig, args, "training config", run_flags=RUN_FLAGS), args
+
+
+def cli_main(argv: list[str] | None = None) -> int:
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg, args = load_settings(argv)
     except ConfigError as exc:
         print(f"deer-vla train: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, resume=args.resume, show_progress=not args.no_progress)
