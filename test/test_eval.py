@@ -236,3 +236,21 @@ def test_instruction_swap_runs_a_checkpoints_modes(checkpoint: tuple[Path, Path]
         (m, t) for m in ("full", "exit1") for t in tasks)
     assert all(e["steps"] <= 3 for e in payload["episodes"])
     assert set(payload["summary"]) == {"full", "exit1"}
+
+
+def test_trace_episode_prints_policy_beside_expert(checkpoint: tuple[Path, Path], capsys) -> None:
+    """scripts/trace_episode.py: every step's policy and expert action, and how the episode ended."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "trace_episode.py"
+    spec = importlib.util.spec_from_file_location("trace_episode", path)
+    assert spec is not None and spec.loader is not None
+    trace = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trace)
+    ckpt, _ = checkpoint
+    assert trace.main(["--checkpoint", str(ckpt), "--task", "drawer-open", "--max-steps", "3", "--every", "1",
+                       "--exit", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    steps = [line for line in out if " policy " in line and " expert " in line]
+    assert len(steps) == 3 and out[0].startswith("drawer-open seed 100000 exit 1")
+    assert out[-1] == "not solved after 3 steps"
