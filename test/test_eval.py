@@ -254,3 +254,33 @@ def test_trace_episode_prints_policy_beside_expert(checkpoint: tuple[Path, Path]
     steps = [line for line in out if " policy " in line and " expert " in line]
     assert len(steps) == 3 and out[0].startswith("drawer-open seed 100000 exit 1")
     assert out[-1] == "not solved after 3 steps"
+
+
+def test_evaluate_resumes_from_its_episode_journal(checkpoint: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    """A run killed mid-way (journal cut, last line torn) resumes: finished episodes kept, only the rest played."""
+    ckpt, _ = checkpoint
+    out = tmp_path / "eval"
+    argv = ["--checkpoint", str(ckpt), "--tasks", "drawer-open", "--episodes-per-task", "2", "--max-steps", "2",
+            "--budgets", "", "--exits", "1,all", "--out", str(out), "--no-progress", "--workers", "1",
+            "--threads", "1"]
+    assert evaluate_main(argv) == 0
+    journal = out / "episodes.jsonl"
+    header, *records = journal.read_text().splitlines()
+    assert len(records) == 4 and json.loads(header)["journal"] == 1
+    # the crash: two episodes survived whole, the third was cut mid-line; mark the survivors to tell them apart
+    kept = [json.loads(r) for r in records[:2]]
+    for r in kept:
+        r["model_ms"] = 12345.0
+    journal.write_text("\n".join([header, *map(json.dumps, kept), records[2][:15]]))
+    assert evaluate_main([*argv, "--resume"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["episodes"]) == 4
+    assert sum(e["model_ms"] == 12345.0 for e in res["episodes"]) == 2  # kept, not replayed
+    assert {(e["mode"], e["seed"]) for e in res["episodes"]} == {(m, s) for m in ("full", "exit1")
+                                                                 for s in (100000, 100001)}
+    assert len(journal.read_text().splitlines()) == 5
+    # another run's journal is never mixed in
+    capsys.readouterr()
+    other = [a if a != "1,all" else "2,all" for a in argv]
+    assert evaluate_main([*other, "--resume"]) == 2
+    assert "different run" in capsys.readouterr().err

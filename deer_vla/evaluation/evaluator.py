@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from deer_vla.control.criterion import CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
+from deer_vla.evaluation.journal import EpisodeJournal, JournalError, run_fingerprint
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
     heldout_vs_canonical,
@@ -77,6 +78,8 @@ class EvalConfig(BaseModel):
     device: str = Field("cpu", description="torch device of the policy")
     image_size: int | None = Field(None, ge=1, description="rendered image size (None: the checkpoint's)")
     track_budget: bool = Field(False, description="also run each budget with the online tracker ('dyn<f>+track')")
+    resume: bool = Field(False, description="keep the finished episodes of the same run in the output "
+                         "directory's episodes.jsonl and play only the rest")
     thresholds_files: list[str] = Field([], description="thresholds files run as they are, one dynamic mode each "
                                         "(e.g. risk-certified ones from `deer-vla calibrate --risk`)")
 
@@ -229,9 +232,11 @@ def file_modes(paths: list[str], num_exits: int, full_gflops: float) -> list[Mod
 
 
 def run_jobs(cfg: EvalConfig, jobs: list[Job], worker: EvalWorker, spec: PolicySpec,
-             show_progress: bool = True) -> list[EpisodeResult]:
+             show_progress: bool = True,
+             on_output: Callable[[list[EpisodeResult]], None] | None = None) -> list[EpisodeResult]:
     """Every job's episodes: on ``worker`` here (``cfg.workers`` == 1) or in ``cfg.workers`` processes that
-    each load ``spec``'s policy (with ``worker``'s cost profile, measured once)."""
+    each load ``spec``'s policy (with ``worker``'s cost profile, measured once). ``on_output`` gets each job's
+    episodes as soon as they finish (the journal)."""
     from tqdm import tqdm
 
     results: list[EpisodeResult] = []
@@ -244,6 +249,8 @@ def run_jobs(cfg: EvalConfig, jobs: list[Job], worker: EvalWorker, spec: PolicyS
         outputs = run_in_processes(factory, jobs, cfg.workers)
     for out in outputs:
         results.extend(out)
+        if on_output is not None:
+            on_output(out)
         bar.update(len(out))
     bar.close()
     return results
@@ -274,14 +281,22 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
     if conditions != ["canonical"]:  # same seeds, other instructions: modes get a suffix per condition
         modes = [m if c == "canonical" else replace(m, name=m.name + HELDOUT_SUFFIX)
                  for c in conditions for m in modes]
+    journal = EpisodeJournal(out, run_fingerprint(CheckpointDir(cfg.checkpoint).weights_digest(), modes,
+                                                  cfg.seed_offset, cfg.max_steps, cfg.image_size))
+    done = journal.start(cfg.resume)
+    results: list[EpisodeResult] = []  # this run's episodes found in the journal, then the new ones
     for task in cfg.tasks:
         plans = {c: episode_plan(task, cfg.episodes_per_task, cfg.seed_offset, c == "heldout") for c in conditions}
         for mode in modes:
             plan = plans["heldout" if mode.name.endswith(HELDOUT_SUFFIX) else "canonical"]
-            for i in range(0, len(plan), chunk):
-                jobs.append((mode, task, plan[i : i + chunk], cfg.max_steps))
+            results.extend(done[(mode.name, task, s)] for s, _ in plan if (mode.name, task, s) in done)
+            left = [(s, instr) for s, instr in plan if (mode.name, task, s) not in done]
+            for i in range(0, len(left), chunk):
+                jobs.append((mode, task, left[i : i + chunk], cfg.max_steps))
+    if results:
+        log.info("resumed %d finished episodes; %d to play", len(results), sum(len(j[2]) for j in jobs))
     t0 = time.perf_counter()
-    results = run_jobs(cfg, jobs, worker, spec, show_progress)
+    results += run_jobs(cfg, jobs, worker, spec, show_progress, on_output=journal.append)
     wall = time.perf_counter() - t0
     order = [m.name for m in modes]
     summary = summarize(results, order)
@@ -393,6 +408,8 @@ class EvaluateSettings(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch threads per worker (default: CPU cores // workers; "
                                 "1 where other jobs share the cores)")
     device: str = Field("cpu", description="torch device of the policy")
+    resume: bool = Field(False, description="resume an interrupted run: keep the episodes already in "
+                         "OUT/episodes.jsonl (same checkpoint, modes and seeds; refused otherwise), play the rest")
     thresholds: list[str] = Field([], description="thresholds files to run as they are, one dynamic mode "
                                   "'th-<file stem>' each, e.g. risk-certified ones from `deer-vla calibrate "
                                   "--risk` (comma list; independent of --budgets)")
@@ -438,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same as --instructions heldout")
     p.add_argument("--track-budget", action="store_true", help=_help("track_budget"))
     p.add_argument("--thresholds", metavar="FILE[,FILE]", help=_help("thresholds"))
+    p.add_argument("--resume", action="store_true", help=_help("resume"))
     p.add_argument("--seed-offset", type=int, help=_help("seed_offset"))
     p.add_argument("--max-steps", type=int, help=_help("max_steps"))
     p.add_argument("--workers", type=int, help=_help("workers"))
@@ -484,6 +502,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             instructions=args.instructions,
             track_budget=args.track_budget,
             thresholds_files=args.thresholds,
+            resume=args.resume,
             seed_offset=args.seed_offset,
             max_steps=args.max_steps,
             workers=args.workers,
@@ -499,7 +518,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"deer-vla evaluate: {exc}", file=sys.stderr)
         return 2
-    evaluate(cfg, args.out, show_progress=not args.no_progress)
+    try:
+        evaluate(cfg, args.out, show_progress=not args.no_progress)
+    except JournalError as exc:  # --resume on another run's output
+        print(f"deer-vla evaluate: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,110 @@
+"""An evaluation's episode journal: every finished episode on disk at once, so a long run can resume.
+
+``episodes.jsonl`` in the output directory: a header line ``{"journal": 1, "fingerprint": {...}}``, then one
+EpisodeResult per line, appended and flushed (and fsync'ed) as each job finishes, so a SIGKILL loses at most
+the jobs in flight. ``--resume`` reads it back, keeps the episodes whose (mode, task, seed) the new run would
+play again, and runs only the rest. The fingerprint (checkpoint weights, modes with their thresholds, seeds'
+start, step limit, image size) must match, so episodes of another run are never mixed in; a torn last line
+(the crash happened mid-write) is dropped with a warning. Online budget trackers restart on resume: a tracking
+mode's episodes after the resume do not continue the tracker state of those before it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec
+
+log = logging.getLogger(__name__)
+
+JOURNAL_NAME = "episodes.jsonl"
+JOURNAL_VERSION = 1
+EpisodeKey = tuple[str, str, int]
+
+
+def episode_key(r: EpisodeResult) -> EpisodeKey:
+    return (r.mode, r.task, int(r.seed))
+
+
+def run_fingerprint(weights_digest: str, modes: Iterable[ModeSpec], seed_offset: int, max_steps: int | None,
+                    image_size: int | None) -> dict[str, Any]:
+    """What must be equal for two runs' episodes to be pooled (episode counts and task lists may differ)."""
+    mode_text = json.dumps([dataclasses.asdict(m) for m in modes], sort_keys=True, default=str)
+    return {"weights_sha256": weights_digest, "modes_sha256": hashlib.sha256(mode_text.encode()).hexdigest(),
+            "seed_offset": seed_offset, "max_steps": max_steps, "image_size": image_size}
+
+
+class JournalError(ValueError):
+    """The journal on disk cannot be resumed from (another run's, or not a journal)."""
+
+
+class EpisodeJournal:
+    """Append-only episode log of one evaluation output directory."""
+
+    def __init__(self, out_dir: str | Path, fingerprint: dict[str, Any]) -> None:
+        self.path = Path(out_dir) / JOURNAL_NAME
+        self.fingerprint = fingerprint
+
+    def start(self, resume: bool) -> dict[EpisodeKey, EpisodeResult]:
+        """Open the journal: resume=True keeps (and returns) a matching journal's episodes, else starts afresh.
+
+        Raises JournalError naming the difference when the journal on disk belongs to another run."""
+        done: dict[EpisodeKey, EpisodeResult] = {}
+        if resume and self.path.is_file():
+            done = self._read()
+            self._rewrite(done.values())  # drops a torn tail, so appends start on a clean line
+        else:
+            if resume:
+                log.warning("--resume: no %s in %s; starting afresh", JOURNAL_NAME, self.path.parent)
+            self._rewrite([])
+        return done
+
+    def append(self, results: Iterable[EpisodeResult]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            for r in results:
+                f.write(json.dumps(r.to_dict()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _read(self) -> dict[EpisodeKey, EpisodeResult]:
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else None
+        except json.JSONDecodeError:
+            header = None
+        if not isinstance(header, dict) or header.get("journal") != JOURNAL_VERSION:
+            raise JournalError(f"{self.path} is not an evaluation journal (version {JOURNAL_VERSION}); "
+                             "remove it or choose another --out")
+        theirs = header.get("fingerprint", {})
+        diff = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
+        if diff:
+            raise JournalError(f"cannot resume from {self.path}: it was written by a different run ({', '.join(diff)} "
+                             "differ); use another --out or drop --resume")
+        done: dict[EpisodeKey, EpisodeResult] = {}
+        for i, line in enumerate(lines[1:], start=2):
+            try:
+                r = EpisodeResult(**json.loads(line))
+            except (json.JSONDecodeError, TypeError) as exc:
+                if i == len(lines):  # the last line: a write cut short by the crash
+                    log.warning("%s: dropping a torn last line (%s)", self.path, exc)
+                    break
+                raise JournalError(f"{self.path} line {i} is not an episode record: {exc}") from exc
+            done[episode_key(r)] = r
+        log.info("resuming: %d episodes already in %s", len(done), self.path)
+        return done
+
+    def _rewrite(self, results: Iterable[EpisodeResult]) -> None:
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(json.dumps({"journal": JOURNAL_VERSION, "fingerprint": self.fingerprint}) + "\n")
+            for r in results:
+                f.write(json.dumps(r.to_dict()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
