@@ -28,6 +28,7 @@ The learned criterion can stop from exit 1 on when the gates have an exit-1
 gate (DeeR's consecutive one from exit 2: it needs two exits to compare).
 Rows "perfect gate" give the ceiling of any gate under this stopping rule:
 scores equal to the true distances from the full model, from the same first exit.
+Rows "learned from 2" run the same gates from exit 2 on (the exit-1 gate unused).
 
     python bench/bench_oracle_gap.py --quick      # < 1 min on 2 CPU cores
     python bench/bench_oracle_gap.py               # 10 tasks x (6 calibration + 4 held-out) demonstrations
@@ -316,11 +317,28 @@ def main(argv: list[str] | None = None) -> int:
                          "method": "descent", "criterion": "perfect gate",
                          **score(exits, charged, costs, errors, held, expert)})
         criteria = [*criteria, "perfect gate"]
+        if first == 1:
+            # The same gates with the exit-1 gate unused (from exit 2 on, as DeeR's rule): what stopping at
+            # exit 1 adds, apart from the gates themselves.
+            from_two = Criterion(kind="learned", first_exit=2)
+            prof = profile.with_exit_gates(runner.exit_gate_gflops, 2)
+            charged = np.asarray(prof.costs("llm_gflops"))
+            for frac in fractions:
+                budget = BudgetSpec(average_gflops=frac * costs[-1])
+                cap = budget_report(prof, budget).cap
+                if cap <= 2:
+                    continue
+                th = solve_thresholds_descent(calib, prof, budget, criterion=from_two, scores=calib_scores[:, 1:])
+                exits = simulate_exits(held, th, cap=cap, scores=held_scores[:, 1:])
+                rows.append({"mode": f"dynamic {frac:g}x (descent, learned from 2)", "budget_fraction": frac,
+                             "method": "descent", "criterion": "learned from 2",
+                             **score(exits, charged, costs, errors, held, expert)})
+            criteria = [*criteria, "learned from 2"]
 
-    print(f"{'mode':<37} {'cost/full':>9} {'mean exit':>9} {'mean error':>10} {'oracle/full':>11} "
+    print(f"{'mode':<40} {'cost/full':>9} {'mean exit':>9} {'mean error':>10} {'oracle/full':>11} "
           f"{'controller/oracle':>17} {'vs expert':>9}")
     for r in rows:
-        print(f"{r['mode']:<37} {r['mean_cost'] / costs[-1]:>9.3f} {r['mean_exit']:>9.2f} {r['mean_error']:>10.4f} "
+        print(f"{r['mode']:<40} {r['mean_cost'] / costs[-1]:>9.3f} {r['mean_exit']:>9.2f} {r['mean_error']:>10.4f} "
               f"{r['oracle_cost'] / costs[-1]:>11.3f} {r['controller_over_oracle']:>17.2f} {r['expert_rms']:>9.4f}")
     print("(mean error: distance of the action taken from the full model's, RMS over the motion axes; "
           "vs expert: RMS distance of its motion from the demonstration's action)")

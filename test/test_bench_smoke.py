@@ -136,7 +136,13 @@ def test_bench_oracle_gap_quick(tmp_path, quick_demos):
     assert all(r["oracle_cost"] <= r["mean_cost"] * (1 + 1e-9) for r in rows)
     assert static[-1]["mean_error"] == 0 and static[-1]["controller_over_oracle"] == pytest.approx(1.0)
     assert all(0 < r["expert_rms"] < 2 for r in rows)  # against the demonstrations' own actions
-    assert {r["criterion"] for r in rows} == {None, "consecutive", "learned", "perfect gate"}
+    assert {r["criterion"] for r in rows} == {None, "consecutive", "learned", "perfect gate", "learned from 2"}
+    # below exit 2's cost (0.15x) the consecutive criterion can only run exit 1; the learned one (the shipped
+    # gates have an exit-1 gate) mixes exit 1 with deeper exits
+    low = {(r["criterion"], r["method"]): r["exit1_fraction"] for r in rows if r["budget_fraction"] == 0.15}
+    assert low["consecutive", "quantile"] == 1.0
+    assert 0 < low["learned", "descent"] < 1 and 0 < low["perfect gate", "descent"] < 1
+    assert all(r["exit1_fraction"] == 0 for r in rows if r["criterion"] == "learned from 2")
 
 
 @pytest.mark.slow
