@@ -35,6 +35,10 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "image_topics": ["camera/static/image_raw", "camera/wrist/image_raw"],  # in the model's camera order
     "instruction_topic": "instruction",
     "proprio_topic": "proprio",  # std_msgs/Float32MultiArray, the model's proprio_dim values; "" = none
+    # where proprioception comes from: "array" (proprio_topic) or "joint_state" (sensor_msgs/JointState on
+    # proprio.joint_state_topic, values picked by the checkpoint's proprio names: deer_vla/ros/joint_state.py)
+    "proprio.source": "array",
+    "proprio.joint_state_topic": "joint_states",
     "twist_topic": "cmd_twist",
     "gripper_topic": "cmd_gripper",
     "action_topic": "action",
@@ -85,6 +89,8 @@ class PolicyParams(BaseModel):
     image_topics: list[str] = Field(min_length=1, max_length=2)
     instruction_topic: str = Field(min_length=1)
     proprio_topic: str
+    proprio_source: Literal["array", "joint_state"]
+    proprio_joint_state_topic: str = Field(min_length=1)
     twist_topic: str = Field(min_length=1)
     gripper_topic: str = Field(min_length=1)
     action_topic: str = Field(min_length=1)
@@ -154,6 +160,11 @@ class PolicyParams(BaseModel):
         if self.thresholds_file:
             return Path(self.thresholds_file).expanduser()
         return CheckpointDir(self.checkpoint).thresholds_path
+
+    @property
+    def proprio_input_topic(self) -> str:
+        """The topic proprioception is read from ("" = none): per proprio.source."""
+        return self.proprio_joint_state_topic if self.proprio_source == "joint_state" else self.proprio_topic
 
     @property
     def period_s(self) -> float:

@@ -33,13 +33,14 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32MultiArray, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
 from deer_vla.core import Observation, ProprioError
 from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
+from deer_vla.ros.joint_state import JointStateProprio, stamp_problem
 from deer_vla.ros.lifecycle import guard_change_state
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.params import BUDGET_PARAMS, POLICY_DEFAULTS, ParameterError, PolicyParams, parse_params
@@ -87,7 +88,9 @@ class NodeStats:
     dropped: int = 0  # observations replaced by a newer one before the worker took them
     discarded: int = 0  # steps finished after halt/disable/deactivate/new episode: action not published
     rejected_images: int = 0
-    rejected_proprio: int = 0  # proprio messages refused (length, NaN/inf, outside the checkpoint's limits)
+    # proprio messages refused (length, NaN/inf, outside the checkpoint's limits; JointState: a joint missing,
+    # malformed, stale or future stamp)
+    rejected_proprio: int = 0
     model_errors: int = 0
     unsafe_actions: int = 0
     no_instruction: int = 0
@@ -114,6 +117,8 @@ class PolicyNode(LifecycleNode):
         self.instruction: str | None = None
         self.proprio: np.ndarray | None = None
         self._proprio_ns = -1
+        self._proprio_stamp_ns: int | None = None  # header stamp of the JointState the proprio came from
+        self._joint_map: JointStateProprio | None = None  # proprio.source joint_state: names -> joint values
         self.frames: dict[str, CameraFrame] = {}
         self._used_ns: dict[str, int] = {}  # arrival time of the frames the last step used, per camera
         self.last_record: Any = None
@@ -160,18 +165,27 @@ class PolicyNode(LifecycleNode):
                     f"parameter 'image_topics' lists {len(params.image_topics)} topic(s) {params.image_topics}, "
                     f"but the model uses {len(stack.cameras)} camera(s) {list(stack.cameras)} (give them in that order)"
                 )
-            if stack.proprio_dim and not params.proprio_topic:
+            if stack.proprio_dim and not params.proprio_input_topic:
                 raise ConfigurationError(
                     f"the model needs proprioception ({stack.proprio_dim} values per step) but parameter "
                     "'proprio_topic' is empty"
                 )
+            joint_map = None
+            if params.proprio_source == "joint_state":
+                if stack.proprio_spec is None:
+                    raise ConfigurationError("parameter 'proprio.source' is 'joint_state' but the model takes no "
+                                             "proprioception: set proprio.source: array and proprio_topic: ''")
+                try:
+                    joint_map = JointStateProprio.from_spec(stack.proprio_spec)
+                except ValueError as exc:
+                    raise ConfigurationError(f"proprio.source joint_state: {exc}") from exc
         except (ParameterError, ConfigurationError, FileNotFoundError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         except Exception as exc:  # a broken checkpoint must leave the node unconfigured, not dead
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.params, self.stack = params, stack
+        self.params, self.stack, self._joint_map = params, stack, joint_map
         self.enabled = params.enabled
         if params.torch_threads:
             import torch
@@ -185,7 +199,10 @@ class PolicyNode(LifecycleNode):
             f"cameras {list(stack.cameras)} <- {params.image_topics}, device {params.device}, "
             f"{'ENABLED' if self.enabled else 'gated (dry run)'}"
         )
-        if stack.proprio_spec is not None:
+        if joint_map is not None:
+            self.get_logger().info(f"proprioception from sensor_msgs/JointState on '{params.proprio_input_topic}': "
+                                   f"{stack.proprio_dim} values ({joint_map.describe()})")
+        elif stack.proprio_spec is not None:
             self.get_logger().info(f"proprioception on '{params.proprio_topic}': {stack.proprio_dim} values "
                                    f"({', '.join(stack.proprio_spec.names)})")
         rate = stack.control_rate_hz
@@ -207,7 +224,10 @@ class PolicyNode(LifecycleNode):
             ))
         self._subs.append(self.create_subscription(String, params.instruction_topic, self._on_instruction,
                                                    INSTRUCTION_QOS, callback_group=self._input_group))
-        if params.proprio_topic:
+        if params.proprio_source == "joint_state":
+            self._subs.append(self.create_subscription(JointState, params.proprio_input_topic, self._on_joint_state,
+                                                       qos_profile_sensor_data, callback_group=self._input_group))
+        elif params.proprio_topic:
             self._subs.append(self.create_subscription(Float32MultiArray, params.proprio_topic, self._on_proprio,
                                                        qos_profile_sensor_data, callback_group=self._input_group))
         self._pubs = {
@@ -268,7 +288,9 @@ class PolicyNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_interfaces()
-        self.stack, self.params = None, None
+        self.stack, self.params, self._joint_map = None, None, None
+        # the next configuration may read another source or checkpoint: wait for its own proprioception
+        self.proprio, self._proprio_stamp_ns, self._proprio_ns = None, None, -1
         self.frames.clear()
         self._used_ns.clear()
         return TransitionCallbackReturn.SUCCESS
@@ -398,7 +420,7 @@ class PolicyNode(LifecycleNode):
 
     def _all_new(self) -> bool:
         assert self.stack is not None and self.params is not None
-        if self.params.proprio_topic and self._proprio_ns <= self._used_ns.get("~proprio", -1):
+        if self.params.proprio_input_topic and self._proprio_ns <= self._used_ns.get("~proprio", -1):
             return False  # proprioception is part of the observation: wait for the one that goes with the images
         return all(
             c in self.frames and self.frames[c].received_ns > self._used_ns.get(c, -1) for c in self.stack.cameras
@@ -423,11 +445,35 @@ class PolicyNode(LifecycleNode):
             else:
                 values = spec.check(values)  # length, finite, within the checkpoint's limits
         except ProprioError as exc:
-            self.stats.rejected_proprio += 1
-            self.get_logger().error(f"proprioception refused (not used for any step): {exc}",
-                                    throttle_duration_sec=2.0)
+            self._refuse_proprio(str(exc))
             return
-        self.proprio = values
+        self._accept_proprio(values, None)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        joint_map, params = self._joint_map, self.params
+        if joint_map is None or params is None:
+            return
+        now = self.get_clock().now().nanoseconds
+        stamp = (msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec) or now  # unstamped: as images
+        problem = stamp_problem(stamp, now, params.max_image_age_s, params.max_image_future_s)
+        if problem is not None:
+            self._refuse_proprio(f"joint state {problem}")
+            return
+        try:
+            values = joint_map.extract(msg.name, msg.position, msg.velocity, msg.effort)
+        except ProprioError as exc:
+            self._refuse_proprio(f"joint state: {exc}")
+            return
+        self._accept_proprio(values, stamp)
+
+    def _refuse_proprio(self, reason: str) -> None:
+        """The message is dropped; the last accepted proprioception stays, and no step runs on the refused one."""
+        self.stats.rejected_proprio += 1
+        self.get_logger().error(f"proprioception refused (not used for any step): {reason}",
+                                throttle_duration_sec=2.0)
+
+    def _accept_proprio(self, values: np.ndarray, stamp_ns: int | None) -> None:
+        self.proprio, self._proprio_stamp_ns = values, stamp_ns
         self._proprio_ns = time.perf_counter_ns()
         if self.params is not None and self.params.control_mode == "event" and self._all_new():
             self.control_step()
@@ -478,19 +524,32 @@ class PolicyNode(LifecycleNode):
         frames = self._fresh_frames()
         self._used_ns = {c: f.received_ns for c, f in self.frames.items()}
         self._used_ns["~proprio"] = self._proprio_ns
-        if frames is None:
+        stale = self._why_stale(frames)
+        if stale is not None:
             self.stats.stale += 1
-            self.get_logger().warn(
-                f"no fresh image (age limit {params.max_image_age_s} s, skew limit {params.max_image_skew_s} s)",
-                throttle_duration_sec=2.0,
-            )
+            self.get_logger().warn(stale, throttle_duration_sec=2.0)
             if params.stale_action == "zero":
                 with self._actuation:
                     if self.enabled and self._pubs:
                         self._last_command = None
                         self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
             return None
+        assert frames is not None  # _why_stale names missing frames
         return StepJob(frames, self.instruction, self.proprio, self._episode_gen, self._actuation_gen)
+
+    def _why_stale(self, frames: dict[str, CameraFrame] | None) -> str | None:
+        """Why the observation is not fresh (no fresh image set, or an old joint state), or None. A joint state
+        goes stale like an image: timer mode would otherwise reuse it after the arm driver stops. Float-array
+        proprio carries no stamp and is not checked."""
+        assert self.params is not None
+        params = self.params
+        if frames is None:
+            return f"no fresh image (age limit {params.max_image_age_s} s, skew limit {params.max_image_skew_s} s)"
+        if self._proprio_stamp_ns is None:
+            return None
+        problem = stamp_problem(self._proprio_stamp_ns, self.get_clock().now().nanoseconds,
+                                params.max_image_age_s, params.max_image_future_s)
+        return None if problem is None else f"no fresh joint state: the newest was {problem}"
 
     def _on_worker_error(self, exc: BaseException) -> None:
         self.stats.model_errors += 1

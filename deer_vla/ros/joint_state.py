@@ -1,0 +1,138 @@
+"""Proprioception from ``sensor_msgs/JointState``: the checkpoint's named values, picked by joint name.
+
+Pure (no rclpy): the policy node hands over the message's fields, tests use
+plain lists. Arm drivers publish every joint they have (often more than the
+policy uses, in their own order), so values are found by name, put in the
+order of the checkpoint's ``ProprioSpec`` and the other joints ignored.
+
+How a ``ProprioSpec`` name reads a JointState (the suffix after the last dot):
+
+    joint3, joint3.pos, joint3.position  -> position of joint "joint3"
+    joint3.vel, joint3.velocity          -> its velocity
+    joint3.effort                        -> its effort
+
+Any other name is a joint name as a whole (dots included), read as a
+position. ``.pos`` is LeRobot's naming (``shoulder_pan.pos``), so a model
+trained on a LeRobot dataset reads its arm's ``/joint_states`` as it is; the
+MCAP importer names JointState proprio after the joints, which reads back
+the same way.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from deer_vla.core import ProprioError, ProprioSpec
+
+JOINT_FIELDS = ("position", "velocity", "effort")
+FIELD_SUFFIXES = {"pos": "position", "position": "position", "vel": "velocity", "velocity": "velocity",
+                  "effort": "effort"}
+_UNNAMED_RE = re.compile(r"^proprio_\d+$")
+
+
+class JointStateError(ProprioError):
+    """A JointState that cannot give the model's values (a joint missing, malformed, non-finite, stale)."""
+
+
+@dataclass(frozen=True)
+class JointValue:
+    """One proprio value: a field (position, velocity or effort) of a named joint."""
+
+    joint: str
+    field: str
+
+    @classmethod
+    def parse(cls, name: str) -> JointValue:
+        joint, dot, suffix = name.rpartition(".")
+        if dot and joint and suffix in FIELD_SUFFIXES:
+            return cls(joint, FIELD_SUFFIXES[suffix])
+        return cls(name, "position")
+
+    def __str__(self) -> str:
+        return f"{self.joint} {self.field}"
+
+
+@dataclass(frozen=True)
+class JointStateProprio:
+    """Maps a JointState to the values ``spec`` names, in its order (``from_spec`` builds it)."""
+
+    spec: ProprioSpec
+    values: tuple[JointValue, ...]
+
+    @classmethod
+    def from_spec(cls, spec: ProprioSpec) -> JointStateProprio:
+        """ValueError when the names cannot be read from a JointState (unnamed, or two names for one value)."""
+        if spec.dim and all(_UNNAMED_RE.match(n) for n in spec.names):
+            raise ValueError(
+                f"the checkpoint's proprioception is unnamed ({spec.names[0]}..{spec.names[-1]}), so no joint can "
+                "be matched: list the joint names in its config.json under proprio.names, or use proprio.source: "
+                "array")
+        values = tuple(JointValue.parse(n) for n in spec.names)
+        seen: dict[JointValue, str] = {}
+        for name, value in zip(spec.names, values):
+            if value in seen:
+                raise ValueError(f"proprio names '{seen[value]}' and '{name}' both read the {value} of the JointState")
+            seen[value] = name
+        return cls(spec, values)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The JointState fields the model reads, in JOINT_FIELDS order."""
+        used = {v.field for v in self.values}
+        return tuple(f for f in JOINT_FIELDS if f in used)
+
+    def describe(self) -> str:
+        return ", ".join(str(v) for v in self.values)
+
+    def extract(self, names: Sequence[str], position: Sequence[float], velocity: Sequence[float] = (),
+                effort: Sequence[float] = ()) -> np.ndarray:
+        """The model's proprio vector (float32, spec order) from one JointState's fields; JointStateError (or
+        the spec's ProprioError for a value beyond its limits) saying what is wrong."""
+        names = [str(n) for n in names]
+        index: dict[str, int] = {}
+        for i, name in enumerate(names):
+            if name in index:
+                raise JointStateError(f"joint '{name}' appears twice in the message")
+            index[name] = i
+        missing = list(dict.fromkeys(v.joint for v in self.values if v.joint not in index))
+        if missing:
+            raise JointStateError(f"no joint {', '.join(missing)} in the message (it has {_listing(names)}); "
+                                  f"the model reads {self.describe()}")
+        given = {"position": position, "velocity": velocity, "effort": effort}
+        arrays: dict[str, np.ndarray] = {}
+        for field in self.fields:
+            arr = np.asarray(given[field], dtype=np.float64).reshape(-1)
+            if arr.size != len(names):
+                if arr.size == 0:
+                    raise JointStateError(f"the message has no {field} values; the model reads {self.describe()}")
+                raise JointStateError(f"{len(names)} joint names but {arr.size} {field} values: a malformed "
+                                      "JointState (every filled array has one value per name)")
+            arrays[field] = arr
+        values = np.array([arrays[v.field][index[v.joint]] for v in self.values], dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise JointStateError("non-finite values " + ", ".join(
+                f"{self.values[i]}={values[i]:g}" for i in np.flatnonzero(bad)))
+        return self.spec.check(values)  # float32 in spec order; refuses values beyond the checkpoint's limits
+
+
+def stamp_problem(stamp_ns: int, now_ns: int, max_age_s: float, max_future_s: float) -> str | None:
+    """Why a message stamped ``stamp_ns`` is not fresh at ``now_ns``, or None: the rule the node applies to
+    camera images (older than ``max_age_s``, or ahead of the node clock by more than ``max_future_s``)."""
+    ahead_s = (stamp_ns - now_ns) * 1e-9
+    if ahead_s > max_future_s:
+        return (f"stamped {ahead_s:.3f} s ahead of the node clock (tolerance max_image_future_s "
+                f"{max_future_s:g} s); check the publisher's clock")
+    if -ahead_s > max_age_s:
+        return f"stamped {-ahead_s:.3f} s ago (limit max_image_age_s {max_age_s:g} s)"
+    return None
+
+
+def _listing(names: Sequence[str], limit: int = 12) -> str:
+    if not names:
+        return "no joints"
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} joints)"

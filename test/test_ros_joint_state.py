@@ -1,0 +1,172 @@
+"""Proprioception from sensor_msgs/JointState: the pure mapping by the checkpoint's proprio names, the freshness
+rule, the parameters, and the policy node (real rclpy) stepping on /joint_states and refusing bad ones."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from deer_vla.core import ProprioError, ProprioSpec
+from deer_vla.ros.joint_state import JointStateError, JointStateProprio, JointValue, stamp_problem
+from deer_vla.ros.params import POLICY_DEFAULTS, ParameterError, parse_params
+
+# the names a LeRobot-trained checkpoint carries (".pos") beside a bare joint name and a velocity
+NAMES = ("shoulder.pos", "elbow", "wrist.position", "elbow.velocity")
+MAP = JointStateProprio.from_spec(ProprioSpec(names=NAMES, low=(-3.2,) * 4, high=(3.2,) * 4))
+# an arm driver's message: more joints than the policy uses, in its own order
+JOINTS = ["gripper", "wrist", "base", "elbow", "shoulder"]
+POSITION = [0.04, 0.3, 1.5, -0.2, 0.1]
+VELOCITY = [0.0, 0.01, 0.02, 0.5, 0.03]
+
+
+def test_names_read_positions_velocities_and_efforts_by_suffix():
+    assert JointValue.parse("joint3") == JointValue("joint3", "position")
+    assert JointValue.parse("shoulder_pan.pos") == JointValue("shoulder_pan", "position")
+    assert JointValue.parse("joint3.vel") == JointValue("joint3", "velocity")
+    assert JointValue.parse("joint3.velocity") == JointValue("joint3", "velocity")
+    assert JointValue.parse("joint3.effort") == JointValue("joint3", "effort")
+    assert JointValue.parse("arm.joint3") == JointValue("arm.joint3", "position")  # unknown suffix: all a name
+    assert MAP.fields == ("position", "velocity")
+
+
+def test_values_come_in_the_specs_order_whatever_the_message_order_and_extra_joints_are_ignored():
+    values = MAP.extract(JOINTS, POSITION, VELOCITY, effort=[])
+    np.testing.assert_array_equal(values, np.float32([0.1, -0.2, 0.3, 0.5]))
+    assert values.dtype == np.float32
+    shuffled = [4, 0, 3, 1, 2]
+    again = MAP.extract([JOINTS[i] for i in shuffled], [POSITION[i] for i in shuffled],
+                        [VELOCITY[i] for i in shuffled])
+    np.testing.assert_array_equal(again, values)
+    # NaN in a joint the model does not read is not its business
+    np.testing.assert_array_equal(MAP.extract(JOINTS, [math.nan, *POSITION[1:]], VELOCITY), values)
+    effort_map = JointStateProprio.from_spec(ProprioSpec(names=("base.effort",)))
+    np.testing.assert_array_equal(effort_map.extract(JOINTS, POSITION, [], [1, 2, 7.5, 4, 5]), [7.5])
+
+
+@pytest.mark.parametrize("names, position, velocity, reason", [
+    (JOINTS[:3] + ["shoulder"], POSITION[:4], VELOCITY[:4], r"no joint elbow in the message \(it has gripper, "),
+    (JOINTS, POSITION[:4], VELOCITY, "5 joint names but 4 position values: a malformed JointState"),
+    (JOINTS, POSITION, [], "no velocity values"),
+    (JOINTS, POSITION[:3] + [math.nan, 0.1], VELOCITY, r"non-finite values elbow position=nan"),
+    (JOINTS, POSITION, VELOCITY[:3] + [math.inf, 0.0], r"non-finite values elbow velocity=inf"),
+    (JOINTS + ["elbow"], POSITION + [0.0], VELOCITY + [0.0], "joint 'elbow' appears twice"),
+    (JOINTS, POSITION[:4] + [4.0], VELOCITY, r"outside the limits: shoulder.pos=4"),  # the spec's own limits
+])
+def test_a_joint_state_that_cannot_give_the_values_is_refused_saying_why(names, position, velocity, reason):
+    with pytest.raises(ProprioError, match=reason):
+        MAP.extract(names, position, velocity)
+
+
+def test_specs_that_name_no_joints_are_refused_when_the_mapping_is_built():
+    with pytest.raises(ValueError, match=r"unnamed \(proprio_0..proprio_3\).*proprio.names"):
+        JointStateProprio.from_spec(ProprioSpec.unnamed(4))
+    with pytest.raises(ValueError, match="'elbow' and 'elbow.pos' both read the elbow position"):
+        JointStateProprio.from_spec(ProprioSpec(names=("elbow", "elbow.pos")))
+    assert issubclass(JointStateError, ProprioError)  # the node refuses both kinds the same way
+
+
+def test_stamps_follow_the_image_freshness_rule():
+    now = 100_000_000_000
+    assert stamp_problem(now - 400_000_000, now, max_age_s=0.5, max_future_s=0.1) is None
+    assert stamp_problem(now + 50_000_000, now, max_age_s=0.5, max_future_s=0.1) is None
+    assert "stamped 0.600 s ago (limit max_image_age_s 0.5 s)" in stamp_problem(now - 600_000_000, now, 0.5, 0.1)
+    assert "0.200 s ahead of the node clock" in stamp_problem(now + 200_000_000, now, 0.5, 0.1)
+
+
+def test_proprio_source_parameters():
+    params = parse_params(POLICY_DEFAULTS)
+    assert params.proprio_source == "array" and params.proprio_input_topic == "proprio"
+    params = parse_params({**POLICY_DEFAULTS, "proprio.source": "joint_state"})
+    assert params.proprio_input_topic == "joint_states"
+    with pytest.raises(ParameterError, match=r"'proprio.source' = 'joints'"):
+        parse_params({**POLICY_DEFAULTS, "proprio.source": "joints"})
+    with pytest.raises(ParameterError, match=r"'proprio.joint_state_topic' = ''"):
+        parse_params({**POLICY_DEFAULTS, "proprio.source": "joint_state", "proprio.joint_state_topic": ""})
+
+
+@pytest.mark.ros
+def test_policy_node_steps_on_joint_states_and_refuses_bad_ones(executor, tiny_checkpoint, tmp_path, spin_until):
+    from builtin_interfaces.msg import Time
+    from fixtures import Driver
+    from rclpy.duration import Duration
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Header
+
+    from deer_vla.ros.policy_node import PolicyNode
+
+    def policy(checkpoint):
+        node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in {
+            "checkpoint_dir": str(checkpoint), "enabled": True, "proprio.source": "joint_state"}.items()])
+        executor.add_node(node)
+        return node
+
+    unnamed = policy(tiny_checkpoint)  # the tiny preset's proprio has no names: nothing to match joints with
+    assert unnamed.trigger_configure() == R.FAILURE and unnamed.stack is None
+    executor.remove_node(unnamed)
+    unnamed.destroy_node()
+
+    ckpt = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
+    config = json.loads((ckpt / "config.json").read_text())
+    config["proprio"] = {"names": list(NAMES), "low": [-3.2] * 4, "high": [3.2] * 4}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    node = policy(ckpt)
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+
+    drv = Driver(executor, proprio_dim=0)  # images only: proprioception comes as JointState
+    joint_pub = drv.node.create_publisher(JointState, "joint_states", 10)
+
+    def joint_state(position=POSITION, velocity=VELOCITY, names=JOINTS, age_s=0.0):
+        stamp = drv.node.get_clock().now() - Duration(nanoseconds=int(age_s * 1e9))
+        return JointState(header=Header(stamp=stamp.to_msg()), name=names, position=position, velocity=velocity)
+
+    def step(msg, settle=0.0):
+        """One JointState, then (after ``settle`` s) one image per camera: an event-mode step if it was taken."""
+        joint_pub.publish(msg)
+        drv.spin(0.05 + settle)
+        drv.send_pair()
+        drv.spin(0.05)
+
+    drv.instruct()
+    for _ in range(100):  # until discovery is done and the first action comes out
+        step(joint_state())
+        if drv.actions:
+            break
+    assert drv.actions, "no action out of JointState proprioception"
+    np.testing.assert_array_equal(node.proprio, np.float32([0.1, -0.2, 0.3, 0.5]))
+    # one more step, waited for, so that no earlier one is still running and every image has been used
+    drv.spin(0.3)
+    steps = node.stats.steps
+    step(joint_state())
+    assert spin_until(executor, lambda: node.stats.steps > steps and len(drv.actions) == node.stats.steps)
+    steps = node.stats.steps
+
+    # accepted when it came (0.35 s old), stale by the time the images complete the observation
+    stale = node.stats.stale
+    step(joint_state(age_s=0.35), settle=0.3)
+    assert spin_until(executor, lambda: node.stats.stale > stale) and node.stats.steps == steps
+
+    rejected = node.stats.rejected_proprio
+    bad = [
+        joint_state(names=JOINTS[:3] + ["shoulder"], position=POSITION[:4], velocity=VELOCITY[:4]),  # no elbow
+        joint_state(position=POSITION[:4]),  # 5 names, 4 positions
+        joint_state(position=POSITION[:3] + [math.nan, 0.1]),
+        joint_state(age_s=2.0),  # older than max_image_age_s
+        joint_state(age_s=-1.0),  # from a clock 1 s ahead
+    ]
+    for msg in bad:
+        step(msg)
+    assert spin_until(executor, lambda: node.stats.rejected_proprio == rejected + len(bad))
+    assert node.stats.steps == steps  # event mode waits for an accepted joint state: none was stepped on
+    np.testing.assert_array_equal(node.proprio, np.float32([0.1, -0.2, 0.3, 0.5]))  # the last good one kept
+
+    # unstamped (drivers that leave the header empty) is taken as received, like an unstamped image
+    unstamped = joint_state(position=[0.0, 0.0, 0.0, 0.7, -0.6])
+    unstamped.header.stamp = Time()
+    step(unstamped)
+    assert spin_until(executor, lambda: node.stats.steps > steps)
+    np.testing.assert_array_equal(node.proprio, np.float32([-0.6, 0.7, 0.0, 0.5]))
