@@ -46,6 +46,18 @@ def test_values_come_in_the_specs_order_whatever_the_message_order_and_extra_joi
     np.testing.assert_array_equal(effort_map.extract(JOINTS, POSITION, [], [1, 2, 7.5, 4, 5]), [7.5])
 
 
+def test_values_the_spec_gives_in_degrees_are_converted_from_the_joint_states_radians():
+    spec = ProprioSpec(names=("shoulder.pos", "elbow", "elbow.vel", "base.effort"), units=("deg", "rad", "deg/s", "Nm"),
+                       low=(-10.0, -1, -100, -9), high=(10.0, 1, 100, 9))
+    degrees = JointStateProprio.from_spec(spec)
+    assert degrees.describe() == "shoulder position in deg, elbow position, elbow velocity in deg/s, base effort"
+    values = degrees.extract(JOINTS, POSITION, VELOCITY, [0, 0, 2.5, 0, 0])
+    np.testing.assert_allclose(values, [math.degrees(0.1), -0.2, math.degrees(0.5), 2.5], rtol=1e-6)
+    # the limits are in the spec's units: 0.2 rad is 11.5 deg, beyond shoulder.pos's 10
+    with pytest.raises(ProprioError, match=r"shoulder.pos=11.4"):
+        degrees.extract(JOINTS, POSITION[:4] + [0.2], VELOCITY, [0] * 5)
+
+
 @pytest.mark.parametrize("names, position, velocity, reason", [
     (JOINTS[:3] + ["shoulder"], POSITION[:4], VELOCITY[:4], r"no joint elbow in the message \(it has gripper, "),
     (JOINTS, POSITION[:4], VELOCITY, "5 joint names but 4 position values: a malformed JointState"),

@@ -16,6 +16,11 @@ position. ``.pos`` is LeRobot's naming (``shoulder_pan.pos``), so a model
 trained on a LeRobot dataset reads its arm's ``/joint_states`` as it is; the
 MCAP importer names JointState proprio after the joints, which reads back
 the same way.
+
+Units: JointState carries ROS units (REP-103: rad or m, rad/s or m/s, N m
+or N) and they are passed on as they are, except for a value whose spec
+unit is ``deg`` (position) or ``deg/s`` (velocity): a model trained on
+degrees gets degrees.
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ JOINT_FIELDS = ("position", "velocity", "effort")
 FIELD_SUFFIXES = {"pos": "position", "position": "position", "vel": "velocity", "velocity": "velocity",
                   "effort": "effort"}
 _UNNAMED_RE = re.compile(r"^proprio_\d+$")
+# (field, spec unit) -> factor from the JointState's SI value; every other unit is taken as it comes
+_TO_SPEC_UNIT = {("position", "deg"): 180.0 / np.pi, ("velocity", "deg/s"): 180.0 / np.pi}
 
 
 class JointStateError(ProprioError):
@@ -61,6 +68,7 @@ class JointStateProprio:
 
     spec: ProprioSpec
     values: tuple[JointValue, ...]
+    factors: tuple[float, ...]  # per value: JointState (SI) -> the spec's unit
 
     @classmethod
     def from_spec(cls, spec: ProprioSpec) -> JointStateProprio:
@@ -76,7 +84,8 @@ class JointStateProprio:
             if value in seen:
                 raise ValueError(f"proprio names '{seen[value]}' and '{name}' both read the {value} of the JointState")
             seen[value] = name
-        return cls(spec, values)
+        factors = tuple(_TO_SPEC_UNIT.get((v.field, u), 1.0) for v, u in zip(values, spec.units))
+        return cls(spec, values, factors)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -85,7 +94,8 @@ class JointStateProprio:
         return tuple(f for f in JOINT_FIELDS if f in used)
 
     def describe(self) -> str:
-        return ", ".join(str(v) for v in self.values)
+        return ", ".join(f"{v} in {u}" if f != 1.0 else str(v)
+                         for v, u, f in zip(self.values, self.spec.units, self.factors))
 
     def extract(self, names: Sequence[str], position: Sequence[float], velocity: Sequence[float] = (),
                 effort: Sequence[float] = ()) -> np.ndarray:
@@ -116,6 +126,7 @@ class JointStateProprio:
         if bad.any():
             raise JointStateError("non-finite values " + ", ".join(
                 f"{self.values[i]}={values[i]:g}" for i in np.flatnonzero(bad)))
+        values *= np.asarray(self.factors)
         return self.spec.check(values)  # float32 in spec order; refuses values beyond the checkpoint's limits
 
 
