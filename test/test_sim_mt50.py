@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deer_vla.evaluation.report import summarize, summarize_groups
+from deer_vla.evaluation.report import group_means, summarize, summarize_groups
 from deer_vla.evaluation.rollout import EpisodeResult
 from deer_vla.sim.mt50 import DROPPED, MT50_DIFFICULTY, MT50_TASKS, difficulty, difficulty_groups, steps_for
 from deer_vla.sim.tasks import SHARED_TASKS, TASK_GROUPS, TASK_SUITE, get_task, resolve_tasks, tasks_arg
@@ -98,6 +98,9 @@ def test_evaluation_reports_success_per_difficulty_group() -> None:
     assert full["very-hard"]["ci95_low"] == 0.0 and full["very-hard"]["ci95_high"] > 0.25
     assert table["exit1"]["medium"]["episodes"] == 0  # a mode that ran no episodes of a group
     assert summarize(rs, ["full"])["full"]["overall"]["successes"] == 12
+    # the published tables' "avg": groups weigh equally (0.9 + 0.3 + 0.0) / 3, not 12/30 over episodes
+    means = group_means(table)
+    assert means["full"] == pytest.approx(0.4) and means["exit1"] is None
 
 
 @pytest.mark.parametrize("task", ["peg-insert-side", "stick-push"])

@@ -28,6 +28,7 @@ from deer_vla.core.config_io import ConfigError, add_config_arguments, load_laye
 from deer_vla.evaluation.journal import EpisodeJournal, JournalError, run_fingerprint
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
+    group_means,
     heldout_vs_canonical,
     plot_tradeoff,
     print_generalisation,
@@ -319,7 +320,8 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
         "modes": mode_meta,
         "skipped": skipped,
         "summary": summary,
-        "groups": {"tasks": groups, "summary": group_summary} if group_summary else None,
+        "groups": ({"tasks": groups, "summary": group_summary, "group_mean": group_means(group_summary)}
+                   if group_summary else None),
         "generalisation": heldout_vs_canonical(summary) if cfg.instructions == "both" else None,
         "wall_s": wall,
         "episodes": [r.to_dict() for r in results],

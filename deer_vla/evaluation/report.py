@@ -59,22 +59,37 @@ def summarize_groups(results: list[EpisodeResult], mode_order: list[str],
     return out
 
 
+def group_means(group_summary: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """mode -> the unweighted mean of its groups' success rates: the "avg" that published MT50 tables report
+    (SmolVLA, TinyVLA), which weighs the 5 very hard tasks as much as the 28 easy ones, unlike the overall
+    rate over all episodes. None where a group has no episodes."""
+    out: dict[str, float | None] = {}
+    for mode, block in group_summary.items():
+        rates = [st["success_rate"] for st in block.values()]
+        out[mode] = None if not rates or any(st["episodes"] == 0 for st in block.values()) else \
+            sum(rates) / len(rates)
+    return out
+
+
 def print_groups(group_summary: dict[str, dict[str, Any]], summary: dict[str, dict[str, Any]]) -> None:
-    """Success per group with its 95% Wilson interval, beside the overall, one row per mode."""
+    """Success per group with its 95% Wilson interval, the groups' mean and the overall, one row per mode."""
     from rich.console import Console
     from rich.table import Table
 
     groups = list(next(iter(group_summary.values()), {}))
     table = Table(title="success by task group (95% Wilson interval)")
-    for col in ("mode", *groups, "overall"):
+    for col in ("mode", *groups, "group mean", "overall"):
         table.add_column(col, justify="right" if col != "mode" else "left")
+    means = group_means(group_summary)
 
     def cell(st: dict[str, Any]) -> str:
         return (f"{100 * st['success_rate']:.1f}% ({st['successes']}/{st['episodes']}) "
                 f"[{100 * st['ci95_low']:.0f}, {100 * st['ci95_high']:.0f}]")
 
     for mode, block in group_summary.items():
-        table.add_row(mode, *(cell(block[g]) for g in groups), cell(summary[mode]["overall"]))
+        mean = means[mode]
+        table.add_row(mode, *(cell(block[g]) for g in groups), "-" if mean is None else f"{100 * mean:.1f}%",
+                      cell(summary[mode]["overall"]))
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)
