@@ -284,3 +284,25 @@ def test_evaluate_resumes_from_its_episode_journal(checkpoint: tuple[Path, Path]
     other = [a if a != "1,all" else "2,all" for a in argv]
     assert evaluate_main([*other, "--resume"]) == 2
     assert "different run" in capsys.readouterr().err
+
+
+def test_without_calibration_data_the_checkpoints_own_thresholds_run(checkpoint: tuple[Path, Path],
+                                                                     tmp_path: Path) -> None:
+    import shutil
+
+    from deer_vla.control.budgets import BudgetSpec
+    from deer_vla.evaluation.evaluator import build_modes
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+    from deer_vla.model.runner import PolicyRunner
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoint[0], ckpt)
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    full = runner.cost_profile.costs("llm_gflops")[-1]
+    n = runner.num_exits
+    Thresholds(values=[0.0] * (n - 1), budget=BudgetSpec(average_gflops=0.5 * full)).save(
+        CheckpointDir(ckpt).thresholds_path)
+    modes, _ = build_modes(EvalConfig(checkpoint=str(ckpt), tasks=["drawer-open"], budgets=[0.3]), runner)
+    dyn = next(m for m in modes if m.kind == "dynamic")
+    assert dyn.name == "dyn_ckpt" and dyn.thresholds is not None and dyn.thresholds["values"] == [0.0] * (n - 1)
+    assert dyn.budget_fraction == pytest.approx(0.5)

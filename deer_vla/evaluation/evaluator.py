@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deer_vla.control.criterion import CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
+from deer_vla.control.thresholds import Thresholds
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.evaluation.journal import EpisodeJournal, JournalError, run_fingerprint
 from deer_vla.evaluation.report import (
@@ -171,12 +172,12 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
             else:
                 actions = collect_exit_actions(runner, demos)
             log.info("calibration set: %d steps in %.1f s", len(actions), time.perf_counter() - t0)
+            first = learned_criterion(runner).first_exit if cfg.criterion == "learned" else 0  # the gates' own
+            criterion = Criterion(smooth=cfg.criterion_smooth, kind=cfg.criterion, first_exit=first)
             for frac in cfg.budgets:
                 name = f"dyn{frac:g}"
                 try:
                     budget = BudgetSpec(average_gflops=frac * full)
-                    first = learned_criterion(runner).first_exit if cfg.criterion == "learned" else 0  # gates' own
-                    criterion = Criterion(smooth=cfg.criterion_smooth, kind=cfg.criterion, first_exit=first)
                     th = solve_thresholds(cfg.threshold_method, actions, solve_profile, budget, criterion, scores)
                 except InfeasibleBudgetError as exc:
                     skipped[name] = str(exc)
@@ -192,15 +193,8 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
                                  budget_gflops=frac * full, budget_fraction=frac, track_budget=True)
                     )
         elif thresholds_file.is_file():
-            from deer_vla.control.thresholds import Thresholds
-
-            th = Thresholds.load(thresholds_file, num_exits=n)
-            b = th.budget.average_gflops if th.budget and th.budget.average_gflops else None
             log.warning("no --calibration-dataset: evaluating the checkpoint's own %s only", thresholds_file.name)
-            modes.append(
-                ModeSpec(name="dyn_ckpt", kind="dynamic", thresholds=th.to_dict(), budget_gflops=b,
-                         budget_fraction=b / full if b else None)
-            )
+            modes.append(thresholds_mode("dyn_ckpt", Thresholds.load(thresholds_file, num_exits=n), full))
         else:
             raise ValueError(
                 "dynamic budgets need --calibration-dataset (demonstrations to solve thresholds on) or a "
@@ -218,18 +212,21 @@ def file_modes(paths: list[str], num_exits: int, full_gflops: float) -> list[Mod
 
     A file certified for a fidelity guarantee (`calibrate --risk`) is run as certified, so closed-loop success
     under the guarantee can be set beside the full model's on the same seeds."""
-    from deer_vla.control.thresholds import Thresholds
-
     modes: list[ModeSpec] = []
     for path in paths:
-        th = Thresholds.load(Path(path), num_exits=num_exits)  # names the file and the problem
         name = f"th-{Path(path).stem}"
         if any(m.name == name for m in modes):
             raise ValueError(f"two thresholds files give the mode name {name!r}; rename one ({path})")
-        b = th.budget.average_gflops if th.budget and th.budget.average_gflops else None
-        modes.append(ModeSpec(name=name, kind="dynamic", thresholds=th.to_dict(), budget_gflops=b,
-                              budget_fraction=b / full_gflops if b else None))
+        # Thresholds.load names the file and the problem
+        modes.append(thresholds_mode(name, Thresholds.load(Path(path), num_exits=num_exits), full_gflops))
     return modes
+
+
+def thresholds_mode(name: str, th: Thresholds, full_gflops: float) -> ModeSpec:
+    """A dynamic mode running ``th`` as written, with the budget it was solved for, if any."""
+    b = th.budget.average_gflops if th.budget and th.budget.average_gflops else None
+    return ModeSpec(name=name, kind="dynamic", thresholds=th.to_dict(), budget_gflops=b,
+                    budget_fraction=b / full_gflops if b else None)
 
 
 def run_jobs(cfg: EvalConfig, jobs: list[Job], worker: EvalWorker, spec: PolicySpec,
