@@ -16,7 +16,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["assets/**/*"]},
+    package_data={PACKAGE: ["assets/**/*"]},  # every shipped checkpoint, assets/<name>_checkpoint (model.shipped)
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

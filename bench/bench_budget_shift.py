@@ -24,9 +24,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deer_vla.evaluation.evaluator import EvalConfig, evaluate, resolve_tasks  # noqa: E402
+from common import checkpoint_option  # noqa: E402
 
-DEFAULT_CKPT = REPO / "deer_vla" / "assets" / "default_checkpoint"
+from deer_vla.evaluation.evaluator import EvalConfig, evaluate, resolve_tasks  # noqa: E402
+from deer_vla.model.shipped import checkpoint_help  # noqa: E402
+
 # Pressing/pushing tasks vs. pulling/turning ones: different motions, step counts and exit needs.
 SUBSET_A = "button-press-topdown,button-press,coffee-button,handle-press,drawer-close"
 SUBSET_B = "drawer-open,window-open,window-close,faucet-open,faucet-close"
@@ -66,7 +68,7 @@ def print_rows(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default=str(DEFAULT_CKPT))
+    p.add_argument("--checkpoint", type=checkpoint_option, default="", help=checkpoint_help())
     p.add_argument("--dataset", default=str(REPO / "data" / "demos"), help="demonstrations (`deer-vla collect`)")
     p.add_argument("--subset-a", default=SUBSET_A, help="comma list of tasks")
     p.add_argument("--subset-b", default=SUBSET_B, help="comma list of tasks")

@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import checkpoint_option  # also puts this checkout first on sys.path
+
+from deer_vla.model.shipped import checkpoint_help
 
 PAIRS = {"drawer-open": "drawer-close", "window-open": "window-close", "faucet-open": "faucet-close"}
 PAIRS |= {v: k for k, v in PAIRS.items()}
@@ -44,7 +47,7 @@ def _replay(runner, observations: list, instruction: str, exits: tuple[int, ...]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default=None, help="default: the shipped checkpoint")
+    p.add_argument("--checkpoint", type=checkpoint_option, default="", help=checkpoint_help())
     p.add_argument("--dataset", required=True, help="demonstrations NOT trained on (e.g. collected with other seeds)")
     p.add_argument("--episodes-per-task", type=int, default=3)
     p.add_argument("--max-steps", type=int, default=60, help="first steps of each episode")
@@ -60,11 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     from deer_vla.data.episodes import EpisodeDataset
     from deer_vla.data.observations import episode_observations
     from deer_vla.model.runner import PolicyRunner
-    from deer_vla.ros.params import DEFAULT_CHECKPOINT
     from deer_vla.sim.tasks import get_task
 
-    ckpt = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
-    runner = PolicyRunner.from_checkpoint(ckpt)
+    runner = PolicyRunner.from_checkpoint(args.checkpoint)
     ds = EpisodeDataset(Path(args.dataset))
     exits = (1, runner.num_exits)
     t0 = time.perf_counter()
@@ -94,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return float(np.sqrt(np.mean(values))) if values else float("nan")
 
     full = runner.num_exits
-    print(f"checkpoint {ckpt}; {args.episodes_per_task} held-out demonstrations per task, first {args.max_steps} "
-          f"steps; RMS motion error against the expert (lower is better); {wall:.0f} s")
+    print(f"checkpoint {args.checkpoint}; {args.episodes_per_task} held-out demonstrations per task, "
+          f"first {args.max_steps} steps; RMS motion error against the expert (lower is better); {wall:.0f} s")
     header = f"{'task':<22}" + "".join(f"{h:>14}" for h in (
         "canonical", "held-out", "held/canon", "swapped", "swap/canon", "exit1 canon"))
     print(header)

@@ -42,6 +42,7 @@ from energy import NOT_AVAILABLE, EnergyMeter, detect_meters
 from deer_vla.control import BudgetSpec, ExitController, collect_exit_actions, solve_thresholds_quantile
 from deer_vla.core import CostProfile, LatencyStats, Observation
 from deer_vla.model.checkpoint_dir import CheckpointDir
+from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
 
 
 @dataclass
@@ -215,7 +216,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="tiny preset, 3 calibration + 4 measured episodes of 8 steps, 0.5 s energy runs")
     p.add_argument("--preset", default=None,
                    help='model preset for the random checkpoint ("tiny", "default", "1b", "mpt1b")')
-    p.add_argument("--checkpoint", type=Path, default=None, help="a real checkpoint dir instead of random weights")
+    p.add_argument("--checkpoint", type=checkpoint_argument, default=None,
+                   help=checkpoint_help("a real checkpoint instead of random weights", default=None))
     p.add_argument("--dataset", type=Path, default=None, help="recorded episodes for calibration and measurement")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--episodes", type=int, default=None, help="measured episodes (default 20, quick 4)")

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import check_device, checkpoint_config, mib, ratio, synthetic_observations
 
 from deer_vla.model.checkpoint_dir import CheckpointDir
+from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
 
 RESULT = "RESULT "
 
@@ -213,7 +214,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny preset, 1 repeat, 2 steps per load")
     p.add_argument("--preset", default=None,
                    help='model preset for the random checkpoint ("tiny", "default", "1b", "mpt1b")')
-    p.add_argument("--checkpoint", type=Path, default=None, help="a real checkpoint dir instead of random weights")
+    p.add_argument("--checkpoint", type=checkpoint_argument, default=None,
+                   help=checkpoint_help("a real checkpoint instead of random weights", default=None))
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--caps", type=int, nargs="+", default=None, help="exit caps to load (default: every exit)")
     p.add_argument("--repeats", type=int, default=None, help="fresh processes per cap (default 3, quick 1)")

@@ -37,6 +37,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/bench_node_latency.py` from a checkout
     sys.path.insert(0, str(REPO))
+from deer_vla.model.shipped import checkpoint_argument, checkpoint_help  # noqa: E402
+
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 
@@ -198,7 +200,8 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="60 steps (a few seconds)")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="default: a tiny random checkpoint in a tmp dir")
+    parser.add_argument("--checkpoint", type=checkpoint_argument, default=None,
+                        help=checkpoint_help(default="a tiny random checkpoint in a tmp dir"))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=64, help="square camera images, pixels per side")

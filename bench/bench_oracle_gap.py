@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import DEFAULT_CHECKPOINT, REPO, machine_description, ratio
+from common import REPO, checkpoint_option, machine_description, ratio
 
 from deer_vla.control import (
     BudgetSpec,
@@ -60,6 +60,7 @@ from deer_vla.control import (
 from deer_vla.control.budgets import budget_report
 from deer_vla.control.criterion import CRITERION_KINDS
 from deer_vla.control.thresholds import Thresholds, simulate_exits
+from deer_vla.model.shipped import checkpoint_help
 
 
 def split_episodes(dataset: Path, tasks: list[str], calib: int, held: int) -> tuple[list[int], list[int]]:
@@ -143,7 +144,7 @@ def bayes_tuned(calib: np.ndarray, profile, budget: BudgetSpec, init: Thresholds
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    p.add_argument("--checkpoint", type=checkpoint_option, default="", help=checkpoint_help())
     p.add_argument("--dataset", default=str(REPO / "data" / "demos"), help="demonstrations (deer-vla collect)")
     p.add_argument("--tasks", default=None, help="comma list or 'all' (default all; --quick: 2 tasks)")
     p.add_argument("--suite", default=None, help="a named suite instead of --tasks: 'default' or 'mt50'")

@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import DEFAULT_CHECKPOINT, REPO, machine_description
+from common import REPO, checkpoint_option, machine_description
 
 from deer_vla.control import collect_exit_actions
 from deer_vla.control.risk import DEFAULT_BOUND, RiskSpec, certified_count, episode_means, family_matrices
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.model.checkpoint_dir import CheckpointDir, CheckpointError
+from deer_vla.model.shipped import checkpoint_help
 
 DEFAULT_PAIRS = ("mean,0.01,0.1", "mean,0.015,0.05", "exceed:0.05,0.1,0.1", "exceed:0.02,0.2,0.05")
 
@@ -78,7 +79,7 @@ def record_actions(checkpoint: Path, dataset: Path, episodes: int | None, max_st
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    p.add_argument("--checkpoint", type=checkpoint_option, default="", help=checkpoint_help())
     p.add_argument("--dataset", default=str(REPO / "data" / "val"), help="held-out episodes")
     p.add_argument("--episodes", type=int, default=None, help="held-out episodes to use (default all; --quick 8)")
     p.add_argument("--max-steps", type=int, default=None, help="steps per episode (default all; --quick 40)")

@@ -27,6 +27,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/bench_soak.py` from a checkout
     sys.path.insert(0, str(REPO))
+from deer_vla.model.shipped import checkpoint_argument, checkpoint_help  # noqa: E402
+
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 
@@ -107,8 +109,7 @@ def soak(checkpoint: Path, steps: int, warmup: int, episode_steps: int, record: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="300 steps after 100 warm-up (seconds)")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="default: the shipped deer_vla/assets/default_checkpoint")
+    parser.add_argument("--checkpoint", type=checkpoint_argument, default="", help=checkpoint_help())
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--episode-steps", type=int, default=200, help="a new instruction (episode) every N steps")
@@ -120,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         args.steps, args.warmup = 300, 100
     if args.steps < 1 or args.warmup < 1 or args.episode_steps < 1:
         parser.error("--steps, --warmup and --episode-steps must be >= 1")
-    from deer_vla.ros.params import DEFAULT_CHECKPOINT
-
-    checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+    checkpoint = args.checkpoint
     with tempfile.TemporaryDirectory() as tmp:
         result = soak(checkpoint, args.steps, args.warmup, args.episode_steps,
                       Path(tmp) / "soak.mcap" if args.record else None)

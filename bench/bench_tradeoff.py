@@ -20,9 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deer_vla.evaluation.evaluator import EvalConfig, evaluate, resolve_tasks  # noqa: E402
+from common import checkpoint_option  # noqa: E402
 
-DEFAULT_CKPT = REPO / "deer_vla" / "assets" / "default_checkpoint"
+from deer_vla.evaluation.evaluator import EvalConfig, evaluate, resolve_tasks  # noqa: E402
+from deer_vla.model.shipped import checkpoint_help  # noqa: E402
 
 
 def matched_success_report(summary: dict, modes: dict, tolerance_pts: float = 1.0) -> list[str]:
@@ -58,7 +59,7 @@ def matched_success_report(summary: dict, modes: dict, tolerance_pts: float = 1.
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default=str(DEFAULT_CKPT))
+    p.add_argument("--checkpoint", type=checkpoint_option, default="", help=checkpoint_help())
     p.add_argument("--dataset", default=str(REPO / "data" / "demos"), help="calibration demonstrations")
     p.add_argument("--quick", action="store_true",
                    help="2 short tasks x 2 episodes, <= 60 steps each (a smoke run: intervals are wide)")

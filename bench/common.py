@@ -17,8 +17,12 @@ if str(REPO) not in sys.path:  # run as `python bench/x.py` from anywhere
     sys.path.insert(0, str(REPO))
 
 from deer_vla.core import LatencyStats, Observation  # noqa: E402
+from deer_vla.model.shipped import checkpoint_argument  # noqa: E402
 
-DEFAULT_CHECKPOINT = REPO / "deer_vla" / "assets" / "default_checkpoint"
+
+def checkpoint_option(value: str) -> str:
+    """argparse ``type=`` for a bench's --checkpoint: a directory or a shipped name ("mt50"), as a path string."""
+    return str(checkpoint_argument(value))
 
 
 def instructions() -> list[str]:

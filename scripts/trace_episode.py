@@ -2,7 +2,7 @@
 
 For finding *where* a policy leaves the expert's path (e.g. which phase of a task it gets wrong):
 
-    python scripts/trace_episode.py --checkpoint deer_vla/assets/default_checkpoint --task window-close \
+    python scripts/trace_episode.py --checkpoint default --task window-close \
         --seed 100000 --every 5 [--instruction "open the window"] [--exit 3]
 
 Prints the hand position, the policy's action and the expert's action at every ``--every``-th step and how the
@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # this checkout's deer_vla, as the benches use
+    sys.path.insert(0, str(REPO))
+
+from deer_vla.model.shipped import checkpoint_argument, checkpoint_help  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", type=checkpoint_argument, required=True, help=checkpoint_help(default=None))
     p.add_argument("--task", required=True, help="a suite task name, e.g. window-close")
     p.add_argument("--seed", type=int, default=100_000, help="episode seed (evaluation seeds start at 100000)")
     p.add_argument("--instruction", default=None, help="instead of the task's canonical instruction")

@@ -31,6 +31,7 @@ from deer_vla.core import CostMetric, CostProfile, Observation
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.data.observations import dataset_observation_episodes
 from deer_vla.model.checkpoint_dir import CheckpointDir
+from deer_vla.model.shipped import CHECKPOINT_HELP, resolve_checkpoint
 
 log = logging.getLogger("deer_vla.calibrate")
 
@@ -126,7 +127,7 @@ class CalibrateSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint: str = Field(description="checkpoint directory (the thresholds are written here)")
+    checkpoint: str = Field(description=CHECKPOINT_HELP + " (the thresholds are written here)")
     dataset: str | None = Field(None, description="demonstration dataset directory (calibration set)")
     recording: list[str] | None = Field(None, description="the policy node's own recordings (record_path; repeat the "
                                         "flag for several): thresholds solved on what the robot actually saw")
@@ -242,7 +243,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from deer_vla.model.runner import PolicyRunner
 
-    ckpt = Path(args.checkpoint)
+    try:
+        ckpt = resolve_checkpoint(args.checkpoint)  # a shipped name -> its folder
+    except ValueError as exc:
+        print(f"deer-vla calibrate: {exc}", file=sys.stderr)
+        return 2
     out = CheckpointDir(args.out or ckpt)  # the thresholds and the profile they were solved with
     from deer_vla.control.criterion import Criterion
 

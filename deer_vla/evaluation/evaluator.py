@@ -43,6 +43,7 @@ from deer_vla.evaluation.report import (
 from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec
 from deer_vla.evaluation.workers import EvalWorker, Job, PolicySpec, run_in_processes
 from deer_vla.model.checkpoint_dir import CheckpointDir
+from deer_vla.model.shipped import CHECKPOINT_HELP, resolve_checkpoint
 
 log = logging.getLogger("deer_vla.evaluate")
 
@@ -372,7 +373,7 @@ class EvaluateSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint: str = Field(description="checkpoint directory")
+    checkpoint: str = Field(description=CHECKPOINT_HELP)
     tasks: str | None = Field(None, description="task names and groups ('all' = the ten-task suite, 'mt50', "
                               "'mt50-hard', ...), comma list")
     suite: str | None = Field(None, description="a named suite instead of tasks: 'default' (ten tasks) or 'mt50' "
@@ -483,10 +484,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         from deer_vla.sim.tasks import tasks_arg
 
-        num_exits = CheckpointDir(args.checkpoint).read_config().num_exits
+        checkpoint = str(resolve_checkpoint(args.checkpoint))  # a shipped name -> its folder
+        num_exits = CheckpointDir(checkpoint).read_config().num_exits
         exits = args.exits if isinstance(args.exits, list) else parse_exits(args.exits, num_exits)
         cfg = EvalConfig(
-            checkpoint=args.checkpoint,
+            checkpoint=checkpoint,
             tasks=resolve_tasks(tasks_arg(args.suite, args.tasks)),
             episodes_per_task=args.episodes_per_task,
             budgets=args.budgets,

@@ -362,10 +362,11 @@ def run_swap(
 
 def build_parser() -> argparse.ArgumentParser:
     from deer_vla.evaluation.evaluator import EVAL_SEED_OFFSET, _floats
+    from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
 
     p = argparse.ArgumentParser(prog="deer-vla instruction-swap", description=__doc__.splitlines()[0])
     who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--checkpoint", help="policy checkpoint directory")
+    who.add_argument("--checkpoint", type=checkpoint_argument, help=checkpoint_help(default=None))
     who.add_argument("--expert", choices=EXPERT_KINDS,
                      help="drive episodes with Meta-World's scripted experts instead (a check of the bookkeeping)")
     p.add_argument("--tasks", default="shared", help="shared-start tasks: 'shared' or a comma list of *-shared")
@@ -403,7 +404,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             from deer_vla.model.checkpoint_dir import CheckpointDir
 
             cfg = EvalConfig(
-                checkpoint=args.checkpoint,
+                checkpoint=str(args.checkpoint),
                 tasks=tasks,
                 episodes_per_task=args.episodes_per_task,
                 budgets=args.budgets,

@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from deer_vla.core import CostProfile, LatencyStats
 from deer_vla.model.config import PolicyConfig
 from deer_vla.model.policy import MultiExitPolicy
+from deer_vla.model.shipped import CHECKPOINT_HELP, checkpoint_argument
 
 _PER_LAYER = re.compile(r"^(?:lm\.layers|xattn)\.(\d+)\.")
 _PER_EXIT = re.compile(r"^(?:exit_norms|aux_heads)\.(\d+)\.")
@@ -233,7 +234,7 @@ def quantize_int8(model: MultiExitPolicy) -> MultiExitPolicy:
 
 def cli_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="deer-vla profile", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--checkpoint", type=checkpoint_argument, required=True, help=CHECKPOINT_HELP)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--max-exit", type=int, default=None)

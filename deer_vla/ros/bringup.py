@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
+from deer_vla.model.shipped import UnknownCheckpointError, checkpoint_help, resolve_checkpoint
 from deer_vla.ros.executors import EXECUTORS, make_executor
 from deer_vla.ros.graph import GraphSpec, NodeSpec, load_graph
-from deer_vla.ros.params import DEFAULT_CHECKPOINT
 
 
 class BringupError(RuntimeError):
@@ -199,8 +199,7 @@ def main() -> int:
 def demo_main(argv: list[str] | None = None) -> int:
     """The main job: sim + policy (shipped checkpoint, default budget) + monitor for a few episodes."""
     parser = argparse.ArgumentParser(prog="deer-vla demo", description=demo_main.__doc__)
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help=f"policy checkpoint directory (default: the shipped {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--checkpoint", default="", help=checkpoint_help())
     parser.add_argument("--episodes", type=int, default=None, help="episodes (default: config/sim.yaml)")
     parser.add_argument("--tasks", nargs="+", default=None, help="task names (default: config/sim.yaml)")
     parser.add_argument("--seed", type=int, default=None, help="first episode seed (default: config/sim.yaml)")
@@ -214,14 +213,18 @@ def demo_main(argv: list[str] | None = None) -> int:
 
     all_args, own_args = _split_args(argv)
     args = parser.parse_args(own_args)
-    checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
     from deer_vla.model.checkpoint_dir import CheckpointDir
 
+    try:
+        checkpoint = resolve_checkpoint(args.checkpoint)
+    except UnknownCheckpointError as exc:
+        print(f"deer-vla demo: {exc}", file=sys.stderr)
+        return 2
     if not CheckpointDir(checkpoint).exists():
         print(
             f"deer-vla demo: no policy checkpoint at {checkpoint} (expected {CheckpointDir.CONFIG} there). "
             "The shipped checkpoint is built by `deer-vla train` + `deer-vla calibrate`; "
-            "pass --checkpoint DIR to use another one.",
+            "pass --checkpoint DIR (or a shipped name) to use another one.",
             file=sys.stderr,
         )
         return 2

@@ -14,8 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deer_vla.model.checkpoint_dir import CheckpointDir
-
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "default_checkpoint"
+from deer_vla.model.shipped import resolve_checkpoint
 
 BUDGET_PARAMS: tuple[str, ...] = (
     "budget.average_gflops",
@@ -29,7 +28,7 @@ BUDGET_PARAMS: tuple[str, ...] = (
 
 # name -> default; the type of the default is the ROS parameter type.
 POLICY_DEFAULTS: dict[str, Any] = {
-    "checkpoint_dir": "",  # "" = the shipped deer_vla/assets/default_checkpoint
+    "checkpoint_dir": "",  # a directory, or a shipped checkpoint's name ("" = "default"): PARAMETER_DESCRIPTIONS
     "thresholds_file": "",  # "" = the checkpoint's own (CheckpointDir.thresholds_path)
     "device": "cpu",
     "image_topics": ["camera/static/image_raw", "camera/wrist/image_raw"],  # in the model's camera order
@@ -75,6 +74,14 @@ POLICY_DEFAULTS: dict[str, Any] = {
     # torch intra-op threads, set at configure (0 = torch's default, one per core). 1 by measurement: beside
     # other busy processes more threads oversubscribe the cores (docs/RESULTS.md, bench_node_latency --cpu-load)
     "torch_threads": 1,
+}
+
+
+# shown by `ros2 param describe`; the other parameters are described in config/policy.yaml
+PARAMETER_DESCRIPTIONS: dict[str, str] = {
+    "checkpoint_dir": 'policy checkpoint: a directory, or the name of a checkpoint shipped in the package '
+                      '(deer_vla/assets/<name>_checkpoint, e.g. "default"); "" = "default". An existing path wins '
+                      'over a name.',
 }
 
 
@@ -130,6 +137,12 @@ class PolicyParams(BaseModel):
             raise ValueError(f"must be finite, got {v}")
         return v
 
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _checkpoint_name(cls, v: str) -> str:
+        resolve_checkpoint(v)  # an unknown bare name fails here, listing the shipped names
+        return v
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
@@ -153,7 +166,8 @@ class PolicyParams(BaseModel):
 
     @property
     def checkpoint(self) -> Path:
-        return Path(self.checkpoint_dir).expanduser() if self.checkpoint_dir else DEFAULT_CHECKPOINT
+        """The checkpoint folder: checkpoint_dir as a path, or the shipped checkpoint it names."""
+        return resolve_checkpoint(self.checkpoint_dir)
 
     @property
     def thresholds_path(self) -> Path:

@@ -43,7 +43,14 @@ from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_comma
 from deer_vla.ros.joint_state import JointStateProprio, stamp_problem
 from deer_vla.ros.lifecycle import guard_change_state
 from deer_vla.ros.node_main import run_node
-from deer_vla.ros.params import BUDGET_PARAMS, POLICY_DEFAULTS, ParameterError, PolicyParams, parse_params
+from deer_vla.ros.params import (
+    BUDGET_PARAMS,
+    PARAMETER_DESCRIPTIONS,
+    POLICY_DEFAULTS,
+    ParameterError,
+    PolicyParams,
+    parse_params,
+)
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, check_budget, load_stack, make_budget
 from deer_vla.ros.recorder import PolicyRecorder
 from deer_vla.ros.worker import StepWorker
@@ -106,7 +113,8 @@ class PolicyNode(LifecycleNode):
         # Types are checked by parse_params (clear message naming the parameter and value), so
         # `budget.average_gflops: 1` in YAML or `ros2 param set ... 1` is accepted as 1.0.
         for key, value in POLICY_DEFAULTS.items():
-            self.declare_parameter(key, value, ParameterDescriptor(dynamic_typing=True))
+            described = ParameterDescriptor(dynamic_typing=True, description=PARAMETER_DESCRIPTIONS.get(key, ""))
+            self.declare_parameter(key, value, described)
         self.add_on_set_parameters_callback(self._validate_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
         self.params: PolicyParams | None = None

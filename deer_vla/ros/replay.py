@@ -20,7 +20,7 @@ import numpy as np
 from deer_vla.data.mcap_io import truncation_warnings_to_stderr
 from deer_vla.data.recording import check_cameras, read_recording
 from deer_vla.model.checkpoint_dir import CheckpointDir
-from deer_vla.ros.params import DEFAULT_CHECKPOINT
+from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, load_stack
 
 
@@ -75,7 +75,7 @@ def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops") -> 
 def cli_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deer-vla replay", description=__doc__.splitlines()[0])
     parser.add_argument("recording", type=Path, help="MCAP written by the policy node's record_path")
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--checkpoint", type=checkpoint_argument, default="", help=checkpoint_help())
     parser.add_argument("--thresholds", type=Path, default=None, help="default: the checkpoint's own")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--average-gflops", type=float, default=None)

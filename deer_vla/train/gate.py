@@ -28,6 +28,7 @@ import torch
 
 from deer_vla.core import Observation
 from deer_vla.model.gate import ExitGates, GateConfig, gate_inputs, motion_rms
+from deer_vla.model.shipped import CHECKPOINT_HELP, checkpoint_argument
 
 log = logging.getLogger("deer_vla.train_gate")
 
@@ -221,7 +222,7 @@ def training_episodes(dataset: str | Path, cameras: Sequence[str], episodes: int
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla train-gate", description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", help="checkpoint directory (the gates are written into it)")
+    p.add_argument("checkpoint", type=checkpoint_argument, help=CHECKPOINT_HELP + " (the gates are written into it)")
     p.add_argument("--data", required=True, help="demonstration dataset directory (the checkpoint's training data)")
     p.add_argument("--episodes", type=int, default=100, help="episodes, spread over the dataset (default 100)")
     p.add_argument("--tasks", default=None, help="these tasks' episodes only (comma list; default every task)")

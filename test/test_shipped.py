@@ -1,0 +1,103 @@
+"""Shipped checkpoints are chosen by name ("default", "mt50") wherever a checkpoint is chosen."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from deer_vla.model import shipped
+from deer_vla.model.shipped import (
+    UnknownCheckpointError,
+    checkpoint_argument,
+    resolve_checkpoint,
+    shipped_checkpoints,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A package assets folder with a default and an "mt50" checkpoint, plus two folders that are not ones."""
+    root = tmp_path / "assets"
+    for name in ("default_checkpoint", "mt50_checkpoint", "other_data"):
+        (root / name).mkdir(parents=True)
+        (root / name / "config.json").write_text("{}")
+    (root / "half_checkpoint").mkdir()  # no config.json: not a checkpoint
+    monkeypatch.setattr(shipped, "ASSETS_DIR", root)
+    monkeypatch.chdir(tmp_path)  # relative names are looked up here first
+    return root
+
+
+def test_the_real_assets_ship_the_default_checkpoint() -> None:
+    default = REPO / "deer_vla" / "assets" / "default_checkpoint"
+    assert resolve_checkpoint("") == default and resolve_checkpoint("default") == default
+    assert shipped_checkpoints()["default"] == default
+
+
+def test_names_resolve_to_their_folders(assets: Path) -> None:
+    assert shipped_checkpoints() == {"default": assets / "default_checkpoint", "mt50": assets / "mt50_checkpoint"}
+    assert resolve_checkpoint("") == assets / "default_checkpoint"
+    assert resolve_checkpoint("default") == assets / "default_checkpoint"
+    assert resolve_checkpoint("mt50") == assets / "mt50_checkpoint"
+
+
+def test_a_path_is_a_path_and_an_existing_one_wins_over_a_name(assets: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    own = tmp_path / "runs" / "ck"
+    own.mkdir(parents=True)
+    assert resolve_checkpoint(own) == own and resolve_checkpoint(str(own)) == own
+    (tmp_path / "mt50").mkdir()  # ./mt50 shadows the shipped "mt50"
+    assert resolve_checkpoint("mt50") == Path("mt50")
+    # a missing path is handed on as it is: the loader says "not found" for it
+    assert resolve_checkpoint("runs/missing") == Path("runs/missing")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_checkpoint("~/runs/ck") == own
+
+
+def test_an_unknown_name_lists_the_shipped_ones(assets: Path) -> None:
+    with pytest.raises(UnknownCheckpointError, match=r"'mt5'.*shipped: default, mt50") as exc:
+        resolve_checkpoint("mt5")
+    assert isinstance(exc.value, ValueError)
+    for not_a_checkpoint in ("half", "other_data"):
+        with pytest.raises(UnknownCheckpointError):
+            resolve_checkpoint(not_a_checkpoint)
+
+
+def test_a_checkpoint_option_takes_names_and_reports_unknown_ones(assets: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--checkpoint", type=checkpoint_argument, default="")
+    assert p.parse_args([]).checkpoint == assets / "default_checkpoint"
+    assert p.parse_args(["--checkpoint", "mt50"]).checkpoint == assets / "mt50_checkpoint"
+    with pytest.raises(SystemExit):
+        p.parse_args(["--checkpoint", "mt5"])
+    assert "shipped: default, mt50" in capsys.readouterr().err
+
+
+def test_policy_node_parameter_takes_a_name_and_refuses_an_unknown_one(assets: Path) -> None:
+    from deer_vla.ros.params import POLICY_DEFAULTS, ParameterError, parse_params
+
+    params = parse_params({**POLICY_DEFAULTS, "checkpoint_dir": "mt50"})
+    assert params.checkpoint == assets / "mt50_checkpoint"
+    assert params.thresholds_path == assets / "mt50_checkpoint" / "thresholds.json"
+    assert parse_params(POLICY_DEFAULTS).checkpoint == assets / "default_checkpoint"
+    with pytest.raises(ParameterError, match=r"'checkpoint_dir' = 'mt5'.*shipped: default, mt50"):
+        parse_params({**POLICY_DEFAULTS, "checkpoint_dir": "mt5"})
+
+
+def test_evaluate_and_calibrate_resolve_the_name_before_loading(assets: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from deer_vla.commands.calibrate import cli_main as calibrate_main
+    from deer_vla.evaluation.evaluator import cli_main as evaluate_main
+
+    assert evaluate_main(["--checkpoint", "mt5", "--budgets", ""]) == 2
+    assert "shipped: default, mt50" in capsys.readouterr().err
+    assert calibrate_main(["--checkpoint", "mt5", "--dataset", "d", "--average-budget-fraction", "0.5"]) == 2
+    assert "shipped: default, mt50" in capsys.readouterr().err
+    # "mt50" reaches the shipped folder: its (deliberately broken) config is what fails, named by its path
+    (assets / "mt50_checkpoint" / "config.json").write_text(json.dumps({"format_version": 99}))
+    assert evaluate_main(["--checkpoint", "mt50", "--budgets", ""]) == 2
+    assert str(assets / "mt50_checkpoint") in capsys.readouterr().err
