@@ -171,3 +171,18 @@ def test_training_starts_from_a_checkpoint_built_from_local_hf_backbones(dataset
         load_config(None, [f"init_checkpoint={init}", "model_preset=tiny"])
     with pytest.raises(FileNotFoundError, match="init_checkpoint"):
         Trainer(load_config(None, [*overrides, f"init_checkpoint={tmp_path / 'nope'}"]), show_progress=False)
+
+
+def test_init_checkpoint_takes_a_shipped_name(dataset: Path, tmp_path: Path) -> None:
+    """init_checkpoint: "default" is the shipped checkpoint from any working directory; an unknown name lists them."""
+    import json
+
+    from deer_vla.model.shipped import UnknownCheckpointError, resolve_checkpoint
+    from deer_vla.train.trainer import build_policy_config
+
+    overrides = [o for o in _overrides(dataset, tmp_path / "run") if not o.startswith("model_preset=")]
+    pcfg = build_policy_config(load_config(None, [*overrides, "init_checkpoint=default"]))
+    shipped = json.loads((resolve_checkpoint("default") / "config.json").read_text())
+    assert pcfg.lm.hf_config["num_hidden_layers"] == shipped["lm"]["hf_config"]["num_hidden_layers"]
+    with pytest.raises(UnknownCheckpointError, match="shipped: .*default"):
+        build_policy_config(load_config(None, [*overrides, "init_checkpoint=no_such_name"]))

@@ -65,7 +65,7 @@ class TrainConfig(BaseModel):
     # Hugging Face backbones with model.pretrained.policy_from_pretrained + save_checkpoint)
     model_preset: str | None = "default"
     model: dict[str, Any] | None = None
-    init_checkpoint: str | None = None
+    init_checkpoint: str | None = None  # a checkpoint directory or a shipped name ("default", "mt50")
     # keep the decoder's own layers fixed in the joint stage (OpenFlamingo / DeeR with a pretrained LM:
     # cross-attention, resampler, token embeddings and heads are trained)
     freeze_lm_layers: bool = False

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
+from deer_vla.model.shipped import resolve_checkpoint
 from deer_vla.train.config import TrainConfig
 from deer_vla.train.losses import DeerObjective, WindowBatch
 from deer_vla.train.schedule import lr_lambda, make_optimizer, param_groups
@@ -161,7 +162,7 @@ def build_policy_config(cfg: TrainConfig) -> Any:
     if cfg.init_checkpoint is not None:
         from deer_vla.model.checkpoint_dir import CheckpointDir, CheckpointError
 
-        init = CheckpointDir(cfg.init_checkpoint)
+        init = CheckpointDir(resolve_checkpoint(cfg.init_checkpoint))
         if not init.exists():
             raise FileNotFoundError(f"init_checkpoint: {init.root} is not a deer_vla checkpoint directory "
                                     f"(no {init.CONFIG})")
@@ -241,7 +242,7 @@ class Trainer:
             log.info("resuming from %s (step %d)", ckpt, self.start_step)
         else:
             if cfg.init_checkpoint is not None:
-                self.model, self.tokenizer = load_checkpoint(cfg.init_checkpoint, device="cpu")
+                self.model, self.tokenizer = load_checkpoint(resolve_checkpoint(cfg.init_checkpoint), device="cpu")
                 self.model.config.head.history = pcfg.head.history
             else:
                 self.model = MultiExitPolicy(pcfg)
