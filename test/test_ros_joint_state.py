@@ -1,16 +1,25 @@
 """Proprioception from sensor_msgs/JointState: the pure mapping by the checkpoint's proprio names, the freshness
-rule, the parameters, and the policy node (real rclpy) stepping on /joint_states and refusing bad ones."""
+and skew rules, the parameters, and the policy node (real rclpy) stepping on /joint_states, refusing bad ones and
+skipping steps whose joint state and images were taken at different moments."""
 from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 
 import numpy as np
 import pytest
 
 from deer_vla.core import ProprioError, ProprioSpec
-from deer_vla.ros.joint_state import JointStateError, JointStateProprio, JointValue, stamp_problem
+from deer_vla.ros.joint_state import (
+    JointStateError,
+    JointStateProprio,
+    JointValue,
+    skew_problem,
+    stamp_problem,
+    worst_skew,
+)
 from deer_vla.ros.params import POLICY_DEFAULTS, ParameterError, parse_params
 
 # the names a LeRobot-trained checkpoint carries (".pos") beside a bare joint name and a velocity
@@ -88,6 +97,30 @@ def test_stamps_follow_the_image_freshness_rule():
     assert "0.200 s ahead of the node clock" in stamp_problem(now + 200_000_000, now, 0.5, 0.1)
 
 
+def test_the_worst_skew_is_the_camera_stamped_furthest_from_the_joint_state():
+    joint = 100_000_000_000
+    # signed: > 0 when the joint state was taken before the image
+    assert worst_skew(joint, {"static": joint + 20_000_000, "wrist": joint - 150_000_000}) == (
+        "wrist", pytest.approx(-0.15))
+    assert worst_skew(joint, {"static": joint + 300_000_000, "wrist": joint}) == ("static", pytest.approx(0.3))
+    assert skew_problem(joint, {"static": joint + 100_000_000, "wrist": joint - 50_000_000}, 0.1) is None
+    assert skew_problem(joint, {"static": joint + 300_000_000, "wrist": joint}, 0.1) == (
+        "joint state stamped 300 ms before camera 'static''s image (limit max_joint_state_skew_s 100 ms): the arm "
+        "pose and the picture are from different moments")
+    assert "150 ms after camera 'wrist''s image" in skew_problem(joint, {"wrist": joint - 150_000_000}, 0.1)
+    with pytest.raises(ValueError, match="no camera frames"):
+        worst_skew(joint, {})
+
+
+def test_the_joint_state_skew_limit_is_positive_and_finite():
+    assert parse_params(POLICY_DEFAULTS).max_joint_state_skew_s == 0.1
+    for bad in (0.0, -0.1):
+        with pytest.raises(ParameterError, match=r"'max_joint_state_skew_s' = .*must be > 0 s.*to turn the check off"):
+            parse_params({**POLICY_DEFAULTS, "max_joint_state_skew_s": bad})
+    with pytest.raises(ParameterError, match=r"'max_joint_state_skew_s' = inf: .*must be finite"):
+        parse_params({**POLICY_DEFAULTS, "max_joint_state_skew_s": math.inf})
+
+
 def test_proprio_source_parameters():
     params = parse_params(POLICY_DEFAULTS)
     assert params.proprio_source == "array" and params.proprio_input_topic == "proprio"
@@ -97,6 +130,15 @@ def test_proprio_source_parameters():
         parse_params({**POLICY_DEFAULTS, "proprio.source": "joints"})
     with pytest.raises(ParameterError, match=r"'proprio.joint_state_topic' = ''"):
         parse_params({**POLICY_DEFAULTS, "proprio.source": "joint_state", "proprio.joint_state_topic": ""})
+
+
+def _named_checkpoint(tiny_checkpoint, tmp_path):
+    """A copy of the tiny checkpoint whose proprio names joints (NAMES), so that a JointState can feed it."""
+    ckpt = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
+    config = json.loads((ckpt / "config.json").read_text())
+    config["proprio"] = {"names": list(NAMES), "low": [-3.2] * 4, "high": [3.2] * 4}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    return ckpt
 
 
 @pytest.mark.ros
@@ -112,8 +154,11 @@ def test_policy_node_steps_on_joint_states_and_refuses_bad_ones(executor, tiny_c
     from deer_vla.ros.policy_node import PolicyNode
 
     def policy(checkpoint):
+        # skew check off (>= age + future limits): this test sends images 0.05 s+ after each joint state, and
+        # is about refusals and staleness (the skew test is below)
         node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in {
-            "checkpoint_dir": str(checkpoint), "enabled": True, "proprio.source": "joint_state"}.items()])
+            "checkpoint_dir": str(checkpoint), "enabled": True, "proprio.source": "joint_state",
+            "max_joint_state_skew_s": 1.0}.items()])
         executor.add_node(node)
         return node
 
@@ -122,11 +167,7 @@ def test_policy_node_steps_on_joint_states_and_refuses_bad_ones(executor, tiny_c
     executor.remove_node(unnamed)
     unnamed.destroy_node()
 
-    ckpt = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
-    config = json.loads((ckpt / "config.json").read_text())
-    config["proprio"] = {"names": list(NAMES), "low": [-3.2] * 4, "high": [3.2] * 4}
-    (ckpt / "config.json").write_text(json.dumps(config))
-    node = policy(ckpt)
+    node = policy(_named_checkpoint(tiny_checkpoint, tmp_path))
     assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
 
     drv = Driver(executor, proprio_dim=0)  # images only: proprioception comes as JointState
@@ -182,3 +223,75 @@ def test_policy_node_steps_on_joint_states_and_refuses_bad_ones(executor, tiny_c
     step(unstamped)
     assert spin_until(executor, lambda: node.stats.steps > steps)
     np.testing.assert_array_equal(node.proprio, np.float32([-0.6, 0.7, 0.0, 0.5]))
+
+
+@pytest.mark.ros
+def test_policy_node_skips_steps_whose_joint_state_and_images_are_stamped_apart(executor, tiny_checkpoint, tmp_path,
+                                                                                 spin_until):
+    from fixtures import Driver
+    from rcl_interfaces.msg import Log
+    from rclpy.duration import Duration
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Header
+
+    from deer_vla.ros.image_conv import rgb_to_image_msg
+    from deer_vla.ros.policy_node import PolicyNode
+
+    # max_joint_state_skew_s at its default (0.1 s); a generous age limit, so that only the skew can refuse a step
+    node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in {
+        "checkpoint_dir": str(_named_checkpoint(tiny_checkpoint, tmp_path)), "enabled": True,
+        "proprio.source": "joint_state", "max_image_age_s": 1.0}.items()])
+    executor.add_node(node)
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    drv = Driver(executor, proprio_dim=0)
+    joint_pub = drv.node.create_publisher(JointState, "joint_states", 10)
+    logs: list = []
+    drv.node.create_subscription(Log, "/rosout", logs.append, 100)
+
+    def step(joint_behind_s):
+        """A joint state stamped ``joint_behind_s`` before the images, then one image per camera."""
+        now = drv.node.get_clock().now()
+        joint_stamp = now - Duration(nanoseconds=int(joint_behind_s * 1e9))
+        joint_pub.publish(JointState(header=Header(stamp=joint_stamp.to_msg()), name=JOINTS, position=POSITION,
+                                     velocity=VELOCITY))
+        drv.spin(0.05)
+        for pub in drv.image_pubs:
+            pub.publish(rgb_to_image_msg(drv.rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8), now.to_msg()))
+        drv.spin(0.05)
+
+    def settled():
+        """Every step sent has finished (the worker is idle): the counters below are final."""
+        drv.spin(0.3)
+        return node.stats.actions_published
+
+    drv.instruct()
+    for _ in range(100):  # matching stamps: actions, once discovery is done
+        step(0.0)
+        if drv.actions:
+            break
+    assert drv.actions, "no action out of joint states and images stamped alike"
+    if node.stats.stale:  # a discovery-time pairing of one round's joint state with the last round's images
+        drv.spin(2.1)  # ... was logged, and its throttled warning would hide the one checked below
+    published, skipped = settled(), node.stats.joint_state_skew
+
+    for _ in range(3):  # joint state 0.3 s behind the images: each fresh by itself, but not one moment
+        step(0.3)
+    assert spin_until(executor, lambda: node.stats.joint_state_skew >= skipped + 3)
+    assert settled() == published and node.stats.stale >= 3
+    warnings = [m.msg for m in logs if m.name == node.get_name() and "max_joint_state_skew_s" in m.msg]
+    assert any(re.search(r"joint state stamped 30\d ms before camera '\w+''s image \(limit max_joint_state_skew_s "
+                         r"100 ms\)", w) for w in warnings), warnings
+
+    step(0.0)  # matching stamps again: stepping resumes
+    assert spin_until(executor, lambda: node.stats.actions_published > published)
+
+    # a run-time change: 0 is refused saying how to turn the check off; a limit above the gap lets it through
+    refused = node.set_parameters([Parameter("max_joint_state_skew_s", value=0.0)])[0]
+    assert not refused.successful and "to turn the check off" in refused.reason
+    assert node.set_parameters([Parameter("max_joint_state_skew_s", value=0.5)])[0].successful
+    published, skipped = settled(), node.stats.joint_state_skew
+    step(0.3)
+    assert spin_until(executor, lambda: node.stats.actions_published > published)
+    assert node.stats.joint_state_skew == skipped

@@ -25,7 +25,7 @@ degrees gets degrees.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,6 +140,26 @@ def stamp_problem(stamp_ns: int, now_ns: int, max_age_s: float, max_future_s: fl
     if -ahead_s > max_age_s:
         return f"stamped {-ahead_s:.3f} s ago (limit max_image_age_s {max_age_s:g} s)"
     return None
+
+
+def worst_skew(joint_stamp_ns: int, frame_stamps_ns: Mapping[str, int]) -> tuple[str, float]:
+    """The camera whose frame is stamped furthest from the joint state, and the signed gap in seconds (> 0: the
+    joint state was taken before that image). The step's observation pairs one arm pose with these images."""
+    if not frame_stamps_ns:
+        raise ValueError("no camera frames to compare the joint state with")
+    camera = max(frame_stamps_ns, key=lambda c: abs(frame_stamps_ns[c] - joint_stamp_ns))
+    return camera, (frame_stamps_ns[camera] - joint_stamp_ns) * 1e-9
+
+
+def skew_problem(joint_stamp_ns: int, frame_stamps_ns: Mapping[str, int], max_skew_s: float) -> str | None:
+    """Why the joint state and the step's images are not from about the same moment (a stamp gap beyond
+    ``max_skew_s`` to any camera), or None. Each may be fresh by itself and still show the arm elsewhere."""
+    camera, skew_s = worst_skew(joint_stamp_ns, frame_stamps_ns)
+    if abs(skew_s) <= max_skew_s:
+        return None
+    return (f"joint state stamped {abs(skew_s) * 1e3:.0f} ms {'before' if skew_s > 0 else 'after'} camera "
+            f"'{camera}''s image (limit max_joint_state_skew_s {max_skew_s * 1e3:.0f} ms): the arm pose and the "
+            "picture are from different moments")
 
 
 def _listing(names: Sequence[str], limit: int = 12) -> str:

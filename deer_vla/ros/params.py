@@ -48,6 +48,9 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "max_image_age_s": 0.5,  # images older than this (header stamp vs node clock) give no new action
     "max_image_skew_s": 0.5,  # newest images of two cameras further apart than this are not paired
     "max_image_future_s": 0.1,  # images stamped further ahead of the node clock than this are not fresh
+    # proprio.source joint_state: a step whose joint state and any of its images are stamped further apart than
+    # this is skipped (config/policy.yaml says why 0.1 s)
+    "max_joint_state_skew_s": 0.1,
     "stale_action": "none",  # "none": publish nothing; "zero": publish a zero twist
     "enabled": False,  # gate: False = dry run (compute + record, actuate nothing)
     "hold_rate_hz": 0.0,  # >0: republish the last twist at this rate ...
@@ -108,6 +111,7 @@ class PolicyParams(BaseModel):
     max_image_age_s: float = Field(gt=0)
     max_image_skew_s: float = Field(gt=0)
     max_image_future_s: float = Field(gt=0)
+    max_joint_state_skew_s: float  # > 0: _joint_state_skew_limit
     stale_action: Literal["none", "zero"]
     enabled: bool
     hold_rate_hz: float = Field(ge=0, le=1000)
@@ -128,8 +132,9 @@ class PolicyParams(BaseModel):
     torch_threads: int = Field(ge=0, le=1024)
 
     @field_validator(
-        "rate_hz", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "hold_rate_hz", "hold_max_s",
-        "budget_average_gflops", "budget_peak_gflops", "budget_peak_ms", "budget_deadline_ms", "risk_eps",
+        "rate_hz", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "max_joint_state_skew_s",
+        "hold_rate_hz", "hold_max_s", "budget_average_gflops", "budget_peak_gflops", "budget_peak_ms",
+        "budget_deadline_ms", "risk_eps",
     )
     @classmethod
     def _finite(cls, v: float) -> float:
@@ -141,6 +146,14 @@ class PolicyParams(BaseModel):
     @classmethod
     def _checkpoint_name(cls, v: str) -> str:
         resolve_checkpoint(v)  # an unknown bare name fails here, listing the shipped names
+        return v
+
+    @field_validator("max_joint_state_skew_s")
+    @classmethod
+    def _joint_state_skew_limit(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"must be > 0 s, got {v}; to turn the check off set it to at least max_image_age_s + "
+                             "max_image_future_s (the age checks already bound the gap by that)")
         return v
 
     @field_validator("device")

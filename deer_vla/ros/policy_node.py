@@ -40,7 +40,7 @@ from std_srvs.srv import SetBool, Trigger
 from deer_vla.core import Observation, ProprioError
 from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
-from deer_vla.ros.joint_state import JointStateProprio, stamp_problem
+from deer_vla.ros.joint_state import JointStateProprio, skew_problem, stamp_problem
 from deer_vla.ros.lifecycle import guard_change_state
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.params import (
@@ -58,7 +58,7 @@ from deer_vla.ros.worker import StepWorker
 # Parameters that may change while configured; the rest need cleanup + configure.
 RUNTIME_PARAMS = (set(BUDGET_PARAMS) - {"fixed_exit"}) | {
     "enabled", "stale_action", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "hold_rate_hz",
-    "hold_max_s",
+    "hold_max_s", "max_joint_state_skew_s",
 }
 # latched: a policy that starts (or restarts) after the instruction was sent still gets it
 INSTRUCTION_QOS = QoSProfile(
@@ -92,6 +92,8 @@ class NodeStats:
     actions_published: int = 0
     stale: int = 0
     future_stamps: int = 0  # steps refused because an image was stamped ahead of the node clock
+    # steps refused because the joint state and an image were stamped further apart than max_joint_state_skew_s
+    joint_state_skew: int = 0
     dropped: int = 0  # observations replaced by a newer one before the worker took them
     discarded: int = 0  # steps finished after halt/disable/deactivate/new episode: action not published
     rejected_images: int = 0
@@ -546,9 +548,9 @@ class PolicyNode(LifecycleNode):
         return StepJob(frames, self.instruction, self.proprio, self._episode_gen, self._actuation_gen)
 
     def _why_stale(self, frames: dict[str, CameraFrame] | None) -> str | None:
-        """Why the observation is not fresh (no fresh image set, or an old joint state), or None. A joint state
-        goes stale like an image: timer mode would otherwise reuse it after the arm driver stops. Float-array
-        proprio carries no stamp and is not checked."""
+        """Why the observation is not fresh (no fresh image set, an old joint state, or one stamped too far from
+        the images), or None. A joint state goes stale like an image: timer mode would otherwise reuse it after the
+        arm driver stops. Float-array proprio carries no stamp and is not checked."""
         assert self.params is not None
         params = self.params
         if frames is None:
@@ -557,7 +559,19 @@ class PolicyNode(LifecycleNode):
             return None
         problem = stamp_problem(self._proprio_stamp_ns, self.get_clock().now().nanoseconds,
                                 params.max_image_age_s, params.max_image_future_s)
-        return None if problem is None else f"no fresh joint state: the newest was {problem}"
+        if problem is not None:
+            return f"no fresh joint state: the newest was {problem}"
+        return self._joint_state_skew(frames)
+
+    def _joint_state_skew(self, frames: dict[str, CameraFrame]) -> str | None:
+        """Why the step's joint state and images do not belong together (stamped too far apart), or None."""
+        assert self.params is not None and self._proprio_stamp_ns is not None
+        problem = skew_problem(self._proprio_stamp_ns, {c: f.stamp_ns for c, f in frames.items()},
+                               self.params.max_joint_state_skew_s)
+        if problem is None:
+            return None
+        self.stats.joint_state_skew += 1
+        return f"not stepping: {problem}"
 
     def _on_worker_error(self, exc: BaseException) -> None:
         self.stats.model_errors += 1
