@@ -280,6 +280,10 @@ def test_policy_node_skips_steps_whose_joint_state_and_images_are_stamped_apart(
         step(0.3)
     assert spin_until(executor, lambda: node.stats.joint_state_skew >= skipped + 3)
     assert settled() == published and node.stats.stale >= 3
+    # counted by reason in the node's /diagnostics status, beside the joint state's age
+    values = {kv.key: kv.value for kv in node.diagnostics().status[0].values}
+    assert int(values["skipped joint_state_skew"]) == node.stats.joint_state_skew >= skipped + 3
+    assert 0.0 <= float(values["joint state age s"]) < 1.0
     warnings = [m.msg for m in logs if m.name == node.get_name() and "max_joint_state_skew_s" in m.msg]
     assert any(re.search(r"joint state stamped 30\d ms before camera '\w+''s image \(limit max_joint_state_skew_s "
                          r"100 ms\)", w) for w in warnings), warnings

@@ -83,6 +83,10 @@ def test_node_runs_under_the_guarantee_and_publishes_it(executor, tiny_checkpoin
     monitor.update(rec)
     status = next(s for s in monitor.statuses() if s.name == "fidelity_guarantee")
     assert status.values["eps"] == "0.03" and "mean action distance <= 0.03" in status.message
+    # the policy node's own /diagnostics status names it too
+    values = {kv.key: kv.value for kv in node.diagnostics().status[0].values}
+    assert (values["guarantee eps"], values["guarantee delta"]) == ("0.03", "0.1")
+    assert "<= 0.03 with probability >= 0.9" in values["fidelity guarantee"]
     # the limit is set at configure; a budget that would void it is refused at run time
     assert not node.set_parameters([Parameter("risk.eps", value=0.5)])[0].successful
     low = node.set_parameters([Parameter("budget.average_gflops", value=0.5 * (costs[1] + costs[2]))])[0]

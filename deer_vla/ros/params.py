@@ -77,6 +77,8 @@ POLICY_DEFAULTS: dict[str, Any] = {
     # torch intra-op threads, set at configure (0 = torch's default, one per core). 1 by measurement: beside
     # other busy processes more threads oversubscribe the cores (docs/RESULTS.md, bench_node_latency --cpu-load)
     "torch_threads": 1,
+    # seconds between the node's own status on /diagnostics (steps, skips by reason, input ages; configure-time)
+    "diagnostics_period_s": 1.0,
 }
 
 
@@ -130,6 +132,7 @@ class PolicyParams(BaseModel):
     record_path: str
     autostart: bool
     torch_threads: int = Field(ge=0, le=1024)
+    diagnostics_period_s: float = Field(ge=0.05, le=60)  # finite by the bounds
 
     @field_validator(
         "rate_hz", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "max_joint_state_skew_s",

@@ -22,11 +22,12 @@ import functools
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -40,6 +41,7 @@ from std_srvs.srv import SetBool, Trigger
 from deer_vla.core import Observation, ProprioError
 from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
+from deer_vla.ros.health import HealthSnapshot, InputAge, image_problem, policy_status
 from deer_vla.ros.joint_state import JointStateProprio, skew_problem, stamp_problem
 from deer_vla.ros.lifecycle import guard_change_state
 from deer_vla.ros.node_main import run_node
@@ -65,6 +67,7 @@ INSTRUCTION_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute, as diagnostic_aggregator and rqt_robot_monitor expect
 
 
 @dataclass
@@ -106,6 +109,15 @@ class NodeStats:
     hold_published: int = 0
     # (message in -> action out) and model time per step, ms; for the latency benchmark
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=10000))
+    # steps that gave no action, by health.SKIP_REASONS key, and the latest sentence per reason (/diagnostics)
+    skipped: Counter[str] = field(default_factory=Counter)
+    skip_details: dict[str, str] = field(default_factory=dict)
+    last_step_ns: int | None = None  # node clock when the last step finished
+    last_action_ns: int | None = None  # ... and when the last action went out
+
+    def skip(self, reason: str, detail: str) -> None:
+        self.skipped[reason] += 1
+        self.skip_details[reason] = detail
 
 
 class PolicyNode(LifecycleNode):
@@ -136,7 +148,7 @@ class PolicyNode(LifecycleNode):
         self._last_command_ns = 0
         self._subs: list[Any] = []
         self._pubs: dict[str, Any] = {}
-        self._timers: list[Any] = []
+        self._control_timers: list[Any] = []  # timer-mode steps (not `_timers`: rclpy's Node keeps its own list there)
         self._recorder: PolicyRecorder | None = None
         # services and the hold timer in one group, inputs in another: a multi-threaded executor runs them
         # apart; with any executor they stay quick because the model step runs in the worker thread
@@ -148,6 +160,9 @@ class PolicyNode(LifecycleNode):
         self._episode_applied = 0  # the episode the controller's state belongs to (worker thread)
         self._worker: StepWorker[StepJob] | None = None
         self._hold_timer: Any = None
+        self._diagnostics_timer: Any = None
+        self._health_before: HealthSnapshot | None = None  # the previous period's, for its counts
+        self._active_since_ns: int | None = None  # node clock at activation
         self.create_service(SetBool, "~/enable", self._srv_enable, callback_group=self._control_group)
         self.create_service(Trigger, "~/halt", self._srv_halt, callback_group=self._control_group)
         self.create_service(Trigger, "~/reset_episode", self._srv_reset, callback_group=self._control_group)
@@ -245,7 +260,12 @@ class PolicyNode(LifecycleNode):
             "gripper": self.create_publisher(Float64, params.gripper_topic, OUTPUT_QOS),
             "action": self.create_publisher(Float32MultiArray, params.action_topic, OUTPUT_QOS),
             "record": self.create_publisher(String, params.record_topic, QoSProfile(depth=100)),
+            "diagnostics": self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10),
         }
+        self._health_before = None
+        # on the control group: the status goes out while a model step runs
+        self._diagnostics_timer = self.create_timer(params.diagnostics_period_s, self.publish_diagnostics,
+                                                    callback_group=self._control_group)
         if params.record_path:
             self._recorder = PolicyRecorder(params.record_path, stack.cameras)
 
@@ -258,7 +278,10 @@ class PolicyNode(LifecycleNode):
     def _destroy_interfaces(self) -> None:
         self._stop_worker()  # before the publishers and the recorder it uses go away
         self._stop_hold_timer()
-        for timer in self._timers:
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        for timer in self._control_timers:
             self.destroy_timer(timer)
         for sub in self._subs:
             self.destroy_subscription(sub)
@@ -266,7 +289,7 @@ class PolicyNode(LifecycleNode):
             pubs, self._pubs = self._pubs, {}
         for pub in pubs.values():
             self.destroy_publisher(pub)
-        self._timers, self._subs = [], []
+        self._control_timers, self._subs = [], []
         if self._recorder is not None:
             self._recorder.close()
             self._recorder = None
@@ -274,9 +297,10 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self.params is not None
         if self.params.control_mode == "timer":
-            self._timers.append(self.create_timer(self.params.period_s, self._on_control_timer,
-                                                  callback_group=self._input_group))
+            self._control_timers.append(self.create_timer(self.params.period_s, self._on_control_timer,
+                                                          callback_group=self._input_group))
         self.active = True
+        self._active_since_ns = self.get_clock().now().nanoseconds
         self._start_hold_timer()
         self.get_logger().info("activated")
         return super().on_activate(state)
@@ -287,12 +311,13 @@ class PolicyNode(LifecycleNode):
                 # leave the robot with an explicit stop rather than its last velocity
                 self._publish_twist(zero_command(self.stack.action_spec), self.get_clock().now().to_msg())
             self.active = False
+            self._active_since_ns = None
             self._actuation_gen += 1  # a step running now publishes no action
             self._last_command = None
         self._stop_hold_timer()
-        for timer in self._timers:
+        for timer in self._control_timers:
             self.destroy_timer(timer)
-        self._timers = []
+        self._control_timers = []
         self.get_logger().info("deactivated: actuation stopped, model kept loaded")
         return super().on_deactivate(state)
 
@@ -492,29 +517,6 @@ class PolicyNode(LifecycleNode):
     def _on_control_timer(self) -> None:
         self.control_step()
 
-    def _fresh_frames(self) -> dict[str, CameraFrame] | None:
-        """The newest frame of every camera if all are recent and close in time, else None."""
-        assert self.params is not None and self.stack is not None
-        if any(c not in self.frames for c in self.stack.cameras):
-            return None
-        frames = {c: self.frames[c] for c in self.stack.cameras}
-        now = self.get_clock().now().nanoseconds
-        stamps = [f.stamp_ns for f in frames.values()]
-        ahead = (max(stamps) - now) * 1e-9
-        if ahead > self.params.max_image_future_s:
-            # a wrong camera clock would otherwise make every old frame look fresh forever
-            self.stats.future_stamps += 1
-            self.get_logger().warn(
-                f"image stamped {ahead:.3f} s ahead of the node clock (tolerance {self.params.max_image_future_s} s):"
-                " not fresh; check the camera's clock", throttle_duration_sec=2.0,
-            )
-            return None
-        if (now - min(stamps)) * 1e-9 > self.params.max_image_age_s:
-            return None
-        if (max(stamps) - min(stamps)) * 1e-9 > self.params.max_image_skew_s:
-            return None
-        return frames
-
     def control_step(self) -> None:
         """Check the newest image set (executor thread) and hand it to the worker; stale -> per stale_action."""
         job = self.prepare_step()
@@ -523,58 +525,65 @@ class PolicyNode(LifecycleNode):
                 self.stats.dropped += 1
 
     def prepare_step(self) -> StepJob | None:
-        """The next step's inputs if there is an instruction and fresh images, else None."""
+        """The next step's inputs if there is an instruction and fresh images, else None (counted by reason in
+        stats.skipped)."""
         if not self.active or self.stack is None or self.params is None:
             return None
         stack, params = self.stack, self.params
         if self.instruction is None:
             self.stats.no_instruction += 1
+            self.stats.skip("no_instruction", f"no instruction received yet on '{params.instruction_topic}'")
             self.get_logger().warn("no instruction received yet; not stepping", throttle_duration_sec=5.0)
             return None
-        frames = self._fresh_frames()
+        frames = {c: self.frames[c] for c in stack.cameras if c in self.frames}
         self._used_ns = {c: f.received_ns for c, f in self.frames.items()}
         self._used_ns["~proprio"] = self._proprio_ns
         stale = self._why_stale(frames)
         if stale is not None:
+            reason, why = stale
             self.stats.stale += 1
-            self.get_logger().warn(stale, throttle_duration_sec=2.0)
+            if reason == "future_image":
+                self.stats.future_stamps += 1
+            elif reason == "joint_state_skew":
+                self.stats.joint_state_skew += 1
+            self.stats.skip(reason, why)
+            self.get_logger().warn(f"not stepping: {why}", throttle_duration_sec=2.0)
             if params.stale_action == "zero":
                 with self._actuation:
                     if self.enabled and self._pubs:
                         self._last_command = None
                         self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
             return None
-        assert frames is not None  # _why_stale names missing frames
         return StepJob(frames, self.instruction, self.proprio, self._episode_gen, self._actuation_gen)
 
-    def _why_stale(self, frames: dict[str, CameraFrame] | None) -> str | None:
-        """Why the observation is not fresh (no fresh image set, an old joint state, or one stamped too far from
-        the images), or None. A joint state goes stale like an image: timer mode would otherwise reuse it after the
-        arm driver stops. Float-array proprio carries no stamp and is not checked."""
-        assert self.params is not None
+    def _why_stale(self, frames: dict[str, CameraFrame]) -> tuple[str, str] | None:
+        """Why the observation is not fresh, as (a health.SKIP_REASONS key, a sentence), or None: a camera
+        without a recent image (or one stamped ahead of the node clock, or the cameras' stamps far apart), an
+        old joint state, or one stamped too far from the images. A joint state goes stale like an image: timer
+        mode would otherwise reuse it after the arm driver stops. Float-array proprio carries no stamp and is
+        not checked."""
+        assert self.params is not None and self.stack is not None
         params = self.params
-        if frames is None:
-            return f"no fresh image (age limit {params.max_image_age_s} s, skew limit {params.max_image_skew_s} s)"
+        now = self.get_clock().now().nanoseconds
+        stamps = {c: frames[c].stamp_ns if c in frames else None for c in self.stack.cameras}
+        problem = image_problem(stamps, now, params.max_image_age_s, params.max_image_skew_s,
+                                params.max_image_future_s)
+        if problem is not None:
+            return problem
         if self._proprio_stamp_ns is None:
             return None
-        problem = stamp_problem(self._proprio_stamp_ns, self.get_clock().now().nanoseconds,
-                                params.max_image_age_s, params.max_image_future_s)
-        if problem is not None:
-            return f"no fresh joint state: the newest was {problem}"
-        return self._joint_state_skew(frames)
-
-    def _joint_state_skew(self, frames: dict[str, CameraFrame]) -> str | None:
-        """Why the step's joint state and images do not belong together (stamped too far apart), or None."""
-        assert self.params is not None and self._proprio_stamp_ns is not None
-        problem = skew_problem(self._proprio_stamp_ns, {c: f.stamp_ns for c, f in frames.items()},
-                               self.params.max_joint_state_skew_s)
-        if problem is None:
-            return None
-        self.stats.joint_state_skew += 1
-        return f"not stepping: {problem}"
+        joint = stamp_problem(self._proprio_stamp_ns, now, params.max_image_age_s, params.max_image_future_s)
+        if joint is not None:
+            return "stale_joint_state", f"no fresh joint state: the newest was {joint}"
+        skew = skew_problem(self._proprio_stamp_ns, {c: f.stamp_ns for c, f in frames.items()},
+                            params.max_joint_state_skew_s)
+        if skew is not None:
+            return "joint_state_skew", skew
+        return None
 
     def _on_worker_error(self, exc: BaseException) -> None:
         self.stats.model_errors += 1
+        self.stats.skip("model_error", f"step worker: {type(exc).__name__}: {exc}")
         self.get_logger().error(f"step worker: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
 
     def run_step(self, job: StepJob) -> None:
@@ -600,13 +609,16 @@ class PolicyNode(LifecycleNode):
             command = to_robot_command(action, stack.action_spec, params.period_s)
         except UnsafeActionError as exc:
             self.stats.unsafe_actions += 1
+            self.stats.skip("unsafe_action", f"unsafe action not published: {exc}")
             self.get_logger().error(f"unsafe action not published: {exc}", throttle_duration_sec=2.0)
             return
         except Exception as exc:  # one failed step must not kill the node
             self.stats.model_errors += 1
+            self.stats.skip("model_error", f"policy step failed: {type(exc).__name__}: {exc}")
             self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
             return
         self.stats.steps += 1
+        self.stats.last_step_ns = self.get_clock().now().nanoseconds
         record.stamp_ns = first.stamp_ns
         record.action = [float(v) for v in command.action]
         stamp = first.msg.header.stamp
@@ -620,6 +632,7 @@ class PolicyNode(LifecycleNode):
                 self._pubs["action"].publish(Float32MultiArray(data=[float(v) for v in command.standard7]))
                 self._last_command, self._last_command_ns = command, self.get_clock().now().nanoseconds
                 self.stats.actions_published += 1
+                self.stats.last_action_ns = self._last_command_ns
             elif not current:
                 self.stats.discarded += 1
             # camera stamp -> action out (or, gated, the moment it would have gone out)
@@ -652,6 +665,84 @@ class PolicyNode(LifecycleNode):
                 return
             self._publish_twist(self._last_command, self.get_clock().now().to_msg())
             self.stats.hold_published += 1
+
+    # -- diagnostics -----------------------------------------------------------------------
+    def health_snapshot(self) -> HealthSnapshot:
+        """The node's counters and input ages now, for health.policy_status (configured node)."""
+        assert self.params is not None and self.stack is not None
+        params, stack, stats = self.params, self.stack, self.stats
+        now, received_now = self.get_clock().now().nanoseconds, time.perf_counter_ns()
+        age = lambda ns, clock: None if ns is None or ns < 0 else (clock - ns) * 1e-9
+        frames = dict(self.frames)  # the input callbacks may replace entries meanwhile
+        cameras = {c: InputAge(topic, age(frames[c].stamp_ns, now), age(frames[c].received_ns, received_now))
+                   if c in frames else InputAge(topic) for c, topic in zip(stack.cameras, params.image_topics)}
+        proprio, kind = None, ""
+        if params.proprio_input_topic:
+            kind = "joint state" if params.proprio_source == "joint_state" else "proprio"
+            proprio = InputAge(params.proprio_input_topic, age(self._proprio_stamp_ns, now),
+                               age(self._proprio_ns, received_now))
+        return HealthSnapshot(
+            active=self.active, enabled=self.enabled,
+            window_s=max(params.diagnostics_period_s, 2 * params.period_s),
+            instruction_topic=params.instruction_topic, has_instruction=self.instruction is not None,
+            steps=stats.steps, actions_published=stats.actions_published,
+            skipped=dict(stats.skipped), skip_details=dict(stats.skip_details),
+            cameras=cameras, proprio_kind=kind, proprio=proprio,
+            last_step_age_s=age(stats.last_step_ns, now), last_action_age_s=age(stats.last_action_ns, now),
+            active_for_s=age(self._active_since_ns, now),
+            step_running=self._worker is not None and self._worker.busy.is_set(),
+            info=self._health_info(),
+        )
+
+    def _health_info(self) -> dict[str, str]:
+        """What the node runs (checkpoint, exits, guarantee) and its other counters, for /diagnostics."""
+        assert self.params is not None and self.stack is not None
+        controller, stats = self.stack.controller, self.stats
+        if controller.fixed_exit is not None:
+            mode = f"fixed exit {controller.fixed_exit}"
+        elif controller.oracle_tolerance is not None:
+            mode = f"oracle (tolerance {controller.oracle_tolerance:g})"
+        else:
+            mode = f"dynamic ({controller.criterion.kind} criterion)"
+        thresholds = controller.thresholds
+        record = self.last_record
+        info = {
+            "checkpoint": str(self.params.checkpoint),
+            "exit mode": mode,
+            "exit cap": str(controller.cap),
+            "exit thresholds": ", ".join(f"{v:.6g}" for v in thresholds.values) if thresholds is not None else "",
+            "threshold scale": f"{record.threshold_scale:.6g}" if record is not None else "",
+        }
+        guarantee = controller.guarantee
+        info["fidelity guarantee"] = guarantee.describe() if guarantee is not None else "none in force"
+        if guarantee is not None:
+            info["guarantee eps"], info["guarantee delta"] = f"{guarantee.eps:.6g}", f"{guarantee.delta:.6g}"
+        info.update({"dropped observations": str(stats.dropped), "discarded steps": str(stats.discarded),
+                     "rejected images": str(stats.rejected_images), "rejected proprio": str(stats.rejected_proprio),
+                     "hold twists": str(stats.hold_published)})
+        return info
+
+    def diagnostics(self) -> DiagnosticArray:
+        """This node's status (health.policy_status) as a DiagnosticArray; the next call counts from this one."""
+        snapshot = self.health_snapshot()
+        status = policy_status(snapshot, self._health_before)
+        self._health_before = snapshot
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status.append(DiagnosticStatus(
+            level=bytes([status.level]), name=f"{self.get_name()}: policy", message=status.message,
+            hardware_id=self.get_fully_qualified_name(),
+            values=[KeyValue(key=k, value=v) for k, v in status.values],
+        ))
+        return arr
+
+    def publish_diagnostics(self) -> None:
+        if self.params is None or self.stack is None:
+            return  # cleaned up between the timer firing and this call
+        arr = self.diagnostics()
+        pub = self._pubs.get("diagnostics")
+        if pub is not None:
+            pub.publish(arr)
 
 
 def main(argv: list[str] | None = None) -> int:

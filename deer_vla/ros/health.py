@@ -1,0 +1,205 @@
+"""Policy node health: why a step is skipped (by reason) and the node's ``/diagnostics`` status.
+
+Pure (no rclpy): the node snapshots its counters and input ages into a
+``HealthSnapshot`` once per diagnostics period, ``policy_status`` turns it
+(and the previous snapshot, for the counts of the last period) into a level,
+a message and key/values; the node wraps them in ``diagnostic_msgs``.
+
+Level rules (window = the longer of the diagnostics period and two control
+periods, so a slow control rate is not taken for a stall):
+
+- WARN while inactive, while no instruction has arrived, and while waiting
+  for a camera's (or the proprioception's) first message after activation.
+- OK when a step finished within the window and none was skipped in the last
+  period; WARN when some were skipped (the message names the most frequent
+  reason and its latest detail).
+- No step within the window: WARN, naming what holds the steps back (a
+  silent camera first, then the most frequent skip reason, a silent joint
+  state or proprio topic, a model step still running); ERROR, with the same
+  reason, once no step has finished for ``ERROR_AFTER_WINDOWS`` windows.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from deer_vla.ros.budget_monitor import ERROR, OK, WARN
+from deer_vla.ros.joint_state import stamp_problem
+
+# why a step produced no action (NodeStats.skipped keys; a KeyValue each in /diagnostics)
+SKIP_REASONS: dict[str, str] = {
+    "no_instruction": "no instruction received yet",
+    "no_image": "a camera has sent no image yet",
+    "future_image": "an image stamped more than max_image_future_s ahead of the node clock",
+    "stale_image": "an image older than max_image_age_s",
+    "image_skew": "the cameras' newest images stamped more than max_image_skew_s apart",
+    "stale_joint_state": "the joint state older than max_image_age_s, or stamped ahead of the node clock",
+    "joint_state_skew": "the joint state and an image stamped more than max_joint_state_skew_s apart",
+    "model_error": "the model step raised",
+    "unsafe_action": "the action was refused as unsafe (NaN/inf)",
+}
+ERROR_AFTER_WINDOWS = 3
+
+
+def image_problem(stamps_ns: Mapping[str, int | None], now_ns: int, max_age_s: float, max_skew_s: float,
+                  max_future_s: float) -> tuple[str, str] | None:
+    """Why the newest image of each camera (header stamp, None = none yet) do not make a fresh set at
+    ``now_ns``: (a SKIP_REASONS key, a sentence naming the camera), or None when they do."""
+    missing = [c for c, s in stamps_ns.items() if s is None]
+    if missing:
+        return "no_image", f"no image from camera '{missing[0]}' yet"
+    stamps = {c: s for c, s in stamps_ns.items() if s is not None}
+    newest, oldest = max(stamps, key=stamps.__getitem__), min(stamps, key=stamps.__getitem__)
+    # a wrong camera clock would otherwise make every old frame look fresh forever
+    ahead = stamp_problem(stamps[newest], now_ns, math.inf, max_future_s)
+    if ahead is not None:
+        return "future_image", f"camera '{newest}''s image is {ahead}"
+    old = stamp_problem(stamps[oldest], now_ns, max_age_s, math.inf)
+    if old is not None:
+        return "stale_image", f"camera '{oldest}''s newest image is {old}"
+    skew_s = (stamps[newest] - stamps[oldest]) * 1e-9
+    if skew_s > max_skew_s:
+        return "image_skew", (f"cameras '{oldest}' and '{newest}' have images stamped {skew_s:.3f} s apart "
+                              f"(limit max_image_skew_s {max_skew_s:g} s)")
+    return None
+
+
+@dataclass(frozen=True)
+class InputAge:
+    """The newest message of one input: its topic, and seconds since its header stamp (node clock) and since it
+    arrived; None where nothing has arrived (or the message carries no stamp)."""
+
+    topic: str
+    stamp_age_s: float | None = None
+    received_age_s: float | None = None
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    """What ``policy_status`` needs, taken by the node at one moment."""
+
+    active: bool
+    enabled: bool
+    window_s: float
+    instruction_topic: str
+    has_instruction: bool
+    steps: int  # steps that ran the model (in dry run too)
+    actions_published: int
+    skipped: Mapping[str, int]  # cumulative, by SKIP_REASONS key
+    skip_details: Mapping[str, str]  # the latest sentence per reason
+    cameras: Mapping[str, InputAge]
+    proprio_kind: str = ""  # "joint state" / "proprio" / "" (none used)
+    proprio: InputAge | None = None
+    last_step_age_s: float | None = None
+    last_action_age_s: float | None = None
+    active_for_s: float | None = None  # since activation; None while inactive
+    step_running: bool = False
+    info: Mapping[str, str] = field(default_factory=dict)  # shown as they are (checkpoint, exits, counters)
+
+
+@dataclass(frozen=True)
+class PolicyStatus:
+    level: int
+    message: str
+    values: list[tuple[str, str]]
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.3f}"
+
+
+def _period_counts(now: HealthSnapshot, before: HealthSnapshot | None) -> tuple[int, dict[str, int]]:
+    steps = now.steps - (before.steps if before is not None else 0)
+    skipped = {r: now.skipped.get(r, 0) - (before.skipped.get(r, 0) if before is not None else 0)
+               for r in SKIP_REASONS}
+    return steps, skipped
+
+
+def _most_frequent(skipped: Mapping[str, int]) -> str | None:
+    reason = max(SKIP_REASONS, key=lambda r: skipped.get(r, 0))  # ties: the first in SKIP_REASONS order
+    return reason if skipped.get(reason, 0) > 0 else None
+
+
+def _waiting_for(snap: HealthSnapshot) -> str | None:
+    """The first input that has never arrived, as a sentence, or None."""
+    for camera, age in snap.cameras.items():
+        if age.received_age_s is None:
+            return f"waiting for the first image from camera '{camera}' on '{age.topic}'"
+    if snap.proprio is not None and snap.proprio.received_age_s is None:
+        return f"waiting for the first {snap.proprio_kind} on '{snap.proprio.topic}'"
+    return None
+
+
+def _holding_back(snap: HealthSnapshot, skipped: Mapping[str, int]) -> str:
+    """Why no step finished within the window, as a sentence."""
+    silent = {c: a for c, a in snap.cameras.items()
+              if a.received_age_s is not None and a.received_age_s > snap.window_s}
+    if silent:
+        camera = max(silent, key=lambda c: silent[c].received_age_s or 0.0)
+        return f"no image from camera '{camera}' on '{silent[camera].topic}' for {silent[camera].received_age_s:.1f} s"
+    reason = _most_frequent(skipped)
+    if reason is not None:
+        return f"{reason}: {snap.skip_details.get(reason, SKIP_REASONS[reason])}"
+    proprio = snap.proprio
+    if proprio is not None and proprio.received_age_s is not None and proprio.received_age_s > snap.window_s:
+        return f"no {snap.proprio_kind} on '{proprio.topic}' for {proprio.received_age_s:.1f} s"
+    if snap.step_running:
+        return "a model step is still running"
+    return "no new observation completed a step"
+
+
+def _values(snap: HealthSnapshot, period_steps: int, period_skipped: Mapping[str, int]) -> list[tuple[str, str]]:
+    out = [
+        ("state", "active" if snap.active else "inactive"),
+        ("actuation", "enabled" if snap.enabled else "gated (dry run)"),
+        ("period s", f"{snap.window_s:g}"),
+        ("steps", str(snap.steps)),
+        ("steps (last period)", str(period_steps)),
+        ("actions published", str(snap.actions_published)),
+        ("last step age s", _seconds(snap.last_step_age_s)),
+        ("last action age s", _seconds(snap.last_action_age_s)),
+    ]
+    for reason in SKIP_REASONS:
+        out.append((f"skipped {reason}", str(snap.skipped.get(reason, 0))))
+        out.append((f"skipped {reason} (last period)", str(period_skipped.get(reason, 0))))
+    for camera, age in snap.cameras.items():
+        out.append((f"camera {camera}: image age s", _seconds(age.stamp_age_s)))
+        out.append((f"camera {camera}: received s ago", _seconds(age.received_age_s)))
+    if snap.proprio is not None:
+        if snap.proprio.stamp_age_s is not None or snap.proprio_kind == "joint state":
+            out.append((f"{snap.proprio_kind} age s", _seconds(snap.proprio.stamp_age_s)))
+        out.append((f"{snap.proprio_kind} received s ago", _seconds(snap.proprio.received_age_s)))
+    out.extend(snap.info.items())
+    return out
+
+
+def policy_status(snap: HealthSnapshot, before: HealthSnapshot | None) -> PolicyStatus:
+    """The node's status now (module docstring: the rules); ``before`` is the previous period's snapshot
+    (None: the first, counts since configure)."""
+    period_steps, period_skipped = _period_counts(snap, before)
+    values = _values(snap, period_steps, period_skipped)
+    if not snap.active:
+        return PolicyStatus(WARN, "inactive: configured, not stepping (lifecycle activate to run)", values)
+    if not snap.has_instruction:
+        return PolicyStatus(WARN, f"waiting for an instruction on '{snap.instruction_topic}'", values)
+    window = snap.window_s
+    if snap.last_step_age_s is not None and snap.last_step_age_s <= window:
+        skipped = sum(period_skipped.values())
+        reason = _most_frequent(period_skipped)
+        if reason is not None:
+            return PolicyStatus(WARN, f"{skipped} of {skipped + period_steps} steps skipped in the last "
+                                      f"{window:g} s, mostly {reason}: "
+                                      f"{snap.skip_details.get(reason, SKIP_REASONS[reason])}", values)
+        gate = "actuation enabled" if snap.enabled else "gated (dry run): no action published"
+        return PolicyStatus(OK, f"stepping: {period_steps} step(s) in the last {window:g} s, {gate}", values)
+    active_for = snap.active_for_s if snap.active_for_s is not None else math.inf
+    stepped_since_active = snap.last_step_age_s is not None and snap.last_step_age_s <= active_for
+    since_step = snap.last_step_age_s if stepped_since_active and snap.last_step_age_s is not None else active_for
+    waiting = _waiting_for(snap)
+    if waiting is not None and not stepped_since_active:
+        return PolicyStatus(WARN, f"{waiting} (active for {since_step:.1f} s)", values)
+    why = _holding_back(snap, period_skipped)
+    if since_step > ERROR_AFTER_WINDOWS * window:
+        return PolicyStatus(ERROR, f"no step for {since_step:.1f} s: {why}", values)
+    return PolicyStatus(WARN, f"no step in the last {window:g} s: {why}", values)

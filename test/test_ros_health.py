@@ -1,0 +1,162 @@
+"""The policy node's own /diagnostics status: the pure level rules (deer_vla/ros/health.py) and the node (real
+rclpy) going OK -> WARN -> ERROR when a camera stops, naming the camera and counting skipped steps by reason."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from deer_vla.ros.budget_monitor import ERROR, OK, WARN
+from deer_vla.ros.health import SKIP_REASONS, HealthSnapshot, InputAge, image_problem, policy_status
+from deer_vla.ros.params import POLICY_DEFAULTS, ParameterError, parse_params
+
+S = 1_000_000_000  # ns per second
+
+
+def test_image_problem_names_the_camera_and_the_rule():
+    now = 100 * S
+    limits = {"max_age_s": 0.5, "max_skew_s": 0.2, "max_future_s": 0.1}
+    assert image_problem({"static": now - S // 10, "wrist": now}, now, **limits) is None
+    reason, why = image_problem({"static": now, "wrist": None}, now, **limits)
+    assert reason == "no_image" and "camera 'wrist'" in why
+    reason, why = image_problem({"static": now, "wrist": now + S}, now, **limits)
+    assert reason == "future_image" and "camera 'wrist'" in why and "1.000 s ahead" in why
+    reason, why = image_problem({"static": now - 3 * S, "wrist": now}, now, **limits)
+    assert reason == "stale_image" and "camera 'static'" in why and "3.000 s ago" in why
+    reason, why = image_problem({"static": now - 3 * S // 10, "wrist": now}, now, **limits)
+    assert reason == "image_skew" and "0.300 s apart" in why and "max_image_skew_s" in why
+
+
+def _snap(**changes) -> HealthSnapshot:
+    """An active node stepping normally: a step 0.05 s ago, both cameras fresh, nothing skipped."""
+    base = HealthSnapshot(
+        active=True, enabled=True, window_s=1.0, instruction_topic="instruction", has_instruction=True,
+        steps=10, actions_published=10, skipped={}, skip_details={},
+        cameras={"static": InputAge("cam/static", 0.05, 0.04), "wrist": InputAge("cam/wrist", 0.05, 0.04)},
+        proprio_kind="joint state", proprio=InputAge("joint_states", 0.03, 0.03),
+        last_step_age_s=0.05, last_action_age_s=0.05, active_for_s=20.0, info={"checkpoint": "/ckpt"},
+    )
+    return replace(base, **changes)
+
+
+def _values(status) -> dict[str, str]:
+    return dict(status.values)
+
+
+def test_policy_status_level_rules():
+    before = _snap(steps=0, actions_published=0)
+    ok = policy_status(_snap(), before)
+    assert ok.level == OK and "10 step(s) in the last 1 s" in ok.message
+    values = _values(ok)
+    assert values["steps"] == "10" and values["steps (last period)"] == "10" and values["checkpoint"] == "/ckpt"
+    assert values["joint state age s"] == "0.030" and values["camera static: image age s"] == "0.050"
+    assert all(values[f"skipped {r}"] == "0" for r in SKIP_REASONS)
+
+    # skipped steps in the last period: WARN naming the most frequent reason and its latest sentence
+    skipped = _snap(steps=14, skipped={"stale_image": 3, "image_skew": 1},
+                    skip_details={"stale_image": "camera 'static''s newest image is stamped 0.7 s ago"})
+    warn = policy_status(skipped, _snap())
+    assert warn.level == WARN
+    assert "4 of 8 steps skipped" in warn.message and "mostly stale_image: camera 'static''s" in warn.message
+    assert _values(warn)["skipped stale_image"] == "3" and _values(warn)["skipped stale_image (last period)"] == "3"
+    # ... counted per period: skips before it (cumulative only) leave the status OK
+    later = policy_status(replace(skipped, steps=20), skipped)
+    assert later.level == OK and _values(later)["skipped stale_image (last period)"] == "0"
+    assert _values(later)["skipped stale_image"] == "3"
+
+    # camera 'static' silent: WARN for the first windows, then ERROR, both naming it
+    dead = {"static": InputAge("cam/static", 1.6, 1.6), "wrist": InputAge("cam/wrist", 0.05, 0.04)}
+    short = policy_status(_snap(cameras=dead, last_step_age_s=1.6), _snap())
+    assert short.level == WARN and "no image from camera 'static' on 'cam/static' for 1.6 s" in short.message
+    dead = {"static": InputAge("cam/static", 3.2, 3.2), "wrist": InputAge("cam/wrist", 0.05, 0.04)}
+    error = policy_status(_snap(cameras=dead, last_step_age_s=3.2), _snap())
+    assert error.level == ERROR
+    assert error.message == "no step for 3.2 s: no image from camera 'static' on 'cam/static' for 3.2 s"
+
+    # images arrive but are skipped (stale stamps): the most frequent reason of the period is named
+    stale = _snap(last_step_age_s=5.0, skipped={"stale_image": 40},
+                  skip_details={"stale_image": "camera 'wrist''s newest image is stamped 5.000 s ago"})
+    error = policy_status(stale, _snap())
+    assert error.level == ERROR and "stale_image: camera 'wrist''s newest image" in error.message
+    # the joint state stops (event mode waits for it): named
+    joint = policy_status(_snap(last_step_age_s=4.0, proprio=InputAge("joint_states", 4.0, 4.0)), _snap())
+    assert joint.level == ERROR and "no joint state on 'joint_states' for 4.0 s" in joint.message
+    # inputs fresh but a step hangs in the model
+    hung = policy_status(_snap(last_step_age_s=4.0, step_running=True), _snap())
+    assert hung.level == ERROR and "still running" in hung.message
+
+    # inactive, no instruction, waiting for the first image: WARN however long it lasts
+    assert policy_status(_snap(active=False, active_for_s=None), None).level == WARN
+    no_instruction = policy_status(_snap(has_instruction=False, last_step_age_s=None), None)
+    assert no_instruction.level == WARN and "waiting for an instruction on 'instruction'" in no_instruction.message
+    first = policy_status(_snap(cameras={"static": InputAge("cam/static"), "wrist": InputAge("cam/wrist", 0.1, 0.1)},
+                                last_step_age_s=None, active_for_s=60.0), None)
+    assert first.level == WARN and "waiting for the first image from camera 'static'" in first.message
+    assert _values(first)["camera static: image age s"] == "never"
+    # ... but a camera that stopped after the node stepped is an ERROR (steps before a re-activation count not)
+    restarted = policy_status(_snap(last_step_age_s=30.0, active_for_s=5.0,
+                                    cameras={"static": InputAge("cam/static", 30.0, 30.0),
+                                             "wrist": InputAge("cam/wrist", 0.05, 0.04)}), None)
+    assert restarted.level == ERROR and "no step for 5.0 s" in restarted.message
+
+
+def test_diagnostics_period_is_validated():
+    assert parse_params({**POLICY_DEFAULTS, "diagnostics_period_s": 0.2}).diagnostics_period_s == 0.2
+    for bad in (0.0, -1.0, float("inf"), float("nan"), 120.0, "1"):
+        with pytest.raises(ParameterError, match="diagnostics_period_s"):
+            parse_params({**POLICY_DEFAULTS, "diagnostics_period_s": bad})
+
+
+@pytest.mark.ros
+def test_policy_node_status_goes_ok_warn_error_when_a_camera_stops(executor, tiny_checkpoint):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fixtures import Driver
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Float32MultiArray
+
+    from deer_vla.ros.policy_node import PolicyNode
+
+    # window max(0.2 s, 2 control periods at 10 Hz) = 0.2 s: ERROR after 0.6 s without a step
+    node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in {
+        "checkpoint_dir": str(tiny_checkpoint), "diagnostics_period_s": 0.2}.items()])
+    executor.add_node(node)
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    drv = Driver(executor)
+    statuses: list = []  # (level, message, values) of this node's status, in arrival order
+    drv.node.create_subscription(DiagnosticArray, "/diagnostics", lambda arr: statuses.extend(
+        (s.level[0], s.message, {kv.key: kv.value for kv in s.values})
+        for s in arr.status if s.name == "deer_vla_policy: policy" and s.hardware_id == "/deer_vla_policy"), 10)
+
+    assert drv.drive_until(lambda: bool(statuses), timeout=5.0)
+    assert statuses[-1][0] == WARN and "waiting for an instruction" in statuses[-1][1]
+    drv.instruct()
+    assert drv.drive_until(lambda: statuses[-1][0] == OK, timeout=5.0), statuses[-1]
+    level, message, values = statuses[-1]
+    assert int(values["steps"]) > 0 and int(values["steps (last period)"]) > 0 and "gated (dry run)" in message
+    assert values["checkpoint"] == str(tiny_checkpoint) and values["fidelity guarantee"] == "none in force"
+    assert float(values["camera static: image age s"]) < 0.5 and values["exit mode"].startswith("dynamic")
+
+    # camera 'static' stops; 'wrist' and proprio go on (event mode: no step is even tried, nothing is skipped)
+    seen = len(statuses)
+    for _ in range(60):
+        drv.proprio_pub.publish(Float32MultiArray(data=[0.0] * drv.proprio_dim))
+        drv.image_pubs[1].publish(drv.image())
+        drv.spin(0.05)
+        if statuses[-1][0] == ERROR:
+            break
+    after = [s[0] for s in statuses[seen:]]
+    assert ERROR in after and WARN in after[:after.index(ERROR)], after
+    assert "no step for" in statuses[-1][1] and "camera 'static'" in statuses[-1][1], statuses[-1][1]
+
+    # both cameras again, stamped 5 s ago: each step is skipped as stale_image and counted
+    assert drv.drive_until(lambda: statuses[-1][0] == ERROR and "stale_image" in statuses[-1][1], age_s=5.0)
+    level, message, values = statuses[-1]
+    assert "max_image_age_s" in message and int(values["skipped stale_image"]) > 0
+    assert node.stats.skipped["stale_image"] == node.stats.stale > 0
+
+    assert drv.drive_until(lambda: statuses[-1][0] == OK, timeout=5.0)  # fresh images: stepping again
+    assert node.trigger_deactivate() == R.SUCCESS
+    seen = len(statuses)
+    drv.spin(0.5)
+    assert statuses[seen:] and all(s[0] == WARN and "inactive" in s[1] for s in statuses[seen:])
