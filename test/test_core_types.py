@@ -1,6 +1,9 @@
 """Shared types: action layout conversions, cost profile and step record round trips."""
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 
@@ -86,6 +89,43 @@ def test_step_record_json_round_trip():
     with pytest.raises(ValueError, match="stop_reason 'tired'"):
         StepRecord.from_json(rec.to_json().replace('"threshold"', '"tired"'))
 
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"llm_gflops": float("nan")}, "'llm_gflops' nan"),
+    ({"total_ms": float("inf")}, "'total_ms' inf"),
+    ({"total_gflops": "1.0"}, "'total_gflops' '1.0'"),
+    ({"exit_used": "abc"}, "'exit_used' 'abc'"),
+    ({"exit_used": 1.5}, "'exit_used' 1.5"),
+    ({"exit_used": 0}, "'exit_used' 0"),
+    ({"exit_used": True}, "'exit_used' True"),
+    ({"exit_used": 3, "max_exit": 2}, "above 'max_exit'"),
+    ({"max_exit": 10**9}, "1..1024"),
+    ({"step": -1}, "'step' -1"),
+    ({"stamp_ns": -5}, "'stamp_ns' -5"),
+    ({"stamp_ns": 2**70}, "'stamp_ns'"),
+    ({"budget_average_gflops": "x"}, "'budget_average_gflops'"),
+    ({"obs_age_ms": [1]}, "'obs_age_ms'"),
+    ({"distances": ["x"]}, "'distances'"),
+    ({"action": 7}, "'action'"),
+    ({"risk_eps": 0.1}, "'risk_delta' None"),
+    ({"risk_eps": 0.1, "risk_delta": 0.05, "risk_metric": "max"}, "'risk_metric'"),
+])
+def test_step_record_from_json_refuses_what_a_reader_cannot_aggregate(change, match):
+    """A monitor sums, plots and writes these: NaN, strings or out-of-range ints must not get in."""
+    good = {"step": 3, "episode": 1, "exit_used": 2, "max_exit": 4, "stop_reason": "threshold",
+            "llm_gflops": 0.5, "total_gflops": 0.7, "distances": [float("inf")], "thresholds": [float("inf")]}
+    assert StepRecord.from_json(json.dumps(good)).distances == [float("inf")]  # scores and eta_k may be inf
+    with pytest.raises(ValueError, match=re.escape(match)):
+        StepRecord.from_json(json.dumps({**good, **change}))
+
+
+def test_step_record_from_json_refuses_missing_fields_and_deep_nesting():
+    with pytest.raises(ValueError, match=r"missing \['step'\]"):
+        StepRecord.from_json('{"episode": 0, "exit_used": 1, "max_exit": 1, "stop_reason": "fixed", '
+                             '"llm_gflops": 1, "total_gflops": 1}')
+    with pytest.raises(ValueError, match="nests too deeply"):
+        StepRecord.from_json("[" * 100_000)
 
 def test_observation_validation():
     img = np.zeros((32, 32, 3), np.uint8)

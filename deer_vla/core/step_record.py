@@ -6,8 +6,9 @@ ament_python package cannot define new message types), logged by the monitor.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
-from typing import Literal, get_args
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Literal, get_args
 
 # why the controller stopped: the consistency test passed, the budget's exit cap or the deadline was reached,
 # a fixed exit was asked for, or the oracle chose (evaluation only)
@@ -58,7 +59,10 @@ class StepRecord:
 
     @classmethod
     def from_json(cls, text: str) -> StepRecord:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except RecursionError as exc:  # "[[[[..." : not a ValueError, and it would escape a caller's handler
+            raise ValueError("step record JSON nests too deeply") from exc
         if not isinstance(data, dict):
             raise ValueError("step record JSON must be an object")
         known = {f.name for f in fields(cls)}
@@ -67,4 +71,74 @@ class StepRecord:
             raise ValueError(f"step record has unknown keys {sorted(unknown)}")
         if data.get("stop_reason") not in STOP_REASONS:
             raise ValueError(f"step record stop_reason {data.get('stop_reason')!r} is not one of {STOP_REASONS}")
+        missing = [f.name for f in fields(cls)
+                   if f.default is MISSING and f.default_factory is MISSING and f.name not in data]
+        if missing:
+            raise ValueError(f"step record is missing {missing}")
+        problems = _field_problems(data)
+        if problems:
+            raise ValueError("step record has " + "; ".join(problems))
         return cls(**data)
+
+
+# Checked at the parse boundary (monitor, recordings): a reader sums and plots these, so one NaN or
+# string from a hostile or broken publisher must be refused here, not poison a running mean forever.
+MAX_EXIT = 1024  # far more exits than any model has layers
+_COUNTS = ("step", "episode")
+_EXITS = ("exit_used", "max_exit", "distances_from_exit")
+_COSTS = ("llm_gflops", "total_gflops", "encode_ms", "head_ms", "total_ms", "running_mean_gflops")
+_OPTIONAL_NUMBERS = ("budget_average_gflops", "budget_peak_gflops", "budget_peak_ms", "deadline_ms",
+                     "obs_age_ms", "risk_tau", "risk_bound")
+_NUMBER_LISTS = ("segment_ms", "distances", "thresholds", "action")  # scores and eta_k may be inf
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _field_problems(data: dict[str, Any]) -> list[str]:
+    bad: list[str] = []
+
+    def need(ok: bool, name: str, what: str) -> None:
+        if not ok:
+            text = repr(data.get(name))
+            bad.append(f"'{name}' {text[:60] + '...' if len(text) > 60 else text} (must be {what})")
+
+    for name in _COUNTS:
+        need(_is_int(data[name]) and data[name] >= 0, name, "an integer >= 0")
+    for name in _EXITS:
+        if name in data:
+            need(_is_int(data[name]) and 1 <= data[name] <= MAX_EXIT, name, f"an integer in 1..{MAX_EXIT}")
+    if not bad and data["exit_used"] > data["max_exit"]:
+        bad.append(f"'exit_used' {data['exit_used']} above 'max_exit' {data['max_exit']}")
+    for name in _COSTS:
+        if name in data:
+            need(_is_finite(data[name]) and data[name] >= 0, name, "a finite number >= 0")
+    if "threshold_scale" in data:
+        need(_is_finite(data["threshold_scale"]), "threshold_scale", "a finite number")
+    if "stamp_ns" in data:
+        need(_is_int(data["stamp_ns"]) and 0 <= data["stamp_ns"] < 2**64, "stamp_ns", "an integer in 0..2^64-1")
+    for name in _OPTIONAL_NUMBERS:
+        if data.get(name) is not None:
+            need(_is_number(data[name]), name, "a number or null")
+    for name in ("budget_memory_bytes", "risk_n_calibration"):
+        if data.get(name) is not None:
+            need(_is_int(data[name]) and data[name] >= 0, name, "an integer >= 0 or null")
+    for name in _NUMBER_LISTS:
+        if name in data:
+            value = data[name]
+            need(isinstance(value, list) and all(_is_number(v) for v in value), name, "a list of numbers")
+    if data.get("risk_eps") is not None:  # a guarantee in force names all of its terms
+        need(_is_finite(data["risk_eps"]), "risk_eps", "a finite number or null")
+        need(_is_finite(data.get("risk_delta")) and 0 <= data["risk_delta"] <= 1, "risk_delta",
+             "a number in [0, 1] with risk_eps")
+        need(data.get("risk_metric") in ("mean", "exceed"), "risk_metric", "'mean' or 'exceed' with risk_eps")
+    return bad
