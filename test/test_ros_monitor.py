@@ -133,11 +133,114 @@ def test_monitor_keeps_a_bounded_plot_history(ros_context, tmp_path) -> None:
         record = StepRecord(step=0, episode=0, exit_used=1, max_exit=2, stop_reason="threshold", llm_gflops=0.1,
                             total_gflops=0.2, total_ms=1.0)
         node.records = type(node.records)(maxlen=5)  # the same container with a small bound, to test quickly
-        for _ in range(12):
+        for step in range(12):
+            record.step = step  # distinct steps: a repeated record is a duplicate
             node._on_record(String(data=record.to_json()))
         assert len(node.records) == 5
         node.close()
         lines = (node.log_dir / "steps.jsonl").read_text().splitlines()
         assert len(lines) == 12  # every step is still logged
+    finally:
+        node.destroy_node()
+
+
+def _monitor(tmp_path, **values):
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.monitor_node import MonitorNode
+
+    values = {"log_dir": str(tmp_path), "run_name": "r", "write_plot": False, **values}
+    return MonitorNode(parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+
+
+def _record_json(step: int, stamp_ns: int = 0, **fields) -> str:
+    from deer_vla.core import StepRecord
+
+    return StepRecord(step=step, episode=0, exit_used=1, max_exit=2, stop_reason="threshold", llm_gflops=0.5,
+                      total_gflops=0.7, total_ms=2.0, stamp_ns=stamp_ns, **fields).to_json()
+
+
+def test_monitor_refuses_hostile_records_and_logs_one_line_per_record(ros_context, tmp_path):
+    """NaN, wrong types, oversized or nested JSON and duplicates are counted and dropped; the statistics stay
+    finite, the timer's diagnostics still build, and the JSONL keeps one parseable line per accepted record."""
+    import math
+
+    from std_msgs.msg import String
+
+    from deer_vla.core import StepRecord
+    from deer_vla.data.mcap_io import read_messages
+    from deer_vla.ros.monitor_node import RECORD_TOPIC_MCAP
+
+    node = _monitor(tmp_path)
+    try:
+        hostile = [
+            _record_json(9).replace('"llm_gflops":0.5', '"llm_gflops":NaN'),
+            _record_json(9).replace('"exit_used":1', '"exit_used":"one"'),
+            _record_json(9).replace('"stamp_ns":0', '"stamp_ns":-1'),
+            "[" * 50_000,
+            _record_json(9, distances=[0.1] * 20_000),  # valid JSON, but 200 KB: refused unparsed
+        ]
+        sent = [_record_json(0, 1_000), json.dumps(json.loads(_record_json(1, 2_000)), indent=2),
+                _record_json(1, 2_000),  # the same step again: not counted twice
+                _record_json(2, 1_500)]  # stamped before the previous one: kept, counted
+        for text in [sent[0], *hostile, *sent[1:]]:
+            node._on_record(String(data=text))
+        assert node.bad_records == len(hostile) and node.duplicate_records == 1 and node.out_of_order_records == 1
+        assert node.stats.count == 3 and math.isfinite(node.stats.mean_cost()) and math.isfinite(node.stats.latency(95))
+        assert node.diagnostics().status  # what the timer publishes still builds
+        summary = node.close()
+        assert summary["steps"] == 3 and summary["bad_records"] == len(hostile) and summary["duplicate_records"] == 1
+        lines = node.jsonl_path.read_text().splitlines()
+        assert [StepRecord.from_json(line).step for line in lines] == [0, 1, 2]
+        assert len(list(read_messages(node.mcap_path, [RECORD_TOPIC_MCAP]))) == 3
+    finally:
+        node.destroy_node()
+
+
+def test_monitor_with_a_reused_run_name_keeps_the_previous_logs(ros_context, tmp_path):
+    """A monitor restarted after a crash with the same run_name writes beside the old logs, not over them."""
+    old = tmp_path / "r"
+    old.mkdir()
+    (old / "steps.jsonl").write_text("crashed run\n")
+    node = _monitor(tmp_path)
+    try:
+        assert node.log_dir == tmp_path / "r.1"
+        assert (old / "steps.jsonl").read_text() == "crashed run\n"
+    finally:
+        node.destroy_node()
+
+
+def test_monitor_keeps_counting_when_its_logs_cannot_be_written(ros_context, tmp_path, monkeypatch):
+    """Disk full: the record is still in the statistics, the callback does not raise, and a failing plot does
+    not cost the summary."""
+    import errno
+
+    from std_msgs.msg import String
+
+    from deer_vla.ros import monitor_node
+
+    node = _monitor(tmp_path, write_plot=True)
+    try:
+        class FullDisk:
+            def write(self, text: str) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            def flush(self) -> None: ...
+
+            def close(self) -> None: ...
+
+        real, node._jsonl = node._jsonl, FullDisk()
+        node._on_record(String(data=_record_json(0)))
+        assert node.stats.count == 1 and node.log_errors == 1
+        node._jsonl = real
+
+        def broken_plot(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("no display")
+
+        monkeypatch.setattr(monitor_node, "plot_records", broken_plot)
+        summary = node.close()
+        assert summary["log_errors"] == 1 and summary["plot"] is None
+        assert json.loads(node.summary_path.read_text())["steps"] == 1
+        assert node.close() == summary  # idempotent
     finally:
         node.destroy_node()

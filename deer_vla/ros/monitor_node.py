@@ -38,6 +38,7 @@ MONITOR_DEFAULTS: dict = {
 
 
 PLOT_MAX_RECORDS = 20_000  # ~1 h at 5 Hz; older steps are in the logs
+MAX_RECORD_CHARS = 64 * 1024  # a real record is ~1 KB; a bigger one is refused unparsed, not written to disk
 
 
 class MonitorNode(Node):
@@ -54,8 +55,7 @@ class MonitorNode(Node):
         self.stats = BudgetMonitor(metric=p["metric"], window=int(p["window"]), error_ratio=p["error_ratio"],
                                    obs_age_warn_ms=float(p["obs_age_warn_ms"]))
         run = p["run_name"] or time.strftime("run_%Y%m%d_%H%M%S", time.gmtime())
-        self.log_dir = Path(p["log_dir"]).expanduser() / run
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = _fresh_run_dir(Path(p["log_dir"]).expanduser(), run)
         self.jsonl_path = self.log_dir / "steps.jsonl"
         self.mcap_path = self.log_dir / "steps.mcap"
         self.plot_path = self.log_dir / "steps.png"
@@ -67,7 +67,11 @@ class MonitorNode(Node):
         # the plot's records only: bounded, so a long run does not grow (JSONL + MCAP keep every step)
         self.records: deque[StepRecord] = deque(maxlen=PLOT_MAX_RECORDS)
         self.bad_records = 0
+        self.duplicate_records = 0  # the same step as the previous record again: not counted twice
+        self.out_of_order_records = 0  # stamped before the previous record: kept, but said
+        self.log_errors = 0  # records that could not be written (disk full, ...): still in the statistics
         self.closed = False
+        self._summary: dict | None = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(String, p["record_topic"], self._on_record, qos)
@@ -75,6 +79,11 @@ class MonitorNode(Node):
         self.get_logger().info(f"monitor logging to {self.log_dir}")
 
     def _on_record(self, msg: String) -> None:
+        if len(msg.data) > MAX_RECORD_CHARS:
+            self.bad_records += 1
+            self.get_logger().error(f"step record of {len(msg.data)} characters refused (at most "
+                                    f"{MAX_RECORD_CHARS})", throttle_duration_sec=5.0)
+            return
         try:
             record = StepRecord.from_json(msg.data)
         except (ValueError, TypeError) as exc:
@@ -83,12 +92,32 @@ class MonitorNode(Node):
             return
         if self.closed:
             return
+        last = self.stats.last
+        if last is not None and (record.episode, record.step, record.stamp_ns) == (last.episode, last.step,
+                                                                                      last.stamp_ns):
+            self.duplicate_records += 1
+            self.get_logger().warn(f"duplicate step record ignored (episode {record.episode} step {record.step}): "
+                                   "is a second publisher on the topic?", throttle_duration_sec=5.0)
+            return
+        if last is not None and 0 < record.stamp_ns < last.stamp_ns:
+            self.out_of_order_records += 1
+            self.get_logger().warn(f"step record stamped {(last.stamp_ns - record.stamp_ns) * 1e-6:.1f} ms before "
+                                   f"the previous one (episode {record.episode} step {record.step}); logged as "
+                                   "received", throttle_duration_sec=5.0)
         self.stats.update(record)
         self.records.append(record)
-        self._jsonl.write(msg.data + "\n")
+        try:
+            self._write_logs(record)
+        except (OSError, ValueError) as exc:  # disk full, unwritable folder: keep the statistics going
+            self.log_errors += 1
+            self.get_logger().error(f"step record not written to {self.log_dir}: {exc}", throttle_duration_sec=5.0)
+
+    def _write_logs(self, record: StepRecord) -> None:
+        text = record.to_json()  # re-serialised: one line per record whatever whitespace the sender used
+        self._jsonl.write(text + "\n")
         self._jsonl.flush()  # a killed monitor keeps every record it received
         stamp = record.stamp_ns or self.get_clock().now().nanoseconds
-        self._mcap.write(RECORD_TOPIC_MCAP, "std_msgs/msg/String", msg, stamp)
+        self._mcap.write(RECORD_TOPIC_MCAP, "std_msgs/msg/String", String(data=text), stamp)
         values = [record.step, record.episode, record.exit_used, record.max_exit, record.llm_gflops,
                   record.total_gflops, record.total_ms]
         metrics = Float64MultiArray(data=[float(v) for v in values])
@@ -118,6 +147,9 @@ class MonitorNode(Node):
         return {
             **self.stats.summary(),
             "bad_records": self.bad_records,
+            "duplicate_records": self.duplicate_records,
+            "out_of_order_records": self.out_of_order_records,
+            "log_errors": self.log_errors,
             "jsonl": str(self.jsonl_path),
             "mcap": str(self.mcap_path),
             "plot": str(self.plot_path) if self._write_plot and self.records else None,
@@ -125,14 +157,19 @@ class MonitorNode(Node):
 
     def close(self) -> dict:
         """Flush the logs, render the plot, write and print the summary (idempotent)."""
-        if self.closed:
-            return json.loads(self.summary_path.read_text())
+        if self._summary is not None:
+            return self._summary
         self.closed = True
         self._jsonl.close()
         self._mcap.close()
-        if self._write_plot and self.records:
-            plot_records(self.records, self.plot_path, metric=self.stats.metric)
         summary = self.summary()
+        if summary["plot"] is not None:
+            try:
+                plot_records(self.records, self.plot_path, metric=self.stats.metric)
+            except Exception as exc:  # whatever matplotlib raises, a failed plot must not cost the summary
+                self.get_logger().error(f"plot not written: {type(exc).__name__}: {exc}")
+                summary["plot"] = None
+        self._summary = summary
         self.summary_path.write_text(json.dumps(summary, indent=2))
         worst = summary["worst_status"]
         print(
@@ -147,6 +184,17 @@ class MonitorNode(Node):
     def destroy_node(self) -> None:
         self.close()
         super().destroy_node()
+
+
+def _fresh_run_dir(log_dir: Path, run: str) -> Path:
+    """``log_dir/run``, or ``run.1``, ``run.2``, ... if it already holds logs: a restarted monitor with the same
+    run_name must not truncate the logs of the run that crashed."""
+    for n in range(10_000):
+        candidate = log_dir / (run if n == 0 else f"{run}.{n}")
+        if not any((candidate / name).exists() for name in ("steps.jsonl", "steps.mcap")):
+            candidate.mkdir(parents=True, exist_ok=True)
+            return candidate
+    raise ValueError(f"{log_dir} already holds 10000 runs named '{run}'")
 
 
 def main(argv: list[str] | None = None) -> int:
