@@ -148,7 +148,10 @@ class PolicyParams(BaseModel):
     @field_validator("checkpoint_dir")
     @classmethod
     def _checkpoint_name(cls, v: str) -> str:
-        resolve_checkpoint(v)  # an unknown bare name fails here, listing the shipped names
+        try:
+            resolve_checkpoint(v)  # an unknown bare name fails here, listing the shipped names
+        except OSError as exc:  # e.g. a name too long for the file system: a refusal, not a crash
+            raise ValueError(f"not a usable path: {exc.strerror or exc}") from None
         return v
 
     @field_validator("max_joint_state_skew_s")

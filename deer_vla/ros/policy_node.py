@@ -351,7 +351,15 @@ class PolicyNode(LifecycleNode):
         super().destroy_node()
 
     # -- parameters --------------------------------------------------------------------
+    @staticmethod
+    def _closes_gate(changes: list[Parameter]) -> bool:
+        """Only ``enabled := false``: accepted whatever the other parameters hold, so ~/halt always sticks (an
+        unconfigured node's invalid parameters must not leave ``enabled`` true for the next configure)."""
+        return bool(changes) and all(p.name == "enabled" and p.value is False for p in changes)
+
     def _validate_parameter_change(self, changes: list[Parameter]) -> SetParametersResult:
+        if self._closes_gate(changes):
+            return SetParametersResult(successful=True)
         names = {p.name for p in changes}
         if self.stack is not None:
             frozen = sorted(names - RUNTIME_PARAMS)
@@ -372,9 +380,14 @@ class PolicyNode(LifecycleNode):
                     self.stack.controller.set_budget(budget)
         except (ParameterError, ConfigurationError, ValueError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+        except Exception as exc:  # raised out of this callback it would end the executor's spin: refuse instead
+            return SetParametersResult(successful=False, reason=f"{type(exc).__name__}: {exc}")
         return SetParametersResult(successful=True)
 
     def _apply_parameter_change(self, changes: list[Parameter]) -> None:
+        if self.stack is None and self._closes_gate(changes):
+            self._set_enabled(False)  # the other parameters may be invalid (that is why configure failed)
+            return
         names = {p.name for p in changes}
         values = parse_params(self._current_values())
         if self.stack is not None:
