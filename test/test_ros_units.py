@@ -119,6 +119,23 @@ def test_budget_monitor_window_and_validation():
         BudgetMonitor(error_ratio=1.0)
 
 
+
+def test_budget_monitor_whole_run_is_bounded_and_exact_where_it_can_be(monkeypatch):
+    """window 0 on a long run: memory and per-tick cost stay bounded (percentiles over the last
+    QUANTILE_SAMPLES steps) while means and maxima still cover every step."""
+    from deer_vla.ros import budget_monitor
+
+    monkeypatch.setattr(budget_monitor, "QUANTILE_SAMPLES", 50)
+    mon = BudgetMonitor(window=0)
+    mon.update(_record(0, 100.0, 900.0))  # an early outlier, long out of the percentile sample
+    for i in range(1, 200):
+        mon.update(_record(i, 1.0, 10.0))
+    assert len(mon._ms) == len(mon._cost) == 50
+    assert mon.max_cost() == 100.0 and mon.max_latency() == 900.0
+    assert mon.mean_cost() == pytest.approx((100.0 + 199) / 200) == mon.summary()["mean_llm_gflops"]
+    assert mon.mean_exit() == pytest.approx(sum(1 + i % 3 for i in range(200)) / 200)
+    assert mon.latency(95) == pytest.approx(10.0)
+
 def test_mcap_log_round_trip_and_plot(tmp_path):
     from deer_vla.data.mcap_io import McapLog, read_messages
     from deer_vla.ros.plot import plot_records

@@ -15,6 +15,9 @@ import numpy as np
 from deer_vla.core import StepRecord
 
 OK, WARN, ERROR = 0, 1, 2
+# window 0 (whole run): means, maxima and the histogram are running totals; the percentiles are over the
+# last this many steps, so a day-long run neither grows nor takes seconds per diagnostics tick
+QUANTILE_SAMPLES = 20_000
 LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
 
 
@@ -40,7 +43,8 @@ class BudgetMonitor:
         self.metric = metric
         self.error_ratio = error_ratio
         self.obs_age_warn_ms = obs_age_warn_ms
-        maxlen = window or None
+        self.window = window
+        maxlen = window or QUANTILE_SAMPLES
         self._age: deque[float] = deque(maxlen=maxlen)  # observation age at action time, ms
         self._cost: deque[float] = deque(maxlen=maxlen)
         self._ms: deque[float] = deque(maxlen=maxlen)
@@ -48,6 +52,8 @@ class BudgetMonitor:
         self.count = 0
         self.total_cost = 0.0
         self.total_exit = 0
+        self.peak_cost = 0.0  # whole run
+        self.peak_ms = 0.0
         self.exit_histogram: dict[int, int] = {}
         self.last: StepRecord | None = None
 
@@ -61,26 +67,36 @@ class BudgetMonitor:
         self.count += 1
         self.total_cost += cost
         self.total_exit += int(record.exit_used)
+        self.peak_cost = max(self.peak_cost, cost)
+        self.peak_ms = max(self.peak_ms, float(record.total_ms))
         self.exit_histogram[record.exit_used] = self.exit_histogram.get(record.exit_used, 0) + 1
         self.last = record
 
     # -- statistics over the window -------------------------------------------------
     def mean_cost(self) -> float:
+        if not self.window:
+            return self.total_cost / self.count if self.count else 0.0
         return float(np.mean(self._cost)) if self._cost else 0.0
 
     def max_cost(self) -> float:
+        if not self.window:
+            return self.peak_cost
         return float(max(self._cost)) if self._cost else 0.0
 
     def latency(self, q: float) -> float:
         return float(np.percentile(self._ms, q)) if self._ms else 0.0
 
     def max_latency(self) -> float:
+        if not self.window:
+            return self.peak_ms
         return float(max(self._ms)) if self._ms else 0.0
 
     def obs_age(self, q: float) -> float:
         return float(np.percentile(self._age, q)) if self._age else 0.0
 
     def mean_exit(self) -> float:
+        if not self.window:
+            return self.total_exit / self.count if self.count else 0.0
         return float(np.mean(self._exit)) if self._exit else 0.0
 
     # -- status ----------------------------------------------------------------------
