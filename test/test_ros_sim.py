@@ -125,3 +125,30 @@ def test_sim_node_releases_the_previous_tasks_simulator(ros_context, monkeypatch
         assert closed == [a, b] and len(made) == 3
     finally:
         sim.destroy_node()
+
+
+def test_sim_node_ignores_actions_it_cannot_apply(ros_context):
+    """A wrong-length action used to reach the adapter's step() in the timer callback and end the node."""
+    import numpy as np
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Float32MultiArray
+
+    from deer_vla.ros.sim_node import SimNode
+
+    sim = SimNode(parameter_overrides=[Parameter("episodes", value=1), Parameter("max_steps", value=5),
+                                       Parameter("image_size", value=16)])
+    try:
+        while sim._phase != "running":
+            sim._tick()
+        for bad in ([0.0] * 3, [0.0] * 6, [0.0] * 100, [np.nan] * 7, [np.inf] * 4, []):
+            sim._on_action(Float32MultiArray(data=bad))
+            sim._tick()  # must not raise
+            assert sim._action is None and sim._steps == 0
+        sim._on_action(Float32MultiArray(data=[0.0] * 7))
+        sim._tick()
+        assert sim._steps == 1
+        sim._on_action(Float32MultiArray(data=[0.0] * 4))  # the task's own 4-D layout is fine too
+        sim._tick()
+        assert sim._steps == 2
+    finally:
+        sim.destroy_node()

@@ -229,8 +229,14 @@ class SimNode(Node):
         if action.size == 0 or not np.all(np.isfinite(action)):
             self.get_logger().error(f"invalid action ignored: {action}", throttle_duration_sec=2.0)
             return
-        if self._phase == "running":
-            self._action = action
+        if self._phase != "running":
+            return
+        try:  # checked here: a wrong length reaching the adapter's step() would raise in the timer and end the node
+            self._adapter.to_env_action(action)
+        except ValueError as exc:
+            self.get_logger().error(f"invalid action ignored: {exc}", throttle_duration_sec=2.0)
+            return
+        self._action = action
 
     def success_rate(self) -> float:
         return sum(r.success for r in self.results) / len(self.results) if self.results else 0.0
