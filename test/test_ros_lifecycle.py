@@ -88,3 +88,96 @@ def test_halt_closes_the_gate_even_while_other_parameters_are_invalid(executor, 
     assert node.trigger_configure() == R.SUCCESS and not node.enabled
     # enabling still validates everything
     assert not node.set_parameters([Parameter("enabled", value="yes")])[0].successful
+
+
+def _held(node) -> dict[str, int]:
+    """What the node holds in rclpy besides what every rclpy node has (the parameter-event publisher)."""
+    import threading
+
+    return {"timers": len(list(node.timers)), "subscriptions": len(list(node.subscriptions)),
+            "publishers": len(list(node.publishers)) - 1,
+            "step threads": sum(t.name == f"{node.get_name()}_step" for t in threading.enumerate())}
+
+
+NOTHING = {"timers": 0, "subscriptions": 0, "publishers": 0, "step threads": 0}
+
+
+def test_lifecycle_cycles_leave_nothing_behind_and_inactive_keeps_its_diagnostics(executor, tiny_checkpoint):
+    """configure -> activate -> deactivate -> cleanup, three times: the same timers, subscriptions, publishers
+    and worker thread each time, none after cleanup; deactivate stops the stepping timers but not the status."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = _policy(executor, tiny_checkpoint, enabled=True, control_mode="timer", hold_rate_hz=5.0)
+    drv = Driver(executor)
+    drv.instruct()
+    assert _held(node) == NOTHING
+    held = []
+    for _ in range(3):
+        assert node.trigger_configure() == R.SUCCESS
+        inactive = _held(node)
+        assert node.trigger_activate() == R.SUCCESS
+        twists = len(drv.twists)
+        assert drv.drive_until(lambda n=twists: len(drv.twists) > n)
+        held.append(_held(node))
+        assert node.trigger_deactivate() == R.SUCCESS
+        assert _held(node) == inactive
+        assert node._diagnostics_timer in list(node.timers)  # the status goes on while inactive
+        assert node.trigger_cleanup() == R.SUCCESS
+        assert _held(node) == NOTHING
+    # diagnostics, control and hold timers; 2 cameras + instruction + proprio; 5 outputs; one worker
+    assert held == [{"timers": 3, "subscriptions": 4, "publishers": 5, "step threads": 1}] * 3
+
+
+def test_shutdown_from_active_stops_the_robot_and_frees_everything(executor, tiny_checkpoint):
+    """`ros2 lifecycle set /deer_vla_policy shutdown` while actuating ends with a zero twist, as deactivate."""
+    from lifecycle_msgs.msg import State
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = _policy(executor, tiny_checkpoint, enabled=True, control_mode="timer", hold_rate_hz=5.0)
+    drv = Driver(executor)
+    drv.instruct()
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    assert drv.drive_until(lambda: len(drv.twists) >= 2)
+    moving = drv.twists[-1].twist.linear
+    assert (moving.x, moving.y, moving.z) != (0.0, 0.0, 0.0)
+    assert node.trigger_shutdown() == R.SUCCESS
+    assert node._state_machine.current_state[0] == State.PRIMARY_STATE_FINALIZED
+    drv.spin(0.3)
+    last = drv.twists[-1].twist.linear
+    assert (last.x, last.y, last.z) == (0.0, 0.0, 0.0)
+    assert _held(node) == NOTHING and not node.active and node.stack is None
+
+
+def test_a_failed_transition_leaves_a_node_that_configures_again_on_fresh_inputs(executor, tiny_checkpoint,
+                                                                                  monkeypatch):
+    """An exception in activate goes through on_error to 'unconfigured': everything it held is released, and
+    the next configuration waits for its own proprioception (the array kind carries no stamp to age it by)."""
+    from lifecycle_msgs.msg import State
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from std_msgs.msg import Float32MultiArray
+
+    node = _policy(executor, tiny_checkpoint, hold_rate_hz=5.0)
+    drv = Driver(executor)
+    drv.instruct()
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    assert drv.drive_until(lambda: len(drv.records) >= 1)
+    drv.proprio_pub.publish(Float32MultiArray(data=[0.5] * drv.proprio_dim))  # arrives, never used by a step
+    drv.spin(0.3)
+    assert node.trigger_deactivate() == R.SUCCESS
+
+    def broken() -> None:
+        raise RuntimeError("no timer for you")
+
+    monkeypatch.setattr(node, "_start_hold_timer", broken)
+    assert node.trigger_activate() == R.ERROR
+    assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+    assert _held(node) == NOTHING and not node.active and node.stack is None
+    monkeypatch.undo()
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    records = len(drv.records)
+    for _ in range(5):  # images only: no step on the proprioception from before the error
+        for pub in drv.image_pubs:
+            pub.publish(drv.image())
+        drv.spin(0.1)
+    assert len(drv.records) == records
+    assert drv.drive_until(lambda: len(drv.records) > records)  # with fresh proprioception it steps

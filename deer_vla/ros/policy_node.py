@@ -306,9 +306,15 @@ class PolicyNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_actuation()
+        self.get_logger().info("deactivated: actuation stopped, model kept loaded")
+        return super().on_deactivate(state)
+
+    def _stop_actuation(self) -> None:
+        """Step and actuate no more, leaving the robot with an explicit stop rather than its last velocity
+        (deactivate, and shutdown or an error from the active state)."""
         with self._actuation:
             if self.active and self.enabled and self.stack is not None and self._pubs:
-                # leave the robot with an explicit stop rather than its last velocity
                 self._publish_twist(zero_command(self.stack.action_spec), self.get_clock().now().to_msg())
             self.active = False
             self._active_since_ns = None
@@ -318,28 +324,32 @@ class PolicyNode(LifecycleNode):
         for timer in self._control_timers:
             self.destroy_timer(timer)
         self._control_timers = []
-        self.get_logger().info("deactivated: actuation stopped, model kept loaded")
-        return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unconfigure()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _unconfigure(self) -> None:
         self._destroy_interfaces()
         self.stack, self.params, self._joint_map = None, None, None
         # the next configuration may read another source or checkpoint: wait for its own proprioception
         self.proprio, self._proprio_stamp_ns, self._proprio_ns = None, None, -1
         self.frames.clear()
         self._used_ns.clear()
-        return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.active = False
-        self._destroy_interfaces()
-        self.stack = None
+        self._stop_actuation()  # shutdown from active: the robot gets its stop, as on deactivate
+        self._unconfigure()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.active = False
-        self._destroy_interfaces()
-        self.stack = None
+        """A transition raised: leave an unconfigured node (as after cleanup) that can be configured again."""
+        try:
+            self._stop_actuation()
+        except Exception as exc:  # the stop may be what failed; the cleanup below must still run
+            self.get_logger().error(f"error processing: stopping actuation failed: {type(exc).__name__}: {exc}")
+            self.active = False
+        self._unconfigure()
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self) -> None:
