@@ -159,3 +159,56 @@ def _params(**values: object) -> list:
     from rclpy.parameter import Parameter
 
     return [Parameter(k, value=v) for k, v in values.items()]
+
+
+def test_sigkilled_monitor_executable_keeps_its_logs(executor, tmp_path, spin_until):
+    """kill -9 of the real monitor process mid-run: the JSONL holds every record it received and the unfinished
+    steps.mcap reads back up to about its last half second."""
+    from std_msgs.msg import String
+
+    from deer_vla.core import StepRecord
+    from deer_vla.data.mcap_io import TruncatedMcapWarning, read_messages
+    from deer_vla.ros.monitor_node import RECORD_TOPIC_MCAP
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    log = tmp_path / "monitor.log"
+    proc = subprocess.Popen([sys.executable, "-m", "deer_vla.ros.monitor_node", "--ros-args",
+                             "-p", f"log_dir:={tmp_path}", "-p", "run_name:=k", "-p", "write_plot:=false",
+                             "-r", "__node:=kill_monitor", "-r", "step_record:=kill_records"],
+                            cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    sent: dict[int, int] = {}
+    try:
+        import rclpy
+
+        node = rclpy.create_node("kill_driver")
+        executor.add_node(node)
+        pub = node.create_publisher(String, "kill_records", 100)
+        assert spin_until(executor, lambda: pub.get_subscription_count() > 0 or proc.poll() is not None, 60.0)
+        assert proc.poll() is None, log.read_text()
+        spin_until(executor, lambda: False, 1.0)  # two-way discovery settles (volatile QoS)
+        jsonl = tmp_path / "k" / "steps.jsonl"
+        start = time.monotonic()
+        while time.monotonic() - start < 3.0 or not (jsonl.is_file() and jsonl.stat().st_size):
+            assert time.monotonic() - start < 30.0, log.read_text()
+            step = len(sent)
+            pub.publish(String(data=StepRecord(step=step, episode=0, exit_used=1, max_exit=1, stop_reason="fixed",
+                                               llm_gflops=1.0, total_gflops=1.0, stamp_ns=time.time_ns()).to_json()))
+            sent[step] = time.time_ns()
+            executor.spin_once(timeout_sec=0.02)
+        proc.send_signal(signal.SIGKILL)
+        killed_ns = time.time_ns()
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = jsonl.read_text().splitlines()
+    in_jsonl = {StepRecord.from_json(line).step for line in lines[:-1]}  # the last line may be cut mid-write
+    with pytest.warns(TruncatedMcapWarning, match="not closed"):
+        in_mcap = {StepRecord.from_json(m.message.data).step
+                   for m in read_messages(tmp_path / "k" / "steps.mcap", [RECORD_TOPIC_MCAP])}
+    older = lambda margin_s: {i for i, t in sent.items() if t < killed_ns - margin_s * 1e9}
+    assert len(older(1.5)) > 50, "too few records before the kill to judge"
+    assert older(1.0) <= in_jsonl, f"JSONL lost {sorted(older(1.0) - in_jsonl)[:10]} of {len(sent)}"
+    assert older(1.5) <= in_mcap, f"MCAP lost {sorted(older(1.5) - in_mcap)[:10]} of {len(sent)}"
