@@ -153,11 +153,14 @@ def test_a_failed_transition_leaves_a_node_that_configures_again_on_fresh_inputs
     """An exception in activate goes through on_error to 'unconfigured': everything it held is released, and
     the next configuration waits for its own proprioception (the array kind carries no stamp to age it by)."""
     from lifecycle_msgs.msg import State
+    from rcl_interfaces.msg import Log
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from std_msgs.msg import Float32MultiArray
 
     node = _policy(executor, tiny_checkpoint, hold_rate_hz=5.0)
     drv = Driver(executor)
+    logs: list[Log] = []
+    drv.node.create_subscription(Log, "/rosout", logs.append, 100)
     drv.instruct()
     assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
     assert drv.drive_until(lambda: len(drv.records) >= 1)
@@ -172,6 +175,9 @@ def test_a_failed_transition_leaves_a_node_that_configures_again_on_fresh_inputs
     assert node.trigger_activate() == R.ERROR
     assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
     assert _held(node) == NOTHING and not node.active and node.stack is None
+    said = lambda: [m.msg for m in logs if m.name == node.get_name() and "no timer for you" in m.msg]
+    drv.spin(0.3)
+    assert said() and "activate failed (from state 'inactive'): RuntimeError" in said()[0]  # rclpy alone says nothing
     monkeypatch.undo()
     assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
     records = len(drv.records)

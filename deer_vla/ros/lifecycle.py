@@ -3,14 +3,43 @@
 rclpy's LifecycleNode (jazzy) handles ``~/change_state`` by transition id without
 checking that the transition exists in the current state: rcl raises RCLError
 inside the service callback, the executor re-raises it and the process exits.
+It also turns an exception in a transition callback into ERROR without a word:
+``report_errors`` logs it first.
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 from lifecycle_msgs.srv import ChangeState
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
-from rclpy.lifecycle import LifecycleNode
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+
+L = TypeVar("L", bound=LifecycleNode)
+
+
+def report_errors(
+    callback: Callable[[L, LifecycleState], TransitionCallbackReturn],
+) -> Callable[[L, LifecycleState], TransitionCallbackReturn]:
+    """A transition callback whose exception is logged (type, message, where) and answered with ERROR, which
+    sends the node through on_error as rclpy would, but with the cause on /rosout instead of nowhere."""
+
+    @functools.wraps(callback)
+    def wrapped(node: L, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            return callback(node, state)
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            node.get_logger().error(
+                f"{callback.__name__.removeprefix('on_')} failed (from state '{state.label}'): {type(exc).__name__}: "
+                f"{exc} (at {Path(where.filename).name}:{where.lineno})"
+            )
+            return TransitionCallbackReturn.ERROR
+
+    return wrapped
 
 
 def guard_change_state(node: LifecycleNode) -> None:

@@ -43,7 +43,7 @@ from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
 from deer_vla.ros.health import HealthSnapshot, InputAge, image_problem, policy_status
 from deer_vla.ros.joint_state import JointStateProprio, skew_problem, stamp_problem
-from deer_vla.ros.lifecycle import guard_change_state
+from deer_vla.ros.lifecycle import guard_change_state, report_errors
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.params import (
     BUDGET_PARAMS,
@@ -178,6 +178,7 @@ class PolicyNode(LifecycleNode):
     def _current_values(self) -> dict[str, Any]:
         return {k: self.get_parameter(k).value for k in POLICY_DEFAULTS}
 
+    @report_errors
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             params = parse_params(self._current_values())
@@ -294,6 +295,7 @@ class PolicyNode(LifecycleNode):
             self._recorder.close()
             self._recorder = None
 
+    @report_errors
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self.params is not None
         if self.params.control_mode == "timer":
@@ -305,6 +307,7 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info("activated")
         return super().on_activate(state)
 
+    @report_errors
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_actuation()
         self.get_logger().info("deactivated: actuation stopped, model kept loaded")
@@ -325,6 +328,7 @@ class PolicyNode(LifecycleNode):
             self.destroy_timer(timer)
         self._control_timers = []
 
+    @report_errors
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._unconfigure()
         return TransitionCallbackReturn.SUCCESS
@@ -337,11 +341,13 @@ class PolicyNode(LifecycleNode):
         self.frames.clear()
         self._used_ns.clear()
 
+    @report_errors
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_actuation()  # shutdown from active: the robot gets its stop, as on deactivate
         self._unconfigure()
         return TransitionCallbackReturn.SUCCESS
 
+    @report_errors
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """A transition raised: leave an unconfigured node (as after cleanup) that can be configured again."""
         try:
