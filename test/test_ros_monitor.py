@@ -244,3 +244,28 @@ def test_monitor_keeps_counting_when_its_logs_cannot_be_written(ros_context, tmp
         assert node.close() == summary  # idempotent
     finally:
         node.destroy_node()
+
+
+def test_monitor_and_sim_take_integers_for_float_parameters_and_name_bad_ones(ros_context, tmp_path):
+    """`-p diagnostics_rate_hz:=2` (an integer) raised InvalidParameterTypeException from rclpy; a misspelt
+    name was dropped without a word."""
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.node_parameters import unknown_overrides
+    from deer_vla.ros.sim_node import SimNode
+
+    node = _monitor(tmp_path, diagnostics_rate_hz=2, obs_age_warn_ms=300, lgo_dir="x")
+    try:
+        assert node.stats.obs_age_warn_ms == 300.0 and isinstance(node.stats.obs_age_warn_ms, float)
+        assert unknown_overrides(node) == ["unknown parameter 'lgo_dir' ignored (did you mean 'log_dir'?)"]
+    finally:
+        node.destroy_node()
+    with pytest.raises(ValueError, match=r"parameter 'window' = 'abc': expected an integer"):
+        _monitor(tmp_path, window="abc")
+    sim = SimNode(parameter_overrides=[Parameter("rate_hz", value=50), Parameter("action_timeout_s", value=5)])
+    try:
+        assert sim.p["rate_hz"] == 50.0 and sim.p["action_timeout_s"] == 5.0 and unknown_overrides(sim) == []
+    finally:
+        sim.destroy_node()
+    with pytest.raises(ValueError, match=r"parameter 'cameras' = 3: expected a list of strings"):
+        SimNode(parameter_overrides=[Parameter("cameras", value=3)])

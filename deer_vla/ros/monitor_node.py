@@ -16,6 +16,7 @@ from deer_vla.core import StepRecord
 from deer_vla.data.mcap_io import McapLog
 from deer_vla.ros.budget_monitor import BudgetMonitor
 from deer_vla.ros.node_main import run_node
+from deer_vla.ros.node_parameters import declare_parameters
 from deer_vla.ros.plot import plot_records
 
 RECORD_TOPIC_MCAP = "/deer_vla/step_record"
@@ -44,9 +45,7 @@ MAX_RECORD_CHARS = 64 * 1024  # a real record is ~1 KB; a bigger one is refused 
 class MonitorNode(Node):
     def __init__(self, name: str = "deer_vla_monitor", **kwargs) -> None:
         super().__init__(name, **kwargs)
-        for key, value in MONITOR_DEFAULTS.items():
-            self.declare_parameter(key, value)
-        p = {k: self.get_parameter(k).value for k in MONITOR_DEFAULTS}
+        p = declare_parameters(self, MONITOR_DEFAULTS)  # "-p rate_hz:=20" is a number, not a type error
         if p["diagnostics_rate_hz"] <= 0:
             raise ValueError(f"parameter 'diagnostics_rate_hz' must be > 0, got {p['diagnostics_rate_hz']}")
         if not (isinstance(p["obs_age_warn_ms"], (int, float)) and not isinstance(p["obs_age_warn_ms"], bool)

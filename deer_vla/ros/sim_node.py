@@ -28,6 +28,7 @@ from std_msgs.msg import Bool, Float32MultiArray, String
 
 from deer_vla.ros.image_conv import rgb_to_image_msg
 from deer_vla.ros.node_main import run_node
+from deer_vla.ros.node_parameters import declare_parameters
 
 SIM_DEFAULTS: dict[str, Any] = {
     "tasks": ["button-press-topdown"],  # task names from deer_vla.sim.tasks; episodes cycle over them
@@ -67,9 +68,7 @@ class EpisodeResult:
 class SimNode(Node):
     def __init__(self, name: str = "deer_vla_sim", **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
-        for key, value in SIM_DEFAULTS.items():
-            self.declare_parameter(key, value)
-        p = {k: self.get_parameter(k).value for k in SIM_DEFAULTS}
+        p = declare_parameters(self, SIM_DEFAULTS)  # "-p rate_hz:=20" is a number, not a type error
         self._validate(p)
         self.p = p
         from deer_vla.sim.tasks import get_task

@@ -1,0 +1,65 @@
+"""Declare a plain node's parameters from a dict of defaults, typed the way people write them.
+
+rclpy types a parameter by its default, so ``-p rate_hz:=20`` (an integer) for a float
+default raised InvalidParameterTypeException out of the constructor, and a misspelt name
+was dropped without a word. Here a number is accepted for a float, every other type is
+checked with a message naming the parameter, and unknown names are warned about.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+
+
+def _type_problem(default: Any, value: Any) -> str | None:
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "a boolean"
+    if isinstance(default, float):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    if isinstance(default, list):
+        # an empty YAML list has no element type: any empty sequence is fine
+        return None if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value) else \
+            "a list of strings"
+    raise TypeError(f"no rule for a {type(default).__name__} parameter default")
+
+
+def declare_parameters(node: Node, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Declare ``defaults`` on ``node`` and return their values (ints given for floats become floats).
+
+    Raises ValueError naming every parameter of the wrong type; logs a warning for an override the node does
+    not declare (rclpy would ignore it silently)."""
+    for key, default in defaults.items():
+        node.declare_parameter(key, default, ParameterDescriptor(dynamic_typing=True))
+    values = {key: node.get_parameter(key).value for key in defaults}
+    problems = []
+    for key, default in defaults.items():
+        expected = _type_problem(default, values[key])
+        if expected is not None:
+            problems.append(f"parameter '{key}' = {values[key]!r}: expected {expected}")
+        elif isinstance(default, float):
+            values[key] = float(values[key])
+        elif isinstance(default, list):
+            values[key] = list(values[key])
+    if problems:
+        raise ValueError(f"invalid {node.get_name()} parameters: " + "; ".join(problems))
+    for warning in unknown_overrides(node):
+        node.get_logger().warning(warning)
+    return values
+
+
+def unknown_overrides(node: Node) -> list[str]:
+    """One line per override given to ``node`` that it does not declare, naming the closest declared one."""
+    declared = sorted(node.list_parameters([], 0).names)
+    given = getattr(node, "_parameter_overrides", {})  # what rclpy matched to this node (files, launch, -p)
+    out = []
+    for name in sorted(n for n in given if n not in declared and not n.startswith("qos_overrides.")):
+        close = difflib.get_close_matches(name, declared, n=1)
+        out.append(f"unknown parameter '{name}' ignored" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return out
