@@ -136,6 +136,22 @@ def test_budget_monitor_whole_run_is_bounded_and_exact_where_it_can_be(monkeypat
     assert mon.mean_exit() == pytest.approx(sum(1 + i % 3 for i in range(200)) / 200)
     assert mon.latency(95) == pytest.approx(10.0)
 
+
+def test_mcap_log_refuses_a_bad_time_and_still_closes(tmp_path):
+    """mcap fails on a negative or float log time halfway through its chunk; afterwards even close() failed
+    and the file never got its footer."""
+    from deer_vla.data.mcap_io import McapLog, is_finished, read_messages
+
+    log = McapLog(tmp_path / "x.mcap")
+    log.write("/r", "std_msgs/msg/String", {"data": "kept"}, 1000)
+    for bad in (-1, 2**64, 1.5):
+        with pytest.raises(ValueError, match="log time"):
+            log.write("/r", "std_msgs/msg/String", {"data": "bad"}, bad)
+    log.write("/r", "std_msgs/msg/String", {"data": "after"}, np.int64(2000))
+    log.close()
+    assert is_finished(tmp_path / "x.mcap")
+    assert [m.message.data for m in read_messages(tmp_path / "x.mcap")] == ["kept", "after"]
+
 def test_mcap_log_round_trip_and_plot(tmp_path):
     from deer_vla.data.mcap_io import McapLog, read_messages
     from deer_vla.ros.plot import plot_records

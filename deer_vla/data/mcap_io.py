@@ -12,6 +12,7 @@ a ``TruncatedMcapWarning``.
 """
 from __future__ import annotations
 
+import numbers
 import sys
 import threading
 import time
@@ -120,6 +121,11 @@ class McapLog:
         """``message`` is an rclpy message or a dict with the same fields."""
         if datatype not in MSGDEFS:
             raise ValueError(f"no message definition for '{datatype}'; known: {sorted(MSGDEFS)}")
+        # checked before the writer sees it: mcap fails on a bad time only halfway through a chunk, and that
+        # chunk (and so close()) then fails for good, leaving the whole file without its footer
+        if not (isinstance(stamp_ns, numbers.Integral) and 0 <= stamp_ns < 2**64):
+            raise ValueError(f"MCAP log time must be an integer in 0..2^64-1 ns, got {stamp_ns!r}")
+        stamp_ns = int(stamp_ns)
         with self._lock:
             if self.closed:
                 raise RuntimeError(f"MCAP log {self.path} is closed")
