@@ -155,20 +155,14 @@ class MonitorNode(Node):
         }
 
     def close(self) -> dict:
-        """Flush the logs, render the plot, write and print the summary (idempotent)."""
+        """Flush the logs, write and print the summary, render the plot (idempotent)."""
         if self._summary is not None:
             return self._summary
         self.closed = True
         self._jsonl.close()
         self._mcap.close()
-        summary = self.summary()
-        if summary["plot"] is not None:
-            try:
-                plot_records(self.records, self.plot_path, metric=self.stats.metric)
-            except Exception as exc:  # whatever matplotlib raises, a failed plot must not cost the summary
-                self.get_logger().error(f"plot not written: {type(exc).__name__}: {exc}")
-                summary["plot"] = None
-        self._summary = summary
+        summary = self._summary = self.summary()
+        # the summary before the plot: a plot takes seconds, and ros2 launch sends SIGKILL if shutdown drags on
         self.summary_path.write_text(json.dumps(summary, indent=2))
         worst = summary["worst_status"]
         print(
@@ -178,6 +172,13 @@ class MonitorNode(Node):
             f"budget status {worst}; log {self.jsonl_path}, mcap {self.mcap_path}",
             file=sys.stderr,
         )
+        if summary["plot"] is not None:
+            try:
+                plot_records(self.records, self.plot_path, metric=self.stats.metric)
+            except Exception as exc:  # whatever matplotlib raises, a failed plot must not cost the summary
+                self.get_logger().error(f"plot not written: {type(exc).__name__}: {exc}")
+                summary["plot"] = None
+                self.summary_path.write_text(json.dumps(summary, indent=2))
         return summary
 
     def destroy_node(self) -> None:

@@ -32,9 +32,11 @@ def plot_records(records: Sequence[StepRecord], path: str | Path, metric: str = 
     ax_cost.set_ylabel("GFLOPs")
     ax_cost.legend(loc="upper right")
     episode_starts = [i for i in steps[1:] if records[i].episode != records[i - 1].episode]
-    for ax in (ax_exit, ax_cost):
-        for i in episode_starts:
-            ax.axvline(i, color="grey", linewidth=0.5)
+    if episode_starts:
+        for ax in (ax_exit, ax_cost):
+            # one collection: an axvline per boundary took 12 s for 20 000 steps of 3-step episodes,
+            # longer than ros2 launch waits before SIGKILL at shutdown
+            ax.vlines(episode_starts, 0, 1, transform=ax.get_xaxis_transform(), color="grey", linewidth=0.5)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
