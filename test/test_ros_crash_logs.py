@@ -212,3 +212,19 @@ def test_sigkilled_monitor_executable_keeps_its_logs(executor, tmp_path, spin_un
     assert len(older(1.5)) > 50, "too few records before the kill to judge"
     assert older(1.0) <= in_jsonl, f"JSONL lost {sorted(older(1.0) - in_jsonl)[:10]} of {len(sent)}"
     assert older(1.5) <= in_mcap, f"MCAP lost {sorted(older(1.5) - in_mcap)[:10]} of {len(sent)}"
+
+
+def test_recorder_moves_an_earlier_recording_aside_instead_of_truncating_it(tmp_path):
+    """The policy node's record_path is fixed in its parameters: a restart after a crash (or cleanup +
+    configure) used to truncate the recording already there."""
+    from deer_vla.data.recording import read_recording
+    from deer_vla.ros.recorder import PolicyRecorder
+
+    path = _recording(tmp_path / "io.mcap", steps=3, flush_every=3)
+    crashed = path.read_bytes()
+    rec = PolicyRecorder(path, ("static", "wrist"))
+    rec.close()
+    assert rec.moved_aside == tmp_path / "io.1.mcap" and (tmp_path / "io.1.mcap").read_bytes() == crashed
+    assert read_recording(path) == [] and len(read_recording(tmp_path / "io.1.mcap")) == 3
+    PolicyRecorder(path, ("static", "wrist")).close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["io.1.mcap", "io.2.mcap", "io.mcap"]

@@ -3,7 +3,8 @@
 Per step, in this order and with the same log time: one Image per camera,
 the instruction, the proprioception (if any), the raw 7-D action and the
 step record. A step is complete when its record arrives, so a reader needs
-no index and a truncated file loses at most the last step.
+no index and a truncated file loses at most the last step. A file already
+at the path (an earlier run's) is renamed to ``<stem>.<n>.mcap``, not overwritten.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from deer_vla.data.recording import ACTION, INSTRUCTION, PROPRIO, RECORD, image_
 class PolicyRecorder:
     def __init__(self, path: str | Path, cameras: tuple[str, ...]) -> None:
         self.cameras = tuple(cameras)
+        # record_path is a fixed name in a parameter file: a restart (or cleanup + configure) must not truncate
+        # the recording already there, least of all the one a crash left behind
+        self.moved_aside = _move_aside(Path(path))
         self.log = McapLog(path)
         self.steps = 0
 
@@ -45,3 +49,15 @@ class PolicyRecorder:
 
     def close(self) -> None:
         self.log.close()
+
+
+def _move_aside(path: Path) -> Path | None:
+    """Rename an existing ``path`` to the first free ``<stem>.<n><suffix>`` (n = 1, 2, ...); -> the new name."""
+    if not path.exists():
+        return None
+    for n in range(1, 10_000):
+        aside = path.with_name(f"{path.stem}.{n}{path.suffix}")
+        if not aside.exists():
+            path.rename(aside)
+            return aside
+    raise FileExistsError(f"{path} and 10000 earlier recordings beside it exist")
