@@ -187,3 +187,33 @@ def test_a_failed_transition_leaves_a_node_that_configures_again_on_fresh_inputs
         drv.spin(0.1)
     assert len(drv.records) == records
     assert drv.drive_until(lambda: len(drv.records) > records)  # with fresh proprioception it steps
+
+
+def test_a_misspelt_parameter_in_a_parameter_file_fails_configure_instead_of_being_ignored(ros_context,
+                                                                                           tiny_checkpoint, tmp_path):
+    """rclpy drops a key the node does not declare without a word: `budget.average_gflop: 0.5` would run with
+    no budget at all. rclpy's own names (use_sim_time, qos_overrides.*) and other nodes' sections are fine."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    from deer_vla.ros.params import unknown_parameters
+    from deer_vla.ros.policy_node import PolicyNode
+
+    def configure(budget_key: str) -> R:
+        params = tmp_path / "policy.yaml"
+        params.write_text(f"/**:\n  ros__parameters:\n    use_sim_time: false\n"
+                          f"/**/deer_vla_policy:\n  ros__parameters:\n    checkpoint_dir: '{tiny_checkpoint}'\n"
+                          f"    {budget_key}: 0.5\n/**/deer_vla_monitor:\n  ros__parameters:\n    log_dir: logs\n")
+        node = PolicyNode(cli_args=["--ros-args", "--params-file", str(params),
+                                    "-p", "qos_overrides./parameter_events.publisher.depth:=100"])
+        try:
+            return node.trigger_configure()
+        finally:
+            node.destroy_node()
+
+    assert configure("budget.average_gflop") == R.FAILURE
+    assert configure("budget.average_gflops") == R.SUCCESS
+    message = unknown_parameters(["budget.average_gflop", "rate_hz", "qos_overrides./x.depth", "zzz"],
+                                 ["budget.average_gflops", "rate_hz"])
+    assert message is not None and "'budget.average_gflop' (did you mean 'budget.average_gflops'?)" in message
+    assert "'zzz'" in message and "rate_hz" not in message and "qos_overrides" not in message
+    assert unknown_parameters(["rate_hz"], ["rate_hz", "use_sim_time"]) is None

@@ -7,7 +7,9 @@ values with the message built here).
 """
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -233,3 +235,19 @@ def parse_params(values: dict[str, Any]) -> PolicyParams:
             shown = values.get(ros_name, err.get("input"))
             problems.append(f"parameter '{ros_name}' = {shown!r}: {err['msg']}")
         raise ParameterError("invalid policy parameters: " + "; ".join(problems)) from None
+
+
+def unknown_parameters(given: Iterable[str], declared: Iterable[str]) -> str | None:
+    """Why some parameters given to the node (parameter files, launch, ``-p``) would be ignored: rclpy drops a
+    name the node does not declare without a word, so a misspelt key silently keeps its default. -> a message
+    naming each with the closest declared name, or None. ``qos_overrides.*`` are rclpy's own."""
+    known = sorted(declared)
+    unknown = sorted(n for n in given if n not in known and not n.startswith("qos_overrides."))
+    if not unknown:
+        return None
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        named.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return (f"unknown parameter(s) {', '.join(named)}: the node would ignore them; "
+            "config/policy.yaml lists every parameter")

@@ -52,6 +52,7 @@ from deer_vla.ros.params import (
     ParameterError,
     PolicyParams,
     parse_params,
+    unknown_parameters,
 )
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, check_budget, load_stack, make_budget
 from deer_vla.ros.recorder import PolicyRecorder
@@ -181,6 +182,10 @@ class PolicyNode(LifecycleNode):
     @report_errors
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
+            # every override rclpy matched to this node's name, against all it declares (ours and rclpy's own)
+            unknown = unknown_parameters(getattr(self, "_parameter_overrides", {}), self.list_parameters([], 0).names)
+            if unknown is not None:
+                raise ConfigurationError(unknown)
             params = parse_params(self._current_values())
             stack = load_stack(params.checkpoint, params.thresholds_path, params.device, params.budget_kwargs(),
                                params.fixed_exit, track_average=params.budget_track_average,
