@@ -247,6 +247,9 @@ def test_launch_arguments_reach_the_nodes(monkeypatch, tmp_path):
     assert policy == [str(custom)]
     with pytest.raises(ValueError, match="enabled.*true or false"):
         _run_launch_file("deer_vla.launch.py", monkeypatch, enabled="maybe")
+    for empty in ("", " , "):  # no ROS parameter can hold an empty list
+        with pytest.raises(ValueError, match="camera_topics.*at least one"):
+            _run_launch_file("deer_vla.launch.py", monkeypatch, camera_topics=empty)
     with pytest.raises(FileNotFoundError, match="params_file"):
         _run_launch_file("deer_vla.launch.py", monkeypatch, params_file=str(tmp_path / "missing.yaml"))
 

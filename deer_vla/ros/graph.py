@@ -165,7 +165,10 @@ def _from_text(name: str, text: str, like: Any) -> Any:
             raise ValueError(f"launch argument '{name}' must be true or false, got '{text}'")
         return lowered == "true"
     if isinstance(like, (list, tuple)):
-        return [t.strip() for t in text.split(",") if t.strip()]
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:  # a ROS parameter cannot be an empty list (launch_ros and rclpy fail on it, obscurely)
+            raise ValueError(f"launch argument '{name}' needs at least one comma-separated item, got '{text}'")
+        return items
     if isinstance(like, (int, float)):
         try:
             return type(like)(text)
