@@ -256,7 +256,7 @@ def test_launch_arguments_reach_the_nodes(monkeypatch, tmp_path):
 
 def test_bringup_takes_the_launch_arguments(ros_context, tmp_path, monkeypatch):
     """`deer-vla bringup NAME:=VALUE` means what `ros2 launch ... NAME:=VALUE` means (real rclpy nodes)."""
-    from deer_vla.ros.bringup import _parse_launch_arguments, _split_args, create_node
+    from deer_vla.ros.bringup import _parse_launch_arguments, _parse_set, _split_args, create_node
 
     monkeypatch.chdir(tmp_path)
     args = _parse_launch_arguments(["checkpoint:=/ckpt", "enabled:=true", "namespace:=robot1",
@@ -276,6 +276,11 @@ def test_bringup_takes_the_launch_arguments(ros_context, tmp_path, monkeypatch):
         load_graph("robot").with_arguments({"checkpoint_path": "/x"})
     with pytest.raises(SystemExit, match="NAME:=VALUE"):
         _parse_launch_arguments(["checkpoint=/x"])
+    assert _parse_set(["policy.rate_hz=5", "policy.image_topics=[a, b]"]) == {
+        "policy": {"rate_hz": 5, "image_topics": ["a", "b"]}}
+    for bad in ("{a: 1}", "[1, a]", "2024-01-01"):  # no ROS parameter type: refused, not an rclpy traceback
+        with pytest.raises(SystemExit, match="policy.rate_hz.*not a ROS parameter value"):
+            _parse_set([f"policy.rate_hz={bad}"])
     # on the command line they are ours, not rcl's remapping rules
     ros, own = _split_args(["--graph", "sim", "checkpoint:=/x", "--ros-args", "-r", "a:=b"])
     assert ros == ["--graph", "sim", "--ros-args", "-r", "a:=b"] and own == ["checkpoint:=/x", "--graph", "sim"]

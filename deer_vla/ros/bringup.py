@@ -105,13 +105,21 @@ def _parse_launch_arguments(items: list[str]) -> dict[str, str]:
 
 def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
     """["policy.budget.average_gflops=0.5", ...] -> {"policy": {"budget.average_gflops": 0.5}}."""
+    from rclpy.parameter import Parameter
+
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         node, dot, param = key.partition(".")
         if not sep or not dot or not param:
             raise SystemExit(f"--set expects NODE.PARAM=VALUE (e.g. policy.enabled=true), got '{item}'")
-        out.setdefault(node, {})[param] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        try:  # a mapping, a mixed list or a date would otherwise be an rclpy TypeError traceback at node creation
+            Parameter.Type.from_parameter_value(value)
+        except TypeError:
+            raise SystemExit(f"--set {key}: '{raw}' is not a ROS parameter value (a bool, int, float or string, or "
+                             "a list of one of those types)") from None
+        out.setdefault(node, {})[param] = value
     return out
 
 
