@@ -25,7 +25,8 @@ def _policy(executor, checkpoint, **params):
     return node
 
 
-HOSTILE = [True, -1, 2**62, math.nan, -math.inf, "", "x" * 300, "1.5", ["a"], ["a", "a"], [1, 2], [1.5]]
+# 1e-12: as a rate, a timer period beyond rcl's int64 nanoseconds
+HOSTILE = [True, -1, 1e-12, 2**62, math.nan, -math.inf, "", "x" * 300, "1.5", ["a"], ["a", "a"], [1, 2], [1.5]]
 
 
 def test_hostile_parameter_values_are_refused_with_a_reason_and_change_nothing(executor, tiny_checkpoint):
@@ -217,3 +218,10 @@ def test_a_misspelt_parameter_in_a_parameter_file_fails_configure_instead_of_bei
     assert message is not None and "'budget.average_gflop' (did you mean 'budget.average_gflops'?)" in message
     assert "'zzz'" in message and "rate_hz" not in message and "qos_overrides" not in message
     assert unknown_parameters(["rate_hz"], ["rate_hz", "use_sim_time"]) is None
+
+
+def test_a_rate_too_slow_for_a_timer_fails_configure_not_activate(executor, tiny_checkpoint):
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = _policy(executor, tiny_checkpoint, control_mode="timer", rate_hz=1e-12)
+    assert node.trigger_configure() == R.FAILURE  # was SUCCESS, then activate raised in create_timer

@@ -28,6 +28,10 @@ BUDGET_PARAMS: tuple[str, ...] = (
     "fixed_exit",
 )
 
+# Slowest timer rate: a timer's period must fit rcl's int64 nanoseconds (a 1e-12 Hz rate made create_timer
+# raise), and a control period beyond 100 s is no control loop.
+MIN_RATE_HZ = 0.01
+
 # name -> default; the type of the default is the ROS parameter type.
 POLICY_DEFAULTS: dict[str, Any] = {
     "checkpoint_dir": "",  # a directory, or a shipped checkpoint's name ("" = "default"): PARAMETER_DESCRIPTIONS
@@ -111,14 +115,14 @@ class PolicyParams(BaseModel):
     record_topic: str = Field(min_length=1)
     frame_id: str = Field(min_length=1)
     control_mode: Literal["event", "timer"]
-    rate_hz: float = Field(gt=0, le=1000)
+    rate_hz: float = Field(ge=MIN_RATE_HZ, le=1000)
     max_image_age_s: float = Field(gt=0)
     max_image_skew_s: float = Field(gt=0)
     max_image_future_s: float = Field(gt=0)
     max_joint_state_skew_s: float  # > 0: _joint_state_skew_limit
     stale_action: Literal["none", "zero"]
     enabled: bool
-    hold_rate_hz: float = Field(ge=0, le=1000)
+    hold_rate_hz: float = Field(ge=0, le=1000)  # 0 = off, else >= MIN_RATE_HZ: _hold_rate
     hold_max_s: float = Field(ge=0)
     budget_average_gflops: float = Field(ge=0)
     budget_peak_gflops: float = Field(ge=0)
@@ -145,6 +149,13 @@ class PolicyParams(BaseModel):
     def _finite(cls, v: float) -> float:
         if not math.isfinite(v):
             raise ValueError(f"must be finite, got {v}")
+        return v
+
+    @field_validator("hold_rate_hz")
+    @classmethod
+    def _hold_rate(cls, v: float) -> float:
+        if 0 < v < MIN_RATE_HZ:
+            raise ValueError(f"must be 0 (off) or at least {MIN_RATE_HZ:g} Hz, got {v:g}")
         return v
 
     @field_validator("checkpoint_dir")
