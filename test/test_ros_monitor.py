@@ -269,6 +269,8 @@ def test_monitor_and_sim_take_integers_for_float_parameters_and_name_bad_ones(ro
         sim.destroy_node()
     with pytest.raises(ValueError, match=r"parameter 'cameras' = 3: expected a list of strings"):
         SimNode(parameter_overrides=[Parameter("cameras", value=3)])
+    with pytest.raises(ValueError, match=r"'cameras' is empty"):  # "-p cameras:=[]" arrives as None
+        SimNode(parameter_overrides=[Parameter("cameras", value=None)])
 
 
 def test_monitor_writes_its_summary_before_the_slow_plot(ros_context, tmp_path, monkeypatch):

@@ -24,9 +24,9 @@ def _type_problem(default: Any, value: Any) -> str | None:
     if isinstance(default, str):
         return None if isinstance(value, str) else "a string"
     if isinstance(default, list):
-        # an empty YAML list has no element type: any empty sequence is fine
-        return None if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value) else \
-            "a list of strings"
+        # an empty list has no element type: "-p tasks:=[]" arrives as None, a YAML [] as an empty array
+        return None if value is None or isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value) \
+            else "a list of strings"
     raise TypeError(f"no rule for a {type(default).__name__} parameter default")
 
 
@@ -46,7 +46,7 @@ def declare_parameters(node: Node, defaults: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(default, float):
             values[key] = float(values[key])
         elif isinstance(default, list):
-            values[key] = list(values[key])
+            values[key] = list(values[key] or [])
     if problems:
         raise ValueError(f"invalid {node.get_name()} parameters: " + "; ".join(problems))
     for warning in unknown_overrides(node):
