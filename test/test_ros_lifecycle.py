@@ -225,3 +225,17 @@ def test_a_rate_too_slow_for_a_timer_fails_configure_not_activate(executor, tiny
 
     node = _policy(executor, tiny_checkpoint, control_mode="timer", rate_hz=1e-12)
     assert node.trigger_configure() == R.FAILURE  # was SUCCESS, then activate raised in create_timer
+
+
+def test_an_invalid_topic_name_fails_configure_naming_the_parameter_and_leaks_nothing(executor, tiny_checkpoint):
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    node = _policy(executor, tiny_checkpoint)
+    for name, bad in [("gripper_topic", "1bad"), ("record_topic", "x//y"), ("image_topics", ["cam/a", "cam b"])]:
+        good = node.get_parameter(name).value
+        assert node.set_parameters([Parameter(name, value=bad)])[0].successful  # a name rcl refuses, not pydantic
+        assert node.trigger_configure() == R.FAILURE, name  # was ERROR, after creating what came before it
+        assert _held(node) == NOTHING, name
+        assert node.set_parameters([Parameter(name, value=good)])[0].successful
+    assert node.trigger_configure() == R.SUCCESS

@@ -187,6 +187,7 @@ class PolicyNode(LifecycleNode):
             if unknown is not None:
                 raise ConfigurationError(unknown)
             params = parse_params(self._current_values())
+            self._check_topic_names(params)
             stack = load_stack(params.checkpoint, params.thresholds_path, params.device, params.budget_kwargs(),
                                params.fixed_exit, track_average=params.budget_track_average,
                                risk_eps=params.risk_eps, risk_delta=params.risk_delta,
@@ -246,6 +247,23 @@ class PolicyNode(LifecycleNode):
         if guarantee is not None:
             self.get_logger().info(f"fidelity guarantee in force: {guarantee.describe()}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _check_topic_names(self, params: PolicyParams) -> None:
+        """Resolve every topic the configuration uses as rcl will (namespace, ~, remapping): a bad name fails
+        configure here, naming the parameter, not halfway through creating the interfaces (which leaked the
+        publishers made before it)."""
+        topics = [("image_topics", t) for t in params.image_topics] + [
+            ("instruction_topic", params.instruction_topic), ("twist_topic", params.twist_topic),
+            ("gripper_topic", params.gripper_topic), ("action_topic", params.action_topic),
+            ("record_topic", params.record_topic)]
+        if params.proprio_input_topic:
+            source = "proprio.joint_state_topic" if params.proprio_source == "joint_state" else "proprio_topic"
+            topics.append((source, params.proprio_input_topic))
+        for name, topic in topics:
+            try:
+                self.resolve_topic_name(topic)
+            except Exception as exc:  # rclpy's RCLError, with rcl's reason
+                raise ConfigurationError(f"parameter '{name}' = '{topic}' is not a valid topic name: {exc}") from None
 
     def _create_interfaces(self, params: PolicyParams, stack: PolicyStack) -> None:
         for cam, topic in zip(stack.cameras, params.image_topics):
