@@ -247,6 +247,11 @@ def test_launch_arguments_reach_the_nodes(monkeypatch, tmp_path):
     assert policy == [str(custom)]
     with pytest.raises(ValueError, match="enabled.*true or false"):
         _run_launch_file("deer_vla.launch.py", monkeypatch, enabled="maybe")
+    for bad in ("bad ns", "robot//1", "1robot", "robot-1"):
+        with pytest.raises(ValueError, match="namespace.*not a ROS namespace"):
+            _run_launch_file("deer_vla.launch.py", monkeypatch, namespace=bad)
+    _, entities = _run_launch_file("deer_vla.launch.py", monkeypatch, namespace="/fleet/robot_1/")
+    assert {e.kwargs["namespace"] for e in entities if e.kind in ("Node", "LifecycleNode")} == {"fleet/robot_1"}
     for empty in ("", " , "):  # no ROS parameter can hold an empty list
         with pytest.raises(ValueError, match="camera_topics.*at least one"):
             _run_launch_file("deer_vla.launch.py", monkeypatch, camera_topics=empty)

@@ -6,6 +6,7 @@ so both start the same nodes with the same parameters.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +16,8 @@ import yaml
 
 PACKAGE = "deer_vla"
 GRAPH_FILE = "graph.yaml"
+# rcl's namespace rule: tokens of letters, digits and _, not starting with a digit, joined by single slashes
+NAMESPACE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def default_config_dir() -> Path:
@@ -134,7 +137,12 @@ class GraphSpec:
             if text == defaults[name]:
                 continue
             if arg.namespace:
-                nodes = {k: replace(s, namespace=text.strip("/")) for k, s in nodes.items()}
+                namespace = text.strip("/")
+                if namespace and not all(NAMESPACE_TOKEN.fullmatch(t) for t in namespace.split("/")):
+                    # rcl would refuse it at node creation, with a traceback (bringup) or dead nodes (launch)
+                    raise ValueError(f"launch argument '{name}' = '{text}' is not a ROS namespace: names of letters, "
+                                     "digits and '_' (not starting with a digit) joined by single '/'")
+                nodes = {k: replace(s, namespace=namespace) for k, s in nodes.items()}
             elif arg.params_file:
                 files = tuple(Path(f).expanduser() for f in text.split(",") if f)
                 for f in files:
