@@ -168,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the run-time criterion's distance between consecutive exits' actions")
     p.add_argument("--smooth", type=int, default=1, metavar="K",
                    help="criterion: mean of the last K consecutive-exit distances (1 = the original)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: beside one busy process, 2 threads took 112 s to record the "
+                        "--quick steps, 1 thread 6 s)")
     p.add_argument("--actions-cache", default=None, metavar="NPZ",
                    help="reuse the recorded per-exit actions from this file (written on first use)")
     p.add_argument("--quick", action="store_true")
