@@ -47,6 +47,19 @@ def build_tiny_checkpoint(out_dir: Path, *, model: Any = None, texts: Sequence[s
     return path
 
 
+def policy_node(executor: Any, checkpoint: Path, **params: Any) -> Any:
+    """A PolicyNode on ``checkpoint`` with ``params`` as parameter overrides, added to ``executor``
+    (unconfigured: the caller drives its lifecycle)."""
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.policy_node import PolicyNode
+
+    overrides = {"checkpoint_dir": str(checkpoint), **params}
+    node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    executor.add_node(node)
+    return node
+
+
 class Driver:
     """Plays camera + instruction publisher and action/record subscriber around a policy node."""
 

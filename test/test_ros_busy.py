@@ -7,20 +7,15 @@ import time
 
 import numpy as np
 import pytest
-from fixtures import Driver
+from fixtures import Driver, policy_node
 
 pytestmark = pytest.mark.ros
 
 
 def _started(executor, checkpoint, **params):
     from rclpy.lifecycle import TransitionCallbackReturn as R
-    from rclpy.parameter import Parameter
 
-    from deer_vla.ros.policy_node import PolicyNode
-
-    overrides = {"checkpoint_dir": str(checkpoint), **params}
-    node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    executor.add_node(node)
+    node = policy_node(executor, checkpoint, **params)
     assert node.trigger_configure() == R.SUCCESS
     assert node.trigger_activate() == R.SUCCESS
     return node

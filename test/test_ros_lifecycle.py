@@ -9,20 +9,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from fixtures import Driver
+from fixtures import Driver, policy_node
 
 pytestmark = pytest.mark.ros
-
-
-def _policy(executor, checkpoint, **params):
-    from rclpy.parameter import Parameter
-
-    from deer_vla.ros.policy_node import PolicyNode
-
-    overrides = {"checkpoint_dir": str(checkpoint), **params}
-    node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    executor.add_node(node)
-    return node
 
 
 # 1e-12: as a rate, a timer period beyond rcl's int64 nanoseconds
@@ -36,7 +25,7 @@ def test_hostile_parameter_values_are_refused_with_a_reason_and_change_nothing(e
 
     from deer_vla.ros.params import POLICY_DEFAULTS
 
-    node = _policy(executor, tiny_checkpoint)
+    node = policy_node(executor, tiny_checkpoint)
     for state in ("unconfigured", "active"):
         if state == "active":
             assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
@@ -57,14 +46,14 @@ def test_a_parameter_check_that_raises_refuses_the_change(executor, tiny_checkpo
     """An unexpected exception in the check is a refusal with its reason, not an exception out of the callback."""
     from rclpy.parameter import Parameter
 
-    import deer_vla.ros.policy_node as policy_node
+    import deer_vla.ros.policy_node as policy_module
 
-    node = _policy(executor, tiny_checkpoint)
+    node = policy_node(executor, tiny_checkpoint)
 
     def broken(values):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(policy_node, "parse_params", broken)
+    monkeypatch.setattr(policy_module, "parse_params", broken)
     result = node.set_parameters([Parameter("rate_hz", value=20.0)])[0]
     assert not result.successful and "RuntimeError: disk on fire" in result.reason
     assert node.get_parameter("rate_hz").value == 10.0
@@ -77,7 +66,7 @@ def test_halt_closes_the_gate_even_while_other_parameters_are_invalid(executor, 
     from rclpy.parameter import Parameter
     from std_srvs.srv import Trigger
 
-    node = _policy(executor, tiny_checkpoint, enabled=True, rate_hz=-1.0)
+    node = policy_node(executor, tiny_checkpoint, enabled=True, rate_hz=-1.0)
     assert node.trigger_configure() == R.FAILURE
     drv = Driver(executor)
     halt = drv.node.create_client(Trigger, "/deer_vla_policy/halt")
@@ -108,7 +97,7 @@ def test_lifecycle_cycles_leave_nothing_behind_and_inactive_keeps_its_diagnostic
     and worker thread each time, none after cleanup; deactivate stops the stepping timers but not the status."""
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
-    node = _policy(executor, tiny_checkpoint, enabled=True, control_mode="timer", hold_rate_hz=5.0)
+    node = policy_node(executor, tiny_checkpoint, enabled=True, control_mode="timer", hold_rate_hz=5.0)
     drv = Driver(executor)
     drv.instruct()
     assert _held(node) == NOTHING
@@ -134,7 +123,7 @@ def test_shutdown_from_active_stops_the_robot_and_frees_everything(executor, tin
     from lifecycle_msgs.msg import State
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
-    node = _policy(executor, tiny_checkpoint, enabled=True, control_mode="timer", hold_rate_hz=5.0)
+    node = policy_node(executor, tiny_checkpoint, enabled=True, control_mode="timer", hold_rate_hz=5.0)
     drv = Driver(executor)
     drv.instruct()
     assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
@@ -158,7 +147,7 @@ def test_a_failed_transition_leaves_a_node_that_configures_again_on_fresh_inputs
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from std_msgs.msg import Float32MultiArray
 
-    node = _policy(executor, tiny_checkpoint, hold_rate_hz=5.0)
+    node = policy_node(executor, tiny_checkpoint, hold_rate_hz=5.0)
     drv = Driver(executor)
     logs: list[Log] = []
     drv.node.create_subscription(Log, "/rosout", logs.append, 100)
@@ -223,7 +212,7 @@ def test_a_misspelt_parameter_in_a_parameter_file_fails_configure_instead_of_bei
 def test_a_rate_too_slow_for_a_timer_fails_configure_not_activate(executor, tiny_checkpoint):
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
-    node = _policy(executor, tiny_checkpoint, control_mode="timer", rate_hz=1e-12)
+    node = policy_node(executor, tiny_checkpoint, control_mode="timer", rate_hz=1e-12)
     assert node.trigger_configure() == R.FAILURE  # was SUCCESS, then activate raised in create_timer
 
 
@@ -231,7 +220,7 @@ def test_an_invalid_topic_name_fails_configure_naming_the_parameter_and_leaks_no
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from rclpy.parameter import Parameter
 
-    node = _policy(executor, tiny_checkpoint)
+    node = policy_node(executor, tiny_checkpoint)
     for name, bad in [("gripper_topic", "1bad"), ("record_topic", "x//y"), ("image_topics", ["cam/a", "cam b"])]:
         good = node.get_parameter(name).value
         assert node.set_parameters([Parameter(name, value=bad)])[0].successful  # a name rcl refuses, not pydantic

@@ -5,26 +5,15 @@ import json
 
 import numpy as np
 import pytest
-from fixtures import INSTRUCTIONS, Driver
+from fixtures import INSTRUCTIONS, Driver, policy_node
 
 pytestmark = pytest.mark.ros
-
-
-def _policy(executor, checkpoint, **params):
-    from rclpy.parameter import Parameter
-
-    from deer_vla.ros.policy_node import PolicyNode
-
-    overrides = {"checkpoint_dir": str(checkpoint), **params}
-    node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    executor.add_node(node)
-    return node
 
 
 def _started(executor, checkpoint, **params):
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
-    node = _policy(executor, checkpoint, **params)
+    node = policy_node(executor, checkpoint, **params)
     assert node.trigger_configure() == R.SUCCESS
     assert node.trigger_activate() == R.SUCCESS
     return node
@@ -57,7 +46,7 @@ def test_lifecycle_and_gating(executor, tiny_checkpoint, spin_until):
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from std_srvs.srv import SetBool, Trigger
 
-    node = _policy(executor, tiny_checkpoint)  # enabled defaults to False (gated)
+    node = policy_node(executor, tiny_checkpoint)  # enabled defaults to False (gated)
     drv = Driver(executor)
     drv.instruct()
     drv.drive_until(lambda: False, timeout=0.4)
@@ -225,23 +214,23 @@ def test_new_instruction_resets_episode_and_model_errors_are_survived(executor, 
 def test_configure_rejects_bad_setup(executor, tiny_checkpoint, tmp_path):
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
-    missing = _policy(executor, tmp_path / "nowhere")
+    missing = policy_node(executor, tmp_path / "nowhere")
     assert missing.trigger_configure() == R.FAILURE and missing.stack is None
     executor.remove_node(missing)
     missing.destroy_node()
-    one_cam = _policy(executor, tiny_checkpoint, image_topics=["only/one"])
+    one_cam = policy_node(executor, tiny_checkpoint, image_topics=["only/one"])
     assert one_cam.trigger_configure() == R.FAILURE  # the tiny model has two cameras
     executor.remove_node(one_cam)
     one_cam.destroy_node()
-    no_thr = _policy(executor, tiny_checkpoint, thresholds_file=str(tmp_path / "none.json"))
+    no_thr = policy_node(executor, tiny_checkpoint, thresholds_file=str(tmp_path / "none.json"))
     assert no_thr.trigger_configure() == R.FAILURE
     executor.remove_node(no_thr)
     no_thr.destroy_node()
-    no_proprio = _policy(executor, tiny_checkpoint, proprio_topic="")
+    no_proprio = policy_node(executor, tiny_checkpoint, proprio_topic="")
     assert no_proprio.trigger_configure() == R.FAILURE  # the tiny model takes 4 proprioception values
     executor.remove_node(no_proprio)
     no_proprio.destroy_node()
-    bad_budget = _policy(executor, tiny_checkpoint, **{"budget.memory_bytes": 1})
+    bad_budget = policy_node(executor, tiny_checkpoint, **{"budget.memory_bytes": 1})
     assert bad_budget.trigger_configure() == R.FAILURE
 
 
