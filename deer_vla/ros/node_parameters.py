@@ -7,11 +7,12 @@ checked with a message naming the parameter, and unknown names are warned about.
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
+
+from deer_vla.ros.params import unknown_names
 
 
 def _type_problem(default: Any, value: Any) -> str | None:
@@ -56,10 +57,6 @@ def declare_parameters(node: Node, defaults: dict[str, Any]) -> dict[str, Any]:
 
 def unknown_overrides(node: Node) -> list[str]:
     """One line per override given to ``node`` that it does not declare, naming the closest declared one."""
-    declared = sorted(node.list_parameters([], 0).names)
     given = getattr(node, "_parameter_overrides", {})  # what rclpy matched to this node (files, launch, -p)
-    out = []
-    for name in sorted(n for n in given if n not in declared and not n.startswith("qos_overrides.")):
-        close = difflib.get_close_matches(name, declared, n=1)
-        out.append(f"unknown parameter '{name}' ignored" + (f" (did you mean '{close[0]}'?)" if close else ""))
-    return out
+    return [f"unknown parameter '{name}' ignored" + (f" (did you mean '{close}'?)" if close else "")
+            for name, close in unknown_names(given, node.list_parameters([], 0).names)]

@@ -248,17 +248,21 @@ def parse_params(values: dict[str, Any]) -> PolicyParams:
         raise ParameterError("invalid policy parameters: " + "; ".join(problems)) from None
 
 
+def unknown_names(given: Iterable[str], declared: Iterable[str]) -> list[tuple[str, str | None]]:
+    """Each name in ``given`` (overrides rclpy matched to a node) that is not in ``declared``, sorted, with the
+    closest declared name or None. ``qos_overrides.*`` are rclpy's own. Shared by every node's check."""
+    known = sorted(declared)
+    unknown = sorted(n for n in given if n not in known and not n.startswith("qos_overrides."))
+    return [(name, next(iter(difflib.get_close_matches(name, known, n=1)), None)) for name in unknown]
+
+
 def unknown_parameters(given: Iterable[str], declared: Iterable[str]) -> str | None:
     """Why some parameters given to the node (parameter files, launch, ``-p``) would be ignored: rclpy drops a
     name the node does not declare without a word, so a misspelt key silently keeps its default. -> a message
-    naming each with the closest declared name, or None. ``qos_overrides.*`` are rclpy's own."""
-    known = sorted(declared)
-    unknown = sorted(n for n in given if n not in known and not n.startswith("qos_overrides."))
+    naming each with the closest declared name, or None."""
+    unknown = unknown_names(given, declared)
     if not unknown:
         return None
-    named = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, known, n=1)
-        named.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    named = [f"'{name}'" + (f" (did you mean '{close}'?)" if close else "") for name, close in unknown]
     return (f"unknown parameter(s) {', '.join(named)}: the node would ignore them; "
             "config/policy.yaml lists every parameter")
