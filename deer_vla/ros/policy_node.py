@@ -95,9 +95,6 @@ class NodeStats:
     steps: int = 0
     actions_published: int = 0
     stale: int = 0
-    future_stamps: int = 0  # steps refused because an image was stamped ahead of the node clock
-    # steps refused because the joint state and an image were stamped further apart than max_joint_state_skew_s
-    joint_state_skew: int = 0
     dropped: int = 0  # observations replaced by a newer one before the worker took them
     discarded: int = 0  # steps finished after halt/disable/deactivate/new episode: action not published
     rejected_images: int = 0
@@ -119,6 +116,17 @@ class NodeStats:
     def skip(self, reason: str, detail: str) -> None:
         self.skipped[reason] += 1
         self.skip_details[reason] = detail
+
+    @property
+    def future_stamps(self) -> int:
+        """Steps refused because an image was stamped ahead of the node clock."""
+        return self.skipped["future_image"]
+
+    @property
+    def joint_state_skew(self) -> int:
+        """Steps refused because the joint state and an image were stamped further apart than
+        max_joint_state_skew_s."""
+        return self.skipped["joint_state_skew"]
 
 
 class PolicyNode(LifecycleNode):
@@ -594,10 +602,6 @@ class PolicyNode(LifecycleNode):
         if stale is not None:
             reason, why = stale
             self.stats.stale += 1
-            if reason == "future_image":
-                self.stats.future_stamps += 1
-            elif reason == "joint_state_skew":
-                self.stats.joint_state_skew += 1
             self.stats.skip(reason, why)
             self.get_logger().warn(f"not stepping: {why}", throttle_duration_sec=2.0)
             if params.stale_action == "zero":
