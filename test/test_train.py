@@ -186,3 +186,42 @@ def test_init_checkpoint_takes_a_shipped_name(dataset: Path, tmp_path: Path) -> 
     assert pcfg.lm.hf_config["num_hidden_layers"] == shipped["lm"]["hf_config"]["num_hidden_layers"]
     with pytest.raises(UnknownCheckpointError, match="shipped: .*default"):
         build_policy_config(load_config(None, [*overrides, "init_checkpoint=no_such_name"]))
+
+
+def test_init_overrides_grow_the_resampler_and_keep_the_trained_weights(dataset: Path, tmp_path: Path) -> None:
+    """init_overrides: more visual tokens per camera from a trained checkpoint; the trained latents and every
+    unchanged tensor carry over, the new latents start near trained ones; a change that cannot carry is refused."""
+    from deer_vla.model.checkpoint import CheckpointError, load_checkpoint
+
+    cli_main([f"--set={o}" for o in _overrides(dataset, tmp_path / "base", **{"refine.steps": 0})])
+    base, _ = load_checkpoint(tmp_path / "base")
+    n_lat = base.resampler.latents.shape[0]
+    overrides = [o for o in _overrides(dataset, tmp_path / "grown", **{"refine.steps": 0, "joint.steps": 2})
+                 if not o.startswith("model_preset=")]
+    cfg = load_config(None, [*overrides, f"init_checkpoint={tmp_path / 'base'}",
+                             f"init_overrides.resampler.num_latents={2 * n_lat + 1}"])
+    trainer = Trainer(cfg, show_progress=False)
+    grown = trainer.model.resampler.latents.detach()
+    trained = base.resampler.latents.detach()
+    assert grown.shape[0] == 2 * n_lat + 1
+    assert torch.equal(grown[:n_lat], trained)
+    # new rows are copies of trained rows plus noise: closer to their source than to a fresh init's scale
+    extra = grown[n_lat:]
+    assert not torch.equal(extra[:n_lat], trained)
+    assert (extra[:n_lat] - trained).norm() < 0.5 * trained.norm()
+    assert torch.equal(trainer.model.resampler.proj.weight, base.resampler.proj.weight)
+    trainer.train()
+    after, _ = load_checkpoint(tmp_path / "grown")
+    assert after.config.resampler.num_latents == 2 * n_lat + 1
+    # a width change cannot carry the weights: refused with the tensors named
+    width = [*overrides, f"init_checkpoint={tmp_path / 'base'}", "init_overrides.lm.hf_config.hidden_size=48"]
+    with pytest.raises(CheckpointError, match="cannot carry weights.*->"):
+        Trainer(load_config(None, width), show_progress=False)
+    # an invalid override names the setting; overrides without an init checkpoint are a config error
+    with pytest.raises(ValueError, match="init_overrides"):
+        Trainer(load_config(None, [*overrides, f"init_checkpoint={tmp_path / 'base'}",
+                                   "init_overrides.resampler.num_latents=0"]), show_progress=False)
+    from deer_vla.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="init_overrides"):
+        load_config(None, [*overrides, "model_preset=tiny", "init_overrides.resampler.num_latents=4"])

@@ -18,7 +18,7 @@ from deer_vla.model.config import PolicyConfig
 from deer_vla.model.policy import MultiExitPolicy
 
 __all__ = ["CheckpointDir", "CheckpointError", "check_vocab", "load_checkpoint", "read_config", "read_extra",
-           "save_checkpoint"]
+           "save_checkpoint", "transfer_weights"]
 
 
 def save_checkpoint(model: MultiExitPolicy, tokenizer: Any, out_dir: str | Path, extra: dict | None = None) -> Path:
@@ -95,3 +95,41 @@ def load_checkpoint(ckpt: str | Path, max_exit: int | None = None, device: str |
     tokenizer = load_tokenizer(root)
     check_vocab(model, tokenizer)
     return model.to(device).eval(), tokenizer
+
+
+def transfer_weights(source: MultiExitPolicy, target: MultiExitPolicy, generator: torch.Generator | None = None
+                     ) -> dict[str, list[str]]:
+    """Start ``target`` (a changed architecture) from ``source``'s trained weights, in place.
+
+    Tensors of equal shape are copied. A tensor that only grows along its first axis (more resampler
+    latents, more camera embeddings) keeps its trained rows, and its new rows start as copies of trained
+    ones plus a little noise so they can diverge. Tensors new to ``target`` keep their fresh init; tensors
+    ``target`` lacks (e.g. fewer exits) are dropped. Any other shape change cannot carry weights over
+    and raises CheckpointError naming the tensors. Returns {"copied", "grown", "new", "dropped"} key lists.
+    """
+    src, dst = source.state_dict(), target.state_dict()
+    report: dict[str, list[str]] = {"copied": [], "grown": [], "new": [], "dropped": sorted(set(src) - set(dst))}
+    bad = []
+    out = {}
+    for key, fresh in dst.items():
+        old = src.get(key)
+        if old is None:
+            report["new"].append(key)
+            continue
+        if old.shape == fresh.shape:
+            out[key] = old.detach().clone()
+            report["copied"].append(key)
+        elif old.dim() == fresh.dim() >= 1 and old.shape[1:] == fresh.shape[1:] and fresh.shape[0] > old.shape[0]:
+            n_old, n_new = old.shape[0], fresh.shape[0]
+            picks = torch.arange(n_new - n_old) % n_old
+            noise = torch.randn((n_new - n_old, *old.shape[1:]), generator=generator, dtype=torch.float32)
+            extra = old[picks] + noise.to(old.dtype) * 0.1 * old.float().std().clamp_min(1e-6).to(old.dtype)
+            out[key] = torch.cat([old.detach(), extra.detach()])
+            report["grown"].append(key)
+        else:
+            bad.append(f"{key}: {tuple(old.shape)} -> {tuple(fresh.shape)}")
+    if bad:
+        raise CheckpointError(f"cannot carry weights into the changed architecture ({len(bad)} tensors change shape "
+                              f"other than growing their first axis): {bad[:5]}{'...' if len(bad) > 5 else ''}")
+    target.load_state_dict(out, strict=False)
+    return report

@@ -66,6 +66,9 @@ class TrainConfig(BaseModel):
     model_preset: str | None = "default"
     model: dict[str, Any] | None = None
     init_checkpoint: str | None = None  # a checkpoint directory or a shipped name ("default", "mt50")
+    # architecture changes to init_checkpoint's config, as a nested PolicyConfig mapping (e.g.
+    # {resampler: {num_latents: 32}}): weights carry over where they fit (model.checkpoint.transfer_weights)
+    init_overrides: dict[str, Any] | None = None
     # keep the decoder's own layers fixed in the joint stage (OpenFlamingo / DeeR with a pretrained LM:
     # cross-attention, resampler, token embeddings and heads are trained)
     freeze_lm_layers: bool = False
@@ -120,6 +123,8 @@ class TrainConfig(BaseModel):
                 "set exactly one of model_preset (a preset name), model (a PolicyConfig dict) and "
                 "init_checkpoint (a checkpoint directory); set the others to null"
             )
+        if self.init_overrides is not None and self.init_checkpoint is None:
+            raise ValueError("init_overrides changes init_checkpoint's architecture: set init_checkpoint too")
         if self.text is not None and self.init_checkpoint is not None:
             raise ValueError("text applies to a fresh model; init_checkpoint brings its own front end (set text: null)")
         if self.joint.steps + self.refine.steps == 0:

@@ -170,6 +170,15 @@ def build_policy_config(cfg: TrainConfig) -> Any:
             pcfg = init.read_config()
         except CheckpointError as exc:
             raise CheckpointError(f"init_checkpoint: {exc}") from exc
+        if cfg.init_overrides:
+            from pydantic import ValidationError
+
+            from deer_vla.core.config_io import deep_merge
+
+            try:
+                pcfg = PolicyConfig.model_validate(deep_merge(pcfg.model_dump(), cfg.init_overrides))
+            except ValidationError as exc:
+                raise ValueError(f"init_overrides: not a valid change of {init.config_path}: {exc}") from exc
     elif cfg.model is not None:
         pcfg = PolicyConfig.model_validate(cfg.model)
     else:
@@ -244,6 +253,8 @@ class Trainer:
             if cfg.init_checkpoint is not None:
                 self.model, self.tokenizer = load_checkpoint(resolve_checkpoint(cfg.init_checkpoint), device="cpu")
                 self.model.config.head.history = pcfg.head.history
+                if cfg.init_overrides:
+                    self.model = self._changed_architecture(self.model, pcfg)
             else:
                 self.model = MultiExitPolicy(pcfg)
                 if pcfg.text is not None:
@@ -265,6 +276,16 @@ class Trainer:
         self.objective.shard = (self.info.rank, self.info.world)
         self.stage: str | None = None
         self.step = self.start_step  # global optimizer steps done
+
+    def _changed_architecture(self, source: MultiExitPolicy, pcfg: Any) -> MultiExitPolicy:
+        from deer_vla.model.checkpoint import transfer_weights
+        from deer_vla.model.policy import MultiExitPolicy
+
+        model = MultiExitPolicy(pcfg)
+        report = transfer_weights(source, model, torch.Generator().manual_seed(self.cfg.seed))
+        log.info("init_overrides: %d tensors copied, grown %s, new %s, dropped %s", len(report["copied"]),
+                 report["grown"], report["new"], report["dropped"])
+        return model
 
     # -- stage setup
     def _setup_stage(self, stage: str) -> None:
