@@ -228,3 +228,77 @@ def test_recorder_moves_an_earlier_recording_aside_instead_of_truncating_it(tmp_
     assert read_recording(path) == [] and len(read_recording(tmp_path / "io.1.mcap")) == 3
     PolicyRecorder(path, ("static", "wrist")).close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["io.1.mcap", "io.2.mcap", "io.mcap"]
+
+
+def test_a_failing_flush_keeps_the_flusher_alive_and_close_releases_the_file(tmp_path, caplog):
+    """Disk full: the background flush fails, is logged once and retried, and resumes when space comes back;
+    a close whose footer cannot be written still releases the file, and what was flushed reads back."""
+    import errno
+
+    from std_msgs.msg import String
+
+    from deer_vla.data.mcap_io import McapLog, TruncatedMcapWarning, read_messages
+
+    log = McapLog(tmp_path / "full.mcap", flush_interval_s=0.02)
+    inner = log._writer._writer
+    real_flush = inner.flush
+    full = {"on": True}
+
+    def flaky_flush() -> None:
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_flush()
+
+    inner.flush = flaky_flush
+    log.write("/r", "std_msgs/msg/String", String(data="first"), 1)
+    deadline = time.monotonic() + 5
+    while log.flush_error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert isinstance(log.flush_error, OSError) and log._flusher.is_alive()
+    time.sleep(0.1)  # several failing ticks: one error line, the flusher still running
+    assert sum("flush failed" in r.getMessage() for r in caplog.records) == 1 and log._flusher.is_alive()
+    full["on"] = False
+    while log.flush_error is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log.flush_error is None, "the flusher did not recover when the disk did"
+    log.write("/r", "std_msgs/msg/String", String(data="second"), 2)
+
+    def no_footer() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    log._writer.finish = no_footer
+    with pytest.raises(OSError, match="No space"):
+        log.close()
+    assert log.closed and log._stream.closed and not log._flusher.is_alive()
+    log.close()  # a second close is a no-op, not a second error
+    with pytest.warns(TruncatedMcapWarning):
+        texts = [m.message.data for m in read_messages(tmp_path / "full.mcap")]
+    assert texts[0] == "first"
+
+
+@pytest.mark.ros
+def test_policy_node_keeps_controlling_when_its_recording_disk_is_full(executor, tiny_checkpoint, tmp_path):
+    """record_path on a full disk: every step still publishes its action; the failures are counted and shown
+    in /diagnostics, and cleanup survives a recording that cannot be closed."""
+    import errno
+
+    from fixtures import Driver, policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = policy_node(executor, tiny_checkpoint, enabled=True, record_path=str(tmp_path / "io.mcap"))
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    node._recorder.write_step = full
+    node._recorder.close = full
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.actions) >= 3)
+    assert node.stats.record_errors >= 3 and node.stats.model_errors == 0
+    values = {kv.key: kv.value for kv in node.diagnostics().status[0].values}
+    assert int(values["record errors"]) == node.stats.record_errors
+    errors = node.stats.record_errors
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+    assert node.stats.record_errors == errors + 1 and node._recorder is None

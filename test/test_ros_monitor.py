@@ -211,8 +211,8 @@ def test_monitor_with_a_reused_run_name_keeps_the_previous_logs(ros_context, tmp
 
 
 def test_monitor_keeps_counting_when_its_logs_cannot_be_written(ros_context, tmp_path, monkeypatch):
-    """Disk full: the record is still in the statistics, the callback does not raise, and a failing plot does
-    not cost the summary."""
+    """Disk full: the record is still in the statistics, the callback does not raise, and neither a log that
+    cannot be closed nor a failing plot costs the summary."""
     import errno
 
     from std_msgs.msg import String
@@ -238,8 +238,15 @@ def test_monitor_keeps_counting_when_its_logs_cannot_be_written(ros_context, tmp
             raise RuntimeError("no display")
 
         monkeypatch.setattr(monitor_node, "plot_records", broken_plot)
+        real_close = node._mcap.close
+
+        def no_footer() -> None:  # the disk fills before the MCAP footer: the file is released, the error raised
+            real_close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        node._mcap.close = no_footer
         summary = node.close()
-        assert summary["log_errors"] == 1 and summary["plot"] is None
+        assert summary["log_errors"] == 2 and summary["plot"] is None
         assert json.loads(node.summary_path.read_text())["steps"] == 1
         assert node.close() == summary  # idempotent
     finally:

@@ -9,9 +9,14 @@ Crash safety: a writer closes its chunk and flushes the file at least every
 a killed process loses about that much. A file without its footer (the
 writer never closed it) is read as a stream up to its last whole chunk, with
 a ``TruncatedMcapWarning``.
+
+A flush that fails (disk full) is logged once and retried on the next tick, so
+the flusher keeps running when the disk recovers; ``close()`` always releases
+the file and then raises the error that kept the footer from being written.
 """
 from __future__ import annotations
 
+import logging
 import numbers
 import sys
 import threading
@@ -26,6 +31,8 @@ from typing import Any
 from mcap.reader import NonSeekingReader, make_reader
 from mcap_ros2.decoder import DecoderFactory
 from mcap_ros2.writer import Writer
+
+log = logging.getLogger(__name__)
 
 _SEP = "=" * 80
 _TIME = "int32 sec\nuint32 nanosec\n"
@@ -99,6 +106,7 @@ class McapLog:
         self.closed = False
         self._lock = threading.Lock()
         self._dirty = False  # messages written since the last flush
+        self.flush_error: OSError | None = None  # the last failed background flush (None once one succeeds)
         self._stop = threading.Event()
         self._flush_interval_s = flush_interval_s
         self._stream.flush()  # the header is on disk from the start: even an empty crashed log is readable
@@ -107,7 +115,17 @@ class McapLog:
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self._flush_interval_s):
-            self.flush()
+            try:
+                self.flush()
+            except OSError as exc:  # disk full, device gone: keep the flusher alive for when it recovers
+                if self.flush_error is None:
+                    log.error("MCAP log %s: flush failed, retrying every %.1f s: %s", self.path,
+                              self._flush_interval_s, exc)
+                self.flush_error = exc
+            else:
+                if self.flush_error is not None:
+                    log.warning("MCAP log %s: flushing again after: %s", self.path, self.flush_error)
+                self.flush_error = None
 
     def flush(self) -> None:
         """Close the open chunk and push it to the OS (not fsync: a process crash, not a power cut)."""
@@ -139,14 +157,26 @@ class McapLog:
             self._dirty = True
 
     def close(self) -> None:
+        """Write the summary and footer and release the file. If that fails (disk full), the file is still
+        released and the log marked closed, then the OSError is raised: the readers recover such a file."""
         self._stop.set()
+        error: OSError | None = None
         with self._lock:
             if not self.closed:
-                self._writer.finish()
-                self._stream.close()
                 self.closed = True
+                try:
+                    self._writer.finish()
+                except OSError as exc:
+                    error = exc
+                finally:
+                    try:
+                        self._stream.close()
+                    except OSError as exc:  # the buffered tail could not be written either
+                        error = error or exc
         if threading.current_thread() is not self._flusher:
             self._flusher.join(timeout=2.0)
+        if error is not None:
+            raise error
 
 
 @dataclass

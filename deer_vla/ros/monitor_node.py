@@ -159,8 +159,12 @@ class MonitorNode(Node):
         if self._summary is not None:
             return self._summary
         self.closed = True
-        self._jsonl.close()
-        self._mcap.close()
+        for name, log_file in (("steps.jsonl", self._jsonl), ("steps.mcap", self._mcap)):
+            try:
+                log_file.close()
+            except OSError as exc:  # disk full at the end: the records are counted, the summary still comes
+                self.log_errors += 1
+                self.get_logger().error(f"{name} not closed cleanly in {self.log_dir}: {exc}")
         summary = self._summary = self.summary()
         # the summary before the plot: a plot takes seconds, and ros2 launch sends SIGKILL if shutdown drags on
         self.summary_path.write_text(json.dumps(summary, indent=2))

@@ -105,6 +105,7 @@ class NodeStats:
     unsafe_actions: int = 0
     no_instruction: int = 0
     hold_published: int = 0
+    record_errors: int = 0  # steps the record_path recording could not take (disk full): control goes on
     # (message in -> action out) and model time per step, ms; for the latency benchmark
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=10000))
     # steps that gave no action, by health.SKIP_REASONS key, and the latest sentence per reason (/diagnostics)
@@ -322,9 +323,7 @@ class PolicyNode(LifecycleNode):
         for pub in pubs.values():
             self.destroy_publisher(pub)
         self._control_timers, self._subs = [], []
-        if self._recorder is not None:
-            self._recorder.close()
-            self._recorder = None
+        self._close_recorder()
 
     @report_errors
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -392,10 +391,17 @@ class PolicyNode(LifecycleNode):
     def destroy_node(self) -> None:
         self.active = False
         self._stop_worker()
-        if self._recorder is not None:
-            self._recorder.close()
-            self._recorder = None
+        self._close_recorder()
         super().destroy_node()
+
+    def _close_recorder(self) -> None:
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            try:
+                recorder.close()
+            except OSError as exc:  # disk full at the end: what was flushed stays readable (mcap_io)
+                self.stats.record_errors += 1
+                self.get_logger().error(f"recording {recorder.log.path} not closed cleanly: {exc}")
 
     # -- parameters --------------------------------------------------------------------
     @staticmethod
@@ -698,8 +704,13 @@ class PolicyNode(LifecycleNode):
         self.last_record = record
         self.stats.latency_ms.append(((time.perf_counter_ns() - received_ns) * 1e-6, float(record.total_ms)))
         if self._recorder is not None:
-            self._recorder.write_step(frames, job.instruction, job.proprio, command.standard7, record_msg,
-                                      first.stamp_ns)
+            try:
+                self._recorder.write_step(frames, job.instruction, job.proprio, command.standard7, record_msg,
+                                          first.stamp_ns)
+            except OSError as exc:  # the recording is a side job: a full disk must not stop the robot
+                self.stats.record_errors += 1
+                self.get_logger().error(f"step not recorded to {self._recorder.log.path}: {exc}",
+                                        throttle_duration_sec=5.0)
 
     def _publish_twist(self, command: RobotCommand, stamp: Any) -> None:
         assert self.params is not None
@@ -775,7 +786,7 @@ class PolicyNode(LifecycleNode):
             info["guarantee eps"], info["guarantee delta"] = f"{guarantee.eps:.6g}", f"{guarantee.delta:.6g}"
         info.update({"dropped observations": str(stats.dropped), "discarded steps": str(stats.discarded),
                      "rejected images": str(stats.rejected_images), "rejected proprio": str(stats.rejected_proprio),
-                     "hold twists": str(stats.hold_published)})
+                     "hold twists": str(stats.hold_published), "record errors": str(stats.record_errors)})
         return info
 
     def diagnostics(self) -> DiagnosticArray:
