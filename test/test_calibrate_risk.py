@@ -76,3 +76,34 @@ def test_an_exceedance_metric_without_its_tau_is_refused(
         checkpoint: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert calibrate_main([*_args(checkpoint, tmp_path), "--risk", "0.5", "--risk-metric", "exceed"]) == 2
     assert "exceed:TAU" in capsys.readouterr().err
+
+
+def test_model_commands_set_their_thread_count_deliberately(checkpoint: tuple[Path, Path], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """calibrate / profile / replay run the model for minutes: each sets torch's thread count (default 1; the
+    default of every core oversubscribes a shared CPU), and a count below 1 is a usage error."""
+    from deer_vla.model.profiling import cli_main as profile_main
+    from deer_vla.ros.replay import cli_main as replay_main
+
+    ckpt, _ = checkpoint
+    try:
+        torch.set_num_threads(2)
+        assert calibrate_main([*_args(checkpoint, tmp_path), "--average-budget-fraction", "0.6"]) == 0
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        assert profile_main(["--checkpoint", str(ckpt), "--iters", "1", "--warmup", "0"]) == 0
+        assert torch.get_num_threads() == 1
+        assert profile_main(["--checkpoint", str(ckpt), "--iters", "1", "--warmup", "0", "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(2)
+        assert replay_main([str(tmp_path / "none.mcap"), "--checkpoint", str(ckpt)]) == 1  # no such recording
+        assert torch.get_num_threads() == 1
+        capsys.readouterr()
+        for main, argv in ((profile_main, ["--checkpoint", str(ckpt)]), (replay_main, ["x.mcap"])):
+            with pytest.raises(SystemExit) as exc:
+                main([*argv, "--threads", "0"])
+            assert exc.value.code == 2 and "expected an integer >= 1, got 0" in capsys.readouterr().err
+        assert calibrate_main([*_args(checkpoint, tmp_path), "--average-budget-fraction", "0.6", "--threads", "0"]) == 2
+        assert "threads" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(1)

@@ -164,6 +164,8 @@ class CalibrateSettings(BaseModel):
     risk_base_fraction: float = Field(0.3, gt=0, lt=1, description="share of the calibration episodes that solve the "
                                       "base thresholds (the rest certify them)")
     device: str = Field("cpu", description="torch device of the policy")
+    threads: int = Field(1, ge=1, description="torch CPU threads (1: more oversubscribe a CPU shared with other "
+                         "jobs)")
     out: str | None = Field(None, description="write here instead of the checkpoint directory")
 
     @model_validator(mode="after")
@@ -225,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--risk-unit", choices=("step", "episode"), help=_help("risk_unit"))
     r.add_argument("--risk-base-fraction", type=float, help=_help("risk_base_fraction"))
     p.add_argument("--device", help=_help("device"))
+    p.add_argument("--threads", type=int, help=_help("threads"))
     p.add_argument("--out", help=_help("out"))
     return p
 
@@ -256,6 +259,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
     runner = PolicyRunner.from_checkpoint(ckpt, device=args.device)
     profile = runner.cost_profile  # saved with the thresholds; the full model's cost sets budget fractions
     try:  # the learned criterion's thresholds are solved on costs that charge its gates

@@ -25,6 +25,17 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the offending key(s) and where they came from."""
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts such as --threads: an integer >= 1, else a clear usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def parse_value(text: str) -> Any:
     """`--set` values are YAML scalars/flows: 3, 1e-4, true, null, [1, 2], {a: 1}."""
     return yaml.safe_load(text) if text.strip() else ""

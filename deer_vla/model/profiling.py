@@ -22,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from deer_vla.core import CostProfile, LatencyStats
+from deer_vla.core.config_io import positive_int
 from deer_vla.model.config import PolicyConfig
 from deer_vla.model.policy import MultiExitPolicy
 from deer_vla.model.shipped import CHECKPOINT_HELP, checkpoint_argument
@@ -240,9 +241,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-exit", type=int, default=None)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch CPU threads (default 1: on a shared CPU more threads oversubscribe and time noise)")
     p.add_argument("--json", default=None,
                    help="write the CostProfile to this file (deer-vla calibrate saves one into the checkpoint)")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     from deer_vla.model.checkpoint import CheckpointError, load_checkpoint
 
     if args.device == "cuda" and not torch.cuda.is_available():

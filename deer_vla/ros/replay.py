@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deer_vla.core.config_io import positive_int
 from deer_vla.data.mcap_io import truncation_warnings_to_stderr
 from deer_vla.data.recording import check_cameras, read_recording
 from deer_vla.model.checkpoint_dir import CheckpointDir
@@ -78,6 +79,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=checkpoint_argument, default="", help=checkpoint_help())
     parser.add_argument("--thresholds", type=Path, default=None, help="default: the checkpoint's own")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="torch CPU threads (default 1: more oversubscribe a shared CPU)")
     parser.add_argument("--average-gflops", type=float, default=None)
     parser.add_argument("--peak-gflops", type=float, default=None)
     parser.add_argument("--peak-ms", type=float, default=None)
@@ -89,6 +92,9 @@ def cli_main(argv: list[str] | None = None) -> int:
                         help="thresholds as solved, without the online tracker the policy node uses by default")
     parser.add_argument("--json", type=Path, default=None, help="also write the report (with per-step exits) here")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     budget = {"average_gflops": args.average_gflops, "peak_gflops": args.peak_gflops, "peak_ms": args.peak_ms,
               "memory_bytes": args.memory_bytes, "deadline_ms": args.deadline_ms, "metric": args.metric}
     try:
