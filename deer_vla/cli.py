@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-gate": ("deer_vla.train.gate", "train the learned exit criterion's gates on a checkpoint's own outputs"),
     "calibrate": ("deer_vla.commands.calibrate", "solve exit thresholds for an average budget"),
     "evaluate": ("deer_vla.evaluation.evaluator", "closed-loop success vs compute evaluation"),
+    "eval-report": ("deer_vla.evaluation.journal_report", "results so far of a running or interrupted evaluation"),
     "instruction-swap": ("deer_vla.evaluation.instruction_swap", "shared starts: does each instruction do its task"),
     "profile": ("deer_vla.model.profiling", "per-exit FLOPs, params, memory and latency of a checkpoint"),
     "replay": ("deer_vla.ros.replay", "replay a recorded MCAP through the policy offline"),

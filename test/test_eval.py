@@ -272,6 +272,22 @@ def test_evaluate_resumes_from_its_episode_journal(checkpoint: tuple[Path, Path]
     for r in kept:
         r["model_ms"] = 12345.0
     journal.write_text("\n".join([header, *map(json.dumps, kept), records[2][:15]]))
+    # what the interrupted run has so far, without the model: its plan, the finished episodes, the torn line dropped
+    from deer_vla.evaluation.journal_report import cli_main as report_main
+    from deer_vla.evaluation.journal_report import journal_report
+
+    done = {m: sum(r["mode"] == m for r in kept) for m in ("full", "exit1")}
+    so_far = journal_report(out)
+    assert so_far["progress"] == {m: [done[m], 2] for m in ("full", "exit1")}
+    assert {m: st["overall"]["episodes"] for m, st in so_far["summary"].items()} == done
+    shared = set.intersection(*({r["seed"] for r in kept if r["mode"] == m} for m in ("full", "exit1")))
+    common = journal_report(out, common=True)["summary"]  # only seeds every mode finished
+    assert {m: st["overall"]["episodes"] for m, st in common.items()} == {"full": len(shared), "exit1": len(shared)}
+    capsys.readouterr()
+    assert report_main([str(out), "--json", str(tmp_path / "so_far.json")]) == 0
+    assert f"full: {done['full']} of 2 episodes" in capsys.readouterr().out
+    assert json.loads((tmp_path / "so_far.json").read_text())["progress"]["exit1"] == [done["exit1"], 2]
+    assert report_main([str(tmp_path / "nowhere")]) == 1 and "no evaluation journal" in capsys.readouterr().err
     assert evaluate_main([*argv, "--resume"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert len(res["episodes"]) == 4

@@ -280,8 +280,10 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
     if conditions != ["canonical"]:  # same seeds, other instructions: modes get a suffix per condition
         modes = [m if c == "canonical" else replace(m, name=m.name + HELDOUT_SUFFIX)
                  for c in conditions for m in modes]
+    run_plan = {"modes": [m.name for m in modes], "tasks": list(cfg.tasks),
+                "episodes_per_task": cfg.episodes_per_task, "checkpoint": str(cfg.checkpoint)}
     journal = EpisodeJournal(out, run_fingerprint(CheckpointDir(cfg.checkpoint).weights_digest(), modes,
-                                                  cfg.seed_offset, cfg.max_steps, cfg.image_size))
+                                                  cfg.seed_offset, cfg.max_steps, cfg.image_size), run_plan)
     done = journal.start(cfg.resume)
     results: list[EpisodeResult] = []  # this run's episodes found in the journal, then the new ones
     for task in cfg.tasks:

@@ -47,9 +47,12 @@ class JournalError(ValueError):
 class EpisodeJournal:
     """Append-only episode log of one evaluation output directory."""
 
-    def __init__(self, out_dir: str | Path, fingerprint: dict[str, Any]) -> None:
+    def __init__(self, out_dir: str | Path, fingerprint: dict[str, Any], plan: dict[str, Any] | None = None) -> None:
+        """``plan``: what the run will play (mode names in order, tasks, episodes per task), kept in the header
+        so ``deer-vla eval-report`` can show a run in progress against it."""
         self.path = Path(out_dir) / JOURNAL_NAME
         self.fingerprint = fingerprint
+        self.plan = plan
 
     def start(self, resume: bool) -> dict[EpisodeKey, EpisodeResult]:
         """Open the journal: resume=True keeps (and returns) a matching journal's episodes, else starts afresh.
@@ -73,38 +76,54 @@ class EpisodeJournal:
             os.fsync(f.fileno())
 
     def _read(self) -> dict[EpisodeKey, EpisodeResult]:
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        try:
-            header = json.loads(lines[0]) if lines else None
-        except json.JSONDecodeError:
-            header = None
-        if not isinstance(header, dict) or header.get("journal") != JOURNAL_VERSION:
-            raise JournalError(f"{self.path} is not an evaluation journal (version {JOURNAL_VERSION}); "
-                             "remove it or choose another --out")
+        header, results = read_journal(self.path)
         theirs = header.get("fingerprint", {})
         diff = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
         if diff:
             raise JournalError(f"cannot resume from {self.path}: it was written by a different run ({', '.join(diff)} "
                              "differ); use another --out or drop --resume")
-        done: dict[EpisodeKey, EpisodeResult] = {}
-        for i, line in enumerate(lines[1:], start=2):
-            try:
-                r = EpisodeResult(**json.loads(line))
-            except (json.JSONDecodeError, TypeError) as exc:
-                if i == len(lines):  # the last line: a write cut short by the crash
-                    log.warning("%s: dropping a torn last line (%s)", self.path, exc)
-                    break
-                raise JournalError(f"{self.path} line {i} is not an episode record: {exc}") from exc
-            done[episode_key(r)] = r
+        done = {episode_key(r): r for r in results}
         log.info("resuming: %d episodes already in %s", len(done), self.path)
         return done
 
     def _rewrite(self, results: Iterable[EpisodeResult]) -> None:
         tmp = self.path.with_suffix(".jsonl.tmp")
         with tmp.open("w", encoding="utf-8") as f:
-            f.write(json.dumps({"journal": JOURNAL_VERSION, "fingerprint": self.fingerprint}) + "\n")
+            header: dict[str, Any] = {"journal": JOURNAL_VERSION, "fingerprint": self.fingerprint}
+            if self.plan is not None:
+                header["plan"] = self.plan
+            f.write(json.dumps(header) + "\n")
             for r in results:
                 f.write(json.dumps(r.to_dict()) + "\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+
+def read_journal(path: str | Path) -> tuple[dict[str, Any], list[EpisodeResult]]:
+    """(header, episodes) of a journal file, as written so far; a torn last line (a crash, or a run still
+    writing) is dropped with a warning. JournalError when it is not a journal or a middle line is broken."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise JournalError(f"no evaluation journal at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JournalError(f"{path} cannot be read as an evaluation journal: {exc}") from exc
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("journal") != JOURNAL_VERSION:
+        raise JournalError(f"{path} is not an evaluation journal (version {JOURNAL_VERSION}); "
+                           "(another --out, or remove the file)")
+    results: list[EpisodeResult] = []
+    for i, line in enumerate(lines[1:], start=2):
+        try:
+            results.append(EpisodeResult(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError) as exc:
+            if i == len(lines):  # the last line: a write cut short by a crash
+                log.warning("%s: dropping a torn last line (%s)", path, exc)
+                break
+            raise JournalError(f"{path} line {i} is not an episode record: {exc}") from exc
+    return header, results

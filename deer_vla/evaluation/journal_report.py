@@ -1,0 +1,86 @@
+"""`deer-vla eval-report DIR`: the results so far of an evaluation, running or interrupted, from its journal.
+
+A long run (MT50: hours) writes each finished episode to ``DIR/episodes.jsonl`` at once; this reads that file
+without the model or the simulator and prints the same tables as the finished run (success with Wilson
+intervals, GFLOPs per step, MT50 difficulty groups), with how many of each mode's planned episodes are in.
+Modes that are behind have fewer episodes: compare modes on the tasks they all finished (``--common``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, read_journal
+from deer_vla.evaluation.report import group_means, print_groups, print_table, summarize, summarize_groups
+
+
+def journal_report(out_dir: str | Path, common: bool = False) -> dict[str, Any]:
+    """Summary of the journal in ``out_dir``: {"plan", "progress": {mode: [done, planned]}, "summary",
+    "groups", "episodes"}. ``common``: only the (task, seed) pairs every mode has finished, so the modes are
+    compared on the same episodes."""
+    from deer_vla.sim.mt50 import difficulty_groups
+
+    header, results = read_journal(Path(out_dir) / JOURNAL_NAME)
+    plan = header.get("plan") or {}
+    order = list(plan.get("modes") or dict.fromkeys(r.mode for r in results))
+    order += [m for m in dict.fromkeys(r.mode for r in results) if m not in order]  # modes the plan lacks
+    if common and order:
+        by_mode: dict[str, set[tuple[str, int]]] = {m: set() for m in order}
+        for r in results:
+            by_mode[r.mode].add((r.task, r.seed))
+        shared = set.intersection(*(by_mode[m] for m in order))
+        results = [r for r in results if (r.task, r.seed) in shared]
+    per_task = plan.get("episodes_per_task")
+    tasks = list(plan.get("tasks") or dict.fromkeys(r.task for r in results))
+    planned = per_task * len(tasks) if isinstance(per_task, int) else None
+    progress = {m: [sum(r.mode == m for r in results), planned] for m in order}
+    summary = summarize(results, order)
+    groups = difficulty_groups(tasks)
+    group_summary = summarize_groups(results, order, groups) if len(groups) > 1 else None
+    return {
+        "plan": plan,
+        "common_only": common,
+        "progress": progress,
+        "summary": summary,
+        "groups": ({"tasks": groups, "summary": group_summary, "group_mean": group_means(group_summary)}
+                   if group_summary else None),
+        "episodes": [r.to_dict() for r in results],
+    }
+
+
+def _full_mode(order: list[str]) -> str | None:
+    return "full" if "full" in order else None
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="deer-vla eval-report", description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path, help="the evaluation's --out directory (holds episodes.jsonl)")
+    p.add_argument("--common", action="store_true",
+                   help="only the task/seed episodes every mode has finished (modes compared on the same seeds)")
+    p.add_argument("--json", type=Path, default=None, help="also write the report here")
+    args = p.parse_args(argv)
+    try:
+        report = journal_report(args.out, common=args.common)
+    except JournalError as exc:
+        print(f"deer-vla eval-report: {exc}", file=sys.stderr)
+        return 1
+    summary = report["summary"]
+    if not summary:
+        print(f"deer-vla eval-report: no finished episode in {args.out / JOURNAL_NAME} yet")
+        return 0
+    print_table(summary, {}, _full_mode(list(summary)))
+    if report["groups"]:
+        print_groups(report["groups"]["summary"], summary)
+    for mode, (done, planned) in report["progress"].items():
+        print(f"{mode}: {done}{'' if planned is None else f' of {planned}'} episodes"
+              f"{' (on the seeds every mode finished)' if args.common else ''}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())
