@@ -299,3 +299,64 @@ def test_policy_node_skips_steps_whose_joint_state_and_images_are_stamped_apart(
     step(0.3)
     assert spin_until(executor, lambda: node.stats.actions_published > published)
     assert node.stats.joint_state_skew == skipped
+
+
+@pytest.mark.ros
+def test_a_step_pairs_its_images_with_the_joint_state_stamped_nearest_them(executor, tiny_checkpoint, tmp_path,
+                                                                           spin_until):
+    """A camera's latency puts the newest joint state ahead of the picture: the step uses the joint state
+    stamped nearest its images (message_filters' ApproximateTime), so the arm pose and the picture agree."""
+    from fixtures import Driver
+    from rclpy.duration import Duration
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Header
+
+    from deer_vla.ros.image_conv import rgb_to_image_msg
+    from deer_vla.ros.policy_node import PolicyNode
+
+    # timer mode at a slow rate: this test prepares the steps itself
+    node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in {
+        "checkpoint_dir": str(_named_checkpoint(tiny_checkpoint, tmp_path)), "proprio.source": "joint_state",
+        "control_mode": "timer", "rate_hz": 0.05}.items()])
+    executor.add_node(node)
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    drv = Driver(executor, proprio_dim=0)
+    joint_pub = drv.node.create_publisher(JointState, "joint_states", 10)
+    drv.instruct()
+    assert spin_until(executor, lambda: node.instruction is not None)
+    now = drv.node.get_clock().now()
+    picture = now - Duration(nanoseconds=150_000_000)  # when the cameras took the images
+    poses = {  # stamp offset from the picture (s) -> joint positions
+        -0.06: [0.0, 0.1, 0.0, 0.1, 0.1],
+        0.01: [0.0, 0.2, 0.0, -0.3, 0.4],  # the pose at the picture
+        0.09: [0.0, 0.3, 0.0, 0.2, -0.5],  # the newest: the arm has moved on since
+    }
+    for offset, position in poses.items():
+        stamp = picture + Duration(nanoseconds=int(offset * 1e9))
+        joint_pub.publish(JointState(header=Header(stamp=stamp.to_msg()), name=JOINTS, position=position,
+                                     velocity=VELOCITY))
+    assert spin_until(executor, lambda: len(node._joint_history) == 3)
+    for pub in drv.image_pubs:
+        pub.publish(rgb_to_image_msg(np.zeros((48, 64, 3), dtype=np.uint8), picture.to_msg()))
+    assert spin_until(executor, lambda: len(node.frames) == 2)
+
+    def expected(offset: float) -> np.ndarray:
+        return node._joint_map.extract(JOINTS, poses[offset], VELOCITY, [])
+
+    np.testing.assert_array_equal(node.proprio, expected(0.09))  # the newest arrived last ...
+    job = node.prepare_step()
+    assert job is not None
+    np.testing.assert_array_equal(job.proprio, expected(0.01))  # ... the step takes the one of the picture
+    # images of a later picture pair with the newest
+    for pub in drv.image_pubs:
+        later = picture + Duration(nanoseconds=80_000_000)
+        pub.publish(rgb_to_image_msg(np.zeros((48, 64, 3), dtype=np.uint8), later.to_msg()))
+    assert spin_until(executor, lambda: all(f.stamp_ns == later.nanoseconds for f in node.frames.values()))
+    job = node.prepare_step()
+    assert job is not None
+    np.testing.assert_array_equal(job.proprio, expected(0.09))
+    # cleanup forgets the pairs: the next configuration waits for its own joint states
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+    assert not node._joint_history

@@ -69,6 +69,7 @@ INSTRUCTION_QOS = QoSProfile(
 )
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute, as diagnostic_aggregator and rqt_robot_monitor expect
+JOINT_HISTORY = 1024  # joint states kept for pairing with images: about 1 s of a 1 kHz driver
 
 
 @dataclass
@@ -150,6 +151,9 @@ class PolicyNode(LifecycleNode):
         self.proprio: np.ndarray | None = None
         self._proprio_ns = -1
         self._proprio_stamp_ns: int | None = None  # header stamp of the JointState the proprio came from
+        # recent stamped joint states: a step pairs its images with the one stamped nearest them
+        # (message_filters' ApproximateTime), not the newest, which a camera's latency puts ahead of the picture
+        self._joint_history: deque[tuple[int, np.ndarray]] = deque(maxlen=JOINT_HISTORY)
         self._joint_map: JointStateProprio | None = None  # proprio.source joint_state: names -> joint values
         self.frames: dict[str, CameraFrame] = {}
         self._used_ns: dict[str, int] = {}  # arrival time of the frames the last step used, per camera
@@ -368,6 +372,7 @@ class PolicyNode(LifecycleNode):
         self.stack, self.params, self._joint_map = None, None, None
         # the next configuration may read another source or checkpoint: wait for its own proprioception
         self.proprio, self._proprio_stamp_ns, self._proprio_ns = None, None, -1
+        self._joint_history.clear()
         self.frames.clear()
         self._used_ns.clear()
 
@@ -575,6 +580,8 @@ class PolicyNode(LifecycleNode):
 
     def _accept_proprio(self, values: np.ndarray, stamp_ns: int | None) -> None:
         self.proprio, self._proprio_stamp_ns = values, stamp_ns
+        if stamp_ns is not None:
+            self._joint_history.append((stamp_ns, values))
         self._proprio_ns = time.perf_counter_ns()
         if self.params is not None and self.params.control_mode == "event" and self._all_new():
             self.control_step()
@@ -604,7 +611,8 @@ class PolicyNode(LifecycleNode):
         frames = {c: self.frames[c] for c in stack.cameras if c in self.frames}
         self._used_ns = {c: f.received_ns for c, f in self.frames.items()}
         self._used_ns["~proprio"] = self._proprio_ns
-        stale = self._why_stale(frames)
+        paired = self._paired_joint_state(frames)
+        stale = self._why_stale(frames, paired[0] if paired is not None else None)
         if stale is not None:
             reason, why = stale
             self.stats.stale += 1
@@ -616,14 +624,24 @@ class PolicyNode(LifecycleNode):
                         self._last_command = None
                         self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
             return None
-        return StepJob(frames, self.instruction, self.proprio, self._episode_gen, self._actuation_gen)
+        proprio = paired[1] if paired is not None else self.proprio
+        return StepJob(frames, self.instruction, proprio, self._episode_gen, self._actuation_gen)
 
-    def _why_stale(self, frames: dict[str, CameraFrame]) -> tuple[str, str] | None:
+    def _paired_joint_state(self, frames: dict[str, CameraFrame]) -> tuple[int, np.ndarray] | None:
+        """(stamp, values) of the buffered joint state stamped nearest the step's images (the smallest worst
+        gap to any camera), or None without stamped joint states or images."""
+        history = list(self._joint_history)  # one copy: the executor may append while a step is prepared
+        stamps = [f.stamp_ns for f in frames.values()]
+        if not history or not stamps:
+            return None
+        return min(history, key=lambda joint: max(abs(joint[0] - s) for s in stamps))
+
+    def _why_stale(self, frames: dict[str, CameraFrame], joint_stamp_ns: int | None) -> tuple[str, str] | None:
         """Why the observation is not fresh, as (a health.SKIP_REASONS key, a sentence), or None: a camera
         without a recent image (or one stamped ahead of the node clock, or the cameras' stamps far apart), an
-        old joint state, or one stamped too far from the images. A joint state goes stale like an image: timer
-        mode would otherwise reuse it after the arm driver stops. Float-array proprio carries no stamp and is
-        not checked."""
+        old newest joint state, or the paired one (``joint_stamp_ns``, see _paired_joint_state) stamped too far
+        from the images. A joint state goes stale like an image: timer mode would otherwise reuse it after the
+        arm driver stops. Float-array proprio carries no stamp and is not checked."""
         assert self.params is not None and self.stack is not None
         params = self.params
         now = self.get_clock().now().nanoseconds
@@ -637,8 +655,8 @@ class PolicyNode(LifecycleNode):
         joint = stamp_problem(self._proprio_stamp_ns, now, params.max_image_age_s, params.max_image_future_s)
         if joint is not None:
             return "stale_joint_state", f"no fresh joint state: the newest was {joint}"
-        skew = skew_problem(self._proprio_stamp_ns, {c: f.stamp_ns for c, f in frames.items()},
-                            params.max_joint_state_skew_s)
+        paired = joint_stamp_ns if joint_stamp_ns is not None else self._proprio_stamp_ns
+        skew = skew_problem(paired, {c: f.stamp_ns for c, f in frames.items()}, params.max_joint_state_skew_s)
         if skew is not None:
             return "joint_state_skew", skew
         return None
