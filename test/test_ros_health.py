@@ -160,3 +160,45 @@ def test_policy_node_status_goes_ok_warn_error_when_a_camera_stops(executor, tin
     seen = len(statuses)
     drv.spin(0.5)
     assert statuses[seen:] and all(s[0] == WARN and "inactive" in s[1] for s in statuses[seen:])
+
+
+@pytest.mark.ros
+def test_policy_node_reports_before_configure_and_why_configure_failed(executor, tiny_checkpoint, tmp_path):
+    """/diagnostics from construction on: WARN while unconfigured, ERROR naming the reason once a configure
+    fails (a launch whose configure failed is not silent on the robot's monitor), the normal status once
+    configured, and WARN again after cleanup."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fixtures import Driver
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.policy_node import PolicyNode
+
+    missing = tmp_path / "no_such_checkpoint"
+    node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in {
+        "checkpoint_dir": str(missing), "diagnostics_period_s": 0.1}.items()])
+    executor.add_node(node)
+    drv = Driver(executor)
+    statuses: list = []
+    drv.node.create_subscription(DiagnosticArray, "/diagnostics", lambda arr: statuses.extend(
+        (s.level[0], s.message, {kv.key: kv.value for kv in s.values})
+        for s in arr.status if s.name == "deer_vla_policy: policy"), 10)
+    assert drv.drive_until(lambda: bool(statuses), timeout=5.0)
+    level, message, values = statuses[-1]
+    assert level == WARN and "unconfigured: no checkpoint loaded" in message
+    assert values["state"] == "unconfigured" and values["checkpoint"] == str(missing)
+
+    assert node.trigger_configure() == R.FAILURE
+    assert drv.drive_until(lambda: statuses[-1][0] == ERROR, timeout=5.0)
+    assert "configure failed" in statuses[-1][1] and str(missing) in statuses[-1][1]
+    seen = len(statuses)
+    drv.spin(0.35)  # it keeps saying so, period after period
+    assert len(statuses) - seen >= 2 and all(s[0] == ERROR for s in statuses[seen:])
+
+    node.set_parameters([Parameter("checkpoint_dir", value=str(tiny_checkpoint))])
+    assert node.trigger_configure() == R.SUCCESS
+    assert drv.drive_until(lambda: "inactive" in statuses[-1][1] and "checkpoint" in statuses[-1][2]
+                           and statuses[-1][2]["checkpoint"] == str(tiny_checkpoint), timeout=5.0)
+    assert node.trigger_cleanup() == R.SUCCESS
+    assert drv.drive_until(lambda: "unconfigured: no checkpoint loaded" in statuses[-1][1], timeout=5.0)
+    assert statuses[-1][0] == WARN  # the failure was cleared by the successful configure

@@ -89,7 +89,8 @@ def _held(node) -> dict[str, int]:
             "step threads": sum(t.name == f"{node.get_name()}_step" for t in threading.enumerate())}
 
 
-NOTHING = {"timers": 0, "subscriptions": 0, "publishers": 0, "step threads": 0}
+# what a node without a checkpoint keeps: its /diagnostics status timer and publisher (it reports from start-up)
+NOTHING = {"timers": 1, "subscriptions": 0, "publishers": 1, "step threads": 0}
 
 
 def test_lifecycle_cycles_leave_nothing_behind_and_inactive_keeps_its_diagnostics(executor, tiny_checkpoint):
@@ -114,7 +115,8 @@ def test_lifecycle_cycles_leave_nothing_behind_and_inactive_keeps_its_diagnostic
         assert node._diagnostics_timer in list(node.timers)  # the status goes on while inactive
         assert node.trigger_cleanup() == R.SUCCESS
         assert _held(node) == NOTHING
-    # diagnostics, control and hold timers; 2 cameras + instruction + proprio; 5 outputs; one worker
+    # diagnostics, control and hold timers; 2 cameras + instruction + proprio; 5 outputs (with /diagnostics);
+    # one worker
     assert held == [{"timers": 3, "subscriptions": 4, "publishers": 5, "step threads": 1}] * 3
 
 

@@ -17,6 +17,10 @@ periods, so a slow control rate is not taken for a stall):
   silent camera first, then the most frequent skip reason, a silent joint
   state or proprio topic, a model step still running); ERROR, with the same
   reason, once no step has finished for ``ERROR_AFTER_WINDOWS`` windows.
+- No checkpoint loaded (``unconfigured_status``): ERROR naming the reason
+  when the last configure failed, else WARN. The node reports from
+  construction on, so a node that never configured is not absent from the
+  robot's monitor.
 """
 from __future__ import annotations
 
@@ -203,3 +207,12 @@ def policy_status(snap: HealthSnapshot, before: HealthSnapshot | None) -> Policy
     if since_step > ERROR_AFTER_WINDOWS * window:
         return PolicyStatus(ERROR, f"no step for {since_step:.1f} s: {why}", values)
     return PolicyStatus(WARN, f"no step in the last {window:g} s: {why}", values)
+
+
+def unconfigured_status(state: str, checkpoint: str, configure_error: str | None) -> PolicyStatus:
+    """The status of a node with no checkpoint loaded (lifecycle ``state``): ERROR naming the reason when its
+    last configure failed, else WARN (not configured yet, cleaned up, or shut down)."""
+    values = [("state", state), ("checkpoint", checkpoint)]
+    if configure_error is not None:
+        return PolicyStatus(ERROR, f"configure failed: {configure_error}", values)
+    return PolicyStatus(WARN, f"{state}: no checkpoint loaded (lifecycle configure to load one)", values)

@@ -41,7 +41,14 @@ from std_srvs.srv import SetBool, Trigger
 from deer_vla.core import Observation, ProprioError
 from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
-from deer_vla.ros.health import HealthSnapshot, InputAge, image_problem, policy_status
+from deer_vla.ros.health import (
+    HealthSnapshot,
+    InputAge,
+    PolicyStatus,
+    image_problem,
+    policy_status,
+    unconfigured_status,
+)
 from deer_vla.ros.joint_state import JointStateProprio, skew_problem, stamp_problem
 from deer_vla.ros.lifecycle import guard_change_state, report_errors
 from deer_vla.ros.node_main import run_node
@@ -174,8 +181,13 @@ class PolicyNode(LifecycleNode):
         self._episode_applied = 0  # the episode the controller's state belongs to (worker thread)
         self._worker: StepWorker[StepJob] | None = None
         self._hold_timer: Any = None
-        self._diagnostics_timer: Any = None
         self._health_before: HealthSnapshot | None = None  # the previous period's, for its counts
+        # /diagnostics from construction on: a node that is not configured, or whose configure failed, says so
+        # on the robot's monitor instead of being absent from it
+        self._configure_error: str | None = None
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self._diagnostics_timer: Any = None
+        self._start_diagnostics_timer(self.get_parameter("diagnostics_period_s").value)
         self._active_since_ns: int | None = None  # node clock at activation
         self.create_service(SetBool, "~/enable", self._srv_enable, callback_group=self._control_group)
         self.create_service(Trigger, "~/halt", self._srv_halt, callback_group=self._control_group)
@@ -225,11 +237,10 @@ class PolicyNode(LifecycleNode):
                 except ValueError as exc:
                     raise ConfigurationError(f"proprio.source joint_state: {exc}") from exc
         except (ParameterError, ConfigurationError, FileNotFoundError) as exc:
-            self.get_logger().error(f"configure failed: {exc}")
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(str(exc))
         except Exception as exc:  # a broken checkpoint must leave the node unconfigured, not dead
-            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(f"{type(exc).__name__}: {exc}")
+        self._configure_error = None
         self.params, self.stack, self._joint_map = params, stack, joint_map
         self.enabled = params.enabled
         if params.torch_threads:
@@ -260,6 +271,12 @@ class PolicyNode(LifecycleNode):
         if guarantee is not None:
             self.get_logger().info(f"fidelity guarantee in force: {guarantee.describe()}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
+        self._configure_error = reason
+        self.get_logger().error(f"configure failed: {reason}")
+        self.publish_diagnostics()  # at once, not a period later: the operator sees why
+        return TransitionCallbackReturn.FAILURE
 
     def _check_topic_names(self, params: PolicyParams) -> None:
         """Resolve every topic the configuration uses as rcl will (namespace, ~, remapping): a bad name fails
@@ -297,12 +314,9 @@ class PolicyNode(LifecycleNode):
             "gripper": self.create_publisher(Float64, params.gripper_topic, OUTPUT_QOS),
             "action": self.create_publisher(Float32MultiArray, params.action_topic, OUTPUT_QOS),
             "record": self.create_publisher(String, params.record_topic, QoSProfile(depth=100)),
-            "diagnostics": self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10),
         }
         self._health_before = None
-        # on the control group: the status goes out while a model step runs
-        self._diagnostics_timer = self.create_timer(params.diagnostics_period_s, self.publish_diagnostics,
-                                                    callback_group=self._control_group)
+        self._start_diagnostics_timer(params.diagnostics_period_s)
         if params.record_path:
             self._recorder = PolicyRecorder(params.record_path, stack.cameras)
 
@@ -315,9 +329,6 @@ class PolicyNode(LifecycleNode):
     def _destroy_interfaces(self) -> None:
         self._stop_worker()  # before the publishers and the recorder it uses go away
         self._stop_hold_timer()
-        if self._diagnostics_timer is not None:
-            self.destroy_timer(self._diagnostics_timer)
-            self._diagnostics_timer = None
         for timer in self._control_timers:
             self.destroy_timer(timer)
         for sub in self._subs:
@@ -812,6 +823,9 @@ class PolicyNode(LifecycleNode):
         snapshot = self.health_snapshot()
         status = policy_status(snapshot, self._health_before)
         self._health_before = snapshot
+        return self._status_array(status)
+
+    def _status_array(self, status: PolicyStatus) -> DiagnosticArray:
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status.append(DiagnosticStatus(
@@ -821,13 +835,25 @@ class PolicyNode(LifecycleNode):
         ))
         return arr
 
+    def unconfigured_diagnostics(self) -> DiagnosticArray:
+        """The status while no checkpoint is loaded (health.unconfigured_status)."""
+        return self._status_array(unconfigured_status(self._state_machine.current_state[1],
+                                                      str(self.get_parameter("checkpoint_dir").value),
+                                                      self._configure_error))
+
     def publish_diagnostics(self) -> None:
-        if self.params is None or self.stack is None:
-            return  # cleaned up between the timer firing and this call
-        arr = self.diagnostics()
-        pub = self._pubs.get("diagnostics")
-        if pub is not None:
-            pub.publish(arr)
+        configured = self.params is not None and self.stack is not None
+        self._diagnostics_pub.publish(self.diagnostics() if configured else self.unconfigured_diagnostics())
+
+    def _start_diagnostics_timer(self, period_s: Any) -> None:
+        """(Re)start the status timer; a period that is not a valid number (refused at configure) keeps the
+        default until then. On the control group: the status goes out while a model step runs."""
+        if not (isinstance(period_s, (int, float)) and not isinstance(period_s, bool) and 0.05 <= period_s <= 60):
+            period_s = POLICY_DEFAULTS["diagnostics_period_s"]
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+        self._diagnostics_timer = self.create_timer(float(period_s), self.publish_diagnostics,
+                                                    callback_group=self._control_group)
 
 
 def main(argv: list[str] | None = None) -> int:
