@@ -131,3 +131,140 @@ def test_unclear_inputs_are_refused_with_what_to_do(lerobot_demo: Path, tmp_path
     assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "e"), "--camera", "static=observation.images.side",
                      "--gripper-open", "0", "--gripper-closed", "1"]) == 1
     assert "cameras: observation.images.front, observation.images.wrist" in capsys.readouterr().err
+
+
+# --- broken inputs: one line naming the file and what is wrong, and never a dataset that is not whole ---
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(src, dst))
+
+
+def _edit_info(root: Path, **changes: object) -> None:
+    path = root / "meta/info.json"
+    info = json.loads(path.read_text())
+    for key, value in changes.items():
+        target = info
+        *parents, leaf = key.split("__")  # features__action__shape -> info["features"]["action"]["shape"]
+        for p in parents:
+            target = target[p.replace("_dot_", ".")]
+        target[leaf] = value
+    path.write_text(json.dumps(info))
+
+
+GRIPPER_ARGS = ["--gripper-open", "0", "--gripper-closed", "1", "--image-size", "16"]
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"fps": 0}, "fps must be a positive number"),
+    ({"fps": "ten"}, "fps must be a positive number"),
+    ({"features": ["action"]}, "features must be an object"),
+    ({"features__action": "float32"}, "not objects with dtype"),
+    ({"features__action__shape": ["seven"]}, "feature 'action' has shape ['seven']"),
+    ({"data_path": "data/{chunk}/x.parquet"}, "data_path 'data/{chunk}/x.parquet' is not a path template"),
+])
+def test_an_info_json_with_wrong_types_is_refused_naming_the_field(lerobot_demo: Path, tmp_path: Path, capsys,
+                                                                  changes: dict, expected: str):
+    root = tmp_path / "lr"
+    (root / "meta").mkdir(parents=True)
+    (root / "meta/info.json").write_text((lerobot_demo / "meta/info.json").read_text())
+    _edit_info(root, **changes)
+    assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{root / 'meta/info.json'}: " in err and expected in err
+    (root / "meta/info.json").write_text("[1, 2]")
+    assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 1
+    assert "info.json: expected a JSON object" in capsys.readouterr().err
+
+
+def test_bad_values_in_the_data_are_refused_naming_file_episode_and_row(lerobot_demo: Path, tmp_path: Path,
+                                                                       capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = "data/chunk-001/file-000.parquet"  # episodes 2 and 3
+
+    def broken(name: str, column: str, change) -> Path:
+        root = _copy(lerobot_demo, tmp_path / name)
+        table = pq.read_table(root / data)
+        values = table.column(column).to_pylist()
+        pq.write_table(table.set_column(table.column_names.index(column), column, change(values)), root / data)
+        return root
+
+    def nan_at_row_5(rows: list) -> pa.Array:
+        rows[12 + 5][1] = float("nan")  # episode 3, row 5
+        return pa.array(rows, pa.list_(pa.float32(), 6))
+
+    cases = [
+        (broken("nan", "observation.state", nan_at_row_5),
+         "episode 3, column 'observation.state': NaN or inf in row 5"),
+        (broken("narrow", "action", lambda rows: pa.array([r[:6] for r in rows], pa.list_(pa.float32()))),
+         "episode 2, column 'action': 72 values for 12 rows of 7"),
+        (broken("scalar", "action", lambda rows: pa.array([r[0] for r in rows], pa.float32())),
+         "episode 2, column 'action': one value per row (float), info.json says 7"),
+        (broken("task", "task_index", lambda rows: pa.array([7] * len(rows), pa.int64())),
+         "episode 2: task_index [7] not in"),
+    ]
+    for root, expected in cases:
+        assert cli_main([str(root), "--out", str(tmp_path / f"{root.name}_out"), *GRIPPER_ARGS]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{root / data}, {expected}" in err, err
+        assert not (tmp_path / f"{root.name}_out").exists()
+
+
+def test_truncated_files_are_refused_naming_them(lerobot_demo: Path, tmp_path: Path, capsys):
+    for rel in ("meta/tasks.parquet", "meta/episodes/chunk-000/file-000.parquet", "data/chunk-002/file-000.parquet"):
+        root = _copy(lerobot_demo, tmp_path / rel.replace("/", "_"))
+        whole = (root / rel).read_bytes()
+        (root / rel).write_bytes(whole[: len(whole) // 2])
+        assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == f"deer-vla import-lerobot: {root / rel}: not a readable parquet file (truncated or corrupt?): " \
+                      f"{err.split('corrupt?): ')[1]}" and "\n" not in err
+        (root / rel).write_bytes(b"")
+        assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 1
+        assert f"{root / rel}: not a readable parquet file" in capsys.readouterr().err
+
+
+def test_an_import_that_fails_midway_leaves_nothing_and_touches_no_existing_dataset(lerobot_demo: Path,
+                                                                                    tmp_path: Path, capsys,
+                                                                                    monkeypatch):
+    """The last video is cut short: episodes 0-3 are written before it is read. Nothing may appear at --out (a
+    dataset there would load as if complete), and a re-run after the fix succeeds into the same --out."""
+    root = _copy(lerobot_demo, tmp_path / "lr")
+    video = root / "videos" / DEMO_CAMERAS[0] / "chunk-002" / "file-000.mp4"
+    whole = video.read_bytes()
+    video.write_bytes(whole[: len(whole) // 3])
+    out = tmp_path / "data" / "mine"
+    argv = [str(root), "--out", str(out), *GRIPPER_ARGS]
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"deer-vla import-lerobot: {video}: cannot decode the video") and "\n" not in err
+    assert list((tmp_path / "data").iterdir()) == []  # no dataset, no staging directory left behind
+    video.write_bytes(whole)
+    assert cli_main(argv) == 0 and len(EpisodeDataset(out)) == 6
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    capsys.readouterr()
+    assert cli_main(argv) == 1  # into an existing dataset: refused before anything is read
+    assert "already holds a dataset (meta.json)" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    (tmp_path / "file").write_text("")
+    assert cli_main([str(root), "--out", str(tmp_path / "file" / "mine"), *GRIPPER_ARGS]) == 1
+    assert f"cannot write the dataset {tmp_path / 'file' / 'mine'}: " in capsys.readouterr().err
+    # the disk fills up on the third episode
+    from deer_vla.data.episodes import EpisodeWriter
+
+    write, calls = EpisodeWriter.write, []
+
+    def write_until_full(self, ep):
+        calls.append(ep)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return write(self, ep)
+
+    monkeypatch.setattr(EpisodeWriter, "write", write_until_full)
+    assert cli_main([str(root), "--out", str(tmp_path / "full"), *GRIPPER_ARGS]) == 1
+    assert f"cannot write the dataset {tmp_path / 'full'}: [Errno 28] No space left on device" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "full").exists() and not list(tmp_path.glob(".full.importing-*"))

@@ -24,12 +24,14 @@ from deer_vla.data.episodes import DatasetError
 from deer_vla.data.importing import (
     ActionMapping,
     ImportWriter,
+    check_new_output,
     dataset_meta,
     fit_proprio_spec,
     resize_square,
     resolve_action_columns,
 )
 from deer_vla.data.lerobot import (
+    TASKS_PATH,
     DataFiles,
     LeRobotFormatError,
     LeRobotInfo,
@@ -93,6 +95,7 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
                    gripper_closed: float | None = None, image_size: int = 64,
                    max_episodes: int | None = None, log: Any = print) -> dict[str, Any]:
     """Import; returns a summary (episodes, steps, cameras, action spec, proprio names, fps)."""
+    check_new_output(out)  # before reading the whole dataset, not after
     info = LeRobotInfo.load(src)
     root = info.root
     slots = resolve_cameras(info, cameras)
@@ -113,14 +116,18 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
         if int(row["length"]) == 0:
             continue
         episode = data.episode(row)
-        actions = column_matrix(episode.columns[action_key], action_dim, action_key)
-        states = column_matrix(episode.columns[state_key], state_dim, state_key) if state_key else None
+        where = f"{episode.source}, episode {episode.episode_index}"
+        actions = column_matrix(episode.columns[action_key], action_dim, f"{where}, column {action_key!r}")
+        states = (column_matrix(episode.columns[state_key], state_dim, f"{where}, column {state_key!r}")
+                  if state_key else None)
         task_index = np.asarray(episode.columns["task_index"].to_numpy(zero_copy_only=False)).reshape(-1)
         unknown = sorted(set(task_index.tolist()) - set(tasks))
         if unknown:
-            raise LeRobotFormatError(f"episode {row['episode_index']}: task_index {unknown} not in meta/tasks.parquet")
+            raise LeRobotFormatError(f"{where}: task_index {unknown} not in {root / TASKS_PATH}")
         per_episode[int(row["episode_index"])] = (actions, states, episode.timestamps)
         segments.extend(_Segment(row, a, b, t) for a, b, t in _runs(task_index))
+    if not per_episode:
+        raise LeRobotFormatError(f"{root}: every episode has length 0")
     all_actions = np.concatenate([a for a, _, _ in per_episode.values()])
     mapping = ActionMapping.fit(all_actions, labels, velocity, quantile, gripper_open, gripper_closed)
     proprio = None
@@ -135,21 +142,21 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
     )
 
     # pass 2: frames, one episode at a time (resized as they are decoded)
-    writer = ImportWriter(out, meta)
     videos = VideoFrames(info)
     image_keys = [k for k in slots.values() if info.feature(k).get("dtype") == "image"]
     image_data = DataFiles(info, image_keys) if image_keys else None
     by_index = {int(r["episode_index"]): r for r in rows}
     next_seed = max(by_index) + 1  # seeds of the later parts of a split episode (the first part keeps its index)
-    try:
+    with ImportWriter(out, meta) as writer:
         for ep, (actions, states, timestamps) in per_episode.items():
             row = by_index[ep]
             frames: dict[str, np.ndarray] = {}
-            cells = image_data.episode(row).columns if image_data is not None else {}
+            cells = image_data.episode(row) if image_data is not None else None
             for slot, key in slots.items():
                 decoded: Iterator[np.ndarray]
-                if key in image_keys:
-                    decoded = (decode_image_cell(c, f"{key} episode {ep}") for c in cells[key].to_pylist())
+                if cells is not None and key in image_keys:
+                    decoded = (decode_image_cell(c, f"{cells.source}, episode {ep}, column {key!r}, row {i}")
+                               for i, c in enumerate(cells.columns[key].to_pylist()))
                 else:
                     decoded = videos.episode(key, row, timestamps)
                 frames[slot] = np.stack([resize_square([f], image_size)[0] for f in decoded])
@@ -164,8 +171,6 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
                     {"source_episode": ep, "frames": [seg.start, seg.stop]},
                 )
             log(f"episode {ep}: {len(actions)} steps")
-    finally:
-        writer.close()
     return {
         "episodes": writer.count, "steps": writer.steps, "out": str(writer.root), "cameras": slots,
         "action_spec": mapping.spec.to_dict(), "clipped_fraction": mapping.clipped_fraction,

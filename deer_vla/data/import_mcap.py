@@ -268,15 +268,12 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
          "alignment": f"latest message at or before each tick at {rate_hz:g} Hz (receive times); a topic older "
                       f"than {max_age_ns / 1e9:g} s ends the episode"},
     )
-    writer = ImportWriter(out, meta)
-    try:
+    with ImportWriter(out, meta) as writer:
         for i, e in enumerate(episodes):
             writer.write(e.instruction, i, {slot: np.stack(f) for slot, f in e.images.items()},
                          np.stack(e.proprio) if proprio is not None else None,
                          mapping.normalise(np.stack(e.actions)),
                          {"source_file": str(path), "start_ns": e.start_ns, "steps": len(e.actions)})
-    finally:
-        writer.close()
     return {"episodes": writer.count, "steps": writer.steps, "out": str(writer.root), "dropped_ticks": aligner.dropped,
             "action_spec": mapping.spec.to_dict(), "proprio_names": None if proprio is None else list(proprio.names),
             "instructions": sorted({e.instruction for e in episodes})}

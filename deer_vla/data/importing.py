@@ -17,12 +17,16 @@ units and hands them here:
   raw robot values).
 * ``ImportWriter`` resizes frames, names episodes and writes them in the
   deer_vla episode format, plus ``import_map.jsonl`` (which source episode
-  and frames each stored episode came from).
+  and frames each stored episode came from), into a new directory that
+  appears only when the import is complete.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -211,21 +215,70 @@ def resize_square(frames: Sequence[np.ndarray] | np.ndarray, size: int) -> np.nd
     return out
 
 
+def check_new_output(out: str | Path) -> Path:
+    """``out`` as the root of a new dataset: absent or an empty directory (an import never adds to one)."""
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"--out {root} exists and is not a directory; import into a new directory")
+    if root.is_dir() and any(root.iterdir()):
+        held = f"a dataset ({META_FILE})" if (root / META_FILE).exists() else "files"
+        raise DatasetError(f"--out {root} already holds {held}; import into a new directory")
+    return root
+
+
+def _reason(e: OSError) -> str:
+    return f"{e.strerror}: {e.filename}" if e.strerror and e.filename else str(e)
+
+
 class ImportWriter:
-    """Writes imported episodes into a new deer_vla dataset root (refuses one that already holds a dataset)."""
+    """Writes imported episodes as a new dataset at ``out``, all or nothing.
+
+    Everything goes into a hidden sibling directory that is renamed to ``out`` only once the last episode is
+    written (leaving the ``with`` block without an error), so an import that fails or is killed midway never
+    leaves at ``out`` a dataset that loads as if complete; on an error the staged files are removed.
+    """
 
     def __init__(self, out: str | Path, meta: DatasetMeta) -> None:
-        self.root = Path(out)
-        if (self.root / META_FILE).exists():
-            raise DatasetError(f"{self.root} already holds a dataset ({META_FILE}); import into a new --out directory")
-        self.writer = EpisodeWriter(self.root, meta)
+        self.root = check_new_output(out)
         self.image_size = meta.image_size
         self.count = 0
         self.steps = 0
-        self._map = (self.root / IMPORT_MAP).open("w")
+        self.staging: Path | None = None
+        try:
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            # mkdir, not mkdtemp: the dataset gets the usual (umask) permissions, not mkdtemp's owner-only ones
+            staging = self.root.parent / f".{self.root.name}.importing-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            staging.mkdir()
+            self.staging = staging
+            self.writer = EpisodeWriter(self.staging, meta)
+            self._map = (self.staging / IMPORT_MAP).open("w")
+        except OSError as e:
+            self._discard()
+            raise DatasetError(f"cannot write the dataset {self.root}: {_reason(e)}") from e
+
+    def __enter__(self) -> ImportWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
+        if exc_type is not None:
+            self._map.close()
+            self._discard()
+            return
+        try:
+            self._map.close()
+            assert self.staging is not None
+            os.replace(self.staging, self.root)  # replaces an empty directory too, in one step
+        except OSError as e:
+            self._discard()
+            raise DatasetError(f"cannot write the dataset {self.root}: {_reason(e)}") from e
+
+    def _discard(self) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
     def write(self, instruction: str, seed: int, images: dict[str, Sequence[np.ndarray] | np.ndarray],
               proprio: np.ndarray | None, actions: np.ndarray, source: dict[str, Any]) -> Path:
+        """Stage one episode; returns its path relative to the dataset root."""
         episode = Episode(
             task=task_slug(instruction), instruction=instruction, seed=int(seed), success=True,
             images={cam: resize_square(frames, self.image_size) for cam, frames in images.items()},
@@ -234,14 +287,14 @@ class ImportWriter:
         )
         if self.writer.exists(episode.task, episode.seed):
             raise DatasetError(f"two imported episodes map to {episode.task} seed {episode.seed}")
-        path = self.writer.write(episode)
-        self._map.write(json.dumps({"file": str(path.relative_to(self.root)), **source}) + "\n")
+        try:
+            path = self.writer.write(episode).relative_to(self.writer.root)
+            self._map.write(json.dumps({"file": str(path), **source}) + "\n")
+        except OSError as e:  # disk full, quota: the whole import is discarded
+            raise DatasetError(f"cannot write the dataset {self.root}: {_reason(e)}") from e
         self.count += 1
         self.steps += episode.length
         return path
-
-    def close(self) -> None:
-        self._map.close()
 
 
 def dataset_meta(cameras: Sequence[str], image_size: int, mapping: ActionMapping, proprio: ProprioSpec | None,

@@ -22,6 +22,7 @@ wheel decodes AV1 with dav1d (and h264, hevc, mpeg4, vp9).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,8 @@ class LeRobotInfo:
             info = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise LeRobotFormatError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(info, dict):
+            raise LeRobotFormatError(f"{path}: expected a JSON object, got {type(info).__name__}")
         version = str(info.get("codebase_version", "?"))
         if not version.startswith("v3"):
             raise LeRobotFormatError(
@@ -64,6 +67,7 @@ class LeRobotInfo:
         missing = [k for k in ("fps", "features", "data_path") if k not in info]
         if missing:
             raise LeRobotFormatError(f"{path}: missing {missing}")
+        _check_info(path, info)
         return cls(root, info)
 
     @property
@@ -94,8 +98,9 @@ class LeRobotInfo:
 
     def vector_dim(self, key: str) -> int:
         shape = self.feature(key).get("shape")
-        if not isinstance(shape, list | tuple) or len(shape) != 1:
-            raise LeRobotFormatError(f"{self.root}: feature {key!r} has shape {shape}; a 1-D vector is needed")
+        if not isinstance(shape, list | tuple) or len(shape) != 1 or not _is_count(shape[0]):
+            raise LeRobotFormatError(f"{self.root / INFO_PATH}: feature {key!r} has shape {shape}; a 1-D vector "
+                                     "([N], N >= 1) is needed")
         return int(shape[0])
 
     def data_file(self, chunk: int, file: int) -> Path:
@@ -108,14 +113,54 @@ class LeRobotInfo:
         return self.root / str(template).format(video_key=key, chunk_index=chunk, file_index=file)
 
 
-def read_tasks(root: Path) -> dict[int, str]:
-    """task_index -> task string. The strings are the pandas index of tasks.parquet (or a 'task' column)."""
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_info(path: Path, info: dict[str, Any]) -> None:
+    """The fields the importer relies on have usable types (a hand-edited or foreign info.json fails here,
+    naming the field, not later as a crash deep in the import)."""
+    fps = info["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps <= 0:
+        raise LeRobotFormatError(f"{path}: fps must be a positive number of frames per second, got {fps!r}")
+    features = info["features"]
+    if not isinstance(features, dict):
+        raise LeRobotFormatError(f"{path}: features must be an object (name -> {{dtype, shape, names}}), got "
+                                 f"{type(features).__name__}")
+    bad = [k for k, f in features.items() if not isinstance(f, dict)]
+    if bad:
+        raise LeRobotFormatError(f"{path}: feature(s) {bad} are not objects with dtype, shape and names")
+    templates: dict[str, dict[str, int | str]] = {"data_path": {"chunk_index": 0, "file_index": 0}}
+    if info.get("video_path") is not None:
+        templates["video_path"] = {"video_key": "key", "chunk_index": 0, "file_index": 0}
+    for name, fields in templates.items():
+        template = info[name]
+        try:
+            if not isinstance(template, str):
+                raise TypeError(type(template).__name__)
+            template.format(**fields)
+        except (KeyError, IndexError, ValueError, TypeError) as e:
+            raise LeRobotFormatError(f"{path}: {name} {template!r} is not a path template with "
+                                     f"{', '.join('{' + f + '}' for f in fields)} ({type(e).__name__}: {e})") from e
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> Any:
+    """A pyarrow Table of one parquet file; a truncated, empty or foreign file raises LeRobotFormatError naming it."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    try:
+        return pq.ParquetFile(path).read(columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise LeRobotFormatError(f"{path}: not a readable parquet file (truncated or corrupt?): {e}") from e
+
+
+def read_tasks(root: Path) -> dict[int, str]:
+    """task_index -> task string. The strings are the pandas index of tasks.parquet (or a 'task' column)."""
     path = root / TASKS_PATH
     if not path.is_file():
         raise LeRobotFormatError(f"{path} not found (LeRobot v3 keeps the task strings there)")
-    table = pq.read_table(path)
+    table = read_parquet(path)
     columns = table.column_names
     text_col = "task" if "task" in columns else None
     if text_col is None:
@@ -130,39 +175,52 @@ def read_tasks(root: Path) -> dict[int, str]:
 
 def read_episodes(root: Path) -> list[dict[str, Any]]:
     """Rows of meta/episodes/*/*.parquet (stats columns left out), ordered by episode_index."""
-    import pyarrow.parquet as pq
-
     files = sorted((root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))
     if not files:
         raise LeRobotFormatError(f"{root / EPISODES_DIR}: no chunk-XXX/file-XXX.parquet files")
     rows: list[dict[str, Any]] = []
-    for path in files:
-        table = pq.read_table(path)
-        keep = [c for c in table.column_names if not c.startswith("stats/")]
-        rows.extend(table.select(keep).to_pylist())
     needed = ("episode_index", "length", "data/chunk_index", "data/file_index")
-    for row in rows[:1]:
-        missing = [k for k in needed if k not in row]
-        if missing:
-            raise LeRobotFormatError(f"{root / EPISODES_DIR}: episode rows lack {missing}")
+    for path in files:
+        table = read_parquet(path)
+        keep = [c for c in table.column_names if not c.startswith("stats/")]
+        for row in table.select(keep).to_pylist():
+            missing = [k for k in needed if k not in row]
+            if missing:
+                raise LeRobotFormatError(f"{path}: episode rows lack {missing}")
+            bad = [k for k in needed if isinstance(row[k], bool) or not isinstance(row[k], int) or row[k] < 0]
+            if bad:
+                raise LeRobotFormatError(f"{path}: episode {row['episode_index']!r}: {', '.join(bad)} must be "
+                                         f"integers >= 0, got {[row[k] for k in bad]}")
+            rows.append(row)
     return sorted(rows, key=lambda r: int(r["episode_index"]))
 
 
-def column_matrix(column: Any, dim: int, name: str) -> np.ndarray:
-    """A pyarrow list / fixed-size-list column of vectors -> (N, dim) float32."""
+def column_matrix(column: Any, dim: int, where: str) -> np.ndarray:
+    """A pyarrow list / fixed-size-list column of vectors -> (N, dim) float32, every value finite.
+
+    ``where`` names the column and its file in the errors."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    if not (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)
-            or pa.types.is_large_list(column.type)):
-        values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float32)
-        return values.reshape(-1, 1) if dim == 1 else values
-    flat = np.asarray(pc.list_flatten(column).to_numpy(zero_copy_only=False), dtype=np.float32)
+    is_list = (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)
+               or pa.types.is_large_list(column.type))
+    if not is_list and dim != 1:
+        raise LeRobotFormatError(f"{where}: one value per row ({column.type}), info.json says {dim}")
+    try:
+        values = (pc.list_flatten(column) if is_list else column).to_numpy(zero_copy_only=False)
+        flat = np.asarray(values, dtype=np.float32)
+    except (ValueError, TypeError) as e:
+        raise LeRobotFormatError(f"{where}: not numbers ({column.type}): {e}") from e
     if flat.size != len(column) * dim:
-        raise LeRobotFormatError(f"column {name!r}: {flat.size} values for {len(column)} rows of {dim}")
-    return flat.reshape(len(column), dim)
+        raise LeRobotFormatError(f"{where}: {flat.size} values for {len(column)} rows of {dim} "
+                                 "(rows of another width, or empty rows)")
+    matrix = flat.reshape(len(column), dim)
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        raise LeRobotFormatError(f"{where}: NaN or inf in row {int(np.flatnonzero(~finite)[0])} of {len(column)}")
+    return matrix
 
 
 @dataclass
@@ -172,6 +230,7 @@ class EpisodeFrames:
     episode_index: int
     columns: dict[str, Any]  # column name -> pyarrow array (this episode's rows)
     timestamps: np.ndarray  # (T,) seconds from the episode start
+    source: Path  # the data file the rows came from
 
 
 class DataFiles:
@@ -188,23 +247,28 @@ class DataFiles:
         import pyarrow.parquet as pq
 
         key = (int(row["data/chunk_index"]), int(row["data/file_index"]))
+        path = self.info.data_file(*key)
         if key != self._key:
-            path = self.info.data_file(*key)
             if not path.is_file():
                 raise LeRobotFormatError(f"{path} not found (episode {row['episode_index']})")
-            schema = pq.read_schema(path)
-            missing = [c for c in self.columns if c not in schema.names]
+            try:
+                names = pq.read_schema(path).names
+            except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+                raise LeRobotFormatError(f"{path}: not a readable parquet file (truncated or corrupt?): {e}") from e
+            missing = [c for c in self.columns if c not in names]
             if missing:
-                raise LeRobotFormatError(f"{path}: no column(s) {missing}; columns are {schema.names}")
-            self._table, self._key = pq.read_table(path, columns=self.columns), key
+                raise LeRobotFormatError(f"{path}: no column(s) {missing}; columns are {names}")
+            self._table, self._key = read_parquet(path, self.columns), key
         ep = int(row["episode_index"])
         rows = self._table.filter(pc.equal(self._table.column("episode_index"), ep))
         rows = rows.take(pc.sort_indices(rows.column("frame_index")))
         if rows.num_rows != int(row["length"]):
-            raise LeRobotFormatError(f"episode {ep}: {rows.num_rows} frames in {self.info.data_file(*key)}, "
+            raise LeRobotFormatError(f"episode {ep}: {rows.num_rows} frames in {path}, "
                                      f"meta/episodes says {row['length']}")
         ts = np.asarray(rows.column("timestamp").to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1)
-        return EpisodeFrames(ep, {c: rows.column(c) for c in self.columns}, ts)
+        if not (np.all(np.isfinite(ts)) and np.all(np.diff(ts) >= 0)):
+            raise LeRobotFormatError(f"{path}: episode {ep}'s timestamps are not finite and increasing")
+        return EpisodeFrames(ep, {c: rows.column(c) for c in self.columns}, ts, path)
 
 
 class VideoFrames:
@@ -225,11 +289,24 @@ class VideoFrames:
             start = float(row[prefix + "from_timestamp"])
         except KeyError as e:
             raise LeRobotFormatError(f"episode {row['episode_index']}: meta/episodes lacks {e.args[0]!r}") from e
+        except (TypeError, ValueError) as e:
+            raise LeRobotFormatError(f"episode {row['episode_index']}: meta/episodes {prefix}*: {e}") from e
+        if not math.isfinite(start) or start < 0:
+            raise LeRobotFormatError(f"episode {row['episode_index']}: meta/episodes {prefix}from_timestamp is {start}")
         path = self.info.video_file(key, chunk, file)
         if not path.is_file():
             raise LeRobotFormatError(f"{path} not found (camera {key}, episode {row['episode_index']})")
         wanted = start + np.asarray(timestamps, dtype=np.float64)
-        with av.open(str(path)) as container:
+        try:
+            yield from self._decode(av.open(str(path)), path, wanted, row)
+        except av.error.FFmpegError as e:  # an empty, truncated or foreign file; a corrupt frame
+            raise LeRobotFormatError(f"{path}: cannot decode the video (truncated or corrupt?): {e} "
+                                     f"(camera {key}, episode {row['episode_index']})") from e
+
+    def _decode(self, container: Any, path: Path, wanted: np.ndarray, row: dict[str, Any]) -> Iterator[np.ndarray]:
+        with container:
+            if not container.streams.video:
+                raise LeRobotFormatError(f"{path}: no video stream")
             stream = container.streams.video[0]
             if stream.time_base is None:
                 raise LeRobotFormatError(f"{path}: video stream without a time base")
