@@ -82,3 +82,80 @@ def test_array_actions_and_one_instruction(tmp_path):
     np.testing.assert_allclose(ep.actions[:, -1], np.where(np.arange(ep.length) * 2 > 15, 1.0, -1.0), atol=1e-6)
     np.testing.assert_allclose(ep.images["static"].reshape(ep.length, -1).mean(1), np.arange(ep.length) * 16,
                                atol=1.0)  # 5 Hz ticks take every second 10 Hz frame
+
+
+def _arm_recording(path: Path, cam=None, action=None, late_at: int | None = None, finish: bool = True) -> Path:
+    """/cam (PNG, 10 Hz) and /cmd (4-value array) like test_array_actions_and_one_instruction; ``late_at``: after
+    message k of /cmd, one more /cmd stamped 0.5 s earlier (an unclosed file is read in file order)."""
+    import cv2
+    from robot_data_support import RosbagLikeWriter
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import Float32MultiArray
+
+    w = RosbagLikeWriter(path)
+    for k in range(30):
+        t = int(k * 1e8)
+        ok, png = cv2.imencode(".png", np.full((16, 16, 3), k * 8, np.uint8))
+        w.write("/cam", cam(k) if cam else CompressedImage(format="png", data=png.tobytes()), t)
+        w.write("/cmd", action(k) if action else Float32MultiArray(data=[0.01 * k, 0.5, -0.2, 0.3]), t + 1000)
+        if k == late_at:
+            w.write("/cmd", Float32MultiArray(data=[9.0, 0.5, -0.2, 0.3]), t + 1000 - 500_000_000)
+    w.close()
+    if not finish:  # as if the recorder was killed before its footer: the closing magic is missing
+        path.write_bytes(path.read_bytes()[:-8])
+    return path
+
+
+ARM = ["--image-topic", "/cam", "--action-topic", "/cmd", "--action-axes", "z,-,yaw,gripper", "--gripper-open", "0.9",
+       "--gripper-closed", "0.3", "--instruction", "stack the cups", "--rate", "5"]
+
+
+def test_broken_recordings_are_refused_in_one_line_naming_file_topic_and_time(recording, tmp_path, capsys):
+    from std_msgs.msg import Float32MultiArray
+
+    text = tmp_path / "notes.mcap"
+    text.write_text("a text file saved as .mcap\n")
+    wrong_cam = _arm_recording(tmp_path / "cam.mcap", cam=lambda k: Float32MultiArray(data=[1.0]))
+    nan = _arm_recording(tmp_path / "nan.mcap",
+                         action=lambda k: Float32MultiArray(data=[float("nan") if k == 6 else 0.0, 0.5, -0.2, 0.3]))
+    ok = _arm_recording(tmp_path / "ok.mcap")
+    twist = ["--image-topic", "/camera/image_raw", "--action-topic", "/servo/delta_twist_cmds", "--instruction-topic",
+             "/instruction", "--rate", "10", "--image-size", "16"]
+    cases = [
+        ([str(text), *ARM], f"{text}: not an MCAP file"),
+        ([str(wrong_cam), *ARM], f"{wrong_cam}: /cam at 0 ns: camera type std_msgs/msg/Float32MultiArray not "
+                                 "supported (use sensor_msgs/msg/Image, sensor_msgs/msg/CompressedImage)"),
+        ([str(nan), *ARM], f"{nan}: /cmd at 600001000 ns: NaN or inf in [nan, 0.5"),
+        ([str(recording), *twist, "--gripper-topic", "/joint_states"],  # JointState where a Float64 belongs
+         f"{recording}: /joint_states at 202000000 ns: gripper type sensor_msgs/msg/JointState not supported"),
+        ([str(recording), "--image-topic", "/camera/image_raw", "--action-topic", "/servo/delta_twist_cmds",
+          "--instruction-topic", "/joint_states", "--rate", "10"],  # a JointState read as the instruction text
+         f"{recording}: /joint_states at 202000000 ns: instruction type sensor_msgs/msg/JointState not supported"),
+        ([str(ok), *ARM[:-4], "--instruction", "  ", "--rate", "5"], "--instruction is empty ('  ')"),
+        ([str(ok), *ARM[:-1], "inf"], "--rate must be a control rate in (0, 1e6] Hz, got inf"),  # looped forever
+        ([str(ok), *ARM, "--max-age", "nan"], "--max-age must be > 0 seconds, got nan"),
+        ([str(ok), *ARM, "--image-size", "0"], "--image-size must be >= 8, got 0"),
+    ]
+    for i, (argv, expected) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        assert cli_main([argv[0], "--out", str(out), *argv[1:]]) == 1, expected
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"deer-vla import-mcap: {expected}") and "\n" not in err, (expected, err)
+        assert not out.exists()
+
+
+def test_an_older_message_read_late_from_an_unclosed_file_does_not_replace_a_newer_one(tmp_path, capsys):
+    """A recorder killed before its footer: the file is read in file order, where a message can come after a
+    newer one of its topic. It must not become "the latest" (its 9.0 would be the action of the next ticks and
+    its age would end the episode there); it is counted and said."""
+    path = _arm_recording(tmp_path / "killed.mcap", late_at=20, finish=False)
+    argv = [str(path), "--out", str(tmp_path / "out"), *ARM]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr()
+    assert "1 late message(s) ignored: older than one already read on their topic" in out.out
+    assert "was not closed" in out.err
+    ds = EpisodeDataset(tmp_path / "out")
+    (ep,) = list(ds)
+    scale = ds.meta.action_spec["scale"][0]  # raw z of the 5 Hz tick j: message 2j's 0.01 * 2j, clipped at scale
+    assert ep.length == 15 and np.allclose(ep.actions[:, 0] * scale, np.minimum(0.02 * np.arange(15), scale),
+                                           atol=1e-5)

@@ -20,11 +20,16 @@ Time alignment (receive times, as rosbag2 logs them): ticks at ``--rate``
 Hz; each tick takes the latest message of every topic at or before it.
 Ticks before every topic has data are dropped; a tick where some topic's
 latest message is older than ``--max-age`` seconds ends the episode (a gap),
-as does a message on ``--episode-topic`` or a new instruction.
+as does a message on ``--episode-topic`` or a new instruction. An unclosed
+recording (its recorder was killed) is read in file order: a message older
+than one already read on its topic is ignored and counted. A topic of a type
+its role cannot use, a NaN value or an undecodable image stops the import
+with the file, topic and log time.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,15 +39,17 @@ from typing import Any
 import numpy as np
 
 from deer_vla.data.episodes import DatasetError
-from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
+from deer_vla.data.image_msg import MIN_SIZE, ImageConversionError, image_msg_to_rgb
 from deer_vla.data.importing import (
     ActionMapping,
     ImportWriter,
+    check_new_output,
     dataset_meta,
     fit_proprio_spec,
     resize_square,
     resolve_action_columns,
 )
+from deer_vla.data.mcap_io import McapFormatError, truncation_warnings_to_stderr
 
 TWIST_TYPES = ("geometry_msgs/msg/TwistStamped", "geometry_msgs/msg/Twist")
 ARRAY_TYPES = ("std_msgs/msg/Float32MultiArray", "std_msgs/msg/Float64MultiArray")
@@ -64,8 +71,13 @@ class McapSources:
     def __post_init__(self) -> None:
         if (self.instruction_topic is None) == (self.instruction is None):
             raise DatasetError("give exactly one of --instruction-topic and --instruction")
+        if self.instruction is not None and not self.instruction.strip():
+            raise DatasetError(f"--instruction is empty ({self.instruction!r}): say what the robot is doing")
         if not self.cameras:
             raise DatasetError("at least one image topic is needed")
+        empty = [t for t in (*self.cameras.values(), self.action) if not t.strip()]
+        if empty:
+            raise DatasetError(f"empty topic name(s) {empty}")
 
     @property
     def topics(self) -> list[str]:
@@ -104,8 +116,14 @@ def image_to_rgb(msg: Any, datatype: str) -> np.ndarray:
     return image_msg_to_rgb(msg)
 
 
+GRIPPER_TYPES = ("std_msgs/msg/Float64", "std_msgs/msg/Float32", "std_msgs/msg/Bool")
+INSTRUCTION_TYPE = "std_msgs/msg/String"
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
+
+
 def _scalar(msg: Any, datatype: str) -> float:
-    if datatype.endswith("/Bool"):
+    if datatype == "std_msgs/msg/Bool":
         return 1.0 if msg.data else -1.0
     return float(msg.data)
 
@@ -113,9 +131,11 @@ def _scalar(msg: Any, datatype: str) -> float:
 class _Aligner:
     """Streams messages in log-time order and samples the latest of every topic at each tick."""
 
-    def __init__(self, src: McapSources, period_ns: int, max_age_ns: int, image_size: int) -> None:
+    def __init__(self, src: McapSources, period_ns: int, max_age_ns: int, image_size: int, where: str = "") -> None:
         self.src, self.period_ns, self.max_age_ns, self.image_size = src, period_ns, max_age_ns, image_size
+        self.where = where  # the file, in error messages
         self.latest: dict[str, tuple[int, str, Any]] = {}  # topic -> (log time, datatype, decoded)
+        self.late = 0  # messages older than one already seen on their topic (an unfinished file, read in file order)
         self.episode_mark = False
         self.episodes: list[_Episode] = []
         self.current: _Episode | None = None
@@ -131,9 +151,30 @@ class _Aligner:
         if topic == self.src.episode:
             self.episode_mark = True
             return
+        self._check_type(topic, datatype, log_ns)
+        if topic in self.latest and log_ns < self.latest[topic][0]:
+            self.late += 1  # the ticks it belonged to are past: keep the newer message
+            return
         self.latest[topic] = (log_ns, datatype, msg)
         if self.next_tick is None and all(t in self.latest for t in self.src.required):
             self.next_tick = log_ns
+
+    def _fail(self, topic: str, log_ns: int, problem: str) -> DatasetError:
+        return DatasetError(f"{self.where}: {topic} at {log_ns} ns: {problem}")
+
+    def _check_type(self, topic: str, datatype: str, log_ns: int) -> None:
+        """A topic of a type its role cannot use is refused at its first message (not read as garbage)."""
+        roles: list[tuple[str, list[str | None], tuple[str, ...]]] = [
+            ("camera", list(self.src.cameras.values()), IMAGE_TYPES),
+            ("action", [self.src.action], TWIST_TYPES + ARRAY_TYPES),
+            ("instruction", [self.src.instruction_topic], (INSTRUCTION_TYPE,)),
+            ("gripper", [self.src.gripper], GRIPPER_TYPES),
+            ("proprio", [self.src.proprio], (*ARRAY_TYPES, JOINT_STATE_TYPE)),
+        ]
+        for role, topics, types in roles:
+            if topic in topics and datatype not in types:
+                raise self._fail(topic, log_ns, f"{role} type {datatype or '(no schema)'} not supported "
+                                                f"(use {', '.join(types)})")
 
     def finish(self, last_ns: int) -> list[_Episode]:
         while self.next_tick is not None and self.next_tick <= last_ns:
@@ -177,39 +218,49 @@ class _Aligner:
             try:
                 rgb = image_to_rgb(msg, datatype)
             except (ImageConversionError, AttributeError) as exc:
-                raise DatasetError(f"{topic} at {log_ns} ns: {exc}") from exc
+                raise self._fail(topic, log_ns, str(exc)) from exc
             cached = (log_ns, resize_square([rgb], self.image_size)[0])
             self._frames[topic] = cached
         return cached[1]
 
     def _proprio(self) -> np.ndarray:
-        assert self.src.proprio is not None
-        _, datatype, msg = self.latest[self.src.proprio]
-        if datatype == "sensor_msgs/msg/JointState":
+        topic = self.src.proprio
+        assert topic is not None
+        log_ns, datatype, msg = self.latest[topic]
+        if datatype == JOINT_STATE_TYPE:
             names = [str(n) for n in msg.name]
             if self.proprio_names is None:
                 self.proprio_names = names
             elif names != self.proprio_names:
-                raise DatasetError(f"{self.src.proprio}: joint names changed from {self.proprio_names} to {names}")
-            return np.asarray(msg.position, dtype=np.float64)
+                raise self._fail(topic, log_ns, f"joint names changed from {self.proprio_names} to {names}")
+            return self._finite(topic, log_ns, np.asarray(msg.position, dtype=np.float64))
         if datatype in ARRAY_TYPES:
-            return np.asarray(msg.data, dtype=np.float64)
-        raise DatasetError(f"{self.src.proprio}: proprio type {datatype} not supported "
-                           f"(use {', '.join(ARRAY_TYPES)} or sensor_msgs/msg/JointState)")
+            return self._finite(topic, log_ns, np.asarray(msg.data, dtype=np.float64))
+        raise self._fail(topic, log_ns, f"proprio type {datatype} not supported "
+                                        f"(use {', '.join(ARRAY_TYPES)} or sensor_msgs/msg/JointState)")
 
     def _action(self, tick: int) -> np.ndarray:
-        _, datatype, msg = self.latest[self.src.action]
+        log_ns, datatype, msg = self.latest[self.src.action]
         if datatype in TWIST_TYPES:
             twist = msg.twist if datatype.endswith("Stamped") else msg
             grip = -1.0  # open throughout unless a gripper topic says otherwise
             if self.src.gripper is not None and self.src.gripper in self.latest:
-                grip = _scalar(self.latest[self.src.gripper][2], self.latest[self.src.gripper][1])
-            return np.array([twist.linear.x, twist.linear.y, twist.linear.z,
-                             twist.angular.x, twist.angular.y, twist.angular.z, grip], dtype=np.float64)
+                grip_ns, grip_type, grip_msg = self.latest[self.src.gripper]
+                grip = float(self._finite(self.src.gripper, grip_ns, np.array([_scalar(grip_msg, grip_type)]))[0])
+            return self._finite(self.src.action, log_ns, np.array(
+                [twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.x, twist.angular.y, twist.angular.z,
+                 grip], dtype=np.float64))
         if datatype in ARRAY_TYPES:
-            return np.asarray(msg.data, dtype=np.float64)
-        raise DatasetError(f"{self.src.action}: action type {datatype} not supported "
-                           f"(use {', '.join(TWIST_TYPES + ARRAY_TYPES)})")
+            if not len(msg.data):
+                raise self._fail(self.src.action, log_ns, "an action array without values")
+            return self._finite(self.src.action, log_ns, np.asarray(msg.data, dtype=np.float64))
+        raise self._fail(self.src.action, log_ns, f"action type {datatype} not supported "
+                                                  f"(use {', '.join(TWIST_TYPES + ARRAY_TYPES)})")
+
+    def _finite(self, topic: str, log_ns: int, values: np.ndarray) -> np.ndarray:
+        if not np.all(np.isfinite(values)):
+            raise self._fail(topic, log_ns, f"NaN or inf in {values.tolist()}")
+        return values
 
 
 def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz: float,
@@ -220,11 +271,16 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     """Align, fit the spaces and write; returns a summary."""
     from deer_vla.data.mcap_io import read_messages
 
-    if not rate_hz > 0:
-        raise DatasetError(f"--rate must be > 0, got {rate_hz}")
+    if not (math.isfinite(rate_hz) and 0 < rate_hz <= 1e6):
+        raise DatasetError(f"--rate must be a control rate in (0, 1e6] Hz, got {rate_hz}")
+    if max_age_s is not None and not (math.isfinite(max_age_s) and max_age_s > 0):
+        raise DatasetError(f"--max-age must be > 0 seconds, got {max_age_s}")
+    if image_size < MIN_SIZE:
+        raise DatasetError(f"--image-size must be >= {MIN_SIZE}, got {image_size}")
+    check_new_output(out)  # before reading the whole recording, not after
     period_ns = int(round(1e9 / rate_hz))
     max_age_ns = int((max_age_s if max_age_s is not None else max(0.5, 3.0 / rate_hz)) * 1e9)
-    aligner = _Aligner(sources, period_ns, max_age_ns, image_size)
+    aligner = _Aligner(sources, period_ns, max_age_ns, image_size, str(path))
     seen: dict[str, str] = {}
     last_ns = 0
     for m in read_messages(path, sources.topics):
@@ -237,6 +293,10 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     episodes = [e for e in aligner.finish(last_ns) if len(e.actions) >= min_steps]
     if not episodes:
         raise DatasetError(f"{path}: no episode of at least {min_steps} steps at {rate_hz:g} Hz")
+    for topic, vectors in ((sources.action, [a for e in episodes for a in e.actions]),
+                           (sources.proprio, [p for e in episodes for p in e.proprio])):
+        if len({len(v) for v in vectors}) > 1:
+            raise DatasetError(f"{path}: {topic}: vectors of different lengths {sorted({len(v) for v in vectors})}")
     action_type = seen[sources.action]
     if action_type in TWIST_TYPES:
         if action_axes:
@@ -246,18 +306,12 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     else:
         dim = len(episodes[0].actions[0])
         labels = resolve_action_columns(dim, None, action_axes)
-    dims = {len(a) for e in episodes for a in e.actions}
-    if len(dims) != 1:
-        raise DatasetError(f"{sources.action}: action vectors of different lengths {sorted(dims)}")
     mapping = ActionMapping.fit(np.concatenate([np.stack(e.actions) for e in episodes]), labels, velocity,
                                 quantile, gripper_open, gripper_closed)
     proprio = None
     if sources.proprio is not None:
-        states = [np.stack(e.proprio) for e in episodes]
-        if len({s.shape[1] for s in states}) != 1:
-            raise DatasetError(f"{sources.proprio}: proprio vectors of different lengths")
         names = list(proprio_names) if proprio_names else aligner.proprio_names
-        proprio = fit_proprio_spec(np.concatenate(states), names)
+        proprio = fit_proprio_spec(np.concatenate([np.stack(e.proprio) for e in episodes]), names)
     meta = dataset_meta(
         list(sources.cameras), image_size, mapping, proprio, [e.instruction for e in episodes], rate_hz,
         {"source": "mcap", "path": str(Path(path).resolve()), "topics": {
@@ -275,6 +329,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
                          mapping.normalise(np.stack(e.actions)),
                          {"source_file": str(path), "start_ns": e.start_ns, "steps": len(e.actions)})
     return {"episodes": writer.count, "steps": writer.steps, "out": str(writer.root), "dropped_ticks": aligner.dropped,
+            "late_messages": aligner.late,
             "action_spec": mapping.spec.to_dict(), "proprio_names": None if proprio is None else list(proprio.names),
             "instructions": sorted({e.instruction for e in episodes})}
 
@@ -315,16 +370,20 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         sources = McapSources(cameras, args.action_topic, args.instruction_topic, args.instruction,
                               args.gripper_topic, args.proprio_topic, args.episode_topic)
-        summary = import_mcap(
-            args.file, args.out, sources, args.rate, args.action_axes, args.velocity, args.action_quantile,
-            args.gripper_open, args.gripper_closed, args.proprio_names.split(",") if args.proprio_names else None,
-            args.max_age, args.image_size)
-    except (DatasetError, FileNotFoundError) as exc:
+        with truncation_warnings_to_stderr("deer-vla import-mcap"):  # a crashed recorder's file: its complete part
+            summary = import_mcap(
+                args.file, args.out, sources, args.rate, args.action_axes, args.velocity, args.action_quantile,
+                args.gripper_open, args.gripper_closed, args.proprio_names.split(",") if args.proprio_names else None,
+                args.max_age, args.image_size)
+    except (DatasetError, McapFormatError, FileNotFoundError) as exc:
         print(f"deer-vla import-mcap: {exc}", file=sys.stderr)
         return 1
     spec = summary["action_spec"]
     print(f"imported {summary['episodes']} episodes ({summary['steps']} steps at {args.rate:g} Hz; "
           f"{summary['dropped_ticks']} ticks dropped before data or in gaps) into {summary['out']}")
+    if summary["late_messages"]:
+        print(f"  {summary['late_messages']} late message(s) ignored: older than one already read on their topic "
+              "(an unclosed recording is read in file order)")
     axes = ", ".join(f"{a} {s:.4g} {u}" for a, u, s in zip(spec["axes"], spec["units"], spec["scale"]))
     print(f"  action    {axes} per unit; gripper")
     print(f"  proprio   {', '.join(summary['proprio_names'] or ['none'])}")

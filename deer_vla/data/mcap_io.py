@@ -72,6 +72,10 @@ class TruncatedMcapWarning(UserWarning):
     """An MCAP file has no footer (its writer died); only its complete chunks were read."""
 
 
+class McapFormatError(ValueError):
+    """A file that is not MCAP at all (another format, or garbage): nothing in it can be recovered."""
+
+
 @contextmanager
 def truncation_warnings_to_stderr(prog: str) -> Iterator[None]:
     """For command-line tools: TruncatedMcapWarning as a plain "PROG: warning: ..." line on stderr."""
@@ -207,6 +211,11 @@ def read_messages(path: str | Path, topics: list[str] | None = None) -> Iterator
     if not path.is_file():
         raise FileNotFoundError(f"MCAP file not found: {path}")
     if not is_finished(path):
+        with path.open("rb") as stream:
+            head = stream.read(len(MAGIC))
+        # a prefix of the magic is a writer killed before its header was out (read as empty, with the warning)
+        if not MAGIC.startswith(head):
+            raise McapFormatError(f"{path}: not an MCAP file (it starts with {head!r}, MCAP with {MAGIC!r})")
         yield from _read_unfinished(path, topics)
         return
     with path.open("rb") as stream:
