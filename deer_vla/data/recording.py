@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,22 +68,53 @@ def recorded_episodes(path: str | Path, cameras: tuple[str, ...] | list[str]) ->
     return episodes
 
 
+class RecordingError(ValueError):
+    """A policy recording with a message its reader cannot use; the message names the file, topic and log time."""
+
+
+_TYPES = {INSTRUCTION: "std_msgs/msg/String", PROPRIO: "std_msgs/msg/Float32MultiArray",
+          ACTION: "std_msgs/msg/Float32MultiArray", RECORD: "std_msgs/msg/String"}
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+
+
+def _finite(values: Any, size: int | None = None) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if size is not None and array.shape != (size,):
+        raise ValueError(f"{array.size} values, expected {size}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"NaN or inf in {array.tolist()}")
+    return array
+
+
 def read_recording(path: str | Path) -> list[RecordedStep]:
+    """The recorded steps in order; RecordingError names the file, topic and log time of a message of the wrong
+    type or with unusable values (a policy node never writes one: the file was damaged or is another program's)."""
     steps: list[RecordedStep] = []
     images: dict[str, np.ndarray] = {}
     instruction, proprio, action = "", None, np.zeros(0)
     image_prefix, image_suffix = f"{PREFIX}/input/", "/image"
     for m in read_messages(path):
-        if m.topic.startswith(image_prefix) and m.topic.endswith(image_suffix):
-            images[m.topic[len(image_prefix): -len(image_suffix)]] = image_msg_to_rgb(m.message)
-        elif m.topic == INSTRUCTION:
-            instruction = m.message.data
-        elif m.topic == PROPRIO:
-            proprio = np.asarray(m.message.data, dtype=np.float32)
-        elif m.topic == ACTION:
-            action = np.asarray(m.message.data, dtype=np.float64)
-        elif m.topic == RECORD:
-            steps.append(RecordedStep(dict(images), instruction, proprio, action, StepRecord.from_json(m.message.data),
-                                      m.log_time_ns))
-            images, proprio = {}, None
+        is_image = m.topic.startswith(image_prefix) and m.topic.endswith(image_suffix)
+        expected = IMAGE_TYPE if is_image else _TYPES.get(m.topic)
+        if expected is None:
+            continue  # another node's topic
+        try:
+            if m.datatype != expected:
+                raise ValueError(f"type {m.datatype or '(no schema)'}, expected {expected}")
+            if is_image:
+                images[m.topic[len(image_prefix): -len(image_suffix)]] = image_msg_to_rgb(m.message)
+            elif m.topic == INSTRUCTION:
+                instruction = str(m.message.data)
+                if not instruction.strip():  # the node never steps without one
+                    raise ValueError("empty instruction")
+            elif m.topic == PROPRIO:
+                proprio = _finite(m.message.data).astype(np.float32)
+            elif m.topic == ACTION:
+                action = _finite(m.message.data, 7)
+            else:
+                steps.append(RecordedStep(dict(images), instruction, proprio, action,
+                                          StepRecord.from_json(m.message.data), m.log_time_ns))
+                images, proprio = {}, None
+        except ValueError as exc:  # ImageConversionError, JSONDecodeError and StepRecord's checks among them
+            raise RecordingError(f"{path}: {m.topic} at {m.log_time_ns} ns: {exc}") from exc
     return steps

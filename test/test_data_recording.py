@@ -1,0 +1,71 @@
+"""The policy node's recordings read back (replay, calibrate --recording): a damaged or foreign file fails with
+one message naming the file, the topic and the log time, never a traceback or a step built from garbage."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deer_vla.core import StepRecord
+from deer_vla.data.mcap_io import McapFormatError, McapLog
+from deer_vla.data.recording import ACTION, INSTRUCTION, PROPRIO, RECORD, RecordingError, image_topic, read_recording
+
+IMAGE = {"header": {"stamp": {"sec": 0, "nanosec": 0}, "frame_id": ""}, "height": 16, "width": 16,
+         "encoding": "rgb8", "is_bigendian": 0, "step": 48, "data": bytes(16 * 48)}
+
+
+def _array(values: list[float]) -> dict:
+    return {"layout": {"dim": [], "data_offset": 0}, "data": values}
+
+
+def _record(step: int) -> dict:
+    return {"data": StepRecord(step=step, episode=0, exit_used=1, max_exit=1, stop_reason="fixed", llm_gflops=1.0,
+                               total_gflops=1.0).to_json()}
+
+
+def _write(path: Path, replace: dict[str, tuple[str, dict]] | None = None, steps: int = 3) -> Path:
+    """A recording as PolicyRecorder writes it; ``replace``: topic -> (type, message) written instead."""
+    log = McapLog(path)
+    for i in range(steps):
+        messages = {image_topic("static"): ("sensor_msgs/msg/Image", IMAGE),
+                    INSTRUCTION: ("std_msgs/msg/String", {"data": "reach the goal"}),
+                    PROPRIO: ("std_msgs/msg/Float32MultiArray", _array([0.1, 0.2])),
+                    ACTION: ("std_msgs/msg/Float32MultiArray", _array([0.0] * 7)),
+                    RECORD: ("std_msgs/msg/String", _record(i))}
+        messages.update(replace or {})
+        for topic, (datatype, msg) in messages.items():
+            log.write(topic, datatype, msg, 1000 + i)
+    log.close()
+    return path
+
+
+def test_a_whole_recording_reads_back_step_by_step(tmp_path):
+    steps = read_recording(_write(tmp_path / "ok.mcap"))
+    assert [s.record.step for s in steps] == [0, 1, 2] and steps[1].instruction == "reach the goal"
+    np.testing.assert_allclose(steps[1].proprio, [0.1, 0.2], rtol=1e-6)
+    assert steps[1].images["static"].shape == (16, 16, 3) and steps[1].action7.shape == (7,)
+
+
+@pytest.mark.parametrize("topic, message, expected", [
+    (image_topic("static"), ("std_msgs/msg/Float32MultiArray", _array([1.0])),
+     "type std_msgs/msg/Float32MultiArray, expected sensor_msgs/msg/Image"),  # AttributeError traceback before
+    (image_topic("static"), ("sensor_msgs/msg/Image", {**IMAGE, "data": bytes(10)}), "image data truncated"),
+    (RECORD, ("std_msgs/msg/Float32MultiArray", _array([1.0])), "expected std_msgs/msg/String"),  # TypeError before
+    (RECORD, ("std_msgs/msg/String", {"data": "{not json"}), "Expecting property name"),
+    (INSTRUCTION, ("std_msgs/msg/Float32MultiArray", _array([1.0])), "expected std_msgs/msg/String"),
+    (PROPRIO, ("std_msgs/msg/Float32MultiArray", _array([float("nan"), 0.0])), "NaN or inf in [nan, 0.0]"),
+    (ACTION, ("std_msgs/msg/Float32MultiArray", _array([0.0] * 3)), "3 values, expected 7"),  # replayed as inf
+])
+def test_a_damaged_message_is_refused_naming_file_topic_and_time(tmp_path, topic, message, expected):
+    path = _write(tmp_path / "damaged.mcap", {topic: message})
+    with pytest.raises(RecordingError) as info:
+        read_recording(path)
+    assert str(info.value).startswith(f"{path}: {topic} at 1000 ns: ") and expected in str(info.value)
+
+
+def test_a_file_that_is_not_mcap_is_refused(tmp_path):
+    path = tmp_path / "notes.mcap"
+    path.write_text("a text file saved as .mcap\n")
+    with pytest.raises(McapFormatError, match=f"{path}: not an MCAP file"):
+        read_recording(path)
