@@ -117,13 +117,41 @@ def read_journal(path: str | Path) -> tuple[dict[str, Any], list[EpisodeResult]]
     if not isinstance(header, dict) or header.get("journal") != JOURNAL_VERSION:
         raise JournalError(f"{path} is not an evaluation journal (version {JOURNAL_VERSION}); "
                            "(another --out, or remove the file)")
+    problem = _plan_problem(header.get("plan"))
+    if not isinstance(header.get("fingerprint", {}), dict):
+        problem = f"fingerprint is not an object: {header['fingerprint']!r}"
+    if problem:
+        raise JournalError(f"{path} line 1: the header's {problem}")
     results: list[EpisodeResult] = []
     for i, line in enumerate(lines[1:], start=2):
         try:
-            results.append(EpisodeResult(**json.loads(line)))
-        except (json.JSONDecodeError, TypeError) as exc:
-            if i == len(lines):  # the last line: a write cut short by a crash
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            # a line starts with "{": cut short anywhere, it does not parse, so only this is a torn write
+            if i == len(lines):  # the last line: a write cut short by a crash (or being written now)
                 log.warning("%s: dropping a torn last line (%s)", path, exc)
                 break
             raise JournalError(f"{path} line {i} is not an episode record: {exc}") from exc
+        except RecursionError as exc:  # "[[[[...": not a ValueError
+            raise JournalError(f"{path} line {i} is not an episode record: nested too deeply") from exc
+        try:
+            results.append(EpisodeResult.from_dict(record))
+        except ValueError as exc:
+            raise JournalError(f"{path} line {i} is not an episode record: {exc}") from exc
     return header, results
+
+
+def _plan_problem(plan: Any) -> str | None:
+    """What is wrong with a header's plan (written by EpisodeJournal; absent in older journals), or None."""
+    if plan is None:
+        return None
+    if not isinstance(plan, dict):
+        return f"plan is not an object: {plan!r}"
+    for key in ("modes", "tasks"):
+        names = plan.get(key)
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) and n for n in names)):
+            return f"plan's {key} is not a list of names: {names!r}"
+    per_task = plan.get("episodes_per_task")
+    if per_task is not None and (isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1):
+        return f"plan's episodes_per_task is not an integer >= 1: {per_task!r}"
+    return None

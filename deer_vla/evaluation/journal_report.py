@@ -78,7 +78,11 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"{mode}: {done}{'' if planned is None else f' of {planned}'} episodes"
               f"{' (on the seeds every mode finished)' if args.common else ''}")
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2))
+        try:
+            args.json.write_text(json.dumps(report, indent=2))
+        except OSError as exc:
+            print(f"deer-vla eval-report: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -1,7 +1,9 @@
 """Closed-loop episodes: the simulator, the policy and the exit controller in one loop."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
@@ -59,6 +61,47 @@ class EpisodeResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> EpisodeResult:
+        """A record written by ``to_dict`` (an evaluation journal's line) back; ValueError naming every field
+        that is missing, unknown or of the wrong type (a summary would otherwise add "yes" to a count, or -1
+        steps to a mean)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        problems = [f"missing {k!r}" for k in required if k not in data]
+        problems += [f"unknown key {k!r}" for k in sorted(set(data) - known)]
+        for key, value in data.items():
+            check = _RESULT_FIELDS.get(key)
+            if check is not None and not check[0](value):
+                problems.append(f"{key}={value!r} is not {check[1]}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return cls(**data)
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _amount(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+_RESULT_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "mode": (lambda v: isinstance(v, str) and bool(v), "a mode name"),
+    "task": (lambda v: isinstance(v, str) and bool(v), "a task name"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "instruction": (lambda v: isinstance(v, str), "a string"),
+    "success": (lambda v: isinstance(v, bool), "true or false"),
+    "steps": (_count, "an integer >= 0"),
+    "llm_gflops": (_amount, "a finite number >= 0"),
+    "total_gflops": (_amount, "a finite number >= 0"),
+    "exit_counts": (lambda v: isinstance(v, list) and all(_count(c) for c in v), "a list of integers >= 0"),
+    "model_ms": (_amount, "a finite number >= 0"),
+}
 
 
 def make_controller(runner: SegmentedPolicy, profile: CostProfile, mode: ModeSpec,

@@ -1,0 +1,62 @@
+"""An evaluation journal read back (eval-report, evaluate --resume): a record or header of the wrong shape is
+refused naming the file, the line and the field, instead of a traceback or a summary built on it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deer_vla.evaluation.journal import JOURNAL_NAME
+from deer_vla.evaluation.journal_report import cli_main, journal_report
+
+HEADER = {"journal": 1, "fingerprint": {}, "plan": {"modes": ["full", "exit1"], "tasks": ["reach-v3"],
+                                                    "episodes_per_task": 2}}
+
+
+def _episode(**changes: object) -> dict:
+    return {"mode": "full", "task": "reach-v3", "seed": 0, "instruction": "reach", "success": True, "steps": 10,
+            "llm_gflops": 5.0, "total_gflops": 6.0, "exit_counts": [0, 10], "model_ms": 3.0, **changes}
+
+
+def _journal(out: Path, lines: list) -> Path:
+    out.mkdir()
+    (out / JOURNAL_NAME).write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return out / JOURNAL_NAME
+
+
+def test_a_journal_reports_its_episodes_and_drops_only_a_torn_last_line(tmp_path):
+    _journal(tmp_path / "ok", [HEADER, _episode(), _episode(mode="exit1", success=False), '{"mode": "fu'])
+    report = journal_report(tmp_path / "ok")
+    assert report["progress"] == {"full": [1, 2], "exit1": [1, 2]}
+    assert report["summary"]["exit1"]["overall"]["episodes"] == 1
+
+
+@pytest.mark.parametrize("lines, expected", [
+    ([HEADER, _episode(), "[1, 2]", _episode(seed=1)], "line 3 is not an episode record: expected a JSON object"),
+    ([HEADER, _episode(success="yes")], "line 2 is not an episode record: success='yes' is not true or false"),
+    ([HEADER, _episode(steps=-1)], "line 2 is not an episode record: steps=-1 is not an integer >= 0"),
+    ([HEADER, _episode(llm_gflops="5")], "line 2 is not an episode record: llm_gflops='5' is not a finite number"),
+    ([HEADER, _episode(mode=3)], "line 2 is not an episode record: mode=3 is not a mode name"),
+    # complete JSON on the last line is a record, not a torn write: it was dropped silently before
+    ([HEADER, _episode(), {**_episode(seed=1), "bogus": 1}], "line 3 is not an episode record: unknown key 'bogus'"),
+    ([{**HEADER, "plan": ["full"]}, _episode()], "line 1: the header's plan is not an object"),
+    ([{**HEADER, "plan": {**HEADER["plan"], "modes": "full"}}, _episode()],
+     "line 1: the header's plan's modes is not a list of names: 'full'"),  # reported modes f, u, l, l before
+    ([{**HEADER, "plan": {**HEADER["plan"], "tasks": 5}}, _episode()],
+     "line 1: the header's plan's tasks is not a list"),
+])
+def test_a_record_or_header_of_the_wrong_shape_is_refused_naming_line_and_field(tmp_path, capsys, lines,
+                                                                                expected):
+    path = _journal(tmp_path / "eval", lines)
+    assert cli_main([str(tmp_path / "eval")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"deer-vla eval-report: {path} {expected}") and "\n" not in err, err
+
+
+def test_a_report_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    _journal(tmp_path / "eval", [HEADER, _episode()])
+    (tmp_path / "file").write_text("")
+    assert cli_main([str(tmp_path / "eval"), "--json", str(tmp_path / "file" / "report.json")]) == 1
+    assert capsys.readouterr().err.strip() == \
+        f"deer-vla eval-report: cannot write --json {tmp_path / 'file' / 'report.json'}: Not a directory"
