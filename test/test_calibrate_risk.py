@@ -78,6 +78,18 @@ def test_an_exceedance_metric_without_its_tau_is_refused(
     assert "exceed:TAU" in capsys.readouterr().err
 
 
+def test_calibrate_refuses_an_output_it_cannot_write_before_calibrating(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The thresholds are written after minutes of calibration: an --out that cannot be written (a file in the
+    way here; a read-only mount on a robot) is refused at the start, in one line, not by a traceback at the end.
+    The checkpoint is never loaded, so none is needed."""
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "thresholds"
+    argv = ["--checkpoint", str(tmp_path / "ckpt"), "--recording", "x.mcap", "--average-budget-fraction", "0.5"]
+    assert calibrate_main([*argv, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"deer-vla calibrate: cannot write to {out}: Not a directory"
+
+
 def test_model_commands_set_their_thread_count_deliberately(checkpoint: tuple[Path, Path], tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """calibrate / profile / replay run the model for minutes: each sets torch's thread count (default 1; the

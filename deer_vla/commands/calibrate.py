@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -237,6 +238,20 @@ def load_settings(argv: list[str] | None = None) -> CalibrateSettings:
     return load_layered(CalibrateSettings, build_parser().parse_args(argv), "calibrate settings")
 
 
+def unwritable_dir(path: Path, create: bool) -> str | None:
+    """Why files cannot be written into ``path`` (created first when ``create``), or None. A missing ``path``
+    that is not to be created is left to its reader (a checkpoint's loader says what is missing)."""
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        elif not path.is_dir():
+            return None
+        tempfile.TemporaryFile(dir=path).close()  # the real test: permissions, a read-only mount, a full quota
+    except OSError as exc:
+        return f"cannot write to {path}: {exc.strerror or exc}"
+    return None
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     try:
         args = load_settings(argv)
@@ -252,6 +267,10 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
     out = CheckpointDir(args.out or ckpt)  # the thresholds and the profile they were solved with
+    problem = unwritable_dir(out.root, create=args.out is not None)
+    if problem:  # found now, not after minutes of calibration that would then be lost
+        print(f"deer-vla calibrate: {problem}", file=sys.stderr)
+        return 2
     from deer_vla.control.criterion import Criterion
 
     try:

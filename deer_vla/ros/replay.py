@@ -114,7 +114,11 @@ def cli_main(argv: list[str] | None = None) -> int:
           f"replayed {report.replayed_mean_gflops:.4f}")
     print(f"action difference      max {report.max_action_diff:.3g}, mean {report.mean_action_diff:.3g}")
     if args.json:
-        args.json.write_text(json.dumps(asdict(report), indent=2))
+        try:
+            args.json.write_text(json.dumps(asdict(report), indent=2))
+        except OSError as exc:
+            print(f"deer-vla replay: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     return 0
 
 
