@@ -131,6 +131,8 @@ def test_unclear_inputs_are_refused_with_what_to_do(lerobot_demo: Path, tmp_path
     assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "e"), "--camera", "static=observation.images.side",
                      "--gripper-open", "0", "--gripper-closed", "1"]) == 1
     assert "cameras: observation.images.front, observation.images.wrist" in capsys.readouterr().err
+    assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "f"), "--episodes", "-1"]) == 1  # all but the last
+    assert "--episodes must be >= 1, got -1" in capsys.readouterr().err
 
 
 # --- broken inputs: one line naming the file and what is wrong, and never a dataset that is not whole ---

@@ -269,7 +269,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     out = CheckpointDir(args.out or ckpt)  # the thresholds and the profile they were solved with
     problem = unwritable_dir(out.root, create=args.out is not None)
     if problem:  # found now, not after minutes of calibration that would then be lost
-        print(f"deer-vla calibrate: {problem}", file=sys.stderr)
+        hint = "" if args.out else "; write the thresholds elsewhere with --out DIR"
+        print(f"deer-vla calibrate: {problem}{hint}", file=sys.stderr)
         return 2
     from deer_vla.control.criterion import Criterion
 

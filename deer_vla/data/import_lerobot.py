@@ -95,6 +95,8 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
                    gripper_closed: float | None = None, image_size: int = 64,
                    max_episodes: int | None = None, log: Any = print) -> dict[str, Any]:
     """Import; returns a summary (episodes, steps, cameras, action spec, proprio names, fps)."""
+    if max_episodes is not None and max_episodes < 1:  # rows[:-1] would silently drop the last episode
+        raise DatasetError(f"--episodes must be >= 1, got {max_episodes}")
     check_new_output(out)  # before reading the whole dataset, not after
     info = LeRobotInfo.load(src)
     root = info.root
