@@ -270,3 +270,24 @@ def test_an_import_that_fails_midway_leaves_nothing_and_touches_no_existing_data
     assert f"cannot write the dataset {tmp_path / 'full'}: [Errno 28] No space left on device" in \
         capsys.readouterr().err
     assert not (tmp_path / "full").exists() and not list(tmp_path.glob(".full.importing-*"))
+
+
+def test_staging_folders_of_killed_imports_are_removed_by_the_next_import(tmp_path: Path):
+    """A SIGKILLed import cannot clean up: the next import into the same --out removes the staging folder whose
+    process is gone, and leaves one whose process still runs (an import in progress)."""
+    import os
+    import subprocess
+    import sys
+
+    from deer_vla.data.importing import remove_abandoned_staging
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    out = tmp_path / "mine[1]"  # glob metacharacters in the name are taken literally
+    abandoned = tmp_path / f".mine[1].importing-{dead_pid}-0123abcd"
+    running = tmp_path / f".mine[1].importing-{os.getpid()}-89abcdef"
+    other = tmp_path / f".theirs.importing-{dead_pid}-0123abcd"
+    for folder in (abandoned, running, other):
+        (folder / "episodes").mkdir(parents=True)
+    assert remove_abandoned_staging(out) == [abandoned]
+    assert not abandoned.exists() and running.is_dir() and other.is_dir()

@@ -29,6 +29,7 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,29 @@ def _reason(e: OSError) -> str:
     return f"{e.strerror}: {e.filename}" if e.strerror and e.filename else str(e)
 
 
+def remove_abandoned_staging(out: Path) -> list[Path]:
+    """Delete the staging folders a killed import into ``out`` left beside it (``.<name>.importing-<pid>-*``
+    whose process is gone); -> the folders removed. A running import's folder is left alone."""
+    removed = []
+    for staging in out.parent.glob(f".{glob_escape(out.name)}.importing-*"):
+        match = re.fullmatch(rf"\.{re.escape(out.name)}\.importing-(\d+)-[0-9a-f]+", staging.name)
+        if match is None or not staging.is_dir() or _process_alive(int(match.group(1))):
+            continue
+        shutil.rmtree(staging, ignore_errors=True)
+        removed.append(staging)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 class ImportWriter:
     """Writes imported episodes as a new dataset at ``out``, all or nothing.
 
@@ -246,6 +270,7 @@ class ImportWriter:
         self.staging: Path | None = None
         try:
             self.root.parent.mkdir(parents=True, exist_ok=True)
+            remove_abandoned_staging(self.root)
             # mkdir, not mkdtemp: the dataset gets the usual (umask) permissions, not mkdtemp's owner-only ones
             staging = self.root.parent / f".{self.root.name}.importing-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             staging.mkdir()
