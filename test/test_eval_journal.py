@@ -32,6 +32,15 @@ def test_a_journal_reports_its_episodes_and_drops_only_a_torn_last_line(tmp_path
     assert report["summary"]["exit1"]["overall"]["episodes"] == 1
 
 
+def test_an_episode_journalled_twice_counts_once_as_its_latest_record(tmp_path):
+    """A journal joined by hand (or a job re-run after a crash) may hold one episode twice: it is one episode,
+    and the later record wins, as evaluate --resume keeps it."""
+    _journal(tmp_path / "twice", [HEADER, _episode(success=False), _episode(mode="exit1"), _episode(success=True)])
+    report = journal_report(tmp_path / "twice")
+    assert report["progress"] == {"full": [1, 2], "exit1": [1, 2]}
+    assert report["summary"]["full"]["overall"]["successes"] == 1
+
+
 @pytest.mark.parametrize("lines, expected", [
     ([HEADER, _episode(), "[1, 2]", _episode(seed=1)], "line 3 is not an episode record: expected a JSON object"),
     ([HEADER, _episode(success="yes")], "line 2 is not an episode record: success='yes' is not true or false"),

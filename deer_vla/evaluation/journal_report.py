@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, read_journal
+from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, episode_key, read_journal
 from deer_vla.evaluation.report import group_means, print_groups, print_table, summarize, summarize_groups
 
 
@@ -23,7 +23,8 @@ def journal_report(out_dir: str | Path, common: bool = False) -> dict[str, Any]:
     compared on the same episodes."""
     from deer_vla.sim.mt50 import difficulty_groups
 
-    header, results = read_journal(Path(out_dir) / JOURNAL_NAME)
+    header, records = read_journal(Path(out_dir) / JOURNAL_NAME)
+    results = list({episode_key(r): r for r in records}.values())  # one per episode, the latest, as --resume keeps
     plan = header.get("plan") or {}
     order = list(plan.get("modes") or dict.fromkeys(r.mode for r in results))
     order += [m for m in dict.fromkeys(r.mode for r in results) if m not in order]  # modes the plan lacks
