@@ -12,6 +12,7 @@ success on calibration seeds, which are disjoint from the evaluation seeds.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import sys
@@ -46,13 +47,14 @@ def calibration_steps(runner: Any, episodes: Any, max_steps: int | None,
 
 
 def recorded_observation_episodes(runner: Any, recordings: Sequence[str | Path]) -> list[list[Observation]]:
-    """The policy node's MCAP recordings as episodes of Observations (a crashed run's file: its complete part)."""
+    """The policy node's MCAP recordings as episodes of Observations (a crashed run's file: its complete part).
+    Each is a recording's first file, its directory or a glob: a split recording is read part after part."""
     from deer_vla.data.mcap_io import truncation_warnings_to_stderr
     from deer_vla.data.recording import recorded_episodes
 
     episodes: list[list[Observation]] = []
     for path in recordings:
-        if not Path(path).is_file():
+        if not (Path(path).exists() or glob.has_magic(str(path))):
             raise FileNotFoundError(f"recording not found: {path}")
         with truncation_warnings_to_stderr("deer-vla calibrate"):
             episodes += recorded_episodes(path, tuple(runner.cameras))
@@ -130,8 +132,9 @@ class CalibrateSettings(BaseModel):
 
     checkpoint: str = Field(description=CHECKPOINT_HELP + " (the thresholds are written here)")
     dataset: str | None = Field(None, description="demonstration dataset directory (calibration set)")
-    recording: list[str] | None = Field(None, description="the policy node's own recordings (record_path; repeat the "
-                                        "flag for several): thresholds solved on what the robot actually saw")
+    recording: list[str] | None = Field(None, description="the policy node's own recordings (record_path: a split "
+                                        "recording's first file, folder or a quoted glob; repeat the flag for "
+                                        "several): thresholds solved on what the robot actually saw")
     average_budget_fraction: float | None = Field(None, gt=0, le=1, description="average budget as a fraction of the "
                                                   "full model")
     average_gflops: float | None = Field(None, gt=0, description="average budget in GFLOPs per action")

@@ -13,20 +13,35 @@ a ``TruncatedMcapWarning``.
 A flush that fails (disk full) is logged once and retried on the next tick, so
 the flusher keeps running when the disk recovers; ``close()`` always releases
 the file and then raises the error that kept the footer from being written.
+
+Splitting (rosbag2's ``max_bagfile_size`` / ``max_bagfile_duration``): a log
+that passes ``SplitLimits`` moves on to its next part, ``<stem>_1.mcap``,
+``<stem>_2.mcap``, ... beside the first file, which keeps the name it was
+given (rosbag2's ``<name>_<index>`` with the unsuffixed name as index 0, so a
+short run is one file where it always was). Each part is a whole MCAP file,
+finished with its footer when the next one starts, so only the last part can
+be unfinished after a crash, and the writer's in-memory index (one entry per
+chunk, until the footer) is per part. A part opens with a ``deer_vla.log_part``
+metadata record (the log's id, its part number) and a finished one that is
+continued ends with ``deer_vla.log_continued``: ``deer_vla.data.mcap_parts``
+reads a log's parts back in order and names a missing one.
 """
 from __future__ import annotations
 
 import logging
+import math
 import numbers
+import re
 import sys
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mcap.reader import NonSeekingReader, make_reader
 from mcap_ros2.decoder import DecoderFactory
@@ -68,6 +83,56 @@ FLUSH_INTERVAL_S = 0.5  # a crash loses at most about this much (plus the write 
 CHUNK_BYTES = 256 * 1024  # chunks also close at this size, so a burst of images does not wait for the timer
 
 
+# Default split limits, for a robot that runs for days. 256 MiB: a part that Foxglove opens and that copies off
+# the robot in seconds, and at most ~1000 chunks (of CHUNK_BYTES) in the writer's index. 1 h: a slow log (the
+# monitor's ~1 KB step records never fill a chunk; the flusher closes one every FLUSH_INTERVAL_S) still rolls over
+# hourly, which bounds its index at 3600 / FLUSH_INTERVAL_S chunks: the unsplit policy recording grew ~4.7 MB/h
+# of index (docs/RESULTS.md), and a damaged or unfinished part costs at most an hour.
+DEFAULT_SPLIT_MIB = 256.0
+DEFAULT_SPLIT_S = 3600.0
+PART_METADATA = "deer_vla.log_part"  # {"log": id shared by the parts, "part": "0", "1", ...}
+CONTINUED_METADATA = "deer_vla.log_continued"  # {"next_part": "n"}: a finished part whose log goes on
+
+
+@dataclass(frozen=True)
+class SplitLimits:
+    """When a log moves on to its next part: past ``max_bytes`` or ``max_seconds`` (wall time since the part
+    began, so sim time or odd stamps cannot stall it), whichever comes first; 0 = no limit of that kind."""
+
+    max_bytes: int = int(DEFAULT_SPLIT_MIB * 2**20)
+    max_seconds: float = DEFAULT_SPLIT_S
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_bytes, numbers.Integral) and self.max_bytes >= 0):
+            raise ValueError(f"split max_bytes must be an integer >= 0 (0 = no size limit), got {self.max_bytes!r}")
+        if not (math.isfinite(self.max_seconds) and self.max_seconds >= 0):
+            raise ValueError(f"split max_seconds must be finite and >= 0 (0 = no time limit), got {self.max_seconds}")
+
+
+DEFAULT_SPLIT = SplitLimits()
+NO_SPLIT = SplitLimits(max_bytes=0, max_seconds=0.0)
+
+
+def part_path(first: str | Path, part: int) -> Path:
+    """Part ``part`` of the log whose first file is ``first``: ``first`` itself for 0, else ``<stem>_<part>``."""
+    first = Path(first)
+    return first if part == 0 else first.with_name(f"{first.stem}_{part}{first.suffix}")
+
+
+def numbered_parts(first: str | Path) -> dict[int, Path]:
+    """Files beside ``first`` named as its parts 1, 2, ... (whatever log wrote them) -> {part: path}."""
+    first = Path(first)
+    pattern = re.compile(re.escape(first.stem) + r"_([1-9][0-9]*)" + re.escape(first.suffix))
+    if not first.parent.is_dir():
+        return {}
+    found = {}
+    for candidate in first.parent.iterdir():
+        match = pattern.fullmatch(candidate.name)
+        if match and candidate.is_file():
+            found[int(match.group(1))] = candidate
+    return dict(sorted(found.items()))
+
+
 class TruncatedMcapWarning(UserWarning):
     """An MCAP file has no footer (its writer died); only its complete chunks were read."""
 
@@ -94,16 +159,26 @@ def truncation_warnings_to_stderr(prog: str) -> Iterator[None]:
 
 
 class McapLog:
-    """Append-only MCAP writer; one schema per type, registered on first use. Thread-safe."""
+    """Append-only MCAP writer, split into parts by ``split``; one schema per type, registered on first use per
+    part. Thread-safe. ``path`` is the first part; ``parts`` lists every part begun so far."""
 
     def __init__(self, path: str | Path, flush_interval_s: float = FLUSH_INTERVAL_S,
-                 chunk_bytes: int = CHUNK_BYTES) -> None:
+                 chunk_bytes: int = CHUNK_BYTES, split: SplitLimits = DEFAULT_SPLIT) -> None:
         if not flush_interval_s > 0:
             raise ValueError(f"flush_interval_s must be > 0, got {flush_interval_s}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._stream = self.path.open("wb")
-        self._writer = Writer(self._stream, chunk_size=chunk_bytes)
+        stale = numbered_parts(self.path)
+        if stale:  # its part 1 would be overwritten and the rest read as ours
+            raise FileExistsError(f"{next(iter(stale.values()))} (a part of an earlier log named {self.path.name}) "
+                                  "is in the way: move that log's parts aside first")
+        self.split = split
+        self.log_id = uuid.uuid4().hex
+        self._chunk_bytes = chunk_bytes
+        self.parts: list[Path] = []
+        self._stream, self._writer = self._start_part(0)  # the header is on disk: even an empty crashed log reads
+        self._part_started = time.monotonic()
+        self._part_count = 0  # messages in the current part
         self._schemas: dict[str, Any] = {}
         self._sequence = 0
         self.count = 0
@@ -113,9 +188,50 @@ class McapLog:
         self.flush_error: OSError | None = None  # the last failed background flush (None once one succeeds)
         self._stop = threading.Event()
         self._flush_interval_s = flush_interval_s
-        self._stream.flush()  # the header is on disk from the start: even an empty crashed log is readable
         self._flusher = threading.Thread(target=self._flush_loop, name=f"mcap_flush:{self.path.name}", daemon=True)
         self._flusher.start()
+
+    def _start_part(self, part: int) -> tuple[IO[bytes], Writer]:
+        """Open part ``part`` with its header and part record flushed to the OS; appended to ``parts``."""
+        path = part_path(self.path, part)
+        stream = path.open("wb")
+        try:
+            writer = Writer(stream, chunk_size=self._chunk_bytes)
+            writer.add_metadata(PART_METADATA, {"log": self.log_id, "part": str(part)})
+            stream.flush()
+        except BaseException:
+            stream.close()
+            raise
+        self.parts.append(path)
+        return stream, writer
+
+    def _split_due(self) -> bool:
+        if self._part_count == 0:
+            return False
+        # tell() counts what reached the stream; the chunk being built (at most chunk_bytes) is not in it yet
+        too_big = 0 < self.split.max_bytes <= self._stream.tell()
+        too_old = 0 < self.split.max_seconds <= time.monotonic() - self._part_started
+        return too_big or too_old
+
+    def _next_part(self) -> None:
+        """Finish the current part and go on in the next (holding the lock)."""
+        # the next part is on disk before this one gets its "continued" record, so a kill in between leaves an
+        # empty last part, never a finished part pointing at one that does not exist
+        stream, writer = self._start_part(len(self.parts))
+        old_stream, old_writer, old_path = self._stream, self._writer, self.parts[-2]
+        self._stream, self._writer = stream, writer
+        self._schemas = {}
+        self._part_started, self._part_count, self._dirty = time.monotonic(), 0, False
+        try:
+            old_writer.add_metadata(CONTINUED_METADATA, {"next_part": str(len(self.parts) - 1)})
+            old_writer.finish()
+        except OSError as exc:  # disk full: its complete chunks stay readable (as an unfinished file)
+            log.error("MCAP log %s: part not finished cleanly, going on in %s: %s", old_path, self.parts[-1], exc)
+        finally:
+            try:
+                old_stream.close()
+            except OSError as exc:
+                log.error("MCAP log %s: part not closed cleanly: %s", old_path, exc)
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self._flush_interval_s):
@@ -139,8 +255,9 @@ class McapLog:
                 self._writer._writer.flush()
                 self._dirty = False
 
-    def write(self, topic: str, datatype: str, message: Any, stamp_ns: int) -> None:
-        """``message`` is an rclpy message or a dict with the same fields."""
+    def write(self, topic: str, datatype: str, message: Any, stamp_ns: int, may_split: bool = True) -> None:
+        """``message`` is an rclpy message or a dict with the same fields. ``may_split=False`` keeps the message in
+        the part of the one before it (a step written as several messages stays in one part)."""
         if datatype not in MSGDEFS:
             raise ValueError(f"no message definition for '{datatype}'; known: {sorted(MSGDEFS)}")
         # checked before the writer sees it: mcap fails on a bad time only halfway through a chunk, and that
@@ -151,6 +268,8 @@ class McapLog:
         with self._lock:
             if self.closed:
                 raise RuntimeError(f"MCAP log {self.path} is closed")
+            if may_split and self._split_due():
+                self._next_part()
             schema = self._schemas.get(datatype)
             if schema is None:
                 schema = self._schemas[datatype] = self._writer.register_msgdef(datatype, MSGDEFS[datatype])
@@ -158,6 +277,7 @@ class McapLog:
                                        sequence=self._sequence)
             self._sequence += 1
             self.count += 1
+            self._part_count += 1
             self._dirty = True
 
     def close(self) -> None:

@@ -4,11 +4,14 @@ Per step, in this order and with the same log time: one Image per camera,
 the instruction, the proprioception (if any), the raw 7-D action and the
 step record (``deer_vla.ros.recorder.PolicyRecorder`` writes them). A step is
 complete when its record arrives, so a reader needs no index and a truncated
-file loses at most the last step. Used by ``deer-vla replay`` and by
-``deer-vla calibrate --recording``.
+file loses at most the last step. A recording split into parts is read part
+after part (``deer_vla.data.mcap_parts``: the first file, a directory or a
+glob names it); the recorder splits only between steps. Used by
+``deer-vla replay`` and by ``deer-vla calibrate --recording``.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,8 @@ import numpy as np
 
 from deer_vla.core import Observation, StepRecord
 from deer_vla.data.image_msg import image_msg_to_rgb
-from deer_vla.data.mcap_io import read_messages
+from deer_vla.data.mcap_io import McapMessage, read_messages
+from deer_vla.data.mcap_parts import log_parts
 
 PREFIX = "/deer_vla/policy"
 INSTRUCTION = f"{PREFIX}/input/instruction"
@@ -86,14 +90,22 @@ def _finite(values: Any, size: int | None = None) -> np.ndarray:
     return array
 
 
+def _messages_by_part(path: str | Path) -> Iterator[tuple[Path, McapMessage]]:
+    for part in log_parts(path):
+        for message in read_messages(part):
+            yield part, message
+
+
 def read_recording(path: str | Path) -> list[RecordedStep]:
-    """The recorded steps in order; RecordingError names the file, topic and log time of a message of the wrong
-    type or with unusable values (a policy node never writes one: the file was damaged or is another program's)."""
+    """The recorded steps in order, over every part of a split recording (``path``: its first file, a directory
+    or a glob); RecordingError names the file, topic and log time of a message of the wrong type or with unusable
+    values (a policy node never writes one: the file was damaged or is another program's); MissingPartError
+    names a missing part."""
     steps: list[RecordedStep] = []
     images: dict[str, np.ndarray] = {}
     instruction, proprio, action = "", None, np.zeros(0)
     image_prefix, image_suffix = f"{PREFIX}/input/", "/image"
-    for m in read_messages(path):
+    for part, m in _messages_by_part(path):
         is_image = m.topic.startswith(image_prefix) and m.topic.endswith(image_suffix)
         expected = IMAGE_TYPE if is_image else _TYPES.get(m.topic)
         if expected is None:
@@ -116,5 +128,5 @@ def read_recording(path: str | Path) -> list[RecordedStep]:
                                           StepRecord.from_json(m.message.data), m.log_time_ns))
                 images, proprio = {}, None
         except ValueError as exc:  # ImageConversionError, JSONDecodeError and StepRecord's checks among them
-            raise RecordingError(f"{path}: {m.topic} at {m.log_time_ns} ns: {exc}") from exc
+            raise RecordingError(f"{part}: {m.topic} at {m.log_time_ns} ns: {exc}") from exc
     return steps

@@ -13,10 +13,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from deer_vla.core import StepRecord
-from deer_vla.data.mcap_io import McapLog
+from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, McapLog, numbered_parts
 from deer_vla.ros.budget_monitor import BudgetMonitor
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.node_parameters import declare_parameters
+from deer_vla.ros.params import check_split_mib, check_split_s, split_limits
 from deer_vla.ros.plot import plot_records
 
 RECORD_TOPIC_MCAP = "/deer_vla/step_record"
@@ -35,6 +36,10 @@ MONITOR_DEFAULTS: dict = {
     "hardware_id": "deer_vla_policy",
     # WARN when the p95 observation age at action time (camera stamp -> action out) exceeds this; 0 = off
     "obs_age_warn_ms": 250.0,
+    # steps.mcap goes on in steps_1.mcap, steps_2.mcap, ... past this size or time (0 = no limit of that kind):
+    # bounds the writer's memory and each file on a robot that runs for days (mcap_io says why)
+    "log_split_mib": DEFAULT_SPLIT_MIB,
+    "log_split_s": DEFAULT_SPLIT_S,
 }
 
 
@@ -51,6 +56,11 @@ class MonitorNode(Node):
         if not (isinstance(p["obs_age_warn_ms"], (int, float)) and not isinstance(p["obs_age_warn_ms"], bool)
                 and p["obs_age_warn_ms"] >= 0):
             raise ValueError(f"parameter 'obs_age_warn_ms' must be a number >= 0, got {p['obs_age_warn_ms']!r}")
+        for name, check in (("log_split_mib", check_split_mib), ("log_split_s", check_split_s)):
+            try:
+                check(p[name])
+            except ValueError as exc:
+                raise ValueError(f"parameter '{name}' {exc}") from None
         self.stats = BudgetMonitor(metric=p["metric"], window=int(p["window"]), error_ratio=p["error_ratio"],
                                    obs_age_warn_ms=float(p["obs_age_warn_ms"]))
         run = p["run_name"] or time.strftime("run_%Y%m%d_%H%M%S", time.gmtime())
@@ -60,7 +70,7 @@ class MonitorNode(Node):
         self.plot_path = self.log_dir / "steps.png"
         self.summary_path = self.log_dir / "summary.json"
         self._jsonl = self.jsonl_path.open("w")
-        self._mcap = McapLog(self.mcap_path)
+        self._mcap = McapLog(self.mcap_path, split=split_limits(p["log_split_mib"], p["log_split_s"]))
         self._write_plot = bool(p["write_plot"])
         self._hardware_id = p["hardware_id"]
         # the plot's records only: bounded, so a long run does not grow (JSONL + MCAP keep every step)
@@ -121,7 +131,7 @@ class MonitorNode(Node):
                   record.total_gflops, record.total_ms]
         metrics = Float64MultiArray(data=[float(v) for v in values])
         metrics.layout.dim = [MultiArrayDimension(label=",".join(METRIC_LABELS), size=len(values), stride=len(values))]
-        self._mcap.write(METRICS_TOPIC_MCAP, "std_msgs/msg/Float64MultiArray", metrics, stamp)
+        self._mcap.write(METRICS_TOPIC_MCAP, "std_msgs/msg/Float64MultiArray", metrics, stamp, may_split=False)
 
     def diagnostics(self) -> DiagnosticArray:
         arr = DiagnosticArray()
@@ -151,6 +161,7 @@ class MonitorNode(Node):
             "log_errors": self.log_errors,
             "jsonl": str(self.jsonl_path),
             "mcap": str(self.mcap_path),
+            "mcap_parts": len(self._mcap.parts),  # steps.mcap, steps_1.mcap, ... (split by log_split_mib/_s)
             "plot": str(self.plot_path) if self._write_plot and self.records else None,
         }
 
@@ -195,7 +206,8 @@ def _fresh_run_dir(log_dir: Path, run: str) -> Path:
     run_name must not truncate the logs of the run that crashed."""
     for n in range(10_000):
         candidate = log_dir / (run if n == 0 else f"{run}.{n}")
-        if not any((candidate / name).exists() for name in ("steps.jsonl", "steps.mcap")):
+        if not any((candidate / name).exists() for name in ("steps.jsonl", "steps.mcap")) \
+                and not numbered_parts(candidate / "steps.mcap"):  # a split log whose first part was deleted
             candidate.mkdir(parents=True, exist_ok=True)
             return candidate
     raise ValueError(f"{log_dir} already holds 10000 runs named '{run}'")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, SplitLimits
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.shipped import resolve_checkpoint
 
@@ -31,6 +32,29 @@ BUDGET_PARAMS: tuple[str, ...] = (
 # Slowest timer rate: a timer's period must fit rcl's int64 nanoseconds (a 1e-12 Hz rate made create_timer
 # raise), and a control period beyond 100 s is no control loop.
 MIN_RATE_HZ = 0.01
+
+# Smallest split limits (besides 0 = none): below them a log would scatter into thousands of files a day.
+MIN_SPLIT_MIB = 1.0
+MIN_SPLIT_S = 10.0
+
+
+def check_split_mib(value: float) -> float:
+    """A split size in MiB (record_split_mib, log_split_mib): 0 = no size limit, else at least MIN_SPLIT_MIB."""
+    if not (math.isfinite(value) and (value == 0 or value >= MIN_SPLIT_MIB)):
+        raise ValueError(f"must be 0 (no size limit) or at least {MIN_SPLIT_MIB:g} MiB, got {value:g}")
+    return value
+
+
+def check_split_s(value: float) -> float:
+    """A split duration in s (record_split_s, log_split_s): 0 = no time limit, else at least MIN_SPLIT_S."""
+    if not (math.isfinite(value) and (value == 0 or value >= MIN_SPLIT_S)):
+        raise ValueError(f"must be 0 (no time limit) or at least {MIN_SPLIT_S:g} s, got {value:g}")
+    return value
+
+
+def split_limits(mib: float, seconds: float) -> SplitLimits:
+    return SplitLimits(max_bytes=int(mib * 2**20), max_seconds=seconds)
+
 
 # name -> default; the type of the default is the ROS parameter type.
 POLICY_DEFAULTS: dict[str, Any] = {
@@ -79,6 +103,10 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "risk.eps": 0.0,
     "risk.delta": 0.1,  # may not be below the delta the file was calibrated at
     "record_path": "",  # MCAP file for the policy's inputs and outputs per step ("" = off)
+    # the recording goes on in <stem>_1.mcap, <stem>_2.mcap, ... past this size or time (0 = no limit of that kind;
+    # configure-time): bounds the writer's memory and each file on a robot that runs for days (mcap_io says why)
+    "record_split_mib": DEFAULT_SPLIT_MIB,
+    "record_split_s": DEFAULT_SPLIT_S,
     "autostart": False,  # configure + activate on start (for running the executable alone)
     # torch intra-op threads, set at configure (0 = torch's default, one per core). 1 by measurement: beside
     # other busy processes more threads oversubscribe the cores (docs/RESULTS.md, bench_node_latency --cpu-load)
@@ -136,6 +164,8 @@ class PolicyParams(BaseModel):
     risk_eps: float = Field(ge=0)
     risk_delta: float = Field(gt=0, lt=1)
     record_path: str
+    record_split_mib: float
+    record_split_s: float
     autostart: bool
     torch_threads: int = Field(ge=0, le=1024)
     diagnostics_period_s: float = Field(ge=0.05, le=60)  # finite by the bounds
@@ -150,6 +180,16 @@ class PolicyParams(BaseModel):
         if not math.isfinite(v):
             raise ValueError(f"must be finite, got {v}")
         return v
+
+    @field_validator("record_split_mib")
+    @classmethod
+    def _split_mib(cls, v: float) -> float:
+        return check_split_mib(v)
+
+    @field_validator("record_split_s")
+    @classmethod
+    def _split_s(cls, v: float) -> float:
+        return check_split_s(v)
 
     @field_validator("hold_rate_hz")
     @classmethod
@@ -211,6 +251,10 @@ class PolicyParams(BaseModel):
     def proprio_input_topic(self) -> str:
         """The topic proprioception is read from ("" = none): per proprio.source."""
         return self.proprio_joint_state_topic if self.proprio_source == "joint_state" else self.proprio_topic
+
+    @property
+    def record_split(self) -> SplitLimits:
+        return split_limits(self.record_split_mib, self.record_split_s)
 
     @property
     def period_s(self) -> float:

@@ -318,7 +318,7 @@ class PolicyNode(LifecycleNode):
         self._health_before = None
         self._start_diagnostics_timer(params.diagnostics_period_s)
         if params.record_path:
-            self._recorder = PolicyRecorder(params.record_path, stack.cameras)
+            self._recorder = PolicyRecorder(params.record_path, stack.cameras, params.record_split)
 
     def _stop_worker(self) -> None:
         if self._worker is not None:

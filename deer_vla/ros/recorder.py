@@ -3,8 +3,10 @@
 Per step, in this order and with the same log time: one Image per camera,
 the instruction, the proprioception (if any), the raw 7-D action and the
 step record. A step is complete when its record arrives, so a reader needs
-no index and a truncated file loses at most the last step. A file already
-at the path (an earlier run's) is renamed to ``<stem>.<n>.mcap``, not overwritten.
+no index and a truncated file loses at most the last step. The recording is
+split into parts (``<stem>_1.mcap``, ...) by ``split``, only between steps. A
+recording already at the path (an earlier run's) is renamed, with its parts,
+to ``<stem>.<n>.mcap`` (``<stem>.<n>_1.mcap``, ...), not overwritten.
 """
 from __future__ import annotations
 
@@ -14,17 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from deer_vla.data.mcap_io import McapLog
+from deer_vla.data.mcap_io import DEFAULT_SPLIT, McapLog, SplitLimits, numbered_parts, part_path
 from deer_vla.data.recording import ACTION, INSTRUCTION, PROPRIO, RECORD, image_topic
 
 
 class PolicyRecorder:
-    def __init__(self, path: str | Path, cameras: tuple[str, ...]) -> None:
+    def __init__(self, path: str | Path, cameras: tuple[str, ...], split: SplitLimits = DEFAULT_SPLIT) -> None:
         self.cameras = tuple(cameras)
         # record_path is a fixed name in a parameter file: a restart (or cleanup + configure) must not truncate
         # the recording already there, least of all the one a crash left behind
         self.moved_aside = _move_aside(Path(path))
-        self.log = McapLog(path)
+        self.log = McapLog(path, split=split)
         self.steps = 0
 
     def write_step(
@@ -36,15 +38,17 @@ class PolicyRecorder:
         record_msg: Any,  # std_msgs/String with the StepRecord JSON
         stamp_ns: int,
     ) -> None:
-        for cam in self.cameras:
-            self.log.write(image_topic(cam), "sensor_msgs/msg/Image", frames[cam].msg, stamp_ns)
-        self.log.write(INSTRUCTION, "std_msgs/msg/String", {"data": instruction}, stamp_ns)
+        for i, cam in enumerate(self.cameras):  # a new part may begin with a step, never inside one
+            self.log.write(image_topic(cam), "sensor_msgs/msg/Image", frames[cam].msg, stamp_ns, may_split=i == 0)
+        self.log.write(INSTRUCTION, "std_msgs/msg/String", {"data": instruction}, stamp_ns, may_split=False)
         if proprio is not None:
             self.log.write(PROPRIO, "std_msgs/msg/Float32MultiArray",
-                           {"layout": {"dim": [], "data_offset": 0}, "data": [float(v) for v in proprio]}, stamp_ns)
+                           {"layout": {"dim": [], "data_offset": 0}, "data": [float(v) for v in proprio]}, stamp_ns,
+                           may_split=False)
         self.log.write(ACTION, "std_msgs/msg/Float32MultiArray",
-                       {"layout": {"dim": [], "data_offset": 0}, "data": [float(v) for v in action7]}, stamp_ns)
-        self.log.write(RECORD, "std_msgs/msg/String", record_msg, stamp_ns)
+                       {"layout": {"dim": [], "data_offset": 0}, "data": [float(v) for v in action7]}, stamp_ns,
+                       may_split=False)
+        self.log.write(RECORD, "std_msgs/msg/String", record_msg, stamp_ns, may_split=False)
         self.steps += 1
 
     def close(self) -> None:
@@ -52,12 +56,17 @@ class PolicyRecorder:
 
 
 def _move_aside(path: Path) -> Path | None:
-    """Rename an existing ``path`` to the first free ``<stem>.<n><suffix>`` (n = 1, 2, ...); -> the new name."""
-    if not path.exists():
+    """Rename a recording at ``path`` and its parts (``<stem>_<k>``, even with the first file deleted) to the first
+    free ``<stem>.<n><suffix>`` (n = 1, 2, ...) and ``<stem>.<n>_<k><suffix>``; -> the new first name."""
+    parts = numbered_parts(path)
+    if not path.exists() and not parts:
         return None
     for n in range(1, 10_000):
         aside = path.with_name(f"{path.stem}.{n}{path.suffix}")
-        if not aside.exists():
-            path.rename(aside)
+        if not aside.exists() and not numbered_parts(aside):
+            if path.exists():
+                path.rename(aside)
+            for k, part in parts.items():
+                part.rename(part_path(aside, k))
             return aside
     raise FileExistsError(f"{path} and 10000 earlier recordings beside it exist")

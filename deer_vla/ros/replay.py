@@ -2,6 +2,9 @@
 
     deer-vla replay RUN/policy_io.mcap --checkpoint DIR [--peak-gflops 3 ...]
 
+A recording split into parts (policy_io_1.mcap, ...: record_split_mib /
+record_split_s) is replayed whole from its first file, its folder or a glob.
+
 Re-runs every recorded step (same images, instruction, proprioception,
 episode boundaries) under the given checkpoint and budget and compares the
 exit decisions and actions with the recorded ones: same checkpoint and
@@ -75,7 +78,8 @@ def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops") -> 
 
 def cli_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deer-vla replay", description=__doc__.splitlines()[0])
-    parser.add_argument("recording", type=Path, help="MCAP written by the policy node's record_path")
+    parser.add_argument("recording", type=Path, help="MCAP written by the policy node's record_path (a split "
+                        "recording: its first file, folder or a quoted glob)")
     parser.add_argument("--checkpoint", type=checkpoint_argument, default="", help=checkpoint_help())
     parser.add_argument("--thresholds", type=Path, default=None, help="default: the checkpoint's own")
     parser.add_argument("--device", default="cpu")
