@@ -14,8 +14,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# At ~50 Hz: "policy" records policy steps (two 64x64 cameras, like the node's recorder); "records" writes
-# small step records only (like the monitor's steps.mcap, which never fills a default 1 MB chunk).
+# At ~50 Hz: "policy" records policy steps (two 64x64 cameras, like the node's recorder); "policy_split" the same
+# split into parts of 256 KiB (a new part every ~10 steps); "records" writes small step records only (like the
+# monitor's steps.mcap, which never fills a default 1 MB chunk).
 # Prints "index wall_ns" after each.
 CHILD = r"""
 import sys, time
@@ -23,7 +24,7 @@ import numpy as np
 from std_msgs.msg import String
 from deer_vla.core import StepRecord
 from deer_vla.ros.image_conv import rgb_to_image_msg
-from deer_vla.data.mcap_io import McapLog
+from deer_vla.data.mcap_io import McapLog, SplitLimits
 from deer_vla.data.recording import RECORD
 from deer_vla.ros.recorder import PolicyRecorder
 
@@ -31,8 +32,9 @@ class Frame:
     def __init__(self, msg):
         self.msg = msg
 
-policy = sys.argv[2] == "policy"
-rec = PolicyRecorder(sys.argv[1], ("static", "wrist")) if policy else McapLog(sys.argv[1])
+policy = sys.argv[2].startswith("policy")
+split = SplitLimits(max_bytes=256 * 1024, max_seconds=0) if sys.argv[2] == "policy_split" else SplitLimits()
+rec = PolicyRecorder(sys.argv[1], ("static", "wrist"), split) if policy else McapLog(sys.argv[1])
 rng = np.random.default_rng(0)
 i = 0
 while True:
@@ -50,10 +52,11 @@ while True:
 """
 
 
-@pytest.mark.parametrize("kind", ["policy", "records"])
+@pytest.mark.parametrize("kind", ["policy", "records", "policy_split"])
 def test_sigkilled_writer_loses_at_most_about_a_second(tmp_path, kind):
     from deer_vla.core import StepRecord
-    from deer_vla.data.mcap_io import TruncatedMcapWarning, read_messages
+    from deer_vla.data.mcap_io import TruncatedMcapWarning, is_finished, read_messages
+    from deer_vla.data.mcap_parts import log_parts
     from deer_vla.data.recording import read_recording
 
     path = tmp_path / "log.mcap"
@@ -76,8 +79,13 @@ def test_sigkilled_writer_loses_at_most_about_a_second(tmp_path, kind):
         child.kill()
         child.wait()
     assert len(written) >= 120, "the writer did not get going"
+    parts = log_parts(path)
+    if kind == "policy_split":  # every part but the last was finished with its footer before the kill
+        assert len(parts) >= 4 and all(is_finished(p) for p in parts[:-1]) and not is_finished(parts[-1])
+    else:
+        assert parts == [path]
     with pytest.warns(TruncatedMcapWarning, match="not closed"):
-        if kind == "policy":
+        if kind.startswith("policy"):
             steps = read_recording(path)
             recovered = {s.record.step for s in steps}
             assert all(s.images["static"].shape == (64, 64, 3) for s in steps)

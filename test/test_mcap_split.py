@@ -1,0 +1,256 @@
+"""MCAP logs split into parts (a robot that runs for days): each part is finished with its footer, the writer's
+memory does not grow with the run, and every reader reads the parts back as one log, naming a missing part."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deer_vla.data.mcap_io import NO_SPLIT, McapLog, SplitLimits, is_finished, read_messages
+from deer_vla.data.mcap_parts import MissingPartError, log_parts, part_info, read_log
+
+TOPIC = "/deer_vla/step_record"
+
+
+def _write(log: McapLog, start: int, count: int, flush: bool = False, size: int = 200) -> None:
+    for i in range(start, start + count):
+        # incompressible text: the bytes on disk follow the messages, not zstd's luck
+        log.write(TOPIC, "std_msgs/msg/String", {"data": f"{i} " + os.urandom(size // 2).hex()}, 1_000 + i)
+        if flush:
+            log.flush()
+
+
+def _stamps(source: str | Path) -> list[int]:
+    return [m.log_time_ns - 1_000 for m in read_log(source)]
+
+
+def test_a_log_past_its_size_moves_on_to_finished_parts_that_read_back_as_one(tmp_path):
+    limit = 16 * 1024
+    log = McapLog(tmp_path / "steps.mcap", chunk_bytes=2048, split=SplitLimits(max_bytes=limit, max_seconds=0))
+    _write(log, 0, 400)
+    assert len(log.parts) >= 4, "the log never split"
+    # every part but the last is finished (with its footer) while the log is still being written
+    assert all(is_finished(p) for p in log.parts[:-1]) and not is_finished(log.parts[-1])
+    log.close()
+    assert [p.name for p in log.parts] == ["steps.mcap"] + [f"steps_{n}.mcap" for n in range(1, len(log.parts))]
+    assert all(is_finished(p) for p in log.parts)
+    for part in log.parts[:-1]:  # past the limit by at most the chunk in progress and the footer
+        assert limit <= part.stat().st_size <= limit + 2048 + 4096, part
+    assert len({part_info(p).log for p in log.parts}) == 1 and [part_info(p).part for p in log.parts] == list(
+        range(len(log.parts)))
+    assert _stamps(tmp_path / "steps.mcap") == list(range(400))
+    assert _stamps(tmp_path) == list(range(400))  # the folder
+    assert _stamps(str(tmp_path / "steps*.mcap")) == list(range(400))  # a glob
+    assert _stamps(log.parts[2]) == [m.log_time_ns - 1_000 for p in log.parts[2:] for m in read_messages(p)]
+
+
+def test_a_log_past_its_time_moves_on_and_a_step_is_never_cut(tmp_path):
+    log = McapLog(tmp_path / "steps.mcap", split=SplitLimits(max_bytes=0, max_seconds=0.2))
+    _write(log, 0, 3)
+    time.sleep(0.25)
+    log.write(TOPIC, "std_msgs/msg/String", {"data": "same step"}, 1_003, may_split=False)  # stays in part 0
+    _write(log, 4, 2)  # the first of these begins part 1
+    log.close()
+    assert len(log.parts) == 2
+    assert [m.log_time_ns - 1_000 for m in read_messages(log.parts[0])] == [0, 1, 2, 3]
+    assert _stamps(tmp_path / "steps.mcap") == [0, 1, 2, 3, 4, 5]
+
+
+def test_the_writer_memory_stays_bounded_when_split_and_grows_when_not(tmp_path):
+    """The writer keeps an index entry per chunk until the footer: unsplit it grows with every chunk (every
+    flush), split it starts again with each part."""
+
+    def growth(name: str, split: SplitLimits) -> int:
+        log = McapLog(tmp_path / name, split=split)
+        _write(log, 0, 100, flush=True, size=8)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            _write(log, 100, 2000, flush=True, size=8)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+            log.close()
+        return grown
+
+    unsplit = growth("one.mcap", NO_SPLIT)
+    split = growth("split.mcap", SplitLimits(max_bytes=16 * 1024, max_seconds=0))
+    assert unsplit > 400_000, f"2000 chunks grew the unsplit writer by only {unsplit} B: nothing to bound"
+    assert split < unsplit / 8, f"split writer grew {split} B (unsplit {unsplit} B)"
+    assert len(list((tmp_path).glob("split_*.mcap"))) >= 10
+
+
+def _split_log(tmp_path: Path) -> list[Path]:
+    log = McapLog(tmp_path / "io.mcap", chunk_bytes=2048, split=SplitLimits(max_bytes=8 * 1024, max_seconds=0))
+    _write(log, 0, 300)
+    log.close()
+    assert len(log.parts) >= 5
+    return log.parts
+
+
+def test_a_missing_part_is_an_error_naming_it(tmp_path):
+    parts = _split_log(tmp_path)
+    parts[2].rename(tmp_path / "elsewhere.bin")  # a gap in the middle
+    with pytest.raises(MissingPartError, match=f"part {parts[2]} is missing"):
+        log_parts(parts[0])
+    with pytest.raises(MissingPartError, match="io_2.mcap is missing"):
+        _stamps(tmp_path)
+    for later in parts[3:]:
+        later.unlink()  # the tail gone too: part 1 still says the log goes on
+    with pytest.raises(MissingPartError, match="io_2.mcap is missing .io_1.mcap says the log goes on"):
+        log_parts(parts[0])
+
+
+def test_a_log_named_from_the_middle_or_mixed_with_others(tmp_path):
+    parts = _split_log(tmp_path)
+    everything = _stamps(parts[0])
+    parts[0].unlink()
+    parts[1].unlink()  # the oldest parts deleted to free space: the folder reads from the earliest left
+    assert log_parts(tmp_path) == parts[2:] and _stamps(tmp_path) == everything[-len(_stamps(parts[2])):]
+    other = McapLog(tmp_path / "other.mcap")
+    other.close()
+    with pytest.raises(ValueError, match="holds 2 MCAP logs .io_2.mcap, other.mcap.: give one of them"):
+        log_parts(tmp_path)
+    stranger = McapLog(tmp_path / "x" / "io.mcap", split=SplitLimits(max_bytes=1, max_seconds=0))
+    _write(stranger, 0, 3)
+    stranger.close()
+    (tmp_path / "x" / "io_1.mcap").replace(parts[-1].with_name(f"io_{len(parts)}.mcap"))  # another log's part
+    with pytest.raises(ValueError, match="written by another log"):
+        log_parts(parts[2])
+    with pytest.raises(FileNotFoundError, match="MCAP log not found"):
+        log_parts(tmp_path / "nothing.mcap")
+    with pytest.raises(FileExistsError, match="io_2.mcap .a part of an earlier log named io.mcap"):
+        McapLog(tmp_path / "io.mcap")  # would overwrite the parts left there
+
+
+# -- the policy recording: recorder, replay, calibrate ----------------------------------------------------------
+
+def _record(path: Path, split: SplitLimits, steps: int = 24) -> list[Path]:
+    from std_msgs.msg import String
+
+    from deer_vla.core import StepRecord
+    from deer_vla.ros.image_conv import rgb_to_image_msg
+    from deer_vla.ros.recorder import PolicyRecorder
+
+    class Frame:
+        def __init__(self, msg: object) -> None:
+            self.msg = msg
+
+    rng = np.random.default_rng(0)
+    rec = PolicyRecorder(path, ("static", "wrist"), split=split)
+    for i in range(steps):
+        frames = {c: Frame(rgb_to_image_msg(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)))
+                  for c in ("static", "wrist")}
+        record = StepRecord(step=i, episode=i // 12, exit_used=1, max_exit=1, stop_reason="fixed", llm_gflops=1.0,
+                            total_gflops=1.0)
+        rec.write_step(frames, f"task {i // 12}", np.full(4, i, np.float32), np.full(7, i / 100),
+                       String(data=record.to_json()), 1_000 + i)
+        if i % 2:
+            rec.log.flush()  # as the flusher does every 0.5 s: the size counts the chunks it closed
+    rec.close()
+    return rec.log.parts
+
+
+def test_replay_and_calibrate_read_a_split_recording_as_the_unsplit_one(tmp_path, tiny_checkpoint, capsys):
+    from deer_vla.commands.calibrate import recorded_observation_episodes
+    from deer_vla.data.recording import read_recording
+    from deer_vla.ros.replay import cli_main as replay
+
+    whole = tmp_path / "whole" / "io.mcap"
+    assert _record(whole, NO_SPLIT) == [whole]
+    parts = _record(tmp_path / "split" / "io.mcap", SplitLimits(max_bytes=40 * 1024, max_seconds=0))
+    assert len(parts) >= 4
+    # a split due at every message still comes between steps only: one whole step (2 images, instruction,
+    # proprio, action, record) per part
+    per_step = _record(tmp_path / "per_step" / "io.mcap", SplitLimits(max_bytes=0, max_seconds=1e-9), steps=3)
+    assert [len(list(read_messages(p))) for p in per_step] == [6, 6, 6]
+    a, b = read_recording(whole), read_recording(parts[0])
+    assert len(a) == len(b) == 24
+    for x, y in zip(a, b):
+        assert x.record == y.record and x.instruction == y.instruction and x.stamp_ns == y.stamp_ns
+        assert all(np.array_equal(x.images[c], y.images[c]) for c in ("static", "wrist"))
+        assert np.array_equal(x.proprio, y.proprio) and np.array_equal(x.action7, y.action7)
+
+    class Runner:
+        cameras = ("static", "wrist")
+
+    glob = str(tmp_path / "split" / "io*.mcap")
+    for source in (parts[0], tmp_path / "split", glob):
+        episodes = recorded_observation_episodes(Runner(), [source])
+        expected = recorded_observation_episodes(Runner(), [whole])
+        assert [[o.stamp_ns for o in ep] for ep in episodes] == [[o.stamp_ns for o in ep] for ep in expected]
+        assert [ep[0].instruction for ep in episodes] == ["task 0", "task 1"]
+
+    reports = []
+    for source in (whole, glob):
+        out = tmp_path / f"report{len(reports)}.json"
+        assert replay([str(source), "--checkpoint", str(tiny_checkpoint), "--fixed-exit", "1", "--json",
+                       str(out)]) == 0
+        reports.append(json.loads(out.read_text()))
+    assert reports[0] == reports[1] and reports[0]["steps"] == 24
+    parts[1].unlink()
+    assert replay([str(parts[0]), "--checkpoint", str(tiny_checkpoint)]) == 1
+    assert f"part {parts[1]} is missing" in capsys.readouterr().err
+
+
+def test_a_restarted_recorder_moves_the_earlier_recording_aside_with_its_parts(tmp_path):
+    from deer_vla.data.recording import read_recording
+    from deer_vla.ros.recorder import PolicyRecorder
+
+    parts = _record(tmp_path / "io.mcap", SplitLimits(max_bytes=40 * 1024, max_seconds=0), steps=12)
+    assert len(parts) >= 3
+    rec = PolicyRecorder(tmp_path / "io.mcap", ("static", "wrist"))
+    rec.close()
+    assert rec.moved_aside == tmp_path / "io.1.mcap"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["io.mcap", "io.1.mcap"] + [f"io.1_{n}.mcap" for n in range(1, len(parts))])
+    assert [s.record.step for s in read_recording(tmp_path / "io.1.mcap")] == list(range(12))
+    assert read_recording(tmp_path / "io.mcap") == []
+
+
+# -- parameters ----------------------------------------------------------------------------------------------
+
+def test_split_parameters_are_validated_with_their_names():
+    from deer_vla.ros.params import POLICY_DEFAULTS, ParameterError, parse_params
+
+    params = parse_params(POLICY_DEFAULTS)
+    assert params.record_split == SplitLimits(max_bytes=256 * 2**20, max_seconds=3600.0)
+    assert parse_params({**POLICY_DEFAULTS, "record_split_mib": 0, "record_split_s": 0}).record_split == NO_SPLIT
+    with pytest.raises(ParameterError, match=r"'record_split_mib' = 0.5: .*at least 1 MiB") as err:
+        parse_params({**POLICY_DEFAULTS, "record_split_mib": 0.5, "record_split_s": float("nan")})
+    assert "'record_split_s' = nan" in str(err.value)
+
+
+def test_the_monitor_splits_steps_mcap_and_it_reads_back_whole(executor, tmp_path):
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import String
+
+    from deer_vla.core import StepRecord
+    from deer_vla.ros.monitor_node import RECORD_TOPIC_MCAP, MonitorNode
+
+    def params(**values: object) -> list:
+        return [Parameter(k, value=v) for k, v in {"log_dir": str(tmp_path), "run_name": "r", "write_plot": False,
+                                                   **values}.items()]
+
+    with pytest.raises(ValueError, match="parameter 'log_split_s' must be 0 .no time limit. or at least 10 s"):
+        MonitorNode(parameter_overrides=params(log_split_s=0.5))
+    node = MonitorNode(parameter_overrides=params(log_split_mib=0, log_split_s=10))
+    try:
+        for step in range(6):
+            if step == 3:
+                node._mcap._part_started -= 11  # ten seconds on, without waiting for them
+            node._on_record(String(data=StepRecord(step=step, episode=0, exit_used=1, max_exit=1,
+                                                   stop_reason="fixed", llm_gflops=1.0, total_gflops=1.0,
+                                                   stamp_ns=1_000 + step).to_json()))
+    finally:
+        summary = node.close()
+        node.destroy_node()
+    assert summary["mcap_parts"] == 2 and (tmp_path / "r" / "steps_1.mcap").is_file()
+    steps = [json.loads(m.message.data)["step"] for m in read_log(tmp_path / "r" / "steps.mcap", [RECORD_TOPIC_MCAP])]
+    assert steps == list(range(6))
+    assert len(list(read_messages(tmp_path / "r" / "steps_1.mcap"))) == 6  # record + metrics per step, not cut
