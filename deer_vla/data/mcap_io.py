@@ -83,11 +83,11 @@ FLUSH_INTERVAL_S = 0.5  # a crash loses at most about this much (plus the write 
 CHUNK_BYTES = 256 * 1024  # chunks also close at this size, so a burst of images does not wait for the timer
 
 
-# Default split limits, for a robot that runs for days. 256 MiB: a part that Foxglove opens and that copies off
-# the robot in seconds, and at most ~1000 chunks (of CHUNK_BYTES) in the writer's index. 1 h: a slow log (the
-# monitor's ~1 KB step records never fill a chunk; the flusher closes one every FLUSH_INTERVAL_S) still rolls over
-# hourly, which bounds its index at 3600 / FLUSH_INTERVAL_S chunks: the unsplit policy recording grew ~4.7 MB/h
-# of index (docs/RESULTS.md), and a damaged or unfinished part costs at most an hour.
+# Default split limits, for a robot that runs for days. The writer holds ~1 KB per chunk until a file's footer
+# (docs/RESULTS.md, bench_mcap_split.py). 256 MiB: a part that Foxglove opens and that copies off the robot in
+# seconds, with at most ~1000 chunks (of CHUNK_BYTES) in the index (~1 MB). 1 h: a slow log (the monitor's ~1 KB
+# step records never fill a chunk; the flusher closes one every FLUSH_INTERVAL_S) still rolls over hourly, which
+# bounds its index at 3600 / FLUSH_INTERVAL_S = 7200 chunks (~7.5 MB), and a damaged part costs at most an hour.
 DEFAULT_SPLIT_MIB = 256.0
 DEFAULT_SPLIT_S = 3600.0
 PART_METADATA = "deer_vla.log_part"  # {"log": id shared by the parts, "part": "0", "1", ...}
