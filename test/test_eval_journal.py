@@ -69,3 +69,24 @@ def test_a_report_that_cannot_be_written_is_one_line(tmp_path, capsys):
     assert cli_main([str(tmp_path / "eval"), "--json", str(tmp_path / "file" / "report.json")]) == 1
     assert capsys.readouterr().err.strip() == \
         f"deer-vla eval-report: cannot write --json {tmp_path / 'file' / 'report.json'}: Not a directory"
+
+
+def test_runs_of_one_checkpoint_pool_and_runs_of_another_are_refused(tmp_path, capsys):
+    """A second run with more seeds (evaluate --seed-offset) pools with the first: each mode's episodes from
+    both, each (mode, task, seed) once, planned counts added; a run of other weights is refused."""
+    first = {**HEADER, "fingerprint": {"weights_sha256": "a", "max_steps": None, "image_size": 64}}
+    more = {"journal": 1, "fingerprint": {**first["fingerprint"], "modes_sha256": "other"},
+            "plan": {"modes": ["exit1"], "tasks": ["reach-v3"], "episodes_per_task": 2}}
+    _journal(tmp_path / "a", [first, _episode(), _episode(mode="exit1", success=False)])
+    _journal(tmp_path / "b", [more, _episode(mode="exit1", seed=1), _episode(mode="exit1", seed=2),
+                              _episode(mode="exit1", success=False)])  # seed 0 again: counted once
+    report = journal_report([tmp_path / "a", tmp_path / "b"])
+    assert report["progress"] == {"full": [1, 2], "exit1": [3, 4]}
+    assert report["summary"]["exit1"]["overall"]["successes"] == 2
+    assert journal_report([tmp_path / "a", tmp_path / "b"], common=True)["progress"]["exit1"] == [1, 4]
+    assert cli_main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "exit1: 3 of 4 episodes" in capsys.readouterr().out
+    other = {**more, "fingerprint": {**more["fingerprint"], "weights_sha256": "b"}}
+    _journal(tmp_path / "c", [other, _episode(mode="exit1", seed=5)])
+    assert cli_main([str(tmp_path / "a"), str(tmp_path / "c")]) == 1
+    assert "their weights_sha256 differ" in capsys.readouterr().err

@@ -4,6 +4,8 @@ A long run (MT50: hours) writes each finished episode to ``DIR/episodes.jsonl`` 
 without the model or the simulator and prints the same tables as the finished run (success with Wilson
 intervals, GFLOPs per step, MT50 difficulty groups), with how many of each mode's planned episodes are in.
 Modes that are behind have fewer episodes: compare modes on the tasks they all finished (``--common``).
+Several runs of the same checkpoint (e.g. a second run with more seeds, ``--seed-offset``) are pooled: give
+every output directory; a mode's episodes from all of them count, each (mode, task, seed) once.
 """
 from __future__ import annotations
 
@@ -17,27 +19,44 @@ from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, episode_key,
 from deer_vla.evaluation.report import group_means, print_groups, print_table, summarize, summarize_groups
 
 
-def journal_report(out_dir: str | Path, common: bool = False) -> dict[str, Any]:
-    """Summary of the journal in ``out_dir``: {"plan", "progress": {mode: [done, planned]}, "summary",
-    "groups", "episodes"}. ``common``: only the (task, seed) pairs every mode has finished, so the modes are
-    compared on the same episodes."""
+def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False) -> dict[str, Any]:
+    """Summary of the journal in ``out_dirs`` (one directory, or several runs to pool): {"plan", "progress":
+    {mode: [done, planned]}, "summary", "groups", "episodes"}. ``common``: only the (task, seed) pairs every mode
+    has finished, so the modes are compared on the same episodes. Runs of another checkpoint (weights), step
+    limit or image size than the first are refused (JournalError)."""
     from deer_vla.sim.mt50 import difficulty_groups
 
-    header, records = read_journal(Path(out_dir) / JOURNAL_NAME)
+    dirs = [Path(d) for d in (out_dirs if isinstance(out_dirs, list) else [out_dirs])]
+    runs = [(d, *read_journal(d / JOURNAL_NAME)) for d in dirs]
+    _check_poolable(runs)
+    records = [r for _, _, rs in runs for r in rs]
     results = list({episode_key(r): r for r in records}.values())  # one per episode, the latest, as --resume keeps
-    plan = header.get("plan") or {}
-    order = list(plan.get("modes") or dict.fromkeys(r.mode for r in results))
-    order += [m for m in dict.fromkeys(r.mode for r in results) if m not in order]  # modes the plan lacks
+    plans = [header.get("plan") or {} for _, header, _ in runs]
+    plan = plans[0] if len(plans) == 1 else {"runs": [str(d) for d in dirs], "plans": plans}
+    order = [m for pl in plans for m in (pl.get("modes") or [])]
+    order += [r.mode for r in results]  # modes a plan lacks (older journals)
+    order = list(dict.fromkeys(order))
     if common and order:
         by_mode: dict[str, set[tuple[str, int]]] = {m: set() for m in order}
         for r in results:
             by_mode[r.mode].add((r.task, r.seed))
         shared = set.intersection(*(by_mode[m] for m in order))
         results = [r for r in results if (r.task, r.seed) in shared]
-    per_task = plan.get("episodes_per_task")
-    tasks = list(plan.get("tasks") or dict.fromkeys(r.task for r in results))
-    planned = per_task * len(tasks) if isinstance(per_task, int) else None
-    progress = {m: [sum(r.mode == m for r in results), planned] for m in order}
+    planned: dict[str, int | None] = {m: 0 for m in order}
+    tasks: list[str] = []
+    for pl in plans:
+        pl_tasks = list(pl.get("tasks") or [])
+        tasks += pl_tasks
+        per_task = pl.get("episodes_per_task")
+        for m in order:
+            if planned[m] is None:
+                continue
+            if not isinstance(per_task, int) or not pl_tasks or not pl.get("modes"):
+                planned[m] = None  # a run without a plan: its size is unknown
+            elif m in pl["modes"]:
+                planned[m] = (planned[m] or 0) + per_task * len(pl_tasks)
+    tasks = list(dict.fromkeys(tasks or [r.task for r in results]))
+    progress = {m: [sum(r.mode == m for r in results), planned[m]] for m in order}
     summary = summarize(results, order)
     groups = difficulty_groups(tasks)
     group_summary = summarize_groups(results, order, groups) if len(groups) > 1 else None
@@ -52,13 +71,26 @@ def journal_report(out_dir: str | Path, common: bool = False) -> dict[str, Any]:
     }
 
 
+def _check_poolable(runs: list[tuple[Path, dict[str, Any], list[Any]]]) -> None:
+    """Runs pool only if their episodes are of one policy and one protocol: the same checkpoint weights, step
+    limit and image size (modes, seeds and tasks may differ)."""
+    first_dir, first, _ = runs[0]
+    for out, header, _ in runs[1:]:
+        mine, theirs = first.get("fingerprint", {}), header.get("fingerprint", {})
+        diff = [k for k in ("weights_sha256", "max_steps", "image_size") if mine.get(k) != theirs.get(k)]
+        if diff:
+            raise JournalError(f"cannot pool {out} with {first_dir}: their {', '.join(diff)} differ (another "
+                               "checkpoint or protocol)")
+
+
 def _full_mode(order: list[str]) -> str | None:
     return "full" if "full" in order else None
 
 
 def cli_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="deer-vla eval-report", description=__doc__.splitlines()[0])
-    p.add_argument("out", type=Path, help="the evaluation's --out directory (holds episodes.jsonl)")
+    p.add_argument("out", type=Path, nargs="+",
+                   help="the evaluation's --out directory (holds episodes.jsonl); several: runs to pool")
     p.add_argument("--common", action="store_true",
                    help="only the task/seed episodes every mode has finished (modes compared on the same seeds)")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
@@ -70,7 +102,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 1
     summary = report["summary"]
     if not summary:
-        print(f"deer-vla eval-report: no finished episode in {args.out / JOURNAL_NAME} yet")
+        print(f"deer-vla eval-report: no finished episode in {', '.join(str(d) for d in args.out)} yet")
         return 0
     print_table(summary, {}, _full_mode(list(summary)))
     if report["groups"]:
