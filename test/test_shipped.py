@@ -101,3 +101,32 @@ def test_evaluate_and_calibrate_resolve_the_name_before_loading(assets: Path,
     (assets / "mt50_checkpoint" / "config.json").write_text(json.dumps({"format_version": 99}))
     assert evaluate_main(["--checkpoint", "mt50", "--budgets", ""]) == 2
     assert str(assets / "mt50_checkpoint") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(shipped_checkpoints()))
+def test_every_shipped_checkpoint_is_complete_and_steps(name: str) -> None:
+    """What the node loads for `checkpoint_dir: <name>`: weights, tokenizer, thresholds for its exits (and the
+    exit gates where shipped) load, and a step on a blank observation gives a finite action in the action
+    space from an exit the checkpoint has."""
+    import numpy as np
+    import torch
+
+    from deer_vla.core.observation import Observation
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+    from deer_vla.ros.policy_backend import load_stack
+
+    torch.set_num_threads(1)
+    root = resolve_checkpoint(name)
+    ckpt = CheckpointDir(root)
+    cfg = ckpt.check()
+    stack = load_stack(root, ckpt.thresholds_path, "cpu", {}, 0, track_average=True)
+    assert stack.full_profile.num_exits == cfg.num_exits
+    # shipped exit gates (the learned criterion) fit this model: read_gates checks them against it
+    assert stack.runner.has_exit_gates == ckpt.gates_path.is_file()
+    size = cfg.image_size
+    obs = Observation(images={c: np.zeros((size, size, 3), np.uint8) for c in stack.cameras},
+                      instruction="open the drawer",
+                      proprio=np.zeros(stack.proprio_dim, np.float32) if stack.proprio_dim else None)
+    action, record = stack.controller.step(obs)
+    assert np.all(np.isfinite(action)) and 1 <= record.exit_used <= cfg.num_exits
+    assert record.llm_gflops == pytest.approx(stack.profile.cost(record.exit_used))
