@@ -202,3 +202,23 @@ def test_policy_node_reports_before_configure_and_why_configure_failed(executor,
     assert node.trigger_cleanup() == R.SUCCESS
     assert drv.drive_until(lambda: "unconfigured: no checkpoint loaded" in statuses[-1][1], timeout=5.0)
     assert statuses[-1][0] == WARN  # the failure was cleared by the successful configure
+
+
+@pytest.mark.ros
+def test_an_unwritable_record_path_fails_configure_naming_it(executor, tiny_checkpoint, tmp_path):
+    """record_path where no file can be made: configure fails cleanly (FAILURE, nothing left created) with the
+    parameter named in the log and on /diagnostics; a writable path then configures."""
+    from fixtures import policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    (tmp_path / "a_file").write_text("not a folder")
+    bad = tmp_path / "a_file" / "io.mcap"
+    node = policy_node(executor, tiny_checkpoint, record_path=str(bad))
+    assert node.trigger_configure() == R.FAILURE
+    assert node.stack is None and node._recorder is None and not list(node.subscriptions)
+    status = node.unconfigured_diagnostics().status[0]
+    assert status.level[0] == ERROR and f"parameter 'record_path' = '{bad}'" in status.message
+    node.set_parameters([Parameter("record_path", value=str(tmp_path / "io.mcap"))])
+    assert node.trigger_configure() == R.SUCCESS and node._recorder is not None
+    assert node.trigger_cleanup() == R.SUCCESS

@@ -248,7 +248,12 @@ class PolicyNode(LifecycleNode):
 
             torch.set_num_threads(params.torch_threads)
         self._episode_applied = self._episode_gen
-        self._create_interfaces(params, stack)
+        try:
+            self._create_interfaces(params, stack)
+        except OSError as exc:  # record_path: an unwritable folder, or an earlier recording's parts in the way
+            self._destroy_interfaces()
+            self.params, self.stack, self._joint_map = None, None, None
+            return self._configure_failed(f"parameter 'record_path' = '{params.record_path}': {exc}")
         self._worker = StepWorker(self.run_step, self._on_worker_error, name=f"{self.get_name()}_step")
         self.get_logger().info(
             f"configured: checkpoint {params.checkpoint}, {stack.profile.num_exits} exit(s) loaded (cap {stack.cap}), "
@@ -296,6 +301,8 @@ class PolicyNode(LifecycleNode):
                 raise ConfigurationError(f"parameter '{name}' = '{topic}' is not a valid topic name: {exc}") from None
 
     def _create_interfaces(self, params: PolicyParams, stack: PolicyStack) -> None:
+        if params.record_path:  # first: the one part that can fail (OSError), before anything is created
+            self._recorder = PolicyRecorder(params.record_path, stack.cameras, params.record_split)
         for cam, topic in zip(stack.cameras, params.image_topics):
             self._subs.append(self.create_subscription(
                 Image, topic, functools.partial(self._on_image, camera=cam), qos_profile_sensor_data,
@@ -317,8 +324,6 @@ class PolicyNode(LifecycleNode):
         }
         self._health_before = None
         self._start_diagnostics_timer(params.diagnostics_period_s)
-        if params.record_path:
-            self._recorder = PolicyRecorder(params.record_path, stack.cameras, params.record_split)
 
     def _stop_worker(self) -> None:
         if self._worker is not None:
