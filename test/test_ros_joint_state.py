@@ -284,9 +284,14 @@ def test_policy_node_skips_steps_whose_joint_state_and_images_are_stamped_apart(
     values = {kv.key: kv.value for kv in node.diagnostics().status[0].values}
     assert int(values["skipped joint_state_skew"]) == node.stats.joint_state_skew >= skipped + 3
     assert 0.0 <= float(values["joint state age s"]) < 1.0
-    warnings = [m.msg for m in logs if m.name == node.get_name() and "max_joint_state_skew_s" in m.msg]
-    assert any(re.search(r"joint state stamped 30\d ms before camera '\w+''s image \(limit max_joint_state_skew_s "
-                         r"100 ms\)", w) for w in warnings), warnings
+    pattern = (r"joint state stamped 30\d ms before camera '\w+''s image \(limit max_joint_state_skew_s "
+               r"100 ms\)")
+
+    def warned() -> bool:
+        return any(re.search(pattern, m.msg) for m in logs if m.name == node.get_name())
+
+    # /rosout is a topic: on a loaded machine the warning can arrive well after the step that logged it
+    assert spin_until(executor, warned), ([m.msg for m in logs if m.name == node.get_name()], node.stats.skip_details)
 
     step(0.0)  # matching stamps again: stepping resumes
     assert spin_until(executor, lambda: node.stats.actions_published > published)
