@@ -158,6 +158,23 @@ def truncation_warnings_to_stderr(prog: str) -> Iterator[None]:
         yield
 
 
+def _finish_part(writer: Writer, stream: IO[bytes], next_part: int | None = None) -> OSError | None:
+    """Write a part's summary and footer (after a "continued" record naming ``next_part`` when its log goes on)
+    and release its file whatever fails; -> the first OSError (disk full), or None."""
+    error: OSError | None = None
+    try:
+        if next_part is not None:
+            writer.add_metadata(CONTINUED_METADATA, {"next_part": str(next_part)})
+        writer.finish()
+    except OSError as exc:
+        error = exc
+    try:
+        stream.close()
+    except OSError as exc:  # the buffered tail could not be written either
+        error = error or exc
+    return error
+
+
 class McapLog:
     """Append-only MCAP writer, split into parts by ``split``; one schema per type, registered on first use per
     part. Thread-safe. ``path`` is the first part; ``parts`` lists every part begun so far."""
@@ -222,16 +239,9 @@ class McapLog:
         self._stream, self._writer = stream, writer
         self._schemas = {}
         self._part_started, self._part_count, self._dirty = time.monotonic(), 0, False
-        try:
-            old_writer.add_metadata(CONTINUED_METADATA, {"next_part": str(len(self.parts) - 1)})
-            old_writer.finish()
-        except OSError as exc:  # disk full: its complete chunks stay readable (as an unfinished file)
-            log.error("MCAP log %s: part not finished cleanly, going on in %s: %s", old_path, self.parts[-1], exc)
-        finally:
-            try:
-                old_stream.close()
-            except OSError as exc:
-                log.error("MCAP log %s: part not closed cleanly: %s", old_path, exc)
+        error = _finish_part(old_writer, old_stream, next_part=len(self.parts) - 1)
+        if error is not None:  # disk full: its complete chunks stay readable (as an unfinished file)
+            log.error("MCAP log %s: part not finished cleanly, going on in %s: %s", old_path, self.parts[-1], error)
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self._flush_interval_s):
@@ -288,15 +298,7 @@ class McapLog:
         with self._lock:
             if not self.closed:
                 self.closed = True
-                try:
-                    self._writer.finish()
-                except OSError as exc:
-                    error = exc
-                finally:
-                    try:
-                        self._stream.close()
-                    except OSError as exc:  # the buffered tail could not be written either
-                        error = error or exc
+                error = _finish_part(self._writer, self._stream)
         if threading.current_thread() is not self._flusher:
             self._flusher.join(timeout=2.0)
         if error is not None:

@@ -149,5 +149,12 @@ def log_parts(source: str | Path) -> list[Path]:
 def read_log(source: str | Path, topics: list[str] | None = None) -> Iterator[McapMessage]:
     """Every message of the log ``source`` names, part after part (each in log-time order); an unfinished part
     (the last, after a crash) is read up to its last complete chunk with a TruncatedMcapWarning."""
+    for _, message in read_log_by_part(source, topics):
+        yield message
+
+
+def read_log_by_part(source: str | Path, topics: list[str] | None = None) -> Iterator[tuple[Path, McapMessage]]:
+    """``read_log``'s messages, each with the part file it is in (for errors that name the file)."""
     for path in log_parts(source):
-        yield from read_messages(path, topics)
+        for message in read_messages(path, topics):
+            yield path, message

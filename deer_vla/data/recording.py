@@ -11,7 +11,6 @@ glob names it); the recorder splits only between steps. Used by
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,7 @@ import numpy as np
 
 from deer_vla.core import Observation, StepRecord
 from deer_vla.data.image_msg import image_msg_to_rgb
-from deer_vla.data.mcap_io import McapMessage, read_messages
-from deer_vla.data.mcap_parts import log_parts
+from deer_vla.data.mcap_parts import read_log_by_part
 
 PREFIX = "/deer_vla/policy"
 INSTRUCTION = f"{PREFIX}/input/instruction"
@@ -90,12 +88,6 @@ def _finite(values: Any, size: int | None = None) -> np.ndarray:
     return array
 
 
-def _messages_by_part(path: str | Path) -> Iterator[tuple[Path, McapMessage]]:
-    for part in log_parts(path):
-        for message in read_messages(part):
-            yield part, message
-
-
 def read_recording(path: str | Path) -> list[RecordedStep]:
     """The recorded steps in order, over every part of a split recording (``path``: its first file, a directory
     or a glob); RecordingError names the file, topic and log time of a message of the wrong type or with unusable
@@ -105,7 +97,7 @@ def read_recording(path: str | Path) -> list[RecordedStep]:
     images: dict[str, np.ndarray] = {}
     instruction, proprio, action = "", None, np.zeros(0)
     image_prefix, image_suffix = f"{PREFIX}/input/", "/image"
-    for part, m in _messages_by_part(path):
+    for part, m in read_log_by_part(path):
         is_image = m.topic.startswith(image_prefix) and m.topic.endswith(image_suffix)
         expected = IMAGE_TYPE if is_image else _TYPES.get(m.topic)
         if expected is None:
