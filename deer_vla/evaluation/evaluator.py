@@ -29,14 +29,13 @@ from deer_vla.core.config_io import ConfigError, add_config_arguments, load_laye
 from deer_vla.evaluation.journal import EpisodeJournal, JournalError, run_fingerprint
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
-    group_means,
+    group_report,
     heldout_vs_canonical,
     plot_tradeoff,
     print_generalisation,
     print_groups,
     print_table,
     summarize,
-    summarize_groups,
     write_csv,
     write_json,
 )
@@ -301,10 +300,7 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
     wall = time.perf_counter() - t0
     order = [m.name for m in modes]
     summary = summarize(results, order)
-    from deer_vla.sim.mt50 import difficulty_groups
-
-    groups = difficulty_groups(cfg.tasks)  # MT50 difficulty groups, reported where the tasks span more than one
-    group_summary = summarize_groups(results, order, groups) if len(groups) > 1 else None
+    groups = group_report(results, order, cfg.tasks)  # MT50 difficulty groups, where the tasks span more than one
     mode_meta = {
         m.name: {"kind": m.kind, "exit": m.exit, "budget_gflops": m.budget_gflops,
                  "budget_fraction": m.budget_fraction, "oracle_tolerance": m.oracle_tolerance,
@@ -320,8 +316,7 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
         "modes": mode_meta,
         "skipped": skipped,
         "summary": summary,
-        "groups": ({"tasks": groups, "summary": group_summary, "group_mean": group_means(group_summary)}
-                   if group_summary else None),
+        "groups": groups,
         "generalisation": heldout_vs_canonical(summary) if cfg.instructions == "both" else None,
         "wall_s": wall,
         "episodes": [r.to_dict() for r in results],
@@ -332,8 +327,8 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
                   f"{len(cfg.tasks)} tasks x {cfg.episodes_per_task} episodes, held-out seeds")
     if verbose:
         print_table(summary, mode_meta, "full")
-        if group_summary:
-            print_groups(group_summary, summary)
+        if groups:
+            print_groups(groups["summary"], summary)
         if payload["generalisation"]:
             print_generalisation(payload["generalisation"])
         for name, why in skipped.items():

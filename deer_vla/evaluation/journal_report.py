@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, episode_key, read_journal
-from deer_vla.evaluation.report import group_means, print_groups, print_table, summarize, summarize_groups
+from deer_vla.evaluation.report import group_report, print_groups, print_table, summarize
 
 
 def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False) -> dict[str, Any]:
@@ -24,8 +24,6 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
     {mode: [done, planned]}, "summary", "groups", "episodes"}. ``common``: only the (task, seed) pairs every mode
     has finished, so the modes are compared on the same episodes. Runs of another checkpoint (weights), step
     limit or image size than the first are refused (JournalError)."""
-    from deer_vla.sim.mt50 import difficulty_groups
-
     dirs = [Path(d) for d in (out_dirs if isinstance(out_dirs, list) else [out_dirs])]
     runs = [(d, *read_journal(d / JOURNAL_NAME)) for d in dirs]
     _check_poolable(runs)
@@ -58,15 +56,12 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
     tasks = list(dict.fromkeys(tasks or [r.task for r in results]))
     progress = {m: [sum(r.mode == m for r in results), planned[m]] for m in order}
     summary = summarize(results, order)
-    groups = difficulty_groups(tasks)
-    group_summary = summarize_groups(results, order, groups) if len(groups) > 1 else None
     return {
         "plan": plan,
         "common_only": common,
         "progress": progress,
         "summary": summary,
-        "groups": ({"tasks": groups, "summary": group_summary, "group_mean": group_means(group_summary)}
-                   if group_summary else None),
+        "groups": group_report(results, order, tasks),
         "episodes": [r.to_dict() for r in results],
     }
 

@@ -59,6 +59,18 @@ def summarize_groups(results: list[EpisodeResult], mode_order: list[str],
     return out
 
 
+def group_report(results: list[EpisodeResult], mode_order: list[str], tasks: list[str]) -> dict[str, Any] | None:
+    """The results by MT50 difficulty group ({"tasks", "summary", "group_mean"}) where ``tasks`` span more than
+    one group, else None: the "groups" entry of an evaluation's results and of eval-report."""
+    from deer_vla.sim.mt50 import difficulty_groups
+
+    groups = difficulty_groups(tasks)
+    if len(groups) < 2:
+        return None
+    group_summary = summarize_groups(results, mode_order, groups)
+    return {"tasks": groups, "summary": group_summary, "group_mean": group_means(group_summary)}
+
+
 def group_means(group_summary: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     """mode -> the unweighted mean of its groups' success rates: the "avg" that published MT50 tables report
     (SmolVLA, TinyVLA), which weighs the 5 very hard tasks as much as the 28 easy ones, unlike the overall
