@@ -32,6 +32,8 @@ BUDGET_PARAMS: tuple[str, ...] = (
 # Slowest timer rate: a timer's period must fit rcl's int64 nanoseconds (a 1e-12 Hz rate made create_timer
 # raise), and a control period beyond 100 s is no control loop.
 MIN_RATE_HZ = 0.01
+# /diagnostics period bounds (s): faster floods the topic, slower is no health signal
+MIN_DIAGNOSTICS_PERIOD_S, MAX_DIAGNOSTICS_PERIOD_S = 0.05, 60.0
 
 # Smallest split limits (besides 0 = none): below them a log would scatter into thousands of files a day.
 MIN_SPLIT_MIB = 1.0
@@ -168,7 +170,7 @@ class PolicyParams(BaseModel):
     record_split_s: float
     autostart: bool
     torch_threads: int = Field(ge=0, le=1024)
-    diagnostics_period_s: float = Field(ge=0.05, le=60)  # finite by the bounds
+    diagnostics_period_s: float = Field(ge=MIN_DIAGNOSTICS_PERIOD_S, le=MAX_DIAGNOSTICS_PERIOD_S)  # finite by these
 
     @field_validator(
         "rate_hz", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "max_joint_state_skew_s",

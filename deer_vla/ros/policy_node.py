@@ -54,6 +54,8 @@ from deer_vla.ros.lifecycle import guard_change_state, report_errors
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.params import (
     BUDGET_PARAMS,
+    MAX_DIAGNOSTICS_PERIOD_S,
+    MIN_DIAGNOSTICS_PERIOD_S,
     PARAMETER_DESCRIPTIONS,
     POLICY_DEFAULTS,
     ParameterError,
@@ -853,7 +855,8 @@ class PolicyNode(LifecycleNode):
     def _start_diagnostics_timer(self, period_s: Any) -> None:
         """(Re)start the status timer; a period that is not a valid number (refused at configure) keeps the
         default until then. On the control group: the status goes out while a model step runs."""
-        if not (isinstance(period_s, (int, float)) and not isinstance(period_s, bool) and 0.05 <= period_s <= 60):
+        if not (isinstance(period_s, (int, float)) and not isinstance(period_s, bool)
+                and MIN_DIAGNOSTICS_PERIOD_S <= period_s <= MAX_DIAGNOSTICS_PERIOD_S):
             period_s = POLICY_DEFAULTS["diagnostics_period_s"]
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
