@@ -93,6 +93,9 @@ def test_evaluator_one_short_episode_end_to_end(checkpoint: tuple[Path, Path], t
     assert modes[0] == "full" and "exit1" in modes and any(m.startswith("dyn") for m in modes)
     assert any(m.startswith("oracle") for m in modes)
     dyn = next(m for m in modes if m.startswith("dyn"))
+    assert dyn == f"dyn{float(f'{frac:.6f}'):g}-smooth2"  # another criterion than DeeR's plain one: its own name
+    header = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
+    assert set(header["plan"]["mode_digests"]) == set(modes)
     assert res["modes"][dyn]["thresholds"]["criterion"]["smooth"] == 2  # the solved thresholds carry it
     for m in modes:
         st = res["summary"][m]["overall"]

@@ -54,6 +54,8 @@ def test_an_episode_journalled_twice_counts_once_as_its_latest_record(tmp_path):
      "line 1: the header's plan's modes is not a list of names: 'full'"),  # reported modes f, u, l, l before
     ([{**HEADER, "plan": {**HEADER["plan"], "tasks": 5}}, _episode()],
      "line 1: the header's plan's tasks is not a list"),
+    ([{**HEADER, "plan": {**HEADER["plan"], "mode_digests": ["f0"]}}, _episode()],
+     "line 1: the header's plan's mode_digests is not an object of digests"),
 ])
 def test_a_record_or_header_of_the_wrong_shape_is_refused_naming_line_and_field(tmp_path, capsys, lines,
                                                                                 expected):
@@ -90,3 +92,22 @@ def test_runs_of_one_checkpoint_pool_and_runs_of_another_are_refused(tmp_path, c
     _journal(tmp_path / "c", [other, _episode(mode="exit1", seed=5)])
     assert cli_main([str(tmp_path / "a"), str(tmp_path / "c")]) == 1
     assert "their weights_sha256 differ" in capsys.readouterr().err
+
+
+def test_a_mode_name_two_runs_define_differently_is_not_pooled(tmp_path, capsys):
+    """"dyn0.2" solved on other demonstrations (or run with other thresholds) is another policy: pooling its
+    episodes under one name would report a success rate no single mode has."""
+    fingerprint = {"weights_sha256": "a", "max_steps": None, "image_size": 64}
+    plan = {"modes": ["full", "dyn0.2"], "tasks": ["reach-v3"], "episodes_per_task": 1,
+            "mode_digests": {"full": "f0", "dyn0.2": "d1"}}
+    _journal(tmp_path / "a", [{"journal": 1, "fingerprint": fingerprint, "plan": plan}, _episode(mode="dyn0.2")])
+    same = {**plan, "mode_digests": {"full": "f0", "dyn0.2": "d1"}}
+    _journal(tmp_path / "b", [{"journal": 1, "fingerprint": fingerprint, "plan": same},
+                              _episode(mode="dyn0.2", seed=1)])
+    assert journal_report([tmp_path / "a", tmp_path / "b"])["progress"]["dyn0.2"] == [2, 2]
+    other = {**plan, "mode_digests": {"full": "f0", "dyn0.2": "d2"}}
+    _journal(tmp_path / "c", [{"journal": 1, "fingerprint": fingerprint, "plan": other},
+                              _episode(mode="dyn0.2", seed=1)])
+    assert cli_main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot pool {tmp_path / 'c'} with {tmp_path / 'a'}: their mode 'dyn0.2' is not the same mode" in err

@@ -223,6 +223,7 @@ def test_evaluate_solves_its_dynamic_modes_for_the_learned_criterion(gated: Path
     dynamic = [m for m in modes if m.kind == "dynamic"]
     assert len(dynamic) == 1 and not skipped
     assert Thresholds.from_dict(dynamic[0].thresholds).criterion == LEARNED
+    assert dynamic[0].name == "dyn0.6-learned"  # not DeeR's "dyn0.6": eval-report must not pool the two
     assert cli_main(["--checkpoint", str(ckpt), "--criterion", "learned", "--budgets", "0.5",
                      "--calibration-dataset", str(demos),
                      "--tasks", "drawer-open", "--episodes-per-task", "1"]) == 2

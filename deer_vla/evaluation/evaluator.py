@@ -26,7 +26,7 @@ from deer_vla.control.criterion import CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
-from deer_vla.evaluation.journal import EpisodeJournal, JournalError, run_fingerprint
+from deer_vla.evaluation.journal import EpisodeJournal, JournalError, mode_digests, run_fingerprint
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
     group_report,
@@ -175,7 +175,7 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
             first = learned_criterion(runner).first_exit if cfg.criterion == "learned" else 0  # the gates' own
             criterion = Criterion(smooth=cfg.criterion_smooth, kind=cfg.criterion, first_exit=first)
             for frac in cfg.budgets:
-                name = f"dyn{frac:g}"
+                name = dynamic_mode_name(frac, criterion)
                 try:
                     budget = BudgetSpec(average_gflops=frac * full)
                     th = solve_thresholds(cfg.threshold_method, actions, solve_profile, budget, criterion, scores)
@@ -205,6 +205,17 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
         modes.append(ModeSpec(name=f"oracle{cfg.oracle_tolerance:g}", kind="oracle",
                               oracle_tolerance=cfg.oracle_tolerance))
     return modes, skipped
+
+
+def dynamic_mode_name(fraction: float, criterion: Any) -> str:
+    """'dyn0.2' for DeeR's criterion; other criteria are other modes, named so runs of each can be pooled apart:
+    'dyn0.2-learned', 'dyn0.2-smooth3'."""
+    name = f"dyn{fraction:g}"
+    if criterion.kind != "consecutive":
+        name += f"-{criterion.kind}"
+    if criterion.smooth > 1:
+        name += f"-smooth{criterion.smooth}"
+    return name
 
 
 def file_modes(paths: list[str], num_exits: int, full_gflops: float) -> list[ModeSpec]:
@@ -279,7 +290,7 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
     if conditions != ["canonical"]:  # same seeds, other instructions: modes get a suffix per condition
         modes = [m if c == "canonical" else replace(m, name=m.name + HELDOUT_SUFFIX)
                  for c in conditions for m in modes]
-    run_plan = {"modes": [m.name for m in modes], "tasks": list(cfg.tasks),
+    run_plan = {"modes": [m.name for m in modes], "mode_digests": mode_digests(modes), "tasks": list(cfg.tasks),
                 "episodes_per_task": cfg.episodes_per_task, "checkpoint": str(cfg.checkpoint)}
     journal = EpisodeJournal(out, run_fingerprint(CheckpointDir(cfg.checkpoint).weights_digest(), modes,
                                                   cfg.seed_offset, cfg.max_steps, cfg.image_size), run_plan)

@@ -40,6 +40,24 @@ def run_fingerprint(weights_digest: str, modes: Iterable[ModeSpec], seed_offset:
             "seed_offset": seed_offset, "max_steps": max_steps, "image_size": image_size}
 
 
+def mode_digests(modes: Iterable[ModeSpec]) -> dict[str, str]:
+    """{mode name: digest of what the mode plays} (kind, exit, thresholds, budget, tracker). Two runs' episodes of
+    one mode name pool only if the digests agree: "dyn0.2" solved on other demonstrations is another mode. Floats
+    count to 6 significant digits, so thresholds re-solved with another thread count still match."""
+    return {m.name: hashlib.sha256(json.dumps(_rounded(dataclasses.asdict(m)), sort_keys=True,
+                                              default=str).encode()).hexdigest()[:16] for m in modes}
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
 class JournalError(ValueError):
     """The journal on disk cannot be resumed from (another run's, or not a journal)."""
 
@@ -151,6 +169,10 @@ def _plan_problem(plan: Any) -> str | None:
         names = plan.get(key)
         if names is not None and not (isinstance(names, list) and all(isinstance(n, str) and n for n in names)):
             return f"plan's {key} is not a list of names: {names!r}"
+    digests = plan.get("mode_digests")
+    if digests is not None and not (isinstance(digests, dict)
+                                    and all(isinstance(v, str) for v in digests.values())):
+        return f"plan's mode_digests is not an object of digests: {digests!r}"
     per_task = plan.get("episodes_per_task")
     if per_task is not None and (isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1):
         return f"plan's episodes_per_task is not an integer >= 1: {per_task!r}"

@@ -68,14 +68,21 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
 
 def _check_poolable(runs: list[tuple[Path, dict[str, Any], list[Any]]]) -> None:
     """Runs pool only if their episodes are of one policy and one protocol: the same checkpoint weights, step
-    limit and image size (modes, seeds and tasks may differ)."""
+    limit and image size (modes, seeds and tasks may differ), and a mode name both runs have means the same
+    mode in both (its digest in the plans; journals older than the digests cannot be checked)."""
     first_dir, first, _ = runs[0]
-    for out, header, _ in runs[1:]:
+    seen: dict[str, tuple[str, Path]] = {}  # mode -> (digest, run that first had it)
+    for out, header, _ in runs:
         mine, theirs = first.get("fingerprint", {}), header.get("fingerprint", {})
         diff = [k for k in ("weights_sha256", "max_steps", "image_size") if mine.get(k) != theirs.get(k)]
         if diff:
             raise JournalError(f"cannot pool {out} with {first_dir}: their {', '.join(diff)} differ (another "
                                "checkpoint or protocol)")
+        for mode, digest in ((header.get("plan") or {}).get("mode_digests") or {}).items():
+            other = seen.setdefault(mode, (digest, out))
+            if other[0] != digest:
+                raise JournalError(f"cannot pool {out} with {other[1]}: their mode {mode!r} is not the same mode "
+                                   "(other thresholds, criterion or budget); report them separately")
 
 
 def _full_mode(order: list[str]) -> str | None:
