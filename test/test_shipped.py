@@ -44,12 +44,15 @@ def test_names_resolve_to_their_folders(assets: Path) -> None:
     assert resolve_checkpoint("mt50") == assets / "mt50_checkpoint"
 
 
-def test_a_path_is_a_path_and_an_existing_one_wins_over_a_name(assets: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_path_is_a_path_and_an_existing_checkpoint_wins_over_a_name(assets: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     own = tmp_path / "runs" / "ck"
     own.mkdir(parents=True)
     assert resolve_checkpoint(own) == own and resolve_checkpoint(str(own)) == own
-    (tmp_path / "mt50").mkdir()  # ./mt50 shadows the shipped "mt50"
+    (tmp_path / "mt50").mkdir()  # a folder ./mt50 that is not a checkpoint (a dataset, logs) does not shadow it
+    assert resolve_checkpoint("mt50") == assets / "mt50_checkpoint"
+    assert resolve_checkpoint("./mt50") == Path("mt50")  # written as a path, it is that path
+    (tmp_path / "mt50" / "config.json").write_text("{}")  # a checkpoint ./mt50 shadows the shipped "mt50"
     assert resolve_checkpoint("mt50") == Path("mt50")
     # a missing path is handed on as it is: the loader says "not found" for it
     assert resolve_checkpoint("runs/missing") == Path("runs/missing")

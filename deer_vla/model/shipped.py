@@ -45,8 +45,9 @@ def resolve_checkpoint(value: str | Path, assets: Path | None = None) -> Path:
 
     - ``""`` or ``"default"``: the shipped default checkpoint (its folder, even if it is missing: the loader
       then says what is wrong there);
-    - an existing path: that path (``~`` expanded). A path that exists always wins over a shipped name, so a
-      folder ``./mt50`` in the working directory shadows the shipped "mt50";
+    - an existing path: that path (``~`` expanded). For a bare name that is also a shipped name, only a folder
+      that holds a checkpoint (config.json) wins: a checkpoint ``./mt50`` shadows the shipped "mt50", a dataset
+      or log folder ``./mt50`` does not (write ``./mt50`` to mean that folder whatever it holds);
     - a shipped name (``"mt50"``): ``deer_vla/assets/mt50_checkpoint``;
     - any other path with a separator (``runs/x``): returned as it is, for the loader's "not found" message.
 
@@ -57,13 +58,19 @@ def resolve_checkpoint(value: str | Path, assets: Path | None = None) -> Path:
     if not text:
         return root / f"{DEFAULT_NAME}{SUFFIX}"
     path = Path(text).expanduser()
-    if path.exists() or not _is_bare_name(text):
+    if not _is_bare_name(text):
+        return path
+    # a folder named like a shipped checkpoint but holding none (data/mt50's own name, a log folder) is not
+    # what "mt50" asks for: it would only fail later, with a message that never mentions the shipped one
+    if CheckpointDir(path).exists():
         return path
     if text == DEFAULT_NAME:
         return root / f"{DEFAULT_NAME}{SUFFIX}"
     shipped = shipped_checkpoints(root)
     if text in shipped:
         return shipped[text]
+    if path.exists():
+        return path
     names = ", ".join(shipped) or "none found"
     raise UnknownCheckpointError(
         f"checkpoint {text!r} is neither an existing directory nor a shipped checkpoint "
