@@ -102,6 +102,10 @@ def test_save_load_round_trip(tmp_path, calib, profile):
     assert back.values == th.values
     assert back.budget == th.budget and back.criterion == Criterion("max")
     assert back.exit_distribution == th.exit_distribution and back.expected_cost == th.expected_cost
+    # calibrate --out names a directory; given where a thresholds file is expected, the error points inside
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path} is a directory, not a thresholds file; the "
+                                                f"thresholds in it are {path}"):
+        Thresholds.load(tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ import glob
 import json
 import logging
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -31,9 +30,10 @@ from deer_vla.control.risk import PValue
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, solve_thresholds
 from deer_vla.core import CostMetric, CostProfile, Observation
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
+from deer_vla.core.writable import unwritable_dir
 from deer_vla.data.observations import dataset_observation_episodes
 from deer_vla.model.checkpoint_dir import CheckpointDir
-from deer_vla.model.shipped import CHECKPOINT_HELP, resolve_checkpoint
+from deer_vla.model.shipped import CHECKPOINT_HELP, resolve_checkpoint, shipped_name_of
 
 log = logging.getLogger("deer_vla.calibrate")
 
@@ -170,7 +170,8 @@ class CalibrateSettings(BaseModel):
     device: str = Field("cpu", description="torch device of the policy")
     threads: int = Field(1, ge=1, description="torch CPU threads (1: more oversubscribe a CPU shared with other "
                          "jobs)")
-    out: str | None = Field(None, description="write here instead of the checkpoint directory")
+    out: str | None = Field(None, description="directory to write thresholds.json (and profile.json) into "
+                                            "instead of the checkpoint directory")
 
     @model_validator(mode="after")
     def _sources(self) -> CalibrateSettings:
@@ -241,20 +242,6 @@ def load_settings(argv: list[str] | None = None) -> CalibrateSettings:
     return load_layered(CalibrateSettings, build_parser().parse_args(argv), "calibrate settings")
 
 
-def unwritable_dir(path: Path, create: bool) -> str | None:
-    """Why files cannot be written into ``path`` (created first when ``create``), or None. A missing ``path``
-    that is not to be created is left to its reader (a checkpoint's loader says what is missing)."""
-    try:
-        if create:
-            path.mkdir(parents=True, exist_ok=True)
-        elif not path.is_dir():
-            return None
-        tempfile.TemporaryFile(dir=path).close()  # the real test: permissions, a read-only mount, a full quota
-    except OSError as exc:
-        return f"cannot write to {path}: {exc.strerror or exc}"
-    return None
-
-
 def cli_main(argv: list[str] | None = None) -> int:
     try:
         args = load_settings(argv)
@@ -268,6 +255,13 @@ def cli_main(argv: list[str] | None = None) -> int:
         ckpt = resolve_checkpoint(args.checkpoint)  # a shipped name -> its folder
     except ValueError as exc:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
+        return 2
+    shipped = shipped_name_of(ckpt) if args.out is None else None
+    if shipped:  # its thresholds.json and profile.json are the package's: replaced only when --out says so
+        print(f"deer-vla calibrate: {ckpt} is the shipped checkpoint '{shipped}', whose {CheckpointDir.THRESHOLDS} "
+              f"and {CheckpointDir.PROFILE} are part of the package: write yours with --out DIR and run them as "
+              "the thresholds file (policy node 'thresholds_file', --thresholds), or give that folder as --out "
+              "to replace them", file=sys.stderr)
         return 2
     out = CheckpointDir(args.out or ckpt)  # the thresholds and the profile they were solved with
     problem = unwritable_dir(out.root, create=args.out is not None)

@@ -144,6 +144,10 @@ class Thresholds:
     @classmethod
     def load(cls, path: str | Path, num_exits: int | None = None) -> Thresholds:
         path = Path(path)
+        if path.is_dir():  # e.g. a calibrate --out directory: it holds thresholds.json
+            inside = path / "thresholds.json"
+            raise FileNotFoundError(f"{path} is a directory, not a thresholds file"
+                                    + (f"; the thresholds in it are {inside}" if inside.is_file() else ""))
         if not path.is_file():
             raise FileNotFoundError(f"thresholds file not found: {path}")
         try:
