@@ -306,3 +306,16 @@ def test_gates_from_before_exit_one_gates_still_run_from_exit_two(ckpt: Path, tr
     Thresholds(values=[1e9, 0.0, 0.0, 0.0], criterion=LEARNED).save(new_file)
     with pytest.raises(ConfigurationError, match="gates begin at exit 2.*train-gate"):
         load_stack(out, new_file, "cpu", {}, criterion="learned")
+
+
+def test_train_gate_refuses_an_output_it_cannot_write_before_recording(tmp_path: Path, capsys) -> None:
+    """The gates are written after minutes of recording and training: an output that cannot be written (a file in
+    the way here; a read-only install on a robot) is refused at the start, in one line, not by a traceback at the
+    end. The checkpoint is never loaded, so none is needed."""
+    from deer_vla.train.gate import cli_main
+
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "gates.safetensors"
+    assert cli_main([str(tmp_path / "ckpt"), "--data", "d", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"deer-vla train-gate: cannot write to {out.parent}: ") and err.count("\n") == 1

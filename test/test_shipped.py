@@ -133,3 +133,29 @@ def test_every_shipped_checkpoint_is_complete_and_steps(name: str) -> None:
     action, record = stack.controller.step(obs)
     assert np.all(np.isfinite(action)) and 1 <= record.exit_used <= cfg.num_exits
     assert record.llm_gflops == pytest.approx(stack.profile.cost(record.exit_used))
+
+
+def test_calibrate_and_train_gate_do_not_write_into_a_shipped_checkpoint(assets: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Calibrating or training gates for a shipped checkpoint would overwrite the package's own thresholds.json,
+    profile.json or gates.safetensors (a git-tracked file in the source tree; in an install, the files every
+    user of it gets, until the next install restores them): refused at the start, by name or by path, unless
+    --out names where to write."""
+    from deer_vla.commands.calibrate import cli_main as calibrate_main
+    from deer_vla.train.gate import cli_main as train_gate_main
+
+    folder = assets / "mt50_checkpoint"
+    before = sorted(p.name for p in folder.iterdir())
+    for checkpoint in ("mt50", str(folder)):
+        assert calibrate_main(["--checkpoint", checkpoint, "--dataset", "d", "--average-budget-fraction", "0.5"]) == 2
+        err = capsys.readouterr().err
+        assert "shipped checkpoint 'mt50'" in err and "--out DIR" in err and err.count("\n") == 1
+        assert train_gate_main([checkpoint, "--data", "d"]) == 2
+        err = capsys.readouterr().err
+        assert "shipped checkpoint 'mt50'" in err and "--out FILE" in err and err.count("\n") == 1
+    assert sorted(p.name for p in folder.iterdir()) == before
+    # --out naming the shipped folder is the deliberate way (how the shipped thresholds are made): it gets past
+    # the refusal to the load, which fails here on the stand-in's empty config
+    assert calibrate_main(["--checkpoint", "mt50", "--dataset", "d", "--average-budget-fraction", "0.5",
+                           "--out", str(folder)]) != 0
+    assert "shipped checkpoint" not in capsys.readouterr().err

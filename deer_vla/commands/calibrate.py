@@ -279,7 +279,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    runner = PolicyRunner.from_checkpoint(ckpt, device=args.device)
+    try:
+        runner = PolicyRunner.from_checkpoint(ckpt, device=args.device)
+    except (FileNotFoundError, ValueError) as exc:  # CheckpointError names the file at fault
+        print(f"deer-vla calibrate: {exc}", file=sys.stderr)
+        return 2
     profile = runner.cost_profile  # saved with the thresholds; the full model's cost sets budget fractions
     try:  # the learned criterion's thresholds are solved on costs that charge its gates
         solve_profile = runner.cost_profile_for(criterion.kind)

@@ -78,6 +78,16 @@ def resolve_checkpoint(value: str | Path, assets: Path | None = None) -> Path:
     )
 
 
+def shipped_name_of(folder: str | Path, assets: Path | None = None) -> str | None:
+    """The name of the shipped checkpoint ``folder`` is (by any spelling of its path), else None: commands that
+    write into a checkpoint refuse to change the package's own files unless told where to write."""
+    try:
+        target = Path(folder).expanduser().resolve()
+    except OSError:
+        return None
+    return next((name for name, path in shipped_checkpoints(assets).items() if path.resolve() == target), None)
+
+
 def checkpoint_argument(value: str) -> Path:
     """argparse ``type=`` for a --checkpoint option: a directory or a shipped name (the error is argparse's)."""
     try:

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from deer_vla.core import Observation
+from deer_vla.core.writable import unwritable_dir
 from deer_vla.model.gate import ExitGates, GateConfig, gate_inputs, motion_rms
-from deer_vla.model.shipped import CHECKPOINT_HELP, checkpoint_argument
+from deer_vla.model.shipped import CHECKPOINT_HELP, checkpoint_argument, shipped_name_of
 
 log = logging.getLogger("deer_vla.train_gate")
 
@@ -222,7 +223,8 @@ def training_episodes(dataset: str | Path, cameras: Sequence[str], episodes: int
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla train-gate", description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", type=checkpoint_argument, help=CHECKPOINT_HELP + " (the gates are written into it)")
+    p.add_argument("checkpoint", type=checkpoint_argument, help=CHECKPOINT_HELP + " (the gates are written into it; "
+                   "into a shipped one only with --out)")
     p.add_argument("--data", required=True, help="demonstration dataset directory (the checkpoint's training data)")
     p.add_argument("--episodes", type=int, default=100, help="episodes, spread over the dataset (default 100)")
     p.add_argument("--tasks", default=None, help="these tasks' episodes only (comma list; default every task)")
@@ -247,6 +249,18 @@ def cli_main(argv: list[str] | None = None) -> int:
     from deer_vla.model.checkpoint import CheckpointDir, CheckpointError
     from deer_vla.model.runner import PolicyRunner
 
+    ckpt = CheckpointDir(args.checkpoint)
+    shipped = shipped_name_of(args.checkpoint) if args.out is None else None
+    if shipped:  # its gates are the package's: replaced only when --out says so
+        print(f"deer-vla train-gate: {args.checkpoint} is the shipped checkpoint '{shipped}', whose "
+              f"{CheckpointDir.GATES} is part of the package: write yours with --out FILE, or give its path as "
+              "--out to replace it", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else ckpt.gates_path
+    problem = unwritable_dir(out.parent, create=args.out is not None)
+    if problem:  # found now, not after minutes of recording and training that would then be lost
+        print(f"deer-vla train-gate: {problem}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     try:
         cfg = GateTrainConfig(hidden=args.hidden, epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction,
@@ -267,8 +281,6 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (KeyError, FileNotFoundError, ValueError, CheckpointError) as exc:
         print(f"deer-vla train-gate: {exc}", file=sys.stderr)
         return 2
-    ckpt = CheckpointDir(args.checkpoint)
-    out = Path(args.out) if args.out else ckpt.gates_path
     summary = {"dataset": str(args.data), "episodes": int(np.unique(data.episode).size),
                "steps": int(len(data.episode)), "record_seconds": round(recorded, 1), "config": asdict(cfg),
                **report.to_dict()}
