@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,14 @@ def test_demo_main_job_end_to_end(tiny_checkpoint, tmp_path):
     assert summary["episodes"] == 2 and summary["steps"] >= 2
     for key in ("log", "mcap", "plot", "policy_io_mcap"):
         assert Path(summary[key]).is_file(), key
+    assert summary["checkpoint"] == str(tiny_checkpoint.resolve())
+    # the replay command it prints reproduces the run: same checkpoint (not the shipped default), same exits
+    replay = next(line for line in out.splitlines() if line.startswith("policy I/O")).split("  (", 1)[1].rstrip(")")
+    assert replay.startswith("deer-vla replay ") and replay == summary["replay"]
+    replayed = subprocess.run([sys.executable, "-m", "deer_vla.cli", *shlex.split(replay)[1:]], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    assert "same exit as recorded  100.0% of steps" in replayed.stdout
     missing = subprocess.run([sys.executable, "-m", "deer_vla.cli", "demo", "--checkpoint", str(tmp_path / "none")],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no policy checkpoint" in missing.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -20,7 +21,13 @@ from typing import Any
 
 import yaml
 
-from deer_vla.model.shipped import UnknownCheckpointError, checkpoint_help, resolve_checkpoint
+from deer_vla.model.shipped import (
+    DEFAULT_NAME,
+    UnknownCheckpointError,
+    checkpoint_help,
+    resolve_checkpoint,
+    shipped_name_of,
+)
 from deer_vla.ros.executors import EXECUTORS, make_executor
 from deer_vla.ros.graph import GraphSpec, NodeSpec, load_graph
 
@@ -204,6 +211,18 @@ def main() -> int:
     return cli_main(None)
 
 
+def replay_command(recording: str, checkpoint: Path, average_gflops: float | None) -> str:
+    """The `deer-vla replay` command that reproduces a demo run: its recording under the same checkpoint (by
+    name when shipped; replay's own default is the shipped "default") and the same average budget."""
+    args = ["deer-vla", "replay", recording]
+    name = shipped_name_of(checkpoint)
+    if name != DEFAULT_NAME:
+        args += ["--checkpoint", name or str(checkpoint.resolve())]
+    if average_gflops is not None:
+        args += ["--average-gflops", repr(average_gflops)]
+    return shlex.join(args)
+
+
 def demo_main(argv: list[str] | None = None) -> int:
     """The main job: sim + policy (shipped checkpoint, default budget) + monitor for a few episodes."""
     parser = argparse.ArgumentParser(prog="deer-vla demo", description=demo_main.__doc__)
@@ -294,6 +313,8 @@ def demo_main(argv: list[str] | None = None) -> int:
         "mcap": summary["mcap"],
         "policy_io_mcap": policy["record_path"],
         "plot": summary["plot"],
+        "checkpoint": str(checkpoint.resolve()),
+        "replay": replay_command(policy["record_path"], checkpoint, args.average_gflops),
     }
     report_path = out_dir / run / "demo_summary.json"
     report_path.write_text(json.dumps(report, indent=2))
@@ -304,7 +325,7 @@ def demo_main(argv: list[str] | None = None) -> int:
           f"-> {100 * report['compute_saved'] + 0.0:.1f}% saved")
     print(f"step log (JSONL)  {report['log']}")
     print(f"step log (MCAP)   {report['mcap']}")
-    print(f"policy I/O (MCAP) {report['policy_io_mcap']}  (deer-vla replay {report['policy_io_mcap']})")
+    print(f"policy I/O (MCAP) {report['policy_io_mcap']}  ({report['replay']})")
     print(f"plot              {report['plot']}")
     print(f"summary           {report_path}")
     return 0 if finished else 1
