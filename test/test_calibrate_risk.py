@@ -54,6 +54,14 @@ def test_risk_calibration_writes_thresholds_carrying_their_guarantee(
     assert (g.eps, g.delta, g.metric, g.bound) == (0.5, 0.1, "mean", 2.0)
     assert g.n_calibration == report["calibration_steps"] == 4 * 8  # 1 of 5 episodes solves the base
     assert report["base_steps"] == 8
+    assert th.weights_sha256 == CheckpointDir(checkpoint[0]).weights_digest()  # other checkpoints refuse them
+
+
+def test_calibrated_thresholds_record_the_weights_they_were_solved_on(checkpoint: tuple[Path, Path],
+                                                                     tmp_path: Path) -> None:
+    assert calibrate_main([*_args(checkpoint, tmp_path), "--average-budget-fraction", "0.6"]) == 0
+    th = Thresholds.load(CheckpointDir(tmp_path).thresholds_path)
+    assert th.method == "quantile" and th.weights_sha256 == CheckpointDir(checkpoint[0]).weights_digest()
 
 
 def test_the_exceedance_metric_is_certified_in_the_same_file_format(

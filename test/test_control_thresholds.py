@@ -108,6 +108,28 @@ def test_save_load_round_trip(tmp_path, calib, profile):
         Thresholds.load(tmp_path)
 
 
+def test_thresholds_record_the_weights_they_were_solved_on_and_refuse_others(tmp_path):
+    """Two checkpoints of one architecture (the shipped default and mt50) take each other's thresholds file
+    structurally; only the digest of the weights they were solved on tells them apart."""
+    mine, other = "a" * 64, "b" * 64
+    path = tmp_path / "thresholds.json"
+    Thresholds(values=[0.1, 0.2], weights_sha256=mine).save(path)
+    back = Thresholds.load(path)
+    assert back.weights_sha256 == mine
+    back.check_solved_on(lambda: mine, str(path), "ckpt")
+    with pytest.raises(ValueError, match=f"{path} was solved on other weights \\(sha256 aaaaaaaaaaaa.*\\) than "
+                                         "ckpt's \\(bbbbbbbbbbbb.*calibrate"):
+        back.check_solved_on(lambda: other, str(path), "ckpt")
+
+    def never() -> str:
+        raise AssertionError("a file that records no weights must not cost a hash of them")
+
+    Thresholds(values=[0.1, 0.2]).check_solved_on(never, "old.json", "ckpt")  # files from before: accepted
+    assert "weights_sha256" not in Thresholds(values=[0.1]).to_dict()  # and written as they were
+    with pytest.raises(ValueError, match="weights_sha256 must be 64 hex digits"):
+        Thresholds(values=[0.1], weights_sha256="abc")
+
+
 @pytest.mark.parametrize(
     ("values", "match"),
     [

@@ -114,6 +114,7 @@ def test_every_shipped_checkpoint_is_complete_and_steps(name: str) -> None:
     import numpy as np
     import torch
 
+    from deer_vla.control.thresholds import Thresholds
     from deer_vla.core.observation import Observation
     from deer_vla.model.checkpoint_dir import CheckpointDir
     from deer_vla.ros.policy_backend import load_stack
@@ -122,6 +123,8 @@ def test_every_shipped_checkpoint_is_complete_and_steps(name: str) -> None:
     root = resolve_checkpoint(name)
     ckpt = CheckpointDir(root)
     cfg = ckpt.check()
+    # its thresholds say which weights they were solved on: another checkpoint's are then refused
+    assert Thresholds.load(ckpt.thresholds_path).weights_sha256 == ckpt.weights_digest()
     stack = load_stack(root, ckpt.thresholds_path, "cpu", {}, 0, track_average=True)
     assert stack.full_profile.num_exits == cfg.num_exits
     # shipped exit gates (the learned criterion) fit this model: read_gates checks them against it
@@ -159,3 +162,23 @@ def test_calibrate_and_train_gate_do_not_write_into_a_shipped_checkpoint(assets:
     assert calibrate_main(["--checkpoint", "mt50", "--dataset", "d", "--average-budget-fraction", "0.5",
                            "--out", str(folder)]) != 0
     assert "shipped checkpoint" not in capsys.readouterr().err
+
+
+def test_one_shipped_checkpoints_thresholds_are_refused_for_the_other(capsys: pytest.CaptureFixture[str]) -> None:
+    """default and mt50 share the architecture (12 exits, one cost profile), so their thresholds files fit each
+    other structurally; solved on other weights they would run the wrong exits. Refused where a thresholds file
+    is chosen: the policy node's 'thresholds_file' (also bringup's and launch's thresholds:=, replay's
+    --thresholds) and evaluate's --thresholds, before any model is loaded."""
+    from deer_vla.evaluation.evaluator import cli_main as evaluate_main
+    from deer_vla.ros.policy_backend import ConfigurationError, load_stack
+
+    names = sorted(shipped_checkpoints())
+    assert {"default", "mt50"} <= set(names)
+    for name, other in zip(names, names[1:] + names[:1]):
+        wrong = resolve_checkpoint(other) / "thresholds.json"
+        with pytest.raises(ConfigurationError, match=f"{wrong} was solved on other weights.*than "
+                                                     f"{resolve_checkpoint(name)}'s"):
+            load_stack(resolve_checkpoint(name), wrong, "cpu", {}, 0)
+        assert evaluate_main(["--checkpoint", name, "--budgets", "", "--thresholds", str(wrong)]) == 2
+        err = capsys.readouterr().err
+        assert "solved on other weights" in err and err.count("\n") == 1

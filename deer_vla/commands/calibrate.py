@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ from deer_vla.control.calibration import collect_exit_actions, collect_exit_acti
 from deer_vla.control.criterion import CRITERION_KINDS, CriterionKind
 from deer_vla.control.risk import PValue
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, solve_thresholds
+from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import CostMetric, CostProfile, Observation
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.core.writable import unwritable_dir
@@ -242,6 +244,13 @@ def load_settings(argv: list[str] | None = None) -> CalibrateSettings:
     return load_layered(CalibrateSettings, build_parser().parse_args(argv), "calibrate settings")
 
 
+def save_thresholds(out: CheckpointDir, profile: CostProfile, thresholds: Thresholds, solved_on: CheckpointDir) -> None:
+    """The thresholds, stamped with the weights they were solved on (another checkpoint then refuses them), and
+    the cost profile they were solved with."""
+    out.write_profile(profile)
+    replace(thresholds, weights_sha256=solved_on.weights_digest()).save(out.thresholds_path)
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     try:
         args = load_settings(argv)
@@ -320,8 +329,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         g = thresholds.guarantee
         log.info("risk-certified thresholds (scale %.4g of the %s base): %s; expected %.4g %s per action",
                  g.scale, args.method, g.describe(), thresholds.expected_cost, budget.metric)
-        out.write_profile(profile)
-        thresholds.save(out.thresholds_path)
+        save_thresholds(out, profile, thresholds, CheckpointDir(ckpt))
         print(json.dumps({
             "budget": budget.to_dict() if explicit_budget else None, "base_method": args.method,
             "base_steps": n_base, "calibration_steps": n_cert, "guarantee": g.describe(),
@@ -367,8 +375,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         finally:
             worker.close()
         log.info("BO thresholds %s: mean cost %.4g", [round(v, 4) for v in thresholds.values], thresholds.expected_cost)
-    out.write_profile(profile)
-    thresholds.save(out.thresholds_path)
+    save_thresholds(out, profile, thresholds, CheckpointDir(ckpt))
     report = {
         "budget": budget.to_dict(),
         "calibration_steps": int(len(actions)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -42,6 +43,10 @@ class Thresholds:
     exit_distribution: list[float] = field(default_factory=list)  # fraction of steps at exits 1..N
     criterion: Criterion = field(default_factory=Criterion)
     guarantee: Guarantee | None = None  # the fidelity guarantee they were certified for (control.risk)
+    # SHA-256 of the checkpoint weights they were solved on (None: not recorded, as in files from before it was):
+    # checkpoints of one architecture take each other's files structurally, but thresholds fit one model's
+    # exit-to-exit action differences only
+    weights_sha256: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -70,6 +75,10 @@ class Thresholds:
             raise ValueError(f"thresholds guarantee family has {len(fam.base)} base values, thresholds {len(values)}")
         if self.expected_cost is not None and not (math.isfinite(self.expected_cost) and self.expected_cost >= 0):
             raise ValueError(f"thresholds expected_cost must be finite and >= 0, got {self.expected_cost}")
+        digest = self.weights_sha256
+        if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                       and all(c in "0123456789abcdef" for c in digest)):
+            raise ValueError(f"thresholds weights_sha256 must be 64 hex digits (lower case), got {digest!r}")
 
     @property
     def first_exit(self) -> int:
@@ -94,6 +103,18 @@ class Thresholds:
                 f"policy may run up to exit {num_exits}: need {num_exits + 1 - self.first_exit} values"
             )
 
+    def check_solved_on(self, weights_digest: Callable[[], str], where: str, checkpoint: str) -> None:
+        """Raise ValueError if these thresholds (read from ``where``) record other weights than the checkpoint's.
+        ``weights_digest`` (the checkpoint's SHA-256) is only called when they record one: hashing costs."""
+        if self.weights_sha256 is None:
+            return
+        actual = weights_digest()
+        if actual != self.weights_sha256:
+            raise ValueError(
+                f"{where} was solved on other weights (sha256 {self.weights_sha256[:12]}...) than {checkpoint}'s "
+                f"({actual[:12]}...): thresholds fit only the model they were solved on; use that checkpoint's own "
+                "thresholds, or calibrate this one (`deer-vla calibrate --checkpoint ... --out DIR`)")
+
     def to_dict(self) -> dict:
         out = {
             "values": list(self.values),
@@ -106,6 +127,8 @@ class Thresholds:
         }
         if self.guarantee is not None:  # absent otherwise, so files without one stay as they were
             out["guarantee"] = self.guarantee.to_dict()
+        if self.weights_sha256 is not None:  # likewise
+            out["weights_sha256"] = self.weights_sha256
         return out
 
     @classmethod
@@ -113,7 +136,7 @@ class Thresholds:
         if not isinstance(data, dict):
             raise ValueError("thresholds JSON must be an object")
         known = {"values", "budget", "metric", "method", "expected_cost", "exit_distribution", "criterion",
-                 "guarantee"}
+                 "guarantee", "weights_sha256"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown thresholds keys {sorted(unknown)}")
@@ -129,6 +152,7 @@ class Thresholds:
             exit_distribution=data.get("exit_distribution", []),
             criterion=Criterion.from_dict(data.get("criterion") or {}),
             guarantee=Guarantee.from_dict(data["guarantee"]) if data.get("guarantee") is not None else None,
+            weights_sha256=data.get("weights_sha256"),
         )
         if num_exits is not None and out.num_exits != num_exits:
             first = out.first_exit

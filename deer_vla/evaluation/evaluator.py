@@ -194,13 +194,13 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
                     )
         elif thresholds_file.is_file():
             log.warning("no --calibration-dataset: evaluating the checkpoint's own %s only", thresholds_file.name)
-            modes.append(thresholds_mode("dyn_ckpt", Thresholds.load(thresholds_file, num_exits=n), full))
+            modes.append(thresholds_mode("dyn_ckpt", load_thresholds_for(thresholds_file, n, cfg.checkpoint), full))
         else:
             raise ValueError(
                 "dynamic budgets need --calibration-dataset (demonstrations to solve thresholds on) or a "
                 f"{thresholds_file}; pass --budgets '' to skip the dynamic modes"
             )
-    modes.extend(file_modes(cfg.thresholds_files, n, profile.costs("llm_gflops")[-1]))
+    modes.extend(file_modes(cfg.thresholds_files, n, profile.costs("llm_gflops")[-1], cfg.checkpoint))
     if cfg.oracle_tolerance is not None:
         modes.append(ModeSpec(name=f"oracle{cfg.oracle_tolerance:g}", kind="oracle",
                               oracle_tolerance=cfg.oracle_tolerance))
@@ -218,7 +218,15 @@ def dynamic_mode_name(fraction: float, criterion: Any) -> str:
     return name
 
 
-def file_modes(paths: list[str], num_exits: int, full_gflops: float) -> list[ModeSpec]:
+def load_thresholds_for(path: str | Path, num_exits: int, checkpoint: str | Path) -> Thresholds:
+    """A thresholds file, refused (ValueError naming it) unless it fits ``checkpoint``: its exits and, when it
+    records them, the weights it was solved on."""
+    th = Thresholds.load(Path(path), num_exits=num_exits)  # names the file and the problem
+    th.check_solved_on(CheckpointDir(checkpoint).weights_digest, str(path), str(checkpoint))
+    return th
+
+
+def file_modes(paths: list[str], num_exits: int, full_gflops: float, checkpoint: str | Path) -> list[ModeSpec]:
     """One dynamic mode per thresholds file, named after it ('th-<file stem>'), thresholds used as written.
 
     A file certified for a fidelity guarantee (`calibrate --risk`) is run as certified, so closed-loop success
@@ -228,15 +236,17 @@ def file_modes(paths: list[str], num_exits: int, full_gflops: float) -> list[Mod
         name = f"th-{Path(path).stem}"
         if any(m.name == name for m in modes):
             raise ValueError(f"two thresholds files give the mode name {name!r}; rename one ({path})")
-        # Thresholds.load names the file and the problem
-        modes.append(thresholds_mode(name, Thresholds.load(Path(path), num_exits=num_exits), full_gflops))
+        modes.append(thresholds_mode(name, load_thresholds_for(path, num_exits, checkpoint), full_gflops))
     return modes
 
 
 def thresholds_mode(name: str, th: Thresholds, full_gflops: float) -> ModeSpec:
     """A dynamic mode running ``th`` as written, with the budget it was solved for, if any."""
     b = th.budget.average_gflops if th.budget and th.budget.average_gflops else None
-    return ModeSpec(name=name, kind="dynamic", thresholds=th.to_dict(), budget_gflops=b,
+    # the weights' digest says where the file came from, not what the mode plays: kept out of the mode, so a
+    # run with a file from before the digest was recorded pools with one from after (journal.mode_digests)
+    played = replace(th, weights_sha256=None)
+    return ModeSpec(name=name, kind="dynamic", thresholds=played.to_dict(), budget_gflops=b,
                     budget_fraction=b / full_gflops if b else None)
 
 
@@ -518,7 +528,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             device=args.device,
         )
-        file_modes(cfg.thresholds_files, num_exits, 1.0)  # unreadable or mismatched files fail here, not mid-run
+        # unreadable or mismatched files (other exits, other weights) fail here, not mid-run
+        file_modes(cfg.thresholds_files, num_exits, 1.0, cfg.checkpoint)
         if cfg.criterion == "learned" and cfg.budgets and cfg.calibration_dataset:
             gates = CheckpointDir(cfg.checkpoint).gates_path
             if not gates.is_file():

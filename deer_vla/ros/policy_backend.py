@@ -106,6 +106,7 @@ def load_stack(
     from deer_vla.control.controller import ExitController
     from deer_vla.control.online import OnlineBudgetTracker
     from deer_vla.control.thresholds import Thresholds
+    from deer_vla.model.checkpoint_dir import CheckpointDir
     from deer_vla.model.runner import PolicyRunner
 
     if not checkpoint.is_dir():
@@ -119,6 +120,11 @@ def load_stack(
             thresholds = Thresholds.load(thresholds_path)
         except (ValueError, OSError) as exc:
             raise ConfigurationError(f"cannot load thresholds {thresholds_path}: {exc}") from exc
+        try:  # another checkpoint's (of the same architecture) would load and run the wrong exits
+            thresholds.check_solved_on(CheckpointDir(checkpoint).weights_digest, str(thresholds_path),
+                                       str(checkpoint))
+        except (ValueError, OSError) as exc:
+            raise ConfigurationError(str(exc)) from exc
     elif fixed_exit == 0:
         raise ConfigurationError(
             f"thresholds file not found: {thresholds_path}; run `deer-vla calibrate` for this checkpoint, "
