@@ -30,8 +30,10 @@ def test_tasks_module_imports_no_simulator() -> None:
 
 
 def test_unknown_task_lists_known_names() -> None:
-    with pytest.raises(KeyError, match="unknown task 'pick-the-moon'.*drawer-open"):
+    with pytest.raises(KeyError, match="unknown task 'pick-the-moon'.*drawer-open") as exc:
         get_task("pick-the-moon")
+    # commands print it as f"deer-vla demo: {exc}": the message itself, not a KeyError's quoted repr of it
+    assert str(exc.value).startswith("unknown task 'pick-the-moon'")
     assert get_task("drawer-open-v3") is TASK_SUITE["drawer-open"]
     spec = TASK_SUITE["drawer-open"]
     assert get_task(spec) is spec

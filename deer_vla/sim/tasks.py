@@ -211,10 +211,17 @@ def shared_partner(task: str | TaskSpec) -> TaskSpec:
     return others[0]
 
 
+class UnknownTaskError(KeyError):
+    """A task name that is neither a task nor a group; its str() is the message (a KeyError's would be quoted)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def get_task(name: str | TaskSpec) -> TaskSpec:
     """The suite task called ``name`` (a TaskSpec passes through).
 
-    Unknown names raise KeyError listing the known ones.
+    Unknown names raise UnknownTaskError (a KeyError) listing the known ones.
     """
     if isinstance(name, TaskSpec):
         return name
@@ -224,7 +231,8 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     if key.endswith("-v3") and key[:-3] in ALL_TASKS:  # accept Meta-World's own env name too
         key = key[:-3]
     if key not in ALL_TASKS:
-        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(ALL_TASKS)}; groups: {', '.join(TASK_GROUPS)}")
+        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(ALL_TASKS)}; groups: "
+                               f"{', '.join(TASK_GROUPS)}")
     return ALL_TASKS[key]
 
 
