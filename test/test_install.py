@@ -8,6 +8,7 @@ find the package prefix with ament_index_python, then the executable in
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -147,3 +148,27 @@ def test_the_installed_node_executables_start_and_stop_cleanly(installed, tmp_pa
                          text=True, timeout=60)
     assert out.returncode == 0 and "NAME:=VALUE" in out.stdout, out.stderr
     assert shutil.which("python3", path=str(installed / "bin"))  # the launchers' own-prefix Python was used
+
+
+def test_the_install_ships_every_shipped_checkpoint_byte_for_byte(installed, tmp_path):
+    """`--checkpoint mt50` in an install resolves inside the installed package, to the same files the source tree
+    ships (package_data covers every assets/<name>_checkpoint file; a stale or partial copy would load other
+    weights or fail at configure)."""
+    import filecmp
+
+    from deer_vla.model.shipped import shipped_checkpoints
+
+    code = ("import json, deer_vla.model.shipped as s; "
+            "print(json.dumps({n: str(p) for n, p in s.shipped_checkpoints().items()}))")
+    out = subprocess.run([str(installed / "bin" / "python"), "-c", code], env=_env(), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = {name: Path(path) for name, path in json.loads(out.stdout).items()}
+    source = shipped_checkpoints()
+    assert set(found) == set(source) and {"default", "mt50"} <= set(found)
+    for name, folder in found.items():
+        assert folder.resolve().is_relative_to(installed.resolve()), folder
+        files = sorted(p.name for p in source[name].iterdir() if p.is_file())
+        assert sorted(p.name for p in folder.iterdir() if p.is_file()) == files, name
+        _, mismatch, errors = filecmp.cmpfiles(source[name], folder, files, shallow=False)
+        assert not mismatch and not errors, (name, mismatch, errors)
