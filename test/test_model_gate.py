@@ -193,6 +193,16 @@ def test_train_gate_command_writes_gates_the_runner_then_loads(ckpt: Path, demos
     assert "no episodes left" in capsys.readouterr().err
 
 
+def test_train_gate_out_may_name_a_folder_and_writes_its_gates_file(ckpt: Path, demos: Path, tmp_path: Path) -> None:
+    from deer_vla.train.gate import cli_main
+
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    assert cli_main([str(ckpt), "--data", str(demos), "--epochs", "1", "--out", str(folder)]) == 0
+    assert ExitGates.training_summary(folder / CheckpointDir.GATES)["steps"] == 4 * 8
+    assert not (ckpt / CheckpointDir.GATES).exists()
+
+
 def test_calibrate_solves_learned_thresholds_from_the_gate_scores(gated: Path, ckpt: Path, demos: Path,
                                                                   tmp_path: Path, capsys) -> None:
     from deer_vla.commands.calibrate import cli_main

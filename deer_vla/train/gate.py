@@ -239,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=None, help="write the gates here instead of the checkpoint directory")
+    p.add_argument("--out", default=None, metavar="PATH",
+                   help="the gates file to write instead of CHECKPOINT/gates.safetensors (an existing directory: "
+                        "its gates.safetensors)")
     return p
 
 
@@ -257,6 +259,8 @@ def cli_main(argv: list[str] | None = None) -> int:
               "--out to replace it", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else ckpt.gates_path
+    if out.is_dir():  # a folder (another checkpoint, as calibrate's --out): saving onto it failed after the work
+        out = CheckpointDir(out).gates_path
     problem = unwritable_dir(out.parent, create=args.out is not None)
     if problem:  # found now, not after minutes of recording and training that would then be lost
         print(f"deer-vla train-gate: {problem}", file=sys.stderr)
