@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -246,7 +247,9 @@ def test_hold_mode_repeats_last_twist_for_bounded_time(executor, tiny_checkpoint
     assert node.stats.hold_published == held
 
 
-def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path):
+def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
     from deer_vla.data.recording import read_recording
     from deer_vla.ros.policy_backend import load_stack
     from deer_vla.ros.replay import cli_main, replay
@@ -276,7 +279,20 @@ def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path):
     assert set(cheap.replayed_exits) == {1} and cheap.replayed_mean_gflops < cheap.recorded_mean_gflops
     out = tmp_path / "report.json"
     assert cli_main([str(path), "--checkpoint", str(tiny_checkpoint), "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["same_exit_fraction"] == 1.0
+    report = json.loads(out.read_text())
+    assert report["same_exit_fraction"] == 1.0
+    assert report["recorded_checkpoint"] == str(tiny_checkpoint.resolve()) and report["same_weights"] is True
+    # replayed under other weights (same architecture and cameras, as the shipped default and mt50): said so,
+    # not passed off as a reproduction that went wrong
+    other = tmp_path / "other_ckpt"
+    shutil.copytree(tiny_checkpoint, other)
+    weights = other / "model.safetensors"
+    save_file(load_file(weights), weights, metadata={"note": "other bytes, other digest"})
+    capsys.readouterr()
+    assert cli_main([str(path), "--checkpoint", str(other), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["same_weights"] is False
+    err = capsys.readouterr().err
+    assert f"recorded with {tiny_checkpoint.resolve()}" in err and "other weights" in err
     assert cli_main([str(tmp_path / "missing.mcap"), "--checkpoint", str(tiny_checkpoint)]) == 1
 
     # the same recording calibrates thresholds on what the robot saw: one episode per instruction

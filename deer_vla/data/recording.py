@@ -11,6 +11,7 @@ glob names it); the recorder splits only between steps. Used by
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ INSTRUCTION = f"{PREFIX}/input/instruction"
 PROPRIO = f"{PREFIX}/input/proprio"
 ACTION = f"{PREFIX}/output/action"
 RECORD = f"{PREFIX}/output/record"
+# once, before the first step: the policy that made the recording (checkpoint, weights_sha256, thresholds), so
+# that a replay under other weights says so (the shipped default and mt50 take each other's recordings)
+POLICY = f"{PREFIX}/policy"
 
 
 def image_topic(camera: str) -> str:
@@ -68,6 +72,23 @@ def recorded_episodes(path: str | Path, cameras: tuple[str, ...] | list[str]) ->
             current = s.record.episode
         episodes[-1].append(s.observation(cameras))
     return episodes
+
+
+def recorded_policy(path: str | Path) -> dict[str, str] | None:
+    """What the recording says of the policy that made it (``PolicyRecorder``'s ``policy``), or None for one
+    without it (written before the recorder wrote it). Reads only up to the first step."""
+    for part, m in read_log_by_part(path):
+        if m.topic == RECORD:
+            return None
+        if m.topic == POLICY:
+            try:
+                data = json.loads(m.message.data)
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise RecordingError(f"{part}: {m.topic} at {m.log_time_ns} ns: not a JSON string ({exc})") from exc
+            if not isinstance(data, dict):
+                raise RecordingError(f"{part}: {m.topic} at {m.log_time_ns} ns: expected a JSON object")
+            return {str(k): str(v) for k, v in data.items()}
+    return None
 
 
 class RecordingError(ValueError):

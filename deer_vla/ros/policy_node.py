@@ -40,6 +40,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from deer_vla.core import Observation, ProprioError
 from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
+from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
 from deer_vla.ros.health import (
     HealthSnapshot,
@@ -304,7 +305,10 @@ class PolicyNode(LifecycleNode):
 
     def _create_interfaces(self, params: PolicyParams, stack: PolicyStack) -> None:
         if params.record_path:  # first: the one part that can fail (OSError), before anything is created
-            self._recorder = PolicyRecorder(params.record_path, stack.cameras, params.record_split)
+            policy = {"checkpoint": str(params.checkpoint.resolve()),
+                      "weights_sha256": CheckpointDir(params.checkpoint).weights_digest(),
+                      "thresholds": str(params.thresholds_path.resolve())}
+            self._recorder = PolicyRecorder(params.record_path, stack.cameras, params.record_split, policy)
         for cam, topic in zip(stack.cameras, params.image_topics):
             self._subs.append(self.create_subscription(
                 Image, topic, functools.partial(self._on_image, camera=cam), qos_profile_sensor_data,

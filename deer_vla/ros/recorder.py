@@ -10,6 +10,8 @@ to ``<stem>.<n>.mcap`` (``<stem>.<n>_1.mcap``, ...), not overwritten.
 """
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,17 +19,23 @@ from typing import Any
 import numpy as np
 
 from deer_vla.data.mcap_io import DEFAULT_SPLIT, McapLog, SplitLimits, numbered_parts, part_path
-from deer_vla.data.recording import ACTION, INSTRUCTION, PROPRIO, RECORD, image_topic
+from deer_vla.data.recording import ACTION, INSTRUCTION, POLICY, PROPRIO, RECORD, image_topic
 
 
 class PolicyRecorder:
-    def __init__(self, path: str | Path, cameras: tuple[str, ...], split: SplitLimits = DEFAULT_SPLIT) -> None:
+    def __init__(self, path: str | Path, cameras: tuple[str, ...], split: SplitLimits = DEFAULT_SPLIT,
+                 policy: Mapping[str, str] | None = None) -> None:
+        """policy: what made the outputs (checkpoint, weights_sha256, thresholds), written once before the first
+        step (``deer_vla.data.recording.recorded_policy`` reads it back)."""
         self.cameras = tuple(cameras)
         # record_path is a fixed name in a parameter file: a restart (or cleanup + configure) must not truncate
         # the recording already there, least of all the one a crash left behind
         self.moved_aside = _move_aside(Path(path))
         self.log = McapLog(path, split=split)
         self.steps = 0
+        if policy is not None:
+            self.log.write(POLICY, "std_msgs/msg/String", {"data": json.dumps(dict(policy))}, time.time_ns(),
+                           may_split=False)
 
     def write_step(
         self,

@@ -9,6 +9,8 @@ Re-runs every recorded step (same images, instruction, proprioception,
 episode boundaries) under the given checkpoint and budget and compares the
 exit decisions and actions with the recorded ones: same checkpoint and
 budget reproduce them; another budget shows what it would have changed.
+The recording names the checkpoint that made it (``recorded_policy``): a
+replay under other weights says it compares two models.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 
 from deer_vla.core.config_io import positive_int
 from deer_vla.data.mcap_io import truncation_warnings_to_stderr
-from deer_vla.data.recording import check_cameras, read_recording
+from deer_vla.data.recording import check_cameras, read_recording, recorded_policy
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, load_stack
@@ -40,6 +42,8 @@ class ReplayReport:
     mean_action_diff: float
     recorded_exits: list[int] = field(default_factory=list)
     replayed_exits: list[int] = field(default_factory=list)
+    recorded_checkpoint: str | None = None  # what the recording says made it (None: a recording without it)
+    same_weights: bool | None = None  # replayed under the weights it was recorded with (None: unknown)
 
 
 def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops") -> ReplayReport:
@@ -107,9 +111,18 @@ def cli_main(argv: list[str] | None = None) -> int:
                            budget, args.fixed_exit, track_average=not args.no_track_average)
         with truncation_warnings_to_stderr("deer-vla replay"):  # a crashed run's file: its complete part
             report = replay(args.recording, stack, args.metric)
+            recorded = recorded_policy(args.recording)
+        if recorded is not None:
+            report.recorded_checkpoint = recorded.get("checkpoint")
+            if "weights_sha256" in recorded:
+                report.same_weights = recorded["weights_sha256"] == CheckpointDir(args.checkpoint).weights_digest()
     except (ConfigurationError, FileNotFoundError, ValueError) as exc:
         print(f"deer-vla replay: {exc}", file=sys.stderr)
         return 1
+    if report.same_weights is False:  # a comparison of two models, not a reproduction that went wrong
+        print(f"deer-vla replay: {args.recording} was recorded with {report.recorded_checkpoint}, other weights "
+              f"than {args.checkpoint}'s: the differences below are between two models (--checkpoint "
+              f"{report.recorded_checkpoint} replays the recorded one)", file=sys.stderr)
     print(f"replayed {report.steps} steps of {args.recording}")
     print(f"same exit as recorded  {100 * report.same_exit_fraction:.1f}% of steps")
     print(f"mean exit              recorded {report.recorded_mean_exit:.2f} -> "
