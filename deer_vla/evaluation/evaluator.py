@@ -489,6 +489,20 @@ def load_settings(argv: list[str] | None = None) -> EvaluateSettings:
     return load_layered(EvaluateSettings, build_parser().parse_args(argv), "evaluate settings")
 
 
+def warn_if_not_trained_on(dataset: str, checkpoint: CheckpointDir) -> None:
+    """Warn when the implicit calibration set (data/demos: the default checkpoint's ten tasks) is not the
+    dataset the checkpoint records it was trained on (extra.json), e.g. for the shipped mt50."""
+    try:
+        extra = checkpoint.read_extra() or {}
+        trained_on = extra.get("training", {}).get("config", {}).get("dataset")
+    except (AttributeError, OSError, ValueError):  # no usable record: nothing to compare
+        return
+    if isinstance(trained_on, str) and Path(trained_on) != Path(dataset):
+        log.warning("the dynamic modes' thresholds are solved on %s (the default --calibration-dataset), but %s "
+                    "was trained on %s: pass --calibration-dataset for its own demonstrations", dataset,
+                    checkpoint.root, trained_on)
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     try:
         args = load_settings(argv)
@@ -503,6 +517,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         from deer_vla.sim.tasks import tasks_arg
 
         checkpoint = str(resolve_checkpoint(args.checkpoint))  # a shipped name -> its folder
+        if calib is not None and args.calibration_dataset is None:
+            warn_if_not_trained_on(calib, CheckpointDir(checkpoint))
         num_exits = CheckpointDir(checkpoint).read_config().num_exits
         exits = args.exits if isinstance(args.exits, list) else parse_exits(args.exits, num_exits)
         cfg = EvalConfig(
