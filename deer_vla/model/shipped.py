@@ -104,4 +104,4 @@ def checkpoint_help(what: str = "policy checkpoint", default: str | None = f'the
 
 
 # the description of a settings field that takes a checkpoint (resolved with resolve_checkpoint where it is used)
-CHECKPOINT_HELP = "checkpoint directory, or the name of one shipped in deer_vla/assets (e.g. default)"
+CHECKPOINT_HELP = "checkpoint directory, or the name of one shipped in deer_vla/assets (default, mt50, ...)"
