@@ -104,6 +104,8 @@ def test_evaluator_one_short_episode_end_to_end(checkpoint: tuple[Path, Path], t
     full, exit1 = res["summary"]["full"]["overall"], res["summary"]["exit1"]["overall"]
     assert full["mean_exit"] == res["modes"]["full"]["exit"] and exit1["mean_exit"] == 1
     assert exit1["mean_llm_gflops"] < full["mean_llm_gflops"]
+    assert set(res["paired"]) == set(modes) - {"full"}  # each mode paired with the full model, episode by episode
+    assert res["paired"]["exit1"]["pairs"] == 1 and res["paired"]["exit1"]["reference"] == "full"
     with (out / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {r["mode"] for r in rows} == set(modes) and {r["task"] for r in rows} == {"drawer-open", "ALL"}

@@ -10,7 +10,7 @@ import pytest
 from deer_vla.evaluation.journal import JOURNAL_NAME
 from deer_vla.evaluation.journal_report import cli_main, journal_report
 
-HEADER = {"journal": 1, "fingerprint": {}, "plan": {"modes": ["full", "exit1"], "tasks": ["reach-v3"],
+HEADER = {"journal": 1, "fingerprint": {"seed_offset": 0}, "plan": {"modes": ["full", "exit1"], "tasks": ["reach-v3"],
                                                     "episodes_per_task": 2}}
 
 
@@ -76,8 +76,8 @@ def test_a_report_that_cannot_be_written_is_one_line(tmp_path, capsys):
 def test_runs_of_one_checkpoint_pool_and_runs_of_another_are_refused(tmp_path, capsys):
     """A second run with more seeds (evaluate --seed-offset) pools with the first: each mode's episodes from
     both, each (mode, task, seed) once, planned counts added; a run of other weights is refused."""
-    first = {**HEADER, "fingerprint": {"weights_sha256": "a", "max_steps": None, "image_size": 64}}
-    more = {"journal": 1, "fingerprint": {**first["fingerprint"], "modes_sha256": "other"},
+    first = {**HEADER, "fingerprint": {"weights_sha256": "a", "max_steps": None, "image_size": 64, "seed_offset": 0}}
+    more = {"journal": 1, "fingerprint": {**first["fingerprint"], "modes_sha256": "other", "seed_offset": 2},
             "plan": {"modes": ["exit1"], "tasks": ["reach-v3"], "episodes_per_task": 2}}
     _journal(tmp_path / "a", [first, _episode(), _episode(mode="exit1", success=False)])
     _journal(tmp_path / "b", [more, _episode(mode="exit1", seed=1), _episode(mode="exit1", seed=2),
@@ -88,6 +88,12 @@ def test_runs_of_one_checkpoint_pool_and_runs_of_another_are_refused(tmp_path, c
     assert journal_report([tmp_path / "a", tmp_path / "b"], common=True)["progress"]["exit1"] == [1, 4]
     assert cli_main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     assert "exit1: 3 of 4 episodes" in capsys.readouterr().out
+    # a third run replaying the first's seeds (evaluate always plays the full model): planned once, not twice
+    again = {**more, "fingerprint": {**first["fingerprint"], "seed_offset": 0},
+             "plan": {"modes": ["full", "exit1"], "tasks": ["reach-v3"], "episodes_per_task": 2}}
+    _journal(tmp_path / "again", [again, _episode(), _episode(seed=1)])
+    assert journal_report([tmp_path / "a", tmp_path / "b", tmp_path / "again"])["progress"] == \
+        {"full": [2, 2], "exit1": [3, 4]}
     other = {**more, "fingerprint": {**more["fingerprint"], "weights_sha256": "b"}}
     _journal(tmp_path / "c", [other, _episode(mode="exit1", seed=5)])
     assert cli_main([str(tmp_path / "a"), str(tmp_path / "c")]) == 1
@@ -97,12 +103,12 @@ def test_runs_of_one_checkpoint_pool_and_runs_of_another_are_refused(tmp_path, c
 def test_a_mode_name_two_runs_define_differently_is_not_pooled(tmp_path, capsys):
     """"dyn0.2" solved on other demonstrations (or run with other thresholds) is another policy: pooling its
     episodes under one name would report a success rate no single mode has."""
-    fingerprint = {"weights_sha256": "a", "max_steps": None, "image_size": 64}
+    fingerprint = {"weights_sha256": "a", "max_steps": None, "image_size": 64, "seed_offset": 0}
     plan = {"modes": ["full", "dyn0.2"], "tasks": ["reach-v3"], "episodes_per_task": 1,
             "mode_digests": {"full": "f0", "dyn0.2": "d1"}}
     _journal(tmp_path / "a", [{"journal": 1, "fingerprint": fingerprint, "plan": plan}, _episode(mode="dyn0.2")])
     same = {**plan, "mode_digests": {"full": "f0", "dyn0.2": "d1"}}
-    _journal(tmp_path / "b", [{"journal": 1, "fingerprint": fingerprint, "plan": same},
+    _journal(tmp_path / "b", [{"journal": 1, "fingerprint": {**fingerprint, "seed_offset": 1}, "plan": same},
                               _episode(mode="dyn0.2", seed=1)])
     assert journal_report([tmp_path / "a", tmp_path / "b"])["progress"]["dyn0.2"] == [2, 2]
     other = {**plan, "mode_digests": {"full": "f0", "dyn0.2": "d2"}}
@@ -111,3 +117,22 @@ def test_a_mode_name_two_runs_define_differently_is_not_pooled(tmp_path, capsys)
     assert cli_main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")]) == 1
     err = capsys.readouterr().err
     assert f"cannot pool {tmp_path / 'c'} with {tmp_path / 'a'}: their mode 'dyn0.2' is not the same mode" in err
+
+
+def test_modes_are_paired_on_the_same_episodes_with_an_exact_mcnemar_test(tmp_path):
+    """eval-report (and evaluate) pair each mode with the full model on the same task, seed and instruction:
+    only discordant pairs count, and an episode the full model did not play is not paired."""
+    from deer_vla.evaluation.stats import mcnemar_exact
+
+    records = [HEADER]
+    for seed in range(10):  # full solves seeds 0-7, exit1 solves 0-1 and 8: 6 only full, 1 only exit1
+        records += [_episode(seed=seed, success=seed < 8),
+                    _episode(mode="exit1", seed=seed, success=seed < 2 or seed == 8)]
+    records.append(_episode(mode="exit1", seed=99, success=True))  # no full episode to pair with
+    _journal(tmp_path / "eval", records)
+    row = journal_report(tmp_path / "eval")["paired"]["exit1"]
+    assert (row["pairs"], row["successes"], row["reference_successes"]) == (10, 3, 8)
+    assert (row["only_reference"], row["only_mode"]) == (6, 1)
+    assert row["p_mcnemar"] == pytest.approx(2 * 8 / 128)  # P(X <= 1), X ~ Binomial(7, 1/2), two-sided
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 5) == 1.0
+    assert mcnemar_exact(600, 400) < 1e-9  # exact integers: thousands of pairs do not overflow

@@ -31,9 +31,11 @@ from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
     group_report,
     heldout_vs_canonical,
+    paired_with,
     plot_tradeoff,
     print_generalisation,
     print_groups,
+    print_paired,
     print_table,
     summarize,
     write_csv,
@@ -339,6 +341,7 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
         "summary": summary,
         "groups": groups,
         "generalisation": heldout_vs_canonical(summary) if cfg.instructions == "both" else None,
+        "paired": paired_with(results, order),
         "wall_s": wall,
         "episodes": [r.to_dict() for r in results],
     }
@@ -352,6 +355,7 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
             print_groups(groups["summary"], summary)
         if payload["generalisation"]:
             print_generalisation(payload["generalisation"])
+        print_paired(payload["paired"])
         for name, why in skipped.items():
             print(f"skipped {name}: {why}")
         print(f"{len(results)} episodes in {wall:.0f} s; results in {out}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, episode_key, read_journal
-from deer_vla.evaluation.report import group_report, print_groups, print_table, summarize
+from deer_vla.evaluation.report import group_report, paired_with, print_groups, print_paired, print_table, summarize
 
 
 def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False) -> dict[str, Any]:
@@ -40,21 +40,27 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
             by_mode[r.mode].add((r.task, r.seed))
         shared = set.intersection(*(by_mode[m] for m in order))
         results = [r for r in results if (r.task, r.seed) in shared]
-    planned: dict[str, int | None] = {m: 0 for m in order}
+    # planned episodes as (task, seed) sets: runs that replay seeds another run has (the full model in every
+    # pooled run) plan them once, as they count once
+    planned: dict[str, set[tuple[str, int]] | None] = {m: set() for m in order}
     tasks: list[str] = []
-    for pl in plans:
+    for (_, header, _), pl in zip(runs, plans):
         pl_tasks = list(pl.get("tasks") or [])
         tasks += pl_tasks
         per_task = pl.get("episodes_per_task")
+        first_seed = (header.get("fingerprint") or {}).get("seed_offset")
         for m in order:
-            if planned[m] is None:
+            seeds = planned[m]
+            if seeds is None:
                 continue
-            if not isinstance(per_task, int) or not pl_tasks or not pl.get("modes"):
+            if not isinstance(per_task, int) or not isinstance(first_seed, int) or not pl_tasks \
+                    or not pl.get("modes"):
                 planned[m] = None  # a run without a plan: its size is unknown
             elif m in pl["modes"]:
-                planned[m] = (planned[m] or 0) + per_task * len(pl_tasks)
+                seeds.update((t, first_seed + i) for t in pl_tasks for i in range(per_task))
     tasks = list(dict.fromkeys(tasks or [r.task for r in results]))
-    progress = {m: [sum(r.mode == m for r in results), planned[m]] for m in order}
+    progress = {m: [sum(r.mode == m for r in results), None if planned[m] is None else len(planned[m] or ())]
+                for m in order}
     summary = summarize(results, order)
     return {
         "plan": plan,
@@ -62,6 +68,7 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
         "progress": progress,
         "summary": summary,
         "groups": group_report(results, order, tasks),
+        "paired": paired_with(results, order),
         "episodes": [r.to_dict() for r in results],
     }
 
@@ -109,6 +116,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     print_table(summary, {}, _full_mode(list(summary)))
     if report["groups"]:
         print_groups(report["groups"]["summary"], summary)
+    print_paired(report["paired"])
     for mode, (done, planned) in report["progress"].items():
         print(f"{mode}: {done}{'' if planned is None else f' of {planned}'} episodes"
               f"{' (on the seeds every mode finished)' if args.common else ''}")

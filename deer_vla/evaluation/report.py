@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from deer_vla.evaluation.rollout import EpisodeResult
-from deer_vla.evaluation.stats import wilson_interval
+from deer_vla.evaluation.stats import mcnemar_exact, wilson_interval
 
 
 def _stats(results: list[EpisodeResult]) -> dict[str, Any]:
@@ -47,6 +47,52 @@ def summarize(results: list[EpisodeResult], mode_order: list[str]) -> dict[str, 
             tasks[r.task].append(r)
         out[mode] = {"overall": _stats(rs), "tasks": {t: _stats(v) for t, v in sorted(tasks.items())}}
     return out
+
+
+def paired_with(results: list[EpisodeResult], mode_order: list[str], reference: str = "full"
+                ) -> dict[str, dict[str, Any]]:
+    """Each mode against ``reference`` (a held-out-instruction mode against the reference's held-out run) on the
+    episodes both played (same task, seed and instruction): pairs, successes of each, the pairs only one of them
+    solved, and the exact McNemar p-value of that split. Paired episodes share their start state, so this tells
+    two modes apart with fewer episodes than two independent intervals do. Modes without a common episode are
+    left out."""
+    played: dict[str, dict[tuple[str, int, str], bool]] = defaultdict(dict)
+    for r in results:
+        played[r.mode][(r.task, int(r.seed), r.instruction)] = r.success
+    out: dict[str, dict[str, Any]] = {}
+    for mode in mode_order:
+        ref_name = reference + HELDOUT_SUFFIX if mode.endswith(HELDOUT_SUFFIX) else reference
+        ref = played.get(ref_name, {})
+        pairs = [(ref[k], won) for k, won in played.get(mode, {}).items() if k in ref]
+        if mode == ref_name or not pairs:
+            continue
+        only_ref = sum(a and not b for a, b in pairs)
+        only_mode = sum(b and not a for a, b in pairs)
+        out[mode] = {"reference": ref_name, "pairs": len(pairs), "successes": sum(b for _, b in pairs),
+                     "reference_successes": sum(a for a, _ in pairs), "only_reference": only_ref,
+                     "only_mode": only_mode, "p_mcnemar": mcnemar_exact(only_ref, only_mode)}
+    return out
+
+
+def print_paired(paired: dict[str, dict[str, Any]]) -> None:
+    """One row per mode: its success and the reference's on the same episodes, who alone solved how many, p."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not paired:
+        return
+    table = Table(title="paired on the same task, seed and instruction (exact McNemar test)")
+    for col in ("mode", "vs", "pairs", "mode solved", "vs solved", "only vs", "only mode", "p"):
+        table.add_column(col, justify="right" if col not in ("mode", "vs") else "left")
+    for mode, row in paired.items():
+        n = row["pairs"]
+        table.add_row(mode, row["reference"], str(n), f"{row['successes']} ({100 * row['successes'] / n:.1f}%)",
+                      f"{row['reference_successes']} ({100 * row['reference_successes'] / n:.1f}%)",
+                      str(row["only_reference"]), str(row["only_mode"]), f"{row['p_mcnemar']:.2g}")
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)
+    console.print(table)
 
 
 def summarize_groups(results: list[EpisodeResult], mode_order: list[str],

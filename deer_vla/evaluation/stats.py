@@ -19,3 +19,16 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(only_first: int, only_second: int) -> float:
+    """Two-sided exact McNemar p-value for paired success/failure outcomes (the same task and seed under two
+    policies): ``only_first`` pairs only the first policy solved, ``only_second`` only the second. Pairs both
+    solved or both failed carry no information on which is better; 1.0 when no pair differs."""
+    if only_first < 0 or only_second < 0:
+        raise ValueError(f"need counts >= 0, got {only_first}, {only_second}")
+    n = only_first + only_second
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_first, only_second) + 1))
+    return min(1.0, 2 * tail / 2**n)  # exact integers: no overflow for thousands of pairs
