@@ -6,7 +6,7 @@ from functools import partial
 
 import pytest
 
-from deer_vla.evaluation.workers import run_in_processes
+from deer_vla.evaluation.workers import run_in_processes, seed_major_jobs
 
 
 class Scaler:
@@ -48,3 +48,17 @@ def test_a_worker_that_cannot_start_is_reported() -> None:
 def test_a_process_that_dies_mid_job_is_reported_instead_of_hanging() -> None:
     with pytest.raises(RuntimeError, match=r"ended before its jobs were done \(exit codes \[3\]\)"):
         list(run_in_processes(partial(Scaler, 1), ["die", 1], processes=1, poll_s=0.2))
+
+
+def test_jobs_run_seed_by_seed_so_a_stopped_run_holds_whole_seeds_of_every_task_and_mode() -> None:
+    """An MT50 run takes hours: stopped (or read while running) after its first 100 episodes of 2 modes x 50
+    tasks, it must hold one whole seed of the suite, not every seed of its first ten tasks."""
+    plans = [(mode, task, [(100 + i, None) for i in range(3)]) for task in ("t0", "t1") for mode in ("full", "exit1")]
+    plans.append(("exit1", "t2", [(101, "resumed: seed 100 was done")]))
+    jobs = seed_major_jobs(plans, 7)
+    assert all(len(episodes) == 1 and limit == 7 for _, _, episodes, limit in jobs)
+    order = [(mode, task, episodes[0][0]) for mode, task, episodes, _ in jobs]
+    assert order[:4] == [("full", "t0", 100), ("exit1", "t0", 100), ("full", "t1", 100), ("exit1", "t1", 100)]
+    assert order[4:9] == [("full", "t0", 101), ("exit1", "t0", 101), ("full", "t1", 101), ("exit1", "t1", 101),
+                          ("exit1", "t2", 101)]
+    assert len(order) == 13 and sorted(order) == sorted(set(order))  # every episode once

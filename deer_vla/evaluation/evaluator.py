@@ -42,7 +42,7 @@ from deer_vla.evaluation.report import (
     write_json,
 )
 from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec
-from deer_vla.evaluation.workers import EvalWorker, Job, PolicySpec, run_in_processes
+from deer_vla.evaluation.workers import EvalWorker, Job, PolicySpec, run_in_processes, seed_major_jobs
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.shipped import CHECKPOINT_HELP, resolve_checkpoint
 
@@ -294,10 +294,6 @@ def evaluate(
 def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, show_progress: bool,
               verbose: bool) -> dict[str, Any]:
     modes, skipped = build_modes(cfg, worker.runner)
-    # Interleave modes within a task so --workers share the load evenly; longest first is unknown, so
-    # split each (mode, task) into chunks of a few episodes.
-    chunk = max(1, min(5, cfg.episodes_per_task))
-    jobs: list[Job] = []
     conditions = cfg.instruction_conditions()
     if conditions != ["canonical"]:  # same seeds, other instructions: modes get a suffix per condition
         modes = [m if c == "canonical" else replace(m, name=m.name + HELDOUT_SUFFIX)
@@ -308,14 +304,14 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
                                                   cfg.seed_offset, cfg.max_steps, cfg.image_size), run_plan)
     done = journal.start(cfg.resume)
     results: list[EpisodeResult] = []  # this run's episodes found in the journal, then the new ones
+    plans_left: list[tuple[ModeSpec, str, list[tuple[int, str | None]]]] = []
     for task in cfg.tasks:
         plans = {c: episode_plan(task, cfg.episodes_per_task, cfg.seed_offset, c == "heldout") for c in conditions}
         for mode in modes:
             plan = plans["heldout" if mode.name.endswith(HELDOUT_SUFFIX) else "canonical"]
             results.extend(done[(mode.name, task, s)] for s, _ in plan if (mode.name, task, s) in done)
-            left = [(s, instr) for s, instr in plan if (mode.name, task, s) not in done]
-            for i in range(0, len(left), chunk):
-                jobs.append((mode, task, left[i : i + chunk], cfg.max_steps))
+            plans_left.append((mode, task, [(s, instr) for s, instr in plan if (mode.name, task, s) not in done]))
+    jobs: list[Job] = seed_major_jobs(plans_left, cfg.max_steps)
     if results:
         log.info("resumed %d finished episodes; %d to play", len(results), sum(len(j[2]) for j in jobs))
     t0 = time.perf_counter()

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from deer_vla.evaluation.stats import wilson_interval
-from deer_vla.evaluation.workers import PolicySpec, model_image_size, run_in_processes
+from deer_vla.evaluation.workers import PolicySpec, model_image_size, run_in_processes, seed_major_jobs
 
 if TYPE_CHECKING:
     from deer_vla.evaluation.evaluator import EvalConfig
@@ -312,13 +312,9 @@ def run_swap(
         spec = PolicySpec(eval_cfg.checkpoint, eval_cfg.device, threads, eval_cfg.image_size)
         worker = SwapWorker.from_spec(spec)
         modes, skipped = build_modes(eval_cfg, worker.runner)
-    jobs = []
-    chunk = max(1, min(5, episodes_per_task))
-    for task in tasks:
-        plan = episode_plan(task, episodes_per_task, offset, heldout)  # same seeds for both tasks of a pair
-        for mode in modes:
-            for i in range(0, len(plan), chunk):
-                jobs.append((mode, task, plan[i : i + chunk], max_steps))
+    # the same seeds for both tasks of a pair
+    jobs = seed_major_jobs([(mode, task, episode_plan(task, episodes_per_task, offset, heldout))
+                            for task in tasks for mode in modes], max_steps)
     t0 = time.perf_counter()
     episodes: list[SwapEpisode] = []
     bar = tqdm(total=sum(len(j[2]) for j in jobs), desc="swap episodes", unit="ep", disable=not show_progress,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -23,6 +23,21 @@ if TYPE_CHECKING:
 # (mode, task, [(seed, instruction or None = the task's own)], step limit or None = the adapter's)
 Job = tuple[ModeSpec, str, list[tuple[int, str | None]], int | None]
 R = TypeVar("R")
+
+
+M = TypeVar("M")
+
+
+def seed_major_jobs(plans: Iterable[tuple[M, str, list[tuple[int, str | None]]]], max_steps: int | None
+                    ) -> list[tuple[M, str, list[tuple[int, str | None]], int | None]]:
+    """One job per episode, ordered by seed: every task and mode at the first seed, then at the next. A run
+    stopped or still running then holds whole seeds of the suite for every mode (eval-report --common compares
+    the modes on a fair sample, not on the suite's first tasks), and workers share the load evenly. ``plans``:
+    (mode, task, [(seed, instruction)]) in the order ties keep."""
+    keyed = [(seed, n, (mode, task, [(seed, instruction)], max_steps))
+             for n, (mode, task, episodes) in enumerate(plans) for seed, instruction in episodes]
+    keyed.sort(key=lambda item: (item[0], item[1]))
+    return [job for _, _, job in keyed]
 
 
 @dataclass(frozen=True)
