@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deer_vla.control.criterion import CriterionKind
+from deer_vla.control.criterion import Criterion, CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
@@ -147,7 +147,6 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
         collect_exit_actions_and_scores,
         learned_criterion,
     )
-    from deer_vla.control.criterion import Criterion
     from deer_vla.control.solve import solve_thresholds
     from deer_vla.data.observations import dataset_observation_episodes
 
@@ -209,7 +208,7 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
     return modes, skipped
 
 
-def dynamic_mode_name(fraction: float, criterion: Any) -> str:
+def dynamic_mode_name(fraction: float, criterion: Criterion) -> str:
     """'dyn0.2' for DeeR's criterion; other criteria are other modes, named so runs of each can be pooled apart:
     'dyn0.2-learned', 'dyn0.2-smooth3'."""
     name = f"dyn{fraction:g}"
