@@ -136,3 +136,18 @@ def test_modes_are_paired_on_the_same_episodes_with_an_exact_mcnemar_test(tmp_pa
     assert row["p_mcnemar"] == pytest.approx(2 * 8 / 128)  # P(X <= 1), X ~ Binomial(7, 1/2), two-sided
     assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 5) == 1.0
     assert mcnemar_exact(600, 400) < 1e-9  # exact integers: thousands of pairs do not overflow
+
+
+def test_a_seed_range_reports_only_those_seeds_played_and_planned(tmp_path, capsys):
+    """A run stopped mid-way holds whole seeds and a part of the next: --seeds reports the whole ones alone."""
+    header = {**HEADER, "plan": {**HEADER["plan"], "episodes_per_task": 4}}
+    _journal(tmp_path / "eval", [header, *(_episode(seed=s, success=s % 2 == 0) for s in range(3)),
+                                 *(_episode(mode="exit1", seed=s) for s in range(2))])
+    report = journal_report(tmp_path / "eval", seeds=(0, 1))
+    assert report["progress"] == {"full": [2, 2], "exit1": [2, 2]}
+    assert report["summary"]["full"]["overall"]["successes"] == 1
+    assert cli_main([str(tmp_path / "eval"), "--seeds", "2"]) == 0
+    assert "full: 1 of 1 episodes" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli_main([str(tmp_path / "eval"), "--seeds", "5-1"])
+    assert "first seed 5 is after last seed 1" in capsys.readouterr().err

@@ -19,15 +19,21 @@ from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, episode_key,
 from deer_vla.evaluation.report import group_report, paired_with, print_groups, print_paired, print_table, summarize
 
 
-def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False) -> dict[str, Any]:
+def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False,
+                   seeds: tuple[int, int] | None = None) -> dict[str, Any]:
     """Summary of the journal in ``out_dirs`` (one directory, or several runs to pool): {"plan", "progress":
-    {mode: [done, planned]}, "summary", "groups", "episodes"}. ``common``: only the (task, seed) pairs every mode
-    has finished, so the modes are compared on the same episodes. Runs of another checkpoint (weights), step
-    limit or image size than the first are refused (JournalError)."""
+    {mode: [done, planned]}, "summary", "groups", "paired", "episodes"}. ``common``: only the (task, seed) pairs
+    every mode has finished, so the modes are compared on the same episodes. ``seeds`` (first, last): only those
+    seeds' episodes, planned and played (e.g. the whole seeds a stopped run finished). Runs of another checkpoint
+    (weights), step limit or image size than the first are refused (JournalError)."""
     dirs = [Path(d) for d in (out_dirs if isinstance(out_dirs, list) else [out_dirs])]
     runs = [(d, *read_journal(d / JOURNAL_NAME)) for d in dirs]
     _check_poolable(runs)
-    records = [r for _, _, rs in runs for r in rs]
+
+    def in_range(seed: int) -> bool:
+        return seeds is None or seeds[0] <= seed <= seeds[1]
+
+    records = [r for _, _, rs in runs for r in rs if in_range(r.seed)]
     results = list({episode_key(r): r for r in records}.values())  # one per episode, the latest, as --resume keeps
     plans = [header.get("plan") or {} for _, header, _ in runs]
     plan = plans[0] if len(plans) == 1 else {"runs": [str(d) for d in dirs], "plans": plans}
@@ -50,14 +56,15 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
         per_task = pl.get("episodes_per_task")
         first_seed = (header.get("fingerprint") or {}).get("seed_offset")
         for m in order:
-            seeds = planned[m]
-            if seeds is None:
+            mode_plan = planned[m]
+            if mode_plan is None:
                 continue
             if not isinstance(per_task, int) or not isinstance(first_seed, int) or not pl_tasks \
                     or not pl.get("modes"):
                 planned[m] = None  # a run without a plan: its size is unknown
             elif m in pl["modes"]:
-                seeds.update((t, first_seed + i) for t in pl_tasks for i in range(per_task))
+                mode_plan.update((t, first_seed + i) for t in pl_tasks for i in range(per_task)
+                                 if in_range(first_seed + i))
     tasks = list(dict.fromkeys(tasks or [r.task for r in results]))
     progress = {m: [sum(r.mode == m for r in results), None if planned[m] is None else len(planned[m] or ())]
                 for m in order}
@@ -92,6 +99,17 @@ def _check_poolable(runs: list[tuple[Path, dict[str, Any], list[Any]]]) -> None:
                                    "(other thresholds, criterion or budget); report them separately")
 
 
+def _seed_range(text: str) -> tuple[int, int]:
+    first, sep, last = text.partition("-")
+    try:
+        lo, hi = int(first), int(last if sep else first)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST seeds (or one seed), got {text!r}") from None
+    if lo > hi:
+        raise argparse.ArgumentTypeError(f"first seed {lo} is after last seed {hi}")
+    return lo, hi
+
+
 def _full_mode(order: list[str]) -> str | None:
     return "full" if "full" in order else None
 
@@ -102,10 +120,12 @@ def cli_main(argv: list[str] | None = None) -> int:
                    help="the evaluation's --out directory (holds episodes.jsonl); several: runs to pool")
     p.add_argument("--common", action="store_true",
                    help="only the task/seed episodes every mode has finished (modes compared on the same seeds)")
+    p.add_argument("--seeds", type=_seed_range, default=None, metavar="FIRST-LAST",
+                   help="only these seeds' episodes, e.g. 100004-100005 (the whole seeds a stopped run finished)")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = p.parse_args(argv)
     try:
-        report = journal_report(args.out, common=args.common)
+        report = journal_report(args.out, common=args.common, seeds=args.seeds)
     except JournalError as exc:
         print(f"deer-vla eval-report: {exc}", file=sys.stderr)
         return 1
