@@ -151,3 +151,13 @@ def test_a_seed_range_reports_only_those_seeds_played_and_planned(tmp_path, caps
     with pytest.raises(SystemExit):
         cli_main([str(tmp_path / "eval"), "--seeds", "5-1"])
     assert "first seed 5 is after last seed 1" in capsys.readouterr().err
+
+
+def test_a_held_out_mode_keeps_its_name_in_the_printed_tables(tmp_path, capsys):
+    """Rich read the "[heldout]" of "full [heldout]" as a style tag and printed "full" twice."""
+    header = {**HEADER, "plan": {**HEADER["plan"], "modes": ["full", "full [heldout]"]}}
+    _journal(tmp_path / "eval", [header, _episode(), _episode(mode="full [heldout]", instruction="reach it")])
+    assert cli_main([str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("full [heldout]") >= 2  # the summary row and its progress line
+    assert "│ full [heldout]" in out

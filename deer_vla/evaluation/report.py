@@ -76,7 +76,6 @@ def paired_with(results: list[EpisodeResult], mode_order: list[str], reference: 
 
 def print_paired(paired: dict[str, dict[str, Any]]) -> None:
     """One row per mode: its success and the reference's on the same episodes, who alone solved how many, p."""
-    from rich.console import Console
     from rich.table import Table
 
     if not paired:
@@ -89,10 +88,7 @@ def print_paired(paired: dict[str, dict[str, Any]]) -> None:
         table.add_row(mode, row["reference"], str(n), f"{row['successes']} ({100 * row['successes'] / n:.1f}%)",
                       f"{row['reference_successes']} ({100 * row['reference_successes'] / n:.1f}%)",
                       str(row["only_reference"]), str(row["only_mode"]), f"{row['p_mcnemar']:.2g}")
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=140)
-    console.print(table)
+    _show(table)
 
 
 def summarize_groups(results: list[EpisodeResult], mode_order: list[str],
@@ -131,7 +127,6 @@ def group_means(group_summary: dict[str, dict[str, Any]]) -> dict[str, float | N
 
 def print_groups(group_summary: dict[str, dict[str, Any]], summary: dict[str, dict[str, Any]]) -> None:
     """Success per group with its 95% Wilson interval, the groups' mean and the overall, one row per mode."""
-    from rich.console import Console
     from rich.table import Table
 
     groups = list(next(iter(group_summary.values()), {}))
@@ -148,10 +143,7 @@ def print_groups(group_summary: dict[str, dict[str, Any]], summary: dict[str, di
         mean = means[mode]
         table.add_row(mode, *(cell(block[g]) for g in groups), "-" if mean is None else f"{100 * mean:.1f}%",
                       cell(summary[mode]["overall"]))
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)
-    console.print(table)
+    _show(table, width=200)  # groups table: wider
 
 
 HELDOUT_SUFFIX = " [heldout]"
@@ -181,7 +173,6 @@ def heldout_vs_canonical(summary: dict[str, dict[str, Any]]) -> dict[str, dict[s
 
 
 def print_generalisation(table_data: dict[str, dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     def cell(sn: list[int]) -> str:
@@ -195,10 +186,18 @@ def print_generalisation(table_data: dict[str, dict[str, Any]]) -> None:
         for task, p in rows:
             ratio = "-" if p["ratio"] is None else f"{p['ratio']:.2f}"
             table.add_row(task, cell(p["canonical"]), cell(p["heldout"]), ratio)
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=140)
-        console.print(table)
+        _show(table)
+
+
+def _show(table: Any, width: int = 140) -> None:
+    """Print a rich table: no markup, so a mode named "full [heldout]" keeps its "[heldout]" (rich read it as a
+    style tag and dropped it), and wide enough in logs and pipes that rows do not wrap."""
+    from rich.console import Console
+
+    console = Console(markup=False)
+    if not console.is_terminal:
+        console = Console(markup=False, width=width)
+    console.print(table)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -223,7 +222,6 @@ def write_csv(path: Path, summary: dict[str, dict[str, Any]], modes: dict[str, d
 
 
 def print_table(summary: dict[str, dict[str, Any]], modes: dict[str, dict[str, Any]], full_mode: str | None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="closed-loop success vs compute (LLM GFLOPs per step, FlopCounter convention)")
@@ -246,10 +244,7 @@ def print_table(summary: dict[str, dict[str, Any]], modes: dict[str, dict[str, A
             f"{st['mean_exit']:.2f}",
             ratio,
         )
-    console = Console()
-    if not console.is_terminal:  # logs/pipes: wide enough that rows do not wrap
-        console = Console(width=140)
-    console.print(table)
+    _show(table)
 
 
 def plot_tradeoff(path: Path, summary: dict[str, dict[str, Any]], modes: dict[str, dict[str, Any]], title: str) -> None:
