@@ -76,3 +76,22 @@ def test_an_empty_directory_is_not_a_checkpoint(tmp_path: Path) -> None:
     assert not empty.exists()
     with pytest.raises(CheckpointError, match=r"has no config\.json"):
         empty.check()
+
+
+def test_the_weights_digest_is_read_once_per_file_version(tmp_path: Path) -> None:
+    """A configure asks for the digest several times (gates, thresholds, recording): one read of a file as it
+    is, and a rewritten file is hashed again."""
+    import hashlib
+    import os
+
+    from deer_vla.model.checkpoint_dir import _file_sha256
+
+    ckpt = CheckpointDir(tmp_path)
+    ckpt.weights_path.write_bytes(b"first weights")
+    first = ckpt.weights_digest()
+    assert first == hashlib.sha256(b"first weights").hexdigest()
+    hits = _file_sha256.cache_info().hits
+    assert CheckpointDir(tmp_path).weights_digest() == first and _file_sha256.cache_info().hits == hits + 1
+    ckpt.weights_path.write_bytes(b"other weights")
+    os.utime(ckpt.weights_path, ns=(1, 1))  # even with a clock too coarse to tell the two writes apart
+    assert ckpt.weights_digest() == hashlib.sha256(b"other weights").hexdigest()

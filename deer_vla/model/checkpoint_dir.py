@@ -15,6 +15,8 @@ wrong with it. Building and filling the model from the files is
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -76,14 +78,11 @@ class CheckpointDir:
         return self.root / self.GATES
 
     def weights_digest(self) -> str:
-        """SHA-256 of the weights file: what the exit gates were trained on (they fit those weights only)."""
-        import hashlib
-
-        h = hashlib.sha256()
-        with open(self.weights_path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        """SHA-256 of the weights file: what the exit gates were trained on (they fit those weights only).
+        One configure asks up to three times (gates, thresholds, recording) and a robot's model can be GBs: the
+        hash is remembered for the file as it is (path, size, modification time), so it is read once."""
+        st = self.weights_path.stat()
+        return _file_sha256(str(self.weights_path.resolve()), st.st_size, st.st_mtime_ns)
 
     def exists(self) -> bool:
         """Whether this looks like a checkpoint (a directory with a config); ``check`` says what else is wrong."""
@@ -162,3 +161,13 @@ class CheckpointDir:
             return json.loads(path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"invalid {path}: not JSON ({exc})") from exc
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file; size and modification time are part of the key, so a rewritten file is hashed again."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
