@@ -135,8 +135,24 @@ def test_evaluate_runs_thresholds_files_as_written(checkpoint: tuple[Path, Path]
     assert res["modes"]["th-early"]["thresholds"]["values"] == [1e9] * (n - 1)
 
 
+def test_evaluate_skip_full_plays_only_the_other_modes(checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    """--skip-full: the full model (deterministic, already played by another run) is not played again."""
+    ckpt, _ = checkpoint
+    out = tmp_path / "eval"
+    rc = evaluate_main([
+        "--checkpoint", str(ckpt), "--tasks", "drawer-open", "--episodes-per-task", "1", "--max-steps", "3",
+        "--budgets", "", "--exits", "1", "--skip-full", "--out", str(out), "--no-progress", "--workers", "1",
+        "--threads", "1",
+    ])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["summary"]) == ["exit1"] and {e["mode"] for e in res["episodes"]} == {"exit1"}
+    assert res["paired"] == {}
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--tasks", "no-such-task"], "unknown task"),
+    (["--tasks", "drawer-open", "--skip-full", "--budgets", ""], "nothing to evaluate"),
     (["--tasks", "drawer-open", "--thresholds", "/no/such/thresholds.json"], "thresholds file not found"),
     (["--tasks", "drawer-open", "--budgets", "1.5"], "budgets"),
     (["--tasks", "drawer-open", "--exits", "1,x"], "--exits: expected exit numbers"),

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deer_vla.control.criterion import Criterion, CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
@@ -64,6 +64,8 @@ class EvalConfig(BaseModel):
     budgets: list[float] = Field([0.1, 0.2, 0.3],
                                  description="average budgets as fractions of the full model's LLM GFLOPs, in (0, 1]")
     exits: list[int] = Field([], description="fixed exits to run besides the full model")
+    skip_full: bool = Field(False, description="do not play the full model: for runs pooled (`eval-report`) with "
+                            "one that played it on the same seeds, which then supplies the ratios and pairing")
     oracle_tolerance: float | None = Field(None, ge=0, description="also run the oracle at this criterion distance")
     calibration_dataset: str | None = Field(None, description="demonstrations the per-budget thresholds are solved on")
     calibration_episodes: int = Field(30, ge=1, description="demonstration episodes to solve thresholds on")
@@ -106,6 +108,13 @@ class EvalConfig(BaseModel):
         if v not in INSTRUCTION_SETS:
             raise ValueError(f"instructions must be one of {INSTRUCTION_SETS}, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _something_to_play(self) -> EvalConfig:
+        if self.skip_full and not (self.exits or self.budgets or self.thresholds_files
+                                   or self.oracle_tolerance is not None):
+            raise ValueError("nothing to evaluate: skip_full leaves no mode (add exits, budgets or thresholds files)")
+        return self
 
     def threads_per_worker(self) -> int:
         """Torch threads of each worker: as set, else the cores shared out (oversubscribing costs ~3x)."""
@@ -152,12 +161,14 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
 
     profile = runner.cost_profile
     n = int(runner.num_exits)
-    modes = [ModeSpec(name="full", kind="fixed", exit=n)]
+    modes = [] if cfg.skip_full else [ModeSpec(name="full", kind="fixed", exit=n)]
     for k in sorted(set(cfg.exits)):
         if not 1 <= k <= n:
             raise ValueError(f"fixed exit {k} outside this checkpoint's exits 1..{n}")
         if k != n:
             modes.append(ModeSpec(name=f"exit{k}", kind="fixed", exit=k))
+        elif cfg.skip_full:
+            raise ValueError(f"exit {n} is the full model, which --skip-full leaves out")
     skipped: dict[str, str] = {}
     if cfg.budgets:
         full = profile.costs("llm_gflops")[-1]
@@ -345,7 +356,7 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
     plot_tradeoff(out / "tradeoff.png", summary, mode_meta,
                   f"{len(cfg.tasks)} tasks x {cfg.episodes_per_task} episodes, held-out seeds")
     if verbose:
-        print_table(summary, mode_meta, "full")
+        print_table(summary, mode_meta, None if cfg.skip_full else "full")
         if groups:
             print_groups(groups["summary"], summary)
         if payload["generalisation"]:
@@ -400,6 +411,9 @@ class EvaluateSettings(BaseModel):
                                  "e.g. 0.1,0.2,0.3 ('' = no dynamic modes; 0.2 keeps the default run near 20 min "
                                  "on 2 cores)")
     exits: str | list[int] = Field("all", description="fixed exits to evaluate, e.g. 1,2,4,all ('every' = each exit)")
+    skip_full: bool = Field(False, description="do not play the full model (always played otherwise): for a run "
+                            "pooled by `deer-vla eval-report` with one that played it on the same seeds (on CPU "
+                            "the full model replays its episodes exactly)")
     oracle: float | None = Field(None, ge=0, description="also run the oracle with this tolerance (criterion distance)")
     calibration_dataset: str | None = Field(None, description="demonstrations to solve per-budget thresholds on "
                                             "(default: data/demos if present)")
@@ -460,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes-per-task", type=int, help=_help("episodes_per_task"))
     p.add_argument("--budgets", type=_floats, help=_help("budgets"))
     p.add_argument("--exits", help=_help("exits"))
+    p.add_argument("--skip-full", action="store_true", help=_help("skip_full"))
     p.add_argument("--oracle", type=float, metavar="TOL", help=_help("oracle"))
     p.add_argument("--calibration-dataset", help=_help("calibration_dataset"))
     p.add_argument("--calibration-episodes", type=int, help=_help("calibration_episodes"))
@@ -526,6 +541,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             episodes_per_task=args.episodes_per_task,
             budgets=args.budgets,
             exits=exits,
+            skip_full=args.skip_full,
             oracle_tolerance=args.oracle,
             calibration_dataset=calib,
             calibration_episodes=args.calibration_episodes,
