@@ -138,6 +138,23 @@ def test_modes_are_paired_on_the_same_episodes_with_an_exact_mcnemar_test(tmp_pa
     assert mcnemar_exact(600, 400) < 1e-9  # exact integers: thousands of pairs do not overflow
 
 
+def test_modes_pair_with_a_chosen_mode_and_an_unknown_one_is_refused(tmp_path, capsys):
+    """--pair-with exit1: a dynamic mode set beside the static exit of its cost, episode by episode."""
+    header = {**HEADER, "plan": {**HEADER["plan"], "modes": ["full", "exit1", "dyn0.2"]}}
+    records = [header]
+    for seed in range(6):  # exit1 solves seeds 0-1, dyn0.2 seeds 0-4: 3 only dyn0.2
+        records += [_episode(seed=seed), _episode(mode="exit1", seed=seed, success=seed < 2),
+                    _episode(mode="dyn0.2", seed=seed, success=seed < 5)]
+    _journal(tmp_path / "eval", records)
+    paired = journal_report(tmp_path / "eval", pair_with="exit1")["paired"]
+    assert set(paired) == {"full", "dyn0.2"} and paired["dyn0.2"]["reference"] == "exit1"
+    assert (paired["dyn0.2"]["only_reference"], paired["dyn0.2"]["only_mode"]) == (0, 3)
+    assert cli_main([str(tmp_path / "eval"), "--pair-with", "exit1"]) == 0
+    assert "exit1" in capsys.readouterr().out
+    assert cli_main([str(tmp_path / "eval"), "--pair-with", "exit7"]) == 2
+    assert "'exit7' is not a mode of these runs" in capsys.readouterr().err
+
+
 def test_a_seed_range_reports_only_those_seeds_played_and_planned(tmp_path, capsys):
     """A run stopped mid-way holds whole seeds and a part of the next: --seeds reports the whole ones alone."""
     header = {**HEADER, "plan": {**HEADER["plan"], "episodes_per_task": 4}}

@@ -20,12 +20,13 @@ from deer_vla.evaluation.report import group_report, paired_with, print_groups, 
 
 
 def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False,
-                   seeds: tuple[int, int] | None = None) -> dict[str, Any]:
+                   seeds: tuple[int, int] | None = None, pair_with: str = "full") -> dict[str, Any]:
     """Summary of the journal in ``out_dirs`` (one directory, or several runs to pool): {"plan", "progress":
     {mode: [done, planned]}, "summary", "groups", "paired", "episodes"}. ``common``: only the (task, seed) pairs
     every mode has finished, so the modes are compared on the same episodes. ``seeds`` (first, last): only those
-    seeds' episodes, planned and played (e.g. the whole seeds a stopped run finished). Runs of another checkpoint
-    (weights), step limit or image size than the first are refused (JournalError)."""
+    seeds' episodes, planned and played (e.g. the whole seeds a stopped run finished). ``pair_with``: the mode
+    every other is paired with episode by episode (e.g. a static exit of the dynamic mode's cost). Runs of another
+    checkpoint (weights), step limit or image size than the first are refused (JournalError)."""
     dirs = [Path(d) for d in (out_dirs if isinstance(out_dirs, list) else [out_dirs])]
     runs = [(d, *read_journal(d / JOURNAL_NAME)) for d in dirs]
     _check_poolable(runs)
@@ -75,7 +76,7 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
         "progress": progress,
         "summary": summary,
         "groups": group_report(results, order, tasks),
-        "paired": paired_with(results, order),
+        "paired": paired_with(results, order, pair_with),
         "episodes": [r.to_dict() for r in results],
     }
 
@@ -122,10 +123,14 @@ def cli_main(argv: list[str] | None = None) -> int:
                    help="only the task/seed episodes every mode has finished (modes compared on the same seeds)")
     p.add_argument("--seeds", type=_seed_range, default=None, metavar="FIRST-LAST",
                    help="only these seeds' episodes, e.g. 100004-100005 (the whole seeds a stopped run finished)")
+    p.add_argument("--pair-with", default=None, metavar="MODE",
+                   help="pair every mode with this one episode by episode (default: full), e.g. exit2 to set a "
+                   "dynamic mode beside the static exit of its cost")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = p.parse_args(argv)
     try:
-        report = journal_report(args.out, common=args.common, seeds=args.seeds)
+        report = journal_report(args.out, common=args.common, seeds=args.seeds,
+                                pair_with=args.pair_with or "full")
     except JournalError as exc:
         print(f"deer-vla eval-report: {exc}", file=sys.stderr)
         return 1
@@ -133,6 +138,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     if not summary:
         print(f"deer-vla eval-report: no finished episode in {', '.join(str(d) for d in args.out)} yet")
         return 0
+    if args.pair_with is not None and args.pair_with not in summary:
+        print(f"deer-vla eval-report: --pair-with {args.pair_with!r} is not a mode of these runs "
+              f"({', '.join(summary)})", file=sys.stderr)
+        return 2
     print_table(summary, {}, _full_mode(list(summary)))
     if report["groups"]:
         print_groups(report["groups"]["summary"], summary)
