@@ -6,11 +6,24 @@ they land in <prefix>/bin. Either way the launchers in libexec/ are installed in
 Python dependencies are pinned in requirements/*.txt, not here, so that a robot
 with ROS 2 from apt can install the package without the ROS wheels.
 """
+import shutil
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 PACKAGE = "deer_vla"
+
+
+class FreshBuildPy(build_py):
+    """Build from an empty build/lib/deer_vla: setuptools copies the source over the previous build and never
+    deletes, so a module removed or moved in the source (or an old checkpoint file) would still be installed."""
+
+    def run(self):
+        shutil.rmtree(Path(self.build_lib) / PACKAGE, ignore_errors=True)
+        super().run()
+
 
 setup(
     name=PACKAGE,
@@ -32,6 +45,7 @@ setup(
     maintainer_email="deer-vla@example.org",
     description="Dynamic early-exit vision-language-action policy for ROS 2 (DeeR-VLA).",
     license="Apache-2.0",
+    cmdclass={"build_py": FreshBuildPy},
     entry_points={
         "console_scripts": [
             "deer-vla = deer_vla.cli:main",

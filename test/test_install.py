@@ -150,6 +150,20 @@ def test_the_installed_node_executables_start_and_stop_cleanly(installed, tmp_pa
     assert shutil.which("python3", path=str(installed / "bin"))  # the launchers' own-prefix Python was used
 
 
+def test_the_install_holds_exactly_the_source_trees_modules(installed, tmp_path):
+    """A module removed or moved in the source is gone from the next install: setuptools' build/lib kept
+    every earlier build's files, and an install shipped them (stale train/calibrate.py, ros/mcap_io.py)."""
+    code = "import deer_vla, pathlib; print(pathlib.Path(deer_vla.__file__).parent)"
+    out = subprocess.run([str(installed / "bin" / "python"), "-c", code], env=_env(), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    package = Path(out.stdout.strip())
+    assert package.resolve().is_relative_to(installed.resolve()), package
+    source = ROOT / "deer_vla"
+    assert ({p.relative_to(package) for p in package.rglob("*.py")}
+            == {p.relative_to(source) for p in source.rglob("*.py")})
+
+
 def test_the_install_ships_every_shipped_checkpoint_byte_for_byte(installed, tmp_path):
     """`--checkpoint mt50` in an install resolves inside the installed package, to the same files the source tree
     ships (package_data covers every assets/<name>_checkpoint file; a stale or partial copy would load other
