@@ -135,6 +135,38 @@ def test_evaluate_runs_thresholds_files_as_written(checkpoint: tuple[Path, Path]
     assert res["modes"]["th-early"]["thresholds"]["values"] == [1e9] * (n - 1)
 
 
+def test_evaluate_tracks_a_thresholds_files_budget_and_refuses_a_file_without_one(
+        checkpoint: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    """--track-budget with --thresholds: the file's mode also runs under the online tracker holding the file's
+    average budget, as the policy node runs it; a file with no average budget cannot be tracked."""
+    from deer_vla.control.budgets import BudgetSpec
+    from deer_vla.model.checkpoint import read_config
+    from deer_vla.model.runner import PolicyRunner
+
+    ckpt, _ = checkpoint
+    n = read_config(ckpt).num_exits
+    exit1 = PolicyRunner.from_checkpoint(ckpt).cost_profile.costs("llm_gflops")[0]
+    Thresholds(values=[0.0] * (n - 1), budget=BudgetSpec(average_gflops=1.2 * exit1)).save(tmp_path / "budgeted.json")
+    Thresholds(values=[0.0] * (n - 1)).save(tmp_path / "bare.json")
+    Thresholds(values=[0.0] * (n - 1), budget=BudgetSpec(average_gflops=0.5 * exit1)).save(tmp_path / "below.json")
+    argv = ["--checkpoint", str(ckpt), "--tasks", "drawer-open", "--episodes-per-task", "1", "--max-steps", "3",
+            "--budgets", "", "--track-budget", "--no-progress", "--workers", "1", "--threads", "1"]
+    assert evaluate_main([*argv, "--thresholds", str(tmp_path / "budgeted.json"), "--out", str(tmp_path / "a")]) == 0
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert list(res["summary"]) == ["full", "th-budgeted", "th-budgeted+track"]
+    assert res["modes"]["th-budgeted+track"]["track_budget"] and not res["modes"]["th-budgeted"]["track_budget"]
+    assert res["modes"]["th-budgeted+track"]["budget_gflops"] == pytest.approx(1.2 * exit1)  # the file's budget
+    assert res["modes"]["th-budgeted+track"]["thresholds"] == res["modes"]["th-budgeted"]["thresholds"]
+    capsys.readouterr()
+    assert evaluate_main([*argv, "--thresholds", str(tmp_path / "bare.json"), "--out", str(tmp_path / "b")]) == 2
+    assert "records no average budget" in capsys.readouterr().err
+    # a budget below exit 1's cost on this checkpoint: one line naming the file, before any episode
+    assert evaluate_main([*argv, "--thresholds", str(tmp_path / "below.json"), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "below.json" in err and "below exit 1's cost" in err and "Traceback" not in err
+    assert not (tmp_path / "c" / "episodes.jsonl").exists()
+
+
 def test_evaluate_skip_full_plays_only_the_other_modes(checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
     """--skip-full: the full model (deterministic, already played by another run) is not played again."""
     ckpt, _ = checkpoint

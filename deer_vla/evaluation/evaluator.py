@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deer_vla.control.budgets import InfeasibleBudgetError
 from deer_vla.control.criterion import Criterion, CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
 from deer_vla.control.thresholds import Thresholds
@@ -83,7 +84,8 @@ class EvalConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch threads per worker (None: CPU cores // workers)")
     device: str = Field("cpu", description="torch device of the policy")
     image_size: int | None = Field(None, ge=1, description="rendered image size (None: the checkpoint's)")
-    track_budget: bool = Field(False, description="also run each budget with the online tracker ('dyn<f>+track')")
+    track_budget: bool = Field(False, description="also run each budget and each thresholds file with the online "
+                               "tracker ('dyn<f>+track', 'th-<stem>+track')")
     resume: bool = Field(False, description="keep the finished episodes of the same run in the output "
                          "directory's episodes.jsonl and play only the rest")
     thresholds_files: list[str] = Field([], description="thresholds files run as they are, one dynamic mode each "
@@ -150,7 +152,7 @@ def episode_plan(task: str, n: int, seed_offset: int, heldout: bool) -> list[tup
 
 def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str, str]]:
     """The modes to run and, for budgets that could not be met, why they were skipped."""
-    from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError
+    from deer_vla.control.budgets import BudgetSpec, budget_report
     from deer_vla.control.calibration import (
         collect_exit_actions,
         collect_exit_actions_and_scores,
@@ -212,7 +214,17 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
                 "dynamic budgets need --calibration-dataset (demonstrations to solve thresholds on) or a "
                 f"{thresholds_file}; pass --budgets '' to skip the dynamic modes"
             )
-    modes.extend(file_modes(cfg.thresholds_files, n, profile.costs("llm_gflops")[-1], cfg.checkpoint))
+    from_files = file_modes(cfg.thresholds_files, n, profile.costs("llm_gflops")[-1], cfg.checkpoint,
+                            cfg.track_budget)
+    untracked = [m for m in from_files if not m.track_budget]  # one per file, in the files' order
+    for mode, path in zip(untracked, cfg.thresholds_files):
+        th = Thresholds.from_dict(mode.thresholds or {})
+        if th.budget is not None:
+            try:  # the controller's own check, here rather than in every worker's first episode
+                budget_report(profile, th.budget, th.first_exit)
+            except InfeasibleBudgetError as exc:
+                raise InfeasibleBudgetError(f"thresholds file {path}: {exc}") from None
+    modes.extend(from_files)
     if cfg.oracle_tolerance is not None:
         modes.append(ModeSpec(name=f"oracle{cfg.oracle_tolerance:g}", kind="oracle",
                               oracle_tolerance=cfg.oracle_tolerance))
@@ -238,8 +250,11 @@ def load_thresholds_for(path: str | Path, num_exits: int, checkpoint: str | Path
     return th
 
 
-def file_modes(paths: list[str], num_exits: int, full_gflops: float, checkpoint: str | Path) -> list[ModeSpec]:
-    """One dynamic mode per thresholds file, named after it ('th-<file stem>'), thresholds used as written.
+def file_modes(paths: list[str], num_exits: int, full_gflops: float, checkpoint: str | Path,
+               track: bool = False) -> list[ModeSpec]:
+    """One dynamic mode per thresholds file, named after it ('th-<file stem>'), thresholds used as written;
+    ``track``: each also with the online budget tracker holding the file's average budget ('th-<stem>+track'),
+    as the policy node runs it.
 
     A file certified for a fidelity guarantee (`calibrate --risk`) is run as certified, so closed-loop success
     under the guarantee can be set beside the full model's on the same seeds."""
@@ -248,7 +263,13 @@ def file_modes(paths: list[str], num_exits: int, full_gflops: float, checkpoint:
         name = f"th-{Path(path).stem}"
         if any(m.name == name for m in modes):
             raise ValueError(f"two thresholds files give the mode name {name!r}; rename one ({path})")
-        modes.append(thresholds_mode(name, load_thresholds_for(path, num_exits, checkpoint), full_gflops))
+        mode = thresholds_mode(name, load_thresholds_for(path, num_exits, checkpoint), full_gflops)
+        modes.append(mode)
+        if track:
+            if mode.budget_gflops is None:
+                raise ValueError(f"thresholds file {path} records no average budget for the tracker to hold; "
+                                 "solve it with `deer-vla calibrate --average-budget-fraction F`")
+            modes.append(replace(mode, name=f"{name}+track", track_budget=True))
     return modes
 
 
@@ -431,8 +452,8 @@ class EvaluateSettings(BaseModel):
     instructions: InstructionSet = Field("canonical", description="canonical instruction, the never-trained held-out "
                                          "paraphrases, or both on the same seeds (then a canonical vs held-out table "
                                          "per task)")
-    track_budget: bool = Field(False, description="also run every budget with the online budget tracker (modes "
-                               "'dyn<f>+track')")
+    track_budget: bool = Field(False, description="also run every budget and thresholds file with the online budget "
+                               "tracker (modes 'dyn<f>+track', 'th-<stem>+track'), as the policy node runs them")
     seed_offset: int = Field(EVAL_SEED_OFFSET, ge=0, description="first evaluation seed")
     max_steps: int | None = Field(None, ge=1, description="episode step limit (default: the adapter's)")
     workers: int = Field(2, ge=1, description="episode worker processes (one policy + simulator each)")
@@ -560,7 +581,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             device=args.device,
         )
         # unreadable or mismatched files (other exits, other weights) fail here, not mid-run
-        file_modes(cfg.thresholds_files, num_exits, 1.0, cfg.checkpoint)
+        file_modes(cfg.thresholds_files, num_exits, 1.0, cfg.checkpoint, cfg.track_budget)
         if cfg.criterion == "learned" and cfg.budgets and cfg.calibration_dataset:
             gates = CheckpointDir(cfg.checkpoint).gates_path
             if not gates.is_file():
@@ -571,7 +592,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     try:
         evaluate(cfg, args.out, show_progress=not args.no_progress)
-    except JournalError as exc:  # --resume on another run's output
+    except (JournalError, InfeasibleBudgetError) as exc:  # --resume on another run's output; a file's budget
         print(f"deer-vla evaluate: {exc}", file=sys.stderr)
         return 2
     return 0
