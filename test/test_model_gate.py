@@ -240,8 +240,10 @@ def test_evaluate_solves_its_dynamic_modes_for_the_learned_criterion(gated: Path
     assert "needs exit gates" in capsys.readouterr().err
 
 
-def test_policy_node_stack_runs_the_learned_criterion_only_when_asked_and_possible(gated: Path, ckpt: Path,
-                                                                                   tmp_path: Path) -> None:
+def test_policy_node_stack_runs_the_thresholds_files_criterion_and_refuses_a_mismatch(gated: Path, ckpt: Path,
+                                                                                       tmp_path: Path) -> None:
+    """By default the node runs the criterion its thresholds were solved for (thresholds of one criterion mean
+    nothing under the other); an explicit 'criterion' must match the file; the learned one needs gates."""
     from deer_vla.ros.params import POLICY_DEFAULTS, parse_params
     from deer_vla.ros.policy_backend import ConfigurationError, load_stack
 
@@ -250,12 +252,20 @@ def test_policy_node_stack_runs_the_learned_criterion_only_when_asked_and_possib
         parse_params({**POLICY_DEFAULTS, "criterion": "oracle"})
     learned = tmp_path / "learned.json"
     Thresholds(values=[0.01, 0.01, 0.01, 0.0], criterion=LEARNED).save(learned)
-    stack = load_stack(gated, learned, "cpu", {}, criterion="learned")
-    assert stack.controller.learned and stack.controller.profile.gate_gflops > 0
+    assert POLICY_DEFAULTS["criterion"] == "" and parse_params(POLICY_DEFAULTS).criterion == ""
+    for asked in ("learned", ""):
+        stack = load_stack(gated, learned, "cpu", {}, criterion=asked)
+        assert stack.controller.learned and stack.controller.profile.gate_gflops > 0
+    deer = tmp_path / "deer.json"
+    Thresholds(values=[0.01] * 3).save(deer)
+    assert not load_stack(gated, deer, "cpu", {}).controller.learned
     with pytest.raises(ConfigurationError, match="learned exit criterion but parameter 'criterion' is 'consecutive'"):
-        load_stack(gated, learned, "cpu", {})
-    with pytest.raises(ConfigurationError, match="needs exit gates.*train-gate"):
-        load_stack(ckpt, learned, "cpu", {}, criterion="learned")
+        load_stack(gated, learned, "cpu", {}, criterion="consecutive")
+    with pytest.raises(ConfigurationError, match="consecutive exit criterion but parameter 'criterion' is 'learned'"):
+        load_stack(gated, deer, "cpu", {}, criterion="learned")
+    for asked in ("learned", ""):
+        with pytest.raises(ConfigurationError, match="needs exit gates.*train-gate"):
+            load_stack(ckpt, learned, "cpu", {}, criterion=asked)
 
 
 def test_gates_trained_on_other_weights_are_refused(ckpt: Path, trained, tmp_path: Path) -> None:

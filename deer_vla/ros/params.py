@@ -97,9 +97,10 @@ POLICY_DEFAULTS: dict[str, Any] = {
     # thresholds file was solved for one budget on calibration scenes; without it another average is not held)
     "budget.track_average": True,
     "fixed_exit": 0,  # >0: always use this exit (baseline); 0 = dynamic early exit
-    # exit criterion the thresholds file was solved for: "consecutive" (DeeR's) or "learned" (the checkpoint's
-    # exit gates: deer-vla train-gate, then deer-vla calibrate --criterion learned); a mismatch is refused
-    "criterion": "consecutive",
+    # exit criterion: "" = the one the thresholds file was solved for; "consecutive" (DeeR's) or "learned" (the
+    # checkpoint's exit gates: deer-vla train-gate, then deer-vla calibrate --criterion learned) insist on it, and
+    # a file solved for the other is refused
+    "criterion": "",
     # fidelity guarantee (deer-vla calibrate --risk): >0 re-tests the thresholds file's certified family for this
     # eps (and the average budget) at configure; 0 = use the file as it is (its own guarantee, if any)
     "risk.eps": 0.0,
@@ -162,7 +163,7 @@ class PolicyParams(BaseModel):
     budget_metric: Literal["llm_gflops", "total_gflops"]
     budget_track_average: bool
     fixed_exit: int = Field(ge=0)
-    criterion: Literal["consecutive", "learned"]
+    criterion: Literal["", "consecutive", "learned"]
     risk_eps: float = Field(ge=0)
     risk_delta: float = Field(gt=0, lt=1)
     record_path: str

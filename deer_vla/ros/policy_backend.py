@@ -96,13 +96,14 @@ def load_stack(
     track_average: bool = False,
     risk_eps: float = 0.0,
     risk_delta: float = 0.1,
-    criterion: str = "consecutive",
+    criterion: str = "",
 ) -> PolicyStack:
     """track_average: thresholds are scaled online so the running mean cost holds the average budget
     (or, with none set, the average the thresholds were solved for; idle if they record none; never while
     a fidelity guarantee is in force). risk_eps > 0: the thresholds file's certified family is re-tested
     for (risk_eps, risk_delta) and the average budget (``apply_risk``). criterion: the exit criterion the
-    thresholds file must be for ("learned" also needs the checkpoint's exit gates)."""
+    thresholds file must be for ("" = whichever it was solved for; "learned" also needs the checkpoint's exit
+    gates)."""
     from deer_vla.control.controller import ExitController
     from deer_vla.control.online import OnlineBudgetTracker
     from deer_vla.control.thresholds import Thresholds
@@ -143,7 +144,7 @@ def load_stack(
     profile = runner.cost_profile
     if thresholds is not None and not fixed_exit:
         kind = thresholds.criterion.kind
-        if kind != criterion:
+        if criterion and kind != criterion:
             raise ConfigurationError(
                 f"{thresholds_path} holds thresholds for the {kind} exit criterion but parameter 'criterion' is "
                 f"'{criterion}': set criterion: {kind}, or recalibrate with "
