@@ -167,6 +167,27 @@ def test_evaluate_tracks_a_thresholds_files_budget_and_refuses_a_file_without_on
     assert not (tmp_path / "c" / "episodes.jsonl").exists()
 
 
+def test_a_certified_thresholds_file_is_not_run_again_under_the_tracker(checkpoint: tuple[Path, Path],
+                                                                        tmp_path: Path) -> None:
+    """The tracker never scales certified thresholds (their guarantee would be void): a 'th-<stem>+track' mode of
+    a `calibrate --risk` file would replay its episodes, and one without an average budget must not be refused."""
+    from deer_vla.control.budgets import BudgetSpec
+    from deer_vla.control.guarantee import Guarantee
+    from deer_vla.evaluation.evaluator import file_modes
+    from deer_vla.model.checkpoint import read_config
+
+    ckpt, _ = checkpoint
+    n = read_config(ckpt).num_exits
+    g = Guarantee(eps=0.1, delta=0.1, metric="mean", n_calibration=10, bound=2.0)
+    Thresholds(values=[0.0] * (n - 1), guarantee=g).save(tmp_path / "risk.json")
+    Thresholds(values=[0.0] * (n - 1), guarantee=g, budget=BudgetSpec(average_gflops=1.0)).save(
+        tmp_path / "riskb.json")
+    Thresholds(values=[0.0] * (n - 1), budget=BudgetSpec(average_gflops=1.0)).save(tmp_path / "plain.json")
+    paths = [str(tmp_path / f) for f in ("risk.json", "riskb.json", "plain.json")]
+    modes = file_modes(paths, n, 2.0, ckpt, track=True)
+    assert [m.name for m in modes] == ["th-risk", "th-riskb", "th-plain", "th-plain+track"]
+
+
 def test_evaluate_skip_full_plays_only_the_other_modes(checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
     """--skip-full: the full model (deterministic, already played by another run) is not played again."""
     ckpt, _ = checkpoint

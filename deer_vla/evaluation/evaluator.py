@@ -254,7 +254,7 @@ def file_modes(paths: list[str], num_exits: int, full_gflops: float, checkpoint:
                track: bool = False) -> list[ModeSpec]:
     """One dynamic mode per thresholds file, named after it ('th-<file stem>'), thresholds used as written;
     ``track``: each also with the online budget tracker holding the file's average budget ('th-<stem>+track'),
-    as the policy node runs it.
+    as the policy node runs it; not a certified file, whose thresholds the tracker leaves as they are.
 
     A file certified for a fidelity guarantee (`calibrate --risk`) is run as certified, so closed-loop success
     under the guarantee can be set beside the full model's on the same seeds."""
@@ -263,9 +263,10 @@ def file_modes(paths: list[str], num_exits: int, full_gflops: float, checkpoint:
         name = f"th-{Path(path).stem}"
         if any(m.name == name for m in modes):
             raise ValueError(f"two thresholds files give the mode name {name!r}; rename one ({path})")
-        mode = thresholds_mode(name, load_thresholds_for(path, num_exits, checkpoint), full_gflops)
+        th = load_thresholds_for(path, num_exits, checkpoint)
+        mode = thresholds_mode(name, th, full_gflops)
         modes.append(mode)
-        if track:
+        if track and th.guarantee is None:  # the tracker never scales certified thresholds: it would replay them
             if mode.budget_gflops is None:
                 raise ValueError(f"thresholds file {path} records no average budget for the tracker to hold; "
                                  "solve it with `deer-vla calibrate --average-budget-fraction F`")
