@@ -189,17 +189,22 @@ def test_a_certified_thresholds_file_is_not_run_again_under_the_tracker(checkpoi
 
 
 def test_evaluate_skip_full_plays_only_the_other_modes(checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
-    """--skip-full: the full model (deterministic, already played by another run) is not played again."""
+    """--skip-full: the full model (deterministic, already played by another run) is not played again; 'every'
+    exit is then every exit but the full model's."""
+    from deer_vla.model.checkpoint import read_config
+
     ckpt, _ = checkpoint
+    n = read_config(ckpt).num_exits
     out = tmp_path / "eval"
     rc = evaluate_main([
         "--checkpoint", str(ckpt), "--tasks", "drawer-open", "--episodes-per-task", "1", "--max-steps", "3",
-        "--budgets", "", "--exits", "1", "--skip-full", "--out", str(out), "--no-progress", "--workers", "1",
+        "--budgets", "", "--exits", "every", "--skip-full", "--out", str(out), "--no-progress", "--workers", "1",
         "--threads", "1",
     ])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
-    assert list(res["summary"]) == ["exit1"] and {e["mode"] for e in res["episodes"]} == {"exit1"}
+    others = [f"exit{k}" for k in range(1, n)]
+    assert list(res["summary"]) == others and {e["mode"] for e in res["episodes"]} == set(others)
     assert res["paired"] == {}
 
 

@@ -557,6 +557,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             warn_if_not_trained_on(calib, CheckpointDir(checkpoint))
         num_exits = CheckpointDir(checkpoint).read_config().num_exits
         exits = args.exits if isinstance(args.exits, list) else parse_exits(args.exits, num_exits)
+        if args.skip_full:  # 'every' (or the last exit named) is the full model, which --skip-full leaves out
+            exits = [k for k in exits if k != num_exits]
         cfg = EvalConfig(
             checkpoint=checkpoint,
             tasks=resolve_tasks(tasks_arg(args.suite, args.tasks)),
