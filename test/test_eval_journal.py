@@ -155,6 +155,24 @@ def test_modes_pair_with_a_chosen_mode_and_an_unknown_one_is_refused(tmp_path, c
     assert "'exit7' is not a mode of these runs" in capsys.readouterr().err
 
 
+def test_pair_with_names_the_reference_of_held_out_modes_too(tmp_path, capsys):
+    """A held-out-only run (`--instructions heldout`) names its modes 'exit1 [heldout]': --pair-with exit1 (or the
+    full name) pairs each held-out mode with exit1's held-out run, as the default pairs them with full's."""
+    h = " [heldout]"
+    header = {**HEADER, "plan": {**HEADER["plan"], "modes": ["full" + h, "exit1" + h, "dyn0.2" + h]}}
+    records = [header]
+    for seed in range(4):  # exit1 solves seed 0, dyn0.2 seeds 0-2
+        records += [_episode(mode="full" + h, seed=seed), _episode(mode="exit1" + h, seed=seed, success=seed < 1),
+                    _episode(mode="dyn0.2" + h, seed=seed, success=seed < 3)]
+    _journal(tmp_path / "eval", records)
+    for name in ("exit1", "exit1" + h):
+        paired = journal_report(tmp_path / "eval", pair_with=name)["paired"]
+        assert paired["dyn0.2" + h]["reference"] == "exit1" + h and paired["dyn0.2" + h]["only_mode"] == 2
+        assert cli_main([str(tmp_path / "eval"), "--pair-with", name]) == 0
+        capsys.readouterr()
+    assert cli_main([str(tmp_path / "eval"), "--pair-with", "exit7"]) == 2
+
+
 def test_a_seed_range_reports_only_those_seeds_played_and_planned(tmp_path, capsys):
     """A run stopped mid-way holds whole seeds and a part of the next: --seeds reports the whole ones alone."""
     header = {**HEADER, "plan": {**HEADER["plan"], "episodes_per_task": 4}}

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, episode_key, read_journal
-from deer_vla.evaluation.report import group_report, paired_with, print_groups, print_paired, print_table, summarize
+from deer_vla.evaluation.report import (
+    HELDOUT_SUFFIX,
+    group_report,
+    paired_with,
+    print_groups,
+    print_paired,
+    print_table,
+    summarize,
+)
 
 
 def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False,
@@ -25,7 +33,8 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
     {mode: [done, planned]}, "summary", "groups", "paired", "episodes"}. ``common``: only the (task, seed) pairs
     every mode has finished, so the modes are compared on the same episodes. ``seeds`` (first, last): only those
     seeds' episodes, planned and played (e.g. the whole seeds a stopped run finished). ``pair_with``: the mode
-    every other is paired with episode by episode (e.g. a static exit of the dynamic mode's cost). Runs of another
+    every other is paired with episode by episode (e.g. a static exit of the dynamic mode's cost; held-out modes
+    with its held-out run, so 'exit2' and 'exit2 [heldout]' name the same pairing). Runs of another
     checkpoint (weights), step limit or image size than the first are refused (JournalError)."""
     dirs = [Path(d) for d in (out_dirs if isinstance(out_dirs, list) else [out_dirs])]
     runs = [(d, *read_journal(d / JOURNAL_NAME)) for d in dirs]
@@ -76,7 +85,7 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
         "progress": progress,
         "summary": summary,
         "groups": group_report(results, order, tasks),
-        "paired": paired_with(results, order, pair_with),
+        "paired": paired_with(results, order, pair_with.removesuffix(HELDOUT_SUFFIX)),
         "episodes": [r.to_dict() for r in results],
     }
 
@@ -138,9 +147,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     if not summary:
         print(f"deer-vla eval-report: no finished episode in {', '.join(str(d) for d in args.out)} yet")
         return 0
-    if args.pair_with is not None and args.pair_with not in summary:
+    bases = list(dict.fromkeys(m.removesuffix(HELDOUT_SUFFIX) for m in summary))  # a held-out-only run has these too
+    if args.pair_with is not None and args.pair_with.removesuffix(HELDOUT_SUFFIX) not in bases:
         print(f"deer-vla eval-report: --pair-with {args.pair_with!r} is not a mode of these runs "
-              f"({', '.join(summary)})", file=sys.stderr)
+              f"({', '.join(bases)})", file=sys.stderr)
         return 2
     print_table(summary, {}, _full_mode(list(summary)))
     if report["groups"]:
