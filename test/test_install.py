@@ -33,6 +33,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
     dev_site = sysconfig.get_path("purelib")
     (site / "dev_deps.pth").write_text(f"import site; site.addsitedir({dev_site!r})\n")
+    # a module an earlier build left in pip's in-tree build/lib (since moved or removed in the source): it must not
+    # be installed (test_the_install_holds_exactly_the_source_trees_modules); a fresh checkout has no build/ at all
+    stale = ROOT / "build" / "lib" / "deer_vla" / "stale_module_of_an_earlier_build.py"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("")
     # --ignore-installed: without it pip first uninstalls the dev venv's own copy of deer_vla
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
                     "--no-build-isolation", "--ignore-installed", "--prefix", str(prefix), str(ROOT)],
