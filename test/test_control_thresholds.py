@@ -104,7 +104,7 @@ def test_save_load_round_trip(tmp_path, calib, profile):
     assert back.exit_distribution == th.exit_distribution and back.expected_cost == th.expected_cost
     # calibrate --out names a directory; given where a thresholds file is expected, the error points inside
     with pytest.raises(FileNotFoundError, match=f"{tmp_path} is a directory, not a thresholds file; the "
-                                                f"thresholds in it are {path}"):
+                                                f"JSON files in it: {path}"):
         Thresholds.load(tmp_path)
 
 

@@ -168,10 +168,10 @@ class Thresholds:
     @classmethod
     def load(cls, path: str | Path, num_exits: int | None = None) -> Thresholds:
         path = Path(path)
-        if path.is_dir():  # e.g. a calibrate --out directory: it holds thresholds.json
-            inside = path / "thresholds.json"
+        if path.is_dir():  # e.g. a calibrate --out directory (its layout is CheckpointDir's): name what it holds
+            inside = sorted(p for p in path.glob("*.json") if p.is_file())
             raise FileNotFoundError(f"{path} is a directory, not a thresholds file"
-                                    + (f"; the thresholds in it are {inside}" if inside.is_file() else ""))
+                                    + (f"; the JSON files in it: {', '.join(map(str, inside))}" if inside else ""))
         if not path.is_file():
             raise FileNotFoundError(f"thresholds file not found: {path}")
         try:
