@@ -165,6 +165,14 @@ def test_evaluate_tracks_a_thresholds_files_budget_and_refuses_a_file_without_on
     err = capsys.readouterr().err
     assert "below.json" in err and "below exit 1's cost" in err and "Traceback" not in err
     assert not (tmp_path / "c" / "episodes.jsonl").exists()
+    # learned-criterion thresholds on a checkpoint without exit gates: refused the same way
+    from deer_vla.control.criterion import Criterion
+
+    Thresholds(values=[0.0] * n, criterion=Criterion(kind="learned"),
+               budget=BudgetSpec(average_gflops=1.2 * exit1)).save(tmp_path / "gated.json")
+    assert evaluate_main([*argv, "--thresholds", str(tmp_path / "gated.json"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "gated.json" in err and "needs exit gates" in err and "Traceback" not in err
 
 
 def test_a_certified_thresholds_file_is_not_run_again_under_the_tracker(checkpoint: tuple[Path, Path],

@@ -22,7 +22,6 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from deer_vla.control.budgets import InfeasibleBudgetError
 from deer_vla.control.criterion import Criterion, CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
 from deer_vla.control.thresholds import Thresholds
@@ -42,7 +41,7 @@ from deer_vla.evaluation.report import (
     write_csv,
     write_json,
 )
-from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec
+from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec, make_controller
 from deer_vla.evaluation.workers import EvalWorker, Job, PolicySpec, run_in_processes, seed_major_jobs
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.shipped import CHECKPOINT_HELP, resolve_checkpoint
@@ -152,7 +151,7 @@ def episode_plan(task: str, n: int, seed_offset: int, heldout: bool) -> list[tup
 
 def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str, str]]:
     """The modes to run and, for budgets that could not be met, why they were skipped."""
-    from deer_vla.control.budgets import BudgetSpec, budget_report
+    from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError
     from deer_vla.control.calibration import (
         collect_exit_actions,
         collect_exit_actions_and_scores,
@@ -218,17 +217,20 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
                             cfg.track_budget)
     untracked = [m for m in from_files if not m.track_budget]  # one per file, in the files' order
     for mode, path in zip(untracked, cfg.thresholds_files):
-        th = Thresholds.from_dict(mode.thresholds or {})
-        if th.budget is not None:
-            try:  # the controller's own check, here rather than in every worker's first episode
-                budget_report(profile, th.budget, th.first_exit)
-            except InfeasibleBudgetError as exc:
-                raise InfeasibleBudgetError(f"thresholds file {path}: {exc}") from None
+        try:  # the workers' own controller checks (budget with the gates' cost, gates present), before any episode
+            make_controller(runner, profile, mode)
+        except ValueError as exc:
+            raise UnplayableModeError(f"thresholds file {path}: {exc}") from None
     modes.extend(from_files)
     if cfg.oracle_tolerance is not None:
         modes.append(ModeSpec(name=f"oracle{cfg.oracle_tolerance:g}", kind="oracle",
                               oracle_tolerance=cfg.oracle_tolerance))
     return modes, skipped
+
+
+class UnplayableModeError(ValueError):
+    """A mode this checkpoint cannot play (e.g. a thresholds file's budget below exit 1's cost here, or learned
+    thresholds without exit gates): refused before any episode, naming the file."""
 
 
 def dynamic_mode_name(fraction: float, criterion: Criterion) -> str:
@@ -595,7 +597,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     try:
         evaluate(cfg, args.out, show_progress=not args.no_progress)
-    except (JournalError, InfeasibleBudgetError) as exc:  # --resume on another run's output; a file's budget
+    except (JournalError, UnplayableModeError) as exc:  # --resume on another run's output; a file's thresholds
         print(f"deer-vla evaluate: {exc}", file=sys.stderr)
         return 2
     return 0
