@@ -374,3 +374,22 @@ def test_tracker_holds_the_thresholds_solved_average_without_a_budget_parameter(
     tracker = node.stack.controller.tracker
     assert tracker.target_gflops == pytest.approx(solved_for) and tracker.steps >= 3
     assert tracker.scale != 1.0  # thresholds 0 run every exit: far over, so it steers
+
+
+def test_recording_reads_back_in_step_order_when_camera_stamps_go_backwards(executor, tiny_checkpoint, tmp_path):
+    """Camera stamps that go backwards (a driver's clock reset, an NTP step; fresh enough to step on) must not
+    reorder the recording: replay reruns the steps in the order read, and the head's history depends on it.
+    A finished file was read sorted by stamp, an unfinished one in write order."""
+    from deer_vla.data.recording import read_recording
+
+    path = tmp_path / "io.mcap"
+    node = _started(executor, tiny_checkpoint, enabled=True, record_path=str(path), max_image_age_s=2.0)
+    drv = Driver(executor)
+    drv.instruct()
+    for age_s in (0.1, 0.4, 0.7, 1.0):  # each step's images stamped before the previous step's
+        steps = node.stats.steps
+        assert drv.drive_until(lambda n=steps: node.stats.steps > n, age_s=age_s)
+    node.trigger_deactivate()
+    node.trigger_cleanup()  # closes the recording
+    recorded = [s.record.step for s in read_recording(path)]
+    assert len(recorded) == node.stats.steps and recorded == sorted(recorded)

@@ -324,8 +324,11 @@ def is_finished(path: str | Path) -> bool:
         return stream.read(len(MAGIC)) == MAGIC
 
 
-def read_messages(path: str | Path, topics: list[str] | None = None) -> Iterator[McapMessage]:
-    """All messages of ``path`` in log-time order (optionally only ``topics``).
+def read_messages(path: str | Path, topics: list[str] | None = None,
+                  log_time_order: bool = True) -> Iterator[McapMessage]:
+    """All messages of ``path`` in log-time order, or with ``log_time_order=False`` in the order written (optionally
+    only ``topics``). The logs this package writes are read in the order written (mcap_parts): their log times are
+    the senders' stamps, which may go backwards, and a step or record must not move before an earlier one.
 
     An unfinished file (no footer: the writer crashed) is read in file order up to its last complete
     chunk, with a TruncatedMcapWarning saying so."""
@@ -341,8 +344,11 @@ def read_messages(path: str | Path, topics: list[str] | None = None) -> Iterator
         yield from _read_unfinished(path, topics)
         return
     with path.open("rb") as stream:
-        reader = make_reader(stream, decoder_factories=[DecoderFactory()])
-        for schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics, log_time_order=True):
+        # the order written: one pass over the chunks (the indexed reader would decompress them all first)
+        reader = (make_reader(stream, decoder_factories=[DecoderFactory()]) if log_time_order
+                  else NonSeekingReader(stream, decoder_factories=[DecoderFactory()]))
+        for schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics,
+                                                                              log_time_order=log_time_order):
             yield McapMessage(channel.topic, schema.name if schema else "", message.log_time, decoded)
 
 

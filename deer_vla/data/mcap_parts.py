@@ -147,7 +147,8 @@ def log_parts(source: str | Path) -> list[Path]:
 
 
 def read_log(source: str | Path, topics: list[str] | None = None) -> Iterator[McapMessage]:
-    """Every message of the log ``source`` names, part after part (each in log-time order); an unfinished part
+    """Every message of the log ``source`` names, part after part, in the order written (not sorted by log time: a
+    sender's stamps may go backwards, and a step must stay where it was written); an unfinished part
     (the last, after a crash) is read up to its last complete chunk with a TruncatedMcapWarning."""
     for _, message in read_log_by_part(source, topics):
         yield message
@@ -156,5 +157,5 @@ def read_log(source: str | Path, topics: list[str] | None = None) -> Iterator[Mc
 def read_log_by_part(source: str | Path, topics: list[str] | None = None) -> Iterator[tuple[Path, McapMessage]]:
     """``read_log``'s messages, each with the part file it is in (for errors that name the file)."""
     for path in log_parts(source):
-        for message in read_messages(path, topics):
+        for message in read_messages(path, topics, log_time_order=False):
             yield path, message
