@@ -384,6 +384,29 @@ def test_runner_rejects_bad_inputs_and_nan(tiny, ckpt, tmp_path):
         broken.run_next_exit()
 
 
+def test_runner_token_cache_is_bounded_in_size_and_keeps_the_tokens(ckpt, monkeypatch):
+    """The instruction token cache was bounded in count only (257 texts of any length were kept). It is also
+    bounded in characters; a text longer than an entry may be is tokenized at each step instead, to the same
+    tokens, and an instruction that tokenizes to nothing is named by its start and length, not in full."""
+    from deer_vla.model import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "TOKEN_CACHE_CHARS", 200)
+    monkeypatch.setattr(runner_module, "TOKEN_CACHE_MAX_TEXT_CHARS", 100)
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    max_len = runner.model.config.lm.max_text_len
+    for k in range(12):  # 16 to 159 characters
+        text = "open the drawer " + "and close it " * k
+        ids, mask = runner._tokens(text)
+        expected = runner.tokenizer([text], truncation=True, max_length=max_len, return_tensors="pt")
+        assert torch.equal(ids, expected["input_ids"]) and torch.equal(mask, expected["attention_mask"])
+        assert runner._tokens(text)[0].tolist() == ids.tolist()
+        assert (text in runner._token_cache) == (len(text) <= 100)
+        assert sum(map(len, runner._token_cache)) <= 200
+    with pytest.raises(ValueError, match="tokenizes to nothing") as exc:
+        runner._tokens(" " * 3000)
+    assert "3000 characters" in str(exc.value) and len(str(exc.value)) < 200
+
+
 def test_runner_partial_and_profile(ckpt):
     full = PolicyRunner.from_checkpoint(ckpt)
     part = PolicyRunner.from_checkpoint(ckpt, max_exit=2)

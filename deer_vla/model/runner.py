@@ -30,6 +30,13 @@ from deer_vla.model.head import LSTMState, gripper_value
 from deer_vla.model.policy import MultiExitPolicy, SegmentState
 from deer_vla.model.preprocess import images_to_tensor
 
+# The instruction token cache: at most this many instructions, and this many characters of them in all; a longer
+# text than TOKEN_CACHE_MAX_TEXT_CHARS is tokenized at every step instead of kept (the policy node refuses
+# instructions over its max_instruction_chars parameter, at most ros.params.MAX_INSTRUCTION_CHARS = this).
+TOKEN_CACHE_ENTRIES = 256
+TOKEN_CACHE_CHARS = 1 << 20
+TOKEN_CACHE_MAX_TEXT_CHARS = 1 << 16
+
 
 class PolicyRunner:
     def __init__(self, model: MultiExitPolicy, tokenizer: Any, device: str | torch.device = "cpu",
@@ -44,6 +51,7 @@ class PolicyRunner:
             gates = gates.to(self.device).eval()
         self._gates = gates
         self._token_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._token_cache_chars = 0  # characters of the cached instructions (the keys)
         self.reset()
 
     @classmethod
@@ -141,16 +149,27 @@ class PolicyRunner:
         self._past: deque[tuple[torch.Tensor, torch.Tensor | None]] = deque(maxlen=max(window - 1, 0))
 
     def _tokens(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if instruction not in self._token_cache:
-            if len(self._token_cache) > 256:  # bounded: instructions change rarely
+        """The instruction's (ids, mask), cut to ``lm.max_text_len`` tokens by the tokenizer (the whole text is
+        tokenized: cutting the text first could change the tokens at the cut). Cached, bounded in count and in
+        size: instructions change rarely, but each text is a key (see TOKEN_CACHE_*)."""
+        cached = self._token_cache.get(instruction)
+        if cached is not None:
+            return cached
+        enc = self.tokenizer([instruction], truncation=True, max_length=self.model.config.lm.max_text_len,
+                             return_tensors="pt")
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        if ids.shape[1] == 0 or int(mask.sum()) == 0:
+            shown = instruction if len(instruction) <= 80 else f"{instruction[:80]}... ({len(instruction)} characters)"
+            raise ValueError(f"instruction {shown!r} tokenizes to nothing")
+        tokens = (ids.to(self.device), mask.to(self.device))
+        if len(instruction) <= TOKEN_CACHE_MAX_TEXT_CHARS:
+            if (len(self._token_cache) >= TOKEN_CACHE_ENTRIES
+                    or self._token_cache_chars + len(instruction) > TOKEN_CACHE_CHARS):
                 self._token_cache.clear()
-            enc = self.tokenizer([instruction], truncation=True, max_length=self.model.config.lm.max_text_len,
-                                 return_tensors="pt")
-            ids, mask = enc["input_ids"], enc["attention_mask"]
-            if ids.shape[1] == 0 or int(mask.sum()) == 0:
-                raise ValueError(f"instruction {instruction!r} tokenizes to nothing")
-            self._token_cache[instruction] = (ids.to(self.device), mask.to(self.device))
-        return self._token_cache[instruction]
+                self._token_cache_chars = 0
+            self._token_cache[instruction] = tokens
+            self._token_cache_chars += len(instruction)
+        return tokens
 
     @torch.inference_mode()
     def begin_step(self, observation: Observation) -> None:
