@@ -212,6 +212,60 @@ def test_new_instruction_resets_episode_and_model_errors_are_survived(executor, 
     assert len(drv.twists) == n_twists
 
 
+def test_an_over_long_instruction_is_refused_and_the_steps_go_on_with_the_previous_one(executor, tiny_checkpoint,
+                                                                                        monkeypatch):
+    """A huge instruction (a buggy or hostile publisher) was tokenized in full by the worker before the model cut it
+    to its max_text_len tokens: megabytes stalled the steps for seconds (no action out) and the text went whole to
+    /rosout. It is refused at the input (max_instruction_chars, 1024 by default) with a throttled error giving its
+    length and the limit, and the node steps on with the previous instruction, in the same episode, undelayed."""
+    import time
+
+    from deer_vla.core import StepRecord
+
+    node = _started(executor, tiny_checkpoint, enabled=True)
+    errors: list[tuple[str, dict]] = []
+    logger = node.get_logger()
+
+    class Spy:
+        def __getattr__(self, name: str):
+            return getattr(logger, name)
+
+        def error(self, message: str, **kwargs) -> None:
+            errors.append((message, kwargs))
+
+    monkeypatch.setattr(node, "get_logger", lambda: Spy())
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: len(drv.records) >= 3)
+    episode = StepRecord.from_json(drv.records[-1].data).episode
+    huge = ("push the puck to the goal " * (8 * 2**20 // 26 + 1))[: 8 * 2**20]  # 8 MiB of words the model knows
+    steps, n_records = node.stats.steps, len(drv.records)
+    sent = time.monotonic()
+    drv.instruct(huge)
+    assert drv.drive_until(lambda: node.stats.steps >= steps + 5, timeout=20.0)
+    elapsed = time.monotonic() - sent
+    assert elapsed < 2.0  # tokenizing 8 MiB took seconds, with no step finished meanwhile
+    assert node.stats.rejected_instructions == 1 and node.instruction == INSTRUCTIONS[0]
+    after = [StepRecord.from_json(r.data) for r in drv.records[n_records:]]
+    assert len(after) >= 5 and {r.episode for r in after} == {episode}  # no reset: the same episode goes on
+    assert max(r.total_ms for r in after) < 1000.0
+    refusals = [(m, kw) for m, kw in errors if "instruction" in m]
+    assert len(refusals) == 1 and refusals[0][1].get("throttle_duration_sec", 0) > 0
+    message = refusals[0][0]
+    assert str(len(huge)) in message and "1024" in message and "push" not in message and len(message) < 200
+
+    # the limit is a run-time parameter: at the new limit an instruction passes again, and resets the episode
+    from rclpy.parameter import Parameter
+
+    assert not node.set_parameters([Parameter("max_instruction_chars", value=0)])[0].successful
+    assert node.set_parameters([Parameter("max_instruction_chars", value=len(INSTRUCTIONS[1]))])[0].successful
+    drv.instruct(INSTRUCTIONS[1])
+    assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[1])
+    drv.instruct(INSTRUCTIONS[1] + "!")
+    assert drv.drive_until(lambda: node.stats.rejected_instructions == 2)
+    assert node.instruction == INSTRUCTIONS[1]
+
+
 def test_configure_rejects_bad_setup(executor, tiny_checkpoint, tmp_path):
     from rclpy.lifecycle import TransitionCallbackReturn as R
 

@@ -85,6 +85,17 @@ def test_parameters_validate_with_names_and_values():
         parse_params({**POLICY_DEFAULTS, "device": "tpu"})
 
 
+def test_max_instruction_chars_is_a_positive_bounded_int():
+    from deer_vla.ros.params import MAX_INSTRUCTION_CHARS
+
+    assert parse_params(POLICY_DEFAULTS).max_instruction_chars == 1024
+    assert parse_params({**POLICY_DEFAULTS, "max_instruction_chars": MAX_INSTRUCTION_CHARS}).max_instruction_chars \
+        == MAX_INSTRUCTION_CHARS
+    for bad in (0, -1, MAX_INSTRUCTION_CHARS + 1, 10**9, 1024.0, "1024", True):
+        with pytest.raises(ParameterError, match=f"'max_instruction_chars' = {bad!r}"):
+            parse_params({**POLICY_DEFAULTS, "max_instruction_chars": bad})
+
+
 def _record(step: int, gflops: float, ms: float, **budget) -> StepRecord:
     return StepRecord(step=step, episode=0, exit_used=1 + step % 3, max_exit=3, stop_reason="threshold",
                       llm_gflops=gflops, total_gflops=gflops + 1, total_ms=ms, **budget)

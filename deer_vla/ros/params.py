@@ -35,6 +35,11 @@ MIN_RATE_HZ = 0.01
 # /diagnostics period bounds (s): faster floods the topic, slower is no health signal
 MIN_DIAGNOSTICS_PERIOD_S, MAX_DIAGNOSTICS_PERIOD_S = 0.05, 60.0
 
+# Longest instruction max_instruction_chars may allow (characters): tokenizing the whole text costs about 20 ms
+# at this length on a CPU (the model reads only its first lm.max_text_len tokens), and model.runner caches the
+# tokens of texts up to this length (TOKEN_CACHE_MAX_TEXT_CHARS).
+MAX_INSTRUCTION_CHARS = 1 << 16
+
 # Smallest split limits (besides 0 = none): below them a log would scatter into thousands of files a day.
 MIN_SPLIT_MIB = 1.0
 MIN_SPLIT_S = 10.0
@@ -65,6 +70,8 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "device": "cpu",
     "image_topics": ["camera/static/image_raw", "camera/wrist/image_raw"],  # in the model's camera order
     "instruction_topic": "instruction",
+    # an instruction message longer than this (characters) is refused and the previous instruction kept
+    "max_instruction_chars": 1024,
     "proprio_topic": "proprio",  # std_msgs/Float32MultiArray, the model's proprio_dim values; "" = none
     # where proprioception comes from: "array" (proprio_topic) or "joint_state" (sensor_msgs/JointState on
     # proprio.joint_state_topic, values picked by the checkpoint's proprio names: deer_vla/ros/joint_state.py)
@@ -137,6 +144,7 @@ class PolicyParams(BaseModel):
     device: str
     image_topics: list[str] = Field(min_length=1, max_length=2)
     instruction_topic: str = Field(min_length=1)
+    max_instruction_chars: int = Field(ge=1, le=MAX_INSTRUCTION_CHARS)
     proprio_topic: str
     proprio_source: Literal["array", "joint_state"]
     proprio_joint_state_topic: str = Field(min_length=1)

@@ -71,7 +71,7 @@ from deer_vla.ros.worker import StepWorker
 # Parameters that may change while configured; the rest need cleanup + configure.
 RUNTIME_PARAMS = (set(BUDGET_PARAMS) - {"fixed_exit"}) | {
     "enabled", "stale_action", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "hold_rate_hz",
-    "hold_max_s", "max_joint_state_skew_s",
+    "hold_max_s", "max_joint_state_skew_s", "max_instruction_chars",
 }
 # latched: a policy that starts (or restarts) after the instruction was sent still gets it
 INSTRUCTION_QOS = QoSProfile(
@@ -112,6 +112,7 @@ class NodeStats:
     # proprio messages refused (length, NaN/inf, outside the checkpoint's limits; JointState: a joint missing,
     # malformed, stale or future stamp)
     rejected_proprio: int = 0
+    rejected_instructions: int = 0  # longer than max_instruction_chars: the previous instruction stays
     model_errors: int = 0
     unsafe_actions: int = 0
     no_instruction: int = 0
@@ -555,6 +556,19 @@ class PolicyNode(LifecycleNode):
         )
 
     def _on_instruction(self, msg: String) -> None:
+        params = self.params
+        if params is None:
+            return
+        # before anything else touches the text: a huge one would be logged whole to /rosout and tokenized in full
+        # by the worker (seconds for megabytes, no action meanwhile) only for the model to read max_text_len tokens
+        if len(msg.data) > params.max_instruction_chars:
+            self.stats.rejected_instructions += 1
+            self.get_logger().error(
+                f"instruction refused: {len(msg.data)} characters, over the limit max_instruction_chars "
+                f"{params.max_instruction_chars}; "
+                + ("keeping the previous instruction" if self.instruction is not None else "still no instruction"),
+                throttle_duration_sec=2.0)
+            return
         text = msg.data.strip()
         if not text:
             self.get_logger().error("empty instruction ignored", throttle_duration_sec=2.0)
@@ -826,6 +840,7 @@ class PolicyNode(LifecycleNode):
             info["guarantee eps"], info["guarantee delta"] = f"{guarantee.eps:.6g}", f"{guarantee.delta:.6g}"
         info.update({"dropped observations": str(stats.dropped), "discarded steps": str(stats.discarded),
                      "rejected images": str(stats.rejected_images), "rejected proprio": str(stats.rejected_proprio),
+                     "rejected instructions": str(stats.rejected_instructions),
                      "hold twists": str(stats.hold_published), "record errors": str(stats.record_errors)})
         return info
 
