@@ -84,3 +84,10 @@ def test_wilson_interval() -> None:
     assert math.isclose(lo + hi, 1.0)
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("train_*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_training_recipe_validates(path: Path) -> None:
+    """A recipe the docs tell people to run must at least pass the schema (a typo'd key fails here, not an hour in)."""
+    cfg = load_config(path)
+    assert cfg.total_steps > 0 and cfg.dataset and cfg.output_dir
