@@ -11,7 +11,9 @@ cheapest scale whose calibration risk is <= eps, no test), and the compute
 each split spent (mean cost of the test half / the full model's cost).
 
 The base thresholds (default: the checkpoint's thresholds.json) are not
-fitted on these held-out steps, as LTT requires. --unit episode splits whole
+fitted on these held-out steps, as LTT requires. Base thresholds of the
+learned criterion are scaled the same way; their exit gates' scores are
+recorded with the actions and the gates' compute is charged to each step. --unit episode splits whole
 episodes instead of steps (steps of an episode are correlated).
 
     python bench/bench_risk.py --quick                # 8 episodes x 40 steps, 200 splits
@@ -29,6 +31,7 @@ import numpy as np
 from common import REPO, checkpoint_option, machine_description
 
 from deer_vla.control import collect_exit_actions
+from deer_vla.control.calibration import collect_exit_actions_and_scores
 from deer_vla.control.risk import DEFAULT_BOUND, RiskSpec, certified_count, episode_means, family_matrices
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.model.checkpoint_dir import CheckpointDir, CheckpointError
@@ -55,8 +58,9 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def record_actions(checkpoint: Path, dataset: Path, episodes: int | None, max_steps: int | None,
-                   threads: int) -> tuple[np.ndarray, np.ndarray, object]:
-    """-> (S, N, A) per-exit actions, (S,) episode of each step, and the runner's cost profile."""
+                   threads: int, base: Thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, object]:
+    """-> (S, N, A) per-exit actions, (S,) episode of each step, the steps' exit-gate scores (base thresholds of
+    the learned criterion; else None) and the cost profile a step is charged by (exit gates included then)."""
     import torch
 
     from deer_vla.data.episodes import EpisodeDataset
@@ -65,16 +69,28 @@ def record_actions(checkpoint: Path, dataset: Path, episodes: int | None, max_st
 
     torch.set_num_threads(threads)
     runner = PolicyRunner.from_checkpoint(checkpoint, device="cpu")
+    learned = base.criterion.learned
+    if learned and not runner.has_exit_gates:
+        raise SystemExit(f"the base thresholds are the learned criterion's and {checkpoint} has no exit gates: "
+                         "train them with `deer-vla train-gate`")
     ds = EpisodeDataset(dataset)
     n = len(ds) if episodes is None else min(episodes, len(ds))
     picks = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
-    parts, owner = [], []
+    parts, scores, owner = [], [], []
     with torch.inference_mode():
         for j, i in enumerate(picks):
             obs = episode_observations(ds.load(int(i)), tuple(runner.cameras))[:max_steps]
-            parts.append(collect_exit_actions(runner, [obs]))
+            if learned:
+                acts, sc = collect_exit_actions_and_scores(runner, [obs])
+                scores.append(sc)
+            else:
+                acts = collect_exit_actions(runner, [obs])
+            parts.append(acts)
             owner.append(np.full(len(parts[-1]), j))
-    return np.concatenate(parts), np.concatenate(owner), runner.cost_profile
+    profile = runner.cost_profile
+    if learned:  # what the controller charges a step with these thresholds: its exit gates run too
+        profile = profile.with_exit_gates(runner.exit_gate_gflops, base.first_exit)
+    return np.concatenate(parts), np.concatenate(owner), np.concatenate(scores) if learned else None, profile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,19 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     weights = ckpt.weights_path
     key = np.array([str(ckpt.root.resolve()), str(weights.stat().st_size), str(weights.stat().st_mtime_ns),
-                    str(dataset.resolve()), str(episodes), str(max_steps)])
+                    str(dataset.resolve()), str(episodes), str(max_steps), str(base.criterion.learned),
+                    str(base.first_exit)])
     cache = Path(args.actions_cache) if args.actions_cache else None
-    actions = None
+    actions, scores = None, None
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
-            if np.array_equal(z["key"], key):  # recorded for this very checkpoint and data
+            if np.array_equal(z["key"], key):  # recorded for this very checkpoint, data and criterion
                 actions, owner, costs = z["actions"], z["owner"], z["costs"]
+                scores = z["scores"] if "scores" in z.files else None
     if actions is None:
-        actions, owner, profile = record_actions(ckpt.root, dataset, episodes, max_steps, args.threads)
+        actions, owner, scores, profile = record_actions(ckpt.root, dataset, episodes, max_steps, args.threads, base)
         costs = np.asarray(profile.costs(base.metric))  # type: ignore[attr-defined]
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, key=key, actions=actions, owner=owner, costs=costs)
+            extra = {} if scores is None else {"scores": scores}
+            np.savez(cache, key=key, actions=actions, owner=owner, costs=costs, **extra)
         source = f"recorded in {time.perf_counter() - t0:.0f} s"
     else:
         source = f"loaded from {cache}"
@@ -143,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     full = float(costs[-1])
     print(f"{machine_description('cpu')}; checkpoint {ckpt.root}; {s} held-out steps of {len(np.unique(owner))} "
           f"episodes ({source}), {n_exits} exits, full model {full:.4g} {base.metric}/step; base thresholds "
-          f"{base_path} ({base.method}); {n_splits} splits by {args.unit}, {args.calib_fraction:g} calibration")
+          f"{base_path} ({base.method}, {base.criterion.kind} criterion); {n_splits} splits by {args.unit}, "
+          f"{args.calib_fraction:g} calibration")
 
     risk_unit = args.risk_unit or args.unit
     if risk_unit == "episode" and args.unit == "step":
@@ -166,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"p-value for metric mean: {args.test}, distances clipped at {args.bound:g}; test unit: {risk_unit}")
     print(header)
     for spec, eps, delta in pairs:
-        losses, step_costs = family_matrices(actions, base, costs, n_exits, spec)
+        losses, step_costs = family_matrices(actions, base, costs, n_exits, spec, scores=scores)
         viol = plain_viol = refused = 0
         test_risks, test_costs, plain_costs, per_split = [], [], [], []
         for cal, test in splits:
