@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 from common import REPO, checkpoint_option, machine_description
 
-from deer_vla.control import collect_exit_actions
-from deer_vla.control.calibration import collect_exit_actions_and_scores
+from deer_vla.commands.calibrate import calibration_steps
 from deer_vla.control.risk import DEFAULT_BOUND, RiskSpec, certified_count, episode_means, family_matrices
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.model.checkpoint_dir import CheckpointDir, CheckpointError
@@ -80,12 +79,9 @@ def record_actions(checkpoint: Path, dataset: Path, episodes: int | None, max_st
     with torch.inference_mode():
         for j, i in enumerate(picks):
             obs = episode_observations(ds.load(int(i)), tuple(runner.cameras))[:max_steps]
-            if learned:
-                acts, sc = collect_exit_actions_and_scores(runner, [obs])
-                scores.append(sc)
-            else:
-                acts = collect_exit_actions(runner, [obs])
+            acts, sc = calibration_steps(runner, [obs], None, learned)
             parts.append(acts)
+            scores.append(sc)
             owner.append(np.full(len(parts[-1]), j))
     profile = runner.cost_profile
     if learned:  # what the controller charges a step with these thresholds: its exit gates run too

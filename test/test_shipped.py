@@ -124,7 +124,8 @@ def test_every_shipped_checkpoint_is_complete_and_steps(name: str) -> None:
     ckpt = CheckpointDir(root)
     cfg = ckpt.check()
     # its thresholds say which weights they were solved on: another checkpoint's are then refused
-    assert Thresholds.load(ckpt.thresholds_path).weights_sha256 == ckpt.weights_digest()
+    thresholds = Thresholds.load(ckpt.thresholds_path)
+    assert thresholds.weights_sha256 == ckpt.weights_digest()
     stack = load_stack(root, ckpt.thresholds_path, "cpu", {}, 0, track_average=True)
     assert stack.full_profile.num_exits == cfg.num_exits
     # shipped exit gates (the learned criterion) fit this model: read_gates checks them against it
@@ -138,8 +139,7 @@ def test_every_shipped_checkpoint_is_complete_and_steps(name: str) -> None:
     # a step is charged what its exit costs, plus the exit gates it ran when the thresholds are the learned
     # criterion's (then the controller's profile charges them)
     charged = stack.controller.profile
-    learned = Thresholds.load(ckpt.thresholds_path).criterion.learned
-    assert (charged.gate_gflops > 0) == learned
+    assert (charged.gate_gflops > 0) == thresholds.criterion.learned
     assert record.llm_gflops == pytest.approx(charged.cost(record.exit_used))
     assert record.llm_gflops >= stack.profile.cost(record.exit_used)
 
