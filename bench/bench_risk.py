@@ -13,8 +13,9 @@ each split spent (mean cost of the test half / the full model's cost).
 The base thresholds (default: the checkpoint's thresholds.json) are not
 fitted on these held-out steps, as LTT requires. Base thresholds of the
 learned criterion are scaled the same way; their exit gates' scores are
-recorded with the actions and the gates' compute is charged to each step. --unit episode splits whole
-episodes instead of steps (steps of an episode are correlated).
+recorded with the actions and the gates' compute is charged to each step.
+--unit episode splits whole episodes instead of steps (steps of an episode
+are correlated).
 
     python bench/bench_risk.py --quick                # 8 episodes x 40 steps, 200 splits
     python bench/bench_risk.py                        # data/val, 500 splits
