@@ -255,7 +255,8 @@ def test_monitor_keeps_counting_when_its_logs_cannot_be_written(ros_context, tmp
 
 def test_monitor_and_sim_take_integers_for_float_parameters_and_name_bad_ones(ros_context, tmp_path):
     """`-p diagnostics_rate_hz:=2` (an integer) raised InvalidParameterTypeException from rclpy; a misspelt
-    name was dropped without a word."""
+    name was dropped without a word. Both read their parameters once: a later `ros2 param set` is refused, not
+    accepted and ignored."""
     from rclpy.parameter import Parameter
 
     from deer_vla.ros.node_parameters import unknown_overrides
@@ -265,6 +266,9 @@ def test_monitor_and_sim_take_integers_for_float_parameters_and_name_bad_ones(ro
     try:
         assert node.stats.obs_age_warn_ms == 300.0 and isinstance(node.stats.obs_age_warn_ms, float)
         assert unknown_overrides(node) == ["unknown parameter 'lgo_dir' ignored (did you mean 'log_dir'?)"]
+        refused = node.set_parameters([Parameter("obs_age_warn_ms", value=50.0)])[0]
+        assert not refused.successful and "read-only" in refused.reason
+        assert node.get_parameter("obs_age_warn_ms").value == 300
     finally:
         node.destroy_node()
     with pytest.raises(ValueError, match=r"parameter 'window' = 'abc': expected an integer"):
@@ -272,6 +276,7 @@ def test_monitor_and_sim_take_integers_for_float_parameters_and_name_bad_ones(ro
     sim = SimNode(parameter_overrides=[Parameter("rate_hz", value=50), Parameter("action_timeout_s", value=5)])
     try:
         assert sim.p["rate_hz"] == 50.0 and sim.p["action_timeout_s"] == 5.0 and unknown_overrides(sim) == []
+        assert not sim.set_parameters([Parameter("rate_hz", value=5.0)])[0].successful
     finally:
         sim.destroy_node()
     with pytest.raises(ValueError, match=r"parameter 'cameras' = 3: expected a list of strings"):

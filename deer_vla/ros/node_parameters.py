@@ -4,6 +4,10 @@ rclpy types a parameter by its default, so ``-p rate_hz:=20`` (an integer) for a
 default raised InvalidParameterTypeException out of the constructor, and a misspelt name
 was dropped without a word. Here a number is accepted for a float, every other type is
 checked with a message naming the parameter, and unknown names are warned about.
+
+These nodes read their parameters once, at start-up, so they are declared read-only: a later
+``ros2 param set`` is refused with "Trying to set a read-only parameter" instead of being
+accepted and then ignored. (The policy node, whose parameters change at run time, has its own.)
 """
 from __future__ import annotations
 
@@ -35,9 +39,11 @@ def declare_parameters(node: Node, defaults: dict[str, Any]) -> dict[str, Any]:
     """Declare ``defaults`` on ``node`` and return their values (ints given for floats become floats).
 
     Raises ValueError naming every parameter of the wrong type; logs a warning for an override the node does
-    not declare (rclpy would ignore it silently)."""
+    not declare (rclpy would ignore it silently). Overrides (files, launch, -p) still apply; later changes are
+    refused."""
     for key, default in defaults.items():
-        node.declare_parameter(key, default, ParameterDescriptor(dynamic_typing=True))
+        node.declare_parameter(key, default, ParameterDescriptor(
+            dynamic_typing=True, read_only=True, description="read at start-up: restart the node to change it"))
     values = {key: node.get_parameter(key).value for key in defaults}
     problems = []
     for key, default in defaults.items():
