@@ -137,6 +137,8 @@ def test_monitor_keeps_a_bounded_plot_history(ros_context, tmp_path) -> None:
             record.step = step  # distinct steps: a repeated record is a duplicate
             node._on_record(String(data=record.to_json()))
         assert len(node.records) == 5
+        # the history holds what the plot draws, not whole records (68 MiB for 20 000 records measured)
+        assert node.records[-1] == (0, 1, 2, 0.1, None) and not isinstance(node.records[-1], StepRecord)
         node.close()
         lines = (node.log_dir / "steps.jsonl").read_text().splitlines()
         assert len(lines) == 12  # every step is still logged
@@ -237,7 +239,7 @@ def test_monitor_keeps_counting_when_its_logs_cannot_be_written(ros_context, tmp
         def broken_plot(*args: object, **kwargs: object) -> None:
             raise RuntimeError("no display")
 
-        monkeypatch.setattr(monitor_node, "plot_records", broken_plot)
+        monkeypatch.setattr(monitor_node, "plot_points", broken_plot)
         real_close = node._mcap.close
 
         def no_footer() -> None:  # the disk fills before the MCAP footer: the file is released, the error raised
@@ -294,7 +296,7 @@ def test_monitor_writes_its_summary_before_the_slow_plot(ros_context, tmp_path, 
 
     node = _monitor(tmp_path, write_plot=True)
     seen: list[dict] = []
-    monkeypatch.setattr(monitor_node, "plot_records",
+    monkeypatch.setattr(monitor_node, "plot_points",
                         lambda *a, **k: seen.append(json.loads(node.summary_path.read_text())))
     try:
         node._on_record(String(data=_record_json(0)))

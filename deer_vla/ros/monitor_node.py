@@ -18,7 +18,7 @@ from deer_vla.ros.budget_monitor import BudgetMonitor
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.node_parameters import declare_parameters
 from deer_vla.ros.params import check_split_mib, check_split_s, split_limits
-from deer_vla.ros.plot import plot_records
+from deer_vla.ros.plot import PlotPoint, plot_points
 
 RECORD_TOPIC_MCAP = "/deer_vla/step_record"
 METRICS_TOPIC_MCAP = "/deer_vla/step_metrics"
@@ -74,7 +74,7 @@ class MonitorNode(Node):
         self._write_plot = bool(p["write_plot"])
         self._hardware_id = p["hardware_id"]
         # the plot's records only: bounded, so a long run does not grow (JSONL + MCAP keep every step)
-        self.records: deque[StepRecord] = deque(maxlen=PLOT_MAX_RECORDS)
+        self.records: deque[PlotPoint] = deque(maxlen=PLOT_MAX_RECORDS)
         self.bad_records = 0
         self.duplicate_records = 0  # the same step as the previous record again: not counted twice
         self.out_of_order_records = 0  # stamped before the previous record: kept, but said
@@ -114,7 +114,7 @@ class MonitorNode(Node):
                                    f"the previous one (episode {record.episode} step {record.step}); logged as "
                                    "received", throttle_duration_sec=5.0)
         self.stats.update(record)
-        self.records.append(record)
+        self.records.append(PlotPoint.of(record, self.stats.metric))
         try:
             self._write_logs(record)
         except (OSError, ValueError) as exc:  # disk full, unwritable folder: keep the statistics going
@@ -189,7 +189,7 @@ class MonitorNode(Node):
         )
         if summary["plot"] is not None:
             try:
-                plot_records(self.records, self.plot_path, metric=self.stats.metric)
+                plot_points(self.records, self.plot_path, metric=self.stats.metric)
             except Exception as exc:  # whatever matplotlib raises, a failed plot must not cost the summary
                 self.get_logger().error(f"plot not written: {type(exc).__name__}: {exc}")
                 summary["plot"] = None

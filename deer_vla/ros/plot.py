@@ -3,11 +3,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from deer_vla.core import StepRecord
 
 
+class PlotPoint(NamedTuple):
+    """What the plot draws of one step: a few numbers, not the whole record (whose per-exit lists made the
+    monitor's plot history of 20 000 steps tens of MB)."""
+
+    episode: int
+    exit_used: int
+    max_exit: int
+    cost: float  # the plotted metric's GFLOPs this step
+    budget_average_gflops: float | None
+
+    @classmethod
+    def of(cls, record: StepRecord, metric: str = "llm_gflops") -> PlotPoint:
+        return cls(record.episode, record.exit_used, record.max_exit, float(getattr(record, metric)),
+                   record.budget_average_gflops)
+
+
 def plot_records(records: Sequence[StepRecord], path: str | Path, metric: str = "llm_gflops") -> Path:
+    return plot_points([PlotPoint.of(r, metric) for r in records], path, metric)
+
+
+def plot_points(records: Sequence[PlotPoint], path: str | Path, metric: str = "llm_gflops") -> Path:
     if not records:
         raise ValueError("no step records to plot")
     import matplotlib
@@ -24,7 +45,7 @@ def plot_records(records: Sequence[StepRecord], path: str | Path, metric: str = 
     ax_exit.set_ylim(0.5, top + 0.5)
     ax_exit.set_yticks(range(1, top + 1))
     ax_exit.legend(loc="upper right")
-    ax_cost.plot(steps, [getattr(r, metric) for r in records], label=f"{metric} per step")
+    ax_cost.plot(steps, [r.cost for r in records], label=f"{metric} per step")
     budgets = [r.budget_average_gflops for r in records]
     if any(b for b in budgets):
         ax_cost.plot(steps, [b or float("nan") for b in budgets], linestyle="--", label="average budget")
