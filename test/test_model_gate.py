@@ -339,3 +339,20 @@ def test_train_gate_refuses_an_output_it_cannot_write_before_recording(tmp_path:
     assert cli_main([str(tmp_path / "ckpt"), "--data", "d", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"deer-vla train-gate: cannot write to {out.parent}: ") and err.count("\n") == 1
+
+
+def test_an_input_that_barely_varied_in_training_cannot_make_the_score_infinite() -> None:
+    """The default's gates had a gripper-change input with std 1e-4: an unusual step standardised it to ~1e4,
+    the gate predicted log-distance ~1e4, and exp() gave inf, which stopped the evaluation (and a robot's step)."""
+    config = GateConfig(feature_dim=8, action_dim=4, num_exits=3)
+    gates = ExitGates(config)
+    with torch.no_grad():
+        gates.input_std.fill_(1e-4)  # every input almost constant in training
+        gates.w2.fill_(1.0)
+    feature = torch.zeros(8)
+    action, previous = np.array([0.0, 0.0, 0.0, 1.0]), np.array([0.0, 0.0, 0.0, -1.0])  # gripper flips
+    score = gates.score(feature, action, previous, exit_index=2)
+    assert np.isfinite(score) and score > 1.0  # far from training: a large distance ("go deeper"), finite
+    far = gate_inputs(feature.reshape(1, -1), torch.tensor([action], dtype=torch.float32),
+                      torch.tensor([previous], dtype=torch.float32), config.floor)
+    assert torch.isfinite(torch.exp(gates.forward_all(far.unsqueeze(1).expand(1, 2, -1)))).all()

@@ -20,7 +20,10 @@ so thresholds on it are >= 0 like DeeR's and the same solvers apply. Exit N
 needs no gate (its distance is 0); exits 1..N-1 have one each (2..N-1 in
 gates files written before exit-1 gates: ``GateConfig.first_exit`` 2, read as
 such and still usable from exit 2 on). Inputs are standardised with the
-training set's mean and std, stored with the weights.
+training set's mean and std, stored with the weights, and clipped to
++-INPUT_CLIP standard deviations: an input that barely varied in training (a
+gripper change whose std was 1e-4) otherwise turned an unusual step into a
+prediction of ~1e4 and a score of exp(...) = inf, which stopped the step.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from torch import nn
 from deer_vla.model.checkpoint_dir import CheckpointDir
 
 GATES_FORMAT = "deer_vla.exit_gates"
+INPUT_CLIP = 10.0  # standardised inputs are clipped to +-this: far outside training, the gate says "far", finitely
 GATES_VERSION = 1
 
 
@@ -126,13 +130,13 @@ class ExitGates(nn.Module):
     def forward(self, inputs: torch.Tensor, exit_index: int) -> torch.Tensor:
         """(B, input_dim) raw inputs at ``exit_index`` -> (B,) predicted log(distance + floor)."""
         g = self._gate(exit_index)
-        x = (inputs - self.input_mean[g]) / self.input_std[g]
+        x = ((inputs - self.input_mean[g]) / self.input_std[g]).clamp(-INPUT_CLIP, INPUT_CLIP)
         hidden = torch.relu(x @ self.w1[g] + self.b1[g])
         return (hidden @ self.w2[g].unsqueeze(-1)).squeeze(-1) + self.b2[g]
 
     def forward_all(self, inputs: torch.Tensor) -> torch.Tensor:
         """(B, G, input_dim) inputs of every gated exit -> (B, G) predictions (training's batched form)."""
-        x = (inputs - self.input_mean) / self.input_std
+        x = ((inputs - self.input_mean) / self.input_std).clamp(-INPUT_CLIP, INPUT_CLIP)
         hidden = torch.relu(torch.einsum("bgd,gdh->bgh", x, self.w1) + self.b1)
         return (hidden * self.w2).sum(-1) + self.b2
 
