@@ -353,6 +353,6 @@ def test_an_input_that_barely_varied_in_training_cannot_make_the_score_infinite(
     action, previous = np.array([0.0, 0.0, 0.0, 1.0]), np.array([0.0, 0.0, 0.0, -1.0])  # gripper flips
     score = gates.score(feature, action, previous, exit_index=2)
     assert np.isfinite(score) and score > 1.0  # far from training: a large distance ("go deeper"), finite
-    far = gate_inputs(feature.reshape(1, -1), torch.tensor([action], dtype=torch.float32),
-                      torch.tensor([previous], dtype=torch.float32), config.floor)
+    far = gate_inputs(feature.reshape(1, -1), torch.tensor(action[None], dtype=torch.float32),
+                      torch.tensor(previous[None], dtype=torch.float32), config.floor)
     assert torch.isfinite(torch.exp(gates.forward_all(far.unsqueeze(1).expand(1, 2, -1)))).all()
