@@ -73,7 +73,7 @@ class MonitorNode(Node):
         self._mcap = McapLog(self.mcap_path, split=split_limits(p["log_split_mib"], p["log_split_s"]))
         self._write_plot = bool(p["write_plot"])
         self._hardware_id = p["hardware_id"]
-        # the plot's records only: bounded, so a long run does not grow (JSONL + MCAP keep every step)
+        # what the plot draws of each step, bounded, so a long run does not grow (JSONL + MCAP keep every step)
         self.records: deque[PlotPoint] = deque(maxlen=PLOT_MAX_RECORDS)
         self.bad_records = 0
         self.duplicate_records = 0  # the same step as the previous record again: not counted twice
