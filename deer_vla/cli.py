@@ -40,9 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"deer-vla: unknown command '{name}'; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    _warn_if_stale()
     module = importlib.import_module(COMMANDS[name][0])
     entry = getattr(module, "demo_main" if name == "demo" else "cli_main")
     return int(entry(rest) or 0)
+
+
+def _warn_if_stale() -> None:
+    from pathlib import Path
+
+    import deer_vla
+    from deer_vla.checkout import stale_install
+
+    warning = stale_install(Path.cwd(), Path(deer_vla.__file__).parent)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,35 @@
+"""`deer-vla` run from a repository checkout warns when the installed package's sources differ from it."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from deer_vla.checkout import stale_install
+
+
+def _checkout(root: Path, tasks: str) -> Path:
+    (root / "deer_vla" / "sim").mkdir(parents=True)
+    (root / "package.xml").write_text("<package><name>deer_vla</name></package>")
+    (root / "deer_vla" / "__init__.py").write_text("")
+    (root / "deer_vla" / "sim" / "tasks.py").write_text(tasks)
+    return root
+
+
+def test_an_edited_checkout_names_the_files_the_installed_copy_lacks(tmp_path: Path) -> None:
+    checkout = _checkout(tmp_path / "repo", "TASKS = ('open the drawer', 'hey robot, open the drawer')\n")
+    installed = tmp_path / "site-packages" / "deer_vla"
+    shutil.copytree(checkout / "deer_vla", installed)
+    assert stale_install(checkout, installed) is None  # the same sources: nothing to say
+    (checkout / "deer_vla" / "sim" / "tasks.py").write_text("TASKS = ('open the drawer',)\n")
+    (checkout / "deer_vla" / "new_module.py").write_text("X = 1\n")
+    warning = stale_install(checkout, installed)
+    assert warning is not None and "deer_vla/sim/tasks.py" in warning and "deer_vla/new_module.py" in warning
+    assert "scripts/install.sh" in warning
+
+
+def test_no_warning_outside_a_checkout_or_when_running_the_checkout_itself(tmp_path: Path) -> None:
+    checkout = _checkout(tmp_path / "repo", "X = 1\n")
+    other = tmp_path / "site-packages" / "deer_vla"
+    other.mkdir(parents=True)
+    assert stale_install(tmp_path, other) is None  # no package.xml here: not a checkout
+    assert stale_install(checkout, checkout / "deer_vla") is None  # PYTHONPATH=. runs the sources themselves
