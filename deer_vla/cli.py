@@ -49,10 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 def _warn_if_stale() -> None:
     from pathlib import Path
 
-    import deer_vla
-    from deer_vla.checkout import stale_install
+    from deer_vla.commands.checkout import installed_package, stale_install
 
-    warning = stale_install(Path.cwd(), Path(deer_vla.__file__).parent)
+    warning = stale_install(Path.cwd(), installed_package())
     if warning:
         print(warning, file=sys.stderr)
 

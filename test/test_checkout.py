@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from deer_vla.checkout import stale_install
+from deer_vla.commands.checkout import installed_package, stale_install
 
 
 def _checkout(root: Path, tasks: str) -> Path:
@@ -33,3 +33,9 @@ def test_no_warning_outside_a_checkout_or_when_running_the_checkout_itself(tmp_p
     other.mkdir(parents=True)
     assert stale_install(tmp_path, other) is None  # no package.xml here: not a checkout
     assert stale_install(checkout, checkout / "deer_vla") is None  # PYTHONPATH=. runs the sources themselves
+
+
+def test_the_installed_package_is_the_folder_this_code_came_from() -> None:
+    import deer_vla
+
+    assert installed_package() == Path(deer_vla.__file__).resolve().parent

@@ -11,6 +11,11 @@ from pathlib import Path
 PACKAGE = "deer_vla"
 
 
+def installed_package() -> Path:
+    """The deer_vla directory this code was imported from."""
+    return Path(__file__).resolve().parents[1]
+
+
 def stale_install(checkout: Path, installed: Path, shown: int = 3) -> str | None:
     """A warning naming the package's Python files that differ between ``checkout`` (a directory holding
     package.xml and deer_vla/) and the ``installed`` package directory; None when they match, when
