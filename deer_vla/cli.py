@@ -51,7 +51,10 @@ def _warn_if_stale() -> None:
 
     from deer_vla.commands.checkout import installed_package, stale_install
 
-    warning = stale_install(Path.cwd(), installed_package())
+    try:
+        warning = stale_install(Path.cwd(), installed_package())
+    except OSError:  # an unreadable file or a vanished cwd: a hint, never a reason to fail the command
+        return
     if warning:
         print(warning, file=sys.stderr)
 
