@@ -39,8 +39,8 @@ from torch import nn
 from deer_vla.model.checkpoint_dir import CheckpointDir
 
 GATES_FORMAT = "deer_vla.exit_gates"
-INPUT_CLIP = 10.0  # standardised inputs are clipped to +-this: far outside training, the gate says "far", finitely
 GATES_VERSION = 1
+INPUT_CLIP = 10.0  # standardised inputs are clipped to +-this: far outside training, the gate says "far", finitely
 
 
 class GateError(ValueError):
@@ -102,6 +102,11 @@ def gate_inputs(features: torch.Tensor, actions: torch.Tensor, previous: torch.T
     return torch.cat([features, consecutive, actions, actions - previous], dim=-1)
 
 
+def _standardised(inputs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Inputs in the training set's standard deviations, clipped to +-INPUT_CLIP (module docstring)."""
+    return ((inputs - mean) / std).clamp(-INPUT_CLIP, INPUT_CLIP)
+
+
 class ExitGates(nn.Module):
     """The gates of exits first_exit..N-1, their weights stacked (gate g is exit g + first_exit)."""
 
@@ -130,13 +135,13 @@ class ExitGates(nn.Module):
     def forward(self, inputs: torch.Tensor, exit_index: int) -> torch.Tensor:
         """(B, input_dim) raw inputs at ``exit_index`` -> (B,) predicted log(distance + floor)."""
         g = self._gate(exit_index)
-        x = ((inputs - self.input_mean[g]) / self.input_std[g]).clamp(-INPUT_CLIP, INPUT_CLIP)
+        x = _standardised(inputs, self.input_mean[g], self.input_std[g])
         hidden = torch.relu(x @ self.w1[g] + self.b1[g])
         return (hidden @ self.w2[g].unsqueeze(-1)).squeeze(-1) + self.b2[g]
 
     def forward_all(self, inputs: torch.Tensor) -> torch.Tensor:
         """(B, G, input_dim) inputs of every gated exit -> (B, G) predictions (training's batched form)."""
-        x = ((inputs - self.input_mean) / self.input_std).clamp(-INPUT_CLIP, INPUT_CLIP)
+        x = _standardised(inputs, self.input_mean, self.input_std)
         hidden = torch.relu(torch.einsum("bgd,gdh->bgh", x, self.w1) + self.b1)
         return (hidden * self.w2).sum(-1) + self.b2
 
