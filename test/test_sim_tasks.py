@@ -78,3 +78,17 @@ def test_shared_tasks_are_named_groups_outside_all() -> None:
         assert partner.max_steps == spec.max_steps  # the limit does not depend on the instruction
     with pytest.raises(ValueError, match="no shared-start partner"):
         shared_partner("drawer-open")
+
+
+def test_an_instruction_record_is_judged_against_the_suite_as_it_is_now() -> None:
+    from deer_vla.sim.tasks import get_task, instruction_record_problems
+
+    drawer, window = get_task("drawer-open"), get_task("window-open")
+    clean = {drawer.name: list(drawer.train_instructions)}
+    assert instruction_record_problems(clean, [drawer, window]) == []  # window: not in the record, not judged
+    leaked = {drawer.name: [*drawer.train_instructions, drawer.heldout_instructions[2]]}
+    (problem,) = instruction_record_problems(leaked, [drawer])
+    assert "held-out" in problem and repr(drawer.heldout_instructions[2]) in problem
+    older = {drawer.name: list(drawer.train_instructions[:8])}  # e.g. a run that imported a stale install
+    (problem,) = instruction_record_problems(older, [drawer])
+    assert f"{len(drawer.train_instructions) - 8} training instruction(s)" in problem and "never trained" in problem

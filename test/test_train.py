@@ -126,6 +126,40 @@ def test_cli_trains_and_writes_a_loadable_checkpoint(dataset: Path, tmp_path: Pa
     assert "window" in capsys.readouterr().err
 
 
+def test_checkpoints_record_the_instructions_they_were_trained_on(dataset: Path, tmp_path: Path, caplog) -> None:
+    """extra.json lists each task's trained wording (inherited across init_checkpoint), and evaluate warns when
+    the held-out wording it would measure is in that list."""
+    import json
+
+    from deer_vla.evaluation.evaluator import warn_about_instruction_record
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+    from deer_vla.sim.tasks import get_task
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert cli_main(["--no-progress", *sum((["--set", o] for o in _overrides(dataset, first)), [])]) == 0
+    record = json.loads((first / "extra.json").read_text())["training"]["instructions"]
+    drawer = get_task("drawer-open")
+    assert sorted(record) == ["drawer-close", "drawer-open"]
+    assert set(record["drawer-open"]) == {"drawer open now", *drawer.train_instructions}
+    assert not set(record["drawer-open"]) & set(drawer.heldout_instructions)
+    with caplog.at_level("WARNING", logger="deer_vla.evaluate"):
+        warn_about_instruction_record(CheckpointDir(first), ["drawer-open", "drawer-close"])
+    assert not caplog.records, caplog.text
+
+    # a fine-tune keeps what its starting point was trained on, including wording this run never drew
+    extra = json.loads((first / "extra.json").read_text())
+    extra["training"]["instructions"]["drawer-open"].append(drawer.heldout_instructions[0])
+    (first / "extra.json").write_text(json.dumps(extra))
+    assert cli_main(["--no-progress", *sum((["--set", o] for o in _overrides(
+        dataset, second, model_preset="null", init_checkpoint=str(first), **{"joint.steps": 2, "refine.steps": 1})),
+        [])]) == 0
+    inherited = json.loads((second / "extra.json").read_text())["training"]["instructions"]
+    assert drawer.heldout_instructions[0] in inherited["drawer-open"]
+    with caplog.at_level("WARNING", logger="deer_vla.evaluate"):
+        warn_about_instruction_record(CheckpointDir(second), ["drawer-open", "drawer-close"])
+    assert any("held-out" in r.message and drawer.heldout_instructions[0] in r.message for r in caplog.records)
+
+
 def test_data_mismatch_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="window"):
         Trainer(load_config(None, _overrides(dataset, tmp_path / "w", window=40)), show_progress=False)

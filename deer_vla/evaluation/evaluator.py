@@ -541,6 +541,25 @@ def warn_if_not_trained_on(dataset: str, checkpoint: CheckpointDir) -> None:
                     checkpoint.root, trained_on)
 
 
+def warn_about_instruction_record(checkpoint: CheckpointDir, tasks: list[str]) -> None:
+    """Warn when the checkpoint's record of its training instructions (extra.json, written by `deer-vla train`)
+    disagrees with the suite being evaluated: held-out wording it was trained on, suite wording it never saw."""
+    from deer_vla.sim.tasks import get_task, instruction_record_problems
+
+    try:
+        extra = checkpoint.read_extra() or {}
+        trained = extra.get("training", {}).get("instructions")
+    except (AttributeError, OSError, ValueError):  # no usable record: nothing to compare
+        return
+    if not isinstance(trained, dict):
+        return
+    problems = instruction_record_problems({str(k): list(v) for k, v in trained.items() if isinstance(v, list)},
+                                           [get_task(t) for t in tasks])
+    if problems:
+        log.warning("%s was trained on other instructions than this suite lists (its extra.json): %s; held-out "
+                    "figures then do not measure unseen wording", checkpoint.root, "; ".join(problems))
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     try:
         args = load_settings(argv)
@@ -585,6 +604,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             device=args.device,
         )
+        warn_about_instruction_record(CheckpointDir(cfg.checkpoint), cfg.tasks)
         # unreadable or mismatched files (other exits, other weights) fail here, not mid-run
         file_modes(cfg.thresholds_files, num_exits, 1.0, cfg.checkpoint, cfg.track_budget)
         if cfg.criterion == "learned" and cfg.budgets and cfg.calibration_dataset:

@@ -237,6 +237,26 @@ def shared_partner(task: str | TaskSpec) -> TaskSpec:
     return others[0]
 
 
+def instruction_record_problems(trained: dict[str, list[str]], tasks: list[TaskSpec]) -> list[str]:
+    """What a checkpoint's record of the instructions it was trained on (task -> wording) says is wrong with
+    evaluating ``tasks`` as this suite defines them now: held-out wording it was trained on (held-out figures
+    would measure trained wording), and training wording it never saw (the suite changed since, or the run
+    imported an older install). Tasks the record does not name are not judged here."""
+    problems = []
+    for task in tasks:
+        seen = set(trained.get(task.name, ()))
+        if not seen:
+            continue
+        leaked = [t for t in task.heldout_instructions if t in seen]
+        if leaked:
+            problems.append(f"{task.name}: {len(leaked)} held-out instruction(s) were trained on, e.g. {leaked[0]!r}")
+        unseen = [t for t in task.train_instructions if t not in seen]
+        if unseen:
+            problems.append(f"{task.name}: {len(unseen)} training instruction(s) of this suite were never trained "
+                            f"on, e.g. {unseen[0]!r}")
+    return problems
+
+
 class UnknownTaskError(KeyError):
     """A task name that is neither a task nor a group; its str() is the message (a KeyError's would be quoted)."""
 

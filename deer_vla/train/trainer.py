@@ -200,6 +200,35 @@ def heads_of(model: MultiExitPolicy) -> list[torch.nn.Module]:
     return [model.head, model.aux_heads]
 
 
+def trained_instructions(episodes: list[EpisodeArrays], paraphrase: bool, inherited: Any = None
+                         ) -> dict[str, list[str]]:
+    """Task -> every instruction the weights have been trained on: this run's draws (all paraphrases, or the
+    recorded instruction only) joined with the record of the checkpoint it started from. Saved in extra.json
+    so evaluation can say when held-out wording was trained on (instruction noise is not listed)."""
+    seen: dict[str, set[str]] = {}
+    if isinstance(inherited, dict):
+        for task, texts in inherited.items():
+            if isinstance(texts, list):
+                seen.setdefault(str(task), set()).update(str(t) for t in texts)
+    for ep in episodes:
+        seen.setdefault(ep.task, set()).update(ep.instructions if paraphrase else ep.instructions[:1])
+    return {task: sorted(texts) for task, texts in sorted(seen.items())}
+
+
+def inherited_instructions(init_checkpoint: str | None) -> Any:
+    """The instruction record of the checkpoint a run starts from (None: a fresh model, or no record)."""
+    if init_checkpoint is None:
+        return None
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+
+    try:
+        extra = CheckpointDir(resolve_checkpoint(init_checkpoint)).read_extra() or {}
+    except (OSError, ValueError):  # build_policy_config already failed clearly on a missing checkpoint
+        return None
+    training = extra.get("training") if isinstance(extra, dict) else None
+    return training.get("instructions") if isinstance(training, dict) else None
+
+
 def instruction_texts(episodes: list[EpisodeArrays]) -> list[str]:
     from deer_vla.train.data import heldout_paraphrases
 
@@ -241,6 +270,8 @@ class Trainer:
             int(pcfg.proprio_dim),
             cfg.max_episodes,
         )
+        self.trained_instructions = trained_instructions(self.episodes, cfg.paraphrase,
+                                                         inherited_instructions(cfg.init_checkpoint))
         ckpt = latest_checkpoint(self.out) if resume else None
         if resume and ckpt is None:
             log.warning("--resume: no checkpoint under %s/checkpoints; starting from scratch", self.out)
@@ -354,7 +385,8 @@ class Trainer:
             return
         from deer_vla.model.checkpoint import save_checkpoint
 
-        extra = {"training": {"step": step, "stage": self.stage, "config": self.cfg.model_dump(mode="json")}}
+        extra = {"training": {"step": step, "stage": self.stage, "config": self.cfg.model_dump(mode="json"),
+                              "instructions": self.trained_instructions}}
         target = step_dir(self.out, step)
         tmp = target.with_name(f".tmp_{target.name}")
         tmp.parent.mkdir(parents=True, exist_ok=True)
