@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             # The same gates with the exit-1 gate unused (from exit 2 on, as DeeR's rule): what stopping at
             # exit 1 adds, apart from the gates themselves.
             from_two = Criterion(kind="learned", first_exit=2)
-            prof = profile.with_exit_gates(runner.exit_gate_gflops, 2)
+            prof = runner.cost_profile_for("learned", first_exit=2)
             charged = np.asarray(prof.costs("llm_gflops"))
             for frac in fractions:
                 budget = BudgetSpec(average_gflops=frac * costs[-1])

@@ -84,9 +84,8 @@ def record_actions(checkpoint: Path, dataset: Path, episodes: int | None, max_st
             parts.append(acts)
             scores.append(sc)
             owner.append(np.full(len(parts[-1]), j))
-    profile = runner.cost_profile
-    if learned:  # what the controller charges a step with these thresholds: its exit gates run too
-        profile = profile.with_exit_gates(runner.exit_gate_gflops, base.first_exit)
+    # what the controller charges a step with these thresholds (its exit gates too, with the learned criterion)
+    profile = runner.cost_profile_for("learned" if learned else "consecutive", first_exit=base.first_exit)
     return np.concatenate(parts), np.concatenate(owner), np.concatenate(scores) if learned else None, profile
 
 

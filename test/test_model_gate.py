@@ -139,6 +139,9 @@ def test_the_gates_cost_is_counted_in_the_profile_the_learned_criterion_runs_on(
         assert learned.cost(k) - plain.cost(k) == pytest.approx(k * per_gate, rel=1e-9, abs=1e-15)
         assert learned.cost(k, "total_gflops") - plain.cost(k, "total_gflops") == pytest.approx(
             k * per_gate, rel=1e-9, abs=1e-15)
+    from_two = runner.cost_profile_for("learned", first_exit=2)  # thresholds from exit 2 on run no exit-1 gate
+    for k in range(1, runner.num_exits + 1):
+        assert from_two.cost(k) - plain.cost(k) == pytest.approx(max(k - 1, 0) * per_gate, rel=1e-9, abs=1e-15)
 
 
 def test_asking_for_the_learned_criterion_without_gates_fails_with_a_clear_message(ckpt: Path) -> None:

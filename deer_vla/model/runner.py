@@ -105,9 +105,10 @@ class PolicyRunner:
         """The first exit the gates score: 1, or 2 for gates trained without an exit-1 gate (2 without gates)."""
         return self._gates.config.first_exit if self._gates is not None else 2
 
-    def cost_profile_for(self, criterion: str) -> CostProfile:
+    def cost_profile_for(self, criterion: str, first_exit: int | None = None) -> CostProfile:
         """``cost_profile``, charged for the exit gates when ``criterion`` is "learned" (GateError without gates):
-        one evaluation at each exit from ``first_gated_exit`` on."""
+        one evaluation at each exit from ``first_exit`` on (default ``first_gated_exit``; thresholds that
+        start later, e.g. DeeR's rule from exit 2, run fewer gates)."""
         if criterion == "consecutive":
             return self.cost_profile
         if criterion != "learned":
@@ -115,7 +116,8 @@ class PolicyRunner:
         if self._gates is None:
             raise GateError("the learned criterion needs exit gates, and this checkpoint has none: train them "
                             "with `deer-vla train-gate CHECKPOINT --data DIR`, or use the consecutive criterion")
-        return self.cost_profile.with_exit_gates(self.exit_gate_gflops, self.first_gated_exit)
+        first = self.first_gated_exit if first_exit is None else first_exit
+        return self.cost_profile.with_exit_gates(self.exit_gate_gflops, first)
 
     def exit_feature(self, exit_index: int) -> np.ndarray:
         """The pooled feature (D,) of an exit run this step: what the action head and the gate read."""
