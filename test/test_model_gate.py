@@ -196,6 +196,35 @@ def test_train_gate_command_writes_gates_the_runner_then_loads(ckpt: Path, demos
     assert "no episodes left" in capsys.readouterr().err
 
 
+def test_reworded_replays_keep_the_frames_and_change_only_the_wording(ckpt: Path, demos: Path, tmp_path: Path,
+                                                                     ) -> None:
+    """--reword R: each demonstration is followed by R replays under other wording, never held-out wording, and
+    a demonstration with its replays stays one episode to the validation split."""
+    from deer_vla.sim.tasks import get_task
+    from deer_vla.train.gate import cli_main, training_episodes
+
+    plain = list(training_episodes(demos, ("static", "wrist"), 4, None))
+    replayed = list(training_episodes(demos, ("static", "wrist"), 4, None, reword=2, seed=3))
+    assert len(plain) == 4 and len(replayed) == 12
+    for i, source in enumerate(plain):
+        group = replayed[3 * i:3 * i + 3]
+        assert group[0][0].instruction == source[0].instruction
+        task = next(t for t in ("drawer-open", "drawer-close", "coffee-button", "window-open")
+                    if source[0].instruction == f"{t.replace('-', ' ')} now")
+        for replay in group[1:]:
+            assert len(replay) == len(source) and len({o.instruction for o in replay}) == 1
+            assert all(np.array_equal(o.images["static"], s.images["static"]) for o, s in zip(replay, source))
+            assert replay[0].instruction not in get_task(task).heldout_instructions
+    assert len({r[0].instruction for r in replayed}) > len({p[0].instruction for p in plain})
+
+    out = tmp_path / "reworded"
+    shutil.copytree(ckpt, out)
+    assert cli_main([str(out), "--data", str(demos), "--epochs", "1", "--reword", "1"]) == 0
+    summary = ExitGates.training_summary(out / CheckpointDir.GATES)
+    assert summary["steps"] == 2 * 4 * 8 and summary["episodes"] == 4 and summary["reword"] == 1
+    assert cli_main([str(out), "--data", str(demos), "--reword", "-1"]) == 2
+
+
 def test_train_gate_out_may_name_a_folder_and_writes_its_gates_file(ckpt: Path, demos: Path, tmp_path: Path) -> None:
     from deer_vla.train.gate import cli_main
 

@@ -30,6 +30,7 @@ from deer_vla.core import Observation
 from deer_vla.core.writable import unwritable_dir
 from deer_vla.model.gate import ExitGates, GateConfig, gate_inputs, motion_rms
 from deer_vla.model.shipped import CHECKPOINT_HELP, checkpoint_argument, shipped_name_of
+from deer_vla.train.instruction_noise import InstructionNoise
 
 log = logging.getLogger("deer_vla.train_gate")
 
@@ -197,15 +198,39 @@ def train_gates(data: GateData, cfg: GateTrainConfig | None = None) -> tuple[Exi
     return gates, report
 
 
+# Rewording for the gates: strong enough that many replays read unlike any training instruction (the wrappers
+# still avoid the held-out wording: train.instruction_noise).
+REWORD_NOISE = InstructionNoise(wrap=0.7, word_dropout=0.1, swap=0.2)
+
+
+def reworded(episode: list[Observation], task: str, rng: np.random.Generator) -> list[Observation]:
+    """``episode`` under another instruction: one of the task's training paraphrases with instruction noise."""
+    from dataclasses import replace
+
+    from deer_vla.sim.tasks import get_task
+
+    try:
+        texts = get_task(task).train_instructions
+    except KeyError:  # a task outside the suite (e.g. imported robot data): its own instruction, noised
+        texts = (episode[0].instruction,)
+    text = REWORD_NOISE.apply(texts[int(rng.integers(len(texts)))], rng)
+    return [replace(obs, instruction=text) for obs in episode]
+
+
 def training_episodes(dataset: str | Path, cameras: Sequence[str], episodes: int, tasks: Sequence[str] | None,
-                      skip_per_task: int = 0) -> Iterator[list[Observation]]:
+                      skip_per_task: int = 0, reword: int = 0, seed: int = 0) -> Iterator[list[Observation]]:
     """``episodes`` demonstrations spread evenly over the pool: every task's (or ``tasks``') episodes but
-    each task's first ``skip_per_task``."""
+    each task's first ``skip_per_task``. Each is followed by ``reword`` replays of it under reworded
+    instructions (``reworded``): the early exits are least like the full model on unfamiliar wording, and
+    demonstrations alone show the gates only the recorded one."""
     from deer_vla.data.episodes import EpisodeDataset
     from deer_vla.data.observations import episode_observations
 
     if skip_per_task < 0:
         raise ValueError(f"--skip-per-task must be >= 0, got {skip_per_task}")
+    if reword < 0:
+        raise ValueError(f"--reword must be >= 0, got {reword}")
+    rng = np.random.default_rng(seed)
     root = Path(dataset)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset directory not found: {root}")
@@ -215,7 +240,11 @@ def training_episodes(dataset: str | Path, cameras: Sequence[str], episodes: int
         raise ValueError(f"dataset {root} has no episodes left to train the gates on (--skip-per-task "
                          f"{skip_per_task})")
     for j in np.unique(np.linspace(0, len(pool) - 1, min(episodes, len(pool))).round().astype(int)):
-        yield episode_observations(ds.load(pool[int(j)]), cameras)
+        demo = ds.load(pool[int(j)])
+        observations = episode_observations(demo, cameras)
+        yield observations
+        for _ in range(reword):
+            yield reworded(observations, demo.task, rng)
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -230,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=None, help="these tasks' episodes only (comma list; default every task)")
     p.add_argument("--skip-per-task", type=int, default=0, metavar="K",
                    help="leave out each task's first K episodes (e.g. the ones kept to calibrate thresholds on)")
+    p.add_argument("--reword", type=int, default=0, metavar="R",
+                   help="also replay each episode R times under reworded instructions (a training paraphrase with "
+                        "wrappers, dropped and swapped words), so the gates see how far the early exits stray on "
+                        "unfamiliar wording (default 0)")
     p.add_argument("--max-steps", type=int, default=None, help="cap on the steps recorded")
     p.add_argument("--hidden", type=int, default=GateTrainConfig.hidden, help="hidden units per gate")
     p.add_argument("--epochs", type=int, default=GateTrainConfig.epochs)
@@ -278,14 +311,17 @@ def cli_main(argv: list[str] | None = None) -> int:
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
         t0 = time.perf_counter()
         with torch.inference_mode():
-            episodes = training_episodes(args.data, tuple(runner.cameras), args.episodes, tasks, args.skip_per_task)
+            episodes = training_episodes(args.data, tuple(runner.cameras), args.episodes, tasks, args.skip_per_task,
+                                         args.reword, args.seed)
             data = collect_gate_data(runner, episodes, args.max_steps)
+        # a demonstration and its reworded replays are one episode to the validation split (same frames)
+        data.episode = data.episode // (1 + args.reword)
         recorded = time.perf_counter() - t0
         gates, report = train_gates(data, cfg)
     except (KeyError, FileNotFoundError, ValueError, CheckpointError) as exc:
         print(f"deer-vla train-gate: {exc}", file=sys.stderr)
         return 2
-    summary = {"dataset": str(args.data), "episodes": int(np.unique(data.episode).size),
+    summary = {"dataset": str(args.data), "episodes": int(np.unique(data.episode).size), "reword": args.reword,
                "steps": int(len(data.episode)), "record_seconds": round(recorded, 1), "config": asdict(cfg),
                **report.to_dict()}
     gates.save(out, training=summary, weights_digest=ckpt.weights_digest())
