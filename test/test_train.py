@@ -158,6 +158,13 @@ def test_checkpoints_record_the_instructions_they_were_trained_on(dataset: Path,
     with caplog.at_level("WARNING", logger="deer_vla.evaluate"):
         warn_about_instruction_record(CheckpointDir(second), ["drawer-open", "drawer-close"])
     assert any("held-out" in r.message and drawer.heldout_instructions[0] in r.message for r in caplog.records)
+    # a record that is not a list of strings is no record, not a crash
+    extra["training"]["instructions"] = {"drawer-open": [{}, None, 3], "drawer-close": "text"}
+    (second / "extra.json").write_text(json.dumps(extra))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="deer_vla.evaluate"):
+        warn_about_instruction_record(CheckpointDir(second), ["drawer-open", "drawer-close"])
+    assert not caplog.records, caplog.text
 
 
 def test_data_mismatch_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:

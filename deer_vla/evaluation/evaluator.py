@@ -553,8 +553,8 @@ def warn_about_instruction_record(checkpoint: CheckpointDir, tasks: list[str]) -
         return
     if not isinstance(trained, dict):
         return
-    problems = instruction_record_problems({str(k): list(v) for k, v in trained.items() if isinstance(v, list)},
-                                           [get_task(t) for t in tasks])
+    record = {str(k): [t for t in v if isinstance(t, str)] for k, v in trained.items() if isinstance(v, list)}
+    problems = instruction_record_problems(record, [get_task(t) for t in tasks])
     if problems:
         log.warning("%s was trained on other instructions than this suite lists (its extra.json): %s; held-out "
                     "figures then do not measure unseen wording", checkpoint.root, "; ".join(problems))
