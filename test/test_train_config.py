@@ -77,6 +77,11 @@ def test_lr_schedule_warmup_and_decay() -> None:
 
 def test_wilson_interval() -> None:
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    for n in range(1, 400):  # all or nothing: the bound at that end is exact (rounding once left 4/4's at 1 - 1e-16)
+        assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0
+        for s in range(n + 1):
+            low, high = wilson_interval(s, n)
+            assert low <= s / n <= high
     lo, hi = wilson_interval(20, 20)
     assert hi == 1.0 and 0.83 < lo < 0.84  # textbook value 0.8389
     lo, hi = wilson_interval(10, 20)

@@ -18,7 +18,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval contains p by construction; rounding can put a bound just past it at 0 or 100% (1 - 1e-16),
+    # which an error bar of p - low or high - p then reads as a negative length.
+    return min(max(0.0, centre - half), p), max(min(1.0, centre + half), p)
 
 
 def mcnemar_exact(only_first: int, only_second: int) -> float:
