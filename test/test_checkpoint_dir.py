@@ -57,6 +57,19 @@ def test_the_optional_files_live_in_the_directory(ckpt: CheckpointDir) -> None:
     assert ckpt.read_profile() is None and ckpt.read_extra() is None
 
 
+def test_the_training_record_is_an_object_or_empty(ckpt: CheckpointDir) -> None:
+    assert ckpt.read_training() == {}  # no extra.json
+    for extra in ({"training": ["not", "an", "object"]}, ["no", "record"], {"other": 1}):
+        ckpt.extra_path.write_text(json.dumps(extra))
+        assert ckpt.read_training() == {}
+    ckpt.extra_path.write_text(json.dumps({"training": {"step": 4, "instructions": {"t": ["a"]}}}))
+    assert ckpt.read_training() == {"step": 4, "instructions": {"t": ["a"]}}
+    ckpt.extra_path.write_text("{not json")
+    with pytest.raises(CheckpointError, match="extra.json"):
+        ckpt.read_training()
+    ckpt.extra_path.unlink()
+
+
 def test_a_profile_roundtrips_and_a_broken_one_names_its_file(ckpt: CheckpointDir) -> None:
     from deer_vla.control.synthetic import synthetic_profile
 

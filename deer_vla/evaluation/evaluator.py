@@ -531,8 +531,7 @@ def warn_if_not_trained_on(dataset: str, checkpoint: CheckpointDir) -> None:
     """Warn when the implicit calibration set (data/demos: the default checkpoint's ten tasks) is not the
     dataset the checkpoint records it was trained on (extra.json), e.g. for the shipped mt50."""
     try:
-        extra = checkpoint.read_extra() or {}
-        trained_on = extra.get("training", {}).get("config", {}).get("dataset")
+        trained_on = checkpoint.read_training().get("config", {}).get("dataset")
     except (AttributeError, OSError, ValueError):  # no usable record: nothing to compare
         return
     if isinstance(trained_on, str) and Path(trained_on) != Path(dataset):
@@ -547,9 +546,8 @@ def warn_about_instruction_record(checkpoint: CheckpointDir, tasks: list[str]) -
     from deer_vla.sim.tasks import get_task, instruction_record_problems
 
     try:
-        extra = checkpoint.read_extra() or {}
-        trained = extra.get("training", {}).get("instructions")
-    except (AttributeError, OSError, ValueError):  # no usable record: nothing to compare
+        trained = checkpoint.read_training().get("instructions")
+    except (OSError, ValueError):  # no usable record: nothing to compare
         return
     if not isinstance(trained, dict):
         return

@@ -128,6 +128,13 @@ class CheckpointDir:
     def read_extra(self) -> dict[str, Any] | None:
         return self._read_json(self.extra_path) if self.extra_path.is_file() else None
 
+    def read_training(self) -> dict[str, Any]:
+        """extra.json's ``training`` record (step, stage, config, instructions: written by `deer-vla train`);
+        {} when there is none or it is not an object. Invalid JSON raises CheckpointError."""
+        extra = self.read_extra()
+        training = extra.get("training") if isinstance(extra, dict) else None
+        return training if isinstance(training, dict) else {}
+
     def read_profile(self) -> CostProfile | None:
         """The saved cost profile, or None when there is none."""
         path = self.profile_path

@@ -222,11 +222,9 @@ def inherited_instructions(init_checkpoint: str | None) -> Any:
     from deer_vla.model.checkpoint_dir import CheckpointDir
 
     try:
-        extra = CheckpointDir(resolve_checkpoint(init_checkpoint)).read_extra() or {}
+        return CheckpointDir(resolve_checkpoint(init_checkpoint)).read_training().get("instructions")
     except (OSError, ValueError):  # build_policy_config already failed clearly on a missing checkpoint
         return None
-    training = extra.get("training") if isinstance(extra, dict) else None
-    return training.get("instructions") if isinstance(training, dict) else None
 
 
 def instruction_texts(episodes: list[EpisodeArrays]) -> list[str]:
