@@ -196,6 +196,31 @@ def test_train_gate_command_writes_gates_the_runner_then_loads(ckpt: Path, demos
     assert "no episodes left" in capsys.readouterr().err
 
 
+def test_train_gate_takes_several_dataset_directories(ckpt: Path, demos: Path, tmp_path: Path, capsys) -> None:
+    """--data DIR DIR: the episodes are spread over both (the training set and demonstrations collected for the
+    gates); --tasks picks in each, and a task none holds is refused by name."""
+    from deer_vla.train.gate import cli_main, training_episodes
+    from deer_vla.train.synthetic import write_tiny_dataset
+
+    other = write_tiny_dataset(tmp_path / "more", ("static", "wrist"), 32, 4,
+                               {"axes": ["x", "y", "z"], "low": [-1.0] * 3, "high": [1.0] * 3},
+                               tasks=("drawer-open", "faucet-open"), length=5)
+    both = list(training_episodes([demos, other], ("static", "wrist"), 100, None))
+    assert sorted(len(e) for e in both) == [5, 5, 8, 8, 8, 8]  # every episode of both, each once
+    picked = list(training_episodes([demos, other], ("static", "wrist"), 100, ["faucet-open", "drawer-open"]))
+    assert sorted(len(e) for e in picked) == [5, 5, 8]  # drawer-open from both, faucet-open from the second
+    with pytest.raises(KeyError, match="window-close"):
+        list(training_episodes([demos, other], ("static", "wrist"), 10, ["window-close"]))
+    out = tmp_path / "two"
+    shutil.copytree(ckpt, out)
+    assert cli_main([str(out), "--data", str(demos), str(other), "--epochs", "1", "--weight-decay", "0.1"]) == 0
+    summary = ExitGates.training_summary(out / CheckpointDir.GATES)
+    assert summary["steps"] == 4 * 8 + 2 * 5 and summary["episodes"] == 6
+    assert summary["dataset"] == f"{demos},{other}" and summary["config"]["weight_decay"] == 0.1
+    assert cli_main([str(out), "--data", str(demos), str(tmp_path / "absent")]) == 2
+    assert "absent" in capsys.readouterr().err
+
+
 def test_reworded_replays_keep_the_frames_and_change_only_the_wording(ckpt: Path, demos: Path, tmp_path: Path,
                                                                      ) -> None:
     """--reword R: each demonstration is followed by R replays under other wording, never held-out wording, and

@@ -217,12 +217,14 @@ def reworded(episode: list[Observation], task: str, rng: np.random.Generator) ->
     return [replace(obs, instruction=text) for obs in episode]
 
 
-def training_episodes(dataset: str | Path, cameras: Sequence[str], episodes: int, tasks: Sequence[str] | None,
-                      skip_per_task: int = 0, reword: int = 0, seed: int = 0) -> Iterator[list[Observation]]:
-    """``episodes`` demonstrations spread evenly over the pool: every task's (or ``tasks``') episodes but
-    each task's first ``skip_per_task``. Each is followed by ``reword`` replays of it under reworded
-    instructions (``reworded``): the early exits are least like the full model on unfamiliar wording, and
-    demonstrations alone show the gates only the recorded one."""
+def training_episodes(datasets: str | Path | Sequence[str | Path], cameras: Sequence[str], episodes: int,
+                      tasks: Sequence[str] | None, skip_per_task: int = 0, reword: int = 0,
+                      seed: int = 0) -> Iterator[list[Observation]]:
+    """``episodes`` demonstrations spread evenly over the pool: in each of ``datasets`` (one directory or
+    several, e.g. the training set and demonstrations collected for the gates), every task's (or ``tasks``')
+    episodes but the task's first ``skip_per_task``. Each is followed by ``reword`` replays of it under
+    reworded instructions (``reworded``): the early exits are least like the full model on unfamiliar
+    wording, and demonstrations alone show the gates only the recorded one."""
     from deer_vla.data.episodes import EpisodeDataset
     from deer_vla.data.observations import episode_observations
 
@@ -231,16 +233,27 @@ def training_episodes(dataset: str | Path, cameras: Sequence[str], episodes: int
     if reword < 0:
         raise ValueError(f"--reword must be >= 0, got {reword}")
     rng = np.random.default_rng(seed)
-    root = Path(dataset)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset directory not found: {root}")
-    ds = EpisodeDataset(root)
-    pool = sorted(i for t in (tasks or ds.tasks) for i in ds.episodes_for_task(t)[skip_per_task:])
+    roots = [Path(datasets)] if isinstance(datasets, (str, Path)) else [Path(d) for d in datasets]
+    if not roots:
+        raise ValueError("no dataset directory given to train the gates on")
+    pool: list[tuple[EpisodeDataset, int]] = []
+    held: set[str] = set()
+    for root in roots:
+        if not root.is_dir():
+            raise FileNotFoundError(f"dataset directory not found: {root}")
+        ds = EpisodeDataset(root)
+        held.update(ds.tasks)
+        wanted = ds.tasks if tasks is None else [t for t in tasks if t in ds.tasks]
+        pool += [(ds, i) for i in sorted(i for t in wanted for i in ds.episodes_for_task(t)[skip_per_task:])]
+    missing = sorted(set(tasks or ()) - held)
+    if missing:  # a task no dataset holds is a typo, not an empty share
+        raise KeyError(f"task(s) {missing} are in none of {', '.join(str(r) for r in roots)}")
     if not pool:
-        raise ValueError(f"dataset {root} has no episodes left to train the gates on (--skip-per-task "
-                         f"{skip_per_task})")
+        raise ValueError(f"{', '.join(str(r) for r in roots)}: no episodes left to train the gates on "
+                         f"(--skip-per-task {skip_per_task})")
     for j in np.unique(np.linspace(0, len(pool) - 1, min(episodes, len(pool))).round().astype(int)):
-        demo = ds.load(pool[int(j)])
+        ds, index = pool[int(j)]
+        demo = ds.load(index)
         observations = episode_observations(demo, cameras)
         yield observations
         for _ in range(reword):
@@ -254,8 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla train-gate", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=checkpoint_argument, help=CHECKPOINT_HELP + " (the gates are written into it; "
                    "into a shipped one only with --out)")
-    p.add_argument("--data", required=True, help="demonstration dataset directory (the checkpoint's training data)")
-    p.add_argument("--episodes", type=int, default=100, help="episodes, spread over the dataset (default 100)")
+    p.add_argument("--data", required=True, nargs="+", metavar="DIR",
+                   help="demonstration dataset directories: the checkpoint's training data and/or demonstrations "
+                        "collected for the gates (the gates fit the model's own outputs, so any demonstrations of "
+                        "its tasks serve; more steps give better gates)")
+    p.add_argument("--episodes", type=int, default=100, help="episodes, spread over the datasets (default 100)")
     p.add_argument("--tasks", default=None, help="these tasks' episodes only (comma list; default every task)")
     p.add_argument("--skip-per-task", type=int, default=0, metavar="K",
                    help="leave out each task's first K episodes (e.g. the ones kept to calibrate thresholds on)")
@@ -267,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=GateTrainConfig.hidden, help="hidden units per gate")
     p.add_argument("--epochs", type=int, default=GateTrainConfig.epochs)
     p.add_argument("--lr", type=float, default=GateTrainConfig.lr)
+    p.add_argument("--weight-decay", type=float, default=GateTrainConfig.weight_decay, help="AdamW weight decay")
     p.add_argument("--val-fraction", type=float, default=GateTrainConfig.val_fraction,
                    help="share of the episodes held out to pick the epoch and report the loss")
     p.add_argument("--seed", type=int, default=0)
@@ -300,8 +317,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     try:
-        cfg = GateTrainConfig(hidden=args.hidden, epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction,
-                              seed=args.seed)
+        cfg = GateTrainConfig(hidden=args.hidden, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+                              val_fraction=args.val_fraction, seed=args.seed)
         if args.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
         runner = PolicyRunner.from_checkpoint(args.checkpoint, device=args.device)
@@ -321,7 +338,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (KeyError, FileNotFoundError, ValueError, CheckpointError) as exc:
         print(f"deer-vla train-gate: {exc}", file=sys.stderr)
         return 2
-    summary = {"dataset": str(args.data), "episodes": int(np.unique(data.episode).size), "reword": args.reword,
+    summary = {"dataset": ",".join(str(d) for d in args.data), "episodes": int(np.unique(data.episode).size),
+               "reword": args.reword,
                "steps": int(len(data.episode)), "record_seconds": round(recorded, 1), "config": asdict(cfg),
                **report.to_dict()}
     gates.save(out, training=summary, weights_digest=ckpt.weights_digest())
