@@ -157,6 +157,16 @@ def test_evaluate_tracks_a_thresholds_files_budget_and_refuses_a_file_without_on
     assert res["modes"]["th-budgeted+track"]["track_budget"] and not res["modes"]["th-budgeted"]["track_budget"]
     assert res["modes"]["th-budgeted+track"]["budget_gflops"] == pytest.approx(1.2 * exit1)  # the file's budget
     assert res["modes"]["th-budgeted+track"]["thresholds"] == res["modes"]["th-budgeted"]["thresholds"]
+    # --tracked-only: the policy node's way alone (implies --track-budget); a config asking for it without the
+    # tracker is refused
+    only = [a for a in argv if a != "--track-budget"] + ["--tracked-only", "--skip-full"]
+    assert evaluate_main([*only, "--thresholds", str(tmp_path / "budgeted.json"), "--out", str(tmp_path / "t")]) == 0
+    tracked = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert list(tracked["summary"]) == ["th-budgeted+track"] and tracked["modes"]["th-budgeted+track"]["track_budget"]
+    from deer_vla.evaluation.evaluator import EvalConfig
+
+    with pytest.raises(ValueError, match="tracked_only needs track_budget"):
+        EvalConfig(checkpoint=str(ckpt), tasks=["drawer-open"], tracked_only=True)
     capsys.readouterr()
     assert evaluate_main([*argv, "--thresholds", str(tmp_path / "bare.json"), "--out", str(tmp_path / "b")]) == 2
     assert "records no average budget" in capsys.readouterr().err

@@ -85,6 +85,8 @@ class EvalConfig(BaseModel):
     image_size: int | None = Field(None, ge=1, description="rendered image size (None: the checkpoint's)")
     track_budget: bool = Field(False, description="also run each budget and each thresholds file with the online "
                                "tracker ('dyn<f>+track', 'th-<stem>+track')")
+    tracked_only: bool = Field(False, description="with track_budget: run only the tracked modes, not the thresholds "
+                               "as solved beside them (certified thresholds, never scaled by the tracker, still run)")
     resume: bool = Field(False, description="keep the finished episodes of the same run in the output "
                          "directory's episodes.jsonl and play only the rest")
     thresholds_files: list[str] = Field([], description="thresholds files run as they are, one dynamic mode each "
@@ -112,6 +114,8 @@ class EvalConfig(BaseModel):
 
     @model_validator(mode="after")
     def _something_to_play(self) -> EvalConfig:
+        if self.tracked_only and not self.track_budget:
+            raise ValueError("tracked_only needs track_budget (it keeps only the tracked modes)")
         if self.skip_full and not (self.exits or self.budgets or self.thresholds_files
                                    or self.oracle_tolerance is not None):
             raise ValueError("nothing to evaluate: skip_full leaves no mode (add exits, budgets or thresholds files)")
@@ -225,6 +229,9 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
     if cfg.oracle_tolerance is not None:
         modes.append(ModeSpec(name=f"oracle{cfg.oracle_tolerance:g}", kind="oracle",
                               oracle_tolerance=cfg.oracle_tolerance))
+    if cfg.tracked_only:  # the policy node's way only: drop each mode that has a tracked twin
+        tracked = {m.name for m in modes if m.track_budget}
+        modes = [m for m in modes if f"{m.name}+track" not in tracked]
     return modes, skipped
 
 
@@ -457,6 +464,9 @@ class EvaluateSettings(BaseModel):
                                          "per task)")
     track_budget: bool = Field(False, description="also run every budget and thresholds file with the online budget "
                                "tracker (modes 'dyn<f>+track', 'th-<stem>+track'), as the policy node runs them")
+    tracked_only: bool = Field(False, description="run every budget and thresholds file with the online budget "
+                               "tracker only (implies track_budget): what the policy node runs, without the "
+                               "thresholds as solved beside it")
     seed_offset: int = Field(EVAL_SEED_OFFSET, ge=0, description="first evaluation seed")
     max_steps: int | None = Field(None, ge=1, description="episode step limit (default: the adapter's)")
     workers: int = Field(2, ge=1, description="episode worker processes (one policy + simulator each)")
@@ -510,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-instructions", action="store_const", const="heldout", dest="instructions",
                    help="same as --instructions heldout")
     p.add_argument("--track-budget", action="store_true", help=_help("track_budget"))
+    p.add_argument("--tracked-only", action="store_true", help=_help("tracked_only"))
     p.add_argument("--thresholds", metavar="FILE[,FILE]", help=_help("thresholds"))
     p.add_argument("--resume", action="store_true", help=_help("resume"))
     p.add_argument("--seed-offset", type=int, help=_help("seed_offset"))
@@ -593,7 +604,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             criterion_smooth=args.criterion_smooth,
             criterion=args.criterion,
             instructions=args.instructions,
-            track_budget=args.track_budget,
+            track_budget=args.track_budget or args.tracked_only,
+            tracked_only=args.tracked_only,
             thresholds_files=args.thresholds,
             resume=args.resume,
             seed_offset=args.seed_offset,
