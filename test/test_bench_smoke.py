@@ -290,3 +290,19 @@ def test_latency_energy_per_action_and_report(capsys):
     out = capsys.readouterr().out
     assert "energy (fake): full 4 J/action, dynamic 2 J/action, ratio full/dynamic 2.00x" in out
     assert "not available" not in out
+
+
+@pytest.mark.slow
+def test_bench_gate_fit_quick(tmp_path, quick_demos):
+    out = run_quick("bench_gate_fit.py", "--train", str(quick_demos), "--held", str(quick_demos),
+                    "--out", str(tmp_path / "fit.json"), "--cache", str(tmp_path / "cache"))
+    assert "best held-out fit:" in out
+    import json
+
+    rows = json.loads((tmp_path / "fit.json").read_text())["rows"]
+    assert [(r["per_task"], r["hidden"]) for r in rows] == [(1, 16), (2, 16)]
+    assert rows[1]["steps"] > rows[0]["steps"]  # the second setting trains on more episodes
+    # a fit and a controller/oracle ratio (>= 1: the oracle is a lower bound) for every budget
+    assert all(r["fit_mse"] > 0 and r["constant_mse"] > 0 for r in rows)
+    assert all(b["controller_over_oracle"] >= 1 - 1e-9 for r in rows for b in r["budgets"].values())
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["demos.npz"]  # one per dataset, reused
