@@ -38,8 +38,8 @@ log = logging.getLogger("deer_vla.train_gate")
 @dataclass(frozen=True)
 class GateTrainConfig:
     # 64 hidden units with weight decay 0.1: on MT50's held-out demonstrations, gates from 300 episodes fit
-    # log distance with MSE 0.215 against 0.249 for 16 units at 0.01 (docs/mt50.md). The steps recorded
-    # matter more: 150 -> 300 episodes 0.31 -> 0.25 (16 units), 300 -> 450 episodes 0.215 -> 0.176 (64)
+    # log distance with MSE 0.215 against 0.249 for 16 units at 0.01. The steps recorded matter more: 150 ->
+    # 300 -> 450 episodes 0.311 -> 0.249 -> 0.211 (16 units, 0.01) (bench/bench_gate_fit.py, docs/mt50.md)
     hidden: int = 64
     epochs: int = 60
     batch_size: int = 256
