@@ -419,3 +419,26 @@ def test_without_calibration_data_the_checkpoints_own_thresholds_run(checkpoint:
     dyn = next(m for m in modes if m.kind == "dynamic")
     assert dyn.name == "dyn_ckpt" and dyn.thresholds is not None and dyn.thresholds["values"] == [0.0] * (n - 1)
     assert dyn.budget_fraction == pytest.approx(0.5)
+
+
+def test_the_implicit_calibration_set_is_flagged_only_when_it_lacks_evaluated_tasks(tmp_path: Path, caplog) -> None:
+    """evaluate solves its dynamic modes on data/demos unless told otherwise: a warning names the evaluated
+    tasks with no demonstrations there (the thresholds would come from other tasks), and none is given when
+    every evaluated task is there (a checkpoint trained on a superset of it is fine)."""
+    import logging
+
+    from deer_vla.evaluation.evaluator import warn_if_calibration_misses
+
+    demos = write_tiny_dataset(tmp_path / "demos", ("static", "wrist"), 32, 4,
+                               {"axes": ["x", "y", "z"], "low": [-1.0] * 3, "high": [1.0] * 3},
+                               tasks=("drawer-open", "drawer-close"), length=4)
+    with caplog.at_level(logging.WARNING, logger="deer_vla.evaluate"):
+        warn_if_calibration_misses(str(demos), ["drawer-open"])
+        assert not caplog.records
+        warn_if_calibration_misses(str(demos), ["drawer-open", "window-open", "button-press"])
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "button-press, window-open" in message and "drawer-open" not in message.split("no demonstrations")[1]
+    caplog.clear()
+    warn_if_calibration_misses(str(tmp_path / "absent"), ["drawer-open"])  # unreadable: the solver reports it
+    assert not caplog.records

@@ -538,17 +538,23 @@ def load_settings(argv: list[str] | None = None) -> EvaluateSettings:
     return load_layered(EvaluateSettings, build_parser().parse_args(argv), "evaluate settings")
 
 
-def warn_if_not_trained_on(dataset: str, checkpoint: CheckpointDir) -> None:
-    """Warn when the implicit calibration set (data/demos: the default checkpoint's ten tasks) is not the
-    dataset the checkpoint records it was trained on (extra.json), e.g. for the shipped mt50."""
+def warn_if_calibration_misses(dataset: str, tasks: list[str]) -> None:
+    """Warn when the implicit calibration set (data/demos: the default checkpoint's tasks) holds no
+    demonstrations of some evaluated tasks, e.g. `--checkpoint mt50 --suite mt50`: the dynamic modes'
+    thresholds would be solved on other tasks' steps. (A checkpoint trained on a superset of it, as the
+    default on data/demos_plus, is fine: its tasks are all there.)"""
+    from deer_vla.data.episodes import EpisodeDataset
+
     try:
-        trained_on = checkpoint.read_training().get("config", {}).get("dataset")
-    except (AttributeError, OSError, ValueError):  # no usable record: nothing to compare
+        present = set(EpisodeDataset(dataset).tasks)
+    except (OSError, ValueError):  # unreadable: the solver reports it when it opens the dataset
         return
-    if isinstance(trained_on, str) and Path(trained_on) != Path(dataset):
-        log.warning("the dynamic modes' thresholds are solved on %s (the default --calibration-dataset), but %s "
-                    "was trained on %s: pass --calibration-dataset for its own demonstrations", dataset,
-                    checkpoint.root, trained_on)
+    missing = sorted(set(tasks) - present)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        log.warning("the dynamic modes' thresholds are solved on %s (the default --calibration-dataset), which has "
+                    "no demonstrations of %s: pass --calibration-dataset with the evaluated tasks' own", dataset,
+                    shown)
 
 
 def warn_about_instruction_record(checkpoint: CheckpointDir, tasks: list[str]) -> None:
@@ -583,8 +589,6 @@ def cli_main(argv: list[str] | None = None) -> int:
         from deer_vla.sim.tasks import tasks_arg
 
         checkpoint = str(resolve_checkpoint(args.checkpoint))  # a shipped name -> its folder
-        if calib is not None and args.calibration_dataset is None:
-            warn_if_not_trained_on(calib, CheckpointDir(checkpoint))
         num_exits = CheckpointDir(checkpoint).read_config().num_exits
         exits = args.exits if isinstance(args.exits, list) else parse_exits(args.exits, num_exits)
         if args.skip_full:  # 'every' (or the last exit named) is the full model, which --skip-full leaves out
@@ -615,6 +619,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             device=args.device,
         )
         warn_about_instruction_record(CheckpointDir(cfg.checkpoint), cfg.tasks)
+        if calib is not None and args.calibration_dataset is None and cfg.calibration_tasks is None:
+            warn_if_calibration_misses(calib, cfg.tasks)
         # unreadable or mismatched files (other exits, other weights) fail here, not mid-run
         file_modes(cfg.thresholds_files, num_exits, 1.0, cfg.checkpoint, cfg.track_budget)
         if cfg.criterion == "learned" and cfg.budgets and cfg.calibration_dataset:
