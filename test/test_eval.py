@@ -442,3 +442,24 @@ def test_the_implicit_calibration_set_is_flagged_only_when_it_lacks_evaluated_ta
     caplog.clear()
     warn_if_calibration_misses(str(tmp_path / "absent"), ["drawer-open"])  # unreadable: the solver reports it
     assert not caplog.records
+
+
+def test_a_worker_killed_mid_run_ends_evaluate_with_how_to_resume(checkpoint: tuple[Path, Path], tmp_path: Path,
+                                                                   monkeypatch, capsys) -> None:
+    """A worker process that dies (the OOM killer's -9) ends `deer-vla evaluate` with exit code 1 and one message
+    saying where the finished episodes are and that --resume continues, not a traceback."""
+    import deer_vla.evaluation.evaluator as evaluator
+    from deer_vla.evaluation.workers import WorkerProcessError
+
+    def killed(*args, **kwargs):
+        raise WorkerProcessError("an episode worker process ended before its jobs were done (exit codes [-9, None]) "
+                                 "(-9: killed, e.g. by the kernel's out-of-memory killer)")
+
+    monkeypatch.setattr(evaluator, "evaluate", killed)
+    ckpt, _ = checkpoint
+    out = tmp_path / "run"
+    assert evaluate_main(["--checkpoint", str(ckpt), "--tasks", "drawer-open", "--budgets", "", "--no-progress",
+                          "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "out-of-memory killer" in err and str(out / "episodes.jsonl") in err and "--resume" in err
+    assert "fewer --workers" in err and "Traceback" not in err

@@ -62,3 +62,29 @@ def test_jobs_run_seed_by_seed_so_a_stopped_run_holds_whole_seeds_of_every_task_
     assert order[4:9] == [("full", "t0", 101), ("exit1", "t0", 101), ("full", "t1", 101), ("exit1", "t1", 101),
                           ("exit1", "t2", 101)]
     assert len(order) == 13 and sorted(order) == sorted(set(order))  # every episode once
+
+
+def test_a_dead_worker_with_jobs_still_queued_ends_the_run_instead_of_hanging_at_exit() -> None:
+    """A worker killed (e.g. by the OOM killer) while many jobs wait in the queue: the error is raised and the
+    process exits. The parent's queue feeder still holds the jobs nobody will read; joining it at exit (the
+    multiprocessing default) blocked forever once the pipe was full (an MT50 run hung so after an OOM kill)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys
+        from functools import partial
+        sys.path.insert(0, sys.argv[1])
+        from test_eval_workers import Scaler
+        from deer_vla.evaluation.workers import run_in_processes
+        big = 10 ** 5000  # ~2 KB pickled: 300 of them overfill the 64 KB pipe
+        try:
+            list(run_in_processes(partial(Scaler, 1), ["die"] + [big] * 300, processes=1, poll_s=0.2))
+        except RuntimeError as exc:
+            print("raised:", exc)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script, os.path.dirname(__file__)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "raised: an episode worker process ended before its jobs were done" in proc.stdout

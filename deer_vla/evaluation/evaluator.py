@@ -26,7 +26,7 @@ from deer_vla.control.criterion import Criterion, CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
-from deer_vla.evaluation.journal import EpisodeJournal, JournalError, mode_digests, run_fingerprint
+from deer_vla.evaluation.journal import JOURNAL_NAME, EpisodeJournal, JournalError, mode_digests, run_fingerprint
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
     group_report,
@@ -42,7 +42,14 @@ from deer_vla.evaluation.report import (
     write_json,
 )
 from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec, make_controller
-from deer_vla.evaluation.workers import EvalWorker, Job, PolicySpec, run_in_processes, seed_major_jobs
+from deer_vla.evaluation.workers import (
+    EvalWorker,
+    Job,
+    PolicySpec,
+    WorkerProcessError,
+    run_in_processes,
+    seed_major_jobs,
+)
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.shipped import CHECKPOINT_HELP, resolve_checkpoint
 
@@ -636,6 +643,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (JournalError, UnplayableModeError) as exc:  # --resume on another run's output; a file's thresholds
         print(f"deer-vla evaluate: {exc}", file=sys.stderr)
         return 2
+    except WorkerProcessError as exc:  # what finished is in the journal: say how to continue from it
+        print(f"deer-vla evaluate: {exc}\nthe episodes finished so far are kept in "
+              f"{Path(args.out) / JOURNAL_NAME}: the same command with --resume plays only the rest"
+              + (" (an MT50 worker holds about 9 GB: fewer --workers need less memory)" if "-9" in str(exc) else ""),
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -138,6 +138,10 @@ def _serve(factory: Callable[[], Worker[Any]], jobs: Any, results: Any) -> None:
         worker.close()
 
 
+class WorkerProcessError(RuntimeError):
+    """A job failed in a worker process, or a worker process ended before its jobs were done."""
+
+
 def _next_result(result_queue: Any, procs: list[Any], poll_s: float) -> tuple[int | None, Any, str | None]:
     while True:
         ended = any(p.exitcode not in (None, 0) for p in procs) or all(p.exitcode == 0 for p in procs)
@@ -145,20 +149,25 @@ def _next_result(result_queue: Any, procs: list[Any], poll_s: float) -> tuple[in
             return result_queue.get(timeout=poll_s)
         except queue.Empty:
             if ended:
-                raise RuntimeError(f"an episode worker process ended before its jobs were done "
-                                   f"(exit codes {[p.exitcode for p in procs]})") from None
+                codes = [p.exitcode for p in procs]
+                killed = " (-9: killed, e.g. by the kernel's out-of-memory killer)" if -9 in codes else ""
+                raise WorkerProcessError(f"an episode worker process ended before its jobs were done "
+                                         f"(exit codes {codes}){killed}") from None
 
 
 def run_in_processes(factory: Callable[[], Worker[R]], jobs: Sequence[Any], processes: int,
                      poll_s: float = 1.0) -> Iterator[list[R]]:
     """Each job's results, in completion order, from ``processes`` spawn processes that each run
-    ``factory()`` once. A job that raises, or a process that dies, raises RuntimeError here."""
+    ``factory()`` once. A job that raises, or a process that dies, raises WorkerProcessError here."""
     import multiprocessing as mp
 
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     ctx = mp.get_context("spawn")  # torch + MuJoCo GL contexts do not survive fork
     job_queue: Any = ctx.Queue()
+    # Jobs still buffered when a worker dies are abandoned: by default the process would wait at exit for
+    # the queue's feeder thread to push them into a pipe no one reads any more, and hang once it is full
+    job_queue.cancel_join_thread()
     result_queue: Any = ctx.Queue()
     for item in enumerate(jobs):
         job_queue.put(item)
@@ -173,7 +182,7 @@ def run_in_processes(factory: Callable[[], Worker[R]], jobs: Sequence[Any], proc
             index, out, error = _next_result(result_queue, procs, poll_s)
             if error is not None:
                 what = "a worker process failed" if index is None else f"job {index} failed in a worker process"
-                raise RuntimeError(f"{what}: {error}")
+                raise WorkerProcessError(f"{what}: {error}")
             yield out
     finally:
         for p in procs:
