@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", default="16,64", help="hidden units per gate (comma list)")
     p.add_argument("--weight-decay", default="0.01,0.1", help="AdamW weight decay (comma list)")
     p.add_argument("--epochs", type=int, default=None, help="gate training epochs (default train-gate's)")
+    p.add_argument("--gates", nargs="*", default=[], metavar="FILE", help="gates files to score beside the trained "
+                   "settings, e.g. a checkpoint's gates.safetensors")
     p.add_argument("--budgets", default="0.2,0.3,0.5,0.7", help="average budgets, fractions of full LLM GFLOPs")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--cache", default=None, metavar="DIR", help="keep the recorded features here, one npz per "
@@ -170,6 +172,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{machine_description('cpu')}; {args.checkpoint}: {costs.size} exits, full model {costs[-1]:.4f} LLM "
           f"GFLOPs/step; held-out {held_dir}: {int(calib.sum())} calibration / {int(scored.sum())} scored steps; "
           f"features recorded or loaded in {recorded:.0f} s")
+    def judge(gates, data) -> dict:
+        """Held-out fit (beside a constant: the mean of ``data``'s targets) and controller/oracle per budget."""
+        x, y = gate_tensors(held_data, gates.config.floor, gates.config.first_exit)
+        with torch.no_grad():
+            pred = gates.forward_all(x)
+        _, ytrain = gate_tensors(data, gates.config.floor, gates.config.first_exit)
+        scores = np.concatenate([torch.exp(pred).numpy(), np.zeros((len(pred), 1))], axis=1)
+        gated = PolicyRunner(runner.model, runner.tokenizer, profile=runner.cost_profile, gates=gates)
+        prof = gated.cost_profile_for("learned")
+        charged = np.asarray(prof.costs("llm_gflops"))
+        criterion = learned_criterion(gated)
+        out = {"fit_mse": float(((pred - y) ** 2).mean()), "constant_mse": float(((y - ytrain.mean(0)) ** 2).mean()),
+               "budgets": {}}
+        for frac in fractions:
+            budget = BudgetSpec(average_gflops=frac * costs[-1])
+            cap = budget_report(prof, budget, first_exit=criterion.first_exit).cap
+            th = solve_thresholds_descent(held["actions"][calib], prof, budget, criterion=criterion,
+                                          scores=scores[calib])
+            exits = simulate_exits(held["actions"][scored], th, cap=cap, scores=scores[scored])
+            cost = float(charged[exits - 1].mean())
+            err = float(errors[np.arange(len(exits)), exits - 1].mean())
+            oracle = oracle_cost_at_error(held["actions"][scored], costs, err)
+            out["budgets"][f"{frac:g}"] = {"cost_fraction": cost / costs[-1], "mean_error": err,
+                                           "controller_over_oracle": ratio(cost, oracle)}
+        return out
+
+    def show(label: str, row: dict) -> None:
+        print(f"{label} {row['fit_mse']:>8.4f} {row['constant_mse']:>8.4f}  " + "  ".join(
+            f"{b['controller_over_oracle']:>10.2f}" for b in row["budgets"].values()), flush=True)
+
     base_cfg = GateTrainConfig() if args.epochs is None else GateTrainConfig(epochs=args.epochs)
     rows = []
     print(f"{'per task':>8} {'steps':>7} {'hidden':>6} {'decay':>6} {'fit MSE':>8} {'constant':>8}  "
@@ -180,34 +212,18 @@ def main(argv: list[str] | None = None) -> int:
             for decay in decays:
                 cfg = GateTrainConfig(**{**asdict(base_cfg), "hidden": hidden, "weight_decay": decay})
                 gates, report = train_gates(data, cfg)
-                x, y = gate_tensors(held_data, cfg.floor, gates.config.first_exit)
-                with torch.no_grad():
-                    pred = gates.forward_all(x)
-                fit = float(((pred - y) ** 2).mean())
-                _, ytrain = gate_tensors(data, cfg.floor, gates.config.first_exit)
-                constant = float(((y - ytrain.mean(0)) ** 2).mean())
-                scores = np.concatenate([torch.exp(pred).numpy(), np.zeros((len(pred), 1))], axis=1)
-                gated = PolicyRunner(runner.model, runner.tokenizer, profile=runner.cost_profile, gates=gates)
-                prof = gated.cost_profile_for("learned")
-                charged = np.asarray(prof.costs("llm_gflops"))
-                criterion = learned_criterion(gated)
                 row = {"per_task": n, "steps": int(len(data.episode)), "hidden": hidden, "weight_decay": decay,
-                       "best_epoch": report.best_epoch, "fit_mse": fit, "constant_mse": constant, "budgets": {}}
-                for frac in fractions:
-                    budget = BudgetSpec(average_gflops=frac * costs[-1])
-                    cap = budget_report(prof, budget, first_exit=criterion.first_exit).cap
-                    th = solve_thresholds_descent(held["actions"][calib], prof, budget, criterion=criterion,
-                                                  scores=scores[calib])
-                    exits = simulate_exits(held["actions"][scored], th, cap=cap, scores=scores[scored])
-                    cost = float(charged[exits - 1].mean())
-                    err = float(errors[np.arange(len(exits)), exits - 1].mean())
-                    oracle = oracle_cost_at_error(held["actions"][scored], costs, err)
-                    row["budgets"][f"{frac:g}"] = {"cost_fraction": cost / costs[-1], "mean_error": err,
-                                                   "controller_over_oracle": ratio(cost, oracle)}
+                       "best_epoch": report.best_epoch, **judge(gates, data)}
                 rows.append(row)
-                print(f"{n:>8} {row['steps']:>7} {hidden:>6} {decay:>6g} {fit:>8.4f} {constant:>8.4f}  " + "  ".join(
-                    f"{b['controller_over_oracle']:>10.2f}" for b in row["budgets"].values()), flush=True)
-    best = min(rows, key=lambda r: r["fit_mse"])
+                show(f"{n:>8} {row['steps']:>7} {hidden:>6} {decay:>6g}", row)
+    from deer_vla.model.gate import ExitGates
+
+    reference = training_set(recs, max(per_task))  # the constant of a given file: the largest training set's mean
+    for path in args.gates:
+        row = {"gates": str(path), **judge(ExitGates.load(path), reference)}
+        rows.append(row)
+        show(f"{'file':>8} {Path(path).parent.name[:22]:>22}", row)
+    best = min((r for r in rows if "gates" not in r), key=lambda r: r["fit_mse"])
     print(f"best held-out fit: {best['per_task']} episodes per task, {best['hidden']} hidden, decay "
           f"{best['weight_decay']:g}: MSE {best['fit_mse']:.4f} (constant {best['constant_mse']:.4f})")
     out = Path(args.out)

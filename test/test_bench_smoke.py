@@ -294,12 +294,15 @@ def test_latency_energy_per_action_and_report(capsys):
 
 @pytest.mark.slow
 def test_bench_gate_fit_quick(tmp_path, quick_demos):
+    shipped = REPO / "deer_vla" / "assets" / "default_checkpoint" / "gates.safetensors"
     out = run_quick("bench_gate_fit.py", "--train", str(quick_demos), "--held", str(quick_demos),
-                    "--out", str(tmp_path / "fit.json"), "--cache", str(tmp_path / "cache"))
+                    "--out", str(tmp_path / "fit.json"), "--cache", str(tmp_path / "cache"), "--gates", str(shipped))
     assert "best held-out fit:" in out
     import json
 
     rows = json.loads((tmp_path / "fit.json").read_text())["rows"]
+    given = rows.pop()  # the shipped gates file, scored the same way after the trained settings
+    assert given["gates"] == str(shipped) and given["fit_mse"] > 0 and set(given["budgets"]) == {"0.3", "0.5"}
     assert [(r["per_task"], r["hidden"]) for r in rows] == [(1, 16), (2, 16)]
     assert rows[1]["steps"] > rows[0]["steps"]  # the second setting trains on more episodes
     # a fit and a controller/oracle ratio (>= 1: the oracle is a lower bound) for every budget
