@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     fractions = [float(b) for b in args.budgets.split(",") if b.strip()]
     if args.quick:
         per_task, hiddens, decays, fractions = [1, 2], [16], [0.1], [0.3, 0.5]
+    if not (per_task and hiddens and decays and fractions) or min(per_task) < 1 or min(hiddens) < 1:
+        raise SystemExit("--per-task, --hidden, --weight-decay and --budgets each need at least one value "
+                         "(episodes per task and hidden units >= 1)")
     for d in [*train_dirs, held_dir]:
         if not d.is_dir():
             raise SystemExit(f"dataset directory not found: {d} (deer-vla collect writes one)")
