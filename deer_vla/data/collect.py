@@ -108,8 +108,10 @@ def _worker_init(out: str, meta_dict: dict[str, Any]) -> None:
     # One core per worker: no BLAS/llvmpipe thread fan-out on a shared machine.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("LP_NUM_THREADS", "1")
+    from deer_vla.core.parent_watch import exit_with_parent
     from deer_vla.data.episodes import DatasetMeta, EpisodeWriter
 
+    exit_with_parent()  # a killed collector must not leave its workers (and their simulators) behind
     _WRITER["w"] = EpisodeWriter(out, DatasetMeta.from_dict(meta_dict))
 
 

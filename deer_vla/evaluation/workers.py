@@ -123,6 +123,9 @@ class Worker(Protocol[R]):
 
 def _serve(factory: Callable[[], Worker[Any]], jobs: Any, results: Any) -> None:
     """A worker process: build the worker, run jobs until the None sentinel, report each job's outcome."""
+    from deer_vla.core.parent_watch import exit_with_parent
+
+    exit_with_parent()  # a killed evaluation must not leave its workers (and their simulators) behind
     try:
         worker = factory()
     except Exception as exc:
