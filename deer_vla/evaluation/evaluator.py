@@ -644,10 +644,10 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla evaluate: {exc}", file=sys.stderr)
         return 2
     except WorkerProcessError as exc:  # what finished is in the journal: say how to continue from it
+        memory = " (an MT50 worker holds about 9 GB: fewer --workers need less memory)"
         print(f"deer-vla evaluate: {exc}\nthe episodes finished so far are kept in "
               f"{Path(args.out) / JOURNAL_NAME}: the same command with --resume plays only the rest"
-              + (" (an MT50 worker holds about 9 GB: fewer --workers need less memory)" if "-9" in str(exc) else ""),
-              file=sys.stderr)
+              + (memory if "out-of-memory" in str(exc) else ""), file=sys.stderr)
         return 1
     return 0
 
