@@ -463,3 +463,30 @@ def test_a_worker_killed_mid_run_ends_evaluate_with_how_to_resume(checkpoint: tu
     err = capsys.readouterr().err
     assert "out-of-memory killer" in err and str(out / "episodes.jsonl") in err and "--resume" in err
     assert "fewer --workers" in err and "Traceback" not in err
+
+
+def test_evaluate_warns_when_data_demos_lacks_the_evaluated_tasks(checkpoint: tuple[Path, Path], tmp_path: Path,
+                                                                   monkeypatch, caplog) -> None:
+    """Without --calibration-dataset, evaluate solves its budgets on data/demos when present: said, naming the
+    evaluated tasks it has no demonstrations of (e.g. `--checkpoint mt50 --suite mt50`); silent when it has them
+    all, or when the calibration set is given."""
+    import logging
+    import shutil
+
+    import deer_vla.evaluation.evaluator as evaluator
+
+    ckpt, data = checkpoint
+    shutil.copytree(data, tmp_path / "data" / "demos")  # drawer-open only
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: {})  # the warning comes before any episode
+    argv = ["--checkpoint", str(ckpt), "--budgets", "0.5", "--no-progress", "--out", str(tmp_path / "out")]
+    with caplog.at_level(logging.WARNING, logger="deer_vla.evaluate"):
+        assert evaluate_main([*argv, "--tasks", "drawer-open,window-open"]) == 0
+    assert [r.getMessage() for r in caplog.records if "data/demos" in r.getMessage()] == [
+        "the dynamic modes' thresholds are solved on data/demos (the default --calibration-dataset), which has no "
+        "demonstrations of window-open: pass --calibration-dataset with the evaluated tasks' own"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="deer_vla.evaluate"):
+        assert evaluate_main([*argv, "--tasks", "drawer-open"]) == 0
+        assert evaluate_main([*argv, "--tasks", "window-open", "--calibration-dataset", str(data)]) == 0
+    assert not [r for r in caplog.records if "default --calibration-dataset" in r.getMessage()]

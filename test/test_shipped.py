@@ -189,23 +189,3 @@ def test_one_shipped_checkpoints_thresholds_are_refused_for_the_other(capsys: py
         err = capsys.readouterr().err
         assert "solved on other weights" in err and err.count("\n") == 1
 
-
-def test_evaluate_says_when_its_default_calibration_set_is_not_the_checkpoints_training_data(
-        assets: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Without --calibration-dataset, evaluate solves the dynamic modes' thresholds on data/demos when present:
-    the default checkpoint's ten-task demonstrations, also for mt50 (trained on data/mt50). Said, naming both."""
-    from deer_vla.evaluation.evaluator import cli_main as evaluate_main
-
-    (tmp_path / "data" / "demos").mkdir(parents=True)
-    (assets / "mt50_checkpoint" / "extra.json").write_text(
-        json.dumps({"training": {"config": {"dataset": "data/mt50"}}}))
-    with caplog.at_level("WARNING", logger="deer_vla.evaluate"):
-        evaluate_main(["--checkpoint", "mt50", "--budgets", "0.2"])  # the stand-in's empty config fails later
-    assert any("data/demos" in r.message and "data/mt50" in r.message and "--calibration-dataset" in r.message
-               for r in caplog.records), caplog.text
-    caplog.clear()
-    (assets / "default_checkpoint" / "extra.json").write_text(
-        json.dumps({"training": {"config": {"dataset": "data/demos"}}}))
-    with caplog.at_level("WARNING", logger="deer_vla.evaluate"):
-        evaluate_main(["--checkpoint", "default", "--budgets", "0.2"])
-    assert not any("--calibration-dataset" in r.message for r in caplog.records), caplog.text
