@@ -240,15 +240,15 @@ def training_episodes(datasets: str | Path | Sequence[str | Path], cameras: Sequ
     if not roots:
         raise ValueError("no dataset directory given to train the gates on")
     pool: list[tuple[EpisodeDataset, int]] = []
-    held: set[str] = set()
+    present: set[str] = set()  # every task some dataset holds
     for root in roots:
         if not root.is_dir():
             raise FileNotFoundError(f"dataset directory not found: {root}")
         ds = EpisodeDataset(root)
-        held.update(ds.tasks)
+        present.update(ds.tasks)
         wanted = ds.tasks if tasks is None else [t for t in tasks if t in ds.tasks]
         pool += [(ds, i) for i in sorted(i for t in wanted for i in ds.episodes_for_task(t)[skip_per_task:])]
-    missing = sorted(set(tasks or ()) - held)
+    missing = sorted(set(tasks or ()) - present)
     if missing:  # a task no dataset holds is a typo, not an empty share
         raise KeyError(f"task(s) {missing} are in none of {', '.join(str(r) for r in roots)}")
     if not pool:
