@@ -9,6 +9,7 @@ import pytest
 
 from deer_vla.data.collect import FAILURES_FILE, STATS_FILE, cli_main, rollout_episode
 from deer_vla.data.episodes import EpisodeDataset
+from deer_vla.sim.simulator_cache import SimulatorCache
 from deer_vla.sim.tasks import get_task
 
 
@@ -129,11 +130,10 @@ def test_a_collector_worker_keeps_a_bounded_number_of_simulators(monkeypatch) ->
             closed.append(self.task)
 
     monkeypatch.setattr(mw, "MetaWorldAdapter", FakeAdapter)
-    monkeypatch.setattr(collect, "_ADAPTERS", type(collect._ADAPTERS)())
-    monkeypatch.setattr(collect, "MAX_CACHED_SIMULATORS", 3)
+    monkeypatch.setattr(collect, "_SIMULATORS", SimulatorCache(3))
     get = lambda t: collect._cached_adapter(t, 64, ("static",), None)
     a = get("a")
     get("b"), get("c")
     assert get("a") is a and not closed  # cached, and now the most recently used
     get("d")
-    assert closed == ["b"] and list(collect._ADAPTERS) == ["c", "a", "d"]
+    assert closed == ["b"] and collect._SIMULATORS.tasks == ["c", "a", "d"]

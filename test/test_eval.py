@@ -5,6 +5,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fixtures import build_tiny_checkpoint
@@ -490,3 +491,59 @@ def test_evaluate_warns_when_data_demos_lacks_the_evaluated_tasks(checkpoint: tu
         assert evaluate_main([*argv, "--tasks", "drawer-open"]) == 0
         assert evaluate_main([*argv, "--tasks", "window-open", "--calibration-dataset", str(data)]) == 0
     assert not [r for r in caplog.records if "default --calibration-dataset" in r.getMessage()]
+
+
+class _CountingWorker(EvalWorker):
+    """An EvalWorker whose simulators are stand-ins that record being closed."""
+
+    def __init__(self, max_simulators: int) -> None:
+        super().__init__(runner=None, profile=None, image_size=64, max_simulators=max_simulators)  # type: ignore[arg-type]
+        self.closed: list[str] = []
+
+    def _make_adapter(self, task: str, max_steps: int | None) -> object:
+        worker = self
+
+        class Stand:
+            def close(self) -> None:
+                worker.closed.append(task)
+
+        return Stand()
+
+
+def test_an_evaluation_worker_keeps_at_most_max_simulators() -> None:
+    """MT50's 50 simulators in one worker took 9 GB: a worker keeps --max-simulators and closes the oldest."""
+    worker = _CountingWorker(max_simulators=2)
+    for task in ("a", "b", "a", "c"):
+        worker.adapter(task, None)
+    assert worker.closed == ["b"] and worker.simulators.tasks == ["a", "c"]
+    worker.close()
+    assert sorted(worker.closed) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("task", ["drawer-open", "drawer-open-shared"])  # shared: its start is drawn too
+def test_a_simulator_made_again_plays_the_same_episode(task: str) -> None:
+    """Closing a simulator and making it again must not change results: an episode is fixed by its seed, not by
+    what the simulator played before."""
+    from deer_vla.sim.metaworld_env import MetaWorldAdapter
+
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(4, 4))
+
+    def play(adapter: MetaWorldAdapter) -> list[np.ndarray]:
+        obs = adapter.reset(seed=100003)
+        seen = [obs.images["static"].copy(), np.asarray(obs.proprio).copy()]
+        for a in actions:
+            out = adapter.step(a)
+            seen += [out.observation.images["wrist"].copy(), np.asarray(out.observation.proprio).copy()]
+        return seen
+
+    used = MetaWorldAdapter(task, cameras=("static", "wrist"), image_size=32)
+    fresh = MetaWorldAdapter(task, cameras=("static", "wrist"), image_size=32)
+    try:
+        used.reset(seed=100000)
+        for a in actions[::-1]:
+            used.step(a)
+        for x, y in zip(play(used), play(fresh), strict=True):
+            np.testing.assert_array_equal(x, y)
+    finally:
+        used.close()
+        fresh.close()

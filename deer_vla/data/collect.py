@@ -20,7 +20,6 @@ import os
 import sys
 import time
 import zlib
-from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from deer_vla.sim.simulator_cache import SimulatorCache
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +98,11 @@ class EpisodeOutcome:
 
 # --- worker side -------------------------------------------------------------------------------
 
-_ADAPTERS: OrderedDict[str, Any] = OrderedDict()  # task -> simulator, least recently used first
 _WRITER: dict[str, Any] = {}
 # Simulators a worker keeps (each MuJoCo model + renderer is ~0.2 GB): all ten of the default suite, while
 # the 50-task suite no longer grows a worker to ~9 GB (jobs go round-robin over tasks).
 MAX_CACHED_SIMULATORS = 10
+_SIMULATORS = SimulatorCache(MAX_CACHED_SIMULATORS)  # this worker process's, by task
 
 
 def _worker_init(out: str, meta_dict: dict[str, Any]) -> None:
@@ -156,16 +157,10 @@ def rollout_episode(adapter: Any, seed: int, noise: float) -> Any:
 
 def _cached_adapter(task: str, image_size: int, cameras: tuple[str, ...], max_steps: int | None) -> Any:
     """This worker's simulator for ``task``; the least recently used one is closed beyond the cache size."""
-    if task in _ADAPTERS:
-        _ADAPTERS.move_to_end(task)
-        return _ADAPTERS[task]
     from deer_vla.sim.metaworld_env import MetaWorldAdapter
 
-    while len(_ADAPTERS) >= MAX_CACHED_SIMULATORS:
-        _, old = _ADAPTERS.popitem(last=False)
-        old.close()
-    _ADAPTERS[task] = MetaWorldAdapter(task, image_size=image_size, cameras=cameras, max_steps=max_steps)
-    return _ADAPTERS[task]
+    return _SIMULATORS.get(task, lambda: MetaWorldAdapter(task, image_size=image_size, cameras=cameras,
+                                                          max_steps=max_steps))
 
 
 def _collect_one(job: tuple[str, int, float, int, tuple[str, ...], int | None]) -> EpisodeOutcome:

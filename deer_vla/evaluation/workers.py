@@ -1,10 +1,12 @@
-"""Episode workers: a policy and one simulator per task, reused over jobs, here or in worker processes.
+"""Episode workers: a policy and a simulator per task, reused over jobs, here or in worker processes.
 
 A worker is an explicit object, not module state: ``EvalWorker`` runs the
 evaluator's (mode, task, seeds) jobs; ``run_in_processes`` starts spawn
 processes that each build their own worker from a picklable factory (for
 example ``functools.partial(EvalWorker.from_spec, spec)``) and feed it jobs
 from a queue, so a process loads its policy once and keeps its simulators.
+
+A worker keeps at most ``max_simulators`` simulators (``sim.simulator_cache``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec, make_controller, run_episode
+from deer_vla.sim.simulator_cache import SimulatorCache
 
 if TYPE_CHECKING:
     from deer_vla.core import CostProfile
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 # (mode, task, [(seed, instruction or None = the task's own)], step limit or None = the adapter's)
 Job = tuple[ModeSpec, str, list[tuple[int, str | None]], int | None]
 R = TypeVar("R")
+DEFAULT_MAX_SIMULATORS = 16  # all of the ten-task suite with its shared-start tasks; of MT50's 50, a third
 
 
 M = TypeVar("M")
@@ -72,33 +76,36 @@ def model_image_size(runner: Any) -> int | None:
 
 
 class EvalWorker:
-    """Runs evaluation jobs with one policy: one simulator per task, and one online budget tracker per
-    tracking mode kept over all the jobs it runs (it holds the budget over the whole run, as on a robot)."""
+    """Runs evaluation jobs with one policy: a simulator per task (at most ``max_simulators``, the least
+    recently used closed first), and one online budget tracker per tracking mode kept over all the
+    jobs it runs (it holds the budget over the whole run, as on a robot)."""
 
-    def __init__(self, runner: Any, profile: CostProfile, image_size: int | None = None) -> None:
+    def __init__(self, runner: Any, profile: CostProfile, image_size: int | None = None,
+                 max_simulators: int = DEFAULT_MAX_SIMULATORS) -> None:
         self.runner = runner
         self.profile = profile
         self.image_size = image_size or model_image_size(runner)
-        self.adapters: dict[str, Any] = {}
+        self.simulators = SimulatorCache(max_simulators)
         self.trackers: dict[str, Any] = {}
 
     @classmethod
-    def from_spec(cls, spec: PolicySpec) -> EvalWorker:
+    def from_spec(cls, spec: PolicySpec, max_simulators: int = DEFAULT_MAX_SIMULATORS) -> EvalWorker:
         runner, profile = spec.load()
-        return cls(runner, profile, spec.image_size)
+        return cls(runner, profile, spec.image_size, max_simulators)
 
     def adapter(self, task: str, max_steps: int | None) -> Any:
         """The simulator of ``task``, made on first use (``max_steps`` applies when it is made)."""
-        if task not in self.adapters:
-            from deer_vla.sim.metaworld_env import MetaWorldAdapter
+        return self.simulators.get(task, lambda: self._make_adapter(task, max_steps))
 
-            kwargs: dict[str, Any] = {"cameras": tuple(self.runner.cameras)}
-            if self.image_size:
-                kwargs["image_size"] = self.image_size
-            if max_steps is not None:
-                kwargs["max_steps"] = max_steps
-            self.adapters[task] = MetaWorldAdapter(task, **kwargs)
-        return self.adapters[task]
+    def _make_adapter(self, task: str, max_steps: int | None) -> Any:
+        from deer_vla.sim.metaworld_env import MetaWorldAdapter
+
+        kwargs: dict[str, Any] = {"cameras": tuple(self.runner.cameras)}
+        if self.image_size:
+            kwargs["image_size"] = self.image_size
+        if max_steps is not None:
+            kwargs["max_steps"] = max_steps
+        return MetaWorldAdapter(task, **kwargs)
 
     def run_job(self, job: Job) -> list[EpisodeResult]:
         mode, task, plan, max_steps = job
@@ -110,9 +117,7 @@ class EvalWorker:
         return [run_episode(adapter, controller, mode.name, task, seed, instr, limit) for seed, instr in plan]
 
     def close(self) -> None:
-        for adapter in self.adapters.values():
-            adapter.close()
-        self.adapters = {}
+        self.simulators.close()
 
 
 class Worker(Protocol[R]):
