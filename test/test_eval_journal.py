@@ -196,3 +196,44 @@ def test_a_held_out_mode_keeps_its_name_in_the_printed_tables(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("full [heldout]") >= 2  # the summary row and its progress line
     assert "│ full [heldout]" in out
+
+
+def test_runs_of_another_checkpoint_or_mode_definition_are_set_side_by_side_under_a_label(tmp_path, capsys):
+    """Two checkpoints (or two gate sets' same-named modes) on the same seeds: labelled, each run's modes keep
+    their own episodes ('s6:full') and pair episode by episode with the other run's; unlabelled, still refused."""
+    def header(weights: str, digest: str) -> dict:
+        return {"journal": 1, "fingerprint": {"weights_sha256": weights, "max_steps": None, "image_size": 64,
+                                              "seed_offset": 0},
+                "plan": {"modes": ["full", "full [heldout]"], "tasks": ["reach-v3"], "episodes_per_task": 4,
+                         "mode_digests": {"full": digest, "full [heldout]": digest}}}
+
+    new = [header("b", "f0")] + [_episode(seed=s, success=s < 3) for s in range(4)] + \
+        [_episode(mode="full [heldout]", seed=s, success=s < 2) for s in range(4)]
+    old = [header("a", "f9")] + [_episode(seed=s, success=s == 0) for s in range(4)] + \
+        [_episode(mode="full [heldout]", seed=s, success=s == 3) for s in range(4)]
+    _journal(tmp_path / "new", new)
+    _journal(tmp_path / "old", old)
+    runs = [tmp_path / "new", tmp_path / "old"]
+    assert cli_main([str(d) for d in runs]) == 1
+    assert f"--label {tmp_path / 'old'}=NAME" in capsys.readouterr().err
+    report = journal_report(runs, labels={tmp_path / "old": "s6"}, pair_with="s6:full")
+    assert report["progress"] == {"full": [4, 4], "full [heldout]": [4, 4], "s6:full": [4, 4],
+                                  "s6:full [heldout]": [4, 4]}
+    assert report["summary"]["s6:full"]["overall"]["successes"] == 1  # the old run's, not pooled with the new
+    paired = report["paired"]
+    assert (paired["full"]["reference"], paired["full"]["only_mode"], paired["full"]["only_reference"]) == \
+        ("s6:full", 2, 0)
+    assert (paired["full [heldout]"]["reference"], paired["full [heldout]"]["only_mode"],
+            paired["full [heldout]"]["only_reference"]) == ("s6:full [heldout]", 2, 1)
+    assert cli_main([str(d) for d in runs] + ["--label", f"{tmp_path / 'old'}=s6", "--pair-with", "s6:full"]) == 0
+    assert "s6:full [heldout]" in capsys.readouterr().out
+    # the same weights, a mode defined otherwise (another gate set's thresholds): a label sets it apart too
+    _journal(tmp_path / "gates2", [header("b", "f1")] + [_episode(seed=s) for s in range(4)])
+    assert cli_main([str(tmp_path / "new"), str(tmp_path / "gates2")]) == 1
+    assert "is not the same mode" in capsys.readouterr().err
+    assert journal_report([tmp_path / "new", tmp_path / "gates2"], labels={tmp_path / "gates2": "g2"}
+                          )["summary"]["g2:full"]["overall"]["successes"] == 4
+    for bad, expected in ((f"{tmp_path / 'elsewhere'}=x", "is not one of the runs reported"),
+                          (f"{tmp_path / 'old'}=a b", "letters, digits")):
+        assert cli_main([str(d) for d in runs] + ["--label", bad]) == 1
+        assert expected in capsys.readouterr().err

@@ -5,13 +5,19 @@ without the model or the simulator and prints the same tables as the finished ru
 intervals, GFLOPs per step, MT50 difficulty groups), with how many of each mode's planned episodes are in.
 Modes that are behind have fewer episodes: compare modes on the tasks they all finished (``--common``).
 Several runs of the same checkpoint (e.g. a second run with more seeds, ``--seed-offset``) are pooled: give
-every output directory; a mode's episodes from all of them count, each (mode, task, seed) once.
+every output directory; a mode's episodes from all of them count, each (mode, task, seed) once. Runs of
+another checkpoint, or two runs whose modes share a name but not a definition (e.g. two gate sets'
+``th-learned0.2+track``), are set side by side under a label (``--label DIR=NAME``: its modes become
+``NAME:mode``), paired episode by episode with ``--pair-with``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +32,25 @@ from deer_vla.evaluation.report import (
     summarize,
 )
 
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.+-]+")
+
 
 def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False,
-                   seeds: tuple[int, int] | None = None, pair_with: str = "full") -> dict[str, Any]:
+                   seeds: tuple[int, int] | None = None, pair_with: str = "full",
+                   labels: Mapping[str | Path, str] | None = None) -> dict[str, Any]:
     """Summary of the journal in ``out_dirs`` (one directory, or several runs to pool): {"plan", "progress":
     {mode: [done, planned]}, "summary", "groups", "paired", "episodes"}. ``common``: only the (task, seed) pairs
     every mode has finished, so the modes are compared on the same episodes. ``seeds`` (first, last): only those
     seeds' episodes, planned and played (e.g. the whole seeds a stopped run finished). ``pair_with``: the mode
     every other is paired with episode by episode (e.g. a static exit of the dynamic mode's cost; held-out modes
-    with its held-out run, so 'exit2' and 'exit2 [heldout]' name the same pairing). Runs of another
-    checkpoint (weights), step limit or image size than the first are refused (JournalError)."""
+    with its held-out run, so 'exit2' and 'exit2 [heldout]' name the same pairing). ``labels`` {run directory:
+    name}: that run's modes are reported as 'name:mode' ('name:full', 'name:exit2 [heldout]'). Runs of another
+    step limit or image size than the first are refused (JournalError), and so are runs of another checkpoint
+    (weights) without a label."""
     dirs = [Path(d) for d in (out_dirs if isinstance(out_dirs, list) else [out_dirs])]
-    runs = [(d, *read_journal(d / JOURNAL_NAME)) for d in dirs]
-    _check_poolable(runs)
+    named = _labels(labels or {}, dirs)
+    runs = [_labelled(d, *read_journal(d / JOURNAL_NAME), named.get(d)) for d in dirs]
+    _check_poolable(runs, set(named))
 
     def in_range(seed: int) -> bool:
         return seeds is None or seeds[0] <= seed <= seeds[1]
@@ -90,23 +102,52 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
     }
 
 
-def _check_poolable(runs: list[tuple[Path, dict[str, Any], list[Any]]]) -> None:
-    """Runs pool only if their episodes are of one policy and one protocol: the same checkpoint weights, step
-    limit and image size (modes, seeds and tasks may differ), and a mode name both runs have means the same
-    mode in both (its digest in the plans; journals older than the digests cannot be checked)."""
+def _labels(labels: Mapping[str | Path, str], dirs: list[Path]) -> dict[Path, str]:
+    named = {Path(d): str(name) for d, name in labels.items()}
+    for d, name in named.items():
+        if d not in dirs:
+            raise JournalError(f"--label {d}={name}: {d} is not one of the runs reported "
+                               f"({', '.join(str(x) for x in dirs)})")
+        if not LABEL_PATTERN.fullmatch(name):
+            raise JournalError(f"--label {d}={name}: a label is letters, digits and . _ + - only")
+    return named
+
+
+def _labelled(out: Path, header: dict[str, Any], records: list[Any], label: str | None
+              ) -> tuple[Path, dict[str, Any], list[Any]]:
+    """The run with every mode named 'label:mode' (in its plan, its mode digests and its episodes)."""
+    if label is None:
+        return out, header, records
+    plan = dict(header.get("plan") or {})
+    if isinstance(plan.get("modes"), list):
+        plan["modes"] = [f"{label}:{m}" for m in plan["modes"]]
+    if isinstance(plan.get("mode_digests"), dict):
+        plan["mode_digests"] = {f"{label}:{m}": d for m, d in plan["mode_digests"].items()}
+    return out, {**header, "plan": plan}, [replace(r, mode=f"{label}:{r.mode}") for r in records]
+
+
+def _check_poolable(runs: list[tuple[Path, dict[str, Any], list[Any]]], labelled: set[Path]) -> None:
+    """Runs pool only if their episodes are of one protocol, the same step limit and image size (modes, seeds
+    and tasks may differ), and of one checkpoint's weights unless labelled (their modes are then their own);
+    a mode name two runs have means the same mode in both (its digest in the plans; journals older than the
+    digests cannot be checked)."""
     first_dir, first, _ = runs[0]
     seen: dict[str, tuple[str, Path]] = {}  # mode -> (digest, run that first had it)
     for out, header, _ in runs:
         mine, theirs = first.get("fingerprint", {}), header.get("fingerprint", {})
-        diff = [k for k in ("weights_sha256", "max_steps", "image_size") if mine.get(k) != theirs.get(k)]
+        diff = [k for k in ("max_steps", "image_size") if mine.get(k) != theirs.get(k)]
         if diff:
             raise JournalError(f"cannot pool {out} with {first_dir}: their {', '.join(diff)} differ (another "
-                               "checkpoint or protocol)")
+                               "protocol)")
+        if mine.get("weights_sha256") != theirs.get("weights_sha256") and not ({out, first_dir} & labelled):
+            raise JournalError(f"cannot pool {out} with {first_dir}: their weights_sha256 differ (another "
+                               f"checkpoint); to set them side by side, label one: --label {out}=NAME")
         for mode, digest in ((header.get("plan") or {}).get("mode_digests") or {}).items():
             other = seen.setdefault(mode, (digest, out))
             if other[0] != digest:
                 raise JournalError(f"cannot pool {out} with {other[1]}: their mode {mode!r} is not the same mode "
-                                   "(other thresholds, criterion or budget); report them separately")
+                                   "(other thresholds, criterion or budget); report them separately, or label "
+                                   f"one: --label {out}=NAME")
 
 
 def _seed_range(text: str) -> tuple[int, int]:
@@ -118,6 +159,13 @@ def _seed_range(text: str) -> tuple[int, int]:
     if lo > hi:
         raise argparse.ArgumentTypeError(f"first seed {lo} is after last seed {hi}")
     return lo, hi
+
+
+def _label(text: str) -> tuple[Path, str]:
+    out, sep, name = text.rpartition("=")
+    if not sep or not out or not name:
+        raise argparse.ArgumentTypeError(f"expected DIR=NAME, got {text!r}")
+    return Path(out), name
 
 
 def _full_mode(order: list[str]) -> str | None:
@@ -135,11 +183,14 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--pair-with", default=None, metavar="MODE",
                    help="pair every mode with this one episode by episode (default: full), e.g. exit2 to set a "
                    "dynamic mode beside the static exit of its cost")
+    p.add_argument("--label", type=_label, action="append", default=[], metavar="DIR=NAME",
+                   help="report the run in DIR with its modes named NAME:mode, e.g. to set another checkpoint's "
+                   "run or another gate set's beside this one (pair them with --pair-with NAME:full); repeatable")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = p.parse_args(argv)
     try:
         report = journal_report(args.out, common=args.common, seeds=args.seeds,
-                                pair_with=args.pair_with or "full")
+                                pair_with=args.pair_with or "full", labels=dict(args.label))
     except JournalError as exc:
         print(f"deer-vla eval-report: {exc}", file=sys.stderr)
         return 1
