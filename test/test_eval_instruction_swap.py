@@ -59,3 +59,20 @@ def test_cli_with_the_partner_expert_reports_every_episode_swapped(tmp_path: Pat
 def test_cli_refuses_tasks_without_a_shared_start(capsys: pytest.CaptureFixture) -> None:
     assert swap.cli_main(["--expert", "own", "--tasks", "drawer-open"]) == 2
     assert "shared-start tasks only" in capsys.readouterr().err
+
+
+def test_the_experts_unrendered_simulator_is_not_handed_to_the_policy() -> None:
+    """Experts read the state (no cameras); the policy needs its cameras: one task, two simulators."""
+    from types import SimpleNamespace
+
+    from deer_vla.evaluation.instruction_swap import SwapWorker
+
+    worker = SwapWorker(runner=SimpleNamespace(cameras=("static",)), image_size=32)
+    try:
+        expert_sim = worker.adapter("drawer-open-shared", False, 5)
+        policy_sim = worker.adapter("drawer-open-shared", True, 5)
+        assert policy_sim is not expert_sim
+        assert tuple(expert_sim.cameras) == () and tuple(policy_sim.cameras) == ("static",)
+        assert worker.adapter("drawer-open-shared", True, 5) is policy_sim
+    finally:
+        worker.close()

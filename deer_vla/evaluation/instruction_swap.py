@@ -44,7 +44,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from deer_vla.evaluation.stats import wilson_interval
-from deer_vla.evaluation.workers import PolicySpec, model_image_size, run_in_processes, seed_major_jobs
+from deer_vla.evaluation.workers import (
+    DEFAULT_MAX_SIMULATORS,
+    PolicySpec,
+    model_image_size,
+    run_in_processes,
+    seed_major_jobs,
+)
+from deer_vla.sim.simulator_cache import SimulatorCache
 
 if TYPE_CHECKING:
     from deer_vla.evaluation.evaluator import EvalConfig
@@ -215,13 +222,14 @@ def print_summary(summary: dict[str, dict[str, Any]]) -> None:
 
 class SwapWorker:
     """Runs swap jobs: ``mode`` "expert-own"/"expert-partner" (scripted experts, no policy needed) or an
-    evaluator ModeSpec on ``runner``. One simulator per task, tracking the pair's other task."""
+    evaluator ModeSpec on ``runner``. A simulator per task and camera set (at most
+    ``DEFAULT_MAX_SIMULATORS`` open), tracking the pair's other task."""
 
     def __init__(self, runner: Any = None, profile: Any = None, image_size: int | None = None) -> None:
         self.runner = runner
         self.profile = profile
         self.image_size = image_size or model_image_size(runner)
-        self.adapters: dict[str, Any] = {}
+        self.simulators = SimulatorCache(DEFAULT_MAX_SIMULATORS)
 
     @classmethod
     def from_spec(cls, spec: PolicySpec) -> SwapWorker:
@@ -229,8 +237,9 @@ class SwapWorker:
         return cls(runner, profile, spec.image_size)
 
     def adapter(self, task: str, rendered: bool, max_steps: int | None) -> Any:
-        """``task``'s simulator, made on first use; experts read the state, so theirs renders no camera."""
-        if task not in self.adapters:
+        """``task``'s simulator, made on first use; experts read the state, so theirs renders no camera (and is
+        another simulator than the policy's of the same task)."""
+        def make() -> Any:
             from deer_vla.sim.metaworld_env import MetaWorldAdapter
 
             kwargs: dict[str, Any] = {"cameras": tuple(self.runner.cameras) if rendered else (),
@@ -239,8 +248,9 @@ class SwapWorker:
                 kwargs["image_size"] = self.image_size
             if max_steps is not None:
                 kwargs["max_steps"] = max_steps
-            self.adapters[task] = MetaWorldAdapter(task, **kwargs)
-        return self.adapters[task]
+            return MetaWorldAdapter(task, **kwargs)
+
+        return self.simulators.get((task, rendered), make)
 
     def run_job(self, job: tuple[Any, str, list[tuple[int, str | None]], int | None]) -> list[SwapEpisode]:
         """One (mode, task) chunk."""
@@ -261,9 +271,7 @@ class SwapWorker:
         return [run_swap_episode(adapter, actor, name, seed, instr, max_steps) for seed, instr in plan]
 
     def close(self) -> None:
-        for adapter in self.adapters.values():
-            adapter.close()
-        self.adapters = {}
+        self.simulators.close()
 
 
 def check_shared(tasks: Sequence[str]) -> None:

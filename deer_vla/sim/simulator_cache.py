@@ -9,33 +9,34 @@ again plays the same episode as the one it replaces.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 
 class SimulatorCache:
-    """Up to ``max_open`` simulators by task (anything with ``close()``), least recently used first."""
+    """Up to ``max_open`` simulators (anything with ``close()``) by key (a task name, or a task and how it is
+    set up), least recently used first."""
 
     def __init__(self, max_open: int) -> None:
         if isinstance(max_open, bool) or not isinstance(max_open, int) or max_open < 1:
             raise ValueError(f"the number of simulators kept open must be an int >= 1, got {max_open!r}")
         self.max_open = max_open
-        self._open: OrderedDict[str, Any] = OrderedDict()
+        self._open: OrderedDict[Hashable, Any] = OrderedDict()
 
-    def get(self, task: str, make: Callable[[], Any]) -> Any:
-        """``task``'s simulator: the open one, else ``make()`` after closing the least recently used if full."""
-        if task in self._open:
-            self._open.move_to_end(task)
-            return self._open[task]
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``key``'s simulator: the open one, else ``make()`` after closing the least recently used if full."""
+        if key in self._open:
+            self._open.move_to_end(key)
+            return self._open[key]
         while len(self._open) >= self.max_open:
             _, oldest = self._open.popitem(last=False)
             oldest.close()
-        self._open[task] = make()
-        return self._open[task]
+        self._open[key] = make()
+        return self._open[key]
 
     @property
-    def tasks(self) -> list[str]:
-        """The tasks with an open simulator, least recently used first."""
+    def tasks(self) -> list[Hashable]:
+        """The keys with an open simulator, least recently used first."""
         return list(self._open)
 
     def close(self) -> None:
