@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deer_vla.evaluation.journal import JOURNAL_NAME
+from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError
 from deer_vla.evaluation.journal_report import cli_main, journal_report
 
 HEADER = {"journal": 1, "fingerprint": {"seed_offset": 0}, "plan": {"modes": ["full", "exit1"], "tasks": ["reach-v3"],
@@ -233,6 +233,10 @@ def test_runs_of_another_checkpoint_or_mode_definition_are_set_side_by_side_unde
     assert "is not the same mode" in capsys.readouterr().err
     assert journal_report([tmp_path / "new", tmp_path / "gates2"], labels={tmp_path / "gates2": "g2"}
                           )["summary"]["g2:full"]["overall"]["successes"] == 4
+    # two unlabelled runs of two other checkpoints would still share names: refused, whatever is labelled
+    _journal(tmp_path / "third", [header("c", "f0")] + [_episode(seed=s) for s in range(4)])
+    with pytest.raises(JournalError, match="weights_sha256 differ"):
+        journal_report([tmp_path / "old", tmp_path / "new", tmp_path / "third"], labels={tmp_path / "old": "s6"})
     for bad, expected in ((f"{tmp_path / 'elsewhere'}=x", "is not one of the runs reported"),
                           (f"{tmp_path / 'old'}=a b", "letters, digits")):
         assert cli_main([str(d) for d in runs] + ["--label", bad]) == 1

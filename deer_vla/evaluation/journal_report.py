@@ -50,7 +50,7 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
     dirs = [Path(d) for d in (out_dirs if isinstance(out_dirs, list) else [out_dirs])]
     named = _labels(labels or {}, dirs)
     runs = [_labelled(d, *read_journal(d / JOURNAL_NAME), named.get(d)) for d in dirs]
-    _check_poolable(runs, set(named))
+    _check_poolable(runs, named)
 
     def in_range(seed: int) -> bool:
         return seeds is None or seeds[0] <= seed <= seeds[1]
@@ -126,21 +126,24 @@ def _labelled(out: Path, header: dict[str, Any], records: list[Any], label: str 
     return out, {**header, "plan": plan}, [replace(r, mode=f"{label}:{r.mode}") for r in records]
 
 
-def _check_poolable(runs: list[tuple[Path, dict[str, Any], list[Any]]], labelled: set[Path]) -> None:
+def _check_poolable(runs: list[tuple[Path, dict[str, Any], list[Any]]], labels: Mapping[Path, str]) -> None:
     """Runs pool only if their episodes are of one protocol, the same step limit and image size (modes, seeds
-    and tasks may differ), and of one checkpoint's weights unless labelled (their modes are then their own);
+    and tasks may differ); runs under one name (unlabelled, or one label) must be of one checkpoint's weights;
     a mode name two runs have means the same mode in both (its digest in the plans; journals older than the
     digests cannot be checked)."""
     first_dir, first, _ = runs[0]
     seen: dict[str, tuple[str, Path]] = {}  # mode -> (digest, run that first had it)
+    weights: dict[str | None, tuple[Any, Path]] = {}  # label (None: unlabelled) -> (weights, run that first had it)
     for out, header, _ in runs:
         mine, theirs = first.get("fingerprint", {}), header.get("fingerprint", {})
         diff = [k for k in ("max_steps", "image_size") if mine.get(k) != theirs.get(k)]
         if diff:
             raise JournalError(f"cannot pool {out} with {first_dir}: their {', '.join(diff)} differ (another "
                                "protocol)")
-        if mine.get("weights_sha256") != theirs.get("weights_sha256") and not ({out, first_dir} & labelled):
-            raise JournalError(f"cannot pool {out} with {first_dir}: their weights_sha256 differ (another "
+        label = labels.get(out)
+        other_weights, other_run = weights.setdefault(label, (theirs.get("weights_sha256"), out))
+        if other_weights != theirs.get("weights_sha256"):
+            raise JournalError(f"cannot pool {out} with {other_run}: their weights_sha256 differ (another "
                                f"checkpoint); to set them side by side, label one: --label {out}=NAME")
         for mode, digest in ((header.get("plan") or {}).get("mode_digests") or {}).items():
             other = seen.setdefault(mode, (digest, out))
