@@ -136,4 +136,4 @@ def test_a_collector_worker_keeps_a_bounded_number_of_simulators(monkeypatch) ->
     get("b"), get("c")
     assert get("a") is a and not closed  # cached, and now the most recently used
     get("d")
-    assert closed == ["b"] and collect._SIMULATORS.tasks == ["c", "a", "d"]
+    assert closed == ["b"] and collect._SIMULATORS.keys == ["c", "a", "d"]

@@ -515,7 +515,7 @@ def test_an_evaluation_worker_keeps_at_most_max_simulators() -> None:
     worker = _CountingWorker(max_simulators=2)
     for task in ("a", "b", "a", "c"):
         worker.adapter(task, None)
-    assert worker.closed == ["b"] and worker.simulators.tasks == ["a", "c"]
+    assert worker.closed == ["b"] and worker.simulators.keys == ["a", "c"]
     worker.close()
     assert sorted(worker.closed) == ["a", "b", "c"]
 

@@ -29,13 +29,13 @@ def test_the_least_recently_used_simulator_is_closed_to_make_another() -> None:
     get("b")
     assert get("a") is a and made == ["a", "b"]  # kept, not made again; "b" is now the least recently used
     get("c")
-    assert closed == ["b"] and cache.tasks == ["a", "c"]
+    assert closed == ["b"] and cache.keys == ["a", "c"]
     get("b")  # made again, closing "a"
-    assert made == ["a", "b", "c", "b"] and closed == ["b", "a"] and cache.tasks == ["c", "b"]
+    assert made == ["a", "b", "c", "b"] and closed == ["b", "a"] and cache.keys == ["c", "b"]
     cache.close()
-    assert sorted(closed) == ["a", "b", "b", "c"] and cache.tasks == []
+    assert sorted(closed) == ["a", "b", "b", "c"] and cache.keys == []
     get("d")  # still usable after close()
-    assert cache.tasks == ["d"]
+    assert cache.keys == ["d"]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, None])

@@ -35,7 +35,7 @@ class SimulatorCache:
         return self._open[key]
 
     @property
-    def tasks(self) -> list[Hashable]:
+    def keys(self) -> list[Hashable]:
         """The keys with an open simulator, least recently used first."""
         return list(self._open)
 
