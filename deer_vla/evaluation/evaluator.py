@@ -652,7 +652,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla evaluate: {exc}", file=sys.stderr)
         return 2
     except WorkerProcessError as exc:  # what finished is in the journal: say how to continue from it
-        memory = " (an MT50 worker holds about 9 GB: fewer --workers need less memory)"
+        memory = (" (a worker holds its policy and up to --max-simulators simulators of about 190 MB each: fewer "
+                  "--workers or a lower --max-simulators need less memory)")
         print(f"deer-vla evaluate: {exc}\nthe episodes finished so far are kept in "
               f"{Path(args.out) / JOURNAL_NAME}: the same command with --resume plays only the rest"
               + (memory if "out-of-memory" in str(exc) else ""), file=sys.stderr)
