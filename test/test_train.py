@@ -266,3 +266,43 @@ def test_init_overrides_grow_the_resampler_and_keep_the_trained_weights(dataset:
 
     with pytest.raises(ConfigError, match="init_overrides"):
         load_config(None, [*overrides, "model_preset=tiny", "init_overrides.resampler.num_latents=4"])
+
+
+def test_random_exit_weights_draw_the_exits_they_weight(tiny_cfg) -> None:
+    from deer_vla.model.policy import MultiExitPolicy
+
+    n = tiny_cfg.num_exits
+    model = MultiExitPolicy(tiny_cfg)
+    weights = [0.0] * n
+    weights[0], weights[-1] = 3.0, 1.0  # exit 1 three times as often as the last, no other exit
+    obj = DeerObjective(model, LossWeights(random_exit_weights=weights))
+    obj.generator = torch.Generator().manual_seed(0)
+    draws = obj._draw_exits(n, (400, 10), torch.device("cpu"))
+    assert draws.shape == (400, 10)
+    assert set(draws.unique().tolist()) == {0, n - 1}
+    assert 0.7 < float((draws == 0).float().mean()) < 0.8
+    # under DDP each rank gets its share of the global draw, as with the uniform draws
+    obj.generator.manual_seed(1)
+    global_draw = obj._draw_exits(n, (8, 4), torch.device("cpu"))
+    parts = []
+    for rank in range(2):
+        obj.shard = (rank, 2)
+        obj.generator.manual_seed(1)
+        parts.append(obj._draw_exits(n, (4, 4), torch.device("cpu")))
+    assert torch.equal(torch.cat(parts), global_draw)
+    # None keeps DeeR's uniform draws, bit for bit the same as before the option
+    uniform = DeerObjective(model, LossWeights())
+    uniform.generator = torch.Generator().manual_seed(2)
+    expected = torch.randint(0, n, (3, 5), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(uniform._draw_exits(n, (3, 5), torch.device("cpu")), expected)
+
+
+def test_random_exit_weights_are_checked_before_training(dataset: Path, tmp_path: Path) -> None:
+    from deer_vla.core.config_io import ConfigError
+
+    for bad in ([0.0, 0.0], [1.0, -1.0], [float("nan"), 1.0]):
+        with pytest.raises(ConfigError, match="random_exit_weights"):
+            load_config(None, _overrides(dataset, tmp_path / "bad", **{"loss.random_exit_weights": str(bad)}))
+    cfg = load_config(None, _overrides(dataset, tmp_path / "run", **{"loss.random_exit_weights": "[1.0]"}))
+    with pytest.raises(ConfigError, match="1 weights; the model has"):
+        Trainer(cfg, show_progress=False)

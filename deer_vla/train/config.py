@@ -7,6 +7,7 @@ model is built, with a message naming the bad key and value.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -32,11 +33,18 @@ class LossWeights(BaseModel):
     # be 10-100x below it; 0.1 keeps the two terms within an order of magnitude.
     gripper: float = Field(0.1, ge=0)
     huber_delta: float = Field(1.0, gt=0)
+    # The exits random_exit draws, one weight per exit 1..N (normalised). None: uniform, as the original. At
+    # run time under a small budget most steps stop at the first exits; weights like the controller's exit
+    # distribution there train the shared head on the mix it will see (split_exit stays uniform).
+    random_exit_weights: list[float] | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _some_term(self) -> LossWeights:
         if self.aux + self.final + self.random_exit + self.split_exit <= 0:
             raise ValueError("loss weights aux, final, random_exit and split_exit are all 0: nothing to train")
+        w = self.random_exit_weights
+        if w is not None and not (all(math.isfinite(v) and v >= 0 for v in w) and sum(w) > 0):
+            raise ValueError(f"loss.random_exit_weights must be finite, >= 0 and not all 0, got {w}")
         return self
 
 

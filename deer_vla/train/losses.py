@@ -4,14 +4,16 @@ One forward pass computes every exit's feature for every frame of the
 window; the loss then sums (weights from LossWeights):
   aux         each exit's auxiliary head on that exit's features,
   final       the shared head on the deepest exit,
-  random_exit the shared head on features whose exit is drawn uniformly per
-              (sample, time step) - at run time the head's history mixes exits,
+  random_exit the shared head on features whose exit is drawn per (sample, time
+              step), uniformly or with random_exit_weights - at run time the
+              head's history mixes exits,
   split_exit  the shared head on a window split at a random point into an
               earlier part at one exit and a later part at another.
 Each term = Huber(motion) + gripper_weight * BCE(gripper logit, closed?).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -88,6 +90,21 @@ class DeerObjective(nn.Module):
         draws = torch.randint(low, high, (rows * world, *shape[1:]), generator=self.generator)
         return draws[rank * rows : (rank + 1) * rows].to(device)
 
+    def _draw_exits(self, n: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """0-based exits of ``shape``: uniform over the n exits, or from ``weights.random_exit_weights``."""
+        weights = self.weights.random_exit_weights
+        if weights is None:
+            return self._randint(0, n, shape, device)
+        if len(weights) != n:
+            raise ValueError(f"loss.random_exit_weights has {len(weights)} weights; the model has {n} exits")
+        rank, world = self.shard
+        rows = shape[0]
+        count = rows * world * math.prod(shape[1:])
+        probs = torch.tensor(weights, dtype=torch.float64)
+        draws = torch.multinomial(probs, count, replacement=True, generator=self.generator)
+        draws = draws.view(rows * world, *shape[1:])
+        return draws[rank * rows : (rank + 1) * rows].to(device)
+
     def window_features(self, batch: WindowBatch) -> torch.Tensor:
         """(B, T, N, D): every exit's feature at every frame, from one backbone pass over B*T frames."""
         b, t = batch.shape
@@ -118,7 +135,7 @@ class DeerObjective(nn.Module):
         final_out = head(feats[:, :, n - 1], proprio)
         terms["final"] = action_loss(*_out(final_out), target, w)
         if w.random_exit > 0:
-            idx = self._randint(0, n, (b, t), feats.device)
+            idx = self._draw_exits(n, (b, t), feats.device)
             terms["random_exit"] = action_loss(*_out(head(gather_exits(feats, idx), proprio)), target, w)
         if w.split_exit > 0 and t >= 2:
             split = self._randint(1, t, (b, 1), feats.device)
