@@ -14,6 +14,7 @@ Each term = Huber(motion) + gripper_weight * BCE(gripper logit, closed?).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deer_vla.core.config_io import ConfigError
 from deer_vla.train.config import LossWeights
 
 if TYPE_CHECKING:
@@ -77,6 +79,9 @@ class DeerObjective(nn.Module):
         super().__init__()
         self.model = model
         self.weights = weights
+        n, exit_weights = model.config.num_exits, weights.random_exit_weights
+        if exit_weights is not None and len(exit_weights) != n:  # found before any step, not at the first batch
+            raise ConfigError(f"loss.random_exit_weights has {len(exit_weights)} weights; the model has {n} exits")
         self.freeze_backbone = False
         # exit draws come from this generator (reseeded per step by the trainer): reproducible on resume
         self.generator: torch.Generator | None = None
@@ -84,26 +89,24 @@ class DeerObjective(nn.Module):
         # r*B..(r+1)*B-1) and sliced, so N processes draw exactly what one process with N times the batch does
         self.shard: tuple[int, int] = (0, 1)
 
-    def _randint(self, low: int, high: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    def _rank_share(self, draw: Callable[[tuple[int, ...]], torch.Tensor], shape: tuple[int, ...],
+                    device: torch.device) -> torch.Tensor:
+        """This rank's ``shape`` rows of ``draw``'s draws for the global batch (see ``shard``)."""
         rank, world = self.shard
         rows = shape[0]
-        draws = torch.randint(low, high, (rows * world, *shape[1:]), generator=self.generator)
-        return draws[rank * rows : (rank + 1) * rows].to(device)
+        return draw((rows * world, *shape[1:]))[rank * rows : (rank + 1) * rows].to(device)
+
+    def _randint(self, low: int, high: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        return self._rank_share(lambda s: torch.randint(low, high, s, generator=self.generator), shape, device)
 
     def _draw_exits(self, n: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         """0-based exits of ``shape``: uniform over the n exits, or from ``weights.random_exit_weights``."""
         weights = self.weights.random_exit_weights
         if weights is None:
             return self._randint(0, n, shape, device)
-        if len(weights) != n:
-            raise ValueError(f"loss.random_exit_weights has {len(weights)} weights; the model has {n} exits")
-        rank, world = self.shard
-        rows = shape[0]
-        count = rows * world * math.prod(shape[1:])
         probs = torch.tensor(weights, dtype=torch.float64)
-        draws = torch.multinomial(probs, count, replacement=True, generator=self.generator)
-        draws = draws.view(rows * world, *shape[1:])
-        return draws[rank * rows : (rank + 1) * rows].to(device)
+        return self._rank_share(lambda s: torch.multinomial(probs, math.prod(s), replacement=True,
+                                                            generator=self.generator).view(s), shape, device)
 
     def window_features(self, batch: WindowBatch) -> torch.Tensor:
         """(B, T, N, D): every exit's feature at every frame, from one backbone pass over B*T frames."""

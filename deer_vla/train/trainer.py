@@ -301,9 +301,6 @@ class Trainer:
         self.dataset = WindowDataset(
             self.episodes, cfg.window, cfg.shift_pad, cfg.paraphrase, cfg.seed, cfg.instruction_noise
         )
-        weights, n = cfg.loss.random_exit_weights, self.model.config.num_exits
-        if weights is not None and len(weights) != n:  # found before any step, not at the first batch
-            raise ConfigError(f"loss.random_exit_weights has {len(weights)} weights; the model has {n} exits")
         self.objective = DeerObjective(self.model, cfg.loss)
         self.objective.shard = (self.info.rank, self.info.world)
         self.stage: str | None = None
