@@ -119,6 +119,35 @@ def test_a_mode_name_two_runs_define_differently_is_not_pooled(tmp_path, capsys)
     assert f"cannot pool {tmp_path / 'c'} with {tmp_path / 'a'}: their mode 'dyn0.2' is not the same mode" in err
 
 
+def test_a_new_mode_option_at_its_default_keeps_the_digests_of_journals_written_before_it():
+    """Digests and fingerprints of existing modes stay as journals recorded them, and an option added to ModeSpec
+    later changes them only for a mode that sets it: old runs stay resumable and poolable."""
+    import dataclasses
+
+    from deer_vla.evaluation.journal import mode_digests, run_fingerprint
+    from deer_vla.evaluation.rollout import ModeSpec
+
+    modes = [ModeSpec("full", "fixed", exit=4),
+             ModeSpec("dyn0.2", "dynamic", thresholds={"values": [0.1, 0.2, 0.0]}, budget_fraction=0.2,
+                      track_budget=True),
+             ModeSpec("oracle0.02", "oracle", oracle_tolerance=0.02)]
+    recorded = {"full": "6548102c20361473", "dyn0.2": "6284483fe957e006", "oracle0.02": "670c7de9db44166e"}
+    assert mode_digests(modes) == recorded  # the digests of journals written since 2026-12-02
+    fingerprint = run_fingerprint("w", modes, 100000, None, 64)
+    assert fingerprint["modes_sha256"] == "45a5be0d83a889e50ec5c15095eb2895b1c68b01c6c1360815d64f2801fe5dd4"
+
+    @dataclasses.dataclass(frozen=True)
+    class WithHold(ModeSpec):  # a ModeSpec that gained an option
+        hold_steps: int = 1
+
+    same = [WithHold(**dataclasses.asdict(m)) for m in modes]
+    assert mode_digests(same) == recorded
+    assert run_fingerprint("w", same, 100000, None, 64) == fingerprint
+    held = WithHold(**{**dataclasses.asdict(modes[1]), "hold_steps": 3})
+    assert mode_digests([held])["dyn0.2"] != recorded["dyn0.2"]
+    assert run_fingerprint("w", [modes[0], held, modes[2]], 100000, None, 64) != fingerprint
+
+
 def test_modes_are_paired_on_the_same_episodes_with_an_exact_mcnemar_test(tmp_path):
     """eval-report (and evaluate) pair each mode with the full model on the same task, seed and instruction:
     only discordant pairs count, and an episode the full model did not play is not paired."""

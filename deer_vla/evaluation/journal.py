@@ -35,7 +35,7 @@ def episode_key(r: EpisodeResult) -> EpisodeKey:
 def run_fingerprint(weights_digest: str, modes: Iterable[ModeSpec], seed_offset: int, max_steps: int | None,
                     image_size: int | None) -> dict[str, Any]:
     """What must be equal for two runs' episodes to be pooled (episode counts and task lists may differ)."""
-    mode_text = json.dumps([dataclasses.asdict(m) for m in modes], sort_keys=True, default=str)
+    mode_text = json.dumps([mode_fields(m) for m in modes], sort_keys=True, default=str)
     return {"weights_sha256": weights_digest, "modes_sha256": hashlib.sha256(mode_text.encode()).hexdigest(),
             "seed_offset": seed_offset, "max_steps": max_steps, "image_size": image_size}
 
@@ -44,8 +44,29 @@ def mode_digests(modes: Iterable[ModeSpec]) -> dict[str, str]:
     """{mode name: digest of what the mode plays} (kind, exit, thresholds, budget, tracker). Two runs' episodes of
     one mode name pool only if the digests agree: "dyn0.2" solved on other demonstrations is another mode. Floats
     count to 6 significant digits, so thresholds re-solved with another thread count still match."""
-    return {m.name: hashlib.sha256(json.dumps(_rounded(dataclasses.asdict(m)), sort_keys=True,
+    return {m.name: hashlib.sha256(json.dumps(_rounded(mode_fields(m)), sort_keys=True,
                                               default=str).encode()).hexdigest()[:16] for m in modes}
+
+
+# ModeSpec's fields when journals began recording digests: always in a digest. A field added since counts only
+# when it differs from its default, so adding an option to the evaluation keeps every journal written before it
+# resumable and poolable with runs after it (a mode that does not use the option plays as before).
+_JOURNAL_V1_MODE_FIELDS = frozenset({"name", "kind", "exit", "thresholds", "budget_gflops", "budget_fraction",
+                                     "oracle_tolerance", "track_budget"})
+
+
+def mode_fields(mode: ModeSpec) -> dict[str, Any]:
+    """The mode's fields that say what it plays, as fingerprints and digests hash them."""
+    return {f.name: getattr(mode, f.name) for f in dataclasses.fields(mode)
+            if f.name in _JOURNAL_V1_MODE_FIELDS or not _is_default(f, getattr(mode, f.name))}
+
+
+def _is_default(f: dataclasses.Field[Any], value: Any) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return bool(value == f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return bool(value == f.default_factory())
+    return False
 
 
 def _rounded(value: Any) -> Any:
