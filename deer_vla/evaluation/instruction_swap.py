@@ -47,6 +47,7 @@ from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.evaluation.workers import (
     DEFAULT_MAX_SIMULATORS,
     PolicySpec,
+    make_adapter,
     model_image_size,
     run_in_processes,
     seed_major_jobs,
@@ -239,18 +240,9 @@ class SwapWorker:
     def adapter(self, task: str, rendered: bool, max_steps: int | None) -> Any:
         """``task``'s simulator, made on first use; experts read the state, so theirs renders no camera (and is
         another simulator than the policy's of the same task)."""
-        def make() -> Any:
-            from deer_vla.sim.metaworld_env import MetaWorldAdapter
-
-            kwargs: dict[str, Any] = {"cameras": tuple(self.runner.cameras) if rendered else (),
-                                      "track_partner": True}
-            if rendered and self.image_size:
-                kwargs["image_size"] = self.image_size
-            if max_steps is not None:
-                kwargs["max_steps"] = max_steps
-            return MetaWorldAdapter(task, **kwargs)
-
-        return self.simulators.get((task, rendered), make)
+        cameras = tuple(self.runner.cameras) if rendered else ()
+        return self.simulators.get((task, rendered), lambda: make_adapter(task, cameras, self.image_size, max_steps,
+                                                                          track_partner=True))
 
     def run_job(self, job: tuple[Any, str, list[tuple[int, str | None]], int | None]) -> list[SwapEpisode]:
         """One (mode, task) chunk."""

@@ -75,6 +75,19 @@ def model_image_size(runner: Any) -> int | None:
     return int(cfg.image_size) if cfg is not None and getattr(cfg, "image_size", None) else None
 
 
+def make_adapter(task: str, cameras: tuple[str, ...], image_size: int | None, max_steps: int | None,
+                 **options: Any) -> Any:
+    """A MetaWorldAdapter of ``task`` rendering ``cameras``; image size and step limit None keep the adapter's."""
+    from deer_vla.sim.metaworld_env import MetaWorldAdapter
+
+    kwargs: dict[str, Any] = {"cameras": cameras, **options}
+    if cameras and image_size:
+        kwargs["image_size"] = image_size
+    if max_steps is not None:
+        kwargs["max_steps"] = max_steps
+    return MetaWorldAdapter(task, **kwargs)
+
+
 class EvalWorker:
     """Runs evaluation jobs with one policy: a simulator per task (at most ``max_simulators``, the least
     recently used closed first), and one online budget tracker per tracking mode kept over all the
@@ -98,14 +111,7 @@ class EvalWorker:
         return self.simulators.get(task, lambda: self._make_adapter(task, max_steps))
 
     def _make_adapter(self, task: str, max_steps: int | None) -> Any:
-        from deer_vla.sim.metaworld_env import MetaWorldAdapter
-
-        kwargs: dict[str, Any] = {"cameras": tuple(self.runner.cameras)}
-        if self.image_size:
-            kwargs["image_size"] = self.image_size
-        if max_steps is not None:
-            kwargs["max_steps"] = max_steps
-        return MetaWorldAdapter(task, **kwargs)
+        return make_adapter(task, tuple(self.runner.cameras), self.image_size, max_steps)
 
     def run_job(self, job: Job) -> list[EpisodeResult]:
         mode, task, plan, max_steps = job
