@@ -167,6 +167,25 @@ def test_modes_are_paired_on_the_same_episodes_with_an_exact_mcnemar_test(tmp_pa
     assert mcnemar_exact(600, 400) < 1e-9  # exact integers: thousands of pairs do not overflow
 
 
+def test_depth_weights_are_the_add_one_odds_that_depth_decides_a_tasks_episodes(tmp_path, capsys):
+    """--depth-weights: per task, (only full + 1) / (only the shallow mode + 1) on the episodes both played, the
+    file train-gate --task-weights reads; without the two modes it says which are missing."""
+    header = {**HEADER, "plan": {**HEADER["plan"], "modes": ["full", "exit1"], "tasks": ["reach-v3", "push-v3"]}}
+    records = [header]
+    for seed in range(8):  # reach: full solves all, exit1 seeds 0-4 (3 only full); push: both solve the same 4
+        records += [_episode(seed=seed), _episode(mode="exit1", seed=seed, success=seed < 5),
+                    _episode(task="push-v3", seed=seed, success=seed % 2 == 0),
+                    _episode(mode="exit1", task="push-v3", seed=seed, success=seed % 2 == 0)]
+    records.append(_episode(mode="exit1", task="pick-v3", seed=0))  # no full episode: no weight
+    _journal(tmp_path / "eval", records)
+    out = tmp_path / "weights.json"
+    assert cli_main([str(tmp_path / "eval"), "--depth-weights", str(out)]) == 0
+    assert json.loads(out.read_text()) == {"push-v3": 1.0, "reach-v3": 4.0}
+    assert "depth weight reach-v3: 4 (only full 3, only exit1 0, of 8)" in capsys.readouterr().out
+    assert cli_main([str(tmp_path / "eval"), "--depth-weights", str(out), "--shallow", "exit2"]) == 2
+    assert "needs the modes 'full' and 'exit2'" in capsys.readouterr().err
+
+
 def test_modes_pair_with_a_chosen_mode_and_an_unknown_one_is_refused(tmp_path, capsys):
     """--pair-with exit1: a dynamic mode set beside the static exit of its cost, episode by episode."""
     header = {**HEADER, "plan": {**HEADER["plan"], "modes": ["full", "exit1", "dyn0.2"]}}

@@ -196,6 +196,49 @@ def test_train_gate_command_writes_gates_the_runner_then_loads(ckpt: Path, demos
     assert "no episodes left" in capsys.readouterr().err
 
 
+def test_task_weights_raise_the_gate_scores_of_the_weighted_task_and_only_there(ckpt: Path, demos: Path,
+                                                                                tmp_path: Path, capsys) -> None:
+    """A task weight w multiplies the distances the gates learn on that task's steps (targets log(w d + floor)),
+    and the gates learn from the features which steps those are; train-gate reads the weights from a file,
+    records them with the gates and refuses a bad file by name."""
+    from deer_vla.model.gate import motion_rms
+    from deer_vla.train.gate import cli_main, gate_tensors
+
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    eps = episodes(12, 8, seed=1)
+    with torch.inference_mode():
+        data = collect_gate_data(runner, eps)
+    pressed = np.asarray([eps[e][0].instruction == "press the button" for e in data.episode])
+    plain_x, plain_y = gate_tensors(data, 1e-4)
+    cfg = GateTrainConfig(epochs=40, batch_size=32, val_fraction=0.25)
+    plain, _ = train_gates(data, cfg)
+    data.weight = np.where(pressed, 20.0, 1.0)
+    x, y = gate_tensors(data, 1e-4)
+    actions = torch.from_numpy(data.actions).float()
+    distance = motion_rms(actions[:, :-1], actions[:, -1:])
+    assert torch.equal(x, plain_x)
+    assert torch.allclose(y, torch.log(distance * torch.from_numpy(data.weight).float().unsqueeze(1) + 1e-4))
+    weighted, _ = train_gates(data, cfg)
+    with torch.no_grad():
+        shift = weighted.forward_all(x) - plain.forward_all(x)  # log-score change per step and gate
+    # log 20 = 3.0 higher where the weight is, about unchanged elsewhere
+    assert float(shift[torch.from_numpy(pressed)].mean()) > 2.0
+    assert abs(float(shift[torch.from_numpy(~pressed)].mean())) < 0.5
+    # the command: weights from a file, recorded with the gates; tasks it does not name keep weight 1
+    out = tmp_path / "tiny"
+    shutil.copytree(ckpt, out)
+    weights = tmp_path / "weights.json"
+    weights.write_text(json.dumps({"window-open": 4.0}))
+    assert cli_main([str(out), "--data", str(demos), "--epochs", "2", "--task-weights", str(weights)]) == 0
+    assert ExitGates.training_summary(out / CheckpointDir.GATES)["task_weights"] == {"window-open": 4.0}
+    for bad, message in (({"window-open": 0}, "finite numbers > 0"), ([4.0], "JSON object"), ("{", "not a readable")):
+        weights.write_text(bad if isinstance(bad, str) else json.dumps(bad))
+        assert cli_main([str(out), "--data", str(demos), "--task-weights", str(weights)]) == 2
+        assert message in capsys.readouterr().err
+    assert cli_main([str(out), "--data", str(demos), "--task-weights", str(tmp_path / "absent.json")]) == 2
+    assert "--task-weights file not found" in capsys.readouterr().err
+
+
 def test_train_gate_takes_several_dataset_directories(ckpt: Path, demos: Path, tmp_path: Path, capsys) -> None:
     """--data DIR DIR: the episodes are spread over both (the training set and demonstrations collected for the
     gates); --tasks picks in each, and a task none holds is refused by name."""

@@ -24,6 +24,7 @@ from typing import Any
 from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, episode_key, read_journal
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
+    depth_weights,
     group_report,
     paired_with,
     print_groups,
@@ -31,6 +32,7 @@ from deer_vla.evaluation.report import (
     print_table,
     summarize,
 )
+from deer_vla.evaluation.rollout import EpisodeResult
 
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.+-]+")
 
@@ -190,6 +192,12 @@ def cli_main(argv: list[str] | None = None) -> int:
                    help="report the run in DIR with its modes named NAME:mode, e.g. to set another checkpoint's "
                    "run or another gate set's beside this one (pair them with --pair-with NAME:full); repeatable")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
+    p.add_argument("--depth-weights", type=Path, default=None, metavar="JSON",
+                   help="also write, per task, how much depth pays: (b + 1) / (c + 1) for the episodes only the full "
+                   "model (b) and only --shallow (c) solved; the {task: weight} file of `deer-vla train-gate "
+                   "--task-weights`. Measure it on seeds you do not evaluate on")
+    p.add_argument("--shallow", default="exit1", metavar="MODE",
+                   help="the shallow mode --depth-weights sets against the full model (default exit1)")
     args = p.parse_args(argv)
     try:
         report = journal_report(args.out, common=args.common, seeds=args.seeds,
@@ -219,6 +227,29 @@ def cli_main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"deer-vla eval-report: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
             return 1
+    if args.depth_weights is not None:
+        return _write_depth_weights(args.depth_weights, report, args.shallow)
+    return 0
+
+
+def _write_depth_weights(path: Path, report: dict[str, Any], shallow: str) -> int:
+    full = _full_mode(list(report["summary"]))
+    if full is None or shallow not in report["summary"]:
+        print(f"deer-vla eval-report: --depth-weights needs the modes 'full' and {shallow!r} in these runs "
+              f"(they have {', '.join(report['summary'])})", file=sys.stderr)
+        return 2
+    per_task = depth_weights([EpisodeResult.from_dict(e) for e in report["episodes"]], shallow, full)
+    if not per_task:
+        print(f"deer-vla eval-report: --depth-weights: 'full' and {shallow!r} share no episode", file=sys.stderr)
+        return 2
+    for task, row in per_task.items():
+        print(f"depth weight {task}: {row['weight']:.3g} (only full {row['only_reference']}, only {shallow} "
+              f"{row['only_shallow']}, of {row['pairs']})")
+    try:
+        path.write_text(json.dumps({t: row["weight"] for t, row in per_task.items()}, indent=2) + "\n")
+    except OSError as exc:
+        print(f"deer-vla eval-report: cannot write --depth-weights {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

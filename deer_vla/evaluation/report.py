@@ -56,9 +56,7 @@ def paired_with(results: list[EpisodeResult], mode_order: list[str], reference: 
     solved, and the exact McNemar p-value of that split. Paired episodes share their start state, so this tells
     two modes apart with fewer episodes than two independent intervals do. Modes without a common episode are
     left out."""
-    played: dict[str, dict[tuple[str, int, str], bool]] = defaultdict(dict)
-    for r in results:
-        played[r.mode][(r.task, int(r.seed), r.instruction)] = r.success
+    played = _played(results)
     out: dict[str, dict[str, Any]] = {}
     for mode in mode_order:
         ref_name = reference + HELDOUT_SUFFIX if mode.endswith(HELDOUT_SUFFIX) else reference
@@ -71,6 +69,33 @@ def paired_with(results: list[EpisodeResult], mode_order: list[str], reference: 
         out[mode] = {"reference": ref_name, "pairs": len(pairs), "successes": sum(b for _, b in pairs),
                      "reference_successes": sum(a for a, _ in pairs), "only_reference": only_ref,
                      "only_mode": only_mode, "p_mcnemar": mcnemar_exact(only_ref, only_mode)}
+    return out
+
+
+def _played(results: list[EpisodeResult]) -> dict[str, dict[tuple[str, int, str], bool]]:
+    """mode -> {(task, seed, instruction): success}."""
+    played: dict[str, dict[tuple[str, int, str], bool]] = defaultdict(dict)
+    for r in results:
+        played[r.mode][(r.task, int(r.seed), r.instruction)] = r.success
+    return played
+
+
+def depth_weights(results: list[EpisodeResult], shallow: str, reference: str = "full") -> dict[str, dict[str, Any]]:
+    """Per task, how much depth pays in closed loop: on the episodes both ``reference`` and ``shallow`` played,
+    the pairs only the reference solved (b) and only the shallow mode solved (c), and the weight (b + 1) / (c + 1),
+    the add-one odds that depth decides an episode it changes (1 where depth changes nothing either way). The
+    weights of ``deer-vla train-gate --task-weights``. Tasks without a common episode are left out."""
+    played = _played(results)
+    ref, low = played.get(reference, {}), played.get(shallow, {})
+    tasks: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    for key, won in low.items():
+        if key in ref:
+            tasks[key[0]].append((ref[key], won))
+    out: dict[str, dict[str, Any]] = {}
+    for task, pairs in sorted(tasks.items()):
+        b = sum(a and not w for a, w in pairs)
+        c = sum(w and not a for a, w in pairs)
+        out[task] = {"pairs": len(pairs), "only_reference": b, "only_shallow": c, "weight": (b + 1) / (c + 1)}
     return out
 
 

@@ -5,8 +5,12 @@ committing the deepest (as calibration does, so the head's history holds the
 full model's features). Each step gives, per exit k = 1..N-1, the gate's
 inputs (the exit's pooled feature, its action and the previous exit's; exit
 1's own at exit 1) and its target: the RMS distance over the motion axes of
-a_k from a_N. The gates regress
-log(distance + floor) with MSE; whole episodes are held out for validation
+a_k from a_N, times the step's task weight when ``--task-weights`` gives one
+(how much depth pays in that task's episodes, measured in closed loop:
+``deer-vla eval-report --depth-weights``), so a gate learns to ask for more
+depth in the tasks whose outcome needs it, which the distance alone misses.
+The gates regress
+log(target + floor) with MSE; whole episodes are held out for validation
 (their loss and a constant predictor's are reported) and the epoch with the
 least validation loss is kept. The model itself is not changed.
 """
@@ -66,11 +70,13 @@ class GateTrainConfig:
 
 @dataclass
 class GateData:
-    """Per step: every exit's pooled feature (S, N, D), action (S, N, A) and the step's episode (S,)."""
+    """Per step: every exit's pooled feature (S, N, D), action (S, N, A), the step's episode (S,) and, optionally,
+    the weight of its distances (S,) (its task's ``--task-weights``; None: all 1)."""
 
     features: np.ndarray
     actions: np.ndarray
     episode: np.ndarray
+    weight: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         s = self.features.shape[0]
@@ -83,6 +89,9 @@ class GateData:
             raise ValueError("gate data holds no steps")
         if not (np.all(np.isfinite(self.features)) and np.all(np.isfinite(self.actions))):
             raise ValueError("gate data contains NaN or inf")
+        if self.weight is not None and (self.weight.shape != (s,) or not np.all(np.isfinite(self.weight))
+                                        or not np.all(self.weight > 0)):
+            raise ValueError(f"gate data: one finite weight > 0 per step needed, got shape {self.weight.shape}")
 
 
 @dataclass
@@ -125,15 +134,17 @@ def collect_gate_data(runner: Any, episodes: Iterable[Sequence[Observation]], ma
 
 
 def gate_tensors(data: GateData, floor: float, first_exit: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> inputs (S, G, input_dim) and targets log(distance + floor) (S, G) for exits first_exit..N-1
+    """-> inputs (S, G, input_dim) and targets log(weight * distance + floor) (S, G) for exits first_exit..N-1
     (exit 1's gate gets exit 1's own action as the previous one: ``model.gate``)."""
     f = torch.from_numpy(data.features).float()
     a = torch.from_numpy(data.actions).float()
     n = a.shape[1]
     inputs = torch.stack([gate_inputs(f[:, k - 1], a[:, k - 1], a[:, max(k - 2, 0)], floor)
                           for k in range(first_exit, n)], dim=1)
-    targets = torch.log(motion_rms(a[:, first_exit - 1:n - 1], a[:, -1:]) + floor)
-    return inputs, targets
+    distance = motion_rms(a[:, first_exit - 1:n - 1], a[:, -1:])
+    if data.weight is not None:
+        distance = distance * torch.from_numpy(data.weight).float().unsqueeze(1)
+    return inputs, torch.log(distance + floor)
 
 
 def split_episodes(episode: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -223,6 +234,14 @@ def reworded(episode: list[Observation], task: str, rng: np.random.Generator) ->
 def training_episodes(datasets: str | Path | Sequence[str | Path], cameras: Sequence[str], episodes: int,
                       tasks: Sequence[str] | None, skip_per_task: int = 0, reword: int = 0,
                       seed: int = 0) -> Iterator[list[Observation]]:
+    """``training_demos``' episodes without their task names."""
+    for _, observations in training_demos(datasets, cameras, episodes, tasks, skip_per_task, reword, seed):
+        yield observations
+
+
+def training_demos(datasets: str | Path | Sequence[str | Path], cameras: Sequence[str], episodes: int,
+                   tasks: Sequence[str] | None, skip_per_task: int = 0, reword: int = 0,
+                   seed: int = 0) -> Iterator[tuple[str, list[Observation]]]:
     """``episodes`` demonstrations spread evenly over the pool: in each of ``datasets`` (one directory or
     several, e.g. the training set and demonstrations collected for the gates), every task's (or ``tasks``')
     episodes but the task's first ``skip_per_task``. Each is followed by ``reword`` replays of it under
@@ -258,9 +277,26 @@ def training_episodes(datasets: str | Path | Sequence[str | Path], cameras: Sequ
         ds, index = pool[int(j)]
         demo = ds.load(index)
         observations = episode_observations(demo, cameras)
-        yield observations
+        yield demo.task, observations
         for _ in range(reword):
-            yield reworded(observations, demo.task, rng)
+            yield demo.task, reworded(observations, demo.task, rng)
+
+
+def read_task_weights(path: str | Path) -> dict[str, float]:
+    """A ``--task-weights`` file: a JSON object of task names to finite weights > 0."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"--task-weights file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--task-weights {path}: not a readable JSON file ({exc})") from exc
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"--task-weights {path}: expected a JSON object of task names to weights")
+    bad = {k: v for k, v in data.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0)}
+    if bad:
+        raise ValueError(f"--task-weights {path}: weights must be finite numbers > 0, got {bad}")
+    return {str(k): float(v) for k, v in data.items()}
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -283,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also replay each episode R times under reworded instructions (a training paraphrase with "
                         "wrappers, dropped and swapped words), so the gates see how far the early exits stray on "
                         "unfamiliar wording (default 0)")
+    p.add_argument("--task-weights", type=Path, default=None, metavar="JSON",
+                   help="{task: weight} multiplying the distances the gates learn in that task's episodes (tasks "
+                        "not named: 1): how much depth pays there in closed loop, as `deer-vla eval-report "
+                        "--depth-weights` writes it")
     p.add_argument("--max-steps", type=int, default=None, help="cap on the steps recorded")
     p.add_argument("--hidden", type=int, default=GateTrainConfig.hidden, help="hidden units per gate")
     p.add_argument("--epochs", type=int, default=GateTrainConfig.epochs)
@@ -325,16 +365,25 @@ def cli_main(argv: list[str] | None = None) -> int:
                               val_fraction=args.val_fraction, seed=args.seed)
         if args.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+        task_weights = read_task_weights(args.task_weights) if args.task_weights else None
         runner = PolicyRunner.from_checkpoint(args.checkpoint, device=args.device)
         if runner.num_exits < 2:
             raise ValueError(f"{args.checkpoint} has {runner.num_exits} exit; exit gates need >= 2 "
                              "(a decision at exits 1..N-1)")
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
         t0 = time.perf_counter()
+        played: list[str] = []  # each recorded episode's task, in order
+
+        def episodes() -> Iterator[list[Observation]]:
+            for task, observations in training_demos(args.data, tuple(runner.cameras), args.episodes, tasks,
+                                                     args.skip_per_task, args.reword, args.seed):
+                played.append(task)
+                yield observations
+
         with torch.inference_mode():
-            episodes = training_episodes(args.data, tuple(runner.cameras), args.episodes, tasks, args.skip_per_task,
-                                         args.reword, args.seed)
-            data = collect_gate_data(runner, episodes, args.max_steps)
+            data = collect_gate_data(runner, episodes(), args.max_steps)
+        if task_weights is not None:
+            data.weight = np.asarray([task_weights.get(played[e], 1.0) for e in data.episode])
         # a demonstration and its reworded replays are one episode to the validation split (same frames)
         data.episode = data.episode // (1 + args.reword)
         recorded = time.perf_counter() - t0
@@ -343,7 +392,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla train-gate: {exc}", file=sys.stderr)
         return 2
     summary = {"dataset": ",".join(str(d) for d in args.data), "episodes": int(np.unique(data.episode).size),
-               "reword": args.reword,
+               "reword": args.reword, "task_weights": task_weights,
                "steps": int(len(data.episode)), "record_seconds": round(recorded, 1), "config": asdict(cfg),
                **report.to_dict()}
     gates.save(out, training=summary, weights_digest=ckpt.weights_digest())
