@@ -197,7 +197,8 @@ def test_train_gate_command_writes_gates_the_runner_then_loads(ckpt: Path, demos
 
 
 def test_task_weights_raise_the_gate_scores_of_the_weighted_task_and_only_there(ckpt: Path, demos: Path,
-                                                                                tmp_path: Path, capsys) -> None:
+                                                                                tmp_path: Path, capsys,
+                                                                                caplog) -> None:
     """A task weight w multiplies the distances the gates learn on that task's steps (targets log(w d + floor)),
     and the gates learn from the features which steps those are; train-gate reads the weights from a file,
     records them with the gates and refuses a bad file by name."""
@@ -231,6 +232,10 @@ def test_task_weights_raise_the_gate_scores_of_the_weighted_task_and_only_there(
     weights.write_text(json.dumps({"window-open": 4.0}))
     assert cli_main([str(out), "--data", str(demos), "--epochs", "2", "--task-weights", str(weights)]) == 0
     assert ExitGates.training_summary(out / CheckpointDir.GATES)["task_weights"] == {"window-open": 4.0}
+    weights.write_text(json.dumps({"window-opne": 4.0}))  # a misspelt task is named, not silently ignored
+    with caplog.at_level("WARNING", logger="deer_vla.train_gate"):
+        assert cli_main([str(out), "--data", str(demos), "--epochs", "1", "--task-weights", str(weights)]) == 0
+    assert "none of the recorded episodes is of: ['window-opne']" in caplog.text
     for bad, message in (({"window-open": 0}, "finite numbers > 0"), ([4.0], "JSON object"), ("{", "not a readable")):
         weights.write_text(bad if isinstance(bad, str) else json.dumps(bad))
         assert cli_main([str(out), "--data", str(demos), "--task-weights", str(weights)]) == 2

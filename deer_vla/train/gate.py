@@ -384,6 +384,9 @@ def cli_main(argv: list[str] | None = None) -> int:
             data = collect_gate_data(runner, episodes(), args.max_steps)
         if task_weights is not None:
             data.weight = np.asarray([task_weights.get(played[e], 1.0) for e in data.episode])
+            unused = sorted(set(task_weights) - set(played))
+            if unused:  # most likely a misspelt task name: say so rather than train as if unweighted
+                log.warning("--task-weights names task(s) none of the recorded episodes is of: %s", unused)
         # a demonstration and its reworded replays are one episode to the validation split (same frames)
         data.episode = data.episode // (1 + args.reword)
         recorded = time.perf_counter() - t0
