@@ -64,12 +64,16 @@ def paired_with(results: list[EpisodeResult], mode_order: list[str], reference: 
         pairs = [(ref[k], won) for k, won in played.get(mode, {}).items() if k in ref]
         if mode == ref_name or not pairs:
             continue
-        only_ref = sum(a and not b for a, b in pairs)
-        only_mode = sum(b and not a for a, b in pairs)
+        only_ref, only_mode = _discordant(pairs)
         out[mode] = {"reference": ref_name, "pairs": len(pairs), "successes": sum(b for _, b in pairs),
                      "reference_successes": sum(a for a, _ in pairs), "only_reference": only_ref,
                      "only_mode": only_mode, "p_mcnemar": mcnemar_exact(only_ref, only_mode)}
     return out
+
+
+def _discordant(pairs: list[tuple[bool, bool]]) -> tuple[int, int]:
+    """(pairs only the first solved, pairs only the second solved) of (first, second) successes."""
+    return sum(a and not b for a, b in pairs), sum(b and not a for a, b in pairs)
 
 
 def _played(results: list[EpisodeResult]) -> dict[str, dict[tuple[str, int, str], bool]]:
@@ -93,8 +97,7 @@ def depth_weights(results: list[EpisodeResult], shallow: str, reference: str = "
             tasks[key[0]].append((ref[key], won))
     out: dict[str, dict[str, Any]] = {}
     for task, pairs in sorted(tasks.items()):
-        b = sum(a and not w for a, w in pairs)
-        c = sum(w and not a for a, w in pairs)
+        b, c = _discordant(pairs)
         out[task] = {"pairs": len(pairs), "only_reference": b, "only_shallow": c, "weight": (b + 1) / (c + 1)}
     return out
 
