@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -213,7 +213,7 @@ def test_task_weights_raise_the_gate_scores_of_the_weighted_task_and_only_there(
     plain_x, plain_y = gate_tensors(data, 1e-4)
     cfg = GateTrainConfig(epochs=40, batch_size=32, val_fraction=0.25)
     plain, _ = train_gates(data, cfg)
-    data.weight = np.where(pressed, 20.0, 1.0)
+    data = replace(data, weight=np.where(pressed, 20.0, 1.0))
     x, y = gate_tensors(data, 1e-4)
     actions = torch.from_numpy(data.actions).float()
     distance = motion_rms(actions[:, :-1], actions[:, -1:])
@@ -247,18 +247,19 @@ def test_task_weights_raise_the_gate_scores_of_the_weighted_task_and_only_there(
 def test_train_gate_takes_several_dataset_directories(ckpt: Path, demos: Path, tmp_path: Path, capsys) -> None:
     """--data DIR DIR: the episodes are spread over both (the training set and demonstrations collected for the
     gates); --tasks picks in each, and a task none holds is refused by name."""
-    from deer_vla.train.gate import cli_main, training_episodes
+    from deer_vla.train.gate import cli_main, training_demos
     from deer_vla.train.synthetic import write_tiny_dataset
 
     other = write_tiny_dataset(tmp_path / "more", ("static", "wrist"), 32, 4,
                                {"axes": ["x", "y", "z"], "low": [-1.0] * 3, "high": [1.0] * 3},
                                tasks=("drawer-open", "faucet-open"), length=5)
-    both = list(training_episodes([demos, other], ("static", "wrist"), 100, None))
+    both = [obs for _, obs in training_demos([demos, other], ("static", "wrist"), 100, None)]
     assert sorted(len(e) for e in both) == [5, 5, 8, 8, 8, 8]  # every episode of both, each once
-    picked = list(training_episodes([demos, other], ("static", "wrist"), 100, ["faucet-open", "drawer-open"]))
+    picked = [obs for _, obs in training_demos([demos, other], ("static", "wrist"), 100,
+                                               ["faucet-open", "drawer-open"])]
     assert sorted(len(e) for e in picked) == [5, 5, 8]  # drawer-open from both, faucet-open from the second
     with pytest.raises(KeyError, match="window-close"):
-        list(training_episodes([demos, other], ("static", "wrist"), 10, ["window-close"]))
+        [obs for _, obs in training_demos([demos, other], ("static", "wrist"), 10, ["window-close"])]
     out = tmp_path / "two"
     shutil.copytree(ckpt, out)
     assert cli_main([str(out), "--data", str(demos), str(other), "--epochs", "1", "--weight-decay", "0.1"]) == 0
@@ -274,10 +275,10 @@ def test_reworded_replays_keep_the_frames_and_change_only_the_wording(ckpt: Path
     """--reword R: each demonstration is followed by R replays under other wording, never held-out wording, and
     a demonstration with its replays stays one episode to the validation split."""
     from deer_vla.sim.tasks import get_task
-    from deer_vla.train.gate import cli_main, training_episodes
+    from deer_vla.train.gate import cli_main, training_demos
 
-    plain = list(training_episodes(demos, ("static", "wrist"), 4, None))
-    replayed = list(training_episodes(demos, ("static", "wrist"), 4, None, reword=2, seed=3))
+    plain = [obs for _, obs in training_demos(demos, ("static", "wrist"), 4, None)]
+    replayed = [obs for _, obs in training_demos(demos, ("static", "wrist"), 4, None, reword=2, seed=3)]
     assert len(plain) == 4 and len(replayed) == 12
     for i, source in enumerate(plain):
         group = replayed[3 * i:3 * i + 3]

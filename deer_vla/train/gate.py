@@ -23,7 +23,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -219,8 +219,6 @@ REWORD_NOISE = InstructionNoise(wrap=0.7, word_dropout=0.1, swap=0.2)
 
 def reworded(episode: list[Observation], task: str, rng: np.random.Generator) -> list[Observation]:
     """``episode`` under another instruction: one of the task's training paraphrases with instruction noise."""
-    from dataclasses import replace
-
     from deer_vla.sim.tasks import get_task
 
     try:
@@ -231,22 +229,14 @@ def reworded(episode: list[Observation], task: str, rng: np.random.Generator) ->
     return [replace(obs, instruction=text) for obs in episode]
 
 
-def training_episodes(datasets: str | Path | Sequence[str | Path], cameras: Sequence[str], episodes: int,
-                      tasks: Sequence[str] | None, skip_per_task: int = 0, reword: int = 0,
-                      seed: int = 0) -> Iterator[list[Observation]]:
-    """``training_demos``' episodes without their task names."""
-    for _, observations in training_demos(datasets, cameras, episodes, tasks, skip_per_task, reword, seed):
-        yield observations
-
-
 def training_demos(datasets: str | Path | Sequence[str | Path], cameras: Sequence[str], episodes: int,
                    tasks: Sequence[str] | None, skip_per_task: int = 0, reword: int = 0,
                    seed: int = 0) -> Iterator[tuple[str, list[Observation]]]:
-    """``episodes`` demonstrations spread evenly over the pool: in each of ``datasets`` (one directory or
-    several, e.g. the training set and demonstrations collected for the gates), every task's (or ``tasks``')
-    episodes but the task's first ``skip_per_task``. Each is followed by ``reword`` replays of it under
-    reworded instructions (``reworded``): the early exits are least like the full model on unfamiliar
-    wording, and demonstrations alone show the gates only the recorded one."""
+    """(task, observations) of ``episodes`` demonstrations spread evenly over the pool: in each of ``datasets``
+    (one directory or several, e.g. the training set and demonstrations collected for the gates), every task's (or
+    ``tasks``') episodes but the task's first ``skip_per_task``. Each is followed by ``reword`` replays of it under
+    reworded instructions (``reworded``): the early exits are least like the full model on unfamiliar wording, and
+    demonstrations alone show the gates only the recorded one."""
     from deer_vla.data.episodes import EpisodeDataset
     from deer_vla.data.observations import episode_observations
 
@@ -382,8 +372,8 @@ def cli_main(argv: list[str] | None = None) -> int:
 
         with torch.inference_mode():
             data = collect_gate_data(runner, episodes(), args.max_steps)
-        if task_weights is not None:
-            data.weight = np.asarray([task_weights.get(played[e], 1.0) for e in data.episode])
+        if task_weights is not None:  # replace: GateData checks the weights as it checks the rest
+            data = replace(data, weight=np.asarray([task_weights.get(played[e], 1.0) for e in data.episode]))
             unused = sorted(set(task_weights) - set(played))
             if unused:  # most likely a misspelt task name: say so rather than train as if unweighted
                 log.warning("--task-weights names task(s) none of the recorded episodes is of: %s", unused)
