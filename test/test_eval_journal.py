@@ -289,3 +289,22 @@ def test_runs_of_another_checkpoint_or_mode_definition_are_set_side_by_side_unde
                           (f"{tmp_path / 'old'}=a b", "letters, digits")):
         assert cli_main([str(d) for d in runs] + ["--label", bad]) == 1
         assert expected in capsys.readouterr().err
+
+
+def test_pooled_canonical_and_held_out_runs_give_the_held_out_ratio_on_the_seeds_both_played(tmp_path, capsys):
+    """A canonical run over seeds 0-3 pooled with a held-out run of the same mode over seeds 0-1: the held-out /
+    canonical ratio (the language issue's target) counts only seeds 0-1, which both played."""
+    h = " [heldout]"
+    canon = {**HEADER, "plan": {**HEADER["plan"], "modes": ["dyn0.2"], "episodes_per_task": 4}}
+    held = {**HEADER, "plan": {**HEADER["plan"], "modes": ["dyn0.2" + h], "episodes_per_task": 2}}
+    # canonical solves seeds 0, 1 and 3 (3 of 4, but 2 of the 2 shared); held-out solves seed 0 only
+    _journal(tmp_path / "canon", [canon, *(_episode(mode="dyn0.2", seed=s, success=s != 2) for s in range(4))])
+    _journal(tmp_path / "held", [held, *(_episode(mode="dyn0.2" + h, seed=s, success=s == 0, instruction="go reach")
+                                         for s in range(2))])
+    report = journal_report([tmp_path / "canon", tmp_path / "held"])
+    row = report["generalisation"]["dyn0.2"]["overall"]
+    assert (row["canonical"], row["heldout"], row["ratio"]) == ([2, 2], [1, 2], 0.5)
+    assert report["summary"]["dyn0.2"]["overall"]["successes"] == 3  # the summary keeps every canonical episode
+    assert cli_main([str(tmp_path / "canon"), str(tmp_path / "held")]) == 0
+    assert "dyn0.2: canonical vs held-out instructions (same seeds)" in capsys.readouterr().out
+    assert journal_report(tmp_path / "canon")["generalisation"] == {}  # one way only: no ratio

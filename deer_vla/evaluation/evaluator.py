@@ -29,8 +29,8 @@ from deer_vla.core.config_io import ConfigError, add_config_arguments, load_laye
 from deer_vla.evaluation.journal import JOURNAL_NAME, EpisodeJournal, JournalError, mode_digests, run_fingerprint
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
+    generalisation,
     group_report,
-    heldout_vs_canonical,
     paired_with,
     plot_tradeoff,
     print_generalisation,
@@ -387,7 +387,7 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
         "skipped": skipped,
         "summary": summary,
         "groups": groups,
-        "generalisation": heldout_vs_canonical(summary) if cfg.instructions == "both" else None,
+        "generalisation": generalisation(results, order) if cfg.instructions == "both" else None,
         "paired": paired_with(results, order),
         "wall_s": wall,
         "episodes": [r.to_dict() for r in results],

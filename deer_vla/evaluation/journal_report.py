@@ -25,8 +25,10 @@ from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, episode_key,
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
     depth_weights,
+    generalisation,
     group_report,
     paired_with,
+    print_generalisation,
     print_groups,
     print_paired,
     print_table,
@@ -41,11 +43,13 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
                    seeds: tuple[int, int] | None = None, pair_with: str = "full",
                    labels: Mapping[str | Path, str] | None = None) -> dict[str, Any]:
     """Summary of the journal in ``out_dirs`` (one directory, or several runs to pool): {"plan", "progress":
-    {mode: [done, planned]}, "summary", "groups", "paired", "episodes"}. ``common``: only the (task, seed) pairs
-    every mode has finished, so the modes are compared on the same episodes. ``seeds`` (first, last): only those
-    seeds' episodes, planned and played (e.g. the whole seeds a stopped run finished). ``pair_with``: the mode
-    every other is paired with episode by episode (e.g. a static exit of the dynamic mode's cost; held-out modes
-    with its held-out run, so 'exit2' and 'exit2 [heldout]' name the same pairing). ``labels`` {run directory:
+    {mode: [done, planned]}, "summary", "groups", "paired", "generalisation", "episodes"} ("generalisation":
+    each mode run both ways, canonical vs held-out instructions on the starts both runs played). ``common``: only
+    the (task, seed) pairs every mode has finished, so the modes are compared on the same episodes. ``seeds``
+    (first, last): only those seeds' episodes, planned and played (e.g. the whole seeds a stopped run finished).
+    ``pair_with``: the mode every other is paired with episode by episode (e.g. a static exit of the dynamic
+    mode's cost; held-out modes with its held-out run, so 'exit2' and 'exit2 [heldout]' name the same pairing).
+    ``labels`` {run directory:
     name}: that run's modes are reported as 'name:mode' ('name:full', 'name:exit2 [heldout]'). Runs of another
     step limit or image size than the first are refused (JournalError), and so are runs of another checkpoint
     (weights) without a label."""
@@ -100,6 +104,7 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
         "summary": summary,
         "groups": group_report(results, order, tasks),
         "paired": paired_with(results, order, pair_with.removesuffix(HELDOUT_SUFFIX)),
+        "generalisation": generalisation(results, order),
         "episodes": [r.to_dict() for r in results],
     }
 
@@ -217,6 +222,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     print_table(summary, {}, _full_mode(list(summary)))
     if report["groups"]:
         print_groups(report["groups"]["summary"], summary)
+    if report["generalisation"]:
+        print_generalisation(report["generalisation"])
     print_paired(report["paired"])
     for mode, (done, planned) in report["progress"].items():
         print(f"{mode}: {done}{'' if planned is None else f' of {planned}'} episodes"

@@ -200,6 +200,23 @@ def heldout_vs_canonical(summary: dict[str, dict[str, Any]]) -> dict[str, dict[s
     return out
 
 
+def generalisation(results: list[EpisodeResult], mode_order: list[str]) -> dict[str, dict[str, Any]]:
+    """``heldout_vs_canonical`` for every mode played both ways (``M`` and ``M [heldout]``), each on the task/seed
+    starts both of its runs played: pooled runs (a canonical run over more seed ranges than its held-out run)
+    are compared on the same seeds, as the ratio needs."""
+    starts: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    for r in results:
+        starts[r.mode].add((r.task, r.seed))
+    out: dict[str, dict[str, Any]] = {}
+    for mode in mode_order:
+        held = mode + HELDOUT_SUFFIX
+        shared = starts[mode] & starts[held] if not mode.endswith(HELDOUT_SUFFIX) else set()
+        if shared:
+            both = [r for r in results if r.mode in (mode, held) and (r.task, r.seed) in shared]
+            out.update(heldout_vs_canonical(summarize(both, [mode, held])))
+    return out
+
+
 def print_generalisation(table_data: dict[str, dict[str, Any]]) -> None:
     from rich.table import Table
 
