@@ -308,3 +308,17 @@ def test_pooled_canonical_and_held_out_runs_give_the_held_out_ratio_on_the_seeds
     assert cli_main([str(tmp_path / "canon"), str(tmp_path / "held")]) == 0
     assert "dyn0.2: canonical vs held-out instructions (same seeds)" in capsys.readouterr().out
     assert journal_report(tmp_path / "canon")["generalisation"] == {}  # one way only: no ratio
+
+
+def test_per_task_prints_each_modes_successes_task_by_task(tmp_path, capsys):
+    """--per-task: a row per task, a column per mode, "-" where a mode did not play the task."""
+    header = {**HEADER, "plan": {**HEADER["plan"], "tasks": ["reach-v3", "push-v3"]}}
+    _journal(tmp_path / "eval", [header, _episode(), _episode(seed=1, success=False),
+                                 _episode(mode="exit1", seed=0, success=False), _episode(task="push-v3")])
+    assert cli_main([str(tmp_path / "eval"), "--per-task"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[1]: line.split()[3::2] for line in out.splitlines()
+            if line.startswith("│ ") and line.split()[1] in ("reach-v3", "push-v3", "all")}
+    assert rows == {"push-v3": ["1/1", "-"], "reach-v3": ["1/2", "0/1"], "all": ["2/3", "0/1"]}
+    assert cli_main([str(tmp_path / "eval")]) == 0
+    assert "successes per task" not in capsys.readouterr().out

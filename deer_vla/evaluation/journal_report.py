@@ -31,6 +31,7 @@ from deer_vla.evaluation.report import (
     print_generalisation,
     print_groups,
     print_paired,
+    print_per_task,
     print_table,
     summarize,
 )
@@ -196,6 +197,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", type=_label, action="append", default=[], metavar="DIR=NAME",
                    help="report the run in DIR with its modes named NAME:mode, e.g. to set another checkpoint's "
                    "run or another gate set's beside this one (pair them with --pair-with NAME:full); repeatable")
+    p.add_argument("--per-task", action="store_true", help="also print every mode's successes per task")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
     p.add_argument("--depth-weights", type=Path, default=None, metavar="JSON",
                    help="also write, per task, how much depth pays: (b + 1) / (c + 1) for the episodes only the full "
@@ -222,6 +224,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     print_table(summary, {}, _full_mode(list(summary)))
     if report["groups"]:
         print_groups(report["groups"]["summary"], summary)
+    if args.per_task:
+        print_per_task(summary)
     if report["generalisation"]:
         print_generalisation(report["generalisation"])
     print_paired(report["paired"])

@@ -174,6 +174,21 @@ def print_groups(group_summary: dict[str, dict[str, Any]], summary: dict[str, di
     _show(table, width=200)  # groups table: wider
 
 
+def print_per_task(summary: dict[str, dict[str, Any]]) -> None:
+    """Successes per task, one column per mode: where a mode loses to another (e.g. the depth one task needs)."""
+    from rich.table import Table
+
+    tasks = sorted({t for block in summary.values() for t in block["tasks"]})
+    table = Table(title="successes per task")
+    for col in ("task", *summary):
+        table.add_column(col, justify="right" if col != "task" else "left")
+    for task in tasks:
+        cells = [summary[m]["tasks"].get(task) for m in summary]
+        table.add_row(task, *("-" if st is None else f"{st['successes']}/{st['episodes']}" for st in cells))
+    table.add_row("all", *(f"{b['overall']['successes']}/{b['overall']['episodes']}" for b in summary.values()))
+    _show(table, width=200)
+
+
 HELDOUT_SUFFIX = " [heldout]"
 
 
