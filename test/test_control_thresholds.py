@@ -130,6 +130,29 @@ def test_thresholds_record_the_weights_they_were_solved_on_and_refuse_others(tmp
         Thresholds(values=[0.1], weights_sha256="abc")
 
 
+def test_learned_thresholds_record_the_gates_they_were_solved_with_and_refuse_retrained_ones(tmp_path):
+    """The learned criterion's scores are its gates' predictions: thresholds solved with one gates file mean
+    something else under retrained gates, on the very same weights."""
+    weights, gates, retrained = "a" * 64, "c" * 64, "d" * 64
+    path = tmp_path / "thresholds.json"
+    Thresholds(values=[0.1, 0.2], weights_sha256=weights, gates_sha256=gates).save(path)
+    back = Thresholds.load(path)
+    assert back.gates_sha256 == gates
+    back.check_solved_on(lambda: weights, str(path), "ckpt", lambda: gates)
+    with pytest.raises(ValueError, match=f"{path} was solved with other exit gates \\(sha256 cccccccccccc.*\\) "
+                                         "than ckpt's gates.safetensors \\(dddddddddddd.*calibrate again"):
+        back.check_solved_on(lambda: weights, str(path), "ckpt", lambda: retrained)
+    back.check_solved_on(lambda: weights, str(path), "ckpt", lambda: None)  # no gates: the criterion says so
+
+    def never() -> str:
+        raise AssertionError("a file that records no gates must not cost a hash of them")
+
+    Thresholds(values=[0.1, 0.2], weights_sha256=weights).check_solved_on(lambda: weights, "old.json", "ckpt", never)
+    assert "gates_sha256" not in Thresholds(values=[0.1]).to_dict()
+    with pytest.raises(ValueError, match="gates_sha256 must be 64 hex digits"):
+        Thresholds(values=[0.1], gates_sha256="C" * 64)
+
+
 @pytest.mark.parametrize(
     ("values", "match"),
     [

@@ -323,6 +323,7 @@ def test_calibrate_solves_learned_thresholds_from_the_gate_scores(gated: Path, c
     assert th.expected_cost <= 0.6 * runner.cost_profile.cost(runner.num_exits) + 1e-12
     ctl = ExitController(runner, runner.cost_profile, th)
     assert ctl.learned and ctl.profile.gate_gflops > 0
+    assert th.gates_sha256 == CheckpointDir(gated).gates_digest() is not None  # retrained gates refuse them:
     assert cli_main(["--checkpoint", str(ckpt), "--dataset", str(demos), "--average-budget-fraction", "0.6",
                      "--criterion", "learned", "--out", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
@@ -462,3 +463,26 @@ def test_an_input_that_barely_varied_in_training_cannot_make_the_score_infinite(
     far = gate_inputs(feature.reshape(1, -1), torch.tensor(action[None], dtype=torch.float32),
                       torch.tensor(previous[None], dtype=torch.float32), config.floor)
     assert torch.isfinite(torch.exp(gates.forward_all(far.unsqueeze(1).expand(1, 2, -1)))).all()
+
+
+def test_gates_retrained_after_calibration_refuse_the_old_thresholds(gated: Path, demos: Path, tmp_path: Path,
+                                                                     capsys) -> None:
+    """train-gate after calibrate, on the same weights: the learned thresholds were solved on the old gates'
+    scores, so the node (load_stack) and evaluate refuse them until calibrate runs again."""
+    from deer_vla.commands.calibrate import cli_main as calibrate_main
+    from deer_vla.evaluation.evaluator import cli_main as evaluate_main
+    from deer_vla.ros.policy_backend import ConfigurationError, load_stack
+    from deer_vla.train.gate import cli_main as train_gate_main
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(gated, copy)
+    assert calibrate_main(["--checkpoint", str(copy), "--dataset", str(demos), "--average-budget-fraction", "0.6",
+                           "--criterion", "learned", "--out", str(copy)]) == 0
+    load_stack(copy, copy / "thresholds.json", "cpu", {}, 0)  # as solved: accepted
+    assert train_gate_main([str(copy), "--data", str(demos), "--epochs", "2", "--seed", "7"]) == 0
+    with pytest.raises(ConfigurationError, match="solved with other exit gates"):
+        load_stack(copy, copy / "thresholds.json", "cpu", {}, 0)
+    capsys.readouterr()
+    assert evaluate_main(["--checkpoint", str(copy), "--budgets", "", "--thresholds", str(copy / "thresholds.json"),
+                          "--tasks", "drawer-open", "--episodes-per-task", "1"]) == 2
+    assert "solved with other exit gates" in capsys.readouterr().err

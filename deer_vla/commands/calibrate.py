@@ -245,10 +245,12 @@ def load_settings(argv: list[str] | None = None) -> CalibrateSettings:
 
 
 def save_thresholds(out: CheckpointDir, profile: CostProfile, thresholds: Thresholds, solved_on: CheckpointDir) -> None:
-    """The thresholds, stamped with the weights they were solved on (another checkpoint then refuses them), and
-    the cost profile they were solved with."""
+    """The thresholds, stamped with the weights they were solved on (another checkpoint then refuses them) and,
+    for the learned criterion, the gates they were solved with (retrained gates then refuse them), and the cost
+    profile they were solved with."""
     out.write_profile(profile)
-    replace(thresholds, weights_sha256=solved_on.weights_digest()).save(out.thresholds_path)
+    gates = solved_on.gates_digest() if thresholds.criterion.kind == "learned" else None
+    replace(thresholds, weights_sha256=solved_on.weights_digest(), gates_sha256=gates).save(out.thresholds_path)
 
 
 def cli_main(argv: list[str] | None = None) -> int:

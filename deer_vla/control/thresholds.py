@@ -47,6 +47,9 @@ class Thresholds:
     # checkpoints of one architecture take each other's files structurally, but thresholds fit one model's
     # exit-to-exit action differences only
     weights_sha256: str | None = None
+    # SHA-256 of the exit-gates file they were solved with (learned criterion; None: not recorded): the learned
+    # criterion's scores are those gates' predictions, so retrained gates make the thresholds mean something else
+    gates_sha256: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -75,10 +78,11 @@ class Thresholds:
             raise ValueError(f"thresholds guarantee family has {len(fam.base)} base values, thresholds {len(values)}")
         if self.expected_cost is not None and not (math.isfinite(self.expected_cost) and self.expected_cost >= 0):
             raise ValueError(f"thresholds expected_cost must be finite and >= 0, got {self.expected_cost}")
-        digest = self.weights_sha256
-        if digest is not None and not (isinstance(digest, str) and len(digest) == 64
-                                       and all(c in "0123456789abcdef" for c in digest)):
-            raise ValueError(f"thresholds weights_sha256 must be 64 hex digits (lower case), got {digest!r}")
+        for name in ("weights_sha256", "gates_sha256"):
+            digest = getattr(self, name)
+            if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                           and all(c in "0123456789abcdef" for c in digest)):
+                raise ValueError(f"thresholds {name} must be 64 hex digits (lower case), got {digest!r}")
 
     @property
     def first_exit(self) -> int:
@@ -103,17 +107,26 @@ class Thresholds:
                 f"policy may run up to exit {num_exits}: need {num_exits + 1 - self.first_exit} values"
             )
 
-    def check_solved_on(self, weights_digest: Callable[[], str], where: str, checkpoint: str) -> None:
-        """Raise ValueError if these thresholds (read from ``where``) record other weights than the checkpoint's.
-        ``weights_digest`` (the checkpoint's SHA-256) is only called when they record one: hashing costs."""
-        if self.weights_sha256 is None:
-            return
-        actual = weights_digest()
-        if actual != self.weights_sha256:
-            raise ValueError(
-                f"{where} was solved on other weights (sha256 {self.weights_sha256[:12]}...) than {checkpoint}'s "
-                f"({actual[:12]}...): thresholds fit only the model they were solved on; use that checkpoint's own "
-                "thresholds, or calibrate this one (`deer-vla calibrate --checkpoint ... --out DIR`)")
+    def check_solved_on(self, weights_digest: Callable[[], str], where: str, checkpoint: str,
+                        gates_digest: Callable[[], str | None] | None = None) -> None:
+        """Raise ValueError if these thresholds (read from ``where``) record other weights than the checkpoint's,
+        or other exit gates than its gates file (``gates_digest``: its SHA-256, None without one). Each digest is
+        only computed when they record one: hashing costs."""
+        if self.weights_sha256 is not None:
+            actual = weights_digest()
+            if actual != self.weights_sha256:
+                raise ValueError(
+                    f"{where} was solved on other weights (sha256 {self.weights_sha256[:12]}...) than {checkpoint}'s "
+                    f"({actual[:12]}...): thresholds fit only the model they were solved on; use that checkpoint's "
+                    "own thresholds, or calibrate this one (`deer-vla calibrate --checkpoint ... --out DIR`)")
+        if self.gates_sha256 is not None and gates_digest is not None:
+            gates = gates_digest()  # None: no gates file, which the learned criterion reports itself
+            if gates is not None and gates != self.gates_sha256:
+                raise ValueError(
+                    f"{where} was solved with other exit gates (sha256 {self.gates_sha256[:12]}...) than "
+                    f"{checkpoint}'s gates.safetensors ({gates[:12]}...): the learned criterion's thresholds fit only "
+                    "the gates they were solved with; calibrate again after `deer-vla train-gate` "
+                    "(`deer-vla calibrate --checkpoint ... --criterion learned --out DIR`)")
 
     def to_dict(self) -> dict:
         out = {
@@ -129,6 +142,8 @@ class Thresholds:
             out["guarantee"] = self.guarantee.to_dict()
         if self.weights_sha256 is not None:  # likewise
             out["weights_sha256"] = self.weights_sha256
+        if self.gates_sha256 is not None:  # likewise
+            out["gates_sha256"] = self.gates_sha256
         return out
 
     @classmethod
@@ -136,7 +151,7 @@ class Thresholds:
         if not isinstance(data, dict):
             raise ValueError("thresholds JSON must be an object")
         known = {"values", "budget", "metric", "method", "expected_cost", "exit_distribution", "criterion",
-                 "guarantee", "weights_sha256"}
+                 "guarantee", "weights_sha256", "gates_sha256"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown thresholds keys {sorted(unknown)}")
@@ -153,6 +168,7 @@ class Thresholds:
             criterion=Criterion.from_dict(data.get("criterion") or {}),
             guarantee=Guarantee.from_dict(data["guarantee"]) if data.get("guarantee") is not None else None,
             weights_sha256=data.get("weights_sha256"),
+            gates_sha256=data.get("gates_sha256"),
         )
         if num_exits is not None and out.num_exits != num_exits:
             first = out.first_exit

@@ -263,9 +263,10 @@ def dynamic_mode_name(fraction: float, criterion: Criterion) -> str:
 
 def load_thresholds_for(path: str | Path, num_exits: int, checkpoint: str | Path) -> Thresholds:
     """A thresholds file, refused (ValueError naming it) unless it fits ``checkpoint``: its exits and, when it
-    records them, the weights it was solved on."""
+    records them, the weights it was solved on and the exit gates it was solved with."""
     th = Thresholds.load(Path(path), num_exits=num_exits)  # names the file and the problem
-    th.check_solved_on(CheckpointDir(checkpoint).weights_digest, str(path), str(checkpoint))
+    ckpt = CheckpointDir(checkpoint)
+    th.check_solved_on(ckpt.weights_digest, str(path), str(checkpoint), ckpt.gates_digest)
     return th
 
 
@@ -296,9 +297,9 @@ def file_modes(paths: list[str], num_exits: int, full_gflops: float, checkpoint:
 def thresholds_mode(name: str, th: Thresholds, full_gflops: float) -> ModeSpec:
     """A dynamic mode running ``th`` as written, with the budget it was solved for, if any."""
     b = th.budget.average_gflops if th.budget and th.budget.average_gflops else None
-    # the weights' digest says where the file came from, not what the mode plays: kept out of the mode, so a
-    # run with a file from before the digest was recorded pools with one from after (journal.mode_digests)
-    played = replace(th, weights_sha256=None)
+    # the weights' and gates' digests say where the file came from, not what the mode plays: kept out of the
+    # mode, so a run with a file from before a digest was recorded pools with one from after (journal.mode_digests)
+    played = replace(th, weights_sha256=None, gates_sha256=None)
     return ModeSpec(name=name, kind="dynamic", thresholds=played.to_dict(), budget_gflops=b,
                     budget_fraction=b / full_gflops if b else None)
 

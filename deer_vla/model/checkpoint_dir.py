@@ -84,6 +84,13 @@ class CheckpointDir:
         st = self.weights_path.stat()
         return _file_sha256(str(self.weights_path.resolve()), st.st_size, st.st_mtime_ns)
 
+    def gates_digest(self) -> str | None:
+        """SHA-256 of the exit-gates file (None without one): what learned-criterion thresholds were solved with."""
+        if not self.gates_path.is_file():
+            return None
+        st = self.gates_path.stat()
+        return _file_sha256(str(self.gates_path.resolve()), st.st_size, st.st_mtime_ns)
+
     def exists(self) -> bool:
         """Whether this looks like a checkpoint (a directory with a config); ``check`` says what else is wrong."""
         return self.config_path.is_file()

@@ -122,8 +122,8 @@ def load_stack(
         except (ValueError, OSError) as exc:
             raise ConfigurationError(f"cannot load thresholds {thresholds_path}: {exc}") from exc
         try:  # another checkpoint's (of the same architecture) would load and run the wrong exits
-            thresholds.check_solved_on(CheckpointDir(checkpoint).weights_digest, str(thresholds_path),
-                                       str(checkpoint))
+            ckpt = CheckpointDir(checkpoint)
+            thresholds.check_solved_on(ckpt.weights_digest, str(thresholds_path), str(checkpoint), ckpt.gates_digest)
         except (ValueError, OSError) as exc:
             raise ConfigurationError(str(exc)) from exc
     elif fixed_exit == 0:
