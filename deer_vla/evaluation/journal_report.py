@@ -50,10 +50,9 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
     (first, last): only those seeds' episodes, planned and played (e.g. the whole seeds a stopped run finished).
     ``pair_with``: the mode every other is paired with episode by episode (e.g. a static exit of the dynamic
     mode's cost; held-out modes with its held-out run, so 'exit2' and 'exit2 [heldout]' name the same pairing).
-    ``labels`` {run directory:
-    name}: that run's modes are reported as 'name:mode' ('name:full', 'name:exit2 [heldout]'). Runs of another
-    step limit or image size than the first are refused (JournalError), and so are runs of another checkpoint
-    (weights) without a label."""
+    ``labels`` {run directory: name}: that run's modes are reported as 'name:mode' ('name:full',
+    'name:exit2 [heldout]'). Runs of another step limit or image size than the first are refused (JournalError),
+    and so are runs of another checkpoint (weights) without a label."""
     dirs = [Path(d) for d in (out_dirs if isinstance(out_dirs, list) else [out_dirs])]
     named = _labels(labels or {}, dirs)
     runs = [_labelled(d, *read_journal(d / JOURNAL_NAME), named.get(d)) for d in dirs]
