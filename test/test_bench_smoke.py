@@ -153,6 +153,11 @@ def test_bench_language_quick(quick_demos):
     assert set(rows) == {"coffee-button", "handle-press", "all"}
     canonical, heldout = float(rows["all"][0]), float(rows["all"][1])
     assert 0 < canonical < 2 and 0 < heldout < 2  # RMS motion errors against the expert, both ways measured
+    exit1_canonical, exit1_heldout = float(rows["all"][5]), float(rows["all"][6])
+    assert 0 < exit1_canonical < 2 and 0 < exit1_heldout < 2  # and exit 1's
+    assert float(rows["all"][7]) == pytest.approx(exit1_heldout / exit1_canonical, abs=0.006)
+    to_full = [float(v) for v in rows["all"][8:10]]  # exit 1's distance from the full model, both ways
+    assert len(to_full) == 2 and all(0 < d < 2 for d in to_full)
 
 
 @pytest.mark.slow
