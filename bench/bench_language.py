@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                 actions = _replay(runner, obs, instruction(i), exits)
                 for k, a in actions.items():
                     errs[f"{way}@{k}"].append(float(np.mean((a[:, : expert.shape[1]] - expert) ** 2)))
-                errs[f"{way}@1-full"].append(float(np.mean((actions[1] - actions[runner.num_exits]) ** 2)))
+                motion = expert.shape[1]  # the expert's motion axes (its gripper left out, as above)
+                errs[f"{way}@1-full"].append(
+                    float(np.mean((actions[1][:, :motion] - actions[runner.num_exits][:, :motion]) ** 2)))
         rows[task] = errs
     wall = time.perf_counter() - t0
 
