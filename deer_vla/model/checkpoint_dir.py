@@ -81,15 +81,11 @@ class CheckpointDir:
         """SHA-256 of the weights file: what the exit gates were trained on (they fit those weights only).
         One configure asks up to three times (gates, thresholds, recording) and a robot's model can be GBs: the
         hash is remembered for the file as it is (path, size, modification time), so it is read once."""
-        st = self.weights_path.stat()
-        return _file_sha256(str(self.weights_path.resolve()), st.st_size, st.st_mtime_ns)
+        return _digest(self.weights_path)
 
     def gates_digest(self) -> str | None:
         """SHA-256 of the exit-gates file (None without one): what learned-criterion thresholds were solved with."""
-        if not self.gates_path.is_file():
-            return None
-        st = self.gates_path.stat()
-        return _file_sha256(str(self.gates_path.resolve()), st.st_size, st.st_mtime_ns)
+        return _digest(self.gates_path) if self.gates_path.is_file() else None
 
     def exists(self) -> bool:
         """Whether this looks like a checkpoint (a directory with a config); ``check`` says what else is wrong."""
@@ -175,6 +171,12 @@ class CheckpointDir:
             return json.loads(path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"invalid {path}: not JSON ({exc})") from exc
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of ``path``, hashed once per file as it is (path, size, modification time): ``_file_sha256``."""
+    st = path.stat()
+    return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=16)
