@@ -225,7 +225,9 @@ def generalisation(results: list[EpisodeResult], mode_order: list[str]) -> dict[
     out: dict[str, dict[str, Any]] = {}
     for mode in mode_order:
         held = mode + HELDOUT_SUFFIX
-        shared = starts[mode] & starts[held] if not mode.endswith(HELDOUT_SUFFIX) else set()
+        if mode.endswith(HELDOUT_SUFFIX) or held not in starts:
+            continue
+        shared = starts[mode] & starts[held]
         if shared:
             both = [r for r in results if r.mode in (mode, held) and (r.task, r.seed) in shared]
             out.update(heldout_vs_canonical(summarize(both, [mode, held])))
