@@ -306,3 +306,76 @@ def test_random_exit_weights_are_checked_before_training(dataset: Path, tmp_path
     cfg = load_config(None, _overrides(dataset, tmp_path / "run", **{"loss.random_exit_weights": "[1.0]"}))
     with pytest.raises(ConfigError, match="1 weights; the model has"):
         Trainer(cfg, show_progress=False)
+
+
+def test_wording_consistency_pulls_exits_on_a_paraphrase_toward_the_full_model_on_the_recorded_wording(
+    dataset: Path, tiny_cfg
+) -> None:
+    from deer_vla.model.policy import MultiExitPolicy
+    from deer_vla.model.tokenizer import build_word_tokenizer
+
+    torch.manual_seed(0)
+    eps = load_episodes(
+        dataset, tuple(tiny_cfg.cameras), int(tiny_cfg.image_size), _action_dim(tiny_cfg), int(tiny_cfg.proprio_dim)
+    )
+    model = MultiExitPolicy(tiny_cfg)
+    items = [WindowDataset(eps, window=4, shift_pad=2, seed=0)[i] for i in (0, 3)]
+    assert [it["anchor"] for it in items] == [eps[0].instructions[0]] * 2  # the recorded instruction, not a draw
+    for it in items:  # a wording the recorded one is not
+        it["instruction"] = "kindly " + it["anchor"] + " right away"
+    tok = build_word_tokenizer([t for it in items for t in (it["instruction"], it["anchor"])])
+    batch = make_collate(tok, anchor=True)(items)
+    assert batch.anchor_ids is not None and not torch.equal(batch.anchor_ids, batch.input_ids)
+    n = tiny_cfg.num_exits
+    only_exit_1 = [1.0] + [0.0] * (n - 1)
+    obj = DeerObjective(model, LossWeights(aux=0, final=0, random_exit=0, split_exit=0, wording_consistency=1.0,
+                                           random_exit_weights=only_exit_1))
+    obj.generator = torch.Generator()
+
+    def gap() -> float:  # exit 1 on the paraphrase vs the deepest exit on the recorded wording (RMS motion)
+        with torch.no_grad():
+            student = model.head(obj.window_features(batch)[:, :, 0], batch.proprio).motion
+            teacher = model.head(obj.window_features(batch, anchor=True)[:, :, n - 1], batch.proprio).motion
+        return float((student - teacher).pow(2).mean().sqrt())
+
+    obj.generator.manual_seed(0)
+    loss, metrics = obj(batch)
+    assert set(metrics) >= {"loss_wording_consistency"} and "loss_random_exit" not in metrics
+    loss.backward()
+    # the teacher pass has no gradient: layers only the deepest exit runs get none from exit 1's term
+    deepest_only = [p for name, p in model.named_parameters() if name.startswith(f"lm.layers.{n - 1}.")]
+    assert deepest_only and all(p.grad is None or not p.grad.any() for p in deepest_only)
+    before = gap()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(10):
+        opt.zero_grad()
+        obj.generator.manual_seed(0)
+        obj(batch)[0].backward()
+        opt.step()
+    assert gap() < 0.5 * before
+    # without the recorded instructions in the batch the term says what is missing
+    with pytest.raises(ValueError, match="recorded instructions"):
+        obj(make_collate(tok)(items))
+
+
+def test_wording_consistency_off_leaves_the_batches_and_the_loss_as_before(dataset: Path, tiny_cfg) -> None:
+    from deer_vla.model.policy import MultiExitPolicy
+    from deer_vla.model.tokenizer import build_word_tokenizer
+
+    eps = load_episodes(
+        dataset, tuple(tiny_cfg.cameras), int(tiny_cfg.image_size), _action_dim(tiny_cfg), int(tiny_cfg.proprio_dim)
+    )
+    model = MultiExitPolicy(tiny_cfg)
+    tok = build_word_tokenizer([t for e in eps for t in e.instructions])
+    items = [WindowDataset(eps, window=4, shift_pad=2, seed=0)[i] for i in (0, 3)]
+    plain, with_anchor = make_collate(tok)(items), make_collate(tok, anchor=True)(items)
+    assert plain.anchor_ids is None and with_anchor.anchor_ids is not None
+    obj = DeerObjective(model, LossWeights())
+    obj.generator = torch.Generator()
+    out = []
+    for batch in (plain, with_anchor):
+        obj.generator.manual_seed(0)
+        loss, metrics = obj(batch)
+        assert "loss_wording_consistency" not in metrics
+        out.append(float(loss.detach()))
+    assert out[0] == out[1]

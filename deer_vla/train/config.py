@@ -37,11 +37,19 @@ class LossWeights(BaseModel):
     # run time under a small budget most steps stop at the first exits; weights like the controller's exit
     # distribution there train the shared head on the mix it will see (split_exit stays uniform).
     random_exit_weights: list[float] | None = Field(None, min_length=1)
+    # Wording consistency (not in the original): the shared head at the random_exit draw, reading the window's
+    # drawn (paraphrased, noised) instruction, is also pulled toward the deepest exit's output on the episode's
+    # recorded instruction (detached, from a second forward pass without gradients). Shallow exits are where
+    # unfamiliar wording costs most (docs/RESULTS.md); this asks every exit to act on a paraphrase as the full
+    # model acts on the canonical wording. 0 leaves the objective and its random draws exactly as before.
+    wording_consistency: float = Field(
+        0.0, ge=0, description="drawn exits on the drawn wording vs the deepest exit on the recorded instruction")
 
     @model_validator(mode="after")
     def _some_term(self) -> LossWeights:
-        if self.aux + self.final + self.random_exit + self.split_exit <= 0:
-            raise ValueError("loss weights aux, final, random_exit and split_exit are all 0: nothing to train")
+        if self.aux + self.final + self.random_exit + self.split_exit + self.wording_consistency <= 0:
+            raise ValueError("loss weights aux, final, random_exit, split_exit and wording_consistency are all 0: "
+                             "nothing to train")
         w = self.random_exit_weights
         if w is not None and not (all(math.isfinite(v) and v >= 0 for v in w) and sum(w) > 0):
             raise ValueError(f"loss.random_exit_weights must be finite, >= 0 and not all 0, got {w}")

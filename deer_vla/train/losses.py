@@ -8,8 +8,12 @@ window; the loss then sums (weights from LossWeights):
               step), uniformly or with random_exit_weights - at run time the
               head's history mixes exits,
   split_exit  the shared head on a window split at a random point into an
-              earlier part at one exit and a later part at another.
-Each term = Huber(motion) + gripper_weight * BCE(gripper logit, closed?).
+              earlier part at one exit and a later part at another,
+  wording_consistency  (optional, not in the original) the random_exit draw's
+              output on the drawn wording against the deepest exit's output on
+              the episode's recorded instruction (detached, no gradient).
+Each term = Huber(motion) + gripper_weight * BCE(gripper logit, closed?); in
+wording_consistency the targets are the teacher's motion and gripper probability.
 """
 from __future__ import annotations
 
@@ -39,6 +43,9 @@ class WindowBatch:
     attention_mask: torch.Tensor  # (B, L)
     proprio: torch.Tensor | None  # (B, T, P)
     actions: torch.Tensor  # (B, T, A)
+    # the episode's recorded instruction, tokenized like input_ids (only when wording_consistency needs it)
+    anchor_ids: torch.Tensor | None = None  # (B, L')
+    anchor_mask: torch.Tensor | None = None  # (B, L')
 
     def to(self, device: torch.device | str) -> WindowBatch:
         return WindowBatch(
@@ -47,6 +54,8 @@ class WindowBatch:
             attention_mask=self.attention_mask.to(device),
             proprio=None if self.proprio is None else self.proprio.to(device),
             actions=self.actions.to(device),
+            anchor_ids=None if self.anchor_ids is None else self.anchor_ids.to(device),
+            anchor_mask=None if self.anchor_mask is None else self.anchor_mask.to(device),
         )
 
     @property
@@ -62,6 +71,15 @@ def action_loss(
     c = motion.shape[-1]
     pose = F.smooth_l1_loss(motion.float(), target[..., :c].float(), beta=w.huber_delta)
     closed = (target[..., -1] > 0).float()
+    grip = F.binary_cross_entropy_with_logits(gripper_logit.float(), closed)
+    return pose + w.gripper * grip
+
+
+def teacher_loss(motion: torch.Tensor, gripper_logit: torch.Tensor, teacher: HeadOutput,
+                 w: LossWeights) -> torch.Tensor:
+    """action_loss with a teacher's (detached) motion and gripper probability as targets."""
+    pose = F.smooth_l1_loss(motion.float(), teacher.motion.detach().float(), beta=w.huber_delta)
+    closed = torch.sigmoid(teacher.gripper_logit.detach().float())
     grip = F.binary_cross_entropy_with_logits(gripper_logit.float(), closed)
     return pose + w.gripper * grip
 
@@ -108,12 +126,21 @@ class DeerObjective(nn.Module):
         return self._rank_share(lambda s: torch.multinomial(probs, math.prod(s), replacement=True,
                                                             generator=self.generator).view(s), shape, device)
 
-    def window_features(self, batch: WindowBatch) -> torch.Tensor:
-        """(B, T, N, D): every exit's feature at every frame, from one backbone pass over B*T frames."""
+    def window_features(self, batch: WindowBatch, anchor: bool = False) -> torch.Tensor:
+        """(B, T, N, D): every exit's feature at every frame, from one backbone pass over B*T frames
+        (``anchor``: reading the recorded instruction instead of the drawn one)."""
         b, t = batch.shape
         images = {k: v.reshape(b * t, *v.shape[2:]) for k, v in batch.images.items()}
-        ids = batch.input_ids.repeat_interleave(t, dim=0)
-        mask = batch.attention_mask.repeat_interleave(t, dim=0)
+        if anchor:
+            if batch.anchor_ids is None or batch.anchor_mask is None:
+                raise ValueError(
+                    "wording_consistency needs the batch's recorded instructions (make_collate(anchor=True))"
+                )
+            ids, mask = batch.anchor_ids, batch.anchor_mask
+        else:
+            ids, mask = batch.input_ids, batch.attention_mask
+        ids = ids.repeat_interleave(t, dim=0)
+        mask = mask.repeat_interleave(t, dim=0)
         proprio = None if batch.proprio is None else batch.proprio.reshape(b * t, -1)
         feats = self.model.exit_features(images, ids, mask, proprio)
         return feats.reshape(b, t, feats.shape[1], feats.shape[2])
@@ -137,9 +164,15 @@ class DeerObjective(nn.Module):
             terms["aux"] = torch.stack(aux).sum()  # summed over exits, as in the original
         final_out = head(feats[:, :, n - 1], proprio)
         terms["final"] = action_loss(*_out(final_out), target, w)
-        if w.random_exit > 0:
+        if w.random_exit > 0 or w.wording_consistency > 0:  # one draw serves both terms
             idx = self._draw_exits(n, (b, t), feats.device)
-            terms["random_exit"] = action_loss(*_out(head(gather_exits(feats, idx), proprio)), target, w)
+            drawn = _out(head(gather_exits(feats, idx), proprio))
+            if w.random_exit > 0:
+                terms["random_exit"] = action_loss(*drawn, target, w)
+            if w.wording_consistency > 0:
+                with torch.no_grad():
+                    teacher = head(self.window_features(batch, anchor=True)[:, :, n - 1], proprio)
+                terms["wording_consistency"] = teacher_loss(*drawn, teacher, w)
         if w.split_exit > 0 and t >= 2:
             split = self._randint(1, t, (b, 1), feats.device)
             first = self._randint(0, n, (b, 1), feats.device)
@@ -147,7 +180,8 @@ class DeerObjective(nn.Module):
             steps = torch.arange(t, device=feats.device).unsqueeze(0)
             idx = torch.where(steps < split, first, second)
             terms["split_exit"] = action_loss(*_out(head(gather_exits(feats, idx), proprio)), target, w)
-        weight = {"aux": w.aux, "final": w.final, "random_exit": w.random_exit, "split_exit": w.split_exit}
+        weight = {"aux": w.aux, "final": w.final, "random_exit": w.random_exit, "split_exit": w.split_exit,
+                  "wording_consistency": w.wording_consistency}
         loss = sum((weight[k] * v for k, v in terms.items()), torch.zeros((), device=feats.device))
         with torch.no_grad():
             motion, grip = _out(final_out)

@@ -409,7 +409,8 @@ class Trainer:
         if step >= total:
             log.info("already trained %d/%d steps; nothing to do", step, total)
             return self.history
-        collate = make_collate(self.tokenizer, int(self.model.config.lm.max_text_len))
+        collate = make_collate(self.tokenizer, int(self.model.config.lm.max_text_len),
+                               anchor=cfg.loss.wording_consistency > 0)
         data = batches(self.dataset, cfg, self.info, collate, step)
         gen = torch.Generator()
         amp = (

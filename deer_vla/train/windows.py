@@ -123,14 +123,18 @@ class WindowDataset(Dataset):
         return {
             "images": images,
             "instruction": instr,
+            "anchor": ep.instructions[0],  # the recorded instruction (train.data.task_paraphrases puts it first)
             "proprio": None if ep.proprio is None else torch.from_numpy(ep.proprio[sl]),
             "actions": torch.from_numpy(ep.actions[sl]),
         }
 
 
-def make_collate(tokenizer: Callable, max_text_len: int | None = None) -> Callable[[list[dict]], WindowBatch]:
+def make_collate(
+    tokenizer: Callable, max_text_len: int | None = None, anchor: bool = False
+) -> Callable[[list[dict]], WindowBatch]:
     """Collate window dicts into a WindowBatch: stack, scale images to [0, 1], tokenize with padding
-    (truncated to ``max_text_len`` like the runner does at run time)."""
+    (truncated to ``max_text_len`` like the runner does at run time); ``anchor`` also tokenizes each
+    window's recorded instruction (the wording_consistency loss term reads it)."""
 
     cache: dict[str, list[int]] = {}  # instructions repeat constantly: tokenize each once
 
@@ -140,23 +144,29 @@ def make_collate(tokenizer: Callable, max_text_len: int | None = None) -> Callab
             cache[text] = list(tokenizer(text, **kw)["input_ids"])
         return cache[text]
 
+    pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
+
+    def padded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        seqs = [ids_of(t) for t in texts]
+        length = max(len(q) for q in seqs)
+        ids = torch.tensor([q + [pad_id] * (length - len(q)) for q in seqs], dtype=torch.long)
+        mask = torch.tensor([[1] * len(q) + [0] * (length - len(q)) for q in seqs], dtype=torch.long)
+        return ids, mask
+
     def collate(items: list[dict]) -> WindowBatch:
         cams = items[0]["images"].keys()
         images = {c: torch.stack([it["images"][c] for it in items]).float().div_(255.0) for c in cams}
-        seqs = [ids_of(it["instruction"]) for it in items]
-        length = max(len(q) for q in seqs)
-        pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
-        tok = {
-            "input_ids": torch.tensor([q + [pad_id] * (length - len(q)) for q in seqs], dtype=torch.long),
-            "attention_mask": torch.tensor([[1] * len(q) + [0] * (length - len(q)) for q in seqs], dtype=torch.long),
-        }
+        input_ids, attention_mask = padded([it["instruction"] for it in items])
+        anchor_ids, anchor_mask = padded([it["anchor"] for it in items]) if anchor else (None, None)
         proprio = None if items[0]["proprio"] is None else torch.stack([it["proprio"] for it in items]).float()
         return WindowBatch(
             images=images,
-            input_ids=tok["input_ids"],
-            attention_mask=tok["attention_mask"],
+            input_ids=input_ids,
+            attention_mask=attention_mask,
             proprio=proprio,
             actions=torch.stack([it["actions"] for it in items]).float(),
+            anchor_ids=anchor_ids,
+            anchor_mask=anchor_mask,
         )
 
     return collate
