@@ -379,3 +379,11 @@ def test_wording_consistency_off_leaves_the_batches_and_the_loss_as_before(datas
         assert "loss_wording_consistency" not in metrics
         out.append(float(loss.detach()))
     assert out[0] == out[1]
+
+
+def test_a_run_with_wording_consistency_logs_the_term_in_both_stages(dataset: Path, tmp_path: Path) -> None:
+    cfg = load_config(None, _overrides(dataset, tmp_path / "wc", **{"loss.wording_consistency": 2.0,
+                                                                     "instruction_noise": "{}"}))
+    hist = Trainer(cfg, show_progress=False).train()
+    assert {h["stage"] for h in hist} == {"joint", "refine"}
+    assert all(h["loss_wording_consistency"] >= 0 for h in hist)
