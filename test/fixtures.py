@@ -121,6 +121,57 @@ class Driver:
         while time.monotonic() < end:
             self.executor.spin_once(timeout_sec=0.01)
 
+    def _received(self) -> int:
+        return len(self.twists) + len(self.grippers) + len(self.actions) + len(self.records)
+
+    def settle(self, node: Any, quiet_s: float = 0.5, timeout: float = 20.0) -> bool:
+        """Spin until ``node`` runs no step and nothing new has arrived for ``quiet_s``: every image pair sent
+        so far has become a step and its outputs have landed, so counts taken now stay exact. Timing alone
+        (a fixed spin) is not enough on a loaded machine, where a step can outlast it."""
+        import time
+
+        end = time.monotonic() + timeout
+        seen, quiet_since = self._received(), time.monotonic()
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.01)
+            now = time.monotonic()
+            if self._received() != seen or node.health_snapshot().step_running:
+                seen, quiet_since = self._received(), now
+            elif now - quiet_since >= quiet_s:
+                return True
+        return False
+
+    def step_once(self, node: Any, first: Any = None, timeout: float = 20.0) -> bool:
+        """One event-driven step, deterministically: proprioception, then each camera's image, each sent only
+        after ``node`` holds the one before (``first`` replaces camera 1's, sent last), then wait until the step
+        has finished and its outputs have landed (see settle). Sent at once, a pair can merge with an earlier
+        one on a slow machine, or the executor can hand camera 1's image over before a leftover frame of
+        another camera is replaced, and that step is refused as stale."""
+        import time
+
+        from std_msgs.msg import Float32MultiArray
+
+        end = time.monotonic() + timeout
+
+        def until(predicate: Any) -> bool:
+            while not predicate() and time.monotonic() < end:
+                self.executor.spin_once(timeout_sec=0.01)
+            return bool(predicate())
+
+        steps = node.stats.steps
+        if self.proprio_dim:
+            values = [float(v) for v in self.rng.uniform(-1, 1, self.proprio_dim)]
+            self.proprio_pub.publish(Float32MultiArray(data=values))
+            if not until(lambda: node.proprio is not None and np.allclose(node.proprio, values)):
+                return False
+        cameras = list(node.stack.cameras)
+        for i in reversed(range(len(self.image_pubs))):
+            msg = first if i == 0 and first is not None else self.image()
+            self.image_pubs[i].publish(msg)
+            if i and not until(lambda: cameras[i] in node.frames and node.frames[cameras[i]].msg == msg):
+                return False
+        return until(lambda: node.stats.steps > steps) and self.settle(node, timeout=max(end - time.monotonic(), 1.0))
+
     def drive_until(self, predicate: Any, timeout: float = 10.0, age_s: float = 0.0) -> bool:
         """Send image pairs (spinning in between) until ``predicate()``."""
         import time

@@ -103,13 +103,9 @@ def test_stale_images_produce_no_action(executor, tiny_checkpoint):
     assert drv.drive_until(lambda: len(drv.actions) >= 1)  # fresh images: actions again
     from rclpy.parameter import Parameter
 
-    def settled() -> bool:  # no step on the worker, after the executor delivered what it published
-        drv.spin(0.1)
-        return not node.health_snapshot().step_running
-
     # a step handed to the worker with fresh images before the switch may still publish its action (legitimately):
     # let it land before counting (on a loaded machine it can finish after the switch)
-    assert any(settled() for _ in range(100)) and settled()
+    assert drv.settle(node)
     assert node.set_parameters([Parameter("stale_action", value="zero")])[0].successful
     n_actions, n_twists = len(drv.actions), len(drv.twists)
     assert drv.drive_until(lambda: len(drv.twists) >= n_twists + 2, age_s=5.0)
@@ -138,14 +134,14 @@ def test_malformed_images_are_rejected_without_crash(executor, tiny_checkpoint):
     assert node.stats.rejected_images == len(bad)
     assert not drv.actions
     assert drv.drive_until(lambda: len(drv.actions) >= 1)  # still alive and working
-    ok = drv.image(h=20, w=30)
-    ok_bgr = drv.image(h=33, w=17)
-    ok_bgr.encoding = "bgr8"
+    assert drv.settle(node)  # drive_until's last pairs may still be stepping: count from a quiet node
     n = len(drv.actions)
-    for msg in (ok, ok_bgr):
-        drv.send_pair(first=msg)
-        drv.spin(0.2)
+    for h, w, encoding in ((20, 30, "rgb8"), (33, 17, "bgr8")):
+        msg = drv.image(h=h, w=w)  # stamped now: an image made before a wait would be stale
+        msg.encoding = encoding
+        assert drv.step_once(node, first=msg)
     assert len(drv.actions) == n + 2  # any size and bgr8 are accepted
+    assert node.stats.rejected_images == len(bad)
 
 
 def test_budget_changed_at_runtime_changes_exits(executor, tiny_checkpoint):
@@ -213,6 +209,7 @@ def test_new_instruction_resets_episode_and_model_errors_are_survived(executor, 
         action, record = real_step(obs)
         return np.full_like(action, np.nan), record
 
+    assert drv.settle(node)  # a step already on the worker runs the real controller and may publish
     monkeypatch.setattr(node.stack.controller, "step", nan_step)
     n_twists = len(drv.twists)
     assert drv.drive_until(lambda: node.stats.unsafe_actions >= 2)
