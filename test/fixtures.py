@@ -147,6 +147,7 @@ class Driver:
         has finished and its outputs have landed (see settle). Sent at once, a pair can merge with an earlier
         one on a slow machine, or the executor can hand camera 1's image over before a leftover frame of
         another camera is replaced, and that step is refused as stale."""
+        import functools
         import time
 
         from std_msgs.msg import Float32MultiArray
@@ -164,13 +165,17 @@ class Driver:
             self.proprio_pub.publish(Float32MultiArray(data=values))
             if not until(lambda: node.proprio is not None and np.allclose(node.proprio, values)):
                 return False
+        def holds(camera: str, msg: Any) -> bool:
+            return camera in node.frames and node.frames[camera].msg == msg
+
         cameras = list(node.stack.cameras)
         for i in reversed(range(len(self.image_pubs))):
             msg = first if i == 0 and first is not None else self.image()
             self.image_pubs[i].publish(msg)
-            if i and not until(lambda: cameras[i] in node.frames and node.frames[cameras[i]].msg == msg):
+            if i and not until(functools.partial(holds, cameras[i], msg)):
                 return False
-        return until(lambda: node.stats.steps > steps) and self.settle(node, timeout=max(end - time.monotonic(), 1.0))
+        stepped = until(lambda: node.stats.steps > steps)
+        return stepped and self.settle(node, timeout=max(end - time.monotonic(), 1.0))
 
     def drive_until(self, predicate: Any, timeout: float = 10.0, age_s: float = 0.0) -> bool:
         """Send image pairs (spinning in between) until ``predicate()``."""
