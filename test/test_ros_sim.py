@@ -47,6 +47,7 @@ def test_sim_node_steps_on_actions_and_reports_episodes(executor, spin_until):
     assert len(successes) == 2 and len(instructions) >= 1 and instructions[0].data.strip()
     assert images[0].shape == (32, 32, 3)
     assert sim.results[1].seed == sim.results[0].seed + 1
+    assert all(r.shared_topics == [] for r in sim.results)  # one policy: nothing shared
     with pytest.raises(KeyError, match="known tasks"):
         SimNode("bad_sim", parameter_overrides=[Parameter("tasks", value=["fly-to-moon"])])
 
@@ -93,6 +94,7 @@ def test_demo_main_job_end_to_end(tiny_checkpoint, tmp_path):
     for key in ("log", "mcap", "plot", "policy_io_mcap"):
         assert Path(summary[key]).is_file(), key
     assert summary["checkpoint"] == str(tiny_checkpoint.resolve())
+    assert summary["shared_topics"] == [] and "WARNING" not in out  # its own ROS domain (conftest): alone
     # the replay command it prints reproduces the run: same checkpoint (not the shipped default), same exits
     replay = next(line for line in out.splitlines() if line.startswith("policy I/O")).split("  (", 1)[1].rstrip(")")
     assert replay.startswith("deer-vla replay ") and replay == summary["replay"]
@@ -103,6 +105,41 @@ def test_demo_main_job_end_to_end(tiny_checkpoint, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "deer_vla.cli", "demo", "--checkpoint", str(tmp_path / "none")],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no policy checkpoint" in missing.stderr
+
+
+def test_sim_episodes_name_the_topics_a_second_policy_or_simulator_shares(executor, spin_until):
+    """Two demos in one ROS domain: both policies' actions step each simulator and each policy reads both
+    simulators' images, silently. The sim names the shared topics in every episode's result."""
+    import rclpy
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Float32MultiArray, String
+
+    from deer_vla.ros.policy_node import INSTRUCTION_QOS
+    from deer_vla.ros.sim_node import SimNode
+
+    sim = SimNode(parameter_overrides=[Parameter("episodes", value=1), Parameter("max_steps", value=3),
+                                       Parameter("rate_hz", value=100.0), Parameter("image_size", value=32)])
+    executor.add_node(sim)
+    assert sim.shared_topics() == {}
+    arms = []
+    for name in ("arm_a", "arm_b"):  # two "policies", each answering every image with an action
+        arm = rclpy.create_node(name)
+        pub = arm.create_publisher(Float32MultiArray, "action", 10)
+        arm.create_subscription(Image, "camera/static/image_raw",
+                                lambda _msg, pub=pub: pub.publish(Float32MultiArray(data=[0.0] * 7)),
+                                qos_profile_sensor_data)
+        executor.add_node(arm)
+        arms.append(arm)
+    other_sim = arms[1].create_publisher(String, "instruction", INSTRUCTION_QOS)  # and a second instruction source
+    assert spin_until(executor, lambda: sim.shared_topics() == {"action": 2, "instruction": 2}, timeout=10.0)
+    results: list[String] = []
+    arms[0].create_subscription(String, "episode_result", results.append, 10)
+    assert spin_until(executor, lambda: sim.finished and results, timeout=60.0)
+    assert sim.results[0].shared_topics == ["action", "instruction"]
+    assert json.loads(results[0].data)["shared_topics"] == ["action", "instruction"]
+    arms[1].destroy_publisher(other_sim)
 
 
 def test_sim_node_releases_the_previous_tasks_simulator(ros_context, monkeypatch):

@@ -309,6 +309,8 @@ def demo_main(argv: list[str] | None = None) -> int:
         "budget_status": summary["worst_status"],
         "wall_s": time.monotonic() - started,
         "results": results,
+        # another policy or simulator on these topics (same ROS domain) made the episodes unreliable
+        "shared_topics": sorted({t for r in results for t in r["shared_topics"]}),
         "log": summary["jsonl"],
         "mcap": summary["mcap"],
         "policy_io_mcap": policy["record_path"],
@@ -328,6 +330,10 @@ def demo_main(argv: list[str] | None = None) -> int:
     print(f"policy I/O (MCAP) {report['policy_io_mcap']}  ({report['replay']})")
     print(f"plot              {report['plot']}")
     print(f"summary           {report_path}")
+    if report["shared_topics"]:
+        print(f"WARNING: other nodes in this ROS domain also published on {', '.join(report['shared_topics'])} "
+              "(a second demo or policy?): these episodes' results are unreliable. Give each run its own "
+              "ROS_DOMAIN_ID.", file=sys.stderr)
     return 0 if finished else 1
 
 

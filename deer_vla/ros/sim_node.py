@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,9 @@ class EpisodeResult:
     success: bool
     steps: int
     resends: int
+    # the sim's topics another node also published on during the episode (SimNode.shared_topics): then a second
+    # policy's actions stepped this simulator too, or its policy read another simulator's images: results unreliable
+    shared_topics: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -81,6 +84,7 @@ class SimNode(Node):
         self._episode = -1
         self._steps = 0
         self._resends = 0
+        self._shared: set[str] = set()
         self._obs: Any = None
         self._obs_sent_ns = 0
         self._action: np.ndarray | None = None
@@ -149,6 +153,7 @@ class SimNode(Node):
         self._obs = self._adapter.reset(seed=seed)
         self._steps, self._resends = 0, 0
         self._task_name, self._seed = task.name, seed
+        self._shared = set(self.shared_topics())
         self._instruction_pub.publish(String(data=self._obs.instruction))
         self.get_logger().info(f"episode {self._episode}: {task.name} '{self._obs.instruction}' (seed {seed})")
         self._phase = "instruction"  # images go out on the next tick, after the instruction
@@ -162,9 +167,27 @@ class SimNode(Node):
         self._action = None
         self._obs_sent_ns = stamp.nanoseconds
 
+    def shared_topics(self) -> dict[str, int]:
+        """{topic: publishers} for each of the sim's topics with more publishers than its own graph has: one
+        policy on the action topic, this node alone on the instruction and image topics. More means a second
+        policy or simulator in the same ROS domain (e.g. two demos at once): every policy's action steps this
+        simulator, and a policy reads both simulators' images, so the episodes measure nothing."""
+        images = [f"{self.p['image_topic_prefix']}/{cam}/image_raw" for cam in self.p["cameras"]]
+        topics = [self.p["action_topic"], self.p["instruction_topic"], *images]
+        counts = {topic: self.count_publishers(topic) for topic in topics}
+        shared = {topic: n for topic, n in counts.items() if n > 1}
+        if shared:
+            self.get_logger().error(
+                "other nodes publish on this simulator's topics ("
+                + ", ".join(f"'{t}': {n} publishers" for t, n in shared.items())
+                + "): a second policy or simulator shares this ROS domain and the episodes' results are unreliable; "
+                "give each run its own ROS_DOMAIN_ID", throttle_duration_sec=10.0)
+        return shared
+
     def _finish_episode(self, success: bool) -> None:
+        self._shared.update(self.shared_topics())
         result = EpisodeResult(self._episode, self._task_name, self._obs.instruction, self._seed, bool(success),
-                               self._steps, self._resends)
+                               self._steps, self._resends, sorted(self._shared))
         self.results.append(result)
         self._success_pub.publish(Bool(data=bool(success)))
         self._result_pub.publish(String(data=result.to_json()))
