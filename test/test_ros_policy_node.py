@@ -144,6 +144,37 @@ def test_malformed_images_are_rejected_without_crash(executor, tiny_checkpoint):
     assert node.stats.rejected_images == len(bad)
 
 
+def test_a_left_over_old_frame_does_not_block_the_sets_after_it(executor, tiny_checkpoint, spin_until):
+    """Lock-step source (one image set per action, as the simulator sends): a frame of one camera left over from
+    before goes stale; the next set's first camera completes a stale set. The set's own frames must still step
+    once the stale camera's new frame arrives (they were all consumed, and every later set ended the same way)."""
+    from std_msgs.msg import Float32MultiArray
+
+    node = _started(executor, tiny_checkpoint, enabled=True, max_image_age_s=0.5)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.step_once(node)
+    static, wrist = drv.image_pubs
+    left_over = drv.image()
+    wrist.publish(left_over)  # arrives after the step: nothing consumes it
+    assert spin_until(executor, lambda: node.frames["wrist"].msg == left_over)
+    drv.spin(0.7)  # ... and it goes stale
+    def one_set() -> bool:  # one set per "action", the wrist's frame last
+        steps = node.stats.steps
+        values = [0.1] * drv.proprio_dim
+        drv.proprio_pub.publish(Float32MultiArray(data=values))
+        assert spin_until(executor, lambda: np.allclose(node.proprio, values))
+        first = drv.image()
+        static.publish(first)
+        assert spin_until(executor, lambda: node.frames["static"].msg == first)
+        wrist.publish(drv.image())
+        return spin_until(executor, lambda: node.stats.steps > steps, 10.0) and drv.settle(node)
+
+    for _ in range(3):
+        assert one_set(), "the fresh set never stepped"
+    assert node.stats.stale == 1  # only the first set met the left-over frame
+
+
 def test_budget_changed_at_runtime_changes_exits(executor, tiny_checkpoint):
     from rclpy.parameter import Parameter
 

@@ -645,12 +645,15 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warn("no instruction received yet; not stepping", throttle_duration_sec=5.0)
             return None
         frames = {c: self.frames[c] for c in stack.cameras if c in self.frames}
+        used_before = self._used_ns
         self._used_ns = {c: f.received_ns for c, f in self.frames.items()}
         self._used_ns["~proprio"] = self._proprio_ns
         paired = self._paired_joint_state(frames)
         stale = self._why_stale(frames, paired[0] if paired is not None else None)
         if stale is not None:
             reason, why = stale
+            if params.control_mode == "event":
+                self._used_ns = self._consume_stale_frames(frames, used_before)
             self.stats.stale += 1
             self.stats.skip(reason, why)
             self.get_logger().warn(f"not stepping: {why}", throttle_duration_sec=2.0)
@@ -662,6 +665,25 @@ class PolicyNode(LifecycleNode):
             return None
         proprio = paired[1] if paired is not None else self.proprio
         return StepJob(frames, self.instruction, proprio, self._episode_gen, self._actuation_gen)
+
+    def _consume_stale_frames(self, frames: dict[str, CameraFrame], used_before: dict[str, int]) -> dict[str, int]:
+        """Event mode, after a refused (stale) set: the frames marked used are only the ones that made it stale
+        (too old, stamped ahead of the clock, or too far behind the newest camera), so the others step as soon
+        as the stale camera's next frame arrives. Marking them all used (as a step does) deadlocked lock-step
+        sources (a simulator, a robot that sends one image set per action): a left-over old frame of one camera
+        made each new set stale as soon as the other camera's frame arrived; the new set was consumed, its own
+        late frame became the next left-over, and no step ever ran again. Problems no camera frame explains
+        (the joint state) mark the whole set used, as before."""
+        assert self.params is not None
+        params, now = self.params, self.get_clock().now().nanoseconds
+        newest = max((f.stamp_ns for f in frames.values()), default=now)
+        stale = [c for c, f in frames.items()
+                 if (now - f.stamp_ns) * 1e-9 > params.max_image_age_s
+                 or (f.stamp_ns - now) * 1e-9 > params.max_image_future_s
+                 or (newest - f.stamp_ns) * 1e-9 > params.max_image_skew_s]
+        if not stale:
+            return self._used_ns
+        return {**used_before, **{c: frames[c].received_ns for c in stale}}
 
     def _paired_joint_state(self, frames: dict[str, CameraFrame]) -> tuple[int, np.ndarray] | None:
         """(stamp, values) of the buffered joint state stamped nearest the step's images (the smallest worst
