@@ -678,8 +678,7 @@ class PolicyNode(LifecycleNode):
         params, now = self.params, self.get_clock().now().nanoseconds
         newest = max((f.stamp_ns for f in frames.values()), default=now)
         stale = [c for c, f in frames.items()
-                 if (now - f.stamp_ns) * 1e-9 > params.max_image_age_s
-                 or (f.stamp_ns - now) * 1e-9 > params.max_image_future_s
+                 if stamp_problem(f.stamp_ns, now, params.max_image_age_s, params.max_image_future_s) is not None
                  or (newest - f.stamp_ns) * 1e-9 > params.max_image_skew_s]
         if not stale:
             return self._used_ns
