@@ -146,6 +146,24 @@ def test_bench_oracle_gap_quick(tmp_path, quick_demos):
 
 
 @pytest.mark.slow
+def test_bench_history_quick(tmp_path, quick_demos):
+    import json
+
+    out = run_quick("bench_history.py", "--dataset", str(quick_demos), "--out", str(tmp_path / "history.json"),
+                    "--exits", "1,2", "--oracle", "0,0.05")
+    assert "from full, own history" in out
+    modes = json.loads((tmp_path / "history.json").read_text())["modes"]
+    assert set(modes) == {"full", "exit1", "exit2", "oracle0", "oracle0.05"}
+    assert modes["exit1"]["mean_exit"] == 1 and modes["exit2"]["mean_exit"] == 2
+    assert modes["full"]["from_full_own_history"] == 0 and modes["full"]["cost_over_full"] == pytest.approx(1)
+    # tolerance 0 commits the full model at every step, so its history is the reference's: nothing drifts
+    assert modes["oracle0"]["from_full_own_history"] < 1e-6 and modes["oracle0"]["mean_exit"] > 1
+    # a static exit's own history is not the full model's: the two replays differ (one runner per mode)
+    assert modes["exit1"]["from_full_own_history"] != pytest.approx(modes["exit1"]["from_full_full_history"])
+    assert all(0 < m["from_expert_own_history"] < 2 for m in modes.values())
+
+
+@pytest.mark.slow
 def test_bench_language_quick(quick_demos):
     out = run_quick("bench_language.py", "--dataset", str(quick_demos))
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(

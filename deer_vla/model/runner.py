@@ -68,6 +68,11 @@ class PolicyRunner:
         gates = read_gates(ckpt, model.feature_dim, model.config.action_spec.dim, model.config.num_exits)
         return cls(model, tokenizer, device=device, profile=profile, gates=gates)
 
+    def fork(self) -> PolicyRunner:
+        """Another runner over the same model, tokenizer, profile and gates, with its own episode state (history):
+        several controllers replaying the same steps side by side without copying the weights."""
+        return PolicyRunner(self.model, self.tokenizer, device=self.device, profile=self._profile, gates=self._gates)
+
     # -- properties the controller / node read
     @property
     def num_exits(self) -> int:

@@ -1,0 +1,194 @@
+"""Own-history replay: how far each mode strays from the full model when its own exits fill the head's history.
+
+The offline benches (bench_oracle_gap, calibration, the exit gates' training
+data) replay demonstrations the way calibration does: every exit runs, the
+deepest is committed, so the head's history always holds the full model's
+features. In closed loop it holds the features of the exits the controller
+took. This bench replays the same held-out demonstration steps both ways, in
+one run, through the controller the evaluator uses (``make_controller``):
+
+* a reference runner plays the full model (its history: the full model's);
+  it also gives every exit's action under that history, the usual offline
+  figure ("full-history replay");
+* one runner per mode (static exits, the oracle, thresholds files) commits
+  that mode's own exit at every step, so its history is its own, as on the
+  robot ("own-history replay").
+
+Per mode it reports the LLM compute, the distance of the committed action
+from the reference full model's (RMS over the motion axes) under both
+replays, the distance from the demonstration's action, and how often the
+gripper's sign disagrees with the full model's. The observations are the
+demonstration's (no simulator): this isolates the history's share of the
+drift from the states the policy would visit itself.
+
+    python bench/bench_history.py --checkpoint mt50 --suite mt50 --dataset data/mt50_val --exits 1,2,3 \\
+        --oracle 0.024 --thresholds deer_vla/assets/mt50_checkpoint/thresholds.json --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from common import REPO, checkpoint_option, machine_description
+
+
+@dataclass
+class ModeTally:
+    """Per-step figures of one mode over the replayed steps."""
+
+    llm: list[float] = field(default_factory=list)
+    exit_used: list[int] = field(default_factory=list)
+    own: list[float] = field(default_factory=list)  # committed action vs the reference full model, own history
+    replayed: list[float] = field(default_factory=list)  # same exit vs the full model, both under its history
+    expert: list[float] = field(default_factory=list)  # committed action vs the demonstration's
+    gripper_flip: list[bool] = field(default_factory=list)  # gripper sign differs from the full model's
+
+    def row(self, full_llm: float) -> dict:
+        return {"cost_over_full": float(np.mean(self.llm)) / full_llm, "mean_exit": float(np.mean(self.exit_used)),
+                "from_full_own_history": float(np.mean(self.own)),
+                "from_full_full_history": float(np.mean(self.replayed)),
+                "from_expert_own_history": float(np.mean(self.expert)),
+                "gripper_disagrees": float(np.mean(self.gripper_flip)), "steps": len(self.own)}
+
+
+def motion_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """RMS over the motion axes (the gripper, last, is left out), as the exit criteria measure."""
+    return float(np.sqrt(np.mean((np.asarray(a)[:-1] - np.asarray(b)[:-1]) ** 2)))
+
+
+def held_out_episodes(dataset: Path, tasks: list[str], per_task: int, skip: int) -> list[int]:
+    from deer_vla.data.episodes import EpisodeDataset
+
+    ds = EpisodeDataset(dataset)
+    out: list[int] = []
+    for task in tasks:
+        idx = ds.episodes_for_task(task)  # KeyError naming the tasks present
+        if len(idx) < skip + per_task:
+            raise SystemExit(f"task {task!r} has {len(idx)} episodes in {dataset}; this run needs {skip + per_task}")
+        out += idx[skip:skip + per_task]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=checkpoint_option, default="default", help="checkpoint dir or shipped name")
+    p.add_argument("--dataset", default=str(REPO / "data" / "demos"), help="demonstrations (deer-vla collect)")
+    p.add_argument("--tasks", default=None, help="comma list or a group (default all)")
+    p.add_argument("--suite", default=None, help="a named suite instead of --tasks: 'default' or 'mt50'")
+    p.add_argument("--episodes-per-task", type=int, default=1)
+    p.add_argument("--skip-episodes", type=int, default=1,
+                   help="per task, episodes before the replayed ones (default 1: bench_oracle_gap's calibration "
+                        "episode, so both benches score the same steps)")
+    p.add_argument("--exits", default="1,2,3", help="static exits (comma list; the full model always runs)")
+    p.add_argument("--oracle", default="", metavar="TOL[,TOL]", help="oracle modes at these tolerances")
+    p.add_argument("--thresholds", default="", metavar="FILE[,FILE]",
+                   help="thresholds files, one dynamic mode each, run as written (e.g. a checkpoint's own)")
+    p.add_argument("--max-steps", type=int, default=None, help="steps per episode (default all)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--quick", action="store_true", help="two tasks, 40 steps each (the smoke test)")
+    p.add_argument("--out", default="bench_results/history.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.tasks = args.tasks or "coffee-button,handle-press"
+        args.max_steps = args.max_steps or 40
+        args.skip_episodes = 0
+
+    import torch
+
+    from deer_vla.data.observations import episode_observations
+    from deer_vla.evaluation.evaluator import file_modes, resolve_tasks
+    from deer_vla.evaluation.rollout import ModeSpec, make_controller
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.sim.tasks import tasks_arg
+
+    torch.set_num_threads(args.threads)
+    dataset = Path(args.dataset)
+    if not dataset.is_dir():
+        raise SystemExit(f"no demonstrations at {dataset}: make them with `deer-vla collect` (README)")
+    try:
+        tasks = resolve_tasks(tasks_arg(args.suite, args.tasks, "all"))
+    except (KeyError, ValueError) as exc:
+        raise SystemExit(f"bench_history: {exc.args[0] if exc.args else exc}") from None
+    base = PolicyRunner.from_checkpoint(Path(args.checkpoint), device="cpu")
+    n = base.num_exits
+    full_llm = float(base.cost_profile.costs("llm_gflops")[-1])
+
+    modes: list[ModeSpec] = []
+    for tok in filter(None, (s.strip() for s in args.exits.split(","))):
+        k = int(tok)
+        if not 1 <= k < n:
+            raise SystemExit(f"--exits: {k} is not an exit below the full model's {n}")
+        modes.append(ModeSpec(name=f"exit{k}", kind="fixed", exit=k))
+    for tok in filter(None, (s.strip() for s in args.oracle.split(","))):
+        modes.append(ModeSpec(name=f"oracle{float(tok):g}", kind="oracle", oracle_tolerance=float(tok)))
+    files = [s.strip() for s in args.thresholds.split(",") if s.strip()]
+    try:
+        modes += file_modes(files, n, full_llm, args.checkpoint)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--thresholds: {exc}") from None
+
+    reference = base.fork()  # one model, a history per mode
+    controllers = {m.name: make_controller(base.fork(), base.cost_profile, m) for m in modes}
+    tallies = {name: ModeTally() for name in ["full", *controllers]}
+    from deer_vla.data.episodes import EpisodeDataset
+
+    ds = EpisodeDataset(dataset)
+    indices = held_out_episodes(dataset, tasks, args.episodes_per_task, args.skip_episodes)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i in indices:
+            episode = ds.load(i)
+            observations = episode_observations(episode, tuple(base.cameras))[:args.max_steps]
+            expert = np.asarray(episode.actions, dtype=np.float64)
+            reference.reset()
+            for c in controllers.values():
+                c.reset_episode()
+            for t, obs in enumerate(observations):
+                reference.begin_step(obs)
+                exit_actions = [np.asarray(reference.run_next_exit(), dtype=np.float64) for _ in range(n)]
+                full = np.asarray(reference.commit(n), dtype=np.float64)
+                rows = {"full": (full, n, full_llm)}
+                for name, c in controllers.items():
+                    action, record = c.step(obs)
+                    rows[name] = (np.asarray(action, dtype=np.float64), record.exit_used, record.llm_gflops)
+                for name, (action, k, llm) in rows.items():
+                    tally = tallies[name]
+                    tally.llm.append(llm)
+                    tally.exit_used.append(k)
+                    tally.own.append(motion_distance(action, full))
+                    tally.replayed.append(motion_distance(exit_actions[k - 1], full))
+                    tally.expert.append(motion_distance(action, expert[t]))
+                    tally.gripper_flip.append(bool((action[-1] > 0) != (full[-1] > 0)))
+    wall = time.perf_counter() - t0
+    steps = len(tallies["full"].own)
+    print(f"{machine_description('cpu')}; {len(tasks)} task(s), {len(indices)} episodes, {steps} steps of "
+          f"{dataset}; {n} exits, full model {full_llm:.4f} LLM GFLOPs/step; {wall:.0f} s")
+    head = (f"{'mode':<28}{'cost/full':>10}{'mean exit':>10}{'from full, full history':>25}"
+            f"{'from full, own history':>24}{'own/full hist.':>15}{'vs expert':>11}{'gripper flips':>15}")
+    print(head)
+    results = {}
+    for name, tally in tallies.items():
+        r = tally.row(full_llm)
+        results[name] = r
+        ratio = r["from_full_own_history"] / r["from_full_full_history"] if r["from_full_full_history"] > 0 else 1.0
+        print(f"{name:<28}{r['cost_over_full']:>10.3f}{r['mean_exit']:>10.2f}{r['from_full_full_history']:>25.4f}"
+              f"{r['from_full_own_history']:>24.4f}{ratio:>15.2f}{r['from_expert_own_history']:>11.4f}"
+              f"{r['gripper_disagrees']:>15.4f}")
+    print("(distances: RMS over the motion axes; 'full history': the exit the mode took, replayed with the full "
+          "model's history as calibration does; 'own history': the mode's action with its own exits in the "
+          "head's history, as in closed loop; 'vs expert': own history, from the demonstration's action)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"checkpoint": args.checkpoint, "dataset": str(dataset), "tasks": tasks,
+                               "episodes": indices, "steps": steps, "wall_s": wall, "modes": results}, indent=2))
+    print(f"results {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
