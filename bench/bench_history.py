@@ -14,6 +14,12 @@ one run, through the controller the evaluator uses (``make_controller``):
   that mode's own exit at every step, so its history is its own, as on the
   robot ("own-history replay").
 
+``--reference-oracle TOL`` adds a mode no controller can run: at every step it
+goes deeper until its action (own history) is within TOL of the reference
+full model's (full history), the distance that own-history drift adds to. It
+is the ceiling of per-step criteria that would judge that distance instead of
+the distance from their own exit N.
+
 Per mode it reports the LLM compute, the distance of the committed action
 from the reference full model's (RMS over the motion axes) under both
 replays, the distance from the demonstration's action, and how often the
@@ -86,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                         "episode, so both benches score the same steps)")
     p.add_argument("--exits", default="1,2,3", help="static exits (comma list; the full model always runs)")
     p.add_argument("--oracle", default="", metavar="TOL[,TOL]", help="oracle modes at these tolerances")
+    p.add_argument("--reference-oracle", default="", metavar="TOL[,TOL]",
+                   help="modes that stop at the first exit within TOL of the reference full model's action")
     p.add_argument("--thresholds", default="", metavar="FILE[,FILE]",
                    help="thresholds files, one dynamic mode each, run as written (e.g. a checkpoint's own)")
     p.add_argument("--max-steps", type=int, default=None, help="steps per episode (default all)")
@@ -134,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
 
     reference = base.fork()  # one model, a history per mode
     controllers = {m.name: make_controller(base.fork(), base.cost_profile, m) for m in modes}
-    tallies = {name: ModeTally() for name in ["full", *controllers]}
+    costs = base.cost_profile.costs("llm_gflops")
+    ref_oracles = {f"reference-oracle{float(t):g}": (float(t), base.fork())
+                   for t in filter(None, (s.strip() for s in args.reference_oracle.split(",")))}
+    tallies = {name: ModeTally() for name in ["full", *controllers, *ref_oracles]}
     from deer_vla.data.episodes import EpisodeDataset
 
     ds = EpisodeDataset(dataset)
@@ -148,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             reference.reset()
             for c in controllers.values():
                 c.reset_episode()
+            for _, r in ref_oracles.values():
+                r.reset()
             for t, obs in enumerate(observations):
                 reference.begin_step(obs)
                 exit_actions = [np.asarray(reference.run_next_exit(), dtype=np.float64) for _ in range(n)]
@@ -156,6 +169,14 @@ def main(argv: list[str] | None = None) -> int:
                 for name, c in controllers.items():
                     action, record = c.step(obs)
                     rows[name] = (np.asarray(action, dtype=np.float64), record.exit_used, record.llm_gflops)
+                for name, (tol, r) in ref_oracles.items():
+                    r.begin_step(obs)
+                    k = 0
+                    while k < n:  # exit n (the own-history full model) is taken when nothing earlier is close
+                        k += 1
+                        if motion_distance(np.asarray(r.run_next_exit(), dtype=np.float64), full) <= tol:
+                            break
+                    rows[name] = (np.asarray(r.commit(k), dtype=np.float64), k, float(costs[k - 1]))
                 for name, (action, k, llm) in rows.items():
                     tally = tallies[name]
                     tally.llm.append(llm)

@@ -150,10 +150,12 @@ def test_bench_history_quick(tmp_path, quick_demos):
     import json
 
     out = run_quick("bench_history.py", "--dataset", str(quick_demos), "--out", str(tmp_path / "history.json"),
-                    "--exits", "1,2", "--oracle", "0,0.05")
+                    "--exits", "1,2", "--oracle", "0,0.05", "--reference-oracle", "0.05")
     assert "from full, own history" in out
     modes = json.loads((tmp_path / "history.json").read_text())["modes"]
-    assert set(modes) == {"full", "exit1", "exit2", "oracle0", "oracle0.05"}
+    assert set(modes) == {"full", "exit1", "exit2", "oracle0", "oracle0.05", "reference-oracle0.05"}
+    # judged against the reference itself, every step it commits is within the tolerance of the full model's
+    assert modes["reference-oracle0.05"]["from_full_own_history"] <= 0.05
     assert modes["exit1"]["mean_exit"] == 1 and modes["exit2"]["mean_exit"] == 2
     assert modes["full"]["from_full_own_history"] == 0 and modes["full"]["cost_over_full"] == pytest.approx(1)
     # tolerance 0 commits the full model at every step, so its history is the reference's: nothing drifts
