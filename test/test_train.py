@@ -381,57 +381,6 @@ def test_wording_consistency_off_leaves_the_batches_and_the_loss_as_before(datas
     assert out[0] == out[1]
 
 
-def test_exit_consistency_pulls_a_history_of_shallow_exits_toward_the_full_model(dataset: Path, tiny_cfg) -> None:
-    from deer_vla.model.policy import MultiExitPolicy
-    from deer_vla.model.tokenizer import build_word_tokenizer
-
-    torch.manual_seed(0)
-    eps = load_episodes(
-        dataset, tuple(tiny_cfg.cameras), int(tiny_cfg.image_size), _action_dim(tiny_cfg), int(tiny_cfg.proprio_dim)
-    )
-    model = MultiExitPolicy(tiny_cfg)
-    items = [WindowDataset(eps, window=4, shift_pad=2, seed=0)[i] for i in (0, 3)]
-    batch = make_collate(build_word_tokenizer([t for e in eps for t in e.instructions]))(items)
-    n = tiny_cfg.num_exits
-    only_exit_1 = [1.0] + [0.0] * (n - 1)
-    obj = DeerObjective(model, LossWeights(aux=0, final=0, random_exit=0, split_exit=0, exit_consistency=1.0,
-                                           random_exit_weights=only_exit_1))
-    obj.generator = torch.Generator()
-
-    def gap() -> tuple[float, float]:  # exit 1's window vs the deepest exit's (RMS motion), and the full model's move
-        with torch.no_grad():
-            feats = obj.window_features(batch)
-            student = model.head(feats[:, :, 0], batch.proprio).motion
-            teacher = model.head(feats[:, :, n - 1], batch.proprio).motion
-        return float((student - teacher).pow(2).mean().sqrt()), float(teacher.abs().mean())
-
-    obj.generator.manual_seed(0)
-    loss, metrics = obj(batch)
-    assert set(metrics) >= {"loss_exit_consistency"} and "loss_random_exit" not in metrics
-    loss.backward()
-    # the teacher is detached: layers only the deepest exit runs get no gradient from exit 1's term
-    deepest_only = [p for name, p in model.named_parameters() if name.startswith(f"lm.layers.{n - 1}.")]
-    assert deepest_only and all(p.grad is None or not p.grad.any() for p in deepest_only)
-    before, _ = gap()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(10):
-        opt.zero_grad()
-        obj.generator.manual_seed(0)
-        obj(batch)[0].backward()
-        opt.step()
-    after, _ = gap()
-    assert after < 0.5 * before
-    # 0 (the default) leaves the loss exactly as before: same draws, no new term
-    plain, off = DeerObjective(model, LossWeights()), DeerObjective(model, LossWeights(exit_consistency=0.0))
-    out = []
-    for o in (plain, off):
-        o.generator = torch.Generator().manual_seed(0)
-        loss, metrics = o(batch)
-        assert "loss_exit_consistency" not in metrics
-        out.append(float(loss.detach()))
-    assert out[0] == out[1]
-
-
 def test_a_run_with_wording_consistency_logs_the_term_in_both_stages(dataset: Path, tmp_path: Path) -> None:
     cfg = load_config(None, _overrides(dataset, tmp_path / "wc", **{"loss.wording_consistency": 2.0,
                                                                      "instruction_noise": "{}"}))

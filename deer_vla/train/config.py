@@ -44,21 +44,12 @@ class LossWeights(BaseModel):
     # model acts on the canonical wording. 0 leaves the objective and its random draws exactly as before.
     wording_consistency: float = Field(
         0.0, ge=0, description="drawn exits on the drawn wording vs the deepest exit on the recorded instruction")
-    # Exit consistency (not in the original; self-distillation as in multi-exit networks): the shared head at the
-    # random_exit draw is also pulled toward the deepest exit's output on the same window (detached). At run time
-    # the head's history holds the features of whichever exits the controller took, and on MT50 that history moves
-    # a shallow exit's action about three times further from the full model's than the exit's own error under the
-    # full model's history (docs/mt50.md, "Own history"). This asks every mix of exits to act as the full model
-    # acts; no second forward pass. 0 leaves the objective and its random draws exactly as before.
-    exit_consistency: float = Field(
-        0.0, ge=0, description="drawn exits (mixed history) vs the deepest exit on the same window")
 
     @model_validator(mode="after")
     def _some_term(self) -> LossWeights:
-        if (self.aux + self.final + self.random_exit + self.split_exit + self.wording_consistency
-                + self.exit_consistency <= 0):
-            raise ValueError("loss weights aux, final, random_exit, split_exit, wording_consistency and "
-                             "exit_consistency are all 0: nothing to train")
+        if self.aux + self.final + self.random_exit + self.split_exit + self.wording_consistency <= 0:
+            raise ValueError("loss weights aux, final, random_exit, split_exit and wording_consistency are all 0: "
+                             "nothing to train")
         w = self.random_exit_weights
         if w is not None and not (all(math.isfinite(v) and v >= 0 for v in w) and sum(w) > 0):
             raise ValueError(f"loss.random_exit_weights must be finite, >= 0 and not all 0, got {w}")

@@ -164,7 +164,7 @@ class DeerObjective(nn.Module):
             terms["aux"] = torch.stack(aux).sum()  # summed over exits, as in the original
         final_out = head(feats[:, :, n - 1], proprio)
         terms["final"] = action_loss(*_out(final_out), target, w)
-        if w.random_exit > 0 or w.wording_consistency > 0 or w.exit_consistency > 0:  # one draw serves all three
+        if w.random_exit > 0 or w.wording_consistency > 0:  # one draw serves both terms
             idx = self._draw_exits(n, (b, t), feats.device)
             drawn = _out(head(gather_exits(feats, idx), proprio))
             if w.random_exit > 0:
@@ -173,8 +173,6 @@ class DeerObjective(nn.Module):
                 with torch.no_grad():
                     teacher = head(self.window_features(batch, anchor=True)[:, :, n - 1], proprio)
                 terms["wording_consistency"] = teacher_loss(*drawn, teacher, w)
-            if w.exit_consistency > 0:
-                terms["exit_consistency"] = teacher_loss(*drawn, final_out, w)
         if w.split_exit > 0 and t >= 2:
             split = self._randint(1, t, (b, 1), feats.device)
             first = self._randint(0, n, (b, 1), feats.device)
@@ -183,7 +181,7 @@ class DeerObjective(nn.Module):
             idx = torch.where(steps < split, first, second)
             terms["split_exit"] = action_loss(*_out(head(gather_exits(feats, idx), proprio)), target, w)
         weight = {"aux": w.aux, "final": w.final, "random_exit": w.random_exit, "split_exit": w.split_exit,
-                  "wording_consistency": w.wording_consistency, "exit_consistency": w.exit_consistency}
+                  "wording_consistency": w.wording_consistency}
         loss = sum((weight[k] * v for k, v in terms.items()), torch.zeros((), device=feats.device))
         with torch.no_grad():
             motion, grip = _out(final_out)
