@@ -126,14 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     n = base.num_exits
     full_llm = float(base.cost_profile.costs("llm_gflops")[-1])
 
+    def numbers(flag: str, text: str, kind: type) -> list:
+        try:
+            values = [kind(t) for t in (s.strip() for s in text.split(",")) if t]
+        except ValueError:
+            raise SystemExit(f"{flag}: expected a comma list of {kind.__name__}s, got {text!r}") from None
+        if len(set(values)) != len(values) or any(not np.isfinite(v) or v < 0 for v in values):
+            raise SystemExit(f"{flag}: values must be distinct, finite and >= 0, got {text!r}")
+        return values
+
     modes: list[ModeSpec] = []
-    for tok in filter(None, (s.strip() for s in args.exits.split(","))):
-        k = int(tok)
+    for k in numbers("--exits", args.exits, int):
         if not 1 <= k < n:
             raise SystemExit(f"--exits: {k} is not an exit below the full model's {n}")
         modes.append(ModeSpec(name=f"exit{k}", kind="fixed", exit=k))
-    for tok in filter(None, (s.strip() for s in args.oracle.split(","))):
-        modes.append(ModeSpec(name=f"oracle{float(tok):g}", kind="oracle", oracle_tolerance=float(tok)))
+    for tol in numbers("--oracle", args.oracle, float):
+        modes.append(ModeSpec(name=f"oracle{tol:g}", kind="oracle", oracle_tolerance=tol))
     files = [s.strip() for s in args.thresholds.split(",") if s.strip()]
     try:
         modes += file_modes(files, n, full_llm, args.checkpoint)
@@ -143,13 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     reference = base.fork()  # one model, a history per mode
     controllers = {m.name: make_controller(base.fork(), base.cost_profile, m) for m in modes}
     costs = base.cost_profile.costs("llm_gflops")
-    ref_oracles = {f"reference-oracle{float(t):g}": (float(t), base.fork())
-                   for t in filter(None, (s.strip() for s in args.reference_oracle.split(",")))}
+    ref_oracles = {f"reference-oracle{t:g}": (t, base.fork())
+                   for t in numbers("--reference-oracle", args.reference_oracle, float)}
     tallies = {name: ModeTally() for name in ["full", *controllers, *ref_oracles]}
     from deer_vla.data.episodes import EpisodeDataset
 
     ds = EpisodeDataset(dataset)
-    indices = held_out_episodes(dataset, tasks, args.episodes_per_task, args.skip_episodes)
+    try:
+        indices = held_out_episodes(dataset, tasks, args.episodes_per_task, args.skip_episodes)
+    except KeyError as exc:
+        raise SystemExit(f"bench_history: {exc.args[0] if exc.args else exc}") from None
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in indices:
