@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from common import REPO, checkpoint_option, machine_description
+from common import REPO, checkpoint_option, machine_description, split_episodes
 
 
 @dataclass
@@ -60,24 +60,6 @@ class ModeTally:
                 "from_full_full_history": float(np.mean(self.replayed)),
                 "from_expert_own_history": float(np.mean(self.expert)),
                 "gripper_disagrees": float(np.mean(self.gripper_flip)), "steps": len(self.own)}
-
-
-def motion_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """RMS over the motion axes (the gripper, last, is left out), as the exit criteria measure."""
-    return float(np.sqrt(np.mean((np.asarray(a)[:-1] - np.asarray(b)[:-1]) ** 2)))
-
-
-def held_out_episodes(dataset: Path, tasks: list[str], per_task: int, skip: int) -> list[int]:
-    from deer_vla.data.episodes import EpisodeDataset
-
-    ds = EpisodeDataset(dataset)
-    out: list[int] = []
-    for task in tasks:
-        idx = ds.episodes_for_task(task)  # KeyError naming the tasks present
-        if len(idx) < skip + per_task:
-            raise SystemExit(f"task {task!r} has {len(idx)} episodes in {dataset}; this run needs {skip + per_task}")
-        out += idx[skip:skip + per_task]
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from deer_vla.control.criterion import Criterion
     from deer_vla.data.observations import episode_observations
     from deer_vla.evaluation.evaluator import file_modes, resolve_tasks
     from deer_vla.evaluation.rollout import ModeSpec, make_controller
@@ -124,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"bench_history: {exc.args[0] if exc.args else exc}") from None
     base = PolicyRunner.from_checkpoint(Path(args.checkpoint), device="cpu")
     n = base.num_exits
-    full_llm = float(base.cost_profile.costs("llm_gflops")[-1])
+    costs = base.cost_profile.costs("llm_gflops")
+    full_llm = float(costs[-1])
+    motion_distance = Criterion()  # RMS over the motion axes, the gripper left out, as the exit criteria measure
 
     def numbers(flag: str, text: str, kind: type) -> list:
         try:
@@ -150,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
 
     reference = base.fork()  # one model, a history per mode
     controllers = {m.name: make_controller(base.fork(), base.cost_profile, m) for m in modes}
-    costs = base.cost_profile.costs("llm_gflops")
     ref_oracles = {f"reference-oracle{t:g}": (t, base.fork())
                    for t in numbers("--reference-oracle", args.reference_oracle, float)}
     tallies = {name: ModeTally() for name in ["full", *controllers, *ref_oracles]}
@@ -158,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ds = EpisodeDataset(dataset)
     try:
-        indices = held_out_episodes(dataset, tasks, args.episodes_per_task, args.skip_episodes)
+        _, indices = split_episodes(dataset, tasks, args.skip_episodes, args.episodes_per_task)
     except KeyError as exc:
         raise SystemExit(f"bench_history: {exc.args[0] if exc.args else exc}") from None
     t0 = time.perf_counter()

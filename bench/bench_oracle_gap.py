@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, checkpoint_option, machine_description, ratio
+from common import REPO, checkpoint_option, machine_description, ratio, split_episodes
 
 from deer_vla.control import (
     BudgetSpec,
@@ -61,22 +61,6 @@ from deer_vla.control.budgets import budget_report
 from deer_vla.control.criterion import CRITERION_KINDS
 from deer_vla.control.thresholds import Thresholds, simulate_exits
 from deer_vla.model.shipped import checkpoint_help
-
-
-def split_episodes(dataset: Path, tasks: list[str], calib: int, held: int) -> tuple[list[int], list[int]]:
-    """Per task, its first ``calib`` episodes for calibration and the next ``held`` for scoring."""
-    from deer_vla.data.episodes import EpisodeDataset
-
-    ds = EpisodeDataset(dataset)
-    a: list[int] = []
-    b: list[int] = []
-    for task in tasks:
-        idx = ds.episodes_for_task(task)  # KeyError naming the tasks present
-        if len(idx) < calib + held:
-            raise SystemExit(f"task {task!r} has {len(idx)} episodes in {dataset}; this run needs {calib + held}")
-        a += idx[:calib]
-        b += idx[calib:calib + held]
-    return a, b
 
 
 def file_digest(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Helpers shared by bench_memory and bench_latency: checkpoints, observations, statistics, ratios.
+"""Helpers shared by the benches: checkpoints, observations, demonstration splits, statistics, ratios.
 
 Benchmarks compare configurations measured side by side in one run; they
 print ratios next to the absolute figures, which depend on the machine.
@@ -127,3 +127,19 @@ def check_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {device}: torch sees no CUDA device on this machine")
     return device
+
+
+def split_episodes(dataset: Path, tasks: list[str], calib: int, held: int) -> tuple[list[int], list[int]]:
+    """Per task, its first ``calib`` episodes for calibration and the next ``held`` for scoring."""
+    from deer_vla.data.episodes import EpisodeDataset
+
+    ds = EpisodeDataset(dataset)
+    a: list[int] = []
+    b: list[int] = []
+    for task in tasks:
+        idx = ds.episodes_for_task(task)  # KeyError naming the tasks present
+        if len(idx) < calib + held:
+            raise SystemExit(f"task {task!r} has {len(idx)} episodes in {dataset}; this run needs {calib + held}")
+        a += idx[:calib]
+        b += idx[calib:calib + held]
+    return a, b

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_history import held_out_episodes, motion_distance
+from common import split_episodes
 
+from deer_vla.control.criterion import Criterion
 from deer_vla.control.oracle import oracle_exit
 from deer_vla.data.episodes import EpisodeDataset
 from deer_vla.data.observations import episode_observations
@@ -30,13 +31,14 @@ def main() -> None:
     n = base.num_exits
     costs = np.asarray(base.cost_profile.costs("llm_gflops"))
     cams = tuple(base.cameras)
+    motion_distance = Criterion()  # RMS over the motion axes
     t0 = time.time()
     # 1. every exit's feature, the full model committed, on 2 training demonstrations per task
     train = EpisodeDataset(Path("data/mt50_train8"))
     rows = []
     r = base.fork()
     with torch.inference_mode():
-        for i in held_out_episodes(Path("data/mt50_train8"), tasks, 2, 0):
+        for i in split_episodes(Path("data/mt50_train8"), tasks, 2, 0)[0]:
             r.reset()
             for o in episode_observations(train.load(i), cams):
                 r.begin_step(o)
@@ -72,7 +74,7 @@ def main() -> None:
     tally: dict[str, dict[str, list[float]]] = {name: {"full": [], "expert": [], "exit": []} for name in names}
     ref = base.fork()
     with torch.inference_mode():
-        for i in held_out_episodes(Path("data/mt50_val"), tasks, 1, 1):
+        for i in split_episodes(Path("data/mt50_val"), tasks, 1, 1)[1]:
             episode = val.load(i)
             expert = np.asarray(episode.actions, dtype=np.float64)
             ref.reset()
