@@ -358,6 +358,50 @@ def test_runner_history_window_matches_a_training_window(tiny):
         model.config.head.history = 0
 
 
+def test_first_exit_history_runner_matches_training_and_ignores_the_committed_exits(tiny):
+    """history_source="first_exit": the runner's candidate at step t is the head over exit 1's features of the
+    earlier steps and exit k's of step t, exactly what training computes (ActionHead.forward_over_history), so
+    the depths committed before leave every later action unchanged."""
+    model, tok = tiny
+    model.config.head.history = 3
+    model.config.head.history_source = "first_exit"
+    try:
+        obs = [_obs(model, s) for s in range(4)]
+
+        def play(commits: list[int]) -> list[list[np.ndarray]]:
+            runner = PolicyRunner(model, tok)
+            steps = []
+            for o, k in zip(obs, commits, strict=True):
+                runner.begin_step(o)
+                steps.append([runner.run_next_exit() for _ in range(runner.num_exits)])
+                runner.commit(k)
+            return steps
+
+        shallow, deep = play([1, 1, 1, 1]), play([4, 2, 3, 4])
+        np.testing.assert_array_equal(np.array(shallow), np.array(deep))
+        size = model.config.image_size
+        from deer_vla.model.preprocess import images_to_tensor
+
+        with torch.no_grad():
+            feats = torch.stack([model.exit_features(
+                {c: images_to_tensor([o.images[c]], size) for c in model.config.cameras},
+                *tok([o.instruction], return_tensors="pt").values())[0] for o in obs[1:]])[None]  # (1, 3, N, D)
+            proprio = torch.tensor(np.stack([o.proprio for o in obs[1:]]), dtype=torch.float32)[None]
+            for k in (1, 2, 4):  # the window of the last step = obs[1:]: history at exit 1, current at exit k
+                out = model.head.forward_over_history(feats[:, :, 0], feats[:, :, k - 1], proprio)
+                ref = torch.cat([out.motion[0, -1], gripper_value(out.gripper_logit[0, -1:])]).numpy()
+                np.testing.assert_allclose(deep[-1][k - 1], ref, rtol=1e-5, atol=1e-6)
+            # at t = 0 the output is the head on the current step alone; the committed-history head differs
+            first = model.head.forward_over_history(feats[:, :, 0], feats[:, :, 3], proprio)
+            alone = model.head(feats[:, :1, 3], proprio[:, :1])
+            torch.testing.assert_close(first.motion[:, 0], alone.motion[:, 0])
+            committed = model.head(feats[:, :, 3], proprio)
+        assert not torch.allclose(first.motion[:, -1], committed.motion[:, -1])
+    finally:
+        model.config.head.history = 0
+        model.config.head.history_source = "committed"
+
+
 def test_runner_rejects_bad_inputs_and_nan(tiny, ckpt, tmp_path):
     model, _ = tiny
     runner = PolicyRunner.from_checkpoint(ckpt)

@@ -127,6 +127,11 @@ class HeadConfig(_Strict):
     # last N committed features, exactly like a training window of N steps
     # (RoboFlamingo/DeeR keep such a window at inference).
     history: int = Field(0, ge=0)
+    # Which exit's feature a committed step leaves in that history (with history N > 0). "committed": the
+    # exit the controller stopped at (DeeR). "first_exit": exit 1's, which every step runs, so the history
+    # is the same whatever depths were chosen and only the current step's feature depends on the choice
+    # (training then builds every window's history from exit 1: train.losses).
+    history_source: Literal["committed", "first_exit"] = "committed"
 
 
 class PolicyConfig(_Strict):

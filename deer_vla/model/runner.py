@@ -3,7 +3,8 @@
 Per step: ``begin_step`` encodes images + instruction, ``run_next_exit`` runs
 one more segment and returns that exit's candidate action computed from the
 *committed* head state of the previous step, ``commit(k)`` adopts exit k's
-head state (the head's history then holds exit k's feature for this step).
+head state (the head's history then holds exit k's feature for this step; exit
+1's whatever k with ``config.head.history_source = "first_exit"``).
 
 With ``config.head.history = N > 0`` the head keeps no recurrent state between
 steps: each candidate is the LSTM run from zero over the last N-1 committed
@@ -224,6 +225,9 @@ class PolicyRunner:
         if exit_index not in self._candidates:
             raise ValueError(f"commit({exit_index}): that exit has not run this step (ran {sorted(self._candidates)})")
         action, hidden, feature = self._candidates[exit_index]
+        if self.model.config.head.history_source == "first_exit":
+            # the history keeps exit 1's step whatever exit acted (every step runs exit 1 first)
+            _, hidden, feature = self._candidates[1]
         self._committed = hidden
         if self._past.maxlen:
             self._past.append((feature, self._proprio))

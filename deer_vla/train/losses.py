@@ -12,6 +12,9 @@ window; the loss then sums (weights from LossWeights):
   wording_consistency  (optional, not in the original) the random_exit draw's
               output on the drawn wording against the deepest exit's output on
               the episode's recorded instruction (detached, no gradient).
+With ``HeadConfig.history_source = "first_exit"`` the shared head's history at
+every step is exit 1's feature and only the step itself reads the term's exit
+(ActionHead.forward_over_history), as the runner does then.
 Each term = Huber(motion) + gripper_weight * BCE(gripper logit, closed?); in
 wording_consistency the targets are the teacher's motion and gripper probability.
 """
@@ -145,6 +148,13 @@ class DeerObjective(nn.Module):
         feats = self.model.exit_features(images, ids, mask, proprio)
         return feats.reshape(b, t, feats.shape[1], feats.shape[2])
 
+    def _shared_head(self, current: torch.Tensor, feats: torch.Tensor, proprio: torch.Tensor | None) -> HeadOutput:
+        """The shared head over a window whose step t ran ``current[:, t]`` (B, T, D), with the history the runner
+        keeps (``HeadConfig.history_source``): those same features, or exit 1's of ``feats`` (B, T, N, D)."""
+        if self.model.config.head.history_source == "first_exit":
+            return self.model.head.forward_over_history(feats[:, :, 0], current, proprio)
+        return self.model.head(current, proprio)
+
     def forward(self, batch: WindowBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         w = self.weights
         if self.freeze_backbone:
@@ -154,7 +164,6 @@ class DeerObjective(nn.Module):
             feats = self.window_features(batch)
         b, t, n, _ = feats.shape
         target, proprio = batch.actions, batch.proprio
-        head = self.model.head
         terms: dict[str, torch.Tensor] = {}
         if w.aux > 0:
             aux = [
@@ -162,16 +171,17 @@ class DeerObjective(nn.Module):
                 for k, aux_head in enumerate(self.model.aux_heads)
             ]
             terms["aux"] = torch.stack(aux).sum()  # summed over exits, as in the original
-        final_out = head(feats[:, :, n - 1], proprio)
+        final_out = self._shared_head(feats[:, :, n - 1], feats, proprio)
         terms["final"] = action_loss(*_out(final_out), target, w)
         if w.random_exit > 0 or w.wording_consistency > 0:  # one draw serves both terms
             idx = self._draw_exits(n, (b, t), feats.device)
-            drawn = _out(head(gather_exits(feats, idx), proprio))
+            drawn = _out(self._shared_head(gather_exits(feats, idx), feats, proprio))
             if w.random_exit > 0:
                 terms["random_exit"] = action_loss(*drawn, target, w)
             if w.wording_consistency > 0:
                 with torch.no_grad():
-                    teacher = head(self.window_features(batch, anchor=True)[:, :, n - 1], proprio)
+                    anchored = self.window_features(batch, anchor=True)
+                    teacher = self._shared_head(anchored[:, :, n - 1], anchored, proprio)
                 terms["wording_consistency"] = teacher_loss(*drawn, teacher, w)
         if w.split_exit > 0 and t >= 2:
             split = self._randint(1, t, (b, 1), feats.device)
@@ -179,7 +189,8 @@ class DeerObjective(nn.Module):
             second = self._randint(0, n, (b, 1), feats.device)
             steps = torch.arange(t, device=feats.device).unsqueeze(0)
             idx = torch.where(steps < split, first, second)
-            terms["split_exit"] = action_loss(*_out(head(gather_exits(feats, idx), proprio)), target, w)
+            terms["split_exit"] = action_loss(*_out(self._shared_head(gather_exits(feats, idx), feats, proprio)),
+                                              target, w)
         weight = {"aux": w.aux, "final": w.final, "random_exit": w.random_exit, "split_exit": w.split_exit,
                   "wording_consistency": w.wording_consistency}
         loss = sum((weight[k] * v for k, v in terms.items()), torch.zeros((), device=feats.device))
