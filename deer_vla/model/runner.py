@@ -227,6 +227,8 @@ class PolicyRunner:
         action, hidden, feature = self._candidates[exit_index]
         if self.model.config.head.history_source == "first_exit":
             # the history keeps exit 1's step whatever exit acted (every step runs exit 1 first)
+            if 1 not in self._candidates:
+                raise ValueError("commit: history_source 'first_exit' keeps exit 1's feature, and exit 1 has not run")
             _, hidden, feature = self._candidates[1]
         self._committed = hidden
         if self._past.maxlen:
