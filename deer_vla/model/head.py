@@ -69,27 +69,34 @@ class ActionHead(nn.Module):
         out = self.norm(out)
         return HeadOutput(torch.tanh(self.motion(out)), self.gripper(out).squeeze(-1), new_hidden)
 
-    def forward_over_history(self, history: torch.Tensor, current: torch.Tensor,
-                             proprio: torch.Tensor | None = None) -> HeadOutput:
-        """history, current (B,T,D) -> the output at every t of the LSTM run from zero over history[:, :t] and
-        then current[:, t]: what the runner computes at step t when the history keeps one exit's features
-        (``HeadConfig.history_source``) and step t ran another. ``hidden`` is None."""
-        if history.shape != current.shape:
-            raise ValueError(f"history {tuple(history.shape)} and current {tuple(current.shape)} features differ")
-        b, t, _ = current.shape
+    def history_starts(self, history: torch.Tensor, proprio: torch.Tensor | None = None) -> LSTMState:
+        """history (B,T,D) -> the LSTM state before every step t of it, run from zero over history[:, :t]
+        ((layers, B*T, H) each; zero at t = 0): what ``forward_over_history`` continues from."""
+        b, t, _ = history.shape
         past = self.inputs(history, proprio)
-        now = self.inputs(current, proprio)
         shape = (self.lstm.num_layers, b, self.lstm.hidden_size)
         h, c = past.new_zeros(shape), past.new_zeros(shape)
-        starts_h, starts_c = [h], [c]  # the state before step t (zero at t = 0)
+        starts_h, starts_c = [h], [c]
         for step in range(t - 1):
             _, (h, c) = self.lstm(past[:, step : step + 1], (h, c))
             starts_h.append(h)
             starts_c.append(c)
-        h0 = torch.stack(starts_h, dim=2).reshape(shape[0], b * t, shape[2])
-        c0 = torch.stack(starts_c, dim=2).reshape(shape[0], b * t, shape[2])
+        return (torch.stack(starts_h, dim=2).reshape(shape[0], b * t, shape[2]),
+                torch.stack(starts_c, dim=2).reshape(shape[0], b * t, shape[2]))
+
+    def forward_over_history(self, history: torch.Tensor, current: torch.Tensor,
+                             proprio: torch.Tensor | None = None, starts: LSTMState | None = None) -> HeadOutput:
+        """history, current (B,T,D) -> the output at every t of the LSTM run from zero over history[:, :t] and
+        then current[:, t]: what the runner computes at step t when the history keeps one exit's features
+        (``HeadConfig.history_source``) and step t ran another. ``starts``: ``history_starts(history, proprio)``
+        computed once for several ``current``. ``hidden`` is None."""
+        if history.shape != current.shape:
+            raise ValueError(f"history {tuple(history.shape)} and current {tuple(current.shape)} features differ")
+        b, t, _ = current.shape
+        now = self.inputs(current, proprio)
+        h0, c0 = self.history_starts(history, proprio) if starts is None else starts
         out, _ = self.lstm(now.reshape(b * t, 1, now.shape[-1]), (h0, c0))
-        out = self.norm(out.reshape(b, t, shape[2]))
+        out = self.norm(out.reshape(b, t, self.lstm.hidden_size))
         return HeadOutput(torch.tanh(self.motion(out)), self.gripper(out).squeeze(-1), None)
 
     def history_state(self, features: torch.Tensor, proprio: torch.Tensor | None = None) -> LSTMState:

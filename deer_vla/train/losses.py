@@ -33,7 +33,7 @@ from deer_vla.core.config_io import ConfigError
 from deer_vla.train.config import LossWeights
 
 if TYPE_CHECKING:
-    from deer_vla.model.head import HeadOutput
+    from deer_vla.model.head import HeadOutput, LSTMState
     from deer_vla.model.policy import MultiExitPolicy
 
 
@@ -148,11 +148,20 @@ class DeerObjective(nn.Module):
         feats = self.model.exit_features(images, ids, mask, proprio)
         return feats.reshape(b, t, feats.shape[1], feats.shape[2])
 
-    def _shared_head(self, current: torch.Tensor, feats: torch.Tensor, proprio: torch.Tensor | None) -> HeadOutput:
-        """The shared head over a window whose step t ran ``current[:, t]`` (B, T, D), with the history the runner
-        keeps (``HeadConfig.history_source``): those same features, or exit 1's of ``feats`` (B, T, N, D)."""
+    def _history(self, feats: torch.Tensor, proprio: torch.Tensor | None) -> LSTMState | None:
+        """The head's state before every step of the window when its history is exit 1's (None otherwise):
+        computed once per window, shared by every term that reads ``feats``."""
         if self.model.config.head.history_source == "first_exit":
-            return self.model.head.forward_over_history(feats[:, :, 0], current, proprio)
+            return self.model.head.history_starts(feats[:, :, 0], proprio)
+        return None
+
+    def _shared_head(self, current: torch.Tensor, feats: torch.Tensor, proprio: torch.Tensor | None,
+                     starts: LSTMState | None) -> HeadOutput:
+        """The shared head over a window whose step t ran ``current[:, t]`` (B, T, D), with the history the runner
+        keeps (``HeadConfig.history_source``): those same features, or exit 1's of ``feats`` (B, T, N), whose
+        states ``starts`` (``_history``) holds."""
+        if starts is not None:
+            return self.model.head.forward_over_history(feats[:, :, 0], current, proprio, starts)
         return self.model.head(current, proprio)
 
     def forward(self, batch: WindowBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -171,17 +180,19 @@ class DeerObjective(nn.Module):
                 for k, aux_head in enumerate(self.model.aux_heads)
             ]
             terms["aux"] = torch.stack(aux).sum()  # summed over exits, as in the original
-        final_out = self._shared_head(feats[:, :, n - 1], feats, proprio)
+        starts = self._history(feats, proprio)
+        final_out = self._shared_head(feats[:, :, n - 1], feats, proprio, starts)
         terms["final"] = action_loss(*_out(final_out), target, w)
         if w.random_exit > 0 or w.wording_consistency > 0:  # one draw serves both terms
             idx = self._draw_exits(n, (b, t), feats.device)
-            drawn = _out(self._shared_head(gather_exits(feats, idx), feats, proprio))
+            drawn = _out(self._shared_head(gather_exits(feats, idx), feats, proprio, starts))
             if w.random_exit > 0:
                 terms["random_exit"] = action_loss(*drawn, target, w)
             if w.wording_consistency > 0:
                 with torch.no_grad():
                     anchored = self.window_features(batch, anchor=True)
-                    teacher = self._shared_head(anchored[:, :, n - 1], anchored, proprio)
+                    teacher = self._shared_head(anchored[:, :, n - 1], anchored, proprio,
+                                                self._history(anchored, proprio))
                 terms["wording_consistency"] = teacher_loss(*drawn, teacher, w)
         if w.split_exit > 0 and t >= 2:
             split = self._randint(1, t, (b, 1), feats.device)
@@ -189,8 +200,8 @@ class DeerObjective(nn.Module):
             second = self._randint(0, n, (b, 1), feats.device)
             steps = torch.arange(t, device=feats.device).unsqueeze(0)
             idx = torch.where(steps < split, first, second)
-            terms["split_exit"] = action_loss(*_out(self._shared_head(gather_exits(feats, idx), feats, proprio)),
-                                              target, w)
+            split_out = self._shared_head(gather_exits(feats, idx), feats, proprio, starts)
+            terms["split_exit"] = action_loss(*_out(split_out), target, w)
         weight = {"aux": w.aux, "final": w.final, "random_exit": w.random_exit, "split_exit": w.split_exit,
                   "wording_consistency": w.wording_consistency}
         loss = sum((weight[k] * v for k, v in terms.items()), torch.zeros((), device=feats.device))
