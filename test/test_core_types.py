@@ -110,6 +110,15 @@ def test_step_record_json_round_trip():
     ({"action": 7}, "'action'"),
     ({"risk_eps": 0.1}, "'risk_delta' None"),
     ({"risk_eps": 0.1, "risk_delta": 0.05, "risk_metric": "max"}, "'risk_metric'"),
+    ({"risk_eps": 0.1, "risk_delta": 0.05, "risk_metric": "exceed"}, "'risk_tau' None"),  # a reader prints tau
+    # JSON integers are unbounded; float() of these raises OverflowError, which a reader's handler misses
+    ({"step": 10**400}, "'step'"),
+    ({"episode": 2**63}, "'episode'"),
+    ({"llm_gflops": 10**400}, "'llm_gflops'"),
+    ({"obs_age_ms": 10**400}, "'obs_age_ms'"),
+    ({"budget_average_gflops": -(10**400)}, "'budget_average_gflops'"),
+    ({"risk_eps": 0.1, "risk_delta": 0.05, "risk_metric": "exceed", "risk_tau": 10**400}, "'risk_tau'"),
+    ({"action": [0.1, 10**400]}, "'action'"),
 ])
 def test_step_record_from_json_refuses_what_a_reader_cannot_aggregate(change, match):
     """A monitor sums, plots and writes these: NaN, strings or out-of-range ints must not get in."""

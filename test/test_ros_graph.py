@@ -196,6 +196,8 @@ def test_activate_follows_configure_only_so_a_manual_deactivate_stays(launch_fil
     assert len(activating) == 1
     matched = _edges_matched(activating[0], graph)
     assert {(s, g) for _, s, g in matched} == {("configuring", "inactive")}, matched
+    # a later cleanup + configure by the operator must not re-activate the node either
+    assert activating[0].kwargs["handle_once"] is True
 
 
 @pytest.mark.parametrize(("launch_file", "ends"), [("deer_vla.launch.py", False), ("sim.launch.py", True)])

@@ -199,6 +199,52 @@ def test_monitor_refuses_hostile_records_and_logs_one_line_per_record(ros_contex
         node.destroy_node()
 
 
+def test_monitor_outlives_records_that_overflow_and_a_fault_in_its_statuses(ros_context, tmp_path, monkeypatch):
+    """One record with a 400-digit integer (OverflowError, not a ValueError) ended the monitor process; a
+    fault while computing the statuses ended it from its timer and cost the summary at shutdown."""
+    from std_msgs.msg import String
+
+    node = _monitor(tmp_path)
+    try:
+        node._on_record(String(data=_record_json(0, 1_000)))
+        for hostile in (_record_json(1, 2_000).replace('"step":1', '"step":' + "9" * 400),
+                        _record_json(1, 2_000).replace('"total_ms":2.0', '"total_ms":' + "9" * 400),
+                        _record_json(1, 2_000, risk_eps=0.1, risk_delta=0.1, risk_metric="exceed")):
+            node._on_record(String(data=hostile))  # must not raise
+        assert node.bad_records == 3 and node.stats.count == 1
+        assert len(node.jsonl_path.read_text().splitlines()) == 1  # nothing half-applied
+
+        def broken() -> list:
+            raise TypeError("unsupported format string passed to NoneType.__format__")
+
+        monkeypatch.setattr(node.stats, "statuses", broken)
+        statuses = node.diagnostics().status  # what the timer publishes: one ERROR status instead of a crash
+        assert [(s.name, s.level) for s in statuses] == [("deer_vla: monitor", bytes([2]))]
+        summary = node.close()
+        assert summary["steps"] == 1 and summary["worst_status"] == "ERROR" and summary["status_errors"] == 2
+        assert json.loads(node.summary_path.read_text())["steps"] == 1
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize(("override", "match"), [
+    ({"diagnostics_rate_hz": float("inf")}, "'diagnostics_rate_hz' must be in"),
+    ({"diagnostics_rate_hz": 1e6}, "'diagnostics_rate_hz' must be in"),
+    ({"diagnostics_rate_hz": float("nan")}, "'diagnostics_rate_hz' must be in"),
+    ({"diagnostics_rate_hz": 1e-12}, "'diagnostics_rate_hz' must be in"),
+    ({"window": 2**62}, "'window' must be in 0..1000000"),
+    ({"window": -1}, "'window' must be in"),
+    ({"run_name": "../escape"}, "'run_name' must be one folder name"),
+    ({"run_name": "/tmp/elsewhere"}, "'run_name' must be one folder name"),
+    ({"run_name": ".."}, "'run_name' must be one folder name"),
+])
+def test_monitor_refuses_parameters_that_would_spin_a_core_grow_or_write_elsewhere(ros_context, tmp_path,
+                                                                                    override, match):
+    with pytest.raises(ValueError, match=match):
+        _monitor(tmp_path, **override)
+    assert not any(tmp_path.parent.glob("escape")) and not any(tmp_path.iterdir())  # no folder made anywhere
+
+
 def test_monitor_with_a_reused_run_name_keeps_the_previous_logs(ros_context, tmp_path):
     """A monitor restarted after a crash with the same run_name writes beside the old logs, not over them."""
     old = tmp_path / "r"

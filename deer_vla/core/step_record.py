@@ -92,16 +92,27 @@ _OPTIONAL_NUMBERS = ("budget_average_gflops", "budget_peak_gflops", "budget_peak
 _NUMBER_LISTS = ("segment_ms", "distances", "thresholds", "action")  # scores and eta_k may be inf
 
 
+MAX_COUNT = 2**63 - 1  # step and episode counters: an int64, as everywhere they are written
+
+
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A JSON number a reader can take as a float: JSON integers are unbounded, and float(10**400)
+    raises OverflowError, which no reader's ValueError handler catches."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        float(v)
+    except OverflowError:
+        return False
+    return True
 
 
 def _is_finite(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return _is_number(v) and math.isfinite(v)  # type: ignore[arg-type]
 
 
 def _field_problems(data: dict[str, Any]) -> list[str]:
@@ -113,7 +124,7 @@ def _field_problems(data: dict[str, Any]) -> list[str]:
             bad.append(f"'{name}' {text[:60] + '...' if len(text) > 60 else text} (must be {what})")
 
     for name in _COUNTS:
-        need(_is_int(data[name]) and data[name] >= 0, name, "an integer >= 0")
+        need(_is_int(data[name]) and 0 <= data[name] <= MAX_COUNT, name, "an integer in 0..2^63-1")
     for name in _EXITS:
         if name in data:
             need(_is_int(data[name]) and 1 <= data[name] <= MAX_EXIT, name, f"an integer in 1..{MAX_EXIT}")
@@ -141,4 +152,6 @@ def _field_problems(data: dict[str, Any]) -> list[str]:
         need(_is_finite(data.get("risk_delta")) and 0 <= data["risk_delta"] <= 1, "risk_delta",
              "a number in [0, 1] with risk_eps")
         need(data.get("risk_metric") in ("mean", "exceed"), "risk_metric", "'mean' or 'exceed' with risk_eps")
+        if data.get("risk_metric") == "exceed":  # the guarantee is about distances above tau: it needs tau
+            need(_is_finite(data.get("risk_tau")), "risk_tau", "a finite number with risk_metric 'exceed'")
     return bad

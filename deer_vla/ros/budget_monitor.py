@@ -173,8 +173,8 @@ class BudgetMonitor:
         )
         return out
 
-    def summary(self) -> dict:
-        """Whole-run figures (not windowed)."""
+    def summary(self, statuses: list[BudgetStatus] | None = None) -> dict:
+        """Whole-run figures (not windowed); ``worst_status`` over ``statuses`` (default: ``statuses()``)."""
         return {
             "steps": self.count,
             "mean_exit": self.total_exit / self.count if self.count else 0.0,
@@ -184,5 +184,6 @@ class BudgetMonitor:
             "obs_age_p50_ms": self.obs_age(50),
             "obs_age_p95_ms": self.obs_age(95),
             "exit_histogram": dict(sorted(self.exit_histogram.items())),
-            "worst_status": LEVEL_NAMES[max((s.level for s in self.statuses()), default=OK)],
+            "worst_status": LEVEL_NAMES[max((s.level for s in (self.statuses() if statuses is None else statuses)),
+                                            default=OK)],
         }

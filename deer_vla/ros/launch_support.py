@@ -75,13 +75,16 @@ def node_actions(spec: GraphSpec) -> list[Any]:
         if not node_spec.lifecycle:
             continue
         # configure at start; activate once configure has succeeded. start_state matters: a bare
-        # goal_state="inactive" also matches deactivating -> inactive and would undo an operator's deactivate
+        # goal_state="inactive" also matches deactivating -> inactive and would undo an operator's deactivate.
+        # handle_once: only the first successful configure; an operator's later cleanup + configure (to change
+        # a parameter) leaves the node inactive until they activate it, as the one-process bringup does
         entities.append(
             RegisterEventHandler(
                 OnStateTransition(
                     target_lifecycle_node=node,
                     start_state="configuring",
                     goal_state="inactive",
+                    handle_once=True,
                     entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
                                                           transition_id=Transition.TRANSITION_ACTIVATE))],
                 )

@@ -14,10 +14,16 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from deer_vla.core import StepRecord
 from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, McapLog, numbered_parts
-from deer_vla.ros.budget_monitor import BudgetMonitor
+from deer_vla.ros.budget_monitor import ERROR, BudgetMonitor, BudgetStatus
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.node_parameters import declare_parameters
-from deer_vla.ros.params import check_split_mib, check_split_s, split_limits
+from deer_vla.ros.params import (
+    MAX_DIAGNOSTICS_PERIOD_S,
+    MIN_DIAGNOSTICS_PERIOD_S,
+    check_split_mib,
+    check_split_s,
+    split_limits,
+)
 from deer_vla.ros.plot import PlotPoint, plot_points
 
 RECORD_TOPIC_MCAP = "/deer_vla/step_record"
@@ -43,6 +49,7 @@ MONITOR_DEFAULTS: dict = {
 }
 
 
+MAX_WINDOW = 1_000_000  # steps in the running statistics: about 28 h at 10 Hz, a few hundred MB at most
 PLOT_MAX_RECORDS = 20_000  # ~1 h at 5 Hz; older steps are in the logs
 MAX_RECORD_CHARS = 64 * 1024  # a real record is ~1 KB; a bigger one is refused unparsed, not written to disk
 
@@ -51,8 +58,19 @@ class MonitorNode(Node):
     def __init__(self, name: str = "deer_vla_monitor", **kwargs) -> None:
         super().__init__(name, **kwargs)
         p = declare_parameters(self, MONITOR_DEFAULTS)  # "-p rate_hz:=20" is a number, not a type error
-        if p["diagnostics_rate_hz"] <= 0:
-            raise ValueError(f"parameter 'diagnostics_rate_hz' must be > 0, got {p['diagnostics_rate_hz']}")
+        rate = p["diagnostics_rate_hz"]
+        # the policy node's bounds on its diagnostics period: inf or 1e6 Hz would be a 0 ns timer (a busy core
+        # and a flooded /diagnostics), NaN an rclpy error that names nothing
+        if not 1.0 / MAX_DIAGNOSTICS_PERIOD_S <= rate <= 1.0 / MIN_DIAGNOSTICS_PERIOD_S:
+            raise ValueError(f"parameter 'diagnostics_rate_hz' must be in [{1.0 / MAX_DIAGNOSTICS_PERIOD_S:g}, "
+                             f"{1.0 / MIN_DIAGNOSTICS_PERIOD_S:g}] Hz, got {rate}")
+        if not 0 <= p["window"] <= MAX_WINDOW:
+            raise ValueError(f"parameter 'window' must be in 0..{MAX_WINDOW} steps (0 = whole run), got {p['window']}")
+        run_name = p["run_name"]
+        if run_name and (run_name in (".", "..") or any(c in run_name for c in "/\\\0")):
+            # a run name is one folder inside log_dir: "../x" or "/tmp/x" would write the logs elsewhere
+            raise ValueError(f"parameter 'run_name' must be one folder name (no '/', not '.' or '..'), "
+                             f"got {run_name!r}")
         if not (isinstance(p["obs_age_warn_ms"], (int, float)) and not isinstance(p["obs_age_warn_ms"], bool)
                 and p["obs_age_warn_ms"] >= 0):
             raise ValueError(f"parameter 'obs_age_warn_ms' must be a number >= 0, got {p['obs_age_warn_ms']!r}")
@@ -63,7 +81,7 @@ class MonitorNode(Node):
                 raise ValueError(f"parameter '{name}' {exc}") from None
         self.stats = BudgetMonitor(metric=p["metric"], window=int(p["window"]), error_ratio=p["error_ratio"],
                                    obs_age_warn_ms=float(p["obs_age_warn_ms"]))
-        run = p["run_name"] or time.strftime("run_%Y%m%d_%H%M%S", time.gmtime())
+        run = run_name or time.strftime("run_%Y%m%d_%H%M%S", time.gmtime())
         self.log_dir = _fresh_run_dir(Path(p["log_dir"]).expanduser(), run)
         self.jsonl_path = self.log_dir / "steps.jsonl"
         self.mcap_path = self.log_dir / "steps.mcap"
@@ -79,12 +97,13 @@ class MonitorNode(Node):
         self.duplicate_records = 0  # the same step as the previous record again: not counted twice
         self.out_of_order_records = 0  # stamped before the previous record: kept, but said
         self.log_errors = 0  # records that could not be written (disk full, ...): still in the statistics
+        self.status_errors = 0  # diagnostics ticks whose statuses could not be computed (_statuses)
         self.closed = False
         self._summary: dict | None = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(String, p["record_topic"], self._on_record, qos)
-        self.create_timer(1.0 / p["diagnostics_rate_hz"], self.publish_diagnostics)
+        self.create_timer(1.0 / rate, self.publish_diagnostics)
         self.get_logger().info(f"monitor logging to {self.log_dir}")
 
     def _on_record(self, msg: String) -> None:
@@ -95,7 +114,7 @@ class MonitorNode(Node):
             return
         try:
             record = StepRecord.from_json(msg.data)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, ArithmeticError) as exc:  # ArithmeticError: OverflowError, from any number
             self.bad_records += 1
             self.get_logger().error(f"unreadable step record: {exc}", throttle_duration_sec=5.0)
             return
@@ -133,11 +152,22 @@ class MonitorNode(Node):
         metrics.layout.dim = [MultiArrayDimension(label=",".join(METRIC_LABELS), size=len(values), stride=len(values))]
         self._mcap.write(METRICS_TOPIC_MCAP, "std_msgs/msg/Float64MultiArray", metrics, stamp, may_split=False)
 
+    def _statuses(self) -> list[BudgetStatus]:
+        """The budget statuses; a fault in computing them is one ERROR status and a log line, never an
+        exception: it would end the node from its timer and cost the summary at shutdown."""
+        try:
+            return self.stats.statuses()
+        except Exception as exc:  # any fault, whatever it is, must not stop the monitor
+            self.status_errors += 1
+            self.get_logger().error(f"budget statuses not computed: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=5.0)
+            return [BudgetStatus("monitor", ERROR, f"statuses not computed: {type(exc).__name__}: {exc}")]
+
     def diagnostics(self) -> DiagnosticArray:
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
-        not_budgets = ("steps", "records", "observation_age", "fidelity_guarantee")
-        for status in self.stats.statuses():
+        not_budgets = ("steps", "records", "observation_age", "fidelity_guarantee", "monitor")
+        for status in self._statuses():
             arr.status.append(
                 DiagnosticStatus(
                     level=bytes([status.level]),
@@ -154,7 +184,8 @@ class MonitorNode(Node):
 
     def summary(self) -> dict:
         return {
-            **self.stats.summary(),
+            **self.stats.summary(self._statuses()),
+            "status_errors": self.status_errors,
             "bad_records": self.bad_records,
             "duplicate_records": self.duplicate_records,
             "out_of_order_records": self.out_of_order_records,
