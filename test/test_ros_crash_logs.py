@@ -314,3 +314,28 @@ def test_policy_node_keeps_controlling_when_its_recording_disk_is_full(executor,
     errors = node.stats.record_errors
     assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
     assert node.stats.record_errors == errors + 1 and node._recorder is None
+
+
+def test_a_stamp_mcap_cannot_hold_is_a_recording_error_not_a_model_error(executor, tiny_checkpoint, tmp_path):
+    """A camera stamped before 1970, accepted under a generous max_image_age_s: the step still acts; MCAP refuses
+    the log time (ValueError), which was counted as a model error and shown as a model_error skip."""
+    from fixtures import Driver, policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = policy_node(executor, tiny_checkpoint, enabled=True, record_path=str(tmp_path / "io.mcap"),
+                       max_image_age_s=1e10)
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    drv = Driver(executor)
+    drv.instruct()
+
+    real_image = drv.image
+
+    def before_1970(age_s: float = 0.0, h: int = 48, w: int = 64):
+        msg = real_image(age_s, h, w)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = -100, 0
+        return msg
+
+    drv.image = before_1970
+    assert drv.drive_until(lambda: len(drv.actions) >= 3)
+    assert node.stats.record_errors >= 3 and node.stats.model_errors == 0
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS

@@ -301,6 +301,54 @@ def test_an_over_long_instruction_is_refused_and_the_steps_go_on_with_the_previo
     assert node.instruction == INSTRUCTIONS[1]
 
 
+def test_a_repeated_instruction_resets_or_carries_on_and_its_text_cannot_forge_log_lines(executor, tiny_checkpoint,
+                                                                                          monkeypatch):
+    """The same text again is a new episode by default (the simulator's consecutive episodes of one task); a
+    planner that re-publishes its goal sets repeated_instruction 'keep' (at run time) and the history goes on.
+    The text reaches /rosout as an escaped literal: a newline in it cannot start a forged log line."""
+    from rclpy.parameter import Parameter
+
+    from deer_vla.core import StepRecord
+
+    node = _started(executor, tiny_checkpoint, enabled=True)
+    infos: list[tuple[str, dict]] = []
+    logger = node.get_logger()
+
+    class Spy:
+        def __getattr__(self, name: str):
+            return getattr(logger, name)
+
+        def info(self, message: str, **kwargs) -> None:
+            infos.append((message, kwargs))
+
+    monkeypatch.setattr(node, "get_logger", lambda: Spy())
+    drv = Driver(executor)
+
+    def episode_after_instruction(text: str) -> int:
+        drv.instruct(text)
+        assert drv.drive_until(lambda: node.instruction == text.strip())
+        assert drv.settle(node)
+        n = len(drv.records)
+        assert drv.drive_until(lambda: len(drv.records) > n)
+        return StepRecord.from_json(drv.records[-1].data).episode
+
+    first = episode_after_instruction(INSTRUCTIONS[0])
+    assert episode_after_instruction(INSTRUCTIONS[0]) == first + 1  # default "reset": a new episode
+    assert node.set_parameters([Parameter("repeated_instruction", value="keep")])[0].successful
+    assert not node.set_parameters([Parameter("repeated_instruction", value="sometimes")])[0].successful
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: node.stats.repeated_instructions == 1)
+    n = len(drv.records)
+    assert drv.drive_until(lambda: len(drv.records) > n)
+    assert StepRecord.from_json(drv.records[-1].data).episode == first + 1  # "keep": the same episode goes on
+    assert {kv.key: kv.value for kv in node.diagnostics().status[0].values}["repeated instructions"] == "1"
+    forged = "open the drawer\n[ERROR] [deer_vla_policy]: emergency stop \x1b[31m"
+    assert episode_after_instruction(forged) == first + 2  # another text still resets under "keep"
+    said = [m for m, _ in infos if m.startswith("instruction")]
+    assert len(said) == 3 and all("\n" not in m and "\x1b" not in m for m in said)
+    assert "\\n[ERROR]" in said[-1] and "\\x1b" in said[-1]
+
+
 def test_configure_rejects_bad_setup(executor, tiny_checkpoint, tmp_path):
     from rclpy.lifecycle import TransitionCallbackReturn as R
 

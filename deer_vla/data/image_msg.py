@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from deer_vla.core.log_text import quoted
+
 # encoding -> (channels, index order to get RGB); alpha is dropped.
 _ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
     "rgb8": (3, (0, 1, 2)),
@@ -35,7 +37,7 @@ def image_to_rgb(
     enc = encoding.lower()
     if enc not in _ENCODINGS:
         supported = ", ".join(SUPPORTED_ENCODINGS)
-        raise ImageConversionError(f"unsupported image encoding '{encoding}'; supported: {supported}")
+        raise ImageConversionError(f"unsupported image encoding {quoted(encoding, 40)}; supported: {supported}")
     channels, order = _ENCODINGS[enc]
     if height < MIN_SIZE or width < MIN_SIZE:
         raise ImageConversionError(f"image {height}x{width} is too small (min {MIN_SIZE}x{MIN_SIZE})")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deer_vla.core import ProprioError, ProprioSpec
+from deer_vla.core.log_text import quoted
 
 JOINT_FIELDS = ("position", "velocity", "effort")
 FIELD_SUFFIXES = {"pos": "position", "position": "position", "vel": "velocity", "velocity": "velocity",
@@ -165,5 +166,6 @@ def skew_problem(joint_stamp_ns: int, frame_stamps_ns: Mapping[str, int], max_sk
 def _listing(names: Sequence[str], limit: int = 12) -> str:
     if not names:
         return "no joints"
-    shown = ", ".join(names[:limit])
+    # names come from the message: escaped and cut, so a hostile one cannot fill or forge the log
+    shown = ", ".join(n if n.isprintable() and len(n) <= 40 else quoted(n, 40) for n in names[:limit])
     return shown if len(names) <= limit else f"{shown}, ... ({len(names)} joints)"

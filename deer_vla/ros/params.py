@@ -72,6 +72,9 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "instruction_topic": "instruction",
     # an instruction message longer than this (characters) is refused and the previous instruction kept
     "max_instruction_chars": 1024,
+    # the same text again: "reset" = a new episode (the simulator's episodes of one task); "keep" = carry on (a
+    # task planner that re-publishes its goal periodically must not wipe the history at every message)
+    "repeated_instruction": "reset",
     "proprio_topic": "proprio",  # std_msgs/Float32MultiArray, the model's proprio_dim values; "" = none
     # where proprioception comes from: "array" (proprio_topic) or "joint_state" (sensor_msgs/JointState on
     # proprio.joint_state_topic, values picked by the checkpoint's proprio names: deer_vla/ros/joint_state.py)
@@ -145,6 +148,7 @@ class PolicyParams(BaseModel):
     image_topics: list[str] = Field(min_length=1, max_length=2)
     instruction_topic: str = Field(min_length=1)
     max_instruction_chars: int = Field(ge=1, le=MAX_INSTRUCTION_CHARS)
+    repeated_instruction: Literal["reset", "keep"]
     proprio_topic: str
     proprio_source: Literal["array", "joint_state"]
     proprio_joint_state_topic: str = Field(min_length=1)

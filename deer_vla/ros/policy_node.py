@@ -39,6 +39,7 @@ from std_msgs.msg import Float32MultiArray, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
 from deer_vla.core import Observation, ProprioError
+from deer_vla.core.log_text import quoted
 from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
@@ -71,7 +72,7 @@ from deer_vla.ros.worker import StepWorker
 # Parameters that may change while configured; the rest need cleanup + configure.
 RUNTIME_PARAMS = (set(BUDGET_PARAMS) - {"fixed_exit"}) | {
     "enabled", "stale_action", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "hold_rate_hz",
-    "hold_max_s", "max_joint_state_skew_s", "max_instruction_chars",
+    "hold_max_s", "max_joint_state_skew_s", "max_instruction_chars", "repeated_instruction",
 }
 # latched: a policy that starts (or restarts) after the instruction was sent still gets it
 INSTRUCTION_QOS = QoSProfile(
@@ -113,6 +114,7 @@ class NodeStats:
     # malformed, stale or future stamp)
     rejected_proprio: int = 0
     rejected_instructions: int = 0  # longer than max_instruction_chars: the previous instruction stays
+    repeated_instructions: int = 0  # the same text again under repeated_instruction "keep": ignored
     model_errors: int = 0
     unsafe_actions: int = 0
     no_instruction: int = 0
@@ -573,9 +575,18 @@ class PolicyNode(LifecycleNode):
         if not text:
             self.get_logger().error("empty instruction ignored", throttle_duration_sec=2.0)
             return
+        if text == self.instruction and params.repeated_instruction == "keep":
+            self.stats.repeated_instructions += 1
+            return
+        changed = text != self.instruction
         self.instruction = text
         self.reset_episode()  # a new instruction is a new episode: clear the recurrent history
-        self.get_logger().info(f"instruction: '{text}' (episode reset)")
+        # a changed text is always said, a re-sent one (a planner re-publishing its goal) at most every 2 s
+        if changed:
+            self.get_logger().info(f"instruction: {quoted(text)} (episode reset)")
+        else:
+            self.get_logger().info(f"instruction {quoted(text)} again (episode reset; repeated_instruction: "
+                                   "'keep' carries on instead)", throttle_duration_sec=2.0)
 
     def _on_proprio(self, msg: Float32MultiArray) -> None:
         values = np.asarray(msg.data, dtype=np.float32)
@@ -782,7 +793,9 @@ class PolicyNode(LifecycleNode):
             try:
                 self._recorder.write_step(frames, job.instruction, job.proprio, command.standard7, record_msg,
                                           first.stamp_ns)
-            except OSError as exc:  # the recording is a side job: a full disk must not stop the robot
+            # the recording is a side job: a full disk, or a stamp MCAP cannot hold (before 1970), must not stop
+            # the robot, nor count as a model error
+            except (OSError, ValueError, OverflowError) as exc:
                 self.stats.record_errors += 1
                 self.get_logger().error(f"step not recorded to {self._recorder.log.path}: {exc}",
                                         throttle_duration_sec=5.0)
@@ -862,6 +875,7 @@ class PolicyNode(LifecycleNode):
         info.update({"dropped observations": str(stats.dropped), "discarded steps": str(stats.discarded),
                      "rejected images": str(stats.rejected_images), "rejected proprio": str(stats.rejected_proprio),
                      "rejected instructions": str(stats.rejected_instructions),
+                     "repeated instructions": str(stats.repeated_instructions),
                      "hold twists": str(stats.hold_published), "record errors": str(stats.record_errors)})
         return info
 
