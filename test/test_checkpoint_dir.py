@@ -108,3 +108,22 @@ def test_the_weights_digest_is_read_once_per_file_version(tmp_path: Path) -> Non
     ckpt.weights_path.write_bytes(b"other weights")
     os.utime(ckpt.weights_path, ns=(1, 1))  # even with a clock too coarse to tell the two writes apart
     assert ckpt.weights_digest() == hashlib.sha256(b"other weights").hexdigest()
+
+
+@pytest.mark.parametrize(("broken", "match"), [
+    ("{not json", r"tokenizer .*tokenizer\.json cannot be loaded: "),
+    ('{"version": "1.0", "model": {"type": "Nonesuch"}}', r"tokenizer .*tokenizer\.json cannot be loaded: "),
+])
+def test_a_broken_tokenizer_names_its_file_in_one_line(ckpt: CheckpointDir, broken: str, match: str) -> None:
+    """transformers' own errors (a bare JSONDecodeError, a multi-line "Couldn't instantiate the backend
+    tokenizer") named no file."""
+    (ckpt.root / "tokenizer.json").write_text(broken)
+    with pytest.raises(ValueError, match=match) as info:
+        load_checkpoint(ckpt.root)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 500
+
+
+def test_a_config_nested_too_deeply_names_its_file(ckpt: CheckpointDir) -> None:
+    ckpt.config_path.write_text("[" * 100_000)
+    with pytest.raises(CheckpointError, match=r"invalid .*config\.json: JSON nested too deeply"):
+        ckpt.read_config()

@@ -114,6 +114,8 @@ class CheckpointDir:
             raise CheckpointError(f"invalid {path}: not UTF-8 JSON text ({exc})") from exc
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"invalid {path}: not JSON ({exc})") from exc
+        except RecursionError as exc:  # "[[[[...": not a ValueError, and it names no file
+            raise CheckpointError(f"invalid {path}: JSON nested too deeply") from exc
         if not isinstance(data, dict):
             raise CheckpointError(f"invalid {path}: expected a JSON object, got {type(data).__name__}")
         version = data.pop(FORMAT_KEY, 1)
@@ -171,6 +173,8 @@ class CheckpointDir:
             return json.loads(path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"invalid {path}: not JSON ({exc})") from exc
+        except RecursionError as exc:
+            raise CheckpointError(f"invalid {path}: JSON nested too deeply") from exc
 
 
 def _digest(path: Path) -> str:

@@ -41,10 +41,18 @@ def load_tokenizer(path: str | Path) -> Any:
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     root = Path(path)
-    if (root / "tokenizer.json").is_file():
-        tok = PreTrainedTokenizerFast.from_pretrained(root, local_files_only=True)
-    else:
-        tok = AutoTokenizer.from_pretrained(root, local_files_only=True)
+    fast = (root / "tokenizer.json").is_file()
+    try:
+        if fast:
+            tok = PreTrainedTokenizerFast.from_pretrained(root, local_files_only=True)
+        else:
+            tok = AutoTokenizer.from_pretrained(root, local_files_only=True)
+    except Exception as exc:
+        # transformers and tokenizers raise many kinds (a JSONDecodeError, a multi-line "Couldn't instantiate the
+        # backend tokenizer", a Rust panic's Exception), none naming the file: say which and why, in one line
+        what = root / "tokenizer.json" if fast else root
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ValueError(f"tokenizer {what} cannot be loaded: {type(exc).__name__}: {reason}") from exc
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise ValueError(f"tokenizer in {root} has neither a pad nor an eos token")
