@@ -198,3 +198,20 @@ def test_sim_node_ignores_actions_it_cannot_apply(ros_context):
         assert sim._steps == 2
     finally:
         sim.destroy_node()
+
+
+@pytest.mark.parametrize(("name", "value", "match"), [
+    ("rate_hz", float("inf"), r"'rate_hz' must be in \(0, 1000\] Hz, got inf"),
+    ("rate_hz", float("nan"), r"'rate_hz' must be in"),
+    ("rate_hz", 1e9, r"'rate_hz' must be in"),
+    ("image_size", 100_000, r"'image_size' must be in 8\.\.1024"),
+    ("action_timeout_s", float("inf"), r"'action_timeout_s' must be a finite number > 0"),
+])
+def test_sim_refuses_a_busy_timer_a_huge_renderer_and_an_endless_wait(ros_context, name, value, match):
+    """inf or 1e9 Hz was a 0 ns timer (a core spinning), 100 000 px a renderer that takes the memory first."""
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.sim_node import SimNode
+
+    with pytest.raises(ValueError, match=match):
+        SimNode(parameter_overrides=[Parameter(name, value=value)])

@@ -49,6 +49,8 @@ SIM_DEFAULTS: dict[str, Any] = {
     "policy_node": "",  # lifecycle policy to wait for (its <name>/get_state) before episode 0; "" = do not wait
 }
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MAX_SIM_RATE_HZ = 1000.0  # MuJoCo steps and renders per tick: far beyond what a real control loop asks
+MAX_SIM_IMAGE_SIZE = 1024  # pixels a side: a 64 px policy camera, up to a full-resolution debug view
 
 
 @dataclass
@@ -114,16 +116,18 @@ class SimNode(Node):
             problems.append("'tasks' is empty")
         if p["episodes"] < 1:
             problems.append(f"'episodes' must be >= 1, got {p['episodes']}")
-        if not p["rate_hz"] > 0:
-            problems.append(f"'rate_hz' must be > 0, got {p['rate_hz']}")
-        if p["image_size"] < 8:
-            problems.append(f"'image_size' must be >= 8, got {p['image_size']}")
+        # bounded above: inf or 1e9 Hz would be a 0 ns timer (a busy core), a huge image size a renderer
+        # that takes all the memory before the first frame
+        if not 0 < p["rate_hz"] <= MAX_SIM_RATE_HZ:
+            problems.append(f"'rate_hz' must be in (0, {MAX_SIM_RATE_HZ:g}] Hz, got {p['rate_hz']}")
+        if not 8 <= p["image_size"] <= MAX_SIM_IMAGE_SIZE:
+            problems.append(f"'image_size' must be in 8..{MAX_SIM_IMAGE_SIZE}, got {p['image_size']}")
         if not p["cameras"]:
             problems.append("'cameras' is empty")
         if p["max_steps"] < 0:
             problems.append(f"'max_steps' must be >= 0, got {p['max_steps']}")
-        if not p["action_timeout_s"] > 0:
-            problems.append(f"'action_timeout_s' must be > 0, got {p['action_timeout_s']}")
+        if not 0 < p["action_timeout_s"] < float("inf"):
+            problems.append(f"'action_timeout_s' must be a finite number > 0, got {p['action_timeout_s']}")
         if problems:
             raise ValueError("invalid sim parameters: " + "; ".join(problems))
 
