@@ -43,7 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     _warn_if_stale()
     module = importlib.import_module(COMMANDS[name][0])
     entry = getattr(module, "demo_main" if name == "demo" else "cli_main")
-    return int(entry(rest) or 0)
+    try:
+        return int(entry(rest) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: what each command wrote so far stays (journals, checkpoints, episodes)
+        print(f"deer-vla {name}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # an unwritable --out, a missing file: the file and the reason, not a traceback
+        print(f"deer-vla {name}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _warn_if_stale() -> None:

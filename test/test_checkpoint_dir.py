@@ -127,3 +127,13 @@ def test_a_config_nested_too_deeply_names_its_file(ckpt: CheckpointDir) -> None:
     ckpt.config_path.write_text("[" * 100_000)
     with pytest.raises(CheckpointError, match=r"invalid .*config\.json: JSON nested too deeply"):
         ckpt.read_config()
+
+
+@pytest.mark.parametrize("keep", [0, 100])
+def test_an_empty_or_truncated_weights_file_names_itself(ckpt: CheckpointDir, keep: int) -> None:
+    """safetensors' own error (a bare SafetensorError, "header too small") named no file; every command and the
+    policy node's configure go through load_checkpoint."""
+    data = ckpt.weights_path.read_bytes()
+    ckpt.weights_path.write_bytes(data[:keep])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors cannot be read as safetensors .*copy the "):
+        load_checkpoint(ckpt.root)

@@ -398,6 +398,14 @@ def test_evaluate_resumes_from_its_episode_journal(checkpoint: tuple[Path, Path]
     other = [a if a != "1,all" else "2,all" for a in argv]
     assert evaluate_main([*other, "--resume"]) == 2
     assert "different run" in capsys.readouterr().err
+    # the same command without --resume emptied the journal, hours of episodes, without a word: refused now
+    before = journal.read_text()
+    assert evaluate_main(argv) == 2 and evaluate_main([*argv, "--resume", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds an evaluation (4 episodes in" in err and "--overwrite" in err
+    assert journal.read_text() == before
+    assert evaluate_main([*other, "--overwrite"]) == 0  # said in so many words: another run starts there
+    assert {json.loads(r)["mode"] for r in journal.read_text().splitlines()[1:]} == {"full", "exit2"}
 
 
 def test_without_calibration_data_the_checkpoints_own_thresholds_run(checkpoint: tuple[Path, Path],

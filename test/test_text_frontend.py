@@ -208,6 +208,41 @@ def test_training_with_the_pretrained_front_end_writes_a_runnable_checkpoint(tmp
     assert np.isfinite(action).all() and action.size == runner.model.config.action_spec.dim
 
 
+def test_train_keeps_an_earlier_run_and_names_a_missing_dataset(tmp_path: Path, capsys) -> None:
+    """The same command again (no --resume) deleted the earlier run's step checkpoints and overwrote its weights
+    without a word; a missing dataset was a traceback."""
+    from deer_vla.train.synthetic import write_tiny_dataset
+    from deer_vla.train.trainer import cli_main
+
+    tiny = preset_config("tiny")
+    data = write_tiny_dataset(tmp_path / "demos", tuple(tiny.cameras), int(tiny.image_size), int(tiny.proprio_dim),
+                              tiny.action)
+    out = tmp_path / "run"
+
+    def argv(**changes: object) -> list[str]:
+        sets = {"model_preset": "tiny", "dataset": str(data), "output_dir": str(out), "window": 4, "batch_size": 2,
+                "joint.steps": 2, "joint.warmup_steps": 1, "refine.steps": 0, "device": "cpu", "num_threads": 1,
+                "checkpoint_every": 1, **changes}
+        return ["--no-progress", *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))]
+
+    assert cli_main(argv()) == 0
+    weights = (out / "model.safetensors").read_bytes()
+    steps = sorted(p.name for p in (out / "checkpoints").iterdir())
+    capsys.readouterr()
+    assert cli_main(argv(seed=5)) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds an earlier run (model.safetensors, {len(steps)} step checkpoints" in err
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == steps
+    assert cli_main([*argv(), "--resume", "--overwrite"]) == 2 and cli_main([*argv(), "--stop-at", "0"]) == 2
+    assert cli_main([*argv(seed=5), "--overwrite"]) == 0
+    assert (out / "model.safetensors").read_bytes() != weights
+    capsys.readouterr()
+    assert cli_main(argv(dataset=str(tmp_path / "nowhere"), output_dir=str(tmp_path / "run2"))) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_text_with_an_init_checkpoint_is_refused() -> None:
     from deer_vla.train.config import ConfigError, load_config
 

@@ -26,7 +26,14 @@ from deer_vla.control.criterion import Criterion, CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
-from deer_vla.evaluation.journal import JOURNAL_NAME, EpisodeJournal, JournalError, mode_digests, run_fingerprint
+from deer_vla.evaluation.journal import (
+    JOURNAL_NAME,
+    EpisodeJournal,
+    JournalError,
+    held_episodes,
+    mode_digests,
+    run_fingerprint,
+)
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
     generalisation,
@@ -489,6 +496,8 @@ class EvaluateSettings(BaseModel):
     device: str = Field("cpu", description="torch device of the policy")
     resume: bool = Field(False, description="resume an interrupted run: keep the episodes already in "
                          "OUT/episodes.jsonl (same checkpoint, modes and seeds; refused otherwise), play the rest")
+    overwrite: bool = Field(False, description="start afresh in an OUT that already holds an evaluation, whose "
+                            "episodes are then lost (without it, and without --resume, such an OUT is refused)")
     thresholds: list[str] = Field([], description="thresholds files to run as they are, one dynamic mode "
                                   "'th-<file stem>' each, e.g. risk-certified ones from `deer-vla calibrate "
                                   "--risk` (comma list; independent of --budgets)")
@@ -537,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracked-only", action="store_true", help=_help("tracked_only"))
     p.add_argument("--thresholds", metavar="FILE[,FILE]", help=_help("thresholds"))
     p.add_argument("--resume", action="store_true", help=_help("resume"))
+    p.add_argument("--overwrite", action="store_true", help=_help("overwrite"))
     p.add_argument("--seed-offset", type=int, help=_help("seed_offset"))
     p.add_argument("--max-steps", type=int, help=_help("max_steps"))
     p.add_argument("--workers", type=int, help=_help("workers"))
@@ -646,6 +656,15 @@ def cli_main(argv: list[str] | None = None) -> int:
                                  f"({gates.name}): train them with `deer-vla train-gate CHECKPOINT --data DIR`")
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"deer-vla evaluate: {exc}", file=sys.stderr)
+        return 2
+    if args.resume and args.overwrite:
+        print("deer-vla evaluate: --resume keeps the episodes in OUT and --overwrite drops them: pass one",
+              file=sys.stderr)
+        return 2
+    held = None if args.resume or args.overwrite else held_episodes(Path(args.out) / JOURNAL_NAME)
+    if held is not None:  # starting afresh would empty the journal: hours of episodes, without a word
+        print(f"deer-vla evaluate: {args.out} already holds an evaluation ({held}): --resume continues it, "
+              "--overwrite starts afresh and loses it, or choose another --out", file=sys.stderr)
         return 2
     try:
         evaluate(cfg, args.out, show_progress=not args.no_progress)

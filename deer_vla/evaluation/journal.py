@@ -120,7 +120,7 @@ class EpisodeJournal:
         diff = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
         if diff:
             raise JournalError(f"cannot resume from {self.path}: it was written by a different run ({', '.join(diff)} "
-                             "differ); use another --out or drop --resume")
+                             "differ); use another --out, or --overwrite instead of --resume to start afresh there")
         done = {episode_key(r): r for r in results}
         log.info("resuming: %d episodes already in %s", len(done), self.path)
         return done
@@ -137,6 +137,19 @@ class EpisodeJournal:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+
+def held_episodes(path: str | Path) -> str | None:
+    """What starting afresh over the journal at ``path`` would lose, in words (``None``: nothing: no file, or a
+    journal with no episode yet)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        _, results = read_journal(path)
+    except JournalError:
+        return f"{path}, unreadable as a journal" if path.stat().st_size else None
+    return f"{len(results)} episodes in {path}" if results else None
 
 
 def read_journal(path: str | Path) -> tuple[dict[str, Any], list[EpisodeResult]]:

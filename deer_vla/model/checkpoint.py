@@ -58,7 +58,7 @@ def read_extra(ckpt: str | Path) -> dict | None:
 def load_checkpoint(ckpt: str | Path, max_exit: int | None = None, device: str | torch.device = "cpu"
                     ) -> tuple[MultiExitPolicy, Any]:
     """-> (model in eval mode on ``device``, tokenizer); only exits 1..max_exit are built and read."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     from deer_vla.model.tokenizer import load_tokenizer
 
@@ -79,19 +79,24 @@ def load_checkpoint(ckpt: str | Path, max_exit: int | None = None, device: str |
     except TextSourceError as exc:  # frozen token table read from its source: name the incompatibility
         raise CheckpointError(f"{config_file} (text front end): {exc}") from exc
     wanted = model.state_dict()
-    with safe_open(str(weights), framework="pt", device="cpu") as f:
-        keys = set(f.keys())
-        missing = sorted(set(full_shapes) - keys)
-        unexpected = sorted(keys - set(full_shapes))
-        if missing or unexpected:
-            raise CheckpointError(f"{weights} does not match {config_file.name}: missing tensors {missing[:5]}"
-                                  f"{'...' if len(missing) > 5 else ''}, unexpected tensors {unexpected[:5]}"
-                                  f"{'...' if len(unexpected) > 5 else ''}")
-        for key in full_shapes:
-            shape = tuple(f.get_slice(key).get_shape())
-            if shape != full_shapes[key]:
-                raise CheckpointError(f"{weights}: tensor '{key}' has shape {shape}, config expects {full_shapes[key]}")
-    materialize(model, file_refs(weights, list(wanted)), device=device)
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            keys = set(f.keys())
+            missing = sorted(set(full_shapes) - keys)
+            unexpected = sorted(keys - set(full_shapes))
+            if missing or unexpected:
+                raise CheckpointError(f"{weights} does not match {config_file.name}: missing tensors "
+                                      f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected tensors "
+                                      f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+            for key in full_shapes:
+                shape = tuple(f.get_slice(key).get_shape())
+                if shape != full_shapes[key]:
+                    raise CheckpointError(f"{weights}: tensor '{key}' has shape {shape}, config expects "
+                                          f"{full_shapes[key]}")
+        materialize(model, file_refs(weights, list(wanted)), device=device)
+    except SafetensorError as exc:  # empty, truncated or not a safetensors file: the library names no file
+        raise CheckpointError(f"{weights} cannot be read as safetensors ({exc}): a truncated copy or another "
+                              "file; copy the checkpoint again") from exc
     tokenizer = load_tokenizer(root)
     check_vocab(model, tokenizer)
     return model.to(device).eval(), tokenizer

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 STATE_TENSORS = "train_state.safetensors"
@@ -117,9 +118,16 @@ def load_train_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str
             raise FileNotFoundError(f"resume state file missing: {p}")
     try:
         meta = json.loads(jpath.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"resume state {jpath} is not valid JSON: {exc}") from None
-    return load_file(str(tpath)), meta
+    if not isinstance(meta, dict):
+        raise ValueError(f"resume state {jpath} is not a JSON object")
+    try:
+        tensors = load_file(str(tpath))
+    except SafetensorError as exc:  # empty or truncated (a crash while it was written): name the file
+        raise ValueError(f"resume state {tpath} cannot be read as safetensors ({exc}); resume from an earlier "
+                         f"checkpoint by removing {directory}") from None
+    return tensors, meta
 
 
 def latest_checkpoint(root: Path) -> Path | None:

@@ -503,7 +503,7 @@ def _action_dim(pcfg: Any) -> int:
 
 
 # flags that steer this run and are not TrainConfig keys (not written to train_config.json)
-RUN_FLAGS = ("resume", "no_progress", "stop_at")
+RUN_FLAGS = ("resume", "no_progress", "stop_at", "overwrite")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -512,10 +512,24 @@ def build_parser() -> argparse.ArgumentParser:
                          keys="keys: TrainConfig's fields; --set joint.steps=3 sets a nested one",
                          example="joint.steps=200")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an output_dir that holds an earlier run, whose weights and step "
+                        "checkpoints are then deleted (without it, and without --resume, such a folder is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="stop after global step STEP with a checkpoint there (continue later with --resume)")
     return p
+
+
+def earlier_run(out: Path) -> str | None:
+    """What a fresh run in ``out`` would delete or overwrite, in words (``None``: nothing)."""
+    found = []
+    if (out / "model.safetensors").is_file():
+        found.append("model.safetensors")
+    steps = sorted((out / "checkpoints").glob("step_*")) if (out / "checkpoints").is_dir() else []
+    if steps:
+        found.append(f"{len(steps)} step checkpoints, the last {steps[-1].name}")
+    return ", ".join(found) or None
 
 
 def load_settings(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
@@ -530,10 +544,27 @@ def cli_main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"deer-vla train: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.stop_at is not None and args.stop_at < 1:
+        print(f"deer-vla train: --stop-at must be a step >= 1, got {args.stop_at}", file=sys.stderr)
+        return 2
+    if args.resume and args.overwrite:
+        print("deer-vla train: --resume continues the run in output_dir and --overwrite deletes it: pass one",
+              file=sys.stderr)
+        return 2
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, resume=args.resume, show_progress=not args.no_progress)
+    earlier = None if args.resume or args.overwrite else earlier_run(out)
+    if earlier:  # a fresh run deletes the step checkpoints and overwrites the weights: hours of training
+        print(f"deer-vla train: {out} holds an earlier run ({earlier}): --resume continues it, --overwrite "
+              "starts afresh and deletes it, or choose another output_dir", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(cfg, resume=args.resume, show_progress=not args.no_progress)
+    except (OSError, ValueError, KeyError) as exc:  # a missing or broken dataset, checkpoint or folder
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"deer-vla train: {message}", file=sys.stderr)
+        return 2
     if trainer.info.main:
         (out / "train_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
     history = trainer.train(stop_at=args.stop_at)

@@ -1,0 +1,39 @@
+"""`deer-vla`'s dispatcher: Ctrl-C and file-system errors end a command in one line, not a traceback."""
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from deer_vla import cli
+
+
+@pytest.mark.parametrize(("raised", "code", "said"), [
+    (KeyboardInterrupt(), 130, "deer-vla fake: interrupted"),
+    (PermissionError(13, "Permission denied", "/proc/foo"), 1, "deer-vla fake: [Errno 13] Permission denied: "
+                                                                "'/proc/foo'"),
+])
+def test_ctrl_c_and_os_errors_end_a_command_in_one_line(monkeypatch, capsys, raised, code, said):
+    module = types.ModuleType("deer_vla_fake_command")
+
+    def cli_main(argv):
+        raise raised
+
+    module.cli_main = cli_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(cli.COMMANDS, "fake", (module.__name__, "a command that fails"))
+    monkeypatch.setattr(cli, "_warn_if_stale", lambda: None)
+    assert cli.main(["fake"]) == code
+    assert capsys.readouterr().err.strip() == said
+
+
+def test_a_bug_still_shows_its_traceback(monkeypatch):
+    """Only the user's mistakes are one line: anything else is a bug and keeps its traceback."""
+    module = types.ModuleType("deer_vla_buggy_command")
+    module.cli_main = lambda argv: [][0]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(cli.COMMANDS, "buggy", (module.__name__, "a command with a bug"))
+    monkeypatch.setattr(cli, "_warn_if_stale", lambda: None)
+    with pytest.raises(IndexError):
+        cli.main(["buggy"])
