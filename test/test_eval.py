@@ -233,6 +233,9 @@ def test_evaluate_skip_full_plays_only_the_other_modes(checkpoint: tuple[Path, P
     (["--tasks", "drawer-open", "--thresholds", "/no/such/thresholds.json"], "thresholds file not found"),
     (["--tasks", "drawer-open", "--budgets", "1.5"], "budgets"),
     (["--tasks", "drawer-open", "--exits", "1,x"], "--exits: expected exit numbers"),
+    (["--tasks", "drawer-open", "--exits", "0"], "--exits: exit 0 outside this checkpoint's exits"),  # was a
+    (["--tasks", "drawer-open", "--exits", "99"], "--exits: exit 99 outside"),  # traceback from the workers
+    (["--tasks", "drawer-open", "--calibration-dataset", "/no/such/demos"], "/no/such/demos: no such directory"),
 ])
 def test_evaluate_refuses_bad_arguments_with_exit_code_2(checkpoint: tuple[Path, Path], tmp_path: Path, capsys,
                                                          argv: list[str], message: str) -> None:

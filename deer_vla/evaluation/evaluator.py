@@ -442,6 +442,8 @@ def parse_exits(text: str, num_exits: int | None = None) -> list[int]:
             out.append(int(tok))
         except ValueError:
             raise ValueError(f"--exits: expected exit numbers, 'all' or 'every', got {tok!r}") from None
+        if num_exits is not None and not 1 <= out[-1] <= num_exits:  # here, not after the workers have started
+            raise ValueError(f"--exits: exit {out[-1]} outside this checkpoint's exits 1..{num_exits}")
     return out
 
 
@@ -645,6 +647,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             device=args.device,
         )
         warn_about_instruction_record(CheckpointDir(cfg.checkpoint), cfg.tasks)
+        if cfg.budgets and cfg.calibration_dataset and not Path(cfg.calibration_dataset).is_dir():
+            raise FileNotFoundError(f"--calibration-dataset {cfg.calibration_dataset}: no such directory")
         if calib is not None and args.calibration_dataset is None and cfg.calibration_tasks is None:
             warn_if_calibration_misses(calib, cfg.tasks)
         # unreadable or mismatched files (other exits, other weights) fail here, not mid-run
