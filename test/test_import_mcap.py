@@ -134,6 +134,8 @@ def test_broken_recordings_are_refused_in_one_line_naming_file_topic_and_time(re
         ([str(ok), *ARM[:-4], "--instruction", "  ", "--rate", "5"], "--instruction is empty ('  ')"),
         ([str(ok), *ARM[:-1], "inf"], "--rate must be a control rate in (0, 1e6] Hz, got inf"),  # looped forever
         ([str(ok), *ARM, "--max-age", "nan"], "--max-age must be > 0 seconds, got nan"),
+        # 1e6 for 10: each camera frame repeated a hundred thousand times filled 30 GiB before the end
+        ([str(ok), *ARM[:-1], "1e6"], f"{ok}: /cam at "),
         ([str(ok), *ARM, "--image-size", "0"], "--image-size must be >= 8, got 0"),
     ]
     for i, (argv, expected) in enumerate(cases):

@@ -128,6 +128,9 @@ def _scalar(msg: Any, datatype: str) -> float:
     return float(msg.data)
 
 
+MAX_FRAME_REPEAT = 20  # ticks per camera frame beyond which --rate is taken for a mistake (_Aligner._check_rate)
+
+
 class _Aligner:
     """Streams messages in log-time order and samples the latest of every topic at each tick."""
 
@@ -142,6 +145,8 @@ class _Aligner:
         self.proprio_names: list[str] | None = None
         self.dropped = 0  # ticks before every topic had data, or inside gaps
         self._frames: dict[str, tuple[int, np.ndarray]] = {}  # topic -> (log time of the message, resized frame)
+        self._distinct: dict[str, int] = {}  # topic -> frames converted (each new message once)
+        self._ticks = 0  # ticks that made a step
         self.next_tick: int | None = None
 
     def feed(self, topic: str, datatype: str, log_ns: int, msg: Any) -> None:
@@ -207,9 +212,23 @@ class _Aligner:
             self.current = _Episode(instruction, tick, {slot: [] for slot in self.src.cameras})
         for slot, topic in self.src.cameras.items():
             self.current.images[slot].append(self._frame(topic))
+        self._ticks += 1
+        self._check_rate(tick)
         if self.src.proprio is not None:
             self.current.proprio.append(self._proprio())
         self.current.actions.append(self._action(tick))
+
+    def _check_rate(self, tick: int) -> None:
+        """A --rate far above a camera's (a typo: 1e6 for 10) repeats each frame thousands of times and fills the
+        memory long before the end: refuse it once it is clear, naming the camera's rate."""
+        if self._ticks < MAX_FRAME_REPEAT * 50:
+            return
+        topic, frames = min(((t, self._distinct.get(t, 0)) for t in self.src.cameras.values()), key=lambda x: x[1])
+        if self._ticks > MAX_FRAME_REPEAT * frames:
+            rate = 1e9 / self.period_ns
+            raise self._fail(topic, tick, f"--rate {rate:g} Hz repeats each of this camera's frames about "
+                                          f"{self._ticks / max(frames, 1):.0f} times ({frames} frames in "
+                                          f"{self._ticks} ticks): use a rate at or near the cameras' own")
 
     def _frame(self, topic: str) -> np.ndarray:
         log_ns, datatype, msg = self.latest[topic]
@@ -221,6 +240,7 @@ class _Aligner:
                 raise self._fail(topic, log_ns, str(exc)) from exc
             cached = (log_ns, resize_square([rgb], self.image_size)[0])
             self._frames[topic] = cached
+            self._distinct[topic] = self._distinct.get(topic, 0) + 1
         return cached[1]
 
     def _proprio(self) -> np.ndarray:
