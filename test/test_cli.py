@@ -37,3 +37,22 @@ def test_a_bug_still_shows_its_traceback(monkeypatch):
     monkeypatch.setattr(cli, "_warn_if_stale", lambda: None)
     with pytest.raises(IndexError):
         cli.main(["buggy"])
+
+
+
+@pytest.mark.parametrize(("command", "argv"), [
+    ("deer_vla.ros.replay", ["x.mcap"]), ("deer_vla.train.gate", ["default"]), ("deer_vla.model.profiling", []),
+    ("deer_vla.evaluation.instruction_swap", []), ("deer_vla.commands.calibrate", ["--dataset", "x"]),
+    ("deer_vla.evaluation.evaluator", []),
+])
+def test_every_command_refuses_an_unusable_device_before_any_work(command, argv, capsys):
+    """`--device gpu9`, or cuda where there is none, was a traceback from deep inside the model loader."""
+    import importlib
+
+    main = importlib.import_module(command).cli_main
+    try:
+        code = main([*argv, "--device", "cuda:99"])  # no machine here has 100 GPUs
+    except SystemExit as stop:  # argparse's usage error
+        code = stop.code
+    assert code == 2
+    assert "device 'cuda:99': " in capsys.readouterr().err

@@ -236,6 +236,8 @@ def test_evaluate_skip_full_plays_only_the_other_modes(checkpoint: tuple[Path, P
     (["--tasks", "drawer-open", "--exits", "0"], "--exits: exit 0 outside this checkpoint's exits"),  # was a
     (["--tasks", "drawer-open", "--exits", "99"], "--exits: exit 99 outside"),  # traceback from the workers
     (["--tasks", "drawer-open", "--calibration-dataset", "/no/such/demos"], "/no/such/demos: no such directory"),
+    (["--tasks", "drawer-open", "--device", "gpu9"], "device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu9'"),
+    (["--tasks", "drawer-open", "--device", "cuda:99"], "device 'cuda:99': "),  # no machine here has 100 GPUs
 ])
 def test_evaluate_refuses_bad_arguments_with_exit_code_2(checkpoint: tuple[Path, Path], tmp_path: Path, capsys,
                                                          argv: list[str], message: str) -> None:

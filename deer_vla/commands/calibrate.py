@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deer_vla.control.budgets import BudgetSpec
 from deer_vla.control.calibration import collect_exit_actions, collect_exit_actions_and_scores, learned_criterion
@@ -35,6 +35,7 @@ from deer_vla.core.config_io import ConfigError, add_config_arguments, load_laye
 from deer_vla.core.writable import unwritable_dir
 from deer_vla.data.observations import dataset_observation_episodes
 from deer_vla.model.checkpoint_dir import CheckpointDir
+from deer_vla.model.device import check_device
 from deer_vla.model.shipped import CHECKPOINT_HELP, resolve_checkpoint, shipped_name_of
 
 log = logging.getLogger("deer_vla.calibrate")
@@ -169,7 +170,7 @@ class CalibrateSettings(BaseModel):
         "episode's mean loss is one i.i.d. sample (valid for i.i.d. episodes, needs more of them)")
     risk_base_fraction: float = Field(0.3, gt=0, lt=1, description="share of the calibration episodes that solve the "
                                       "base thresholds (the rest certify them)")
-    device: str = Field("cpu", description="torch device of the policy")
+    device: str = Field("cpu", description="torch device of the policy: cpu, cuda or cuda:N")
     threads: int = Field(1, ge=1, description="torch CPU threads (1: more oversubscribe a CPU shared with other "
                          "jobs)")
     out: str | None = Field(None, description="directory to write thresholds.json (and profile.json) into "
@@ -192,6 +193,11 @@ class CalibrateSettings(BaseModel):
         if self.dataset is None:
             raise ValueError("no dataset set (the calibration source is the recordings)")
         return self.dataset
+
+    @field_validator("device")
+    @classmethod
+    def _usable_device(cls, v: str) -> str:
+        return check_device(v)  # here, not as a traceback from the first worker
 
 
 def _help(name: str) -> str:

@@ -59,6 +59,7 @@ from deer_vla.evaluation.workers import (
     seed_major_jobs,
 )
 from deer_vla.model.checkpoint_dir import CheckpointDir
+from deer_vla.model.device import check_device
 from deer_vla.model.shipped import CHECKPOINT_HELP, resolve_checkpoint
 
 log = logging.getLogger("deer_vla.evaluate")
@@ -495,7 +496,7 @@ class EvaluateSettings(BaseModel):
                                 "worker)")
     threads: int | None = Field(None, ge=1, description="torch threads per worker (default: CPU cores // workers; "
                                 "1 where other jobs share the cores)")
-    device: str = Field("cpu", description="torch device of the policy")
+    device: str = Field("cpu", description="torch device of the policy: cpu, cuda or cuda:N")
     resume: bool = Field(False, description="resume an interrupted run: keep the episodes already in "
                          "OUT/episodes.jsonl (same checkpoint, modes and seeds; refused otherwise), play the rest")
     overwrite: bool = Field(False, description="start afresh in an OUT that already holds an evaluation, whose "
@@ -515,6 +516,11 @@ class EvaluateSettings(BaseModel):
     @classmethod
     def _path_list(cls, v: Any) -> Any:
         return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+    @field_validator("device")
+    @classmethod
+    def _usable_device(cls, v: str) -> str:
+        return check_device(v)  # here, not as a traceback from the first worker
 
 
 def _help(name: str) -> str:

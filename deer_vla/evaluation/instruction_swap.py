@@ -52,6 +52,7 @@ from deer_vla.evaluation.workers import (
     run_in_processes,
     seed_major_jobs,
 )
+from deer_vla.model.device import device_arg
 from deer_vla.sim.simulator_cache import SimulatorCache
 
 if TYPE_CHECKING:
@@ -379,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-offset", type=int, default=EVAL_SEED_OFFSET)
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the task's)")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     p.add_argument("--out", default="swap_results")
     p.add_argument("--no-progress", action="store_true")
     return p

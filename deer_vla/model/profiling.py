@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from deer_vla.core import CostProfile, LatencyStats
 from deer_vla.core.config_io import positive_int
 from deer_vla.model.config import PolicyConfig
+from deer_vla.model.device import device_arg
 from deer_vla.model.policy import MultiExitPolicy
 from deer_vla.model.shipped import CHECKPOINT_HELP, checkpoint_argument
 
@@ -236,7 +237,7 @@ def quantize_int8(model: MultiExitPolicy) -> MultiExitPolicy:
 def cli_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="deer-vla profile", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=checkpoint_argument, required=True, help=CHECKPOINT_HELP)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--max-exit", type=int, default=None)
     p.add_argument("--warmup", type=int, default=3)

@@ -26,6 +26,7 @@ from deer_vla.core.config_io import positive_int
 from deer_vla.data.mcap_io import truncation_warnings_to_stderr
 from deer_vla.data.recording import check_cameras, read_recording, recorded_policy
 from deer_vla.model.checkpoint_dir import CheckpointDir
+from deer_vla.model.device import device_arg
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, load_stack
 
@@ -86,7 +87,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                         "recording: its first file, folder or a quoted glob)")
     parser.add_argument("--checkpoint", type=checkpoint_argument, default="", help=checkpoint_help())
     parser.add_argument("--thresholds", type=Path, default=None, help="default: the checkpoint's own")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch CPU threads (default 1: more oversubscribe a shared CPU)")
     parser.add_argument("--average-gflops", type=float, default=None)

@@ -32,6 +32,7 @@ import torch
 
 from deer_vla.core import Observation
 from deer_vla.core.writable import unwritable_dir
+from deer_vla.model.device import device_arg
 from deer_vla.model.gate import ExitGates, GateConfig, gate_inputs, motion_rms
 from deer_vla.model.shipped import CHECKPOINT_HELP, checkpoint_argument, shipped_name_of
 from deer_vla.train.instruction_noise import InstructionNoise
@@ -322,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the episodes held out to pick the epoch and report the loss")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     p.add_argument("--out", default=None, metavar="PATH",
                    help="the gates file to write instead of CHECKPOINT/gates.safetensors (an existing directory: "
                         "its gates.safetensors)")
