@@ -56,3 +56,25 @@ def test_every_command_refuses_an_unusable_device_before_any_work(command, argv,
         code = stop.code
     assert code == 2
     assert "device 'cuda:99': " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--timeout", "-5"], "--timeout must be a number of seconds > 0, got -5.0"),
+    (["--timeout", "nan"], "--timeout must be"),
+    (["--average-gflops", "0"], "--average-gflops must be > 0"),
+    (["--average-gflops", "inf"], "--average-gflops must be > 0"),
+])
+def test_demo_refuses_values_that_would_run_nothing_or_print_an_unusable_replay(argv, said, capsys):
+    from deer_vla.ros.bringup import demo_main
+
+    assert demo_main(argv) == 2  # before any node starts
+    assert said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("duration", ["-1", "nan", "inf"])
+def test_bringup_refuses_a_duration_that_is_no_duration(duration, capsys):
+    from deer_vla.ros.bringup import cli_main
+
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["--duration", duration])
+    assert stop.value.code == 2 and "--duration must be a number of seconds >= 0" in capsys.readouterr().err

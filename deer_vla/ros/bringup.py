@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import shlex
 import signal
 import sys
@@ -183,6 +184,8 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     all_args, own_args = _split_args(argv)
     args = parser.parse_args(own_args)
+    if not 0 <= args.duration < math.inf:  # -1 or nan ran until Ctrl-C as if 0 had been meant
+        parser.error(f"--duration must be a number of seconds >= 0 (0 = until Ctrl-C), got {args.duration}")
     owned = _init_ros(all_args)
     bringup = None
     try:
@@ -257,6 +260,14 @@ def demo_main(argv: list[str] | None = None) -> int:
         return 2
     if args.episodes is not None and args.episodes < 1:
         print(f"deer-vla demo: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
+        return 2
+    if not 0 < args.timeout < math.inf:  # -5 started the whole graph to play no episode
+        print(f"deer-vla demo: --timeout must be a number of seconds > 0, got {args.timeout}", file=sys.stderr)
+        return 2
+    if args.average_gflops is not None and not 0 < args.average_gflops < math.inf:
+        # 0 means "unset" to the policy node, but the replay command the summary prints would refuse it
+        print(f"deer-vla demo: --average-gflops must be > 0 (omit it for the thresholds' own budget), got "
+              f"{args.average_gflops}", file=sys.stderr)
         return 2
     run = time.strftime("demo_%Y%m%d_%H%M%S", time.gmtime())
     out_dir = args.output_dir.resolve()
