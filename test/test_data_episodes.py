@@ -165,6 +165,15 @@ def test_episode_must_match_meta(tmp_path: Path) -> None:
         w.write(nan)
     with pytest.raises(DatasetError, match="recorded differently.*image_size"):
         EpisodeWriter(tmp_path / "ds", make_meta(image_size=32))
+    # another expert noise level into a set whose meta.json names one: refused; unrecorded on one side: accepted
+    noisy = make_meta()
+    noisy.collection = {"action_noise": 0.1}
+    EpisodeWriter(tmp_path / "noisy", noisy)
+    louder = make_meta()
+    louder.collection = {"action_noise": 0.3}
+    with pytest.raises(DatasetError, match=r"recorded differently \(collection.action_noise: 0.1 != 0.3\)"):
+        EpisodeWriter(tmp_path / "noisy", louder)
+    EpisodeWriter(tmp_path / "noisy", make_meta())
     assert not list((tmp_path / "ds").rglob("*.h5")), "rejected episodes must leave no file"
 
 
