@@ -59,6 +59,7 @@ from deer_vla.evaluation.workers import (
     seed_major_jobs,
 )
 from deer_vla.model.checkpoint_dir import CheckpointDir
+from deer_vla.model.config import format_validation_error
 from deer_vla.model.device import check_device
 from deer_vla.model.shipped import CHECKPOINT_HELP, resolve_checkpoint
 
@@ -664,8 +665,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             if not gates.is_file():
                 raise ValueError(f"--criterion learned needs exit gates, and {cfg.checkpoint} has none "
                                  f"({gates.name}): train them with `deer-vla train-gate CHECKPOINT --data DIR`")
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"deer-vla evaluate: {exc}", file=sys.stderr)
+    except (ValueError, KeyError, FileNotFoundError) as exc:  # a ValidationError in one line, without its URL
+        print(f"deer-vla evaluate: {format_validation_error(exc)}", file=sys.stderr)
         return 2
     if args.resume and args.overwrite:
         print("deer-vla evaluate: --resume keeps the episodes in OUT and --overwrite drops them: pass one",

@@ -52,6 +52,7 @@ from deer_vla.evaluation.workers import (
     run_in_processes,
     seed_major_jobs,
 )
+from deer_vla.model.config import format_validation_error
 from deer_vla.model.device import device_arg
 from deer_vla.sim.simulator_cache import SimulatorCache
 
@@ -417,7 +418,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                            seed_offset=args.seed_offset, heldout=args.instructions == "heldout",
                            max_steps=args.max_steps, workers=args.workers, show_progress=not args.no_progress)
     except (ValueError, KeyError, FileNotFoundError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else format_validation_error(exc)
         print(f"deer-vla instruction-swap: {msg}", file=sys.stderr)
         return 2
     print_summary(payload["summary"])
