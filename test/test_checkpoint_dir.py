@@ -82,6 +82,14 @@ def test_a_profile_roundtrips_and_a_broken_one_names_its_file(ckpt: CheckpointDi
     ckpt.profile_path.write_text('{"llm_gflops": [2.0, 1.0]}')
     with pytest.raises(CheckpointError, match=r"invalid .*profile\.json: "):
         ckpt.read_profile()
+    good = profile.to_dict()
+    for bad in ([-1.0, 1.0, 2.0], [0.5, "1", 2.0], [0.5, float("nan"), 2.0], [0.5, 1.0, float("inf")]):
+        ckpt.profile_path.write_text(json.dumps({**good, "llm_gflops": bad}))  # was a tracker error, no file
+        with pytest.raises(CheckpointError, match=r"invalid .*profile\.json: CostProfile.llm_gflops must be finite"):
+            ckpt.read_profile()
+    ckpt.profile_path.write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match=r"invalid .*profile\.json: a cost profile is a JSON object"):
+        ckpt.read_profile()
 
 
 def test_an_empty_directory_is_not_a_checkpoint(tmp_path: Path) -> None:

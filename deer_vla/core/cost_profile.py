@@ -13,6 +13,7 @@ whichever metric the budget is in.
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -61,6 +62,11 @@ class CostProfile:
             raise ValueError(f"CostProfile.segment_latency has {len(self.segment_latency)} entries for {n} exits")
         for name in ("llm_gflops", "total_gflops", "params", "weight_bytes"):
             values = getattr(self, name)
+            # read from profile.json: a string, NaN or a negative cost would surface later as a budget or tracker
+            # error naming no file
+            if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 <= float(v) < float("inf")
+                       for v in values):
+                raise ValueError(f"CostProfile.{name} must be finite numbers >= 0, got {values}")
             if any(b < a for a, b in zip(values, values[1:])):
                 raise ValueError(f"CostProfile.{name} must be non-decreasing over exits, got {values}")
 
@@ -133,6 +139,8 @@ class CostProfile:
 
     @classmethod
     def from_dict(cls, data: dict) -> CostProfile:
+        if not isinstance(data, dict):
+            raise ValueError(f"a cost profile is a JSON object, got {type(data).__name__}")
         data = dict(data)
         lat = lambda d: LatencyStats(**d) if d else None
         data["segment_latency"] = [LatencyStats(**d) for d in data.get("segment_latency", [])]
