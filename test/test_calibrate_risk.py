@@ -62,6 +62,12 @@ def test_calibrated_thresholds_record_the_weights_they_were_solved_on(checkpoint
     assert calibrate_main([*_args(checkpoint, tmp_path), "--average-budget-fraction", "0.6"]) == 0
     th = Thresholds.load(CheckpointDir(tmp_path).thresholds_path)
     assert th.method == "quantile" and th.weights_sha256 == CheckpointDir(checkpoint[0]).weights_digest()
+    # solved again for another budget into the same folder: the earlier file is kept beside, not lost
+    first = CheckpointDir(tmp_path).thresholds_path.read_text()
+    assert calibrate_main([*_args(checkpoint, tmp_path), "--average-budget-fraction", "0.9"]) == 0
+    kept = list(tmp_path.glob("thresholds.replaced-*.json"))
+    assert len(kept) == 1 and kept[0].read_text() == first
+    assert CheckpointDir(tmp_path).thresholds_path.read_text() != first
 
 
 def test_the_exceedance_metric_is_certified_in_the_same_file_format(

@@ -16,6 +16,7 @@ import glob
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -256,7 +257,17 @@ def save_thresholds(out: CheckpointDir, profile: CostProfile, thresholds: Thresh
     profile they were solved with."""
     out.write_profile(profile)
     gates = solved_on.gates_digest() if thresholds.criterion.kind == "learned" else None
-    replace(thresholds, weights_sha256=solved_on.weights_digest(), gates_sha256=gates).save(out.thresholds_path)
+    path = out.thresholds_path
+    if path.is_file():  # solved for another budget, perhaps over hours: kept beside, not lost
+        stamp = time.strftime('%Y%m%dT%H%M%S', time.gmtime())
+        kept = path.with_name(f"{path.stem}.replaced-{stamp}{path.suffix}")
+        for n in range(1, 1000):  # two in one second: neither lost
+            if not kept.exists():
+                break
+            kept = path.with_name(f"{path.stem}.replaced-{stamp}.{n}{path.suffix}")
+        path.replace(kept)
+        log.info("the thresholds this replaces are kept as %s", kept)
+    replace(thresholds, weights_sha256=solved_on.weights_digest(), gates_sha256=gates).save(path)
 
 
 def cli_main(argv: list[str] | None = None) -> int:
