@@ -408,7 +408,7 @@ def test_evaluate_resumes_from_its_episode_journal(checkpoint: tuple[Path, Path]
     before = journal.read_text()
     assert evaluate_main(argv) == 2 and evaluate_main([*argv, "--resume", "--overwrite"]) == 2
     err = capsys.readouterr().err
-    assert "already holds an evaluation (4 episodes in" in err and "--overwrite" in err
+    assert f"{out} holds an earlier run (4 episodes in {journal})" in err and "--overwrite" in err
     assert journal.read_text() == before
     assert evaluate_main([*other, "--overwrite"]) == 0  # said in so many words: another run starts there
     assert {json.loads(r)["mode"] for r in journal.read_text().splitlines()[1:]} == {"full", "exit2"}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -16,4 +17,18 @@ def unwritable_dir(path: Path, create: bool) -> str | None:
         tempfile.TemporaryFile(dir=path).close()  # the real test: permissions, a read-only mount, a full quota
     except OSError as exc:
         return f"cannot write to {path}: {exc.strerror or exc}"
+    return None
+
+
+def fresh_start_problem(resume: bool, overwrite: bool, earlier: Callable[[], str | None], where: Path | str,
+                        other: str) -> str | None:
+    """Why a run may not start in ``where``: both --resume and --overwrite, or (neither) an earlier run there
+    that starting afresh would lose, as ``earlier()`` describes it (None: nothing to lose). ``other``: the
+    setting that picks another folder, named in the message."""
+    if resume and overwrite:
+        return "--resume continues the earlier run and --overwrite deletes it: pass one"
+    found = None if resume or overwrite else earlier()
+    if found:  # hours of episodes or training steps, lost without a word before
+        return (f"{where} holds an earlier run ({found}): --resume continues it, --overwrite starts afresh and "
+                f"loses it, or choose another {other}")
     return None

@@ -26,6 +26,7 @@ from deer_vla.control.criterion import Criterion, CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
+from deer_vla.core.writable import fresh_start_problem
 from deer_vla.evaluation.journal import (
     JOURNAL_NAME,
     EpisodeJournal,
@@ -668,14 +669,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, FileNotFoundError) as exc:  # a ValidationError in one line, without its URL
         print(f"deer-vla evaluate: {format_validation_error(exc)}", file=sys.stderr)
         return 2
-    if args.resume and args.overwrite:
-        print("deer-vla evaluate: --resume keeps the episodes in OUT and --overwrite drops them: pass one",
-              file=sys.stderr)
-        return 2
-    held = None if args.resume or args.overwrite else held_episodes(Path(args.out) / JOURNAL_NAME)
-    if held is not None:  # starting afresh would empty the journal: hours of episodes, without a word
-        print(f"deer-vla evaluate: {args.out} already holds an evaluation ({held}): --resume continues it, "
-              "--overwrite starts afresh and loses it, or choose another --out", file=sys.stderr)
+    problem = fresh_start_problem(args.resume, args.overwrite, lambda: held_episodes(Path(args.out) / JOURNAL_NAME),
+                                  args.out, "--out")
+    if problem:
+        print(f"deer-vla evaluate: {problem}", file=sys.stderr)
         return 2
     try:
         evaluate(cfg, args.out, show_progress=not args.no_progress)

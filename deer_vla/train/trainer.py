@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
+from deer_vla.core.writable import fresh_start_problem
 from deer_vla.model.shipped import resolve_checkpoint
 from deer_vla.train.config import TrainConfig
 from deer_vla.train.losses import DeerObjective, WindowBatch
@@ -547,15 +548,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     if args.stop_at is not None and args.stop_at < 1:
         print(f"deer-vla train: --stop-at must be a step >= 1, got {args.stop_at}", file=sys.stderr)
         return 2
-    if args.resume and args.overwrite:
-        print("deer-vla train: --resume continues the run in output_dir and --overwrite deletes it: pass one",
-              file=sys.stderr)
-        return 2
     out = Path(cfg.output_dir)
-    earlier = None if args.resume or args.overwrite else earlier_run(out)
-    if earlier:  # a fresh run deletes the step checkpoints and overwrites the weights: hours of training
-        print(f"deer-vla train: {out} holds an earlier run ({earlier}): --resume continues it, --overwrite "
-              "starts afresh and deletes it, or choose another output_dir", file=sys.stderr)
+    # a fresh run deletes the step checkpoints and overwrites the weights
+    problem = fresh_start_problem(args.resume, args.overwrite, lambda: earlier_run(out), out, "output_dir")
+    if problem:
+        print(f"deer-vla train: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
