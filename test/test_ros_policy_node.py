@@ -20,6 +20,21 @@ def _started(executor, checkpoint, **params):
     return node
 
 
+def _spy_on_log(node, level: str, monkeypatch) -> list[tuple[str, dict]]:
+    """The (message, keyword arguments) of each ``level`` call on ``node``'s logger from now on (the rest pass on)."""
+    said: list[tuple[str, dict]] = []
+    logger = node.get_logger()
+
+    class Spy:
+        def __getattr__(self, name: str):
+            if name == level:
+                return lambda message, **kwargs: said.append((message, kwargs))
+            return getattr(logger, name)
+
+    monkeypatch.setattr(node, "get_logger", lambda: Spy())
+    return said
+
+
 def test_images_and_instruction_in_actions_out(executor, tiny_checkpoint):
     from deer_vla.core import StepRecord
 
@@ -258,17 +273,7 @@ def test_an_over_long_instruction_is_refused_and_the_steps_go_on_with_the_previo
     from deer_vla.core import StepRecord
 
     node = _started(executor, tiny_checkpoint, enabled=True)
-    errors: list[tuple[str, dict]] = []
-    logger = node.get_logger()
-
-    class Spy:
-        def __getattr__(self, name: str):
-            return getattr(logger, name)
-
-        def error(self, message: str, **kwargs) -> None:
-            errors.append((message, kwargs))
-
-    monkeypatch.setattr(node, "get_logger", lambda: Spy())
+    errors = _spy_on_log(node, "error", monkeypatch)
     drv = Driver(executor)
     drv.instruct(INSTRUCTIONS[0])
     assert drv.drive_until(lambda: len(drv.records) >= 3)
@@ -311,17 +316,7 @@ def test_a_repeated_instruction_resets_or_carries_on_and_its_text_cannot_forge_l
     from deer_vla.core import StepRecord
 
     node = _started(executor, tiny_checkpoint, enabled=True)
-    infos: list[tuple[str, dict]] = []
-    logger = node.get_logger()
-
-    class Spy:
-        def __getattr__(self, name: str):
-            return getattr(logger, name)
-
-        def info(self, message: str, **kwargs) -> None:
-            infos.append((message, kwargs))
-
-    monkeypatch.setattr(node, "get_logger", lambda: Spy())
+    infos = _spy_on_log(node, "info", monkeypatch)
     drv = Driver(executor)
 
     def episode_after_instruction(text: str) -> int:
