@@ -44,12 +44,12 @@ def test_yaml_and_set_round_trip(tmp_path: Path) -> None:
 
 def test_flags_override_set_which_overrides_the_file(tmp_path: Path) -> None:
     path = _yaml(tmp_path, {"checkpoint": "ck", "dataset": "demos", "average_budget_fraction": 0.4, "episodes": 7,
-                            "device": "cuda"})
+                            "threads": 3})
     assert calibrate_settings(["--config", path]).episodes == 7
     assert calibrate_settings(["--config", path, "--set", "episodes=8"]).episodes == 8
     both = calibrate_settings(["--config", path, "--set", "episodes=8", "--episodes", "9"])
     assert both.episodes == 9
-    assert both.device == "cuda"  # a flag not given leaves the file's value
+    assert both.threads == 3  # a flag not given leaves the file's value
     assert both.method == "quantile"  # a key in neither keeps the default
     # the plain flag form, with no file, is unchanged
     plain = calibrate_settings(["--checkpoint", "ck", "--dataset", "d", "--average-gflops", "1.5", "--smooth", "2"])
