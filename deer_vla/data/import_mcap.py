@@ -220,7 +220,7 @@ class _Aligner:
 
     def _check_rate(self, tick: int) -> None:
         """A --rate far above a camera's (a typo: 1e6 for 10) repeats each frame thousands of times and fills the
-        memory long before the end: refuse it once it is clear, naming the camera's rate."""
+        memory long before the end: refuse it once it is clear, naming the camera and how often its frames repeat."""
         if self._ticks < MAX_FRAME_REPEAT * 50:
             return
         topic, frames = min(((t, self._distinct.get(t, 0)) for t in self.src.cameras.values()), key=lambda x: x[1])
