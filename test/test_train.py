@@ -116,9 +116,11 @@ def test_cli_trains_and_writes_a_loadable_checkpoint(dataset: Path, tmp_path: Pa
     assert model.num_exits >= 2 and tok is not None
     assert (out / "train_history.json").is_file() and (out / "checkpoints").is_dir()
     assert "trained 5 steps" in capsys.readouterr().out
-    # a fresh (non --resume) run into the same directory starts a clean log and checkpoint set
-    assert cli_main(["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out, **{"refine.steps": 1})),
-                                           [])]) == 0
+    # a fresh run into the same directory is refused without --overwrite, and with it starts a clean log and
+    # checkpoint set
+    again = ["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out, **{"refine.steps": 1})), [])]
+    assert cli_main(again) == 2 and "holds an earlier run" in capsys.readouterr().err
+    assert cli_main([*again, "--overwrite"]) == 0
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 4
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
     # impossible configs fail before any model is built
