@@ -367,6 +367,21 @@ def test_configure_rejects_bad_setup(executor, tiny_checkpoint, tmp_path):
     assert bad_budget.trigger_configure() == R.FAILURE
 
 
+def test_thresholds_for_more_exits_than_the_model_has_are_refused(tiny_checkpoint, tmp_path):
+    """A file with two values too many configured and ran (the extra exits never ran, its budget meant nothing)."""
+    from deer_vla.control.thresholds import Thresholds
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+    from deer_vla.ros.policy_backend import ConfigurationError, load_stack
+
+    exits = CheckpointDir(tiny_checkpoint).read_config().num_exits
+    path = tmp_path / "other_model.json"
+    Thresholds(values=[0.0] * (exits + 1)).save(path)
+    with pytest.raises(ConfigurationError, match=rf"exits 2\.\.{exits + 2} but .* has {exits} exits"):
+        load_stack(tiny_checkpoint, path, "cpu", {})
+    Thresholds(values=[0.0] * (exits - 1)).save(path)
+    assert load_stack(tiny_checkpoint, path, "cpu", {}).full_profile.num_exits == exits
+
+
 def test_hold_mode_repeats_last_twist_for_bounded_time(executor, tiny_checkpoint):
     node = _started(executor, tiny_checkpoint, enabled=True, hold_rate_hz=50.0, hold_max_s=0.3)
     drv = Driver(executor)

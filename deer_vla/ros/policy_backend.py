@@ -133,6 +133,10 @@ def load_stack(
         )
     full = PolicyRunner.from_checkpoint(checkpoint, max_exit=None, device=device)
     full_profile = full.cost_profile
+    if thresholds is not None and thresholds.num_exits > full_profile.num_exits:  # (fewer: solved under a cap)
+        raise ConfigurationError(
+            f"{thresholds_path} holds thresholds for exits {thresholds.first_exit}..{thresholds.num_exits} but "
+            f"{checkpoint} has {full_profile.num_exits} exits: thresholds of another model")
     # thresholds that can stop at exit 1 (learned, exit-1 gate) meet averages below exit 2's cost by mixing exits
     first_exit = thresholds.first_exit if thresholds is not None and not fixed_exit else 2
     cap = check_budget(full_profile, budget, fixed_exit, first_exit)
