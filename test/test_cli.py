@@ -78,3 +78,12 @@ def test_bringup_refuses_a_duration_that_is_no_duration(duration, capsys):
     with pytest.raises(SystemExit) as stop:
         cli_main(["--duration", duration])
     assert stop.value.code == 2 and "--duration must be a number of seconds >= 0" in capsys.readouterr().err
+
+
+def test_replay_refuses_an_unwritable_json_before_replaying(capsys):
+    """It said so only after replaying the whole recording (minutes for a long one)."""
+    from deer_vla.ros.replay import cli_main
+
+    assert cli_main(["/no/such/recording.mcap", "--json", "/proc/no/such/dir/report.json"]) == 2
+    err = capsys.readouterr().err
+    assert "--json /proc/no/such/dir/report.json: cannot write to /proc/no/such/dir" in err

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from deer_vla.core.config_io import positive_int
+from deer_vla.core.writable import unwritable_dir
 from deer_vla.data.mcap_io import truncation_warnings_to_stderr
 from deer_vla.data.recording import check_cameras, read_recording, recorded_policy
 from deer_vla.model.checkpoint_dir import CheckpointDir
@@ -101,6 +102,10 @@ def cli_main(argv: list[str] | None = None) -> int:
                         help="thresholds as solved, without the online tracker the policy node uses by default")
     parser.add_argument("--json", type=Path, default=None, help="also write the report (with per-step exits) here")
     args = parser.parse_args(argv)
+    problem = unwritable_dir(args.json.parent, create=True) if args.json else None
+    if problem:  # found now, not after the whole recording has been replayed
+        print(f"deer-vla replay: --json {args.json}: {problem}", file=sys.stderr)
+        return 2
     import torch
 
     torch.set_num_threads(args.threads)
