@@ -115,6 +115,9 @@ def test_image_features_and_an_episode_that_changes_task(tmp_path: Path):
 def test_unclear_inputs_are_refused_with_what_to_do(lerobot_demo: Path, tmp_path: Path, capsys):
     with pytest.raises(DatasetError, match="--gripper-open V --gripper-closed V"):  # demo gripper is 0..1
         import_lerobot(lerobot_demo, tmp_path / "a", log=lambda *_: None)
+    with pytest.raises(DatasetError, match="--gripper-open and --gripper-closed must be finite, got nan and 1"):
+        import_lerobot(lerobot_demo, tmp_path / "a", gripper_open=float("nan"), gripper_closed=1,
+                       log=lambda *_: None)  # every gripper label NaN, blamed on a temporary file
     eps = demo_episodes(n_episodes=1, steps=4)
     write_lerobot_dataset(tmp_path / "joints", eps, 10, None, ["shoulder.pos", "elbow.pos", "a", "b", "c", "d", "e"])
     with pytest.raises(DatasetError, match="not end-effector axes.*--action-axes"):

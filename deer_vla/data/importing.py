@@ -23,6 +23,7 @@ units and hands them here:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -142,6 +143,9 @@ class ActionMapping:
             gripper_open, gripper_closed = -1.0, 1.0
         elif gripper_open is None or gripper_closed is None:
             raise DatasetError("give both --gripper-open and --gripper-closed")
+        elif not (math.isfinite(gripper_open) and math.isfinite(gripper_closed)):  # NaN would make every label NaN
+            raise DatasetError(f"--gripper-open and --gripper-closed must be finite, got {gripper_open:g} and "
+                               f"{gripper_closed:g}")
         if gripper_open == gripper_closed:
             raise DatasetError(f"--gripper-open and --gripper-closed are both {gripper_open}")
         unit_index = 1 if velocity else 0
