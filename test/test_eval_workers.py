@@ -18,6 +18,10 @@ class Scaler:
         self.factor = factor
 
     def run_job(self, job: object) -> list[object]:
+        if job == "sigint":
+            import signal
+
+            return [signal.getsignal(signal.SIGINT) == signal.SIG_IGN, os.getpid()]
         if job == "bad":
             raise KeyError("no such job")
         if job == "die":
@@ -33,6 +37,11 @@ def test_every_job_runs_once_in_the_worker_processes() -> None:
     out = list(run_in_processes(partial(Scaler, 10), list(range(6)), processes=2))
     assert sorted(r[0] for r in out) == [0, 10, 20, 30, 40, 50]
     assert os.getpid() not in {r[1] for r in out}
+
+
+def test_workers_leave_ctrl_c_to_the_parent() -> None:
+    """Ctrl-C reaches the whole process group: each worker printed a KeyboardInterrupt traceback of its own."""
+    assert [r[0] for r in run_in_processes(partial(Scaler, 1), ["sigint"], processes=1)] == [True]
 
 
 def test_a_failing_job_is_raised_with_its_message() -> None:

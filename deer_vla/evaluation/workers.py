@@ -134,9 +134,14 @@ class Worker(Protocol[R]):
 
 def _serve(factory: Callable[[], Worker[Any]], jobs: Any, results: Any) -> None:
     """A worker process: build the worker, run jobs until the None sentinel, report each job's outcome."""
+    import signal
+
     from deer_vla.core.parent_watch import exit_with_parent
 
     exit_with_parent()  # a killed evaluation must not leave its workers (and their simulators) behind
+    # Ctrl-C reaches the whole process group: the parent alone answers it (its journal holds every finished
+    # episode) and terminates the workers, instead of each printing a KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         worker = factory()
     except Exception as exc:
