@@ -57,6 +57,27 @@ def test_mixing_setups_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "recorded differently (image_size: 16 != 24)" in capsys.readouterr().err
 
 
+def test_collection_workers_leave_ctrl_c_to_the_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C reaches the whole process group: each worker died mid-episode with a traceback; now it finishes
+    and writes the episode it is on while the parent cancels the rest."""
+    import signal
+
+    import deer_vla.core.parent_watch as parent_watch
+    from deer_vla.data import collect
+    from deer_vla.data.episodes import DatasetMeta
+    from deer_vla.sim.metaworld_env import ACTION_SPEC
+
+    monkeypatch.setattr(parent_watch, "exit_with_parent", lambda: None)  # this is the test process, not a worker
+    before = signal.getsignal(signal.SIGINT)
+    meta = DatasetMeta(cameras=("static",), image_size=16, action_spec=ACTION_SPEC.to_dict(), proprio_dim=4,
+                       tasks=["reach"])
+    try:
+        collect._worker_init(str(tmp_path / "demos"), meta.to_dict())
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_failed_seeds_are_logged_and_skipped_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "demos"
     # Two steps are far too few for the expert: every seed fails.

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import zlib
@@ -113,6 +114,9 @@ def _worker_init(out: str, meta_dict: dict[str, Any]) -> None:
     from deer_vla.data.episodes import DatasetMeta, EpisodeWriter
 
     exit_with_parent()  # a killed collector must not leave its workers (and their simulators) behind
+    # Ctrl-C reaches the whole process group: the parent answers it (cancels what has not started) and each
+    # worker finishes and writes the episode it is on, instead of dying mid-episode with a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WRITER["w"] = EpisodeWriter(out, DatasetMeta.from_dict(meta_dict))
 
 
