@@ -133,3 +133,10 @@ def test_model_commands_set_their_thread_count_deliberately(checkpoint: tuple[Pa
         assert "threads" in capsys.readouterr().err
     finally:
         torch.set_num_threads(1)
+
+
+def test_an_unknown_task_is_named_without_quotes_around_the_message(checkpoint: tuple[Path, Path], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert calibrate_main([*_args(checkpoint, tmp_path), "--average-budget-fraction", "0.9", "--tasks", "bogus"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("deer-vla calibrate: task 'bogus' has no episodes in ") and not err.endswith('"')

@@ -33,6 +33,7 @@ from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, solve_thr
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import CostMetric, CostProfile, Observation
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
+from deer_vla.core.log_text import error_text
 from deer_vla.core.writable import unwritable_dir
 from deer_vla.data.observations import dataset_observation_episodes
 from deer_vla.model.checkpoint_dir import CheckpointDir
@@ -343,7 +344,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             thresholds, n_base, n_cert = solve_risk(runner, episodes, solve_profile, budget, args, criterion,
                                                     explicit_budget)
         except (KeyError, FileNotFoundError, ValueError) as exc:  # InfeasibleRiskError names the binding limit
-            print(f"deer-vla calibrate: {exc}", file=sys.stderr)
+            print(f"deer-vla calibrate: {error_text(exc)}", file=sys.stderr)
             return 2
         g = thresholds.guarantee
         log.info("risk-certified thresholds (scale %.4g of the %s base): %s; expected %.4g %s per action",
@@ -366,7 +367,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             demos = dataset_observation_episodes(args.dataset_dir, runner.cameras, args.episodes, tasks)
         actions, scores = calibration_steps(runner, demos, args.max_steps, criterion.learned)
     except (KeyError, FileNotFoundError, ValueError) as exc:
-        print(f"deer-vla calibrate: {exc}", file=sys.stderr)
+        print(f"deer-vla calibrate: {error_text(exc)}", file=sys.stderr)
         return 2
     try:
         thresholds = solve_thresholds(args.method, actions, solve_profile, budget, criterion, scores)
@@ -389,7 +390,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             objective = ClosedLoopObjective(worker, resolve_tasks(args.bayes_tasks), args.bayes_episodes)
             thresholds = tune_thresholds(objective, solve_profile, budget, thresholds, n_trials=args.bayes, seed=0)
         except (KeyError, ValueError) as exc:  # an unknown --bayes-tasks name, a bad --bayes-episodes
-            print(f"deer-vla calibrate: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+            print(f"deer-vla calibrate: {error_text(exc)}", file=sys.stderr)
             return 2
         finally:
             worker.close()

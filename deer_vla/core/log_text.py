@@ -8,3 +8,10 @@ def quoted(text: str, limit: int = 120) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception's message for a one-line error: a KeyError's without the quotes ``str()`` puts around it."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc)

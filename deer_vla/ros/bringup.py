@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from deer_vla.core.log_text import error_text
 from deer_vla.model.shipped import (
     DEFAULT_NAME,
     UnknownCheckpointError,
@@ -199,8 +200,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except (BringupError, KeyError, FileNotFoundError, ValueError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # no KeyError quotes
-        print(f"deer-vla bringup: {message}", file=sys.stderr)
+        print(f"deer-vla bringup: {error_text(exc)}", file=sys.stderr)
         return 1
     finally:
         if bringup is not None:

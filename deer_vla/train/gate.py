@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from deer_vla.core import Observation
+from deer_vla.core.log_text import error_text
 from deer_vla.core.writable import unwritable_dir
 from deer_vla.model.device import device_arg
 from deer_vla.model.gate import ExitGates, GateConfig, gate_inputs, motion_rms
@@ -383,7 +384,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         recorded = time.perf_counter() - t0
         gates, report = train_gates(data, cfg)
     except (KeyError, FileNotFoundError, ValueError, CheckpointError) as exc:
-        print(f"deer-vla train-gate: {exc}", file=sys.stderr)
+        print(f"deer-vla train-gate: {error_text(exc)}", file=sys.stderr)
         return 2
     summary = {"dataset": ",".join(str(d) for d in args.data), "episodes": int(np.unique(data.episode).size),
                "reword": args.reword, "task_weights": task_weights,

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
+from deer_vla.core.log_text import error_text
 from deer_vla.core.writable import fresh_start_problem
 from deer_vla.model.shipped import resolve_checkpoint
 from deer_vla.train.config import TrainConfig
@@ -559,8 +560,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         trainer = Trainer(cfg, resume=args.resume, show_progress=not args.no_progress)
     except (OSError, ValueError, KeyError) as exc:  # a missing or broken dataset, checkpoint or folder
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"deer-vla train: {message}", file=sys.stderr)
+        print(f"deer-vla train: {error_text(exc)}", file=sys.stderr)
         return 2
     if trainer.info.main:
         (out / "train_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
