@@ -117,10 +117,12 @@ def test_replay_cli_recovers_an_unfinished_recording_with_a_warning(tmp_path, ca
     err = capsys.readouterr()
     assert "deer-vla replay: warning: MCAP file" in err.err and "not closed" in err.err
     assert "replayed 12 steps" in err.out
-    (tmp_path / "file").write_text("")  # --json where no file can be: one line, not a traceback after the replay
+    (tmp_path / "file").write_text("")  # --json where no file can be: one line, before the replay, not after it
     report = tmp_path / "file" / "report.json"
-    assert cli_main([str(path), "--checkpoint", str(checkpoint), "--fixed-exit", "1", "--json", str(report)]) == 1
-    assert capsys.readouterr().err.strip().endswith(f"deer-vla replay: cannot write --json {report}: Not a directory")
+    assert cli_main([str(path), "--checkpoint", str(checkpoint), "--fixed-exit", "1", "--json", str(report)]) == 2
+    err = capsys.readouterr()
+    assert err.err.strip() == f"deer-vla replay: --json {report}: cannot write to {tmp_path / 'file'}: not a directory"
+    assert "replayed" not in err.out
 
 
 def _recording(path: Path, steps: int, flush_every: int) -> Path:

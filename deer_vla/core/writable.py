@@ -9,6 +9,8 @@ from pathlib import Path
 def unwritable_dir(path: Path, create: bool) -> str | None:
     """Why files cannot be written into ``path`` (created first when ``create``), or None. A missing ``path``
     that is not to be created is left to its reader (a checkpoint's loader says what is missing)."""
+    if path.exists() and not path.is_dir():  # mkdir would say "File exists", which hides the problem
+        return f"cannot write to {path}: not a directory"
     try:
         if create:
             path.mkdir(parents=True, exist_ok=True)
