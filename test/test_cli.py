@@ -39,7 +39,6 @@ def test_a_bug_still_shows_its_traceback(monkeypatch):
         cli.main(["buggy"])
 
 
-
 @pytest.mark.parametrize(("command", "argv"), [
     ("deer_vla.ros.replay", ["x.mcap"]), ("deer_vla.train.gate", ["default"]), ("deer_vla.model.profiling", []),
     ("deer_vla.evaluation.instruction_swap", []), ("deer_vla.commands.calibrate", ["--dataset", "x"]),
