@@ -207,6 +207,16 @@ def test_bench_latency_quick():  # ~10 s
     assert "energy (" in out or "energy: not available (no RAPL/NVML on this machine)" in out
 
 
+def test_bench_train_speed_quick(tmp_path):  # ~20 s: the real Trainer from the shipped checkpoint
+    needs_model()
+    out = run_quick("bench_train_speed.py", "--json", str(tmp_path / "speed.json"))
+    assert "batch    2 x window 10:" in out and "steps/s" in out and "the recipe's 14000 steps" in out
+    import json
+
+    rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert [r["batch_size"] for r in rows] == [2] and rows[0]["steps"] == 3 and rows[0]["steps_per_s"] > 0
+
+
 # --- energy meters (fast, no model) -----------------------------------------------------------
 
 

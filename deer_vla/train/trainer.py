@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Sampler
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.core.log_text import error_text
 from deer_vla.core.writable import fresh_start_problem
+from deer_vla.model.device import check_device
 from deer_vla.model.shipped import resolve_checkpoint
 from deer_vla.train.config import TrainConfig
 from deer_vla.train.losses import DeerObjective, WindowBatch
@@ -89,6 +90,12 @@ def resolve_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
             raise ConfigError(f"device {cfg.device!r} requested but CUDA is not available on this machine")
         if info.world > 1:
             name = f"cuda:{info.local_rank}"
+        elif name == "cuda":  # torch.cuda.set_device refuses a device without an index
+            name = f"cuda:{torch.cuda.current_device()}"
+        try:
+            check_device(name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         torch.cuda.set_device(torch.device(name))
     return torch.device(name)
 
