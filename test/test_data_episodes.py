@@ -174,6 +174,24 @@ def test_episode_must_match_meta(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"recorded differently \(collection.action_noise: 0.1 != 0.3\)"):
         EpisodeWriter(tmp_path / "noisy", louder)
     EpisodeWriter(tmp_path / "noisy", make_meta())
+    # the same for the simulator version and what each camera name means; the first seed may differ (a resume
+    # with another --seed adds other seeds)
+    other_sim = make_meta()
+    other_sim.collection = {"action_noise": 0.1, "simulator": "metaworld 3.2.0 (v3, goal-observable)",
+                            "camera_map": {"static": "corner4"}, "seed": 0}
+    EpisodeWriter(tmp_path / "sim", other_sim)
+    newer = make_meta()
+    newer.collection = {**other_sim.collection, "simulator": "metaworld 3.3.0 (v3, goal-observable)", "seed": 500}
+    with pytest.raises(DatasetError, match=r"collection.simulator: metaworld 3.2.0 .* != metaworld 3.3.0"):
+        EpisodeWriter(tmp_path / "sim", newer)
+    remapped = make_meta()
+    remapped.collection = {**other_sim.collection, "camera_map": {"static": "topview"}}
+    with pytest.raises(DatasetError, match=r"collection.camera_map"):
+        EpisodeWriter(tmp_path / "sim", remapped)
+    EpisodeWriter(tmp_path / "sim", make_meta())
+    resumed = make_meta()
+    resumed.collection = {**other_sim.collection, "seed": 500}
+    EpisodeWriter(tmp_path / "sim", resumed)
     assert not list((tmp_path / "ds").rglob("*.h5")), "rejected episodes must leave no file"
 
 

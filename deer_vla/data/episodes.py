@@ -159,11 +159,12 @@ class DatasetMeta:
             a, b = getattr(self, name), getattr(other, name)
             if a is not None and b is not None and a != b:
                 diffs.append(f"{name}: {a} != {b}")
-        # the demonstrations' noise shapes what a model learns from them: two levels in one set, with meta.json
-        # naming one, would mislead every later reader (recorded by `collect`; importers have none)
-        a, b = (self.collection or {}).get("action_noise"), (other.collection or {}).get("action_noise")
-        if a is not None and b is not None and a != b:
-            diffs.append(f"collection.action_noise: {a} != {b}")
+        # how the episodes were made (recorded by `collect`; importers have none): two noise levels, simulator
+        # versions, camera mappings or experts in one set, with meta.json naming one, would mislead every reader
+        for key in ("action_noise", "simulator", "camera_map", "expert", "labels"):
+            a, b = (self.collection or {}).get(key), (other.collection or {}).get(key)
+            if a is not None and b is not None and a != b:
+                diffs.append(f"collection.{key}: {a} != {b}")
         return diffs
 
 
