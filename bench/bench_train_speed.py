@@ -78,10 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     from deer_vla.train.trainer import Trainer
 
     torch.set_num_threads(args.threads)
-    init = resolve_checkpoint(args.init_checkpoint)
-    pcfg = CheckpointDir(init).check()
+    try:
+        init = resolve_checkpoint(args.init_checkpoint)
+        pcfg = CheckpointDir(init).check()
+    except ValueError as exc:  # CheckpointError and UnknownCheckpointError are ValueErrors
+        print(f"bench_train_speed: --init-checkpoint: {exc}", file=sys.stderr)
+        return 2
     tasks = tuple(MT50_TASKS)
-    recipe = load_config(args.config, [f"init_checkpoint={init}"])
+    try:
+        recipe = load_config(args.config, [f"init_checkpoint={init}"])
+    except ValueError as exc:  # ConfigError: the recipe's file or values
+        print(f"bench_train_speed: {exc}", file=sys.stderr)
+        return 2
     recipe_steps = int(recipe.joint.steps) + int(recipe.refine.steps)
     rows = []
     with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:
