@@ -365,6 +365,11 @@ def test_configure_rejects_bad_setup(executor, tiny_checkpoint, tmp_path):
     no_proprio.destroy_node()
     bad_budget = policy_node(executor, tiny_checkpoint, **{"budget.memory_bytes": 1})
     assert bad_budget.trigger_configure() == R.FAILURE
+    executor.remove_node(bad_budget)
+    bad_budget.destroy_node()
+    no_gpu = policy_node(executor, tiny_checkpoint, device="cuda:99")  # no machine here has 100 GPUs
+    assert no_gpu.trigger_configure() == R.FAILURE and no_gpu.stack is None
+    assert no_gpu._configure_error.startswith("parameter 'device': device 'cuda:99': ")
 
 
 def test_thresholds_for_more_exits_than_the_model_has_are_refused(tiny_checkpoint, tmp_path):

@@ -83,6 +83,10 @@ def test_parameters_validate_with_names_and_values():
         parse_params({**POLICY_DEFAULTS, "image_topics": ["a", "a"]})
     with pytest.raises(ParameterError, match="device"):
         parse_params({**POLICY_DEFAULTS, "device": "tpu"})
+    for bad in ("cudax", "cuda:", "cuda:-1", "cuda:one"):  # passed as "starts with cuda" and failed deep in torch
+        with pytest.raises(ParameterError, match=r"device must be 'cpu', 'cuda' or 'cuda:N'"):
+            parse_params({**POLICY_DEFAULTS, "device": bad})
+    assert parse_params({**POLICY_DEFAULTS, "device": "cuda:3"}).device == "cuda:3"  # present or not: configure
 
 
 def test_max_instruction_chars_is_a_positive_bounded_int():

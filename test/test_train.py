@@ -423,3 +423,15 @@ def test_a_run_with_wording_consistency_logs_the_term_in_both_stages(dataset: Pa
     hist = Trainer(cfg, show_progress=False).train()
     assert {h["stage"] for h in hist} == {"joint", "refine"}
     assert all(h["loss_wording_consistency"] >= 0 for h in hist)
+
+
+def test_a_device_is_checked_by_name_then_on_this_machine(dataset: Path, tmp_path: Path) -> None:
+    from deer_vla.core.config_io import ConfigError
+    from deer_vla.train.trainer import DistInfo, resolve_device
+
+    for bad in ("cudax", "cuda:x", "gpu"):  # "cudax" passed as "starts with cuda" and failed deep in torch
+        with pytest.raises(ConfigError, match=r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+            load_config(None, _overrides(dataset, tmp_path / "x", device=bad))
+    cfg = load_config(None, _overrides(dataset, tmp_path / "x", device="cuda:99"))  # no machine here has 100
+    with pytest.raises(ConfigError, match=r"cuda:99"):
+        resolve_device(cfg, DistInfo())

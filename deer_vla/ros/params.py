@@ -233,9 +233,9 @@ class PolicyParams(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v != "cpu" and not v.startswith("cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got '{v}'")
-        return v
+        if v not in ("cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got '{v}'")
+        return v  # whether this machine has it is checked at configure (model.device.check_device)
 
     @model_validator(mode="after")
     def _paired(self) -> PolicyParams:

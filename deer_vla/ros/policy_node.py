@@ -42,6 +42,7 @@ from deer_vla.core import Observation, ProprioError
 from deer_vla.core.log_text import quoted
 from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.model.checkpoint_dir import CheckpointDir
+from deer_vla.model.device import check_device
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
 from deer_vla.ros.health import (
     HealthSnapshot,
@@ -219,6 +220,10 @@ class PolicyNode(LifecycleNode):
                 raise ConfigurationError(unknown)
             params = parse_params(self._current_values())
             self._check_topic_names(params)
+            try:  # a GPU this machine lacks: say so, not a pinned-memory error from deep inside the loader
+                check_device(params.device)
+            except ValueError as exc:
+                raise ConfigurationError(f"parameter 'device': {exc}") from exc
             stack = load_stack(params.checkpoint, params.thresholds_path, params.device, params.budget_kwargs(),
                                params.fixed_exit, track_average=params.budget_track_average,
                                risk_eps=params.risk_eps, risk_delta=params.risk_delta,

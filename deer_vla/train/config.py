@@ -127,9 +127,9 @@ class TrainConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu") and not v.startswith("cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {v!r}")
-        return v
+        if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {v!r}")
+        return v  # whether this machine has it: the trainer checks (trainer.resolve_device)
 
     @model_validator(mode="after")
     def _model_source(self) -> TrainConfig:
