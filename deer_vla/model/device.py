@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import argparse
 
-import torch
+
+def is_device_name(name: str) -> bool:
+    """'cpu', 'cuda' or 'cuda:N': a name a device setting takes, whether or not this machine has that device
+    (configs are validated where they are written, the device where it is used: ``check_device``)."""
+    return name in ("cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
 
 
 def check_device(name: str) -> str:
     """``name`` if torch can put a model there ('cpu', 'cuda', 'cuda:N'); else ValueError saying why."""
     if name == "cpu":
         return name
-    if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
+    if not is_device_name(name):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    import torch  # here, so that validating a config's device name does not import torch
+
     if not torch.cuda.is_available():
         raise ValueError(f"device {name!r}: CUDA is not available on this machine (use 'cpu')")
     count = torch.cuda.device_count()

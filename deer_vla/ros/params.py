@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, SplitLimits
 from deer_vla.model.checkpoint_dir import CheckpointDir
+from deer_vla.model.device import is_device_name
 from deer_vla.model.shipped import resolve_checkpoint
 
 BUDGET_PARAMS: tuple[str, ...] = (
@@ -233,7 +234,7 @@ class PolicyParams(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in ("cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+        if not is_device_name(v):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got '{v}'")
         return v  # whether this machine has it is checked at configure (model.device.check_device)
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deer_vla.core.config_io import ConfigError, load_layers, validate
+from deer_vla.model.device import is_device_name
 from deer_vla.train.instruction_noise import InstructionNoise
 
 __all__ = ["ConfigError", "TrainConfig", "load_config", "validate_config"]
@@ -127,7 +128,7 @@ class TrainConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+        if v != "auto" and not is_device_name(v):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {v!r}")
         return v  # whether this machine has it: the trainer checks (trainer.resolve_device)
 
