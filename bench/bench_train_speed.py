@@ -57,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
         args.batch_sizes, args.steps, args.warmup, args.episode_length = [2], 3, 1, 12
-    if args.steps < 1 or args.warmup < 0 or args.episode_length < 12 or args.threads < 1:
-        print("bench_train_speed: --steps >= 1, --warmup >= 0, --episode-length >= 12, --threads >= 1",
-              file=sys.stderr)
+    # bounded above too: synthetic frames of 50 episodes x 2000 steps are already ~2.5 GB at 64 px
+    if not (1 <= args.steps <= 100_000 and 0 <= args.warmup <= 10_000 and 12 <= args.episode_length <= 2000
+            and 1 <= args.threads <= 256 and max(args.batch_sizes) <= 4096):
+        print("bench_train_speed: want 1 <= --steps <= 100000, 0 <= --warmup <= 10000, 12 <= --episode-length "
+              "<= 2000, 1 <= --threads <= 256 and batch sizes <= 4096", file=sys.stderr)
         return 2
     check_device(args.device)
     if args.json is not None and not args.json.parent.is_dir():
