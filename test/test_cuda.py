@@ -140,3 +140,48 @@ def test_training_takes_cuda_auto_and_an_index_and_names_a_missing_gpu() -> None
         assert resolve_device(TrainConfig(dataset="d", device=name), single) == torch.device("cuda:0")
     with pytest.raises(ConfigError, match=r"has \d+ GPU"):
         resolve_device(TrainConfig(dataset="d", device=f"cuda:{torch.cuda.device_count()}"), single)
+
+
+def test_profile_exit_gates_and_calibration_run_on_the_gpu_and_their_thresholds_run_there(tmp_path: Path) -> None:
+    """The commands that prepare a checkpoint for a robot, each with --device cuda, in the order a user runs
+    them; then the learned criterion's thresholds drive the controller on the GPU."""
+    import json
+
+    from fixtures import build_tiny_checkpoint
+
+    from deer_vla.commands.calibrate import cli_main as calibrate_main
+    from deer_vla.control import ExitController
+    from deer_vla.control.thresholds import Thresholds
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+    from deer_vla.model.profiling import cli_main as profile_main
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.train.gate import cli_main as gate_main
+    from deer_vla.train.synthetic import write_tiny_dataset
+
+    texts = ["drawer open now", "drawer close now", "window open now", "window close now"]
+    ckpt = build_tiny_checkpoint(tmp_path / "ckpt", texts=texts, eta=None)
+    cfg = CheckpointDir(ckpt).read_config()
+    data = write_tiny_dataset(tmp_path / "demos", tuple(cfg.cameras), int(cfg.image_size), int(cfg.proprio_dim),
+                              cfg.action_spec.to_dict(),
+                              tasks=("drawer-open", "drawer-close", "window-open", "window-close"), length=10)
+    assert profile_main(["--checkpoint", str(ckpt), "--device", "cuda", "--iters", "3",
+                         "--json", str(tmp_path / "profile.json")]) == 0
+    assert json.loads((tmp_path / "profile.json").read_text())["device"] == "cuda"
+    assert gate_main([str(ckpt), "--data", str(data), "--device", "cuda", "--epochs", "3",
+                      "--val-fraction", "0.25"]) == 0
+    assert calibrate_main(["--checkpoint", str(ckpt), "--dataset", str(data), "--episodes", "4", "--device", "cuda",
+                           "--criterion", "learned", "--average-budget-fraction", "0.5",
+                           "--out", str(tmp_path / "cal")]) == 0
+    thresholds = Thresholds.load(CheckpointDir(tmp_path / "cal").thresholds_path)
+    assert thresholds.criterion.kind == "learned"
+    runner = PolicyRunner.from_checkpoint(ckpt, device="cuda")
+    assert runner.has_exit_gates
+    controller = ExitController(runner, runner.cost_profile_for("learned"), thresholds)
+    exits = []
+    for obs in _observations(runner.cameras, cfg.proprio_dim, 20, seed=3):
+        obs = Observation(images={c: im[:32, :32] for c, im in obs.images.items()}, instruction=texts[len(exits) % 4],
+                          proprio=obs.proprio)
+        action, record = controller.step(obs)
+        assert np.all(np.isfinite(action))
+        exits.append(record.exit_used)
+    assert all(1 <= k <= runner.num_exits for k in exits)
