@@ -19,11 +19,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from common import check_device, machine_description
+
+if TYPE_CHECKING:
+    from deer_vla.train.config import TrainConfig
+    from deer_vla.train.trainer import Trainer
 
 
 def _positive_ints(text: str) -> list[int]:
@@ -34,6 +39,23 @@ def _positive_ints(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
     return values
+
+
+def _data_ms_per_batch(trainer: Trainer, cfg: TrainConfig, steps: int) -> float:
+    """The trainer's own batch iterator alone (windows, augmentation, tokenized instructions, collation), in the
+    main process as the recipe's num_workers 0 runs it: how much of a step the host's data work is."""
+    from deer_vla.train.trainer import batches
+    from deer_vla.train.windows import make_collate
+
+    collate = make_collate(trainer.tokenizer, int(trainer.model.config.lm.max_text_len),
+                           anchor=cfg.loss.wording_consistency > 0)
+    it = batches(trainer.dataset, cfg, trainer.info, collate, 0)
+    next(it)
+    n = max(2, min(steps, 10))
+    t0 = time.perf_counter()
+    for _ in range(n):
+        next(it)
+    return (time.perf_counter() - t0) / n * 1e3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"num_threads={args.threads}", "num_workers=0",
             ])
             trainer = Trainer(cfg, show_progress=False)
+            data_ms = _data_ms_per_batch(trainer, cfg, args.steps)
             if args.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             trainer.train(stop_at=args.warmup)
@@ -117,13 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - t0
             row = {"batch_size": batch, "window": cfg.window, "steps": args.steps, "seconds": seconds,
                    "steps_per_s": args.steps / seconds, "windows_per_s": args.steps * batch / seconds,
-                   "amp_bf16": bool(cfg.amp and args.device.startswith("cuda"))}
+                   "amp_bf16": bool(cfg.amp and args.device.startswith("cuda")), "data_ms_per_batch": data_ms}
             if args.device.startswith("cuda"):
                 row["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
             rows.append(row)
             print(f"batch {batch:>4} x window {cfg.window}: {row['steps_per_s']:8.2f} steps/s "
                   f"({row['windows_per_s']:9.1f} windows/s)"
                   + (f", peak GPU memory {row['peak_gpu_mib']:.0f} MiB" if "peak_gpu_mib" in row else "")
+                  + f"; data windows alone {data_ms:.1f} ms of its {1e3 / row['steps_per_s']:.1f} ms per step"
                   + f"; the recipe's {recipe_steps} steps at this batch: "
                     f"{recipe_steps / row['steps_per_s'] / 60:.1f} min",
                   flush=True)

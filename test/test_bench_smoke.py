@@ -215,6 +215,7 @@ def test_bench_train_speed_quick(tmp_path):  # ~20 s: the real Trainer from the 
 
     rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
     assert [r["batch_size"] for r in rows] == [2] and rows[0]["steps"] == 3 and rows[0]["steps_per_s"] > 0
+    assert "data windows alone" in out and 0 < rows[0]["data_ms_per_batch"] < 1e3 / rows[0]["steps_per_s"]
 
 
 # --- energy meters (fast, no model) -----------------------------------------------------------
