@@ -9,9 +9,13 @@
 # Runs from a checkout without installing (PYTHONPATH); needs torch with CUDA, transformers, safetensors,
 # pydantic, h5py, numpy, opencv, pytest and nvidia-ml-py (NVML energy). No simulator is needed.
 set -u
+OUT_DIR=$(realpath -m "${1:-$(dirname "$0")/../bench_results/gpu}")  # before the cd: relative to the caller
 cd "$(dirname "$0")/.."
-OUT_DIR=${1:-bench_results/gpu}
 PY=${PYTHON:-python3}
+if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "gpu_check: $PY's torch sees no CUDA GPU here: nothing to check" >&2
+    exit 2
+fi
 mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 started=$(date +%s)

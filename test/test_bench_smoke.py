@@ -218,6 +218,17 @@ def test_bench_train_speed_quick(tmp_path):  # ~20 s: the real Trainer from the 
     assert "data windows alone" in out and 0 < rows[0]["data_ms_per_batch"] < 1e3 / rows[0]["steps_per_s"]
 
 
+def test_gpu_check_refuses_a_machine_without_a_gpu_and_writes_nothing(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: bench/gpu_check.sh would run for minutes")
+    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), str(tmp_path / "out")], cwd=tmp_path,
+                          env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "sees no CUDA GPU here: nothing to check" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 # --- energy meters (fast, no model) -----------------------------------------------------------
 
 
