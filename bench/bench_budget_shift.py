@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import checkpoint_option  # noqa: E402
+from common import checkpoint_option, run_bench  # noqa: E402
 
 from deer_vla.evaluation.evaluator import EvalConfig, evaluate, resolve_tasks  # noqa: E402
 from deer_vla.model.shipped import checkpoint_help  # noqa: E402
@@ -144,4 +144,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from common import check_counts, run_bench
 
 from deer_vla.control import (
     BudgetSpec,
@@ -169,12 +170,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.calib_steps, args.steps = min(args.calib_steps, 800), min(args.steps, 1500)
         args.bo_trials = min(args.bo_trials, 12)
+    # bounded: the streams are made up front (10^9 steps filled the memory at 200 MB/s)
+    check_counts(exits=(args.exits, 2, 64), calib_steps=(args.calib_steps, 2, 1_000_000),
+                 steps=(args.steps, 1, 1_000_000), episode_len=(args.episode_len, 1, 1_000_000),
+                 easy=(args.easy, 0, 0.999), hard=(args.hard, 0, 0.999), bo_trials=(args.bo_trials, 0, 1000))
+    for f in args.fractions:
+        check_counts(fractions=(f, 0, 1))
+    if args.exit_actions is not None and not args.exit_actions.is_file():
+        parser.error(f"--exit-actions {args.exit_actions}: no such file")
     t0 = time.perf_counter()
     n, ep = args.exits, args.episode_len
     if args.exit_actions is not None:
         if args.profile is None:
             parser.error("--exit-actions needs --profile")
-        data = np.load(args.exit_actions)
+        data = np.load(args.exit_actions, allow_pickle=False)  # never unpickle an outside file
+        if data.ndim != 3 or data.shape[0] < 2:
+            parser.error(f"--exit-actions {args.exit_actions}: expected (steps, exits, action) per-exit actions, "
+                         f"got shape {data.shape}")
         profile = CostProfile.load(args.profile)
         half = data.shape[0] // 2
         calib, held = data[:half], data[half:]
@@ -211,4 +223,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

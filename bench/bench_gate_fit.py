@@ -32,7 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from common import REPO, checkpoint_option, machine_description, ratio
+from common import REPO, checkpoint_option, machine_description, ratio, run_bench
 
 from deer_vla.control import (
     BudgetSpec,
@@ -238,4 +238,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from common import REPO, checkpoint_option, machine_description, split_episodes
+from common import REPO, checkpoint_option, machine_description, run_bench, split_episodes
 
 
 @dataclass
@@ -207,4 +207,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

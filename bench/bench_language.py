@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import checkpoint_option  # also puts this checkout first on sys.path
+from common import checkpoint_option, run_bench  # also puts this checkout first on sys.path
 
 from deer_vla.model.shipped import checkpoint_help
 
@@ -127,4 +127,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sys.exit(main())
+    sys.exit(run_bench(main))

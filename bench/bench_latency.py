@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -33,8 +34,10 @@ from common import (
     checkpoint_config,
     latency_stats,
     machine_description,
+    output_problem,
     ratio,
     recorded_observations,
+    run_bench,
     synthetic_observations,
 )
 from energy import NOT_AVAILABLE, EnergyMeter, detect_meters
@@ -214,7 +217,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="tiny preset, 3 calibration + 4 measured episodes of 8 steps, 0.5 s energy runs")
-    p.add_argument("--preset", default=None,
+    p.add_argument("--preset", default=None, choices=("tiny", "default", "1b", "mpt1b"),
                    help='model preset for the random checkpoint ("tiny", "default", "1b", "mpt1b")')
     p.add_argument("--checkpoint", type=checkpoint_argument, default=None,
                    help=checkpoint_help("a real checkpoint instead of random weights", default=None))
@@ -234,21 +237,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     q = args.quick
     args.preset = args.preset or ("tiny" if q else "default")
-    args.episodes = args.episodes or (4 if q else 20)
-    args.calib_episodes = args.calib_episodes or (3 if q else 10)
-    args.steps = args.steps or (8 if q else 25)
-    args.energy_seconds = args.energy_seconds or (0.5 if q else 5.0)
+    # None = the default; an explicit 0 is refused below, not turned into the default
+    args.episodes = (4 if q else 20) if args.episodes is None else args.episodes
+    args.calib_episodes = (3 if q else 10) if args.calib_episodes is None else args.calib_episodes
+    args.steps = (8 if q else 25) if args.steps is None else args.steps
+    args.energy_seconds = (0.5 if q else 5.0) if args.energy_seconds is None else args.energy_seconds
+    # the observations are made up front: bounded so that a typo cannot fill the memory (1000 x 1000 frames
+    # of two 64 px cameras are ~25 GB)
     for name in ("episodes", "calib_episodes", "steps"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+        if not 1 <= getattr(args, name) <= 1000:
+            p.error(f"--{name.replace('_', '-')} must be in 1..1000, got {getattr(args, name)}")
+    if (args.episodes + args.calib_episodes) * args.steps > 100_000:
+        p.error(f"(--episodes + --calib-episodes) x --steps must be at most 100000 observations, got "
+                f"{(args.episodes + args.calib_episodes) * args.steps}")
     if args.threads < 0:
         p.error(f"--threads must be >= 0, got {args.threads}")
     if args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
     if not 0.0 <= args.budget_fraction <= 1.0:
         p.error(f"--budget-fraction must be in [0, 1], got {args.budget_fraction}")
-    if args.energy_seconds <= 0:
-        p.error(f"--energy-seconds must be positive, got {args.energy_seconds}")
+    if args.average_gflops is not None and not 0 < args.average_gflops < math.inf:
+        p.error(f"--average-gflops must be a number > 0, got {args.average_gflops}")
+    if not 0 < args.energy_seconds <= 3600:
+        p.error(f"--energy-seconds must be in (0, 3600], got {args.energy_seconds}")
+    problem = output_problem(args.json)
+    if problem:  # now, not after the measurement
+        p.error(f"--json: {problem}")
     if args.checkpoint is not None and not CheckpointDir(args.checkpoint).exists():
         p.error(f"--checkpoint {args.checkpoint} is not a checkpoint directory (no {CheckpointDir.CONFIG})")
     check_device(args.device)
@@ -274,4 +288,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/bench_mcap_split.py` from a checkout
     sys.path.insert(0, str(REPO))
+from common import output_problem, run_bench  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 WARMUP_S = 2.0
 
@@ -100,14 +101,34 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(record(Path(path), float(mib), float(s), float(seconds))))
         return 0
     seconds = 5.0 if args.quick else args.seconds
+    if not 0 < seconds <= 86_400:
+        parser.error(f"--seconds must be in (0, 86400], got {seconds}")
+    configs = []  # all parsed and checked before the first one records
+    for config in args.configs.split(","):
+        try:
+            mib_text, s_text = config.split(":")
+            mib, split_s = float(mib_text), float(s_text)
+            if not (0 <= mib < 2**20 and 0 <= split_s <= 86_400):
+                raise ValueError("out of range")
+        except ValueError as exc:
+            parser.error(f"--configs: {config!r} is not SPLIT_MIB:SPLIT_S, 0 <= MiB < 1048576 and "
+                         f"0 <= seconds <= 86400 ({exc})")
+        configs.append((f"{mib:g}", f"{split_s:g}"))
+    problem = output_problem(args.out)
+    if problem:  # now, not after minutes of recording
+        parser.error(f"--out: {problem}")
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_mcap_split_") as tmp:
-        for n, config in enumerate(args.configs.split(",")):
-            mib, s = config.split(":")
+        for n, (mib, s) in enumerate(configs):
             env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
                 p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
             proc = subprocess.run([sys.executable, __file__, "--child", f"{tmp}/run{n}/policy_io.mcap", mib, s,
-                                   str(seconds)], env=env, capture_output=True, text=True, check=True)
+                                   str(seconds)], env=env, capture_output=True, text=True)
+            if proc.returncode != 0:  # the child's own message, not a CalledProcessError that hides it
+                tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+                print(f"bench_mcap_split: configuration {mib}:{s} failed (rc {proc.returncode}): {tail}",
+                      file=sys.stderr)
+                return 1
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"{'split':>14} {'steps':>7} {'steps/s':>7} {'parts':>5} {'chunks':>6} {'GiB':>5} "
           f"{'RSS warm':>8} {'RSS end':>8} {'RSS max':>8} {'growth MB':>9} {'KB/chunk':>8}")
@@ -128,4 +149,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

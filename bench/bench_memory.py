@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import check_device, checkpoint_config, mib, ratio, synthetic_observations
+from common import check_device, checkpoint_config, mib, output_problem, ratio, run_bench, synthetic_observations
 
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
@@ -212,7 +212,7 @@ def report(summary: list[dict], device: str, repeats: int) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny preset, 1 repeat, 2 steps per load")
-    p.add_argument("--preset", default=None,
+    p.add_argument("--preset", default=None, choices=("tiny", "default", "1b", "mpt1b"),
                    help='model preset for the random checkpoint ("tiny", "default", "1b", "mpt1b")')
     p.add_argument("--checkpoint", type=checkpoint_argument, default=None,
                    help=checkpoint_help("a real checkpoint instead of random weights", default=None))
@@ -227,10 +227,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     q = args.quick
     args.preset = args.preset or ("tiny" if q else "default")
-    args.repeats = args.repeats or (1 if q else 3)
-    args.steps = args.steps or (2 if q else 5)
-    if args.repeats < 1 or args.steps < 1:
-        p.error(f"--repeats and --steps must be >= 1, got {args.repeats}, {args.steps}")
+    # None = the default; an explicit 0 is refused, not turned into the default
+    args.repeats = (1 if q else 3) if args.repeats is None else args.repeats
+    args.steps = (2 if q else 5) if args.steps is None else args.steps
+    if not (1 <= args.repeats <= 100 and 1 <= args.steps <= 10_000):
+        p.error(f"--repeats must be in 1..100 and --steps in 1..10000, got {args.repeats}, {args.steps}")
+    if not 0 <= args.threads <= 256:
+        p.error(f"--threads must be in 0..256 (0: torch's default), got {args.threads}")
+    if not 0 < args.child_timeout <= 86_400:
+        p.error(f"--child-timeout must be seconds in (0, 86400], got {args.child_timeout}")
+    problem = output_problem(args.json)
+    if problem:  # now, not after minutes of subprocesses
+        p.error(f"--json: {problem}")
     if args.caps is not None and any(k < 1 for k in args.caps):
         p.error(f"--caps must be exits >= 1, got {args.caps}")
     if args.checkpoint is not None and not CheckpointDir(args.checkpoint).exists():
@@ -265,4 +273,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

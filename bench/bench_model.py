@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from common import check_device
+from common import check_device, run_bench
 
 from deer_vla.model.policy import MultiExitPolicy
 from deer_vla.model.presets import PRESETS, preset_config
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dtype != "float32" and args.device == "cpu":
         print("half precision is benchmarked on CUDA only", file=sys.stderr)
         return 2
+    if not 1 <= args.threads <= 256:
+        p.error(f"--threads must be in 1..256, got {args.threads}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = preset_config(args.preset)
@@ -91,4 +93,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

@@ -37,7 +37,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/bench_node_latency.py` from a checkout
     sys.path.insert(0, str(REPO))
+from common import output_problem, run_bench  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help  # noqa: E402
+from deer_vla.ros.executors import EXECUTORS  # noqa: E402
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
@@ -219,9 +222,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     steps = 60 if args.quick else args.steps
     kinds = [k.strip() for k in args.executors.split(",") if k.strip()]
-    threads = [int(t) for t in args.torch_threads.split(",") if t.strip()]
+    if not kinds or any(k not in EXECUTORS for k in kinds):
+        parser.error(f"--executors: a comma-separated list of {', '.join(EXECUTORS)}, got {args.executors!r}")
+    try:
+        threads = [int(t) for t in args.torch_threads.split(",") if t.strip()]
+    except ValueError:
+        parser.error(f"--torch-threads: comma-separated integers, got {args.torch_threads!r}")
+    if not threads:
+        parser.error("--torch-threads: at least one value")
     if args.cpu_load < 0 or args.halt < 0 or any(t < 0 for t in threads):
         parser.error("--cpu-load, --halt and --torch-threads must be >= 0")
+    if not (1 <= steps <= 1_000_000 and 0 <= args.warmup <= 100_000):
+        parser.error(f"--steps must be in 1..1000000 and --warmup in 0..100000, got {steps}, {args.warmup}")
+    if not 8 <= args.image_size <= 1024:  # the node refuses images under 8 px and would time out every step
+        parser.error(f"--image-size must be in 8..1024 pixels, got {args.image_size}")
+    problem = output_problem(args.json)
+    if problem:  # now, not after the runs
+        parser.error(f"--json: {problem}")
     loads = [0, args.cpu_load] if args.cpu_load else [0]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -264,4 +281,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, checkpoint_option, machine_description, ratio, split_episodes
+from common import REPO, checkpoint_option, machine_description, ratio, run_bench, split_episodes
 
 from deer_vla.control import (
     BudgetSpec,
@@ -355,4 +355,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, checkpoint_option, machine_description
+from common import REPO, checkpoint_option, machine_description, run_bench
 
 from deer_vla.commands.calibrate import calibration_steps
 from deer_vla.control.risk import DEFAULT_BOUND, RiskSpec, certified_count, episode_means, family_matrices
@@ -237,4 +237,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

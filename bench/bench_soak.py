@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import sys
 import tempfile
@@ -27,6 +28,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/bench_soak.py` from a checkout
     sys.path.insert(0, str(REPO))
+from common import output_problem, run_bench  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help  # noqa: E402
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -121,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         args.steps, args.warmup = 300, 100
     if args.steps < 1 or args.warmup < 1 or args.episode_steps < 1:
         parser.error("--steps, --warmup and --episode-steps must be >= 1")
+    if args.steps + args.warmup > 100_000_000:  # ~2 weeks at the shipped model's speed: a typo, not a soak
+        parser.error(f"--steps + --warmup must be at most 100000000, got {args.steps + args.warmup}")
+    if not 0 < args.limit_mb < math.inf:
+        parser.error(f"--limit-mb must be a number of MB > 0, got {args.limit_mb}")
+    problem = output_problem(args.json)
+    if problem:  # now, not after the soak
+        parser.error(f"--json: {problem}")
     checkpoint = args.checkpoint
     with tempfile.TemporaryDirectory() as tmp:
         result = soak(checkpoint, args.steps, args.warmup, args.episode_steps,
@@ -138,4 +148,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

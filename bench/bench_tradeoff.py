@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import checkpoint_option  # noqa: E402
+from common import checkpoint_option, run_bench  # noqa: E402
 
 from deer_vla.evaluation.evaluator import EvalConfig, evaluate, resolve_tasks  # noqa: E402
 from deer_vla.model.shipped import checkpoint_help  # noqa: E402
@@ -97,14 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = EvalConfig(
         checkpoint=args.checkpoint,
         tasks=tasks,
-        episodes_per_task=args.episodes_per_task or (2 if args.quick else 20),
+        episodes_per_task=(2 if args.quick else 20) if args.episodes_per_task is None else args.episodes_per_task,
         budgets=[float(b) for b in args.budgets.split(",") if b.strip()],
         exits=list(range(1, n)),
         oracle_tolerance=args.oracle,
         calibration_dataset=dataset,
-        calibration_episodes=args.calibration_episodes or (4 if args.quick else 30),
+        calibration_episodes=(4 if args.quick else 30) if args.calibration_episodes is None
+        else args.calibration_episodes,
         threshold_method=args.threshold_method,
-        max_steps=args.max_steps or (60 if args.quick else None),
+        max_steps=(60 if args.quick else None) if args.max_steps is None else args.max_steps,
         workers=args.workers,
     )
     t0 = time.perf_counter()
@@ -116,4 +117,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from common import check_device, machine_description
+from common import check_device, machine_description, output_problem, run_bench
 
 if TYPE_CHECKING:
     from deer_vla.train.config import TrainConfig
@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
               "<= 2000, 1 <= --threads <= 256 and batch sizes <= 4096", file=sys.stderr)
         return 2
     check_device(args.device)
-    if args.json is not None and not args.json.parent.is_dir():
-        print(f"bench_train_speed: no folder {args.json.parent} for --json", file=sys.stderr)
+    problem = output_problem(args.json)
+    if problem:  # now, not after the training steps
+        print(f"bench_train_speed: --json: {problem}", file=sys.stderr)
         return 2
     if not args.config.is_file():
         print(f"bench_train_speed: no recipe at {args.config}", file=sys.stderr)
@@ -160,4 +161,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

@@ -5,9 +5,12 @@ print ratios next to the absolute figures, which depend on the machine.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,48 @@ if str(REPO) not in sys.path:  # run as `python bench/x.py` from anywhere
 
 from deer_vla.core import LatencyStats, Observation  # noqa: E402
 from deer_vla.model.shipped import checkpoint_argument  # noqa: E402
+
+
+def run_bench(main: Callable[[], int]) -> int:
+    """A bench's entry point. Bad input surfaces as ValueError (pydantic's, the datasets', the checkpoints'
+    and the budgets' errors are ValueErrors) or OSError (paths): one line naming the script, rc 2, not a
+    traceback (DEER_VLA_TRACEBACK=1 shows it). Ctrl-C: rc 130, one line."""
+    name = Path(sys.argv[0]).name
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:
+        if os.environ.get("DEER_VLA_TRACEBACK"):
+            traceback.print_exc()
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{name}: {text}", file=sys.stderr)
+        return 2
+
+
+def output_problem(path: Path | None) -> str | None:
+    """Why a result file cannot be written at ``path`` (None: it can, or no path), asked before the work."""
+    if path is None:
+        return None
+    from deer_vla.core.writable import unwritable_dir
+
+    if path.is_dir():
+        return f"{path} is a folder; give a file name"
+    if not path.parent.is_dir():
+        return f"no folder {path.parent} for {path.name}"
+    return unwritable_dir(path.parent, create=False)
+
+
+def check_counts(**limits: tuple[float | None, float, float]) -> None:
+    """ValueError unless every ``name=(value, low, high)`` is a finite number in [low, high] (None: unset)."""
+    for name, (value, low, high) in limits.items():
+        if value is None:
+            continue
+        if not (math.isfinite(value) and low <= value <= high):
+            flag = "--" + name.replace("_", "-")
+            bounds = ", ".join(str(int(b)) if float(b).is_integer() else f"{b:g}" for b in (low, high))
+            raise ValueError(f"{flag} must be a number in [{bounds}], got {value}")
 
 
 def checkpoint_option(value: str) -> str:

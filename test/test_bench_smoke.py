@@ -229,6 +229,39 @@ def test_gpu_check_refuses_a_machine_without_a_gpu_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def run_bad(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    return subprocess.run([sys.executable, str(BENCH / script), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("script,flag", [
+    ("bench_latency.py", "--json"), ("bench_memory.py", "--json"), ("bench_soak.py", "--json"),
+    ("bench_node_latency.py", "--json"), ("bench_mcap_split.py", "--out"), ("bench_train_speed.py", "--json"),
+])
+def test_a_bench_refuses_an_output_it_cannot_write_before_its_work(script, flag, tmp_path):
+    """Checked at the end, a missing folder lost the whole measurement (minutes for some) to a traceback."""
+    proc = run_bad(script, "--quick", flag, str(tmp_path / "missing" / "out.json"))
+    assert proc.returncode == 2 and f"{flag}: no folder {tmp_path / 'missing'}" in proc.stderr
+    assert "Traceback" not in proc.stderr and not proc.stdout.strip()  # nothing measured first
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("bench_latency.py", ["--episodes", "1000000000"], "--episodes must be in 1..1000"),  # filled 9.5 GB in 35 s
+    ("bench_latency.py", ["--steps", "0"], "--steps must be in 1..1000"),  # was the default, silently
+    ("bench_memory.py", ["--repeats", "0"], "--repeats must be in 1..100"),
+    ("bench_budgets.py", ["--exits", "1"], "--exits must be a number in [2, 64], got 1"),  # an IndexError
+    ("bench_budgets.py", ["--fractions", "nan"], "--fractions must be a number in [0, 1], got nan"),
+    ("bench_node_latency.py", ["--image-size", "0"], "--image-size must be in 8..1024"),  # 5 s per refused step
+    ("bench_mcap_split.py", ["--configs", "0:0,,x"], "--configs: '' is not SPLIT_MIB:SPLIT_S"),
+    ("bench_latency.py", ["--dataset", "/nonexistent"], "dataset directory not found"),  # a DatasetError traceback
+])
+def test_a_bench_refuses_bad_values_in_one_line(script, args, message):
+    proc = run_bad(script, *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
 # --- energy meters (fast, no model) -----------------------------------------------------------
 
 
