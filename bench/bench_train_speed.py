@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from common import check_device, machine_description, output_problem, run_bench
 
 if TYPE_CHECKING:
-    from deer_vla.train.config import TrainConfig
     from deer_vla.train.trainer import Trainer
 
 
@@ -41,15 +40,10 @@ def _positive_ints(text: str) -> list[int]:
     return values
 
 
-def _data_ms_per_batch(trainer: Trainer, cfg: TrainConfig, steps: int) -> float:
-    """The trainer's own batch iterator alone (windows, augmentation, tokenized instructions, collation), in the
+def _data_ms_per_batch(trainer: Trainer, steps: int) -> float:
+    """The trainer's own batch stream alone (windows, augmentation, tokenized instructions, collation), in the
     main process as the recipe's num_workers 0 runs it: how much of a step the host's data work is."""
-    from deer_vla.train.trainer import batches
-    from deer_vla.train.windows import make_collate
-
-    collate = make_collate(trainer.tokenizer, int(trainer.model.config.lm.max_text_len),
-                           anchor=cfg.loss.wording_consistency > 0)
-    it = batches(trainer.dataset, cfg, trainer.info, collate, 0)
+    it = trainer.batch_stream(0)
     next(it)
     n = max(2, min(steps, 10))
     t0 = time.perf_counter()
@@ -130,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"num_threads={args.threads}", "num_workers=0",
             ])
             trainer = Trainer(cfg, show_progress=False)
-            data_ms = _data_ms_per_batch(trainer, cfg, args.steps)
+            data_ms = _data_ms_per_batch(trainer, args.steps)
             if args.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             trainer.train(stop_at=args.warmup)

@@ -86,16 +86,14 @@ def resolve_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {cfg.device!r} requested but CUDA is not available on this machine")
         if info.world > 1:
             name = f"cuda:{info.local_rank}"
-        elif name == "cuda":  # torch.cuda.set_device refuses a device without an index
-            name = f"cuda:{torch.cuda.current_device()}"
-        try:
+        try:  # CUDA present, and the GPU asked for among this machine's
             check_device(name)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        if name == "cuda":  # torch.cuda.set_device refuses a device without an index
+            name = f"cuda:{torch.cuda.current_device()}"
         torch.cuda.set_device(torch.device(name))
     return torch.device(name)
 
@@ -406,6 +404,12 @@ class Trainer:
             (self.out / "train_history.json").write_text(json.dumps(self.history, indent=1))
 
     # -- main loop
+    def batch_stream(self, start_step: int) -> Iterator[WindowBatch]:
+        """This run's batches from global step ``start_step`` on (windows, augmentation, tokens, collation)."""
+        collate = make_collate(self.tokenizer, int(self.model.config.lm.max_text_len),
+                               anchor=self.cfg.loss.wording_consistency > 0)
+        return batches(self.dataset, self.cfg, self.info, collate, start_step)
+
     def train(self, stop_at: int | None = None) -> list[dict]:
         """Train to the end (or stop after global step ``stop_at``, checkpointing there, e.g. for a
         time-sliced run that is later resumed); returns the logged history."""
@@ -418,9 +422,7 @@ class Trainer:
         if step >= total:
             log.info("already trained %d/%d steps; nothing to do", step, total)
             return self.history
-        collate = make_collate(self.tokenizer, int(self.model.config.lm.max_text_len),
-                               anchor=cfg.loss.wording_consistency > 0)
-        data = batches(self.dataset, cfg, self.info, collate, step)
+        data = self.batch_stream(step)
         gen = torch.Generator()
         amp = (
             torch.autocast("cuda", dtype=torch.bfloat16)
