@@ -164,14 +164,14 @@ def machine_description(device: str) -> str:
 
 
 def check_device(device: str) -> str:
-    """Validate --device: "cpu", "cuda" or "cuda:N", and that CUDA is really present when asked for."""
-    import torch
+    """Validate --device (deer_vla.model.device.check_device: the name, CUDA present, the GPU among this
+    machine's); a bench exits with its message."""
+    from deer_vla.model.device import check_device as usable_device
 
-    if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise SystemExit(f"--device must be cpu, cuda or cuda:N, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {device}: torch sees no CUDA device on this machine")
-    return device
+    try:
+        return usable_device(device)
+    except ValueError as exc:
+        raise SystemExit(f"--device: {exc}") from None
 
 
 def split_episodes(dataset: Path, tasks: list[str], calib: int, held: int) -> tuple[list[int], list[int]]:
