@@ -5,7 +5,8 @@ Trainer runs its own loop (data windows, shift augmentation, the DeeR objective,
 the recipe says `amp`, AdamW, clipping) on a synthetic dataset of the recipe model's shape (cameras, image
 size, proprio), one episode per MT50 task, so no simulator or recorded data is needed. Speed does not
 depend on the frames' content; the data loader's cost is included, as in a real run. The first `--warmup`
-steps (allocation, autotuning) are not counted.
+steps (allocation, autotuning) are not counted. With `--num-workers N` the batches are built by N DataLoader
+worker processes, whose start-up is timed as it is at every epoch of a real run.
 
     .venv/bin/python bench/bench_train_speed.py --quick
     .venv/bin/python bench/bench_train_speed.py --config config/train_mt50.yaml --steps 30 --threads 1
@@ -40,6 +41,16 @@ def _positive_ints(text: str) -> list[int]:
     return values
 
 
+def _workers(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or min(values) < 0 or max(values) > 64:
+        raise argparse.ArgumentTypeError(f"expected worker counts in 0..64, got {text!r}")
+    return values
+
+
 def _data_ms_per_batch(trainer: Trainer, steps: int) -> float:
     """The trainer's own batch stream alone (windows, augmentation, tokenized instructions, collation), in the
     main process as the recipe's num_workers 0 runs it: how much of a step the host's data work is."""
@@ -65,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
     p.add_argument("--episode-length", type=int, default=80, help="steps per synthetic episode (MT50 mean: 81)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--num-workers", type=_workers, default=[0],
+                   help="DataLoader worker processes, comma-separated (e.g. 0,4): a row per batch size and count; "
+                        "0, every recipe's, builds the batches in the training process")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return p
 
@@ -115,13 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         data = write_tiny_dataset(Path(tmp) / "data", tuple(pcfg.cameras), int(pcfg.image_size),
                                   int(pcfg.proprio_dim), pcfg.action_spec.to_dict(), tasks=tasks,
                                   length=args.episode_length)
-        for batch in args.batch_sizes:
+        for batch, workers in ((b, w) for b in args.batch_sizes for w in args.num_workers):
             total = args.warmup + args.steps
             cfg = load_config(args.config, [
-                f"init_checkpoint={init}", f"dataset={data}", f"output_dir={Path(tmp) / f'run{batch}'}",
+                f"init_checkpoint={init}", f"dataset={data}", f"output_dir={Path(tmp) / f'run{batch}_{workers}'}",
                 f"batch_size={batch}", f"joint.steps={total}", "joint.warmup_steps=0", "refine.steps=0",
                 f"checkpoint_every={total + 1}", "log_every=1", f"device={args.device}",
-                f"num_threads={args.threads}", "num_workers=0",
+                f"num_threads={args.threads}", f"num_workers={workers}",
             ])
             trainer = Trainer(cfg, show_progress=False)
             data_ms = _data_ms_per_batch(trainer, args.steps)
@@ -133,13 +147,15 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             trainer.train()  # the loss is read every step (logging), so each step ends synchronised
             seconds = time.perf_counter() - t0
-            row = {"batch_size": batch, "window": cfg.window, "steps": args.steps, "seconds": seconds,
+            row = {"batch_size": batch, "num_workers": workers, "window": cfg.window, "steps": args.steps,
+                   "seconds": seconds,
                    "steps_per_s": args.steps / seconds, "windows_per_s": args.steps * batch / seconds,
                    "amp_bf16": bool(cfg.amp and args.device.startswith("cuda")), "data_ms_per_batch": data_ms}
             if args.device.startswith("cuda"):
                 row["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
             rows.append(row)
-            print(f"batch {batch:>4} x window {cfg.window}: {row['steps_per_s']:8.2f} steps/s "
+            print(f"batch {batch:>4} x window {cfg.window}, {workers} data workers: "
+                  f"{row['steps_per_s']:8.2f} steps/s "
                   f"({row['windows_per_s']:9.1f} windows/s)"
                   + (f", peak GPU memory {row['peak_gpu_mib']:.0f} MiB" if "peak_gpu_mib" in row else "")
                   + f"; data windows alone {data_ms:.1f} ms of its {1e3 / row['steps_per_s']:.1f} ms per step"

@@ -40,8 +40,8 @@ part test_cuda 150 "$PY" -m pytest -p no:cacheprovider -q test/test_cuda.py
 part latency 150 "$PY" bench/bench_latency.py --checkpoint default --device cuda --episodes 8 --calib-episodes 4 \
     --energy-seconds 2 \
     --json "$OUT_DIR/latency.json"
-part train_speed 150 "$PY" bench/bench_train_speed.py --config config/train_mt50.yaml --device cuda \
-    --batch-sizes 8,64,256 --steps 30 --json "$OUT_DIR/train_speed.json"
+part train_speed 240 "$PY" bench/bench_train_speed.py --config config/train_mt50.yaml --device cuda \
+    --batch-sizes 8,64,256 --num-workers 0,4 --steps 30 --json "$OUT_DIR/train_speed.json"
 part model_1b 90 "$PY" bench/bench_model.py --preset 1b --device cuda --dtype bfloat16
 part memory 90 "$PY" bench/bench_memory.py --checkpoint default --device cuda --caps 1 2 6 12 --repeats 1 \
     --json "$OUT_DIR/memory.json"

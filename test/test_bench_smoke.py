@@ -209,12 +209,13 @@ def test_bench_latency_quick():  # ~10 s
 
 def test_bench_train_speed_quick(tmp_path):  # ~20 s: the real Trainer from the shipped checkpoint
     needs_model()
-    out = run_quick("bench_train_speed.py", "--json", str(tmp_path / "speed.json"))
-    assert "batch    2 x window 10:" in out and "steps/s" in out and "the recipe's 14000 steps" in out
+    out = run_quick("bench_train_speed.py", "--num-workers", "0,1", "--json", str(tmp_path / "speed.json"))
+    assert "batch    2 x window 10, 0 data workers:" in out and "steps/s" in out and "the recipe's 14000 steps" in out
     import json
 
     rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
-    assert [r["batch_size"] for r in rows] == [2] and rows[0]["steps"] == 3 and rows[0]["steps_per_s"] > 0
+    assert [(r["batch_size"], r["num_workers"]) for r in rows] == [(2, 0), (2, 1)]  # a worker process trained too
+    assert all(r["steps"] == 3 and r["steps_per_s"] > 0 for r in rows)
     assert "data windows alone" in out and 0 < rows[0]["data_ms_per_batch"] < 1e3 / rows[0]["steps_per_s"]
 
 
@@ -255,6 +256,7 @@ def test_a_bench_refuses_an_output_it_cannot_write_before_its_work(script, flag,
     ("bench_node_latency.py", ["--image-size", "0"], "--image-size must be in 8..1024"),  # 5 s per refused step
     ("bench_mcap_split.py", ["--configs", "0:0,,x"], "--configs: '' is not SPLIT_MIB:SPLIT_S"),
     ("bench_latency.py", ["--dataset", "/nonexistent"], "dataset directory not found"),  # a DatasetError traceback
+    ("bench_train_speed.py", ["--num-workers", "0,-1"], "expected worker counts in 0..64"),
 ])
 def test_a_bench_refuses_bad_values_in_one_line(script, args, message):
     proc = run_bad(script, *args)
