@@ -402,6 +402,49 @@ def test_first_exit_history_runner_matches_training_and_ignores_the_committed_ex
         model.config.head.history_source = "committed"
 
 
+def test_proprio_history_runner_sees_past_steps_through_their_proprioception_alone(tiny):
+    """history_source="proprio": the history holds zero features, so neither the depths committed before nor
+    the past steps' images change a later action, their proprioception does, and the candidate is exactly
+    what training computes (forward_over_history over zero features)."""
+    model, tok = tiny
+    model.config.head.history = 3
+    model.config.head.history_source = "proprio"
+    try:
+        obs = [_obs(model, s) for s in range(4)]
+        other_images = [Observation(images=_obs(model, 10 + s).images, instruction=o.instruction,
+                                    proprio=o.proprio) for s, o in enumerate(obs[:-1])] + [obs[-1]]
+        other_proprio = [Observation(images=o.images, instruction=o.instruction, proprio=-o.proprio)
+                         for o in obs[:-1]] + [obs[-1]]
+
+        def play(steps: list[Observation], commits: list[int]) -> list[np.ndarray]:
+            runner = PolicyRunner(model, tok)
+            for o, k in zip(steps, commits, strict=True):
+                runner.begin_step(o)
+                last = [runner.run_next_exit() for _ in range(runner.num_exits)]
+                runner.commit(k)
+            return last
+
+        reference = play(obs, [1, 1, 1, 1])
+        np.testing.assert_array_equal(np.array(reference), np.array(play(obs, [4, 2, 3, 4])))
+        np.testing.assert_allclose(np.array(reference), np.array(play(other_images, [4, 4, 4, 4])), atol=1e-6)
+        assert not np.allclose(np.array(reference), np.array(play(other_proprio, [1, 1, 1, 1])), atol=1e-4)
+        from deer_vla.model.preprocess import images_to_tensor
+
+        size = model.config.image_size
+        with torch.no_grad():
+            feats = torch.stack([model.exit_features(
+                {c: images_to_tensor([o.images[c]], size) for c in model.config.cameras},
+                *tok([o.instruction], return_tensors="pt").values())[0] for o in obs[1:]])[None]  # (1, 3, N, D)
+            proprio = torch.tensor(np.stack([o.proprio for o in obs[1:]]), dtype=torch.float32)[None]
+            for k in (1, 4):
+                out = model.head.forward_over_history(torch.zeros_like(feats[:, :, 0]), feats[:, :, k - 1], proprio)
+                ref = torch.cat([out.motion[0, -1], gripper_value(out.gripper_logit[0, -1:])]).numpy()
+                np.testing.assert_allclose(reference[k - 1], ref, rtol=1e-5, atol=1e-6)
+    finally:
+        model.config.head.history = 0
+        model.config.head.history_source = "committed"
+
+
 def test_runner_rejects_bad_inputs_and_nan(tiny, ckpt, tmp_path):
     model, _ = tiny
     runner = PolicyRunner.from_checkpoint(ckpt)

@@ -270,9 +270,12 @@ def test_init_overrides_grow_the_resampler_and_keep_the_trained_weights(dataset:
         load_config(None, [*overrides, "model_preset=tiny", "init_overrides.resampler.num_latents=4"])
 
 
-def test_first_exit_history_trains_every_head_term_on_exit_1_histories(dataset: Path, tmp_path: Path) -> None:
-    """head.history_source=first_exit (set by init_overrides): each shared-head term reads exit 1's features as
-    the history and its own exit only at the current step, and the setting reaches the saved checkpoint."""
+@pytest.mark.parametrize("source", ["first_exit", "proprio"])
+def test_a_history_source_trains_every_head_term_on_the_runners_histories(source: str, dataset: Path,
+                                                                           tmp_path: Path) -> None:
+    """head.history_source (set by init_overrides): each shared-head term reads exit 1's features (first_exit)
+    or zero features (proprio: past steps' proprioception alone) as the history and its own exit only at the
+    current step, and the setting reaches the saved checkpoint."""
     from deer_vla.model.checkpoint import load_checkpoint
     from deer_vla.train.losses import action_loss
 
@@ -280,17 +283,18 @@ def test_first_exit_history_trains_every_head_term_on_exit_1_histories(dataset: 
     overrides = [o for o in _overrides(dataset, tmp_path / "first", **{"refine.steps": 0, "joint.steps": 2})
                  if not o.startswith("model_preset=")]
     cfg = load_config(None, [*overrides, f"init_checkpoint={tmp_path / 'base'}",
-                             "init_overrides.head.history_source=first_exit"])
+                             f"init_overrides.head.history_source={source}"])
     trainer = Trainer(cfg, show_progress=False)
     model = trainer.model
-    assert model.config.head.history_source == "first_exit"
+    assert model.config.head.history_source == source
     batch = make_collate(trainer.tokenizer)([trainer.dataset[i] for i in (0, 1)])
     weights = LossWeights(aux=0, random_exit=0, split_exit=0)
     with torch.no_grad():
         loss, _ = DeerObjective(model, weights)(batch)
         feats = DeerObjective(model, weights).window_features(batch)
         n = feats.shape[2]
-        out = model.head.forward_over_history(feats[:, :, 0], feats[:, :, n - 1], batch.proprio)
+        history = feats[:, :, 0] if source == "first_exit" else torch.zeros_like(feats[:, :, 0])
+        out = model.head.forward_over_history(history, feats[:, :, n - 1], batch.proprio)
         expected = action_loss(out.motion, out.gripper_logit, batch.actions, weights)
         plain = model.head(feats[:, :, n - 1], batch.proprio)
         committed = action_loss(plain.motion, plain.gripper_logit, batch.actions, weights)
@@ -298,7 +302,7 @@ def test_first_exit_history_trains_every_head_term_on_exit_1_histories(dataset: 
     assert not torch.isclose(loss, committed)
     trainer.train()
     trained, _ = load_checkpoint(tmp_path / "first")
-    assert trained.config.head.history_source == "first_exit"
+    assert trained.config.head.history_source == source
     with pytest.raises(ValueError, match="history_source"):
         Trainer(load_config(None, [*overrides, f"init_checkpoint={tmp_path / 'base'}",
                                    "init_overrides.head.history_source=exit_2"]), show_progress=False)

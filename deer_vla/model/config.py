@@ -130,8 +130,10 @@ class HeadConfig(_Strict):
     # Which exit's feature a committed step leaves in that history (with history N > 0). "committed": the
     # exit the controller stopped at (DeeR). "first_exit": exit 1's, which every step runs, so the history
     # is the same whatever depths were chosen and only the current step's feature depends on the choice
-    # (training then builds every window's history from exit 1: train.losses).
-    history_source: Literal["committed", "first_exit"] = "committed"
+    # (training then builds every window's history from exit 1: train.losses). "proprio": no exit's
+    # feature (zeros), so past steps reach the head through their proprioception alone and the scene only
+    # through the current step's feature, at the depth the controller chose.
+    history_source: Literal["committed", "first_exit", "proprio"] = "committed"
 
 
 class PolicyConfig(_Strict):

@@ -4,7 +4,7 @@ Per step: ``begin_step`` encodes images + instruction, ``run_next_exit`` runs
 one more segment and returns that exit's candidate action computed from the
 *committed* head state of the previous step, ``commit(k)`` adopts exit k's
 head state (the head's history then holds exit k's feature for this step; exit
-1's whatever k with ``config.head.history_source = "first_exit"``).
+1's whatever k with ``config.head.history_source = "first_exit"``, no feature with ``"proprio"``).
 
 With ``config.head.history = N > 0`` the head keeps no recurrent state between
 steps: each candidate is the LSTM run from zero over the last N-1 committed
@@ -230,6 +230,8 @@ class PolicyRunner:
             if 1 not in self._candidates:
                 raise ValueError("commit: history_source 'first_exit' keeps exit 1's feature, and exit 1 has not run")
             _, hidden, feature = self._candidates[1]
+        elif self.model.config.head.history_source == "proprio":
+            feature = torch.zeros_like(feature)  # the step's proprio stays in the history, no scene feature
         self._committed = hidden
         if self._past.maxlen:
             self._past.append((feature, self._proprio))

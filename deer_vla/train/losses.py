@@ -14,7 +14,8 @@ window; the loss then sums (weights from LossWeights):
               the episode's recorded instruction (detached, no gradient).
 With ``HeadConfig.history_source = "first_exit"`` the shared head's history at
 every step is exit 1's feature and only the step itself reads the term's exit
-(ActionHead.forward_over_history), as the runner does then.
+(ActionHead.forward_over_history), as the runner does then; with ``"proprio"``
+the history holds zero features (past steps' proprioception only).
 Each term = Huber(motion) + gripper_weight * BCE(gripper logit, closed?); in
 wording_consistency the targets are the teacher's motion and gripper probability.
 """
@@ -149,10 +150,14 @@ class DeerObjective(nn.Module):
         return feats.reshape(b, t, feats.shape[1], feats.shape[2])
 
     def _history(self, feats: torch.Tensor, proprio: torch.Tensor | None) -> LSTMState | None:
-        """The head's state before every step of the window when its history is exit 1's (None otherwise):
-        computed once per window, shared by every term that reads ``feats``."""
-        if self.model.config.head.history_source == "first_exit":
+        """The head's state before every step of the window when its history is exit 1's or proprioception
+        alone (None when it is the committed exits'): computed once per window, shared by every term that
+        reads ``feats``."""
+        source = self.model.config.head.history_source
+        if source == "first_exit":
             return self.model.head.history_starts(feats[:, :, 0], proprio)
+        if source == "proprio":
+            return self.model.head.history_starts(torch.zeros_like(feats[:, :, 0]), proprio)
         return None
 
     def _shared_head(self, current: torch.Tensor, feats: torch.Tensor, proprio: torch.Tensor | None,
