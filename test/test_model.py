@@ -424,10 +424,12 @@ def test_proprio_history_runner_sees_past_steps_through_their_proprioception_alo
                 runner.commit(k)
             return last
 
-        reference = play(obs, [1, 1, 1, 1])
-        np.testing.assert_array_equal(np.array(reference), np.array(play(obs, [4, 2, 3, 4])))
-        np.testing.assert_allclose(np.array(reference), np.array(play(other_images, [4, 4, 4, 4])), atol=1e-6)
-        assert not np.allclose(np.array(reference), np.array(play(other_proprio, [1, 1, 1, 1])), atol=1e-4)
+        for history in (0, 3):  # 0: one persistent LSTM state, which must not carry the scene either
+            model.config.head.history = history
+            reference = play(obs, [1, 1, 1, 1])
+            np.testing.assert_array_equal(np.array(reference), np.array(play(obs, [4, 2, 3, 4])))
+            np.testing.assert_allclose(np.array(reference), np.array(play(other_images, [4, 4, 4, 4])), atol=1e-6)
+            assert not np.allclose(np.array(reference), np.array(play(other_proprio, [1, 1, 1, 1])), atol=1e-4)
         from deer_vla.model.preprocess import images_to_tensor
 
         size = model.config.image_size

@@ -232,6 +232,9 @@ class PolicyRunner:
             _, hidden, feature = self._candidates[1]
         elif self.model.config.head.history_source == "proprio":
             feature = torch.zeros_like(feature)  # the step's proprio stays in the history, no scene feature
+            if self.model.config.head.history == 0:  # one persistent state: advance it over that alone
+                with torch.inference_mode():
+                    hidden = self.model.head(feature, self._proprio, self._committed).hidden
         self._committed = hidden
         if self._past.maxlen:
             self._past.append((feature, self._proprio))
