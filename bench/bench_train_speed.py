@@ -52,8 +52,8 @@ def _workers(text: str) -> list[int]:
 
 
 def _data_ms_per_batch(trainer: Trainer, steps: int) -> float:
-    """The trainer's own batch stream alone (windows, augmentation, tokenized instructions, collation), in the
-    main process as the recipe's num_workers 0 runs it: how much of a step the host's data work is."""
+    """The trainer's own batch stream alone (windows, augmentation, tokenized instructions, collation), as the
+    row's num_workers builds it (0: in the training process): how much of a step the host's data work is."""
     it = trainer.batch_stream(0)
     next(it)
     n = max(2, min(steps, 10))
