@@ -15,10 +15,12 @@ worker processes, whose start-up is timed as it is at every epoch of a real run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,24 +33,18 @@ if TYPE_CHECKING:
     from deer_vla.train.trainer import Trainer
 
 
-def _positive_ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
-    return values
-
-
-def _workers(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-    if not values or min(values) < 0 or max(values) > 64:
-        raise argparse.ArgumentTypeError(f"expected worker counts in 0..64, got {text!r}")
-    return values
+def _int_list(low: int, high: int | None, want: str) -> Callable[[str], list[int]]:
+    """An argparse type: comma-separated integers in low..high (no upper bound if None); ``want`` words the
+    refusal."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+        if not values or min(values) < low or (high is not None and max(values) > high):
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
+        return values
+    return parse
 
 
 def _data_ms_per_batch(trainer: Trainer, steps: int) -> float:
@@ -71,12 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint the recipe starts from (a shipped name or a folder; the recipe's own "
                         "init_checkpoint is a run folder of an earlier stage)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--batch-sizes", type=_positive_ints, default=[8], help="comma-separated, e.g. 8,64")
+    p.add_argument("--batch-sizes", type=_int_list(1, None, "integers >= 1"), default=[8],
+                   help="comma-separated, e.g. 8,64")
     p.add_argument("--steps", type=int, default=30, help="timed optimizer steps per batch size")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
     p.add_argument("--episode-length", type=int, default=80, help="steps per synthetic episode (MT50 mean: 81)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--num-workers", type=_workers, default=[0],
+    p.add_argument("--num-workers", type=_int_list(0, 64, "worker counts in 0..64"), default=[0],
                    help="DataLoader worker processes, comma-separated (e.g. 0,4): a row per batch size and count; "
                         "0, every recipe's, builds the batches in the training process")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -129,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         data = write_tiny_dataset(Path(tmp) / "data", tuple(pcfg.cameras), int(pcfg.image_size),
                                   int(pcfg.proprio_dim), pcfg.action_spec.to_dict(), tasks=tasks,
                                   length=args.episode_length)
-        for batch, workers in ((b, w) for b in args.batch_sizes for w in args.num_workers):
+        for batch, workers in itertools.product(args.batch_sizes, args.num_workers):
             total = args.warmup + args.steps
             cfg = load_config(args.config, [
                 f"init_checkpoint={init}", f"dataset={data}", f"output_dir={Path(tmp) / f'run{batch}_{workers}'}",
