@@ -447,6 +447,97 @@ def test_proprio_history_runner_sees_past_steps_through_their_proprioception_alo
         model.config.head.history_source = "committed"
 
 
+def _past_frames_model(past_frames: int) -> MultiExitPolicy:
+    torch.manual_seed(1)
+    cfg = preset_config("tiny").model_copy(update={"past_frames": past_frames})
+    model = MultiExitPolicy(cfg).eval()
+    with torch.no_grad():  # open the gates, as in ``tiny``: closed ones would hide what cross-attention reads
+        for block in model.xattn.values():
+            block.attn_gate.fill_(0.7)
+            block.ff_gate.fill_(-0.4)
+    return model
+
+
+def test_past_frames_runner_reads_the_steps_training_windows_give_it(tiny):
+    """past_frames=K: the runner's features at step t are a training window's at t (window_visual: the K steps
+    before t, the first step repeated where the episode has none), images of steps within K change the step's
+    action, older ones do not, and so does the frames' order (each frame has its own embedding)."""
+    _, tok = tiny
+    model = _past_frames_model(2)
+    model.config.head.history = 3
+    model.config.head.history_source = "proprio"  # the past reaches the head through the decoder alone
+    obs = [_obs(model, s) for s in range(5)]
+
+    def play(steps: list[Observation]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        runner = PolicyRunner(model, tok)
+        features, actions = [], []
+        for o in steps:
+            runner.begin_step(o)
+            actions.append(np.array([runner.run_next_exit() for _ in range(runner.num_exits)]))
+            features.append(np.stack([runner.exit_feature(k) for k in range(1, runner.num_exits + 1)]))
+            runner.commit(1)
+        return features, actions
+
+    features, actions = play(obs)
+    from deer_vla.model.preprocess import images_to_tensor
+
+    size = model.config.image_size
+    images = {c: torch.cat([images_to_tensor([o.images[c]], size) for o in obs]) for c in model.config.cameras}
+    enc = tok([obs[0].instruction] * len(obs), return_tensors="pt")
+    with torch.no_grad():
+        window = model.exit_features(images, enc["input_ids"], enc["attention_mask"], window=len(obs))
+    np.testing.assert_allclose(np.stack(features), window.numpy(), rtol=1e-4, atol=1e-5)
+
+    def swapped(step: int) -> list[Observation]:
+        other = _obs(model, 20 + step)
+        return [Observation(images=other.images, instruction=o.instruction, proprio=o.proprio) if i == step else o
+                for i, o in enumerate(obs)]
+
+    assert not np.allclose(play(swapped(2))[1][-1], actions[-1], atol=1e-4)  # step 2 is in step 4's context
+    np.testing.assert_allclose(play(swapped(1))[1][-1], actions[-1], rtol=1e-5, atol=1e-6)  # step 1 is not
+    without = _past_frames_model(0)
+    without.load_state_dict({k: v for k, v in model.state_dict().items() if k != "frame_embed"})
+    without.config.head.history, without.config.head.history_source = 3, "proprio"
+    runner = PolicyRunner(without, tok)
+    last = []
+    for o in swapped(3):
+        runner.begin_step(o)
+        last = [runner.run_next_exit() for _ in range(runner.num_exits)]
+        runner.commit(1)
+    reference = PolicyRunner(without, tok)
+    for o in obs:
+        reference.begin_step(o)
+        ref = [reference.run_next_exit() for _ in range(reference.num_exits)]
+        reference.commit(1)
+    np.testing.assert_allclose(np.array(last), np.array(ref), rtol=1e-5, atol=1e-6)  # no past frames: blind to it
+    with torch.no_grad():  # the order matters: the same frames, oldest and newest swapped, read differently
+        tokens = torch.rand(1, 3, 4, model.feature_dim)
+        forward = model.with_past_frames(tokens[:, 2], tokens[:, :2])
+        backward = model.with_past_frames(tokens[:, 0], tokens[:, 1:].flip(1))
+    assert not torch.allclose(forward, backward)
+
+
+def test_past_frames_survive_a_checkpoint_and_bad_contexts_are_refused(tiny, tmp_path):
+    _, tok = tiny
+    model = _past_frames_model(2)
+    save_checkpoint(model, tok, tmp_path / "frames")
+    loaded, _ = load_checkpoint(tmp_path / "frames")
+    assert loaded.config.past_frames == 2
+    assert loaded.frame_embed is not None
+    torch.testing.assert_close(loaded.frame_embed, model.frame_embed)
+    current = torch.rand(2, 4, model.feature_dim)
+    assert model.with_past_frames(current).shape == (2, 12, model.feature_dim)
+    with pytest.raises(ValueError, match="3 past frames given; the model reads 2"):
+        model.with_past_frames(current, torch.rand(2, 3, 4, model.feature_dim))
+    with pytest.raises(ValueError, match="past frames must be"):
+        model.with_past_frames(current, torch.rand(2, 1, 5, model.feature_dim))
+    images, ids, mask, _ = _inputs(model, tok, batch=3)
+    with pytest.raises(ValueError, match="does not divide"):
+        model.encode(images, ids, mask, window=2)
+    with pytest.raises(ValueError, match="past_frames"):
+        PolicyConfig.model_validate({**preset_config("tiny").model_dump(), "past_frames": -1})
+
+
 def test_runner_rejects_bad_inputs_and_nan(tiny, ckpt, tmp_path):
     model, _ = tiny
     runner = PolicyRunner.from_checkpoint(ckpt)
@@ -517,3 +608,14 @@ def test_counted_llm_flops_match_analytic(tiny, text_len):
     prof = profile_policy(model, latency=False, text_len=text_len)
     assert prof.total_gflops[0] > prof.llm_gflops[0] and not prof.has_latency()
     assert prof.llm_gflops[-1] / prof.llm_gflops[0] > 2
+
+
+def test_past_frames_are_paid_for_in_the_counted_flops():
+    """Cross-attention over K past frames costs more at every exit, by the formula, and encode does not (the
+    earlier steps' tokens are kept, not encoded again)."""
+    with_frames, plain = _past_frames_model(2), _past_frames_model(0)
+    counted = count_flops(with_frames, 8)
+    np.testing.assert_allclose(np.cumsum(counted["segments"]), analytic_llm_flops(with_frames.config, 8), rtol=1e-9)
+    assert all(a > b for a, b in zip(np.cumsum(counted["segments"]), np.cumsum(count_flops(plain, 8)["segments"]),
+                                     strict=True))
+    assert counted["encode"] == pytest.approx(count_flops(plain, 8)["encode"], rel=1e-6)

@@ -308,6 +308,36 @@ def test_a_history_source_trains_every_head_term_on_the_runners_histories(source
                                    "init_overrides.head.history_source=exit_2"]), show_progress=False)
 
 
+def test_past_frames_train_each_step_on_the_frames_before_it_in_its_window(dataset: Path, tmp_path: Path) -> None:
+    """init_overrides.past_frames=2 on a checkpoint without them: frame_embed is new, step t's features read the
+    frames of steps t-2..t of its window (not later ones), and training saves a checkpoint that keeps them."""
+    from deer_vla.model.checkpoint import load_checkpoint
+
+    cli_main([f"--set={o}" for o in _overrides(dataset, tmp_path / "base", **{"refine.steps": 0})])
+    overrides = [o for o in _overrides(dataset, tmp_path / "frames", **{"refine.steps": 0, "joint.steps": 2})
+                 if not o.startswith("model_preset=")]
+    trainer = Trainer(load_config(None, [*overrides, f"init_checkpoint={tmp_path / 'base'}",
+                                         "init_overrides.past_frames=2"]), show_progress=False)
+    model = trainer.model
+    assert model.config.past_frames == 2 and model.frame_embed is not None
+    for block in model.xattn.values():  # open gates, so the frames reach the features
+        torch.nn.init.constant_(block.attn_gate, 0.7)
+    batch = make_collate(trainer.tokenizer)([trainer.dataset[i] for i in (0, 1)])
+    objective = DeerObjective(model, LossWeights())
+    cam = model.config.cameras[0]
+    with torch.no_grad():
+        feats = objective.window_features(batch)  # (B, T=4, N, D)
+        batch.images[cam][:, 1] = 1.0 - batch.images[cam][:, 1]  # change step 1's frame in every window
+        changed = objective.window_features(batch)
+    moved = (changed - feats).abs().amax(dim=(0, 2, 3))
+    assert float(moved[0]) == 0.0  # step 0 reads no later frame
+    assert bool((moved[1:] > 1e-4).all())  # step 1 itself, steps 2 and 3 through their past frames
+    trainer.train()
+    trained, _ = load_checkpoint(tmp_path / "frames")
+    assert trained.config.past_frames == 2
+    assert trained.frame_embed is not None
+
+
 def test_random_exit_weights_draw_the_exits_they_weight(tiny_cfg) -> None:
     from deer_vla.model.policy import MultiExitPolicy
 

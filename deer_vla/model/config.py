@@ -148,6 +148,11 @@ class PolicyConfig(_Strict):
     control_rate_hz: float | None = Field(None, gt=0)
     vision: VisionConfig = Field(default_factory=VisionConfig)
     resampler: ResamplerConfig = Field(default_factory=ResamplerConfig)
+    # Earlier steps' visual tokens the decoder cross-attends to beside the current step's (each frame
+    # with its own learned embedding): the scene's recent motion reaches every exit at the depth the
+    # controller runs, not only through the head's history. The runner keeps each step's tokens, so a
+    # step still encodes one set of images. 0: the current step's tokens alone (checkpoints before it).
+    past_frames: int = Field(0, ge=0, le=16)
     lm: LMConfig
     # None: instructions are embedded by the decoder's own token table (checkpoints before the
     # pretrained front end, and HF LMs used with their own tokenizer)

@@ -41,7 +41,7 @@ def analytic_llm_flops(cfg: PolicyConfig, text_len: int | None = None, num_exits
     hf = lm.hf_config
     n = text_len or lm.max_text_len
     h = lm.hidden_size
-    v = len(cfg.cameras) * cfg.resampler.num_latents
+    v = len(cfg.cameras) * cfg.resampler.num_latents * (cfg.past_frames + 1)  # the frames cross-attention reads
     if lm.family in ("gpt2", "mpt"):  # fused qkv projection, out projection, 2-matrix MLP
         # transformers' MptMLP is 4h wide whatever the config's expansion_ratio says
         inner = (hf.get("n_inner") or 4 * h) if lm.family == "gpt2" else 4 * h

@@ -5,6 +5,8 @@ one more segment and returns that exit's candidate action computed from the
 *committed* head state of the previous step, ``commit(k)`` adopts exit k's
 head state (the head's history then holds exit k's feature for this step; exit
 1's whatever k with ``config.head.history_source = "first_exit"``, no feature with ``"proprio"``).
+With ``config.past_frames = K`` the runner keeps the visual tokens of the last
+K committed steps, which the decoder reads beside the current step's.
 
 With ``config.head.history = N > 0`` the head keeps no recurrent state between
 steps: each candidate is the LSTM run from zero over the last N-1 committed
@@ -149,12 +151,15 @@ class PolicyRunner:
     def reset(self) -> None:
         self._committed: LSTMState | None = None
         self._state: SegmentState | None = None
+        self._frame_tokens: torch.Tensor | None = None  # this step's visual tokens (begin_step)
         self._proprio: torch.Tensor | None = None
         self._candidates: dict[int, tuple[np.ndarray, LSTMState | None, torch.Tensor]] = {}
         self._past_state: LSTMState | None = None  # history mode: the head's state after this step's past
         window = self.model.config.head.history
         # committed (feature (1,1,D), proprio (1,1,P) | None) of the previous steps, oldest first
         self._past: deque[tuple[torch.Tensor, torch.Tensor | None]] = deque(maxlen=max(window - 1, 0))
+        # visual tokens (1,V,H) of the last past_frames committed steps, oldest first
+        self._frames: deque[torch.Tensor] = deque(maxlen=self.model.config.past_frames)
 
     def _tokens(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The instruction's (ids, mask), cut to ``lm.max_text_len`` tokens by the tokenizer (the whole text is
@@ -195,7 +200,9 @@ class PolicyRunner:
                 raise ValueError(f"proprioception has {arr.shape[0]} values, the policy expects {p}")
             proprio = torch.from_numpy(arr).to(self.device).view(1, 1, p)
         self._proprio = proprio
-        self._state = self.model.encode(images, ids, mask)
+        past_frames = torch.stack(tuple(self._frames), dim=1) if self._frames else None
+        self._state = self.model.encode(images, ids, mask, past_frames=past_frames)
+        self._frame_tokens = self._state.frame_tokens
         self._candidates = {}
         self._past_state = None
         if self.model.config.head.history > 0 and self._past:
@@ -238,6 +245,9 @@ class PolicyRunner:
         self._committed = hidden
         if self._past.maxlen:
             self._past.append((feature, self._proprio))
+        if self._frames.maxlen and self._frame_tokens is not None:
+            self._frames.append(self._frame_tokens)
+        self._frame_tokens = None
         self._state = None  # the step is over: a new begin_step is required
         self._candidates = {}
         return action

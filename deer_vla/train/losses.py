@@ -15,7 +15,9 @@ window; the loss then sums (weights from LossWeights):
 With ``HeadConfig.history_source = "first_exit"`` the shared head's history at
 every step is exit 1's feature and only the step itself reads the term's exit
 (ActionHead.forward_over_history), as the runner does then; with ``"proprio"``
-the history holds zero features (past steps' proprioception only).
+the history holds zero features (past steps' proprioception only). With
+``PolicyConfig.past_frames`` each step's decoder also reads the frames before
+it in its window (the window's first step stands in for earlier ones).
 Each term = Huber(motion) + gripper_weight * BCE(gripper logit, closed?); in
 wording_consistency the targets are the teacher's motion and gripper probability.
 """
@@ -146,7 +148,7 @@ class DeerObjective(nn.Module):
         ids = ids.repeat_interleave(t, dim=0)
         mask = mask.repeat_interleave(t, dim=0)
         proprio = None if batch.proprio is None else batch.proprio.reshape(b * t, -1)
-        feats = self.model.exit_features(images, ids, mask, proprio)
+        feats = self.model.exit_features(images, ids, mask, proprio, window=t)  # past frames from the window
         return feats.reshape(b, t, feats.shape[1], feats.shape[2])
 
     def _history(self, feats: torch.Tensor, proprio: torch.Tensor | None) -> LSTMState | None:
