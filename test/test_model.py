@@ -447,6 +447,45 @@ def test_proprio_history_runner_sees_past_steps_through_their_proprioception_alo
         model.config.head.history_source = "committed"
 
 
+def test_no_history_runner_reads_the_current_step_alone(tiny):
+    """history_source="none": each candidate is the head on the current step alone, from a zero state (what
+    training's forward_per_step computes), so earlier steps, their depths and proprioception change nothing."""
+    model, tok = tiny
+    model.config.head.history_source = "none"
+    try:
+        obs = [_obs(model, s) for s in range(3)]
+        others = [_obs(model, 10 + s) for s in range(2)] + [obs[-1]]
+
+        def play(steps: list[Observation], commits: list[int]) -> list[np.ndarray]:
+            runner = PolicyRunner(model, tok)
+            for o, k in zip(steps, commits, strict=True):
+                runner.begin_step(o)
+                last = [runner.run_next_exit() for _ in range(runner.num_exits)]
+                runner.commit(k)
+            return last
+
+        for history in (0, 3):
+            model.config.head.history = history
+            reference = play(obs, [1, 1, 1])
+            np.testing.assert_allclose(np.array(reference), np.array(play(others, [4, 2, 4])), atol=1e-6)
+            np.testing.assert_allclose(np.array(reference), np.array(play(obs[-1:], [4])), atol=1e-6)
+        from deer_vla.model.preprocess import images_to_tensor
+
+        size = model.config.image_size
+        with torch.no_grad():
+            feats = model.exit_features({c: images_to_tensor([obs[-1].images[c]], size) for c in model.config.cameras},
+                                        *tok([obs[-1].instruction], return_tensors="pt").values())
+            proprio = torch.tensor(obs[-1].proprio, dtype=torch.float32).view(1, 1, -1)
+            out = model.head.forward_per_step(feats[:, None, 1], proprio)
+        ref = torch.cat([out.motion[0, -1], gripper_value(out.gripper_logit[0, -1:])]).numpy()
+        np.testing.assert_allclose(reference[1], ref, rtol=1e-5, atol=1e-6)
+        model.config.head.history_source = "committed"  # the control: a remembering head sees the past
+        assert not np.allclose(np.array(play(obs, [1, 1, 1])), np.array(play(others, [4, 2, 4])), atol=1e-4)
+    finally:
+        model.config.head.history = 0
+        model.config.head.history_source = "committed"
+
+
 def _past_frames_model(past_frames: int) -> MultiExitPolicy:
     torch.manual_seed(1)
     cfg = preset_config("tiny").model_copy(update={"past_frames": past_frames})

@@ -270,7 +270,7 @@ def test_init_overrides_grow_the_resampler_and_keep_the_trained_weights(dataset:
         load_config(None, [*overrides, "model_preset=tiny", "init_overrides.resampler.num_latents=4"])
 
 
-@pytest.mark.parametrize("source", ["first_exit", "proprio"])
+@pytest.mark.parametrize("source", ["first_exit", "proprio", "none"])
 def test_a_history_source_trains_every_head_term_on_the_runners_histories(source: str, dataset: Path,
                                                                            tmp_path: Path) -> None:
     """head.history_source (set by init_overrides): each shared-head term reads exit 1's features (first_exit)
@@ -294,7 +294,12 @@ def test_a_history_source_trains_every_head_term_on_the_runners_histories(source
         feats = DeerObjective(model, weights).window_features(batch)
         n = feats.shape[2]
         history = feats[:, :, 0] if source == "first_exit" else torch.zeros_like(feats[:, :, 0])
-        out = model.head.forward_over_history(history, feats[:, :, n - 1], batch.proprio)
+        if source == "none":  # every step alone: the window's first step of a window that starts there
+            out = model.head.forward_per_step(feats[:, :, n - 1], batch.proprio)
+            alone = model.head(feats[:, 2:3, n - 1], batch.proprio[:, 2:3])
+            torch.testing.assert_close(out.motion[:, 2:3], alone.motion)
+        else:
+            out = model.head.forward_over_history(history, feats[:, :, n - 1], batch.proprio)
         expected = action_loss(out.motion, out.gripper_logit, batch.actions, weights)
         plain = model.head(feats[:, :, n - 1], batch.proprio)
         committed = action_loss(plain.motion, plain.gripper_logit, batch.actions, weights)

@@ -132,8 +132,15 @@ class HeadConfig(_Strict):
     # is the same whatever depths were chosen and only the current step's feature depends on the choice
     # (training then builds every window's history from exit 1: train.losses). "proprio": no exit's
     # feature (zeros), so past steps reach the head through their proprioception alone and the scene only
-    # through the current step's feature, at the depth the controller chose.
-    history_source: Literal["committed", "first_exit", "proprio"] = "committed"
+    # through the current step's feature, at the depth the controller chose. "none": no past step at all,
+    # the head reads the current step alone (a light head; the past can reach it through the decoder's
+    # past_frames).
+    history_source: Literal["committed", "first_exit", "proprio", "none"] = "committed"
+
+    @property
+    def past_steps(self) -> int:
+        """Earlier steps the head reads at run time (history - 1; 0 with one persistent state or no history)."""
+        return 0 if self.history_source == "none" else max(self.history - 1, 0)
 
 
 class PolicyConfig(_Strict):

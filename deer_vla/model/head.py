@@ -99,6 +99,15 @@ class ActionHead(nn.Module):
         out = self.norm(out.reshape(b, t, self.lstm.hidden_size))
         return HeadOutput(torch.tanh(self.motion(out)), self.gripper(out).squeeze(-1), None)
 
+    def forward_per_step(self, current: torch.Tensor, proprio: torch.Tensor | None = None) -> HeadOutput:
+        """current (B,T,D) -> the output at every t of the LSTM run from zero over current[:, t] alone: what the
+        runner computes with ``HeadConfig.history_source = "none"``. ``hidden`` is None."""
+        b, t, _ = current.shape
+        now = self.inputs(current, proprio)
+        out, _ = self.lstm(now.reshape(b * t, 1, now.shape[-1]))
+        out = self.norm(out.reshape(b, t, self.lstm.hidden_size))
+        return HeadOutput(torch.tanh(self.motion(out)), self.gripper(out).squeeze(-1), None)
+
     def history_state(self, features: torch.Tensor, proprio: torch.Tensor | None = None) -> LSTMState:
         """The LSTM state after a window of past steps, from zero (no action outputs): continuing from it
         over one more step equals running forward() over the whole window."""

@@ -107,7 +107,7 @@ def count_flops(model: MultiExitPolicy, text_len: int | None = None) -> dict[str
         proprio = None if inp["proprio"] is None else inp["proprio"].unsqueeze(1)
         feats = state.feature.unsqueeze(1)
         head, _ = _count(lambda: model.head(feats, proprio))  # one step per exit tried
-        past = max(model.config.head.history - 1, 0)  # history mode: once per step, counted with encode
+        past = model.config.head.past_steps  # history mode: once per step, counted with encode
         if past:
             hist, _ = _count(lambda: model.head.history_state(
                 feats.expand(-1, past, -1), None if proprio is None else proprio.expand(-1, past, -1)))
@@ -160,7 +160,7 @@ def measure_latency(model: MultiExitPolicy, warmup: int = 3, iters: int = 20
     enc_t: list[float] = []
     seg_t: list[list[float]] = [[] for _ in range(model.num_exits)]
     head_t: list[float] = []
-    past = max(model.config.head.history - 1, 0)
+    past = model.config.head.past_steps
     past_feats = torch.zeros(1, past, model.head.inputs.feature_dim, device=device, dtype=model.camera_embed.dtype)
     past_proprio = None if proprio is None else proprio.expand(-1, past, -1)
     with torch.inference_mode():

@@ -4,7 +4,8 @@ Per step: ``begin_step`` encodes images + instruction, ``run_next_exit`` runs
 one more segment and returns that exit's candidate action computed from the
 *committed* head state of the previous step, ``commit(k)`` adopts exit k's
 head state (the head's history then holds exit k's feature for this step; exit
-1's whatever k with ``config.head.history_source = "first_exit"``, no feature with ``"proprio"``).
+1's whatever k with ``config.head.history_source = "first_exit"``, no feature with ``"proprio"``;
+``"none"`` keeps no history: each candidate is the head on the current step alone).
 With ``config.past_frames = K`` the runner keeps the visual tokens of the last
 K committed steps, which the decoder reads beside the current step's.
 
@@ -155,9 +156,8 @@ class PolicyRunner:
         self._proprio: torch.Tensor | None = None
         self._candidates: dict[int, tuple[np.ndarray, LSTMState | None, torch.Tensor]] = {}
         self._past_state: LSTMState | None = None  # history mode: the head's state after this step's past
-        window = self.model.config.head.history
         # committed (feature (1,1,D), proprio (1,1,P) | None) of the previous steps, oldest first
-        self._past: deque[tuple[torch.Tensor, torch.Tensor | None]] = deque(maxlen=max(window - 1, 0))
+        self._past: deque[tuple[torch.Tensor, torch.Tensor | None]] = deque(maxlen=self.model.config.head.past_steps)
         # visual tokens (1,V,H) of the last past_frames committed steps, oldest first
         self._frames: deque[torch.Tensor] = deque(maxlen=self.model.config.past_frames)
 
@@ -237,6 +237,8 @@ class PolicyRunner:
             if 1 not in self._candidates:
                 raise ValueError("commit: history_source 'first_exit' keeps exit 1's feature, and exit 1 has not run")
             _, hidden, feature = self._candidates[1]
+        elif self.model.config.head.history_source == "none":
+            hidden = None  # every step starts the head from zero
         elif self.model.config.head.history_source == "proprio":
             feature = torch.zeros_like(feature)  # the step's proprio stays in the history, no scene feature
             if self.model.config.head.history == 0:  # one persistent state: advance it over that alone

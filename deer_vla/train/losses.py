@@ -15,7 +15,8 @@ window; the loss then sums (weights from LossWeights):
 With ``HeadConfig.history_source = "first_exit"`` the shared head's history at
 every step is exit 1's feature and only the step itself reads the term's exit
 (ActionHead.forward_over_history), as the runner does then; with ``"proprio"``
-the history holds zero features (past steps' proprioception only). With
+the history holds zero features (past steps' proprioception only); with
+``"none"`` the head reads every step alone (``ActionHead.forward_per_step``). With
 ``PolicyConfig.past_frames`` each step's decoder also reads the frames before
 it in its window (the window's first step stands in for earlier ones).
 Each term = Huber(motion) + gripper_weight * BCE(gripper logit, closed?); in
@@ -169,6 +170,8 @@ class DeerObjective(nn.Module):
         states ``starts`` (``_history``) holds."""
         if starts is not None:
             return self.model.head.forward_over_history(feats[:, :, 0], current, proprio, starts)
+        if self.model.config.head.history_source == "none":
+            return self.model.head.forward_per_step(current, proprio)
         return self.model.head(current, proprio)
 
     def forward(self, batch: WindowBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
