@@ -66,8 +66,12 @@ class ActionHead(nn.Module):
     def forward(self, features: torch.Tensor, proprio: torch.Tensor | None = None,
                 hidden: LSTMState | None = None) -> HeadOutput:
         out, new_hidden = self.lstm(self.inputs(features, proprio), hidden)
+        return self._outputs(out, new_hidden)
+
+    def _outputs(self, out: torch.Tensor, hidden: LSTMState | None) -> HeadOutput:
+        """LSTM outputs (B,T,H) -> actions."""
         out = self.norm(out)
-        return HeadOutput(torch.tanh(self.motion(out)), self.gripper(out).squeeze(-1), new_hidden)
+        return HeadOutput(torch.tanh(self.motion(out)), self.gripper(out).squeeze(-1), hidden)
 
     def history_starts(self, history: torch.Tensor, proprio: torch.Tensor | None = None) -> LSTMState:
         """history (B,T,D) -> the LSTM state before every step t of it, run from zero over history[:, :t]
@@ -96,8 +100,7 @@ class ActionHead(nn.Module):
         now = self.inputs(current, proprio)
         h0, c0 = self.history_starts(history, proprio) if starts is None else starts
         out, _ = self.lstm(now.reshape(b * t, 1, now.shape[-1]), (h0, c0))
-        out = self.norm(out.reshape(b, t, self.lstm.hidden_size))
-        return HeadOutput(torch.tanh(self.motion(out)), self.gripper(out).squeeze(-1), None)
+        return self._outputs(out.reshape(b, t, self.lstm.hidden_size), None)
 
     def forward_per_step(self, current: torch.Tensor, proprio: torch.Tensor | None = None) -> HeadOutput:
         """current (B,T,D) -> the output at every t of the LSTM run from zero over current[:, t] alone: what the
@@ -105,8 +108,7 @@ class ActionHead(nn.Module):
         b, t, _ = current.shape
         now = self.inputs(current, proprio)
         out, _ = self.lstm(now.reshape(b * t, 1, now.shape[-1]))
-        out = self.norm(out.reshape(b, t, self.lstm.hidden_size))
-        return HeadOutput(torch.tanh(self.motion(out)), self.gripper(out).squeeze(-1), None)
+        return self._outputs(out.reshape(b, t, self.lstm.hidden_size), None)
 
     def history_state(self, features: torch.Tensor, proprio: torch.Tensor | None = None) -> LSTMState:
         """The LSTM state after a window of past steps, from zero (no action outputs): continuing from it
