@@ -56,6 +56,18 @@ def _obs(model: MultiExitPolicy, seed: int, instruction: str = "open the drawer"
     return Observation(images=imgs, instruction=instruction, proprio=rng.uniform(-1, 1, model.config.proprio_dim))
 
 
+def _play(model: MultiExitPolicy, tok, steps: list[Observation], commits: list[int]) -> list[np.ndarray]:
+    """A fresh runner over ``steps``, every exit run and exit ``commits[t]`` committed at step t: each step's
+    candidates (N, A), oldest first."""
+    runner = PolicyRunner(model, tok)
+    out = []
+    for o, k in zip(steps, commits, strict=True):
+        runner.begin_step(o)
+        out.append(np.array([runner.run_next_exit() for _ in range(runner.num_exits)]))
+        runner.commit(k)
+    return out
+
+
 # --- config ---------------------------------------------------------------------------------
 
 
@@ -368,16 +380,7 @@ def test_first_exit_history_runner_matches_training_and_ignores_the_committed_ex
     try:
         obs = [_obs(model, s) for s in range(4)]
 
-        def play(commits: list[int]) -> list[list[np.ndarray]]:
-            runner = PolicyRunner(model, tok)
-            steps = []
-            for o, k in zip(obs, commits, strict=True):
-                runner.begin_step(o)
-                steps.append([runner.run_next_exit() for _ in range(runner.num_exits)])
-                runner.commit(k)
-            return steps
-
-        shallow, deep = play([1, 1, 1, 1]), play([4, 2, 3, 4])
+        shallow, deep = _play(model, tok, obs, [1, 1, 1, 1]), _play(model, tok, obs, [4, 2, 3, 4])
         np.testing.assert_array_equal(np.array(shallow), np.array(deep))
         size = model.config.image_size
         from deer_vla.model.preprocess import images_to_tensor
@@ -416,13 +419,8 @@ def test_proprio_history_runner_sees_past_steps_through_their_proprioception_alo
         other_proprio = [Observation(images=o.images, instruction=o.instruction, proprio=-o.proprio)
                          for o in obs[:-1]] + [obs[-1]]
 
-        def play(steps: list[Observation], commits: list[int]) -> list[np.ndarray]:
-            runner = PolicyRunner(model, tok)
-            for o, k in zip(steps, commits, strict=True):
-                runner.begin_step(o)
-                last = [runner.run_next_exit() for _ in range(runner.num_exits)]
-                runner.commit(k)
-            return last
+        def play(steps: list[Observation], commits: list[int]) -> np.ndarray:
+            return _play(model, tok, steps, commits)[-1]
 
         for history in (0, 3):  # 0: one persistent LSTM state, which must not carry the scene either
             model.config.head.history = history
@@ -456,13 +454,8 @@ def test_no_history_runner_reads_the_current_step_alone(tiny):
         obs = [_obs(model, s) for s in range(3)]
         others = [_obs(model, 10 + s) for s in range(2)] + [obs[-1]]
 
-        def play(steps: list[Observation], commits: list[int]) -> list[np.ndarray]:
-            runner = PolicyRunner(model, tok)
-            for o, k in zip(steps, commits, strict=True):
-                runner.begin_step(o)
-                last = [runner.run_next_exit() for _ in range(runner.num_exits)]
-                runner.commit(k)
-            return last
+        def play(steps: list[Observation], commits: list[int]) -> np.ndarray:
+            return _play(model, tok, steps, commits)[-1]
 
         for history in (0, 3):
             model.config.head.history = history
@@ -537,17 +530,8 @@ def test_past_frames_runner_reads_the_steps_training_windows_give_it(tiny):
     without = _past_frames_model(0)
     without.load_state_dict({k: v for k, v in model.state_dict().items() if k != "frame_embed"})
     without.config.head.history, without.config.head.history_source = 3, "proprio"
-    runner = PolicyRunner(without, tok)
-    last = []
-    for o in swapped(3):
-        runner.begin_step(o)
-        last = [runner.run_next_exit() for _ in range(runner.num_exits)]
-        runner.commit(1)
-    reference = PolicyRunner(without, tok)
-    for o in obs:
-        reference.begin_step(o)
-        ref = [reference.run_next_exit() for _ in range(reference.num_exits)]
-        reference.commit(1)
+    last = _play(without, tok, swapped(3), [1] * len(obs))[-1]
+    ref = _play(without, tok, obs, [1] * len(obs))[-1]
     np.testing.assert_allclose(np.array(last), np.array(ref), rtol=1e-5, atol=1e-6)  # no past frames: blind to it
     with torch.no_grad():  # the order matters: the same frames, oldest and newest swapped, read differently
         tokens = torch.rand(1, 3, 4, model.feature_dim)
