@@ -270,6 +270,50 @@ def test_init_overrides_grow_the_resampler_and_keep_the_trained_weights(dataset:
         load_config(None, [*overrides, "model_preset=tiny", "init_overrides.resampler.num_latents=4"])
 
 
+def test_init_overrides_image_size_resizes_the_patch_positions_over_the_grid(dataset: Path, tmp_path: Path) -> None:
+    """A higher image size from a trained checkpoint: the CNN carries over unchanged and the resampler's
+    per-patch positions are interpolated over the finer grid (each keeps its place), not copied row by row."""
+    from deer_vla.model.checkpoint import load_checkpoint, resize_patch_grid
+
+    cli_main([f"--set={o}" for o in _overrides(dataset, tmp_path / "base", **{"refine.steps": 0})])
+    base, _ = load_checkpoint(tmp_path / "base")
+    size = int(base.config.image_size)
+    overrides = [o for o in _overrides(dataset, tmp_path / "big", **{"refine.steps": 0, "joint.steps": 2})
+                 if not o.startswith("model_preset=")]
+    trainer = Trainer(load_config(None, [*overrides, f"init_checkpoint={tmp_path / 'base'}",
+                                         f"init_overrides.image_size={2 * size}"]), show_progress=False)
+    old, new = base.resampler.pos.detach(), trainer.model.resampler.pos.detach()
+    side = int(round(old.shape[0] ** 0.5))
+    assert new.shape == (4 * old.shape[0], old.shape[1])
+    assert torch.allclose(new, resize_patch_grid(old, 2 * side))
+    # the top-left 2x2 patches of the finer grid lie inside the old top-left patch: nearest to it of all
+    grid = new.view(2 * side, 2 * side, -1)
+    corner = grid[:2, :2].reshape(4, -1)
+    dist = torch.cdist(corner, old)
+    assert (dist.argmin(dim=1) == 0).all()
+    for name, tensor in base.vision.state_dict().items():
+        assert torch.equal(trainer.model.vision.state_dict()[name], tensor)
+    trainer.train()
+    after, _ = load_checkpoint(tmp_path / "big")
+    assert after.config.image_size == 2 * size
+
+
+def test_resize_patch_grid_keeps_the_layout_of_the_grid() -> None:
+    from deer_vla.model.checkpoint import resize_patch_grid
+
+    cols = torch.arange(4.0).repeat(4)  # value = column index on a 4x4 grid
+    table = torch.stack([cols, torch.ones(16)], dim=1)
+    assert torch.equal(resize_patch_grid(table, 4), table)
+    up = resize_patch_grid(table, 8).view(8, 8, 2)
+    assert torch.allclose(up[..., 1], torch.ones(8, 8))  # a constant stays constant
+    assert torch.allclose(up[..., 0], up[0, :, 0].expand(8, 8))  # each column keeps one value down the rows
+    assert (up[0, 1:, 0] >= up[0, :-1, 0]).all() and up[0, -1, 0] > up[0, 0, 0]  # and rises left to right
+    down = resize_patch_grid(table, 2).view(2, 2, 2)
+    assert torch.allclose(down[..., 0], torch.tensor([[0.5, 2.5], [0.5, 2.5]]))
+    with pytest.raises(ValueError, match="not a square grid"):
+        resize_patch_grid(torch.zeros(5, 2), 2)
+
+
 @pytest.mark.parametrize("source", ["first_exit", "proprio", "none"])
 def test_a_history_source_trains_every_head_term_on_the_runners_histories(source: str, dataset: Path,
                                                                            tmp_path: Path) -> None:
@@ -381,6 +425,38 @@ def test_random_exit_weights_are_checked_before_training(dataset: Path, tmp_path
     cfg = load_config(None, _overrides(dataset, tmp_path / "run", **{"loss.random_exit_weights": "[1.0]"}))
     with pytest.raises(ConfigError, match="1 weights; the model has"):
         Trainer(cfg, show_progress=False)
+
+
+def test_windows_shift_their_frames_without_keeping_a_padded_copy(dataset: Path, tiny_cfg) -> None:
+    """Random shift (DrQ): each window is a crop of its replicate-padded frames, one offset per window and
+    camera, drawn the same for the same (seed, epoch, index); the data set holds the loaded frames, not a copy."""
+    import numpy as np
+
+    from deer_vla.train.windows import pad_frames
+
+    eps = load_episodes(
+        dataset, tuple(tiny_cfg.cameras), int(tiny_cfg.image_size), _action_dim(tiny_cfg), int(tiny_cfg.proprio_dim)
+    )
+    pad, window = 3, 4
+    ds = WindowDataset(eps, window=window, shift_pad=pad, seed=5)
+    for cam, frames in eps[0].images.items():
+        assert ds.episodes[0].images[cam].data_ptr() == frames.data_ptr()
+    size = int(tiny_cfg.image_size)
+    offsets = set()
+    for i in range(0, len(ds), max(1, len(ds) // 12)):
+        e, start = ds.index[i]
+        item = ds[i]
+        assert torch.equal(item["images"]["static"], ds[i]["images"]["static"])  # reproducible draw
+        for cam, crop in item["images"].items():
+            assert crop.shape == (window, 3, size, size) and crop.dtype == torch.uint8
+            padded = pad_frames(eps[e].images[cam], pad)[start:start + window]
+            hits = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                    if torch.equal(padded[..., dy:dy + size, dx:dx + size], crop)]
+            assert hits, "a window is not a crop of its padded frames"
+            offsets.add(hits[0])
+    assert len(offsets) > 1  # the offset is drawn, not fixed
+    edge = pad_frames(torch.from_numpy(np.arange(4, dtype=np.uint8).reshape(1, 1, 2, 2)).expand(1, 3, 2, 2), 1)
+    assert edge[0, 0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]  # edges replicated
 
 
 def test_wording_consistency_pulls_exits_on_a_paraphrase_toward_the_full_model_on_the_recorded_wording(

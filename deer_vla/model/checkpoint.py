@@ -106,14 +106,18 @@ def transfer_weights(source: MultiExitPolicy, target: MultiExitPolicy, generator
                      ) -> dict[str, list[str]]:
     """Start ``target`` (a changed architecture) from ``source``'s trained weights, in place.
 
-    Tensors of equal shape are copied. A tensor that only grows along its first axis (more resampler
-    latents, more camera embeddings) keeps its trained rows, and its new rows start as copies of trained
-    ones plus a little noise so they can diverge. Tensors new to ``target`` keep their fresh init; tensors
-    ``target`` lacks (e.g. fewer exits) are dropped. Any other shape change cannot carry weights over
-    and raises CheckpointError naming the tensors. Returns {"copied", "grown", "new", "dropped"} key lists.
+    Tensors of equal shape are copied. The resampler's positional table over the vision tower's patch grid
+    is resized to a new image size by interpolation over the grid (as ViTs do for a new
+    resolution), so every position keeps the embedding of the place it covers. A tensor that only grows
+    along its first axis (more resampler latents, more camera embeddings) keeps its trained rows, and its
+    new rows start as copies of trained ones plus a little noise so they can diverge. Tensors new to
+    ``target`` keep their fresh init; tensors ``target`` lacks (e.g. fewer exits) are dropped. Any other
+    shape change cannot carry weights over and raises CheckpointError naming the tensors. Returns
+    {"copied", "resized", "grown", "new", "dropped"} key lists.
     """
     src, dst = source.state_dict(), target.state_dict()
-    report: dict[str, list[str]] = {"copied": [], "grown": [], "new": [], "dropped": sorted(set(src) - set(dst))}
+    report: dict[str, list[str]] = {"copied": [], "resized": [], "grown": [], "new": [],
+                                    "dropped": sorted(set(src) - set(dst))}
     bad = []
     out = {}
     for key, fresh in dst.items():
@@ -124,6 +128,10 @@ def transfer_weights(source: MultiExitPolicy, target: MultiExitPolicy, generator
         if old.shape == fresh.shape:
             out[key] = old.detach().clone()
             report["copied"].append(key)
+        elif key == PATCH_POSITIONS and source.config.image_size != target.config.image_size \
+                and _square_side(old.shape[0]) and _square_side(fresh.shape[0]) and old.shape[1:] == fresh.shape[1:]:
+            out[key] = resize_patch_grid(old.detach(), _square_side(fresh.shape[0]))
+            report["resized"].append(key)
         elif old.dim() == fresh.dim() >= 1 and old.shape[1:] == fresh.shape[1:] and fresh.shape[0] > old.shape[0]:
             n_old, n_new = old.shape[0], fresh.shape[0]
             picks = torch.arange(n_new - n_old) % n_old
@@ -138,3 +146,27 @@ def transfer_weights(source: MultiExitPolicy, target: MultiExitPolicy, generator
                               f"other than growing their first axis): {bad[:5]}{'...' if len(bad) > 5 else ''}")
     target.load_state_dict(out, strict=False)
     return report
+
+
+# the resampler's learned position of each patch of the vision tower's square grid (row-major)
+PATCH_POSITIONS = "resampler.pos"
+
+
+def _square_side(n: int) -> int:
+    """The side of an n-patch square grid, 0 when n is not a square (a tower with a class token)."""
+    side = int(round(n ** 0.5))
+    return side if side * side == n and side > 0 else 0
+
+
+def resize_patch_grid(table: torch.Tensor, side: int) -> torch.Tensor:
+    """(g*g, D) per-patch embeddings of a g x g grid -> (side*side, D): bilinear interpolation over the grid
+    to a finer one, the mean over each new patch's area to a coarser one."""
+    old_side = _square_side(table.shape[0])
+    if not old_side:
+        raise ValueError(f"{table.shape[0]} positions are not a square grid")
+    grid = table.float().T.reshape(1, table.shape[1], old_side, old_side)
+    if side >= old_side:
+        resized = torch.nn.functional.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False)
+    else:
+        resized = torch.nn.functional.interpolate(grid, size=(side, side), mode="area")
+    return resized.reshape(table.shape[1], side * side).T.contiguous().to(table.dtype)

@@ -319,8 +319,8 @@ class Trainer:
 
         model = MultiExitPolicy(pcfg)
         report = transfer_weights(source, model, torch.Generator().manual_seed(self.cfg.seed))
-        log.info("init_overrides: %d tensors copied, grown %s, new %s, dropped %s", len(report["copied"]),
-                 report["grown"], report["new"], report["dropped"])
+        log.info("init_overrides: %d tensors copied, resized %s, grown %s, new %s, dropped %s",
+                 len(report["copied"]), report["resized"], report["grown"], report["new"], report["dropped"])
         return model
 
     # -- stage setup
