@@ -432,7 +432,10 @@ def test_windows_shift_their_frames_without_keeping_a_padded_copy(dataset: Path,
     camera, drawn the same for the same (seed, epoch, index); the data set holds the loaded frames, not a copy."""
     import numpy as np
 
-    from deer_vla.train.windows import pad_frames
+    from deer_vla.train.windows import random_shift
+
+    def pad_frames(frames: torch.Tensor, pad: int) -> torch.Tensor:  # the reference: replicate padding
+        return torch.nn.functional.pad(frames.float(), (pad, pad, pad, pad), mode="replicate").to(torch.uint8)
 
     eps = load_episodes(
         dataset, tuple(tiny_cfg.cameras), int(tiny_cfg.image_size), _action_dim(tiny_cfg), int(tiny_cfg.proprio_dim)
@@ -455,8 +458,21 @@ def test_windows_shift_their_frames_without_keeping_a_padded_copy(dataset: Path,
             assert hits, "a window is not a crop of its padded frames"
             offsets.add(hits[0])
     assert len(offsets) > 1  # the offset is drawn, not fixed
-    edge = pad_frames(torch.from_numpy(np.arange(4, dtype=np.uint8).reshape(1, 1, 2, 2)).expand(1, 3, 2, 2), 1)
-    assert edge[0, 0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]  # edges replicated
+    # the extreme offsets on a 2 x 2 frame: the corner pixel replicated into the padding
+    frame = torch.from_numpy(np.arange(4, dtype=np.uint8).reshape(1, 1, 2, 2)).expand(1, 3, 2, 2)
+
+    class Fixed:  # stands in for the generator: draws the given offsets
+        def __init__(self, dy: int, dx: int) -> None:
+            self.offsets = np.array([dy, dx])
+
+        def integers(self, low: int, high: int, size: int) -> np.ndarray:
+            assert (low, high, size) == (0, 3, 2)
+            return self.offsets
+
+    assert random_shift(frame, 1, Fixed(0, 0))[0, 0].tolist() == [[0, 0], [0, 0]]
+    assert random_shift(frame, 1, Fixed(2, 2))[0, 0].tolist() == [[3, 3], [3, 3]]
+    assert random_shift(frame, 1, Fixed(1, 1))[0, 0].tolist() == [[0, 1], [2, 3]]  # the centre: unshifted
+    assert random_shift(frame, 0, Fixed(2, 2)) is frame
 
 
 def test_wording_consistency_pulls_exits_on_a_paraphrase_toward_the_full_model_on_the_recorded_wording(

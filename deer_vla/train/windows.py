@@ -43,20 +43,15 @@ def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
     return y.round().clamp(0, 255).to(torch.uint8)
 
 
-def pad_frames(frames: torch.Tensor, pad: int) -> torch.Tensor:
-    """Replicate-pad (T, 3, S, S) uint8 frames by ``pad`` pixels (a random shift is then a slice)."""
+def random_shift(frames: torch.Tensor, pad: int, rng: np.random.Generator) -> torch.Tensor:
+    """Random-shift augmentation (DrQ) of a window of (T, 3, S, S) uint8 frames: a crop of the window
+    replicate-padded by ``pad`` pixels, one offset per window and camera, as if the camera had moved a little.
+    Only the drawn window is padded (uint8, no float copy); uint8 in/out."""
     if pad <= 0:
         return frames
-    return F.pad(frames.float(), (pad, pad, pad, pad), mode="replicate").to(torch.uint8)
-
-
-def random_shift(padded: torch.Tensor, pad: int, rng: np.random.Generator) -> torch.Tensor:
-    """Random-shift augmentation (DrQ) of a window of pre-padded frames: one crop offset per window and
-    camera, as if the camera had moved a little; uint8 in/out."""
-    if pad <= 0:
-        return padded
     dy, dx = (int(v) for v in rng.integers(0, 2 * pad + 1, size=2))
-    h, w = padded.shape[-2] - 2 * pad, padded.shape[-1] - 2 * pad
+    h, w = frames.shape[-2], frames.shape[-1]
+    padded = F.pad(frames, (pad, pad, pad, pad), mode="replicate")
     return padded[..., dy : dy + h, dx : dx + w].contiguous()
 
 
@@ -74,8 +69,8 @@ class WindowDataset(Dataset):
     ) -> None:
         if window < 2:
             raise ValueError(f"window must be >= 2 steps, got {window}")
-        # Frames stay as loaded (shared with the caller): each window is padded when drawn, so the data set
-        # costs its frames once rather than again as a padded copy (128-px MT50: 7.6 GiB, not 17).
+        # Frames stay as loaded (shared with the caller): a window is padded and cropped when drawn, so the
+        # data set costs its frames once, not again as a padded copy (128-px MT50: 7.6 GiB, not 17).
         self.episodes = list(episodes)
         self.window = window
         self.shift_pad = shift_pad
@@ -112,8 +107,7 @@ class WindowDataset(Dataset):
         ep = self.episodes[e]
         rng = np.random.default_rng((self.seed, self.epoch, i))
         sl = slice(s, s + self.window)
-        images = {cam: random_shift(pad_frames(frames[sl], self.shift_pad), self.shift_pad, rng)
-                  for cam, frames in ep.images.items()}
+        images = {cam: random_shift(frames[sl], self.shift_pad, rng) for cam, frames in ep.images.items()}
         instr = ep.instructions[int(rng.integers(len(ep.instructions)))] if self.paraphrase else ep.instructions[0]
         if self.instruction_noise is not None:
             instr = self.instruction_noise.apply(instr, rng)
