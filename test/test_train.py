@@ -314,6 +314,37 @@ def test_resize_patch_grid_keeps_the_layout_of_the_grid() -> None:
         resize_patch_grid(torch.zeros(5, 2), 2)
 
 
+@pytest.mark.parametrize(("src_channels", "dst_channels"), [([8, 16], [8, 16, 16]), ([8, 16, 16], [8, 16])])
+def test_a_cnn_stage_more_or_fewer_resizes_the_patch_positions_at_the_same_image_size(
+        src_channels: list[int], dst_channels: list[int]) -> None:
+    """The patch grid also changes with the CNN's stage count (image size unchanged): a stage more halves
+    its side, a stage fewer doubles it. The positions are interpolated over the new grid either way (before,
+    a coarser grid was refused and a finer one filled by copying rows, each in the wrong place); the
+    stages both share carry over, the added one starts fresh, the removed one is dropped."""
+    from deer_vla.model.checkpoint import resize_patch_grid, transfer_weights
+    from deer_vla.model.config import PolicyConfig
+    from deer_vla.model.policy import MultiExitPolicy
+    from deer_vla.model.presets import preset_config
+
+    def build(channels: list[int]) -> MultiExitPolicy:
+        data = preset_config("tiny").model_dump()
+        data["vision"]["channels"] = channels
+        return MultiExitPolicy(PolicyConfig.model_validate(data))
+
+    torch.manual_seed(0)
+    source, target = build(src_channels), build(dst_channels)
+    report = transfer_weights(source, target)
+    old, new = source.resampler.pos.detach(), target.resampler.pos.detach()
+    old_side, new_side = int(round(old.shape[0] ** 0.5)), int(round(new.shape[0] ** 0.5))
+    assert {old_side, new_side} == {4, 8} and new_side != old_side
+    assert report["resized"] == ["resampler.pos"] and "resampler.pos" not in report["grown"]
+    assert torch.allclose(new, resize_patch_grid(old, new_side))
+    shared = [k for k in source.vision.state_dict() if k in target.vision.state_dict()]
+    assert shared and all(torch.equal(source.vision.state_dict()[k], target.vision.state_dict()[k]) for k in shared)
+    extra = "new" if len(dst_channels) > len(src_channels) else "dropped"
+    assert any(k.startswith("vision.") for k in report[extra])
+
+
 @pytest.mark.parametrize("source", ["first_exit", "proprio", "none"])
 def test_a_history_source_trains_every_head_term_on_the_runners_histories(source: str, dataset: Path,
                                                                            tmp_path: Path) -> None:

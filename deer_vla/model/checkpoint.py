@@ -107,12 +107,14 @@ def transfer_weights(source: MultiExitPolicy, target: MultiExitPolicy, generator
     """Start ``target`` (a changed architecture) from ``source``'s trained weights, in place.
 
     Tensors of equal shape are copied. The resampler's positional table over the vision tower's patch grid
-    is resized to a new image size by interpolation over the grid (as ViTs do for a new
-    resolution), so every position keeps the embedding of the place it covers. A tensor that only grows
-    along its first axis (more resampler latents, more camera embeddings) keeps its trained rows, and its
-    new rows start as copies of trained ones plus a little noise so they can diverge. Tensors new to
-    ``target`` keep their fresh init; tensors ``target`` lacks (e.g. fewer exits) are dropped. Any other
-    shape change cannot carry weights over and raises CheckpointError naming the tensors. Returns
+    is resized to a new grid (a new image size, or a CNN with another number of stride-2 stages) by
+    interpolation over the grid (as ViTs do for a new resolution), so every position keeps the embedding
+    of the place it covers (never grown row by row, which would put positions in the wrong places). A
+    tensor that only grows along its first axis (more resampler latents, more camera embeddings) keeps its
+    trained rows, and its new rows start as copies of trained ones plus a little noise so they can diverge.
+    Tensors new to ``target`` keep their fresh init; tensors ``target`` lacks (e.g. fewer exits) are
+    dropped. Any other shape change cannot carry weights over and raises CheckpointError naming the
+    tensors. Returns
     {"copied", "resized", "grown", "new", "dropped"} key lists.
     """
     src, dst = source.state_dict(), target.state_dict()
@@ -128,8 +130,8 @@ def transfer_weights(source: MultiExitPolicy, target: MultiExitPolicy, generator
         if old.shape == fresh.shape:
             out[key] = old.detach().clone()
             report["copied"].append(key)
-        elif key == PATCH_POSITIONS and source.config.image_size != target.config.image_size \
-                and _square_side(old.shape[0]) and _square_side(fresh.shape[0]) and old.shape[1:] == fresh.shape[1:]:
+        elif key == PATCH_POSITIONS and _square_side(old.shape[0]) and _square_side(fresh.shape[0]) \
+                and old.shape[1:] == fresh.shape[1:]:
             out[key] = resize_patch_grid(old.detach(), _square_side(fresh.shape[0]))
             report["resized"].append(key)
         elif old.dim() == fresh.dim() >= 1 and old.shape[1:] == fresh.shape[1:] and fresh.shape[0] > old.shape[0]:
