@@ -114,8 +114,7 @@ def transfer_weights(source: MultiExitPolicy, target: MultiExitPolicy, generator
     trained rows, and its new rows start as copies of trained ones plus a little noise so they can diverge.
     Tensors new to ``target`` keep their fresh init; tensors ``target`` lacks (e.g. fewer exits) are
     dropped. Any other shape change cannot carry weights over and raises CheckpointError naming the
-    tensors. Returns
-    {"copied", "resized", "grown", "new", "dropped"} key lists.
+    tensors. Returns {"copied", "resized", "grown", "new", "dropped"} key lists.
     """
     src, dst = source.state_dict(), target.state_dict()
     report: dict[str, list[str]] = {"copied": [], "resized": [], "grown": [], "new": [],
