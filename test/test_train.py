@@ -339,8 +339,9 @@ def test_a_cnn_stage_more_or_fewer_resizes_the_patch_positions_at_the_same_image
     assert {old_side, new_side} == {4, 8} and new_side != old_side
     assert report["resized"] == ["resampler.pos"] and "resampler.pos" not in report["grown"]
     assert torch.allclose(new, resize_patch_grid(old, new_side))
-    shared = [k for k in source.vision.state_dict() if k in target.vision.state_dict()]
-    assert shared and all(torch.equal(source.vision.state_dict()[k], target.vision.state_dict()[k]) for k in shared)
+    src_cnn, dst_cnn = source.vision.state_dict(), target.vision.state_dict()
+    shared = [k for k in src_cnn if k in dst_cnn]
+    assert shared and all(torch.equal(src_cnn[k], dst_cnn[k]) for k in shared)
     extra = "new" if len(dst_channels) > len(src_channels) else "dropped"
     assert any(k.startswith("vision.") for k in report[extra])
 
