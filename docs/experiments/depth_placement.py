@@ -6,6 +6,8 @@ scores), distance from the expert's action (RMS over the motion axes). Three che
   schedule    exit e at every step and a deeper exit every k-th step (deep features always in the history)
   hysteresis  the own-history oracle whose exit may fall by at most D exits from one step to the next
   aux         each exit's auxiliary head (an MLP on that exit's feature, no history) against the shared head
+  reuse       the full model every k-th step, and between no decoder layer: the head reads the last full
+              step's feature again (2026-12-05, session 47)
 
 From the repository root (docs/mt50.md, "Three offline checks of where depth's value goes"):
 
@@ -78,7 +80,8 @@ def replay(base: PolicyRunner, choose: dict[str, Callable[[PolicyRunner, int, in
                     action = np.asarray(r.commit(k), dtype=np.float64)
                     changed = previous[name] is not None and previous[name] != k
                     previous[name] = k
-                    tally[name].append((float(costs[k - 1]), DISTANCE(action, expert[t]), DISTANCE(action, full),
+                    tally[name].append((float(costs[k - 1]) if k else 0.0,  # exit 0: no layer ran
+                                         DISTANCE(action, expert[t]), DISTANCE(action, full),
                                         changed))
     print(f"{len(tally['full'])} steps, {time.perf_counter() - t0:.0f} s")
     for name, rows in tally.items():
@@ -138,8 +141,39 @@ def aux(base: PolicyRunner) -> None:
               f"shared head with the full model's history {np.mean(shared_d[k]):.4f}")
 
 
+def reuse(base: PolicyRunner) -> None:
+    """The full model every k-th step; between, no decoder layer runs and the head reads the last full
+    step's feature again (with this step's proprioception), so the history holds only deep features."""
+    n = base.num_exits
+    last: dict[int, torch.Tensor] = {}
+
+    def stale(period: int, fresh_exit: int) -> Callable[[PolicyRunner, int, int | None], int]:
+        key = len(last) + 1000 * period + fresh_exit  # one slot per mode
+        last[key] = torch.zeros(0)
+
+        def pick(r: PolicyRunner, t: int, _: int | None) -> int:
+            if t % period == 0:
+                run_exits(r, n)
+                last[key] = r._candidates[n][2]
+                return n
+            if fresh_exit:
+                run_exits(r, fresh_exit)
+                return fresh_exit
+            feature = last[key]
+            past = r._past_state if r.model.config.head.history > 0 else r._committed
+            out = r.model.head(feature, r._proprio, past)
+            raw = torch.cat([out.motion[0, -1], gripper_value(out.gripper_logit[0, -1:])]).float().numpy()
+            r._candidates[0] = (r.action_spec.clip(raw), out.hidden, feature)
+            return 0
+        return pick
+
+    modes = {f"full every {k}, reuse between": stale(k, 0) for k in (2, 3, 5, 9)}
+    modes |= {f"full every {k}, exit1 between": stale(k, 1) for k in (5,)}
+    replay(base, modes)
+
+
 def main() -> None:
-    checks = {"schedule": schedule, "hysteresis": hysteresis, "aux": aux}
+    checks = {"schedule": schedule, "hysteresis": hysteresis, "aux": aux, "reuse": reuse}
     if len(sys.argv) != 2 or sys.argv[1] not in checks:
         raise SystemExit(f"usage: depth_placement.py {'|'.join(checks)}")
     torch.set_num_threads(1)
