@@ -195,6 +195,26 @@ def test_episode_must_match_meta(tmp_path: Path) -> None:
     assert not list((tmp_path / "ds").rglob("*.h5")), "rejected episodes must leave no file"
 
 
+@pytest.mark.parametrize(("instruction", "said"), [
+    ("open the\x00 drawer", "NUL character"),
+    ("open the \udcff drawer", "not valid text"),  # a non-UTF-8 byte in a shell argument, decoded by Python
+])
+def test_an_instruction_hdf5_cannot_store_is_refused_before_writing(tmp_path: Path, instruction: str,
+                                                                   said: str) -> None:
+    """h5py raised UnicodeEncodeError or its own ValueError mid-write, outside the importers' DatasetError
+    handlers, so `import-mcap --instruction` with such text ended in a traceback."""
+    w = EpisodeWriter(tmp_path / "ds", make_meta())
+    bad = make_episode()
+    bad.instruction = instruction
+    with pytest.raises(DatasetError, match=said):
+        w.write(bad)
+    assert not list((tmp_path / "ds").rglob("*.h5*"))
+    ok = make_episode()
+    ok.instruction = "open the drawer 🙂"
+    w.write(ok)
+    assert EpisodeDataset(tmp_path / "ds").load(0).instruction == "open the drawer 🙂"
+
+
 def test_atomic_write_leaves_no_partial_episode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = EpisodeWriter(tmp_path / "ds", make_meta())
 

@@ -173,6 +173,29 @@ def test_gates_survive_save_and_load(trained, tmp_path: Path) -> None:
     assert ExitGates.training_summary(tmp_path / CheckpointDir.GATES)["best_epoch"] == report.best_epoch
 
 
+def test_saving_gates_over_older_ones_is_all_or_nothing(trained, tmp_path: Path, monkeypatch) -> None:
+    """train-gate writes into the checkpoint, which every runner reads whole: a crash mid-write used to leave
+    a torn gates.safetensors, so the checkpoint refused to load and the previous gates were gone."""
+    import os
+
+    gates, report = trained
+    path = tmp_path / CheckpointDir.GATES
+    gates.save(path, training={"run": 1})
+    other = ExitGates(gates.config)  # fresh weights: different scores
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        other.save(path, training={"run": 2})
+    monkeypatch.undo()
+    assert ExitGates.training_summary(path) == {"run": 1}
+    x = torch.randn(5, gates.config.input_dim)
+    torch.testing.assert_close(ExitGates.load(path)(x, 3), gates(x, 3))
+    assert [p.name for p in tmp_path.iterdir()] == [CheckpointDir.GATES]
+
+
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from deer_vla.train.synthetic import write_tiny_dataset

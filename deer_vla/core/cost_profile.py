@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from deer_vla.core.atomic_file import atomic_write_text
+
 CostMetric = Literal["llm_gflops", "total_gflops"]
 
 
@@ -149,7 +151,7 @@ class CostProfile:
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))  # a crash mid-write keeps the old profile
 
     @classmethod
     def load(cls, path: str | Path) -> CostProfile:

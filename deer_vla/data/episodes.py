@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from deer_vla.core.action_spec import ActionSpec
+from deer_vla.core.atomic_file import atomic_write_bytes
 from deer_vla.core.proprio_spec import ProprioSpec
 
 FORMAT_NAME = "deer_vla.episodes"
@@ -131,7 +132,7 @@ class DatasetMeta:
             raise DatasetError(f"{source}: malformed metadata ({type(e).__name__}: {e})") from e
 
     def save(self, root: Path) -> None:
-        _atomic_write_bytes(root / META_FILE, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+        atomic_write_bytes(root / META_FILE, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
 
     @classmethod
     def load(cls, root: Path) -> DatasetMeta:
@@ -189,6 +190,13 @@ class Episode:
             raise DatasetError(f"{where}: invalid task name {self.task!r}")
         if not isinstance(self.instruction, str) or not self.instruction.strip():
             raise DatasetError(f"{where}: empty instruction")
+        if "\x00" in self.instruction:  # HDF5 strings end at a NUL
+            raise DatasetError(f"{where}: the instruction holds a NUL character: {self.instruction[:80]!r}")
+        try:
+            self.instruction.encode("utf-8")
+        except UnicodeEncodeError as exc:  # e.g. a non-UTF-8 shell argument, decoded as surrogates
+            raise DatasetError(f"{where}: the instruction is not valid text ({exc.reason} at character "
+                               f"{exc.start}): {self.instruction[:80]!r}") from exc
         if self.seed < 0:
             raise DatasetError(f"{where}: seed must be >= 0, got {self.seed}")
         a = self.actions
@@ -247,15 +255,6 @@ def episode_checksum(ep: Episode) -> str:
         h.update(f"{name}|{arr.dtype.str}|{arr.shape}".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class EpisodeWriter:

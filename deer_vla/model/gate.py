@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deer_vla.core.atomic_file import atomic_write_bytes
 from deer_vla.model.checkpoint_dir import CheckpointDir
 
 GATES_FORMAT = "deer_vla.exit_gates"
@@ -170,7 +171,7 @@ class ExitGates(nn.Module):
     def save(self, path: str | Path, training: dict | None = None, weights_digest: str | None = None) -> Path:
         """safetensors with the config (optionally a training summary, and the digest of the model weights
         they were trained on: ``read_gates`` refuses them beside other weights) in its metadata."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +181,7 @@ class ExitGates(nn.Module):
         if training is not None:
             meta["training"] = json.dumps(training)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(out), metadata=meta)
+        atomic_write_bytes(out, save(state, metadata=meta))  # a crash mid-write keeps the previous gates
         return out
 
     @classmethod
