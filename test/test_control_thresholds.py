@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -106,6 +107,47 @@ def test_save_load_round_trip(tmp_path, calib, profile):
     with pytest.raises(FileNotFoundError, match=f"{tmp_path} is a directory, not a thresholds file; the "
                                                 f"JSON files in it: {path}"):
         Thresholds.load(tmp_path)
+
+
+def test_a_malformed_thresholds_file_is_a_one_line_error_naming_it(tmp_path, calib, profile):
+    """A value of the wrong type reached math.isfinite (TypeError), deep nesting the JSON parser
+    (RecursionError), non-UTF-8 bytes a UnicodeDecodeError without the file's name: each escaped a command's
+    bad-input handler (ValueError) as a traceback."""
+    good = solve(calib, profile, BudgetSpec(average_gflops=9.0)).to_dict()
+    path = tmp_path / "thresholds.json"
+    path.write_text(json.dumps({**good, "expected_cost": "x"}))
+    with pytest.raises(ValueError, match=f"thresholds file {path}: .*wrong type"):
+        Thresholds.load(path)
+    path.write_text(json.dumps({**good, "exit_distribution": ["a"] * len(good["exit_distribution"])}))
+    with pytest.raises(ValueError, match=f"thresholds file {path}: "):
+        Thresholds.load(path)
+    path.write_text("[" * 100_000)
+    with pytest.raises(ValueError, match=f"thresholds file {path} is not valid JSON"):
+        Thresholds.load(path)
+    path.write_bytes(b'{"values": [0.1, \xff]}')
+    with pytest.raises(ValueError, match=f"thresholds file {path} is not valid JSON"):
+        Thresholds.load(path)
+
+
+def test_saving_thresholds_over_a_file_is_all_or_nothing(tmp_path, calib, profile, monkeypatch):
+    """A crash between writing and renaming keeps the old file whole and leaves no temporary file."""
+    path = tmp_path / "thresholds.json"
+    old = solve(calib, profile, BudgetSpec(average_gflops=9.0))
+    old.save(path)
+    new = solve(calib, profile, BudgetSpec(average_gflops=12.0))
+    assert new.values != old.values
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        new.save(path)
+    monkeypatch.undo()
+    assert Thresholds.load(path).values == old.values
+    assert [p.name for p in tmp_path.iterdir()] == ["thresholds.json"]
+    new.save(path)
+    assert Thresholds.load(path).values == new.values
 
 
 def test_thresholds_record_the_weights_they_were_solved_on_and_refuse_others(tmp_path):

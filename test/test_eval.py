@@ -264,6 +264,15 @@ def test_eval_config_names_the_invalid_field(field: str, value: object) -> None:
         EvalConfig(checkpoint="ckpt", tasks=["drawer-open"], **{field: value})
 
 
+def test_a_repeated_budget_is_one_mode_and_two_budgets_of_one_mode_name_are_refused() -> None:
+    """Dynamic modes are named 'dyn<budget:g>' and results are pooled by mode name: --budgets 0.2,0.2 played
+    the same seeds twice under one name, and 0.2,0.2000001 mixed two threshold sets into one mode."""
+    base = {"checkpoint": "ckpt", "tasks": ["drawer-open"]}
+    assert EvalConfig(**base, budgets=[0.2, 0.1, 0.2]).budgets == [0.2, 0.1]
+    with pytest.raises(ValueError, match="budgets 0.2 and 0.2000001 would both be mode 'dyn0.2'"):
+        EvalConfig(**base, budgets=[0.2, 0.2000001])
+
+
 def test_summary_pools_tasks_and_counts_exits() -> None:
     rs = [
         EpisodeResult("m", "a", 0, "i", True, 10, 10.0, 20.0, [5, 5]),

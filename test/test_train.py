@@ -107,6 +107,16 @@ def _opt_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
             if isinstance(v, torch.Tensor)}
 
 
+def test_a_diverging_run_ends_in_one_line_and_keeps_its_checkpoints(dataset: Path, tmp_path: Path, capsys) -> None:
+    """A NaN loss ended `deer-vla train` in a FloatingPointError traceback."""
+    out = tmp_path / "diverged"
+    argv = ["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out, **{"joint.lr": 1e30})), [])]
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err
+    assert "deer-vla train: loss became nan at step" in err and "lower the learning rate" in err
+    assert "Traceback" not in err and f"kept in {out / 'checkpoints'}" in err
+
+
 def test_cli_trains_and_writes_a_loadable_checkpoint(dataset: Path, tmp_path: Path, capsys) -> None:
     from deer_vla.model.checkpoint import load_checkpoint
 

@@ -30,6 +30,9 @@ def test_shipped_yaml_loads_and_overrides_apply() -> None:
         (["window=1"], "window"),
         (["batch_size=0"], "batch_size"),
         (["joint.lr=-1"], "joint.lr"),
+        (["joint.lr=inf"], "joint.lr"),  # passes lr > 0, and the loss is NaN at the first step
+        (["loss.aux=1e999"], "loss.aux"),
+        (["grad_clip=.inf"], "grad_clip"),
         (["joint.steps=0", "refine.steps=0"], "nothing to train"),
         (["joint.steps=10", "joint.warmup_steps=10"], "warmup_steps"),
         (["device=tpu"], "device"),

@@ -25,6 +25,7 @@ from deer_vla.control.budgets import METRICS, BudgetSpec, budget_report
 from deer_vla.control.criterion import Criterion, check_exit_actions, criterion_scores
 from deer_vla.control.guarantee import Guarantee
 from deer_vla.core import CostMetric, CostProfile
+from deer_vla.core.atomic_file import atomic_write_text
 
 Shape = Literal["geometric", "gaussian", "gamma"]
 SHAPES: tuple[str, ...] = ("geometric", "gaussian", "gamma")
@@ -158,18 +159,21 @@ class Thresholds:
         if "values" not in data or not isinstance(data["values"], list):
             raise ValueError("thresholds JSON needs a list 'values' (eta for exits 2..N, or 1..N for the "
                              "learned criterion with first_exit 1)")
-        out = cls(
-            values=data["values"],
-            budget=BudgetSpec.from_dict(data["budget"]) if data.get("budget") else None,
-            metric=data.get("metric", "llm_gflops"),
-            method=data.get("method", "manual"),
-            expected_cost=data.get("expected_cost"),
-            exit_distribution=data.get("exit_distribution", []),
-            criterion=Criterion.from_dict(data.get("criterion") or {}),
-            guarantee=Guarantee.from_dict(data["guarantee"]) if data.get("guarantee") is not None else None,
-            weights_sha256=data.get("weights_sha256"),
-            gates_sha256=data.get("gates_sha256"),
-        )
+        try:
+            out = cls(
+                values=data["values"],
+                budget=BudgetSpec.from_dict(data["budget"]) if data.get("budget") else None,
+                metric=data.get("metric", "llm_gflops"),
+                method=data.get("method", "manual"),
+                expected_cost=data.get("expected_cost"),
+                exit_distribution=data.get("exit_distribution", []),
+                criterion=Criterion.from_dict(data.get("criterion") or {}),
+                guarantee=Guarantee.from_dict(data["guarantee"]) if data.get("guarantee") is not None else None,
+                weights_sha256=data.get("weights_sha256"),
+                gates_sha256=data.get("gates_sha256"),
+            )
+        except TypeError as exc:  # e.g. "expected_cost": "x" reaching math.isfinite: a bad file, not a bug
+            raise ValueError(f"thresholds JSON has a value of the wrong type: {exc}") from exc
         if num_exits is not None and out.num_exits != num_exits:
             first = out.first_exit
             raise ValueError(
@@ -179,7 +183,7 @@ class Thresholds:
         return out
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False))
 
     @classmethod
     def load(cls, path: str | Path, num_exits: int | None = None) -> Thresholds:
@@ -191,10 +195,15 @@ class Thresholds:
         if not path.is_file():
             raise FileNotFoundError(f"thresholds file not found: {path}")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"thresholds file {path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data, num_exits=num_exits)
+        except RecursionError as exc:  # "[[[[...": not a ValueError, and it would name no file
+            raise ValueError(f"thresholds file {path} is not valid JSON: nested too deeply") from exc
+        try:
+            return cls.from_dict(data, num_exits=num_exits)
+        except ValueError as exc:
+            raise ValueError(f"thresholds file {path}: {exc}") from exc
 
 
 # --- target exit distributions --------------------------------------------------------------

@@ -13,6 +13,11 @@ import numpy as np
 from deer_vla.core.observation import Observation
 
 
+class NonFiniteActionError(FloatingPointError, ValueError):
+    """An exit produced a NaN or infinite action (bad weights or inputs). Also a ValueError, so every command
+    that reports bad input in one line (calibrate, train-gate, replay, ...) reports this too."""
+
+
 class SegmentedPolicy(Protocol):
     @property
     def num_exits(self) -> int:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from deer_vla.control.criterion import Criterion, CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
 from deer_vla.control.thresholds import Thresholds
+from deer_vla.core import NonFiniteActionError
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.core.writable import fresh_start_problem
 from deer_vla.evaluation.journal import (
@@ -118,7 +119,14 @@ class EvalConfig(BaseModel):
         bad = [b for b in v if not 0 < b <= 1]
         if bad:
             raise ValueError(f"budgets are fractions of the full model's LLM GFLOPs in (0, 1], got {bad}")
-        return v
+        unique = list(dict.fromkeys(v))  # a budget given twice is one mode, as a repeated exit is
+        by_name: dict[str, float] = {}
+        for b in unique:  # modes are named 'dyn<b:g>': two budgets of one name would pool into one mode
+            if f"{b:g}" in by_name:
+                raise ValueError(f"budgets {by_name[f'{b:g}']!r} and {b!r} would both be mode 'dyn{b:g}': give "
+                                 "budgets that differ in their first 6 significant digits")
+            by_name[f"{b:g}"] = b
+        return unique
 
     @field_validator("threshold_method", mode="before")
     @classmethod
@@ -679,6 +687,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (JournalError, UnplayableModeError) as exc:  # --resume on another run's output; a file's thresholds
         print(f"deer-vla evaluate: {exc}", file=sys.stderr)
         return 2
+    except NonFiniteActionError as exc:  # in-process episodes (workers report theirs as WorkerProcessError)
+        print(f"deer-vla evaluate: {exc}; the episodes finished before it are kept in "
+              f"{Path(args.out) / JOURNAL_NAME}", file=sys.stderr)
+        return 1
     except WorkerProcessError as exc:  # what finished is in the journal: say how to continue from it
         memory = (" (a worker holds its policy and up to --max-simulators simulators of about 190 MB each: fewer "
                   "--workers or a lower --max-simulators need less memory)")

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deer_vla.core import ActionSpec, CostProfile, Observation
+from deer_vla.core import ActionSpec, CostProfile, NonFiniteActionError, Observation
 from deer_vla.model.gate import ExitGates, GateError, read_gates
 from deer_vla.model.head import LSTMState, gripper_value
 from deer_vla.model.policy import MultiExitPolicy, SegmentState
@@ -224,7 +224,7 @@ class PolicyRunner:
             out = self.model.head(feature, self._proprio, self._committed)
         raw = torch.cat([out.motion[0, -1], gripper_value(out.gripper_logit[0, -1:])]).float().cpu().numpy()
         if not np.all(np.isfinite(raw)):
-            raise FloatingPointError(f"exit {k} produced a non-finite action {raw} (bad weights or inputs)")
+            raise NonFiniteActionError(f"exit {k} produced a non-finite action {raw} (bad weights or inputs)")
         self._candidates[k] = (self.action_spec.clip(raw), out.hidden, feature)
         return self._candidates[k][0]
 

@@ -24,7 +24,7 @@ __all__ = ["ConfigError", "TrainConfig", "load_config", "validate_config"]
 class LossWeights(BaseModel):
     """Weights of the DeeR loss terms (all 1 in the original) and of the gripper BCE inside each."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     aux: float = Field(1.0, ge=0, description="per-exit auxiliary heads")
     final: float = Field(1.0, ge=0, description="shared head on the deepest exit")
     random_exit: float = Field(1.0, ge=0, description="shared head, exit drawn per (sample, time step)")
@@ -58,7 +58,7 @@ class LossWeights(BaseModel):
 
 
 class StageConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # an infinite lr passes gt=0
     steps: int = Field(ge=0)
     lr: float = Field(gt=0)
     warmup_steps: int = Field(0, ge=0)
@@ -75,7 +75,7 @@ class TextSpec(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # model: a preset name ("tiny", "default"), an explicit PolicyConfig dict (both: random weights), or
     # a deer_vla checkpoint directory whose weights and tokenizer start the run (e.g. one built from local

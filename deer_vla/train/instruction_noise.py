@@ -20,7 +20,7 @@ SUFFIXES: tuple[str, ...] = ("now", "for me", "right away", "if you can", "quick
 class InstructionNoise(BaseModel):
     """Probabilities of each perturbation, drawn independently per training window."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     wrap: float = Field(0.3, ge=0, le=1, description="add a random request prefix and/or suffix")
     word_dropout: float = Field(0.05, ge=0, le=1, description="drop each word (at least two words stay)")

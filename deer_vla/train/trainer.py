@@ -573,7 +573,12 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     if trainer.info.main:
         (out / "train_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-    history = trainer.train(stop_at=args.stop_at)
+    try:
+        history = trainer.train(stop_at=args.stop_at)
+    except FloatingPointError as exc:  # the loss diverged: say so in one line, and what is kept
+        print(f"deer-vla train: {exc}; the step checkpoints written before it are kept in "
+              f"{out / 'checkpoints'}", file=sys.stderr)
+        return 1
     if trainer.info.main and history:
         last = history[-1]
         print(f"trained {last['step']} steps; last loss {last['loss']:.4f}; model written to {out}")
