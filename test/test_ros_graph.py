@@ -226,9 +226,14 @@ def test_launch_arguments_default_to_the_graph(launch_file, graph, enabled, monk
     assert set(by_name) == EXPECTED_ARGUMENTS
     assert all(kw["description"] for kw in by_name.values())
     assert all(isinstance(kw["default_value"], str) for kw in by_name.values())
-    assert by_name["enabled"]["default_value"] == enabled
-    assert by_name["camera_topics"]["default_value"] == "camera/static/image_raw,camera/wrist/image_raw"
-    assert by_name["checkpoint"]["default_value"] == "" and by_name["namespace"]["default_value"] == ""
+    # a parameter's argument defaults to "" (the file's value), so that one given, even the stock value, can be
+    # told from one left out; its description names what the graph's files give
+    for name in ("checkpoint", "thresholds", "camera_topics", "enabled"):
+        assert by_name[name]["default_value"] == "", name
+    assert by_name["enabled"]["description"].endswith(f"(empty: the parameter file's value, '{enabled}' in this "
+                                                      "graph's files)")
+    assert "'camera/static/image_raw,camera/wrist/image_raw' in" in by_name["camera_topics"]["description"]
+    assert by_name["namespace"]["default_value"] == ""
     assert Path(by_name["params_file"]["default_value"]) == load_graph(graph).node("policy").params_files[0]
 
 
@@ -254,11 +259,38 @@ def test_launch_arguments_reach_the_nodes(monkeypatch, tmp_path):
             _run_launch_file("deer_vla.launch.py", monkeypatch, namespace=bad)
     _, entities = _run_launch_file("deer_vla.launch.py", monkeypatch, namespace="/fleet/robot_1/")
     assert {e.kwargs["namespace"] for e in entities if e.kind in ("Node", "LifecycleNode")} == {"fleet/robot_1"}
-    for empty in ("", " , "):  # no ROS parameter can hold an empty list
-        with pytest.raises(ValueError, match="camera_topics.*at least one"):
-            _run_launch_file("deer_vla.launch.py", monkeypatch, camera_topics=empty)
+    with pytest.raises(ValueError, match="camera_topics.*at least one"):  # no ROS parameter holds an empty list
+        _run_launch_file("deer_vla.launch.py", monkeypatch, camera_topics=" , ")
     with pytest.raises(FileNotFoundError, match="params_file"):
         _run_launch_file("deer_vla.launch.py", monkeypatch, params_file=str(tmp_path / "missing.yaml"))
+
+
+@pytest.mark.parametrize("launch_file", ["deer_vla.launch.py", "sim.launch.py"])
+def test_an_argument_given_with_the_stock_value_overrides_a_custom_parameter_file(launch_file, monkeypatch,
+                                                                                   tmp_path):
+    """With a custom params_file that enables actuation, `enabled:=false` was dropped because it equalled the
+    stock default (the robot graph's), and the node started actuating: launch resolves an argument left out
+    and one given to the same text, so only an empty default tells them apart."""
+    custom = tmp_path / "arm.yaml"
+    custom.write_text("/**/deer_vla_policy:\n  ros__parameters:\n    enabled: true\n"
+                      "    image_topics: [a/image, b/image]\n")
+
+    def overrides(**arguments: str) -> dict:
+        """What the policy node gets beyond the custom file (the sim graph sets enabled: true itself)."""
+        _, entities = _run_launch_file(launch_file, monkeypatch, params_file=str(custom), **arguments)
+        policy = next(e for e in entities if e.kind in ("Node", "LifecycleNode")
+                      and e.kwargs["name"] == "deer_vla_policy").kwargs["parameters"]
+        assert policy[0] == str(custom)
+        return {k: v for p in policy[1:] for k, v in p.items()}
+
+    assert overrides().get("enabled", True) is True and "image_topics" not in overrides()  # left out: the file's
+    assert overrides(enabled="false")["enabled"] is False
+    stock = "camera/static/image_raw,camera/wrist/image_raw"
+    assert overrides(camera_topics=stock)["image_topics"] == stock.split(",")
+    # the one-process bringup means the same by the same words
+    spec = load_graph("robot").with_arguments({"params_file": str(custom), "enabled": "false"})
+    assert spec.node("policy").parameters == {"enabled": False}
+    assert load_graph("robot").with_arguments({"params_file": str(custom)}).node("policy").parameters == {}
 
 
 def test_bringup_takes_the_launch_arguments(ros_context, tmp_path, monkeypatch):

@@ -91,6 +91,13 @@ class LaunchArgument:
     def node(self) -> str:
         return self.parameter.partition(".")[0] if self.parameter else self.params_file
 
+    @property
+    def declared_default(self) -> str | None:
+        """The default a launch file declares, when it is not the graph's value: a parameter argument
+        defaults to "" (the parameter file's value), so that a value given on the command line, even the
+        stock one, can be told from one left out (launch resolves both to text)."""
+        return "" if self.parameter else None
+
 
 @dataclass(frozen=True)
 class GraphSpec:
@@ -123,8 +130,10 @@ class GraphSpec:
         return out
 
     def with_arguments(self, values: Mapping[str, str]) -> GraphSpec:
-        """This graph with launch argument values applied. An argument equal to its default changes
-        nothing (so a custom ``params_file`` is not overridden by the other arguments' defaults)."""
+        """This graph with launch argument values applied. A parameter argument left empty (its declared
+        default) keeps the parameter file's value, so a custom ``params_file`` is not overridden by the
+        other arguments; any value given is applied, the stock one included (``enabled:=false`` gates the
+        node whatever the file says). ``namespace`` and ``params_file`` at their defaults change nothing."""
         known = {a.name: a for a in self.arguments}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -134,7 +143,7 @@ class GraphSpec:
         # parameter files first: the other arguments' types come from the files in force
         for name, text in sorted(values.items(), key=lambda item: not known[item[0]].params_file):
             arg = known[name]
-            if text == defaults[name]:
+            if text == (defaults[name] if arg.declared_default is None else arg.declared_default):
                 continue
             if arg.namespace:
                 namespace = text.strip("/")

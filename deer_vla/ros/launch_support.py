@@ -15,8 +15,9 @@ from deer_vla.ros.graph import PACKAGE, GraphSpec, load_graph
 
 
 def launch_description(graph: str) -> Any:
-    """One DeclareLaunchArgument per argument of config/graph.yaml (defaults: what the graph gives), then
-    the nodes, built once the arguments are known."""
+    """One DeclareLaunchArgument per argument of config/graph.yaml, then the nodes, built once the arguments
+    are known. A parameter argument defaults to "" (keep the parameter file's value; its description names
+    the value the graph's files give), so that a value given explicitly is always applied."""
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
     from launch import LaunchDescription
@@ -25,6 +26,10 @@ def launch_description(graph: str) -> Any:
     defaults = spec.argument_defaults()
     entities: list[Any] = [
         DeclareLaunchArgument(arg.name, default_value=defaults[arg.name], description=arg.description)
+        if arg.declared_default is None else
+        DeclareLaunchArgument(arg.name, default_value=arg.declared_default,
+                              description=f"{arg.description} (empty: the parameter file's value, "
+                                          f"'{defaults[arg.name]}' in this graph's files)")
         for arg in spec.arguments
     ]
     # the nodes depend on argument values, which exist only at launch time: an OpaqueFunction reads them
