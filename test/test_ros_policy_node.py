@@ -344,6 +344,45 @@ def test_a_repeated_instruction_resets_or_carries_on_and_its_text_cannot_forge_l
     assert "\\n[ERROR]" in said[-1] and "\\x1b" in said[-1]
 
 
+def test_a_plain_publishers_instruction_is_heard_and_a_latched_one_counts_once(executor, tiny_checkpoint):
+    """The node subscribed transient-local only, which DDS never matches with a volatile writer: a planner's
+    plain create_publisher(String, "instruction", 10) was never heard. It now also subscribes volatile; a
+    latched message reaches both subscriptions and must still start one episode, not two."""
+    from std_msgs.msg import String
+
+    from deer_vla.core import StepRecord
+    from deer_vla.ros.instruction_input import CopyFilter
+
+    node = _started(executor, tiny_checkpoint, enabled=True)
+    drv = Driver(executor)
+    plain = drv.node.create_publisher(String, "instruction", 10)
+    assert drv.drive_until(lambda: plain.get_subscription_count() >= 1)
+    plain.publish(String(data=INSTRUCTIONS[1]))
+    assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[1])
+
+    def episode() -> int:
+        assert drv.settle(node)
+        n = len(drv.records)
+        assert drv.drive_until(lambda: len(drv.records) > n)
+        return StepRecord.from_json(drv.records[-1].data).episode
+
+    first = episode()
+    drv.instruct(INSTRUCTIONS[0])  # latched: delivered to both subscriptions
+    assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[0])
+    assert episode() == first + 1
+    plain.publish(String(data=INSTRUCTIONS[0]))  # the same text again from the plain publisher: a new episode
+    assert episode() == first + 2
+    # the filter alone: each message's copy on the other route is dropped, interleaved or not, and only then
+    clock = [0.0]
+    copies = CopyFilter(clock=lambda: clock[0])
+    assert [copies.accept("a", 0), copies.accept("a", 1)] == [True, False]
+    assert [copies.accept("a", 0), copies.accept("a", 0), copies.accept("a", 1), copies.accept("a", 1)] == [
+        True, True, False, False]
+    assert [copies.accept("b", 1), copies.accept("b", 1)] == [True, True]  # a plain publisher, twice
+    clock[0] = 5.0
+    assert copies.accept("a", 1) and copies.accept("b", 0)  # later than the window: new messages
+
+
 def test_configure_rejects_bad_setup(executor, tiny_checkpoint, tmp_path):
     from rclpy.lifecycle import TransitionCallbackReturn as R
 

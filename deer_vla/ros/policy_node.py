@@ -33,7 +33,7 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32MultiArray, Float64, String
 from std_srvs.srv import SetBool, Trigger
@@ -52,6 +52,7 @@ from deer_vla.ros.health import (
     policy_status,
     unconfigured_status,
 )
+from deer_vla.ros.instruction_input import INSTRUCTION_QOS, INSTRUCTION_QOS_VOLATILE, CopyFilter
 from deer_vla.ros.joint_state import JointStateProprio, skew_problem, stamp_problem
 from deer_vla.ros.lifecycle import guard_change_state, report_errors
 from deer_vla.ros.node_main import run_node
@@ -75,10 +76,6 @@ RUNTIME_PARAMS = (set(BUDGET_PARAMS) - {"fixed_exit"}) | {
     "enabled", "stale_action", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "hold_rate_hz",
     "hold_max_s", "max_joint_state_skew_s", "max_instruction_chars", "repeated_instruction",
 }
-# latched: a policy that starts (or restarts) after the instruction was sent still gets it
-INSTRUCTION_QOS = QoSProfile(
-    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-)
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute, as diagnostic_aggregator and rqt_robot_monitor expect
 JOINT_HISTORY = 1024  # joint states kept for pairing with images: about 1 s of a 1 kHz driver
@@ -322,8 +319,13 @@ class PolicyNode(LifecycleNode):
                 Image, topic, functools.partial(self._on_image, camera=cam), qos_profile_sensor_data,
                 callback_group=self._input_group,
             ))
-        self._subs.append(self.create_subscription(String, params.instruction_topic, self._on_instruction,
-                                                   INSTRUCTION_QOS, callback_group=self._input_group))
+        # latched and plain publishers both (ros.instruction_input); one message that reaches both counts once
+        copies = CopyFilter()
+        for route, qos in enumerate((INSTRUCTION_QOS, INSTRUCTION_QOS_VOLATILE)):
+            self._subs.append(self.create_subscription(
+                String, params.instruction_topic,
+                functools.partial(self._on_instruction_route, copies=copies, route=route), qos,
+                callback_group=self._input_group))
         if params.proprio_source == "joint_state":
             self._subs.append(self.create_subscription(JointState, params.proprio_input_topic, self._on_joint_state,
                                                        qos_profile_sensor_data, callback_group=self._input_group))
@@ -561,6 +563,10 @@ class PolicyNode(LifecycleNode):
         return all(
             c in self.frames and self.frames[c].received_ns > self._used_ns.get(c, -1) for c in self.stack.cameras
         )
+
+    def _on_instruction_route(self, msg: String, copies: CopyFilter, route: int) -> None:
+        if copies.accept(msg.data, route):
+            self._on_instruction(msg)
 
     def _on_instruction(self, msg: String) -> None:
         params = self.params
