@@ -58,6 +58,35 @@ def test_images_and_instruction_in_actions_out(executor, tiny_checkpoint):
     assert rec.total_ms > 0 and len(rec.segment_ms) >= rec.exit_used
 
 
+def test_the_twist_is_stamped_when_it_is_sent_not_with_the_cameras_stamp(executor, tiny_checkpoint):
+    """The twist carried its first image's header stamp: 0 from an unstamped camera, and 0.3 s old from a
+    slow one, so MoveIt Servo (commands older than 0.1 s are stale) halted on every step."""
+    from builtin_interfaces.msg import Time
+
+    node = _started(executor, tiny_checkpoint, enabled=True)
+    drv = Driver(executor)
+    drv.instruct()
+
+    def stamp_age(msg) -> float:
+        return (node.get_clock().now().nanoseconds - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) * 1e-9
+
+    assert drv.drive_until(lambda: len(drv.twists) >= 3, age_s=0.3)
+    assert drv.settle(node)
+    n = len(drv.twists)
+    assert drv.drive_until(lambda: len(drv.twists) > n, age_s=0.3)
+    assert 0 <= stamp_age(drv.twists[-1]) < 0.3  # stamped when sent, not 0.3 s back with its images
+    unstamped = drv.image()
+    unstamped.header.stamp = Time()
+    assert drv.settle(node)
+    n = len(drv.twists)
+    for _ in range(50):
+        drv.send_pair(first=unstamped)
+        drv.spin(0.05)
+        if len(drv.twists) > n:
+            break
+    assert len(drv.twists) > n and drv.twists[-1].header.stamp.sec > 0
+
+
 def test_lifecycle_and_gating(executor, tiny_checkpoint, spin_until):
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from std_srvs.srv import SetBool, Trigger

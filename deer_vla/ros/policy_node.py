@@ -780,13 +780,15 @@ class PolicyNode(LifecycleNode):
         self.stats.last_step_ns = self.get_clock().now().nanoseconds
         record.stamp_ns = first.stamp_ns
         record.action = [float(v) for v in command.action]
-        stamp = first.msg.header.stamp
         with self._actuation:  # halt/disable/deactivate cannot interleave with this decision and its publishing
             if not self._pubs:
                 return  # cleaned up while the step ran
             current = job.actuation_gen == self._actuation_gen and job.episode_gen == self._episode_gen
             if self.active and self.enabled and current:
-                self._publish_twist(command, stamp)
+                # the command's own time, as MoveIt Servo reads it (a camera stamp would make every command
+                # of an unstamped camera, and any step slower than Servo's timeout, stale); the images' stamps
+                # are in the step record
+                self._publish_twist(command, self.get_clock().now().to_msg())
                 self._pubs["gripper"].publish(Float64(data=command.gripper))
                 self._pubs["action"].publish(Float32MultiArray(data=[float(v) for v in command.standard7]))
                 self._last_command, self._last_command_ns = command, self.get_clock().now().nanoseconds
