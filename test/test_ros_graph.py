@@ -287,6 +287,18 @@ def test_an_argument_given_with_the_stock_value_overrides_a_custom_parameter_fil
     assert overrides(enabled="false")["enabled"] is False
     stock = "camera/static/image_raw,camera/wrist/image_raw"
     assert overrides(camera_topics=stock)["image_topics"] == stock.split(",")
+    # a file keyed by the node's namespace applies there, and a value it leaves out still gets its type
+    keyed = tmp_path / "arm1.yaml"
+    keyed.write_text("/arm1/deer_vla_policy:\n  ros__parameters:\n    enabled: true\n")
+    spec = load_graph("robot").with_arguments({"params_file": str(keyed), "namespace": "arm1"})
+    assert spec.node("policy").file_parameters()["enabled"] is True
+    spec = load_graph("robot").with_arguments({"params_file": str(keyed), "namespace": "arm1", "enabled": "false",
+                                               "camera_topics": "a,b"})
+    assert spec.node("policy").parameters == {"enabled": False, "image_topics": ["a", "b"]}
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("/**/deer_vla_policy:\n  ros__parameters:\n    rate_hz: 10.0\n")
+    spec = load_graph("robot").with_arguments({"params_file": str(empty), "enabled": "true"})
+    assert spec.node("policy").parameters == {"enabled": True}  # a bool, not the text 'true'
     # the one-process bringup means the same by the same words
     spec = load_graph("robot").with_arguments({"params_file": str(custom), "enabled": "false"})
     assert spec.node("policy").parameters == {"enabled": False}

@@ -67,8 +67,11 @@ class NodeSpec:
         merged: dict[str, Any] = {}
         for f in self.params_files:
             data = yaml.safe_load(f.read_text()) or {}
-            # the keys rcl matches for this node ("/**/name": in any namespace)
-            for node_key in ("/**", self.name, f"/{self.name}", f"/**/{self.name}"):
+            # the keys rcl matches for this node ("/**/name": in any namespace; "/ns/name": in this one)
+            keys = ["/**", self.name, f"/{self.name}", f"/**/{self.name}"]
+            if self.namespace:
+                keys.append(f"/{self.namespace}/{self.name}")
+            for node_key in keys:
                 merged.update(_flatten((data.get(node_key) or {}).get("ros__parameters", {})))
         merged.update(self.parameters)
         return merged
@@ -140,8 +143,10 @@ class GraphSpec:
             raise KeyError(f"unknown launch argument(s) {unknown}; graph '{self.name}' takes {sorted(known)}")
         defaults = self.argument_defaults()
         nodes = {spec.key: spec for spec in self.nodes}
-        # parameter files first: the other arguments' types come from the files in force
-        for name, text in sorted(values.items(), key=lambda item: not known[item[0]].params_file):
+        # parameter files and the namespace first: the other arguments' types come from the files in force
+        # (which may key the node by its namespace)
+        for name, text in sorted(values.items(),
+                                 key=lambda item: (not known[item[0]].params_file, not known[item[0]].namespace)):
             arg = known[name]
             if text == (defaults[name] if arg.declared_default is None else arg.declared_default):
                 continue
@@ -161,7 +166,9 @@ class GraphSpec:
             else:
                 key, _, param = arg.parameter.partition(".")
                 spec = nodes[key]
-                value = _from_text(name, text, spec.file_parameters().get(param))
+                # the type: the files in force, else the graph's own files (a custom file may leave it out)
+                like = spec.file_parameters().get(param, self.node(key).file_parameters().get(param))
+                value = _from_text(name, text, like)
                 nodes[key] = replace(spec, parameters={**spec.parameters, param: value})
         return replace(self, nodes=tuple(nodes[s.key] for s in self.nodes))
 
