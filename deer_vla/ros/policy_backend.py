@@ -120,7 +120,7 @@ def load_stack(
         try:
             thresholds = Thresholds.load(thresholds_path)
         except (ValueError, OSError) as exc:
-            raise ConfigurationError(f"cannot load thresholds {thresholds_path}: {exc}") from exc
+            raise ConfigurationError(f"cannot load thresholds: {exc}") from exc  # both kinds name the file
         try:  # another checkpoint's (of the same architecture) would load and run the wrong exits
             ckpt = CheckpointDir(checkpoint)
             thresholds.check_solved_on(ckpt.weights_digest, str(thresholds_path), str(checkpoint), ckpt.gates_digest)
