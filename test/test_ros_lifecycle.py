@@ -116,9 +116,9 @@ def test_lifecycle_cycles_leave_nothing_behind_and_inactive_keeps_its_diagnostic
         assert node._diagnostics_timer in list(node.timers)  # the status goes on while inactive
         assert node.trigger_cleanup() == R.SUCCESS
         assert _held(node) == NOTHING
-    # diagnostics, control and hold timers; 2 cameras + instruction + proprio; 5 outputs (with /diagnostics);
-    # one worker
-    assert held == [{"timers": 3, "subscriptions": 4, "publishers": 5, "step threads": 1}] * 3
+    # diagnostics, control and hold timers; 2 cameras + instruction (latched and plain) + proprio; 5 outputs
+    # (with /diagnostics); one worker
+    assert held == [{"timers": 3, "subscriptions": 5, "publishers": 5, "step threads": 1}] * 3
 
 
 def test_shutdown_from_active_stops_the_robot_and_frees_everything(executor, tiny_checkpoint):
