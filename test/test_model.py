@@ -590,7 +590,7 @@ def test_runner_rejects_bad_inputs_and_nan(tiny, ckpt, tmp_path):
 def test_runner_token_cache_is_bounded_in_size_and_keeps_the_tokens(ckpt, monkeypatch):
     """The instruction token cache was bounded in count only (257 texts of any length were kept). It is also
     bounded in characters; a text longer than an entry may be is tokenized at each step instead, to the same
-    tokens, and an instruction that tokenizes to nothing is named by its start and length, not in full."""
+    tokens, and an instruction that holds no text is named by its start and length, not in full."""
     from deer_vla.model import runner as runner_module
 
     monkeypatch.setattr(runner_module, "TOKEN_CACHE_CHARS", 200)
@@ -605,7 +605,7 @@ def test_runner_token_cache_is_bounded_in_size_and_keeps_the_tokens(ckpt, monkey
         assert runner._tokens(text)[0].tolist() == ids.tolist()
         assert (text in runner._token_cache) == (len(text) <= 100)
         assert sum(map(len, runner._token_cache)) <= 200
-    with pytest.raises(ValueError, match="tokenizes to nothing") as exc:
+    with pytest.raises(ValueError, match="holds no text") as exc:
         runner._tokens(" " * 3000)
     assert "3000 characters" in str(exc.value) and len(str(exc.value)) < 200
 

@@ -343,6 +343,7 @@ def test_a_repeated_instruction_resets_or_carries_on_and_its_text_cannot_forge_l
     from rclpy.parameter import Parameter
 
     from deer_vla.core import StepRecord
+    from deer_vla.core.instruction_text import clean_instruction
 
     node = _started(executor, tiny_checkpoint, enabled=True)
     infos = _spy_on_log(node, "info", monkeypatch)
@@ -350,7 +351,7 @@ def test_a_repeated_instruction_resets_or_carries_on_and_its_text_cannot_forge_l
 
     def episode_after_instruction(text: str) -> int:
         drv.instruct(text)
-        assert drv.drive_until(lambda: node.instruction == text.strip())
+        assert drv.drive_until(lambda: node.instruction == clean_instruction(text))
         assert drv.settle(node)
         n = len(drv.records)
         assert drv.drive_until(lambda: len(drv.records) > n)
@@ -370,7 +371,8 @@ def test_a_repeated_instruction_resets_or_carries_on_and_its_text_cannot_forge_l
     assert episode_after_instruction(forged) == first + 2  # another text still resets under "keep"
     said = [m for m, _ in infos if m.startswith("instruction")]
     assert len(said) == 3 and all("\n" not in m and "\x1b" not in m for m in said)
-    assert "\\n[ERROR]" in said[-1] and "\\x1b" in said[-1]
+    # control characters are spaces in the instruction itself (core.instruction_text), and the log quotes it
+    assert "'open the drawer [ERROR] [deer_vla_policy]: emergency stop [31m'" in said[-1]
 
 
 def test_a_plain_publishers_instruction_is_heard_and_a_latched_one_counts_once(executor, tiny_checkpoint):

@@ -29,10 +29,12 @@ import numpy as np
 import torch
 
 from deer_vla.core import ActionSpec, CostProfile, NonFiniteActionError, Observation
+from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.model.gate import ExitGates, GateError, read_gates
 from deer_vla.model.head import LSTMState, gripper_value
 from deer_vla.model.policy import MultiExitPolicy, SegmentState
 from deer_vla.model.preprocess import images_to_tensor
+from deer_vla.model.tokenizer import encode_instruction
 
 # The instruction token cache: at most this many instructions, and this many characters of them in all; a longer
 # text than TOKEN_CACHE_MAX_TEXT_CHARS is tokenized at every step instead of kept (the policy node refuses
@@ -168,13 +170,14 @@ class PolicyRunner:
         cached = self._token_cache.get(instruction)
         if cached is not None:
             return cached
-        enc = self.tokenizer([instruction], truncation=True, max_length=self.model.config.lm.max_text_len,
-                             return_tensors="pt")
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        if ids.shape[1] == 0 or int(mask.sum()) == 0:
-            shown = instruction if len(instruction) <= 80 else f"{instruction[:80]}... ({len(instruction)} characters)"
+        shown = instruction if len(instruction) <= 80 else f"{instruction[:80]}... ({len(instruction)} characters)"
+        if not clean_instruction(instruction):  # e.g. only zero-width characters: BOS alone would still "work"
+            raise ValueError(f"instruction {shown!r} holds no text")
+        ids_list = encode_instruction(self.tokenizer, instruction, self.model.config.lm.max_text_len)
+        if not ids_list:
             raise ValueError(f"instruction {shown!r} tokenizes to nothing")
-        tokens = (ids.to(self.device), mask.to(self.device))
+        ids = torch.tensor([ids_list], dtype=torch.long)
+        tokens = (ids.to(self.device), torch.ones_like(ids).to(self.device))
         if len(instruction) <= TOKEN_CACHE_MAX_TEXT_CHARS:
             if (len(self._token_cache) >= TOKEN_CACHE_ENTRIES
                     or self._token_cache_chars + len(instruction) > TOKEN_CACHE_CHARS):

@@ -5,6 +5,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from deer_vla.core.instruction_text import clean_instruction
+
 PAD, UNK = "[PAD]", "[UNK]"
 
 
@@ -29,6 +31,16 @@ def build_word_tokenizer(texts: Iterable[str], max_length: int = 64) -> Any:
     tok.pre_tokenizer = pre
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK, padding_side="right",
                                    model_max_length=max_length)
+
+
+def encode_instruction(tokenizer: Any, text: str, max_length: int | None = None) -> list[int]:
+    """Token ids of an instruction as the model reads it, in training and at run time alike: the text
+    cleaned (core.instruction_text), special-token spellings in it read as plain text ("</s>" in a message
+    is not the end-of-text or pad token), cut to ``max_length`` tokens by the tokenizer."""
+    kw: dict[str, Any] = {"split_special_tokens": True}
+    if max_length is not None:
+        kw |= {"truncation": True, "max_length": max_length}
+    return list(tokenizer(clean_instruction(text), **kw)["input_ids"])
 
 
 def load_tokenizer(path: str | Path) -> Any:

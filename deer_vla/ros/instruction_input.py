@@ -39,15 +39,18 @@ class CopyFilter:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._awaiting: deque[tuple[str, int, float]] = deque(maxlen=64)  # (text, route, when), oldest first
+        # (the text's hash, route, when), oldest first: a hash, so that oversized texts (refused after this
+        # filter) are not held here
+        self._awaiting: deque[tuple[int, int, float]] = deque(maxlen=64)
 
     def accept(self, text: str, route: int) -> bool:
         now = self._clock()
+        key = hash(text)
         while self._awaiting and now - self._awaiting[0][2] > COPY_WINDOW_S:
             self._awaiting.popleft()
         for i, (waiting, other, _) in enumerate(self._awaiting):
-            if waiting == text and other != route:
+            if waiting == key and other != route:
                 del self._awaiting[i]
                 return False
-        self._awaiting.append((text, route, now))
+        self._awaiting.append((key, route, now))
         return True

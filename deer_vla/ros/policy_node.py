@@ -39,6 +39,7 @@ from std_msgs.msg import Float32MultiArray, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
 from deer_vla.core import Observation, ProprioError
+from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.core.log_text import quoted
 from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.model.checkpoint_dir import CheckpointDir
@@ -582,7 +583,11 @@ class PolicyNode(LifecycleNode):
                 + ("keeping the previous instruction" if self.instruction is not None else "still no instruction"),
                 throttle_duration_sec=2.0)
             return
-        text = msg.data.strip()
+        try:  # as the tokenizer will read it: "open  the\tdrawer\n" is "open the drawer", a repeat of it too
+            text = clean_instruction(msg.data)
+        except ValueError as exc:
+            self.get_logger().error(f"instruction refused: {exc}", throttle_duration_sec=2.0)
+            return
         if not text:
             self.get_logger().error("empty instruction ignored", throttle_duration_sec=2.0)
             return

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from deer_vla.model.tokenizer import encode_instruction
 from deer_vla.train.instruction_noise import InstructionNoise
 from deer_vla.train.losses import WindowBatch
 
@@ -130,9 +131,8 @@ def make_collate(
     cache: dict[str, list[int]] = {}  # instructions repeat constantly: tokenize each once
 
     def ids_of(text: str) -> list[int]:
-        if text not in cache:
-            kw = {} if max_text_len is None else {"truncation": True, "max_length": max_text_len}
-            cache[text] = list(tokenizer(text, **kw)["input_ids"])
+        if text not in cache:  # as the runner reads it at run time (model.tokenizer.encode_instruction)
+            cache[text] = encode_instruction(tokenizer, text, max_text_len)
         return cache[text]
 
     pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
