@@ -395,3 +395,35 @@ def test_parameter_files_list_every_node_parameter(file, defaults_of):
     assert sorted(set(given) - set(defaults)) == []
     if file != "sim.yaml":  # the sim file sets the demo's episodes on purpose; the others document the defaults
         assert {k: v for k, v in given.items() if v != defaults[k]} == {}
+
+
+def test_bringup_stops_every_node_when_one_fails_to_stop():
+    """The monitor, stopped first, raised on a full disk (its summary write) and the loop ended there: the
+    policy node was never deactivated (no zero twist) nor destroyed, and a second stop() did nothing."""
+    from deer_vla.ros.bringup import Bringup
+
+    calls: list[str] = []
+
+    class Node:
+        def __init__(self, key: str, fails: bool = False) -> None:
+            self.key, self.fails, self.active = key, fails, True
+
+        def trigger_deactivate(self) -> None:
+            calls.append(f"deactivate {self.key}")
+
+        def destroy_node(self) -> None:
+            calls.append(f"destroy {self.key}")
+            if self.fails:
+                raise OSError(28, "No space left on device")
+
+    class Executor:
+        def remove_node(self, node) -> None:
+            calls.append(f"remove {node.key}")
+
+    graph = load_graph("robot")
+    bringup = Bringup(graph, executor=Executor())
+    bringup.nodes = {spec.key: Node(spec.key, fails=spec.key == "monitor") for spec in graph.nodes}
+    with pytest.raises(OSError, match="No space left"):
+        bringup.stop()
+    assert "deactivate policy" in calls and "destroy policy" in calls and "destroy monitor" in calls
+    assert not bringup.nodes

@@ -301,6 +301,26 @@ def test_monitor_keeps_counting_when_its_logs_cannot_be_written(ros_context, tmp
         node.destroy_node()
 
 
+def test_a_summary_that_cannot_be_written_still_closes_the_monitor(ros_context, tmp_path, monkeypatch, capsys):
+    """Disk full at the very end: writing summary.json raised out of close(), so the summary line was never
+    printed and the one-process bringup's stop ended before the policy node was stopped."""
+    import errno
+    from pathlib import Path
+
+    node = _monitor(tmp_path)
+    try:
+        def full(self, *args: object, **kwargs: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(Path, "write_text", full)
+        summary = node.close()
+        monkeypatch.undo()
+        assert summary["steps"] == 0 and node.log_errors == 1
+        assert "[deer_vla monitor] 0 steps" in capsys.readouterr().err
+    finally:
+        node.destroy_node()
+
+
 def test_monitor_and_sim_take_integers_for_float_parameters_and_name_bad_ones(ros_context, tmp_path):
     """`-p diagnostics_rate_hz:=2` (an integer) raised InvalidParameterTypeException from rclpy; a misspelt
     name was dropped without a word. Both read their parameters once: a later `ros2 param set` is refused, not

@@ -90,15 +90,21 @@ class Bringup:
         if self._stopped:
             return
         self._stopped = True
+        first_error: Exception | None = None
         for spec in reversed(self.graph.nodes):
             node = self.nodes.get(spec.key)
             if node is None:
                 continue
-            if spec.lifecycle and getattr(node, "active", False):
-                node.trigger_deactivate()
-            self.executor.remove_node(node)
-            node.destroy_node()
+            try:  # one node failing to stop (the monitor on a full disk) must not leave the policy actuating
+                if spec.lifecycle and getattr(node, "active", False):
+                    node.trigger_deactivate()
+                self.executor.remove_node(node)
+                node.destroy_node()
+            except Exception as exc:
+                first_error = first_error or exc
         self.nodes.clear()
+        if first_error is not None:  # every node is stopped: now say what went wrong
+            raise first_error
 
 
 def _parse_launch_arguments(items: list[str]) -> dict[str, str]:

@@ -209,7 +209,11 @@ class MonitorNode(Node):
                 self.get_logger().error(f"{name} not closed cleanly in {self.log_dir}: {exc}")
         summary = self._summary = self.summary()
         # the summary before the plot: a plot takes seconds, and ros2 launch sends SIGKILL if shutdown drags on
-        self.summary_path.write_text(json.dumps(summary, indent=2))
+        try:
+            self.summary_path.write_text(json.dumps(summary, indent=2))
+        except OSError as exc:  # disk full at the end: the line below still says what the run did
+            self.log_errors += 1
+            self.get_logger().error(f"{self.summary_path.name} not written in {self.log_dir}: {exc}")
         worst = summary["worst_status"]
         print(
             f"[deer_vla monitor] {summary['steps']} steps, mean exit {summary['mean_exit']:.2f}, "
