@@ -254,3 +254,55 @@ def test_the_monitor_splits_steps_mcap_and_it_reads_back_whole(executor, tmp_pat
     steps = [json.loads(m.message.data)["step"] for m in read_log(tmp_path / "r" / "steps.mcap", [RECORD_TOPIC_MCAP])]
     assert steps == list(range(6))
     assert len(list(read_messages(tmp_path / "r" / "steps_1.mcap"))) == 6  # record + metrics per step, not cut
+
+
+DISK_FULL_SCRIPT = r"""
+import os, resource, signal, sys, warnings
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+from deer_vla.data.mcap_io import NO_SPLIT, McapLog
+from deer_vla.data.mcap_parts import read_log
+path = sys.argv[1]
+log = McapLog(path, flush_interval_s=1000, split=NO_SPLIT)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+failed = 0
+def write(i):
+    global failed
+    try:
+        # incompressible, image-sized: a chunk is bigger than the file's 8 KiB buffer, so a write can fail partway
+        log.write("/t", "std_msgs/msg/String", {"data": f"{i:05d}" + os.urandom(10000).hex()}, 1000 + i)
+        log.flush()
+    except OSError:
+        failed += 1
+for i in range(10):
+    write(i)
+resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path) + 5000, hard))  # the disk fills up
+for i in range(10, 20):
+    write(i)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # and has room again
+for i in range(20, 30):
+    write(i)
+log.close()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    got = [int(m.message.data[:5]) for m in read_log(path)]
+print(repr((failed, len(log.parts), got, [str(w.message) for w in caught])))
+"""
+
+
+def test_a_log_whose_disk_filled_up_reads_back_what_was_written_before_and_after(tmp_path):
+    """A chunk write that failed partway (disk full) left half a chunk, and the log went on after it in the same
+    file: reading stopped there with a ZstdError traceback, and every message written after the disk recovered
+    was lost. The writer now goes on in a new part, and the reader reads each part up to a damaged chunk."""
+    import ast
+    import subprocess
+    import sys
+
+    path = tmp_path / "steps.mcap"
+    out = subprocess.run([sys.executable, "-c", DISK_FULL_SCRIPT, str(path)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.returncode == 0, out.stderr
+    failed, parts, got, warned = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    assert failed >= 1 and parts == 2
+    assert got[:10] == list(range(10)) and got[-10:] == list(range(20, 30)), got
+    assert got == sorted(got)
+    assert any("damaged" in w or "cut off" in w for w in warned), warned

@@ -251,7 +251,8 @@ def test_a_failing_flush_keeps_the_flusher_alive_and_close_releases_the_file(tmp
 
     from std_msgs.msg import String
 
-    from deer_vla.data.mcap_io import McapLog, TruncatedMcapWarning, read_messages
+    from deer_vla.data.mcap_io import McapLog, TruncatedMcapWarning
+    from deer_vla.data.mcap_parts import read_log
 
     log = McapLog(tmp_path / "full.mcap", flush_interval_s=0.02)
     inner = log._writer._writer
@@ -285,8 +286,10 @@ def test_a_failing_flush_keeps_the_flusher_alive_and_close_releases_the_file(tmp
         log.close()
     assert log.closed and log._stream.closed and not log._flusher.is_alive()
     log.close()  # a second close is a no-op, not a second error
+    # the failed flush may have left half a chunk: the log went on in a new part, whose footer failed here
+    assert log.parts == [tmp_path / "full.mcap", tmp_path / "full_1.mcap"]
     with pytest.warns(TruncatedMcapWarning):
-        texts = [m.message.data for m in read_messages(tmp_path / "full.mcap")]
+        texts = [m.message.data for m in read_log(tmp_path / "full.mcap")]
     assert texts[0] == "first"
 
 

@@ -10,9 +10,14 @@ a killed process loses about that much. A file without its footer (the
 writer never closed it) is read as a stream up to its last whole chunk, with
 a ``TruncatedMcapWarning``.
 
-A flush that fails (disk full) is logged once and retried on the next tick, so
-the flusher keeps running when the disk recovers; ``close()`` always releases
-the file and then raises the error that kept the footer from being written.
+A write or flush that fails (disk full) may leave half a chunk in the file
+(the mcap writer hands a chunk's bytes over whole and forgets them), and the
+chunks written after it could not be read past it. So the part is marked torn:
+the next write or flush (the flusher retries every tick) starts a new part,
+and the torn one is finished behind it; the readers read a part up to a
+damaged chunk, with a TruncatedMcapWarning, and go on with the next part.
+``close()`` always releases the file and then raises the error that kept the
+footer from being written.
 
 Splitting (rosbag2's ``max_bagfile_size`` / ``max_bagfile_duration``): a log
 that passes ``SplitLimits`` moves on to its next part, ``<stem>_1.mcap``,
@@ -202,6 +207,7 @@ class McapLog:
         self.closed = False
         self._lock = threading.Lock()
         self._dirty = False  # messages written since the last flush
+        self._torn = False  # a write to the current part failed: it may end in half a chunk (go on in a new part)
         self.flush_error: OSError | None = None  # the last failed background flush (None once one succeeds)
         self._stop = threading.Event()
         self._flush_interval_s = flush_interval_s
@@ -260,10 +266,24 @@ class McapLog:
     def flush(self) -> None:
         """Close the open chunk and push it to the OS (not fsync: a process crash, not a power cut)."""
         with self._lock:
-            if self._dirty and not self.closed:
-                # mcap_ros2's Writer wraps mcap's, whose flush() ends the chunk; it has no flush of its own
-                self._writer._writer.flush()
+            if self.closed:
+                return
+            self._mend()
+            if self._dirty:
+                try:
+                    # mcap_ros2's Writer wraps mcap's, whose flush() ends the chunk; it has no flush of its own
+                    self._writer._writer.flush()
+                except OSError:
+                    self._torn = True
+                    raise
                 self._dirty = False
+
+    def _mend(self) -> None:
+        """After a failed write, go on in a new part (holding the lock); raises while the disk is still full."""
+        if self._torn:
+            self._next_part()  # the torn part is finished behind the new one; its whole chunks stay readable
+            self._torn = False
+            log.warning("MCAP log %s: writing again, in %s, after a failed write", self.path, self.parts[-1])
 
     def write(self, topic: str, datatype: str, message: Any, stamp_ns: int, may_split: bool = True) -> None:
         """``message`` is an rclpy message or a dict with the same fields. ``may_split=False`` keeps the message in
@@ -278,13 +298,18 @@ class McapLog:
         with self._lock:
             if self.closed:
                 raise RuntimeError(f"MCAP log {self.path} is closed")
+            self._mend()
             if may_split and self._split_due():
                 self._next_part()
             schema = self._schemas.get(datatype)
-            if schema is None:
-                schema = self._schemas[datatype] = self._writer.register_msgdef(datatype, MSGDEFS[datatype])
-            self._writer.write_message(topic, schema, message, log_time=stamp_ns, publish_time=stamp_ns,
-                                       sequence=self._sequence)
+            try:
+                if schema is None:
+                    schema = self._schemas[datatype] = self._writer.register_msgdef(datatype, MSGDEFS[datatype])
+                self._writer.write_message(topic, schema, message, log_time=stamp_ns, publish_time=stamp_ns,
+                                           sequence=self._sequence)
+            except OSError:  # a full chunk went out and failed partway
+                self._torn = True
+                raise
             self._sequence += 1
             self.count += 1
             self._part_count += 1
@@ -343,13 +368,30 @@ def read_messages(path: str | Path, topics: list[str] | None = None,
             raise McapFormatError(f"{path}: not an MCAP file (it starts with {head!r}, MCAP with {MAGIC!r})")
         yield from _read_unfinished(path, topics)
         return
+    if not log_time_order:
+        yield from _read_in_file_order(path, topics)
+        return
     with path.open("rb") as stream:
-        # the order written: one pass over the chunks (the indexed reader would decompress them all first)
-        reader = (make_reader(stream, decoder_factories=[DecoderFactory()]) if log_time_order
-                  else NonSeekingReader(stream, decoder_factories=[DecoderFactory()]))
-        for schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics,
-                                                                              log_time_order=log_time_order):
+        reader = make_reader(stream, decoder_factories=[DecoderFactory()])
+        for schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics, log_time_order=True):
             yield McapMessage(channel.topic, schema.name if schema else "", message.log_time, decoded)
+
+
+def _read_in_file_order(path: Path, topics: list[str] | None) -> Iterator[McapMessage]:
+    """A finished file in the order written: one pass over the chunks (the indexed reader would decompress them
+    all first), up to a damaged chunk (a write that failed partway, disk full) with a TruncatedMcapWarning."""
+    count = 0
+    with path.open("rb") as stream:
+        try:
+            reader = NonSeekingReader(stream, decoder_factories=[DecoderFactory()])
+            for schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics,
+                                                                                  log_time_order=False):
+                count += 1
+                yield McapMessage(channel.topic, schema.name if schema else "", message.log_time, decoded)
+        except Exception as exc:  # everything before the damaged chunk is kept; the next part goes on
+            warnings.warn(TruncatedMcapWarning(
+                f"MCAP file {path} is damaged after {count} message(s) (a write failed partway?): "
+                f"{type(exc).__name__}: {exc}"), stacklevel=3)
 
 
 def _read_unfinished(path: Path, topics: list[str] | None) -> Iterator[McapMessage]:
