@@ -189,6 +189,13 @@ def test_word_tokenizer_roundtrip(tmp_path):
     assert len(back) == len(tok)
     with pytest.raises(ValueError, match="at least one"):
         build_word_tokenizer(["   "])
+    # a file that loads but cannot encode (its unknown token missing from the vocabulary) used to fail at every
+    # instruction, at run time, with a bare Exception: it is refused when loaded, naming the file
+    data = json.loads((tmp_path / "tokenizer.json").read_text())
+    del data["model"]["vocab"]["[UNK]"]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"tokenizer .*tokenizer.json loads but cannot encode text"):
+        load_tokenizer(tmp_path)
 
 
 # --- checkpoints ----------------------------------------------------------------------------

@@ -70,4 +70,10 @@ def load_tokenizer(path: str | Path) -> Any:
             raise ValueError(f"tokenizer in {root} has neither a pad nor an eos token")
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
+    try:  # some broken files load and fail at every encode (an unknown token missing from the vocabulary)
+        tok("open the drawer é 漢 😀")
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ValueError(f"tokenizer {root / 'tokenizer.json' if fast else root} loads but cannot encode text: "
+                         f"{type(exc).__name__}: {reason}") from exc
     return tok
