@@ -377,37 +377,45 @@ def read_messages(path: str | Path, topics: list[str] | None = None,
             yield McapMessage(channel.topic, schema.name if schema else "", message.log_time, decoded)
 
 
-def _read_in_file_order(path: Path, topics: list[str] | None) -> Iterator[McapMessage]:
-    """A finished file in the order written: one pass over the chunks (the indexed reader would decompress them
-    all first), up to a damaged chunk (a write that failed partway, disk full) with a TruncatedMcapWarning."""
-    count = 0
+@dataclass
+class _Pass:
+    """What one pass over a file's records in the order written got: messages, and the error that ended it."""
+
+    count: int = 0
+    error: Exception | None = None
+
+
+def _file_order(path: Path, topics: list[str] | None, got: _Pass) -> Iterator[McapMessage]:
+    """The messages of ``path`` in the order written (one pass over the chunks: the indexed reader would
+    decompress them all first), up to the first record that cannot be read; ``got`` says how far it came."""
     with path.open("rb") as stream:
         try:
             reader = NonSeekingReader(stream, decoder_factories=[DecoderFactory()])
             for schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics,
                                                                                   log_time_order=False):
-                count += 1
+                got.count += 1
                 yield McapMessage(channel.topic, schema.name if schema else "", message.log_time, decoded)
-        except Exception as exc:  # everything before the damaged chunk is kept; the next part goes on
-            warnings.warn(TruncatedMcapWarning(
-                f"MCAP file {path} is damaged after {count} message(s) (a write failed partway?): "
-                f"{type(exc).__name__}: {exc}"), stacklevel=3)
+        except Exception as exc:  # a cut-off or damaged chunk or record: everything before it is kept
+            got.error = exc
+
+
+def _read_in_file_order(path: Path, topics: list[str] | None) -> Iterator[McapMessage]:
+    """A finished file, up to a damaged chunk (a write that failed partway, disk full) with a warning."""
+    got = _Pass()
+    yield from _file_order(path, topics, got)
+    if got.error is not None:  # the log's next part goes on
+        warnings.warn(TruncatedMcapWarning(
+            f"MCAP file {path} is damaged after {got.count} message(s) (a write failed partway?): "
+            f"{type(got.error).__name__}: {got.error}"), stacklevel=3)
 
 
 def _read_unfinished(path: Path, topics: list[str] | None) -> Iterator[McapMessage]:
-    count, problem = 0, "ends without a footer"
     started = time.monotonic()
-    with path.open("rb") as stream:
-        try:
-            reader = NonSeekingReader(stream, decoder_factories=[DecoderFactory()])
-            # file order: the writers append in time order, and sorting would need the whole file first
-            for schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics,
-                                                                                  log_time_order=False):
-                count += 1
-                yield McapMessage(channel.topic, schema.name if schema else "", message.log_time, decoded)
-        except Exception as exc:  # the cut-off chunk or record: everything before it is kept
-            problem = f"is cut off ({type(exc).__name__}: {exc})"
+    got = _Pass()
+    yield from _file_order(path, topics, got)  # the writers append in time order
+    problem = ("ends without a footer" if got.error is None
+               else f"is cut off ({type(got.error).__name__}: {got.error})")
     warnings.warn(TruncatedMcapWarning(
-        f"MCAP file {path} was not closed (its writer crashed?) and {problem}; recovered {count} message(s) "
+        f"MCAP file {path} was not closed (its writer crashed?) and {problem}; recovered {got.count} message(s) "
         f"from its complete chunks in {time.monotonic() - started:.1f} s"
     ), stacklevel=3)
