@@ -29,6 +29,7 @@ import numpy as np
 
 from deer_vla.core.action_spec import ActionSpec
 from deer_vla.core.atomic_file import atomic_write_bytes
+from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.core.proprio_spec import ProprioSpec
 
 FORMAT_NAME = "deer_vla.episodes"
@@ -192,11 +193,10 @@ class Episode:
             raise DatasetError(f"{where}: empty instruction")
         if "\x00" in self.instruction:  # HDF5 strings end at a NUL
             raise DatasetError(f"{where}: the instruction holds a NUL character: {self.instruction[:80]!r}")
-        try:
-            self.instruction.encode("utf-8")
-        except UnicodeEncodeError as exc:  # e.g. a non-UTF-8 shell argument, decoded as surrogates
-            raise DatasetError(f"{where}: the instruction is not valid text ({exc.reason} at character "
-                               f"{exc.start}): {self.instruction[:80]!r}") from exc
+        try:  # a non-UTF-8 shell argument, decoded as surrogates: the tokenizer's own check
+            clean_instruction(self.instruction)
+        except ValueError as exc:
+            raise DatasetError(f"{where}: {exc}: {self.instruction[:80]!r}") from exc
         if self.seed < 0:
             raise DatasetError(f"{where}: seed must be >= 0, got {self.seed}")
         a = self.actions

@@ -170,13 +170,12 @@ class PolicyRunner:
         cached = self._token_cache.get(instruction)
         if cached is not None:
             return cached
-        shown = instruction if len(instruction) <= 80 else f"{instruction[:80]}... ({len(instruction)} characters)"
         if not clean_instruction(instruction):  # e.g. only zero-width characters: BOS alone would still "work"
+            shown = instruction if len(instruction) <= 80 else f"{instruction[:80]}... ({len(instruction)} characters)"
             raise ValueError(f"instruction {shown!r} holds no text")
-        ids_list = encode_instruction(self.tokenizer, instruction, self.model.config.lm.max_text_len)
-        if not ids_list:
-            raise ValueError(f"instruction {shown!r} tokenizes to nothing")
-        ids = torch.tensor([ids_list], dtype=torch.long)
+        # text left after cleaning always gives at least one token (byte fallback, or the unknown token)
+        ids = torch.tensor([encode_instruction(self.tokenizer, instruction, self.model.config.lm.max_text_len)],
+                           dtype=torch.long)
         tokens = (ids.to(self.device), torch.ones_like(ids).to(self.device))
         if len(instruction) <= TOKEN_CACHE_MAX_TEXT_CHARS:
             if (len(self._token_cache) >= TOKEN_CACHE_ENTRIES
