@@ -322,3 +322,26 @@ def test_per_task_prints_each_modes_successes_task_by_task(tmp_path, capsys):
     assert rows == {"push-v3": ["1/1", "-"], "reach-v3": ["1/2", "0/1"], "all": ["2/3", "0/1"]}
     assert cli_main([str(tmp_path / "eval")]) == 0
     assert "successes per task" not in capsys.readouterr().out
+
+
+def test_a_resume_whose_rewrite_fails_keeps_every_episode_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """--resume rewrites the journal to drop a torn tail; a disk that fills during that write left a stray
+    .jsonl.tmp beside it. The journal stays whole (old or new, never half) and nothing else is left."""
+    import os
+
+    from deer_vla.evaluation.journal import EpisodeJournal
+
+    fingerprint = {"seed_offset": 0}
+    path = _journal(tmp_path / "eval", [HEADER, _episode(), _episode(seed=1), '{"mode": "fu'])
+    before = path.read_bytes()
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        EpisodeJournal(tmp_path / "eval", fingerprint, HEADER["plan"]).start(resume=True)
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == [JOURNAL_NAME]
+    monkeypatch.undo()
+    done = EpisodeJournal(tmp_path / "eval", fingerprint, HEADER["plan"]).start(resume=True)
+    assert len(done) == 2 and path.read_text().count("\n") == 3  # header + two episodes, the torn tail gone

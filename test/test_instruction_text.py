@@ -51,3 +51,26 @@ def _item(instruction: str) -> dict:
 
     return {"images": {"static": torch.zeros(2, 8, 8, 3, dtype=torch.uint8)}, "instruction": instruction,
             "anchor": instruction, "proprio": None, "actions": torch.zeros(2, 4)}
+
+
+def test_training_token_cache_keeps_recent_texts_and_stays_bounded(monkeypatch):
+    """Instruction noise makes fresh variants all run long; the collate's cache of their token ids grew
+    without bound. It keeps the most recent texts (tokenized once while they repeat) and drops the oldest."""
+    import deer_vla.train.windows as windows
+
+    calls: list[str] = []
+
+    def counting(tok, text, max_len):
+        calls.append(text)
+        return encode_instruction(tok, text, max_len)
+
+    monkeypatch.setattr(windows, "encode_instruction", counting)
+    monkeypatch.setattr(windows, "COLLATE_TOKEN_CACHE", 2)
+    collate = make_collate(build_word_tokenizer(["open the drawer", "close it", "push the button"]), 24)
+    for text in ("open the drawer", "open the drawer", "close it", "open the drawer"):
+        collate([_item(text)])
+    assert calls == ["open the drawer", "close it"]  # repeats are not tokenized again
+    collate([_item("push the button")])  # a third text: "close it" is the least recent and goes
+    collate([_item("open the drawer")])
+    collate([_item("close it")])
+    assert calls == ["open the drawer", "close it", "push the button", "close it"]

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec
 
 log = logging.getLogger(__name__)
@@ -126,17 +127,11 @@ class EpisodeJournal:
         return done
 
     def _rewrite(self, results: Iterable[EpisodeResult]) -> None:
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            header: dict[str, Any] = {"journal": JOURNAL_VERSION, "fingerprint": self.fingerprint}
-            if self.plan is not None:
-                header["plan"] = self.plan
-            f.write(json.dumps(header) + "\n")
-            for r in results:
-                f.write(json.dumps(r.to_dict()) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        header: dict[str, Any] = {"journal": JOURNAL_VERSION, "fingerprint": self.fingerprint}
+        if self.plan is not None:
+            header["plan"] = self.plan
+        lines = [json.dumps(header), *(json.dumps(r.to_dict()) for r in results)]
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
 
 
 def held_episodes(path: str | Path) -> str | None:

@@ -9,6 +9,7 @@ whatever the number of DataLoader workers.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ from deer_vla.train.instruction_noise import InstructionNoise
 from deer_vla.train.losses import WindowBatch
 
 log = logging.getLogger(__name__)
+
+# Texts whose token ids a collate keeps. A task's paraphrases are few, but instruction noise draws fresh
+# variants for the whole run; the least recently used go, so memory stays flat over a long run.
+COLLATE_TOKEN_CACHE = 4096
 
 
 @dataclass
@@ -128,19 +133,16 @@ def make_collate(
     (truncated to ``max_text_len`` like the runner does at run time); ``anchor`` also tokenizes each
     window's recorded instruction (the wording_consistency loss term reads it)."""
 
-    cache: dict[str, list[int]] = {}  # instructions repeat constantly: tokenize each once
-
-    def ids_of(text: str) -> list[int]:
-        if text not in cache:  # as the runner reads it at run time (model.tokenizer.encode_instruction)
-            cache[text] = encode_instruction(tokenizer, text, max_text_len)
-        return cache[text]
+    @functools.lru_cache(maxsize=COLLATE_TOKEN_CACHE)  # instructions repeat constantly: tokenize each once
+    def ids_of(text: str) -> tuple[int, ...]:  # as the runner reads it (model.tokenizer.encode_instruction)
+        return tuple(encode_instruction(tokenizer, text, max_text_len))
 
     pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
 
     def padded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         seqs = [ids_of(t) for t in texts]
         length = max(len(q) for q in seqs)
-        ids = torch.tensor([q + [pad_id] * (length - len(q)) for q in seqs], dtype=torch.long)
+        ids = torch.tensor([[*q, *[pad_id] * (length - len(q))] for q in seqs], dtype=torch.long)
         mask = torch.tensor([[1] * len(q) + [0] * (length - len(q)) for q in seqs], dtype=torch.long)
         return ids, mask
 
