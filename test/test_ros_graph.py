@@ -7,6 +7,7 @@ this test only) that record what the launch file asks for.
 from __future__ import annotations
 
 import inspect
+import logging
 import runpy
 import sys
 import types
@@ -75,6 +76,8 @@ def _fake_launch_modules() -> dict[str, types.ModuleType]:
 
     return {
         "launch": mod("launch", LaunchDescription=cls("LaunchDescription", _launch_description)),
+        # launch/launch/logging/__init__.py: get_logger(name=None) returns a standard logging.Logger
+        "launch.logging": mod("launch.logging", get_logger=lambda name=None: logging.getLogger(name)),
         "launch.actions": mod(
             "launch.actions", EmitEvent=cls("EmitEvent", _emit_event),
             RegisterEventHandler=cls("RegisterEventHandler", _register_event_handler),
@@ -97,8 +100,10 @@ def _fake_launch_modules() -> dict[str, types.ModuleType]:
     }
 
 
-def _run_launch_file(name: str, monkeypatch, **arguments: str) -> tuple[list[_Recorded], list[_Recorded]]:
-    """-> (declared launch arguments, the entities launch would run), as ``ros2 launch <name> k:=v ...``."""
+def _run_launch_file(name: str, monkeypatch, undeclared: dict[str, str] | None = None,
+                     **arguments: str) -> tuple[list[_Recorded], list[_Recorded]]:
+    """-> (declared launch arguments, the entities launch would run), as ``ros2 launch <name> k:=v ...``;
+    ``undeclared``: names the launch file does not declare, which launch still puts in the context."""
     for key, module in _fake_launch_modules().items():
         monkeypatch.setitem(sys.modules, key, module)
     description = runpy.run_path(str(ROOT / "launch" / name))["generate_launch_description"]()
@@ -110,6 +115,7 @@ def _run_launch_file(name: str, monkeypatch, **arguments: str) -> tuple[list[_Re
     # what DeclareLaunchArgument.execute does: the default unless the user gave a value
     configs = {d.kwargs["name"]: d.kwargs["default_value"] for d in declared}
     configs.update(arguments)
+    configs.update(undeclared or {})
     entities: list[_Recorded] = []
     for e in top:
         if e.kind == "OpaqueFunction":
@@ -163,6 +169,21 @@ def test_launch_files_describe_the_graph(launch_file, graph, monkeypatch):
         )
     if graph == "sim":
         assert load_graph("sim").node("policy").parameters["enabled"] is True
+
+
+def test_a_misspelt_launch_argument_is_named_with_the_one_meant(monkeypatch, caplog):
+    """`ros2 launch` takes any name:=value and ignores one nobody declared: `checkpont:=/x` ran the default
+    checkpoint without a word. A near miss of one of ours is warned about; a parent launch file's own
+    arguments (also in the context) are not, and nothing is refused."""
+    with caplog.at_level(logging.WARNING, logger="deer_vla"):
+        _, entities = _run_launch_file("sim.launch.py", monkeypatch,
+                                       undeclared={"checkpont": "/x", "Enabled": "false", "robot_model": "ur5"})
+    warnings = [r.getMessage() for r in caplog.records if r.name == "deer_vla"]
+    assert len(warnings) == 2, warnings
+    assert "'Enabled'" in warnings[0] and "did you mean 'enabled'" in warnings[0]
+    assert "'checkpont'" in warnings[1] and "did you mean 'checkpoint'" in warnings[1]
+    assert [e.kwargs["name"] for e in entities if e.kind in ("Node", "LifecycleNode")] == \
+        [s.name for s in load_graph("sim").nodes]  # the launch goes on
 
 
 def _edges_matched(handler: _Recorded, graph: list[tuple]) -> set[tuple[str, str, str]]:

@@ -9,6 +9,8 @@ one-process bringup reads the same graph and takes the same arguments).
 """
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 from deer_vla.ros.graph import PACKAGE, GraphSpec, load_graph
@@ -38,11 +40,30 @@ def launch_description(graph: str) -> Any:
 
 
 def _launch_nodes(context: Any, graph: str) -> list[Any]:
+    from launch.logging import get_logger
     from launch.substitutions import LaunchConfiguration
 
     spec = load_graph(graph)
-    values = {arg.name: LaunchConfiguration(arg.name).perform(context) for arg in spec.arguments}
+    names = [arg.name for arg in spec.arguments]
+    for warning in misspelt_arguments(context.launch_configurations, names):
+        get_logger("deer_vla").warning(warning)
+    values = {name: LaunchConfiguration(name).perform(context) for name in names}
     return node_actions(spec.with_arguments(values))
+
+
+def misspelt_arguments(given: Iterable[str], declared: list[str]) -> list[str]:
+    """A warning for each launch configuration that looks like a misspelling of one of ours.
+
+    ``ros2 launch`` accepts any ``name:=value`` and ignores one nobody declared, so ``checkpont:=/x`` would
+    run the default checkpoint in silence. Names a parent launch file sets for itself share the context,
+    so only a near miss of a declared name is reported, and nothing is refused."""
+    warnings = []
+    for name in sorted(set(given) - set(declared)):
+        close = difflib.get_close_matches(name.lower(), declared, n=1, cutoff=0.8)
+        if close:
+            warnings.append(f"launch argument '{name}' is not one of deer_vla's and is ignored; "
+                            f"did you mean '{close[0]}'? (see --show-args)")
+    return warnings
 
 
 def node_actions(spec: GraphSpec) -> list[Any]:
