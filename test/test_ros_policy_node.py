@@ -615,3 +615,51 @@ def test_recording_reads_back_in_step_order_when_camera_stamps_go_backwards(exec
     node.trigger_cleanup()  # closes the recording
     recorded = [s.record.step for s in read_recording(path)]
     assert len(recorded) == node.stats.steps and recorded == sorted(recorded)
+
+
+def test_an_observation_resent_while_its_step_runs_is_answered_once(executor, tiny_checkpoint, monkeypatch):
+    """A lock-step simulator re-sends an observation whose action is late (a fresh stamp, the same pixels). The
+    node queued the copy and answered both; the second answer reached the simulator while it waited for the
+    next state's, so every later action was applied one state late. The copy is not stepped again; the same
+    pixels sent once the step has ended are (a still scene never stalls the policy)."""
+    import threading
+
+    from std_msgs.msg import Float32MultiArray
+
+    node = _started(executor, tiny_checkpoint, enabled=True)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.actions) >= 1) and drv.settle(node)
+    running, release = threading.Event(), threading.Event()
+    real_step = node.stack.controller.step
+
+    def slow_step(obs):
+        running.set()
+        release.wait(10.0)
+        return real_step(obs)
+
+    monkeypatch.setattr(node.stack.controller, "step", slow_step)
+    pixels = [drv.rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8) for _ in drv.image_pubs]
+    proprio = Float32MultiArray(data=[0.1, -0.2, 0.3, 0.0])
+
+    def send_observation() -> None:  # the simulator's publishing, each time with a fresh stamp
+        from deer_vla.ros.image_conv import rgb_to_image_msg
+
+        stamp = drv.node.get_clock().now().to_msg()
+        drv.proprio_pub.publish(proprio)
+        for pub, rgb in reversed(list(zip(drv.image_pubs, pixels))):
+            pub.publish(rgb_to_image_msg(rgb, stamp))
+
+    n = len(drv.actions)
+    send_observation()
+    while not running.is_set():
+        drv.spin(0.02)
+    send_observation()  # the re-send, while the step on the same observation runs
+    drv.spin(0.3)
+    release.set()
+    assert drv.settle(node)
+    assert len(drv.actions) == n + 1 and node.stats.repeated_inputs == 1
+    assert node._health_info()["repeated inputs"] == "1"  # in /diagnostics
+    send_observation()  # the same pixels after the step ended: a still scene is stepped again
+    assert drv.settle(node)
+    assert len(drv.actions) == n + 2 and node.stats.repeated_inputs == 1

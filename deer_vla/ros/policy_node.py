@@ -114,6 +114,9 @@ class NodeStats:
     rejected_proprio: int = 0
     rejected_instructions: int = 0  # longer than max_instruction_chars: the previous instruction stays
     repeated_instructions: int = 0  # the same text again under repeated_instruction "keep": ignored
+    # inputs byte-identical to the step that was running when they arrived (a lock-step simulator's re-send of
+    # an observation the policy was still computing): not stepped again, so the sender gets one answer
+    repeated_inputs: int = 0
     model_errors: int = 0
     unsafe_actions: int = 0
     no_instruction: int = 0
@@ -169,6 +172,7 @@ class PolicyNode(LifecycleNode):
         self._joint_map: JointStateProprio | None = None  # proprio.source joint_state: names -> joint values
         self.frames: dict[str, CameraFrame] = {}
         self._used_ns: dict[str, int] = {}  # arrival time of the frames the last step used, per camera
+        self._last_stepped: tuple[StepJob, int] | None = None  # the last step's inputs, perf_counter_ns at its end
         self.last_record: Any = None
         self._last_command: RobotCommand | None = None
         self._last_command_ns = 0
@@ -408,6 +412,7 @@ class PolicyNode(LifecycleNode):
         self._joint_history.clear()
         self.frames.clear()
         self._used_ns.clear()
+        self._last_stepped = None
 
     @report_errors
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -755,6 +760,9 @@ class PolicyNode(LifecycleNode):
         stack, params = self.stack, self.params
         if stack is None or params is None:
             return
+        if params.control_mode == "event" and self._repeats_last_step(job):
+            self.stats.repeated_inputs += 1
+            return
         if job.episode_gen != self._episode_applied:
             stack.controller.reset_episode()
             self._episode_applied = job.episode_gen
@@ -806,6 +814,7 @@ class PolicyNode(LifecycleNode):
             record_msg = String(data=record.to_json())
             self._pubs["record"].publish(record_msg)
         self.last_record = record
+        self._last_stepped = (job, time.perf_counter_ns())
         self.stats.latency_ms.append(((time.perf_counter_ns() - received_ns) * 1e-6, float(record.total_ms)))
         if self._recorder is not None:
             try:
@@ -817,6 +826,29 @@ class PolicyNode(LifecycleNode):
                 self.stats.record_errors += 1
                 self.get_logger().error(f"step not recorded to {self._recorder.log.path}: {exc}",
                                         throttle_duration_sec=5.0)
+
+    def _repeats_last_step(self, job: StepJob) -> bool:
+        """Event mode: whether ``job`` is the last step's inputs again, byte for byte, newly arrived while that
+        step ran (timer mode steps the newest inputs at its rate, new or not, by design).
+
+        A lock-step simulator re-sends an observation whose action is late; stepping the copy too would
+        answer twice, and the late second answer would be applied to the next state, one step behind for the
+        rest of the episode (and the action head's history would hold the state twice). A camera sending
+        identical frames is stepped again once the step on them has ended, so a still scene never stalls."""
+        if self._last_stepped is None:
+            return False
+        last, ended_ns = self._last_stepped
+        arrived_ns, last_arrived_ns = (max(f.received_ns for f in j.frames.values()) for j in (job, last))
+        if (not last_arrived_ns < arrived_ns < ended_ns or job.episode_gen != last.episode_gen
+                or job.actuation_gen != last.actuation_gen or job.instruction != last.instruction
+                or job.frames.keys() != last.frames.keys()):
+            return False
+        if job.proprio is None or last.proprio is None:
+            if job.proprio is not last.proprio:
+                return False
+        elif not np.array_equal(job.proprio, last.proprio):
+            return False
+        return all(np.array_equal(job.frames[c].rgb, last.frames[c].rgb) for c in job.frames)
 
     def _publish_twist(self, command: RobotCommand, stamp: Any) -> None:
         assert self.params is not None
@@ -894,6 +926,7 @@ class PolicyNode(LifecycleNode):
                      "rejected images": str(stats.rejected_images), "rejected proprio": str(stats.rejected_proprio),
                      "rejected instructions": str(stats.rejected_instructions),
                      "repeated instructions": str(stats.repeated_instructions),
+                     "repeated inputs": str(stats.repeated_inputs),
                      "hold twists": str(stats.hold_published), "record errors": str(stats.record_errors)})
         return info
 

@@ -5,7 +5,9 @@ Publishes camera images (sensor_msgs/Image, rgb8), the instruction
 action received (std_msgs/Float32MultiArray, 7-D standard or the task's
 spec layout); publishes per-episode success (std_msgs/Bool) and a JSON
 result (std_msgs/String). If no action arrives within ``action_timeout_s``
-the current observation is re-sent with a fresh stamp. With ``policy_node``
+the current observation is re-sent with a fresh stamp (the policy node steps
+a copy that arrives while it is still computing the original only once, so a
+slow step is not answered twice). With ``policy_node``
 set, episode 0 starts only once that lifecycle node reports "active" (its
 ``get_state`` service), so the first observation is not sent to a policy
 that is still loading.
@@ -44,7 +46,7 @@ SIM_DEFAULTS: dict[str, Any] = {
     "action_topic": "action",
     "success_topic": "episode_success",
     "result_topic": "episode_result",
-    "action_timeout_s": 10.0,  # long: a re-send while the policy is still computing costs an extra step
+    "action_timeout_s": 10.0,  # long: a re-send is for a lost message, not a slow step
     "frame_id": "camera",
     "policy_node": "",  # lifecycle policy to wait for (its <name>/get_state) before episode 0; "" = do not wait
 }
