@@ -188,3 +188,25 @@ def test_episode_and_step_counters(profile):
     records = run(ExitController(SyntheticExitPolicy(N, seed=1), profile, None, fixed_exit=2))
     assert [r.episode for r in records[:: STEPS]] == list(range(EPISODES))
     assert [r.step for r in records] == list(range(EPISODES * STEPS))
+
+
+def test_thresholds_planning_exit_1_keep_their_cap_without_an_average_of_the_nodes_own(profile):
+    """Thresholds solved for an average below exit 2's cost plan "always exit 1", which only the cap can do.
+    The policy node's default average (unset) left the cap at the last exit, so every step ran to exit 2 and
+    overspent the average the thresholds were solved for (the tracker's own target), for good."""
+    from deer_vla.control import OnlineBudgetTracker
+
+    average = 0.5 * (profile.llm_gflops[0] + profile.llm_gflops[1])
+    th = solve_thresholds_quantile(stream(), profile, BudgetSpec(average_gflops=average))
+    assert th.budget is not None and th.budget.average_gflops == average
+    for budget in (th.budget, BudgetSpec()):  # the thresholds' own budget, and none (the node's default)
+        ctl = ExitController(SyntheticExitPolicy(N, seed=5), profile, th, budget, tracker=OnlineBudgetTracker(10.0))
+        records = run(ctl)
+        assert ctl.cap == 1 and {r.exit_used for r in records} == {1}
+        assert np.mean([r.llm_gflops for r in records]) <= average
+    # swapping in thresholds solved for a larger average lifts the cap at the next step
+    roomy = solve_thresholds_quantile(stream(), profile, BudgetSpec(average_gflops=profile.llm_gflops[3]))
+    ctl.set_thresholds(roomy)
+    assert ctl.cap == 1  # not yet
+    run(ctl)
+    assert ctl.cap == N

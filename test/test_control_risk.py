@@ -130,6 +130,15 @@ def test_step_records_carry_the_guarantee_and_the_tracker_cannot_scale_it(popula
     # a cap other than the certified one takes other exits: no guarantee is claimed
     capped = ExitController(ReplayExitPolicy(pop[:50]), PROFILE, th, BudgetSpec(peak_gflops=COSTS[3]))
     assert capped.step(synthetic_episodes(1, 1)[0][0])[1].risk_eps is None
+    # a per-step deadline stops steps before the certified thresholds decide: refused while the guarantee
+    # holds, and with one set from the start no guarantee is claimed (every record carried risk_eps before)
+    with pytest.raises(ValueError, match="deadline .* fidelity guarantee would not hold"):
+        ctrl.set_budget(BudgetSpec(average_gflops=th.expected_cost, deadline_ms=5.0))
+    assert ctrl.step(synthetic_episodes(1, 1)[0][0])[1].risk_eps == 0.05
+    with pytest.warns(UserWarning, match="cannot be enforced"):  # this profile has no latency: not enforced
+        timed = ExitController(ReplayExitPolicy(pop[:50]), PROFILE, th,
+                               BudgetSpec(average_gflops=0.4 * COSTS[-1], deadline_ms=5.0))
+    assert timed.guarantee is None and timed.step(synthetic_episodes(1, 1)[0][0])[1].risk_eps is None
 
 
 def test_guarantee_json_is_validated() -> None:

@@ -14,6 +14,7 @@ the oracle exit (the compute floor at that fidelity).
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -91,7 +92,7 @@ class ExitController:
     # --- budget ---------------------------------------------------------------------------
 
     def _validate(self, budget: BudgetSpec) -> tuple[BudgetReport, DeadlineGuard | None]:
-        report = budget_report(self.profile, budget, first_exit=self.first_exit)
+        report = budget_report(self.profile, self._cap_budget(budget, self.thresholds), first_exit=self.first_exit)
         if self.fixed_exit is not None and self.fixed_exit > report.cap:
             raise ValueError(f"fixed_exit {self.fixed_exit} is past the budget's cap exit {report.cap}")
         if self.thresholds is not None and self.fixed_exit is None and self.oracle_tolerance is None:
@@ -104,6 +105,19 @@ class ExitController:
                 guard = DeadlineGuard.from_profile(self.profile, budget.deadline_ms)
         return report, guard
 
+    def _cap_budget(self, budget: BudgetSpec, thresholds: Thresholds | None) -> BudgetSpec:
+        """The budget the exit cap is derived from: with no average of its own, the average ``thresholds`` were
+        solved for (the one the tracker holds, see _average_target). Thresholds solved for an average below
+        exit 2's cost plan "always exit 1", which only the cap can do: without it every step ran to exit 2 and
+        overspent the average they were solved for, for good."""
+        if (budget.average_gflops is not None or thresholds is None or self.fixed_exit is not None
+                or self.oracle_tolerance is not None or thresholds.metric != budget.metric):
+            return budget
+        solved = thresholds.budget
+        if solved is None or solved.average_gflops is None:
+            return budget
+        return dataclasses.replace(budget, average_gflops=solved.average_gflops)
+
     def _apply_budget(self, budget: BudgetSpec) -> None:
         self.report, self.guard = self._validate(budget)
         self.budget = budget
@@ -112,10 +126,15 @@ class ExitController:
         """Validate now (raises on a bad budget); it takes effect at the next step.
 
         While a fidelity guarantee is in force, a budget that would void it is refused: one whose cap
-        differs from the certified one, or an average below the certified thresholds' calibration cost.
+        differs from the certified one, an average below the certified thresholds' calibration cost, or a
+        per-step deadline (it stops steps before the certified thresholds decide).
         """
         report, _ = self._validate(budget)
         g = self.guarantee
+        if g is not None and budget.deadline_ms is not None:
+            raise ValueError(f"a deadline ({budget.deadline_ms:g} ms) stops steps before the thresholds certified "
+                             f"for eps={g.eps:g} decide, so the fidelity guarantee would not hold; run without the "
+                             "deadline or without the guarantee")
         if g is not None and g.family is not None and report.cap != g.family.cap:
             raise ValueError(f"budget caps at exit {report.cap} (set by {report.cap_binding}) but the fidelity "
                              f"guarantee in force was certified with exits up to {g.family.cap}; recalibrate")
@@ -139,11 +158,13 @@ class ExitController:
                              "switch")
         with self._lock:
             pending = self._pending
-        thresholds.check_covers(self.report.cap)
-        if pending is not None:
-            thresholds.check_covers(budget_report(self.profile, pending, first_exit=self.first_exit).cap)
+        for budget in (self.budget, *([pending] if pending is not None else [])):
+            thresholds.check_covers(
+                budget_report(self.profile, self._cap_budget(budget, thresholds), first_exit=self.first_exit).cap)
         with self._lock:
             self.thresholds = thresholds
+            if self._pending is None:  # the cap may follow the new thresholds' own average: derived at the next step
+                self._pending = self.budget
 
     @property
     def criterion(self) -> Criterion:
@@ -188,10 +209,13 @@ class ExitController:
 
     @property
     def guarantee(self) -> Guarantee | None:
-        """The thresholds' fidelity guarantee, while it holds: dynamic mode, the thresholds' own criterion
-        and the cap it was certified under (a different cap or criterion takes other exits)."""
+        """The thresholds' fidelity guarantee, while it holds: dynamic mode, the thresholds' own criterion,
+        the cap it was certified under (a different cap or criterion takes other exits) and no per-step deadline
+        (which stops steps before the thresholds decide)."""
         th = self.thresholds
         if th is None or th.guarantee is None or self.fixed_exit is not None or self.oracle_tolerance is not None:
+            return None
+        if self.budget.deadline_ms is not None:
             return None
         family = th.guarantee.family
         if family is not None and family.cap != self.report.cap:
