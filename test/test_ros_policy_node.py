@@ -663,3 +663,25 @@ def test_an_observation_resent_while_its_step_runs_is_answered_once(executor, ti
     send_observation()  # the same pixels after the step ended: a still scene is stepped again
     assert drv.settle(node)
     assert len(drv.actions) == n + 2 and node.stats.repeated_inputs == 1
+
+
+def test_a_runtime_budget_the_loaded_exits_cannot_honour_is_refused(executor, tiny_checkpoint):
+    """Configure loads the exits its budget allows. Relaxing the peak or memory budget at run time was
+    accepted and never loaded the deeper exits; lowering the memory budget below the resident weights was
+    accepted and freed nothing. Both are refused saying to reconfigure; a tighter peak still applies."""
+    from rclpy.parameter import Parameter
+
+    from deer_vla.model.runner import PolicyRunner
+
+    profile = PolicyRunner.from_checkpoint(tiny_checkpoint).cost_profile  # the whole model's
+    assert profile.num_exits >= 3
+    node = _started(executor, tiny_checkpoint, **{"budget.peak_gflops": profile.cost(2) * 1.01})
+    assert node.stack.profile.num_exits == 2
+    roomy = node.set_parameters([Parameter("budget.peak_gflops", value=profile.cost(3) * 1.01)])[0]
+    assert not roomy.successful and "configure loaded exits 1..2 only" in roomy.reason
+    unset = node.set_parameters([Parameter("budget.peak_gflops", value=0.0)])[0]  # no peak: every exit
+    assert not unset.successful and f"allows exit {profile.num_exits}" in unset.reason
+    tight_memory = node.set_parameters([Parameter("budget.memory_bytes", value=profile.weight_bytes[0] + 1)])[0]
+    assert not tight_memory.successful and "stay resident" in tight_memory.reason
+    assert node.get_parameter("budget.peak_gflops").value == pytest.approx(profile.cost(2) * 1.01)
+    assert node.set_parameters([Parameter("budget.peak_gflops", value=profile.cost(1) * 1.01)])[0].successful

@@ -471,7 +471,7 @@ class PolicyNode(LifecycleNode):
             if names & set(BUDGET_PARAMS):
                 budget = make_budget(params.budget_kwargs())
                 if self.stack is not None:
-                    check_budget(self.stack.profile, budget, params.fixed_exit, self.stack.controller.first_exit)
+                    self._check_loaded_exits_fit(budget, params.fixed_exit)
                     # validates against the loaded exits and thresholds; applied at the next step
                     self.stack.controller.set_budget(budget)
         except (ParameterError, ConfigurationError, ValueError) as exc:
@@ -479,6 +479,26 @@ class PolicyNode(LifecycleNode):
         except Exception as exc:  # raised out of this callback it would end the executor's spin: refuse instead
             return SetParametersResult(successful=False, reason=f"{type(exc).__name__}: {exc}")
         return SetParametersResult(successful=True)
+
+    def _check_loaded_exits_fit(self, budget: Any, fixed_exit: int) -> None:
+        """ConfigurationError for a run-time budget the loaded exits cannot honour. Configure loads only the exits
+        its budget allows: one that allows deeper exits, or whose memory budget is below the weights already
+        resident, would be accepted and not applied (the node would go on as before under a parameter that
+        says otherwise)."""
+        assert self.stack is not None
+        first_exit = self.stack.controller.first_exit
+        cap = check_budget(self.stack.profile, budget, fixed_exit, first_exit)
+        loaded = self.stack.profile.num_exits
+        wanted = check_budget(self.stack.full_profile, budget, fixed_exit, first_exit)
+        again = "deactivate, clean up and configure to load them"
+        if wanted > loaded:
+            raise ConfigurationError(f"the budget allows exit {wanted}, but configure loaded exits 1..{loaded} only "
+                                     f"(the budget then in force): {again}")
+        resident = self.stack.profile.weight_bytes[loaded - 1]
+        if budget.memory_bytes is not None and budget.memory_bytes < resident:
+            raise ConfigurationError(f"memory budget {budget.memory_bytes} bytes is below the {resident} bytes of "
+                                     f"the loaded exits 1..{loaded}, which stay resident (a lower cap, exit {cap}, "
+                                     "would not free them): deactivate, clean up and configure under it")
 
     def _apply_parameter_change(self, changes: list[Parameter]) -> None:
         if self.stack is None and self._closes_gate(changes):
