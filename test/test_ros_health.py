@@ -222,3 +222,40 @@ def test_an_unwritable_record_path_fails_configure_naming_it(executor, tiny_chec
     node.set_parameters([Parameter("record_path", value=str(tmp_path / "io.mcap"))])
     assert node.trigger_configure() == R.SUCCESS and node._recorder is not None
     assert node.trigger_cleanup() == R.SUCCESS
+
+
+@pytest.mark.ros
+def test_a_ros_clock_that_jumps_back_does_not_make_a_silent_node_look_stepping(executor, tiny_checkpoint, monkeypatch):
+    """A simulator reset or `ros2 bag play --loop` sends /clock back. The last step's age was read on the ROS
+    clock, went negative and passed "within the window": a node with no step for seconds reported OK
+    "stepping". Step and action ages are read on the monotonic clock, as input arrivals are."""
+    from fixtures import Driver
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+    from rclpy.time import Time
+
+    from deer_vla.ros.policy_node import PolicyNode
+
+    node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in {
+        "checkpoint_dir": str(tiny_checkpoint), "diagnostics_period_s": 0.2}.items()])
+    executor.add_node(node)
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: node.stats.steps >= 2) and drv.settle(node)
+    before = node.health_snapshot()
+    clock = node.get_clock()
+    back = Time(nanoseconds=clock.now().nanoseconds - 60_000_000_000, clock_type=clock.clock_type)
+
+    class JumpedBack:  # the node's clock, 60 s behind from now on
+        clock_type = clock.clock_type
+
+        def now(self):
+            return back
+
+    monkeypatch.setattr(node, "get_clock", lambda: JumpedBack())
+    drv.spin(1.0)  # no images: no step for 1 s, five windows
+    snap = node.health_snapshot()
+    assert snap.last_step_age_s is not None and snap.last_step_age_s >= 0.9
+    status = policy_status(snap, before)
+    assert status.level != OK and "no step" in status.message, status.message

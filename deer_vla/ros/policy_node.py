@@ -127,7 +127,9 @@ class NodeStats:
     # steps that gave no action, by health.SKIP_REASONS key, and the latest sentence per reason (/diagnostics)
     skipped: Counter[str] = field(default_factory=Counter)
     skip_details: dict[str, str] = field(default_factory=dict)
-    last_step_ns: int | None = None  # node clock when the last step finished
+    # monotonic clock (time.monotonic_ns), as ages are read: a ROS clock that jumps back (a simulator reset,
+    # a bag played in a loop) made the last step look newer than now, and the node report "stepping"
+    last_step_ns: int | None = None  # when the last step finished
     last_action_ns: int | None = None  # ... and when the last action went out
 
     def skip(self, reason: str, detail: str) -> None:
@@ -197,7 +199,7 @@ class PolicyNode(LifecycleNode):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._diagnostics_timer: Any = None
         self._start_diagnostics_timer(self.get_parameter("diagnostics_period_s").value)
-        self._active_since_ns: int | None = None  # node clock at activation
+        self._active_since_ns: int | None = None  # monotonic clock at activation
         self.create_service(SetBool, "~/enable", self._srv_enable, callback_group=self._control_group)
         self.create_service(Trigger, "~/halt", self._srv_halt, callback_group=self._control_group)
         self.create_service(Trigger, "~/reset_episode", self._srv_reset, callback_group=self._control_group)
@@ -373,7 +375,7 @@ class PolicyNode(LifecycleNode):
             self._control_timers.append(self.create_timer(self.params.period_s, self._on_control_timer,
                                                           callback_group=self._input_group))
         self.active = True
-        self._active_since_ns = self.get_clock().now().nanoseconds
+        self._active_since_ns = time.monotonic_ns()
         self._start_hold_timer()
         self.get_logger().info("activated")
         return super().on_activate(state)
@@ -810,7 +812,7 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
             return
         self.stats.steps += 1
-        self.stats.last_step_ns = self.get_clock().now().nanoseconds
+        self.stats.last_step_ns = time.monotonic_ns()
         record.stamp_ns = first.stamp_ns
         record.action = [float(v) for v in command.action]
         with self._actuation:  # halt/disable/deactivate cannot interleave with this decision and its publishing
@@ -824,7 +826,7 @@ class PolicyNode(LifecycleNode):
                 self._publish_twist(command, self.get_clock().now().to_msg())
                 self._pubs["gripper"].publish(Float64(data=command.gripper))
                 self._pubs["action"].publish(Float32MultiArray(data=[float(v) for v in command.standard7]))
-                self._last_command, self._last_command_ns = command, self.get_clock().now().nanoseconds
+                self._last_command, self._last_command_ns = command, time.monotonic_ns()
                 self.stats.actions_published += 1
                 self.stats.last_action_ns = self._last_command_ns
             elif not current:
@@ -885,7 +887,8 @@ class PolicyNode(LifecycleNode):
             if not (self.active and self.enabled and self._last_command is not None and self.params is not None
                     and self._pubs):
                 return
-            age = (self.get_clock().now().nanoseconds - self._last_command_ns) * 1e-9
+            # monotonic: a ROS clock that jumps back would hold the last velocity until it caught up
+            age = (time.monotonic_ns() - self._last_command_ns) * 1e-9
             if age > self.params.hold_max_s:
                 return
             self._publish_twist(self._last_command, self.get_clock().now().to_msg())
@@ -896,7 +899,7 @@ class PolicyNode(LifecycleNode):
         """The node's counters and input ages now, for health.policy_status (configured node)."""
         assert self.params is not None and self.stack is not None
         params, stack, stats = self.params, self.stack, self.stats
-        now, received_now = self.get_clock().now().nanoseconds, time.perf_counter_ns()
+        now, received_now, mono = self.get_clock().now().nanoseconds, time.perf_counter_ns(), time.monotonic_ns()
         age = lambda ns, clock: None if ns is None or ns < 0 else (clock - ns) * 1e-9
         frames = dict(self.frames)  # the input callbacks may replace entries meanwhile
         cameras = {c: InputAge(topic, age(frames[c].stamp_ns, now), age(frames[c].received_ns, received_now))
@@ -913,8 +916,8 @@ class PolicyNode(LifecycleNode):
             steps=stats.steps, actions_published=stats.actions_published,
             skipped=dict(stats.skipped), skip_details=dict(stats.skip_details),
             cameras=cameras, proprio_kind=kind, proprio=proprio,
-            last_step_age_s=age(stats.last_step_ns, now), last_action_age_s=age(stats.last_action_ns, now),
-            active_for_s=age(self._active_since_ns, now),
+            last_step_age_s=age(stats.last_step_ns, mono), last_action_age_s=age(stats.last_action_ns, mono),
+            active_for_s=age(self._active_since_ns, mono),
             step_running=self._worker is not None and self._worker.busy.is_set(),
             info=self._health_info(),
         )
