@@ -137,6 +137,34 @@ def test_an_average_held_on_its_budget_from_either_side_is_ok_but_not_a_peak():
     assert {s.name: s.level for s in mon.statuses()}["average_gflops"] == WARN
 
 
+def test_a_budget_is_judged_on_the_steps_run_under_it_in_its_own_metric():
+    """A peak budget tightened at run time was judged on the whole run's maximum, steps run under the old one
+    included: ERROR for good though every later step complied. A policy budgeted in total_gflops was judged
+    on the monitor's llm_gflops and reported OK while over its budget."""
+    mon = BudgetMonitor(window=0)
+    for i in range(100):
+        mon.update(_record(i, 10.0, 30.0, budget_peak_gflops=12.0, deadline_ms=40.0))
+    for i in range(100, 200):
+        mon.update(_record(i, 4.0, 8.0, budget_peak_gflops=5.0, deadline_ms=10.0))
+    by_name = {s.name: s for s in mon.statuses()}
+    assert by_name["peak_gflops"].level == OK and by_name["peak_gflops"].values["value"] == "4"
+    assert by_name["deadline_ms"].level == OK and by_name["deadline_ms"].values["value"] == "8"
+    assert mon.max_cost() == 10.0  # the run's own statistics still cover every step
+    mon.update(_record(200, 6.0, 8.0, budget_peak_gflops=5.0, deadline_ms=10.0))
+    assert {s.name: s.level for s in mon.statuses()}["peak_gflops"] == WARN
+    # llm 11, total 12 (_record: total = llm + 1) against an average of 11.5 in total_gflops
+    over = BudgetMonitor(metric="llm_gflops")
+    for i in range(10):
+        over.update(_record(i, 11.0, 5.0, budget_average_gflops=11.5, budget_metric="total_gflops"))
+    average = {s.name: s for s in over.statuses()}["average_gflops"]
+    assert average.level == WARN and average.message.startswith("mean total_gflops 12"), average.message
+    older = BudgetMonitor(metric="llm_gflops")  # records written before budget_metric: the monitor's own metric
+    older.update(_record(0, 11.0, 5.0, budget_average_gflops=11.5))
+    assert {s.name: s.level for s in older.statuses()}["average_gflops"] == OK
+    with pytest.raises(ValueError, match="budget_metric"):
+        StepRecord.from_json(_record(0, 1.0, 1.0, budget_metric="flops").to_json())
+
+
 def test_budget_monitor_window_and_validation():
     mon = BudgetMonitor(window=2)
     for g in (10.0, 1.0, 1.0):

@@ -374,6 +374,7 @@ class ExitController:
             budget_peak_ms=self.budget.peak_ms,
             budget_memory_bytes=self.budget.memory_bytes,
             deadline_ms=self.budget.deadline_ms,
+            budget_metric=self.budget.metric,
             stamp_ns=observation.stamp_ns,
             action=[float(v) for v in action],
             risk_eps=g.eps if g else None,

@@ -41,6 +41,9 @@ class StepRecord:
     budget_peak_ms: float | None = None
     budget_memory_bytes: int | None = None
     deadline_ms: float | None = None
+    # the cost column the GFLOPs budgets above refer to (the policy's budget.metric); None in records written
+    # before it was recorded, whose readers assume their own
+    budget_metric: str | None = None
     stamp_ns: int = 0
     action: list[float] = field(default_factory=list)
     # camera stamp (the oldest camera's) -> action published, node clock; None where no node published it
@@ -140,6 +143,9 @@ def _field_problems(data: dict[str, Any]) -> list[str]:
     for name in _OPTIONAL_NUMBERS:
         if data.get(name) is not None:
             need(_is_number(data[name]), name, "a number or null")
+    if data.get("budget_metric") is not None:
+        need(data["budget_metric"] in ("llm_gflops", "total_gflops"), "budget_metric",
+             "'llm_gflops', 'total_gflops' or null")
     for name in ("budget_memory_bytes", "risk_n_calibration"):
         if data.get(name) is not None:
             need(_is_int(data[name]) and data[name] >= 0, name, "an integer >= 0 or null")

@@ -2,7 +2,10 @@
 
 Pure (no rclpy) so the rules are tested directly; the monitor node turns
 the result into diagnostic_msgs. A budget is OK while met, WARN once
-exceeded, ERROR once exceeded by more than ``error_ratio`` times.
+exceeded, ERROR once exceeded by more than ``error_ratio`` times. Each
+budget is judged on the steps run since it took its current value (a budget
+changed at run time is not broken by steps run under the old one), in the
+cost metric it refers to (the record's ``budget_metric``, the policy's).
 """
 from __future__ import annotations
 
@@ -22,6 +25,24 @@ LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
 # the average budget is held by the policy's online tracker, whose running mean settles on the budget from either
 # side: a mean this close above it (0.09% over 19 000 steps of a 100-episode demo) is the budget held, not broken
 AVERAGE_TOLERANCE = 0.01
+
+
+# budget name -> the StepRecord field holding its value
+BUDGET_FIELDS = {"average_gflops": "budget_average_gflops", "peak_gflops": "budget_peak_gflops",
+                 "peak_ms": "budget_peak_ms", "deadline_ms": "deadline_ms"}
+
+
+@dataclass
+class _SinceChange:
+    """The steps run under one value of one budget (it is judged on these alone: a budget tightened at run time
+    is not broken by steps that ran under the old one). Costs in the budget's own metric."""
+
+    limit: float | None
+    metric: str
+    steps: int = 0
+    total_cost: float = 0.0
+    max_cost: float = 0.0
+    max_ms: float = 0.0
 
 
 @dataclass
@@ -59,6 +80,8 @@ class BudgetMonitor:
         self.peak_ms = 0.0
         self.exit_histogram: dict[int, int] = {}
         self.last: StepRecord | None = None
+        self._budget_cost: deque[float] = deque(maxlen=maxlen)  # in each record's budget metric
+        self._since: dict[str, _SinceChange] = {}
 
     def update(self, record: StepRecord) -> None:
         cost = float(getattr(record, self.metric))
@@ -74,6 +97,33 @@ class BudgetMonitor:
         self.peak_ms = max(self.peak_ms, float(record.total_ms))
         self.exit_histogram[record.exit_used] = self.exit_histogram.get(record.exit_used, 0) + 1
         self.last = record
+        metric = record.budget_metric or self.metric  # the policy's budget.metric (older records: ours)
+        budget_cost = float(getattr(record, metric))
+        self._budget_cost.append(budget_cost)
+        for name, field_name in BUDGET_FIELDS.items():
+            limit = getattr(record, field_name)
+            since = self._since.get(name)
+            if since is None or since.limit != limit or since.metric != metric:
+                since = self._since[name] = _SinceChange(limit, metric)
+            since.steps += 1
+            since.total_cost += budget_cost
+            since.max_cost = max(since.max_cost, budget_cost)
+            since.max_ms = max(since.max_ms, float(record.total_ms))
+
+    def _judged(self, name: str) -> tuple[float, str]:
+        """(value, what it is) that budget ``name`` is judged on: over the steps since it took its current value
+        (and within the window, if one is set), in the metric the budget refers to."""
+        since = self._since[name]
+        n = since.steps if not self.window else min(since.steps, len(self._ms))
+        costs, times = list(self._budget_cost)[-n:], list(self._ms)[-n:]
+        if name == "average_gflops":
+            mean = since.total_cost / since.steps if not self.window else float(np.mean(costs))
+            return mean, f"mean {since.metric}"
+        if name == "peak_gflops":
+            return (since.max_cost if not self.window else max(costs)), f"max {since.metric}"
+        if name == "peak_ms":
+            return float(np.percentile(times[-QUANTILE_SAMPLES:], 95)), "p95 step ms"
+        return (since.max_ms if not self.window else max(times)), "max step ms"
 
     # -- statistics over the window -------------------------------------------------
     def mean_cost(self) -> float:
@@ -114,13 +164,9 @@ class BudgetMonitor:
         rec = self.last
         if rec is None:
             return [BudgetStatus("records", WARN, "no step records received yet")]
-        checks = [
-            ("average_gflops", rec.budget_average_gflops, self.mean_cost(), f"mean {self.metric}"),
-            ("peak_gflops", rec.budget_peak_gflops, self.max_cost(), f"max {self.metric}"),
-            ("peak_ms", rec.budget_peak_ms, self.latency(95), "p95 step ms"),
-            ("deadline_ms", rec.deadline_ms, self.max_latency(), "max step ms"),
-        ]
-        for name, limit, value, what in checks:
+        for name, field_name in BUDGET_FIELDS.items():
+            limit = getattr(rec, field_name)
+            value, what = self._judged(name)
             values = {"value": f"{value:.6g}", "measure": what}
             if limit is None or not math.isfinite(limit) or limit <= 0:
                 out.append(BudgetStatus(name, OK, "no budget set", values))
