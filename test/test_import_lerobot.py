@@ -218,6 +218,26 @@ def test_bad_values_in_the_data_are_refused_naming_file_episode_and_row(lerobot_
         assert not (tmp_path / f"{root.name}_out").exists()
 
 
+def test_a_task_without_its_string_is_refused_not_imported_as_the_word_none(lerobot_demo: Path, tmp_path: Path,
+                                                                            capsys):
+    """A null task string became the instruction "None" (str(None)), and two such tasks merged into one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for name, change in (("null", lambda texts: [None] * len(texts)), ("blank", lambda texts: ["  "] * len(texts))):
+        root = _copy(lerobot_demo, tmp_path / name)
+        tasks = root / "meta/tasks.parquet"
+        table = pq.read_table(tasks)
+        column = "task" if "task" in table.column_names else table.column_names[-1]
+        texts = change(table.column(column).to_pylist())
+        pq.write_table(table.set_column(table.column_names.index(column), column, pa.array(texts, pa.string())),
+                       tasks)
+        assert cli_main([str(root), "--out", str(tmp_path / f"{name}_out"), *GRIPPER_ARGS]) == 1
+        err = capsys.readouterr().err.strip()
+        assert f"{tasks}: task_index 0 has no task string" in err and "\n" not in err, err
+        assert not (tmp_path / f"{name}_out").exists()
+
+
 def test_truncated_files_are_refused_naming_them(lerobot_demo: Path, tmp_path: Path, capsys):
     for rel in ("meta/tasks.parquet", "meta/episodes/chunk-000/file-000.parquet", "data/chunk-002/file-000.parquet"):
         root = _copy(lerobot_demo, tmp_path / rel.replace("/", "_"))

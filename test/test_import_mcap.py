@@ -161,3 +161,48 @@ def test_an_older_message_read_late_from_an_unclosed_file_does_not_replace_a_new
     scale = ds.meta.action_spec["scale"][0]  # raw z of the 5 Hz tick j: message 2j's 0.01 * 2j, clipped at scale
     assert ep.length == 15 and np.allclose(ep.actions[:, 0] * scale, np.minimum(0.02 * np.arange(15), scale),
                                            atol=1e-5)
+
+
+def test_a_damaged_chunk_a_malformed_message_or_an_empty_frame_is_one_line_naming_where(tmp_path, capsys):
+    """Each was a traceback (ZstdError, struct.error, DecoderNotFoundError, cv2.error) naming nothing."""
+    import cv2
+    from robot_data_support import RosbagLikeWriter
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import Float32MultiArray
+
+    def recording(path: Path, bad_cmd: bytes | None = None, empty_frame_at: int | None = None) -> Path:
+        w = RosbagLikeWriter(path)
+        for k in range(30):
+            t = int(k * 1e8)
+            ok, png = cv2.imencode(".png", np.full((16, 16, 3), k * 8, np.uint8))
+            w.write("/cam", CompressedImage(format="png", data=b"" if k == empty_frame_at else png.tobytes()), t)
+            w.write("/cmd", Float32MultiArray(data=[0.01 * k, 0.5, -0.2, 0.3]), t + 1000)
+            if k == 6 and bad_cmd is not None:  # a publisher's broken serialization
+                w.writer.add_message(w.channels["/cmd"], log_time=t + 2000, data=bad_cmd, publish_time=t + 2000)
+        w.close()
+        return path
+
+    damaged = recording(tmp_path / "damaged.mcap")
+    data = bytearray(damaged.read_bytes())
+    at = 8  # after the magic: records are opcode (1 byte), length (u64), content; damage the first chunk's
+    while data[at] != 0x06:
+        at += 9 + int.from_bytes(data[at + 1:at + 9], "little")
+    content = at + 9  # start, end times, uncompressed size and crc, compression name, then the records
+    compression = int.from_bytes(data[content + 28:content + 32], "little")
+    first = content + 32 + compression + 8
+    data[first + 1:first + 9] = (1 << 40).to_bytes(8, "little")  # its first record claims a terabyte
+    damaged.write_bytes(bytes(data))
+    cases = [
+        (damaged, f"{damaged}: cannot read past message"),
+        (recording(tmp_path / "malformed.mcap", bad_cmd=b"\x00\x01\x00\x00\x05"),
+         f"{tmp_path / 'malformed.mcap'}: /cmd at 600002000 ns: the message does not decode as "
+         "std_msgs/msg/Float32MultiArray"),
+        (recording(tmp_path / "empty.mcap", empty_frame_at=4),
+         f"{tmp_path / 'empty.mcap'}: /cam at 400000000 ns: compressed image (format 'png') is empty"),
+    ]
+    for path, expected in cases:
+        out = tmp_path / f"{path.stem}_out"
+        assert cli_main([str(path), "--out", str(out), *ARM]) == 1, expected
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"deer-vla import-mcap: {expected}") and "\n" not in err, (expected, err)
+        assert not out.exists()

@@ -109,7 +109,10 @@ def image_to_rgb(msg: Any, datatype: str) -> np.ndarray:
     if datatype.endswith("CompressedImage"):
         import cv2
 
-        bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+        data = bytes(msg.data)
+        if not data:  # cv2.imdecode raises cv2.error on an empty buffer (drivers send one at startup)
+            raise ImageConversionError(f"compressed image (format {msg.format!r}) is empty")
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
             raise ImageConversionError(f"compressed image (format {msg.format!r}) does not decode")
         return np.ascontiguousarray(bgr[:, :, ::-1])

@@ -170,7 +170,15 @@ def read_tasks(root: Path) -> dict[int, str]:
     if text_col is None or "task_index" not in columns:
         raise LeRobotFormatError(f"{path}: expected a task_index column and the task strings (index or 'task' "
                                  f"column); columns are {columns}")
-    return {int(i): str(t) for i, t in zip(table.column("task_index").to_pylist(), table.column(text_col).to_pylist())}
+    tasks: dict[int, str] = {}
+    for i, text in zip(table.column("task_index").to_pylist(), table.column(text_col).to_pylist()):
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise LeRobotFormatError(f"{path}: task_index {i!r} is not an integer")
+        if not isinstance(text, str) or not text.strip():  # str(None) was the instruction "None"
+            raise LeRobotFormatError(f"{path}: task_index {i} has no task string ({text!r}); every task needs "
+                                     "its instruction")
+        tasks[int(i)] = text
+    return tasks
 
 
 def read_episodes(root: Path) -> list[dict[str, Any]]:

@@ -372,9 +372,32 @@ def read_messages(path: str | Path, topics: list[str] | None = None,
         yield from _read_in_file_order(path, topics)
         return
     with path.open("rb") as stream:
-        reader = make_reader(stream, decoder_factories=[DecoderFactory()])
-        for schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics, log_time_order=True):
-            yield McapMessage(channel.topic, schema.name if schema else "", message.log_time, decoded)
+        reader = make_reader(stream)
+        raw = reader.iter_messages(topics=topics, log_time_order=True)
+        factory, decoders = DecoderFactory(), {}
+        count = 0
+        while True:
+            try:
+                schema, channel, message = next(raw)
+            except StopIteration:
+                return
+            except Exception as exc:  # a damaged chunk or index (ZstdError, a cut record): one line, not a trace
+                raise McapFormatError(f"{path}: cannot read past message {count} in log-time order "
+                                      f"({type(exc).__name__}: {exc}); the file is damaged") from exc
+            datatype = schema.name if schema else ""
+            if channel.id not in decoders:
+                decoders[channel.id] = factory.decoder_for(channel.message_encoding, schema)
+            decoder = decoders[channel.id]
+            if decoder is None:
+                raise McapFormatError(f"{path}: {channel.topic}: messages encoded as {channel.message_encoding!r} "
+                                      f"({datatype or 'no schema'}) cannot be decoded; ROS 2 recordings use cdr")
+            try:
+                decoded = decoder(message.data)
+            except Exception as exc:  # a malformed message (struct.error, ...) in an otherwise sound file
+                raise McapFormatError(f"{path}: {channel.topic} at {message.log_time} ns: the message does not "
+                                      f"decode as {datatype} ({type(exc).__name__}: {exc})") from exc
+            count += 1
+            yield McapMessage(channel.topic, datatype, message.log_time, decoded)
 
 
 @dataclass
