@@ -69,3 +69,31 @@ def test_a_file_that_is_not_mcap_is_refused(tmp_path):
     path.write_text("a text file saved as .mcap\n")
     with pytest.raises(McapFormatError, match=f"{path}: not an MCAP file"):
         read_recording(path)
+
+
+def test_a_step_that_lost_part_of_itself_is_left_out_not_completed_from_its_neighbour(tmp_path):
+    """After a write that failed partway (disk full) the log goes on in a new part, which can begin inside a step.
+    The reader carried the previous step's action over and cleared only the images: a step with no image ended
+    replay in a KeyError, and one that lost its action was replayed with its neighbour's."""
+    from deer_vla.data.mcap_io import TruncatedMcapWarning
+
+    path = tmp_path / "torn.mcap"
+    log = McapLog(path)
+    for i in range(4):
+        messages = {image_topic("static"): ("sensor_msgs/msg/Image", IMAGE),
+                    INSTRUCTION: ("std_msgs/msg/String", {"data": "reach the goal"}),
+                    ACTION: ("std_msgs/msg/Float32MultiArray", _array([0.1 * i] * 7)),
+                    RECORD: ("std_msgs/msg/String", _record(i))}
+        if i == 1:
+            del messages[image_topic("static")]  # its image was in the damaged chunk
+        if i == 2:
+            del messages[ACTION]
+        for topic, (datatype, msg) in messages.items():
+            log.write(topic, datatype, msg, 1000 + i)
+    log.write(image_topic("static"), "sensor_msgs/msg/Image", IMAGE, 1004)  # a step cut off by the crash
+    log.close()
+    with pytest.warns(TruncatedMcapWarning, match=r"3 incomplete step\(s\) left out") as caught:
+        steps = read_recording(path)
+    assert [s.record.step for s in steps] == [0, 3]
+    np.testing.assert_allclose(steps[1].action7, [0.3] * 7, rtol=1e-6)
+    assert f"{path} at 1001 ns" in str(caught[0].message)

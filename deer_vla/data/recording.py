@@ -12,6 +12,7 @@ glob names it); the recorder splits only between steps. Used by
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 
 from deer_vla.core import Observation, StepRecord
 from deer_vla.data.image_msg import image_msg_to_rgb
+from deer_vla.data.mcap_io import TruncatedMcapWarning
 from deer_vla.data.mcap_parts import read_log_by_part
 
 PREFIX = "/deer_vla/policy"
@@ -113,16 +115,29 @@ def read_recording(path: str | Path) -> list[RecordedStep]:
     """The recorded steps in order, over every part of a split recording (``path``: its first file, a directory
     or a glob); RecordingError names the file, topic and log time of a message of the wrong type or with unusable
     values (a policy node never writes one: the file was damaged or is another program's); MissingPartError
-    names a missing part."""
+    names a missing part.
+
+    A step is the messages of one log time in one part, up to its record. One that lacks part of itself (a write
+    that failed partway: the log goes on in a new part, which may begin inside a step) is left out with a
+    TruncatedMcapWarning, never completed with the previous step's action or instruction."""
     steps: list[RecordedStep] = []
     images: dict[str, np.ndarray] = {}
-    instruction, proprio, action = "", None, np.zeros(0)
+    instruction: str | None = None
+    proprio: np.ndarray | None = None
+    action: np.ndarray | None = None
     image_prefix, image_suffix = f"{PREFIX}/input/", "/image"
+    step_key: tuple[Path, int] | None = None  # (part, log time) of the step being read
+    torn: list[str] = []  # "<part> at <t> ns" of each step left out
     for part, m in read_log_by_part(path):
         is_image = m.topic.startswith(image_prefix) and m.topic.endswith(image_suffix)
         expected = IMAGE_TYPE if is_image else _TYPES.get(m.topic)
         if expected is None:
             continue  # another node's topic
+        if (part, m.log_time_ns) != step_key:  # a new step (or part): nothing carries over
+            if images or instruction is not None or action is not None:
+                torn.append(f"{step_key[0]} at {step_key[1]} ns" if step_key else "?")
+            images, instruction, proprio, action = {}, None, None, None
+            step_key = (part, m.log_time_ns)
         try:
             if m.datatype != expected:
                 raise ValueError(f"type {m.datatype or '(no schema)'}, expected {expected}")
@@ -137,9 +152,22 @@ def read_recording(path: str | Path) -> list[RecordedStep]:
             elif m.topic == ACTION:
                 action = _finite(m.message.data, 7)
             else:
-                steps.append(RecordedStep(dict(images), instruction, proprio, action,
-                                          StepRecord.from_json(m.message.data), m.log_time_ns))
-                images, proprio = {}, None
+                record = StepRecord.from_json(m.message.data)
+                if images and instruction is not None and action is not None:
+                    steps.append(RecordedStep(images, instruction, proprio, action, record, m.log_time_ns))
+                else:
+                    torn.append(f"{part} at {m.log_time_ns} ns")
+                images, instruction, proprio, action = {}, None, None, None
         except ValueError as exc:  # ImageConversionError, JSONDecodeError and StepRecord's checks among them
             raise RecordingError(f"{part}: {m.topic} at {m.log_time_ns} ns: {exc}") from exc
+    if images or instruction is not None or action is not None:
+        torn.append(f"{step_key[0]} at {step_key[1]} ns (the last)" if step_key else "?")
+    cameras = set().union(*(s.images for s in steps)) if steps else set()
+    torn += [f"{s.record.step} at {s.stamp_ns} ns (cameras {sorted(s.images)} of {sorted(cameras)})"
+             for s in steps if set(s.images) != cameras]
+    steps = [s for s in steps if set(s.images) == cameras]
+    if torn:
+        warnings.warn(TruncatedMcapWarning(
+            f"recording {path}: {len(torn)} incomplete step(s) left out (a write that failed partway?): "
+            f"{', '.join(torn[:3])}{', ...' if len(torn) > 3 else ''}"), stacklevel=2)
     return steps
