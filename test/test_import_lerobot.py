@@ -314,3 +314,38 @@ def test_staging_folders_of_killed_imports_are_removed_by_the_next_import(tmp_pa
         (folder / "episodes").mkdir(parents=True)
     assert remove_abandoned_staging(out) == [abandoned]
     assert not abandoned.exists() and running.is_dir() and other.is_dir()
+
+
+def test_an_out_that_is_a_symlink_receives_the_dataset_and_errors_name_the_source(lerobot_demo: Path, tmp_path: Path,
+                                                                                 capsys):
+    """A symlinked --out passed the early check, then failed after the whole import naming a staging folder
+    (a rename onto the link); a value HDF5 cannot store named the deleted staged file, not the source."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = tmp_path / "disk" / "ds"
+    target.mkdir(parents=True)
+    link = tmp_path / "link_out"
+    link.symlink_to(target)
+    assert cli_main([str(lerobot_demo), "--out", str(link), *GRIPPER_ARGS]) == 0, capsys.readouterr().err
+    assert link.is_symlink() and len(EpisodeDataset(link)) == 6 and (target / "meta.json").exists()
+    capsys.readouterr()
+    root = _copy(lerobot_demo, tmp_path / "nul")
+    tasks = root / "meta/tasks.parquet"
+    table = pq.read_table(tasks)
+    column = "task" if "task" in table.column_names else table.column_names[-1]
+    texts = ["pick\x00up"] * table.num_rows
+    pq.write_table(table.set_column(table.column_names.index(column), column, pa.array(texts, pa.string())), tasks)
+    assert cli_main([str(root), "--out", str(tmp_path / "nul_out"), *GRIPPER_ARGS]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "the episode of source_episode 0, frames [0, 12]: the instruction holds a NUL character" in err, err
+    assert ".importing-" not in err and "\n" not in err
+
+
+def test_proprio_too_large_to_standardise_is_a_dataset_error():
+    """Joint values near 1e200 overflowed the variance to inf and ended an import in a ValueError traceback."""
+    from deer_vla.data.importing import fit_proprio_spec
+
+    with pytest.raises(DatasetError, match="proprio values too large to standardise"):
+        fit_proprio_spec(np.array([[1e200, 0.0], [-1e200, 1.0]]), ["a", "b"])
+    assert fit_proprio_spec(np.array([[1.0, 0.0], [3.0, 1.0]]), ["a", "b"]).mean == (2.0, 0.5)

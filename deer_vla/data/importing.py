@@ -192,10 +192,16 @@ def fit_proprio_spec(states: np.ndarray, names: Sequence[str] | None,
     if len(names) != dim:
         raise DatasetError(f"{len(names)} proprio names {list(names)} for {dim} values")
     clean = [re.sub(r"[^A-Za-z0-9_.:/\-]+", "_", n).strip("_") or f"state_{i}" for i, n in enumerate(names)]
-    std = states.std(axis=0)
-    return ProprioSpec(names=tuple(clean), units=tuple(units) if units else (),
-                       mean=tuple(float(m) for m in states.mean(axis=0)),
-                       std=tuple(float(s) if s > 1e-6 else 1.0 for s in std))
+    with np.errstate(over="ignore"):  # values near 1e200 overflow the variance: refused below, in words
+        std = states.std(axis=0)
+        mean = states.mean(axis=0)
+    if not (np.all(np.isfinite(std)) and np.all(np.isfinite(mean))):
+        raise DatasetError(f"proprio values too large to standardise (largest magnitude {np.abs(states).max():.3g})")
+    try:
+        return ProprioSpec(names=tuple(clean), units=tuple(units) if units else (),
+                           mean=tuple(float(m) for m in mean), std=tuple(float(s) if s > 1e-6 else 1.0 for s in std))
+    except ValueError as exc:
+        raise DatasetError(f"proprio: {exc}") from exc
 
 
 def task_slug(text: str, max_len: int = 48) -> str:
@@ -221,8 +227,12 @@ def resize_square(frames: Sequence[np.ndarray] | np.ndarray, size: int) -> np.nd
 
 
 def check_new_output(out: str | Path) -> Path:
-    """``out`` as the root of a new dataset: absent or an empty directory (an import never adds to one)."""
+    """``out`` as the root of a new dataset: absent or an empty directory (an import never adds to one). A symbolic
+    link stands for its target: the dataset is staged beside the target (the same file system) and renamed onto it,
+    where a rename onto the link itself fails, after the whole import."""
     root = Path(out)
+    if root.is_symlink():
+        root = root.resolve()
     if root.exists() and not root.is_dir():
         raise DatasetError(f"--out {root} exists and is not a directory; import into a new directory")
     if root.is_dir() and any(root.iterdir()):
@@ -316,6 +326,8 @@ class ImportWriter:
         )
         if self.writer.exists(episode.task, episode.seed):
             raise DatasetError(f"two imported episodes map to {episode.task} seed {episode.seed}")
+        # named by its source: the staged file it would have become is deleted with the failed import
+        episode.validate(self.writer.meta, where="the episode of " + ", ".join(f"{k} {v}" for k, v in source.items()))
         try:
             path = self.writer.write(episode).relative_to(self.writer.root)
             self._map.write(json.dumps({"file": str(path), **source}) + "\n")
