@@ -241,3 +241,25 @@ def test_gripper_flip_infinite_criterion_still_meets_budget(calib, profile):
     flips = (calib[:, 1:, -1] > 0) != (calib[:, :-1, -1] > 0)
     for k in range(2, 6):
         assert not np.any((exits == k) & flips[:, k - 2])
+
+
+@pytest.mark.parametrize("method", ["quantile", "descent"])
+def test_a_budget_gripper_flips_put_out_of_reach_is_refused_with_the_smallest_feasible_one(method):
+    """A step whose exits disagree on the gripper cannot stop there under gripper_flip_infinite. Quantile gave
+    back its cheapest setting, over budget, without a word; descent's check used an infinite eta (which also
+    stops infinite scores) and saved finite thresholds that spent more than the expected_cost it reported."""
+    from deer_vla.control import solve_thresholds
+    from deer_vla.core import CostProfile
+
+    rng = np.random.default_rng(0)
+    actions = rng.normal(0, 0.1, (200, 4, 3))
+    actions[:, :, 2] = 1.0
+    actions[:20, 0, 2] = -1.0  # 10%: exits 1 and 2 disagree on the gripper, so these cannot stop at exit 2
+    profile = CostProfile(llm_gflops=[1.0, 2.0, 3.0, 4.0], total_gflops=[1.0, 2.0, 3.0, 4.0], params=[1] * 4,
+                          weight_bytes=[1] * 4)
+    crit = Criterion(gripper_flip_infinite=True)
+    with pytest.raises(InfeasibleBudgetError, match="smallest feasible average budget is 2.1"):
+        solve_thresholds(method, actions, profile, BudgetSpec(average_gflops=2.05), crit)
+    th = solve_thresholds(method, actions, profile, BudgetSpec(average_gflops=2.1), crit)
+    spent = np.asarray([1.0, 2.0, 3.0, 4.0])[simulate_exits(actions, th) - 1].mean()
+    assert spent <= 2.1 + 1e-9 and spent == pytest.approx(th.expected_cost)

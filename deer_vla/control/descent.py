@@ -26,14 +26,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError, budget_report
+from deer_vla.control.budgets import BudgetSpec, budget_report
 from deer_vla.control.criterion import Criterion, criterion_scores
 from deer_vla.control.oracle import exit_errors
 from deer_vla.control.thresholds import (
     Thresholds,
+    check_reachable,
     check_solver_inputs,
     exits_from_scores,
     solve_thresholds_quantile,
+    stop_everything,
 )
 from deer_vla.core import CostProfile
 
@@ -174,12 +176,10 @@ def solve_thresholds_descent(
         # solution, whose values past the cap still give the online tracker something to scale.
         return quantile
     never = np.full(n + 1, _NEVER)  # etas[k] for k = 0..N
-    always = np.full(n + 1, np.inf)
-    if float(costs[exits_from_scores(scores, always, cap, first) - 1].mean()) > target * (1 + 1e-9):
-        raise InfeasibleBudgetError(
-            f"average budget {target:g} is below the cheapest the criterion can reach on these steps "
-            f"({costs[first - 1]:g}: every step stopping at exit {first})"
-        )
+    # finite, as saved thresholds are: an infinite eta also stopped infinite scores (gripper flips), so the
+    # feasibility check passed and the saved, finite thresholds spent more than the expected_cost reported
+    always = stop_everything(scores, n)
+    check_reachable(scores, costs, cap, first, target)
 
     rows = np.arange(s)
 
@@ -200,7 +200,9 @@ def solve_thresholds_descent(
         best, best_err = start, error_mean
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        etas = _descend(scores, err, costs, cap, first, math.exp(mid), start)
+        # no eta above the largest finite score: an infinite one would stop infinite scores, which no saved
+        # (finite) threshold does, and the cost measured here would not be the cost of what is saved
+        etas = np.minimum(_descend(scores, err, costs, cap, first, math.exp(mid), start), always)
         cost, error_mean = cost_error(etas)
         if cost <= target:
             hi = mid  # feasible: try a lower price on compute, for less error
@@ -208,5 +210,6 @@ def solve_thresholds_descent(
                 best, best_err = etas, error_mean
         else:
             lo = mid
-    polished = _polish(scores, err, costs, cap, first, best, target)
-    return finish(polished if cost_error(polished)[1] < best_err else best)
+    polished = np.minimum(_polish(scores, err, costs, cap, first, best, target), always)
+    polished_cost, polished_err = cost_error(polished)
+    return finish(polished if polished_cost <= target and polished_err < best_err else best)

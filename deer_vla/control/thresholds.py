@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import logsumexp
 
-from deer_vla.control.budgets import METRICS, BudgetSpec, budget_report
+from deer_vla.control.budgets import METRICS, BudgetSpec, InfeasibleBudgetError, budget_report
 from deer_vla.control.criterion import Criterion, check_exit_actions, criterion_scores
 from deer_vla.control.guarantee import Guarantee
 from deer_vla.core import CostMetric, CostProfile
@@ -326,6 +326,26 @@ def exits_from_scores(scores: np.ndarray, etas: np.ndarray, cap: int, first: int
 
 
 
+def stop_everything(scores: np.ndarray, n: int) -> np.ndarray:
+    """Finite etas (indexed by exit number 0..n) that stop every step at the first exit whose score is finite: the
+    cheapest any saved thresholds can do (they are finite, so a step whose score is infinite, a gripper flip under
+    ``gripper_flip_infinite``, never stops at that exit)."""
+    finite = scores[np.isfinite(scores)]
+    return np.full(n + 1, float(finite.max()) if finite.size else 0.0)
+
+
+def check_reachable(scores: np.ndarray, costs: np.ndarray, cap: int, first: int, target: float) -> None:
+    """InfeasibleBudgetError, naming the smallest feasible average, when even stopping every step as early as
+    its scores allow costs more than ``target`` on these steps."""
+    n = first - 1 + scores.shape[1]
+    cheapest = float(costs[exits_from_scores(scores, stop_everything(scores, n), cap, first) - 1].mean())
+    if cheapest > target * (1 + 1e-9):
+        raise InfeasibleBudgetError(
+            f"average budget {target:g} is below the cheapest the criterion can reach on these steps: every step "
+            f"stopping at the first exit its score allows costs {cheapest:.6g} (a step whose score is infinite, "
+            f"e.g. a gripper flip, cannot stop there); the smallest feasible average budget is {cheapest:.6g}")
+
+
 def check_solver_inputs(
     exit_actions: np.ndarray, profile: CostProfile, budget: BudgetSpec, solver: str
 ) -> tuple[np.ndarray, float]:
@@ -389,6 +409,7 @@ def solve_thresholds_quantile(
         etas, exit_of = _walk(scores, np.zeros(cap + 1, dtype=np.int64), cap, first)
         return finish(etas, exit_of)
 
+    check_reachable(scores, costs, cap, first, target)  # else the cheapest setting, over budget, came back
     exits = np.arange(first, cap + 1)  # the exits the criterion can stop at
     lo, hi = _param_bracket(shape, first, cap, shape_param)
 
