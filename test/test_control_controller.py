@@ -210,3 +210,21 @@ def test_thresholds_planning_exit_1_keep_their_cap_without_an_average_of_the_nod
     assert ctl.cap == 1  # not yet
     run(ctl)
     assert ctl.cap == N
+
+
+def test_an_average_thresholds_solved_for_a_slack_budget_cannot_reach_is_refused(profile):
+    """Thresholds solved for a budget that does not bind stop nothing; lowering the average at run time was
+    accepted and the tracker, at its max_scale, stayed far over it for good (+62% measured)."""
+    from deer_vla.control import OnlineBudgetTracker
+
+    full = profile.llm_gflops[-1]
+    slack = solve_thresholds_quantile(stream(), profile, BudgetSpec(average_gflops=full))
+    ctl = ExitController(SyntheticExitPolicy(N, seed=5), profile, slack, BudgetSpec(average_gflops=full),
+                         tracker=OnlineBudgetTracker(full))
+    with pytest.raises(ValueError, match="stop no step before exit 6 .* calibrate --average-gflops"):
+        ctl.set_budget(BudgetSpec(average_gflops=0.5 * full))
+    ctl.set_budget(BudgetSpec(average_gflops=full, peak_gflops=full))  # another budget that it meets is taken
+    binding = solve_thresholds_quantile(stream(), profile, BudgetSpec(average_gflops=0.8 * full))
+    tracked = ExitController(SyntheticExitPolicy(N, seed=5), profile, binding, BudgetSpec(average_gflops=0.8 * full),
+                             tracker=OnlineBudgetTracker(full))
+    tracked.set_budget(BudgetSpec(average_gflops=0.6 * full))  # thresholds that stop steps: the tracker's job

@@ -143,8 +143,25 @@ class ExitController:
                 and budget.metric == self.thresholds.metric and budget.average_gflops < cost):  # type: ignore[union-attr]
             raise ValueError(f"average budget {budget.average_gflops:g} is below the {cost:.6g} the thresholds "
                              f"certified for eps={g.eps:g} spend; the smallest feasible average budget is {cost:.6g}")
+        self._check_trackable(budget, report)
         with self._lock:
             self._pending = budget
+
+    def _check_trackable(self, budget: BudgetSpec, report: BudgetReport) -> None:
+        """ValueError for an average the thresholds cannot be scaled to: thresholds solved for a budget that never
+        stops a step early hold values below every score (they stop nothing), and the online tracker, which
+        scales them by at most its max_scale, then stays over the new average for good without a word."""
+        th = self.thresholds
+        if (th is None or self.fixed_exit is not None or self.oracle_tolerance is not None or th.expected_cost is None
+                or budget.average_gflops is None or th.metric != budget.metric):
+            return
+        cap_cost = float(self.profile.costs(budget.metric)[report.cap - 1])
+        if th.expected_cost >= cap_cost * (1 - 1e-9) and budget.average_gflops < cap_cost * (1 - 1e-9):
+            raise ValueError(
+                f"these thresholds stop no step before exit {report.cap} (solved for a budget that does not bind: "
+                f"expected cost {th.expected_cost:.6g}), so no scaling brings them to an average of "
+                f"{budget.average_gflops:g}; re-solve them for it (`deer-vla calibrate --average-gflops "
+                f"{budget.average_gflops:g}`) and configure with them")
 
     def set_thresholds(self, thresholds: Thresholds) -> None:
         """Swap thresholds (e.g. re-solved for a new budget); checked now, used from the next step."""
