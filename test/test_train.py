@@ -102,6 +102,49 @@ def test_resume_continues_exactly(dataset: Path, tmp_path: Path) -> None:
     assert (tmp_path / "b" / "config.json").is_file()
 
 
+def test_a_resume_heals_a_torn_final_save_refuses_other_settings_and_logs_each_step_once(dataset: Path,
+                                                                                         tmp_path: Path) -> None:
+    """A kill during the final save left no (or half a) final model, and --resume said "nothing to do"; a resume
+    with other settings (window, steps, data) trained on silently and the saved config described neither run; the
+    rows logged after the last checkpoint by the stopped run were logged again; a cost profile measured on the
+    weights of an earlier run in the same folder stayed beside the new ones."""
+    import json as json_
+
+    from deer_vla.model.checkpoint import CheckpointDir, load_checkpoint
+
+    out = tmp_path / "run"
+    (out).mkdir()
+    (out / "profile.json").write_text("{}")  # an earlier run's, in the folder the new run writes its model to
+    (out / "model.safetensors").write_bytes(b"earlier weights")
+    cfg = load_config(None, _overrides(dataset, out, checkpoint_every=2))
+    first = Trainer(cfg, show_progress=False)
+    first.train()
+    assert not (out / "profile.json").exists()  # other weights than the profile's
+    logged = (out / "train_log.jsonl").read_text()
+    (out / "model.safetensors").write_bytes(b"torn")
+    (out / "config.json").unlink()
+    again = Trainer(cfg, resume=True, show_progress=False)
+    assert again.train() and [h["step"] for h in again.history] == [1, 2, 3, 4, 5]
+    model, _ = load_checkpoint(out)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p, dict(first.model.named_parameters())[name], msg=name)
+    (out / "profile.json").write_text("{}")  # measured on these weights: writing the same ones again keeps it
+    Trainer(cfg, resume=True, show_progress=False).train()
+    assert (out / "profile.json").exists() and CheckpointDir(out).weights_path.is_file()
+    assert json_.loads((out / "train_history.json").read_text())[-1]["step"] == 5
+    # a resume from step 4 re-logs step 5 once, not twice
+    cut = load_config(None, _overrides(dataset, tmp_path / "cut", checkpoint_every=2))
+    Trainer(cut, show_progress=False).train(stop_at=4)
+    with (tmp_path / "cut" / "train_log.jsonl").open("a") as f:
+        f.write(json_.dumps({"step": 5, "loss": 9.0}) + "\n" + '{"step": 6, "lo')  # the stopped run's, and a torn row
+    Trainer(cut, resume=True, show_progress=False).train()
+    steps = [json_.loads(r)["step"] for r in (tmp_path / "cut" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5] and logged.count("\n") == 5
+    other = load_config(None, _overrides(dataset, tmp_path / "cut", window=3, checkpoint_every=2, num_threads=1))
+    with pytest.raises(ValueError, match=r"cannot resume from .*other settings \(window: 4 -> 3\)"):
+        Trainer(other, resume=True, show_progress=False)
+
+
 def _opt_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     return {f"{pid}.{k}": v for pid, st in opt.state_dict()["state"].items() for k, v in st.items()
             if isinstance(v, torch.Tensor)}

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
+from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.core.log_text import error_text
 from deer_vla.core.writable import fresh_start_problem
@@ -281,10 +282,13 @@ class Trainer:
         if resume and ckpt is None:
             log.warning("--resume: no checkpoint under %s/checkpoints; starting from scratch", self.out)
         if ckpt is not None:
+            check_resumable(cfg, ckpt)
             self.model, self.tokenizer = load_checkpoint(ckpt, device="cpu")
             self.resume_state = load_train_state(ckpt)
             self.start_step = int(self.resume_state[1]["step"])
             log.info("resuming from %s (step %d)", ckpt, self.start_step)
+            if self.info.main:  # rows logged after this checkpoint by the run that stopped are done again
+                trim_log(self.out / "train_log.jsonl", self.start_step)
         else:
             if cfg.init_checkpoint is not None:
                 self.model, self.tokenizer = load_checkpoint(resolve_checkpoint(cfg.init_checkpoint), device="cpu")
@@ -400,8 +404,24 @@ class Trainer:
         commit_dir(tmp, target)
         prune_checkpoints(self.out, self.cfg.keep_checkpoints)
         if final:
-            save_checkpoint(self.model, self.tokenizer, self.out, extra=extra)
-            (self.out / "train_history.json").write_text(json.dumps(self.history, indent=1))
+            self._write_final(extra)
+
+    def _write_final(self, extra: dict) -> None:
+        """The model in ``output_dir``, file by file through a staging folder (each file whole or absent after a
+        SIGKILL; a resume that finds training done writes them again). A cost profile measured on other weights
+        goes (thresholds and gates carry their weights' digest and are refused by the runner on their own)."""
+        from deer_vla.model.checkpoint import CheckpointDir, save_checkpoint
+
+        staging = self.out / ".final.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        save_checkpoint(self.model, self.tokenizer, staging, extra=extra)
+        old, new = CheckpointDir(self.out), CheckpointDir(staging)
+        if old.weights_path.is_file() and old.weights_digest() != new.weights_digest():
+            (self.out / CheckpointDir.PROFILE).unlink(missing_ok=True)
+        for f in sorted(staging.iterdir(), key=lambda f: f.name == "config.json"):  # the config last
+            os.replace(f, self.out / f.name)
+        staging.rmdir()
+        atomic_write_text(self.out / "train_history.json", json.dumps(self.history, indent=1))
 
     # -- main loop
     def batch_stream(self, start_step: int) -> Iterator[WindowBatch]:
@@ -419,8 +439,15 @@ class Trainer:
         total = cfg.total_steps
         end = total if stop_at is None else min(stop_at, total)
         step = self.step
-        if step >= total:
-            log.info("already trained %d/%d steps; nothing to do", step, total)
+        if step >= total:  # the final model may be missing or torn (a kill during the final save): write it again
+            log.info("already trained %d/%d steps; writing the final model again from the last checkpoint",
+                     step, total)
+            meta = self.resume_state[1] if self.resume_state is not None else {}
+            self.history = list(meta.get("history", self.history))
+            if self.info.main:
+                self._write_final({"training": {"step": step, "stage": meta.get("stage", "joint"),
+                                                "config": cfg.model_dump(mode="json"),
+                                                "instructions": self.trained_instructions}})
             return self.history
         data = self.batch_stream(step)
         gen = torch.Generator()
@@ -480,6 +507,46 @@ class Trainer:
         if self.info.world > 1:
             dist.barrier()
         return self.history
+
+
+# TrainConfig keys that say how a run runs, not what it learns: a resume may change them
+RESUME_MAY_CHANGE = frozenset({"output_dir", "device", "amp", "num_threads", "num_workers", "checkpoint_every",
+                               "keep_checkpoints", "log_every"})
+
+
+def check_resumable(cfg: TrainConfig, ckpt: Path) -> None:
+    """ValueError when ``cfg`` would train something else than the run that wrote ``ckpt`` (other data, model,
+    steps, learning rates, seed...): a resume took the new values silently, and the saved model's config
+    described neither run."""
+    from deer_vla.model.checkpoint import read_extra
+
+    saved = ((read_extra(ckpt) or {}).get("training") or {}).get("config")
+    if not isinstance(saved, dict):
+        return  # a checkpoint from before the config was stored: nothing to compare
+    now = cfg.model_dump(mode="json")
+    changed = sorted(k for k in saved.keys() & now.keys() if k not in RESUME_MAY_CHANGE and saved[k] != now[k])
+    if changed:
+        shown = "; ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed[:4])
+        raise ValueError(f"cannot resume from {ckpt}: it was trained with other settings ({shown}"
+                         f"{'; ...' if len(changed) > 4 else ''}); resume with the run's own config, or start "
+                         "afresh with --overwrite")
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop the log rows after ``step``: the resumed run logs those steps again."""
+    if not path.is_file():
+        return
+    rows = path.read_text().splitlines()
+    kept = [r for r in rows if _row_step(r) <= step]
+    if len(kept) != len(rows):
+        atomic_write_text(path, "".join(r + "\n" for r in kept))
+
+
+def _row_step(row: str) -> float:
+    try:
+        return float(json.loads(row).get("step", 0))
+    except (ValueError, AttributeError):
+        return float("inf")  # a torn last line (the kill): dropped
 
 
 class _ParamView(torch.nn.Module):
