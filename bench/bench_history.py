@@ -69,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default=None, help="comma list or a group (default all)")
     p.add_argument("--suite", default=None, help="a named suite instead of --tasks: 'default' or 'mt50'")
     p.add_argument("--episodes-per-task", type=int, default=1)
-    p.add_argument("--skip-episodes", type=int, default=1,
-                   help="per task, episodes before the replayed ones (default 1: bench_oracle_gap's calibration "
-                        "episode, so both benches score the same steps)")
+    p.add_argument("--skip-episodes", type=int, default=None,
+                   help="per task, episodes before the replayed ones (default 1, 0 with --quick; skip what "
+                        "bench_oracle_gap calibrated on, e.g. 1 against its --quick run, to score its held-out "
+                        "steps)")
     p.add_argument("--exits", default="1,2,3", help="static exits (comma list; the full model always runs)")
     p.add_argument("--oracle", default="", metavar="TOL[,TOL]", help="oracle modes at these tolerances")
     p.add_argument("--reference-oracle", default="", metavar="TOL[,TOL]",
@@ -86,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.tasks = args.tasks or "coffee-button,handle-press"
         args.max_steps = args.max_steps or 40
-        args.skip_episodes = 0
+        args.skip_episodes = 0 if args.skip_episodes is None else args.skip_episodes
+    elif args.skip_episodes is None:
+        args.skip_episodes = 1
 
     import torch
 
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         modes.append(ModeSpec(name=f"oracle{tol:g}", kind="oracle", oracle_tolerance=tol))
     files = [s.strip() for s in args.thresholds.split(",") if s.strip()]
     try:
-        modes += file_modes(files, n, full_llm, args.checkpoint)
+        modes += file_modes(files, n, base.cost_profile.costs, args.checkpoint)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"--thresholds: {exc}") from None
 

@@ -209,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         _, held_idx = split_episodes(held_dataset, tasks, 0, n_held)
     held_eps = load_episodes(held_dataset or dataset, held_idx)  # observations (unless cached), expert actions
     cache = Path(args.actions_cache) if args.actions_cache else None
-    key = np.array([args.checkpoint, str(dataset), str(held_dataset), ",".join(tasks), str(calib_idx),
-                    str(held_idx), str(max_steps), file_digest(gates_file) if want_learned else ""])
+    # the weights' digest: a model retrained into the same folder must not be scored with the old one's actions
+    key = np.array([args.checkpoint, CheckpointDir(args.checkpoint).weights_digest(), str(dataset),
+                    str(held_dataset), ",".join(tasks), str(calib_idx), str(held_idx), str(max_steps),
+                    file_digest(gates_file) if want_learned else ""])
     cached = None
     if cache is not None and cache.is_file():
         with np.load(cache) as z:

@@ -2,7 +2,8 @@
 
 Prints the compute-reduction ratio of the dynamic controller at matched
 success (the cheapest budget whose success is within 1 point of the full
-model's) and the controller's compute relative to the oracle's, and writes
+model's, with its counts, interval and paired test: a match within noise is
+said to be one) and the controller's compute relative to the oracle's, and writes
 the trade-off PNG. Ratios only: absolute numbers depend on the machine.
 
     python bench/bench_tradeoff.py --quick            # < 3 min on 2 CPU cores
@@ -26,26 +27,54 @@ from deer_vla.evaluation.evaluator import EvalConfig, evaluate, resolve_tasks  #
 from deer_vla.model.shipped import checkpoint_help  # noqa: E402
 
 
-def matched_success_report(summary: dict, modes: dict, tolerance_pts: float = 1.0) -> list[str]:
+def _gap_pts(full: dict, mode: dict) -> float:
+    """Points of success the mode is behind the full model, from the integer counts (no float rounding: 90/100
+    against 89/100 is exactly 1 point)."""
+    return 100 * (full["successes"] * mode["episodes"] - mode["successes"] * full["episodes"]) / (
+        full["episodes"] * mode["episodes"])
+
+
+def _evidence(name: str, mode: dict, paired: dict | None) -> str:
+    """The counts, the Wilson interval and, on shared episodes, the paired split against the full model."""
+    text = (f"{mode['successes']}/{mode['episodes']} [{100 * mode['ci95_low']:.1f}, {100 * mode['ci95_high']:.1f}]")
+    pair = (paired or {}).get(name)
+    if pair:
+        text += (f"; paired with full on {pair['pairs']} episodes: only full {pair['only_reference']}, only "
+                 f"{name} {pair['only_mode']}, McNemar p = {pair['p_mcnemar']:.2g}")
+    return text
+
+
+def matched_success_report(summary: dict, modes: dict, tolerance_pts: float = 1.0,
+                           paired: dict | None = None) -> list[str]:
+    """The cheapest dynamic budget (and static exit) whose success is within ``tolerance_pts`` of the full
+    model's, by point estimate, printed with its counts, interval and paired test: with a few dozen episodes a
+    "match" is within noise, and the line says so rather than stand as a measured equality."""
     full = summary["full"]["overall"]
-    lines = [f"full model: success {100 * full['success_rate']:.1f}%, {full['mean_llm_gflops']:.4f} LLM GFLOPs/step"]
+    lines = [f"full model: success {100 * full['success_rate']:.1f}% ({_evidence('full', full, None)}), "
+             f"{full['mean_llm_gflops']:.4f} LLM GFLOPs/step"]
     dyn = [(m, summary[m]["overall"]) for m in summary if modes[m]["kind"] == "dynamic"]
-    matched = [(m, s) for m, s in dyn if 100 * (full["success_rate"] - s["success_rate"]) <= tolerance_pts]
+    matched = [(m, s) for m, s in dyn if _gap_pts(full, s) <= tolerance_pts]
     if matched:
         name, best = min(matched, key=lambda ms: ms[1]["mean_llm_gflops"])
         ratio = full["mean_llm_gflops"] / max(best["mean_llm_gflops"], 1e-12)
         lines.append(
-            f"matched success (within {tolerance_pts:g} pt of full): {name} at "
-            f"{best['mean_llm_gflops']:.4f} LLM GFLOPs/step -> {ratio:.2f}x less LLM compute than full"
+            f"matched success (within {tolerance_pts:g} pt of full, point estimates): {name} at "
+            f"{best['mean_llm_gflops']:.4f} LLM GFLOPs/step -> {ratio:.2f}x less LLM compute than full "
+            f"({_evidence(name, best, paired)})"
         )
+        half_width = 100 * max(full["ci95_high"] - full["ci95_low"], best["ci95_high"] - best["ci95_low"]) / 2
+        if half_width > tolerance_pts:
+            lines.append(f"  note: intervals of +-{half_width:.0f} points on these episodes: the match is within "
+                         f"noise (chosen as the cheapest of {len(dyn)} budgets), not a measured equality")
     else:
         lines.append(f"no dynamic budget kept success within {tolerance_pts:g} pt of the full model")
     static = [(m, summary[m]["overall"]) for m in summary if modes[m]["kind"] == "fixed" and m != "full"]
-    s_matched = [(m, s) for m, s in static if 100 * (full["success_rate"] - s["success_rate"]) <= tolerance_pts]
+    s_matched = [(m, s) for m, s in static if _gap_pts(full, s) <= tolerance_pts]
     if s_matched:
         name, best = min(s_matched, key=lambda ms: ms[1]["mean_llm_gflops"])
         lines.append(f"cheapest static exit at matched success: {name} "
-                     f"({full['mean_llm_gflops'] / max(best['mean_llm_gflops'], 1e-12):.2f}x less than full)")
+                     f"({full['mean_llm_gflops'] / max(best['mean_llm_gflops'], 1e-12):.2f}x less than full; "
+                     f"{_evidence(name, best, paired)})")
     oracle = [(m, summary[m]["overall"]) for m in summary if modes[m]["kind"] == "oracle"]
     for oname, o in oracle:
         for m, s in dyn:
@@ -110,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     t0 = time.perf_counter()
     payload = evaluate(cfg, args.out, show_progress=True)
-    for line in matched_success_report(payload["summary"], payload["modes"]):
+    for line in matched_success_report(payload["summary"], payload["modes"], paired=payload.get("paired")):
         print(line)
     print(f"wall time {time.perf_counter() - t0:.0f} s; plot {Path(args.out) / 'tradeoff.png'}")
     return 0

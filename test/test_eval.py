@@ -203,8 +203,15 @@ def test_a_certified_thresholds_file_is_not_run_again_under_the_tracker(checkpoi
         tmp_path / "riskb.json")
     Thresholds(values=[0.0] * (n - 1), budget=BudgetSpec(average_gflops=1.0)).save(tmp_path / "plain.json")
     paths = [str(tmp_path / f) for f in ("risk.json", "riskb.json", "plain.json")]
-    modes = file_modes(paths, n, 2.0, ckpt, track=True)
+    modes = file_modes(paths, n, lambda metric: [2.0], ckpt, track=True)
     assert [m.name for m in modes] == ["th-risk", "th-riskb", "th-plain", "th-plain+track"]
+    # the fraction of the full model in the thresholds' own metric (a total_gflops budget was divided by the
+    # LLM cost: 8 of 16 total reported as 0.8)
+    Thresholds(values=[0.0] * (n - 1), budget=BudgetSpec(average_gflops=8.0, metric="total_gflops"),
+               metric="total_gflops").save(tmp_path / "total.json")
+    full = {"llm_gflops": [10.0], "total_gflops": [16.0]}
+    total, = file_modes([str(tmp_path / "total.json")], n, full.__getitem__, ckpt)
+    assert total.budget_fraction == 0.5 and total.budget_gflops == 8.0
 
 
 def test_evaluate_skip_full_plays_only_the_other_modes(checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
@@ -570,3 +577,51 @@ def test_a_simulator_made_again_plays_the_same_episode(task: str) -> None:
     finally:
         used.close()
         fresh.close()
+
+
+def _overall(successes: int, episodes: int, gflops: float) -> dict:
+    from deer_vla.evaluation.stats import wilson_interval
+
+    lo, hi = wilson_interval(successes, episodes)
+    return {"overall": {"successes": successes, "episodes": episodes, "success_rate": successes / episodes,
+                        "ci95_low": lo, "ci95_high": hi, "mean_llm_gflops": gflops}}
+
+
+def test_the_matched_success_line_counts_exactly_and_says_when_the_match_is_noise(monkeypatch) -> None:
+    """90/100 against 89/100 was 'no budget within 1 pt' (float rounding); 10/12 against 10/12 printed a
+    compute ratio as if measured equal, with nothing of its +-20-point intervals or the paired test."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_tradeoff import matched_success_report
+
+    modes = {"full": {"kind": "fixed"}, "dyn0.2": {"kind": "dynamic"}}
+    lines = matched_success_report({"full": _overall(90, 100, 1.0), "dyn0.2": _overall(89, 100, 0.2)}, modes)
+    assert any(line.startswith("matched success (within 1 pt of full, point estimates): dyn0.2") for line in lines)
+    paired = {"dyn0.2": {"pairs": 12, "only_reference": 2, "only_mode": 2, "p_mcnemar": 1.0}}
+    small = matched_success_report({"full": _overall(10, 12, 1.0), "dyn0.2": _overall(10, 12, 0.15)}, modes,
+                                   paired=paired)
+    text = "\n".join(small)
+    assert "10/12 [55.2, 95.3]; paired with full on 12 episodes: only full 2, only dyn0.2 2, McNemar p = 1" in text
+    assert "the match is within noise" in text
+
+
+def test_the_tradeoff_plot_draws_held_out_instruction_modes_as_their_own_series(tmp_path: Path, monkeypatch) -> None:
+    """With --instructions both, 'exit1 [heldout]' and 'full [heldout]' joined the canonical static-exit line,
+    which then zigzagged between the two runs under one legend entry."""
+    import matplotlib.axes
+
+    from deer_vla.evaluation.report import plot_tradeoff
+
+    drawn: dict[str, list[float]] = {}
+    real = matplotlib.axes.Axes.errorbar
+
+    def spy(self, xs, ys, *args, **kwargs):
+        drawn[kwargs["label"]] = list(ys)
+        return real(self, xs, ys, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
+    summary = {"full": _overall(90, 100, 10.0), "exit1": _overall(50, 100, 2.0),
+               "full [heldout]": _overall(40, 100, 10.0), "exit1 [heldout]": _overall(20, 100, 2.0)}
+    modes = {m: {"kind": "fixed"} for m in summary}
+    plot_tradeoff(tmp_path / "t.png", summary, modes, "t")
+    assert drawn == {"static exit": [50.0, 90.0], "static exit (held-out instructions)": [20.0, 40.0]}
+    assert (tmp_path / "t.png").is_file()

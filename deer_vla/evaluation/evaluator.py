@@ -239,14 +239,14 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
                     )
         elif thresholds_file.is_file():
             log.warning("no --calibration-dataset: evaluating the checkpoint's own %s only", thresholds_file.name)
-            modes.append(thresholds_mode("dyn_ckpt", load_thresholds_for(thresholds_file, n, cfg.checkpoint), full))
+            modes.append(thresholds_mode("dyn_ckpt", load_thresholds_for(thresholds_file, n, cfg.checkpoint),
+                                         profile.costs))
         else:
             raise ValueError(
                 "dynamic budgets need --calibration-dataset (demonstrations to solve thresholds on) or a "
                 f"{thresholds_file}; pass --budgets '' to skip the dynamic modes"
             )
-    from_files = file_modes(cfg.thresholds_files, n, profile.costs("llm_gflops")[-1], cfg.checkpoint,
-                            cfg.track_budget)
+    from_files = file_modes(cfg.thresholds_files, n, profile.costs, cfg.checkpoint, cfg.track_budget)
     untracked = [m for m in from_files if not m.track_budget]  # one per file, in the files' order
     for mode, path in zip(untracked, cfg.thresholds_files):
         try:  # the workers' own controller checks (budget with the gates' cost, gates present), before any episode
@@ -288,8 +288,8 @@ def load_thresholds_for(path: str | Path, num_exits: int, checkpoint: str | Path
     return th
 
 
-def file_modes(paths: list[str], num_exits: int, full_gflops: float, checkpoint: str | Path,
-               track: bool = False) -> list[ModeSpec]:
+def file_modes(paths: list[str], num_exits: int, costs: Callable[[str], list[float]] | None,
+               checkpoint: str | Path, track: bool = False) -> list[ModeSpec]:
     """One dynamic mode per thresholds file, named after it ('th-<file stem>'), thresholds used as written;
     ``track``: each also with the online budget tracker holding the file's average budget ('th-<stem>+track'),
     as the policy node runs it; not a certified file, whose thresholds the tracker leaves as they are.
@@ -302,7 +302,7 @@ def file_modes(paths: list[str], num_exits: int, full_gflops: float, checkpoint:
         if any(m.name == name for m in modes):
             raise ValueError(f"two thresholds files give the mode name {name!r}; rename one ({path})")
         th = load_thresholds_for(path, num_exits, checkpoint)
-        mode = thresholds_mode(name, th, full_gflops)
+        mode = thresholds_mode(name, th, costs)
         modes.append(mode)
         if track and th.guarantee is None:  # the tracker never scales certified thresholds: it would replay them
             if mode.budget_gflops is None:
@@ -312,14 +312,17 @@ def file_modes(paths: list[str], num_exits: int, full_gflops: float, checkpoint:
     return modes
 
 
-def thresholds_mode(name: str, th: Thresholds, full_gflops: float) -> ModeSpec:
-    """A dynamic mode running ``th`` as written, with the budget it was solved for, if any."""
+def thresholds_mode(name: str, th: Thresholds, costs: Callable[[str], list[float]] | None) -> ModeSpec:
+    """A dynamic mode running ``th`` as written, with the budget it was solved for, if any; ``costs``: the cost
+    profile's per-exit costs of a metric (``CostProfile.costs``; None: no fraction), for the budget's fraction of
+    the full model in the thresholds' own metric (a total_gflops budget over the LLM cost was reported before)."""
     b = th.budget.average_gflops if th.budget and th.budget.average_gflops else None
+    full_gflops = costs(th.metric)[-1] if costs is not None else None
     # the weights' and gates' digests say where the file came from, not what the mode plays: kept out of the
     # mode, so a run with a file from before a digest was recorded pools with one from after (journal.mode_digests)
     played = replace(th, weights_sha256=None, gates_sha256=None)
     return ModeSpec(name=name, kind="dynamic", thresholds=played.to_dict(), budget_gflops=b,
-                    budget_fraction=b / full_gflops if b else None)
+                    budget_fraction=b / full_gflops if b and full_gflops else None)
 
 
 def run_jobs(cfg: EvalConfig, jobs: list[Job], worker: EvalWorker, spec: PolicySpec,
@@ -668,7 +671,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         if calib is not None and args.calibration_dataset is None and cfg.calibration_tasks is None:
             warn_if_calibration_misses(calib, cfg.tasks)
         # unreadable or mismatched files (other exits, other weights) fail here, not mid-run
-        file_modes(cfg.thresholds_files, num_exits, 1.0, cfg.checkpoint, cfg.track_budget)
+        file_modes(cfg.thresholds_files, num_exits, None, cfg.checkpoint, cfg.track_budget)
         if cfg.criterion == "learned" and cfg.budgets and cfg.calibration_dataset:
             gates = CheckpointDir(cfg.checkpoint).gates_path
             if not gates.is_file():

@@ -190,6 +190,7 @@ def print_per_task(summary: dict[str, dict[str, Any]]) -> None:
 
 
 HELDOUT_SUFFIX = " [heldout]"
+HELDOUT_LABEL = " (held-out instructions)"  # the plot's series of held-out-instruction modes
 
 
 def heldout_vs_canonical(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -326,6 +327,8 @@ def plot_tradeoff(path: Path, summary: dict[str, dict[str, Any]], modes: dict[st
         label = {"fixed": "static exit", "dynamic": "DeeR dynamic", "oracle": "oracle"}[kind]
         if modes[mode].get("track_budget"):
             label = "DeeR + online tracker"
+        if mode.endswith(HELDOUT_SUFFIX):  # its own series: one line through both runs zigzagged between them
+            label += HELDOUT_LABEL
         p = 100 * st["success_rate"]
         series[label].append((st["mean_llm_gflops"], p, p - 100 * st["ci95_low"], 100 * st["ci95_high"] - p, mode))
     style = {"static exit": ("o-", "tab:gray"), "DeeR dynamic": ("s-", "tab:red"), "oracle": ("*", "tab:green"),
@@ -333,7 +336,9 @@ def plot_tradeoff(path: Path, summary: dict[str, dict[str, Any]], modes: dict[st
     for label, pts in series.items():
         pts.sort()
         xs, ys, lo, hi, names = zip(*pts)
-        fmt, color = style[label]
+        fmt, color = style[label.removesuffix(HELDOUT_LABEL)]
+        if label.endswith(HELDOUT_LABEL):
+            fmt = fmt[0] + ":" if len(fmt) > 1 else fmt  # the same marker, dotted
         ax.errorbar(xs, ys, yerr=[lo, hi], fmt=fmt, color=color, label=label, capsize=3, markersize=6)
         for x, y, name in zip(xs, ys, names):
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
