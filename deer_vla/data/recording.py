@@ -163,7 +163,7 @@ def read_recording(path: str | Path) -> list[RecordedStep]:
     if images or instruction is not None or action is not None:
         torn.append(f"{step_key[0]} at {step_key[1]} ns (the last)" if step_key else "?")
     cameras = set().union(*(s.images for s in steps)) if steps else set()
-    torn += [f"{s.record.step} at {s.stamp_ns} ns (cameras {sorted(s.images)} of {sorted(cameras)})"
+    torn += [f"step {s.record.step} at {s.stamp_ns} ns (cameras {sorted(s.images)} of {sorted(cameras)})"
              for s in steps if set(s.images) != cameras]
     steps = [s for s in steps if set(s.images) == cameras]
     if torn:
