@@ -257,3 +257,16 @@ def test_vision_tower_from_local_dir(kind, tmp_path):
 def test_missing_backbone_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="language model directory"):
         policy_from_pretrained(tmp_path / "absent", base=preset_config("tiny"))
+
+
+def test_a_base_with_a_text_front_end_is_refused_not_paired_with_the_lms_tokenizer(tmp_path):
+    """The text front end's table was kept while the LM directory's tokenizer was returned: its ids read
+    unrelated rows of the table (all zeros when trainable), and the instruction was lost without a word."""
+    from deer_vla.model.text import text_config
+
+    torch.manual_seed(0)
+    _lm("llama").save_pretrained(tmp_path)
+    build_word_tokenizer(TEXTS).save_pretrained(tmp_path)
+    base = preset_config("tiny").model_copy(update={"text": text_config("wordllama")})
+    with pytest.raises(ValueError, match="has a text front end \\(wordllama\\).*set the base's text to null"):
+        policy_from_pretrained(tmp_path, base=base)

@@ -31,6 +31,10 @@ def policy_from_pretrained(lm_dir: str | Path, vision_dir: str | Path | None = N
                            ) -> tuple[MultiExitPolicy, Any]:
     """-> (policy with pretrained LM [+ vision] weights, the LM's tokenizer)."""
     base = base or preset_config("default")
+    if base.text is not None:  # its table would be read through the LM's tokenizer ids: unrelated rows, or zeros
+        raise ValueError(f"the base config has a text front end ({base.text.source}), but a pretrained LM reads "
+                         f"instructions through its own tokenizer and embeddings ({lm_dir}): set the base's text "
+                         "to null")
     lm_over: dict[str, Any] = {
         "cross_attn_heads": base.lm.cross_attn_heads,
         "cross_attn_ff_mult": base.lm.cross_attn_ff_mult,
