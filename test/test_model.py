@@ -649,3 +649,35 @@ def test_past_frames_are_paid_for_in_the_counted_flops():
     assert all(a > b for a, b in zip(np.cumsum(counted["segments"]), np.cumsum(count_flops(plain, 8)["segments"]),
                                      strict=True))
     assert counted["encode"] == pytest.approx(count_flops(plain, 8)["encode"], rel=1e-6)
+
+
+def test_time_budgets_run_on_this_machines_latencies_not_the_checkpoints_makers(tiny_checkpoint, tmp_path):
+    """A shipped checkpoint's profile.json was timed where it was made; the node enforced peak_ms and deadlines
+    with those timings (a cap of exit 12 under 20 ms on one machine, exit 2 under the same budget here). With a
+    time budget the latencies are measured here; FLOPs and bytes stay the file's."""
+    import dataclasses
+    import shutil
+
+    from deer_vla.core import CostProfile, LatencyStats
+    from deer_vla.model.profiling import machine_id
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.ros.policy_backend import load_stack
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    mine = PolicyRunner.from_checkpoint(ckpt).cost_profile
+    slow = LatencyStats(median_ms=1e4, p95_ms=1e4, p99_ms=1e4, samples=5)
+    elsewhere = dataclasses.replace(mine, segment_latency=[slow] * mine.num_exits, encode_latency=slow,
+                                    head_latency=slow, machine="the maker's workstation")
+    elsewhere.save(ckpt / "profile.json")
+    assert CostProfile.load(ckpt / "profile.json").machine == "the maker's workstation"
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    assert runner.time_here() and not runner.time_here()  # measured once, then this machine's
+    here = runner.cost_profile
+    assert here.machine == machine_id() and here.worst_case_ms(1) < 1e4
+    assert here.llm_gflops == elsewhere.llm_gflops and here.weight_bytes == elsewhere.weight_bytes
+    # the node's stack: a deadline that another machine's timings made infeasible configures here
+    stack = load_stack(ckpt, ckpt / "thresholds.json", "cpu", {"peak_ms": 5000.0})
+    assert stack.profile.machine == machine_id() and stack.cap == here.num_exits
+    untimed = load_stack(ckpt, ckpt / "thresholds.json", "cpu", {})  # no time budget: the file's profile
+    assert untimed.profile.machine == "the maker's workstation"

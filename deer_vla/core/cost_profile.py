@@ -48,6 +48,10 @@ class CostProfile:
     # one at each exit from gate_first_exit on
     gate_gflops: float = 0.0
     gate_first_exit: int = 2
+    # the machine the latencies were measured on (model.profiling.machine_id(); "" in profiles written before it
+    # was recorded):
+    # a shipped checkpoint's timings are another machine's, which a time budget must not be enforced with
+    machine: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.llm_gflops)
@@ -130,6 +134,7 @@ class CostProfile:
             dtype=self.dtype,
             gate_gflops=self.gate_gflops,
             gate_first_exit=self.gate_first_exit,
+            machine=self.machine,
         )
 
     def to_dict(self) -> dict:
@@ -137,6 +142,8 @@ class CostProfile:
         if not self.gate_gflops:  # absent when no gates are charged, so profiles written before keep their bytes
             del out["gate_gflops"]
             del out["gate_first_exit"]
+        if not self.machine:
+            del out["machine"]
         return out
 
     @classmethod

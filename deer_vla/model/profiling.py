@@ -192,6 +192,13 @@ def measure_latency(model: MultiExitPolicy, warmup: int = 3, iters: int = 20
 # --- the profile ------------------------------------------------------------------------------
 
 
+def machine_id() -> str:
+    """This machine as measured latencies depend on it: host, processor, torch's CPU threads."""
+    import platform
+
+    return f"{platform.node()}; {platform.processor() or platform.machine()}; {torch.get_num_threads()} threads"
+
+
 def profile_policy(model: MultiExitPolicy, device: str | torch.device | None = None, warmup: int = 3,
                    iters: int = 20, text_len: int | None = None, latency: bool = True) -> CostProfile:
     """Per-exit cumulative FLOPs, resident params/bytes and (if ``latency``) measured timings on ``device``."""
@@ -219,6 +226,7 @@ def profile_policy(model: MultiExitPolicy, device: str | torch.device | None = N
         head_latency=head,
         device=dev.type,
         dtype=str(model.camera_embed.dtype).removeprefix("torch."),
+        machine=machine_id() if latency else "",
     )
 
 

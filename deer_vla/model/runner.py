@@ -61,13 +61,16 @@ class PolicyRunner:
         self.reset()
 
     @classmethod
-    def from_checkpoint(cls, ckpt: str | Path, max_exit: int | None = None, device: str = "cpu") -> PolicyRunner:
+    def from_checkpoint(cls, ckpt: str | Path, max_exit: int | None = None, device: str = "cpu",
+                        full_profile: CostProfile | None = None) -> PolicyRunner:
+        """``full_profile``: the whole model's profile to use (e.g. one timed on this machine) instead of the
+        checkpoint's profile.json."""
         from deer_vla.model.checkpoint import load_checkpoint
         from deer_vla.model.checkpoint_dir import CheckpointDir
 
         model, tokenizer = load_checkpoint(ckpt, max_exit=max_exit, device=device)
         profile = None
-        full = CheckpointDir(ckpt).read_profile()
+        full = full_profile if full_profile is not None else CheckpointDir(ckpt).read_profile()
         # a profile of another model or device says nothing about this one: measure instead
         if full is not None and full.num_exits == model.config.num_exits and full.device == torch.device(device).type:
             profile = full.truncated(model.num_exits)
@@ -100,6 +103,22 @@ class PolicyRunner:
 
             self._profile = profile_policy(self.model, device=self.device, warmup=2, iters=5)
         return self._profile
+
+    def time_here(self) -> bool:
+        """Give the cost profile this machine's latencies when its own are another machine's (a shipped
+        checkpoint's profile.json was timed where it was made) or missing: a time budget (peak_ms, a deadline)
+        is enforced with them. FLOPs and bytes stay. -> whether it measured."""
+        from dataclasses import replace
+
+        from deer_vla.model.profiling import machine_id, profile_policy
+
+        profile = self.cost_profile
+        if profile.has_latency() and profile.machine == machine_id():
+            return False
+        timed = profile_policy(self.model, device=self.device, warmup=2, iters=10)
+        self._profile = replace(profile, segment_latency=timed.segment_latency, encode_latency=timed.encode_latency,
+                                head_latency=timed.head_latency, machine=timed.machine)
+        return True
 
     # -- learned exit criterion (core.ScoredPolicy)
     @property

@@ -132,6 +132,8 @@ def load_stack(
             "set 'thresholds_file', or set 'fixed_exit' to run one exit"
         )
     full = PolicyRunner.from_checkpoint(checkpoint, max_exit=None, device=device)
+    if budget.peak_ms is not None or budget.deadline_ms is not None:
+        full.time_here()  # time budgets are enforced with this machine's latencies, not the checkpoint's maker's
     full_profile = full.cost_profile
     if thresholds is not None and thresholds.num_exits > full_profile.num_exits:  # (fewer: solved under a cap)
         raise ConfigurationError(
@@ -143,7 +145,7 @@ def load_stack(
     # Exits past the cap never run: do not keep their weights resident (memory budget).
     runner = full
     if cap < full_profile.num_exits:
-        runner = PolicyRunner.from_checkpoint(checkpoint, max_exit=cap, device=device)
+        runner = PolicyRunner.from_checkpoint(checkpoint, max_exit=cap, device=device, full_profile=full_profile)
     del full
     profile = runner.cost_profile
     if thresholds is not None and not fixed_exit:
