@@ -182,6 +182,11 @@ def test_set_thresholds_and_criterion_follow_the_thresholds(profile):
     with pytest.raises(ValueError, match="need 5 values"):
         ctl.set_thresholds(Thresholds(values=[1.0]))
     assert ExitController(SyntheticExitPolicy(N), profile, th, criterion=Criterion("l2")).criterion == Criterion("l2")
+    # thresholds of another criterion kind are refused with an explicit criterion too (they were taken as they
+    # came, as the constructor refuses them)
+    explicit = ExitController(SyntheticExitPolicy(N), profile, th, criterion=Criterion("l2"))
+    with pytest.raises(ValueError, match="for the learned criterion"):
+        explicit.set_thresholds(Thresholds(values=[0.1] * 5, criterion=Criterion(kind="learned")))
 
 
 def test_episode_and_step_counters(profile):

@@ -167,7 +167,7 @@ class ExitController:
         """Swap thresholds (e.g. re-solved for a new budget); checked now, used from the next step."""
         if self.fixed_exit is not None or self.oracle_tolerance is not None:
             raise ValueError("thresholds are not used in fixed-exit or oracle mode")
-        if self._criterion is None and (thresholds.criterion.kind, thresholds.first_exit) != (
+        if (thresholds.criterion.kind, thresholds.first_exit) != (
                 self.criterion.kind, self.criterion.first_exit):
             raise ValueError(f"these thresholds are for the {thresholds.criterion.kind} criterion from exit "
                              f"{thresholds.first_exit}, the controller runs the {self.criterion.kind} one from exit "
