@@ -48,9 +48,8 @@ class CostProfile:
     # one at each exit from gate_first_exit on
     gate_gflops: float = 0.0
     gate_first_exit: int = 2
-    # the machine the latencies were measured on (model.profiling.machine_id(); "" in profiles written before it
-    # was recorded):
-    # a shipped checkpoint's timings are another machine's, which a time budget must not be enforced with
+    # the machine the latencies were measured on (model.profiling.machine_id(); "" in profiles written before
+    # it was recorded): a shipped checkpoint's timings are another machine's, no base for a time budget here
     machine: str = ""
 
     def __post_init__(self) -> None:
