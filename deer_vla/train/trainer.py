@@ -394,8 +394,7 @@ class Trainer:
             return
         from deer_vla.model.checkpoint import save_checkpoint
 
-        extra = {"training": {"step": step, "stage": self.stage, "config": self.cfg.model_dump(mode="json"),
-                              "instructions": self.trained_instructions}}
+        extra = self._extra(step, self.stage)
         target = step_dir(self.out, step)
         tmp = target.with_name(f".tmp_{target.name}")
         tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -405,6 +404,11 @@ class Trainer:
         prune_checkpoints(self.out, self.cfg.keep_checkpoints)
         if final:
             self._write_final(extra)
+
+    def _extra(self, step: int, stage: str | None) -> dict:
+        """What a checkpoint records of its training (extra.json): step, stage, config, instructions."""
+        return {"training": {"step": step, "stage": stage, "config": self.cfg.model_dump(mode="json"),
+                             "instructions": self.trained_instructions}}
 
     def _write_final(self, extra: dict) -> None:
         """The model in ``output_dir``, file by file through a staging folder (each file whole or absent after a
@@ -445,9 +449,7 @@ class Trainer:
             meta = self.resume_state[1] if self.resume_state is not None else {}
             self.history = list(meta.get("history", self.history))
             if self.info.main:
-                self._write_final({"training": {"step": step, "stage": meta.get("stage", "joint"),
-                                                "config": cfg.model_dump(mode="json"),
-                                                "instructions": self.trained_instructions}})
+                self._write_final(self._extra(step, meta.get("stage", "joint")))
             return self.history
         data = self.batch_stream(step)
         gen = torch.Generator()
