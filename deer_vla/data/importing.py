@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core.action_spec import AXIS_UNITS, GRIPPER, STANDARD_AXES, ActionSpec, axis_kind
+from deer_vla.core.image_resize import resize_rgb_frames
 from deer_vla.core.proprio_spec import ProprioSpec
 from deer_vla.data.episodes import META_FILE, DatasetError, DatasetMeta, Episode, EpisodeWriter
 
@@ -212,18 +213,10 @@ def task_slug(text: str, max_len: int = 48) -> str:
 
 def resize_square(frames: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
     """RGB frames of any size -> (T, size, size, 3) uint8, resized as the policy node resizes camera images."""
-    import cv2
-
-    out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
-    for i, img in enumerate(frames):
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise DatasetError(f"frame {i}: expected HxWx3 uint8, got {img.shape} {img.dtype}")
-        if img.shape[:2] == (size, size):
-            out[i] = img
-        else:
-            shrink = img.shape[0] > size or img.shape[1] > size
-            out[i] = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return out
+    try:
+        return resize_rgb_frames(frames, size)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def check_new_output(out: str | Path) -> Path:

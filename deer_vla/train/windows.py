@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from deer_vla.core.image_resize import resize_rgb_frames
 from deer_vla.model.tokenizer import encode_instruction
 from deer_vla.train.instruction_noise import InstructionNoise
 from deer_vla.train.losses import WindowBatch
@@ -40,13 +41,12 @@ class EpisodeArrays:
 
 
 def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, size, size) uint8 (area/bilinear resize only when needed)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    if x.shape[-2:] == (size, size):
-        return x.contiguous()
-    mode = "area" if x.shape[-1] > size else "bilinear"
-    y = F.interpolate(x.float(), size=(size, size), mode=mode)
-    return y.round().clamp(0, 255).to(torch.uint8)
+    """(T, H, W, 3) uint8 -> (T, 3, size, size) uint8, resized exactly as the policy resizes camera images at run
+    time (``core.image_resize``), so a model trains on the pixels it will see."""
+    x = np.ascontiguousarray(frames)
+    if x.shape[1:3] != (size, size):
+        x = resize_rgb_frames(x, size)
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
 
 
 def random_shift(frames: torch.Tensor, pad: int, rng: np.random.Generator) -> torch.Tensor:
