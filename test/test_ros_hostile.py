@@ -24,6 +24,26 @@ def _call(executor, client, request, spin_until):
     return future.result()
 
 
+def test_an_rclpy_without_the_events_executor_spins_the_single_threaded_one(ros_context, monkeypatch, capfd):
+    """The EventsExecutor reached Jazzy in rclpy 7.1.4: on an older robot install every node died at start on
+    the import (the node default is 'events'). It falls back, says so, and still refuses an unknown kind."""
+    import types
+
+    from rclpy.executors import SingleThreadedExecutor
+
+    from deer_vla.ros.executors import make_executor
+
+    monkeypatch.setitem(sys.modules, "rclpy.experimental", types.ModuleType("rclpy.experimental"))
+    executor = make_executor("events")
+    try:
+        assert type(executor) is SingleThreadedExecutor
+    finally:
+        executor.shutdown()
+    assert "EventsExecutor is not available" in capfd.readouterr().err
+    with pytest.raises(ValueError, match="unknown executor 'multi'"):
+        make_executor("multi")
+
+
 @pytest.mark.parametrize("kind", ["single", "events"])
 def test_invalid_lifecycle_transitions_are_refused_and_the_node_lives(kind, ros_context, tiny_checkpoint, spin_until):
     """`ros2 service call /deer_vla_policy/change_state` with a transition the state does not have."""
