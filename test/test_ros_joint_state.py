@@ -357,3 +357,14 @@ def test_a_step_pairs_its_images_with_the_joint_state_stamped_nearest_them(execu
     # cleanup forgets the pairs: the next configuration waits for its own joint states
     assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
     assert not node._joint_history
+
+
+def test_a_repeated_hostile_joint_name_is_quoted_and_cut_in_the_error() -> None:
+    """A joint name repeated in one message is named in the refusal, which is logged: raw, a name holding
+    newlines or ANSI escapes forged log lines, and a 100 kB name flooded the log every 2 s."""
+    name = "x\n[ERROR] [0.0] [deer_vla_policy]: forged\x1b[31m" + "y" * 100_000
+    with pytest.raises(JointStateError) as err:
+        MAP.extract([name, name], [0.0, 0.0])
+    text = str(err.value)
+    assert "\n" not in text and "\x1b" not in text and len(text) < 300, text[:300]
+    assert f"{len(name)} characters" in text and "appears twice" in text

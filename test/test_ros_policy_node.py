@@ -685,3 +685,44 @@ def test_a_runtime_budget_the_loaded_exits_cannot_honour_is_refused(executor, ti
     assert not tight_memory.successful and "stay resident" in tight_memory.reason
     assert node.get_parameter("budget.peak_gflops").value == pytest.approx(profile.cost(2) * 1.01)
     assert node.set_parameters([Parameter("budget.peak_gflops", value=profile.cost(1) * 1.01)])[0].successful
+
+
+def test_halt_and_budget_changes_work_after_the_checkpoint_folder_moves(executor, tiny_checkpoint, tmp_path,
+                                                                        monkeypatch, spin_until):
+    """A node configured on a bare-name folder whose folder is then renamed (a redeploy): every parameter
+    change re-checked checkpoint_dir on disk, so ~/halt's parameter update raised out of the service
+    callback and ended the executor's spin (the process died, the caller got no answer), and budget
+    changes were refused for the checkpoint. The loaded checkpoint is not looked up again."""
+    from rclpy.parameter import Parameter
+    from std_srvs.srv import Trigger
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_checkpoint, tmp_path / "myckpt")
+    node = _started(executor, tmp_path / "myckpt", enabled=True, checkpoint_dir="myckpt")
+    (tmp_path / "myckpt").rename(tmp_path / "myckpt.old")
+    budget = node.set_parameters([Parameter("budget.average_gflops", value=node.stack.profile.cost(1) * 2)])[0]
+    assert budget.successful, budget.reason
+    driver = Driver(executor)
+    halt = driver.node.create_client(Trigger, "/deer_vla_policy/halt")
+    assert spin_until(executor, halt.service_is_ready, 5.0)
+    future = halt.call_async(Trigger.Request())
+    assert spin_until(executor, future.done, 10.0) and future.result().success
+    assert not node.enabled and node.get_parameter("enabled").value is False
+    assert node.set_parameters([Parameter("enabled", value=True)])[0].successful and node.enabled
+    assert node.set_parameters([Parameter("enabled", value=False)])[0].successful and not node.enabled
+    info = {v.key: v.value for v in node.diagnostics().status[0].values}
+    assert info["checkpoint"] == str(tmp_path / "myckpt")  # what was loaded, looked up once at configure
+    assert node.get_parameter("checkpoint_dir").value == "myckpt"
+
+
+def test_a_model_without_proprioception_steps_with_the_default_proprio_topic(executor, tmp_path):
+    """The default proprio_topic ('proprio') with a checkpoint that takes none: event mode waited for a
+    proprio message on every step, so the node never stepped. It says so and does not wait."""
+    from fixtures import build_tiny_checkpoint
+
+    checkpoint = build_tiny_checkpoint(tmp_path / "no_proprio", proprio_dim=0)
+    node = _started(executor, checkpoint)
+    assert node.get_parameter("proprio_topic").value == "proprio"
+    driver = Driver(executor, proprio_dim=0)
+    driver.instruct()
+    assert driver.drive_until(lambda: len(driver.records) >= 2, timeout=20.0), node.diagnostics().status[0].message

@@ -106,7 +106,7 @@ class JointStateProprio:
         index: dict[str, int] = {}
         for i, name in enumerate(names):
             if name in index:
-                raise JointStateError(f"joint '{name}' appears twice in the message")
+                raise JointStateError(f"joint {quoted(name, 40)} appears twice in the message")
             index[name] = i
         missing = list(dict.fromkeys(v.joint for v in self.values if v.joint not in index))
         if missing:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, SplitLimits
 from deer_vla.model.checkpoint_dir import CheckpointDir
@@ -216,7 +216,9 @@ class PolicyParams(BaseModel):
 
     @field_validator("checkpoint_dir")
     @classmethod
-    def _checkpoint_name(cls, v: str) -> str:
+    def _checkpoint_name(cls, v: str, info: ValidationInfo) -> str:
+        if info.context is not None and not info.context.get("check_checkpoint", True):
+            return v  # a configured node's: looked up and loaded at configure (its folder may have moved since)
         try:
             resolve_checkpoint(v)  # an unknown bare name fails here, listing the shipped names
         except OSError as exc:  # e.g. a name too long for the file system: a refusal, not a crash
@@ -293,11 +295,12 @@ class ParameterError(ValueError):
     """A parameter value is invalid; the message names every bad parameter and value."""
 
 
-def parse_params(values: dict[str, Any]) -> PolicyParams:
-    """Validate ROS parameter values (dotted names) into PolicyParams."""
+def parse_params(values: dict[str, Any], *, check_checkpoint: bool = True) -> PolicyParams:
+    """Validate ROS parameter values (dotted names) into PolicyParams. ``check_checkpoint=False``: leave
+    ``checkpoint_dir`` unresolved (a configured node's, whose checkpoint is already loaded)."""
     data = {name.replace(".", "_"): value for name, value in values.items()}
     try:
-        return PolicyParams(**data)
+        return PolicyParams.model_validate(data, context={"check_checkpoint": check_checkpoint})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

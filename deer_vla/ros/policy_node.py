@@ -223,6 +223,9 @@ class PolicyNode(LifecycleNode):
             if unknown is not None:
                 raise ConfigurationError(unknown)
             params = parse_params(self._current_values())
+            # looked up once: what runs, and what diagnostics and recordings name, is this folder, even if a
+            # bare name's folder is removed or shadowed later
+            params = params.model_copy(update={"checkpoint_dir": str(params.checkpoint.resolve())})
             self._check_topic_names(params)
             try:  # a GPU this machine lacks: say so, not a pinned-memory error from deep inside the loader
                 check_device(params.device)
@@ -242,6 +245,11 @@ class PolicyNode(LifecycleNode):
                     f"the model needs proprioception ({stack.proprio_dim} values per step) but parameter "
                     "'proprio_topic' is empty"
                 )
+            if not stack.proprio_dim and params.proprio_source == "array" and params.proprio_topic:
+                # the default proprio_topic with a model that takes none: waiting for it would never step
+                self.get_logger().warn(f"the model takes no proprioception: 'proprio_topic' "
+                                       f"{quoted(params.proprio_topic, 80)} is not subscribed (set it to '')")
+                params = params.model_copy(update={"proprio_topic": ""})
             joint_map = None
             if params.proprio_source == "joint_state":
                 if stack.proprio_spec is None:
@@ -466,10 +474,8 @@ class PolicyNode(LifecycleNode):
                     successful=False,
                     reason=f"parameter(s) {frozen} take effect only at configure; deactivate and clean up first",
                 )
-        values = self._current_values()
-        values.update({p.name: p.value for p in changes if p.name in POLICY_DEFAULTS})
         try:
-            params = parse_params(values)
+            params = self._params_with(changes)
             if names & set(BUDGET_PARAMS):
                 budget = make_budget(params.budget_kwargs())
                 if self.stack is not None:
@@ -502,16 +508,35 @@ class PolicyNode(LifecycleNode):
                                      f"the loaded exits 1..{loaded}, which stay resident (a lower cap, exit {cap}, "
                                      "would not free them): deactivate, clean up and configure under it")
 
+    def _params_with(self, changes: list[Parameter]) -> PolicyParams:
+        """The parameters that would be in force with ``changes``. While configured, only the run-time ones
+        can change: the rest stay what configure resolved (its checkpoint is not looked up again: a folder
+        removed or renamed since it was loaded must not block ~/halt or a budget change)."""
+        values = self._current_values()
+        values.update({p.name: p.value for p in changes if p.name in POLICY_DEFAULTS})
+        if self.stack is None or self.params is None:
+            return parse_params(values)
+        parsed = parse_params(values, check_checkpoint=False)
+        fields = (name.replace(".", "_") for name in RUNTIME_PARAMS)
+        return self.params.model_copy(update={f: getattr(parsed, f) for f in fields})
+
     def _apply_parameter_change(self, changes: list[Parameter]) -> None:
-        if self.stack is None and self._closes_gate(changes):
-            self._set_enabled(False)  # the other parameters may be invalid (that is why configure failed)
+        # Raised out of this (post-set) callback an error would end the executor's spin: never raise here
+        if self._closes_gate(changes):
+            self._set_enabled(False)  # whatever the other parameters hold: ~/halt always sticks
+            if self.params is not None and self.stack is not None:
+                self.params = self.params.model_copy(update={"enabled": False})
             return
         names = {p.name for p in changes}
-        values = parse_params(self._current_values())
+        try:
+            params = self._params_with([])
+        except Exception as exc:  # validated a moment ago; only a racing change of the world gets here
+            self.get_logger().error(f"parameter change to {sorted(names)} not applied: {exc}")
+            return
         if self.stack is not None:
-            self.params = values
+            self.params = params
         if "enabled" in names:
-            self._set_enabled(values.enabled)
+            self._set_enabled(params.enabled)
         if "hold_rate_hz" in names and self.active:
             self._start_hold_timer()  # the new rate now, not at the next activation
 
