@@ -596,25 +596,55 @@ def test_runner_rejects_bad_inputs_and_nan(tiny, ckpt, tmp_path):
 
 def test_runner_token_cache_is_bounded_in_size_and_keeps_the_tokens(ckpt, monkeypatch):
     """The instruction token cache was bounded in count only (257 texts of any length were kept). It is also
-    bounded in characters; a text longer than an entry may be is tokenized at each step instead, to the same
-    tokens, and an instruction that holds no text is named by its start and length, not in full."""
+    bounded in characters; a text over the longest an instruction may be is refused (it was tokenized whole at
+    every step: seconds for a megabyte), and an instruction that holds no text is named by its start and
+    length, not in full."""
     from deer_vla.model import runner as runner_module
 
     monkeypatch.setattr(runner_module, "TOKEN_CACHE_CHARS", 200)
-    monkeypatch.setattr(runner_module, "TOKEN_CACHE_MAX_TEXT_CHARS", 100)
+    monkeypatch.setattr(runner_module, "MAX_INSTRUCTION_CHARS", 100)
     runner = PolicyRunner.from_checkpoint(ckpt)
     max_len = runner.model.config.lm.max_text_len
     for k in range(12):  # 16 to 159 characters
         text = "open the drawer " + "and close it " * k
+        if len(text) > 100:
+            with pytest.raises(ValueError, match=f"instruction of {len(text)} characters is over the 100"):
+                runner._tokens(text)
+            continue
         ids, mask = runner._tokens(text)
         expected = runner.tokenizer([text], truncation=True, max_length=max_len, return_tensors="pt")
         assert torch.equal(ids, expected["input_ids"]) and torch.equal(mask, expected["attention_mask"])
         assert runner._tokens(text)[0].tolist() == ids.tolist()
-        assert (text in runner._token_cache) == (len(text) <= 100)
+        assert text in runner._token_cache
         assert sum(map(len, runner._token_cache)) <= 200
     with pytest.raises(ValueError, match="holds no text") as exc:
-        runner._tokens(" " * 3000)
-    assert "3000 characters" in str(exc.value) and len(str(exc.value)) < 200
+        runner._tokens(" " * 90)
+    assert "90 characters" in str(exc.value) and len(str(exc.value)) < 200
+
+
+def test_runner_says_how_much_of_a_long_instruction_the_model_does_not_read(ckpt, caplog):
+    """The model reads the first lm.max_text_len tokens: a longer instruction lost its last words without a
+    word, so "... please open the drawer" and "... please close the drawer" were one input. The runner counts
+    the tokens it drops (the policy node reports them) and logs it once per text."""
+    import logging
+
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    max_len = runner.model.config.lm.max_text_len
+    runner._tokens("open the drawer")
+    assert runner.dropped_tokens == 0
+    long = "open the drawer " * max_len
+    whole = len(runner.tokenizer(long)["input_ids"])
+    with caplog.at_level(logging.WARNING, logger="deer_vla.model.runner"):
+        ids, _ = runner._tokens(long)
+        runner._tokens(long)  # cached: said once
+    assert ids.shape[1] == max_len and runner.dropped_tokens == whole - max_len > 0
+    said = [r.getMessage() for r in caplog.records if r.name == "deer_vla.model.runner"]
+    assert len(said) == 1 and f"{whole - max_len} token(s) longer than the {max_len}" in said[0]
+    runner._tokens("close the drawer")
+    assert runner.dropped_tokens == 0
+    # one instruction to the model whatever its case, spacing or invisible characters
+    assert runner.instruction_key("Open  the\u200b drawer") == runner.instruction_key("open the drawer") \
+        != runner.instruction_key("close the drawer")
 
 
 def test_runner_partial_and_profile(ckpt):

@@ -726,3 +726,28 @@ def test_a_model_without_proprioception_steps_with_the_default_proprio_topic(exe
     driver = Driver(executor, proprio_dim=0)
     driver.instruct()
     assert driver.drive_until(lambda: len(driver.records) >= 2, timeout=20.0), node.diagnostics().status[0].message
+
+
+def test_an_instruction_the_model_reads_alike_is_a_repeat_and_a_cut_one_is_reported(executor, tiny_checkpoint,
+                                                                                    monkeypatch):
+    """Under repeated_instruction 'keep', "OPEN the drawer" after "open the drawer" (one token sequence to a
+    lower-casing tokenizer) reset the episode as a new instruction. And an instruction longer than the model's
+    lm.max_text_len tokens lost its end in silence: it is warned about once, and counted in /diagnostics."""
+    node = _started(executor, tiny_checkpoint, repeated_instruction="keep")
+    warns = _spy_on_log(node, "warn", monkeypatch)
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: len(drv.records) >= 1)
+    drv.instruct(INSTRUCTIONS[0].upper())
+    assert drv.drive_until(lambda: node.stats.repeated_instructions == 1)
+    assert node.instruction == INSTRUCTIONS[0]
+    max_len = node.stack.runner.model.config.lm.max_text_len
+    long = " ".join([INSTRUCTIONS[0]] * max_len)
+    drv.instruct(long)
+    assert drv.drive_until(lambda: node.instruction == long)
+    assert drv.settle(node)
+    n = len(drv.records)
+    assert drv.drive_until(lambda: len(drv.records) >= n + 3)
+    cut = [m for m, _ in warns if "the model reads" in m]
+    assert len(cut) == 1 and f"longer than the {max_len} the model reads" in cut[0], warns
+    assert {kv.key: kv.value for kv in node.diagnostics().status[0].values}["cut instructions"] == "1"

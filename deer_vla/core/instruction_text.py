@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import unicodedata
 
+# The longest instruction anything reads, in characters: the model reads only its first lm.max_text_len tokens,
+# but the tokenizer reads the whole text (cutting it first could change the tokens at the cut), about 200 ms
+# at this length on a CPU and seconds for megabytes. The policy node's max_instruction_chars is at most this.
+MAX_INSTRUCTION_CHARS = 1 << 16
+
 
 def clean_instruction(text: str) -> str:
     """``text`` with format characters (zero-width spaces and joiners, byte-order marks, direction marks)

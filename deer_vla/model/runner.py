@@ -21,6 +21,7 @@ score of the exit run last, computed only when asked.
 """
 from __future__ import annotations
 
+import logging
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -29,19 +30,20 @@ import numpy as np
 import torch
 
 from deer_vla.core import ActionSpec, CostProfile, NonFiniteActionError, Observation
-from deer_vla.core.instruction_text import clean_instruction
+from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS, clean_instruction
+from deer_vla.core.log_text import quoted
 from deer_vla.model.gate import ExitGates, GateError, read_gates
 from deer_vla.model.head import LSTMState, gripper_value
 from deer_vla.model.policy import MultiExitPolicy, SegmentState
 from deer_vla.model.preprocess import images_to_tensor
 from deer_vla.model.tokenizer import encode_instruction
 
-# The instruction token cache: at most this many instructions, and this many characters of them in all; a longer
-# text than TOKEN_CACHE_MAX_TEXT_CHARS is tokenized at every step instead of kept (the policy node refuses
-# instructions over its max_instruction_chars parameter, at most ros.params.MAX_INSTRUCTION_CHARS = this).
+# The instruction token cache: at most this many instructions, and this many characters of them in all
+# (an instruction is at most core.instruction_text.MAX_INSTRUCTION_CHARS long)
+log = logging.getLogger(__name__)
+
 TOKEN_CACHE_ENTRIES = 256
 TOKEN_CACHE_CHARS = 1 << 20
-TOKEN_CACHE_MAX_TEXT_CHARS = 1 << 16
 
 
 class PolicyRunner:
@@ -56,8 +58,10 @@ class PolicyRunner:
             gates.check_fits(model.feature_dim, model.config.action_spec.dim, model.config.num_exits)
             gates = gates.to(self.device).eval()
         self._gates = gates
-        self._token_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # instruction -> (ids, mask, tokens past lm.max_text_len that the model does not read)
+        self._token_cache: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._token_cache_chars = 0  # characters of the cached instructions (the keys)
+        self.dropped_tokens = 0  # of the last step's instruction: its tokens past lm.max_text_len, not read
         self.reset()
 
     @classmethod
@@ -182,27 +186,48 @@ class PolicyRunner:
         # visual tokens (1,V,H) of the last past_frames committed steps, oldest first
         self._frames: deque[torch.Tensor] = deque(maxlen=self.model.config.past_frames)
 
+    def instruction_key(self, instruction: str) -> str:
+        """``instruction`` as the tokenizer reads it: cleaned (core.instruction_text), then put through the
+        tokenizer's own normalizer (case, Unicode forms). Two texts with one key are one instruction to the
+        model ("Open the drawer" and "open the drawer" for a lower-casing tokenizer)."""
+        text = clean_instruction(instruction)
+        normalizer = getattr(getattr(self.tokenizer, "backend_tokenizer", None), "normalizer", None)
+        return normalizer.normalize_str(text) if normalizer is not None else text
+
     def _tokens(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The instruction's (ids, mask), cut to ``lm.max_text_len`` tokens by the tokenizer (the whole text is
-        tokenized: cutting the text first could change the tokens at the cut). Cached, bounded in count and in
-        size: instructions change rarely, but each text is a key (see TOKEN_CACHE_*)."""
+        tokenized: cutting the text first could change the tokens at the cut), and ``dropped_tokens`` set to the
+        tokens past the cut. Cached, bounded in count and in size: instructions change rarely, but each text is a
+        key (see TOKEN_CACHE_*). A text over MAX_INSTRUCTION_CHARS is refused (seconds of tokenizing per step
+        for a megabyte, for the same max_text_len tokens)."""
         cached = self._token_cache.get(instruction)
         if cached is not None:
-            return cached
+            self.dropped_tokens = cached[2]
+            return cached[0], cached[1]
+        if len(instruction) > MAX_INSTRUCTION_CHARS:
+            raise ValueError(f"instruction of {len(instruction)} characters is over the {MAX_INSTRUCTION_CHARS} "
+                             f"an instruction may have (the model reads its first "
+                             f"{self.model.config.lm.max_text_len} tokens)")
         if not clean_instruction(instruction):  # e.g. only zero-width characters: BOS alone would still "work"
-            shown = instruction if len(instruction) <= 80 else f"{instruction[:80]}... ({len(instruction)} characters)"
-            raise ValueError(f"instruction {shown!r} holds no text")
+            raise ValueError(f"instruction {quoted(instruction, 80)} holds no text")
         # text left after cleaning always gives at least one token (byte fallback, or the unknown token)
-        ids = torch.tensor([encode_instruction(self.tokenizer, instruction, self.model.config.lm.max_text_len)],
-                           dtype=torch.long)
+        limit = self.model.config.lm.max_text_len
+        kept = encode_instruction(self.tokenizer, instruction, limit)
+        dropped = 0
+        if len(kept) >= limit:  # perhaps cut: how much the model does not read, for whoever sent it to hear
+            dropped = max(0, len(encode_instruction(self.tokenizer, instruction)) - len(kept))
+            if dropped:
+                log.warning("instruction %s is %d token(s) longer than the %d the model reads; the rest is "
+                            "ignored", quoted(instruction), dropped, limit)
+        ids = torch.tensor([kept], dtype=torch.long)
         tokens = (ids.to(self.device), torch.ones_like(ids).to(self.device))
-        if len(instruction) <= TOKEN_CACHE_MAX_TEXT_CHARS:
-            if (len(self._token_cache) >= TOKEN_CACHE_ENTRIES
-                    or self._token_cache_chars + len(instruction) > TOKEN_CACHE_CHARS):
-                self._token_cache.clear()
-                self._token_cache_chars = 0
-            self._token_cache[instruction] = tokens
-            self._token_cache_chars += len(instruction)
+        if (len(self._token_cache) >= TOKEN_CACHE_ENTRIES
+                or self._token_cache_chars + len(instruction) > TOKEN_CACHE_CHARS):
+            self._token_cache.clear()
+            self._token_cache_chars = 0
+        self._token_cache[instruction] = (*tokens, dropped)
+        self._token_cache_chars += len(instruction)
+        self.dropped_tokens = dropped
         return tokens
 
     @torch.inference_mode()

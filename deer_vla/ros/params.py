@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS
 from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, SplitLimits
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import is_device_name
@@ -36,10 +37,6 @@ MIN_RATE_HZ = 0.01
 # /diagnostics period bounds (s): faster floods the topic, slower is no health signal
 MIN_DIAGNOSTICS_PERIOD_S, MAX_DIAGNOSTICS_PERIOD_S = 0.05, 60.0
 
-# Longest instruction max_instruction_chars may allow (characters): tokenizing the whole text costs about 20 ms
-# at this length on a CPU (the model reads only its first lm.max_text_len tokens), and model.runner caches the
-# tokens of texts up to this length (TOKEN_CACHE_MAX_TEXT_CHARS).
-MAX_INSTRUCTION_CHARS = 1 << 16
 
 # Smallest split limits (besides 0 = none): below them a log would scatter into thousands of files a day.
 MIN_SPLIT_MIB = 1.0

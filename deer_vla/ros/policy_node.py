@@ -114,6 +114,8 @@ class NodeStats:
     rejected_proprio: int = 0
     rejected_instructions: int = 0  # longer than max_instruction_chars: the previous instruction stays
     repeated_instructions: int = 0  # the same text again under repeated_instruction "keep": ignored
+    # instructions (each text once) longer than the model reads (lm.max_text_len tokens): their end is ignored
+    cut_instructions: int = 0
     # inputs byte-identical to the step that was running when they arrived (a lock-step simulator's re-send of
     # an observation the policy was still computing): not stepped again, so the sender gets one answer
     repeated_inputs: int = 0
@@ -165,6 +167,8 @@ class PolicyNode(LifecycleNode):
         self.active = False
         self.enabled = bool(self.get_parameter("enabled").value)
         self.instruction: str | None = None
+        self._instruction_key: str | None = None  # as the model reads it (PolicyRunner.instruction_key)
+        self._cut_said: str | None = None  # the last instruction whose ignored end was reported
         self.proprio: np.ndarray | None = None
         self._proprio_ns = -1
         self._proprio_stamp_ns: int | None = None  # header stamp of the JointState the proprio came from
@@ -266,6 +270,9 @@ class PolicyNode(LifecycleNode):
         self._configure_error = None
         self.params, self.stack, self._joint_map = params, stack, joint_map
         self.enabled = params.enabled
+        # an instruction heard before stays in force; read by this model's tokenizer from now on
+        self._instruction_key = None if self.instruction is None else stack.runner.instruction_key(self.instruction)
+        self._cut_said = None
         if params.torch_threads:
             import torch
 
@@ -643,11 +650,13 @@ class PolicyNode(LifecycleNode):
         if not text:
             self.get_logger().error("empty instruction ignored", throttle_duration_sec=2.0)
             return
-        if text == self.instruction and params.repeated_instruction == "keep":
+        # the same instruction to the model whatever its case or Unicode form (the tokenizer's normalizer)
+        key = self.stack.runner.instruction_key(text) if self.stack is not None else text
+        if key == self._instruction_key and params.repeated_instruction == "keep":
             self.stats.repeated_instructions += 1
             return
-        changed = text != self.instruction
-        self.instruction = text
+        changed = key != self._instruction_key
+        self.instruction, self._instruction_key = text, key
         self.reset_episode()  # a new instruction is a new episode: clear the recurrent history
         # a changed text is always said, a re-sent one (a planner re-publishing its goal) at most every 2 s
         if changed:
@@ -838,6 +847,14 @@ class PolicyNode(LifecycleNode):
             return
         self.stats.steps += 1
         self.stats.last_step_ns = time.monotonic_ns()
+        dropped = getattr(stack.runner, "dropped_tokens", 0)
+        if dropped and job.instruction != self._cut_said:  # said once per instruction, as it first runs
+            self._cut_said = job.instruction
+            self.stats.cut_instructions += 1
+            self.get_logger().warn(
+                f"instruction {quoted(job.instruction)} is {dropped} token(s) longer than the "
+                f"{stack.runner.model.config.lm.max_text_len} the model reads: its end is ignored (say the task "
+                "first, or shorter)")
         record.stamp_ns = first.stamp_ns
         record.action = [float(v) for v in command.action]
         with self._actuation:  # halt/disable/deactivate cannot interleave with this decision and its publishing
@@ -974,6 +991,7 @@ class PolicyNode(LifecycleNode):
                      "rejected images": str(stats.rejected_images), "rejected proprio": str(stats.rejected_proprio),
                      "rejected instructions": str(stats.rejected_instructions),
                      "repeated instructions": str(stats.repeated_instructions),
+                     "cut instructions": str(stats.cut_instructions),
                      "repeated inputs": str(stats.repeated_inputs),
                      "hold twists": str(stats.hold_published), "record errors": str(stats.record_errors)})
         return info
