@@ -198,6 +198,7 @@ def test_episode_must_match_meta(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("instruction", "said"), [
     ("open the\x00 drawer", "NUL character"),
     ("open the \udcff drawer", "not valid text"),  # a non-UTF-8 byte in a shell argument, decoded by Python
+    ("\u200b\ufeff\u2060", "holds no text"),  # zero-width alone: the runner refuses it; training read no text
 ])
 def test_an_instruction_hdf5_cannot_store_is_refused_before_writing(tmp_path: Path, instruction: str,
                                                                    said: str) -> None:

@@ -206,3 +206,11 @@ def test_a_damaged_chunk_a_malformed_message_or_an_empty_frame_is_one_line_namin
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"deer-vla import-mcap: {expected}") and "\n" not in err, (expected, err)
         assert not out.exists()
+
+
+def test_an_instruction_of_invisible_characters_alone_is_refused() -> None:
+    """`--instruction` made of zero-width characters passed the emptiness check: the data set would train
+    the model on no instruction (the runner and the node refuse such a text at run time)."""
+    sources = {k: v for k, v in SOURCES.items() if k != "instruction_topic"}
+    with pytest.raises(DatasetError, match="--instruction is empty"):
+        McapSources(**sources, instruction="\u200b\u2060 ")

@@ -194,9 +194,11 @@ class Episode:
         if "\x00" in self.instruction:  # HDF5 strings end at a NUL
             raise DatasetError(f"{where}: the instruction holds a NUL character: {self.instruction[:80]!r}")
         try:  # a non-UTF-8 shell argument, decoded as surrogates: the tokenizer's own check
-            clean_instruction(self.instruction)
+            cleaned = clean_instruction(self.instruction)
         except ValueError as exc:
             raise DatasetError(f"{where}: {exc}: {self.instruction[:80]!r}") from exc
+        if not cleaned:  # zero-width characters alone: the model would train on no instruction at all
+            raise DatasetError(f"{where}: the instruction holds no text: {self.instruction[:80]!r}")
         if self.seed < 0:
             raise DatasetError(f"{where}: seed must be >= 0, got {self.seed}")
         a = self.actions

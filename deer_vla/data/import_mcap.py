@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.data.episodes import DatasetError
 from deer_vla.data.image_msg import MIN_SIZE, ImageConversionError, image_msg_to_rgb
 from deer_vla.data.importing import (
@@ -71,7 +72,7 @@ class McapSources:
     def __post_init__(self) -> None:
         if (self.instruction_topic is None) == (self.instruction is None):
             raise DatasetError("give exactly one of --instruction-topic and --instruction")
-        if self.instruction is not None and not self.instruction.strip():
+        if self.instruction is not None and not clean_instruction(self.instruction):
             raise DatasetError(f"--instruction is empty ({self.instruction!r}): say what the robot is doing")
         if not self.cameras:
             raise DatasetError("at least one image topic is needed")
@@ -204,7 +205,10 @@ class _Aligner:
             return
         instruction = self.src.instruction
         if self.src.instruction_topic is not None:
-            instruction = str(self.latest[self.src.instruction_topic][2].data).strip()
+            try:  # as the model reads it: a goal re-sent with other spacing is the same episode
+                instruction = clean_instruction(str(self.latest[self.src.instruction_topic][2].data))
+            except ValueError:  # not valid text
+                instruction = ""
         if not instruction:
             self.dropped += 1
             return

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.data.episodes import DatasetError
 
 INFO_PATH = "meta/info.json"
@@ -174,7 +175,8 @@ def read_tasks(root: Path) -> dict[int, str]:
     for i, text in zip(table.column("task_index").to_pylist(), table.column(text_col).to_pylist()):
         if isinstance(i, bool) or not isinstance(i, int):
             raise LeRobotFormatError(f"{path}: task_index {i!r} is not an integer")
-        if not isinstance(text, str) or not text.strip():  # str(None) was the instruction "None"
+        # str(None) was the instruction "None"; zero-width characters alone are no instruction either
+        if not isinstance(text, str) or not clean_instruction(text):
             raise LeRobotFormatError(f"{path}: task_index {i} has no task string ({text!r}); every task needs "
                                      "its instruction")
         tasks[int(i)] = text
@@ -352,3 +354,4 @@ def decode_image_cell(cell: Any, where: str) -> np.ndarray:
     if bgr is None:
         raise LeRobotFormatError(f"{where}: image bytes do not decode")
     return np.ascontiguousarray(bgr[:, :, ::-1])
+
