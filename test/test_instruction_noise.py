@@ -43,3 +43,24 @@ def test_probabilities_are_validated():
         InstructionNoise(wrap=1.5)
     with pytest.raises(ValidationError):
         InstructionNoise(typo=0.1)
+
+
+def test_noise_never_draws_a_heldout_or_another_tasks_instruction():
+    """Word dropout and swaps reached held-out instructions ("pull the drawer out" -> "drawer out") and other
+    tasks' ("push the side handle down" -> "push the handle down": a contradictory label). Told what to avoid,
+    a draw that lands there is drawn again; the gates' rewording avoids the whole suite's."""
+    from deer_vla.train.gate import suite_avoid
+    from deer_vla.train.instruction_noise import reading
+
+    avoid = suite_avoid()
+    assert reading("push the handle down") in avoid["handle-press-side"]
+    assert reading("push the side handle down") not in avoid["handle-press-side"]
+    noise = InstructionNoise(wrap=0.2, word_dropout=0.4, swap=0.4)
+    rng = np.random.default_rng(0)
+    reached = 0
+    for spec in MT50_TASKS.values():
+        for text in spec.train_instructions:
+            for _ in range(30):
+                assert reading(noise.apply(text, rng, avoid[spec.name])) not in avoid[spec.name], (spec.name, text)
+                reached += reading(noise.apply(text, rng)) in avoid[spec.name]
+    assert reached > 20  # without the list, the same draws do land there

@@ -686,3 +686,27 @@ def test_training_resizes_dataset_frames_to_exactly_the_pixels_the_policy_sees_a
             assert torch.equal(trained[t], seen), (h, w, (trained[t].int() - seen.int()).abs().max())
         imported = torch.from_numpy(resize_square(frames, 64)).permute(0, 3, 1, 2)
         assert torch.equal(imported, trained)
+
+
+def test_training_windows_never_noise_an_instruction_into_a_heldout_or_another_tasks_one() -> None:
+    """The windows' instruction noise could drop "side" from one task's "push the side handle down" and
+    train it under the other task's "push the handle down", or turn it into the held-out "handle down"."""
+    import numpy as np
+
+    from deer_vla.train.instruction_noise import InstructionNoise
+    from deer_vla.train.windows import EpisodeArrays
+
+    def episode(task: str, text: str) -> EpisodeArrays:
+        frames = torch.zeros(6, 3, 8, 8, dtype=torch.uint8)
+        return EpisodeArrays(images={"static": frames}, proprio=None, actions=np.zeros((6, 7), np.float32),
+                             instructions=[text], task=task)
+
+    eps = [episode("side", "push the side handle down"), episode("front", "push the handle down")]
+    noise = InstructionNoise(wrap=0.0, word_dropout=0.5, swap=0.3)
+    drawn = {WindowDataset(eps[:1], window=4, shift_pad=0, seed=s, instruction_noise=noise)[i]["instruction"]
+             for s in range(300) for i in range(3)}
+    assert {"push the handle down", "handle down"} & drawn  # what noise alone reaches from this text
+    ds = [WindowDataset(eps, window=4, shift_pad=0, seed=s, instruction_noise=noise, heldout=["handle down"])
+          for s in range(300)]
+    side = {d[i]["instruction"] for d in ds for i in range(3)}  # windows 0..2 are the "side" episode's
+    assert len(side) > 3 and not {"push the handle down", "handle down"} & side

@@ -17,6 +17,7 @@ least validation loss is kept. The model itself is not changed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ from deer_vla.core.writable import unwritable_dir
 from deer_vla.model.device import device_arg
 from deer_vla.model.gate import ExitGates, GateConfig, gate_inputs, motion_rms
 from deer_vla.model.shipped import CHECKPOINT_HELP, checkpoint_argument, shipped_name_of
-from deer_vla.train.instruction_noise import InstructionNoise
+from deer_vla.train.instruction_noise import InstructionNoise, avoid_by_task
 
 log = logging.getLogger("deer_vla.train_gate")
 
@@ -220,15 +221,26 @@ REWORD_NOISE = InstructionNoise(wrap=0.7, word_dropout=0.1, swap=0.2)
 
 
 def reworded(episode: list[Observation], task: str, rng: np.random.Generator) -> list[Observation]:
-    """``episode`` under another instruction: one of the task's training paraphrases with instruction noise."""
+    """``episode`` under another instruction: one of the task's training paraphrases with instruction noise
+    (never one that reads as a held-out instruction or another task's: ``suite_avoid``)."""
     from deer_vla.sim.tasks import get_task
 
     try:
         texts = get_task(task).train_instructions
     except KeyError:  # a task outside the suite (e.g. imported robot data): its own instruction, noised
         texts = (episode[0].instruction,)
-    text = REWORD_NOISE.apply(texts[int(rng.integers(len(texts)))], rng)
+    avoid = suite_avoid().get(task, frozenset())
+    text = REWORD_NOISE.apply(texts[int(rng.integers(len(texts)))], rng, avoid)
     return [replace(obs, instruction=text) for obs in episode]
+
+
+@functools.cache
+def suite_avoid() -> dict[str, frozenset[str]]:
+    """train.instruction_noise.avoid_by_task over every task the simulator knows."""
+    from deer_vla.sim.tasks import ALL_TASKS
+
+    return avoid_by_task({t.name: t.train_instructions for t in ALL_TASKS.values()},
+                         [h for t in ALL_TASKS.values() for h in t.heldout_instructions])
 
 
 def training_demos(datasets: str | Path | Sequence[str | Path], cameras: Sequence[str], episodes: int,

@@ -37,6 +37,7 @@ from deer_vla.core.writable import fresh_start_problem
 from deer_vla.model.device import check_device
 from deer_vla.model.shipped import resolve_checkpoint
 from deer_vla.train.config import TrainConfig
+from deer_vla.train.data import heldout_paraphrases
 from deer_vla.train.losses import DeerObjective, WindowBatch
 from deer_vla.train.schedule import lr_lambda, make_optimizer, param_groups
 from deer_vla.train.state import (
@@ -236,8 +237,6 @@ def inherited_instructions(init_checkpoint: str | None) -> Any:
 
 
 def instruction_texts(episodes: list[EpisodeArrays]) -> list[str]:
-    from deer_vla.train.data import heldout_paraphrases
-
     texts = sorted({t for ep in episodes for t in ep.instructions})
     return texts + heldout_paraphrases({ep.task for ep in episodes})
 
@@ -310,7 +309,8 @@ class Trainer:
                 shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
         self.model.to(self.device)
         self.dataset = WindowDataset(
-            self.episodes, cfg.window, cfg.shift_pad, cfg.paraphrase, cfg.seed, cfg.instruction_noise
+            self.episodes, cfg.window, cfg.shift_pad, cfg.paraphrase, cfg.seed, cfg.instruction_noise,
+            heldout=heldout_paraphrases({ep.task for ep in self.episodes}),
         )
         self.objective = DeerObjective(self.model, cfg.loss)
         self.objective.shard = (self.info.rank, self.info.world)

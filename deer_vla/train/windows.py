@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from deer_vla.core.image_resize import resize_rgb_frames
 from deer_vla.model.tokenizer import encode_instruction
-from deer_vla.train.instruction_noise import InstructionNoise
+from deer_vla.train.instruction_noise import InstructionNoise, avoid_by_task
 from deer_vla.train.losses import WindowBatch
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class WindowDataset(Dataset):
         paraphrase: bool = True,
         seed: int = 0,
         instruction_noise: InstructionNoise | None = None,
+        heldout: Sequence[str] = (),
     ) -> None:
         if window < 2:
             raise ValueError(f"window must be >= 2 steps, got {window}")
@@ -82,6 +83,11 @@ class WindowDataset(Dataset):
         self.shift_pad = shift_pad
         self.paraphrase = paraphrase
         self.instruction_noise = instruction_noise
+        # what noise must not turn an episode's instruction into: held-out and other tasks' instructions
+        texts: dict[str, set[str]] = {}
+        for ep in self.episodes:
+            texts.setdefault(ep.task, set()).update(ep.instructions)
+        self._avoid = avoid_by_task(texts, heldout) if instruction_noise is not None else {}
         self.seed = seed
         self.epoch = 0
         index: list[tuple[int, int]] = []
@@ -116,7 +122,7 @@ class WindowDataset(Dataset):
         images = {cam: random_shift(frames[sl], self.shift_pad, rng) for cam, frames in ep.images.items()}
         instr = ep.instructions[int(rng.integers(len(ep.instructions)))] if self.paraphrase else ep.instructions[0]
         if self.instruction_noise is not None:
-            instr = self.instruction_noise.apply(instr, rng)
+            instr = self.instruction_noise.apply(instr, rng, self._avoid[ep.task])
         return {
             "images": images,
             "instruction": instr,
