@@ -119,6 +119,11 @@ def test_step_record_json_round_trip():
     ({"budget_average_gflops": -(10**400)}, "'budget_average_gflops'"),
     ({"risk_eps": 0.1, "risk_delta": 0.05, "risk_metric": "exceed", "risk_tau": 10**400}, "'risk_tau'"),
     ({"action": [0.1, 10**400]}, "'action'"),
+    # checked without risk_eps too: a 500-deep list here passed, and writing the record back (asdict) overflowed
+    # the stack, which killed the monitor and the demo around it
+    ({"risk_metric": [[[]]]}, "'risk_metric'"),
+    ({"risk_delta": {"a": 1}}, "'risk_delta'"),
+    ({"obs_age_ms": float("inf")}, "'obs_age_ms' inf"),  # JSON has no Infinity: the log line would not be JSON
 ])
 def test_step_record_from_json_refuses_what_a_reader_cannot_aggregate(change, match):
     """A monitor sums, plots and writes these: NaN, strings or out-of-range ints must not get in."""
@@ -135,6 +140,11 @@ def test_step_record_from_json_refuses_missing_fields_and_deep_nesting():
                              '"llm_gflops": 1, "total_gflops": 1}')
     with pytest.raises(ValueError, match="nests too deeply"):
         StepRecord.from_json("[" * 100_000)
+    good = {"step": 3, "episode": 1, "exit_used": 2, "max_exit": 4, "stop_reason": "threshold",
+            "llm_gflops": 0.5, "total_gflops": 0.7}
+    deep = json.dumps({**good, "risk_metric": None})[:-1] + ', "segment_ms": ' + "[" * 600 + "]" * 600 + "}"
+    with pytest.raises(ValueError, match="'segment_ms'"):  # a list of lists is no list of numbers, at any depth
+        StepRecord.from_json(deep)
 
 def test_observation_validation():
     img = np.zeros((32, 32, 3), np.uint8)

@@ -181,6 +181,9 @@ def test_monitor_refuses_hostile_records_and_logs_one_line_per_record(ros_contex
             _record_json(9).replace('"stamp_ns":0', '"stamp_ns":-1'),
             "[" * 50_000,
             _record_json(9, distances=[0.1] * 20_000),  # valid JSON, but 200 KB: refused unparsed
+            # 2 KB, parsed: a nested list where only a guarantee's terms are read killed the monitor (RecursionError
+            # writing it back) and the demo whose executor it shared
+            _record_json(9)[:-1] + ',"risk_metric":' + "[" * 500 + "]" * 500 + "}",
         ]
         sent = [_record_json(0, 1_000), json.dumps(json.loads(_record_json(1, 2_000)), indent=2),
                 _record_json(1, 2_000),  # the same step again: not counted twice

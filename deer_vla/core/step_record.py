@@ -91,7 +91,7 @@ _COUNTS = ("step", "episode")
 _EXITS = ("exit_used", "max_exit", "distances_from_exit")
 _COSTS = ("llm_gflops", "total_gflops", "encode_ms", "head_ms", "total_ms", "running_mean_gflops")
 _OPTIONAL_NUMBERS = ("budget_average_gflops", "budget_peak_gflops", "budget_peak_ms", "deadline_ms",
-                     "obs_age_ms", "risk_tau", "risk_bound")
+                     "obs_age_ms", "risk_eps", "risk_delta", "risk_tau", "risk_bound")
 _NUMBER_LISTS = ("segment_ms", "distances", "thresholds", "action")  # scores and eta_k may be inf
 
 
@@ -140,12 +140,14 @@ def _field_problems(data: dict[str, Any]) -> list[str]:
         need(_is_finite(data["threshold_scale"]), "threshold_scale", "a finite number")
     if "stamp_ns" in data:
         need(_is_int(data["stamp_ns"]) and 0 <= data["stamp_ns"] < 2**64, "stamp_ns", "an integer in 0..2^64-1")
-    for name in _OPTIONAL_NUMBERS:
+    for name in _OPTIONAL_NUMBERS:  # finite: written back as JSON, where NaN and Infinity are not numbers
         if data.get(name) is not None:
-            need(_is_number(data[name]), name, "a number or null")
-    if data.get("budget_metric") is not None:
-        need(data["budget_metric"] in ("llm_gflops", "total_gflops"), "budget_metric",
-             "'llm_gflops', 'total_gflops' or null")
+            need(_is_finite(data[name]), name, "a finite number or null")
+    # every field is checked, also one that only matters beside another (a nested list in risk_metric without
+    # risk_eps passed, and writing the record back overflowed the stack)
+    need(data.get("budget_metric") in (None, "llm_gflops", "total_gflops"), "budget_metric",
+         "'llm_gflops', 'total_gflops' or null")
+    need(data.get("risk_metric") in (None, "mean", "exceed"), "risk_metric", "'mean', 'exceed' or null")
     for name in ("budget_memory_bytes", "risk_n_calibration"):
         if data.get(name) is not None:
             need(_is_int(data[name]) and data[name] >= 0, name, "an integer >= 0 or null")
@@ -154,7 +156,6 @@ def _field_problems(data: dict[str, Any]) -> list[str]:
             value = data[name]
             need(isinstance(value, list) and all(_is_number(v) for v in value), name, "a list of numbers")
     if data.get("risk_eps") is not None:  # a guarantee in force names all of its terms
-        need(_is_finite(data["risk_eps"]), "risk_eps", "a finite number or null")
         need(_is_finite(data.get("risk_delta")) and 0 <= data["risk_delta"] <= 1, "risk_delta",
              "a number in [0, 1] with risk_eps")
         need(data.get("risk_metric") in ("mean", "exceed"), "risk_metric", "'mean' or 'exceed' with risk_eps")
