@@ -212,7 +212,10 @@ class PolicyNode(LifecycleNode):
 
     # -- lifecycle ---------------------------------------------------------------------
     def _autostart(self) -> None:
-        self.destroy_timer(self._autostart_timer)
+        timer, self._autostart_timer = self._autostart_timer, None
+        if timer is None:  # the EventsExecutor can fire the 0 s timer again before its destruction takes effect
+            return
+        self.destroy_timer(timer)
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
 
