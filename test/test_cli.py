@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
 from deer_vla import cli
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("raised", "code", "said"), [
@@ -86,3 +89,55 @@ def test_replay_refuses_an_unwritable_json_before_replaying(capsys):
     assert cli_main(["/no/such/recording.mcap", "--json", "/proc/no/such/dir/report.json"]) == 2
     err = capsys.readouterr().err
     assert "--json /proc/no/such/dir/report.json: cannot write to /proc/no/such/dir" in err
+
+
+@pytest.mark.parametrize("argv", [["--episodes", str(2**64)], ["--seed", str(-(2**70))], ["--max-steps", "9" * 25]])
+def test_demo_refuses_integers_no_ros_parameter_holds(argv, capsys):
+    """rclpy failed with a SystemError traceback inside declare_parameter, after the graph had started."""
+    from deer_vla.ros.bringup import demo_main
+
+    with pytest.raises(SystemExit) as stop:
+        demo_main(argv)
+    assert stop.value.code == 2 and "does not fit a ROS integer parameter" in capsys.readouterr().err
+
+
+def test_bringup_set_refuses_an_integer_no_ros_parameter_holds():
+    from deer_vla.ros.bringup import _parse_set
+
+    with pytest.raises(SystemExit, match="does not fit a ROS integer parameter"):
+        _parse_set([f"sim.episodes={2**63}"])
+    with pytest.raises(SystemExit, match="does not fit"):
+        _parse_set([f"sim.cameras=[1, {2**64}]"])
+    assert _parse_set([f"sim.seed={2**63 - 1}"]) == {"sim": {"seed": 2**63 - 1}}
+
+
+@pytest.mark.parametrize("command", [
+    ["-m", "deer_vla.cli", "demo", "--episodes", "1"],
+    ["-c", "import sys; from deer_vla.ros.monitor_node import main; sys.exit(main())"],
+])
+def test_a_ros_domain_id_that_is_no_number_is_one_line_not_a_traceback(command, tmp_path):
+    import os
+    import subprocess
+
+    env = dict(os.environ, ROS_DOMAIN_ID="abc", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, *command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "ROS 2 could not start" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_node_executable_with_an_unusable_setting_says_so_in_one_line(tmp_path):
+    """The node executables created their node outside any handler: a monitor log_dir under a file, a window of
+    -1, a sim task nobody has, ended in a traceback."""
+    import os
+    import subprocess
+
+    (tmp_path / "file").write_text("")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for module, param in (("monitor_node", f"log_dir:={tmp_path / 'file' / 'logs'}"),
+                          ("sim_node", "tasks:=[fly-to-moon]")):
+        proc = subprocess.run([sys.executable, "-c", f"import sys; from deer_vla.ros.{module} import main; "
+                               "sys.exit(main())", "--ros-args", "-p", param],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert proc.stderr.startswith(f"{module}: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -308,18 +308,20 @@ def test_a_summary_that_cannot_be_written_still_closes_the_monitor(ros_context, 
     """Disk full at the very end: writing summary.json raised out of close(), so the summary line was never
     printed and the one-process bringup's stop ended before the policy node was stopped."""
     import errno
-    from pathlib import Path
+
+    from deer_vla.ros import monitor_node
 
     node = _monitor(tmp_path)
     try:
-        def full(self, *args: object, **kwargs: object) -> int:
+        def full(path: object, text: str) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(Path, "write_text", full)
+        monkeypatch.setattr(monitor_node, "atomic_write_text", full)
         summary = node.close()
         monkeypatch.undo()
         assert summary["steps"] == 0 and node.log_errors == 1
         assert "[deer_vla monitor] 0 steps" in capsys.readouterr().err
+        assert not node.summary_path.exists()  # no empty or torn summary.json: it is written whole or not at all
     finally:
         node.destroy_node()
 

@@ -215,3 +215,65 @@ def test_sim_refuses_a_busy_timer_a_huge_renderer_and_an_endless_wait(ros_contex
 
     with pytest.raises(ValueError, match=match):
         SimNode(parameter_overrides=[Parameter(name, value=value)])
+
+
+def test_a_simulator_that_cannot_render_ends_the_graph_with_one_line(executor, spin_until, monkeypatch):
+    """MUJOCO_GL=glfw on a machine without a display: building the renderer raised inside the sim's timer, and the
+    exception ended the executor's spin with a traceback (the demo wrote no summary). The sim says why, in one
+    line, and finishes; the demo reports it."""
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.sim_node import SimNode
+    from deer_vla.sim import metaworld_env
+
+    def no_display(*args, **kwargs):
+        raise RuntimeError("an OpenGL platform library has not been loaded into this process")
+
+    monkeypatch.setattr(metaworld_env, "MetaWorldAdapter", no_display)
+    monkeypatch.setenv("MUJOCO_GL", "glfw")
+    sim = SimNode(parameter_overrides=[Parameter("episodes", value=2), Parameter("rate_hz", value=100.0)])
+    executor.add_node(sim)
+    try:
+        assert spin_until(executor, lambda: sim.finished, timeout=20.0)
+        assert sim.results == [] and sim.error is not None
+        assert "OpenGL platform" in sim.error and "MUJOCO_GL=glfw: a headless machine needs egl" in sim.error
+        executor.spin_once(timeout_sec=0.05)  # the timer goes on firing harmlessly
+    finally:
+        executor.remove_node(sim)
+        sim.destroy_node()
+
+
+def test_demo_runs_started_in_one_second_get_their_own_folders(tmp_path):
+    from deer_vla.ros.bringup import _new_run_dir
+
+    first, second = _new_run_dir(tmp_path, "demo_x"), _new_run_dir(tmp_path, "demo_x")
+    assert first == tmp_path / "demo_x" and second == tmp_path / "demo_x.1" and second.is_dir()
+
+
+@pytest.mark.slow
+def test_a_demo_stopped_by_ctrl_c_says_interrupted_and_keeps_its_summary(tiny_checkpoint, tmp_path):
+    """Ctrl-C (or SIGTERM) on the demo was reported as a timeout with exit code 1."""
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    log = tmp_path / "demo.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deer_vla.cli", "demo", "--checkpoint", str(tiny_checkpoint), "--episodes", "50",
+             "--max-steps", "5", "--output-dir", str(tmp_path / "logs"), "--timeout", "240"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "episode 1" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "(interrupted)" in text and "Traceback" not in text, text[-3000:]
+    summary = json.loads(next((tmp_path / "logs").glob("demo_*/demo_summary.json")).read_text())
+    assert summary["interrupted"] is True and summary["finished"] is False and summary["steps"] >= 1

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.log_text import error_text
 from deer_vla.model.shipped import (
     DEFAULT_NAME,
@@ -134,8 +135,30 @@ def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
         except TypeError:
             raise SystemExit(f"--set {key}: '{raw}' is not a ROS parameter value (a bool, int, float or string, or "
                              "a list of one of those types)") from None
+        if not _fits_int64(value):  # rclpy fails deep inside declare_parameter with a SystemError
+            raise SystemExit(f"--set {key}: '{raw}' does not fit a ROS integer parameter (64 bits)")
         out.setdefault(node, {})[param] = value
     return out
+
+
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _fits_int64(value: Any) -> bool:
+    """Whether every integer in ``value`` (one, or a list) fits a ROS integer parameter."""
+    items = value if isinstance(value, list) else [value]
+    return all(INT64[0] <= v <= INT64[1] for v in items if isinstance(v, int) and not isinstance(v, bool))
+
+
+def _int64_arg(text: str) -> int:
+    """argparse type: an integer that fits a ROS integer parameter."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: '{text}'") from None
+    if not _fits_int64(value):
+        raise argparse.ArgumentTypeError(f"{text} does not fit a ROS integer parameter (64 bits)")
+    return value
 
 
 _STOP = threading.Event()
@@ -175,6 +198,16 @@ def _init_ros(args: list[str]) -> bool:
     return True
 
 
+def _init_ros_or_say(prog: str, args: list[str]) -> bool | None:
+    """``_init_ros``, or None after one line saying why ROS cannot start (rclpy's RCLError for a ROS_DOMAIN_ID
+    that is not a number, --ros-args it cannot parse)."""
+    try:
+        return _init_ros(args)
+    except Exception as exc:
+        print(f"{prog}: ROS 2 could not start: {error_text(exc)}", file=sys.stderr)
+        return None
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deer-vla bringup", description=__doc__.splitlines()[0])
     parser.add_argument("arguments", nargs="*", metavar="NAME:=VALUE",
@@ -193,7 +226,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(own_args)
     if not 0 <= args.duration < math.inf:  # -1 or nan ran until Ctrl-C as if 0 had been meant
         parser.error(f"--duration must be a number of seconds >= 0 (0 = until Ctrl-C), got {args.duration}")
-    owned = _init_ros(all_args)
+    owned = _init_ros_or_say("deer-vla bringup", all_args)
+    if owned is None:
+        return 1
     bringup = None
     try:
         graph = load_graph(args.graph, args.config_dir, _parse_set(args.set))
@@ -232,14 +267,29 @@ def replay_command(recording: str, checkpoint: Path, average_gflops: float | Non
     return shlex.join(args)
 
 
+def _new_run_dir(out_dir: Path, run: str) -> Path:
+    """A folder ``out_dir/run`` (or ``run.1``, ...) made here and now, so that two demos started in the same
+    second do not share one: the policy's recording and the summary go in it, and the monitor takes it (it is
+    empty)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        candidate = out_dir / (run if n == 0 else f"{run}.{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"{out_dir} already holds 10000 runs named '{run}'")
+
+
 def demo_main(argv: list[str] | None = None) -> int:
     """The main job: sim + policy (shipped checkpoint, default budget) + monitor for a few episodes."""
     parser = argparse.ArgumentParser(prog="deer-vla demo", description=demo_main.__doc__)
     parser.add_argument("--checkpoint", default="", help=checkpoint_help())
-    parser.add_argument("--episodes", type=int, default=None, help="episodes (default: config/sim.yaml)")
+    parser.add_argument("--episodes", type=_int64_arg, default=None, help="episodes (default: config/sim.yaml)")
     parser.add_argument("--tasks", nargs="+", default=None, help="task names (default: config/sim.yaml)")
-    parser.add_argument("--seed", type=int, default=None, help="first episode seed (default: config/sim.yaml)")
-    parser.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the task default)")
+    parser.add_argument("--seed", type=_int64_arg, default=None, help="first episode seed (default: config/sim.yaml)")
+    parser.add_argument("--max-steps", type=_int64_arg, default=0, help="steps per episode (0 = the task default)")
     parser.add_argument("--average-gflops", type=float, default=None,
                         help="average compute budget per action (default: the one the thresholds were solved for)")
     parser.add_argument("--output-dir", type=Path, default=Path("deer_vla_logs"))
@@ -275,8 +325,12 @@ def demo_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla demo: --average-gflops must be > 0 (omit it for the thresholds' own budget), got "
               f"{args.average_gflops}", file=sys.stderr)
         return 2
-    run = time.strftime("demo_%Y%m%d_%H%M%S", time.gmtime())
     out_dir = args.output_dir.resolve()
+    try:
+        run = _new_run_dir(out_dir, time.strftime("demo_%Y%m%d_%H%M%S", time.gmtime())).name
+    except OSError as exc:
+        print(f"deer-vla demo: cannot create a run folder in {out_dir}: {error_text(exc)}", file=sys.stderr)
+        return 1
     policy: dict[str, Any] = {"checkpoint_dir": str(checkpoint.resolve()),
                               "record_path": str(out_dir / run / "policy_io.mcap")}
     if args.average_gflops is not None:
@@ -291,18 +345,22 @@ def demo_main(argv: list[str] | None = None) -> int:
     overrides = {"policy": policy, "sim": sim, "monitor": {"log_dir": str(out_dir), "run_name": run}}
     bringup = None
     started = time.monotonic()
-    owned = _init_ros(all_args)
+    owned = _init_ros_or_say("deer-vla demo", all_args)
+    if owned is None:
+        return 1
     try:
         bringup = Bringup(load_graph("sim", args.config_dir, overrides)).start()
         sim_node, policy_node, monitor = bringup.nodes["sim"], bringup.nodes["policy"], bringup.nodes["monitor"]
         bringup.spin_until(lambda: sim_node.finished or _STOP.is_set(), args.timeout)
         finished = sim_node.finished
+        interrupted = _STOP.is_set() and not finished  # Ctrl-C or SIGTERM, not the timeout
         # let the last step records reach the monitor
         bringup.spin_until(lambda: monitor.stats.count >= policy_node.stats.steps, 2.0)
         stack = policy_node.stack
         metric = monitor.stats.metric
         full = stack.full_profile.cost(stack.full_profile.num_exits, metric)
         results = [r.__dict__ for r in sim_node.results]
+        sim_error = sim_node.error
         bringup.stop()
         summary = monitor.close()
     except (BringupError, KeyError, FileNotFoundError, ValueError) as exc:
@@ -313,10 +371,14 @@ def demo_main(argv: list[str] | None = None) -> int:
             bringup.stop()
         if owned and rclpy.ok():
             rclpy.shutdown()
+    if sim_error is not None:
+        print(f"deer-vla demo: the simulator failed after {len(results)} episode(s): {sim_error}", file=sys.stderr)
+        return 1
     mean_cost = summary[f"mean_{metric}"]
     report = {
         "episodes": len(results),
         "finished": finished,
+        "interrupted": interrupted,
         "success_rate": sum(r["success"] for r in results) / len(results) if results else 0.0,
         "steps": summary["steps"],
         "mean_exit": summary["mean_exit"],
@@ -336,8 +398,8 @@ def demo_main(argv: list[str] | None = None) -> int:
         "replay": replay_command(policy["record_path"], checkpoint, args.average_gflops),
     }
     report_path = out_dir / run / "demo_summary.json"
-    report_path.write_text(json.dumps(report, indent=2))
-    print(f"\n=== deer-vla demo: {len(results)} episode(s){'' if finished else ' (timed out)'} ===")
+    ending = "" if finished else " (interrupted)" if interrupted else " (timed out)"
+    print(f"\n=== deer-vla demo: {len(results)} episode(s){ending} ===")
     print(f"success rate      {report['success_rate']:.2f} ({sum(r['success'] for r in results)}/{len(results)})")
     print(f"average exit      {report['mean_exit']:.2f} of {stack.full_profile.num_exits}")
     print(f"compute per step  {mean_cost:.4g} {metric} vs {full:.4g} for the full model "
@@ -346,11 +408,18 @@ def demo_main(argv: list[str] | None = None) -> int:
     print(f"step log (MCAP)   {report['mcap']}")
     print(f"policy I/O (MCAP) {report['policy_io_mcap']}  ({report['replay']})")
     print(f"plot              {report['plot']}")
-    print(f"summary           {report_path}")
+    try:  # after the report: a full disk must not cost the results the run already has
+        atomic_write_text(report_path, json.dumps(report, indent=2))
+        print(f"summary           {report_path}")
+    except OSError as exc:
+        print(f"deer-vla demo: summary not written to {report_path}: {error_text(exc)}", file=sys.stderr)
+        return 1
     if report["shared_topics"]:
         print(f"WARNING: other nodes in this ROS domain also published on {', '.join(report['shared_topics'])} "
               "(a second demo or policy?): these episodes' results are unreliable. Give each run its own "
               "ROS_DOMAIN_ID.", file=sys.stderr)
+    if interrupted:
+        return 130  # the shell's code for a run ended by Ctrl-C
     return 0 if finished else 1
 
 

@@ -13,6 +13,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from deer_vla.core import StepRecord
+from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, McapLog, numbered_parts
 from deer_vla.ros.budget_monitor import ERROR, BudgetMonitor, BudgetStatus
 from deer_vla.ros.node_main import run_node
@@ -210,7 +211,7 @@ class MonitorNode(Node):
         summary = self._summary = self.summary()
         # the summary before the plot: a plot takes seconds, and ros2 launch sends SIGKILL if shutdown drags on
         try:
-            self.summary_path.write_text(json.dumps(summary, indent=2))
+            atomic_write_text(self.summary_path, json.dumps(summary, indent=2))  # never a torn or empty file
         except OSError as exc:  # disk full at the end: the line below still says what the run did
             self.log_errors += 1
             self.get_logger().error(f"{self.summary_path.name} not written in {self.log_dir}: {exc}")
@@ -228,7 +229,10 @@ class MonitorNode(Node):
             except Exception as exc:  # whatever matplotlib raises, a failed plot must not cost the summary
                 self.get_logger().error(f"plot not written: {type(exc).__name__}: {exc}")
                 summary["plot"] = None
-                self.summary_path.write_text(json.dumps(summary, indent=2))
+                try:
+                    atomic_write_text(self.summary_path, json.dumps(summary, indent=2))
+                except OSError as write_exc:
+                    self.get_logger().error(f"{self.summary_path.name} not rewritten in {self.log_dir}: {write_exc}")
         return summary
 
     def destroy_node(self) -> None:

@@ -14,6 +14,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
+from deer_vla.core.log_text import error_text
 from deer_vla.ros.executors import EXECUTORS, make_executor
 
 N = TypeVar("N", bound=Node)
@@ -48,9 +49,20 @@ def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
     parser.add_argument("--executor", choices=EXECUTORS, default="events")
     known, _ = parser.parse_known_args(remove_ros_args(args)[1:])
     stop = install_stop_handlers()
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    prog = getattr(make_node, "__module__", "deer_vla").rsplit(".", 1)[-1]  # "monitor_node" (argv[0] is "-c")
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as exc:  # rclpy's RCLError: a ROS_DOMAIN_ID that is not a number, --ros-args it cannot parse
+        print(f"{prog}: ROS 2 could not start: {error_text(exc)}", file=sys.stderr)
+        return 1
     executor = make_executor(known.executor)
-    node = make_node()
+    try:
+        node = make_node()
+    except (ValueError, KeyError, OSError) as exc:  # a bad parameter, an unknown task, an unusable log folder
+        print(f"{prog}: {error_text(exc)}", file=sys.stderr)
+        executor.shutdown()
+        rclpy.shutdown()
+        return 1
     executor.add_node(node)
     try:
         # spin_once in a loop, not spin(): the stop event must be checked between callbacks

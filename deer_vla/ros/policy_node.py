@@ -208,7 +208,7 @@ class PolicyNode(LifecycleNode):
         self.create_service(Trigger, "~/halt", self._srv_halt, callback_group=self._control_group)
         self.create_service(Trigger, "~/reset_episode", self._srv_reset, callback_group=self._control_group)
         if self.get_parameter("autostart").value:
-            self._autostart_timer = self.create_timer(0.0, self._autostart)
+            self._autostart_timer: Any = self.create_timer(0.0, self._autostart)
 
     # -- lifecycle ---------------------------------------------------------------------
     def _autostart(self) -> None:

@@ -15,6 +15,7 @@ that is still loading.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ class SimNode(Node):
         self.tasks = [get_task(name) for name in p["tasks"]]  # unknown names fail here, listing the known ones
         self.results: list[EpisodeResult] = []
         self.finished = False
+        self.error: str | None = None  # why the simulator stopped early (it could not build or step a task)
         self._adapters: dict[str, Any] = {}
         self._adapter: Any = None
         self._episode = -1
@@ -227,6 +229,20 @@ class SimNode(Node):
     def _tick(self) -> None:
         if self._phase == "done":
             return
+        try:
+            self._advance()
+        except Exception as exc:  # MuJoCo cannot render here (MUJOCO_GL=glfw without a display), a task fails
+            # to build: one clear line and the graph ends, not a traceback out of the timer that kills the process
+            gl = os.environ.get("MUJOCO_GL", "")
+            hint = f" (MUJOCO_GL={gl}: a headless machine needs egl or osmesa)" if gl not in ("", "egl", "osmesa") \
+                else ""
+            self.error = f"{type(exc).__name__}: {exc}{hint}"
+            self.get_logger().error(f"simulator failed in episode {self._episode}: {self.error}")
+            self._phase = "done"
+            self.finished = True
+
+    def _advance(self) -> None:
+        """One tick of the lock-step loop: start an episode, send its observation, or apply the action."""
         if self._phase == "start" and not self._policy_is_active():
             return
         if self._phase == "start":
@@ -278,7 +294,8 @@ class SimNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     def report(node: SimNode) -> None:
-        print(json.dumps({"success_rate": node.success_rate(), "episodes": [r.__dict__ for r in node.results]}))
+        print(json.dumps({"success_rate": node.success_rate(), "episodes": [r.__dict__ for r in node.results],
+                          "error": node.error}))
 
     return run_node(SimNode, argv, until=lambda node: node.finished, on_done=report)
 
