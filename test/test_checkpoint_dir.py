@@ -145,3 +145,18 @@ def test_an_empty_or_truncated_weights_file_names_itself(ckpt: CheckpointDir, ke
     ckpt.weights_path.write_bytes(data[:keep])
     with pytest.raises(CheckpointError, match=r"model\.safetensors cannot be read as safetensors .*copy the "):
         load_checkpoint(ckpt.root)
+
+
+def test_damaged_weights_are_named_before_thresholds_are_compared_with_them(tmp_path: Path) -> None:
+    """A truncated model.safetensors beside thresholds that record the weights' digest was reported as
+    "thresholds.json was solved on other weights": the digest was compared before the weights were read."""
+    from deer_vla.model.shipped import resolve_checkpoint
+    from deer_vla.ros.policy_backend import ConfigurationError, load_stack
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(resolve_checkpoint("default"), copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    with pytest.raises((CheckpointError, ConfigurationError)) as err:
+        load_stack(copy, CheckpointDir(copy).thresholds_path, "cpu", {}, 0)
+    assert "cannot be read as safetensors" in str(err.value) and "other weights" not in str(err.value)

@@ -121,17 +121,19 @@ def load_stack(
             thresholds = Thresholds.load(thresholds_path)
         except (ValueError, OSError) as exc:
             raise ConfigurationError(f"cannot load thresholds: {exc}") from exc  # both kinds name the file
-        try:  # another checkpoint's (of the same architecture) would load and run the wrong exits
-            ckpt = CheckpointDir(checkpoint)
-            thresholds.check_solved_on(ckpt.weights_digest, str(thresholds_path), str(checkpoint), ckpt.gates_digest)
-        except (ValueError, OSError) as exc:
-            raise ConfigurationError(str(exc)) from exc
     elif fixed_exit == 0:
         raise ConfigurationError(
             f"thresholds file not found: {thresholds_path}; run `deer-vla calibrate` for this checkpoint, "
             "set 'thresholds_file', or set 'fixed_exit' to run one exit"
         )
+    # the weights first: a damaged weights file is named as such, not as "thresholds solved on other weights"
     full = PolicyRunner.from_checkpoint(checkpoint, max_exit=None, device=device)
+    if thresholds is not None:
+        try:  # another checkpoint's (of the same architecture) would load and run the wrong exits
+            ckpt = CheckpointDir(checkpoint)
+            thresholds.check_solved_on(ckpt.weights_digest, str(thresholds_path), str(checkpoint), ckpt.gates_digest)
+        except (ValueError, OSError) as exc:
+            raise ConfigurationError(str(exc)) from exc
     if budget.peak_ms is not None or budget.deadline_ms is not None:
         full.time_here()  # time budgets are enforced with this machine's latencies, not the checkpoint's maker's
     full_profile = full.cost_profile
