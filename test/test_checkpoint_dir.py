@@ -160,3 +160,40 @@ def test_damaged_weights_are_named_before_thresholds_are_compared_with_them(tmp_
     with pytest.raises((CheckpointError, ConfigurationError)) as err:
         load_stack(copy, CheckpointDir(copy).thresholds_path, "cpu", {}, 0)
     assert "cannot be read as safetensors" in str(err.value) and "other weights" not in str(err.value)
+
+
+def _peak_rss_reset() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # peak mark := current RSS
+
+
+def _peak_rss() -> int:
+    import re
+
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable peak RSS")
+def test_a_config_asking_for_huge_tensors_is_refused_before_any_is_built(ckpt: CheckpointDir) -> None:
+    """The model was built (each parameter allocated, then moved to meta) before the file's shapes were compared
+    with the config's: image_size 16000 took 4.5 GB before its shape error, larger ones died in the allocator."""
+    config = _config(ckpt)
+    config["image_size"] = 16000
+    ckpt.config_path.write_text(json.dumps(config))
+    _peak_rss_reset()
+    before = _peak_rss()
+    with pytest.raises(CheckpointError, match="resampler.pos' has shape"):
+        load_checkpoint(ckpt.root)
+    assert _peak_rss() - before < 256 * 2**20
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_weights_that_are_not_finite_are_refused_at_load(ckpt: CheckpointDir, value: float) -> None:
+    """An infinite weight loaded silently and drove every action to full scale (tanh(inf) = 1 passes the
+    runner's finite-action check); NaN only failed at the first step."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(ckpt.weights_path))
+    tensors["head.motion.bias"][0] = value
+    save_file(tensors, str(ckpt.weights_path))
+    with pytest.raises(CheckpointError, match="tensor 'head.motion.bias' holds NaN or infinite values"):
+        load_checkpoint(ckpt.root)

@@ -222,7 +222,8 @@ def test_train_gate_command_writes_gates_the_runner_then_loads(ckpt: Path, demos
 def test_train_gate_on_a_model_whose_actions_are_nan_is_a_one_line_error(ckpt: Path, demos: Path, tmp_path: Path,
                                                                          capsys) -> None:
     """A non-finite action (bad weights) ended train-gate, calibrate and replay in a FloatingPointError
-    traceback: their bad-input handlers catch ValueError, which the runner's error now also is."""
+    traceback: their bad-input handlers catch ValueError, which the runner's error now also is. Weights that
+    are not finite are now refused at load, naming the file and tensor, before any action."""
     from deer_vla.train.gate import cli_main
 
     runner = PolicyRunner.from_checkpoint(ckpt)
@@ -231,7 +232,7 @@ def test_train_gate_on_a_model_whose_actions_are_nan_is_a_one_line_error(ckpt: P
     broken = save_checkpoint(runner.model, build_word_tokenizer(TEXTS), tmp_path / "nan")
     assert cli_main([str(broken), "--data", str(demos), "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "produced a non-finite action" in err[0], err
+    assert len(err) == 1 and "tensor 'head.motion.bias' holds NaN or infinite values" in err[0], err
 
 
 def test_task_weights_raise_the_gate_scores_of_the_weighted_task_and_only_there(ckpt: Path, demos: Path,

@@ -68,18 +68,20 @@ def load_checkpoint(ckpt: str | Path, max_exit: int | None = None, device: str |
     if max_exit is not None and not 1 <= max_exit <= cfg.num_exits:
         raise CheckpointError(f"max_exit={max_exit} outside 1..{cfg.num_exits} (exits in {config_file})")
 
-    with torch.device("meta"):
-        full_shapes = {k: tuple(v.shape) for k, v in MultiExitPolicy(cfg).state_dict().items()}
     from deer_vla.model.lean_load import file_refs, materialize, parameters_on_meta
     from deer_vla.model.text import TextSourceError
 
     try:
-        with parameters_on_meta():  # no storage until the file's tensors are assigned: one copy in memory
-            model = MultiExitPolicy(cfg, max_exit=max_exit)
+        with torch.device("meta"):
+            full_shapes = {k: tuple(v.shape) for k, v in MultiExitPolicy(cfg).state_dict().items()}
     except TextSourceError as exc:  # frozen token table read from its source: name the incompatibility
         raise CheckpointError(f"{config_file} (text front end): {exc}") from exc
-    wanted = model.state_dict()
+    except (RuntimeError, TypeError, ValueError, ArithmeticError) as exc:  # sizes no model can be built with
+        raise CheckpointError(f"{config_file}: no model can be built from it: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     try:
+        # the file's tensors against the config's shapes first: the build below still allocates each parameter
+        # before moving it to meta, so a config that asks for a huge one must be refused before it is built
         with safe_open(str(weights), framework="pt", device="cpu") as f:
             keys = set(f.keys())
             missing = sorted(set(full_shapes) - keys)
@@ -93,7 +95,16 @@ def load_checkpoint(ckpt: str | Path, max_exit: int | None = None, device: str |
                 if shape != full_shapes[key]:
                     raise CheckpointError(f"{weights}: tensor '{key}' has shape {shape}, config expects "
                                           f"{full_shapes[key]}")
-        materialize(model, file_refs(weights, list(wanted)), device=device)
+        try:
+            with parameters_on_meta():  # no storage until the file's tensors are assigned: one copy in memory
+                model = MultiExitPolicy(cfg, max_exit=max_exit)
+        except TextSourceError as exc:
+            raise CheckpointError(f"{config_file} (text front end): {exc}") from exc
+        materialize(model, file_refs(weights, list(model.state_dict())), device=device)
+    except (KeyError, ValueError) as exc:  # lean_load's: a tensor of the wrong type, or not finite
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(str(exc.args[0]) if exc.args else str(exc)) from exc
     except SafetensorError as exc:  # empty, truncated or not a safetensors file: the library names no file
         raise CheckpointError(f"{weights} cannot be read as safetensors ({exc}): a truncated copy or another "
                               "file; copy the checkpoint again") from exc

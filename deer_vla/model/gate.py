@@ -38,6 +38,7 @@ from torch import nn
 
 from deer_vla.core.atomic_file import atomic_write_bytes
 from deer_vla.model.checkpoint_dir import CheckpointDir
+from deer_vla.model.lean_load import all_finite
 
 GATES_FORMAT = "deer_vla.exit_gates"
 GATES_VERSION = 1
@@ -203,13 +204,17 @@ class ExitGates(nn.Module):
             raise GateError(f"{p}: exit gates version {meta.get('version')!r}; this deer_vla reads {GATES_VERSION}")
         try:
             config = GateConfig.from_dict(json.loads(meta.get("config", "")))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise GateError(f"{p}: unreadable gate config in the metadata ({exc})") from exc
-        gates = cls(config)
-        want = {k: tuple(v.shape) for k, v in gates.state_dict().items()}
+            with torch.device("meta"):  # shapes only: a config asking for huge layers allocates nothing here
+                want = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+        except (ValueError, TypeError, RecursionError, RuntimeError, ArithmeticError) as exc:  # JSON errors too
+            raise GateError(f"{p}: unreadable gate config in the metadata ({type(exc).__name__}: {exc})") from exc
         got = {k: tuple(v.shape) for k, v in tensors.items()}
         if want != got:
             raise GateError(f"{p}: tensors {got} do not match its config, which needs {want}")
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not all_finite(v)]
+        if bad:
+            raise GateError(f"{p}: tensor(s) {bad[:5]} hold NaN or infinite values: a damaged or diverged file")
+        gates = cls(config)
         gates.load_state_dict(tensors)
         return gates.eval()
 

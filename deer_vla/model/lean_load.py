@@ -112,6 +112,13 @@ def materialize(module: nn.Module, refs: Mapping[str, TensorRef], device: str | 
                 if tuple(tensor.shape) != tuple(target.shape):
                     raise ValueError(f"{file}: tensor '{key}' has shape {tuple(tensor.shape)}, "
                                      f"the model's '{name}' is {tuple(target.shape)}")
+                if target.is_floating_point() and not tensor.is_floating_point():
+                    raise ValueError(f"{file}: tensor '{key}' is {tensor.dtype}, the model's '{name}' holds floats")
+                # an infinite weight passes the runner's finite-action check (tanh(inf) = 1) and drives every
+                # action to full scale: refused here, as NaN is
+                if tensor.is_floating_point() and not all_finite(tensor):
+                    raise ValueError(f"{file}: tensor '{key}' holds NaN or infinite values: a damaged or diverged "
+                                     "file")
                 state[name] = tensor.to(target.dtype)  # no copy when the dtypes already agree
     result = module.load_state_dict(state, strict=False, assign=True)
     if result.unexpected_keys:  # every name came from the module itself, so this is a bug, not a bad file
@@ -124,6 +131,15 @@ def materialize(module: nn.Module, refs: Mapping[str, TensorRef], device: str | 
     if empty:
         raise ValueError(f"{len(empty)} tensor(s) of {type(module).__name__} were not loaded and have no "
                          f"values: {empty[:5]}{'...' if len(empty) > 5 else ''}")
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether a float tensor holds no NaN or infinity. Its extremes, not torch.isfinite: a reduction adds no
+    tensor-sized temporary to a load's peak memory (min and max propagate NaN, and are infinite at an inf)."""
+    if tensor.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(tensor.detach().reshape(-1))
+    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
 def file_refs(file: str | Path, names: Mapping[str, str] | list[str]) -> dict[str, TensorRef]:
