@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -177,13 +178,17 @@ def test_a_config_asking_for_huge_tensors_is_refused_before_any_is_built(ckpt: C
     """The model was built (each parameter allocated, then moved to meta) before the file's shapes were compared
     with the config's: image_size 16000 took 4.5 GB before its shape error, larger ones died in the allocator."""
     config = _config(ckpt)
-    config["image_size"] = 16000
+    config["image_size"] = 4096  # the largest a config may ask for: a 512 x 512 patch grid, 128 MiB of positions
     ckpt.config_path.write_text(json.dumps(config))
     _peak_rss_reset()
     before = _peak_rss()
     with pytest.raises(CheckpointError, match="resampler.pos' has shape"):
         load_checkpoint(ckpt.root)
-    assert _peak_rss() - before < 256 * 2**20
+    assert _peak_rss() - before < 48 * 2**20
+    config["image_size"] = 16000
+    ckpt.config_path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="image_size: Input should be less than or equal to 4096"):
+        load_checkpoint(ckpt.root)
 
 
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
@@ -197,3 +202,51 @@ def test_weights_that_are_not_finite_are_refused_at_load(ckpt: CheckpointDir, va
     save_file(tensors, str(ckpt.weights_path))
     with pytest.raises(CheckpointError, match="tensor 'head.motion.bias' holds NaN or infinite values"):
         load_checkpoint(ckpt.root)
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"lm.num_hidden_layers": 100_000}, "'num_hidden_layers' must be an integer in 1..1024"),  # hung, 4 GB
+    ({"lm.num_hidden_layers": 0}, "'num_hidden_layers' must be an integer in 1..1024"),
+    ({"lm.num_hidden_layers": 12.7}, "'num_hidden_layers' must be an integer"),
+    ({"lm.hidden_size": -128}, "'hidden_size' must be an integer in 1..65536"),
+    ({"lm.num_attention_heads": 0}, "'num_attention_heads' must be an integer"),  # ZeroDivisionError before
+    ({"lm.num_attention_heads": 3}, "attention heads must divide its hidden size"),
+    ({"max_text_len": 100_000}, "max_text_len"),  # profiling built a 100k x 100k mask: 20 GB
+    ({"image_std": [float("nan")] * 3}, "vision.image_mean/std need 3 finite values"),
+    ({"num_latents": 10**9}, "num_latents"),
+])
+def test_a_config_of_sizes_no_model_can_have_is_refused_naming_the_file(ckpt: CheckpointDir, change: dict,
+                                                                       said: str) -> None:
+    """config.json's sizes reached torch unchecked: tracebacks (negative width, 0 heads, a float layer count),
+    a hang at 10^5 layers, a 20 GB mask at 10^5 tokens."""
+    config = _config(ckpt)
+    (key, value), = change.items()
+    if key.startswith("lm."):
+        config["lm"]["hf_config"][key[3:]] = value
+    elif key == "max_text_len":
+        config["lm"]["max_text_len"] = value
+    elif key == "image_std":
+        config["vision"]["image_std"] = value
+    else:
+        config["resampler"][key] = value
+    ckpt.config_path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=re.escape(said)) as err:
+        load_checkpoint(ckpt.root)
+    assert str(ckpt.config_path) in str(err.value)
+
+
+def test_json_files_python_cannot_read_or_that_are_huge_are_named(ckpt: CheckpointDir) -> None:
+    """A 5000-digit integer (over Python's digit limit: a bare ValueError naming no file), an integer no float
+    holds in profile.json (OverflowError, a traceback), a 1 GB config.json read whole before "not JSON"."""
+    text = ckpt.config_path.read_text()
+    ckpt.config_path.write_text(re.sub(r'"image_size": \d+', '"image_size": ' + "9" * 5000, text))
+    with pytest.raises(CheckpointError, match=r"config\.json: not JSON .*4300"):
+        ckpt.read_config()
+    ckpt.config_path.write_text(text + " " * (17 << 20))
+    with pytest.raises(CheckpointError, match=r"config\.json: \d+ bytes, far more"):
+        ckpt.read_config()
+    ckpt.config_path.write_text(text)
+    profile = {"llm_gflops": [10**400], "total_gflops": [1.0], "params": [1], "weight_bytes": [1]}
+    ckpt.profile_path.write_text(json.dumps(profile))
+    with pytest.raises(CheckpointError, match=r"invalid .*profile\.json"):
+        ckpt.read_profile()

@@ -263,3 +263,19 @@ def test_a_budget_gripper_flips_put_out_of_reach_is_refused_with_the_smallest_fe
     th = solve_thresholds(method, actions, profile, BudgetSpec(average_gflops=2.1), crit)
     spent = np.asarray([1.0, 2.0, 3.0, 4.0])[simulate_exits(actions, th) - 1].mean()
     assert spent <= 2.1 + 1e-9 and spent == pytest.approx(th.expected_cost)
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"values": [10**400]}, "wrong type: OverflowError"),
+    ({"expected_cost": 10**400}, "wrong type: OverflowError"),
+    ({"criterion": ["distance"]}, "wrong type: AttributeError"),
+])
+def test_a_thresholds_file_python_cannot_take_is_a_value_error_naming_it(tmp_path, change, said):
+    """These escaped the loaders' ValueError handlers as OverflowError / AttributeError tracebacks."""
+    path = tmp_path / "thresholds.json"
+    path.write_text(json.dumps({"values": [0.1, 0.2], **change}))
+    with pytest.raises(ValueError, match=f"thresholds file {path}: .*{said}"):
+        Thresholds.load(path)
+    path.write_text('{"values": [' + "9" * 5000 + "]}")
+    with pytest.raises(ValueError, match=f"thresholds file {path} is not valid JSON"):
+        Thresholds.load(path)

@@ -56,6 +56,13 @@ def test_an_episode_journalled_twice_counts_once_as_its_latest_record(tmp_path):
      "line 1: the header's plan's tasks is not a list"),
     ([{**HEADER, "plan": {**HEADER["plan"], "mode_digests": ["f0"]}}, _episode()],
      "line 1: the header's plan's mode_digests is not an object of digests"),
+    # a plan of 10^12 seeds per task was expanded into a set until memory ran out (7 GB in 30 s)
+    ([{**HEADER, "plan": {**HEADER["plan"], "episodes_per_task": 10**12}}, _episode()],
+     "line 1: the header's plan's episodes_per_task is not an integer in 1..100000"),
+    # valid JSON Python will not read (over its 4300-digit integer limit), and a float no number holds
+    ([HEADER, json.dumps(_episode(seed=12345)).replace("12345", "9" * 5000), _episode(seed=1)],
+     "line 2 is not an episode record: Exceeds"),
+    ([HEADER, _episode(llm_gflops=10**400)], "line 2 is not an episode record: llm_gflops="),
 ])
 def test_a_record_or_header_of_the_wrong_shape_is_refused_naming_line_and_field(tmp_path, capsys, lines,
                                                                                 expected):

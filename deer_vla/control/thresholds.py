@@ -31,6 +31,9 @@ Shape = Literal["geometric", "gaussian", "gamma"]
 SHAPES: tuple[str, ...] = ("geometric", "gaussian", "gamma")
 
 
+# The largest thresholds file read (whole): one is a few KB
+MAX_FILE_BYTES = 16 << 20
+
 @dataclass
 class Thresholds:
     """eta_k for exits first..N and how they were obtained; first is the criterion's ``first_exit`` (2, or 1
@@ -172,8 +175,9 @@ class Thresholds:
                 weights_sha256=data.get("weights_sha256"),
                 gates_sha256=data.get("gates_sha256"),
             )
-        except TypeError as exc:  # e.g. "expected_cost": "x" reaching math.isfinite: a bad file, not a bug
-            raise ValueError(f"thresholds JSON has a value of the wrong type: {exc}") from exc
+        except (TypeError, AttributeError, ArithmeticError) as exc:  # "expected_cost": "x", a criterion that is
+            # a list, an integer no float holds: a bad file, not a bug
+            raise ValueError(f"thresholds JSON has a value of the wrong type: {type(exc).__name__}: {exc}") from exc
         if num_exits is not None and out.num_exits != num_exits:
             first = out.first_exit
             raise ValueError(
@@ -194,9 +198,11 @@ class Thresholds:
                                     + (f"; the JSON files in it: {', '.join(map(str, inside))}" if inside else ""))
         if not path.is_file():
             raise FileNotFoundError(f"thresholds file not found: {path}")
+        if path.stat().st_size > MAX_FILE_BYTES:  # read whole below: a stray huge file must not fill memory
+            raise ValueError(f"thresholds file {path} is {path.stat().st_size} bytes; a thresholds file is a few KB")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError) as exc:  # not JSON, or an integer over Python's digit limit
             raise ValueError(f"thresholds file {path} is not valid JSON: {exc}") from exc
         except RecursionError as exc:  # "[[[[...": not a ValueError, and it would name no file
             raise ValueError(f"thresholds file {path} is not valid JSON: nested too deeply") from exc

@@ -30,6 +30,7 @@ from deer_vla.core.config_io import ConfigError, add_config_arguments, load_laye
 from deer_vla.core.writable import fresh_start_problem
 from deer_vla.evaluation.journal import (
     JOURNAL_NAME,
+    MAX_EPISODES_PER_TASK,
     EpisodeJournal,
     JournalError,
     held_episodes,
@@ -79,7 +80,7 @@ class EvalConfig(BaseModel):
 
     checkpoint: str = Field(description="checkpoint directory")
     tasks: list[str] = Field(min_length=1, description="simulator task names to evaluate")
-    episodes_per_task: int = Field(20, ge=1, description="held-out seeds per (mode, task)")
+    episodes_per_task: int = Field(20, ge=1, le=MAX_EPISODES_PER_TASK, description="held-out seeds per (mode, task)")
     budgets: list[float] = Field([0.1, 0.2, 0.3],
                                  description="average budgets as fractions of the full model's LLM GFLOPs, in (0, 1]")
     exits: list[int] = Field([], description="fixed exits to run besides the full model")
@@ -471,7 +472,7 @@ class EvaluateSettings(BaseModel):
                               "'mt50-hard', ...), comma list")
     suite: str | None = Field(None, description="a named suite instead of tasks: 'default' (ten tasks) or 'mt50' "
                               "(success also per difficulty group)")
-    episodes_per_task: int = Field(20, ge=1, description="held-out seeds per (mode, task)")
+    episodes_per_task: int = Field(20, ge=1, le=MAX_EPISODES_PER_TASK, description="held-out seeds per (mode, task)")
     budgets: list[float] = Field([0.2], description="average budgets as fractions of the full model's LLM GFLOPs, "
                                  "e.g. 0.1,0.2,0.3 ('' = no dynamic modes; 0.2 keeps the default run near 20 min "
                                  "on 2 cores)")

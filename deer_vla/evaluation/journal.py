@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "episodes.jsonl"
 JOURNAL_VERSION = 1
+# Seeds per (mode, task) a run may plan: the community protocol is 10, a long study a few hundred; a journal
+# header claiming 10^12 made eval-report expand the plan into a set until memory ran out
+MAX_EPISODES_PER_TASK = 100_000
 EpisodeKey = tuple[str, str, int]
 
 
@@ -159,7 +162,7 @@ def read_journal(path: str | Path) -> tuple[dict[str, Any], list[EpisodeResult]]
         raise JournalError(f"{path} cannot be read as an evaluation journal: {exc}") from exc
     try:
         header = json.loads(lines[0]) if lines else None
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, an integer over Python's digit limit, "[[[[..."
         header = None
     if not isinstance(header, dict) or header.get("journal") != JOURNAL_VERSION:
         raise JournalError(f"{path} is not an evaluation journal (version {JOURNAL_VERSION}); "
@@ -181,6 +184,8 @@ def read_journal(path: str | Path) -> tuple[dict[str, Any], list[EpisodeResult]]
             raise JournalError(f"{path} line {i} is not an episode record: {exc}") from exc
         except RecursionError as exc:  # "[[[[...": not a ValueError
             raise JournalError(f"{path} line {i} is not an episode record: nested too deeply") from exc
+        except ValueError as exc:  # valid JSON Python will not read: an integer over its 4300-digit limit
+            raise JournalError(f"{path} line {i} is not an episode record: {exc}") from exc
         try:
             results.append(EpisodeResult.from_dict(record))
         except ValueError as exc:
@@ -203,6 +208,7 @@ def _plan_problem(plan: Any) -> str | None:
                                     and all(isinstance(v, str) for v in digests.values())):
         return f"plan's mode_digests is not an object of digests: {digests!r}"
     per_task = plan.get("episodes_per_task")
-    if per_task is not None and (isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1):
-        return f"plan's episodes_per_task is not an integer >= 1: {per_task!r}"
+    if per_task is not None and (isinstance(per_task, bool) or not isinstance(per_task, int)
+                                 or not 1 <= per_task <= MAX_EPISODES_PER_TASK):
+        return f"plan's episodes_per_task is not an integer in 1..{MAX_EPISODES_PER_TASK}: {str(per_task)[:40]!r}"
     return None

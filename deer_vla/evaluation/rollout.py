@@ -87,7 +87,12 @@ def _count(v: Any) -> bool:
 
 
 def _amount(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v) and v >= 0
+    except OverflowError:  # a JSON integer too large for a float
+        return False
 
 
 _RESULT_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {

@@ -29,6 +29,8 @@ from deer_vla.model.config import PolicyConfig, format_validation_error
 # 1: the layout above. A reader refuses a newer version instead of misreading it.
 FORMAT_VERSION = 1
 FORMAT_KEY = "format_version"
+# The largest JSON file of a checkpoint it reads whole (config, profile, training record): theirs are a few KB
+MAX_JSON_BYTES = 16 << 20
 
 
 class CheckpointError(ValueError):
@@ -108,11 +110,14 @@ class CheckpointDir:
         path = self.config_path
         if not path.is_file():
             raise CheckpointError(f"checkpoint {self.root} has no {self.CONFIG}")
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:  # read whole below: a 1 GB config.json took 2.5 GB before "not JSON"
+            raise CheckpointError(f"invalid {path}: {size} bytes, far more than a checkpoint's JSON files hold")
         try:
             data = json.loads(path.read_bytes().decode("utf-8"))
         except UnicodeDecodeError as exc:  # garbage bytes: name the file, not just the codec
             raise CheckpointError(f"invalid {path}: not UTF-8 JSON text ({exc})") from exc
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # not JSON, or an integer over Python's 4300-digit limit
             raise CheckpointError(f"invalid {path}: not JSON ({exc})") from exc
         except RecursionError as exc:  # "[[[[...": not a ValueError, and it names no file
             raise CheckpointError(f"invalid {path}: JSON nested too deeply") from exc
@@ -147,7 +152,7 @@ class CheckpointDir:
             return None
         try:
             return CostProfile.from_dict(self._read_json(path))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, ArithmeticError) as exc:  # ArithmeticError: an integer no float holds
             raise CheckpointError(f"invalid {path}: {exc}") from exc
 
     # -- writing
@@ -169,9 +174,12 @@ class CheckpointDir:
 
     @staticmethod
     def _read_json(path: Path) -> Any:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:  # read whole below: a 1 GB config.json took 2.5 GB before "not JSON"
+            raise CheckpointError(f"invalid {path}: {size} bytes, far more than a checkpoint's JSON files hold")
         try:
             return json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, ValueError) as exc:  # not JSON, or an integer over Python's digit limit
             raise CheckpointError(f"invalid {path}: not JSON ({exc})") from exc
         except RecursionError as exc:
             raise CheckpointError(f"invalid {path}: JSON nested too deeply") from exc

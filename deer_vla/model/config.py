@@ -24,6 +24,20 @@ _HF_KEYS = {
     "heads": ("num_attention_heads", "n_head", "n_heads"),
     "vocab": ("vocab_size",),
 }
+# Upper bounds on the sizes a config may ask for (far beyond any model this package builds): a config.json
+# from elsewhere is read before any weight, and a size of 10^5 layers or a negative width would otherwise
+# surface as a hang, gigabytes of allocation or a traceback from deep inside torch
+_HF_SIZE_LIMITS = {
+    "layers": 1024, "hidden": 1 << 16, "heads": 1024, "vocab": 1 << 22,
+    "intermediate_size": 1 << 20, "n_inner": 1 << 20, "num_key_value_heads": 1024,
+    "max_position_embeddings": 1 << 20, "n_positions": 1 << 20, "max_seq_len": 1 << 20,
+}
+MAX_IMAGE_SIZE = 4096
+MAX_TEXT_LEN = 4096
+
+
+def _size_ok(v: Any, limit: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limit
 
 
 class _Strict(BaseModel):
@@ -44,20 +58,23 @@ class VisionConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> VisionConfig:
         if self.kind == "cnn":
-            if not self.channels or any(c <= 0 for c in self.channels):
-                raise ValueError(f"vision.channels must be non-empty positive ints, got {self.channels}")
+            if not 1 <= len(self.channels) <= 16 or any(not 1 <= c <= 8192 for c in self.channels):
+                raise ValueError(f"vision.channels must be 1 to 16 ints in 1..8192, got {self.channels}")
         elif self.hf_config is None:
             raise ValueError(f"vision.kind={self.kind!r} needs vision.hf_config (use backbones.vision_config_from_dir)")
-        if len(self.image_mean) != 3 or len(self.image_std) != 3 or any(s <= 0 for s in self.image_std):
-            raise ValueError(f"vision.image_mean/std need 3 values (std > 0), got {self.image_mean} {self.image_std}")
+        finite_std = all(0 < s < float("inf") for s in self.image_std)  # NaN fails this and the next
+        finite_mean = all(abs(m) < float("inf") for m in self.image_mean)
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or not finite_std or not finite_mean:
+            raise ValueError(f"vision.image_mean/std need 3 finite values (std > 0), got {self.image_mean} "
+                             f"{self.image_std}")
         return self
 
 
 class ResamplerConfig(_Strict):
-    num_latents: int = Field(8, ge=1)
-    depth: int = Field(1, ge=1)
-    heads: int = Field(4, ge=1)
-    ff_mult: int = Field(2, ge=1)
+    num_latents: int = Field(8, ge=1, le=4096)
+    depth: int = Field(1, ge=1, le=64)
+    heads: int = Field(4, ge=1, le=1024)
+    ff_mult: int = Field(2, ge=1, le=64)
 
 
 class LMConfig(_Strict):
@@ -65,17 +82,37 @@ class LMConfig(_Strict):
     hf_config: dict[str, Any]
     path: str | None = None  # local HF directory the decoder weights were initialised from (informational)
     cross_attn_every: int = Field(2, ge=1)  # gated cross-attention before layers 0, n, 2n, ...
-    cross_attn_heads: int = Field(4, ge=1)
-    cross_attn_ff_mult: int = Field(2, ge=1)
-    max_text_len: int = Field(32, ge=1)  # instruction tokens (longer ones are truncated); profile length
+    cross_attn_heads: int = Field(4, ge=1, le=1024)
+    cross_attn_ff_mult: int = Field(2, ge=1, le=64)
+    # instruction tokens (longer ones are truncated); profile length
+    max_text_len: int = Field(32, ge=1, le=MAX_TEXT_LEN)
 
     @field_validator("hf_config")
     @classmethod
     def _has_layers(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for names in _HF_KEYS.values():
-            if not any(n in v for n in names):
+        for key, names in _HF_KEYS.items():
+            present = [n for n in names if n in v]
+            if not present:
                 raise ValueError(f"lm.hf_config lacks '{names[0]}'")
+            if not _size_ok(v[present[0]], _HF_SIZE_LIMITS[key]):
+                raise ValueError(f"lm.hf_config '{present[0]}' must be an integer in 1..{_HF_SIZE_LIMITS[key]}, "
+                                 f"got {str(v[present[0]])[:40]!r}")
+        for name, limit in _HF_SIZE_LIMITS.items():
+            if name in v and v[name] is not None and not _size_ok(v[name], limit):
+                raise ValueError(f"lm.hf_config '{name}' must be an integer in 1..{limit}, got {str(v[name])[:40]!r}")
+        hidden = next(v[n] for n in _HF_KEYS["hidden"] if n in v)
+        heads = next(v[n] for n in _HF_KEYS["heads"] if n in v)
+        if hidden % heads:
+            raise ValueError(f"lm.hf_config's {heads} attention heads must divide its hidden size {hidden}")
         return v
+
+    @model_validator(mode="after")
+    def _text_fits_positions(self) -> LMConfig:
+        positions = next((self.hf_config[n] for n in ("max_position_embeddings", "n_positions", "max_seq_len")
+                          if self.hf_config.get(n) is not None), None)
+        if positions is not None and self.max_text_len > positions:
+            raise ValueError(f"lm.max_text_len {self.max_text_len} is more than the decoder's {positions} positions")
+        return self
 
     def _get(self, key: str) -> int:
         return int(next(self.hf_config[n] for n in _HF_KEYS[key] if n in self.hf_config))
@@ -145,7 +182,7 @@ class HeadConfig(_Strict):
 
 class PolicyConfig(_Strict):
     cameras: list[str] = Field(default_factory=lambda: ["static", "wrist"])
-    image_size: int = Field(64, ge=8)
+    image_size: int = Field(64, ge=8, le=MAX_IMAGE_SIZE)
     proprio_dim: int = Field(4, ge=0)
     # names, units, optional limits and standardisation of the proprio values (ProprioSpec dict); None:
     # unnamed values (checkpoints before named spaces)
