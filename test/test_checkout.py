@@ -39,3 +39,21 @@ def test_the_installed_package_is_the_folder_this_code_came_from() -> None:
     import deer_vla
 
     assert installed_package() == Path(deer_vla.__file__).resolve().parent
+
+
+def test_a_fifo_named_like_a_source_does_not_block_the_check(tmp_path: Path) -> None:
+    """Every command compares the checkout it runs in with the installed copy: a FIFO named deer_vla/cli.py in
+    the working directory made `deer-vla eval-report` block, before any output, until killed."""
+    import os
+    import threading
+
+    checkout = _checkout(tmp_path / "repo", "X = 1\n")
+    installed = tmp_path / "site-packages" / "deer_vla"
+    shutil.copytree(checkout / "deer_vla", installed)
+    (installed / "cli.py").write_text("")
+    os.mkfifo(checkout / "deer_vla" / "cli.py")
+    result: list[str | None] = []
+    worker = threading.Thread(target=lambda: result.append(stale_install(checkout, installed)), daemon=True)
+    worker.start()
+    worker.join(10.0)
+    assert result == [None], "stale_install blocked on a FIFO"

@@ -27,9 +27,16 @@ def stale_install(checkout: Path, installed: Path, shown: int = 3) -> str | None
         return None
     differ = []
     for path in sorted(source.rglob("*.py")):
+        if not path.is_file():  # a FIFO named like a source would block the read below, and every command
+            continue
         rel = path.relative_to(source)
         twin = installed / rel
-        if not twin.is_file() or twin.read_bytes() != path.read_bytes():
+        try:
+            same = twin.is_file() and twin.stat().st_size == path.stat().st_size \
+                and twin.read_bytes() == path.read_bytes()
+        except OSError:  # unreadable: not ours to judge
+            continue
+        if not same:
             differ.append(f"{PACKAGE}/{rel.as_posix()}")
     if not differ:
         return None
