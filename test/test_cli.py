@@ -124,6 +124,7 @@ def test_a_ros_domain_id_that_is_no_number_is_one_line_not_a_traceback(command, 
                           timeout=120)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "ROS 2 could not start" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not list(tmp_path.rglob("demo_*"))  # no empty run folder left behind
 
 
 def test_a_node_executable_with_an_unusable_setting_says_so_in_one_line(tmp_path):

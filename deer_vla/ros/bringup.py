@@ -327,7 +327,8 @@ def demo_main(argv: list[str] | None = None) -> int:
         return 2
     out_dir = args.output_dir.resolve()
     try:
-        run = _new_run_dir(out_dir, time.strftime("demo_%Y%m%d_%H%M%S", time.gmtime())).name
+        run_dir = _new_run_dir(out_dir, time.strftime("demo_%Y%m%d_%H%M%S", time.gmtime()))
+        run = run_dir.name
     except OSError as exc:
         print(f"deer-vla demo: cannot create a run folder in {out_dir}: {error_text(exc)}", file=sys.stderr)
         return 1
@@ -347,6 +348,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     owned = _init_ros_or_say("deer-vla demo", all_args)
     if owned is None:
+        run_dir.rmdir()  # still empty: leave no trace of a run that never started
         return 1
     try:
         bringup = Bringup(load_graph("sim", args.config_dir, overrides)).start()
