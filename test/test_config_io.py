@@ -115,3 +115,24 @@ def test_train_refuses_a_bad_key_naming_it(capsys, argv: list[str], needle: str)
     assert train_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("deer-vla train: invalid training config (defaults + --set):") and needle in err
+
+
+def test_set_values_and_files_yaml_cannot_read_and_huge_values_are_one_short_line(tmp_path: Path) -> None:
+    """`--set joint.steps=[` and a deeply nested YAML file were tracebacks; a 10 MB value was echoed whole."""
+    from deer_vla.core.config_io import read_yaml_mapping
+    from deer_vla.train.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"--set value '\[' is not a YAML value"):
+        apply_overrides({}, ["joint.steps=["])
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 100_000)
+    with pytest.raises(ConfigError, match="deep.yaml is not valid YAML"):
+        read_yaml_mapping(deep, "training config")
+    from deer_vla.core.config_io import validate
+
+    with pytest.raises(ConfigError) as err:
+        validate(TrainConfig, {"dataset": "d", "output_dir": "o", "x" * 10_000_000: 1}, "training config", "t")
+    assert len(str(err.value)) < 1000 and "(10000000 characters)" in str(err.value)
+    for bad in ({"joint": {"steps": 3, "lr": 1e300}}, {"num_workers": 10**6}):
+        with pytest.raises(ConfigError):
+            validate(TrainConfig, {"dataset": "d", "output_dir": "o", **bad}, "training config", "t")

@@ -241,3 +241,24 @@ def test_writer_extends_task_list(tmp_path: Path) -> None:
     w = EpisodeWriter(tmp_path / "ds", make_meta(tasks=["window-open", "drawer-open"]))
     assert w.meta.tasks == ["drawer-open", "window-open"]
     assert DatasetMeta.load(tmp_path / "ds").tasks == ["drawer-open", "window-open"]
+
+
+def test_actions_outside_the_normalised_range_are_refused(tmp_path: Path) -> None:
+    """The format says actions are in [-1, 1], checked on read: an episode with 50.0 trained to a loss of 73."""
+    w = EpisodeWriter(tmp_path / "ds", make_meta())
+    bad = make_episode()
+    bad.actions = bad.actions.copy()
+    bad.actions[2, 0] = 50.0
+    with pytest.raises(DatasetError, match="actions reach 50"):
+        w.write(bad)
+
+
+def test_an_episode_declaring_more_data_than_it_holds_is_refused_before_reading(tmp_path: Path) -> None:
+    """A 105 KB file whose images declared 10^9 frames made numpy ask for terabytes (a MemoryError traceback)."""
+    w = EpisodeWriter(tmp_path / "ds", make_meta())
+    path = w.write(make_episode())
+    with h5py.File(path, "r+") as f:
+        del f["images/static"]
+        f.create_dataset("images/static", shape=(10**9, 16, 16, 3), dtype=np.uint8, chunks=(1, 16, 16, 3))
+    with pytest.raises(DatasetError, match=r"images/static has shape \(1000000000, 16, 16, 3\) for 5 steps"):
+        read_episode(path, make_meta())

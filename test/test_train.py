@@ -710,3 +710,38 @@ def test_training_windows_never_noise_an_instruction_into_a_heldout_or_another_t
           for s in range(300)]
     side = {d[i]["instruction"] for d in ds for i in range(3)}  # windows 0..2 are the "side" episode's
     assert len(side) > 3 and not {"push the handle down", "handle down"} & side
+
+
+def test_a_batch_larger_than_the_data_set_is_refused_before_the_earlier_run_is_deleted(dataset: Path, tmp_path: Path,
+                                                                                       capsys) -> None:
+    """batch_size above the data set's windows was a ConfigError traceback raised once training began, after
+    --overwrite had removed the earlier run's step checkpoints."""
+    out = tmp_path / "run"
+    assert cli_main(["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out)), [])]) == 0
+    before = sorted(p.name for p in (out / "checkpoints").iterdir())
+    capsys.readouterr()
+    big = ["--no-progress", "--overwrite", *sum((["--set", o] for o in _overrides(dataset, out, batch_size=4096)), [])]
+    assert cli_main(big) == 2
+    err = capsys.readouterr().err.strip()
+    assert "batch_size 4096 x 1 process(es) exceeds the" in err and "\n" not in err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
+
+
+def test_a_second_training_into_a_busy_output_dir_is_refused(tmp_path: Path) -> None:
+    """Two runs into one output_dir interleaved their logs and removed each other's checkpoint staging."""
+    import os
+    import subprocess
+    import sys
+
+    from deer_vla.train.trainer import lock_output_dir
+
+    held = lock_output_dir(tmp_path)
+    try:
+        code = ("import sys; from pathlib import Path; from deer_vla.train.trainer import lock_output_dir\n"
+                "try:\n    lock_output_dir(Path(sys.argv[1]))\nexcept ValueError as exc:\n    print(exc); sys.exit(3)")
+        other = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                               timeout=60, env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        assert other.returncode == 3 and f"in use by another training (pid {os.getpid()})" in other.stdout, other
+    finally:
+        held.close()
+    lock_output_dir(tmp_path).close()  # free again once the holder is gone

@@ -37,8 +37,19 @@ def positive_int(text: str) -> int:
 
 
 def parse_value(text: str) -> Any:
-    """`--set` values are YAML scalars/flows: 3, 1e-4, true, null, [1, 2], {a: 1}."""
-    return yaml.safe_load(text) if text.strip() else ""
+    """`--set` values are YAML scalars/flows: 3, 1e-4, true, null, [1, 2], {a: 1}. ConfigError otherwise."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"--set value {shown_value(text)} is not a YAML value: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def shown_value(value: Any, limit: int = 120) -> str:
+    """``value``'s repr for an error message, cut after ``limit`` characters with its length said: a 10 MB
+    key or an alias-expanded YAML value printed whole buried the message (and filled a terminal's memory)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -76,8 +87,9 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} file not found: {path}")
     try:
         loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+    except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as exc:  # RecursionError: nested too deeply
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{what} {path} is not valid YAML: {first}") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{what} {path} must be a mapping, got {type(loaded).__name__}")
     return loaded or {}
@@ -89,7 +101,8 @@ def format_validation_error(exc: ValidationError, what: str, source: str) -> str
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        shown = "" if isinstance(value, dict) else f" (got {shown_value(value)})"
+        loc = loc if len(loc) <= 200 else f"{loc[:200]}... ({len(loc)} characters)"
         lines.append(f"  {loc}: {err['msg']}{shown}")
     return "\n".join(lines)
 

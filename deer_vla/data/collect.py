@@ -75,8 +75,8 @@ class CollectConfig:
             problems.append(f"--action-noise must be in [0, 1], got {self.action_noise}")
         if self.max_steps is not None and not 1 <= self.max_steps <= 500:
             problems.append(f"--max-steps must be in 1..500, got {self.max_steps}")
-        if not self.max_attempts_factor >= 1:
-            problems.append(f"--max-attempts-factor must be >= 1, got {self.max_attempts_factor}")
+        if not 1 <= self.max_attempts_factor <= 1000:  # inf: an OverflowError counting the attempts
+            problems.append(f"--max-attempts-factor must be in [1, 1000], got {self.max_attempts_factor}")
         if problems:
             raise ValueError("invalid collect configuration: " + "; ".join(problems))
 

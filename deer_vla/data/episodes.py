@@ -219,6 +219,11 @@ class Episode:
         for name, arr in (("actions", a), ("proprio", self.proprio), ("actions_executed", self.actions_executed)):
             if arr is not None and not np.all(np.isfinite(arr)):
                 raise DatasetError(f"{where}: {name} contains NaN or inf")
+        for name, arr in (("actions", a), ("actions_executed", self.actions_executed)):
+            # normalised actions (docs/dataset_format.md); 50.0 trained to a loss of 73 without a word
+            if arr is not None and float(np.abs(arr).max()) > 1.0 + 1e-6:
+                raise DatasetError(f"{where}: {name} reach {float(np.abs(arr).max()):.4g}; actions are normalised "
+                                   "to [-1, 1] (an importer scales and clips them: data/importing.py)")
         if meta is None:
             return
         if tuple(sorted(self.images)) != tuple(sorted(meta.cameras)):
@@ -337,6 +342,32 @@ def remove_stale_tmp(root: str | Path) -> list[Path]:
     return removed
 
 
+# The longest episode read: an hour and a half at 20 Hz; a header claiming more is damaged or not ours
+MAX_EPISODE_STEPS = 100_000
+
+
+def _check_declared_shapes(path: Path, f: Any, cameras: list[str], meta: DatasetMeta | None) -> None:
+    """DatasetError when an episode's datasets declare shapes other than its length and the data set's
+    images say, before any is read (a 105 KB file declaring 10^9 frames asked numpy for 2.8 TiB)."""
+    length = int(f.attrs["length"])
+    if not 1 <= length <= MAX_EPISODE_STEPS:
+        raise DatasetError(f"{path}: malformed episode, length {length} outside 1..{MAX_EPISODE_STEPS}")
+    declared = {"actions": f["actions"].shape, **{f"images/{c}": f["images"][c].shape for c in cameras}}
+    for name in ("proprio", "actions_executed"):
+        if name in f:
+            declared[name] = f[name].shape
+    for name, shape in declared.items():
+        if not shape or shape[0] != length:
+            raise DatasetError(f"{path}: malformed episode, {name} has shape {shape} for {length} steps")
+    for c in cameras:
+        shape = declared[f"images/{c}"]
+        side = meta.image_size if meta is not None else None
+        if len(shape) != 4 or shape[3] != 3 or (side is not None and shape[1:3] != (side, side)) \
+                or shape[1] > 4096 or shape[2] > 4096:
+            raise DatasetError(f"{path}: malformed episode, images/{c} has shape {shape}"
+                               + (f", the data set's images are {side}x{side}" if side is not None else ""))
+
+
 def read_episode(path: str | Path, meta: DatasetMeta | None = None, check: bool = True) -> Episode:
     """Read one episode file; malformed/truncated/corrupt files raise DatasetError naming the file."""
     path = Path(path)
@@ -359,6 +390,7 @@ def read_episode(path: str | Path, meta: DatasetMeta | None = None, check: bool 
             absent = [c for c in cameras if c not in f["images"]]
             if absent:
                 raise DatasetError(f"{path}: malformed episode, images {absent} listed but absent")
+            _check_declared_shapes(path, f, cameras, meta)  # before reading: a header can claim terabytes
             ep = Episode(
                 task=str(f.attrs["task"]),
                 instruction=str(f.attrs["instruction"]),

@@ -60,7 +60,7 @@ class LossWeights(BaseModel):
 class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # an infinite lr passes gt=0
     steps: int = Field(ge=0)
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=1e38)  # a float32 (1e300 passed, then AdamW failed converting it)
     warmup_steps: int = Field(0, ge=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr as a fraction of lr")
@@ -111,7 +111,7 @@ class TrainConfig(BaseModel):
     device: str = "auto"  # "auto" = cuda when available, else cpu
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     num_threads: int = Field(2, ge=1, description="torch intra-op threads on CPU")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (each a process)")
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)

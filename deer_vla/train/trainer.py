@@ -13,6 +13,7 @@ process; G processes train exactly as one process would with batch_size × G
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gc
 import json
 import logging
@@ -130,16 +131,22 @@ def epoch_batches(num_windows: int, batch_size: int, info: DistInfo, seed: int, 
     return [order[s * b * world + start : s * b * world + start + b] for s in range(num_windows // (b * world))]
 
 
+def check_batch_fits(num_windows: int, batch_size: int, world: int) -> int:
+    """Global batches per epoch; ConfigError when one batch needs more windows than the data set has."""
+    per_epoch = num_windows // (batch_size * world)
+    if per_epoch == 0:
+        raise ConfigError(
+            f"batch_size {batch_size} x {world} process(es) exceeds the {num_windows} windows of this "
+            "dataset; lower batch_size or window, or record more episodes"
+        )
+    return per_epoch
+
+
 def batches(
     dataset: WindowDataset, cfg: TrainConfig, info: DistInfo, collate: Any, start_step: int
 ) -> Iterator[WindowBatch]:
     """Endless batches; global step s is batch (s mod E) of epoch (s div E), E = global batches per epoch."""
-    per_epoch = len(dataset) // (cfg.batch_size * info.world)
-    if per_epoch == 0:
-        raise ConfigError(
-            f"batch_size {cfg.batch_size} x {info.world} process(es) exceeds the {len(dataset)} windows of this "
-            "dataset; lower batch_size or window, or record more episodes"
-        )
+    per_epoch = check_batch_fits(len(dataset), cfg.batch_size, info.world)
     epoch, skip = divmod(start_step, per_epoch)
     while True:
         dataset.set_epoch(epoch)
@@ -304,14 +311,17 @@ class Trainer:
                         self.model.lm.embed_tokens.init_from_source(pcfg.text)
                 else:
                     self.tokenizer = build_word_tokenizer(instruction_texts(self.episodes))
-            if self.info.main:  # a fresh run: stale logs/checkpoints of an earlier run must not mix in
-                (self.out / "train_log.jsonl").unlink(missing_ok=True)
-                shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
         self.model.to(self.device)
         self.dataset = WindowDataset(
             self.episodes, cfg.window, cfg.shift_pad, cfg.paraphrase, cfg.seed, cfg.instruction_noise,
             heldout=heldout_paraphrases({ep.task for ep in self.episodes}),
         )
+        check_batch_fits(len(self.dataset), cfg.batch_size, self.info.world)
+        if ckpt is None and self.info.main:
+            # a fresh run: stale logs/checkpoints of an earlier run must not mix in (only now that it can run:
+            # a setting refused above must not cost the earlier run's checkpoints)
+            (self.out / "train_log.jsonl").unlink(missing_ok=True)
+            shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
         self.objective = DeerObjective(self.model, cfg.loss)
         self.objective.shard = (self.info.rank, self.info.world)
         self.stage: str | None = None
@@ -601,6 +611,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def lock_output_dir(out: Path) -> Any:
+    """An exclusive lock on ``out`` for as long as this process holds the returned file (the kernel drops it
+    when the process ends, SIGKILL included). ConfigError when another training holds it: two runs in one
+    folder interleaved their logs and removed each other's checkpoint staging."""
+    handle = (out / ".train.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()[:80]
+        handle.close()
+        raise ConfigError(f"output_dir {out} is in use by another training ({holder or 'a running process'}); "
+                          "wait for it, or choose another output_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def earlier_run(out: Path) -> str | None:
     """What a fresh run in ``out`` would delete or overwrite, in words (``None``: nothing)."""
     found = []
@@ -636,6 +666,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        lock = lock_output_dir(out) if os.environ.get("RANK", "0") == "0" else None  # torchrun: rank 0 holds it
         trainer = Trainer(cfg, resume=args.resume, show_progress=not args.no_progress)
     except (OSError, ValueError, KeyError) as exc:  # a missing or broken dataset, checkpoint or folder
         print(f"deer-vla train: {error_text(exc)}", file=sys.stderr)
@@ -653,6 +684,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"trained {last['step']} steps; last loss {last['loss']:.4f}; model written to {out}")
     if trainer.info.world > 1:
         dist.destroy_process_group()
+    if lock is not None:
+        lock.close()
     return 0
 
 
