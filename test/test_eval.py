@@ -625,3 +625,62 @@ def test_the_tradeoff_plot_draws_held_out_instruction_modes_as_their_own_series(
     plot_tradeoff(tmp_path / "t.png", summary, modes, "t")
     assert drawn == {"static exit": [50.0, 90.0], "static exit (held-out instructions)": [20.0, 40.0]}
     assert (tmp_path / "t.png").is_file()
+
+
+def test_thresholds_solved_for_a_budget_do_not_depend_on_the_thread_count(checkpoint: tuple[Path, Path],
+                                                                          monkeypatch) -> None:
+    """The calibration ran at the worker's thread count, and the shipped checkpoint's thresholds came out
+    different in the 8th digit with 1 and 2 threads: a --resume with other --threads or --workers was refused
+    ("modes_sha256 differ") after calibrating again, and two such runs would not pool. The calibration's
+    forward passes run on one thread (the tiny model here is too small for the thread count to change its
+    floats, so the test checks the count the passes see), and the caller's count is given back."""
+    import torch
+
+    from deer_vla.control import calibration
+    from deer_vla.evaluation.evaluator import EvalConfig, build_modes
+    from deer_vla.model.runner import PolicyRunner
+
+    seen: list[int] = []
+    real = calibration.collect_exit_actions
+
+    def counting(runner, demos):
+        seen.append(torch.get_num_threads())
+        return real(runner, demos)
+
+    monkeypatch.setattr(calibration, "collect_exit_actions", counting)  # build_modes imports it when it runs
+    ckpt, data = checkpoint
+    cfg = EvalConfig(checkpoint=str(ckpt), tasks=["drawer-open"], budgets=[0.5], exits=[1],
+                     calibration_dataset=str(data))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        modes, _ = build_modes(cfg, PolicyRunner.from_checkpoint(ckpt))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1] and any(m.kind == "dynamic" for m in modes)
+
+
+def test_an_evaluation_started_afresh_leaves_no_earlier_results_and_an_unusable_out_is_refused_first(
+        checkpoint: tuple[Path, Path], tmp_path: Path, monkeypatch, capsys) -> None:
+    """--overwrite reset only the journal: interrupted, the folder held the earlier run's results.json beside the
+    new journal. A --out that is a file failed after the policy loaded, with "File exists"."""
+    from deer_vla.evaluation import evaluator
+
+    ckpt, _ = checkpoint
+    out = tmp_path / "eval"
+    argv = ["--checkpoint", str(ckpt), "--tasks", "drawer-open", "--episodes-per-task", "1", "--max-steps", "2",
+            "--budgets", "", "--exits", "1", "--out", str(out), "--no-progress", "--workers", "1", "--threads", "1"]
+    assert evaluate_main(argv) == 0 and (out / "results.json").is_file()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluator, "run_jobs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_main([*argv, "--overwrite"])
+    assert not (out / "results.json").exists() and not (out / "results.csv").exists()
+    capsys.readouterr()
+    (tmp_path / "a_file").write_text("")
+    assert evaluate_main([str(tmp_path / "a_file") if a == str(out) else a for a in argv]) == 2
+    assert "not a directory" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_thr
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import NonFiniteActionError
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
-from deer_vla.core.writable import fresh_start_problem
+from deer_vla.core.writable import fresh_start_problem, unwritable_dir
 from deer_vla.evaluation.journal import (
     JOURNAL_NAME,
     MAX_EPISODES_PER_TASK,
@@ -213,10 +213,19 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
                                                  cfg.calibration_tasks)
             solve_profile = runner.cost_profile_for(cfg.criterion)  # learned: charges the gates (or says none)
             scores = None
-            if cfg.criterion == "learned":
-                actions, scores = collect_exit_actions_and_scores(runner, demos)
-            else:
-                actions = collect_exit_actions(runner, demos)
+            # one thread: the solved thresholds (and so the modes' digests) must not depend on --threads or
+            # --workers, or a --resume with other ones was refused and two such runs would not pool
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                if cfg.criterion == "learned":
+                    actions, scores = collect_exit_actions_and_scores(runner, demos)
+                else:
+                    actions = collect_exit_actions(runner, demos)
+            finally:
+                torch.set_num_threads(threads)
             log.info("calibration set: %d steps in %.1f s", len(actions), time.perf_counter() - t0)
             first = learned_criterion(runner).first_exit if cfg.criterion == "learned" else 0  # the gates' own
             criterion = Criterion(smooth=cfg.criterion_smooth, kind=cfg.criterion, first_exit=first)
@@ -341,7 +350,7 @@ def run_jobs(cfg: EvalConfig, jobs: list[Job], worker: EvalWorker, spec: PolicyS
         outputs: Iterable[list[EpisodeResult]] = (worker.run_job(job) for job in jobs)
     else:
         factory = partial(EvalWorker.from_spec, spec.with_profile(worker.profile), cfg.max_simulators)
-        outputs = run_in_processes(factory, jobs, cfg.workers)
+        outputs = run_in_processes(factory, jobs, min(cfg.workers, len(jobs))) if jobs else iter(())
     for out in outputs:
         results.extend(out)
         if on_output is not None:
@@ -377,6 +386,9 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
     journal = EpisodeJournal(out, run_fingerprint(CheckpointDir(cfg.checkpoint).weights_digest(), modes,
                                                   cfg.seed_offset, cfg.max_steps, cfg.image_size), run_plan)
     done = journal.start(cfg.resume)
+    if not done:  # a fresh journal: an earlier run's results beside it would describe another run
+        for name in ("results.json", "results.csv", "tradeoff.png"):
+            (out / name).unlink(missing_ok=True)
     results: list[EpisodeResult] = []  # this run's episodes found in the journal, then the new ones
     plans_left: list[tuple[ModeSpec, str, list[tuple[int, str | None]]]] = []
     for task in cfg.tasks:
@@ -683,6 +695,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     problem = fresh_start_problem(args.resume, args.overwrite, lambda: held_episodes(Path(args.out) / JOURNAL_NAME),
                                   args.out, "--out")
+    # before the policy loads and the calibration runs: a read-only --out failed only after them, naming a temp file
+    problem = problem or unwritable_dir(Path(args.out), create=True)
     if problem:
         print(f"deer-vla evaluate: {problem}", file=sys.stderr)
         return 2
