@@ -716,6 +716,14 @@ def cli_main(argv: list[str] | None = None) -> int:
               f"{Path(args.out) / JOURNAL_NAME}: the same command with --resume plays only the rest"
               + (memory if "out-of-memory" in str(exc) else ""), file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: say what is kept and how to go on
+        print(f"deer-vla evaluate: interrupted; the episodes finished so far are kept in "
+              f"{Path(args.out) / JOURNAL_NAME}: the same command with --resume plays only the rest", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a full disk mid-run: the journal holds what was written before it
+        print(f"deer-vla evaluate: {exc}; the episodes finished before it are kept in "
+              f"{Path(args.out) / JOURNAL_NAME} (--resume continues once there is room)", file=sys.stderr)
+        return 1
     return 0
 
 
