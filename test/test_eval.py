@@ -630,8 +630,8 @@ def test_the_tradeoff_plot_draws_held_out_instruction_modes_as_their_own_series(
 def test_thresholds_solved_for_a_budget_do_not_depend_on_the_thread_count(checkpoint: tuple[Path, Path],
                                                                           monkeypatch) -> None:
     """The calibration ran at the worker's thread count, and the shipped checkpoint's thresholds came out
-    different in the 7th significant digit with 1 and 2 threads: a --resume with other --threads or --workers was refused
-    ("modes_sha256 differ") after calibrating again, and two such runs would not pool. The calibration's
+    different in the 7th significant digit with 1 and 2 threads: a --resume with other --threads or --workers
+    was refused ("modes_sha256 differ") after calibrating again, and two such runs would not pool. The calibration's
     forward passes run on one thread (the tiny model here is too small for the thread count to change its
     floats, so the test checks the count the passes see), and the caller's count is given back."""
     import torch
