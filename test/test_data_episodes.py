@@ -262,3 +262,19 @@ def test_an_episode_declaring_more_data_than_it_holds_is_refused_before_reading(
         f.create_dataset("images/static", shape=(10**9, 16, 16, 3), dtype=np.uint8, chunks=(1, 16, 16, 3))
     with pytest.raises(DatasetError, match=r"images/static has shape \(1000000000, 16, 16, 3\) for 5 steps"):
         read_episode(path, make_meta())
+
+
+@pytest.mark.parametrize(("key", "value", "said"), [
+    ("image_size", 32.7, "image_size must be an integer"),  # was cut to 32
+    ("success_only", "no", "success_only must be true or false"),  # was True
+    ("cameras", [1, 2], "cameras must be a list of names"),  # was 2 pydantic errors naming no file
+])
+def test_metadata_of_the_wrong_type_is_refused_naming_the_file(tmp_path: Path, key: str, value: object,
+                                                              said: str) -> None:
+    EpisodeWriter(tmp_path / "ds", make_meta())
+    path = tmp_path / "ds" / "meta.json"
+    data = json.loads(path.read_text())
+    data[key] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=f"meta.json: malformed metadata: {said}"):
+        DatasetMeta.load(tmp_path / "ds")

@@ -115,6 +115,22 @@ class DatasetMeta:
                 f"{source}: schema version {version!r}, this deer_vla reads version {SCHEMA_VERSION}; "
                 "re-record the dataset with `deer-vla collect`"
             )
+        # exact types: int(32.7) cut an image size to 32 and bool("no") was True, without a word
+        problems = []
+        cameras = data.get("cameras")
+        if not (isinstance(cameras, list) and cameras and all(isinstance(c, str) and c for c in cameras)):
+            problems.append(f"cameras must be a list of names, got {str(cameras)[:60]}")
+        for key in ("image_size", "proprio_dim"):
+            value = data.get(key)
+            if key in data and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                problems.append(f"{key} must be an integer >= 0, got {str(value)[:40]!r}")
+        if not isinstance(data.get("success_only", True), bool):
+            problems.append(f"success_only must be true or false, got {str(data.get('success_only'))[:40]!r}")
+        tasks = data.get("tasks", [])
+        if not (isinstance(tasks, list) and all(isinstance(t, str) for t in tasks)):
+            problems.append(f"tasks must be a list of names, got {str(tasks)[:60]}")
+        if problems:
+            raise DatasetError(f"{source}: malformed metadata: {'; '.join(problems)}")
         try:
             return cls(
                 cameras=tuple(data["cameras"]),
@@ -143,8 +159,8 @@ class DatasetMeta:
                                "(record one with `deer-vla collect`)")
         try:
             data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DatasetError(f"{path}: not valid JSON ({e})") from e
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # ValueError: JSON, Python's digit limit
+            raise DatasetError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from e
         return cls.from_dict(data, source=str(path))
 
     def compatible_with(self, other: DatasetMeta) -> list[str]:
