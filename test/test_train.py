@@ -1,6 +1,7 @@
 """Training: the DeeR objective learns, resume is exact, the CLI writes a loadable checkpoint."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -745,3 +746,20 @@ def test_a_second_training_into_a_busy_output_dir_is_refused(tmp_path: Path) -> 
     finally:
         held.close()
     lock_output_dir(tmp_path).close()  # free again once the holder is gone
+
+
+def test_a_resume_state_with_an_impossible_step_is_named(dataset: Path, tmp_path: Path, capsys) -> None:
+    """A hand-edited or damaged train_state.json with step -5 ended `--resume` in a numpy traceback."""
+    from deer_vla.train.state import STATE_JSON
+
+    out = tmp_path / "run"
+    argv = ["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out)), [])]
+    assert cli_main(argv) == 0
+    last = sorted((out / "checkpoints").iterdir())[-1] / STATE_JSON
+    state = json.loads(last.read_text())
+    state["step"] = -5
+    last.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert cli_main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "'step' must be an integer >= 0, got '-5'" in err and "Traceback" not in err

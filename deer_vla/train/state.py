@@ -118,10 +118,14 @@ def load_train_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str
             raise FileNotFoundError(f"resume state file missing: {p}")
     try:
         meta = json.loads(jpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # ValueError: JSON, Python's digit limit
         raise ValueError(f"resume state {jpath} is not valid JSON: {exc}") from None
     if not isinstance(meta, dict):
         raise ValueError(f"resume state {jpath} is not a JSON object")
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:  # -5 was a numpy error far from here
+        raise ValueError(f"resume state {jpath}: 'step' must be an integer >= 0, got {str(step)[:40]!r}; resume "
+                         f"from an earlier checkpoint by removing {directory}")
     try:
         tensors = load_file(str(tpath))
     except SafetensorError as exc:  # empty or truncated (a crash while it was written): name the file
