@@ -684,3 +684,22 @@ def test_an_evaluation_started_afresh_leaves_no_earlier_results_and_an_unusable_
     (tmp_path / "a_file").write_text("")
     assert evaluate_main([str(tmp_path / "a_file") if a == str(out) else a for a in argv]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_a_second_evaluation_into_a_busy_out_is_refused(checkpoint: tuple[Path, Path], tmp_path: Path,
+                                                        capsys) -> None:
+    """Two `--resume` runs into one --out each played the journal's missing episodes: twice the work, and
+    episodes recorded twice."""
+    from deer_vla.core.run_lock import lock_folder
+
+    ckpt, _ = checkpoint
+    out = tmp_path / "eval"
+    argv = ["--checkpoint", str(ckpt), "--tasks", "drawer-open", "--episodes-per-task", "1", "--max-steps", "2",
+            "--budgets", "", "--exits", "1", "--out", str(out), "--no-progress", "--workers", "1", "--threads", "1"]
+    held = lock_folder(out, "evaluation")
+    try:
+        assert evaluate_main(argv) == 2
+        assert "is in use by another evaluation" in capsys.readouterr().err
+    finally:
+        held.close()
+    assert evaluate_main(argv) == 0  # free once the other has ended

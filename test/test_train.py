@@ -734,18 +734,19 @@ def test_a_second_training_into_a_busy_output_dir_is_refused(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from deer_vla.train.trainer import lock_output_dir
+    from deer_vla.core.run_lock import lock_folder
 
-    held = lock_output_dir(tmp_path)
+    held = lock_folder(tmp_path, "training")
     try:
-        code = ("import sys; from pathlib import Path; from deer_vla.train.trainer import lock_output_dir\n"
-                "try:\n    lock_output_dir(Path(sys.argv[1]))\nexcept ValueError as exc:\n    print(exc); sys.exit(3)")
+        code = ("import sys; from pathlib import Path; from deer_vla.core.run_lock import lock_folder\n"
+                "try:\n    lock_folder(Path(sys.argv[1]), 'training')\n"
+                "except ValueError as exc:\n    print(exc); sys.exit(3)")
         other = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                                timeout=60, env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         assert other.returncode == 3 and f"in use by another training (pid {os.getpid()})" in other.stdout, other
     finally:
         held.close()
-    lock_output_dir(tmp_path).close()  # free again once the holder is gone
+    lock_folder(tmp_path, "training").close()  # free again once the holder is gone
 
 
 def test_a_resume_state_with_an_impossible_step_is_named(dataset: Path, tmp_path: Path, capsys) -> None:

@@ -27,6 +27,7 @@ from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_thr
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import NonFiniteActionError
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
+from deer_vla.core.run_lock import FolderInUseError, lock_folder
 from deer_vla.core.writable import fresh_start_problem, unwritable_dir
 from deer_vla.evaluation.journal import (
     JOURNAL_NAME,
@@ -700,6 +701,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"deer-vla evaluate: {problem}", file=sys.stderr)
         return 2
+    try:  # one evaluation per --out: two resuming into one journal would play its episodes twice
+        lock = lock_folder(Path(args.out), "evaluation")
+    except (FolderInUseError, OSError) as exc:
+        print(f"deer-vla evaluate: {exc}", file=sys.stderr)
+        return 2
     try:
         evaluate(cfg, args.out, show_progress=not args.no_progress)
     except (JournalError, UnplayableModeError) as exc:  # --resume on another run's output; a file's thresholds
@@ -724,6 +730,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla evaluate: {exc}; the episodes finished before it are kept in "
               f"{Path(args.out) / JOURNAL_NAME} (--resume continues once there is room)", file=sys.stderr)
         return 1
+    finally:
+        lock.close()
     return 0
 
 

@@ -13,7 +13,6 @@ process; G processes train exactly as one process would with batch_size × G
 from __future__ import annotations
 
 import argparse
-import fcntl
 import gc
 import json
 import logging
@@ -34,6 +33,7 @@ from torch.utils.data import DataLoader, Sampler
 from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.core.log_text import error_text
+from deer_vla.core.run_lock import lock_folder
 from deer_vla.core.writable import fresh_start_problem
 from deer_vla.model.device import check_device
 from deer_vla.model.shipped import resolve_checkpoint
@@ -611,26 +611,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def lock_output_dir(out: Path) -> Any:
-    """An exclusive lock on ``out`` for as long as this process holds the returned file (the kernel drops it
-    when the process ends, SIGKILL included). ConfigError when another training holds it: two runs in one
-    folder interleaved their logs and removed each other's checkpoint staging."""
-    handle = (out / ".train.lock").open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip()[:80]
-        handle.close()
-        raise ConfigError(f"output_dir {out} is in use by another training ({holder or 'a running process'}); "
-                          "wait for it, or choose another output_dir") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}\n")
-    handle.flush()
-    return handle
-
-
 def earlier_run(out: Path) -> str | None:
     """What a fresh run in ``out`` would delete or overwrite, in words (``None``: nothing)."""
     found = []
@@ -666,7 +646,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        lock = lock_output_dir(out) if os.environ.get("RANK", "0") == "0" else None  # torchrun: rank 0 holds it
+        # one training per output_dir (torchrun: rank 0 holds the lock for all)
+        lock = lock_folder(out, "training") if os.environ.get("RANK", "0") == "0" else None
         trainer = Trainer(cfg, resume=args.resume, show_progress=not args.no_progress)
     except (OSError, ValueError, KeyError) as exc:  # a missing or broken dataset, checkpoint or folder
         print(f"deer-vla train: {error_text(exc)}", file=sys.stderr)
