@@ -764,3 +764,21 @@ def test_a_resume_state_with_an_impossible_step_is_named(dataset: Path, tmp_path
     assert cli_main([*argv, "--resume"]) == 2
     err = capsys.readouterr().err
     assert "'step' must be an integer >= 0, got '-5'" in err and "Traceback" not in err
+
+
+def test_a_damaged_training_record_or_a_file_named_checkpoints_is_a_clear_start(dataset: Path, tmp_path: Path,
+                                                                                capsys) -> None:
+    """extra.json with "training": 5 ended --resume in an AttributeError traceback; a regular file named
+    checkpoints let a run train until its first checkpoint, then fail on "File exists"."""
+    out = tmp_path / "run"
+    argv = ["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out)), [])]
+    assert cli_main(argv) == 0
+    last = sorted((out / "checkpoints").iterdir())[-1]
+    (last / "extra.json").write_text(json.dumps({"training": 5}))
+    assert cli_main([*argv, "--resume"]) == 0  # nothing to compare the settings with: it resumes
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "checkpoints").write_text("")
+    capsys.readouterr()
+    assert cli_main(["--no-progress", *sum((["--set", o] for o in _overrides(dataset, other)), [])]) == 2
+    assert "checkpoints is not a folder" in capsys.readouterr().err

@@ -260,6 +260,9 @@ class Trainer:
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.num_threads)
         self.out = Path(cfg.output_dir)
+        steps_dir = self.out / "checkpoints"
+        if steps_dir.exists() and not steps_dir.is_dir():  # the first step checkpoint failed on "File exists"
+            raise ConfigError(f"{steps_dir} is not a folder: the step checkpoints go there; move it away")
         if self.info.main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.show_progress = show_progress and self.info.main
@@ -530,9 +533,9 @@ def check_resumable(cfg: TrainConfig, ckpt: Path) -> None:
     """ValueError when ``cfg`` would train something else than the run that wrote ``ckpt`` (other data, model,
     steps, learning rates, seed...): a resume took the new values silently, and the saved model's config
     described neither run."""
-    from deer_vla.model.checkpoint import read_extra
+    from deer_vla.model.checkpoint_dir import CheckpointDir
 
-    saved = ((read_extra(ckpt) or {}).get("training") or {}).get("config")
+    saved = CheckpointDir(ckpt).read_training().get("config")  # {} for a damaged record ("training": 5)
     if not isinstance(saved, dict):
         return  # a checkpoint from before the config was stored: nothing to compare
     now = cfg.model_dump(mode="json")
