@@ -160,7 +160,7 @@ def test_modes_are_paired_on_the_same_episodes_with_an_exact_mcnemar_test(tmp_pa
     only discordant pairs count, and an episode the full model did not play is not paired."""
     from deer_vla.evaluation.stats import mcnemar_exact
 
-    records = [HEADER]
+    records = [{**HEADER, "plan": {**HEADER["plan"], "episodes_per_task": 10}}]
     for seed in range(10):  # full solves seeds 0-7, exit1 solves 0-1 and 8: 6 only full, 1 only exit1
         records += [_episode(seed=seed, success=seed < 8),
                     _episode(mode="exit1", seed=seed, success=seed < 2 or seed == 8)]
@@ -177,7 +177,8 @@ def test_modes_are_paired_on_the_same_episodes_with_an_exact_mcnemar_test(tmp_pa
 def test_depth_weights_are_the_add_one_odds_that_depth_decides_a_tasks_episodes(tmp_path, capsys):
     """--depth-weights: per task, (only full + 1) / (only the shallow mode + 1) on the episodes both played, the
     file train-gate --task-weights reads; without the two modes it says which are missing."""
-    header = {**HEADER, "plan": {**HEADER["plan"], "modes": ["full", "exit1"], "tasks": ["reach-v3", "push-v3"]}}
+    header = {**HEADER, "plan": {**HEADER["plan"], "modes": ["full", "exit1"], "tasks": ["reach-v3", "push-v3"],
+                                 "episodes_per_task": 8}}
     records = [header]
     for seed in range(8):  # reach: full solves all, exit1 seeds 0-4 (3 only full); push: both solve the same 4
         records += [_episode(seed=seed), _episode(mode="exit1", seed=seed, success=seed < 5),
@@ -195,7 +196,7 @@ def test_depth_weights_are_the_add_one_odds_that_depth_decides_a_tasks_episodes(
 
 def test_modes_pair_with_a_chosen_mode_and_an_unknown_one_is_refused(tmp_path, capsys):
     """--pair-with exit1: a dynamic mode set beside the static exit of its cost, episode by episode."""
-    header = {**HEADER, "plan": {**HEADER["plan"], "modes": ["full", "exit1", "dyn0.2"]}}
+    header = {**HEADER, "plan": {**HEADER["plan"], "modes": ["full", "exit1", "dyn0.2"], "episodes_per_task": 6}}
     records = [header]
     for seed in range(6):  # exit1 solves seeds 0-1, dyn0.2 seeds 0-4: 3 only dyn0.2
         records += [_episode(seed=seed), _episode(mode="exit1", seed=seed, success=seed < 2),
@@ -214,7 +215,8 @@ def test_pair_with_names_the_reference_of_held_out_modes_too(tmp_path, capsys):
     """A held-out-only run (`--instructions heldout`) names its modes 'exit1 [heldout]': --pair-with exit1 (or the
     full name) pairs each held-out mode with exit1's held-out run, as the default pairs them with full's."""
     h = " [heldout]"
-    header = {**HEADER, "plan": {**HEADER["plan"], "modes": ["full" + h, "exit1" + h, "dyn0.2" + h]}}
+    header = {**HEADER, "plan": {**HEADER["plan"], "modes": ["full" + h, "exit1" + h, "dyn0.2" + h],
+                                 "episodes_per_task": 4}}
     records = [header]
     for seed in range(4):  # exit1 solves seed 0, dyn0.2 seeds 0-2
         records += [_episode(mode="full" + h, seed=seed), _episode(mode="exit1" + h, seed=seed, success=seed < 1),
@@ -352,3 +354,12 @@ def test_a_resume_whose_rewrite_fails_keeps_every_episode_and_leaves_no_temporar
     monkeypatch.undo()
     done = EpisodeJournal(tmp_path / "eval", fingerprint, HEADER["plan"]).start(resume=True)
     assert len(done) == 2 and path.read_text().count("\n") == 3  # header + two episodes, the torn tail gone
+
+
+def test_a_journal_resumed_with_fewer_seeds_reports_only_its_plan(tmp_path):
+    """A finished run resumed with fewer --episodes-per-task keeps the earlier episodes in its journal;
+    eval-report counted them all ("full: 3 of 2 episodes") where results.json has the plan's."""
+    _journal(tmp_path / "ok", [HEADER, *(_episode(seed=s) for s in (0, 1, 2)), _episode(mode="exit1", seed=2)])
+    report = journal_report(tmp_path / "ok")
+    assert report["progress"] == {"full": [2, 2], "exit1": [0, 2]}
+    assert report["summary"]["full"]["overall"]["episodes"] == 2

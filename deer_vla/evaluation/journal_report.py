@@ -68,12 +68,6 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
     order = [m for pl in plans for m in (pl.get("modes") or [])]
     order += [r.mode for r in results]  # modes a plan lacks (older journals)
     order = list(dict.fromkeys(order))
-    if common and order:
-        by_mode: dict[str, set[tuple[str, int]]] = {m: set() for m in order}
-        for r in results:
-            by_mode[r.mode].add((r.task, r.seed))
-        shared = set.intersection(*(by_mode[m] for m in order))
-        results = [r for r in results if (r.task, r.seed) in shared]
     # planned episodes as (task, seed) sets: runs that replay seeds another run has (the full model in every
     # pooled run) plan them once, as they count once
     planned: dict[str, set[tuple[str, int]] | None] = {m: set() for m in order}
@@ -93,6 +87,21 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
             elif m in pl["modes"]:
                 mode_plan.update((t, first_seed + i) for t in pl_tasks for i in range(per_task)
                                  if in_range(first_seed + i))
+    # a journal resumed with fewer seeds per task keeps the earlier run's extra episodes; the run's results are
+    # its plan's, as results.json has them ("full: 6 of 2 episodes" before)
+    in_plan = {m for pl in plans for m in (pl.get("modes") or [])}
+
+    def planned_for(r: EpisodeResult) -> bool:
+        mode_plan = planned[r.mode] if r.mode in in_plan else None
+        return mode_plan is None or (r.task, r.seed) in mode_plan
+
+    results = [r for r in results if planned_for(r)]
+    if common and order:
+        by_mode: dict[str, set[tuple[str, int]]] = {m: set() for m in order}
+        for r in results:
+            by_mode[r.mode].add((r.task, r.seed))
+        shared = set.intersection(*(by_mode[m] for m in order))
+        results = [r for r in results if (r.task, r.seed) in shared]
     tasks = list(dict.fromkeys(tasks or [r.task for r in results]))
     progress = {m: [sum(r.mode == m for r in results), None if planned[m] is None else len(planned[m] or ())]
                 for m in order}
