@@ -29,14 +29,14 @@ def resize_rgb(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def resize_rgb_frames(frames: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
+def resize_rgb_frames(frames: Sequence[np.ndarray] | np.ndarray, size: int, what: str = "frame") -> np.ndarray:
     """RGB frames of any sizes -> (T, size, size, 3) uint8, each resized by ``resize_rgb``.
 
-    Raises ValueError naming the first bad frame."""
+    Raises ValueError naming the first bad one ("{what} {i}: ...")."""
     out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
     for i, img in enumerate(frames):
         try:
             out[i] = resize_rgb(img, size)
         except ValueError as exc:
-            raise ValueError(f"frame {i}: {exc}") from None
+            raise ValueError(f"{what} {i}: {exc}") from None
     return out
