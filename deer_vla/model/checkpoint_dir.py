@@ -110,17 +110,7 @@ class CheckpointDir:
         path = self.config_path
         if not path.is_file():
             raise CheckpointError(f"checkpoint {self.root} has no {self.CONFIG}")
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:  # read whole below: a 1 GB config.json took 2.5 GB before "not JSON"
-            raise CheckpointError(f"invalid {path}: {size} bytes, far more than a checkpoint's JSON files hold")
-        try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError as exc:  # garbage bytes: name the file, not just the codec
-            raise CheckpointError(f"invalid {path}: not UTF-8 JSON text ({exc})") from exc
-        except ValueError as exc:  # not JSON, or an integer over Python's 4300-digit limit
-            raise CheckpointError(f"invalid {path}: not JSON ({exc})") from exc
-        except RecursionError as exc:  # "[[[[...": not a ValueError, and it names no file
-            raise CheckpointError(f"invalid {path}: JSON nested too deeply") from exc
+        data = self._read_json(path)
         if not isinstance(data, dict):
             raise CheckpointError(f"invalid {path}: expected a JSON object, got {type(data).__name__}")
         version = data.pop(FORMAT_KEY, 1)
@@ -174,14 +164,17 @@ class CheckpointDir:
 
     @staticmethod
     def _read_json(path: Path) -> Any:
+        """A checkpoint's JSON file (config, profile, training record); CheckpointError naming it otherwise."""
         size = path.stat().st_size
         if size > MAX_JSON_BYTES:  # read whole below: a 1 GB config.json took 2.5 GB before "not JSON"
             raise CheckpointError(f"invalid {path}: {size} bytes, far more than a checkpoint's JSON files hold")
         try:
-            return json.loads(path.read_text())
-        except (UnicodeDecodeError, ValueError) as exc:  # not JSON, or an integer over Python's digit limit
+            return json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:  # garbage bytes: name the file, not just the codec
+            raise CheckpointError(f"invalid {path}: not UTF-8 JSON text ({exc})") from exc
+        except ValueError as exc:  # not JSON, or an integer over Python's 4300-digit limit
             raise CheckpointError(f"invalid {path}: not JSON ({exc})") from exc
-        except RecursionError as exc:
+        except RecursionError as exc:  # "[[[[...": not a ValueError, and it names no file
             raise CheckpointError(f"invalid {path}: JSON nested too deeply") from exc
 
 
