@@ -226,7 +226,7 @@ def test_split_parameters_are_validated_with_their_names():
     assert "'record_split_s' = nan" in str(err.value)
 
 
-def test_the_monitor_splits_steps_mcap_and_it_reads_back_whole(executor, tmp_path):
+def test_the_monitor_splits_steps_mcap_and_jsonl_together_and_they_read_back_whole(executor, tmp_path):
     from rclpy.parameter import Parameter
     from std_msgs.msg import String
 
@@ -254,6 +254,22 @@ def test_the_monitor_splits_steps_mcap_and_it_reads_back_whole(executor, tmp_pat
     steps = [json.loads(m.message.data)["step"] for m in read_log(tmp_path / "r" / "steps.mcap", [RECORD_TOPIC_MCAP])]
     assert steps == list(range(6))
     assert len(list(read_messages(tmp_path / "r" / "steps_1.mcap"))) == 6  # record + metrics per step, not cut
+    # steps.jsonl goes on in steps_1.jsonl with it (a soak would otherwise grow one file without bound), each
+    # JSONL part holding the records of the MCAP part with its number
+    assert summary["jsonl_parts"] == 2
+    for name in ("steps", "steps_1"):
+        in_jsonl = [json.loads(line)["step"] for line in (tmp_path / "r" / f"{name}.jsonl").read_text().splitlines()]
+        in_mcap = [json.loads(m.message.data)["step"] for m in read_messages(tmp_path / "r" / f"{name}.mcap")
+                   if m.topic == RECORD_TOPIC_MCAP]
+        assert in_jsonl == in_mcap and in_jsonl
+    # a restart with the same run name finds the folder taken, even with only a JSONL part left in it
+    for name in ("steps.jsonl", "steps.mcap", "steps_1.mcap"):
+        (tmp_path / "r" / name).unlink()
+    again = MonitorNode(parameter_overrides=params())
+    try:
+        assert again.log_dir == tmp_path / "r.1"
+    finally:
+        again.destroy_node()
 
 
 DISK_FULL_SCRIPT = r"""

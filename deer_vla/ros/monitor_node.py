@@ -14,7 +14,7 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from deer_vla.core import StepRecord
 from deer_vla.core.atomic_file import atomic_write_text
-from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, McapLog, numbered_parts
+from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, McapLog, numbered_parts, part_path
 from deer_vla.ros.budget_monitor import ERROR, BudgetMonitor, BudgetStatus
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.node_parameters import declare_parameters
@@ -44,7 +44,8 @@ MONITOR_DEFAULTS: dict = {
     # WARN when the p95 observation age at action time (camera stamp -> action out) exceeds this; 0 = off
     "obs_age_warn_ms": 250.0,
     # steps.mcap goes on in steps_1.mcap, steps_2.mcap, ... past this size or time (0 = no limit of that kind):
-    # bounds the writer's memory and each file on a robot that runs for days (mcap_io says why)
+    # bounds the writer's memory and each file on a robot that runs for days (mcap_io says why); steps.jsonl
+    # goes on in steps_1.jsonl, ... with it, so part n of both holds the same records
     "log_split_mib": DEFAULT_SPLIT_MIB,
     "log_split_s": DEFAULT_SPLIT_S,
 }
@@ -89,6 +90,7 @@ class MonitorNode(Node):
         self.plot_path = self.log_dir / "steps.png"
         self.summary_path = self.log_dir / "summary.json"
         self._jsonl = self.jsonl_path.open("w")
+        self.jsonl_parts = [self.jsonl_path]
         self._mcap = McapLog(self.mcap_path, split=split_limits(p["log_split_mib"], p["log_split_s"]))
         self._write_plot = bool(p["write_plot"])
         self._hardware_id = p["hardware_id"]
@@ -142,9 +144,24 @@ class MonitorNode(Node):
             self.get_logger().error(f"step record not written to {self.log_dir}: {exc}", throttle_duration_sec=5.0)
 
     def _write_logs(self, record: StepRecord) -> None:
+        """One record to both logs. Each is tried, so a record that one of them cannot take (disk full) still
+        reaches the other; the first error is raised after both were tried."""
         text = record.to_json()  # re-serialised: one line per record whatever whitespace the sender used
-        self._jsonl.write(text + "\n")
-        self._jsonl.flush()  # a killed monitor keeps every record it received
+        errors: list[Exception] = []
+        try:
+            self._write_mcap(record, text)
+        except Exception as exc:
+            errors.append(exc)
+        try:
+            self._follow_mcap_part()
+            self._jsonl.write(text + "\n")
+            self._jsonl.flush()  # a killed monitor keeps every record it received
+        except Exception as exc:
+            errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _write_mcap(self, record: StepRecord, text: str) -> None:
         stamp = record.stamp_ns or self.get_clock().now().nanoseconds
         self._mcap.write(RECORD_TOPIC_MCAP, "std_msgs/msg/String", String(data=text), stamp)
         values = [record.step, record.episode, record.exit_used, record.max_exit, record.llm_gflops,
@@ -152,6 +169,18 @@ class MonitorNode(Node):
         metrics = Float64MultiArray(data=[float(v) for v in values])
         metrics.layout.dim = [MultiArrayDimension(label=",".join(METRIC_LABELS), size=len(values), stride=len(values))]
         self._mcap.write(METRICS_TOPIC_MCAP, "std_msgs/msg/Float64MultiArray", metrics, stamp, may_split=False)
+
+    def _follow_mcap_part(self) -> None:
+        """Go on in steps_<n>.jsonl once steps.mcap went on in steps_<n>.mcap: the JSONL log is bounded by the
+        same size and time (a soak at 10 Hz writes ~40 MB/h of it) and its parts line up with the MCAP's."""
+        part = len(self._mcap.parts) - 1
+        if part == len(self.jsonl_parts) - 1:
+            return
+        path = part_path(self.jsonl_path, part)
+        new_file = path.open("x")  # never another log's file: the run folder was fresh, its parts ours alone
+        old_file, self._jsonl = self._jsonl, new_file
+        self.jsonl_parts.append(path)
+        old_file.close()  # flushed per record: nothing is left in its buffer to lose
 
     def _statuses(self) -> list[BudgetStatus]:
         """The budget statuses; a fault in computing them is one ERROR status and a log line, never an
@@ -192,6 +221,7 @@ class MonitorNode(Node):
             "out_of_order_records": self.out_of_order_records,
             "log_errors": self.log_errors,
             "jsonl": str(self.jsonl_path),
+            "jsonl_parts": len(self.jsonl_parts),  # steps.jsonl, steps_1.jsonl, ...: part n matches steps_<n>.mcap
             "mcap": str(self.mcap_path),
             "mcap_parts": len(self._mcap.parts),  # steps.mcap, steps_1.mcap, ... (split by log_split_mib/_s)
             "plot": str(self.plot_path) if self._write_plot and self.records else None,
@@ -245,8 +275,9 @@ def _fresh_run_dir(log_dir: Path, run: str) -> Path:
     run_name must not truncate the logs of the run that crashed."""
     for n in range(10_000):
         candidate = log_dir / (run if n == 0 else f"{run}.{n}")
-        if not any((candidate / name).exists() for name in ("steps.jsonl", "steps.mcap")) \
-                and not numbered_parts(candidate / "steps.mcap"):  # a split log whose first part was deleted
+        names = ("steps.jsonl", "steps.mcap")
+        if not any((candidate / name).exists() or numbered_parts(candidate / name) for name in names):
+            # (numbered parts alone: a split log whose first part was deleted)
             candidate.mkdir(parents=True, exist_ok=True)
             return candidate
     raise ValueError(f"{log_dir} already holds 10000 runs named '{run}'")
