@@ -284,6 +284,16 @@ def test_monitor_keeps_counting_when_its_logs_cannot_be_written(ros_context, tmp
         node._on_record(String(data=_record_json(0)))
         assert node.stats.count == 1 and node.log_errors == 1
         node._jsonl = real
+        assert node._mcap.count == 2  # the MCAP log still took the record (and its metrics) the JSONL could not
+
+        def mcap_full(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        real_write, node._mcap.write = node._mcap.write, mcap_full
+        node._on_record(String(data=_record_json(1)))
+        node._mcap.write = real_write
+        assert node.stats.count == 2 and node.log_errors == 2
+        assert [json.loads(line)["step"] for line in node.jsonl_path.read_text().splitlines()] == [1]  # and back
 
         def broken_plot(*args: object, **kwargs: object) -> None:
             raise RuntimeError("no display")
@@ -297,8 +307,8 @@ def test_monitor_keeps_counting_when_its_logs_cannot_be_written(ros_context, tmp
 
         node._mcap.close = no_footer
         summary = node.close()
-        assert summary["log_errors"] == 2 and summary["plot"] is None
-        assert json.loads(node.summary_path.read_text())["steps"] == 1
+        assert summary["log_errors"] == 3 and summary["plot"] is None
+        assert json.loads(node.summary_path.read_text())["steps"] == 2
         assert node.close() == summary  # idempotent
     finally:
         node.destroy_node()
