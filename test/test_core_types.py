@@ -138,7 +138,7 @@ def test_step_record_from_json_refuses_missing_fields_and_deep_nesting():
     with pytest.raises(ValueError, match=r"missing \['step'\]"):
         StepRecord.from_json('{"episode": 0, "exit_used": 1, "max_exit": 1, "stop_reason": "fixed", '
                              '"llm_gflops": 1, "total_gflops": 1}')
-    with pytest.raises(ValueError, match="nests too deeply"):
+    with pytest.raises(ValueError, match="step record: JSON nested too deeply"):
         StepRecord.from_json("[" * 100_000)
     good = {"step": 3, "episode": 1, "exit_used": 2, "max_exit": 4, "stop_reason": "threshold",
             "llm_gflops": 0.5, "total_gflops": 0.7}

@@ -61,7 +61,7 @@ def test_an_episode_journalled_twice_counts_once_as_its_latest_record(tmp_path):
      "line 1: the header's plan's episodes_per_task is not an integer in 1..100000"),
     # valid JSON Python will not read (over its 4300-digit integer limit), and a float no number holds
     ([HEADER, json.dumps(_episode(seed=12345)).replace("12345", "9" * 5000), _episode(seed=1)],
-     "line 2 is not an episode record: Exceeds"),
+     "line 2 is not an episode record: not JSON (Exceeds"),
     ([HEADER, _episode(llm_gflops=10**400)], "line 2 is not an episode record: llm_gflops="),
 ])
 def test_a_record_or_header_of_the_wrong_shape_is_refused_naming_line_and_field(tmp_path, capsys, lines,

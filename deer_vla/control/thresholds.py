@@ -26,6 +26,7 @@ from deer_vla.control.criterion import Criterion, check_exit_actions, criterion_
 from deer_vla.control.guarantee import Guarantee
 from deer_vla.core import CostMetric, CostProfile
 from deer_vla.core.atomic_file import atomic_write_text
+from deer_vla.core.json_text import JsonTextError, read_json_file
 
 Shape = Literal["geometric", "gaussian", "gamma"]
 SHAPES: tuple[str, ...] = ("geometric", "gaussian", "gamma")
@@ -198,14 +199,10 @@ class Thresholds:
                                     + (f"; the JSON files in it: {', '.join(map(str, inside))}" if inside else ""))
         if not path.is_file():
             raise FileNotFoundError(f"thresholds file not found: {path}")
-        if path.stat().st_size > MAX_FILE_BYTES:  # read whole below: a stray huge file must not fill memory
-            raise ValueError(f"thresholds file {path} is {path.stat().st_size} bytes; a thresholds file is a few KB")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:  # not JSON, or an integer over Python's digit limit
+            data = read_json_file(path, MAX_FILE_BYTES)  # a few KB; a stray huge file must not fill memory
+        except JsonTextError as exc:
             raise ValueError(f"thresholds file {path} is not valid JSON: {exc}") from exc
-        except RecursionError as exc:  # "[[[[...": not a ValueError, and it would name no file
-            raise ValueError(f"thresholds file {path} is not valid JSON: nested too deeply") from exc
         try:
             return cls.from_dict(data, num_exits=num_exits)
         except ValueError as exc:

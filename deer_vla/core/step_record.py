@@ -10,6 +10,8 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
+from deer_vla.core.json_text import JsonTextError, parse_json
+
 # why the controller stopped: the consistency test passed, the budget's exit cap or the deadline was reached,
 # a fixed exit was asked for, or the oracle chose (evaluation only)
 StopReason = Literal["threshold", "cap", "deadline", "fixed", "oracle"]
@@ -63,9 +65,9 @@ class StepRecord:
     @classmethod
     def from_json(cls, text: str) -> StepRecord:
         try:
-            data = json.loads(text)
-        except RecursionError as exc:  # "[[[[..." : not a ValueError, and it would escape a caller's handler
-            raise ValueError("step record JSON nests too deeply") from exc
+            data = parse_json(text)
+        except JsonTextError as exc:  # RecursionError among them, which would escape a caller's ValueError handler
+            raise ValueError(f"step record: {exc}") from exc
         if not isinstance(data, dict):
             raise ValueError("step record JSON must be an object")
         known = {f.name for f in fields(cls)}

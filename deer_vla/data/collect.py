@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from deer_vla.core.json_text import parse_json
 from deer_vla.sim.simulator_cache import SimulatorCache
 
 log = logging.getLogger(__name__)
@@ -195,9 +196,9 @@ def _read_failures(root: Path) -> set[tuple[str, int]]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = parse_json(line)
             out.add((str(rec["task"]), int(rec["seed"])))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):  # JsonTextError is a ValueError (RecursionError within it)
             log.warning("%s line %d is malformed; ignored", path, n)  # a killed run may cut the last line
     return out
 

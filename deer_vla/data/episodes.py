@@ -30,6 +30,7 @@ import numpy as np
 from deer_vla.core.action_spec import ActionSpec
 from deer_vla.core.atomic_file import atomic_write_bytes
 from deer_vla.core.instruction_text import clean_instruction
+from deer_vla.core.json_text import JsonTextError, read_json_file
 from deer_vla.core.proprio_spec import ProprioSpec
 
 FORMAT_NAME = "deer_vla.episodes"
@@ -158,9 +159,9 @@ class DatasetMeta:
             raise DatasetError(f"{path}: missing; {root} is not an episode dataset "
                                "(record one with `deer-vla collect`)")
         try:
-            data = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # ValueError: JSON, Python's digit limit
-            raise DatasetError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from e
+            data = read_json_file(path)
+        except JsonTextError as e:
+            raise DatasetError(f"{path}: not valid JSON: {e}") from e
         return cls.from_dict(data, source=str(path))
 
     def compatible_with(self, other: DatasetMeta) -> list[str]:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core.instruction_text import clean_instruction
+from deer_vla.core.json_text import JsonTextError, read_json_file
 from deer_vla.data.episodes import DatasetError
 
 INFO_PATH = "meta/info.json"
@@ -55,9 +56,9 @@ class LeRobotInfo:
         if not path.is_file():
             raise LeRobotFormatError(f"{path} not found: {root} is not a LeRobot dataset (expected meta/info.json)")
         try:
-            info = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise LeRobotFormatError(f"{path}: not valid JSON ({e})") from e
+            info = read_json_file(path)
+        except JsonTextError as e:
+            raise LeRobotFormatError(f"{path}: not valid JSON: {e}") from e
         if not isinstance(info, dict):
             raise LeRobotFormatError(f"{path}: expected a JSON object, got {type(info).__name__}")
         version = str(info.get("codebase_version", "?"))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deer_vla.core.atomic_file import atomic_write_text
+from deer_vla.core.json_text import JsonTextError, parse_json
 from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,8 @@ def read_journal(path: str | Path) -> tuple[dict[str, Any], list[EpisodeResult]]
     except (OSError, UnicodeDecodeError) as exc:
         raise JournalError(f"{path} cannot be read as an evaluation journal: {exc}") from exc
     try:
-        header = json.loads(lines[0]) if lines else None
-    except (ValueError, RecursionError):  # not JSON, an integer over Python's digit limit, "[[[[..."
+        header = parse_json(lines[0]) if lines else None
+    except JsonTextError:
         header = None
     if not isinstance(header, dict) or header.get("journal") != JOURNAL_VERSION:
         raise JournalError(f"{path} is not an evaluation journal (version {JOURNAL_VERSION}); "
@@ -175,16 +176,12 @@ def read_journal(path: str | Path) -> tuple[dict[str, Any], list[EpisodeResult]]
     results: list[EpisodeResult] = []
     for i, line in enumerate(lines[1:], start=2):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            # a line starts with "{": cut short anywhere, it does not parse, so only this is a torn write
-            if i == len(lines):  # the last line: a write cut short by a crash (or being written now)
+            record = parse_json(line)
+        except JsonTextError as exc:
+            # a line starts with "{": cut short anywhere, it does not parse (syntax), so only that is a torn write
+            if exc.syntax and i == len(lines):  # the last line: a write cut short by a crash (or being written now)
                 log.warning("%s: dropping a torn last line (%s)", path, exc)
                 break
-            raise JournalError(f"{path} line {i} is not an episode record: {exc}") from exc
-        except RecursionError as exc:  # "[[[[...": not a ValueError
-            raise JournalError(f"{path} line {i} is not an episode record: nested too deeply") from exc
-        except ValueError as exc:  # valid JSON Python will not read: an integer over its 4300-digit limit
             raise JournalError(f"{path} line {i} is not an episode record: {exc}") from exc
         try:
             results.append(EpisodeResult.from_dict(record))

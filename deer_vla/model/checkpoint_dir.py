@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from deer_vla.core import CostProfile
+from deer_vla.core.json_text import JsonTextError, read_json_file
 from deer_vla.model.config import PolicyConfig, format_validation_error
 
 # 1: the layout above. A reader refuses a newer version instead of misreading it.
@@ -165,17 +166,10 @@ class CheckpointDir:
     @staticmethod
     def _read_json(path: Path) -> Any:
         """A checkpoint's JSON file (config, profile, training record); CheckpointError naming it otherwise."""
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:  # read whole below: a 1 GB config.json took 2.5 GB before "not JSON"
-            raise CheckpointError(f"invalid {path}: {size} bytes, far more than a checkpoint's JSON files hold")
         try:
-            return json.loads(path.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError as exc:  # garbage bytes: name the file, not just the codec
-            raise CheckpointError(f"invalid {path}: not UTF-8 JSON text ({exc})") from exc
-        except ValueError as exc:  # not JSON, or an integer over Python's 4300-digit limit
-            raise CheckpointError(f"invalid {path}: not JSON ({exc})") from exc
-        except RecursionError as exc:  # "[[[[...": not a ValueError, and it names no file
-            raise CheckpointError(f"invalid {path}: JSON nested too deeply") from exc
+            return read_json_file(path, MAX_JSON_BYTES)
+        except JsonTextError as exc:
+            raise CheckpointError(f"invalid {path}: {exc}") from exc
 
 
 def _digest(path: Path) -> str:

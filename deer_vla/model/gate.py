@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from deer_vla.core.atomic_file import atomic_write_bytes
+from deer_vla.core.json_text import parse_json
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.lean_load import all_finite
 
@@ -203,10 +204,10 @@ class ExitGates(nn.Module):
         if meta.get("version") != str(GATES_VERSION):
             raise GateError(f"{p}: exit gates version {meta.get('version')!r}; this deer_vla reads {GATES_VERSION}")
         try:
-            config = GateConfig.from_dict(json.loads(meta.get("config", "")))
+            config = GateConfig.from_dict(parse_json(meta.get("config", "")))
             with torch.device("meta"):  # shapes only: a config asking for huge layers allocates nothing here
                 want = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
-        except (ValueError, TypeError, RecursionError, RuntimeError, ArithmeticError) as exc:  # JSON errors too
+        except (ValueError, TypeError, RuntimeError, ArithmeticError) as exc:  # JsonTextError too
             raise GateError(f"{p}: unreadable gate config in the metadata ({type(exc).__name__}: {exc})") from exc
         got = {k: tuple(v.shape) for k, v in tensors.items()}
         if want != got:

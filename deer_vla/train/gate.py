@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from deer_vla.core import Observation
+from deer_vla.core.json_text import JsonTextError, read_json_file
 from deer_vla.core.log_text import error_text
 from deer_vla.core.writable import unwritable_dir
 from deer_vla.model.device import device_arg
@@ -289,10 +290,10 @@ def training_demos(datasets: str | Path | Sequence[str | Path], cameras: Sequenc
 def read_task_weights(path: str | Path) -> dict[str, float]:
     """A ``--task-weights`` file: a JSON object of task names to finite weights > 0."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = read_json_file(path)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"--task-weights file not found: {path}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, JsonTextError) as exc:
         raise ValueError(f"--task-weights {path}: not a readable JSON file ({exc})") from exc
     if not isinstance(data, dict) or not data:
         raise ValueError(f"--task-weights {path}: expected a JSON object of task names to weights")

@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from deer_vla.core.json_text import JsonTextError, read_json_file
+
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
 STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -117,8 +119,8 @@ def load_train_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str
         if not p.is_file():
             raise FileNotFoundError(f"resume state file missing: {p}")
     try:
-        meta = json.loads(jpath.read_text())
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # ValueError: JSON, Python's digit limit
+        meta = read_json_file(jpath)
+    except JsonTextError as exc:
         raise ValueError(f"resume state {jpath} is not valid JSON: {exc}") from None
     if not isinstance(meta, dict):
         raise ValueError(f"resume state {jpath} is not a JSON object")
