@@ -127,6 +127,11 @@ def test_malformed_files_are_named(dataset: Path) -> None:
         f.attrs["schema_version"] = 99
     with pytest.raises(DatasetError, match="schema version 99"):
         read_episode(other)
+    nested = _only_file(dataset, "faucet-close__seed0000003.h5")
+    with h5py.File(nested, "r+") as f:
+        f.attrs["cameras"] = "[" * 100_000 + "]" * 100_000  # a RecursionError escaped every handler before
+    with pytest.raises(DatasetError, match=r"faucet-close__seed0000003\.h5: corrupt episode file .*nested too deeply"):
+        read_episode(nested)
     stray = dataset / "episodes" / "drawer-open" / "notes.h5"
     stray.write_bytes(b"")
     with pytest.raises(DatasetError, match="notes.h5: unexpected file"):

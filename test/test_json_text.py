@@ -123,3 +123,33 @@ def test_a_step_record_and_collection_failures_survive_hostile_json(tmp_path):
     lines = [b'{"task": "reach", "seed": 3}', HOSTILE["nested"], HOSTILE["huge integer"], b'{"task": "push", "se']
     (tmp_path / FAILURES_FILE).write_bytes(b"\n".join(lines) + b"\n")
     assert _read_failures(tmp_path) == {("reach", 3)}  # the damaged lines are skipped with a warning
+
+
+def test_json_inside_model_folders_recordings_and_logs_fails_clearly(tmp_path):
+    from deer_vla.core import CostProfile
+    from deer_vla.data.mcap_io import NO_SPLIT, McapLog
+    from deer_vla.data.recording import POLICY, RecordingError, recorded_policy
+    from deer_vla.model.backbones import hf_weight_files
+    from deer_vla.train.trainer import _row_step
+
+    # a Hugging Face folder's shard index: hostile text, or shards named outside the folder
+    index = tmp_path / "hf" / "model.safetensors.index.json"
+    index.parent.mkdir()
+    for text in (HOSTILE["nested"], b'{"weight_map": {"w": "../../elsewhere.safetensors"}}', b"[1]"):
+        index.write_bytes(text)
+        with pytest.raises(ValueError, match="model.safetensors.index.json|JSON nested too deeply"):
+            hf_weight_files(index.parent)
+    # a cost profile (bench_budgets --profile)
+    profile = tmp_path / "profile.json"
+    profile.write_bytes(HOSTILE["nested"])
+    with pytest.raises(ValueError, match=f"cost profile {profile}: JSON nested too deeply"):
+        CostProfile.load(profile)
+    # the policy description at the head of a recording
+    log = McapLog(tmp_path / "rec.mcap", split=NO_SPLIT)
+    log.write(POLICY, "std_msgs/msg/String", {"data": HOSTILE["nested"].decode()}, 1)
+    log.close()
+    with pytest.raises(RecordingError, match="not a JSON string .JSON nested too deeply"):
+        recorded_policy(tmp_path / "rec.mcap")
+    # a training log line (trimmed on --resume): a damaged line sorts last and is dropped, never a crash
+    assert _row_step(HOSTILE["nested"].decode()) == float("inf") == _row_step("[1, 2]")
+    assert _row_step('{"step": 12}') == 12.0

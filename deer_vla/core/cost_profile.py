@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from deer_vla.core.atomic_file import atomic_write_text
+from deer_vla.core.json_text import JsonTextError, read_json_file
 
 CostMetric = Literal["llm_gflops", "total_gflops"]
 
@@ -164,4 +165,7 @@ class CostProfile:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"cost profile file not found: {path}")
-        return cls.from_dict(json.loads(path.read_text()))
+        try:
+            return cls.from_dict(read_json_file(path))
+        except JsonTextError as exc:
+            raise ValueError(f"cost profile {path}: {exc}") from exc

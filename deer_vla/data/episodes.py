@@ -30,7 +30,7 @@ import numpy as np
 from deer_vla.core.action_spec import ActionSpec
 from deer_vla.core.atomic_file import atomic_write_bytes
 from deer_vla.core.instruction_text import clean_instruction
-from deer_vla.core.json_text import JsonTextError, read_json_file
+from deer_vla.core.json_text import JsonTextError, parse_json, read_json_file
 from deer_vla.core.proprio_spec import ProprioSpec
 
 FORMAT_NAME = "deer_vla.episodes"
@@ -403,7 +403,7 @@ def read_episode(path: str | Path, meta: DatasetMeta | None = None, check: bool 
                 raise DatasetError(f"{path}: schema version {version}, this deer_vla reads {SCHEMA_VERSION}")
             if "actions" not in f or "images" not in f:
                 raise DatasetError(f"{path}: malformed episode, needs datasets 'actions' and 'images/<camera>'")
-            cameras = json.loads(str(f.attrs["cameras"]))
+            cameras = parse_json(str(f.attrs["cameras"]))  # a ValueError, whatever is wrong with it
             absent = [c for c in cameras if c not in f["images"]]
             if absent:
                 raise DatasetError(f"{path}: malformed episode, images {absent} listed but absent")

@@ -21,7 +21,6 @@ wheel decodes AV1 with dav1d (and h264, hevc, mpeg4, vp9).
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core.instruction_text import clean_instruction
-from deer_vla.core.json_text import JsonTextError, read_json_file
+from deer_vla.core.json_text import JsonTextError, parse_json, read_json_file
 from deer_vla.data.episodes import DatasetError
 
 INFO_PATH = "meta/info.json"
@@ -166,8 +165,12 @@ def read_tasks(root: Path) -> dict[int, str]:
     columns = table.column_names
     text_col = "task" if "task" in columns else None
     if text_col is None:
-        pandas_meta = json.loads((table.schema.metadata or {}).get(b"pandas", b"{}"))
-        index_cols = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
+        try:
+            pandas_meta = parse_json((table.schema.metadata or {}).get(b"pandas", b"{}"))
+        except JsonTextError as exc:
+            raise LeRobotFormatError(f"{path}: unreadable pandas metadata: {exc}") from exc
+        index_cols = [c for c in (pandas_meta.get("index_columns", []) if isinstance(pandas_meta, dict) else [])
+                      if isinstance(c, str)]
         text_col = next((c for c in [*index_cols, "__index_level_0__"] if c in columns), None)
     if text_col is None or "task_index" not in columns:
         raise LeRobotFormatError(f"{path}: expected a task_index column and the task strings (index or 'task' "

@@ -11,7 +11,6 @@ glob names it); the recorder splits only between steps. Used by
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core import Observation, StepRecord
+from deer_vla.core.json_text import parse_json
 from deer_vla.data.image_msg import image_msg_to_rgb
 from deer_vla.data.mcap_io import TruncatedMcapWarning
 from deer_vla.data.mcap_parts import read_log_by_part
@@ -84,8 +84,8 @@ def recorded_policy(path: str | Path) -> dict[str, str] | None:
             return None
         if m.topic == POLICY:
             try:
-                data = json.loads(m.message.data)
-            except (AttributeError, TypeError, ValueError) as exc:
+                data = parse_json(m.message.data)
+            except (AttributeError, TypeError, ValueError) as exc:  # JsonTextError is a ValueError
                 raise RecordingError(f"{part}: {m.topic} at {m.log_time_ns} ns: not a JSON string ({exc})") from exc
             if not isinstance(data, dict):
                 raise RecordingError(f"{part}: {m.topic} at {m.log_time_ns} ns: expected a JSON object")

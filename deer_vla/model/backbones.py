@@ -210,14 +210,21 @@ def vision_config_from_dir(path: str | Path, **overrides: Any) -> VisionConfig:
 
 def hf_weight_files(path: str | Path) -> dict[str, Path]:
     """tensor name -> safetensors file, for a local HF directory (one file or a sharded index)."""
-    import json
-
     from safetensors import safe_open
     from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
+    from deer_vla.core.json_text import read_json_file
+
     p = Path(path)
-    if (p / SAFE_WEIGHTS_INDEX_NAME).is_file():
-        weight_map = json.loads((p / SAFE_WEIGHTS_INDEX_NAME).read_text())["weight_map"]
+    index = p / SAFE_WEIGHTS_INDEX_NAME
+    if index.is_file():
+        data = read_json_file(index)  # JsonTextError (a ValueError) names what is wrong with the text
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        # shards are files beside the index: a name with a folder in it would read weights from elsewhere
+        if not (isinstance(weight_map, dict) and weight_map and all(
+                isinstance(k, str) and isinstance(v, str) and v and Path(v).name == v and v not in (".", "..")
+                for k, v in weight_map.items())):
+            raise ValueError(f"{index}: 'weight_map' must map tensor names to shard file names beside it")
         return {key: p / name for key, name in weight_map.items()}
     if (p / SAFE_WEIGHTS_NAME).is_file():
         with safe_open(str(p / SAFE_WEIGHTS_NAME), framework="pt") as f:

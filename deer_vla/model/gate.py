@@ -230,7 +230,7 @@ class ExitGates(nn.Module):
     def training_summary(cls, path: str | Path) -> dict | None:
         """The training summary saved with the gates (None if absent)."""
         text = cls.metadata(path).get("training")
-        return json.loads(text) if text else None
+        return parse_json(text) if text else None
 
     def check_fits(self, feature_dim: int, action_dim: int, num_exits: int, where: str = "exit gates") -> None:
         """Raise GateError unless these gates were trained for a model of this shape."""

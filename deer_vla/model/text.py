@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deer_vla.core.json_text import parse_json
 from deer_vla.model.config import TextConfig
 
 WORDLLAMA = "wordllama"
@@ -153,7 +153,7 @@ def source_tokenizer(source: str) -> Any:
             tok = Tokenizer.from_file(str(src.tokenizer_file))
         except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
             raise TextSourceError(f"cannot read tokenizer {src.tokenizer_file}: {exc}") from exc
-        specials = json.loads(src.tokenizer_file.read_text()).get("added_tokens", [])
+        specials = parse_json(src.tokenizer_file.read_bytes()).get("added_tokens", [])
         names = {t["content"] for t in specials}
         if not {"<unk>", "<s>", "</s>"} <= names:
             raise TextSourceError(f"tokenizer {src.tokenizer_file} lacks the <unk>/<s>/</s> tokens it should have")

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
+from deer_vla.core.json_text import parse_json
 from deer_vla.core.log_text import error_text
 from deer_vla.core.run_lock import lock_folder
 from deer_vla.core.writable import fresh_start_problem
@@ -559,8 +560,8 @@ def trim_log(path: Path, step: int) -> None:
 
 def _row_step(row: str) -> float:
     try:
-        return float(json.loads(row).get("step", 0))
-    except (ValueError, AttributeError):
+        return float(parse_json(row).get("step", 0))
+    except (ValueError, AttributeError, TypeError):  # JsonTextError is a ValueError
         return float("inf")  # a torn last line (the kill): dropped
 
 
