@@ -12,6 +12,7 @@ import pytest
 from deer_vla.core.action_spec import ActionSpec
 from deer_vla.data.episodes import (
     META_FILE,
+    SCHEMA_VERSION,
     DatasetError,
     DatasetMeta,
     Episode,
@@ -132,6 +133,12 @@ def test_malformed_files_are_named(dataset: Path) -> None:
         f.attrs["cameras"] = "[" * 100_000 + "]" * 100_000  # a RecursionError escaped every handler before
     with pytest.raises(DatasetError, match=r"faucet-close__seed0000003\.h5: corrupt episode file .*nested too deeply"):
         read_episode(nested)
+    with h5py.File(other, "r+") as f:  # a foreign file: a group where the actions array belongs
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        del f["actions"]
+        f.create_group("actions")
+    with pytest.raises(DatasetError, match=r"seed0000007\.h5: malformed episode, actions must be arrays, not groups"):
+        read_episode(other)
     stray = dataset / "episodes" / "drawer-open" / "notes.h5"
     stray.write_bytes(b"")
     with pytest.raises(DatasetError, match="notes.h5: unexpected file"):

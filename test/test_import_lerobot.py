@@ -136,6 +136,20 @@ def test_unclear_inputs_are_refused_with_what_to_do(lerobot_demo: Path, tmp_path
     assert "cameras: observation.images.front, observation.images.wrist" in capsys.readouterr().err
     assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "f"), "--episodes", "-1"]) == 1  # all but the last
     assert "--episodes must be >= 1, got -1" in capsys.readouterr().err
+    front = "observation.images.front"
+    for cameras, message in (
+            # a slot is an HDF5 dataset name: '.' and 'a/' ended in an h5py traceback after the whole import
+            ([f".={front}"], "--camera .=observation.images.front: slot name '.': use letters, digits"),
+            ([f"static/={front}"], "slot name 'static/'"),
+            # one camera as two views: the policy would take the same frames for two viewpoints
+            ([f"static={front}", f"wrist={front}"], f"--camera: '{front}' given for two slots")):
+        args = [arg for c in cameras for arg in ("--camera", c)]
+        assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "g"), *args, *GRIPPER_ARGS]) == 1
+        assert message in capsys.readouterr().err
+    # an image size the readers refuse was imported, then every read failed ("4100x4100, the data set's are 4100")
+    assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "h"), *GRIPPER_ARGS, "--image-size", "4100"]) == 2
+    assert "--image-size must be an integer in 8..4096 px, got 4100" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists() and not (tmp_path / "h").exists()
 
 
 # --- broken inputs: one line naming the file and what is wrong, and never a dataset that is not whole ---

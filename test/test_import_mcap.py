@@ -84,7 +84,8 @@ def test_array_actions_and_one_instruction(tmp_path):
                                atol=1.0)  # 5 Hz ticks take every second 10 Hz frame
 
 
-def _arm_recording(path: Path, cam=None, action=None, late_at: int | None = None, finish: bool = True) -> Path:
+def _arm_recording(path: Path, cam=None, action=None, late_at: int | None = None, finish: bool = True,
+                   start_ns: int = 0) -> Path:
     """/cam (PNG, 10 Hz) and /cmd (4-value array) like test_array_actions_and_one_instruction; ``late_at``: after
     message k of /cmd, one more /cmd stamped 0.5 s earlier (an unclosed file is read in file order)."""
     import cv2
@@ -94,7 +95,7 @@ def _arm_recording(path: Path, cam=None, action=None, late_at: int | None = None
 
     w = RosbagLikeWriter(path)
     for k in range(30):
-        t = int(k * 1e8)
+        t = start_ns + int(k * 1e8)
         ok, png = cv2.imencode(".png", np.full((16, 16, 3), k * 8, np.uint8))
         w.write("/cam", cam(k) if cam else CompressedImage(format="png", data=png.tobytes()), t)
         w.write("/cmd", action(k) if action else Float32MultiArray(data=[0.01 * k, 0.5, -0.2, 0.3]), t + 1000)
@@ -136,7 +137,7 @@ def test_broken_recordings_are_refused_in_one_line_naming_file_topic_and_time(re
         ([str(ok), *ARM, "--max-age", "nan"], "--max-age must be > 0 seconds, got nan"),
         # 1e6 for 10: each camera frame repeated a hundred thousand times filled 30 GiB before the end
         ([str(ok), *ARM[:-1], "1e6"], f"{ok}: /cam at "),
-        ([str(ok), *ARM, "--image-size", "0"], "--image-size must be >= 8, got 0"),
+        ([str(ok), *ARM, "--image-size", "0"], "--image-size must be an integer in 8..4096 px, got 0"),
     ]
     for i, (argv, expected) in enumerate(cases):
         out = tmp_path / f"out{i}"
@@ -214,3 +215,94 @@ def test_an_instruction_of_invisible_characters_alone_is_refused() -> None:
     sources = {k: v for k, v in SOURCES.items() if k != "instruction_topic"}
     with pytest.raises(DatasetError, match="--instruction is empty"):
         McapSources(**sources, instruction="\u200b\u2060 ")
+
+
+def _twist_recording(path: Path, grip_from_s: float | None, grip_value: float = 0.08, instructions=None,
+                     seconds: float = 4.0) -> Path:
+    """/cam (rgb8, 10 Hz) and /cmd (TwistStamped); /grip (Float64) only from ``grip_from_s`` on (a driver that
+    publishes on change); /instruction at each tick from ``instructions(t)`` when given."""
+    from geometry_msgs.msg import TwistStamped
+    from robot_data_support import RosbagLikeWriter
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Float64, String
+
+    w = RosbagLikeWriter(path)
+    for k in range(int(seconds * 10)):
+        t = int(k * 1e8)
+        w.write("/cam", Image(height=16, width=16, encoding="rgb8", step=48,
+                              data=np.full(768, k * 5 % 256, np.uint8).tobytes()), t)
+        if instructions is not None:
+            w.write("/instruction", String(data=instructions(k / 10)), t + 500)
+        twist = TwistStamped()
+        twist.twist.linear.x, twist.twist.angular.z = 0.05 * np.sin(k), 0.1 * np.cos(k)
+        w.write("/cmd", twist, t + 1000)
+        if grip_from_s is not None and k / 10 >= grip_from_s:
+            w.write("/grip", Float64(data=grip_value), t + 2000)
+    w.close()
+    return path
+
+
+TWIST = ["--image-topic", "/cam", "--action-topic", "/cmd", "--rate", "10"]
+
+
+def test_a_gripper_not_heard_yet_is_open_in_the_gripper_s_own_units(tmp_path, capsys):
+    """Before the gripper topic's first message the twist's gripper is open. It was the normalised -1 put through
+    the raw mapping: with a gripper measured in metres of opening (0.08 m open) the first 2 s became closed."""
+    rec = _twist_recording(tmp_path / "late.mcap", grip_from_s=2.0)
+    assert cli_main([str(rec), "--out", str(tmp_path / "a"), *TWIST, "--gripper-topic", "/grip",
+                     "--gripper-open", "0.08", "--gripper-closed", "0", "--instruction", "wipe the table"]) == 0
+    grips = np.concatenate([ep.actions[:, -1] for ep in EpisodeDataset(tmp_path / "a")])
+    assert len(grips) >= 30 and np.all(grips == -1.0)
+    assert "gripper 0.08 open -> -1, 0 closed -> +1" in capsys.readouterr().out
+    # a 0..1 gripper without --gripper-open/--closed is refused (which end is open?) even when it spoke late:
+    # the stand-in for the ticks before it no longer widens the range to look signed
+    rec01 = _twist_recording(tmp_path / "g01.mcap", grip_from_s=0.5, grip_value=0.0)
+    assert cli_main([str(rec01), "--out", str(tmp_path / "b"), *TWIST, "--gripper-topic", "/grip",
+                     "--instruction", "wipe the table"]) == 1
+    assert "cannot tell which end is open" in capsys.readouterr().err
+
+
+def test_a_cleared_instruction_ends_the_episode(tmp_path):
+    """An empty instruction (the goal cleared) between two stretches of the same goal: two episodes, as a gap or a
+    new instruction makes, not one that jumps over the pause."""
+    rec = _twist_recording(tmp_path / "blank.mcap", None, instructions=lambda t: "" if 1.0 <= t < 2.0 else "wipe it")
+    sources = McapSources({"static": "/cam"}, "/cmd", instruction_topic="/instruction")
+    summary = import_mcap(rec, tmp_path / "out", sources, rate_hz=10.0)
+    assert summary["episodes"] == 2
+    starts = [json.loads(line)["start_ns"] for line in (tmp_path / "out" / "import_map.jsonl").read_text().splitlines()]
+    assert starts[1] >= 2_000_000_000
+
+
+def test_a_split_rosbag2_bag_is_read_whole_from_its_folder(tmp_path, capsys):
+    """rosbag2 --max-bag-duration writes <bag>/<bag>_0.mcap, _1.mcap and metadata.yaml listing them. The folder
+    imports every file in order; one file alone imports with a warning naming the rest (it was silently partial)."""
+    bag = tmp_path / "my_bag"
+    bag.mkdir()
+    _arm_recording(bag / "my_bag_0.mcap")
+    _arm_recording(bag / "my_bag_1.mcap", start_ns=3_000_000_000)  # the bag goes on where the first file ends
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  version: 9\n  storage_identifier: mcap\n"
+                                       "  relative_file_paths:\n  - my_bag_0.mcap\n  - my_bag_1.mcap\n")
+    assert cli_main([str(bag), "--out", str(tmp_path / "whole"), *ARM]) == 0
+    assert "read the bag's 2 files in order: my_bag_0.mcap, my_bag_1.mcap" in capsys.readouterr().out
+    assert sum(ep.length for ep in EpisodeDataset(tmp_path / "whole")) == 30  # 6 s at 5 Hz
+    assert cli_main([str(bag / "my_bag_0.mcap"), "--out", str(tmp_path / "part"), *ARM]) == 0
+    assert "is one of 2 files of the bag" in capsys.readouterr().err
+    assert sum(ep.length for ep in EpisodeDataset(tmp_path / "part")) == 15
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  relative_file_paths:\n  - ../elsewhere.mcap\n")
+    assert cli_main([str(bag), "--out", str(tmp_path / "c"), *ARM]) == 1
+    assert "'../elsewhere.mcap' is not a file inside the bag folder" in capsys.readouterr().err
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  storage_identifier: sqlite3\n"
+                                       "  relative_file_paths:\n  - my_bag_0.db3\n")
+    assert cli_main([str(bag), "--out", str(tmp_path / "d"), *ARM]) == 1
+    assert "a sqlite3 bag; only MCAP is read" in capsys.readouterr().err
+
+
+def test_one_topic_in_two_roles_and_an_image_size_no_reader_takes_are_refused_up_front(tmp_path, capsys):
+    rec = _arm_recording(tmp_path / "arm.mcap")
+    assert cli_main([str(rec), "--out", str(tmp_path / "a"), *ARM, "--episode-topic", "/cam"]) == 1
+    assert "--episode-topic and --image-topic are both /cam" in capsys.readouterr().err
+    assert cli_main([str(rec), "--out", str(tmp_path / "b"), *ARM, "--wrist-topic", "/cam"]) == 1
+    assert "both /cam" in capsys.readouterr().err
+    assert cli_main([str(rec), "--out", str(tmp_path / "c"), *ARM, "--image-size", "4100"]) == 1
+    assert "--image-size must be an integer in 8..4096 px, got 4100" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

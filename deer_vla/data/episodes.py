@@ -40,6 +40,23 @@ EPISODE_DIR = "episodes"
 EPISODE_ATTRS = ("schema_version", "task", "instruction", "seed", "success", "length", "cameras", "checksum")
 _NAME_RE = re.compile(r"^(?P<task>[a-z0-9][a-z0-9_-]*)__seed(?P<seed>\d{7})\.h5$")
 _TASK_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_CAMERA_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # an HDF5 dataset under images/: no '/', not '.' or ''
+MIN_IMAGE_SIZE = 8
+MAX_IMAGE_SIZE = 4096  # px a side: what a reader accepts (a header could claim any shape)
+
+
+def check_camera_name(name: object, where: str = "camera") -> None:
+    """DatasetError unless ``name`` can name a camera of a data set (an HDF5 dataset ``images/<name>``)."""
+    if not (isinstance(name, str) and len(name) <= 64 and _CAMERA_RE.fullmatch(name)):
+        raise DatasetError(f"{where} name {name!r}: use letters, digits, '_' and '-' (at most 64, e.g. static, "
+                           "wrist)")
+
+
+def check_image_size(size: object, where: str = "image_size") -> None:
+    """DatasetError unless ``size`` is a stored image side the readers accept."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) \
+            or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise DatasetError(f"{where} must be an integer in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px, got {size!r}")
 
 
 class DatasetError(ValueError):
@@ -63,8 +80,9 @@ class DatasetMeta:
         self.cameras = tuple(self.cameras)
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise DatasetError(f"meta: cameras must be non-empty without repeats, got {list(self.cameras)}")
-        if int(self.image_size) < 8:
-            raise DatasetError(f"meta: image_size must be >= 8, got {self.image_size}")
+        for camera in self.cameras:
+            check_camera_name(camera, "meta: camera")
+        check_image_size(self.image_size, "meta: image_size")
         if int(self.proprio_dim) < 0:
             raise DatasetError(f"meta: proprio_dim must be >= 0, got {self.proprio_dim}")
         try:
@@ -369,10 +387,11 @@ def _check_declared_shapes(path: Path, f: Any, cameras: list[str], meta: Dataset
     length = int(f.attrs["length"])
     if not 1 <= length <= MAX_EPISODE_STEPS:
         raise DatasetError(f"{path}: malformed episode, length {length} outside 1..{MAX_EPISODE_STEPS}")
-    declared = {"actions": f["actions"].shape, **{f"images/{c}": f["images"][c].shape for c in cameras}}
-    for name in ("proprio", "actions_executed"):
-        if name in f:
-            declared[name] = f[name].shape
+    names = ["actions", *(f"images/{c}" for c in cameras), *(n for n in ("proprio", "actions_executed") if n in f)]
+    not_data = [n for n in names if not isinstance(f[n], h5py.Dataset)]  # a group there has no shape to read
+    if not_data:
+        raise DatasetError(f"{path}: malformed episode, {', '.join(not_data)} must be arrays, not groups")
+    declared = {name: f[name].shape for name in names}
     for name, shape in declared.items():
         if not shape or shape[0] != length:
             raise DatasetError(f"{path}: malformed episode, {name} has shape {shape} for {length} steps")
@@ -380,7 +399,7 @@ def _check_declared_shapes(path: Path, f: Any, cameras: list[str], meta: Dataset
         shape = declared[f"images/{c}"]
         side = meta.image_size if meta is not None else None
         if len(shape) != 4 or shape[3] != 3 or (side is not None and shape[1:3] != (side, side)) \
-                or shape[1] > 4096 or shape[2] > 4096:
+                or shape[1] > MAX_IMAGE_SIZE or shape[2] > MAX_IMAGE_SIZE:
             raise DatasetError(f"{path}: malformed episode, images/{c} has shape {shape}"
                                + (f", the data set's images are {side}x{side}" if side is not None else ""))
 

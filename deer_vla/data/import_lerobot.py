@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from deer_vla.data.episodes import DatasetError
+from deer_vla.data.episodes import DatasetError, check_camera_name, check_image_size
 from deer_vla.data.importing import (
     ActionMapping,
     ImportWriter,
@@ -59,8 +59,11 @@ def resolve_cameras(info: LeRobotInfo, pairs: list[str] | None) -> dict[str, str
                                    f"got {item!r}")
             if key not in available:
                 raise DatasetError(f"--camera {item}: {key!r} is not a camera feature; cameras: {', '.join(available)}")
+            check_camera_name(slot, f"--camera {item}: slot")
             if slot in out:
                 raise DatasetError(f"--camera: slot {slot!r} given twice")
+            if key in out.values():  # the same frames stored twice, as two views the policy would trust
+                raise DatasetError(f"--camera: {key!r} given for two slots; each slot needs its own camera")
             out[slot] = key
         return out
     if len(available) == 1:
@@ -97,6 +100,7 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
     """Import; returns a summary (episodes, steps, cameras, action spec, proprio names, fps)."""
     if max_episodes is not None and max_episodes < 1:  # rows[:-1] would silently drop the last episode
         raise DatasetError(f"--episodes must be >= 1, got {max_episodes}")
+    check_image_size(image_size, "--image-size")
     check_new_output(out)  # before reading the whole dataset, not after
     info = LeRobotInfo.load(src)
     root = info.root
@@ -208,8 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.image_size < 8:
-        print(f"deer-vla import-lerobot: --image-size must be >= 8, got {args.image_size}", file=sys.stderr)
+    try:
+        check_image_size(args.image_size, "--image-size")
+    except DatasetError as exc:
+        print(f"deer-vla import-lerobot: {exc}", file=sys.stderr)
         return 2
     try:
         summary = import_lerobot(

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core.instruction_text import clean_instruction
-from deer_vla.data.episodes import DatasetError
-from deer_vla.data.image_msg import MIN_SIZE, ImageConversionError, image_msg_to_rgb
+from deer_vla.data.episodes import DatasetError, check_image_size
+from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.data.importing import (
     ActionMapping,
     ImportWriter,
@@ -79,6 +79,18 @@ class McapSources:
         empty = [t for t in (*self.cameras.values(), self.action) if not t.strip()]
         if empty:
             raise DatasetError(f"empty topic name(s) {empty}")
+        # one topic in two roles: a camera stored twice, or a camera read as episode marks (every frame ending
+        # the episode, then "no episode of at least 2 steps" that names nothing)
+        roles = {"--image-topic": self.cameras.get("static"), "--wrist-topic": self.cameras.get("wrist"),
+                 "--action-topic": self.action, "--instruction-topic": self.instruction_topic,
+                 "--gripper-topic": self.gripper, "--proprio-topic": self.proprio, "--episode-topic": self.episode}
+        given: dict[str, str] = {}
+        for option, topic in roles.items():
+            if topic is None:
+                continue
+            if topic in given:
+                raise DatasetError(f"{option} and {given[topic]} are both {topic}: each role needs its own topic")
+            given[topic] = option
 
     @property
     def topics(self) -> list[str]:
@@ -132,6 +144,9 @@ def _scalar(msg: Any, datatype: str) -> float:
     return float(msg.data)
 
 
+# The gripper of a twist action before its topic has spoken (or with no gripper topic): open, in whatever raw
+# units the mapping fitted on the values heard turns out to use (a raw -1 was "closed" to a 0.08 m = open gripper)
+GRIPPER_UNHEARD = math.nan
 MAX_FRAME_REPEAT = 20  # ticks per camera frame beyond which --rate is taken for a mistake (_Aligner._check_rate)
 
 
@@ -209,8 +224,9 @@ class _Aligner:
                 instruction = clean_instruction(str(self.latest[self.src.instruction_topic][2].data))
             except ValueError:  # not valid text
                 instruction = ""
-        if not instruction:
+        if not instruction:  # no goal here: the steps before and after are separate episodes
             self.dropped += 1
+            self._close()
             return
         if self.episode_mark or (self.current is not None and self.current.instruction != instruction):
             self._close()
@@ -270,13 +286,14 @@ class _Aligner:
         log_ns, datatype, msg = self.latest[self.src.action]
         if datatype in TWIST_TYPES:
             twist = msg.twist if datatype.endswith("Stamped") else msg
-            grip = -1.0  # open throughout unless a gripper topic says otherwise
+            motion = self._finite(self.src.action, log_ns, np.array(
+                [twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.x, twist.angular.y, twist.angular.z],
+                dtype=np.float64))
+            grip = GRIPPER_UNHEARD  # open until a gripper topic says otherwise: its raw "open" is known only later
             if self.src.gripper is not None and self.src.gripper in self.latest:
                 grip_ns, grip_type, grip_msg = self.latest[self.src.gripper]
                 grip = float(self._finite(self.src.gripper, grip_ns, np.array([_scalar(grip_msg, grip_type)]))[0])
-            return self._finite(self.src.action, log_ns, np.array(
-                [twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.x, twist.angular.y, twist.angular.z,
-                 grip], dtype=np.float64))
+            return np.append(motion, grip)
         if datatype in ARRAY_TYPES:
             if not len(msg.data):
                 raise self._fail(self.src.action, log_ns, "an action array without values")
@@ -290,30 +307,94 @@ class _Aligner:
         return values
 
 
+BAG_METADATA = "metadata.yaml"  # rosbag2's description of a bag folder: its files in order
+MAX_BAG_METADATA_BYTES = 16 << 20
+
+
+def bag_files(path: str | Path) -> list[Path]:
+    """The MCAP files of a recording in order: a file alone, or a rosbag2 bag folder's files as its
+    metadata.yaml lists them (a bag split by --max-bag-size/--max-bag-duration is several files)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_dir():
+        if not path.is_file():
+            raise FileNotFoundError(f"MCAP file or rosbag2 bag folder not found: {path}")
+        return [path]
+    meta = path / BAG_METADATA
+    if not meta.is_file():
+        found = sorted(path.glob("*.mcap"))
+        if len(found) != 1:
+            raise DatasetError(f"{path}: a bag folder without {BAG_METADATA} must hold exactly one .mcap file, "
+                               f"found {len(found)}; give the file")
+        return found
+    if meta.stat().st_size > MAX_BAG_METADATA_BYTES:
+        raise DatasetError(f"{meta}: {meta.stat().st_size} bytes, far more than a bag's metadata holds")
+    try:
+        info = yaml.safe_load(meta.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise DatasetError(f"{meta}: not rosbag2 metadata ({type(exc).__name__})") from exc
+    info = info.get("rosbag2_bagfile_information") if isinstance(info, dict) else None
+    if not isinstance(info, dict):
+        raise DatasetError(f"{meta}: no rosbag2_bagfile_information")
+    names = info.get("relative_file_paths")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) and n for n in names)):
+        raise DatasetError(f"{meta}: no rosbag2_bagfile_information.relative_file_paths list")
+    storage = info.get("storage_identifier", "mcap")
+    if storage != "mcap":
+        raise DatasetError(f"{path}: a {storage} bag; only MCAP is read (ros2 bag convert, or record with -s mcap)")
+    files = []
+    for name in names:
+        file = (path / name).resolve()
+        if path.resolve() not in file.parents:  # a listed path must not lead out of the bag
+            raise DatasetError(f"{meta}: {name!r} is not a file inside the bag folder")
+        if not file.is_file():
+            raise DatasetError(f"{meta} lists {name}, which is missing: the bag is incomplete")
+        files.append(file)
+    return files
+
+
+def other_bag_files(path: str | Path) -> list[Path]:
+    """For an MCAP file given alone: the other files of the split rosbag2 bag it belongs to (none when its folder
+    has no metadata.yaml listing it), which an import of that one file would leave out."""
+    path = Path(path)
+    if not (path.is_file() and (path.parent / BAG_METADATA).is_file()):
+        return []
+    try:
+        files = bag_files(path.parent)
+    except DatasetError:
+        return []
+    if path.resolve() not in files:
+        return []
+    return [f for f in files if f != path.resolve()]
+
+
 def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz: float,
                 action_axes: str | None = None, velocity: bool = False, quantile: float = 0.99,
                 gripper_open: float | None = None, gripper_closed: float | None = None,
                 proprio_names: Sequence[str] | None = None, max_age_s: float | None = None,
                 image_size: int = 64, min_steps: int = 2) -> dict[str, Any]:
-    """Align, fit the spaces and write; returns a summary."""
+    """Align, fit the spaces and write; returns a summary. ``path``: an MCAP file or a rosbag2 bag folder."""
     from deer_vla.data.mcap_io import read_messages
 
     if not (math.isfinite(rate_hz) and 0 < rate_hz <= 1e6):
         raise DatasetError(f"--rate must be a control rate in (0, 1e6] Hz, got {rate_hz}")
     if max_age_s is not None and not (math.isfinite(max_age_s) and max_age_s > 0):
         raise DatasetError(f"--max-age must be > 0 seconds, got {max_age_s}")
-    if image_size < MIN_SIZE:
-        raise DatasetError(f"--image-size must be >= {MIN_SIZE}, got {image_size}")
+    check_image_size(image_size, "--image-size")
+    files = bag_files(path)
     check_new_output(out)  # before reading the whole recording, not after
     period_ns = int(round(1e9 / rate_hz))
     max_age_ns = int((max_age_s if max_age_s is not None else max(0.5, 3.0 / rate_hz)) * 1e9)
     aligner = _Aligner(sources, period_ns, max_age_ns, image_size, str(path))
     seen: dict[str, str] = {}
     last_ns = 0
-    for m in read_messages(path, sources.topics):
-        seen[m.topic] = m.datatype
-        last_ns = max(last_ns, m.log_time_ns)
-        aligner.feed(m.topic, m.datatype, m.log_time_ns, m.message)
+    for file in files:  # a split bag's files follow each other in time
+        aligner.where = str(file)
+        for m in read_messages(file, sources.topics):
+            seen[m.topic] = m.datatype
+            last_ns = max(last_ns, m.log_time_ns)
+            aligner.feed(m.topic, m.datatype, m.log_time_ns, m.message)
     missing = [t for t in sources.required if t not in seen]
     if missing:
         raise DatasetError(f"{path}: no messages on {missing}")
@@ -333,8 +414,12 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     else:
         dim = len(episodes[0].actions[0])
         labels = resolve_action_columns(dim, None, action_axes)
-    mapping = ActionMapping.fit(np.concatenate([np.stack(e.actions) for e in episodes]), labels, velocity,
-                                quantile, gripper_open, gripper_closed)
+    raw_actions = np.concatenate([np.stack(e.actions) for e in episodes])
+    unheard = np.isnan(raw_actions[:, -1]) if action_type in TWIST_TYPES else np.zeros(len(raw_actions), bool)
+    heard = raw_actions[~unheard, -1]
+    # the fit sees the gripper values recorded, never a stand-in that would widen their range
+    raw_actions[unheard, -1] = heard.min() if heard.size else -1.0
+    mapping = ActionMapping.fit(raw_actions, labels, velocity, quantile, gripper_open, gripper_closed)
     proprio = None
     if sources.proprio is not None:
         names = list(proprio_names) if proprio_names else aligner.proprio_names
@@ -351,19 +436,25 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     )
     with ImportWriter(out, meta) as writer:
         for i, e in enumerate(episodes):
+            raw = np.stack(e.actions)
+            if action_type in TWIST_TYPES:
+                raw[np.isnan(raw[:, -1]), -1] = mapping.gripper_open
             writer.write(e.instruction, i, {slot: np.stack(f) for slot, f in e.images.items()},
                          np.stack(e.proprio) if proprio is not None else None,
-                         mapping.normalise(np.stack(e.actions)),
+                         mapping.normalise(raw),
                          {"source_file": str(path), "start_ns": e.start_ns, "steps": len(e.actions)})
     return {"episodes": writer.count, "steps": writer.steps, "out": str(writer.root), "dropped_ticks": aligner.dropped,
+            "files": [str(f) for f in files],
             "late_messages": aligner.late,
-            "action_spec": mapping.spec.to_dict(), "proprio_names": None if proprio is None else list(proprio.names),
+            "action_spec": mapping.spec.to_dict(), "clipped_fraction": mapping.clipped_fraction,
+            "gripper": f"{mapping.gripper_open:g} open -> -1, {mapping.gripper_closed:g} closed -> +1",
+            "proprio_names": None if proprio is None else list(proprio.names),
             "instructions": sorted({e.instruction for e in episodes})}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla import-mcap", description=__doc__.splitlines()[0])
-    p.add_argument("file", type=Path, help="MCAP recording (e.g. rosbag2's <bag>/<bag>_0.mcap)")
+    p.add_argument("file", type=Path, help="MCAP recording, or a rosbag2 bag folder (all its files, in order)")
     p.add_argument("--out", type=Path, required=True, help="new deer_vla dataset directory")
     p.add_argument("--image-topic", required=True, help="static camera: sensor_msgs/Image or CompressedImage")
     p.add_argument("--wrist-topic", default=None, help="wrist camera (optional second camera)")
@@ -397,6 +488,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         sources = McapSources(cameras, args.action_topic, args.instruction_topic, args.instruction,
                               args.gripper_topic, args.proprio_topic, args.episode_topic)
+        others = other_bag_files(args.file)
+        if others:
+            print(f"deer-vla import-mcap: warning: {args.file} is one of {len(others) + 1} files of the bag "
+                  f"{args.file.parent}; only it is imported (give the folder to import the whole bag)",
+                  file=sys.stderr)
         with truncation_warnings_to_stderr("deer-vla import-mcap"):  # a crashed recorder's file: its complete part
             summary = import_mcap(
                 args.file, args.out, sources, args.rate, args.action_axes, args.velocity, args.action_quantile,
@@ -408,11 +504,15 @@ def cli_main(argv: list[str] | None = None) -> int:
     spec = summary["action_spec"]
     print(f"imported {summary['episodes']} episodes ({summary['steps']} steps at {args.rate:g} Hz; "
           f"{summary['dropped_ticks']} ticks dropped before data or in gaps) into {summary['out']}")
+    if len(summary["files"]) > 1:
+        names = ", ".join(Path(f).name for f in summary["files"])
+        print(f"  read the bag's {len(summary['files'])} files in order: {names}")
     if summary["late_messages"]:
         print(f"  {summary['late_messages']} late message(s) ignored: older than one already read on their topic "
               "(an unclosed recording is read in file order)")
     axes = ", ".join(f"{a} {s:.4g} {u}" for a, u, s in zip(spec["axes"], spec["units"], spec["scale"]))
-    print(f"  action    {axes} per unit; gripper")
+    print(f"  action    {axes} per unit; gripper {summary['gripper']} "
+          f"({100 * summary['clipped_fraction']:.2f}% of motion values clipped)")
     print(f"  proprio   {', '.join(summary['proprio_names'] or ['none'])}")
     print(f"  instructions: {'; '.join(summary['instructions'])}")
     print(f"next: deer-vla train --config config/train_own_robot.yaml --set dataset={summary['out']}")
