@@ -363,3 +363,14 @@ def test_proprio_too_large_to_standardise_is_a_dataset_error():
     with pytest.raises(DatasetError, match="proprio values too large to standardise"):
         fit_proprio_spec(np.array([[1e200, 0.0], [-1e200, 1.0]]), ["a", "b"])
     assert fit_proprio_spec(np.array([[1.0, 0.0], [3.0, 1.0]]), ["a", "b"]).mean == (2.0, 0.5)
+
+
+def test_an_import_into_the_working_directory_is_refused_before_reading(lerobot_demo: Path, tmp_path: Path, capsys,
+                                                                         monkeypatch):
+    """`--out .` in an empty folder ran the whole import, then failed to rename onto the working directory."""
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert cli_main([str(lerobot_demo), "--out", ".", *GRIPPER_ARGS]) == 1
+    assert "--out . is the current directory or a mount point" in capsys.readouterr().err
+    assert list(here.iterdir()) == [] and not list(tmp_path.glob(".*importing*"))

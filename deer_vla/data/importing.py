@@ -231,6 +231,11 @@ def check_new_output(out: str | Path) -> Path:
     if root.is_dir() and any(root.iterdir()):
         held = f"a dataset ({META_FILE})" if (root / META_FILE).exists() else "files"
         raise DatasetError(f"--out {root} already holds {held}; import into a new directory")
+    # the finished import is renamed onto --out: the working directory or a mount point cannot be replaced
+    # (EBUSY after the whole import)
+    if root.is_dir() and (root.resolve() == Path.cwd().resolve() or os.path.ismount(root)):
+        raise DatasetError(f"--out {out} is the current directory or a mount point, which the finished import "
+                           "cannot replace; name a new folder inside it")
     return root
 
 
