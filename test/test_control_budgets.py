@@ -97,6 +97,25 @@ def test_infeasible_budgets_state_the_smallest_feasible_value(profile):
     assert issubclass(InfeasibleBudgetError, ValueError)
 
 
+def test_the_smallest_feasible_value_an_error_names_is_accepted():
+    """The value was printed with :g, which rounds 0.015745024 (the shipped model's exit 1) down to 0.015745:
+    the budget the error told the user to set was refused again."""
+    import re
+
+    from deer_vla.control.budgets import rounded_up
+
+    profile = CostProfile.load("deer_vla/assets/default_checkpoint/profile.json")
+    assert profile.llm_gflops[0] > float(f"{profile.llm_gflops[0]:g}")  # the case that rounded down
+    for field in ("peak_gflops", "average_gflops"):
+        with pytest.raises(InfeasibleBudgetError) as err:
+            exit_cap(profile, BudgetSpec(**{field: 0.01}))
+        suggested = float(re.search(r"smallest feasible \w+ budget is (\S+)$", str(err.value)).group(1))
+        assert exit_cap(profile, BudgetSpec(**{field: suggested})) >= 1
+    rng = np.random.default_rng(0)
+    for value in rng.uniform(0, 1, 2000) * 10.0 ** rng.integers(-8, 8, 2000):
+        assert value <= float(rounded_up(value)) <= value * (1 + 1e-5) and float(rounded_up(value, 4)) >= value
+
+
 def test_average_binding_and_the_exit_one_only_band(profile):
     c = profile.llm_gflops
     assert budget_report(profile, BudgetSpec(average_gflops=c[-1])).average_binding is False

@@ -233,3 +233,24 @@ def test_an_average_thresholds_solved_for_a_slack_budget_cannot_reach_is_refused
     tracked = ExitController(SyntheticExitPolicy(N, seed=5), profile, binding, BudgetSpec(average_gflops=0.8 * full),
                              tracker=OnlineBudgetTracker(full))
     tracked.set_budget(BudgetSpec(average_gflops=0.6 * full))  # thresholds that stop steps: the tracker's job
+    # the same average given at configure was accepted, and the robot ran 1.8x over it for good
+    with pytest.raises(ValueError, match="stop no step before exit 6"):
+        ExitController(SyntheticExitPolicy(N, seed=5), profile, slack, BudgetSpec(average_gflops=0.5 * full),
+                       tracker=OnlineBudgetTracker(0.5 * full))
+
+
+def test_a_lower_cap_is_judged_by_where_the_thresholds_stop_not_by_their_cost_under_their_own_cap(profile):
+    """Thresholds solved at 0.8x stop steps at exits 2 and 3; a budget capping at exit 3 with an average between
+    exits 2 and 3 was refused at run time ("stop no step before exit 3": their expected cost, counted with
+    exits up to 6, is above exit 3's) while the same budget at configure ran and was held."""
+    from deer_vla.control import OnlineBudgetTracker
+
+    full = profile.llm_gflops[-1]
+    th = solve_thresholds_quantile(stream(), profile, BudgetSpec(average_gflops=0.8 * full))
+    assert sum(th.exit_distribution[:2]) > 0 and th.expected_cost > profile.llm_gflops[2]
+    new = BudgetSpec(average_gflops=(profile.llm_gflops[1] + profile.llm_gflops[2]) / 2,
+                     peak_gflops=profile.llm_gflops[2] * 1.001)
+    ctl = ExitController(SyntheticExitPolicy(N, seed=3), profile, th, BudgetSpec(average_gflops=0.8 * full),
+                         tracker=OnlineBudgetTracker(0.8 * full))
+    ctl.set_budget(new)
+    assert ctl.report is not None

@@ -18,6 +18,17 @@ from deer_vla.core import CostMetric, CostProfile
 METRICS: tuple[str, ...] = get_args(CostMetric)
 
 
+def rounded_up(value: float, digits: int = 6) -> str:
+    """``value`` to ``digits`` significant digits, never below it: a smallest feasible budget printed with :g
+    could round down and the value the error told the user to use was refused again."""
+    text = f"{value:.{digits}g}"
+    if not math.isfinite(value) or value == 0 or float(text) >= value:
+        return text
+    step = 10.0 ** (math.floor(math.log10(abs(value))) - digits + 1)
+    text = f"{math.ceil(value / step) * step:.{digits}g}"
+    return text if float(text) >= value else repr(value)
+
+
 class InfeasibleBudgetError(ValueError):
     """No exit of this model meets the budget; the message says the smallest feasible value."""
 
@@ -133,7 +144,7 @@ def budget_report(profile: CostProfile, budget: BudgetSpec, first_exit: int = 2)
         if caps["peak_gflops"] == 0:
             raise InfeasibleBudgetError(
                 f"peak budget {budget.peak_gflops:g} GFLOPs is below exit 1's cost {costs[0]:g} GFLOPs "
-                f"({budget.metric}); the smallest feasible peak budget is {costs[0]:g}"
+                f"({budget.metric}); the smallest feasible peak budget is {rounded_up(costs[0])}"
             )
     if budget.memory_bytes is not None:
         caps["memory_bytes"] = _deepest([float(b) for b in profile.weight_bytes], float(budget.memory_bytes))
@@ -155,7 +166,7 @@ def budget_report(profile: CostProfile, budget: BudgetSpec, first_exit: int = 2)
             what = "peak time budget" if name == "peak_ms" else "deadline"
             raise InfeasibleBudgetError(
                 f"{what} {limit:g} ms is below exit 1's measured p99 time {worst[0]:g} ms on {profile.device}; "
-                f"the smallest feasible {name} is {worst[0]:g}"
+                f"the smallest feasible {name} is {rounded_up(worst[0])}"
             )
         if name == "peak_ms":  # the deadline is enforced per step at run time, not by the cap
             caps[name] = deepest
@@ -173,7 +184,7 @@ def budget_report(profile: CostProfile, budget: BudgetSpec, first_exit: int = 2)
         if budget.average_gflops < costs[0]:
             raise InfeasibleBudgetError(
                 f"average budget {budget.average_gflops:g} GFLOPs is below exit 1's cost {costs[0]:g} GFLOPs "
-                f"({budget.metric}); the smallest feasible average budget is {costs[0]:g}"
+                f"({budget.metric}); the smallest feasible average budget is {rounded_up(costs[0])}"
             )
         average_binding = budget.average_gflops < costs[cap - 1]
         # A criterion that can first stop at exit 2 meets an average between

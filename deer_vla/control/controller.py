@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from deer_vla.control.budgets import BudgetReport, BudgetSpec, budget_report
+from deer_vla.control.budgets import BudgetReport, BudgetSpec, budget_report, rounded_up
 from deer_vla.control.criterion import Criterion
 from deer_vla.control.deadline import DeadlineGuard, LatencyTrace
 from deer_vla.control.guarantee import Guarantee
@@ -83,6 +83,7 @@ class ExitController:
         self._lock = threading.Lock()
         self._pending: BudgetSpec | None = None
         self._apply_budget(budget or BudgetSpec(metric=thresholds.metric if thresholds else "llm_gflops"))
+        self._check_trackable(self.budget, self.report)  # as set_budget does: at configure it overspent for good
         self._step = 0
         self._episode = 0
         self._episode_steps = 0
@@ -142,7 +143,8 @@ class ExitController:
         if (g is not None and cost is not None and budget.average_gflops is not None
                 and budget.metric == self.thresholds.metric and budget.average_gflops < cost):  # type: ignore[union-attr]
             raise ValueError(f"average budget {budget.average_gflops:g} is below the {cost:.6g} the thresholds "
-                             f"certified for eps={g.eps:g} spend; the smallest feasible average budget is {cost:.6g}")
+                             f"certified for eps={g.eps:g} spend; the smallest feasible average budget is "
+                             f"{rounded_up(cost)}")
         self._check_trackable(budget, report)
         with self._lock:
             self._pending = budget
@@ -156,7 +158,13 @@ class ExitController:
                 or budget.average_gflops is None or th.metric != budget.metric):
             return
         cap_cost = float(self.profile.costs(budget.metric)[report.cap - 1])
-        if th.expected_cost >= cap_cost * (1 - 1e-9) and budget.average_gflops < cap_cost * (1 - 1e-9):
+        if th.exit_distribution:
+            # where they stopped under their own cap: a step stopped before this budget's cap stops there still
+            # (their expected cost counts the exits past a lower new cap, and refused budgets they can hold)
+            stops_early = sum(th.exit_distribution[:report.cap - 1]) > 1e-12
+        else:  # a file without its distribution: their cost under their own cap
+            stops_early = th.expected_cost < cap_cost * (1 - 1e-9)
+        if not stops_early and budget.average_gflops < cap_cost * (1 - 1e-9):
             raise ValueError(
                 f"these thresholds stop no step before exit {report.cap} (solved for a budget that does not bind: "
                 f"expected cost {th.expected_cost:.6g}), so no scaling brings them to an average of "

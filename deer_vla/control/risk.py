@@ -40,7 +40,7 @@ from typing import Literal
 import numpy as np
 from scipy.stats import binom
 
-from deer_vla.control.budgets import InfeasibleBudgetError
+from deer_vla.control.budgets import InfeasibleBudgetError, rounded_up
 from deer_vla.control.criterion import Criterion, check_exit_actions, criterion_scores
 from deer_vla.control.guarantee import RISK_METRICS, Guarantee, RiskFamilyData, RiskMetric
 from deer_vla.control.oracle import exit_errors
@@ -263,19 +263,19 @@ def select_member(needed: np.ndarray, costs: np.ndarray, eps: float, delta: floa
         raise InfeasibleRiskError(
             f"risk limit eps={eps:g} cannot be certified at delta={delta:g} on {n} calibration steps: even the "
             f"strictest thresholds (every step to the cap{cap_note}) need eps >= {need[0]:.4g}; the smallest "
-            f"feasible eps is {need[0]:.4g}",
+            f"feasible eps is {rounded_up(need[0], 4)}",
             smallest_eps=float(need[0]), binding="cap" if cap_note else "risk")
     idx = int(np.argmin(c[:certified]))  # costs fall along the family; ties keep the stricter member
     if average_budget is not None and c[idx] > average_budget:
         within = np.flatnonzero(c <= average_budget)
         eps_for_budget = float(need[within[0]]) if within.size else None
-        extra = (f"; within the budget the smallest feasible eps is {eps_for_budget:.4g}"
+        extra = (f"; within the budget the smallest feasible eps is {rounded_up(eps_for_budget, 4)}"
                  if eps_for_budget is not None else "; no member of the family meets the budget")
         raise InfeasibleRiskError(
             f"the risk limit binds: the cheapest thresholds certified for eps={eps:g} at delta={delta:g} cost "
             f"{c[idx]:.6g} per step on the calibration steps, over the average budget {average_budget:.6g} by "
             f"{c[idx] - average_budget:.4g} ({(c[idx] / average_budget - 1) * 100:.1f}%); the smallest feasible "
-            f"average budget is {c[idx]:.6g}{extra}",
+            f"average budget is {rounded_up(float(c[idx]))}{extra}",
             smallest_eps=eps_for_budget, smallest_budget=float(c[idx]), binding="risk")
     return idx
 

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import logsumexp
 
-from deer_vla.control.budgets import METRICS, BudgetSpec, InfeasibleBudgetError, budget_report
+from deer_vla.control.budgets import METRICS, BudgetSpec, InfeasibleBudgetError, budget_report, rounded_up
 from deer_vla.control.criterion import Criterion, check_exit_actions, criterion_scores
 from deer_vla.control.guarantee import Guarantee
 from deer_vla.core import CostMetric, CostProfile
@@ -346,7 +346,7 @@ def check_reachable(scores: np.ndarray, costs: np.ndarray, cap: int, first: int,
         raise InfeasibleBudgetError(
             f"average budget {target:g} is below the cheapest the criterion can reach on these steps: every step "
             f"stopping at the first exit its score allows costs {cheapest:.6g} (a step whose score is infinite, "
-            f"e.g. a gripper flip, cannot stop there); the smallest feasible average budget is {cheapest:.6g}")
+            f"e.g. a gripper flip, cannot stop there); the smallest feasible average budget is {rounded_up(cheapest)}")
 
 
 def check_solver_inputs(
