@@ -116,11 +116,22 @@ def test_a_malformed_thresholds_file_is_a_one_line_error_naming_it(tmp_path, cal
     good = solve(calib, profile, BudgetSpec(average_gflops=9.0)).to_dict()
     path = tmp_path / "thresholds.json"
     path.write_text(json.dumps({**good, "expected_cost": "x"}))
-    with pytest.raises(ValueError, match=f"thresholds file {path}: .*wrong type"):
+    with pytest.raises(ValueError, match=f"thresholds file {path}: thresholds 'expected_cost' must be a number"):
         Thresholds.load(path)
     path.write_text(json.dumps({**good, "exit_distribution": ["a"] * len(good["exit_distribution"])}))
     with pytest.raises(ValueError, match=f"thresholds file {path}: "):
         Thresholds.load(path)
+    # a hand edit float() or bool() would have taken, each with a meaning the file never had
+    n = len(good["values"])
+    for edit, message in (({"values": ["0.1"] * n}, "'values' must be a list of numbers"),
+                          ({"values": [True] * n}, "'values' must be a list of numbers"),
+                          ({"criterion": {**good["criterion"], "gripper_flip_infinite": "false"}},
+                           "gripper_flip_infinite must be true or false, got 'false'"),
+                          ({"exit_distribution": [0.9] * len(good["exit_distribution"])}, "summing to 1"),
+                          ({"method": 3}, "'method' must be a name")):
+        path.write_text(json.dumps({**good, **edit}))
+        with pytest.raises(ValueError, match=f"thresholds file {path}: .*{message}"):
+            Thresholds.load(path)
     path.write_text("[" * 100_000)
     with pytest.raises(ValueError, match=f"thresholds file {path} is not valid JSON"):
         Thresholds.load(path)

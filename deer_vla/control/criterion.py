@@ -143,7 +143,9 @@ class Criterion:
         unknown = set(data) - {"distance", "gripper_flip_infinite", "smooth", "kind", "first_exit"}
         if unknown:
             raise ValueError(f"unknown criterion keys {sorted(unknown)}")
-        flip = bool(data.get("gripper_flip_infinite", False))
+        flip = data.get("gripper_flip_infinite", False)
+        if not isinstance(flip, bool):  # bool("false") is True: a hand-edited file would change which steps stop
+            raise ValueError(f"criterion gripper_flip_infinite must be true or false, got {flip!r}")
         # a learned criterion saved without first_exit predates exit-1 gates: its thresholds begin at exit 2
         return cls(distance=data.get("distance", "rms"), gripper_flip_infinite=flip, smooth=data.get("smooth", 1),
                    kind=data.get("kind", "consecutive"), first_exit=data.get("first_exit", 2))

@@ -73,14 +73,23 @@ class Thresholds:
             raise ValueError(f"thresholds metric must be one of {METRICS}, got {self.metric!r}")
         if self.exit_distribution:
             dist = [float(p) for p in self.exit_distribution]
-            if len(dist) != self.num_exits or any(not (0 <= p <= 1) for p in dist):
+            if len(dist) != self.num_exits or any(not (0 <= p <= 1) for p in dist) or abs(sum(dist) - 1) > 1e-3:
                 raise ValueError(
-                    f"thresholds exit_distribution must be {self.num_exits} fractions in [0, 1], got {dist}"
+                    f"thresholds exit_distribution must be {self.num_exits} fractions in [0, 1] summing to 1, "
+                    f"got {dist}"
                 )
             self.exit_distribution = dist
         fam = self.guarantee.family if self.guarantee is not None else None
         if fam is not None and len(fam.base) != len(values):
             raise ValueError(f"thresholds guarantee family has {len(fam.base)} base values, thresholds {len(values)}")
+        if fam is not None and self.guarantee is not None:
+            scale = self.guarantee.scale
+            certified = [b * scale for b in fam.base]
+            if not all(math.isclose(v, c, rel_tol=1e-9, abs_tol=1e-12) for v, c in zip(values, certified)):
+                # edited by hand: every step record would still claim a guarantee no calibration gave them
+                raise ValueError(f"threshold values {values} are not the certified family's base x scale "
+                                 f"({scale:g}) = {certified}: the fidelity guarantee does not cover them; "
+                                 "recalibrate with `deer-vla calibrate --risk`, or drop the 'guarantee' entry")
         if self.expected_cost is not None and not (math.isfinite(self.expected_cost) and self.expected_cost >= 0):
             raise ValueError(f"thresholds expected_cost must be finite and >= 0, got {self.expected_cost}")
         for name in ("weights_sha256", "gates_sha256"):
@@ -163,6 +172,17 @@ class Thresholds:
         if "values" not in data or not isinstance(data["values"], list):
             raise ValueError("thresholds JSON needs a list 'values' (eta for exits 2..N, or 1..N for the "
                              "learned criterion with first_exit 1)")
+
+        def is_number(v: object) -> bool:  # JSON's numbers: "0.1" or true would pass float() and mean something
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+        for key in ("values", "exit_distribution"):
+            items = data.get(key, [])
+            if not (isinstance(items, list) and all(is_number(v) for v in items)):
+                raise ValueError(f"thresholds '{key}' must be a list of numbers, got {str(items)[:80]}")
+        if not isinstance(data.get("method", ""), str):
+            raise ValueError(f"thresholds 'method' must be a name, got {data['method']!r}")
+        if data.get("expected_cost") is not None and not is_number(data["expected_cost"]):
+            raise ValueError(f"thresholds 'expected_cost' must be a number, got {data['expected_cost']!r}")
         try:
             out = cls(
                 values=data["values"],
