@@ -123,6 +123,16 @@ def test_budget_monitor_levels():
     assert sum(summary["exit_histogram"].values()) == 12
 
 
+def test_peak_ms_is_judged_at_the_p99_the_budget_stands_for():
+    """peak_ms caps the exit at the profile's measured p99; the monitor judged it at p95, so 4% of steps at 1.5x
+    the budget read OK."""
+    mon = BudgetMonitor(error_ratio=2.0)
+    for i in range(100):
+        mon.update(_record(i, 1.0, 30.0 if i % 25 == 0 else 10.0, budget_peak_ms=20.0))
+    status = {s.name: s for s in mon.statuses()}["peak_ms"]
+    assert status.level == WARN and "p99 step ms" in status.message
+
+
 def test_an_average_held_on_its_budget_from_either_side_is_ok_but_not_a_peak():
     """The tracker's running mean settles on the budget from both sides: 0.09% over it made a 100-episode demo
     report WARN. The average has 1% of tolerance (said in the message); peaks have none."""

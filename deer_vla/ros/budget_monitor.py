@@ -121,8 +121,8 @@ class BudgetMonitor:
             return mean, f"mean {since.metric}"
         if name == "peak_gflops":
             return (since.max_cost if not self.window else max(costs)), f"max {since.metric}"
-        if name == "peak_ms":
-            return float(np.percentile(times[-QUANTILE_SAMPLES:], 95)), "p95 step ms"
+        if name == "peak_ms":  # the budget is a worst case, capped by the profile's measured p99: judged so
+            return float(np.percentile(times[-QUANTILE_SAMPLES:], 99)), "p99 step ms"
         return (since.max_ms if not self.window else max(times)), "max step ms"
 
     # -- statistics over the window -------------------------------------------------
