@@ -129,6 +129,15 @@ def test_model_commands_set_their_thread_count_deliberately(checkpoint: tuple[Pa
             with pytest.raises(SystemExit) as exc:
                 main([*argv, "--threads", "0"])
             assert exc.value.code == 2 and "expected an integer >= 1, got 0" in capsys.readouterr().err
+        # counts profile_policy refuses (a traceback before), and a --json it cannot write (a traceback too)
+        for option, value, message in (("--iters", "0", ">= 1, got 0"), ("--warmup", "-1", ">= 0, got -1"),
+                                       ("--max-exit", "0", ">= 1, got 0")):
+            with pytest.raises(SystemExit) as exc:
+                profile_main(["--checkpoint", str(ckpt), option, value])
+            assert exc.value.code == 2 and message in capsys.readouterr().err
+        assert profile_main(["--checkpoint", str(ckpt), "--iters", "1", "--warmup", "0",
+                             "--json", str(tmp_path / "no" / "p.json")]) == 1
+        assert "--json" in capsys.readouterr().err and not (tmp_path / "no").exists()
         assert calibrate_main([*_args(checkpoint, tmp_path), "--average-budget-fraction", "0.6", "--threads", "0"]) == 2
         assert "threads" in capsys.readouterr().err
     finally:

@@ -36,6 +36,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type of counts that may be 0 (--warmup): an integer >= 0, else a clear usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def parse_value(text: str) -> Any:
     """`--set` values are YAML scalars/flows: 3, 1e-4, true, null, [1, 2], {a: 1}. ConfigError otherwise."""
     try:

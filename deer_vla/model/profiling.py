@@ -15,6 +15,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from deer_vla.core import CostProfile, LatencyStats
-from deer_vla.core.config_io import positive_int
+from deer_vla.core.atomic_file import atomic_write_text
+from deer_vla.core.config_io import non_negative_int, positive_int
 from deer_vla.model.config import PolicyConfig
 from deer_vla.model.device import device_arg
 from deer_vla.model.policy import MultiExitPolicy
@@ -247,9 +249,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=checkpoint_argument, required=True, help=CHECKPOINT_HELP)
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--max-exit", type=int, default=None)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--max-exit", type=positive_int, default=None)
+    p.add_argument("--warmup", type=non_negative_int, default=3)
+    p.add_argument("--iters", type=positive_int, default=20)
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: on a shared CPU more threads oversubscribe and time noise)")
     p.add_argument("--json", default=None,
@@ -278,8 +280,11 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"{k + 1:>4} {prof.llm_gflops[k]:>11.4f} {prof.total_gflops[k]:>12.4f} {prof.params[k]:>10d} "
               f"{prof.weight_bytes[k] / 1e6:>8.2f} {s.median_ms:>10.3f} {s.p95_ms:>10.3f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(prof.to_dict(), f, indent=2)
+        try:
+            atomic_write_text(Path(args.json), json.dumps(prof.to_dict(), indent=2))
+        except OSError as exc:
+            print(f"deer-vla profile: --json {args.json} not written: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
