@@ -160,13 +160,16 @@ def solve_thresholds_descent(
     stop_all = float(finite.max()) + 1.0 if finite.size else 1.0  # a finite eta that stops every step
 
     def finish(etas: np.ndarray) -> Thresholds:
-        exit_of = exits_from_scores(scores, etas, cap, first)
+        # Saved thresholds are finite and >= 0: eta 0 also stops exact agreements, which the internal
+        # "never" did not (common where exits agree exactly, e.g. discrete actions), so the cost and exit mix
+        # reported are those of the values saved (never above the search's: stopping earlier costs less).
+        # Past the cap they keep the quantile values, so a cap raised at run time still has thresholds worth
+        # scaling.
+        saved = etas.copy()
+        saved[first:cap] = np.clip(etas[first:cap], 0.0, stop_all)
+        exit_of = exits_from_scores(scores, saved, cap, first)
         dist = np.bincount(exit_of, minlength=n + 1)[1:] / s
-        # Saved thresholds are finite and >= 0 (eta 0 also stops exact agreements, which the
-        # internal "never" did not: measure-zero on real actions). Past the cap they keep the
-        # quantile values, so a cap raised at run time still has thresholds worth scaling.
-        values = [min(max(float(etas[k]), 0.0), stop_all) if k < cap else quantile.values[k - first]
-                  for k in range(first, n + 1)]
+        values = [float(saved[k]) if k < cap else quantile.values[k - first] for k in range(first, n + 1)]
         return Thresholds(values=values, budget=budget, metric=budget.metric, method="descent",
                           expected_cost=float(costs[exit_of - 1].mean()),
                           exit_distribution=[float(p) for p in dist], criterion=crit)
