@@ -49,6 +49,29 @@ def test_a_log_past_its_size_moves_on_to_finished_parts_that_read_back_as_one(tm
     assert _stamps(log.parts[2]) == [m.log_time_ns - 1_000 for p in log.parts[2:] for m in read_messages(p)]
 
 
+def test_a_log_keeps_its_newest_parts_only_when_told_and_reads_back_from_the_oldest_left(tmp_path):
+    """A robot that logs for weeks filled its disk: nothing ever deleted a part (~66 GB in 72 h with the
+    recording on). With keep_parts the oldest finished parts go as new ones begin; none go without it."""
+    limit = 16 * 1024
+    log = McapLog(tmp_path / "steps.mcap", chunk_bytes=2048,
+                  split=SplitLimits(max_bytes=limit, max_seconds=0, keep_parts=3))
+    _write(log, 0, 700)
+    log.close()
+    assert len(log.parts) >= 6 and log.deleted_parts == len(log.parts) - 3
+    assert [p.exists() for p in log.parts] == [False] * (len(log.parts) - 3) + [True] * 3
+    oldest_left = log.parts[-3]
+    expected = [m.log_time_ns - 1_000 for p in log.parts[-3:] for m in read_messages(p)]
+    assert _stamps(oldest_left) == expected == list(range(700 - len(expected), 700))
+    assert _stamps(tmp_path) == expected  # the folder reads from the oldest part left
+    keep_all = McapLog(tmp_path / "all" / "steps.mcap", chunk_bytes=2048, split=SplitLimits(max_bytes=limit))
+    _write(keep_all, 0, 400)
+    keep_all.close()
+    assert keep_all.deleted_parts == 0 and all(p.exists() for p in keep_all.parts)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="keep_parts must be an integer >= 0"):
+            SplitLimits(keep_parts=bad)
+
+
 def test_a_log_past_its_time_moves_on_and_a_step_is_never_cut(tmp_path):
     log = McapLog(tmp_path / "steps.mcap", split=SplitLimits(max_bytes=0, max_seconds=0.2))
     _write(log, 0, 3)
@@ -221,6 +244,9 @@ def test_split_parameters_are_validated_with_their_names():
     params = parse_params(POLICY_DEFAULTS)
     assert params.record_split == SplitLimits(max_bytes=256 * 2**20, max_seconds=3600.0)
     assert parse_params({**POLICY_DEFAULTS, "record_split_mib": 0, "record_split_s": 0}).record_split == NO_SPLIT
+    assert parse_params({**POLICY_DEFAULTS, "record_keep_parts": 5}).record_split.keep_parts == 5
+    with pytest.raises(ValueError, match="record_keep_parts"):
+        parse_params({**POLICY_DEFAULTS, "record_keep_parts": -2})
     with pytest.raises(ParameterError, match=r"'record_split_mib' = 0.5: .*at least 1 MiB") as err:
         parse_params({**POLICY_DEFAULTS, "record_split_mib": 0.5, "record_split_s": float("nan")})
     assert "'record_split_s' = nan" in str(err.value)
@@ -262,6 +288,22 @@ def test_the_monitor_splits_steps_mcap_and_jsonl_together_and_they_read_back_who
         in_mcap = [json.loads(m.message.data)["step"] for m in read_messages(tmp_path / "r" / f"{name}.mcap")
                    if m.topic == RECORD_TOPIC_MCAP]
         assert in_jsonl == in_mcap and in_jsonl
+    # log_keep_parts: the oldest parts of both logs go as new ones begin
+    kept = MonitorNode(parameter_overrides=params(run_name="k", log_split_mib=0, log_split_s=10, log_keep_parts=2))
+    try:
+        for step in range(8):
+            if step in (2, 4, 6):
+                kept._mcap._part_started -= 11
+            kept._on_record(String(data=StepRecord(step=step, episode=0, exit_used=1, max_exit=1, stop_reason="fixed",
+                                                   llm_gflops=1.0, total_gflops=1.0, stamp_ns=1_000 + step).to_json()))
+    finally:
+        kept_summary = kept.close()
+        kept.destroy_node()
+    assert kept_summary["mcap_parts"] == 4 and kept_summary["deleted_parts"] == 2
+    assert sorted(p.name for p in (tmp_path / "k").glob("steps*")) == [
+        "steps_2.jsonl", "steps_2.mcap", "steps_3.jsonl", "steps_3.mcap"]
+    with pytest.raises(ValueError, match="parameter 'log_keep_parts' must be an integer"):
+        MonitorNode(parameter_overrides=params(run_name="bad", log_keep_parts=-1))
     # a restart with the same run name finds the folder taken, even with only a JSONL part left in it
     for name in ("steps.jsonl", "steps.mcap", "steps_1.mcap"):
         (tmp_path / "r" / name).unlink()

@@ -106,16 +106,39 @@ class SplitLimits:
 
     max_bytes: int = int(DEFAULT_SPLIT_MIB * 2**20)
     max_seconds: float = DEFAULT_SPLIT_S
+    # retention: when a part begins, only the newest keep_parts parts stay on disk (the oldest finished ones are
+    # deleted), so a robot that logs for weeks keeps a bounded disk share; 0 = keep every part
+    keep_parts: int = 0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_bytes, numbers.Integral) and self.max_bytes >= 0):
             raise ValueError(f"split max_bytes must be an integer >= 0 (0 = no size limit), got {self.max_bytes!r}")
         if not (math.isfinite(self.max_seconds) and self.max_seconds >= 0):
             raise ValueError(f"split max_seconds must be finite and >= 0 (0 = no time limit), got {self.max_seconds}")
+        if not (isinstance(self.keep_parts, numbers.Integral) and not isinstance(self.keep_parts, bool)
+                and self.keep_parts >= 0):
+            raise ValueError(f"keep_parts must be an integer >= 0 (0 = keep every part), got {self.keep_parts!r}")
 
 
 DEFAULT_SPLIT = SplitLimits()
 NO_SPLIT = SplitLimits(max_bytes=0, max_seconds=0.0)
+
+
+def prune_parts(parts: list[Path], keep: int, deleted: int) -> int:
+    """Delete the oldest of ``parts`` (every part a log began, oldest first) beyond the newest ``keep`` (0 = keep
+    all); ``deleted``: how many were deleted before. -> how many are deleted now. The readers read a log from
+    its oldest part left (mcap_parts)."""
+    if keep <= 0:
+        return deleted
+    for path in parts[deleted:max(deleted, len(parts) - keep)]:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # not ours to delete any more (moved, permissions): the log goes on regardless
+            log.warning("log part %s not deleted (keep_parts %d): %s", path, keep, exc)
+        else:
+            log.info("log part %s deleted: only the newest %d parts are kept", path, keep)
+        deleted += 1
+    return deleted
 
 
 def part_path(first: str | Path, part: int) -> Path:
@@ -197,7 +220,8 @@ class McapLog:
         self.split = split
         self.log_id = uuid.uuid4().hex
         self._chunk_bytes = chunk_bytes
-        self.parts: list[Path] = []
+        self.parts: list[Path] = []  # every part begun, deleted ones (split.keep_parts) included
+        self.deleted_parts = 0
         self._stream, self._writer = self._start_part(0)  # the header is on disk: even an empty crashed log reads
         self._part_started = time.monotonic()
         self._part_count = 0  # messages in the current part
@@ -248,6 +272,7 @@ class McapLog:
         error = _finish_part(old_writer, old_stream, next_part=len(self.parts) - 1)
         if error is not None:  # disk full: its complete chunks stay readable (as an unfinished file)
             log.error("MCAP log %s: part not finished cleanly, going on in %s: %s", old_path, self.parts[-1], error)
+        self.deleted_parts = prune_parts(self.parts, self.split.keep_parts, self.deleted_parts)
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self._flush_interval_s):

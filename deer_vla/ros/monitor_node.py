@@ -14,13 +14,21 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from deer_vla.core import StepRecord
 from deer_vla.core.atomic_file import atomic_write_text
-from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, McapLog, numbered_parts, part_path
+from deer_vla.data.mcap_io import (
+    DEFAULT_SPLIT_MIB,
+    DEFAULT_SPLIT_S,
+    McapLog,
+    numbered_parts,
+    part_path,
+    prune_parts,
+)
 from deer_vla.ros.budget_monitor import ERROR, BudgetMonitor, BudgetStatus
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.node_parameters import declare_parameters
 from deer_vla.ros.params import (
     MAX_DIAGNOSTICS_PERIOD_S,
     MIN_DIAGNOSTICS_PERIOD_S,
+    check_keep_parts,
     check_split_mib,
     check_split_s,
     split_limits,
@@ -48,6 +56,8 @@ MONITOR_DEFAULTS: dict = {
     # goes on in steps_1.jsonl, ... with it, so part n of both holds the same records
     "log_split_mib": DEFAULT_SPLIT_MIB,
     "log_split_s": DEFAULT_SPLIT_S,
+    # only the newest N parts of steps.mcap and steps.jsonl stay on disk (0 = all): ~50 MB/h of both at 10 Hz
+    "log_keep_parts": 0,
 }
 
 
@@ -76,7 +86,8 @@ class MonitorNode(Node):
         if not (isinstance(p["obs_age_warn_ms"], (int, float)) and not isinstance(p["obs_age_warn_ms"], bool)
                 and p["obs_age_warn_ms"] >= 0):
             raise ValueError(f"parameter 'obs_age_warn_ms' must be a number >= 0, got {p['obs_age_warn_ms']!r}")
-        for name, check in (("log_split_mib", check_split_mib), ("log_split_s", check_split_s)):
+        for name, check in (("log_split_mib", check_split_mib), ("log_split_s", check_split_s),
+                            ("log_keep_parts", check_keep_parts)):
             try:
                 check(p[name])
             except ValueError as exc:
@@ -91,7 +102,9 @@ class MonitorNode(Node):
         self.summary_path = self.log_dir / "summary.json"
         self._jsonl = self.jsonl_path.open("w")
         self.jsonl_parts = [self.jsonl_path]
-        self._mcap = McapLog(self.mcap_path, split=split_limits(p["log_split_mib"], p["log_split_s"]))
+        self._mcap = McapLog(self.mcap_path, split=split_limits(p["log_split_mib"], p["log_split_s"],
+                                                                 p["log_keep_parts"]))
+        self._jsonl_deleted = 0  # JSONL parts deleted by log_keep_parts, oldest first
         self._write_plot = bool(p["write_plot"])
         self._hardware_id = p["hardware_id"]
         # what the plot draws of each step, bounded, so a long run does not grow (JSONL + MCAP keep every step)
@@ -181,6 +194,7 @@ class MonitorNode(Node):
         old_file, self._jsonl = self._jsonl, new_file
         self.jsonl_parts.append(path)
         old_file.close()  # flushed per record: nothing is left in its buffer to lose
+        self._jsonl_deleted = prune_parts(self.jsonl_parts, self._mcap.split.keep_parts, self._jsonl_deleted)
 
     def _statuses(self) -> list[BudgetStatus]:
         """The budget statuses; a fault in computing them is one ERROR status and a log line, never an
@@ -224,6 +238,7 @@ class MonitorNode(Node):
             "jsonl_parts": len(self.jsonl_parts),  # steps.jsonl, steps_1.jsonl, ...: part n matches steps_<n>.mcap
             "mcap": str(self.mcap_path),
             "mcap_parts": len(self._mcap.parts),  # steps.mcap, steps_1.mcap, ... (split by log_split_mib/_s)
+            "deleted_parts": self._mcap.deleted_parts,  # the oldest of each log's, by log_keep_parts
             "plot": str(self.plot_path) if self._write_plot and self.records else None,
         }
 

@@ -57,8 +57,18 @@ def check_split_s(value: float) -> float:
     return value
 
 
-def split_limits(mib: float, seconds: float) -> SplitLimits:
-    return SplitLimits(max_bytes=int(mib * 2**20), max_seconds=seconds)
+MAX_KEEP_PARTS = 1_000_000
+
+
+def check_keep_parts(value: int) -> int:
+    """Parts a log keeps on disk (record_keep_parts, log_keep_parts): 0 = every part, else the newest N."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_KEEP_PARTS:
+        raise ValueError(f"must be an integer in 0..{MAX_KEEP_PARTS} (0 = keep every part), got {value!r}")
+    return value
+
+
+def split_limits(mib: float, seconds: float, keep_parts: int = 0) -> SplitLimits:
+    return SplitLimits(max_bytes=int(mib * 2**20), max_seconds=seconds, keep_parts=keep_parts)
 
 
 # name -> default; the type of the default is the ROS parameter type.
@@ -118,6 +128,9 @@ POLICY_DEFAULTS: dict[str, Any] = {
     # configure-time): bounds the writer's memory and each file on a robot that runs for days (mcap_io says why)
     "record_split_mib": DEFAULT_SPLIT_MIB,
     "record_split_s": DEFAULT_SPLIT_S,
+    # only the newest N parts of the recording stay on disk, the oldest deleted as a part begins (0 = all;
+    # configure-time): at 10 Hz two 64 px cameras record up to ~0.9 GB/h
+    "record_keep_parts": 0,
     "autostart": False,  # configure + activate on start (for running the executable alone)
     # torch intra-op threads, set at configure (0 = torch's default, one per core). 1 by measurement: beside
     # other busy processes more threads oversubscribe the cores (docs/RESULTS.md, bench_node_latency --cpu-load)
@@ -179,6 +192,7 @@ class PolicyParams(BaseModel):
     record_path: str
     record_split_mib: float
     record_split_s: float
+    record_keep_parts: int
     autostart: bool
     torch_threads: int = Field(ge=0, le=1024)
     diagnostics_period_s: float = Field(ge=MIN_DIAGNOSTICS_PERIOD_S, le=MAX_DIAGNOSTICS_PERIOD_S)  # finite by these
@@ -203,6 +217,11 @@ class PolicyParams(BaseModel):
     @classmethod
     def _split_s(cls, v: float) -> float:
         return check_split_s(v)
+
+    @field_validator("record_keep_parts", mode="before")
+    @classmethod
+    def _keep_parts(cls, v: Any) -> int:
+        return check_keep_parts(v)
 
     @field_validator("hold_rate_hz")
     @classmethod
@@ -269,7 +288,7 @@ class PolicyParams(BaseModel):
 
     @property
     def record_split(self) -> SplitLimits:
-        return split_limits(self.record_split_mib, self.record_split_s)
+        return split_limits(self.record_split_mib, self.record_split_s, self.record_keep_parts)
 
     @property
     def period_s(self) -> float:
