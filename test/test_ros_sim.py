@@ -204,7 +204,13 @@ def test_sim_node_ignores_actions_it_cannot_apply(ros_context):
     ("rate_hz", float("inf"), r"'rate_hz' must be in \(0, 1000\] Hz, got inf"),
     ("rate_hz", float("nan"), r"'rate_hz' must be in"),
     ("rate_hz", 1e9, r"'rate_hz' must be in"),
-    ("image_size", 100_000, r"'image_size' must be in 8\.\.1024"),
+    ("image_size", 100_000, r"'image_size' must be in 16\.\.480"),
+    # the simulator's own limits: each passed here and ended the sim at its first episode, the policy loaded
+    ("image_size", 8, r"'image_size' must be in 16\.\.480"),
+    ("image_size", 481, r"'image_size' must be in 16\.\.480 \(the renderer's offscreen buffer\)"),
+    ("max_steps", 501, r"'max_steps' must be in 0\.\.500"),
+    ("cameras", ["static", "static"], r"'cameras' repeats a camera"),
+    ("seed", -1, r"'seed' must be >= 0"),
     ("action_timeout_s", float("inf"), r"'action_timeout_s' must be a finite number > 0"),
 ])
 def test_sim_refuses_a_busy_timer_a_huge_renderer_and_an_endless_wait(ros_context, name, value, match):
@@ -277,3 +283,36 @@ def test_a_demo_stopped_by_ctrl_c_says_interrupted_and_keeps_its_summary(tiny_ch
     assert "(interrupted)" in text and "Traceback" not in text, text[-3000:]
     summary = json.loads(next((tmp_path / "logs").glob("demo_*/demo_summary.json")).read_text())
     assert summary["interrupted"] is True and summary["finished"] is False and summary["steps"] >= 1
+
+
+def test_sim_tasks_take_groups_and_start_on_held_out_seeds(ros_context):
+    """Groups ('mt50-hard') were refused by a message that listed them as accepted; the default seed was 0, a
+    demonstration seed (config/sim.yaml held it out, a node started without it did not)."""
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.sim_node import SimNode
+    from deer_vla.sim.tasks import EVAL_SEED_OFFSET, TASK_GROUPS
+
+    sim = SimNode(parameter_overrides=[Parameter("tasks", value=["mt50-hard", "reach", "reach"])])
+    try:
+        assert [t.name for t in sim.tasks] == [*TASK_GROUPS["mt50-hard"], "reach", "reach"]
+        assert sim.p["seed"] == EVAL_SEED_OFFSET
+    finally:
+        sim.destroy_node()
+
+
+def test_the_sim_executable_fails_with_status_1_when_its_simulator_fails_or_a_name_is_refused(tmp_path):
+    """A sim whose simulator failed printed its error and exited 0 (launch and CI saw success); a topic name ROS
+    refuses ended in a traceback."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    run = [sys.executable, "-c", "import sys; from deer_vla.ros.sim_node import main; sys.exit(main())",
+           "--ros-args", "-p", "episodes:=1"]
+    proc = subprocess.run([*run, "-p", "cameras:=[top]"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert '"error": "ValueError: unknown camera' in proc.stdout, proc.stdout[-2000:]
+    for param in ("image_topic_prefix:=cam era", "policy_node:=my-policy"):
+        proc = subprocess.run([*run, "-p", param], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=180)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert proc.stderr.startswith("sim_node: "), proc.stderr[-2000:]

@@ -31,13 +31,12 @@ import numpy as np
 
 from deer_vla.core.json_text import parse_json
 from deer_vla.sim.simulator_cache import SimulatorCache
+from deer_vla.sim.tasks import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 log = logging.getLogger(__name__)
 
 FAILURES_FILE = "failures.jsonl"
 STATS_FILE = "collect_stats.json"
-MIN_IMAGE_SIZE = 16
-MAX_IMAGE_SIZE = 480  # Meta-World's offscreen buffer
 KNOWN_CAMERAS = ("static", "wrist", "topview", "corner", "corner2", "corner3", "corner4", "behindGripper",
                  "gripperPOV")
 

@@ -66,10 +66,10 @@ from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.config import format_validation_error
 from deer_vla.model.device import check_device
 from deer_vla.model.shipped import CHECKPOINT_HELP, resolve_checkpoint
+from deer_vla.sim.tasks import EVAL_SEED_OFFSET
 
 log = logging.getLogger("deer_vla.evaluate")
 
-EVAL_SEED_OFFSET = 100_000
 InstructionSet = Literal["canonical", "heldout", "both"]
 INSTRUCTION_SETS: tuple[InstructionSet, ...] = get_args(InstructionSet)
 

@@ -198,6 +198,14 @@ def _init_ros(args: list[str]) -> bool:
     return True
 
 
+def _ros_name_error() -> type[Exception]:
+    """rclpy's error for a topic, service or node name it refuses (imported when an error is being matched:
+    this module leaves rclpy unloaded until the graph starts)."""
+    from rclpy.exceptions import NameValidationException
+
+    return NameValidationException
+
+
 def _init_ros_or_say(prog: str, args: list[str]) -> bool | None:
     """``_init_ros``, or None after one line saying why ROS cannot start (rclpy's RCLError for a ROS_DOMAIN_ID
     that is not a number, --ros-args it cannot parse)."""
@@ -238,9 +246,13 @@ def cli_main(argv: list[str] | None = None) -> int:
         # as in the launch files: the graph ends when a node marked ends_graph (the sim) is done
         enders = [bringup.nodes[s.key] for s in graph.nodes if s.ends_graph]
         bringup.spin_until(lambda: _STOP.is_set() or any(n.finished for n in enders), args.duration or None)
+        failed = [n for n in enders if getattr(n, "error", None)]
+        if failed:  # the simulator could not go on: the graph ended on a failure, not on its last episode
+            print(f"deer-vla bringup: {failed[0].get_name()} failed: {failed[0].error}", file=sys.stderr)
+            return 1
     except KeyboardInterrupt:
         pass
-    except (BringupError, KeyError, FileNotFoundError, ValueError) as exc:
+    except (BringupError, KeyError, FileNotFoundError, ValueError, _ros_name_error()) as exc:
         print(f"deer-vla bringup: {error_text(exc)}", file=sys.stderr)
         return 1
     finally:
@@ -365,7 +377,7 @@ def demo_main(argv: list[str] | None = None) -> int:
         sim_error = sim_node.error
         bringup.stop()
         summary = monitor.close()
-    except (BringupError, KeyError, FileNotFoundError, ValueError) as exc:
+    except (BringupError, KeyError, FileNotFoundError, ValueError, _ros_name_error()) as exc:
         print(f"deer-vla demo: {exc}", file=sys.stderr)
         return 1
     finally:

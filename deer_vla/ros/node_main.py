@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import rclpy
+from rclpy.exceptions import NameValidationException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -38,8 +39,9 @@ def install_stop_handlers() -> threading.Event:
 
 
 def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
-             until: Callable[[N], bool] | None = None, on_done: Callable[[N], None] | None = None) -> int:
-    """Spin ``make_node()`` until SIGINT/SIGTERM, or until ``until(node)`` holds; then ``on_done(node)``.
+             until: Callable[[N], bool] | None = None, on_done: Callable[[N], int | None] | None = None) -> int:
+    """Spin ``make_node()`` until SIGINT/SIGTERM, or until ``until(node)`` holds; then ``on_done(node)``, whose
+    int result (if any) is the exit status.
 
     An active lifecycle node is deactivated before it is destroyed (the policy sends its zero twist).
     ``--executor events|single`` (outside ``--ros-args``) picks the rclpy executor; events by default."""
@@ -58,18 +60,20 @@ def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
     executor = make_executor(known.executor)
     try:
         node = make_node()
-    except (ValueError, KeyError, OSError) as exc:  # a bad parameter, an unknown task, an unusable log folder
+    except (ValueError, KeyError, OSError, NameValidationException) as exc:
+        # a bad parameter, an unknown task, an unusable log folder, a topic or service name ROS refuses
         print(f"{prog}: {error_text(exc)}", file=sys.stderr)
         executor.shutdown()
         rclpy.shutdown()
         return 1
     executor.add_node(node)
+    status = 0
     try:
         # spin_once in a loop, not spin(): the stop event must be checked between callbacks
         while not stop.is_set() and rclpy.ok() and (until is None or not until(node)):
             executor.spin_once(timeout_sec=0.1)
         if on_done is not None:
-            on_done(node)
+            status = on_done(node) or 0
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -79,4 +83,4 @@ def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-    return 0
+    return status

@@ -32,11 +32,12 @@ from std_msgs.msg import Bool, Float32MultiArray, String
 from deer_vla.ros.image_conv import rgb_to_image_msg
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.node_parameters import declare_parameters
+from deer_vla.sim.tasks import EVAL_SEED_OFFSET, MAX_EPISODE_STEPS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, expand_tasks
 
 SIM_DEFAULTS: dict[str, Any] = {
-    "tasks": ["button-press-topdown"],  # task names from deer_vla.sim.tasks; episodes cycle over them
+    "tasks": ["button-press-topdown"],  # task names or groups from deer_vla.sim.tasks; episodes cycle over them
     "episodes": 3,
-    "seed": 0,
+    "seed": EVAL_SEED_OFFSET,  # episode i uses seed + i: held out from the demonstrations (seeds from 0)
     "rate_hz": 20.0,
     "image_size": 64,
     "cameras": ["static", "wrist"],
@@ -53,7 +54,6 @@ SIM_DEFAULTS: dict[str, Any] = {
 }
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 MAX_SIM_RATE_HZ = 1000.0  # MuJoCo steps and renders per tick: far beyond what a real control loop asks
-MAX_SIM_IMAGE_SIZE = 1024  # pixels a side: a 64 px policy camera, up to a full-resolution debug view
 
 
 @dataclass
@@ -79,9 +79,7 @@ class SimNode(Node):
         p = declare_parameters(self, SIM_DEFAULTS)  # "-p rate_hz:=20" is a number, not a type error
         self._validate(p)
         self.p = p
-        from deer_vla.sim.tasks import get_task
-
-        self.tasks = [get_task(name) for name in p["tasks"]]  # unknown names fail here, listing the known ones
+        self.tasks = expand_tasks(p["tasks"])  # groups expand; unknown names fail here, listing the known ones
         self.results: list[EpisodeResult] = []
         self.finished = False
         self.error: str | None = None  # why the simulator stopped early (it could not build or step a task)
@@ -124,12 +122,19 @@ class SimNode(Node):
         # that takes all the memory before the first frame
         if not 0 < p["rate_hz"] <= MAX_SIM_RATE_HZ:
             problems.append(f"'rate_hz' must be in (0, {MAX_SIM_RATE_HZ:g}] Hz, got {p['rate_hz']}")
-        if not 8 <= p["image_size"] <= MAX_SIM_IMAGE_SIZE:
-            problems.append(f"'image_size' must be in 8..{MAX_SIM_IMAGE_SIZE}, got {p['image_size']}")
+        # the simulator's own limits, checked here: past them the first episode failed, after the policy loaded
+        if not MIN_IMAGE_SIZE <= p["image_size"] <= MAX_IMAGE_SIZE:
+            problems.append(f"'image_size' must be in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (the renderer's offscreen "
+                            f"buffer), got {p['image_size']}")
         if not p["cameras"]:
             problems.append("'cameras' is empty")
-        if p["max_steps"] < 0:
-            problems.append(f"'max_steps' must be >= 0, got {p['max_steps']}")
+        elif len(set(p["cameras"])) != len(p["cameras"]):
+            problems.append(f"'cameras' repeats a camera: {list(p['cameras'])}")
+        if not 0 <= p["max_steps"] <= MAX_EPISODE_STEPS:
+            problems.append(f"'max_steps' must be in 0..{MAX_EPISODE_STEPS} (0 = the task's own; Meta-World's "
+                            f"episode limit), got {p['max_steps']}")
+        if p["seed"] < 0:
+            problems.append(f"'seed' must be >= 0, got {p['seed']}")
         if not 0 < p["action_timeout_s"] < float("inf"):
             problems.append(f"'action_timeout_s' must be a finite number > 0, got {p['action_timeout_s']}")
         if problems:
@@ -293,9 +298,10 @@ class SimNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    def report(node: SimNode) -> None:
+    def report(node: SimNode) -> int:
         print(json.dumps({"success_rate": node.success_rate(), "episodes": [r.__dict__ for r in node.results],
                           "error": node.error}))
+        return 1 if node.error else 0  # a simulator that failed is no successful run for launch or CI
 
     return run_node(SimNode, argv, until=lambda node: node.finished, on_done=report)
 

@@ -212,6 +212,15 @@ TASK_GROUPS: dict[str, tuple[str, ...]] = {
 # Named suites for --suite (commands that take --tasks): each is a task group. "default" is the ten-task suite.
 SUITES: dict[str, str] = {"default": "all", "mt50": "mt50"}
 
+# Seeds: demonstrations are collected from 0 up, evaluation episodes from here up (disjoint from them)
+EVAL_SEED_OFFSET = 100_000
+# What the simulator can do (Meta-World v3 through MuJoCo's renderer): its smallest image, its offscreen
+# buffer (640x480), its episode limit (max_path_length); the collector, the sim node and the adapter check these
+MIN_IMAGE_SIZE = 16
+MAX_IMAGE_SIZE = 480
+MAX_EPISODE_STEPS = 500
+CAMERA_SLOTS = ("static", "wrist")  # the camera names every task has (MetaWorldAdapter's aliases)
+
 
 def tasks_arg(suite: str | None, tasks: str | None, default: str = "all") -> str:
     """The task list a command runs, from its --suite and --tasks options (at most one of them given)."""
@@ -282,6 +291,12 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     return ALL_TASKS[key]
 
 
+def expand_tasks(names: list[str]) -> list[TaskSpec]:
+    """Task names and groups ('all', 'mt50-hard', ...) -> their tasks, in order, repeats kept (a sim cycling
+    ['reach', 'reach', 'push'] runs reach twice as often)."""
+    return [get_task(m) for n in names for m in TASK_GROUPS.get(n.strip(), (n,))]
+
+
 def resolve_tasks(spec: str) -> list[TaskSpec]:
     """A comma-separated list of task names and groups ('all', 'shared', 'all+shared', 'mt50', 'mt50-easy',
     ...); order kept, duplicates dropped."""
@@ -289,12 +304,7 @@ def resolve_tasks(spec: str) -> list[TaskSpec]:
     if not names:
         raise ValueError(f"no task names in {spec!r}; use a group ({', '.join(TASK_GROUPS)}) or a comma list of: "
                          f"{', '.join(ALL_TASKS)}")
-    out: list[TaskSpec] = []
-    for n in names:
-        for t in (get_task(m) for m in TASK_GROUPS.get(n, (n,))):
-            if t not in out:
-                out.append(t)
-    return out
+    return list(dict.fromkeys(expand_tasks(names)))
 
 
 def _load_mt50() -> None:
