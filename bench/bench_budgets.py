@@ -183,10 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.exit_actions is not None:
         if args.profile is None:
             parser.error("--exit-actions needs --profile")
-        data = np.load(args.exit_actions, allow_pickle=False)  # never unpickle an outside file
-        if data.ndim != 3 or data.shape[0] < 2:
+        try:
+            data = np.load(args.exit_actions, allow_pickle=False)  # never unpickle an outside file
+        except (OSError, ValueError, EOFError) as exc:  # empty (EOFError) or not an .npy array
+            raise ValueError(f"--exit-actions {args.exit_actions}: not a readable .npy array "
+                             f"({type(exc).__name__}: {exc})") from None
+        if not isinstance(data, np.ndarray) or data.ndim != 3 or data.shape[0] < 2:  # an .npz is a mapping
             parser.error(f"--exit-actions {args.exit_actions}: expected (steps, exits, action) per-exit actions, "
-                         f"got shape {data.shape}")
+                         f"got {f'shape {data.shape}' if isinstance(data, np.ndarray) else 'an .npz archive'}")
         profile = CostProfile.load(args.profile)
         half = data.shape[0] // 2
         calib, held = data[:half], data[half:]

@@ -32,7 +32,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from common import REPO, checkpoint_option, machine_description, ratio, run_bench
+from common import (
+    REPO,
+    check_output,
+    checkpoint_option,
+    load_cache,
+    machine_description,
+    ratio,
+    run_bench,
+    save_cache,
+    task_episodes,
+)
 
 from deer_vla.control import (
     BudgetSpec,
@@ -43,6 +53,7 @@ from deer_vla.control import (
 )
 from deer_vla.control.budgets import budget_report
 from deer_vla.control.thresholds import simulate_exits
+from deer_vla.core.config_io import positive_int
 from deer_vla.model.shipped import checkpoint_help
 
 
@@ -59,13 +70,12 @@ def record(runner, dataset: Path, digest: str, cache: Path | None, tasks: list[s
 
     ds = EpisodeDataset(dataset)
     wanted = ds.tasks if tasks is None else tasks
-    indices = sorted(i for t in wanted for i in ds.episodes_for_task(t)[:per_task])
+    indices = sorted(i for t in wanted for i in task_episodes(ds, t)[:per_task])
     key = np.array([digest, str(dataset.resolve()), str(indices), str(max_steps)])
     path = cache / f"{dataset.name}.npz" if cache is not None else None
-    if path is not None and path.is_file():
-        with np.load(path) as z:
-            if np.array_equal(z["key"], key):
-                return {k: z[k] for k in ("features", "actions", "episode", "ep_task")}
+    cached = load_cache(path, key)
+    if cached is not None:
+        return {k: cached[k] for k in ("features", "actions", "episode", "ep_task")}
     episodes, names = [], []
     for i in indices:
         ep = ds.load(i)
@@ -74,9 +84,7 @@ def record(runner, dataset: Path, digest: str, cache: Path | None, tasks: list[s
     with torch.inference_mode():
         data = collect_gate_data(runner, episodes)
     out = {"features": data.features, "actions": data.actions, "episode": data.episode, "ep_task": np.array(names)}
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, key=key, **out)
+    save_cache(path, key=key, **out)
     return out
 
 
@@ -115,16 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", nargs="+", default=None, metavar="DIR", help="training demonstrations (directories, "
                    "taken in this order; default data/demos)")
     p.add_argument("--held", default=None, metavar="DIR", help="held-out demonstrations (default data/val)")
-    p.add_argument("--calib-episodes", type=int, default=1, help="per task, from --held, to solve thresholds on")
-    p.add_argument("--held-episodes", type=int, default=1, help="per task, from --held, after those: scored")
+    p.add_argument("--calib-episodes", type=positive_int, default=1,
+                   help="per task, from --held, to solve thresholds on")
+    p.add_argument("--held-episodes", type=positive_int, default=1, help="per task, from --held, after those: scored")
     p.add_argument("--per-task", default="3,6", help="training episodes per task (comma list)")
     p.add_argument("--hidden", default="16,64", help="hidden units per gate (comma list)")
     p.add_argument("--weight-decay", default="0.01,0.1", help="AdamW weight decay (comma list)")
-    p.add_argument("--epochs", type=int, default=None, help="gate training epochs (default train-gate's)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="gate training epochs (default train-gate's)")
     p.add_argument("--gates", nargs="*", default=[], metavar="FILE", help="gates files to score beside the trained "
                    "settings, e.g. a checkpoint's gates.safetensors")
     p.add_argument("--budgets", default="0.2,0.3,0.5,0.7", help="average budgets, fractions of full LLM GFLOPs")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     p.add_argument("--cache", default=None, metavar="DIR", help="keep the recorded features here, one npz per "
                    "dataset (reused for the same weights and dataset)")
     p.add_argument("--quick", action="store_true", help="the shipped checkpoint, 2 tasks of data/demos + data/val")
@@ -147,20 +156,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         per_task, hiddens, decays, fractions = [1, 2], [16], [0.1], [0.3, 0.5]
     if not (per_task and hiddens and decays and fractions) or min(per_task) < 1 or min(hiddens) < 1:
-        raise SystemExit("--per-task, --hidden, --weight-decay and --budgets each need at least one value "
+        raise ValueError("--per-task, --hidden, --weight-decay and --budgets each need at least one value "
                          "(episodes per task and hidden units >= 1)")
+    out = check_output("--out", Path(args.out))
     for d in [*train_dirs, held_dir]:
         if not d.is_dir():
-            raise SystemExit(f"dataset directory not found: {d} (deer-vla collect writes one)")
-    t0 = time.perf_counter()
-    runner = PolicyRunner.from_checkpoint(Path(args.checkpoint), device="cpu")
-    digest = CheckpointDir(args.checkpoint).weights_digest()
-    cache = Path(args.cache) if args.cache else None
+            raise ValueError(f"dataset directory not found: {d} (deer-vla collect writes one)")
     tasks, limit, max_steps = None, None, None
     if args.quick:  # two tasks, two episodes each, 40 steps: the whole path in seconds
         from deer_vla.data.episodes import EpisodeDataset
 
         tasks, limit, max_steps = EpisodeDataset(held_dir).tasks[:2], 2, 40
+        for d in train_dirs:  # before the model: a task missing from the data is bad input
+            ds = EpisodeDataset(d)
+            for t in tasks:
+                task_episodes(ds, t)
+    t0 = time.perf_counter()
+    runner = PolicyRunner.from_checkpoint(Path(args.checkpoint), device="cpu")
+    digest = CheckpointDir(args.checkpoint).weights_digest()
+    cache = Path(args.cache) if args.cache else None
     recs = [record(runner, d, digest, cache, tasks, limit, max_steps) for d in train_dirs]
     held = record(runner, held_dir, digest, cache, tasks, args.calib_episodes + args.held_episodes, max_steps)
     recorded = time.perf_counter() - t0
@@ -168,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     calib = ranks < args.calib_episodes
     scored = (ranks >= args.calib_episodes) & (ranks < args.calib_episodes + args.held_episodes)
     if not calib.any() or not scored.any():
-        raise SystemExit(f"{held_dir}: needs {args.calib_episodes + args.held_episodes} episodes per task")
+        raise ValueError(f"{held_dir}: needs {args.calib_episodes + args.held_episodes} episodes per task")
     held_data = GateData(held["features"], held["actions"], held["episode"])
     costs = np.asarray(runner.cost_profile.costs("llm_gflops"))
     errors = exit_errors(held["actions"][scored])
@@ -229,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     best = min((r for r in rows if "gates" not in r), key=lambda r: r["fit_mse"])
     print(f"best held-out fit: {best['per_task']} episodes per task, {best['hidden']} hidden, decay "
           f"{best['weight_decay']:g}: MSE {best['fit_mse']:.4f} (constant {best['constant_mse']:.4f})")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "train": [str(d) for d in train_dirs],
                                "held": str(held_dir), "rows": rows}, indent=2))
     print(f"wall time {time.perf_counter() - t0:.0f} s; results {out}")

@@ -40,7 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from common import REPO, checkpoint_option, machine_description, run_bench, split_episodes
+from common import REPO, check_output, checkpoint_option, machine_description, run_bench, split_episodes
+
+from deer_vla.core.config_io import non_negative_int, positive_int
 
 
 @dataclass
@@ -68,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default=str(REPO / "data" / "demos"), help="demonstrations (deer-vla collect)")
     p.add_argument("--tasks", default=None, help="comma list or a group (default all)")
     p.add_argument("--suite", default=None, help="a named suite instead of --tasks: 'default' or 'mt50'")
-    p.add_argument("--episodes-per-task", type=int, default=1)
-    p.add_argument("--skip-episodes", type=int, default=None,
+    p.add_argument("--episodes-per-task", type=positive_int, default=1)
+    p.add_argument("--skip-episodes", type=non_negative_int, default=None,
                    help="per task, episodes before the replayed ones (default 1, 0 with --quick; skip what "
                         "bench_oracle_gap calibrated on, e.g. 1 against its --quick run, to score its held-out "
                         "steps)")
@@ -79,14 +81,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="modes that stop at the first exit within TOL of the reference full model's action")
     p.add_argument("--thresholds", default="", metavar="FILE[,FILE]",
                    help="thresholds files, one dynamic mode each, run as written (e.g. a checkpoint's own)")
-    p.add_argument("--max-steps", type=int, default=None, help="steps per episode (default all)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="steps per episode (default all)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     p.add_argument("--quick", action="store_true", help="two tasks, 40 steps each (the smoke test)")
     p.add_argument("--out", default="bench_results/history.json")
     args = p.parse_args(argv)
     if args.quick:
         args.tasks = args.tasks or "coffee-button,handle-press"
-        args.max_steps = args.max_steps or 40
+        args.max_steps = 40 if args.max_steps is None else args.max_steps
         args.skip_episodes = 0 if args.skip_episodes is None else args.skip_episodes
     elif args.skip_episodes is None:
         args.skip_episodes = 1
@@ -101,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     from deer_vla.sim.tasks import tasks_arg
 
     torch.set_num_threads(args.threads)
+    out = check_output("--out", Path(args.out))
     dataset = Path(args.dataset)
     if not dataset.is_dir():
-        raise SystemExit(f"no demonstrations at {dataset}: make them with `deer-vla collect` (README)")
+        raise ValueError(f"no demonstrations at {dataset}: make them with `deer-vla collect` (README)")
     try:
         tasks = resolve_tasks(tasks_arg(args.suite, args.tasks, "all"))
     except (KeyError, ValueError) as exc:
-        raise SystemExit(f"bench_history: {exc.args[0] if exc.args else exc}") from None
+        raise ValueError(exc.args[0] if exc.args else str(exc)) from None
+    _, indices = split_episodes(dataset, tasks, args.skip_episodes, args.episodes_per_task)  # before the model
     base = PolicyRunner.from_checkpoint(Path(args.checkpoint), device="cpu")
     n = base.num_exits
     costs = base.cost_profile.costs("llm_gflops")
@@ -118,15 +122,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             values = [kind(t) for t in (s.strip() for s in text.split(",")) if t]
         except ValueError:
-            raise SystemExit(f"{flag}: expected a comma list of {kind.__name__}s, got {text!r}") from None
+            raise ValueError(f"{flag}: expected a comma list of {kind.__name__}s, got {text!r}") from None
         if len(set(values)) != len(values) or any(not np.isfinite(v) or v < 0 for v in values):
-            raise SystemExit(f"{flag}: values must be distinct, finite and >= 0, got {text!r}")
+            raise ValueError(f"{flag}: values must be distinct, finite and >= 0, got {text!r}")
         return values
 
     modes: list[ModeSpec] = []
     for k in numbers("--exits", args.exits, int):
         if not 1 <= k < n:
-            raise SystemExit(f"--exits: {k} is not an exit below the full model's {n}")
+            raise ValueError(f"--exits: {k} is not an exit below the full model's {n}")
         modes.append(ModeSpec(name=f"exit{k}", kind="fixed", exit=k))
     for tol in numbers("--oracle", args.oracle, float):
         modes.append(ModeSpec(name=f"oracle{tol:g}", kind="oracle", oracle_tolerance=tol))
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         modes += file_modes(files, n, base.cost_profile.costs, args.checkpoint)
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"--thresholds: {exc}") from None
+        raise ValueError(f"--thresholds: {exc}") from None
 
     reference = base.fork()  # one model, a history per mode
     controllers = {m.name: make_controller(base.fork(), base.cost_profile, m) for m in modes}
@@ -144,10 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     from deer_vla.data.episodes import EpisodeDataset
 
     ds = EpisodeDataset(dataset)
-    try:
-        _, indices = split_episodes(dataset, tasks, args.skip_episodes, args.episodes_per_task)
-    except KeyError as exc:
-        raise SystemExit(f"bench_history: {exc.args[0] if exc.args else exc}") from None
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in indices:
@@ -201,8 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     print("(distances: RMS over the motion axes; 'full history': the exit the mode took, replayed with the full "
           "model's history as calibration does; 'own history': the mode's action with its own exits in the "
           "head's history, as in closed loop; 'vs expert': own history, from the demonstration's action)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"checkpoint": args.checkpoint, "dataset": str(dataset), "tasks": tasks,
                                "episodes": indices, "steps": steps, "wall_s": wall, "modes": results}, indent=2))
     print(f"results {out}")

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from common import checkpoint_option, run_bench  # also puts this checkout first on sys.path
 
+from deer_vla.core.config_io import positive_int
 from deer_vla.model.shipped import checkpoint_help
 
 PAIRS = {"drawer-open": "drawer-close", "window-open": "window-close", "faucet-open": "faucet-close"}
@@ -53,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=checkpoint_option, default="", help=checkpoint_help())
     p.add_argument("--dataset", required=True, help="demonstrations NOT trained on (e.g. collected with other seeds)")
-    p.add_argument("--episodes-per-task", type=int, default=3)
-    p.add_argument("--max-steps", type=int, default=60, help="first steps of each episode")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--episodes-per-task", type=positive_int, default=3)
+    p.add_argument("--max-steps", type=positive_int, default=60, help="first steps of each episode")
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--quick", action="store_true", help="smoke test: 1 episode of 10 steps per task")
     args = p.parse_args(argv)
     if args.quick:
@@ -69,16 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     from deer_vla.model.runner import PolicyRunner
     from deer_vla.sim.tasks import get_task
 
-    runner = PolicyRunner.from_checkpoint(args.checkpoint)
     ds = EpisodeDataset(Path(args.dataset))
+    specs = {}
+    for task in ds.tasks:
+        try:
+            specs[task] = get_task(task)
+        except KeyError:  # not a suite task: it has no paraphrases to compare
+            continue
+    if not specs:  # else a table of NaN
+        raise ValueError(f"no task of {args.dataset} ({', '.join(ds.tasks) or 'none'}) is a suite task")
+    runner = PolicyRunner.from_checkpoint(args.checkpoint)
     exits = (1, runner.num_exits)
     t0 = time.perf_counter()
     rows: dict[str, dict[str, list[float]]] = {}
-    for task in ds.tasks:
-        try:
-            spec = get_task(task)
-        except KeyError:
-            continue
+    for task, spec in specs.items():
         ways = {"canonical": lambda i, s=spec: s.instruction,
                 "heldout": lambda i, s=spec: s.heldout_instructions[i % len(s.heldout_instructions)]}
         if task in PAIRS:

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/bench_mcap_split.py` from a checkout
     sys.path.insert(0, str(REPO))
-from common import output_problem, run_bench  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+from common import output_problem, ratio, run_bench  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 WARMUP_S = 2.0
 
@@ -87,6 +87,15 @@ def record(path: Path, split_mib: float, split_s: float, seconds: float) -> dict
             "samples": samples}
 
 
+def add_growth_ratios(results: list[dict]) -> None:
+    """Each split run's ``rss_growth_unsplit_over_split``: the unsplit run's RSS growth over its own (None for the
+    unsplit run, or when none ran). inf when a split run did not grow; its growths are beside it."""
+    unsplit = next((r for r in results if r["split_mib"] == 0 and r["split_s"] == 0), None)
+    for r in results:
+        r["rss_growth_unsplit_over_split"] = (
+            None if unsplit is None or r is unsplit else ratio(unsplit["rss_growth_mb"], r["rss_growth_mb"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="recording time per configuration")
@@ -101,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(record(Path(path), float(mib), float(s), float(seconds))))
         return 0
     seconds = 5.0 if args.quick else args.seconds
-    if not 0 < seconds <= 86_400:
-        parser.error(f"--seconds must be in (0, 86400], got {seconds}")
+    if not WARMUP_S + 1 <= seconds <= 86_400:  # RSS growth is measured from the end of the warm-up on
+        parser.error(f"--seconds must be in [{WARMUP_S + 1:g}, 86400] (a {WARMUP_S:g} s warm-up, then at least "
+                     f"1 s measured), got {seconds}")
     configs = []  # all parsed and checked before the first one records
     for config in args.configs.split(","):
         try:
@@ -138,11 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:>14} {r['steps']:>7} {r['steps_per_s']:>7} {r['parts']:>5} {r['chunks']:>6} "
               f"{r['gib_written']:>5} {r['rss_warm_mb']:>8} {r['rss_end_mb']:>8} {r['rss_max_mb']:>8} "
               f"{r['rss_growth_mb']:>9} {per_chunk:>8.2f}")
+    add_growth_ratios(results)
     unsplit = next((r for r in results if r["split_mib"] == 0 and r["split_s"] == 0), None)
     for r in results:
-        if r is not unsplit and unsplit is not None:
+        if r["rss_growth_unsplit_over_split"] is not None and unsplit is not None:
             print(f"ratio RSS growth unsplit/split ({r['split_mib']:g} MiB, {r['split_s']:g} s): "
-                  f"{unsplit['rss_growth_mb']:.1f} / {r['rss_growth_mb']:.1f} MB")
+                  f"{r['rss_growth_unsplit_over_split']:.2f}x ({unsplit['rss_growth_mb']:.1f} / "
+                  f"{r['rss_growth_mb']:.1f} MB)")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     return 0

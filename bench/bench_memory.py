@@ -140,10 +140,11 @@ def resident_profile(checkpoint: Path) -> tuple[list[int], list[int]]:
 def measure(checkpoint: Path, args: argparse.Namespace) -> list[dict]:
     params, weight_bytes = resident_profile(checkpoint)
     num_exits = len(weight_bytes)
-    caps = args.caps or list(range(1, num_exits + 1))
+    # the full model is always measured: it is the reference of every full/cap ratio
+    caps = sorted({*(args.caps or range(1, num_exits + 1)), num_exits})
     bad = [k for k in caps if k > num_exits]
     if bad:
-        raise SystemExit(f"--caps {bad} exceed the checkpoint's {num_exits} exits")
+        raise ValueError(f"--caps {bad} exceed the checkpoint's {num_exits} exits")
     rows: list[dict] = []
     for rep in range(args.repeats):
         # Interleave the baseline with the caps so that drift in the machine's state hits all alike.
@@ -181,7 +182,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def report(summary: list[dict], device: str, repeats: int) -> None:
-    full = summary[-1]
+    full = summary[-1]  # the highest cap: measure() always adds the full model's
     cuda = "cuda_max_allocated" in full
     how = "peak RSS (VmHWM reset after imports)" if full["peak_reset"] else "RSS after the steps (no peak reset)"
     print(f"== resident memory per exit cap, fresh process each, median of {repeats}; {how}; "
@@ -217,7 +218,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=checkpoint_argument, default=None,
                    help=checkpoint_help("a real checkpoint instead of random weights", default=None))
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--caps", type=int, nargs="+", default=None, help="exit caps to load (default: every exit)")
+    p.add_argument("--caps", type=int, nargs="+", default=None,
+                   help="exit caps to load (default: every exit; the full model, the reference of the full/cap "
+                        "ratios, is always loaded too)")
     p.add_argument("--repeats", type=int, default=None, help="fresh processes per cap (default 3, quick 1)")
     p.add_argument("--steps", type=int, default=None, help="steps run after loading (default 5, quick 2)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads in the subprocesses (0: torch default)")

@@ -44,7 +44,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, checkpoint_option, machine_description, ratio, run_bench, split_episodes
+from common import (
+    REPO,
+    check_output,
+    checkpoint_option,
+    load_cache,
+    machine_description,
+    ratio,
+    run_bench,
+    save_cache,
+    split_episodes,
+)
 
 from deer_vla.control import (
     BudgetSpec,
@@ -60,6 +70,7 @@ from deer_vla.control import (
 from deer_vla.control.budgets import budget_report
 from deer_vla.control.criterion import CRITERION_KINDS
 from deer_vla.control.thresholds import Thresholds, simulate_exits
+from deer_vla.core.config_io import non_negative_int, positive_int
 from deer_vla.model.shipped import checkpoint_help
 
 
@@ -132,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default=str(REPO / "data" / "demos"), help="demonstrations (deer-vla collect)")
     p.add_argument("--tasks", default=None, help="comma list or 'all' (default all; --quick: 2 tasks)")
     p.add_argument("--suite", default=None, help="a named suite instead of --tasks: 'default' or 'mt50'")
-    p.add_argument("--calib-episodes", type=int, default=None, help="per task (default 6; --quick 1)")
-    p.add_argument("--held-episodes", type=int, default=None,
+    p.add_argument("--calib-episodes", type=positive_int, default=None, help="per task (default 6; --quick 1)")
+    p.add_argument("--held-episodes", type=positive_int, default=None,
                    help="per task, after the calibration ones (default 4; --quick 1)")
     p.add_argument("--held-dataset", default=None, metavar="DIR",
                    help="score on this dataset's episodes (its first --held-episodes per task) instead of the "
@@ -142,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="exit criteria to compare on the same steps (comma list)")
     p.add_argument("--gates", default=None, metavar="FILE",
                    help="exit gates for the learned criterion (default: the checkpoint's own)")
-    p.add_argument("--max-steps", type=int, default=None, help="steps per episode (default all; --quick 40)")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="steps per episode (default all; --quick 40)")
     p.add_argument("--budgets", default="0.15,0.2,0.3,0.5,0.7", help="average budgets, fractions of full LLM GFLOPs")
-    p.add_argument("--bayes-trials", type=int, default=None, help="0 = quantile only (default 30; --quick 0)")
+    p.add_argument("--bayes-trials", type=non_negative_int, default=None,
+                   help="0 = quantile only (default 30; --quick 0)")
     p.add_argument("--scaled-from", type=float, default=0.2, metavar="FRACTION",
                    help="also score the thresholds solved for this budget, scaled to each other budget as the "
                         "online tracker does at run time (0 = off)")
@@ -152,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the run-time criterion's distance between consecutive exits' actions")
     p.add_argument("--smooth", type=int, default=1, metavar="K",
                    help="criterion: mean of the last K consecutive-exit distances (1 = the original)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: beside one busy process, 2 threads took 112 s to record the "
                         "--quick steps, 1 thread 6 s)")
     p.add_argument("--actions-cache", default=None, metavar="NPZ",
@@ -169,26 +181,34 @@ def main(argv: list[str] | None = None) -> int:
     from deer_vla.model.runner import PolicyRunner
 
     torch.set_num_threads(args.threads)
+    out = check_output("--out", Path(args.out))
     dataset = Path(args.dataset)
     if not dataset.is_dir():
-        raise SystemExit(f"no demonstrations at {dataset}: make them with `deer-vla collect` (README)")
+        raise ValueError(f"no demonstrations at {dataset}: make them with `deer-vla collect` (README)")
     from deer_vla.sim.tasks import tasks_arg
 
     try:
         tasks = resolve_tasks(tasks_arg(args.suite, args.tasks, "coffee-button,handle-press" if args.quick else "all"))
     except (KeyError, ValueError) as exc:
-        raise SystemExit(f"bench_oracle_gap: {exc.args[0] if exc.args else exc}") from None
-    n_calib = args.calib_episodes or (1 if args.quick else 6)
-    n_held = args.held_episodes or (1 if args.quick else 4)
-    max_steps = args.max_steps or (40 if args.quick else None)
+        raise ValueError(exc.args[0] if exc.args else str(exc)) from None
+    # None is the default; an explicit count was checked by its type
+    n_calib = (1 if args.quick else 6) if args.calib_episodes is None else args.calib_episodes
+    n_held = (1 if args.quick else 4) if args.held_episodes is None else args.held_episodes
+    max_steps = (40 if args.quick else None) if args.max_steps is None else args.max_steps
     trials = args.bayes_trials if args.bayes_trials is not None else (0 if args.quick else 30)
     fractions = [float(b) for b in args.budgets.split(",") if b.strip()]
 
     criteria = [c.strip() for c in args.criterion.split(",") if c.strip()]
     bad = [c for c in criteria if c not in CRITERION_KINDS]
     if bad or not criteria:
-        raise SystemExit(f"--criterion: choose from {CRITERION_KINDS}, got {args.criterion!r}")
+        raise ValueError(f"--criterion: choose from {CRITERION_KINDS}, got {args.criterion!r}")
     want_learned = "learned" in criteria
+    held_dataset = Path(args.held_dataset) if args.held_dataset else None
+    if held_dataset is None:  # before the model: a task missing from the data is bad input
+        calib_idx, held_idx = split_episodes(dataset, tasks, n_calib, n_held)
+    else:
+        calib_idx, _ = split_episodes(dataset, tasks, n_calib, 0)
+        _, held_idx = split_episodes(held_dataset, tasks, 0, n_held)
 
     t0 = time.perf_counter()
     runner = PolicyRunner.from_checkpoint(Path(args.checkpoint), device="cpu")
@@ -197,29 +217,19 @@ def main(argv: list[str] | None = None) -> int:
         runner = PolicyRunner(runner.model, runner.tokenizer, profile=runner.cost_profile,
                               gates=ExitGates.load(gates_file))
     if want_learned and not runner.has_exit_gates:
-        raise SystemExit(f"--criterion learned: {args.checkpoint} has no exit gates; train them with "
+        raise ValueError(f"--criterion learned: {args.checkpoint} has no exit gates; train them with "
                          "`deer-vla train-gate CHECKPOINT --data DIR` or pass --gates FILE")
     profile = runner.cost_profile
     costs = np.asarray(profile.costs("llm_gflops"))
-    held_dataset = Path(args.held_dataset) if args.held_dataset else None
-    if held_dataset is None:
-        calib_idx, held_idx = split_episodes(dataset, tasks, n_calib, n_held)
-    else:
-        calib_idx, _ = split_episodes(dataset, tasks, n_calib, 0)
-        _, held_idx = split_episodes(held_dataset, tasks, 0, n_held)
     held_eps = load_episodes(held_dataset or dataset, held_idx)  # observations (unless cached), expert actions
     cache = Path(args.actions_cache) if args.actions_cache else None
     # the weights' digest: a model retrained into the same folder must not be scored with the old one's actions
     key = np.array([args.checkpoint, CheckpointDir(args.checkpoint).weights_digest(), str(dataset),
                     str(held_dataset), ",".join(tasks), str(calib_idx), str(held_idx), str(max_steps),
                     file_digest(gates_file) if want_learned else ""])
-    cached = None
-    if cache is not None and cache.is_file():
-        with np.load(cache) as z:
-            if np.array_equal(z["key"], key):  # recorded for this very checkpoint, gates, data and split
-                cached = z["calib"], z["held"], z["calib_scores"], z["held_scores"]
+    cached = load_cache(cache, key)  # recorded for this very checkpoint, gates, data and split
     if cached is not None:
-        calib, held, calib_scores, held_scores = cached
+        calib, held, calib_scores, held_scores = (cached[k] for k in ("calib", "held", "calib_scores", "held_scores"))
         source = f"loaded from {cache}"
     else:
         cams = tuple(runner.cameras)
@@ -232,14 +242,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 calib, held = collect_exit_actions(runner, calib_obs), collect_exit_actions(runner, held_obs)
                 calib_scores, held_scores = np.zeros((0,)), np.zeros((0,))
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, key=key, calib=calib, held=held, calib_scores=calib_scores, held_scores=held_scores)
+        save_cache(cache, key=key, calib=calib, held=held, calib_scores=calib_scores, held_scores=held_scores)
         source = f"recorded in {time.perf_counter() - t0:.0f} s"
     errors = exit_errors(held)
     expert = expert_actions(held_eps, max_steps)
     if expert.shape != (held.shape[0], held.shape[2]):
-        raise SystemExit(f"demonstration actions {expert.shape} do not line up with the recorded steps {held.shape}")
+        raise ValueError(f"demonstration actions {expert.shape} do not line up with the recorded steps {held.shape}")
     print(f"{machine_description('cpu')}; {len(tasks)} task(s), {calib.shape[0]} calibration / "
           f"{held.shape[0]} held-out steps{f' (from {held_dataset})' if held_dataset else ''}, "
           f"{profile.num_exits} exits; full model {costs[-1]:.4f} LLM GFLOPs/step ({source})")
@@ -343,8 +351,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dynamic controller ({method}, {crit_name}) / oracle at the same mean error: "
                   f"{min(gaps):.2f}-{max(gaps):.2f}x over budgets {[r['budget_fraction'] for r in mine]}{worst}")
     gate_summary = ExitGates.training_summary(gates_file) if want_learned and gates_file.is_file() else None
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"checkpoint": args.checkpoint, "tasks": tasks, "criterion_distance": args.distance,
                                "criterion_smooth": args.smooth, "criteria": criteria,
                                "gates": str(gates_file) if want_learned else None, "gate_training": gate_summary,

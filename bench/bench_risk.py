@@ -29,11 +29,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, checkpoint_option, machine_description, run_bench
+from common import REPO, check_output, checkpoint_option, load_cache, machine_description, run_bench, save_cache
 
 from deer_vla.commands.calibrate import calibration_steps
 from deer_vla.control.risk import DEFAULT_BOUND, RiskSpec, certified_count, episode_means, family_matrices
 from deer_vla.control.thresholds import Thresholds
+from deer_vla.core.config_io import positive_int
+from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.model.checkpoint_dir import CheckpointDir, CheckpointError
 from deer_vla.model.shipped import checkpoint_help
 
@@ -41,20 +43,31 @@ DEFAULT_PAIRS = ("mean,0.01,0.1", "mean,0.015,0.05", "exceed:0.05,0.1,0.1", "exc
 
 
 def parse_pair(text: str, bound: float, test: str) -> tuple[RiskSpec, float, float]:
-    """"METRIC,EPS,DELTA" with METRIC "mean" or "exceed:TAU"."""
+    """"METRIC,EPS,DELTA" with METRIC "mean" or "exceed:TAU", a finite EPS > 0 and 0 < DELTA < 1."""
     try:
-        metric, eps, delta = text.split(",")
-        return RiskSpec.parse(metric, bound, test), float(eps), float(delta)
+        metric, eps_text, delta_text = text.split(",")
+        spec, eps, delta = RiskSpec.parse(metric, bound, test), float(eps_text), float(delta_text)
     except ValueError as exc:
-        raise SystemExit(f"--pair {text!r}: expected METRIC,EPS,DELTA (METRIC mean or exceed:TAU): {exc}") from None
+        raise ValueError(f"--pair {text!r}: expected METRIC,EPS,DELTA (METRIC mean or exceed:TAU): {exc}") from None
+    if not (0 < eps < np.inf and 0 < delta < 1):  # NaN fails both: it was tested as a limit before
+        raise ValueError(f"--pair {text!r}: EPS must be a finite number > 0 and DELTA in (0, 1)")
+    return spec, eps, delta
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson interval of a rate k/n (the violation rate is itself measured on finite splits)."""
-    p = k / n
-    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, mid - half)), float(min(1.0, mid + half))
+def episode_picks(total: int, episodes: int | None) -> np.ndarray:
+    """Indices of the episodes used: ``episodes`` of the ``total`` spread evenly (None: all)."""
+    n = total if episodes is None else min(episodes, total)
+    return np.unique(np.linspace(0, total - 1, n).round().astype(int))
+
+
+def calib_units(n_units: int, fraction: float, unit: str) -> int:
+    """Units on the calibration side; ValueError unless both sides get at least one (an empty test side
+    has no risk to measure: NaN, which no comparison with eps counts as a violation)."""
+    n_cal = max(1, int(round(fraction * n_units)))
+    if n_cal >= n_units:
+        raise ValueError(f"--calib-fraction {fraction:g} of {n_units} {unit}(s) leaves none for the test side; "
+                         f"each side needs at least one {unit}")
+    return n_cal
 
 
 def record_actions(checkpoint: Path, dataset: Path, episodes: int | None, max_steps: int | None,
@@ -71,11 +84,10 @@ def record_actions(checkpoint: Path, dataset: Path, episodes: int | None, max_st
     runner = PolicyRunner.from_checkpoint(checkpoint, device="cpu")
     learned = base.criterion.learned
     if learned and not runner.has_exit_gates:
-        raise SystemExit(f"the base thresholds are the learned criterion's and {checkpoint} has no exit gates: "
+        raise ValueError(f"the base thresholds are the learned criterion's and {checkpoint} has no exit gates: "
                          "train them with `deer-vla train-gate`")
     ds = EpisodeDataset(dataset)
-    n = len(ds) if episodes is None else min(episodes, len(ds))
-    picks = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
+    picks = episode_picks(len(ds), episodes)
     parts, scores, owner = [], [], []
     with torch.inference_mode():
         for j, i in enumerate(picks):
@@ -93,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=checkpoint_option, default="", help=checkpoint_help())
     p.add_argument("--dataset", default=str(REPO / "data" / "val"), help="held-out episodes")
-    p.add_argument("--episodes", type=int, default=None, help="held-out episodes to use (default all; --quick 8)")
-    p.add_argument("--max-steps", type=int, default=None, help="steps per episode (default all; --quick 40)")
+    p.add_argument("--episodes", type=positive_int, default=None,
+                   help="held-out episodes to use (default all; --quick 8)")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="steps per episode (default all; --quick 40)")
     p.add_argument("--base-thresholds", default=None,
                    help="thresholds scaled by the family (default <checkpoint>/thresholds.json); must not be "
                         "fitted on these held-out episodes")
@@ -103,12 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bound", type=float, default=DEFAULT_BOUND,
                    help="metric mean: per-step distance clip B (2 clips nothing for actions in [-1, 1])")
     p.add_argument("--test", choices=("wsr", "hb"), default="wsr", help="metric mean: p-value")
-    p.add_argument("--splits", type=int, default=None, help="random calibration/test splits (default 500; quick 200)")
+    p.add_argument("--splits", type=positive_int, default=None,
+                   help="random calibration/test splits (default 500; quick 200)")
     p.add_argument("--calib-fraction", type=float, default=0.5)
     p.add_argument("--unit", choices=("step", "episode"), default="step", help="what a split draws")
     p.add_argument("--risk-unit", choices=("step", "episode"), default=None,
                    help="what the test treats as i.i.d. (default: the split unit); episode: per-episode mean losses")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--actions-cache", default=None, metavar="NPZ",
                    help="reuse the recorded per-exit actions from this file (written on first use)")
     p.add_argument("--quick", action="store_true")
@@ -116,19 +130,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench_results/risk.json")
     args = p.parse_args(argv)
 
-    episodes = args.episodes or (8 if args.quick else None)
-    max_steps = args.max_steps or (40 if args.quick else None)
-    n_splits = args.splits or (200 if args.quick else 500)
-    if n_splits < 1 or not 0 < args.calib_fraction < 1:
-        raise SystemExit("--splits must be >= 1 and --calib-fraction in (0, 1)")
+    # None is the default; an explicit count was checked by its type (>= 1)
+    episodes = (8 if args.quick else None) if args.episodes is None else args.episodes
+    max_steps = (40 if args.quick else None) if args.max_steps is None else args.max_steps
+    n_splits = (200 if args.quick else 500) if args.splits is None else args.splits
+    if not 0 < args.calib_fraction < 1:
+        raise ValueError(f"--calib-fraction must be in (0, 1), got {args.calib_fraction}")
+    risk_unit = args.risk_unit or args.unit
+    if risk_unit == "episode" and args.unit == "step":
+        raise ValueError("--risk-unit episode needs --unit episode (whole episodes on each side)")
     pairs = [parse_pair(t, args.bound, args.test) for t in (args.pair or DEFAULT_PAIRS)]
+    out = check_output("--out", Path(args.out))
     ckpt, dataset = CheckpointDir(args.checkpoint), Path(args.dataset)
     try:
         ckpt.check()
     except CheckpointError as exc:
-        raise SystemExit(str(exc)) from None
+        raise ValueError(str(exc)) from None
     if not dataset.is_dir():
-        raise SystemExit(f"no held-out episodes at {dataset}: make them with `deer-vla collect` (README)")
+        raise ValueError(f"no held-out episodes at {dataset}: make them with `deer-vla collect` (README)")
+    if args.unit == "episode":  # known before recording; steps are counted after
+        from deer_vla.data.episodes import EpisodeDataset
+
+        calib_units(len(episode_picks(len(EpisodeDataset(dataset)), episodes)), args.calib_fraction, "episode")
     base_path = Path(args.base_thresholds) if args.base_thresholds else ckpt.thresholds_path
     base = Thresholds.load(base_path)
 
@@ -138,21 +161,15 @@ def main(argv: list[str] | None = None) -> int:
                     str(dataset.resolve()), str(episodes), str(max_steps), str(base.criterion.learned),
                     str(base.first_exit)])
     cache = Path(args.actions_cache) if args.actions_cache else None
-    actions, scores = None, None
-    if cache is not None and cache.is_file():
-        with np.load(cache) as z:
-            if np.array_equal(z["key"], key):  # recorded for this very checkpoint, data and criterion
-                actions, owner, costs = z["actions"], z["owner"], z["costs"]
-                scores = z["scores"] if "scores" in z.files else None
-    if actions is None:
+    cached = load_cache(cache, key)  # recorded for this very checkpoint, data and criterion
+    if cached is None:
         actions, owner, scores, profile = record_actions(ckpt.root, dataset, episodes, max_steps, args.threads, base)
         costs = np.asarray(profile.costs(base.metric))  # type: ignore[attr-defined]
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            extra = {} if scores is None else {"scores": scores}
-            np.savez(cache, key=key, actions=actions, owner=owner, costs=costs, **extra)
+        extra = {} if scores is None else {"scores": scores}
+        save_cache(cache, key=key, actions=actions, owner=owner, costs=costs, **extra)
         source = f"recorded in {time.perf_counter() - t0:.0f} s"
     else:
+        actions, owner, costs, scores = cached["actions"], cached["owner"], cached["costs"], cached.get("scores")
         source = f"loaded from {cache}"
     s, n_exits, _ = actions.shape
     full = float(costs[-1])
@@ -161,12 +178,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{base_path} ({base.method}, {base.criterion.kind} criterion); {n_splits} splits by {args.unit}, "
           f"{args.calib_fraction:g} calibration")
 
-    risk_unit = args.risk_unit or args.unit
-    if risk_unit == "episode" and args.unit == "step":
-        raise SystemExit("--risk-unit episode needs --unit episode (whole episodes on each side)")
     rng = np.random.default_rng(args.seed)
     units = np.unique(owner) if args.unit == "episode" else np.arange(s)
-    n_cal_units = max(1, int(round(args.calib_fraction * len(units))))
+    n_cal_units = calib_units(len(units), args.calib_fraction, args.unit)
     splits = []
     for _ in range(n_splits):
         perm = rng.permutation(len(units))
@@ -213,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                "splits": per_split}
         results.append(row)
         name = "mean" if spec.metric == "mean" else f"exceed:{spec.tau:g}"
-        lo, hi = wilson(viol, n_splits)
+        lo, hi = wilson_interval(viol, n_splits)
         row["ltt_violation_ci95"] = [lo, hi]
         verdict = ("ok" if row["ltt_violation_rate"] <= delta
                    else f"OVER delta (95% interval [{lo:.3f}, {hi:.3f}])")
@@ -225,8 +239,6 @@ def main(argv: list[str] | None = None) -> int:
           "noise counts against it too); refused: splits where "
           "nothing was certified, counted at the strictest member; cost/full: mean cost of the test half under "
           "the certified thresholds over the full model's; plain: cheapest scale with calibration risk <= eps)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"checkpoint": str(ckpt.root), "dataset": str(dataset), "steps": int(s),
                                "base_thresholds": str(base_path), "unit": args.unit, "risk_unit": risk_unit,
                                "splits": n_splits,

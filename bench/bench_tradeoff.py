@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tasks = resolve_tasks(tasks_arg(args.suite, args.tasks, "coffee-button,handle-press" if args.quick else "all"))
     except (KeyError, ValueError) as exc:
-        raise SystemExit(f"bench_tradeoff: {exc.args[0] if exc.args else exc}") from None
+        raise ValueError(exc.args[0] if exc.args else str(exc)) from None  # one line, rc 2 (run_bench)
     dataset: str | None = args.dataset
     if not Path(args.dataset).is_dir():
         # A fresh clone has no demonstrations: the dynamic point is then the

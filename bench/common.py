@@ -10,8 +10,10 @@ import os
 import platform
 import sys
 import traceback
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +23,9 @@ if str(REPO) not in sys.path:  # run as `python bench/x.py` from anywhere
 
 from deer_vla.core import LatencyStats, Observation  # noqa: E402
 from deer_vla.model.shipped import checkpoint_argument  # noqa: E402
+
+if TYPE_CHECKING:
+    from deer_vla.data.episodes import EpisodeDataset
 
 
 def run_bench(main: Callable[[], int]) -> int:
@@ -41,17 +46,55 @@ def run_bench(main: Callable[[], int]) -> int:
         return 2
 
 
-def output_problem(path: Path | None) -> str | None:
-    """Why a result file cannot be written at ``path`` (None: it can, or no path), asked before the work."""
+def output_problem(path: Path | None, create: bool = False) -> str | None:
+    """Why a result file cannot be written at ``path`` (None: it can, or no path), asked before the work.
+    ``create``: make its folder now (the benches whose default output is under bench_results/)."""
     if path is None:
         return None
     from deer_vla.core.writable import unwritable_dir
 
     if path.is_dir():
         return f"{path} is a folder; give a file name"
-    if not path.parent.is_dir():
+    if not create and not path.parent.is_dir():
         return f"no folder {path.parent} for {path.name}"
-    return unwritable_dir(path.parent, create=False)
+    return unwritable_dir(path.parent, create=create)
+
+
+def check_output(flag: str, path: Path) -> Path:
+    """``path``, its folder made and checked writable before the work: ValueError naming ``flag`` otherwise."""
+    problem = output_problem(path, create=True)
+    if problem:
+        raise ValueError(f"{flag}: {problem}")
+    return path
+
+
+def load_cache(path: Path | None, key: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The arrays of an npz cache recorded under ``key``; None (recompute) when absent, for another key, or
+    unreadable (a run killed while writing it, a full disk): a warning, never the end of the run."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:  # no pickles: a cache is only ever arrays
+            if not np.array_equal(z["key"], key):
+                return None
+            return {name: z[name] for name in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        print(f"warning: cache {path} is unreadable ({type(exc).__name__}: {exc}); recomputing", file=sys.stderr)
+        return None
+
+
+def save_cache(path: Path | None, **arrays: np.ndarray) -> None:
+    """Write an npz cache whole or not at all: a temporary file beside it, renamed over it when complete."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name without it
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_counts(**limits: tuple[float | None, float, float]) -> None:
@@ -91,7 +134,7 @@ def checkpoint_config(checkpoint: Path) -> dict:
     try:
         return CheckpointDir(checkpoint).read_config().model_dump(mode="json")
     except CheckpointError as exc:
-        raise SystemExit(f"{checkpoint} is not a usable deer_vla checkpoint: {exc}") from None
+        raise ValueError(f"{checkpoint} is not a usable deer_vla checkpoint: {exc}") from None
 
 
 def synthetic_observations(
@@ -121,11 +164,11 @@ def recorded_observations(
 
     ds = EpisodeDataset(dataset)
     if len(ds) < skip + episodes:
-        raise SystemExit(f"dataset {dataset} has {len(ds)} episodes; this run needs {skip + episodes}")
+        raise ValueError(f"dataset {dataset} has {len(ds)} episodes; this run needs {skip + episodes}")
     try:
         return [episode_observations(ds.load(i), cameras, max_steps=steps) for i in range(skip, skip + episodes)]
     except DatasetError as exc:
-        raise SystemExit(str(exc)) from None
+        raise ValueError(str(exc)) from None
 
 
 def latency_stats(samples_ms: list[float] | np.ndarray) -> LatencyStats:
@@ -165,26 +208,35 @@ def machine_description(device: str) -> str:
 
 def check_device(device: str) -> str:
     """Validate --device (deer_vla.model.device.check_device: the name, CUDA present, the GPU among this
-    machine's); a bench exits with its message."""
+    machine's); ValueError naming the flag."""
     from deer_vla.model.device import check_device as usable_device
 
     try:
         return usable_device(device)
     except ValueError as exc:
-        raise SystemExit(f"--device: {exc}") from None
+        raise ValueError(f"--device: {exc}") from None
 
 
 def split_episodes(dataset: Path, tasks: list[str], calib: int, held: int) -> tuple[list[int], list[int]]:
-    """Per task, its first ``calib`` episodes for calibration and the next ``held`` for scoring."""
+    """Per task, its first ``calib`` episodes for calibration and the next ``held`` for scoring. ValueError when a
+    task is absent (naming the tasks present) or has too few episodes."""
     from deer_vla.data.episodes import EpisodeDataset
 
     ds = EpisodeDataset(dataset)
     a: list[int] = []
     b: list[int] = []
     for task in tasks:
-        idx = ds.episodes_for_task(task)  # KeyError naming the tasks present
+        idx = task_episodes(ds, task)
         if len(idx) < calib + held:
-            raise SystemExit(f"task {task!r} has {len(idx)} episodes in {dataset}; this run needs {calib + held}")
+            raise ValueError(f"task {task!r} has {len(idx)} episodes in {dataset}; this run needs {calib + held}")
         a += idx[:calib]
         b += idx[calib:calib + held]
     return a, b
+
+
+def task_episodes(ds: EpisodeDataset, task: str) -> list[int]:
+    """``ds.episodes_for_task(task)``; its KeyError (naming the tasks present) as the ValueError of bad input."""
+    try:
+        return ds.episodes_for_task(task)
+    except KeyError as exc:
+        raise ValueError(exc.args[0] if exc.args else f"task {task!r} is not in {ds.root}") from None

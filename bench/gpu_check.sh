@@ -12,6 +12,10 @@ set -u
 OUT_DIR=$(realpath -m "${1:-$(dirname "$0")/../bench_results/gpu}")  # before the cd: relative to the caller
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+if ! why=$("$PY" -c "import torch" 2>&1); then  # its last line, not a ModuleNotFoundError traceback
+    echo "gpu_check: $PY cannot import torch (${why##*$'\n'}); set PYTHON, e.g. PYTHON=.venv/bin/python" >&2
+    exit 2
+fi
 if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "gpu_check: $PY's torch sees no CUDA GPU here: nothing to check" >&2
     exit 2

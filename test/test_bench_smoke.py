@@ -257,11 +257,195 @@ def test_a_bench_refuses_an_output_it_cannot_write_before_its_work(script, flag,
     ("bench_mcap_split.py", ["--configs", "0:0,,x"], "--configs: '' is not SPLIT_MIB:SPLIT_S"),
     ("bench_latency.py", ["--dataset", "/nonexistent"], "dataset directory not found"),  # a DatasetError traceback
     ("bench_train_speed.py", ["--num-workers", "0,-1"], "expected worker counts in 0..64"),
+    # NaN was tested as a risk limit: no test risk exceeds it, so the guarantee "held"
+    ("bench_risk.py", ["--pair", "mean,nan,0.1"], "--pair 'mean,nan,0.1': EPS must be a finite number > 0"),
+    ("bench_risk.py", ["--pair", "mean,0.01,1"], "and DELTA in (0, 1)"),
+    # an explicit 0 was turned into the default (`args.x or default`), or reached torch as a traceback
+    ("bench_risk.py", ["--splits", "0"], "argument --splits: expected an integer >= 1, got 0"),
+    ("bench_risk.py", ["--episodes", "0"], "argument --episodes: expected an integer >= 1, got 0"),
+    ("bench_risk.py", ["--threads", "0"], "argument --threads: expected an integer >= 1, got 0"),
+    ("bench_oracle_gap.py", ["--threads", "0"], "argument --threads: expected an integer >= 1, got 0"),
+    ("bench_oracle_gap.py", ["--held-episodes", "0"], "argument --held-episodes: expected an integer >= 1, got 0"),
+    ("bench_history.py", ["--threads", "0"], "argument --threads: expected an integer >= 1, got 0"),
+    ("bench_history.py", ["--max-steps", "0"], "argument --max-steps: expected an integer >= 1, got 0"),
+    ("bench_history.py", ["--episodes-per-task", "0"], "argument --episodes-per-task: expected an integer >= 1"),
+    ("bench_gate_fit.py", ["--threads", "0"], "argument --threads: expected an integer >= 1, got 0"),
+    ("bench_language.py", ["--dataset", "x", "--threads", "0"], "argument --threads: expected an integer >= 1"),
+    ("bench_language.py", ["--dataset", "x", "--episodes-per-task", "0"], "argument --episodes-per-task: expected"),
+    ("bench_budget_shift.py", ["--max-steps", "0"], "argument --max-steps: expected an integer >= 1, got 0"),
+    ("bench_mcap_split.py", ["--seconds", "1.5"], "--seconds must be in [3, 86400] (a 2 s warm-up"),  # child died
 ])
 def test_a_bench_refuses_bad_values_in_one_line(script, args, message):
     proc = run_bad(script, *args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("script", ["bench_risk.py", "bench_oracle_gap.py", "bench_history.py", "bench_gate_fit.py",
+                                    "bench_budget_shift.py"])
+def test_a_dataset_bench_refuses_an_output_it_cannot_write_before_its_work(script, tmp_path):
+    """Their --out folder is made for them (bench_results/ by default); under a file it cannot be: this was found
+    out after the whole run."""
+    (tmp_path / "afile").write_text("")
+    data = [] if script == "bench_gate_fit.py" else ["--dataset", str(tmp_path)]  # before it is looked at
+    proc = run_bad(script, *data, "--out", str(tmp_path / "afile" / "out"))
+    assert proc.returncode == 2 and f"--out: cannot write to {tmp_path / 'afile'}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not proc.stdout.strip()  # nothing measured first
+
+
+def fake_dataset(root: Path, tasks: list[str], per_task: int = 2) -> Path:
+    """A dataset's layout with empty episode files: enough for the task checks made before anything is read."""
+    from deer_vla.core.action_spec import ActionSpec
+    from deer_vla.data.episodes import EPISODE_DIR, DatasetMeta
+
+    root.mkdir(parents=True)
+    spec = ActionSpec(axes=("x", "y", "z"), scale=(0.01, 0.01, 0.01))
+    DatasetMeta(cameras=("static",), image_size=16, action_spec=spec.to_dict(), proprio_dim=4, tasks=tasks).save(root)
+    for task in tasks:
+        (root / EPISODE_DIR / task).mkdir(parents=True)
+        for seed in range(per_task):
+            (root / EPISODE_DIR / task / f"{task}__seed{seed:07d}.h5").write_bytes(b"")
+    return root
+
+
+@pytest.mark.parametrize("script,args", [
+    ("bench_oracle_gap.py", ["--dataset", "{data}", "--tasks", "drawer-open"]),
+    ("bench_history.py", ["--dataset", "{data}", "--tasks", "drawer-open"]),
+    ("bench_gate_fit.py", ["--quick", "--train", "{data}", "--held", "{held}"]),  # --quick: the held-out tasks
+])
+def test_a_task_missing_from_the_dataset_is_one_line_naming_the_tasks_present(script, args, tmp_path):
+    """It was a KeyError traceback from the dataset's lookup."""
+    data = fake_dataset(tmp_path / "data", ["coffee-button"])
+    held = fake_dataset(tmp_path / "held", ["coffee-button", "drawer-open"])
+    args = [a.format(data=data, held=held) for a in args]
+    proc = run_bad(script, *args, "--out", str(tmp_path / "out.json"))
+    assert proc.returncode == 2 and f"task 'drawer-open' has no episodes in {data}; present: coffee-button" \
+        in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_bench_language_refuses_a_dataset_without_suite_tasks(tmp_path):
+    """Every task was skipped and the table was NaN, rc 0."""
+    data = fake_dataset(tmp_path / "data", ["my-robot-task"])
+    proc = run_bad("bench_language.py", "--dataset", str(data))
+    assert proc.returncode == 2 and f"no task of {data} (my-robot-task) is a suite task" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bench_budgets_refuses_an_empty_exit_actions_file_in_one_line(tmp_path):
+    (tmp_path / "empty.npy").write_bytes(b"")  # was an EOFError traceback
+    proc = run_bad("bench_budgets.py", "--exit-actions", str(tmp_path / "empty.npy"), "--profile", "unused.json")
+    assert proc.returncode == 2 and "--exit-actions" in proc.stderr and "not a readable .npy array" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def load_bench(name: str):
+    """A bench script as a module (bench/ on sys.path while it imports ``common``)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"{name}_mod", BENCH / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_bench_risk_refuses_a_split_with_an_empty_side():
+    """An empty test side has NaN risk, which never exceeds eps: the guarantee "held" ("ok", rc 0)."""
+    risk = load_bench("bench_risk")
+    assert risk.calib_units(143, 0.5, "step") == 72 and risk.calib_units(4, 0.6, "episode") == 2
+    for n, fraction, unit in [(143, 0.999, "step"), (4, 0.9, "episode"), (1, 0.5, "episode")]:
+        with pytest.raises(ValueError, match=f"leaves none for the test side; each side needs at least one {unit}"):
+            risk.calib_units(n, fraction, unit)
+
+
+def test_an_action_cache_is_written_whole_and_an_unreadable_one_is_a_miss(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    common = load_bench("common")
+    key, path = np.array(["ckpt", "data"]), tmp_path / "cache.npz"
+    common.save_cache(path, key=key, actions=np.arange(6.0))
+    assert common.load_cache(path, key)["actions"].tolist() == list(range(6))
+    assert common.load_cache(path, np.array(["other"])) is None  # another checkpoint or data: a miss
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]  # no temporary file left beside it
+
+    def killed(file, **arrays):  # a run killed (or a disk filled) halfway through writing
+        file.write(b"PK\x03\x04 half a zip")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "savez", killed)
+    with pytest.raises(OSError):
+        common.save_cache(path, key=key, actions=np.zeros(3))
+    monkeypatch.undo()
+    assert common.load_cache(path, key)["actions"].tolist() == list(range(6))  # the earlier cache is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]
+
+    path.write_bytes(path.read_bytes()[:100])  # truncated by an older writer: was a BadZipFile traceback
+    capsys.readouterr()
+    assert common.load_cache(path, key) is None
+    err = capsys.readouterr().err
+    assert f"warning: cache {path} is unreadable" in err and "recomputing" in err and len(err.splitlines()) == 1
+
+
+def test_bench_budget_shift_rows_carry_success_counts_and_wilson_intervals(capsys):
+    from deer_vla.evaluation.stats import wilson_interval
+
+    shift = load_bench("bench_budget_shift")
+
+    def overall(k: int, n: int, gflops: float) -> dict:
+        return {"successes": k, "episodes": n, "success_rate": k / n, "mean_llm_gflops": gflops, "steps": 10 * n}
+
+    payload = {"modes": {"dyn": {"kind": "dynamic", "budget_gflops": 0.05, "budget_fraction": 0.3},
+                         "dyn+track": {"kind": "dynamic", "track_budget": True}},
+               "summary": {"dyn": {"overall": overall(5, 8, 0.06)}, "dyn+track": {"overall": overall(2, 8, 0.05)}}}
+    (row,) = shift.adherence_rows(payload, "A", "B")
+    assert (row["static_successes"], row["static_episodes"], row["tracked_successes"]) == (5, 8, 2)
+    assert row["static_success_ci95"] == pytest.approx(wilson_interval(5, 8))
+    assert row["tracked_success_ci95"] == pytest.approx(wilson_interval(2, 8))
+    shift.print_rows([row])
+    lo, hi = wilson_interval(5, 8)
+    assert f"62.5% 5/8 [{100 * lo:.1f}, {100 * hi:.1f}]" in capsys.readouterr().out
+
+
+def test_bench_mcap_split_reports_the_growth_ratio():
+    """It printed "ratio ... 12.0 / 3.0 MB" and the JSON had no ratio."""
+    split = load_bench("bench_mcap_split")
+    results = [{"split_mib": 0, "split_s": 0, "rss_growth_mb": 12.0}, {"split_mib": 32, "split_s": 0,
+                                                                         "rss_growth_mb": 3.0},
+               {"split_mib": 256, "split_s": 3600, "rss_growth_mb": 0.0}]
+    split.add_growth_ratios(results)
+    assert [r["rss_growth_unsplit_over_split"] for r in results] == [None, 4.0, float("inf")]
+
+
+def test_bench_memory_always_measures_the_full_model(monkeypatch):
+    """The reference of every full/cap ratio: the largest cap asked for was labelled "full"."""
+    import argparse
+
+    memory = load_bench("bench_memory")
+    monkeypatch.setattr(memory, "resident_profile", lambda checkpoint: ([10, 20, 30, 40], [100, 200, 300, 400]))
+    loaded = []
+
+    def spawn(checkpoint, k, args):
+        loaded.append(k)
+        return {"max_exit": k, "peak_rss": 1000 + k, "rss_after": 0}
+
+    monkeypatch.setattr(memory, "spawn", spawn)
+    rows = memory.measure(Path("unused"), argparse.Namespace(caps=[2, 1, 2], repeats=1))
+    assert loaded == [0, 1, 2, 4] and [r["max_exit"] for r in rows] == [1, 2, 4]  # baseline first, then the caps
+
+
+def test_gpu_check_names_a_python_without_torch_in_one_line(tmp_path):
+    python = tmp_path / "python"  # this interpreter without its site-packages: no torch
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    python.chmod(0o755)
+    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), str(tmp_path / "out")], cwd=tmp_path,
+                          env=dict(os.environ, PYTHON=str(python)), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and f"gpu_check: {python} cannot import torch (ModuleNotFoundError" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
 
 
 # --- energy meters (fast, no model) -----------------------------------------------------------
@@ -336,24 +520,11 @@ class FakeWattMeter:
         return self.watts * (time.perf_counter() - self._t0)
 
 
-def load_bench_latency():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_latency_mod", BENCH / "bench_latency.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
-
-
 def test_latency_energy_per_action_and_report(capsys):
     from deer_vla.control import ExitController
     from deer_vla.control.synthetic import SyntheticExitPolicy, synthetic_episodes, synthetic_profile
 
-    bench = load_bench_latency()
+    bench = load_bench("bench_latency")
     profile = synthetic_profile(3)
     ctls = {"full": ExitController(SyntheticExitPolicy(3), profile, None, fixed_exit=3),
             "dynamic": ExitController(SyntheticExitPolicy(3), profile, None, fixed_exit=1)}
