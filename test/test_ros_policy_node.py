@@ -91,6 +91,8 @@ def test_lifecycle_and_gating(executor, tiny_checkpoint, spin_until):
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from std_srvs.srv import SetBool, Trigger
 
+    from deer_vla.core import StepRecord
+
     node = policy_node(executor, tiny_checkpoint)  # enabled defaults to False (gated)
     drv = Driver(executor)
     drv.instruct()
@@ -102,6 +104,8 @@ def test_lifecycle_and_gating(executor, tiny_checkpoint, spin_until):
     assert node.trigger_activate() == R.SUCCESS
     assert drv.drive_until(lambda: len(drv.records) >= 3)  # dry run: computes and records ...
     assert not drv.twists and not drv.actions and not drv.grippers  # ... but actuates nothing
+    # ... and its records say so (a lock-step simulator pairs actions with records by it)
+    assert {StepRecord.from_json(r.data).actuated for r in drv.records} == {False}
 
     enable = drv.node.create_client(SetBool, "/deer_vla_policy/enable")
     halt = drv.node.create_client(Trigger, "/deer_vla_policy/halt")
@@ -110,6 +114,7 @@ def test_lifecycle_and_gating(executor, tiny_checkpoint, spin_until):
     assert spin_until(executor, future.done) and future.result().success
     assert node.get_parameter("enabled").value is True
     assert drv.drive_until(lambda: len(drv.twists) >= 2 and len(drv.actions) >= 2)
+    assert StepRecord.from_json(drv.records[-1].data).actuated is True
 
     future = halt.call_async(Trigger.Request())
     assert spin_until(executor, future.done) and future.result().success

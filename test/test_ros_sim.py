@@ -316,3 +316,57 @@ def test_the_sim_executable_fails_with_status_1_when_its_simulator_fails_or_a_na
                               timeout=180)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert proc.stderr.startswith("sim_node: "), proc.stderr[-2000:]
+
+
+def test_an_answer_to_an_earlier_observation_is_dropped_not_applied_to_the_next_state(executor, spin_until):
+    """A re-sent observation answered twice (the copy reached the policy after its step ended) put every later
+    action of the episode one observation late: the sim took the first action after each send. With the
+    policy's step records it applies an action only if its record's stamp is the observation's."""
+    import rclpy
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Float32MultiArray, String
+
+    from deer_vla.core import StepRecord
+    from deer_vla.ros.sim_node import SimNode
+
+    sim = SimNode(parameter_overrides=[Parameter("episodes", value=1), Parameter("max_steps", value=6),
+                                       Parameter("rate_hz", value=100.0), Parameter("image_size", value=16),
+                                       Parameter("record_topic", value="step_record")])
+    arm = rclpy.create_node("twice_arm")  # a policy that answers its first observation twice
+    executor.add_node(arm)
+    act = arm.create_publisher(Float32MultiArray, "action", 10)
+    rec = arm.create_publisher(String, "step_record", 100)
+    answered: list[int] = []
+
+    def answer(stamp_ns: int, actuated: bool = True) -> None:
+        if actuated:
+            act.publish(Float32MultiArray(data=[0.0] * 7))
+        rec.publish(String(data=StepRecord(step=len(answered), episode=0, exit_used=1, max_exit=1,
+                                           stop_reason="fixed", llm_gflops=1.0, total_gflops=1.0,
+                                           stamp_ns=stamp_ns, actuated=actuated).to_json()))
+        answered.append(stamp_ns)
+
+    def on_image(msg: Image) -> None:
+        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        if not answered:  # the first one: a gated step (no action), then the answer, then a second answer
+            answer(stamp, actuated=False)
+            answer(stamp)
+            answer(stamp)
+        else:
+            answer(stamp)
+
+    arm.create_subscription(Image, "camera/static/image_raw", on_image, qos_profile_sensor_data)
+    executor.add_node(sim)  # after the arm: its record publisher is there when the episode starts
+    try:
+        assert spin_until(executor, lambda: sim.finished, timeout=60.0)
+        (result,) = sim.results
+        assert result.steps == 6 or result.success
+        assert result.stale_answers == 1  # the second answer to the first observation, never applied
+        assert result.resends == 0
+    finally:
+        executor.remove_node(arm)
+        arm.destroy_node()
+        executor.remove_node(sim)
+        sim.destroy_node()

@@ -58,6 +58,10 @@ class StepRecord:
     risk_tau: float | None = None
     risk_bound: float | None = None
     risk_n_calibration: int | None = None
+    # whether this step's action went out to the robot (false: gated, disabled, or overtaken by a halt or a new
+    # episode); None: not said (records written before). A lock-step simulator pairs actions with observations
+    # by it and stamp_ns
+    actuated: bool | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -150,6 +154,7 @@ def _field_problems(data: dict[str, Any]) -> list[str]:
     need(data.get("budget_metric") in (None, "llm_gflops", "total_gflops"), "budget_metric",
          "'llm_gflops', 'total_gflops' or null")
     need(data.get("risk_metric") in (None, "mean", "exceed"), "risk_metric", "'mean', 'exceed' or null")
+    need(data.get("actuated") is None or isinstance(data["actuated"], bool), "actuated", "true, false or null")
     for name in ("budget_memory_bytes", "risk_n_calibration"):
         if data.get(name) is not None:
             need(_is_int(data[name]) and data[name] >= 0, name, "an integer >= 0 or null")

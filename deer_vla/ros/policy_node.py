@@ -864,7 +864,8 @@ class PolicyNode(LifecycleNode):
             if not self._pubs:
                 return  # cleaned up while the step ran
             current = job.actuation_gen == self._actuation_gen and job.episode_gen == self._episode_gen
-            if self.active and self.enabled and current:
+            record.actuated = bool(self.active and self.enabled and current)
+            if record.actuated:
                 # the command's own time, as MoveIt Servo reads it (a camera stamp would make every command
                 # of an unstamped camera, and any step slower than Servo's timeout, stale); the images' stamps
                 # are in the step record

@@ -5,9 +5,12 @@ Publishes camera images (sensor_msgs/Image, rgb8), the instruction
 action received (std_msgs/Float32MultiArray, 7-D standard or the task's
 spec layout); publishes per-episode success (std_msgs/Bool) and a JSON
 result (std_msgs/String). If no action arrives within ``action_timeout_s``
-the current observation is re-sent with a fresh stamp (the policy node steps
-a copy that arrives while it is still computing the original only once, so a
-slow step is not answered twice). With ``policy_node``
+the current observation is re-sent with a fresh stamp. With ``record_topic``
+(the policy's step records) each action is paired with the record published
+with it, whose ``stamp_ns`` names the observation it answers: an answer to an
+earlier observation (a re-sent one answered twice) is dropped and counted,
+never applied to the next state; without it (or while nothing publishes
+there) the first action after each observation is taken. With ``policy_node``
 set, episode 0 starts only once that lifecycle node reports "active" (its
 ``get_state`` service), so the first observation is not sent to a policy
 that is still loading.
@@ -18,6 +21,7 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +33,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float32MultiArray, String
 
+from deer_vla.core import StepRecord
 from deer_vla.ros.image_conv import rgb_to_image_msg
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.node_parameters import declare_parameters
@@ -51,7 +56,11 @@ SIM_DEFAULTS: dict[str, Any] = {
     "action_timeout_s": 10.0,  # long: a re-send is for a lost message, not a slow step
     "frame_id": "camera",
     "policy_node": "",  # lifecycle policy to wait for (its <name>/get_state) before episode 0; "" = do not wait
+    # the policy's step records: each action is applied only if its record's stamp is this observation's
+    # ("" = the first action after each observation, for a policy that publishes no records)
+    "record_topic": "",
 }
+MAX_UNPAIRED = 100  # actions or records waiting for their other half: far more than a lock-step loop has in flight
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 MAX_SIM_RATE_HZ = 1000.0  # MuJoCo steps and renders per tick: far beyond what a real control loop asks
 
@@ -65,6 +74,9 @@ class EpisodeResult:
     success: bool
     steps: int
     resends: int
+    # actions dropped because their step record answered another observation (a re-sent one answered twice, or
+    # a step the policy did not actuate): with record_topic only
+    stale_answers: int = 0
     # the sim's topics another node also published on during the episode (SimNode.shared_topics): then a second
     # policy's actions stepped this simulator too, or its policy read another simulator's images: results unreliable
     shared_topics: list[str] = field(default_factory=list)
@@ -88,6 +100,11 @@ class SimNode(Node):
         self._episode = -1
         self._steps = 0
         self._resends = 0
+        self._stale_answers = 0
+        self._sent_stamps: set[int] = set()  # the current observation's stamps: sent, and each re-send
+        self._pairing = False  # actions paired with their step records (record_topic, published to): per episode
+        self._verdicts: deque[bool] = deque(maxlen=MAX_UNPAIRED)  # per actuated record: does it answer the obs?
+        self._answers: deque[np.ndarray | None] = deque(maxlen=MAX_UNPAIRED)  # actions (None: one not usable)
         self._shared: set[str] = set()
         self._obs: Any = None
         self._obs_sent_ns = 0
@@ -105,6 +122,8 @@ class SimNode(Node):
         self._success_pub = self.create_publisher(Bool, p["success_topic"], 10)
         self._result_pub = self.create_publisher(String, p["result_topic"], QoSProfile(depth=100))
         self.create_subscription(Float32MultiArray, p["action_topic"], self._on_action, 10)
+        if p["record_topic"]:
+            self.create_subscription(String, p["record_topic"], self._on_record, QoSProfile(depth=100))
         self._policy_state = self.create_client(GetState, f"{p['policy_node']}/get_state") if p["policy_node"] else None
         self._policy_active = self._policy_state is None
         self._state_request: Any = None
@@ -164,14 +183,15 @@ class SimNode(Node):
         self._adapter = self._adapter_for(task)
         seed = int(self.p["seed"]) + self._episode
         self._obs = self._adapter.reset(seed=seed)
-        self._steps, self._resends = 0, 0
+        self._steps, self._resends, self._stale_answers = 0, 0, 0
+        self._pairing = bool(self.p["record_topic"]) and self.count_publishers(self.p["record_topic"]) > 0
         self._task_name, self._seed = task.name, seed
         self._shared = set(self.shared_topics())
         self._instruction_pub.publish(String(data=self._obs.instruction))
         self.get_logger().info(f"episode {self._episode}: {task.name} '{self._obs.instruction}' (seed {seed})")
         self._phase = "instruction"  # images go out on the next tick, after the instruction
 
-    def _send_observation(self) -> None:
+    def _send_observation(self, resend: bool = False) -> None:
         stamp = self.get_clock().now()
         if self._proprio_pub is not None and self._obs.proprio is not None:
             self._proprio_pub.publish(Float32MultiArray(data=[float(v) for v in self._obs.proprio]))
@@ -179,6 +199,8 @@ class SimNode(Node):
             pub.publish(rgb_to_image_msg(self._obs.images[cam], stamp.to_msg(), frame_id=f"{self.p['frame_id']}_{cam}"))
         self._action = None
         self._obs_sent_ns = stamp.nanoseconds
+        # a re-sent observation is answered by a record of either stamp; a new one by its own only
+        self._sent_stamps = ({*self._sent_stamps, stamp.nanoseconds} if resend else {stamp.nanoseconds})
 
     def shared_topics(self) -> dict[str, int]:
         """{topic: publishers} for each of the sim's topics with more publishers than its own graph has: one
@@ -200,7 +222,7 @@ class SimNode(Node):
     def _finish_episode(self, success: bool) -> None:
         self._shared.update(self.shared_topics())
         result = EpisodeResult(self._episode, self._task_name, self._obs.instruction, self._seed, bool(success),
-                               self._steps, self._resends, sorted(self._shared))
+                               self._steps, self._resends, self._stale_answers, sorted(self._shared))
         self.results.append(result)
         self._success_pub.publish(Bool(data=bool(success)))
         self._result_pub.publish(String(data=result.to_json()))
@@ -263,7 +285,7 @@ class SimNode(Node):
                 self._resends += 1
                 self.get_logger().warn(f"no action for {waited:.1f} s; re-sending the observation",
                                        throttle_duration_sec=5.0)
-                self._send_observation()
+                self._send_observation(resend=True)
             return
         result = self._adapter.step(self._action)
         self._steps += 1
@@ -274,18 +296,48 @@ class SimNode(Node):
             self._send_observation()
 
     def _on_action(self, msg: Float32MultiArray) -> None:
-        action = np.asarray(msg.data, dtype=np.float64)
+        action: np.ndarray | None = np.asarray(msg.data, dtype=np.float64)
+        assert action is not None
         if action.size == 0 or not np.all(np.isfinite(action)):
             self.get_logger().error(f"invalid action ignored: {action}", throttle_duration_sec=2.0)
+            action = None
+        elif self._phase == "running":
+            try:  # checked here: a wrong length reaching the adapter's step() would raise in the timer
+                self._adapter.to_env_action(action)
+            except ValueError as exc:
+                self.get_logger().error(f"invalid action ignored: {exc}", throttle_duration_sec=2.0)
+                action = None
+        if self._pairing:  # its record says which observation it answers
+            self._answers.append(action)
+            self._pair()
+        elif action is not None and self._phase == "running":
+            self._action = action
+
+    def _on_record(self, msg: String) -> None:
+        """The policy's step record: whether the action published with it answers the current observation."""
+        if not self._pairing:
             return
-        if self._phase != "running":
-            return
-        try:  # checked here: a wrong length reaching the adapter's step() would raise in the timer and end the node
-            self._adapter.to_env_action(action)
-        except ValueError as exc:
-            self.get_logger().error(f"invalid action ignored: {exc}", throttle_duration_sec=2.0)
-            return
-        self._action = action
+        try:
+            record = StepRecord.from_json(msg.data)
+        except ValueError:
+            return  # not a record (the monitor reports such); no action of ours goes with it
+        if record.actuated is False:
+            return  # no action was published with it
+        self._verdicts.append(self._phase == "running" and record.stamp_ns in self._sent_stamps)
+        self._pair()
+
+    def _pair(self) -> None:
+        """Match actions with their records in publishing order (each topic keeps its order, the two topics may
+        interleave either way): apply an action whose record answers the observation, drop the others."""
+        while self._verdicts and self._answers:
+            answers_now, action = self._verdicts.popleft(), self._answers.popleft()
+            if answers_now and action is not None and self._action is None:
+                self._action = action
+                self._sent_stamps = set()  # answered: a second answer to it (its re-sent copy's) is stale
+            elif self._phase == "running":
+                self._stale_answers += 1
+                self.get_logger().warn("an action answering an earlier observation was dropped (a re-sent "
+                                       "observation answered twice?)", throttle_duration_sec=5.0)
 
     def success_rate(self) -> float:
         return sum(r.success for r in self.results) / len(self.results) if self.results else 0.0
