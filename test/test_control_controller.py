@@ -254,3 +254,24 @@ def test_a_lower_cap_is_judged_by_where_the_thresholds_stop_not_by_their_cost_un
                          tracker=OnlineBudgetTracker(0.8 * full))
     ctl.set_budget(new)
     assert ctl.report is not None
+
+
+def test_the_running_mean_after_a_metric_switch_is_of_the_new_metric_alone(profile):
+    """A budget switched from LLM to total GFLOPs at run time: the records' running_mean_gflops mixed the two
+    metrics' costs (neither mean), and so did the tracker's."""
+    from deer_vla.control import OnlineBudgetTracker
+
+    full = profile.llm_gflops[-1]
+    th = solve_thresholds_quantile(stream(), profile, BudgetSpec(average_gflops=0.6 * full))
+    ctl = ExitController(SyntheticExitPolicy(N, seed=5), profile, th, BudgetSpec(average_gflops=0.6 * full),
+                         tracker=OnlineBudgetTracker(0.6 * full))
+    obs = synthetic_episodes(1, 1)[0][0]
+    for _ in range(20):
+        ctl.step(obs)
+    total_full = profile.total_gflops[-1]
+    ctl.set_budget(BudgetSpec(metric="total_gflops", average_gflops=0.6 * total_full))
+    records = [ctl.step(obs)[1] for _ in range(10)]
+    assert records[-1].budget_metric == "total_gflops"
+    expected = float(np.mean([r.total_gflops for r in records]))
+    assert records[-1].running_mean_gflops == pytest.approx(expected)
+    assert ctl.tracker.running_mean == pytest.approx(expected)

@@ -756,3 +756,63 @@ def test_an_instruction_the_model_reads_alike_is_a_repeat_and_a_cut_one_is_repor
     cut = [m for m, _ in warns if "the model reads" in m]
     assert len(cut) == 1 and f"longer than the {max_len} the model reads" in cut[0], warns
     assert {kv.key: kv.value for kv in node.diagnostics().status[0].values}["cut instructions"] == "1"
+
+
+def test_a_time_budget_set_at_run_time_needs_step_times_measured_here(executor, tiny_checkpoint, tmp_path):
+    """budget.peak_ms set by `ros2 param set` was enforced with the profile's step times from the machine the
+    checkpoint was made on (configure times the model here only when a time budget is given): exits this
+    machine cannot finish in time were let in, and its "smallest feasible" value was another machine's."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    from dataclasses import replace
+
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+    from deer_vla.model.runner import PolicyRunner
+
+    timed = PolicyRunner.from_checkpoint(ckpt).cost_profile  # timed here, then said to be from elsewhere
+    CheckpointDir(ckpt).write_profile(replace(timed, machine="the maker's machine"))
+    node = policy_node(executor, ckpt)
+    assert node.trigger_configure() == R.SUCCESS
+    result = node.set_parameters([Parameter("budget.peak_ms", value=1e6)])[0]
+    assert not result.successful and "configure did not time the model here" in result.reason
+    assert node.get_parameter("budget.peak_ms").value == 0.0
+    assert node.trigger_cleanup() == R.SUCCESS  # configured with a time budget, it is timed here
+    assert node.set_parameters([Parameter("budget.peak_ms", value=1e6)])[0].successful
+    assert node.trigger_configure() == R.SUCCESS
+    assert node.set_parameters([Parameter("budget.deadline_ms", value=1e6)])[0].successful
+
+
+def test_the_first_status_after_a_reconfigure_counts_from_the_configure(executor, tiny_checkpoint):
+    """The step and skip counters run on across cleanup: the first /diagnostics period after a new configure
+    reported the earlier configuration's steps and skips as its own (WARN, "4 of 10 steps skipped")."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = _started(executor, tiny_checkpoint, enabled=True)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.records) >= 3)
+    node.stats.skip("stale_image", "old images")  # an earlier configuration's skips
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+    assert node.trigger_configure() == R.SUCCESS
+    values = {kv.key: kv.value for kv in node.diagnostics().status[0].values}
+    assert values["steps (last period)"] == "0", values
+    assert all(v == "0" for k, v in values.items() if k.startswith("skipped") and "last period" in k), values
+
+
+def test_a_finalized_node_does_not_claim_it_can_actuate(executor, tiny_checkpoint, spin_until):
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from std_srvs.srv import SetBool
+
+    node = _started(executor, tiny_checkpoint)
+    assert node.trigger_shutdown() == R.SUCCESS
+    drv = Driver(executor)
+    enable = drv.node.create_client(SetBool, "/deer_vla_policy/enable")
+    assert enable.wait_for_service(timeout_sec=5.0)
+    future = enable.call_async(SetBool.Request(data=True))
+    assert spin_until(executor, future.done)
+    assert not future.result().success and "finalized" in future.result().message
+    status = node.unconfigured_diagnostics().status[0]
+    assert "restart the node" in status.message and "configure to load" not in status.message

@@ -318,6 +318,11 @@ class ExitController:
     def step(self, observation: Observation) -> tuple[np.ndarray, StepRecord]:
         with self._lock:
             if self._pending is not None:
+                if self._pending.metric != self.budget.metric:
+                    # the running mean is of the budget's metric: one of LLM and total GFLOPs mixed is neither
+                    self._cost_sum, self._cost_steps = 0.0, 0
+                    if self.tracker is not None:
+                        self.tracker.restart_mean()
                 self._apply_budget(self._pending)
                 self._pending = None
         cap = self.report.cap

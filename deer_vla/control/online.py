@@ -86,6 +86,10 @@ class OnlineBudgetTracker:
 
     def reset(self) -> None:
         self._z = 0.0
+        self.restart_mean()
+
+    def restart_mean(self) -> None:
+        """Count the running mean afresh, the scale kept (a budget now counted in another metric)."""
         self._sum = 0.0
         self._steps = 0
 

@@ -215,4 +215,7 @@ def unconfigured_status(state: str, checkpoint: str, configure_error: str | None
     values = [("state", state), ("checkpoint", checkpoint)]
     if configure_error is not None:
         return PolicyStatus(ERROR, f"configure failed: {configure_error}", values)
+    if state == "finalized":  # no transition leaves it: restart the node
+        return PolicyStatus(WARN, "finalized: shut down, no checkpoint loaded (restart the node to run again)",
+                            values)
     return PolicyStatus(WARN, f"{state}: no checkpoint loaded (lifecycle configure to load one)", values)

@@ -363,7 +363,9 @@ class PolicyNode(LifecycleNode):
             "action": self.create_publisher(Float32MultiArray, params.action_topic, OUTPUT_QOS),
             "record": self.create_publisher(String, params.record_topic, QoSProfile(depth=100)),
         }
-        self._health_before = None
+        # the first period counts from here: the counters run on across a cleanup, and an earlier configuration's
+        # steps and skips reported as the last period's made a fresh node read WARN
+        self._health_before = self.health_snapshot()
         self._start_diagnostics_timer(params.diagnostics_period_s)
 
     def _stop_worker(self) -> None:
@@ -512,11 +514,24 @@ class PolicyNode(LifecycleNode):
         if wanted > loaded:
             raise ConfigurationError(f"the budget allows exit {wanted}, but configure loaded exits 1..{loaded} only "
                                      f"(the budget then in force): {again}")
+        if (budget.peak_ms is not None or budget.deadline_ms is not None) and not self._timed_here():
+            raise ConfigurationError(
+                "a time budget (peak_ms, deadline_ms) is enforced with this machine's step times, and configure "
+                "did not time the model here (no time budget then; the checkpoint's profile was timed on another "
+                f"machine): {again} with the time budget set, which times it")
         resident = self.stack.profile.weight_bytes[loaded - 1]
         if budget.memory_bytes is not None and budget.memory_bytes < resident:
             raise ConfigurationError(f"memory budget {budget.memory_bytes} bytes is below the {resident} bytes of "
                                      f"the loaded exits 1..{loaded}, which stay resident (a lower cap, exit {cap}, "
                                      "would not free them): deactivate, clean up and configure under it")
+
+    def _timed_here(self) -> bool:
+        """Whether the loaded cost profile's step times were measured on this machine (runner.time_here)."""
+        from deer_vla.model.profiling import machine_id
+
+        assert self.stack is not None
+        profile = self.stack.full_profile
+        return profile.has_latency() and profile.machine == machine_id()
 
     def _params_with(self, changes: list[Parameter]) -> PolicyParams:
         """The parameters that would be in force with ``changes``. While configured, only the run-time ones
@@ -572,6 +587,10 @@ class PolicyNode(LifecycleNode):
 
     # -- services ----------------------------------------------------------------------
     def _srv_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        if request.data and self._state_machine.current_state[1] == "finalized":
+            response.success = False  # it can never actuate again: "enabled" would be a promise nobody keeps
+            response.message = "finalized: shut down, cannot actuate (restart the node)"
+            return response
         self.set_parameters([Parameter("enabled", Parameter.Type.BOOL, bool(request.data))])
         response.success = self.enabled == bool(request.data)
         response.message = "enabled" if self.enabled else "gated (dry run)"
