@@ -185,6 +185,9 @@ class SimNode(Node):
         self._obs = self._adapter.reset(seed=seed)
         self._steps, self._resends, self._stale_answers = 0, 0, 0
         self._pairing = bool(self.p["record_topic"]) and self.count_publishers(self.p["record_topic"]) > 0
+        if not self._pairing:  # halves left from paired episodes would pair with the wrong ones when it resumes
+            self._verdicts.clear()
+            self._answers.clear()
         self._task_name, self._seed = task.name, seed
         self._shared = set(self.shared_topics())
         self._instruction_pub.publish(String(data=self._obs.instruction))
@@ -295,19 +298,23 @@ class SimNode(Node):
         else:
             self._send_observation()
 
-    def _on_action(self, msg: Float32MultiArray) -> None:
-        action: np.ndarray | None = np.asarray(msg.data, dtype=np.float64)
-        assert action is not None
+    def _usable(self, action: np.ndarray) -> bool:
+        """Whether ``action`` can step the simulator (else a throttled error says why)."""
         if action.size == 0 or not np.all(np.isfinite(action)):
             self.get_logger().error(f"invalid action ignored: {action}", throttle_duration_sec=2.0)
-            action = None
-        elif self._phase == "running":
+            return False
+        if self._phase == "running":
             try:  # checked here: a wrong length reaching the adapter's step() would raise in the timer
                 self._adapter.to_env_action(action)
             except ValueError as exc:
                 self.get_logger().error(f"invalid action ignored: {exc}", throttle_duration_sec=2.0)
-                action = None
-        if self._pairing:  # its record says which observation it answers
+                return False
+        return True
+
+    def _on_action(self, msg: Float32MultiArray) -> None:
+        raw = np.asarray(msg.data, dtype=np.float64)
+        action = raw if self._usable(raw) else None
+        if self._pairing:  # its record says which observation it answers (an unusable action keeps its place)
             self._answers.append(action)
             self._pair()
         elif action is not None and self._phase == "running":
