@@ -288,6 +288,24 @@ def test_the_monitor_splits_steps_mcap_and_jsonl_together_and_they_read_back_who
         in_mcap = [json.loads(m.message.data)["step"] for m in read_messages(tmp_path / "r" / f"{name}.mcap")
                    if m.topic == RECORD_TOPIC_MCAP]
         assert in_jsonl == in_mcap and in_jsonl
+    # the MCAP moving on by two parts between records (a disk that filled up twice): the JSONL follows to the
+    # same number and goes on there (it tried to open its new part again at every record)
+    jumpy = MonitorNode(parameter_overrides=params(run_name="j"))
+    try:
+        jumpy._on_record(String(data=StepRecord(step=0, episode=0, exit_used=1, max_exit=1, stop_reason="fixed",
+                                                llm_gflops=1.0, total_gflops=1.0, stamp_ns=1_000).to_json()))
+        for _ in range(2):
+            with jumpy._mcap._lock:
+                jumpy._mcap._next_part()
+        for step in (1, 2):
+            jumpy._on_record(String(data=StepRecord(step=step, episode=0, exit_used=1, max_exit=1,
+                                                    stop_reason="fixed", llm_gflops=1.0, total_gflops=1.0,
+                                                    stamp_ns=1_000 + step).to_json()))
+        assert jumpy.log_errors == 0
+    finally:
+        jumpy.close()
+        jumpy.destroy_node()
+    assert [json.loads(line)["step"] for line in (tmp_path / "j" / "steps_2.jsonl").read_text().splitlines()] == [1, 2]
     # log_keep_parts: the oldest parts of both logs go as new ones begin
     kept = MonitorNode(parameter_overrides=params(run_name="k", log_split_mib=0, log_split_s=10, log_keep_parts=2))
     try:

@@ -102,6 +102,7 @@ class MonitorNode(Node):
         self.summary_path = self.log_dir / "summary.json"
         self._jsonl = self.jsonl_path.open("w")
         self.jsonl_parts = [self.jsonl_path]
+        self._jsonl_part = 0  # the MCAP part the JSONL file being written goes with
         self._mcap = McapLog(self.mcap_path, split=split_limits(p["log_split_mib"], p["log_split_s"],
                                                                  p["log_keep_parts"]))
         self._jsonl_deleted = 0  # JSONL parts deleted by log_keep_parts, oldest first
@@ -186,13 +187,16 @@ class MonitorNode(Node):
     def _follow_mcap_part(self) -> None:
         """Go on in steps_<n>.jsonl once steps.mcap went on in steps_<n>.mcap: the JSONL log is bounded by the
         same size and time (a soak at 10 Hz writes ~40 MB/h of it) and its parts line up with the MCAP's."""
+        # the MCAP may move on by more than one part between records (a disk that filled up twice): the JSONL
+        # follows it to the same number
         part = len(self._mcap.parts) - 1
-        if part == len(self.jsonl_parts) - 1:
+        if part == self._jsonl_part:
             return
         path = part_path(self.jsonl_path, part)
         new_file = path.open("x")  # never another log's file: the run folder was fresh, its parts ours alone
         old_file, self._jsonl = self._jsonl, new_file
         self.jsonl_parts.append(path)
+        self._jsonl_part = part
         old_file.close()  # flushed per record: nothing is left in its buffer to lose
         self._jsonl_deleted = prune_parts(self.jsonl_parts, self._mcap.split.keep_parts, self._jsonl_deleted)
 
