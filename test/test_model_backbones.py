@@ -270,3 +270,30 @@ def test_a_base_with_a_text_front_end_is_refused_not_paired_with_the_lms_tokeniz
     base = preset_config("tiny").model_copy(update={"text": text_config("wordllama")})
     with pytest.raises(ValueError, match="has a text front end \\(wordllama\\).*set the base's text to null"):
         policy_from_pretrained(tmp_path, base=base)
+
+
+def test_hf_folders_with_damaged_files_name_them_before_reading_weights(tmp_path, monkeypatch):
+    """A shard index that is not JSON gave "not JSON" without the file; a git-lfs pointer left in place of the
+    weights a bare SafetensorError ("header too large"); a missing tokenizer was found only after every weight
+    had been read (minutes for a multi-GB LM)."""
+    from deer_vla.model import pretrained
+    from deer_vla.model.backbones import hf_weight_files
+
+    d = tmp_path / "lm"
+    _lm("llama").save_pretrained(d)
+    (d / "model.safetensors.index.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"model\.safetensors\.index\.json: not JSON"):
+        hf_weight_files(d)
+    (d / "model.safetensors.index.json").unlink()
+    real = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n")
+    with pytest.raises(ValueError, match=r"model\.safetensors: not a readable safetensors file.*git lfs pull"):
+        hf_weight_files(d)
+    (d / "model.safetensors").write_bytes(real)
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights read before the tokenizer was checked")
+
+    monkeypatch.setattr(pretrained, "load_pretrained_lm", no_weights)
+    with pytest.raises(ValueError, match="tokenizer"):  # no tokenizer files in the folder
+        policy_from_pretrained(d, base=preset_config("tiny").model_copy(update={"text": None}))

@@ -248,3 +248,48 @@ def test_text_with_an_init_checkpoint_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="text applies to a fresh model"):
         load_config(None, ["model_preset=null", "init_checkpoint=/x", "text.source=wordllama"])
+
+
+def test_a_bf16_source_given_by_a_relative_path_loads_from_anywhere(tmp_path: Path, monkeypatch) -> None:
+    """Most language models ship bf16 weights: numpy has no bfloat16, and such a source was refused ("data type
+    'bfloat16' not understood"). A relative source was stored as given, so the checkpoint loaded only from the
+    folder it was trained in."""
+    from safetensors.torch import load_file, save_file
+
+    lm_dir = _tiny_hf_lm(tmp_path / "lm")
+    weights = load_file(lm_dir / "model.safetensors")
+    save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, lm_dir / "model.safetensors",
+              metadata={"format": "pt"})
+    monkeypatch.chdir(tmp_path)
+    cfg = text_config("lm")
+    assert cfg.source == str(lm_dir.resolve())
+    table = load_table(cfg)
+    assert table.dtype == torch.float32
+    assert torch.equal(table, weights["model.embed_tokens.weight"].to(torch.bfloat16).float())
+    monkeypatch.chdir("/")
+    assert torch.equal(load_table(cfg), table)
+
+
+def test_a_tokenizer_that_gives_no_tokens_or_runs_folder_code_is_refused_at_load(tmp_path: Path) -> None:
+    """A tokenizer_config.json without its vocabulary loaded as a tokenizer that turns every text into no tokens
+    (training died at its first step with a traceback); one naming Python code in the folder asked on a terminal
+    to run it, and ran it on "y"."""
+    import json
+
+    from deer_vla.model.tokenizer import load_tokenizer
+
+    lm_dir = _tiny_hf_lm(tmp_path / "lm")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    with pytest.raises(ValueError, match="turns text into no tokens|cannot be loaded"):
+        load_tokenizer(partial)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "FooTokenizer", "auto_map": {"AutoTokenizer": ["foo_tok.FooTokenizer", None]}}))
+    (code / "foo_tok.py").write_text(f"open({str(tmp_path / 'RAN')!r}, 'w').write('yes')\n")
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        load_tokenizer(code)
+    assert not (tmp_path / "RAN").exists()
+    assert len(load_tokenizer(lm_dir)) > 3  # a whole one still loads

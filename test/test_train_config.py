@@ -42,6 +42,10 @@ def test_shipped_yaml_loads_and_overrides_apply() -> None:
         (["model_preset=null"], "exactly one"),
         (["joint.schedule=exp"], "joint.schedule"),
         (["nodot"], "key=value"),
+        # a fresh model's decoder layers are random: frozen, they stayed random for the whole run
+        (["freeze_lm_layers=true"], "freeze_lm_layers"),
+        (["init_checkpoint=default", "text=null", "freeze_lm_layers=true",
+          "init_overrides={lm: {hf_config: {num_hidden_layers: 6}}}"], "changed decoder"),
     ],
 )
 def test_bad_configs_name_the_key(overrides: list[str], needle: str | None) -> None:

@@ -184,7 +184,7 @@ def lm_config_from_dir(path: str | Path, **overrides: Any) -> LMConfig:
     import transformers
 
     p = _require_dir(path, "language model")
-    hf = transformers.AutoConfig.from_pretrained(p, local_files_only=True)
+    hf = transformers.AutoConfig.from_pretrained(p, local_files_only=True, trust_remote_code=False)
     family = _MODEL_TYPE_TO_FAMILY.get(hf.model_type)
     if family is None:
         raise ValueError(f"unsupported LM family '{hf.model_type}' in {p}; supported: {sorted(_FAMILY_CLASSES)}")
@@ -197,7 +197,7 @@ def vision_config_from_dir(path: str | Path, **overrides: Any) -> VisionConfig:
     import transformers
 
     p = _require_dir(path, "vision model")
-    hf = transformers.AutoConfig.from_pretrained(p, local_files_only=True)
+    hf = transformers.AutoConfig.from_pretrained(p, local_files_only=True, trust_remote_code=False)
     vis = getattr(hf, "vision_config", hf)
     kind = {"clip_vision_model": "clip", "siglip_vision_model": "siglip"}.get(vis.model_type)
     if kind is None:
@@ -210,15 +210,18 @@ def vision_config_from_dir(path: str | Path, **overrides: Any) -> VisionConfig:
 
 def hf_weight_files(path: str | Path) -> dict[str, Path]:
     """tensor name -> safetensors file, for a local HF directory (one file or a sharded index)."""
-    from safetensors import safe_open
     from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-    from deer_vla.core.json_text import read_json_file
+    from deer_vla.core.json_text import JsonTextError, read_json_file
+    from deer_vla.model.lean_load import open_safetensors
 
     p = Path(path)
     index = p / SAFE_WEIGHTS_INDEX_NAME
     if index.is_file():
-        data = read_json_file(index)  # JsonTextError (a ValueError) names what is wrong with the text
+        try:
+            data = read_json_file(index)
+        except JsonTextError as exc:
+            raise ValueError(f"{index}: {exc}") from exc
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         # shards are files beside the index: a name with a folder in it would read weights from elsewhere
         if not (isinstance(weight_map, dict) and weight_map and all(
@@ -227,7 +230,7 @@ def hf_weight_files(path: str | Path) -> dict[str, Path]:
             raise ValueError(f"{index}: 'weight_map' must map tensor names to shard file names beside it")
         return {key: p / name for key, name in weight_map.items()}
     if (p / SAFE_WEIGHTS_NAME).is_file():
-        with safe_open(str(p / SAFE_WEIGHTS_NAME), framework="pt") as f:
+        with open_safetensors(p / SAFE_WEIGHTS_NAME) as f:
             return dict.fromkeys(f.keys(), p / SAFE_WEIGHTS_NAME)
     raise FileNotFoundError(f"{p} has no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}: only safetensors weights "
                             "are read (re-save the model with save_pretrained(..., safe_serialization=True))")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -90,8 +90,6 @@ def materialize(module: nn.Module, refs: Mapping[str, TensorRef], device: str | 
     and keeps its ``requires_grad``. Module tensors not named in ``refs`` are left
     as they are; afterwards no parameter or buffer may still be on the meta device.
     """
-    from safetensors import safe_open
-
     dev = torch.device(device)
     aliases = tied_names(module)
     by_file: dict[Path, dict[str, str]] = {}  # file -> {module name (canonical): key in file}
@@ -101,7 +99,7 @@ def materialize(module: nn.Module, refs: Mapping[str, TensorRef], device: str | 
     # pread on CPU: owned memory, nothing stays mapped; elsewhere the device's own fast path
     backend = "pread" if dev.type == "cpu" else "mmap"
     for file, names in by_file.items():
-        with safe_open(str(file), framework="pt", device=str(dev), backend=backend) as f:
+        with open_safetensors(file, device=str(dev), backend=backend) as f:
             available = set(f.keys())
             absent = sorted(key for key in names.values() if key not in available)
             if absent:
@@ -131,6 +129,24 @@ def materialize(module: nn.Module, refs: Mapping[str, TensorRef], device: str | 
     if empty:
         raise ValueError(f"{len(empty)} tensor(s) of {type(module).__name__} were not loaded and have no "
                          f"values: {empty[:5]}{'...' if len(empty) > 5 else ''}")
+
+
+@contextmanager
+def open_safetensors(file: str | Path, **kwargs: str) -> Iterator[Any]:
+    """``safe_open(file, framework="pt", **kwargs)``; a file it cannot read is a ValueError naming it (safetensors'
+    own error names no file: a git-lfs pointer left in place of the weights gave "header too large")."""
+    from safetensors import safe_open
+
+    try:
+        handle = safe_open(str(file), framework="pt", **kwargs)
+    except Exception as exc:  # SafetensorError is an Exception of its own, not an OSError or ValueError
+        if isinstance(exc, FileNotFoundError):
+            raise
+        hint = (" (a git-lfs pointer, not the weights: git lfs pull)"
+                if Path(file).is_file() and Path(file).stat().st_size < 1024 else "")
+        raise ValueError(f"{file}: not a readable safetensors file: {exc}{hint}") from exc
+    with handle as f:
+        yield f
 
 
 def all_finite(tensor: torch.Tensor) -> bool:

@@ -50,12 +50,13 @@ def policy_from_pretrained(lm_dir: str | Path, vision_dir: str | Path | None = N
         data["vision"] = vision.model_dump()
         data["image_size"] = int(vision.hf_config["image_size"])  # type: ignore[index]
     cfg = PolicyConfig.model_validate(data)
+    # the tokenizer before any weight is read: a missing or oversized one failed only after a multi-GB load
+    tokenizer = tokenizer_from_dir(lm_dir)
+    if len(tokenizer) > cfg.lm.vocab_size:
+        raise ValueError(f"tokenizer in {lm_dir} has {len(tokenizer)} tokens, more than the LM's {cfg.lm.vocab_size}")
     model = MultiExitPolicy(cfg, empty_lm=True, empty_vision=vision_dir is not None)
     load_pretrained_lm(model.lm, lm_dir)
     if vision_dir is not None:
         assert isinstance(model.vision, HFVisionTower)
         load_pretrained_vision(model.vision, vision_dir)
-    tokenizer = tokenizer_from_dir(lm_dir)
-    if len(tokenizer) > cfg.lm.vocab_size:
-        raise ValueError(f"tokenizer in {lm_dir} has {len(tokenizer)} tokens, more than the LM's {cfg.lm.vocab_size}")
     return model, tokenizer

@@ -82,16 +82,18 @@ def resolve_source(source: str) -> TextSource:
         raise TextSourceError(f"text source {root} has no *.safetensors weights (only safetensors are read)")
     if not any((root / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
         raise TextSourceError(f"text source {root} has no tokenizer.json / tokenizer_config.json")
-    return TextSource(str(root), None, root, files, None)
+    # absolute: the checkpoint's config keeps this name, and a robot loads it from wherever the node starts
+    return TextSource(str(root.resolve()), None, root, files, None)
 
 
-def _read_table(src: TextSource) -> np.ndarray:
-    """The source's token-embedding table as stored (dtype kept, for hashing)."""
+def _read_table(src: TextSource) -> tuple[np.ndarray, str]:
+    """The source's token-embedding table as float32, and the SHA-256 of its bytes as stored (read through
+    torch: numpy has no bfloat16, the dtype most language models ship)."""
     from safetensors import safe_open
 
     for path in src.table_files:
         try:
-            with safe_open(str(path), framework="np") as f:
+            with safe_open(str(path), framework="pt") as f:
                 keys = list(f.keys())
                 key = src.table_key if src.table_key in keys else next(
                     (k for suffix in _EMBED_KEY_SUFFIXES for k in keys if k.endswith(suffix)), None)
@@ -103,26 +105,24 @@ def _read_table(src: TextSource) -> np.ndarray:
     else:
         raise TextSourceError(f"no token-embedding tensor (*{' / *'.join(_EMBED_KEY_SUFFIXES)}) in "
                               f"{', '.join(str(p) for p in src.table_files)}")
-    if table.ndim != 2 or min(table.shape) < 1 or not np.issubdtype(table.dtype, np.floating):
+    if table.ndim != 2 or min(table.shape) < 1 or not table.is_floating_point():
         raise TextSourceError(f"token embeddings in {src.name} must be a 2-D float matrix, got "
-                              f"{table.shape} {table.dtype}")
-    return table
-
-
-def _sha256(table: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(table).tobytes()).hexdigest()
+                              f"{tuple(table.shape)} {table.dtype}")
+    stored = table.contiguous().view(torch.uint8).numpy()  # the bytes as stored: the hash of a float32 table is
+    digest = hashlib.sha256(stored.tobytes()).hexdigest()  # what numpy's tobytes() gave before
+    return table.float().numpy(), digest
 
 
 def text_config(source: str, trainable: bool = False) -> TextConfig:
     """Resolve ``source`` into a TextConfig (vocabulary size, width and hash of its table)."""
     src = resolve_source(source)
-    table = _read_table(src)
+    table, digest = _read_table(src)
     tokenizer = source_tokenizer(source)
     if len(tokenizer) > table.shape[0]:
         raise TextSourceError(f"text source {source}: tokenizer has {len(tokenizer)} tokens but the embedding "
                               f"table only {table.shape[0]} rows")
     return TextConfig(source=src.name, vocab_size=int(table.shape[0]), embed_dim=int(table.shape[1]),
-                      sha256=_sha256(table), trainable=trainable)
+                      sha256=digest, trainable=trainable)
 
 
 def load_table(cfg: TextConfig) -> torch.Tensor:
@@ -131,13 +131,13 @@ def load_table(cfg: TextConfig) -> torch.Tensor:
         src = resolve_source(cfg.source)
     except TextSourceError as exc:
         raise TextSourceError(f"this checkpoint's frozen token embeddings come from {cfg.source!r}: {exc}") from exc
-    table = _read_table(src)
-    if tuple(table.shape) != (cfg.vocab_size, cfg.embed_dim) or _sha256(table) != cfg.sha256:
+    table, digest = _read_table(src)
+    if tuple(table.shape) != (cfg.vocab_size, cfg.embed_dim) or digest != cfg.sha256:
         raise TextSourceError(
-            f"token embeddings of {cfg.source!r} ({table.shape[0]}x{table.shape[1]}, sha256 {_sha256(table)[:12]}) "
+            f"token embeddings of {cfg.source!r} ({table.shape[0]}x{table.shape[1]}, sha256 {digest[:12]}) "
             f"differ from the ones this checkpoint was trained with ({cfg.vocab_size}x{cfg.embed_dim}, "
             f"sha256 {cfg.sha256[:12]}): install the pinned source or use the checkpoint's own")
-    return torch.from_numpy(table.astype(np.float32))
+    return torch.from_numpy(table)
 
 
 def source_tokenizer(source: str) -> Any:

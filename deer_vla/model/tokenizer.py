@@ -56,9 +56,9 @@ def load_tokenizer(path: str | Path) -> Any:
     fast = (root / "tokenizer.json").is_file()
     try:
         if fast:
-            tok = PreTrainedTokenizerFast.from_pretrained(root, local_files_only=True)
-        else:
-            tok = AutoTokenizer.from_pretrained(root, local_files_only=True)
+            tok = PreTrainedTokenizerFast.from_pretrained(root, local_files_only=True, trust_remote_code=False)
+        else:  # never the folder's own Python code: transformers would ask on a terminal and run it on "y"
+            tok = AutoTokenizer.from_pretrained(root, local_files_only=True, trust_remote_code=False)
     except Exception as exc:
         # transformers and tokenizers raise many kinds (a JSONDecodeError, a multi-line "Couldn't instantiate the
         # backend tokenizer", a Rust panic's Exception), none naming the file: say which and why, in one line
@@ -70,10 +70,12 @@ def load_tokenizer(path: str | Path) -> Any:
             raise ValueError(f"tokenizer in {root} has neither a pad nor an eos token")
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
+    where = root / "tokenizer.json" if fast else root
     try:  # some broken files load and fail at every encode (an unknown token missing from the vocabulary)
-        tok("open the drawer é 漢 😀")
+        ids = tok("open the drawer é 漢 😀")["input_ids"]
     except Exception as exc:
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise ValueError(f"tokenizer {root / 'tokenizer.json' if fast else root} loads but cannot encode text: "
-                         f"{type(exc).__name__}: {reason}") from exc
+        raise ValueError(f"tokenizer {where} loads but cannot encode text: {type(exc).__name__}: {reason}") from exc
+    if not [i for i in ids if i not in set(tok.all_special_ids)]:  # e.g. a tokenizer_config.json without its vocabulary
+        raise ValueError(f"tokenizer {where} loads but turns text into no tokens (its vocabulary files missing?)")
     return tok

@@ -142,6 +142,13 @@ class TrainConfig(BaseModel):
             )
         if self.init_overrides is not None and self.init_checkpoint is None:
             raise ValueError("init_overrides changes init_checkpoint's architecture: set init_checkpoint too")
+        if self.freeze_lm_layers and self.init_checkpoint is None:
+            raise ValueError("freeze_lm_layers keeps the decoder's layers as init_checkpoint loads them; a fresh "
+                             "model's are random and would stay random: set init_checkpoint, or freeze_lm_layers: "
+                             "false")
+        if self.freeze_lm_layers and (self.init_overrides or {}).get("lm"):
+            raise ValueError("freeze_lm_layers with init_overrides.lm: a changed decoder has layers init_checkpoint "
+                             "does not hold, which would stay random; drop one of them")
         if self.text is not None and self.init_checkpoint is not None:
             raise ValueError("text applies to a fresh model; init_checkpoint brings its own front end (set text: null)")
         if self.joint.steps + self.refine.steps == 0:

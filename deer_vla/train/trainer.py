@@ -173,7 +173,7 @@ def batches(
 
 
 def build_policy_config(cfg: TrainConfig) -> Any:
-    from deer_vla.model.config import PolicyConfig
+    from deer_vla.model.config import PolicyConfig, format_validation_error
     from deer_vla.model.presets import preset_config
 
     if cfg.init_checkpoint is not None:
@@ -195,7 +195,8 @@ def build_policy_config(cfg: TrainConfig) -> Any:
             try:
                 pcfg = PolicyConfig.model_validate(deep_merge(pcfg.model_dump(), cfg.init_overrides))
             except ValidationError as exc:
-                raise ValueError(f"init_overrides: not a valid change of {init.config_path}: {exc}") from exc
+                raise ValueError(f"init_overrides: not a valid change of {init.config_path}: "
+                                 f"{format_validation_error(exc)}") from exc
     elif cfg.model is not None:
         pcfg = PolicyConfig.model_validate(cfg.model)
     else:
