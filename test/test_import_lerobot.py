@@ -374,3 +374,21 @@ def test_an_import_into_the_working_directory_is_refused_before_reading(lerobot_
     assert cli_main([str(lerobot_demo), "--out", ".", *GRIPPER_ARGS]) == 1
     assert "--out . is the current directory or a mount point" in capsys.readouterr().err
     assert list(here.iterdir()) == [] and not list(tmp_path.glob(".*importing*"))
+
+
+def test_a_lone_wrist_camera_keeps_its_slot_and_a_missing_state_says_how_to_go_without(tmp_path: Path, capsys):
+    """A single 'observation.images.wrist' went to the 'static' slot (docs: names with 'wrist' go to wrist); a
+    dataset without observation.state was refused without saying --state-key none."""
+    from deer_vla.data.import_lerobot import resolve_cameras
+    from deer_vla.data.lerobot import LeRobotInfo
+
+    eps = demo_episodes(n_episodes=1, steps=4)
+    for ep in eps:  # the hand camera alone
+        ep.frames = {k: v for k, v in ep.frames.items() if "wrist" in k}
+    write_lerobot_dataset(tmp_path / "one", eps, 10, None, None)
+    info = LeRobotInfo.load(tmp_path / "one")
+    (only,) = info.camera_keys()
+    assert resolve_cameras(info, None) == {"wrist": only}
+    assert cli_main([str(tmp_path / "one"), "--out", str(tmp_path / "x"), "--state-key", "observation.nothing",
+                     *GRIPPER_ARGS]) == 1
+    assert "--state-key none for a robot without it" in capsys.readouterr().err

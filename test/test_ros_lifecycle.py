@@ -57,7 +57,7 @@ def test_a_parameter_check_that_raises_refuses_the_change(executor, tiny_checkpo
     monkeypatch.setattr(policy_module, "parse_params", broken)
     result = node.set_parameters([Parameter("rate_hz", value=20.0)])[0]
     assert not result.successful and "RuntimeError: disk on fire" in result.reason
-    assert node.get_parameter("rate_hz").value == 10.0
+    assert node.get_parameter("rate_hz").value == 0.0
 
 
 def test_halt_closes_the_gate_even_while_other_parameters_are_invalid(executor, tiny_checkpoint, spin_until):

@@ -816,3 +816,29 @@ def test_a_finalized_node_does_not_claim_it_can_actuate(executor, tiny_checkpoin
     assert not future.result().success and "finalized" in future.result().message
     status = node.unconfigured_diagnostics().status[0]
     assert "restart the node" in status.message and "configure to load" not in status.message
+
+
+def test_the_control_rate_and_the_cameras_come_from_the_checkpoint(executor, tmp_path):
+    """rate_hz defaulted to 10 Hz whatever the checkpoint's demonstrations ran at: a 50 Hz arm's twists came out
+    5x too slow, with one warning. And the node refused any checkpoint with more than two cameras."""
+    from fixtures import build_tiny_checkpoint
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    from deer_vla.ros.actions import to_robot_command
+
+    cams = ("front", "hand", "side")
+    ckpt = build_tiny_checkpoint(tmp_path / "ckpt", cameras=cams, control_rate_hz=50.0, proprio_dim=4)
+    topics = [f"camera/{c}/image_raw" for c in cams]
+    node = policy_node(executor, ckpt, enabled=True, image_topics=topics)
+    assert node.trigger_configure() == R.SUCCESS, node._configure_error
+    assert node.trigger_activate() == R.SUCCESS
+    assert node.params.rate_hz == 50.0 and node.get_parameter("rate_hz").value == 0.0
+    drv = Driver(executor, topics=tuple(topics))
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.twists) >= 2 and len(drv.actions) >= 2)
+    spec = node.stack.action_spec
+    expected = to_robot_command(spec.from_standard7(np.asarray(drv.actions[-1].data, dtype=np.float64)), spec,
+                                period_s=1 / 50)
+    twist = drv.twists[-1].twist
+    np.testing.assert_allclose([twist.linear.x, twist.linear.y, twist.linear.z], expected.linear, rtol=1e-5,
+                               atol=1e-9)

@@ -73,7 +73,11 @@ def test_rotation_axes_become_rad_per_s():
 
 def test_parameters_validate_with_names_and_values():
     p = parse_params(POLICY_DEFAULTS)
-    assert p.budget_kwargs()["peak_gflops"] is None and p.period_s == pytest.approx(0.1)
+    assert p.budget_kwargs()["peak_gflops"] is None
+    # rate_hz 0: the checkpoint's control rate, settled at configure (10 Hz for one that records none)
+    assert p.rate_hz == 0.0 and p.with_rate(None).period_s == pytest.approx(0.1)
+    assert p.with_rate(50.0).period_s == pytest.approx(0.02)
+    assert parse_params({**POLICY_DEFAULTS, "rate_hz": 20.0}).with_rate(50.0).period_s == pytest.approx(0.05)
     bad = {**POLICY_DEFAULTS, "rate_hz": -1.0, "control_mode": "sometimes", "budget.peak_gflops": math.nan}
     with pytest.raises(ParameterError) as exc:
         parse_params(bad)

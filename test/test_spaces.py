@@ -124,3 +124,43 @@ def test_training_takes_the_spaces_from_the_dataset_unless_the_model_fixes_them(
         spaces_from_dataset(preset, tmp_path, explicit={"action"}, fixed=False)
     with pytest.raises(SpaceMismatchError, match="proprio_dim: model 4 != dataset 6.*init_checkpoint fixes"):
         spaces_from_dataset(preset, tmp_path, explicit=set(), fixed=True)
+
+
+def test_a_fresh_model_takes_every_camera_of_the_robot_in_its_order(tmp_path):
+    """A preset's two cameras among a robot's three kept the preset's: the third was dropped without a word (the
+    import had listed it), and the order was the preset's, not the robot's."""
+    from deer_vla.data.episodes import DatasetMeta
+    from deer_vla.model.presets import preset_config
+    from deer_vla.train.spaces import SpaceMismatchError, spaces_from_dataset
+
+    DatasetMeta(("wrist", "static", "side"), 32, ActionSpec(axes=("x", "y", "z")).to_dict(), 4).save(tmp_path)
+    preset = preset_config("tiny")
+    assert list(preset.cameras) == ["static", "wrist"]
+    assert list(spaces_from_dataset(preset, tmp_path, explicit=set(), fixed=False).cameras) == [
+        "wrist", "static", "side"]
+    # a model that fixes its cameras may read some of the robot's, not others
+    assert list(spaces_from_dataset(preset, tmp_path, explicit=set(), fixed=True).cameras) == ["static", "wrist"]
+    other = preset.model_copy(update={"cameras": ["front"]})
+    with pytest.raises(SpaceMismatchError, match=r"cameras: model \['front'\] not among the dataset's"):
+        spaces_from_dataset(other, tmp_path, explicit={"cameras"}, fixed=False)
+
+
+def test_calibrate_refuses_another_robots_demonstrations(tmp_path, capsys):
+    """A one-camera, two-axis, 3 Hz checkpoint calibrated on a two-camera, six-axis, 10 Hz robot's data wrote new
+    thresholds (the old ones moved aside) without a word."""
+    from fixtures import build_tiny_checkpoint
+
+    from deer_vla.commands.calibrate import cli_main
+    from deer_vla.data.episodes import DatasetMeta
+
+    ckpt = build_tiny_checkpoint(tmp_path / "ckpt", cameras=("front",), control_rate_hz=3.0,
+                                 action=ActionSpec(axes=("x", "y")).to_dict(), proprio_dim=0)
+    before = (ckpt / "thresholds.json").read_bytes()
+    arm = ActionSpec(axes=("x", "y", "z", "roll", "pitch", "yaw"))
+    (tmp_path / "other").mkdir()
+    DatasetMeta(("static", "wrist"), 32, arm.to_dict(), 6, control_rate_hz=10.0).save(tmp_path / "other")
+    assert cli_main(["--checkpoint", str(ckpt), "--dataset", str(tmp_path / "other"),
+                     "--average-budget-fraction", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit dataset" in err and "action" in err and "calibrate on demonstrations of the robot" in err
+    assert (ckpt / "thresholds.json").read_bytes() == before

@@ -271,6 +271,15 @@ def save_thresholds(out: CheckpointDir, profile: CostProfile, thresholds: Thresh
     replace(thresholds, weights_sha256=solved_on.weights_digest(), gates_sha256=gates).save(path)
 
 
+def dataset_fits(checkpoint: str | Path, dataset: str) -> None:
+    """SpaceMismatchError (a ValueError) naming each difference when ``dataset`` records another robot's spaces
+    than the checkpoint was trained for (train.spaces: the check training makes)."""
+    from deer_vla.train.spaces import spaces_from_dataset
+
+    spaces_from_dataset(CheckpointDir(checkpoint).read_config(), dataset, set(), fixed=True,
+                        remedy="calibrate on demonstrations of the robot this checkpoint was trained for")
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     try:
         args = load_settings(argv)
@@ -329,6 +338,12 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    if not args.recording:
+        try:  # another robot's demonstrations (cameras, action axes, proprio, rate) gave thresholds without a word
+            dataset_fits(ckpt, args.dataset_dir)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"deer-vla calibrate: {error_text(exc)}", file=sys.stderr)
+            return 2
     if args.risk is not None:
         if args.bayes > 0:
             print("deer-vla calibrate: --bayes tunes thresholds after the fact, which would void --risk's "

@@ -66,8 +66,9 @@ def resolve_cameras(info: LeRobotInfo, pairs: list[str] | None) -> dict[str, str
                 raise DatasetError(f"--camera: {key!r} given for two slots; each slot needs its own camera")
             out[slot] = key
         return out
-    if len(available) == 1:
-        return {"static": available[0]}
+    if len(available) == 1:  # a lone hand camera keeps its name, as a pair's does
+        only = available[0]
+        return {"wrist" if any(h in only.lower() for h in _WRIST_HINTS) else "static": only}
     if len(available) == 2:
         wrist = [k for k in available if any(h in k.lower() for h in _WRIST_HINTS)]
         second = wrist[0] if len(wrist) == 1 else available[1]
@@ -103,6 +104,9 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
     check_image_size(image_size, "--image-size")
     check_new_output(out)  # before reading the whole dataset, not after
     info = LeRobotInfo.load(src)
+    if state_key and state_key not in info.features:
+        raise DatasetError(f"{info.root}: no feature {state_key!r} (features: {', '.join(info.features)}); name the "
+                           "proprioception with --state-key, or --state-key none for a robot without it")
     root = info.root
     slots = resolve_cameras(info, cameras)
     action_dim = info.vector_dim(action_key)

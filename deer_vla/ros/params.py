@@ -34,6 +34,7 @@ BUDGET_PARAMS: tuple[str, ...] = (
 # Slowest timer rate: a timer's period must fit rcl's int64 nanoseconds (a 1e-12 Hz rate made create_timer
 # raise), and a control period beyond 100 s is no control loop.
 MIN_RATE_HZ = 0.01
+DEFAULT_RATE_HZ = 10.0  # the control rate of a checkpoint that records none (the simulator's demonstrations)
 # /diagnostics period bounds (s): faster floods the topic, slower is no health signal
 MIN_DIAGNOSTICS_PERIOD_S, MAX_DIAGNOSTICS_PERIOD_S = 0.05, 60.0
 
@@ -94,7 +95,9 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "record_topic": "step_record",
     "frame_id": "base_link",
     "control_mode": "event",  # "event": step when every camera has a new image; "timer": at rate_hz
-    "rate_hz": 10.0,  # timer rate, and the control period used to turn deltas into velocities
+    # timer rate, and the control period that turns per-step deltas into velocities. 0 = the checkpoint's
+    # control_rate_hz (its demonstrations' rate; DEFAULT_RATE_HZ for a checkpoint without one)
+    "rate_hz": 0.0,
     "max_image_age_s": 0.5,  # images older than this (header stamp vs node clock) give no new action
     "max_image_skew_s": 0.5,  # newest images of two cameras further apart than this are not paired
     "max_image_future_s": 0.1,  # images stamped further ahead of the node clock than this are not fresh
@@ -156,7 +159,7 @@ class PolicyParams(BaseModel):
     checkpoint_dir: str
     thresholds_file: str
     device: str
-    image_topics: list[str] = Field(min_length=1, max_length=2)
+    image_topics: list[str] = Field(min_length=1, max_length=16)  # as many as the checkpoint has cameras (configure)
     instruction_topic: str = Field(min_length=1)
     max_instruction_chars: int = Field(ge=1, le=MAX_INSTRUCTION_CHARS)
     repeated_instruction: Literal["reset", "keep"]
@@ -169,7 +172,7 @@ class PolicyParams(BaseModel):
     record_topic: str = Field(min_length=1)
     frame_id: str = Field(min_length=1)
     control_mode: Literal["event", "timer"]
-    rate_hz: float = Field(ge=MIN_RATE_HZ, le=1000)
+    rate_hz: float = Field(ge=0, le=1000)  # 0 = the checkpoint's, settled at configure (with_rate)
     max_image_age_s: float = Field(gt=0)
     max_image_skew_s: float = Field(gt=0)
     max_image_future_s: float = Field(gt=0)
@@ -222,6 +225,13 @@ class PolicyParams(BaseModel):
     @classmethod
     def _keep_parts(cls, v: Any) -> int:
         return check_keep_parts(v)
+
+    @field_validator("rate_hz")
+    @classmethod
+    def _rate(cls, v: float) -> float:
+        if 0 < v < MIN_RATE_HZ:
+            raise ValueError(f"must be 0 (the checkpoint's control rate) or at least {MIN_RATE_HZ:g} Hz, got {v:g}")
+        return v
 
     @field_validator("hold_rate_hz")
     @classmethod
@@ -290,8 +300,16 @@ class PolicyParams(BaseModel):
     def record_split(self) -> SplitLimits:
         return split_limits(self.record_split_mib, self.record_split_s, self.record_keep_parts)
 
+    def with_rate(self, checkpoint_rate_hz: float | None) -> PolicyParams:
+        """These parameters with rate_hz 0 settled: the checkpoint's control rate, else DEFAULT_RATE_HZ."""
+        if self.rate_hz:
+            return self
+        return self.model_copy(update={"rate_hz": float(checkpoint_rate_hz or DEFAULT_RATE_HZ)})
+
     @property
     def period_s(self) -> float:
+        if not self.rate_hz:
+            raise ValueError("rate_hz 0 is settled at configure from the checkpoint (PolicyParams.with_rate)")
         return 1.0 / self.rate_hz
 
     def budget_kwargs(self) -> dict[str, Any]:

@@ -271,6 +271,8 @@ class PolicyNode(LifecycleNode):
         except Exception as exc:  # a broken checkpoint must leave the node unconfigured, not dead
             return self._configure_failed(f"{type(exc).__name__}: {exc}")
         self._configure_error = None
+        explicit_rate = params.rate_hz
+        params = params.with_rate(stack.control_rate_hz)
         self.params, self.stack, self._joint_map = params, stack, joint_map
         self.enabled = params.enabled
         # an instruction heard before stays in force; read by this model's tokenizer from now on
@@ -300,7 +302,10 @@ class PolicyNode(LifecycleNode):
             self.get_logger().info(f"proprioception on '{params.proprio_topic}': {stack.proprio_dim} values "
                                    f"({', '.join(stack.proprio_spec.names)})")
         rate = stack.control_rate_hz
-        if rate is not None and abs(params.rate_hz - rate) > 1e-6 * rate:
+        if not explicit_rate:
+            self.get_logger().info(f"control rate {params.rate_hz:g} Hz (" + (
+                "the checkpoint's demonstrations'" if rate else "default: the checkpoint records none") + ")")
+        elif rate is not None and abs(params.rate_hz - rate) > 1e-6 * rate:
             # rate_hz is also the period that turns per-step deltas into twist velocities
             self.get_logger().warn(
                 f"rate_hz {params.rate_hz:g} differs from the {rate:g} Hz of the demonstrations the policy was "

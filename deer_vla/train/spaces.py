@@ -11,20 +11,25 @@ the dataset instead, with a message naming the difference.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from deer_vla.core import ActionSpec
 from deer_vla.data.episodes import DatasetMeta
 
+log = logging.getLogger(__name__)
+
 
 class SpaceMismatchError(ValueError):
     """The model's fixed spaces contradict the dataset's."""
 
 
-def spaces_from_dataset(pcfg: Any, dataset: str | Path, explicit: set[str], fixed: bool) -> Any:
+def spaces_from_dataset(pcfg: Any, dataset: str | Path, explicit: set[str], fixed: bool,
+                        remedy: str | None = None) -> Any:
     """``pcfg`` (a PolicyConfig) with the dataset's spaces; ``explicit``: keys the user set in ``model``;
-    ``fixed``: the weights exist already (init_checkpoint): nothing may change, only be checked."""
+    ``fixed``: the weights exist already (init_checkpoint, or a trained checkpoint being calibrated): nothing may
+    change, only be checked, and a mismatch says ``remedy``."""
     root = Path(dataset)
     if not (root / "meta.json").is_file():
         return pcfg  # load_episodes reports the missing dataset with its own message
@@ -51,13 +56,21 @@ def spaces_from_dataset(pcfg: Any, dataset: str | Path, explicit: set[str], fixe
     if meta.control_rate_hz is not None:
         settle("control_rate_hz", pcfg.control_rate_hz, meta.control_rate_hz,
                pcfg.control_rate_hz == meta.control_rate_hz or (fixed and pcfg.control_rate_hz is None))
-    if not set(pcfg.cameras) <= set(meta.cameras):
-        settle("cameras", list(pcfg.cameras), list(meta.cameras), False)
+    if fixed or "cameras" in explicit:  # a model that reads some of the dataset's cameras is fine
+        if not set(pcfg.cameras) <= set(meta.cameras):
+            problems.append(f"cameras: model {list(pcfg.cameras)} not among the dataset's {list(meta.cameras)}")
+    elif tuple(pcfg.cameras) != tuple(meta.cameras):
+        # a fresh model takes the robot's cameras, all of them and in its order (a preset's two of three
+        # dropped the third without a word)
+        updates["cameras"] = list(meta.cameras)
     if problems:
         raise SpaceMismatchError(
             f"the model does not fit dataset {root}: {'; '.join(problems)}. "
-            + ("init_checkpoint fixes these; train a fresh model (model_preset) on this dataset"
+            + ((remedy or "init_checkpoint fixes these; train a fresh model (model_preset) on this dataset")
                if fixed else "remove these keys from `model` to take them from the dataset"))
+    if meta.image_size != pcfg.image_size:  # said, not changed: the image size is the architecture's
+        log.info("dataset images of %d px are resized to the model's %d px (set model.image_size to change it)",
+                 meta.image_size, pcfg.image_size)
     if not updates:
         return pcfg
     return type(pcfg).model_validate({**pcfg.model_dump(), **updates})
