@@ -191,3 +191,16 @@ def test_the_install_ships_every_shipped_checkpoint_byte_for_byte(installed, tmp
         assert sorted(p.name for p in folder.iterdir() if p.is_file()) == files, name
         _, mismatch, errors = filecmp.cmpfiles(source[name], folder, files, shallow=False)
         assert not mismatch and not errors, (name, mismatch, errors)
+
+
+def test_install_refuses_a_python_other_than_3_11_before_touching_anything(tmp_path):
+    """With another Python the only errors were pip's, deep in the requirements (3.10), or none at all (3.12: a
+    6 GB venv of other builds); and the wrong venv was then reused by every later run."""
+    fake = tmp_path / "python3"
+    fake.write_text('#!/bin/sh\n[ "$1" = "--version" ] && { echo "Python 3.12.1"; exit 0; }\nexit 1\n')
+    fake.chmod(0o755)
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh")], env={**os.environ, "PYTHON": str(fake)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "deer_vla needs Python 3.11" in proc.stderr and "Python 3.12.1" in proc.stderr
+    assert "pip install" not in proc.stdout
