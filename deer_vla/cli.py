@@ -59,7 +59,7 @@ def _warn_if_stale() -> None:
     from deer_vla.commands.checkout import installed_package, stale_install
 
     try:
-        warning = stale_install(Path.cwd(), installed_package())
+        warning = stale_install(Path.cwd(), installed_package(), share=Path(sys.prefix) / "share" / "deer_vla")
     except OSError:  # an unreadable file or a vanished cwd: a hint, never a reason to fail the command
         return
     if warning:

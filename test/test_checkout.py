@@ -57,3 +57,24 @@ def test_a_fifo_named_like_a_source_does_not_block_the_check(tmp_path: Path) -> 
     worker.start()
     worker.join(10.0)
     assert result == [None], "stale_install blocked on a FIFO"
+
+
+def test_an_edited_config_and_a_command_run_from_a_subfolder_are_noticed(tmp_path: Path) -> None:
+    """`episodes: 1` in config/sim.yaml went unnoticed (the demo ran the installed share/deer_vla/config), and so
+    did any edit when the command ran from deer_vla/ rather than the checkout's root."""
+    checkout = _checkout(tmp_path / "repo", "X = 1\n")
+    (checkout / "config").mkdir()
+    (checkout / "config" / "sim.yaml").write_text("episodes: 5\n")
+    installed = tmp_path / "prefix" / "site-packages" / "deer_vla"
+    shutil.copytree(checkout / "deer_vla", installed)
+    share = tmp_path / "prefix" / "share" / "deer_vla"
+    (share / "config").mkdir(parents=True)
+    shutil.copy(checkout / "package.xml", share / "package.xml")
+    shutil.copy(checkout / "config" / "sim.yaml", share / "config" / "sim.yaml")
+    assert stale_install(checkout, installed, share=share) is None
+    (checkout / "config" / "sim.yaml").write_text("episodes: 1\n")
+    warning = stale_install(checkout, installed, share=share)
+    assert warning is not None and "config/sim.yaml" in warning
+    (checkout / "deer_vla" / "sim" / "tasks.py").write_text("X = 2\n")
+    warning = stale_install(checkout / "deer_vla" / "sim", installed, share=share)  # run from a subfolder
+    assert warning is not None and "deer_vla/sim/tasks.py" in warning
