@@ -40,7 +40,7 @@ EPISODE_DIR = "episodes"
 EPISODE_ATTRS = ("schema_version", "task", "instruction", "seed", "success", "length", "cameras", "checksum")
 _NAME_RE = re.compile(r"^(?P<task>[a-z0-9][a-z0-9_-]*)__seed(?P<seed>\d{7})\.h5$")
 _TASK_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_CAMERA_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # an HDF5 dataset under images/: no '/', not '.' or ''
+_CAMERA_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # an HDF5 dataset under images/: no "/", not "." or ""
 MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 4096  # px a side: what a reader accepts (a header could claim any shape)
 
@@ -48,8 +48,8 @@ MAX_IMAGE_SIZE = 4096  # px a side: what a reader accepts (a header could claim 
 def check_camera_name(name: object, where: str = "camera") -> None:
     """DatasetError unless ``name`` can name a camera of a data set (an HDF5 dataset ``images/<name>``)."""
     if not (isinstance(name, str) and len(name) <= 64 and _CAMERA_RE.fullmatch(name)):
-        raise DatasetError(f"{where} name {name!r}: use letters, digits, '_' and '-' (at most 64, e.g. static, "
-                           "wrist)")
+        raise DatasetError(f"{where} name {name!r}: use letters, digits, '_', '-' and '.' (not first; at most 64, "
+                           "e.g. static, wrist)")
 
 
 def check_image_size(size: object, where: str = "image_size") -> None:
