@@ -226,18 +226,12 @@ class PolicyParams(BaseModel):
     def _keep_parts(cls, v: Any) -> int:
         return check_keep_parts(v)
 
-    @field_validator("rate_hz")
+    @field_validator("rate_hz", "hold_rate_hz")
     @classmethod
-    def _rate(cls, v: float) -> float:
+    def _rate_or_zero(cls, v: float, info: ValidationInfo) -> float:
         if 0 < v < MIN_RATE_HZ:
-            raise ValueError(f"must be 0 (the checkpoint's control rate) or at least {MIN_RATE_HZ:g} Hz, got {v:g}")
-        return v
-
-    @field_validator("hold_rate_hz")
-    @classmethod
-    def _hold_rate(cls, v: float) -> float:
-        if 0 < v < MIN_RATE_HZ:
-            raise ValueError(f"must be 0 (off) or at least {MIN_RATE_HZ:g} Hz, got {v:g}")
+            zero = "the checkpoint's control rate" if info.field_name == "rate_hz" else "off"
+            raise ValueError(f"must be 0 ({zero}) or at least {MIN_RATE_HZ:g} Hz, got {v:g}")
         return v
 
     @field_validator("checkpoint_dir")
