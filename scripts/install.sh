@@ -10,14 +10,22 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 APT_PKGS=(libegl1 libgl1 libgl1-mesa-dri libegl-mesa0 libosmesa6)
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-is_py311() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' >/dev/null 2>&1; }
+py_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true; }
 
-# the pinned wheels are CPython 3.11's: another Python fails deep in pip, or (3.12) installs other builds
-if ! is_py311 "$PYTHON"; then
-  echo "[install] deer_vla needs Python 3.11; $PYTHON is $("$PYTHON" --version 2>&1 || echo 'not found'):" \
-       "set PYTHON=python3.11" >&2
-  exit 1
+# The ROS 2 Jazzy wheels are CPython 3.11's: another Python fails deep in pip. A robot whose ROS comes from apt
+# (DEER_VLA_NO_ROS_WHEELS=1) runs its system Python instead (3.12 on Ubuntu 24.04 for Jazzy).
+version=$(py_version "$PYTHON")
+if [ "${DEER_VLA_NO_ROS_WHEELS:-0}" = "1" ]; then
+  supported="3.10 3.11 3.12"
+else
+  supported="3.11"
 fi
+case " $supported " in
+  *" $version "*) ;;
+  *) echo "[install] deer_vla needs Python ${supported// / or } here; $PYTHON is" \
+          "$("$PYTHON" --version 2>&1 || echo 'not found'): set PYTHON=python3.11" >&2
+     exit 1 ;;
+esac
 
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -39,10 +47,10 @@ fi
 
 # A venv whose creation or pip install was cut short (Ctrl-C, a kill) can hold half-installed packages that
 # pip then counts as installed: the marker stays until the install finishes, and a venv holding it is rebuilt,
-# as is one made by another Python.
+# as is one made by another Python than $PYTHON.
 incomplete=.venv/.deer_vla_incomplete
-if [ -e "$incomplete" ] || { [ -e .venv ] && ! is_py311 .venv/bin/python; }; then
-  echo "[install] .venv is incomplete or not Python 3.11: rebuilding it"
+if [ -e "$incomplete" ] || { [ -e .venv ] && [ "$(py_version .venv/bin/python)" != "$version" ]; }; then
+  echo "[install] .venv is incomplete or not Python $version: rebuilding it"
   rm -rf .venv
 fi
 if [ ! -x .venv/bin/python ]; then

@@ -202,5 +202,12 @@ def test_install_refuses_a_python_other_than_3_11_before_touching_anything(tmp_p
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh")], env={**os.environ, "PYTHON": str(fake)},
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
-    assert "deer_vla needs Python 3.11" in proc.stderr and "Python 3.12.1" in proc.stderr
+    assert "deer_vla needs Python 3.11 here" in proc.stderr and "Python 3.12.1" in proc.stderr
     assert "pip install" not in proc.stdout
+    # a robot whose ROS 2 comes from apt runs its system Python (3.12 for Jazzy on Ubuntu 24.04): 3.10-3.12 pass
+    # the gate there; older ones are refused the same way
+    fake.write_text('#!/bin/sh\n[ "$1" = "--version" ] && { echo "Python 3.9.1"; exit 0; }\necho 3.9\n')
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh")],
+                          env={**os.environ, "PYTHON": str(fake), "DEER_VLA_NO_ROS_WHEELS": "1"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "needs Python 3.10 or 3.11 or 3.12 here" in proc.stderr
