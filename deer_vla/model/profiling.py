@@ -201,6 +201,11 @@ def machine_id() -> str:
     return f"{platform.node()}; {platform.processor() or platform.machine()}; {torch.get_num_threads()} threads"
 
 
+def timed_here(profile: CostProfile) -> bool:
+    """Whether ``profile``'s step times were measured on this machine (a time budget is held with them)."""
+    return profile.has_latency() and profile.machine == machine_id()
+
+
 def profile_policy(model: MultiExitPolicy, device: str | torch.device | None = None, warmup: int = 3,
                    iters: int = 20, text_len: int | None = None, latency: bool = True) -> CostProfile:
     """Per-exit cumulative FLOPs, resident params/bytes and (if ``latency``) measured timings on ``device``."""

@@ -114,10 +114,10 @@ class PolicyRunner:
         is enforced with them. FLOPs and bytes stay. -> whether it measured."""
         from dataclasses import replace
 
-        from deer_vla.model.profiling import machine_id, profile_policy
+        from deer_vla.model.profiling import profile_policy, timed_here
 
         profile = self.cost_profile
-        if profile.has_latency() and profile.machine == machine_id():
+        if timed_here(profile):
             return False
         timed = profile_policy(self.model, device=self.device, warmup=2, iters=10)
         self._profile = replace(profile, segment_latency=timed.segment_latency, encode_latency=timed.encode_latency,

@@ -76,6 +76,7 @@ def load_tokenizer(path: str | Path) -> Any:
     except Exception as exc:
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise ValueError(f"tokenizer {where} loads but cannot encode text: {type(exc).__name__}: {reason}") from exc
-    if not [i for i in ids if i not in set(tok.all_special_ids)]:  # e.g. a tokenizer_config.json without its vocabulary
+    special = set(tok.all_special_ids)
+    if not [i for i in ids if i not in special]:  # e.g. a tokenizer_config.json without its vocabulary
         raise ValueError(f"tokenizer {where} loads but turns text into no tokens (its vocabulary files missing?)")
     return tok

@@ -532,11 +532,10 @@ class PolicyNode(LifecycleNode):
 
     def _timed_here(self) -> bool:
         """Whether the loaded cost profile's step times were measured on this machine (runner.time_here)."""
-        from deer_vla.model.profiling import machine_id
+        from deer_vla.model.profiling import timed_here
 
         assert self.stack is not None
-        profile = self.stack.full_profile
-        return profile.has_latency() and profile.machine == machine_id()
+        return timed_here(self.stack.full_profile)
 
     def _params_with(self, changes: list[Parameter]) -> PolicyParams:
         """The parameters that would be in force with ``changes``. While configured, only the run-time ones
