@@ -44,6 +44,43 @@ def local_setup_text(prefix: Path) -> str:
     ])
 
 
+def activate_block(setup: Path) -> str:
+    """What the venv's activate runs after its own script: saves AMENT_PREFIX_PATH and PYTHONPATH, sources
+    local_setup.sh, and wraps the venv's `deactivate` (copied under another name, `typeset -f` works in bash
+    and zsh) so that it puts both back, as it puts back PATH: otherwise another Python used after
+    `deactivate` still imports this venv's packages. Activating again redefines the venv's own `deactivate`
+    before calling it, so the wrapper does not run then: the values saved first (the shell's own) are kept."""
+    return f"""if [ -f "{setup}" ]; then
+    if [ -z "${{_DEER_VLA_SAVED_ENV:-}}" ]; then
+        if [ -n "${{AMENT_PREFIX_PATH+x}}" ]; then _DEER_VLA_OLD_AMENT_PREFIX_PATH="$AMENT_PREFIX_PATH"; fi
+        if [ -n "${{PYTHONPATH+x}}" ]; then _DEER_VLA_OLD_PYTHONPATH="$PYTHONPATH"; fi
+        _DEER_VLA_SAVED_ENV=1
+    fi
+    . "{setup}"
+    eval "_deer_vla_venv_$(typeset -f deactivate)"
+    deactivate () {{
+        if [ -n "${{_DEER_VLA_SAVED_ENV:-}}" ]; then
+            if [ -n "${{_DEER_VLA_OLD_AMENT_PREFIX_PATH+x}}" ]; then
+                export AMENT_PREFIX_PATH="$_DEER_VLA_OLD_AMENT_PREFIX_PATH"
+            else
+                unset AMENT_PREFIX_PATH
+            fi
+            if [ -n "${{_DEER_VLA_OLD_PYTHONPATH+x}}" ]; then
+                export PYTHONPATH="$_DEER_VLA_OLD_PYTHONPATH"
+            else
+                unset PYTHONPATH
+            fi
+            unset _DEER_VLA_OLD_AMENT_PREFIX_PATH _DEER_VLA_OLD_PYTHONPATH _DEER_VLA_SAVED_ENV
+        fi
+        _deer_vla_venv_deactivate "$@"
+        if [ "${{1:-}}" != "nondestructive" ]; then
+            unset -f _deer_vla_venv_deactivate
+        fi
+    }}
+fi
+"""
+
+
 def install_environment_hooks(prefix: str | Path | None = None) -> dict[str, Path]:
     """Make an installed prefix findable by ROS tools (idempotent); returns what was written.
 
@@ -65,7 +102,7 @@ def install_environment_hooks(prefix: str | Path | None = None) -> dict[str, Pat
         if _HOOK_BEGIN in text:  # replace our block, keep the rest of the venv's script
             head, _, rest = text.partition(_HOOK_BEGIN)
             text = head.rstrip("\n") + "\n" + rest.partition(_HOOK_END)[2].lstrip("\n")
-        block = f'{_HOOK_BEGIN}\n[ -f "{setup}" ] && . "{setup}"\n{_HOOK_END}\n'
+        block = f"{_HOOK_BEGIN}\n{activate_block(setup)}{_HOOK_END}\n"
         activate.write_text(text.rstrip("\n") + "\n" + block)
         written["activate"] = activate
     site = _site_packages(root)

@@ -211,3 +211,24 @@ def test_install_refuses_a_python_other_than_3_11_before_touching_anything(tmp_p
                           env={**os.environ, "PYTHON": str(fake), "DEER_VLA_NO_ROS_WHEELS": "1"},
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "needs Python 3.10 or 3.11 or 3.12 here" in proc.stderr
+
+
+@pytest.mark.parametrize("before", [None, "/opt/elsewhere"])
+def test_deactivate_puts_back_what_activate_exported(installed, tmp_path, before):
+    """The activate hook exports AMENT_PREFIX_PATH and PYTHONPATH (for an apt `ros2`); `deactivate` must put both
+    back as it puts back PATH, or another Python used afterwards still imports this venv's packages. Activating
+    twice (the venv's activate first deactivates the live one) changes nothing about that."""
+    activate = installed / "bin" / "activate"
+    show = 'echo "A=${AMENT_PREFIX_PATH-<unset>} P=${PYTHONPATH-<unset>}"'
+    script = "\n".join([f'. "{activate}"', show, f'. "{activate}"', show, "deactivate", show,
+                        'declare -F deactivate >/dev/null && echo "still defined" || echo gone',
+                        'declare -F _deer_vla_venv_deactivate >/dev/null && echo "copy left" || echo "no copy"'])
+    env = _env() if before is None else _env(AMENT_PREFIX_PATH=before, PYTHONPATH=before)
+    out = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    site = sysconfig.get_path("purelib", vars={"base": str(installed), "platbase": str(installed)})
+    assert str(installed) in lines[0] and site in lines[0] and lines[0] == lines[1]  # active, sourced once
+    expected = "<unset>" if before is None else before
+    assert lines[2] == f"A={expected} P={expected}"
+    assert lines[3:] == ["gone", "no copy"]
