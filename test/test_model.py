@@ -711,3 +711,35 @@ def test_time_budgets_run_on_this_machines_latencies_not_the_checkpoints_makers(
     assert stack.profile.machine == machine_id() and stack.cap == here.num_exits
     untimed = load_stack(ckpt, ckpt / "thresholds.json", "cpu", {})  # no time budget: the file's profile
     assert untimed.profile.machine == "the maker's workstation"
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_a_memory_budget_never_has_the_device_hold_exits_past_its_cap(tiny_checkpoint, monkeypatch, device):
+    """Configure reads the whole model once for its cost profile, which sets the cap. It used to read it onto the
+    device and keep it while loading the capped model: a device that fits only the capped model ran out of
+    memory on a feasible budget. Now the whole model is read on the CPU (no time budget to time on the device)
+    and let go before the capped one is loaded. CUDA is stood in for by the CPU: the test sees which device
+    each load asks for."""
+    import gc
+    import weakref
+
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.ros.policy_backend import load_stack
+
+    real = PolicyRunner.from_checkpoint.__func__
+    loads: list[tuple[int | None, str, bool]] = []  # (max_exit, device asked, an earlier model still alive)
+    alive: list[weakref.ref] = []
+
+    def spy(cls, ckpt, max_exit=None, device="cpu", full_profile=None):
+        gc.collect()
+        loads.append((max_exit, device, any(ref() is not None for ref in alive)))
+        runner = real(cls, ckpt, max_exit=max_exit, device="cpu", full_profile=full_profile)
+        alive.append(weakref.ref(runner.model))
+        return runner
+
+    monkeypatch.setattr(PolicyRunner, "from_checkpoint", classmethod(spy))
+    profile = real(PolicyRunner, tiny_checkpoint).cost_profile
+    budget = (profile.weight_bytes[1] + profile.weight_bytes[2]) // 2  # fits exit 2, not exit 3
+    stack = load_stack(tiny_checkpoint, tiny_checkpoint / "thresholds.json", device, {"memory_bytes": budget})
+    assert stack.cap == 2
+    assert loads == [(None, "cpu", False), (2, device, False)], loads

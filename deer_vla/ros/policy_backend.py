@@ -4,6 +4,7 @@ Kept out of the node so the replay tool builds exactly the same stack.
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -126,15 +127,20 @@ def load_stack(
             f"thresholds file not found: {thresholds_path}; run `deer-vla calibrate` for this checkpoint, "
             "set 'thresholds_file', or set 'fixed_exit' to run one exit"
         )
-    # the weights first: a damaged weights file is named as such, not as "thresholds solved on other weights"
-    full = PolicyRunner.from_checkpoint(checkpoint, max_exit=None, device=device)
+    # The whole model is read once for its cost profile, which sets the cap; the weights first, so a damaged
+    # weights file is named as such, not as "thresholds solved on other weights". A time budget needs every
+    # exit timed on the device itself; otherwise the whole model is read on the CPU, so the device never holds
+    # the exits past a memory budget's cap (FLOPs and bytes are the same on any device).
+    timed_budget = budget.peak_ms is not None or budget.deadline_ms is not None
+    probe_device = device if timed_budget else "cpu"
+    full = PolicyRunner.from_checkpoint(checkpoint, max_exit=None, device=probe_device)
     if thresholds is not None:
         try:  # another checkpoint's (of the same architecture) would load and run the wrong exits
             ckpt = CheckpointDir(checkpoint)
             thresholds.check_solved_on(ckpt.weights_digest, str(thresholds_path), str(checkpoint), ckpt.gates_digest)
         except (ValueError, OSError) as exc:
             raise ConfigurationError(str(exc)) from exc
-    if budget.peak_ms is not None or budget.deadline_ms is not None:
+    if timed_budget:
         full.time_here()  # time budgets are enforced with this machine's latencies, not the checkpoint's maker's
     full_profile = full.cost_profile
     if thresholds is not None and thresholds.num_exits > full_profile.num_exits:  # (fewer: solved under a cap)
@@ -144,11 +150,16 @@ def load_stack(
     # thresholds that can stop at exit 1 (learned, exit-1 gate) meet averages below exit 2's cost by mixing exits
     first_exit = thresholds.first_exit if thresholds is not None and not fixed_exit else 2
     cap = check_budget(full_profile, budget, fixed_exit, first_exit)
-    # Exits past the cap never run: do not keep their weights resident (memory budget).
-    runner = full
-    if cap < full_profile.num_exits:
-        runner = PolicyRunner.from_checkpoint(checkpoint, max_exit=cap, device=device, full_profile=full_profile)
-    del full
+    # Exits past the cap never run: do not keep their weights resident (memory budget). The whole model is let
+    # go first, so the two are never held together. (A profile read on the CPU is measured again on another
+    # device by the runner, for the loaded exits only.)
+    if cap < full_profile.num_exits or probe_device != device:
+        del full
+        gc.collect()
+        runner = PolicyRunner.from_checkpoint(checkpoint, max_exit=cap if cap < full_profile.num_exits else None,
+                                              device=device, full_profile=full_profile)
+    else:
+        runner = full
     profile = runner.cost_profile
     if thresholds is not None and not fixed_exit:
         kind = thresholds.criterion.kind
