@@ -412,6 +412,37 @@ def test_first_exit_history_runner_matches_training_and_ignores_the_committed_ex
         model.config.head.history_source = "committed"
 
 
+@pytest.mark.parametrize("history,source", [(0, "proprio"), (0, "committed"), (3, "proprio"), (3, "first_exit")])
+def test_the_profile_charges_every_head_step_a_runner_step_runs(tiny, history, source):
+    """The profile charges one head step per exit tried, plus those run once per step (the history window's
+    state, or, with "proprio" and one persistent state, the commit that advances it over the step's proprio).
+    The commit's step went uncharged: the average tracker and head_ms ran under the truth."""
+    from deer_vla.model.profiling import count_flops
+
+    model, tok = tiny
+    model.config.head.history, model.config.head.history_source = history, source
+    calls = []
+    hook = model.head.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        flops = count_flops(model)
+        model.config.head.history_source = "committed"  # the same head and encode without the commit's step
+        base = count_flops(model)
+        model.config.head.history_source = source
+        runner = PolicyRunner(model, tok)
+        runner.begin_step(_obs(model, 0))
+        for _ in range(2):
+            runner.run_next_exit()
+        calls.clear()
+        runner.commit(2)
+        commit_calls = len(calls)
+    finally:
+        hook.remove()
+        model.config.head.history, model.config.head.history_source = 0, "committed"
+    assert commit_calls == (1 if (history, source) == (0, "proprio") else 0)
+    assert flops["head"] == base["head"] and flops["head"] > 0
+    assert flops["encode"] == pytest.approx(base["encode"] + commit_calls * flops["head"], rel=1e-9)
+
+
 def test_proprio_history_runner_sees_past_steps_through_their_proprioception_alone(tiny):
     """history_source="proprio": the history holds zero features, so neither the depths committed before nor
     the past steps' images change a later action, their proprioception does, and the candidate is exactly

@@ -179,6 +179,12 @@ class HeadConfig(_Strict):
         """Earlier steps the head reads at run time (history - 1; 0 with one persistent state or no history)."""
         return 0 if self.history_source == "none" else max(self.history - 1, 0)
 
+    @property
+    def commit_head_steps(self) -> int:
+        """Head steps run once per control step when it is committed (PolicyRunner.commit): with "proprio" and
+        one persistent state, that state is advanced over the step's proprio alone."""
+        return 1 if self.history_source == "proprio" and self.history == 0 else 0
+
 
 class PolicyConfig(_Strict):
     cameras: list[str] = Field(default_factory=lambda: ["static", "wrist"])

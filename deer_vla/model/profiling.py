@@ -114,7 +114,9 @@ def count_flops(model: MultiExitPolicy, text_len: int | None = None) -> dict[str
             hist, _ = _count(lambda: model.head.history_state(
                 feats.expand(-1, past, -1), None if proprio is None else proprio.expand(-1, past, -1)))
             enc += hist + past * _lstm_flops(model.head.lstm)
-    return {"encode": enc, "segments": segs, "head": head + _lstm_flops(model.head.lstm)}
+        head += _lstm_flops(model.head.lstm)
+        enc += model.config.head.commit_head_steps * head  # the step's commit (PolicyRunner.commit)
+    return {"encode": enc, "segments": segs, "head": head}
 
 
 # --- memory -----------------------------------------------------------------------------------
@@ -165,6 +167,8 @@ def measure_latency(model: MultiExitPolicy, warmup: int = 3, iters: int = 20
     past = model.config.head.past_steps
     past_feats = torch.zeros(1, past, model.head.inputs.feature_dim, device=device, dtype=model.camera_embed.dtype)
     past_proprio = None if proprio is None else proprio.expand(-1, past, -1)
+    commit_steps = model.config.head.commit_head_steps
+    commit_feats = torch.zeros(1, 1, model.head.inputs.feature_dim, device=device, dtype=model.camera_embed.dtype)
     with torch.inference_mode():
         for it in range(warmup + iters):
             keep = it >= warmup
@@ -172,6 +176,8 @@ def measure_latency(model: MultiExitPolicy, warmup: int = 3, iters: int = 20
             state = model.encode(**inp)
             if past:  # history mode: the past window's head state, once per step (PolicyRunner.begin_step)
                 model.head.history_state(past_feats, past_proprio)
+            for _ in range(commit_steps):  # the commit's head step (PolicyRunner.commit), charged to encode
+                model.head(commit_feats, proprio)
             sync()
             t1 = time.perf_counter()
             if keep:
