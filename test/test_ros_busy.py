@@ -79,6 +79,41 @@ def test_halt_answers_while_a_step_runs_and_that_step_publishes_nothing(executor
     assert len(zero) == 1 and zero[0].twist.linear.x == 0.0 and zero[0].twist.angular.z == 0.0
 
 
+def test_closing_the_gate_sends_one_zero_twist_as_halt_does(executor, tiny_checkpoint):
+    """`~/enable false` / `enabled:=false` at run time used to publish nothing, leaving a controller without a
+    command timeout at the last velocity; halt and deactivate sent a zero twist. Closing an open gate sends one,
+    closing a closed one sends none, halt always sends one."""
+    from std_srvs.srv import SetBool
+
+    node = _started(executor, tiny_checkpoint, enabled=True)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.twists) >= 1)
+    assert drv.settle(node)
+    enable = drv.node.create_client(SetBool, "/deer_vla_policy/enable")
+    assert enable.wait_for_service(timeout_sec=5.0)
+    for closing in (True, False):  # open -> closed: one zero twist; closed -> closed: none
+        n = len(drv.twists)
+        future = enable.call_async(SetBool.Request(data=False))
+        deadline = time.monotonic() + 5.0
+        while not future.done() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)
+        assert future.done() and future.result().success and not node.enabled
+        drv.spin(0.3)
+        sent = drv.twists[n:]
+        assert len(sent) == (1 if closing else 0), (closing, sent)
+        if closing:
+            assert sent[0].twist.linear.x == sent[0].twist.linear.y == sent[0].twist.angular.z == 0.0
+    assert _set(node, "enabled", True)
+    n = len(drv.twists)
+    assert _set(node, "enabled", False)  # `ros2 param set` takes the same path
+    drv.spin(0.3)
+    assert len(drv.twists) == n + 1
+    node.halt()  # halt: a zero twist even with the gate already closed
+    drv.spin(0.3)
+    assert len(drv.twists) == n + 2
+
+
 def test_frames_arriving_during_a_step_keep_only_the_newest(executor, tiny_checkpoint):
     node = _started(executor, tiny_checkpoint)
     drv = Driver(executor)

@@ -569,14 +569,20 @@ class PolicyNode(LifecycleNode):
         if "hold_rate_hz" in names and self.active:
             self._start_hold_timer()  # the new rate now, not at the next activation
 
-    def _set_enabled(self, enabled: bool) -> None:
+    def _set_enabled(self, enabled: bool, stop: bool = False) -> None:
+        """Open or close the actuation gate. Closing it while active sends a zero twist (``stop``: even when it
+        was closed already), as deactivate does: a consumer without a command timeout would otherwise keep the
+        robot at its last velocity."""
         if enabled != self.enabled:
             self.get_logger().info("actuation ENABLED" if enabled else "actuation gated (dry run)")
         with self._actuation:
+            closing = self.enabled and not enabled
             self.enabled = enabled
             if not enabled:
                 self._actuation_gen += 1
                 self._last_command = None
+                if (closing or stop) and self.active and self.stack is not None and self._pubs:
+                    self._publish_twist(zero_command(self.stack.action_spec), self.get_clock().now().to_msg())
 
     def _start_hold_timer(self) -> None:
         self._stop_hold_timer()
@@ -615,10 +621,7 @@ class PolicyNode(LifecycleNode):
 
     def halt(self) -> None:
         """Stop actuation now: gate closed, a running step's action dropped, a zero twist sent."""
-        self._set_enabled(False)
-        with self._actuation:
-            if self.active and self.stack is not None and self._pubs:
-                self._publish_twist(zero_command(self.stack.action_spec), self.get_clock().now().to_msg())
+        self._set_enabled(False, stop=True)
 
     def reset_episode(self) -> None:
         """Clear the recurrent history before the next step (the worker applies it; a step running now
