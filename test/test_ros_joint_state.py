@@ -354,6 +354,19 @@ def test_a_step_pairs_its_images_with_the_joint_state_stamped_nearest_them(execu
     job = node.prepare_step()
     assert job is not None
     np.testing.assert_array_equal(job.proprio, expected(0.09))
+    # the clock goes back (a simulator reset under use_sim_time): the new episode's stamps repeat the old ones,
+    # and the pose held from before the reset must not be paired with the new pictures
+    reset_pose = [0.0, -0.4, 0.0, 0.3, 0.2]
+    again = picture + Duration(nanoseconds=10_000_000)  # the stamp of an old pose (offset 0.01)
+    joint_pub.publish(JointState(header=Header(stamp=again.to_msg()), name=JOINTS, position=reset_pose,
+                                 velocity=VELOCITY))
+    assert spin_until(executor, lambda: node._proprio_stamp_ns == again.nanoseconds)
+    for pub in drv.image_pubs:
+        pub.publish(rgb_to_image_msg(np.zeros((48, 64, 3), dtype=np.uint8), again.to_msg()))
+    assert spin_until(executor, lambda: all(f.stamp_ns == again.nanoseconds for f in node.frames.values()))
+    job = node.prepare_step()
+    assert job is not None
+    np.testing.assert_array_equal(job.proprio, node._joint_map.extract(JOINTS, reset_pose, VELOCITY, []))
     # cleanup forgets the pairs: the next configuration waits for its own joint states
     assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
     assert not node._joint_history

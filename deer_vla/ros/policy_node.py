@@ -734,6 +734,12 @@ class PolicyNode(LifecycleNode):
     def _accept_proprio(self, values: np.ndarray, stamp_ns: int | None) -> None:
         self.proprio, self._proprio_stamp_ns = values, stamp_ns
         if stamp_ns is not None:
+            if self._joint_history and stamp_ns < self._joint_history[-1][0]:
+                # the driver's clock went back (a simulator reset under use_sim_time): the poses held carry
+                # the new episode's stamps too, and the pairing would hand the model the old arm pose
+                self._joint_history.clear()
+                self.get_logger().warn("joint state stamped before the previous one (a clock reset?): poses held "
+                                       "for pairing with images dropped", throttle_duration_sec=2.0)
             self._joint_history.append((stamp_ns, values))
         self._proprio_ns = time.perf_counter_ns()
         if self.params is not None and self.params.control_mode == "event" and self._all_new():
