@@ -782,3 +782,42 @@ def test_a_damaged_training_record_or_a_file_named_checkpoints_is_a_clear_start(
     capsys.readouterr()
     assert cli_main(["--no-progress", *sum((["--set", o] for o in _overrides(dataset, other)), [])]) == 2
     assert "checkpoints is not a folder" in capsys.readouterr().err
+
+
+def test_a_trained_model_is_never_replaced_by_a_resume_and_not_left_loadable_by_an_overwrite(
+        dataset: Path, tmp_path: Path, capsys) -> None:
+    """`--resume` in a folder holding a model but no step checkpoint (deleted to save space, a copied checkpoint)
+    trained from scratch over it with one warning. `--overwrite` kept the old model, thresholds and gates loadable
+    until the new run finished: a run stopped early (`--stop-at`, a kill) left the old model in place, described
+    by the new run's train_config.json. A shipped checkpoint is never an output_dir."""
+    import shutil
+
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+    from deer_vla.model.shipped import resolve_checkpoint
+
+    out = tmp_path / "run"
+    args = ["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out)), [])]
+    assert cli_main(args) == 0
+    shutil.rmtree(out / "checkpoints")
+    (out / "thresholds.json").write_text("{}")  # calibrated for these weights
+    weights = (out / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert cli_main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a trained model" in err and "--overwrite" in err and "\n" not in err.strip()
+    assert (out / "model.safetensors").read_bytes() == weights  # untouched
+    # --overwrite, stopped before the end: no model of the earlier run is left to load
+    assert cli_main([*args, "--overwrite", "--stop-at", "2"]) == 0
+    assert "checkpoint written to" in capsys.readouterr().out
+    for name in ("config.json", "model.safetensors", "thresholds.json", "train_history.json"):
+        assert not (out / name).exists(), name
+    assert not CheckpointDir(out).weights_path.exists() and (out / "checkpoints" / "step_00000002").is_dir()
+    assert cli_main([*args, "--resume"]) == 0  # continued from its step checkpoint to the end
+    assert "model written to" in capsys.readouterr().out and (out / "model.safetensors").is_file()
+    # an empty folder with --resume still starts (nothing to lose)
+    assert cli_main(["--no-progress", "--resume", "--stop-at", "1",
+                     *sum((["--set", o] for o in _overrides(dataset, tmp_path / "new")), [])]) == 0
+    shipped = resolve_checkpoint("default")
+    assert cli_main(["--no-progress", "--overwrite",
+                     *sum((["--set", o] for o in _overrides(dataset, shipped)), [])]) == 2
+    assert "shipped checkpoint 'default'" in capsys.readouterr().err

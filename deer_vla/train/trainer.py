@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from torch.utils.data import DataLoader, Sampler
 
 from deer_vla.core.atomic_file import atomic_write_text
@@ -37,7 +38,7 @@ from deer_vla.core.log_text import error_text
 from deer_vla.core.run_lock import lock_folder
 from deer_vla.core.writable import fresh_start_problem
 from deer_vla.model.device import check_device
-from deer_vla.model.shipped import resolve_checkpoint
+from deer_vla.model.shipped import resolve_checkpoint, shipped_name_of
 from deer_vla.train.config import TrainConfig
 from deer_vla.train.data import heldout_paraphrases
 from deer_vla.train.losses import DeerObjective, WindowBatch
@@ -324,7 +325,9 @@ class Trainer:
         check_batch_fits(len(self.dataset), cfg.batch_size, self.info.world)
         if ckpt is None and self.info.main:
             # a fresh run: stale logs/checkpoints of an earlier run must not mix in (only now that it can run:
-            # a setting refused above must not cost the earlier run's checkpoints)
+            # a setting refused above must not cost the earlier run's checkpoints), nor may its final model
+            # stay loadable, with its thresholds and gates, until this run ends (or for good if it is stopped)
+            remove_final_model(self.out)
             (self.out / "train_log.jsonl").unlink(missing_ok=True)
             shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
         self.objective = DeerObjective(self.model, cfg.loss)
@@ -616,6 +619,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def remove_final_model(out: Path) -> None:
+    """Delete a finished run's model files from ``out`` (its config first: without it no loader takes the
+    folder for a checkpoint, whatever else a kill leaves)."""
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+
+    for name in (CheckpointDir.CONFIG, CheckpointDir.WEIGHTS, CheckpointDir.EXTRA, CheckpointDir.PROFILE,
+                 CheckpointDir.THRESHOLDS, CheckpointDir.GATES, "train_history.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+def resume_problem(out: Path) -> str | None:
+    """Why ``--resume`` may not run in ``out``: it holds a trained model but no step checkpoint to continue
+    from, so the run would start from scratch and replace that model (None: there is one, or nothing to lose)."""
+    if latest_checkpoint(out) is not None or not (out / "model.safetensors").is_file():
+        return None
+    return (f"--resume: {out} holds a trained model (model.safetensors) but no step checkpoint under "
+            f"{out / 'checkpoints'} to continue from; --overwrite starts afresh and loses that model, or choose "
+            "another output_dir")
+
+
 def earlier_run(out: Path) -> str | None:
     """What a fresh run in ``out`` would delete or overwrite, in words (``None``: nothing)."""
     found = []
@@ -645,6 +668,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     out = Path(cfg.output_dir)
     # a fresh run deletes the step checkpoints and overwrites the weights
     problem = fresh_start_problem(args.resume, args.overwrite, lambda: earlier_run(out), out, "output_dir")
+    if problem is None and args.resume:
+        problem = resume_problem(out)
+    if problem is None and shipped_name_of(out) is not None:
+        problem = (f"output_dir {out} is the shipped checkpoint '{shipped_name_of(out)}' (the package's own "
+                   "files): train into another folder")
     if problem:
         print(f"deer-vla train: {problem}", file=sys.stderr)
         return 2
@@ -665,9 +693,17 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla train: {exc}; the step checkpoints written before it are kept in "
               f"{out / 'checkpoints'}", file=sys.stderr)
         return 1
+    except (OSError, SafetensorError) as exc:  # a full disk while saving: which file, and what is kept
+        kept = latest_checkpoint(out)
+        print(f"deer-vla train: writing a checkpoint failed at step {trainer.step}: {error_text(exc)}; "
+              + (f"--resume continues from {kept.name}" if kept is not None else "no step checkpoint was kept"),
+              file=sys.stderr)
+        return 1
     if trainer.info.main and history:
         last = history[-1]
-        print(f"trained {last['step']} steps; last loss {last['loss']:.4f}; model written to {out}")
+        where = (f"model written to {out}" if trainer.step >= cfg.total_steps else
+                 f"checkpoint written to {step_dir(out, trainer.step)} (continue with --resume)")
+        print(f"trained {last['step']} steps; last loss {last['loss']:.4f}; {where}")
     if trainer.info.world > 1:
         dist.destroy_process_group()
     if lock is not None:
