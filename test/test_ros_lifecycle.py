@@ -255,3 +255,47 @@ def test_autostart_configures_and_activates_once_even_if_its_timer_fires_twice(e
     assert spin_until(executor, lambda: node.active, 20.0)
     node._autostart()  # the timer's second firing
     assert node.active and node.stack is not None
+
+
+def test_a_step_that_outlives_cleanup_never_reaches_the_next_configuration(executor, tiny_checkpoint, tmp_path,
+                                                                         monkeypatch):
+    """Cleanup gives up on a step still running after worker_stop_timeout_s and says its result is dropped.
+    The step ended later under the next configuration: its record went out on the new step_record topic (the
+    monitor counted it), into the new recording and the new counters."""
+    import threading
+    import time
+
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.policy_node import PolicyNode
+
+    monkeypatch.setattr(PolicyNode, "worker_stop_timeout_s", 0.2)
+    node = policy_node(executor, tiny_checkpoint, record_path=str(tmp_path / "a.mcap"))
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: node.stats.steps >= 1)
+    assert drv.settle(node)
+    real, release, started = node.stack.controller.step, threading.Event(), threading.Event()
+
+    def held(obs):
+        started.set()
+        release.wait(10.0)  # the step outlives cleanup
+        return real(obs)
+
+    node.stack.controller.step = held
+    drv.send_pair()
+    deadline = time.monotonic() + 10.0
+    while not started.is_set() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.01)
+    assert started.is_set()
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+    assert node.set_parameters([Parameter("record_path", value=str(tmp_path / "b.mcap"))])[0].successful
+    assert node.trigger_configure() == R.SUCCESS
+    steps, records = node.stats.steps, len(drv.records)
+    release.set()
+    drv.spin(1.0)  # the old step ends now
+    assert len(drv.records) == records and node.stats.steps == steps
+    assert node._recorder is not None and node._recorder.steps == 0
+    assert node.trigger_cleanup() == R.SUCCESS

@@ -151,6 +151,9 @@ class NodeStats:
 
 
 class PolicyNode(LifecycleNode):
+    # how long cleanup/shutdown waits for a running step; one that outlives it is dropped when it ends
+    worker_stop_timeout_s = 10.0
+
     def __init__(self, name: str = "deer_vla_policy", **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
         guard_change_state(self)  # an invalid ~/change_state request is refused, not fatal
@@ -375,8 +378,9 @@ class PolicyNode(LifecycleNode):
 
     def _stop_worker(self) -> None:
         if self._worker is not None:
-            if not self._worker.stop(timeout=10.0):
-                self.get_logger().error("the step worker did not finish within 10 s; its result will be dropped")
+            if not self._worker.stop(timeout=self.worker_stop_timeout_s):
+                self.get_logger().error(f"the step worker did not finish within {self.worker_stop_timeout_s:g} s; "
+                                        "its result will be dropped")
             self._worker = None
 
     def _destroy_interfaces(self) -> None:
@@ -880,6 +884,8 @@ class PolicyNode(LifecycleNode):
             self.stats.skip("model_error", f"policy step failed: {type(exc).__name__}: {exc}")
             self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
             return
+        if stack is not self.stack:  # cleaned up (and maybe configured again) while the step ran: not this one's
+            return
         self.stats.steps += 1
         self.stats.last_step_ns = time.monotonic_ns()
         dropped = getattr(stack.runner, "dropped_tokens", 0)
@@ -893,8 +899,11 @@ class PolicyNode(LifecycleNode):
         record.stamp_ns = first.stamp_ns
         record.action = [float(v) for v in command.action]
         with self._actuation:  # halt/disable/deactivate cannot interleave with this decision and its publishing
-            if not self._pubs:
-                return  # cleaned up while the step ran
+            if not self._pubs or stack is not self.stack:
+                # cleaned up while the step ran (a worker given up on at cleanup can finish under the next
+                # configuration: its step must not reach that one's records, recording or counters)
+                return
+            recorder = self._recorder
             current = job.actuation_gen == self._actuation_gen and job.episode_gen == self._episode_gen
             record.actuated = bool(self.active and self.enabled and current)
             if record.actuated:
@@ -916,15 +925,15 @@ class PolicyNode(LifecycleNode):
         self.last_record = record
         self._last_stepped = (job, time.perf_counter_ns())
         self.stats.latency_ms.append(((time.perf_counter_ns() - received_ns) * 1e-6, float(record.total_ms)))
-        if self._recorder is not None:
+        if recorder is not None:
             try:
-                self._recorder.write_step(frames, job.instruction, job.proprio, command.standard7, record_msg,
-                                          first.stamp_ns)
+                recorder.write_step(frames, job.instruction, job.proprio, command.standard7, record_msg,
+                                    first.stamp_ns)
             # the recording is a side job: a full disk, or a stamp MCAP cannot hold (before 1970), must not stop
             # the robot, nor count as a model error
             except (OSError, ValueError, OverflowError) as exc:
                 self.stats.record_errors += 1
-                self.get_logger().error(f"step not recorded to {self._recorder.log.path}: {exc}",
+                self.get_logger().error(f"step not recorded to {recorder.log.path}: {exc}",
                                         throttle_duration_sec=5.0)
 
     def _repeats_last_step(self, job: StepJob) -> bool:
