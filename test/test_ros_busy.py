@@ -254,10 +254,15 @@ def test_every_step_record_has_its_observation_age_and_the_monitor_warns(executo
 
 def test_torch_threads_is_applied_at_configure(executor, tiny_checkpoint):
     import torch
+    from rclpy.lifecycle import TransitionCallbackReturn as R
 
     before = torch.get_num_threads()
     try:
-        _started(executor, tiny_checkpoint, torch_threads=2)
+        node = _started(executor, tiny_checkpoint, torch_threads=2)
         assert torch.get_num_threads() == 2
+        # 0 is torch's default (the count the process had), also after a configuration that set another
+        assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+        assert _set(node, "torch_threads", 0) and node.trigger_configure() == R.SUCCESS
+        assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)

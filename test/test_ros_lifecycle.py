@@ -299,3 +299,20 @@ def test_a_step_that_outlives_cleanup_never_reaches_the_next_configuration(execu
     assert len(drv.records) == records and node.stats.steps == steps
     assert node._recorder is not None and node._recorder.steps == 0
     assert node.trigger_cleanup() == R.SUCCESS
+
+
+@pytest.mark.parametrize("start", ["unconfigured", "active"])
+def test_a_finalized_node_refuses_enabled_true_by_parameter_as_by_service(executor, tiny_checkpoint, start):
+    """~/enable answers a finalized node with success: false; `ros2 param set enabled true` was accepted and
+    left `enabled` true on a node that can never actuate."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    node = policy_node(executor, tiny_checkpoint)
+    if start == "active":
+        assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    assert node.trigger_shutdown() == R.SUCCESS
+    result = node.set_parameters([Parameter("enabled", value=True)])[0]
+    assert not result.successful and "finalized" in result.reason
+    assert node.get_parameter("enabled").value is False and not node.enabled
+    assert node.set_parameters([Parameter("enabled", value=False)])[0].successful  # closing stays allowed

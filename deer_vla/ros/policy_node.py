@@ -166,6 +166,7 @@ class PolicyNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._apply_parameter_change)
         self.params: PolicyParams | None = None
         self.stack: PolicyStack | None = None
+        self._initial_torch_threads: int | None = None
         self.stats = NodeStats()
         self.active = False
         self.enabled = bool(self.get_parameter("enabled").value)
@@ -281,10 +282,11 @@ class PolicyNode(LifecycleNode):
         # an instruction heard before stays in force; read by this model's tokenizer from now on
         self._instruction_key = None if self.instruction is None else stack.runner.instruction_key(self.instruction)
         self._cut_said = None
-        if params.torch_threads:
-            import torch
+        import torch
 
-            torch.set_num_threads(params.torch_threads)
+        if self._initial_torch_threads is None:  # the process's own count, which torch_threads 0 returns to
+            self._initial_torch_threads = torch.get_num_threads()
+        torch.set_num_threads(params.torch_threads or self._initial_torch_threads)
         self._episode_applied = self._episode_gen
         try:
             self._create_interfaces(params, stack)
@@ -487,6 +489,10 @@ class PolicyNode(LifecycleNode):
     def _validate_parameter_change(self, changes: list[Parameter]) -> SetParametersResult:
         if self._closes_gate(changes):
             return SetParametersResult(successful=True)
+        if any(p.name == "enabled" and p.value is True for p in changes) \
+                and self._state_machine.current_state[1] == "finalized":  # as ~/enable answers
+            return SetParametersResult(successful=False,
+                                       reason="finalized: shut down, cannot actuate (restart the node)")
         names = {p.name for p in changes}
         if self.stack is not None:
             frozen = sorted(names - RUNTIME_PARAMS)
