@@ -292,23 +292,47 @@ def test_summary_pools_tasks_and_counts_exits() -> None:
     assert set(s["tasks"]) == {"a", "b"}
 
 
-def test_tracking_mode_keeps_one_tracker_over_the_workers_episodes(checkpoint: tuple[Path, Path]) -> None:
-    """Budget tracking holds over the whole run (as on a robot), not per job of a few episodes."""
+def test_a_tracking_modes_episode_plays_the_same_whatever_ran_before_it(checkpoint: tuple[Path, Path]) -> None:
+    """A worker kept one tracker per tracking mode over all the episodes it ran, so an episode's exits, cost
+    and even success depended on which worker took it and what it had run before (1 vs 2 workers, two runs
+    alike, another task list). The tracker now restarts per episode: the same episode, the same result."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from deer_vla.evaluation.journal import _rounded, mode_digests, mode_fields
+
     ckpt, _ = checkpoint
     worker = EvalWorker.from_spec(PolicySpec(str(ckpt)))
     n = worker.runner.num_exits
-    budget = 0.5 * worker.profile.costs()[-1]
-    mode = ModeSpec(name="dyn+track", kind="dynamic", thresholds=Thresholds(values=[0.0] * (n - 1)).to_dict(),
+    budget = 0.5 * worker.profile.costs()[-1]  # below what these thresholds spend unscaled
+    mode = ModeSpec(name="dyn+track", kind="dynamic", thresholds=Thresholds(values=[0.1] * (n - 1)).to_dict(),
                     budget_gflops=budget, budget_fraction=0.5, track_budget=True)
+
+    def fields(r: EpisodeResult) -> dict:
+        return {k: v for k, v in dataclasses.asdict(r).items() if k != "model_ms"}
+
     try:
-        first = worker.run_job((mode, "drawer-open", [(100000, None)], 3))
-        tracker = worker.trackers["dyn+track"]
-        assert tracker.steps == first[0].steps and tracker.target_gflops == budget
-        second = worker.run_job((mode, "drawer-open", [(100001, None)], 3))
-        assert worker.trackers["dyn+track"] is tracker and tracker.steps == first[0].steps + second[0].steps
+        alone = worker.run_job((mode, "drawer-open", [(100001, None)], 12))
+        other = EvalWorker.from_spec(PolicySpec(str(ckpt)))
+        try:
+            other.run_job((mode, "drawer-open", [(100000, None), (100002, None)], 12))  # a history before it
+            after = other.run_job((mode, "drawer-open", [(100001, None)], 12))
+        finally:
+            other.close()
     finally:
         worker.close()
-    assert EvalWorker.from_spec(PolicySpec(str(ckpt))).trackers == {}  # a new evaluation starts with none
+    assert alone[0].exit_counts[-1] < alone[0].steps  # the tracker scaled the thresholds up: some stopped early
+    assert [fields(r) for r in after] == [fields(r) for r in alone]
+    # journals written while the tracker ran on over a worker's episodes (no tracker scope in the digest) do
+    # not pool with these; a mode without the tracker keeps its digest
+    untracked = dataclasses.replace(mode, track_budget=False)
+    assert mode_fields(mode)["tracker_scope"] == "episode" and "tracker_scope" not in mode_fields(untracked)
+    before = {k: v for k, v in mode_fields(mode).items() if k != "tracker_scope"}
+    old_digest = hashlib.sha256(json.dumps(_rounded(before), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert mode_digests([mode])["dyn+track"] != old_digest
+    assert mode_digests([untracked])["dyn+track"] == hashlib.sha256(json.dumps(
+        _rounded(mode_fields(untracked)), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def test_closed_loop_objective_scores_thresholds_by_success_and_cost(checkpoint: tuple[Path, Path]) -> None:

@@ -5,8 +5,8 @@ EpisodeResult per line, appended and flushed (and fsync'ed) as each job finishes
 the jobs in flight. ``--resume`` reads it back, keeps the episodes whose (mode, task, seed) the new run would
 play again, and runs only the rest. The fingerprint (checkpoint weights, modes with their thresholds, seeds'
 start, step limit, image size) must match, so episodes of another run are never mixed in; a torn last line
-(the crash happened mid-write) is dropped with a warning. Online budget trackers restart on resume: a tracking
-mode's episodes after the resume do not continue the tracker state of those before it.
+(the crash happened mid-write) is dropped with a warning. A tracking mode's online tracker restarts at every
+episode (``rollout.make_controller``), so a resumed run's episodes are those an uninterrupted one plays.
 """
 from __future__ import annotations
 
@@ -62,8 +62,13 @@ _JOURNAL_V1_MODE_FIELDS = frozenset({"name", "kind", "exit", "thresholds", "budg
 
 def mode_fields(mode: ModeSpec) -> dict[str, Any]:
     """The mode's fields that say what it plays, as fingerprints and digests hash them."""
-    return {f.name: getattr(mode, f.name) for f in dataclasses.fields(mode)
-            if f.name in _JOURNAL_V1_MODE_FIELDS or not _is_default(f, getattr(mode, f.name))}
+    fields = {f.name: getattr(mode, f.name) for f in dataclasses.fields(mode)
+              if f.name in _JOURNAL_V1_MODE_FIELDS or not _is_default(f, getattr(mode, f.name))}
+    if mode.track_budget:
+        # since 2026-12-05 the tracker restarts at every episode; before, it ran on over a worker's episodes
+        # (results depended on the worker count and scheduling): those journals' tracking modes do not pool
+        fields["tracker_scope"] = "episode"
+    return fields
 
 
 def _is_default(f: dataclasses.Field[Any], value: Any) -> bool:

@@ -10,7 +10,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from deer_vla.control.controller import ExitController
-    from deer_vla.control.online import OnlineBudgetTracker
     from deer_vla.core import CostProfile, SegmentedPolicy
 
 ModeKind = Literal["fixed", "dynamic", "oracle"]
@@ -109,12 +108,14 @@ _RESULT_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def make_controller(runner: SegmentedPolicy, profile: CostProfile, mode: ModeSpec,
-                    tracker: OnlineBudgetTracker | None = None) -> ExitController:
-    """The controller for ``mode``; a tracking mode uses ``tracker`` when given (kept across episodes by the
-    caller, as on a robot that runs for a long time), else a new OnlineBudgetTracker."""
+def make_controller(runner: SegmentedPolicy, profile: CostProfile, mode: ModeSpec) -> ExitController:
+    """The controller for ``mode``. A tracking mode's online tracker restarts at every episode (scale 1, an
+    empty running mean): an episode then plays the same whichever worker runs it, after whichever episodes,
+    and after a resume. (The policy node's tracker runs on across episodes: it holds the budget over the
+    deployment; here each episode must hold it alone.)"""
     from deer_vla.control.budgets import BudgetSpec
     from deer_vla.control.controller import ExitController
+    from deer_vla.control.online import OnlineBudgetTracker
     from deer_vla.control.thresholds import Thresholds
 
     if mode.kind == "fixed":
@@ -124,14 +125,11 @@ def make_controller(runner: SegmentedPolicy, profile: CostProfile, mode: ModeSpe
     assert mode.thresholds is not None
     thresholds = Thresholds.from_dict(mode.thresholds)
     budget = thresholds.budget or BudgetSpec(average_gflops=mode.budget_gflops)
-    if not mode.track_budget:
-        tracker = None
-    elif budget.average_gflops is None:
-        raise ValueError(f"mode {mode.name}: budget tracking needs an average budget")
-    elif tracker is None:
-        from deer_vla.control.online import OnlineBudgetTracker
-
-        tracker = OnlineBudgetTracker(budget.average_gflops)
+    tracker = None
+    if mode.track_budget:
+        if budget.average_gflops is None:
+            raise ValueError(f"mode {mode.name}: budget tracking needs an average budget")
+        tracker = OnlineBudgetTracker(budget.average_gflops, reset_per_episode=True)
     return ExitController(runner, profile, thresholds, budget, tracker=tracker)
 
 

@@ -90,8 +90,8 @@ def make_adapter(task: str, cameras: tuple[str, ...], image_size: int | None, ma
 
 class EvalWorker:
     """Runs evaluation jobs with one policy: a simulator per task (at most ``max_simulators``, the least
-    recently used closed first), and one online budget tracker per tracking mode kept over all the
-    jobs it runs (it holds the budget over the whole run, as on a robot)."""
+    recently used closed first). Nothing of one episode carries into the next (a tracking mode's tracker
+    restarts per episode: ``make_controller``), so results do not depend on which worker ran what."""
 
     def __init__(self, runner: Any, profile: CostProfile, image_size: int | None = None,
                  max_simulators: int = DEFAULT_MAX_SIMULATORS) -> None:
@@ -99,7 +99,6 @@ class EvalWorker:
         self.profile = profile
         self.image_size = image_size or model_image_size(runner)
         self.simulators = SimulatorCache(max_simulators)
-        self.trackers: dict[str, Any] = {}
 
     @classmethod
     def from_spec(cls, spec: PolicySpec, max_simulators: int = DEFAULT_MAX_SIMULATORS) -> EvalWorker:
@@ -116,9 +115,7 @@ class EvalWorker:
     def run_job(self, job: Job) -> list[EpisodeResult]:
         mode, task, plan, max_steps = job
         adapter = self.adapter(task, max_steps)
-        controller = make_controller(self.runner, self.profile, mode, self.trackers.get(mode.name))
-        if controller.tracker is not None:
-            self.trackers[mode.name] = controller.tracker
+        controller = make_controller(self.runner, self.profile, mode)
         limit = max_steps or int(getattr(adapter, "max_steps", 500))
         return [run_episode(adapter, controller, mode.name, task, seed, instr, limit) for seed, instr in plan]
 
