@@ -32,6 +32,14 @@ def test_a_journal_reports_its_episodes_and_drops_only_a_torn_last_line(tmp_path
     assert report["summary"]["exit1"]["overall"]["episodes"] == 1
 
 
+def test_a_journal_with_its_plan_and_no_episode_yet_says_so_instead_of_a_table_of_zeros(tmp_path, capsys):
+    """A header planning modes and no finished episode printed each mode as 0.0% (0/0), read as measured."""
+    _journal(tmp_path / "new", [HEADER])
+    assert cli_main([str(tmp_path / "new")]) == 0
+    out = capsys.readouterr().out
+    assert "no finished episode" in out and "0/0" not in out and "%" not in out
+
+
 def test_an_episode_journalled_twice_counts_once_as_its_latest_record(tmp_path):
     """A journal joined by hand (or a job re-run after a crash) may hold one episode twice: it is one episode,
     and the later record wins, as evaluate --resume keeps it."""
