@@ -123,6 +123,8 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str
     executor = make_executor(executor_kind)
     policy = PolicyNode(parameter_overrides=[Parameter("checkpoint_dir", value=str(checkpoint)),
                                              Parameter("enabled", value=True),
+                                             # a step per image pair: the latency measured is the node's own
+                                             Parameter("control_mode", value="event"),
                                              Parameter("torch_threads", value=torch_threads)])
     driver = rclpy.create_node("latency_driver")
     executor.add_node(policy)

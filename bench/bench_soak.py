@@ -54,7 +54,8 @@ def soak(checkpoint: Path, steps: int, warmup: int, episode_steps: int, record: 
     from deer_vla.ros.policy_node import CameraFrame, PolicyNode
 
     rclpy.init()
-    params = [Parameter("checkpoint_dir", value=str(checkpoint)), Parameter("enabled", value=True)]
+    params = [Parameter("checkpoint_dir", value=str(checkpoint)), Parameter("enabled", value=True),
+              Parameter("control_mode", value="event")]  # a step per published image set
     if record is not None:
         params.append(Parameter("record_path", value=str(record)))
     node = PolicyNode(parameter_overrides=params)

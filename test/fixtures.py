@@ -54,7 +54,8 @@ def policy_node(executor: Any, checkpoint: Path, **params: Any) -> Any:
 
     from deer_vla.ros.policy_node import PolicyNode
 
-    overrides = {"checkpoint_dir": str(checkpoint), **params}
+    # event mode unless a test says otherwise: the tests send an observation and wait for its step (lock-step)
+    overrides = {"checkpoint_dir": str(checkpoint), "control_mode": "event", **params}
     node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
     executor.add_node(node)
     return node

@@ -266,3 +266,30 @@ def test_torch_threads_is_applied_at_configure(executor, tiny_checkpoint):
         assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)
+
+
+def test_by_default_a_free_running_camera_is_stepped_at_the_policys_rate(executor, tiny_checkpoint):
+    """Event mode, the default until 2026-12-05, stepped on every complete image set: on 40 Hz cameras a 10 Hz
+    policy ran ~40 steps a second. The default (timer mode) steps at rate_hz whatever the cameras' rate; the sim
+    graph, a lock-step source, asks for event mode itself."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.graph import load_graph
+    from deer_vla.ros.policy_node import PolicyNode
+
+    node = PolicyNode(parameter_overrides=[Parameter("checkpoint_dir", value=str(tiny_checkpoint)),
+                                           Parameter("rate_hz", value=10.0)])
+    executor.add_node(node)
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: node.stats.steps >= 1)
+    steps, t0 = node.stats.steps, time.monotonic()
+    while time.monotonic() - t0 < 2.0:  # image pairs at ~40 Hz for 2 s
+        drv.send_pair()
+        drv.spin(0.025)
+    ran = node.stats.steps - steps
+    assert 12 <= ran <= 24, ran  # ~20 at 10 Hz; event mode ran ~80
+    assert load_graph("sim").node("policy").file_parameters()["control_mode"] == "event"
+    assert load_graph("robot").node("policy").file_parameters()["control_mode"] == "timer"

@@ -119,7 +119,7 @@ def test_policy_node_status_goes_ok_warn_error_when_a_camera_stops(executor, tin
 
     # window max(0.2 s, 2 control periods at 10 Hz) = 0.2 s: ERROR after 0.6 s without a step
     node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in {
-        "checkpoint_dir": str(tiny_checkpoint), "diagnostics_period_s": 0.2}.items()])
+        "checkpoint_dir": str(tiny_checkpoint), "diagnostics_period_s": 0.2, "control_mode": "event"}.items()])
     executor.add_node(node)
     assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
     drv = Driver(executor)
@@ -237,7 +237,7 @@ def test_a_ros_clock_that_jumps_back_does_not_make_a_silent_node_look_stepping(e
     from deer_vla.ros.policy_node import PolicyNode
 
     node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in {
-        "checkpoint_dir": str(tiny_checkpoint), "diagnostics_period_s": 0.2}.items()])
+        "checkpoint_dir": str(tiny_checkpoint), "diagnostics_period_s": 0.2, "control_mode": "event"}.items()])
     executor.add_node(node)
     assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
     drv = Driver(executor)

@@ -56,7 +56,8 @@ def test_invalid_lifecycle_transitions_are_refused_and_the_node_lives(kind, ros_
     from deer_vla.ros.policy_node import PolicyNode
 
     executor = make_executor(kind)
-    node = PolicyNode(parameter_overrides=[Parameter("checkpoint_dir", value=str(tiny_checkpoint))])
+    node = PolicyNode(parameter_overrides=[Parameter("checkpoint_dir", value=str(tiny_checkpoint)),
+                                          Parameter("control_mode", value="event")])
     caller = rclpy.create_node("hostile_caller")
     executor.add_node(node)
     executor.add_node(caller)

@@ -158,7 +158,7 @@ def test_policy_node_steps_on_joint_states_and_refuses_bad_ones(executor, tiny_c
         # is about refusals and staleness (the skew test is below)
         node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in {
             "checkpoint_dir": str(checkpoint), "enabled": True, "proprio.source": "joint_state",
-            "max_joint_state_skew_s": 1.0}.items()])
+            "max_joint_state_skew_s": 1.0, "control_mode": "event"}.items()])
         executor.add_node(node)
         return node
 
@@ -241,7 +241,7 @@ def test_policy_node_skips_steps_whose_joint_state_and_images_are_stamped_apart(
     # max_joint_state_skew_s at its default (0.1 s); a generous age limit, so that only the skew can refuse a step
     node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in {
         "checkpoint_dir": str(_named_checkpoint(tiny_checkpoint, tmp_path)), "enabled": True,
-        "proprio.source": "joint_state", "max_image_age_s": 1.0}.items()])
+        "proprio.source": "joint_state", "max_image_age_s": 1.0, "control_mode": "event"}.items()])
     executor.add_node(node)
     assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
     drv = Driver(executor, proprio_dim=0)

@@ -15,7 +15,7 @@ def _graph(executor, checkpoint, log_dir, **policy_params):
     from deer_vla.ros.monitor_node import MonitorNode
     from deer_vla.ros.policy_node import PolicyNode
 
-    params = {"checkpoint_dir": str(checkpoint), **policy_params}
+    params = {"checkpoint_dir": str(checkpoint), "control_mode": "event", **policy_params}
     policy = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     monitor = MonitorNode(parameter_overrides=[
         Parameter("log_dir", value=str(log_dir)), Parameter("run_name", value="t"),

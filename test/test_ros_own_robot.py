@@ -42,7 +42,7 @@ def test_imported_policy_drives_the_twist_with_rotation(executor, trained, sourc
 
     checkpoint, proprio_dim = trained[source]
     node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in {
-        "checkpoint_dir": str(checkpoint), "enabled": True, "rate_hz": 10.0}.items()])
+        "checkpoint_dir": str(checkpoint), "enabled": True, "rate_hz": 10.0, "control_mode": "event"}.items()])
     executor.add_node(node)
     assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
     spec = node.stack.action_spec

@@ -66,7 +66,8 @@ def test_node_runs_under_the_guarantee_and_publishes_it(executor, tiny_checkpoin
     path, costs = certified
 
     def policy(**params):
-        overrides = {"checkpoint_dir": str(tiny_checkpoint), "thresholds_file": str(path), **params}
+        overrides = {"checkpoint_dir": str(tiny_checkpoint), "thresholds_file": str(path), "control_mode": "event",
+                     **params}
         node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
         executor.add_node(node)
         return node

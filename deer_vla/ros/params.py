@@ -94,7 +94,11 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "action_topic": "action",
     "record_topic": "step_record",
     "frame_id": "base_link",
-    "control_mode": "event",  # "event": step when every camera has a new image; "timer": at rate_hz
+    # "timer": step at rate_hz on the newest inputs (cameras and arm drivers that publish at their own rate);
+    # "event": step when every camera (and the proprio) has a new message: a lock-step source that sends one
+    # observation per action (the simulator; graph "sim" sets it). On a 30 Hz camera event mode would step at
+    # 30 Hz a policy trained at 10 Hz
+    "control_mode": "timer",
     # timer rate, and the control period that turns per-step deltas into velocities. 0 = the checkpoint's
     # control_rate_hz (its demonstrations' rate; DEFAULT_RATE_HZ for a checkpoint without one)
     "rate_hz": 0.0,

@@ -307,10 +307,15 @@ class PolicyNode(LifecycleNode):
             self.get_logger().info(f"proprioception on '{params.proprio_topic}': {stack.proprio_dim} values "
                                    f"({', '.join(stack.proprio_spec.names)})")
         rate = stack.control_rate_hz
+        stepping = ("timer mode: a step every period on the newest inputs" if params.control_mode == "timer" else
+                    "event mode: a step per new observation, for a lock-step source")
         if not explicit_rate:
             self.get_logger().info(f"control rate {params.rate_hz:g} Hz (" + (
-                "the checkpoint's demonstrations'" if rate else "default: the checkpoint records none") + ")")
-        elif rate is not None and abs(params.rate_hz - rate) > 1e-6 * rate:
+                "the checkpoint's demonstrations'" if rate else "default: the checkpoint records none")
+                + f"), {stepping}")
+        else:
+            self.get_logger().info(f"control rate {params.rate_hz:g} Hz (rate_hz), {stepping}")
+        if explicit_rate and rate is not None and abs(params.rate_hz - rate) > 1e-6 * rate:
             # rate_hz is also the period that turns per-step deltas into twist velocities
             self.get_logger().warn(
                 f"rate_hz {params.rate_hz:g} differs from the {rate:g} Hz of the demonstrations the policy was "
