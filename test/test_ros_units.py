@@ -40,6 +40,9 @@ def test_mono_and_row_padding():
     ("encoding", "h", "w", "step", "nbytes", "match"),
     [
         ("16UC1", 10, 12, 24, 240, "unsupported image encoding"),
+        # channels without their order: an OpenCV frame through cv_bridge "passthrough" is BGR, and was read as RGB
+        ("8UC3", 10, 12, 36, 360, "does not say the channels' order.*publish it as rgb8 or bgr8"),
+        ("8UC4", 10, 12, 48, 480, "publish it as rgba8 or bgra8"),
         ("rgb8", 10, 12, 36, 359, "truncated"),
         ("rgb8", 10, 12, 36, 400, "step\\*height is 360"),
         ("rgb8", 10, 12, 30, 300, "step 30 is smaller"),

@@ -20,9 +20,11 @@ _ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
     "bgra8": (4, (2, 1, 0)),
     "mono8": (1, (0, 0, 0)),
     "8uc1": (1, (0, 0, 0)),
-    "8uc3": (3, (0, 1, 2)),
 }
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
+# encodings that say how many channels but not their order: cv_bridge's "passthrough" of an OpenCV frame is
+# 8UC3 holding BGR, another driver's RGB; read either way, half the cameras would swap red and blue unseen
+_NO_CHANNEL_ORDER = {"8uc3": "rgb8 or bgr8", "8uc4": "rgba8 or bgra8"}
 MIN_SIZE = 8  # the model needs at least this many pixels per side
 
 
@@ -35,6 +37,10 @@ def image_to_rgb(
 ) -> np.ndarray:
     """Validate the fields of a sensor_msgs/Image and return an HxWx3 uint8 RGB copy."""
     enc = encoding.lower()
+    if enc in _NO_CHANNEL_ORDER:
+        raise ImageConversionError(
+            f"image encoding {quoted(encoding, 40)} does not say the channels' order (an OpenCV frame published "
+            f"with cv_bridge's 'passthrough' is BGR): publish it as {_NO_CHANNEL_ORDER[enc]}")
     if enc not in _ENCODINGS:
         supported = ", ".join(SUPPORTED_ENCODINGS)
         raise ImageConversionError(f"unsupported image encoding {quoted(encoding, 40)}; supported: {supported}")
