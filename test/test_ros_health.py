@@ -93,6 +93,19 @@ def test_policy_status_level_rules():
                                 last_step_age_s=None, active_for_s=60.0), None)
     assert first.level == WARN and "waiting for the first image from camera 'static'" in first.message
     assert _values(first)["camera static: image age s"] == "never"
+    # ... and one whose images arrive and are all refused says so, with the reason, not "waiting"
+    refused = policy_status(_snap(cameras={"static": InputAge("cam/static", refused=40,
+                                                              refusal="unsupported image encoding 'yuv422'"),
+                                           "wrist": InputAge("cam/wrist", 0.1, 0.1)},
+                                  last_step_age_s=None, active_for_s=5.0), None)
+    assert refused.level == WARN and "waiting" not in refused.message
+    assert "every image from camera 'static' on 'cam/static' refused (40 so far), the latest: unsupported image " \
+           "encoding 'yuv422'" in refused.message and _values(refused)["camera static: refused"] == "40"
+    joint = policy_status(_snap(proprio=InputAge("joint_states", refused=3, refusal="joint state: no joint "
+                                                 "gripper in the message"), last_step_age_s=None,
+                                active_for_s=5.0), None)
+    assert "every joint state on 'joint_states' refused (3 so far), the latest: joint state: no joint gripper" \
+           in joint.message
     # ... but a camera that stopped after the node stepped is an ERROR (steps before a re-activation count not)
     restarted = policy_status(_snap(last_step_age_s=30.0, active_for_s=5.0,
                                     cameras={"static": InputAge("cam/static", 30.0, 30.0),
@@ -259,3 +272,27 @@ def test_a_ros_clock_that_jumps_back_does_not_make_a_silent_node_look_stepping(e
     assert snap.last_step_age_s is not None and snap.last_step_age_s >= 0.9
     status = policy_status(snap, before)
     assert status.level != OK and "no step" in status.message, status.message
+
+
+@pytest.mark.ros
+def test_a_camera_whose_every_image_is_refused_is_reported_as_refused_not_as_silent(executor, tiny_checkpoint):
+    """A driver publishing an encoding the node refuses (v4l2_camera's yuv422_yuy2) read on /diagnostics as
+    "waiting for the first image from camera 'static'", which sends the operator to the topic or the driver."""
+    from fixtures import Driver, policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = policy_node(executor, tiny_checkpoint)
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    drv = Driver(executor)
+    drv.instruct()
+    for _ in range(40):
+        msg = drv.image()
+        msg.encoding = "yuv422_yuy2"
+        drv.send_pair(first=msg)
+        drv.spin(0.05)
+        if node.stats.refused["static"] >= 3 and node.instruction is not None:
+            break
+    status = node.diagnostics().status[0]
+    assert "every image from camera 'static' on 'camera/static/image_raw' refused" in status.message, status.message
+    assert "unsupported image encoding 'yuv422_yuy2'" in status.message
+    assert {kv.key: kv.value for kv in status.values}["camera static: refused"] == str(node.stats.refused["static"])

@@ -9,7 +9,8 @@ Level rules (window = the longer of the diagnostics period and two control
 periods, so a slow control rate is not taken for a stall):
 
 - WARN while inactive, while no instruction has arrived, and while waiting
-  for a camera's (or the proprioception's) first message after activation.
+  for a camera's (or the proprioception's) first message after activation
+  (or while every one that arrives is refused: named, with the reason).
 - OK when a step finished within the window and none was skipped in the last
   period; WARN when some were skipped (the message names the most frequent
   reason and its latest detail).
@@ -76,7 +77,9 @@ class InputAge:
 
     topic: str
     stamp_age_s: float | None = None
-    received_age_s: float | None = None
+    received_age_s: float | None = None  # accepted messages only
+    refused: int = 0  # messages refused (encoding, size, a joint missing, ...) since configure
+    refusal: str = ""  # the latest refusal's reason
 
 
 @dataclass(frozen=True)
@@ -126,12 +129,21 @@ def _most_frequent(skipped: Mapping[str, int]) -> str | None:
 
 
 def _waiting_for(snap: HealthSnapshot) -> str | None:
-    """The first input that has never arrived, as a sentence, or None."""
+    """The first input that has never been accepted, as a sentence, or None. One whose messages arrive and
+    are refused says so with the latest reason: "waiting for the first" sent the operator to the topic or
+    the driver when the encoding or a joint name was wrong."""
     for camera, age in snap.cameras.items():
         if age.received_age_s is None:
+            if age.refused:
+                return (f"every image from camera '{camera}' on '{age.topic}' refused ({age.refused} so far), "
+                        f"the latest: {age.refusal}")
             return f"waiting for the first image from camera '{camera}' on '{age.topic}'"
-    if snap.proprio is not None and snap.proprio.received_age_s is None:
-        return f"waiting for the first {snap.proprio_kind} on '{snap.proprio.topic}'"
+    proprio = snap.proprio
+    if proprio is not None and proprio.received_age_s is None:
+        if proprio.refused:
+            return (f"every {snap.proprio_kind} on '{proprio.topic}' refused ({proprio.refused} so far), "
+                    f"the latest: {proprio.refusal}")
+        return f"waiting for the first {snap.proprio_kind} on '{proprio.topic}'"
     return None
 
 
@@ -170,10 +182,12 @@ def _values(snap: HealthSnapshot, period_steps: int, period_skipped: Mapping[str
     for camera, age in snap.cameras.items():
         out.append((f"camera {camera}: image age s", _seconds(age.stamp_age_s)))
         out.append((f"camera {camera}: received s ago", _seconds(age.received_age_s)))
+        out.append((f"camera {camera}: refused", str(age.refused)))
     if snap.proprio is not None:
         if snap.proprio.stamp_age_s is not None or snap.proprio_kind == "joint state":
             out.append((f"{snap.proprio_kind} age s", _seconds(snap.proprio.stamp_age_s)))
         out.append((f"{snap.proprio_kind} received s ago", _seconds(snap.proprio.received_age_s)))
+        out.append((f"{snap.proprio_kind} refused", str(snap.proprio.refused)))
     out.extend(snap.info.items())
     return out
 

@@ -101,6 +101,9 @@ class StepJob:
     actuation_gen: int  # halt/disable/deactivate bump it: an older step's action is not published
 
 
+PROPRIO_INPUT = "~proprio"  # the proprioception's key among the inputs (camera names cannot start with "~")
+
+
 @dataclass
 class NodeStats:
     steps: int = 0
@@ -134,9 +137,18 @@ class NodeStats:
     last_step_ns: int | None = None  # when the last step finished
     last_action_ns: int | None = None  # ... and when the last action went out
 
+    # messages refused per input (a camera name, "~proprio") and the latest reason: /diagnostics says an input
+    # arrives and is refused, not that it never came
+    refused: Counter[str] = field(default_factory=Counter)
+    refusals: dict[str, str] = field(default_factory=dict)
+
     def skip(self, reason: str, detail: str) -> None:
         self.skipped[reason] += 1
         self.skip_details[reason] = detail
+
+    def refuse(self, source: str, reason: str) -> None:
+        self.refused[source] += 1
+        self.refusals[source] = reason
 
     @property
     def future_stamps(self) -> int:
@@ -652,6 +664,7 @@ class PolicyNode(LifecycleNode):
             rgb = image_msg_to_rgb(msg)
         except ImageConversionError as exc:
             self.stats.rejected_images += 1
+            self.stats.refuse(camera, str(exc))
             self.get_logger().error(f"camera '{camera}': image rejected: {exc}", throttle_duration_sec=2.0)
             return
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
@@ -743,6 +756,7 @@ class PolicyNode(LifecycleNode):
     def _refuse_proprio(self, reason: str) -> None:
         """The message is dropped; the last accepted proprioception stays, and no step runs on the refused one."""
         self.stats.rejected_proprio += 1
+        self.stats.refuse(PROPRIO_INPUT, reason)
         self.get_logger().error(f"proprioception refused (not used for any step): {reason}",
                                 throttle_duration_sec=2.0)
 
@@ -1000,13 +1014,17 @@ class PolicyNode(LifecycleNode):
         now, received_now, mono = self.get_clock().now().nanoseconds, time.perf_counter_ns(), time.monotonic_ns()
         age = lambda ns, clock: None if ns is None or ns < 0 else (clock - ns) * 1e-9
         frames = dict(self.frames)  # the input callbacks may replace entries meanwhile
-        cameras = {c: InputAge(topic, age(frames[c].stamp_ns, now), age(frames[c].received_ns, received_now))
-                   if c in frames else InputAge(topic) for c, topic in zip(stack.cameras, params.image_topics)}
+        refused = dict(stats.refused)
+        cameras = {c: InputAge(topic, age(frames[c].stamp_ns, now), age(frames[c].received_ns, received_now),
+                               refused.get(c, 0), stats.refusals.get(c, ""))
+                   if c in frames else InputAge(topic, refused=refused.get(c, 0), refusal=stats.refusals.get(c, ""))
+                   for c, topic in zip(stack.cameras, params.image_topics)}
         proprio, kind = None, ""
         if params.proprio_input_topic:
             kind = "joint state" if params.proprio_source == "joint_state" else "proprio"
             proprio = InputAge(params.proprio_input_topic, age(self._proprio_stamp_ns, now),
-                               age(self._proprio_ns, received_now))
+                               age(self._proprio_ns, received_now), refused.get(PROPRIO_INPUT, 0),
+                               stats.refusals.get(PROPRIO_INPUT, ""))
         return HealthSnapshot(
             active=self.active, enabled=self.enabled,
             window_s=max(params.diagnostics_period_s, 2 * params.period_s),
