@@ -318,6 +318,23 @@ def test_the_sim_executable_fails_with_status_1_when_its_simulator_fails_or_a_na
         assert proc.stderr.startswith("sim_node: "), proc.stderr[-2000:]
 
 
+def test_the_sim_executable_stopped_before_its_episodes_end_exits_130_and_says_unfinished(tmp_path):
+    """Stopped by SIGINT (Ctrl-C, launch shutting the graph down) before its episodes ended, the sim printed
+    `"episodes": []` and exited 0: a CI or launch caller could not tell an aborted run from a finished one."""
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), ROS_DOMAIN_ID="97")
+    run = [sys.executable, "-c", "import sys; from deer_vla.ros.sim_node import main; sys.exit(main())",
+           "--ros-args", "-p", "episodes:=3"]
+    proc = subprocess.Popen(run, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8.0)  # started, waiting for a policy that never answers
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert '"finished": false' in out and '"error": null' in out, out[-2000:]
+
+
 def test_an_answer_to_an_earlier_observation_is_dropped_not_applied_to_the_next_state(executor, spin_until):
     """A re-sent observation answered twice (the copy reached the policy after its step ended) put every later
     action of the episode one observation late: the sim took the first action after each send. With the

@@ -358,9 +358,11 @@ class SimNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     def report(node: SimNode) -> int:
+        # a simulator that failed, or a run stopped (SIGINT/SIGTERM) before its episodes, is no successful run
+        # for launch or CI: 1, and 130 as a shell reports an interrupted command
         print(json.dumps({"success_rate": node.success_rate(), "episodes": [r.__dict__ for r in node.results],
-                          "error": node.error}))
-        return 1 if node.error else 0  # a simulator that failed is no successful run for launch or CI
+                          "finished": node.finished, "error": node.error}))
+        return 1 if node.error else 0 if node.finished else 130
 
     return run_node(SimNode, argv, until=lambda node: node.finished, on_done=report)
 
