@@ -240,6 +240,8 @@ def test_monitor_outlives_records_that_overflow_and_a_fault_in_its_statuses(ros_
     ({"run_name": "../escape"}, "'run_name' must be one folder name"),
     ({"run_name": "/tmp/elsewhere"}, "'run_name' must be one folder name"),
     ({"run_name": ".."}, "'run_name' must be one folder name"),
+    # a topic name ROS refuses: refused before the run folder exists (it left an orphan folder, open logs)
+    ({"record_topic": "~/bad name"}, "'record_topic' = '~/bad name' is not a valid topic name"),
 ])
 def test_monitor_refuses_parameters_that_would_spin_a_core_grow_or_write_elsewhere(ros_context, tmp_path,
                                                                                     override, match):
