@@ -132,6 +132,31 @@ def test_a_broken_tokenizer_names_its_file_in_one_line(ckpt: CheckpointDir, brok
     assert "\n" not in str(info.value) and len(str(info.value)) < 500
 
 
+@pytest.mark.parametrize(("damage", "match"), [
+    ("truncated", r"tokenizer config .*tokenizer_config\.json cannot be read: not JSON"),
+    ("list", r"tokenizer config .*tokenizer_config\.json cannot be read: not a JSON object"),
+    ("folder", r"tokenizer config .*tokenizer_config\.json cannot be read"),
+    ("missing", r"neither a pad nor an eos token \(tokenizer_config\.json, which names them, is missing\)"),
+])
+def test_a_damaged_tokenizer_config_is_named_not_blamed_on_tokenizer_json(ckpt: CheckpointDir, damage: str,
+                                                                          match: str) -> None:
+    """A truncated tokenizer_config.json was reported as "tokenizer .../tokenizer.json cannot be loaded", and a
+    missing one as a tokenizer without special tokens: the user was sent to the wrong file (a copy per test)."""
+    config = ckpt.root / "tokenizer_config.json"
+    text = config.read_text()
+    if damage == "truncated":
+        config.write_text(text[: len(text) // 2])
+    elif damage == "list":
+        config.write_text("[1, 2]")
+    elif damage == "folder":
+        config.unlink()
+        config.mkdir()
+    else:
+        config.unlink()
+    with pytest.raises(ValueError, match=match):
+        load_checkpoint(ckpt.root)
+
+
 def test_a_config_nested_too_deeply_names_its_file(ckpt: CheckpointDir) -> None:
     ckpt.config_path.write_text("[" * 100_000)
     with pytest.raises(CheckpointError, match=r"invalid .*config\.json: JSON nested too deeply"):

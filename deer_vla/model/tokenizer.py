@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from deer_vla.core.instruction_text import clean_instruction
+from deer_vla.core.json_text import JsonTextError, read_json_file
 
 PAD, UNK = "[PAD]", "[UNK]"
 
@@ -54,6 +55,13 @@ def load_tokenizer(path: str | Path) -> Any:
 
     root = Path(path)
     fast = (root / "tokenizer.json").is_file()
+    config = root / "tokenizer_config.json"  # names the special tokens; transformers' errors about it name no file
+    if config.exists():
+        try:
+            if not isinstance(read_json_file(config), dict):
+                raise JsonTextError("not a JSON object")
+        except (JsonTextError, OSError) as exc:
+            raise ValueError(f"tokenizer config {config} cannot be read: {exc}") from exc
     try:
         if fast:
             tok = PreTrainedTokenizerFast.from_pretrained(root, local_files_only=True, trust_remote_code=False)
@@ -67,7 +75,8 @@ def load_tokenizer(path: str | Path) -> Any:
         raise ValueError(f"tokenizer {what} cannot be loaded: {type(exc).__name__}: {reason}") from exc
     if tok.pad_token is None:
         if tok.eos_token is None:
-            raise ValueError(f"tokenizer in {root} has neither a pad nor an eos token")
+            missing = "" if config.exists() else f" ({config.name}, which names them, is missing)"
+            raise ValueError(f"tokenizer in {root} has neither a pad nor an eos token{missing}")
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     where = root / "tokenizer.json" if fast else root
