@@ -142,3 +142,48 @@ def test_a_node_executable_with_an_unusable_setting_says_so_in_one_line(tmp_path
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert proc.stderr.startswith(f"{module}: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_no_command_writes_its_output_over_its_own_input(tiny_checkpoint, tmp_path, capsys):
+    """`train-gate --out CKPT/model.safetensors` replaced the weights, `eval-report E --json E/episodes.jsonl`
+    the journal, `replay REC --json REC` the recording, `profile --json CKPT/model.safetensors` the weights, each
+    with exit 0; train-gate also replaced any existing file given as --out (a system file, once). Each is refused
+    before any work, and the input is untouched."""
+    import shutil
+
+    from deer_vla.core.writable import clobbers_input
+    from deer_vla.evaluation.journal import JOURNAL_NAME
+    from deer_vla.evaluation.journal_report import cli_main as eval_report
+    from deer_vla.model.profiling import cli_main as profile
+    from deer_vla.ros.replay import cli_main as replay
+    from deer_vla.train.gate import cli_main as train_gate
+
+    ckpt = Path(shutil.copytree(tiny_checkpoint, tmp_path / "ckpt"))
+    weights = (ckpt / "model.safetensors").read_bytes()
+    journal = tmp_path / "eval" / JOURNAL_NAME
+    journal.parent.mkdir()
+    journal.write_text('{"journal": 1}\n')
+    recording = tmp_path / "io.mcap"
+    recording.write_bytes(b"\x89MCAP0\r\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    data = tmp_path / "demos"
+    data.mkdir()
+    runs = [
+        (train_gate, [str(ckpt), "--data", str(data), "--out", str(ckpt / "model.safetensors")], "input"),
+        (train_gate, [str(ckpt), "--data", str(data), "--out", str(notes)], "not a safetensors file"),
+        (eval_report, [str(journal.parent), "--json", str(journal)], "input"),
+        (eval_report, [str(journal.parent), "--depth-weights", str(tmp_path / "eval" / "." / JOURNAL_NAME)], "input"),
+        (replay, [str(recording), "--checkpoint", str(ckpt), "--json", str(recording)], "input"),
+        (profile, ["--checkpoint", str(ckpt), "--json", str(ckpt / "model.safetensors")], "input"),
+    ]
+    for command, argv, said in runs:
+        assert command(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and "\n" not in err.strip(), err
+    assert (ckpt / "model.safetensors").read_bytes() == weights and journal.read_text() == '{"journal": 1}\n'
+    assert recording.read_bytes() == b"\x89MCAP0\r\n" and notes.read_text() == "mine"
+    # the job's own output in an input folder, and new files there, stay allowed
+    assert clobbers_input(ckpt / "profile.json", [ckpt], allowed=[ckpt / "profile.json"]) is None
+    assert clobbers_input(ckpt / "mine.json", [ckpt]) is None
+    assert clobbers_input(journal.parent / "report.json", [journal]) is None

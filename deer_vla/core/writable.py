@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -33,4 +33,25 @@ def fresh_start_problem(resume: bool, overwrite: bool, earlier: Callable[[], str
     if found:  # hours of episodes or training steps, lost without a word before
         return (f"{where} holds an earlier run ({found}): --resume continues it, --overwrite starts afresh and "
                 f"loses it, or choose another {other}")
+    return None
+
+
+def clobbers_input(out: str | Path, inputs: Iterable[str | Path], allowed: Iterable[str | Path] = ()
+                   ) -> str | None:
+    """Why writing ``out`` would replace one of the job's own inputs, or None: ``out`` is one of ``inputs``
+    (any spelling of its path), or an existing file inside one of them that is a folder (a checkpoint's
+    weights), other than the files in ``allowed`` (the job's own output there, e.g. a checkpoint's
+    profile.json). New files inside an input folder are left alone. Asked before the work."""
+    try:
+        target = Path(out).expanduser().resolve()
+        kept = {Path(p).expanduser().resolve() for p in allowed}
+        if target in kept:
+            return None
+        for given in inputs:
+            source = Path(given).expanduser().resolve()
+            if target == source or (target.is_file() and source in target.parents):
+                what = "is" if target == source else "is a file of"
+                return f"{out} {what} this job's input {given}: writing it would replace it; choose another path"
+    except (OSError, RuntimeError):  # an unreadable or looping path: the write says what is wrong with it
+        return None
     return None

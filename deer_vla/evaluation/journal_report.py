@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from deer_vla.core.writable import clobbers_input
 from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, episode_key, read_journal
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
@@ -214,6 +215,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--shallow", default="exit1", metavar="MODE",
                    help="the shallow mode --depth-weights sets against the full model (default exit1)")
     args = p.parse_args(argv)
+    journals = [out / JOURNAL_NAME for out in args.out]
+    for flag, path in (("--json", args.json), ("--depth-weights", args.depth_weights)):
+        problem = clobbers_input(path, journals) if path is not None else None
+        if problem:  # the journal is the evaluation's only record of its episodes, and --resume's
+            print(f"deer-vla eval-report: {flag} {problem}", file=sys.stderr)
+            return 2
     try:
         report = journal_report(args.out, common=args.common, seeds=args.seeds,
                                 pair_with=args.pair_with or "full", labels=dict(args.label))

@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from deer_vla.core import CostProfile, LatencyStats
 from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.config_io import non_negative_int, positive_int
+from deer_vla.core.writable import clobbers_input
 from deer_vla.model.config import PolicyConfig
 from deer_vla.model.device import device_arg
 from deer_vla.model.policy import MultiExitPolicy
@@ -276,6 +277,11 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     if args.dtype != "float32" and args.device == "cpu":
         print("deer-vla profile: bfloat16/float16 are profiled on CUDA only", file=sys.stderr)
+        return 2
+    problem = clobbers_input(Path(args.json), [args.checkpoint], allowed=[args.checkpoint / "profile.json"]) \
+        if args.json else None
+    if problem:
+        print(f"deer-vla profile: --json {problem}", file=sys.stderr)
         return 2
     try:
         model, _ = load_checkpoint(args.checkpoint, max_exit=args.max_exit, device=args.device)

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from deer_vla.core.config_io import positive_int
-from deer_vla.core.writable import unwritable_dir
+from deer_vla.core.writable import clobbers_input, unwritable_dir
 from deer_vla.data.mcap_io import truncation_warnings_to_stderr
+from deer_vla.data.mcap_parts import log_parts
 from deer_vla.data.recording import check_cameras, read_recording, recorded_policy
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import device_arg
@@ -103,6 +104,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the report (with per-step exits) here")
     args = parser.parse_args(argv)
     problem = unwritable_dir(args.json.parent, create=True) if args.json else None
+    if args.json and problem is None:
+        try:  # the recording's parts are what this job reads
+            parts = log_parts(args.recording)
+        except (FileNotFoundError, ValueError):
+            parts = [args.recording]
+        problem = clobbers_input(args.json, [args.recording, *parts, args.checkpoint])
     if problem:  # found now, not after the whole recording has been replayed
         print(f"deer-vla replay: --json {args.json}: {problem}", file=sys.stderr)
         return 2

@@ -34,7 +34,7 @@ import torch
 from deer_vla.core import Observation
 from deer_vla.core.json_text import JsonTextError, read_json_file
 from deer_vla.core.log_text import error_text
-from deer_vla.core.writable import unwritable_dir
+from deer_vla.core.writable import clobbers_input, unwritable_dir
 from deer_vla.model.device import device_arg
 from deer_vla.model.gate import ExitGates, GateConfig, gate_inputs, motion_rms
 from deer_vla.model.shipped import CHECKPOINT_HELP, checkpoint_argument, shipped_name_of
@@ -344,6 +344,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_safetensors(path: Path) -> bool:
+    """Whether ``path`` reads as a safetensors file (what --out may replace: earlier gates)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt"):
+            return True
+    except Exception:  # safetensors' own error, an OSError: not one
+        return False
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -360,7 +371,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else ckpt.gates_path
     if out.is_dir():  # a folder (another checkpoint, as calibrate's --out): saving onto it failed after the work
         out = CheckpointDir(out).gates_path
-    problem = unwritable_dir(out.parent, create=args.out is not None)
+    problem = unwritable_dir(out.parent, create=args.out is not None) \
+        or clobbers_input(out, [args.checkpoint, *args.data], allowed=[ckpt.gates_path])
+    if problem is None and out.is_file() and not _is_safetensors(out):
+        problem = f"{out} exists and is not a safetensors file (not earlier gates): choose another --out"
     if problem:  # found now, not after minutes of recording and training that would then be lost
         print(f"deer-vla train-gate: {problem}", file=sys.stderr)
         return 2
