@@ -92,6 +92,12 @@ def test_failed_seeds_are_logged_and_skipped_on_resume(tmp_path: Path, capsys: p
     assert cli_main(args) == 1
     stats = json.loads((out / STATS_FILE).read_text())
     assert stats["per_task"]["drawer-open"]["attempts"] == 0  # logged failures are not retried
+    # ... under the same step limit: a seed cut short by 2 steps is tried again under another limit (it was
+    # skipped, and the data set could not be finished without deleting failures.jsonl by hand)
+    assert all(f["max_steps"] == 2 for f in failures)
+    longer = [*args[: args.index("--max-steps")], "--max-steps", "3", *args[args.index("--max-steps") + 2:]]
+    assert cli_main(longer) == 1
+    assert json.loads((out / STATS_FILE).read_text())["per_task"]["drawer-open"]["attempts"] == 11
 
 
 def test_rollout_is_deterministic_per_seed() -> None:

@@ -186,7 +186,9 @@ def _collect_one(job: tuple[str, int, float, int, tuple[str, ...], int | None]) 
 # --- main side ---------------------------------------------------------------------------------
 
 
-def _read_failures(root: Path) -> set[tuple[str, int]]:
+def _read_failures(root: Path, max_steps: int | None) -> set[tuple[str, int]]:
+    """(task, seed) of the seeds whose expert failed under this step limit: a seed cut short by a smaller
+    ``--max-steps`` may succeed under a larger one (a record from before limits were written counts)."""
     path = root / FAILURES_FILE
     out: set[tuple[str, int]] = set()
     if not path.is_file():
@@ -196,6 +198,8 @@ def _read_failures(root: Path) -> set[tuple[str, int]]:
             continue
         try:
             rec = parse_json(line)
+            if "max_steps" in rec and rec["max_steps"] != max_steps:
+                continue
             out.add((str(rec["task"]), int(rec["seed"])))
         except (KeyError, TypeError, ValueError):  # JsonTextError is a ValueError (RecursionError within it)
             log.warning("%s line %d is malformed; ignored", path, n)  # a killed run may cut the last line
@@ -234,7 +238,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
     writer = EpisodeWriter(root, meta)
     for p in remove_stale_tmp(root):
         log.info("removed a stale temporary file from a killed run: %s", p)
-    failed = _read_failures(root)
+    failed = _read_failures(root, cfg.max_steps)
     # Per task: seeds to try in order, skipping those on disk (done) or logged as failed.
     have = {t.name: 0 for t in tasks}
     queues: dict[str, list[int]] = {}
@@ -293,7 +297,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
                         bar.update(1)
                     else:
                         with open(root / FAILURES_FILE, "a") as fh:
-                            fh.write(json.dumps({"task": name, "seed": res.seed, "length": res.length}) + "\n")
+                            fh.write(json.dumps({"task": name, "seed": res.seed, "length": res.length,
+                                                 "max_steps": cfg.max_steps}) + "\n")
                     bar.set_postfix(fail=sum(v["attempts"] - v["successes"] for v in stats.values()))
                 top_up()
         except BaseException:
