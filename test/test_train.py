@@ -821,3 +821,37 @@ def test_a_trained_model_is_never_replaced_by_a_resume_and_not_left_loadable_by_
     assert cli_main(["--no-progress", "--overwrite",
                      *sum((["--set", o] for o in _overrides(dataset, shipped)), [])]) == 2
     assert "shipped checkpoint 'default'" in capsys.readouterr().err
+
+
+def test_the_log_gives_the_rate_each_step_used_and_never_mixes_two_stages(dataset: Path, tmp_path: Path) -> None:
+    """train_log.jsonl's lr was the first group's (the heads', scaled by head_lr_scale) rate for the next step,
+    and a row spanning the joint -> refine boundary averaged joint steps under the label 'refine'."""
+    from deer_vla.train.config import load_config
+    from deer_vla.train.schedule import lr_lambda
+    from deer_vla.train.trainer import Trainer
+
+    cfg = load_config(None, _overrides(dataset, tmp_path / "run", **{
+        "joint.steps": 5, "joint.warmup_steps": 2, "joint.lr": 1e-3, "head_lr_scale": 0.25, "refine.steps": 4,
+        "refine.lr": 1e-4, "log_every": 3, "checkpoint_every": 100}))
+    trainer = Trainer(cfg, show_progress=False)
+    rows = trainer.train()
+    assert [(r["step"], r["stage"]) for r in rows] == [(3, "joint"), (5, "joint"), (6, "refine"), (9, "refine")]
+    for r in rows:  # the rate of the row's last step, as the schedule gave it to that step
+        stage = cfg.joint if r["stage"] == "joint" else cfg.refine
+        index = r["step"] - 1 - (0 if r["stage"] == "joint" else cfg.joint.steps)
+        assert r["lr"] == pytest.approx(stage.lr * lr_lambda(stage)(index), rel=1e-9), r
+
+
+def test_huber_delta_is_the_huber_loss_delta() -> None:
+    """loss.huber_delta was smooth-L1's beta (Huber / delta): any delta other than 1 scaled the pose term by
+    1/delta against the gripper term. The same at delta 1, which every shipped config uses."""
+    import torch
+    import torch.nn.functional as F
+
+    from deer_vla.train.config import LossWeights
+    from deer_vla.train.losses import action_loss
+
+    motion, target = torch.tensor([[0.05, 0.5, -0.3]]), torch.tensor([[0.0, 0.0, 0.0, -1.0]])
+    for delta in (0.1, 1.0, 2.0):
+        got = action_loss(motion, torch.tensor([-20.0]), target, LossWeights(huber_delta=delta, gripper=0.0))
+        assert float(got) == pytest.approx(float(F.huber_loss(motion, target[..., :3], delta=delta)), rel=1e-6)

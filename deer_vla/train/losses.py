@@ -76,7 +76,7 @@ def action_loss(
 ) -> torch.Tensor:
     """Huber on the continuous axes + weighted BCE on the gripper (target > 0 means closed)."""
     c = motion.shape[-1]
-    pose = F.smooth_l1_loss(motion.float(), target[..., :c].float(), beta=w.huber_delta)
+    pose = F.huber_loss(motion.float(), target[..., :c].float(), delta=w.huber_delta)
     closed = (target[..., -1] > 0).float()
     grip = F.binary_cross_entropy_with_logits(gripper_logit.float(), closed)
     return pose + w.gripper * grip
@@ -85,7 +85,7 @@ def action_loss(
 def teacher_loss(motion: torch.Tensor, gripper_logit: torch.Tensor, teacher: HeadOutput,
                  w: LossWeights) -> torch.Tensor:
     """action_loss with a teacher's (detached) motion and gripper probability as targets."""
-    pose = F.smooth_l1_loss(motion.float(), teacher.motion.detach().float(), beta=w.huber_delta)
+    pose = F.huber_loss(motion.float(), teacher.motion.detach().float(), delta=w.huber_delta)
     closed = torch.sigmoid(teacher.gripper_logit.detach().float())
     grip = F.binary_cross_entropy_with_logits(gripper_logit.float(), closed)
     return pose + w.gripper * grip

@@ -479,9 +479,26 @@ class Trainer:
         bar = tqdm(total=total, initial=step, desc="train", disable=not self.show_progress, dynamic_ncols=True)
         t_last, n_last = time.perf_counter(), step
         running: dict[str, float] = {}
+        lr_used = 0.0
+
+        def log_row(stage: str) -> None:  # the steps since the last row, all of one stage
+            nonlocal running, t_last, n_last
+            n = step - n_last
+            now = time.perf_counter()
+            row = {"step": step, "stage": stage, "lr": lr_used}
+            row.update({k: v / max(n, 1) for k, v in running.items()})
+            row["it_per_s"] = n / max(now - t_last, 1e-9)
+            self.history.append(row)
+            running, t_last, n_last = {}, now, step
+            if self.info.main:
+                with (self.out / "train_log.jsonl").open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+
         while True:
             stage = "joint" if step < cfg.joint.steps else "refine"
             if stage != self.stage:
+                if running and self.stage is not None:  # a row never averages steps of two stages
+                    log_row(self.stage)
                 self._setup_stage(stage)
                 if self.resume_state is not None:
                     self._restore()
@@ -500,6 +517,10 @@ class Trainer:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             self.optimizer.step()
+            # the stage's rate as scheduled for this step (groups scale it, e.g. the heads' head_lr_scale); read
+            # before the scheduler moves on to the next step's
+            group = self.optimizer.param_groups[0]
+            lr_used = float(getattr(cfg, stage).lr * group["lr"] / group["initial_lr"])
             self.scheduler.step()
             step += 1
             self.step = step
@@ -510,16 +531,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(stage=stage, loss=f"{vals['loss']:.4f}")
             if step % cfg.log_every == 0 or step == end:
-                n = step - n_last
-                now = time.perf_counter()
-                row = {"step": step, "stage": stage, "lr": self.optimizer.param_groups[0]["lr"]}
-                row.update({k: v / max(n, 1) for k, v in running.items()})
-                row["it_per_s"] = n / max(now - t_last, 1e-9)
-                self.history.append(row)
-                running, t_last, n_last = {}, now, step
-                if self.info.main:
-                    with (self.out / "train_log.jsonl").open("a") as f:
-                        f.write(json.dumps(row) + "\n")
+                log_row(stage)
             if step % cfg.checkpoint_every == 0 and step < end:
                 self._save(step)
         bar.close()
