@@ -239,6 +239,8 @@ def test_evaluate_skip_full_plays_only_the_other_modes(checkpoint: tuple[Path, P
     (["--tasks", "drawer-open", "--skip-full", "--budgets", ""], "nothing to evaluate"),
     (["--tasks", "drawer-open", "--thresholds", "/no/such/thresholds.json"], "thresholds file not found"),
     (["--tasks", "drawer-open", "--budgets", "1.5"], "budgets"),
+    # without demonstrations to solve on, budgets asked for by value quietly became the checkpoint's thresholds
+    (["--tasks", "drawer-open", "--budgets", "0.3,0.5"], "--budgets 0.3,0.5 needs demonstrations to solve"),
     (["--tasks", "drawer-open", "--exits", "1,x"], "--exits: expected exit numbers"),
     (["--tasks", "drawer-open", "--exits", "0"], "--exits: exit 0 outside this checkpoint's exits"),  # was a
     (["--tasks", "drawer-open", "--exits", "99"], "--exits: exit 99 outside"),  # traceback from the workers

@@ -61,6 +61,15 @@ def test_cli_refuses_tasks_without_a_shared_start(capsys: pytest.CaptureFixture)
     assert "shared-start tasks only" in capsys.readouterr().err
 
 
+def test_cli_refuses_budgets_without_demonstrations_to_solve_them_on(tiny_checkpoint, tmp_path, capsys) -> None:
+    """They quietly became the checkpoint's own thresholds (one mode, whatever budget those were solved for)."""
+    argv = ["--checkpoint", str(tiny_checkpoint), "--tasks", "faucet-open-shared,faucet-close-shared",
+            "--budgets", "0.3", "--out", str(tmp_path / "out")]
+    assert swap.cli_main(argv) == 2
+    assert "--budgets needs --calibration-dataset" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_experts_unrendered_simulator_is_not_handed_to_the_policy() -> None:
     """Experts read the state (no cameras); the policy needs its cameras: one task, two simulators."""
     from types import SimpleNamespace

@@ -679,6 +679,12 @@ def cli_main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             device=args.device,
         )
+        if calib is None and cfg.budgets and args.budgets != EvaluateSettings.model_fields["budgets"].default:
+            # the default budget falls back to the checkpoint's own thresholds (said in a warning); budgets asked
+            # for by value must not quietly become one mode of whatever budget those were solved for
+            raise ValueError(f"--budgets {','.join(f'{b:g}' for b in cfg.budgets)} needs demonstrations to solve "
+                             "thresholds on (--calibration-dataset DIR; there is no data/demos); or run thresholds "
+                             "files as they are: --budgets '' --thresholds CHECKPOINT/thresholds.json")
         warn_about_instruction_record(CheckpointDir(cfg.checkpoint), cfg.tasks)
         if cfg.budgets and cfg.calibration_dataset and not Path(cfg.calibration_dataset).is_dir():
             raise FileNotFoundError(f"--calibration-dataset {cfg.calibration_dataset}: no such directory")

@@ -398,6 +398,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         cfg = None
+        if args.checkpoint and args.budgets and not args.calibration_dataset:  # not the checkpoint's own, quietly
+            raise ValueError("--budgets needs --calibration-dataset (demonstrations to solve thresholds on)")
         if args.checkpoint:
             from deer_vla.model.checkpoint_dir import CheckpointDir
 
