@@ -82,6 +82,9 @@ class BudgetMonitor:
         self.last: StepRecord | None = None
         self._budget_cost: deque[float] = deque(maxlen=maxlen)  # in each record's budget metric
         self._since: dict[str, _SinceChange] = {}
+        # the summary's percentiles are the whole run's (its last QUANTILE_SAMPLES steps), whatever the window
+        self._run_ms = self._ms if not window else deque(maxlen=QUANTILE_SAMPLES)
+        self._run_age = self._age if not window else deque(maxlen=QUANTILE_SAMPLES)
 
     def update(self, record: StepRecord) -> None:
         cost = float(getattr(record, self.metric))
@@ -90,6 +93,10 @@ class BudgetMonitor:
         self._exit.append(int(record.exit_used))
         if record.obs_age_ms is not None and math.isfinite(record.obs_age_ms):
             self._age.append(float(record.obs_age_ms))
+        if self.window:
+            self._run_ms.append(float(record.total_ms))
+            if record.obs_age_ms is not None and math.isfinite(record.obs_age_ms):
+                self._run_age.append(float(record.obs_age_ms))
         self.count += 1
         self.total_cost += cost
         self.total_exit += int(record.exit_used)
@@ -226,15 +233,19 @@ class BudgetMonitor:
         return out
 
     def summary(self, statuses: list[BudgetStatus] | None = None) -> dict:
-        """Whole-run figures (not windowed); ``worst_status`` over ``statuses`` (default: ``statuses()``)."""
+        """Whole-run figures (not windowed; percentiles over the last QUANTILE_SAMPLES steps); ``worst_status``
+        over ``statuses`` (default: ``statuses()``)."""
+        def pct(samples: deque[float], q: float) -> float:
+            return float(np.percentile(samples, q)) if samples else 0.0
+
         return {
             "steps": self.count,
             "mean_exit": self.total_exit / self.count if self.count else 0.0,
             f"mean_{self.metric}": self.total_cost / self.count if self.count else 0.0,
-            "p95_ms": self.latency(95),
-            "max_ms": self.max_latency(),
-            "obs_age_p50_ms": self.obs_age(50),
-            "obs_age_p95_ms": self.obs_age(95),
+            "p95_ms": pct(self._run_ms, 95),
+            "max_ms": self.peak_ms,
+            "obs_age_p50_ms": pct(self._run_age, 50),
+            "obs_age_p95_ms": pct(self._run_age, 95),
             "exit_histogram": dict(sorted(self.exit_histogram.items())),
             "worst_status": LEVEL_NAMES[max((s.level for s in (self.statuses() if statuses is None else statuses)),
                                             default=OK)],
