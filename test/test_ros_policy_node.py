@@ -842,3 +842,40 @@ def test_the_control_rate_and_the_cameras_come_from_the_checkpoint(executor, tmp
     twist = drv.twists[-1].twist
     np.testing.assert_allclose([twist.linear.x, twist.linear.y, twist.linear.z], expected.linear, rtol=1e-5,
                                atol=1e-9)
+
+
+def test_replay_reproduces_a_run_with_its_own_thresholds_file_and_a_budget_changed_while_running(
+        executor, tiny_checkpoint, tmp_path, capsys):
+    """Replay took the checkpoint's own thresholds, not the file the run was configured with, and one budget
+    for the whole recording, so a run whose budget was changed with `ros2 param set` could not be reproduced
+    by any flags; neither was said. Given no thresholds or budget, replay now takes the recording's."""
+    from rclpy.parameter import Parameter
+
+    from deer_vla.control.thresholds import Thresholds
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.ros.replay import cli_main
+
+    full = PolicyRunner.from_checkpoint(tiny_checkpoint).cost_profile.costs()[-1]
+    n = PolicyRunner.from_checkpoint(tiny_checkpoint).num_exits
+    own = tmp_path / "mine.json"
+    Thresholds(values=[0.05] * (n - 1)).save(own)  # the checkpoint's own never stop early (0)
+    path = tmp_path / "io.mcap"
+    node = _started(executor, tiny_checkpoint, enabled=True, record_path=str(path), thresholds_file=str(own),
+                    **{"budget.average_gflops": 0.9 * full})
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: node.stats.steps >= 1)
+    for _ in range(8):
+        assert drv.step_once(node)
+    assert node.set_parameters([Parameter("budget.average_gflops", value=0.45 * full)])[0].successful
+    for _ in range(8):
+        assert drv.step_once(node)
+    node.trigger_deactivate()
+    node.trigger_cleanup()
+    out = tmp_path / "report.json"
+    assert cli_main([str(path), "--checkpoint", str(tiny_checkpoint), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["thresholds"] == str(own.resolve()) and report["recorded_budgets"] == 2
+    assert report["same_exit_fraction"] == 1.0 and report["max_action_diff"] < 1e-4, report
+    assert len(set(report["recorded_exits"])) > 1  # the thresholds did decide
+    assert "with the thresholds the recording names" in capsys.readouterr().err

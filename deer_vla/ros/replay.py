@@ -9,6 +9,9 @@ Re-runs every recorded step (same images, instruction, proprioception,
 episode boundaries) under the given checkpoint and budget and compares the
 exit decisions and actions with the recorded ones: same checkpoint and
 budget reproduce them; another budget shows what it would have changed.
+Given no budget, each step runs under the one it was recorded under (changes
+made while running included); given no thresholds, under the file the
+recording names.
 The recording names the checkpoint that made it (``recorded_policy``): a
 replay under other weights says it compares two models.
 """
@@ -19,18 +22,20 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from deer_vla.core import StepRecord
 from deer_vla.core.config_io import positive_int
 from deer_vla.core.writable import clobbers_input, unwritable_dir
 from deer_vla.data.mcap_io import truncation_warnings_to_stderr
 from deer_vla.data.mcap_parts import log_parts
-from deer_vla.data.recording import check_cameras, read_recording, recorded_policy
+from deer_vla.data.recording import RecordedStep, check_cameras, read_recording, recorded_policy
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import device_arg
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
-from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, load_stack
+from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, load_stack, make_budget
 
 
 @dataclass
@@ -47,17 +52,53 @@ class ReplayReport:
     replayed_exits: list[int] = field(default_factory=list)
     recorded_checkpoint: str | None = None  # what the recording says made it (None: a recording without it)
     same_weights: bool | None = None  # replayed under the weights it was recorded with (None: unknown)
+    thresholds: str | None = None  # the thresholds file replayed with
+    # recorded budgets applied from the step they came in at (no budget given to replay): how many distinct
+    recorded_budgets: int = 0
 
 
-def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops") -> ReplayReport:
-    steps = read_recording(path)
+def recorded_budget(record: StepRecord) -> dict[str, Any]:
+    """The budget a step was taken under, as the policy node's step record holds it."""
+    return {"average_gflops": record.budget_average_gflops, "peak_gflops": record.budget_peak_gflops,
+            "peak_ms": record.budget_peak_ms, "memory_bytes": record.budget_memory_bytes,
+            "deadline_ms": record.deadline_ms, "metric": record.budget_metric or "llm_gflops"}
+
+
+def recorded_thresholds(recorded: dict[str, str] | None) -> Path | None:
+    """The thresholds file the recording names, if it is still there; a missing one is said (the checkpoint's
+    own then replace it, and exits may differ)."""
+    named = (recorded or {}).get("thresholds")
+    if not named:
+        return None
+    if Path(named).is_file():
+        print(f"deer-vla replay: with the thresholds the recording names, {named}", file=sys.stderr)
+        return Path(named)
+    print(f"deer-vla replay: the recording was made with thresholds {named}, which is not there: replaying with "
+          "the checkpoint's own (--thresholds FILE to choose), so exits may differ", file=sys.stderr)
+    return None
+
+
+def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops",
+           follow_budgets: bool = False, steps: list[RecordedStep] | None = None) -> ReplayReport:
+    """``follow_budgets``: each step runs under the budget its record holds, set from the step it first
+    appears at, as ``ros2 param set`` set it live (a run whose budget changed is reproduced). ``steps``: the
+    recording's, if already read."""
+    steps = read_recording(path) if steps is None else steps
     if not steps:
         raise ValueError(f"recording {path} holds no complete policy steps")
     check_cameras(steps, stack.cameras, path)
     controller = stack.controller
     recorded_exits, replayed_exits, diffs, rec_cost, rep_cost = [], [], [], [], []
     episode = None
+    budgets: list[dict[str, Any]] = []
     for s in steps:
+        if follow_budgets and (not budgets or recorded_budget(s.record) != budgets[-1]):
+            budgets.append(recorded_budget(s.record))
+            try:
+                controller.set_budget(make_budget(budgets[-1]))
+            except (ConfigurationError, ValueError) as exc:
+                raise ValueError(f"{path}: step {s.record.step}'s recorded budget cannot be replayed on this "
+                                 f"checkpoint ({exc}); give the budget to replay instead") from exc
         if s.record.episode != episode:
             controller.reset_episode()
             episode = s.record.episode
@@ -80,6 +121,7 @@ def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops") -> 
         mean_action_diff=float(np.mean(diffs)),
         recorded_exits=recorded_exits,
         replayed_exits=replayed_exits,
+        recorded_budgets=len({json.dumps(b, sort_keys=True) for b in budgets}),
     )
 
 
@@ -117,14 +159,28 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     budget = {"average_gflops": args.average_gflops, "peak_gflops": args.peak_gflops, "peak_ms": args.peak_ms,
-              "memory_bytes": args.memory_bytes, "deadline_ms": args.deadline_ms, "metric": args.metric}
+              "memory_bytes": args.memory_bytes, "deadline_ms": args.deadline_ms}
+    # no budget given: each step runs under the one it was recorded under (run-time changes included)
+    follow = all(v is None for v in budget.values()) and not args.fixed_exit
+    budget["metric"] = args.metric
     try:
-        thresholds = args.thresholds or CheckpointDir(args.checkpoint).thresholds_path
+        CheckpointDir(args.checkpoint).read_config()  # a damaged checkpoint named before a long recording is read
+        with truncation_warnings_to_stderr("deer-vla replay"):  # a crashed run's file: its complete part
+            steps = read_recording(args.recording)
+            recorded = recorded_policy(args.recording)
+        if not steps:
+            raise ValueError(f"recording {args.recording} holds no complete policy steps")
+        thresholds = args.thresholds or recorded_thresholds(recorded) or CheckpointDir(args.checkpoint).thresholds_path
+        if follow:
+            budget = recorded_budget(steps[0].record)
         stack = load_stack(args.checkpoint, thresholds, args.device,
                            budget, args.fixed_exit, track_average=not args.no_track_average)
-        with truncation_warnings_to_stderr("deer-vla replay"):  # a crashed run's file: its complete part
-            report = replay(args.recording, stack, args.metric)
-            recorded = recorded_policy(args.recording)
+        if steps[0].record.step > 0:  # the parts before it deleted (record_keep_parts), or a middle part given
+            print(f"deer-vla replay: {args.recording} starts at the policy's step {steps[0].record.step}: the "
+                  "tracker and the action head's history start empty here, so the first steps may differ",
+                  file=sys.stderr)
+        report = replay(args.recording, stack, args.metric, follow_budgets=follow, steps=steps)
+        report.thresholds = str(thresholds)
         if recorded is not None:
             report.recorded_checkpoint = recorded.get("checkpoint")
             if "weights_sha256" in recorded:
