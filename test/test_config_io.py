@@ -57,6 +57,19 @@ def test_flags_override_set_which_overrides_the_file(tmp_path: Path) -> None:
     assert evaluate_settings(["--checkpoint", "ck", "--budgets", "", "--heldout-instructions"]).budgets == []
 
 
+def test_a_flag_for_one_of_two_alternatives_replaces_the_other_from_the_file() -> None:
+    """config/calibrate_default.yaml sets dataset and average_budget_fraction; its header says flags win, yet
+    --recording or --average-gflops with it failed: "set exactly one of dataset and recording"."""
+    base = ["--config", str(REPO / "config/calibrate_default.yaml"), "--set", "checkpoint=ck"]
+    rec = calibrate_settings([*base, "--recording", "run/policy_io.mcap"])
+    assert rec.dataset is None and rec.recording == ["run/policy_io.mcap"]
+    gf = calibrate_settings([*base, "--average-gflops", "0.001"])
+    assert gf.average_budget_fraction is None and gf.average_gflops == 0.001
+    assert calibrate_settings([*base, "--set", "recording=[r.mcap]"]).dataset is None  # --set as well
+    with pytest.raises(SystemExit):  # both on the command line: argparse's mutually exclusive group refuses
+        calibrate_settings([*base, "--recording", "r.mcap", "--dataset", "d"])
+
+
 @pytest.mark.parametrize("argv, key", [
     (["--set", "episode_per_task=3"], "episode_per_task"),  # unknown key (typo)
     (["--set", "episodes_per_task=0"], "episodes_per_task"),  # invalid value

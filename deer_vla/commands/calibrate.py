@@ -247,9 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# one of each: the file's dataset gives way to a --recording flag, its budget fraction to --average-gflops
+CALIBRATE_ALTERNATIVES = (("dataset", "recording"), ("average_budget_fraction", "average_gflops"))
+
+
 def load_settings(argv: list[str] | None = None) -> CalibrateSettings:
     """Defaults < --config < --set < flags; ConfigError (naming the key) when they do not validate."""
-    return load_layered(CalibrateSettings, build_parser().parse_args(argv), "calibrate settings")
+    return load_layered(CalibrateSettings, build_parser().parse_args(argv), "calibrate settings",
+                        alternatives=CALIBRATE_ALTERNATIVES)
 
 
 def save_thresholds(out: CheckpointDir, profile: CostProfile, thresholds: Thresholds, solved_on: CheckpointDir) -> None:

@@ -147,27 +147,40 @@ def _over_nested_defaults(model: type[BaseModel], data: dict[str, Any]) -> dict[
 
 
 def load_layers(model: type[ModelT], what: str, config: str | Path | None = None, overrides: Sequence[str] = (),
-                flags: dict[str, Any] | None = None) -> ModelT:
-    """Defaults < the YAML file ``config`` < the ``--set`` overrides < ``flags``, validated as ``model``."""
+                flags: dict[str, Any] | None = None, alternatives: Collection[Collection[str]] = ()) -> ModelT:
+    """Defaults < the YAML file ``config`` < the ``--set`` overrides < ``flags``, validated as ``model``.
+    ``alternatives``: groups of top-level keys of which one is set (a dataset or a recording): a later layer
+    that sets one clears the others an earlier layer set, as the later layer wins for a single key."""
     data: dict[str, Any] = {}
     source = "defaults"
+
+    def clear_alternatives(given: Collection[str]) -> None:
+        for group in alternatives:
+            if any(k in given for k in group):
+                for k in group:
+                    if k not in given:
+                        data.pop(k, None)
+
     if config:
         data = read_yaml_mapping(config, what)
         source = str(config)
     if overrides:
+        clear_alternatives({o.split("=", 1)[0].strip() for o in overrides})
         data = apply_overrides(data, list(overrides))
         source += " + --set"
     if flags:
+        clear_alternatives(set(flags))
         data = deep_merge(data, flags)
         source += " + flags"
     return validate(model, _over_nested_defaults(model, data), what, source)
 
 
 def load_layered(model: type[ModelT], args: argparse.Namespace, what: str,
-                 run_flags: Collection[str] = ()) -> ModelT:
+                 run_flags: Collection[str] = (), alternatives: Collection[Collection[str]] = ()) -> ModelT:
     """`load_layers` from a parsed command line. The parser must leave flags that were not given out of ``args``
     (``argument_default=argparse.SUPPRESS`` and no per-flag defaults), so that a flag overrides the file only
     when it is actually on the command line; ``run_flags`` name the destinations that steer the run and are
     not config keys (e.g. train's --resume)."""
     flags = {k: v for k, v in vars(args).items() if k not in _LAYER_DESTS and k not in run_flags}
-    return load_layers(model, what, getattr(args, "config", None), getattr(args, "overrides", None) or (), flags)
+    return load_layers(model, what, getattr(args, "config", None), getattr(args, "overrides", None) or (), flags,
+                       alternatives)
