@@ -164,3 +164,28 @@ def test_a_collector_worker_keeps_a_bounded_number_of_simulators(monkeypatch) ->
     assert get("a") is a and not closed  # cached, and now the most recently used
     get("d")
     assert closed == ["b"] and collect._SIMULATORS.keys == ["c", "a", "d"]
+
+
+def test_a_stopped_collection_stops_its_workers_within_the_grace_it_gives_them() -> None:
+    """On Ctrl-C the parent left its pool through the with-statement's shutdown(wait=True), which hung for good
+    when the interrupt had landed inside concurrent.futures (1 Ctrl-C in 6). _stop_pool does not wait on the
+    pool's management thread: workers get the grace to finish their episode, then are terminated."""
+    import multiprocessing
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from deer_vla.data.collect import _stop_pool
+
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    running = pool.submit(time.sleep, 120)  # an episode that would outlast any wait
+    queued = pool.submit(time.sleep, 120)
+    deadline = time.monotonic() + 60
+    while not running.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running.running()
+    processes = list(pool._processes.values())
+    t0 = time.monotonic()
+    _stop_pool(pool, grace_s=0.5)
+    assert time.monotonic() - t0 < 10.0
+    assert processes and not any(p.is_alive() for p in processes)
+    assert queued.cancelled()

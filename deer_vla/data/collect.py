@@ -186,6 +186,26 @@ def _collect_one(job: tuple[str, int, float, int, tuple[str, ...], int | None]) 
 # --- main side ---------------------------------------------------------------------------------
 
 
+# Ctrl-C: how long the workers may take to finish the episode they are on (and write it) before they are stopped
+STOP_GRACE_S = 30.0
+
+
+def _stop_pool(pool: ProcessPoolExecutor, grace_s: float) -> None:
+    """Stop ``pool`` without waiting on its management thread: a KeyboardInterrupt that lands inside
+    concurrent.futures (in wait() or submit()) can leave it waiting for workers that wait for jobs, and the
+    with-statement's shutdown(wait=True) then hung the parent for good (1 Ctrl-C in 6). The workers ignore
+    SIGINT and finish their episode within ``grace_s``; any still alive then is terminated."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace_s
+    for proc in processes:
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5.0)
+
+
 def _read_failures(root: Path, max_steps: int | None) -> set[tuple[str, int]]:
     """(task, seed) of the seeds whose expert failed under this step limit: a seed cut short by a smaller
     ``--max-steps`` may succeed under a larger one (a record from before limits were written counts)."""
@@ -261,52 +281,55 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
     job_args = (cfg.action_noise, cfg.image_size, cfg.cameras, cfg.max_steps)
     pending: dict[Future, str] = {}
     in_flight = {t.name: 0 for t in tasks}
-    with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(str(root), writer.meta.to_dict())) as pool:
+    pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(str(root), writer.meta.to_dict()))
 
-        def top_up() -> None:
-            # Round-robin over tasks so a stopped run leaves a balanced dataset.
-            progressed = True
-            while progressed and len(pending) < 4 * cfg.workers:
-                progressed = False
-                for t in tasks:
-                    name = t.name
-                    if have[name] + in_flight[name] < target and queues[name] and attempts_left[name] > 0:
-                        seed = queues[name].pop(0)
-                        attempts_left[name] -= 1
-                        in_flight[name] += 1
-                        pending[pool.submit(_collect_one, (name, seed, *job_args))] = name
-                        progressed = True
+    def top_up() -> None:
+        # Round-robin over tasks so a stopped run leaves a balanced dataset.
+        progressed = True
+        while progressed and len(pending) < 4 * cfg.workers:
+            progressed = False
+            for t in tasks:
+                name = t.name
+                if have[name] + in_flight[name] < target and queues[name] and attempts_left[name] > 0:
+                    seed = queues[name].pop(0)
+                    attempts_left[name] -= 1
+                    in_flight[name] += 1
+                    pending[pool.submit(_collect_one, (name, seed, *job_args))] = name
+                    progressed = True
 
-        try:
+    try:
+        top_up()
+        while pending:
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in done:
+                name = pending.pop(fut)
+                in_flight[name] -= 1
+                res: EpisodeOutcome = fut.result()
+                s = stats[name]
+                s["attempts"] += 1
+                s["lengths"].append(res.length)
+                s["render_ms"].append(res.render_ms)
+                s["wall_s"] += res.wall_s
+                if res.success:
+                    s["successes"] += 1
+                    have[name] += 1
+                    bar.update(1)
+                else:
+                    with open(root / FAILURES_FILE, "a") as fh:
+                        fh.write(json.dumps({"task": name, "seed": res.seed, "length": res.length,
+                                             "max_steps": cfg.max_steps}) + "\n")
+                bar.set_postfix(fail=sum(v["attempts"] - v["successes"] for v in stats.values()))
             top_up()
-            while pending:
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    name = pending.pop(fut)
-                    in_flight[name] -= 1
-                    res: EpisodeOutcome = fut.result()
-                    s = stats[name]
-                    s["attempts"] += 1
-                    s["lengths"].append(res.length)
-                    s["render_ms"].append(res.render_ms)
-                    s["wall_s"] += res.wall_s
-                    if res.success:
-                        s["successes"] += 1
-                        have[name] += 1
-                        bar.update(1)
-                    else:
-                        with open(root / FAILURES_FILE, "a") as fh:
-                            fh.write(json.dumps({"task": name, "seed": res.seed, "length": res.length,
-                                                 "max_steps": cfg.max_steps}) + "\n")
-                    bar.set_postfix(fail=sum(v["attempts"] - v["successes"] for v in stats.values()))
-                top_up()
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
-        finally:
-            bar.close()
+    except BaseException:
+        for fut in pending:
+            fut.cancel()
+        _stop_pool(pool, STOP_GRACE_S)
+        raise
+    else:
+        pool.shutdown(wait=True)
+    finally:
+        bar.close()
     wall = time.perf_counter() - t_start
     short = {n: h for n, h in have.items() if h < target}
     summary = EpisodeDataset(root).verify()
