@@ -85,3 +85,18 @@ def test_the_experts_unrendered_simulator_is_not_handed_to_the_policy() -> None:
         assert worker.adapter("drawer-open-shared", True, 5) is policy_sim
     finally:
         worker.close()
+
+
+def test_cli_refuses_an_out_that_is_a_file_or_holds_earlier_results_before_any_episode(tmp_path, capsys) -> None:
+    """An --out that is a file failed only after every episode had run; an earlier run's swap_results.json was
+    replaced without a word (evaluate and train refuse an earlier run unless told)."""
+    base = ["--expert", "partner", "--tasks", "faucet-open-shared,faucet-close-shared", "--episodes-per-task", "1"]
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("mine")
+    assert swap.cli_main([*base, "--out", str(a_file)]) == 2
+    assert "not a directory" in capsys.readouterr().err and a_file.read_text() == "mine"
+    earlier = tmp_path / "swap" / "swap_results.json"
+    earlier.parent.mkdir()
+    earlier.write_text("{}")
+    assert swap.cli_main([*base, "--out", str(earlier.parent)]) == 2
+    assert "--overwrite replaces them" in capsys.readouterr().err and earlier.read_text() == "{}"

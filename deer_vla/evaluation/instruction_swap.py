@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from deer_vla.core.writable import unwritable_dir
 from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.evaluation.workers import (
     DEFAULT_MAX_SIMULATORS,
@@ -383,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     p.add_argument("--out", default="swap_results")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run's swap_results.json in --out")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -391,6 +393,16 @@ def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from deer_vla.evaluation.evaluator import EvalConfig, parse_exits, resolve_tasks
+
+    # before the episodes: an --out that is a file failed only after all of them, an earlier run's results
+    # were replaced without a word
+    earlier = Path(args.out) / "swap_results.json"
+    problem = unwritable_dir(Path(args.out), create=False) or (
+        f"{earlier} holds an earlier run's results: --overwrite replaces them, or choose another --out"
+        if earlier.is_file() and not args.overwrite else None)
+    if problem:
+        print(f"deer-vla instruction-swap: {problem}", file=sys.stderr)
+        return 2
 
     try:
         tasks = resolve_tasks(args.tasks)
