@@ -173,3 +173,27 @@ def test_episode_unit_tests_per_episode_means_and_records_it(population) -> None
     # episode rates are not Bernoulli: the binomial tail would be invalid, a bounded-loss test is used
     rates = np.full((40, 1), 0.25)
     assert p_values(rates, 0.3, 0.1, RiskSpec("exceed", 0.1, 2.0))[0] > 0.0
+
+
+def test_with_episodes_as_the_unit_the_certified_cost_is_still_a_mean_per_step() -> None:
+    """The family's costs were averaged per episode, so a set whose long episodes were the hard ones certified a
+    budget its thresholds overspent on the very calibration steps (26% over in the audit's case)."""
+    from deer_vla.control.thresholds import simulate_exits
+
+    n = 6
+    prof = synthetic_profile(n)
+    costs = np.array(prof.costs("llm_gflops"))
+    base = solve_thresholds_quantile(synthetic_exit_actions(600, n, seed=1), prof,
+                                     BudgetSpec(average_gflops=0.5 * costs[-1]))
+    easy = synthetic_exit_actions(200, n, seed=3, difficulty=0.1, noise=0.05)  # 40 short easy episodes
+    hard = synthetic_exit_actions(2000, n, seed=2, difficulty=0.9, noise=0.6)  # 40 long hard ones
+    steps = np.concatenate([easy, hard])
+    episode_of = np.concatenate([np.repeat(np.arange(40), 5), 40 + np.repeat(np.arange(40), 50)])
+    th = calibrate_risk(steps, base, costs, n, 0.12, 0.1, RiskSpec("mean"), episode_of=episode_of)
+    per_step = float(costs[simulate_exits(steps, th) - 1].mean())
+    assert th.expected_cost == pytest.approx(per_step, rel=1e-9)
+    with pytest.raises(InfeasibleRiskError, match="smallest feasible"):  # a budget under that cost is refused
+        calibrate_risk(steps, base, costs, n, 0.12, 0.1, RiskSpec("mean"), average_budget=0.9 * per_step,
+                       episode_of=episode_of)
+    with pytest.raises(InfeasibleRiskError, match="on 80 calibration episodes"):  # the unit, not "steps"
+        calibrate_risk(steps, base, costs, n, 1e-6, 0.1, RiskSpec("mean"), episode_of=episode_of)

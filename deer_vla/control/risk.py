@@ -245,7 +245,7 @@ def family_matrices(exit_actions: np.ndarray, base: Thresholds, costs: np.ndarra
 
 
 def select_member(needed: np.ndarray, costs: np.ndarray, eps: float, delta: float, n: int,
-                  average_budget: float | None = None, cap_note: str = "") -> int:
+                  average_budget: float | None = None, cap_note: str = "", unit: str = "step") -> int:
     """The cheapest member certified at ``eps`` (given each member's ``eps_needed``), within the budget.
 
     Raises InfeasibleRiskError when nothing is certified (with the smallest feasible eps), or when the
@@ -261,7 +261,7 @@ def select_member(needed: np.ndarray, costs: np.ndarray, eps: float, delta: floa
     certified = int(np.sum(need <= eps))  # a prefix: ``need`` is a running max
     if certified == 0:
         raise InfeasibleRiskError(
-            f"risk limit eps={eps:g} cannot be certified at delta={delta:g} on {n} calibration steps: even the "
+            f"risk limit eps={eps:g} cannot be certified at delta={delta:g} on {n} calibration {unit}s: even the "
             f"strictest thresholds (every step to the cap{cap_note}) need eps >= {need[0]:.4g}; the smallest "
             f"feasible eps is {rounded_up(need[0], 4)}",
             smallest_eps=float(need[0]), binding="cap" if cap_note else "risk")
@@ -309,8 +309,9 @@ def calibrate_risk(exit_actions: np.ndarray, base: Thresholds, costs: np.ndarray
         raise ValueError(f"risk delta must be in (0, 1), got {delta}")
     losses, step_costs = family_matrices(exit_actions, base, costs, cap, spec, scales, scores)
     unit = "step"
-    if episode_of is not None:
-        losses, step_costs, unit = episode_means(losses, episode_of), episode_means(step_costs, episode_of), "episode"
+    if episode_of is not None:  # the losses' unit only: a budget is a mean cost per step (per action), whatever
+        losses, unit = episode_means(losses, episode_of), "episode"  # the unit (a mean of episode means let
+        # the long, costly episodes of a set overspend a budget it accepted)
     losses = losses[np.random.default_rng(seed).permutation(losses.shape[0])]
     family = RiskFamilyData(base=list(base.values), scales=[float(v) for v in scales],
                             costs=[float(v) for v in step_costs.mean(axis=0)],
@@ -323,7 +324,7 @@ def apply_family(base: Thresholds, family: RiskFamilyData, n: int, eps: float, s
                  average_budget: float | None = None, cap_note: str = "", unit: str = "step") -> Thresholds:
     """The certified thresholds for (eps, average budget) from a stored family, at the family's delta."""
     idx = select_member(np.asarray(family.eps_needed), np.asarray(family.costs), eps, family.delta, n,
-                        average_budget, cap_note)
+                        average_budget, cap_note, unit)
     scale = family.scales[idx]
     guarantee = Guarantee(eps=eps, delta=family.delta, metric=spec.metric, tau=spec.tau, n_calibration=n,
                           bound=spec.bound, scale=scale, procedure=spec.procedure, family=family, unit=unit)
