@@ -879,3 +879,13 @@ def test_replay_reproduces_a_run_with_its_own_thresholds_file_and_a_budget_chang
     assert report["same_exit_fraction"] == 1.0 and report["max_action_diff"] < 1e-4, report
     assert len(set(report["recorded_exits"])) > 1  # the thresholds did decide
     assert "with the thresholds the recording names" in capsys.readouterr().err
+    # another model runs its own thresholds: the recording's were solved for the recorded one (a calibrated
+    # file says so by its weights digest, and was refused: the documented comparison could not run)
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "other_ckpt"
+    shutil.copytree(tiny_checkpoint, other)
+    save_file(load_file(other / "model.safetensors"), other / "model.safetensors", metadata={"note": "other"})
+    assert cli_main([str(path), "--checkpoint", str(other), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["same_weights"] is False and report["thresholds"] == str(other / "thresholds.json")

@@ -130,7 +130,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("recording", type=Path, help="MCAP written by the policy node's record_path (a split "
                         "recording: its first file, folder or a quoted glob)")
     parser.add_argument("--checkpoint", type=checkpoint_argument, default="", help=checkpoint_help())
-    parser.add_argument("--thresholds", type=Path, default=None, help="default: the checkpoint's own")
+    parser.add_argument("--thresholds", type=Path, default=None,
+                        help="default: the file the recording names when --checkpoint is the recorded model, else "
+                             "the checkpoint's own")
     parser.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch CPU threads (default 1: more oversubscribe a shared CPU)")
@@ -170,7 +172,10 @@ def cli_main(argv: list[str] | None = None) -> int:
             recorded = recorded_policy(args.recording)
         if not steps:
             raise ValueError(f"recording {args.recording} holds no complete policy steps")
-        thresholds = args.thresholds or recorded_thresholds(recorded) or CheckpointDir(args.checkpoint).thresholds_path
+        same_model = (recorded or {}).get("weights_sha256") == CheckpointDir(args.checkpoint).weights_digest()
+        # the recording's thresholds were solved for its own model: another checkpoint runs its own
+        thresholds = (args.thresholds or (recorded_thresholds(recorded) if same_model else None)
+                      or CheckpointDir(args.checkpoint).thresholds_path)
         if follow:
             budget = recorded_budget(steps[0].record)
         stack = load_stack(args.checkpoint, thresholds, args.device,
