@@ -106,6 +106,18 @@ def test_policy_status_level_rules():
                                 active_for_s=5.0), None)
     assert "every joint state on 'joint_states' refused (3 so far), the latest: joint state: no joint gripper" \
            in joint.message
+    # ... and one that sent good images, then only refused ones (a driver restarted with another encoding):
+    # refused, not silent
+    before = _snap(cameras={"static": InputAge("cam/static", 0.1, 0.1, refused=2),
+                            "wrist": InputAge("cam/wrist", 0.1, 0.1)})
+    switched = policy_status(_snap(cameras={"static": InputAge("cam/static", 2.5, 2.5, refused=27,
+                                                               refusal="image encoding '8UC3' does not say ..."),
+                                            "wrist": InputAge("cam/wrist", 0.05, 0.04)}, last_step_age_s=2.5), before)
+    assert "every image from camera 'static' on 'cam/static' refused for 2.5 s (25 in the last period), the " \
+           "latest: image encoding '8UC3'" in switched.message, switched.message
+    quiet = policy_status(_snap(cameras={"static": InputAge("cam/static", 2.5, 2.5, refused=2),
+                                         "wrist": InputAge("cam/wrist", 0.05, 0.04)}, last_step_age_s=2.5), before)
+    assert "no image from camera 'static' on 'cam/static' for 2.5 s" in quiet.message  # none refused lately
     # ... but a camera that stopped after the node stepped is an ERROR (steps before a re-activation count not)
     restarted = policy_status(_snap(last_step_age_s=30.0, active_for_s=5.0,
                                     cameras={"static": InputAge("cam/static", 30.0, 30.0),

@@ -147,18 +147,33 @@ def _waiting_for(snap: HealthSnapshot) -> str | None:
     return None
 
 
-def _holding_back(snap: HealthSnapshot, skipped: Mapping[str, int]) -> str:
-    """Why no step finished within the window, as a sentence."""
+def _refused_since(now: InputAge | None, before: InputAge | None) -> int:
+    return 0 if now is None else now.refused - (before.refused if before is not None else 0)
+
+
+def _holding_back(snap: HealthSnapshot, skipped: Mapping[str, int], before: HealthSnapshot | None = None) -> str:
+    """Why no step finished within the window, as a sentence. An input silent since its last accepted message
+    whose messages were refused in the last period is named as refused (a driver restarted with another
+    encoding), not as silent."""
     silent = {c: a for c, a in snap.cameras.items()
               if a.received_age_s is not None and a.received_age_s > snap.window_s}
     if silent:
         camera = max(silent, key=lambda c: silent[c].received_age_s or 0.0)
-        return f"no image from camera '{camera}' on '{silent[camera].topic}' for {silent[camera].received_age_s:.1f} s"
+        age = silent[camera]
+        refused = _refused_since(age, before.cameras.get(camera) if before is not None else None)
+        if refused > 0:
+            return (f"every image from camera '{camera}' on '{age.topic}' refused for {age.received_age_s:.1f} s "
+                    f"({refused} in the last period), the latest: {age.refusal}")
+        return f"no image from camera '{camera}' on '{age.topic}' for {age.received_age_s:.1f} s"
     reason = _most_frequent(skipped)
     if reason is not None:
         return f"{reason}: {snap.skip_details.get(reason, SKIP_REASONS[reason])}"
     proprio = snap.proprio
     if proprio is not None and proprio.received_age_s is not None and proprio.received_age_s > snap.window_s:
+        refused = _refused_since(proprio, before.proprio if before is not None else None)
+        if refused > 0:
+            return (f"every {snap.proprio_kind} on '{proprio.topic}' refused for {proprio.received_age_s:.1f} s "
+                    f"({refused} in the last period), the latest: {proprio.refusal}")
         return f"no {snap.proprio_kind} on '{proprio.topic}' for {proprio.received_age_s:.1f} s"
     if snap.step_running:
         return "a model step is still running"
@@ -217,7 +232,7 @@ def policy_status(snap: HealthSnapshot, before: HealthSnapshot | None) -> Policy
     waiting = _waiting_for(snap)
     if waiting is not None and not stepped_since_active:
         return PolicyStatus(WARN, f"{waiting} (active for {since_step:.1f} s)", values)
-    why = _holding_back(snap, period_skipped)
+    why = _holding_back(snap, period_skipped, before)
     if since_step > ERROR_AFTER_WINDOWS * window:
         return PolicyStatus(ERROR, f"no step for {since_step:.1f} s: {why}", values)
     return PolicyStatus(WARN, f"no step in the last {window:g} s: {why}", values)
