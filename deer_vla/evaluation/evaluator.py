@@ -488,7 +488,9 @@ class EvaluateSettings(BaseModel):
     episodes_per_task: int = Field(20, ge=1, le=MAX_EPISODES_PER_TASK, description="held-out seeds per (mode, task)")
     budgets: list[float] = Field([0.2], description="average budgets as fractions of the full model's LLM GFLOPs, "
                                  "e.g. 0.1,0.2,0.3 ('' = no dynamic modes; 0.2 keeps the default run near 20 min "
-                                 "on 2 cores)")
+                                 "on 2 cores). Solved on --calibration-dataset; without one, the default (0.2, "
+                                 "however given) runs the checkpoint's own thresholds as mode dyn_ckpt, and other "
+                                 "budgets are refused")
     exits: str | list[int] = Field("all", description="fixed exits to evaluate, e.g. 1,2,4,all ('every' = each exit)")
     skip_full: bool = Field(False, description="do not play the full model (always played otherwise): for a run "
                             "pooled by `deer-vla eval-report` with one that played it on the same seeds (on CPU "
@@ -511,9 +513,10 @@ class EvaluateSettings(BaseModel):
                                          "paraphrases, or both on the same seeds (then a canonical vs held-out table "
                                          "per task)")
     track_budget: bool = Field(False, description="also run every budget and thresholds file with the online budget "
-                               "tracker (modes 'dyn<f>+track', 'th-<stem>+track'), as the policy node runs them")
+                               "tracker (modes 'dyn<f>+track', 'th-<stem>+track'), restarted at every episode "
+                               "(the policy node's runs on across episodes)")
     tracked_only: bool = Field(False, description="run every budget and thresholds file with the online budget "
-                               "tracker only (implies track_budget): what the policy node runs, without the "
+                               "tracker only (implies track_budget; restarted at every episode), without the "
                                "thresholds as solved beside it")
     seed_offset: int = Field(EVAL_SEED_OFFSET, ge=0, description="first evaluation seed")
     max_steps: int | None = Field(None, ge=1, description="episode step limit (default: the adapter's)")
