@@ -8,6 +8,14 @@ from/to timestamps in meta/episodes), ``chunk-XXX/file-XXX`` indices that
 roll over at ``chunks_size`` files per chunk, task strings as the pandas
 index of meta/tasks.parquet, videos in AV1 (libsvtav1, yuv420p, GOP 2,
 CRF 30: LeRobot's defaults).
+
+Not written: LeRobot's per-episode ``stats/<feature>/<stat>`` columns of
+meta/episodes, statistics of the camera features, and the q01..q99
+quantiles; meta/stats.json holds min/max/mean/std/count of
+``observation.state`` and ``action`` only. LeRobot's loader reads such a
+dataset, but its ``delete_episodes`` rebuilds stats.json from the missing
+columns (empty), and QUANTILES normalisation (pi05) needs the quantiles:
+recompute stats with LeRobot before training a LeRobot policy on an export.
 """
 from __future__ import annotations
 
