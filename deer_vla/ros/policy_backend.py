@@ -142,7 +142,10 @@ def load_stack(
             raise ConfigurationError(str(exc)) from exc
     if timed_budget:
         full.time_here()  # time budgets are enforced with this machine's latencies, not the checkpoint's maker's
-    full_profile = full.cost_profile
+    # read on the CPU for the cap (another device): the checkpoint's own profile, made on whatever device, gives
+    # the same FLOPs and bytes without timing the whole model on the CPU first
+    saved = CheckpointDir(checkpoint).read_profile() if probe_device != device else None
+    full_profile = saved if saved is not None and saved.num_exits == full.num_exits else full.cost_profile
     if thresholds is not None and thresholds.num_exits > full_profile.num_exits:  # (fewer: solved under a cap)
         raise ConfigurationError(
             f"{thresholds_path} holds thresholds for exits {thresholds.first_exit}..{thresholds.num_exits} but "

@@ -463,6 +463,9 @@ class PolicyNode(LifecycleNode):
         self.frames.clear()
         self._used_ns.clear()
         self._last_stepped = None
+        # which inputs are refused is this configuration's (its topics, encodings, joints), not the next one's
+        self.stats.refused.clear()
+        self.stats.refusals.clear()
 
     @report_errors
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
