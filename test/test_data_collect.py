@@ -178,7 +178,7 @@ def test_a_stopped_collection_stops_its_workers_within_the_grace_it_gives_them()
 
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     running = pool.submit(time.sleep, 120)  # an episode that would outlast any wait
-    queued = pool.submit(time.sleep, 120)
+    pool.submit(time.sleep, 120)  # a queued one (it may already sit in the pool's call queue: not cancellable)
     deadline = time.monotonic() + 60
     while not running.running() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -188,4 +188,3 @@ def test_a_stopped_collection_stops_its_workers_within_the_grace_it_gives_them()
     _stop_pool(pool, grace_s=0.5)
     assert time.monotonic() - t0 < 10.0
     assert processes and not any(p.is_alive() for p in processes)
-    assert queued.cancelled()

@@ -122,7 +122,7 @@ def test_a_step_record_and_collection_failures_survive_hostile_json(tmp_path):
             StepRecord.from_json(HOSTILE[name].decode())
     lines = [b'{"task": "reach", "seed": 3}', HOSTILE["nested"], HOSTILE["huge integer"], b'{"task": "push", "se']
     (tmp_path / FAILURES_FILE).write_bytes(b"\n".join(lines) + b"\n")
-    assert _read_failures(tmp_path) == {("reach", 3)}  # the damaged lines are skipped with a warning
+    assert _read_failures(tmp_path, None) == {("reach", 3)}  # the damaged lines are skipped with a warning
 
 
 def test_json_inside_model_folders_recordings_and_logs_fails_clearly(tmp_path):
