@@ -13,8 +13,10 @@ while a step runs replaces the waiting one, never queues). The model step and
 its publishing run in the worker; services, parameters and the hold timer stay
 on the executor (their own callback group) and answer while a step runs.
 Actuation goes through one lock: ~/halt, deactivate and disable bump a
-generation number under it, and a step that started before them publishes
-no action.
+generation number under it (and send a zero twist), and a step that started
+before them publishes no action. ``control_mode``: ``timer`` (default) steps
+at ``rate_hz`` on the newest inputs; ``event`` on each complete observation,
+for a lock-step source (the simulator).
 """
 from __future__ import annotations
 
