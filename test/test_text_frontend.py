@@ -293,3 +293,15 @@ def test_a_tokenizer_that_gives_no_tokens_or_runs_folder_code_is_refused_at_load
         load_tokenizer(code)
     assert not (tmp_path / "RAN").exists()
     assert len(load_tokenizer(lm_dir)) > 3  # a whole one still loads
+
+
+def test_a_word_vocabulary_of_a_robots_own_instructions_loads(tmp_path: Path) -> None:
+    """The load check encoded "open the drawer ...": a word vocabulary built from a robot's own instructions
+    (`deer-vla train` without a text front end) turned it into [UNK] alone and was refused as having no
+    vocabulary, so the checkpoint trained fine and then no node, calibrate or evaluate could load it."""
+    from deer_vla.model.tokenizer import build_word_tokenizer, load_tokenizer
+
+    build_word_tokenizer(["grasp bottle", "wipe table"]).save_pretrained(str(tmp_path / "words"))
+    tok = load_tokenizer(tmp_path / "words")
+    ids = tok("wipe the bottle")["input_ids"]
+    assert len([i for i in ids if i not in set(tok.all_special_ids)]) == 2  # "the" is unknown here

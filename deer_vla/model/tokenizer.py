@@ -86,6 +86,13 @@ def load_tokenizer(path: str | Path) -> Any:
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise ValueError(f"tokenizer {where} loads but cannot encode text: {type(exc).__name__}: {reason}") from exc
     special = set(tok.all_special_ids)
-    if not [i for i in ids if i not in special]:  # e.g. a tokenizer_config.json without its vocabulary
-        raise ValueError(f"tokenizer {where} loads but turns text into no tokens (its vocabulary files missing?)")
+    if not [i for i in ids if i not in special]:
+        # no ordinary token for the sample text: a tokenizer_config.json without its vocabulary, or a word
+        # vocabulary built from other words (a robot's own instructions: every sample word is [UNK]). Its own
+        # words must then come back as themselves
+        words = [i for i in tok.get_vocab().values() if i not in special][:32]
+        own = tok(tok.decode(words))["input_ids"] if words else []
+        if not [i for i in own if i not in special]:
+            raise ValueError(f"tokenizer {where} loads but turns text into no tokens (its vocabulary files "
+                             "missing?)")
     return tok
