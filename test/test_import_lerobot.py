@@ -392,3 +392,28 @@ def test_a_lone_wrist_camera_keeps_its_slot_and_a_missing_state_says_how_to_go_w
     assert cli_main([str(tmp_path / "one"), "--out", str(tmp_path / "x"), "--state-key", "observation.nothing",
                      *GRIPPER_ARGS]) == 1
     assert "--state-key none for a robot without it" in capsys.readouterr().err
+
+
+def test_an_axis_the_demonstrations_rarely_or_never_move_is_clipped_no_wider_than_those_they_do() -> None:
+    """An axis whose 0.99 quantile was 0 (moved on under 1% of steps, or never) got scale 1: 1 m or 1 rad per
+    step, so an output error of 0.05 on an axis the robot never moved was 0.5 m/s at 10 Hz, while the moving
+    x axis was bounded at 0.1 m/s; a rare lift was labelled 0.01 and nearly not learnt."""
+    import numpy as np
+
+    from deer_vla.data.importing import ActionMapping
+
+    rng = np.random.default_rng(0)
+    raw = np.zeros((1000, 5))
+    raw[:, 0] = rng.uniform(-0.01, 0.01, 1000)  # x moves
+    raw[:5, 2] = 0.01  # z: a rare lift
+    raw[:, 3] = rng.uniform(-0.2, 0.2, 1000)  # yaw moves
+    raw[:, 4] = rng.integers(0, 2, 1000)
+    m = ActionMapping.fit(raw, ["x", "y", "z", "yaw", "gripper"], gripper_open=0, gripper_closed=1)
+    x, y, z, yaw = m.scale
+    assert y == x  # never moved: the moving translation's scale, not 1 m per step
+    assert z == pytest.approx(0.01) and m.normalise(raw[:5])[:, 2] == pytest.approx(1.0)  # the lift is learnt
+    assert yaw == pytest.approx(0.198, abs=0.002)
+    still = np.zeros((100, 3))
+    still[:, 0] = rng.uniform(-0.01, 0.01, 100)
+    assert ActionMapping.fit(still, ["x", "roll", "gripper"], gripper_open=0, gripper_closed=1).scale[1] == \
+        pytest.approx(float(np.quantile(np.abs(still[:, 0]), 0.99)))  # no rotation moved: the smallest there is

@@ -56,6 +56,18 @@ _PREFIXES = ("action.", "delta_", "d_", "ee_", "eef_", "tcp_", "target_", "cmd_"
 _SUFFIXES = ("_delta", ".delta", ".vel", "_vel", ".pos", "_cmd")
 
 
+def _rare_axis_scale(axis: str, values: np.ndarray, moved: dict[str, float]) -> float:
+    """The scale of an axis that moves on under 1 - quantile of the steps (its quantile is 0). Unit scale (1 m
+    or 1 rad per step) let the model's small errors on an axis the robot never moved reach metres per second:
+    its largest recorded move, or, one never moved, the smallest scale of the moving axes of its kind (of any
+    kind if none), so it is clipped no wider than they are."""
+    largest = float(np.max(np.abs(values)))
+    if largest > 1e-9:
+        return largest
+    same = [v for a, v in moved.items() if axis_kind(a) == axis_kind(axis)]
+    return min(same or list(moved.values()) or [1.0])
+
+
 def axis_of_name(name: str) -> str | None:
     """A raw column name -> a standard axis or "gripper" (None when it is not recognised)."""
     key = name.strip().lower().replace(" ", "_")
@@ -127,11 +139,12 @@ class ActionMapping:
             raise DatasetError(f"the action scale quantile must be in [0.5, 1], got {quantile}")
         order = [a for a in STANDARD_AXES if a in labels]
         columns = tuple(list(labels).index(a) for a in order)
-        scale = []
-        for c in columns:
+        moved: dict[str, float] = {}  # axis -> its quantile scale, for the axes that move on enough steps
+        for a, c in zip(order, columns):
             q = float(np.quantile(np.abs(raw[:, c]), quantile))
-            # an axis that never moves (or nearly) keeps unit scale rather than amplifying noise
-            scale.append(q if q > 1e-9 else 1.0)
+            if q > 1e-9:
+                moved[a] = q
+        scale = [moved.get(a) or _rare_axis_scale(a, raw[:, c], moved) for a, c in zip(order, columns)]
         g = list(labels).index(GRIPPER)
         lo, hi = float(raw[:, g].min()), float(raw[:, g].max())
         if gripper_open is None and gripper_closed is None:
