@@ -417,3 +417,25 @@ def test_an_axis_the_demonstrations_rarely_or_never_move_is_clipped_no_wider_tha
     still[:, 0] = rng.uniform(-0.01, 0.01, 100)
     assert ActionMapping.fit(still, ["x", "roll", "gripper"], gripper_open=0, gripper_closed=1).scale[1] == \
         pytest.approx(float(np.quantile(np.abs(still[:, 0]), 0.99)))  # no rotation moved: the smallest there is
+
+
+@pytest.mark.parametrize(("names", "velocity", "said"), [
+    (["vx", "vy", "vz", "wz", "gripper"], False, "say velocities: pass --velocity"),
+    (["x.vel", "y.vel", "z.vel", "yaw.vel", "gripper"], False, "say velocities"),
+    (["linear_x", "linear_y", "linear_z", "angular_z", "gripper"], False, "say velocities"),
+    (["target_x", "target_y", "target_z", "gripper"], False, "say absolute positions or targets"),
+    (["pos_x", "pos_y", "pos_z", "gripper"], True, "say absolute positions or targets"),
+])
+def test_action_names_that_say_velocities_or_positions_are_not_taken_as_deltas(names, velocity, said) -> None:
+    """Without --velocity, vx / x.vel / linear_x columns were labelled metres per step: a 0.05 m/s velocity at
+    30 fps went out as 1.5 m/s; target_x columns (a pose) were taken as a jump of their whole value per step."""
+    from deer_vla.data.episodes import DatasetError
+    from deer_vla.data.importing import resolve_action_columns
+
+    with pytest.raises(DatasetError, match=said):
+        resolve_action_columns(len(names), names, None, velocity)
+    if velocity is False and "velocities" in said:
+        assert resolve_action_columns(len(names), names, None, True)[-1] == "gripper"  # with --velocity: fine
+    labels = "x,y,z,yaw,gripper" if len(names) == 5 else "x,y,z,gripper"
+    assert resolve_action_columns(len(names), names, labels, velocity)  # labelled by hand: the user's word
+    assert resolve_action_columns(4, ["dx", "dy", "dz", "gripper"], None, False) == ["x", "y", "z", "gripper"]

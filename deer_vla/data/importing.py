@@ -79,8 +79,42 @@ def axis_of_name(name: str) -> str | None:
     return next((axis for axis, names in _ALIASES.items() if key in names), None)
 
 
-def resolve_action_columns(dim: int, names: Sequence[str] | None, flag: str | None) -> list[str]:
-    """One label per raw action column (an axis, "gripper" or "-" to skip), from ``--action-axes`` or the names."""
+_VELOCITY_NAMES = {"vx", "vy", "vz", "wx", "wy", "wz", "linear_x", "linear_y", "linear_z", "angular_x", "angular_y",
+                   "angular_z"}
+_POSITION_NAMES = {"pos_x", "pos_y", "pos_z", "x_pos", "y_pos", "z_pos"}
+
+
+def implied_units(name: str) -> str | None:
+    """What a motion column's name says its values are: "velocity", "position" (an absolute pose or target) or
+    None (a delta per step, or nothing said)."""
+    key = name.strip().lower().replace(" ", "_")
+    if key.endswith((".vel", "_vel")) or key.split(".")[-1] in _VELOCITY_NAMES:
+        return "velocity"
+    if key.endswith(".pos") or key.startswith("target_") or key.split(".")[-1] in _POSITION_NAMES:
+        return "position"
+    return None
+
+
+def check_named_units(names: Sequence[str], labels: Sequence[str], velocity: bool) -> None:
+    """DatasetError when the motion columns' names say velocities without ``--velocity``, or absolute positions:
+    taken as per-step deltas, a 0.05 m/s velocity at 30 fps was published as 1.5 m/s, and a pose target as a
+    jump of its whole value every step."""
+    motion = [(n, implied_units(n)) for n, x in zip(names, labels) if x not in (GRIPPER, SKIP)]
+    fast = [n for n, kind in motion if kind == "velocity"]
+    if fast and not velocity:
+        raise DatasetError(f"action names {fast} say velocities: pass --velocity (values in m/s and rad/s), or "
+                           "label the columns yourself with --action-axes if they are per-step deltas")
+    poses = [n for n, kind in motion if kind == "position"]
+    if poses:
+        raise DatasetError(f"action names {poses} say absolute positions or targets; deer_vla learns per-step "
+                           "deltas (or velocities with --velocity): convert them, or label the columns with "
+                           "--action-axes if they already are deltas")
+
+
+def resolve_action_columns(dim: int, names: Sequence[str] | None, flag: str | None,
+                           velocity: bool = False) -> list[str]:
+    """One label per raw action column (an axis, "gripper" or "-" to skip), from ``--action-axes`` or the names
+    (whose units they say are checked against ``velocity``: ``check_named_units``)."""
     valid = (*STANDARD_AXES, GRIPPER, SKIP)
     if flag:
         labels = [x.strip() for x in flag.split(",")]
@@ -102,6 +136,7 @@ def resolve_action_columns(dim: int, names: Sequence[str] | None, flag: str | No
             raise DatasetError(f"action names {unknown} are not end-effector axes I recognise (of {list(names)}); "
                                "map them with --action-axes, e.g. x,y,z,roll,pitch,yaw,gripper ('-' skips a value). "
                                "deer_vla policies command end-effector motion, not joint positions")
+        check_named_units(names, labels, velocity)
     used = [x for x in labels if x != SKIP]
     if len(set(used)) != len(used):
         raise DatasetError(f"action columns map to repeated axes {labels}")
