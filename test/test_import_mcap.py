@@ -73,15 +73,15 @@ def test_array_actions_and_one_instruction(tmp_path):
                     rate_hz=5.0)
     assert cli_main([str(tmp_path / "arm.mcap"), "--out", str(tmp_path / "b"), "--image-topic", "/cam",
                      "--action-topic", "/cmd", "--action-axes", "z,-,yaw,gripper", "--gripper-open", "0.9",
-                     "--gripper-closed", "0.3", "--instruction", "stack the cups", "--rate", "5"]) == 0
+                     "--gripper-closed", "0.3", "--instruction", "stack the cups", "--rate", "10"]) == 0
     ds = EpisodeDataset(tmp_path / "b")
     (ep,) = list(ds)
     assert ds.meta.action_spec["axes"] == ["z", "yaw"] and ds.meta.action_spec["units"] == ["m", "rad"]
     assert ep.instruction == "stack the cups" and ep.proprio is None and ds.meta.proprio_dim == 0
     # raw 0.9 = open -> -1, raw 0.3 = closed -> +1
-    np.testing.assert_allclose(ep.actions[:, -1], np.where(np.arange(ep.length) * 2 > 15, 1.0, -1.0), atol=1e-6)
-    np.testing.assert_allclose(ep.images["static"].reshape(ep.length, -1).mean(1), np.arange(ep.length) * 16,
-                               atol=1.0)  # 5 Hz ticks take every second 10 Hz frame
+    np.testing.assert_allclose(ep.actions[:, -1], np.where(np.arange(ep.length) > 15, 1.0, -1.0), atol=1e-6)
+    np.testing.assert_allclose(ep.images["static"].reshape(ep.length, -1).mean(1), np.arange(ep.length) * 8,
+                               atol=1.0)  # 10 Hz ticks take each 10 Hz frame (deltas at their own rate)
 
 
 def _arm_recording(path: Path, cam=None, action=None, late_at: int | None = None, finish: bool = True,
@@ -108,7 +108,7 @@ def _arm_recording(path: Path, cam=None, action=None, late_at: int | None = None
 
 
 ARM = ["--image-topic", "/cam", "--action-topic", "/cmd", "--action-axes", "z,-,yaw,gripper", "--gripper-open", "0.9",
-       "--gripper-closed", "0.3", "--instruction", "stack the cups", "--rate", "5"]
+       "--gripper-closed", "0.3", "--instruction", "stack the cups", "--rate", "10"]
 
 
 def test_broken_recordings_are_refused_in_one_line_naming_file_topic_and_time(recording, tmp_path, capsys):
@@ -159,8 +159,8 @@ def test_an_older_message_read_late_from_an_unclosed_file_does_not_replace_a_new
     assert "was not closed" in out.err
     ds = EpisodeDataset(tmp_path / "out")
     (ep,) = list(ds)
-    scale = ds.meta.action_spec["scale"][0]  # raw z of the 5 Hz tick j: message 2j's 0.01 * 2j, clipped at scale
-    assert ep.length == 15 and np.allclose(ep.actions[:, 0] * scale, np.minimum(0.02 * np.arange(15), scale),
+    scale = ds.meta.action_spec["scale"][0]  # raw z of tick j: message j's 0.01 * j, clipped at scale
+    assert ep.length == 30 and np.allclose(ep.actions[:, 0] * scale, np.minimum(0.01 * np.arange(30), scale),
                                            atol=1e-5)
 
 
@@ -284,10 +284,10 @@ def test_a_split_rosbag2_bag_is_read_whole_from_its_folder(tmp_path, capsys):
                                        "  relative_file_paths:\n  - my_bag_0.mcap\n  - my_bag_1.mcap\n")
     assert cli_main([str(bag), "--out", str(tmp_path / "whole"), *ARM]) == 0
     assert "read the bag's 2 files in order: my_bag_0.mcap, my_bag_1.mcap" in capsys.readouterr().out
-    assert sum(ep.length for ep in EpisodeDataset(tmp_path / "whole")) == 30  # 6 s at 5 Hz
+    assert sum(ep.length for ep in EpisodeDataset(tmp_path / "whole")) == 60  # 6 s at 10 Hz
     assert cli_main([str(bag / "my_bag_0.mcap"), "--out", str(tmp_path / "part"), *ARM]) == 0
     assert "is one of 2 files of the bag" in capsys.readouterr().err
-    assert sum(ep.length for ep in EpisodeDataset(tmp_path / "part")) == 15
+    assert sum(ep.length for ep in EpisodeDataset(tmp_path / "part")) == 30
     (bag / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  relative_file_paths:\n  - ../elsewhere.mcap\n")
     assert cli_main([str(bag), "--out", str(tmp_path / "c"), *ARM]) == 1
     assert "'../elsewhere.mcap' is not a file inside the bag folder" in capsys.readouterr().err
@@ -306,3 +306,19 @@ def test_one_topic_in_two_roles_and_an_image_size_no_reader_takes_are_refused_up
     assert cli_main([str(rec), "--out", str(tmp_path / "c"), *ARM, "--image-size", "4100"]) == 1
     assert "--image-size must be an integer in 8..4096 px, got 4100" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_delta_actions_imported_at_another_rate_than_they_came_are_refused(tmp_path, capsys):
+    """Each tick takes the latest action message: deltas sent at 10 Hz imported at --rate 5 (or 20) were labelled
+    per tick, and the robot moved at half (twice) the demonstrated speed, without a word. Velocities and twists
+    keep their meaning at any rate."""
+    path = _arm_recording(tmp_path / "arm.mcap")
+    at = ARM.index("--rate") + 1
+    for rate in ("5", "20"):
+        argv = [str(path), "--out", str(tmp_path / f"out{rate}"), *ARM[:at], rate, *ARM[at + 1:]]
+        assert cli_main(argv) == 1
+        err = capsys.readouterr().err
+        assert "delta actions come every 100.0 ms (10 Hz) but --rate is" in err and "pass --rate 10" in err
+        assert not (tmp_path / f"out{rate}").exists()
+    argv = [str(path), "--out", str(tmp_path / "vel"), *ARM[:at], "5", *ARM[at + 1:], "--velocity"]
+    assert cli_main(argv) == 0

@@ -369,6 +369,22 @@ def other_bag_files(path: str | Path) -> list[Path]:
     return [f for f in files if f != path.resolve()]
 
 
+def check_delta_rate(times_ns: Sequence[int], rate_hz: float, topic: str) -> None:
+    """DatasetError when per-step delta actions come at another rate than ``--rate``: each tick takes the latest
+    message, so a delta that covered one message period (1/20 s) would be labelled one tick's (1/40 s: twice
+    the speed at run time). Gaps (pauses between episodes) do not count."""
+    gaps = np.diff(np.asarray(sorted(times_ns), dtype=np.int64)) * 1e-9
+    gaps = gaps[gaps > 0]
+    if gaps.size < 3:
+        return
+    period = float(np.median(gaps[gaps < 5 * np.median(gaps)]))
+    if abs(period * rate_hz - 1.0) > 0.05:
+        raise DatasetError(
+            f"{topic}: delta actions come every {period * 1e3:.1f} ms ({1 / period:.4g} Hz) but --rate is "
+            f"{rate_hz:g} Hz: a per-message delta would be taken as a per-tick one ({rate_hz * period:.2g}x its "
+            f"speed at run time); pass --rate {1 / period:.4g}, or --velocity if the values are velocities")
+
+
 def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz: float,
                 action_axes: str | None = None, velocity: bool = False, quantile: float = 0.99,
                 gripper_open: float | None = None, gripper_closed: float | None = None,
@@ -389,11 +405,14 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     aligner = _Aligner(sources, period_ns, max_age_ns, image_size, str(path))
     seen: dict[str, str] = {}
     last_ns = 0
+    action_ns: list[int] = []  # when each action message came: the period its per-message deltas cover
     for file in files:  # a split bag's files follow each other in time
         aligner.where = str(file)
         for m in read_messages(file, sources.topics):
             seen[m.topic] = m.datatype
             last_ns = max(last_ns, m.log_time_ns)
+            if m.topic == sources.action:
+                action_ns.append(m.log_time_ns)
             aligner.feed(m.topic, m.datatype, m.log_time_ns, m.message)
     missing = [t for t in sources.required if t not in seen]
     if missing:
@@ -414,6 +433,8 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     else:
         dim = len(episodes[0].actions[0])
         labels = resolve_action_columns(dim, None, action_axes)
+        if not velocity:
+            check_delta_rate(action_ns, rate_hz, sources.action)
     raw_actions = np.concatenate([np.stack(e.actions) for e in episodes])
     unheard = np.isnan(raw_actions[:, -1]) if action_type in TWIST_TYPES else np.zeros(len(raw_actions), bool)
     heard = raw_actions[~unheard, -1]
