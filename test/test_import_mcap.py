@@ -218,7 +218,7 @@ def test_an_instruction_of_invisible_characters_alone_is_refused() -> None:
 
 
 def _twist_recording(path: Path, grip_from_s: float | None, grip_value: float = 0.08, instructions=None,
-                     seconds: float = 4.0) -> Path:
+                     seconds: float = 4.0, frame=lambda k: "") -> Path:
     """/cam (rgb8, 10 Hz) and /cmd (TwistStamped); /grip (Float64) only from ``grip_from_s`` on (a driver that
     publishes on change); /instruction at each tick from ``instructions(t)`` when given."""
     from geometry_msgs.msg import TwistStamped
@@ -234,6 +234,7 @@ def _twist_recording(path: Path, grip_from_s: float | None, grip_value: float = 
         if instructions is not None:
             w.write("/instruction", String(data=instructions(k / 10)), t + 500)
         twist = TwistStamped()
+        twist.header.frame_id = frame(k)
         twist.twist.linear.x, twist.twist.angular.z = 0.05 * np.sin(k), 0.1 * np.cos(k)
         w.write("/cmd", twist, t + 1000)
         if grip_from_s is not None and k / 10 >= grip_from_s:
@@ -322,3 +323,18 @@ def test_delta_actions_imported_at_another_rate_than_they_came_are_refused(tmp_p
         assert not (tmp_path / f"out{rate}").exists()
     argv = [str(path), "--out", str(tmp_path / "vel"), *ARM[:at], "5", *ARM[at + 1:], "--velocity"]
     assert cli_main(argv) == 0
+
+
+def test_the_frame_the_twists_were_recorded_in_is_kept_and_said(tmp_path, capsys):
+    """The TwistStamped frame was dropped: teleoperation in the tool frame (MoveIt Servo's usual) was replayed by
+    the node in base_link, its axes rotated, without a word. It is recorded and said; two frames are refused."""
+    import json
+
+    rec = _twist_recording(tmp_path / "tool.mcap", grip_from_s=None, frame=lambda k: "tool0")
+    assert cli_main([str(rec), "--out", str(tmp_path / "a"), *TWIST, "--instruction", "wipe the table"]) == 0
+    assert "twists in frame 'tool0': run the policy node with frame_id: tool0" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    assert meta["collection"]["topics"]["twist_frame"] == "tool0"
+    mixed = _twist_recording(tmp_path / "mixed.mcap", grip_from_s=None, frame=lambda k: "tool0" if k < 20 else "base")
+    assert cli_main([str(mixed), "--out", str(tmp_path / "b"), *TWIST, "--instruction", "wipe the table"]) == 1
+    assert "twists in several frames ['base', 'tool0']" in capsys.readouterr().err

@@ -406,6 +406,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     seen: dict[str, str] = {}
     last_ns = 0
     action_ns: list[int] = []  # when each action message came: the period its per-message deltas cover
+    twist_frames: set[str] = set()
     for file in files:  # a split bag's files follow each other in time
         aligner.where = str(file)
         for m in read_messages(file, sources.topics):
@@ -413,6 +414,9 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
             last_ns = max(last_ns, m.log_time_ns)
             if m.topic == sources.action:
                 action_ns.append(m.log_time_ns)
+                header = getattr(m.message, "header", None)  # a TwistStamped says the frame its axes are in
+                if header is not None:
+                    twist_frames.add(str(header.frame_id))
             aligner.feed(m.topic, m.datatype, m.log_time_ns, m.message)
     missing = [t for t in sources.required if t not in seen]
     if missing:
@@ -425,6 +429,10 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
         if len({len(v) for v in vectors}) > 1:
             raise DatasetError(f"{path}: {topic}: vectors of different lengths {sorted({len(v) for v in vectors})}")
     action_type = seen[sources.action]
+    if len(twist_frames) > 1:  # the policy node publishes every twist in one frame_id
+        raise DatasetError(f"{sources.action}: twists in several frames {sorted(twist_frames)}; import each "
+                           "frame's stretch on its own")
+    twist_frame = next(iter(twist_frames), None)
     if action_type in TWIST_TYPES:
         if action_axes:
             raise DatasetError(f"{sources.action} is a {action_type}: its axes are fixed, drop --action-axes")
@@ -451,6 +459,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
             "cameras": sources.cameras, "action": f"{sources.action} ({action_type})",
             "instruction": sources.instruction_topic or f"constant: {sources.instruction}",
             "gripper": sources.gripper or ("open throughout" if action_type in TWIST_TYPES else None),
+            "twist_frame": twist_frame,
             "proprio": sources.proprio, "episode": sources.episode},
          "alignment": f"latest message at or before each tick at {rate_hz:g} Hz (receive times); a topic older "
                       f"than {max_age_ns / 1e9:g} s ends the episode"},
@@ -466,7 +475,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
                          {"source_file": str(path), "start_ns": e.start_ns, "steps": len(e.actions)})
     return {"episodes": writer.count, "steps": writer.steps, "out": str(writer.root), "dropped_ticks": aligner.dropped,
             "files": [str(f) for f in files],
-            "late_messages": aligner.late,
+            "late_messages": aligner.late, "twist_frame": twist_frame,
             "action_spec": mapping.spec.to_dict(), "clipped_fraction": mapping.clipped_fraction,
             "gripper": f"{mapping.gripper_open:g} open -> -1, {mapping.gripper_closed:g} closed -> +1",
             "proprio_names": None if proprio is None else list(proprio.names),
@@ -531,6 +540,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     if summary["late_messages"]:
         print(f"  {summary['late_messages']} late message(s) ignored: older than one already read on their topic "
               "(an unclosed recording is read in file order)")
+    if summary["twist_frame"] not in (None, "", "base_link"):  # the policy node's frame_id default
+        print(f"  twists in frame '{summary['twist_frame']}': run the policy node with frame_id: "
+              f"{summary['twist_frame']} (its default is base_link)")
     axes = ", ".join(f"{a} {s:.4g} {u}" for a, u, s in zip(spec["axes"], spec["units"], spec["scale"]))
     print(f"  action    {axes} per unit; gripper {summary['gripper']} "
           f"({100 * summary['clipped_fraction']:.2f}% of motion values clipped)")
