@@ -316,3 +316,14 @@ def test_a_finalized_node_refuses_enabled_true_by_parameter_as_by_service(execut
     assert not result.successful and "finalized" in result.reason
     assert node.get_parameter("enabled").value is False and not node.enabled
     assert node.set_parameters([Parameter("enabled", value=False)])[0].successful  # closing stays allowed
+
+
+def test_configure_refuses_image_topics_that_feed_each_slot_the_other_camera(executor, tiny_checkpoint):
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = policy_node(executor, tiny_checkpoint,
+                       image_topics=["camera/wrist/image_raw", "camera/static/image_raw"])
+    assert list(node.get_parameter("image_topics").value) == ["camera/wrist/image_raw", "camera/static/image_raw"]
+    assert node.trigger_configure() == R.FAILURE and node.stack is None
+    assert "'camera/wrist/image_raw' feeds camera slot 'static'" in node._configure_error
+    assert "in the model's camera order ['static', 'wrist']" in node._configure_error

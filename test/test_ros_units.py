@@ -262,3 +262,32 @@ def test_the_summary_is_the_whole_run_whatever_the_window():
     assert summary["max_ms"] == 90.0 and summary["p95_ms"] == pytest.approx(np.percentile(times, 95))
     assert summary["obs_age_p95_ms"] == pytest.approx(np.percentile(np.array(times) + 1, 95))
     assert windowed.max_latency() == 1.0  # the window's own figures stay the window's (/diagnostics)
+
+
+def test_image_topics_in_another_order_than_the_models_cameras_are_found():
+    """The order of image_topics is the only pairing with the model's camera slots: a checkpoint trained with
+    [wrist, static] under the sim graph's [camera/static/..., camera/wrist/...] saw each camera in the other's
+    slot, without a word."""
+    from deer_vla.ros.params import crossed_camera_topics
+
+    topics = ["camera/static/image_raw", "camera/wrist/image_raw"]
+    assert crossed_camera_topics(["wrist", "static"], topics) == [("wrist", topics[0]), ("static", topics[1])]
+    assert crossed_camera_topics(["static", "wrist"], topics) == []
+    assert crossed_camera_topics(["front", "wrist"], ["/usb_cam/image_raw", "/arm/wrist/image_raw"]) == []
+    assert crossed_camera_topics(["front", "wrist"], ["/front_left/image", "/wrist_cam/image"]) == []  # no guess
+
+
+def test_the_demo_renders_the_checkpoints_cameras_at_its_size_on_the_topics_its_slots_read():
+    """config/sim.yaml renders [static, wrist] at 64 px: a [wrist, static] checkpoint got them swapped and a
+    128 px one upscaled 64 px frames, while evaluate rendered each at the model's own."""
+    from types import SimpleNamespace
+
+    from deer_vla.ros.bringup import sim_model_inputs
+
+    policy: dict = {}
+    sim: dict = {}
+    sim_model_inputs(SimpleNamespace(cameras=["wrist", "static"], image_size=128), policy, sim, None)
+    assert sim == {"cameras": ["wrist", "static"], "image_size": 128}
+    assert policy == {"image_topics": ["camera/wrist/image_raw", "camera/static/image_raw"]}
+    sim_model_inputs(SimpleNamespace(cameras=["static"], image_size=8), policy, sim, None)
+    assert sim["image_size"] == 16  # the renderer's smallest; the runner resizes

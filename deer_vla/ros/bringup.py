@@ -279,6 +279,19 @@ def replay_command(recording: str, checkpoint: Path, average_gflops: float | Non
     return shlex.join(args)
 
 
+def sim_model_inputs(model: Any, policy: dict[str, Any], sim: dict[str, Any], config_dir: str | None) -> None:
+    """Overrides that give the policy the simulator's pictures as its checkpoint was trained on them: the sim
+    renders the model's cameras at its image size (config/sim.yaml's fixed [static, wrist] at 64 px fed a
+    [wrist, static] checkpoint each other's camera, and a 128 px one upscaled 64 px frames), and the policy's
+    camera slots read their own camera's topic."""
+    from deer_vla.sim.tasks import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
+    prefix = load_graph("sim", config_dir).node("sim").file_parameters().get("image_topic_prefix", "camera")
+    sim["cameras"] = list(model.cameras)
+    sim["image_size"] = min(max(int(model.image_size), MIN_IMAGE_SIZE), MAX_IMAGE_SIZE)
+    policy["image_topics"] = [f"{prefix}/{camera}/image_raw" for camera in model.cameras]
+
+
 def _new_run_dir(out_dir: Path, run: str) -> Path:
     """A folder ``out_dir/run`` (or ``run.1``, ...) made here and now, so that two demos started in the same
     second do not share one: the policy's recording and the summary go in it, and the monitor takes it (it is
@@ -349,6 +362,11 @@ def demo_main(argv: list[str] | None = None) -> int:
     if args.average_gflops is not None:
         policy["budget.average_gflops"] = args.average_gflops
     sim: dict[str, Any] = {"max_steps": args.max_steps}
+    try:  # the simulator renders the checkpoint's cameras at its image size, on the topics its slots read
+        sim_model_inputs(CheckpointDir(checkpoint).read_config(), policy, sim, args.config_dir)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"deer-vla demo: {error_text(exc)}", file=sys.stderr)
+        return 2
     if args.seed is not None:
         sim["seed"] = args.seed
     if args.episodes is not None:

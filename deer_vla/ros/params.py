@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -321,6 +321,18 @@ class PolicyParams(BaseModel):
             "deadline_ms": unset(self.budget_deadline_ms),
             "metric": self.budget_metric,
         }
+
+
+def crossed_camera_topics(cameras: Sequence[str], topics: Sequence[str]) -> list[tuple[str, str]]:
+    """(slot, topic) pairs where a topic feeds a camera slot while its path names another of the model's
+    cameras and not this one (``camera/static/image_raw`` into slot ``wrist``): image_topics given in another
+    order than the model's cameras, which would feed each slot the other camera's pictures."""
+    crossed = []
+    for camera, topic in zip(cameras, topics):
+        parts = set(topic.strip("/").split("/"))
+        if camera not in parts and any(other in parts for other in cameras if other != camera):
+            crossed.append((camera, topic))
+    return crossed
 
 
 class ParameterError(ValueError):

@@ -67,6 +67,7 @@ from deer_vla.ros.params import (
     POLICY_DEFAULTS,
     ParameterError,
     PolicyParams,
+    crossed_camera_topics,
     parse_params,
     unknown_parameters,
 )
@@ -265,6 +266,11 @@ class PolicyNode(LifecycleNode):
                     f"parameter 'image_topics' lists {len(params.image_topics)} topic(s) {params.image_topics}, "
                     f"but the model uses {len(stack.cameras)} camera(s) {list(stack.cameras)} (give them in that order)"
                 )
+            crossed = crossed_camera_topics(stack.cameras, params.image_topics)
+            if crossed:  # the order is the only pairing: each slot would see the other camera
+                raise ConfigurationError(
+                    "parameter 'image_topics' " + ", ".join(f"'{t}' feeds camera slot '{c}'" for c, t in crossed)
+                    + f": give the topics in the model's camera order {list(stack.cameras)}")
             if stack.proprio_dim and not params.proprio_input_topic:
                 raise ConfigurationError(
                     f"the model needs proprioception ({stack.proprio_dim} values per step) but parameter "
