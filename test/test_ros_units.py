@@ -277,17 +277,34 @@ def test_image_topics_in_another_order_than_the_models_cameras_are_found():
     assert crossed_camera_topics(["front", "wrist"], ["/front_left/image", "/wrist_cam/image"]) == []  # no guess
 
 
-def test_the_demo_renders_the_checkpoints_cameras_at_its_size_on_the_topics_its_slots_read():
+def test_the_sim_graph_renders_the_checkpoints_cameras_at_its_size_on_the_topics_its_slots_read(tmp_path):
     """config/sim.yaml renders [static, wrist] at 64 px: a [wrist, static] checkpoint got them swapped and a
-    128 px one upscaled 64 px frames, while evaluate rendered each at the model's own."""
+    128 px one upscaled 64 px frames, while evaluate rendered each at the model's own. The demo and `bringup
+    --graph sim` give the simulator the checkpoint's cameras and size, and the policy their topics, unless the
+    user set them."""
+    import json
+    import shutil
     from types import SimpleNamespace
 
-    from deer_vla.ros.bringup import sim_model_inputs
+    from deer_vla.model.shipped import resolve_checkpoint
+    from deer_vla.ros.bringup import sim_graph_for_checkpoint, sim_model_inputs
+    from deer_vla.ros.graph import load_graph
 
-    policy: dict = {}
-    sim: dict = {}
-    sim_model_inputs(SimpleNamespace(cameras=["wrist", "static"], image_size=128), policy, sim, None)
+    policy, sim = sim_model_inputs(SimpleNamespace(cameras=["wrist", "static"], image_size=128), "camera")
     assert sim == {"cameras": ["wrist", "static"], "image_size": 128}
     assert policy == {"image_topics": ["camera/wrist/image_raw", "camera/static/image_raw"]}
-    sim_model_inputs(SimpleNamespace(cameras=["static"], image_size=8), policy, sim, None)
-    assert sim["image_size"] == 16  # the renderer's smallest; the runner resizes
+    assert sim_model_inputs(SimpleNamespace(cameras=["static"], image_size=8), "cam")[1]["image_size"] == 16
+
+    ckpt = tmp_path / "ws"
+    shutil.copytree(resolve_checkpoint("default"), ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["cameras"] = ["wrist", "static"]
+    (ckpt / "config.json").write_text(json.dumps(config))
+    graph = load_graph("sim", None, {"policy": {"checkpoint_dir": str(ckpt)}})
+    derived = sim_graph_for_checkpoint(graph, set())
+    assert derived.node("sim").file_parameters()["cameras"] == ["wrist", "static"]
+    assert derived.node("policy").file_parameters()["image_topics"] == ["camera/wrist/image_raw",
+                                                                         "camera/static/image_raw"]
+    kept = sim_graph_for_checkpoint(graph, {"policy.image_topics", "sim.cameras"})  # the user's word stands
+    assert kept.node("sim").file_parameters()["cameras"] == ["static", "wrist"]
+    assert kept.node("policy").file_parameters()["image_topics"][0] == "camera/static/image_raw"

@@ -173,6 +173,15 @@ class GraphSpec:
         return replace(self, nodes=tuple(nodes[s.key] for s in self.nodes))
 
 
+    def with_parameters(self, per_node: Mapping[str, Mapping[str, Any]]) -> GraphSpec:
+        """This graph with ``{node key: {parameter: value}}`` set on top of its overrides."""
+        nodes = {spec.key: spec for spec in self.nodes}
+        for key, values in per_node.items():
+            spec = self.node(key)
+            nodes[key] = replace(spec, parameters={**spec.parameters, **values})
+        return replace(self, nodes=tuple(nodes[s.key] for s in self.nodes))
+
+
 def _to_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
