@@ -372,6 +372,12 @@ def demo_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla demo: --average-gflops must be > 0 (omit it for the thresholds' own budget), got "
               f"{args.average_gflops}", file=sys.stderr)
         return 2
+    try:  # the simulator renders the checkpoint's cameras at its image size, on the topics its slots read
+        graph = sim_graph_for_checkpoint(
+            load_graph("sim", args.config_dir, {"policy": {"checkpoint_dir": str(checkpoint.resolve())}}), set())
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"deer-vla demo: {error_text(exc)}", file=sys.stderr)
+        return 2
     out_dir = args.output_dir.resolve()
     try:
         run_dir = _new_run_dir(out_dir, time.strftime("demo_%Y%m%d_%H%M%S", time.gmtime()))
@@ -384,14 +390,6 @@ def demo_main(argv: list[str] | None = None) -> int:
     if args.average_gflops is not None:
         policy["budget.average_gflops"] = args.average_gflops
     sim: dict[str, Any] = {"max_steps": args.max_steps}
-    try:  # the simulator renders the checkpoint's cameras at its image size, on the topics its slots read
-        prefix = load_graph("sim", args.config_dir).node("sim").file_parameters().get("image_topic_prefix", "camera")
-        model_policy, model_sim = sim_model_inputs(CheckpointDir(checkpoint).read_config(), prefix)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"deer-vla demo: {error_text(exc)}", file=sys.stderr)
-        return 2
-    policy.update(model_policy)
-    sim.update(model_sim)
     if args.seed is not None:
         sim["seed"] = args.seed
     if args.episodes is not None:
@@ -406,7 +404,7 @@ def demo_main(argv: list[str] | None = None) -> int:
         run_dir.rmdir()  # still empty: leave no trace of a run that never started
         return 1
     try:
-        bringup = Bringup(load_graph("sim", args.config_dir, overrides)).start()
+        bringup = Bringup(graph.with_parameters(overrides)).start()
         sim_node, policy_node, monitor = bringup.nodes["sim"], bringup.nodes["policy"], bringup.nodes["monitor"]
         bringup.spin_until(lambda: sim_node.finished or _STOP.is_set(), args.timeout)
         finished = sim_node.finished

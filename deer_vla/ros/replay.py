@@ -189,7 +189,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         if recorded is not None:
             report.recorded_checkpoint = recorded.get("checkpoint")
             if "weights_sha256" in recorded:
-                report.same_weights = recorded["weights_sha256"] == CheckpointDir(args.checkpoint).weights_digest()
+                report.same_weights = same_model
     except (ConfigurationError, FileNotFoundError, ValueError) as exc:
         print(f"deer-vla replay: {exc}", file=sys.stderr)
         return 1
