@@ -135,16 +135,19 @@ def _waiting_for(snap: HealthSnapshot) -> str | None:
     for camera, age in snap.cameras.items():
         if age.received_age_s is None:
             if age.refused:
-                return (f"every image from camera '{camera}' on '{age.topic}' refused ({age.refused} so far), "
-                        f"the latest: {age.refusal}")
+                return _all_refused(f"image from camera '{camera}'", age, f"({age.refused} so far)")
             return f"waiting for the first image from camera '{camera}' on '{age.topic}'"
     proprio = snap.proprio
     if proprio is not None and proprio.received_age_s is None:
         if proprio.refused:
-            return (f"every {snap.proprio_kind} on '{proprio.topic}' refused ({proprio.refused} so far), "
-                    f"the latest: {proprio.refusal}")
+            return _all_refused(snap.proprio_kind, proprio, f"({proprio.refused} so far)")
         return f"waiting for the first {snap.proprio_kind} on '{proprio.topic}'"
     return None
+
+
+def _all_refused(what: str, age: InputAge, how: str) -> str:
+    """An input whose messages arrive and are all refused, as a sentence with the latest reason."""
+    return f"every {what} on '{age.topic}' refused {how}, the latest: {age.refusal}"
 
 
 def _refused_since(now: InputAge | None, before: InputAge | None) -> int:
@@ -162,8 +165,8 @@ def _holding_back(snap: HealthSnapshot, skipped: Mapping[str, int], before: Heal
         age = silent[camera]
         refused = _refused_since(age, before.cameras.get(camera) if before is not None else None)
         if refused > 0:
-            return (f"every image from camera '{camera}' on '{age.topic}' refused for {age.received_age_s:.1f} s "
-                    f"({refused} in the last period), the latest: {age.refusal}")
+            return _all_refused(f"image from camera '{camera}'", age,
+                                f"for {age.received_age_s:.1f} s ({refused} in the last period)")
         return f"no image from camera '{camera}' on '{age.topic}' for {age.received_age_s:.1f} s"
     reason = _most_frequent(skipped)
     if reason is not None:
@@ -172,8 +175,8 @@ def _holding_back(snap: HealthSnapshot, skipped: Mapping[str, int], before: Heal
     if proprio is not None and proprio.received_age_s is not None and proprio.received_age_s > snap.window_s:
         refused = _refused_since(proprio, before.proprio if before is not None else None)
         if refused > 0:
-            return (f"every {snap.proprio_kind} on '{proprio.topic}' refused for {proprio.received_age_s:.1f} s "
-                    f"({refused} in the last period), the latest: {proprio.refusal}")
+            return _all_refused(snap.proprio_kind, proprio,
+                                f"for {proprio.received_age_s:.1f} s ({refused} in the last period)")
         return f"no {snap.proprio_kind} on '{proprio.topic}' for {proprio.received_age_s:.1f} s"
     if snap.step_running:
         return "a model step is still running"
