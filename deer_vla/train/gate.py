@@ -346,12 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _is_safetensors(path: Path) -> bool:
     """Whether ``path`` reads as a safetensors file (what --out may replace: earlier gates)."""
-    from safetensors import safe_open
+    from deer_vla.model.lean_load import open_safetensors
 
     try:
-        with safe_open(str(path), "pt"):
+        with open_safetensors(path):
             return True
-    except Exception:  # safetensors' own error, an OSError: not one
+    except (ValueError, OSError):  # not one (open_safetensors names safetensors' own error as a ValueError)
         return False
 
 
