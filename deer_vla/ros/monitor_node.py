@@ -24,7 +24,7 @@ from deer_vla.data.mcap_io import (
 )
 from deer_vla.ros.budget_monitor import ERROR, BudgetMonitor, BudgetStatus
 from deer_vla.ros.node_main import run_node
-from deer_vla.ros.node_parameters import declare_parameters
+from deer_vla.ros.node_parameters import declare_parameters, topic_name_problem
 from deer_vla.ros.params import (
     MAX_DIAGNOSTICS_PERIOD_S,
     MIN_DIAGNOSTICS_PERIOD_S,
@@ -92,11 +92,10 @@ class MonitorNode(Node):
                 check(p[name])
             except ValueError as exc:
                 raise ValueError(f"parameter '{name}' {exc}") from None
-        try:  # before the run folder and its logs exist: a refused name left an orphan folder and open logs
-            self.resolve_topic_name(p["record_topic"])
-        except Exception as exc:  # rclpy's RCLError, with rcl's reason
-            raise ValueError(f"parameter 'record_topic' = '{p['record_topic']}' is not a valid topic name: "
-                             f"{exc}") from None
+        # before the run folder and its logs exist: a refused name left an orphan folder and open logs
+        problem = topic_name_problem(self, "record_topic", p["record_topic"])
+        if problem:
+            raise ValueError(problem)
         self.stats = BudgetMonitor(metric=p["metric"], window=int(p["window"]), error_ratio=p["error_ratio"],
                                    obs_age_warn_ms=float(p["obs_age_warn_ms"]))
         run = run_name or time.strftime("run_%Y%m%d_%H%M%S", time.gmtime())

@@ -61,6 +61,16 @@ def declare_parameters(node: Node, defaults: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def topic_name_problem(node: Node, parameter: str, topic: str) -> str | None:
+    """Why ``topic`` (parameter ``parameter``) is not a topic name rcl takes on ``node`` (namespace, ~ and
+    remapping resolved), or None. Asked before anything is created with it."""
+    try:
+        node.resolve_topic_name(topic)
+    except Exception as exc:  # rclpy's RCLError, with rcl's reason
+        return f"parameter '{parameter}' = '{topic}' is not a valid topic name: {exc}"
+    return None
+
+
 def unknown_overrides(node: Node) -> list[str]:
     """One line per override given to ``node`` that it does not declare, naming the closest declared one."""
     given = getattr(node, "_parameter_overrides", {})  # what rclpy matched to this node (files, launch, -p)

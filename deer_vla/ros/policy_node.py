@@ -59,6 +59,7 @@ from deer_vla.ros.instruction_input import INSTRUCTION_QOS, INSTRUCTION_QOS_VOLA
 from deer_vla.ros.joint_state import JointStateProprio, skew_problem, stamp_problem
 from deer_vla.ros.lifecycle import guard_change_state, report_errors
 from deer_vla.ros.node_main import run_node
+from deer_vla.ros.node_parameters import topic_name_problem
 from deer_vla.ros.params import (
     BUDGET_PARAMS,
     MAX_DIAGNOSTICS_PERIOD_S,
@@ -363,10 +364,9 @@ class PolicyNode(LifecycleNode):
             source = "proprio.joint_state_topic" if params.proprio_source == "joint_state" else "proprio_topic"
             topics.append((source, params.proprio_input_topic))
         for name, topic in topics:
-            try:
-                self.resolve_topic_name(topic)
-            except Exception as exc:  # rclpy's RCLError, with rcl's reason
-                raise ConfigurationError(f"parameter '{name}' = '{topic}' is not a valid topic name: {exc}") from None
+            problem = topic_name_problem(self, name, topic)
+            if problem:
+                raise ConfigurationError(problem)
 
     def _create_interfaces(self, params: PolicyParams, stack: PolicyStack) -> None:
         if params.record_path:  # first: the one part that can fail (OSError), before anything is created
