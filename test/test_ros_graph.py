@@ -7,15 +7,19 @@ this test only) that record what the launch file asks for.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import runpy
+import shutil
 import sys
 import types
 from pathlib import Path
 
 import pytest
 
+from deer_vla.model.shipped import resolve_checkpoint
 from deer_vla.ros.graph import load_graph
+from deer_vla.ros.sim_inputs import sim_graph_for_checkpoint
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,6 +154,8 @@ def test_launch_files_describe_the_graph(launch_file, graph, monkeypatch):
     _, entities = _run_launch_file(launch_file, monkeypatch)
     nodes = [e for e in entities if e.kind in ("Node", "LifecycleNode")]
     spec = load_graph(graph)
+    if graph == "sim":  # the simulator renders the (default) checkpoint's cameras
+        spec = sim_graph_for_checkpoint(spec, set())
     assert [n.kwargs["name"] for n in nodes] == [s.name for s in spec.nodes]
     for node, s in zip(nodes, spec.nodes):
         kw = node.kwargs
@@ -261,13 +267,14 @@ def test_launch_arguments_default_to_the_graph(launch_file, graph, enabled, monk
 def test_launch_arguments_reach_the_nodes(monkeypatch, tmp_path):
     custom = tmp_path / "robot_policy.yaml"
     custom.write_text("/**/deer_vla_policy:\n  ros__parameters:\n    checkpoint_dir: /from/file\n")
-    _, entities = _run_launch_file("sim.launch.py", monkeypatch, checkpoint="/ckpt", thresholds="/t.json",
+    ckpt = str(resolve_checkpoint("default"))
+    _, entities = _run_launch_file("sim.launch.py", monkeypatch, checkpoint=ckpt, thresholds="/t.json",
                                    camera_topics="front/image, hand/image", enabled="false", namespace="robot1")
     nodes = {e.kwargs["name"]: e for e in entities if e.kind in ("Node", "LifecycleNode")}
     assert {n.kwargs["namespace"] for n in nodes.values()} == {"robot1"}
     policy = nodes["deer_vla_policy"].kwargs["parameters"]
     overrides = {k: v for p in policy if isinstance(p, dict) for k, v in p.items()}
-    assert overrides["checkpoint_dir"] == "/ckpt" and overrides["thresholds_file"] == "/t.json"
+    assert overrides["checkpoint_dir"] == ckpt and overrides["thresholds_file"] == "/t.json"
     assert overrides["image_topics"] == ["front/image", "hand/image"] and overrides["enabled"] is False
     # a custom parameter file replaces policy.yaml, and arguments left at their defaults do not override it
     _, entities = _run_launch_file("deer_vla.launch.py", monkeypatch, params_file=str(custom))
@@ -284,6 +291,35 @@ def test_launch_arguments_reach_the_nodes(monkeypatch, tmp_path):
         _run_launch_file("deer_vla.launch.py", monkeypatch, camera_topics=" , ")
     with pytest.raises(FileNotFoundError, match="params_file"):
         _run_launch_file("deer_vla.launch.py", monkeypatch, params_file=str(tmp_path / "missing.yaml"))
+
+
+def test_sim_launch_renders_the_checkpoints_cameras_unless_told(monkeypatch, tmp_path):
+    """sim.launch.py rendered config/sim.yaml's [static, wrist] at 64 px whatever the checkpoint: a [wrist, static]
+    one at 96 px was refused at configure (crossed topics) where the demo and `bringup --graph sim` adapted the
+    simulator. It reads the checkpoint as they do; a camera_topics or params_file argument keeps the user's."""
+    ckpt = tmp_path / "ws"
+    shutil.copytree(resolve_checkpoint("default"), ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config.update(cameras=["wrist", "static"], image_size=96)
+    (ckpt / "config.json").write_text(json.dumps(config))
+
+    def overrides(**arguments: str) -> dict[str, dict]:
+        _, entities = _run_launch_file("sim.launch.py", monkeypatch, checkpoint=str(ckpt), **arguments)
+        return {e.kwargs["name"]: {k: v for p in e.kwargs["parameters"] if isinstance(p, dict) for k, v in p.items()}
+                for e in entities if e.kind in ("Node", "LifecycleNode")}
+
+    nodes = overrides()
+    assert nodes["deer_vla_sim"]["cameras"] == ["wrist", "static"] and nodes["deer_vla_sim"]["image_size"] == 96
+    assert nodes["deer_vla_policy"]["image_topics"] == ["camera/wrist/image_raw", "camera/static/image_raw"]
+    nodes = overrides(camera_topics="a/wrist/image,a/static/image", namespace="arm1")
+    assert nodes["deer_vla_policy"]["image_topics"] == ["a/wrist/image", "a/static/image"]
+    assert nodes["deer_vla_sim"]["cameras"] == ["wrist", "static"]  # the sim still renders what the model reads
+    custom = tmp_path / "policy.yaml"
+    custom.write_text("/**/deer_vla_policy:\n  ros__parameters:\n    image_topics: [x/image, y/image]\n")
+    assert "image_topics" not in overrides(params_file=str(custom))["deer_vla_policy"]  # the file's word stands
+    (ckpt / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json"):  # the launch stops with the reason, before any node
+        overrides()
 
 
 @pytest.mark.parametrize("launch_file", ["deer_vla.launch.py", "sim.launch.py"])

@@ -287,8 +287,8 @@ def test_the_sim_graph_renders_the_checkpoints_cameras_at_its_size_on_the_topics
     from types import SimpleNamespace
 
     from deer_vla.model.shipped import resolve_checkpoint
-    from deer_vla.ros.bringup import sim_graph_for_checkpoint, sim_model_inputs
     from deer_vla.ros.graph import load_graph
+    from deer_vla.ros.sim_inputs import sim_graph_for_checkpoint, sim_model_inputs
 
     policy, sim = sim_model_inputs(SimpleNamespace(cameras=["wrist", "static"], image_size=128), "camera")
     assert sim == {"cameras": ["wrist", "static"], "image_size": 128}

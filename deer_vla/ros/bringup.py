@@ -33,6 +33,7 @@ from deer_vla.model.shipped import (
 )
 from deer_vla.ros.executors import EXECUTORS, make_executor
 from deer_vla.ros.graph import GraphSpec, NodeSpec, load_graph
+from deer_vla.ros.sim_inputs import given_parameters, sim_graph_for_checkpoint
 
 
 class BringupError(RuntimeError):
@@ -241,17 +242,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         sets = _parse_set(args.set)
         launch_arguments = _parse_launch_arguments(args.arguments)
-        graph = load_graph(args.graph, args.config_dir, sets)
-        graph = graph.with_arguments(launch_arguments)
+        stock = load_graph(args.graph, args.config_dir, sets)
+        graph = stock.with_arguments(launch_arguments)
         if args.graph == "sim":  # the simulator renders what the checkpoint was trained on, unless told
-            known = {a.name: a.parameter for a in graph.arguments if a.parameter}
-            files = {a.name: a.params_file for a in graph.arguments if a.params_file}
-            given = {f"{node}.{param}" for node, params in sets.items() for param in params}
-            given |= {known[name] for name, value in launch_arguments.items() if name in known and value}
-            # a node given its own parameter file keeps what the file says
-            given |= {f"{files[name]}.{param}" for name, value in launch_arguments.items() if name in files and value
-                      for param in ("image_topics", "cameras", "image_size")}
-            graph = sim_graph_for_checkpoint(graph, given)
+            graph = sim_graph_for_checkpoint(graph, given_parameters(stock, sets, launch_arguments))
         bringup = Bringup(graph, make_executor(args.executor)).start()
         print(f"[deer_vla bringup] graph '{args.graph}': {', '.join(n.name for n in bringup.graph.nodes)} running")
         # as in the launch files: the graph ends when a node marked ends_graph (the sim) is done
@@ -288,30 +282,6 @@ def replay_command(recording: str, checkpoint: Path, average_gflops: float | Non
     if average_gflops is not None:
         args += ["--average-gflops", repr(average_gflops)]
     return shlex.join(args)
-
-
-def sim_model_inputs(model: Any, image_topic_prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(policy, sim) parameters that give the policy the simulator's pictures as its checkpoint was trained on
-    them: the sim renders the model's cameras at its image size (config/sim.yaml's fixed [static, wrist] at
-    64 px fed a [wrist, static] checkpoint each other's camera, and a 128 px one upscaled 64 px frames), and the
-    policy's camera slots read their own camera's topic."""
-    from deer_vla.sim.tasks import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
-
-    sim = {"cameras": list(model.cameras),
-           "image_size": min(max(int(model.image_size), MIN_IMAGE_SIZE), MAX_IMAGE_SIZE)}
-    return {"image_topics": [f"{image_topic_prefix}/{camera}/image_raw" for camera in model.cameras]}, sim
-
-
-def sim_graph_for_checkpoint(graph: GraphSpec, given: set[str]) -> GraphSpec:
-    """The sim graph with ``sim_model_inputs`` for the policy's checkpoint, except the parameters the user gave
-    (``given``: "node.param" keys, from --set or a launch argument)."""
-    from deer_vla.model.checkpoint_dir import CheckpointDir
-
-    checkpoint = resolve_checkpoint(str(graph.node("policy").file_parameters().get("checkpoint_dir", "")))
-    prefix = graph.node("sim").file_parameters().get("image_topic_prefix", "camera")
-    policy, sim = sim_model_inputs(CheckpointDir(checkpoint).read_config(), prefix)
-    return graph.with_parameters({"policy": {k: v for k, v in policy.items() if f"policy.{k}" not in given},
-                                  "sim": {k: v for k, v in sim.items() if f"sim.{k}" not in given}})
 
 
 def _new_run_dir(out_dir: Path, run: str) -> Path:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from deer_vla.ros.graph import PACKAGE, GraphSpec, load_graph
+from deer_vla.ros.sim_inputs import given_parameters, sim_graph_for_checkpoint
 
 
 def launch_description(graph: str) -> Any:
@@ -48,7 +49,10 @@ def _launch_nodes(context: Any, graph: str) -> list[Any]:
     for warning in misspelt_arguments(context.launch_configurations, names):
         get_logger("deer_vla").warning(warning)
     values = {name: LaunchConfiguration(name).perform(context) for name in names}
-    return node_actions(spec.with_arguments(values))
+    given = spec.with_arguments(values)
+    if graph == "sim":  # the simulator renders what the checkpoint was trained on, as bringup and the demo do
+        given = sim_graph_for_checkpoint(given, given_parameters(spec, {}, values))
+    return node_actions(given)
 
 
 def misspelt_arguments(given: Iterable[str], declared: list[str]) -> list[str]:
