@@ -122,7 +122,7 @@ def test_model_commands_set_their_thread_count_deliberately(checkpoint: tuple[Pa
         assert profile_main(["--checkpoint", str(ckpt), "--iters", "1", "--warmup", "0", "--threads", "2"]) == 0
         assert torch.get_num_threads() == 2
         torch.set_num_threads(2)
-        assert replay_main([str(tmp_path / "none.mcap"), "--checkpoint", str(ckpt)]) == 1  # no such recording
+        assert replay_main([str(tmp_path / "none.mcap"), "--checkpoint", str(ckpt)]) == 2  # no such recording
         assert torch.get_num_threads() == 1
         capsys.readouterr()
         for main, argv in ((profile_main, ["--checkpoint", str(ckpt)]), (replay_main, ["x.mcap"])):

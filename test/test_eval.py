@@ -433,7 +433,7 @@ def test_evaluate_resumes_from_its_episode_journal(checkpoint: tuple[Path, Path]
     assert report_main([str(out), "--json", str(tmp_path / "so_far.json")]) == 0
     assert f"full: {done['full']} of 2 episodes" in capsys.readouterr().out
     assert json.loads((tmp_path / "so_far.json").read_text())["progress"]["exit1"] == [done["exit1"], 2]
-    assert report_main([str(tmp_path / "nowhere")]) == 1 and "no evaluation journal" in capsys.readouterr().err
+    assert report_main([str(tmp_path / "nowhere")]) == 2 and "no evaluation journal" in capsys.readouterr().err
     assert evaluate_main([*argv, "--resume"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert len(res["episodes"]) == 4

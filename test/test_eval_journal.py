@@ -75,7 +75,7 @@ def test_an_episode_journalled_twice_counts_once_as_its_latest_record(tmp_path):
 def test_a_record_or_header_of_the_wrong_shape_is_refused_naming_line_and_field(tmp_path, capsys, lines,
                                                                                 expected):
     path = _journal(tmp_path / "eval", lines)
-    assert cli_main([str(tmp_path / "eval")]) == 1
+    assert cli_main([str(tmp_path / "eval")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"deer-vla eval-report: {path} {expected}") and "\n" not in err, err
 
@@ -111,7 +111,7 @@ def test_runs_of_one_checkpoint_pool_and_runs_of_another_are_refused(tmp_path, c
         {"full": [2, 2], "exit1": [3, 4]}
     other = {**more, "fingerprint": {**more["fingerprint"], "weights_sha256": "b"}}
     _journal(tmp_path / "c", [other, _episode(mode="exit1", seed=5)])
-    assert cli_main([str(tmp_path / "a"), str(tmp_path / "c")]) == 1
+    assert cli_main([str(tmp_path / "a"), str(tmp_path / "c")]) == 2
     assert "their weights_sha256 differ" in capsys.readouterr().err
 
 
@@ -129,7 +129,7 @@ def test_a_mode_name_two_runs_define_differently_is_not_pooled(tmp_path, capsys)
     other = {**plan, "mode_digests": {"full": "f0", "dyn0.2": "d2"}}
     _journal(tmp_path / "c", [{"journal": 1, "fingerprint": fingerprint, "plan": other},
                               _episode(mode="dyn0.2", seed=1)])
-    assert cli_main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")]) == 1
+    assert cli_main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert f"cannot pool {tmp_path / 'c'} with {tmp_path / 'a'}: their mode 'dyn0.2' is not the same mode" in err
 
@@ -281,7 +281,7 @@ def test_runs_of_another_checkpoint_or_mode_definition_are_set_side_by_side_unde
     _journal(tmp_path / "new", new)
     _journal(tmp_path / "old", old)
     runs = [tmp_path / "new", tmp_path / "old"]
-    assert cli_main([str(d) for d in runs]) == 1
+    assert cli_main([str(d) for d in runs]) == 2
     assert f"--label {tmp_path / 'old'}=NAME" in capsys.readouterr().err
     report = journal_report(runs, labels={tmp_path / "old": "s6"}, pair_with="s6:full")
     assert report["progress"] == {"full": [4, 4], "full [heldout]": [4, 4], "s6:full": [4, 4],
@@ -296,7 +296,7 @@ def test_runs_of_another_checkpoint_or_mode_definition_are_set_side_by_side_unde
     assert "s6:full [heldout]" in capsys.readouterr().out
     # the same weights, a mode defined otherwise (another gate set's thresholds): a label sets it apart too
     _journal(tmp_path / "gates2", [header("b", "f1")] + [_episode(seed=s) for s in range(4)])
-    assert cli_main([str(tmp_path / "new"), str(tmp_path / "gates2")]) == 1
+    assert cli_main([str(tmp_path / "new"), str(tmp_path / "gates2")]) == 2
     assert "is not the same mode" in capsys.readouterr().err
     assert journal_report([tmp_path / "new", tmp_path / "gates2"], labels={tmp_path / "gates2": "g2"}
                           )["summary"]["g2:full"]["overall"]["successes"] == 4
@@ -306,7 +306,7 @@ def test_runs_of_another_checkpoint_or_mode_definition_are_set_side_by_side_unde
         journal_report([tmp_path / "old", tmp_path / "new", tmp_path / "third"], labels={tmp_path / "old": "s6"})
     for bad, expected in ((f"{tmp_path / 'elsewhere'}=x", "is not one of the runs reported"),
                           (f"{tmp_path / 'old'}=a b", "letters, digits")):
-        assert cli_main([str(d) for d in runs] + ["--label", bad]) == 1
+        assert cli_main([str(d) for d in runs] + ["--label", bad]) == 2
         assert expected in capsys.readouterr().err
 
 

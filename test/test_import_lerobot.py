@@ -129,12 +129,12 @@ def test_unclear_inputs_are_refused_with_what_to_do(lerobot_demo: Path, tmp_path
     old = tmp_path / "v21"
     (old / "meta").mkdir(parents=True)
     (old / "meta/info.json").write_text(json.dumps({**info, "codebase_version": "v2.1"}))
-    assert cli_main([str(old), "--out", str(tmp_path / "d")]) == 1
+    assert cli_main([str(old), "--out", str(tmp_path / "d")]) == 2
     assert "convert_dataset_v21_to_v30" in capsys.readouterr().err
     assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "e"), "--camera", "static=observation.images.side",
-                     "--gripper-open", "0", "--gripper-closed", "1"]) == 1
+                     "--gripper-open", "0", "--gripper-closed", "1"]) == 2
     assert "cameras: observation.images.front, observation.images.wrist" in capsys.readouterr().err
-    assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "f"), "--episodes", "-1"]) == 1  # all but the last
+    assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "f"), "--episodes", "-1"]) == 2  # all but the last
     assert "--episodes must be >= 1, got -1" in capsys.readouterr().err
     front = "observation.images.front"
     for cameras, message in (
@@ -144,7 +144,7 @@ def test_unclear_inputs_are_refused_with_what_to_do(lerobot_demo: Path, tmp_path
             # one camera as two views: the policy would take the same frames for two viewpoints
             ([f"static={front}", f"wrist={front}"], f"--camera: '{front}' given for two slots")):
         args = [arg for c in cameras for arg in ("--camera", c)]
-        assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "g"), *args, *GRIPPER_ARGS]) == 1
+        assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "g"), *args, *GRIPPER_ARGS]) == 2
         assert message in capsys.readouterr().err
     # an image size the readers refuse was imported, then every read failed ("4100x4100, the data set's are 4100")
     assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "h"), *GRIPPER_ARGS, "--image-size", "4100"]) == 2
@@ -189,11 +189,11 @@ def test_an_info_json_with_wrong_types_is_refused_naming_the_field(lerobot_demo:
     (root / "meta").mkdir(parents=True)
     (root / "meta/info.json").write_text((lerobot_demo / "meta/info.json").read_text())
     _edit_info(root, **changes)
-    assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 1
+    assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{root / 'meta/info.json'}: " in err and expected in err
     (root / "meta/info.json").write_text("[1, 2]")
-    assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 1
+    assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 2
     assert "info.json: expected a JSON object" in capsys.readouterr().err
 
 
@@ -226,7 +226,7 @@ def test_bad_values_in_the_data_are_refused_naming_file_episode_and_row(lerobot_
          "episode 2: task_index [7] not in"),
     ]
     for root, expected in cases:
-        assert cli_main([str(root), "--out", str(tmp_path / f"{root.name}_out"), *GRIPPER_ARGS]) == 1
+        assert cli_main([str(root), "--out", str(tmp_path / f"{root.name}_out"), *GRIPPER_ARGS]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"{root / data}, {expected}" in err, err
         assert not (tmp_path / f"{root.name}_out").exists()
@@ -246,7 +246,7 @@ def test_a_task_without_its_string_is_refused_not_imported_as_the_word_none(lero
         texts = change(table.column(column).to_pylist())
         pq.write_table(table.set_column(table.column_names.index(column), column, pa.array(texts, pa.string())),
                        tasks)
-        assert cli_main([str(root), "--out", str(tmp_path / f"{name}_out"), *GRIPPER_ARGS]) == 1
+        assert cli_main([str(root), "--out", str(tmp_path / f"{name}_out"), *GRIPPER_ARGS]) == 2
         err = capsys.readouterr().err.strip()
         assert f"{tasks}: task_index 0 has no task string" in err and "\n" not in err, err
         assert not (tmp_path / f"{name}_out").exists()
@@ -257,12 +257,12 @@ def test_truncated_files_are_refused_naming_them(lerobot_demo: Path, tmp_path: P
         root = _copy(lerobot_demo, tmp_path / rel.replace("/", "_"))
         whole = (root / rel).read_bytes()
         (root / rel).write_bytes(whole[: len(whole) // 2])
-        assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 1
+        assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 2
         err = capsys.readouterr().err.strip()
         assert err == f"deer-vla import-lerobot: {root / rel}: not a readable parquet file (truncated or corrupt?): " \
                       f"{err.split('corrupt?): ')[1]}" and "\n" not in err
         (root / rel).write_bytes(b"")
-        assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 1
+        assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 2
         assert f"{root / rel}: not a readable parquet file" in capsys.readouterr().err
 
 
@@ -277,7 +277,7 @@ def test_an_import_that_fails_midway_leaves_nothing_and_touches_no_existing_data
     video.write_bytes(whole[: len(whole) // 3])
     out = tmp_path / "data" / "mine"
     argv = [str(root), "--out", str(out), *GRIPPER_ARGS]
-    assert cli_main(argv) == 1
+    assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"deer-vla import-lerobot: {video}: cannot decode the video") and "\n" not in err
     assert list((tmp_path / "data").iterdir()) == []  # no dataset, no staging directory left behind
@@ -285,7 +285,7 @@ def test_an_import_that_fails_midway_leaves_nothing_and_touches_no_existing_data
     assert cli_main(argv) == 0 and len(EpisodeDataset(out)) == 6
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     capsys.readouterr()
-    assert cli_main(argv) == 1  # into an existing dataset: refused before anything is read
+    assert cli_main(argv) == 2  # into an existing dataset: refused before anything is read
     assert "already holds a dataset (meta.json)" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     (tmp_path / "file").write_text("")
@@ -350,7 +350,7 @@ def test_an_out_that_is_a_symlink_receives_the_dataset_and_errors_name_the_sourc
     column = "task" if "task" in table.column_names else table.column_names[-1]
     texts = ["pick\x00up"] * table.num_rows
     pq.write_table(table.set_column(table.column_names.index(column), column, pa.array(texts, pa.string())), tasks)
-    assert cli_main([str(root), "--out", str(tmp_path / "nul_out"), *GRIPPER_ARGS]) == 1
+    assert cli_main([str(root), "--out", str(tmp_path / "nul_out"), *GRIPPER_ARGS]) == 2
     err = capsys.readouterr().err.strip()
     assert "the episode of source_episode 0, frames [0, 12]: the instruction holds a NUL character" in err, err
     assert ".importing-" not in err and "\n" not in err
@@ -371,7 +371,7 @@ def test_an_import_into_the_working_directory_is_refused_before_reading(lerobot_
     here = tmp_path / "empty"
     here.mkdir()
     monkeypatch.chdir(here)
-    assert cli_main([str(lerobot_demo), "--out", ".", *GRIPPER_ARGS]) == 1
+    assert cli_main([str(lerobot_demo), "--out", ".", *GRIPPER_ARGS]) == 2
     assert "--out . is the current directory or a mount point" in capsys.readouterr().err
     assert list(here.iterdir()) == [] and not list(tmp_path.glob(".*importing*"))
 
@@ -390,7 +390,7 @@ def test_a_lone_wrist_camera_keeps_its_slot_and_a_missing_state_says_how_to_go_w
     (only,) = info.camera_keys()
     assert resolve_cameras(info, None) == {"wrist": only}
     assert cli_main([str(tmp_path / "one"), "--out", str(tmp_path / "x"), "--state-key", "observation.nothing",
-                     *GRIPPER_ARGS]) == 1
+                     *GRIPPER_ARGS]) == 2
     assert "--state-key none for a robot without it" in capsys.readouterr().err
 
 

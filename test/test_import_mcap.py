@@ -141,7 +141,7 @@ def test_broken_recordings_are_refused_in_one_line_naming_file_topic_and_time(re
     ]
     for i, (argv, expected) in enumerate(cases):
         out = tmp_path / f"out{i}"
-        assert cli_main([argv[0], "--out", str(out), *argv[1:]]) == 1, expected
+        assert cli_main([argv[0], "--out", str(out), *argv[1:]]) == 2, expected
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"deer-vla import-mcap: {expected}") and "\n" not in err, (expected, err)
         assert not out.exists()
@@ -203,7 +203,7 @@ def test_a_damaged_chunk_a_malformed_message_or_an_empty_frame_is_one_line_namin
     ]
     for path, expected in cases:
         out = tmp_path / f"{path.stem}_out"
-        assert cli_main([str(path), "--out", str(out), *ARM]) == 1, expected
+        assert cli_main([str(path), "--out", str(out), *ARM]) == 2, expected
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"deer-vla import-mcap: {expected}") and "\n" not in err, (expected, err)
         assert not out.exists()
@@ -259,7 +259,7 @@ def test_a_gripper_not_heard_yet_is_open_in_the_gripper_s_own_units(tmp_path, ca
     # the stand-in for the ticks before it no longer widens the range to look signed
     rec01 = _twist_recording(tmp_path / "g01.mcap", grip_from_s=0.5, grip_value=0.0)
     assert cli_main([str(rec01), "--out", str(tmp_path / "b"), *TWIST, "--gripper-topic", "/grip",
-                     "--instruction", "wipe the table"]) == 1
+                     "--instruction", "wipe the table"]) == 2
     assert "cannot tell which end is open" in capsys.readouterr().err
 
 
@@ -290,21 +290,21 @@ def test_a_split_rosbag2_bag_is_read_whole_from_its_folder(tmp_path, capsys):
     assert "is one of 2 files of the bag" in capsys.readouterr().err
     assert sum(ep.length for ep in EpisodeDataset(tmp_path / "part")) == 30
     (bag / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  relative_file_paths:\n  - ../elsewhere.mcap\n")
-    assert cli_main([str(bag), "--out", str(tmp_path / "c"), *ARM]) == 1
+    assert cli_main([str(bag), "--out", str(tmp_path / "c"), *ARM]) == 2
     assert "'../elsewhere.mcap' is not a file inside the bag folder" in capsys.readouterr().err
     (bag / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  storage_identifier: sqlite3\n"
                                        "  relative_file_paths:\n  - my_bag_0.db3\n")
-    assert cli_main([str(bag), "--out", str(tmp_path / "d"), *ARM]) == 1
+    assert cli_main([str(bag), "--out", str(tmp_path / "d"), *ARM]) == 2
     assert "a sqlite3 bag; only MCAP is read" in capsys.readouterr().err
 
 
 def test_one_topic_in_two_roles_and_an_image_size_no_reader_takes_are_refused_up_front(tmp_path, capsys):
     rec = _arm_recording(tmp_path / "arm.mcap")
-    assert cli_main([str(rec), "--out", str(tmp_path / "a"), *ARM, "--episode-topic", "/cam"]) == 1
+    assert cli_main([str(rec), "--out", str(tmp_path / "a"), *ARM, "--episode-topic", "/cam"]) == 2
     assert "--episode-topic and --image-topic are both /cam" in capsys.readouterr().err
-    assert cli_main([str(rec), "--out", str(tmp_path / "b"), *ARM, "--wrist-topic", "/cam"]) == 1
+    assert cli_main([str(rec), "--out", str(tmp_path / "b"), *ARM, "--wrist-topic", "/cam"]) == 2
     assert "both /cam" in capsys.readouterr().err
-    assert cli_main([str(rec), "--out", str(tmp_path / "c"), *ARM, "--image-size", "4100"]) == 1
+    assert cli_main([str(rec), "--out", str(tmp_path / "c"), *ARM, "--image-size", "4100"]) == 2
     assert "--image-size must be an integer in 8..4096 px, got 4100" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
@@ -317,7 +317,7 @@ def test_delta_actions_imported_at_another_rate_than_they_came_are_refused(tmp_p
     at = ARM.index("--rate") + 1
     for rate in ("5", "20"):
         argv = [str(path), "--out", str(tmp_path / f"out{rate}"), *ARM[:at], rate, *ARM[at + 1:]]
-        assert cli_main(argv) == 1
+        assert cli_main(argv) == 2
         err = capsys.readouterr().err
         assert "delta actions come every 100.0 ms (10 Hz) but --rate is" in err and "pass --rate 10" in err
         assert not (tmp_path / f"out{rate}").exists()
@@ -336,5 +336,5 @@ def test_the_frame_the_twists_were_recorded_in_is_kept_and_said(tmp_path, capsys
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert meta["collection"]["topics"]["twist_frame"] == "tool0"
     mixed = _twist_recording(tmp_path / "mixed.mcap", grip_from_s=None, frame=lambda k: "tool0" if k < 20 else "base")
-    assert cli_main([str(mixed), "--out", str(tmp_path / "b"), *TWIST, "--instruction", "wipe the table"]) == 1
+    assert cli_main([str(mixed), "--out", str(tmp_path / "b"), *TWIST, "--instruction", "wipe the table"]) == 2
     assert "twists in several frames ['base', 'tool0']" in capsys.readouterr().err

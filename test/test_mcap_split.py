@@ -217,7 +217,7 @@ def test_replay_and_calibrate_read_a_split_recording_as_the_unsplit_one(tmp_path
         reports.append(json.loads(out.read_text()))
     assert reports[0] == reports[1] and reports[0]["steps"] == 24
     parts[1].unlink()
-    assert replay([str(parts[0]), "--checkpoint", str(tiny_checkpoint)]) == 1
+    assert replay([str(parts[0]), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert f"part {parts[1]} is missing" in capsys.readouterr().err
 
 

@@ -382,12 +382,12 @@ def test_bringup_takes_the_launch_arguments(ros_context, tmp_path, monkeypatch):
         policy.destroy_node()
     with pytest.raises(KeyError, match="unknown launch argument.*'checkpoint'"):
         load_graph("robot").with_arguments({"checkpoint_path": "/x"})
-    with pytest.raises(SystemExit, match="NAME:=VALUE"):
+    with pytest.raises(ValueError, match="NAME:=VALUE"):
         _parse_launch_arguments(["checkpoint=/x"])
     assert _parse_set(["policy.rate_hz=5", "policy.image_topics=[a, b]"]) == {
         "policy": {"rate_hz": 5, "image_topics": ["a", "b"]}}
     for bad in ("{a: 1}", "[1, a]", "2024-01-01"):  # no ROS parameter type: refused, not an rclpy traceback
-        with pytest.raises(SystemExit, match="policy.rate_hz.*not a ROS parameter value"):
+        with pytest.raises(ValueError, match="policy.rate_hz.*not a ROS parameter value"):
             _parse_set([f"policy.rate_hz={bad}"])
     # on the command line they are ours, not rcl's remapping rules
     ros, own = _split_args(["--graph", "sim", "checkpoint:=/x", "--ros-args", "-r", "a:=b"])

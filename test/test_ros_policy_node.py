@@ -520,7 +520,7 @@ def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path, 
     assert json.loads(out.read_text())["same_weights"] is False
     err = capsys.readouterr().err
     assert f"recorded with {tiny_checkpoint.resolve()}" in err and "other weights" in err
-    assert cli_main([str(tmp_path / "missing.mcap"), "--checkpoint", str(tiny_checkpoint)]) == 1
+    assert cli_main([str(tmp_path / "missing.mcap"), "--checkpoint", str(tiny_checkpoint)]) == 2
 
     # the same recording calibrates thresholds on what the robot saw: one episode per instruction
     from deer_vla.commands.calibrate import cli_main as calibrate

@@ -228,9 +228,9 @@ def cli_main(argv: list[str] | None = None) -> int:
             args.action_quantile, args.gripper_open, args.gripper_closed, args.image_size, args.episodes,
             log=lambda *_: None,
         )
-    except (DatasetError, FileNotFoundError) as exc:
+    except (DatasetError, FileNotFoundError) as exc:  # the dataset or a setting refused
         print(f"deer-vla import-lerobot: {exc}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(exc.__cause__, OSError) else 2  # an I/O failure (disk full): no usage error
     spec = summary["action_spec"]
     print(f"imported {summary['episodes']} episodes ({summary['steps']} steps at {summary['fps']:g} fps) into "
           f"{summary['out']}")

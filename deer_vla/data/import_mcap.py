@@ -528,9 +528,9 @@ def cli_main(argv: list[str] | None = None) -> int:
                 args.file, args.out, sources, args.rate, args.action_axes, args.velocity, args.action_quantile,
                 args.gripper_open, args.gripper_closed, args.proprio_names.split(",") if args.proprio_names else None,
                 args.max_age, args.image_size)
-    except (DatasetError, McapFormatError, FileNotFoundError) as exc:
+    except (DatasetError, McapFormatError, FileNotFoundError) as exc:  # the file or a setting refused
         print(f"deer-vla import-mcap: {exc}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(exc.__cause__, OSError) else 2  # an I/O failure (disk full): no usage error
     spec = summary["action_spec"]
     print(f"imported {summary['episodes']} episodes ({summary['steps']} steps at {args.rate:g} Hz; "
           f"{summary['dropped_ticks']} ticks dropped before data or in gaps) into {summary['out']}")

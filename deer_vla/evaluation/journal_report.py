@@ -224,9 +224,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         report = journal_report(args.out, common=args.common, seeds=args.seeds,
                                 pair_with=args.pair_with or "full", labels=dict(args.label))
-    except JournalError as exc:
+    except JournalError as exc:  # no journal, or not one this command can read: a usage error
         print(f"deer-vla eval-report: {exc}", file=sys.stderr)
-        return 1
+        return 2
     summary = report["summary"]
     # a journal whose header plans modes but holds no episode summarizes every planned mode as 0 of 0
     if not any(block["overall"]["episodes"] for block in summary.values()):

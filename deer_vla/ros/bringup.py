@@ -115,7 +115,7 @@ def _parse_launch_arguments(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition(":=")
         if not sep or not name:
-            raise SystemExit(f"launch arguments are NAME:=VALUE (e.g. enabled:=true), got '{item}'")
+            raise ValueError(f"launch arguments are NAME:=VALUE (e.g. enabled:=true), got '{item}'")
         out[name] = value
     return out
 
@@ -129,15 +129,18 @@ def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
         key, sep, raw = item.partition("=")
         node, dot, param = key.partition(".")
         if not sep or not dot or not param:
-            raise SystemExit(f"--set expects NODE.PARAM=VALUE (e.g. policy.enabled=true), got '{item}'")
-        value = yaml.safe_load(raw)
+            raise ValueError(f"--set expects NODE.PARAM=VALUE (e.g. policy.enabled=true), got '{item}'")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {key}: '{raw}' is not a YAML value ({exc.problem or exc})") from None
         try:  # a mapping, a mixed list or a date would otherwise be an rclpy TypeError traceback at node creation
             Parameter.Type.from_parameter_value(value)
         except TypeError:
-            raise SystemExit(f"--set {key}: '{raw}' is not a ROS parameter value (a bool, int, float or string, or "
+            raise ValueError(f"--set {key}: '{raw}' is not a ROS parameter value (a bool, int, float or string, or "
                              "a list of one of those types)") from None
         if not _fits_int64(value):  # rclpy fails deep inside declare_parameter with a SystemError
-            raise SystemExit(f"--set {key}: '{raw}' does not fit a ROS integer parameter (64 bits)")
+            raise ValueError(f"--set {key}: '{raw}' does not fit a ROS integer parameter (64 bits)")
         out.setdefault(node, {})[param] = value
     return out
 
@@ -235,17 +238,21 @@ def cli_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(own_args)
     if not 0 <= args.duration < math.inf:  # -1 or nan ran until Ctrl-C as if 0 had been meant
         parser.error(f"--duration must be a number of seconds >= 0 (0 = until Ctrl-C), got {args.duration}")
-    owned = _init_ros_or_say("deer-vla bringup", all_args)
-    if owned is None:
-        return 1
-    bringup = None
-    try:
+    try:  # the settings, read before ROS starts: a bad one is a usage error (2), as in the other commands
         sets = _parse_set(args.set)
         launch_arguments = _parse_launch_arguments(args.arguments)
         stock = load_graph(args.graph, args.config_dir, sets)
         graph = stock.with_arguments(launch_arguments)
         if args.graph == "sim":  # the simulator renders what the checkpoint was trained on, unless told
             graph = sim_graph_for_checkpoint(graph, given_parameters(stock, sets, launch_arguments))
+    except (KeyError, OSError, ValueError) as exc:
+        print(f"deer-vla bringup: {error_text(exc)}", file=sys.stderr)
+        return 2
+    owned = _init_ros_or_say("deer-vla bringup", all_args)
+    if owned is None:
+        return 1
+    bringup = None
+    try:
         bringup = Bringup(graph, make_executor(args.executor)).start()
         print(f"[deer_vla bringup] graph '{args.graph}': {', '.join(n.name for n in bringup.graph.nodes)} running")
         # as in the launch files: the graph ends when a node marked ends_graph (the sim) is done

@@ -190,9 +190,9 @@ def cli_main(argv: list[str] | None = None) -> int:
             report.recorded_checkpoint = recorded.get("checkpoint")
             if "weights_sha256" in recorded:
                 report.same_weights = same_model
-    except (ConfigurationError, FileNotFoundError, ValueError) as exc:
+    except (ConfigurationError, FileNotFoundError, ValueError) as exc:  # an input refused: a usage error
         print(f"deer-vla replay: {exc}", file=sys.stderr)
-        return 1
+        return 2
     if report.same_weights is False:  # a comparison of two models, not a reproduction that went wrong
         print(f"deer-vla replay: {args.recording} was recorded with {report.recorded_checkpoint}, other weights "
               f"than {args.checkpoint}'s: the differences below are between two models (--checkpoint "
