@@ -218,7 +218,7 @@ def test_garbage_config_json_names_the_file(tiny_checkpoint, tmp_path, capsys):
     (bad / "config.json").write_bytes(b"\xff\xfe\x00\x80 garbage \xc3")
     with pytest.raises(CheckpointError, match=r"ckpt/config\.json"):
         read_config(bad)
-    assert cli_main([str(tmp_path / "none.mcap"), "--checkpoint", str(bad)]) == 1
+    assert cli_main([str(tmp_path / "none.mcap"), "--checkpoint", str(bad)]) == 2
     assert "ckpt/config.json" in capsys.readouterr().err
 
 
