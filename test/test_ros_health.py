@@ -43,6 +43,22 @@ def _values(status) -> dict[str, str]:
     return dict(status.values)
 
 
+def test_timer_mode_stepping_under_half_its_rate_is_a_warning():
+    """A 0.9 s model step at rate_hz 10 gave one step a second, and /diagnostics said OK ("stepping: 1 step(s)"):
+    each twist is a per-step delta over the nominal 0.1 s period, so a consumer holding it moved ten times as
+    far per step. Under half the rate's steps in a period is WARN; event mode (no rate) and a short period are
+    not judged, nor the period in which the node was activated."""
+    before = _snap(steps=0, actions_published=0)
+    slow = policy_status(_snap(steps=1, expected_period_steps=10.0), before)
+    assert slow.level == WARN and "stepping below the control rate: 1 of 10 step(s)" in slow.message
+    assert policy_status(_snap(steps=5, expected_period_steps=10.0), before).level == OK  # half: fine
+    assert policy_status(_snap(steps=1, expected_period_steps=None), before).level == OK  # event mode
+    assert policy_status(_snap(steps=1, expected_period_steps=2.0), before).level == OK  # too short to tell
+    assert policy_status(_snap(steps=1, expected_period_steps=10.0), None).level == OK  # no period yet
+    just_active = _snap(steps=1, expected_period_steps=10.0, active_for_s=1.5)
+    assert policy_status(just_active, replace(before, active=False)).level == OK
+
+
 def test_policy_status_level_rules():
     before = _snap(steps=0, actions_published=0)
     ok = policy_status(_snap(), before)

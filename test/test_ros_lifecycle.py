@@ -327,3 +327,37 @@ def test_configure_refuses_image_topics_that_feed_each_slot_the_other_camera(exe
     assert node.trigger_configure() == R.FAILURE and node.stack is None
     assert "'camera/wrist/image_raw' feeds camera slot 'static'" in node._configure_error
     assert "in the model's camera order ['static', 'wrist']" in node._configure_error
+
+
+def test_remapped_camera_topics_are_checked_and_named_as_subscribed(executor, tiny_checkpoint):
+    """The crossed-camera check read the parameter, not the name subscribed: `-r camera/static/image_raw:=
+    /robot1/camera/wrist/image_raw` (and the converse) fed each slot the other camera and configured. Logs and
+    /diagnostics named the unremapped topic, sending the operator to one nobody listens on. A namespace's own
+    words are not taken for camera names."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.policy_node import PolicyNode
+
+    def node(name: str, namespace: str = "", remaps: tuple[str, ...] = (), **params) -> PolicyNode:
+        overrides = {"checkpoint_dir": str(tiny_checkpoint), "torch_threads": 1, **params}
+        made = PolicyNode(name, namespace=namespace, parameter_overrides=[Parameter(k, value=v) for k, v in
+                                                                          overrides.items()],
+                          cli_args=["--ros-args", *(a for r in remaps for a in ("-r", r))])
+        executor.add_node(made)
+        return made
+
+    crossed = node("crossed", remaps=("camera/static/image_raw:=/robot1/camera/wrist/image_raw",
+                                      "camera/wrist/image_raw:=/robot1/camera/static/image_raw"))
+    assert crossed.trigger_configure() == R.FAILURE and crossed.stack is None
+    assert "'/robot1/camera/wrist/image_raw' feeds camera slot 'static'" in crossed._configure_error
+    moved = node("moved", remaps=("camera/static/image_raw:=/robot1/cam0/image",))
+    assert moved.trigger_configure() == R.SUCCESS
+    cameras = moved.health_snapshot().cameras
+    assert cameras["static"].topic == "/robot1/cam0/image" and cameras["wrist"].topic == "camera/wrist/image_raw"
+    # in namespace 'wrist', slot static's 'cam0' is '/wrist/cam0': the namespace names no camera
+    plain = node("plain", namespace="wrist", image_topics=["cam0", "cam1"])
+    assert plain.trigger_configure() == R.SUCCESS
+    for made in (crossed, moved, plain):
+        executor.remove_node(made)
+        made.destroy_node()

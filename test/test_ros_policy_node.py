@@ -163,6 +163,51 @@ def test_stale_images_produce_no_action(executor, tiny_checkpoint):
     assert all(t.twist.linear.x == 0.0 and t.twist.angular.z == 0.0 for t in drv.twists[n_twists:])
 
 
+def test_a_step_that_outlives_its_images_fails_or_hangs_leaves_the_robot_stopped(executor, tiny_checkpoint):
+    """Timer mode, stale_action zero. Freshness was checked only when a step was handed over: a 0.8 s step
+    published an action on images 0.8-1.3 s old (limit 0.5 s), stamped now. A step that raised or hung sent
+    nothing, so a consumer without a command timeout kept the last velocity, stale_action zero or not."""
+    import threading
+    import time
+
+    node = _started(executor, tiny_checkpoint, enabled=True, control_mode="timer", stale_action="zero",
+                    max_image_age_s=0.5)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.actions) >= 2)
+    real = node.stack.controller.step
+
+    def moving(twists) -> list:
+        return [t for t in twists if (t.twist.linear.x, t.twist.linear.y, t.twist.linear.z) != (0.0, 0.0, 0.0)]
+
+    def phase(step, seconds: float = 2.5) -> list:
+        """The twists sent while the model steps with ``step``, once no earlier step is in flight."""
+        node.stack.controller.step = step
+        drv.drive_until(lambda: not node.health_snapshot().step_running, timeout=5.0)
+        start = len(drv.twists)
+        drv.drive_until(lambda: False, timeout=seconds)
+        return drv.twists[start:]
+
+    slow = phase(lambda obs: (time.sleep(0.8), real(obs))[1])
+    assert slow and not moving(slow), "an action on images past max_image_age_s reached the robot"
+    assert node.stats.skipped["late_action"] >= 1
+    assert "too late" in node.stats.skip_details["late_action"]
+
+    def broken(obs):
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    failed = phase(broken)
+    assert failed and not moving(failed) and node.stats.model_errors >= 1
+    release = threading.Event()
+    try:
+        hung = phase(lambda obs: (release.wait(20), real(obs))[1])
+    finally:
+        release.set()
+    assert hung and not moving(hung), "a hung step left the last velocity standing"
+    node.stack.controller.step = real
+    assert drv.drive_until(lambda: len(moving(drv.twists[-3:])) >= 1)  # a healthy model moves the robot again
+
+
 def test_malformed_images_are_rejected_without_crash(executor, tiny_checkpoint):
     node = _started(executor, tiny_checkpoint, enabled=True)
     drv = Driver(executor)

@@ -13,7 +13,9 @@ periods, so a slow control rate is not taken for a stall):
   (or while every one that arrives is refused: named, with the reason).
 - OK when a step finished within the window and none was skipped in the last
   period; WARN when some were skipped (the message names the most frequent
-  reason and its latest detail).
+  reason and its latest detail), and in timer mode when the steps of the
+  last period are under half of what ``rate_hz`` asks (steps slower than
+  the control period, or a starved executor).
 - No step within the window: WARN, naming what holds the steps back (a
   silent camera first, then the most frequent skip reason, a silent joint
   state or proprio topic, a model step still running); ERROR, with the same
@@ -41,10 +43,13 @@ SKIP_REASONS: dict[str, str] = {
     "image_skew": "the cameras' newest images stamped more than max_image_skew_s apart",
     "stale_joint_state": "the joint state older than max_image_age_s, or stamped ahead of the node clock",
     "joint_state_skew": "the joint state and an image stamped more than max_joint_state_skew_s apart",
+    "late_action": "the step ended after its images had aged past max_image_age_s (a slow step)",
     "model_error": "the model step raised",
     "unsafe_action": "the action was refused as unsafe (NaN/inf)",
 }
 ERROR_AFTER_WINDOWS = 3
+BELOW_RATE_FRACTION = 0.5  # timer mode: fewer steps than this share of rate_hz's in a period is WARN
+MIN_EXPECTED_STEPS = 4  # a period expecting fewer steps is too short to tell (a 0.05 s period at 10 Hz)
 
 
 def image_problem(stamps_ns: Mapping[str, int | None], now_ns: int, max_age_s: float, max_skew_s: float,
@@ -102,6 +107,8 @@ class HealthSnapshot:
     last_action_age_s: float | None = None
     active_for_s: float | None = None  # since activation; None while inactive
     step_running: bool = False
+    # timer mode: the steps rate_hz makes in one diagnostics period (None: event mode, stepped by its inputs)
+    expected_period_steps: float | None = None
     info: Mapping[str, str] = field(default_factory=dict)  # shown as they are (checkpoint, exits, counters)
 
 
@@ -228,6 +235,9 @@ def policy_status(snap: HealthSnapshot, before: HealthSnapshot | None) -> Policy
                                       f"{window:g} s, mostly {reason}: "
                                       f"{snap.skip_details.get(reason, SKIP_REASONS[reason])}", values)
         gate = "actuation enabled" if snap.enabled else "gated (dry run): no action published"
+        slow = _below_rate(snap, before, period_steps)
+        if slow is not None:
+            return PolicyStatus(WARN, f"{slow}, {gate}", values)
         return PolicyStatus(OK, f"stepping: {period_steps} step(s) in the last {window:g} s, {gate}", values)
     active_for = snap.active_for_s if snap.active_for_s is not None else math.inf
     stepped_since_active = snap.last_step_age_s is not None and snap.last_step_age_s <= active_for
@@ -239,6 +249,22 @@ def policy_status(snap: HealthSnapshot, before: HealthSnapshot | None) -> Policy
     if since_step > ERROR_AFTER_WINDOWS * window:
         return PolicyStatus(ERROR, f"no step for {since_step:.1f} s: {why}", values)
     return PolicyStatus(WARN, f"no step in the last {window:g} s: {why}", values)
+
+
+def _below_rate(snap: HealthSnapshot, before: HealthSnapshot | None, period_steps: int) -> str | None:
+    """Timer mode stepping at under half its rate over the last period (a model step longer than the control
+    period, or a starved executor), as a sentence, else None. Each twist is a per-step delta divided by the
+    nominal period, so a consumer that holds it until the next one moves the robot further per step than the
+    policy meant. Judged only over a whole period of activity and one long enough to count a few steps."""
+    expected = snap.expected_period_steps
+    if (expected is None or expected < MIN_EXPECTED_STEPS or before is None or not before.active
+            or snap.active_for_s is None or snap.active_for_s < 2 * snap.window_s):
+        return None
+    if period_steps >= BELOW_RATE_FRACTION * expected:
+        return None
+    return (f"stepping below the control rate: {period_steps} of {expected:.0f} step(s) in the last period "
+            "(a model step longer than the control period, or a busy executor; twists are per-step deltas over "
+            "the nominal period)")
 
 
 def unconfigured_status(state: str, checkpoint: str, configure_error: str | None) -> PolicyStatus:

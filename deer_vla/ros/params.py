@@ -34,6 +34,7 @@ BUDGET_PARAMS: tuple[str, ...] = (
 # Slowest timer rate: a timer's period must fit rcl's int64 nanoseconds (a 1e-12 Hz rate made create_timer
 # raise), and a control period beyond 100 s is no control loop.
 MIN_RATE_HZ = 0.01
+POLICY_NODE_NAME = "deer_vla_policy"  # the policy node's default name (the graph's, the parameter files' key)
 DEFAULT_RATE_HZ = 10.0  # the control rate of a checkpoint that records none (the simulator's demonstrations)
 # /diagnostics period bounds (s): faster floods the topic, slower is no health signal
 MIN_DIAGNOSTICS_PERIOD_S, MAX_DIAGNOSTICS_PERIOD_S = 0.05, 60.0

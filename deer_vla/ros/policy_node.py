@@ -21,6 +21,7 @@ for a lock-step source (the simulator).
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import threading
 import time
@@ -66,6 +67,7 @@ from deer_vla.ros.params import (
     MIN_DIAGNOSTICS_PERIOD_S,
     PARAMETER_DESCRIPTIONS,
     POLICY_DEFAULTS,
+    POLICY_NODE_NAME,
     ParameterError,
     PolicyParams,
     crossed_camera_topics,
@@ -170,7 +172,7 @@ class PolicyNode(LifecycleNode):
     # how long cleanup/shutdown waits for a running step; one that outlives it is dropped when it ends
     worker_stop_timeout_s = 10.0
 
-    def __init__(self, name: str = "deer_vla_policy", **kwargs: Any) -> None:
+    def __init__(self, name: str = POLICY_NODE_NAME, **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
         guard_change_state(self)  # an invalid ~/change_state request is refused, not fatal
         # Types are checked by parse_params (clear message naming the parameter and value), so
@@ -267,10 +269,13 @@ class PolicyNode(LifecycleNode):
                     f"parameter 'image_topics' lists {len(params.image_topics)} topic(s) {params.image_topics}, "
                     f"but the model uses {len(stack.cameras)} camera(s) {list(stack.cameras)} (give them in that order)"
                 )
-            crossed = crossed_camera_topics(stack.cameras, params.image_topics)
+            # judged on the names subscribed: a remap (-r, a launch file's remappings) can cross them too
+            crossed = crossed_camera_topics(stack.cameras, [self._in_namespace(t) for t in params.image_topics])
             if crossed:  # the order is the only pairing: each slot would see the other camera
+                given = dict(zip(stack.cameras, params.image_topics))
                 raise ConfigurationError(
-                    "parameter 'image_topics' " + ", ".join(f"'{t}' feeds camera slot '{c}'" for c, t in crossed)
+                    "parameter 'image_topics' " + ", ".join(f"'{self._as_heard(given[c])}' feeds camera slot '{c}'"
+                                                            for c, _ in crossed)
                     + f": give the topics in the model's camera order {list(stack.cameras)}")
             if stack.proprio_dim and not params.proprio_input_topic:
                 raise ConfigurationError(
@@ -318,7 +323,8 @@ class PolicyNode(LifecycleNode):
         self._worker = StepWorker(self.run_step, self._on_worker_error, name=f"{self.get_name()}_step")
         self.get_logger().info(
             f"configured: checkpoint {params.checkpoint}, {stack.profile.num_exits} exit(s) loaded (cap {stack.cap}), "
-            f"cameras {list(stack.cameras)} <- {params.image_topics}, device {params.device}, "
+            f"cameras {list(stack.cameras)} <- {[self._as_heard(t) for t in params.image_topics]}, "
+            f"device {params.device}, "
             f"{'ENABLED' if self.enabled else 'gated (dry run)'}"
         )
         if joint_map is not None:
@@ -367,6 +373,25 @@ class PolicyNode(LifecycleNode):
             problem = topic_name_problem(self, name, topic)
             if problem:
                 raise ConfigurationError(problem)
+
+    def _as_heard(self, topic: str) -> str:
+        """``topic`` as logs and /diagnostics name it: as given, or, when a remap moves it, the name subscribed,
+        so an operator is sent to the topic the node actually listens on."""
+        try:
+            heard = self.resolve_topic_name(topic)
+            return heard if heard != self.resolve_topic_name(topic, only_expand=True) else topic
+        except Exception:  # an invalid name: configure refuses it with the reason
+            return topic
+
+    def _in_namespace(self, topic: str) -> str:
+        """The name subscribed for ``topic`` (remaps applied), relative to the node's namespace when inside it,
+        so a namespace's own words are not read as camera names."""
+        try:
+            heard = self.resolve_topic_name(topic)
+        except Exception:
+            return topic
+        namespace = self.get_namespace().rstrip("/") + "/"
+        return heard[len(namespace):] if namespace != "/" and heard.startswith(namespace) else heard.lstrip("/")
 
     def _create_interfaces(self, params: PolicyParams, stack: PolicyStack) -> None:
         if params.record_path:  # first: the one part that can fail (OSError), before anything is created
@@ -790,11 +815,16 @@ class PolicyNode(LifecycleNode):
         self.control_step()
 
     def control_step(self) -> None:
-        """Check the newest image set (executor thread) and hand it to the worker; stale -> per stale_action."""
+        """Check the newest image set (executor thread) and hand it to the worker; stale -> per stale_action.
+        A step still running longer than ``max_image_age_s`` (a hung or starved model) will have its action
+        refused as late: the period gets ``stale_action`` now, not the previous velocity for as long as it runs."""
         job = self.prepare_step()
         if job is not None and self._worker is not None:
             if self._worker.submit(job):
                 self.stats.dropped += 1
+            running = self._worker.running_for_s()
+            if self.params is not None and running is not None and running > self.params.max_image_age_s:
+                self._no_action()
 
     def prepare_step(self) -> StepJob | None:
         """The next step's inputs if there is an instruction and fresh images, else None (counted by reason in
@@ -820,14 +850,22 @@ class PolicyNode(LifecycleNode):
             self.stats.stale += 1
             self.stats.skip(reason, why)
             self.get_logger().warn(f"not stepping: {why}", throttle_duration_sec=2.0)
-            if params.stale_action == "zero":
-                with self._actuation:
-                    if self.enabled and self._pubs:
-                        self._last_command = None
-                        self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
+            self._no_action()
             return None
         proprio = paired[1] if paired is not None else self.proprio
         return StepJob(frames, self.instruction, proprio, self._episode_gen, self._actuation_gen)
+
+    def _no_action(self) -> None:
+        """A period that produces no action (stale inputs, a failed or refused step, a step outliving its images):
+        with ``stale_action: zero`` a zero twist, so a consumer without a command timeout does not keep the last
+        velocity; with ``none`` nothing."""
+        params, stack = self.params, self.stack
+        if params is None or stack is None or params.stale_action != "zero":
+            return
+        with self._actuation:
+            if self.enabled and self._pubs and stack is self.stack:
+                self._last_command = None
+                self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
 
     def _consume_stale_frames(self, frames: dict[str, CameraFrame], used_before: dict[str, int]) -> dict[str, int]:
         """Event mode, after a refused (stale) set: the frames marked used are only the ones that made it stale
@@ -914,11 +952,13 @@ class PolicyNode(LifecycleNode):
             self.stats.unsafe_actions += 1
             self.stats.skip("unsafe_action", f"unsafe action not published: {exc}")
             self.get_logger().error(f"unsafe action not published: {exc}", throttle_duration_sec=2.0)
+            self._no_action()
             return
         except Exception as exc:  # one failed step must not kill the node
             self.stats.model_errors += 1
             self.stats.skip("model_error", f"policy step failed: {type(exc).__name__}: {exc}")
             self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
+            self._no_action()
             return
         if stack is not self.stack:  # cleaned up (and maybe configured again) while the step ran: not this one's
             return
@@ -941,7 +981,15 @@ class PolicyNode(LifecycleNode):
                 return
             recorder = self._recorder
             current = job.actuation_gen == self._actuation_gen and job.episode_gen == self._episode_gen
-            record.actuated = bool(self.active and self.enabled and current)
+            # the images were fresh when the step was handed over; a slow step (or one that waited behind
+            # another) can outlive them, and its action would move the robot on what it saw too long ago
+            late = stamp_problem(oldest_ns, self.get_clock().now().nanoseconds, params.max_image_age_s, math.inf)
+            if late is not None:
+                self.stats.skip("late_action", f"action not published, the step ended too late: its oldest image "
+                                               f"is {late}")
+                self.get_logger().warn(f"action not published: its oldest image is {late} (a slow step)",
+                                       throttle_duration_sec=2.0)
+            record.actuated = bool(self.active and self.enabled and current and late is None)
             if record.actuated:
                 # the command's own time, as MoveIt Servo reads it (a camera stamp would make every command
                 # of an unstamped camera, and any step slower than Servo's timeout, stale); the images' stamps
@@ -954,6 +1002,9 @@ class PolicyNode(LifecycleNode):
                 self.stats.last_action_ns = self._last_command_ns
             elif not current:
                 self.stats.discarded += 1
+            elif late is not None and self.enabled and params.stale_action == "zero":
+                self._last_command = None
+                self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
             # camera stamp -> action out (or, gated, the moment it would have gone out)
             record.obs_age_ms = (self.get_clock().now().nanoseconds - oldest_ns) * 1e-6
             record_msg = String(data=record.to_json())
@@ -1029,23 +1080,25 @@ class PolicyNode(LifecycleNode):
         cameras = {c: InputAge(topic, age(frames[c].stamp_ns, now), age(frames[c].received_ns, received_now),
                                refused.get(c, 0), stats.refusals.get(c, ""))
                    if c in frames else InputAge(topic, refused=refused.get(c, 0), refusal=stats.refusals.get(c, ""))
-                   for c, topic in zip(stack.cameras, params.image_topics)}
+                   for c, topic in zip(stack.cameras, map(self._as_heard, params.image_topics))}
         proprio, kind = None, ""
         if params.proprio_input_topic:
             kind = "joint state" if params.proprio_source == "joint_state" else "proprio"
-            proprio = InputAge(params.proprio_input_topic, age(self._proprio_stamp_ns, now),
+            proprio = InputAge(self._as_heard(params.proprio_input_topic), age(self._proprio_stamp_ns, now),
                                age(self._proprio_ns, received_now), refused.get(PROPRIO_INPUT, 0),
                                stats.refusals.get(PROPRIO_INPUT, ""))
         return HealthSnapshot(
             active=self.active, enabled=self.enabled,
             window_s=max(params.diagnostics_period_s, 2 * params.period_s),
-            instruction_topic=params.instruction_topic, has_instruction=self.instruction is not None,
+            instruction_topic=self._as_heard(params.instruction_topic), has_instruction=self.instruction is not None,
             steps=stats.steps, actions_published=stats.actions_published,
             skipped=dict(stats.skipped), skip_details=dict(stats.skip_details),
             cameras=cameras, proprio_kind=kind, proprio=proprio,
             last_step_age_s=age(stats.last_step_ns, mono), last_action_age_s=age(stats.last_action_ns, mono),
             active_for_s=age(self._active_since_ns, mono),
             step_running=self._worker is not None and self._worker.busy.is_set(),
+            expected_period_steps=(params.diagnostics_period_s / params.period_s
+                                   if params.control_mode == "timer" else None),
             info=self._health_info(),
         )
 
