@@ -142,6 +142,37 @@ def test_sim_episodes_name_the_topics_a_second_policy_or_simulator_shares(execut
     arms[1].destroy_publisher(other_sim)
 
 
+def test_a_remapped_sim_counts_publishers_on_the_topics_it_uses(executor, spin_until):
+    """count_publishers applies no remap: with its step_record and action topics remapped, the sim counted the old
+    names, stopped pairing actions with step records (a late answer then shifts the rest of the episode by one
+    step) and missed a second policy on the remapped action topic."""
+    import rclpy
+    from rclpy.qos import QoSProfile
+    from std_msgs.msg import Float32MultiArray, String
+
+    from deer_vla.ros.sim_node import SimNode
+
+    sim = SimNode(namespace="robot1", cli_args=["--ros-args", "-p", "episodes:=1", "-p", "image_size:=32",
+                                                "-p", "record_topic:=step_record",
+                                                "-r", "step_record:=/robot1/policy/step_record",
+                                                "-r", "action:=/robot1/policy/action"])
+    executor.add_node(sim)
+    policies = [rclpy.create_node(f"policy_{i}", namespace="robot1") for i in range(2)]
+    records = policies[0].create_publisher(String, "/robot1/policy/step_record", QoSProfile(depth=100))
+    for policy in policies:
+        policy.create_publisher(Float32MultiArray, "/robot1/policy/action", 10)
+        executor.add_node(policy)
+    assert spin_until(executor, lambda: sim.count_publishers("/robot1/policy/action") == 2
+                      and sim.count_publishers("/robot1/policy/step_record") == 1, timeout=10.0)
+    sim._start_episode()
+    assert sim._pairing, "the policy's step records on the remapped topic were not seen"
+    assert sim.shared_topics() == {"action": 2}
+    policies[0].destroy_publisher(records)
+    for policy in policies:
+        executor.remove_node(policy)
+        policy.destroy_node()
+
+
 def test_sim_node_releases_the_previous_tasks_simulator(ros_context, monkeypatch):
     """Memory: cycling tasks must not keep one MuJoCo model + renderer per task alive."""
     from rclpy.parameter import Parameter

@@ -184,7 +184,7 @@ class SimNode(Node):
         seed = int(self.p["seed"]) + self._episode
         self._obs = self._adapter.reset(seed=seed)
         self._steps, self._resends, self._stale_answers = 0, 0, 0
-        self._pairing = bool(self.p["record_topic"]) and self.count_publishers(self.p["record_topic"]) > 0
+        self._pairing = bool(self.p["record_topic"]) and self._publisher_count(self.p["record_topic"]) > 0
         if not self._pairing:  # halves left from paired episodes would pair with the wrong ones when it resumes
             self._verdicts.clear()
             self._answers.clear()
@@ -205,6 +205,11 @@ class SimNode(Node):
         # a re-sent observation is answered by a record of either stamp; a new one by its own only
         self._sent_stamps = ({*self._sent_stamps, stamp.nanoseconds} if resend else {stamp.nanoseconds})
 
+    def _publisher_count(self, topic: str) -> int:
+        """Publishers on the topic this node actually uses for ``topic``: count_publishers expands a name but
+        applies no remap, so a remapped topic was counted under its old name."""
+        return self.count_publishers(self.resolve_topic_name(topic))
+
     def shared_topics(self) -> dict[str, int]:
         """{topic: publishers} for each of the sim's topics with more publishers than its own graph has: one
         policy on the action topic, this node alone on the instruction and image topics. More means a second
@@ -212,7 +217,7 @@ class SimNode(Node):
         simulator, and a policy reads both simulators' images, so the episodes measure nothing."""
         images = [f"{self.p['image_topic_prefix']}/{cam}/image_raw" for cam in self.p["cameras"]]
         topics = [self.p["action_topic"], self.p["instruction_topic"], *images]
-        counts = {topic: self.count_publishers(topic) for topic in topics}
+        counts = {topic: self._publisher_count(topic) for topic in topics}
         shared = {topic: n for topic, n in counts.items() if n > 1}
         if shared:
             self.get_logger().error(
