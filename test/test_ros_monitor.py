@@ -407,3 +407,42 @@ def test_plot_of_many_short_episodes_draws_the_boundaries_as_one_collection(tmp_
                           total_gflops=1.0) for i in range(300)]
     assert plot_records(records, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     assert calls == {"axvline": 0, "vlines": 2}
+
+
+def test_two_robots_monitors_are_told_apart_and_never_share_a_run_folder(ros_context, tmp_path, monkeypatch):
+    """Two robots' monitors (namespaces robot1, robot2) both reported hardware_id 'deer_vla_policy' on the shared
+    /diagnostics, and their run folders and summaries did not say whose they were. Two started in the same second
+    could pick the same free folder (checked, then opened with "w": one truncated the other's logs)."""
+    from pathlib import Path
+
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.monitor_node import MonitorNode
+
+    made = []
+    try:
+        for namespace in ("robot1", ""):
+            node = MonitorNode(namespace=namespace, parameter_overrides=[
+                Parameter("log_dir", value=str(tmp_path / namespace)), Parameter("write_plot", value=False)])
+            made.append(node)
+            expected = f"/{namespace}/deer_vla_policy" if namespace else "/deer_vla_policy"
+            assert {s.hardware_id for s in node.diagnostics().status} == {expected}
+            summary = node.close()
+            assert summary["node"] == (f"/{namespace}/deer_vla_monitor" if namespace else "/deer_vla_monitor")
+            assert summary["record_topic"] == (f"/{namespace}/step_record" if namespace else "/step_record")
+        # a rival monitor creates the free folder's steps.jsonl between this one's check and its open
+        real_mkdir = Path.mkdir
+
+        def mkdir_and_rival(self, *args, **kwargs):
+            real_mkdir(self, *args, **kwargs)
+            if self.name == "r":
+                (self / "steps.jsonl").write_text("the rival's record\n")
+
+        monkeypatch.setattr(Path, "mkdir", mkdir_and_rival)
+        node = _monitor(tmp_path / "race")
+        made.append(node)
+        assert node.log_dir.name == "r.1"
+        assert (tmp_path / "race" / "r" / "steps.jsonl").read_text() == "the rival's record\n"
+    finally:
+        for node in made:
+            node.destroy_node()

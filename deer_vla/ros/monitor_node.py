@@ -6,6 +6,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+from typing import TextIO
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
@@ -28,6 +29,7 @@ from deer_vla.ros.node_parameters import declare_parameters, topic_name_problem
 from deer_vla.ros.params import (
     MAX_DIAGNOSTICS_PERIOD_S,
     MIN_DIAGNOSTICS_PERIOD_S,
+    POLICY_NODE_NAME,
     check_keep_parts,
     check_split_mib,
     check_split_s,
@@ -48,7 +50,7 @@ MONITOR_DEFAULTS: dict = {
     "window": 0,  # steps in the running statistics; 0 = whole run
     "error_ratio": 1.5,  # ERROR when a budget is exceeded by more than this factor (WARN below)
     "write_plot": True,
-    "hardware_id": "deer_vla_policy",
+    "hardware_id": "",  # "" = the policy node's full name in this node's namespace (/robot1/deer_vla_policy)
     # WARN when the p95 observation age at action time (camera stamp -> action out) exceeds this; 0 = off
     "obs_age_warn_ms": 250.0,
     # steps.mcap goes on in steps_1.mcap, steps_2.mcap, ... past this size or time (0 = no limit of that kind):
@@ -99,19 +101,20 @@ class MonitorNode(Node):
         self.stats = BudgetMonitor(metric=p["metric"], window=int(p["window"]), error_ratio=p["error_ratio"],
                                    obs_age_warn_ms=float(p["obs_age_warn_ms"]))
         run = run_name or time.strftime("run_%Y%m%d_%H%M%S", time.gmtime())
-        self.log_dir = _fresh_run_dir(Path(p["log_dir"]).expanduser(), run)
+        self.log_dir, self._jsonl = _claim_run_dir(Path(p["log_dir"]).expanduser(), run)
         self.jsonl_path = self.log_dir / "steps.jsonl"
         self.mcap_path = self.log_dir / "steps.mcap"
         self.plot_path = self.log_dir / "steps.png"
         self.summary_path = self.log_dir / "summary.json"
-        self._jsonl = self.jsonl_path.open("w")
         self.jsonl_parts = [self.jsonl_path]
         self._jsonl_part = 0  # the MCAP part the JSONL file being written goes with
         self._mcap = McapLog(self.mcap_path, split=split_limits(p["log_split_mib"], p["log_split_s"],
                                                                  p["log_keep_parts"]))
         self._jsonl_deleted = 0  # JSONL parts deleted by log_keep_parts, oldest first
         self._write_plot = bool(p["write_plot"])
-        self._hardware_id = p["hardware_id"]
+        # "": the policy's full name in this namespace, as the policy node's own status gives it, so that two
+        # robots' statuses on the shared /diagnostics are told apart
+        self._hardware_id = p["hardware_id"] or f"{self.get_namespace().rstrip('/')}/{POLICY_NODE_NAME}"
         # what the plot draws of each step, bounded, so a long run does not grow (JSONL + MCAP keep every step)
         self.records: deque[PlotPoint] = deque(maxlen=PLOT_MAX_RECORDS)
         self.bad_records = 0
@@ -123,7 +126,7 @@ class MonitorNode(Node):
         self._summary: dict | None = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        self.create_subscription(String, p["record_topic"], self._on_record, qos)
+        self._record_topic = self.create_subscription(String, p["record_topic"], self._on_record, qos).topic_name
         self.create_timer(1.0 / rate, self.publish_diagnostics)
         self.get_logger().info(f"monitor logging to {self.log_dir}")
 
@@ -242,6 +245,8 @@ class MonitorNode(Node):
             "duplicate_records": self.duplicate_records,
             "out_of_order_records": self.out_of_order_records,
             "log_errors": self.log_errors,
+            "node": self.get_fully_qualified_name(),  # which robot's run this is, with several on one graph
+            "record_topic": self._record_topic,
             "jsonl": str(self.jsonl_path),
             "jsonl_parts": len(self.jsonl_parts),  # steps.jsonl, steps_1.jsonl, ...: part n matches steps_<n>.mcap
             "mcap": str(self.mcap_path),
@@ -293,16 +298,21 @@ class MonitorNode(Node):
         super().destroy_node()
 
 
-def _fresh_run_dir(log_dir: Path, run: str) -> Path:
-    """``log_dir/run``, or ``run.1``, ``run.2``, ... if it already holds logs: a restarted monitor with the same
-    run_name must not truncate the logs of the run that crashed."""
+def _claim_run_dir(log_dir: Path, run: str) -> tuple[Path, TextIO]:
+    """``log_dir/run``, or ``run.1``, ``run.2``, ... if it already holds logs, and its steps.jsonl opened: a
+    restarted monitor with the same run_name must not truncate the logs of the run that crashed. The folder is
+    claimed by creating steps.jsonl exclusively, so two monitors started in the same second (two robots of one
+    launch) cannot both pick the same free folder and write over each other's logs."""
     for n in range(10_000):
         candidate = log_dir / (run if n == 0 else f"{run}.{n}")
         names = ("steps.jsonl", "steps.mcap")
-        if not any((candidate / name).exists() or numbered_parts(candidate / name) for name in names):
-            # (numbered parts alone: a split log whose first part was deleted)
-            candidate.mkdir(parents=True, exist_ok=True)
-            return candidate
+        if any((candidate / name).exists() or numbered_parts(candidate / name) for name in names):
+            continue  # (numbered parts alone: a split log whose first part was deleted)
+        candidate.mkdir(parents=True, exist_ok=True)  # an empty folder made for it (the demo's) is taken
+        try:
+            return candidate, (candidate / "steps.jsonl").open("x")
+        except FileExistsError:  # another monitor claimed it in between
+            continue
     raise ValueError(f"{log_dir} already holds 10000 runs named '{run}'")
 
 
