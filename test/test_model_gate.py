@@ -525,3 +525,36 @@ def test_gates_retrained_after_calibration_refuse_the_old_thresholds(gated: Path
     assert evaluate_main(["--checkpoint", str(copy), "--budgets", "", "--thresholds", str(copy / "thresholds.json"),
                           "--tasks", "drawer-open", "--episodes-per-task", "1"]) == 2
     assert "solved with other exit gates" in capsys.readouterr().err
+
+
+def test_the_same_gates_trained_twice_keep_the_thresholds_solved_on_them(tmp_path):
+    """train-gate run again with the same seed gave bit-identical gate tensors in a file of other bytes (its
+    timings in the metadata, which safetensors writes in a hash map's order), and the learned criterion's
+    thresholds solved on the first were refused. The gates digest covers what the gates are; thresholds that
+    record the file's bytes (calibrated before) are still accepted; retrained gates are still refused."""
+    import torch
+
+    from deer_vla.control.thresholds import Thresholds
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+
+    torch.manual_seed(0)
+    gates = ExitGates(GateConfig(feature_dim=8, action_dim=4, num_exits=3))
+    ckpt = CheckpointDir(tmp_path)
+    gates.save(ckpt.gates_path, training={"seconds": 12.3, "record_seconds": 4.5}, weights_digest="a" * 64)
+    first, first_file = ckpt.gates_digest(), ckpt.gates_file_digest()
+    gates.save(ckpt.gates_path, training={"record_seconds": 4.7, "seconds": 11.9}, weights_digest="a" * 64)
+    assert ckpt.gates_file_digest() != first_file  # another file ...
+    assert ckpt.gates_digest() == first  # ... of the same gates
+
+    def solved_on(digest: str) -> None:
+        Thresholds(values=[0.1, 0.2], gates_sha256=digest).check_solved_on(
+            lambda: "w" * 64, "thresholds.json", "ckpt", ckpt.gates_digest, ckpt.gates_file_digest)
+
+    solved_on(first)
+    solved_on(ckpt.gates_file_digest())  # thresholds calibrated before record the file's bytes
+    with torch.no_grad():
+        next(gates.parameters()).add_(1e-3)
+    gates.save(ckpt.gates_path, training={"seconds": 12.3, "record_seconds": 4.5}, weights_digest="a" * 64)
+    with pytest.raises(ValueError, match="solved with other exit gates"):
+        solved_on(first)
+    assert ckpt.gates_digest() != first

@@ -122,10 +122,12 @@ class Thresholds:
             )
 
     def check_solved_on(self, weights_digest: Callable[[], str], where: str, checkpoint: str,
-                        gates_digest: Callable[[], str | None] | None = None) -> None:
+                        gates_digest: Callable[[], str | None] | None = None,
+                        gates_file_digest: Callable[[], str | None] | None = None) -> None:
         """Raise ValueError if these thresholds (read from ``where``) record other weights than the checkpoint's,
-        or other exit gates than its gates file (``gates_digest``: its SHA-256, None without one). Each digest is
-        only computed when they record one: hashing costs."""
+        or other exit gates than its gates file (``gates_digest``: their SHA-256, None without one;
+        ``gates_file_digest``: the file's bytes', which older thresholds record). Each digest is only computed
+        when they record one: hashing costs."""
         if self.weights_sha256 is not None:
             actual = weights_digest()
             if actual != self.weights_sha256:
@@ -135,7 +137,8 @@ class Thresholds:
                     "own thresholds, or calibrate this one (`deer-vla calibrate --checkpoint ... --out DIR`)")
         if self.gates_sha256 is not None and gates_digest is not None:
             gates = gates_digest()  # None: no gates file, which the learned criterion reports itself
-            if gates is not None and gates != self.gates_sha256:
+            if (gates is not None and gates != self.gates_sha256
+                    and (gates_file_digest is None or gates_file_digest() != self.gates_sha256)):
                 raise ValueError(
                     f"{where} was solved with other exit gates (sha256 {self.gates_sha256[:12]}...) than "
                     f"{checkpoint}'s gates.safetensors ({gates[:12]}...): the learned criterion's thresholds fit only "

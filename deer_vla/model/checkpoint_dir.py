@@ -87,7 +87,18 @@ class CheckpointDir:
         return _digest(self.weights_path)
 
     def gates_digest(self) -> str | None:
-        """SHA-256 of the exit-gates file (None without one): what learned-criterion thresholds were solved with."""
+        """SHA-256 of the exit gates (None without a gates file): what learned-criterion thresholds are solved
+        with. It covers the tensors and the metadata but the training summary, not the file's bytes: safetensors
+        writes its metadata in a hash map's order and train-gate records its timings, so the same gates trained
+        twice (same seed, bit-identical tensors) made two files and the thresholds solved on one were refused."""
+        if not self.gates_path.is_file():
+            return None
+        st = self.gates_path.stat()
+        return _gates_sha256(str(self.gates_path.resolve()), st.st_size, st.st_mtime_ns)
+
+    def gates_file_digest(self) -> str | None:
+        """SHA-256 of the gates file's bytes (None without one): what thresholds calibrated before 2026-12-06
+        record (the shipped checkpoints' among them); accepted beside ``gates_digest``."""
         return _digest(self.gates_path) if self.gates_path.is_file() else None
 
     def exists(self) -> bool:
@@ -176,6 +187,29 @@ def _digest(path: Path) -> str:
     """SHA-256 of ``path``, hashed once per file as it is (path, size, modification time): ``_file_sha256``."""
     st = path.stat()
     return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _gates_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a safetensors file's tensors (sorted by name: name, dtype, shape, bytes) and its metadata but
+    ``training``, in sorted order (see CheckpointDir.gates_digest). A file whose header does not parse is hashed
+    whole: its loader says what is wrong with it."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        length = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + length])
+        meta = {k: v for k, v in (header.pop("__metadata__", None) or {}).items() if k != "training"}
+        start = 8 + length
+        h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+        for name in sorted(header):
+            entry = header[name]
+            begin, end = entry["data_offsets"]
+            h.update(json.dumps([name, entry["dtype"], entry["shape"]]).encode())
+            h.update(data[start + begin:start + end])
+        return h.hexdigest()
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return hashlib.sha256(data).hexdigest()
 
 
 @functools.lru_cache(maxsize=16)
