@@ -2,6 +2,7 @@
 one message naming the file, the topic and the log time, never a traceback or a step built from garbage."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,38 @@ def test_a_step_that_lost_part_of_itself_is_left_out_not_completed_from_its_neig
     assert [s.record.step for s in steps] == [0, 3]
     np.testing.assert_allclose(steps[1].action7, [0.3] * 7, rtol=1e-6)
     assert f"{path} at 1001 ns" in str(caught[0].message)
+
+
+def test_the_policy_message_is_stamped_on_the_steps_clock_and_comes_first(tmp_path):
+    """Under use_sim_time the steps carry sim-time stamps (~100 s) while the policy message carried the wall clock
+    (2026): the file's time range spanned 57 years, and a tool rewriting it in log-time order put the policy
+    message after every step, where recorded_policy no longer finds it."""
+    from types import SimpleNamespace
+
+    from mcap.reader import make_reader
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from deer_vla.data.recording import POLICY, read_recording, recorded_policy
+    from deer_vla.ros.recorder import PolicyRecorder
+
+    path = tmp_path / "policy_io.mcap"
+    policy = {"checkpoint": "c", "weights_sha256": "w" * 64, "thresholds": "t"}
+    rec = PolicyRecorder(path, ("static",), policy=policy)
+    stamps = [100_000_000_000 + i * 100_000_000 for i in range(3)]
+    for i, stamp in enumerate(stamps):
+        image = Image(height=8, width=8, encoding="rgb8", step=24, data=bytes(192))
+        image.header.stamp.sec, image.header.stamp.nanosec = divmod(stamp, 10**9)
+        record = String(data=json.dumps({"step": i, "episode": 0, "exit_used": 1, "max_exit": 1,
+                                         "stop_reason": "threshold", "llm_gflops": 0.1, "total_gflops": 0.1,
+                                         "total_ms": 1.0, "stamp_ns": stamp}))
+        rec.write_step({"static": SimpleNamespace(msg=image)}, "open the drawer", None, np.zeros(7, np.float32),
+                       record, stamp)
+    rec.close()
+    with open(path, "rb") as f:
+        reader = make_reader(f)
+        statistics = reader.get_summary().statistics
+        assert (statistics.message_start_time, statistics.message_end_time) == (stamps[0], stamps[-1])
+        in_time_order = [channel.topic for _, channel, _ in reader.iter_messages(log_time_order=True)]
+    assert in_time_order[0] == POLICY
+    assert recorded_policy(path) == policy and len(read_recording(path)) == 3

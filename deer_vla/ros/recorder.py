@@ -11,7 +11,6 @@ to ``<stem>.<n>.mcap`` (``<stem>.<n>_1.mcap``, ...), not overwritten.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,17 +24,18 @@ from deer_vla.data.recording import ACTION, INSTRUCTION, POLICY, PROPRIO, RECORD
 class PolicyRecorder:
     def __init__(self, path: str | Path, cameras: tuple[str, ...], split: SplitLimits = DEFAULT_SPLIT,
                  policy: Mapping[str, str] | None = None) -> None:
-        """policy: what made the outputs (checkpoint, weights_sha256, thresholds), written once before the first
-        step (``deer_vla.data.recording.recorded_policy`` reads it back)."""
+        """policy: what made the outputs (checkpoint, weights_sha256, thresholds), written once just before the
+        first step and with its stamp (``deer_vla.data.recording.recorded_policy`` reads it back): stamped with
+        the wall clock, it was 57 years after the steps of a node on ``use_sim_time``, so viewers drew a
+        57-year timeline and a tool rewriting the file in log-time order put it after every step, where
+        ``recorded_policy`` no longer finds it."""
         self.cameras = tuple(cameras)
         # record_path is a fixed name in a parameter file: a restart (or cleanup + configure) must not truncate
         # the recording already there, least of all the one a crash left behind
         self.moved_aside = _move_aside(Path(path))
         self.log = McapLog(path, split=split)
         self.steps = 0
-        if policy is not None:
-            self.log.write(POLICY, "std_msgs/msg/String", {"data": json.dumps(dict(policy))}, time.time_ns(),
-                           may_split=False)
+        self._policy = json.dumps(dict(policy)) if policy is not None else None
 
     def write_step(
         self,
@@ -46,6 +46,9 @@ class PolicyRecorder:
         record_msg: Any,  # std_msgs/String with the StepRecord JSON
         stamp_ns: int,
     ) -> None:
+        if self._policy is not None:  # the steps' clock (sim time under use_sim_time), first in log time
+            self.log.write(POLICY, "std_msgs/msg/String", {"data": self._policy}, stamp_ns, may_split=False)
+            self._policy = None
         for i, cam in enumerate(self.cameras):  # a new part may begin with a step, never inside one
             self.log.write(image_topic(cam), "sensor_msgs/msg/Image", frames[cam].msg, stamp_ns, may_split=i == 0)
         self.log.write(INSTRUCTION, "std_msgs/msg/String", {"data": instruction}, stamp_ns, may_split=False)
