@@ -103,6 +103,29 @@ def test_resume_continues_exactly(dataset: Path, tmp_path: Path) -> None:
     assert (tmp_path / "b" / "config.json").is_file()
 
 
+def test_a_run_stopped_between_log_rows_and_resumed_logs_the_uninterrupted_rows(dataset: Path,
+                                                                                tmp_path: Path) -> None:
+    """The sums behind a log row were not in the checkpoint: a run stopped (--stop-at, a kill) between two rows
+    logged an extra row at the stop and, resumed, a next row averaging only the steps after it. Its weights were
+    the uninterrupted run's, its training log not."""
+    import json as json_
+
+    def rows(out: Path) -> list[dict]:
+        lines = (out / "train_log.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json_.loads(line).items() if k != "it_per_s"} for line in lines]
+
+    settings = {"log_every": 2, "checkpoint_every": 1}
+    Trainer(load_config(None, _overrides(dataset, tmp_path / "whole", **settings)), show_progress=False).train()
+    whole = rows(tmp_path / "whole")
+    assert [(r["step"], r["stage"]) for r in whole] == [(2, "joint"), (3, "joint"), (4, "refine"), (5, "refine")]
+    for stop in (1, 3):  # between two rows of a stage; at the stage boundary with a joint step pending
+        out = tmp_path / f"stop{stop}"
+        cfg = load_config(None, _overrides(dataset, out, **settings))
+        Trainer(cfg, show_progress=False).train(stop_at=stop)
+        Trainer(cfg, resume=True, show_progress=False).train()
+        assert rows(out) == whole, f"stopped at {stop}"
+
+
 def test_a_resume_heals_a_torn_final_save_refuses_other_settings_and_logs_each_step_once(dataset: Path,
                                                                                          tmp_path: Path) -> None:
     """A kill during the final save left no (or half a) final model, and --resume said "nothing to do"; a resume

@@ -407,7 +407,7 @@ class Trainer:
         self.resume_state = None
 
     # -- checkpoints
-    def _save(self, step: int, final: bool = False) -> None:
+    def _save(self, step: int, final: bool = False, log_partial: dict | None = None) -> None:
         if not self.info.main:
             return
         from deer_vla.model.checkpoint import save_checkpoint
@@ -417,7 +417,8 @@ class Trainer:
         tmp = target.with_name(f".tmp_{target.name}")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(self.model, self.tokenizer, tmp, extra=extra)
-        save_train_state(tmp, step, self.stage or "joint", self.optimizer, self.scheduler, {"history": self.history})
+        save_train_state(tmp, step, self.stage or "joint", self.optimizer, self.scheduler,
+                         {"history": self.history, "log_partial": log_partial or {}})
         commit_dir(tmp, target)
         prune_checkpoints(self.out, self.cfg.keep_checkpoints)
         if final:
@@ -478,8 +479,18 @@ class Trainer:
         )
         bar = tqdm(total=total, initial=step, desc="train", disable=not self.show_progress, dynamic_ncols=True)
         t_last, n_last = time.perf_counter(), step
-        running: dict[str, float] = {}
-        lr_used = 0.0
+        running: dict[str, float] = {}  # sums of the steps since the last row, all of stage running_stage
+        running_stage: str | None = None
+        # a resumed run goes on with the sums its checkpoint held: its rows are the uninterrupted run's
+        partial = (self.resume_state[1].get("log_partial") if self.resume_state is not None else None) or {}
+        if partial.get("sums"):
+            running, running_stage = dict(partial["sums"]), partial["stage"]
+            n_last = int(partial["since"])
+        lr_used = partial.get("lr", 0.0)
+
+        def pending() -> dict:
+            """The sums not logged yet, for a checkpoint (train_state.json)."""
+            return {"sums": running, "stage": running_stage, "since": n_last, "lr": lr_used}
 
         def log_row(stage: str) -> None:  # the steps since the last row, all of one stage
             nonlocal running, t_last, n_last
@@ -497,8 +508,8 @@ class Trainer:
         while True:
             stage = "joint" if step < cfg.joint.steps else "refine"
             if stage != self.stage:
-                if running and self.stage is not None:  # a row never averages steps of two stages
-                    log_row(self.stage)
+                if running and running_stage != stage:  # a row never averages steps of two stages
+                    log_row(running_stage or stage)
                 self._setup_stage(stage)
                 if self.resume_state is not None:
                     self._restore()
@@ -528,14 +539,17 @@ class Trainer:
             vals["grad_norm"] = float(gnorm)  # of the all-reduced gradients: the same on every rank
             for k, v in vals.items():
                 running[k] = running.get(k, 0.0) + v
+            running_stage = stage
             bar.update(1)
             bar.set_postfix(stage=stage, loss=f"{vals['loss']:.4f}")
-            if step % cfg.log_every == 0 or step == end:
+            # not at a --stop-at step: its sums go into the checkpoint, and the resumed run logs the rows an
+            # uninterrupted one does
+            if step % cfg.log_every == 0 or step == total:
                 log_row(stage)
             if step % cfg.checkpoint_every == 0 and step < end:
-                self._save(step)
+                self._save(step, log_partial=pending())
         bar.close()
-        self._save(step, final=step == total)
+        self._save(step, final=step == total, log_partial=pending())
         if self.info.world > 1:
             dist.barrier()
         return self.history
