@@ -358,16 +358,21 @@ def test_closed_loop_objective_scores_thresholds_by_success_and_cost(checkpoint:
 @pytest.mark.slow  # two spawn processes each import torch and MuJoCo: ~20 s on 2 busy cores
 def test_worker_processes_give_the_same_episodes_as_one_process(checkpoint: tuple[Path, Path],
                                                                  tmp_path: Path) -> None:
-    """--workers 2 runs the jobs in spawn processes that each load the policy: same seeds, same episodes."""
+    """--workers 2 runs the jobs in spawn processes that each load the policy: same seeds, same episodes, written
+    in plan order (task, mode, seed), not in the order the workers finished them."""
     ckpt, _ = checkpoint
-    runs = {}
+    runs, summaries = {}, {}
     for workers in (1, 2):
-        cfg = EvalConfig(checkpoint=str(ckpt), tasks=["drawer-open"], episodes_per_task=2, budgets=[], exits=[1],
-                         max_steps=3, workers=workers)
+        cfg = EvalConfig(checkpoint=str(ckpt), tasks=["drawer-open", "drawer-close"], episodes_per_task=2,
+                         budgets=[], exits=[1], max_steps=3, workers=workers)
         payload = evaluate(cfg, tmp_path / f"w{workers}", show_progress=False, verbose=False)
-        runs[workers] = sorted((e["mode"], e["seed"], e["steps"], e["success"], e["llm_gflops"], e["exit_counts"])
-                               for e in payload["episodes"])
-    assert len(runs[1]) == 4 and runs[2] == runs[1]
+        runs[workers] = [(e["task"], e["mode"], e["seed"], e["steps"], e["success"], e["llm_gflops"],
+                          e["exit_counts"]) for e in payload["episodes"]]
+        summaries[workers] = {m: {k: v for k, v in block["overall"].items() if not k.endswith("_ms")}  # timings aside
+                              for m, block in payload["summary"].items()}
+    plan = [(t, m) for t in ("drawer-open", "drawer-close") for m in ("full", "exit1") for _ in (0, 1)]
+    assert [r[:2] for r in runs[1]] == plan and all(a[2] < b[2] for a, b in zip(runs[1][::2], runs[1][1::2]))
+    assert runs[2] == runs[1] and summaries[2] == summaries[1]
 
 
 def test_instruction_swap_runs_a_checkpoints_modes(checkpoint: tuple[Path, Path], tmp_path: Path) -> None:

@@ -405,6 +405,10 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
     results += run_jobs(cfg, jobs, worker, spec, show_progress, on_output=journal.append)
     wall = time.perf_counter() - t0
     order = [m.name for m in modes]
+    # in plan order (task, mode, seed), not the order workers finished them: the same run twice writes the same
+    # results.json, its means summed in the same order
+    task_rank = {t: i for i, t in reversed(list(enumerate(cfg.tasks)))}
+    results.sort(key=lambda r: (task_rank.get(r.task, len(task_rank)), order.index(r.mode), r.seed))
     summary = summarize(results, order)
     groups = group_report(results, order, cfg.tasks)  # MT50 difficulty groups, where the tasks span more than one
     mode_meta = {
