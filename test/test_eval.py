@@ -241,6 +241,8 @@ def test_evaluate_skip_full_plays_only_the_other_modes(checkpoint: tuple[Path, P
     (["--tasks", "drawer-open", "--budgets", "1.5"], "budgets"),
     # without demonstrations to solve on, budgets asked for by value quietly became the checkpoint's thresholds
     (["--tasks", "drawer-open", "--budgets", "0.3,0.5"], "--budgets 0.3,0.5 needs demonstrations to solve"),
+    (["--tasks", "drawer-open", "--budgets", "0.2"], "--budgets 0.2 needs demonstrations"),  # the default's value
+    (["--tasks", "drawer-open", "--set", "budgets=[0.2]"], "--budgets 0.2 needs demonstrations"),
     (["--tasks", "drawer-open", "--exits", "1,x"], "--exits: expected exit numbers"),
     (["--tasks", "drawer-open", "--exits", "0"], "--exits: exit 0 outside this checkpoint's exits"),  # was a
     (["--tasks", "drawer-open", "--exits", "99"], "--exits: exit 99 outside"),  # traceback from the workers
@@ -254,6 +256,22 @@ def test_evaluate_refuses_bad_arguments_with_exit_code_2(checkpoint: tuple[Path,
     assert evaluate_main(["--checkpoint", str(ckpt), "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "pydantic.dev" not in err and "Traceback" not in err
+
+
+def test_the_default_budgets_from_a_config_file_are_the_default_not_a_request() -> None:
+    """config/evaluate_default.yaml lists the defaults: through --config, budgets [0.2] keep the default's fallback
+    to the checkpoint's own thresholds when there are no demonstrations; the same value given on the command line
+    is a request, refused without them."""
+    from deer_vla.evaluation.evaluator import _budgets_asked, load_settings
+
+    repo = Path(__file__).resolve().parents[1]
+    for argv, asked in ((["--checkpoint", "c"], False),
+                        (["--config", str(repo / "config/evaluate_default.yaml"), "--set", "checkpoint=c"], False),
+                        (["--checkpoint", "c", "--budgets", "0.2"], True),
+                        (["--checkpoint", "c", "--budgets=0.2"], True),
+                        (["--checkpoint", "c", "--set", "budgets=[0.2]"], True),
+                        (["--checkpoint", "c", "--budgets", "0.3"], True)):
+        assert _budgets_asked(load_settings(argv), argv) is asked, argv
 
 
 def test_eval_threads_per_worker_are_set_or_share_the_cores() -> None:

@@ -642,6 +642,17 @@ def warn_about_instruction_record(checkpoint: CheckpointDir, tasks: list[str]) -
                     "figures then do not measure unseen wording", checkpoint.root, "; ".join(problems))
 
 
+def _budgets_asked(args: EvaluateSettings, argv: list[str]) -> bool:
+    """Whether the budgets are a request rather than the default: another value from any layer, or the default's
+    value on the command line (``--budgets 0.2``, ``--set budgets=[0.2]``; a --config file listing the defaults,
+    as config/evaluate_default.yaml does, means the defaults)."""
+    if args.budgets != EvaluateSettings.model_fields["budgets"].default:
+        return True
+    flags = [a for a in argv if a == "--budgets" or a.startswith("--budgets=")]
+    sets = [b for a, b in zip(argv, argv[1:]) if a == "--set" and b.split("=", 1)[0].strip() == "budgets"]
+    return bool(flags or sets or any(a.startswith("--set=budgets") for a in argv))
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     try:
         args = load_settings(argv)
@@ -686,7 +697,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             device=args.device,
         )
-        if calib is None and cfg.budgets and args.budgets != EvaluateSettings.model_fields["budgets"].default:
+        if calib is None and cfg.budgets and _budgets_asked(args, sys.argv[1:] if argv is None else argv):
             # the default budget falls back to the checkpoint's own thresholds (said in a warning); budgets asked
             # for by value must not quietly become one mode of whatever budget those were solved for
             raise ValueError(f"--budgets {','.join(f'{b:g}' for b in cfg.budgets)} needs demonstrations to solve "
