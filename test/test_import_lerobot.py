@@ -264,6 +264,11 @@ def test_truncated_files_are_refused_naming_them(lerobot_demo: Path, tmp_path: P
         (root / rel).write_bytes(b"")
         assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 2
         assert f"{root / rel}: not a readable parquet file" in capsys.readouterr().err
+        # a damaged footer (its length and magic kept): pyarrow's OSError made it an "I/O failure", status 1
+        footer = len(whole) - 8 - int.from_bytes(whole[-8:-4], "little")
+        (root / rel).write_bytes(whole[:footer] + b"\xff" * (len(whole) - 8 - footer) + whole[-8:])
+        assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 2
+        assert f"{root / rel}: not a readable parquet file" in capsys.readouterr().err
 
 
 def test_an_import_that_fails_midway_leaves_nothing_and_touches_no_existing_dataset(lerobot_demo: Path,

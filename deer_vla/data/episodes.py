@@ -63,6 +63,10 @@ class DatasetError(ValueError):
     """A dataset or episode file that is missing, malformed, truncated or of another schema."""
 
 
+class DatasetWriteError(DatasetError):
+    """A dataset could not be written (disk full, no permission): a failure while running, not bad input."""
+
+
 @dataclass
 class DatasetMeta:
     cameras: tuple[str, ...]

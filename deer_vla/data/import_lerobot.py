@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from deer_vla.data.episodes import DatasetError, check_camera_name, check_image_size
+from deer_vla.data.episodes import DatasetError, DatasetWriteError, check_camera_name, check_image_size
 from deer_vla.data.importing import (
     ActionMapping,
     ImportWriter,
@@ -230,7 +230,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         )
     except (DatasetError, FileNotFoundError) as exc:  # the dataset or a setting refused
         print(f"deer-vla import-lerobot: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc.__cause__, OSError) else 2  # an I/O failure (disk full): no usage error
+        return 1 if isinstance(exc, DatasetWriteError) else 2  # a write that failed (disk full): no usage error
     spec = summary["action_spec"]
     print(f"imported {summary['episodes']} episodes ({summary['steps']} steps at {summary['fps']:g} fps) into "
           f"{summary['out']}")

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core.instruction_text import clean_instruction
-from deer_vla.data.episodes import DatasetError, check_image_size
+from deer_vla.data.episodes import DatasetError, DatasetWriteError, check_image_size
 from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.data.importing import (
     ActionMapping,
@@ -530,7 +530,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                 args.max_age, args.image_size)
     except (DatasetError, McapFormatError, FileNotFoundError) as exc:  # the file or a setting refused
         print(f"deer-vla import-mcap: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc.__cause__, OSError) else 2  # an I/O failure (disk full): no usage error
+        return 1 if isinstance(exc, DatasetWriteError) else 2  # a write that failed (disk full): no usage error
     spec = summary["action_spec"]
     print(f"imported {summary['episodes']} episodes ({summary['steps']} steps at {args.rate:g} Hz; "
           f"{summary['dropped_ticks']} ticks dropped before data or in gaps) into {summary['out']}")

@@ -39,7 +39,7 @@ import numpy as np
 from deer_vla.core.action_spec import AXIS_UNITS, GRIPPER, STANDARD_AXES, ActionSpec, axis_kind
 from deer_vla.core.image_resize import resize_rgb_frames
 from deer_vla.core.proprio_spec import ProprioSpec
-from deer_vla.data.episodes import META_FILE, DatasetError, DatasetMeta, Episode, EpisodeWriter
+from deer_vla.data.episodes import META_FILE, DatasetError, DatasetMeta, DatasetWriteError, Episode, EpisodeWriter
 
 SKIP = "-"  # an action column that is not used
 IMPORT_MAP = "import_map.jsonl"
@@ -339,7 +339,7 @@ class ImportWriter:
             self._map = (self.staging / IMPORT_MAP).open("w")
         except OSError as e:
             self._discard()
-            raise DatasetError(f"cannot write the dataset {self.root}: {_reason(e)}") from e
+            raise DatasetWriteError(f"cannot write the dataset {self.root}: {_reason(e)}") from e
 
     def __enter__(self) -> ImportWriter:
         return self
@@ -355,7 +355,7 @@ class ImportWriter:
             os.replace(self.staging, self.root)  # replaces an empty directory too, in one step
         except OSError as e:
             self._discard()
-            raise DatasetError(f"cannot write the dataset {self.root}: {_reason(e)}") from e
+            raise DatasetWriteError(f"cannot write the dataset {self.root}: {_reason(e)}") from e
 
     def _discard(self) -> None:
         if self.staging is not None:
@@ -378,7 +378,7 @@ class ImportWriter:
             path = self.writer.write(episode).relative_to(self.writer.root)
             self._map.write(json.dumps({"file": str(path), **source}) + "\n")
         except OSError as e:  # disk full, quota: the whole import is discarded
-            raise DatasetError(f"cannot write the dataset {self.root}: {_reason(e)}") from e
+            raise DatasetWriteError(f"cannot write the dataset {self.root}: {_reason(e)}") from e
         self.count += 1
         self.steps += episode.length
         return path
