@@ -103,26 +103,39 @@ def test_resume_continues_exactly(dataset: Path, tmp_path: Path) -> None:
     assert (tmp_path / "b" / "config.json").is_file()
 
 
-def test_a_run_stopped_between_log_rows_and_resumed_logs_the_uninterrupted_rows(dataset: Path,
-                                                                                tmp_path: Path) -> None:
+def test_a_run_stopped_between_log_rows_and_resumed_logs_the_uninterrupted_rows(dataset: Path, tmp_path: Path,
+                                                                                monkeypatch) -> None:
     """The sums behind a log row were not in the checkpoint: a run stopped (--stop-at, a kill) between two rows
     logged an extra row at the stop and, resumed, a next row averaging only the steps after it. Its weights were
     the uninterrupted run's, its training log not."""
     import json as json_
+    import types
+
+    from deer_vla.train import trainer as trainer_module
 
     def rows(out: Path) -> list[dict]:
-        lines = (out / "train_log.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json_.loads(line).items() if k != "it_per_s"} for line in lines]
+        return [json_.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+    # a clock that reads one second per step trained: every row's it_per_s is exactly 1, unless a resumed row counts
+    # steps of the stopped process over this process's time (its first row read 7x the true rate)
+    running: list[Trainer] = []
+    clock = types.SimpleNamespace(**{**vars(trainer_module.time), "perf_counter": lambda: float(running[-1].step)})
+
+    def run(cfg, stop_at: int | None = None, resume: bool = False) -> None:
+        running.append(Trainer(cfg, resume=resume, show_progress=False))
+        running[-1].train(stop_at=stop_at)
 
     settings = {"log_every": 2, "checkpoint_every": 1}
-    Trainer(load_config(None, _overrides(dataset, tmp_path / "whole", **settings)), show_progress=False).train()
+    monkeypatch.setattr(trainer_module, "time", clock)
+    run(load_config(None, _overrides(dataset, tmp_path / "whole", **settings)))
     whole = rows(tmp_path / "whole")
     assert [(r["step"], r["stage"]) for r in whole] == [(2, "joint"), (3, "joint"), (4, "refine"), (5, "refine")]
+    assert {r["it_per_s"] for r in whole} == {1.0}
     for stop in (1, 3):  # between two rows of a stage; at the stage boundary with a joint step pending
         out = tmp_path / f"stop{stop}"
         cfg = load_config(None, _overrides(dataset, out, **settings))
-        Trainer(cfg, show_progress=False).train(stop_at=stop)
-        Trainer(cfg, resume=True, show_progress=False).train()
+        run(cfg, stop_at=stop)
+        run(cfg, resume=True)
         assert rows(out) == whole, f"stopped at {stop}"
 
 

@@ -483,6 +483,7 @@ class Trainer:
         running_stage: str | None = None
         # a resumed run goes on with the sums its checkpoint held: its rows are the uninterrupted run's
         partial = (self.resume_state[1].get("log_partial") if self.resume_state is not None else None) or {}
+        n_timed = step  # it_per_s counts the steps run in this process, over this process's time
         if partial.get("sums"):
             running, running_stage = dict(partial["sums"]), partial["stage"]
             n_last = int(partial["since"])
@@ -493,14 +494,15 @@ class Trainer:
             return {"sums": running, "stage": running_stage, "since": n_last, "lr": lr_used}
 
         def log_row(stage: str) -> None:  # the steps since the last row, all of one stage
-            nonlocal running, t_last, n_last
+            nonlocal running, t_last, n_last, n_timed
             n = step - n_last
             now = time.perf_counter()
             row = {"step": step, "stage": stage, "lr": lr_used}
             row.update({k: v / max(n, 1) for k, v in running.items()})
-            row["it_per_s"] = n / max(now - t_last, 1e-9)
+            # None: no step of this row ran in this process (a resumed run's first row, at a stage boundary)
+            row["it_per_s"] = (step - n_timed) / max(now - t_last, 1e-9) if step > n_timed else None
             self.history.append(row)
-            running, t_last, n_last = {}, now, step
+            running, t_last, n_last, n_timed = {}, now, step, step
             if self.info.main:
                 with (self.out / "train_log.jsonl").open("a") as f:
                     f.write(json.dumps(row) + "\n")
