@@ -934,3 +934,100 @@ def test_replay_reproduces_a_run_with_its_own_thresholds_file_and_a_budget_chang
     assert cli_main([str(path), "--checkpoint", str(other), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["same_weights"] is False and report["thresholds"] == str(other / "thresholds.json")
+
+
+def test_a_slow_step_on_time_by_the_sim_clock_gets_no_zero_twists_between_actions(executor, tiny_checkpoint):
+    """use_sim_time at a quarter of real time: a 0.8 s (wall) step is 0.2 s of sim time, on time against
+    max_image_age_s 0.5 s, and its action goes out. The hung-step check timed it on the wall clock and sent a zero
+    twist before each action: the robot stopped and restarted every step."""
+    import time
+
+    import rclpy
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import TwistStamped
+    from rclpy.qos import qos_profile_sensor_data
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Float32MultiArray, String
+
+    from deer_vla.ros.image_conv import rgb_to_image_msg
+    from deer_vla.ros.policy_node import INSTRUCTION_QOS
+
+    node = policy_node(executor, tiny_checkpoint, use_sim_time=True, enabled=True, control_mode="timer",
+                       stale_action="zero", max_image_age_s=0.5, rate_hz=10.0)
+    sim = rclpy.create_node("quarter_speed_sim")
+    executor.add_node(sim)
+    clock = sim.create_publisher(Clock, "/clock", 10)
+    now_ns = [1_000_000_000]
+
+    def stamp() -> Time:
+        return Time(sec=now_ns[0] // 10**9, nanosec=now_ns[0] % 10**9)
+
+    def tick() -> None:
+        now_ns[0] += 2_500_000  # 2.5 ms of sim time per 10 ms of wall time
+        clock.publish(Clock(clock=stamp()))
+
+    cameras = [sim.create_publisher(Image, f"camera/{c}/image_raw", qos_profile_sensor_data)
+               for c in ("static", "wrist")]
+    proprio = sim.create_publisher(Float32MultiArray, "proprio", qos_profile_sensor_data)
+    rng = np.random.default_rng(0)
+
+    def send() -> None:
+        proprio.publish(Float32MultiArray(data=[0.1, 0.2, 0.3, 0.4]))
+        for pub in cameras:
+            pub.publish(rgb_to_image_msg(rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8), stamp()))
+
+    timers = [sim.create_timer(0.01, tick), sim.create_timer(0.05, send)]
+    twists: list = []
+    sim.create_subscription(TwistStamped, "cmd_twist", twists.append, 100)
+    sim.create_publisher(String, "instruction", INSTRUCTION_QOS).publish(String(data=INSTRUCTIONS[0]))
+
+    def spin(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.01)
+
+    try:
+        spin(0.5)
+        from rclpy.lifecycle import TransitionCallbackReturn as R
+
+        assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+        real = node.stack.controller.step
+        node.stack.controller.step = lambda obs: (time.sleep(0.8), real(obs))[1]
+        spin(5.0)
+        zero = [t for t in twists if (t.twist.linear.x, t.twist.linear.y, t.twist.linear.z) == (0.0, 0.0, 0.0)]
+        assert len(twists) - len(zero) >= 2 and not zero, f"{len(zero)} zero twists among {len(twists)}"
+        assert node.stats.skipped["late_action"] == 0
+    finally:
+        for timer in timers:
+            sim.destroy_timer(timer)
+        executor.remove_node(sim)
+        sim.destroy_node()
+
+
+def test_a_step_failing_after_deactivate_sends_nothing(executor, tiny_checkpoint):
+    """A step that raised after deactivate (or during cleanup) sent one more zero twist from an inactive node,
+    cutting into whatever drives the arm by then (deactivate sends its own stop)."""
+    import threading
+
+    node = _started(executor, tiny_checkpoint, enabled=True, stale_action="zero", max_image_age_s=5.0)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.actions) >= 1) and drv.settle(node)
+    started, release = threading.Event(), threading.Event()
+
+    def failing(obs):
+        started.set()
+        release.wait(10)
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    node.stack.controller.step = failing
+    assert drv.drive_until(started.is_set)
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    assert node.trigger_deactivate() == R.SUCCESS
+    drv.spin(0.3)
+    sent = len(drv.twists)  # deactivate's own stop included
+    release.set()
+    drv.spin(1.0)
+    assert node.stats.model_errors >= 1 and len(drv.twists) == sent

@@ -106,6 +106,11 @@ class StepJob:
     episode_gen: int  # the step belongs to this episode (a new instruction or reset bumps it)
     actuation_gen: int  # halt/disable/deactivate bump it: an older step's action is not published
 
+    @property
+    def oldest_stamp_ns(self) -> int:
+        """The oldest image's stamp: the step's action is as old as the picture it comes from."""
+        return min(f.stamp_ns for f in self.frames.values())
+
 
 PROPRIO_INPUT = "~proprio"  # the proprioception's key among the inputs (camera names cannot start with "~")
 
@@ -215,6 +220,7 @@ class PolicyNode(LifecycleNode):
         self._actuation = threading.Lock()  # publishing actuation, and the gate/generation it checks
         self._actuation_gen = 0
         self._episode_gen = 0
+        self._running_job: StepJob | None = None  # the step the worker runs now
         self._episode_applied = 0  # the episode the controller's state belongs to (worker thread)
         self._worker: StepWorker[StepJob] | None = None
         self._hold_timer: Any = None
@@ -822,9 +828,13 @@ class PolicyNode(LifecycleNode):
         if job is not None and self._worker is not None:
             if self._worker.submit(job):
                 self.stats.dropped += 1
-            running = self._worker.running_for_s()
-            if self.params is not None and running is not None and running > self.params.max_image_age_s:
-                self._no_action()
+            running = self._running_job
+            # on the node clock, as run_step judges it (wall time under use_sim_time sent zeros between actions
+            # that were on time)
+            if (running is not None and self.params is not None and stamp_problem(
+                    running.oldest_stamp_ns, self.get_clock().now().nanoseconds, self.params.max_image_age_s,
+                    math.inf) is not None):
+                self._no_action(running)
 
     def prepare_step(self) -> StepJob | None:
         """The next step's inputs if there is an instruction and fresh images, else None (counted by reason in
@@ -850,20 +860,23 @@ class PolicyNode(LifecycleNode):
             self.stats.stale += 1
             self.stats.skip(reason, why)
             self.get_logger().warn(f"not stepping: {why}", throttle_duration_sec=2.0)
-            self._no_action()
+            self._no_action(None)
             return None
         proprio = paired[1] if paired is not None else self.proprio
         return StepJob(frames, self.instruction, proprio, self._episode_gen, self._actuation_gen)
 
-    def _no_action(self) -> None:
+    def _no_action(self, job: StepJob | None) -> None:
         """A period that produces no action (stale inputs, a failed or refused step, a step outliving its images):
         with ``stale_action: zero`` a zero twist, so a consumer without a command timeout does not keep the last
-        velocity; with ``none`` nothing."""
+        velocity; with ``none`` nothing. Only from an active, enabled node, and for ``job`` (a step's) only while
+        it is current: a step that fails after deactivate or a new episode must not cut into whatever drives the
+        arm now (deactivate has sent its own stop)."""
         params, stack = self.params, self.stack
         if params is None or stack is None or params.stale_action != "zero":
             return
         with self._actuation:
-            if self.enabled and self._pubs and stack is self.stack:
+            current = job is None or (job.actuation_gen == self._actuation_gen and job.episode_gen == self._episode_gen)
+            if self.active and self.enabled and self._pubs and stack is self.stack and current:
                 self._last_command = None
                 self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
 
@@ -926,6 +939,13 @@ class PolicyNode(LifecycleNode):
 
     def run_step(self, job: StepJob) -> None:
         """One control step (worker thread): model, then publishing per the gate and safety rules."""
+        self._running_job = job
+        try:
+            self._run_step(job)
+        finally:
+            self._running_job = None
+
+    def _run_step(self, job: StepJob) -> None:
         stack, params = self.stack, self.params
         if stack is None or params is None:
             return
@@ -938,7 +958,7 @@ class PolicyNode(LifecycleNode):
         frames = job.frames
         first = frames[stack.cameras[0]]
         received_ns = max(f.received_ns for f in frames.values())  # the frame that completed the set
-        oldest_ns = min(f.stamp_ns for f in frames.values())
+        oldest_ns = job.oldest_stamp_ns
         obs = Observation(
             images={c: f.rgb for c, f in frames.items()},
             instruction=job.instruction,
@@ -952,13 +972,13 @@ class PolicyNode(LifecycleNode):
             self.stats.unsafe_actions += 1
             self.stats.skip("unsafe_action", f"unsafe action not published: {exc}")
             self.get_logger().error(f"unsafe action not published: {exc}", throttle_duration_sec=2.0)
-            self._no_action()
+            self._no_action(job)
             return
         except Exception as exc:  # one failed step must not kill the node
             self.stats.model_errors += 1
             self.stats.skip("model_error", f"policy step failed: {type(exc).__name__}: {exc}")
             self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
-            self._no_action()
+            self._no_action(job)
             return
         if stack is not self.stack:  # cleaned up (and maybe configured again) while the step ran: not this one's
             return

@@ -9,7 +9,6 @@ runs.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -57,7 +56,6 @@ class StepWorker(Generic[T]):
         self._slot: LatestSlot[T] = LatestSlot()
         self.dropped = 0  # items replaced before they started
         self.busy = threading.Event()  # set while a step runs
-        self._started_ns: int | None = None  # monotonic start of the running step
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -72,7 +70,6 @@ class StepWorker(Generic[T]):
             item = self._slot.take()
             if item is None:
                 return
-            self._started_ns = time.monotonic_ns()
             self.busy.set()
             try:
                 self._step(item)
@@ -80,12 +77,6 @@ class StepWorker(Generic[T]):
                 self._on_error(exc)
             finally:
                 self.busy.clear()
-                self._started_ns = None
-
-    def running_for_s(self) -> float | None:
-        """Seconds the running step has been running (None: none runs)."""
-        started = self._started_ns
-        return None if started is None else (time.monotonic_ns() - started) * 1e-9
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Drop what waits, let the running step finish (up to ``timeout``); -> whether the thread ended."""
