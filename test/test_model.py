@@ -610,7 +610,7 @@ def test_runner_rejects_bad_inputs_and_nan(tiny, ckpt, tmp_path):
         runner.begin_step(obs)
     obs = _obs(model, 0)
     obs.proprio = np.zeros(3)
-    with pytest.raises(ValueError, match="expects 4"):
+    with pytest.raises(ValueError, match="3 values, the model takes 4"):
         runner.begin_step(obs)
     obs = _obs(model, 0)
     del obs.images["wrist"]

@@ -87,6 +87,7 @@ class ExitController:
         self._step = 0
         self._episode = 0
         self._episode_steps = 0
+        self._episode_instruction: str | None = None  # as the policy reads it (its instruction_key)
         self._cost_sum = 0.0
         self._cost_steps = 0
 
@@ -315,7 +316,20 @@ class ExitController:
         assert self.thresholds is not None
         return self.thresholds.eta(k) * scale
 
+    def _new_instruction_starts_episode(self, instruction: object) -> None:
+        """A step whose instruction the policy reads differently from the episode's starts a new episode, as the
+        ROS node does on a changed instruction: the head's history of the old task steered the new one (the
+        library path kept it, and an x command changed sign)."""
+        if not isinstance(instruction, str):
+            return  # begin_step refuses it, naming the type
+        key_of = getattr(self.policy, "instruction_key", None)
+        key = key_of(instruction) if key_of is not None else instruction
+        if self._episode_steps and key != self._episode_instruction:
+            self.reset_episode()
+        self._episode_instruction = key
+
     def step(self, observation: Observation) -> tuple[np.ndarray, StepRecord]:
+        self._new_instruction_starts_episode(observation.instruction)
         with self._lock:
             if self._pending is not None:
                 if self._pending.metric != self.budget.metric:

@@ -1,6 +1,7 @@
 """What the policy sees at one control step."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,9 @@ class Observation:
     extras: dict = field(default_factory=dict)
 
     def validate(self, cameras: tuple[str, ...]) -> None:
+        if not isinstance(self.images, Mapping):
+            raise ValueError(f"observation images must be a mapping of camera name to image, got "
+                             f"{type(self.images).__name__}")
         missing = [c for c in cameras if c not in self.images]
         if missing:
             raise ValueError(f"observation lacks camera image(s) {missing}; has {sorted(self.images)}")
@@ -32,7 +36,15 @@ class Observation:
                 raise ValueError(f"camera '{name}': expected HxWx3 uint8 RGB, got shape {shape} dtype {dtype}")
             if img.shape[0] < 8 or img.shape[1] < 8:
                 raise ValueError(f"camera '{name}': image {img.shape[:2]} is too small (min 8x8)")
-        if not isinstance(self.instruction, str) or not self.instruction.strip():
+        if not isinstance(self.instruction, str):
+            raise ValueError(f"observation instruction must be a str, got {type(self.instruction).__name__}")
+        if not self.instruction.strip():
             raise ValueError("observation has an empty instruction")
-        if self.proprio is not None and not np.all(np.isfinite(self.proprio)):
-            raise ValueError("observation proprioception contains NaN or inf")
+        if self.proprio is not None:
+            try:
+                with np.errstate(over="ignore"):  # an overflow is reported below, as inf
+                    values = np.asarray(self.proprio, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise ValueError(f"observation proprioception must be numbers, got {self.proprio!r:.80}") from None
+            if not np.all(np.isfinite(values)):  # as float32, as the model reads it: 1e300 is inf there
+                raise ValueError("observation proprioception contains NaN or inf (as float32)")

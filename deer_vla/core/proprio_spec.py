@@ -76,7 +76,9 @@ class ProprioSpec:
         if not np.all(np.isfinite(values)):
             raise ProprioError(f"non-finite values {self._named(~np.isfinite(values), values)}")
         if self.low:
-            outside = (values < np.asarray(self.low)) | (values > np.asarray(self.high))
+            # the limits as float32 too: 3.2 read as float32 is 3.2000000477, above a float64 limit of 3.2
+            outside = (values < np.asarray(self.low, dtype=np.float32)) | (values > np.asarray(self.high,
+                                                                                               dtype=np.float32))
             if outside.any():
                 limits = ", ".join(f"{self.names[i]} in [{self.low[i]:g}, {self.high[i]:g}]"
                                    for i in np.flatnonzero(outside))

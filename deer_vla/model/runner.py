@@ -58,6 +58,7 @@ class PolicyRunner:
             gates.check_fits(model.feature_dim, model.config.action_spec.dim, model.config.num_exits)
             gates = gates.to(self.device).eval()
         self._gates = gates
+        self._proprio_spec = model.config.proprio_spec  # length and, for a named robot, its limits
         # instruction -> (ids, mask, tokens past lm.max_text_len that the model does not read)
         self._token_cache: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._token_cache_chars = 0  # characters of the cached instructions (the keys)
@@ -241,9 +242,13 @@ class PolicyRunner:
         if p > 0:
             if observation.proprio is None:
                 raise ValueError(f"the policy needs proprioception ({p} values); observation has none")
-            arr = np.asarray(observation.proprio, dtype=np.float32).reshape(-1)
-            if arr.shape[0] != p:
-                raise ValueError(f"proprioception has {arr.shape[0]} values, the policy expects {p}")
+            # a copy: the history keeps this step's values, and a control loop that refills one buffer would
+            # otherwise rewrite every past step's proprioception (the action changed, the gripper flipped)
+            arr = np.array(observation.proprio, dtype=np.float32)
+            if arr.ndim != 1:
+                raise ValueError(f"proprioception must be a flat array of {p} values, got shape {arr.shape}")
+            # length, finite as float32 (1e300 is inf there), and a named robot's limits, as the ROS node checks
+            arr = self._proprio_spec.check(arr)
             proprio = torch.from_numpy(arr).to(self.device).view(1, 1, p)
         self._proprio = proprio
         past_frames = torch.stack(tuple(self._frames), dim=1) if self._frames else None

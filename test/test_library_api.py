@@ -1,0 +1,92 @@
+"""deer_vla as a library, from an integrator's own control loop (no ROS node): what a step accepts and what it
+does with it. Each case was a silently different action, or an error deep inside numpy or torch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deer_vla.control.controller import ExitController
+from deer_vla.core import Observation, ProprioError
+from deer_vla.model.presets import preset_config, save_random_checkpoint
+from deer_vla.model.runner import PolicyRunner
+
+torch.set_num_threads(1)
+INSTRUCTION = "open the drawer"
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> PolicyRunner:
+    out = tmp_path_factory.mktemp("lib") / "ckpt"
+    head = {**preset_config("tiny").head.model_dump(), "history": 4}  # a history, as the shipped heads have
+    save_random_checkpoint(out, instructions=(INSTRUCTION, "close the window"), proprio_dim=2, head=head,
+                           proprio={"names": ["joint1", "joint2"], "units": ["rad", "rad"], "low": [-3.2, -3.2],
+                                    "high": [3.2, 3.2]})
+    return PolicyRunner.from_checkpoint(out)
+
+
+def _controller(runner: PolicyRunner) -> ExitController:
+    return ExitController(runner, runner.cost_profile, None, fixed_exit=runner.num_exits)
+
+
+def _images(runner: PolicyRunner) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {c: rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for c in runner.cameras}
+
+
+def test_a_proprio_buffer_refilled_each_step_gives_the_actions_of_fresh_arrays(runner: PolicyRunner) -> None:
+    """The runner kept the caller's array in its history without a copy: a loop refilling one buffer rewrote every
+    past step's proprioception, and the action changed (the audit's gripper flipped)."""
+    controller, images = _controller(runner), _images(runner)
+    readings = [np.array([0.1, -0.2]) + 0.3 * i for i in range(8)]
+
+    def last_action(reuse: bool) -> np.ndarray:
+        controller.reset_episode()
+        buffer = np.zeros(2, np.float32)
+        for reading in readings:
+            if reuse:
+                buffer[:] = reading
+            action, _ = controller.step(Observation(images, INSTRUCTION, buffer if reuse else reading.copy()))
+        return action
+
+    np.testing.assert_array_equal(last_action(reuse=True), last_action(reuse=False))
+
+
+def test_the_step_refuses_what_the_ros_node_refuses_naming_it(runner: PolicyRunner) -> None:
+    """Degrees for a radian joint (outside the checkpoint's limits) ran the model; a (2, 2) array was flattened;
+    1e300 passed the finite check as float64 and became inf in float32; bytes, None or a list of images ended in
+    a numpy TypeError or "empty instruction"."""
+    controller, images = _controller(runner), _images(runner)
+    with pytest.raises(ProprioError, match="outside the limits: joint1=90.*wrong units or a different robot"):
+        controller.step(Observation(images, INSTRUCTION, np.array([90.0, -45.0])))
+    with pytest.raises(ValueError, match=r"flat array of 2 values, got shape \(1, 2\)"):
+        controller.step(Observation(images, INSTRUCTION, np.array([[0.1, 0.2]])))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        controller.step(Observation(images, INSTRUCTION, np.array([1e300, 0.0])))
+    with pytest.raises(ValueError, match="proprioception must be numbers"):
+        controller.step(Observation(images, INSTRUCTION, np.array(["a", "b"], dtype=object)))
+    for instruction in (b"open the drawer", None):
+        with pytest.raises(ValueError, match="instruction must be a str, got"):
+            controller.step(Observation(images, instruction, np.zeros(2)))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="images must be a mapping of camera name to image, got list"):
+        controller.step(Observation(list(images.values()), INSTRUCTION, np.zeros(2)))  # type: ignore[arg-type]
+    controller.step(Observation(images, INSTRUCTION, np.array([3.2, -3.2])))  # at the limits: fine
+
+
+def test_a_new_instruction_starts_a_new_episode_as_in_the_ros_node(runner: PolicyRunner) -> None:
+    """Without reset_episode the head's history of the old task steered the new one (an x command changed sign in
+    the audit); the ROS node resets on a changed instruction. The same text differently cased or spaced is the
+    same instruction to a lower-casing tokenizer, and keeps the episode."""
+    controller, images = _controller(runner), _images(runner)
+    proprio = np.array([0.1, 0.2])
+    controller.reset_episode()
+    for _ in range(5):
+        controller.step(Observation(images, INSTRUCTION, proprio))
+    switched, record = controller.step(Observation(images, "close the window", proprio))
+    assert record.episode == 1
+    controller.reset_episode()
+    fresh, _ = controller.step(Observation(images, "close the window", proprio))
+    np.testing.assert_array_equal(switched, fresh)
+    episode = controller.step(Observation(images, "  Close the   WINDOW", proprio))[1].episode
+    assert episode == controller.step(Observation(images, "close the window", proprio))[1].episode
+
