@@ -90,3 +90,36 @@ def test_a_new_instruction_starts_a_new_episode_as_in_the_ros_node(runner: Polic
     episode = controller.step(Observation(images, "  Close the   WINDOW", proprio))[1].episode
     assert episode == controller.step(Observation(images, "close the window", proprio))[1].episode
 
+
+
+def test_shipped_names_thresholds_and_budgets_in_the_library_path(caplog) -> None:
+    """From an integrator's loop: a shipped name loads as it does on the command line; another checkpoint's
+    thresholds are refused as load_stack refuses them; the smallest feasible budget load_stack names is one it
+    accepts (it was checked without the exit gates' cost the controller then charged); an average budget the
+    thresholds cannot hold without a tracker, or a time budget on another machine's step times, is said."""
+    import logging
+
+    from deer_vla.control.budgets import BudgetSpec
+    from deer_vla.control.thresholds import Thresholds
+    from deer_vla.model.shipped import resolve_checkpoint
+    from deer_vla.ros.policy_backend import ConfigurationError, load_stack
+
+    runner = PolicyRunner.from_checkpoint("default")
+    own = Thresholds.load(resolve_checkpoint("default") / "thresholds.json")
+    other = Thresholds.load(resolve_checkpoint("mt50") / "thresholds.json")
+    with pytest.raises(ValueError, match="was solved on other weights"):
+        ExitController(runner, runner.cost_profile, other)
+    controller = ExitController(runner, runner.cost_profile, own)
+    with pytest.raises(ValueError, match="was solved on other weights"):
+        controller.set_thresholds(other)
+    with caplog.at_level(logging.WARNING, logger="deer_vla.controller"):
+        ExitController(runner, runner.cost_profile, own, BudgetSpec(average_gflops=np.float32(0.02), peak_ms=50.0))
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "average budget 0.02 is not held" in said and "unknown machine" in said
+    with pytest.raises(ConfigurationError, match="smallest feasible average budget is") as refused:
+        load_stack("default", resolve_checkpoint("default") / "thresholds.json", "cpu", {"average_gflops": 1e-4})
+    smallest = float(str(refused.value).rsplit(" ", 1)[-1])
+    stack = load_stack("default", resolve_checkpoint("default") / "thresholds.json", "cpu",
+                       {"average_gflops": smallest})
+    assert stack.controller.tracker is not None  # track_average by default, as the node
+    assert BudgetSpec(memory_bytes=np.int64(10**9)).memory_bytes == 10**9

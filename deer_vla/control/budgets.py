@@ -13,6 +13,8 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import get_args
 
+import numpy as np
+
 from deer_vla.core import CostMetric, CostProfile
 
 METRICS: tuple[str, ...] = get_args(CostMetric)
@@ -59,6 +61,12 @@ class BudgetSpec:
 
     def __post_init__(self) -> None:
         for name in ("average_gflops", "peak_gflops", "peak_ms", "memory_bytes", "deadline_ms"):
+            value = getattr(self, name)
+            # numpy's scalars (a budget computed from a profile's array) as the Python numbers they stand for
+            if isinstance(value, np.integer):
+                object.__setattr__(self, name, int(value))
+            elif isinstance(value, np.floating):
+                object.__setattr__(self, name, float(value))
             _check_positive(name, getattr(self, name))
         # an int is whole by definition (float() of 2**63-1 rounds, which must not make it "fractional");
         # a budget larger than any model simply loads every exit

@@ -15,6 +15,7 @@ the oracle exit (the compute floor at that fidelity).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from deer_vla.control.online import OnlineBudgetTracker
 from deer_vla.control.oracle import oracle_exit
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import CostProfile, Observation, SegmentedPolicy, StepRecord, StopReason, has_exit_gates
+
+log = logging.getLogger("deer_vla.controller")
 
 
 class ExitController:
@@ -71,6 +74,7 @@ class ExitController:
                 and criterion.first_exit != thresholds.criterion.first_exit):
             raise ValueError(f"thresholds from exit {thresholds.criterion.first_exit} cannot run a criterion that "
                              f"first stops at exit {criterion.first_exit}: re-solve them")
+        self._check_solved_on(thresholds)
         self.thresholds = thresholds
         self._criterion = criterion
         self.fixed_exit = fixed_exit
@@ -84,6 +88,7 @@ class ExitController:
         self._pending: BudgetSpec | None = None
         self._apply_budget(budget or BudgetSpec(metric=thresholds.metric if thresholds else "llm_gflops"))
         self._check_trackable(self.budget, self.report)  # as set_budget does: at configure it overspent for good
+        self._warn_unheld(self.budget)
         self._step = 0
         self._episode = 0
         self._episode_steps = 0
@@ -147,6 +152,7 @@ class ExitController:
                              f"certified for eps={g.eps:g} spend; the smallest feasible average budget is "
                              f"{rounded_up(cost)}")
         self._check_trackable(budget, report)
+        self._warn_unheld(budget)
         with self._lock:
             self._pending = budget
 
@@ -172,8 +178,33 @@ class ExitController:
                 f"{budget.average_gflops:g}; re-solve them for it (`deer-vla calibrate --average-gflops "
                 f"{budget.average_gflops:g}`) and configure with them")
 
+    def _check_solved_on(self, thresholds: Thresholds | None) -> None:
+        """ValueError for thresholds that record other weights or exit gates than the policy's checkpoint (a
+        runner from PolicyRunner.from_checkpoint knows its folder): load_stack and evaluate refused another
+        checkpoint's file, a controller built directly ran it."""
+        ckpt = getattr(self.policy, "checkpoint_dir", None)
+        if thresholds is not None and ckpt is not None:
+            thresholds.check_solved_on(ckpt.weights_digest, "these thresholds", str(ckpt.root), ckpt.gates_digest,
+                                       ckpt.gates_file_digest)
+
+    def _warn_unheld(self, budget: BudgetSpec) -> None:
+        """Say so when the library path accepts a budget it will not hold: an average the thresholds spend more
+        than, with no tracker to scale them (the report still calls it binding; 2x over it was measured), and a
+        time budget judged with step times of an unknown machine (a shipped checkpoint's profile.json)."""
+        th = self.thresholds
+        if (self.tracker is None and th is not None and self.fixed_exit is None and self.oracle_tolerance is None
+                and budget.average_gflops is not None and th.expected_cost is not None
+                and th.metric == budget.metric and th.expected_cost > budget.average_gflops * 1.01):
+            log.warning("average budget %g is not held: these thresholds spend %.6g per step and no online tracker "
+                        "scales them (pass tracker=OnlineBudgetTracker(...), as load_stack's track_average does, or "
+                        "re-solve the thresholds for it)", budget.average_gflops, th.expected_cost)
+        if (budget.peak_ms is not None or budget.deadline_ms is not None) and not self.profile.machine:
+            log.warning("a time budget is judged with step times measured on an unknown machine (this profile "
+                        "records none): time the model here first (PolicyRunner.time_here(), as load_stack does)")
+
     def set_thresholds(self, thresholds: Thresholds) -> None:
         """Swap thresholds (e.g. re-solved for a new budget); checked now, used from the next step."""
+        self._check_solved_on(thresholds)
         if self.fixed_exit is not None or self.oracle_tolerance is not None:
             raise ValueError("thresholds are not used in fixed-exit or oracle mode")
         if (thresholds.criterion.kind, thresholds.first_exit) != (

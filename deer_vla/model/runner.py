@@ -32,6 +32,7 @@ import torch
 from deer_vla.core import ActionSpec, CostProfile, NonFiniteActionError, Observation
 from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS, clean_instruction
 from deer_vla.core.log_text import quoted
+from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.gate import ExitGates, GateError, read_gates
 from deer_vla.model.head import LSTMState, gripper_value
 from deer_vla.model.policy import MultiExitPolicy, SegmentState
@@ -59,6 +60,8 @@ class PolicyRunner:
             gates = gates.to(self.device).eval()
         self._gates = gates
         self._proprio_spec = model.config.proprio_spec  # length and, for a named robot, its limits
+        # the folder it was loaded from (from_checkpoint): the controller checks thresholds against its weights
+        self.checkpoint_dir: CheckpointDir | None = None
         # instruction -> (ids, mask, tokens past lm.max_text_len that the model does not read)
         self._token_cache: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._token_cache_chars = 0  # characters of the cached instructions (the keys)
@@ -68,11 +71,12 @@ class PolicyRunner:
     @classmethod
     def from_checkpoint(cls, ckpt: str | Path, max_exit: int | None = None, device: str = "cpu",
                         full_profile: CostProfile | None = None) -> PolicyRunner:
-        """``full_profile``: the whole model's profile to use (e.g. one timed on this machine) instead of the
-        checkpoint's profile.json."""
+        """``ckpt``: a folder or a shipped checkpoint's name. ``full_profile``: the whole model's profile to use
+        (e.g. one timed on this machine) instead of the checkpoint's profile.json."""
         from deer_vla.model.checkpoint import load_checkpoint
-        from deer_vla.model.checkpoint_dir import CheckpointDir
+        from deer_vla.model.shipped import resolve_checkpoint
 
+        ckpt = resolve_checkpoint(ckpt)
         model, tokenizer = load_checkpoint(ckpt, max_exit=max_exit, device=device)
         profile = None
         full = full_profile if full_profile is not None else CheckpointDir(ckpt).read_profile()
@@ -80,12 +84,16 @@ class PolicyRunner:
         if full is not None and full.num_exits == model.config.num_exits and full.device == torch.device(device).type:
             profile = full.truncated(model.num_exits)
         gates = read_gates(ckpt, model.feature_dim, model.config.action_spec.dim, model.config.num_exits)
-        return cls(model, tokenizer, device=device, profile=profile, gates=gates)
+        runner = cls(model, tokenizer, device=device, profile=profile, gates=gates)
+        runner.checkpoint_dir = CheckpointDir(ckpt)
+        return runner
 
     def fork(self) -> PolicyRunner:
         """Another runner over the same model, tokenizer, profile and gates, with its own episode state (history):
         several controllers replaying the same steps side by side without copying the weights."""
-        return PolicyRunner(self.model, self.tokenizer, device=self.device, profile=self._profile, gates=self._gates)
+        runner = PolicyRunner(self.model, self.tokenizer, device=self.device, profile=self._profile, gates=self._gates)
+        runner.checkpoint_dir = self.checkpoint_dir
+        return runner
 
     # -- properties the controller / node read
     @property

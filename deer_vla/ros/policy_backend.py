@@ -89,20 +89,22 @@ def apply_risk(thresholds: Thresholds, path: Path, budget: BudgetSpec, cap: int,
 
 
 def load_stack(
-    checkpoint: Path,
+    checkpoint: Path | str,
     thresholds_path: Path,
     device: str,
     budget_kwargs: dict,
     fixed_exit: int = 0,
-    track_average: bool = False,
+    track_average: bool = True,
     risk_eps: float = 0.0,
     risk_delta: float = 0.1,
     criterion: str = "",
 ) -> PolicyStack:
-    """track_average: thresholds are scaled online so the running mean cost holds the average budget
+    """``checkpoint``: a folder or a shipped checkpoint's name. track_average (default, as the node's
+    ``budget.track_average``): thresholds are scaled online so the running mean cost holds the average budget
     (or, with none set, the average the thresholds were solved for; idle if they record none; never while
-    a fidelity guarantee is in force). risk_eps > 0: the thresholds file's certified family is re-tested
-    for (risk_eps, risk_delta) and the average budget (``apply_risk``). criterion: the exit criterion the
+    a fidelity guarantee is in force); without it an average budget other than the thresholds' own is not
+    held. risk_eps > 0: the thresholds file's certified family is re-tested for (risk_eps, risk_delta) and the
+    average budget (``apply_risk``). criterion: the exit criterion the
     thresholds file must be for ("" = whichever it was solved for; "learned" also needs the checkpoint's exit
     gates)."""
     from deer_vla.control.controller import ExitController
@@ -110,7 +112,12 @@ def load_stack(
     from deer_vla.control.thresholds import Thresholds
     from deer_vla.model.checkpoint_dir import CheckpointDir
     from deer_vla.model.runner import PolicyRunner
+    from deer_vla.model.shipped import UnknownCheckpointError, resolve_checkpoint
 
+    try:  # a shipped name ("default", "mt50") as everywhere else
+        checkpoint = resolve_checkpoint(checkpoint)
+    except UnknownCheckpointError as exc:
+        raise ConfigurationError(str(exc)) from exc
     if not checkpoint.is_dir():
         raise ConfigurationError(
             f"checkpoint directory not found: {checkpoint} (set the 'checkpoint_dir' parameter, or pass --checkpoint)"
@@ -153,7 +160,12 @@ def load_stack(
             f"{checkpoint} has {full_profile.num_exits} exits: thresholds of another model")
     # thresholds that can stop at exit 1 (learned, exit-1 gate) meet averages below exit 2's cost by mixing exits
     first_exit = thresholds.first_exit if thresholds is not None and not fixed_exit else 2
-    cap = check_budget(full_profile, budget, fixed_exit, first_exit)
+    # charged for the exit gates the learned criterion runs, as the controller charges them: the smallest
+    # feasible budget named here was refused by the controller a moment later (the gates' cost on top)
+    cap_profile = full_profile
+    if thresholds is not None and not fixed_exit and thresholds.criterion.kind == "learned" and full.has_exit_gates:
+        cap_profile = full_profile.with_exit_gates(full.exit_gate_gflops, first_exit)
+    cap = check_budget(cap_profile, budget, fixed_exit, first_exit)
     # Exits past the cap never run: do not keep their weights resident (memory budget). The whole model is let
     # go first, so the two are never held together. (A profile read on the CPU is measured again on another
     # device by the runner, for the loaded exits only.)
