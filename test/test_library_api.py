@@ -123,3 +123,24 @@ def test_shipped_names_thresholds_and_budgets_in_the_library_path(caplog) -> Non
                        {"average_gflops": smallest})
     assert stack.controller.tracker is not None  # track_average by default, as the node
     assert BudgetSpec(memory_bytes=np.int64(10**9)).memory_bytes == 10**9
+
+
+def test_a_refused_step_with_another_instruction_leaves_the_episode_as_it_was(runner: PolicyRunner) -> None:
+    """The new-instruction reset ran before the step's inputs were checked: one refused observation (too small an
+    image) carrying another instruction wiped the running episode's history and moved its counter on."""
+    images, proprio = _images(runner), np.array([0.1, 0.2])
+
+    def run(glitch: bool) -> tuple[np.ndarray, int]:
+        controller = _controller(runner)
+        controller.reset_episode()
+        for t in range(5):
+            if glitch and t == 3:
+                small = {c: image[:4, :4] for c, image in images.items()}
+                with pytest.raises(ValueError, match="too small"):
+                    controller.step(Observation(small, "close the window", proprio))
+            action, record = controller.step(Observation(images, INSTRUCTION, proprio + 0.1 * t))
+        return action, record.episode
+
+    (clean, episode), (glitched, glitched_episode) = run(False), run(True)
+    np.testing.assert_array_equal(glitched, clean)
+    assert glitched_episode == episode == 0

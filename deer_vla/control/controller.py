@@ -347,20 +347,24 @@ class ExitController:
         assert self.thresholds is not None
         return self.thresholds.eta(k) * scale
 
-    def _new_instruction_starts_episode(self, instruction: object) -> None:
+    def _new_instruction_starts_episode(self, observation: Observation) -> None:
         """A step whose instruction the policy reads differently from the episode's starts a new episode, as the
         ROS node does on a changed instruction: the head's history of the old task steered the new one (the
         library path kept it, and an x command changed sign)."""
+        instruction = observation.instruction
         if not isinstance(instruction, str):
             return  # begin_step refuses it, naming the type
         key_of = getattr(self.policy, "instruction_key", None)
         key = key_of(instruction) if key_of is not None else instruction
         if self._episode_steps and key != self._episode_instruction:
+            check = getattr(self.policy, "check_observation", None)
+            if check is not None:
+                check(observation)  # a step refused must leave the running episode as it was
             self.reset_episode()
         self._episode_instruction = key
 
     def step(self, observation: Observation) -> tuple[np.ndarray, StepRecord]:
-        self._new_instruction_starts_episode(observation.instruction)
+        self._new_instruction_starts_episode(observation)
         with self._lock:
             if self._pending is not None:
                 if self._pending.metric != self.budget.metric:

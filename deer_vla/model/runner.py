@@ -203,6 +203,16 @@ class PolicyRunner:
         normalizer = getattr(getattr(self.tokenizer, "backend_tokenizer", None), "normalizer", None)
         return normalizer.normalize_str(text) if normalizer is not None else text
 
+    def _check_instruction(self, instruction: str) -> None:
+        if instruction in self._token_cache:  # read before
+            return
+        if len(instruction) > MAX_INSTRUCTION_CHARS:
+            raise ValueError(f"instruction of {len(instruction)} characters is over the {MAX_INSTRUCTION_CHARS} "
+                             f"an instruction may have (the model reads its first "
+                             f"{self.model.config.lm.max_text_len} tokens)")
+        if not clean_instruction(instruction):  # e.g. only zero-width characters: BOS alone would still "work"
+            raise ValueError(f"instruction {quoted(instruction, 80)} holds no text")
+
     def _tokens(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The instruction's (ids, mask), cut to ``lm.max_text_len`` tokens by the tokenizer (the whole text is
         tokenized: cutting the text first could change the tokens at the cut), and ``dropped_tokens`` set to the
@@ -213,12 +223,7 @@ class PolicyRunner:
         if cached is not None:
             self.dropped_tokens = cached[2]
             return cached[0], cached[1]
-        if len(instruction) > MAX_INSTRUCTION_CHARS:
-            raise ValueError(f"instruction of {len(instruction)} characters is over the {MAX_INSTRUCTION_CHARS} "
-                             f"an instruction may have (the model reads its first "
-                             f"{self.model.config.lm.max_text_len} tokens)")
-        if not clean_instruction(instruction):  # e.g. only zero-width characters: BOS alone would still "work"
-            raise ValueError(f"instruction {quoted(instruction, 80)} holds no text")
+        self._check_instruction(instruction)
         # text left after cleaning always gives at least one token (byte fallback, or the unknown token)
         limit = self.model.config.lm.max_text_len
         kept = encode_instruction(self.tokenizer, instruction, limit)
@@ -239,25 +244,33 @@ class PolicyRunner:
         self.dropped_tokens = dropped
         return tokens
 
+    def check_observation(self, observation: Observation) -> np.ndarray | None:
+        """ValueError for what ``begin_step`` refuses, before anything runs or changes (the controller asks before
+        a new instruction resets the episode: a refused step must leave the history as it was); -> the
+        proprioception as a float32 copy (None for a model that takes none)."""
+        observation.validate(self.cameras)
+        self._check_instruction(observation.instruction)
+        p = self.model.config.proprio_dim
+        if p == 0:
+            return None
+        if observation.proprio is None:
+            raise ValueError(f"the policy needs proprioception ({p} values); observation has none")
+        # a copy: the history keeps this step's values, and a control loop that refills one buffer would
+        # otherwise rewrite every past step's proprioception (the action changed, the gripper flipped)
+        arr = np.array(observation.proprio, dtype=np.float32)
+        if arr.ndim != 1:
+            raise ValueError(f"proprioception must be a flat array of {p} values, got shape {arr.shape}")
+        # length, finite as float32 (1e300 is inf there), and a named robot's limits, as the ROS node checks
+        return self._proprio_spec.check(arr)
+
     @torch.inference_mode()
     def begin_step(self, observation: Observation) -> None:
-        observation.validate(self.cameras)
+        arr = self.check_observation(observation)
         size = self.model.config.image_size
         images = {c: images_to_tensor([observation.images[c]], size).to(self.device) for c in self.cameras}
         ids, mask = self._tokens(observation.instruction)
         p = self.model.config.proprio_dim
-        proprio = None
-        if p > 0:
-            if observation.proprio is None:
-                raise ValueError(f"the policy needs proprioception ({p} values); observation has none")
-            # a copy: the history keeps this step's values, and a control loop that refills one buffer would
-            # otherwise rewrite every past step's proprioception (the action changed, the gripper flipped)
-            arr = np.array(observation.proprio, dtype=np.float32)
-            if arr.ndim != 1:
-                raise ValueError(f"proprioception must be a flat array of {p} values, got shape {arr.shape}")
-            # length, finite as float32 (1e300 is inf there), and a named robot's limits, as the ROS node checks
-            arr = self._proprio_spec.check(arr)
-            proprio = torch.from_numpy(arr).to(self.device).view(1, 1, p)
+        proprio = None if arr is None else torch.from_numpy(arr).to(self.device).view(1, 1, p)
         self._proprio = proprio
         past_frames = torch.stack(tuple(self._frames), dim=1) if self._frames else None
         self._state = self.model.encode(images, ids, mask, past_frames=past_frames)
