@@ -1031,3 +1031,36 @@ def test_a_step_failing_after_deactivate_sends_nothing(executor, tiny_checkpoint
     release.set()
     drv.spin(1.0)
     assert node.stats.model_errors >= 1 and len(drv.twists) == sent
+
+
+def test_a_new_instruction_during_a_hung_step_keeps_the_stops_coming(executor, tiny_checkpoint):
+    """stale_action zero, a step hanging past max_image_age_s: each period sends a zero. A new instruction meanwhile
+    made the running step 'not current', and the periods after it sent nothing: the old task's last velocity
+    stood for as long as the step hung."""
+    import threading
+
+    node = _started(executor, tiny_checkpoint, enabled=True, control_mode="timer", stale_action="zero",
+                    max_image_age_s=0.5)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.actions) >= 2)
+    started, release = threading.Event(), threading.Event()
+    real = node.stack.controller.step
+
+    def hung(obs):
+        started.set()
+        release.wait(20)
+        return real(obs)
+
+    node.stack.controller.step = hung
+    try:
+        assert drv.drive_until(started.is_set)
+        drv.instruct(INSTRUCTIONS[1])
+        drv.drive_until(lambda: False, timeout=0.8)  # the hung step's images age past 0.5 s
+        after = len(drv.twists)
+        drv.drive_until(lambda: False, timeout=1.0)
+        stops = drv.twists[after:]
+        assert stops and all(t.twist.linear.x == t.twist.linear.y == t.twist.linear.z == 0.0 for t in stops)
+    finally:
+        release.set()
+        node.stack.controller.step = real

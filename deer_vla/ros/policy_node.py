@@ -831,10 +831,13 @@ class PolicyNode(LifecycleNode):
             running = self._running_job
             # on the node clock, as run_step judges it (wall time under use_sim_time sent zeros between actions
             # that were on time)
-            if (running is not None and self.params is not None and stamp_problem(
-                    running.oldest_stamp_ns, self.get_clock().now().nanoseconds, self.params.max_image_age_s,
-                    math.inf) is not None):
-                self._no_action(running)
+            # a new instruction meanwhile changes nothing here: nothing else drives the arm, and the old velocity
+            # must not stand for as long as the step hangs (halt, disable and deactivate send their own stop)
+            if (running is not None and self.params is not None
+                    and running.actuation_gen == self._actuation_gen and stamp_problem(
+                        running.oldest_stamp_ns, self.get_clock().now().nanoseconds, self.params.max_image_age_s,
+                        math.inf) is not None):
+                self._no_action(None)
 
     def prepare_step(self) -> StepJob | None:
         """The next step's inputs if there is an instruction and fresh images, else None (counted by reason in
