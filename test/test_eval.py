@@ -269,6 +269,7 @@ def test_the_default_budgets_from_a_config_file_are_the_default_not_a_request() 
                         (["--config", str(repo / "config/evaluate_default.yaml"), "--set", "checkpoint=c"], False),
                         (["--checkpoint", "c", "--budgets", "0.2"], True),
                         (["--checkpoint", "c", "--budgets=0.2"], True),
+                        (["--checkpoint", "c", "--budget", "0.2"], True),  # an abbreviation argparse takes
                         (["--checkpoint", "c", "--set", "budgets=[0.2]"], True),
                         (["--checkpoint", "c", "--budgets", "0.3"], True)):
         assert _budgets_asked(load_settings(argv), argv) is asked, argv

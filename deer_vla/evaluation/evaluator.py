@@ -644,13 +644,14 @@ def warn_about_instruction_record(checkpoint: CheckpointDir, tasks: list[str]) -
 
 def _budgets_asked(args: EvaluateSettings, argv: list[str]) -> bool:
     """Whether the budgets are a request rather than the default: another value from any layer, or the default's
-    value on the command line (``--budgets 0.2``, ``--set budgets=[0.2]``; a --config file listing the defaults,
-    as config/evaluate_default.yaml does, means the defaults)."""
+    value on the command line (``--budgets 0.2``, any abbreviation argparse accepts, ``--set budgets=[0.2]``; a
+    --config file listing the defaults, as config/evaluate_default.yaml does, means the defaults). Read from the
+    parsed flags, whose defaults are SUPPRESS: a flag given is an attribute."""
     if args.budgets != EvaluateSettings.model_fields["budgets"].default:
         return True
-    flags = [a for a in argv if a == "--budgets" or a.startswith("--budgets=")]
-    sets = [b for a, b in zip(argv, argv[1:]) if a == "--set" and b.split("=", 1)[0].strip() == "budgets"]
-    return bool(flags or sets or any(a.startswith("--set=budgets") for a in argv))
+    given = build_parser().parse_args(argv)
+    sets = getattr(given, "overrides", None) or ()
+    return hasattr(given, "budgets") or any(str(s).split("=", 1)[0].strip() == "budgets" for s in sets)
 
 
 def cli_main(argv: list[str] | None = None) -> int:
