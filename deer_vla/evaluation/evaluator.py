@@ -493,8 +493,9 @@ class EvaluateSettings(BaseModel):
     budgets: list[float] = Field([0.2], description="average budgets as fractions of the full model's LLM GFLOPs, "
                                  "e.g. 0.1,0.2,0.3 ('' = no dynamic modes; 0.2 keeps the default run near 20 min "
                                  "on 2 cores). Solved on --calibration-dataset; without one, the default (left "
-                                 "out, or from a --config file) runs the checkpoint's own thresholds as mode "
-                                 "dyn_ckpt, and budgets given on the command line are refused")
+                                 "out, or the default's value in a --config file) runs the checkpoint's own "
+                                 "thresholds as mode dyn_ckpt; any other budget, or the default given on the "
+                                 "command line, is refused")
     exits: str | list[int] = Field("all", description="fixed exits to evaluate, e.g. 1,2,4,all ('every' = each exit)")
     skip_full: bool = Field(False, description="do not play the full model (always played otherwise): for a run "
                             "pooled by `deer-vla eval-report` with one that played it on the same seeds (on CPU "
