@@ -30,6 +30,7 @@ from deer_vla.control.online import OnlineBudgetTracker
 from deer_vla.control.oracle import oracle_exit
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import CostProfile, Observation, SegmentedPolicy, StepRecord, StopReason, has_exit_gates
+from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS
 
 log = logging.getLogger("deer_vla.controller")
 
@@ -352,8 +353,8 @@ class ExitController:
         ROS node does on a changed instruction: the head's history of the old task steered the new one (the
         library path kept it, and an x command changed sign)."""
         instruction = observation.instruction
-        if not isinstance(instruction, str):
-            return  # begin_step refuses it, naming the type
+        if not isinstance(instruction, str) or len(instruction) > MAX_INSTRUCTION_CHARS:
+            return  # begin_step refuses it, naming the type or the length (no normalizing of megabytes first)
         key_of = getattr(self.policy, "instruction_key", None)
         key = key_of(instruction) if key_of is not None else instruction
         if self._episode_steps and key != self._episode_instruction:

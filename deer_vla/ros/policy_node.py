@@ -829,10 +829,9 @@ class PolicyNode(LifecycleNode):
             if self._worker.submit(job):
                 self.stats.dropped += 1
             running = self._running_job
-            # on the node clock, as run_step judges it (wall time under use_sim_time sent zeros between actions
-            # that were on time)
-            # a new instruction meanwhile changes nothing here: nothing else drives the arm, and the old velocity
-            # must not stand for as long as the step hangs (halt, disable and deactivate send their own stop)
+            # judged on the node clock, as run_step judges it (wall time under use_sim_time sent zeros between
+            # on-time actions); a new instruction meanwhile changes nothing here: nothing else drives the arm, and
+            # the old velocity must not stand while the step hangs (halt, disable, deactivate send their own stop)
             if (running is not None and self.params is not None
                     and running.actuation_gen == self._actuation_gen and stamp_problem(
                         running.oldest_stamp_ns, self.get_clock().now().nanoseconds, self.params.max_image_age_s,
