@@ -35,6 +35,25 @@ def _spy_on_log(node, level: str, monkeypatch) -> list[tuple[str, dict]]:
     return said
 
 
+
+class _HeldStep:
+    """The node's model step, held: ``started`` is set as a step begins, which then waits for ``release`` (at most
+    ``timeout`` s) and runs the real step, or raises ``error``. Install with ``node.stack.controller.step = held``."""
+
+    def __init__(self, node, error: Exception | None = None, timeout: float = 20.0) -> None:
+        import threading
+
+        self.real = node.stack.controller.step
+        self.started, self.release = threading.Event(), threading.Event()
+        self.error, self.timeout = error, timeout
+
+    def __call__(self, obs):
+        self.started.set()
+        self.release.wait(self.timeout)
+        if self.error is not None:
+            raise self.error
+        return self.real(obs)
+
 def test_images_and_instruction_in_actions_out(executor, tiny_checkpoint):
     from deer_vla.core import StepRecord
 
@@ -672,7 +691,6 @@ def test_an_observation_resent_while_its_step_runs_is_answered_once(executor, ti
     node queued the copy and answered both; the second answer reached the simulator while it waited for the
     next state's, so every later action was applied one state late. The copy is not stepped again; the same
     pixels sent once the step has ended are (a still scene never stalls the policy)."""
-    import threading
 
     from std_msgs.msg import Float32MultiArray
 
@@ -680,15 +698,9 @@ def test_an_observation_resent_while_its_step_runs_is_answered_once(executor, ti
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.actions) >= 1) and drv.settle(node)
-    running, release = threading.Event(), threading.Event()
-    real_step = node.stack.controller.step
-
-    def slow_step(obs):
-        running.set()
-        release.wait(10.0)
-        return real_step(obs)
-
-    monkeypatch.setattr(node.stack.controller, "step", slow_step)
+    held = _HeldStep(node, timeout=10.0)
+    running, release = held.started, held.release
+    monkeypatch.setattr(node.stack.controller, "step", held)
     pixels = [drv.rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8) for _ in drv.image_pubs]
     proprio = Float32MultiArray(data=[0.1, -0.2, 0.3, 0.0])
 
@@ -1008,27 +1020,20 @@ def test_a_slow_step_on_time_by_the_sim_clock_gets_no_zero_twists_between_action
 def test_a_step_failing_after_deactivate_sends_nothing(executor, tiny_checkpoint):
     """A step that raised after deactivate (or during cleanup) sent one more zero twist from an inactive node,
     cutting into whatever drives the arm by then (deactivate sends its own stop)."""
-    import threading
 
     node = _started(executor, tiny_checkpoint, enabled=True, stale_action="zero", max_image_age_s=5.0)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.actions) >= 1) and drv.settle(node)
-    started, release = threading.Event(), threading.Event()
-
-    def failing(obs):
-        started.set()
-        release.wait(10)
-        raise RuntimeError("CUDA error: an illegal memory access")
-
-    node.stack.controller.step = failing
-    assert drv.drive_until(started.is_set)
+    held = _HeldStep(node, error=RuntimeError("CUDA error: an illegal memory access"), timeout=10.0)
+    node.stack.controller.step = held
+    assert drv.drive_until(held.started.is_set)
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
     assert node.trigger_deactivate() == R.SUCCESS
     drv.spin(0.3)
     sent = len(drv.twists)  # deactivate's own stop included
-    release.set()
+    held.release.set()
     drv.spin(1.0)
     assert node.stats.model_errors >= 1 and len(drv.twists) == sent
 
@@ -1037,24 +1042,16 @@ def test_a_new_instruction_during_a_hung_step_keeps_the_stops_coming(executor, t
     """stale_action zero, a step hanging past max_image_age_s: each period sends a zero. A new instruction meanwhile
     made the running step 'not current', and the periods after it sent nothing: the old task's last velocity
     stood for as long as the step hung."""
-    import threading
 
     node = _started(executor, tiny_checkpoint, enabled=True, control_mode="timer", stale_action="zero",
                     max_image_age_s=0.5)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.actions) >= 2)
-    started, release = threading.Event(), threading.Event()
-    real = node.stack.controller.step
-
-    def hung(obs):
-        started.set()
-        release.wait(20)
-        return real(obs)
-
-    node.stack.controller.step = hung
+    held = _HeldStep(node)
+    node.stack.controller.step = held
     try:
-        assert drv.drive_until(started.is_set)
+        assert drv.drive_until(held.started.is_set)
         drv.instruct(INSTRUCTIONS[1])
         drv.drive_until(lambda: False, timeout=0.8)  # the hung step's images age past 0.5 s
         after = len(drv.twists)
@@ -1062,5 +1059,5 @@ def test_a_new_instruction_during_a_hung_step_keeps_the_stops_coming(executor, t
         stops = drv.twists[after:]
         assert stops and all(t.twist.linear.x == t.twist.linear.y == t.twist.linear.z == 0.0 for t in stops)
     finally:
-        release.set()
-        node.stack.controller.step = real
+        held.release.set()
+        node.stack.controller.step = held.real
