@@ -203,3 +203,19 @@ def test_no_command_writes_its_output_over_its_own_input(tiny_checkpoint, tmp_pa
     assert clobbers_input(ckpt / "profile.json", [ckpt], allowed=[ckpt / "profile.json"]) is None
     assert clobbers_input(ckpt / "mine.json", [ckpt]) is None
     assert clobbers_input(journal.parent / "report.json", [journal]) is None
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--tasks", "drawer-open", "fly-to-moon"], "--tasks: "),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--max-steps", "501"], "--max-steps must be in 0..500"),
+])
+def test_demo_refuses_its_simulator_flags_before_starting_anything(argv, message, tmp_path, capsys):
+    """`deer-vla demo --tasks fly-to-moon` started ROS and the graph, and the sim node's refusal ended the demo with
+    status 1 (a node that failed), where `collect --tasks fly-to-moon` is a usage error (2)."""
+    from deer_vla.ros.bringup import demo_main
+
+    assert demo_main([*argv, "--output-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deer-vla demo: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # no run folder, no ROS graph

@@ -306,6 +306,22 @@ def _new_run_dir(out_dir: Path, run: str) -> Path:
     raise FileExistsError(f"{out_dir} already holds 10000 runs named '{run}'")
 
 
+def _sim_flag_problem(tasks: list[str] | None, seed: int | None, max_steps: int) -> str | None:
+    """Why the demo's --tasks, --seed or --max-steps cannot run (the sim node's own rules), or None."""
+    from deer_vla.sim.tasks import MAX_EPISODE_STEPS, expand_tasks
+
+    if tasks:
+        try:
+            expand_tasks(tasks)
+        except (KeyError, ValueError) as exc:
+            return f"--tasks: {error_text(exc)}"
+    if seed is not None and seed < 0:
+        return f"--seed must be >= 0, got {seed}"
+    if not 0 <= max_steps <= MAX_EPISODE_STEPS:
+        return f"--max-steps must be in 0..{MAX_EPISODE_STEPS} (0 = the task's own), got {max_steps}"
+    return None
+
+
 def demo_main(argv: list[str] | None = None) -> int:
     """The main job: sim + policy (shipped checkpoint, default budget) + monitor for a few episodes."""
     parser = argparse.ArgumentParser(prog="deer-vla demo", description=demo_main.__doc__)
@@ -340,6 +356,12 @@ def demo_main(argv: list[str] | None = None) -> int:
         return 2
     if args.episodes is not None and args.episodes < 1:
         print(f"deer-vla demo: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
+        return 2
+    # the demo's own flags for the simulator, checked before anything starts: the sim node refusing them as it
+    # started was a node that failed (status 1), where `collect --tasks nope` is a usage error (2)
+    problem = _sim_flag_problem(args.tasks, args.seed, args.max_steps)
+    if problem:
+        print(f"deer-vla demo: {problem}", file=sys.stderr)
         return 2
     if not 0 < args.timeout < math.inf:  # -5 started the whole graph to play no episode
         print(f"deer-vla demo: --timeout must be a number of seconds > 0, got {args.timeout}", file=sys.stderr)
