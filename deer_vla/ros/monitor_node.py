@@ -50,7 +50,7 @@ MONITOR_DEFAULTS: dict = {
     "window": 0,  # steps in the running statistics; 0 = whole run
     "error_ratio": 1.5,  # ERROR when a budget is exceeded by more than this factor (WARN below)
     "write_plot": True,
-    "hardware_id": "",  # "" = the policy node's full name in this node's namespace (/robot1/deer_vla_policy)
+    "hardware_id": "",  # "" = <this namespace>/deer_vla_policy (the default policy name; set it for a renamed one)
     # WARN when the p95 observation age at action time (camera stamp -> action out) exceeds this; 0 = off
     "obs_age_warn_ms": 250.0,
     # steps.mcap goes on in steps_1.mcap, steps_2.mcap, ... past this size or time (0 = no limit of that kind):
@@ -112,7 +112,7 @@ class MonitorNode(Node):
                                                                  p["log_keep_parts"]))
         self._jsonl_deleted = 0  # JSONL parts deleted by log_keep_parts, oldest first
         self._write_plot = bool(p["write_plot"])
-        # "": the policy's full name in this namespace, as the policy node's own status gives it, so that two
+        # "": the default policy name in this namespace, as the policy node's own status gives it, so that two
         # robots' statuses on the shared /diagnostics are told apart
         self._hardware_id = p["hardware_id"] or f"{self.get_namespace().rstrip('/')}/{POLICY_NODE_NAME}"
         # what the plot draws of each step, bounded, so a long run does not grow (JSONL + MCAP keep every step)
