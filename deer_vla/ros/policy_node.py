@@ -478,7 +478,7 @@ class PolicyNode(LifecycleNode):
         (deactivate, and shutdown or an error from the active state)."""
         with self._actuation:
             if self.active and self.enabled and self.stack is not None and self._pubs:
-                self._publish_twist(zero_command(self.stack.action_spec), self.get_clock().now().to_msg())
+                self._publish_stop(self.stack)
             self.active = False
             self._active_since_ns = None
             self._actuation_gen += 1  # a step running now publishes no action
@@ -651,7 +651,7 @@ class PolicyNode(LifecycleNode):
                 self._actuation_gen += 1
                 self._last_command = None
                 if (closing or stop) and self.active and self.stack is not None and self._pubs:
-                    self._publish_twist(zero_command(self.stack.action_spec), self.get_clock().now().to_msg())
+                    self._publish_stop(self.stack)
 
     def _start_hold_timer(self) -> None:
         self._stop_hold_timer()
@@ -879,8 +879,12 @@ class PolicyNode(LifecycleNode):
         with self._actuation:
             current = job is None or (job.actuation_gen == self._actuation_gen and job.episode_gen == self._episode_gen)
             if self.active and self.enabled and self._pubs and stack is self.stack and current:
-                self._last_command = None
-                self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
+                self._publish_stop(stack)
+
+    def _publish_stop(self, stack: PolicyStack) -> None:
+        """A zero twist now, and no last command for hold mode to repeat (the caller holds ``_actuation``)."""
+        self._last_command = None
+        self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
 
     def _consume_stale_frames(self, frames: dict[str, CameraFrame], used_before: dict[str, int]) -> dict[str, int]:
         """Event mode, after a refused (stale) set: the frames marked used are only the ones that made it stale
@@ -1024,13 +1028,12 @@ class PolicyNode(LifecycleNode):
                 self.stats.last_action_ns = self._last_command_ns
             elif not current:
                 self.stats.discarded += 1
-            elif late is not None and self.enabled and params.stale_action == "zero":
-                self._last_command = None
-                self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
             # camera stamp -> action out (or, gated, the moment it would have gone out)
             record.obs_age_ms = (self.get_clock().now().nanoseconds - oldest_ns) * 1e-6
             record_msg = String(data=record.to_json())
             self._pubs["record"].publish(record_msg)
+        if late is not None:  # the action refused as late: stale_action for this period, as for any other refusal
+            self._no_action(job)
         self.last_record = record
         self._last_stepped = (job, time.perf_counter_ns())
         self.stats.latency_ms.append(((time.perf_counter_ns() - received_ns) * 1e-6, float(record.total_ms)))
