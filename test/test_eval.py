@@ -262,7 +262,7 @@ def test_the_default_budgets_from_a_config_file_are_the_default_not_a_request() 
     """config/evaluate_default.yaml lists the defaults: through --config, budgets [0.2] keep the default's fallback
     to the checkpoint's own thresholds when there are no demonstrations; the same value given on the command line
     is a request, refused without them."""
-    from deer_vla.evaluation.evaluator import _budgets_asked, load_settings
+    from deer_vla.evaluation.evaluator import _budgets_asked, _settings_and_flags
 
     repo = Path(__file__).resolve().parents[1]
     for argv, asked in ((["--checkpoint", "c"], False),
@@ -272,7 +272,7 @@ def test_the_default_budgets_from_a_config_file_are_the_default_not_a_request() 
                         (["--checkpoint", "c", "--budget", "0.2"], True),  # an abbreviation argparse takes
                         (["--checkpoint", "c", "--set", "budgets=[0.2]"], True),
                         (["--checkpoint", "c", "--budgets", "0.3"], True)):
-        assert _budgets_asked(load_settings(argv), argv) is asked, argv
+        assert _budgets_asked(*_settings_and_flags(argv)) is asked, argv
 
 
 def test_eval_threads_per_worker_are_set_or_share_the_cores() -> None:

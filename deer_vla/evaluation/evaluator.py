@@ -603,7 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_settings(argv: list[str] | None = None) -> EvaluateSettings:
     """Defaults < --config < --set < flags; ConfigError (naming the key) when they do not validate."""
-    return load_layered(EvaluateSettings, build_parser().parse_args(argv), "evaluate settings")
+    return _settings_and_flags(argv)[0]
+
+
+def _settings_and_flags(argv: list[str] | None) -> tuple[EvaluateSettings, argparse.Namespace]:
+    """The settings and the flags they were read from (what the command line gave, for ``_budgets_asked``)."""
+    given = build_parser().parse_args(argv)
+    return load_layered(EvaluateSettings, given, "evaluate settings"), given
 
 
 def warn_if_calibration_misses(dataset: str, tasks: list[str]) -> None:
@@ -643,21 +649,20 @@ def warn_about_instruction_record(checkpoint: CheckpointDir, tasks: list[str]) -
                     "figures then do not measure unseen wording", checkpoint.root, "; ".join(problems))
 
 
-def _budgets_asked(args: EvaluateSettings, argv: list[str]) -> bool:
+def _budgets_asked(args: EvaluateSettings, given: argparse.Namespace) -> bool:
     """Whether the budgets are a request rather than the default: another value from any layer, or the default's
     value on the command line (``--budgets 0.2``, any abbreviation argparse accepts, ``--set budgets=[0.2]``; a
-    --config file listing the defaults, as config/evaluate_default.yaml does, means the defaults). Read from the
+    --config file listing the defaults, as config/evaluate_default.yaml does, means the defaults). ``given``: the
     parsed flags, whose defaults are SUPPRESS: a flag given is an attribute."""
     if args.budgets != EvaluateSettings.model_fields["budgets"].default:
         return True
-    given = build_parser().parse_args(argv)
     sets = getattr(given, "overrides", None) or ()
     return hasattr(given, "budgets") or any(str(s).split("=", 1)[0].strip() == "budgets" for s in sets)
 
 
 def cli_main(argv: list[str] | None = None) -> int:
     try:
-        args = load_settings(argv)
+        args, given = _settings_and_flags(argv)
     except ConfigError as exc:
         print(f"deer-vla evaluate: {exc}", file=sys.stderr)
         return 2
@@ -699,7 +704,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             device=args.device,
         )
-        if calib is None and cfg.budgets and _budgets_asked(args, sys.argv[1:] if argv is None else argv):
+        if calib is None and cfg.budgets and _budgets_asked(args, given):
             # the default budget falls back to the checkpoint's own thresholds (said in a warning); budgets asked
             # for by value must not quietly become one mode of whatever budget those were solved for
             raise ValueError(f"--budgets {','.join(f'{b:g}' for b in cfg.budgets)} needs demonstrations to solve "
