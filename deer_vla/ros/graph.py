@@ -132,6 +132,13 @@ class GraphSpec:
                 out[arg.name] = _to_text(values[param])
         return out
 
+    def given_arguments(self, values: Mapping[str, str]) -> dict[str, str]:
+        """The launch arguments of ``values`` given a value other than their declared default (``launch``
+        resolves an argument left out to that default: it changes nothing). Names not declared are left out."""
+        defaults = self.argument_defaults()
+        return {arg.name: values[arg.name] for arg in self.arguments if arg.name in values
+                and values[arg.name] != (defaults[arg.name] if arg.declared_default is None else arg.declared_default)}
+
     def with_arguments(self, values: Mapping[str, str]) -> GraphSpec:
         """This graph with launch argument values applied. A parameter argument left empty (its declared
         default) keeps the parameter file's value, so a custom ``params_file`` is not overridden by the
@@ -141,15 +148,12 @@ class GraphSpec:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise KeyError(f"unknown launch argument(s) {unknown}; graph '{self.name}' takes {sorted(known)}")
-        defaults = self.argument_defaults()
         nodes = {spec.key: spec for spec in self.nodes}
         # parameter files and the namespace first: the other arguments' types come from the files in force
         # (which may key the node by its namespace)
-        for name, text in sorted(values.items(),
+        for name, text in sorted(self.given_arguments(values).items(),
                                  key=lambda item: (not known[item[0]].params_file, not known[item[0]].namespace)):
             arg = known[name]
-            if text == (defaults[name] if arg.declared_default is None else arg.declared_default):
-                continue
             if arg.namespace:
                 namespace = text.strip("/")
                 if namespace and not all(NAMESPACE_TOKEN.fullmatch(t) for t in namespace.split("/")):
@@ -171,7 +175,6 @@ class GraphSpec:
                 value = _from_text(name, text, like)
                 nodes[key] = replace(spec, parameters={**spec.parameters, param: value})
         return replace(self, nodes=tuple(nodes[s.key] for s in self.nodes))
-
 
     def with_parameters(self, per_node: Mapping[str, Mapping[str, Any]]) -> GraphSpec:
         """This graph with ``{node key: {parameter: value}}`` set on top of its overrides."""

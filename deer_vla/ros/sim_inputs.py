@@ -31,12 +31,12 @@ def given_parameters(graph: GraphSpec, sets: Mapping[str, Mapping[str, Any]],
                      launch_arguments: Mapping[str, str]) -> set[str]:
     """The "node.param" keys the user set: by ``--set`` (``sets``), by a launch argument given a value other
     than its declared default, and every derived parameter of a node given its own parameter file (the file's
-    word stands). ``graph``: before ``with_arguments``, whose defaults tell a value given from one left out."""
+    word stands). ``graph``: before ``with_arguments``, whose defaults tell a value given from one left out
+    (``GraphSpec.given_arguments``, the rule with_arguments applies)."""
     given = {f"{node}.{param}" for node, params in sets.items() for param in params}
-    defaults = graph.argument_defaults()
+    applied = graph.given_arguments(launch_arguments)
     for arg in graph.arguments:
-        text = launch_arguments.get(arg.name)
-        if text is None or text == (defaults[arg.name] if arg.declared_default is None else arg.declared_default):
+        if arg.name not in applied:
             continue
         if arg.parameter:
             given.add(arg.parameter)
