@@ -185,7 +185,7 @@ class ExitController:
         checkpoint's file, a controller built directly ran it."""
         ckpt = getattr(self.policy, "checkpoint_dir", None)
         if thresholds is not None and ckpt is not None:
-            thresholds.check_solved_on(ckpt.weights_digest, "these thresholds", str(ckpt.root), ckpt.gates_digest,
+            thresholds.check_solved_on(ckpt.weights_digest, "this set of thresholds", str(ckpt.root), ckpt.gates_digest,
                                        ckpt.gates_file_digest)
 
     def _warn_unheld(self, budget: BudgetSpec) -> None:
