@@ -144,3 +144,40 @@ def test_a_refused_step_with_another_instruction_leaves_the_episode_as_it_was(ru
     (clean, episode), (glitched, glitched_episode) = run(False), run(True)
     np.testing.assert_array_equal(glitched, clean)
     assert glitched_episode == episode == 0
+
+
+def _resident_bytes(*modules: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()])
+
+
+def test_a_memory_budget_holds_the_exit_gates_and_refuses_a_bfloat16_profile(tmp_path) -> None:
+    """The exit gates (all of them, whatever the cap) stayed loaded outside the memory budget: a budget just
+    above exit 4's weights kept 4 exits and held more bytes than it allowed. A profile.json written in
+    bfloat16 (`deer-vla profile --dtype bfloat16 --json CKPT/profile.json`) was used for the float32 model:
+    a 30 MB budget was accepted with all 12 exits (47.8 MB) loaded."""
+    import json
+    import shutil
+
+    from deer_vla.model.shipped import resolve_checkpoint
+    from deer_vla.ros.policy_backend import ConfigurationError, load_stack
+
+    shipped = resolve_checkpoint("default")
+    runner = PolicyRunner.from_checkpoint(shipped)
+    gates = runner.exit_gate_bytes
+    assert gates > 0 and runner.cost_profile.weight_bytes[-1] == _resident_bytes(runner.model) + gates
+    exit4 = runner.model_profile.weight_bytes[3]
+    stack = load_stack(shipped, shipped / "thresholds.json", "cpu", {"memory_bytes": exit4 + gates - 1})
+    assert stack.cap == 3
+    assert _resident_bytes(stack.runner.model, stack.runner._gates) <= exit4 + gates - 1
+    assert load_stack(shipped, shipped / "thresholds.json", "cpu", {"memory_bytes": exit4 + gates}).cap == 4
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(shipped, ckpt)
+    (ckpt / "profile.json").chmod(0o644)
+    profile = json.loads((ckpt / "profile.json").read_text())
+    profile.update(dtype="bfloat16", weight_bytes=[b // 2 for b in profile["weight_bytes"]])
+    (ckpt / "profile.json").write_text(json.dumps(profile))
+    measured = PolicyRunner.from_checkpoint(ckpt).cost_profile
+    assert measured.dtype == "float32" and measured.weight_bytes[-1] == _resident_bytes(runner.model) + gates
+    with pytest.raises(ConfigurationError, match="smallest feasible memory budget"):
+        load_stack(ckpt, ckpt / "thresholds.json", "cpu", {"memory_bytes": 30_000_000})

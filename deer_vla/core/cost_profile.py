@@ -103,6 +103,18 @@ class CostProfile:
             total += getattr(seg, key) + head
         return float(total)
 
+    def describes(self, num_exits: int, device: str, dtype: str) -> bool:
+        """Whether this profile is of a model with ``num_exits`` exits in ``dtype`` on ``device`` (a type,
+        "cpu"/"cuda"): a bfloat16 model's profile holds half a float32 model's bytes, and its times."""
+        return self.num_exits == num_exits and self.device == device and self.dtype == dtype
+
+    def with_resident_bytes(self, extra: int) -> CostProfile:
+        """This profile with ``extra`` bytes held beside every exit's weights (e.g. the exit gates, loaded
+        whole whatever the cap): what a memory budget is checked against."""
+        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+            raise ValueError(f"extra resident bytes must be an int >= 0, got {extra!r}")
+        return replace(self, weight_bytes=[b + extra for b in self.weight_bytes]) if extra else self
+
     def with_exit_gates(self, gflops: float, first_exit: int) -> CostProfile:
         """This profile with the learned criterion's gates charged: exit k adds (k + 1 - first_exit) * ``gflops``
         (one gate evaluation at each of exits first_exit..k; first_exit 1 with an exit-1 gate, else 2) to both

@@ -95,6 +95,11 @@ class MultiExitPolicy(nn.Module):
     def feature_dim(self) -> int:
         return self.lm.hidden_size
 
+    @property
+    def weights_dtype(self) -> str:
+        """The weights' dtype as a cost profile names it ("float32")."""
+        return str(self.camera_embed.dtype).removeprefix("torch.")
+
     # -- shared prefix
     def frozen_vision(self) -> bool:
         """A pretrained HF vision tower kept fixed (the built-in CNN always trains)."""

@@ -239,7 +239,7 @@ def profile_policy(model: MultiExitPolicy, device: str | torch.device | None = N
         encode_latency=enc,
         head_latency=head,
         device=dev.type,
-        dtype=str(model.camera_embed.dtype).removeprefix("torch."),
+        dtype=model.weights_dtype,
         machine=machine_id() if latency else "",
     )
 

@@ -55,6 +55,7 @@ class PolicyRunner:
         self.device = torch.device(device)
         self.model.to(self.device)
         self._profile = profile
+        self._charged: tuple[CostProfile, CostProfile] | None = None  # (model_profile, it with the gates' bytes)
         if gates is not None:
             gates.check_fits(model.feature_dim, model.config.action_spec.dim, model.config.num_exits)
             gates = gates.to(self.device).eval()
@@ -80,8 +81,8 @@ class PolicyRunner:
         model, tokenizer = load_checkpoint(ckpt, max_exit=max_exit, device=device)
         profile = None
         full = full_profile if full_profile is not None else CheckpointDir(ckpt).read_profile()
-        # a profile of another model or device says nothing about this one: measure instead
-        if full is not None and full.num_exits == model.config.num_exits and full.device == torch.device(device).type:
+        # a profile of another model, device or dtype says nothing about this one: measure instead
+        if full is not None and full.describes(model.config.num_exits, torch.device(device).type, model.weights_dtype):
             profile = full.truncated(model.num_exits)
         gates = read_gates(ckpt, model.feature_dim, model.config.action_spec.dim, model.config.num_exits)
         runner = cls(model, tokenizer, device=device, profile=profile, gates=gates)
@@ -109,13 +110,23 @@ class PolicyRunner:
         return tuple(self.model.config.cameras)
 
     @property
-    def cost_profile(self) -> CostProfile:
-        """The checkpoint's saved profile (truncated to the loaded exits), else measured here once."""
+    def model_profile(self) -> CostProfile:
+        """The model's profile: the checkpoint's saved one (truncated to the loaded exits), else measured here
+        once. Its bytes are the weights' alone."""
         if self._profile is None:
             from deer_vla.model.profiling import profile_policy
 
             self._profile = profile_policy(self.model, device=self.device, warmup=2, iters=5)
         return self._profile
+
+    @property
+    def cost_profile(self) -> CostProfile:
+        """``model_profile`` with the exit gates' bytes held beside every exit's: what this runner keeps
+        resident, and what a memory budget is checked against."""
+        model_profile = self.model_profile
+        if self._charged is None or self._charged[0] is not model_profile:
+            self._charged = (model_profile, model_profile.with_resident_bytes(self.exit_gate_bytes))
+        return self._charged[1]
 
     def time_here(self) -> bool:
         """Give the cost profile this machine's latencies when its own are another machine's (a shipped
@@ -125,7 +136,7 @@ class PolicyRunner:
 
         from deer_vla.model.profiling import profile_policy, timed_here
 
-        profile = self.cost_profile
+        profile = self.model_profile
         if timed_here(profile):
             return False
         timed = profile_policy(self.model, device=self.device, warmup=2, iters=10)
@@ -137,6 +148,13 @@ class PolicyRunner:
     @property
     def has_exit_gates(self) -> bool:
         return self._gates is not None
+
+    @property
+    def exit_gate_bytes(self) -> int:
+        """Bytes of the exit gates, all of them loaded whatever the exit cap (0 without gates)."""
+        if self._gates is None:
+            return 0
+        return sum(t.numel() * t.element_size() for t in [*self._gates.parameters(), *self._gates.buffers()])
 
     @property
     def exit_gate_gflops(self) -> float:

@@ -153,7 +153,8 @@ def load_stack(
     # read on the CPU for the cap (another device): the checkpoint's own profile, made on whatever device, gives
     # the same FLOPs and bytes without timing the whole model on the CPU first
     saved = CheckpointDir(checkpoint).read_profile() if probe_device != device else None
-    full_profile = saved if saved is not None and saved.num_exits == full.num_exits else full.cost_profile
+    full_profile = saved if saved is not None and saved.describes(full.num_exits, saved.device,
+                                                                  full.model.weights_dtype) else full.model_profile
     if thresholds is not None and thresholds.num_exits > full_profile.num_exits:  # (fewer: solved under a cap)
         raise ConfigurationError(
             f"{thresholds_path} holds thresholds for exits {thresholds.first_exit}..{thresholds.num_exits} but "
@@ -162,9 +163,9 @@ def load_stack(
     first_exit = thresholds.first_exit if thresholds is not None and not fixed_exit else 2
     # charged for the exit gates the learned criterion runs, as the controller charges them: the smallest
     # feasible budget named here was refused by the controller a moment later (the gates' cost on top)
-    cap_profile = full_profile
+    cap_profile = full_profile.with_resident_bytes(full.exit_gate_bytes)  # the gates stay loaded, all of them
     if thresholds is not None and not fixed_exit and thresholds.criterion.kind == "learned" and full.has_exit_gates:
-        cap_profile = full_profile.with_exit_gates(full.exit_gate_gflops, first_exit)
+        cap_profile = cap_profile.with_exit_gates(full.exit_gate_gflops, first_exit)
     cap = check_budget(cap_profile, budget, fixed_exit, first_exit)
     # Exits past the cap never run: do not keep their weights resident (memory budget). The whole model is let
     # go first, so the two are never held together. (A profile read on the CPU is measured again on another
