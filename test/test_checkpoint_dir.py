@@ -275,3 +275,38 @@ def test_json_files_python_cannot_read_or_that_are_huge_are_named(ckpt: Checkpoi
     ckpt.profile_path.write_text(json.dumps(profile))
     with pytest.raises(CheckpointError, match=r"invalid .*profile\.json"):
         ckpt.read_profile()
+
+
+def test_weights_and_train_state_follow_the_umask_and_an_unreadable_file_is_said(tmp_path: Path, monkeypatch) -> None:
+    """safetensors' save_file made model.safetensors and train_state.safetensors owner-only (0600) whatever the
+    umask: a checkpoint trained by one account was 'No such file or directory' to a robot's service user."""
+    import os
+
+    import torch
+
+    from deer_vla.model import lean_load
+    from deer_vla.model.checkpoint import save_checkpoint
+    from deer_vla.model.presets import save_random_checkpoint
+    from deer_vla.train.state import STATE_TENSORS, save_train_state
+
+    old = os.umask(0o022)
+    try:
+        source = save_random_checkpoint(tmp_path / "random")
+        model, tokenizer = load_checkpoint(source)
+        out = CheckpointDir(save_checkpoint(model, tokenizer, tmp_path / "saved"))
+        weight = torch.nn.Parameter(torch.zeros(2))
+        optimizer = torch.optim.AdamW([weight])
+        weight.grad = torch.ones(2)
+        optimizer.step()
+        save_train_state(tmp_path, 1, "joint", optimizer, None, {})
+    finally:
+        os.umask(old)
+    assert out.weights_path.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / STATE_TENSORS).stat().st_mode & 0o777 == 0o644
+    assert load_checkpoint(out.root)[0].num_exits == model.num_exits
+
+    real_access = os.access
+    monkeypatch.setattr(lean_load.os, "access", lambda p, mode: False if str(p) == str(out.weights_path)
+                        else real_access(p, mode))
+    with pytest.raises(ValueError, match=r"model.safetensors: permission denied \(mode 644, owner uid \d+\)"):
+        load_checkpoint(out.root)

@@ -446,3 +446,26 @@ def test_two_robots_monitors_are_told_apart_and_never_share_a_run_folder(ros_con
     finally:
         for node in made:
             node.destroy_node()
+
+
+def test_a_log_dir_it_cannot_create_names_the_parameter_and_a_relative_one_is_made_absolute(
+        ros_context, tmp_path, monkeypatch) -> None:
+    """From a read-only cwd (a launch from /, a systemd unit) the default relative 'deer_vla_logs' failed with
+    '[Errno 13] Permission denied: deer_vla_logs', naming neither the parameter nor the folder; the node then
+    said where it logged with a path relative to a cwd the reader does not know."""
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.monitor_node import MonitorNode
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=rf"parameter 'log_dir' \({blocker}/logs\): cannot create the run folder"):
+        MonitorNode(parameter_overrides=[Parameter("log_dir", value=str(blocker / "logs"))])
+    monkeypatch.chdir(tmp_path)
+    node = MonitorNode(parameter_overrides=[Parameter("log_dir", value="logs"), Parameter("run_name", value="r"),
+                                            Parameter("write_plot", value=False)])
+    try:
+        assert node.log_dir == tmp_path / "logs" / "r"
+    finally:
+        node.close()
+        node.destroy_node()

@@ -8,6 +8,8 @@ path for nested ones) and the source.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +18,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+PACKAGE = "deer_vla"
+GRAPH_FILE = "graph.yaml"  # marks the config folder: the node graph the launch files read
 
 # argparse destinations that carry the config layers themselves, not config values
 _LAYER_DESTS = ("config", "overrides")
@@ -95,7 +100,7 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is UTF-8, whatever the locale
     except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as exc:  # RecursionError: nested too deeply
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{what} {path} is not valid YAML: {first}") from None
@@ -184,3 +189,15 @@ def load_layered(model: type[ModelT], args: argparse.Namespace, what: str,
     flags = {k: v for k, v in vars(args).items() if k not in _LAYER_DESTS and k not in run_flags}
     return load_layers(model, what, getattr(args, "config", None), getattr(args, "overrides", None) or (), flags,
                        alternatives)
+
+
+def packaged_config_dir() -> Path | None:
+    """$DEER_VLA_CONFIG_DIR, else the source tree's config/, else a pip install's <prefix>/share/deer_vla/config;
+    None when none holds the node graph (``ros.graph.default_config_dir`` then asks the ament index)."""
+    env = os.environ.get("DEER_VLA_CONFIG_DIR")
+    if env:
+        return Path(env)
+    for folder in (Path(__file__).resolve().parents[2] / "config", Path(sys.prefix) / "share" / PACKAGE / "config"):
+        if (folder / GRAPH_FILE).is_file():
+            return folder
+    return None

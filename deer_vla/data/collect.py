@@ -213,7 +213,7 @@ def _read_failures(root: Path, max_steps: int | None) -> set[tuple[str, int]]:
     out: set[tuple[str, int]] = set()
     if not path.is_file():
         return out
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -316,7 +316,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
                     have[name] += 1
                     bar.update(1)
                 else:
-                    with open(root / FAILURES_FILE, "a") as fh:
+                    with open(root / FAILURES_FILE, "a", encoding="utf-8") as fh:
                         fh.write(json.dumps({"task": name, "seed": res.seed, "length": res.length,
                                              "max_steps": cfg.max_steps}) + "\n")
                 bar.set_postfix(fail=sum(v["attempts"] - v["successes"] for v in stats.values()))

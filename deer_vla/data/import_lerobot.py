@@ -27,6 +27,7 @@ from deer_vla.data.importing import (
     check_new_output,
     dataset_meta,
     fit_proprio_spec,
+    next_train_command,
     resize_square,
     resolve_action_columns,
 )
@@ -241,7 +242,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     print(f"  proprio   {', '.join(summary['proprio_names'] or ['none'])}")
     more = " ..." if len(summary["tasks"]) > 5 else ""
     print(f"  tasks     {len(summary['tasks'])}: {'; '.join(summary['tasks'][:5])}{more}")
-    print(f"next: deer-vla train --config config/train_own_robot.yaml --set dataset={summary['out']}")
+    print(f"next: {next_train_command(summary['out'])}")
     return 0
 
 

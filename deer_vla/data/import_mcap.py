@@ -47,6 +47,7 @@ from deer_vla.data.importing import (
     check_new_output,
     dataset_meta,
     fit_proprio_spec,
+    next_train_command,
     resize_square,
     resolve_action_columns,
 )
@@ -548,7 +549,7 @@ def cli_main(argv: list[str] | None = None) -> int:
           f"({100 * summary['clipped_fraction']:.2f}% of motion values clipped)")
     print(f"  proprio   {', '.join(summary['proprio_names'] or ['none'])}")
     print(f"  instructions: {'; '.join(summary['instructions'])}")
-    print(f"next: deer-vla train --config config/train_own_robot.yaml --set dataset={summary['out']}")
+    print(f"next: {next_train_command(summary['out'])}")
     return 0
 
 

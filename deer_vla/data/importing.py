@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core.action_spec import AXIS_UNITS, GRIPPER, STANDARD_AXES, ActionSpec, axis_kind
+from deer_vla.core.config_io import packaged_config_dir
 from deer_vla.core.image_resize import resize_rgb_frames
 from deer_vla.core.proprio_spec import ProprioSpec
 from deer_vla.data.episodes import META_FILE, DatasetError, DatasetMeta, DatasetWriteError, Episode, EpisodeWriter
@@ -267,6 +269,14 @@ def resize_square(frames: Sequence[np.ndarray] | np.ndarray, size: int) -> np.nd
         raise DatasetError(str(exc)) from None
 
 
+def next_train_command(out: str | Path) -> str:
+    """The command that trains on an imported dataset, to paste as printed from any folder: the own-robot
+    config's full path (an installed package keeps it in share/deer_vla/config) and the paths quoted."""
+    folder = packaged_config_dir()  # (the ament index, for an apt install, is ROS's: not asked here)
+    config = folder / "train_own_robot.yaml" if folder is not None else Path("config/train_own_robot.yaml")
+    return shlex.join(["deer-vla", "train", "--config", str(config), "--set", f"dataset={Path(out).resolve()}"])
+
+
 def check_new_output(out: str | Path) -> Path:
     """``out`` as the root of a new dataset: absent or an empty directory (an import never adds to one). A symbolic
     link stands for its target: the dataset is staged beside the target (the same file system) and renamed onto it,
@@ -336,7 +346,7 @@ class ImportWriter:
             staging.mkdir()
             self.staging = staging
             self.writer = EpisodeWriter(self.staging, meta)
-            self._map = (self.staging / IMPORT_MAP).open("w")
+            self._map = (self.staging / IMPORT_MAP).open("w", encoding="utf-8")
         except OSError as e:
             self._discard()
             raise DatasetWriteError(f"cannot write the dataset {self.root}: {_reason(e)}") from e

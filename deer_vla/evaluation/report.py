@@ -274,7 +274,7 @@ CSV_FIELDS = [
 
 
 def write_csv(path: Path, summary: dict[str, dict[str, Any]], modes: dict[str, dict[str, Any]]) -> None:
-    with path.open("w", newline="") as f:
+    with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
         for mode, block in summary.items():

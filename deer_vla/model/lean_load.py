@@ -19,6 +19,7 @@ Tied parameters stay tied: one tensor is read and every name points to it.
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -137,6 +138,9 @@ def open_safetensors(file: str | Path, **kwargs: str) -> Iterator[Any]:
     own error names no file: a git-lfs pointer left in place of the weights gave "header too large")."""
     from safetensors import safe_open
 
+    if Path(file).is_file() and not os.access(file, os.R_OK):  # safetensors says "No such file" for EACCES
+        raise ValueError(f"{file}: permission denied (mode {Path(file).stat().st_mode & 0o777:o}, owner uid "
+                         f"{Path(file).stat().st_uid}): make it readable to this user, e.g. chmod a+r")
     try:
         handle = safe_open(str(file), framework="pt", **kwargs)
     except Exception as exc:  # SafetensorError is an Exception of its own, not an OSError or ValueError

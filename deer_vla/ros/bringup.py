@@ -213,10 +213,12 @@ def _ros_name_error() -> type[Exception]:
 def _init_ros_or_say(prog: str, args: list[str]) -> bool | None:
     """``_init_ros``, or None after one line saying why ROS cannot start (rclpy's RCLError for a ROS_DOMAIN_ID
     that is not a number, --ros-args it cannot parse)."""
+    from deer_vla.ros.node_main import ros_start_error
+
     try:
         return _init_ros(args)
     except Exception as exc:
-        print(f"{prog}: ROS 2 could not start: {error_text(exc)}", file=sys.stderr)
+        print(f"{prog}: ROS 2 could not start: {ros_start_error(exc)}", file=sys.stderr)
         return None
 
 

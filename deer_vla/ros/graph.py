@@ -5,8 +5,8 @@ so both start the same nodes with the same parameters.
 """
 from __future__ import annotations
 
-import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,28 +14,25 @@ from typing import Any
 
 import yaml
 
-PACKAGE = "deer_vla"
-GRAPH_FILE = "graph.yaml"
+from deer_vla.core.config_io import GRAPH_FILE, PACKAGE, packaged_config_dir
+
 # rcl's namespace rule: tokens of letters, digits and _, not starting with a digit, joined by single slashes
 NAMESPACE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def default_config_dir() -> Path:
-    """$DEER_VLA_CONFIG_DIR, else the source tree's config/, else the installed share/deer_vla/config."""
-    env = os.environ.get("DEER_VLA_CONFIG_DIR")
-    if env:
-        return Path(env)
-    source = Path(__file__).resolve().parents[2] / "config"
-    if (source / GRAPH_FILE).is_file():
-        return source
+    """``packaged_config_dir()``, else the installed package's share/deer_vla/config from the ament index."""
+    found = packaged_config_dir()
+    if found is not None:
+        return found
     try:
         from ament_index_python.packages import get_package_share_directory
 
         return Path(get_package_share_directory(PACKAGE)) / "config"
     except (ImportError, LookupError, ValueError) as exc:
         raise FileNotFoundError(
-            f"cannot find the deer_vla config directory (no {source / GRAPH_FILE}, package share not found: {exc}); "
-            "set DEER_VLA_CONFIG_DIR"
+            f"cannot find the deer_vla config directory (no {GRAPH_FILE} in the source tree or {sys.prefix}, "
+            f"package share not found: {exc}); set DEER_VLA_CONFIG_DIR"
         ) from exc
 
 
@@ -66,7 +63,7 @@ class NodeSpec:
         """The parameters the files give this node (later files win), overrides applied."""
         merged: dict[str, Any] = {}
         for f in self.params_files:
-            data = yaml.safe_load(f.read_text()) or {}
+            data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
             # the keys rcl matches for this node ("/**/name": in any namespace; "/ns/name": in this one)
             keys = ["/**", self.name, f"/{self.name}", f"/**/{self.name}"]
             if self.namespace:
@@ -231,7 +228,7 @@ def load_graph(
     path = cfg / GRAPH_FILE
     if not path.is_file():
         raise FileNotFoundError(f"node graph file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     nodes, graphs = data.get("nodes") or {}, data.get("graphs") or {}
     if graph not in graphs:
         raise KeyError(f"unknown graph '{graph}' in {path}; choose from {sorted(graphs)}")

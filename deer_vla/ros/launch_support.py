@@ -13,7 +13,8 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
-from deer_vla.ros.graph import PACKAGE, GraphSpec, load_graph
+from deer_vla.core.config_io import PACKAGE
+from deer_vla.ros.graph import GraphSpec, load_graph
 from deer_vla.ros.sim_inputs import given_parameters, sim_graph_for_checkpoint
 
 

@@ -101,7 +101,14 @@ class MonitorNode(Node):
         self.stats = BudgetMonitor(metric=p["metric"], window=int(p["window"]), error_ratio=p["error_ratio"],
                                    obs_age_warn_ms=float(p["obs_age_warn_ms"]))
         run = run_name or time.strftime("run_%Y%m%d_%H%M%S", time.gmtime())
-        self.log_dir, self._jsonl = _claim_run_dir(Path(p["log_dir"]).expanduser(), run)
+        # absolute: the default 'deer_vla_logs' is relative to wherever the node was started (a launch from /,
+        # a systemd unit), and the folder the node names must be one the reader can find
+        log_dir = Path(p["log_dir"]).expanduser().absolute()
+        try:
+            self.log_dir, self._jsonl = _claim_run_dir(log_dir, run)
+        except OSError as exc:
+            raise ValueError(f"parameter 'log_dir' ({log_dir}): cannot create the run folder: "
+                             f"{exc.strerror or exc}") from exc
         self.jsonl_path = self.log_dir / "steps.jsonl"
         self.mcap_path = self.log_dir / "steps.mcap"
         self.plot_path = self.log_dir / "steps.png"
@@ -310,7 +317,7 @@ def _claim_run_dir(log_dir: Path, run: str) -> tuple[Path, TextIO]:
             continue  # (numbered parts alone: a split log whose first part was deleted)
         candidate.mkdir(parents=True, exist_ok=True)  # an empty folder made for it (the demo's) is taken
         try:
-            return candidate, (candidate / "steps.jsonl").open("x")
+            return candidate, (candidate / "steps.jsonl").open("x", encoding="utf-8")
         except FileExistsError:  # another monitor claimed it in between
             continue
     raise ValueError(f"{log_dir} already holds 10000 runs named '{run}'")

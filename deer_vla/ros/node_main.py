@@ -15,6 +15,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
+from deer_vla.core.argv_text import check_text_arguments
 from deer_vla.core.log_text import error_text
 from deer_vla.ros.executors import EXECUTORS, make_executor
 
@@ -38,6 +39,17 @@ def install_stop_handlers() -> threading.Event:
     return stop
 
 
+def ros_start_error(exc: BaseException) -> str:
+    """Why rclpy.init failed, in one line, with the way out where there is one: rcl's logging needs a
+    writable log folder ($ROS_LOG_DIR, else $ROS_HOME/log, else ~/.ros/log), and a service account or a
+    container user often has no home."""
+    text = error_text(exc)
+    if "log" in text.lower() and "director" in text.lower():
+        text += ("; set ROS_LOG_DIR to a writable folder (or HOME), or add --ros-args "
+                 "--disable-external-lib-logs")
+    return text
+
+
 def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
              until: Callable[[N], bool] | None = None, on_done: Callable[[N], int | None] | None = None) -> int:
     """Spin ``make_node()`` until SIGINT/SIGTERM, or until ``until(node)`` holds; then ``on_done(node)``, whose
@@ -46,16 +58,20 @@ def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
     An active lifecycle node is deactivated before it is destroyed (the policy sends its zero twist).
     ``--executor events|single`` (outside ``--ros-args``) picks the rclpy executor; events by default."""
 
-    args = sys.argv if argv is None else argv
+    prog = getattr(make_node, "__module__", "deer_vla").rsplit(".", 1)[-1]  # "monitor_node" (argv[0] is "-c")
+    try:
+        args = check_text_arguments(sys.argv if argv is None else argv)
+    except ValueError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--executor", choices=EXECUTORS, default="events")
     known, _ = parser.parse_known_args(remove_ros_args(args)[1:])
     stop = install_stop_handlers()
-    prog = getattr(make_node, "__module__", "deer_vla").rsplit(".", 1)[-1]  # "monitor_node" (argv[0] is "-c")
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as exc:  # rclpy's RCLError: a ROS_DOMAIN_ID that is not a number, --ros-args it cannot parse
-        print(f"{prog}: ROS 2 could not start: {error_text(exc)}", file=sys.stderr)
+        print(f"{prog}: ROS 2 could not start: {ros_start_error(exc)}", file=sys.stderr)
         return 1
     executor = make_executor(known.executor)
     try:
