@@ -52,6 +52,35 @@ def test_bringup_cli_across_processes(executor, tiny_checkpoint, tmp_path):
     assert "[deer_vla monitor]" in log.read_text()
 
 
+def test_a_sim_bringup_stopped_before_its_episodes_end_exits_130(executor, tiny_checkpoint, tmp_path):
+    """`deer-vla bringup --graph sim` stopped by Ctrl-C during its episodes exited 0: a script could not tell a
+    run cut short from a finished one (the demo and the sim node exit 130)."""
+    import time
+
+    import rclpy
+    from std_msgs.msg import Float32MultiArray
+
+    log = tmp_path / "bringup.log"
+    proc = _spawn(["-m", "deer_vla.cli", "bringup", "--graph", "sim", f"checkpoint:={tiny_checkpoint}",
+                   "--set", "sim.episodes=50", "--set", "sim.max_steps=50", "--set", "sim.image_size=32",
+                   "--set", f"monitor.log_dir={tmp_path}", "--set", "monitor.run_name=sim"], log)
+    try:
+        node = rclpy.create_node("sim_watcher")
+        actions: list[Float32MultiArray] = []
+        node.create_subscription(Float32MultiArray, "action", actions.append, 10)
+        executor.add_node(node)
+        end = time.monotonic() + 90.0
+        while not actions and proc.poll() is None and time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.1)
+        assert actions and proc.poll() is None, f"the sim graph did not step; log:\n{log.read_text()[-3000:]}"
+        executor.remove_node(node)
+        node.destroy_node()
+    finally:
+        rc = _stop(proc, log)
+    assert rc == 130, log.read_text()[-3000:]
+    assert "interrupted before the graph was done" in log.read_text()
+
+
 @pytest.mark.slow
 def test_policy_node_executable_autostart(executor, tiny_checkpoint, tmp_path):
     log = tmp_path / "policy.log"

@@ -77,6 +77,50 @@ def test_sim_graph_in_one_process(executor, tiny_checkpoint, tmp_path):
     assert (tmp_path / "sim" / "summary.json").is_file()
 
 
+def test_a_stalled_monitor_disk_does_not_hold_up_the_policy_in_one_process(executor, tiny_checkpoint, tmp_path,
+                                                                          monkeypatch):
+    """One executor spun every node of the bringup: a monitor write stalled on its disk (1.5 s per record in the
+    audit) stopped the policy's steps, its stale-action zero twists and ~/halt for as long. The monitor spins on
+    its own thread now: the policy goes on stepping while the write hangs."""
+    import threading
+
+    from deer_vla.ros.bringup import Bringup
+    from deer_vla.ros.graph import load_graph
+    from deer_vla.ros.monitor_node import MonitorNode
+
+    entered, release = threading.Event(), threading.Event()
+    steps_at_stall: list[int] = []
+    nodes: dict = {}
+    write = MonitorNode._write_logs
+
+    def stalled_write(self, record) -> None:
+        if not entered.is_set():
+            steps_at_stall.append(nodes["policy"].stats.steps)
+            entered.set()
+            release.wait(10.0)
+        write(self, record)
+
+    monkeypatch.setattr(MonitorNode, "_write_logs", stalled_write)
+    overrides = {
+        "policy": {"checkpoint_dir": str(tiny_checkpoint)},
+        "sim": {"episodes": 3, "max_steps": 10, "rate_hz": 100.0, "image_size": 32},
+        "monitor": {"log_dir": str(tmp_path), "run_name": "sim", "write_plot": False},
+    }
+    bringup = Bringup(load_graph("sim", overrides=overrides), executor=executor)
+    nodes.update(policy=None)
+    try:
+        bringup.start()
+        nodes.update(bringup.nodes)
+        stepped = bringup.spin_until(lambda: entered.is_set() and nodes["policy"].stats.steps >= steps_at_stall[0] + 3,
+                                     timeout_s=5.0)
+        during_stall = not release.is_set()
+        release.set()
+        assert stepped and during_stall, "the policy did not step while the monitor's write hung"
+    finally:
+        release.set()
+        bringup.stop()
+
+
 @pytest.mark.slow
 def test_demo_main_job_end_to_end(tiny_checkpoint, tmp_path):
     """`deer-vla demo` in a fresh process: episodes run, the report names the log, MCAP and plot."""

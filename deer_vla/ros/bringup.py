@@ -49,6 +49,12 @@ def create_node(spec: NodeSpec) -> Any:
     return cls(spec.name, namespace=spec.namespace, cli_args=spec.ros_args(), parameter_overrides=overrides)
 
 
+# Nodes that only watch spin apart from the others, on their own executor and thread: the monitor writes its
+# logs in its callbacks, and a disk that stalls them (seconds, on a full or network disk) held up the policy's
+# timer, its stale-action stops and ~/halt, which share the main executor in one process.
+SIDE_NODES = ("monitor",)
+
+
 class Bringup:
     """Create, start, spin and stop the nodes of one graph."""
 
@@ -57,6 +63,10 @@ class Bringup:
         self.executor = executor or make_executor("events")
         self.nodes: dict[str, Any] = {}
         self._stopped = False
+        self._side_executor: Any | None = None
+        self._side_thread: threading.Thread | None = None
+        self._side_stop = threading.Event()
+        self.side_error: BaseException | None = None  # what ended the side spin (raised by spin_until)
 
     def start(self) -> Bringup:
         from rclpy.lifecycle import TransitionCallbackReturn
@@ -65,7 +75,15 @@ class Bringup:
             for spec in self.graph.nodes:
                 node = create_node(spec)
                 self.nodes[spec.key] = node
-                self.executor.add_node(node)
+                if spec.key in SIDE_NODES:
+                    if self._side_executor is None:
+                        self._side_executor = make_executor("single")
+                    self._side_executor.add_node(node)
+                else:
+                    self.executor.add_node(node)
+            if self._side_executor is not None:
+                self._side_thread = threading.Thread(target=self._spin_side, name="deer_vla_side", daemon=True)
+                self._side_thread.start()
             for spec in self.graph.nodes:
                 if not spec.lifecycle:
                     continue
@@ -79,28 +97,52 @@ class Bringup:
             raise
         return self
 
+    def _spin_side(self) -> None:
+        assert self._side_executor is not None
+        while not self._side_stop.is_set():
+            try:
+                self._side_executor.spin_once(timeout_sec=0.05)
+            except BaseException as exc:  # a callback's error: said by the main thread, as when it spun there
+                if not self._side_stop.is_set():
+                    self.side_error = exc
+                return
+
     def spin_until(self, predicate: Callable[[], bool], timeout_s: float | None = None) -> bool:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not predicate():
+            if self.side_error is not None:
+                raise self.side_error
             if deadline is not None and time.monotonic() > deadline:
                 return False
             self.executor.spin_once(timeout_sec=0.05)
         return True
 
     def stop(self) -> None:
-        """Deactivate lifecycle nodes, then destroy every node (the monitor writes its summary)."""
+        """Deactivate the lifecycle nodes (the policy sends its zero twist), then stop the side spin and destroy
+        every node (the monitor writes its summary and plot). Actuation stops first: a monitor slow to close
+        (its plot, a stalled disk) delayed the zero twist, or, killed by a supervisor meanwhile, lost it."""
         if self._stopped:
             return
         self._stopped = True
         first_error: Exception | None = None
+        for spec in self.graph.nodes:
+            node = self.nodes.get(spec.key)
+            try:  # one node failing to stop must not leave another actuating
+                if node is not None and spec.lifecycle and getattr(node, "active", False):
+                    node.trigger_deactivate()
+            except Exception as exc:
+                first_error = first_error or exc
+        self._side_stop.set()
+        if self._side_thread is not None:
+            self._side_thread.join()  # a write under way ends first: the monitor is never closed under it
         for spec in reversed(self.graph.nodes):
             node = self.nodes.get(spec.key)
             if node is None:
                 continue
-            try:  # one node failing to stop (the monitor on a full disk) must not leave the policy actuating
-                if spec.lifecycle and getattr(node, "active", False):
-                    node.trigger_deactivate()
-                self.executor.remove_node(node)
+            try:
+                executor = self._side_executor if spec.key in SIDE_NODES else self.executor
+                if executor is not None:
+                    executor.remove_node(node)
                 node.destroy_node()
             except Exception as exc:
                 first_error = first_error or exc
@@ -254,6 +296,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     if owned is None:
         return 1
     bringup = None
+    enders: list[Any] = []
     try:
         bringup = Bringup(graph, make_executor(args.executor)).start()
         print(f"[deer_vla bringup] graph '{args.graph}': {', '.join(n.name for n in bringup.graph.nodes)} running")
@@ -265,7 +308,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             print(f"deer-vla bringup: {failed[0].get_name()} failed: {failed[0].error}", file=sys.stderr)
             return 1
     except KeyboardInterrupt:
-        pass
+        _STOP.set()
     except (BringupError, KeyError, FileNotFoundError, ValueError, _ros_name_error()) as exc:
         print(f"deer-vla bringup: {error_text(exc)}", file=sys.stderr)
         return 1
@@ -274,6 +317,11 @@ def cli_main(argv: list[str] | None = None) -> int:
             bringup.stop()
         if owned and rclpy.ok():
             rclpy.shutdown()
+    # stopped before a graph that ends (the sim's) was done: interrupted, as the demo and the sim node say it
+    # (the robot graph runs until it is stopped: a stop is its normal end)
+    if _STOP.is_set() and enders and not any(n.finished for n in enders):
+        print("deer-vla bringup: interrupted before the graph was done", file=sys.stderr)
+        return 130
     return 0
 
 
