@@ -362,6 +362,11 @@ def test_calibrate_solves_learned_thresholds_from_the_gate_scores(gated: Path, c
     assert th.expected_cost <= 0.6 * runner.cost_profile.cost(runner.num_exits) + 1e-12
     ctl = ExitController(runner, runner.cost_profile, th)
     assert ctl.learned and ctl.profile.gate_gflops > 0
+    # the profile.json written beside is the model's own: the gates' bytes are added once, as it is loaded
+    saved = CheckpointDir(out).read_profile()
+    assert saved is not None and saved.weight_bytes == runner.model_profile.weight_bytes
+    assert runner.exit_gate_bytes > 0
+    assert runner.cost_profile.weight_bytes[-1] == saved.weight_bytes[-1] + runner.exit_gate_bytes
     assert th.gates_sha256 == CheckpointDir(gated).gates_digest() is not None  # retrained gates refuse them:
     assert cli_main(["--checkpoint", str(ckpt), "--dataset", str(demos), "--average-budget-fraction", "0.6",
                      "--criterion", "learned", "--out", str(tmp_path / "none")]) == 2

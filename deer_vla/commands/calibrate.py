@@ -327,7 +327,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:  # CheckpointError names the file at fault
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
-    profile = runner.cost_profile  # saved with the thresholds; the full model's cost sets budget fractions
+    # saved with the thresholds as the checkpoint's profile.json: the model's own (the runner adds the gates' bytes
+    # when it loads it); the full model's cost sets budget fractions
+    profile = runner.model_profile
     try:  # the learned criterion's thresholds are solved on costs that charge its gates
         solve_profile = runner.cost_profile_for(criterion.kind)
         if criterion.learned:  # from exit 1 when the gates have an exit-1 gate
