@@ -43,7 +43,7 @@ def build_tiny_checkpoint(out_dir: Path, *, model: Any = None, texts: Sequence[s
     if profile:
         from deer_vla.model.runner import PolicyRunner
 
-        ckpt.write_profile(PolicyRunner.from_checkpoint(path).cost_profile)
+        ckpt.write_profile(PolicyRunner.from_checkpoint(path).model_profile)
     return path
 
 
@@ -59,6 +59,35 @@ def policy_node(executor: Any, checkpoint: Path, **params: Any) -> Any:
     node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
     executor.add_node(node)
     return node
+
+
+def started_policy_node(executor: Any, checkpoint: Path, **params: Any) -> Any:
+    """``policy_node``, configured and activated."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = policy_node(executor, checkpoint, **params)
+    assert node.trigger_configure() == R.SUCCESS
+    assert node.trigger_activate() == R.SUCCESS
+    return node
+
+
+class HeldStep:
+    """The node's model step, held: ``started`` is set as a step begins, which then waits for ``release`` (at most
+    ``timeout`` s) and runs the real step, or raises ``error``. Install with ``node.stack.controller.step = held``."""
+
+    def __init__(self, node: Any, error: Exception | None = None, timeout: float = 20.0) -> None:
+        import threading
+
+        self.real = node.stack.controller.step
+        self.started, self.release = threading.Event(), threading.Event()
+        self.error, self.timeout = error, timeout
+
+    def __call__(self, obs: Any) -> Any:
+        self.started.set()
+        self.release.wait(self.timeout)
+        if self.error is not None:
+            raise self.error
+        return self.real(obs)
 
 
 class Driver:

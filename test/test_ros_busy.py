@@ -7,18 +7,10 @@ import time
 
 import numpy as np
 import pytest
-from fixtures import Driver, policy_node
+from fixtures import Driver, started_policy_node
 
 pytestmark = pytest.mark.ros
 
-
-def _started(executor, checkpoint, **params):
-    from rclpy.lifecycle import TransitionCallbackReturn as R
-
-    node = policy_node(executor, checkpoint, **params)
-    assert node.trigger_configure() == R.SUCCESS
-    assert node.trigger_activate() == R.SUCCESS
-    return node
 
 
 def _set(node, name, value) -> bool:
@@ -49,7 +41,7 @@ def _slow_steps(node, seconds: float) -> threading.Event:
 def test_halt_answers_while_a_step_runs_and_that_step_publishes_nothing(executor, tiny_checkpoint):
     from std_srvs.srv import Trigger
 
-    node = _started(executor, tiny_checkpoint, enabled=True)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.actions) >= 1)
@@ -85,7 +77,7 @@ def test_closing_the_gate_sends_one_zero_twist_as_halt_does(executor, tiny_check
     closing a closed one sends none, halt always sends one."""
     from std_srvs.srv import SetBool
 
-    node = _started(executor, tiny_checkpoint, enabled=True)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.twists) >= 1)
@@ -115,7 +107,7 @@ def test_closing_the_gate_sends_one_zero_twist_as_halt_does(executor, tiny_check
 
 
 def test_frames_arriving_during_a_step_keep_only_the_newest(executor, tiny_checkpoint):
-    node = _started(executor, tiny_checkpoint)
+    node = started_policy_node(executor, tiny_checkpoint)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: node.stats.steps >= 1)
@@ -130,7 +122,7 @@ def test_frames_arriving_during_a_step_keep_only_the_newest(executor, tiny_check
 
 
 def test_hold_rate_changed_at_run_time_takes_effect_now(executor, tiny_checkpoint):
-    node = _started(executor, tiny_checkpoint, enabled=True, hold_max_s=5.0)  # hold off (0 Hz)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, hold_max_s=5.0)  # hold off (0 Hz)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.twists) >= 1)
@@ -153,7 +145,7 @@ def test_images_stamped_in_the_future_are_not_fresh(executor, tiny_checkpoint):
 
     from deer_vla.ros.image_conv import rgb_to_image_msg
 
-    node = _started(executor, tiny_checkpoint, enabled=True)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
     drv = Driver(executor)
     drv.instruct()
     rng = np.random.default_rng(0)
@@ -174,7 +166,7 @@ def test_images_stamped_in_the_future_are_not_fresh(executor, tiny_checkpoint):
 
 
 def test_future_tolerance_is_validated(executor, tiny_checkpoint):
-    node = _started(executor, tiny_checkpoint)
+    node = started_policy_node(executor, tiny_checkpoint)
     assert not _set(node, "max_image_future_s", -1.0)
     assert not _set(node, "max_image_future_s", 0.0)
     assert not _set(node, "max_image_future_s", "0.2")
@@ -186,7 +178,7 @@ def test_future_tolerance_is_validated(executor, tiny_checkpoint):
 def test_bools_and_numeric_strings_are_not_numbers(executor, tiny_checkpoint):
     from rclpy.parameter import Parameter
 
-    node = _started(executor, tiny_checkpoint)
+    node = started_policy_node(executor, tiny_checkpoint)
     for name, value in [("budget.average_gflops", True), ("budget.average_gflops", "1.5"),
                         ("budget.memory_bytes", "1000000000"), ("rate_hz", "10"), ("enabled", 1),
                         ("enabled", "true"), ("torch_threads", True), ("torch_threads", -1)]:
@@ -198,7 +190,7 @@ def test_bools_and_numeric_strings_are_not_numbers(executor, tiny_checkpoint):
 
 
 def test_a_huge_memory_budget_means_no_cap(executor, tiny_checkpoint):
-    node = _started(executor, tiny_checkpoint)
+    node = started_policy_node(executor, tiny_checkpoint)
     assert _set(node, "budget.memory_bytes", 2**63 - 1)
     assert node.params.budget_memory_bytes == 2**63 - 1
     from deer_vla.ros.policy_backend import check_budget, make_budget
@@ -231,7 +223,7 @@ def test_every_step_record_has_its_observation_age_and_the_monitor_warns(executo
     from deer_vla.core import StepRecord
     from deer_vla.ros.monitor_node import MonitorNode
 
-    _started(executor, tiny_checkpoint, enabled=True)
+    started_policy_node(executor, tiny_checkpoint, enabled=True)
     monitor = MonitorNode(parameter_overrides=[
         Parameter("log_dir", value=str(tmp_path)), Parameter("run_name", value="t"),
         Parameter("diagnostics_rate_hz", value=20.0), Parameter("obs_age_warn_ms", value=200.0),
@@ -258,7 +250,7 @@ def test_torch_threads_is_applied_at_configure(executor, tiny_checkpoint):
 
     before = torch.get_num_threads()
     try:
-        node = _started(executor, tiny_checkpoint, torch_threads=2)
+        node = started_policy_node(executor, tiny_checkpoint, torch_threads=2)
         assert torch.get_num_threads() == 2
         # 0 is torch's default (the count the process had), also after a configuration that set another
         assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS

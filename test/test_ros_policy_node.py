@@ -6,18 +6,10 @@ import shutil
 
 import numpy as np
 import pytest
-from fixtures import INSTRUCTIONS, Driver, policy_node
+from fixtures import INSTRUCTIONS, Driver, HeldStep, policy_node, started_policy_node
 
 pytestmark = pytest.mark.ros
 
-
-def _started(executor, checkpoint, **params):
-    from rclpy.lifecycle import TransitionCallbackReturn as R
-
-    node = policy_node(executor, checkpoint, **params)
-    assert node.trigger_configure() == R.SUCCESS
-    assert node.trigger_activate() == R.SUCCESS
-    return node
 
 
 def _spy_on_log(node, level: str, monkeypatch) -> list[tuple[str, dict]]:
@@ -36,28 +28,10 @@ def _spy_on_log(node, level: str, monkeypatch) -> list[tuple[str, dict]]:
 
 
 
-class _HeldStep:
-    """The node's model step, held: ``started`` is set as a step begins, which then waits for ``release`` (at most
-    ``timeout`` s) and runs the real step, or raises ``error``. Install with ``node.stack.controller.step = held``."""
-
-    def __init__(self, node, error: Exception | None = None, timeout: float = 20.0) -> None:
-        import threading
-
-        self.real = node.stack.controller.step
-        self.started, self.release = threading.Event(), threading.Event()
-        self.error, self.timeout = error, timeout
-
-    def __call__(self, obs):
-        self.started.set()
-        self.release.wait(self.timeout)
-        if self.error is not None:
-            raise self.error
-        return self.real(obs)
-
 def test_images_and_instruction_in_actions_out(executor, tiny_checkpoint):
     from deer_vla.core import StepRecord
 
-    node = _started(executor, tiny_checkpoint, enabled=True, frame_id="tool0", rate_hz=20.0)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, frame_id="tool0", rate_hz=20.0)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.twists) >= 3 and len(drv.actions) >= 3 and len(drv.grippers) >= 3)
@@ -82,7 +56,7 @@ def test_the_twist_is_stamped_when_it_is_sent_not_with_the_cameras_stamp(executo
     slow one, so MoveIt Servo (commands older than 0.1 s are stale) halted on every step."""
     from builtin_interfaces.msg import Time
 
-    node = _started(executor, tiny_checkpoint, enabled=True)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
     drv = Driver(executor)
     drv.instruct()
 
@@ -163,7 +137,7 @@ def test_lifecycle_and_gating(executor, tiny_checkpoint, spin_until):
 
 
 def test_stale_images_produce_no_action(executor, tiny_checkpoint):
-    node = _started(executor, tiny_checkpoint, enabled=True, max_image_age_s=0.5)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, max_image_age_s=0.5)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: node.stats.stale >= 3, age_s=5.0)
@@ -189,7 +163,7 @@ def test_a_step_that_outlives_its_images_fails_or_hangs_leaves_the_robot_stopped
     import threading
     import time
 
-    node = _started(executor, tiny_checkpoint, enabled=True, control_mode="timer", stale_action="zero",
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, control_mode="timer", stale_action="zero",
                     max_image_age_s=0.5)
     drv = Driver(executor)
     drv.instruct()
@@ -228,7 +202,7 @@ def test_a_step_that_outlives_its_images_fails_or_hangs_leaves_the_robot_stopped
 
 
 def test_malformed_images_are_rejected_without_crash(executor, tiny_checkpoint):
-    node = _started(executor, tiny_checkpoint, enabled=True)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
     drv = Driver(executor)
     drv.instruct()
     bad = []
@@ -263,7 +237,7 @@ def test_a_left_over_old_frame_does_not_block_the_sets_after_it(executor, tiny_c
     once the stale camera's new frame arrives (they were all consumed, and every later set ended the same way)."""
     from std_msgs.msg import Float32MultiArray
 
-    node = _started(executor, tiny_checkpoint, enabled=True, max_image_age_s=0.5)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, max_image_age_s=0.5)
     drv = Driver(executor)
     drv.instruct()
     assert drv.step_once(node)
@@ -293,7 +267,7 @@ def test_budget_changed_at_runtime_changes_exits(executor, tiny_checkpoint):
 
     from deer_vla.core import StepRecord
 
-    node = _started(executor, tiny_checkpoint)
+    node = started_policy_node(executor, tiny_checkpoint)
     n_exits = node.stack.profile.num_exits
     assert n_exits >= 2
     drv = Driver(executor)
@@ -321,7 +295,7 @@ def test_budget_changed_at_runtime_changes_exits(executor, tiny_checkpoint):
 def test_new_instruction_resets_episode_and_model_errors_are_survived(executor, tiny_checkpoint, monkeypatch):
     from deer_vla.core import StepRecord
 
-    node = _started(executor, tiny_checkpoint, enabled=True)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
     drv = Driver(executor)
     drv.instruct(INSTRUCTIONS[0])
     assert drv.drive_until(lambda: len(drv.records) >= 1)
@@ -370,7 +344,7 @@ def test_an_over_long_instruction_is_refused_and_the_steps_go_on_with_the_previo
 
     from deer_vla.core import StepRecord
 
-    node = _started(executor, tiny_checkpoint, enabled=True)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
     errors = _spy_on_log(node, "error", monkeypatch)
     drv = Driver(executor)
     drv.instruct(INSTRUCTIONS[0])
@@ -414,7 +388,7 @@ def test_a_repeated_instruction_resets_or_carries_on_and_its_text_cannot_forge_l
     from deer_vla.core import StepRecord
     from deer_vla.core.instruction_text import clean_instruction
 
-    node = _started(executor, tiny_checkpoint, enabled=True)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
     infos = _spy_on_log(node, "info", monkeypatch)
     drv = Driver(executor)
 
@@ -453,7 +427,7 @@ def test_a_plain_publishers_instruction_is_heard_and_a_latched_one_counts_once(e
     from deer_vla.core import StepRecord
     from deer_vla.ros.instruction_input import CopyFilter
 
-    node = _started(executor, tiny_checkpoint, enabled=True)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
     drv = Driver(executor)
     plain = drv.node.create_publisher(String, "instruction", 10)
     assert drv.drive_until(lambda: plain.get_subscription_count() >= 1)
@@ -527,7 +501,7 @@ def test_thresholds_for_more_exits_than_the_model_has_are_refused(tiny_checkpoin
 
 
 def test_hold_mode_repeats_last_twist_for_bounded_time(executor, tiny_checkpoint):
-    node = _started(executor, tiny_checkpoint, enabled=True, hold_rate_hz=50.0, hold_max_s=0.3)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, hold_rate_hz=50.0, hold_max_s=0.3)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.twists) >= 1)
@@ -546,7 +520,7 @@ def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path, 
     from deer_vla.ros.replay import cli_main, replay
 
     path = tmp_path / "io.mcap"
-    node = _started(executor, tiny_checkpoint, enabled=True, record_path=str(path))
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, record_path=str(path))
     drv = Driver(executor)
     drv.instruct(INSTRUCTIONS[0])
     assert drv.drive_until(lambda: node.stats.steps >= 4)
@@ -606,7 +580,7 @@ def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path, 
 def test_timer_mode_reuses_newest_pair_until_stale(executor, tiny_checkpoint):
     from rclpy.parameter import Parameter
 
-    node = _started(executor, tiny_checkpoint, enabled=True, control_mode="timer", rate_hz=20.0,
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, control_mode="timer", rate_hz=20.0,
                     max_image_age_s=0.5)
     drv = Driver(executor)
     drv.instruct()
@@ -626,7 +600,7 @@ def test_average_budget_is_tracked_online_by_default(executor, tiny_checkpoint):
     """thresholds.json holds for the budget it was solved for; any other average is held by the tracker."""
     from rclpy.parameter import Parameter
 
-    node = _started(executor, tiny_checkpoint)
+    node = started_policy_node(executor, tiny_checkpoint)
     tracker = node.stack.controller.tracker
     assert tracker is not None and node.get_parameter("budget.track_average").value is True
     drv = Driver(executor)
@@ -641,9 +615,9 @@ def test_average_budget_is_tracked_online_by_default(executor, tiny_checkpoint):
     assert not node.set_parameters([Parameter("budget.track_average", value=False)])[0].successful  # configure-time
     node.trigger_deactivate()
     node.trigger_cleanup()
-    fixed = _started(executor, tiny_checkpoint, fixed_exit=1)
+    fixed = started_policy_node(executor, tiny_checkpoint, fixed_exit=1)
     assert fixed.stack.controller.tracker is None  # nothing to steer in fixed-exit mode
-    off = _started(executor, tiny_checkpoint, **{"budget.track_average": False})
+    off = started_policy_node(executor, tiny_checkpoint, **{"budget.track_average": False})
     assert off.stack.controller.tracker is None
 
 
@@ -657,7 +631,7 @@ def test_tracker_holds_the_thresholds_solved_average_without_a_budget_parameter(
     solved_for = 0.5 * (profile.cost(1) + profile.cost(profile.num_exits))
     path = tmp_path / "solved.json"
     Thresholds(values=plain.values, budget=BudgetSpec(average_gflops=solved_for)).save(path)
-    node = _started(executor, tiny_checkpoint, thresholds_file=str(path))
+    node = started_policy_node(executor, tiny_checkpoint, thresholds_file=str(path))
     assert node.get_parameter("budget.average_gflops").value == 0.0  # unset
     drv = Driver(executor)
     drv.instruct()
@@ -674,7 +648,7 @@ def test_recording_reads_back_in_step_order_when_camera_stamps_go_backwards(exec
     from deer_vla.data.recording import read_recording
 
     path = tmp_path / "io.mcap"
-    node = _started(executor, tiny_checkpoint, enabled=True, record_path=str(path), max_image_age_s=2.0)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, record_path=str(path), max_image_age_s=2.0)
     drv = Driver(executor)
     drv.instruct()
     for age_s in (0.1, 0.4, 0.7, 1.0):  # each step's images stamped before the previous step's
@@ -694,11 +668,11 @@ def test_an_observation_resent_while_its_step_runs_is_answered_once(executor, ti
 
     from std_msgs.msg import Float32MultiArray
 
-    node = _started(executor, tiny_checkpoint, enabled=True)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.actions) >= 1) and drv.settle(node)
-    held = _HeldStep(node, timeout=10.0)
+    held = HeldStep(node, timeout=10.0)
     running, release = held.started, held.release
     monkeypatch.setattr(node.stack.controller, "step", held)
     pixels = [drv.rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8) for _ in drv.image_pubs]
@@ -737,7 +711,7 @@ def test_a_runtime_budget_the_loaded_exits_cannot_honour_is_refused(executor, ti
 
     profile = PolicyRunner.from_checkpoint(tiny_checkpoint).cost_profile  # the whole model's
     assert profile.num_exits >= 3
-    node = _started(executor, tiny_checkpoint, **{"budget.peak_gflops": profile.cost(2) * 1.01})
+    node = started_policy_node(executor, tiny_checkpoint, **{"budget.peak_gflops": profile.cost(2) * 1.01})
     assert node.stack.profile.num_exits == 2
     roomy = node.set_parameters([Parameter("budget.peak_gflops", value=profile.cost(3) * 1.01)])[0]
     assert not roomy.successful and "configure loaded exits 1..2 only" in roomy.reason
@@ -760,7 +734,7 @@ def test_halt_and_budget_changes_work_after_the_checkpoint_folder_moves(executor
 
     monkeypatch.chdir(tmp_path)
     shutil.copytree(tiny_checkpoint, tmp_path / "myckpt")
-    node = _started(executor, tmp_path / "myckpt", enabled=True, checkpoint_dir="myckpt")
+    node = started_policy_node(executor, tmp_path / "myckpt", enabled=True, checkpoint_dir="myckpt")
     (tmp_path / "myckpt").rename(tmp_path / "myckpt.old")
     budget = node.set_parameters([Parameter("budget.average_gflops", value=node.stack.profile.cost(1) * 2)])[0]
     assert budget.successful, budget.reason
@@ -783,7 +757,7 @@ def test_a_model_without_proprioception_steps_with_the_default_proprio_topic(exe
     from fixtures import build_tiny_checkpoint
 
     checkpoint = build_tiny_checkpoint(tmp_path / "no_proprio", proprio_dim=0)
-    node = _started(executor, checkpoint)
+    node = started_policy_node(executor, checkpoint)
     assert node.get_parameter("proprio_topic").value == "proprio"
     driver = Driver(executor, proprio_dim=0)
     driver.instruct()
@@ -795,7 +769,7 @@ def test_an_instruction_the_model_reads_alike_is_a_repeat_and_a_cut_one_is_repor
     """Under repeated_instruction 'keep', "OPEN the drawer" after "open the drawer" (one token sequence to a
     lower-casing tokenizer) reset the episode as a new instruction. And an instruction longer than the model's
     lm.max_text_len tokens lost its end in silence: it is warned about once, and counted in /diagnostics."""
-    node = _started(executor, tiny_checkpoint, repeated_instruction="keep")
+    node = started_policy_node(executor, tiny_checkpoint, repeated_instruction="keep")
     warns = _spy_on_log(node, "warn", monkeypatch)
     drv = Driver(executor)
     drv.instruct(INSTRUCTIONS[0])
@@ -829,7 +803,7 @@ def test_a_time_budget_set_at_run_time_needs_step_times_measured_here(executor, 
     from deer_vla.model.checkpoint_dir import CheckpointDir
     from deer_vla.model.runner import PolicyRunner
 
-    timed = PolicyRunner.from_checkpoint(ckpt).cost_profile  # timed here, then said to be from elsewhere
+    timed = PolicyRunner.from_checkpoint(ckpt).model_profile  # timed here, then said to be from elsewhere
     CheckpointDir(ckpt).write_profile(replace(timed, machine="the maker's machine"))
     node = policy_node(executor, ckpt)
     assert node.trigger_configure() == R.SUCCESS
@@ -847,7 +821,7 @@ def test_the_first_status_after_a_reconfigure_counts_from_the_configure(executor
     reported the earlier configuration's steps and skips as its own (WARN, "4 of 10 steps skipped")."""
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
-    node = _started(executor, tiny_checkpoint, enabled=True)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.records) >= 3)
@@ -863,7 +837,7 @@ def test_a_finalized_node_does_not_claim_it_can_actuate(executor, tiny_checkpoin
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from std_srvs.srv import SetBool
 
-    node = _started(executor, tiny_checkpoint)
+    node = started_policy_node(executor, tiny_checkpoint)
     assert node.trigger_shutdown() == R.SUCCESS
     drv = Driver(executor)
     enable = drv.node.create_client(SetBool, "/deer_vla_policy/enable")
@@ -917,7 +891,7 @@ def test_replay_reproduces_a_run_with_its_own_thresholds_file_and_a_budget_chang
     own = tmp_path / "mine.json"
     Thresholds(values=[0.05] * (n - 1)).save(own)  # the checkpoint's own never stop early (0)
     path = tmp_path / "io.mcap"
-    node = _started(executor, tiny_checkpoint, enabled=True, record_path=str(path), thresholds_file=str(own),
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, record_path=str(path), thresholds_file=str(own),
                     **{"budget.average_gflops": 0.9 * full})
     drv = Driver(executor)
     drv.instruct(INSTRUCTIONS[0])
@@ -1021,11 +995,11 @@ def test_a_step_failing_after_deactivate_sends_nothing(executor, tiny_checkpoint
     """A step that raised after deactivate (or during cleanup) sent one more zero twist from an inactive node,
     cutting into whatever drives the arm by then (deactivate sends its own stop)."""
 
-    node = _started(executor, tiny_checkpoint, enabled=True, stale_action="zero", max_image_age_s=5.0)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, stale_action="zero", max_image_age_s=5.0)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.actions) >= 1) and drv.settle(node)
-    held = _HeldStep(node, error=RuntimeError("CUDA error: an illegal memory access"), timeout=10.0)
+    held = HeldStep(node, error=RuntimeError("CUDA error: an illegal memory access"), timeout=10.0)
     node.stack.controller.step = held
     assert drv.drive_until(held.started.is_set)
     from rclpy.lifecycle import TransitionCallbackReturn as R
@@ -1043,12 +1017,12 @@ def test_a_new_instruction_during_a_hung_step_keeps_the_stops_coming(executor, t
     made the running step 'not current', and the periods after it sent nothing: the old task's last velocity
     stood for as long as the step hung."""
 
-    node = _started(executor, tiny_checkpoint, enabled=True, control_mode="timer", stale_action="zero",
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, control_mode="timer", stale_action="zero",
                     max_image_age_s=0.5)
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.actions) >= 2)
-    held = _HeldStep(node)
+    held = HeldStep(node)
     node.stack.controller.step = held
     try:
         assert drv.drive_until(held.started.is_set)

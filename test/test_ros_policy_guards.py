@@ -1,0 +1,208 @@
+"""Policy node guards (real tiny checkpoint, real rclpy): the late-action stop, the gate on stale-input stops,
+the run-time freshness limits, the event-mode skew recovery, deactivate dropping a running step's action, and the
+status window at a slow control rate."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from fixtures import INSTRUCTIONS, Driver, HeldStep, started_policy_node
+
+pytestmark = pytest.mark.ros
+
+
+
+def _is_zero(twist) -> bool:
+    t = twist.twist
+    return (t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z) == (0.0,) * 6
+
+
+
+def _instructed(executor, node, spin_until) -> Driver:
+    drv = Driver(executor)
+    drv.instruct()
+    assert spin_until(executor, lambda: node.instruction == INSTRUCTIONS[0])
+    return drv
+
+
+def _stamp_ns(age_s: float, node) -> int:
+    return node.get_clock().now().nanoseconds - int(age_s * 1e9)
+
+
+def _image_at(drv: Driver, stamp_ns: int):
+    """An image stamped at ``stamp_ns`` (node clock; may lie in the future)."""
+    from builtin_interfaces.msg import Time
+
+    from deer_vla.ros.image_conv import rgb_to_image_msg
+
+    rgb = drv.rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+    return rgb_to_image_msg(rgb, Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9))
+
+
+def test_an_event_mode_step_that_ends_too_late_sends_a_zero_twist(executor, tiny_checkpoint, spin_until):
+    """Event mode, stale_action zero: a step that outlived max_image_age_s had its action refused, but nothing
+    was sent in its place, so a consumer without a command timeout kept the previous velocity (the timer-mode
+    hung-step check never runs in event mode, where no new image set comes while the source waits)."""
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, stale_action="zero", max_image_age_s=0.5)
+    drv = _instructed(executor, node, spin_until)
+    real = node.stack.controller.step
+    node.stack.controller.step = lambda obs: (time.sleep(0.8), real(obs))[1]
+    assert drv.step_once(node)  # one image set; its step ends 0.8 s after the images were taken
+    assert node.stats.skipped["late_action"] == 1
+    assert not drv.actions and not drv.grippers, "an action on images past max_image_age_s went out"
+    assert len(drv.twists) == 1 and _is_zero(drv.twists[0]), "no zero twist for the period without an action"
+
+
+def test_a_gated_node_sends_no_stale_action_stops(executor, tiny_checkpoint, spin_until):
+    """stale_action zero on a gated (dry-run) node: each stale image set sent a zero twist, fighting the teleop or
+    planner that drives the arm while the policy only watches. Once enabled, the same stale sets do send them."""
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, tiny_checkpoint, enabled=False, stale_action="zero", max_image_age_s=0.5)
+    drv = _instructed(executor, node, spin_until)
+    assert drv.drive_until(lambda: node.stats.stale >= 3, age_s=5.0)
+    drv.spin(0.2)
+    assert not drv.twists and not drv.actions, f"a gated node published {len(drv.twists)} twist(s)"
+    assert node.set_parameters([Parameter("enabled", value=True)])[0].successful
+    assert drv.drive_until(lambda: len(drv.twists) >= 2, age_s=5.0)  # the setup does make stops once enabled
+    assert all(_is_zero(t) for t in drv.twists) and not drv.actions
+
+
+def _future_images(drv: Driver, node) -> None:
+    drv.send_pair(first=_image_at(drv, _stamp_ns(-0.5, node)))  # camera 1 stamped 0.5 s ahead of the clock
+
+
+def _aged_images(drv: Driver, node) -> None:
+    drv.send_pair(age_s=2.0)
+
+
+def _skewed_images(drv: Driver, node) -> None:
+    drv.send_pair(first=drv.image(age_s=0.3))  # camera 1 0.3 s behind camera 2, both fresh
+
+
+def _send_until(drv: Driver, node, send, predicate, timeout: float = 10.0) -> bool:
+    """``send(drv, node)`` an image set (spinning in between) until ``predicate()``."""
+    end = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < end:
+        send(drv, node)
+        drv.spin(0.1)
+    return bool(predicate())
+
+
+# parameter, value at configure (the images are refused), value set at run time (the same images step), the
+# images, the skip reason at configure's value
+FRESHNESS = [
+    ("max_image_age_s", 0.5, 5.0, _aged_images, "stale_image"),
+    ("max_image_skew_s", 0.1, 0.5, _skewed_images, "image_skew"),
+    ("max_image_future_s", 0.1, 1.0, _future_images, "future_image"),
+]
+
+
+@pytest.mark.parametrize(("name", "before", "after", "send", "reason"), FRESHNESS, ids=[f[0] for f in FRESHNESS])
+def test_a_freshness_limit_set_at_run_time_decides_the_next_step(executor, tiny_checkpoint, spin_until, name, before,
+                                                                 after, send, reason):
+    """The freshness limits are documented as changeable at run time (`ros2 param set`, config/policy.yaml): one
+    left out of the run-time set was refused on an active node ("take effect only at configure"), so an operator
+    could not loosen or tighten it without a cleanup and configure."""
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, tiny_checkpoint, **{name: before})
+    drv = _instructed(executor, node, spin_until)
+    assert _send_until(drv, node, send, lambda: node.stats.skipped[reason] >= 1)
+    assert node.stats.steps == 0
+    result = node.set_parameters([Parameter(name, value=after)])[0]
+    assert result.successful, result.reason
+    assert getattr(node.params, name) == after and node.get_parameter(name).value == after
+    assert _send_until(drv, node, send, lambda: node.stats.steps >= 1), \
+        f"the same images were still refused under {name} {after}"
+
+
+def test_the_instruction_limit_set_at_run_time_refuses_the_next_instruction(executor, tiny_checkpoint, spin_until):
+    """max_instruction_chars is documented as changeable at run time; left out of the run-time set, the change
+    was refused on an active node."""
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, tiny_checkpoint)
+    result = node.set_parameters([Parameter("max_instruction_chars", value=len(INSTRUCTIONS[0]) - 1)])[0]
+    assert result.successful, result.reason
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert spin_until(executor, lambda: node.stats.rejected_instructions == 1)
+    assert node.instruction is None
+
+
+def test_every_documented_run_time_parameter_changes_on_an_active_node(executor, tiny_checkpoint):
+    """config/policy.yaml and docs/ros.md list the parameters `ros2 param set` changes while configured; each
+    must be accepted on an active node and be in force (node.params) at once."""
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, tiny_checkpoint)
+    changes = {"enabled": True, "stale_action": "zero", "max_image_age_s": 0.7, "max_image_skew_s": 0.3,
+               "max_image_future_s": 0.2, "hold_rate_hz": 5.0, "hold_max_s": 0.4, "max_joint_state_skew_s": 0.05,
+               "max_instruction_chars": 100, "repeated_instruction": "keep"}
+    for name, value in changes.items():
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert result.successful, f"{name}: {result.reason}"
+        assert getattr(node.params, name) == value, name
+
+
+def test_a_set_refused_for_skew_steps_once_the_lagging_camera_sends_again(executor, tiny_checkpoint, spin_until):
+    """Event mode: two fresh frames stamped further apart than max_image_skew_s are refused (image_skew). Only the
+    lagging camera's frame may be consumed: consuming both (and the proprioception) left the other camera waiting
+    for a frame a lock-step source never sends, and no step ran again."""
+    from std_msgs.msg import Float32MultiArray
+
+    node = started_policy_node(executor, tiny_checkpoint, max_image_age_s=2.0, max_image_skew_s=0.5)
+    drv = _instructed(executor, node, spin_until)
+    static, wrist = drv.image_pubs
+    values = [0.1, -0.2, 0.3, 0.0]
+    drv.proprio_pub.publish(Float32MultiArray(data=values))
+    assert spin_until(executor, lambda: node.proprio is not None and np.allclose(node.proprio, values))
+    fresh = drv.image()
+    wrist.publish(fresh)
+    assert spin_until(executor, lambda: "wrist" in node.frames and node.frames["wrist"].msg == fresh)
+    static.publish(drv.image(age_s=1.0))  # fresh (< 2 s) but 1 s behind the wrist's
+    assert spin_until(executor, lambda: node.stats.skipped["image_skew"] == 1)
+    assert node.stats.steps == 0
+    static.publish(drv.image())  # only the lagging camera sends again
+    assert spin_until(executor, lambda: node.stats.steps == 1), "the refused set's fresh frames never stepped"
+
+
+def test_a_step_running_across_deactivate_and_activate_publishes_nothing(executor, tiny_checkpoint, spin_until):
+    """Deactivate must void a step that is running: one that outlived a deactivate + activate published its
+    action, computed before the deactivate, into the new activation (the operator's stop undone by a stale
+    command). It is discarded and counted."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, max_image_age_s=5.0)
+    drv = _instructed(executor, node, spin_until)
+    held = HeldStep(node)
+    node.stack.controller.step = held
+    try:
+        drv.send_pair()
+        assert spin_until(executor, held.started.is_set)
+        assert node.trigger_deactivate() == R.SUCCESS
+        assert node.trigger_activate() == R.SUCCESS
+        drv.spin(0.2)
+        twists = len(drv.twists)  # deactivate's stop
+    finally:
+        held.release.set()
+    assert spin_until(executor, lambda: node.stats.steps == 1)
+    assert drv.settle(node)
+    assert not drv.actions and not drv.grippers and len(drv.twists) == twists
+    assert node.stats.discarded == 1 and node.stats.actions_published == 0
+
+
+def test_the_status_window_spans_two_control_periods_at_a_slow_rate(executor, tiny_checkpoint):
+    """rate_hz 0.5 (a step every 2 s) and a 1 s diagnostics period: judged over the diagnostics period alone,
+    the status said "no step in the last 1 s" (WARN) between every two steps of a healthy node."""
+    node = started_policy_node(executor, tiny_checkpoint, rate_hz=0.5, diagnostics_period_s=1.0)
+    assert node.health_snapshot().window_s == pytest.approx(4.0)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.step_once(node)
+    node.stats.last_step_ns = time.monotonic_ns() - 2 * 10**9  # the last step 2 s ago: one period at 0.5 Hz
+    status = node.diagnostics().status[0]
+    assert status.level == bytes([0]), status.message
+    assert {kv.key: kv.value for kv in status.values}["period s"] == "4"
