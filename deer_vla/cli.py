@@ -10,8 +10,6 @@ import argparse
 import importlib
 import sys
 
-from deer_vla.core.argv_text import check_text_arguments
-
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("deer_vla.ros.bringup", "run the simulated robot under the policy node + monitor (the main job)"),
     "bringup": ("deer_vla.ros.bringup", "start a node graph (policy, monitor, sim) in one process"),
@@ -30,11 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        argv = check_text_arguments(sys.argv[1:] if argv is None else argv)
-    except ValueError as exc:
-        print(f"deer-vla: {exc}", file=sys.stderr)
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         parser = argparse.ArgumentParser(prog="deer-vla", description=__doc__.splitlines()[0])
         sub = parser.add_subparsers(title="commands", metavar="COMMAND")

@@ -32,8 +32,14 @@ def test_an_argument_that_is_not_text_in_this_locale_is_refused_in_one_line(tmp_
                  ["-m", "deer_vla.ros.monitor_node", "--ros-args", "-p", "log_dir:=caf\u00e9"]):
         done = _run(args, ASCII_LOCALE, tmp_path)
         assert done.returncode == 2, done.stderr
-        assert "is not text in this locale (file system encoding ascii): run with PYTHONUTF8=1" in done.stderr
+        assert "is not UTF-8 text (file system encoding ascii): run with PYTHONUTF8=1" in done.stderr
         assert "Traceback" not in done.stderr
+    # a command that only opens the file still takes its name (the bytes name the file in any locale)
+    folder = tmp_path / "caf\u00e9"
+    folder.mkdir()
+    done = _run(["-m", "deer_vla.cli", "profile", "--checkpoint", str(folder)], ASCII_LOCALE, tmp_path)
+    assert done.returncode == 2 and "not UTF-8 text" not in done.stderr and "Traceback" not in done.stderr
+    assert "config.json" in done.stderr, done.stderr  # it looked into the folder: not a checkpoint
 
 
 def test_yaml_files_are_read_as_utf8_in_any_locale(tmp_path: Path) -> None:
@@ -68,3 +74,13 @@ def test_the_importers_next_command_runs_as_printed_from_any_folder(tmp_path: Pa
     assert words[:3] == ["deer-vla", "train", "--config"] and words[4] == "--set"
     assert Path(words[3]).is_absolute() and Path(words[3]).is_file()
     assert words[5] == f"dataset={out}"
+
+
+def test_an_imported_instruction_that_is_not_text_is_refused_in_one_line(tmp_path: Path) -> None:
+    """`import-mcap --instruction 'öffne'` under an ASCII locale (UTF-8 mode off) ended in a ValueError
+    traceback: the instruction's check raised outside the errors the command reports."""
+    (tmp_path / "x.mcap").write_bytes(b"")
+    done = _run(["-m", "deer_vla.cli", "import-mcap", "x.mcap", "--out", "o", "--image-topic", "/cam",
+                 "--action-topic", "/cmd", "--instruction", "\u00f6ffne", "--rate", "10"], ASCII_LOCALE, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "--instruction: instruction is not valid text" in done.stderr and "Traceback" not in done.stderr

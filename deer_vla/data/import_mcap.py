@@ -73,7 +73,11 @@ class McapSources:
     def __post_init__(self) -> None:
         if (self.instruction_topic is None) == (self.instruction is None):
             raise DatasetError("give exactly one of --instruction-topic and --instruction")
-        if self.instruction is not None and not clean_instruction(self.instruction):
+        try:
+            cleaned = clean_instruction(self.instruction) if self.instruction is not None else None
+        except ValueError as exc:  # not text (a non-UTF-8 locale's surrogates): one line, not a traceback
+            raise DatasetError(f"--instruction: {exc}") from None
+        if self.instruction is not None and not cleaned:
             raise DatasetError(f"--instruction is empty ({self.instruction!r}): say what the robot is doing")
         if not self.cameras:
             raise DatasetError("at least one image topic is needed")

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from deer_vla.core.argv_text import check_text_arguments
 from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.log_text import error_text
 from deer_vla.model.shipped import (
@@ -278,7 +279,11 @@ def cli_main(argv: list[str] | None = None) -> int:
                         help="rclpy executor: events (EventsExecutor, lower per-message overhead) or single")
     import rclpy
 
-    all_args, own_args = _split_args(argv)
+    try:  # every argument goes to rcl, which needs text
+        all_args, own_args = _split_args(check_text_arguments(sys.argv[1:] if argv is None else argv))
+    except ValueError as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(own_args)
     if not 0 <= args.duration < math.inf:  # -1 or nan ran until Ctrl-C as if 0 had been meant
         parser.error(f"--duration must be a number of seconds >= 0 (0 = until Ctrl-C), got {args.duration}")
@@ -387,7 +392,11 @@ def demo_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-dir", default=None)
     import rclpy
 
-    all_args, own_args = _split_args(argv)
+    try:  # every argument goes to rcl, which needs text
+        all_args, own_args = _split_args(check_text_arguments(sys.argv[1:] if argv is None else argv))
+    except ValueError as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(own_args)
     from deer_vla.model.checkpoint_dir import CheckpointDir
 
