@@ -64,7 +64,7 @@ def test_ros_without_a_home_folder_says_the_way_out(tmp_path: Path) -> None:
         in done.stderr
 
 
-def test_the_importers_next_command_runs_as_printed_from_any_folder(tmp_path: Path) -> None:
+def test_the_importers_next_command_runs_as_printed_from_any_folder(tmp_path: Path, monkeypatch) -> None:
     """It printed 'config/train_own_robot.yaml' (only there in the source tree's root) and an unquoted path:
     pasted, a dataset folder with a space was two arguments."""
     from deer_vla.data.importing import next_train_command
@@ -74,6 +74,13 @@ def test_the_importers_next_command_runs_as_printed_from_any_folder(tmp_path: Pa
     assert words[:3] == ["deer-vla", "train", "--config"] and words[4] == "--set"
     assert Path(words[3]).is_absolute() and Path(words[3]).is_file()
     assert words[5] == f"dataset={out}"
+    # a config folder of its own, relative, holding the node parameters only: not a file to point at
+    (tmp_path / "myconf").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEER_VLA_CONFIG_DIR", "myconf")
+    assert shlex.split(next_train_command(out))[3] == "config/train_own_robot.yaml"
+    (tmp_path / "myconf" / "train_own_robot.yaml").write_text("{}\n")
+    assert shlex.split(next_train_command(out))[3] == str(tmp_path / "myconf" / "train_own_robot.yaml")
 
 
 def test_an_imported_instruction_that_is_not_text_is_refused_in_one_line(tmp_path: Path) -> None:

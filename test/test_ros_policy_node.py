@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1035,3 +1036,23 @@ def test_a_new_instruction_during_a_hung_step_keeps_the_stops_coming(executor, t
     finally:
         held.release.set()
         node.stack.controller.step = held.real
+
+
+def test_run_time_budgets_are_judged_as_configure_judged_its_cap(executor) -> None:
+    """Configure capped a memory budget just above exit 4's weights at exit 3 (the exit gates' bytes are held
+    too), but the run-time check judged budgets without the gates: it read the same budget as allowing exit 4,
+    and refused every later budget change (even setting that memory budget again) with 'configure loaded exits
+    1..3 only', which configuring again did not mend."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    from deer_vla.model.runner import PolicyRunner
+
+    runner = PolicyRunner.from_checkpoint("default")
+    between = runner.model_profile.weight_bytes[3] + runner.exit_gate_bytes // 2
+    node = policy_node(executor, Path("default"), **{"budget.memory_bytes": between})
+    assert node.trigger_configure() == R.SUCCESS
+    assert node.stack.profile.num_exits == 3
+    for name, value in (("budget.average_gflops", 0.05), ("budget.memory_bytes", between)):
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert result.successful, result.reason

@@ -81,6 +81,21 @@ def test_a_sim_bringup_stopped_before_its_episodes_end_exits_130(executor, tiny_
     assert "interrupted before the graph was done" in log.read_text()
 
 
+def test_a_sim_bringup_cut_short_by_its_duration_exits_1(tiny_checkpoint, tmp_path):
+    """`--duration` ending the sim graph after 1 of 50 episodes exited 0, as if the run were done (the demo's
+    --timeout exits 1)."""
+    log = tmp_path / "bringup.log"
+    proc = _spawn(["-m", "deer_vla.cli", "bringup", "--graph", "sim", f"checkpoint:={tiny_checkpoint}",
+                   "--set", "sim.episodes=50", "--set", "sim.max_steps=50", "--set", "sim.image_size=32",
+                   "--set", f"monitor.log_dir={tmp_path}", "--duration", "2"], log)
+    try:
+        rc = proc.wait(timeout=120)
+    finally:
+        _stop(proc, log)
+    assert rc == 1, log.read_text()[-3000:]
+    assert "--duration 2 s ended the graph before it was done" in log.read_text()
+
+
 @pytest.mark.slow
 def test_policy_node_executable_autostart(executor, tiny_checkpoint, tmp_path):
     log = tmp_path / "policy.log"

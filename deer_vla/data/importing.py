@@ -273,7 +273,9 @@ def next_train_command(out: str | Path) -> str:
     """The command that trains on an imported dataset, to paste as printed from any folder: the own-robot
     config's full path (an installed package keeps it in share/deer_vla/config) and the paths quoted."""
     folder = packaged_config_dir()  # (the ament index, for an apt install, is ROS's: not asked here)
-    config = folder / "train_own_robot.yaml" if folder is not None else Path("config/train_own_robot.yaml")
+    config = (folder / "train_own_robot.yaml").absolute() if folder is not None else None
+    if config is None or not config.is_file():  # (a DEER_VLA_CONFIG_DIR of node parameters alone)
+        config = Path("config/train_own_robot.yaml")  # the README's name
     return shlex.join(["deer-vla", "train", "--config", str(config), "--set", f"dataset={Path(out).resolve()}"])
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from deer_vla.core.atomic_file import atomic_write_bytes
+from deer_vla.core.atomic_file import atomic_write_with
 from deer_vla.model.checkpoint_dir import CheckpointDir, CheckpointError
 from deer_vla.model.config import PolicyConfig
 from deer_vla.model.policy import MultiExitPolicy
@@ -23,7 +23,7 @@ __all__ = ["CheckpointDir", "CheckpointError", "check_vocab", "load_checkpoint",
 
 
 def save_checkpoint(model: MultiExitPolicy, tokenizer: Any, out_dir: str | Path, extra: dict | None = None) -> Path:
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     out = CheckpointDir(out_dir)
     if model.num_exits != model.config.num_exits:
@@ -32,9 +32,8 @@ def save_checkpoint(model: MultiExitPolicy, tokenizer: Any, out_dir: str | Path,
     check_vocab(model, tokenizer)
     out.root.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    # not safetensors.save_file: it makes the file owner-only (0600) whatever the umask, and another account
-    # (a robot's service user) then could not load it; written whole or not at all, as the gates
-    atomic_write_bytes(out.weights_path, save(state, metadata={"format": "pt"}))
+    # written whole or not at all, with the umask's mode (save_file alone makes it owner-only, 0600)
+    atomic_write_with(out.weights_path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     out.write_config(model.config)
     tokenizer.save_pretrained(str(out.root))
     if extra is not None:

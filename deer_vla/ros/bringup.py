@@ -148,6 +148,12 @@ class Bringup:
             except Exception as exc:
                 first_error = first_error or exc
         self.nodes.clear()
+        if self._side_executor is not None:
+            try:  # its guard conditions and wait set: one per bringup, not left behind
+                self._side_executor.shutdown()
+            except Exception as exc:
+                first_error = first_error or exc
+            self._side_executor = None
         if first_error is not None:  # every node is stopped: now say what went wrong
             raise first_error
 
@@ -322,11 +328,14 @@ def cli_main(argv: list[str] | None = None) -> int:
             bringup.stop()
         if owned and rclpy.ok():
             rclpy.shutdown()
-    # stopped before a graph that ends (the sim's) was done: interrupted, as the demo and the sim node say it
-    # (the robot graph runs until it is stopped: a stop is its normal end)
-    if _STOP.is_set() and enders and not any(n.finished for n in enders):
-        print("deer-vla bringup: interrupted before the graph was done", file=sys.stderr)
-        return 130
+    # a graph that ends (the sim's) stopped before it was done: interrupted (130), or cut short by --duration (1,
+    # as the demo's --timeout), never 0 (the robot graph runs until it is stopped: a stop is its normal end)
+    if enders and not any(n.finished for n in enders):
+        if _STOP.is_set():
+            print("deer-vla bringup: interrupted before the graph was done", file=sys.stderr)
+            return 130
+        print(f"deer-vla bringup: --duration {args.duration:g} s ended the graph before it was done", file=sys.stderr)
+        return 1
     return 0
 
 

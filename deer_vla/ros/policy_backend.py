@@ -28,6 +28,10 @@ class PolicyStack:
     controller: ExitController
     profile: CostProfile  # of the loaded exits
     full_profile: CostProfile  # of the whole checkpoint (for "compute saved vs the full model")
+    # the whole checkpoint's as configure judged the cap: the gates' bytes held, and the learned criterion's gate
+    # evaluations charged (a run-time budget is judged the same way, or a budget configure capped below exit k
+    # reads as allowing it)
+    cap_profile: CostProfile
     action_spec: ActionSpec
     cameras: tuple[str, ...]
     cap: int
@@ -202,5 +206,5 @@ def load_stack(
     config = getattr(getattr(runner, "model", None), "config", None)
     proprio_dim = int(getattr(config, "proprio_dim", 0) or 0)
     proprio_spec = config.proprio_spec if proprio_dim and config is not None else None
-    return PolicyStack(runner, controller, profile, full_profile, runner.action_spec, tuple(runner.cameras), cap,
-                       proprio_dim, proprio_spec, getattr(config, "control_rate_hz", None))
+    return PolicyStack(runner, controller, profile, full_profile, cap_profile, runner.action_spec,
+                       tuple(runner.cameras), cap, proprio_dim, proprio_spec, getattr(config, "control_rate_hz", None))

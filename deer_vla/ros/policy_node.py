@@ -581,9 +581,10 @@ class PolicyNode(LifecycleNode):
         says otherwise)."""
         assert self.stack is not None
         first_exit = self.stack.controller.first_exit
-        cap = check_budget(self.stack.profile, budget, fixed_exit, first_exit)
         loaded = self.stack.profile.num_exits
-        wanted = check_budget(self.stack.full_profile, budget, fixed_exit, first_exit)
+        # judged as configure judged its cap (the gates' bytes, the learned criterion's gate FLOPs)
+        cap = check_budget(self.stack.cap_profile.truncated(loaded), budget, fixed_exit, first_exit)
+        wanted = check_budget(self.stack.cap_profile, budget, fixed_exit, first_exit)
         again = "deactivate, clean up and configure to load them"
         if wanted > loaded:
             raise ConfigurationError(f"the budget allows exit {wanted}, but configure loaded exits 1..{loaded} only "

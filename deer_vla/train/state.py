@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file, save_file
 
-from deer_vla.core.atomic_file import atomic_write_bytes
+from deer_vla.core.atomic_file import atomic_write_with
 from deer_vla.core.json_text import JsonTextError, read_json_file
 
 STATE_TENSORS = "train_state.safetensors"
@@ -102,7 +102,7 @@ def save_train_state(
 ) -> None:
     tensors, opt_meta = optimizer_to_flat(optimizer)
     tensors.update(rng_tensors())
-    atomic_write_bytes(directory / STATE_TENSORS, save(tensors))  # as the model's: the umask's mode, not 0600
+    atomic_write_with(directory / STATE_TENSORS, lambda tmp: save_file(tensors, str(tmp)))  # the umask's mode
     meta = {
         "step": step,
         "stage": stage,
