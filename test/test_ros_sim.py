@@ -137,6 +137,15 @@ def test_demo_main_job_end_to_end(tiny_checkpoint, tmp_path):
     assert summary["episodes"] == 2 and summary["steps"] >= 2
     for key in ("log", "mcap", "plot", "policy_io_mcap"):
         assert Path(summary[key]).is_file(), key
+    # the figures agree with the episodes and the step log they summarise (a mutation audit inverted each one and
+    # this test still passed)
+    assert summary["success_rate"] == sum(r["success"] for r in summary["results"]) / 2
+    steps = [json.loads(line) for line in Path(summary["log"]).read_text().splitlines()]
+    assert len(steps) == summary["steps"]
+    assert summary["mean_exit"] == pytest.approx(sum(r["exit_used"] for r in steps) / len(steps))
+    assert summary["mean_llm_gflops"] == pytest.approx(sum(r["llm_gflops"] for r in steps) / len(steps))
+    assert summary["compute_saved"] == pytest.approx(1 - summary["mean_llm_gflops"] / summary["full_model_llm_gflops"])
+    assert f"-> {100 * summary['compute_saved'] + 0.0:.1f}% saved" in out
     assert summary["checkpoint"] == str(tiny_checkpoint.resolve())
     assert summary["shared_topics"] == [] and "WARNING" not in out  # its own ROS domain (conftest): alone
     # the replay command it prints reproduces the run: same checkpoint (not the shipped default), same exits
