@@ -310,3 +310,34 @@ def test_weights_and_train_state_follow_the_umask_and_an_unreadable_file_is_said
                         else real_access(p, mode))
     with pytest.raises(ValueError, match=r"model.safetensors: permission denied \(mode 644, owner uid \d+\)"):
         load_checkpoint(out.root)
+
+
+def test_weights_written_in_a_folder_with_a_default_acl_keep_its_grants(tmp_path: Path) -> None:
+    """The weights' mode was set from the umask after safetensors wrote them: in a folder whose default ACL
+    grants a service group read, that also set the file's ACL mask to the umask's group bits (none under 077),
+    and the group could read config.json but not model.safetensors. They get the mode a file created there
+    gets now."""
+    import os
+    import struct
+
+    from deer_vla.model.checkpoint import save_checkpoint
+    from deer_vla.model.presets import save_random_checkpoint
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    every = 0xFFFFFFFF  # (an entry without an id)
+    entries = [(0x01, 7, every), (0x04, 5, every), (0x08, 5, 1234), (0x10, 5, every), (0x20, 0, every)]
+    try:  # = setfacl -d -m g:1234:rx shared
+        os.setxattr(folder, "system.posix_acl_default",
+                    struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries))
+    except OSError as exc:
+        pytest.skip(f"no POSIX ACLs on this file system: {exc}")
+    model, tokenizer = load_checkpoint(save_random_checkpoint(tmp_path / "random"))
+    old = os.umask(0o077)
+    try:
+        out = CheckpointDir(save_checkpoint(model, tokenizer, folder / "ckpt"))
+    finally:
+        os.umask(old)
+    config_mode = out.config_path.stat().st_mode & 0o777  # written with open(): mask r-x of rw- asked -> r--
+    assert config_mode & 0o070 == 0o040
+    assert out.weights_path.stat().st_mode & 0o777 == config_mode

@@ -74,11 +74,11 @@ def test_the_importers_next_command_runs_as_printed_from_any_folder(tmp_path: Pa
     assert words[:3] == ["deer-vla", "train", "--config"] and words[4] == "--set"
     assert Path(words[3]).is_absolute() and Path(words[3]).is_file()
     assert words[5] == f"dataset={out}"
-    # a config folder of its own, relative, holding the node parameters only: not a file to point at
+    # a config folder of its own, relative, holding the node parameters only: the package's recipe
     (tmp_path / "myconf").mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DEER_VLA_CONFIG_DIR", "myconf")
-    assert shlex.split(next_train_command(out))[3] == "config/train_own_robot.yaml"
+    assert shlex.split(next_train_command(out))[3] == words[3]
     (tmp_path / "myconf" / "train_own_robot.yaml").write_text("{}\n")
     assert shlex.split(next_train_command(out))[3] == str(tmp_path / "myconf" / "train_own_robot.yaml")
 

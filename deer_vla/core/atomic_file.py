@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-import re
+import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,12 +11,16 @@ from pathlib import Path
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a private temporary name beside ``path``, flush it to disk, then rename it over
     ``path`` in one step (os.replace is atomic on POSIX within a file system)."""
-
-    def write(tmp: Path) -> None:
+    path = Path(path)
+    tmp = _temporary_name(path)
+    try:
         with open(tmp, "wb") as f:
             f.write(data)
-
-    atomic_write_with(path, write)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when the write or the rename failed
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -25,13 +30,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_with(path: str | Path, write: Callable[[Path], None]) -> None:
     """``atomic_write_bytes`` for a writer that takes a file name (safetensors' ``save_file``, which writes from
     the tensors' memory where ``save`` would first copy the whole file into bytes): ``write(tmp)`` writes the
-    temporary file, which gets the mode the umask gives new files (``save_file`` makes it 0600: a checkpoint
-    another account, a robot's service user, could not read), is flushed to disk and renamed over ``path``."""
+    temporary file, which then gets the mode a file created there gets (``save_file`` makes it 0600 whatever
+    the umask or the folder's default ACL: a checkpoint a robot's service user could not read), is flushed to
+    disk and renamed over ``path``."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary_name(path)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, _new_file_mode(path.parent))
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -42,15 +48,18 @@ def atomic_write_with(path: str | Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)  # only left when the write or the rename failed
 
 
-def _umask() -> int:
-    """This process's umask, read without changing it where Linux says it (/proc, since 4.7): setting it to read
-    it would, for a moment, give files other threads create the wrong mode."""
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _new_file_mode(folder: Path) -> int:
+    """The mode open() gives a new file in ``folder``: the umask's, or where the folder has a default ACL, the
+    ACL's (whose mask is the group bits: a mode from the umask alone would cut a named user's or group's
+    grant). Read off a probe file, created and removed."""
+    probe = folder / f".mode-probe.{os.getpid()}.{threading.get_ident()}"
+    fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
-        found = re.search(r"^Umask:\s*([0-7]+)$", Path("/proc/self/status").read_text(), re.M)
-    except OSError:
-        found = None
-    if found:
-        return int(found.group(1), 8)
-    mask = os.umask(0o077)  # (the briefly set value is the strict one)
-    os.umask(mask)
-    return mask
+        return stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)

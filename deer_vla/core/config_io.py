@@ -192,12 +192,15 @@ def load_layered(model: type[ModelT], args: argparse.Namespace, what: str,
 
 
 def packaged_config_dir() -> Path | None:
-    """$DEER_VLA_CONFIG_DIR, else the source tree's config/, else a pip install's <prefix>/share/deer_vla/config;
-    None when none holds the node graph (``ros.graph.default_config_dir`` then asks the ament index)."""
+    """$DEER_VLA_CONFIG_DIR, else the first of ``config_dir_candidates()`` holding the node graph; None when
+    none does (``ros.graph.default_config_dir`` then asks the ament index)."""
     env = os.environ.get("DEER_VLA_CONFIG_DIR")
     if env:
         return Path(env)
-    for folder in (Path(__file__).resolve().parents[2] / "config", Path(sys.prefix) / "share" / PACKAGE / "config"):
-        if (folder / GRAPH_FILE).is_file():
-            return folder
-    return None
+    return next((folder for folder in config_dir_candidates() if (folder / GRAPH_FILE).is_file()), None)
+
+
+def config_dir_candidates() -> list[Path]:
+    """Where the package's config folder may be, without ROS: the source tree's config/, a pip install's
+    <prefix>/share/deer_vla/config."""
+    return [Path(__file__).resolve().parents[2] / "config", Path(sys.prefix) / "share" / PACKAGE / "config"]

@@ -38,13 +38,14 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core.action_spec import AXIS_UNITS, GRIPPER, STANDARD_AXES, ActionSpec, axis_kind
-from deer_vla.core.config_io import packaged_config_dir
+from deer_vla.core.config_io import config_dir_candidates, packaged_config_dir
 from deer_vla.core.image_resize import resize_rgb_frames
 from deer_vla.core.proprio_spec import ProprioSpec
 from deer_vla.data.episodes import META_FILE, DatasetError, DatasetMeta, DatasetWriteError, Episode, EpisodeWriter
 
 SKIP = "-"  # an action column that is not used
 IMPORT_MAP = "import_map.jsonl"
+RECIPE = "train_own_robot.yaml"  # the own-robot training config the importers point at
 _ALIASES: dict[str, tuple[str, ...]] = {
     "x": ("x", "dx", "pos_x", "x_pos", "tx", "vx", "linear_x"),
     "y": ("y", "dy", "pos_y", "y_pos", "ty", "vy", "linear_y"),
@@ -272,10 +273,11 @@ def resize_square(frames: Sequence[np.ndarray] | np.ndarray, size: int) -> np.nd
 def next_train_command(out: str | Path) -> str:
     """The command that trains on an imported dataset, to paste as printed from any folder: the own-robot
     config's full path (an installed package keeps it in share/deer_vla/config) and the paths quoted."""
-    folder = packaged_config_dir()  # (the ament index, for an apt install, is ROS's: not asked here)
-    config = (folder / "train_own_robot.yaml").absolute() if folder is not None else None
-    if config is None or not config.is_file():  # (a DEER_VLA_CONFIG_DIR of node parameters alone)
-        config = Path("config/train_own_robot.yaml")  # the README's name
+    # the config folder in use first (a DEER_VLA_CONFIG_DIR may hold node parameters alone), then the package's
+    # own; the ament index, for an apt install, is ROS's: not asked here
+    folders = [f for f in (packaged_config_dir(), *config_dir_candidates()) if f is not None]
+    config = next((f / RECIPE for f in folders if (f / RECIPE).is_file()), Path("config") / RECIPE)
+    config = config.absolute() if config.is_file() else config  # (none found: the README's name)
     return shlex.join(["deer-vla", "train", "--config", str(config), "--set", f"dataset={Path(out).resolve()}"])
 
 
