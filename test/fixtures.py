@@ -11,12 +11,16 @@ subscriber around a policy node (real rclpy).
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 INSTRUCTIONS = ["reach the red goal", "push the puck to the goal", "open the drawer"]
 
 
@@ -45,6 +49,20 @@ def build_tiny_checkpoint(out_dir: Path, *, model: Any = None, texts: Sequence[s
 
         ckpt.write_profile(PolicyRunner.from_checkpoint(path).model_profile)
     return path
+
+
+def load_bench(name: str) -> ModuleType:
+    """A bench script as a module (bench/ on sys.path while it imports ``common``)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"{name}_mod", BENCH / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
 
 
 def policy_node(executor: Any, checkpoint: Path, **params: Any) -> Any:

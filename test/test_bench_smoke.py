@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures import load_bench
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -339,18 +340,6 @@ def test_bench_budgets_refuses_an_empty_exit_actions_file_in_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def load_bench(name: str):
-    """A bench script as a module (bench/ on sys.path while it imports ``common``)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(f"{name}_mod", BENCH / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
 
 
 def test_bench_risk_refuses_a_split_with_an_empty_side():
