@@ -1,4 +1,4 @@
-"""One-process bringup: the nodes of a graph (config/graph.yaml) in one executor.
+"""One-process bringup: the nodes of a graph (config/graph.yaml) in one process, the monitor on its own thread.
 
 The same graph the launch files start, without `ros2 launch`: nodes get the
 same parameter files, overrides and remappings; lifecycle nodes are
@@ -280,9 +280,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-dir", default=None, help="directory with graph.yaml and the parameter files")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                         help="parameter override, e.g. policy.checkpoint_dir=/path (repeatable)")
-    parser.add_argument("--duration", type=float, default=0.0, help="seconds to run (0 = until Ctrl-C)")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="seconds to run (0 = until Ctrl-C, or the sim graph's last episode; a sim graph it cuts "
+                             "short exits 1)")
     parser.add_argument("--executor", choices=EXECUTORS, default="events",
-                        help="rclpy executor: events (EventsExecutor, lower per-message overhead) or single")
+                        help="rclpy executor of the policy and sim: events (EventsExecutor, lower per-message "
+                             "overhead) or single (the monitor spins its own SingleThreadedExecutor)")
     import rclpy
 
     try:  # every argument goes to rcl, which needs text
