@@ -223,3 +223,23 @@ def test_mode_digests_tell_other_thresholds_apart_and_ignore_float_noise() -> No
     (and a --resume went on) as if they were one."""
     assert mode_digests([_dynamic(0.1234)]) != mode_digests([_dynamic(0.1240)])
     assert mode_digests([_dynamic(0.123456781)]) == mode_digests([_dynamic(0.123456789)])
+
+
+def test_the_demos_headline_and_summary_figures_follow_its_episodes_and_steps() -> None:
+    """The demo's success rate, mean exit, compute saved and the percent it prints were only checked to appear (a
+    mutation audit inverted each, printed the saving as a fraction, and every test passed; the end-to-end demo's
+    tiny checkpoint saves 0%, which reads the same either way)."""
+    from deer_vla.ros.bringup import demo_figures, demo_headline
+
+    results = [{"success": True}, {"success": False}, {"success": True}, {"success": True}]
+    summary = {"steps": 40, "mean_exit": 2.25, "mean_llm_gflops": 0.03}
+    figures = demo_figures(results, summary, "llm_gflops", 0.15)
+    assert figures == {"success_rate": 0.75, "steps": 40, "mean_exit": 2.25, "mean_llm_gflops": 0.03,
+                       "full_model_llm_gflops": 0.15, "compute_saved": pytest.approx(0.8)}
+    assert demo_headline(results, figures, "llm_gflops", 12) == [
+        "success rate      0.75 (3/4)",
+        "average exit      2.25 of 12",
+        "compute per step  0.03 llm_gflops vs 0.15 for the full model -> 80.0% saved",
+    ]
+    assert demo_figures([], {"steps": 0, "mean_exit": 0.0, "mean_llm_gflops": 0.0}, "llm_gflops", 0.15)[
+        "compute_saved"] == 0.0  # no step: nothing saved, not 100%

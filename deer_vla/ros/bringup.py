@@ -346,6 +346,31 @@ def main() -> int:
     return cli_main(None)
 
 
+def demo_figures(results: list[dict], summary: dict, metric: str, full: float) -> dict[str, Any]:
+    """The demo's figures from its episodes (``sim_node.results``) and the monitor's summary of its steps; ``full``:
+    the full model's cost per step in ``metric``."""
+    mean_cost = summary[f"mean_{metric}"]
+    return {
+        "success_rate": sum(r["success"] for r in results) / len(results) if results else 0.0,
+        "steps": summary["steps"],
+        "mean_exit": summary["mean_exit"],
+        f"mean_{metric}": mean_cost,
+        f"full_model_{metric}": full,
+        "compute_saved": 1.0 - mean_cost / full if full > 0 and summary["steps"] else 0.0,
+    }
+
+
+def demo_headline(results: list[dict], figures: dict[str, Any], metric: str, num_exits: int) -> list[str]:
+    """The lines the demo prints first: success, average exit, compute against the full model."""
+    solved = sum(r["success"] for r in results)
+    return [
+        f"success rate      {figures['success_rate']:.2f} ({solved}/{len(results)})",
+        f"average exit      {figures['mean_exit']:.2f} of {num_exits}",
+        f"compute per step  {figures[f'mean_{metric}']:.4g} {metric} vs {figures[f'full_model_{metric}']:.4g} for the "
+        f"full model -> {100 * figures['compute_saved'] + 0.0:.1f}% saved",
+    ]
+
+
 def replay_command(recording: str, checkpoint: Path, average_gflops: float | None) -> str:
     """The `deer-vla replay` command that reproduces a demo run: its recording under the same checkpoint (by
     name when shipped; replay's own default is the shipped "default") and the same average budget."""
@@ -499,17 +524,12 @@ def demo_main(argv: list[str] | None = None) -> int:
     if sim_error is not None:
         print(f"deer-vla demo: the simulator failed after {len(results)} episode(s): {sim_error}", file=sys.stderr)
         return 1
-    mean_cost = summary[f"mean_{metric}"]
+    figures = demo_figures(results, summary, metric, full)
     report = {
         "episodes": len(results),
         "finished": finished,
         "interrupted": interrupted,
-        "success_rate": sum(r["success"] for r in results) / len(results) if results else 0.0,
-        "steps": summary["steps"],
-        "mean_exit": summary["mean_exit"],
-        f"mean_{metric}": mean_cost,
-        f"full_model_{metric}": full,
-        "compute_saved": 1.0 - mean_cost / full if full > 0 and summary["steps"] else 0.0,
+        **figures,
         "budget_status": summary["worst_status"],
         "wall_s": time.monotonic() - started,
         "results": results,
@@ -525,10 +545,8 @@ def demo_main(argv: list[str] | None = None) -> int:
     report_path = out_dir / run / "demo_summary.json"
     ending = "" if finished else " (interrupted)" if interrupted else " (timed out)"
     print(f"\n=== deer-vla demo: {len(results)} episode(s){ending} ===")
-    print(f"success rate      {report['success_rate']:.2f} ({sum(r['success'] for r in results)}/{len(results)})")
-    print(f"average exit      {report['mean_exit']:.2f} of {stack.full_profile.num_exits}")
-    print(f"compute per step  {mean_cost:.4g} {metric} vs {full:.4g} for the full model "
-          f"-> {100 * report['compute_saved'] + 0.0:.1f}% saved")
+    for line in demo_headline(results, figures, metric, stack.full_profile.num_exits):
+        print(line)
     print(f"step log (JSONL)  {report['log']}")
     print(f"step log (MCAP)   {report['mcap']}")
     print(f"policy I/O (MCAP) {report['policy_io_mcap']}  ({report['replay']})")
