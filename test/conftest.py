@@ -32,6 +32,14 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_cfg() -> object:
+    """The "tiny" model preset's config (the training tests' model)."""
+    from deer_vla.model.presets import preset_config
+
+    return preset_config("tiny")
+
+
+@pytest.fixture(scope="session")
 def ros_context() -> Iterator[object]:
     import rclpy
 

@@ -51,6 +51,29 @@ def build_tiny_checkpoint(out_dir: Path, *, model: Any = None, texts: Sequence[s
     return path
 
 
+def tiny_demos(root: Path, tasks: Sequence[str] | None = None) -> Path:
+    """A tiny demonstration dataset in ``root`` shaped for the "tiny" model preset (its cameras, image size,
+    proprioception and action): ``train.synthetic.write_tiny_dataset``, one episode per task of ``tasks``."""
+    from deer_vla.model.presets import preset_config
+    from deer_vla.train.synthetic import write_tiny_dataset
+
+    cfg = preset_config("tiny")
+    action = cfg.action if isinstance(cfg.action, dict) else cfg.action.to_dict()
+    more = {"tasks": tuple(tasks)} if tasks else {}
+    return write_tiny_dataset(root, tuple(cfg.cameras), int(cfg.image_size), int(cfg.proprio_dim), action, **more)
+
+
+def tiny_train_overrides(data: Path, out: Path, **extra: object) -> list[str]:
+    """`--set` values of a few-step training of the "tiny" preset on ``data`` into ``out`` (``extra`` on top)."""
+    base: dict[str, object] = {
+        "model_preset": "tiny", "dataset": str(data), "output_dir": str(out), "window": 4, "batch_size": 2,
+        "joint.steps": 3, "joint.warmup_steps": 1, "refine.steps": 2, "checkpoint_every": 2, "device": "cpu",
+        "num_threads": 1, "log_every": 1, "keep_checkpoints": 5,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
 def load_bench(name: str) -> ModuleType:
     """A bench script as a module (bench/ on sys.path while it imports ``common``)."""
     sys.path.insert(0, str(BENCH))

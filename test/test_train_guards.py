@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures import tiny_demos, tiny_train_overrides
 
 from deer_vla.core import Observation
 from deer_vla.model.gate import ExitGates, GateConfig
@@ -22,7 +23,6 @@ from deer_vla.train.data import load_episodes
 from deer_vla.train.gate import collect_gate_data, gate_tensors, split_episodes
 from deer_vla.train.losses import DeerObjective, action_loss
 from deer_vla.train.schedule import param_groups
-from deer_vla.train.synthetic import write_tiny_dataset
 from deer_vla.train.trainer import Trainer, _action_dim
 from deer_vla.train.windows import WindowDataset, make_collate
 
@@ -31,16 +31,9 @@ TASKS = ("drawer-open", "drawer-close", "door-open")
 
 
 @pytest.fixture(scope="module")
-def tiny_cfg():
-    return preset_config("tiny")
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory, tiny_cfg) -> Path:
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One episode per task in TASKS, stored task by task."""
-    action = tiny_cfg.action if isinstance(tiny_cfg.action, dict) else tiny_cfg.action.to_dict()
-    return write_tiny_dataset(tmp_path_factory.mktemp("demos"), tuple(tiny_cfg.cameras), int(tiny_cfg.image_size),
-                              int(tiny_cfg.proprio_dim), action, tasks=TASKS)
+    return tiny_demos(tmp_path_factory.mktemp("demos"), TASKS)
 
 
 def _episodes(dataset: Path, tiny_cfg, max_episodes: int | None = None) -> list:
@@ -49,11 +42,7 @@ def _episodes(dataset: Path, tiny_cfg, max_episodes: int | None = None) -> list:
 
 
 def _overrides(data: Path, out: Path, **extra: object) -> list[str]:
-    base = {"model_preset": "tiny", "dataset": str(data), "output_dir": str(out), "window": 4, "batch_size": 2,
-            "joint.steps": 3, "joint.warmup_steps": 1, "refine.steps": 0, "checkpoint_every": 10, "device": "cpu",
-            "num_threads": 1, "log_every": 1, "keep_checkpoints": 5}
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
+    return tiny_train_overrides(data, out, **{"refine.steps": 0, "checkpoint_every": 10, **extra})
 
 
 # --- the loss -----------------------------------------------------------------------------------
