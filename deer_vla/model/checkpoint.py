@@ -32,7 +32,7 @@ def save_checkpoint(model: MultiExitPolicy, tokenizer: Any, out_dir: str | Path,
     check_vocab(model, tokenizer)
     out.root.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    # written whole or not at all, with the umask's mode (save_file alone makes it owner-only, 0600)
+    # written whole or not at all, with the mode a new file in the folder gets (save_file alone makes it 0600)
     atomic_write_with(out.weights_path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     out.write_config(model.config)
     tokenizer.save_pretrained(str(out.root))

@@ -102,7 +102,7 @@ def save_train_state(
 ) -> None:
     tensors, opt_meta = optimizer_to_flat(optimizer)
     tensors.update(rng_tensors())
-    atomic_write_with(directory / STATE_TENSORS, lambda tmp: save_file(tensors, str(tmp)))  # the umask's mode
+    atomic_write_with(directory / STATE_TENSORS, lambda tmp: save_file(tensors, str(tmp)))  # not 0600
     meta = {
         "step": step,
         "stage": stage,
