@@ -55,7 +55,6 @@ class PolicyRunner:
         self.device = torch.device(device)
         self.model.to(self.device)
         self._profile = profile
-        self._charged: tuple[CostProfile, CostProfile] | None = None  # (model_profile, it with the gates' bytes)
         if gates is not None:
             gates.check_fits(model.feature_dim, model.config.action_spec.dim, model.config.num_exits)
             gates = gates.to(self.device).eval()
@@ -123,10 +122,7 @@ class PolicyRunner:
     def cost_profile(self) -> CostProfile:
         """``model_profile`` with the exit gates' bytes held beside every exit's: what this runner keeps
         resident, and what a memory budget is checked against."""
-        model_profile = self.model_profile
-        if self._charged is None or self._charged[0] is not model_profile:
-            self._charged = (model_profile, model_profile.with_resident_bytes(self.exit_gate_bytes))
-        return self._charged[1]
+        return self.model_profile.with_resident_bytes(self.exit_gate_bytes)
 
     def time_here(self) -> bool:
         """Give the cost profile this machine's latencies when its own are another machine's (a shipped

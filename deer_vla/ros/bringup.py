@@ -222,16 +222,26 @@ def _request_stop(signum: int, frame: object) -> None:
 
 
 def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
-    """-> (the arguments for rclpy, ours: launch arguments + those left after removing --ros-args ...)."""
+    """-> (the arguments for rclpy, ours: launch arguments + those left after removing --ros-args ...); ValueError
+    for an argument that is not text (check_text_arguments)."""
     from rclpy.utilities import remove_ros_args
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = check_text_arguments(sys.argv[1:] if argv is None else argv)  # every argument goes to rcl: text
     # NAME:=VALUE before --ros-args are launch arguments, as for ros2 launch; rcl would take them for
     # (deprecated) remapping rules, so they never reach rclpy
     cut = args.index("--ros-args") if "--ros-args" in args else len(args)
     launch = [a for a in args[:cut] if ":=" in a and not a.startswith("-")]
     ros = [a for a in args[:cut] if a not in launch] + args[cut:]
     return ros, launch + remove_ros_args(["deer_vla", *ros])[1:]
+
+
+def _split_args_or_say(prog: str, argv: list[str] | None) -> tuple[list[str], list[str]] | None:
+    """``_split_args``, or None after one line naming an argument that is not text."""
+    try:
+        return _split_args(argv)
+    except ValueError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
 
 
 def _init_ros(args: list[str]) -> bool:
@@ -288,11 +298,10 @@ def cli_main(argv: list[str] | None = None) -> int:
                              "overhead) or single (the monitor spins its own SingleThreadedExecutor)")
     import rclpy
 
-    try:  # every argument goes to rcl, which needs text
-        all_args, own_args = _split_args(check_text_arguments(sys.argv[1:] if argv is None else argv))
-    except ValueError as exc:
-        print(f"{parser.prog}: {exc}", file=sys.stderr)
+    split = _split_args_or_say(parser.prog, argv)
+    if split is None:
         return 2
+    all_args, own_args = split
     args = parser.parse_args(own_args)
     if not 0 <= args.duration < math.inf:  # -1 or nan ran until Ctrl-C as if 0 had been meant
         parser.error(f"--duration must be a number of seconds >= 0 (0 = until Ctrl-C), got {args.duration}")
@@ -429,11 +438,10 @@ def demo_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-dir", default=None)
     import rclpy
 
-    try:  # every argument goes to rcl, which needs text
-        all_args, own_args = _split_args(check_text_arguments(sys.argv[1:] if argv is None else argv))
-    except ValueError as exc:
-        print(f"{parser.prog}: {exc}", file=sys.stderr)
+    split = _split_args_or_say(parser.prog, argv)
+    if split is None:
         return 2
+    all_args, own_args = split
     args = parser.parse_args(own_args)
     from deer_vla.model.checkpoint_dir import CheckpointDir
 
