@@ -10,7 +10,7 @@ import shutil
 from glob import glob
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 from setuptools.command.build_py import build_py
 
 PACKAGE = "deer_vla"
@@ -28,7 +28,9 @@ class FreshBuildPy(build_py):
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    # namespace discovery lists the checkpoint folders under assets/ as packages too: setuptools warns that
+    # data-only folders left out of `packages` will be dropped from installs in a future release
+    packages=find_namespace_packages(include=[PACKAGE, f"{PACKAGE}.*"], exclude=["*.__pycache__"]),
     package_data={PACKAGE: ["assets/**/*"]},  # every shipped checkpoint, assets/<name>_checkpoint (model.shipped)
     include_package_data=True,
     data_files=[
