@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deer_vla.core.spec_lists import listed
+
 STANDARD_AXES: tuple[str, ...] = ("x", "y", "z", "roll", "pitch", "yaw")
 ROTATION_AXES: tuple[str, ...] = ("roll", "pitch", "yaw")
 GRIPPER = "gripper"
@@ -123,10 +125,9 @@ class ActionSpec:
         unknown = set(data) - {"axes", "low", "high", "scale", "units"}
         if unknown:
             raise ValueError(f"unknown ActionSpec keys {sorted(unknown)}")
-        return cls(
-            axes=tuple(data.get("axes", STANDARD_AXES)),
-            low=tuple(data.get("low", ())),
-            high=tuple(data.get("high", ())),
-            scale=tuple(data.get("scale", ())),
-            units=tuple(data.get("units", ())),
-        )
+        lists = {key: listed(data, key, default, "ActionSpec") for key, default in (
+            ("axes", STANDARD_AXES), ("low", ()), ("high", ()), ("scale", ()), ("units", ()))}
+        try:
+            return cls(**lists)
+        except TypeError as exc:  # an item float() cannot take (null, a list)
+            raise ValueError(f"ActionSpec values must be numbers: {exc}") from exc

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from deer_vla.core.spec_lists import listed
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:/\-]+$")
 
 
@@ -106,5 +108,8 @@ class ProprioSpec:
             raise ValueError(f"unknown ProprioSpec keys {sorted(unknown)}")
         if "names" not in data:
             raise ValueError("ProprioSpec needs 'names'")
-        return cls(names=tuple(data["names"]), **{k: tuple(data.get(k, ())) for k in
-                                                   ("units", "low", "high", "mean", "std")})
+        lists = {key: listed(data, key, (), "ProprioSpec") for key in ("names", "units", "low", "high", "mean", "std")}
+        try:
+            return cls(**lists)
+        except TypeError as exc:  # an item float() cannot take (null, a list)
+            raise ValueError(f"ProprioSpec values must be numbers: {exc}") from exc

@@ -1,9 +1,12 @@
-"""Whether a command's output folder can be written, asked before minutes of work whose result it holds."""
+"""Whether a command's output folder can be written, asked before minutes of work whose result it holds; whether
+a file being written is still there to be read."""
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import IO, Any
 
 
 def unwritable_dir(path: Path, create: bool) -> str | None:
@@ -55,3 +58,12 @@ def clobbers_input(out: str | Path, inputs: Iterable[str | Path], allowed: Itera
     except (OSError, RuntimeError):  # an unreadable or looping path: the write says what is wrong with it
         return None
     return None
+
+
+def unlinked(stream: IO[Any]) -> bool:
+    """Whether the open file ``stream`` was deleted (or its folder): writes into it still succeed, into a file
+    no one can read. A stream the OS no longer knows counts as deleted."""
+    try:
+        return os.fstat(stream.fileno()).st_nlink == 0
+    except (OSError, ValueError):
+        return True

@@ -313,7 +313,8 @@ class VideoFrames:
         wanted = start + np.asarray(timestamps, dtype=np.float64)
         try:
             yield from self._decode(av.open(str(path)), path, wanted, row)
-        except av.error.FFmpegError as e:  # an empty, truncated or foreign file; a corrupt frame
+        # an empty, truncated or foreign file; a corrupt frame; a damaged tag (PyAV decodes tags as UTF-8)
+        except (av.error.FFmpegError, UnicodeDecodeError) as e:
             raise LeRobotFormatError(f"{path}: cannot decode the video (truncated or corrupt?): {e} "
                                      f"(camera {key}, episode {row['episode_index']})") from e
 

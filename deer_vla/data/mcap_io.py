@@ -52,6 +52,8 @@ from mcap.reader import NonSeekingReader, make_reader
 from mcap_ros2.decoder import DecoderFactory
 from mcap_ros2.writer import Writer
 
+from deer_vla.core.writable import unlinked
+
 log = logging.getLogger(__name__)
 
 _SEP = "=" * 80
@@ -340,6 +342,14 @@ class McapLog:
             self._part_count += 1
             self._dirty = True
 
+    def unlinked(self) -> bool:
+        """Whether the part being written was deleted (or its folder): the writes still succeed, into a file
+        no one can read. False once closed."""
+        with self._lock:
+            if self.closed:
+                return False
+            return unlinked(self._stream)
+
     def close(self) -> None:
         """Write the summary and footer and release the file. If that fails (disk full), the file is still
         released and the log marked closed, then the OSError is raised: the readers recover such a file."""
@@ -397,8 +407,11 @@ def read_messages(path: str | Path, topics: list[str] | None = None,
         yield from _read_in_file_order(path, topics)
         return
     with path.open("rb") as stream:
-        reader = make_reader(stream)
-        raw = reader.iter_messages(topics=topics, log_time_order=True)
+        try:
+            raw = make_reader(stream).iter_messages(topics=topics, log_time_order=True)
+        except Exception as exc:  # a damaged magic or summary (InvalidMagic, a bad schema name): one line
+            raise McapFormatError(f"{path}: cannot read the file's header or summary "
+                                  f"({type(exc).__name__}: {exc}); the file is damaged") from exc
         factory, decoders = DecoderFactory(), {}
         count = 0
         while True:
@@ -411,7 +424,11 @@ def read_messages(path: str | Path, topics: list[str] | None = None,
                                       f"({type(exc).__name__}: {exc}); the file is damaged") from exc
             datatype = schema.name if schema else ""
             if channel.id not in decoders:
-                decoders[channel.id] = factory.decoder_for(channel.message_encoding, schema)
+                try:
+                    decoders[channel.id] = factory.decoder_for(channel.message_encoding, schema)
+                except Exception as exc:  # a damaged schema text (UnicodeDecodeError, a bad type name)
+                    raise McapFormatError(f"{path}: {channel.topic}: its schema {datatype!r} cannot be read "
+                                          f"({type(exc).__name__}: {exc}); the file is damaged") from exc
             decoder = decoders[channel.id]
             if decoder is None:
                 raise McapFormatError(f"{path}: {channel.topic}: messages encoded as {channel.message_encoding!r} "

@@ -37,7 +37,11 @@ def hf_lm_config(lm: LMConfig, num_layers: int | None = None) -> Any:
 
     cfg_cls = getattr(transformers, _FAMILY_CLASSES[lm.family][0])
     data = {k: v for k, v in lm.hf_config.items() if k not in ("model_type", "architectures", "transformers_version")}
-    cfg = cfg_cls(**data)
+    try:
+        cfg = cfg_cls(**data)
+    except Exception as exc:  # transformers' strict config fields raise huggingface_hub's own errors
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"lm.hf_config is not a valid {cfg_cls.__name__}: {type(exc).__name__}: {first}") from exc
     if num_layers is not None:
         if lm.family in _LAYER_COUNT_KEY:
             setattr(cfg, _LAYER_COUNT_KEY[lm.family], num_layers)

@@ -1,0 +1,134 @@
+"""Damaged or hostile files at the CLI boundaries, found by fuzzing them (session 54): each is refused in one
+line naming what is wrong, at once, instead of a traceback or gigabytes of memory."""
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import time
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _alias_bomb(path: Path, levels: int) -> Path:
+    """A few hundred bytes of YAML whose aliases expand to 10 ** (levels + 1) strings."""
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_yaml_of_nested_aliases_is_refused_at_once_in_a_short_message(tmp_path):
+    from deer_vla.core.config_io import ConfigError, read_yaml_mapping, shown_value, validate
+    from deer_vla.train.config import TrainConfig
+
+    bomb = _alias_bomb(tmp_path / "bomb.yaml", 7)
+    assert bomb.stat().st_size < 500
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="Extra inputs are not permitted") as err:
+        validate(TrainConfig, read_yaml_mapping(bomb, "training config"), "training config", str(bomb))
+    assert time.perf_counter() - start < 5.0  # the whole repr of 10^8 strings took 22 s and 880 MB
+    assert len(str(err.value)) < 3000
+    assert shown_value("x" * 1000).endswith("... (1000 characters)")
+    assert shown_value({"deep": [[[[1]]]]}).count("...") >= 1 and len(shown_value(list(range(10**6)))) <= 124
+
+
+@pytest.mark.parametrize("field,value,said", [
+    (("action", "units"), 3, "ActionSpec.units must be a list, got 3"),
+    (("action", "low"), True, "ActionSpec.low must be a list"),
+    (("action", "high"), [None, 1, 1, 1], "ActionSpec values must be numbers"),
+    (("proprio",), {"names": "abc"}, "ProprioSpec.names must be a list"),
+    (("proprio",), {"names": ["a"], "low": [None], "high": [1]}, "ProprioSpec values must be numbers"),
+    (("lm", "hf_config", "tie_word_embeddings"), [1], "lm.hf_config is not a valid LlamaConfig"),
+])
+def test_a_checkpoint_config_with_a_wrong_typed_field_is_a_checkpoint_error_naming_it(tiny_checkpoint, tmp_path,
+                                                                                       field, value, said):
+    from deer_vla.model.checkpoint import CheckpointError, load_checkpoint
+
+    ckpt = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
+    config = json.loads((ckpt / "config.json").read_text())
+    node = config
+    for key in field[:-1]:
+        node = node[key]
+    node[field[-1]] = value
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="config.json") as err:
+        load_checkpoint(ckpt)
+    assert said in str(err.value)
+
+
+MCAP_ARGS = ["--image-topic", "/camera/image_raw", "--action-topic", "/servo/delta_twist_cmds",
+             "--instruction", "wipe the table", "--rate", "10"]
+
+
+def test_an_mcap_with_a_damaged_magic_or_schema_is_one_line_exit_2(tmp_path, capsys):
+    from robot_data_support import write_teleop_mcap
+
+    from deer_vla.data.import_mcap import cli_main
+
+    good = write_teleop_mcap(tmp_path / "ok.mcap", seconds=3.0, gap=(1.4, 1.8)).read_bytes()
+    summary_schema = good.find(b"builtin_interfaces", 1000)  # a schema copy in the uncompressed summary
+    damaged = {
+        "magic": (bytes([good[0] ^ 1]) + good[1:], "cannot read the file's header or summary"),
+        "schema": (good[:summary_schema] + good[summary_schema:].replace(b"builtin_interfaces",
+                                                                         b"builtin_interf!ces"),
+                   "cannot be read"),
+    }
+    for name, (data, said) in damaged.items():
+        path = tmp_path / f"{name}.mcap"
+        path.write_bytes(data)
+        assert cli_main([str(path), "--out", str(tmp_path / f"out_{name}"), *MCAP_ARGS]) == 2, name
+        err = capsys.readouterr().err
+        assert said in err and str(path) in err and "Traceback" not in err, (name, err[-2000:])
+
+
+def test_a_lerobot_video_with_a_damaged_metadata_string_is_one_line_exit_2(tmp_path, capsys):
+    from deer_vla.data.import_lerobot import cli_main
+    from deer_vla.data.lerobot_writer import write_demo_dataset
+
+    root = write_demo_dataset(tmp_path / "ds", n_episodes=2, steps=8, episodes_per_file=2, chunks_size=1)
+    video = sorted(root.rglob("*.mp4"))[0]
+    data = bytearray(video.read_bytes())
+    brand = data.find(b"mp41")
+    assert brand > 0
+    data[brand + 3] = 0xB1  # not UTF-8: PyAV raised UnicodeDecodeError reading the container's tags
+    video.write_bytes(bytes(data))
+    assert cli_main([str(root), "--out", str(tmp_path / "out"), "--gripper-open", "0", "--gripper-closed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot decode the video" in err and str(video) in err and "Traceback" not in err, err[-2000:]
+
+
+def _png(width: int, height: int, rows: int | None = None) -> bytes:
+    """An RGB PNG of zeros: a few hundred kilobytes whatever the size it declares (``rows``: only the first
+    rows' data, a cut file)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    packer = zlib.compressobj(1)
+    row = b"\x00" * (1 + width * 3)
+    pixels = b"".join(packer.compress(row) for _ in range(height if rows is None else rows)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def test_a_compressed_image_declaring_too_many_pixels_is_refused_before_decoding():
+    from deer_vla.data.image_msg import ImageConversionError
+    from deer_vla.data.import_mcap import MAX_DECODED_PIXELS, image_to_rgb
+
+    small = image_to_rgb(SimpleNamespace(data=_png(40, 30), format="png"), "sensor_msgs/msg/CompressedImage")
+    assert small.shape == (30, 40, 3)
+    side = 8200  # just over the limit: 200 MB decoded, from a PNG of well under a megabyte
+    assert side * side > MAX_DECODED_PIXELS
+    bomb = _png(side, side)
+    assert len(bomb) < 1_000_000
+    with pytest.raises(ImageConversionError, match=f"declares {side} x {side} pixels"):
+        image_to_rgb(SimpleNamespace(data=bomb, format="png"), "sensor_msgs/msg/CompressedImage")
+    huge = _png(20000, 20000, rows=1)  # over Pillow's own bomb limit: refused by the header alone
+    with pytest.raises(ImageConversionError, match="declares more than"):
+        image_to_rgb(SimpleNamespace(data=huge, format="png"), "sensor_msgs/msg/CompressedImage")
+
