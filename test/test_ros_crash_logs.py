@@ -344,3 +344,40 @@ def test_a_stamp_mcap_cannot_hold_is_a_recording_error_not_a_model_error(executo
     assert drv.drive_until(lambda: len(drv.actions) >= 3)
     assert node.stats.record_errors >= 3 and node.stats.model_errors == 0
     assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+
+
+@pytest.mark.ros
+def test_recording_failures_show_on_diagnostics_while_they_happen(executor, tiny_checkpoint, tmp_path):
+    """A full disk under record_path: control goes on, and the node's "recording" status says ERROR while
+    steps are lost, WARN once recording works again (the recording has a gap), not only a counter among the
+    policy status's values (a full SD card was seen after the run only)."""
+    import errno
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fixtures import Driver, policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = policy_node(executor, tiny_checkpoint, enabled=True, record_path=str(tmp_path / "io.mcap"),
+                       diagnostics_period_s=0.1)
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    drv = Driver(executor)
+    seen: list[tuple[int, str]] = []
+
+    def keep(arr: DiagnosticArray) -> None:
+        seen.extend((s.level[0], s.message) for s in arr.status if s.name == f"{node.get_name()}: recording")
+
+    drv.node.create_subscription(DiagnosticArray, "/diagnostics", keep, 50)
+    drv.instruct()
+    assert drv.drive_until(lambda: any(level == 0 and "writing to" in msg for level, msg in seen))
+    real_write = node._recorder.write_step
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    node._recorder.write_step = full
+    assert drv.drive_until(lambda: any(level == 2 and "No space left on device" in msg for level, msg in seen))
+    node._recorder.write_step = real_write
+    seen.clear()
+    assert drv.drive_until(lambda: any(level == 1 and "again" in msg for level, msg in seen))
+    assert node.stats.model_errors == 0 and len(drv.actions) > 0
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS

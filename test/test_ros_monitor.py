@@ -222,7 +222,8 @@ def test_monitor_outlives_records_that_overflow_and_a_fault_in_its_statuses(ros_
 
         monkeypatch.setattr(node.stats, "statuses", broken)
         statuses = node.diagnostics().status  # what the timer publishes: one ERROR status instead of a crash
-        assert [(s.name, s.level) for s in statuses] == [("deer_vla: monitor", bytes([2]))]
+        assert [(s.name, s.level) for s in statuses] == [("deer_vla: monitor", bytes([2])),
+                                                          ("deer_vla: logging", bytes([0]))]
         summary = node.close()
         assert summary["steps"] == 1 and summary["worst_status"] == "ERROR" and summary["status_errors"] == 2
         assert json.loads(node.summary_path.read_text())["steps"] == 1
@@ -468,4 +469,52 @@ def test_a_log_dir_it_cannot_create_names_the_parameter_and_a_relative_one_is_ma
         assert node.log_dir == tmp_path / "logs" / "r"
     finally:
         node.close()
+        node.destroy_node()
+
+
+def test_the_logging_status_says_lost_records_deleted_files_and_recovery(ros_context, tmp_path):
+    """Logging failures cost only the logs, and /diagnostics says so while they happen: ERROR while records are
+    lost or the files being written were deleted, WARN once writing works again. A run folder deleted during
+    the run is not brought back holding a plot alone."""
+    import errno
+    import shutil
+
+    from std_msgs.msg import String
+
+    node = _monitor(tmp_path, write_plot=True)
+    try:
+        def logging_status():
+            return next(s for s in node.diagnostics().status if s.name == "deer_vla: logging")
+
+        status = logging_status()
+        assert status.level[0] == 0 and str(node.log_dir) in status.message
+
+        class FullDisk:
+            def __init__(self, real) -> None:
+                self.fileno = real.fileno
+
+            def write(self, text: str) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            def flush(self) -> None: ...
+
+        real, node._jsonl = node._jsonl, FullDisk(node._jsonl)
+        node._on_record(String(data=_record_json(0)))
+        status = logging_status()
+        assert status.level[0] == 2 and "No space left on device" in status.message
+        assert {kv.key: kv.value for kv in status.values}["log_errors"] == "1"
+        node._jsonl = real
+        node._on_record(String(data=_record_json(1)))
+        status = logging_status()
+        assert status.level[0] == 1 and "again" in status.message and "No space left" in status.message
+
+        shutil.rmtree(node.log_dir)
+        node._on_record(String(data=_record_json(2)))  # written without an error, into files no one can read
+        status = logging_status()
+        assert status.level[0] == 2 and "deleted" in status.message
+        assert "steps.jsonl" in status.message and "steps.mcap" in status.message
+        summary = node.close()
+        assert summary["steps"] == 3 and summary["plot"] is None and not node.log_dir.exists()
+        assert all(s.name != "deer_vla: logging" for s in node.diagnostics().status)  # closed: nothing to say
+    finally:
         node.destroy_node()

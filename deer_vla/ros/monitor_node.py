@@ -15,6 +15,7 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from deer_vla.core import StepRecord
 from deer_vla.core.atomic_file import atomic_write_text
+from deer_vla.core.writable import unlinked
 from deer_vla.data.mcap_io import (
     DEFAULT_SPLIT_MIB,
     DEFAULT_SPLIT_S,
@@ -24,6 +25,7 @@ from deer_vla.data.mcap_io import (
     prune_parts,
 )
 from deer_vla.ros.budget_monitor import ERROR, BudgetMonitor, BudgetStatus
+from deer_vla.ros.log_health import LogHealth
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.node_parameters import declare_parameters, topic_name_problem
 from deer_vla.ros.params import (
@@ -127,7 +129,7 @@ class MonitorNode(Node):
         self.bad_records = 0
         self.duplicate_records = 0  # the same step as the previous record again: not counted twice
         self.out_of_order_records = 0  # stamped before the previous record: kept, but said
-        self.log_errors = 0  # records that could not be written (disk full, ...): still in the statistics
+        self._log_health = LogHealth()  # records that could not be written (disk full, ...): still in the statistics
         self.status_errors = 0  # diagnostics ticks whose statuses could not be computed (_statuses)
         self.closed = False
         self._summary: dict | None = None
@@ -168,7 +170,7 @@ class MonitorNode(Node):
         try:
             self._write_logs(record)
         except Exception as exc:  # disk full, unwritable folder, a record that cannot be written: go on
-            self.log_errors += 1
+            self._log_health.failed(f"{type(exc).__name__}: {exc}")
             self.get_logger().error(f"step record not written to {self.log_dir}: {exc}", throttle_duration_sec=5.0)
 
     def _write_logs(self, record: StepRecord) -> None:
@@ -225,11 +227,31 @@ class MonitorNode(Node):
                                     throttle_duration_sec=5.0)
             return [BudgetStatus("monitor", ERROR, f"statuses not computed: {type(exc).__name__}: {exc}")]
 
+    @property
+    def log_errors(self) -> int:
+        """Records (and closes) the logs could not take: still counted in the statistics."""
+        return self._log_health.errors
+
+    def _logging_status(self) -> BudgetStatus:
+        """Whether the step logs are being written (log_health): said on /diagnostics while it happens."""
+        values = {"folder": str(self.log_dir), "log_errors": str(self.log_errors)}
+        try:
+            deleted = [self.jsonl_parts[-1].name] if unlinked(self._jsonl) else []
+            if self._mcap.unlinked():
+                deleted.append(self._mcap.parts[-1].name)
+        except Exception as exc:  # as _statuses: a fault here must not end the node from its timer
+            return BudgetStatus("logging", ERROR, f"log files not checked: {type(exc).__name__}: {exc}", values)
+        level, message = self._log_health.status(str(self.log_dir), deleted)
+        return BudgetStatus("logging", level, message, values)
+
     def diagnostics(self) -> DiagnosticArray:
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
-        not_budgets = ("steps", "records", "observation_age", "fidelity_guarantee", "monitor")
-        for status in self._statuses():
+        not_budgets = ("steps", "records", "observation_age", "fidelity_guarantee", "monitor", "logging")
+        statuses = self._statuses()
+        if not self.closed:
+            statuses.append(self._logging_status())
+        for status in statuses:
             arr.status.append(
                 DiagnosticStatus(
                     level=bytes([status.level]),
@@ -271,23 +293,29 @@ class MonitorNode(Node):
             try:
                 log_file.close()
             except OSError as exc:  # disk full at the end: the records are counted, the summary still comes
-                self.log_errors += 1
+                self._log_health.failed(f"{name} not closed: {exc}")
                 self.get_logger().error(f"{name} not closed cleanly in {self.log_dir}: {exc}")
         summary = self._summary = self.summary()
         # the summary before the plot: a plot takes seconds, and ros2 launch sends SIGKILL if shutdown drags on
         try:
             atomic_write_text(self.summary_path, json.dumps(summary, indent=2))  # never a torn or empty file
         except OSError as exc:  # disk full at the end: the line below still says what the run did
-            self.log_errors += 1
+            self._log_health.failed(f"{self.summary_path.name} not written: {exc}")
             self.get_logger().error(f"{self.summary_path.name} not written in {self.log_dir}: {exc}")
         worst = summary["worst_status"]
         print(
             f"[deer_vla monitor] {summary['steps']} steps, mean exit {summary['mean_exit']:.2f}, "
             f"mean {self.stats.metric} {summary[f'mean_{self.stats.metric}']:.4g}, p95 {summary['p95_ms']:.1f} ms, "
             f"observation age at action p50 {summary['obs_age_p50_ms']:.1f} / p95 {summary['obs_age_p95_ms']:.1f} ms, "
-            f"budget status {worst}; log {self.jsonl_path}, mcap {self.mcap_path}",
+            f"budget status {worst}; log {self.jsonl_path}, mcap {self.mcap_path}"
+            + (f"; {self.log_errors} log write(s) FAILED, the last: {self._log_health.last_error}"
+               if self.log_errors else ""),
             file=sys.stderr,
         )
+        if summary["plot"] is not None and not self.log_dir.is_dir():  # deleted during the run: a folder holding
+            # a plot alone would pass for a run whose logs went missing
+            self.get_logger().error(f"run folder {self.log_dir} was deleted during the run: no plot written")
+            summary["plot"] = None
         if summary["plot"] is not None:
             try:
                 plot_points(self.records, self.plot_path, metric=self.stats.metric)

@@ -59,6 +59,7 @@ from deer_vla.ros.health import (
 from deer_vla.ros.instruction_input import INSTRUCTION_QOS, INSTRUCTION_QOS_VOLATILE, CopyFilter
 from deer_vla.ros.joint_state import JointStateProprio, skew_problem, stamp_problem
 from deer_vla.ros.lifecycle import guard_change_state, report_errors
+from deer_vla.ros.log_health import LogHealth
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.node_parameters import topic_name_problem
 from deer_vla.ros.params import (
@@ -137,7 +138,8 @@ class NodeStats:
     unsafe_actions: int = 0
     no_instruction: int = 0
     hold_published: int = 0
-    record_errors: int = 0  # steps the record_path recording could not take (disk full): control goes on
+    # steps the record_path recording could not take (disk full): control goes on, /diagnostics says it
+    recording: LogHealth = field(default_factory=LogHealth)
     # (message in -> action out) and model time per step, ms; for the latency benchmark
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=10000))
     # steps that gave no action, by health.SKIP_REASONS key, and the latest sentence per reason (/diagnostics)
@@ -171,6 +173,11 @@ class NodeStats:
         """Steps refused because the joint state and an image were stamped further apart than
         max_joint_state_skew_s."""
         return self.skipped["joint_state_skew"]
+
+    @property
+    def record_errors(self) -> int:
+        """Steps (and closes) the record_path recording could not take."""
+        return self.recording.errors
 
 
 class PolicyNode(LifecycleNode):
@@ -535,7 +542,7 @@ class PolicyNode(LifecycleNode):
             try:
                 recorder.close()
             except OSError as exc:  # disk full at the end: what was flushed stays readable (mcap_io)
-                self.stats.record_errors += 1
+                self.stats.recording.failed(f"not closed cleanly: {exc}")
                 self.get_logger().error(f"recording {recorder.log.path} not closed cleanly: {exc}")
 
     # -- parameters --------------------------------------------------------------------
@@ -1045,7 +1052,7 @@ class PolicyNode(LifecycleNode):
             # the recording is a side job: a full disk, or a stamp MCAP cannot hold (before 1970), must not stop
             # the robot, nor count as a model error
             except (OSError, ValueError, OverflowError) as exc:
-                self.stats.record_errors += 1
+                self.stats.recording.failed(f"{type(exc).__name__}: {exc}")
                 self.get_logger().error(f"step not recorded to {recorder.log.path}: {exc}",
                                         throttle_duration_sec=5.0)
 
@@ -1165,7 +1172,16 @@ class PolicyNode(LifecycleNode):
         snapshot = self.health_snapshot()
         status = policy_status(snapshot, self._health_before)
         self._health_before = snapshot
-        return self._status_array(status)
+        arr = self._status_array(status)
+        recorder = self._recorder
+        if recorder is not None:  # the record_path recording: a full disk costs it, not control
+            deleted = [recorder.log.parts[-1].name] if recorder.log.unlinked() else []
+            level, message = self.stats.recording.status(str(recorder.log.path), deleted)
+            arr.status.append(DiagnosticStatus(
+                level=bytes([level]), name=f"{self.get_name()}: recording", message=message,
+                hardware_id=self.get_fully_qualified_name(),
+                values=[KeyValue(key="record errors", value=str(self.stats.record_errors))]))
+        return arr
 
     def _status_array(self, status: PolicyStatus) -> DiagnosticArray:
         arr = DiagnosticArray()
