@@ -290,3 +290,50 @@ def test_metadata_of_the_wrong_type_is_refused_naming_the_file(tmp_path: Path, k
     path.write_text(json.dumps(data))
     with pytest.raises(DatasetError, match=f"meta.json: malformed metadata: {said}"):
         DatasetMeta.load(tmp_path / "ds")
+
+
+FULL_DISK_WRITER = """
+import resource, sys
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+from test_data_episodes import make_episode, make_meta
+from deer_vla.data.episodes import DatasetWriteError, EpisodeWriter
+writer = EpisodeWriter(sys.argv[1], make_meta())
+writer.write(make_episode("drawer-open", 0, length=3))  # a small one fits
+# every file from here on is cut at 20 kB (EFBIG, what ENOSPC is to the writer; Python ignores SIGXFSZ)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
+try:
+    writer.write(make_episode("drawer-open", 1, length=40, size=16))
+except DatasetWriteError as exc:
+    print("REFUSED", exc)
+"""
+
+
+def test_an_episode_the_disk_cannot_take_is_one_error_naming_it_and_the_earlier_ones_stay(tmp_path: Path) -> None:
+    """A full disk mid-collection: h5py raised RuntimeErrors out of its close and printed a traceback per open
+    object (130 lines, then `deer-vla collect` died on an unhandled RuntimeError). The file is now built in
+    memory and written as bytes: one DatasetWriteError naming the file, nothing half-written left."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", FULL_DISK_WRITER, str(tmp_path / "ds"), str(root),
+                          str(root / "test")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "REFUSED cannot write" in out.stdout and "drawer-open__seed0000001" in out.stdout, out.stdout
+    assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr[-3000:]
+    ds = EpisodeDataset(tmp_path / "ds")
+    assert len(ds) == 1 and ds.load(0).seed == 0
+    assert not list((tmp_path / "ds").rglob("*.tmp"))
+
+
+def test_collect_says_a_write_failure_in_one_line_and_that_the_same_command_goes_on(tmp_path, monkeypatch, capsys):
+    from deer_vla.data import collect as collect_module
+    from deer_vla.data.episodes import DatasetWriteError
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise DatasetWriteError("cannot write /robot/ds/episodes/x.h5: No space left on device")
+
+    monkeypatch.setattr(collect_module, "collect", full)
+    code = collect_module.cli_main(["--tasks", "drawer-close", "--episodes-per-task", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "No space left on device" in err and "the same command goes on" in err, err

@@ -399,10 +399,14 @@ def cli_main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"deer-vla collect: {msg}", file=sys.stderr)
         return 2
-    from deer_vla.data.episodes import DatasetError
+    from deer_vla.data.episodes import DatasetError, DatasetWriteError
 
     try:
         report = collect(cfg, progress=not args.no_progress)
+    except DatasetWriteError as e:  # disk full mid-run: every episode written before is whole
+        print(f"deer-vla collect: {e}; the episodes written before it are kept: the same command goes on "
+              "from them", file=sys.stderr)
+        return 1
     except DatasetError as e:  # an existing --out of another setup, or a bad file found by verify()
         print(f"deer-vla collect: {e}", file=sys.stderr)
         return 2

@@ -16,8 +16,8 @@ under a real name.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -339,36 +339,36 @@ class EpisodeWriter:
         return self.path_for(task, seed).is_file()
 
     def write(self, ep: Episode) -> Path:
+        """Write ``ep`` whole or not at all. The HDF5 file is built in memory, then written as plain bytes
+        (atomic_write_bytes): on a full disk h5py raised RuntimeErrors from its close and printed a traceback per
+        open object; a plain write fails once, said as a DatasetWriteError naming the file."""
         path = self.path_for(ep.task, ep.seed)
         ep.validate(self.meta, where=str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         kw: dict[str, Any] = {"compression": self.compression, "compression_opts": self.compression_opts}
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w") as f:
+            for cam in sorted(ep.images):
+                img = ep.images[cam]
+                chunk = (min(16, img.shape[0]),) + img.shape[1:]
+                f.create_dataset(f"images/{cam}", data=img, chunks=chunk, **kw)
+            if ep.proprio is not None:
+                f.create_dataset("proprio", data=ep.proprio, **kw)
+            f.create_dataset("actions", data=ep.actions, **kw)
+            if ep.actions_executed is not None:
+                f.create_dataset("actions_executed", data=ep.actions_executed, **kw)
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["task"] = ep.task
+            f.attrs["instruction"] = ep.instruction
+            f.attrs["seed"] = int(ep.seed)
+            f.attrs["success"] = bool(ep.success)
+            f.attrs["length"] = ep.length
+            f.attrs["cameras"] = json.dumps(sorted(ep.images))
+            f.attrs["checksum"] = episode_checksum(ep)
         try:
-            with h5py.File(tmp, "w") as f:
-                for cam in sorted(ep.images):
-                    img = ep.images[cam]
-                    chunk = (min(16, img.shape[0]),) + img.shape[1:]
-                    f.create_dataset(f"images/{cam}", data=img, chunks=chunk, **kw)
-                if ep.proprio is not None:
-                    f.create_dataset("proprio", data=ep.proprio, **kw)
-                f.create_dataset("actions", data=ep.actions, **kw)
-                if ep.actions_executed is not None:
-                    f.create_dataset("actions_executed", data=ep.actions_executed, **kw)
-                f.attrs["schema_version"] = SCHEMA_VERSION
-                f.attrs["task"] = ep.task
-                f.attrs["instruction"] = ep.instruction
-                f.attrs["seed"] = int(ep.seed)
-                f.attrs["success"] = bool(ep.success)
-                f.attrs["length"] = ep.length
-                f.attrs["cameras"] = json.dumps(sorted(ep.images))
-                f.attrs["checksum"] = episode_checksum(ep)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, buffer.getvalue())
+        except OSError as exc:  # disk full, no permission: the episodes written before stay whole
+            raise DatasetWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return path
 
 
