@@ -149,3 +149,25 @@ def test_an_unknown_task_is_named_without_quotes_around_the_message(checkpoint: 
     assert calibrate_main([*_args(checkpoint, tmp_path), "--average-budget-fraction", "0.9", "--tasks", "bogus"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("deer-vla calibrate: task 'bogus' has no episodes in ") and not err.endswith('"')
+
+
+def test_thresholds_the_disk_cannot_take_leave_the_old_ones_in_force(checkpoint: tuple[Path, Path], tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A full disk while saving: the earlier thresholds were moved aside first, so a failed write left the
+    checkpoint with none, and the error was a bare "[Errno 28]" with no folder named."""
+    import errno
+
+    assert calibrate_main([*_args(checkpoint, tmp_path), "--average-budget-fraction", "0.6"]) == 0
+    capsys.readouterr()
+    path = CheckpointDir(tmp_path).thresholds_path
+    first = path.read_text()
+
+    def full(self: Thresholds, where: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Thresholds, "save", full)
+    assert calibrate_main([*_args(checkpoint, tmp_path), "--average-budget-fraction", "0.9"]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "No space left on device" in err and "unchanged" in err, err
+    assert path.read_text() == first

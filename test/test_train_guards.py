@@ -218,3 +218,27 @@ def test_gate_validation_holds_out_whole_episodes() -> None:
     mixed = np.random.default_rng(1).permutation(episode)
     _, val = split_episodes(mixed, 0.3, seed=1)
     assert all(len(set(val[mixed == e].tolist())) == 1 for e in range(10)) and val.sum() == 3 * 7
+
+
+def test_a_train_config_the_disk_cannot_take_is_said_naming_it_and_leaves_no_empty_file(
+        dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A nearly full disk: train_config.json was written in place (an empty file was left beside the checkpoints)
+    and the error was a bare "[Errno 28]"."""
+    import errno
+
+    from deer_vla.train import trainer as trainer_module
+
+    real = trainer_module.atomic_write_text
+
+    def full_for_the_config(path: Path, text: str) -> None:
+        if Path(path).name == "train_config.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(trainer_module, "atomic_write_text", full_for_the_config)
+    out = tmp_path / "run"
+    argv = ["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out)), [])]
+    assert trainer_module.cli_main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {out / 'train_config.json'}: No space left on device" in err, err
+    assert not (out / "train_config.json").exists()

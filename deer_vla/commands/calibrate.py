@@ -15,6 +15,7 @@ import argparse
 import glob
 import json
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -271,7 +272,8 @@ def save_thresholds(out: CheckpointDir, profile: CostProfile, thresholds: Thresh
             if not kept.exists():
                 break
             kept = path.with_name(f"{path.stem}.replaced-{stamp}.{n}{path.suffix}")
-        path.replace(kept)
+        # a copy, not a move: if the new file cannot be written (disk full), the old one is still in force
+        shutil.copy2(path, kept)
         log.info("the thresholds this replaces are kept as %s", kept)
     replace(thresholds, weights_sha256=solved_on.weights_digest(), gates_sha256=gates).save(path)
 
@@ -417,7 +419,12 @@ def cli_main(argv: list[str] | None = None) -> int:
         finally:
             worker.close()
         log.info("BO thresholds %s: mean cost %.4g", [round(v, 4) for v in thresholds.values], thresholds.expected_cost)
-    save_thresholds(out, profile, thresholds, CheckpointDir(ckpt))
+    try:
+        save_thresholds(out, profile, thresholds, CheckpointDir(ckpt))
+    except OSError as exc:  # disk full: each file is written whole or not at all, the old ones stay in force
+        print(f"deer-vla calibrate: cannot write the thresholds and their profile into {out.root}: "
+              f"{exc.strerror or exc}; the thresholds in force there are unchanged", file=sys.stderr)
+        return 1
     report = {
         "budget": budget.to_dict(),
         "calibration_steps": int(len(actions)),

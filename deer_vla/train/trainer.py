@@ -714,7 +714,12 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla train: {error_text(exc)}", file=sys.stderr)
         return 2
     if trainer.info.main:
-        (out / "train_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        config_file = out / "train_config.json"
+        try:  # whole or not at all: a full disk left an empty train_config.json beside the checkpoints
+            atomic_write_text(config_file, json.dumps(cfg.model_dump(mode="json"), indent=2))
+        except OSError as exc:
+            print(f"deer-vla train: cannot write {config_file}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     try:
         history = trainer.train(stop_at=args.stop_at)
     except FloatingPointError as exc:  # the loss diverged: say so in one line, and what is kept
