@@ -132,3 +132,18 @@ def test_a_compressed_image_declaring_too_many_pixels_is_refused_before_decoding
     with pytest.raises(ImageConversionError, match="declares more than"):
         image_to_rgb(SimpleNamespace(data=huge, format="png"), "sensor_msgs/msg/CompressedImage")
 
+
+
+def test_an_integer_of_thousands_of_digits_and_escape_heavy_text_are_refused_in_a_short_message(tmp_path):
+    """PyYAML turns an integer of over 4300 digits into a ValueError of Python's int() (a traceback from
+    `deer-vla train --config` and `--set`); a string of control characters has a repr four times its length."""
+    from deer_vla.core.config_io import ConfigError, parse_value, read_yaml_mapping, shown_value
+
+    big = tmp_path / "big.yaml"
+    big.write_text(f"joint:\n  steps: {'9' * 5000}\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        read_yaml_mapping(big, "training config")
+    with pytest.raises(ConfigError, match="is not a YAML value"):
+        parse_value("9" * 5000)
+    for text in ("\x00" * 120, "a\n" * 60):
+        assert len(shown_value(text)) <= 140, shown_value(text)

@@ -308,12 +308,12 @@ def test_policy_node_keeps_controlling_when_its_recording_disk_is_full(executor,
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    node._recorder.write_step = full
-    node._recorder.close = full
+    node._recorder.recorder.write_step = full  # the recording's own writer, on the recorder's thread
+    node._recorder.recorder.close = full
     drv = Driver(executor)
     drv.instruct()
-    assert drv.drive_until(lambda: len(drv.actions) >= 3)
-    assert node.stats.record_errors >= 3 and node.stats.model_errors == 0
+    assert drv.drive_until(lambda: len(drv.actions) >= 3 and node.stats.record_errors >= 3)
+    assert node.stats.model_errors == 0
     values = {kv.key: kv.value for kv in node.diagnostics().status[0].values}
     assert int(values["record errors"]) == node.stats.record_errors
     errors = node.stats.record_errors
@@ -341,8 +341,8 @@ def test_a_stamp_mcap_cannot_hold_is_a_recording_error_not_a_model_error(executo
         return msg
 
     drv.image = before_1970
-    assert drv.drive_until(lambda: len(drv.actions) >= 3)
-    assert node.stats.record_errors >= 3 and node.stats.model_errors == 0
+    assert drv.drive_until(lambda: len(drv.actions) >= 3 and node.stats.record_errors >= 3)
+    assert node.stats.model_errors == 0
     assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
 
 
@@ -369,15 +369,92 @@ def test_recording_failures_show_on_diagnostics_while_they_happen(executor, tiny
     drv.node.create_subscription(DiagnosticArray, "/diagnostics", keep, 50)
     drv.instruct()
     assert drv.drive_until(lambda: any(level == 0 and "writing to" in msg for level, msg in seen))
-    real_write = node._recorder.write_step
+    recorder = node._recorder.recorder
+    real_write = recorder.write_step
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    node._recorder.write_step = full
+    recorder.write_step = full
     assert drv.drive_until(lambda: any(level == 2 and "No space left on device" in msg for level, msg in seen))
-    node._recorder.write_step = real_write
+    recorder.write_step = real_write
     seen.clear()
     assert drv.drive_until(lambda: any(level == 1 and "again" in msg for level, msg in seen))
     assert node.stats.model_errors == 0 and len(drv.actions) > 0
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+
+
+@pytest.mark.ros
+def test_a_stalled_recording_disk_holds_up_neither_the_actions_nor_halt(executor, tiny_checkpoint, tmp_path,
+                                                                         monkeypatch, spin_until):
+    """An SD card that blocks a write for seconds: the step wrote its recording itself (no action for the whole
+    stall), and the diagnostics timer waited on the recording's lock (the executor, ~/halt and the stops held up:
+    halt answered after 4.5 s). Now the recording waits on its own thread, and /diagnostics says it is stalled;
+    a recording of a later configuration starts with a clean status."""
+    import threading
+    import time
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fixtures import Driver, policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+    from std_srvs.srv import Trigger
+
+    from deer_vla.data.mcap_io import McapLog
+
+    stalled, release = threading.Event(), threading.Event()
+
+    class StallingDisk:
+        def __init__(self, raw) -> None:
+            self._raw = raw
+
+        def write(self, data):
+            if stalled.is_set():
+                release.wait(20)
+            return self._raw.write(data)
+
+        def flush(self) -> None:
+            if stalled.is_set():
+                release.wait(20)
+            self._raw.flush()
+
+        def __getattr__(self, name: str):
+            return getattr(self._raw, name)
+
+    monkeypatch.setattr(McapLog, "_open", lambda self, path: StallingDisk(path.open("wb")))
+    node = policy_node(executor, tiny_checkpoint, enabled=True, record_path=str(tmp_path / "io.mcap"),
+                       diagnostics_period_s=0.1)
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    drv = Driver(executor)
+    seen: list[tuple[int, str]] = []
+    drv.node.create_subscription(DiagnosticArray, "/diagnostics", lambda arr: seen.extend(
+        (s.level[0], s.message) for s in arr.status if s.name == f"{node.get_name()}: recording"), 50)
+    halt = drv.node.create_client(Trigger, "/deer_vla_policy/halt")
+    assert spin_until(executor, halt.service_is_ready, 5.0)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.actions) >= 3)
+    try:
+        stalled.set()
+        before, start = len(drv.actions), time.monotonic()
+        assert drv.drive_until(lambda: time.monotonic() - start > 2.5, timeout=6.0)
+        assert time.monotonic() - start < 4.0  # the executor never waited for the disk
+        assert len(drv.actions) - before >= 10, len(drv.actions) - before
+        assert any(level == 2 and "running for" in message for level, message in seen), seen[-3:]
+        asked = time.monotonic()
+        future = halt.call_async(Trigger.Request())
+        assert spin_until(executor, future.done, 5.0) and future.result().success
+        assert time.monotonic() - asked < 1.0
+    finally:
+        release.set()
+    stalled.clear()
+    assert node.trigger_deactivate() == R.SUCCESS
+    started = time.monotonic()
+    assert node.trigger_cleanup() == R.SUCCESS
+    assert time.monotonic() - started < 3.0  # the queued steps and the footer, or CLOSE_WAIT_S at most
+    assert node.stats.record_errors > 0  # the steps the stall dropped are counted
+    node.set_parameters([Parameter("record_path", value=str(tmp_path / "b.mcap"))])
+    seen.clear()
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    assert drv.drive_until(lambda: len(seen) >= 2)
+    assert all(level == 0 for level, _ in seen), seen  # the earlier recording's failures are not this one's
     assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS

@@ -297,7 +297,7 @@ def test_a_step_that_outlives_cleanup_never_reaches_the_next_configuration(execu
     release.set()
     drv.spin(1.0)  # the old step ends now
     assert len(drv.records) == records and node.stats.steps == steps
-    assert node._recorder is not None and node._recorder.steps == 0
+    assert node._recorder is not None and node._recorder.recorder.steps == 0
     assert node.trigger_cleanup() == R.SUCCESS
 
 

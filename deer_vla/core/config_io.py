@@ -55,7 +55,8 @@ def parse_value(text: str) -> Any:
     """`--set` values are YAML scalars/flows: 3, 1e-4, true, null, [1, 2], {a: 1}. ConfigError otherwise."""
     try:
         return yaml.safe_load(text) if text.strip() else ""
-    except (yaml.YAMLError, RecursionError) as exc:
+    # ValueError: an integer of over 4300 digits (Python's int() limit, which PyYAML meets)
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
         raise ConfigError(f"--set value {shown_value(text)} is not a YAML value: "
                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
@@ -65,8 +66,8 @@ def shown_value(value: Any, limit: int = 120) -> str:
     the message. A string's length is said; a container is shown a few levels and items deep, never expanded
     whole (a 400-byte YAML of nested aliases expands to 10^8 items: its full repr took 22 s and 880 MB)."""
     if isinstance(value, str | bytes):
-        text = repr(value[: limit + 1])
-        return text if len(value) <= limit else f"{text[:limit]}... ({len(value)} characters)"
+        text = repr(value[: limit + 1])  # escapes make the repr longer than the value: cut the repr too
+        return text if len(value) <= limit and len(text) <= limit else f"{text[:limit]}... ({len(value)} characters)"
     short = reprlib.Repr()
     short.maxlevel = 3
     short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = 8
@@ -110,7 +111,9 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} file not found: {path}")
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is UTF-8, whatever the locale
-    except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as exc:  # RecursionError: nested too deeply
+    # RecursionError: nested too deeply; ValueError (UnicodeDecodeError among them): not UTF-8, an integer of
+    # over 4300 digits (Python's int() limit, which PyYAML meets)
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{what} {path} is not valid YAML: {first}") from None
     if loaded is not None and not isinstance(loaded, dict):

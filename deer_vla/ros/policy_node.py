@@ -76,7 +76,7 @@ from deer_vla.ros.params import (
     unknown_parameters,
 )
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, check_budget, load_stack, make_budget
-from deer_vla.ros.recorder import PolicyRecorder
+from deer_vla.ros.recorder import CLOSE_WAIT_S, BackgroundRecorder, PolicyRecorder
 from deer_vla.ros.worker import StepWorker
 
 # Parameters that may change while configured; the rest need cleanup + configure.
@@ -219,7 +219,7 @@ class PolicyNode(LifecycleNode):
         self._subs: list[Any] = []
         self._pubs: dict[str, Any] = {}
         self._control_timers: list[Any] = []  # timer-mode steps (not `_timers`: rclpy's Node keeps its own list there)
-        self._recorder: PolicyRecorder | None = None
+        self._recorder: BackgroundRecorder | None = None
         # services and the hold timer in one group, inputs in another: a multi-threaded executor runs them
         # apart; with any executor they stay quick because the model step runs in the worker thread
         self._control_group = MutuallyExclusiveCallbackGroup()
@@ -411,7 +411,9 @@ class PolicyNode(LifecycleNode):
             policy = {"checkpoint": str(params.checkpoint.resolve()),
                       "weights_sha256": CheckpointDir(params.checkpoint).weights_digest(),
                       "thresholds": str(params.thresholds_path.resolve())}
-            self._recorder = PolicyRecorder(params.record_path, stack.cameras, params.record_split, policy)
+            self._recorder = BackgroundRecorder(
+                PolicyRecorder(params.record_path, stack.cameras, params.record_split, policy), self._not_recorded)
+            self.stats.recording = LogHealth()  # this recording's own: an earlier one's failures are not its
         for cam, topic in zip(stack.cameras, params.image_topics):
             self._subs.append(self.create_subscription(
                 Image, topic, functools.partial(self._on_image, camera=cam), qos_profile_sensor_data,
@@ -537,13 +539,18 @@ class PolicyNode(LifecycleNode):
         super().destroy_node()
 
     def _close_recorder(self) -> None:
+        """Write the queued steps and the footer. A failure (disk full: what was flushed stays readable) is
+        counted by _not_recorded; a stalled disk is left to finish on the recorder's thread."""
         recorder, self._recorder = self._recorder, None
-        if recorder is not None:
-            try:
-                recorder.close()
-            except OSError as exc:  # disk full at the end: what was flushed stays readable (mcap_io)
-                self.stats.recording.failed(f"not closed cleanly: {exc}")
-                self.get_logger().error(f"recording {recorder.log.path} not closed cleanly: {exc}")
+        if recorder is not None and not recorder.close():
+            self.get_logger().warn(f"recording {recorder.log.path} still being written after "
+                                   f"{CLOSE_WAIT_S:g} s (a stalled disk?): it is finished when the write returns")
+
+    def _not_recorded(self, what: str) -> None:
+        """A step (or the footer) the recording could not take: a full or stalled disk, a stamp MCAP cannot hold
+        (before 1970). A side job: control goes on, it is no model error, /diagnostics says it (recording)."""
+        self.stats.recording.failed(what)
+        self.get_logger().error(f"recording: {what}", throttle_duration_sec=5.0)
 
     # -- parameters --------------------------------------------------------------------
     @staticmethod
@@ -1045,16 +1052,8 @@ class PolicyNode(LifecycleNode):
         self.last_record = record
         self._last_stepped = (job, time.perf_counter_ns())
         self.stats.latency_ms.append(((time.perf_counter_ns() - received_ns) * 1e-6, float(record.total_ms)))
-        if recorder is not None:
-            try:
-                recorder.write_step(frames, job.instruction, job.proprio, command.standard7, record_msg,
-                                    first.stamp_ns)
-            # the recording is a side job: a full disk, or a stamp MCAP cannot hold (before 1970), must not stop
-            # the robot, nor count as a model error
-            except (OSError, ValueError, OverflowError) as exc:
-                self.stats.recording.failed(f"{type(exc).__name__}: {exc}")
-                self.get_logger().error(f"step not recorded to {recorder.log.path}: {exc}",
-                                        throttle_duration_sec=5.0)
+        if recorder is not None:  # queued: written on the recorder's thread, never holding up this one
+            recorder.write_step(frames, job.instruction, job.proprio, command.standard7, record_msg, first.stamp_ns)
 
     def _repeats_last_step(self, job: StepJob) -> bool:
         """Event mode: whether ``job`` is the last step's inputs again, byte for byte, newly arrived while that
@@ -1176,7 +1175,7 @@ class PolicyNode(LifecycleNode):
         recorder = self._recorder
         if recorder is not None:  # the record_path recording: a full disk costs it, not control
             deleted = [recorder.log.parts[-1].name] if recorder.log.unlinked() else []
-            level, message = self.stats.recording.status(str(recorder.log.path), deleted)
+            level, message = self.stats.recording.status(str(recorder.log.path), deleted, recorder.stalled_s)
             arr.status.append(DiagnosticStatus(
                 level=bytes([level]), name=f"{self.get_name()}: recording", message=message,
                 hardware_id=self.get_fully_qualified_name(),

@@ -11,7 +11,7 @@ to ``<stem>.<n>.mcap`` (``<stem>.<n>_1.mcap``, ...), not overwritten.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,11 @@ import numpy as np
 
 from deer_vla.data.mcap_io import DEFAULT_SPLIT, McapLog, SplitLimits, numbered_parts, part_path
 from deer_vla.data.recording import ACTION, INSTRUCTION, POLICY, PROPRIO, RECORD, image_topic
+from deer_vla.ros.background_writer import BackgroundWriter
+
+# steps that may wait for a stalled disk before the next is dropped (about 3 s at 10 Hz; each holds its images)
+RECORD_QUEUE_STEPS = 32
+CLOSE_WAIT_S = 2.0  # how long closing waits for the queued steps and the footer before leaving it to the thread
 
 
 class PolicyRecorder:
@@ -64,6 +69,33 @@ class PolicyRecorder:
 
     def close(self) -> None:
         self.log.close()
+
+
+class BackgroundRecorder:
+    """A PolicyRecorder written from a thread of its own (background_writer): the step that records it never
+    waits for the disk. Failures, and steps dropped while the disk is stalled, go to ``on_failure``."""
+
+    def __init__(self, recorder: PolicyRecorder, on_failure: Callable[[str], None]) -> None:
+        self.recorder = recorder
+        self.log = recorder.log
+        self._writer: BackgroundWriter[tuple[Any, ...]] = BackgroundWriter(
+            f"recorder:{recorder.log.path.name}", lambda step: recorder.write_step(*step), on_failure,
+            RECORD_QUEUE_STEPS, finish=lambda: recorder.close())
+
+    def write_step(self, frames: Mapping[str, Any], instruction: str, proprio: np.ndarray | None,
+                   action7: np.ndarray, record_msg: Any, stamp_ns: int) -> None:
+        """Queue the step (PolicyRecorder.write_step's arguments); never raises, never waits."""
+        self._writer.put((frames, instruction, proprio, action7, record_msg, stamp_ns))
+
+    @property
+    def stalled_s(self) -> float:
+        """How long the write in progress has been running (0: none runs)."""
+        return self._writer.stalled_s
+
+    def close(self, timeout_s: float = CLOSE_WAIT_S) -> bool:
+        """Write the queued steps and the footer, waiting at most ``timeout_s``; False when a stalled disk holds
+        them (the thread finishes when the write returns; a kill then loses the queued steps)."""
+        return self._writer.close(timeout_s)
 
 
 def _move_aside(path: Path) -> Path | None:
