@@ -206,3 +206,20 @@ def test_the_status_window_spans_two_control_periods_at_a_slow_rate(executor, ti
     status = node.diagnostics().status[0]
     assert status.level == bytes([0]), status.message
     assert {kv.key: kv.value for kv in status.values}["period s"] == "4"
+
+
+def test_timer_mode_waits_for_the_first_proprioception_instead_of_failing_a_step_each_period(
+        executor, tiny_checkpoint) -> None:
+    """Timer mode stepped every period before the first proprio message: each step failed in the model
+    ("the policy needs proprioception") and counted as a model error, logged at ERROR. It is a wait, as for a
+    camera's first image: skipped as no_proprio, with stale_action's stop."""
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, control_mode="timer", rate_hz=20.0,
+                               stale_action="zero")
+    drv = Driver(executor, proprio_dim=0)  # images and the instruction only
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: node.stats.skipped["no_proprio"] >= 5, timeout=10.0)
+    assert node.stats.model_errors == 0 and node.stats.steps == 0 and not drv.actions
+    assert drv.twists and all(_is_zero(t) for t in drv.twists)  # stale_action: zero stops the arm
+    assert "no proprioception accepted yet on 'proprio'" in node.stats.skip_details["no_proprio"]
+    drv.proprio_dim = 4
+    assert drv.drive_until(lambda: len(drv.actions) >= 2)  # the first message ends the wait

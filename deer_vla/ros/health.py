@@ -38,6 +38,7 @@ from deer_vla.ros.joint_state import stamp_problem
 SKIP_REASONS: dict[str, str] = {
     "no_instruction": "no instruction received yet",
     "no_image": "a camera has sent no image yet",
+    "no_proprio": "the proprioception topic has sent nothing the node accepted yet",
     "future_image": "an image stamped more than max_image_future_s ahead of the node clock",
     "stale_image": "an image older than max_image_age_s",
     "image_skew": "the cameras' newest images stamped more than max_image_skew_s apart",

@@ -930,10 +930,11 @@ class PolicyNode(LifecycleNode):
 
     def _why_stale(self, frames: dict[str, CameraFrame], joint_stamp_ns: int | None) -> tuple[str, str] | None:
         """Why the observation is not fresh, as (a health.SKIP_REASONS key, a sentence), or None: a camera
-        without a recent image (or one stamped ahead of the node clock, or the cameras' stamps far apart), an
-        old newest joint state, or the paired one (``joint_stamp_ns``, see _paired_joint_state) stamped too far
-        from the images. A joint state goes stale like an image: timer mode would otherwise reuse it after the
-        arm driver stops. Float-array proprio carries no stamp and is not checked."""
+        without a recent image (or one stamped ahead of the node clock, or the cameras' stamps far apart), no
+        proprioception yet, an old newest joint state, or the paired one (``joint_stamp_ns``, see
+        _paired_joint_state) stamped too far from the images. A joint state goes stale like an image: timer mode
+        would otherwise reuse it after the arm driver stops. Float-array proprio carries no stamp: only its
+        first message is waited for."""
         assert self.params is not None and self.stack is not None
         params = self.params
         now = self.get_clock().now().nanoseconds
@@ -942,6 +943,8 @@ class PolicyNode(LifecycleNode):
                                 params.max_image_future_s)
         if problem is not None:
             return problem
+        if params.proprio_input_topic and self.proprio is None:  # timer mode stepped, and failed, every period
+            return "no_proprio", f"no proprioception accepted yet on '{params.proprio_input_topic}'"
         if self._proprio_stamp_ns is None:
             return None
         joint = stamp_problem(self._proprio_stamp_ns, now, params.max_image_age_s, params.max_image_future_s)
