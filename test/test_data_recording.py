@@ -104,7 +104,6 @@ def test_the_policy_message_is_stamped_on_the_steps_clock_and_comes_first(tmp_pa
     """Under use_sim_time the steps carry sim-time stamps (~100 s) while the policy message carried the wall clock
     (2026): the file's time range spanned 57 years, and a tool rewriting it in log-time order put the policy
     message after every step, where recorded_policy no longer finds it."""
-    from types import SimpleNamespace
 
     from mcap.reader import make_reader
     from sensor_msgs.msg import Image
@@ -123,7 +122,7 @@ def test_the_policy_message_is_stamped_on_the_steps_clock_and_comes_first(tmp_pa
         record = String(data=json.dumps({"step": i, "episode": 0, "exit_used": 1, "max_exit": 1,
                                          "stop_reason": "threshold", "llm_gflops": 0.1, "total_gflops": 0.1,
                                          "total_ms": 1.0, "stamp_ns": stamp}))
-        rec.write_step({"static": SimpleNamespace(msg=image)}, "open the drawer", None, np.zeros(7, np.float32),
+        rec.write_step({"static": image}, "open the drawer", None, np.zeros(7, np.float32),
                        record, stamp)
     rec.close()
     with open(path, "rb") as f:

@@ -160,14 +160,10 @@ def _record(path: Path, split: SplitLimits, steps: int = 24) -> list[Path]:
     from deer_vla.ros.image_conv import rgb_to_image_msg
     from deer_vla.ros.recorder import PolicyRecorder
 
-    class Frame:
-        def __init__(self, msg: object) -> None:
-            self.msg = msg
-
     rng = np.random.default_rng(0)
     rec = PolicyRecorder(path, ("static", "wrist"), split=split)
     for i in range(steps):
-        frames = {c: Frame(rgb_to_image_msg(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)))
+        frames = {c: rgb_to_image_msg(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
                   for c in ("static", "wrist")}
         record = StepRecord(step=i, episode=i // 12, exit_used=1, max_exit=1, stop_reason="fixed", llm_gflops=1.0,
                             total_gflops=1.0)

@@ -28,10 +28,6 @@ from deer_vla.data.mcap_io import McapLog, SplitLimits
 from deer_vla.data.recording import RECORD
 from deer_vla.ros.recorder import PolicyRecorder
 
-class Frame:
-    def __init__(self, msg):
-        self.msg = msg
-
 policy = sys.argv[2].startswith("policy")
 split = SplitLimits(max_bytes=256 * 1024, max_seconds=0) if sys.argv[2] == "policy_split" else SplitLimits()
 rec = PolicyRecorder(sys.argv[1], ("static", "wrist"), split) if policy else McapLog(sys.argv[1])
@@ -41,7 +37,7 @@ while True:
     record = String(data=StepRecord(step=i, episode=0, exit_used=1, max_exit=1, stop_reason="fixed",
                                     llm_gflops=1.0, total_gflops=1.0).to_json())
     if policy:
-        frames = {c: Frame(rgb_to_image_msg(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+        frames = {c: rgb_to_image_msg(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
                   for c in ("static", "wrist")}
         rec.write_step(frames, "reach the red goal", None, np.zeros(7), record, time.time_ns())
     else:
@@ -132,14 +128,10 @@ def _recording(path: Path, steps: int, flush_every: int) -> Path:
     from deer_vla.ros.image_conv import rgb_to_image_msg
     from deer_vla.ros.recorder import PolicyRecorder
 
-    class Frame:
-        def __init__(self, msg: object) -> None:
-            self.msg = msg
-
     rng = np.random.default_rng(0)
     rec = PolicyRecorder(path, ("static", "wrist"))
     for i in range(steps):
-        frames = {c: Frame(rgb_to_image_msg(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)))
+        frames = {c: rgb_to_image_msg(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
                   for c in ("static", "wrist")}
         record = StepRecord(step=i, episode=0, exit_used=1, max_exit=1, stop_reason="fixed", llm_gflops=1.0,
                             total_gflops=1.0)
@@ -391,7 +383,6 @@ def test_a_stalled_recording_disk_holds_up_neither_the_actions_nor_halt(executor
     stall), and the diagnostics timer waited on the recording's lock (the executor, ~/halt and the stops held up:
     halt answered after 4.5 s). Now the recording waits on its own thread, and /diagnostics says it is stalled;
     a recording of a later configuration starts with a clean status."""
-    import threading
     import time
 
     from diagnostic_msgs.msg import DiagnosticArray
@@ -402,26 +393,9 @@ def test_a_stalled_recording_disk_holds_up_neither_the_actions_nor_halt(executor
 
     from deer_vla.data.mcap_io import McapLog
 
-    stalled, release = threading.Event(), threading.Event()
-
-    class StallingDisk:
-        def __init__(self, raw) -> None:
-            self._raw = raw
-
-        def write(self, data):
-            if stalled.is_set():
-                release.wait(20)
-            return self._raw.write(data)
-
-        def flush(self) -> None:
-            if stalled.is_set():
-                release.wait(20)
-            self._raw.flush()
-
-        def __getattr__(self, name: str):
-            return getattr(self._raw, name)
-
-    monkeypatch.setattr(McapLog, "_open", lambda self, path: StallingDisk(path.open("wb")))
+    disk = StallingDisk()
+    stalled, release = disk.stalled, disk.release
+    monkeypatch.setattr(McapLog, "_open", lambda self, path: disk.open(path))
     node = policy_node(executor, tiny_checkpoint, enabled=True, record_path=str(tmp_path / "io.mcap"),
                        diagnostics_period_s=0.1)
     assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
@@ -458,3 +432,91 @@ def test_a_stalled_recording_disk_holds_up_neither_the_actions_nor_halt(executor
     assert drv.drive_until(lambda: len(seen) >= 2)
     assert all(level == 0 for level, _ in seen), seen  # the earlier recording's failures are not this one's
     assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+
+
+class StallingDisk:
+    """Files whose writes block while ``stalled`` is set (an SD card holding a write for seconds), until
+    ``release``; then they fail with EIO while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.stalled, self.release, self.failing = threading.Event(), threading.Event(), threading.Event()
+
+    def open(self, path):
+        disk = self
+
+        class File:
+            def __init__(self, raw) -> None:
+                self._raw = raw
+
+            def _wait(self) -> None:
+                if disk.stalled.is_set():
+                    disk.release.wait(20)
+                if disk.failing.is_set():
+                    raise OSError(5, "Input/output error")
+
+            def write(self, data):
+                self._wait()
+                return self._raw.write(data)
+
+            def flush(self) -> None:
+                self._wait()
+                self._raw.flush()
+
+            def __getattr__(self, name: str):
+                return getattr(self._raw, name)
+
+        return File(path.open("wb"))
+
+
+@pytest.mark.ros
+def test_a_recording_still_finishing_on_a_stalled_disk_keeps_its_name_and_its_failures(executor, tiny_checkpoint,
+                                                                                       tmp_path, monkeypatch):
+    """Cleanup gave up on a stalled disk (its thread still writing): configuring again at the same record_path
+    renamed the files under that writer, whose next parts then took the new recording's names (both unreadable);
+    its later failures were reported as the new recording's."""
+    import time
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from fixtures import Driver, policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    from deer_vla.data.mcap_io import McapLog
+    from deer_vla.data.recording import read_recording
+
+    disk = StallingDisk()
+    monkeypatch.setattr(McapLog, "_open", lambda self, path: disk.open(path))
+    first = tmp_path / "io.mcap"
+    node = policy_node(executor, tiny_checkpoint, enabled=True, record_path=str(first), diagnostics_period_s=0.1)
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.actions) >= 3)
+    disk.stalled.set()
+    assert drv.drive_until(lambda: node._recorder.waiting >= 3)
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS  # gives up after 2 s
+    assert node.trigger_configure() == R.FAILURE  # the same path, its writer still at work: refused
+    assert "still being written" in node._configure_error and "record_path" in node._configure_error
+
+    second = tmp_path / "other.mcap"
+    assert node.set_parameters([Parameter("record_path", value=str(second))])[0].successful
+    seen: list[tuple[int, str]] = []
+    drv.node.create_subscription(DiagnosticArray, "/diagnostics", lambda arr: seen.extend(
+        (s.level[0], s.message) for s in arr.status if s.name == f"{node.get_name()}: recording"), 50)
+    disk.stalled.clear()  # the new recording's disk is fine: only the earlier writer is still blocked
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    disk.failing.set()  # the earlier writer's disk comes back failing
+    disk.release.set()
+    time.sleep(0.5)
+    disk.failing.clear()
+    seen.clear()
+    assert drv.drive_until(lambda: len(seen) >= 3)
+    assert all(level == 0 for level, _ in seen), seen  # its failures are not the new recording's
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+    assert read_recording(second)  # whole, under its own name
+    assert node.set_parameters([Parameter("record_path", value=str(first))])[0].successful
+    assert node.trigger_configure() == R.SUCCESS  # the earlier writer is done: its file is moved aside whole
+    assert node.trigger_cleanup() == R.SUCCESS
+    assert (tmp_path / "io.1.mcap").exists()

@@ -30,20 +30,33 @@ class BackgroundWriter(Generic[T]):
         self._queue: queue.Queue[T] = queue.Queue(maxsize=depth)
         self._started_ns = 0  # monotonic start of the write in progress; 0: none
         self._closing = threading.Event()
+        self._gate = threading.Lock()  # put's check and queueing against close's flag: nothing queued after it
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def put(self, item: T) -> bool:
         """Queue ``item``; False (and ``on_failure``) when the queue is full or the writer closed."""
-        if self._closing.is_set():
-            self._on_failure("the log is closed: item dropped")
-            return False
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self._on_failure(f"{self._queue.maxsize} items already wait for the disk (a stalled write?): dropped")
-            return False
+        with self._gate:
+            if self._closing.is_set():
+                self._on_failure("the log is closed: item dropped")
+                return False
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                self._on_failure(f"{self._queue.maxsize} items already wait for the disk (a stalled write?): "
+                                 "dropped")
+                return False
         return True
+
+    @property
+    def finished(self) -> bool:
+        """Whether the thread has written everything queued and run ``finish()``."""
+        return not self._thread.is_alive()
+
+    @property
+    def waiting(self) -> int:
+        """Items not written yet: queued, and the one being written."""
+        return self._queue.qsize() + (1 if self._started_ns else 0)
 
     @property
     def stalled_s(self) -> float:
@@ -54,7 +67,8 @@ class BackgroundWriter(Generic[T]):
     def close(self, timeout_s: float) -> bool:
         """Write what is queued, then ``finish()``; wait at most ``timeout_s``. False when the thread has not
         finished by then (a stalled disk): it finishes on its own when the write returns."""
-        self._closing.set()
+        with self._gate:
+            self._closing.set()
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
@@ -67,6 +81,8 @@ class BackgroundWriter(Generic[T]):
                     break
                 continue
             self._timed(self._write, item)
+        while not self._queue.empty():  # queued between the last get and the closing flag: nothing comes after it
+            self._timed(self._write, self._queue.get_nowait())
         if self._finish is not None:
             self._timed(self._finish)
 

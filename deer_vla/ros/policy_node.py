@@ -27,6 +27,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -220,6 +221,7 @@ class PolicyNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._control_timers: list[Any] = []  # timer-mode steps (not `_timers`: rclpy's Node keeps its own list there)
         self._recorder: BackgroundRecorder | None = None
+        self._finishing_recordings: list[BackgroundRecorder] = []  # closes that gave up on a stalled disk
         # services and the hold timer in one group, inputs in another: a multi-threaded executor runs them
         # apart; with any executor they stay quick because the model step runs in the worker thread
         self._control_group = MutuallyExclusiveCallbackGroup()
@@ -411,9 +413,12 @@ class PolicyNode(LifecycleNode):
             policy = {"checkpoint": str(params.checkpoint.resolve()),
                       "weights_sha256": CheckpointDir(params.checkpoint).weights_digest(),
                       "thresholds": str(params.thresholds_path.resolve())}
+            self._wait_for_earlier_recording(Path(params.record_path))
+            # this recording's own status: an earlier one still finishing on a stalled disk reports to its own
+            health = self.stats.recording = LogHealth()
             self._recorder = BackgroundRecorder(
-                PolicyRecorder(params.record_path, stack.cameras, params.record_split, policy), self._not_recorded)
-            self.stats.recording = LogHealth()  # this recording's own: an earlier one's failures are not its
+                PolicyRecorder(params.record_path, stack.cameras, params.record_split, policy),
+                functools.partial(self._not_recorded, health))
         for cam, topic in zip(stack.cameras, params.image_topics):
             self._subs.append(self.create_subscription(
                 Image, topic, functools.partial(self._on_image, camera=cam), qos_profile_sensor_data,
@@ -535,21 +540,41 @@ class PolicyNode(LifecycleNode):
     def destroy_node(self) -> None:
         self.active = False
         self._stop_worker()
-        self._close_recorder()
+        self._close_recorder(exiting=True)
         super().destroy_node()
 
-    def _close_recorder(self) -> None:
+    def _close_recorder(self, exiting: bool = False) -> None:
         """Write the queued steps and the footer. A failure (disk full: what was flushed stays readable) is
-        counted by _not_recorded; a stalled disk is left to finish on the recorder's thread."""
+        counted by _not_recorded. On a stalled disk the recorder's thread finishes it when the write returns,
+        unless the process ends first (``exiting``): then the waiting steps and the footer are lost."""
         recorder, self._recorder = self._recorder, None
-        if recorder is not None and not recorder.close():
-            self.get_logger().warn(f"recording {recorder.log.path} still being written after "
-                                   f"{CLOSE_WAIT_S:g} s (a stalled disk?): it is finished when the write returns")
+        if recorder is None or recorder.close():
+            return
+        self._finishing_recordings.append(recorder)
+        if exiting:
+            self.get_logger().error(f"recording {recorder.log.path}: {recorder.waiting} step(s) still waiting for "
+                                    f"the disk after {CLOSE_WAIT_S:g} s (a stalled disk?) are lost as the node "
+                                    "exits; the file reads back, without its footer, up to its last whole chunk")
+        else:
+            self.get_logger().warn(f"recording {recorder.log.path}: {recorder.waiting} step(s) still waiting for "
+                                   f"the disk after {CLOSE_WAIT_S:g} s (a stalled disk?): written when it returns")
 
-    def _not_recorded(self, what: str) -> None:
+    def _wait_for_earlier_recording(self, path: Path) -> None:
+        """An earlier configuration's recording still being written at ``path`` (its close gave up on a
+        stalled disk) would have its files renamed under it and its next parts named as this one's: wait for
+        it a while, then refuse (OSError: configure fails naming record_path)."""
+        self._finishing_recordings = [r for r in self._finishing_recordings if not r.finished]
+        for earlier in self._finishing_recordings:
+            if earlier.log.path.resolve() == path.resolve() and not earlier.close(CLOSE_WAIT_S):
+                raise OSError(f"the previous recording there is still being written ({earlier.waiting} step(s) "
+                              "waiting for the disk: a stalled disk?); configure again once it is done, or "
+                              "set another record_path")
+
+    def _not_recorded(self, health: LogHealth, what: str) -> None:
         """A step (or the footer) the recording could not take: a full or stalled disk, a stamp MCAP cannot hold
-        (before 1970). A side job: control goes on, it is no model error, /diagnostics says it (recording)."""
-        self.stats.recording.failed(what)
+        (before 1970). A side job: control goes on, it is no model error, /diagnostics says it (``health``: that
+        recording's own)."""
+        health.failed(what)
         self.get_logger().error(f"recording: {what}", throttle_duration_sec=5.0)
 
     # -- parameters --------------------------------------------------------------------
@@ -1056,7 +1081,8 @@ class PolicyNode(LifecycleNode):
         self._last_stepped = (job, time.perf_counter_ns())
         self.stats.latency_ms.append(((time.perf_counter_ns() - received_ns) * 1e-6, float(record.total_ms)))
         if recorder is not None:  # queued: written on the recorder's thread, never holding up this one
-            recorder.write_step(frames, job.instruction, job.proprio, command.standard7, record_msg, first.stamp_ns)
+            recorder.write_step({c: f.msg for c, f in frames.items()}, job.instruction, job.proprio,
+                                command.standard7, record_msg, first.stamp_ns)
 
     def _repeats_last_step(self, job: StepJob) -> bool:
         """Event mode: whether ``job`` is the last step's inputs again, byte for byte, newly arrived while that

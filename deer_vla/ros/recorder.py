@@ -44,7 +44,7 @@ class PolicyRecorder:
 
     def write_step(
         self,
-        frames: Mapping[str, Any],  # camera -> object with .msg (sensor_msgs/Image)
+        images: Mapping[str, Any],  # camera -> sensor_msgs/Image
         instruction: str,
         proprio: np.ndarray | None,
         action7: np.ndarray,
@@ -55,7 +55,7 @@ class PolicyRecorder:
             self.log.write(POLICY, "std_msgs/msg/String", {"data": self._policy}, stamp_ns, may_split=False)
             self._policy = None
         for i, cam in enumerate(self.cameras):  # a new part may begin with a step, never inside one
-            self.log.write(image_topic(cam), "sensor_msgs/msg/Image", frames[cam].msg, stamp_ns, may_split=i == 0)
+            self.log.write(image_topic(cam), "sensor_msgs/msg/Image", images[cam], stamp_ns, may_split=i == 0)
         self.log.write(INSTRUCTION, "std_msgs/msg/String", {"data": instruction}, stamp_ns, may_split=False)
         if proprio is not None:
             self.log.write(PROPRIO, "std_msgs/msg/Float32MultiArray",
@@ -82,10 +82,20 @@ class BackgroundRecorder:
             f"recorder:{recorder.log.path.name}", lambda step: recorder.write_step(*step), on_failure,
             RECORD_QUEUE_STEPS, finish=lambda: recorder.close())
 
-    def write_step(self, frames: Mapping[str, Any], instruction: str, proprio: np.ndarray | None,
+    def write_step(self, images: Mapping[str, Any], instruction: str, proprio: np.ndarray | None,
                    action7: np.ndarray, record_msg: Any, stamp_ns: int) -> None:
         """Queue the step (PolicyRecorder.write_step's arguments); never raises, never waits."""
-        self._writer.put((frames, instruction, proprio, action7, record_msg, stamp_ns))
+        self._writer.put((images, instruction, proprio, action7, record_msg, stamp_ns))
+
+    @property
+    def finished(self) -> bool:
+        """Whether the queued steps and the footer are written (or failed): the file is no longer open."""
+        return self._writer.finished
+
+    @property
+    def waiting(self) -> int:
+        """Steps not written yet (queued, and the one being written)."""
+        return self._writer.waiting
 
     @property
     def stalled_s(self) -> float:
