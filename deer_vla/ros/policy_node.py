@@ -548,16 +548,17 @@ class PolicyNode(LifecycleNode):
         counted by _not_recorded. On a stalled disk the recorder's thread finishes it when the write returns,
         unless the process ends first (``exiting``): then the waiting steps and the footer are lost."""
         recorder, self._recorder = self._recorder, None
-        if recorder is None or recorder.close():
-            return
-        self._finishing_recordings.append(recorder)
-        if exiting:
-            self.get_logger().error(f"recording {recorder.log.path}: {recorder.waiting} step(s) still waiting for "
-                                    f"the disk after {CLOSE_WAIT_S:g} s (a stalled disk?) are lost as the node "
-                                    "exits; the file reads back, without its footer, up to its last whole chunk")
-        else:
-            self.get_logger().warn(f"recording {recorder.log.path}: {recorder.waiting} step(s) still waiting for "
-                                   f"the disk after {CLOSE_WAIT_S:g} s (a stalled disk?): written when it returns")
+        if recorder is not None and not recorder.close():
+            self._finishing_recordings.append(recorder)
+            if not exiting:
+                self.get_logger().warn(f"recording {recorder.log.path}: {recorder.waiting} step(s) still waiting "
+                                       f"for the disk after {CLOSE_WAIT_S:g} s (a stalled disk?): written when it "
+                                       "returns")
+        if exiting:  # this one, and any earlier one still finishing: their thread ends with the process
+            for lost in (r for r in self._finishing_recordings if not r.finished):
+                self.get_logger().error(f"recording {lost.log.path}: {lost.waiting} step(s) still waiting for the "
+                                        "disk (a stalled disk?) are lost as the node exits; the file reads back, "
+                                        "without its footer, up to its last whole chunk")
 
     def _wait_for_earlier_recording(self, path: Path) -> None:
         """An earlier configuration's recording still being written at ``path`` (its close gave up on a
