@@ -46,10 +46,6 @@ def record(path: Path, split_mib: float, split_s: float, seconds: float) -> dict
     from deer_vla.ros.params import split_limits
     from deer_vla.ros.recorder import PolicyRecorder
 
-    class Frame:
-        def __init__(self, msg: object) -> None:
-            self.msg = msg
-
     rng = np.random.default_rng(0)
     recorder = PolicyRecorder(path, ("static", "wrist"), split_limits(split_mib, split_s))
     start = time.monotonic()
@@ -57,11 +53,10 @@ def record(path: Path, split_mib: float, split_s: float, seconds: float) -> dict
     rss_warm = None
     step = 0
     while (elapsed := time.monotonic() - start) < seconds:
-        frames = {c: Frame(rgb_to_image_msg(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
-                  for c in ("static", "wrist")}
+        images = {c: rgb_to_image_msg(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for c in ("static", "wrist")}
         step_record = StepRecord(step=step, episode=step // 200, exit_used=1, max_exit=4, stop_reason="threshold",
                            llm_gflops=1.0, total_gflops=1.2)
-        recorder.write_step(frames, "reach the red goal", np.zeros(4, np.float32), np.zeros(7),
+        recorder.write_step(images, "reach the red goal", np.zeros(4, np.float32), np.zeros(7),
                             String(data=step_record.to_json()), time.time_ns())
         step += 1
         if rss_warm is None and elapsed >= WARMUP_S:

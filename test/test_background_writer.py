@@ -57,3 +57,17 @@ def test_a_stalled_write_drops_what_does_not_fit_says_how_long_it_stalls_and_doe
     while written != [0, 1, 2, 3] and time.monotonic() < deadline:
         time.sleep(0.01)
     assert written == [0, 1, 2, 3] and writer.stalled_s == 0.0
+
+
+def test_a_stalled_finish_is_no_waiting_item() -> None:
+    """The footer written by finish() on a stalled disk was counted as a waiting step ("1 step(s) waiting")."""
+    release = threading.Event()
+    writer = BackgroundWriter("test", lambda item: None, lambda what: None, depth=4, finish=lambda: release.wait(10))
+    assert writer.put(1) and writer.put(2)
+    assert not writer.close(timeout_s=0.5)  # the items are written, the footer blocks
+    assert writer.stalled_s > 0.0 and writer.waiting == 0
+    release.set()
+    deadline = time.monotonic() + 5
+    while not writer.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.finished

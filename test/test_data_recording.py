@@ -132,3 +132,24 @@ def test_the_policy_message_is_stamped_on_the_steps_clock_and_comes_first(tmp_pa
         in_time_order = [channel.topic for _, channel, _ in reader.iter_messages(log_time_order=True)]
     assert in_time_order[0] == POLICY
     assert recorded_policy(path) == policy and len(read_recording(path)) == 3
+
+
+def test_the_recorder_refuses_what_is_not_an_image_message(tmp_path):
+    """The MCAP writer serialised any object: a caller still passing the node's frames (an object holding the
+    message) wrote empty images, and a benchmark measured files of nothing."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pytest
+    from std_msgs.msg import String
+
+    from deer_vla.ros.image_conv import rgb_to_image_msg
+    from deer_vla.ros.recorder import PolicyRecorder
+
+    rec = PolicyRecorder(tmp_path / "io.mcap", ("static",))
+    image = rgb_to_image_msg(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(TypeError, match="camera 'static': a sensor_msgs/Image"):
+        rec.write_step({"static": SimpleNamespace(msg=image)}, "x", None, np.zeros(7), String(data="{}"), 1)
+    rec.write_step({"static": image}, "x", None, np.zeros(7), String(data="{}"), 1)
+    rec.close()
+    assert rec.steps == 1

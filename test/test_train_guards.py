@@ -242,3 +242,20 @@ def test_a_train_config_the_disk_cannot_take_is_said_naming_it_and_leaves_no_emp
     err = capsys.readouterr().err
     assert f"cannot write {out / 'train_config.json'}: No space left on device" in err, err
     assert not (out / "train_config.json").exists()
+
+
+def test_an_output_dir_the_disk_cannot_take_is_named(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A full disk at the lock file's pid: the error was a bare "[Errno 28] No space left on device"."""
+    import errno
+
+    from deer_vla.train import trainer as trainer_module
+
+    def full(folder: Path, what: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trainer_module, "lock_folder", full)
+    out = tmp_path / "run"
+    argv = ["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out)), [])]
+    assert trainer_module.cli_main(argv) == 2
+    assert f"cannot write to output_dir {out}: No space left on device" in capsys.readouterr().err

@@ -29,6 +29,7 @@ class BackgroundWriter(Generic[T]):
         self._write, self._on_failure, self._finish = write, on_failure, finish
         self._queue: queue.Queue[T] = queue.Queue(maxsize=depth)
         self._started_ns = 0  # monotonic start of the write in progress; 0: none
+        self._item_running = False  # that write is an item's (not finish()'s)
         self._closing = threading.Event()
         self._gate = threading.Lock()  # put's check and queueing against close's flag: nothing queued after it
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -55,8 +56,8 @@ class BackgroundWriter(Generic[T]):
 
     @property
     def waiting(self) -> int:
-        """Items not written yet: queued, and the one being written."""
-        return self._queue.qsize() + (1 if self._started_ns else 0)
+        """Items not written yet: queued, and the one being written (not finish(): no item waits on it)."""
+        return self._queue.qsize() + (1 if self._item_running else 0)
 
     @property
     def stalled_s(self) -> float:
@@ -87,10 +88,10 @@ class BackgroundWriter(Generic[T]):
             self._timed(self._finish)
 
     def _timed(self, call: Callable[..., None], *args: object) -> None:
-        self._started_ns = time.monotonic_ns()
+        self._started_ns, self._item_running = time.monotonic_ns(), bool(args)
         try:
             call(*args)
         except Exception as exc:  # a full disk, a stamp the log cannot hold: the next item is tried
             self._on_failure(f"{type(exc).__name__}: {exc}")
         finally:
-            self._started_ns = 0
+            self._started_ns, self._item_running = 0, False

@@ -54,6 +54,9 @@ class PolicyRecorder:
         if self._policy is not None:  # the steps' clock (sim time under use_sim_time), first in log time
             self.log.write(POLICY, "std_msgs/msg/String", {"data": self._policy}, stamp_ns, may_split=False)
             self._policy = None
+        for cam in self.cameras:  # checked first: the MCAP writer takes any object, and wrote empty images
+            if not hasattr(images[cam], "encoding"):
+                raise TypeError(f"camera '{cam}': a sensor_msgs/Image to record, got {type(images[cam]).__name__}")
         for i, cam in enumerate(self.cameras):  # a new part may begin with a step, never inside one
             self.log.write(image_topic(cam), "sensor_msgs/msg/Image", images[cam], stamp_ns, may_split=i == 0)
         self.log.write(INSTRUCTION, "std_msgs/msg/String", {"data": instruction}, stamp_ns, may_split=False)

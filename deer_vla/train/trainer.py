@@ -35,7 +35,7 @@ from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.core.json_text import parse_json
 from deer_vla.core.log_text import error_text
-from deer_vla.core.run_lock import lock_folder
+from deer_vla.core.run_lock import FolderInUseError, lock_folder
 from deer_vla.core.writable import fresh_start_problem
 from deer_vla.model.device import check_device
 from deer_vla.model.shipped import resolve_checkpoint, shipped_name_of
@@ -709,6 +709,13 @@ def cli_main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         # one training per output_dir (torchrun: rank 0 holds the lock for all)
         lock = lock_folder(out, "training") if os.environ.get("RANK", "0") == "0" else None
+    except FolderInUseError as exc:  # another training writes there
+        print(f"deer-vla train: {error_text(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unwritable or full disk: refused before any work, as calibrate's --out
+        print(f"deer-vla train: cannot write to output_dir {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
         trainer = Trainer(cfg, resume=args.resume, show_progress=not args.no_progress)
     except (OSError, ValueError, KeyError) as exc:  # a missing or broken dataset, checkpoint or folder
         print(f"deer-vla train: {error_text(exc)}", file=sys.stderr)
