@@ -259,3 +259,39 @@ class Driver:
             self.send_pair(age_s)
             self.spin(0.05)
         return bool(predicate())
+
+
+class StallingDisk:
+    """Files whose writes block while ``stalled`` is set (an SD card holding a write for seconds), until
+    ``release``; then they fail with EIO while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.stalled, self.release, self.failing = threading.Event(), threading.Event(), threading.Event()
+
+    def open(self, path):
+        disk = self
+
+        class File:
+            def __init__(self, raw) -> None:
+                self._raw = raw
+
+            def _wait(self) -> None:
+                if disk.stalled.is_set():
+                    disk.release.wait(20)
+                if disk.failing.is_set():
+                    raise OSError(5, "Input/output error")
+
+            def write(self, data):
+                self._wait()
+                return self._raw.write(data)
+
+            def flush(self) -> None:
+                self._wait()
+                self._raw.flush()
+
+            def __getattr__(self, name: str):
+                return getattr(self._raw, name)
+
+        return File(path.open("wb"))

@@ -265,6 +265,7 @@ def test_the_monitor_splits_steps_mcap_and_jsonl_together_and_they_read_back_who
     try:
         for step in range(6):
             if step == 3:
+                assert node._log_writer.drain(5.0)  # steps 0-2 written (on the logs' thread) before the clock moves
                 node._mcap._part_started -= 11  # ten seconds on, without waiting for them
             node._on_record(String(data=StepRecord(step=step, episode=0, exit_used=1, max_exit=1,
                                                    stop_reason="fixed", llm_gflops=1.0, total_gflops=1.0,
@@ -290,6 +291,7 @@ def test_the_monitor_splits_steps_mcap_and_jsonl_together_and_they_read_back_who
     try:
         jumpy._on_record(String(data=StepRecord(step=0, episode=0, exit_used=1, max_exit=1, stop_reason="fixed",
                                                 llm_gflops=1.0, total_gflops=1.0, stamp_ns=1_000).to_json()))
+        assert jumpy._log_writer.drain(5.0)  # step 0 written (on the logs' thread) before the parts move on
         for _ in range(2):
             with jumpy._mcap._lock:
                 jumpy._mcap._next_part()
@@ -297,7 +299,7 @@ def test_the_monitor_splits_steps_mcap_and_jsonl_together_and_they_read_back_who
             jumpy._on_record(String(data=StepRecord(step=step, episode=0, exit_used=1, max_exit=1,
                                                     stop_reason="fixed", llm_gflops=1.0, total_gflops=1.0,
                                                     stamp_ns=1_000 + step).to_json()))
-        assert jumpy.log_errors == 0
+        assert jumpy._log_writer.drain(5.0) and jumpy.log_errors == 0
     finally:
         jumpy.close()
         jumpy.destroy_node()
@@ -307,6 +309,7 @@ def test_the_monitor_splits_steps_mcap_and_jsonl_together_and_they_read_back_who
     try:
         for step in range(8):
             if step in (2, 4, 6):
+                assert kept._log_writer.drain(5.0)  # the steps before written before the clock moves on
                 kept._mcap._part_started -= 11
             kept._on_record(String(data=StepRecord(step=step, episode=0, exit_used=1, max_exit=1, stop_reason="fixed",
                                                    llm_gflops=1.0, total_gflops=1.0, stamp_ns=1_000 + step).to_json()))

@@ -155,6 +155,7 @@ def test_monitor_jsonl_is_on_disk_after_every_record(executor, tmp_path):
         record = StepRecord(step=0, episode=0, exit_used=1, max_exit=1, stop_reason="fixed", llm_gflops=1.0,
                             total_gflops=1.0, obs_age_ms=12.0)
         node._on_record(String(data=record.to_json()))
+        assert node._log_writer.drain(5.0)  # written (and flushed) by the logs' own thread, in milliseconds
         lines = (tmp_path / "r" / "steps.jsonl").read_text().splitlines()  # not closed yet
         assert [json.loads(x)["step"] for x in lines] == [0]
     finally:
@@ -386,7 +387,7 @@ def test_a_stalled_recording_disk_holds_up_neither_the_actions_nor_halt(executor
     import time
 
     from diagnostic_msgs.msg import DiagnosticArray
-    from fixtures import Driver, policy_node
+    from fixtures import Driver, StallingDisk, policy_node
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from rclpy.parameter import Parameter
     from std_srvs.srv import Trigger
@@ -434,41 +435,6 @@ def test_a_stalled_recording_disk_holds_up_neither_the_actions_nor_halt(executor
     assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
 
 
-class StallingDisk:
-    """Files whose writes block while ``stalled`` is set (an SD card holding a write for seconds), until
-    ``release``; then they fail with EIO while ``failing`` is set."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.stalled, self.release, self.failing = threading.Event(), threading.Event(), threading.Event()
-
-    def open(self, path):
-        disk = self
-
-        class File:
-            def __init__(self, raw) -> None:
-                self._raw = raw
-
-            def _wait(self) -> None:
-                if disk.stalled.is_set():
-                    disk.release.wait(20)
-                if disk.failing.is_set():
-                    raise OSError(5, "Input/output error")
-
-            def write(self, data):
-                self._wait()
-                return self._raw.write(data)
-
-            def flush(self) -> None:
-                self._wait()
-                self._raw.flush()
-
-            def __getattr__(self, name: str):
-                return getattr(self._raw, name)
-
-        return File(path.open("wb"))
-
 
 @pytest.mark.ros
 def test_a_recording_still_finishing_on_a_stalled_disk_keeps_its_name_and_its_failures(executor, tiny_checkpoint,
@@ -479,7 +445,7 @@ def test_a_recording_still_finishing_on_a_stalled_disk_keeps_its_name_and_its_fa
     import time
 
     from diagnostic_msgs.msg import DiagnosticArray
-    from fixtures import Driver, policy_node
+    from fixtures import Driver, StallingDisk, policy_node
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from rclpy.parameter import Parameter
 

@@ -136,6 +136,7 @@ def test_monitor_keeps_a_bounded_plot_history(ros_context, tmp_path) -> None:
         for step in range(12):
             record.step = step  # distinct steps: a repeated record is a duplicate
             node._on_record(String(data=record.to_json()))
+            assert node._log_writer.drain(5.0)  # the logs are written on their own thread
         assert len(node.records) == 5
         # the history holds what the plot draws, not whole records (68 MiB for 20 000 records measured)
         assert node.records[-1] == (0, 1, 2, 0.1, None) and not isinstance(node.records[-1], StepRecord)
@@ -190,6 +191,7 @@ def test_monitor_refuses_hostile_records_and_logs_one_line_per_record(ros_contex
                 _record_json(2, 1_500)]  # stamped before the previous one: kept, counted
         for text in [sent[0], *hostile, *sent[1:]]:
             node._on_record(String(data=text))
+            assert node._log_writer.drain(5.0)  # the logs are written on their own thread
         assert node.bad_records == len(hostile) and node.duplicate_records == 1 and node.out_of_order_records == 1
         assert node.stats.count == 3 and math.isfinite(node.stats.mean_cost()) and math.isfinite(node.stats.latency(95))
         assert node.diagnostics().status  # what the timer publishes still builds
@@ -210,10 +212,12 @@ def test_monitor_outlives_records_that_overflow_and_a_fault_in_its_statuses(ros_
     node = _monitor(tmp_path)
     try:
         node._on_record(String(data=_record_json(0, 1_000)))
+        assert node._log_writer.drain(5.0)  # the logs are written on their own thread
         for hostile in (_record_json(1, 2_000).replace('"step":1', '"step":' + "9" * 400),
                         _record_json(1, 2_000).replace('"total_ms":2.0', '"total_ms":' + "9" * 400),
                         _record_json(1, 2_000, risk_eps=0.1, risk_delta=0.1, risk_metric="exceed")):
             node._on_record(String(data=hostile))  # must not raise
+            assert node._log_writer.drain(5.0)  # the logs are written on their own thread
         assert node.bad_records == 3 and node.stats.count == 1
         assert len(node.jsonl_path.read_text().splitlines()) == 1  # nothing half-applied
 
@@ -285,6 +289,7 @@ def test_monitor_keeps_counting_when_its_logs_cannot_be_written(ros_context, tmp
 
         real, node._jsonl = node._jsonl, FullDisk()
         node._on_record(String(data=_record_json(0)))
+        assert node._log_writer.drain(5.0)  # the logs are written on their own thread
         assert node.stats.count == 1 and node.log_errors == 1
         node._jsonl = real
         assert node._mcap.count == 2  # the MCAP log still took the record (and its metrics) the JSONL could not
@@ -294,6 +299,7 @@ def test_monitor_keeps_counting_when_its_logs_cannot_be_written(ros_context, tmp
 
         real_write, node._mcap.write = node._mcap.write, mcap_full
         node._on_record(String(data=_record_json(1)))
+        assert node._log_writer.drain(5.0)  # the logs are written on their own thread
         node._mcap.write = real_write
         assert node.stats.count == 2 and node.log_errors == 2
         assert [json.loads(line)["step"] for line in node.jsonl_path.read_text().splitlines()] == [1]  # and back
@@ -384,7 +390,9 @@ def test_monitor_writes_its_summary_before_the_slow_plot(ros_context, tmp_path, 
                         lambda *a, **k: seen.append(json.loads(node.summary_path.read_text())))
     try:
         node._on_record(String(data=_record_json(0)))
+        assert node._log_writer.drain(5.0)  # the logs are written on their own thread
         node._on_record(String(data=_record_json(1)))
+        assert node._log_writer.drain(5.0)  # the logs are written on their own thread
         node.close()
         assert [s["steps"] for s in seen] == [2]
     finally:
@@ -500,16 +508,19 @@ def test_the_logging_status_says_lost_records_deleted_files_and_recovery(ros_con
 
         real, node._jsonl = node._jsonl, FullDisk(node._jsonl)
         node._on_record(String(data=_record_json(0)))
+        assert node._log_writer.drain(5.0)  # the logs are written on their own thread
         status = logging_status()
         assert status.level[0] == 2 and "No space left on device" in status.message
         assert {kv.key: kv.value for kv in status.values}["log_errors"] == "1"
         node._jsonl = real
         node._on_record(String(data=_record_json(1)))
+        assert node._log_writer.drain(5.0)  # the logs are written on their own thread
         status = logging_status()
         assert status.level[0] == 1 and "again" in status.message and "No space left" in status.message
 
         shutil.rmtree(node.log_dir)
         node._on_record(String(data=_record_json(2)))  # written without an error, into files no one can read
+        assert node._log_writer.drain(5.0)  # the logs are written on their own thread
         status = logging_status()
         assert status.level[0] == 2 and "deleted" in status.message
         assert "steps.jsonl" in status.message and "steps.mcap" in status.message
@@ -517,4 +528,40 @@ def test_the_logging_status_says_lost_records_deleted_files_and_recovery(ros_con
         assert summary["steps"] == 3 and summary["plot"] is None and not node.log_dir.exists()
         assert all(s.name != "deer_vla: logging" for s in node.diagnostics().status)  # closed: nothing to say
     finally:
+        node.destroy_node()
+
+
+def test_a_stalled_log_disk_pauses_neither_the_statistics_nor_the_diagnostics(ros_context, tmp_path, monkeypatch):
+    """A disk that blocks a write for seconds: the monitor wrote on its executor, so its /diagnostics paused and
+    records past the subscription's queue were lost uncounted. Now the logs wait on their own thread: every
+    record is counted at once, the logging status says the write is stalled, and the logs catch up after."""
+    import time
+
+    from fixtures import StallingDisk
+    from std_msgs.msg import String
+
+    from deer_vla.data.mcap_io import McapLog
+
+    disk = StallingDisk()
+    monkeypatch.setattr(McapLog, "_open", lambda self, path: disk.open(path))
+    node = _monitor(tmp_path)
+    try:
+        disk.stalled.set()  # the MCAP's flusher blocks in its next write, holding the log; the next record waits
+        slowest = 0.0
+        for step in range(50):  # 2.5 s of records at 20 Hz
+            started = time.monotonic()
+            node._on_record(String(data=_record_json(step)))
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.05)
+        assert slowest < 0.1 and node.stats.count == 50  # counted at once, never waiting for the disk
+        status = next(s for s in node.diagnostics().status if s.name == "deer_vla: logging")
+        assert status.level[0] == 2 and "running for" in status.message, status.message
+        disk.stalled.clear()
+        disk.release.set()
+        assert node._log_writer.drain(5.0)
+        assert [json.loads(line)["step"] for line in node.jsonl_path.read_text().splitlines()] == list(range(50))
+        summary = node.close()
+        assert summary["steps"] == 50 and summary["log_errors"] == 0
+    finally:
+        disk.release.set()
         node.destroy_node()

@@ -55,6 +55,7 @@ def test_the_record_subscription_is_reliable_and_deep_enough_for_a_burst(executo
     for step in range(100):  # no spinning in between: they wait in the subscription's queue
         pub.publish(_record(step))
     assert spin_until(executor, lambda: node.stats.count == 100, timeout=5.0), node.stats.count
+    assert node._log_writer.drain(5.0)  # written from the logs' own thread
     assert len(node.jsonl_path.read_text().splitlines()) == 100
 
 

@@ -65,6 +65,13 @@ class BackgroundWriter(Generic[T]):
         started = self._started_ns
         return (time.monotonic_ns() - started) * 1e-9 if started else 0.0
 
+    def drain(self, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until every item queued so far is written; False on a stalled disk."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return not self._queue.unfinished_tasks
+
     def close(self, timeout_s: float) -> bool:
         """Write what is queued, then ``finish()``; wait at most ``timeout_s``. False when the thread has not
         finished by then (a stalled disk): it finishes on its own when the write returns."""
@@ -82,8 +89,10 @@ class BackgroundWriter(Generic[T]):
                     break
                 continue
             self._timed(self._write, item)
+            self._queue.task_done()
         while not self._queue.empty():  # queued between the last get and the closing flag: nothing comes after it
             self._timed(self._write, self._queue.get_nowait())
+            self._queue.task_done()
         if self._finish is not None:
             self._timed(self._finish)
 

@@ -24,6 +24,7 @@ from deer_vla.data.mcap_io import (
     part_path,
     prune_parts,
 )
+from deer_vla.ros.background_writer import BackgroundWriter
 from deer_vla.ros.budget_monitor import ERROR, BudgetMonitor, BudgetStatus
 from deer_vla.ros.log_health import LogHealth
 from deer_vla.ros.node_main import run_node
@@ -68,6 +69,8 @@ MONITOR_DEFAULTS: dict = {
 MAX_WINDOW = 1_000_000  # steps in the running statistics: about 28 h at 10 Hz, a few hundred MB at most
 PLOT_MAX_RECORDS = 20_000  # ~1 h at 5 Hz; older steps are in the logs
 MAX_RECORD_CHARS = 64 * 1024  # a real record is ~1 KB; a bigger one is refused unparsed, not written to disk
+LOG_QUEUE_RECORDS = 1000  # records that may wait for a stalled disk (100 s at 10 Hz) before they are dropped
+LOG_CLOSE_WAIT_S = 3.0  # how long closing waits for them (ros2 launch sends SIGKILL 5 s after SIGTERM)
 
 
 class MonitorNode(Node):
@@ -130,6 +133,11 @@ class MonitorNode(Node):
         self.duplicate_records = 0  # the same step as the previous record again: not counted twice
         self.out_of_order_records = 0  # stamped before the previous record: kept, but said
         self._log_health = LogHealth()  # records that could not be written (disk full, ...): still in the statistics
+        # the logs are written from a thread of their own: a disk that blocks a write for seconds neither pauses
+        # /diagnostics nor lets the subscription's queue overflow (records lost uncounted); a full queue drops
+        # records from the logs only, counted (they stay in the statistics)
+        self._log_writer: BackgroundWriter[StepRecord] = BackgroundWriter(
+            "monitor_logs", self._write_logs, self._log_failed, LOG_QUEUE_RECORDS)
         self.status_errors = 0  # diagnostics ticks whose statuses could not be computed (_statuses)
         self.closed = False
         self._summary: dict | None = None
@@ -167,11 +175,13 @@ class MonitorNode(Node):
                                    "received", throttle_duration_sec=5.0)
         self.stats.update(record)
         self.records.append(PlotPoint.of(record, self.stats.metric))
-        try:
-            self._write_logs(record)
-        except Exception as exc:  # disk full, unwritable folder, a record that cannot be written: go on
-            self._log_health.failed(f"{type(exc).__name__}: {exc}")
-            self.get_logger().error(f"step record not written to {self.log_dir}: {exc}", throttle_duration_sec=5.0)
+        self._log_writer.put(record)
+
+    def _log_failed(self, what: str) -> None:
+        """A record the logs could not take (disk full, unwritable folder, a stalled disk's full queue): it
+        stays in the statistics; counted and said (the logging status)."""
+        self._log_health.failed(what)
+        self.get_logger().error(f"step record not written to {self.log_dir}: {what}", throttle_duration_sec=5.0)
 
     def _write_logs(self, record: StepRecord) -> None:
         """One record to both logs. Each is tried, so a record that one of them cannot take (disk full) still
@@ -241,7 +251,7 @@ class MonitorNode(Node):
                 deleted.append(self._mcap.parts[-1].name)
         except Exception as exc:  # as _statuses: a fault here must not end the node from its timer
             return BudgetStatus("logging", ERROR, f"log files not checked: {type(exc).__name__}: {exc}", values)
-        level, message = self._log_health.status(str(self.log_dir), deleted)
+        level, message = self._log_health.status(str(self.log_dir), deleted, self._log_writer.stalled_s)
         return BudgetStatus("logging", level, message, values)
 
     def diagnostics(self) -> DiagnosticArray:
@@ -289,12 +299,17 @@ class MonitorNode(Node):
         if self._summary is not None:
             return self._summary
         self.closed = True
-        for name, log_file in (("steps.jsonl", self._jsonl), ("steps.mcap", self._mcap)):
-            try:
-                log_file.close()
-            except OSError as exc:  # disk full at the end: the records are counted, the summary still comes
-                self._log_health.failed(f"{name} not closed: {exc}")
-                self.get_logger().error(f"{name} not closed cleanly in {self.log_dir}: {exc}")
+        if self._log_writer.close(LOG_CLOSE_WAIT_S):
+            for name, log_file in (("steps.jsonl", self._jsonl), ("steps.mcap", self._mcap)):
+                try:
+                    log_file.close()
+                except OSError as exc:  # disk full at the end: the records are counted, the summary still comes
+                    self._log_health.failed(f"{name} not closed: {exc}")
+                    self.get_logger().error(f"{name} not closed cleanly in {self.log_dir}: {exc}")
+        else:  # a stalled disk: closing would wait on it too; the files read back up to their last whole part
+            self._log_health.failed(f"{self._log_writer.waiting} record(s) still waiting for the disk after "
+                                    f"{LOG_CLOSE_WAIT_S:g} s (a stalled disk?): the logs are left unfinished")
+            self.get_logger().error(f"logs in {self.log_dir}: {self._log_health.last_error}")
         summary = self._summary = self.summary()
         # the summary before the plot: a plot takes seconds, and ros2 launch sends SIGKILL if shutdown drags on
         try:
