@@ -565,3 +565,30 @@ def test_a_stalled_log_disk_pauses_neither_the_statistics_nor_the_diagnostics(ro
     finally:
         disk.release.set()
         node.destroy_node()
+
+
+def test_a_close_that_gives_up_on_a_stalled_disk_counts_every_record_it_leaves_out(ros_context, tmp_path,
+                                                                                    monkeypatch):
+    """The summary said one failed write while 26 records were missing from the logs."""
+    import time
+
+    from fixtures import StallingDisk
+    from std_msgs.msg import String
+
+    from deer_vla.data.mcap_io import McapLog
+
+    disk = StallingDisk()
+    monkeypatch.setattr(McapLog, "_open", lambda self, path: disk.open(path))
+    node = _monitor(tmp_path)
+    try:
+        disk.stalled.set()
+        for step in range(50):
+            node._on_record(String(data=_record_json(step)))
+            time.sleep(0.02)
+        summary = node.close()  # gives up after LOG_CLOSE_WAIT_S: the logs' thread still waits for the disk
+        lines = len(node.jsonl_path.read_text().splitlines())
+        assert summary["steps"] == 50 and lines < 50
+        assert summary["log_errors"] == 50 - lines, (summary["log_errors"], lines)
+    finally:
+        disk.release.set()
+        node.destroy_node()

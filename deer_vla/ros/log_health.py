@@ -28,8 +28,9 @@ class LogHealth:
     last_error: str = ""  # the latest failure, said in the status
     reported: int = 0  # ``errors`` at the previous report
 
-    def failed(self, what: str) -> None:
-        self.errors += 1
+    def failed(self, what: str, count: int = 1) -> None:
+        """``count`` records lost to ``what`` (a close that gives up on a stalled disk loses all still waiting)."""
+        self.errors += count
         self.last_error = what
 
     def status(self, where: str, deleted: list[str], stalled_s: float = 0.0) -> tuple[int, str]:

@@ -246,7 +246,8 @@ class MonitorNode(Node):
         """Whether the step logs are being written (log_health): said on /diagnostics while it happens."""
         values = {"folder": str(self.log_dir), "log_errors": str(self.log_errors)}
         try:
-            deleted = [self.jsonl_parts[-1].name] if unlinked(self._jsonl) else []
+            jsonl = self._jsonl  # the logs' thread may move on to the next part meanwhile, closing this one
+            deleted = [self.jsonl_parts[-1].name] if unlinked(jsonl) and not jsonl.closed else []
             if self._mcap.unlinked():
                 deleted.append(self._mcap.parts[-1].name)
         except Exception as exc:  # as _statuses: a fault here must not end the node from its timer
@@ -307,8 +308,9 @@ class MonitorNode(Node):
                     self._log_health.failed(f"{name} not closed: {exc}")
                     self.get_logger().error(f"{name} not closed cleanly in {self.log_dir}: {exc}")
         else:  # a stalled disk: closing would wait on it too; the files read back up to their last whole part
-            self._log_health.failed(f"{self._log_writer.waiting} record(s) still waiting for the disk after "
-                                    f"{LOG_CLOSE_WAIT_S:g} s (a stalled disk?): the logs are left unfinished")
+            waiting = self._log_writer.waiting
+            self._log_health.failed(f"{waiting} record(s) still waiting for the disk after {LOG_CLOSE_WAIT_S:g} s "
+                                    "(a stalled disk?): the logs are left unfinished", count=max(waiting, 1))
             self.get_logger().error(f"logs in {self.log_dir}: {self._log_health.last_error}")
         summary = self._summary = self.summary()
         # the summary before the plot: a plot takes seconds, and ros2 launch sends SIGKILL if shutdown drags on
