@@ -592,3 +592,16 @@ def test_a_close_that_gives_up_on_a_stalled_disk_counts_every_record_it_leaves_o
     finally:
         disk.release.set()
         node.destroy_node()
+
+
+def test_a_log_file_closed_meanwhile_is_not_a_deleted_one(tmp_path):
+    """The logging status reads the file another thread may have just closed (a log moving on to its next
+    part): only a file deleted while open is reported, never one closed."""
+    from deer_vla.core.writable import unlinked
+
+    log = (tmp_path / "steps.jsonl").open("w")
+    assert not unlinked(log)
+    (tmp_path / "steps.jsonl").unlink()
+    assert unlinked(log)
+    log.close()
+    assert not unlinked(log)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deer_vla.core.spec_lists import listed
+from deer_vla.core.spec_lists import spec_from_lists
 
 STANDARD_AXES: tuple[str, ...] = ("x", "y", "z", "roll", "pitch", "yaw")
 ROTATION_AXES: tuple[str, ...] = ("roll", "pitch", "yaw")
@@ -125,9 +125,5 @@ class ActionSpec:
         unknown = set(data) - {"axes", "low", "high", "scale", "units"}
         if unknown:
             raise ValueError(f"unknown ActionSpec keys {sorted(unknown)}")
-        lists = {key: listed(data, key, default, "ActionSpec") for key, default in (
-            ("axes", STANDARD_AXES), ("low", ()), ("high", ()), ("scale", ()), ("units", ()))}
-        try:
-            return cls(**lists)
-        except TypeError as exc:  # an item float() cannot take (null, a list)
-            raise ValueError(f"ActionSpec values must be numbers: {exc}") from exc
+        defaults = {"axes": STANDARD_AXES, "low": (), "high": (), "scale": (), "units": ()}
+        return spec_from_lists(cls, data, defaults, "ActionSpec")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from deer_vla.core.spec_lists import listed
+from deer_vla.core.spec_lists import spec_from_lists
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:/\-]+$")
 
@@ -108,8 +108,5 @@ class ProprioSpec:
             raise ValueError(f"unknown ProprioSpec keys {sorted(unknown)}")
         if "names" not in data:
             raise ValueError("ProprioSpec needs 'names'")
-        lists = {key: listed(data, key, (), "ProprioSpec") for key in ("names", "units", "low", "high", "mean", "std")}
-        try:
-            return cls(**lists)
-        except TypeError as exc:  # an item float() cannot take (null, a list)
-            raise ValueError(f"ProprioSpec values must be numbers: {exc}") from exc
+        return spec_from_lists(cls, data, dict.fromkeys(("names", "units", "low", "high", "mean", "std"), ()),
+                               "ProprioSpec")

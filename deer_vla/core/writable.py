@@ -62,8 +62,10 @@ def clobbers_input(out: str | Path, inputs: Iterable[str | Path], allowed: Itera
 
 def unlinked(stream: IO[Any]) -> bool:
     """Whether the open file ``stream`` was deleted (or its folder): writes into it still succeed, into a file
-    no one can read. A stream the OS no longer knows counts as deleted."""
+    no one can read. A stream closed meanwhile (a log that moved on to its next part and closed this one, read
+    by another thread) is not a deleted file: False, whether it was closed before the check or during it."""
     try:
-        return os.fstat(stream.fileno()).st_nlink == 0
-    except (OSError, ValueError):
-        return True
+        deleted = os.fstat(stream.fileno()).st_nlink == 0
+    except (OSError, ValueError):  # closed: fileno() refuses, or fstat meets the freed descriptor
+        return False
+    return deleted and not stream.closed

@@ -350,9 +350,7 @@ class McapLog:
         """Whether the part being written was deleted (or its folder): the writes still succeed, into a file
         no one can read. False once closed. Never waits for the lock: a write stalled on the disk holds it, and
         the caller is a node's diagnostics timer (it held up the node's executor, its halt and its stops)."""
-        stream = self._stream
-        # a stream closed meanwhile (the next part began) reads as unknown to the OS: not a deleted file
-        return not self.closed and not stream.closed and unlinked(stream) and not stream.closed
+        return not self.closed and unlinked(self._stream)  # a part closed meanwhile (the next began) is not
 
     def close(self) -> None:
         """Write the summary and footer and release the file. If that fails (disk full), the file is still

@@ -246,8 +246,8 @@ class MonitorNode(Node):
         """Whether the step logs are being written (log_health): said on /diagnostics while it happens."""
         values = {"folder": str(self.log_dir), "log_errors": str(self.log_errors)}
         try:
-            jsonl = self._jsonl  # the logs' thread may move on to the next part meanwhile, closing this one
-            deleted = [self.jsonl_parts[-1].name] if unlinked(jsonl) and not jsonl.closed else []
+            # (the logs' thread may move on to the next part meanwhile, closing this one: not a deleted file)
+            deleted = [self.jsonl_parts[-1].name] if unlinked(self._jsonl) else []
             if self._mcap.unlinked():
                 deleted.append(self._mcap.parts[-1].name)
         except Exception as exc:  # as _statuses: a fault here must not end the node from its timer
