@@ -551,3 +551,19 @@ def test_bench_gate_fit_quick(tmp_path, quick_demos):
     assert all(r["fit_mse"] > 0 and r["constant_mse"] > 0 for r in rows)
     assert all(b["controller_over_oracle"] >= 1 - 1e-9 for r in rows for b in r["budgets"].values())
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["demos.npz"]  # one per dataset, reused
+
+
+def test_bench_instruction_match_reports_both_sides_and_refuses_a_checkpoint_without_a_record():
+    if not (REPO / "deer_vla" / "assets" / "default_checkpoint" / "config.json").is_file():
+        pytest.skip("needs the shipped checkpoint deer_vla/assets/default_checkpoint")
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    script = str(BENCH / "bench_instruction_match.py")
+    proc = subprocess.run([sys.executable, script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "held-out: nearest trained wording of its own task" in proc.stdout
+    floor = next(line.split() for line in proc.stdout.splitlines() if line.strip().startswith("0.45"))
+    assert floor[1] == "0/70"  # the default floor leaves every held-out wording of the ten tasks alone
+    proc = subprocess.run([sys.executable, script, "--checkpoint", "mt50"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "no record of trained instructions" in proc.stderr

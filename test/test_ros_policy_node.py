@@ -1056,3 +1056,60 @@ def test_run_time_budgets_are_judged_as_configure_judged_its_cap(executor) -> No
     for name, value in (("budget.average_gflops", 0.05), ("budget.memory_bytes", between)):
         result = node.set_parameters([Parameter(name, value=value)])[0]
         assert result.successful, result.reason
+
+
+def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor, tiny_checkpoint, tmp_path,
+                                                                       monkeypatch):
+    """A checkpoint that records its trained wordings (extra.json training.instructions): a new instruction is
+    logged with the task it is heard as; one under min_instruction_similarity runs with a WARN under the default
+    'warn', and under 'refuse' (a run-time change) is kept out, the previous instruction staying in force. The
+    '<node>: instruction' status on /diagnostics says the same. Words the tiny tokenizer does not know are its
+    unknown token, left out: similarity 0, whatever the random weights."""
+    from rclpy.parameter import Parameter
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    (ckpt / "extra.json").write_text(json.dumps({"training": {"instructions": {
+        "reach": [INSTRUCTIONS[0]], "push": [INSTRUCTIONS[1]]}}}))
+    node = started_policy_node(executor, ckpt, enabled=True)
+    infos, warns = _spy_on_log(node, "info", monkeypatch), _spy_on_log(node, "warn", monkeypatch)
+    errors = _spy_on_log(node, "error", monkeypatch)
+    drv = Driver(executor)
+
+    def instruction_status() -> tuple[int, str, dict[str, str]]:
+        found = [s for s in node.diagnostics().status if s.name == "deer_vla_policy: instruction"]
+        assert len(found) == 1
+        return found[0].level[0], found[0].message, {kv.key: kv.value for kv in found[0].values}
+
+    assert instruction_status()[:2] == (0, "no instruction yet")
+    drv.instruct(INSTRUCTIONS[1])
+    assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[1])
+    assert any("heard as push" in m and "similarity 1.00" in m for m, _ in infos)
+    level, message, values = instruction_status()
+    assert level == 0 and message.startswith("heard as push") and values["heard as task"] == "push"
+
+    drv.instruct("zebra xylophone")  # default 'warn': it runs, and the node says what it is unlike
+    assert drv.drive_until(lambda: node.instruction == "zebra xylophone")
+    assert any("'zebra xylophone' is unlike every instruction" in m for m, _ in warns)
+    level, message, values = instruction_status()
+    assert level == 1 and "similarity 0.00 < min_instruction_similarity 0.45" in message
+    assert values["unfamiliar instructions"] == "1"
+
+    assert not node.set_parameters([Parameter("unfamiliar_instruction", value="ignore")])[0].successful
+    assert not node.set_parameters([Parameter("min_instruction_similarity", value=1.5)])[0].successful
+    assert node.set_parameters([Parameter("unfamiliar_instruction", value="refuse")])[0].successful
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[0])
+    rejected = node.stats.rejected_instructions
+    drv.instruct("quartz zebra")
+    assert drv.drive_until(lambda: node.stats.rejected_instructions == rejected + 1)
+    assert node.instruction == INSTRUCTIONS[0]  # the previous instruction stays in force
+    refusal = [m for m, _ in errors if "'quartz zebra' refused" in m]
+    assert len(refusal) == 1 and "keeping the previous instruction" in refusal[0]
+    assert instruction_status()[0] == 0  # the instruction in force is a trained one
+
+    assert node.set_parameters([Parameter("min_instruction_similarity", value=0.0)])[0].successful
+    drv.instruct("quartz zebra")  # no floor: even this one is taken
+    assert drv.drive_until(lambda: node.instruction == "quartz zebra")
+    assert node.set_parameters([Parameter("unfamiliar_instruction", value="off")])[0].successful
+    assert instruction_status()[1] == "not compared (unfamiliar_instruction: off)"

@@ -85,6 +85,11 @@ POLICY_DEFAULTS: dict[str, Any] = {
     # the same text again: "reset" = a new episode (the simulator's episodes of one task); "keep" = carry on (a
     # task planner that re-publishes its goal periodically must not wipe the history at every message)
     "repeated_instruction": "reset",
+    # an instruction unlike every wording the checkpoint was trained on (model/instruction_match.py: cosine
+    # similarity of mean token embeddings under min_instruction_similarity): "warn" = run it, say so (log and
+    # /diagnostics); "refuse" = keep the previous instruction; "off" = do not compare
+    "unfamiliar_instruction": "warn",
+    "min_instruction_similarity": 0.45,
     "proprio_topic": "proprio",  # std_msgs/Float32MultiArray, the model's proprio_dim values; "" = none
     # where proprioception comes from: "array" (proprio_topic) or "joint_state" (sensor_msgs/JointState on
     # proprio.joint_state_topic, values picked by the checkpoint's proprio names: deer_vla/ros/joint_state.py)
@@ -168,6 +173,8 @@ class PolicyParams(BaseModel):
     instruction_topic: str = Field(min_length=1)
     max_instruction_chars: int = Field(ge=1, le=MAX_INSTRUCTION_CHARS)
     repeated_instruction: Literal["reset", "keep"]
+    unfamiliar_instruction: Literal["off", "warn", "refuse"]
+    min_instruction_similarity: float = Field(ge=0, le=1)
     proprio_topic: str
     proprio_source: Literal["array", "joint_state"]
     proprio_joint_state_topic: str = Field(min_length=1)

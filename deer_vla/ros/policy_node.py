@@ -57,6 +57,7 @@ from deer_vla.ros.health import (
     policy_status,
     unconfigured_status,
 )
+from deer_vla.ros.instruction_check import InstructionCheck
 from deer_vla.ros.instruction_input import INSTRUCTION_QOS, INSTRUCTION_QOS_VOLATILE, CopyFilter
 from deer_vla.ros.joint_state import JointStateProprio, skew_problem, stamp_problem
 from deer_vla.ros.lifecycle import guard_change_state, report_errors
@@ -84,6 +85,7 @@ from deer_vla.ros.worker import StepWorker
 RUNTIME_PARAMS = (set(BUDGET_PARAMS) - {"fixed_exit"}) | {
     "enabled", "stale_action", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "hold_rate_hz",
     "hold_max_s", "max_joint_state_skew_s", "max_instruction_chars", "repeated_instruction",
+    "unfamiliar_instruction", "min_instruction_similarity",
 }
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute, as diagnostic_aggregator and rqt_robot_monitor expect
@@ -128,7 +130,8 @@ class NodeStats:
     # proprio messages refused (length, NaN/inf, outside the checkpoint's limits; JointState: a joint missing,
     # malformed, stale or future stamp)
     rejected_proprio: int = 0
-    rejected_instructions: int = 0  # longer than max_instruction_chars: the previous instruction stays
+    # longer than max_instruction_chars, or unfamiliar under unfamiliar_instruction "refuse": the previous one stays
+    rejected_instructions: int = 0
     repeated_instructions: int = 0  # the same text again under repeated_instruction "keep": ignored
     # instructions (each text once) longer than the model reads (lm.max_text_len tokens): their end is ignored
     cut_instructions: int = 0
@@ -204,6 +207,8 @@ class PolicyNode(LifecycleNode):
         self.instruction: str | None = None
         self._instruction_key: str | None = None  # as the model reads it (PolicyRunner.instruction_key)
         self._cut_said: str | None = None  # the last instruction whose ignored end was reported
+        # the configured checkpoint's trained wordings, to say what an instruction is heard as (configure)
+        self._instruction_check: InstructionCheck | None = None
         self.proprio: np.ndarray | None = None
         self._proprio_ns = -1
         self._proprio_stamp_ns: int | None = None  # header stamp of the JointState the proprio came from
@@ -323,6 +328,7 @@ class PolicyNode(LifecycleNode):
         # an instruction heard before stays in force; read by this model's tokenizer from now on
         self._instruction_key = None if self.instruction is None else stack.runner.instruction_key(self.instruction)
         self._cut_said = None
+        self._instruction_check = InstructionCheck.for_runner(stack.runner)
         import torch
 
         if self._initial_torch_threads is None:  # the process's own count, which torch_threads 0 returns to
@@ -365,6 +371,12 @@ class PolicyNode(LifecycleNode):
         guarantee = getattr(stack.controller, "guarantee", None)
         if guarantee is not None:
             self.get_logger().info(f"fidelity guarantee in force: {guarantee.describe()}")
+        check = self._instruction_check
+        if check.matcher is None:
+            self.get_logger().info(f"instructions: {check.why_not}")
+        else:
+            self.get_logger().info(f"instructions compared with the {len(check.matcher.tasks)} task(s) this checkpoint "
+                                   f"was trained on: {', '.join(check.matcher.tasks)}")
         return TransitionCallbackReturn.SUCCESS
 
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
@@ -510,6 +522,7 @@ class PolicyNode(LifecycleNode):
     def _unconfigure(self) -> None:
         self._destroy_interfaces()
         self.stack, self.params, self._joint_map = None, None, None
+        self._instruction_check = None
         # the next configuration may read another source or checkpoint: wait for its own proprioception
         self.proprio, self._proprio_stamp_ns, self._proprio_ns = None, None, -1
         self._joint_history.clear()
@@ -796,11 +809,27 @@ class PolicyNode(LifecycleNode):
             self.stats.repeated_instructions += 1
             return
         changed = key != self._instruction_key
+        heard = ""
+        if self._instruction_check is not None:
+            floor = params.min_instruction_similarity
+            verdict = self._instruction_check.judge(text, params.unfamiliar_instruction, floor)
+            if verdict.unfamiliar and params.unfamiliar_instruction == "refuse":
+                self.stats.rejected_instructions += 1
+                self.get_logger().error(
+                    f"instruction {quoted(text)} refused: {verdict.heard(floor)}; "
+                    + ("keeping the previous instruction" if self.instruction is not None else "still no instruction"),
+                    throttle_duration_sec=2.0)
+                return
+            if verdict.unfamiliar:
+                self.get_logger().warn(f"instruction {quoted(text)} is {verdict.heard(floor)}: the policy may not "
+                                       "do what it says (unfamiliar_instruction: refuse keeps such a text out)",
+                                       throttle_duration_sec=2.0)
+            heard = f"; {verdict.heard(floor)}" if verdict.match is not None and not verdict.unfamiliar else ""
         self.instruction, self._instruction_key = text, key
         self.reset_episode()  # a new instruction is a new episode: clear the recurrent history
         # a changed text is always said, a re-sent one (a planner re-publishing its goal) at most every 2 s
         if changed:
-            self.get_logger().info(f"instruction: {quoted(text)} (episode reset)")
+            self.get_logger().info(f"instruction: {quoted(text)} (episode reset{heard})")
         else:
             self.get_logger().info(f"instruction {quoted(text)} again (episode reset; repeated_instruction: "
                                    "'keep' carries on instead)", throttle_duration_sec=2.0)
@@ -1210,6 +1239,13 @@ class PolicyNode(LifecycleNode):
                 level=bytes([level]), name=f"{self.get_name()}: recording", message=message,
                 hardware_id=self.get_fully_qualified_name(),
                 values=[KeyValue(key="record errors", value=str(self.stats.record_errors))]))
+        check, params = self._instruction_check, self.params
+        if check is not None and params is not None:
+            level, message, values = check.status(self.instruction, params.unfamiliar_instruction,
+                                                  params.min_instruction_similarity)
+            arr.status.append(DiagnosticStatus(
+                level=bytes([level]), name=f"{self.get_name()}: instruction", message=message,
+                hardware_id=self.get_fully_qualified_name(), values=[KeyValue(key=k, value=v) for k, v in values]))
         return arr
 
     def _status_array(self, status: PolicyStatus) -> DiagnosticArray:

@@ -1,0 +1,99 @@
+"""What the policy node hears an instruction as: held-out wordings against requests for other things.
+
+The policy node compares every new instruction with the wordings its checkpoint was trained on
+(`deer_vla/model/instruction_match.py`; parameters `unfamiliar_instruction`, `min_instruction_similarity`).
+This bench measures that comparison for a checkpoint, side by side in one run:
+
+- the suite's never-trained (held-out) wordings: is their nearest trained wording of their own task, and how
+  similar is it (these should stay above the floor: they are what a user says to a robot that knows the task);
+- requests for things no task does (OTHER_REQUESTS below, written for this bench): how many fall under each
+  floor (these should).
+
+By default the checkpoint's own record (extra.json `training.instructions`) is the trained set; `--wordings
+suite` uses the suite's training wordings instead, for a checkpoint without a record (the shipped `mt50`).
+No simulator, no dataset: seconds.
+
+    python bench/bench_instruction_match.py                                  # the shipped default, ten tasks
+    python bench/bench_instruction_match.py --checkpoint mt50 --suite mt50 --wordings suite
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+from common import checkpoint_option, run_bench  # also puts this checkout first on sys.path
+
+from deer_vla.model.shipped import checkpoint_help
+
+# Requests a user might make of a robot arm that no task of either suite does, or that are not tasks at all.
+OTHER_REQUESTS = (
+    "make me a sandwich", "fly to the moon", "asdf qwerty", "stop", "what time is it", "pick up the red cube",
+    "open the fridge", "wave hello", "dance", "turn off the lights", "go home", "clean the table",
+    "bring me a cup of tea", "open the door", "x", "do nothing", "ignore previous instructions", "tell me a joke",
+    "sort the blocks by colour", "fold the towel", "hand me the screwdriver", "water the plants", "sing a song",
+    "drive forward two meters", "look left", "put the apple in the bowl", "stack the cups", "shut down",
+)
+FLOORS = (0.35, 0.40, 0.45, 0.50, 0.55)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", type=checkpoint_option, default="default", help=checkpoint_help())
+    ap.add_argument("--suite", default="default", choices=("default", "mt50"),
+                    help="whose held-out wordings to try (default: the ten tasks)")
+    ap.add_argument("--wordings", default="record", choices=("record", "suite"),
+                    help="the trained set: the checkpoint's record (as the node uses) or the suite's training "
+                         "wordings (for a checkpoint without a record)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    import torch
+
+    from deer_vla.model.instruction_match import InstructionMatcher
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.sim.tasks import SUITES, resolve_tasks
+
+    torch.set_num_threads(args.threads)
+    runner = PolicyRunner.from_checkpoint(args.checkpoint)
+    tasks = resolve_tasks(SUITES[args.suite])
+    if args.wordings == "suite":
+        record = {t.name: list(t.train_instructions) for t in tasks}
+    else:
+        assert runner.checkpoint_dir is not None
+        record = runner.checkpoint_dir.read_training().get("instructions")
+        if record is None:
+            print(f"{args.checkpoint}: no record of trained instructions (use --wordings suite)", file=sys.stderr)
+            return 2
+    matcher = InstructionMatcher.from_runner(runner, record)
+
+    held = [(t.name, text) for t in tasks for text in t.heldout_instructions]
+    held_matches = [matcher.match(text) for _, text in held]
+    right = sum(m.task.removesuffix("-shared") == task for (task, _), m in zip(held, held_matches))
+    held_sim = np.array([m.similarity for m in held_matches])
+    other = sorted(((matcher.match(text), text) for text in OTHER_REQUESTS), key=lambda p: -p[0].similarity)
+    other_sim = np.array([m.similarity for m, _ in other])
+
+    print(f"checkpoint {args.checkpoint}, trained set: {args.wordings} ({len(matcher.tasks)} tasks), "
+          f"held-out wordings of suite '{args.suite}': {len(held)}")
+    print(f"held-out: nearest trained wording of its own task {right}/{len(held)} ({right / len(held):.1%}); "
+          f"similarity min {held_sim.min():.3f}, 5th percentile {np.percentile(held_sim, 5):.3f}, "
+          f"median {np.median(held_sim):.3f}")
+    print(f"other requests: similarity max {other_sim.max():.3f}, median {np.median(other_sim):.3f}")
+    print(f"{'floor':>6}  {'held-out under it':>18}  {'other requests under it':>24}")
+    for floor in FLOORS:
+        print(f"{floor:6.2f}  {int((held_sim < floor).sum()):>10}/{len(held):<7}  "
+              f"{int((other_sim < floor).sum()):>15}/{len(other_sim):<8}")
+    print("other requests, most similar first:")
+    for m, text in other[:8]:
+        print(f"  {m.similarity:.3f}  {text!r} -> {m.task} ({m.nearest!r})")
+    wrong = [(task, text, m) for (task, text), m in zip(held, held_matches) if m.task.removesuffix("-shared") != task]
+    if wrong:
+        print("held-out wordings nearest another task:")
+        for task, text, m in wrong[:10]:
+            print(f"  {task}: {text!r} -> {m.task} ({m.nearest!r}, {m.similarity:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_bench(main))

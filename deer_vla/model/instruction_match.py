@@ -1,0 +1,110 @@
+"""How near an instruction is to the wordings a checkpoint was trained on.
+
+The nearest trained wording, its task, and their cosine similarity over mean-pooled token embeddings of the
+checkpoint's own input table (the pre-projection rows of ``text.TokenEmbedder``, or an LM's ``nn.Embedding``):
+with the wordllama front end this is WordLlama's own sentence embedding (average pooling of its token rows).
+A robot hears "make me a sandwich" as something: this says what, and how far from anything trained.
+The record of trained wordings is extra.json's ``training.instructions`` (task -> texts, written by
+`deer-vla train`); a checkpoint without one cannot be judged.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from deer_vla.model.tokenizer import encode_instruction
+
+
+@dataclass(frozen=True)
+class InstructionMatch:
+    """The trained wording nearest to an instruction: its task, its text and their cosine similarity
+    (1.0: the same tokens; unrelated wordings fall to about 0.1-0.3 with the wordllama table)."""
+
+    task: str
+    nearest: str
+    similarity: float
+
+
+def trained_wordings(record: Any) -> dict[str, list[str]]:
+    """The usable part of a checkpoint's instruction record: string task -> its non-empty string texts. Anything
+    else in a damaged or hand-edited record (a number for a list, a list of numbers) is left out, not an error:
+    the record only informs, the weights are what runs."""
+    if not isinstance(record, dict):
+        return {}
+    wordings = {}
+    for task, texts in record.items():
+        if isinstance(task, str) and isinstance(texts, list):
+            kept = [t for t in texts if isinstance(t, str) and t.strip()]
+            if kept:
+                wordings[task] = kept
+    return wordings
+
+
+def token_table(embed_tokens: torch.nn.Module) -> torch.Tensor:
+    """The rows a model's input embedding reads token ids from: TokenEmbedder's table before its projection,
+    or an nn.Embedding's weight."""
+    table = getattr(embed_tokens, "table", None)
+    if table is None and isinstance(embed_tokens, torch.nn.Embedding):
+        table = embed_tokens.weight
+    if not isinstance(table, torch.Tensor) or table.ndim != 2:
+        raise TypeError(f"{type(embed_tokens).__name__} holds no token-embedding table")
+    return table
+
+
+class InstructionMatcher:
+    """Nearest trained wording of an instruction (``match``). Holds its own copy of the tokenizer, used under a
+    lock: a fast tokenizer's truncation setting is state ("Already borrowed" when two threads set it), and the
+    policy's step worker tokenizes on another thread with the model's copy."""
+
+    def __init__(self, tokenizer: Any, table: torch.Tensor, trained: dict[str, list[str]],
+                 max_tokens: int | None = None) -> None:
+        wordings = trained_wordings(trained)
+        if not wordings:
+            raise ValueError("no trained instructions to compare with")
+        self._tokenizer = copy.deepcopy(tokenizer)
+        self._lock = threading.Lock()
+        self._table = table.detach()
+        self._max_tokens = max_tokens
+        self._special = set(getattr(tokenizer, "all_special_ids", ()) or ())
+        self._keys = [(task, text) for task, texts in sorted(wordings.items()) for text in texts]
+        self._matrix = self.embed([text for _, text in self._keys])
+
+    @classmethod
+    def from_runner(cls, runner: Any, record: Any) -> InstructionMatcher:
+        """A matcher over a loaded PolicyRunner's table and tokenizer, reading as many tokens as its model
+        does. ValueError when ``record`` holds no usable wording."""
+        model = runner.model
+        return cls(runner.tokenizer, token_table(model.lm.embed_tokens), record,
+                   max_tokens=model.config.lm.max_text_len)
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted({task for task, _ in self._keys})
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-length mean token rows, one per text (N, D); a text of special tokens only is a zero row."""
+        rows: list[np.ndarray] = []
+        for text in texts:
+            with self._lock:
+                ids = encode_instruction(self._tokenizer, text, self._max_tokens)
+            ids = [i for i in ids if i not in self._special]
+            ids = [i for i in ids if 0 <= i < self._table.shape[0]]
+            if not ids:
+                rows.append(np.zeros(self._table.shape[1], dtype=np.float32))
+                continue
+            with torch.no_grad():
+                mean = self._table[torch.tensor(ids, device=self._table.device)].float().mean(0).cpu().numpy()
+            norm = float(np.linalg.norm(mean))
+            rows.append(mean / norm if norm > 0 and np.isfinite(norm) else np.zeros_like(mean))
+        return np.stack(rows).astype(np.float32)
+
+    def match(self, text: str) -> InstructionMatch:
+        scores = self._matrix @ self.embed([text])[0]
+        best = int(np.argmax(scores))
+        task, nearest = self._keys[best]
+        return InstructionMatch(task, nearest, float(np.clip(scores[best], -1.0, 1.0)))

@@ -1,0 +1,96 @@
+"""What the policy node makes of an instruction: the trained wording and task it is nearest, and whether it is
+unlike all of them (parameters ``unfamiliar_instruction``, ``min_instruction_similarity``).
+
+ROS-free: the node asks ``judge`` when a text arrives and ``status`` for its ``<node>: instruction`` entry on
+/diagnostics. The comparison itself is model/instruction_match.py's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from deer_vla.core.log_text import quoted
+from deer_vla.model.instruction_match import InstructionMatch, InstructionMatcher
+
+# diagnostic_msgs/DiagnosticStatus levels (without importing ROS here)
+OK, WARN = 0, 1
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One instruction judged: its match (None when not compared) and whether it is under the similarity
+    floor; ``heard`` is the sentence the node logs."""
+
+    match: InstructionMatch | None
+    unfamiliar: bool
+
+    def heard(self, floor: float) -> str:
+        m = self.match
+        if m is None:
+            return ""
+        said = (f"heard as {m.task} (nearest trained wording {quoted(m.nearest, 80)}, similarity "
+                f"{m.similarity:.2f})")
+        if self.unfamiliar:
+            return (f"unlike every instruction this checkpoint was trained on: nearest is {quoted(m.nearest, 80)} "
+                    f"({m.task}), similarity {m.similarity:.2f} < min_instruction_similarity {floor:g}")
+        return said
+
+
+class InstructionCheck:
+    """A configured node's matcher, or the reason it has none (a checkpoint that records no trained wording)."""
+
+    def __init__(self, matcher: InstructionMatcher | None, why_not: str = "") -> None:
+        self.matcher = matcher
+        self.why_not = why_not
+        self.unfamiliar = 0  # instructions under the floor (warned or refused), for /diagnostics
+        self._last: tuple[str, InstructionMatch] | None = None
+
+    @classmethod
+    def for_runner(cls, runner: Any) -> InstructionCheck:
+        """From the loaded checkpoint's record (extra.json ``training.instructions``); never raises: an unreadable
+        or absent record only means instructions are not compared."""
+        ckpt = getattr(runner, "checkpoint_dir", None)
+        try:
+            record = ckpt.read_training().get("instructions") if ckpt is not None else None
+        except (OSError, ValueError) as exc:
+            return cls(None, f"not compared: the checkpoint's training record cannot be read ({exc})")
+        if record is None:
+            return cls(None, "not compared: the checkpoint records no trained instructions (extra.json "
+                             "training.instructions, written by deer-vla train)")
+        try:
+            return cls(InstructionMatcher.from_runner(runner, record))
+        except (TypeError, ValueError) as exc:
+            return cls(None, f"not compared: {exc}")
+
+    def judge(self, text: str, mode: str, floor: float) -> Verdict:
+        if self.matcher is None or mode == "off":
+            return Verdict(None, False)
+        match = self._match(text)
+        unfamiliar = match.similarity < floor
+        self.unfamiliar += unfamiliar
+        return Verdict(match, unfamiliar)
+
+    def status(self, text: str | None, mode: str, floor: float) -> tuple[int, str, list[tuple[str, str]]]:
+        """(level, message, key-values) for the current instruction ``text``, judged against the floor now (a
+        run-time change of it shows at once)."""
+        values = [("unfamiliar instructions", str(self.unfamiliar)), ("unfamiliar_instruction", mode),
+                  ("min_instruction_similarity", f"{floor:g}")]
+        if text is None:
+            return OK, "no instruction yet", values
+        if mode == "off":
+            return OK, "not compared (unfamiliar_instruction: off)", values
+        if self.matcher is None:
+            return OK, self.why_not, values
+        match = self._match(text)
+        values = [("instruction", quoted(text, 200)), ("heard as task", match.task),
+                  ("nearest trained wording", match.nearest), ("similarity", f"{match.similarity:.3f}"), *values]
+        verdict = Verdict(match, match.similarity < floor)
+        return (WARN if verdict.unfamiliar else OK), verdict.heard(floor), values
+
+    def _match(self, text: str) -> InstructionMatch:
+        """The match of ``text``, computed once per text (the status asks every diagnostics period)."""
+        assert self.matcher is not None
+        last = self._last
+        if last is None or last[0] != text:
+            last = self._last = (text, self.matcher.match(text))
+        return last[1]

@@ -1,0 +1,115 @@
+"""model/instruction_match.py and ros/instruction_check.py: what an instruction is heard as, and how far it is
+from every wording the checkpoint was trained on."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from deer_vla.model.instruction_match import InstructionMatcher, token_table, trained_wordings
+from deer_vla.ros.instruction_check import OK, WARN, InstructionCheck
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO / "deer_vla" / "assets" / "default_checkpoint"
+
+
+@pytest.fixture(scope="module")
+def default_runner():
+    if not (DEFAULT / "config.json").is_file():
+        pytest.skip("needs the shipped default checkpoint")
+    from deer_vla.model.runner import PolicyRunner
+
+    torch.set_num_threads(1)
+    return PolicyRunner.from_checkpoint(DEFAULT)
+
+
+def test_the_shipped_checkpoint_hears_held_out_wordings_as_their_task_and_other_requests_as_unfamiliar(
+        default_runner):
+    """On the real wordllama table (the shipped default's own, fine-tuned) a trained wording is itself, the ten
+    tasks' never-trained wordings land on their task above the default floor (0.45), and requests for things
+    the robot was never shown fall under it."""
+    from deer_vla.sim.tasks import TASK_SUITE
+
+    check = InstructionCheck.for_runner(default_runner)
+    matcher = check.matcher
+    assert matcher is not None and "drawer-open" in matcher.tasks
+    same = matcher.match("open the drawer")
+    assert (same.task, same.nearest) == ("drawer-open", "open the drawer") and same.similarity == pytest.approx(1.0)
+    assert matcher.match("OPEN   the Drawer").similarity == pytest.approx(1.0)  # as the model reads it
+    held_out = [(task.name, text) for task in TASK_SUITE.values() for text in task.heldout_instructions]
+    assert len(held_out) >= 60
+    matches = [matcher.match(text) for _, text in held_out]
+    assert min(m.similarity for m in matches) >= 0.45
+    right = sum(m.task.removesuffix("-shared") == task for (task, _), m in zip(held_out, matches))
+    assert right >= 0.9 * len(held_out)  # measured 65 of 70
+    for request in ("make me a sandwich", "fly to the moon", "tell me a joke", "fold the towel", "asdf qwerty"):
+        assert matcher.match(request).similarity < 0.45, request
+
+
+def test_a_damaged_record_keeps_what_is_usable_and_an_empty_one_is_refused():
+    assert trained_wordings({"a": ["open it", 3, ""], "b": "not a list", 7: ["x"], "c": []}) == {"a": ["open it"]}
+    assert trained_wordings(["open it"]) == {} and trained_wordings(None) == {}
+    with pytest.raises(ValueError, match="no trained instructions"):
+        InstructionMatcher(object(), torch.zeros(4, 2), {"a": [1, 2]})
+
+
+def test_the_table_is_the_input_rows_before_any_projection():
+    from deer_vla.model.config import TextConfig
+    from deer_vla.model.text import TokenEmbedder
+
+    embedding = torch.nn.Embedding(7, 3)
+    assert token_table(embedding) is embedding.weight
+    cfg = TextConfig(source="local", vocab_size=5, embed_dim=4, sha256="0" * 64, trainable=True)
+    embedder = TokenEmbedder(cfg, hidden=8)
+    assert tuple(token_table(embedder).shape) == (5, 4)  # not the 8-wide projection
+    with pytest.raises(TypeError, match="no token-embedding table"):
+        token_table(torch.nn.Linear(2, 2))
+
+
+def _with_record(src: Path, dst: Path, record: object) -> Path:
+    shutil.copytree(src, dst)
+    (dst / "extra.json").write_text(json.dumps({"training": {"instructions": record}}))
+    return dst
+
+
+def test_a_checkpoint_without_a_readable_record_is_not_compared(tiny_checkpoint, tmp_path):
+    from deer_vla.model.runner import PolicyRunner
+
+    none = InstructionCheck.for_runner(PolicyRunner.from_checkpoint(tiny_checkpoint))
+    assert none.matcher is None and "records no trained instructions" in none.why_not
+    assert none.status("open the drawer", "warn", 0.45)[:2] == (OK, none.why_not)
+    assert not none.judge("open the drawer", "warn", 0.45).unfamiliar
+    broken = _with_record(tiny_checkpoint, tmp_path / "broken", None)
+    (broken / "extra.json").write_text("{not json")
+    check = InstructionCheck.for_runner(PolicyRunner.from_checkpoint(broken))
+    assert check.matcher is None and "cannot be read" in check.why_not
+    useless = _with_record(tiny_checkpoint, tmp_path / "useless", {"reach": [5]})
+    check = InstructionCheck.for_runner(PolicyRunner.from_checkpoint(useless))
+    assert check.matcher is None and "no trained instructions" in check.why_not
+
+
+def test_the_status_judges_the_current_instruction_against_the_floor_now(tiny_checkpoint, tmp_path):
+    """A word the tokenizer does not know is its unknown token, left out like the other special tokens: a text
+    of unknown words is similarity 0 with every wording, whatever the random weights."""
+    from deer_vla.model.runner import PolicyRunner
+
+    ckpt = _with_record(tiny_checkpoint, tmp_path / "ckpt", {"reach": ["reach the red goal"],
+                                                             "push": ["push the puck to the goal"]})
+    check = InstructionCheck.for_runner(PolicyRunner.from_checkpoint(ckpt))
+    assert check.matcher is not None and check.matcher.tasks == ["push", "reach"]
+    assert check.status(None, "warn", 0.45)[:2] == (OK, "no instruction yet")
+    familiar = check.judge("push the puck to the goal", "warn", 0.45)
+    assert not familiar.unfamiliar and familiar.match is not None and familiar.match.task == "push"
+    level, message, values = check.status("push the puck to the goal", "warn", 0.45)
+    assert level == OK and message.startswith("heard as push") and dict(values)["similarity"] == "1.000"
+    strange = check.judge("zebra xylophone", "warn", 0.45)
+    assert strange.unfamiliar and strange.match is not None and strange.match.similarity == 0.0
+    level, message, values = check.status("zebra xylophone", "warn", 0.45)
+    assert level == WARN and "unlike every instruction" in message and "< min_instruction_similarity 0.45" in message
+    assert dict(values)["unfamiliar instructions"] == "1"
+    assert check.status("zebra xylophone", "warn", 0.0)[0] == OK  # a floor lowered at run time counts at once
+    assert check.status("zebra xylophone", "off", 0.45)[:2] == (OK, "not compared (unfamiliar_instruction: off)")
+    assert check.judge("zebra xylophone", "off", 0.45).match is None and check.unfamiliar == 1
