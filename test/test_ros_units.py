@@ -28,6 +28,24 @@ def test_color_encodings_give_rgb(encoding):
     np.testing.assert_array_equal(out, rgb)
 
 
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
+def test_every_encoding_with_padded_rows_gives_an_own_contiguous_rgb_copy(encoding):
+    """Rows padded past width*channels (step > width*channels), as many drivers send them, and the result owns its
+    pixels: the node keeps frames while the message buffer is reused."""
+    rgb = _pixels(9, 11)
+    if encoding == "mono8":
+        rgb = np.repeat(rgb[:, :, :1], 3, axis=2)
+    order = {"rgb8": [0, 1, 2], "bgr8": [2, 1, 0], "rgba8": [0, 1, 2, 1], "bgra8": [2, 1, 0, 1], "mono8": [0]}[encoding]
+    raw = rgb[:, :, order]
+    padded = np.concatenate([raw.reshape(9, -1), np.full((9, 5), 255, np.uint8)], axis=1)
+    data = bytearray(padded.tobytes())
+    out = image_to_rgb(encoding, 9, 11, padded.shape[1], data)
+    np.testing.assert_array_equal(out, rgb)
+    assert out.dtype == np.uint8 and out.flags.c_contiguous and out.flags.writeable and out.flags.owndata
+    data[:] = bytes(len(data))
+    np.testing.assert_array_equal(out, rgb)
+
+
 def test_mono_and_row_padding():
     gray = np.arange(10 * 12, dtype=np.uint8).reshape(10, 12)
     padded = np.concatenate([gray, np.zeros((10, 4), np.uint8)], axis=1)  # step 16 > width 12
