@@ -59,3 +59,19 @@ def test_fidelity_objective_trades_error_for_cost():
     assert cost_shallow == pytest.approx(profile.llm_gflops[1]) and score_shallow < 0.0
     with pytest.raises(ValueError, match="4 exits but the cost profile has 6"):
         fidelity_objective(actions[:, :4], profile)
+
+
+def test_a_budget_equal_to_an_exits_cost_is_met_not_refused_an_ulp_over():
+    """The smallest feasible budget an infeasible one's message suggests is often an exit's cost exactly; the mean
+    of 200 equal costs is an ulp above it, and the tuner refused it ("the lowest mean cost seen was 2.6")."""
+    from deer_vla.control import budget_report
+
+    profile = synthetic_profile(4)
+    calib = synthetic_exit_actions(200, 4, seed=1)
+    for cost in profile.costs()[:2]:
+        budget = BudgetSpec(average_gflops=cost)
+        init = solve_thresholds_quantile(calib, profile, budget)
+        cap = budget_report(profile, budget).cap
+        tuned = tune_thresholds(fidelity_objective(calib, profile, cap=cap), profile, budget, init, n_trials=3,
+                                n_startup_trials=2)
+        assert tuned.expected_cost == pytest.approx(cost, rel=1e-9)

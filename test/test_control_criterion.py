@@ -167,3 +167,17 @@ def test_control_imports_no_torch_ros_or_simulator():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_oracle_cost_at_an_error_is_finite_when_exit_1_flips_the_gripper():
+    """With gripper_flip_infinite, exit 1 everywhere has an infinite mean error; the bisection's low end stayed
+    there and the interpolation between it and the high end gave NaN."""
+    from deer_vla.control import Criterion, oracle_cost_at_error
+
+    actions = np.array([[[0.0, -1.0], [0.1, 1.0], [0.0, 1.0]],  # step 0: exit 1 flips the gripper against exit 3
+                        [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]])
+    criterion = Criterion(gripper_flip_infinite=True)
+    costs = np.array([1.0, 2.0, 3.0])
+    assert oracle_cost_at_error(actions, costs, 0.0, criterion) == pytest.approx(2.0)
+    for bound in (0.05, 0.1):
+        assert oracle_cost_at_error(actions, costs, bound, criterion) == pytest.approx(1.5)

@@ -197,3 +197,25 @@ def test_infeasible_deadline_is_rejected():
         deadline_run(step_worst_ms(profile, 1) * 0.5, from_trace=False)
     with pytest.raises(ValueError, match="deadline_ms must be positive"):
         DeadlineGuard(-1.0, [1.0], 0.1)
+
+
+@pytest.mark.parametrize("start_s", [0.0, 1000.0])
+def test_a_deadline_equal_to_an_exits_worst_case_reaches_that_exit(start_s):
+    """budget_report accepts deadline_ms = step_worst_ms(profile, k); the guard, summing the same times in another
+    order on a clock read in seconds, refused exit k by a few ulps in most steps: one exit more cautious than
+    the deadline asks, never later."""
+    from deer_vla.control import LatencyTrace
+
+    n = 6
+    observation = synthetic_episodes(1, 1)[0][0]
+    trace = LatencyTrace(encode_ms=np.full(5, 1.1), segment_ms=np.full((5, n), 3.3), head_ms=np.full(5, 0.37))
+    profile = synthetic_profile(n, trace=trace)
+    for k in range(2, n + 1):
+        deadline = step_worst_ms(profile, k)
+        clock = ManualClock(start_s)
+        policy = SyntheticExitPolicy(n, clock=clock, latency=trace, seed=1)
+        ctl = ExitController(policy, profile, Thresholds(values=[0.0] * (n - 1)),
+                             budget=BudgetSpec(deadline_ms=deadline), clock=clock)
+        for _ in range(5):
+            _, record = ctl.step(observation)
+            assert record.exit_used == k and record.total_ms <= deadline + 1e-9

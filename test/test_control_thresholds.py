@@ -290,3 +290,17 @@ def test_a_thresholds_file_python_cannot_take_is_a_value_error_naming_it(tmp_pat
     path.write_text('{"values": [' + "9" * 5000 + "]}")
     with pytest.raises(ValueError, match=f"thresholds file {path} is not valid JSON"):
         Thresholds.load(path)
+
+
+@pytest.mark.parametrize(("shape", "shape_param"), [("gaussian", 50.0), ("gamma", 500.0)])
+def test_a_shape_that_cannot_reach_the_first_exit_still_keeps_a_feasible_budget(shape, shape_param):
+    """A wide gaussian or a large-alpha gamma never puts all its mass on the first exit, even at its bracket's end:
+    the solver returned that setting (24% and 3x over a budget that stopping every step at exit 2 meets) without
+    an error. It falls back to stopping every step as early as its scores allow."""
+    prof = synthetic_profile(6)
+    costs = np.asarray(prof.costs())
+    calib = synthetic_exit_actions(600, 6, seed=3)
+    budget = costs[1] + 0.05 * (costs[-1] - costs[1])
+    th = solve(calib, prof, BudgetSpec(average_gflops=budget), shape=shape, shape_param=shape_param)
+    realised = costs[simulate_exits(calib, th) - 1].mean()
+    assert realised <= budget and th.expected_cost == pytest.approx(realised)

@@ -104,7 +104,7 @@ def tune_thresholds(
         if not (math.isfinite(score) and math.isfinite(cost)):
             raise ValueError(f"objective returned a non-finite (score, cost) = ({score}, {cost})")
         trial.set_user_attr("mean_cost", float(cost))
-        trial.set_constraint("mean_cost_over_budget", float(cost) - target)
+        trial.set_constraint("mean_cost_over_budget", float(cost) - target * (1 + 1e-9))
         return float(score)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -113,12 +113,15 @@ def tune_thresholds(
     if tuned:
         study.enqueue_trial({f"eta_{k}": init.eta(k) for k in tuned})
     study.optimize(run, n_trials=n_trials if tuned else 1)
-    feasible = [t for t in study.trials if t.value is not None and t.user_attrs["mean_cost"] <= target]
+    # the relative tolerance check_reachable allows: a budget set to an exit's cost (what an infeasible budget's
+    # message suggests) is a mean of equal costs, which float summation can put an ulp above it
+    allowed = target * (1 + 1e-9)
+    feasible = [t for t in study.trials if t.value is not None and t.user_attrs["mean_cost"] <= allowed]
     if not feasible:
         costs = sorted(t.user_attrs["mean_cost"] for t in study.trials if "mean_cost" in t.user_attrs)
         raise InfeasibleBudgetError(
-            f"no thresholds tried met the average budget {target:g} GFLOPs; "
-            f"the lowest mean cost seen was {costs[0] if costs else float('nan'):g}"
+            f"no thresholds tried met the average budget {target:.10g} GFLOPs; "
+            f"the lowest mean cost seen was {costs[0] if costs else float('nan'):.10g}"
         )
     best = max(feasible, key=lambda t: (t.value, -t.number))
     result = make({k: best.params[f"eta_{k}"] for k in tuned})

@@ -114,4 +114,6 @@ class DeadlineGuard:
             return False
         # Its segment, its candidate-action head step, and the commit head step.
         need = self.segment_ms[exit_index - 1] + 2 * self.head_ms
-        return elapsed_ms + need <= self.deadline_ms
+        # a few ulps of slack: a deadline set to an exit's worst case (step_worst_ms) is summed in another order
+        # than here, and the clock's seconds-to-ms conversion rounds; that step ends at the deadline, not past it
+        return elapsed_ms + need <= self.deadline_ms * (1 + 1e-12) + 1e-9

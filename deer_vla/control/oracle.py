@@ -80,7 +80,9 @@ def oracle_cost_at_error(
         else:
             hi = mid
     (e_lo, c_lo), (e_hi, c_hi) = at(lo), at(hi)  # e_lo > bound >= e_hi, c_lo <= c_hi
-    if e_lo - e_hi <= 1e-15:
+    if not math.isfinite(e_lo) or e_lo - e_hi <= 1e-15:
+        # lo = 0 (exit 1 everywhere) with an infinite error (a gripper flip under gripper_flip_infinite): no
+        # mixture with it has a finite error, so hi's cost is the least
         return c_hi
     w = (e_lo - max_mean_error) / (e_lo - e_hi)
     return c_lo + w * (c_hi - c_lo)

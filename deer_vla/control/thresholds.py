@@ -400,7 +400,7 @@ def solve_thresholds_quantile(
     calibration step; N must equal ``profile.num_exits``. The realised mean
     cost is at most the budget and, when the budget binds, within
     ``tolerance`` (relative) of it unless the calibration set is too small or
-    too tied to resolve it (the achieved cost is reported in expected_cost).
+    too tied to resolve it, or the shape cannot (the achieved cost is reported in expected_cost).
     scores: the steps' exit-gate scores, for the learned criterion
     (``criterion.criterion_scores``); the method is the same on either score,
     from the criterion's first exit (exit 1 for the learned one with an exit-1 gate).
@@ -466,6 +466,10 @@ def solve_thresholds_quantile(
             else:
                 b = mid
         if best is None:
-            best = _realised(scores, costs, cap, exit_fractions(shape, lo, exits, shape_param), exits)
+            # even the bracket's shallowest setting is over budget (a narrow shape, e.g. a gaussian of large
+            # sigma, never puts all its mass on the first exit): stop every step as early as its scores allow,
+            # which check_reachable has shown to be within budget
+            etas, exit_of = _walk(scores, np.full(cap + 1, s, dtype=np.int64), cap, first)
+            best = (float(costs[exit_of - 1].mean()), etas, exit_of)
         cost, etas, exit_of = best
     return finish(etas, exit_of)
