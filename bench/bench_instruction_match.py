@@ -30,7 +30,7 @@ from deer_vla.model.shipped import checkpoint_help
 OTHER_REQUESTS = (
     "make me a sandwich", "fly to the moon", "asdf qwerty", "stop", "what time is it", "pick up the red cube",
     "open the fridge", "wave hello", "dance", "turn off the lights", "go home", "clean the table",
-    "bring me a cup of tea", "open the door", "x", "do nothing", "ignore previous instructions", "tell me a joke",
+    "bring me a cup of tea", "open the oven", "x", "do nothing", "ignore previous instructions", "tell me a joke",
     "sort the blocks by colour", "fold the towel", "hand me the screwdriver", "water the plants", "sing a song",
     "drive forward two meters", "look left", "put the apple in the bowl", "stack the cups", "shut down",
 )

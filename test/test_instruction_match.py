@@ -50,7 +50,10 @@ def test_the_shipped_checkpoint_hears_held_out_wordings_as_their_task_and_other_
 
 
 def test_a_damaged_record_keeps_what_is_usable_and_an_empty_one_is_refused():
-    assert trained_wordings({"a": ["open it", 3, ""], "b": "not a list", 7: ["x"], "c": []}) == {"a": ["open it"]}
+    """A lone surrogate (a record written from undecodable bytes) or a text of zero-width characters is left out
+    like a number: one such wording switched the whole comparison off ("instruction is not valid text")."""
+    record = {"a": ["open it", 3, "", "\ud800bad", "\u200b\u200b"], "b": "not a list", 7: ["x"], "c": []}
+    assert trained_wordings(record) == {"a": ["open it"]}
     assert trained_wordings(["open it"]) == {} and trained_wordings(None) == {}
     with pytest.raises(ValueError, match="no trained instructions"):
         InstructionMatcher(object(), torch.zeros(4, 2), {"a": [1, 2]})
@@ -113,3 +116,16 @@ def test_the_status_judges_the_current_instruction_against_the_floor_now(tiny_ch
     assert check.status("zebra xylophone", "warn", 0.0)[0] == OK  # a floor lowered at run time counts at once
     assert check.status("zebra xylophone", "off", 0.45)[:2] == (OK, "not compared (unfamiliar_instruction: off)")
     assert check.judge("zebra xylophone", "off", 0.45).match is None and check.unfamiliar == 1
+
+
+def test_the_matcher_reads_only_the_tokens_the_model_reads(tiny_checkpoint, tmp_path):
+    """An instruction longer than lm.max_text_len tokens is judged on what the model reads, its start: a text
+    that starts with 'drawer' and goes on with 'puck' is a drawer instruction to the model."""
+    from deer_vla.model.runner import PolicyRunner
+
+    runner = PolicyRunner.from_checkpoint(tiny_checkpoint)
+    limit = runner.model.config.lm.max_text_len
+    matcher = InstructionMatcher.from_runner(runner, {"open": ["drawer"], "push": ["puck"]})
+    text = "drawer " * (limit + 2) + "puck " * (20 * limit)
+    heard = matcher.match(text)
+    assert heard.task == "open" and heard.similarity == pytest.approx(1.0)

@@ -1058,58 +1058,101 @@ def test_run_time_budgets_are_judged_as_configure_judged_its_cap(executor) -> No
         assert result.successful, result.reason
 
 
+def _with_instruction_record(tiny_checkpoint: Path, out: Path) -> Path:
+    shutil.copytree(tiny_checkpoint, out)
+    (out / "extra.json").write_text(json.dumps({"training": {"instructions": {
+        "reach": [INSTRUCTIONS[0]], "push": [INSTRUCTIONS[1]]}}}))
+    return out
+
+
+def _instruction_status(node) -> tuple[int, str, dict[str, str]]:
+    found = [s for s in node.diagnostics().status if s.name == "deer_vla_policy: instruction"]
+    assert len(found) == 1
+    return found[0].level[0], found[0].message, {kv.key: kv.value for kv in found[0].values}
+
+
 def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor, tiny_checkpoint, tmp_path,
                                                                        monkeypatch):
     """A checkpoint that records its trained wordings (extra.json training.instructions): a new instruction is
-    logged with the task it is heard as; one under min_instruction_similarity runs with a WARN under the default
-    'warn', and under 'refuse' (a run-time change) is kept out, the previous instruction staying in force. The
-    '<node>: instruction' status on /diagnostics says the same. Words the tiny tokenizer does not know are its
-    unknown token, left out: similarity 0, whatever the random weights."""
+    logged with the task it is heard as; one under min_instruction_similarity runs under the default 'warn',
+    its line at WARN (every such text, however quickly they come), and under 'refuse' (a run-time change) is kept
+    out, the previous instruction staying in force; switching to 'refuse' drops an unfamiliar instruction in
+    force, with a zero twist. The '<node>: instruction' status on /diagnostics says the same. Words the tiny
+    tokenizer does not know are its unknown token, left out: similarity 0, whatever the random weights."""
     from rclpy.parameter import Parameter
 
-    ckpt = tmp_path / "ckpt"
-    shutil.copytree(tiny_checkpoint, ckpt)
-    (ckpt / "extra.json").write_text(json.dumps({"training": {"instructions": {
-        "reach": [INSTRUCTIONS[0]], "push": [INSTRUCTIONS[1]]}}}))
-    node = started_policy_node(executor, ckpt, enabled=True)
+    node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"), enabled=True,
+                               stale_action="zero")
     infos, warns = _spy_on_log(node, "info", monkeypatch), _spy_on_log(node, "warn", monkeypatch)
     errors = _spy_on_log(node, "error", monkeypatch)
     drv = Driver(executor)
 
-    def instruction_status() -> tuple[int, str, dict[str, str]]:
-        found = [s for s in node.diagnostics().status if s.name == "deer_vla_policy: instruction"]
-        assert len(found) == 1
-        return found[0].level[0], found[0].message, {kv.key: kv.value for kv in found[0].values}
-
-    assert instruction_status()[:2] == (0, "no instruction yet")
+    assert _instruction_status(node)[:2] == (0, "no instruction yet")
     drv.instruct(INSTRUCTIONS[1])
     assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[1])
     assert any("heard as push" in m and "similarity 1.00" in m for m, _ in infos)
-    level, message, values = instruction_status()
+    level, message, values = _instruction_status(node)
     assert level == 0 and message.startswith("heard as push") and values["heard as task"] == "push"
 
-    drv.instruct("zebra xylophone")  # default 'warn': it runs, and the node says what it is unlike
-    assert drv.drive_until(lambda: node.instruction == "zebra xylophone")
-    assert any("'zebra xylophone' is unlike every instruction" in m for m, _ in warns)
-    level, message, values = instruction_status()
+    for text in ("zebra xylophone", "quartz zebra"):  # default 'warn': they run, each said at once
+        drv.instruct(text)
+        assert drv.drive_until(lambda: node.instruction == text)  # noqa: B023 (used within the iteration)
+        said = [(m, kw) for m, kw in warns if m.startswith(f"instruction: '{text}'")]
+        assert len(said) == 1 and "unlike every instruction" in said[0][0] and not said[0][1]
+    level, message, values = _instruction_status(node)
     assert level == 1 and "similarity 0.00 < min_instruction_similarity 0.45" in message
-    assert values["unfamiliar instructions"] == "1"
+    assert values["unfamiliar instructions"] == "2"
 
     assert not node.set_parameters([Parameter("unfamiliar_instruction", value="ignore")])[0].successful
     assert not node.set_parameters([Parameter("min_instruction_similarity", value=1.5)])[0].successful
+    twists = len(drv.twists)
     assert node.set_parameters([Parameter("unfamiliar_instruction", value="refuse")])[0].successful
-    drv.instruct(INSTRUCTIONS[0])
+    assert node.instruction is None  # the unfamiliar instruction in force is dropped, and the robot told to stop
+    assert any("instruction in force 'quartz zebra' dropped" in m for m, _ in errors)
+    assert drv.drive_until(lambda: len(drv.twists) > twists)
+    assert drv.twists[-1].twist.linear.x == 0.0 and drv.twists[-1].twist.linear.z == 0.0
+    assert node.set_parameters([Parameter("min_instruction_similarity", value=1.0)])[0].successful
+    drv.instruct(INSTRUCTIONS[0])  # a trained wording passes even a floor of 1 (float32 rounding)
     assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[0])
     rejected = node.stats.rejected_instructions
-    drv.instruct("quartz zebra")
-    assert drv.drive_until(lambda: node.stats.rejected_instructions == rejected + 1)
+    for n, text in enumerate(("zebra xylophone", "quartz zebra"), 1):  # one after the other (depth-1 QoS)
+        drv.instruct(text)
+        assert drv.drive_until(lambda: node.stats.rejected_instructions == rejected + n)  # noqa: B023
     assert node.instruction == INSTRUCTIONS[0]  # the previous instruction stays in force
-    refusal = [m for m, _ in errors if "'quartz zebra' refused" in m]
-    assert len(refusal) == 1 and "keeping the previous instruction" in refusal[0]
-    assert instruction_status()[0] == 0  # the instruction in force is a trained one
+    refusals = [(m, kw) for m, kw in errors if "refused; unlike every instruction" in m]
+    assert len(refusals) == 2 and all("keeping the previous instruction" in m and not kw for m, kw in refusals)
+    assert _instruction_status(node)[0] == 0  # the instruction in force is a trained one
 
     assert node.set_parameters([Parameter("min_instruction_similarity", value=0.0)])[0].successful
     drv.instruct("quartz zebra")  # no floor: even this one is taken
     assert drv.drive_until(lambda: node.instruction == "quartz zebra")
     assert node.set_parameters([Parameter("unfamiliar_instruction", value="off")])[0].successful
-    assert instruction_status()[1] == "not compared (unfamiliar_instruction: off)"
+    assert _instruction_status(node)[1] == "not compared (unfamiliar_instruction: off)"
+
+
+def test_a_new_configuration_judges_the_instruction_in_force_by_its_own_record(executor, tiny_checkpoint,
+                                                                              tmp_path, monkeypatch):
+    """An instruction heard under a checkpoint without a record stays in force across cleanup + configure; the
+    new checkpoint's record judges it: under 'refuse' an unfamiliar one is dropped, not run unjudged. And back
+    on a checkpoint without a record nothing of the other's comparison remains."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    with_record = _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt")
+    node = started_policy_node(executor, tiny_checkpoint, unfamiliar_instruction="refuse")
+    errors = _spy_on_log(node, "error", monkeypatch)
+    drv = Driver(executor)
+    drv.instruct("zebra xylophone")
+    assert drv.drive_until(lambda: node.instruction == "zebra xylophone")
+    assert "records no trained instructions" in _instruction_status(node)[1]
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+    assert node.set_parameters([Parameter("checkpoint_dir", value=str(with_record))])[0].successful
+    assert node.trigger_configure() == R.SUCCESS
+    assert node.instruction is None and any("'zebra xylophone' dropped" in m for m, _ in errors)
+    assert _instruction_status(node)[:2] == (0, "no instruction yet")
+    drv.instruct(INSTRUCTIONS[1])
+    assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[1])
+    assert node.trigger_cleanup() == R.SUCCESS
+    assert node.set_parameters([Parameter("checkpoint_dir", value=str(tiny_checkpoint))])[0].successful
+    assert node.trigger_configure() == R.SUCCESS
+    assert node.instruction == INSTRUCTIONS[1] and "records no trained instructions" in _instruction_status(node)[1]

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from deer_vla.model.tokenizer import encode_instruction
+from deer_vla.core.instruction_text import clean_instruction
+from deer_vla.model.tokenizer import encode_instructions
 
 
 @dataclass(frozen=True)
@@ -31,18 +32,26 @@ class InstructionMatch:
 
 
 def trained_wordings(record: Any) -> dict[str, list[str]]:
-    """The usable part of a checkpoint's instruction record: string task -> its non-empty string texts. Anything
-    else in a damaged or hand-edited record (a number for a list, a list of numbers) is left out, not an error:
+    """The usable part of a checkpoint's instruction record: string task -> its texts that are valid text and not
+    empty once cleaned as the model reads them (core.instruction_text). Anything else in a damaged or
+    hand-edited record (a number for a list, a list of numbers, a lone surrogate) is left out, not an error:
     the record only informs, the weights are what runs."""
     if not isinstance(record, dict):
         return {}
     wordings = {}
     for task, texts in record.items():
         if isinstance(task, str) and isinstance(texts, list):
-            kept = [t for t in texts if isinstance(t, str) and t.strip()]
+            kept = [t for t in texts if isinstance(t, str) and _readable(t)]
             if kept:
                 wordings[task] = kept
     return wordings
+
+
+def _readable(text: str) -> bool:
+    try:
+        return bool(clean_instruction(text))
+    except ValueError:  # not valid Unicode
+        return False
 
 
 def token_table(embed_tokens: torch.nn.Module) -> torch.Tensor:
@@ -56,10 +65,13 @@ def token_table(embed_tokens: torch.nn.Module) -> torch.Tensor:
     return table
 
 
+EMBED_CHUNK = 2048  # texts tokenized per batch while the trained wordings are embedded
+
+
 class InstructionMatcher:
     """Nearest trained wording of an instruction (``match``). Holds its own copy of the tokenizer, used under a
-    lock: a fast tokenizer's truncation setting is state ("Already borrowed" when two threads set it), and the
-    policy's step worker tokenizes on another thread with the model's copy."""
+    lock: a fast tokenizer's truncation setting is state that each call sets, and the policy's step worker
+    tokenizes on another thread with the model's copy."""
 
     def __init__(self, tokenizer: Any, table: torch.Tensor, trained: dict[str, list[str]],
                  max_tokens: int | None = None) -> None:
@@ -72,7 +84,12 @@ class InstructionMatcher:
         self._max_tokens = max_tokens
         self._special = set(getattr(tokenizer, "all_special_ids", ()) or ())
         self._keys = [(task, text) for task, texts in sorted(wordings.items()) for text in texts]
-        self._matrix = self.embed([text for _, text in self._keys])
+        # each distinct text embedded once (a record can name one wording under several tasks), in chunks: one
+        # batch of 100 000 texts held ~300 MB of token lists at once
+        unique = sorted({text for _, text in self._keys})
+        rows = np.concatenate([self.embed(unique[i:i + EMBED_CHUNK]) for i in range(0, len(unique), EMBED_CHUNK)])
+        index = {text: i for i, text in enumerate(unique)}
+        self._matrix = rows[[index[text] for _, text in self._keys]]
 
     @classmethod
     def from_runner(cls, runner: Any, record: Any) -> InstructionMatcher:
@@ -87,23 +104,25 @@ class InstructionMatcher:
         return sorted({task for task, _ in self._keys})
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Unit-length mean token rows, one per text (N, D); a text of special tokens only is a zero row."""
-        rows: list[np.ndarray] = []
-        for text in texts:
-            with self._lock:
-                ids = encode_instruction(self._tokenizer, text, self._max_tokens)
-            ids = [i for i in ids if i not in self._special]
-            ids = [i for i in ids if 0 <= i < self._table.shape[0]]
-            if not ids:
-                rows.append(np.zeros(self._table.shape[1], dtype=np.float32))
-                continue
-            with torch.no_grad():
-                mean = self._table[torch.tensor(ids, device=self._table.device)].float().mean(0).cpu().numpy()
-            norm = float(np.linalg.norm(mean))
-            rows.append(mean / norm if norm > 0 and np.isfinite(norm) else np.zeros_like(mean))
-        return np.stack(rows).astype(np.float32)
+        """Unit-length mean token rows, one per text (N, D), the texts tokenized in one batch; a text of special
+        tokens only is a zero row."""
+        with self._lock:
+            encoded = encode_instructions(self._tokenizer, texts, self._max_tokens)
+        kept = [[i for i in ids if i not in self._special and 0 <= i < self._table.shape[0]] for ids in encoded]
+        if not kept:
+            return np.zeros((0, self._table.shape[1]), dtype=np.float32)
+        offsets = np.cumsum([0] + [len(ids) for ids in kept[:-1]])
+        device = self._table.device
+        with torch.no_grad():  # an empty bag's mean is a zero row
+            means = torch.nn.functional.embedding_bag(
+                torch.tensor([i for ids in kept for i in ids], dtype=torch.long, device=device), self._table,
+                torch.tensor(offsets, dtype=torch.long, device=device), mode="mean").float().cpu().numpy()
+        norms = np.linalg.norm(means, axis=1, keepdims=True)
+        ok = np.isfinite(norms) & (norms > 0)
+        return np.where(ok, means / np.where(ok, norms, 1.0), 0.0).astype(np.float32)
 
     def match(self, text: str) -> InstructionMatch:
+        """The nearest trained wording of ``text`` (ValueError for text that is not valid Unicode)."""
         scores = self._matrix @ self.embed([text])[0]
         best = int(np.argmax(scores))
         task, nearest = self._keys[best]

@@ -38,10 +38,17 @@ def encode_instruction(tokenizer: Any, text: str, max_length: int | None = None)
     """Token ids of an instruction as the model reads it, in training and at run time alike: the text
     cleaned (core.instruction_text), special-token spellings in it read as plain text ("</s>" in a message
     is not the end-of-text or pad token), cut to ``max_length`` tokens by the tokenizer."""
+    return encode_instructions(tokenizer, [text], max_length)[0]
+
+
+def encode_instructions(tokenizer: Any, texts: list[str], max_length: int | None = None) -> list[list[int]]:
+    """``encode_instruction`` of many texts in one call of the tokenizer (its batch path)."""
+    if not texts:
+        return []
     kw: dict[str, Any] = {"split_special_tokens": True}
     if max_length is not None:
         kw |= {"truncation": True, "max_length": max_length}
-    return list(tokenizer(clean_instruction(text), **kw)["input_ids"])
+    return [list(ids) for ids in tokenizer([clean_instruction(t) for t in texts], **kw)["input_ids"]]
 
 
 def load_tokenizer(path: str | Path) -> Any:

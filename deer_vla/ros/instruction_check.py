@@ -14,6 +14,12 @@ from deer_vla.model.instruction_match import InstructionMatch, InstructionMatche
 
 # diagnostic_msgs/DiagnosticStatus levels (without importing ROS here)
 OK, WARN = 0, 1
+# a trained wording's own similarity is 1 within float32 rounding (0.99999976): a floor of 1 must still take it
+SIMILARITY_SLACK = 1e-6
+
+
+def under_floor(match: InstructionMatch, floor: float) -> bool:
+    return match.similarity < floor - SIMILARITY_SLACK
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,14 @@ class InstructionCheck:
         except (TypeError, ValueError) as exc:
             return cls(None, f"not compared: {exc}")
 
-    def judge(self, text: str, mode: str, floor: float) -> Verdict:
+    def judge(self, text: str, mode: str, floor: float, count: bool = True) -> Verdict:
+        """``text`` (cleaned, as the node holds it) against the floor; ``count``: a newly arrived instruction,
+        counted on /diagnostics when unfamiliar (not the one in force judged again)."""
         if self.matcher is None or mode == "off":
             return Verdict(None, False)
         match = self._match(text)
-        unfamiliar = match.similarity < floor
-        self.unfamiliar += unfamiliar
+        unfamiliar = under_floor(match, floor)
+        self.unfamiliar += unfamiliar and count
         return Verdict(match, unfamiliar)
 
     def status(self, text: str | None, mode: str, floor: float) -> tuple[int, str, list[tuple[str, str]]]:
@@ -84,7 +92,7 @@ class InstructionCheck:
         match = self._match(text)
         values = [("instruction", quoted(text, 200)), ("heard as task", match.task),
                   ("nearest trained wording", match.nearest), ("similarity", f"{match.similarity:.3f}"), *values]
-        verdict = Verdict(match, match.similarity < floor)
+        verdict = Verdict(match, under_floor(match, floor))
         return (WARN if verdict.unfamiliar else OK), verdict.heard(floor), values
 
     def _match(self, text: str) -> InstructionMatch:

@@ -209,6 +209,7 @@ class PolicyNode(LifecycleNode):
         self._cut_said: str | None = None  # the last instruction whose ignored end was reported
         # the configured checkpoint's trained wordings, to say what an instruction is heard as (configure)
         self._instruction_check: InstructionCheck | None = None
+        self._refused_text: str | None = None  # the last text refused as unfamiliar (its repeats are throttled)
         self.proprio: np.ndarray | None = None
         self._proprio_ns = -1
         self._proprio_stamp_ns: int | None = None  # header stamp of the JointState the proprio came from
@@ -377,6 +378,7 @@ class PolicyNode(LifecycleNode):
         else:
             self.get_logger().info(f"instructions compared with the {len(check.matcher.tasks)} task(s) this checkpoint "
                                    f"was trained on: {', '.join(check.matcher.tasks)}")
+        self._judge_instruction_in_force()  # heard before, by another checkpoint or none
         return TransitionCallbackReturn.SUCCESS
 
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
@@ -691,6 +693,8 @@ class PolicyNode(LifecycleNode):
             self._set_enabled(params.enabled)
         if "hold_rate_hz" in names and self.active:
             self._start_hold_timer()  # the new rate now, not at the next activation
+        if names & {"unfamiliar_instruction", "min_instruction_similarity"}:
+            self._judge_instruction_in_force()
 
     def _set_enabled(self, enabled: bool, stop: bool = False) -> None:
         """Open or close the actuation gate. Closing it while active sends a zero twist (``stop``: even when it
@@ -809,30 +813,57 @@ class PolicyNode(LifecycleNode):
             self.stats.repeated_instructions += 1
             return
         changed = key != self._instruction_key
-        heard = ""
-        if self._instruction_check is not None:
-            floor = params.min_instruction_similarity
-            verdict = self._instruction_check.judge(text, params.unfamiliar_instruction, floor)
-            if verdict.unfamiliar and params.unfamiliar_instruction == "refuse":
-                self.stats.rejected_instructions += 1
-                self.get_logger().error(
-                    f"instruction {quoted(text)} refused: {verdict.heard(floor)}; "
-                    + ("keeping the previous instruction" if self.instruction is not None else "still no instruction"),
-                    throttle_duration_sec=2.0)
-                return
-            if verdict.unfamiliar:
-                self.get_logger().warn(f"instruction {quoted(text)} is {verdict.heard(floor)}: the policy may not "
-                                       "do what it says (unfamiliar_instruction: refuse keeps such a text out)",
-                                       throttle_duration_sec=2.0)
-            heard = f"; {verdict.heard(floor)}" if verdict.match is not None and not verdict.unfamiliar else ""
+        floor = params.min_instruction_similarity
+        verdict = (self._instruction_check.judge(text, params.unfamiliar_instruction, floor)
+                   if self._instruction_check is not None else None)
+        heard = f"; {verdict.heard(floor)}" if verdict is not None and verdict.match is not None else ""
+        if verdict is not None and verdict.unfamiliar and params.unfamiliar_instruction == "refuse":
+            self.stats.rejected_instructions += 1
+            in_force = "keeping the previous instruction" if self.instruction is not None else "still no instruction"
+            message = f"instruction {quoted(text)} refused{heard}; {in_force}"
+            if text != self._refused_text:  # each text said, its repeats (a planner re-sending it) every 2 s
+                self._refused_text = text
+                self.get_logger().error(message)
+            else:
+                self.get_logger().error(message, throttle_duration_sec=2.0)
+            return
         self.instruction, self._instruction_key = text, key
         self.reset_episode()  # a new instruction is a new episode: clear the recurrent history
+        # unlike every trained wording: said at WARN in the same line, the same way as any other
+        unfamiliar = verdict is not None and verdict.unfamiliar
+        log = self.get_logger().warn if unfamiliar else self.get_logger().info
+        advice = (": the policy may not do what it says (unfamiliar_instruction: refuse keeps such a text out)"
+                  if unfamiliar else "")
         # a changed text is always said, a re-sent one (a planner re-publishing its goal) at most every 2 s
         if changed:
-            self.get_logger().info(f"instruction: {quoted(text)} (episode reset{heard})")
+            log(f"instruction: {quoted(text)} (episode reset{heard}){advice}")
         else:
-            self.get_logger().info(f"instruction {quoted(text)} again (episode reset; repeated_instruction: "
-                                   "'keep' carries on instead)", throttle_duration_sec=2.0)
+            log(f"instruction {quoted(text)} again (episode reset; repeated_instruction: 'keep' carries on "
+                f"instead{heard}){advice}", throttle_duration_sec=2.0)
+
+    def _judge_instruction_in_force(self) -> None:
+        """The instruction in force judged again, by a new configuration's checkpoint or a run-time change of
+        unfamiliar_instruction or min_instruction_similarity: under 'refuse' one unlike every trained wording is
+        dropped (the node steps no more until a new instruction), as it would have been refused on arrival."""
+        params, check, text = self.params, self._instruction_check, self.instruction
+        if params is None or check is None or text is None:
+            return
+        floor = params.min_instruction_similarity
+        verdict = check.judge(text, params.unfamiliar_instruction, floor, count=False)
+        if not verdict.unfamiliar:
+            return
+        if params.unfamiliar_instruction != "refuse":
+            self.get_logger().warn(f"instruction in force {quoted(text)} is {verdict.heard(floor)}")
+            return
+        with self._actuation:
+            self.instruction, self._instruction_key = None, None
+            self._last_command = None
+            self._episode_gen += 1  # a step running now belongs to the dropped instruction: its action is not sent
+            if self.active and self.enabled and self.stack is not None and self._pubs:
+                self._publish_stop(self.stack)
+        self.stats.rejected_instructions += 1
+        self.get_logger().error(f"instruction in force {quoted(text)} dropped (unfamiliar_instruction: refuse): "
+                                f"{verdict.heard(floor)}; no steps until a new instruction")
 
     def _on_proprio(self, msg: Float32MultiArray) -> None:
         values = np.asarray(msg.data, dtype=np.float32)
