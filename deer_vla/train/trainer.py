@@ -572,12 +572,33 @@ def check_resumable(cfg: TrainConfig, ckpt: Path) -> None:
     if not isinstance(saved, dict):
         return  # a checkpoint from before the config was stored: nothing to compare
     now = cfg.model_dump(mode="json")
+    defaults = _section_defaults(type(cfg))
+    # a section (loss, joint, ...) saved before a key was added to it lacks that key: the run trained with its
+    # default, so it is filled in, not counted as a change
+    saved = {k: _with_defaults(v, defaults.get(k)) for k, v in saved.items()}
     changed = sorted(k for k in saved.keys() & now.keys() if k not in RESUME_MAY_CHANGE and saved[k] != now[k])
     if changed:
         shown = "; ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed[:4])
         raise ValueError(f"cannot resume from {ckpt}: it was trained with other settings ({shown}"
                          f"{'; ...' if len(changed) > 4 else ''}); resume with the run's own config, or start "
                          "afresh with --overwrite")
+
+
+def _section_defaults(config_class: Any) -> dict[str, Any]:
+    """The JSON defaults of a config class's fields that have one (required fields have none)."""
+    out = {}
+    for name, info in config_class.model_fields.items():
+        if not info.is_required():
+            default = info.get_default(call_default_factory=True)
+            out[name] = default.model_dump(mode="json") if hasattr(default, "model_dump") else default
+    return out
+
+
+def _with_defaults(saved: Any, default: Any) -> Any:
+    """``saved`` with the keys of ``default`` it lacks taken from it, at every level of nested dicts."""
+    if not (isinstance(saved, dict) and isinstance(default, dict)):
+        return saved
+    return {**default, **{k: _with_defaults(v, default.get(k)) for k, v in saved.items()}}
 
 
 def trim_log(path: Path, step: int) -> None:
