@@ -173,6 +173,26 @@ def test_gates_survive_save_and_load(trained, tmp_path: Path) -> None:
     assert ExitGates.training_summary(tmp_path / CheckpointDir.GATES)["best_epoch"] == report.best_epoch
 
 
+def test_gates_record_their_input_clip_and_another_clip_is_refused_at_load(trained, tmp_path: Path) -> None:
+    """The clip changed the gates' arithmetic without a version change (2026-12-02): thresholds solved on the
+    scores of unclipped gates ran on clipped ones unsaid (mean exit 1 became 3 in an upgrade audit). Files now
+    say which clip they were made with, and another one is refused with what to run."""
+    from safetensors.torch import load_file, save_file
+
+    from deer_vla.model.gate import INPUT_CLIP
+
+    gates, _ = trained
+    path = gates.save(tmp_path / CheckpointDir.GATES)
+    meta = ExitGates.metadata(path)
+    assert float(meta["input_clip"]) == INPUT_CLIP
+    save_file(load_file(str(path)), str(path), metadata={**meta, "input_clip": "5.0"})
+    with pytest.raises(GateError, match=r"clipped to \+-5.0 std.*train-gate, then deer-vla calibrate"):
+        ExitGates.load(path)
+    del meta["input_clip"]  # a file from before the clip was recorded: read with this one, as before
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    ExitGates.load(path)
+
+
 def test_saving_gates_over_older_ones_is_all_or_nothing(trained, tmp_path: Path, monkeypatch) -> None:
     """train-gate writes into the checkpoint, which every runner reads whole: a crash mid-write used to leave
     a torn gates.safetensors, so the checkpoint refused to load and the previous gates were gone."""

@@ -177,7 +177,8 @@ class ExitGates(nn.Module):
 
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"format": GATES_FORMAT, "version": str(GATES_VERSION), "config": json.dumps(asdict(self.config))}
+        meta = {"format": GATES_FORMAT, "version": str(GATES_VERSION), "config": json.dumps(asdict(self.config)),
+                "input_clip": repr(INPUT_CLIP)}
         if weights_digest is not None:
             meta["weights_sha256"] = weights_digest
         if training is not None:
@@ -203,6 +204,13 @@ class ExitGates(nn.Module):
             raise GateError(f"{p}: not an exit gates file (metadata format {meta.get('format')!r})")
         if meta.get("version") != str(GATES_VERSION):
             raise GateError(f"{p}: exit gates version {meta.get('version')!r}; this deer_vla reads {GATES_VERSION}")
+        # the arithmetic the gates (and the thresholds solved on their scores) were made with; files from before
+        # it was recorded (2026-12-06) are read with this clip, which files from before 2026-12-02 did not have
+        clip = meta.get("input_clip", repr(INPUT_CLIP))
+        if clip != repr(INPUT_CLIP):
+            raise GateError(f"{p}: exit gates trained with inputs clipped to +-{clip} std; this deer_vla clips to "
+                            f"+-{INPUT_CLIP:g}, so their scores would differ from those their thresholds were solved "
+                            "on: run deer-vla train-gate, then deer-vla calibrate --criterion learned, again")
         try:
             config = GateConfig.from_dict(parse_json(meta.get("config", "")))
             with torch.device("meta"):  # shapes only: a config asking for huge layers allocates nothing here
