@@ -37,7 +37,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         # where launch_ros looks for node executables (pip ignores setup.cfg's install_scripts)
         (f"lib/{PACKAGE}", sorted(glob("libexec/*"))),
     ],

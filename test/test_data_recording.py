@@ -153,3 +153,17 @@ def test_the_recorder_refuses_what_is_not_an_image_message(tmp_path):
     rec.write_step({"static": image}, "x", None, np.zeros(7), String(data="{}"), 1)
     rec.close()
     assert rec.steps == 1
+
+
+def test_images_read_at_the_models_size_are_the_pixels_the_model_would_resize_them_to(tmp_path):
+    """Replay and calibrate --recording read a recording's frames at the model's input size as they go: every
+    frame held at full size made a 90 s recording of two 1080p cameras 8.7 GB of memory."""
+    from deer_vla.core.image_resize import resize_rgb
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+    path = _write(tmp_path / "big.mcap", {image_topic("static"): ("sensor_msgs/msg/Image",
+                                                                   {**IMAGE, "data": pixels.tobytes()})})
+    full, small = read_recording(path), read_recording(path, image_size=8)
+    assert [s.images["static"].shape for s in small] == [(8, 8, 3)] * 3
+    np.testing.assert_array_equal(small[0].images["static"], resize_rgb(full[0].images["static"], 8))
+    np.testing.assert_array_equal(full[0].images["static"], pixels)

@@ -193,6 +193,27 @@ def test_the_install_ships_every_shipped_checkpoint_byte_for_byte(installed, tmp
         assert not mismatch and not errors, (name, mismatch, errors)
 
 
+def test_the_install_ships_every_config_file_and_the_large_image_dds_profile_holds_a_1080p_frame(installed):
+    """The launch files' parameter files and the Fast DDS profile docs/ros.md tells a 1080p robot to export land in
+    share/deer_vla/config; the profile makes a shared-memory transport whose segments hold a 1920x1080 rgb8 frame
+    (the built-in one lost most such frames: 11.5 of 30 per second arrived) and keeps UDP for other computers."""
+    import xml.etree.ElementTree as ET
+
+    shipped = sorted(p.name for p in (ROOT / "config").iterdir() if p.suffix in (".yaml", ".xml"))
+    assert sorted(p.name for p in (installed / "share" / "deer_vla" / "config").iterdir()) == shipped
+    ns = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
+    root = ET.parse(installed / "share" / "deer_vla" / "config" / "fastdds_large_images.xml").getroot()
+    kinds = {d.findtext("f:transport_id", namespaces=ns): (d.findtext("f:type", namespaces=ns),
+                                                          d.findtext("f:segment_size", namespaces=ns))
+             for d in root.iterfind("f:transport_descriptors/f:transport_descriptor", ns)}
+    participant = root.find("f:participant", ns)
+    assert participant is not None and participant.get("is_default_profile") == "true"
+    used = [t.text for t in participant.iterfind("f:rtps/f:userTransports/f:transport_id", ns)]
+    assert sorted(kinds[t][0] for t in used) == ["SHM", "UDPv4"]
+    assert all(int(kinds[t][1]) >= 2 * 1920 * 1080 * 3 for t in used if kinds[t][0] == "SHM")
+    assert participant.findtext("f:rtps/f:useBuiltinTransports", namespaces=ns) == "false"
+
+
 def test_install_refuses_a_python_other_than_3_11_before_touching_anything(tmp_path):
     """With another Python the only errors were pip's, deep in the requirements (3.10), or none at all (3.12: a
     6 GB venv of other builds); and the wrong venv was then reused by every later run."""

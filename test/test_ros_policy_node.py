@@ -546,7 +546,8 @@ def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path, 
     out = tmp_path / "report.json"
     assert cli_main([str(path), "--checkpoint", str(tiny_checkpoint), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["same_exit_fraction"] == 1.0
+    # the CLI reads the frames at the model's size as it goes (32 px here, recorded at 48x64): the same actions
+    assert report["same_exit_fraction"] == 1.0 and report["max_action_diff"] < 1e-4
     assert report["recorded_checkpoint"] == str(tiny_checkpoint.resolve()) and report["same_weights"] is True
     # replayed under other weights (same architecture and cameras, as the shipped default and mt50): said so,
     # not passed off as a reproduction that went wrong

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core import Observation, StepRecord
+from deer_vla.core.image_resize import resize_rgb
 from deer_vla.core.json_text import parse_json
 from deer_vla.data.image_msg import image_msg_to_rgb
 from deer_vla.data.mcap_io import TruncatedMcapWarning
@@ -60,9 +61,11 @@ def check_cameras(steps: list[RecordedStep], cameras: tuple[str, ...] | list[str
         raise ValueError(f"recording {path} lacks camera(s) {missing} the policy needs; it has {have}")
 
 
-def recorded_episodes(path: str | Path, cameras: tuple[str, ...] | list[str]) -> list[list[Observation]]:
-    """The recording's observations, split into its episodes (a new instruction starts one)."""
-    steps = read_recording(path)
+def recorded_episodes(path: str | Path, cameras: tuple[str, ...] | list[str], image_size: int | None = None
+                      ) -> list[list[Observation]]:
+    """The recording's observations, split into its episodes (a new instruction starts one); ``image_size`` as
+    for ``read_recording``."""
+    steps = read_recording(path, image_size)
     if not steps:
         raise ValueError(f"recording {path} holds no complete policy steps")
     check_cameras(steps, cameras, path)
@@ -111,11 +114,13 @@ def _finite(values: Any, size: int | None = None) -> np.ndarray:
     return array
 
 
-def read_recording(path: str | Path) -> list[RecordedStep]:
+def read_recording(path: str | Path, image_size: int | None = None) -> list[RecordedStep]:
     """The recorded steps in order, over every part of a split recording (``path``: its first file, a directory
     or a glob); RecordingError names the file, topic and log time of a message of the wrong type or with unusable
     values (a policy node never writes one: the file was damaged or is another program's); MissingPartError
-    names a missing part.
+    names a missing part. ``image_size``: each image shrunk as it is read to the model's input by the resize the
+    model applies (core.image_resize), so the steps hold what the model reads: a recording of 1080p cameras
+    otherwise held every frame at full size (8.7 GB for 90 s at 10 Hz).
 
     A step is the messages of one log time in one part, up to its record. One that lacks part of itself (a write
     that failed partway: the log goes on in a new part, which may begin inside a step) is left out with a
@@ -142,7 +147,9 @@ def read_recording(path: str | Path) -> list[RecordedStep]:
             if m.datatype != expected:
                 raise ValueError(f"type {m.datatype or '(no schema)'}, expected {expected}")
             if is_image:
-                images[m.topic[len(image_prefix): -len(image_suffix)]] = image_msg_to_rgb(m.message)
+                rgb = image_msg_to_rgb(m.message)
+                images[m.topic[len(image_prefix): -len(image_suffix)]] = (
+                    rgb if image_size is None else resize_rgb(rgb, image_size))
             elif m.topic == INSTRUCTION:
                 instruction = str(m.message.data)
                 if not instruction.strip():  # the node never steps without one

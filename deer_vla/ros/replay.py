@@ -166,9 +166,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     follow = all(v is None for v in budget.values()) and not args.fixed_exit
     budget["metric"] = args.metric
     try:
-        CheckpointDir(args.checkpoint).read_config()  # a damaged checkpoint named before a long recording is read
+        # a damaged checkpoint named before a long recording is read; its images are read at the model's size
+        image_size = CheckpointDir(args.checkpoint).read_config().image_size
         with truncation_warnings_to_stderr("deer-vla replay"):  # a crashed run's file: its complete part
-            steps = read_recording(args.recording)
+            steps = read_recording(args.recording, image_size)
             recorded = recorded_policy(args.recording)
         if not steps:
             raise ValueError(f"recording {args.recording} holds no complete policy steps")
