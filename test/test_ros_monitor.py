@@ -204,6 +204,23 @@ def test_monitor_refuses_hostile_records_and_logs_one_line_per_record(ros_contex
         node.destroy_node()
 
 
+def test_a_repeat_of_a_record_counted_before_the_previous_one_is_not_counted_twice(ros_context, tmp_path):
+    """Steps 0-9, 11, then 10 and a copy of 11 (reordered behind 10), then 12 twice: 13 records, not 14 (the copy of
+    11 was counted and logged twice, pushing the mean over its budget)."""
+    from std_msgs.msg import String
+
+    node = _monitor(tmp_path)
+    try:
+        order = [*range(10), 11, 10, 11, 12, 12]
+        for step in order:
+            node._on_record(String(data=_record_json(step, 1_000 * (step + 1))))
+        assert node._log_writer.drain(5.0)
+        assert node.stats.count == 13 and node.duplicate_records == 2 and node.out_of_order_records == 1
+        assert len(node.jsonl_path.read_text().splitlines()) == 13
+    finally:
+        node.destroy_node()
+
+
 def test_monitor_outlives_records_that_overflow_and_a_fault_in_its_statuses(ros_context, tmp_path, monkeypatch):
     """One record with a 400-digit integer (OverflowError, not a ValueError) ended the monitor process; a
     fault while computing the statuses ended it from its timer and cost the summary at shutdown."""

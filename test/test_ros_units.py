@@ -148,6 +148,36 @@ def test_budget_monitor_levels():
     assert sum(summary["exit_histogram"].values()) == 12
 
 
+def test_a_window_covers_every_figure_of_the_steps_status_and_the_summary_keeps_the_worst_status():
+    """With window N the steps status mixed the window's mean exit with the whole run's histogram (mean exit 12
+    beside {1: 50, 12: 50}); and worst_status was only the final tick's: a run over its average budget for 100
+    steps, then within a raised one, reported OK."""
+    from deer_vla.ros.plot import PlotPoint
+
+    mon = BudgetMonitor(window=50)
+    for i in range(100):
+        mon.update(StepRecord(step=i, episode=0, exit_used=1 if i < 50 else 12, max_exit=12, stop_reason="threshold",
+                              llm_gflops=0.1, total_gflops=0.2, total_ms=1.0))
+    steps = {s.name: s for s in mon.statuses()}["steps"]
+    assert steps.values["exit_histogram"] == "{12: 50}" and steps.values["window_steps"] == "50"
+    assert steps.values["count"] == "100"
+    assert steps.message == "100 steps (the last 50 in these figures), mean exit 12.00"
+
+    mon = BudgetMonitor()
+    for i in range(100):
+        mon.update(_record(i, 0.11, 1.0, budget_average_gflops=0.1))
+    assert {s.name: s.level for s in mon.statuses()}["average_gflops"] == WARN  # a /diagnostics period
+    for i in range(100, 110):
+        mon.update(_record(i, 0.01, 1.0, budget_average_gflops=0.2))
+    summary = mon.summary()
+    assert summary["final_status"] == "OK" and summary["worst_status"] == "WARN"
+
+    # the plot's budget line only in the plotted metric's units
+    record = _record(0, 0.04, 1.0, budget_average_gflops=0.1, budget_metric="total_gflops")
+    assert PlotPoint.of(record, "llm_gflops").budget_average_gflops is None
+    assert PlotPoint.of(record, "total_gflops").budget_average_gflops == 0.1
+
+
 def test_peak_ms_is_judged_at_the_p99_the_budget_stands_for():
     """peak_ms caps the exit at the profile's measured p99; the monitor judged it at p95, so 4% of steps at 1.5x
     the budget read OK."""

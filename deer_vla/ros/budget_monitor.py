@@ -10,7 +10,7 @@ cost metric it refers to (the record's ``budget_metric``, the policy's).
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,8 +78,9 @@ class BudgetMonitor:
         self.total_exit = 0
         self.peak_cost = 0.0  # whole run
         self.peak_ms = 0.0
-        self.exit_histogram: dict[int, int] = {}
+        self.exit_histogram: dict[int, int] = {}  # whole run
         self.last: StepRecord | None = None
+        self.worst_level = OK  # the worst level any statuses() call has reported since the first record
         self._budget_cost: deque[float] = deque(maxlen=maxlen)  # in each record's budget metric
         self._since: dict[str, _SinceChange] = {}
         # the summary's percentiles are the whole run's (its last QUANTILE_SAMPLES steps), whatever the window
@@ -217,24 +218,30 @@ class BudgetMonitor:
                 {"budget": str(mem or 0), "max_exit": str(rec.max_exit)},
             )
         )
-        out.append(
-            BudgetStatus(
-                "steps", OK, f"{self.count} steps, mean exit {self.mean_exit():.2f}",
-                {
-                    "count": str(self.count),
-                    "mean_exit": f"{self.mean_exit():.3f}",
-                    f"mean_{self.metric}": f"{self.mean_cost():.6g}",
-                    "p95_ms": f"{self.latency(95):.2f}",
-                    "max_ms": f"{self.max_latency():.2f}",
-                    "exit_histogram": str(dict(sorted(self.exit_histogram.items()))),
-                },
-            )
-        )
+        # with a window, every figure of this status is the window's (the histogram too), and it says so
+        histogram = self.exit_histogram if not self.window else dict(Counter(self._exit))
+        over = f" (the last {len(self._exit)} in these figures)" if self.window else ""
+        steps_values = {
+            "count": str(self.count),
+            "mean_exit": f"{self.mean_exit():.3f}",
+            f"mean_{self.metric}": f"{self.mean_cost():.6g}",
+            "p95_ms": f"{self.latency(95):.2f}",
+            "max_ms": f"{self.max_latency():.2f}",
+            "exit_histogram": str(dict(sorted(histogram.items()))),
+        }
+        if self.window:
+            steps_values["window_steps"] = str(len(self._exit))
+        out.append(BudgetStatus("steps", OK, f"{self.count} steps{over}, mean exit {self.mean_exit():.2f}",
+                                steps_values))
+        self.worst_level = max(self.worst_level, *(s.level for s in out))
         return out
 
     def summary(self, statuses: list[BudgetStatus] | None = None) -> dict:
-        """Whole-run figures (not windowed; percentiles over the last QUANTILE_SAMPLES steps); ``worst_status``
-        over ``statuses`` (default: ``statuses()``)."""
+        """Whole-run figures (not windowed; percentiles over the last QUANTILE_SAMPLES steps); ``final_status``
+        over ``statuses`` (default: ``statuses()``), ``worst_status`` the worst of it and of every statuses()
+        before (each /diagnostics period): a run over budget for most of its time, then within a raised budget,
+        ends OK but was not."""
+        final = max((s.level for s in (self.statuses() if statuses is None else statuses)), default=OK)
         def pct(samples: deque[float], q: float) -> float:
             return float(np.percentile(samples, q)) if samples else 0.0
 
@@ -247,6 +254,6 @@ class BudgetMonitor:
             "obs_age_p50_ms": pct(self._run_age, 50),
             "obs_age_p95_ms": pct(self._run_age, 95),
             "exit_histogram": dict(sorted(self.exit_histogram.items())),
-            "worst_status": LEVEL_NAMES[max((s.level for s in (self.statuses() if statuses is None else statuses)),
-                                            default=OK)],
+            "final_status": LEVEL_NAMES[final],
+            "worst_status": LEVEL_NAMES[max(final, self.worst_level)],
         }

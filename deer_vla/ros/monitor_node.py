@@ -69,6 +69,8 @@ MONITOR_DEFAULTS: dict = {
 MAX_WINDOW = 1_000_000  # steps in the running statistics: about 28 h at 10 Hz, a few hundred MB at most
 PLOT_MAX_RECORDS = 20_000  # ~1 h at 5 Hz; older steps are in the logs
 MAX_RECORD_CHARS = 64 * 1024  # a real record is ~1 KB; a bigger one is refused unparsed, not written to disk
+# records whose key a repeat is checked against: a copy reordered behind later records (QoS, two publishers)
+RECENT_RECORDS = 1000
 LOG_QUEUE_RECORDS = 1000  # records that may wait for a stalled disk (100 s at 10 Hz) before they are dropped
 LOG_CLOSE_WAIT_S = 3.0  # how long closing waits for them (ros2 launch sends SIGKILL 5 s after SIGTERM)
 
@@ -130,7 +132,9 @@ class MonitorNode(Node):
         # what the plot draws of each step, bounded, so a long run does not grow (JSONL + MCAP keep every step)
         self.records: deque[PlotPoint] = deque(maxlen=PLOT_MAX_RECORDS)
         self.bad_records = 0
-        self.duplicate_records = 0  # the same step as the previous record again: not counted twice
+        self.duplicate_records = 0  # a step already counted (one of the last RECENT_RECORDS) again: not counted twice
+        self._recent_keys: set[tuple[int, int, int]] = set()  # (episode, step, stamp_ns) of the last records
+        self._recent_order: deque[tuple[int, int, int]] = deque()
         self.out_of_order_records = 0  # stamped before the previous record: kept, but said
         self._log_health = LogHealth()  # records that could not be written (disk full, ...): still in the statistics
         # the logs are written from a thread of their own: a disk that blocks a write for seconds neither pauses
@@ -162,8 +166,8 @@ class MonitorNode(Node):
         if self.closed:
             return
         last = self.stats.last
-        if last is not None and (record.episode, record.step, record.stamp_ns) == (last.episode, last.step,
-                                                                                      last.stamp_ns):
+        key = (record.episode, record.step, record.stamp_ns)
+        if key in self._recent_keys:  # not only the previous one: a reordered copy came back after its successor
             self.duplicate_records += 1
             self.get_logger().warn(f"duplicate step record ignored (episode {record.episode} step {record.step}): "
                                    "is a second publisher on the topic?", throttle_duration_sec=5.0)
@@ -173,6 +177,10 @@ class MonitorNode(Node):
             self.get_logger().warn(f"step record stamped {(last.stamp_ns - record.stamp_ns) * 1e-6:.1f} ms before "
                                    f"the previous one (episode {record.episode} step {record.step}); logged as "
                                    "received", throttle_duration_sec=5.0)
+        self._recent_keys.add(key)
+        self._recent_order.append(key)
+        if len(self._recent_order) > RECENT_RECORDS:
+            self._recent_keys.discard(self._recent_order.popleft())
         self.stats.update(record)
         self.records.append(PlotPoint.of(record, self.stats.metric))
         self._log_writer.put(record)
@@ -319,12 +327,13 @@ class MonitorNode(Node):
         except OSError as exc:  # disk full at the end: the line below still says what the run did
             self._log_health.failed(f"{self.summary_path.name} not written: {exc}")
             self.get_logger().error(f"{self.summary_path.name} not written in {self.log_dir}: {exc}")
-        worst = summary["worst_status"]
+        worst, final = summary["worst_status"], summary["final_status"]
+        status = final if final == worst else f"{final} (worst during the run: {worst})"
         print(
             f"[deer_vla monitor] {summary['steps']} steps, mean exit {summary['mean_exit']:.2f}, "
             f"mean {self.stats.metric} {summary[f'mean_{self.stats.metric}']:.4g}, p95 {summary['p95_ms']:.1f} ms, "
             f"observation age at action p50 {summary['obs_age_p50_ms']:.1f} / p95 {summary['obs_age_p95_ms']:.1f} ms, "
-            f"budget status {worst}; log {self.jsonl_path}, mcap {self.mcap_path}"
+            f"budget status {status}; log {self.jsonl_path}, mcap {self.mcap_path}"
             + (f"; {self.log_errors} log write(s) FAILED, the last: {self._log_health.last_error}"
                if self.log_errors else ""),
             file=sys.stderr,
