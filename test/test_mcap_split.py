@@ -197,6 +197,7 @@ def test_replay_and_calibrate_read_a_split_recording_as_the_unsplit_one(tmp_path
 
     class Runner:
         cameras = ("static", "wrist")
+        image_size = 8  # frames are read at the model's size
 
     glob = str(tmp_path / "split" / "io*.mcap")
     for source in (parts[0], tmp_path / "split", glob):

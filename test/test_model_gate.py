@@ -186,7 +186,12 @@ def test_gates_record_their_input_clip_and_another_clip_is_refused_at_load(train
     meta = ExitGates.metadata(path)
     assert float(meta["input_clip"]) == INPUT_CLIP
     save_file(load_file(str(path)), str(path), metadata={**meta, "input_clip": "5.0"})
-    with pytest.raises(GateError, match=r"clipped to \+-5.0 std.*train-gate, then deer-vla calibrate"):
+    with pytest.raises(GateError, match=r"clipped to \+-5 std.*train-gate, then deer-vla calibrate"):
+        ExitGates.load(path)
+    save_file(load_file(str(path)), str(path), metadata={**meta, "input_clip": "1e1"})  # the same clip, written so
+    ExitGates.load(path)
+    save_file(load_file(str(path)), str(path), metadata={**meta, "input_clip": "ten"})
+    with pytest.raises(GateError, match="input_clip 'ten' in its metadata is not a number"):
         ExitGates.load(path)
     del meta["input_clip"]  # a file from before the clip was recorded: read with this one, as before
     save_file(load_file(str(path)), str(path), metadata=meta)

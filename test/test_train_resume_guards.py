@@ -109,20 +109,29 @@ def test_a_resume_with_another_seed_is_refused(dataset: Path, tmp_path: Path) ->
 def test_a_run_saved_before_a_setting_existed_resumes_with_its_default_and_not_with_another_value(
         dataset: Path, tmp_path: Path) -> None:
     """A run written before a key was added to a config section (loss.wording_consistency, loss.random_exit_weights
-    came later) trained with that key's default: its own config was refused as 'other settings'."""
+    came later) trained with that key's default: its own config was refused as 'other settings'. So was one whose
+    section held a key since removed (loss.exit_consistency), which no config can set any more, and one whose
+    section defaults to None (instruction_noise) lacked a key added later."""
     import json
 
     out = tmp_path / "run"
-    Trainer(load_config(None, _overrides(dataset, out)), show_progress=False).train(stop_at=2)
+    noise = {"instruction_noise.wrap": 0.3}
+    Trainer(load_config(None, _overrides(dataset, out, **noise)), show_progress=False).train(stop_at=2)
     for extra in out.rglob("extra.json"):  # as an older version wrote it
         data = json.loads(extra.read_text())
+        loss = data["training"]["config"]["loss"]
         for key in ("wording_consistency", "random_exit_weights"):
-            del data["training"]["config"]["loss"][key]
+            del loss[key]
+        loss["exit_consistency"] = 0.0
+        del data["training"]["config"]["instruction_noise"]["swap"]
         extra.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"other settings \(loss: "):
-        Trainer(load_config(None, _overrides(dataset, out, **{"loss.wording_consistency": 0.5})), resume=True,
-                show_progress=False)
-    Trainer(load_config(None, _overrides(dataset, out)), resume=True, show_progress=False).train()
+        Trainer(load_config(None, _overrides(dataset, out, **noise, **{"loss.wording_consistency": 0.5})),
+                resume=True, show_progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(instruction_noise: "):
+        Trainer(load_config(None, _overrides(dataset, out, **noise, **{"instruction_noise.swap": 0.5})),
+                resume=True, show_progress=False)
+    Trainer(load_config(None, _overrides(dataset, out, **noise)), resume=True, show_progress=False).train()
 
 
 def test_a_run_stopped_at_its_last_step_writes_the_final_model(dataset: Path, tmp_path: Path) -> None:

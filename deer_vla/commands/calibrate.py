@@ -63,7 +63,7 @@ def recorded_observation_episodes(runner: Any, recordings: Sequence[str | Path])
         if not (Path(path).exists() or glob.has_magic(str(path))):
             raise FileNotFoundError(f"recording not found: {path}")
         with truncation_warnings_to_stderr("deer-vla calibrate"):
-            episodes += recorded_episodes(path, tuple(runner.cameras), runner.model.config.image_size)
+            episodes += recorded_episodes(path, tuple(runner.cameras), runner.image_size)
     return episodes
 
 

@@ -206,9 +206,13 @@ class ExitGates(nn.Module):
             raise GateError(f"{p}: exit gates version {meta.get('version')!r}; this deer_vla reads {GATES_VERSION}")
         # the arithmetic the gates (and the thresholds solved on their scores) were made with; files from before
         # it was recorded (2026-12-06) are read with this clip, which files from before 2026-12-02 did not have
-        clip = meta.get("input_clip", repr(INPUT_CLIP))
-        if clip != repr(INPUT_CLIP):
-            raise GateError(f"{p}: exit gates trained with inputs clipped to +-{clip} std; this deer_vla clips to "
+        raw_clip = meta.get("input_clip", repr(INPUT_CLIP))
+        try:
+            clip = float(raw_clip)
+        except ValueError:
+            raise GateError(f"{p}: input_clip {raw_clip!r} in its metadata is not a number") from None
+        if clip != INPUT_CLIP:
+            raise GateError(f"{p}: exit gates trained with inputs clipped to +-{clip:g} std; this deer_vla clips to "
                             f"+-{INPUT_CLIP:g}, so their scores would differ from those their thresholds were solved "
                             "on: run deer-vla train-gate, then deer-vla calibrate --criterion learned, again")
         try:

@@ -109,6 +109,11 @@ class PolicyRunner:
         return tuple(self.model.config.cameras)
 
     @property
+    def image_size(self) -> int:
+        """The side of the square images the model reads (frames of any size are resized to it)."""
+        return int(self.model.config.image_size)
+
+    @property
     def model_profile(self) -> CostProfile:
         """The model's profile: the checkpoint's saved one (truncated to the loaded exits), else measured here
         once. Its bytes are the weights' alone."""

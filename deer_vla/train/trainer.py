@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+import typing
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
+from pydantic import BaseModel
 from safetensors import SafetensorError
 from torch.utils.data import DataLoader, Sampler
 
@@ -574,7 +576,8 @@ def check_resumable(cfg: TrainConfig, ckpt: Path) -> None:
     now = cfg.model_dump(mode="json")
     defaults = _section_defaults(type(cfg))
     # a section (loss, joint, ...) saved before a key was added to it lacks that key: the run trained with its
-    # default, so it is filled in, not counted as a change
+    # default, so it is filled in, not counted as a change; a key since removed from the section (a loss term
+    # dropped) cannot be set any more, so it is not compared either (as a removed top-level key is not)
     saved = {k: _with_defaults(v, defaults.get(k)) for k, v in saved.items()}
     changed = sorted(k for k in saved.keys() & now.keys() if k not in RESUME_MAY_CHANGE and saved[k] != now[k])
     if changed:
@@ -584,21 +587,38 @@ def check_resumable(cfg: TrainConfig, ckpt: Path) -> None:
                          "afresh with --overwrite")
 
 
-def _section_defaults(config_class: Any) -> dict[str, Any]:
-    """The JSON defaults of a config class's fields that have one (required fields have none)."""
+def _section_defaults(config_class: Any) -> dict[str, dict[str, Any]]:
+    """The defaults of a config class's sections (fields that are config classes themselves) as JSON dicts,
+    also where the field defaults to None (``instruction_noise: InstructionNoise | None = None``: a saved
+    section is filled from InstructionNoise's own defaults). Free-form dict fields are not sections."""
     out = {}
     for name, info in config_class.model_fields.items():
-        if not info.is_required():
-            default = info.get_default(call_default_factory=True)
-            out[name] = default.model_dump(mode="json") if hasattr(default, "model_dump") else default
+        section = _section_class(info.annotation)
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            out[name] = default.model_dump(mode="json")
+        elif section is not None:
+            try:
+                out[name] = section().model_dump(mode="json")
+            except ValueError:  # a section without defaults for all its fields: nothing to fill from
+                continue
     return out
 
 
+def _section_class(annotation: Any) -> type[BaseModel] | None:
+    """The config class (pydantic model) in a field's annotation (``X``, ``X | None``), or None."""
+    for t in (annotation, *typing.get_args(annotation)):
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return t
+    return None
+
+
 def _with_defaults(saved: Any, default: Any) -> Any:
-    """``saved`` with the keys of ``default`` it lacks taken from it, at every level of nested dicts."""
+    """``saved`` with the keys of ``default`` it lacks taken from it, and without the keys ``default`` no longer
+    has, at every level of nested dicts."""
     if not (isinstance(saved, dict) and isinstance(default, dict)):
         return saved
-    return {**default, **{k: _with_defaults(v, default.get(k)) for k, v in saved.items()}}
+    return {**default, **{k: _with_defaults(v, default[k]) for k, v in saved.items() if k in default}}
 
 
 def trim_log(path: Path, step: int) -> None:
