@@ -1131,6 +1131,24 @@ def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor
     assert _instruction_status(node)[1] == "not compared (unfamiliar_instruction: off)"
 
 
+def test_familiar_and_unfamiliar_instructions_alternate_through_rclpys_own_logger(executor, tiny_checkpoint,
+                                                                                  tmp_path):
+    """With rclpy's real logger (no spy): a familiar instruction said at INFO, then an unfamiliar one at WARN, from
+    one call site, raised 'Logger severity cannot be changed between calls' out of the callback, and the
+    policy_node executable exited with status 1 on its second instruction."""
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"), enabled=True)
+    drv = Driver(executor)
+    for text in (INSTRUCTIONS[1], "zebra xylophone", INSTRUCTIONS[0], "quartz zebra", "quartz zebra"):
+        drv.instruct(text)
+        steps = node.stats.steps
+        assert drv.drive_until(lambda: node.instruction == text and node.stats.steps > steps)  # noqa: B023
+    assert node.set_parameters([Parameter("repeated_instruction", value="keep")])[0].successful
+    drv.instruct("quartz zebra")
+    assert drv.drive_until(lambda: node.stats.repeated_instructions == 1)
+
+
 def test_a_new_configuration_judges_the_instruction_in_force_by_its_own_record(executor, tiny_checkpoint,
                                                                               tmp_path, monkeypatch):
     """An instruction heard under a checkpoint without a record stays in force across cleanup + configure; the

@@ -829,17 +829,22 @@ class PolicyNode(LifecycleNode):
             return
         self.instruction, self._instruction_key = text, key
         self.reset_episode()  # a new instruction is a new episode: clear the recurrent history
-        # unlike every trained wording: said at WARN in the same line, the same way as any other
-        unfamiliar = verdict is not None and verdict.unfamiliar
-        log = self.get_logger().warn if unfamiliar else self.get_logger().info
-        advice = (": the policy may not do what it says (unfamiliar_instruction: refuse keeps such a text out)"
-                  if unfamiliar else "")
-        # a changed text is always said, a re-sent one (a planner re-publishing its goal) at most every 2 s
-        if changed:
-            log(f"instruction: {quoted(text)} (episode reset{heard}){advice}")
+        # a changed text is always said, a re-sent one (a planner re-publishing its goal) at most every 2 s; one
+        # unlike every trained wording at WARN. Each severity has its own call: rclpy keeps one per call site and
+        # raises ValueError ("Logger severity cannot be changed between calls") out of the callback otherwise
+        said = (f"instruction: {quoted(text)} (episode reset{heard})" if changed else
+                f"instruction {quoted(text)} again (episode reset; repeated_instruction: 'keep' carries on "
+                f"instead{heard})")
+        if verdict is not None and verdict.unfamiliar:
+            said += ": the policy may not do what it says (unfamiliar_instruction: refuse keeps such a text out)"
+            if changed:
+                self.get_logger().warn(said)
+            else:
+                self.get_logger().warn(said, throttle_duration_sec=2.0)
+        elif changed:
+            self.get_logger().info(said)
         else:
-            log(f"instruction {quoted(text)} again (episode reset; repeated_instruction: 'keep' carries on "
-                f"instead{heard}){advice}", throttle_duration_sec=2.0)
+            self.get_logger().info(said, throttle_duration_sec=2.0)
 
     def _judge_instruction_in_force(self) -> None:
         """The instruction in force judged again, by a new configuration's checkpoint or a run-time change of
