@@ -1149,6 +1149,66 @@ def test_familiar_and_unfamiliar_instructions_alternate_through_rclpys_own_logge
     assert drv.drive_until(lambda: node.stats.repeated_instructions == 1)
 
 
+def test_a_halt_answered_while_configure_loads_sticks(executor, tiny_checkpoint, monkeypatch):
+    """A multi-threaded executor answers ~/halt beside configure (the lifecycle services are in rclpy's default
+    callback group): configure then set the gate from the 'enabled' it had read before loading, and after
+    activate the robot moved (40 non-zero twists in an audit) with no ~/enable."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from std_srvs.srv import Trigger
+
+    import deer_vla.ros.policy_node as policy_node_module
+
+    node = policy_node(executor, tiny_checkpoint, enabled=True)
+    real_load = policy_node_module.load_stack
+
+    def load_with_a_halt(*args, **kwargs):
+        node._srv_halt(Trigger.Request(), Trigger.Response())
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(policy_node_module, "load_stack", load_with_a_halt)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert not node.enabled and node.params.enabled is False
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: node.stats.steps >= 3)
+    assert drv.settle(node)
+    assert node.stats.actions_published == 0 and not drv.twists
+
+
+def test_a_change_to_refuse_while_an_unfamiliar_instruction_is_taken_drops_it(executor, tiny_checkpoint, tmp_path):
+    """Judging an instruction and putting it in force is one step: a switch to 'refuse' from another thread (a
+    multi-threaded executor) between them re-judged the instruction still in force, and the unfamiliar one then
+    taken stayed in force under 'refuse' (6 of 150 trials in an audit)."""
+    import threading
+    import time
+
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"))
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[1])
+    assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[1])
+    check = node._instruction_check
+    judge = check.judge
+    switched: list[threading.Thread] = []
+
+    def judge_then_switch(text, mode, floor, count=True):
+        verdict = judge(text, mode, floor, count)
+        if text == "zebra xylophone" and not switched:  # the switch arrives while this text is being taken
+            switched.append(threading.Thread(target=node.set_parameters,
+                                             args=([Parameter("unfamiliar_instruction", value="refuse")],)))
+            switched[0].start()
+            time.sleep(0.3)
+        return verdict
+
+    check.judge = judge_then_switch
+    drv.instruct("zebra xylophone")
+    assert drv.drive_until(lambda: bool(switched))
+    switched[0].join(10.0)
+    assert node.params.unfamiliar_instruction == "refuse" and node.instruction is None
+
+
 def test_a_new_configuration_judges_the_instruction_in_force_by_its_own_record(executor, tiny_checkpoint,
                                                                               tmp_path, monkeypatch):
     """An instruction heard under a checkpoint without a record stays in force across cleanup + configure; the

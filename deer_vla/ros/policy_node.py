@@ -10,8 +10,12 @@ publishes step records (dry run) but nothing a robot would act on.
 Threads: the executor thread only receives, checks and hands the newest
 observation to one worker thread (a one-slot buffer: a frame that arrives
 while a step runs replaces the waiting one, never queues). The model step and
-its publishing run in the worker; services, parameters and the hold timer stay
-on the executor (their own callback group) and answer while a step runs.
+its publishing run in the worker; the node's services and the hold timer stay
+on the executor (their own callback group) and answer while a step runs. The
+lifecycle and parameter services are rclpy's, in its default group: configure
+(seconds) holds them and, under a single-threaded executor, the rest; a
+multi-threaded executor runs them beside the node's callbacks, which the gate
+and the instruction check allow for (docs/ros.md, "Executor").
 Actuation goes through one lock: ~/halt, deactivate and disable bump a
 generation number under it (and send a zero twist), and a step that started
 before them publishes no action. ``control_mode``: ``timer`` (default) steps
@@ -210,6 +214,7 @@ class PolicyNode(LifecycleNode):
         # the configured checkpoint's trained wordings, to say what an instruction is heard as (configure)
         self._instruction_check: InstructionCheck | None = None
         self._refused_text: str | None = None  # the last text refused as unfamiliar (its repeats are throttled)
+        self._instruction_lock = threading.Lock()  # judging and taking an instruction (see _on_instruction)
         self.proprio: np.ndarray | None = None
         self._proprio_ns = -1
         self._proprio_stamp_ns: int | None = None  # header stamp of the JointState the proprio came from
@@ -228,8 +233,8 @@ class PolicyNode(LifecycleNode):
         self._control_timers: list[Any] = []  # timer-mode steps (not `_timers`: rclpy's Node keeps its own list there)
         self._recorder: BackgroundRecorder | None = None
         self._finishing_recordings: list[BackgroundRecorder] = []  # closes that gave up on a stalled disk
-        # services and the hold timer in one group, inputs in another: a multi-threaded executor runs them
-        # apart; with any executor they stay quick because the model step runs in the worker thread
+        # the node's services and the hold timer in one group, inputs in another: a multi-threaded executor runs
+        # them apart; with any executor they stay quick because the model step runs in the worker thread
         self._control_group = MutuallyExclusiveCallbackGroup()
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._actuation = threading.Lock()  # publishing actuation, and the gate/generation it checks
@@ -324,8 +329,12 @@ class PolicyNode(LifecycleNode):
         self._configure_error = None
         explicit_rate = params.rate_hz
         params = params.with_rate(stack.control_rate_hz)
+        with self._actuation:
+            # the parameter now, not as read before the load: a ~/halt or ~/enable answered meanwhile (a
+            # multi-threaded executor runs them beside configure) set it, and the halt must stick
+            self.enabled = bool(self.get_parameter("enabled").value)
+            params = params.model_copy(update={"enabled": self.enabled})
         self.params, self.stack, self._joint_map = params, stack, joint_map
-        self.enabled = params.enabled
         # an instruction heard before stays in force; read by this model's tokenizer from now on
         self._instruction_key = None if self.instruction is None else stack.runner.instruction_key(self.instruction)
         self._cut_said = None
@@ -807,6 +816,16 @@ class PolicyNode(LifecycleNode):
         if not text:
             self.get_logger().error("empty instruction ignored", throttle_duration_sec=2.0)
             return
+        # judged and taken as one: a run-time change of unfamiliar_instruction or its floor (another thread under
+        # a multi-threaded executor) re-judges the instruction in force, and must see this one or judge it itself
+        with self._instruction_lock:
+            self._take_instruction(text)
+
+    def _take_instruction(self, text: str) -> None:
+        """A cleaned, non-empty instruction: judged (repeat, familiarity) and put in force, or refused."""
+        params = self.params
+        if params is None:
+            return
         # the same instruction to the model whatever its case or Unicode form (the tokenizer's normalizer)
         key = self.stack.runner.instruction_key(text) if self.stack is not None else text
         if key == self._instruction_key and params.repeated_instruction == "keep":
@@ -850,6 +869,10 @@ class PolicyNode(LifecycleNode):
         """The instruction in force judged again, by a new configuration's checkpoint or a run-time change of
         unfamiliar_instruction or min_instruction_similarity: under 'refuse' one unlike every trained wording is
         dropped (the node steps no more until a new instruction), as it would have been refused on arrival."""
+        with self._instruction_lock:
+            self._judge_in_force_locked()
+
+    def _judge_in_force_locked(self) -> None:
         params, check, text = self.params, self._instruction_check, self.instruction
         if params is None or check is None or text is None:
             return
