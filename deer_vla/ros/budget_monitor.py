@@ -80,7 +80,9 @@ class BudgetMonitor:
         self.peak_ms = 0.0
         self.exit_histogram: dict[int, int] = {}  # whole run
         self.last: StepRecord | None = None
-        self.worst_level = OK  # the worst level any statuses() call has reported since the first record
+        # the worst level a budget value was left at when it changed (its steps are judged no more after): the
+        # run's worst beside the final statuses, without the running mean's passing excursions within a value
+        self.worst_level = OK
         self._budget_cost: deque[float] = deque(maxlen=maxlen)  # in each record's budget metric
         self._since: dict[str, _SinceChange] = {}
         # the summary's percentiles are the whole run's (its last QUANTILE_SAMPLES steps), whatever the window
@@ -88,6 +90,11 @@ class BudgetMonitor:
         self._run_age = self._age if not window else deque(maxlen=QUANTILE_SAMPLES)
 
     def update(self, record: StepRecord) -> None:
+        metric = record.budget_metric or self.metric  # the policy's budget.metric (older records: ours)
+        for name, field_name in BUDGET_FIELDS.items():  # a budget whose value ends here: judged on its own steps
+            since = self._since.get(name)
+            if since is not None and (since.limit != getattr(record, field_name) or since.metric != metric):
+                self.worst_level = max(self.worst_level, self._judgement(name, since.limit)[0])
         cost = float(getattr(record, self.metric))
         self._cost.append(cost)
         self._ms.append(float(record.total_ms))
@@ -105,7 +112,6 @@ class BudgetMonitor:
         self.peak_ms = max(self.peak_ms, float(record.total_ms))
         self.exit_histogram[record.exit_used] = self.exit_histogram.get(record.exit_used, 0) + 1
         self.last = record
-        metric = record.budget_metric or self.metric  # the policy's budget.metric (older records: ours)
         budget_cost = float(getattr(record, metric))
         self._budget_cost.append(budget_cost)
         for name, field_name in BUDGET_FIELDS.items():
@@ -166,6 +172,20 @@ class BudgetMonitor:
             return OK
         return ERROR if value > limit * self.error_ratio else WARN
 
+    def _judgement(self, name: str, limit: float | None) -> tuple[int, str, dict[str, str]]:
+        """(level, message, values) of budget ``name`` at ``limit`` over the steps since it took its value."""
+        value, what = self._judged(name)
+        values = {"value": f"{value:.6g}", "measure": what}
+        if limit is None or not math.isfinite(limit) or limit <= 0:
+            return OK, "no budget set", values
+        tolerance = AVERAGE_TOLERANCE if name == "average_gflops" else 0.0
+        level = OK if value <= float(limit) * (1 + tolerance) else self._level(value, float(limit))
+        values["budget"] = f"{float(limit):.6g}"
+        verdict = "within budget" if level == OK else "over budget"
+        if level == OK and value > float(limit):
+            verdict = f"within budget (+{100 * (value / float(limit) - 1):.2g}%, tolerance {100 * tolerance:g}%)"
+        return level, f"{what} {value:.4g} {verdict} {float(limit):.4g}", values
+
     def statuses(self) -> list[BudgetStatus]:
         """One status per budget in force (taken from the latest record), plus latency."""
         out: list[BudgetStatus] = []
@@ -174,18 +194,8 @@ class BudgetMonitor:
             return [BudgetStatus("records", WARN, "no step records received yet")]
         for name, field_name in BUDGET_FIELDS.items():
             limit = getattr(rec, field_name)
-            value, what = self._judged(name)
-            values = {"value": f"{value:.6g}", "measure": what}
-            if limit is None or not math.isfinite(limit) or limit <= 0:
-                out.append(BudgetStatus(name, OK, "no budget set", values))
-                continue
-            tolerance = AVERAGE_TOLERANCE if name == "average_gflops" else 0.0
-            level = OK if value <= float(limit) * (1 + tolerance) else self._level(value, float(limit))
-            values["budget"] = f"{float(limit):.6g}"
-            verdict = "within budget" if level == OK else "over budget"
-            if level == OK and value > float(limit):
-                verdict = f"within budget (+{100 * (value / float(limit) - 1):.2g}%, tolerance {100 * tolerance:g}%)"
-            out.append(BudgetStatus(name, level, f"{what} {value:.4g} {verdict} {float(limit):.4g}", values))
+            level, message, values = self._judgement(name, limit)
+            out.append(BudgetStatus(name, level, message, values))
         age_values = {"p50_ms": f"{self.obs_age(50):.2f}", "p95_ms": f"{self.obs_age(95):.2f}",
                       "warn_ms": f"{self.obs_age_warn_ms:.6g}"}
         if not self._age:
@@ -233,14 +243,13 @@ class BudgetMonitor:
             steps_values["window_steps"] = str(len(self._exit))
         out.append(BudgetStatus("steps", OK, f"{self.count} steps{over}, mean exit {self.mean_exit():.2f}",
                                 steps_values))
-        self.worst_level = max(self.worst_level, *(s.level for s in out))
         return out
 
     def summary(self, statuses: list[BudgetStatus] | None = None) -> dict:
         """Whole-run figures (not windowed; percentiles over the last QUANTILE_SAMPLES steps); ``final_status``
-        over ``statuses`` (default: ``statuses()``), ``worst_status`` the worst of it and of every statuses()
-        before (each /diagnostics period): a run over budget for most of its time, then within a raised budget,
-        ends OK but was not."""
+        over ``statuses`` (default: ``statuses()``), ``worst_status`` the worst of it and of each budget value
+        the run left (judged on its own steps when it changed): a run over its average budget for most of its
+        time, then within a raised one, ends OK but was not."""
         final = max((s.level for s in (self.statuses() if statuses is None else statuses)), default=OK)
         def pct(samples: deque[float], q: float) -> float:
             return float(np.percentile(samples, q)) if samples else 0.0
