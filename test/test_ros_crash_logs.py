@@ -486,3 +486,19 @@ def test_a_recording_still_finishing_on_a_stalled_disk_keeps_its_name_and_its_fa
     assert node.trigger_configure() == R.SUCCESS  # the earlier writer is done: its file is moved aside whole
     assert node.trigger_cleanup() == R.SUCCESS
     assert (tmp_path / "io.1.mcap").exists()
+
+
+@pytest.mark.parametrize("module", ["policy_node", "monitor_node", "sim_node"])
+def test_a_node_executables_help_says_how_to_set_its_parameters_and_starts_nothing(module, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """`policy_node --help` started the node (and `sim_node --help` ran episodes, `monitor_node --help` made a log
+    folder): --help was not an option. It prints the node's purpose and where its parameters are, and exits 0."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module(f"deer_vla.ros.{module}").main
+    assert main([module, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {module} ") and "--ros-args" in out and "-p NAME:=VALUE" in out
+    assert "node" in out.split("\n\n")[1].lower()  # the module's own first paragraph
+    assert list(tmp_path.iterdir()) == []  # no log folder, nothing started

@@ -64,9 +64,22 @@ def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
     except ValueError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--executor", choices=EXECUTORS, default="events")
-    known, _ = parser.parse_known_args(remove_ros_args(args)[1:])
+    module = sys.modules.get(getattr(make_node, "__module__", ""))
+    spec = getattr(module, "__spec__", None)
+    if prog == "__main__" and spec is not None:  # python -m deer_vla.ros.policy_node
+        prog = spec.name.rsplit(".", 1)[-1]
+    about = ((module.__doc__ if module is not None else None) or "").strip().split("\n\n")[0]
+    parser = argparse.ArgumentParser(
+        prog=prog, description=about, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="ROS arguments go after --ros-args: -p NAME:=VALUE, --params-file FILE, -r FROM:=TO, -r __ns:=/NS. "
+               "Every parameter, its default and meaning: share/deer_vla/config/*.yaml of the install "
+               "(`ros2 pkg prefix deer_vla`) and docs/ros.md; `ros2 launch deer_vla deer_vla.launch.py --show-args`.")
+    parser.add_argument("--executor", choices=EXECUTORS, default="events",
+                        help="rclpy executor: events (EventsExecutor, the default) or single")
+    try:  # --help prints the usage above and exits 0 before anything starts (it started the node before)
+        known, _ = parser.parse_known_args(remove_ros_args(args)[1:])
+    except SystemExit as exc:
+        return int(exc.code or 0)
     stop = install_stop_handlers()
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
