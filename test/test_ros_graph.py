@@ -242,7 +242,8 @@ def test_sim_launch_ends_when_the_sim_exits(launch_file, ends, monkeypatch):
     assert emit.kind == "EmitEvent" and emit.kwargs["event"].kind == "Shutdown"
 
 
-EXPECTED_ARGUMENTS = {"checkpoint", "thresholds", "camera_topics", "enabled", "params_file", "namespace"}
+EXPECTED_ARGUMENTS = {"checkpoint", "thresholds", "camera_topics", "enabled", "use_sim_time", "params_file",
+                      "namespace"}
 
 
 @pytest.mark.parametrize(("launch_file", "graph", "enabled"),
@@ -392,6 +393,33 @@ def test_bringup_takes_the_launch_arguments(ros_context, tmp_path, monkeypatch):
     # on the command line they are ours, not rcl's remapping rules
     ros, own = _split_args(["--graph", "sim", "checkpoint:=/x", "--ros-args", "-r", "a:=b"])
     assert ros == ["--graph", "sim", "--ros-args", "-r", "a:=b"] and own == ["checkpoint:=/x", "--graph", "sim"]
+
+
+def test_use_sim_time_reaches_every_node_by_launch_and_by_bringup(ros_context, tmp_path, monkeypatch):
+    """`use_sim_time:=true` (a simulator's /clock) was no launch argument: `ros2 launch` ignored it without a word
+    and the bringup refused it. It sets rclpy's own use_sim_time on every node of the graph."""
+    from deer_vla.ros.bringup import create_node
+
+    _, entities = _run_launch_file("sim.launch.py", monkeypatch, use_sim_time="true")
+    nodes = {e.kwargs["name"]: e for e in entities if e.kind in ("Node", "LifecycleNode")}
+    assert set(nodes) == {"deer_vla_policy", "deer_vla_monitor", "deer_vla_sim"}
+    for node in nodes.values():
+        overrides = {k: v for p in node.kwargs["parameters"] if isinstance(p, dict) for k, v in p.items()}
+        assert overrides["use_sim_time"] is True, node.kwargs["name"]
+    _, entities = _run_launch_file("deer_vla.launch.py", monkeypatch)  # left out: not set, the wall clock
+    assert not any("use_sim_time" in p for e in entities if e.kind in ("Node", "LifecycleNode")
+                   for p in e.kwargs["parameters"] if isinstance(p, dict))
+    assert load_graph("robot").argument_defaults()["use_sim_time"] == "false"
+    with pytest.raises(ValueError, match="'use_sim_time' must be true or false"):
+        load_graph("robot").with_arguments({"use_sim_time": "yes please"})
+    monkeypatch.chdir(tmp_path)
+    spec = load_graph("robot").with_arguments({"use_sim_time": "true"})
+    for key in ("policy", "monitor"):
+        node = create_node(spec.node(key))
+        try:
+            assert node.get_parameter("use_sim_time").value is True and node.get_clock().ros_time_is_active
+        finally:
+            node.destroy_node()
 
 
 @pytest.mark.parametrize("graph", ["robot", "sim"])

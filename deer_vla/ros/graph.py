@@ -16,6 +16,7 @@ import yaml
 
 from deer_vla.core.config_io import GRAPH_FILE, PACKAGE, packaged_config_dir
 
+EVERY_NODE = "*"  # a launch argument's parameter "*.param": that parameter of every node of the graph
 # rcl's namespace rule: tokens of letters, digits and _, not starting with a digit, joined by single slashes
 NAMESPACE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -78,8 +79,9 @@ class NodeSpec:
 class LaunchArgument:
     """A launch argument (``ros2 launch deer_vla <file> NAME:=VALUE``; ``deer-vla bringup NAME:=VALUE``).
 
-    It sets exactly one of: a node parameter (``parameter`` = "node.param"), the parameter file of a
-    node (``params_file`` = node key; replaces the graph's files), or every node's namespace."""
+    It sets exactly one of: a node parameter (``parameter`` = "node.param"; "*.param": that parameter of every
+    node, one rclpy declares itself such as use_sim_time, a bool), the parameter file of a node
+    (``params_file`` = node key; replaces the graph's files), or every node's namespace."""
 
     name: str
     description: str
@@ -90,6 +92,10 @@ class LaunchArgument:
     @property
     def node(self) -> str:
         return self.parameter.partition(".")[0] if self.parameter else self.params_file
+
+    @property
+    def every_node(self) -> bool:
+        return self.node == EVERY_NODE
 
     @property
     def declared_default(self) -> str | None:
@@ -120,6 +126,9 @@ class GraphSpec:
                 out[arg.name] = self.nodes[0].namespace if self.nodes else ""
             elif arg.params_file:
                 out[arg.name] = ",".join(str(f) for f in self.node(arg.params_file).params_files)
+            elif arg.every_node:  # rclpy's own bool parameter (use_sim_time): off unless a file sets it
+                param = arg.parameter.partition(".")[2]
+                out[arg.name] = _to_text(any(n.file_parameters().get(param, False) is True for n in self.nodes))
             else:
                 node, _, param = arg.parameter.partition(".")
                 values = self.node(node).file_parameters()
@@ -164,6 +173,10 @@ class GraphSpec:
                     if not f.is_file():
                         raise FileNotFoundError(f"launch argument '{name}': parameter file not found: {f}")
                 nodes[arg.params_file] = replace(nodes[arg.params_file], params_files=files)
+            elif arg.every_node:
+                param = arg.parameter.partition(".")[2]
+                value = _from_text(name, text, False)
+                nodes = {k: replace(s, parameters={**s.parameters, param: value}) for k, s in nodes.items()}
             else:
                 key, _, param = arg.parameter.partition(".")
                 spec = nodes[key]
@@ -268,7 +281,7 @@ def load_graph(
         )
     keys = {s.key for s in specs}
     # arguments for nodes this graph does not run (the sim's, in "robot") are not offered
-    arguments = tuple(a for a in arguments if a.namespace or a.node in keys)
+    arguments = tuple(a for a in arguments if a.namespace or a.every_node or a.node in keys)
     return GraphSpec(graph, tuple(specs), cfg, arguments)
 
 
