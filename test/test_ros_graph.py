@@ -395,6 +395,24 @@ def test_bringup_takes_the_launch_arguments(ros_context, tmp_path, monkeypatch):
     assert ros == ["--graph", "sim", "--ros-args", "-r", "a:=b"] and own == ["checkpoint:=/x", "--graph", "sim"]
 
 
+def test_a_parameter_file_that_does_not_reach_the_node_in_its_namespace_is_refused(tmp_path):
+    """`ros2 param dump` keys its file by the node's absolute name (/deer_vla_policy); given as params_file with
+    namespace:=arm1 rcl applied none of it, the node ran every default without a word, and the graph's own
+    reading of the file said it applied."""
+    dump = tmp_path / "dump.yaml"
+    dump.write_text("/deer_vla_policy:\n  ros__parameters:\n    max_instruction_chars: 500\n")
+    root = load_graph("robot").with_arguments({"params_file": str(dump)})
+    assert root.node("policy").file_parameters()["max_instruction_chars"] == 500  # the root namespace: it applies
+    with pytest.raises(ValueError, match=r"holds no parameters for node /arm1/deer_vla_policy.*key it "
+                                         r"/\*\*/deer_vla_policy"):
+        load_graph("robot").with_arguments({"params_file": str(dump), "namespace": "arm1"})
+    wildcard = tmp_path / "any.yaml"
+    wildcard.write_text("/**/deer_vla_policy:\n  ros__parameters:\n    max_instruction_chars: 500\n")
+    spec = load_graph("robot").with_arguments({"params_file": str(wildcard), "namespace": "arm1"})
+    assert spec.node("policy").file_parameters()["max_instruction_chars"] == 500
+    assert "/deer_vla_policy" not in spec.node("policy").file_keys()
+
+
 def test_use_sim_time_reaches_every_node_by_launch_and_by_bringup(ros_context, tmp_path, monkeypatch):
     """`use_sim_time:=true` (a simulator's /clock) was no launch argument: `ros2 launch` ignored it without a word
     and the bringup refused it. It sets rclpy's own use_sim_time on every node of the graph."""

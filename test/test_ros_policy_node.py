@@ -1262,3 +1262,27 @@ def test_hold_mode_keeps_the_newest_twist_younger_than_moveit_servos_timeout(exe
         assert np.percentile(age, 95) < 0.1  # measured: max 30 ms (a loaded CI may delay one)
     else:  # the plain 10 Hz stream: about a period, so Servo's 0.1 s passes in most of them
         assert np.median(age) > 0.09
+
+
+def test_autostart_leaves_a_node_a_manager_configured_alone_and_unchanged_settings_load(executor, tiny_checkpoint,
+                                                                                        spin_until):
+    """A parameter file dumped from a node started with autostart holds autostart: true; under the bringup (or a
+    launch file) the manager configured and activated the node first, then the 0 s timer configured the active
+    node: the transition error left the timer and ended the process. And `ros2 param load` of a node's own dump
+    sets every parameter: the configure-time ones, unchanged, were each refused as if changed."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    node = policy_node(executor, tiny_checkpoint, autostart=True)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS  # before the timer's first turn
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert spin_until(executor, lambda: node._autostart_timer is None, timeout=5.0)
+    executor.spin_once(timeout_sec=0.2)
+    assert node.active and node._state_machine.current_state[1] == "active"
+
+    same = [Parameter(name, value=node.get_parameter(name).value) for name in
+            ("action_topic", "image_topics", "record_split_mib", "checkpoint_dir", "max_image_age_s")]
+    assert all(r.successful for r in node.set_parameters(same))
+    changed = node.set_parameters([Parameter("action_topic", value="elsewhere")])[0]
+    assert not changed.successful and "take effect only at configure" in changed.reason
+    assert not node.set_parameters([Parameter("record_split_mib", value=256)])[0].successful  # another type

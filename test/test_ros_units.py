@@ -114,6 +114,14 @@ def test_parameters_validate_with_names_and_values():
     assert parse_params({**POLICY_DEFAULTS, "device": "cuda:3"}).device == "cuda:3"  # present or not: configure
 
 
+def test_an_unquoted_off_is_the_off_of_unfamiliar_instruction():
+    """YAML 1.1 (rcl's parameter files, `ros2 param set`) reads `off` as false: the documented value was refused
+    with an error listing it as allowed."""
+    assert parse_params({**POLICY_DEFAULTS, "unfamiliar_instruction": False}).unfamiliar_instruction == "off"
+    with pytest.raises(ParameterError, match="'unfamiliar_instruction' = True"):
+        parse_params({**POLICY_DEFAULTS, "unfamiliar_instruction": True})
+
+
 def test_max_instruction_chars_is_a_positive_bounded_int():
     from deer_vla.ros.params import MAX_INSTRUCTION_CHARS
 

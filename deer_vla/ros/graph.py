@@ -60,16 +60,31 @@ class NodeSpec:
             args += ["-r", f"{src}:={dst}"]
         return args
 
+    def file_keys(self) -> list[str]:
+        """The keys of a parameter file rcl matches for this node: "/**" and "/**/name" in any namespace,
+        "/ns/name" (and "/*/name" for a one-level namespace) in its namespace, "name" and "/name" only in the root
+        one (`ros2 param dump` writes the absolute name: such a file does not reach the node in a namespace)."""
+        keys = ["/**", f"/**/{self.name}"]
+        if self.namespace:
+            keys.append(f"/{self.namespace}/{self.name}")
+            if "/" not in self.namespace:
+                keys.append(f"/*/{self.name}")
+        else:
+            keys += [self.name, f"/{self.name}"]
+        return keys
+
+    def unmatched_files(self) -> list[Path]:
+        """This node's parameter files that hold no section rcl applies to it (in its namespace)."""
+        keys = set(self.file_keys())
+        return [f for f in self.params_files
+                if not keys & set(yaml.safe_load(f.read_text(encoding="utf-8")) or {})]
+
     def file_parameters(self) -> dict[str, Any]:
         """The parameters the files give this node (later files win), overrides applied."""
         merged: dict[str, Any] = {}
         for f in self.params_files:
             data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
-            # the keys rcl matches for this node ("/**/name": in any namespace; "/ns/name": in this one)
-            keys = ["/**", self.name, f"/{self.name}", f"/**/{self.name}"]
-            if self.namespace:
-                keys.append(f"/{self.namespace}/{self.name}")
-            for node_key in keys:
+            for node_key in self.file_keys():
                 merged.update(_flatten((data.get(node_key) or {}).get("ros__parameters", {})))
         merged.update(self.parameters)
         return merged
@@ -184,6 +199,16 @@ class GraphSpec:
                 like = spec.file_parameters().get(param, self.node(key).file_parameters().get(param))
                 value = _from_text(name, text, like)
                 nodes[key] = replace(spec, parameters={**spec.parameters, param: value})
+        for arg in self.arguments:  # a file given for a node that reaches it not (a dump keyed /name, in a namespace)
+            if arg.params_file and arg.name in values:
+                spec = nodes[arg.params_file]
+                unmatched = spec.unmatched_files()
+                if unmatched:
+                    where = f"/{spec.namespace}/{spec.name}" if spec.namespace else f"/{spec.name}"
+                    raise ValueError(
+                        f"launch argument '{arg.name}': {', '.join(str(f) for f in unmatched)} holds no parameters for "
+                        f"node {where} (rcl reads the keys {spec.file_keys()}; `ros2 param dump` writes the node's "
+                        f"absolute name, which a namespace does not match): key it /**/{spec.name}")
         return replace(self, nodes=tuple(nodes[s.key] for s in self.nodes))
 
     def with_parameters(self, per_node: Mapping[str, Mapping[str, Any]]) -> GraphSpec:

@@ -265,6 +265,12 @@ class PolicyParams(BaseModel):
                              "max_image_future_s (the age checks already bound the gap by that)")
         return v
 
+    @field_validator("unfamiliar_instruction", mode="before")
+    @classmethod
+    def _off_as_yaml_reads_it(cls, v: Any) -> Any:
+        """YAML 1.1 (rcl's parameter files, `ros2 param set`) reads an unquoted off as false."""
+        return "off" if v is False else v
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:

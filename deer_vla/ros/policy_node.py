@@ -24,6 +24,7 @@ for a lock-step source (the simulator).
 """
 from __future__ import annotations
 
+import array
 import functools
 import math
 import sys
@@ -264,6 +265,11 @@ class PolicyNode(LifecycleNode):
         if timer is None:  # the EventsExecutor can fire the 0 s timer again before its destruction takes effect
             return
         self.destroy_timer(timer)
+        if self._state_machine.current_state[1] != "unconfigured":
+            # a manager got there first (the bringup, a launch file's configure, a parameter file dumped from a
+            # node started with autostart): configuring an active node raised out of this timer and ended the process
+            self.get_logger().info("autostart: already configured by a lifecycle manager; nothing to do")
+            return
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
 
@@ -618,7 +624,11 @@ class PolicyNode(LifecycleNode):
                                        reason="finalized: shut down, cannot actuate (restart the node)")
         names = {p.name for p in changes}
         if self.stack is not None:
-            frozen = sorted(names - RUNTIME_PARAMS)
+            # a configure-time parameter set to the value it has changes nothing (`ros2 param load` of the node's
+            # own dump sets every parameter): only a change of one is refused
+            frozen = sorted(p.name for p in changes if p.name not in RUNTIME_PARAMS
+                            and not (self.has_parameter(p.name) and _same_value(p.value,
+                                                                                self.get_parameter(p.name).value)))
             if frozen:
                 return SetParametersResult(
                     successful=False,
@@ -1337,6 +1347,15 @@ class PolicyNode(LifecycleNode):
             self.destroy_timer(self._diagnostics_timer)
         self._diagnostics_timer = self.create_timer(float(period_s), self.publish_diagnostics,
                                                     callback_group=self._control_group)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """One parameter value as another (type included: 1 is not 1.0 for ROS, whose array values are sequences)."""
+    arrays = (list, tuple, array.array)  # rclpy hands double and integer arrays over as array.array
+    if isinstance(a, arrays) or isinstance(b, arrays):
+        return isinstance(a, arrays) and isinstance(b, arrays) and len(a) == len(b) and all(
+            _same_value(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
 
 
 def main(argv: list[str] | None = None) -> int:
