@@ -502,3 +502,8 @@ def test_a_node_executables_help_says_how_to_set_its_parameters_and_starts_nothi
     assert out.startswith(f"usage: {module} ") and "--ros-args" in out and "-p NAME:=VALUE" in out
     assert "node" in out.split("\n\n")[1].lower()  # the module's own first paragraph
     assert list(tmp_path.iterdir()) == []  # no log folder, nothing started
+    # inside --ros-args it is no ROS argument: one line, not rclpy's UnknownROSArgsError traceback
+    assert main([module, "--ros-args", "-p", "a:=1", "--help"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{module}: not ROS arguments after --ros-args: ") and "before --ros-args" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1

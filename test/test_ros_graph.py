@@ -251,7 +251,7 @@ EXPECTED_ARGUMENTS = {"checkpoint", "thresholds", "camera_topics", "enabled", "u
 def test_launch_arguments_default_to_the_graph(launch_file, graph, enabled, monkeypatch):
     declared, _ = _run_launch_file(launch_file, monkeypatch)
     by_name = {d.kwargs["name"]: d.kwargs for d in declared}
-    assert set(by_name) == EXPECTED_ARGUMENTS
+    assert set(by_name) == EXPECTED_ARGUMENTS - ({"use_sim_time"} if graph == "sim" else set())
     assert all(kw["description"] for kw in by_name.values())
     assert all(isinstance(kw["default_value"], str) for kw in by_name.values())
     # a parameter's argument defaults to "" (the file's value), so that one given, even the stock value, can be
@@ -399,6 +399,8 @@ def test_a_parameter_file_that_does_not_reach_the_node_in_its_namespace_is_refus
     """`ros2 param dump` keys its file by the node's absolute name (/deer_vla_policy); given as params_file with
     namespace:=arm1 rcl applied none of it, the node ran every default without a word, and the graph's own
     reading of the file said it applied."""
+    from dataclasses import replace
+
     dump = tmp_path / "dump.yaml"
     dump.write_text("/deer_vla_policy:\n  ros__parameters:\n    max_instruction_chars: 500\n")
     root = load_graph("robot").with_arguments({"params_file": str(dump)})
@@ -410,7 +412,24 @@ def test_a_parameter_file_that_does_not_reach_the_node_in_its_namespace_is_refus
     wildcard.write_text("/**/deer_vla_policy:\n  ros__parameters:\n    max_instruction_chars: 500\n")
     spec = load_graph("robot").with_arguments({"params_file": str(wildcard), "namespace": "arm1"})
     assert spec.node("policy").file_parameters()["max_instruction_chars"] == 500
-    assert "/deer_vla_policy" not in spec.node("policy").file_keys()
+    # rcl's matching (what Jazzy's rclpy applied, key by key, in an audit): relative keys, "*", "**"
+    node = spec.node("policy")
+    for key in ("/**", "/**/deer_vla_policy", "/arm1/deer_vla_policy", "arm1/deer_vla_policy", "/arm1/*",
+                "/*/deer_vla_policy", "/*/**/deer_vla_policy", "/**/*"):
+        assert node.applies(key), key
+    for key in ("/deer_vla_policy", "deer_vla_policy", "/*", "/arm2/deer_vla_policy", "/arm1/other"):
+        assert not node.applies(key), key
+    root = load_graph("robot").node("policy")
+    assert all(root.applies(k) for k in ("/*", "deer_vla_policy", "/deer_vla_policy", "/**/*"))
+    two = replace(root, namespace="a/b")
+    assert all(two.applies(k) for k in ("a/b/deer_vla_policy", "/*/*/deer_vla_policy", "/a/*/deer_vla_policy",
+                                        "/**/b/deer_vla_policy", "/a/**", "/*/**/deer_vla_policy"))
+    assert not two.applies("/*/deer_vla_policy")
+    for text, problem in (("- a\n- b\n", "a YAML list"), ("a: [\n", "not a ROS parameter file")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=problem):
+            load_graph("robot").with_arguments({"params_file": str(bad)})
 
 
 def test_use_sim_time_reaches_every_node_by_launch_and_by_bringup(ros_context, tmp_path, monkeypatch):
@@ -418,12 +437,15 @@ def test_use_sim_time_reaches_every_node_by_launch_and_by_bringup(ros_context, t
     and the bringup refused it. It sets rclpy's own use_sim_time on every node of the graph."""
     from deer_vla.ros.bringup import create_node
 
-    _, entities = _run_launch_file("sim.launch.py", monkeypatch, use_sim_time="true")
+    _, entities = _run_launch_file("deer_vla.launch.py", monkeypatch, use_sim_time="true")
     nodes = {e.kwargs["name"]: e for e in entities if e.kind in ("Node", "LifecycleNode")}
-    assert set(nodes) == {"deer_vla_policy", "deer_vla_monitor", "deer_vla_sim"}
+    assert set(nodes) == {"deer_vla_policy", "deer_vla_monitor"}
     for node in nodes.values():
         overrides = {k: v for p in node.kwargs["parameters"] if isinstance(p, dict) for k, v in p.items()}
         assert overrides["use_sim_time"] is True, node.kwargs["name"]
+    # the sim graph's simulator publishes no /clock: not offered there (its nodes would wait for ever)
+    with pytest.raises(KeyError, match="unknown launch argument.*use_sim_time"):
+        load_graph("sim").with_arguments({"use_sim_time": "true"})
     _, entities = _run_launch_file("deer_vla.launch.py", monkeypatch)  # left out: not set, the wall clock
     assert not any("use_sim_time" in p for e in entities if e.kind in ("Node", "LifecycleNode")
                    for p in e.kwargs["parameters"] if isinstance(p, dict))

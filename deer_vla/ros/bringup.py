@@ -285,7 +285,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deer-vla bringup", description=__doc__.splitlines()[0])
     parser.add_argument("arguments", nargs="*", metavar="NAME:=VALUE",
                         help="launch arguments, as for ros2 launch: checkpoint, thresholds, camera_topics, enabled, "
-                             "params_file, namespace (config/graph.yaml)")
+                             "use_sim_time (graph robot), params_file, namespace (config/graph.yaml)")
     parser.add_argument("--graph", default="robot", help="graph in config/graph.yaml: robot (default) or sim")
     parser.add_argument("--config-dir", default=None, help="directory with graph.yaml and the parameter files")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",

@@ -60,32 +60,28 @@ class NodeSpec:
             args += ["-r", f"{src}:={dst}"]
         return args
 
-    def file_keys(self) -> list[str]:
-        """The keys of a parameter file rcl matches for this node: "/**" and "/**/name" in any namespace,
-        "/ns/name" (and "/*/name" for a one-level namespace) in its namespace, "name" and "/name" only in the root
-        one (`ros2 param dump` writes the absolute name: such a file does not reach the node in a namespace)."""
-        keys = ["/**", f"/**/{self.name}"]
-        if self.namespace:
-            keys.append(f"/{self.namespace}/{self.name}")
-            if "/" not in self.namespace:
-                keys.append(f"/*/{self.name}")
-        else:
-            keys += [self.name, f"/{self.name}"]
-        return keys
+    @property
+    def full_name(self) -> str:
+        return f"/{self.namespace}/{self.name}" if self.namespace else f"/{self.name}"
+
+    def applies(self, key: Any) -> bool:
+        """Whether rcl applies a parameter file's section ``key`` to this node: the key made absolute (a relative
+        one is under the root), "*" one name token, "**" any number of them, matched against the node's full
+        name (`ros2 param dump` writes the absolute name: such a file reaches the node only in its namespace)."""
+        return isinstance(key, str) and _tokens_match(key.strip("/").split("/"), self.full_name.strip("/").split("/"))
 
     def unmatched_files(self) -> list[Path]:
         """This node's parameter files that hold no section rcl applies to it (in its namespace)."""
-        keys = set(self.file_keys())
-        return [f for f in self.params_files
-                if not keys & set(yaml.safe_load(f.read_text(encoding="utf-8")) or {})]
+        return [f for f in self.params_files if not any(self.applies(k) for k in _parameter_file(f))]
 
     def file_parameters(self) -> dict[str, Any]:
-        """The parameters the files give this node (later files win), overrides applied."""
+        """The parameters the files give this node (later files, and later sections of a file, win, as rcl
+        applies them), overrides applied."""
         merged: dict[str, Any] = {}
         for f in self.params_files:
-            data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
-            for node_key in self.file_keys():
-                merged.update(_flatten((data.get(node_key) or {}).get("ros__parameters", {})))
+            for node_key, section in _parameter_file(f).items():
+                if self.applies(node_key) and isinstance(section, dict):
+                    merged.update(_flatten(section.get("ros__parameters") or {}))
         merged.update(self.parameters)
         return merged
 
@@ -103,6 +99,7 @@ class LaunchArgument:
     parameter: str = ""
     params_file: str = ""
     namespace: bool = False
+    graphs: tuple[str, ...] = ()  # the graphs that offer it ("" = every graph)
 
     @property
     def node(self) -> str:
@@ -204,11 +201,10 @@ class GraphSpec:
                 spec = nodes[arg.params_file]
                 unmatched = spec.unmatched_files()
                 if unmatched:
-                    where = f"/{spec.namespace}/{spec.name}" if spec.namespace else f"/{spec.name}"
                     raise ValueError(
                         f"launch argument '{arg.name}': {', '.join(str(f) for f in unmatched)} holds no parameters for "
-                        f"node {where} (rcl reads the keys {spec.file_keys()}; `ros2 param dump` writes the node's "
-                        f"absolute name, which a namespace does not match): key it /**/{spec.name}")
+                        f"node {spec.full_name} (`ros2 param dump` writes the node's absolute name, which a "
+                        f"namespace does not match): key it /**/{spec.name}")
         return replace(self, nodes=tuple(nodes[s.key] for s in self.nodes))
 
     def with_parameters(self, per_node: Mapping[str, Mapping[str, Any]]) -> GraphSpec:
@@ -218,6 +214,26 @@ class GraphSpec:
             spec = self.node(key)
             nodes[key] = replace(spec, parameters={**spec.parameters, **values})
         return replace(self, nodes=tuple(nodes[s.key] for s in self.nodes))
+
+
+def _tokens_match(key: list[str], name: list[str]) -> bool:
+    if not key:
+        return not name
+    if key[0] == "**":
+        return any(_tokens_match(key[1:], name[i:]) for i in range(len(name) + 1))
+    return bool(name) and key[0] in ("*", name[0]) and _tokens_match(key[1:], name[1:])
+
+
+def _parameter_file(path: Path) -> dict[Any, Any]:
+    """A ROS parameter file's node sections; ValueError naming the file when it is not YAML or not a mapping."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not a ROS parameter file: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a ROS parameter file (node names mapped to ros__parameters), "
+                         f"but a YAML {type(data).__name__}")
+    return data
 
 
 def _to_text(value: Any) -> str:
@@ -306,14 +322,16 @@ def load_graph(
         )
     keys = {s.key for s in specs}
     # arguments for nodes this graph does not run (the sim's, in "robot") are not offered
-    arguments = tuple(a for a in arguments if a.namespace or a.every_node or a.node in keys)
+    arguments = tuple(a for a in arguments if (not a.graphs or graph in a.graphs)
+                      and (a.namespace or a.every_node or a.node in keys))
     return GraphSpec(graph, tuple(specs), cfg, arguments)
 
 
 def _parse_argument(name: str, entry: dict[str, Any], path: Path) -> LaunchArgument:
     arg = LaunchArgument(name=name, description=str(entry.get("description", "")),
                          parameter=str(entry.get("parameter", "")), params_file=str(entry.get("params_file", "")),
-                         namespace=bool(entry.get("namespace", False)))
+                         namespace=bool(entry.get("namespace", False)),
+                         graphs=tuple(str(g) for g in entry.get("graphs") or ()))
     if (bool(arg.parameter), bool(arg.params_file), arg.namespace).count(True) != 1:
         raise KeyError(f"launch argument '{name}' in {path} needs exactly one of parameter, params_file, namespace")
     if arg.parameter and "." not in arg.parameter:

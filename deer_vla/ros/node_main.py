@@ -76,8 +76,15 @@ def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
                "(`ros2 pkg prefix deer_vla`) and docs/ros.md; `ros2 launch deer_vla deer_vla.launch.py --show-args`.")
     parser.add_argument("--executor", choices=EXECUTORS, default="events",
                         help="rclpy executor: events (EventsExecutor, the default) or single")
+    try:
+        own = remove_ros_args(args)[1:]
+    except Exception as exc:  # rclpy's UnknownROSArgsError: something inside --ros-args that is no ROS argument
+        print(f"{prog}: not ROS arguments after --ros-args: {ros_start_error(exc)} (ROS arguments: -p NAME:=VALUE, "
+              "--params-file FILE, -r FROM:=TO; this program's own, such as --help, go before --ros-args)",
+              file=sys.stderr)
+        return 1
     try:  # --help prints the usage above and exits 0 before anything starts (it started the node before)
-        known, _ = parser.parse_known_args(remove_ros_args(args)[1:])
+        known, _ = parser.parse_known_args(own)
     except SystemExit as exc:
         return int(exc.code or 0)
     stop = install_stop_handlers()
