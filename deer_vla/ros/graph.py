@@ -99,7 +99,7 @@ class LaunchArgument:
     parameter: str = ""
     params_file: str = ""
     namespace: bool = False
-    graphs: tuple[str, ...] = ()  # the graphs that offer it ("" = every graph)
+    graphs: tuple[str, ...] = ()  # the graphs that offer it (none named: every graph)
 
     @property
     def node(self) -> str:
