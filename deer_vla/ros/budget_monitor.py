@@ -91,10 +91,18 @@ class BudgetMonitor:
 
     def update(self, record: StepRecord) -> None:
         metric = record.budget_metric or self.metric  # the policy's budget.metric (older records: ours)
-        for name, field_name in BUDGET_FIELDS.items():  # a budget whose value ends here: judged on its own steps
+        budget_cost = float(getattr(record, metric))
+        for name, field_name in BUDGET_FIELDS.items():
+            limit = getattr(record, field_name)
             since = self._since.get(name)
-            if since is not None and (since.limit != getattr(record, field_name) or since.metric != metric):
-                self.worst_level = max(self.worst_level, self._judgement(name, since.limit)[0])
+            if since is None or since.limit != limit or since.metric != metric:
+                if since is not None:  # the value ends here: judged on its own steps (before this one is added)
+                    self.worst_level = max(self.worst_level, self._judgement(name, since.limit)[0])
+                since = self._since[name] = _SinceChange(limit, metric)
+            since.steps += 1
+            since.total_cost += budget_cost
+            since.max_cost = max(since.max_cost, budget_cost)
+            since.max_ms = max(since.max_ms, float(record.total_ms))
         cost = float(getattr(record, self.metric))
         self._cost.append(cost)
         self._ms.append(float(record.total_ms))
@@ -112,17 +120,7 @@ class BudgetMonitor:
         self.peak_ms = max(self.peak_ms, float(record.total_ms))
         self.exit_histogram[record.exit_used] = self.exit_histogram.get(record.exit_used, 0) + 1
         self.last = record
-        budget_cost = float(getattr(record, metric))
         self._budget_cost.append(budget_cost)
-        for name, field_name in BUDGET_FIELDS.items():
-            limit = getattr(record, field_name)
-            since = self._since.get(name)
-            if since is None or since.limit != limit or since.metric != metric:
-                since = self._since[name] = _SinceChange(limit, metric)
-            since.steps += 1
-            since.total_cost += budget_cost
-            since.max_cost = max(since.max_cost, budget_cost)
-            since.max_ms = max(since.max_ms, float(record.total_ms))
 
     def _judged(self, name: str) -> tuple[float, str]:
         """(value, what it is) that budget ``name`` is judged on: over the steps since it took its current value

@@ -34,12 +34,10 @@ class Verdict:
         m = self.match
         if m is None:
             return ""
-        said = (f"heard as {m.task} (nearest trained wording {quoted(m.nearest, 80)}, similarity "
-                f"{m.similarity:.2f})")
         if self.unfamiliar:
             return (f"unlike every instruction this checkpoint was trained on: nearest is {quoted(m.nearest, 80)} "
                     f"({m.task}), similarity {m.similarity:.2f} < min_instruction_similarity {floor:g}")
-        return said
+        return f"heard as {m.task} (nearest trained wording {quoted(m.nearest, 80)}, similarity {m.similarity:.2f})"
 
 
 class InstructionCheck:

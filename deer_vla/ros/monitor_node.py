@@ -133,8 +133,8 @@ class MonitorNode(Node):
         self.records: deque[PlotPoint] = deque(maxlen=PLOT_MAX_RECORDS)
         self.bad_records = 0
         self.duplicate_records = 0  # a step already counted (one of the last RECENT_RECORDS) again: not counted twice
-        self._recent_keys: set[tuple[int, int, int]] = set()  # (episode, step, stamp_ns) of the last records
-        self._recent_order: deque[tuple[int, int, int]] = deque()
+        # (episode, step, stamp_ns) of the last records, oldest first (a dict keeps insertion order)
+        self._recent_keys: dict[tuple[int, int, int], None] = {}
         self.out_of_order_records = 0  # stamped before the previous record: kept, but said
         self._log_health = LogHealth()  # records that could not be written (disk full, ...): still in the statistics
         # the logs are written from a thread of their own: a disk that blocks a write for seconds neither pauses
@@ -177,10 +177,9 @@ class MonitorNode(Node):
             self.get_logger().warn(f"step record stamped {(last.stamp_ns - record.stamp_ns) * 1e-6:.1f} ms before "
                                    f"the previous one (episode {record.episode} step {record.step}); logged as "
                                    "received", throttle_duration_sec=5.0)
-        self._recent_keys.add(key)
-        self._recent_order.append(key)
-        if len(self._recent_order) > RECENT_RECORDS:
-            self._recent_keys.discard(self._recent_order.popleft())
+        self._recent_keys[key] = None
+        if len(self._recent_keys) > RECENT_RECORDS:
+            del self._recent_keys[next(iter(self._recent_keys))]
         self.stats.update(record)
         self.records.append(PlotPoint.of(record, self.stats.metric))
         self._log_writer.put(record)

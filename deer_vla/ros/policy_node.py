@@ -520,8 +520,7 @@ class PolicyNode(LifecycleNode):
         """Step and actuate no more, leaving the robot with an explicit stop rather than its last velocity
         (deactivate, and shutdown or an error from the active state)."""
         with self._actuation:
-            if self.active and self.enabled and self.stack is not None and self._pubs:
-                self._publish_stop(self.stack)
+            self._stop_if_actuating()
             self.active = False
             self._active_since_ns = None
             self._actuation_gen += 1  # a step running now publishes no action
@@ -897,8 +896,7 @@ class PolicyNode(LifecycleNode):
             self.instruction, self._instruction_key = None, None
             self._last_command = None
             self._episode_gen += 1  # a step running now belongs to the dropped instruction: its action is not sent
-            if self.active and self.enabled and self.stack is not None and self._pubs:
-                self._publish_stop(self.stack)
+            self._stop_if_actuating()
         self.stats.rejected_instructions += 1
         self.get_logger().error(f"instruction in force {quoted(text)} dropped (unfamiliar_instruction: refuse): "
                                 f"{verdict.heard(floor)}; no steps until a new instruction")
@@ -1019,6 +1017,12 @@ class PolicyNode(LifecycleNode):
             current = job is None or (job.actuation_gen == self._actuation_gen and job.episode_gen == self._episode_gen)
             if self.active and self.enabled and self._pubs and stack is self.stack and current:
                 self._publish_stop(stack)
+
+    def _stop_if_actuating(self) -> None:
+        """A zero twist if the node actuates now (active, enabled, its publishers up); the caller holds
+        ``_actuation``."""
+        if self.active and self.enabled and self.stack is not None and self._pubs:
+            self._publish_stop(self.stack)
 
     def _publish_stop(self, stack: PolicyStack) -> None:
         """A zero twist now, and no last command for hold mode to repeat (the caller holds ``_actuation``)."""
