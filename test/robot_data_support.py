@@ -68,8 +68,10 @@ def teleop_twist(t: float, instruction: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array([0.05 * np.sin(2 * t), 0.02, -0.01]), np.array([0.0, 0.02 * np.cos(t), 0.05])
 
 
-def write_teleop_mcap(path: Path, seconds: float = 6.0, gap: tuple[float, float] = (2.4, 3.4)) -> Path:
-    """20 Hz rgb8 camera, 10 Hz JPEG wrist camera, 20 Hz TwistStamped, 5 Hz gripper, 20 Hz JointState;
+def write_teleop_mcap(path: Path, seconds: float = 6.0, gap: tuple[float, float] = (2.4, 3.4),
+                      twist_frame: str = "tool0") -> Path:
+    """20 Hz rgb8 camera, 10 Hz JPEG wrist camera, 20 Hz TwistStamped (in ``twist_frame``, as MoveIt Servo's tool
+    frame teleoperation sends them), 5 Hz gripper, 20 Hz JointState;
     the instruction is sent once at 0.1 s (latched, as the policy node expects it) and changes at 3.5 s;
     every stream pauses during ``gap`` (the teleoperator stopped)."""
     import cv2
@@ -95,6 +97,7 @@ def write_teleop_mcap(path: Path, seconds: float = 6.0, gap: tuple[float, float]
             events.append((t + 0.003, "/wrist/image/compressed", CompressedImage(format="jpeg", data=jpg.tobytes())))
         lin, ang = teleop_twist(t, instruction)
         twist = TwistStamped()
+        twist.header.frame_id = twist_frame
         twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z = (float(v) for v in lin)
         twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z = (float(v) for v in ang)
         events.append((t + 0.001, "/servo/delta_twist_cmds", twist))

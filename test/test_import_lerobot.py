@@ -42,7 +42,7 @@ def test_the_written_dataset_follows_the_v3_layout(lerobot_demo: Path):
 def test_import_keeps_episodes_tasks_fps_and_fits_the_spaces(lerobot_demo: Path, tmp_path: Path):
     source = demo_episodes(n_episodes=6, steps=12)  # the same episodes the fixture wrote
     summary = import_lerobot(lerobot_demo, tmp_path / "out", gripper_open=0.0, gripper_closed=1.0, image_size=32,
-                             log=lambda *_: None)
+                             log=lambda *_: None, action_frame="base")
     assert summary["episodes"] == 6 and summary["steps"] == 72
     assert summary["cameras"] == {"static": DEMO_CAMERAS[0], "wrist": DEMO_CAMERAS[1]}
     ds = EpisodeDataset(tmp_path / "out")
@@ -50,6 +50,7 @@ def test_import_keeps_episodes_tasks_fps_and_fits_the_spaces(lerobot_demo: Path,
     assert meta.control_rate_hz == 10.0 and meta.image_size == 32 and meta.cameras == ("static", "wrist")
     spec = meta.action_spec
     assert spec["axes"] == ["x", "y", "z", "roll", "pitch", "yaw"] and spec["units"] == ["m"] * 3 + ["rad"] * 3
+    assert spec["frame"] == "base"  # LeRobot's format does not record it: --action-frame does
     raw = np.concatenate([e.action for e in source]).astype(np.float64)
     np.testing.assert_allclose(spec["scale"], np.quantile(np.abs(raw[:, :6]), 0.99, axis=0), rtol=1e-5)
     assert meta.proprio_dim == 6 and meta.proprio_spec["names"] == list(DEMO_STATE_NAMES)
@@ -149,7 +150,9 @@ def test_unclear_inputs_are_refused_with_what_to_do(lerobot_demo: Path, tmp_path
     # an image size the readers refuse was imported, then every read failed ("4100x4100, the data set's are 4100")
     assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "h"), *GRIPPER_ARGS, "--image-size", "4100"]) == 2
     assert "--image-size must be an integer in 8..4096 px, got 4100" in capsys.readouterr().err
-    assert not (tmp_path / "g").exists() and not (tmp_path / "h").exists()
+    assert cli_main([str(lerobot_demo), "--out", str(tmp_path / "i"), *GRIPPER_ARGS, "--action-frame", "a b"]) == 2
+    assert "--action-frame must be a TF frame id" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in "ghi")
 
 
 # --- broken inputs: one line naming the file and what is wrong, and never a dataset that is not whole ---

@@ -325,16 +325,35 @@ def test_delta_actions_imported_at_another_rate_than_they_came_are_refused(tmp_p
     assert cli_main(argv) == 0
 
 
-def test_the_frame_the_twists_were_recorded_in_is_kept_and_said(tmp_path, capsys):
+def test_the_frame_the_twists_were_recorded_in_is_kept_with_the_action_space(tmp_path, capsys):
     """The TwistStamped frame was dropped: teleoperation in the tool frame (MoveIt Servo's usual) was replayed by
-    the node in base_link, its axes rotated, without a word. It is recorded and said; two frames are refused."""
+    the node in base_link, its axes rotated, without a word. It is kept in the action spec, which training
+    carries into the checkpoint the node reads; two frames are refused, and so is --action-frame contradicting
+    the twists' own."""
     import json
 
     rec = _twist_recording(tmp_path / "tool.mcap", grip_from_s=None, frame=lambda k: "tool0")
     assert cli_main([str(rec), "--out", str(tmp_path / "a"), *TWIST, "--instruction", "wipe the table"]) == 0
-    assert "twists in frame 'tool0': run the policy node with frame_id: tool0" in capsys.readouterr().out
+    assert "action axes in frame 'tool0': kept with the action space" in capsys.readouterr().out
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
-    assert meta["collection"]["topics"]["twist_frame"] == "tool0"
+    assert meta["action_spec"]["frame"] == "tool0" and meta["collection"]["topics"]["twist_frame"] == "tool0"
+    assert cli_main([str(rec), "--out", str(tmp_path / "c"), *TWIST, "--instruction", "wipe the table",
+                     "--action-frame", "base_link"]) == 2
+    assert "the twists say frame 'tool0', --action-frame says 'base_link'" in capsys.readouterr().err
     mixed = _twist_recording(tmp_path / "mixed.mcap", grip_from_s=None, frame=lambda k: "tool0" if k < 20 else "base")
     assert cli_main([str(mixed), "--out", str(tmp_path / "b"), *TWIST, "--instruction", "wipe the table"]) == 2
     assert "twists in several frames ['base', 'tool0']" in capsys.readouterr().err
+
+
+def test_an_array_actions_frame_is_given_with_action_frame_and_checked_before_reading(tmp_path, capsys):
+    import json
+
+    rec = _arm_recording(tmp_path / "arm.mcap")
+    assert cli_main([str(rec), "--out", str(tmp_path / "none"), *ARM]) == 0
+    assert "the action's frame is not recorded" in capsys.readouterr().out
+    assert "frame" not in json.loads((tmp_path / "none" / "meta.json").read_text())["action_spec"]
+    assert cli_main([str(rec), "--out", str(tmp_path / "given"), *ARM, "--action-frame", "flange"]) == 0
+    assert json.loads((tmp_path / "given" / "meta.json").read_text())["action_spec"]["frame"] == "flange"
+    assert cli_main([str(tmp_path / "missing.mcap"), "--out", str(tmp_path / "bad"), *ARM,
+                     "--action-frame", "/flange"]) == 2  # the frame is refused before the file is looked for
+    assert "--action-frame must be a TF frame id" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Own robot data end to end: a LeRobot v3 dataset and a teleoperation MCAP, each imported, trained a few steps and
-run through the policy node (real rclpy): the rotation axes reach cmd_twist.angular in the checkpoint's units, and
-proprioception of the wrong length is refused."""
+run through the policy node (real rclpy): the rotation axes reach cmd_twist.angular in the checkpoint's units, in
+the frame the teleoperation's twists were recorded in, and proprioception of the wrong length is refused."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +32,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, i
             "mcap": (train_tiny(root / "from_mcap", root / "ckpt_mcap"), 3)}
 
 
-@pytest.mark.parametrize("source, units", [("lerobot", "rad"), ("mcap", "rad/s")])
-def test_imported_policy_drives_the_twist_with_rotation(executor, trained, source, units):
+@pytest.mark.parametrize("source, units, frame", [("lerobot", "rad", "base_link"), ("mcap", "rad/s", "tool0")])
+def test_imported_policy_drives_the_twist_with_rotation(executor, trained, source, units, frame):
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from rclpy.parameter import Parameter
 
@@ -54,6 +54,7 @@ def test_imported_policy_drives_the_twist_with_rotation(executor, trained, sourc
     assert drv.drive_until(lambda: len(drv.twists) >= 3 and len(drv.actions) >= 3)
     action7 = np.asarray(drv.actions[-1].data, dtype=np.float64)  # the published standard 7-D action
     expected = to_robot_command(spec.from_standard7(action7), spec, period_s=0.1)
+    assert drv.twists[-1].header.frame_id == frame  # the recording's, carried by the checkpoint; LeRobot has none
     twist = drv.twists[-1].twist
     angular = np.array([twist.angular.x, twist.angular.y, twist.angular.z])
     np.testing.assert_allclose(angular, expected.angular, rtol=1e-5, atol=1e-9)

@@ -69,6 +69,7 @@ def test_the_twist_is_stamped_when_it_is_sent_not_with_the_cameras_stamp(executo
     n = len(drv.twists)
     assert drv.drive_until(lambda: len(drv.twists) > n, age_s=0.3)
     assert 0 <= stamp_age(drv.twists[-1]) < 0.3  # stamped when sent, not 0.3 s back with its images
+    assert drv.twists[-1].header.frame_id == "base_link"  # the checkpoint records no action frame
     unstamped = drv.image()
     unstamped.header.stamp = Time()
     assert drv.settle(node)
@@ -1286,3 +1287,37 @@ def test_autostart_leaves_a_node_a_manager_configured_alone_and_unchanged_settin
     changed = node.set_parameters([Parameter("action_topic", value="elsewhere")])[0]
     assert not changed.successful and "take effect only at configure" in changed.reason
     assert not node.set_parameters([Parameter("record_split_mib", value=256)])[0].successful  # another type
+
+
+def test_twists_go_out_in_the_frame_the_checkpoints_actions_were_recorded_in(executor, tmp_path, capfd):
+    """A model trained on tool-frame teleoperation sent its twists in base_link (the parameter's default) unless
+    the user knew to set frame_id: the arm moved along rotated axes. The checkpoint's frame is the default now,
+    and a frame_id that contradicts it is warned about (through rclpy's own logger, not a spy)."""
+    from fixtures import build_tiny_checkpoint
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    from deer_vla.model.presets import preset_config
+
+    action = {**preset_config("tiny").action, "frame": "tool0"}
+    tool = build_tiny_checkpoint(tmp_path / "tool", action=action)
+    frames = {}
+    for name, given in (("default", None), ("contradicts", "base_link"), ("prefixed", "robot1/tool0")):
+        node = started_policy_node(executor, tool, enabled=True, rate_hz=20.0,
+                                   **({} if given is None else {"frame_id": given}))
+        drv = Driver(executor, name=f"driver_{name}")
+        drv.instruct()
+        assert drv.drive_until(lambda d=drv: len(d.twists) >= 1)
+        frames[name] = (drv.twists[-1].header.frame_id, capfd.readouterr().err)
+        assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+        for done in (node, drv.node):
+            executor.remove_node(done)
+            done.destroy_node()
+    assert frames["default"][0] == "tool0" and "twists in frame 'tool0' (the checkpoint's action frame)" in \
+        frames["default"][1]
+    assert frames["contradicts"][0] == "base_link"
+    assert "frame_id 'base_link' differs from the frame 'tool0' the policy's actions were recorded in" in \
+        frames["contradicts"][1]
+    assert frames["prefixed"][0] == "robot1/tool0" and "differs from the frame" not in frames["prefixed"][1]
+    bad = policy_node(executor, tool, frame_id="/base_link")
+    assert bad.trigger_configure() == R.FAILURE
+    assert "frame_id" in bad._configure_error and "not starting with '/'" in bad._configure_error

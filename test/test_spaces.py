@@ -164,3 +164,47 @@ def test_calibrate_refuses_another_robots_demonstrations(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not fit dataset" in err and "action" in err and "calibrate on demonstrations of the robot" in err
     assert (ckpt / "thresholds.json").read_bytes() == before
+
+
+def test_the_action_frame_is_kept_validated_and_written_only_when_known():
+    tool = ActionSpec(axes=("x", "y", "z"), frame="tool0")
+    assert ActionSpec.from_dict(tool.to_dict()) == tool and tool.to_dict()["frame"] == "tool0"
+    assert "frame" not in ActionSpec(axes=("x", "y", "z")).to_dict()  # a spec without one is written as before
+    assert tool != ActionSpec(axes=("x", "y", "z"))
+    for bad in ("/base_link", "tool 0", "a\x00b", "x" * 257):
+        with pytest.raises(ValueError, match="ActionSpec.frame must be a TF frame id"):
+            ActionSpec(axes=("x",), frame=bad)
+    with pytest.raises(ValueError, match="ActionSpec.frame must be a frame id \\(text\\), got int"):
+        ActionSpec.from_dict({"axes": ["x"], "frame": 3})
+
+
+def test_a_model_trained_on_a_dataset_takes_the_frame_its_actions_were_recorded_in(tmp_path):
+    """The frame stayed in the dataset's notes: the checkpoint (which the policy node reads) never had it."""
+    from dataclasses import replace
+
+    from deer_vla.data.episodes import DatasetMeta
+    from deer_vla.model.presets import preset_config
+    from deer_vla.train.spaces import SpaceMismatchError, spaces_from_dataset
+
+    preset = preset_config("tiny")
+    tool = replace(preset.action_spec, frame="tool0")
+    (tmp_path / "new").mkdir()
+    DatasetMeta(tuple(preset.cameras), 32, tool.to_dict(), preset.proprio_dim).save(tmp_path / "new")
+    assert spaces_from_dataset(preset, tmp_path / "new", explicit=set(), fixed=False).action_spec.frame == "tool0"
+    # weights whose frame was never said (an init_checkpoint from before frames were kept) take the dataset's
+    assert spaces_from_dataset(preset, tmp_path / "new", explicit=set(), fixed=True).action_spec == tool
+    flange = preset.model_copy(update={"action": replace(tool, frame="flange").to_dict()})
+    with pytest.raises(SpaceMismatchError, match="action: model .*flange.* != dataset .*tool0"):
+        spaces_from_dataset(flange, tmp_path / "new", explicit=set(), fixed=True)
+    # a recording imported before the spec kept its frame noted the twists' frame beside it
+    (tmp_path / "old").mkdir()
+    DatasetMeta(tuple(preset.cameras), 32, preset.action, preset.proprio_dim,
+                collection={"topics": {"twist_frame": "tool0"}}).save(tmp_path / "old")
+    assert DatasetMeta.load(tmp_path / "old").action.frame == "tool0"
+    assert spaces_from_dataset(preset, tmp_path / "old", explicit=set(), fixed=False).action_spec == tool
+    # episodes in two frames are not one dataset; a frame unrecorded on one side contradicts nothing
+    new, old = DatasetMeta.load(tmp_path / "new"), DatasetMeta.load(tmp_path / "old")
+    flange_meta = DatasetMeta(tuple(preset.cameras), 32, replace(tool, frame="flange").to_dict(), preset.proprio_dim)
+    unsaid = DatasetMeta(tuple(preset.cameras), 32, preset.action, preset.proprio_dim)
+    assert new.compatible_with(old) == [] and new.compatible_with(unsaid) == []
+    assert "action_spec" in new.compatible_with(flange_meta)[0] and old.compatible_with(flange_meta)

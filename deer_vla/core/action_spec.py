@@ -6,9 +6,14 @@ values are normalised to [-1, 1]; ``scale`` converts one normalised unit to
 the axis' ``units`` (REP-103): "m" / "rad" for a displacement per control
 step (the default, and Meta-World's), "m/s" / "rad/s" for a velocity.
 A 4-D xyz+gripper simulator and a 7-D arm are both described by this class.
+``frame`` is the coordinate frame the axes point along (a TF frame id such as
+``tool0``): a twist recorded in the tool frame and sent in ``base_link`` moves
+the arm along rotated axes, so the frame travels with the spec from the
+recording into the checkpoint; "" where the source does not say.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +25,19 @@ ROTATION_AXES: tuple[str, ...] = ("roll", "pitch", "yaw")
 GRIPPER = "gripper"
 # per axis kind: the units an axis may have; the first is the default (a displacement per step)
 AXIS_UNITS: dict[str, tuple[str, ...]] = {"translation": ("m", "m/s"), "rotation": ("rad", "rad/s")}
+MAX_FRAME_CHARS = 256
+_FRAME_RE = re.compile(r"[^\s/][^\s]*")  # printable, no whitespace, no leading '/' (tf2 refuses those)
+
+
+def check_frame_id(frame: object, what: str) -> str:
+    """A TF frame id, or ValueError naming ``what``; "" is allowed (= not said)."""
+    if not isinstance(frame, str):
+        raise ValueError(f"{what} must be a frame id (text), got {type(frame).__name__}")
+    if frame and (len(frame) > MAX_FRAME_CHARS or not frame.isprintable() or not _FRAME_RE.fullmatch(frame)):
+        shown = frame if len(frame) <= 80 else frame[:77] + "..."
+        raise ValueError(f"{what} must be a TF frame id (no spaces, not starting with '/', at most "
+                         f"{MAX_FRAME_CHARS} characters), got {shown!r}")
+    return frame
 
 
 def axis_kind(axis: str) -> str:
@@ -33,8 +51,10 @@ class ActionSpec:
     high: tuple[float, ...] = field(default=())
     scale: tuple[float, ...] = field(default=())
     units: tuple[str, ...] = field(default=())
+    frame: str = ""  # the TF frame the axes are in; "" = not recorded
 
     def __post_init__(self) -> None:
+        check_frame_id(self.frame, "ActionSpec.frame")
         axes = tuple(self.axes)
         unknown = [a for a in axes if a not in STANDARD_AXES]
         if unknown or len(set(axes)) != len(axes) or not axes:
@@ -116,14 +136,18 @@ class ActionSpec:
         return np.where(per_step, metric / period_s, metric)
 
     def to_dict(self) -> dict:
-        return {"axes": list(self.axes), "low": list(self.low), "high": list(self.high), "scale": list(self.scale),
-                "units": list(self.units)}
+        """The frame only when known: a spec without one is written as before it existed."""
+        out = {"axes": list(self.axes), "low": list(self.low), "high": list(self.high), "scale": list(self.scale),
+               "units": list(self.units)}
+        return {**out, "frame": self.frame} if self.frame else out
 
     @classmethod
     def from_dict(cls, data: dict) -> ActionSpec:
-        """Also reads specs written before ``units`` existed (every axis then a displacement per step)."""
-        unknown = set(data) - {"axes", "low", "high", "scale", "units"}
+        """Also reads specs written before ``units`` or ``frame`` existed (every axis then a displacement per
+        step; the frame not said)."""
+        unknown = set(data) - {"axes", "low", "high", "scale", "units", "frame"}
         if unknown:
             raise ValueError(f"unknown ActionSpec keys {sorted(unknown)}")
+        frame = check_frame_id(data.get("frame", ""), "ActionSpec.frame")
         defaults = {"axes": STANDARD_AXES, "low": (), "high": (), "scale": (), "units": ()}
-        return spec_from_lists(cls, data, defaults, "ActionSpec")
+        return spec_from_lists(lambda **lists: cls(**lists, frame=frame), data, defaults, "ActionSpec")

@@ -20,7 +20,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,20 @@ class DatasetMeta:
     def action_dim(self) -> int:
         return ActionSpec.from_dict(self.action_spec).dim
 
+    @property
+    def action(self) -> ActionSpec:
+        """The action spec; for a recording imported before specs kept their frame, the twists' frame its
+        import noted beside it (collection.topics.twist_frame)."""
+        spec = ActionSpec.from_dict(self.action_spec)
+        topics = self.collection.get("topics") if isinstance(self.collection, dict) else None
+        noted = topics.get("twist_frame") if isinstance(topics, dict) else None
+        if spec.frame or not isinstance(noted, str) or not noted:
+            return spec
+        try:
+            return replace(spec, frame=noted)
+        except ValueError:  # a frame id the spec refuses: left unsaid rather than the dataset unreadable
+            return spec
+
     def to_dict(self) -> dict[str, Any]:
         optional = {"proprio_spec": self.proprio_spec, "control_rate_hz": self.control_rate_hz}
         return {
@@ -193,8 +207,12 @@ class DatasetMeta:
             a, b = getattr(self, name), getattr(other, name)
             if a != b:
                 diffs.append(f"{name}: {a} != {b}")
-        # compared as specs: a dict written before a field existed equals one with its default
-        if ActionSpec.from_dict(self.action_spec) != ActionSpec.from_dict(other.action_spec):
+        # compared as specs: a dict written before a field existed equals one with its default; a frame unrecorded
+        # on one side contradicts nothing, two frames do (tool-frame and base-frame twists in one set)
+        mine, theirs = self.action, other.action
+        if not (mine.frame and theirs.frame):
+            mine, theirs = replace(mine, frame=""), replace(theirs, frame="")
+        if mine != theirs:
             diffs.append(f"action_spec: {self.action_spec} != {other.action_spec}")
         for name in ("proprio_spec", "control_rate_hz"):  # unrecorded on one side: nothing to contradict
             a, b = getattr(self, name), getattr(other, name)

@@ -24,6 +24,7 @@ from deer_vla.data.episodes import DatasetError, DatasetWriteError, check_camera
 from deer_vla.data.importing import (
     ActionMapping,
     ImportWriter,
+    check_action_frame,
     check_new_output,
     dataset_meta,
     fit_proprio_spec,
@@ -98,11 +99,13 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
                    state_key: str | None = "observation.state", action_axes: str | None = None,
                    velocity: bool = False, quantile: float = 0.99, gripper_open: float | None = None,
                    gripper_closed: float | None = None, image_size: int = 64,
-                   max_episodes: int | None = None, log: Any = print) -> dict[str, Any]:
-    """Import; returns a summary (episodes, steps, cameras, action spec, proprio names, fps)."""
+                   max_episodes: int | None = None, log: Any = print, action_frame: str = "") -> dict[str, Any]:
+    """Import; returns a summary (episodes, steps, cameras, action spec, proprio names, fps). ``action_frame``:
+    the TF frame of the action's axes (LeRobot's format does not record it)."""
     if max_episodes is not None and max_episodes < 1:  # rows[:-1] would silently drop the last episode
         raise DatasetError(f"--episodes must be >= 1, got {max_episodes}")
     check_image_size(image_size, "--image-size")
+    check_action_frame(action_frame)
     check_new_output(out)  # before reading the whole dataset, not after
     info = LeRobotInfo.load(src)
     if state_key and state_key not in info.features:
@@ -140,7 +143,7 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
     if not per_episode:
         raise LeRobotFormatError(f"{root}: every episode has length 0")
     all_actions = np.concatenate([a for a, _, _ in per_episode.values()])
-    mapping = ActionMapping.fit(all_actions, labels, velocity, quantile, gripper_open, gripper_closed)
+    mapping = ActionMapping.fit(all_actions, labels, velocity, quantile, gripper_open, gripper_closed, action_frame)
     proprio = None
     if state_key:
         proprio = fit_proprio_spec(np.concatenate([s for _, s, _ in per_episode.values() if s is not None]),
@@ -212,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gripper-closed", type=float, default=None, help="raw gripper value meaning closed (-> +1)")
     p.add_argument("--image-size", type=int, default=64, help="stored square image size (default 64)")
     p.add_argument("--episodes", type=int, default=None, help="import only the first N episodes")
+    p.add_argument("--action-frame", default="", metavar="FRAME",
+                   help="TF frame the action's axes are in (kept in the checkpoint; the policy node sends its "
+                        "twists in it)")
     return p
 
 
@@ -227,7 +233,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             args.dir, args.out, args.camera, args.action_key,
             None if args.state_key.lower() == "none" else args.state_key, args.action_axes, args.velocity,
             args.action_quantile, args.gripper_open, args.gripper_closed, args.image_size, args.episodes,
-            log=lambda *_: None,
+            log=lambda *_: None, action_frame=args.action_frame,
         )
     except (DatasetError, FileNotFoundError) as exc:  # the dataset or a setting refused
         print(f"deer-vla import-lerobot: {exc}", file=sys.stderr)
@@ -240,6 +246,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     print(f"  action    {axes} per unit; gripper {summary['gripper']} "
           f"({100 * summary['clipped_fraction']:.2f}% of motion values clipped)")
     print(f"  proprio   {', '.join(summary['proprio_names'] or ['none'])}")
+    unsaid = "not recorded (give --action-frame FRAME; the policy node sends base_link)"
+    print(f"  frame     {spec.get('frame') or unsaid}")
     more = " ..." if len(summary["tasks"]) > 5 else ""
     print(f"  tasks     {len(summary['tasks'])}: {'; '.join(summary['tasks'][:5])}{more}")
     print(f"next: {next_train_command(summary['out'])}")

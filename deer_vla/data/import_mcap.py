@@ -44,6 +44,7 @@ from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
 from deer_vla.data.importing import (
     ActionMapping,
     ImportWriter,
+    check_action_frame,
     check_new_output,
     dataset_meta,
     fit_proprio_spec,
@@ -424,8 +425,9 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
                 action_axes: str | None = None, velocity: bool = False, quantile: float = 0.99,
                 gripper_open: float | None = None, gripper_closed: float | None = None,
                 proprio_names: Sequence[str] | None = None, max_age_s: float | None = None,
-                image_size: int = 64, min_steps: int = 2) -> dict[str, Any]:
-    """Align, fit the spaces and write; returns a summary. ``path``: an MCAP file or a rosbag2 bag folder."""
+                image_size: int = 64, min_steps: int = 2, action_frame: str = "") -> dict[str, Any]:
+    """Align, fit the spaces and write; returns a summary. ``path``: an MCAP file or a rosbag2 bag folder.
+    ``action_frame``: the TF frame of the action's axes where the messages do not say it (a TwistStamped does)."""
     from deer_vla.data.mcap_io import read_messages
 
     if not (math.isfinite(rate_hz) and 0 < rate_hz <= 1e6):
@@ -433,6 +435,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     if max_age_s is not None and not (math.isfinite(max_age_s) and max_age_s > 0):
         raise DatasetError(f"--max-age must be > 0 seconds, got {max_age_s}")
     check_image_size(image_size, "--image-size")
+    check_action_frame(action_frame)
     files = bag_files(path)
     check_new_output(out)  # before reading the whole recording, not after
     period_ns = int(round(1e9 / rate_hz))
@@ -468,6 +471,10 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
         raise DatasetError(f"{sources.action}: twists in several frames {sorted(twist_frames)}; import each "
                            "frame's stretch on its own")
     twist_frame = next(iter(twist_frames), None)
+    if twist_frame and action_frame and twist_frame != action_frame:
+        raise DatasetError(f"{sources.action}: the twists say frame '{twist_frame}', --action-frame says "
+                           f"'{action_frame}': drop --action-frame, or re-record")
+    frame = twist_frame or action_frame
     if action_type in TWIST_TYPES:
         if action_axes:
             raise DatasetError(f"{sources.action} is a {action_type}: its axes are fixed, drop --action-axes")
@@ -483,7 +490,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     heard = raw_actions[~unheard, -1]
     # the fit sees the gripper values recorded, never a stand-in that would widen their range
     raw_actions[unheard, -1] = heard.min() if heard.size else -1.0
-    mapping = ActionMapping.fit(raw_actions, labels, velocity, quantile, gripper_open, gripper_closed)
+    mapping = ActionMapping.fit(raw_actions, labels, velocity, quantile, gripper_open, gripper_closed, frame)
     proprio = None
     if sources.proprio is not None:
         names = list(proprio_names) if proprio_names else aligner.proprio_names
@@ -510,7 +517,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
                          {"source_file": str(path), "start_ns": e.start_ns, "steps": len(e.actions)})
     return {"episodes": writer.count, "steps": writer.steps, "out": str(writer.root), "dropped_ticks": aligner.dropped,
             "files": [str(f) for f in files],
-            "late_messages": aligner.late, "twist_frame": twist_frame,
+            "late_messages": aligner.late, "twist_frame": twist_frame, "action_frame": frame,
             "action_spec": mapping.spec.to_dict(), "clipped_fraction": mapping.clipped_fraction,
             "gripper": f"{mapping.gripper_open:g} open -> -1, {mapping.gripper_closed:g} closed -> +1",
             "proprio_names": None if proprio is None else list(proprio.names),
@@ -528,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--action-axes", default=None, metavar="LABELS",
                    help="for an array action: one label per value, x,y,z,roll,pitch,yaw,gripper or '-' to skip")
     p.add_argument("--velocity", action="store_true", help="array actions are velocities (m/s, rad/s)")
+    p.add_argument("--action-frame", default="", metavar="FRAME",
+                   help="TF frame the action's axes are in, for actions that do not say it (a TwistStamped "
+                        "does); kept in the checkpoint, whose twists the policy node sends in it")
     p.add_argument("--gripper-topic", default=None, help="gripper command for a twist action (Float64/Float32/Bool)")
     p.add_argument("--gripper-open", type=float, default=None, help="raw gripper value meaning open (-> -1)")
     p.add_argument("--gripper-closed", type=float, default=None, help="raw gripper value meaning closed (-> +1)")
@@ -562,7 +572,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             summary = import_mcap(
                 args.file, args.out, sources, args.rate, args.action_axes, args.velocity, args.action_quantile,
                 args.gripper_open, args.gripper_closed, args.proprio_names.split(",") if args.proprio_names else None,
-                args.max_age, args.image_size)
+                args.max_age, args.image_size, action_frame=args.action_frame)
     except (DatasetError, McapFormatError, FileNotFoundError) as exc:  # the file or a setting refused
         print(f"deer-vla import-mcap: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, DatasetWriteError) else 2  # a write that failed (disk full): no usage error
@@ -575,9 +585,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     if summary["late_messages"]:
         print(f"  {summary['late_messages']} late message(s) ignored: older than one already read on their topic "
               "(an unclosed recording is read in file order)")
-    if summary["twist_frame"] not in (None, "", "base_link"):  # the policy node's frame_id default
-        print(f"  twists in frame '{summary['twist_frame']}': run the policy node with frame_id: "
-              f"{summary['twist_frame']} (its default is base_link)")
+    if summary["action_frame"]:
+        print(f"  action axes in frame '{summary['action_frame']}': kept with the action space, so the policy node "
+              "sends the twists of a model trained on it in that frame")
+    else:
+        print("  the action's frame is not recorded: the policy node will send twists in base_link unless its "
+              "frame_id says otherwise (give --action-frame FRAME to keep it with the data)")
     axes = ", ".join(f"{a} {s:.4g} {u}" for a, u, s in zip(spec["axes"], spec["units"], spec["scale"]))
     print(f"  action    {axes} per unit; gripper {summary['gripper']} "
           f"({100 * summary['clipped_fraction']:.2f}% of motion values clipped)")

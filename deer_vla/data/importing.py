@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from deer_vla.core.action_spec import AXIS_UNITS, GRIPPER, STANDARD_AXES, ActionSpec, axis_kind
+from deer_vla.core.action_spec import AXIS_UNITS, GRIPPER, STANDARD_AXES, ActionSpec, axis_kind, check_frame_id
 from deer_vla.core.config_io import config_dir_candidates, packaged_config_dir
 from deer_vla.core.image_resize import resize_rgb_frames
 from deer_vla.core.proprio_spec import ProprioSpec
@@ -150,6 +150,14 @@ def resolve_action_columns(dim: int, names: Sequence[str] | None, flag: str | No
     return labels
 
 
+def check_action_frame(frame: str) -> str:
+    """The --action-frame given, or DatasetError (said before a long read, not after)."""
+    try:
+        return check_frame_id(frame, "--action-frame")
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from exc
+
+
 @dataclass(frozen=True)
 class ActionMapping:
     """Raw action columns -> the normalised deer_vla layout (continuous axes in standard order, gripper last)."""
@@ -163,11 +171,15 @@ class ActionMapping:
     gripper_closed: float
     quantile: float
     clipped_fraction: float = 0.0  # of continuous values beyond +-1 after scaling, on the fitted data
+    frame: str = ""  # the TF frame the axes are in ("" = not known)
 
     @classmethod
     def fit(cls, raw: np.ndarray, labels: Sequence[str], velocity: bool = False, quantile: float = 0.99,
-            gripper_open: float | None = None, gripper_closed: float | None = None) -> ActionMapping:
-        """Fit the scales on every raw action of the dataset (N, A); ``velocity``: values are m/s, rad/s."""
+            gripper_open: float | None = None, gripper_closed: float | None = None,
+            frame: str = "") -> ActionMapping:
+        """Fit the scales on every raw action of the dataset (N, A); ``velocity``: values are m/s, rad/s;
+        ``frame``: the TF frame the raw axes are in."""
+        check_action_frame(frame)
         raw = np.asarray(raw, dtype=np.float64)
         if raw.ndim != 2 or raw.shape[1] != len(labels) or raw.shape[0] == 0:
             raise DatasetError(f"actions of shape {raw.shape} for {len(labels)} labelled columns")
@@ -203,13 +215,13 @@ class ActionMapping:
         unit_index = 1 if velocity else 0
         mapping = cls(tuple(order), columns, g, tuple(scale),
                       tuple(AXIS_UNITS[axis_kind(a)][unit_index] for a in order),
-                      float(gripper_open), float(gripper_closed), float(quantile))
+                      float(gripper_open), float(gripper_closed), float(quantile), frame=frame)
         scaled = raw[:, list(columns)] / np.asarray(scale)
         return replace(mapping, clipped_fraction=float(np.mean(np.abs(scaled) > 1.0)))
 
     @property
     def spec(self) -> ActionSpec:
-        return ActionSpec(axes=self.axes, scale=self.scale, units=self.units)
+        return ActionSpec(axes=self.axes, scale=self.scale, units=self.units, frame=self.frame)
 
     def normalise(self, raw: np.ndarray) -> np.ndarray:
         """(T, A) raw -> (T, axes + 1) float32 in [-1, 1], gripper last (+1 closed)."""
@@ -225,6 +237,7 @@ class ActionMapping:
                      for a, c, s, u in zip(self.axes, self.columns, self.scale, self.units)},
             "scale_rule": f"quantile {self.quantile:g} of |raw value| over the dataset; beyond it clipped to +-1",
             "clipped_fraction": round(self.clipped_fraction, 6),
+            "frame": self.frame or "not recorded",
             "gripper": {"column": self.gripper_column, "raw_open": self.gripper_open,
                         "raw_closed": self.gripper_closed, "rule": "linear, raw_open -> -1, raw_closed -> +1, clipped"},
         }

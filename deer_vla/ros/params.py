@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from deer_vla.core.action_spec import check_frame_id
 from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS
 from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, SplitLimits
 from deer_vla.model.checkpoint_dir import CheckpointDir
@@ -36,6 +37,7 @@ BUDGET_PARAMS: tuple[str, ...] = (
 MIN_RATE_HZ = 0.01
 POLICY_NODE_NAME = "deer_vla_policy"  # the policy node's default name (the graph's, the parameter files' key)
 DEFAULT_RATE_HZ = 10.0  # the control rate of a checkpoint that records none (the simulator's demonstrations)
+DEFAULT_FRAME_ID = "base_link"  # the twists' frame for a checkpoint that records none (REP-105's robot base)
 # /diagnostics period bounds (s): faster floods the topic, slower is no health signal
 MIN_DIAGNOSTICS_PERIOD_S, MAX_DIAGNOSTICS_PERIOD_S = 0.05, 60.0
 
@@ -43,6 +45,11 @@ MIN_DIAGNOSTICS_PERIOD_S, MAX_DIAGNOSTICS_PERIOD_S = 0.05, 60.0
 # Smallest split limits (besides 0 = none): below them a log would scatter into thousands of files a day.
 MIN_SPLIT_MIB = 1.0
 MIN_SPLIT_S = 10.0
+
+
+def same_frame(given: str, recorded: str) -> bool:
+    """``given`` names the frame ``recorded``: the same id, or it under a robot's prefix ("robot1/tool0")."""
+    return given == recorded or given.endswith("/" + recorded)
 
 
 def check_split_mib(value: float) -> float:
@@ -99,7 +106,9 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "gripper_topic": "cmd_gripper",
     "action_topic": "action",
     "record_topic": "step_record",
-    "frame_id": "base_link",
+    # the frame the twists are sent in; "" = the checkpoint's action frame (its demonstrations'), base_link for
+    # a checkpoint that records none: settled at configure (with_frame)
+    "frame_id": "",
     # "timer": step at rate_hz on the newest inputs (cameras and arm drivers that publish at their own rate);
     # "event": step when every camera (and the proprio) has a new message: a lock-step source that sends one
     # observation per action (the simulator; graph "sim" sets it). On a 30 Hz camera event mode would step at
@@ -158,6 +167,8 @@ PARAMETER_DESCRIPTIONS: dict[str, str] = {
     "checkpoint_dir": 'policy checkpoint: a directory, or the name of a checkpoint shipped in the package '
                       '(deer_vla/assets/<name>_checkpoint, e.g. "default"); "" = "default". An existing path wins '
                       'over a name.',
+    "frame_id": 'TF frame of the twists sent (header.frame_id); "" = the checkpoint\'s action frame (the one its '
+                'demonstrations\' actions were recorded in), base_link for a checkpoint that records none.',
 }
 
 
@@ -182,7 +193,7 @@ class PolicyParams(BaseModel):
     gripper_topic: str = Field(min_length=1)
     action_topic: str = Field(min_length=1)
     record_topic: str = Field(min_length=1)
-    frame_id: str = Field(min_length=1)
+    frame_id: str  # "" = the checkpoint's, settled at configure (with_frame)
     control_mode: Literal["event", "timer"]
     rate_hz: float = Field(ge=0, le=1000)  # 0 = the checkpoint's, settled at configure (with_rate)
     max_image_age_s: float = Field(gt=0)
@@ -245,6 +256,11 @@ class PolicyParams(BaseModel):
             zero = "the checkpoint's control rate" if info.field_name == "rate_hz" else "off"
             raise ValueError(f"must be 0 ({zero}) or at least {MIN_RATE_HZ:g} Hz, got {v:g}")
         return v
+
+    @field_validator("frame_id")
+    @classmethod
+    def _frame_id(cls, v: str) -> str:
+        return check_frame_id(v, "frame_id")
 
     @field_validator("checkpoint_dir")
     @classmethod
@@ -317,6 +333,12 @@ class PolicyParams(BaseModel):
         if self.rate_hz:
             return self
         return self.model_copy(update={"rate_hz": float(checkpoint_rate_hz or DEFAULT_RATE_HZ)})
+
+    def with_frame(self, checkpoint_frame: str) -> PolicyParams:
+        """These parameters with frame_id "" settled: the checkpoint's action frame, else DEFAULT_FRAME_ID."""
+        if self.frame_id:
+            return self
+        return self.model_copy(update={"frame_id": checkpoint_frame or DEFAULT_FRAME_ID})
 
     @property
     def period_s(self) -> float:

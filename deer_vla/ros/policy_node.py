@@ -80,6 +80,7 @@ from deer_vla.ros.params import (
     PolicyParams,
     crossed_camera_topics,
     parse_params,
+    same_frame,
     unknown_parameters,
 )
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, check_budget, load_stack, make_budget
@@ -333,8 +334,8 @@ class PolicyNode(LifecycleNode):
         except Exception as exc:  # a broken checkpoint must leave the node unconfigured, not dead
             return self._configure_failed(f"{type(exc).__name__}: {exc}")
         self._configure_error = None
-        explicit_rate = params.rate_hz
-        params = params.with_rate(stack.control_rate_hz)
+        explicit_rate, explicit_frame = params.rate_hz, params.frame_id
+        params = params.with_rate(stack.control_rate_hz).with_frame(stack.action_spec.frame)
         with self._actuation:
             # the parameter now, not as read before the load: a ~/halt or ~/enable answered meanwhile (a
             # multi-threaded executor runs them beside configure) set it, and the halt must stick
@@ -384,6 +385,7 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warn(
                 f"rate_hz {params.rate_hz:g} differs from the {rate:g} Hz of the demonstrations the policy was "
                 f"trained on: its per-step actions move the robot at another speed than shown (set rate_hz: {rate:g})")
+        self._say_frame(params.frame_id, explicit_frame, stack.action_spec.frame)
         guarantee = getattr(stack.controller, "guarantee", None)
         if guarantee is not None:
             self.get_logger().info(f"fidelity guarantee in force: {guarantee.describe()}")
@@ -395,6 +397,20 @@ class PolicyNode(LifecycleNode):
                                    f"was trained on: {', '.join(check.matcher.tasks)}")
         self._judge_instruction_in_force()  # heard before, by another checkpoint or none
         return TransitionCallbackReturn.SUCCESS
+
+    def _say_frame(self, frame_id: str, explicit: str, recorded: str) -> None:
+        """Which frame the twists go out in, and a warning when frame_id contradicts the checkpoint's."""
+        if not explicit:
+            self.get_logger().info(f"twists in frame '{frame_id}' (" + (
+                "the checkpoint's action frame" if recorded else "default: the checkpoint records none") + ")")
+        elif recorded and not same_frame(explicit, recorded):
+            # a tool-frame policy driven in the base frame moves along rotated axes
+            self.get_logger().warn(
+                f"frame_id '{explicit}' differs from the frame '{recorded}' the policy's actions were recorded in: "
+                f"its twists move along another frame's axes than shown (set frame_id: {recorded}, or '' to take "
+                "the checkpoint's)")
+        else:
+            self.get_logger().info(f"twists in frame '{frame_id}' (frame_id)")
 
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
         self._configure_error = reason

@@ -12,10 +12,10 @@ the dataset instead, with a message naming the difference.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from deer_vla.core import ActionSpec
 from deer_vla.data.episodes import DatasetMeta
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,13 @@ def spaces_from_dataset(pcfg: Any, dataset: str | Path, explicit: set[str], fixe
                         remedy: str | None = None) -> Any:
     """``pcfg`` (a PolicyConfig) with the dataset's spaces; ``explicit``: keys the user set in ``model``;
     ``fixed``: the weights exist already (init_checkpoint, or a trained checkpoint being calibrated): nothing may
-    change, only be checked, and a mismatch says ``remedy``."""
+    change but the action's frame where the model's spec never said one, only be checked, and a mismatch says
+    ``remedy``."""
     root = Path(dataset)
     if not (root / "meta.json").is_file():
         return pcfg  # load_episodes reports the missing dataset with its own message
     meta = DatasetMeta.load(root)
-    data_spec = ActionSpec.from_dict(meta.action_spec)
+    data_spec = meta.action
     problems: list[str] = []
     updates: dict[str, Any] = {}
 
@@ -46,7 +47,13 @@ def spaces_from_dataset(pcfg: Any, dataset: str | Path, explicit: set[str], fixe
         else:
             updates[key] = data_value
 
-    settle("action", pcfg.action, data_spec.to_dict(), pcfg.action_spec == data_spec)
+    model_spec = pcfg.action_spec
+    if data_spec.frame and model_spec == replace(data_spec, frame=""):
+        # a spec that never said its frame (weights trained before frames were kept, a `model.action` written
+        # without one) trained on from here in the dataset's frame: a name the weights do not hold
+        updates["action"] = data_spec.to_dict()
+    else:
+        settle("action", pcfg.action, data_spec.to_dict(), model_spec == data_spec)
     settle("proprio_dim", pcfg.proprio_dim, meta.proprio_dim, pcfg.proprio_dim == meta.proprio_dim)
     if meta.proprio_spec is not None:
         settle("proprio", pcfg.proprio, meta.proprio_spec, pcfg.proprio == meta.proprio_spec
