@@ -14,12 +14,16 @@ beside N busy processes (a robot computer shared with other programs), and
 prints the p95 ratio loaded/unloaded. ``--torch-threads 0,1,...`` compares
 the node's ``torch_threads`` parameter (0 = torch's default, one per core).
 ``--halt K`` measures K ``~/halt`` service round trips, each called while a
-model step runs in the node's worker thread.
+model step runs in the node's worker thread. ``--transport raw,compressed``
+compares sensor_msgs/Image with image_transport's ``<base>/compressed`` JPEG
+frames (encoded by the driver before the clock starts, as a camera would;
+decoded in the node); frames are smooth, camera-like images, not noise.
 
     .venv/bin/python bench/bench_node_latency.py --quick
     .venv/bin/python bench/bench_node_latency.py --checkpoint deer_vla/assets/default_checkpoint --steps 300
     .venv/bin/python bench/bench_node_latency.py --checkpoint deer_vla/assets/default_checkpoint --steps 150 \
         --executors events --cpu-load 2 --torch-threads 0,1 --halt 30
+    .venv/bin/python bench/bench_node_latency.py --checkpoint default --image-size 480 --transport raw,compressed
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -104,13 +109,24 @@ def measure_halt(executor, policy, driver, publish_pair, trials: int) -> dict:  
             "halt_ms": stats(times) if times else None}
 
 
+def camera_frame(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth size x size RGB frame with a little sensor noise: JPEG sizes and decode times like a camera's
+    (uniform noise is several times larger and slower to decode than any real scene)."""
+    import cv2
+
+    coarse = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    smooth = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    return np.clip(smooth + rng.integers(-6, 7, smooth.shape), 0, 255).astype(np.uint8)
+
+
 def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str = "events",
-        torch_threads: int = 1, cpu_load: int = 0, halt_trials: int = 0) -> dict:
+        torch_threads: int = 1, cpu_load: int = 0, halt_trials: int = 0, transport: str = "raw") -> dict:
+    import cv2
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
     from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage, Image
     from std_msgs.msg import Float32MultiArray, String
 
     from deer_vla.core import StepRecord
@@ -126,6 +142,10 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str
                                              # a step per image pair: the latency measured is the node's own
                                              Parameter("control_mode", value="event"),
                                              Parameter("torch_threads", value=torch_threads)])
+    compressed = transport == "compressed"
+    if compressed:  # image_transport's naming: the node reads <base>/compressed as CompressedImage
+        topics = [f"{t}/compressed" for t in policy.get_parameter("image_topics").value]
+        policy.set_parameters([Parameter("image_topics", value=topics)])
     driver = rclpy.create_node("latency_driver")
     executor.add_node(policy)
     executor.add_node(driver)
@@ -139,7 +159,9 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str
         driver.create_subscription(Float32MultiArray, "action", on_action, 10)
         driver.create_subscription(String, "step_record", lambda m: records.append(StepRecord.from_json(m.data)), 100)
         driver.create_publisher(String, "instruction", INSTRUCTION_QOS).publish(String(data="reach the red goal"))
-        pubs = [driver.create_publisher(Image, t, qos_profile_sensor_data) for t in policy.params.image_topics]
+        pubs = [driver.create_publisher(CompressedImage if compressed else Image, t, qos_profile_sensor_data)
+                for t in policy.params.image_topics]
+        jpeg_bytes: list[int] = []
         proprio_pub = driver.create_publisher(Float32MultiArray, policy.params.proprio_topic or "proprio",
                                               qos_profile_sensor_data)
         rng = np.random.default_rng(0)
@@ -147,8 +169,16 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str
         while policy.instruction is None:
             executor.spin_once(timeout_sec=0.05)
 
+        def frame_msg() -> Any:
+            rgb = camera_frame(rng, size)
+            if not compressed:
+                return rgb_to_image_msg(rgb)
+            data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
+            jpeg_bytes.append(int(data.size))
+            return CompressedImage(format="jpeg", data=data.tobytes())
+
         def publish_pair() -> int:
-            frames = [rgb_to_image_msg(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in pubs]
+            frames = [frame_msg() for _ in pubs]
             stamp = driver.get_clock().now().to_msg()
             for f in frames:
                 f.header.stamp = stamp
@@ -179,6 +209,8 @@ def run(checkpoint: Path, steps: int, warmup: int, size: int, executor_kind: str
         halt = measure_halt(executor, policy, driver, publish_pair, halt_trials) if halt_trials else None
         return {
             "executor": executor_kind,
+            "transport": transport,
+            "jpeg_kib_median": float(np.median(jpeg_bytes)) / 1024 if jpeg_bytes else None,
             "torch_threads": torch_threads,
             "cpu_load": cpu_load,
             "halt": halt,
@@ -220,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                              "default)")
     parser.add_argument("--halt", type=int, default=0, metavar="K",
                         help="after the steps, K ~/halt calls each made while a model step runs")
+    parser.add_argument("--transport", default="raw",
+                        help="comma-separated: raw (sensor_msgs/Image), compressed (<base>/compressed JPEG q90)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     steps = 60 if args.quick else args.steps
@@ -232,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--torch-threads: comma-separated integers, got {args.torch_threads!r}")
     if not threads:
         parser.error("--torch-threads: at least one value")
+    transports = [t.strip() for t in args.transport.split(",") if t.strip()]
+    if not transports or any(t not in ("raw", "compressed") for t in transports):
+        parser.error(f"--transport: a comma-separated list of raw, compressed, got {args.transport!r}")
     if args.cpu_load < 0 or args.halt < 0 or any(t < 0 for t in threads):
         parser.error("--cpu-load, --halt and --torch-threads must be >= 0")
     if not (1 <= steps <= 1_000_000 and 0 <= args.warmup <= 100_000):
@@ -248,21 +285,35 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             for n_threads in threads:
                 for load in loads:
-                    result = run(checkpoint, steps, args.warmup, args.image_size, kind, n_threads, load, args.halt)
-                    results.append(result)
-                    print(f"policy node latency, {kind} executor, torch_threads {n_threads}, cpu load {load}, "
-                          f"over {result['steps']} steps ({result['cameras']} cameras {args.image_size}x"
-                          f"{args.image_size}, {result['exits_loaded']} exits, lost {result['lost']}):")
-                    for key in ("round_trip_ms", "model_ms", "overhead_ms", "overhead_inside_node_ms"):
-                        s = result[key]
-                        print(f"  {key:<25} median {s['median']:7.3f}  p95 {s['p95']:7.3f}  max {s['max']:7.3f}")
-                    if result["halt"] and result["halt"]["halt_ms"]:
-                        h = result["halt"]
-                        print(f"  {'halt_response_ms':<25} median {h['halt_ms']['median']:7.3f}  p95 "
-                              f"{h['halt_ms']['p95']:7.3f}  max {h['halt_ms']['max']:7.3f}  ({h['trials']} calls, "
-                              f"{h['answered_during_step']} answered while the step still ran)")
+                    for transport in transports:
+                        result = run(checkpoint, steps, args.warmup, args.image_size, kind, n_threads, load,
+                                     args.halt, transport)
+                        results.append(result)
+                        jpeg = f", JPEG median {result['jpeg_kib_median']:.0f} KiB" if result["jpeg_kib_median"] \
+                            else ""
+                        print(f"policy node latency, {kind} executor, torch_threads {n_threads}, cpu load {load}, "
+                              f"{transport} images, over {result['steps']} steps ({result['cameras']} cameras "
+                              f"{args.image_size}x{args.image_size}{jpeg}, {result['exits_loaded']} exits, lost "
+                              f"{result['lost']}):")
+                        for key in ("round_trip_ms", "model_ms", "overhead_ms", "overhead_inside_node_ms"):
+                            s = result[key]
+                            print(f"  {key:<25} median {s['median']:7.3f}  p95 {s['p95']:7.3f}  max {s['max']:7.3f}")
+                        if result["halt"] and result["halt"]["halt_ms"]:
+                            h = result["halt"]
+                            print(f"  {'halt_response_ms':<25} median {h['halt_ms']['median']:7.3f}  p95 "
+                                  f"{h['halt_ms']['p95']:7.3f}  max {h['halt_ms']['max']:7.3f}  ({h['trials']} calls, "
+                                  f"{h['answered_during_step']} answered while the step still ran)")
+    if len(transports) > 1:
+        base_runs = [r for r in results if r["cpu_load"] == 0 and r["torch_threads"] == threads[0]
+                     and r["executor"] == kinds[0]]
+        by_transport = {r["transport"]: r["overhead_inside_node_ms"]["median"] for r in base_runs}
+        for transport in transports[1:]:
+            print(f"ratio overhead inside the node, median {transport}/{transports[0]}: "
+                  f"{by_transport[transport] / max(by_transport[transports[0]], 1e-9):.2f}x")
+    results_by_first = [r for r in results if r["transport"] == transports[0]]
     if len(kinds) > 1:
-        by_kind = {r["executor"]: r for r in results if r["cpu_load"] == 0 and r["torch_threads"] == threads[0]}
+        by_kind = {r["executor"]: r for r in results_by_first
+                   if r["cpu_load"] == 0 and r["torch_threads"] == threads[0]}
         base = by_kind[kinds[-1]]["overhead_ms"]["median"]
         for kind in kinds[:-1]:
             print(f"ratio overhead median {kinds[-1]}/{kind}: "
@@ -271,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"side by side, {args.cpu_load} busy process(es) vs none (p95 round trip, model):")
         for kind in kinds:
             for n_threads in threads:
-                pair = [r for r in results if r["executor"] == kind and r["torch_threads"] == n_threads]
+                pair = [r for r in results_by_first if r["executor"] == kind and r["torch_threads"] == n_threads]
                 alone, loaded = pair[0]["round_trip_ms"], pair[1]["round_trip_ms"]
                 print(f"  {kind:<6} torch_threads {n_threads}: round trip p95 {alone['p95']:8.2f} -> "
                       f"{loaded['p95']:8.2f} ms, ratio loaded/unloaded p95 "

@@ -60,10 +60,13 @@ def test_bench_model_quick():
 @pytest.mark.ros
 def test_bench_node_latency_quick():
     needs_model()
-    out = run_quick("bench_node_latency.py")
+    out = run_quick("bench_node_latency.py", "--transport", "raw,compressed")
     assert "overhead_ms" in out and "round_trip_ms" in out
     # both executors measured in the one run, and their ratio
     assert "events executor" in out and "single executor" in out and "ratio overhead median single/events" in out
+    # both image transports too: JPEG frames through <base>/compressed reach the model (no step lost)
+    assert "compressed images" in out and "JPEG median" in out and "ratio overhead inside the node" in out
+    assert "lost 0" in out and "lost 1" not in out
 
 
 @pytest.mark.slow

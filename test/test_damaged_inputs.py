@@ -117,8 +117,8 @@ def _png(width: int, height: int, rows: int | None = None) -> bytes:
 
 
 def test_a_compressed_image_declaring_too_many_pixels_is_refused_before_decoding():
-    from deer_vla.data.image_msg import ImageConversionError
-    from deer_vla.data.import_mcap import MAX_DECODED_PIXELS, image_to_rgb
+    from deer_vla.data.image_msg import MAX_DECODED_PIXELS, ImageConversionError
+    from deer_vla.data.import_mcap import image_to_rgb
 
     small = image_to_rgb(SimpleNamespace(data=_png(40, 30), format="png"), "sensor_msgs/msg/CompressedImage")
     assert small.shape == (30, 40, 3)

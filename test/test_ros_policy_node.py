@@ -1321,3 +1321,63 @@ def test_twists_go_out_in_the_frame_the_checkpoints_actions_were_recorded_in(exe
     bad = policy_node(executor, tool, frame_id="/base_link")
     assert bad.trigger_configure() == R.FAILURE
     assert "frame_id" in bad._configure_error and "not starting with '/'" in bad._configure_error
+
+
+def test_a_compressed_camera_is_decoded_stepped_on_and_recorded_as_it_came(executor, tiny_checkpoint, tmp_path):
+    """Robots send cameras over the network as image_transport's <base>/compressed (JPEG, PNG); import-mcap read
+    them but the node took sensor_msgs/Image only, so a model trained on a compressed stream could not be run on
+    it. A topic named .../compressed is decoded; the recording keeps the frames compressed (a fraction of raw
+    frames' size) and replays to the same exits; a frame that does not decode is refused and counted."""
+    import cv2
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage
+
+    from deer_vla.data.mcap_io import read_messages
+    from deer_vla.data.recording import image_topic, read_recording
+    from deer_vla.ros.policy_backend import load_stack
+    from deer_vla.ros.replay import replay
+
+    path = tmp_path / "io.mcap"
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, record_path=str(path), rate_hz=20.0,
+                               image_topics=["camera/static/image_raw/compressed", "camera/wrist/image_raw"])
+    drv = Driver(executor, topics=("camera/wrist/image_raw",))
+    pub = drv.node.create_publisher(CompressedImage, "camera/static/image_raw/compressed", qos_profile_sensor_data)
+    sent: list[np.ndarray] = []
+
+    def send(fmt: str = "png", data: bytes | None = None) -> None:
+        if data is None:
+            rgb = drv.rng.integers(0, 256, size=(40, 56, 3), dtype=np.uint8)
+            sent.append(rgb)
+            data = cv2.imencode(f".{fmt}", np.ascontiguousarray(rgb[:, :, ::-1]))[1].tobytes()
+        msg = CompressedImage(format=fmt, data=data)
+        msg.header.stamp = drv.node.get_clock().now().to_msg()
+        pub.publish(msg)
+
+    drv.instruct()
+    for _ in range(400):
+        send()
+        drv.send_pair()
+        drv.spin(0.03)
+        if node.stats.steps >= 5:
+            break
+    assert node.stats.steps >= 5 and node.stats.rejected_images == 0
+    assert any(np.array_equal(node.frames["static"].rgb, s) for s in sent[-3:])  # PNG: the very pixels sent
+    for bad, fmt, said in ((b"not an image", "jpeg", "does not decode"), (b"", "png", "is empty"),
+                           (b"\x89PNG....", "16UC1; compressedDepth png", "is a depth image")):
+        rejected = node.stats.rejected_images
+        send(fmt, bad)
+        assert drv.drive_until(lambda r=rejected: node.stats.rejected_images > r, timeout=5.0)
+        assert said in node.stats.refusals["static"]
+    send("jpeg")  # JPEG: decoded, its colours near the ones sent
+    assert drv.drive_until(lambda: node.frames["static"].rgb.shape == (40, 56, 3)
+                           and np.abs(node.frames["static"].rgb.astype(int) - sent[-1]).mean() < 60)
+    steps = node.stats.steps
+    node.trigger_deactivate()
+    node.trigger_cleanup()  # closes the recording
+    types = {m.topic: m.datatype for m in read_messages(path)}
+    assert types[image_topic("static")] == "sensor_msgs/msg/CompressedImage"
+    assert types[image_topic("wrist")] == "sensor_msgs/msg/Image"
+    recorded = read_recording(path)
+    assert len(recorded) == steps and recorded[0].images["static"].shape == (40, 56, 3)
+    same = replay(path, load_stack(tiny_checkpoint, tiny_checkpoint / "thresholds.json", "cpu", {}, 0))
+    assert same.steps == steps and same.same_exit_fraction == 1.0 and same.max_action_diff < 1e-4

@@ -1,12 +1,16 @@
-"""sensor_msgs/Image fields -> HxWx3 uint8 RGB arrays, with strict validation (numpy only, no ROS).
+"""sensor_msgs/Image and CompressedImage -> HxWx3 uint8 RGB arrays, with strict validation (no ROS).
 
 Malformed camera input must be rejected with a message that says what is
 wrong (the policy node logs it, throttled) instead of crashing the node or
 silently feeding garbage to the model. The same decoding reads the images of
-MCAP recordings offline (``data.recording``); building a sensor_msgs/Image
-needs ROS and lives in ``deer_vla.ros.image_conv``.
+MCAP recordings offline (``data.recording``, ``data.import_mcap``); building a
+sensor_msgs/Image needs ROS and lives in ``deer_vla.ros.image_conv``.
+Compressed frames (JPEG, PNG: image_transport's ``compressed``) are decoded
+with OpenCV after their declared size is read from the header with Pillow.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +30,10 @@ SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
 # 8UC3 holding BGR, another driver's RGB; read either way, half the cameras would swap red and blue unseen
 _NO_CHANNEL_ORDER = {"8uc3": "rgb8 or bgr8", "8uc4": "rgba8 or bgra8"}
 MIN_SIZE = 8  # the model needs at least this many pixels per side
+# A compressed image's declared size is checked before it is decoded: a 1 MB PNG of zeros can declare
+# 20000 x 20000 pixels (1.2 GB decoded; OpenCV's own limit is 2^30 pixels). 8192^2 is above any robot camera.
+MAX_DECODED_PIXELS = 8192 * 8192
+COMPRESSED_TOPIC_SUFFIX = "compressed"  # image_transport's name for a camera's compressed stream: <base>/compressed
 
 
 class ImageConversionError(ValueError):
@@ -71,3 +79,59 @@ def image_msg_to_rgb(msg: object) -> np.ndarray:
     return image_to_rgb(
         str(msg.encoding), int(msg.height), int(msg.width), int(msg.step), msg.data  # type: ignore[attr-defined]
     )
+
+
+def is_compressed_topic(topic: str) -> bool:
+    """A topic image_transport's naming says carries sensor_msgs/CompressedImage (its last name is
+    ``compressed``, e.g. ``camera/image_raw/compressed``)."""
+    return topic.rstrip("/").rsplit("/", 1)[-1] == COMPRESSED_TOPIC_SUFFIX
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a compressed image's header, without decoding it; None where Pillow cannot
+    identify the format (OpenCV may still decode it, or says it does not). ImageConversionError when the size
+    is over Pillow's own bomb limit."""
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                return image.size
+    except Image.DecompressionBombError as exc:  # over twice Pillow's own limit, itself above ours
+        raise ImageConversionError(f"compressed image declares more than {MAX_DECODED_PIXELS} pixels "
+                                   f"(not decoded): {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # SyntaxError: Pillow's "not a PNG"
+        return None
+
+
+def compressed_to_rgb(image_format: str, data: Any) -> np.ndarray:
+    """A sensor_msgs/CompressedImage's format and bytes -> HxWx3 uint8 RGB (colour as decoded: a grey JPEG
+    gives three equal channels)."""
+    import cv2
+
+    fmt = quoted(image_format, 40)
+    if "compresseddepth" in image_format.lower():  # 16-bit depth behind a header: not a camera's colours
+        raise ImageConversionError(f"compressed image format {fmt} is a depth image, not a camera's colours")
+    raw = bytes(data)  # bytes, array('B'), a list of ints (an MCAP decoder's): compressed frames are small
+    buf = np.frombuffer(raw, np.uint8)
+    if not buf.size:  # cv2.imdecode raises cv2.error on an empty buffer (drivers send one at startup)
+        raise ImageConversionError(f"compressed image (format {fmt}) is empty")
+    size = _declared_size(raw)
+    if size is not None and size[0] * size[1] > MAX_DECODED_PIXELS:
+        raise ImageConversionError(f"compressed image (format {fmt}) declares {size[0]} x {size[1]} pixels, more "
+                                   f"than {MAX_DECODED_PIXELS} (not decoded)")
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageConversionError(f"compressed image (format {fmt}) does not decode")
+    if bgr.shape[0] < MIN_SIZE or bgr.shape[1] < MIN_SIZE:
+        raise ImageConversionError(f"image {bgr.shape[0]}x{bgr.shape[1]} is too small (min {MIN_SIZE}x{MIN_SIZE})")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def compressed_msg_to_rgb(msg: object) -> np.ndarray:
+    """sensor_msgs/CompressedImage (or anything with its fields) -> HxWx3 uint8 RGB."""
+    return compressed_to_rgb(str(msg.format), msg.data)  # type: ignore[attr-defined]

@@ -40,7 +40,7 @@ import numpy as np
 
 from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.data.episodes import DatasetError, DatasetWriteError, check_image_size
-from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
+from deer_vla.data.image_msg import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from deer_vla.data.importing import (
     ActionMapping,
     ImportWriter,
@@ -123,48 +123,10 @@ class _Episode:
     actions: list[np.ndarray] = field(default_factory=list)
 
 
-# A compressed image's declared size is checked before it is decoded: a 1 MB PNG of zeros can declare
-# 20000 x 20000 pixels (1.2 GB decoded; OpenCV's own limit is 2^30 pixels). 8192^2 is above any robot camera.
-MAX_DECODED_PIXELS = 8192 * 8192
-
-
-def _declared_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a compressed image's header, without decoding it; None where Pillow cannot
-    identify the format (OpenCV may still decode it, or says it does not). ImageConversionError when the size
-    is over Pillow's own bomb limit."""
-    import io
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                return image.size
-    except Image.DecompressionBombError as exc:  # over twice Pillow's own limit, itself above ours
-        raise ImageConversionError(f"compressed image declares more than {MAX_DECODED_PIXELS} pixels "
-                                   f"(not decoded): {exc}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # SyntaxError: Pillow's "not a PNG"
-        return None
-
-
 def image_to_rgb(msg: Any, datatype: str) -> np.ndarray:
     """A decoded sensor_msgs/Image or CompressedImage -> (H, W, 3) uint8 RGB."""
     if datatype.endswith("CompressedImage"):
-        import cv2
-
-        data = bytes(msg.data)
-        if not data:  # cv2.imdecode raises cv2.error on an empty buffer (drivers send one at startup)
-            raise ImageConversionError(f"compressed image (format {msg.format!r}) is empty")
-        size = _declared_size(data)
-        if size is not None and size[0] * size[1] > MAX_DECODED_PIXELS:
-            raise ImageConversionError(f"compressed image (format {msg.format!r}) declares {size[0]} x {size[1]} "
-                                       f"pixels, more than {MAX_DECODED_PIXELS} (not decoded)")
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ImageConversionError(f"compressed image (format {msg.format!r}) does not decode")
-        return np.ascontiguousarray(bgr[:, :, ::-1])
+        return compressed_msg_to_rgb(msg)
     return image_msg_to_rgb(msg)
 
 

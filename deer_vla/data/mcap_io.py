@@ -74,6 +74,10 @@ MSGDEFS: dict[str, str] = {
         "uint8[] data\n",
         [("std_msgs/Header", _HEADER), ("builtin_interfaces/Time", _TIME)],
     ),
+    "sensor_msgs/msg/CompressedImage": _with_deps(
+        "std_msgs/Header header\nstring format\nuint8[] data\n",
+        [("std_msgs/Header", _HEADER), ("builtin_interfaces/Time", _TIME)],
+    ),
     "std_msgs/msg/Float32MultiArray": _with_deps(
         "MultiArrayLayout layout\nfloat32[] data\n",
         [("std_msgs/MultiArrayLayout", _LAYOUT), ("std_msgs/MultiArrayDimension", _DIM)],

@@ -1,6 +1,6 @@
 """The policy node's MCAP recordings read back offline (numpy and mcap only, no ROS).
 
-Per step, in this order and with the same log time: one Image per camera,
+Per step, in this order and with the same log time: one Image (or CompressedImage) per camera,
 the instruction, the proprioception (if any), the raw 7-D action and the
 step record (``deer_vla.ros.recorder.PolicyRecorder`` writes them). A step is
 complete when its record arrives, so a reader needs no index and a truncated
@@ -21,7 +21,7 @@ import numpy as np
 from deer_vla.core import Observation, StepRecord
 from deer_vla.core.image_resize import resize_rgb
 from deer_vla.core.json_text import parse_json
-from deer_vla.data.image_msg import image_msg_to_rgb
+from deer_vla.data.image_msg import compressed_msg_to_rgb, image_msg_to_rgb
 from deer_vla.data.mcap_io import TruncatedMcapWarning
 from deer_vla.data.mcap_parts import read_log_by_part
 
@@ -103,6 +103,16 @@ class RecordingError(ValueError):
 _TYPES = {INSTRUCTION: "std_msgs/msg/String", PROPRIO: "std_msgs/msg/Float32MultiArray",
           ACTION: "std_msgs/msg/Float32MultiArray", RECORD: "std_msgs/msg/String"}
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"  # a compressed camera's frames, recorded as they came
+
+
+def image_type(msg: Any) -> str | None:
+    """The MCAP type a camera frame is recorded as (its fields decide); None: not a camera frame."""
+    if all(hasattr(msg, f) for f in ("encoding", "height", "width", "step", "data")):
+        return IMAGE_TYPE
+    if all(hasattr(msg, f) for f in ("format", "data")):
+        return COMPRESSED_IMAGE_TYPE
+    return None
 
 
 def _finite(values: Any, size: int | None = None) -> np.ndarray:
@@ -135,7 +145,8 @@ def read_recording(path: str | Path, image_size: int | None = None) -> list[Reco
     torn: list[str] = []  # "<part> at <t> ns" of each step left out
     for part, m in read_log_by_part(path):
         is_image = m.topic.startswith(image_prefix) and m.topic.endswith(image_suffix)
-        expected = IMAGE_TYPE if is_image else _TYPES.get(m.topic)
+        expected = (m.datatype if m.datatype in (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE) else IMAGE_TYPE) if is_image \
+            else _TYPES.get(m.topic)
         if expected is None:
             continue  # another node's topic
         if (part, m.log_time_ns) != step_key:  # a new step (or part): nothing carries over
@@ -147,7 +158,7 @@ def read_recording(path: str | Path, image_size: int | None = None) -> list[Reco
             if m.datatype != expected:
                 raise ValueError(f"type {m.datatype or '(no schema)'}, expected {expected}")
             if is_image:
-                rgb = image_msg_to_rgb(m.message)
+                rgb = (compressed_msg_to_rgb if m.datatype == COMPRESSED_IMAGE_TYPE else image_msg_to_rgb)(m.message)
                 images[m.topic[len(image_prefix): -len(image_suffix)]] = (
                     rgb if image_size is None else resize_rgb(rgb, image_size))
             elif m.topic == INSTRUCTION:

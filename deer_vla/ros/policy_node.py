@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,19 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float32MultiArray, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
 from deer_vla.core import Observation, ProprioError
 from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.core.log_text import quoted
-from deer_vla.data.image_msg import ImageConversionError, image_msg_to_rgb
+from deer_vla.data.image_msg import (
+    ImageConversionError,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+    is_compressed_topic,
+)
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import check_device
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
@@ -102,7 +108,7 @@ JOINT_HISTORY = 1024  # joint states kept for pairing with images: about 1 s of 
 class CameraFrame:
     rgb: np.ndarray
     stamp_ns: int  # header stamp (node clock if the header had none)
-    msg: Image
+    msg: Image | CompressedImage  # as it came: recorded as it came (a compressed frame stays compressed)
     received_ns: int  # perf_counter_ns at arrival
 
 
@@ -465,9 +471,14 @@ class PolicyNode(LifecycleNode):
                 PolicyRecorder(params.record_path, stack.cameras, params.record_split, policy),
                 functools.partial(self._not_recorded, health))
         for cam, topic in zip(stack.cameras, params.image_topics):
+            # image_transport's naming: <base>/compressed carries JPEG or PNG frames (judged on the name
+            # subscribed, so a remap onto a compressed stream is read as one)
+            compressed = is_compressed_topic(self._in_namespace(topic))
             self._subs.append(self.create_subscription(
-                Image, topic, functools.partial(self._on_image, camera=cam), qos_profile_sensor_data,
-                callback_group=self._input_group,
+                CompressedImage if compressed else Image, topic,
+                functools.partial(self._on_image, camera=cam,
+                                  convert=compressed_msg_to_rgb if compressed else image_msg_to_rgb),
+                qos_profile_sensor_data, callback_group=self._input_group,
             ))
         # latched and plain publishers both (ros.instruction_input); one message that reaches both counts once
         copies = CopyFilter()
@@ -792,10 +803,11 @@ class PolicyNode(LifecycleNode):
             self._episode_gen += 1
 
     # -- inputs ------------------------------------------------------------------------
-    def _on_image(self, msg: Image, camera: str) -> None:
+    def _on_image(self, msg: Image | CompressedImage, camera: str,
+                  convert: Callable[[Any], np.ndarray] = image_msg_to_rgb) -> None:
         received = time.perf_counter_ns()
         try:
-            rgb = image_msg_to_rgb(msg)
+            rgb = convert(msg)
         except ImageConversionError as exc:
             self.stats.rejected_images += 1
             self.stats.refuse(camera, str(exc))

@@ -1,6 +1,7 @@
 """Record the policy node's inputs and outputs per step to MCAP (read back by ``deer_vla.data.recording``).
 
-Per step, in this order and with the same log time: one Image per camera,
+Per step, in this order and with the same log time: one Image per camera (a
+CompressedImage for a compressed camera, as it came),
 the instruction, the proprioception (if any), the raw 7-D action and the
 step record. A step is complete when its record arrives, so a reader needs
 no index and a truncated file loses at most the last step. The recording is
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from deer_vla.data.mcap_io import DEFAULT_SPLIT, McapLog, SplitLimits, numbered_parts, part_path
-from deer_vla.data.recording import ACTION, INSTRUCTION, POLICY, PROPRIO, RECORD, image_topic
+from deer_vla.data.recording import ACTION, INSTRUCTION, POLICY, PROPRIO, RECORD, image_topic, image_type
 from deer_vla.ros.background_writer import BackgroundWriter
 
 # steps that may wait for a stalled disk before the next is dropped (about 3 s at 10 Hz; each holds its images)
@@ -44,7 +45,7 @@ class PolicyRecorder:
 
     def write_step(
         self,
-        images: Mapping[str, Any],  # camera -> sensor_msgs/Image
+        images: Mapping[str, Any],  # camera -> sensor_msgs/Image, or CompressedImage (recorded compressed)
         instruction: str,
         proprio: np.ndarray | None,
         action7: np.ndarray,
@@ -54,11 +55,15 @@ class PolicyRecorder:
         if self._policy is not None:  # the steps' clock (sim time under use_sim_time), first in log time
             self.log.write(POLICY, "std_msgs/msg/String", {"data": self._policy}, stamp_ns, may_split=False)
             self._policy = None
+        types: dict[str, str] = {}
         for cam in self.cameras:  # checked first: the MCAP writer takes any object, and wrote empty images
-            if not hasattr(images[cam], "encoding"):
-                raise TypeError(f"camera '{cam}': a sensor_msgs/Image to record, got {type(images[cam]).__name__}")
+            kind = image_type(images[cam])
+            if kind is None:
+                raise TypeError(f"camera '{cam}': a sensor_msgs/Image or CompressedImage to record, got "
+                                f"{type(images[cam]).__name__}")
+            types[cam] = kind
         for i, cam in enumerate(self.cameras):  # a new part may begin with a step, never inside one
-            self.log.write(image_topic(cam), "sensor_msgs/msg/Image", images[cam], stamp_ns, may_split=i == 0)
+            self.log.write(image_topic(cam), types[cam], images[cam], stamp_ns, may_split=i == 0)
         self.log.write(INSTRUCTION, "std_msgs/msg/String", {"data": instruction}, stamp_ns, may_split=False)
         if proprio is not None:
             self.log.write(PROPRIO, "std_msgs/msg/Float32MultiArray",
