@@ -357,3 +357,21 @@ def test_an_array_actions_frame_is_given_with_action_frame_and_checked_before_re
     assert cli_main([str(tmp_path / "missing.mcap"), "--out", str(tmp_path / "bad"), *ARM,
                      "--action-frame", "/flange"]) == 2  # the frame is refused before the file is looked for
     assert "--action-frame must be a TF frame id" in capsys.readouterr().err
+
+
+def test_a_ros1_style_or_unusable_twist_frame_is_taken_or_overridden_not_a_dead_end(tmp_path, capsys):
+    """A recording whose twists said '/tool0' was refused after the whole read, under --action-frame's name, and
+    --action-frame tool0 was refused as contradicting it: no way to import it but to re-record."""
+    import json
+
+    slash = _twist_recording(tmp_path / "slash.mcap", grip_from_s=None, frame=lambda k: "/tool0")
+    assert cli_main([str(slash), "--out", str(tmp_path / "a"), *TWIST, "--instruction", "wipe the table"]) == 0
+    assert "frame_id '/tool0' taken as 'tool0'" in capsys.readouterr().out
+    assert json.loads((tmp_path / "a" / "meta.json").read_text())["action_spec"]["frame"] == "tool0"
+    spaced = _twist_recording(tmp_path / "spaced.mcap", grip_from_s=None, frame=lambda k: "tool 0")
+    assert cli_main([str(spaced), "--out", str(tmp_path / "b"), *TWIST, "--instruction", "wipe the table"]) == 2
+    assert "/cmd: the twists' frame_id 'tool 0' is not a TF frame id" in capsys.readouterr().err
+    assert cli_main([str(spaced), "--out", str(tmp_path / "c"), *TWIST, "--instruction", "wipe the table",
+                     "--action-frame", "tool0"]) == 0
+    assert "--action-frame used" in capsys.readouterr().out
+    assert json.loads((tmp_path / "c" / "meta.json").read_text())["action_spec"]["frame"] == "tool0"

@@ -375,3 +375,14 @@ def test_the_sim_graph_renders_the_checkpoints_cameras_at_its_size_on_the_topics
     kept = sim_graph_for_checkpoint(graph, {"policy.image_topics", "sim.cameras"})  # the user's word stands
     assert kept.node("sim").file_parameters()["cameras"] == ["static", "wrist"]
     assert kept.node("policy").file_parameters()["image_topics"][0] == "camera/static/image_raw"
+
+
+def test_a_robots_prefix_on_either_side_names_the_same_link():
+    """A checkpoint recorded on robot1 ('robot1/tool0') run on robot2 with frame_id 'tool0' was warned about as
+    another frame's axes; 'robot1/tool0' against a 'tool0' recording was not: the rule held one way only."""
+    from deer_vla.ros.params import same_frame
+
+    assert same_frame("robot1/tool0", "tool0") and same_frame("tool0", "robot1/tool0")
+    assert same_frame("robot2/tool0", "robot1/tool0") and same_frame("tool0", "tool0")
+    assert not same_frame("base_link", "tool0") and not same_frame("ur_tool0", "tool0")
+    assert not same_frame("base", "base_link")

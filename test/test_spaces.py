@@ -194,17 +194,62 @@ def test_a_model_trained_on_a_dataset_takes_the_frame_its_actions_were_recorded_
     # weights whose frame was never said (an init_checkpoint from before frames were kept) take the dataset's
     assert spaces_from_dataset(preset, tmp_path / "new", explicit=set(), fixed=True).action_spec == tool
     flange = preset.model_copy(update={"action": replace(tool, frame="flange").to_dict()})
-    with pytest.raises(SpaceMismatchError, match="action: model .*flange.* != dataset .*tool0"):
-        spaces_from_dataset(flange, tmp_path / "new", explicit=set(), fixed=True)
     # a recording imported before the spec kept its frame noted the twists' frame beside it
     (tmp_path / "old").mkdir()
     DatasetMeta(tuple(preset.cameras), 32, preset.action, preset.proprio_dim,
                 collection={"topics": {"twist_frame": "tool0"}}).save(tmp_path / "old")
     assert DatasetMeta.load(tmp_path / "old").action.frame == "tool0"
     assert spaces_from_dataset(preset, tmp_path / "old", explicit=set(), fixed=False).action_spec == tool
+    # a dataset that does not say its frame (an array import without --action-frame) fits weights that do, which
+    # keep theirs; two frames are named as such, not as two long dicts
+    (tmp_path / "unsaid").mkdir()
+    DatasetMeta(tuple(preset.cameras), 32, preset.action, preset.proprio_dim).save(tmp_path / "unsaid")
+    assert spaces_from_dataset(flange, tmp_path / "unsaid", explicit=set(), fixed=True).action_spec.frame == "flange"
+    with pytest.raises(SpaceMismatchError, match="action frame: model 'flange' != dataset 'tool0'"):
+        spaces_from_dataset(flange, tmp_path / "new", explicit=set(), fixed=True)
     # episodes in two frames are not one dataset; a frame unrecorded on one side contradicts nothing
     new, old = DatasetMeta.load(tmp_path / "new"), DatasetMeta.load(tmp_path / "old")
     flange_meta = DatasetMeta(tuple(preset.cameras), 32, replace(tool, frame="flange").to_dict(), preset.proprio_dim)
     unsaid = DatasetMeta(tuple(preset.cameras), 32, preset.action, preset.proprio_dim)
     assert new.compatible_with(old) == [] and new.compatible_with(unsaid) == []
     assert "action_spec" in new.compatible_with(flange_meta)[0] and old.compatible_with(flange_meta)
+
+
+def test_fine_tuned_and_resumed_weights_without_a_frame_are_saved_with_the_datasets(tmp_path):
+    """build_policy_config settled the dataset's frame, but a model loaded from init_checkpoint (or a run resumed
+    from before frames were kept) kept its own config: the checkpoint had no frame and the node sent the
+    tool-frame policy's twists in base_link."""
+    import json
+    import shutil
+
+    from fixtures import build_tiny_checkpoint, tiny_train_overrides
+
+    from deer_vla.model.checkpoint import read_config
+    from deer_vla.model.presets import preset_config
+    from deer_vla.train.config import load_config
+    from deer_vla.train.state import latest_checkpoint
+    from deer_vla.train.synthetic import write_tiny_dataset
+    from deer_vla.train.trainer import Trainer
+
+    cfg = preset_config("tiny")
+    data = write_tiny_dataset(tmp_path / "data", tuple(cfg.cameras), int(cfg.image_size), int(cfg.proprio_dim),
+                              {**cfg.action, "frame": "tool0"})
+    init = build_tiny_checkpoint(tmp_path / "init")
+    assert not read_config(init).action_spec.frame
+    overrides = [o for o in tiny_train_overrides(data, tmp_path / "tuned") if not o.startswith("model_preset=")]
+    Trainer(load_config(None, [*overrides, f"init_checkpoint={init}"]), show_progress=False).train()
+    assert read_config(tmp_path / "tuned").action_spec.frame == "tool0"
+    # a run resumed from a step checkpoint saved without the frame
+    run_cfg = load_config(None, tiny_train_overrides(data, tmp_path / "run", **{"joint.steps": 3, "refine.steps": 0}))
+    Trainer(run_cfg, show_progress=False).train()
+    steps = sorted((tmp_path / "run" / "checkpoints").glob("step_*"))
+    for later in steps[1:]:  # as if stopped after the first step checkpoint
+        shutil.rmtree(later)
+    step = latest_checkpoint(tmp_path / "run")
+    assert step == steps[0]
+    config = json.loads((step / "config.json").read_text())
+    config["action"].pop("frame")
+    (step / "config.json").write_text(json.dumps(config))
+    (tmp_path / "run" / "config.json").unlink()  # the final model of the stopped run does not exist yet
+    Trainer(run_cfg, resume=True, show_progress=False).train()
+    assert read_config(tmp_path / "run").action_spec.frame == "tool0"

@@ -119,8 +119,8 @@ class DatasetMeta:
         noted = topics.get("twist_frame") if isinstance(topics, dict) else None
         if spec.frame or not isinstance(noted, str) or not noted:
             return spec
-        try:
-            return replace(spec, frame=noted)
+        try:  # without ROS 1's leading '/', as the import now takes it
+            return replace(spec, frame=noted[1:] if noted.startswith("/") else noted)
         except ValueError:  # a frame id the spec refuses: left unsaid rather than the dataset unreadable
             return spec
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from deer_vla.core.action_spec import check_frame_id
 from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.data.episodes import DatasetError, DatasetWriteError, check_image_size
 from deer_vla.data.image_msg import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
@@ -383,6 +384,26 @@ def check_delta_rate(times_ns: Sequence[int], rate_hz: float, topic: str) -> Non
             f"speed at run time); pass --rate {1 / period:.4g}, or --velocity if the values are velocities")
 
 
+def _twists_frame(header: str, action_frame: str, topic: str) -> tuple[str, str | None]:
+    """The action frame from the twists' header frame_id and --action-frame, and a note of what was made of
+    the header (None: nothing to say). DatasetError where they disagree or neither gives a usable frame."""
+    note = None
+    if header.startswith("/"):  # ROS 1 and tf's convention; tf2 frame ids carry no leading '/'
+        note = f"the twists' frame_id '{header}' taken as '{header[1:]}' (tf2 frame ids do not start with '/')"
+        header = header[1:]
+    try:
+        check_frame_id(header, "frame_id")
+    except ValueError:
+        if not action_frame:
+            raise DatasetError(f"{topic}: the twists' frame_id {header[:80]!r} is not a TF frame id (no spaces, "
+                               "not starting with '/'): give their frame with --action-frame FRAME") from None
+        return action_frame, f"the twists' frame_id {header[:80]!r} is not a TF frame id: --action-frame used"
+    if header and action_frame and header != action_frame:
+        raise DatasetError(f"{topic}: the twists say frame '{header}', --action-frame says '{action_frame}': drop "
+                           "--action-frame, or re-record")
+    return header or action_frame, note
+
+
 def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz: float,
                 action_axes: str | None = None, velocity: bool = False, quantile: float = 0.99,
                 gripper_open: float | None = None, gripper_closed: float | None = None,
@@ -433,10 +454,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
         raise DatasetError(f"{sources.action}: twists in several frames {sorted(twist_frames)}; import each "
                            "frame's stretch on its own")
     twist_frame = next(iter(twist_frames), None)
-    if twist_frame and action_frame and twist_frame != action_frame:
-        raise DatasetError(f"{sources.action}: the twists say frame '{twist_frame}', --action-frame says "
-                           f"'{action_frame}': drop --action-frame, or re-record")
-    frame = twist_frame or action_frame
+    frame, frame_note = _twists_frame(twist_frame or "", action_frame, sources.action)
     if action_type in TWIST_TYPES:
         if action_axes:
             raise DatasetError(f"{sources.action} is a {action_type}: its axes are fixed, drop --action-axes")
@@ -479,7 +497,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
                          {"source_file": str(path), "start_ns": e.start_ns, "steps": len(e.actions)})
     return {"episodes": writer.count, "steps": writer.steps, "out": str(writer.root), "dropped_ticks": aligner.dropped,
             "files": [str(f) for f in files],
-            "late_messages": aligner.late, "twist_frame": twist_frame, "action_frame": frame,
+            "late_messages": aligner.late, "twist_frame": twist_frame, "action_frame": frame, "frame_note": frame_note,
             "action_spec": mapping.spec.to_dict(), "clipped_fraction": mapping.clipped_fraction,
             "gripper": f"{mapping.gripper_open:g} open -> -1, {mapping.gripper_closed:g} closed -> +1",
             "proprio_names": None if proprio is None else list(proprio.names),
@@ -547,6 +565,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     if summary["late_messages"]:
         print(f"  {summary['late_messages']} late message(s) ignored: older than one already read on their topic "
               "(an unclosed recording is read in file order)")
+    if summary["frame_note"]:
+        print(f"  {summary['frame_note']}")
     if summary["action_frame"]:
         print(f"  action axes in frame '{summary['action_frame']}': kept with the action space, so the policy node "
               "sends the twists of a model trained on it in that frame")

@@ -48,8 +48,9 @@ MIN_SPLIT_S = 10.0
 
 
 def same_frame(given: str, recorded: str) -> bool:
-    """``given`` names the frame ``recorded``: the same id, or it under a robot's prefix ("robot1/tool0")."""
-    return given == recorded or given.endswith("/" + recorded)
+    """``given`` names the same link as ``recorded``: the same id once a robot's prefix is set aside on either
+    side ("robot1/tool0", "tool0" and "robot2/tool0": one arm's tool frame, recorded on one robot, run on another)."""
+    return given.rsplit("/", 1)[-1] == recorded.rsplit("/", 1)[-1]
 
 
 def check_split_mib(value: float) -> float:

@@ -407,8 +407,11 @@ class PolicyNode(LifecycleNode):
     def _say_frame(self, frame_id: str, explicit: str, recorded: str) -> None:
         """Which frame the twists go out in, and a warning when frame_id contradicts the checkpoint's."""
         if not explicit:
+            prefix = recorded.rpartition("/")[0]  # a namespaced robot's recording: its prefix is not this robot's
             self.get_logger().info(f"twists in frame '{frame_id}' (" + (
-                "the checkpoint's action frame" if recorded else "default: the checkpoint records none") + ")")
+                "the checkpoint's action frame" if recorded else "default: the checkpoint records none") + (
+                f"; its prefix '{prefix}/' comes from the recording: set frame_id for this robot's" if prefix
+                else "") + ")")
         elif recorded and not same_frame(explicit, recorded):
             # a tool-frame policy driven in the base frame moves along rotated axes
             self.get_logger().warn(

@@ -48,12 +48,18 @@ def spaces_from_dataset(pcfg: Any, dataset: str | Path, explicit: set[str], fixe
             updates[key] = data_value
 
     model_spec = pcfg.action_spec
-    if data_spec.frame and model_spec == replace(data_spec, frame=""):
+    if replace(model_spec, frame="") != replace(data_spec, frame=""):
+        settle("action", pcfg.action, data_spec.to_dict(), False)
+    elif model_spec.frame and data_spec.frame and model_spec.frame != data_spec.frame:
+        if fixed or "action" in explicit:  # named alone: two long dicts that differ in one word hide it
+            problems.append(f"action frame: model '{model_spec.frame}' != dataset '{data_spec.frame}'")
+        else:
+            updates["action"] = data_spec.to_dict()
+    elif data_spec.frame and not model_spec.frame:
         # a spec that never said its frame (weights trained before frames were kept, a `model.action` written
-        # without one) trained on from here in the dataset's frame: a name the weights do not hold
+        # without one) trained on from here in the dataset's frame: a name the weights do not hold. A dataset
+        # that does not say its frame (an array import without --action-frame) keeps the model's.
         updates["action"] = data_spec.to_dict()
-    else:
-        settle("action", pcfg.action, data_spec.to_dict(), model_spec == data_spec)
     settle("proprio_dim", pcfg.proprio_dim, meta.proprio_dim, pcfg.proprio_dim == meta.proprio_dim)
     if meta.proprio_spec is not None:
         settle("proprio", pcfg.proprio, meta.proprio_spec, pcfg.proprio == meta.proprio_spec

@@ -23,7 +23,7 @@ import time
 import typing
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,6 +217,17 @@ def build_policy_config(cfg: TrainConfig) -> Any:
     return spaces_from_dataset(pcfg, cfg.dataset, set(cfg.model or {}), fixed=cfg.init_checkpoint is not None)
 
 
+def adopt_action_frame(model_config: Any, pcfg: Any) -> None:
+    """Give weights loaded from a checkpoint (init_checkpoint, or a run resumed from before specs kept their
+    frame) the dataset's action frame where theirs was never said: build_policy_config settles it, but the
+    loaded model keeps its own config, and a checkpoint without the frame makes the policy node send tool-frame
+    actions in base_link."""
+    mine, data = model_config.action_spec, pcfg.action_spec
+    if not mine.frame and data.frame and replace(data, frame="") == mine:
+        model_config.action = data.to_dict()
+        log.info("action frame '%s' (the dataset's) recorded in the checkpoint", data.frame)
+
+
 def heads_of(model: MultiExitPolicy) -> list[torch.nn.Module]:
     return [model.head, model.aux_heads]
 
@@ -319,6 +330,7 @@ class Trainer:
                         self.model.lm.embed_tokens.init_from_source(pcfg.text)
                 else:
                     self.tokenizer = build_word_tokenizer(instruction_texts(self.episodes))
+        adopt_action_frame(self.model.config, pcfg)
         self.model.to(self.device)
         self.dataset = WindowDataset(
             self.episodes, cfg.window, cfg.shift_pad, cfg.paraphrase, cfg.seed, cfg.instruction_noise,
