@@ -1381,3 +1381,40 @@ def test_a_compressed_camera_is_decoded_stepped_on_and_recorded_as_it_came(execu
     assert len(recorded) == steps and recorded[0].images["static"].shape == (40, 56, 3)
     same = replay(path, load_stack(tiny_checkpoint, tiny_checkpoint / "thresholds.json", "cpu", {}, 0))
     assert same.steps == steps and same.same_exit_fraction == 1.0 and same.max_action_diff < 1e-4
+
+
+def test_the_gripper_goes_out_as_joint_positions_for_a_forward_command_controller(executor, tiny_checkpoint):
+    """The gripper went out only as std_msgs/Float64 in [-1, 1], which no ros2_controllers controller takes:
+    every robot needed an adapter node. gripper.output positions sends each joint's position between its open
+    and closed ones as std_msgs/Float64MultiArray (forward_command_controller's <controller>/commands)."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from std_msgs.msg import Float64MultiArray
+
+    from deer_vla.ros.actions import gripper_positions
+
+    assert gripper_positions(-1.0, [0.04, 0.04], [0.0, 0.0]) == [0.04, 0.04]
+    assert gripper_positions(1.0, [0.04], [0.0]) == [0.0]
+    assert gripper_positions(0.5, [0.8], [0.0]) == pytest.approx([0.2])
+    assert gripper_positions(7.0, [0.8], [0.0]) == [0.0]  # clipped, never past closed
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, **{
+        "gripper.output": "positions", "gripper.open_positions": [0.04, 0.04],
+        "gripper.closed_positions": [0.0, 0.0], "gripper_topic": "gripper_controller/commands"})
+    drv = Driver(executor)
+    commands: list = []
+    drv.node.create_subscription(Float64MultiArray, "gripper_controller/commands", commands.append, 10)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(commands) >= 2 and len(drv.actions) >= 2)
+    assert drv.settle(node)  # every step's outputs have landed: the last of each are one step's
+    assert len(commands) == len(drv.actions)
+    unit = drv.actions[-1].data[6]  # the same step's normalised gripper
+    assert list(commands[-1].data) == pytest.approx(gripper_positions(unit, [0.04, 0.04], [0.0, 0.0]))
+    assert all(0.0 <= v <= 0.04 for c in commands for v in c.data)
+    for bad, said in (({"gripper.open_positions": [0.04, 0.04], "gripper.closed_positions": [0.0]},
+                       "one per joint"),
+                      ({"gripper.open_positions": [0.0], "gripper.closed_positions": [0.0]}, "never move"),
+                      ({"gripper.output": "effort"}, "gripper.output")):
+        refused = policy_node(executor, tiny_checkpoint, **bad)
+        assert refused.trigger_configure() == R.FAILURE
+        assert said in refused._configure_error
+        executor.remove_node(refused)
+        refused.destroy_node()

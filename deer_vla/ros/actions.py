@@ -8,6 +8,7 @@ axes in m/s or rad/s pass through scaled only.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,3 +54,12 @@ def zero_command(spec: ActionSpec) -> RobotCommand:
     """No motion; the gripper value is not meaningful and is not published for it."""
     zero = np.zeros(spec.dim)
     return RobotCommand(zero, spec.to_standard7(zero), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.0)
+
+
+def gripper_positions(gripper: float, open_positions: Sequence[float], closed_positions: Sequence[float]
+                      ) -> list[float]:
+    """The gripper value (-1 open .. +1 closed) as each joint's position, linear between its open and closed
+    ones: what ros2_controllers' forward_command_controller (a JointGroupPositionController over the gripper's
+    joints) takes as std_msgs/Float64MultiArray."""
+    closed = (min(max(float(gripper), -1.0), 1.0) + 1.0) / 2.0
+    return [float(o + closed * (c - o)) for o, c in zip(open_positions, closed_positions, strict=True)]

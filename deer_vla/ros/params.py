@@ -105,6 +105,13 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "proprio.joint_state_topic": "joint_states",
     "twist_topic": "cmd_twist",
     "gripper_topic": "cmd_gripper",
+    # what goes out on gripper_topic: "unit" = std_msgs/Float64, -1 open .. +1 closed; "positions" =
+    # std_msgs/Float64MultiArray, each joint's position linear between gripper.open_positions and
+    # gripper.closed_positions (one value per joint, in the controller's order): ros2_controllers'
+    # forward_command_controller / JointGroupPositionController takes it on <controller>/commands
+    "gripper.output": "unit",
+    "gripper.open_positions": [-1.0],
+    "gripper.closed_positions": [1.0],
     "action_topic": "action",
     "record_topic": "step_record",
     # the frame the twists are sent in; "" = the checkpoint's action frame (its demonstrations'), base_link for
@@ -192,6 +199,9 @@ class PolicyParams(BaseModel):
     proprio_joint_state_topic: str = Field(min_length=1)
     twist_topic: str = Field(min_length=1)
     gripper_topic: str = Field(min_length=1)
+    gripper_output: Literal["unit", "positions"]
+    gripper_open_positions: list[float] = Field(min_length=1, max_length=16)
+    gripper_closed_positions: list[float] = Field(min_length=1, max_length=16)
     action_topic: str = Field(min_length=1)
     record_topic: str = Field(min_length=1)
     frame_id: str  # "" = the checkpoint's, settled at configure (with_frame)
@@ -301,6 +311,19 @@ class PolicyParams(BaseModel):
             raise ValueError(f"image_topics must differ, got {self.image_topics}")
         if any(not t for t in self.image_topics):
             raise ValueError(f"image_topics must be non-empty names, got {self.image_topics}")
+        return self
+
+    @model_validator(mode="after")
+    def _gripper_positions(self) -> PolicyParams:
+        opened, closed = self.gripper_open_positions, self.gripper_closed_positions
+        if len(opened) != len(closed):
+            raise ValueError(f"gripper.open_positions has {len(opened)} value(s), gripper.closed_positions "
+                             f"{len(closed)}: one per joint of the gripper's controller, in its order")
+        if not all(math.isfinite(v) for v in (*opened, *closed)):
+            raise ValueError(f"gripper positions must be finite, got open {opened}, closed {closed}")
+        if opened == closed:
+            raise ValueError(f"gripper.open_positions and gripper.closed_positions are the same {opened}: the "
+                             "gripper would never move")
         return self
 
     @model_validator(mode="after")

@@ -45,7 +45,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float32MultiArray, Float64, String
+from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
 from deer_vla.core import Observation, ProprioError
@@ -59,7 +59,7 @@ from deer_vla.data.image_msg import (
 )
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import check_device
-from deer_vla.ros.actions import RobotCommand, UnsafeActionError, to_robot_command, zero_command
+from deer_vla.ros.actions import RobotCommand, UnsafeActionError, gripper_positions, to_robot_command, zero_command
 from deer_vla.ros.health import (
     HealthSnapshot,
     InputAge,
@@ -498,7 +498,8 @@ class PolicyNode(LifecycleNode):
                                                        qos_profile_sensor_data, callback_group=self._input_group))
         self._pubs = {
             "twist": self.create_publisher(TwistStamped, params.twist_topic, OUTPUT_QOS),
-            "gripper": self.create_publisher(Float64, params.gripper_topic, OUTPUT_QOS),
+            "gripper": self.create_publisher(Float64 if params.gripper_output == "unit" else Float64MultiArray,
+                                             params.gripper_topic, OUTPUT_QOS),
             "action": self.create_publisher(Float32MultiArray, params.action_topic, OUTPUT_QOS),
             "record": self.create_publisher(String, params.record_topic, QoSProfile(depth=100)),
         }
@@ -1198,7 +1199,7 @@ class PolicyNode(LifecycleNode):
                 # of an unstamped camera, and any step slower than Servo's timeout, stale); the images' stamps
                 # are in the step record
                 self._publish_twist(command, self.get_clock().now().to_msg())
-                self._pubs["gripper"].publish(Float64(data=command.gripper))
+                self._publish_gripper(command.gripper, params)
                 self._pubs["action"].publish(Float32MultiArray(data=[float(v) for v in command.standard7]))
                 self._last_command, self._last_command_ns = command, time.monotonic_ns()
                 self.stats.actions_published += 1
@@ -1249,6 +1250,13 @@ class PolicyNode(LifecycleNode):
         msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = command.linear
         msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = command.angular
         self._pubs["twist"].publish(msg)
+
+    def _publish_gripper(self, gripper: float, params: PolicyParams) -> None:
+        if params.gripper_output == "unit":
+            self._pubs["gripper"].publish(Float64(data=gripper))
+        else:
+            self._pubs["gripper"].publish(Float64MultiArray(data=gripper_positions(
+                gripper, params.gripper_open_positions, params.gripper_closed_positions)))
 
     def _on_hold_timer(self) -> None:
         """Servo stops when commands stop: repeat the last twist, but only for hold_max_s."""
