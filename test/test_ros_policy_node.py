@@ -1416,5 +1416,6 @@ def test_the_gripper_goes_out_as_joint_positions_for_a_forward_command_controlle
         refused = policy_node(executor, tiny_checkpoint, **bad)
         assert refused.trigger_configure() == R.FAILURE
         assert said in refused._configure_error
+        assert "checkpoint_dir" not in refused._configure_error  # a check across parameters: not every value
         executor.remove_node(refused)
         refused.destroy_node()

@@ -408,7 +408,10 @@ def parse_params(values: dict[str, Any], *, check_checkpoint: bool = True) -> Po
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(parameters)"
+            if not err["loc"]:  # a check across parameters: its message names them (the input is every value)
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
+            field = ".".join(str(p) for p in err["loc"])
             ros_name = next((n for n in values if n.replace(".", "_") == field), field)
             shown = values.get(ros_name, err.get("input"))
             problems.append(f"parameter '{ros_name}' = {shown!r}: {err['msg']}")
