@@ -353,6 +353,9 @@ def test_remapped_camera_topics_are_checked_and_named_as_subscribed(executor, ti
     assert "'/robot1/camera/wrist/image_raw' feeds camera slot 'static'" in crossed._configure_error
     moved = node("moved", remaps=("camera/static/image_raw:=/robot1/cam0/image",))
     assert moved.trigger_configure() == R.SUCCESS
+    spaced = node("spaced", namespace="robot1")  # two robots' policy statuses must not share a name
+    assert [s.name for s in spaced.unconfigured_diagnostics().status] == ["robot1/spaced: policy"]
+    assert [s.name for s in moved.diagnostics().status][0] == "moved: policy"
     cameras = moved.health_snapshot().cameras
     assert cameras["static"].topic == "/robot1/cam0/image" and cameras["wrist"].topic == "camera/wrist/image_raw"
     # in namespace 'wrist', slot static's 'cam0' is '/wrist/cam0': the namespace names no camera

@@ -446,7 +446,8 @@ def test_plot_of_many_short_episodes_draws_the_boundaries_as_one_collection(tmp_
 
 def test_two_robots_monitors_are_told_apart_and_never_share_a_run_folder(ros_context, tmp_path, monkeypatch):
     """Two robots' monitors (namespaces robot1, robot2) both reported hardware_id 'deer_vla_policy' on the shared
-    /diagnostics, and their run folders and summaries did not say whose they were. Two started in the same second
+    /diagnostics, under the same status names (an aggregator kept one robot's), and their run folders and
+    summaries did not say whose they were. Two started in the same second
     could pick the same free folder (checked, then opened with "w": one truncated the other's logs)."""
     from pathlib import Path
 
@@ -462,6 +463,9 @@ def test_two_robots_monitors_are_told_apart_and_never_share_a_run_folder(ros_con
             made.append(node)
             expected = f"/{namespace}/deer_vla_policy" if namespace else "/deer_vla_policy"
             assert {s.hardware_id for s in node.diagnostics().status} == {expected}
+            # diagnostic_aggregator and rqt_robot_monitor key statuses by name: robot1's are its own
+            prefix = f"{namespace}/deer_vla: " if namespace else "deer_vla: "
+            assert all(s.name.startswith(prefix) for s in node.diagnostics().status)
             summary = node.close()
             assert summary["node"] == (f"/{namespace}/deer_vla_monitor" if namespace else "/deer_vla_monitor")
             assert summary["record_topic"] == (f"/{namespace}/step_record" if namespace else "/step_record")

@@ -26,6 +26,7 @@ from deer_vla.data.mcap_io import (
 )
 from deer_vla.ros.background_writer import BackgroundWriter
 from deer_vla.ros.budget_monitor import ERROR, BudgetMonitor, BudgetStatus
+from deer_vla.ros.diagnostic_names import status_name
 from deer_vla.ros.log_health import LogHealth
 from deer_vla.ros.node_main import run_node
 from deer_vla.ros.node_parameters import declare_parameters, topic_name_problem
@@ -273,7 +274,8 @@ class MonitorNode(Node):
             arr.status.append(
                 DiagnosticStatus(
                     level=bytes([status.level]),
-                    name=f"deer_vla: {'' if status.name in not_budgets else 'budget '}{status.name}",
+                    name=status_name(self.get_namespace(), "deer_vla",
+                                     f"{'' if status.name in not_budgets else 'budget '}{status.name}"),
                     message=status.message,
                     hardware_id=self._hardware_id,
                     values=[KeyValue(key=k, value=v) for k, v in status.values.items()],

@@ -60,6 +60,7 @@ from deer_vla.data.image_msg import (
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import check_device
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, gripper_positions, to_robot_command, zero_command
+from deer_vla.ros.diagnostic_names import status_name
 from deer_vla.ros.health import (
     HealthSnapshot,
     InputAge,
@@ -1348,7 +1349,7 @@ class PolicyNode(LifecycleNode):
             deleted = [recorder.log.parts[-1].name] if recorder.log.unlinked() else []
             level, message = self.stats.recording.status(str(recorder.log.path), deleted, recorder.stalled_s)
             arr.status.append(DiagnosticStatus(
-                level=bytes([level]), name=f"{self.get_name()}: recording", message=message,
+                level=bytes([level]), name=self._status_name("recording"), message=message,
                 hardware_id=self.get_fully_qualified_name(),
                 values=[KeyValue(key="record errors", value=str(self.stats.record_errors))]))
         check, params = self._instruction_check, self.params
@@ -1356,15 +1357,18 @@ class PolicyNode(LifecycleNode):
             level, message, values = check.status(self.instruction, params.unfamiliar_instruction,
                                                   params.min_instruction_similarity)
             arr.status.append(DiagnosticStatus(
-                level=bytes([level]), name=f"{self.get_name()}: instruction", message=message,
+                level=bytes([level]), name=self._status_name("instruction"), message=message,
                 hardware_id=self.get_fully_qualified_name(), values=[KeyValue(key=k, value=v) for k, v in values]))
         return arr
+
+    def _status_name(self, what: str) -> str:
+        return status_name(self.get_namespace(), self.get_name(), what)
 
     def _status_array(self, status: PolicyStatus) -> DiagnosticArray:
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status.append(DiagnosticStatus(
-            level=bytes([status.level]), name=f"{self.get_name()}: policy", message=status.message,
+            level=bytes([status.level]), name=self._status_name("policy"), message=status.message,
             hardware_id=self.get_fully_qualified_name(),
             values=[KeyValue(key=k, value=v) for k, v in status.values],
         ))
