@@ -133,6 +133,38 @@ def test_a_compressed_image_declaring_too_many_pixels_is_refused_before_decoding
         image_to_rgb(SimpleNamespace(data=huge, format="png"), "sensor_msgs/msg/CompressedImage")
 
 
+def test_compressed_frames_are_a_cameras_8_bit_jpeg_or_png_as_sent():
+    """A 16-bit depth PNG was decoded as colour (its top 8 bits: depths became grey levels 1..11), a Bayer mosaic
+    as grey, a Radiance HDR labelled jpeg declaring 144 Mpx was decoded past the pixel limit (Pillow could not
+    read its size, so the limit was not checked), and an EXIF orientation turned the frame."""
+    import io
+
+    import cv2
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from deer_vla.data.image_msg import ImageConversionError, compressed_to_rgb
+
+    depth = cv2.imencode(".png", np.full((20, 30), 1500, np.uint16))[1].tobytes()
+    for fmt, data, said in (("png", depth, "more than 8 bits per pixel"),
+                            ("16UC1; png compressed ", depth, "encoding '16UC1' is not a camera's colours"),
+                            ("bayer_rggb8; jpeg compressed ", _png(40, 30), "encoding 'bayer_rggb8'"),
+                            ("jpeg", b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 12000 +X 12000\n", "neither JPEG"),
+                            ("jpeg", cv2.imencode(".bmp", np.zeros((20, 30, 3), np.uint8))[1].tobytes(), "neither")):
+        with pytest.raises(ImageConversionError, match=said):
+            compressed_to_rgb(fmt, data)
+    colour16 = cv2.imencode(".png", np.full((20, 30, 3), 40000, np.uint16))[1].tobytes()
+    assert compressed_to_rgb("png", colour16).shape == (20, 30, 3)  # 16-bit colour: a camera's, scaled to 8
+    assert compressed_to_rgb("rgb8; jpeg compressed bgr8", cv2.imencode(".jpg", np.zeros((20, 30, 3), np.uint8))[1]
+                             .tobytes()).shape == (20, 30, 3)
+    rotated = io.BytesIO()
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees to display"
+    PILImage.new("RGB", (64, 48), (200, 10, 10)).save(rotated, "JPEG", exif=exif)
+    out = compressed_to_rgb("jpeg", rotated.getvalue())
+    assert out.shape == (48, 64, 3) and out[0, 0, 0] > 150 > out[0, 0, 2]  # as sent: not turned, RGB order
+
+
 
 def test_an_integer_of_thousands_of_digits_and_escape_heavy_text_are_refused_in_a_short_message(tmp_path):
     """PyYAML turns an integer of over 4300 digits into a ValueError of Python's int() (a traceback from

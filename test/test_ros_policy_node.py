@@ -1362,15 +1362,30 @@ def test_a_compressed_camera_is_decoded_stepped_on_and_recorded_as_it_came(execu
             break
     assert node.stats.steps >= 5 and node.stats.rejected_images == 0
     assert any(np.array_equal(node.frames["static"].rgb, s) for s in sent[-3:])  # PNG: the very pixels sent
-    for bad, fmt, said in ((b"not an image", "jpeg", "does not decode"), (b"", "png", "is empty"),
-                           (b"\x89PNG....", "16UC1; compressedDepth png", "is a depth image")):
+    # decoded by the step that takes it, in the worker, not on arrival (the executor thread answers ~/halt)
+    send()
+    drv.spin(0.2)  # event mode: no step without a new wrist frame
+    assert not node.frames["static"].decoded
+    depth = cv2.imencode(".png", np.full((20, 30), 1500, np.uint16))[1].tobytes()
+    for bad, fmt, said in ((b"not an image", "jpeg", "neither JPEG nor PNG"), (b"", "png", "is empty"),
+                           (b"\x89PNG....", "16UC1; compressedDepth png", "is a depth image"),
+                           (depth, "16UC1; png compressed ", "encoding '16UC1' is not a camera's colours"),
+                           (depth, "png", "more than 8 bits per pixel"),  # a bare format: the header says it
+                           (cv2.imencode(".tiff", sent[-1])[1].tobytes(), "jpeg", "neither JPEG nor PNG")):
         rejected = node.stats.rejected_images
         send(fmt, bad)
         assert drv.drive_until(lambda r=rejected: node.stats.rejected_images > r, timeout=5.0)
         assert said in node.stats.refusals["static"]
-    send("jpeg")  # JPEG: decoded, its colours near the ones sent
-    assert drv.drive_until(lambda: node.frames["static"].rgb.shape == (40, 56, 3)
-                           and np.abs(node.frames["static"].rgb.astype(int) - sent[-1]).mean() < 60)
+    # a JPEG whose header reads but whose data is cut: refused by the step that tries it, which is skipped
+    whole = cv2.imencode(".jpg", drv.rng.integers(0, 256, size=(40, 56, 3), dtype=np.uint8))[1].tobytes()
+    rejected, skipped = node.stats.rejected_images, node.stats.skipped["bad_image"]
+    send("jpeg", whole[: len(whole) // 3])
+    assert drv.drive_until(lambda: node.stats.skipped["bad_image"] > skipped, timeout=5.0)
+    assert node.stats.rejected_images == rejected + 1 and "does not decode" in node.stats.refusals["static"]
+    send("jpeg")  # JPEG: decoded by the next step, its colours near the ones sent
+    assert drv.drive_until(lambda: isinstance(node.frames["static"].image, np.ndarray)
+                           and node.frames["static"].image.shape == (40, 56, 3)
+                           and np.abs(node.frames["static"].image.astype(int) - sent[-1]).mean() < 60)
     steps = node.stats.steps
     node.trigger_deactivate()
     node.trigger_cleanup()  # closes the recording

@@ -10,6 +10,7 @@ with OpenCV after their declared size is read from the header with Pillow.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -87,49 +88,84 @@ def is_compressed_topic(topic: str) -> bool:
     return topic.rstrip("/").rsplit("/", 1)[-1] == COMPRESSED_TOPIC_SUFFIX
 
 
-def _declared_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a compressed image's header, without decoding it; None where Pillow cannot
-    identify the format (OpenCV may still decode it, or says it does not). ImageConversionError when the size
-    is over Pillow's own bomb limit."""
+# the two formats image_transport's compressed plugin writes, by their magic bytes: anything else (a TIFF, an HDR
+# labelled "jpeg") is refused before a decoder sees it, as are frames whose size Pillow cannot read from the header
+_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+# Pillow modes of more than 8 bits per sample: a 16-bit grey PNG is a depth image (decoding it as colour keeps the
+# top 8 bits: 400..3000 mm became grey levels 1..11)
+_DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+@dataclass(frozen=True)
+class CompressedFrame:
+    """A compressed camera frame whose header was checked (cheap); ``decode`` does the expensive part."""
+
+    data: bytes
+    image_format: str  # the message's format field, as sent
+    kind: str  # "JPEG" or "PNG"
+    width: int
+    height: int
+
+    def decode(self) -> np.ndarray:
+        """HxWx3 uint8 RGB; ImageConversionError when the data does not decode (truncated, damaged)."""
+        import cv2
+
+        # EXIF orientation ignored, as image_transport's own subscriber ignores it: the camera's pixels as sent
+        bgr = cv2.imdecode(np.frombuffer(self.data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if bgr is None:
+            raise ImageConversionError(f"compressed image (format {quoted(self.image_format, 40)}) does not decode")
+        return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def check_compressed(image_format: str, data: Any) -> CompressedFrame:
+    """A sensor_msgs/CompressedImage's format and bytes, checked from the header without decoding: a camera's
+    8-bit colour or grey JPEG or PNG of at least MIN_SIZE and at most MAX_DECODED_PIXELS pixels, or
+    ImageConversionError saying why not."""
     import io
     import warnings
 
     from PIL import Image, UnidentifiedImageError
 
+    fmt = quoted(image_format, 40)
+    lowered = image_format.lower()
+    if "compresseddepth" in lowered:  # 16-bit depth behind a header: not a camera's colours
+        raise ImageConversionError(f"compressed image format {fmt} is a depth image, not a camera's colours")
+    if ";" in lowered:  # image_transport's "<encoding>; jpeg compressed <target>": the camera's own encoding
+        encoding = image_format.split(";", 1)[0].strip()
+        if encoding and encoding.lower() not in _ENCODINGS:
+            raise ImageConversionError(f"compressed image format {fmt}: encoding {quoted(encoding, 40)} is not a "
+                                       f"camera's colours; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+    raw = bytes(data)  # bytes, array('B'), a list of ints (an MCAP decoder's): compressed frames are small
+    if not raw:  # drivers send one at startup
+        raise ImageConversionError(f"compressed image (format {fmt}) is empty")
+    kind = next((k for magic, k in _MAGIC.items() if raw.startswith(magic)), None)
+    if kind is None:
+        raise ImageConversionError(f"compressed image (format {fmt}) is neither JPEG nor PNG")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                return image.size
-    except Image.DecompressionBombError as exc:  # over twice Pillow's own limit, itself above ours
-        raise ImageConversionError(f"compressed image declares more than {MAX_DECODED_PIXELS} pixels "
-                                   f"(not decoded): {exc}") from None
+            with Image.open(io.BytesIO(raw), formats=[kind]) as image:
+                (width, height), mode = image.size, image.mode
+    except Image.DecompressionBombError:  # over twice Pillow's own limit, itself above ours
+        raise ImageConversionError(f"compressed image (format {fmt}) declares more than {MAX_DECODED_PIXELS} "
+                                   "pixels (not decoded)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # SyntaxError: Pillow's "not a PNG"
-        return None
+        raise ImageConversionError(f"compressed image (format {fmt}): its {kind} header does not read") from None
+    if width * height > MAX_DECODED_PIXELS:
+        raise ImageConversionError(f"compressed image (format {fmt}) declares {width} x {height} pixels, more "
+                                   f"than {MAX_DECODED_PIXELS} (not decoded)")
+    if height < MIN_SIZE or width < MIN_SIZE:
+        raise ImageConversionError(f"image {height}x{width} is too small (min {MIN_SIZE}x{MIN_SIZE})")
+    if mode in _DEEP_MODES:
+        raise ImageConversionError(f"compressed image (format {fmt}) is a {kind} of more than 8 bits per pixel "
+                                   f"(mode {mode}): a depth image, not a camera's colours")
+    return CompressedFrame(raw, image_format, kind, int(width), int(height))
 
 
 def compressed_to_rgb(image_format: str, data: Any) -> np.ndarray:
-    """A sensor_msgs/CompressedImage's format and bytes -> HxWx3 uint8 RGB (colour as decoded: a grey JPEG
-    gives three equal channels)."""
-    import cv2
-
-    fmt = quoted(image_format, 40)
-    if "compresseddepth" in image_format.lower():  # 16-bit depth behind a header: not a camera's colours
-        raise ImageConversionError(f"compressed image format {fmt} is a depth image, not a camera's colours")
-    raw = bytes(data)  # bytes, array('B'), a list of ints (an MCAP decoder's): compressed frames are small
-    buf = np.frombuffer(raw, np.uint8)
-    if not buf.size:  # cv2.imdecode raises cv2.error on an empty buffer (drivers send one at startup)
-        raise ImageConversionError(f"compressed image (format {fmt}) is empty")
-    size = _declared_size(raw)
-    if size is not None and size[0] * size[1] > MAX_DECODED_PIXELS:
-        raise ImageConversionError(f"compressed image (format {fmt}) declares {size[0]} x {size[1]} pixels, more "
-                                   f"than {MAX_DECODED_PIXELS} (not decoded)")
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageConversionError(f"compressed image (format {fmt}) does not decode")
-    if bgr.shape[0] < MIN_SIZE or bgr.shape[1] < MIN_SIZE:
-        raise ImageConversionError(f"image {bgr.shape[0]}x{bgr.shape[1]} is too small (min {MIN_SIZE}x{MIN_SIZE})")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    """A sensor_msgs/CompressedImage's format and bytes -> HxWx3 uint8 RGB (a grey JPEG gives three equal
+    channels): check_compressed, then the decode."""
+    return check_compressed(image_format, data).decode()
 
 
 def compressed_msg_to_rgb(msg: object) -> np.ndarray:

@@ -47,6 +47,7 @@ SKIP_REASONS: dict[str, str] = {
     "late_action": "the step ended after its images had aged past max_image_age_s (a slow step)",
     "model_error": "the model step raised",
     "unsafe_action": "the action was refused as unsafe (NaN/inf)",
+    "bad_image": "a compressed camera frame did not decode (truncated or damaged)",
 }
 ERROR_AFTER_WINDOWS = 3
 BELOW_RATE_FRACTION = 0.5  # timer mode: fewer steps than this share of rate_hz's in a period is WARN
