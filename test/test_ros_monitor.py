@@ -469,6 +469,13 @@ def test_two_robots_monitors_are_told_apart_and_never_share_a_run_folder(ros_con
             summary = node.close()
             assert summary["node"] == (f"/{namespace}/deer_vla_monitor" if namespace else "/deer_vla_monitor")
             assert summary["record_topic"] == (f"/{namespace}/step_record" if namespace else "/step_record")
+        # a second policy's monitor in the same namespace, under its own name, says its own name
+        second = MonitorNode("arm2_monitor", namespace="robot1", parameter_overrides=[
+            Parameter("log_dir", value=str(tmp_path / "arm2")), Parameter("write_plot", value=False),
+            Parameter("hardware_id", value="/robot1/arm2_policy")])
+        made.append(second)
+        assert all(s.name.startswith("robot1/arm2_monitor: ") for s in second.diagnostics().status)
+        second.close()
         # a rival monitor creates the free folder's steps.jsonl between this one's check and its open
         real_mkdir = Path.mkdir
 

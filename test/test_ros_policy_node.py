@@ -1434,3 +1434,31 @@ def test_the_gripper_goes_out_as_joint_positions_for_a_forward_command_controlle
         assert "checkpoint_dir" not in refused._configure_error  # a check across parameters: not every value
         executor.remove_node(refused)
         refused.destroy_node()
+
+
+def test_gripper_positions_set_through_the_parameter_services_one_list_at_a_time(executor, tiny_checkpoint):
+    """`ros2 param set` / `ros2 param load` hand double arrays over as array.array, which the strict lists
+    refused ("Input should be a valid list"), and a gripper of one more joint changes both lists, which they set
+    one at a time: each set was refused by the other list's length. The lengths are judged at configure."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.params import POLICY_DEFAULTS, ParameterError, parse_params
+
+    def as_sent(name: str, values: list[float]) -> Parameter:  # as the parameter services receive it
+        return Parameter.from_parameter_msg(ParameterMsg(name=name, value=ParameterValue(
+            type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=values)))
+
+    node = policy_node(executor, tiny_checkpoint, enabled=True, **{"gripper.output": "positions"})
+    assert type(as_sent("x", [0.0]).value).__name__ == "array"
+    for name, values in (("gripper.open_positions", [0.04, 0.04]), ("gripper.closed_positions", [0.0, 0.0])):
+        (result,) = node.set_parameters([as_sent(name, values)])
+        assert result.successful, result.reason
+    assert node.trigger_configure() == R.SUCCESS and node.params.gripper_open_positions == [0.04, 0.04]
+    # a configured node takes its own values back (ros2 param load of its dump)
+    (result,) = node.set_parameters([as_sent("gripper.closed_positions", [0.0, 0.0])])
+    assert result.successful, result.reason
+    with pytest.raises(ParameterError, match=r"parameter 'gripper.open_positions' = \['a'\]: item 0: "):
+        parse_params({**POLICY_DEFAULTS, "gripper.open_positions": ["a"]})

@@ -76,8 +76,11 @@ LOG_QUEUE_RECORDS = 1000  # records that may wait for a stalled disk (100 s at 1
 LOG_CLOSE_WAIT_S = 3.0  # how long closing waits for them (ros2 launch sends SIGKILL 5 s after SIGTERM)
 
 
+MONITOR_NODE_NAME = "deer_vla_monitor"
+
+
 class MonitorNode(Node):
-    def __init__(self, name: str = "deer_vla_monitor", **kwargs) -> None:
+    def __init__(self, name: str = MONITOR_NODE_NAME, **kwargs) -> None:
         super().__init__(name, **kwargs)
         p = declare_parameters(self, MONITOR_DEFAULTS)  # "-p rate_hz:=20" is a number, not a type error
         rate = p["diagnostics_rate_hz"]
@@ -130,6 +133,9 @@ class MonitorNode(Node):
         # "": the default policy name in this namespace, as the policy node's own status gives it, so that two
         # robots' statuses on the shared /diagnostics are told apart
         self._hardware_id = p["hardware_id"] or f"{self.get_namespace().rstrip('/')}/{POLICY_NODE_NAME}"
+        # "deer_vla: ..." for the monitor of that name; a second monitor in one namespace (another policy's, its
+        # own node name) says its own: diagnostic_aggregator keys statuses by name
+        self._status_owner = "deer_vla" if self.get_name() == MONITOR_NODE_NAME else self.get_name()
         # what the plot draws of each step, bounded, so a long run does not grow (JSONL + MCAP keep every step)
         self.records: deque[PlotPoint] = deque(maxlen=PLOT_MAX_RECORDS)
         self.bad_records = 0
@@ -274,7 +280,7 @@ class MonitorNode(Node):
             arr.status.append(
                 DiagnosticStatus(
                     level=bytes([status.level]),
-                    name=status_name(self.get_namespace(), "deer_vla",
+                    name=status_name(self.get_namespace(), self._status_owner,
                                      f"{'' if status.name in not_budgets else 'budget '}{status.name}"),
                     message=status.message,
                     hardware_id=self._hardware_id,

@@ -7,6 +7,7 @@ values with the message built here).
 """
 from __future__ import annotations
 
+import array
 import difflib
 import math
 from collections.abc import Iterable, Sequence
@@ -313,18 +314,25 @@ class PolicyParams(BaseModel):
             raise ValueError(f"image_topics must be non-empty names, got {self.image_topics}")
         return self
 
-    @model_validator(mode="after")
-    def _gripper_positions(self) -> PolicyParams:
+    @field_validator("gripper_open_positions", "gripper_closed_positions")
+    @classmethod
+    def _finite_positions(cls, v: list[float]) -> list[float]:
+        if not all(math.isfinite(x) for x in v):
+            raise ValueError(f"gripper positions must be finite, got {v}")
+        return v
+
+    def gripper_problem(self) -> str | None:
+        """Why gripper.open_positions and gripper.closed_positions do not make a gripper command, or None.
+        Asked at configure, not at each parameter set: a gripper of one more joint changes both lists, and
+        `ros2 param set` / `ros2 param load` set them one at a time."""
         opened, closed = self.gripper_open_positions, self.gripper_closed_positions
         if len(opened) != len(closed):
-            raise ValueError(f"gripper.open_positions has {len(opened)} value(s), gripper.closed_positions "
-                             f"{len(closed)}: one per joint of the gripper's controller, in its order")
-        if not all(math.isfinite(v) for v in (*opened, *closed)):
-            raise ValueError(f"gripper positions must be finite, got open {opened}, closed {closed}")
+            return (f"gripper.open_positions has {len(opened)} value(s), gripper.closed_positions {len(closed)}: "
+                    "one per joint of the gripper's controller, in its order")
         if opened == closed:
-            raise ValueError(f"gripper.open_positions and gripper.closed_positions are the same {opened}: the "
-                             "gripper would never move")
-        return self
+            return f"gripper.open_positions and gripper.closed_positions are the same {opened}: the gripper would " \
+                   "never move"
+        return None
 
     @model_validator(mode="after")
     def _risk_needs_dynamic_exits(self) -> PolicyParams:
@@ -402,7 +410,9 @@ class ParameterError(ValueError):
 def parse_params(values: dict[str, Any], *, check_checkpoint: bool = True) -> PolicyParams:
     """Validate ROS parameter values (dotted names) into PolicyParams. ``check_checkpoint=False``: leave
     ``checkpoint_dir`` unresolved (a configured node's, whose checkpoint is already loaded)."""
-    data = {name.replace(".", "_"): value for name, value in values.items()}
+    # rclpy hands array parameters over as array.array ('d', 'q'): a list to the model, as a file gives them
+    data = {name.replace(".", "_"): list(value) if isinstance(value, array.array | tuple) else value
+            for name, value in values.items()}
     try:
         return PolicyParams.model_validate(data, context={"check_checkpoint": check_checkpoint})
     except ValidationError as exc:
@@ -411,10 +421,12 @@ def parse_params(values: dict[str, Any], *, check_checkpoint: bool = True) -> Po
             if not err["loc"]:  # a check across parameters: its message names them (the input is every value)
                 problems.append(str(err["msg"]).removeprefix("Value error, "))
                 continue
-            field = ".".join(str(p) for p in err["loc"])
+            field, *within = (str(p) for p in err["loc"])  # a list's item: (field, index)
             ros_name = next((n for n in values if n.replace(".", "_") == field), field)
             shown = values.get(ros_name, err.get("input"))
-            problems.append(f"parameter '{ros_name}' = {shown!r}: {err['msg']}")
+            shown = list(shown) if isinstance(shown, array.array) else shown
+            item = f"item {'.'.join(within)}: " if within else ""
+            problems.append(f"parameter '{ros_name}' = {shown!r}: {item}{err['msg']}")
         raise ParameterError("invalid policy parameters: " + "; ".join(problems)) from None
 
 

@@ -326,6 +326,9 @@ class PolicyNode(LifecycleNode):
             # bare name's folder is removed or shadowed later
             params = params.model_copy(update={"checkpoint_dir": str(params.checkpoint.resolve())})
             self._check_topic_names(params)
+            gripper = params.gripper_problem()
+            if gripper is not None:
+                raise ConfigurationError(gripper)
             try:  # a GPU this machine lacks: say so, not a pinned-memory error from deep inside the loader
                 check_device(params.device)
             except ValueError as exc:
