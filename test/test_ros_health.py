@@ -324,3 +324,42 @@ def test_a_camera_whose_every_image_is_refused_is_reported_as_refused_not_as_sil
     assert "every image from camera 'static' on 'camera/static/image_raw' refused" in status.message, status.message
     assert "unsupported image encoding 'yuv422_yuy2'" in status.message
     assert {kv.key: kv.value for kv in status.values}["camera static: refused"] == str(node.stats.refused["static"])
+
+
+@pytest.mark.ros
+def test_a_silent_camera_says_who_publishes_its_topic_and_as_what(executor, tiny_checkpoint):
+    """A raw camera on a topic the node reads as compressed (or the other way round) never connects, and DDS
+    says nothing: /diagnostics read "waiting for the first image", which sends the operator to the driver. The
+    status now says what the graph publishes there, and when nobody does."""
+    import subprocess
+    import sys
+    import time
+
+    from fixtures import Driver, policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = policy_node(executor, tiny_checkpoint, image_topics=["camera/static/image_raw/compressed",
+                                                                "camera/wrist/image_raw"])
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    Driver(executor, topics=()).instruct()  # no camera of its own
+    # another process (DDS refuses two types on one topic within a process), as a raw camera driver would be
+    camera = subprocess.Popen([sys.executable, "-c", (
+        "import rclpy, time\n"
+        "from sensor_msgs.msg import Image\n"
+        "rclpy.init(); n = rclpy.create_node('raw_camera')\n"
+        "pub = n.create_publisher(Image, 'camera/static/image_raw/compressed', 10)\n"
+        "end = time.monotonic() + 30\n"
+        "while time.monotonic() < end: pub.publish(Image(height=8, width=8, encoding='rgb8', step=24, "
+        "data=bytes(192))); time.sleep(0.1)\n")])
+    try:
+        deadline, message = time.monotonic() + 20.0, ""
+        while time.monotonic() < deadline and "published as" not in message:
+            executor.spin_once(timeout_sec=0.1)
+            message = node.diagnostics().status[0].message
+    finally:
+        camera.kill()
+        camera.wait()
+    assert ("waiting for the first image from camera 'static' on 'camera/static/image_raw/compressed' (published "
+            "as sensor_msgs/msg/Image, read here as sensor_msgs/msg/CompressedImage: a topic whose last name is "
+            "'compressed' is read as CompressedImage") in message, message
+    assert node.health_snapshot().cameras["wrist"].publishers == "no publisher on the ROS graph"

@@ -87,6 +87,12 @@ class InputAge:
     received_age_s: float | None = None  # accepted messages only
     refused: int = 0  # messages refused (encoding, size, a joint missing, ...) since configure
     refusal: str = ""  # the latest refusal's reason
+    # who publishes the topic, for an input that has gone silent ("" = not asked): "no publisher", or the types
+    # published when none is the one read (a raw camera on a topic read as compressed never connects)
+    publishers: str = ""
+
+    def silent_because(self) -> str:
+        return f" ({self.publishers})" if self.publishers else ""
 
 
 @dataclass(frozen=True)
@@ -145,12 +151,12 @@ def _waiting_for(snap: HealthSnapshot) -> str | None:
         if age.received_age_s is None:
             if age.refused:
                 return _all_refused(f"image from camera '{camera}'", age, f"({age.refused} so far)")
-            return f"waiting for the first image from camera '{camera}' on '{age.topic}'"
+            return f"waiting for the first image from camera '{camera}' on '{age.topic}'{age.silent_because()}"
     proprio = snap.proprio
     if proprio is not None and proprio.received_age_s is None:
         if proprio.refused:
             return _all_refused(snap.proprio_kind, proprio, f"({proprio.refused} so far)")
-        return f"waiting for the first {snap.proprio_kind} on '{proprio.topic}'"
+        return f"waiting for the first {snap.proprio_kind} on '{proprio.topic}'{proprio.silent_because()}"
     return None
 
 
@@ -176,7 +182,7 @@ def _holding_back(snap: HealthSnapshot, skipped: Mapping[str, int], before: Heal
         if refused > 0:
             return _all_refused(f"image from camera '{camera}'", age,
                                 f"for {age.received_age_s:.1f} s ({refused} in the last period)")
-        return f"no image from camera '{camera}' on '{age.topic}' for {age.received_age_s:.1f} s"
+        return f"no image from camera '{camera}' on '{age.topic}' for {age.received_age_s:.1f} s{age.silent_because()}"
     reason = _most_frequent(skipped)
     if reason is not None:
         return f"{reason}: {snap.skip_details.get(reason, SKIP_REASONS[reason])}"
@@ -186,7 +192,8 @@ def _holding_back(snap: HealthSnapshot, skipped: Mapping[str, int], before: Heal
         if refused > 0:
             return _all_refused(snap.proprio_kind, proprio,
                                 f"for {proprio.received_age_s:.1f} s ({refused} in the last period)")
-        return f"no {snap.proprio_kind} on '{proprio.topic}' for {proprio.received_age_s:.1f} s"
+        return (f"no {snap.proprio_kind} on '{proprio.topic}' for {proprio.received_age_s:.1f} s"
+                f"{proprio.silent_because()}")
     if snap.step_running:
         return "a model step is still running"
     return "no new observation completed a step"

@@ -1335,23 +1335,40 @@ class PolicyNode(LifecycleNode):
         age = lambda ns, clock: None if ns is None or ns < 0 else (clock - ns) * 1e-9
         frames = dict(self.frames)  # the input callbacks may replace entries meanwhile
         refused = dict(stats.refused)
-        cameras = {c: InputAge(topic, age(frames[c].stamp_ns, now), age(frames[c].received_ns, received_now),
-                               refused.get(c, 0), stats.refusals.get(c, ""))
-                   if c in frames else InputAge(topic, refused=refused.get(c, 0), refusal=stats.refusals.get(c, ""))
-                   for c, topic in zip(stack.cameras, map(self._as_heard, params.image_topics))}
-        proprio, kind = None, ""
+        window_s = max(params.diagnostics_period_s, 2 * params.period_s)
+
+        def silent(received_age_s: float | None, topic: str, kind: type) -> str:
+            """Who publishes ``topic``, asked of the ROS graph only for an input silent over the window."""
+            if received_age_s is not None and received_age_s <= window_s:
+                return ""
+            return self._publishers_note(topic, kind)
+
+        cameras = {}
+        for c, topic in zip(stack.cameras, params.image_topics):
+            kind = CompressedImage if is_compressed_topic(self._in_namespace(topic)) else Image
+            if c in frames:
+                received = age(frames[c].received_ns, received_now)
+                cameras[c] = InputAge(self._as_heard(topic), age(frames[c].stamp_ns, now), received,
+                                      refused.get(c, 0), stats.refusals.get(c, ""), silent(received, topic, kind))
+            else:
+                cameras[c] = InputAge(self._as_heard(topic), refused=refused.get(c, 0),
+                                      refusal=stats.refusals.get(c, ""), publishers=silent(None, topic, kind))
+        proprio, proprio_kind = None, ""
         if params.proprio_input_topic:
-            kind = "joint state" if params.proprio_source == "joint_state" else "proprio"
+            joint = params.proprio_source == "joint_state"
+            proprio_kind = "joint state" if joint else "proprio"
+            received = age(self._proprio_ns, received_now)
             proprio = InputAge(self._as_heard(params.proprio_input_topic), age(self._proprio_stamp_ns, now),
-                               age(self._proprio_ns, received_now), refused.get(PROPRIO_INPUT, 0),
-                               stats.refusals.get(PROPRIO_INPUT, ""))
+                               received, refused.get(PROPRIO_INPUT, 0), stats.refusals.get(PROPRIO_INPUT, ""),
+                               silent(received, params.proprio_input_topic,
+                                      JointState if joint else Float32MultiArray))
         return HealthSnapshot(
             active=self.active, enabled=self.enabled,
-            window_s=max(params.diagnostics_period_s, 2 * params.period_s),
+            window_s=window_s,
             instruction_topic=self._as_heard(params.instruction_topic), has_instruction=self.instruction is not None,
             steps=stats.steps, actions_published=stats.actions_published,
             skipped=dict(stats.skipped), skip_details=dict(stats.skip_details),
-            cameras=cameras, proprio_kind=kind, proprio=proprio,
+            cameras=cameras, proprio_kind=proprio_kind, proprio=proprio,
             last_step_age_s=age(stats.last_step_ns, mono), last_action_age_s=age(stats.last_action_ns, mono),
             active_for_s=age(self._active_since_ns, mono),
             step_running=self._worker is not None and self._worker.busy.is_set(),
@@ -1359,6 +1376,24 @@ class PolicyNode(LifecycleNode):
                                    if params.control_mode == "timer" else None),
             info=self._health_info(),
         )
+
+    def _publishers_note(self, topic: str, kind: type) -> str:
+        """Who publishes ``topic`` on the ROS graph, said when that explains a silence: nobody, or only other
+        message types than the ``kind`` read here (DDS never connects them, and says nothing)."""
+        try:
+            infos = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
+        except Exception:  # a graph query must not cost the status
+            return ""
+        if not infos:
+            return "no publisher on the ROS graph"
+        expected = f"{kind.__module__.split('.')[0]}/msg/{kind.__name__}"
+        types = sorted({info.topic_type for info in infos})
+        if expected in types:
+            return ""
+        hint = ""
+        if {expected, *types} <= {"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"}:
+            hint = ": a topic whose last name is 'compressed' is read as CompressedImage, any other as Image"
+        return f"published as {', '.join(types)}, read here as {expected}{hint}"
 
     def _health_info(self) -> dict[str, str]:
         """What the node runs (checkpoint, exits, guarantee) and its other counters, for /diagnostics."""
