@@ -1462,3 +1462,18 @@ def test_gripper_positions_set_through_the_parameter_services_one_list_at_a_time
     assert result.successful, result.reason
     with pytest.raises(ParameterError, match=r"parameter 'gripper.open_positions' = \['a'\]: item 0: "):
         parse_params({**POLICY_DEFAULTS, "gripper.open_positions": ["a"]})
+
+
+def test_ros2_param_describe_says_what_each_parameter_does_its_limits_and_when_it_applies(executor, tiny_checkpoint):
+    """`ros2 param describe` showed an empty description for all but two parameters, no limits and nothing about
+    which ones change at run time (the rest are refused while configured)."""
+    from deer_vla.ros.params import POLICY_DEFAULTS
+
+    node = policy_node(executor, tiny_checkpoint)
+    described = dict(zip(POLICY_DEFAULTS, node.describe_parameters(list(POLICY_DEFAULTS))))
+    assert all(d.description for d in described.values())
+    assert described["rate_hz"].additional_constraints == ">= 0; <= 1000; applied at configure"
+    assert described["budget.average_gflops"].additional_constraints == ">= 0; changeable at run time"
+    assert described["criterion"].additional_constraints.startswith("one of '', 'consecutive', 'learned'")
+    assert described["enabled"].additional_constraints == "changeable at run time"
+    assert "compressed" in described["image_topics"].description

@@ -172,13 +172,89 @@ POLICY_DEFAULTS: dict[str, Any] = {
 
 
 # shown by `ros2 param describe`; the other parameters are described in config/policy.yaml
+# what `ros2 param describe` and rqt_reconfigure show (config/policy.yaml has the longer story); the limits and
+# whether a parameter changes at run time are added by the node (parameter_constraints, RUNTIME_PARAMS)
 PARAMETER_DESCRIPTIONS: dict[str, str] = {
     "checkpoint_dir": 'policy checkpoint: a directory, or the name of a checkpoint shipped in the package '
                       '(deer_vla/assets/<name>_checkpoint, e.g. "default"); "" = "default". An existing path wins '
                       'over a name.',
+    "thresholds_file": 'exit thresholds (deer-vla calibrate); "" = <checkpoint_dir>/thresholds.json',
+    "device": "cpu, cuda or cuda:N (a GPU this machine lacks fails configure)",
+    "image_topics": "camera topics in the checkpoint's camera order; one whose last name is 'compressed' is read "
+                    "as sensor_msgs/CompressedImage (image_transport), the others as sensor_msgs/Image",
+    "instruction_topic": "std_msgs/String instruction (latched and plain publishers both heard)",
+    "max_instruction_chars": "a longer instruction message is refused and the previous one kept",
+    "repeated_instruction": "the same instruction again: reset (a new episode) or keep (carry on)",
+    "unfamiliar_instruction": "an instruction unlike every wording the checkpoint was trained on: warn, refuse "
+                              "(keep the previous) or off",
+    "min_instruction_similarity": "below this cosine similarity to the nearest trained wording an instruction is "
+                                  "unfamiliar",
+    "proprio_topic": "std_msgs/Float32MultiArray of the checkpoint's proprio names, in order; \"\" = none",
+    "proprio.source": "array (proprio_topic) or joint_state (sensor_msgs/JointState on proprio.joint_state_topic)",
+    "proprio.joint_state_topic": "sensor_msgs/JointState topic read with proprio.source joint_state",
+    "twist_topic": "geometry_msgs/TwistStamped out, m/s and rad/s (remap to /servo_node/delta_twist_cmds for "
+                   "MoveIt Servo)",
+    "gripper_topic": "gripper command out (gripper.output says its type)",
+    "gripper.output": "unit: std_msgs/Float64, -1 open .. +1 closed; positions: std_msgs/Float64MultiArray of each "
+                      "gripper joint's position (forward_command_controller)",
+    "gripper.open_positions": "with gripper.output positions: each gripper joint's open position, in the "
+                              "controller's order",
+    "gripper.closed_positions": "with gripper.output positions: each gripper joint's closed position (as many as "
+                                "gripper.open_positions)",
+    "action_topic": "std_msgs/Float32MultiArray out: the normalised 7-D action (x, y, z, roll, pitch, yaw, gripper)",
+    "record_topic": "std_msgs/String out: one JSON step record per step (the monitor reads it)",
     "frame_id": 'TF frame of the twists sent (header.frame_id); "" = the checkpoint\'s action frame (the one its '
                 'demonstrations\' actions were recorded in), base_link for a checkpoint that records none.',
+    "control_mode": "timer: a step every 1/rate_hz on the newest inputs; event: a step per new observation (a "
+                    "lock-step source such as the simulator)",
+    "rate_hz": "control rate; 0 = the checkpoint's (its demonstrations'), 10 Hz for one that records none",
+    "max_image_age_s": "an image stamped longer ago is stale: no step on it, and a step that ends later publishes "
+                       "no action",
+    "max_image_skew_s": "the cameras' newest images stamped further apart are not one observation",
+    "max_image_future_s": "an image stamped further ahead of the node clock is not fresh (a wrong camera clock)",
+    "max_joint_state_skew_s": "proprio.source joint_state: a joint state and an image stamped further apart are "
+                              "not one observation",
+    "stale_action": "a period without an action: none = publish nothing, zero = a zero twist",
+    "enabled": "actuation gate: false = dry run (the ~/halt and ~/enable services set it)",
+    "hold_rate_hz": "> 0: re-send the last twist, restamped, at this rate (MoveIt Servo's command timeout); 0 = off",
+    "hold_max_s": "hold_rate_hz re-sends a twist for at most this long",
+    "budget.average_gflops": "average compute budget per step (budget.metric); 0 = unset",
+    "budget.peak_gflops": "peak compute budget per step (budget.metric): no deeper exit; 0 = unset",
+    "budget.peak_ms": "latency budget per step, by this machine's profiled exit times; 0 = unset",
+    "budget.memory_bytes": "accelerator memory budget: only the exits whose weights fit are loaded; 0 = unset",
+    "budget.deadline_ms": "each step stops at the exit it can finish by this deadline; 0 = unset",
+    "budget.metric": "what the GFLOPs budgets count: llm_gflops (the decoder) or total_gflops",
+    "budget.track_average": "an online tracker holds budget.average_gflops on the run's own inputs",
+    "fixed_exit": "> 0: always this exit (a static model); 0 = dynamic",
+    "criterion": 'exit criterion: "" = the thresholds file\'s own; consecutive (DeeR\'s) or learned (exit gates)',
+    "risk.eps": "> 0: re-test the thresholds file's certified family for this fidelity limit",
+    "risk.delta": "confidence of risk.eps (not below the file's own)",
+    "record_path": 'MCAP recording of every step\'s inputs and outputs (deer-vla replay reads it); "" = none',
+    "record_split_mib": "the recording goes on in a new part past this size (MiB); 0 = no size limit, else >= 1",
+    "record_split_s": "the recording goes on in a new part past this many seconds; 0 = no limit, else >= 10",
+    "record_keep_parts": "only the newest N parts stay on disk; 0 = every part",
+    "autostart": "configure and activate at start-up (the plain executable; launch files drive the lifecycle)",
+    "torch_threads": "torch intra-op threads, set at configure; 0 = torch's default (one per core)",
+    "diagnostics_period_s": "seconds between the node's own status on /diagnostics",
 }
+
+
+def parameter_constraints(name: str) -> str:
+    """The limits PolicyParams puts on ``name`` (a ROS parameter name), as `ros2 param describe` shows them:
+    choices, bounds, list lengths; "" where the type says it all."""
+    field = PolicyParams.model_fields[name.replace(".", "_")]
+    said = []
+    choices = getattr(field.annotation, "__args__", ()) if getattr(field.annotation, "__origin__", None) is Literal \
+        else ()
+    if choices:
+        said.append("one of " + ", ".join(repr(c) for c in choices))
+    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "at least", "max_length": "at most"}
+    for limit in field.metadata:
+        for attr, word in words.items():
+            value = getattr(limit, attr, None)
+            if value is not None:
+                said.append(f"{word} {value:g}" if attr in ("ge", "gt", "le", "lt") else f"{word} {value} item(s)")
+    return "; ".join(said)
 
 
 class PolicyParams(BaseModel):

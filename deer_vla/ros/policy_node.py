@@ -87,6 +87,7 @@ from deer_vla.ros.params import (
     ParameterError,
     PolicyParams,
     crossed_camera_topics,
+    parameter_constraints,
     parse_params,
     same_frame,
     unknown_parameters,
@@ -237,7 +238,10 @@ class PolicyNode(LifecycleNode):
         # Types are checked by parse_params (clear message naming the parameter and value), so
         # `budget.average_gflops: 1` in YAML or `ros2 param set ... 1` is accepted as 1.0.
         for key, value in POLICY_DEFAULTS.items():
-            described = ParameterDescriptor(dynamic_typing=True, description=PARAMETER_DESCRIPTIONS.get(key, ""))
+            when = "changeable at run time" if key in RUNTIME_PARAMS else "applied at configure"
+            limits = parameter_constraints(key)
+            described = ParameterDescriptor(dynamic_typing=True, description=PARAMETER_DESCRIPTIONS[key],
+                                            additional_constraints=f"{limits}; {when}" if limits else when)
             self.declare_parameter(key, value, described)
         self.add_on_set_parameters_callback(self._validate_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
