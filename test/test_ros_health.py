@@ -363,3 +363,31 @@ def test_a_silent_camera_says_who_publishes_its_topic_and_as_what(executor, tiny
             "as sensor_msgs/msg/Image, read here as sensor_msgs/msg/CompressedImage: a topic whose last name is "
             "'compressed' is read as CompressedImage") in message, message
     assert node.health_snapshot().cameras["wrist"].publishers == "no publisher on the ROS graph"
+
+
+@pytest.mark.ros
+def test_the_publisher_note_names_the_topic_asked_about_and_the_proprio_setting(executor, tiny_checkpoint):
+    """A namespaced node said "no publisher" about 'camera/...' while `ros2 topic info camera/...` showed one
+    (the driver ran outside the namespace): the note names the topic it asked about. A proprio topic of the
+    other type did not say which setting decides the type."""
+    import time
+
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Float32MultiArray
+
+    from deer_vla.ros.policy_node import PolicyNode
+
+    spaced = PolicyNode(namespace="robot1", parameter_overrides=[
+        Parameter("checkpoint_dir", value=str(tiny_checkpoint))])
+    executor.add_node(spaced)
+    assert spaced._publishers_note("camera/wrist/image_raw", Image) == (
+        "no publisher on the ROS graph for '/robot1/camera/wrist/image_raw'")
+    spaced.create_publisher(JointState, "arm_state", 10)  # the node's own graph sees it at once or soon
+    deadline, note = time.monotonic() + 5.0, ""
+    while time.monotonic() < deadline and "published as" not in note:
+        executor.spin_once(timeout_sec=0.05)
+        note = spaced._publishers_note("arm_state", Float32MultiArray)
+    assert note == ("published as sensor_msgs/msg/JointState, read here as std_msgs/msg/Float32MultiArray: "
+                    "proprio.source joint_state reads JointState on proprio.joint_state_topic, array reads "
+                    "Float32MultiArray on proprio_topic")

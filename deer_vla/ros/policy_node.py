@@ -1385,18 +1385,27 @@ class PolicyNode(LifecycleNode):
         """Who publishes ``topic`` on the ROS graph, said when that explains a silence: nobody, or only other
         message types than the ``kind`` read here (DDS never connects them, and says nothing)."""
         try:
-            infos = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
+            resolved = self.resolve_topic_name(topic)
+            infos = self.get_publishers_info_by_topic(resolved)
         except Exception:  # a graph query must not cost the status
             return ""
         if not infos:
-            return "no publisher on the ROS graph"
+            # the name asked about, where the status shows another (a namespaced node's relative topic: a driver
+            # started outside the namespace publishes beside it, and `ros2 topic info` finds that one)
+            shown = self._as_heard(topic)
+            return "no publisher on the ROS graph" + (
+                f" for '{resolved}'" if resolved.lstrip("/") != shown.lstrip("/") else "")
         expected = f"{kind.__module__.split('.')[0]}/msg/{kind.__name__}"
         types = sorted({info.topic_type for info in infos})
         if expected in types:
             return ""
+        pair = {expected, *types}
         hint = ""
-        if {expected, *types} <= {"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"}:
+        if pair <= {"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"}:
             hint = ": a topic whose last name is 'compressed' is read as CompressedImage, any other as Image"
+        elif pair <= {"sensor_msgs/msg/JointState", "std_msgs/msg/Float32MultiArray"}:
+            hint = (": proprio.source joint_state reads JointState on proprio.joint_state_topic, array reads "
+                    "Float32MultiArray on proprio_topic")
         return f"published as {', '.join(types)}, read here as {expected}{hint}"
 
     def _health_info(self) -> dict[str, str]:
