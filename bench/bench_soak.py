@@ -10,6 +10,7 @@ changes). RSS (``/proc/self/statm``) is sampled after warm-up and at the end.
 
     .venv/bin/python bench/bench_soak.py --quick
     .venv/bin/python bench/bench_soak.py --steps 10000 --record
+    .venv/bin/python bench/bench_soak.py --steps 10000 --record --compressed  # JPEG cameras, decoded by the step
 """
 from __future__ import annotations
 
@@ -45,11 +46,14 @@ def rss_mb() -> float:
 
 
 def soak(checkpoint: Path, steps: int, warmup: int, episode_steps: int, record: Path | None,
-         samples: int = 10) -> dict:
+         samples: int = 10, compressed: bool = False) -> dict:
+    import cv2
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CompressedImage
 
+    from deer_vla.data.image_msg import check_compressed
     from deer_vla.ros.image_conv import rgb_to_image_msg
     from deer_vla.ros.policy_node import CameraFrame, PolicyNode
 
@@ -76,9 +80,14 @@ def soak(checkpoint: Path, steps: int, warmup: int, episode_steps: int, record: 
             stamp_ns = node.get_clock().now().nanoseconds
             for cam in node.stack.cameras:
                 rgb = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-                msg = rgb_to_image_msg(rgb)
+                if compressed:  # as the node keeps a <base>/compressed frame: header checked, decoded by the step
+                    data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]))[1].tobytes()
+                    msg = CompressedImage(format="jpeg", data=data)
+                    image = check_compressed("jpeg", data)
+                else:
+                    msg, image = rgb_to_image_msg(rgb), rgb
                 msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-                node.frames[cam] = CameraFrame(rgb, stamp_ns, msg, time.perf_counter_ns())
+                node.frames[cam] = CameraFrame(image, stamp_ns, msg, time.perf_counter_ns())
             if node.stack.proprio_dim:
                 node.proprio = rng.uniform(-1, 1, node.stack.proprio_dim).astype(np.float32)
             job = node.prepare_step()
@@ -97,6 +106,7 @@ def soak(checkpoint: Path, steps: int, warmup: int, episode_steps: int, record: 
             "warmup": warmup,
             "episode_steps": episode_steps,
             "record": record is not None,
+            "compressed": compressed,
             "steps_run": node.stats.steps,
             "rss_after_warmup_mb": start,
             "rss_end_mb": end,
@@ -118,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--episode-steps", type=int, default=200, help="a new instruction (episode) every N steps")
     parser.add_argument("--record", action="store_true", help="also record inputs/outputs to MCAP (a tmp file)")
+    parser.add_argument("--compressed", action="store_true",
+                        help="JPEG camera frames (a <base>/compressed topic's), decoded by each step")
     parser.add_argument("--limit-mb", type=float, default=20.0, help="growth after warm-up that counts as a leak")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -135,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = args.checkpoint
     with tempfile.TemporaryDirectory() as tmp:
         result = soak(checkpoint, args.steps, args.warmup, args.episode_steps,
-                      Path(tmp) / "soak.mcap" if args.record else None)
+                      Path(tmp) / "soak.mcap" if args.record else None, compressed=args.compressed)
     print(f"policy node soak: {result['steps_run']} steps ({args.warmup} warm-up), new episode every "
-          f"{args.episode_steps}, recording {'on' if args.record else 'off'}, {result['wall_s']:.0f} s")
+          f"{args.episode_steps}, recording {'on' if args.record else 'off'}, "
+          f"{'JPEG' if args.compressed else 'raw'} cameras, {result['wall_s']:.0f} s")
     print("  steps after warm-up -> RSS MB: " + ", ".join(f"{n}: {r:.1f}" for n, r in result["trace"]))
     verdict = "flat" if result["rss_growth_mb"] <= args.limit_mb else "GROWING"
     print(f"RSS growth after warm-up: {result['rss_growth_mb']:+.1f} MB over {args.steps} steps "

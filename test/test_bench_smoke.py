@@ -83,6 +83,8 @@ def test_bench_node_latency_under_load_and_halt_quick():
 def test_bench_soak_quick():
     out = run_quick("bench_soak.py")
     assert "RSS growth after warm-up" in out and "flat" in out
+    out = run_quick("bench_soak.py", "--compressed", "--record")  # JPEG frames decoded by each step, recorded
+    assert "JPEG cameras" in out and "400 steps" in out and "flat" in out
 
 
 @pytest.mark.slow
