@@ -28,6 +28,10 @@ SCHEMAS = {
                                       + "MSG: std_msgs/MultiArrayLayout\nMultiArrayDimension[] dim\n"
                                       "uint32 data_offset\n" + SEP + "MSG: std_msgs/MultiArrayDimension\n"
                                       "string label\nuint32 size\nuint32 stride\n",
+    "std_msgs/msg/Float64MultiArray": "MultiArrayLayout layout\nfloat64[] data\n" + SEP
+                                      + "MSG: std_msgs/MultiArrayLayout\nMultiArrayDimension[] dim\n"
+                                      "uint32 data_offset\n" + SEP + "MSG: std_msgs/MultiArrayDimension\n"
+                                      "string label\nuint32 size\nuint32 stride\n",
     "std_msgs/msg/String": "string data\n",
     "std_msgs/msg/Float64": "float64 data\n",
 }

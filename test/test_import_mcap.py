@@ -375,3 +375,70 @@ def test_a_ros1_style_or_unusable_twist_frame_is_taken_or_overridden_not_a_dead_
                      "--action-frame", "tool0"]) == 0
     assert "--action-frame used" in capsys.readouterr().out
     assert json.loads((tmp_path / "c" / "meta.json").read_text())["action_spec"]["frame"] == "tool0"
+
+
+def _servo_teleop(path: Path, pause: tuple[float, float] = (1.0, 1.5), image_latency_s: float = 0.15) -> Path:
+    """A MoveIt Servo teleoperation as `ros2 bag record` sees it: 10 Hz rgb8 camera stamped at exposure and
+    logged ``image_latency_s`` later (a Wi-Fi stream), 50 Hz stamped JointState (position = its time in s),
+    20 Hz TwistStamped paused during ``pause`` (the operator let go; the cameras go on), and the gripper as a
+    forward_command_controller's Float64MultiArray: open [0.04, 0.04] until 1.5 s, closed [0, 0] after."""
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import TwistStamped
+    from robot_data_support import RosbagLikeWriter
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Float64MultiArray
+
+    events = []
+    for k in range(150):  # 3 s at 50 Hz
+        t = k * 0.02
+        stamp = Time(sec=10 + int(t), nanosec=int(round((t % 1) * 1e9)))  # stamp 0 reads as unstamped
+        joint = JointState(name=["j"], position=[t])
+        joint.header.stamp = stamp
+        events.append((t + 0.002, "/joint_states", joint))
+        if k % 5 == 0:  # 10 Hz camera
+            image = Image(height=16, width=16, encoding="rgb8", step=48, data=bytes(768))
+            image.header.stamp = stamp
+            events.append((t + image_latency_s, "/cam", image))
+        if k % 5 == 1:  # 10 Hz gripper command
+            events.append((t, "/grip", Float64MultiArray(data=[0.04, 0.04] if t < 1.5 else [0.0, 0.0])))
+        if k % 2 == 0 and not pause[0] <= t < pause[1]:  # 25 Hz twists
+            twist = TwistStamped()
+            twist.header.stamp, twist.header.frame_id = stamp, "tool0"
+            twist.twist.linear.x = 0.05
+            events.append((t + 0.001, "/cmd", twist))
+    w = RosbagLikeWriter(path)
+    for t, topic, msg in sorted(events, key=lambda e: e[0]):
+        w.write(topic, msg, int(round(t * 1e9)))
+    w.close()
+    return path
+
+
+SERVO = ["--image-topic", "/cam", "--action-topic", "/cmd", "--proprio-topic", "/joint_states", "--gripper-topic",
+         "/grip", "--gripper-open", "0.04", "--gripper-closed", "0.0", "--instruction", "wipe the table", "--rate",
+         "10"]
+
+
+def test_a_servo_teleoperation_imports_as_the_node_will_see_it(tmp_path, capsys):
+    """Three gaps between a recording and the node (found following the docs with a real set-up): the gripper
+    of the documented forward_command_controller (a float array) could not be imported; over a camera's
+    delivery latency each image was paired with a joint state stamped 150 ms after it, where the node pairs the
+    one stamped nearest; and after the operator let go the last twist labelled up to 0.5 s of motion that the
+    servo had already stopped."""
+    rec = _servo_teleop(tmp_path / "servo.mcap")
+    assert cli_main([str(rec), "--out", str(tmp_path / "held"), *SERVO]) == 0
+    out = capsys.readouterr().out
+    assert "labelled with a twist over 0.1 s old" in out and "--twist-timeout 0.1" in out
+    assert cli_main([str(rec), "--out", str(tmp_path / "a"), *SERVO, "--twist-timeout", "0.1"]) == 0
+    assert "labelled zero motion" in capsys.readouterr().out
+    ds = EpisodeDataset(tmp_path / "a")
+    (ep,) = list(ds)
+    first_tick = 0.15  # the camera's first frame is logged 150 ms after its exposure
+    ticks = first_tick + 0.1 * np.arange(ep.length)
+    # proprio: the joint state stamped at the image's exposure (position = stamp), not the newest one
+    exposure = np.round((ticks - 0.15) / 0.1) * 0.1
+    np.testing.assert_allclose(ep.proprio[:, 0], exposure, atol=1e-6)
+    # motion: zero from 0.1 s into the pause until the twists resume; the gripper: open, then closed after 1.5 s
+    moving = ep.actions[:, 0] != 0
+    paused = (ticks > 1.0 + 0.1) & (ticks < 1.5)
+    assert not moving[paused].any() and moving[~paused & (ticks < 1.0)].all()
+    np.testing.assert_array_equal(ep.actions[:, -1], np.where(ticks >= 1.5 + 0.02, 1.0, -1.0))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,29 +132,52 @@ def image_to_rgb(msg: Any, datatype: str) -> np.ndarray:
     return image_msg_to_rgb(msg)
 
 
-GRIPPER_TYPES = ("std_msgs/msg/Float64", "std_msgs/msg/Float32", "std_msgs/msg/Bool")
+# a float array: a forward_command_controller's command to the gripper's joints, taken as the mean of its values
+GRIPPER_TYPES = ("std_msgs/msg/Float64", "std_msgs/msg/Float32", "std_msgs/msg/Bool", *ARRAY_TYPES)
 INSTRUCTION_TYPE = "std_msgs/msg/String"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
 
 
+def _stamp_ns(msg: Any) -> int:
+    """A message's header stamp in ns (0: none, or unstamped)."""
+    header = getattr(msg, "header", None)
+    stamp = getattr(header, "stamp", None)
+    return 0 if stamp is None else int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 def _scalar(msg: Any, datatype: str) -> float:
     if datatype == "std_msgs/msg/Bool":
         return 1.0 if msg.data else -1.0
+    if datatype in ARRAY_TYPES:  # the joints of one gripper move together: their mean is its opening
+        values = np.asarray(msg.data, dtype=np.float64)
+        return float(values.mean()) if values.size else math.nan
     return float(msg.data)
 
 
 # The gripper of a twist action before its topic has spoken (or with no gripper topic): open, in whatever raw
 # units the mapping fitted on the values heard turns out to use (a raw -1 was "closed" to a 0.08 m = open gripper)
 GRIPPER_UNHEARD = math.nan
+SERVO_TIMEOUT_NS = 100_000_000  # MoveIt Servo's default incoming_command_timeout (0.1 s): it halts the arm after
+JOINT_HISTORY = 1024  # joint states kept for pairing with images: about 1 s of a 1 kHz driver (the node's too)
 MAX_FRAME_REPEAT = 20  # ticks per camera frame beyond which --rate is taken for a mistake (_Aligner._check_rate)
 
 
 class _Aligner:
     """Streams messages in log-time order and samples the latest of every topic at each tick."""
 
-    def __init__(self, src: McapSources, period_ns: int, max_age_ns: int, image_size: int, where: str = "") -> None:
+    def __init__(self, src: McapSources, period_ns: int, max_age_ns: int, image_size: int, where: str = "",
+                 twist_timeout_ns: int | None = None) -> None:
         self.src, self.period_ns, self.max_age_ns, self.image_size = src, period_ns, max_age_ns, image_size
+        # a twist older than this at a tick moved nothing (MoveIt Servo halts after its incoming_command_timeout):
+        # labelled zero motion, not as the last twist held (None: every twist labels until max_age)
+        self.twist_timeout_ns = twist_timeout_ns
+        self.stilled = 0  # ticks labelled zero motion by twist_timeout
+        self.held_past_servo = 0  # ticks labelled with a twist older than MoveIt Servo's default timeout
+        # recent joint states as (header stamp, log time, message): a step pairs its images with the one stamped
+        # nearest them, as the policy node does, not with the newest received (a camera's delivery latency puts
+        # the newest joint state ahead of the picture: 150 ms over Wi-Fi)
+        self._joint_history: deque[tuple[int, int, Any]] = deque(maxlen=JOINT_HISTORY)
         self.where = where  # the file, in error messages
         self.latest: dict[str, tuple[int, str, Any]] = {}  # topic -> (log time, datatype, decoded)
         self.late = 0  # messages older than one already seen on their topic (an unfinished file, read in file order)
@@ -179,6 +203,8 @@ class _Aligner:
             self.late += 1  # the ticks it belonged to are past: keep the newer message
             return
         self.latest[topic] = (log_ns, datatype, msg)
+        if topic == self.src.proprio and datatype == JOINT_STATE_TYPE:
+            self._joint_history.append((_stamp_ns(msg), log_ns, msg))
         if self.next_tick is None and all(t in self.latest for t in self.src.required):
             self.next_tick = log_ns
 
@@ -265,11 +291,22 @@ class _Aligner:
             self._distinct[topic] = self._distinct.get(topic, 0) + 1
         return cached[1]
 
+    def _paired_joint_state(self) -> tuple[int, Any] | None:
+        """(log time, message) of the joint state stamped nearest the tick's images (the smallest worst gap to
+        any camera), or None where the images or the joint states carry no stamps."""
+        stamps = [_stamp_ns(self.latest[t][2]) for t in self.src.cameras.values()]
+        history = [j for j in self._joint_history if j[0] > 0]
+        if not history or not all(stamps):
+            return None
+        _, log_ns, msg = min(history, key=lambda j: max(abs(j[0] - s) for s in stamps))
+        return log_ns, msg
+
     def _proprio(self) -> np.ndarray:
         topic = self.src.proprio
         assert topic is not None
         log_ns, datatype, msg = self.latest[topic]
         if datatype == JOINT_STATE_TYPE:
+            log_ns, msg = self._paired_joint_state() or (log_ns, msg)
             names = [str(n) for n in msg.name]
             if self.proprio_names is None:
                 self.proprio_names = names
@@ -288,6 +325,12 @@ class _Aligner:
             motion = self._finite(self.src.action, log_ns, np.array(
                 [twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.x, twist.angular.y, twist.angular.z],
                 dtype=np.float64))
+            age_ns = tick - log_ns
+            if self.twist_timeout_ns is not None and age_ns > self.twist_timeout_ns:
+                motion = np.zeros(6)  # the teleoperator let go: the servo had stopped the arm
+                self.stilled += 1
+            elif age_ns > SERVO_TIMEOUT_NS:
+                self.held_past_servo += 1  # labelled with a twist MoveIt Servo would no longer be moving on
             grip = GRIPPER_UNHEARD  # open until a gripper topic says otherwise: its raw "open" is known only later
             if self.src.gripper is not None and self.src.gripper in self.latest:
                 grip_ns, grip_type, grip_msg = self.latest[self.src.gripper]
@@ -408,7 +451,8 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
                 action_axes: str | None = None, velocity: bool = False, quantile: float = 0.99,
                 gripper_open: float | None = None, gripper_closed: float | None = None,
                 proprio_names: Sequence[str] | None = None, max_age_s: float | None = None,
-                image_size: int = 64, min_steps: int = 2, action_frame: str = "") -> dict[str, Any]:
+                image_size: int = 64, min_steps: int = 2, action_frame: str = "",
+                twist_timeout_s: float | None = None) -> dict[str, Any]:
     """Align, fit the spaces and write; returns a summary. ``path``: an MCAP file or a rosbag2 bag folder.
     ``action_frame``: the TF frame of the action's axes where the messages do not say it (a TwistStamped does)."""
     from deer_vla.data.mcap_io import read_messages
@@ -423,7 +467,10 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     check_new_output(out)  # before reading the whole recording, not after
     period_ns = int(round(1e9 / rate_hz))
     max_age_ns = int((max_age_s if max_age_s is not None else max(0.5, 3.0 / rate_hz)) * 1e9)
-    aligner = _Aligner(sources, period_ns, max_age_ns, image_size, str(path))
+    if twist_timeout_s is not None and not (math.isfinite(twist_timeout_s) and twist_timeout_s > 0):
+        raise DatasetError(f"--twist-timeout must be > 0 seconds, got {twist_timeout_s}")
+    aligner = _Aligner(sources, period_ns, max_age_ns, image_size, str(path),
+                       None if twist_timeout_s is None else int(twist_timeout_s * 1e9))
     seen: dict[str, str] = {}
     last_ns = 0
     action_ns: list[int] = []  # when each action message came: the period its per-message deltas cover
@@ -498,6 +545,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     return {"episodes": writer.count, "steps": writer.steps, "out": str(writer.root), "dropped_ticks": aligner.dropped,
             "files": [str(f) for f in files],
             "late_messages": aligner.late, "twist_frame": twist_frame, "action_frame": frame, "frame_note": frame_note,
+            "stilled_ticks": aligner.stilled, "held_past_servo_ticks": aligner.held_past_servo,
             "action_spec": mapping.spec.to_dict(), "clipped_fraction": mapping.clipped_fraction,
             "gripper": f"{mapping.gripper_open:g} open -> -1, {mapping.gripper_closed:g} closed -> +1",
             "proprio_names": None if proprio is None else list(proprio.names),
@@ -511,14 +559,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-topic", required=True, help="static camera: sensor_msgs/Image or CompressedImage")
     p.add_argument("--wrist-topic", default=None, help="wrist camera (optional second camera)")
     p.add_argument("--action-topic", required=True,
-                   help="commanded action: geometry_msgs/TwistStamped, Twist, or std_msgs/Float32MultiArray")
+                   help="commanded action: geometry_msgs/TwistStamped, Twist, or std_msgs/Float32MultiArray or "
+                        "Float64MultiArray")
     p.add_argument("--action-axes", default=None, metavar="LABELS",
                    help="for an array action: one label per value, x,y,z,roll,pitch,yaw,gripper or '-' to skip")
     p.add_argument("--velocity", action="store_true", help="array actions are velocities (m/s, rad/s)")
     p.add_argument("--action-frame", default="", metavar="FRAME",
                    help="TF frame the action's axes are in, for actions that do not say it (a TwistStamped "
                         "does); kept in the checkpoint, whose twists the policy node sends in it")
-    p.add_argument("--gripper-topic", default=None, help="gripper command for a twist action (Float64/Float32/Bool)")
+    p.add_argument("--gripper-topic", default=None,
+                   help="gripper command for a twist action (Float64/Float32/Bool, or a float array: the mean of "
+                        "its values, e.g. a forward_command_controller's commands)")
     p.add_argument("--gripper-open", type=float, default=None, help="raw gripper value meaning open (-> -1)")
     p.add_argument("--gripper-closed", type=float, default=None, help="raw gripper value meaning closed (-> +1)")
     text = p.add_mutually_exclusive_group(required=True)
@@ -529,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proprio-names", default=None, help="comma-separated names of the proprio values")
     p.add_argument("--episode-topic", default=None, help="any message on this topic starts a new episode")
     p.add_argument("--rate", type=float, required=True, help="control rate of the policy (Hz)")
+    p.add_argument("--twist-timeout", type=float, default=None, metavar="S",
+                   help="a twist older than S seconds at a tick is labelled zero motion (the teleoperator let go; "
+                        "MoveIt Servo halts after its incoming_command_timeout, 0.1 s by default)")
     p.add_argument("--max-age", type=float, default=None,
                    help="a topic silent this long (s) ends the episode (default max(0.5, 3 / rate))")
     p.add_argument("--action-quantile", type=float, default=0.99,
@@ -552,7 +606,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             summary = import_mcap(
                 args.file, args.out, sources, args.rate, args.action_axes, args.velocity, args.action_quantile,
                 args.gripper_open, args.gripper_closed, args.proprio_names.split(",") if args.proprio_names else None,
-                args.max_age, args.image_size, action_frame=args.action_frame)
+                args.max_age, args.image_size, action_frame=args.action_frame,
+                twist_timeout_s=args.twist_timeout)
     except (DatasetError, McapFormatError, FileNotFoundError) as exc:  # the file or a setting refused
         print(f"deer-vla import-mcap: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, DatasetWriteError) else 2  # a write that failed (disk full): no usage error
@@ -567,6 +622,13 @@ def cli_main(argv: list[str] | None = None) -> int:
               "(an unclosed recording is read in file order)")
     if summary["frame_note"]:
         print(f"  {summary['frame_note']}")
+    if summary["stilled_ticks"]:
+        print(f"  {summary['stilled_ticks']} tick(s) labelled zero motion: their newest twist was older than "
+              f"--twist-timeout {args.twist_timeout:g} s")
+    elif summary["held_past_servo_ticks"]:
+        print(f"  {summary['held_past_servo_ticks']} tick(s) labelled with a twist over 0.1 s old, which MoveIt "
+              "Servo no longer moves on (its default incoming_command_timeout): if the recording's arm ran under "
+              "Servo, --twist-timeout 0.1 labels them zero motion")
     if summary["action_frame"]:
         print(f"  action axes in frame '{summary['action_frame']}': kept with the action space, so the policy node "
               "sends the twists of a model trained on it in that frame")
