@@ -377,11 +377,14 @@ def test_a_ros1_style_or_unusable_twist_frame_is_taken_or_overridden_not_a_dead_
     assert json.loads((tmp_path / "c" / "meta.json").read_text())["action_spec"]["frame"] == "tool0"
 
 
-def _servo_teleop(path: Path, pause: tuple[float, float] = (1.0, 1.5), image_latency_s: float = 0.15) -> Path:
+def _servo_teleop(path: Path, pause: tuple[float, float] = (1.0, 1.5), image_latency_s: float = 0.15,
+                  joint_clock_s: float = 10.0, reset_at: float | None = None, gripper=None) -> Path:
     """A MoveIt Servo teleoperation as `ros2 bag record` sees it: 10 Hz rgb8 camera stamped at exposure and
     logged ``image_latency_s`` later (a Wi-Fi stream), 50 Hz stamped JointState (position = its time in s),
     20 Hz TwistStamped paused during ``pause`` (the operator let go; the cameras go on), and the gripper as a
-    forward_command_controller's Float64MultiArray: open [0.04, 0.04] until 1.5 s, closed [0, 0] after."""
+    forward_command_controller's Float64MultiArray: open [0.04, 0.04] until 1.5 s, closed [0, 0] after
+    (``gripper(t)`` instead when given). Joint states are stamped on a clock ``joint_clock_s`` ahead of t, as
+    the cameras (10 s) unless given; ``reset_at``: both clocks restart there (a simulator's reset)."""
     from builtin_interfaces.msg import Time
     from geometry_msgs.msg import TwistStamped
     from robot_data_support import RosbagLikeWriter
@@ -389,18 +392,23 @@ def _servo_teleop(path: Path, pause: tuple[float, float] = (1.0, 1.5), image_lat
     from std_msgs.msg import Float64MultiArray
 
     events = []
+    def clock(offset: float, t: float) -> Time:  # stamp 0 reads as unstamped
+        c = offset + (t - reset_at if reset_at is not None and t >= reset_at else t)
+        return Time(sec=int(c), nanosec=int(round((c % 1) * 1e9)))
+
     for k in range(150):  # 3 s at 50 Hz
         t = k * 0.02
-        stamp = Time(sec=10 + int(t), nanosec=int(round((t % 1) * 1e9)))  # stamp 0 reads as unstamped
+        stamp = clock(10.0, t)
         joint = JointState(name=["j"], position=[t])
-        joint.header.stamp = stamp
+        joint.header.stamp = clock(joint_clock_s, t)
         events.append((t + 0.002, "/joint_states", joint))
         if k % 5 == 0:  # 10 Hz camera
             image = Image(height=16, width=16, encoding="rgb8", step=48, data=bytes(768))
             image.header.stamp = stamp
             events.append((t + image_latency_s, "/cam", image))
         if k % 5 == 1:  # 10 Hz gripper command
-            events.append((t, "/grip", Float64MultiArray(data=[0.04, 0.04] if t < 1.5 else [0.0, 0.0])))
+            values = gripper(t) if gripper is not None else [0.04, 0.04] if t < 1.5 else [0.0, 0.0]
+            events.append((t, "/grip", Float64MultiArray(data=values)))
         if k % 2 == 0 and not pause[0] <= t < pause[1]:  # 25 Hz twists
             twist = TwistStamped()
             twist.header.stamp, twist.header.frame_id = stamp, "tool0"
@@ -442,3 +450,31 @@ def test_a_servo_teleoperation_imports_as_the_node_will_see_it(tmp_path, capsys)
     paused = (ticks > 1.0 + 0.1) & (ticks < 1.5)
     assert not moving[paused].any() and moving[~paused & (ticks < 1.0)].all()
     np.testing.assert_array_equal(ep.actions[:, -1], np.where(ticks >= 1.5 + 0.02, 1.0, -1.0))
+
+
+def test_joint_states_the_node_would_not_pair_are_not_imported_as_if_it_would(tmp_path, capsys):
+    """A review of the stamp pairing: cameras and joint states stamped by two clocks (sim time and wall time)
+    gave every step the first pose of the recording; pairs further apart than the node accepts were imported
+    without a word; after a clock reset the second half took the first half's poses; an empty or NaN gripper
+    array read as "[nan]"; the 0.1 s hint showed with --twist-timeout given; the timeout did nothing to arrays."""
+    two_clocks = _servo_teleop(tmp_path / "clocks.mcap", joint_clock_s=1.7e9)
+    assert cli_main([str(two_clocks), "--out", str(tmp_path / "a"), *SERVO]) == 2
+    assert "stamped by one clock?" in capsys.readouterr().err
+    behind = _servo_teleop(tmp_path / "behind.mcap", joint_clock_s=9.5)  # joints 0.5 s behind: none pairs
+    assert cli_main([str(behind), "--out", str(tmp_path / "b"), *SERVO]) == 2
+    assert "--max-joint-skew" in capsys.readouterr().err
+    assert cli_main([str(behind), "--out", str(tmp_path / "b2"), *SERVO, "--max-joint-skew", "0.6"]) == 0
+    capsys.readouterr()
+    reset = _servo_teleop(tmp_path / "reset.mcap", reset_at=1.5)
+    assert cli_main([str(reset), "--out", str(tmp_path / "c"), *SERVO, "--twist-timeout", "0.1"]) == 0
+    assert "over 0.1 s old" not in capsys.readouterr().out  # the hint only without --twist-timeout
+    poses = np.concatenate([ep.proprio[:, 0] for ep in EpisodeDataset(tmp_path / "c")])
+    assert poses.max() > 2.5  # the second half's own poses, not the first half's again
+    for name, values, said in (("empty", [], "a gripper array without values"),
+                               ("nan", [0.04, float("nan")], "NaN or inf in [0.04, nan]")):
+        bad = _servo_teleop(tmp_path / f"{name}.mcap", gripper=lambda t, v=values: v)
+        assert cli_main([str(bad), "--out", str(tmp_path / name), *SERVO]) == 2
+        assert said in capsys.readouterr().err
+    arm = _arm_recording(tmp_path / "arm.mcap")
+    assert cli_main([str(arm), "--out", str(tmp_path / "arm"), *ARM, "--twist-timeout", "0.1"]) == 2
+    assert "--twist-timeout applies to twist actions" in capsys.readouterr().err

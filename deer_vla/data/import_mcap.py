@@ -151,7 +151,11 @@ def _scalar(msg: Any, datatype: str) -> float:
         return 1.0 if msg.data else -1.0
     if datatype in ARRAY_TYPES:  # the joints of one gripper move together: their mean is its opening
         values = np.asarray(msg.data, dtype=np.float64)
-        return float(values.mean()) if values.size else math.nan
+        if not values.size:
+            raise ValueError("a gripper array without values")
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"NaN or inf in {values.tolist()}")
+        return float(values.mean())
     return float(msg.data)
 
 
@@ -167,11 +171,13 @@ class _Aligner:
     """Streams messages in log-time order and samples the latest of every topic at each tick."""
 
     def __init__(self, src: McapSources, period_ns: int, max_age_ns: int, image_size: int, where: str = "",
-                 twist_timeout_ns: int | None = None) -> None:
+                 twist_timeout_ns: int | None = None, max_joint_skew_ns: int = 100_000_000) -> None:
         self.src, self.period_ns, self.max_age_ns, self.image_size = src, period_ns, max_age_ns, image_size
         # a twist older than this at a tick moved nothing (MoveIt Servo halts after its incoming_command_timeout):
         # labelled zero motion, not as the last twist held (None: every twist labels until max_age)
         self.twist_timeout_ns = twist_timeout_ns
+        self.max_joint_skew_ns = max_joint_skew_ns
+        self.skewed = 0  # ticks dropped: the paired joint state stamped further than that from an image
         self.stilled = 0  # ticks labelled zero motion by twist_timeout
         self.held_past_servo = 0  # ticks labelled with a twist older than MoveIt Servo's default timeout
         # recent joint states as (header stamp, log time, message): a step pairs its images with the one stamped
@@ -204,7 +210,10 @@ class _Aligner:
             return
         self.latest[topic] = (log_ns, datatype, msg)
         if topic == self.src.proprio and datatype == JOINT_STATE_TYPE:
-            self._joint_history.append((_stamp_ns(msg), log_ns, msg))
+            stamp = _stamp_ns(msg)
+            if self._joint_history and stamp < self._joint_history[-1][0]:
+                self._joint_history.clear()  # a clock reset (a simulator's): the poses before are another time's
+            self._joint_history.append((stamp, log_ns, msg))
         if self.next_tick is None and all(t in self.latest for t in self.src.required):
             self.next_tick = log_ns
 
@@ -256,6 +265,13 @@ class _Aligner:
         if self.episode_mark or (self.current is not None and self.current.instruction != instruction):
             self._close()
         self.episode_mark = False
+        joint = self._paired_joint_state()
+        if joint is not None and joint[2] > self.max_joint_skew_ns:
+            # the node skips such a step (max_joint_state_skew_s): a gap here too, not a pose of another moment
+            self.dropped += 1
+            self.skewed += 1
+            self._close()
+            return
         if self.current is None:
             self.current = _Episode(instruction, tick, {slot: [] for slot in self.src.cameras})
         for slot, topic in self.src.cameras.items():
@@ -263,7 +279,7 @@ class _Aligner:
         self._ticks += 1
         self._check_rate(tick)
         if self.src.proprio is not None:
-            self.current.proprio.append(self._proprio())
+            self.current.proprio.append(self._proprio(joint))
         self.current.actions.append(self._action(tick))
 
     def _check_rate(self, tick: int) -> None:
@@ -291,22 +307,27 @@ class _Aligner:
             self._distinct[topic] = self._distinct.get(topic, 0) + 1
         return cached[1]
 
-    def _paired_joint_state(self) -> tuple[int, Any] | None:
-        """(log time, message) of the joint state stamped nearest the tick's images (the smallest worst gap to
-        any camera), or None where the images or the joint states carry no stamps."""
+    def _paired_joint_state(self) -> tuple[int, Any, int] | None:
+        """(log time, message, worst gap in ns to any camera's image) of the joint state stamped nearest the
+        tick's images, as the policy node pairs them; None where the images or the joint states carry no
+        stamps. Of equally near ones the newest."""
+        if self.src.proprio is None:
+            return None
         stamps = [_stamp_ns(self.latest[t][2]) for t in self.src.cameras.values()]
         history = [j for j in self._joint_history if j[0] > 0]
         if not history or not all(stamps):
             return None
-        _, log_ns, msg = min(history, key=lambda j: max(abs(j[0] - s) for s in stamps))
-        return log_ns, msg
+        gap, index = min((max(abs(j[0] - s) for s in stamps), -i) for i, j in enumerate(history))
+        _, log_ns, msg = history[-index]
+        return log_ns, msg, gap
 
-    def _proprio(self) -> np.ndarray:
+    def _proprio(self, joint: tuple[int, Any, int] | None) -> np.ndarray:
         topic = self.src.proprio
         assert topic is not None
         log_ns, datatype, msg = self.latest[topic]
+        if datatype == JOINT_STATE_TYPE and joint is not None:
+            log_ns, msg = joint[0], joint[1]
         if datatype == JOINT_STATE_TYPE:
-            log_ns, msg = self._paired_joint_state() or (log_ns, msg)
             names = [str(n) for n in msg.name]
             if self.proprio_names is None:
                 self.proprio_names = names
@@ -329,12 +350,16 @@ class _Aligner:
             if self.twist_timeout_ns is not None and age_ns > self.twist_timeout_ns:
                 motion = np.zeros(6)  # the teleoperator let go: the servo had stopped the arm
                 self.stilled += 1
-            elif age_ns > SERVO_TIMEOUT_NS:
+            elif self.twist_timeout_ns is None and age_ns > SERVO_TIMEOUT_NS:
                 self.held_past_servo += 1  # labelled with a twist MoveIt Servo would no longer be moving on
             grip = GRIPPER_UNHEARD  # open until a gripper topic says otherwise: its raw "open" is known only later
             if self.src.gripper is not None and self.src.gripper in self.latest:
                 grip_ns, grip_type, grip_msg = self.latest[self.src.gripper]
-                grip = float(self._finite(self.src.gripper, grip_ns, np.array([_scalar(grip_msg, grip_type)]))[0])
+                try:
+                    grip = _scalar(grip_msg, grip_type)
+                except ValueError as exc:
+                    raise self._fail(self.src.gripper, grip_ns, str(exc)) from exc
+                grip = float(self._finite(self.src.gripper, grip_ns, np.array([grip]))[0])
             return np.append(motion, grip)
         if datatype in ARRAY_TYPES:
             if not len(msg.data):
@@ -452,7 +477,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
                 gripper_open: float | None = None, gripper_closed: float | None = None,
                 proprio_names: Sequence[str] | None = None, max_age_s: float | None = None,
                 image_size: int = 64, min_steps: int = 2, action_frame: str = "",
-                twist_timeout_s: float | None = None) -> dict[str, Any]:
+                twist_timeout_s: float | None = None, max_joint_skew_s: float = 0.1) -> dict[str, Any]:
     """Align, fit the spaces and write; returns a summary. ``path``: an MCAP file or a rosbag2 bag folder.
     ``action_frame``: the TF frame of the action's axes where the messages do not say it (a TwistStamped does)."""
     from deer_vla.data.mcap_io import read_messages
@@ -469,8 +494,10 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     max_age_ns = int((max_age_s if max_age_s is not None else max(0.5, 3.0 / rate_hz)) * 1e9)
     if twist_timeout_s is not None and not (math.isfinite(twist_timeout_s) and twist_timeout_s > 0):
         raise DatasetError(f"--twist-timeout must be > 0 seconds, got {twist_timeout_s}")
+    if not (math.isfinite(max_joint_skew_s) and max_joint_skew_s > 0):
+        raise DatasetError(f"--max-joint-skew must be > 0 seconds, got {max_joint_skew_s}")
     aligner = _Aligner(sources, period_ns, max_age_ns, image_size, str(path),
-                       None if twist_timeout_s is None else int(twist_timeout_s * 1e9))
+                       None if twist_timeout_s is None else int(twist_timeout_s * 1e9), int(max_joint_skew_s * 1e9))
     seen: dict[str, str] = {}
     last_ns = 0
     action_ns: list[int] = []  # when each action message came: the period its per-message deltas cover
@@ -491,12 +518,17 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
         raise DatasetError(f"{path}: no messages on {missing}")
     episodes = [e for e in aligner.finish(last_ns) if len(e.actions) >= min_steps]
     if not episodes:
-        raise DatasetError(f"{path}: no episode of at least {min_steps} steps at {rate_hz:g} Hz")
+        skewed = (f" ({aligner.skewed} tick(s) dropped: the joint state stamped nearest their images was more than "
+                  f"{max_joint_skew_s:g} s from them (--max-joint-skew): are the cameras and the joint states "
+                  "stamped by one clock?)") if aligner.skewed else ""
+        raise DatasetError(f"{path}: no episode of at least {min_steps} steps at {rate_hz:g} Hz{skewed}")
     for topic, vectors in ((sources.action, [a for e in episodes for a in e.actions]),
                            (sources.proprio, [p for e in episodes for p in e.proprio])):
         if len({len(v) for v in vectors}) > 1:
             raise DatasetError(f"{path}: {topic}: vectors of different lengths {sorted({len(v) for v in vectors})}")
     action_type = seen[sources.action]
+    if twist_timeout_s is not None and action_type not in TWIST_TYPES:
+        raise DatasetError(f"--twist-timeout applies to twist actions; {sources.action} is a {action_type}")
     if len(twist_frames) > 1:  # the policy node publishes every twist in one frame_id
         raise DatasetError(f"{sources.action}: twists in several frames {sorted(twist_frames)}; import each "
                            "frame's stretch on its own")
@@ -546,6 +578,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
             "files": [str(f) for f in files],
             "late_messages": aligner.late, "twist_frame": twist_frame, "action_frame": frame, "frame_note": frame_note,
             "stilled_ticks": aligner.stilled, "held_past_servo_ticks": aligner.held_past_servo,
+            "skewed_ticks": aligner.skewed,
             "action_spec": mapping.spec.to_dict(), "clipped_fraction": mapping.clipped_fraction,
             "gripper": f"{mapping.gripper_open:g} open -> -1, {mapping.gripper_closed:g} closed -> +1",
             "proprio_names": None if proprio is None else list(proprio.names),
@@ -583,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--twist-timeout", type=float, default=None, metavar="S",
                    help="a twist older than S seconds at a tick is labelled zero motion (the teleoperator let go; "
                         "MoveIt Servo halts after its incoming_command_timeout, 0.1 s by default)")
+    p.add_argument("--max-joint-skew", type=float, default=0.1, metavar="S",
+                   help="a tick whose JointState (paired by header stamps) is further than S seconds from an image "
+                        "is dropped, as the policy node skips such a step (default 0.1, its max_joint_state_skew_s)")
     p.add_argument("--max-age", type=float, default=None,
                    help="a topic silent this long (s) ends the episode (default max(0.5, 3 / rate))")
     p.add_argument("--action-quantile", type=float, default=0.99,
@@ -607,7 +643,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                 args.file, args.out, sources, args.rate, args.action_axes, args.velocity, args.action_quantile,
                 args.gripper_open, args.gripper_closed, args.proprio_names.split(",") if args.proprio_names else None,
                 args.max_age, args.image_size, action_frame=args.action_frame,
-                twist_timeout_s=args.twist_timeout)
+                twist_timeout_s=args.twist_timeout, max_joint_skew_s=args.max_joint_skew)
     except (DatasetError, McapFormatError, FileNotFoundError) as exc:  # the file or a setting refused
         print(f"deer-vla import-mcap: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, DatasetWriteError) else 2  # a write that failed (disk full): no usage error
@@ -622,6 +658,9 @@ def cli_main(argv: list[str] | None = None) -> int:
               "(an unclosed recording is read in file order)")
     if summary["frame_note"]:
         print(f"  {summary['frame_note']}")
+    if summary["skewed_ticks"]:
+        print(f"  {summary['skewed_ticks']} tick(s) dropped: the joint state stamped nearest their images was more "
+              f"than {args.max_joint_skew:g} s from them (the policy node skips such steps; --max-joint-skew)")
     if summary["stilled_ticks"]:
         print(f"  {summary['stilled_ticks']} tick(s) labelled zero motion: their newest twist was older than "
               f"--twist-timeout {args.twist_timeout:g} s")
