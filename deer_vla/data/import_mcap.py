@@ -162,7 +162,7 @@ def _scalar(msg: Any, datatype: str) -> float:
 # The gripper of a twist action before its topic has spoken (or with no gripper topic): open, in whatever raw
 # units the mapping fitted on the values heard turns out to use (a raw -1 was "closed" to a 0.08 m = open gripper)
 GRIPPER_UNHEARD = math.nan
-SERVO_TIMEOUT_NS = 100_000_000  # MoveIt Servo's default incoming_command_timeout (0.1 s): it halts the arm after
+SERVO_TIMEOUT_NS = 100_000_000  # MoveIt Servo's default incoming_command_timeout: it halts the arm 0.1 s after a twist
 JOINT_HISTORY = 1024  # joint states kept for pairing with images: about 1 s of a 1 kHz driver (the node's too)
 MAX_FRAME_REPEAT = 20  # ticks per camera frame beyond which --rate is taken for a mistake (_Aligner._check_rate)
 
