@@ -475,6 +475,30 @@ def test_joint_states_the_node_would_not_pair_are_not_imported_as_if_it_would(tm
         bad = _servo_teleop(tmp_path / f"{name}.mcap", gripper=lambda t, v=values: v)
         assert cli_main([str(bad), "--out", str(tmp_path / name), *SERVO]) == 2
         assert said in capsys.readouterr().err
+    # fingers that mirror each other ([0.04, -0.04] open): the first joint's value, not a mean of 0 ("closed")
+    mirrored = _servo_teleop(tmp_path / "mirrored.mcap", gripper=lambda t: [0.04, -0.04] if t < 1.5 else [0.0, 0.0])
+    assert cli_main([str(mirrored), "--out", str(tmp_path / "m"), *SERVO, "--twist-timeout", "0.1"]) == 0
+    grips = np.concatenate([ep.actions[:, -1] for ep in EpisodeDataset(tmp_path / "m")])
+    assert (grips == -1.0).any() and (grips == 1.0).any()
     arm = _arm_recording(tmp_path / "arm.mcap")
     assert cli_main([str(arm), "--out", str(tmp_path / "arm"), *ARM, "--twist-timeout", "0.1"]) == 2
     assert "--twist-timeout applies to twist actions" in capsys.readouterr().err
+
+
+def test_two_joint_states_equally_near_the_images_pair_as_the_node_pairs_them():
+    """The importer took the newer of two joint states equally near the images, the node's min() the older."""
+    from types import SimpleNamespace
+
+    from deer_vla.data.import_mcap import _Aligner
+
+    def stamped(t: float, **fields) -> SimpleNamespace:
+        return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=int(t), nanosec=round(t % 1 * 1e9))),
+                               **fields)
+
+    aligner = _Aligner(McapSources({"static": "/cam"}, "/cmd", instruction="x", proprio="/joints"),
+                       100_000_000, 500_000_000, 16)
+    for t in (1.09, 1.11):
+        aligner.feed("/joints", "sensor_msgs/msg/JointState", int(t * 1e9), stamped(t, name=["j"], position=[t]))
+    aligner.feed("/cam", "sensor_msgs/msg/Image", int(1.2e9), stamped(1.10))
+    log_ns, msg, gap = aligner._paired_joint_state()
+    assert msg.position == [1.09] and abs(gap - 10_000_000) <= 1

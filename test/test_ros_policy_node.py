@@ -1318,9 +1318,9 @@ def test_twists_go_out_in_the_frame_the_checkpoints_actions_were_recorded_in(exe
     assert "frame_id 'base_link' differs from the frame 'tool0' the policy's actions were recorded in" in \
         frames["contradicts"][1]
     assert frames["prefixed"][0] == "robot1/tool0" and "differs from the frame" not in frames["prefixed"][1]
-    bad = policy_node(executor, tool, frame_id="/base_link")
+    bad = policy_node(executor, tool, frame_id="base link")
     assert bad.trigger_configure() == R.FAILURE
-    assert "frame_id" in bad._configure_error and "not starting with '/'" in bad._configure_error
+    assert "frame_id" in bad._configure_error and "no spaces" in bad._configure_error
 
 
 def test_a_compressed_camera_is_decoded_stepped_on_and_recorded_as_it_came(executor, tiny_checkpoint, tmp_path):
@@ -1472,7 +1472,9 @@ def test_ros2_param_describe_says_what_each_parameter_does_its_limits_and_when_i
     node = policy_node(executor, tiny_checkpoint)
     described = dict(zip(POLICY_DEFAULTS, node.describe_parameters(list(POLICY_DEFAULTS))))
     assert all(d.description for d in described.values())
-    assert described["rate_hz"].additional_constraints == ">= 0; <= 1000; applied at configure"
+    assert described["rate_hz"].additional_constraints == "0 (the checkpoint's) or 0.01..1000; applied at configure"
+    assert described["twist_topic"].additional_constraints == "at least 1 character(s); applied at configure"
+    assert described["max_instruction_chars"].additional_constraints == ">= 1; <= 65536; changeable at run time"
     assert described["budget.average_gflops"].additional_constraints == ">= 0; changeable at run time"
     assert described["criterion"].additional_constraints.startswith("one of '', 'consecutive', 'learned'")
     assert described["enabled"].additional_constraints == "changeable at run time"

@@ -377,12 +377,30 @@ def test_the_sim_graph_renders_the_checkpoints_cameras_at_its_size_on_the_topics
     assert kept.node("policy").file_parameters()["image_topics"][0] == "camera/static/image_raw"
 
 
-def test_a_robots_prefix_on_either_side_names_the_same_link():
+def test_a_robots_prefix_on_either_side_names_the_same_link(tmp_path):
     """A checkpoint recorded on robot1 ('robot1/tool0') run on robot2 with frame_id 'tool0' was warned about as
-    another frame's axes; 'robot1/tool0' against a 'tool0' recording was not: the rule held one way only."""
-    from deer_vla.ros.params import same_frame
+    another frame's axes; 'robot1/tool0' against a 'tool0' recording was not: the rule held one way only. And the
+    node, training and dataset merging must apply one rule (calibration refused robot2's data of one link)."""
+    from dataclasses import replace
 
-    assert same_frame("robot1/tool0", "tool0") and same_frame("tool0", "robot1/tool0")
-    assert same_frame("robot2/tool0", "robot1/tool0") and same_frame("tool0", "tool0")
-    assert not same_frame("base_link", "tool0") and not same_frame("ur_tool0", "tool0")
-    assert not same_frame("base", "base_link")
+    from deer_vla.core import ActionSpec
+    from deer_vla.core.action_spec import same_link
+    from deer_vla.data.episodes import DatasetMeta
+    from deer_vla.model.presets import preset_config
+    from deer_vla.ros.params import POLICY_DEFAULTS, parse_params
+    from deer_vla.train.spaces import spaces_from_dataset
+
+    assert same_link("robot1/tool0", "tool0") and same_link("tool0", "robot1/tool0")
+    assert same_link("robot2/tool0", "robot1/tool0") and same_link("tool0", "tool0")
+    assert not same_link("base_link", "tool0") and not same_link("ur_tool0", "tool0")
+    assert not same_link("base", "base_link")
+    preset = preset_config("tiny")
+    robot1 = preset.model_copy(update={"action": replace(preset.action_spec, frame="robot1/tool0").to_dict()})
+    robot2 = replace(preset.action_spec, frame="robot2/tool0")
+    DatasetMeta(tuple(preset.cameras), 32, robot2.to_dict(), preset.proprio_dim).save(tmp_path)
+    assert spaces_from_dataset(robot1, tmp_path, explicit=set(), fixed=True).action_spec.frame == "robot1/tool0"
+    assert DatasetMeta.load(tmp_path).compatible_with(
+        DatasetMeta(tuple(preset.cameras), 32, robot1.action, preset.proprio_dim)) == []
+    assert ActionSpec.from_dict(robot2.to_dict()) == robot2
+    # ROS 1's leading '/' in a parameter file that worked before frames were checked: taken without it
+    assert parse_params({**POLICY_DEFAULTS, "frame_id": "/base_link"}).frame_id == "base_link"

@@ -40,6 +40,12 @@ def check_frame_id(frame: object, what: str) -> str:
     return frame
 
 
+def same_link(a: str, b: str) -> bool:
+    """Two frame ids naming one link: the same once a robot's prefix is set aside on either side
+    ("robot1/tool0", "tool0" and "robot2/tool0": one arm's tool frame, recorded on one robot, run on another)."""
+    return a.rsplit("/", 1)[-1] == b.rsplit("/", 1)[-1]
+
+
 def axis_kind(axis: str) -> str:
     return "rotation" if axis in ROTATION_AXES else "translation"
 

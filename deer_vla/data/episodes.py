@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from deer_vla.core.action_spec import ActionSpec
+from deer_vla.core.action_spec import ActionSpec, same_link
 from deer_vla.core.atomic_file import atomic_write_bytes
 from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.core.json_text import JsonTextError, parse_json, read_json_file
@@ -210,7 +210,7 @@ class DatasetMeta:
         # compared as specs: a dict written before a field existed equals one with its default; a frame unrecorded
         # on one side contradicts nothing, two frames do (tool-frame and base-frame twists in one set)
         mine, theirs = self.action, other.action
-        if not (mine.frame and theirs.frame):
+        if not (mine.frame and theirs.frame) or same_link(mine.frame, theirs.frame):
             mine, theirs = replace(mine, frame=""), replace(theirs, frame="")
         if mine != theirs:
             diffs.append(f"action_spec: {self.action_spec} != {other.action_spec}")

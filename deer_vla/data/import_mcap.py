@@ -9,15 +9,19 @@ are decoded with mcap-ros2-support (no ROS installation needed). Topics:
   x, y, z, angular -> roll, pitch, yaw, velocities in m/s and rad/s), or
   std_msgs/Float32MultiArray / Float64MultiArray with one ``--action-axes``
   label per value; the gripper from a Twist's ``--gripper-topic``
-  (std_msgs/Float64 / Float32, or Bool: true = closed) or, without one,
-  open throughout;
+  (std_msgs/Float64 / Float32, Bool: true = closed, or a float array: its
+  first joint's value) or, without one, open throughout;
 * the instruction: std_msgs/String on ``--instruction-topic`` (a new text
   starts a new episode), or one ``--instruction`` for the whole file;
 * optional proprioception: std_msgs/Float32MultiArray / Float64MultiArray
   or sensor_msgs/JointState (positions, named after the joints).
 
 Time alignment (receive times, as rosbag2 logs them): ticks at ``--rate``
-Hz; each tick takes the latest message of every topic at or before it.
+Hz; each tick takes the latest message of every topic at or before it, but a
+sensor_msgs/JointState proprio the one stamped nearest the tick's images, as
+the policy node pairs them (a tick whose pair is further apart than
+``--max-joint-skew`` is dropped, as the node skips such a step), and with
+``--twist-timeout`` a twist older than that labels zero motion.
 Ticks before every topic has data are dropped; a tick where some topic's
 latest message is older than ``--max-age`` seconds ends the episode (a gap),
 as does a message on ``--episode-topic`` or a new instruction. An unclosed
@@ -132,7 +136,7 @@ def image_to_rgb(msg: Any, datatype: str) -> np.ndarray:
     return image_msg_to_rgb(msg)
 
 
-# a float array: a forward_command_controller's command to the gripper's joints, taken as the mean of its values
+# a float array: a forward_command_controller's command to the gripper's joints, taken as its first joint's value
 GRIPPER_TYPES = ("std_msgs/msg/Float64", "std_msgs/msg/Float32", "std_msgs/msg/Bool", *ARRAY_TYPES)
 INSTRUCTION_TYPE = "std_msgs/msg/String"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -149,13 +153,13 @@ def _stamp_ns(msg: Any) -> int:
 def _scalar(msg: Any, datatype: str) -> float:
     if datatype == "std_msgs/msg/Bool":
         return 1.0 if msg.data else -1.0
-    if datatype in ARRAY_TYPES:  # the joints of one gripper move together: their mean is its opening
-        values = np.asarray(msg.data, dtype=np.float64)
+    if datatype in ARRAY_TYPES:  # a gripper's joints move together: the first one's position is its opening
+        values = np.asarray(msg.data, dtype=np.float64)  # (a mean would cancel mirrored fingers, [0.04, -0.04])
         if not values.size:
             raise ValueError("a gripper array without values")
         if not np.all(np.isfinite(values)):
             raise ValueError(f"NaN or inf in {values.tolist()}")
-        return float(values.mean())
+        return float(values[0])
     return float(msg.data)
 
 
@@ -310,15 +314,15 @@ class _Aligner:
     def _paired_joint_state(self) -> tuple[int, Any, int] | None:
         """(log time, message, worst gap in ns to any camera's image) of the joint state stamped nearest the
         tick's images, as the policy node pairs them; None where the images or the joint states carry no
-        stamps. Of equally near ones the newest."""
+        stamps. Of equally near ones the oldest, as the node's min() takes it."""
         if self.src.proprio is None:
             return None
         stamps = [_stamp_ns(self.latest[t][2]) for t in self.src.cameras.values()]
         history = [j for j in self._joint_history if j[0] > 0]
         if not history or not all(stamps):
             return None
-        gap, index = min((max(abs(j[0] - s) for s in stamps), -i) for i, j in enumerate(history))
-        _, log_ns, msg = history[-index]
+        gap, index = min((max(abs(j[0] - s) for s in stamps), i) for i, j in enumerate(history))
+        _, log_ns, msg = history[index]
         return log_ns, msg, gap
 
     def _proprio(self, joint: tuple[int, Any, int] | None) -> np.ndarray:
@@ -601,8 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TF frame the action's axes are in, for actions that do not say it (a TwistStamped "
                         "does); kept in the checkpoint, whose twists the policy node sends in it")
     p.add_argument("--gripper-topic", default=None,
-                   help="gripper command for a twist action (Float64/Float32/Bool, or a float array: the mean of "
-                        "its values, e.g. a forward_command_controller's commands)")
+                   help="gripper command for a twist action (Float64/Float32/Bool, or a float array: its first "
+                        "joint's value, e.g. a forward_command_controller's commands)")
     p.add_argument("--gripper-open", type=float, default=None, help="raw gripper value meaning open (-> -1)")
     p.add_argument("--gripper-closed", type=float, default=None, help="raw gripper value meaning closed (-> +1)")
     text = p.add_mutually_exclusive_group(required=True)

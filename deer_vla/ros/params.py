@@ -48,12 +48,6 @@ MIN_SPLIT_MIB = 1.0
 MIN_SPLIT_S = 10.0
 
 
-def same_frame(given: str, recorded: str) -> bool:
-    """``given`` names the same link as ``recorded``: the same id once a robot's prefix is set aside on either
-    side ("robot1/tool0", "tool0" and "robot2/tool0": one arm's tool frame, recorded on one robot, run on another)."""
-    return given.rsplit("/", 1)[-1] == recorded.rsplit("/", 1)[-1]
-
-
 def check_split_mib(value: float) -> float:
     """A split size in MiB (record_split_mib, log_split_mib): 0 = no size limit, else at least MIN_SPLIT_MIB."""
     if not (math.isfinite(value) and (value == 0 or value >= MIN_SPLIT_MIB)):
@@ -171,7 +165,6 @@ POLICY_DEFAULTS: dict[str, Any] = {
 }
 
 
-# shown by `ros2 param describe`; the other parameters are described in config/policy.yaml
 # what `ros2 param describe` and rqt_reconfigure show (config/policy.yaml has the longer story); the limits and
 # whether a parameter changes at run time are added by the node (parameter_constraints, RUNTIME_PARAMS)
 PARAMETER_DESCRIPTIONS: dict[str, str] = {
@@ -248,13 +241,30 @@ def parameter_constraints(name: str) -> str:
         else ()
     if choices:
         said.append("one of " + ", ".join(repr(c) for c in choices))
+    if name in VALIDATOR_LIMITS:  # what a validator refuses beyond the field's own bounds says it all
+        return "; ".join([*said, VALIDATOR_LIMITS[name]])
     words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "at least", "max_length": "at most"}
+    unit = "character(s)" if field.annotation is str else "item(s)"
     for limit in field.metadata:
         for attr, word in words.items():
             value = getattr(limit, attr, None)
             if value is not None:
-                said.append(f"{word} {value:g}" if attr in ("ge", "gt", "le", "lt") else f"{word} {value} item(s)")
+                said.append(f"{word} {value:g}" if attr in ("ge", "gt", "le", "lt") else f"{word} {value} {unit}")
     return "; ".join(said)
+
+
+# limits a validator applies, said in its words (the field's own bounds would mislead: rate_hz 0.005 is refused)
+VALIDATOR_LIMITS: dict[str, str] = {
+    "rate_hz": f"0 (the checkpoint's) or {MIN_RATE_HZ:g}..1000",
+    "hold_rate_hz": f"0 (off) or {MIN_RATE_HZ:g}..1000",
+    "max_joint_state_skew_s": "> 0",
+    "record_split_mib": f"0 (no size limit) or >= {MIN_SPLIT_MIB:g}",
+    "record_split_s": f"0 (no time limit) or >= {MIN_SPLIT_S:g}",
+    "record_keep_parts": ">= 0 (0 = every part)",
+    "frame_id": "a TF frame id: no spaces, at most 256 characters; \"\" = the checkpoint's",
+    "gripper.open_positions": "1..16 finite values, as many as gripper.closed_positions (checked at configure)",
+    "gripper.closed_positions": "1..16 finite values, as many as gripper.open_positions (checked at configure)",
+}
 
 
 class PolicyParams(BaseModel):
@@ -348,7 +358,8 @@ class PolicyParams(BaseModel):
     @field_validator("frame_id")
     @classmethod
     def _frame_id(cls, v: str) -> str:
-        return check_frame_id(v, "frame_id")
+        # ROS 1's "/base_link" (parameter files that worked before frames were checked): tf2 ids carry no '/'
+        return check_frame_id(v[1:] if isinstance(v, str) and v.startswith("/") else v, "frame_id")
 
     @field_validator("checkpoint_dir")
     @classmethod

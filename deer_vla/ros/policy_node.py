@@ -49,6 +49,7 @@ from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
 from deer_vla.core import Observation, ProprioError
+from deer_vla.core.action_spec import same_link
 from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.core.log_text import quoted
 from deer_vla.data.image_msg import (
@@ -89,7 +90,6 @@ from deer_vla.ros.params import (
     crossed_camera_topics,
     parameter_constraints,
     parse_params,
-    same_frame,
     unknown_parameters,
 )
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, check_budget, load_stack, make_budget
@@ -450,7 +450,7 @@ class PolicyNode(LifecycleNode):
                 "the checkpoint's action frame" if recorded else "default: the checkpoint records none") + (
                 f"; its prefix '{prefix}/' comes from the recording: set frame_id for this robot's" if prefix
                 else "") + ")")
-        elif recorded and not same_frame(explicit, recorded):
+        elif recorded and not same_link(explicit, recorded):
             # a tool-frame policy driven in the base frame moves along rotated axes
             self.get_logger().warn(
                 f"frame_id '{explicit}' differs from the frame '{recorded}' the policy's actions were recorded in: "

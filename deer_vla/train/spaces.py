@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from deer_vla.core.action_spec import same_link
 from deer_vla.data.episodes import DatasetMeta
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def spaces_from_dataset(pcfg: Any, dataset: str | Path, explicit: set[str], fixe
     model_spec = pcfg.action_spec
     if replace(model_spec, frame="") != replace(data_spec, frame=""):
         settle("action", pcfg.action, data_spec.to_dict(), False)
-    elif model_spec.frame and data_spec.frame and model_spec.frame != data_spec.frame:
+    elif model_spec.frame and data_spec.frame and not same_link(model_spec.frame, data_spec.frame):
         if fixed or "action" in explicit:  # named alone: two long dicts that differ in one word hide it
             problems.append(f"action frame: model '{model_spec.frame}' != dataset '{data_spec.frame}'")
         else:
