@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from deer_vla.core.action_spec import check_frame_id
+from deer_vla.core.action_spec import MAX_FRAME_CHARS, check_frame_id
 from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS
 from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, SplitLimits
 from deer_vla.model.checkpoint_dir import CheckpointDir
@@ -261,7 +261,7 @@ VALIDATOR_LIMITS: dict[str, str] = {
     "record_split_mib": f"0 (no size limit) or >= {MIN_SPLIT_MIB:g}",
     "record_split_s": f"0 (no time limit) or >= {MIN_SPLIT_S:g}",
     "record_keep_parts": ">= 0 (0 = every part)",
-    "frame_id": "a TF frame id: no spaces, at most 256 characters; \"\" = the checkpoint's",
+    "frame_id": f"a TF frame id: no spaces, at most {MAX_FRAME_CHARS} characters; \"\" = the checkpoint's",
     "gripper.open_positions": "1..16 finite values, as many as gripper.closed_positions (checked at configure)",
     "gripper.closed_positions": "1..16 finite values, as many as gripper.open_positions (checked at configure)",
 }
