@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ import numpy as np
 
 from deer_vla.core.action_spec import check_frame_id
 from deer_vla.core.instruction_text import clean_instruction
+from deer_vla.core.stamp_pairing import StampedHistory
 from deer_vla.data.episodes import DatasetError, DatasetWriteError, check_image_size
 from deer_vla.data.image_msg import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from deer_vla.data.importing import (
@@ -167,7 +167,6 @@ def _scalar(msg: Any, datatype: str) -> float:
 # units the mapping fitted on the values heard turns out to use (a raw -1 was "closed" to a 0.08 m = open gripper)
 GRIPPER_UNHEARD = math.nan
 SERVO_TIMEOUT_NS = 100_000_000  # MoveIt Servo's default incoming_command_timeout: it halts the arm 0.1 s after a twist
-JOINT_HISTORY = 1024  # joint states kept for pairing with images: about 1 s of a 1 kHz driver (the node's too)
 MAX_FRAME_REPEAT = 20  # ticks per camera frame beyond which --rate is taken for a mistake (_Aligner._check_rate)
 
 
@@ -184,10 +183,9 @@ class _Aligner:
         self.skewed = 0  # ticks dropped: the paired joint state stamped further than that from an image
         self.stilled = 0  # ticks labelled zero motion by twist_timeout
         self.held_past_servo = 0  # ticks labelled with a twist older than MoveIt Servo's default timeout
-        # recent joint states as (header stamp, log time, message): a step pairs its images with the one stamped
-        # nearest them, as the policy node does, not with the newest received (a camera's delivery latency puts
-        # the newest joint state ahead of the picture: 150 ms over Wi-Fi)
-        self._joint_history: deque[tuple[int, int, Any]] = deque(maxlen=JOINT_HISTORY)
+        # recent stamped joint states, (log time, message): a tick pairs its images with the one stamped nearest
+        # them, as the policy node does (core.stamp_pairing), not with the newest received
+        self._joint_history: StampedHistory[tuple[int, Any]] = StampedHistory()
         self.where = where  # the file, in error messages
         self.latest: dict[str, tuple[int, str, Any]] = {}  # topic -> (log time, datatype, decoded)
         self.late = 0  # messages older than one already seen on their topic (an unfinished file, read in file order)
@@ -213,11 +211,8 @@ class _Aligner:
             self.late += 1  # the ticks it belonged to are past: keep the newer message
             return
         self.latest[topic] = (log_ns, datatype, msg)
-        if topic == self.src.proprio and datatype == JOINT_STATE_TYPE:
-            stamp = _stamp_ns(msg)
-            if self._joint_history and stamp < self._joint_history[-1][0]:
-                self._joint_history.clear()  # a clock reset (a simulator's): the poses before are another time's
-            self._joint_history.append((stamp, log_ns, msg))
+        if topic == self.src.proprio and datatype == JOINT_STATE_TYPE and _stamp_ns(msg) > 0:  # 0: unstamped
+            self._joint_history.add(_stamp_ns(msg), (log_ns, msg))
         if self.next_tick is None and all(t in self.latest for t in self.src.required):
             self.next_tick = log_ns
 
@@ -314,15 +309,14 @@ class _Aligner:
     def _paired_joint_state(self) -> tuple[int, Any, int] | None:
         """(log time, message, worst gap in ns to any camera's image) of the joint state stamped nearest the
         tick's images, as the policy node pairs them; None where the images or the joint states carry no
-        stamps. Of equally near ones the oldest, as the node's min() takes it."""
+        stamps. Of equally near ones the oldest (StampedHistory.nearest, the node's rule)."""
         if self.src.proprio is None:
             return None
         stamps = [_stamp_ns(self.latest[t][2]) for t in self.src.cameras.values()]
-        history = [j for j in self._joint_history if j[0] > 0]
-        if not history or not all(stamps):
+        found = self._joint_history.nearest(stamps) if all(stamps) else None
+        if found is None:
             return None
-        gap, index = min((max(abs(j[0] - s) for s in stamps), i) for i, j in enumerate(history))
-        _, log_ns, msg = history[index]
+        _, (log_ns, msg), gap = found
         return log_ns, msg, gap
 
     def _proprio(self, joint: tuple[int, Any, int] | None) -> np.ndarray:

@@ -52,6 +52,7 @@ from deer_vla.core import Observation, ProprioError
 from deer_vla.core.action_spec import same_link
 from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.core.log_text import quoted
+from deer_vla.core.stamp_pairing import StampedHistory
 from deer_vla.data.image_msg import (
     CompressedFrame,
     ImageConversionError,
@@ -110,7 +111,6 @@ RUNTIME_PARAMS = (set(BUDGET_PARAMS) - {"fixed_exit"}) | {
 }
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute, as diagnostic_aggregator and rqt_robot_monitor expect
-JOINT_HISTORY = 1024  # joint states kept for pairing with images: about 1 s of a 1 kHz driver
 
 
 @dataclass
@@ -263,7 +263,7 @@ class PolicyNode(LifecycleNode):
         self._proprio_stamp_ns: int | None = None  # header stamp of the JointState the proprio came from
         # recent stamped joint states: a step pairs its images with the one stamped nearest them
         # (message_filters' ApproximateTime), not the newest, which a camera's latency puts ahead of the picture
-        self._joint_history: deque[tuple[int, np.ndarray]] = deque(maxlen=JOINT_HISTORY)
+        self._joint_history: StampedHistory[np.ndarray] = StampedHistory()
         self._joint_map: JointStateProprio | None = None  # proprio.source joint_state: names -> joint values
         self.frames: dict[str, CameraFrame] = {}
         self._used_ns: dict[str, int] = {}  # arrival time of the frames the last step used, per camera
@@ -1011,14 +1011,11 @@ class PolicyNode(LifecycleNode):
 
     def _accept_proprio(self, values: np.ndarray, stamp_ns: int | None) -> None:
         self.proprio, self._proprio_stamp_ns = values, stamp_ns
-        if stamp_ns is not None:
-            if self._joint_history and stamp_ns < self._joint_history[-1][0]:
-                # the driver's clock went back (a simulator reset under use_sim_time): the poses held carry
-                # the new episode's stamps too, and the pairing would hand the model the old arm pose
-                self._joint_history.clear()
-                self.get_logger().warn("joint state stamped before the previous one (a clock reset?): poses held "
-                                       "for pairing with images dropped", throttle_duration_sec=2.0)
-            self._joint_history.append((stamp_ns, values))
+        # the driver's clock going back (a simulator reset under use_sim_time) drops the poses held: the
+        # pairing would otherwise hand the model the old arm pose
+        if stamp_ns is not None and self._joint_history.add(stamp_ns, values):
+            self.get_logger().warn("joint state stamped before the previous one (a clock reset?): poses held "
+                                   "for pairing with images dropped", throttle_duration_sec=2.0)
         self._proprio_ns = time.perf_counter_ns()
         if self.params is not None and self.params.control_mode == "event" and self._all_new():
             self.control_step()
@@ -1120,11 +1117,8 @@ class PolicyNode(LifecycleNode):
     def _paired_joint_state(self, frames: dict[str, CameraFrame]) -> tuple[int, np.ndarray] | None:
         """(stamp, values) of the buffered joint state stamped nearest the step's images (the smallest worst
         gap to any camera), or None without stamped joint states or images."""
-        history = list(self._joint_history)  # one copy: the executor may append while a step is prepared
-        stamps = [f.stamp_ns for f in frames.values()]
-        if not history or not stamps:
-            return None
-        return min(history, key=lambda joint: max(abs(joint[0] - s) for s in stamps))
+        found = self._joint_history.nearest([f.stamp_ns for f in frames.values()])
+        return None if found is None else (found[0], found[1])
 
     def _why_stale(self, frames: dict[str, CameraFrame], joint_stamp_ns: int | None) -> tuple[str, str] | None:
         """Why the observation is not fresh, as (a health.SKIP_REASONS key, a sentence), or None: a camera
