@@ -168,6 +168,11 @@ def compressed_to_rgb(image_format: str, data: Any) -> np.ndarray:
     return check_compressed(image_format, data).decode()
 
 
+def check_compressed_msg(msg: object) -> CompressedFrame:
+    """sensor_msgs/CompressedImage (or anything with its fields), checked: check_compressed."""
+    return check_compressed(str(msg.format), msg.data)  # type: ignore[attr-defined]
+
+
 def compressed_msg_to_rgb(msg: object) -> np.ndarray:
     """sensor_msgs/CompressedImage (or anything with its fields) -> HxWx3 uint8 RGB."""
-    return compressed_to_rgb(str(msg.format), msg.data)  # type: ignore[attr-defined]
+    return check_compressed_msg(msg).decode()

@@ -56,7 +56,7 @@ from deer_vla.core.stamp_pairing import StampedHistory
 from deer_vla.data.image_msg import (
     CompressedFrame,
     ImageConversionError,
-    check_compressed,
+    check_compressed_msg,
     image_msg_to_rgb,
     is_compressed_topic,
 )
@@ -96,12 +96,6 @@ from deer_vla.ros.params import (
 from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, check_budget, load_stack, make_budget
 from deer_vla.ros.recorder import CLOSE_WAIT_S, BackgroundRecorder, PolicyRecorder
 from deer_vla.ros.worker import StepWorker
-
-
-def _check_compressed(msg: CompressedImage) -> CompressedFrame:
-    """A compressed camera frame with its header checked (cheap, on the executor thread); decoded by a step."""
-    return check_compressed(str(msg.format), msg.data)
-
 
 # Parameters that may change while configured; the rest need cleanup + configure.
 RUNTIME_PARAMS = (set(BUDGET_PARAMS) - {"fixed_exit"}) | {
@@ -500,6 +494,11 @@ class PolicyNode(LifecycleNode):
         namespace = self.get_namespace().rstrip("/") + "/"
         return heard[len(namespace):] if namespace != "/" and heard.startswith(namespace) else heard.lstrip("/")
 
+    def _image_type(self, topic: str) -> type:
+        """The message type camera topic ``topic`` is read as: image_transport's <base>/compressed carries
+        CompressedImage (judged on the name subscribed, so a remap onto a compressed stream is read as one)."""
+        return CompressedImage if is_compressed_topic(self._in_namespace(topic)) else Image
+
     def _create_interfaces(self, params: PolicyParams, stack: PolicyStack) -> None:
         if params.record_path:  # first: the one part that can fail (OSError), before anything is created
             policy = {"checkpoint": str(params.checkpoint.resolve()),
@@ -512,14 +511,12 @@ class PolicyNode(LifecycleNode):
                 PolicyRecorder(params.record_path, stack.cameras, params.record_split, policy),
                 functools.partial(self._not_recorded, health))
         for cam, topic in zip(stack.cameras, params.image_topics):
-            # image_transport's naming: <base>/compressed carries JPEG or PNG frames (judged on the name
-            # subscribed, so a remap onto a compressed stream is read as one)
-            compressed = is_compressed_topic(self._in_namespace(topic))
+            # a compressed frame's header is checked on arrival (cheap), the frame decoded by the step taking it
+            kind = self._image_type(topic)
+            check = check_compressed_msg if kind is CompressedImage else image_msg_to_rgb
             self._subs.append(self.create_subscription(
-                CompressedImage if compressed else Image, topic,
-                functools.partial(self._on_image, camera=cam, check=_check_compressed if compressed else
-                                  image_msg_to_rgb),
-                qos_profile_sensor_data, callback_group=self._input_group,
+                kind, topic, functools.partial(self._on_image, camera=cam, check=check), qos_profile_sensor_data,
+                callback_group=self._input_group,
             ))
         # latched and plain publishers both (ros.instruction_input); one message that reaches both counts once
         copies = CopyFilter()
@@ -1343,7 +1340,7 @@ class PolicyNode(LifecycleNode):
 
         cameras = {}
         for c, topic in zip(stack.cameras, params.image_topics):
-            kind = CompressedImage if is_compressed_topic(self._in_namespace(topic)) else Image
+            kind = self._image_type(topic)
             if c in frames:
                 received = age(frames[c].received_ns, received_now)
                 cameras[c] = InputAge(self._as_heard(topic), age(frames[c].stamp_ns, now), received,
