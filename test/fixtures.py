@@ -123,12 +123,12 @@ class HeldStep:
         self.started, self.release = threading.Event(), threading.Event()
         self.error, self.timeout = error, timeout
 
-    def __call__(self, obs: Any) -> Any:
+    def __call__(self, obs: Any, **kwargs: Any) -> Any:
         self.started.set()
         self.release.wait(self.timeout)
         if self.error is not None:
             raise self.error
-        return self.real(obs)
+        return self.real(obs, **kwargs)
 
 
 class Driver:

@@ -24,6 +24,7 @@ from deer_vla.control.synthetic import (
     synthetic_latency_trace,
     synthetic_profile,
 )
+from deer_vla.core import StepRecord
 
 N = 6
 
@@ -219,3 +220,45 @@ def test_a_deadline_equal_to_an_exits_worst_case_reaches_that_exit(start_s):
         for _ in range(5):
             _, record = ctl.step(observation)
             assert record.exit_used == k and record.total_ms <= deadline + 1e-9
+
+
+def test_work_before_the_step_counts_against_its_deadline():
+    """A robot's compressed frames are decoded before the model runs (~60 ms for a 4K JPEG). That time was left
+    out of the step's clock: the guard started exits the deadline had no room for, and total_ms hid the overrun.
+    ``started_at`` counts the step from when its work began."""
+    from deer_vla.control import LatencyTrace
+
+    n = 6
+    observation = synthetic_episodes(1, 1)[0][0]
+    trace = LatencyTrace(encode_ms=np.full(5, 1.0), segment_ms=np.full((5, n), 3.0), head_ms=np.full(5, 0.5))
+    profile = synthetic_profile(n, trace=trace)
+    deadline = step_worst_ms(profile, 5)
+    decode_ms = 7.0  # a little over two segments and their head steps
+
+    def one_step(before_ms: float | None) -> tuple[StepRecord, float]:
+        clock = ManualClock(100.0)
+        policy = SyntheticExitPolicy(n, clock=clock, latency=trace, seed=1)
+        ctl = ExitController(policy, profile, Thresholds(values=[0.0] * (n - 1)),
+                             budget=BudgetSpec(deadline_ms=deadline), clock=clock)
+        started = clock()
+        clock.advance_ms(decode_ms)  # the frames' decode, before the controller is called
+        record = ctl.step(observation, started_at=started if before_ms is not None else None)[1]
+        return record, (clock() - started) * 1e3
+
+    untimed, untimed_wall = one_step(None)
+    assert untimed.exit_used == 5 and untimed_wall > deadline  # the decode's time went past the deadline unseen
+    timed, timed_wall = one_step(decode_ms)
+    assert timed.stop_reason == "deadline" and timed.exit_used < 5
+    assert timed_wall <= deadline + 1e-9 and timed.total_ms == pytest.approx(timed_wall)
+    assert timed.encode_ms == pytest.approx(decode_ms + 1.0)
+
+
+def test_started_at_must_be_a_past_reading_of_the_controllers_clock():
+    clock = ManualClock(5.0)
+    policy = SyntheticExitPolicy(N, seed=1)
+    ctl = ExitController(policy, synthetic_profile(N), None, fixed_exit=2, clock=clock)
+    observation = synthetic_episodes(1, 1)[0][0]
+    for bad in (6.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="started_at must be a past reading"):
+            ctl.step(observation, started_at=bad)
+    assert ctl.step(observation, started_at=4.0)[1].total_ms >= 1000.0

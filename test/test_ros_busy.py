@@ -24,9 +24,9 @@ def _slow_steps(node, seconds: float) -> threading.Event:
     real = node.stack.controller.step
     started = threading.Event()
 
-    def step(obs):
+    def step(obs, **kwargs):
         started.set()
-        out = real(obs)
+        out = real(obs, **kwargs)
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             sum(range(200))

@@ -279,10 +279,10 @@ def test_a_step_that_outlives_cleanup_never_reaches_the_next_configuration(execu
     assert drv.settle(node)
     real, release, started = node.stack.controller.step, threading.Event(), threading.Event()
 
-    def held(obs):
+    def held(obs, **kwargs):
         started.set()
         release.wait(10.0)  # the step outlives cleanup
-        return real(obs)
+        return real(obs, **kwargs)
 
     node.stack.controller.step = held
     drv.send_pair()

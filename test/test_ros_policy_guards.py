@@ -47,7 +47,7 @@ def test_an_event_mode_step_that_ends_too_late_sends_a_zero_twist(executor, tiny
     node = started_policy_node(executor, tiny_checkpoint, enabled=True, stale_action="zero", max_image_age_s=0.5)
     drv = _instructed(executor, node, spin_until)
     real = node.stack.controller.step
-    node.stack.controller.step = lambda obs: (time.sleep(0.8), real(obs))[1]
+    node.stack.controller.step = lambda obs, **kw: (time.sleep(0.8), real(obs, **kw))[1]
     assert drv.step_once(node)  # one image set; its step ends 0.8 s after the images were taken
     assert node.stats.skipped["late_action"] == 1
     assert not drv.actions and not drv.grippers, "an action on images past max_image_age_s went out"

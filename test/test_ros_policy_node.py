@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -183,19 +184,19 @@ def test_a_step_that_outlives_its_images_fails_or_hangs_leaves_the_robot_stopped
         drv.drive_until(lambda: False, timeout=seconds)
         return drv.twists[start:]
 
-    slow = phase(lambda obs: (time.sleep(0.8), real(obs))[1])
+    slow = phase(lambda obs, **kw: (time.sleep(0.8), real(obs, **kw))[1])
     assert slow and not moving(slow), "an action on images past max_image_age_s reached the robot"
     assert node.stats.skipped["late_action"] >= 1
     assert "too late" in node.stats.skip_details["late_action"]
 
-    def broken(obs):
+    def broken(obs, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access")
 
     failed = phase(broken)
     assert failed and not moving(failed) and node.stats.model_errors >= 1
     release = threading.Event()
     try:
-        hung = phase(lambda obs: (release.wait(20), real(obs))[1])
+        hung = phase(lambda obs, **kw: (release.wait(20), real(obs, **kw))[1])
     finally:
         release.set()
     assert hung and not moving(hung), "a hung step left the last velocity standing"
@@ -325,8 +326,8 @@ def test_new_instruction_resets_episode_and_model_errors_are_survived(executor, 
     # a NaN action is never published
     real_step = node.stack.controller.step
 
-    def nan_step(obs):
-        action, record = real_step(obs)
+    def nan_step(obs, **kwargs):
+        action, record = real_step(obs, **kwargs)
         return np.full_like(action, np.nan), record
 
     assert drv.settle(node)  # a step already on the worker runs the real controller and may publish
@@ -982,7 +983,7 @@ def test_a_slow_step_on_time_by_the_sim_clock_gets_no_zero_twists_between_action
 
         assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
         real = node.stack.controller.step
-        node.stack.controller.step = lambda obs: (time.sleep(0.8), real(obs))[1]
+        node.stack.controller.step = lambda obs, **kw: (time.sleep(0.8), real(obs, **kw))[1]
         spin(5.0)
         zero = [t for t in twists if (t.twist.linear.x, t.twist.linear.y, t.twist.linear.z) == (0.0, 0.0, 0.0)]
         assert len(twists) - len(zero) >= 2 and not zero, f"{len(zero)} zero twists among {len(twists)}"
@@ -1479,3 +1480,37 @@ def test_ros2_param_describe_says_what_each_parameter_does_its_limits_and_when_i
     assert described["criterion"].additional_constraints.startswith("one of '', 'consecutive', 'learned'")
     assert described["enabled"].additional_constraints == "changeable at run time"
     assert "compressed" in described["image_topics"].description
+
+
+def test_a_compressed_frames_decode_is_the_steps_own_time(executor, tiny_checkpoint, monkeypatch):
+    """The worker decodes a step's JPEG before the model runs (~60 ms at 4K); that time was outside the step's
+    clock, so encode_ms/total_ms (what the monitor judges peak_ms on) and the deadline guard never saw it."""
+    import cv2
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage
+
+    from deer_vla.data.image_msg import CompressedFrame
+
+    decode = CompressedFrame.decode
+
+    def slow_decode(frame: CompressedFrame) -> np.ndarray:
+        time.sleep(0.08)  # a large frame's decode, made deterministic
+        return decode(frame)
+
+    monkeypatch.setattr(CompressedFrame, "decode", slow_decode)
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, rate_hz=20.0,
+                               image_topics=["camera/static/image_raw/compressed", "camera/wrist/image_raw"])
+    drv = Driver(executor, topics=("camera/wrist/image_raw",))
+    pub = drv.node.create_publisher(CompressedImage, "camera/static/image_raw/compressed", qos_profile_sensor_data)
+    drv.instruct()
+    for _ in range(200):
+        rgb = drv.rng.integers(0, 256, size=(40, 56, 3), dtype=np.uint8)
+        msg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", rgb)[1].tobytes())
+        msg.header.stamp = drv.node.get_clock().now().to_msg()
+        pub.publish(msg)
+        drv.send_pair()
+        drv.spin(0.03)
+        if node.stats.steps >= 2:
+            break
+    assert node.stats.steps >= 2 and node.last_record is not None
+    assert node.last_record.encode_ms >= 80.0 and node.last_record.total_ms >= 80.0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -364,7 +365,12 @@ class ExitController:
             self.reset_episode()
         self._episode_instruction = key
 
-    def step(self, observation: Observation) -> tuple[np.ndarray, StepRecord]:
+    def step(self, observation: Observation, started_at: float | None = None) -> tuple[np.ndarray, StepRecord]:
+        """One control step. ``started_at``: this controller's ``clock()`` when the step's work began, if before
+        this call (a robot's compressed frames decoded first): the deadline, ``encode_ms`` and ``total_ms`` then
+        count from it, so work done for the step before the model runs is not left out of its time."""
+        if started_at is not None and not (math.isfinite(started_at) and started_at <= self.clock()):
+            raise ValueError(f"started_at must be a past reading of the controller's clock, got {started_at!r}")
         self._new_instruction_starts_episode(observation)
         with self._lock:
             if self._pending is not None:
@@ -378,7 +384,7 @@ class ExitController:
         cap = self.report.cap
         tracker = self._active_tracker()  # scale 1 and no updates while it idles
         scale = tracker.scale if tracker is not None else 1.0
-        t0 = self.clock()
+        t0 = self.clock() if started_at is None else started_at
         self.policy.begin_step(observation)
         t_enc = self.clock()
         actions: list[np.ndarray] = []

@@ -27,7 +27,7 @@ class StepRecord:
     stop_reason: StopReason
     llm_gflops: float  # cumulative LLM cost of the exits that ran
     total_gflops: float  # cumulative whole-pipeline cost
-    encode_ms: float = 0.0  # vision + resampler + embeddings wall time
+    encode_ms: float = 0.0  # wall time to tokens: a node's frame decode, resize, vision, resampler, embeddings
     segment_ms: list[float] = field(default_factory=list)  # wall time per segment that ran
     head_ms: float = 0.0  # total action-head time this step
     total_ms: float = 0.0  # whole step wall time (model side)

@@ -1180,6 +1180,8 @@ class PolicyNode(LifecycleNode):
         stack, params = self.stack, self.params
         if stack is None or params is None:
             return
+        # the step's time (its deadline, the record's total_ms) counts from here: a 4K JPEG's decode is its work
+        started = stack.controller.clock()
         images = self._decoded_images(job)  # first: the repeat check below compares the decoded frames
         if images is None:
             return
@@ -1200,7 +1202,7 @@ class PolicyNode(LifecycleNode):
             stamp_ns=first.stamp_ns,
         )
         try:
-            action, record = stack.controller.step(obs)
+            action, record = stack.controller.step(obs, started_at=started)
             command = to_robot_command(action, stack.action_spec, params.period_s)
         except UnsafeActionError as exc:
             self.stats.unsafe_actions += 1
