@@ -171,3 +171,32 @@ def test_thresholds_the_disk_cannot_take_leave_the_old_ones_in_force(checkpoint:
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "No space left on device" in err and "unchanged" in err, err
     assert path.read_text() == first
+
+
+def test_certified_thresholds_hold_their_own_cost_or_the_budget_asked_for(
+        checkpoint: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --average-gflops the base thresholds are solved at a fraction of the full model's cost, and the
+    certified ones (scaled until the risk limit holds) spend more: they were saved carrying the base's average,
+    so the node held, the monitor judged (ERROR) and a replay re-tested a budget the certified thresholds
+    overspend by design. They carry their own expected cost; re-tested at configure, the new member's."""
+    import dataclasses
+
+    from deer_vla.control.budgets import BudgetSpec
+    from deer_vla.control.risk import reapply
+
+    assert calibrate_main([*_args(checkpoint, tmp_path / "own"), "--risk", "0.5", "--delta", "0.1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    th = Thresholds.load(CheckpointDir(tmp_path / "own").thresholds_path)
+    assert th.budget is not None and th.budget.average_gflops == th.expected_cost
+    assert report["budget"]["average_gflops"] == th.expected_cost
+    # a file saved before (the base's average in it) re-tested as the node does at configure
+    older = dataclasses.replace(th, budget=BudgetSpec(average_gflops=th.expected_cost * 0.6, metric=th.metric))
+    again = reapply(older, th.guarantee.eps, th.guarantee.delta)
+    assert again.budget.average_gflops == again.expected_cost == th.expected_cost
+    asked = th.expected_cost * 1.5
+    kept = reapply(older, th.guarantee.eps, th.guarantee.delta, asked)
+    assert kept.budget.average_gflops == asked and kept.expected_cost <= asked
+    assert calibrate_main([*_args(checkpoint, tmp_path / "asked"), "--risk", "0.5", "--delta", "0.1",
+                           "--average-gflops", f"{asked}"]) == 0
+    capsys.readouterr()
+    assert Thresholds.load(CheckpointDir(tmp_path / "asked").thresholds_path).budget.average_gflops == asked

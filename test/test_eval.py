@@ -203,8 +203,11 @@ def test_a_certified_thresholds_file_is_not_run_again_under_the_tracker(checkpoi
         tmp_path / "riskb.json")
     Thresholds(values=[0.0] * (n - 1), budget=BudgetSpec(average_gflops=1.0)).save(tmp_path / "plain.json")
     paths = [str(tmp_path / f) for f in ("risk.json", "riskb.json", "plain.json")]
-    modes = file_modes(paths, n, lambda metric: [2.0], ckpt, track=True)
+    skipped: dict[str, str] = {}
+    modes = file_modes(paths, n, lambda metric: [2.0], ckpt, track=True, skipped=skipped)
     assert [m.name for m in modes] == ["th-risk", "th-riskb", "th-plain", "th-plain+track"]
+    # the certified files' tracked modes are not run, and a run says so (it was silent)
+    assert sorted(skipped) == ["th-risk+track", "th-riskb+track"] and "never scales" in skipped["th-risk+track"]
     # the fraction of the full model in the thresholds' own metric (a total_gflops budget was divided by the
     # LLM cost: 8 of 16 total reported as 0.8)
     Thresholds(values=[0.0] * (n - 1), budget=BudgetSpec(average_gflops=8.0, metric="total_gflops"),

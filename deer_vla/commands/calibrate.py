@@ -375,7 +375,8 @@ def cli_main(argv: list[str] | None = None) -> int:
                  g.scale, args.method, g.describe(), thresholds.expected_cost, budget.metric)
         save_thresholds(out, profile, thresholds, CheckpointDir(ckpt))
         print(json.dumps({
-            "budget": budget.to_dict() if explicit_budget else None, "base_method": args.method,
+            # saved with the thresholds: the average asked for, else the certified thresholds' own expected cost
+            "budget": thresholds.budget.to_dict() if thresholds.budget else None, "base_method": args.method,
             "base_steps": n_base, "calibration_steps": n_cert, "guarantee": g.describe(),
             "eps": g.eps, "delta": g.delta, "metric": g.metric, "tau": g.tau, "bound": g.bound, "scale": g.scale,
             "values": thresholds.values, "expected_cost": thresholds.expected_cost,

@@ -33,6 +33,7 @@ certified: the online tracker's scaling is switched off while one is in force.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -40,7 +41,7 @@ from typing import Literal
 import numpy as np
 from scipy.stats import binom
 
-from deer_vla.control.budgets import InfeasibleBudgetError, rounded_up
+from deer_vla.control.budgets import BudgetSpec, InfeasibleBudgetError, rounded_up
 from deer_vla.control.criterion import Criterion, check_exit_actions, criterion_scores
 from deer_vla.control.guarantee import RISK_METRICS, Guarantee, RiskFamilyData, RiskMetric
 from deer_vla.control.oracle import exit_errors
@@ -328,7 +329,12 @@ def apply_family(base: Thresholds, family: RiskFamilyData, n: int, eps: float, s
     scale = family.scales[idx]
     guarantee = Guarantee(eps=eps, delta=family.delta, metric=spec.metric, tau=spec.tau, n_calibration=n,
                           bound=spec.bound, scale=scale, procedure=spec.procedure, family=family, unit=unit)
-    return Thresholds(values=[v * scale for v in family.base], budget=base.budget, metric=base.metric,
+    # the average these thresholds are for: the one asked for, else the certified member's own cost. The base's
+    # (the thresholds certified from, solved for another average) made the node hold, the monitor judge and a
+    # replay re-test a budget the certified thresholds overspend by design
+    held = average_budget if average_budget is not None else family.costs[idx]
+    budget = dataclasses.replace(base.budget or BudgetSpec(metric=base.metric), average_gflops=held)
+    return Thresholds(values=[v * scale for v in family.base], budget=budget, metric=base.metric,
                       method="risk", expected_cost=family.costs[idx], exit_distribution=[],
                       criterion=base.criterion, guarantee=guarantee)
 

@@ -257,7 +257,7 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
                 "dynamic budgets need --calibration-dataset (demonstrations to solve thresholds on) or a "
                 f"{thresholds_file}; pass --budgets '' to skip the dynamic modes"
             )
-    from_files = file_modes(cfg.thresholds_files, n, profile.costs, cfg.checkpoint, cfg.track_budget)
+    from_files = file_modes(cfg.thresholds_files, n, profile.costs, cfg.checkpoint, cfg.track_budget, skipped)
     untracked = [m for m in from_files if not m.track_budget]  # one per file, in the files' order
     for mode, path in zip(untracked, cfg.thresholds_files):
         try:  # the workers' own controller checks (budget with the gates' cost, gates present), before any episode
@@ -300,13 +300,14 @@ def load_thresholds_for(path: str | Path, num_exits: int, checkpoint: str | Path
 
 
 def file_modes(paths: list[str], num_exits: int, costs: Callable[[str], list[float]] | None,
-               checkpoint: str | Path, track: bool = False) -> list[ModeSpec]:
+               checkpoint: str | Path, track: bool = False, skipped: dict[str, str] | None = None) -> list[ModeSpec]:
     """One dynamic mode per thresholds file, named after it ('th-<file stem>'), thresholds used as written;
     ``track``: each also with the online budget tracker holding the file's average budget ('th-<stem>+track'),
     as the policy node runs it; not a certified file, whose thresholds the tracker leaves as they are.
 
     A file certified for a fidelity guarantee (`calibrate --risk`) is run as certified, so closed-loop success
-    under the guarantee can be set beside the full model's on the same seeds."""
+    under the guarantee can be set beside the full model's on the same seeds; its tracked mode is not run, and
+    said in ``skipped`` (mode name -> why)."""
     modes: list[ModeSpec] = []
     for path in paths:
         name = f"th-{Path(path).stem}"
@@ -315,7 +316,12 @@ def file_modes(paths: list[str], num_exits: int, costs: Callable[[str], list[flo
         th = load_thresholds_for(path, num_exits, checkpoint)
         mode = thresholds_mode(name, th, costs)
         modes.append(mode)
-        if track and th.guarantee is None:  # the tracker never scales certified thresholds: it would replay them
+        if track and th.guarantee is not None:  # the tracker never scales certified thresholds: a repeat
+            why = f"certified thresholds (calibrate --risk): the tracker never scales them, it would repeat {name}"
+            log.warning("%s+track skipped: %s", name, why)
+            if skipped is not None:
+                skipped[f"{name}+track"] = why
+        elif track:
             if mode.budget_gflops is None:
                 raise ValueError(f"thresholds file {path} records no average budget for the tracker to hold; "
                                  "solve it with `deer-vla calibrate --average-budget-fraction F`")
