@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 _SCRIPT = r"""
 import json, os
 import numpy as np, mujoco
@@ -35,3 +37,27 @@ def test_metaworld_frame_renders_headless() -> None:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["shape"] == [48, 48, 3] and out["dtype"] == "uint8"
     assert out["std"] > 5.0, "the frame is (nearly) constant: nothing was rendered"
+
+
+def test_a_renderer_that_cannot_get_gl_fails_with_its_error_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No display for glfw (or no EGL): mujoco.Renderer raised, and its half-built object's __del__ printed an
+    AttributeError traceback ('Exception ignored in ... _mjr_context') beside the one-line reason."""
+    import gc
+    import sys
+
+    import mujoco
+    import mujoco.renderer
+
+    from deer_vla.sim.metaworld_env import SafeRenderer
+
+    def no_gl(*_args: object) -> None:
+        raise mujoco.FatalError("gladLoadGL error")
+
+    monkeypatch.setattr(mujoco.renderer.gl_context, "GLContext", no_gl)
+    ignored: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+    model = mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>")
+    with pytest.raises(mujoco.FatalError, match="gladLoadGL"):
+        SafeRenderer(model, 16, 16)
+    gc.collect()
+    assert not ignored

@@ -71,6 +71,19 @@ ACTION_SPEC = ActionSpec(axes=("x", "y", "z"), scale=(0.01, 0.01, 0.01))
 _NO_FX = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX)
 
 
+class SafeRenderer(mujoco.Renderer):
+    """mujoco.Renderer whose close (and so its __del__) tolerates a construction that failed: without a GL
+    context (no display for glfw, no EGL) the half-built object printed an AttributeError traceback beside the
+    real error, whose one line is all a user should read."""
+
+    def close(self) -> None:
+        if not hasattr(self, "_mjr_context"):  # the GL context failed first: nothing else was made
+            self._mjr_context = None
+        if not hasattr(self, "_gl_context"):
+            self._gl_context = None
+        super().close()
+
+
 @dataclass(frozen=True)
 class SharedStart:
     """A start state from which both tasks of a same-scene pair are possible and look the same."""
@@ -265,7 +278,7 @@ class MetaWorldAdapter:
         max_w, max_h = model.vis.global_.offwidth, model.vis.global_.offheight
         if image_size > min(max_w, max_h):
             raise ValueError(f"image_size {image_size} exceeds the offscreen buffer {max_w}x{max_h}")
-        self._renderer = mujoco.Renderer(model, image_size, image_size) if cameras else None
+        self._renderer = SafeRenderer(model, image_size, image_size) if cameras else None
         self._expert = _expert_for(self.task.env_name)
         self._next_seed = int(seed)
         self._state: np.ndarray | None = None
