@@ -5,9 +5,11 @@ driver node in one rclpy executor; messages travel through the RMW (DDS),
 not a function call. Per step the driver publishes the second camera's
 image, then the first (which triggers the event-driven step), and times
 until the raw action arrives; the model time is the step record's
-``total_ms`` (the exit controller's wall time: encode + segments + head).
-Overhead = round trip - model time: image conversion, observation assembly,
-safety checks, publishing and both message hops.
+``total_ms`` (the step's own wall time: a compressed frame's decode, which
+the node's step worker does, + encode + segments + head; before 2026-12-06
+the decode counted as overhead). Overhead = round trip - model time: raw
+image conversion on arrival, observation assembly, safety checks,
+publishing and both message hops. Between transports compare the round trip.
 
 ``--cpu-load N`` runs every configuration twice, side by side: alone and
 beside N busy processes (a robot computer shared with other programs), and

@@ -295,3 +295,67 @@ class StallingDisk:
                 return getattr(self._raw, name)
 
         return File(path.open("wb"))
+
+
+class SimTimeSource:
+    """A simulator under use_sim_time: publishes /clock, two cameras and proprioception stamped with its own
+    time, and a latched instruction; ``send`` publishes one set at the current sim time, ``advance`` moves it."""
+
+    def __init__(self, executor: Any, start_s: float = 1000.0, instruction: str = INSTRUCTIONS[0]) -> None:
+        import rclpy
+        from rclpy.qos import qos_profile_sensor_data
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import Float32MultiArray, String
+
+        from deer_vla.ros.policy_node import INSTRUCTION_QOS
+
+        self.node = rclpy.create_node("sim_time_source")
+        executor.add_node(self.node)
+        self.executor = executor
+        self.now_ns = int(start_s * 1e9)
+        self.clock = self.node.create_publisher(Clock, "/clock", 10)
+        self.cameras = [self.node.create_publisher(Image, f"camera/{c}/image_raw", qos_profile_sensor_data)
+                        for c in ("static", "wrist")]
+        self.proprio = self.node.create_publisher(Float32MultiArray, "proprio", qos_profile_sensor_data)
+        self.rng = np.random.default_rng(0)
+        self.node.create_publisher(String, "instruction", INSTRUCTION_QOS).publish(String(data=instruction))
+
+    def stamp(self) -> Any:
+        from builtin_interfaces.msg import Time
+
+        return Time(sec=self.now_ns // 10**9, nanosec=self.now_ns % 10**9)
+
+    def tick(self) -> None:
+        from rosgraph_msgs.msg import Clock
+
+        self.clock.publish(Clock(clock=self.stamp()))
+
+    def advance(self, seconds: float) -> None:
+        """Move sim time (back, for a negative ``seconds``) and publish it."""
+        self.now_ns += int(round(seconds * 1e9))
+        self.tick()
+
+    def send(self) -> None:
+        from std_msgs.msg import Float32MultiArray
+
+        from deer_vla.ros.image_conv import rgb_to_image_msg
+
+        self.tick()
+        self.proprio.publish(Float32MultiArray(data=[0.1, 0.2, 0.3, 0.4]))
+        for pub in self.cameras:
+            pub.publish(rgb_to_image_msg(self.rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8), self.stamp()))
+
+    def run_until(self, predicate: Any, seconds: float = 20.0, step_s: float = 0.05, send: bool = True) -> bool:
+        """Every 50 ms of wall time: inputs (``send``) at the sim time, which then moves on ``step_s``."""
+        import time
+
+        end = time.monotonic() + seconds
+        while not predicate() and time.monotonic() < end:
+            if send:
+                self.send()
+            self.advance(step_s)
+            tick_end = time.monotonic() + 0.05  # by the wall clock: a ready timer makes spin_once return at once
+            while time.monotonic() < tick_end:
+                self.executor.spin_once(timeout_sec=0.01)
+        return bool(predicate())

@@ -92,12 +92,17 @@ def _held(node) -> dict[str, int]:
 
 # what a node without a checkpoint keeps: its /diagnostics status timer and publisher (it reports from start-up)
 NOTHING = {"timers": 1, "subscriptions": 0, "publishers": 1, "step threads": 0}
+# after a cleanup: the instruction's two subscriptions stay (a new one would be replayed a latched text that a
+# plain publisher's may have replaced since)
+CLEANED_UP = {**NOTHING, "subscriptions": 2}
 
 
 def test_lifecycle_cycles_leave_nothing_behind_and_inactive_keeps_its_diagnostics(executor, tiny_checkpoint):
     """configure -> activate -> deactivate -> cleanup, three times: the same timers, subscriptions, publishers
-    and worker thread each time, none after cleanup; deactivate stops the stepping timers but not the status."""
+    and worker thread each time, none after cleanup but the instruction's; deactivate stops the stepping timers
+    but not the status."""
     from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
 
     node = policy_node(executor, tiny_checkpoint, enabled=True, control_mode="timer", hold_rate_hz=5.0)
     drv = Driver(executor)
@@ -108,6 +113,7 @@ def test_lifecycle_cycles_leave_nothing_behind_and_inactive_keeps_its_diagnostic
         assert node.trigger_configure() == R.SUCCESS
         inactive = _held(node)
         assert node.trigger_activate() == R.SUCCESS
+        assert node.set_parameters([Parameter("enabled", value=True)])[0].successful  # deactivate closed it
         twists = len(drv.twists)
         assert drv.drive_until(lambda n=twists: len(drv.twists) > n)
         held.append(_held(node))
@@ -115,7 +121,7 @@ def test_lifecycle_cycles_leave_nothing_behind_and_inactive_keeps_its_diagnostic
         assert _held(node) == inactive
         assert node._diagnostics_timer in list(node.timers)  # the status goes on while inactive
         assert node.trigger_cleanup() == R.SUCCESS
-        assert _held(node) == NOTHING
+        assert _held(node) == CLEANED_UP
     # diagnostics, control and hold timers; 2 cameras + instruction (latched and plain) + proprio; 5 outputs
     # (with /diagnostics); one worker
     assert held == [{"timers": 3, "subscriptions": 5, "publishers": 5, "step threads": 1}] * 3
@@ -181,7 +187,7 @@ def test_a_failed_transition_leaves_a_node_that_configures_again_on_fresh_inputs
     monkeypatch.setattr(node, "_start_hold_timer", broken)
     assert node.trigger_activate() == R.ERROR
     assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
-    assert _held(node) == NOTHING and not node.active and node.stack is None
+    assert _held(node) == CLEANED_UP and not node.active and node.stack is None
     said = [m for m in errors if "no timer for you" in m]
     assert said and "activate failed (from state 'inactive'): RuntimeError" in said[0]  # rclpy alone says nothing
     monkeypatch.undo()
@@ -237,11 +243,12 @@ def test_an_invalid_topic_name_fails_configure_naming_the_parameter_and_leaks_no
     from rclpy.parameter import Parameter
 
     node = policy_node(executor, tiny_checkpoint)
+    # nothing but the instruction's subscriptions, which stay as after a cleanup once made
     for name, bad in [("gripper_topic", "1bad"), ("record_topic", "x//y"), ("image_topics", ["cam/a", "cam b"])]:
         good = node.get_parameter(name).value
         assert node.set_parameters([Parameter(name, value=bad)])[0].successful  # a name rcl refuses, not pydantic
         assert node.trigger_configure() == R.FAILURE, name  # was ERROR, after creating what came before it
-        assert _held(node) == NOTHING, name
+        assert _held(node) in (NOTHING, CLEANED_UP), name
         assert node.set_parameters([Parameter(name, value=good)])[0].successful
     assert node.trigger_configure() == R.SUCCESS
 
@@ -364,3 +371,110 @@ def test_remapped_camera_topics_are_checked_and_named_as_subscribed(executor, ti
     for made in (crossed, moved, plain):
         executor.remove_node(made)
         made.destroy_node()
+
+
+def test_deactivate_closes_the_gate_so_activate_moves_nothing_until_enable(executor, tiny_checkpoint):
+    """docs/ros.md: ~/halt gates actuation until ~/enable, "deactivating the node does the same". Deactivate sent
+    its zero twist but left `enabled` true: the next activate (an operator's, or a lifecycle manager restarting
+    the graph) moved the arm at once, and after cleanup and configure the node said ENABLED."""
+    from fixtures import started_policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from std_srvs.srv import SetBool
+
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, max_image_age_s=5.0)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.actions) >= 1) and drv.settle(node)
+    assert node.trigger_deactivate() == R.SUCCESS
+    assert node.get_parameter("enabled").value is False and not node.enabled
+    for again in ("activate", "cleanup, configure, activate"):
+        if again != "activate":
+            assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+            assert node.trigger_configure() == R.SUCCESS
+        assert node.trigger_activate() == R.SUCCESS
+        n_actions, n_twists = len(drv.actions), len(drv.twists)
+        steps = node.stats.steps
+        assert drv.drive_until(lambda s=steps: node.stats.steps >= s + 3)  # it steps (dry run), gated
+        moving = [t for t in drv.twists[n_twists:] if t.twist.linear.x or t.twist.linear.y or t.twist.linear.z]
+        assert len(drv.actions) == n_actions and not moving, again  # (deactivate's own zero twist may land here)
+    client = drv.node.create_client(SetBool, "/deer_vla_policy/enable")
+    assert client.wait_for_service(timeout_sec=5.0)
+    future = client.call_async(SetBool.Request(data=True))
+    assert drv.drive_until(future.done) and future.result().success
+    n_actions = len(drv.actions)
+    assert drv.drive_until(lambda: len(drv.actions) > n_actions)
+
+
+def test_a_reconfigure_does_not_bring_back_a_superseded_latched_instruction(executor, tiny_checkpoint):
+    """A latched publisher said A, a plain one B since: B was in force. Each configure subscribed anew, DDS
+    replayed the latched A to the new subscription, and A came back into force with no one sending it. The
+    subscriptions now outlive cleanup; a text sent while the node is unconfigured is taken at configure."""
+    from fixtures import INSTRUCTIONS, started_policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from std_msgs.msg import String
+
+    node = started_policy_node(executor, tiny_checkpoint, max_image_age_s=5.0)
+    drv = Driver(executor)
+    plain = drv.node.create_publisher(String, "instruction", 10)
+    drv.instruct(INSTRUCTIONS[0])  # latched
+    assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: plain.get_subscription_count() >= 1)
+    plain.publish(String(data=INSTRUCTIONS[1]))
+    assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[1])
+    for _ in range(2):
+        assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+        assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+        drv.spin(1.0)  # a replay to a new subscription arrives within this
+        assert node.instruction == INSTRUCTIONS[1]
+    # sent while unconfigured: taken by the next configure, judged by it
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+    plain.publish(String(data=INSTRUCTIONS[2]))
+    drv.spin(0.5)
+    assert node.instruction == INSTRUCTIONS[1]  # nothing judges it before configure
+    assert node.trigger_configure() == R.SUCCESS
+    assert node.instruction == INSTRUCTIONS[2]
+    assert node.trigger_activate() == R.SUCCESS
+    drv.spin(1.0)
+    assert node.instruction == INSTRUCTIONS[2]
+
+
+def test_an_executive_can_tell_what_closed_the_gate_and_whether_enable_will_act(executor, tiny_checkpoint):
+    """From outside: ~/halt on a node that is not active answered "zero twist sent" (none was); ~/enable true on
+    an inactive node answered "enabled" (nothing moves until activate); and /diagnostics said "gated (dry run)"
+    alike after a ~/halt, a deactivate and for a node never enabled."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from std_srvs.srv import SetBool, Trigger
+
+    from deer_vla.ros.health import policy_status
+
+    node = policy_node(executor, tiny_checkpoint)
+    drv = Driver(executor)
+    halt = drv.node.create_client(Trigger, "/deer_vla_policy/halt")
+    enable = drv.node.create_client(SetBool, "/deer_vla_policy/enable")
+    assert halt.wait_for_service(timeout_sec=5.0) and enable.wait_for_service(timeout_sec=5.0)
+
+    def call(client: Any, request: Any) -> Any:
+        future = client.call_async(request)
+        assert drv.drive_until(future.done, timeout=10.0)
+        return future.result()
+
+    def actuation() -> str:
+        return dict(policy_status(node.health_snapshot(), None).values)["actuation"]
+
+    said = call(halt, Trigger.Request()).message
+    assert "zero twist sent" not in said and "unconfigured" in said and "no twist sent" in said
+    said = call(enable, SetBool.Request(data=True)).message
+    assert said.startswith("enabled") and "unconfigured: it acts once configured and active" in said
+    assert node.trigger_configure() == R.SUCCESS
+    assert actuation() == "enabled"
+    assert "inactive" in call(enable, SetBool.Request(data=True)).message
+    assert node.trigger_activate() == R.SUCCESS
+    assert call(enable, SetBool.Request(data=True)).message == "enabled"
+    assert call(halt, Trigger.Request()).message == "halted: zero twist sent, actuation gated until ~/enable"
+    assert actuation() == "gated (dry run, by ~/halt)"
+    call(enable, SetBool.Request(data=True))
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    assert actuation() == "gated (dry run, by deactivate)"
+    call(enable, SetBool.Request(data=True))
+    call(enable, SetBool.Request(data=False))
+    assert actuation() == "gated (dry run, by ~/enable false)"

@@ -158,3 +158,18 @@ def test_timer_mode_under_half_the_rate_warns_and_over_half_does_not():
     slow = policy_status(replace(base, steps=4, actions_published=4), base)
     assert slow.level == WARN and "stepping below the control rate: 4 of 10 step(s)" in slow.message
     assert policy_status(replace(base, steps=6, actions_published=6), base).level == OK
+
+
+def test_the_status_that_waits_for_records_is_the_one_that_reports_them():
+    """Before the first record the monitor published a 'records' WARN, then never again: a listener's cache kept
+    the WARN for good and diagnostic_aggregator showed it stale. The same 'steps' status turns OK."""
+    from deer_vla.core import StepRecord
+    from deer_vla.ros.budget_monitor import OK, WARN, BudgetMonitor
+
+    monitor = BudgetMonitor()
+    (waiting,) = monitor.statuses()
+    assert (waiting.name, waiting.level, waiting.message) == ("steps", WARN, "no step records received yet")
+    monitor.update(StepRecord(step=0, episode=0, exit_used=1, max_exit=2, stop_reason="threshold", llm_gflops=0.5,
+                              total_gflops=0.7, total_ms=2.0))
+    (steps,) = [s for s in monitor.statuses() if s.name == "steps"]
+    assert steps.level == OK and steps.values["count"] == "1"

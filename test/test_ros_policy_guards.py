@@ -202,7 +202,10 @@ def test_the_status_window_spans_two_control_periods_at_a_slow_rate(executor, ti
     drv = Driver(executor)
     drv.instruct()
     assert drv.step_once(node)
-    node.stats.last_step_ns = time.monotonic_ns() - 2 * 10**9  # the last step 2 s ago: one period at 0.5 Hz
+    from deer_vla.ros.health import Moment
+
+    two_s_ago = Moment(time.monotonic_ns() - 2 * 10**9, node.get_clock().now().nanoseconds - 2 * 10**9)
+    node.stats.last_step = two_s_ago  # the last step 2 s ago: one period at 0.5 Hz
     status = node.diagnostics().status[0]
     assert status.level == bytes([0]), status.message
     assert {kv.key: kv.value for kv in status.values}["period s"] == "4"
@@ -223,3 +226,33 @@ def test_timer_mode_waits_for_the_first_proprioception_instead_of_failing_a_step
     assert "no proprioception accepted yet on 'proprio'" in node.stats.skip_details["no_proprio"]
     drv.proprio_dim = 4
     assert drv.drive_until(lambda: len(drv.actions) >= 2)  # the first message ends the wait
+
+
+def test_the_status_reads_step_ages_on_the_sim_clock_of_a_slow_simulator(executor, tiny_checkpoint):
+    """use_sim_time with a simulator at a tenth of real time: its windows are sim seconds (timers on the node
+    clock) but the ages of the last step and the inputs were wall seconds, so a node stepping at its rate read
+    "no step for 5 s" (ERROR). Ages are on the sim clock under use_sim_time; a clock that went back reads the
+    wall age."""
+    from fixtures import SimTimeSource, policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    from deer_vla.ros.health import Moment
+
+    node = policy_node(executor, tiny_checkpoint, use_sim_time=True, max_image_age_s=5.0, diagnostics_period_s=1.0)
+    sim = SimTimeSource(executor)
+    try:
+        assert sim.run_until(lambda: node.get_clock().now().nanoseconds >= 999 * 10**9, 5.0)
+        assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+        assert sim.run_until(lambda: node.stats.steps >= 2, step_s=0.005)
+        steps = node.stats.steps
+        sim.run_until(lambda: False, 3.0, step_s=0.005, send=False)  # 3 s of wall time, 0.3 s of sim time
+        snap = node.health_snapshot()
+        assert node.stats.steps == steps and snap.last_step_age_s < 0.5 and snap.active_for_s < 1.0
+        status = node.diagnostics().status[0]
+        assert status.level == bytes([0]) and "no step" not in status.message, status.message
+    finally:
+        sim.node.destroy_node()
+    then = Moment(mono_ns=10**9, clock_ns=1000 * 10**9)
+    assert then.age_s(Moment(2 * 10**9, 1000 * 10**9 + 10**8), sim_time=True) == pytest.approx(0.1)
+    assert then.age_s(Moment(2 * 10**9, 1000 * 10**9 + 10**8), sim_time=False) == pytest.approx(1.0)
+    assert then.age_s(Moment(2 * 10**9, 10 * 10**9), sim_time=True) == pytest.approx(1.0)  # the clock went back

@@ -28,8 +28,8 @@ class StepRecord:
     llm_gflops: float  # cumulative LLM cost of the exits that ran
     total_gflops: float  # cumulative whole-pipeline cost
     encode_ms: float = 0.0  # wall time to tokens: a node's frame decode, resize, vision, resampler, embeddings
-    segment_ms: list[float] = field(default_factory=list)  # wall time per segment that ran
-    head_ms: float = 0.0  # total action-head time this step
+    segment_ms: list[float] = field(default_factory=list)  # wall time per exit that ran: segment + its action head
+    head_ms: float = 0.0  # the commit's time (the history's head step where it runs one), after the last exit
     total_ms: float = 0.0  # whole step wall time (model side)
     # the criterion's score at each exit it tested and the eta_k in force there (after scaling), from exit
     # distances_from_exit on: 2 (DeeR's consecutive criterion), 1 for the learned one with an exit-1 gate

@@ -189,7 +189,9 @@ class BudgetMonitor:
         out: list[BudgetStatus] = []
         rec = self.last
         if rec is None:
-            return [BudgetStatus("records", WARN, "no step records received yet")]
+            # the "steps" status, as once records come: a status that is published once and never again
+            # stays WARN in a listener's cache and goes stale in diagnostic_aggregator
+            return [BudgetStatus("steps", WARN, "no step records received yet", {"count": "0"})]
         for name, field_name in BUDGET_FIELDS.items():
             limit = getattr(rec, field_name)
             level, message, values = self._judgement(name, limit)

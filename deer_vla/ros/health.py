@@ -78,6 +78,23 @@ def image_problem(stamps_ns: Mapping[str, int | None], now_ns: int, max_age_s: f
 
 
 @dataclass(frozen=True)
+class Moment:
+    """When something happened, on the monotonic clock and on the node's (ROS) clock at once."""
+
+    mono_ns: int
+    clock_ns: int
+
+    def age_s(self, now: Moment, sim_time: bool) -> float:
+        """Seconds from this moment to ``now``, on the clock the status windows are in: the node clock under
+        use_sim_time (their periods are timers on it; a simulator at 0.1x real time steps every 10 wall seconds,
+        and judged on wall time its healthy steps read as missing), else the monotonic clock (immune to a
+        system clock step). A sim clock that went back (a reset) gives the monotonic age."""
+        if sim_time and now.clock_ns >= self.clock_ns:
+            return (now.clock_ns - self.clock_ns) * 1e-9
+        return (now.mono_ns - self.mono_ns) * 1e-9
+
+
+@dataclass(frozen=True)
 class InputAge:
     """The newest message of one input: its topic, and seconds since its header stamp (node clock) and since it
     arrived; None where nothing has arrived (or the message carries no stamp)."""
@@ -118,6 +135,7 @@ class HealthSnapshot:
     # timer mode: the steps rate_hz makes in one diagnostics period (None: event mode, stepped by its inputs)
     expected_period_steps: float | None = None
     info: Mapping[str, str] = field(default_factory=dict)  # shown as they are (checkpoint, exits, counters)
+    gated_by: str = ""  # what last closed the actuation gate (~/halt, deactivate, ...), while it is closed
 
 
 @dataclass(frozen=True)
@@ -199,10 +217,15 @@ def _holding_back(snap: HealthSnapshot, skipped: Mapping[str, int], before: Heal
     return "no new observation completed a step"
 
 
+def _gated(snap: HealthSnapshot) -> str:
+    """The closed gate and what closed it: an executive tells a ~/halt from a node never enabled."""
+    return f"gated (dry run, by {snap.gated_by})" if snap.gated_by else "gated (dry run)"
+
+
 def _values(snap: HealthSnapshot, period_steps: int, period_skipped: Mapping[str, int]) -> list[tuple[str, str]]:
     out = [
         ("state", "active" if snap.active else "inactive"),
-        ("actuation", "enabled" if snap.enabled else "gated (dry run)"),
+        ("actuation", "enabled" if snap.enabled else _gated(snap)),
         ("period s", f"{snap.window_s:g}"),
         ("steps", str(snap.steps)),
         ("steps (last period)", str(period_steps)),
@@ -243,7 +266,7 @@ def policy_status(snap: HealthSnapshot, before: HealthSnapshot | None) -> Policy
             return PolicyStatus(WARN, f"{skipped} of {skipped + period_steps} steps skipped in the last "
                                       f"{window:g} s, mostly {reason}: "
                                       f"{snap.skip_details.get(reason, SKIP_REASONS[reason])}", values)
-        gate = "actuation enabled" if snap.enabled else "gated (dry run): no action published"
+        gate = "actuation enabled" if snap.enabled else f"{_gated(snap)}: no action published"
         slow = _below_rate(snap, before, period_steps)
         if slow is not None:
             return PolicyStatus(WARN, f"{slow}, {gate}", values)

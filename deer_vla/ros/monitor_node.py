@@ -272,7 +272,7 @@ class MonitorNode(Node):
     def diagnostics(self) -> DiagnosticArray:
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
-        not_budgets = ("steps", "records", "observation_age", "fidelity_guarantee", "monitor", "logging")
+        not_budgets = ("steps", "observation_age", "fidelity_guarantee", "monitor", "logging")
         statuses = self._statuses()
         if not self.closed:
             statuses.append(self._logging_status())

@@ -41,6 +41,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -67,6 +68,7 @@ from deer_vla.ros.diagnostic_names import status_name
 from deer_vla.ros.health import (
     HealthSnapshot,
     InputAge,
+    Moment,
     PolicyStatus,
     image_problem,
     policy_status,
@@ -117,7 +119,8 @@ class CameraFrame:
     image: np.ndarray | CompressedFrame | ImageConversionError
     stamp_ns: int  # header stamp (node clock if the header had none)
     msg: Image | CompressedImage  # as it came: recorded as it came (a compressed frame stays compressed)
-    received_ns: int  # perf_counter_ns at arrival
+    received_ns: int  # perf_counter_ns at arrival (the order of arrivals, latency)
+    arrived: Moment  # the same moment, for its age on /diagnostics
 
     @property
     def rgb(self) -> np.ndarray:
@@ -153,6 +156,14 @@ class StepJob:
         """The oldest image's stamp: the step's action is as old as the picture it comes from."""
         return min(f.stamp_ns for f in self.frames.values())
 
+    def outlived(self, now_ns: int, max_age_s: float, max_future_s: float) -> str | None:
+        """Why the step's images, fresh when it was handed over, are not at ``now_ns`` (or None): its oldest is
+        past ``max_age_s`` (a slow step), or its newest is ahead of the node clock by more than ``max_future_s``
+        (the clock went back while it ran: a simulator reset under use_sim_time; those images are not of now)."""
+        newest = max(f.stamp_ns for f in self.frames.values())
+        return (stamp_problem(newest, now_ns, math.inf, max_future_s)
+                or stamp_problem(self.oldest_stamp_ns, now_ns, max_age_s, math.inf))
+
 
 PROPRIO_INPUT = "~proprio"  # the proprioception's key among the inputs (camera names cannot start with "~")
 
@@ -187,10 +198,10 @@ class NodeStats:
     # steps that gave no action, by health.SKIP_REASONS key, and the latest sentence per reason (/diagnostics)
     skipped: Counter[str] = field(default_factory=Counter)
     skip_details: dict[str, str] = field(default_factory=dict)
-    # monotonic clock (time.monotonic_ns), as ages are read: a ROS clock that jumps back (a simulator reset,
-    # a bag played in a loop) made the last step look newer than now, and the node report "stepping"
-    last_step_ns: int | None = None  # when the last step finished
-    last_action_ns: int | None = None  # ... and when the last action went out
+    # on both clocks (health.Moment): ages are read on the monotonic one, or the sim clock under use_sim_time
+    # (a ROS clock that jumps back, a simulator reset or a bag played in a loop, then falls back to monotonic)
+    last_step: Moment | None = None  # when the last step finished
+    last_action: Moment | None = None  # ... and when the last action went out
 
     # messages refused per input (a camera name, "~proprio") and the latest reason: /diagnostics says an input
     # arrives and is refused, not that it never came
@@ -245,6 +256,9 @@ class PolicyNode(LifecycleNode):
         self.stats = NodeStats()
         self.active = False
         self.enabled = bool(self.get_parameter("enabled").value)
+        # what last closed the gate, said in /diagnostics; the next closing's cause, set by who closes it
+        self._gated_by = "" if self.enabled else "enabled: false at start"
+        self._closing_for: str | None = None
         self.instruction: str | None = None
         self._instruction_key: str | None = None  # as the model reads it (PolicyRunner.instruction_key)
         self._cut_said: str | None = None  # the last instruction whose ignored end was reported
@@ -254,6 +268,7 @@ class PolicyNode(LifecycleNode):
         self._instruction_lock = threading.Lock()  # judging and taking an instruction (see _on_instruction)
         self.proprio: np.ndarray | None = None
         self._proprio_ns = -1
+        self._proprio_arrived: Moment | None = None
         self._proprio_stamp_ns: int | None = None  # header stamp of the JointState the proprio came from
         # recent stamped joint states: a step pairs its images with the one stamped nearest them
         # (message_filters' ApproximateTime), not the newest, which a camera's latency puts ahead of the picture
@@ -265,7 +280,13 @@ class PolicyNode(LifecycleNode):
         self.last_record: Any = None
         self._last_command: RobotCommand | None = None
         self._last_command_ns = 0
+        self._last_command_sent_ns = 0  # node clock (the twist's stamp), what hold_max_s is measured on
         self._subs: list[Any] = []
+        # the instruction's subscriptions outlive a cleanup (see _subscribe_instruction): their topic, and the
+        # newest text heard while no configuration was there to judge it
+        self._instruction_subs: list[Any] = []
+        self._instruction_topic: str | None = None
+        self._heard_unconfigured: str | None = None
         self._pubs: dict[str, Any] = {}
         self._control_timers: list[Any] = []  # timer-mode steps (not `_timers`: rclpy's Node keeps its own list there)
         self._recorder: BackgroundRecorder | None = None
@@ -288,7 +309,7 @@ class PolicyNode(LifecycleNode):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._diagnostics_timer: Any = None
         self._start_diagnostics_timer(self.get_parameter("diagnostics_period_s").value)
-        self._active_since_ns: int | None = None  # monotonic clock at activation
+        self._active_since: Moment | None = None
         self.create_service(SetBool, "~/enable", self._srv_enable, callback_group=self._control_group)
         self.create_service(Trigger, "~/halt", self._srv_halt, callback_group=self._control_group)
         self.create_service(Trigger, "~/reset_episode", self._srv_reset, callback_group=self._control_group)
@@ -379,11 +400,19 @@ class PolicyNode(LifecycleNode):
             # multi-threaded executor runs them beside configure) set it, and the halt must stick
             self.enabled = bool(self.get_parameter("enabled").value)
             params = params.model_copy(update={"enabled": self.enabled})
-        self.params, self.stack, self._joint_map = params, stack, joint_map
-        # an instruction heard before stays in force; read by this model's tokenizer from now on
-        self._instruction_key = None if self.instruction is None else stack.runner.instruction_key(self.instruction)
-        self._cut_said = None
-        self._instruction_check = InstructionCheck.for_runner(stack.runner)
+        with self._instruction_lock:  # a text heard while unconfigured is taken before any the subscriptions bring
+            self.params, self.stack, self._joint_map = params, stack, joint_map
+            # an instruction heard before stays in force; read by this model's tokenizer from now on
+            self._instruction_key = (None if self.instruction is None
+                                     else stack.runner.instruction_key(self.instruction))
+            self._cut_said = None
+            self._instruction_check = InstructionCheck.for_runner(stack.runner)
+            heard, self._heard_unconfigured = self._heard_unconfigured, None
+            if params.instruction_topic != self._instruction_topic:  # heard on a topic no longer listened to
+                heard = None
+            text = self._checked_instruction(heard, params) if heard is not None else None
+            if text is not None:
+                self._take_instruction(text)
         import torch
 
         if self._initial_torch_threads is None:  # the process's own count, which torch_threads 0 returns to
@@ -518,13 +547,7 @@ class PolicyNode(LifecycleNode):
                 kind, topic, functools.partial(self._on_image, camera=cam, check=check), qos_profile_sensor_data,
                 callback_group=self._input_group,
             ))
-        # latched and plain publishers both (ros.instruction_input); one message that reaches both counts once
-        copies = CopyFilter()
-        for route, qos in enumerate((INSTRUCTION_QOS, INSTRUCTION_QOS_VOLATILE)):
-            self._subs.append(self.create_subscription(
-                String, params.instruction_topic,
-                functools.partial(self._on_instruction_route, copies=copies, route=route), qos,
-                callback_group=self._input_group))
+        self._subscribe_instruction(params.instruction_topic)
         if params.proprio_source == "joint_state":
             self._subs.append(self.create_subscription(JointState, params.proprio_input_topic, self._on_joint_state,
                                                        qos_profile_sensor_data, callback_group=self._input_group))
@@ -542,6 +565,30 @@ class PolicyNode(LifecycleNode):
         # steps and skips reported as the last period's made a fresh node read WARN
         self._health_before = self.health_snapshot()
         self._start_diagnostics_timer(params.diagnostics_period_s)
+
+    def _subscribe_instruction(self, topic: str) -> None:
+        """Latched and plain publishers both (ros.instruction_input); one message that reaches both counts once.
+        Kept across cleanup and configure while the topic stays: a new transient-local subscription is sent a
+        latched publisher's last message again, and that text (older, perhaps, than a plain publisher's since,
+        in force) came back into force at every configure. A text heard while unconfigured is taken at the next
+        configure instead."""
+        if self._instruction_subs and topic == self._instruction_topic:
+            return
+        self._unsubscribe_instruction()
+        copies = CopyFilter()
+        # the latched route hears no plain (volatile) publisher, by DDS's rules, and rclpy would warn at every
+        # configure that "no messages will be received" from it: the plain route below hears that one
+        quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _event: None)
+        for route, qos in enumerate((INSTRUCTION_QOS, INSTRUCTION_QOS_VOLATILE)):
+            self._instruction_subs.append(self.create_subscription(
+                String, topic, functools.partial(self._on_instruction_route, copies=copies, route=route), qos,
+                callback_group=self._input_group, event_callbacks=quiet if route == 0 else None))
+        self._instruction_topic = topic
+
+    def _unsubscribe_instruction(self) -> None:
+        for sub in self._instruction_subs:
+            self.destroy_subscription(sub)
+        self._instruction_subs, self._instruction_topic, self._heard_unconfigured = [], None, None
 
     def _stop_worker(self) -> None:
         if self._worker is not None:
@@ -571,7 +618,7 @@ class PolicyNode(LifecycleNode):
             self._control_timers.append(self.create_timer(self.params.period_s, self._on_control_timer,
                                                           callback_group=self._input_group))
         self.active = True
-        self._active_since_ns = time.monotonic_ns()
+        self._active_since = self._moment()
         self._start_hold_timer()
         self.get_logger().info("activated")
         return super().on_activate(state)
@@ -579,7 +626,7 @@ class PolicyNode(LifecycleNode):
     @report_errors
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_actuation()
-        self.get_logger().info("deactivated: actuation stopped, model kept loaded")
+        self.get_logger().info("deactivated: actuation stopped and gated until ~/enable, model kept loaded")
         return super().on_deactivate(state)
 
     def _stop_actuation(self) -> None:
@@ -588,13 +635,18 @@ class PolicyNode(LifecycleNode):
         with self._actuation:
             self._stop_if_actuating()
             self.active = False
-            self._active_since_ns = None
+            self._active_since = None
             self._actuation_gen += 1  # a step running now publishes no action
             self._last_command = None
         self._stop_hold_timer()
         for timer in self._control_timers:
             self.destroy_timer(timer)
         self._control_timers = []
+        # as ~/halt: the gate closes, so a later activate (an operator's, a lifecycle manager's restart) moves
+        # nothing until ~/enable; the stop above was the robot's last command
+        state = self._state_machine.current_state[1]  # the transition running this
+        self._close_gate({"deactivating": "deactivate", "shuttingdown": "shutdown",
+                          "errorprocessing": "an error in a transition"}.get(state, state))
 
     @report_errors
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -606,7 +658,7 @@ class PolicyNode(LifecycleNode):
         self.stack, self.params, self._joint_map = None, None, None
         self._instruction_check = None
         # the next configuration may read another source or checkpoint: wait for its own proprioception
-        self.proprio, self._proprio_stamp_ns, self._proprio_ns = None, None, -1
+        self.proprio, self._proprio_stamp_ns, self._proprio_ns, self._proprio_arrived = None, None, -1, None
         self._joint_history.clear()
         self.frames.clear()
         self._used_ns.clear()
@@ -619,6 +671,7 @@ class PolicyNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_actuation()  # shutdown from active: the robot gets its stop, as on deactivate
         self._unconfigure()
+        self._unsubscribe_instruction()
         return TransitionCallbackReturn.SUCCESS
 
     @report_errors
@@ -780,6 +833,14 @@ class PolicyNode(LifecycleNode):
         if names & {"unfamiliar_instruction", "min_instruction_similarity"}:
             self._judge_instruction_in_force()
 
+    def _close_gate(self, why: str) -> None:
+        """Set ``enabled`` false (the parameter, so ``ros2 param get`` and parameter events say it), naming why."""
+        self._closing_for = why
+        try:
+            self.set_parameters([Parameter("enabled", Parameter.Type.BOOL, False)])
+        finally:
+            self._closing_for = None
+
     def _set_enabled(self, enabled: bool, stop: bool = False) -> None:
         """Open or close the actuation gate. Closing it while active sends a zero twist (``stop``: even when it
         was closed already), as deactivate does: a consumer without a command timeout would otherwise keep the
@@ -789,6 +850,7 @@ class PolicyNode(LifecycleNode):
         with self._actuation:
             closing = self.enabled and not enabled
             self.enabled = enabled
+            self._gated_by = "" if enabled else (self._closing_for or "enabled set false (~/enable or a parameter)")
             if not enabled:
                 self._actuation_gen += 1
                 self._last_command = None
@@ -812,16 +874,25 @@ class PolicyNode(LifecycleNode):
             response.success = False  # it can never actuate again: "enabled" would be a promise nobody keeps
             response.message = "finalized: shut down, cannot actuate (restart the node)"
             return response
-        self.set_parameters([Parameter("enabled", Parameter.Type.BOOL, bool(request.data))])
+        if request.data:
+            self.set_parameters([Parameter("enabled", Parameter.Type.BOOL, True)])
+        else:
+            self._close_gate("~/enable false")
         response.success = self.enabled == bool(request.data)
+        state = self._state_machine.current_state[1]
         response.message = "enabled" if self.enabled else "gated (dry run)"
+        if self.enabled and state != "active":  # an executive must not read "enabled" as "acting"
+            response.message += f"; the node is {state}: it acts once configured and active"
         return response
 
     def _srv_halt(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        moving = self.active  # only an active node publishes, and so sends the stop
         self.halt()
-        self.set_parameters([Parameter("enabled", Parameter.Type.BOOL, False)])  # keep the parameter in step
+        self._close_gate("~/halt")  # keep the parameter in step
         response.success = True
-        response.message = "halted: zero twist sent, actuation gated until ~/enable"
+        response.message = ("halted: zero twist sent, actuation gated until ~/enable" if moving else
+                            f"gated until ~/enable (the node is {self._state_machine.current_state[1]}: it "
+                            "published nothing to stop, no twist sent)")
         return response
 
     def _srv_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -832,7 +903,11 @@ class PolicyNode(LifecycleNode):
 
     def halt(self) -> None:
         """Stop actuation now: gate closed, a running step's action dropped, a zero twist sent."""
-        self._set_enabled(False, stop=True)
+        self._closing_for = "~/halt"
+        try:
+            self._set_enabled(False, stop=True)
+        finally:
+            self._closing_for = None
 
     def reset_episode(self) -> None:
         """Clear the recurrent history before the next step (the worker applies it; a step running now
@@ -853,7 +928,8 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error(f"camera '{camera}': image rejected: {exc}", throttle_duration_sec=2.0)
             return
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        self.frames[camera] = CameraFrame(frame, stamp or self.get_clock().now().nanoseconds, msg, received)
+        arrived = self._moment()
+        self.frames[camera] = CameraFrame(frame, stamp or arrived.clock_ns, msg, received, arrived)
         # event mode: step once every camera has delivered a frame since the last step
         if self.params is not None and self.params.control_mode == "event" and self._all_new():
             self.control_step()
@@ -873,29 +949,40 @@ class PolicyNode(LifecycleNode):
     def _on_instruction(self, msg: String) -> None:
         params = self.params
         if params is None:
-            return
-        # before anything else touches the text: a huge one would be logged whole to /rosout and tokenized in full
-        # by the worker (seconds for megabytes, no action meanwhile) only for the model to read max_text_len tokens
-        if len(msg.data) > params.max_instruction_chars:
-            self.stats.rejected_instructions += 1
-            self.get_logger().error(
-                f"instruction refused: {len(msg.data)} characters, over the limit max_instruction_chars "
-                f"{params.max_instruction_chars}; "
-                + ("keeping the previous instruction" if self.instruction is not None else "still no instruction"),
-                throttle_duration_sec=2.0)
-            return
-        try:  # as the tokenizer will read it: "open  the\tdrawer\n" is "open the drawer", a repeat of it too
-            text = clean_instruction(msg.data)
-        except ValueError as exc:
-            self.get_logger().error(f"instruction refused: {exc}", throttle_duration_sec=2.0)
-            return
-        if not text:
-            self.get_logger().error("empty instruction ignored", throttle_duration_sec=2.0)
+            with self._instruction_lock:
+                params = self.params
+                if params is None:  # judged and taken by the next configure (its limits, its checkpoint's wordings)
+                    self._heard_unconfigured = msg.data
+                    return
+        text = self._checked_instruction(msg.data, params)
+        if text is None:
             return
         # judged and taken as one: a run-time change of unfamiliar_instruction or its floor (another thread under
         # a multi-threaded executor) re-judges the instruction in force, and must see this one or judge it itself
         with self._instruction_lock:
             self._take_instruction(text)
+
+    def _checked_instruction(self, data: str, params: PolicyParams) -> str | None:
+        """The text as the tokenizer will read it, or None (said) when it is refused or empty."""
+        # before anything else touches the text: a huge one would be logged whole to /rosout and tokenized in full
+        # by the worker (seconds for megabytes, no action meanwhile) only for the model to read max_text_len tokens
+        if len(data) > params.max_instruction_chars:
+            self.stats.rejected_instructions += 1
+            self.get_logger().error(
+                f"instruction refused: {len(data)} characters, over the limit max_instruction_chars "
+                f"{params.max_instruction_chars}; "
+                + ("keeping the previous instruction" if self.instruction is not None else "still no instruction"),
+                throttle_duration_sec=2.0)
+            return None
+        try:  # as the tokenizer will read it: "open  the\tdrawer\n" is "open the drawer", a repeat of it too
+            text = clean_instruction(data)
+        except ValueError as exc:
+            self.get_logger().error(f"instruction refused: {exc}", throttle_duration_sec=2.0)
+            return None
+        if not text:
+            self.get_logger().error("empty instruction ignored", throttle_duration_sec=2.0)
+            return None
+        return text
 
     def _take_instruction(self, text: str) -> None:
         """A cleaned, non-empty instruction: judged (repeat, familiarity) and put in force, or refused."""
@@ -1013,7 +1100,7 @@ class PolicyNode(LifecycleNode):
         if stamp_ns is not None and self._joint_history.add(stamp_ns, values):
             self.get_logger().warn("joint state stamped before the previous one (a clock reset?): poses held "
                                    "for pairing with images dropped", throttle_duration_sec=2.0)
-        self._proprio_ns = time.perf_counter_ns()
+        self._proprio_ns, self._proprio_arrived = time.perf_counter_ns(), self._moment()
         if self.params is not None and self.params.control_mode == "event" and self._all_new():
             self.control_step()
 
@@ -1034,9 +1121,9 @@ class PolicyNode(LifecycleNode):
             # on-time actions); a new instruction meanwhile changes nothing here: nothing else drives the arm, and
             # the old velocity must not stand while the step hangs (halt, disable, deactivate send their own stop)
             if (running is not None and self.params is not None
-                    and running.actuation_gen == self._actuation_gen and stamp_problem(
-                        running.oldest_stamp_ns, self.get_clock().now().nanoseconds, self.params.max_image_age_s,
-                        math.inf) is not None):
+                    and running.actuation_gen == self._actuation_gen and running.outlived(
+                        self.get_clock().now().nanoseconds, self.params.max_image_age_s,
+                        self.params.max_image_future_s) is not None):
                 self._no_action(None)
 
     def prepare_step(self) -> StepJob | None:
@@ -1219,7 +1306,7 @@ class PolicyNode(LifecycleNode):
         if stack is not self.stack:  # cleaned up (and maybe configured again) while the step ran: not this one's
             return
         self.stats.steps += 1
-        self.stats.last_step_ns = time.monotonic_ns()
+        self.stats.last_step = self._moment()
         dropped = getattr(stack.runner, "dropped_tokens", 0)
         if dropped and job.instruction != self._cut_said:  # said once per instruction, as it first runs
             self._cut_said = job.instruction
@@ -1239,23 +1326,25 @@ class PolicyNode(LifecycleNode):
             current = job.actuation_gen == self._actuation_gen and job.episode_gen == self._episode_gen
             # the images were fresh when the step was handed over; a slow step (or one that waited behind
             # another) can outlive them, and its action would move the robot on what it saw too long ago
-            late = stamp_problem(oldest_ns, self.get_clock().now().nanoseconds, params.max_image_age_s, math.inf)
+            late = job.outlived(self.get_clock().now().nanoseconds, params.max_image_age_s,
+                                params.max_image_future_s)
             if late is not None:
-                self.stats.skip("late_action", f"action not published, the step ended too late: its oldest image "
-                                               f"is {late}")
-                self.get_logger().warn(f"action not published: its oldest image is {late} (a slow step)",
-                                       throttle_duration_sec=2.0)
+                self.stats.skip("late_action", f"action not published, the step ended too late: an image is {late}")
+                self.get_logger().warn(f"action not published: an image is {late} (a slow step, or the clock went "
+                                       "back)", throttle_duration_sec=2.0)
             record.actuated = bool(self.active and self.enabled and current and late is None)
             if record.actuated:
                 # the command's own time, as MoveIt Servo reads it (a camera stamp would make every command
                 # of an unstamped camera, and any step slower than Servo's timeout, stale); the images' stamps
                 # are in the step record
-                self._publish_twist(command, self.get_clock().now().to_msg())
+                sent = self.get_clock().now()
+                self._publish_twist(command, sent.to_msg())
                 self._publish_gripper(command.gripper, params)
                 self._pubs["action"].publish(Float32MultiArray(data=[float(v) for v in command.standard7]))
                 self._last_command, self._last_command_ns = command, time.monotonic_ns()
+                self._last_command_sent_ns = sent.nanoseconds
                 self.stats.actions_published += 1
-                self.stats.last_action_ns = self._last_command_ns
+                self.stats.last_action = Moment(self._last_command_ns, self._last_command_sent_ns)
             elif not current:
                 self.stats.discarded += 1
             # camera stamp -> action out (or, gated, the moment it would have gone out)
@@ -1316,9 +1405,11 @@ class PolicyNode(LifecycleNode):
             if not (self.active and self.enabled and self._last_command is not None and self.params is not None
                     and self._pubs):
                 return
-            # monotonic: a ROS clock that jumps back would hold the last velocity until it caught up
-            age = (time.monotonic_ns() - self._last_command_ns) * 1e-9
-            if age > self.params.hold_max_s:
+            # on the node clock, as the twists are stamped and the control timer runs: under use_sim_time a
+            # simulator at 10x real time held a monotonic hold_max_s for ten times its sim seconds. A clock that
+            # went back (a simulator reset) ends the hold rather than holding until it caught up.
+            age = (self.get_clock().now().nanoseconds - self._last_command_sent_ns) * 1e-9
+            if not 0.0 <= age <= self.params.hold_max_s:
                 return
             self._publish_twist(self._last_command, self.get_clock().now().to_msg())
             self.stats.hold_published += 1
@@ -1328,8 +1419,10 @@ class PolicyNode(LifecycleNode):
         """The node's counters and input ages now, for health.policy_status (configured node)."""
         assert self.params is not None and self.stack is not None
         params, stack, stats = self.params, self.stack, self.stats
-        now, received_now, mono = self.get_clock().now().nanoseconds, time.perf_counter_ns(), time.monotonic_ns()
+        moment = self._moment()
+        now, sim = moment.clock_ns, bool(getattr(self.get_clock(), "ros_time_is_active", False))
         age = lambda ns, clock: None if ns is None or ns < 0 else (clock - ns) * 1e-9
+        since = lambda then: None if then is None else then.age_s(moment, sim)
         frames = dict(self.frames)  # the input callbacks may replace entries meanwhile
         refused = dict(stats.refused)
         window_s = max(params.diagnostics_period_s, 2 * params.period_s)
@@ -1344,7 +1437,7 @@ class PolicyNode(LifecycleNode):
         for c, topic in zip(stack.cameras, params.image_topics):
             kind = self._image_type(topic)
             if c in frames:
-                received = age(frames[c].received_ns, received_now)
+                received = since(frames[c].arrived)
                 cameras[c] = InputAge(self._as_heard(topic), age(frames[c].stamp_ns, now), received,
                                       refused.get(c, 0), stats.refusals.get(c, ""), silent(received, topic, kind))
             else:
@@ -1354,25 +1447,28 @@ class PolicyNode(LifecycleNode):
         if params.proprio_input_topic:
             joint = params.proprio_source == "joint_state"
             proprio_kind = "joint state" if joint else "proprio"
-            received = age(self._proprio_ns, received_now)
+            received = since(self._proprio_arrived)
             proprio = InputAge(self._as_heard(params.proprio_input_topic), age(self._proprio_stamp_ns, now),
                                received, refused.get(PROPRIO_INPUT, 0), stats.refusals.get(PROPRIO_INPUT, ""),
                                silent(received, params.proprio_input_topic,
                                       JointState if joint else Float32MultiArray))
         return HealthSnapshot(
-            active=self.active, enabled=self.enabled,
+            active=self.active, enabled=self.enabled, gated_by=self._gated_by,
             window_s=window_s,
             instruction_topic=self._as_heard(params.instruction_topic), has_instruction=self.instruction is not None,
             steps=stats.steps, actions_published=stats.actions_published,
             skipped=dict(stats.skipped), skip_details=dict(stats.skip_details),
             cameras=cameras, proprio_kind=proprio_kind, proprio=proprio,
-            last_step_age_s=age(stats.last_step_ns, mono), last_action_age_s=age(stats.last_action_ns, mono),
-            active_for_s=age(self._active_since_ns, mono),
+            last_step_age_s=since(stats.last_step), last_action_age_s=since(stats.last_action),
+            active_for_s=since(self._active_since),
             step_running=self._worker is not None and self._worker.busy.is_set(),
             expected_period_steps=(params.diagnostics_period_s / params.period_s
                                    if params.control_mode == "timer" else None),
             info=self._health_info(),
         )
+
+    def _moment(self) -> Moment:
+        return Moment(time.monotonic_ns(), self.get_clock().now().nanoseconds)
 
     def _publishers_note(self, topic: str, kind: type) -> str:
         """Who publishes ``topic`` on the ROS graph, said when that explains a silence: nobody, or only other
