@@ -151,7 +151,8 @@ def resident_per_exit(model: MultiExitPolicy) -> tuple[list[int], list[int]]:
 # --- latency ----------------------------------------------------------------------------------
 
 
-def _stats(samples: list[float]) -> LatencyStats:
+def latency_stats(samples: list[float]) -> LatencyStats:
+    """Median, p95, p99 (ms) of wall times in seconds."""
     arr = np.asarray(samples) * 1e3
     return LatencyStats(float(np.median(arr)), float(np.percentile(arr, 95)), float(np.percentile(arr, 99)), len(arr))
 
@@ -195,7 +196,7 @@ def measure_latency(model: MultiExitPolicy, warmup: int = 3, iters: int = 20
             sync()
             if keep:
                 head_t.append(time.perf_counter() - t0)
-    return _stats(enc_t), [_stats(s) for s in seg_t], _stats(head_t)
+    return latency_stats(enc_t), [latency_stats(s) for s in seg_t], latency_stats(head_t)
 
 
 # --- the profile ------------------------------------------------------------------------------
@@ -206,11 +207,6 @@ def machine_id() -> str:
     import platform
 
     return f"{platform.node()}; {platform.processor() or platform.machine()}; {torch.get_num_threads()} threads"
-
-
-def timed_here(profile: CostProfile) -> bool:
-    """Whether ``profile``'s step times were measured on this machine (a time budget is held with them)."""
-    return profile.has_latency() and profile.machine == machine_id()
 
 
 def profile_policy(model: MultiExitPolicy, device: str | torch.device | None = None, warmup: int = 3,

@@ -22,6 +22,7 @@ score of the exit run last, computed only when asked.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deer_vla.core import ActionSpec, CostProfile, NonFiniteActionError, Observation
+from deer_vla.core import ActionSpec, CostProfile, LatencyStats, NonFiniteActionError, Observation
 from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS, clean_instruction
 from deer_vla.core.log_text import quoted
 from deer_vla.model.checkpoint_dir import CheckpointDir
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 TOKEN_CACHE_ENTRIES = 256
 TOKEN_CACHE_CHARS = 1 << 20
+# whole steps timed for a time budget (time_here): a p99 of 50 is their worst but one; ~1.5 s for the default
+STEP_TIMING_ITERS = 50
 
 
 class PolicyRunner:
@@ -129,21 +132,71 @@ class PolicyRunner:
         resident, and what a memory budget is checked against."""
         return self.model_profile.with_resident_bytes(self.exit_gate_bytes)
 
-    def time_here(self) -> bool:
-        """Give the cost profile this machine's latencies when its own are another machine's (a shipped
-        checkpoint's profile.json was timed where it was made) or missing: a time budget (peak_ms, a deadline)
-        is enforced with them. FLOPs and bytes stay. -> whether it measured."""
+    def time_here(self, warmup: int = 3, iters: int = STEP_TIMING_ITERS) -> None:
+        """Give the cost profile this machine's step times, measured through whole steps (``time_steps``): a
+        time budget (peak_ms, a deadline) is enforced with them. FLOPs and bytes stay. The saved profile's times
+        (the model's parts timed alone, 5-10 runs each, perhaps on another machine) put the "p99" of a deep
+        exit below the median of real steps here."""
         from dataclasses import replace
 
-        from deer_vla.model.profiling import profile_policy, timed_here
+        from deer_vla.model.profiling import machine_id
 
-        profile = self.model_profile
-        if timed_here(profile):
-            return False
-        timed = profile_policy(self.model, device=self.device, warmup=2, iters=10)
-        self._profile = replace(profile, segment_latency=timed.segment_latency, encode_latency=timed.encode_latency,
-                                head_latency=timed.head_latency, machine=timed.machine)
-        return True
+        encode, segments, head = self.time_steps(warmup, iters)
+        self._profile = replace(self.model_profile, segment_latency=segments, encode_latency=encode,
+                                head_latency=head, machine=machine_id())
+
+    def time_steps(self, warmup: int = 3, iters: int = STEP_TIMING_ITERS
+                   ) -> tuple[LatencyStats, list[LatencyStats], LatencyStats]:
+        """Wall times of ``iters`` whole steps to the last exit, as the exit controller times them: begin_step
+        (images to tensors, tokens, encode, the history's head state), each run_next_exit (segment, its action
+        head, the action to numpy; the exit's gate with exit gates), commit. -> (encode, per exit, head) in the
+        cost profile's terms, set so that its worst case for exit k (encode + k segments + k + 1 head steps) is
+        the quantile of whole steps stopped at exit k (plus k commits, a few hundredths of a ms): each exit's
+        share is the rise of that quantile from exit k - 1. Summing each part's own p99 instead put spikes
+        that never meet in one step on top of each other (2-3x the real p99 at exit 12). The runner's history
+        is cleared after (configure times it before any step)."""
+        size, n = self.image_size, self.num_exits
+        rng = np.random.default_rng(0)
+        spec = self._proprio_spec
+        p = self.model.config.proprio_dim
+        proprio = None
+        if p:  # inside a named robot's limits (zeros may not be), its standardisation's centre otherwise
+            if spec.low and spec.high:
+                proprio = (np.asarray(spec.low, np.float32) + np.asarray(spec.high, np.float32)) / 2
+            else:
+                proprio = np.asarray(spec.mean, np.float32) if spec.mean else np.zeros(p, np.float32)
+        begin, exits, commit = np.zeros(iters), np.zeros((iters, n)), np.zeros(iters)
+        gated_from = self._gates.config.first_exit if self._gates is not None else n + 1
+        try:
+            for it in range(warmup + iters):
+                observation = Observation(
+                    images={c: rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for c in self.cameras},
+                    instruction="pick up the object", proprio=proprio)
+                times = [time.perf_counter()]
+                self.begin_step(observation)
+                times.append(time.perf_counter())
+                for k in range(1, n + 1):
+                    self.run_next_exit()
+                    if k >= gated_from:  # the learned criterion's gate, run after its exit
+                        self.exit_score()
+                    times.append(time.perf_counter())
+                self.commit(n)
+                times.append(time.perf_counter())
+                if it >= warmup:
+                    gaps = np.diff(times) * 1e3
+                    row = it - warmup
+                    begin[row], exits[row], commit[row] = gaps[0], gaps[1:-1], gaps[-1]
+        finally:
+            self.reset()
+        # whole steps stopped at exit 0 (no exit: begin + commit), 1, ..., n
+        whole = np.concatenate([(begin + commit)[:, None], begin[:, None] + np.cumsum(exits, axis=1)
+                                + commit[:, None]], axis=1)
+        qs = (50, 95, 99)
+        rise = {q: np.diff(np.percentile(whole, q, axis=0)) for q in qs}  # >= 0: the steps only grow
+        head = {q: float(np.percentile(commit, q)) for q in qs}
+        stats = lambda value: LatencyStats(value(50), value(95), value(99), iters)
+        encode = stats(lambda q: float(np.percentile(begin + commit, q)) - head[q])
+        return encode, [stats(lambda q, k=k: float(rise[q][k])) for k in range(n)], stats(lambda q: head[q])
 
     # -- learned exit criterion (core.ScoredPolicy)
     @property

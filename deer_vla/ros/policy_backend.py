@@ -38,6 +38,7 @@ class PolicyStack:
     proprio_dim: int  # values of proprioception the model needs per step (0 = none)
     proprio_spec: ProprioSpec | None = None  # their names, units and limits (None: no proprioception)
     control_rate_hz: float | None = None  # the demonstrations' step rate, if the checkpoint records it
+    steps_timed: bool = False  # configure timed whole steps here (a time budget was set): peak_ms, deadlines hold
 
 
 def make_budget(kwargs: dict) -> BudgetSpec:
@@ -207,4 +208,5 @@ def load_stack(
     proprio_dim = int(getattr(config, "proprio_dim", 0) or 0)
     proprio_spec = config.proprio_spec if proprio_dim and config is not None else None
     return PolicyStack(runner, controller, profile, full_profile, cap_profile, runner.action_spec,
-                       tuple(runner.cameras), cap, proprio_dim, proprio_spec, getattr(config, "control_rate_hz", None))
+                       tuple(runner.cameras), cap, proprio_dim, proprio_spec, getattr(config, "control_rate_hz", None),
+                       steps_timed=timed_budget)

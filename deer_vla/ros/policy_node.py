@@ -781,23 +781,15 @@ class PolicyNode(LifecycleNode):
         if wanted > loaded:
             raise ConfigurationError(f"the budget allows exit {wanted}, but configure loaded exits 1..{loaded} only "
                                      f"(the budget then in force): {again}")
-        if (budget.peak_ms is not None or budget.deadline_ms is not None) and not self._timed_here():
+        if (budget.peak_ms is not None or budget.deadline_ms is not None) and not self.stack.steps_timed:
             raise ConfigurationError(
                 "a time budget (peak_ms, deadline_ms) is enforced with this machine's step times, and configure "
-                "did not time the model here (no time budget then; the checkpoint's profile was timed on another "
-                f"machine): {again} with the time budget set, which times it")
+                f"did not time them (no time budget then): {again} with the time budget set, which times them")
         resident = self.stack.profile.weight_bytes[loaded - 1]
         if budget.memory_bytes is not None and budget.memory_bytes < resident:
             raise ConfigurationError(f"memory budget {budget.memory_bytes} bytes is below the {resident} bytes of "
                                      f"the loaded exits 1..{loaded}, which stay resident (a lower cap, exit {cap}, "
                                      "would not free them): deactivate, clean up and configure under it")
-
-    def _timed_here(self) -> bool:
-        """Whether the loaded cost profile's step times were measured on this machine (runner.time_here)."""
-        from deer_vla.model.profiling import timed_here
-
-        assert self.stack is not None
-        return timed_here(self.stack.full_profile)
 
     def _params_with(self, changes: list[Parameter]) -> PolicyParams:
         """The parameters that would be in force with ``changes``. While configured, only the run-time ones
