@@ -10,6 +10,12 @@ measured ones (synthetic frames, or a recorded dataset with --dataset).
 Energy per action (joules) comes from NVML (GPU) / RAPL (CPU) when this
 machine exposes them, else the script says it is not available.
 
+It also sets beside each fixed exit's measured steps the worst case a time
+budget (peak_ms, a deadline) trusts for that exit, two ways, timed before the
+modes run: the model's parts timed alone 10 times (profile_policy; what time
+budgets used until 2026-12-06) and 50 whole steps (PolicyRunner.time_steps,
+what configure uses now), with the share of this run's steps that took longer.
+
     .venv/bin/python bench/bench_latency.py --quick
     .venv/bin/python bench/bench_latency.py --checkpoint deer_vla/assets/default_checkpoint --dataset data/demos
     .venv/bin/python bench/bench_latency.py --preset default --device cuda
@@ -22,7 +28,7 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +139,7 @@ def run(args: argparse.Namespace, checkpoint: Path) -> tuple[list[ModeResult], d
         size, proprio = int(cfg["image_size"]), int(cfg.get("proprio_dim") or 0)
         calib = synthetic_observations(cameras, size, proprio, args.calib_episodes, args.steps, seed=1)
         evals = synthetic_observations(cameras, size, proprio, args.episodes, args.steps, seed=2)
+    worst = time_budget_worst_cases(runner)
     exit_actions = collect_exit_actions(runner, calib)
     budget = average_budget(profile, args.budget_fraction, args.average_gflops)
     thresholds = solve_thresholds_quantile(exit_actions, profile, budget)
@@ -174,8 +181,34 @@ def run(args: argparse.Namespace, checkpoint: Path) -> tuple[list[ModeResult], d
         "calibration_steps": int(exit_actions.shape[0]),
         "observations": "recorded " + str(args.dataset) if args.dataset else "synthetic frames",
         "meters": [m.name for m in meters],
+        "time_budget_worst_ms": {name: {"parts_alone": worst["parts"][k - 1], "whole_steps": worst["steps"][k - 1],
+                                        "missed_parts_alone": missed(rows[name], worst["parts"][k - 1]),
+                                        "missed_whole_steps": missed(rows[name], worst["steps"][k - 1])}
+                                 for k, name in fixed_exit_modes(names, profile.num_exits)},
     }
     return results, info
+
+
+def time_budget_worst_cases(runner) -> dict[str, list[float]]:
+    """Each exit's worst-case step time as a time budget would trust it: the parts timed alone, whole steps."""
+    from deer_vla.control.budgets import step_worst_ms
+    from deer_vla.model.profiling import profile_policy
+
+    parts = profile_policy(runner.model, device=runner.device, warmup=2, iters=10)
+    encode, segments, head = runner.time_steps()
+    steps = replace(parts, encode_latency=encode, segment_latency=segments, head_latency=head)
+    n = runner.num_exits
+    return {"parts": [step_worst_ms(parts, k) for k in range(1, n + 1)],
+            "steps": [step_worst_ms(steps, k) for k in range(1, n + 1)]}
+
+
+def fixed_exit_modes(names: list[str], num_exits: int) -> list[tuple[int, str]]:
+    return [(int(name.split()[1]), name) for name in names if name.startswith("exit ")] + [(num_exits, "full")]
+
+
+def missed(rows: list[tuple[float, int, float, float]], worst_ms: float) -> float:
+    """The share of steps that took longer than ``worst_ms``."""
+    return float(np.mean([r[0] > worst_ms for r in rows])) if rows else 0.0
 
 
 def report(results: list[ModeResult], info: dict) -> None:
@@ -203,6 +236,13 @@ def report(results: list[ModeResult], info: dict) -> None:
     fixed = [r for r in results if r.name.startswith("exit ")]
     print("ratio full/exit-k (median latency): "
           + ", ".join(f"{r.name} {ratio(full.latency.median_ms, r.latency.median_ms):.2f}x" for r in fixed))
+    print("\n== the worst case a time budget (peak_ms, deadline) trusts per exit, against this run's steps")
+    print(f"{'mode':<9} {'parts alone ms':>14} {'whole steps ms':>14} {'p99 here ms':>11} | steps over: "
+          f"{'parts':>6} {'whole':>6}")
+    by_name = {r.name: r for r in results}
+    for name, w in info["time_budget_worst_ms"].items():
+        print(f"{name:<9} {w['parts_alone']:14.3f} {w['whole_steps']:14.3f} {by_name[name].latency.p99_ms:11.3f} | "
+              f"{'':11}{w['missed_parts_alone']:6.1%} {w['missed_whole_steps']:6.1%}")
     if not info["meters"]:
         print(NOT_AVAILABLE)
         return

@@ -87,7 +87,7 @@ def soak(checkpoint: Path, steps: int, warmup: int, episode_steps: int, record: 
                 else:
                     msg, image = rgb_to_image_msg(rgb), rgb
                 msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-                node.frames[cam] = CameraFrame(image, stamp_ns, msg, time.perf_counter_ns())
+                node.frames[cam] = CameraFrame(image, stamp_ns, msg, time.perf_counter_ns(), node._moment())
             if node.stack.proprio_dim:
                 node.proprio = rng.uniform(-1, 1, node.stack.proprio_dim).astype(np.float32)
             job = node.prepare_step()

@@ -204,10 +204,19 @@ def test_bench_memory_quick():
     assert "full/cap RSS" in out and "RSS/weights" in out and "peak RSS over baseline / weights: cap 1 " in out
 
 
-def test_bench_latency_quick():  # ~10 s
+def test_bench_latency_quick(tmp_path):  # ~10 s
     needs_model()
-    out = run_quick("bench_latency.py")
+    out = run_quick("bench_latency.py", "--json", str(tmp_path / "latency.json"))
     assert "ratio full/dynamic: latency median" in out
+    # a time budget's worst case per exit, both ways, beside the measured steps
+    assert "the worst case a time budget (peak_ms, deadline) trusts per exit" in out
+    import json
+
+    worst = json.loads((tmp_path / "latency.json").read_text())["info"]["time_budget_worst_ms"]
+    assert list(worst) == ["exit 1", "exit 2", "exit 3", "full"]
+    assert all(w["whole_steps"] > 0 and w["parts_alone"] > 0 and 0 <= w["missed_whole_steps"] <= 1
+               for w in worst.values())
+    assert worst["full"]["whole_steps"] > worst["exit 1"]["whole_steps"]
     assert "ratio full/exit-k (median latency): exit 1" in out
     # Either a measured energy line or the exact "not available" line, never a made-up figure.
     assert "energy (" in out or "energy: not available (no RAPL/NVML on this machine)" in out
@@ -533,9 +542,12 @@ def test_latency_energy_per_action_and_report(capsys):
                for name, j in (("full", 4.0), ("exit 1", 1.0), ("dynamic", 2.0))]
     bench.report(results, {"machine": "test", "checkpoint": "x", "exits": 2, "device": "cpu",
                            "observations": "synthetic", "budget_average_llm_gflops": 1.0,
-                           "calibration_steps": 10, "calibration_expected_llm_gflops": 1.0, "meters": ["fake"]})
+                           "calibration_steps": 10, "calibration_expected_llm_gflops": 1.0, "meters": ["fake"],
+                           "time_budget_worst_ms": {"exit 1": {"parts_alone": 1.5, "whole_steps": 2.5,
+                                                               "missed_parts_alone": 0.5, "missed_whole_steps": 0.25}}})
     out = capsys.readouterr().out
     assert "energy (fake): full 4 J/action, dynamic 2 J/action, ratio full/dynamic 2.00x" in out
+    assert "exit 1             1.500          2.500       2.980 |             50.0%  25.0%" in out
     assert "not available" not in out
 
 

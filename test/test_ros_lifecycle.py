@@ -478,3 +478,160 @@ def test_an_executive_can_tell_what_closed_the_gate_and_whether_enable_will_act(
     call(enable, SetBool.Request(data=True))
     call(enable, SetBool.Request(data=False))
     assert actuation() == "gated (dry run, by ~/enable false)"
+
+
+def test_a_stop_that_fails_in_deactivate_still_closes_the_gate(executor, tiny_checkpoint, monkeypatch):
+    """An error in a transition stops actuation "as deactivate does (zero twist, gate closed)". The gate was
+    closed last, after the stop: a stop that raised (on_error's own case: "the stop may be what failed") left
+    `enabled` true, and the next configure + activate moved the robot at once."""
+    from fixtures import started_policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
+
+    def broken(stack: Any) -> None:
+        raise RuntimeError("publisher gone")
+
+    monkeypatch.setattr(node, "_publish_stop", broken)
+    assert node.trigger_deactivate() == R.ERROR  # -> on_error -> unconfigured
+    monkeypatch.undo()
+    assert not node.enabled and node.get_parameter("enabled").value is False
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    assert not node.enabled
+
+
+def test_the_gates_cause_is_the_closing_threads_own(executor, tiny_checkpoint, monkeypatch):
+    """A multi-threaded executor runs deactivate (default group) beside ~/halt (control group): the cause being
+    applied was one attribute of the node, so one closing read the other's, or none."""
+    import threading
+
+    from fixtures import started_policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from std_srvs.srv import Trigger
+
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
+    real_set = node.set_parameters
+    in_set, go = threading.Event(), threading.Event()
+
+    def slow_set(params: Any) -> Any:
+        if threading.current_thread().name == "deactivating":
+            in_set.set()
+            go.wait(5)
+        return real_set(params)
+
+    monkeypatch.setattr(node, "set_parameters", slow_set)
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(node.trigger_deactivate()), name="deactivating")
+    thread.start()
+    assert in_set.wait(5)  # deactivate is about to set the parameter, its cause in hand
+    node._srv_halt(Trigger.Request(), Trigger.Response())  # a ~/halt answered meanwhile, on this thread
+    assert node._gated_by == "~/halt"
+    go.set()
+    thread.join(5)
+    assert result == [R.SUCCESS] and node._gated_by == "deactivate"
+
+
+def test_an_instruction_arriving_during_cleanup_is_taken_at_the_next_configure(executor, tiny_checkpoint,
+                                                                                monkeypatch):
+    """Input group and lifecycle apart (a multi-threaded executor): a text whose callback read the parameters
+    before cleanup cleared them was dropped, neither taken nor kept; the old instruction stayed in force."""
+    import threading
+
+    from fixtures import INSTRUCTIONS, started_policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from std_msgs.msg import String
+
+    node = started_policy_node(executor, tiny_checkpoint)
+    node._on_instruction(String(data=INSTRUCTIONS[0]))
+    assert node.instruction == INSTRUCTIONS[0]
+    real = node._checked_instruction
+    inside, go = threading.Event(), threading.Event()
+
+    def held(data: str, params: Any) -> Any:
+        inside.set()
+        go.wait(5)
+        return real(data, params)
+
+    monkeypatch.setattr(node, "_checked_instruction", held)
+    thread = threading.Thread(target=node._on_instruction, args=(String(data=INSTRUCTIONS[1]),))
+    thread.start()
+    assert inside.wait(5)
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+    go.set()
+    thread.join(5)
+    monkeypatch.undo()
+    assert node.trigger_configure() == R.SUCCESS
+    assert node.instruction == INSTRUCTIONS[1]
+
+
+def _racing(target: Any, hook_owner: Any, hook: str, when: Any = None) -> tuple[Any, Any, list]:
+    """Run ``target`` on its own thread, held inside ``hook_owner.hook`` until released: before the hooked call,
+    or after it when ``when(*args, result)`` says so. What a multi-threaded executor does when two callback
+    groups run at once. -> (thread, release, errors)."""
+    import threading
+
+    real = getattr(hook_owner, hook)
+    inside, go = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def held(*args: Any) -> Any:
+        if when is None and not go.is_set():
+            inside.set()
+            go.wait(10)
+        out = real(*args)
+        if when is not None and when(*args, out) and not go.is_set():
+            inside.set()
+            go.wait(10)
+        return out
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:  # what would have ended the executor's spin
+            errors.append(exc)
+
+    setattr(hook_owner, hook, held)
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert inside.wait(10), f"{target} never reached {hook}"
+    return thread, go, errors
+
+
+def test_an_enable_already_read_does_not_reopen_a_gate_halt_closed_meanwhile(executor, tiny_checkpoint):
+    """`enabled: true` set on the parameter service while ~/halt ran on the control group: the parameter callback
+    had read true, ~/halt closed the gate and answered, then the callback opened it again: actions went out
+    after the halt's answer while `ros2 param get enabled` said false."""
+    from fixtures import started_policy_node
+    from rclpy.parameter import Parameter
+    from std_srvs.srv import Trigger
+
+    node = started_policy_node(executor, tiny_checkpoint)
+    thread, release, errors = _racing(lambda: node.set_parameters([Parameter("enabled", value=True)]), node,
+                                      "_params_with", lambda changes, params: changes == [] and params.enabled)
+    node._srv_halt(Trigger.Request(), Trigger.Response())  # answered: the gate is closed
+    release.set()
+    thread.join(10)
+    assert not errors and not node.enabled and node.get_parameter("enabled").value is False
+    assert node._gated_by == "~/halt"
+
+
+def test_status_and_step_timers_racing_cleanup_do_not_end_the_executor(executor, tiny_checkpoint):
+    """The /diagnostics timer (control group) and the control timer (input group) checked that the node was
+    configured, then read its configuration again: a cleanup in between (lifecycle, default group) made them
+    raise AssertionError out of the executor's spin, which ends it and ~/halt with it."""
+    from fixtures import started_policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = started_policy_node(executor, tiny_checkpoint, control_mode="timer")
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: node.stats.steps >= 1)
+    for target, hook in ((node.publish_diagnostics, "_health_info"), (node.control_step, "_paired_joint_state")):
+        drv.send_pair()
+        drv.spin(0.05)
+        thread, release, errors = _racing(target, node, hook)
+        assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+        release.set()
+        thread.join(10)
+        assert not errors, f"{hook}: {errors!r}"
+        assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS

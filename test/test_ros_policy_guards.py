@@ -256,3 +256,21 @@ def test_the_status_reads_step_ages_on_the_sim_clock_of_a_slow_simulator(executo
     assert then.age_s(Moment(2 * 10**9, 1000 * 10**9 + 10**8), sim_time=True) == pytest.approx(0.1)
     assert then.age_s(Moment(2 * 10**9, 1000 * 10**9 + 10**8), sim_time=False) == pytest.approx(1.0)
     assert then.age_s(Moment(2 * 10**9, 10 * 10**9), sim_time=True) == pytest.approx(1.0)  # the clock went back
+
+
+def test_activated_before_the_simulators_first_clock_is_active_for_as_long_as_it_was(executor, tiny_checkpoint):
+    """A launch file activates at start, the simulator publishes /clock later: the activation moment read sim
+    time 0, and once /clock said 1000 s the status said "active for 1000 s" (and would judge a missing step as
+    if it had been missing that long). A moment before the sim clock started is aged on the wall clock."""
+    from fixtures import SimTimeSource, policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = policy_node(executor, tiny_checkpoint, use_sim_time=True, max_image_age_s=5.0, diagnostics_period_s=1.0)
+    assert node.get_clock().now().nanoseconds == 0  # no /clock yet
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    sim = SimTimeSource(executor)  # /clock from 1000 s; no images
+    try:
+        assert sim.run_until(lambda: node.get_clock().now().nanoseconds >= 1000 * 10**9, 5.0, send=False)
+        assert node.health_snapshot().active_for_s < 10.0
+    finally:
+        sim.node.destroy_node()

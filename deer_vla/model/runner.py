@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_CACHE_ENTRIES = 256
 TOKEN_CACHE_CHARS = 1 << 20
-# whole steps timed for a time budget (time_here): a p99 of 50 is their worst but one; ~1.5 s for the default
+# whole steps timed for a time budget (time_here): a p99 of 50 lies between the two slowest; ~1.5 s for the default
 STEP_TIMING_ITERS = 50
 
 

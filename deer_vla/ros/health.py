@@ -44,7 +44,8 @@ SKIP_REASONS: dict[str, str] = {
     "image_skew": "the cameras' newest images stamped more than max_image_skew_s apart",
     "stale_joint_state": "the joint state older than max_image_age_s, or stamped ahead of the node clock",
     "joint_state_skew": "the joint state and an image stamped more than max_joint_state_skew_s apart",
-    "late_action": "the step ended after its images had aged past max_image_age_s (a slow step)",
+    "late_action": "the step ended after its images had aged past max_image_age_s (a slow step), or the clock "
+                   "went back past them",
     "model_error": "the model step raised",
     "unsafe_action": "the action was refused as unsafe (NaN/inf)",
     "bad_image": "a compressed camera frame did not decode (truncated or damaged)",
@@ -89,7 +90,8 @@ class Moment:
         use_sim_time (their periods are timers on it; a simulator at 0.1x real time steps every 10 wall seconds,
         and judged on wall time its healthy steps read as missing), else the monotonic clock (immune to a
         system clock step). A sim clock that went back (a reset) gives the monotonic age."""
-        if sim_time and now.clock_ns >= self.clock_ns:
+        # clock_ns 0: the sim clock had not started (no /clock yet), it says nothing of when this was
+        if sim_time and 0 < self.clock_ns <= now.clock_ns:
             return (now.clock_ns - self.clock_ns) * 1e-9
         return (now.mono_ns - self.mono_ns) * 1e-9
 

@@ -258,7 +258,7 @@ class PolicyNode(LifecycleNode):
         self.enabled = bool(self.get_parameter("enabled").value)
         # what last closed the gate, said in /diagnostics; the next closing's cause, set by who closes it
         self._gated_by = "" if self.enabled else "enabled: false at start"
-        self._closing_for: str | None = None
+        self._closing = threading.local()  # .why: the cause being applied, per thread (services run beside)
         self.instruction: str | None = None
         self._instruction_key: str | None = None  # as the model reads it (PolicyRunner.instruction_key)
         self._cut_said: str | None = None  # the last instruction whose ignored end was reported
@@ -620,7 +620,9 @@ class PolicyNode(LifecycleNode):
         self.active = True
         self._active_since = self._moment()
         self._start_hold_timer()
-        self.get_logger().info("activated")
+        # a gate closed by a deactivate (a lifecycle manager's restart) is said here, or the node looks healthy
+        self.get_logger().info("activated, actuation ENABLED" if self.enabled else
+                               f"activated, gated (dry run, by {self._gated_by or 'enabled: false'}) until ~/enable")
         return super().on_activate(state)
 
     @report_errors
@@ -632,21 +634,24 @@ class PolicyNode(LifecycleNode):
     def _stop_actuation(self) -> None:
         """Step and actuate no more, leaving the robot with an explicit stop rather than its last velocity
         (deactivate, and shutdown or an error from the active state)."""
-        with self._actuation:
-            self._stop_if_actuating()
-            self.active = False
-            self._active_since = None
-            self._actuation_gen += 1  # a step running now publishes no action
-            self._last_command = None
-        self._stop_hold_timer()
-        for timer in self._control_timers:
-            self.destroy_timer(timer)
-        self._control_timers = []
-        # as ~/halt: the gate closes, so a later activate (an operator's, a lifecycle manager's restart) moves
-        # nothing until ~/enable; the stop above was the robot's last command
-        state = self._state_machine.current_state[1]  # the transition running this
-        self._close_gate({"deactivating": "deactivate", "shuttingdown": "shutdown",
-                          "errorprocessing": "an error in a transition"}.get(state, state))
+        try:
+            with self._actuation:
+                self._stop_if_actuating()
+                self.active = False
+                self._active_since = None
+                self._actuation_gen += 1  # a step running now publishes no action
+                self._last_command = None
+            self._stop_hold_timer()
+            for timer in self._control_timers:
+                self.destroy_timer(timer)
+            self._control_timers = []
+        finally:  # a stop that failed (the reason it is called from on_error) must still close the gate
+            self.active = False  # nothing more is published, the gate's closing included
+            # as ~/halt: the gate closes, so a later activate (an operator's, a lifecycle manager's restart)
+            # moves nothing until ~/enable; the stop above was the robot's last command
+            state = self._state_machine.current_state[1]  # the transition running this
+            self._close_gate({"deactivating": "deactivate", "shuttingdown": "shutdown",
+                              "errorprocessing": "an error in a transition"}.get(state, state))
 
     @report_errors
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -682,6 +687,9 @@ class PolicyNode(LifecycleNode):
         except Exception as exc:  # the stop may be what failed; the cleanup below must still run
             self.get_logger().error(f"error processing: stopping actuation failed: {type(exc).__name__}: {exc}")
             self.active = False
+            if self.enabled:  # the gate's own closing failed too: closed here, whatever the parameter says
+                with self._actuation:
+                    self.enabled, self._gated_by = False, "an error in a transition"
         self._unconfigure()
         return TransitionCallbackReturn.SUCCESS
 
@@ -827,22 +835,27 @@ class PolicyNode(LifecycleNode):
 
     def _close_gate(self, why: str) -> None:
         """Set ``enabled`` false (the parameter, so ``ros2 param get`` and parameter events say it), naming why."""
-        self._closing_for = why
+        self._closing.why = why  # read by _set_enabled, which the parameter's callback runs on this thread
         try:
             self.set_parameters([Parameter("enabled", Parameter.Type.BOOL, False)])
         finally:
-            self._closing_for = None
+            self._closing.why = None
 
     def _set_enabled(self, enabled: bool, stop: bool = False) -> None:
         """Open or close the actuation gate. Closing it while active sends a zero twist (``stop``: even when it
         was closed already), as deactivate does: a consumer without a command timeout would otherwise keep the
         robot at its last velocity."""
-        if enabled != self.enabled:
-            self.get_logger().info("actuation ENABLED" if enabled else "actuation gated (dry run)")
         with self._actuation:
+            if enabled and not self.get_parameter("enabled").value:
+                # an opening read before a ~/halt or deactivate closed the gate (a multi-threaded executor runs
+                # them beside the parameter service): the closing, answered already, stands
+                return
+            if enabled != self.enabled:
+                self.get_logger().info("actuation ENABLED" if enabled else "actuation gated (dry run)")
             closing = self.enabled and not enabled
             self.enabled = enabled
-            self._gated_by = "" if enabled else (self._closing_for or "enabled set false (~/enable or a parameter)")
+            self._gated_by = "" if enabled else (getattr(self._closing, "why", None)
+                                                 or "enabled set false (~/enable or a parameter)")
             if not enabled:
                 self._actuation_gen += 1
                 self._last_command = None
@@ -851,8 +864,9 @@ class PolicyNode(LifecycleNode):
 
     def _start_hold_timer(self) -> None:
         self._stop_hold_timer()
-        if self.params is not None and self.params.hold_rate_hz > 0:
-            self._hold_timer = self.create_timer(1.0 / self.params.hold_rate_hz, self._on_hold_timer,
+        params = self.params
+        if params is not None and params.hold_rate_hz > 0:
+            self._hold_timer = self.create_timer(1.0 / params.hold_rate_hz, self._on_hold_timer,
                                                  callback_group=self._control_group)
 
     def _stop_hold_timer(self) -> None:
@@ -895,11 +909,11 @@ class PolicyNode(LifecycleNode):
 
     def halt(self) -> None:
         """Stop actuation now: gate closed, a running step's action dropped, a zero twist sent."""
-        self._closing_for = "~/halt"
+        self._closing.why = "~/halt"
         try:
             self._set_enabled(False, stop=True)
         finally:
-            self._closing_for = None
+            self._closing.why = None
 
     def reset_episode(self) -> None:
         """Clear the recurrent history before the next step (the worker applies it; a step running now
@@ -923,16 +937,17 @@ class PolicyNode(LifecycleNode):
         arrived = self._moment()
         self.frames[camera] = CameraFrame(frame, stamp or arrived.clock_ns, msg, received, arrived)
         # event mode: step once every camera has delivered a frame since the last step
-        if self.params is not None and self.params.control_mode == "event" and self._all_new():
+        params, stack = self.params, self.stack
+        if params is not None and stack is not None and params.control_mode == "event" and self._all_new(params, stack):
             self.control_step()
 
-    def _all_new(self) -> bool:
-        assert self.stack is not None and self.params is not None
-        if self.params.proprio_input_topic and self._proprio_ns <= self._used_ns.get("~proprio", -1):
+    def _all_new(self, params: PolicyParams, stack: PolicyStack) -> bool:
+        # (the configuration as the caller read it once: a cleanup on another thread of a multi-threaded executor
+        # sets the node's to None at any moment, and an assertion raised here would end the executor's spin)
+        if params.proprio_input_topic and self._proprio_ns <= self._used_ns.get("~proprio", -1):
             return False  # proprioception is part of the observation: wait for the one that goes with the images
-        return all(
-            c in self.frames and self.frames[c].received_ns > self._used_ns.get(c, -1) for c in self.stack.cameras
-        )
+        frames = self.frames
+        return all(c in frames and frames[c].received_ns > self._used_ns.get(c, -1) for c in stack.cameras)
 
     def _on_instruction_route(self, msg: String, copies: CopyFilter, route: int) -> None:
         if copies.accept(msg.data, route):
@@ -979,10 +994,12 @@ class PolicyNode(LifecycleNode):
     def _take_instruction(self, text: str) -> None:
         """A cleaned, non-empty instruction: judged (repeat, familiarity) and put in force, or refused."""
         params = self.params
-        if params is None:
+        if params is None:  # cleaned up since it arrived: the next configure takes it, as one heard unconfigured
+            self._heard_unconfigured = text
             return
         # the same instruction to the model whatever its case or Unicode form (the tokenizer's normalizer)
-        key = self.stack.runner.instruction_key(text) if self.stack is not None else text
+        stack = self.stack
+        key = stack.runner.instruction_key(text) if stack is not None else text
         if key == self._instruction_key and params.repeated_instruction == "keep":
             self.stats.repeated_instructions += 1
             return
@@ -1049,7 +1066,8 @@ class PolicyNode(LifecycleNode):
 
     def _on_proprio(self, msg: Float32MultiArray) -> None:
         values = np.asarray(msg.data, dtype=np.float32)
-        spec = self.stack.proprio_spec if self.stack is not None else None
+        stack = self.stack
+        spec = stack.proprio_spec if stack is not None else None
         try:
             if spec is None:  # the model takes none: only keep garbage out
                 if not np.all(np.isfinite(values)):
@@ -1093,7 +1111,8 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warn("joint state stamped before the previous one (a clock reset?): poses held "
                                    "for pairing with images dropped", throttle_duration_sec=2.0)
         self._proprio_ns, self._proprio_arrived = time.perf_counter_ns(), self._moment()
-        if self.params is not None and self.params.control_mode == "event" and self._all_new():
+        params, stack = self.params, self.stack
+        if params is not None and stack is not None and params.control_mode == "event" and self._all_new(params, stack):
             self.control_step()
 
     # -- control loop --------------------------------------------------------------------
@@ -1105,25 +1124,26 @@ class PolicyNode(LifecycleNode):
         A step still running longer than ``max_image_age_s`` (a hung or starved model) will have its action
         refused as late: the period gets ``stale_action`` now, not the previous velocity for as long as it runs."""
         job = self.prepare_step()
-        if job is not None and self._worker is not None:
-            if self._worker.submit(job):
+        worker, params = self._worker, self.params  # read once: a cleanup on another thread clears them
+        if job is not None and worker is not None:
+            if worker.submit(job):
                 self.stats.dropped += 1
             running = self._running_job
             # judged on the node clock, as run_step judges it (wall time under use_sim_time sent zeros between
             # on-time actions); a new instruction meanwhile changes nothing here: nothing else drives the arm, and
             # the old velocity must not stand while the step hangs (halt, disable, deactivate send their own stop)
-            if (running is not None and self.params is not None
+            if (running is not None and params is not None
                     and running.actuation_gen == self._actuation_gen and running.outlived(
-                        self.get_clock().now().nanoseconds, self.params.max_image_age_s,
-                        self.params.max_image_future_s) is not None):
+                        self.get_clock().now().nanoseconds, params.max_image_age_s,
+                        params.max_image_future_s) is not None):
                 self._no_action(None)
 
     def prepare_step(self) -> StepJob | None:
         """The next step's inputs if there is an instruction and fresh images, else None (counted by reason in
         stats.skipped)."""
-        if not self.active or self.stack is None or self.params is None:
+        stack, params = self.stack, self.params  # read once (a cleanup on another thread clears them)
+        if not self.active or stack is None or params is None:
             return None
-        stack, params = self.stack, self.params
         if self.instruction is None:
             self.stats.no_instruction += 1
             self.stats.skip("no_instruction", f"no instruction received yet on '{params.instruction_topic}'")
@@ -1134,11 +1154,11 @@ class PolicyNode(LifecycleNode):
         self._used_ns = {c: f.received_ns for c, f in self.frames.items()}
         self._used_ns["~proprio"] = self._proprio_ns
         paired = self._paired_joint_state(frames)
-        stale = self._why_stale(frames, paired[0] if paired is not None else None)
+        stale = self._why_stale(frames, paired[0] if paired is not None else None, params, stack)
         if stale is not None:
             reason, why = stale
             if params.control_mode == "event":
-                self._used_ns = self._consume_stale_frames(frames, used_before)
+                self._used_ns = self._consume_stale_frames(frames, used_before, params)
             self.stats.stale += 1
             self.stats.skip(reason, why)
             self.get_logger().warn(f"not stepping: {why}", throttle_duration_sec=2.0)
@@ -1172,7 +1192,8 @@ class PolicyNode(LifecycleNode):
         self._last_command = None
         self._publish_twist(zero_command(stack.action_spec), self.get_clock().now().to_msg())
 
-    def _consume_stale_frames(self, frames: dict[str, CameraFrame], used_before: dict[str, int]) -> dict[str, int]:
+    def _consume_stale_frames(self, frames: dict[str, CameraFrame], used_before: dict[str, int],
+                              params: PolicyParams) -> dict[str, int]:
         """Event mode, after a refused (stale) set: the frames marked used are only the ones that made it stale
         (too old, stamped ahead of the clock, or too far behind the newest camera), so the others step as soon
         as the stale camera's next frame arrives. Marking them all used (as a step does) deadlocked lock-step
@@ -1180,8 +1201,7 @@ class PolicyNode(LifecycleNode):
         made each new set stale as soon as the other camera's frame arrived; the new set was consumed, its own
         late frame became the next left-over, and no step ever ran again. Problems no camera frame explains
         (the joint state) mark the whole set used, as before."""
-        assert self.params is not None
-        params, now = self.params, self.get_clock().now().nanoseconds
+        now = self.get_clock().now().nanoseconds
         newest = max((f.stamp_ns for f in frames.values()), default=now)
         stale = [c for c, f in frames.items()
                  if stamp_problem(f.stamp_ns, now, params.max_image_age_s, params.max_image_future_s) is not None
@@ -1196,17 +1216,16 @@ class PolicyNode(LifecycleNode):
         found = self._joint_history.nearest([f.stamp_ns for f in frames.values()])
         return None if found is None else (found[0], found[1])
 
-    def _why_stale(self, frames: dict[str, CameraFrame], joint_stamp_ns: int | None) -> tuple[str, str] | None:
+    def _why_stale(self, frames: dict[str, CameraFrame], joint_stamp_ns: int | None, params: PolicyParams,
+                   stack: PolicyStack) -> tuple[str, str] | None:
         """Why the observation is not fresh, as (a health.SKIP_REASONS key, a sentence), or None: a camera
         without a recent image (or one stamped ahead of the node clock, or the cameras' stamps far apart), no
         proprioception yet, an old newest joint state, or the paired one (``joint_stamp_ns``, see
         _paired_joint_state) stamped too far from the images. A joint state goes stale like an image: timer mode
         would otherwise reuse it after the arm driver stops. Float-array proprio carries no stamp: only its
         first message is waited for."""
-        assert self.params is not None and self.stack is not None
-        params = self.params
         now = self.get_clock().now().nanoseconds
-        stamps = {c: frames[c].stamp_ns if c in frames else None for c in self.stack.cameras}
+        stamps = {c: frames[c].stamp_ns if c in frames else None for c in stack.cameras}
         problem = image_problem(stamps, now, params.max_image_age_s, params.max_image_skew_s,
                                 params.max_image_future_s)
         if problem is not None:
@@ -1407,15 +1426,20 @@ class PolicyNode(LifecycleNode):
             self.stats.hold_published += 1
 
     # -- diagnostics -----------------------------------------------------------------------
-    def health_snapshot(self) -> HealthSnapshot:
-        """The node's counters and input ages now, for health.policy_status (configured node)."""
-        assert self.params is not None and self.stack is not None
-        params, stack, stats = self.params, self.stack, self.stats
+    def health_snapshot(self, params: PolicyParams | None = None, stack: PolicyStack | None = None
+                        ) -> HealthSnapshot:
+        """The node's counters and input ages now, for health.policy_status (configured node; ``params`` and
+        ``stack`` as the caller read them, the node's own by default)."""
+        params, stack = params or self.params, stack or self.stack
+        if params is None or stack is None:
+            raise RuntimeError("health_snapshot of a node that is not configured")
+        stats = self.stats
         moment = self._moment()
         now, sim = moment.clock_ns, bool(getattr(self.get_clock(), "ros_time_is_active", False))
         age = lambda ns, clock: None if ns is None or ns < 0 else (clock - ns) * 1e-9
         since = lambda then: None if then is None else then.age_s(moment, sim)
         frames = dict(self.frames)  # the input callbacks may replace entries meanwhile
+        worker = self._worker
         refused = dict(stats.refused)
         window_s = max(params.diagnostics_period_s, 2 * params.period_s)
 
@@ -1453,10 +1477,10 @@ class PolicyNode(LifecycleNode):
             cameras=cameras, proprio_kind=proprio_kind, proprio=proprio,
             last_step_age_s=since(stats.last_step), last_action_age_s=since(stats.last_action),
             active_for_s=since(self._active_since),
-            step_running=self._worker is not None and self._worker.busy.is_set(),
+            step_running=worker is not None and worker.busy.is_set(),
             expected_period_steps=(params.diagnostics_period_s / params.period_s
                                    if params.control_mode == "timer" else None),
-            info=self._health_info(),
+            info=self._health_info(params, stack),
         )
 
     def _moment(self) -> Moment:
@@ -1489,10 +1513,9 @@ class PolicyNode(LifecycleNode):
                     "Float32MultiArray on proprio_topic")
         return f"published as {', '.join(types)}, read here as {expected}{hint}"
 
-    def _health_info(self) -> dict[str, str]:
+    def _health_info(self, params: PolicyParams, stack: PolicyStack) -> dict[str, str]:
         """What the node runs (checkpoint, exits, guarantee) and its other counters, for /diagnostics."""
-        assert self.params is not None and self.stack is not None
-        controller, stats = self.stack.controller, self.stats
+        controller, stats = stack.controller, self.stats
         if controller.fixed_exit is not None:
             mode = f"fixed exit {controller.fixed_exit}"
         elif controller.oracle_tolerance is not None:
@@ -1502,7 +1525,7 @@ class PolicyNode(LifecycleNode):
         thresholds = controller.thresholds
         record = self.last_record
         info = {
-            "checkpoint": str(self.params.checkpoint),
+            "checkpoint": str(params.checkpoint),
             "exit mode": mode,
             "exit cap": str(controller.cap),
             "exit thresholds": ", ".join(f"{v:.6g}" for v in thresholds.values) if thresholds is not None else "",
@@ -1521,9 +1544,9 @@ class PolicyNode(LifecycleNode):
                      "hold twists": str(stats.hold_published), "record errors": str(stats.record_errors)})
         return info
 
-    def diagnostics(self) -> DiagnosticArray:
+    def diagnostics(self, params: PolicyParams | None = None, stack: PolicyStack | None = None) -> DiagnosticArray:
         """This node's status (health.policy_status) as a DiagnosticArray; the next call counts from this one."""
-        snapshot = self.health_snapshot()
+        snapshot = self.health_snapshot(params, stack)
         status = policy_status(snapshot, self._health_before)
         self._health_before = snapshot
         arr = self._status_array(status)
@@ -1535,7 +1558,7 @@ class PolicyNode(LifecycleNode):
                 level=bytes([level]), name=self._status_name("recording"), message=message,
                 hardware_id=self.get_fully_qualified_name(),
                 values=[KeyValue(key="record errors", value=str(self.stats.record_errors))]))
-        check, params = self._instruction_check, self.params
+        check, params = self._instruction_check, params or self.params
         if check is not None and params is not None:
             level, message, values = check.status(self.instruction, params.unfamiliar_instruction,
                                                   params.min_instruction_similarity)
@@ -1564,8 +1587,12 @@ class PolicyNode(LifecycleNode):
                                                       self._configure_error))
 
     def publish_diagnostics(self) -> None:
-        configured = self.params is not None and self.stack is not None
-        self._diagnostics_pub.publish(self.diagnostics() if configured else self.unconfigured_diagnostics())
+        # read once: a cleanup on another thread (a multi-threaded executor) clears them at any moment, and an
+        # error raised out of this timer would end the executor's spin, ~/halt with it
+        params, stack = self.params, self.stack
+        configured = params is not None and stack is not None
+        self._diagnostics_pub.publish(self.diagnostics(params, stack) if configured
+                                      else self.unconfigured_diagnostics())
 
     def _start_diagnostics_timer(self, period_s: Any) -> None:
         """(Re)start the status timer; a period that is not a valid number (refused at configure) keeps the

@@ -57,8 +57,8 @@ SIM_DEFAULTS: dict[str, Any] = {
     "frame_id": "camera",
     "policy_node": "",  # lifecycle policy to wait for (its <name>/get_state) before episode 0; "" = do not wait
     # the policy's step records: each action is applied only if its record's stamp is this observation's
-    # ("" = the first action after each observation, for a policy that publishes no records)
-    "record_topic": "",
+    # ("" = the first action after each observation; a policy that publishes no records is answered so anyway)
+    "record_topic": "step_record",
 }
 MAX_UNPAIRED = 100  # actions or records waiting for their other half: far more than a lock-step loop has in flight
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
