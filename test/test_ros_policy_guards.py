@@ -242,9 +242,12 @@ def test_the_status_reads_step_ages_on_the_sim_clock_of_a_slow_simulator(executo
     sim = SimTimeSource(executor)
     try:
         assert sim.run_until(lambda: node.get_clock().now().nanoseconds >= 999 * 10**9, 5.0)
-        assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+        assert node.trigger_configure() == R.SUCCESS
+        assert sim.run_until(lambda: node.instruction is not None, send=False, step_s=0.005)
+        assert node.trigger_activate() == R.SUCCESS
         assert sim.run_until(lambda: node.stats.steps >= 2, step_s=0.005)
         steps = node.stats.steps
+        node.diagnostics()  # the period judged next starts here
         sim.run_until(lambda: False, 3.0, step_s=0.005, send=False)  # 3 s of wall time, 0.3 s of sim time
         snap = node.health_snapshot()
         assert node.stats.steps == steps and snap.last_step_age_s < 0.5 and snap.active_for_s < 1.0

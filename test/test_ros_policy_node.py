@@ -703,7 +703,7 @@ def test_an_observation_resent_while_its_step_runs_is_answered_once(executor, ti
     release.set()
     assert drv.settle(node)
     assert len(drv.actions) == n + 1 and node.stats.repeated_inputs == 1
-    assert node._health_info()["repeated inputs"] == "1"  # in /diagnostics
+    assert node.health_snapshot().info["repeated inputs"] == "1"  # in /diagnostics
     send_observation()  # the same pixels after the step ended: a still scene is stepped again
     assert drv.settle(node)
     assert len(drv.actions) == n + 2 and node.stats.repeated_inputs == 1
