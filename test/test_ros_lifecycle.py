@@ -635,3 +635,33 @@ def test_status_and_step_timers_racing_cleanup_do_not_end_the_executor(executor,
         thread.join(10)
         assert not errors, f"{hook}: {errors!r}"
         assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+
+
+def test_a_gate_closed_without_its_parameter_stays_closed_through_configure(executor, tiny_checkpoint, monkeypatch):
+    """The stop and the parameter's own setting both failed in a transition: on_error closed the gate "whatever
+    the parameter says", and the next configure read the parameter (true) and opened it again. It stays closed
+    until an explicit enable."""
+    from fixtures import started_policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
+
+    def broken_stop(stack: Any) -> None:
+        raise RuntimeError("publisher gone")
+
+    real_set = node.set_parameters
+
+    def broken_set(params: Any) -> Any:
+        if any(p.name == "enabled" and p.value is False for p in params):
+            raise RuntimeError("parameter event publisher gone")
+        return real_set(params)
+
+    monkeypatch.setattr(node, "_publish_stop", broken_stop)
+    monkeypatch.setattr(node, "set_parameters", broken_set)
+    assert node.trigger_deactivate() == R.ERROR  # -> on_error
+    monkeypatch.undo()
+    assert not node.enabled and node.get_parameter("enabled").value is True
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    assert not node.enabled
+    assert node.set_parameters([Parameter("enabled", value=True)])[0].successful and node.enabled  # explicit

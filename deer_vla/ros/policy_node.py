@@ -258,6 +258,7 @@ class PolicyNode(LifecycleNode):
         self.enabled = bool(self.get_parameter("enabled").value)
         # what last closed the gate, said in /diagnostics; the next closing's cause, set by who closes it
         self._gated_by = "" if self.enabled else "enabled: false at start"
+        self._gate_forced_shut = False  # the parameter could not be set false: closed until an explicit enable
         self._closing = threading.local()  # .why: the cause being applied, per thread (services run beside)
         self.instruction: str | None = None
         self._instruction_key: str | None = None  # as the model reads it (PolicyRunner.instruction_key)
@@ -398,7 +399,7 @@ class PolicyNode(LifecycleNode):
         with self._actuation:
             # the parameter now, not as read before the load: a ~/halt or ~/enable answered meanwhile (a
             # multi-threaded executor runs them beside configure) set it, and the halt must stick
-            self.enabled = bool(self.get_parameter("enabled").value)
+            self.enabled = bool(self.get_parameter("enabled").value) and not self._gate_forced_shut
             params = params.model_copy(update={"enabled": self.enabled})
         with self._instruction_lock:  # a text heard while unconfigured is taken before any the subscriptions bring
             self.params, self.stack, self._joint_map = params, stack, joint_map
@@ -687,9 +688,10 @@ class PolicyNode(LifecycleNode):
         except Exception as exc:  # the stop may be what failed; the cleanup below must still run
             self.get_logger().error(f"error processing: stopping actuation failed: {type(exc).__name__}: {exc}")
             self.active = False
-            if self.enabled:  # the gate's own closing failed too: closed here, whatever the parameter says
-                with self._actuation:
+            if self.enabled or self.get_parameter("enabled").value:  # the gate's own closing failed too: closed
+                with self._actuation:  # here, and kept closed by configure, whatever the parameter says
                     self.enabled, self._gated_by = False, "an error in a transition"
+                    self._gate_forced_shut = True
         self._unconfigure()
         return TransitionCallbackReturn.SUCCESS
 
@@ -852,6 +854,8 @@ class PolicyNode(LifecycleNode):
                 return
             if enabled != self.enabled:
                 self.get_logger().info("actuation ENABLED" if enabled else "actuation gated (dry run)")
+            if enabled:
+                self._gate_forced_shut = False  # an explicit enable after it
             closing = self.enabled and not enabled
             self.enabled = enabled
             self._gated_by = "" if enabled else (getattr(self._closing, "why", None)
