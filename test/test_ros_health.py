@@ -258,7 +258,9 @@ def test_an_unwritable_record_path_fails_configure_naming_it(executor, tiny_chec
     bad = tmp_path / "a_file" / "io.mcap"
     node = policy_node(executor, tiny_checkpoint, record_path=str(bad))
     assert node.trigger_configure() == R.FAILURE
-    assert node.stack is None and node._recorder is None and not list(node.subscriptions)
+    # nothing left created but the instruction's subscriptions, held from the node's start
+    assert node.stack is None and node._recorder is None
+    assert list(node.subscriptions) == node._instruction_subs and len(node._instruction_subs) == 2
     status = node.unconfigured_diagnostics().status[0]
     assert status.level[0] == ERROR and f"parameter 'record_path' = '{bad}'" in status.message
     node.set_parameters([Parameter("record_path", value=str(tmp_path / "io.mcap"))])

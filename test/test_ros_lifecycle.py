@@ -90,10 +90,11 @@ def _held(node) -> dict[str, int]:
             "step threads": sum(t.name == f"{node.get_name()}_step" for t in threading.enumerate())}
 
 
-# what a node without a checkpoint keeps: its /diagnostics status timer and publisher (it reports from start-up)
+# what a node without a checkpoint keeps: its /diagnostics status timer and publisher (it reports from start-up);
+# after shutdown, nothing else
 NOTHING = {"timers": 1, "subscriptions": 0, "publishers": 1, "step threads": 0}
-# after a cleanup: the instruction's two subscriptions stay (a new one would be replayed a latched text that a
-# plain publisher's may have replaced since)
+# unconfigured (from start, after a cleanup): the instruction's two subscriptions (a planner's one plain message
+# during configure is heard; a new subscription would be replayed a latched text a plain one may have replaced)
 CLEANED_UP = {**NOTHING, "subscriptions": 2}
 
 
@@ -107,7 +108,7 @@ def test_lifecycle_cycles_leave_nothing_behind_and_inactive_keeps_its_diagnostic
     node = policy_node(executor, tiny_checkpoint, enabled=True, control_mode="timer", hold_rate_hz=5.0)
     drv = Driver(executor)
     drv.instruct()
-    assert _held(node) == NOTHING
+    assert _held(node) == CLEANED_UP
     held = []
     for _ in range(3):
         assert node.trigger_configure() == R.SUCCESS
@@ -243,12 +244,12 @@ def test_an_invalid_topic_name_fails_configure_naming_the_parameter_and_leaks_no
     from rclpy.parameter import Parameter
 
     node = policy_node(executor, tiny_checkpoint)
-    # nothing but the instruction's subscriptions, which stay as after a cleanup once made
+    # nothing but the instruction's subscriptions, held from the node's start
     for name, bad in [("gripper_topic", "1bad"), ("record_topic", "x//y"), ("image_topics", ["cam/a", "cam b"])]:
         good = node.get_parameter(name).value
         assert node.set_parameters([Parameter(name, value=bad)])[0].successful  # a name rcl refuses, not pydantic
         assert node.trigger_configure() == R.FAILURE, name  # was ERROR, after creating what came before it
-        assert _held(node) in (NOTHING, CLEANED_UP), name
+        assert _held(node) == CLEANED_UP, name
         assert node.set_parameters([Parameter(name, value=good)])[0].successful
     assert node.trigger_configure() == R.SUCCESS
 
@@ -665,3 +666,22 @@ def test_a_gate_closed_without_its_parameter_stays_closed_through_configure(exec
     assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
     assert not node.enabled
     assert node.set_parameters([Parameter("enabled", value=True)])[0].successful and node.enabled  # explicit
+
+
+def test_a_plain_instruction_sent_before_the_first_configure_is_taken_by_it(executor, tiny_checkpoint):
+    """A planner says the task once, on a plain (volatile) publisher, while the policy node is still loading its
+    model: the subscriptions existed from the first configure on, so the text was lost and the robot waited for
+    an instruction that had been given. They exist from the node's start."""
+    from fixtures import INSTRUCTIONS
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from std_msgs.msg import String
+
+    node = policy_node(executor, tiny_checkpoint)
+    drv = Driver(executor)
+    plain = drv.node.create_publisher(String, "instruction", 10)
+    assert drv.drive_until(lambda: plain.get_subscription_count() >= 1, timeout=10.0)
+    plain.publish(String(data=INSTRUCTIONS[2]))
+    drv.spin(0.5)
+    assert node.instruction is None  # nothing judges it before a configure
+    assert node.trigger_configure() == R.SUCCESS
+    assert node.instruction == INSTRUCTIONS[2]

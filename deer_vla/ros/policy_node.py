@@ -314,6 +314,12 @@ class PolicyNode(LifecycleNode):
         self.create_service(SetBool, "~/enable", self._srv_enable, callback_group=self._control_group)
         self.create_service(Trigger, "~/halt", self._srv_halt, callback_group=self._control_group)
         self.create_service(Trigger, "~/reset_episode", self._srv_reset, callback_group=self._control_group)
+        # the instruction is heard from construction on: a planner that says it once, on a plain (volatile)
+        # publisher, while configure loads the model, was never heard (a latched one is replayed anyway). A name
+        # rcl refuses is left to configure, which says so.
+        topic = self.get_parameter("instruction_topic").value
+        if isinstance(topic, str) and topic and topic_name_problem(self, "instruction_topic", topic) is None:
+            self._subscribe_instruction(topic)
         if self.get_parameter("autostart").value:
             self._autostart_timer: Any = self.create_timer(0.0, self._autostart)
 
