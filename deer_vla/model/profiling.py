@@ -151,8 +151,7 @@ def resident_per_exit(model: MultiExitPolicy) -> tuple[list[int], list[int]]:
 # --- latency ----------------------------------------------------------------------------------
 
 
-def latency_stats(samples: list[float]) -> LatencyStats:
-    """Median, p95, p99 (ms) of wall times in seconds."""
+def _stats(samples: list[float]) -> LatencyStats:
     arr = np.asarray(samples) * 1e3
     return LatencyStats(float(np.median(arr)), float(np.percentile(arr, 95)), float(np.percentile(arr, 99)), len(arr))
 
@@ -196,7 +195,7 @@ def measure_latency(model: MultiExitPolicy, warmup: int = 3, iters: int = 20
             sync()
             if keep:
                 head_t.append(time.perf_counter() - t0)
-    return latency_stats(enc_t), [latency_stats(s) for s in seg_t], latency_stats(head_t)
+    return _stats(enc_t), [_stats(s) for s in seg_t], _stats(head_t)
 
 
 # --- the profile ------------------------------------------------------------------------------

@@ -280,8 +280,7 @@ class PolicyNode(LifecycleNode):
         self._last_stepped: tuple[StepJob, int] | None = None  # the last step's inputs, perf_counter_ns at its end
         self.last_record: Any = None
         self._last_command: RobotCommand | None = None
-        self._last_command_ns = 0
-        self._last_command_sent_ns = 0  # node clock (the twist's stamp), what hold_max_s is measured on
+        self._last_command_at = Moment(0, 0)  # when it went out (its clock_ns is the twist's stamp)
         self._subs: list[Any] = []
         # the instruction's subscriptions outlive a cleanup (see _subscribe_instruction): their topic, and the
         # newest text heard while no configuration was there to judge it
@@ -843,9 +842,14 @@ class PolicyNode(LifecycleNode):
 
     def _close_gate(self, why: str) -> None:
         """Set ``enabled`` false (the parameter, so ``ros2 param get`` and parameter events say it), naming why."""
-        self._closing.why = why  # read by _set_enabled, which the parameter's callback runs on this thread
+        self._closing_for(why, self.set_parameters, [Parameter("enabled", Parameter.Type.BOOL, False)])
+
+    def _closing_for(self, why: str, close: Callable[..., Any], *args: Any) -> None:
+        """``close(*args)`` with ``why`` as the cause _set_enabled records: the parameter's callback runs on this
+        thread, and a ~/halt beside a deactivate (a multi-threaded executor) keeps its own."""
+        self._closing.why = why
         try:
-            self.set_parameters([Parameter("enabled", Parameter.Type.BOOL, False)])
+            close(*args)
         finally:
             self._closing.why = None
 
@@ -919,11 +923,7 @@ class PolicyNode(LifecycleNode):
 
     def halt(self) -> None:
         """Stop actuation now: gate closed, a running step's action dropped, a zero twist sent."""
-        self._closing.why = "~/halt"
-        try:
-            self._set_enabled(False, stop=True)
-        finally:
-            self._closing.why = None
+        self._closing_for("~/halt", self._set_enabled, False, True)
 
     def reset_episode(self) -> None:
         """Clear the recurrent history before the next step (the worker applies it; a step running now
@@ -946,7 +946,10 @@ class PolicyNode(LifecycleNode):
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         arrived = self._moment()
         self.frames[camera] = CameraFrame(frame, stamp or arrived.clock_ns, msg, received, arrived)
-        # event mode: step once every camera has delivered a frame since the last step
+        self._step_when_all_new()
+
+    def _step_when_all_new(self) -> None:
+        """Event mode: step once every camera (and the proprioception) has delivered since the last step."""
         params, stack = self.params, self.stack
         if params is not None and stack is not None and params.control_mode == "event" and self._all_new(params, stack):
             self.control_step()
@@ -1121,9 +1124,7 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warn("joint state stamped before the previous one (a clock reset?): poses held "
                                    "for pairing with images dropped", throttle_duration_sec=2.0)
         self._proprio_ns, self._proprio_arrived = time.perf_counter_ns(), self._moment()
-        params, stack = self.params, self.stack
-        if params is not None and stack is not None and params.control_mode == "event" and self._all_new(params, stack):
-            self.control_step()
+        self._step_when_all_new()
 
     # -- control loop --------------------------------------------------------------------
     def _on_control_timer(self) -> None:
@@ -1358,14 +1359,14 @@ class PolicyNode(LifecycleNode):
                 # the command's own time, as MoveIt Servo reads it (a camera stamp would make every command
                 # of an unstamped camera, and any step slower than Servo's timeout, stale); the images' stamps
                 # are in the step record
-                sent = self.get_clock().now()
-                self._publish_twist(command, sent.to_msg())
+                now = self.get_clock().now()
+                sent = Moment(time.monotonic_ns(), now.nanoseconds)
+                self._publish_twist(command, now.to_msg())
                 self._publish_gripper(command.gripper, params)
                 self._pubs["action"].publish(Float32MultiArray(data=[float(v) for v in command.standard7]))
-                self._last_command, self._last_command_ns = command, time.monotonic_ns()
-                self._last_command_sent_ns = sent.nanoseconds
+                self._last_command, self._last_command_at = command, sent
                 self.stats.actions_published += 1
-                self.stats.last_action = Moment(self._last_command_ns, self._last_command_sent_ns)
+                self.stats.last_action = sent
             elif not current:
                 self.stats.discarded += 1
             # camera stamp -> action out (or, gated, the moment it would have gone out)
@@ -1429,7 +1430,7 @@ class PolicyNode(LifecycleNode):
             # on the node clock, as the twists are stamped and the control timer runs: under use_sim_time a
             # simulator at 10x real time held a monotonic hold_max_s for ten times its sim seconds. A clock that
             # went back (a simulator reset) ends the hold rather than holding until it caught up.
-            age = (self.get_clock().now().nanoseconds - self._last_command_sent_ns) * 1e-9
+            age = (self.get_clock().now().nanoseconds - self._last_command_at.clock_ns) * 1e-9
             if not 0.0 <= age <= self.params.hold_max_s:
                 return
             self._publish_twist(self._last_command, self.get_clock().now().to_msg())
