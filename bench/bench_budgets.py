@@ -6,13 +6,15 @@ profile.json) or on seeded synthetic streams (default). Prints, for several
 average budgets, the target vs the measured mean cost with and without online
 tracking, on held-out steps of the calibration distribution and under a
 distribution shift (calibrate on easy streams, run on harder ones); peak
-adherence under a peak cap; deadline overruns on a replayed latency trace.
+adherence under a peak cap; deadline overruns on a replayed latency trace, and
+on one that runs slower after the guard's times were measured.
 
     .venv/bin/python bench/bench_budgets.py --quick
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from deer_vla.control import (
     BudgetSpec,
     DeadlineGuard,
     ExitController,
+    LatencyTrace,
     ManualClock,
     OnlineBudgetTracker,
     Thresholds,
@@ -32,6 +35,8 @@ from deer_vla.control import (
     solve_thresholds_quantile,
     tune_thresholds,
 )
+from deer_vla.control.budgets import step_worst_ms
+from deer_vla.control.deadline import SlowdownEstimate
 from deer_vla.control.synthetic import (
     ReplayExitPolicy,
     SyntheticExitPolicy,
@@ -150,6 +155,51 @@ def deadline_table(num_exits: int, steps: int, seed: int) -> None:
               f"{free[:, 1].mean():15.2f} {p99[:, 1].mean():5.2f} {tmax[:, 1].mean():5.2f}")
 
 
+def slowdown_table(num_exits: int, steps: int, seed: int) -> None:
+    """A machine that slows down after configure timed it: the first third of the steps at the timed speed,
+    the rest ``factor`` times slower (every part). Overruns of the slow steps (from the fifth on) with the guard
+    planning on configure's times alone ("blind") and following the measured slowdown (the controller's own)."""
+    fast = steps // 3
+    base = synthetic_latency_trace(steps, num_exits, seed=seed)
+    observations = synthetic_episodes(1, steps)[0]
+    th = Thresholds(values=[0.0] * (num_exits - 1))  # never stops on the criterion: isolates the deadline
+
+    def run_slow(trace: LatencyTrace, profile: CostProfile, deadline: float,
+                 follow: bool) -> tuple[float, float, float]:
+        """-> (share of slow steps over the deadline, their mean exit, the slowdown factor at the end)."""
+        clock = ManualClock()
+        policy = SyntheticExitPolicy(num_exits, seed=seed, clock=clock, latency=trace)
+        ctl = ExitController(policy, profile, th, BudgetSpec(deadline_ms=deadline), clock=clock)
+        if not follow:
+            ctl.slowdown = SlowdownEstimate(window=steps + 1, min_steps=steps + 1)  # never ready: factor 1
+        recs = [ctl.step(obs)[1] for obs in observations][fast + 5:]
+        return (float(np.mean([r.total_ms > deadline + 1e-9 for r in recs])),
+                float(np.mean([r.exit_used for r in recs])), ctl.slowdown.factor)
+
+    print(f"\n== Deadline when the machine slows down after configure ({fast} steps at the timed speed, "
+          f"{steps - fast} slower; deadline = a multiple of the full model's worst case at configure)")
+    print(f"{'slower':>6} {'deadline':>8} | {'overruns: blind':>15} {'following':>9} | "
+          f"{'mean exit: blind':>16} {'following':>9} | {'factor':>6}")
+    quiet = logging.getLogger("deer_vla.controller")  # its notices would repeat the table's last column
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        for factor in (1.5, 2.0):
+            scale = np.where(np.arange(steps) < fast, 1.0, factor)
+            trace = LatencyTrace(encode_ms=base.encode_ms * scale, segment_ms=base.segment_ms * scale[:, None],
+                                 head_ms=base.head_ms * scale)
+            profile = synthetic_profile(num_exits, trace=LatencyTrace(
+                encode_ms=trace.encode_ms[:fast], segment_ms=trace.segment_ms[:fast], head_ms=trace.head_ms[:fast]))
+            for multiple in (0.8, 1.0, 1.2):
+                deadline = step_worst_ms(profile, num_exits) * multiple
+                blind_over, blind_exit, _ = run_slow(trace, profile, deadline, follow=False)
+                over, mean_exit, learned = run_slow(trace, profile, deadline, follow=True)
+                print(f"{factor:5.1f}x {deadline:8.2f} | {blind_over:15.1%} {over:9.1%} | "
+                      f"{blind_exit:16.2f} {mean_exit:9.2f} | {learned:6.2f}")
+    finally:
+        quiet.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (< 1 minute on 2 cores)")
@@ -221,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             tune = synthetic_exit_actions(args.calib_steps, n, difficulty=args.easy, seed=args.seed + 6)
             bo_table(easy, tune, profile, args.fractions[::2], args.bo_trials, args.seed, args.metric)
     deadline_table(profile.num_exits, min(args.steps, 2000), args.seed)
+    slowdown_table(profile.num_exits, min(args.steps, 1200), args.seed)
     print(f"\n(costs in {args.metric}; '/t' = measured / target; 'static' = offline thresholds only, "
           f"'tracked' = with OnlineBudgetTracker; {time.perf_counter() - t0:.1f} s)")
     return 0

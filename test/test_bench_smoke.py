@@ -47,6 +47,10 @@ def needs_model() -> None:
 def test_bench_budgets_quick():
     out = run_quick("bench_budgets.py")
     assert "under shift" in out and "Peak cap" in out and "Deadline" in out
+    # the slowed machine's rows: at 2x, the guard that follows the slowdown overruns less than the blind one
+    rows = [line.split() for line in out.splitlines() if line.startswith("  2.0x")]
+    assert len(rows) == 3, out
+    assert all(float(r[4].rstrip("%")) < float(r[3].rstrip("%")) for r in rows), rows
 
 
 @pytest.mark.slow

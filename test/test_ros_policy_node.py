@@ -830,6 +830,31 @@ def test_a_time_budget_set_at_run_time_needs_step_times_measured_here(executor, 
     assert node.set_parameters([Parameter("budget.deadline_ms", value=1e6)])[0].successful
 
 
+def test_diagnostics_show_the_slowdown_the_deadline_plans_with(executor, tiny_checkpoint):
+    """With a deadline the guard scales configure's step times by the slowdown it measures; an operator reads it
+    on /diagnostics (none without a deadline: nothing plans with it)."""
+    from deer_vla.control.deadline import SlowdownEstimate
+
+    def shown(node) -> str | None:
+        return {kv.key: kv.value for kv in node.diagnostics().status[0].values}.get("deadline slowdown")
+
+    plain = started_policy_node(executor, tiny_checkpoint)
+    assert shown(plain) is None
+    executor.remove_node(plain)
+    plain.destroy_node()
+    node = started_policy_node(executor, tiny_checkpoint, **{"budget.deadline_ms": 1e6})
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.records) >= 3)
+    controller = node.stack.controller
+    assert controller.slowdown.steps >= 3  # the node's own steps are measured
+    assert shown(node) == "1x (configure's times until 50 steps)"
+    controller.slowdown = SlowdownEstimate(window=200, min_steps=10)
+    for _ in range(10):
+        controller.slowdown.observe(25.0, 10.0)
+    assert shown(node) == "2.5x (p99 of the last 10 step(s))"
+
+
 def test_the_first_status_after_a_reconfigure_counts_from_the_configure(executor, tiny_checkpoint):
     """The step and skip counters run on across cleanup: the first /diagnostics period after a new configure
     reported the earlier configuration's steps and skips as its own (WARN, "4 of 10 steps skipped")."""

@@ -25,7 +25,7 @@ import numpy as np
 
 from deer_vla.control.budgets import BudgetReport, BudgetSpec, budget_report, rounded_up
 from deer_vla.control.criterion import Criterion
-from deer_vla.control.deadline import DeadlineGuard, LatencyTrace
+from deer_vla.control.deadline import DeadlineGuard, LatencyTrace, SlowdownEstimate
 from deer_vla.control.guarantee import Guarantee
 from deer_vla.control.online import OnlineBudgetTracker
 from deer_vla.control.oracle import oracle_exit
@@ -86,6 +86,8 @@ class ExitController:
         self.tracker = tracker
         self.clock = clock
         self.latency_trace = latency_trace
+        # the machine's, not the budget's: kept across budget changes (each builds a new guard)
+        self.slowdown = SlowdownEstimate()
         self._lock = threading.Lock()
         self._pending: BudgetSpec | None = None
         self._apply_budget(budget or BudgetSpec(metric=thresholds.metric if thresholds else "llm_gflops"))
@@ -395,8 +397,10 @@ class ExitController:
         first = self.first_exit
         reason: StopReason = "cap"
         last = self.fixed_exit if self.fixed_exit is not None else cap
+        guard = self.guard
+        slowdown = self.slowdown.factor
         for k in range(1, last + 1):
-            if k > 1 and self.guard is not None and not self.guard.allows(k, (self.clock() - t0) * 1e3):
+            if k > 1 and guard is not None and not guard.allows(k, (self.clock() - t0) * 1e3, slowdown):
                 reason = "deadline"
                 break
             ts = self.clock()
@@ -423,6 +427,10 @@ class ExitController:
         tc = self.clock()
         action = np.asarray(self.policy.commit(chosen), dtype=np.float64)
         t_end = self.clock()
+        if guard is not None:
+            notice = self.slowdown.observe(sum(segment_ms) + (t_end - tc) * 1e3, guard.planned_ms(ran))
+            if notice is not None:
+                log.warning(notice)
         # Compute spent = every exit that ran; the oracle reports its floor instead.
         charged = chosen if reason == "oracle" else ran
         llm = self.profile.cost(charged, "llm_gflops")

@@ -1542,6 +1542,11 @@ class PolicyNode(LifecycleNode):
             "exit thresholds": ", ".join(f"{v:.6g}" for v in thresholds.values) if thresholds is not None else "",
             "threshold scale": f"{record.threshold_scale:.6g}" if record is not None else "",
         }
+        if controller.guard is not None:  # how much slower steps run than configure timed: the deadline plans so
+            slowdown = controller.slowdown
+            info["deadline slowdown"] = (f"{slowdown.factor:.3g}x (p99 of the last {slowdown.steps} step(s))"
+                                         if slowdown.steps >= slowdown.min_steps else
+                                         f"1x (configure's times until {slowdown.min_steps} steps)")
         guarantee = controller.guarantee
         info["fidelity guarantee"] = guarantee.describe() if guarantee is not None else "none in force"
         if guarantee is not None:
