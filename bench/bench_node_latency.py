@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/bench_node_latency.py` from a checkout
     sys.path.insert(0, str(REPO))
-from common import output_problem, run_bench  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+from common import output_problem, run_bench, start_cpu_load, stop_cpu_load  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help  # noqa: E402
 from deer_vla.ros.executors import EXECUTORS  # noqa: E402
@@ -68,17 +67,6 @@ def stats(values: list[float]) -> dict[str, float]:
     a = np.asarray(values)
     return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)), "mean": float(a.mean()),
             "min": float(a.min()), "max": float(a.max())}
-
-
-def start_cpu_load(n: int) -> list[subprocess.Popen]:
-    """n busy processes (pure Python spin loops), one core's worth each."""
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
-
-
-def stop_cpu_load(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        p.kill()
-        p.wait()
 
 
 def measure_halt(executor, policy, driver, publish_pair, trials: int) -> dict:  # type: ignore[no-untyped-def]

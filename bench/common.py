@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import subprocess
 import sys
 import traceback
 import zipfile
@@ -169,6 +170,17 @@ def recorded_observations(
         return [episode_observations(ds.load(i), cameras, max_steps=steps) for i in range(skip, skip + episodes)]
     except DatasetError as exc:
         raise ValueError(str(exc)) from None
+
+
+def start_cpu_load(n: int) -> list[subprocess.Popen]:
+    """n busy processes (pure Python spin loops), one core's worth each."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def stop_cpu_load(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
 
 
 def latency_stats(samples_ms: list[float] | np.ndarray) -> LatencyStats:

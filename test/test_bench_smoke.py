@@ -7,6 +7,7 @@ machine has none), including the counter's wrap-around.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -51,6 +52,21 @@ def test_bench_budgets_quick():
     rows = [line.split() for line in out.splitlines() if line.startswith("  2.0x")]
     assert len(rows) == 3, out
     assert all(float(r[4].rstrip("%")) < float(r[3].rstrip("%")) for r in rows), rows
+
+
+@pytest.mark.slow
+def test_bench_deadline_drift_quick(tmp_path):
+    """The real default model beside two busy processes started after configure timed it: the guard that
+    follows the measured slowdown goes past the deadline less often than the one planning on configure's
+    times (58 vs 8 of 120 steps measured here), and it saw a slowdown."""
+    needs_model()
+    out = run_quick("bench_deadline_drift.py", "--json", str(tmp_path / "drift.json"))
+    assert "beside 2 busy process(es)" in out
+    result = json.loads((tmp_path / "drift.json").read_text())
+    loaded = result["phases"]["loaded"]
+    assert loaded["following"]["steps"] == loaded["blind"]["steps"] == 120
+    assert loaded["following"]["over"] <= loaded["blind"]["over"], loaded
+    assert result["factor"] > 1.0
 
 
 @pytest.mark.slow
