@@ -447,3 +447,16 @@ def test_action_names_that_say_velocities_or_positions_are_not_taken_as_deltas(n
     labels = "x,y,z,yaw,gripper" if len(names) == 5 else "x,y,z,gripper"
     assert resolve_action_columns(len(names), names, labels, velocity)  # labelled by hand: the user's word
     assert resolve_action_columns(4, ["dx", "dy", "dz", "gripper"], None, False) == ["x", "y", "z", "gripper"]
+
+
+def test_writing_videos_leaves_the_threads_scheduling_as_it_was(tmp_path: Path):
+    """SVT-AV1 put the thread that ran an encoder on SCHED_FIFO priority 99 and left it so (as root): every
+    test after the first dataset written ran real-time, and so did each process it started. Where the
+    encoder cannot raise the priority (not root) there is nothing to put back and this holds trivially."""
+    import os
+
+    from deer_vla.data.lerobot_writer import write_demo_dataset
+
+    before = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+    write_demo_dataset(tmp_path / "ds", n_episodes=1, steps=4)
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before

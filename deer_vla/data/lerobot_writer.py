@@ -20,7 +20,9 @@ recompute stats with LeRobot before training a LeRobot policy on an export.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,9 +56,26 @@ def _next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
     return (chunk + 1, 0) if file == chunks_size - 1 else (chunk, file + 1)
 
 
-def _encode_video(path: Path, clips: list[np.ndarray], fps: int, codec: str) -> None:
-    import os
+@contextmanager
+def scheduling_kept() -> Iterator[None]:
+    """The calling thread's scheduling policy and priority as they were before the block. SVT-AV1 (libsvtav1)
+    gives the thread that runs an encoder SCHED_FIFO priority 99 when it may (as root, as in many robot
+    containers), and leaves it so: the process went on real-time after writing a dataset, and so did every
+    process it started (two busy children of one froze a 2-core machine: measured 2026-12-06)."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) != (policy, param.sched_priority):
+            os.sched_setscheduler(0, policy, param)
 
+
+def _encode_video(path: Path, clips: list[np.ndarray], fps: int, codec: str) -> None:
+    with scheduling_kept():
+        _encode_video_here(path, clips, fps, codec)
+
+
+def _encode_video_here(path: Path, clips: list[np.ndarray], fps: int, codec: str) -> None:
     import av
 
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per encoder at its default level
