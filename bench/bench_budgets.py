@@ -36,7 +36,7 @@ from deer_vla.control import (
     tune_thresholds,
 )
 from deer_vla.control.budgets import step_worst_ms
-from deer_vla.control.deadline import SlowdownEstimate
+from deer_vla.control.deadline import DriftMargin
 from deer_vla.control.synthetic import (
     ReplayExitPolicy,
     SyntheticExitPolicy,
@@ -158,7 +158,8 @@ def deadline_table(num_exits: int, steps: int, seed: int) -> None:
 def slowdown_table(num_exits: int, steps: int, seed: int) -> None:
     """A machine that slows down after configure timed it: the first third of the steps at the timed speed,
     the rest ``factor`` times slower (every part). Overruns of the slow steps (from the fifth on) with the guard
-    planning on configure's times alone ("blind") and following the measured slowdown (the controller's own)."""
+    planning on configure's times alone ("blind") and adding the drift margin it measures (the controller's own,
+    "following")."""
     fast = steps // 3
     base = synthetic_latency_trace(steps, num_exits, seed=seed)
     observations = synthetic_episodes(1, steps)[0]
@@ -166,20 +167,20 @@ def slowdown_table(num_exits: int, steps: int, seed: int) -> None:
 
     def run_slow(trace: LatencyTrace, profile: CostProfile, deadline: float,
                  follow: bool) -> tuple[float, float, float]:
-        """-> (share of slow steps over the deadline, their mean exit, the slowdown factor at the end)."""
+        """-> (share of slow steps over the deadline, their mean exit, the drift margin at the end, ms)."""
         clock = ManualClock()
         policy = SyntheticExitPolicy(num_exits, seed=seed, clock=clock, latency=trace)
         ctl = ExitController(policy, profile, th, BudgetSpec(deadline_ms=deadline), clock=clock)
         if not follow:
-            ctl.slowdown = SlowdownEstimate(window=steps + 1, min_steps=steps + 1)  # never ready: factor 1
+            ctl.drift = DriftMargin(window=10**9, min_steps=10**9)  # never ready: no margin
         recs = [ctl.step(obs)[1] for obs in observations][fast + 5:]
         return (float(np.mean([r.total_ms > deadline + 1e-9 for r in recs])),
-                float(np.mean([r.exit_used for r in recs])), ctl.slowdown.factor)
+                float(np.mean([r.exit_used for r in recs])), ctl.drift.margin_ms)
 
     print(f"\n== Deadline when the machine slows down after configure ({fast} steps at the timed speed, "
           f"{steps - fast} slower; deadline = a multiple of the full model's worst case at configure)")
     print(f"{'slower':>6} {'deadline':>8} | {'overruns: blind':>15} {'following':>9} | "
-          f"{'mean exit: blind':>16} {'following':>9} | {'factor':>6}")
+          f"{'mean exit: blind':>16} {'following':>9} | {'margin ms':>9}")
     quiet = logging.getLogger("deer_vla.controller")  # its notices would repeat the table's last column
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -195,7 +196,7 @@ def slowdown_table(num_exits: int, steps: int, seed: int) -> None:
                 blind_over, blind_exit, _ = run_slow(trace, profile, deadline, follow=False)
                 over, mean_exit, learned = run_slow(trace, profile, deadline, follow=True)
                 print(f"{factor:5.1f}x {deadline:8.2f} | {blind_over:15.1%} {over:9.1%} | "
-                      f"{blind_exit:16.2f} {mean_exit:9.2f} | {learned:6.2f}")
+                      f"{blind_exit:16.2f} {mean_exit:9.2f} | {learned:9.2f}")
     finally:
         quiet.setLevel(level)
 

@@ -2,11 +2,11 @@
 
 Configure times whole steps (PolicyRunner.time_here) and the deadline guard plans with those times. This bench
 runs two controllers on the same checkpoint, stepping in turn through the same observations: one whose guard
-plans with configure's times alone ("blind"), one that scales them by the slowdown it measures over its last
-steps (the controller's own SlowdownEstimate, "following"). First ``--quiet-steps`` steps each as timed, then
+plans with configure's times alone ("blind"), one that keeps free the margin by which its last steps ran over
+them (the controller's own DriftMargin, "following"). First ``--quiet-steps`` steps each as timed, then
 ``--cpu-load`` busy processes start (a robot computer whose other programs wake up) for ``--loaded-steps``.
 Printed per phase: the share of steps over the deadline (95% Wilson interval), step time p50/p99, mean exit,
-and the slowdown factor at the end. Only the deadline stops steps (thresholds that never stop one), so the
+and the drift margin at the end. Only the deadline stops steps (thresholds that never stop one), so the
 deadline alone decides the depth.
 
     .venv/bin/python bench/bench_deadline_drift.py --quick
@@ -26,7 +26,7 @@ from common import check_output, run_bench, start_cpu_load, stop_cpu_load, synth
 
 from deer_vla.control import BudgetSpec, ExitController, Thresholds
 from deer_vla.control.budgets import step_worst_ms
-from deer_vla.control.deadline import SlowdownEstimate
+from deer_vla.control.deadline import DriftMargin
 from deer_vla.core import Observation, StepRecord
 from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = step_worst_ms(profile, n) * args.deadline_multiple
     following.set_budget(BudgetSpec(deadline_ms=deadline))
     blind = controller(args.checkpoint, deadline, profile)  # the same configure times
-    blind.slowdown = SlowdownEstimate(window=10**9, min_steps=10**9)  # never ready: configure's times alone
+    blind.drift = DriftMargin(window=10**9, min_steps=10**9)  # never ready: configure's times alone
     runner = following.policy
     steps = args.quiet_steps + args.loaded_steps
     episodes = synthetic_observations(runner.cameras, runner.image_size, runner.model.config.proprio_dim,
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_cpu_load(load)
     result = {"checkpoint": str(args.checkpoint), "deadline_ms": deadline, "cpu_load": args.cpu_load,
-              "factor": following.slowdown.factor, "phases": {}}
+              "margin_ms": following.drift.margin_ms, "phases": {}}
     print(f"\n{'phase':<26} {'mode':<10} | {'steps over deadline':>31} | {'p50 ms':>7} {'p99 ms':>7} | "
           f"{'mean exit':>9}")
     for phase, label in (("quiet", "as timed"), ("loaded", f"beside {args.cpu_load} busy process(es)")):
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             low, high = f["over_ci"]
             print(f"{label:<26} {mode:<10} | {f['over']:4d}/{f['steps']:<4d} {f['over_share']:6.1%} "
                   f"[{low:5.1%}, {high:5.1%}] | {f['p50_ms']:7.2f} {f['p99_ms']:7.2f} | {f['mean_exit']:9.2f}")
-    print(f"\nslowdown the following guard plans with at the end: {following.slowdown.factor:.2f}x "
-          f"(p99 of its last {following.slowdown.steps} steps); {time.perf_counter() - t0:.0f} s")
+    print(f"\ndrift margin the following guard keeps at the end: {following.drift.margin_ms:.2f} ms (p99 over its "
+          f"last {following.drift.steps} steps); {time.perf_counter() - t0:.0f} s")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -100,3 +100,31 @@ def test_cli_refuses_an_out_that_is_a_file_or_holds_earlier_results_before_any_e
     earlier.write_text("{}")
     assert swap.cli_main([*base, "--out", str(earlier.parent)]) == 2
     assert "--overwrite replaces them" in capsys.readouterr().err and earlier.read_text() == "{}"
+
+
+def test_cli_runs_a_task_under_a_wording_of_ones_own(tmp_path: Path) -> None:
+    """--wording TASK=TEXT: that task's episodes get TEXT (a typo, a user's phrasing), the pair's other task
+    its own instruction, both recorded."""
+    rc = swap.cli_main(["--expert", "own", "--tasks", "faucet-open-shared,faucet-close-shared",
+                        "--episodes-per-task", "1", "--wording", "faucet-close-shared=tunr off the faucet",
+                        "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    result = json.loads((tmp_path / "swap_results.json").read_text())
+    used = {e["task"]: e["instruction"] for e in result["episodes"]}
+    assert used["faucet-close-shared"] == "tunr off the faucet"
+    assert used["faucet-open-shared"] != "tunr off the faucet"
+    assert result["wordings"] == {"faucet-close-shared": "tunr off the faucet"}
+
+
+@pytest.mark.parametrize(("wording", "said"), [
+    ("faucet-close-shared", "--wording takes TASK=TEXT"),
+    ("drawer-open-shared=open it", "not among the tasks run"),
+    ("faucet-close-shared=  ", "is empty"),
+    ("faucet-close-shared=don't turn on the faucet", "asks not to do something"),
+])
+def test_cli_refuses_a_wording_it_cannot_run_before_any_episode(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                 wording: str, said: str) -> None:
+    assert swap.cli_main(["--expert", "own", "--tasks", "faucet-open-shared,faucet-close-shared",
+                          "--wording", wording, "--out", str(tmp_path), "--no-progress"]) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "swap_results.json").exists()

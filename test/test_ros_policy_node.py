@@ -830,13 +830,13 @@ def test_a_time_budget_set_at_run_time_needs_step_times_measured_here(executor, 
     assert node.set_parameters([Parameter("budget.deadline_ms", value=1e6)])[0].successful
 
 
-def test_diagnostics_show_the_slowdown_the_deadline_plans_with(executor, tiny_checkpoint):
-    """With a deadline the guard scales configure's step times by the slowdown it measures; an operator reads it
-    on /diagnostics (none without a deadline: nothing plans with it)."""
-    from deer_vla.control.deadline import SlowdownEstimate
+def test_diagnostics_show_the_drift_margin_the_deadline_plans_with(executor, tiny_checkpoint):
+    """With a deadline the guard keeps free the margin by which steps lately run over configure's times; an
+    operator reads it on /diagnostics (none without a deadline: nothing plans with it)."""
+    from deer_vla.control.deadline import DriftMargin
 
     def shown(node) -> str | None:
-        return {kv.key: kv.value for kv in node.diagnostics().status[0].values}.get("deadline slowdown")
+        return {kv.key: kv.value for kv in node.diagnostics().status[0].values}.get("deadline drift margin")
 
     plain = started_policy_node(executor, tiny_checkpoint)
     assert shown(plain) is None
@@ -846,13 +846,14 @@ def test_diagnostics_show_the_slowdown_the_deadline_plans_with(executor, tiny_ch
     drv = Driver(executor)
     drv.instruct()
     assert drv.drive_until(lambda: len(drv.records) >= 3)
+    drv.settle(node)  # no step running: its measurement would land in the margin swapped in below
     controller = node.stack.controller
-    assert controller.slowdown.steps >= 3  # the node's own steps are measured
-    assert shown(node) == "1x (configure's times until 50 steps)"
-    controller.slowdown = SlowdownEstimate(window=200, min_steps=10)
+    assert controller.drift.steps >= 3  # the node's own steps are measured
+    assert shown(node) == "0 ms (configure's times until 100 steps)"
+    controller.drift = DriftMargin(window=200, min_steps=10)
     for _ in range(10):
-        controller.slowdown.observe(25.0, 10.0)
-    assert shown(node) == "2.5x (p99 of the last 10 step(s))"
+        controller.drift.observe(12.5, 10.0)
+    assert shown(node) == "2.5 ms (p99 over the last 10 steps)"
 
 
 def test_the_first_status_after_a_reconfigure_counts_from_the_configure(executor, tiny_checkpoint):
@@ -1166,6 +1167,44 @@ def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor
     assert drv.drive_until(lambda: node.instruction == "quartz zebra")
     assert node.set_parameters([Parameter("unfamiliar_instruction", value="off")])[0].successful
     assert _instruction_status(node)[1] == "not compared (unfamiliar_instruction: off)"
+
+
+def test_a_negated_instruction_is_refused_and_stops_the_robot(executor, tiny_checkpoint, tmp_path, monkeypatch):
+    """"don't push the puck" names the task it forbids, and the policy would do it: refused whatever
+    unfamiliar_instruction says, and the instruction in force dropped (no steps, a zero twist) rather than kept,
+    which would carry on with what the robot may just have been told not to do."""
+    node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"), enabled=True,
+                               stale_action="zero", unfamiliar_instruction="off")
+    errors = _spy_on_log(node, "error", monkeypatch)
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[1])
+    assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[1])
+    assert drv.drive_until(lambda: len(drv.records) >= 2)
+    drv.settle(node)
+    rejected, twists = node.stats.rejected_instructions, len(drv.twists)
+    drv.instruct("don\u2019t push the puck to the goal")
+    assert drv.drive_until(lambda: node.stats.rejected_instructions == rejected + 1)
+    assert node.instruction is None
+    said = [m for m, _ in errors if "asks not to do something" in m]
+    assert len(said) == 1 and "the previous instruction is dropped" in said[0] and "(\"don't\")" in said[0]
+    assert drv.drive_until(lambda: len(drv.twists) > twists)  # the robot is told to stop
+    assert drv.twists[-1].twist.linear.x == 0.0 and drv.twists[-1].twist.linear.z == 0.0
+    drv.settle(node)
+    records = len(drv.records)
+    assert not drv.drive_until(lambda: len(drv.records) > records, timeout=1.0)  # and nothing steps
+
+
+def test_a_misspelt_instruction_runs_as_the_trained_one_and_says_so(executor, tiny_checkpoint, tmp_path,
+                                                                   monkeypatch):
+    node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"))
+    infos = _spy_on_log(node, "info", monkeypatch)
+    drv = Driver(executor)
+    drv.instruct("puhs the puck to the goal")
+    assert drv.drive_until(lambda: node.instruction == "puhs the puck to the goal")  # kept as sent
+    said = [m for m, _ in infos if m.startswith("instruction: 'puhs the puck to the goal'")]
+    assert len(said) == 1 and "read 'puhs' as 'push'" in said[0] and "heard as push" in said[0], said
+    assert "similarity 1.00" in said[0]  # compared as the model reads it
+    assert node._instruction_key == node.stack.runner.instruction_key(INSTRUCTIONS[1])
 
 
 def test_familiar_and_unfamiliar_instructions_alternate_through_rclpys_own_logger(executor, tiny_checkpoint,

@@ -25,7 +25,7 @@ import numpy as np
 
 from deer_vla.control.budgets import BudgetReport, BudgetSpec, budget_report, rounded_up
 from deer_vla.control.criterion import Criterion
-from deer_vla.control.deadline import DeadlineGuard, LatencyTrace, SlowdownEstimate
+from deer_vla.control.deadline import DeadlineGuard, DriftMargin, LatencyTrace
 from deer_vla.control.guarantee import Guarantee
 from deer_vla.control.online import OnlineBudgetTracker
 from deer_vla.control.oracle import oracle_exit
@@ -87,7 +87,7 @@ class ExitController:
         self.clock = clock
         self.latency_trace = latency_trace
         # the machine's, not the budget's: kept across budget changes (each builds a new guard)
-        self.slowdown = SlowdownEstimate()
+        self.drift = DriftMargin()
         self._lock = threading.Lock()
         self._pending: BudgetSpec | None = None
         self._apply_budget(budget or BudgetSpec(metric=thresholds.metric if thresholds else "llm_gflops"))
@@ -386,7 +386,8 @@ class ExitController:
         cap = self.report.cap
         tracker = self._active_tracker()  # scale 1 and no updates while it idles
         scale = tracker.scale if tracker is not None else 1.0
-        t0 = self.clock() if started_at is None else started_at
+        t_begin = self.clock()
+        t0 = t_begin if started_at is None else started_at
         self.policy.begin_step(observation)
         t_enc = self.clock()
         actions: list[np.ndarray] = []
@@ -398,9 +399,9 @@ class ExitController:
         reason: StopReason = "cap"
         last = self.fixed_exit if self.fixed_exit is not None else cap
         guard = self.guard
-        slowdown = self.slowdown.factor
+        margin = self.drift.margin_ms
         for k in range(1, last + 1):
-            if k > 1 and guard is not None and not guard.allows(k, (self.clock() - t0) * 1e3, slowdown):
+            if k > 1 and guard is not None and not guard.allows(k, (self.clock() - t0) * 1e3, margin):
                 reason = "deadline"
                 break
             ts = self.clock()
@@ -428,7 +429,8 @@ class ExitController:
         action = np.asarray(self.policy.commit(chosen), dtype=np.float64)
         t_end = self.clock()
         if guard is not None:
-            notice = self.slowdown.observe(sum(segment_ms) + (t_end - tc) * 1e3, guard.planned_ms(ran))
+            # the model's whole step, as configure timed it (not a compressed frame's decode before it)
+            notice = self.drift.observe((t_end - t_begin) * 1e3, guard.worst_case_ms(ran))
             if notice is not None:
                 log.warning(notice)
         # Compute spent = every exit that ran; the oracle reports its floor instead.

@@ -9,9 +9,10 @@ deadline below exit 1's worst case. Time comes from an injectable clock so
 tests replay a trace exactly.
 
 Those times are a snapshot (configure's): a shared or throttling machine runs
-the same step up to 2x slower minutes later (measured on this project's VM).
-``SlowdownEstimate`` follows how much slower the last steps ran than the
-guard's times say, and the guard plans with its times scaled by that.
+the same step 2x (or, beside busy processes, 6x) slower minutes later
+(measured on this project's VM). ``DriftMargin`` follows how much longer the
+last steps ran than the guard's worst cases say, and the guard keeps that
+margin free before it starts a segment.
 """
 from __future__ import annotations
 
@@ -114,66 +115,70 @@ class DeadlineGuard:
         """Encode + segments 1..k with a head step each + the commit head step."""
         return self.encode_ms + sum(self.segment_ms[:exit_index]) + (exit_index + 1) * self.head_ms
 
-    def planned_ms(self, exits_run: int) -> float:
-        """The worst case of a step's model part after begin_step: ``exits_run`` segments with a head step each
-        and the commit head step (what SlowdownEstimate compares the measured ones with)."""
-        return sum(self.segment_ms[:exits_run]) + (exits_run + 1) * self.head_ms
-
-    def allows(self, exit_index: int, elapsed_ms: float, slowdown: float = 1.0) -> bool:
-        """May exit ``exit_index`` start now, ``elapsed_ms`` into the step, with this machine running
-        ``slowdown`` times slower than the guard's times (SlowdownEstimate.factor)?"""
+    def allows(self, exit_index: int, elapsed_ms: float, margin_ms: float = 0.0) -> bool:
+        """May exit ``exit_index`` start now, ``elapsed_ms`` into the step, keeping ``margin_ms`` free (steps
+        lately take up to that much longer than the guard's times: DriftMargin.margin_ms)?"""
         if exit_index > len(self.segment_ms):
             return False
         # Its segment, its candidate-action head step, and the commit head step.
-        need = (self.segment_ms[exit_index - 1] + 2 * self.head_ms) * slowdown
+        need = self.segment_ms[exit_index - 1] + 2 * self.head_ms + margin_ms
         # a few ulps of slack: a deadline set to an exit's worst case (step_worst_ms) is summed in another order
         # than here, and the clock's seconds-to-ms conversion rounds; that step ends at the deadline, not past it
         return elapsed_ms + need <= self.deadline_ms * (1 + 1e-12) + 1e-9
 
 
-SLOWDOWN_WINDOW = 200  # steps: 20 s at 10 Hz; a slowdown leaves the estimate that long after it ends
-SLOWDOWN_MIN_STEPS = 50  # before them, the times just measured at configure are the better estimate
-SLOWDOWN_WARN = 1.25  # said once when the factor reaches it, and again when it falls back under SLOWDOWN_CLEAR
-SLOWDOWN_CLEAR = 1.1
+DRIFT_WINDOW = 200  # steps: 20 s at 10 Hz; a slowdown leaves the margin that long after it ends
+DRIFT_MIN_STEPS = 100  # before them, configure's times (just measured); from 100 a p99 leaves one stall out
+DRIFT_WARN = 0.5  # the notice when the margin reaches this share of the steps' planned time, and when it is back
+DRIFT_CLEAR = 0.2  # under this share
 
 
-class SlowdownEstimate:
-    """How much slower the model's steps run now than a deadline guard's times: the p99, over the last
-    ``window`` steps, of each step's measured model time over the guard's worst case for the exits it ran;
-    1.0 until ``min_steps`` were seen, never below 1 (a machine faster than at configure keeps the times it
-    was timed with). Its notices (``observe``'s return) say when it reaches SLOWDOWN_WARN and when it is back
-    under SLOWDOWN_CLEAR."""
+class DriftMargin:
+    """How many ms longer than the deadline guard's worst case the model's steps take now: the p99, over the
+    last ``window`` steps, of each whole step's measured time (begin_step to commit, what configure's
+    PolicyRunner.time_steps timed) minus the guard's worst case for the exits it ran (``worst_case_ms``, the p99
+    of configure's whole steps to that exit); 0 until ``min_steps`` were seen, never below 0. On an unchanged
+    machine about 1% of steps pass their p99, so the margin stays 0 (a comparison of single segments with
+    their shares of whole-step quantiles read the segments' own spread as a drift of a segment's length).
+    Additive, in ms: on a shared CPU a step is slowed mostly by time slices lost to other processes, whatever
+    its depth. ``observe``'s notice says when the margin reaches DRIFT_WARN of the steps' planned time and when
+    it is back under DRIFT_CLEAR."""
 
-    def __init__(self, window: int = SLOWDOWN_WINDOW, min_steps: int = SLOWDOWN_MIN_STEPS) -> None:
+    def __init__(self, window: int = DRIFT_WINDOW, min_steps: int = DRIFT_MIN_STEPS) -> None:
         if not (isinstance(window, int) and isinstance(min_steps, int) and 1 <= min_steps <= window):
             raise ValueError(f"need 1 <= min_steps <= window (integers), got min_steps={min_steps!r}, "
                              f"window={window!r}")
-        self._ratios: deque[float] = deque(maxlen=window)
+        self._excess: deque[float] = deque(maxlen=window)
+        self._planned: deque[float] = deque(maxlen=window)
         self.min_steps = min_steps
-        self.factor = 1.0
+        self.margin_ms = 0.0
         self._warned = False
 
     @property
     def steps(self) -> int:
         """Steps in the window."""
-        return len(self._ratios)
+        return len(self._excess)
+
+    @property
+    def ready(self) -> bool:
+        return len(self._excess) >= self.min_steps
 
     def observe(self, measured_ms: float, planned_ms: float) -> str | None:
-        """One step: its model time measured, and the guard's worst case for it. -> a notice to log, or None."""
+        """One step: its measured time and the guard's worst case for it. -> a notice to log, or None."""
         if not (math.isfinite(measured_ms) and measured_ms >= 0 and math.isfinite(planned_ms) and planned_ms > 0):
-            return None  # a guard of zero times (a synthetic trace) or a clock that went back says nothing
-        self._ratios.append(measured_ms / planned_ms)
-        if len(self._ratios) < self.min_steps:
+            return None  # a clock that went back, or a guard of zero times (a synthetic trace), says nothing
+        self._excess.append(measured_ms - planned_ms)
+        self._planned.append(planned_ms)
+        if not self.ready:
             return None
-        p99 = float(np.percentile(self._ratios, 99))
-        # a hair over 1 is rounding (a guard's times summed in another order): a deadline set to an exit's
-        # worst case must keep reaching it
-        self.factor = p99 if p99 > 1.0 + 1e-6 else 1.0
-        if not self._warned and self.factor >= SLOWDOWN_WARN:
+        self.margin_ms = max(0.0, float(np.percentile(self._excess, 99)))
+        typical = float(np.mean(self._planned))
+        if not self._warned and self.margin_ms >= DRIFT_WARN * typical:
             self._warned = True
-            return (f"steps run up to {self.factor:.2f}x the times measured at configure (p99 of the last "
-                    f"{len(self._ratios)}): the deadline guard plans with that, so fewer deep exits fit")
-        if self._warned and self.factor < SLOWDOWN_CLEAR:
+            return (f"steps take up to {self.margin_ms:.3g} ms more than the times measured at configure (p99 of "
+                    f"the last {len(self._excess)}; they plan {typical:.3g} ms): the deadline guard keeps that "
+                    "margin, so fewer deep exits fit")
+        if self._warned and self.margin_ms < DRIFT_CLEAR * typical:
             self._warned = False
-            return f"steps are back within {self.factor:.2f}x the times measured at configure"
+            return f"steps are back within {self.margin_ms:.3g} ms of the times measured at configure"
         return None

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from deer_vla.core.instruction_text import negation
 from deer_vla.core.writable import unwritable_dir
 from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.evaluation.workers import (
@@ -289,14 +290,26 @@ def run_swap(
     max_steps: int | None = None,
     workers: int = 1,
     show_progress: bool = True,
+    wordings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run the swap evaluation with the scripted ``expert`` ("own"/"partner") or ``eval_cfg``'s checkpoint modes;
-    write swap_results.json to ``out_dir`` and return its payload."""
+    write swap_results.json to ``out_dir`` and return its payload. ``wordings``: task -> the instruction its
+    episodes get instead (a user's own wording, a typo), the pair's other task keeping its own."""
     from tqdm import tqdm
 
     from deer_vla.evaluation.evaluator import EVAL_SEED_OFFSET, build_modes, episode_plan
 
     check_shared(tasks)
+    wordings = dict(wordings or {})
+    for task, text in wordings.items():
+        if task not in tasks:
+            raise ValueError(f"a wording for {task}, which is not among the tasks run ({', '.join(tasks)})")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"the wording for {task} is empty")
+        word = negation(text)
+        if word is not None:  # the runner would refuse it at the first step, after the workers started
+            raise ValueError(f"the wording for {task} asks not to do something ({word!r}): the policy can only do "
+                             "tasks")
     if episodes_per_task < 1:
         raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
     if (expert is None) == (eval_cfg is None):
@@ -316,8 +329,11 @@ def run_swap(
         worker = SwapWorker.from_spec(spec)
         modes, skipped = build_modes(eval_cfg, worker.runner)
     # the same seeds for both tasks of a pair
-    jobs = seed_major_jobs([(mode, task, episode_plan(task, episodes_per_task, offset, heldout))
-                            for task in tasks for mode in modes], max_steps)
+    def plan(task: str) -> list[tuple[int, str | None]]:
+        seeds = episode_plan(task, episodes_per_task, offset, heldout)
+        return [(seed, wordings[task]) for seed, _ in seeds] if task in wordings else seeds
+
+    jobs = seed_major_jobs([(mode, task, plan(task)) for task in tasks for mode in modes], max_steps)
     t0 = time.perf_counter()
     episodes: list[SwapEpisode] = []
     bar = tqdm(total=sum(len(j[2]) for j in jobs), desc="swap episodes", unit="ep", disable=not show_progress,
@@ -343,6 +359,7 @@ def run_swap(
         "episodes_per_task": episodes_per_task,
         "seed_offset": offset,
         "heldout_instructions": heldout,
+        "wordings": wordings,
         "criteria": "each task: its own Meta-World v3 env's evaluate_state success; swapped: the pair's other "
                     "task's, judged every step",
         "skipped": skipped,
@@ -379,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="each task's canonical instruction, or its never-trained held-out paraphrases (cycled)")
     p.add_argument("--heldout-instructions", action="store_const", const="heldout", dest="instructions",
                    help="same as --instructions heldout")
+    p.add_argument("--wording", action="append", default=[], metavar="TASK=TEXT",
+                   help="the instruction TASK's episodes get instead of its own (repeatable), e.g. "
+                        "'window-close-shared=cloes the window'")
     p.add_argument("--seed-offset", type=int, default=EVAL_SEED_OFFSET)
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the task's)")
     p.add_argument("--workers", type=int, default=1)
@@ -407,6 +427,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         tasks = resolve_tasks(args.tasks)
         check_shared(tasks)
+        wordings: dict[str, str] = {}
+        for item in args.wording:
+            task, sep, text = item.partition("=")
+            if not sep or not task.strip():
+                raise ValueError(f"--wording takes TASK=TEXT, got {item!r}")
+            wordings[task.strip()] = text
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         cfg = None
@@ -430,7 +456,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             )
         payload = run_swap(tasks, args.episodes_per_task, args.out, expert=args.expert, eval_cfg=cfg,
                            seed_offset=args.seed_offset, heldout=args.instructions == "heldout",
-                           max_steps=args.max_steps, workers=args.workers, show_progress=not args.no_progress)
+                           max_steps=args.max_steps, workers=args.workers, show_progress=not args.no_progress,
+                           wordings=wordings)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else format_validation_error(exc)
         print(f"deer-vla instruction-swap: {msg}", file=sys.stderr)

@@ -31,11 +31,12 @@ import numpy as np
 import torch
 
 from deer_vla.core import ActionSpec, CostProfile, LatencyStats, NonFiniteActionError, Observation
-from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS, clean_instruction
+from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS, clean_instruction, negation
 from deer_vla.core.log_text import quoted
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.gate import ExitGates, GateError, read_gates
 from deer_vla.model.head import LSTMState, gripper_value
+from deer_vla.model.instruction_words import NegatedInstructionError, TrainedWords, read_trained_words
 from deer_vla.model.policy import MultiExitPolicy, SegmentState
 from deer_vla.model.preprocess import images_to_tensor
 from deer_vla.model.tokenizer import encode_instruction
@@ -69,6 +70,9 @@ class PolicyRunner:
         self._token_cache: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._token_cache_chars = 0  # characters of the cached instructions (the keys)
         self.dropped_tokens = 0  # of the last step's instruction: its tokens past lm.max_text_len, not read
+        # the checkpoint's trained words (from_checkpoint, when it records them): misspelt ones read as meant
+        self.trained_words: TrainedWords | None = None
+        self._last_read: tuple[str, str, tuple[tuple[str, str], ...]] | None = None  # read_instruction's last
         self.reset()
 
     @classmethod
@@ -89,6 +93,7 @@ class PolicyRunner:
         gates = read_gates(ckpt, model.feature_dim, model.config.action_spec.dim, model.config.num_exits)
         runner = cls(model, tokenizer, device=device, profile=profile, gates=gates)
         runner.checkpoint_dir = CheckpointDir(ckpt)
+        runner.trained_words = read_trained_words(runner.checkpoint_dir)
         return runner
 
     def fork(self) -> PolicyRunner:
@@ -96,6 +101,7 @@ class PolicyRunner:
         several controllers replaying the same steps side by side without copying the weights."""
         runner = PolicyRunner(self.model, self.tokenizer, device=self.device, profile=self._profile, gates=self._gates)
         runner.checkpoint_dir = self.checkpoint_dir
+        runner.trained_words = self.trained_words
         return runner
 
     # -- properties the controller / node read
@@ -267,11 +273,28 @@ class PolicyRunner:
         # visual tokens (1,V,H) of the last past_frames committed steps, oldest first
         self._frames: deque[torch.Tensor] = deque(maxlen=self.model.config.past_frames)
 
-    def instruction_key(self, instruction: str) -> str:
-        """``instruction`` as the tokenizer reads it: cleaned (core.instruction_text), then put through the
-        tokenizer's own normalizer (case, Unicode forms). Two texts with one key are one instruction to the
-        model ("Open the drawer" and "open the drawer" for a lower-casing tokenizer)."""
+    def read_instruction(self, instruction: str) -> tuple[str, list[tuple[str, str]]]:
+        """``instruction`` as the model reads it: cleaned (core.instruction_text), each misspelt trained word read
+        as that word (model.instruction_words, with a checkpoint that records its trained wordings); and the
+        (word, read as) pairs."""
+        last = self._last_read  # one tuple, swapped whole: the node's executor thread reads texts here too
+        if last is not None and last[0] == instruction:  # the controller asks at every step
+            return last[1], list(last[2])
         text = clean_instruction(instruction)
+        read, fixed = self.trained_words.read(text) if self.trained_words is not None else (text, [])
+        self._last_read = (instruction, read, tuple(fixed))
+        return read, fixed
+
+    def negation(self, instruction: str) -> str | None:
+        """The word that makes ``instruction`` ask not to do something ("don't", "never"; not one the checkpoint
+        was trained on), or None: such an instruction is refused (NegatedInstructionError)."""
+        return negation(instruction, self.trained_words.words if self.trained_words is not None else ())
+
+    def instruction_key(self, instruction: str) -> str:
+        """``instruction`` as the tokenizer reads it: ``read_instruction``, then put through the tokenizer's own
+        normalizer (case, Unicode forms). Two texts with one key are one instruction to the model ("Open the
+        drawer" and "open the drawer" for a lower-casing tokenizer, "cloes the drawer" and "close the drawer")."""
+        text, _ = self.read_instruction(instruction)
         normalizer = getattr(getattr(self.tokenizer, "backend_tokenizer", None), "normalizer", None)
         return normalizer.normalize_str(text) if normalizer is not None else text
 
@@ -284,6 +307,9 @@ class PolicyRunner:
                              f"{self.model.config.lm.max_text_len} tokens)")
         if not clean_instruction(instruction):  # e.g. only zero-width characters: BOS alone would still "work"
             raise ValueError(f"instruction {quoted(instruction, 80)} holds no text")
+        word = self.negation(instruction)
+        if word is not None:
+            raise NegatedInstructionError(instruction, word)
 
     def _tokens(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The instruction's (ids, mask), cut to ``lm.max_text_len`` tokens by the tokenizer (the whole text is
@@ -298,10 +324,11 @@ class PolicyRunner:
         self._check_instruction(instruction)
         # text left after cleaning always gives at least one token (byte fallback, or the unknown token)
         limit = self.model.config.lm.max_text_len
-        kept = encode_instruction(self.tokenizer, instruction, limit)
+        text, _ = self.read_instruction(instruction)
+        kept = encode_instruction(self.tokenizer, text, limit)
         dropped = 0
         if len(kept) >= limit:  # perhaps cut: how much the model does not read, for whoever sent it to hear
-            dropped = max(0, len(encode_instruction(self.tokenizer, instruction)) - len(kept))
+            dropped = max(0, len(encode_instruction(self.tokenizer, text)) - len(kept))
             if dropped:
                 log.warning("instruction %s is %d token(s) longer than the %d the model reads; the rest is "
                             "ignored", quoted(instruction), dropped, limit)

@@ -6,6 +6,7 @@ ROS-free: the node asks ``judge`` when a text arrives and ``status`` for its ``<
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +44,13 @@ class Verdict:
 class InstructionCheck:
     """A configured node's matcher, or the reason it has none (a checkpoint that records no trained wording)."""
 
-    def __init__(self, matcher: InstructionMatcher | None, why_not: str = "") -> None:
+    def __init__(self, matcher: InstructionMatcher | None, why_not: str = "",
+                 read: Callable[[str], str] | None = None) -> None:
+        """``read``: the text as the model reads it (PolicyRunner.read_instruction's: misspelt trained words read
+        as meant), which is what is compared."""
         self.matcher = matcher
         self.why_not = why_not
+        self._read = read
         self.unfamiliar = 0  # instructions under the floor (warned or refused), for /diagnostics
         self._last: tuple[str, InstructionMatch] | None = None
 
@@ -61,8 +66,10 @@ class InstructionCheck:
         if record is None:
             return cls(None, "not compared: the checkpoint records no trained instructions (extra.json "
                              "training.instructions, written by deer-vla train)")
+        read_instruction = getattr(runner, "read_instruction", None)
         try:
-            return cls(InstructionMatcher.from_runner(runner, record))
+            return cls(InstructionMatcher.from_runner(runner, record),
+                       read=(lambda text: read_instruction(text)[0]) if read_instruction is not None else None)
         except (TypeError, ValueError) as exc:
             return cls(None, f"not compared: {exc}")
 
@@ -98,5 +105,5 @@ class InstructionCheck:
         assert self.matcher is not None
         last = self._last
         if last is None or last[0] != text:
-            last = self._last = (text, self.matcher.match(text))
+            last = self._last = (text, self.matcher.match(self._read(text) if self._read is not None else text))
         return last[1]

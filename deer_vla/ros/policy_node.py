@@ -51,7 +51,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from deer_vla.core import Observation, ProprioError
 from deer_vla.core.action_spec import same_link
-from deer_vla.core.instruction_text import clean_instruction
+from deer_vla.core.instruction_text import clean_instruction, negation
 from deer_vla.core.log_text import quoted
 from deer_vla.core.stamp_pairing import StampedHistory
 from deer_vla.data.image_msg import (
@@ -1010,9 +1010,14 @@ class PolicyNode(LifecycleNode):
         if params is None:  # cleaned up since it arrived: the next configure takes it, as one heard unconfigured
             self._heard_unconfigured = text
             return
-        # the same instruction to the model whatever its case or Unicode form (the tokenizer's normalizer)
         stack = self.stack
+        word = stack.runner.negation(text) if stack is not None else negation(text)
+        if word is not None:  # "don't open the drawer": the policy would open it
+            self._refuse_negated(text, word)
+            return
+        # the same instruction to the model whatever its case or Unicode form (the tokenizer's normalizer)
         key = stack.runner.instruction_key(text) if stack is not None else text
+        fixed = stack.runner.read_instruction(text)[1] if stack is not None else []
         if key == self._instruction_key and params.repeated_instruction == "keep":
             self.stats.repeated_instructions += 1
             return
@@ -1021,6 +1026,8 @@ class PolicyNode(LifecycleNode):
         verdict = (self._instruction_check.judge(text, params.unfamiliar_instruction, floor)
                    if self._instruction_check is not None else None)
         heard = f"; {verdict.heard(floor)}" if verdict is not None and verdict.match is not None else ""
+        if fixed:  # what the model reads instead of a misspelt trained word: said, the text stays as sent
+            heard = "; read " + ", ".join(f"{quoted(a)} as {quoted(b)}" for a, b in fixed) + heard
         if verdict is not None and verdict.unfamiliar and params.unfamiliar_instruction == "refuse":
             self.stats.rejected_instructions += 1
             in_force = "keeping the previous instruction" if self.instruction is not None else "still no instruction"
@@ -1050,6 +1057,31 @@ class PolicyNode(LifecycleNode):
         else:
             self.get_logger().info(said, throttle_duration_sec=2.0)
 
+    def _refuse_negated(self, text: str, word: str) -> None:
+        """A text that asks not to do something is refused, and the instruction in force is dropped with it: the
+        robot was told to stop doing something, so it steps no more until a new instruction (holding the last
+        one would carry on with what it may have just been told not to do)."""
+        had = self.instruction is not None
+        self._drop_instruction()
+        self.stats.rejected_instructions += 1
+        message = (f"instruction {quoted(text)} refused: it asks not to do something ({word!r}), and the policy "
+                   "can only do tasks (it would do the one it names); "
+                   + ("the previous instruction is dropped: no steps until a new instruction (~/halt stops the "
+                      "robot)" if had else "still no instruction"))
+        if text != self._refused_text:
+            self._refused_text = text
+            self.get_logger().error(message)
+        else:
+            self.get_logger().error(message, throttle_duration_sec=2.0)
+
+    def _drop_instruction(self) -> None:
+        """No instruction in force: no steps until a new one, a step running now not sent, a zero twist."""
+        with self._actuation:
+            self.instruction, self._instruction_key = None, None
+            self._last_command = None
+            self._episode_gen += 1  # a step running now belongs to the dropped instruction: its action is not sent
+            self._stop_if_actuating()
+
     def _judge_instruction_in_force(self) -> None:
         """The instruction in force judged again, by a new configuration's checkpoint or a run-time change of
         unfamiliar_instruction or min_instruction_similarity: under 'refuse' one unlike every trained wording is
@@ -1068,11 +1100,7 @@ class PolicyNode(LifecycleNode):
         if params.unfamiliar_instruction != "refuse":
             self.get_logger().warn(f"instruction in force {quoted(text)} is {verdict.heard(floor)}")
             return
-        with self._actuation:
-            self.instruction, self._instruction_key = None, None
-            self._last_command = None
-            self._episode_gen += 1  # a step running now belongs to the dropped instruction: its action is not sent
-            self._stop_if_actuating()
+        self._drop_instruction()
         self.stats.rejected_instructions += 1
         self.get_logger().error(f"instruction in force {quoted(text)} dropped (unfamiliar_instruction: refuse): "
                                 f"{verdict.heard(floor)}; no steps until a new instruction")
@@ -1542,11 +1570,11 @@ class PolicyNode(LifecycleNode):
             "exit thresholds": ", ".join(f"{v:.6g}" for v in thresholds.values) if thresholds is not None else "",
             "threshold scale": f"{record.threshold_scale:.6g}" if record is not None else "",
         }
-        if controller.guard is not None:  # how much slower steps run than configure timed: the deadline plans so
-            slowdown = controller.slowdown
-            info["deadline slowdown"] = (f"{slowdown.factor:.3g}x (p99 of the last {slowdown.steps} step(s))"
-                                         if slowdown.steps >= slowdown.min_steps else
-                                         f"1x (configure's times until {slowdown.min_steps} steps)")
+        if controller.guard is not None:  # how much longer steps run than configure timed: the deadline keeps it
+            drift = controller.drift
+            info["deadline drift margin"] = (
+                f"{drift.margin_ms:.3g} ms (p99 over the last {drift.steps} steps)" if drift.ready
+                else f"0 ms (configure's times until {drift.min_steps} steps)")
         guarantee = controller.guarantee
         info["fidelity guarantee"] = guarantee.describe() if guarantee is not None else "none in force"
         if guarantee is not None:

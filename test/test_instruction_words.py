@@ -1,0 +1,147 @@
+"""Misspelt trained words read as meant, and negated requests refused (model/instruction_words.py,
+core/instruction_text.py's negation), in the library and through the runner."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deer_vla.core.instruction_text import clean_instruction, negation
+from deer_vla.model.instruction_words import NegatedInstructionError, TrainedWords
+
+WORDINGS = {
+    "window-close": ["close the window", "slide the window shut"],
+    "window-open": ["open the window"],
+    "drawer-close": ["close the drawer", "push the drawer closed"],
+    "faucet-open": ["turn the faucet on", "move the handle horizontally"],
+    "coffee": ["press the coffee button"],
+}
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedWords:
+    return TrainedWords.from_wordings(WORDINGS)
+
+
+@pytest.mark.parametrize(("typed", "read"), [
+    ("cloes the window", "close the window"),  # two letters swapped: opened the window 4/4 on the default
+    ("colse the drawer", "close the drawer"),
+    ("clsoe the windw", "close the window"),
+    ("opne the window", "open the window"),
+    ("turn the fawcet on", "turn the faucet on"),  # a letter changed
+    ("press the coffe button", "press the coffee button"),  # one dropped
+    ("move the handle horizontaly", "move the handle horizontally"),  # long words: two edits
+    ("ópen the wíndow", "open the window"),  # accents
+    ("CLOES THE WINDOW", "CLOSE THE WINDOW"),  # the word's case kept
+    ("Cloes the window", "Close the window"),
+    ("pres the coffee button", "press the coffee button"),  # a rare English word (216) near a trained one
+])
+def test_a_misspelt_trained_word_is_read_as_that_word(trained, typed, read):
+    assert trained.read(typed)[0] == read
+
+
+@pytest.mark.parametrize("text", [
+    "open the oven",  # a common English word one edit from "open": the user meant it
+    "shut the window",  # not trained, but a word
+    "close the windows",  # "windows" is a word
+    "make me a sandwich",
+    "ferme la fenetre",  # no trained word near
+    "close the window",  # trained as it is
+    "put it in the bin",  # "put"/"push", "bin"/"in": short words are not guessed
+])
+def test_words_the_user_chose_are_left_alone(trained, text):
+    assert trained.read(text) == (text, [])
+
+
+def test_a_word_near_two_trained_words_is_left_alone():
+    trained = TrainedWords.from_wordings({"a": ["press the lever"], "b": ["lower the arm"]})
+    assert trained.read("lewer it")[1] == []  # one edit from "lever" and from "lower": no guess
+    assert trained.read("levre it") == ("lever it", [("levre", "lever")])
+
+
+def test_the_corrections_are_listed(trained):
+    text, fixed = trained.read("cloes the windw please")
+    assert text == "close the window please" and fixed == [("cloes", "close"), ("windw", "window")]
+
+
+@pytest.mark.parametrize(("text", "word"), [
+    ("don't open the drawer", "don't"), ("Don’t open the drawer", "don't"), ("do not open the drawer", "not"),
+    ("never touch the faucet", "never"), ("no pressing the button", "no"), ("avoid the window", "avoid"),
+    ("you shouldn't close it", "shouldn't"), ("open the drawer", None), ("close the window", None),
+    ("note the button", None), ("knot the rope", None),
+])
+def test_negation_names_the_word_that_makes_a_request_one_not_to_act(text, word):
+    assert negation(text) == word
+
+
+def test_a_negation_the_checkpoint_was_trained_on_is_not_one():
+    assert negation("do not stop", trained={"not"}) is None
+    assert negation("never stop", trained={"not"}) == "never"
+
+
+def test_undecodable_bytes_are_not_an_instruction():
+    """rclpy decodes a String's invalid UTF-8 as U+FFFD: '\\ufffd\\ufffd( the drawer' was taken and heard as a
+    task."""
+    text = b"\xff\xfe( the drawer".decode("utf-8", errors="replace")
+    with pytest.raises(ValueError, match="U\\+FFFD"):
+        clean_instruction(text)
+
+
+def test_every_suite_wording_reads_as_written_and_none_is_negated():
+    """No trained or held-out wording of any suite is changed by the reading or refused as a negation on the
+    shipped default checkpoint: the evaluation figures stand as measured."""
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.sim.mt50 import MT50_TASKS
+    from deer_vla.sim.tasks import ALL_TASKS
+
+    runner = PolicyRunner.from_checkpoint("default")
+    assert runner.trained_words is not None
+    specs = [*ALL_TASKS.values(), *MT50_TASKS.values()]
+    texts = {t for spec in specs for t in (*spec.train_instructions, *spec.heldout_instructions)}
+    assert len(texts) > 700
+    changed = {t: runner.read_instruction(t)[1] for t in texts}
+    assert not {t: f for t, f in changed.items() if f}
+    assert not [t for t in texts if runner.negation(t)]
+
+
+def test_the_runner_reads_a_misspelt_instruction_as_the_trained_one(tiny_checkpoint, tmp_path):
+    """Through the runner (a checkpoint that records its wordings): the tokens, the instruction key (one
+    episode), and a negated instruction refused before anything runs."""
+    from fixtures import INSTRUCTIONS
+
+    from deer_vla.core import Observation
+    from deer_vla.model.runner import PolicyRunner
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    (ckpt / "extra.json").write_text(json.dumps({"training": {"instructions": {"push": [INSTRUCTIONS[1]]}}}))
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    assert runner.read_instruction("puhs the puck to the goal") == (INSTRUCTIONS[1], [("puhs", "push")])
+    assert runner.instruction_key("puhs the puck to the goal") == runner.instruction_key(INSTRUCTIONS[1])
+    typed, _ = runner._tokens("puhs the puck to the goal")
+    trained, _ = runner._tokens(INSTRUCTIONS[1])
+    assert typed.tolist() == trained.tolist()  # the word-level tokenizer read "puhs" as its unknown token before
+    image = np.zeros((runner.image_size, runner.image_size, 3), np.uint8)
+    proprio = np.zeros(runner.model.config.proprio_dim, np.float32) if runner.model.config.proprio_dim else None
+    negated = Observation(images={c: image for c in runner.cameras}, instruction="don't push the puck",
+                          proprio=proprio)
+    with pytest.raises(NegatedInstructionError, match="asks not to do something"):
+        runner.check_observation(negated)
+    plain = PolicyRunner.from_checkpoint(tiny_checkpoint)  # no record: read as written, negations still refused
+    assert plain.trained_words is None and plain.read_instruction("puhs it")[1] == []
+    with pytest.raises(NegatedInstructionError):
+        plain.check_observation(negated)
+
+
+def test_an_unreadable_record_leaves_the_text_as_written(tiny_checkpoint, tmp_path, caplog):
+    from deer_vla.model.runner import PolicyRunner
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    Path(ckpt / "extra.json").write_text("{not json")
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    assert runner.trained_words is None
+    assert "cannot be read" in caplog.text
