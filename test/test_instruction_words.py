@@ -37,7 +37,6 @@ def trained() -> TrainedWords:
     ("ópen the wíndow", "open the window"),  # accents
     ("CLOES THE WINDOW", "CLOSE THE WINDOW"),  # the word's case kept
     ("Cloes the window", "Close the window"),
-    ("pres the coffee button", "press the coffee button"),  # a rare English word (216) near a trained one
 ])
 def test_a_misspelt_trained_word_is_read_as_that_word(trained, typed, read):
     assert trained.read(typed)[0] == read
@@ -51,6 +50,10 @@ def test_a_misspelt_trained_word_is_read_as_that_word(trained, typed, read):
     "ferme la fenetre",  # no trained word near
     "close the window",  # trained as it is
     "put it in the bin",  # "put"/"push", "bin"/"in": short words are not guessed
+    "pres the coffee button",  # a misspelling that is also a word (in the English list) is not guessed
+    "i need the drawer unclosed",  # two edits from "closed"; a word: read as "closed" it did the opposite
+    "the window unopened",
+    "clove the window",  # a word one edit from "close"
 ])
 def test_words_the_user_chose_are_left_alone(trained, text):
     assert trained.read(text) == (text, [])
@@ -70,11 +73,46 @@ def test_the_corrections_are_listed(trained):
 @pytest.mark.parametrize(("text", "word"), [
     ("don't open the drawer", "don't"), ("Don’t open the drawer", "don't"), ("do not open the drawer", "not"),
     ("never touch the faucet", "never"), ("no pressing the button", "no"), ("avoid the window", "avoid"),
-    ("you shouldn't close it", "shouldn't"), ("open the drawer", None), ("close the window", None),
-    ("note the button", None), ("knot the rope", None),
+    ("you shouldn't close it", "shouldn't"), ("robot, don't open the drawer", "don't"),
+    # spellings that got through: no apostrophe, a misplaced one, the marks people type for one
+    ("didnt open the drawer", "didnt"), ("shouldnt open it", "shouldnt"), ("do'nt open it", "do'nt"),
+    ("donot open it", "donot"), ("don\u00b4t open it", "don't"), ("don`t open it", "don't"),
+    ("don\u2018t open it", "don't"), ("don\u02bct open it", "don't"), ("dont!", "dont"),
+    # requests for the task, refused before (and the instruction in force dropped with them)
+    ("open the drawer", None), ("close the window", None), ("note the button", None), ("knot the rope", None),
+    ("press the No. 5 button", None), ("press button no. 2", None), ("push the puck, not too fast", None),
+    ("open the drawer, no rush", None), ("turn on the faucet, no problem", None),
+    ("open the window without hesitation", None), ("close the drawer so it's not left open", None),
+    ("open the drawer if you can't see the window", None), ("no, open the drawer", None),
 ])
 def test_negation_names_the_word_that_makes_a_request_one_not_to_act(text, word):
     assert negation(text) == word
+
+
+def test_a_long_text_of_unknown_words_is_read_in_milliseconds(trained):
+    """pyspellchecker's two-edit candidates of each unknown long word took 180-340 ms: a 1024-character text
+    held the node's executor (and its ~/halt) for 14 s."""
+    import random
+    import string
+    import time
+
+    rng = random.Random(0)
+    text = " ".join("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(8, 15)))
+                    for _ in range(100))[:1024]
+    t0 = time.perf_counter()
+    trained.read(text)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_real_words_near_a_trained_one_keep_their_meaning_on_the_default():
+    """On the shipped default's trained words: each of these was read as a trained word of another meaning."""
+    from deer_vla.model.runner import PolicyRunner
+
+    runner = PolicyRunner.from_checkpoint("default")
+    for text in ("i need the drawer unclosed", "shunt the window leftward", "i need the window unopened",
+                 "heft the lever", "mull the handle", "gush the button", "clove the window", "detract the arm",
+                 "expend the arm", "hight side", "westward"):
+        assert runner.read_instruction(text) == (text, []), text
 
 
 def test_a_negation_the_checkpoint_was_trained_on_is_not_one():

@@ -1207,6 +1207,25 @@ def test_a_misspelt_instruction_runs_as_the_trained_one_and_says_so(executor, ti
     assert node._instruction_key == node.stack.runner.instruction_key(INSTRUCTIONS[1])
 
 
+def test_a_new_checkpoint_that_reads_the_instruction_in_force_otherwise_says_so(executor, tiny_checkpoint, tmp_path,
+                                                                                monkeypatch):
+    """'puhs the puck to the goal' in force, read as 'push ...' by a checkpoint that records its wordings; after a
+    reconfigure with one that records none, the model read it as typed and nothing was said."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"))
+    warns = _spy_on_log(node, "warn", monkeypatch)
+    drv = Driver(executor)
+    drv.instruct("puhs the puck to the goal")
+    assert drv.drive_until(lambda: node.instruction == "puhs the puck to the goal")
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+    assert node.set_parameters([Parameter("checkpoint_dir", value=str(tiny_checkpoint))])[0].successful
+    assert node.trigger_configure() == R.SUCCESS
+    said = [m for m, _ in warns if m.startswith("instruction in force 'puhs the puck to the goal' is read as")]
+    assert len(said) == 1 and "'push the puck to the goal' by the last one" in said[0], warns
+
+
 def test_familiar_and_unfamiliar_instructions_alternate_through_rclpys_own_logger(executor, tiny_checkpoint,
                                                                                   tmp_path):
     """With rclpy's real logger (no spy): a familiar instruction said at INFO, then an unfamiliar one at WARN, from

@@ -9,14 +9,22 @@ from collections.abc import Iterable
 # but the tokenizer reads the whole text (cutting it first could change the tokens at the cut), about 200 ms
 # at this length on a CPU and seconds for megabytes. The policy node's max_instruction_chars is at most this.
 MAX_INSTRUCTION_CHARS = 1 << 16
+# marks people type for an apostrophe: right and left single quotes, acute and grave accents, the modifier letter
+APOSTROPHES = "\u2019\u2018\u00b4`\u02bc"
 # letters, with apostrophes inside ("don't", "maker's"); digits and underscores are not word letters here
-WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*")
+WORD = re.compile(r"[^\W\d_\u02bc]+(?:['\u2019\u2018\u00b4`\u02bc][^\W\d_\u02bc]+)*")
 # words that make a request one not to do something: the policy can only do tasks, and it did the task named
-# ("don't open the drawer" opened it in 5 of 5 episodes on the shipped default), so such a request is refused
+# ("don't open the drawer" opened it in 10 of 10 episodes on the shipped default), so such a request is refused.
+# Contractions are also matched by their ending (n't, 'nt), with or without the apostrophe for the common ones
 NEGATIONS = frozenset({
-    "not", "never", "no", "nor", "neither", "don't", "dont", "doesn't", "doesnt", "didn't", "cannot", "can't",
-    "won't", "shouldn't", "mustn't", "avoid", "without",
+    "not", "never", "no", "nor", "neither", "cannot", "donot", "avoid", "dont", "doesnt", "didnt", "cant", "wont",
+    "shouldnt", "mustnt", "isnt", "arent", "couldnt", "wouldnt",
 })
+# where a request's first clause ends: "push the puck, not too fast" and "close it so it's not left open" ask for
+# the task; only a negation before such a break forbids it
+CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:so|but|if|unless|because|while|and then)\b", re.IGNORECASE)
+# "press the No. 5 button": an abbreviation of number, not a negation
+NUMBER_ABBREVIATION = re.compile(r"\bno\.?\s*\d", re.IGNORECASE)
 
 
 def clean_instruction(text: str) -> str:
@@ -41,8 +49,8 @@ def clean_instruction(text: str) -> str:
 
 
 def plain_word(word: str) -> str:
-    """A word lower-cased, typographic apostrophes made plain."""
-    return word.lower().replace("\u2019", "'")
+    """A word lower-cased, every apostrophe mark made plain."""
+    return word.lower().translate(str.maketrans(APOSTROPHES, "'" * len(APOSTROPHES)))
 
 
 def instruction_words(text: str) -> list[str]:
@@ -51,10 +59,16 @@ def instruction_words(text: str) -> list[str]:
 
 
 def negation(text: str, trained: Iterable[str] = ()) -> str | None:
-    """The first word of ``text`` that makes it ask not to do something (NEGATIONS, or a word ending in n't), or
-    None; words a checkpoint was trained on (``trained``) do not count."""
+    """The word that makes ``text`` ask not to do something, or None: one of NEGATIONS or a contraction ending in
+    n't or 'nt ("don't", "do'nt", "didnt"), in the request's first clause of more than two words (clauses end at
+    CLAUSE_BREAK: "open the drawer, no rush" asks to open it), not "No." before a number, and not a word a
+    checkpoint was trained on (``trained``)."""
     allowed = set(trained)
-    for word in instruction_words(text):
-        if word not in allowed and (word in NEGATIONS or word.endswith("n't")):
+    clauses = [instruction_words(c) for c in CLAUSE_BREAK.split(NUMBER_ABBREVIATION.sub(" ", text))]
+    # a leading address or interjection of a word or two is not the request: "robot, don't open the drawer"
+    # forbids, "no, open the drawer" asks to open it
+    request = next((c for c in clauses if len(c) > 2), [w for c in clauses for w in c])  # else all of it
+    for word in request:
+        if word not in allowed and (word in NEGATIONS or word.endswith(("n't", "'nt"))):
             return word
     return None

@@ -1,16 +1,17 @@
 """Words of an instruction the policy would not read as meant: misspelt trained words, and negations.
 
 A policy trained on a few hundred wordings reads a word it never saw as whatever its tokens are nearest to.
-On the shipped default, "cloes the window", "colse the window" and "clsoe the drawer" opened the window or
-drawer in 4 of 4 episodes each (shared starts, where only the instruction tells the two apart), while the
-instruction check heard them as the close task. ``TrainedWords.read`` reads such a
-word as the trained word it misspells: a word that is neither a trained word nor a common English word (a
-real word the user chose, "oven" or "shot", is left alone) becomes the one trained word within one edit (a
-letter added, dropped, changed, or two neighbours swapped; two edits for words of 8 letters or more), if
-exactly one is that near; a word with accents reads as the trained word without them.
+On the shipped default, "cloes the window" and "colse the drawer" opened the window or drawer in 10 of 10
+episodes (shared starts, where only the instruction tells the two apart; `deer-vla instruction-swap
+--wording`, docs/RESULTS.md), while the instruction check heard them as the close task. ``TrainedWords.read``
+reads such a word as the trained word it misspells: a word that is neither a trained word nor in an English
+word list (a real word the user chose, "oven", "unopened" or "shunt", is left alone, and so are misspellings
+that happen to be words: "pres", "clos") becomes the one trained word within one edit (a letter added,
+dropped, changed, or two neighbours swapped; two edits for words of 8 letters or more; never a prefix added
+or dropped), if exactly one is that near; a word with accents reads as the trained word without them.
 
-A negated request ("don't open the drawer") names the task it forbids, and the policy does that task (5 of 5
-episodes opened the drawer). It cannot do "not X": core.instruction_text's ``negation`` finds the word that
+A negated request ("don't open the drawer") names the task it forbids, and the policy does that task (10 of
+10 episodes opened the drawer). It cannot do "not X": core.instruction_text's ``negation`` finds the word that
 makes it one, and the node and the runner refuse it.
 """
 from __future__ import annotations
@@ -32,9 +33,8 @@ log = logging.getLogger("deer_vla.instruction_words")
 
 MIN_FIXED_LETTERS = 4  # shorter words are too near too many others ("on"/"in", "up"/"us") to guess
 TWO_EDIT_LETTERS = 8  # from this length two edits still leave one trained word nearest
-# a word this frequent in pyspellchecker's English list is one the user chose ("oven", "shot", "lover"), not a
-# misspelling; misspellings that happen to be rare words ("handel" 63, "pres" 216, "clos" 56) are read as typos
-COMMON_WORD_FREQUENCY = 1000
+MAX_READ_WORDS = 64  # words looked at per text (the model reads 24-32 tokens): a 1024-character text took 14 s
+READ_CACHE_WORDS = 4096  # words remembered with what they read as
 
 
 class NegatedInstructionError(ValueError):
@@ -50,23 +50,42 @@ def without_accents(word: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
 
 
+def edits(a: str, b: str, limit: int) -> int:
+    """Optimal-string-alignment distance of ``a`` and ``b`` (a letter added, dropped or changed, two neighbours
+    swapped), or ``limit + 1`` as soon as it is over ``limit``."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    before: list[int] = []
+    row = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            current[j] = min(row[j] + 1, current[j - 1] + 1, row[j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], before[j - 2] + 1)
+        if min(current) > limit:
+            return limit + 1
+        before, row = row, current
+    return row[-1] if row[-1] <= limit else limit + 1
+
+
 class TrainedWords:
-    """The words of a checkpoint's trained wordings, and what a misspelt one reads as (``read``). The search is
-    pyspellchecker's (Norvig's edits, swaps of neighbours included) over the trained words; its English word
-    frequencies say which words are real ones a user chose."""
+    """The words of a checkpoint's trained wordings, and what a misspelt one reads as (``read``). Only a word that
+    is in no English word list is a misspelling: pyspellchecker's 160 000 words (with their frequencies, the
+    list its own corrections use) are words a user may mean ("unopened", "shunt", "clove", "oven"), and reading
+    them as a trained word one or two letters away turned "i need the drawer unclosed" into "...closed"."""
 
     def __init__(self, trained: Iterable[str]) -> None:
         from spellchecker import SpellChecker
 
         self.words = frozenset(plain_word(w) for w in trained)
         self._plain = {without_accents(w): w for w in self.words}
-        alpha = [w for w in self.words if w.isalpha()]
-        self._near = {}
-        for distance in (1, 2):
-            checker = SpellChecker(language=None, distance=distance, case_sensitive=True)
-            checker.word_frequency.load_words(alpha)
-            self._near[distance] = checker
-        self._english = SpellChecker(language="en", distance=1)  # 160 000 words with their frequencies, 0.1 s
+        self._by_length: dict[int, list[str]] = {}
+        for w in self.words:
+            if w.isalpha():
+                self._by_length.setdefault(len(w), []).append(w)
+        self._english = SpellChecker(language="en", distance=1).word_frequency  # 0.1 s
+        self._cache: dict[str, str | None] = {}
 
     @classmethod
     def from_wordings(cls, wordings: dict[str, list[str]]) -> TrainedWords:
@@ -74,28 +93,49 @@ class TrainedWords:
         return cls(w for texts in wordings.values() for text in texts for w in instruction_words(text))
 
     def fix(self, word: str) -> str | None:
-        """The trained word ``word`` misspells, or None (it is trained, a common English word, too short, or near
-        no single trained word)."""
+        """The trained word ``word`` misspells, or None (it is trained, an English word, too short, or near no
+        single trained word)."""
         w = plain_word(word)
+        if w in self._cache:
+            return self._cache[w]
+        fixed = self._fix(w)
+        if len(self._cache) >= READ_CACHE_WORDS:
+            self._cache.clear()
+        self._cache[w] = fixed
+        return fixed
+
+    def _fix(self, w: str) -> str | None:
         if w in self.words:
             return None
         plain = without_accents(w)
         if plain != w and plain in self._plain:
             return self._plain[plain]
-        if (len(plain) < MIN_FIXED_LETTERS or not plain.isalpha() or not plain.isascii()
-                or self._english.word_frequency[plain] >= COMMON_WORD_FREQUENCY):
+        if len(plain) < MIN_FIXED_LETTERS or not plain.isalpha() or not plain.isascii() or plain in self._english:
             return None
-        near = self._near[2 if len(plain) >= TWO_EDIT_LETTERS else 1].candidates(plain) or set()
-        near &= self.words  # without one, the library offers the word itself
-        return next(iter(near)) if len(near) == 1 else None
+        limit = 2 if len(plain) >= TWO_EDIT_LETTERS else 1
+        near: list[str] = []
+        for length in range(len(plain) - limit, len(plain) + limit + 1):
+            for candidate in self._by_length.get(length, ()):
+                # a prefix added or dropped ("unclose", "reclose") is another word, not a typo
+                if candidate.endswith(plain) or plain.endswith(candidate):
+                    continue
+                if edits(plain, candidate, limit) <= limit:
+                    near.append(candidate)
+                    if len(near) > 1:
+                        return None
+        return near[0] if near else None
 
     def read(self, text: str) -> tuple[str, list[tuple[str, str]]]:
-        """``text`` with every misspelt trained word replaced by it, and the (word, read as) pairs replaced."""
+        """``text`` with every misspelt trained word (of its first MAX_READ_WORDS) replaced by it, and the
+        (word, read as) pairs replaced."""
         fixed: list[tuple[str, str]] = []
+        seen = 0
 
         def replace(match: re.Match[str]) -> str:
+            nonlocal seen
             word = match.group()
-            to = self.fix(word)
+            seen += 1
+            to = self.fix(word) if seen <= MAX_READ_WORDS else None
             if to is None:
                 return word
             fixed.append((word, to))

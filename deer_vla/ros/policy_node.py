@@ -266,6 +266,7 @@ class PolicyNode(LifecycleNode):
         # the configured checkpoint's trained wordings, to say what an instruction is heard as (configure)
         self._instruction_check: InstructionCheck | None = None
         self._refused_text: str | None = None  # the last text refused as unfamiliar (its repeats are throttled)
+        self._instruction_read: str | None = None  # the instruction in force as the configured model reads it
         self._instruction_lock = threading.Lock()  # judging and taking an instruction (see _on_instruction)
         self.proprio: np.ndarray | None = None
         self._proprio_ns = -1
@@ -411,6 +412,7 @@ class PolicyNode(LifecycleNode):
             # an instruction heard before stays in force; read by this model's tokenizer from now on
             self._instruction_key = (None if self.instruction is None
                                      else stack.runner.instruction_key(self.instruction))
+            self._say_new_reading(stack)
             self._cut_said = None
             self._instruction_check = InstructionCheck.for_runner(stack.runner)
             heard, self._heard_unconfigured = self._heard_unconfigured, None
@@ -1039,6 +1041,7 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().error(message, throttle_duration_sec=2.0)
             return
         self.instruction, self._instruction_key = text, key
+        self._instruction_read = stack.runner.read_instruction(text)[0] if stack is not None else None
         self.reset_episode()  # a new instruction is a new episode: clear the recurrent history
         # a changed text is always said, a re-sent one (a planner re-publishing its goal) at most every 2 s; one
         # unlike every trained wording at WARN. Each severity has its own call: rclpy keeps one per call site and
@@ -1056,6 +1059,19 @@ class PolicyNode(LifecycleNode):
             self.get_logger().info(said)
         else:
             self.get_logger().info(said, throttle_duration_sec=2.0)
+
+    def _say_new_reading(self, stack: PolicyStack) -> None:
+        """A new configuration's checkpoint may read the instruction in force otherwise than the last one (its
+        trained words read a misspelling, or no longer do): say so, the text stays in force."""
+        text, before = self.instruction, self._instruction_read
+        if text is None:
+            return
+        now = stack.runner.read_instruction(text)[0]
+        self._instruction_read = now
+        if before is not None and now != before:
+            self.get_logger().warn(f"instruction in force {quoted(text)} is read as {quoted(now)} by this "
+                                   f"checkpoint, {quoted(before)} by the last one: send it again, spelt as trained, "
+                                   "to be sure what runs")
 
     def _refuse_negated(self, text: str, word: str) -> None:
         """A text that asks not to do something is refused, and the instruction in force is dropped with it: the
