@@ -83,10 +83,16 @@ def test_the_corrections_are_listed(trained):
     ("press the No. 5 button", None), ("press button no. 2", None), ("push the puck, not too fast", None),
     ("open the drawer, no rush", None), ("turn on the faucet, no problem", None),
     ("open the window without hesitation", None), ("close the drawer so it's not left open", None),
-    ("open the drawer if you can't see the window", None), ("no, open the drawer", None),
+    ("no, open the drawer", "no"),  # a bare negation before the request forbids it: refusing is the safe side
 ])
-def test_negation_names_the_word_that_makes_a_request_one_not_to_act(text, word):
-    assert negation(text) == word
+def test_negation_names_the_word_that_makes_a_request_one_not_to_act(trained, text, word):
+    assert negation(text, trained.words) == word
+
+
+def test_without_trained_words_any_word_may_name_the_task():
+    """A checkpoint without a record: "not too fast" may forbid the task it names, so it is refused."""
+    assert negation("push the puck, not too fast") == "not"
+    assert negation("open the drawer, no rush") is None
 
 
 def test_a_long_text_of_unknown_words_is_read_in_milliseconds(trained):
@@ -116,8 +122,8 @@ def test_real_words_near_a_trained_one_keep_their_meaning_on_the_default():
 
 
 def test_a_negation_the_checkpoint_was_trained_on_is_not_one():
-    assert negation("do not stop", trained={"not"}) is None
-    assert negation("never stop", trained={"not"}) == "never"
+    assert negation("do not stop", trained={"not", "stop"}) is None
+    assert negation("never stop", trained={"not", "stop"}) == "never"
 
 
 def test_undecodable_bytes_are_not_an_instruction():
@@ -183,3 +189,58 @@ def test_an_unreadable_record_leaves_the_text_as_written(tiny_checkpoint, tmp_pa
     runner = PolicyRunner.from_checkpoint(ckpt)
     assert runner.trained_words is None
     assert "cannot be read" in caplog.text
+
+
+REFUSED_ON_THE_DEFAULT = [
+    "don\uff07t open the drawer",  # a fullwidth apostrophe: the tokenizer folds it, the model read "don't open"
+    "\uff44\uff4f\uff4e\u2019\uff54 \uff4f\uff50\uff45\uff4e the drawer", "do \uff4e\uff4f\uff54 open the drawer",
+    "don\u2032t open it", "don\u02b9t open it", "don\u00b4t open it",
+    # a negation after a lead-in of three words or more, or before a break
+    "I changed my mind, don't open the drawer", "hey there robot, don't open the drawer",
+    "wait a second. don't open the drawer", "okay robot listen: do not open the drawer",
+    "leave the drawer closed, don't open it", "do not, under any circumstances, open the drawer",
+    "never, ever open the drawer", "Don't! Open the drawer!", "do not. open the drawer", "don't, open the drawer",
+    "please, don't open the drawer", "stop! don't open it", "DON'T OPEN THE DRAWER", "no more pushing",
+]
+ACCEPTED_ON_THE_DEFAULT = [
+    "close it so it's not left open", "no problem, open it", "push the puck to the goal and not beyond",
+    "I can't wait, open the drawer", "press the button that isn't red", "press the button that is not red",
+    "now open the drawer", "open the drawer now", "knock the button", "press the button, then stop",
+    "open the drawer so I can see", "push the puck, not too fast", "press the No. 5 button",
+]
+
+
+@pytest.mark.parametrize("text", REFUSED_ON_THE_DEFAULT)
+def test_negations_that_got_through_a_first_clause_rule_are_refused(default_runner, text):
+    assert default_runner.negation(text) is not None
+
+
+@pytest.mark.parametrize("text", ACCEPTED_ON_THE_DEFAULT)
+def test_requests_for_the_task_with_a_negative_word_in_them_run(default_runner, text):
+    assert default_runner.negation(text) is None
+
+
+def test_no_single_typo_of_a_trained_word_reads_as_another_word(default_runner):
+    """Every typo one edit from a trained word of the default (a letter dropped, doubled in, changed, two
+    neighbours swapped) reads as that word or as written, never as another trained word: "sout" read as "shut"
+    (drawer-close for a drawer-open request) while "out" was meant."""
+    trained = default_runner.trained_words
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    wrong = {}
+    for word in sorted(w for w in trained.words if w.isalpha()):
+        typos = {word[:i] + word[i + 1:] for i in range(len(word))}
+        typos |= {word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(len(word) - 1)}
+        typos |= {word[:i] + c + word[i + 1:] for i in range(len(word)) for c in letters}
+        typos |= {word[:i] + c + word[i:] for i in range(len(word) + 1) for c in letters}
+        for typo in typos - trained.words:
+            read = trained.fix(typo)
+            if read not in (None, word):
+                wrong[typo] = (word, read)
+    assert not wrong, dict(list(wrong.items())[:20])
+
+
+@pytest.fixture(scope="module")
+def default_runner():
+    from deer_vla.model.runner import PolicyRunner
+
+    return PolicyRunner.from_checkpoint("default")

@@ -9,10 +9,11 @@ from collections.abc import Iterable
 # but the tokenizer reads the whole text (cutting it first could change the tokens at the cut), about 200 ms
 # at this length on a CPU and seconds for megabytes. The policy node's max_instruction_chars is at most this.
 MAX_INSTRUCTION_CHARS = 1 << 16
-# marks people type for an apostrophe: right and left single quotes, acute and grave accents, the modifier letter
-APOSTROPHES = "\u2019\u2018\u00b4`\u02bc"
+# marks people type for an apostrophe: right and left single quotes, acute and grave accents, modifier letters,
+# the prime (fullwidth ones are NFKC's to fold, as the tokenizer does)
+APOSTROPHES = "\u2019\u2018\u00b4`\u02bc\u02b9\u2032"
 # letters, with apostrophes inside ("don't", "maker's"); digits and underscores are not word letters here
-WORD = re.compile(r"[^\W\d_\u02bc]+(?:['\u2019\u2018\u00b4`\u02bc][^\W\d_\u02bc]+)*")
+WORD = re.compile(r"[^\W\d_\u02bc\u02b9]+(?:['\u2019\u2018\u00b4`\u02bc\u02b9\u2032][^\W\d_\u02bc\u02b9]+)*")
 # words that make a request one not to do something: the policy can only do tasks, and it did the task named
 # ("don't open the drawer" opened it in 10 of 10 episodes on the shipped default), so such a request is refused.
 # Contractions are also matched by their ending (n't, 'nt), with or without the apostrophe for the common ones
@@ -20,9 +21,19 @@ NEGATIONS = frozenset({
     "not", "never", "no", "nor", "neither", "cannot", "donot", "avoid", "dont", "doesnt", "didnt", "cant", "wont",
     "shouldnt", "mustnt", "isnt", "arent", "couldnt", "wouldnt",
 })
-# where a request's first clause ends: "push the puck, not too fast" and "close it so it's not left open" ask for
-# the task; only a negation before such a break forbids it
-CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:so|but|if|unless|because|while|and then)\b", re.IGNORECASE)
+# where a clause ends: "push the puck, not too fast" asks for the task, "the drawer, don't open it" forbids it
+CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:so|but|if|unless|because|while|and|then)\b", re.IGNORECASE)
+# words that name no task: a clause of only these and a negation ("don't!", "robot, never") forbids what follows
+FUNCTION_WORDS = frozenset({
+    "the", "a", "an", "to", "it", "its", "it's", "you", "i", "me", "my", "please", "robot", "hey", "ok", "okay",
+    "could", "would", "can", "will", "some", "like", "need", "of", "that", "this", "for", "with", "is", "be", "now",
+    "just", "do", "ever", "again", "there", "we", "us", "let's", "go", "ahead",
+})
+# a negation after these says what something is, not what not to do ("the button that is not red", "so it's
+# not left open")
+COPULAS = frozenset({"is", "are", "was", "were", "it's", "that's", "there's", "which", "that", "who"})
+# idioms that negate nothing the robot is asked
+NOT_NEGATING = frozenset({("no", "problem"), ("no", "rush"), ("no", "hurry"), ("no", "worries"), ("not", "now")})
 # "press the No. 5 button": an abbreviation of number, not a negation
 NUMBER_ABBREVIATION = re.compile(r"\bno\.?\s*\d", re.IGNORECASE)
 
@@ -58,17 +69,38 @@ def instruction_words(text: str) -> list[str]:
     return [plain_word(m.group()) for m in WORD.finditer(text)]
 
 
+def _negator(word: str) -> bool:
+    return word in NEGATIONS or word.endswith(("n't", "'nt")) and word not in ("isn't", "aren't", "wasn't",
+                                                                              "weren't", "isnt", "arent")
+
+
 def negation(text: str, trained: Iterable[str] = ()) -> str | None:
-    """The word that makes ``text`` ask not to do something, or None: one of NEGATIONS or a contraction ending in
-    n't or 'nt ("don't", "do'nt", "didnt"), in the request's first clause of more than two words (clauses end at
-    CLAUSE_BREAK: "open the drawer, no rush" asks to open it), not "No." before a number, and not a word a
-    checkpoint was trained on (``trained``)."""
+    """The word that makes ``text`` ask not to do something, or None. A clause (CLAUSE_BREAK ends one) forbids
+    when it holds a negation (NEGATIONS, or a contraction ending in n't or 'nt: "don't", "do'nt", "didnt"; not
+    after a copula, "the button that is not red"; not "No." before a number; not an idiom, "no rush"; not a word
+    a checkpoint was trained on, ``trained``) and either a word that may name the task (any word but
+    FUNCTION_WORDS; with ``trained`` given, a trained one) or nothing else ("don't! open the drawer"). The text
+    is read NFKC-folded, as the tokenizer reads it ("don＇t" is "don't"). Refusing is the safe side: "open the
+    window and don't close it" and "open the drawer if you can't see the window" are refused too."""
     allowed = set(trained)
-    clauses = [instruction_words(c) for c in CLAUSE_BREAK.split(NUMBER_ABBREVIATION.sub(" ", text))]
-    # a leading address or interjection of a word or two is not the request: "robot, don't open the drawer"
-    # forbids, "no, open the drawer" asks to open it
-    request = next((c for c in clauses if len(c) > 2), [w for c in clauses for w in c])  # else all of it
-    for word in request:
-        if word not in allowed and (word in NEGATIONS or word.endswith(("n't", "'nt"))):
-            return word
+    # apostrophe marks first: NFKC makes the acute accent a space and a combining mark ("don´t" would be "don t")
+    marks = str.maketrans(APOSTROPHES, "'" * len(APOSTROPHES))
+    folded = NUMBER_ABBREVIATION.sub(" ", unicodedata.normalize("NFKC", text.translate(marks)))
+    for clause in CLAUSE_BREAK.split(folded):
+        words = instruction_words(clause)
+        found = None
+        for i, word in enumerate(words):
+            if word in allowed or not _negator(word) or (i and words[i - 1] in COPULAS):
+                continue
+            if i + 1 < len(words) and (word, words[i + 1]) in NOT_NEGATING:
+                continue
+            found = found or word
+        if found is None:
+            continue
+        rest = [w for w in words if not _negator(w) and w not in FUNCTION_WORDS]
+        # a trained word or a form of one ("pushing" of "push")
+        names_task = (any(w in allowed or any(w.startswith(t) for t in allowed if len(t) >= 4) for w in rest)
+                      if allowed else bool(rest))
+        if names_task or not rest:
+            return found
     return None

@@ -116,14 +116,14 @@ class TrainedWords:
         near: list[str] = []
         for length in range(len(plain) - limit, len(plain) + limit + 1):
             for candidate in self._by_length.get(length, ()):
-                # a prefix added or dropped ("unclose", "reclose") is another word, not a typo
-                if candidate.endswith(plain) or plain.endswith(candidate):
+                if edits(plain, candidate, limit) > limit:
                     continue
-                if edits(plain, candidate, limit) <= limit:
-                    near.append(candidate)
-                    if len(near) > 1:
-                        return None
-        return near[0] if near else None
+                # a trained word with letters added or dropped at the front ("unclose", "sout" of "out",
+                # "despresso" of "espresso") may be the one meant as well as another word: no guess at all
+                if candidate.endswith(plain) or plain.endswith(candidate):
+                    return None
+                near.append(candidate)
+        return near[0] if len(near) == 1 else None
 
     def read(self, text: str) -> tuple[str, list[tuple[str, str]]]:
         """``text`` with every misspelt trained word (of its first MAX_READ_WORDS) replaced by it, and the
