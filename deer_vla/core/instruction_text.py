@@ -12,8 +12,11 @@ MAX_INSTRUCTION_CHARS = 1 << 16
 # marks people type for an apostrophe: right and left single quotes, acute and grave accents, modifier letters,
 # the prime (fullwidth ones are NFKC's to fold, as the tokenizer does)
 APOSTROPHES = "\u2019\u2018\u00b4`\u02bc\u02b9\u2032"
-# letters, with apostrophes inside ("don't", "maker's"); digits and underscores are not word letters here
-WORD = re.compile(r"[^\W\d_\u02bc\u02b9]+(?:['\u2019\u2018\u00b4`\u02bc\u02b9\u2032][^\W\d_\u02bc\u02b9]+)*")
+_PLAIN_APOSTROPHES = str.maketrans(APOSTROPHES, "'" * len(APOSTROPHES))
+# letters (the modifier-letter apostrophes aside), with apostrophes inside ("don't", "maker's"); digits and
+# underscores are not word letters here
+_LETTER = r"[^\W\d_\u02bc\u02b9]"
+WORD = re.compile(rf"{_LETTER}+(?:['{re.escape(APOSTROPHES)}]{_LETTER}+)*")
 # words that make a request one not to do something: the policy can only do tasks, and it did the task named
 # ("don't open the drawer" opened it in 10 of 10 episodes on the shipped default), so such a request is refused.
 # Contractions are also matched by their ending (n't, 'nt), with or without the apostrophe for the common ones
@@ -61,7 +64,7 @@ def clean_instruction(text: str) -> str:
 
 def plain_word(word: str) -> str:
     """A word lower-cased, every apostrophe mark made plain."""
-    return word.lower().translate(str.maketrans(APOSTROPHES, "'" * len(APOSTROPHES)))
+    return word.lower().translate(_PLAIN_APOSTROPHES)
 
 
 def instruction_words(text: str) -> list[str]:
@@ -84,8 +87,7 @@ def negation(text: str, trained: Iterable[str] = ()) -> str | None:
     window and don't close it" and "open the drawer if you can't see the window" are refused too."""
     allowed = set(trained)
     # apostrophe marks first: NFKC makes the acute accent a space and a combining mark ("don´t" would be "don t")
-    marks = str.maketrans(APOSTROPHES, "'" * len(APOSTROPHES))
-    folded = NUMBER_ABBREVIATION.sub(" ", unicodedata.normalize("NFKC", text.translate(marks)))
+    folded = NUMBER_ABBREVIATION.sub(" ", unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES)))
     for clause in CLAUSE_BREAK.split(folded):
         words = instruction_words(clause)
         found = None

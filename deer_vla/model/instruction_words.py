@@ -20,7 +20,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from deer_vla.core.instruction_text import WORD, instruction_words, plain_word
 from deer_vla.core.log_text import quoted
@@ -76,16 +76,23 @@ class TrainedWords:
     them as a trained word one or two letters away turned "i need the drawer unclosed" into "...closed"."""
 
     def __init__(self, trained: Iterable[str]) -> None:
-        from spellchecker import SpellChecker
-
         self.words = frozenset(plain_word(w) for w in trained)
         self._plain = {without_accents(w): w for w in self.words}
         self._by_length: dict[int, list[str]] = {}
         for w in self.words:
             if w.isalpha():
                 self._by_length.setdefault(len(w), []).append(w)
-        self._english = SpellChecker(language="en", distance=1).word_frequency  # 0.1 s
+        self._english_words: Any = None  # loaded at the first word not trained (0.1-0.2 s; most runs need none)
         self._cache: dict[str, str | None] = {}
+
+    @property
+    def _english(self) -> Any:
+        """pyspellchecker's English word list (its WordFrequency), loaded once when first asked."""
+        if self._english_words is None:
+            from spellchecker import SpellChecker
+
+            self._english_words = SpellChecker(language="en", distance=1).word_frequency
+        return self._english_words
 
     @classmethod
     def from_wordings(cls, wordings: dict[str, list[str]]) -> TrainedWords:

@@ -1019,7 +1019,7 @@ class PolicyNode(LifecycleNode):
             return
         # the same instruction to the model whatever its case or Unicode form (the tokenizer's normalizer)
         key = stack.runner.instruction_key(text) if stack is not None else text
-        fixed = stack.runner.read_instruction(text)[1] if stack is not None else []
+        read, fixed = stack.runner.read_instruction(text) if stack is not None else (text, [])
         if key == self._instruction_key and params.repeated_instruction == "keep":
             self.stats.repeated_instructions += 1
             return
@@ -1041,7 +1041,7 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().error(message, throttle_duration_sec=2.0)
             return
         self.instruction, self._instruction_key = text, key
-        self._instruction_read = stack.runner.read_instruction(text)[0] if stack is not None else None
+        self._instruction_read = read if stack is not None else None
         self.reset_episode()  # a new instruction is a new episode: clear the recurrent history
         # a changed text is always said, a re-sent one (a planner re-publishing its goal) at most every 2 s; one
         # unlike every trained wording at WARN. Each severity has its own call: rclpy keeps one per call site and
