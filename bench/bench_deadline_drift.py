@@ -1,16 +1,19 @@
-"""A per-step deadline on a machine that gets busy after configure timed it: the real model, side by side.
+"""A time budget on a machine that gets busy after configure timed it: the real model, side by side.
 
-Configure times whole steps (PolicyRunner.time_here) and the deadline guard plans with those times. This bench
-runs two controllers on the same checkpoint, stepping in turn through the same observations: one whose guard
-plans with configure's times alone ("blind"), one that keeps free the margin by which its last steps ran over
-them (the controller's own DriftMargin, "following"). First ``--quiet-steps`` steps each as timed, then
-``--cpu-load`` busy processes start (a robot computer whose other programs wake up) for ``--loaded-steps``.
-Printed per phase: the share of steps over the deadline (95% Wilson interval), step time p50/p99, mean exit,
-and the drift margin at the end. Only the deadline stops steps (thresholds that never stop one), so the
-deadline alone decides the depth.
+Configure times whole steps (PolicyRunner.time_here) and the time budgets plan with those times: a per-step
+deadline (``--budget deadline``: the guard stops a step before a segment that would not finish in time) or a
+peak time budget (``--budget peak_ms``: a cap on the exits, judged at the p99 step time). This bench runs two
+controllers on the same checkpoint, stepping in turn through the same observations: one planning with
+configure's times alone ("blind"), one that keeps free the margin by which its last steps ran over them (the
+controller's own DriftMargin, "following"). First ``--quiet-steps`` steps each as timed, then ``--cpu-load``
+busy processes start (a robot computer whose other programs wake up) for ``--loaded-steps``. Printed per phase:
+the share of steps over the budget's time (95% Wilson interval), step time p50/p99, mean exit, and the drift
+margin at the end. Only the time budget stops steps (thresholds that never stop one), so it alone decides the
+depth.
 
     .venv/bin/python bench/bench_deadline_drift.py --quick
     .venv/bin/python bench/bench_deadline_drift.py --checkpoint default --cpu-load 2
+    .venv/bin/python bench/bench_deadline_drift.py --checkpoint default --cpu-load 2 --budget peak_ms
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
 
 MODES = ("blind", "following")
+BUDGETS = ("deadline", "peak_ms")
 
 
 def positive_int(value: str) -> int:
@@ -50,8 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--loaded-steps", type=positive_int, default=600, help="steps per mode beside the load")
     p.add_argument("--cpu-load", type=int, default=2, choices=range(0, 17), metavar="N",
                    help="busy processes started after the quiet steps (default 2: this machine's cores)")
+    p.add_argument("--budget", choices=BUDGETS, default="deadline",
+                   help="the time budget: a per-step deadline (default) or a peak time budget (peak_ms)")
     p.add_argument("--deadline-multiple", type=float, default=1.0,
-                   help="the deadline as a multiple of the full model's worst case timed at configure (0.2-5)")
+                   help="the budget's time as a multiple of the full model's worst case timed at configure (0.2-5)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads (1: see the README)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
@@ -64,7 +70,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def controller(checkpoint: Path, deadline_ms: float | None, profile=None) -> ExitController:  # type: ignore[no-untyped-def]
+def time_budget(kind: str, ms: float | None) -> BudgetSpec:
+    return BudgetSpec(deadline_ms=ms) if kind == "deadline" else BudgetSpec(peak_ms=ms)
+
+
+def controller(checkpoint: Path, budget: BudgetSpec, profile=None) -> ExitController:  # type: ignore[no-untyped-def]
     """A controller on its own runner (its own head history), timed here unless ``profile`` is given."""
     from deer_vla.model.runner import PolicyRunner
 
@@ -73,13 +83,12 @@ def controller(checkpoint: Path, deadline_ms: float | None, profile=None) -> Exi
         runner.time_here()
         profile = runner.cost_profile
     n = runner.num_exits
-    return ExitController(runner, profile, Thresholds(values=[0.0] * (n - 1)),  # never stop on the criterion
-                          BudgetSpec(deadline_ms=deadline_ms))
+    return ExitController(runner, profile, Thresholds(values=[0.0] * (n - 1)), budget)  # no criterion stops
 
 
-def phase_figures(records: list[StepRecord], deadline_ms: float) -> dict:
+def phase_figures(records: list[StepRecord], limit_ms: float) -> dict:
     total = np.array([r.total_ms for r in records])
-    over = int((total > deadline_ms).sum())
+    over = int((total > limit_ms).sum())
     low, high = wilson_interval(over, len(records))
     return {"steps": len(records), "over": over, "over_share": over / len(records), "over_ci": [low, high],
             "p50_ms": float(np.percentile(total, 50)), "p99_ms": float(np.percentile(total, 99)),
@@ -93,19 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     logging.getLogger("deer_vla.controller").setLevel(logging.ERROR)  # the table says what its notices would
     t0 = time.perf_counter()
-    following = controller(args.checkpoint, None)
+    following = controller(args.checkpoint, BudgetSpec())
     profile = following.profile
     n = following.num_exits
     deadline = step_worst_ms(profile, n) * args.deadline_multiple
-    following.set_budget(BudgetSpec(deadline_ms=deadline))
-    blind = controller(args.checkpoint, deadline, profile)  # the same configure times
+    following.set_budget(time_budget(args.budget, deadline))
+    blind = controller(args.checkpoint, time_budget(args.budget, deadline), profile)  # the same configure times
     blind.drift = DriftMargin(window=10**9, min_steps=10**9)  # never ready: configure's times alone
     runner = following.policy
     steps = args.quiet_steps + args.loaded_steps
     episodes = synthetic_observations(runner.cameras, runner.image_size, runner.model.config.proprio_dim,
                                       -(-steps // 50), 50, seed=0)
     observations: list[Observation] = [o for episode in episodes for o in episode][:steps]
-    print(f"checkpoint {args.checkpoint}, {n} exits, torch threads {args.threads}; deadline {deadline:.2f} ms "
+    print(f"checkpoint {args.checkpoint}, {n} exits, torch threads {args.threads}; {args.budget} {deadline:.2f} ms "
           f"= {args.deadline_multiple:g} x the full model's worst case timed at configure "
           f"({step_worst_ms(profile, 1):.2f} ms at exit 1)")
     records: dict[str, dict[str, list[StepRecord]]] = {m: {"quiet": [], "loaded": []} for m in MODES}
@@ -125,9 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 records[mode][phase].append(ctl.step(observation)[1])
     finally:
         stop_cpu_load(load)
-    result = {"checkpoint": str(args.checkpoint), "deadline_ms": deadline, "cpu_load": args.cpu_load,
+    result = {"checkpoint": str(args.checkpoint), "budget": args.budget, "deadline_ms": deadline,
+              "cpu_load": args.cpu_load,
               "margin_ms": following.drift.margin_ms, "phases": {}}
-    print(f"\n{'phase':<26} {'mode':<10} | {'steps over deadline':>31} | {'p50 ms':>7} {'p99 ms':>7} | "
+    print(f"\n{'phase':<26} {'mode':<10} | {'steps over ' + args.budget:>31} | {'p50 ms':>7} {'p99 ms':>7} | "
           f"{'mean exit':>9}")
     for phase, label in (("quiet", "as timed"), ("loaded", f"beside {args.cpu_load} busy process(es)")):
         for mode in MODES:
@@ -136,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             low, high = f["over_ci"]
             print(f"{label:<26} {mode:<10} | {f['over']:4d}/{f['steps']:<4d} {f['over_share']:6.1%} "
                   f"[{low:5.1%}, {high:5.1%}] | {f['p50_ms']:7.2f} {f['p99_ms']:7.2f} | {f['mean_exit']:9.2f}")
-    print(f"\ndrift margin the following guard keeps at the end: {following.drift.margin_ms:.2f} ms (p99 over its "
-          f"last {following.drift.steps} steps); {time.perf_counter() - t0:.0f} s")
+    print(f"\ndrift margin the following controller keeps at the end: {following.drift.margin_ms:.2f} ms (p99 over "
+          f"its last {following.drift.steps} steps); {time.perf_counter() - t0:.0f} s")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

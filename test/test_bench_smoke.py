@@ -55,18 +55,22 @@ def test_bench_budgets_quick():
 
 
 @pytest.mark.slow
-def test_bench_deadline_drift_quick(tmp_path):
-    """The real default model beside two busy processes started after configure timed it: the guard that
-    adds the measured drift margin goes past the deadline less often than the one planning on configure's
+@pytest.mark.parametrize("budget", ["deadline", "peak_ms"])
+def test_bench_deadline_drift_quick(tmp_path, budget):
+    """The real default model beside two busy processes started after configure timed it: the controller that
+    adds the measured drift margin goes past the time budget less often than the one planning on configure's
     times, and it measured a drift."""
     needs_model()
-    out = run_quick("bench_deadline_drift.py", "--json", str(tmp_path / "drift.json"))
-    assert "beside 2 busy process(es)" in out
+    out = run_quick("bench_deadline_drift.py", "--budget", budget, "--json", str(tmp_path / "drift.json"))
+    assert "beside 2 busy process(es)" in out and f"steps over {budget}" in out
     result = json.loads((tmp_path / "drift.json").read_text())
+    assert result["budget"] == budget
     loaded = result["phases"]["loaded"]
     assert loaded["following"]["steps"] == loaded["blind"]["steps"] == 120
     assert loaded["following"]["over"] <= loaded["blind"]["over"], loaded
     assert result["margin_ms"] > 0.0
+    if budget == "peak_ms":  # the blind cap never moves (12.0 measured); the following one came down
+        assert loaded["following"]["mean_exit"] < loaded["blind"]["mean_exit"] - 1.0, loaded
 
 
 @pytest.mark.slow

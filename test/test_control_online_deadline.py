@@ -364,3 +364,84 @@ def test_deadline_guard_follows_a_machine_that_slows_down_after_configure():
     ctl.set_budget(BudgetSpec(deadline_ms=deadline * 1.01))
     ctl.step(observations[-1])
     assert ctl.drift.margin_ms == pytest.approx(slowed, rel=0.05)
+
+
+def _slowed_trace(fast: int, slow: int, factor: float, seed: int):
+    """A latency trace whose steps from ``fast`` on take ``factor`` times as long, and the one configure timed."""
+    from deer_vla.control import LatencyTrace
+
+    base = synthetic_latency_trace(fast + slow, N, seed=seed)
+    seg, enc, head = base.segment_ms.copy(), base.encode_ms.copy(), base.head_ms.copy()
+    for arr in (seg, enc, head):
+        arr[fast:] *= factor
+    return (LatencyTrace(encode_ms=enc, segment_ms=seg, head_ms=head),
+            LatencyTrace(encode_ms=enc[:fast], segment_ms=seg[:fast], head_ms=head[:fast]))
+
+
+def test_peak_time_budget_follows_a_machine_that_slows_down_after_configure():
+    """peak_ms caps the exits at the deepest whose p99 step time at configure fits it. On a machine that then
+    runs 2x slower, that cap let the slow steps' p99 pass the budget by a third; the cap now follows the
+    drift margin (exit 1 always runs), so the p99 keeps the budget while deep exits still run, and comes back
+    up once the machine does."""
+    fast, slow = 200, 400
+    trace, configured = _slowed_trace(fast, slow, 2.0, seed=4)
+    profile = synthetic_profile(N, trace=configured)
+    peak = step_worst_ms(profile, N)  # every exit fits at configure's speed
+    observations = synthetic_episodes(1, fast + slow + fast)[0]
+
+    def controller(clock: ManualClock, latency) -> ExitController:
+        policy = SyntheticExitPolicy(N, seed=4, clock=clock, latency=latency)
+        return ExitController(policy, profile, Thresholds(values=[0.0] * (N - 1)), BudgetSpec(peak_ms=peak),
+                              clock=clock)
+
+    from deer_vla.control.deadline import DriftMargin
+
+    blind = controller(ManualClock(), trace)
+    blind.drift = DriftMargin(window=10**6, min_steps=10**6)  # configure's times, whatever happens
+    slow_blind = [blind.step(obs)[1] for obs in observations[:fast + slow]][fast + 50:]
+    assert all(r.exit_used == N for r in slow_blind)
+    assert np.percentile([r.total_ms for r in slow_blind], 99) > 1.3 * peak  # 1.37x measured
+    ctl = controller(ManualClock(), trace)
+    records = [ctl.step(obs)[1] for obs in observations[:fast]]
+    assert ctl.time_cap == N and all(r.exit_used == N and r.max_exit == N for r in records)  # the times held
+    records = [ctl.step(obs)[1] for obs in observations[fast:fast + slow]]
+    settled = records[DRIFT_SETTLE:]
+    assert np.percentile([r.total_ms for r in settled], 99) <= peak * 1.001
+    assert sum(r.total_ms > peak + 1e-9 for r in settled) <= 0.02 * len(settled)
+    lowered = [r for r in settled if r.max_exit < N]
+    assert lowered and all(r.stop_reason == "cap" and r.exit_used == r.max_exit for r in lowered)
+    assert 2.0 <= np.mean([r.exit_used for r in settled]) < N  # deep exits still run, not the full model
+    assert ctl.time_cap < N
+    # the machine is back at configure's speed: once the slow steps leave the window the full cap is back
+    ctl.latency_trace = None
+    ctl.policy.latency = configured
+    after = [ctl.step(obs)[1] for obs in observations[fast + slow:]]
+    assert ctl.drift.margin_ms == 0.0 and ctl.time_cap == N and after[-1].max_exit == N
+
+
+DRIFT_SETTLE = 150  # slow steps until the margin's p99 window holds enough of them
+
+
+def test_peak_time_cap_suspends_a_guarantee_and_is_not_used_without_peak_ms():
+    """A cap below the one a fidelity guarantee was certified with stops steps before the thresholds decide:
+    while peak_ms lowers it the guarantee is not reported as in force (nor written into the step records); with
+    no time budget (a GFLOPs peak only) nothing follows time and the cap stays the budget's."""
+    from deer_vla.control.guarantee import Guarantee
+
+    guarantee = Guarantee(eps=0.1, delta=0.1, metric="mean", n_calibration=10, bound=2.0)
+    trace, configured = _slowed_trace(10, 290, 3.0, seed=6)
+    profile = synthetic_profile(N, trace=configured)
+
+    def run(budget: BudgetSpec) -> tuple[ExitController, list[StepRecord]]:
+        clock = ManualClock()
+        policy = SyntheticExitPolicy(N, seed=6, clock=clock, latency=trace)
+        ctl = ExitController(policy, profile, Thresholds(values=[0.0] * (N - 1), guarantee=guarantee), budget,
+                             clock=clock)
+        return ctl, [ctl.step(obs)[1] for obs in synthetic_episodes(1, 300)[0]]
+
+    ctl, records = run(BudgetSpec(peak_gflops=float(profile.costs("llm_gflops")[-1])))
+    assert not ctl.plans_with_time and ctl.time_cap is None and ctl.drift.steps == 0
+    assert all(r.max_exit == N and r.risk_eps == 0.1 for r in records) and ctl.guarantee == guarantee
+    ctl, records = run(BudgetSpec(peak_ms=step_worst_ms(profile, N)))
+    assert ctl.plans_with_time and ctl.time_cap is not None and ctl.time_cap < N and ctl.guarantee is None
+    assert records[0].risk_eps == 0.1 and records[-1].risk_eps is None and records[-1].max_exit < N

@@ -830,13 +830,14 @@ def test_a_time_budget_set_at_run_time_needs_step_times_measured_here(executor, 
     assert node.set_parameters([Parameter("budget.deadline_ms", value=1e6)])[0].successful
 
 
-def test_diagnostics_show_the_drift_margin_the_deadline_plans_with(executor, tiny_checkpoint):
-    """With a deadline the guard keeps free the margin by which steps lately run over configure's times; an
-    operator reads it on /diagnostics (none without a deadline: nothing plans with it)."""
+def test_diagnostics_show_the_drift_margin_the_time_budgets_plan_with(executor, tiny_checkpoint):
+    """With a deadline the guard keeps free the margin by which steps lately run over configure's times, and
+    with peak_ms the exit cap follows it; an operator reads both on /diagnostics (neither without a time
+    budget: nothing plans with them)."""
     from deer_vla.control.deadline import DriftMargin
 
-    def shown(node) -> str | None:
-        return {kv.key: kv.value for kv in node.diagnostics().status[0].values}.get("deadline drift margin")
+    def shown(node, key: str = "time drift margin") -> str | None:
+        return {kv.key: kv.value for kv in node.diagnostics().status[0].values}.get(key)
 
     plain = started_policy_node(executor, tiny_checkpoint)
     assert shown(plain) is None
@@ -854,6 +855,16 @@ def test_diagnostics_show_the_drift_margin_the_deadline_plans_with(executor, tin
     for _ in range(10):
         controller.drift.observe(12.5, 10.0)
     assert shown(node) == "2.5 ms (p99 over the last 10 steps)"
+    assert shown(node, "exit cap now") is None  # a deadline alone: the cap is the budget's
+    executor.remove_node(node)
+    node.destroy_node()
+    node = started_policy_node(executor, tiny_checkpoint, **{"budget.peak_ms": 1e6})
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.records) >= 6)
+    drv.settle(node)
+    cap = node.stack.controller.cap
+    assert shown(node) == "0 ms (configure's times until 100 steps)"
+    assert shown(node, "exit cap now") == f"{cap} (budget.peak_ms 1e+06 ms with the time drift margin)"
 
 
 def test_the_first_status_after_a_reconfigure_counts_from_the_configure(executor, tiny_checkpoint):

@@ -5,7 +5,8 @@ stream). Per step: begin_step (shared prefix), then exits 1, 2, ... until
   - the distance between exit k's and exit k-1's actions (or, with the learned
     criterion, the policy's exit-gate score of exit k, from exit 1 on when the
     gates have an exit-1 gate) is <= scale * eta_k ("threshold"), or
-  - the cap from the peak/memory budget is reached ("cap"), or
+  - the cap from the peak/memory budget is reached ("cap"; with ``peak_ms`` set, lowered while steps run
+    longer than configure timed them: the drift margin), or
   - deadline mode forbids starting the next segment ("deadline");
 then commit the chosen exit (advancing the recurrent head) and return its
 action with a StepRecord. ``fixed_exit`` always runs exactly exit k (static
@@ -23,7 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from deer_vla.control.budgets import BudgetReport, BudgetSpec, budget_report, rounded_up
+from deer_vla.control.budgets import BudgetReport, BudgetSpec, budget_report, rounded_up, step_worst_ms
 from deer_vla.control.criterion import Criterion
 from deer_vla.control.deadline import DeadlineGuard, DriftMargin, LatencyTrace
 from deer_vla.control.guarantee import Guarantee
@@ -88,6 +89,7 @@ class ExitController:
         self.latency_trace = latency_trace
         # the machine's, not the budget's: kept across budget changes (each builds a new guard)
         self.drift = DriftMargin()
+        self.time_cap: int | None = None  # the exit cap peak_ms allows at the current drift (None: no peak_ms)
         self._lock = threading.Lock()
         self._pending: BudgetSpec | None = None
         self._apply_budget(budget or BudgetSpec(metric=thresholds.metric if thresholds else "llm_gflops"))
@@ -132,6 +134,26 @@ class ExitController:
     def _apply_budget(self, budget: BudgetSpec) -> None:
         self.report, self.guard = self._validate(budget)
         self.budget = budget
+        # peak_ms's cap is the deepest exit whose configure-time p99 fits it; these follow the machine (_time_cap)
+        self._peak_worst = ([step_worst_ms(self.profile, k) for k in range(1, self.report.cap + 1)]
+                            if budget.peak_ms is not None and self.profile.has_latency() else None)
+
+    def _time_cap(self) -> int | None:
+        """The deepest exit the peak time budget allows now: its worst case at configure plus the drift margin
+        (how much longer the last steps ran than that) must fit ``peak_ms``; exit 1 always runs. The budget's cap
+        on an unchanged machine (margin 0); None without peak_ms."""
+        if self._peak_worst is None or self.budget.peak_ms is None:
+            return None
+        margin = self.drift.margin_ms
+        fits = sum(1 for worst in self._peak_worst if worst + margin <= self.budget.peak_ms * (1 + 1e-12) + 1e-9)
+        return max(1, min(fits, self.report.cap))
+
+    def _planned_ms(self, ran: int) -> float:
+        """The worst case a step that ran ``ran`` exits was planned with: the deadline guard's, else the profile's
+        p99 of whole steps to that exit (what the peak time budget's cap is judged on)."""
+        if self.guard is not None:
+            return self.guard.worst_case_ms(ran)
+        return step_worst_ms(self.profile, ran)
 
     def set_budget(self, budget: BudgetSpec) -> None:
         """Validate now (raises on a bad budget); it takes effect at the next step.
@@ -269,6 +291,12 @@ class ExitController:
         return self.report.cap
 
     @property
+    def plans_with_time(self) -> bool:
+        """Whether a time budget plans with the machine's step times (a deadline, or peak_ms on a timed
+        profile): only then are steps measured into ``drift``."""
+        return self.guard is not None or self._peak_worst is not None
+
+    @property
     def guarantee(self) -> Guarantee | None:
         """The thresholds' fidelity guarantee, while it holds: dynamic mode, the thresholds' own criterion,
         the cap it was certified under (a different cap or criterion takes other exits) and no per-step deadline
@@ -278,6 +306,8 @@ class ExitController:
             return None
         if self.budget.deadline_ms is not None:
             return None
+        if self.time_cap is not None and self.time_cap < self.report.cap:
+            return None  # a machine slower than configure's: peak_ms stops steps before the thresholds decide
         family = th.guarantee.family
         if family is not None and family.cap != self.report.cap:
             return None
@@ -384,6 +414,8 @@ class ExitController:
                 self._apply_budget(self._pending)
                 self._pending = None
         cap = self.report.cap
+        self.time_cap = self._time_cap()
+        time_cap = cap if self.time_cap is None else self.time_cap
         tracker = self._active_tracker()  # scale 1 and no updates while it idles
         scale = tracker.scale if tracker is not None else 1.0
         t_begin = self.clock()
@@ -397,7 +429,7 @@ class ExitController:
         learned = self.learned
         first = self.first_exit
         reason: StopReason = "cap"
-        last = self.fixed_exit if self.fixed_exit is not None else cap
+        last = min(self.fixed_exit if self.fixed_exit is not None else cap, time_cap)
         guard = self.guard
         margin = self.drift.margin_ms
         for k in range(1, last + 1):
@@ -421,6 +453,8 @@ class ExitController:
                 reason = "threshold"
                 break
         ran = len(actions)
+        if ran == time_cap < (self.fixed_exit or cap) and reason in ("cap", "fixed"):
+            reason = "cap"  # the peak time budget's cap on this machine now, below the budget's (or the fixed) exit
         chosen = ran
         if self.oracle_tolerance is not None and reason != "deadline":
             chosen = oracle_exit(np.stack(actions), self.oracle_tolerance, self.criterion)
@@ -428,9 +462,9 @@ class ExitController:
         tc = self.clock()
         action = np.asarray(self.policy.commit(chosen), dtype=np.float64)
         t_end = self.clock()
-        if guard is not None:
+        if self.plans_with_time:
             # the model's whole step, as configure timed it (not a compressed frame's decode before it)
-            notice = self.drift.observe((t_end - t_begin) * 1e3, guard.worst_case_ms(ran))
+            notice = self.drift.observe((t_end - t_begin) * 1e3, self._planned_ms(ran))
             if notice is not None:
                 log.warning(notice)
         # Compute spent = every exit that ran; the oracle reports its floor instead.
@@ -452,7 +486,7 @@ class ExitController:
             step=self._step,
             episode=self._episode,
             exit_used=chosen,
-            max_exit=cap,
+            max_exit=time_cap,
             stop_reason=reason,
             llm_gflops=llm,
             total_gflops=total,

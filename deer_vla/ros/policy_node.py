@@ -1586,11 +1586,14 @@ class PolicyNode(LifecycleNode):
             "exit thresholds": ", ".join(f"{v:.6g}" for v in thresholds.values) if thresholds is not None else "",
             "threshold scale": f"{record.threshold_scale:.6g}" if record is not None else "",
         }
-        if controller.guard is not None:  # how much longer steps run than configure timed: the deadline keeps it
+        if controller.plans_with_time:  # how much longer steps run than configure timed: time budgets keep it
             drift = controller.drift
-            info["deadline drift margin"] = (
+            info["time drift margin"] = (
                 f"{drift.margin_ms:.3g} ms (p99 over the last {drift.steps} steps)" if drift.ready
                 else f"0 ms (configure's times until {drift.min_steps} steps)")
+        if controller.time_cap is not None:
+            info["exit cap now"] = (f"{controller.time_cap} (budget.peak_ms {controller.budget.peak_ms:g} ms with "
+                                    "the time drift margin)")
         guarantee = controller.guarantee
         info["fidelity guarantee"] = guarantee.describe() if guarantee is not None else "none in force"
         if guarantee is not None:
