@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deer_vla.core.instruction_text import clean_instruction, negation
-from deer_vla.model.instruction_words import NegatedInstructionError, TrainedWords
+from deer_vla.core.instruction_text import clean_instruction, negation, opposite_words
+from deer_vla.model.instruction_words import NegatedInstructionError, OppositeWordsError, TrainedWords
 
 WORDINGS = {
     "window-close": ["close the window", "slide the window shut"],
@@ -149,6 +149,7 @@ def test_every_suite_wording_reads_as_written_and_none_is_negated():
     changed = {t: runner.read_instruction(t)[1] for t in texts}
     assert not {t: f for t, f in changed.items() if f}
     assert not [t for t in texts if runner.negation(t)]
+    assert not [t for t in texts if opposite_words(t)]
 
 
 def test_the_runner_reads_a_misspelt_instruction_as_the_trained_one(tiny_checkpoint, tmp_path):
@@ -178,6 +179,11 @@ def test_the_runner_reads_a_misspelt_instruction_as_the_trained_one(tiny_checkpo
     assert plain.trained_words is None and plain.read_instruction("puhs it")[1] == []
     with pytest.raises(NegatedInstructionError):
         plain.check_observation(negated)
+    for checked in (runner, plain):  # a state said beside the goal: refused with or without a record
+        contradicting = Observation(images=negated.images, proprio=proprio,
+                                    instruction="the puck is off the goal, push it on")
+        with pytest.raises(OppositeWordsError, match="opposite tasks \\('on' and 'off'\\)"):
+            checked.check_observation(contradicting)
 
 
 def test_an_unreadable_record_leaves_the_text_as_written(tiny_checkpoint, tmp_path, caplog):
@@ -244,3 +250,23 @@ def default_runner():
     from deer_vla.model.runner import PolicyRunner
 
     return PolicyRunner.from_checkpoint("default")
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("The window is open, please close the window.", ("open", "close")),  # opened it in 5 of 5 episodes
+    ("The drawer is shut, please open the drawer.", ("open", "shut")),  # closed it in 5 of 5
+    ("The faucet\u2019s off; turn it ON", ("on", "off")),
+    ("\uff4f\uff50\uff45\uff4e the drawer and \uff43\uff4c\uff4f\uff53\uff45 the window", ("open", "close")),  # NFKC
+    ("open the drawer, then close the window", ("open", "close")),  # two tasks
+])
+def test_words_of_opposite_tasks_are_found(text, words):
+    assert opposite_words(text) == words
+
+
+@pytest.mark.parametrize("text", [
+    "open the drawer", "please close the window", "turn on the faucet", "switch the tap off",
+    "press the button on the side of the box", "the lock: turn it to unlock", "openly close the drawer",
+    "The room is cold. Close the window.",
+])
+def test_one_sided_requests_have_no_opposite_words(text):
+    assert opposite_words(text) is None

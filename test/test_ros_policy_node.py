@@ -1180,10 +1180,16 @@ def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor
     assert _instruction_status(node)[1] == "not compared (unfamiliar_instruction: off)"
 
 
-def test_a_negated_instruction_is_refused_and_stops_the_robot(executor, tiny_checkpoint, tmp_path, monkeypatch):
-    """"don't push the puck" names the task it forbids, and the policy would do it: refused whatever
-    unfamiliar_instruction says, and the instruction in force dropped (no steps, a zero twist) rather than kept,
-    which would carry on with what the robot may just have been told not to do."""
+@pytest.mark.parametrize(("text", "why"), [
+    ("don\u2019t push the puck to the goal", "asks not to do something (\"don't\")"),
+    ("The puck is off the goal, push it on", "holds words of opposite tasks ('on' and 'off')"),
+])
+def test_a_negated_or_self_contradicting_instruction_is_refused_and_stops_the_robot(executor, tiny_checkpoint, tmp_path,
+                                                                                    monkeypatch, text, why):
+    """"don't push the puck" names the task it forbids, and the policy would do it; "the window is open, please
+    close the window" opened it: refused whatever unfamiliar_instruction says, and the instruction in force
+    dropped (no steps, a zero twist) rather than kept, which would carry on with what the robot may just have
+    been told not to do."""
     node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"), enabled=True,
                                stale_action="zero", unfamiliar_instruction="off")
     errors = _spy_on_log(node, "error", monkeypatch)
@@ -1193,11 +1199,11 @@ def test_a_negated_instruction_is_refused_and_stops_the_robot(executor, tiny_che
     assert drv.drive_until(lambda: len(drv.records) >= 2)
     drv.settle(node)
     rejected, twists = node.stats.rejected_instructions, len(drv.twists)
-    drv.instruct("don\u2019t push the puck to the goal")
+    drv.instruct(text)
     assert drv.drive_until(lambda: node.stats.rejected_instructions == rejected + 1)
     assert node.instruction is None
-    said = [m for m, _ in errors if "asks not to do something" in m]
-    assert len(said) == 1 and "the previous instruction is dropped" in said[0] and "(\"don't\")" in said[0]
+    said = [m for m, _ in errors if why in m]
+    assert len(said) == 1 and "the previous instruction is dropped" in said[0], errors
     assert drv.drive_until(lambda: len(drv.twists) > twists)  # the robot is told to stop
     assert drv.twists[-1].twist.linear.x == 0.0 and drv.twists[-1].twist.linear.z == 0.0
     drv.settle(node)

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from deer_vla.core.instruction_text import negation
+from deer_vla.core.instruction_text import negation, opposite_words
 from deer_vla.core.writable import unwritable_dir
 from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.evaluation.workers import (
@@ -310,6 +310,11 @@ def run_swap(
         if word is not None:  # the runner would refuse it at the first step, after the workers started
             raise ValueError(f"the wording for {task} asks not to do something ({word!r}): the policy can only do "
                              "tasks")
+        opposite = opposite_words(text)
+        if opposite is not None:
+            from deer_vla.model.instruction_words import OppositeWordsError
+
+            raise ValueError(f"the wording for {task} {OppositeWordsError.reason(opposite)}")
     if episodes_per_task < 1:
         raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
     if (expert is None) == (eval_cfg is None):

@@ -12,7 +12,9 @@ or dropped), if exactly one is that near; a word with accents reads as the train
 
 A negated request ("don't open the drawer") names the task it forbids, and the policy does that task (10 of
 10 episodes opened the drawer). It cannot do "not X": core.instruction_text's ``negation`` finds the word that
-makes it one, and the node and the runner refuse it.
+makes it one, and the node and the runner refuse it. Nor can it read a state said beside the goal ("the window
+is open, please close the window" opened it in 5 of 5 episodes): a text with words of opposite tasks
+(``opposite_words``) is refused the same way.
 """
 from __future__ import annotations
 
@@ -44,6 +46,20 @@ class NegatedInstructionError(ValueError):
         self.word = word
         super().__init__(f"instruction {quoted(text, 80)} asks not to do something ({word!r}): the policy can only "
                          "do tasks, not avoid them, and would do the task it names")
+
+
+class OppositeWordsError(ValueError):
+    """An instruction with words of opposite tasks ("open" and "shut"): the policy may do either."""
+
+    def __init__(self, text: str, words: tuple[str, str]) -> None:
+        self.words = words
+        super().__init__(f"instruction {quoted(text, 80)} {OppositeWordsError.reason(words)}")
+
+    @staticmethod
+    def reason(words: tuple[str, str]) -> str:
+        return (f"holds words of opposite tasks ({words[0]!r} and {words[1]!r}): a state said beside the goal, or "
+                "two tasks; the policy reads word order too little to tell which is asked and did the opposite "
+                "task. Say only the goal (\"close the window\")")
 
 
 def without_accents(word: str) -> str:

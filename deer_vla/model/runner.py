@@ -31,12 +31,17 @@ import numpy as np
 import torch
 
 from deer_vla.core import ActionSpec, CostProfile, LatencyStats, NonFiniteActionError, Observation
-from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS, clean_instruction, negation
+from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS, clean_instruction, negation, opposite_words
 from deer_vla.core.log_text import quoted
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.gate import ExitGates, GateError, read_gates
 from deer_vla.model.head import LSTMState, gripper_value
-from deer_vla.model.instruction_words import NegatedInstructionError, TrainedWords, read_trained_words
+from deer_vla.model.instruction_words import (
+    NegatedInstructionError,
+    OppositeWordsError,
+    TrainedWords,
+    read_trained_words,
+)
 from deer_vla.model.policy import MultiExitPolicy, SegmentState
 from deer_vla.model.preprocess import images_to_tensor
 from deer_vla.model.tokenizer import encode_instruction
@@ -310,6 +315,9 @@ class PolicyRunner:
         word = self.negation(instruction)
         if word is not None:
             raise NegatedInstructionError(instruction, word)
+        opposite = opposite_words(instruction)
+        if opposite is not None:
+            raise OppositeWordsError(instruction, opposite)
 
     def _tokens(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The instruction's (ids, mask), cut to ``lm.max_text_len`` tokens by the tokenizer (the whole text is

@@ -51,7 +51,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from deer_vla.core import Observation, ProprioError
 from deer_vla.core.action_spec import same_link
-from deer_vla.core.instruction_text import clean_instruction, negation
+from deer_vla.core.instruction_text import clean_instruction, negation, opposite_words
 from deer_vla.core.log_text import quoted
 from deer_vla.core.stamp_pairing import StampedHistory
 from deer_vla.data.image_msg import (
@@ -63,6 +63,7 @@ from deer_vla.data.image_msg import (
 )
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import check_device
+from deer_vla.model.instruction_words import OppositeWordsError
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, gripper_positions, to_robot_command, zero_command
 from deer_vla.ros.diagnostic_names import status_name
 from deer_vla.ros.health import (
@@ -1015,7 +1016,12 @@ class PolicyNode(LifecycleNode):
         stack = self.stack
         word = stack.runner.negation(text) if stack is not None else negation(text)
         if word is not None:  # "don't open the drawer": the policy would open it
-            self._refuse_negated(text, word)
+            self._refuse_unclear(text, f"it asks not to do something ({word!r}), and the policy can only do tasks "
+                                       "(it would do the one it names)")
+            return
+        opposite = opposite_words(text)
+        if opposite is not None:  # "the window is open, please close the window": it opened the window
+            self._refuse_unclear(text, f"it {OppositeWordsError.reason(opposite)}")
             return
         # the same instruction to the model whatever its case or Unicode form (the tokenizer's normalizer)
         key = stack.runner.instruction_key(text) if stack is not None else text
@@ -1073,15 +1079,15 @@ class PolicyNode(LifecycleNode):
                                    f"checkpoint, {quoted(before)} by the last one: send it again, spelt as trained, "
                                    "to be sure what runs")
 
-    def _refuse_negated(self, text: str, word: str) -> None:
-        """A text that asks not to do something is refused, and the instruction in force is dropped with it: the
-        robot was told to stop doing something, so it steps no more until a new instruction (holding the last
-        one would carry on with what it may have just been told not to do)."""
+    def _refuse_unclear(self, text: str, why: str) -> None:
+        """A text the policy would not do as meant (one that asks not to do something, or holds words of opposite
+        tasks) is refused, and the instruction in force is dropped with it: the robot was told something new,
+        maybe to stop doing something, so it steps no more until a new instruction (holding the last one would
+        carry on with what it may have just been told not to do)."""
         had = self.instruction is not None
         self._drop_instruction()
         self.stats.rejected_instructions += 1
-        message = (f"instruction {quoted(text)} refused: it asks not to do something ({word!r}), and the policy "
-                   "can only do tasks (it would do the one it names); "
+        message = (f"instruction {quoted(text)} refused: {why}; "
                    + ("the previous instruction is dropped: no steps until a new instruction (~/halt stops the "
                       "robot)" if had else "still no instruction"))
         if text != self._refused_text:
