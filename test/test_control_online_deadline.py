@@ -445,3 +445,60 @@ def test_peak_time_cap_suspends_a_guarantee_and_is_not_used_without_peak_ms():
     ctl, records = run(BudgetSpec(peak_ms=step_worst_ms(profile, N)))
     assert ctl.plans_with_time and ctl.time_cap is not None and ctl.time_cap < N and ctl.guarantee is None
     assert records[0].risk_eps == 0.1 and records[-1].risk_eps is None and records[-1].max_exit < N
+
+
+def test_the_guard_keeps_the_whole_drift_margin_free():
+    guard = DeadlineGuard(10.0, [2.0, 3.0], 0.5)
+    assert guard.allows(2, 5.0)  # 5 + 3 + 2 * 0.5 = 9 ms
+    assert guard.allows(2, 5.0, margin_ms=1.0)  # 10 ms: ends at the deadline
+    assert not guard.allows(2, 5.0, margin_ms=1.5)  # 10.5 ms: the margin says it would pass it
+
+
+def test_the_default_drift_margin_waits_100_steps_and_remembers_200():
+    from deer_vla.control.deadline import DriftMargin
+
+    drift = DriftMargin()
+    for _ in range(99):
+        drift.observe(15.0, 10.0)
+    assert not drift.ready and drift.margin_ms == 0.0
+    drift.observe(15.0, 10.0)
+    assert drift.ready and drift.margin_ms == pytest.approx(5.0)
+    for _ in range(100):
+        drift.observe(15.0, 10.0)
+    for _ in range(197):
+        drift.observe(7.0, 10.0)
+    assert drift.margin_ms == pytest.approx(5.0)  # three slow steps still among the last 200
+    for _ in range(3):
+        drift.observe(7.0, 10.0)
+    assert drift.margin_ms == 0.0 and drift.steps == 200
+
+
+def test_a_guard_of_zero_times_is_not_measured():
+    from deer_vla.control.deadline import DriftMargin
+
+    drift = DriftMargin(window=10, min_steps=1)
+    assert drift.observe(5.0, 0.0) is None and drift.steps == 0 and drift.margin_ms == 0.0
+
+
+def test_the_drift_notice_clears_only_under_a_fifth_of_the_plan():
+    from deer_vla.control.deadline import DriftMargin
+
+    drift = DriftMargin(window=100, min_steps=100)
+    said = [drift.observe(15.0, 10.0) for _ in range(100)]
+    assert said[-1] is not None and "5 ms more" in said[-1]
+    said = [n for n in (drift.observe(13.0, 10.0) for _ in range(100)) if n]
+    assert said == [] and drift.margin_ms == pytest.approx(3.0)  # between DRIFT_CLEAR and DRIFT_WARN: quiet
+    said = [n for n in (drift.observe(11.0, 10.0) for _ in range(100)) if n]
+    assert len(said) == 1 and "back within" in said[0]
+
+
+def test_the_drift_notice_names_the_plan_of_the_recent_steps():
+    from deer_vla.control.deadline import DriftMargin
+
+    drift = DriftMargin(window=10, min_steps=10)
+    for _ in range(20):
+        drift.observe(10.0, 10.0)
+    for _ in range(10):
+        drift.observe(100.0, 100.0)  # a new budget: deeper steps planned
+    notice = drift.observe(200.0, 100.0)
+    assert notice is not None and "they plan 100 ms" in notice

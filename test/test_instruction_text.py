@@ -74,3 +74,15 @@ def test_training_token_cache_keeps_recent_texts_and_stays_bounded(monkeypatch):
     collate([_item("open the drawer")])
     collate([_item("close it")])
     assert calls == ["open the drawer", "close it", "push the button", "close it"]
+
+
+@pytest.mark.parametrize("text", ["open the drawer \ufffd", "open the \ufffd\ufffd drawer"])
+def test_undecodable_bytes_anywhere_in_the_text_are_refused(text):
+    with pytest.raises(ValueError, match="U\\+FFFD"):
+        clean_instruction(text)
+
+
+def test_digits_are_not_word_letters():
+    from deer_vla.core.instruction_text import instruction_words
+
+    assert instruction_words("press button 2, then b4") == ["press", "button", "then", "b"]

@@ -270,3 +270,80 @@ def test_words_of_opposite_tasks_are_found(text, words):
 ])
 def test_one_sided_requests_have_no_opposite_words(text):
     assert opposite_words(text) is None
+
+
+def test_the_edit_limits_follow_the_words_length():
+    """Three-letter words are not guessed ("tak the lever" meant take, not tap); two edits only from 8 letters
+    ("strieght" is straight; "hapened", 7 letters, meant happened, not opened); never three edits
+    ("supopsed" meant supposed, not stopped)."""
+    trained = TrainedWords.from_wordings({"a": ["tap the lever"], "b": ["move straight ahead"],
+                                          "c": ["the drawer opened"], "d": ["the puck stopped"]})
+    assert trained.read("tak the lever") == ("tak the lever", [])
+    assert trained.read("go strieght") == ("go straight", [("strieght", "straight")])
+    assert trained.read("what hapened") == ("what hapened", [])
+    assert trained.read("it is supopsed to") == ("it is supopsed to", [])
+
+
+def test_letters_added_or_dropped_at_the_front_are_not_guessed():
+    """"unextend" means retract: read as "extend" the arm went the other way; a word cut at the front
+    ("utton") is no guess either (module docstring: never a prefix added or dropped)."""
+    trained = TrainedWords.from_wordings({"a": ["extend the arm"], "b": ["retract the arm"],
+                                          "c": ["press the button"]})
+    assert trained.read("unextend the arm") == ("unextend the arm", [])
+    assert trained.read("press the utton") == ("press the utton", [])
+    assert trained.read("extedn the arm") == ("extend the arm", [("extedn", "extend")])  # still read
+
+
+def test_only_the_first_max_read_words_are_read(trained):
+    from deer_vla.model.instruction_words import MAX_READ_WORDS
+
+    filler = ["the"] * (MAX_READ_WORDS - 1)
+    assert trained.read(" ".join([*filler, "cloes"]))[1] == [("cloes", "close")]  # the last word read
+    assert trained.read(" ".join([*filler, "the", "cloes"]))[1] == []  # one past it: as written
+
+
+def test_the_words_remembered_stay_bounded(monkeypatch):
+    import deer_vla.model.instruction_words as iw
+
+    monkeypatch.setattr(iw, "READ_CACHE_WORDS", 3)
+    words = TrainedWords.from_wordings(WORDINGS)
+    for word in ("cloes", "opne", "windw", "fawcet", "coffe"):
+        words.fix(word)
+        assert len(words._cache) <= 3
+    assert words.fix("cloes") == "close"  # read again after the cache was emptied
+
+
+@pytest.mark.parametrize(("text", "word"), [
+    ("you cannot open the drawer", "cannot"), ("you cant open the drawer", "cant"),
+    ("you wont open the drawer", "wont"), ("you doesnt open the drawer", "doesnt"),
+    ("you mustnt open the drawer", "mustnt"), ("you couldnt open the drawer", "couldnt"),
+    ("you wouldnt open the drawer", "wouldnt"), ("neither open the drawer", "neither"),
+    ("nor open the drawer", "nor"), ("don't never open the drawer", "don't"),  # the first one named
+    ("open the drawer if it isn't open", None), ("press the button if the drawer isn't open", None),
+    ("the drawer isnt open, open it", None), ("the drawers arent open, open one", None),  # without the apostrophe
+])
+def test_every_negation_spelling_is_refused_and_a_state_is_not(trained, text, word):
+    assert negation(text, trained.words) == word
+
+
+def test_trained_words_with_typed_apostrophes_match_plain_ones():
+    trained = TrainedWords.from_wordings({"a": ["press the coffee maker\u2019s button"], "b": ["don\u2019t stop"]})
+    assert "maker's" in trained.words
+    assert negation("don't stop", trained.words) is None  # the checkpoint's own wording, not a refusal
+
+
+def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp_path):
+    """"shouldnt" reads as the trained "should": the refusal must look at the text as sent, or "you
+    shouldnt push the puck" runs as "you should push the puck"."""
+    from fixtures import INSTRUCTIONS
+
+    from deer_vla.model.runner import PolicyRunner
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    (ckpt / "extra.json").write_text(json.dumps(
+        {"training": {"instructions": {"push": [INSTRUCTIONS[1], "you should push the puck"]}}}))
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    assert runner.read_instruction("you shouldnt push the puck")[0] == "you should push the puck"
+    with pytest.raises(NegatedInstructionError, match="shouldnt"):
+        runner._tokens("you shouldnt push the puck")

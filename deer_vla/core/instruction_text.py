@@ -22,7 +22,7 @@ WORD = re.compile(rf"{_LETTER}+(?:['{re.escape(APOSTROPHES)}]{_LETTER}+)*")
 # Contractions are also matched by their ending (n't, 'nt), with or without the apostrophe for the common ones
 NEGATIONS = frozenset({
     "not", "never", "no", "nor", "neither", "cannot", "donot", "avoid", "dont", "doesnt", "didnt", "cant", "wont",
-    "shouldnt", "mustnt", "isnt", "arent", "couldnt", "wouldnt",
+    "shouldnt", "mustnt", "couldnt", "wouldnt",
 })
 # where a clause ends: "push the puck, not too fast" asks for the task, "the drawer, don't open it" forbids it
 CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:so|but|if|unless|because|while|and|then)\b", re.IGNORECASE)
@@ -95,8 +95,9 @@ def opposite_words(text: str) -> tuple[str, str] | None:
 
 
 def _negator(word: str) -> bool:
-    return word in NEGATIONS or word.endswith(("n't", "'nt")) and word not in ("isn't", "aren't", "wasn't",
-                                                                              "weren't", "isnt", "arent")
+    # "isn't" / "aren't" say a state ("if the drawer isn't open"), spelt with an apostrophe or without
+    return (word in NEGATIONS or word.endswith(("n't", "'nt"))) and word not in ("isn't", "aren't", "wasn't",
+                                                                                "weren't", "isnt", "arent")
 
 
 def negation(text: str, trained: Iterable[str] = ()) -> str | None:
