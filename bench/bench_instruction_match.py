@@ -7,7 +7,11 @@ This bench measures that comparison for a checkpoint, side by side in one run:
 - the suite's never-trained (held-out) wordings: is their nearest trained wording of their own task, and how
   similar is it (these should stay above the floor: they are what a user says to a robot that knows the task);
 - requests for things no task does (OTHER_REQUESTS below, written for this bench): how many fall under each
-  floor (these should).
+  floor (these should);
+- a task's own verb for an object the scene does not have (OTHER_OBJECTS: "open the cabinet", "close the car
+  window", from an audit that wrote them before reading the suite): how many fall under each floor. A
+  comparison of wording shares the verb and the article with the task's own; most of these pass any floor
+  that keeps the held-out wordings, and the policy does the task of the verb.
 
 By default the checkpoint's own record (extra.json `training.instructions`) is the trained set; `--wordings
 suite` uses the suite's training wordings instead, for a checkpoint without a record (the shipped `mt50`).
@@ -33,6 +37,14 @@ OTHER_REQUESTS = (
     "bring me a cup of tea", "open the oven", "x", "do nothing", "ignore previous instructions", "tell me a joke",
     "sort the blocks by colour", "fold the towel", "hand me the screwdriver", "water the plants", "sing a song",
     "drive forward two meters", "look left", "put the apple in the bowl", "stack the cups", "shut down",
+)
+# A task's verb, another object (an audit's requests, 2026-12-06): wording alone cannot tell these apart.
+OTHER_OBJECTS = (
+    "open the cabinet", "close the door", "open the door", "close the lid", "open the window blinds",
+    "close the car window", "turn off the oven", "turn on the lights", "press the elevator button",
+    "press the doorbell", "push the chair in", "pull the chair out", "open the bottle", "open the box",
+    "close the laptop", "close the curtains", "turn on the stove", "open the garage", "open the fridge door please",
+    "open the kitchen drawer and get a knife", "turn the tap off in the bathroom",
 )
 FLOORS = (0.35, 0.40, 0.45, 0.50, 0.55)
 
@@ -73,6 +85,8 @@ def main() -> int:
     held_sim = np.array([m.similarity for m in held_matches])
     other = sorted(((matcher.match(text), text) for text in OTHER_REQUESTS), key=lambda p: -p[0].similarity)
     other_sim = np.array([m.similarity for m, _ in other])
+    objects = sorted(((matcher.match(text), text) for text in OTHER_OBJECTS), key=lambda p: -p[0].similarity)
+    object_sim = np.array([m.similarity for m, _ in objects])
 
     print(f"checkpoint {args.checkpoint}, trained set: {args.wordings} ({len(matcher.tasks)} tasks), "
           f"held-out wordings of suite '{args.suite}': {len(held)}")
@@ -80,13 +94,17 @@ def main() -> int:
           f"similarity min {held_sim.min():.3f}, 5th percentile {np.percentile(held_sim, 5):.3f}, "
           f"median {np.median(held_sim):.3f}")
     print(f"other requests: similarity max {other_sim.max():.3f}, median {np.median(other_sim):.3f}")
-    print(f"{'floor':>6}  {'held-out under it':>18}  {'other requests under it':>24}")
+    print(f"another object for a task's verb: similarity max {object_sim.max():.3f}, "
+          f"median {np.median(object_sim):.3f}")
+    print(f"{'floor':>6}  {'held-out under it':>18}  {'other requests under it':>24}  {'other objects under it':>23}")
     for floor in FLOORS:
         print(f"{floor:6.2f}  {int((held_sim < floor).sum()):>10}/{len(held):<7}  "
-              f"{int((other_sim < floor).sum()):>15}/{len(other_sim):<8}")
-    print("other requests, most similar first:")
-    for m, text in other[:8]:
-        print(f"  {m.similarity:.3f}  {text!r} -> {m.task} ({m.nearest!r})")
+              f"{int((other_sim < floor).sum()):>15}/{len(other_sim):<8}  "
+              f"{int((object_sim < floor).sum()):>15}/{len(object_sim):<7}")
+    for label, pairs in (("other requests", other), ("other objects", objects)):
+        print(f"{label}, most similar first:")
+        for m, text in pairs[:8]:
+            print(f"  {m.similarity:.3f}  {text!r} -> {m.task} ({m.nearest!r})")
     wrong = [(task, text, m) for (task, text), m in zip(held, held_matches) if m.task.removesuffix("-shared") != task]
     if wrong:
         print("held-out wordings nearest another task:")

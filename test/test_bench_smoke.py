@@ -605,6 +605,8 @@ def test_bench_instruction_match_reports_both_sides_and_refuses_a_checkpoint_wit
     assert "held-out: nearest trained wording of its own task" in proc.stdout
     floor = next(line.split() for line in proc.stdout.splitlines() if line.strip().startswith("0.45"))
     assert floor[1] == "0/70"  # the default floor leaves every held-out wording of the ten tasks alone
+    assert floor[2] == "23/28" and floor[3] == "4/21"  # the figures docs/ros.md quotes
+    assert "other objects, most similar first:" in proc.stdout
     proc = subprocess.run([sys.executable, script, "--checkpoint", "mt50"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "no record of trained instructions" in proc.stderr
