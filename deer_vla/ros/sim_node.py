@@ -5,7 +5,9 @@ Publishes camera images (sensor_msgs/Image, rgb8), the instruction
 action received (std_msgs/Float32MultiArray, 7-D standard or the task's
 spec layout); publishes per-episode success (std_msgs/Bool) and a JSON
 result (std_msgs/String). If no action arrives within ``action_timeout_s``
-the current observation is re-sent with a fresh stamp. With ``record_topic``
+the current observation is re-sent with a fresh stamp; a policy that answers it gated (dry run: a step record
+with ``actuated: false`` and no action) gets it again every GATED_RESEND_S, so the episode goes on within a
+second of ``~/enable``. With ``record_topic``
 (the policy's step records) each action is paired with the record published
 with it, whose ``stamp_ns`` names the observation it answers: an answer to an
 earlier observation (a re-sent one answered twice) is dropped and counted,
@@ -62,6 +64,7 @@ SIM_DEFAULTS: dict[str, Any] = {
 }
 MAX_UNPAIRED = 100  # actions or records waiting for their other half: far more than a lock-step loop has in flight
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+GATED_RESEND_S = 1.0  # a gated policy's dry-run answer: the observation again this soon (a model step a second)
 MAX_SIM_RATE_HZ = 1000.0  # MuJoCo steps and renders per tick: far beyond what a real control loop asks
 
 
@@ -108,6 +111,7 @@ class SimNode(Node):
         self._shared: set[str] = set()
         self._obs: Any = None
         self._obs_sent_ns = 0
+        self._gated_answer = False  # the policy answered the current observation gated: re-send it soon
         self._action: np.ndarray | None = None
         self._phase = "start"  # start -> instruction -> running -> start ... -> done
         self._image_pubs = {
@@ -201,6 +205,7 @@ class SimNode(Node):
         for cam, pub in self._image_pubs.items():
             pub.publish(rgb_to_image_msg(self._obs.images[cam], stamp.to_msg(), frame_id=f"{self.p['frame_id']}_{cam}"))
         self._action = None
+        self._gated_answer = False
         self._obs_sent_ns = stamp.nanoseconds
         # a re-sent observation is answered by a record of either stamp; a new one by its own only
         self._sent_stamps = ({*self._sent_stamps, stamp.nanoseconds} if resend else {stamp.nanoseconds})
@@ -219,12 +224,19 @@ class SimNode(Node):
         topics = [self.p["action_topic"], self.p["instruction_topic"], *images]
         counts = {topic: self._publisher_count(topic) for topic in topics}
         shared = {topic: n for topic, n in counts.items() if n > 1}
-        if shared:
+        instruction = self.p["instruction_topic"]
+        if set(shared) - {instruction}:
             self.get_logger().error(
                 "other nodes publish on this simulator's topics ("
                 + ", ".join(f"'{t}': {n} publishers" for t, n in shared.items())
                 + "): a second policy or simulator shares this ROS domain and the episodes' results are unreliable; "
                 "give each run its own ROS_DOMAIN_ID", throttle_duration_sec=10.0)
+        elif shared:  # an operator's or a planner's instruction: the policy may run it instead of the episode's
+            self.get_logger().warn(
+                f"another node publishes on '{instruction}' ({shared[instruction]} publishers: an operator, a "
+                "planner or a second simulator): the policy may run its instruction instead of the episode's, so "
+                "this episode's result may not be its task's (marked in its shared_topics)",
+                throttle_duration_sec=10.0)
         return shared
 
     def _finish_episode(self, success: bool) -> None:
@@ -289,7 +301,13 @@ class SimNode(Node):
             return
         if self._action is None:
             waited = (self.get_clock().now().nanoseconds - self._obs_sent_ns) * 1e-9
-            if waited > self.p["action_timeout_s"]:
+            if self._gated_answer and waited > min(GATED_RESEND_S, self.p["action_timeout_s"]):
+                # a gated policy stepped it and sent nothing: ask again soon, so ~/enable goes on at once
+                self._resends += 1
+                self.get_logger().info(f"the policy answered gated (dry run); re-sending the observation every "
+                                       f"{GATED_RESEND_S:g} s until it actuates", throttle_duration_sec=30.0)
+                self._send_observation(resend=True)
+            elif waited > self.p["action_timeout_s"]:
                 self._resends += 1
                 self.get_logger().warn(f"no action for {waited:.1f} s; re-sending the observation",
                                        throttle_duration_sec=5.0)
@@ -333,8 +351,10 @@ class SimNode(Node):
             record = StepRecord.from_json(msg.data)
         except ValueError:
             return  # not a record (the monitor reports such); no action of ours goes with it
-        if record.actuated is False:
-            return  # no action was published with it
+        if record.actuated is False:  # no action was published with it
+            self._gated_answer = self._gated_answer or (self._phase == "running"
+                                                        and record.stamp_ns in self._sent_stamps)
+            return
         self._verdicts.append(self._phase == "running" and record.stamp_ns in self._sent_stamps)
         self._pair()
 
