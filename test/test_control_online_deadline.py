@@ -502,3 +502,47 @@ def test_the_drift_notice_names_the_plan_of_the_recent_steps():
         drift.observe(100.0, 100.0)  # a new budget: deeper steps planned
     notice = drift.observe(200.0, 100.0)
     assert notice is not None and "they plan 100 ms" in notice
+
+
+def test_a_budget_that_voids_a_guarantee_is_refused_while_a_slow_machine_suspends_it():
+    """While peak_ms's cap is lowered the guarantee is not reported in force; set_budget judged a new budget
+    against that, so a deadline (which voids the guarantee for good) was accepted only on a slow machine."""
+    from deer_vla.control.guarantee import Guarantee
+
+    guarantee = Guarantee(eps=0.1, delta=0.1, metric="mean", n_calibration=10, bound=2.0)
+    trace, configured = _slowed_trace(10, 290, 3.0, seed=6)
+    profile = synthetic_profile(N, trace=configured)
+    clock = ManualClock()
+    ctl = ExitController(SyntheticExitPolicy(N, seed=6, clock=clock, latency=trace), profile,
+                         Thresholds(values=[0.0] * (N - 1), guarantee=guarantee),
+                         BudgetSpec(peak_ms=step_worst_ms(profile, N)), clock=clock)
+    for obs in synthetic_episodes(1, 300)[0]:
+        ctl.step(obs)
+    assert ctl.guarantee is None and ctl.time_cap < N  # suspended
+    with pytest.raises(ValueError, match="fidelity guarantee would not hold"):
+        ctl.set_budget(BudgetSpec(peak_ms=step_worst_ms(profile, N), deadline_ms=step_worst_ms(profile, N)))
+
+
+def test_a_time_budget_set_again_measures_the_machine_afresh():
+    """The drift margin is fed only while a time budget plans with it: one set again after steps without any
+    used the margin of a slowdown long over (198 steps capped at exit 1 on a machine back at full speed)."""
+    trace, configured = _slowed_trace(10, 290, 3.0, seed=7)
+    profile = synthetic_profile(N, trace=configured)
+    clock = ManualClock()
+    policy = SyntheticExitPolicy(N, seed=7, clock=clock, latency=trace)
+    peak = BudgetSpec(peak_ms=step_worst_ms(profile, N))
+    ctl = ExitController(policy, profile, Thresholds(values=[0.0] * (N - 1)), peak, clock=clock)
+    observations = synthetic_episodes(1, 300)[0]
+    for obs in observations:
+        ctl.step(obs)
+    assert ctl.drift.margin_ms > 0 and ctl.time_cap < N
+    ctl.set_budget(BudgetSpec())  # no time budget: nothing measured
+    policy.latency = configured  # the machine is back at configure's speed
+    for obs in observations[:50]:
+        ctl.step(obs)
+    ctl.set_budget(peak)
+    record = ctl.step(observations[0])[1]
+    assert ctl.drift.margin_ms == 0.0 and record.max_exit == N and ctl.time_cap == N
+    ctl.set_budget(BudgetSpec(peak_ms=step_worst_ms(profile, N) * 1.01))  # one time budget after another: kept
+    ctl.step(observations[1])
+    assert ctl.drift.steps == 2

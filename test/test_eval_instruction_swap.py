@@ -121,7 +121,7 @@ def test_cli_runs_a_task_under_a_wording_of_ones_own(tmp_path: Path) -> None:
     ("drawer-open-shared=open it", "not among the tasks run"),
     ("faucet-close-shared=  ", "is empty"),
     ("faucet-close-shared=don't turn on the faucet", "asks not to do something"),
-    ("faucet-close-shared=the faucet is on, turn it off", "words of opposite tasks ('on' and 'off')"),
+    ("faucet-close-shared=the faucet is on, turn it off", "says a state ('on') beside a request"),
 ])
 def test_cli_refuses_a_wording_it_cannot_run_before_any_episode(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                  wording: str, said: str) -> None:

@@ -182,7 +182,7 @@ def test_the_runner_reads_a_misspelt_instruction_as_the_trained_one(tiny_checkpo
     for checked in (runner, plain):  # a state said beside the goal: refused with or without a record
         contradicting = Observation(images=negated.images, proprio=proprio,
                                     instruction="the puck is off the goal, push it on")
-        with pytest.raises(OppositeWordsError, match="opposite tasks \\('on' and 'off'\\)"):
+        with pytest.raises(OppositeWordsError, match="a state \\('off'\\) beside a request of the opposite task"):
             checked.check_observation(contradicting)
 
 
@@ -254,22 +254,45 @@ def default_runner():
 
 @pytest.mark.parametrize(("text", "words"), [
     ("The window is open, please close the window.", ("open", "close")),  # opened it in 5 of 5 episodes
-    ("The drawer is shut, please open the drawer.", ("open", "shut")),  # closed it in 5 of 5
-    ("The faucet\u2019s off; turn it ON", ("on", "off")),
-    ("\uff4f\uff50\uff45\uff4e the drawer and \uff43\uff4c\uff4f\uff53\uff45 the window", ("open", "close")),  # NFKC
-    ("open the drawer, then close the window", ("open", "close")),  # two tasks
+    ("The drawer is shut, please open the drawer.", ("shut", "open")),  # closed it in 5 of 5
+    ("The water is off. Turn it on.", ("off", "on")),  # closed the faucet in 5 of 5
+    ("The faucet\u2019s off; turn it ON", ("off", "on")),
+    ("The window was left wide open, close it", ("open", "close")),
+    ("\uff54\uff48\uff45 window \uff49\uff53 \uff4f\uff50\uff45\uff4e, \uff43\uff4c\uff4f\uff53\uff45 it",
+     ("open", "close")),  # fullwidth: NFKC, as the tokenizer reads it
 ])
-def test_words_of_opposite_tasks_are_found(text, words):
+def test_a_state_beside_a_request_of_the_opposite_task_is_found(text, words):
     assert opposite_words(text) == words
 
 
 @pytest.mark.parametrize("text", [
     "open the drawer", "please close the window", "turn on the faucet", "switch the tap off",
     "press the button on the side of the box", "the lock: turn it to unlock", "openly close the drawer",
-    "The room is cold. Close the window.",
+    "The room is cold. Close the window.", "the drawer is open",
+    # "on", "off" and "close" that say no state (a review found these refused by a first, word-pair rule)
+    "turn off the faucet on the sink", "the faucet on the counter: turn it off",
+    "take the nut off the peg and put it on the table", "knock the puck off the table, the one on the left",
+    "open the drawer close to you", "the window is not closed, close it",
 ])
-def test_one_sided_requests_have_no_opposite_words(text):
+def test_requests_that_state_no_opposite_have_no_opposite_words(text):
     assert opposite_words(text) is None
+
+
+@pytest.mark.parametrize("text", [
+    "the window is open, please cloes the window",  # the model reads "close"
+    "The window is op\u00e9n, please close it",  # and "open"
+])
+def test_a_state_and_its_opposite_are_found_in_the_text_the_model_reads(default_runner, text):
+    assert opposite_words(text) is None  # as sent, no pair
+    assert default_runner.opposite_words(text) is not None
+
+
+@pytest.mark.parametrize("text", [
+    "you arent allowed to open the drawer", "you aren't allowed to open the drawer", "you are not to open the drawer",
+    "the drawer isnt to be opened", "the window isn't meant to be opened",
+])
+def test_a_prohibition_after_a_copula_is_a_negation(text):
+    assert negation(text) is not None
 
 
 def test_the_edit_limits_follow_the_words_length():

@@ -1,6 +1,7 @@
 """Policy node in-process, with the real tiny checkpoint: I/O, lifecycle + gating, safety, budgets, record/replay."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -865,6 +866,11 @@ def test_diagnostics_show_the_drift_margin_the_time_budgets_plan_with(executor, 
     cap = node.stack.controller.cap
     assert shown(node) == "0 ms (configure's times until 100 steps)"
     assert shown(node, "exit cap now") == f"{cap} (budget.peak_ms 1e+06 ms with the time drift margin)"
+    # a step applying a budget without peak_ms, caught between its budget and its cap: a TypeError out of the
+    # diagnostics timer ended the executor's spin (and ~/halt with it); the two are read once now
+    controller = node.stack.controller
+    controller.budget = dataclasses.replace(controller.budget, peak_ms=None)
+    assert shown(node, "exit cap now") is None and shown(node) is not None
 
 
 def test_the_first_status_after_a_reconfigure_counts_from_the_configure(executor, tiny_checkpoint):
@@ -1182,7 +1188,7 @@ def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor
 
 @pytest.mark.parametrize(("text", "why"), [
     ("don\u2019t push the puck to the goal", "asks not to do something (\"don't\")"),
-    ("The puck is off the goal, push it on", "holds words of opposite tasks ('on' and 'off')"),
+    ("The puck is off the goal, push it on", "says a state ('off') beside a request of the opposite task ('on')"),
 ])
 def test_a_negated_or_self_contradicting_instruction_is_refused_and_stops_the_robot(executor, tiny_checkpoint, tmp_path,
                                                                                     monkeypatch, text, why):

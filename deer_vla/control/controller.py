@@ -132,11 +132,15 @@ class ExitController:
         return dataclasses.replace(budget, average_gflops=solved.average_gflops)
 
     def _apply_budget(self, budget: BudgetSpec) -> None:
+        timed_before = getattr(self, "guard", None) is not None or getattr(self, "_peak_worst", None) is not None
         self.report, self.guard = self._validate(budget)
         self.budget = budget
         # peak_ms's cap is the deepest exit whose configure-time p99 fits it; these follow the machine (_time_cap)
         self._peak_worst = ([step_worst_ms(self.profile, k) for k in range(1, self.report.cap + 1)]
                             if budget.peak_ms is not None and self.profile.has_latency() else None)
+        if self.plans_with_time and not timed_before and self.drift.steps:
+            # steps ran unmeasured since the last time budget: its margin says how the machine was then
+            self.drift = DriftMargin()
 
     def _time_cap(self) -> int | None:
         """The deepest exit the peak time budget allows now: its worst case at configure plus the drift margin
@@ -163,7 +167,7 @@ class ExitController:
         per-step deadline (it stops steps before the certified thresholds decide).
         """
         report, _ = self._validate(budget)
-        g = self.guarantee
+        g = self._certified()  # not suspended by a slow machine's time cap: a budget that voids it is still refused
         if g is not None and budget.deadline_ms is not None:
             raise ValueError(f"a deadline ({budget.deadline_ms:g} ms) stops steps before the thresholds certified "
                              f"for eps={g.eps:g} decide, so the fidelity guarantee would not hold; run without the "
@@ -299,15 +303,21 @@ class ExitController:
     @property
     def guarantee(self) -> Guarantee | None:
         """The thresholds' fidelity guarantee, while it holds: dynamic mode, the thresholds' own criterion,
-        the cap it was certified under (a different cap or criterion takes other exits) and no per-step deadline
-        (which stops steps before the thresholds decide)."""
+        the cap it was certified under (a different cap or criterion takes other exits), no per-step deadline
+        (which stops steps before the thresholds decide), and no peak_ms cap a slow machine lowered below it."""
+        g = self._certified()
+        if g is not None and self.time_cap is not None and self.time_cap < self.report.cap:
+            return None  # a machine slower than configure's: peak_ms stops steps before the thresholds decide
+        return g
+
+    def _certified(self) -> Guarantee | None:
+        """The thresholds' guarantee if the budget, mode and criterion keep it (``guarantee`` without the time
+        cap's suspension)."""
         th = self.thresholds
         if th is None or th.guarantee is None or self.fixed_exit is not None or self.oracle_tolerance is not None:
             return None
         if self.budget.deadline_ms is not None:
             return None
-        if self.time_cap is not None and self.time_cap < self.report.cap:
-            return None  # a machine slower than configure's: peak_ms stops steps before the thresholds decide
         family = th.guarantee.family
         if family is not None and family.cap != self.report.cap:
             return None

@@ -40,11 +40,11 @@ NOT_NEGATING = frozenset({("no", "problem"), ("no", "rush"), ("no", "hurry"), ("
 # "press the No. 5 button": an abbreviation of number, not a negation
 NUMBER_ABBREVIATION = re.compile(r"\bno\.?\s*\d", re.IGNORECASE)
 # words of opposite tasks (drawer-open / drawer-close, faucet on / off; not "lock", a noun as often: "the lock:
-# turn it to unlock" is door-unlock's own wording). A text holding
-# both says a state beside its goal ("the window is open, please close the window") or asks for two tasks; the
-# model reads word order little (its instruction check not at all) and did the opposite task: in 5 of 5
-# episodes for that window text and for "the drawer is shut, please open the drawer". No trained or held-out
-# wording of either suite holds both words of a pair
+# turn it to unlock" is door-unlock's own wording). A state said with one beside a goal said with the other ("the
+# window is open, please close the window") is read as the state's task: the model reads word order little (its
+# instruction check not at all) and did the opposite task in 5 of 5 episodes for that window text and for "the
+# drawer is shut, please open the drawer". Only a stated state counts (after a copula: "on the sink", "take the
+# nut off the peg", "close to you" are no states). No trained or held-out wording of either suite holds one
 OPPOSITES = (
     (frozenset({"open", "opens", "opened", "opening"}),
      frozenset({"close", "closes", "closed", "closing", "shut", "shuts", "shutting"})),
@@ -83,27 +83,46 @@ def instruction_words(text: str) -> list[str]:
     return [plain_word(m.group()) for m in WORD.finditer(text)]
 
 
+STATE_WORDS_AFTER = 3  # "is open", "is still open", "was left wide open": the state word this near its copula
+# a copula in a state (and "<noun>'s", "the faucet's off"); "it's" too
+STATE_COPULAS = frozenset({"is", "are", "was", "were", "it's", "that's", "looks", "seems", "stays", "remains"})
+
+
 def opposite_words(text: str) -> tuple[str, str] | None:
-    """The first two words of ``text`` that name opposite tasks (OPPOSITES: "open" and "shut", "on" and "off"),
-    as written, or None. Read NFKC-folded, as the tokenizer reads it."""
-    words = set(instruction_words(unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES))))
-    for one, other in OPPOSITES:
-        a, b = sorted(words & one), sorted(words & other)
-        if a and b:
-            return a[0], b[0]
+    """(the state word, the other) when ``text`` says a state with a word of one side of OPPOSITES ("the window is
+    open", "the faucet's off": up to STATE_WORDS_AFTER words after a copula, in its clause) and holds a word of the
+    other side ("close", "on") anywhere; else None. Read NFKC-folded, as the tokenizer reads it."""
+    folded = unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES))
+    everywhere = set(instruction_words(folded))
+    for clause in CLAUSE_BREAK.split(folded):
+        words = instruction_words(clause)
+        for i, word in enumerate(words):
+            if not (word in STATE_COPULAS or word.endswith("'s")):
+                continue
+            for state in words[i + 1:i + 1 + STATE_WORDS_AFTER]:
+                for one, other in OPPOSITES:
+                    for side, opposite in ((one, other), (other, one)):
+                        found = sorted(everywhere & opposite)
+                        if state in side and found:
+                            return state, found[0]
     return None
 
 
+# these say a state ("if the drawer isn't open"), spelt with an apostrophe or without, unless PROHIBITIVE follows
+STATE_NEGATORS = frozenset({"isn't", "aren't", "wasn't", "weren't", "isnt", "arent"})
+# after a copula's negation these make a prohibition: "you aren't allowed to", "you are not to", "isnt meant to"
+PROHIBITIVE = frozenset({"to", "allowed", "supposed", "meant", "permitted"})
+
+
 def _negator(word: str) -> bool:
-    # "isn't" / "aren't" say a state ("if the drawer isn't open"), spelt with an apostrophe or without
-    return (word in NEGATIONS or word.endswith(("n't", "'nt"))) and word not in ("isn't", "aren't", "wasn't",
-                                                                                "weren't", "isnt", "arent")
+    return (word in NEGATIONS or word.endswith(("n't", "'nt"))) and word not in STATE_NEGATORS
 
 
 def negation(text: str, trained: Iterable[str] = ()) -> str | None:
     """The word that makes ``text`` ask not to do something, or None. A clause (CLAUSE_BREAK ends one) forbids
     when it holds a negation (NEGATIONS, or a contraction ending in n't or 'nt: "don't", "do'nt", "didnt"; not
-    after a copula, "the button that is not red"; not "No." before a number; not an idiom, "no rush"; not a word
+    after a copula, "the button that is not red", unless a prohibition follows: "you aren't allowed to"; "isn't",
+    "aren't" only then; not "No." before a number; not an idiom, "no rush"; not a word
     a checkpoint was trained on, ``trained``) and either a word that may name the task (any word but
     FUNCTION_WORDS; with ``trained`` given, a trained one) or nothing else ("don't! open the drawer"). The text
     is read NFKC-folded, as the tokenizer reads it ("don＇t" is "don't"). Refusing is the safe side: "open the
@@ -115,7 +134,10 @@ def negation(text: str, trained: Iterable[str] = ()) -> str | None:
         words = instruction_words(clause)
         found = None
         for i, word in enumerate(words):
-            if word in allowed or not _negator(word) or (i and words[i - 1] in COPULAS):
+            prohibits = i + 1 < len(words) and words[i + 1] in PROHIBITIVE
+            if word in allowed or not (_negator(word) or word in STATE_NEGATORS and prohibits):
+                continue
+            if i and words[i - 1] in COPULAS and not prohibits:
                 continue
             if i + 1 < len(words) and (word, words[i + 1]) in NOT_NEGATING:
                 continue

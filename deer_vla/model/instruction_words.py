@@ -13,8 +13,8 @@ or dropped), if exactly one is that near; a word with accents reads as the train
 A negated request ("don't open the drawer") names the task it forbids, and the policy does that task (10 of
 10 episodes opened the drawer). It cannot do "not X": core.instruction_text's ``negation`` finds the word that
 makes it one, and the node and the runner refuse it. Nor can it read a state said beside the goal ("the window
-is open, please close the window" opened it in 5 of 5 episodes): a text with words of opposite tasks
-(``opposite_words``) is refused the same way.
+is open, please close the window" opened it in 5 of 5 episodes): such a text (``opposite_words``, on the text
+as sent and as read: "cloes" is "close") is refused the same way.
 """
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ class NegatedInstructionError(ValueError):
 
 
 class OppositeWordsError(ValueError):
-    """An instruction with words of opposite tasks ("open" and "shut"): the policy may do either."""
+    """An instruction that says a state beside a goal of the opposite task ("the window is open, please close
+    it"): the policy did the state's task."""
 
     def __init__(self, text: str, words: tuple[str, str]) -> None:
         self.words = words
@@ -57,9 +58,10 @@ class OppositeWordsError(ValueError):
 
     @staticmethod
     def reason(words: tuple[str, str]) -> str:
-        return (f"holds words of opposite tasks ({words[0]!r} and {words[1]!r}): a state said beside the goal, or "
-                "two tasks; the policy reads word order too little to tell which is asked and did the opposite "
-                "task. Say only the goal (\"close the window\")")
+        """(state word, the other) -> why such a text is refused."""
+        return (f"says a state ({words[0]!r}) beside a request of the opposite task ({words[1]!r}): the policy "
+                "reads word order too little to tell them apart and did the state's task; say only the goal "
+                "(\"close the window\")")
 
 
 def without_accents(word: str) -> str:

@@ -303,6 +303,12 @@ class PolicyRunner:
         normalizer = getattr(getattr(self.tokenizer, "backend_tokenizer", None), "normalizer", None)
         return normalizer.normalize_str(text) if normalizer is not None else text
 
+    def opposite_words(self, instruction: str) -> tuple[str, str] | None:
+        """A state said beside a request of the opposite task (core.instruction_text.opposite_words), in the text as
+        sent or as the model reads it ("the window is open, please cloes it" reads "close"): refused
+        (OppositeWordsError)."""
+        return opposite_words(instruction) or opposite_words(self.read_instruction(instruction)[0])
+
     def _check_instruction(self, instruction: str) -> None:
         if instruction in self._token_cache:  # read before
             return
@@ -315,7 +321,7 @@ class PolicyRunner:
         word = self.negation(instruction)
         if word is not None:
             raise NegatedInstructionError(instruction, word)
-        opposite = opposite_words(instruction)
+        opposite = self.opposite_words(instruction)
         if opposite is not None:
             raise OppositeWordsError(instruction, opposite)
 

@@ -1019,7 +1019,7 @@ class PolicyNode(LifecycleNode):
             self._refuse_unclear(text, f"it asks not to do something ({word!r}), and the policy can only do tasks "
                                        "(it would do the one it names)")
             return
-        opposite = opposite_words(text)
+        opposite = stack.runner.opposite_words(text) if stack is not None else opposite_words(text)
         if opposite is not None:  # "the window is open, please close the window": it opened the window
             self._refuse_unclear(text, f"it {OppositeWordsError.reason(opposite)}")
             return
@@ -1597,9 +1597,9 @@ class PolicyNode(LifecycleNode):
             info["time drift margin"] = (
                 f"{drift.margin_ms:.3g} ms (p99 over the last {drift.steps} steps)" if drift.ready
                 else f"0 ms (configure's times until {drift.min_steps} steps)")
-        if controller.time_cap is not None:
-            info["exit cap now"] = (f"{controller.time_cap} (budget.peak_ms {controller.budget.peak_ms:g} ms with "
-                                    "the time drift margin)")
+        cap_now, peak_ms = controller.time_cap, controller.budget.peak_ms  # each read once: a step may change them
+        if cap_now is not None and peak_ms is not None:
+            info["exit cap now"] = f"{cap_now} (budget.peak_ms {peak_ms:g} ms with the time drift margin)"
         guarantee = controller.guarantee
         info["fidelity guarantee"] = guarantee.describe() if guarantee is not None else "none in force"
         if guarantee is not None:
