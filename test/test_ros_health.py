@@ -394,3 +394,20 @@ def test_the_publisher_note_names_the_topic_asked_about_and_the_proprio_setting(
     assert note == ("published as sensor_msgs/msg/JointState, read here as std_msgs/msg/Float32MultiArray: "
                     "proprio.source joint_state reads JointState on proprio.joint_state_topic, array reads "
                     "Float32MultiArray on proprio_topic")
+
+
+def test_joint_states_refused_after_good_ones_are_named_before_the_stale_skips_they_cause():
+    """A driver that renamed a joint: its joint states arrive and are refused, so every step is skipped as a
+    stale joint state; /diagnostics said "stale_joint_state: no fresh joint state", which sends an operator to
+    a dead driver. The refusal and its reason come first."""
+    before = _snap(proprio=InputAge("joint_states", 0.03, 0.03, refused=0))
+    reason = "joint state: no joint finger_joint in the message (it has joint_1, ...)"
+    now = _snap(proprio=InputAge("joint_states", 10.4, 10.4, refused=150, refusal=reason),
+                skipped={"stale_joint_state": 100},
+                skip_details={"stale_joint_state": "no fresh joint state: the newest accepted was stamped 10.4 s ago"},
+                last_step_age_s=10.4)
+    status = policy_status(now, before)
+    assert "every joint state on 'joint_states' refused for 10.4 s (150 in the last period), the latest: " \
+           f"{reason}" in status.message, status.message
+    quiet = policy_status(replace(now, proprio=InputAge("joint_states", 10.4, 10.4, refused=0)), before)
+    assert "stale_joint_state: no fresh joint state" in quiet.message  # none refused: the skips say it

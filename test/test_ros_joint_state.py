@@ -216,6 +216,14 @@ def test_policy_node_steps_on_joint_states_and_refuses_bad_ones(executor, tiny_c
     assert spin_until(executor, lambda: node.stats.rejected_proprio == rejected + len(bad))
     assert node.stats.steps == steps  # event mode waits for an accepted joint state: none was stepped on
     np.testing.assert_array_equal(node.proprio, np.float32([0.1, -0.2, 0.3, 0.5]))  # the last good one kept
+    # once the last good one is old, the skip names the refusals since it, not only its age (a renamed joint
+    # read as a dead driver)
+    drv.spin(0.6)
+    drv.send_pair()  # fresh images: only the joint state is old
+    drv.spin(0.05)
+    why = node._why_stale(dict(node.frames), None, node.params, node.stack)
+    assert why is not None and why[0] == "stale_joint_state", why
+    assert "the joint states since were refused, the latest: joint state stamped" in why[1], why
 
     # unstamped (drivers that leave the header empty) is taken as received, like an unstamped image
     unstamped = joint_state(position=[0.0, 0.0, 0.0, 0.7, -0.6])

@@ -1217,6 +1217,25 @@ def test_a_negated_or_self_contradicting_instruction_is_refused_and_stops_the_ro
     assert not drv.drive_until(lambda: len(drv.records) > records, timeout=1.0)  # and nothing steps
 
 
+def test_an_instruction_two_tasks_are_as_near_to_is_a_warning(executor, tiny_checkpoint, tmp_path, monkeypatch):
+    """Two tasks' wordings equally near (the comparison reads no word order: "push the puck" is "the puck push"):
+    the log said "heard as push" at INFO as if sure; it is a WARN naming the other task, and /diagnostics says
+    WARN too. The text still runs (unfamiliar_instruction judges the floor only)."""
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    (ckpt / "extra.json").write_text(json.dumps({"training": {"instructions": {
+        "push": ["push the puck"], "reach": ["the puck push"]}}}))
+    node = started_policy_node(executor, ckpt)
+    warns = _spy_on_log(node, "warn", monkeypatch)
+    drv = Driver(executor)
+    drv.instruct("push the puck")
+    assert drv.drive_until(lambda: node.instruction == "push the puck")
+    said = [m for m, _ in warns if m.startswith("instruction: 'push the puck'")]
+    assert len(said) == 1 and "is nearly as near (1.00): the policy may do either" in said[0], warns
+    level, message, values = _instruction_status(node)
+    assert level == 1 and "nearly as near" in message and values["nearest other task"].startswith("reach")
+
+
 def test_a_misspelt_instruction_runs_as_the_trained_one_and_says_so(executor, tiny_checkpoint, tmp_path,
                                                                    monkeypatch):
     node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"))
@@ -1551,6 +1570,25 @@ def test_the_gripper_goes_out_as_joint_positions_for_a_forward_command_controlle
         assert "checkpoint_dir" not in refused._configure_error  # a check across parameters: not every value
         executor.remove_node(refused)
         refused.destroy_node()
+
+
+def test_configure_says_what_the_gripper_output_sends(executor, tiny_checkpoint, monkeypatch):
+    """The model's gripper is -1 open .. +1 closed whatever units the demonstrations recorded (the checkpoint does
+    not keep them): an own robot's guide-follower wired cmd_gripper to a finger-width controller and sent it
+    -0.67. Configure says the scale and how to send positions instead."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    for params, said in (({}, "gripper on 'cmd_gripper': std_msgs/Float64, -1 open .. +1 closed (gripper.output: "
+                               "unit; a controller that takes joint positions needs gripper.output: positions"),
+                         ({"gripper.output": "positions", "gripper.open_positions": [0.04],
+                           "gripper.closed_positions": [0.0]},
+                          "std_msgs/Float64MultiArray of joint positions, [0.04] open .. [0.0] closed")):
+        node = policy_node(executor, tiny_checkpoint, **params)
+        infos = _spy_on_log(node, "info", monkeypatch)
+        assert node.trigger_configure() == R.SUCCESS
+        assert any(said in m for m, _ in infos), infos
+        executor.remove_node(node)
+        node.destroy_node()
 
 
 def test_gripper_positions_set_through_the_parameter_services_one_list_at_a_time(executor, tiny_checkpoint):

@@ -24,11 +24,16 @@ from deer_vla.model.tokenizer import encode_instructions
 @dataclass(frozen=True)
 class InstructionMatch:
     """The trained wording nearest to an instruction: its task, its text and their cosine similarity
-    (1.0: the same tokens; unrelated wordings fall to about 0.1-0.3 with the wordllama table)."""
+    (1.0: the same tokens; unrelated wordings fall to about 0.1-0.3 with the wordllama table); and the nearest
+    wording of another task (one not trained on that same text: a shared-start twin is the same task to this
+    comparison), its task and similarity (None: no other task)."""
 
     task: str
     nearest: str
     similarity: float
+    runner_up_task: str | None = None
+    runner_up: str | None = None
+    runner_up_similarity: float | None = None
 
 
 def trained_wordings(record: Any) -> dict[str, list[str]]:
@@ -90,6 +95,10 @@ class InstructionMatcher:
         rows = np.concatenate([self.embed(unique[i:i + EMBED_CHUNK]) for i in range(0, len(unique), EMBED_CHUNK)])
         index = {text: i for i, text in enumerate(unique)}
         self._matrix = rows[[index[text] for _, text in self._keys]]
+        # per key: its text's and its task's numbers, for the nearest other task without a Python loop per call
+        self._text_ids = np.array([index[text] for _, text in self._keys])
+        task_index = {task: i for i, task in enumerate(sorted(wordings))}
+        self._task_ids = np.array([task_index[task] for task, _ in self._keys])
 
     @classmethod
     def from_runner(cls, runner: Any, record: Any) -> InstructionMatcher:
@@ -126,4 +135,10 @@ class InstructionMatcher:
         scores = self._matrix @ self.embed([text])[0]
         best = int(np.argmax(scores))
         task, nearest = self._keys[best]
-        return InstructionMatch(task, nearest, float(np.clip(scores[best], -1.0, 1.0)))
+        same = self._task_ids[self._text_ids == self._text_ids[best]]  # tasks trained on that very wording
+        others = ~np.isin(self._task_ids, same)
+        if not others.any():
+            return InstructionMatch(task, nearest, float(np.clip(scores[best], -1.0, 1.0)))
+        second = int(np.argmax(np.where(others, scores, -np.inf)))
+        return InstructionMatch(task, nearest, float(np.clip(scores[best], -1.0, 1.0)), self._keys[second][0],
+                                self._keys[second][1], float(np.clip(scores[second], -1.0, 1.0)))

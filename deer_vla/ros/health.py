@@ -203,15 +203,16 @@ def _holding_back(snap: HealthSnapshot, skipped: Mapping[str, int], before: Heal
             return _all_refused(f"image from camera '{camera}'", age,
                                 f"for {age.received_age_s:.1f} s ({refused} in the last period)")
         return f"no image from camera '{camera}' on '{age.topic}' for {age.received_age_s:.1f} s{age.silent_because()}"
+    proprio = snap.proprio
+    quiet = proprio is not None and proprio.received_age_s is not None and proprio.received_age_s > snap.window_s
+    refused = _refused_since(proprio, before.proprio if before is not None else None) if quiet else 0
+    if proprio is not None and refused > 0:  # before the skips it causes: "stale joint state" sent to the driver
+        return _all_refused(snap.proprio_kind, proprio,
+                            f"for {proprio.received_age_s:.1f} s ({refused} in the last period)")
     reason = _most_frequent(skipped)
     if reason is not None:
         return f"{reason}: {snap.skip_details.get(reason, SKIP_REASONS[reason])}"
-    proprio = snap.proprio
-    if proprio is not None and proprio.received_age_s is not None and proprio.received_age_s > snap.window_s:
-        refused = _refused_since(proprio, before.proprio if before is not None else None)
-        if refused > 0:
-            return _all_refused(snap.proprio_kind, proprio,
-                                f"for {proprio.received_age_s:.1f} s ({refused} in the last period)")
+    if proprio is not None and quiet:
         return (f"no {snap.proprio_kind} on '{proprio.topic}' for {proprio.received_age_s:.1f} s"
                 f"{proprio.silent_because()}")
     if snap.step_running:

@@ -273,6 +273,7 @@ class PolicyNode(LifecycleNode):
         self._proprio_ns = -1
         self._proprio_arrived: Moment | None = None
         self._proprio_stamp_ns: int | None = None  # header stamp of the JointState the proprio came from
+        self._proprio_refused_since = False  # messages refused since the last one accepted (why it went stale)
         # recent stamped joint states: a step pairs its images with the one stamped nearest them
         # (message_filters' ApproximateTime), not the newest, which a camera's latency puts ahead of the picture
         self._joint_history: StampedHistory[np.ndarray] = StampedHistory()
@@ -462,6 +463,15 @@ class PolicyNode(LifecycleNode):
                 f"rate_hz {params.rate_hz:g} differs from the {rate:g} Hz of the demonstrations the policy was "
                 f"trained on: its per-step actions move the robot at another speed than shown (set rate_hz: {rate:g})")
         self._say_frame(params.frame_id, explicit_frame, stack.action_spec.frame)
+        # the model's gripper is -1 open .. +1 closed whatever the demonstrations recorded: said, so a position
+        # controller is not sent -0.67 "m"
+        self.get_logger().info(
+            f"gripper on '{params.gripper_topic}': " + (
+                "std_msgs/Float64, -1 open .. +1 closed (gripper.output: unit; a controller that takes joint "
+                "positions needs gripper.output: positions with gripper.open_positions/closed_positions)"
+                if params.gripper_output == "unit" else
+                f"std_msgs/Float64MultiArray of joint positions, {params.gripper_open_positions} open .. "
+                f"{params.gripper_closed_positions} closed (gripper.output: positions)"))
         guarantee = getattr(stack.controller, "guarantee", None)
         if guarantee is not None:
             self.get_logger().info(f"fidelity guarantee in force: {guarantee.describe()}")
@@ -1055,8 +1065,9 @@ class PolicyNode(LifecycleNode):
         said = (f"instruction: {quoted(text)} (episode reset{heard})" if changed else
                 f"instruction {quoted(text)} again (episode reset; repeated_instruction: 'keep' carries on "
                 f"instead{heard})")
-        if verdict is not None and verdict.unfamiliar:
-            said += ": the policy may not do what it says (unfamiliar_instruction: refuse keeps such a text out)"
+        if verdict is not None and (verdict.unfamiliar or verdict.close_call):
+            if verdict.unfamiliar:
+                said += ": the policy may not do what it says (unfamiliar_instruction: refuse keeps such a text out)"
             if changed:
                 self.get_logger().warn(said)
             else:
@@ -1163,11 +1174,13 @@ class PolicyNode(LifecycleNode):
         """The message is dropped; the last accepted proprioception stays, and no step runs on the refused one."""
         self.stats.rejected_proprio += 1
         self.stats.refuse(PROPRIO_INPUT, reason)
+        self._proprio_refused_since = True
         self.get_logger().error(f"proprioception refused (not used for any step): {reason}",
                                 throttle_duration_sec=2.0)
 
     def _accept_proprio(self, values: np.ndarray, stamp_ns: int | None) -> None:
         self.proprio, self._proprio_stamp_ns = values, stamp_ns
+        self._proprio_refused_since = False
         # the driver's clock going back (a simulator reset under use_sim_time) drops the poses held: the
         # pairing would otherwise hand the model the old arm pose
         if stamp_ns is not None and self._joint_history.add(stamp_ns, values):
@@ -1297,7 +1310,9 @@ class PolicyNode(LifecycleNode):
             return None
         joint = stamp_problem(self._proprio_stamp_ns, now, params.max_image_age_s, params.max_image_future_s)
         if joint is not None:
-            return "stale_joint_state", f"no fresh joint state: the newest was {joint}"
+            refused = (f"; the joint states since were refused, the latest: {self.stats.refusals.get(PROPRIO_INPUT)}"
+                       if self._proprio_refused_since else "")
+            return "stale_joint_state", f"no fresh joint state: the newest accepted was {joint}{refused}"
         paired = joint_stamp_ns if joint_stamp_ns is not None else self._proprio_stamp_ns
         skew = skew_problem(paired, {c: f.stamp_ns for c, f in frames.items()}, params.max_joint_state_skew_s)
         if skew is not None:
