@@ -181,7 +181,7 @@ def test_the_runner_reads_a_misspelt_instruction_as_the_trained_one(tiny_checkpo
         plain.check_observation(negated)
     for checked in (runner, plain):  # a state said beside the goal: refused with or without a record
         contradicting = Observation(images=negated.images, proprio=proprio,
-                                    instruction="the puck is off the goal, push it on")
+                                    instruction="the puck is off, push it on")
         with pytest.raises(OppositeWordsError, match="a state \\('off'\\) beside a request of the opposite task"):
             checked.check_observation(contradicting)
 
@@ -258,6 +258,14 @@ def default_runner():
     ("The water is off. Turn it on.", ("off", "on")),  # closed the faucet in 5 of 5
     ("The faucet\u2019s off; turn it ON", ("off", "on")),
     ("The window was left wide open, close it", ("open", "close")),
+    # states a second review found let through: "left", "been", "with", "being", a longer reach
+    ("I left the window open, please close it", ("open", "close")),
+    ("someone left the faucet on, turn it off", ("on", "off")),
+    ("the faucet has been on for an hour, turn it off", ("on", "off")),
+    ("with the drawer open, close it", ("open", "close")),
+    ("the drawer being open, close it", ("open", "close")),
+    ("the window was opened by the wind, close it", ("opened", "close")),
+    ("the drawer is still sitting wide open, close it", ("open", "close")),
     ("\uff54\uff48\uff45 window \uff49\uff53 \uff4f\uff50\uff45\uff4e, \uff43\uff4c\uff4f\uff53\uff45 it",
      ("open", "close")),  # fullwidth: NFKC, as the tokenizer reads it
 ])
@@ -273,6 +281,12 @@ def test_a_state_beside_a_request_of_the_opposite_task_is_found(text, words):
     "turn off the faucet on the sink", "the faucet on the counter: turn it off",
     "take the nut off the peg and put it on the table", "knock the puck off the table, the one on the left",
     "open the drawer close to you", "the window is not closed, close it",
+    # a place after "on"/"close", and "let's", "what's", "there's" (a second review found these refused)
+    "what's on the table? turn off the faucet", "the faucet is on the sink, turn it off",
+    "there's a cup on the table, turn off the faucet", "let's turn off the faucet on the left",
+    "the drawer is close to you, open it", "it's close to you: open the drawer",
+    "the nut's on the peg, lift it off the peg", "the puck is on the table, sweep it off",
+    "the button is on top, press it", "the coffee machine is on the table, switch it on",
 ])
 def test_requests_that_state_no_opposite_have_no_opposite_words(text):
     assert opposite_words(text) is None
@@ -289,10 +303,20 @@ def test_a_state_and_its_opposite_are_found_in_the_text_the_model_reads(default_
 
 @pytest.mark.parametrize("text", [
     "you arent allowed to open the drawer", "you aren't allowed to open the drawer", "you are not to open the drawer",
-    "the drawer isnt to be opened", "the window isn't meant to be opened",
+    "you are not going to open the drawer", "it's not safe to open the drawer", "it is not okay to open the drawer",
+    "you aren't ever allowed to open the drawer", "the window isn't meant to open",
 ])
 def test_a_prohibition_after_a_copula_is_a_negation(text):
     assert negation(text) is not None
+
+
+@pytest.mark.parametrize("text", [
+    "the drawer is not to the left, open the window", "it isn't to be confused with the window: open the drawer",
+    "the drawer isn't to your left, open it", "the window isn't meant to be open, close it",
+    "the drawer isn't supposed to be open, close it", "press the button that is not to the left",
+])
+def test_a_place_or_a_state_after_a_copula_is_no_prohibition(text):
+    assert negation(text) is None
 
 
 def test_the_edit_limits_follow_the_words_length():

@@ -1188,7 +1188,7 @@ def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor
 
 @pytest.mark.parametrize(("text", "why"), [
     ("don\u2019t push the puck to the goal", "asks not to do something (\"don't\")"),
-    ("The puck is off the goal, push it on", "says a state ('off') beside a request of the opposite task ('on')"),
+    ("The puck is off, push it on", "says a state ('off') beside a request of the opposite task ('on')"),
 ])
 def test_a_negated_or_self_contradicting_instruction_is_refused_and_stops_the_robot(executor, tiny_checkpoint, tmp_path,
                                                                                     monkeypatch, text, why):

@@ -132,15 +132,11 @@ class ExitController:
         return dataclasses.replace(budget, average_gflops=solved.average_gflops)
 
     def _apply_budget(self, budget: BudgetSpec) -> None:
-        timed_before = getattr(self, "guard", None) is not None or getattr(self, "_peak_worst", None) is not None
         self.report, self.guard = self._validate(budget)
         self.budget = budget
         # peak_ms's cap is the deepest exit whose configure-time p99 fits it; these follow the machine (_time_cap)
         self._peak_worst = ([step_worst_ms(self.profile, k) for k in range(1, self.report.cap + 1)]
                             if budget.peak_ms is not None and self.profile.has_latency() else None)
-        if self.plans_with_time and not timed_before and self.drift.steps:
-            # steps ran unmeasured since the last time budget: its margin says how the machine was then
-            self.drift = DriftMargin()
 
     def _time_cap(self) -> int | None:
         """The deepest exit the peak time budget allows now: its worst case at configure plus the drift margin
@@ -297,7 +293,8 @@ class ExitController:
     @property
     def plans_with_time(self) -> bool:
         """Whether a time budget plans with the machine's step times (a deadline, or peak_ms on a timed
-        profile): only then are steps measured into ``drift``."""
+        profile). Steps are measured into ``drift`` whenever the profile has latencies, with or without one: a
+        time budget set later starts from how the machine runs now, not from before it was unset."""
         return self.guard is not None or self._peak_worst is not None
 
     @property
@@ -347,8 +344,9 @@ class ExitController:
         either (from another thread, applied at the next step) cannot leave it stale.
         """
         target = self._average_target()
-        if self.tracker is None or target is None or self.guarantee is not None:
-            return None  # scaling certified thresholds would void their guarantee
+        if self.tracker is None or target is None or self._certified() is not None:
+            # scaling certified thresholds would void their guarantee (also while a slow machine suspends it)
+            return None
         if self.tracker.target_gflops != target:
             self.tracker.set_target(target)
         return self.tracker
@@ -472,10 +470,10 @@ class ExitController:
         tc = self.clock()
         action = np.asarray(self.policy.commit(chosen), dtype=np.float64)
         t_end = self.clock()
-        if self.plans_with_time:
+        if self.guard is not None or self.profile.has_latency():
             # the model's whole step, as configure timed it (not a compressed frame's decode before it)
             notice = self.drift.observe((t_end - t_begin) * 1e3, self._planned_ms(ran))
-            if notice is not None:
+            if notice is not None and self.plans_with_time:  # nothing to say while nothing plans with it
                 log.warning(notice)
         # Compute spent = every exit that ran; the oracle reports its floor instead.
         charged = chosen if reason == "oracle" else ran

@@ -176,8 +176,8 @@ class DriftMargin:
         if not self._warned and self.margin_ms >= DRIFT_WARN * typical:
             self._warned = True
             return (f"steps take up to {self.margin_ms:.3g} ms more than the times measured at configure (p99 of "
-                    f"the last {len(self._excess)}; they plan {typical:.3g} ms): the deadline guard keeps that "
-                    "margin, so fewer deep exits fit")
+                    f"the last {len(self._excess)}; they plan {typical:.3g} ms): a deadline or peak_ms keeps "
+                    "that margin, so fewer deep exits fit")
         if self._warned and self.margin_ms < DRIFT_CLEAR * typical:
             self._warned = False
             return f"steps are back within {self.margin_ms:.3g} ms of the times measured at configure"

@@ -43,8 +43,9 @@ NUMBER_ABBREVIATION = re.compile(r"\bno\.?\s*\d", re.IGNORECASE)
 # turn it to unlock" is door-unlock's own wording). A state said with one beside a goal said with the other ("the
 # window is open, please close the window") is read as the state's task: the model reads word order little (its
 # instruction check not at all) and did the opposite task in 5 of 5 episodes for that window text and for "the
-# drawer is shut, please open the drawer". Only a stated state counts (after a copula: "on the sink", "take the
-# nut off the peg", "close to you" are no states). No trained or held-out wording of either suite holds one
+# drawer is shut, please open the drawer". Only a stated state counts (after a copula or "left", "been": "I left
+# the window open"; not a place, "on the sink", "close to you"; not "take the nut off the peg"). No trained or
+# held-out wording of either suite states one
 OPPOSITES = (
     (frozenset({"open", "opens", "opened", "opening"}),
      frozenset({"close", "closes", "closed", "closing", "shut", "shuts", "shutting"})),
@@ -83,9 +84,21 @@ def instruction_words(text: str) -> list[str]:
     return [plain_word(m.group()) for m in WORD.finditer(text)]
 
 
-STATE_WORDS_AFTER = 3  # "is open", "is still open", "was left wide open": the state word this near its copula
-# a copula in a state (and "<noun>'s", "the faucet's off"); "it's" too
-STATE_COPULAS = frozenset({"is", "are", "was", "were", "it's", "that's", "looks", "seems", "stays", "remains"})
+STATE_WORDS_AFTER = 5  # "is open", "was left wide open", "is currently all the way open": this near its introducer
+# words a stated state follows (and "<noun>'s": "the faucet's off"): copulas, "left"/"been"/"got" ("I left the
+# window open", "has been on", "got opened"), "with" ("with the drawer open")
+STATE_INTRODUCERS = frozenset({
+    "is", "are", "was", "were", "it's", "that's", "looks", "seems", "stays", "remains", "stands", "appears",
+    "sits", "sitting", "left", "been", "being", "got", "keeps", "with",
+})
+NOT_STATE_S = frozenset({"let's", "what's", "there's", "here's", "where's", "who's", "how's", "one's"})
+# "on", "off" and "close" before these name a place ("on the sink", "on top", "off the table", "close to you",
+# "close by"), not a state
+PLACE_WORDS = frozenset({"on", "off", "close"})
+PLACE_AFTER = frozenset({
+    "the", "a", "an", "top", "to", "by", "your", "my", "its", "his", "her", "their", "our", "this", "that", "these",
+    "those", "it", "them", "me", "you", "left", "right", "either", "each",
+})
 
 
 def opposite_words(text: str) -> tuple[str, str] | None:
@@ -97,9 +110,12 @@ def opposite_words(text: str) -> tuple[str, str] | None:
     for clause in CLAUSE_BREAK.split(folded):
         words = instruction_words(clause)
         for i, word in enumerate(words):
-            if not (word in STATE_COPULAS or word.endswith("'s")):
+            if not (word in STATE_INTRODUCERS or word.endswith("'s") and word not in NOT_STATE_S):
                 continue
-            for state in words[i + 1:i + 1 + STATE_WORDS_AFTER]:
+            for j in range(i + 1, min(i + 1 + STATE_WORDS_AFTER, len(words))):
+                state = words[j]
+                if state in PLACE_WORDS and j + 1 < len(words) and words[j + 1] in PLACE_AFTER:
+                    continue  # "is on the sink", "is close to you": a place
                 for one, other in OPPOSITES:
                     for side, opposite in ((one, other), (other, one)):
                         found = sorted(everywhere & opposite)
@@ -110,8 +126,27 @@ def opposite_words(text: str) -> tuple[str, str] | None:
 
 # these say a state ("if the drawer isn't open"), spelt with an apostrophe or without, unless PROHIBITIVE follows
 STATE_NEGATORS = frozenset({"isn't", "aren't", "wasn't", "weren't", "isnt", "arent"})
-# after a copula's negation these make a prohibition: "you aren't allowed to", "you are not to", "isnt meant to"
-PROHIBITIVE = frozenset({"to", "allowed", "supposed", "meant", "permitted"})
+# within three words after a copula's negation these make a prohibition: "you aren't allowed to", "it's not
+# safe to", "you are not going to"; and "to" + a verb right after it, "you are not to open" (not "to the left",
+# not "to be confused"; "isn't supposed to be open" is a state)
+PROHIBITIVE = frozenset({"allowed", "permitted", "ok", "okay", "safe", "going"})
+NOT_A_VERB_AFTER_TO = frozenset({
+    "the", "a", "an", "your", "my", "his", "her", "its", "their", "our", "this", "that", "left", "right", "be",
+    "me", "you", "it", "them",
+})
+
+
+def _prohibits(words: list[str], i: int) -> bool:
+    """Whether the negation ``words[i]`` after a copula forbids ("you aren't allowed to open") rather than says a
+    state ("the button that is not red", "isn't supposed to be open")."""
+    ahead = words[i + 1:i + 4]
+    if any(w in PROHIBITIVE for w in ahead):
+        return True
+    if ahead[:1] == ["to"]:
+        return len(ahead) > 1 and ahead[1] not in NOT_A_VERB_AFTER_TO
+    if ahead[:2] in (["supposed", "to"], ["meant", "to"]):
+        return len(ahead) > 2 and ahead[2] not in NOT_A_VERB_AFTER_TO
+    return False
 
 
 def _negator(word: str) -> bool:
@@ -134,7 +169,7 @@ def negation(text: str, trained: Iterable[str] = ()) -> str | None:
         words = instruction_words(clause)
         found = None
         for i, word in enumerate(words):
-            prohibits = i + 1 < len(words) and words[i + 1] in PROHIBITIVE
+            prohibits = _prohibits(words, i)
             if word in allowed or not (_negator(word) or word in STATE_NEGATORS and prohibits):
                 continue
             if i and words[i - 1] in COPULAS and not prohibits:

@@ -683,6 +683,7 @@ class PolicyNode(LifecycleNode):
         self._instruction_check = None
         # the next configuration may read another source or checkpoint: wait for its own proprioception
         self.proprio, self._proprio_stamp_ns, self._proprio_ns, self._proprio_arrived = None, None, -1, None
+        self._proprio_refused_since = False
         self._joint_history.clear()
         self.frames.clear()
         self._used_ns.clear()
@@ -1091,10 +1092,10 @@ class PolicyNode(LifecycleNode):
                                    "to be sure what runs")
 
     def _refuse_unclear(self, text: str, why: str) -> None:
-        """A text the policy would not do as meant (one that asks not to do something, or holds words of opposite
-        tasks) is refused, and the instruction in force is dropped with it: the robot was told something new,
-        maybe to stop doing something, so it steps no more until a new instruction (holding the last one would
-        carry on with what it may have just been told not to do)."""
+        """A text the policy would not do as meant (one that asks not to do something, or says a state beside a
+        request of the opposite task) is refused, and the instruction in force is dropped with it: the robot was
+        told something new, maybe to stop doing something, so it steps no more until a new instruction (holding
+        the last one would carry on with what it may have just been told not to do)."""
         had = self.instruction is not None
         self._drop_instruction()
         self.stats.rejected_instructions += 1
