@@ -103,8 +103,9 @@ PLACE_AFTER = frozenset({
 
 def opposite_words(text: str) -> tuple[str, str] | None:
     """(the state word, the other) when ``text`` says a state with a word of one side of OPPOSITES ("the window is
-    open", "the faucet's off": up to STATE_WORDS_AFTER words after a copula, in its clause) and holds a word of the
-    other side ("close", "on") anywhere; else None. Read NFKC-folded, as the tokenizer reads it."""
+    open", "the faucet's off", "I left it on": up to STATE_WORDS_AFTER words after a STATE_INTRODUCERS word or a
+    "<noun>'s", in its clause, and no place, "on the sink") and holds a word of the other side ("close", "on")
+    anywhere; else None. Read NFKC-folded, as the tokenizer reads it."""
     folded = unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES))
     everywhere = set(instruction_words(folded))
     for clause in CLAUSE_BREAK.split(folded):
