@@ -67,3 +67,34 @@ def test_imported_policy_drives_the_twist_with_rotation(executor, trained, sourc
     drv.proprio_dim = proprio_dim + 1
     drv.drive_until(lambda: node.stats.rejected_proprio >= 3, timeout=3.0)
     assert node.stats.rejected_proprio >= 3 and node.stats.steps == steps
+
+
+def test_the_gripper_values_the_demonstrations_recorded_are_kept_and_said(executor, trained, monkeypatch):
+    """The importer maps the recorded gripper command (here 0 open .. 1 closed) onto -1..+1 and the checkpoint
+    kept nothing of it: a guide-follower wired cmd_gripper to a finger-width controller and sent it -0.67. The
+    training record keeps the raw values, and configure says how to send them."""
+    import json
+
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    from deer_vla.ros.policy_node import PolicyNode
+
+    checkpoint, _ = trained["lerobot"]
+    recorded = json.loads((checkpoint / "extra.json").read_text())["training"]["gripper"]
+    assert recorded["raw_open"] == 0.0 and recorded["raw_closed"] == 1.0
+    for output, said in (("unit", 1), ("positions", 0)):
+        params = {"checkpoint_dir": str(checkpoint), "gripper.output": output}
+        if output == "positions":
+            params.update({"gripper.open_positions": [0.0], "gripper.closed_positions": [1.0]})
+        node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        warnings: list[str] = []
+        monkeypatch.setattr(node.get_logger(), "warn", lambda m, said=warnings, **_: said.append(m))
+        executor.add_node(node)
+        assert node.trigger_configure() == R.SUCCESS
+        told = [m for m in warnings if "recorded the gripper command as 0 open .. 1 closed" in m]
+        assert len(told) == said, warnings
+        if said:
+            assert "gripper.output: positions, gripper.open_positions: [0], gripper.closed_positions: [1]" in told[0]
+        executor.remove_node(node)
+        node.destroy_node()

@@ -259,3 +259,25 @@ def test_an_output_dir_the_disk_cannot_take_is_named(dataset: Path, tmp_path: Pa
     argv = ["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out)), [])]
     assert trainer_module.cli_main(argv) == 2
     assert f"cannot write to output_dir {out}: No space left on device" in capsys.readouterr().err
+
+
+def test_the_recorded_gripper_is_read_only_from_an_imported_datasets_numbers(tmp_path: Path) -> None:
+    """training.gripper comes from meta.json's collection.action_mapping.gripper (an importer's raw values); a
+    simulator's dataset, a damaged mapping or no dataset records none, and never fails the training."""
+    import json
+
+    from deer_vla.train.trainer import recorded_gripper
+
+    data = tiny_demos(tmp_path / "demos")
+    assert recorded_gripper(data) is None  # a simulator's demonstrations: no mapping
+    assert recorded_gripper(tmp_path / "nothing") is None
+    meta_path = data / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for gripper, expected in (
+        ({"column": "action.gripper", "raw_open": 0.04, "raw_closed": 0}, {"raw_open": 0.04, "raw_closed": 0.0,
+                                                                           "column": "action.gripper"}),
+        ({"raw_open": "0.04", "raw_closed": 0}, None), ({"raw_open": True, "raw_closed": 0}, None), ("x", None),
+    ):
+        meta["collection"] = {"action_mapping": {"gripper": gripper}}
+        meta_path.write_text(json.dumps(meta))
+        assert recorded_gripper(data) == expected

@@ -465,6 +465,7 @@ class PolicyNode(LifecycleNode):
         self._say_frame(params.frame_id, explicit_frame, stack.action_spec.frame)
         # the model's gripper is -1 open .. +1 closed whatever the demonstrations recorded: said, so a position
         # controller is not sent -0.67 "m"
+        self._say_recorded_gripper(stack, params)
         self.get_logger().info(
             f"gripper on '{params.gripper_topic}': " + (
                 "std_msgs/Float64, -1 open .. +1 closed (gripper.output: unit; a controller that takes joint "
@@ -500,6 +501,26 @@ class PolicyNode(LifecycleNode):
                 "the checkpoint's)")
         else:
             self.get_logger().info(f"twists in frame '{frame_id}' (frame_id)")
+
+    def _say_recorded_gripper(self, stack: PolicyStack, params: PolicyParams) -> None:
+        """A checkpoint trained on an imported dataset records what the gripper command was on the robot
+        (training.gripper: the raw values mapped to -1 open, +1 closed): with the unit output, say how to send
+        those instead."""
+        ckpt = getattr(stack.runner, "checkpoint_dir", None)
+        try:
+            recorded = ckpt.read_training().get("gripper") if ckpt is not None else None
+        except (OSError, ValueError):
+            return  # the instruction check says the record cannot be read
+        if not isinstance(recorded, dict) or params.gripper_output != "unit":
+            return
+        raw_open, raw_closed = recorded.get("raw_open"), recorded.get("raw_closed")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (raw_open, raw_closed)):
+            return
+        self.get_logger().warn(
+            f"this checkpoint's demonstrations recorded the gripper command as {raw_open:g} open .. {raw_closed:g} "
+            f"closed, and '{params.gripper_topic}' sends -1 open .. +1 closed: for a controller that takes the "
+            f"recorded values set gripper.output: positions, gripper.open_positions: [{raw_open:g}], "
+            f"gripper.closed_positions: [{raw_closed:g}]")
 
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
         self._configure_error = reason

@@ -247,6 +247,27 @@ def trained_instructions(episodes: list[EpisodeArrays], paraphrase: bool, inheri
     return {task: sorted(texts) for task, texts in sorted(seen.items())}
 
 
+def recorded_gripper(dataset: str | Path) -> dict[str, Any] | None:
+    """The gripper command as the demonstrations recorded it, from an imported dataset's meta.json
+    (collection.action_mapping.gripper: the raw values the importer mapped to -1 open and +1 closed), or None.
+    Kept in the checkpoint so the policy node can say what its -1..+1 was on the robot."""
+    from deer_vla.data.episodes import DatasetMeta
+
+    root = Path(dataset)
+    try:
+        mapping = DatasetMeta.load(root).collection.get("action_mapping") if (root / "meta.json").is_file() else None
+    except (OSError, ValueError, TypeError, KeyError):  # load_episodes reports an unreadable dataset itself
+        return None
+    gripper = mapping.get("gripper") if isinstance(mapping, dict) else None
+    if not isinstance(gripper, dict):
+        return None
+    values = [gripper.get("raw_open"), gripper.get("raw_closed")]
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numbers) != 2:
+        return None
+    return {"raw_open": numbers[0], "raw_closed": numbers[1], "column": str(gripper.get("column", ""))}
+
+
 def inherited_instructions(init_checkpoint: str | None) -> Any:
     """The instruction record of the checkpoint a run starts from (None: a fresh model, or no record)."""
     if init_checkpoint is None:
@@ -303,6 +324,7 @@ class Trainer:
         )
         self.trained_instructions = trained_instructions(self.episodes, cfg.paraphrase,
                                                          inherited_instructions(cfg.init_checkpoint))
+        self.recorded_gripper = recorded_gripper(cfg.dataset)
         ckpt = latest_checkpoint(self.out) if resume else None
         if resume and ckpt is None:
             log.warning("--resume: no checkpoint under %s/checkpoints; starting from scratch", self.out)
@@ -439,9 +461,13 @@ class Trainer:
             self._write_final(extra)
 
     def _extra(self, step: int, stage: str | None) -> dict:
-        """What a checkpoint records of its training (extra.json): step, stage, config, instructions."""
-        return {"training": {"step": step, "stage": stage, "config": self.cfg.model_dump(mode="json"),
-                             "instructions": self.trained_instructions}}
+        """What a checkpoint records of its training (extra.json): step, stage, config, instructions, and the
+        gripper's recorded values (an imported dataset's)."""
+        training = {"step": step, "stage": stage, "config": self.cfg.model_dump(mode="json"),
+                    "instructions": self.trained_instructions}
+        if self.recorded_gripper is not None:
+            training["gripper"] = self.recorded_gripper
+        return {"training": training}
 
     def _write_final(self, extra: dict) -> None:
         """The model in ``output_dir``, file by file through a staging folder (each file whole or absent after a
