@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from deer_vla.core.instruction_text import negation, opposite_words
 from deer_vla.core.writable import unwritable_dir
 from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.evaluation.workers import (
@@ -56,6 +55,7 @@ from deer_vla.evaluation.workers import (
 )
 from deer_vla.model.config import format_validation_error
 from deer_vla.model.device import device_arg
+from deer_vla.model.instruction_words import refusal
 from deer_vla.sim.simulator_cache import SimulatorCache
 
 if TYPE_CHECKING:
@@ -306,15 +306,9 @@ def run_swap(
             raise ValueError(f"a wording for {task}, which is not among the tasks run ({', '.join(tasks)})")
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"the wording for {task} is empty")
-        word = negation(text)
-        if word is not None:  # the runner would refuse it at the first step, after the workers started
-            raise ValueError(f"the wording for {task} asks not to do something ({word!r}): the policy can only do "
-                             "tasks")
-        opposite = opposite_words(text)
-        if opposite is not None:
-            from deer_vla.model.instruction_words import OppositeWordsError
-
-            raise ValueError(f"the wording for {task} {OppositeWordsError.reason(opposite)}")
+        refused = refusal(text)
+        if refused is not None:  # the runner would refuse it at the first step, after the workers started
+            raise ValueError(f"the wording for {task} {refused.why}")
     if episodes_per_task < 1:
         raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
     if (expert is None) == (eval_cfg is None):

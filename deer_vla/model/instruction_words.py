@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from deer_vla.core.instruction_text import WORD, instruction_words, plain_word
+from deer_vla.core.instruction_text import WORD, instruction_words, negation, opposite_words, plain_word
 from deer_vla.core.log_text import quoted
 from deer_vla.model.instruction_match import trained_wordings
 
@@ -44,8 +44,9 @@ class NegatedInstructionError(ValueError):
 
     def __init__(self, text: str, word: str) -> None:
         self.word = word
-        super().__init__(f"instruction {quoted(text, 80)} asks not to do something ({word!r}): the policy can only "
-                         "do tasks, not avoid them, and would do the task it names")
+        self.why = (f"asks not to do something ({word!r}): the policy can only do tasks, not avoid them, and would "
+                    "do the task it names")
+        super().__init__(f"instruction {quoted(text, 80)} {self.why}")
 
 
 class OppositeWordsError(ValueError):
@@ -54,14 +55,23 @@ class OppositeWordsError(ValueError):
 
     def __init__(self, text: str, words: tuple[str, str]) -> None:
         self.words = words
-        super().__init__(f"instruction {quoted(text, 80)} {OppositeWordsError.reason(words)}")
+        self.why = (f"says a state ({words[0]!r}) beside a request of the opposite task ({words[1]!r}): the policy "
+                    "reads word order too little to tell them apart and did the state's task; say only the goal "
+                    "(\"close the window\")")
+        super().__init__(f"instruction {quoted(text, 80)} {self.why}")
 
-    @staticmethod
-    def reason(words: tuple[str, str]) -> str:
-        """(state word, the other) -> why such a text is refused."""
-        return (f"says a state ({words[0]!r}) beside a request of the opposite task ({words[1]!r}): the policy "
-                "reads word order too little to tell them apart and did the state's task; say only the goal "
-                "(\"close the window\")")
+
+def refusal(text: str, trained: Iterable[str] = (), read: str | None = None
+            ) -> NegatedInstructionError | OppositeWordsError | None:
+    """Why the policy would not do ``text`` as meant, as the error to raise or log (``.why``), or None: it asks
+    not to do something (``negation``; ``trained``: the checkpoint's words, which never count), or it says a state
+    beside a request of the opposite task (``opposite_words``, in the text as sent or as the model reads it,
+    ``read``). The one list of refusals the runner, the node and instruction-swap apply."""
+    word = negation(text, trained)
+    if word is not None:
+        return NegatedInstructionError(text, word)
+    opposite = opposite_words(text) or (opposite_words(read) if read is not None else None)
+    return OppositeWordsError(text, opposite) if opposite is not None else None
 
 
 def without_accents(word: str) -> str:

@@ -41,6 +41,7 @@ from deer_vla.model.instruction_words import (
     OppositeWordsError,
     TrainedWords,
     read_trained_words,
+    refusal,
 )
 from deer_vla.model.policy import MultiExitPolicy, SegmentState
 from deer_vla.model.preprocess import images_to_tensor
@@ -309,6 +310,12 @@ class PolicyRunner:
         (OppositeWordsError)."""
         return opposite_words(instruction) or opposite_words(self.read_instruction(instruction)[0])
 
+    def refusal(self, instruction: str) -> NegatedInstructionError | OppositeWordsError | None:
+        """Why the policy would not do ``instruction`` as meant (model.instruction_words.refusal, with this
+        checkpoint's trained words and reading), or None."""
+        return refusal(instruction, self.trained_words.words if self.trained_words is not None else (),
+                       self.read_instruction(instruction)[0])
+
     def _check_instruction(self, instruction: str) -> None:
         if instruction in self._token_cache:  # read before
             return
@@ -318,12 +325,9 @@ class PolicyRunner:
                              f"{self.model.config.lm.max_text_len} tokens)")
         if not clean_instruction(instruction):  # e.g. only zero-width characters: BOS alone would still "work"
             raise ValueError(f"instruction {quoted(instruction, 80)} holds no text")
-        word = self.negation(instruction)
-        if word is not None:
-            raise NegatedInstructionError(instruction, word)
-        opposite = self.opposite_words(instruction)
-        if opposite is not None:
-            raise OppositeWordsError(instruction, opposite)
+        refused = self.refusal(instruction)
+        if refused is not None:
+            raise refused
 
     def _tokens(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The instruction's (ids, mask), cut to ``lm.max_text_len`` tokens by the tokenizer (the whole text is

@@ -51,7 +51,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from deer_vla.core import Observation, ProprioError
 from deer_vla.core.action_spec import same_link
-from deer_vla.core.instruction_text import clean_instruction, negation, opposite_words
+from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.core.log_text import quoted
 from deer_vla.core.stamp_pairing import StampedHistory
 from deer_vla.data.image_msg import (
@@ -63,7 +63,7 @@ from deer_vla.data.image_msg import (
 )
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import check_device
-from deer_vla.model.instruction_words import OppositeWordsError
+from deer_vla.model.instruction_words import refusal
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, gripper_positions, to_robot_command, zero_command
 from deer_vla.ros.diagnostic_names import status_name
 from deer_vla.ros.health import (
@@ -1046,14 +1046,10 @@ class PolicyNode(LifecycleNode):
             self._heard_unconfigured = text
             return
         stack = self.stack
-        word = stack.runner.negation(text) if stack is not None else negation(text)
-        if word is not None:  # "don't open the drawer": the policy would open it
-            self._refuse_unclear(text, f"it asks not to do something ({word!r}), and the policy can only do tasks "
-                                       "(it would do the one it names)")
-            return
-        opposite = stack.runner.opposite_words(text) if stack is not None else opposite_words(text)
-        if opposite is not None:  # "the window is open, please close the window": it opened the window
-            self._refuse_unclear(text, f"it {OppositeWordsError.reason(opposite)}")
+        # "don't open the drawer" opened it; "the window is open, please close the window" opened the window
+        refused = stack.runner.refusal(text) if stack is not None else refusal(text)
+        if refused is not None:
+            self._refuse_unclear(text, f"it {refused.why}")
             return
         # the same instruction to the model whatever its case or Unicode form (the tokenizer's normalizer)
         key = stack.runner.instruction_key(text) if stack is not None else text
