@@ -14,11 +14,12 @@ This bench measures that comparison for a checkpoint, side by side in one run:
   that keeps the held-out wordings, and the policy does the task of the verb.
 
 By default the checkpoint's own record (extra.json `training.instructions`) is the trained set; `--wordings
-suite` uses the suite's training wordings instead, for a checkpoint without a record (the shipped `mt50`).
+suite` uses the suite's training wordings instead, for a checkpoint without a record (one trained before
+2026-12-02 that records none; the shipped `mt50`'s was written from the suite at the commit that trained it).
 No simulator, no dataset: seconds.
 
     python bench/bench_instruction_match.py                                  # the shipped default, ten tasks
-    python bench/bench_instruction_match.py --checkpoint mt50 --suite mt50 --wordings suite
+    python bench/bench_instruction_match.py --checkpoint mt50 --suite mt50          # the fifty tasks
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ def main() -> int:
 
     from deer_vla.model.instruction_match import InstructionMatcher
     from deer_vla.model.runner import PolicyRunner
+    from deer_vla.ros.instruction_check import CLOSE_CALL, Verdict
     from deer_vla.sim.tasks import SUITES, resolve_tasks
 
     torch.set_num_threads(args.threads)
@@ -93,6 +95,10 @@ def main() -> int:
     print(f"held-out: nearest trained wording of its own task {right}/{len(held)} ({right / len(held):.1%}); "
           f"similarity min {held_sim.min():.3f}, 5th percentile {np.percentile(held_sim, 5):.3f}, "
           f"median {np.median(held_sim):.3f}")
+    close = [((task, text), m) for (task, text), m in zip(held, held_matches) if Verdict(m, False).close_call]
+    close_wrong = sum(m.task.removesuffix("-shared") != task for (task, _), m in close)
+    print(f"held-out close calls (another task's wording within {CLOSE_CALL} of the nearest: the node's WARN): "
+          f"{len(close)}/{len(held)}, {close_wrong} of them nearest another task")
     print(f"other requests: similarity max {other_sim.max():.3f}, median {np.median(other_sim):.3f}")
     print(f"another object for a task's verb: similarity max {object_sim.max():.3f}, "
           f"median {np.median(object_sim):.3f}")

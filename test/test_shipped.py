@@ -107,6 +107,30 @@ def test_evaluate_and_calibrate_resolve_the_name_before_loading(assets: Path,
 
 
 @pytest.mark.parametrize("name", sorted(shipped_checkpoints()))
+def test_every_shipped_checkpoint_records_the_wordings_it_was_trained_on(name: str) -> None:
+    """The instruction check, the typo reading and the refusals need a checkpoint's trained wordings: every
+    shipped one has them. mt50's were written after its training (2026-12-06) from the suite at the commit that
+    trained it: every MT50 task's training wordings, of the ten tasks only the first eight (their other seven
+    were held-out wording until 2026-12-02); a record that claimed the later seven would hide from the check
+    wording the weights never saw."""
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+    from deer_vla.model.instruction_match import trained_wordings
+    from deer_vla.sim.tasks import resolve_tasks
+
+    record = CheckpointDir(resolve_checkpoint(name)).read_training().get("instructions")
+    wordings = trained_wordings(record)
+    assert wordings == record and wordings  # every text usable, none dropped as unreadable
+    if name != "mt50":
+        return
+    ten = {t.name for t in resolve_tasks("all")}
+    expected = {t.name: sorted(t.train_instructions[:8] if t.name in ten else t.train_instructions)
+                for t in resolve_tasks("mt50")}
+    assert record == expected
+    heldout = {text for t in resolve_tasks("mt50") for text in t.heldout_instructions}
+    assert not heldout & {text for texts in record.values() for text in texts}
+
+
+@pytest.mark.parametrize("name", sorted(shipped_checkpoints()))
 def test_every_shipped_checkpoint_is_complete_and_steps(name: str) -> None:
     """What the node loads for `checkpoint_dir: <name>`: weights, tokenizer, thresholds for its exits (and the
     exit gates where shipped) load, and a step on a blank observation gives a finite action in the action

@@ -639,8 +639,9 @@ def warn_if_calibration_misses(dataset: str, tasks: list[str]) -> None:
 
 def warn_about_instruction_record(checkpoint: CheckpointDir, tasks: list[str]) -> None:
     """Warn when the checkpoint's record of its training instructions (extra.json, written by `deer-vla train`)
-    disagrees with the suite being evaluated: held-out wording it was trained on, suite wording it never saw."""
-    from deer_vla.sim.tasks import get_task, instruction_record_problems
+    disagrees with the suite being evaluated: held-out wording it was trained on, a canonical instruction it
+    never saw; other training wording of the suite it never saw (not evaluated) is an INFO line."""
+    from deer_vla.sim.tasks import get_task, instruction_record_problems, untrained_suite_wordings
 
     try:
         trained = checkpoint.read_training().get("instructions")
@@ -649,10 +650,19 @@ def warn_about_instruction_record(checkpoint: CheckpointDir, tasks: list[str]) -
     if not isinstance(trained, dict):
         return
     record = {str(k): [t for t in v if isinstance(t, str)] for k, v in trained.items() if isinstance(v, list)}
-    problems = instruction_record_problems(record, [get_task(t) for t in tasks])
+    specs = [get_task(t) for t in tasks]
+    problems = instruction_record_problems(record, specs)
     if problems:
-        log.warning("%s was trained on other instructions than this suite lists (its extra.json): %s; held-out "
-                    "figures then do not measure unseen wording", checkpoint.root, "; ".join(problems))
+        log.warning("%s was trained on other instructions than this suite lists (its extra.json): %s; the "
+                    "figures of those instructions then do not measure what they are named for", checkpoint.root,
+                    "; ".join(problems))
+    unseen = untrained_suite_wordings(record, specs)
+    if unseen:  # not evaluated (canonical and held-out are): said once, briefly
+        task, texts = next(iter(unseen.items()))
+        log.info("%s never trained on %d of this suite's other training wordings of %d task(s) (e.g. %s: %r; the "
+                 "suite gained them after it was trained, or training ran an older install): the evaluated "
+                 "canonical and held-out wordings are as named", checkpoint.root, sum(map(len, unseen.values())),
+                 len(unseen), task, texts[0])
 
 
 def _budgets_asked(args: EvaluateSettings, given: argparse.Namespace) -> bool:
