@@ -94,6 +94,24 @@ def test_a_checkpoint_without_a_readable_record_is_not_compared(tiny_checkpoint,
     assert check.matcher is None and "no trained instructions" in check.why_not
 
 
+def test_the_check_compares_with_the_record_the_runner_read_at_load(tiny_checkpoint, tmp_path):
+    """One read of the training record per load: the instruction check, the trained words and the gripper note
+    take the runner's, so a record changed or broken on disk after the weights loaded does not make the check
+    disagree with the words the runner reads instructions by."""
+    from deer_vla.model.runner import PolicyRunner
+
+    ckpt = _with_record(tiny_checkpoint, tmp_path / "ckpt", {"push": ["push the puck to the goal"]})
+    runner = PolicyRunner.from_checkpoint(ckpt)
+    (ckpt / "extra.json").write_text("{not json")
+    check = InstructionCheck.for_runner(runner)
+    assert check.matcher is not None and check.matcher.tasks == ["push"]
+    assert runner.trained_words is not None and "puck" in runner.trained_words.words
+    assert InstructionCheck.for_runner(runner.fork()).matcher is not None
+    broken = PolicyRunner.from_checkpoint(ckpt)  # a new load reads it again, once
+    assert broken.training == {} and broken.training_error is not None
+    assert "cannot be read" in (InstructionCheck.for_runner(broken).why_not or "")
+
+
 def test_the_status_judges_the_current_instruction_against_the_floor_now(tiny_checkpoint, tmp_path):
     """A word the tokenizer does not know is its unknown token, left out like the other special tokens: a text
     of unknown words is similarity 0 with every wording, whatever the random weights."""

@@ -281,3 +281,16 @@ def test_the_recorded_gripper_is_read_only_from_an_imported_datasets_numbers(tmp
         meta["collection"] = {"action_mapping": {"gripper": gripper}}
         meta_path.write_text(json.dumps(meta))
         assert recorded_gripper(data) == expected
+
+
+def test_recorded_gripper_values_are_two_finite_numbers() -> None:
+    """The one predicate the trainer (a dataset's mapping) and the policy node (a checkpoint's training.gripper)
+    take a recorded gripper by: a NaN or infinite position would reach the node's positions advice as 'nan'."""
+    from deer_vla.core.action_spec import recorded_gripper_values
+
+    assert recorded_gripper_values({"raw_open": 0.04, "raw_closed": 0}) == (0.04, 0.0)
+    assert recorded_gripper_values({"raw_open": 100, "raw_closed": -5.5, "column": "x"}) == (100.0, -5.5)
+    for bad in ({"raw_open": float("nan"), "raw_closed": 0}, {"raw_open": 0, "raw_closed": float("inf")},
+                {"raw_open": False, "raw_closed": 1}, {"raw_open": "0", "raw_closed": 1}, {"raw_open": 0},
+                [0, 1], None, "x"):
+        assert recorded_gripper_values(bad) is None, bad

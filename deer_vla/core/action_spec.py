@@ -29,6 +29,18 @@ MAX_FRAME_CHARS = 256
 _FRAME_RE = re.compile(r"[^\s/][^\s]*")  # printable, no whitespace, no leading '/' (tf2 refuses those)
 
 
+def recorded_gripper_values(record: object) -> tuple[float, float] | None:
+    """(raw_open, raw_closed) of a record of the gripper command as demonstrations sent it (an imported
+    dataset's action_mapping.gripper, a checkpoint's training.gripper): the raw values mapped to -1 open and
+    +1 closed. None unless both are finite numbers (a bool, text or NaN is no gripper position)."""
+    if not isinstance(record, dict):
+        return None
+    values = [record.get("raw_open"), record.get("raw_closed")]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
+        return None
+    return float(values[0]), float(values[1])  # type: ignore[arg-type]
+
+
 def check_frame_id(frame: object, what: str) -> str:
     """A TF frame id, or ValueError naming ``what``; "" is allowed (= not said)."""
     if not isinstance(frame, str):

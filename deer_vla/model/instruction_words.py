@@ -18,20 +18,14 @@ as sent and as read: "cloes" is "close") is refused the same way.
 """
 from __future__ import annotations
 
-import logging
 import re
 import unicodedata
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from deer_vla.core.instruction_text import WORD, instruction_words, negation, opposite_words, plain_word
 from deer_vla.core.log_text import quoted
 from deer_vla.model.instruction_match import trained_wordings
-
-if TYPE_CHECKING:
-    from deer_vla.model.checkpoint_dir import CheckpointDir
-
-log = logging.getLogger("deer_vla.instruction_words")
 
 MIN_FIXED_LETTERS = 4  # shorter words are too near too many others ("on"/"in", "up"/"us") to guess
 TWO_EDIT_LETTERS = 8  # from this length two edits still leave one trained word nearest
@@ -179,14 +173,8 @@ class TrainedWords:
         return WORD.sub(replace, text), fixed
 
 
-def read_trained_words(checkpoint: CheckpointDir) -> TrainedWords | None:
-    """The trained words of a checkpoint that records its wordings (extra.json ``training.instructions``), else
-    None; an unreadable record is None too (said once: the weights are what runs, the record only informs)."""
-    try:
-        record = checkpoint.read_training().get("instructions")
-    except (OSError, ValueError) as exc:
-        log.warning("misspelt instructions are read as written: the training record of %s cannot be read (%s)",
-                    checkpoint.root, exc)
-        return None
+def trained_words_of(record: Any) -> TrainedWords | None:
+    """The trained words of a checkpoint's instruction record (extra.json ``training.instructions``), or None
+    when it records none usable."""
     wordings = trained_wordings(record)
     return TrainedWords.from_wordings(wordings) if wordings else None

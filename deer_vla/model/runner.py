@@ -40,8 +40,8 @@ from deer_vla.model.instruction_words import (
     NegatedInstructionError,
     OppositeWordsError,
     TrainedWords,
-    read_trained_words,
     refusal,
+    trained_words_of,
 )
 from deer_vla.model.policy import MultiExitPolicy, SegmentState
 from deer_vla.model.preprocess import images_to_tensor
@@ -76,7 +76,11 @@ class PolicyRunner:
         self._token_cache: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._token_cache_chars = 0  # characters of the cached instructions (the keys)
         self.dropped_tokens = 0  # of the last step's instruction: its tokens past lm.max_text_len, not read
-        # the checkpoint's trained words (from_checkpoint, when it records them): misspelt ones read as meant
+        # the checkpoint's training record (extra.json ``training``, read once by from_checkpoint: {} when none;
+        # ``training_error`` says why it could not be read) and its trained words, when it records them:
+        # misspelt ones read as meant
+        self.training: dict[str, Any] = {}
+        self.training_error: str | None = None
         self.trained_words: TrainedWords | None = None
         self._last_read: tuple[str, str, tuple[tuple[str, str], ...]] | None = None  # read_instruction's last
         self.reset()
@@ -99,7 +103,13 @@ class PolicyRunner:
         gates = read_gates(ckpt, model.feature_dim, model.config.action_spec.dim, model.config.num_exits)
         runner = cls(model, tokenizer, device=device, profile=profile, gates=gates)
         runner.checkpoint_dir = CheckpointDir(ckpt)
-        runner.trained_words = read_trained_words(runner.checkpoint_dir)
+        try:
+            runner.training = runner.checkpoint_dir.read_training()
+        except (OSError, ValueError) as exc:  # the weights are what runs: the record only informs
+            runner.training_error = str(exc)
+            log.warning("misspelt instructions are read as written: the training record of %s cannot be read (%s)",
+                        ckpt, exc)
+        runner.trained_words = trained_words_of(runner.training.get("instructions"))
         return runner
 
     def fork(self) -> PolicyRunner:
@@ -107,6 +117,7 @@ class PolicyRunner:
         several controllers replaying the same steps side by side without copying the weights."""
         runner = PolicyRunner(self.model, self.tokenizer, device=self.device, profile=self._profile, gates=self._gates)
         runner.checkpoint_dir = self.checkpoint_dir
+        runner.training, runner.training_error = self.training, self.training_error
         runner.trained_words = self.trained_words
         return runner
 

@@ -72,13 +72,13 @@ class InstructionCheck:
 
     @classmethod
     def for_runner(cls, runner: Any) -> InstructionCheck:
-        """From the loaded checkpoint's record (extra.json ``training.instructions``); never raises: an unreadable
-        or absent record only means instructions are not compared."""
-        ckpt = getattr(runner, "checkpoint_dir", None)
-        try:
-            record = ckpt.read_training().get("instructions") if ckpt is not None else None
-        except (OSError, ValueError) as exc:
-            return cls(None, f"not compared: the checkpoint's training record cannot be read ({exc})")
+        """From the loaded checkpoint's record (extra.json ``training.instructions``, as the runner read it at
+        load: ``runner.training``, ``runner.training_error``); never raises: an unreadable or absent record only
+        means instructions are not compared."""
+        error = getattr(runner, "training_error", None)
+        if error is not None:
+            return cls(None, f"not compared: the checkpoint's training record cannot be read ({error})")
+        record = getattr(runner, "training", {}).get("instructions")
         if record is None:
             return cls(None, "not compared: the checkpoint records no trained instructions (extra.json "
                              "training.instructions, written by deer-vla train)")

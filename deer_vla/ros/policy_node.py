@@ -50,7 +50,7 @@ from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
 from deer_vla.core import Observation, ProprioError
-from deer_vla.core.action_spec import same_link
+from deer_vla.core.action_spec import recorded_gripper_values, same_link
 from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.core.log_text import quoted
 from deer_vla.core.stamp_pairing import StampedHistory
@@ -506,16 +506,11 @@ class PolicyNode(LifecycleNode):
         """A checkpoint trained on an imported dataset records what the gripper command was on the robot
         (training.gripper: the raw values mapped to -1 open, +1 closed): with the unit output, say how to send
         those instead."""
-        ckpt = getattr(stack.runner, "checkpoint_dir", None)
-        try:
-            recorded = ckpt.read_training().get("gripper") if ckpt is not None else None
-        except (OSError, ValueError):
-            return  # the instruction check says the record cannot be read
-        if not isinstance(recorded, dict) or params.gripper_output != "unit":
+        # an unreadable record is the instruction check's to say (runner.training is then {})
+        recorded = recorded_gripper_values(getattr(stack.runner, "training", {}).get("gripper"))
+        if recorded is None or params.gripper_output != "unit":
             return
-        raw_open, raw_closed = recorded.get("raw_open"), recorded.get("raw_closed")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (raw_open, raw_closed)):
-            return
+        raw_open, raw_closed = recorded
         self.get_logger().warn(
             f"this checkpoint's demonstrations recorded the gripper command as {raw_open:g} open .. {raw_closed:g} "
             f"closed, and '{params.gripper_topic}' sends -1 open .. +1 closed: for a controller that takes the "

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from safetensors import SafetensorError
 from torch.utils.data import DataLoader, Sampler
 
+from deer_vla.core.action_spec import recorded_gripper_values
 from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.core.json_text import parse_json
@@ -259,13 +260,11 @@ def recorded_gripper(dataset: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError, TypeError, KeyError):  # load_episodes reports an unreadable dataset itself
         return None
     gripper = mapping.get("gripper") if isinstance(mapping, dict) else None
-    if not isinstance(gripper, dict):
+    values = recorded_gripper_values(gripper)
+    if values is None:
         return None
-    values = [gripper.get("raw_open"), gripper.get("raw_closed")]
-    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if len(numbers) != 2:
-        return None
-    return {"raw_open": numbers[0], "raw_closed": numbers[1], "column": str(gripper.get("column", ""))}
+    assert isinstance(gripper, dict)  # recorded_gripper_values took it
+    return {"raw_open": values[0], "raw_closed": values[1], "column": str(gripper.get("column", ""))}
 
 
 def inherited_instructions(init_checkpoint: str | None) -> Any:
