@@ -306,9 +306,6 @@ def run_swap(
             raise ValueError(f"a wording for {task}, which is not among the tasks run ({', '.join(tasks)})")
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"the wording for {task} is empty")
-        refused = refusal(text)
-        if refused is not None:  # the runner would refuse it at the first step, after the workers started
-            raise ValueError(f"the wording for {task} {refused.why}")
     if episodes_per_task < 1:
         raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
     if (expert is None) == (eval_cfg is None):
@@ -326,6 +323,14 @@ def run_swap(
         threads = eval_cfg.threads or max(1, (os.cpu_count() or 1) // workers)
         spec = PolicySpec(eval_cfg.checkpoint, eval_cfg.device, threads, eval_cfg.image_size)
         worker = SwapWorker.from_spec(spec)
+    for task, text in wordings.items():
+        # the runner would refuse it at the first step, after the workers started (and the thresholds were
+        # solved): judged now as it will be, with the checkpoint's trained words and reading ("the window is
+        # open, please cloes it" reads "close")
+        refused = worker.runner.refusal(text) if worker.runner is not None else refusal(text)
+        if refused is not None:
+            raise ValueError(f"the wording for {task} {refused.why}")
+    if eval_cfg is not None:
         modes, skipped = build_modes(eval_cfg, worker.runner)
     # the same seeds for both tasks of a pair
     def plan(task: str) -> list[tuple[int, str | None]]:
