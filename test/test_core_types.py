@@ -124,6 +124,16 @@ def test_step_record_json_round_trip():
     ({"risk_metric": [[[]]]}, "'risk_metric'"),
     ({"risk_delta": {"a": 1}}, "'risk_delta'"),
     ({"obs_age_ms": float("inf")}, "'obs_age_ms' inf"),  # JSON has no Infinity: the log line would not be JSON
+    # the lists too (an audit's forged records put NaN/Infinity in 80 of 1808 steps.jsonl lines): times and
+    # actions finite, times >= 0; scores and eta_k may be +inf but never NaN, scores never negative
+    ({"segment_ms": [1.0, float("nan")]}, "'segment_ms' [1.0, nan] (must be a list of finite numbers >= 0)"),
+    ({"segment_ms": [float("inf"), -1e308]}, "'segment_ms'"),
+    ({"segment_ms": [-0.5]}, "'segment_ms' [-0.5]"),
+    ({"action": [0.1, float("nan")]}, "'action' [0.1, nan] (must be a list of finite numbers)"),
+    ({"action": [float("-inf")]}, "'action'"),
+    ({"distances": [float("nan")]}, "'distances' [nan]"),
+    ({"distances": [-1.0]}, "'distances' [-1.0]"),
+    ({"thresholds": [float("nan")]}, "'thresholds' [nan]"),
 ])
 def test_step_record_from_json_refuses_what_a_reader_cannot_aggregate(change, match):
     """A monitor sums, plots and writes these: NaN, strings or out-of-range ints must not get in."""

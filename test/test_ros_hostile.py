@@ -45,8 +45,11 @@ def test_an_rclpy_without_the_events_executor_spins_the_single_threaded_one(ros_
 
 
 @pytest.mark.parametrize("kind", ["single", "events"])
-def test_invalid_lifecycle_transitions_are_refused_and_the_node_lives(kind, ros_context, tiny_checkpoint, spin_until):
-    """`ros2 service call /deer_vla_policy/change_state` with a transition the state does not have."""
+def test_invalid_lifecycle_transitions_are_refused_and_the_node_lives(kind, ros_context, tiny_checkpoint, spin_until,
+                                                                     capfd):
+    """`ros2 service call /deer_vla_policy/change_state` with a transition the state does not have; a label is
+    the caller's text, logged escaped and cut (a newline in it forged an ERROR line, an ANSI code cleared the
+    terminal, a 100 000-character label was logged whole)."""
     import rclpy
     from lifecycle_msgs.msg import State, Transition
     from lifecycle_msgs.srv import ChangeState, GetState
@@ -82,7 +85,13 @@ def test_invalid_lifecycle_transitions_are_refused_and_the_node_lives(kind, ros_
         assert not change_state(Transition.TRANSITION_CONFIGURE)  # configure while active
         assert not change_state(Transition.TRANSITION_CLEANUP)  # cleanup while active
         assert not change_state(label="configure")
+        forged = "x\x1b[2J\n[ERROR] [1.0] FORGED" + "y" * 5000
+        assert not change_state(label=forged)
         assert state() == State.PRIMARY_STATE_ACTIVE and node.active  # refused, alive, unchanged
+        err = capfd.readouterr().err
+        assert "change_state refused: transition 'x\\x1b[2J\\n[ERROR] [1.0] FORGEDyy" in err
+        assert f"yyy'... ({len(forged)} characters) is not valid in state 'active'" in err
+        assert "\n[ERROR] [1.0]" not in err and "\x1b" not in err and "y" * 100 not in err
         assert change_state(Transition.TRANSITION_DEACTIVATE)
         assert state() == State.PRIMARY_STATE_INACTIVE
     finally:

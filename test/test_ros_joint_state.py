@@ -41,6 +41,20 @@ def test_names_read_positions_velocities_and_efforts_by_suffix():
     assert MAP.fields == ("position", "velocity")
 
 
+def test_a_message_listing_more_joints_than_a_robot_has_is_refused_before_it_is_read():
+    """One JointState of 100 000 names took 40 ms to index (a flood of them delayed ~/halt by 0.65 s): over
+    MAX_JOINT_NAMES it is refused at once, naming the count; up to it, read as any other."""
+    from deer_vla.ros.joint_state import MAX_JOINT_NAMES
+
+    extra = MAX_JOINT_NAMES - len(JOINTS)
+    names = JOINTS + [f"other_{i}" for i in range(extra)]
+    values = MAP.extract(names, POSITION + [0.0] * extra, VELOCITY + [0.0] * extra)
+    np.testing.assert_array_equal(values, MAP.extract(JOINTS, POSITION, VELOCITY))
+    with pytest.raises(JointStateError, match=f"the message lists {MAX_JOINT_NAMES + 1} joints, more than "
+                                              f"{MAX_JOINT_NAMES}: not read"):
+        MAP.extract([*names, "one_more"], POSITION + [0.0] * (extra + 1), VELOCITY + [0.0] * (extra + 1))
+
+
 def test_values_come_in_the_specs_order_whatever_the_message_order_and_extra_joints_are_ignored():
     values = MAP.extract(JOINTS, POSITION, VELOCITY, effort=[])
     np.testing.assert_array_equal(values, np.float32([0.1, -0.2, 0.3, 0.5]))

@@ -228,6 +228,41 @@ def test_timer_mode_waits_for_the_first_proprioception_instead_of_failing_a_step
     assert drv.drive_until(lambda: len(drv.actions) >= 2)  # the first message ends the wait
 
 
+def test_timer_mode_stops_when_the_float_array_proprioception_stops_or_is_only_refused(
+        executor, tiny_checkpoint) -> None:
+    """Float-array proprio carries no stamp, and timer mode stepped on the last accepted one for as long as the
+    images came: a stopped arm feed, or one sending only NaN, kept the arm moving on its last pose with an OK
+    status (an audit: 50 of 50 twists non-zero over 5 s). It goes stale by arrival after max_image_age_s."""
+    from std_msgs.msg import Float32MultiArray
+
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, control_mode="timer", rate_hz=20.0,
+                               stale_action="zero", max_image_age_s=0.3)
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: len(drv.actions) >= 2)
+    drv.proprio_dim = 0  # the arm feed stops; the cameras go on
+    assert drv.drive_until(lambda: node.stats.skipped["stale_proprio"] >= 3, timeout=10.0)
+    assert "no fresh proprioception: the last accepted on 'proprio' arrived" in node.stats.skip_details[
+        "stale_proprio"]
+    drv.twists.clear()
+    actions = len(drv.actions)
+    drv.drive_until(lambda: False, timeout=0.3)
+    assert len(drv.actions) == actions and drv.twists and all(_is_zero(t) for t in drv.twists)
+    # a feed of refused values only: the same, and the skip says why
+    skipped = node.stats.skipped["stale_proprio"]
+    nan = Float32MultiArray(data=[float("nan")] * 4)
+
+    def nan_feed() -> bool:
+        drv.proprio_pub.publish(nan)
+        return node.stats.skipped["stale_proprio"] >= skipped + 3 and node.stats.rejected_proprio > 0
+
+    assert drv.drive_until(nan_feed, timeout=10.0)
+    assert len(drv.actions) == actions
+    assert "the messages since were refused" in node.stats.skip_details["stale_proprio"]
+    drv.proprio_dim = 4  # the feed comes back: steps again
+    assert drv.drive_until(lambda: len(drv.actions) >= actions + 2)
+
+
 def test_the_status_reads_step_ages_on_the_sim_clock_of_a_slow_simulator(executor, tiny_checkpoint):
     """use_sim_time with a simulator at a tenth of real time: its windows are sim seconds (timers on the node
     clock) but the ages of the last step and the inputs were wall seconds, so a node stepping at its rate read

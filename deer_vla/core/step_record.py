@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -98,7 +99,14 @@ _EXITS = ("exit_used", "max_exit", "distances_from_exit")
 _COSTS = ("llm_gflops", "total_gflops", "encode_ms", "head_ms", "total_ms", "running_mean_gflops")
 _OPTIONAL_NUMBERS = ("budget_average_gflops", "budget_peak_gflops", "budget_peak_ms", "deadline_ms",
                      "obs_age_ms", "risk_eps", "risk_delta", "risk_tau", "risk_bound")
-_NUMBER_LISTS = ("segment_ms", "distances", "thresholds", "action")  # scores and eta_k may be inf
+# lists of numbers, and what each must be: times and actions are finite (a reader sums and plots them, and
+# JSON has no NaN or Infinity); scores and eta_k may be +inf (an exit never taken), never NaN
+_NUMBER_LISTS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "segment_ms": (lambda v: math.isfinite(v) and v >= 0, "a list of finite numbers >= 0"),
+    "action": (math.isfinite, "a list of finite numbers"),
+    "distances": (lambda v: v >= 0, "a list of numbers >= 0 (inf allowed, not NaN)"),
+    "thresholds": (lambda v: not math.isnan(v), "a list of numbers (inf allowed, not NaN)"),
+}
 
 
 MAX_COUNT = 2**63 - 1  # step and episode counters: an int64, as everywhere they are written
@@ -158,10 +166,10 @@ def _field_problems(data: dict[str, Any]) -> list[str]:
     for name in ("budget_memory_bytes", "risk_n_calibration"):
         if data.get(name) is not None:
             need(_is_int(data[name]) and data[name] >= 0, name, "an integer >= 0 or null")
-    for name in _NUMBER_LISTS:
+    for name, (ok, what) in _NUMBER_LISTS.items():
         if name in data:
             value = data[name]
-            need(isinstance(value, list) and all(_is_number(v) for v in value), name, "a list of numbers")
+            need(isinstance(value, list) and all(_is_number(v) and ok(float(v)) for v in value), name, what)
     if data.get("risk_eps") is not None:  # a guarantee in force names all of its terms
         need(_is_finite(data.get("risk_delta")) and 0 <= data["risk_delta"] <= 1, "risk_delta",
              "a number in [0, 1] with risk_eps")

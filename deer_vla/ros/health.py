@@ -43,6 +43,8 @@ SKIP_REASONS: dict[str, str] = {
     "stale_image": "an image older than max_image_age_s",
     "image_skew": "the cameras' newest images stamped more than max_image_skew_s apart",
     "stale_joint_state": "the joint state older than max_image_age_s, or stamped ahead of the node clock",
+    "stale_proprio": "the float-array proprioception last accepted longer ago than max_image_age_s (it carries "
+                     "no stamp: judged by arrival)",
     "joint_state_skew": "the joint state and an image stamped more than max_joint_state_skew_s apart",
     "late_action": "the step ended after its images had aged past max_image_age_s (a slow step), or the clock "
                    "went back past them",

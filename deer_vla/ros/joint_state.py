@@ -34,6 +34,9 @@ from deer_vla.core import ProprioError, ProprioSpec
 from deer_vla.core.log_text import quoted
 
 JOINT_FIELDS = ("position", "velocity", "effort")
+# a robot's joint states list tens of joints: a message listing more is refused before its names are read (one
+# of 100 000 names took the node 40 ms to index, and a flood of them delayed ~/halt by 0.65 s)
+MAX_JOINT_NAMES = 4096
 FIELD_SUFFIXES = {"pos": "position", "position": "position", "vel": "velocity", "velocity": "velocity",
                   "effort": "effort"}
 _UNNAMED_RE = re.compile(r"^proprio_\d+$")
@@ -102,6 +105,9 @@ class JointStateProprio:
                 effort: Sequence[float] = ()) -> np.ndarray:
         """The model's proprio vector (float32, spec order) from one JointState's fields; JointStateError (or
         the spec's ProprioError for a value beyond its limits) saying what is wrong."""
+        if len(names) > MAX_JOINT_NAMES:
+            raise JointStateError(f"the message lists {len(names)} joints, more than {MAX_JOINT_NAMES}: not read "
+                                  f"(the model reads {self.describe()})")
         names = [str(n) for n in names]
         index: dict[str, int] = {}
         for i, name in enumerate(names):

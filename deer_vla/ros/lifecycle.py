@@ -18,6 +18,8 @@ from lifecycle_msgs.srv import ChangeState
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
+from deer_vla.core.log_text import quoted
+
 L = TypeVar("L", bound=LifecycleNode)
 
 
@@ -57,7 +59,8 @@ def guard_change_state(node: LifecycleNode) -> None:
         available = {t[0]: t[1] for t in machine.available_transitions}
         valid = transition.label in available.values() if transition.label else transition.id in available
         if not valid:
-            asked = f"'{transition.label}'" if transition.label else f"id {transition.id}"
+            # the label is the caller's text: escaped and cut, so it cannot forge or flood the log
+            asked = quoted(transition.label, 40) if transition.label else f"id {transition.id}"
             node.get_logger().warning(
                 f"change_state refused: transition {asked} is not valid in state '{state}'; "
                 f"valid: {', '.join(f'{label} ({tid})' for tid, label in sorted(available.items())) or 'none'}"

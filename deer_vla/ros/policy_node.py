@@ -1309,8 +1309,9 @@ class PolicyNode(LifecycleNode):
         without a recent image (or one stamped ahead of the node clock, or the cameras' stamps far apart), no
         proprioception yet, an old newest joint state, or the paired one (``joint_stamp_ns``, see
         _paired_joint_state) stamped too far from the images. A joint state goes stale like an image: timer mode
-        would otherwise reuse it after the arm driver stops. Float-array proprio carries no stamp: only its
-        first message is waited for."""
+        would otherwise reuse it after the arm driver stops. Float-array proprio carries no stamp: it goes stale
+        by its arrival, max_image_age_s after the last one accepted (a stopped feed, or one sending only refused
+        values, left the arm moving on its last pose)."""
         now = self.get_clock().now().nanoseconds
         stamps = {c: frames[c].stamp_ns if c in frames else None for c in stack.cameras}
         problem = image_problem(stamps, now, params.max_image_age_s, params.max_image_skew_s,
@@ -1320,7 +1321,18 @@ class PolicyNode(LifecycleNode):
         if params.proprio_input_topic and self.proprio is None:  # timer mode stepped, and failed, every period
             return "no_proprio", f"no proprioception accepted yet on '{params.proprio_input_topic}'"
         if self._proprio_stamp_ns is None:
-            return None
+            arrived = self._proprio_arrived
+            if not params.proprio_input_topic or arrived is None:
+                return None
+            sim = bool(getattr(self.get_clock(), "ros_time_is_active", False))
+            waited = arrived.age_s(self._moment(), sim)
+            if waited <= params.max_image_age_s:
+                return None
+            refused = (f"; the messages since were refused, the latest: {self.stats.refusals.get(PROPRIO_INPUT)}"
+                       if self._proprio_refused_since else "")
+            return "stale_proprio", (f"no fresh proprioception: the last accepted on "
+                                     f"'{params.proprio_input_topic}' arrived {waited:.2f} s ago (limit "
+                                     f"max_image_age_s {params.max_image_age_s:g} s){refused}")
         joint = stamp_problem(self._proprio_stamp_ns, now, params.max_image_age_s, params.max_image_future_s)
         if joint is not None:
             refused = (f"; the joint states since were refused, the latest: {self.stats.refusals.get(PROPRIO_INPUT)}"
