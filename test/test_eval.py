@@ -252,6 +252,8 @@ def test_evaluate_skip_full_plays_only_the_other_modes(checkpoint: tuple[Path, P
     (["--tasks", "drawer-open", "--calibration-dataset", "/no/such/demos"], "/no/such/demos: no such directory"),
     (["--tasks", "drawer-open", "--device", "gpu9"], "device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu9'"),
     (["--tasks", "drawer-open", "--device", "cuda:99"], "device 'cuda:99': "),  # no machine here has 100 GPUs
+    # a comma list in --set or a config file: an argparse error inside the validator was a traceback
+    (["--tasks", "drawer-open", "--set", "budgets=0.2,abc"], "expected a comma list of numbers, got '0.2,abc'"),
 ])
 def test_evaluate_refuses_bad_arguments_with_exit_code_2(checkpoint: tuple[Path, Path], tmp_path: Path, capsys,
                                                          argv: list[str], message: str) -> None:
@@ -259,6 +261,39 @@ def test_evaluate_refuses_bad_arguments_with_exit_code_2(checkpoint: tuple[Path,
     assert evaluate_main(["--checkpoint", str(ckpt), "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "pydantic.dev" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("damage", ["missing", "nan", "other_weights"])
+def test_the_checkpoints_own_thresholds_are_checked_before_the_run(checkpoint: tuple[Path, Path], tmp_path: Path,
+                                                                  capsys, monkeypatch, damage: str) -> None:
+    """Without demonstrations the default budget plays the checkpoint's own thresholds.json: missing, NaN or
+    solved on other weights, it was found in the run (a traceback, and --out left holding only its lock)."""
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoint[0], ckpt)
+    own = ckpt / "thresholds.json"
+    if damage == "missing":
+        own.unlink(missing_ok=True)
+    else:
+        from deer_vla.model.checkpoint_dir import CheckpointDir
+
+        n = CheckpointDir(ckpt).read_config().num_exits
+        Thresholds(values=[0.0] * (n - 1)).save(own)
+        data = json.loads(own.read_text())
+        if damage == "nan":
+            data["values"][0] = float("nan")
+        else:  # as another checkpoint's copied here: it names the weights it was solved on
+            data["weights_sha256"] = "0" * 64
+        own.write_text(json.dumps(data))
+    monkeypatch.chdir(tmp_path)  # no data/demos here: the checkpoint's own thresholds are the dynamic mode
+    out = tmp_path / "eval"
+    assert evaluate_main(["--checkpoint", str(ckpt), "--tasks", "drawer-open", "--exits", "1", "--skip-full",
+                          "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("deer-vla evaluate: ") and err.count("\n") == 1, err
+    assert str(own) in err
+    assert not out.exists()
 
 
 def test_the_default_budgets_from_a_config_file_are_the_default_not_a_request() -> None:

@@ -132,21 +132,25 @@ def test_cli_refuses_a_wording_it_cannot_run_before_any_episode(tmp_path: Path, 
     assert not (tmp_path / "swap_results.json").exists()
 
 
-def test_a_checkpoints_wording_is_judged_as_its_runner_reads_it_before_any_episode(tmp_path: Path,
-                                                                                  capsys: pytest.CaptureFixture
-                                                                                  ) -> None:
-    """With a checkpoint, a wording is refused as the runner will refuse it: with its trained words' reading
-    ("cloes" reads "close", so a state beside the opposite request), not only as sent, before any episode."""
+@pytest.mark.parametrize(("text", "said"), [
+    ("the window is open, please cloes it", "the wording for window-close-shared says a state ('open') beside a "
+                                            "request"),
+    ("\u200b\u200b", "the wording for window-close-shared: instruction '\\u200b\\u200b' holds no text"),
+])
+def test_a_checkpoints_wording_is_judged_as_its_runner_reads_it_before_any_episode(
+        tmp_path: Path, capsys: pytest.CaptureFixture, text: str, said: str) -> None:
+    """With a checkpoint, a wording is refused as the runner will refuse it, before any episode: with its trained
+    words' reading ("cloes" reads "close", so a state beside the opposite request), not only as sent, and a
+    text with nothing left once cleaned (zero-width characters) too."""
     from deer_vla.model.shipped import resolve_checkpoint
 
     if not (resolve_checkpoint("default") / "config.json").is_file():
         pytest.skip("needs the shipped default checkpoint")
-    wording = "window-close-shared=the window is open, please cloes it"
+    wording = f"window-close-shared={text}"
     started = time.perf_counter()
     assert swap.cli_main(["--checkpoint", "default", "--tasks", "window-open-shared,window-close-shared",
                           "--exits", "1", "--episodes-per-task", "1", "--wording", wording, "--out", str(tmp_path),
                           "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert "the wording for window-close-shared" in err and "says a state ('open') beside a request" in err
+    assert said in capsys.readouterr().err
     assert not (tmp_path / "swap_results.json").exists()
     assert time.perf_counter() - started < 60  # refused at load, not after episodes

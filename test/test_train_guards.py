@@ -290,7 +290,10 @@ def test_recorded_gripper_values_are_two_finite_numbers() -> None:
 
     assert recorded_gripper_values({"raw_open": 0.04, "raw_closed": 0}) == (0.04, 0.0)
     assert recorded_gripper_values({"raw_open": 100, "raw_closed": -5.5, "column": "x"}) == (100.0, -5.5)
+    # a JSON integer past int64 is still a number (np.isfinite raised TypeError on it: train and configure failed)
+    assert recorded_gripper_values({"raw_open": 10**20, "raw_closed": 0}) == (1e20, 0.0)
     for bad in ({"raw_open": float("nan"), "raw_closed": 0}, {"raw_open": 0, "raw_closed": float("inf")},
                 {"raw_open": False, "raw_closed": 1}, {"raw_open": "0", "raw_closed": 1}, {"raw_open": 0},
+                {"raw_open": 0, "raw_closed": -(10**400)},
                 [0, 1], None, "x"):
         assert recorded_gripper_values(bad) is None, bad

@@ -35,7 +35,7 @@ from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import CostMetric, CostProfile, Observation
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.core.log_text import error_text
-from deer_vla.core.writable import unwritable_dir
+from deer_vla.core.writable import nonblank_path, unwritable_dir
 from deer_vla.data.observations import dataset_observation_episodes
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import check_device
@@ -178,6 +178,13 @@ class CalibrateSettings(BaseModel):
                          "jobs)")
     out: str | None = Field(None, description="directory to write thresholds.json (and profile.json) into "
                                             "instead of the checkpoint directory")
+
+    @field_validator("out")
+    @classmethod
+    def _out_not_blank(cls, value: str | None) -> str | None:
+        # '' passed the shipped-checkpoint guard as given and was then taken as not given: the package's own
+        # thresholds were overwritten
+        return nonblank_path(value, "out")
 
     @model_validator(mode="after")
     def _sources(self) -> CalibrateSettings:

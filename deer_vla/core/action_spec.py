@@ -13,6 +13,7 @@ recording into the checkpoint; "" where the source does not say.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -35,10 +36,18 @@ def recorded_gripper_values(record: object) -> tuple[float, float] | None:
     +1 closed. None unless both are finite numbers (a bool, text or NaN is no gripper position)."""
     if not isinstance(record, dict):
         return None
-    values = [record.get("raw_open"), record.get("raw_closed")]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
-        return None
-    return float(values[0]), float(values[1])  # type: ignore[arg-type]
+    values = []
+    for v in (record.get("raw_open"), record.get("raw_closed")):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        try:
+            number = float(v)  # a JSON integer past a float's range raises here (np.isfinite raised TypeError)
+        except OverflowError:
+            return None
+        if not math.isfinite(number):
+            return None
+        values.append(number)
+    return values[0], values[1]
 
 
 def check_frame_id(frame: object, what: str) -> str:

@@ -2,11 +2,30 @@
 a file being written is still there to be read."""
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
+
+BLANK_PATH = "an empty path, which would mean the current directory: give one ('.' for the current directory)"
+
+
+def nonblank_path(text: str | None, what: str) -> str | None:
+    """``text`` unless it is empty or blank: ``Path("")`` is the current directory, so an empty output setting
+    wrote a dataset, a model or a checkpoint's thresholds where the command ran (or, as 'not given', into the
+    shipped checkpoint). None passes (not given)."""
+    if text is not None and not text.strip():
+        raise ValueError(f"{what} is {BLANK_PATH}")
+    return text
+
+
+def path_argument(text: str) -> Path:
+    """argparse ``type`` of a path option: an empty one is refused (``nonblank_path``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(BLANK_PATH)
+    return Path(text)
 
 
 def unwritable_dir(path: Path, create: bool) -> str | None:

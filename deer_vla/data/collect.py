@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core.json_text import parse_json
+from deer_vla.core.writable import BLANK_PATH, path_argument
 from deer_vla.sim.simulator_cache import SimulatorCache
 from deer_vla.sim.tasks import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
@@ -56,6 +57,8 @@ class CollectConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        if not str(self.out).strip():
+            problems.append(f"--out is {BLANK_PATH}")
         if not self.tasks:
             problems.append("no tasks")
         if self.episodes_per_task < 1:
@@ -363,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the six shared-start tasks), 'all+shared', 'mt50', 'mt50-easy', ...")
     p.add_argument("--suite", default=None, help="a named suite instead of --tasks: 'default' or 'mt50'")
     p.add_argument("--episodes-per-task", type=int, default=40, help="successful episodes to record per task")
-    p.add_argument("--out", required=True, help="dataset root directory (created; resumed if it exists)")
+    p.add_argument("--out", type=path_argument, required=True,
+                   help="dataset root directory (created; resumed if it exists)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--cameras", default="static,wrist", help="comma list of camera slots")
     p.add_argument("--workers", type=int, default=2, help="worker processes")
@@ -386,7 +390,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         cfg = CollectConfig(
             tasks=tuple(t.name for t in tasks),
             episodes_per_task=args.episodes_per_task,
-            out=args.out,
+            out=str(args.out),
             image_size=args.image_size,
             cameras=tuple(c.strip() for c in args.cameras.split(",") if c.strip()),
             workers=args.workers,

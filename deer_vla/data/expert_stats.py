@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from deer_vla.core.writable import path_argument
+
 
 def measure_task(task: str, seeds: range, noise: float, render_episodes: int, image_size: int,
                  max_steps: int | None = None) -> dict[str, Any]:
@@ -85,7 +87,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                    help="episode limit (default: each task's own; 500 = Meta-World's, to size a new task's limit)")
     p.add_argument("--render-bench", type=int, default=0, metavar="FRAMES",
                    help="only time FRAMES renders per camera of the first task at --image-size")
-    p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--json", type=path_argument, default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     from deer_vla.sim.tasks import resolve_tasks
 

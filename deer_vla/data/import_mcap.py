@@ -45,6 +45,7 @@ import numpy as np
 from deer_vla.core.action_spec import check_frame_id
 from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.core.stamp_pairing import StampedHistory
+from deer_vla.core.writable import path_argument
 from deer_vla.data.episodes import DatasetError, DatasetWriteError, check_image_size
 from deer_vla.data.image_msg import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from deer_vla.data.importing import (
@@ -586,7 +587,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla import-mcap", description=__doc__.splitlines()[0])
     p.add_argument("file", type=Path, help="MCAP recording, or a rosbag2 bag folder (all its files, in order)")
-    p.add_argument("--out", type=Path, required=True, help="new deer_vla dataset directory")
+    p.add_argument("--out", type=path_argument, required=True, help="new deer_vla dataset directory")
     p.add_argument("--image-topic", required=True, help="static camera: sensor_msgs/Image or CompressedImage")
     p.add_argument("--wrist-topic", default=None, help="wrist camera (optional second camera)")
     p.add_argument("--action-topic", required=True,

@@ -28,7 +28,7 @@ from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import NonFiniteActionError
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.core.run_lock import FolderInUseError, lock_folder
-from deer_vla.core.writable import fresh_start_problem, unwritable_dir
+from deer_vla.core.writable import fresh_start_problem, nonblank_path, unwritable_dir
 from deer_vla.evaluation.journal import (
     JOURNAL_NAME,
     MAX_EPISODES_PER_TASK,
@@ -548,10 +548,19 @@ class EvaluateSettings(BaseModel):
     out: str = Field("eval_results", description="directory for results.json, results.csv and tradeoff.png")
     no_progress: bool = Field(False, description="no progress bar")
 
+    @field_validator("out")
+    @classmethod
+    def _out_not_blank(cls, value: str) -> str:
+        nonblank_path(value, "out")
+        return value
+
     @field_validator("budgets", mode="before")
     @classmethod
     def _budget_list(cls, v: Any) -> Any:
-        return _floats(v) if isinstance(v, str) else v  # YAML may give the flag's comma form
+        try:
+            return _floats(v) if isinstance(v, str) else v  # YAML may give the flag's comma form
+        except argparse.ArgumentTypeError as exc:  # not a ValueError: pydantic would let it out as a traceback
+            raise ValueError(str(exc)) from None
 
     @field_validator("thresholds", mode="before")
     @classmethod
@@ -733,6 +742,12 @@ def cli_main(argv: list[str] | None = None) -> int:
             warn_if_calibration_misses(calib, cfg.tasks)
         # unreadable or mismatched files (other exits, other weights) fail here, not mid-run
         file_modes(cfg.thresholds_files, num_exits, None, cfg.checkpoint, cfg.track_budget)
+        if cfg.budgets and not cfg.calibration_dataset:  # the checkpoint's own thresholds play the dynamic mode
+            own = CheckpointDir(cfg.checkpoint).thresholds_path
+            if not own.is_file():
+                raise ValueError(f"dynamic budgets need --calibration-dataset (demonstrations to solve thresholds "
+                                 f"on) or a {own}; pass --budgets '' to skip the dynamic modes")
+            load_thresholds_for(own, num_exits, cfg.checkpoint)  # other weights, NaN: refused before the lock
         if cfg.criterion == "learned" and cfg.budgets and cfg.calibration_dataset:
             gates = CheckpointDir(cfg.checkpoint).gates_path
             if not gates.is_file():

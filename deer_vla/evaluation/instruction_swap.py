@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from deer_vla.core.writable import unwritable_dir
+from deer_vla.core.writable import path_argument, unwritable_dir
 from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.evaluation.workers import (
     DEFAULT_MAX_SIMULATORS,
@@ -327,9 +327,16 @@ def run_swap(
         # the runner would refuse it at the first step, after the workers started (and the thresholds were
         # solved): judged now as it will be, with the checkpoint's trained words and reading ("the window is
         # open, please cloes it" reads "close")
-        refused = worker.runner.refusal(text) if worker.runner is not None else refusal(text)
-        if refused is not None:
-            raise ValueError(f"the wording for {task} {refused.why}")
+        if worker.runner is None:  # scripted experts do not read it: only what no policy would do as meant
+            refused = refusal(text)
+            if refused is not None:
+                raise ValueError(f"the wording for {task} {refused.why}")
+            continue
+        try:
+            worker.runner.check_instruction(text)  # also a text over the limit, or none once cleaned
+        except ValueError as exc:
+            why = getattr(exc, "why", None)
+            raise ValueError(f"the wording for {task} {why}" if why else f"the wording for {task}: {exc}") from exc
     if eval_cfg is not None:
         modes, skipped = build_modes(eval_cfg, worker.runner)
     # the same seeds for both tasks of a pair
@@ -407,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the task's)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
-    p.add_argument("--out", default="swap_results")
+    p.add_argument("--out", type=path_argument, default="swap_results")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run's swap_results.json in --out")
     p.add_argument("--no-progress", action="store_true")
     return p

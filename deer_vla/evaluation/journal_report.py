@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from deer_vla.core.writable import clobbers_input
+from deer_vla.core.writable import clobbers_input, path_argument
 from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, episode_key, read_journal
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
@@ -207,8 +207,8 @@ def cli_main(argv: list[str] | None = None) -> int:
                    help="report the run in DIR with its modes named NAME:mode, e.g. to set another checkpoint's "
                    "run or another gate set's beside this one (pair them with --pair-with NAME:full); repeatable")
     p.add_argument("--per-task", action="store_true", help="also print every mode's successes per task")
-    p.add_argument("--json", type=Path, default=None, help="also write the report here")
-    p.add_argument("--depth-weights", type=Path, default=None, metavar="JSON",
+    p.add_argument("--json", type=path_argument, default=None, help="also write the report here")
+    p.add_argument("--depth-weights", type=path_argument, default=None, metavar="JSON",
                    help="also write, per task, how much depth pays: (b + 1) / (c + 1) for the episodes only the full "
                    "model (b) and only --shallow (c) solved; the {task: weight} file of `deer-vla train-gate "
                    "--task-weights`. Measure it on seeds you do not evaluate on")

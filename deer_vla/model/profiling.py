@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from deer_vla.core import CostProfile, LatencyStats
 from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.config_io import non_negative_int, positive_int
-from deer_vla.core.writable import clobbers_input
+from deer_vla.core.writable import clobbers_input, path_argument
 from deer_vla.model.config import PolicyConfig
 from deer_vla.model.device import device_arg
 from deer_vla.model.policy import MultiExitPolicy
@@ -261,7 +261,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=positive_int, default=20)
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: on a shared CPU more threads oversubscribe and time noise)")
-    p.add_argument("--json", default=None,
+    p.add_argument("--json", type=path_argument, default=None,
                    help="write the CostProfile to this file (deer-vla calibrate saves one into the checkpoint)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -280,7 +280,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     try:
         model, _ = load_checkpoint(args.checkpoint, max_exit=args.max_exit, device=args.device)
-    except (CheckpointError, FileNotFoundError) as exc:
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:  # ValueError: a tokenizer that does not load
         print(f"deer-vla profile: {exc}", file=sys.stderr)
         return 2
     model.to(getattr(torch, args.dtype))

@@ -327,7 +327,9 @@ class PolicyRunner:
         return refusal(instruction, self.trained_words.words if self.trained_words is not None else (),
                        self.read_instruction(instruction)[0])
 
-    def _check_instruction(self, instruction: str) -> None:
+    def check_instruction(self, instruction: str) -> None:
+        """ValueError when the model would refuse ``instruction`` at a step: over MAX_INSTRUCTION_CHARS, no text
+        once cleaned, or a refusal (``refusal``: NegatedInstructionError, OppositeWordsError)."""
         if instruction in self._token_cache:  # read before
             return
         if len(instruction) > MAX_INSTRUCTION_CHARS:
@@ -350,7 +352,7 @@ class PolicyRunner:
         if cached is not None:
             self.dropped_tokens = cached[2]
             return cached[0], cached[1]
-        self._check_instruction(instruction)
+        self.check_instruction(instruction)
         # text left after cleaning always gives at least one token (byte fallback, or the unknown token)
         limit = self.model.config.lm.max_text_len
         text, _ = self.read_instruction(instruction)
@@ -377,7 +379,7 @@ class PolicyRunner:
         a new instruction resets the episode: a refused step must leave the history as it was); -> the
         proprioception as a float32 copy (None for a model that takes none)."""
         observation.validate(self.cameras)
-        self._check_instruction(observation.instruction)
+        self.check_instruction(observation.instruction)
         p = self.model.config.proprio_dim
         if p == 0:
             return None

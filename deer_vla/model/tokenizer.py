@@ -77,7 +77,9 @@ def load_tokenizer(path: str | Path) -> Any:
     except Exception as exc:
         # transformers and tokenizers raise many kinds (a JSONDecodeError, a multi-line "Couldn't instantiate the
         # backend tokenizer", a Rust panic's Exception), none naming the file: say which and why, in one line
-        what = root / "tokenizer.json" if fast else root
+        # without tokenizer.json transformers looks for other vocabulary files, and its error blames missing
+        # libraries ("sentencepiece or tiktoken") when the file is what is missing
+        what = root / "tokenizer.json" if fast else f"{root} (it has no tokenizer.json)"
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise ValueError(f"tokenizer {what} cannot be loaded: {type(exc).__name__}: {reason}") from exc
     if tok.pad_token is None:

@@ -25,6 +25,7 @@ import yaml
 from deer_vla.core.argv_text import check_text_arguments
 from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.log_text import error_text
+from deer_vla.core.writable import path_argument
 from deer_vla.model.shipped import (
     DEFAULT_NAME,
     UnknownCheckpointError,
@@ -433,7 +434,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=_int64_arg, default=0, help="steps per episode (0 = the task default)")
     parser.add_argument("--average-gflops", type=float, default=None,
                         help="average compute budget per action (default: the one the thresholds were solved for)")
-    parser.add_argument("--output-dir", type=Path, default=Path("deer_vla_logs"))
+    parser.add_argument("--output-dir", type=path_argument, default=Path("deer_vla_logs"))
     parser.add_argument("--timeout", type=float, default=540.0, help="stop after this many seconds")
     parser.add_argument("--config-dir", default=None)
     import rclpy

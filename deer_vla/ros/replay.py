@@ -28,7 +28,7 @@ import numpy as np
 
 from deer_vla.core import StepRecord
 from deer_vla.core.config_io import positive_int
-from deer_vla.core.writable import clobbers_input, unwritable_dir
+from deer_vla.core.writable import clobbers_input, path_argument, unwritable_dir
 from deer_vla.data.mcap_io import truncation_warnings_to_stderr
 from deer_vla.data.mcap_parts import log_parts
 from deer_vla.data.recording import RecordedStep, check_cameras, read_recording, recorded_policy
@@ -145,7 +145,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixed-exit", type=int, default=0)
     parser.add_argument("--no-track-average", action="store_true",
                         help="thresholds as solved, without the online tracker the policy node uses by default")
-    parser.add_argument("--json", type=Path, default=None, help="also write the report (with per-step exits) here")
+    parser.add_argument("--json", type=path_argument, default=None,
+                        help="also write the report (with per-step exits) here")
     args = parser.parse_args(argv)
     problem = unwritable_dir(args.json.parent, create=True) if args.json else None
     if args.json and problem is None:

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from deer_vla.core.config_io import ConfigError, load_layers, validate
+from deer_vla.core.writable import nonblank_path
 from deer_vla.model.device import is_device_name
 from deer_vla.train.instruction_noise import InstructionNoise
 
@@ -124,6 +125,12 @@ class TrainConfig(BaseModel):
         if isinstance(data, dict) and ("model" in data or "init_checkpoint" in data) and "model_preset" not in data:
             return {**data, "model_preset": None}
         return data
+
+    @field_validator("output_dir", "dataset")
+    @classmethod
+    def _path_not_blank(cls, value: str, info: ValidationInfo) -> str:
+        nonblank_path(value, str(info.field_name))
+        return value
 
     @field_validator("device")
     @classmethod

@@ -34,7 +34,7 @@ import torch
 from deer_vla.core import Observation
 from deer_vla.core.json_text import JsonTextError, read_json_file
 from deer_vla.core.log_text import error_text
-from deer_vla.core.writable import clobbers_input, unwritable_dir
+from deer_vla.core.writable import clobbers_input, path_argument, unwritable_dir
 from deer_vla.model.device import device_arg
 from deer_vla.model.gate import ExitGates, GateConfig, gate_inputs, motion_rms
 from deer_vla.model.shipped import CHECKPOINT_HELP, checkpoint_argument, shipped_name_of
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
-    p.add_argument("--out", default=None, metavar="PATH",
+    p.add_argument("--out", type=path_argument, default=None, metavar="PATH",
                    help="the gates file to write instead of CHECKPOINT/gates.safetensors (an existing directory: "
                         "its gates.safetensors)")
     return p
