@@ -119,6 +119,15 @@ def test_unclear_inputs_are_refused_with_what_to_do(lerobot_demo: Path, tmp_path
     with pytest.raises(DatasetError, match="--gripper-open and --gripper-closed must be finite, got nan and 1"):
         import_lerobot(lerobot_demo, tmp_path / "a", gripper_open=float("nan"), gripper_closed=1,
                        log=lambda *_: None)  # every gripper label NaN, blamed on a temporary file
+    # the demo's gripper runs 0..1: stated values it never reaches made every label one end, silently (a policy
+    # trained on it never closes the gripper)
+    for raw_open, raw_closed, end in ((5, 7, "open"), (7, 5, "closed"), (-3, -2, "closed")):
+        with pytest.raises(DatasetError, match=f"gripper values span \\[0, 1\\], all beyond --gripper-open "
+                                               f"{raw_open} --gripper-closed {raw_closed}: every gripper label "
+                                               f"would be {end}"):
+            import_lerobot(lerobot_demo, tmp_path / "a", gripper_open=raw_open, gripper_closed=raw_closed,
+                           log=lambda *_: None)
+    assert not (tmp_path / "a").exists()
     eps = demo_episodes(n_episodes=1, steps=4)
     write_lerobot_dataset(tmp_path / "joints", eps, 10, None, ["shoulder.pos", "elbow.pos", "a", "b", "c", "d", "e"])
     with pytest.raises(DatasetError, match="not end-effector axes.*--action-axes"):
@@ -417,6 +426,15 @@ def test_an_axis_the_demonstrations_rarely_or_never_move_is_clipped_no_wider_tha
     raw[:, 3] = rng.uniform(-0.2, 0.2, 1000)  # yaw moves
     raw[:, 4] = rng.integers(0, 2, 1000)
     m = ActionMapping.fit(raw, ["x", "y", "z", "yaw", "gripper"], gripper_open=0, gripper_closed=1)
+    assert m.gripper_clipped_fraction == 0 and m.gripper_text() == "0 open -> -1, 1 closed -> +1"
+    # values past the stated ones (beyond 5% of their span) are clipped, and the summary says how many
+    over = raw.copy()
+    over[:250, 4] = 1.04  # within the slack: a closed gripper reading a little past its command
+    over[250:500, 4] = 1.5
+    clipped = ActionMapping.fit(over, ["x", "y", "z", "yaw", "gripper"], gripper_open=0, gripper_closed=1)
+    assert clipped.gripper_clipped_fraction == pytest.approx(0.25)
+    assert clipped.gripper_text() == "0 open -> -1, 1 closed -> +1 (25.00% of gripper values beyond them, clipped)"
+    assert clipped.describe()["gripper_clipped_fraction"] == 0.25
     x, y, z, yaw = m.scale
     assert y == x  # never moved: the moving translation's scale, not 1 m per step
     assert z == pytest.approx(0.01) and m.normalise(raw[:5])[:, 2] == pytest.approx(1.0)  # the lift is learnt

@@ -189,7 +189,7 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
     return {
         "episodes": writer.count, "steps": writer.steps, "out": str(writer.root), "cameras": slots,
         "action_spec": mapping.spec.to_dict(), "clipped_fraction": mapping.clipped_fraction,
-        "gripper": f"{mapping.gripper_open:g} open -> -1, {mapping.gripper_closed:g} closed -> +1",
+        "gripper": mapping.gripper_text(),
         "proprio_names": None if proprio is None else list(proprio.names), "fps": info.fps,
         "tasks": sorted({tasks[s.task_index] for s in segments}),
     }

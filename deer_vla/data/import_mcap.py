@@ -579,7 +579,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
             "stilled_ticks": aligner.stilled, "held_past_servo_ticks": aligner.held_past_servo,
             "skewed_ticks": aligner.skewed,
             "action_spec": mapping.spec.to_dict(), "clipped_fraction": mapping.clipped_fraction,
-            "gripper": f"{mapping.gripper_open:g} open -> -1, {mapping.gripper_closed:g} closed -> +1",
+            "gripper": mapping.gripper_text(),
             "proprio_names": None if proprio is None else list(proprio.names),
             "instructions": sorted({e.instruction for e in episodes})}
 

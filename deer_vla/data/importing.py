@@ -158,6 +158,11 @@ def check_action_frame(frame: str) -> str:
         raise DatasetError(str(exc)) from exc
 
 
+# gripper values this share of the open..closed span beyond them count as beyond (a closed gripper reads a
+# little past its commanded value)
+GRIPPER_SLACK = 0.05
+
+
 @dataclass(frozen=True)
 class ActionMapping:
     """Raw action columns -> the normalised deer_vla layout (continuous axes in standard order, gripper last)."""
@@ -172,6 +177,8 @@ class ActionMapping:
     quantile: float
     clipped_fraction: float = 0.0  # of continuous values beyond +-1 after scaling, on the fitted data
     frame: str = ""  # the TF frame the axes are in ("" = not known)
+    # of gripper values beyond the stated open..closed values (by more than GRIPPER_SLACK of their span): clipped
+    gripper_clipped_fraction: float = 0.0
 
     @classmethod
     def fit(cls, raw: np.ndarray, labels: Sequence[str], velocity: bool = False, quantile: float = 0.99,
@@ -212,12 +219,28 @@ class ActionMapping:
                                f"{gripper_closed:g}")
         if gripper_open == gripper_closed:
             raise DatasetError(f"--gripper-open and --gripper-closed are both {gripper_open}")
+        low, high = sorted((gripper_open, gripper_closed))
+        slack = GRIPPER_SLACK * (high - low)
+        below, above = raw[:, g] < low - slack, raw[:, g] > high + slack
+        if below.all() or above.all():  # every label clipped to one end: a policy that never closes (or opens)
+            end = "open" if (below.all()) == (low == gripper_open) else "closed"
+            raise DatasetError(f"gripper values span [{lo:g}, {hi:g}], all beyond --gripper-open {gripper_open:g} "
+                               f"--gripper-closed {gripper_closed:g}: every gripper label would be {end}; give the "
+                               "raw values the gripper column has when open and when closed")
         unit_index = 1 if velocity else 0
         mapping = cls(tuple(order), columns, g, tuple(scale),
                       tuple(AXIS_UNITS[axis_kind(a)][unit_index] for a in order),
                       float(gripper_open), float(gripper_closed), float(quantile), frame=frame)
         scaled = raw[:, list(columns)] / np.asarray(scale)
-        return replace(mapping, clipped_fraction=float(np.mean(np.abs(scaled) > 1.0)))
+        return replace(mapping, clipped_fraction=float(np.mean(np.abs(scaled) > 1.0)),
+                       gripper_clipped_fraction=float(np.mean(below | above)))
+
+    def gripper_text(self) -> str:
+        """How the gripper column maps, for an import's summary (and how much of it was clipped)."""
+        text = f"{self.gripper_open:g} open -> -1, {self.gripper_closed:g} closed -> +1"
+        if self.gripper_clipped_fraction > 0:
+            text += f" ({100 * self.gripper_clipped_fraction:.2f}% of gripper values beyond them, clipped)"
+        return text
 
     @property
     def spec(self) -> ActionSpec:
@@ -237,6 +260,7 @@ class ActionMapping:
                      for a, c, s, u in zip(self.axes, self.columns, self.scale, self.units)},
             "scale_rule": f"quantile {self.quantile:g} of |raw value| over the dataset; beyond it clipped to +-1",
             "clipped_fraction": round(self.clipped_fraction, 6),
+            "gripper_clipped_fraction": round(self.gripper_clipped_fraction, 6),
             "frame": self.frame or "not recorded",
             "gripper": {"column": self.gripper_column, "raw_open": self.gripper_open,
                         "raw_closed": self.gripper_closed, "rule": "linear, raw_open -> -1, raw_closed -> +1, clipped"},
