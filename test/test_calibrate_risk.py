@@ -92,6 +92,22 @@ def test_an_exceedance_metric_without_its_tau_is_refused(
     assert "exceed:TAU" in capsys.readouterr().err
 
 
+def test_a_failed_calibration_leaves_no_empty_out_folder_behind(checkpoint: tuple[Path, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """--out is created to test that it can be written, before the dataset is read: a run that then failed (a
+    dataset not found) left the empty folders; a folder that was there before stays."""
+    ckpt, _ = checkpoint
+    out = tmp_path / "new" / "thresholds"
+    argv = ["--checkpoint", str(ckpt), "--dataset", str(tmp_path / "no_such_data"), "--average-budget-fraction",
+            "0.5", "--out", str(out)]
+    assert calibrate_main(argv) == 2
+    assert "no_such_data" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    out.mkdir(parents=True)
+    assert calibrate_main(argv) == 2
+    assert out.is_dir()
+
+
 def test_calibrate_refuses_an_output_it_cannot_write_before_calibrating(tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """The thresholds are written after minutes of calibration: an --out that cannot be written (a file in the

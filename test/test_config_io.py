@@ -14,6 +14,7 @@ from deer_vla.core.config_io import ConfigError, apply_overrides
 from deer_vla.evaluation.evaluator import EvaluateSettings
 from deer_vla.evaluation.evaluator import cli_main as evaluate_main
 from deer_vla.evaluation.evaluator import load_settings as evaluate_settings
+from deer_vla.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,6 +95,37 @@ def test_calibrate_refuses_bad_settings_naming_the_key(tmp_path: Path, capsys) -
         calibrate_settings(["--checkpoint", "ck", "--dataset", "d", "--risk", "0.1", "--set", "risk_unit=batch"])
     with pytest.raises(ConfigError, match="calibrate settings file not found"):
         calibrate_settings(["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_a_key_given_twice_in_a_settings_file_is_refused_naming_it_and_its_line(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys without a word: a file saying episodes_per_task twice ran with the
+    second. A merge key (<<) is YAML's own way to repeat keys and stays allowed."""
+    path = tmp_path / "eval.yaml"
+    path.write_text("checkpoint: ck\nepisodes_per_task: 1\ninstructions: canonical\nepisodes_per_task: 2\n")
+    with pytest.raises(ConfigError, match=f"evaluate settings {path} is not valid YAML: the key 'episodes_per_task' "
+                                          "is given twice \\(line 4\\)"):
+        evaluate_settings(["--config", str(path)])
+    nested = tmp_path / "train.yaml"
+    nested.write_text("joint:\n  steps: 10\n  lr: 0.001\n  steps: 20\n")
+    with pytest.raises(ConfigError, match="the key 'steps' is given twice"):
+        load_config(str(nested))
+    from deer_vla.core.config_io import load_yaml
+
+    assert load_yaml("base: &b {x: 1, y: 2}\nd:\n  <<: *b\n  x: 3\n")["d"] == {"x": 3, "y": 2}
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--set", "episodes_per_task=true"], "episodes_per_task: Value error, true is not a number"),
+    (["--set", "budgets=[0.2, true]"], "budgets: Value error, a list of numbers holds true"),  # it was 1.0
+    (["--set", "max_steps=false"], "max_steps: Value error, false is not a number"),
+])
+def test_true_or_false_is_not_a_number_in_settings(argv: list[str], needle: str, capsys) -> None:
+    """pydantic reads true as 1: `episodes_per_task: true` ran one episode per task, silently."""
+    assert evaluate_main(["--checkpoint", "ck", *argv]) == 2
+    assert needle in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="joint.steps: Value error, true is not a number"):
+        load_config(None, ["joint.steps=true"])
+    assert evaluate_settings(["--checkpoint", "ck", "--set", "skip_full=true"]).skip_full is True  # a real bool
 
 
 def test_set_needs_key_equals_value() -> None:

@@ -72,6 +72,19 @@ def test_a_file_that_is_not_mcap_is_refused(tmp_path):
         read_recording(path)
 
 
+def test_an_empty_file_is_said_to_be_empty_not_cut_off(tmp_path):
+    """A writer killed before its header leaves 0 bytes (or part of the magic): read as no messages, said as an
+    empty file, not "was not closed and is cut off"."""
+    from deer_vla.data.mcap_io import MAGIC, TruncatedMcapWarning, read_messages
+
+    for data in (b"", MAGIC[:3]):
+        path = tmp_path / "empty.mcap"
+        path.write_bytes(data)
+        with pytest.warns(TruncatedMcapWarning, match=f"MCAP file {path} is empty \\({len(data)} bytes: its writer "
+                                                      "stopped before its header was written\\?\\); no messages"):
+            assert list(read_messages(path)) == []
+
+
 def test_a_step_that_lost_part_of_itself_is_left_out_not_completed_from_its_neighbour(tmp_path):
     """After a write that failed partway (disk full) the log goes on in a new part, which can begin inside a step.
     The reader carried the previous step's action over and cleared only the images: a step with no image ended

@@ -261,6 +261,22 @@ def test_an_output_dir_the_disk_cannot_take_is_named(dataset: Path, tmp_path: Pa
     assert f"cannot write to output_dir {out}: No space left on device" in capsys.readouterr().err
 
 
+def test_a_training_that_cannot_start_leaves_no_output_dir_behind(dataset: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing dataset is found after the output folder was made and locked: it was left holding only its
+    lock file. One that was there before stays, with nothing added."""
+    from deer_vla.train import trainer as trainer_module
+
+    out = tmp_path / "runs" / "mine"
+    argv = ["--no-progress", *sum((["--set", o] for o in _overrides(tmp_path / "no_such_data", out)), [])]
+    assert trainer_module.cli_main(argv) == 2
+    assert "no_such_data" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    out.mkdir(parents=True)
+    assert trainer_module.cli_main(argv) == 2
+    assert out.is_dir()
+
+
 def test_the_recorded_gripper_is_read_only_from_an_imported_datasets_numbers(tmp_path: Path) -> None:
     """training.gripper comes from meta.json's collection.action_mapping.gripper (an importer's raw values); a
     simulator's dataset, a damaged mapping or no dataset records none, and never fails the training."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from deer_vla.control.budgets import BudgetSpec
 from deer_vla.control.calibration import collect_exit_actions, collect_exit_actions_and_scores, learned_criterion
@@ -33,9 +33,9 @@ from deer_vla.control.risk import PValue
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, solve_thresholds
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import CostMetric, CostProfile, Observation
-from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
+from deer_vla.core.config_io import ConfigError, NoBoolNumbers, add_config_arguments, load_layered
 from deer_vla.core.log_text import error_text
-from deer_vla.core.writable import nonblank_path, unwritable_dir
+from deer_vla.core.writable import nonblank_path, remove_empty_dirs, unwritable_dir
 from deer_vla.data.observations import dataset_observation_episodes
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import check_device
@@ -131,7 +131,7 @@ def solve_risk(runner: Any, episodes: Sequence[Any], profile: Any, budget: Any, 
     return th, len(base_actions), len(cert_actions)
 
 
-class CalibrateSettings(BaseModel):
+class CalibrateSettings(NoBoolNumbers):
     """`deer-vla calibrate`'s settings: --config YAML keys, --set keys and flags share these names."""
 
     model_config = ConfigDict(extra="forbid")
@@ -301,7 +301,6 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla calibrate: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from deer_vla.model.runner import PolicyRunner
 
     try:
         ckpt = resolve_checkpoint(args.checkpoint)  # a shipped name -> its folder
@@ -316,12 +315,25 @@ def cli_main(argv: list[str] | None = None) -> int:
               "to replace them", file=sys.stderr)
         return 2
     out = CheckpointDir(args.out or ckpt)  # the thresholds and the profile they were solved with
+    fresh = [d for d in (out.root, *out.root.parents) if not d.exists()]  # what the check below creates
     problem = unwritable_dir(out.root, create=args.out is not None)
     if problem:  # found now, not after minutes of calibration that would then be lost
         hint = "" if args.out else "; write the thresholds elsewhere with --out DIR"
         print(f"deer-vla calibrate: {problem}{hint}", file=sys.stderr)
         return 2
+    rc = 1
+    try:
+        rc = _calibrate(args, ckpt, out)
+    finally:
+        if rc != 0:  # a run that failed (an unreadable dataset, a bad tokenizer) leaves no empty --out behind
+            remove_empty_dirs(fresh)
+    return rc
+
+
+def _calibrate(args: CalibrateSettings, ckpt: Path, out: CheckpointDir) -> int:
+    """Solve and write the thresholds (cli_main has checked the settings and that ``out`` can be written)."""
     from deer_vla.control.criterion import Criterion
+    from deer_vla.model.runner import PolicyRunner
 
     try:
         criterion = Criterion(smooth=args.smooth, kind=args.criterion)

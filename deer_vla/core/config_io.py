@@ -11,12 +11,14 @@ import argparse
 import os
 import reprlib
 import sys
+import types
+import typing
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -51,10 +53,78 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type admits true/false (bool itself, Any, or a union with one of them)."""
+    if annotation is bool or annotation is Any:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_takes_bool(a) for a in typing.get_args(annotation))
+    return False
+
+
+class NoBoolNumbers(BaseModel):
+    """Settings whose numbers are not true/false: pydantic reads ``episodes_per_task: true`` as 1, silently."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name) if info.field_name is not None else None
+        if field is None:
+            return value
+        if isinstance(value, bool) and not _takes_bool(field.annotation):
+            raise ValueError(f"{str(value).lower()} is not a {_type_name(field.annotation)}")
+        if isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value):  # budgets: [true] is 1.0
+            items = [a for a in _members(field.annotation) if typing.get_origin(a) in (list, tuple)]
+            if items and not any(_takes_bool(t) for a in items for t in typing.get_args(a)):
+                first = next(v for v in value if isinstance(v, bool))
+                raise ValueError(f"a list of numbers holds {str(first).lower()}")
+        return value
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """A union's members, or the annotation itself."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _type_name(annotation: Any) -> str:
+    names = [getattr(a, "__name__", str(a)) for a in typing.get_args(annotation) or (annotation,)
+             if a is not type(None)]
+    return " or ".join({"int": "number", "float": "number"}.get(n, n) for n in dict.fromkeys(names))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it keeps the last, silently: a settings
+    file that says episodes_per_task twice ran with the second without a word). Merge keys (<<) are YAML's own
+    way to repeat keys, and not judged here."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base constructor says so
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text as Python (safe types only), a key given twice in a mapping refused (yaml.YAMLError)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary Python objects
+
+
 def parse_value(text: str) -> Any:
     """`--set` values are YAML scalars/flows: 3, 1e-4, true, null, [1, 2], {a: 1}. ConfigError otherwise."""
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return load_yaml(text) if text.strip() else ""
     # ValueError: an integer of over 4300 digits (Python's int() limit, which PyYAML meets)
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         raise ConfigError(f"--set value {shown_value(text)} is not a YAML value: "
@@ -110,12 +180,14 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is UTF-8, whatever the locale
+        loaded = load_yaml(path.read_text(encoding="utf-8"))  # YAML is UTF-8, whatever the locale
     # RecursionError: nested too deeply; ValueError (UnicodeDecodeError among them): not UTF-8, an integer of
     # over 4300 digits (Python's int() limit, which PyYAML meets)
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{what} {path} is not valid YAML: {first}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None and f"line {mark.line + 1}" not in first else ""
+        raise ConfigError(f"{what} {path} is not valid YAML: {first}{where}") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{what} {path} must be a mapping, got {type(loaded).__name__}")
     return loaded or {}

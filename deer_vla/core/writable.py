@@ -44,6 +44,16 @@ def unwritable_dir(path: Path, create: bool) -> str | None:
     return None
 
 
+def remove_empty_dirs(dirs: Iterable[Path]) -> None:
+    """Remove ``dirs`` (deepest first) where they are empty: folders a failed command created before writing
+    anything into them. One that holds something, or cannot be removed, is left with those above it."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 def fresh_start_problem(resume: bool, overwrite: bool, earlier: Callable[[], str | None], where: Path | str,
                         other: str) -> str | None:
     """Why a run may not start in ``where``: both --resume and --overwrite, or (neither) an earlier run there

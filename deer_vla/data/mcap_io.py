@@ -481,6 +481,11 @@ def _read_in_file_order(path: Path, topics: list[str] | None) -> Iterator[McapMe
 
 
 def _read_unfinished(path: Path, topics: list[str] | None) -> Iterator[McapMessage]:
+    if path.stat().st_size < len(MAGIC):  # nothing but (part of) the magic: no header, nothing to recover
+        warnings.warn(TruncatedMcapWarning(
+            f"MCAP file {path} is empty ({path.stat().st_size} bytes: its writer stopped before its header was "
+            "written?); no messages"), stacklevel=3)
+        return
     started = time.monotonic()
     got = _Pass()
     yield from _file_order(path, topics, got)  # the writers append in time order

@@ -20,13 +20,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from deer_vla.control.criterion import Criterion, CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import NonFiniteActionError
-from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
+from deer_vla.core.config_io import ConfigError, NoBoolNumbers, add_config_arguments, load_layered
 from deer_vla.core.run_lock import FolderInUseError, lock_folder
 from deer_vla.core.writable import fresh_start_problem, nonblank_path, unwritable_dir
 from deer_vla.evaluation.journal import (
@@ -74,7 +74,7 @@ InstructionSet = Literal["canonical", "heldout", "both"]
 INSTRUCTION_SETS: tuple[InstructionSet, ...] = get_args(InstructionSet)
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(NoBoolNumbers):
     """What `evaluate` runs: checkpoint, tasks, modes and episodes (validated; errors name the field)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -485,7 +485,7 @@ def parse_exits(text: str, num_exits: int | None = None) -> list[int]:
     return out
 
 
-class EvaluateSettings(BaseModel):
+class EvaluateSettings(NoBoolNumbers):
     """`deer-vla evaluate`'s settings: --config YAML keys, --set keys and flags share these names."""
 
     model_config = ConfigDict(extra="forbid")

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from deer_vla.core.config_io import GRAPH_FILE, PACKAGE, packaged_config_dir
+from deer_vla.core.config_io import GRAPH_FILE, PACKAGE, load_yaml, packaged_config_dir
 
 EVERY_NODE = "*"  # a launch argument's parameter "*.param": that parameter of every node of the graph
 # rcl's namespace rule: tokens of letters, digits and _, not starting with a digit, joined by single slashes
@@ -227,7 +227,7 @@ def _tokens_match(key: list[str], name: list[str]) -> bool:
 def _parameter_file(path: Path) -> dict[Any, Any]:
     """A ROS parameter file's node sections; ValueError naming the file when it is not YAML or not a mapping."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not a ROS parameter file: {exc}") from None
     if not isinstance(data, dict):
@@ -282,7 +282,7 @@ def load_graph(
     path = cfg / GRAPH_FILE
     if not path.is_file():
         raise FileNotFoundError(f"node graph file not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = load_yaml(path.read_text(encoding="utf-8")) or {}
     nodes, graphs = data.get("nodes") or {}, data.get("graphs") or {}
     if graph not in graphs:
         raise KeyError(f"unknown graph '{graph}' in {path}; choose from {sorted(graphs)}")

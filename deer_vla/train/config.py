@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from deer_vla.core.config_io import ConfigError, load_layers, validate
+from deer_vla.core.config_io import ConfigError, NoBoolNumbers, load_layers, validate
 from deer_vla.core.writable import nonblank_path
 from deer_vla.model.device import is_device_name
 from deer_vla.train.instruction_noise import InstructionNoise
@@ -22,7 +22,7 @@ from deer_vla.train.instruction_noise import InstructionNoise
 __all__ = ["ConfigError", "TrainConfig", "load_config", "validate_config"]
 
 
-class LossWeights(BaseModel):
+class LossWeights(NoBoolNumbers):
     """Weights of the DeeR loss terms (all 1 in the original) and of the gripper BCE inside each."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -58,7 +58,7 @@ class LossWeights(BaseModel):
         return self
 
 
-class StageConfig(BaseModel):
+class StageConfig(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # an infinite lr passes gt=0
     steps: int = Field(ge=0)
     lr: float = Field(gt=0, le=1e38)  # a float32 (1e300 passed, then AdamW failed converting it)
@@ -75,7 +75,7 @@ class TextSpec(BaseModel):
     trainable: bool = Field(False, description="fine-tune the token table (stored in the checkpoint) or keep it frozen")
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # model: a preset name ("tiny", "default"), an explicit PolicyConfig dict (both: random weights), or

@@ -38,8 +38,8 @@ from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.config_io import ConfigError, add_config_arguments, load_layered
 from deer_vla.core.json_text import parse_json
 from deer_vla.core.log_text import error_text
-from deer_vla.core.run_lock import FolderInUseError, lock_folder
-from deer_vla.core.writable import fresh_start_problem
+from deer_vla.core.run_lock import LOCK_NAME, FolderInUseError, lock_folder
+from deer_vla.core.writable import fresh_start_problem, remove_empty_dirs
 from deer_vla.model.device import check_device
 from deer_vla.model.shipped import resolve_checkpoint, shipped_name_of
 from deer_vla.train.config import TrainConfig
@@ -783,6 +783,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla train: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    fresh = [d for d in (out, *out.parents) if not d.exists()]  # created here, removed if the run cannot start
     try:
         out.mkdir(parents=True, exist_ok=True)
         # one training per output_dir (torchrun: rank 0 holds the lock for all)
@@ -797,6 +798,11 @@ def cli_main(argv: list[str] | None = None) -> int:
         trainer = Trainer(cfg, resume=args.resume, show_progress=not args.no_progress)
     except (OSError, ValueError, KeyError) as exc:  # a missing or broken dataset, checkpoint or folder
         print(f"deer-vla train: {error_text(exc)}", file=sys.stderr)
+        if lock is not None:
+            lock.close()
+        if fresh:  # nothing was trained: no folder holding only a lock file is left behind
+            (out / LOCK_NAME).unlink(missing_ok=True)
+            remove_empty_dirs(fresh)
         return 2
     if trainer.info.main:
         config_file = out / "train_config.json"
