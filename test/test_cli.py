@@ -127,7 +127,7 @@ def test_bringup_set_refuses_an_integer_no_ros_parameter_holds():
     assert _parse_set([f"sim.seed={2**63 - 1}"]) == {"sim": {"seed": 2**63 - 1}}
 
 
-def test_bringup_set_of_an_empty_value_is_the_empty_string_as_ros_reads_it():
+def test_bringup_set_of_an_empty_value_is_the_empty_string():
     """`--set policy.checkpoint_dir=` (the docs' "" = the default checkpoint) was YAML's null, and the node said
     "checkpoint 'None' is neither an existing directory..."."""
     from deer_vla.ros.bringup import _parse_set

@@ -126,6 +126,17 @@ def test_true_or_false_is_not_a_number_in_settings(argv: list[str], needle: str,
     with pytest.raises(ConfigError, match="joint.steps: Value error, true is not a number"):
         load_config(None, ["joint.steps=true"])
     assert evaluate_settings(["--checkpoint", "ck", "--set", "skip_full=true"]).skip_full is True  # a real bool
+    # nested settings too: instruction noise, and a `model:` mapping's configs (a review found these read as 1)
+    with pytest.raises(ConfigError, match="instruction_noise.word_dropout: Value error, true is not a number"):
+        load_config(None, ["instruction_noise={word_dropout: true}"])
+    from pydantic import ValidationError
+
+    from deer_vla.model.config import ExitConfig, ResamplerConfig, VisionConfig
+
+    for build in (lambda: ResamplerConfig(depth=True), lambda: ExitConfig(layers_per_exit=True),
+                  lambda: VisionConfig(channels=[16, True])):
+        with pytest.raises(ValidationError, match="true is not a number|a list of numbers holds true"):
+            build()
 
 
 def test_set_needs_key_equals_value() -> None:

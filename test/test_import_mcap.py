@@ -325,6 +325,25 @@ def test_delta_actions_imported_at_another_rate_than_they_came_are_refused(tmp_p
     assert cli_main(argv) == 0
 
 
+def test_twists_without_a_gripper_topic_import_open_with_stated_gripper_values(tmp_path, capsys):
+    """No gripper heard: every label is open. The importer's stand-in for the unheard values (-1) was judged
+    as data beyond the stated --gripper-open 0.08 .. --gripper-closed 0 and the recording refused, saying
+    every label would be closed."""
+    import json
+
+    import numpy as np
+
+    from deer_vla.data.episodes import EpisodeDataset, read_episode
+
+    rec = _twist_recording(tmp_path / "nogrip.mcap", grip_from_s=None)
+    assert cli_main([str(rec), "--out", str(tmp_path / "a"), *TWIST, "--gripper-open", "0.08",
+                     "--gripper-closed", "0", "--instruction", "wipe the table"]) == 0, capsys.readouterr().err
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    labels = np.concatenate([read_episode(p).actions[:, -1] for p in EpisodeDataset(tmp_path / "a").paths])
+    assert labels.size and np.all(labels == -1.0), np.unique(labels)
+    assert meta["collection"]["topics"]["gripper"] == "open throughout"
+
+
 def test_the_frame_the_twists_were_recorded_in_is_kept_with_the_action_space(tmp_path, capsys):
     """The TwistStamped frame was dropped: teleoperation in the tool frame (MoveIt Servo's usual) was replayed by
     the node in base_link, its axes rotated, without a word. It is kept in the action spec, which training

@@ -425,6 +425,13 @@ def test_a_parameter_file_that_does_not_reach_the_node_in_its_namespace_is_refus
     assert all(two.applies(k) for k in ("a/b/deer_vla_policy", "/*/*/deer_vla_policy", "/a/*/deer_vla_policy",
                                         "/**/b/deer_vla_policy", "/a/**", "/*/**/deer_vla_policy"))
     assert not two.applies("/*/deer_vla_policy")
+    # a node section, or a parameter, given twice: rcl merges the sections and keeps a parameter's last value
+    # (a duplicate-key refusal meant for settings files refused these; the reading before kept the last section)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("/**/deer_vla_policy:\n  ros__parameters:\n    device: cpu\n    max_instruction_chars: 400\n"
+                     "/**/deer_vla_policy:\n  ros__parameters:\n    enabled: false\n    max_instruction_chars: 500\n")
+    given = load_graph("robot").with_arguments({"params_file": str(twice)}).node("policy").file_parameters()
+    assert (given["device"], given["enabled"], given["max_instruction_chars"]) == ("cpu", False, 500)
     for text, problem in (("- a\n- b\n", "a YAML list"), ("a: [\n", "not a ROS parameter file")):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)

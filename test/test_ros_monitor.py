@@ -271,6 +271,8 @@ def test_monitor_outlives_records_that_overflow_and_a_fault_in_its_statuses(ros_
     ({"run_name": "../escape"}, "'run_name' must be one folder name"),
     ({"run_name": "/tmp/elsewhere"}, "'run_name' must be one folder name"),
     ({"run_name": ".."}, "'run_name' must be one folder name"),
+    # "" (bringup --set monitor.log_dir=) is wherever the node was started: the logs landed there unsaid
+    ({"log_dir": ""}, "parameter 'log_dir' is empty: give a folder"),
     # a topic name ROS refuses: refused before the run folder exists (it left an orphan folder, open logs)
     ({"record_topic": "~/bad name"}, "'record_topic' = '~/bad name' is not a valid topic name"),
 ])

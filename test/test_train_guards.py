@@ -274,7 +274,7 @@ def test_a_training_that_cannot_start_leaves_no_output_dir_behind(dataset: Path,
     assert not (tmp_path / "runs").exists()
     out.mkdir(parents=True)
     assert trainer_module.cli_main(argv) == 2
-    assert out.is_dir()
+    assert out.is_dir() and list(out.iterdir()) == []  # not even the lock file
 
 
 def test_the_recorded_gripper_is_read_only_from_an_imported_datasets_numbers(tmp_path: Path) -> None:

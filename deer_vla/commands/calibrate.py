@@ -320,6 +320,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     if problem:  # found now, not after minutes of calibration that would then be lost
         hint = "" if args.out else "; write the thresholds elsewhere with --out DIR"
         print(f"deer-vla calibrate: {problem}{hint}", file=sys.stderr)
+        remove_empty_dirs(fresh)  # parents the check made before the last one failed
         return 2
     rc = 1
     try:

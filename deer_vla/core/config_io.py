@@ -74,8 +74,9 @@ class NoBoolNumbers(BaseModel):
         if isinstance(value, bool) and not _takes_bool(field.annotation):
             raise ValueError(f"{str(value).lower()} is not a {_type_name(field.annotation)}")
         if isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value):  # budgets: [true] is 1.0
-            items = [a for a in _members(field.annotation) if typing.get_origin(a) in (list, tuple)]
-            if items and not any(_takes_bool(t) for a in items for t in typing.get_args(a)):
+            items = [t for a in _members(field.annotation) if typing.get_origin(a) in (list, tuple)
+                     for t in typing.get_args(a)]
+            if any(t in (int, float) for t in items) and not any(_takes_bool(t) for t in items):
                 first = next(v for v in value if isinstance(v, bool))
                 raise ValueError(f"a list of numbers holds {str(first).lower()}")
         return value

@@ -10,20 +10,21 @@ from pathlib import Path
 from typing import IO, Any
 
 BLANK_PATH = "an empty path, which would mean the current directory: give one ('.' for the current directory)"
+# (a blank one, " ", is a folder of that name: odd, but not the current directory, and what the user typed)
 
 
 def nonblank_path(text: str | None, what: str) -> str | None:
-    """``text`` unless it is empty or blank: ``Path("")`` is the current directory, so an empty output setting
+    """``text`` unless it is empty: ``Path("")`` is the current directory, so an empty output setting
     wrote a dataset, a model or a checkpoint's thresholds where the command ran (or, as 'not given', into the
     shipped checkpoint). None passes (not given)."""
-    if text is not None and not text.strip():
+    if text == "":
         raise ValueError(f"{what} is {BLANK_PATH}")
     return text
 
 
 def path_argument(text: str) -> Path:
     """argparse ``type`` of a path option: an empty one is refused (``nonblank_path``)."""
-    if not text.strip():
+    if text == "":
         raise argparse.ArgumentTypeError(BLANK_PATH)
     return Path(text)
 

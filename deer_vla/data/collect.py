@@ -57,7 +57,7 @@ class CollectConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if not str(self.out).strip():
+        if str(self.out) == "":
             problems.append(f"--out is {BLANK_PATH}")
         if not self.tasks:
             problems.append("no tasks")

@@ -547,7 +547,8 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     unheard = np.isnan(raw_actions[:, -1]) if action_type in TWIST_TYPES else np.zeros(len(raw_actions), bool)
     heard = raw_actions[~unheard, -1]
     # the fit sees the gripper values recorded, never a stand-in that would widen their range
-    raw_actions[unheard, -1] = heard.min() if heard.size else -1.0
+    # (none heard: the stated open value, or -1 open; a stand-in out of the stated range read as data beyond it)
+    raw_actions[unheard, -1] = heard.min() if heard.size else (-1.0 if gripper_open is None else gripper_open)
     mapping = ActionMapping.fit(raw_actions, labels, velocity, quantile, gripper_open, gripper_closed, frame)
     proprio = None
     if sources.proprio is not None:

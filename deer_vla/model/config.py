@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from deer_vla.core import ActionSpec, ProprioSpec
+from deer_vla.core.config_io import NoBoolNumbers
 
 LMFamily = Literal["llama", "qwen2", "gpt2", "mpt"]
 VisionKind = Literal["cnn", "clip", "siglip"]
@@ -40,7 +41,7 @@ def _size_ok(v: Any, limit: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limit
 
 
-class _Strict(BaseModel):
+class _Strict(NoBoolNumbers):  # true is not 1 (a `model:` mapping in a training config, a config.json)
     model_config = ConfigDict(extra="forbid")
 
 

@@ -180,7 +180,7 @@ def _parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
         node, dot, param = key.partition(".")
         if not sep or not dot or not param:
             raise ValueError(f"--set expects NODE.PARAM=VALUE (e.g. policy.enabled=true), got '{item}'")
-        try:  # an empty value is the empty string, as `-p name:=` gives (YAML reads it as null: 'None')
+        try:  # an empty value is the empty string ("" = the default for a path; YAML read it as null: 'None')
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ValueError(f"--set {key}: '{raw}' is not a YAML value ({exc.problem or exc})") from None

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from deer_vla.core.config_io import GRAPH_FILE, PACKAGE, load_yaml, packaged_config_dir
+from deer_vla.core.config_io import GRAPH_FILE, PACKAGE, deep_merge, load_yaml, packaged_config_dir
 
 EVERY_NODE = "*"  # a launch argument's parameter "*.param": that parameter of every node of the graph
 # rcl's namespace rule: tokens of letters, digits and _, not starting with a digit, joined by single slashes
@@ -224,10 +224,28 @@ def _tokens_match(key: list[str], name: list[str]) -> bool:
     return bool(name) and key[0] in ("*", name[0]) and _tokens_match(key[1:], name[1:])
 
 
+class _RosParameterLoader(yaml.SafeLoader):
+    """A ROS parameter file as rcl reads it: a node section (or a mapping in it) given twice is merged, a
+    parameter given twice keeps its last value. Not the settings files' loader, which refuses a repeated key:
+    these files are rcl's, and rcl takes them."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)  # merge keys (<<) first, as the safe loader does
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            value = self.construct_object(value_node, deep=True)
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = deep_merge(out[key], value)
+            else:
+                out[key] = value
+        return out
+
+
 def _parameter_file(path: Path) -> dict[Any, Any]:
     """A ROS parameter file's node sections; ValueError naming the file when it is not YAML or not a mapping."""
     try:
-        data = load_yaml(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RosParameterLoader) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not a ROS parameter file: {exc}") from None
     if not isinstance(data, dict):

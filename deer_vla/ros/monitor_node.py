@@ -91,6 +91,8 @@ class MonitorNode(Node):
                              f"{1.0 / MIN_DIAGNOSTICS_PERIOD_S:g}] Hz, got {rate}")
         if not 0 <= p["window"] <= MAX_WINDOW:
             raise ValueError(f"parameter 'window' must be in 0..{MAX_WINDOW} steps (0 = whole run), got {p['window']}")
+        if not str(p["log_dir"]):  # Path("") is wherever the node was started: the logs would land there unsaid
+            raise ValueError("parameter 'log_dir' is empty: give a folder ('.' for the current directory)")
         run_name = p["run_name"]
         if run_name and (run_name in (".", "..") or any(c in run_name for c in "/\\\0")):
             # a run name is one folder inside log_dir: "../x" or "/tmp/x" would write the logs elsewhere

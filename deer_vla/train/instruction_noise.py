@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Set
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from deer_vla.core.config_io import NoBoolNumbers
 
 PREFIXES: tuple[str, ...] = (
     "now", "ok", "robot,", "go ahead and", "i want you to", "would you", "try to", "just", "you should", "kindly",
@@ -37,7 +39,7 @@ def avoid_by_task(instructions: Mapping[str, Iterable[str]], heldout: Iterable[s
     return {task: frozenset(every - texts) for task, texts in own.items()}
 
 
-class InstructionNoise(BaseModel):
+class InstructionNoise(NoBoolNumbers):
     """Probabilities of each perturbation, drawn independently per training window."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

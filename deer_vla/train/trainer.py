@@ -783,7 +783,18 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla train: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    fresh = [d for d in (out, *out.parents) if not d.exists()]  # created here, removed if the run cannot start
+    # created here (or empty before): left as found if the run cannot start
+    fresh = [d for d in (out, *out.parents) if not d.exists()]
+    was_empty = out.is_dir() and not any(out.iterdir())
+    lock = None
+
+    def leave_as_found() -> None:
+        if lock is not None:
+            lock.close()
+        if fresh or was_empty:  # nothing was trained: no folder holding only a lock file is left behind
+            (out / LOCK_NAME).unlink(missing_ok=True)
+            remove_empty_dirs(fresh)
+
     try:
         out.mkdir(parents=True, exist_ok=True)
         # one training per output_dir (torchrun: rank 0 holds the lock for all)
@@ -793,16 +804,13 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # an unwritable or full disk: refused before any work, as calibrate's --out
         print(f"deer-vla train: cannot write to output_dir {out}: {exc.strerror or exc}", file=sys.stderr)
+        leave_as_found()
         return 2
     try:
         trainer = Trainer(cfg, resume=args.resume, show_progress=not args.no_progress)
     except (OSError, ValueError, KeyError) as exc:  # a missing or broken dataset, checkpoint or folder
         print(f"deer-vla train: {error_text(exc)}", file=sys.stderr)
-        if lock is not None:
-            lock.close()
-        if fresh:  # nothing was trained: no folder holding only a lock file is left behind
-            (out / LOCK_NAME).unlink(missing_ok=True)
-            remove_empty_dirs(fresh)
+        leave_as_found()
         return 2
     if trainer.info.main:
         config_file = out / "train_config.json"
