@@ -118,10 +118,16 @@ def test_the_worst_skew_is_the_camera_stamped_furthest_from_the_joint_state():
         "wrist", pytest.approx(-0.15))
     assert worst_skew(joint, {"static": joint + 300_000_000, "wrist": joint}) == ("static", pytest.approx(0.3))
     assert skew_problem(joint, {"static": joint + 100_000_000, "wrist": joint - 50_000_000}, 0.1) is None
-    assert skew_problem(joint, {"static": joint + 300_000_000, "wrist": joint}, 0.1) == (
+    assert skew_problem(joint, {"static": joint + 300_000_000, "wrist": joint + 250_000_000}, 0.1) == (
         "joint state stamped 300 ms before camera 'static''s image (limit max_joint_state_skew_s 100 ms): the arm "
         "pose and the picture are from different moments")
     assert "150 ms after camera 'wrist''s image" in skew_problem(joint, {"wrist": joint - 150_000_000}, 0.1)
+    # cameras further apart than twice the limit: no arm pose can be near both, and the joint states are not
+    # what is wrong (an audit's healthy 50 Hz driver was blamed for a camera 250 ms late)
+    assert skew_problem(joint, {"static": joint - 140_000_000, "wrist": joint + 140_000_000}, 0.1) == (
+        "cameras 'static' and 'wrist' are stamped 280 ms apart, more than twice max_joint_state_skew_s (100 ms): no "
+        "joint state is that near both images (bring the cameras' stamps closer, or raise max_joint_state_skew_s "
+        "to 0.14 s)")
     with pytest.raises(ValueError, match="no camera frames"):
         worst_skew(joint, {})
 

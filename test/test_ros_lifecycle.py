@@ -90,9 +90,9 @@ def _held(node) -> dict[str, int]:
             "step threads": sum(t.name == f"{node.get_name()}_step" for t in threading.enumerate())}
 
 
-# what a node without a checkpoint keeps: its /diagnostics status timer and publisher (it reports from start-up);
-# after shutdown, nothing else
-NOTHING = {"timers": 1, "subscriptions": 0, "publishers": 1, "step threads": 0}
+# what a node without a checkpoint keeps: its /diagnostics status timer and publisher (it reports from start-up),
+# and the wall-time watch of a sim clock; after shutdown, nothing else
+NOTHING = {"timers": 2, "subscriptions": 0, "publishers": 1, "step threads": 0}
 # unconfigured (from start, after a cleanup): the instruction's two subscriptions (a planner's one plain message
 # during configure is heard; a new subscription would be replayed a latched text a plain one may have replaced)
 CLEANED_UP = {**NOTHING, "subscriptions": 2}
@@ -123,9 +123,9 @@ def test_lifecycle_cycles_leave_nothing_behind_and_inactive_keeps_its_diagnostic
         assert node._diagnostics_timer in list(node.timers)  # the status goes on while inactive
         assert node.trigger_cleanup() == R.SUCCESS
         assert _held(node) == CLEANED_UP
-    # diagnostics, control and hold timers; 2 cameras + instruction (latched and plain) + proprio; 5 outputs
-    # (with /diagnostics); one worker
-    assert held == [{"timers": 3, "subscriptions": 5, "publishers": 5, "step threads": 1}] * 3
+    # diagnostics, clock watch, control and hold timers; 2 cameras + instruction (latched and plain) + proprio;
+    # 5 outputs (with /diagnostics); one worker
+    assert held == [{"timers": 4, "subscriptions": 5, "publishers": 5, "step threads": 1}] * 3
 
 
 def test_shutdown_from_active_stops_the_robot_and_frees_everything(executor, tiny_checkpoint):

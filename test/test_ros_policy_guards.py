@@ -228,6 +228,24 @@ def test_timer_mode_waits_for_the_first_proprioception_instead_of_failing_a_step
     assert drv.drive_until(lambda: len(drv.actions) >= 2)  # the first message ends the wait
 
 
+def test_event_mode_stops_the_arm_when_an_input_falls_silent(executor, tiny_checkpoint) -> None:
+    """Event mode steps when every input has delivered anew: a camera (or the joint states) that stopped never
+    reached a staleness check, and the last non-zero twist stood for the whole outage (an audit: 10 s). Once
+    the inputs are stale, stale_action: zero sends its stop, once; the next fresh set steps again."""
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, control_mode="event", rate_hz=20.0,
+                               stale_action="zero", max_image_age_s=0.3)
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: len(drv.actions) >= 3)
+    actions, stale = len(drv.actions), node.stats.stale
+    drv.twists.clear()
+    drv.spin(0.8)  # every input silent
+    assert len(drv.actions) == actions and node.stats.stale == stale + 1  # one stop per outage
+    assert len(drv.twists) == 1 and _is_zero(drv.twists[0])
+    assert "camera" in node.stats.skip_details["stale_image"]
+    assert drv.drive_until(lambda: len(drv.actions) >= actions + 2)  # inputs back: steps again
+
+
 def test_timer_mode_stops_when_the_float_array_proprioception_stops_or_is_only_refused(
         executor, tiny_checkpoint) -> None:
     """Float-array proprio carries no stamp, and timer mode stepped on the last accepted one for as long as the
@@ -261,6 +279,43 @@ def test_timer_mode_stops_when_the_float_array_proprioception_stops_or_is_only_r
     assert "the messages since were refused" in node.stats.skip_details["stale_proprio"]
     drv.proprio_dim = 4  # the feed comes back: steps again
     assert drv.drive_until(lambda: len(drv.actions) >= actions + 2)
+
+
+def test_a_sim_clock_that_stops_is_said_on_wall_time_and_stops_the_arm(executor, tiny_checkpoint):
+    """Under use_sim_time the status and control timers run on /clock: a simulator that stopped publishing it
+    silenced /diagnostics for the whole stall (11 s in an audit) and left the last twist standing. Watched on
+    wall time: a WARN status '<node>: clock' and stale_action's stop, once; steps again when it moves."""
+    import time
+
+    from fixtures import SimTimeSource, policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    from deer_vla.ros.policy_node import CLOCK_FROZEN_S
+
+    node = policy_node(executor, tiny_checkpoint, use_sim_time=True, enabled=True, stale_action="zero",
+                       max_image_age_s=5.0)
+    sent: list = []
+    publish = node._diagnostics_pub.publish
+    node._diagnostics_pub.publish = lambda arr: (sent.append(arr), publish(arr))[1]
+    sim = SimTimeSource(executor)
+    try:
+        assert sim.run_until(lambda: node.get_clock().now().nanoseconds >= 999 * 10**9, 5.0)
+        assert node.trigger_configure() == R.SUCCESS
+        assert sim.run_until(lambda: node.instruction is not None, send=False, step_s=0.005)
+        assert node.trigger_activate() == R.SUCCESS
+        assert sim.run_until(lambda: node.stats.steps >= 2, step_s=0.005)
+        assert node._last_command is not None  # an action stands
+        sent.clear()
+        end = time.monotonic() + CLOCK_FROZEN_S + 2.5
+        while time.monotonic() < end:  # /clock stops: nothing moves the node clock
+            executor.spin_once(timeout_sec=0.05)
+        clock = [s for arr in sent for s in arr.status if s.name.endswith(": clock")]
+        assert clock and clock[-1].level == bytes([1]) and "the node clock has not moved for" in clock[-1].message
+        assert node.stats.skipped["stale_clock"] == 1 and node._last_command is None  # stopped, once
+        steps = node.stats.steps
+        assert sim.run_until(lambda: node.stats.steps > steps + 1, step_s=0.005)  # it moves again: steps again
+    finally:
+        sim.node.destroy_node()
 
 
 def test_the_status_reads_step_ages_on_the_sim_clock_of_a_slow_simulator(executor, tiny_checkpoint):

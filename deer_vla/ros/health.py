@@ -43,6 +43,7 @@ SKIP_REASONS: dict[str, str] = {
     "stale_image": "an image older than max_image_age_s",
     "image_skew": "the cameras' newest images stamped more than max_image_skew_s apart",
     "stale_joint_state": "the joint state older than max_image_age_s, or stamped ahead of the node clock",
+    "stale_clock": "use_sim_time: the node clock stood still for CLOCK_FROZEN_S of wall time (no /clock)",
     "stale_proprio": "the float-array proprioception last accepted longer ago than max_image_age_s (it carries "
                      "no stamp: judged by arrival)",
     "joint_state_skew": "the joint state and an image stamped more than max_joint_state_skew_s apart",

@@ -164,6 +164,13 @@ def skew_problem(joint_stamp_ns: int, frame_stamps_ns: Mapping[str, int], max_sk
     camera, skew_s = worst_skew(joint_stamp_ns, frame_stamps_ns)
     if abs(skew_s) <= max_skew_s:
         return None
+    first = min(frame_stamps_ns, key=frame_stamps_ns.__getitem__)
+    last = max(frame_stamps_ns, key=frame_stamps_ns.__getitem__)
+    spread_s = (frame_stamps_ns[last] - frame_stamps_ns[first]) * 1e-9
+    if spread_s > 2 * max_skew_s:  # no arm pose is near both pictures: the cameras, not the joint states
+        return (f"cameras '{first}' and '{last}' are stamped {spread_s * 1e3:.0f} ms apart, more than twice "
+                f"max_joint_state_skew_s ({max_skew_s * 1e3:.0f} ms): no joint state is that near both images "
+                f"(bring the cameras' stamps closer, or raise max_joint_state_skew_s to {spread_s / 2:.3g} s)")
     return (f"joint state stamped {abs(skew_s) * 1e3:.0f} ms {'before' if skew_s > 0 else 'after'} camera "
             f"'{camera}''s image (limit max_joint_state_skew_s {max_skew_s * 1e3:.0f} ms): the arm pose and the "
             "picture are from different moments")

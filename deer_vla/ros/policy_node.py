@@ -41,6 +41,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -108,6 +109,9 @@ RUNTIME_PARAMS = (set(BUDGET_PARAMS) - {"fixed_exit"}) | {
 }
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute, as diagnostic_aggregator and rqt_robot_monitor expect
+# use_sim_time: how often the sim clock is checked on wall time, and how long it may stand before it is said
+CLOCK_WATCH_S = 1.0
+CLOCK_FROZEN_S = 3.0
 
 
 @dataclass
@@ -312,6 +316,11 @@ class PolicyNode(LifecycleNode):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._diagnostics_timer: Any = None
         self._start_diagnostics_timer(self.get_parameter("diagnostics_period_s").value)
+        # under use_sim_time the status and control timers run on /clock: a simulator that stops it silenced
+        # /diagnostics and left the last twist standing, unsaid. Watched on wall time (node clock, when it moved)
+        self._clock_moved: tuple[int, int] | None = None
+        self._clock_watch = self.create_timer(CLOCK_WATCH_S, self._on_clock_watch, callback_group=self._control_group,
+                                              clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._active_since: Moment | None = None
         self.create_service(SetBool, "~/enable", self._srv_enable, callback_group=self._control_group)
         self.create_service(Trigger, "~/halt", self._srv_halt, callback_group=self._control_group)
@@ -651,6 +660,9 @@ class PolicyNode(LifecycleNode):
         assert self.params is not None
         if self.params.control_mode == "timer":
             self._control_timers.append(self.create_timer(self.params.period_s, self._on_control_timer,
+                                                          callback_group=self._input_group))
+        else:  # event mode steps on arrivals: an input that stops would leave the last velocity standing
+            self._control_timers.append(self.create_timer(self.params.period_s, self._on_event_watchdog,
                                                           callback_group=self._input_group))
         self.active = True
         self._active_since = self._moment()
@@ -1206,6 +1218,27 @@ class PolicyNode(LifecycleNode):
     def _on_control_timer(self) -> None:
         self.control_step()
 
+    def _on_event_watchdog(self) -> None:
+        """Event mode steps when every input has delivered anew, so an input that stops (a camera, the joint
+        states) never reached a staleness check and the last twist stood for as long as it stayed silent. Each
+        period: inputs gone stale while an action stands get ``stale_action``, as in timer mode, once per outage
+        (the stop then stands; the next action re-arms it). With ``stale_action: none`` it does nothing."""
+        stack, params = self.stack, self.params  # read once (a cleanup on another thread clears them)
+        # with stale_action none nothing is sent, so nothing to watch for (and no skip counted per period)
+        if (not self.active or stack is None or params is None or params.stale_action != "zero"
+                or self._last_command is None):
+            return
+        frames = {c: self.frames[c] for c in stack.cameras if c in self.frames}
+        paired = self._paired_joint_state(frames)
+        stale = self._why_stale(frames, paired[0] if paired is not None else None, params, stack)
+        if stale is None:
+            return
+        reason, why = stale
+        self.stats.stale += 1
+        self.stats.skip(reason, why)
+        self.get_logger().warn(f"not stepping: {why}", throttle_duration_sec=2.0)
+        self._no_action(None)
+
     def control_step(self) -> None:
         """Check the newest image set (executor thread) and hand it to the worker; stale -> per stale_action.
         A step still running longer than ``max_image_age_s`` (a hung or starved model) will have its action
@@ -1702,6 +1735,33 @@ class PolicyNode(LifecycleNode):
         configured = params is not None and stack is not None
         self._diagnostics_pub.publish(self.diagnostics(params, stack) if configured
                                       else self.unconfigured_diagnostics())
+
+    def _on_clock_watch(self) -> None:
+        """Wall-time check of a sim clock (use_sim_time): when /clock has not moved for CLOCK_FROZEN_S, a WARN
+        status says so (the node's own status timer runs on that clock and is silent), and a standing twist gets
+        stale_action (the inputs cannot be judged on a clock that stands)."""
+        clock = self.get_clock()
+        if not getattr(clock, "ros_time_is_active", False):
+            self._clock_moved = None
+            return
+        now, mono = clock.now().nanoseconds, time.monotonic_ns()
+        if self._clock_moved is None or now != self._clock_moved[0]:
+            self._clock_moved = (now, mono)
+            return
+        frozen_s = (mono - self._clock_moved[1]) * 1e-9
+        if frozen_s < CLOCK_FROZEN_S:
+            return
+        self._diagnostics_pub.publish(DiagnosticArray(status=[DiagnosticStatus(
+            level=bytes([1]), name=self._status_name("clock"), hardware_id=self.get_fully_qualified_name(),
+            message=f"use_sim_time: the node clock has not moved for {frozen_s:.0f} s (no /clock?): no steps, and "
+                    "no other status until it moves")]))
+        self.get_logger().warn(f"use_sim_time: the node clock has not moved for {frozen_s:.0f} s (no /clock?)",
+                               throttle_duration_sec=10.0)
+        params = self.params
+        if params is not None and params.stale_action == "zero" and self._last_command is not None:
+            self.stats.stale += 1
+            self.stats.skip("stale_clock", f"the node clock (use_sim_time) has not moved for {frozen_s:.1f} s")
+            self._no_action(None)
 
     def _start_diagnostics_timer(self, period_s: Any) -> None:
         """(Re)start the status timer; a period that is not a valid number (refused at configure) keeps the
