@@ -246,6 +246,35 @@ def test_event_mode_stops_the_arm_when_an_input_falls_silent(executor, tiny_chec
     assert drv.drive_until(lambda: len(drv.actions) >= actions + 2)  # inputs back: steps again
 
 
+def test_event_modes_watch_sends_no_stop_between_whole_sets_delivered_apart(executor, tiny_checkpoint) -> None:
+    """A lock-step source whose two cameras' images of one capture arrive 80 ms apart: between sets one
+    camera's new frame sits beside the other's previous one, which a first version of the watch judged as
+    cameras apart (image_skew) and stopped the arm between every two actions (a review: 11 stops in 12 steps).
+    The watch judges ages only."""
+    import time
+
+    from std_msgs.msg import Float32MultiArray
+
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, control_mode="event", rate_hz=20.0,
+                               stale_action="zero", max_image_age_s=1.0, max_image_skew_s=0.1)
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    drv.spin(0.3)
+    for _ in range(8):
+        steps = node.stats.steps
+        drv.proprio_pub.publish(Float32MultiArray(data=[0.1, 0.2, 0.3, 0.4]))
+        static, wrist = drv.image(), drv.image()  # one capture: one moment
+        drv.image_pubs[1].publish(wrist)
+        drv.spin(0.08)  # the static camera's transport is 80 ms slower
+        drv.image_pubs[0].publish(static)
+        end = time.monotonic() + 5
+        while node.stats.steps == steps and time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.01)
+        drv.spin(0.1)  # the source applies the action, then captures again
+    assert node.stats.steps >= 8 and node.stats.stale == 0
+    assert drv.twists and not any(_is_zero(t) for t in drv.twists)
+
+
 def test_timer_mode_stops_when_the_float_array_proprioception_stops_or_is_only_refused(
         executor, tiny_checkpoint) -> None:
     """Float-array proprio carries no stamp, and timer mode stepped on the last accepted one for as long as the
@@ -313,7 +342,49 @@ def test_a_sim_clock_that_stops_is_said_on_wall_time_and_stops_the_arm(executor,
         assert clock and clock[-1].level == bytes([1]) and "the node clock has not moved for" in clock[-1].message
         assert node.stats.skipped["stale_clock"] == 1 and node._last_command is None  # stopped, once
         steps = node.stats.steps
+        sent.clear()
         assert sim.run_until(lambda: node.stats.steps > steps + 1, step_s=0.005)  # it moves again: steps again
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+        # said OK again under the same name: per-name consumers kept the last WARN
+        clock = [s for arr in sent for s in arr.status if s.name.endswith(": clock")]
+        assert clock and clock[-1].level == bytes([0]) and "moves again" in clock[-1].message
+    finally:
+        sim.node.destroy_node()
+
+
+def test_the_clock_watch_leaves_a_step_in_flight_alone(executor, tiny_checkpoint):
+    """A lock-step simulator holds /clock while it waits for the action: a step taking 6 s of wall time met
+    a first version of the clock watch, which stopped the arm at 3 s and let the step's action out after it
+    (a review). No stop while a step runs or after one finished during the freeze."""
+    import threading
+    import time
+
+    from fixtures import HeldStep, SimTimeSource, policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = policy_node(executor, tiny_checkpoint, use_sim_time=True, enabled=True, stale_action="zero",
+                       max_image_age_s=5.0)
+    sim = SimTimeSource(executor)
+    obs = Driver(executor, name="clock_watch_obs")
+    try:
+        assert sim.run_until(lambda: node.get_clock().now().nanoseconds >= 999 * 10**9, 5.0)
+        assert node.trigger_configure() == R.SUCCESS
+        assert sim.run_until(lambda: node.instruction is not None, send=False, step_s=0.005)
+        assert node.trigger_activate() == R.SUCCESS
+        assert sim.run_until(lambda: node.stats.steps >= 2, step_s=0.005)
+        assert sim.run_until(lambda: not node.health_snapshot().step_running, send=False, step_s=0.005)
+        held = HeldStep(node)
+        node.stack.controller.step = held
+        obs.twists.clear()
+        sim.send()  # one observation; the simulator waits for its action: /clock stands
+        threading.Timer(5.0, held.release.set).start()
+        end = time.monotonic() + 6.5
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.02)
+        assert obs.twists and not any(_is_zero(t) for t in obs.twists)  # the action, no stop
+        assert node.stats.skipped["stale_clock"] == 0
     finally:
         sim.node.destroy_node()
 

@@ -318,7 +318,9 @@ class PolicyNode(LifecycleNode):
         self._start_diagnostics_timer(self.get_parameter("diagnostics_period_s").value)
         # under use_sim_time the status and control timers run on /clock: a simulator that stops it silenced
         # /diagnostics and left the last twist standing, unsaid. Watched on wall time (node clock, when it moved)
-        self._clock_moved: tuple[int, int] | None = None
+        self._clock_moved: tuple[int, int] | None = None  # (node clock, monotonic) when it last moved
+        self._clock_frozen = False  # said WARN for the present freeze
+        self._clock_stop_sent = False  # the present freeze's stop went out
         self._clock_watch = self.create_timer(CLOCK_WATCH_S, self._on_clock_watch, callback_group=self._control_group,
                                               clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._active_since: Moment | None = None
@@ -1229,8 +1231,9 @@ class PolicyNode(LifecycleNode):
                 or self._last_command is None):
             return
         frames = {c: self.frames[c] for c in stack.cameras if c in self.frames}
-        paired = self._paired_joint_state(frames)
-        stale = self._why_stale(frames, paired[0] if paired is not None else None, params, stack)
+        # a set still arriving holds one camera's new frame beside another's previous one: ages only, the skew
+        # between the inputs is prepare_step's to judge on a whole set
+        stale = self._why_stale(frames, None, params, stack, whole_set=False)
         if stale is None:
             return
         reason, why = stale
@@ -1337,18 +1340,19 @@ class PolicyNode(LifecycleNode):
         return None if found is None else (found[0], found[1])
 
     def _why_stale(self, frames: dict[str, CameraFrame], joint_stamp_ns: int | None, params: PolicyParams,
-                   stack: PolicyStack) -> tuple[str, str] | None:
+                   stack: PolicyStack, whole_set: bool = True) -> tuple[str, str] | None:
         """Why the observation is not fresh, as (a health.SKIP_REASONS key, a sentence), or None: a camera
         without a recent image (or one stamped ahead of the node clock, or the cameras' stamps far apart), no
         proprioception yet, an old newest joint state, or the paired one (``joint_stamp_ns``, see
         _paired_joint_state) stamped too far from the images. A joint state goes stale like an image: timer mode
         would otherwise reuse it after the arm driver stops. Float-array proprio carries no stamp: it goes stale
         by its arrival, max_image_age_s after the last one accepted (a stopped feed, or one sending only refused
-        values, left the arm moving on its last pose)."""
+        values, left the arm moving on its last pose). ``whole_set`` False (event mode's watch between sets, when
+        one camera's new frame may sit beside another's previous one): ages only, no skew between the inputs."""
         now = self.get_clock().now().nanoseconds
         stamps = {c: frames[c].stamp_ns if c in frames else None for c in stack.cameras}
-        problem = image_problem(stamps, now, params.max_image_age_s, params.max_image_skew_s,
-                                params.max_image_future_s)
+        problem = image_problem(stamps, now, params.max_image_age_s,
+                                params.max_image_skew_s if whole_set else math.inf, params.max_image_future_s)
         if problem is not None:
             return problem
         if params.proprio_input_topic and self.proprio is None:  # timer mode stepped, and failed, every period
@@ -1371,6 +1375,8 @@ class PolicyNode(LifecycleNode):
             refused = (f"; the joint states since were refused, the latest: {self.stats.refusals.get(PROPRIO_INPUT)}"
                        if self._proprio_refused_since else "")
             return "stale_joint_state", f"no fresh joint state: the newest accepted was {joint}{refused}"
+        if not whole_set:
+            return None
         paired = joint_stamp_ns if joint_stamp_ns is not None else self._proprio_stamp_ns
         skew = skew_problem(paired, {c: f.stamp_ns for c, f in frames.items()}, params.max_joint_state_skew_s)
         if skew is not None:
@@ -1738,30 +1744,41 @@ class PolicyNode(LifecycleNode):
 
     def _on_clock_watch(self) -> None:
         """Wall-time check of a sim clock (use_sim_time): when /clock has not moved for CLOCK_FROZEN_S, a WARN
-        status says so (the node's own status timer runs on that clock and is silent), and a standing twist gets
-        stale_action (the inputs cannot be judged on a clock that stands)."""
+        status says so (the node's own status timer runs on that clock and is silent), and an OK one when it
+        moves again (per-name consumers keep the last level). A standing twist gets stale_action once per
+        freeze, and only if nothing stepped since the clock stood and no step runs: a lock-step simulator holds
+        its clock while a step runs, and a paused clock with inputs still arriving still steps."""
         clock = self.get_clock()
         if not getattr(clock, "ros_time_is_active", False):
-            self._clock_moved = None
+            self._clock_moved, self._clock_frozen, self._clock_stop_sent = None, False, False
             return
         now, mono = clock.now().nanoseconds, time.monotonic_ns()
         if self._clock_moved is None or now != self._clock_moved[0]:
-            self._clock_moved = (now, mono)
+            if self._clock_frozen and self._clock_moved is not None:
+                stood_s = (mono - self._clock_moved[1]) * 1e-9
+                self._publish_clock_status(0, f"use_sim_time: the node clock moves again (it stood {stood_s:.0f} s)")
+            self._clock_moved, self._clock_frozen, self._clock_stop_sent = (now, mono), False, False
             return
         frozen_s = (mono - self._clock_moved[1]) * 1e-9
         if frozen_s < CLOCK_FROZEN_S:
             return
-        self._diagnostics_pub.publish(DiagnosticArray(status=[DiagnosticStatus(
-            level=bytes([1]), name=self._status_name("clock"), hardware_id=self.get_fully_qualified_name(),
-            message=f"use_sim_time: the node clock has not moved for {frozen_s:.0f} s (no /clock?): no steps, and "
-                    "no other status until it moves")]))
-        self.get_logger().warn(f"use_sim_time: the node clock has not moved for {frozen_s:.0f} s (no /clock?)",
-                               throttle_duration_sec=10.0)
-        params = self.params
-        if params is not None and params.stale_action == "zero" and self._last_command is not None:
+        self._clock_frozen = True
+        said = f"use_sim_time: the node clock has not moved for {frozen_s:.0f} s (no /clock?)"
+        self._publish_clock_status(1, f"{said}: ages, timers and this node's other statuses stand still with it")
+        self.get_logger().warn(said, throttle_duration_sec=10.0)
+        params, last_step = self.params, self.stats.last_step
+        stepped = last_step is not None and last_step.mono_ns > self._clock_moved[1]
+        if (not self._clock_stop_sent and params is not None and params.stale_action == "zero"
+                and self._last_command is not None and self._running_job is None and not stepped):
+            self._clock_stop_sent = True
             self.stats.stale += 1
             self.stats.skip("stale_clock", f"the node clock (use_sim_time) has not moved for {frozen_s:.1f} s")
             self._no_action(None)
+
+    def _publish_clock_status(self, level: int, message: str) -> None:
+        self._diagnostics_pub.publish(DiagnosticArray(status=[DiagnosticStatus(
+            level=bytes([level]), name=self._status_name("clock"), hardware_id=self.get_fully_qualified_name(),
+            message=message)]))
 
     def _start_diagnostics_timer(self, period_s: Any) -> None:
         """(Re)start the status timer; a period that is not a valid number (refused at configure) keeps the
