@@ -310,29 +310,36 @@ def test_timer_mode_stops_when_the_float_array_proprioception_stops_or_is_only_r
     assert drv.drive_until(lambda: len(drv.actions) >= actions + 2)
 
 
+def _stepping_on_a_sim_clock(executor, checkpoint, **params):
+    """A policy node under use_sim_time, configured, active and past two steps of a simulator (SimTimeSource)
+    publishing /clock at sim time 1000 s on: (node, simulator); the caller destroys the simulator's node."""
+    from fixtures import SimTimeSource, policy_node
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = policy_node(executor, checkpoint, use_sim_time=True, **params)
+    sim = SimTimeSource(executor)
+    assert sim.run_until(lambda: node.get_clock().now().nanoseconds >= 999 * 10**9, 5.0)
+    assert node.trigger_configure() == R.SUCCESS
+    assert sim.run_until(lambda: node.instruction is not None, send=False, step_s=0.005)
+    assert node.trigger_activate() == R.SUCCESS
+    assert sim.run_until(lambda: node.stats.steps >= 2, step_s=0.005)
+    return node, sim
+
+
 def test_a_sim_clock_that_stops_is_said_on_wall_time_and_stops_the_arm(executor, tiny_checkpoint):
     """Under use_sim_time the status and control timers run on /clock: a simulator that stopped publishing it
     silenced /diagnostics for the whole stall (11 s in an audit) and left the last twist standing. Watched on
     wall time: a WARN status '<node>: clock' and stale_action's stop, once; steps again when it moves."""
     import time
 
-    from fixtures import SimTimeSource, policy_node
-    from rclpy.lifecycle import TransitionCallbackReturn as R
-
     from deer_vla.ros.policy_node import CLOCK_FROZEN_S
 
-    node = policy_node(executor, tiny_checkpoint, use_sim_time=True, enabled=True, stale_action="zero",
-                       max_image_age_s=5.0)
+    node, sim = _stepping_on_a_sim_clock(executor, tiny_checkpoint, enabled=True, stale_action="zero",
+                                         max_image_age_s=5.0)
     sent: list = []
     publish = node._diagnostics_pub.publish
     node._diagnostics_pub.publish = lambda arr: (sent.append(arr), publish(arr))[1]
-    sim = SimTimeSource(executor)
     try:
-        assert sim.run_until(lambda: node.get_clock().now().nanoseconds >= 999 * 10**9, 5.0)
-        assert node.trigger_configure() == R.SUCCESS
-        assert sim.run_until(lambda: node.instruction is not None, send=False, step_s=0.005)
-        assert node.trigger_activate() == R.SUCCESS
-        assert sim.run_until(lambda: node.stats.steps >= 2, step_s=0.005)
         assert node._last_command is not None  # an action stands
         sent.clear()
         end = time.monotonic() + CLOCK_FROZEN_S + 2.5
@@ -361,19 +368,12 @@ def test_the_clock_watch_leaves_a_step_in_flight_alone(executor, tiny_checkpoint
     import threading
     import time
 
-    from fixtures import HeldStep, SimTimeSource, policy_node
-    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from fixtures import HeldStep
 
-    node = policy_node(executor, tiny_checkpoint, use_sim_time=True, enabled=True, stale_action="zero",
-                       max_image_age_s=5.0)
-    sim = SimTimeSource(executor)
+    node, sim = _stepping_on_a_sim_clock(executor, tiny_checkpoint, enabled=True, stale_action="zero",
+                                         max_image_age_s=5.0)
     obs = Driver(executor, name="clock_watch_obs")
     try:
-        assert sim.run_until(lambda: node.get_clock().now().nanoseconds >= 999 * 10**9, 5.0)
-        assert node.trigger_configure() == R.SUCCESS
-        assert sim.run_until(lambda: node.instruction is not None, send=False, step_s=0.005)
-        assert node.trigger_activate() == R.SUCCESS
-        assert sim.run_until(lambda: node.stats.steps >= 2, step_s=0.005)
         assert sim.run_until(lambda: not node.health_snapshot().step_running, send=False, step_s=0.005)
         held = HeldStep(node)
         node.stack.controller.step = held
@@ -394,19 +394,11 @@ def test_the_status_reads_step_ages_on_the_sim_clock_of_a_slow_simulator(executo
     clock) but the ages of the last step and the inputs were wall seconds, so a node stepping at its rate read
     "no step for 5 s" (ERROR). Ages are on the sim clock under use_sim_time; a clock that went back reads the
     wall age."""
-    from fixtures import SimTimeSource, policy_node
-    from rclpy.lifecycle import TransitionCallbackReturn as R
 
     from deer_vla.ros.health import Moment
 
-    node = policy_node(executor, tiny_checkpoint, use_sim_time=True, max_image_age_s=5.0, diagnostics_period_s=1.0)
-    sim = SimTimeSource(executor)
+    node, sim = _stepping_on_a_sim_clock(executor, tiny_checkpoint, max_image_age_s=5.0, diagnostics_period_s=1.0)
     try:
-        assert sim.run_until(lambda: node.get_clock().now().nanoseconds >= 999 * 10**9, 5.0)
-        assert node.trigger_configure() == R.SUCCESS
-        assert sim.run_until(lambda: node.instruction is not None, send=False, step_s=0.005)
-        assert node.trigger_activate() == R.SUCCESS
-        assert sim.run_until(lambda: node.stats.steps >= 2, step_s=0.005)
         steps = node.stats.steps
         node.diagnostics()  # the period judged next starts here
         sim.run_until(lambda: False, 3.0, step_s=0.005, send=False)  # 3 s of wall time, 0.3 s of sim time
