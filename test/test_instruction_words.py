@@ -287,6 +287,8 @@ def test_a_state_beside_a_request_of_the_opposite_task_is_found(text, words):
     "the drawer is close to you, open it", "it's close to you: open the drawer",
     "the nut's on the peg, lift it off the peg", "the puck is on the table, sweep it off",
     "the button is on top, press it", "the coffee machine is on the table, switch it on",
+    # a distance (an audit of requests for the fifty tasks found this refused)
+    "open the drawer, it is close enough to reach",
 ])
 def test_requests_that_state_no_opposite_have_no_opposite_words(text):
     assert opposite_words(text) is None

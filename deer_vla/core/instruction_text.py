@@ -92,12 +92,12 @@ STATE_INTRODUCERS = frozenset({
     "sits", "sitting", "left", "been", "being", "got", "keeps", "with",
 })
 NOT_STATE_S = frozenset({"let's", "what's", "there's", "here's", "where's", "who's", "how's", "one's"})
-# "on", "off" and "close" before these name a place ("on the sink", "on top", "off the table", "close to you",
-# "close by"), not a state
+# "on", "off" and "close" before these name a place or a distance ("on the sink", "on top", "off the table",
+# "close to you", "close by", "close enough to reach"), not a state
 PLACE_WORDS = frozenset({"on", "off", "close"})
 PLACE_AFTER = frozenset({
     "the", "a", "an", "top", "to", "by", "your", "my", "its", "his", "her", "their", "our", "this", "that", "these",
-    "those", "it", "them", "me", "you", "left", "right", "either", "each",
+    "those", "it", "them", "me", "you", "left", "right", "either", "each", "enough",
 })
 
 
