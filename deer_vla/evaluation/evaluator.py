@@ -207,7 +207,6 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
     skipped: dict[str, str] = {}
     if cfg.budgets:
         full = profile.costs("llm_gflops")[-1]
-        thresholds_file = CheckpointDir(cfg.checkpoint).thresholds_path
         if cfg.calibration_dataset:
             t0 = time.perf_counter()
             demos = dataset_observation_episodes(cfg.calibration_dataset, runner.cameras, cfg.calibration_episodes,
@@ -248,15 +247,11 @@ def build_modes(cfg: EvalConfig, runner: Any) -> tuple[list[ModeSpec], dict[str,
                         ModeSpec(name=f"{name}+track", kind="dynamic", thresholds=th.to_dict(),
                                  budget_gflops=frac * full, budget_fraction=frac, track_budget=True)
                     )
-        elif thresholds_file.is_file():
-            log.warning("no --calibration-dataset: evaluating the checkpoint's own %s only", thresholds_file.name)
-            modes.append(thresholds_mode("dyn_ckpt", load_thresholds_for(thresholds_file, n, cfg.checkpoint),
-                                         profile.costs))
         else:
-            raise ValueError(
-                "dynamic budgets need --calibration-dataset (demonstrations to solve thresholds on) or a "
-                f"{thresholds_file}; pass --budgets '' to skip the dynamic modes"
-            )
+            own = checkpoint_thresholds(cfg.checkpoint, n)
+            log.warning("no --calibration-dataset: evaluating the checkpoint's own %s only",
+                        CheckpointDir.THRESHOLDS)
+            modes.append(thresholds_mode("dyn_ckpt", own, profile.costs))
     from_files = file_modes(cfg.thresholds_files, n, profile.costs, cfg.checkpoint, cfg.track_budget, skipped)
     untracked = [m for m in from_files if not m.track_budget]  # one per file, in the files' order
     for mode, path in zip(untracked, cfg.thresholds_files):
@@ -288,6 +283,16 @@ def dynamic_mode_name(fraction: float, criterion: Criterion) -> str:
     if criterion.smooth > 1:
         name += f"-smooth{criterion.smooth}"
     return name
+
+
+def checkpoint_thresholds(checkpoint: str | Path, num_exits: int) -> Thresholds:
+    """The checkpoint's own thresholds.json, the dynamic mode without a calibration set; ValueError when it has
+    none, or one that does not fit it (``load_thresholds_for``)."""
+    path = CheckpointDir(checkpoint).thresholds_path
+    if not path.is_file():
+        raise ValueError(f"dynamic budgets need --calibration-dataset (demonstrations to solve thresholds on) or a "
+                         f"{path}; pass --budgets '' to skip the dynamic modes")
+    return load_thresholds_for(path, num_exits, checkpoint)
 
 
 def load_thresholds_for(path: str | Path, num_exits: int, checkpoint: str | Path) -> Thresholds:
@@ -743,11 +748,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         # unreadable or mismatched files (other exits, other weights) fail here, not mid-run
         file_modes(cfg.thresholds_files, num_exits, None, cfg.checkpoint, cfg.track_budget)
         if cfg.budgets and not cfg.calibration_dataset:  # the checkpoint's own thresholds play the dynamic mode
-            own = CheckpointDir(cfg.checkpoint).thresholds_path
-            if not own.is_file():
-                raise ValueError(f"dynamic budgets need --calibration-dataset (demonstrations to solve thresholds "
-                                 f"on) or a {own}; pass --budgets '' to skip the dynamic modes")
-            load_thresholds_for(own, num_exits, cfg.checkpoint)  # other weights, NaN: refused before the lock
+            checkpoint_thresholds(cfg.checkpoint, num_exits)  # none, other weights, NaN: refused before the lock
         if cfg.criterion == "learned" and cfg.budgets and cfg.calibration_dataset:
             gates = CheckpointDir(cfg.checkpoint).gates_path
             if not gates.is_file():
