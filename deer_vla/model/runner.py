@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from deer_vla.core import ActionSpec, CostProfile, LatencyStats, NonFiniteActionError, Observation
-from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS, clean_instruction, negation, opposite_words
+from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS, clean_instruction
 from deer_vla.core.log_text import quoted
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.gate import ExitGates, GateError, read_gates
@@ -302,11 +302,6 @@ class PolicyRunner:
         self._last_read = (instruction, read, tuple(fixed))
         return read, fixed
 
-    def negation(self, instruction: str) -> str | None:
-        """The word that makes ``instruction`` ask not to do something ("don't", "never"; not one the checkpoint
-        was trained on), or None: such an instruction is refused (NegatedInstructionError)."""
-        return negation(instruction, self.trained_words.words if self.trained_words is not None else ())
-
     def instruction_key(self, instruction: str) -> str:
         """``instruction`` as the tokenizer reads it: ``read_instruction``, then put through the tokenizer's own
         normalizer (case, Unicode forms). Two texts with one key are one instruction to the model ("Open the
@@ -314,12 +309,6 @@ class PolicyRunner:
         text, _ = self.read_instruction(instruction)
         normalizer = getattr(getattr(self.tokenizer, "backend_tokenizer", None), "normalizer", None)
         return normalizer.normalize_str(text) if normalizer is not None else text
-
-    def opposite_words(self, instruction: str) -> tuple[str, str] | None:
-        """A state said beside a request of the opposite task (core.instruction_text.opposite_words), in the text as
-        sent or as the model reads it ("the window is open, please cloes it" reads "close"): refused
-        (OppositeWordsError)."""
-        return opposite_words(instruction) or opposite_words(self.read_instruction(instruction)[0])
 
     def refusal(self, instruction: str) -> NegatedInstructionError | OppositeWordsError | None:
         """Why the policy would not do ``instruction`` as meant (model.instruction_words.refusal, with this
