@@ -35,7 +35,7 @@ from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import CostMetric, CostProfile, Observation
 from deer_vla.core.config_io import ConfigError, NoBoolNumbers, add_config_arguments, load_layered
 from deer_vla.core.log_text import error_text
-from deer_vla.core.writable import nonblank_path, remove_empty_dirs, unwritable_dir
+from deer_vla.core.writable import missing_dirs, nonblank_path, remove_empty_dirs, unwritable_dir
 from deer_vla.data.observations import dataset_observation_episodes
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import check_device
@@ -315,7 +315,7 @@ def cli_main(argv: list[str] | None = None) -> int:
               "to replace them", file=sys.stderr)
         return 2
     out = CheckpointDir(args.out or ckpt)  # the thresholds and the profile they were solved with
-    fresh = [d for d in (out.root, *out.root.parents) if not d.exists()]  # what the check below creates
+    fresh = missing_dirs(out.root)  # what the check below creates
     problem = unwritable_dir(out.root, create=args.out is not None)
     if problem:  # found now, not after minutes of calibration that would then be lost
         hint = "" if args.out else "; write the thresholds elsewhere with --out DIR"

@@ -55,11 +55,7 @@ def non_negative_int(text: str) -> int:
 
 def _takes_bool(annotation: Any) -> bool:
     """Whether a field's type admits true/false (bool itself, Any, or a union with one of them)."""
-    if annotation is bool or annotation is Any:
-        return True
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return any(_takes_bool(a) for a in typing.get_args(annotation))
-    return False
+    return any(a is bool or a is Any for a in _members(annotation))
 
 
 class NoBoolNumbers(BaseModel):

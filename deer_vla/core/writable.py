@@ -45,6 +45,12 @@ def unwritable_dir(path: Path, create: bool) -> str | None:
     return None
 
 
+def missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first: what creating it makes (and
+    ``remove_empty_dirs`` undoes when the command then fails)."""
+    return [d for d in (path, *path.parents) if not d.exists()]
+
+
 def remove_empty_dirs(dirs: Iterable[Path]) -> None:
     """Remove ``dirs`` (deepest first) where they are empty: folders a failed command created before writing
     anything into them. One that holds something, or cannot be removed, is left with those above it."""

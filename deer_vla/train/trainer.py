@@ -39,7 +39,7 @@ from deer_vla.core.config_io import ConfigError, add_config_arguments, load_laye
 from deer_vla.core.json_text import parse_json
 from deer_vla.core.log_text import error_text
 from deer_vla.core.run_lock import LOCK_NAME, FolderInUseError, lock_folder
-from deer_vla.core.writable import fresh_start_problem, remove_empty_dirs
+from deer_vla.core.writable import fresh_start_problem, missing_dirs, remove_empty_dirs
 from deer_vla.model.device import check_device
 from deer_vla.model.shipped import resolve_checkpoint, shipped_name_of
 from deer_vla.train.config import TrainConfig
@@ -784,7 +784,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # created here (or empty before): left as found if the run cannot start
-    fresh = [d for d in (out, *out.parents) if not d.exists()]
+    fresh = missing_dirs(out)
     was_empty = out.is_dir() and not any(out.iterdir())
     lock = None
 
