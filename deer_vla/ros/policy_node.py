@@ -1236,11 +1236,7 @@ class PolicyNode(LifecycleNode):
         stale = self._why_stale(frames, None, params, stack, whole_set=False)
         if stale is None:
             return
-        reason, why = stale
-        self.stats.stale += 1
-        self.stats.skip(reason, why)
-        self.get_logger().warn(f"not stepping: {why}", throttle_duration_sec=2.0)
-        self._no_action(None)
+        self._stale_period(*stale)
 
     def control_step(self) -> None:
         """Check the newest image set (executor thread) and hand it to the worker; stale -> per stale_action.
@@ -1282,13 +1278,18 @@ class PolicyNode(LifecycleNode):
             reason, why = stale
             if params.control_mode == "event":
                 self._used_ns = self._consume_stale_frames(frames, used_before, params)
-            self.stats.stale += 1
-            self.stats.skip(reason, why)
-            self.get_logger().warn(f"not stepping: {why}", throttle_duration_sec=2.0)
-            self._no_action(None)
+            self._stale_period(reason, why)
             return None
         proprio = paired[1] if paired is not None else self.proprio
         return StepJob(frames, self.instruction, proprio, self._episode_gen, self._actuation_gen)
+
+    def _stale_period(self, reason: str, why: str) -> None:
+        """A period whose inputs are stale (``reason``, a health.SKIP_REASONS key; ``why``, the sentence): counted,
+        said (throttled), and ``stale_action``."""
+        self.stats.stale += 1
+        self.stats.skip(reason, why)
+        self.get_logger().warn(f"not stepping: {why}", throttle_duration_sec=2.0)
+        self._no_action(None)
 
     def _no_action(self, job: StepJob | None) -> None:
         """A period that produces no action (stale inputs, a failed or refused step, a step outliving its images):
