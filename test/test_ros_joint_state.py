@@ -171,7 +171,7 @@ def test_policy_node_steps_on_joint_states_and_refuses_bad_ones(executor, tiny_c
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Header
 
-    from deer_vla.ros.policy_node import PolicyNode
+    from deer_vla.ros.policy_node import PROPRIO_INPUT, PolicyNode
 
     def policy(checkpoint):
         # skew check off (>= age + future limits): this test sends images 0.05 s+ after each joint state, and
@@ -251,6 +251,19 @@ def test_policy_node_steps_on_joint_states_and_refuses_bad_ones(executor, tiny_c
     step(unstamped)
     assert spin_until(executor, lambda: node.stats.steps > steps)
     np.testing.assert_array_equal(node.proprio, np.float32([-0.6, 0.7, 0.0, 0.5]))
+
+    # the joint state's own age limit (a slow arm driver): a 2 s old one is accepted under max_proprio_age_s
+    # 3 s while images keep theirs (its step is then skipped as joint_state_skew: 2 s from the images), and
+    # refused again, naming the limit, under 1 s
+    assert node.set_parameters([Parameter("max_proprio_age_s", value=3.0)])[0].successful
+    rejected = node.stats.rejected_proprio
+    step(joint_state(position=[0.0, 0.0, 0.0, 0.2, -0.1], age_s=2.0))
+    assert spin_until(executor, lambda: np.array_equal(node.proprio, np.float32([-0.1, 0.2, 0.0, 0.5])))
+    assert node.stats.rejected_proprio == rejected
+    assert node.set_parameters([Parameter("max_proprio_age_s", value=1.0)])[0].successful
+    step(joint_state(age_s=2.0))
+    assert spin_until(executor, lambda: node.stats.rejected_proprio == rejected + 1)
+    assert "(limit max_proprio_age_s 1 s)" in node.stats.refusals[PROPRIO_INPUT]
 
 
 @pytest.mark.ros

@@ -310,6 +310,37 @@ def test_timer_mode_stops_when_the_float_array_proprioception_stops_or_is_only_r
     assert drv.drive_until(lambda: len(drv.actions) >= actions + 2)
 
 
+def test_the_proprioception_has_its_own_age_limit(executor, tiny_checkpoint) -> None:
+    """max_proprio_age_s parts the proprio feed's limit from the cameras': a feed slower than
+    1/max_image_age_s was stale between its messages unless the image limit was loosened with it. 0 (the
+    default) keeps the one limit, max_image_age_s, for both."""
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, control_mode="timer", rate_hz=20.0,
+                               stale_action="zero", max_image_age_s=0.3, max_proprio_age_s=1.5)
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: len(drv.actions) >= 2)
+    drv.proprio_dim = 0  # the feed pauses; the cameras go on
+    paused = time.monotonic()
+    actions = len(drv.actions)
+    drv.drive_until(lambda: time.monotonic() - paused > 0.9, timeout=2.0)  # three image limits, under its own
+    assert node.stats.skipped["stale_proprio"] == 0 and len(drv.actions) > actions + 3
+    assert drv.drive_until(lambda: node.stats.skipped["stale_proprio"] >= 1, timeout=10.0)
+    assert time.monotonic() - paused > 1.2  # its own 1.5 s (from its last message, sent just before)
+    assert "(limit max_proprio_age_s 1.5 s)" in node.stats.skip_details["stale_proprio"]
+    # back to one limit at run time: the images' 0.3 s, and the skip names it
+    drv.proprio_dim = 4
+    assert drv.drive_until(lambda: len(drv.actions) >= actions + 8)
+    assert node.set_parameters([Parameter("max_proprio_age_s", value=0.0)])[0].successful
+    drv.proprio_dim = 0
+    paused, skipped = time.monotonic(), node.stats.skipped["stale_proprio"]
+    assert drv.drive_until(lambda: node.stats.skipped["stale_proprio"] > skipped, timeout=10.0)
+    assert time.monotonic() - paused < 1.5
+    assert "(limit max_image_age_s 0.3 s)" in node.stats.skip_details["stale_proprio"]
+    assert not node.set_parameters([Parameter("max_proprio_age_s", value=-1.0)])[0].successful
+
+
 def _stepping_on_a_sim_clock(executor, checkpoint, **params):
     """A policy node under use_sim_time, configured, active and past two steps of a simulator (SimTimeSource)
     publishing /clock at sim time 1000 s on: (node, simulator); the caller destroys the simulator's node."""

@@ -42,9 +42,11 @@ SKIP_REASONS: dict[str, str] = {
     "future_image": "an image stamped more than max_image_future_s ahead of the node clock",
     "stale_image": "an image older than max_image_age_s",
     "image_skew": "the cameras' newest images stamped more than max_image_skew_s apart",
-    "stale_joint_state": "the joint state older than max_image_age_s, or stamped ahead of the node clock",
+    "stale_joint_state": "the joint state older than max_proprio_age_s (0: max_image_age_s), or stamped ahead of "
+                         "the node clock",
     "stale_clock": "use_sim_time: the node clock stood still for CLOCK_FROZEN_S of wall time (no /clock)",
-    "stale_proprio": "the float-array proprioception last accepted longer ago than max_image_age_s (it carries "
+    "stale_proprio": "the float-array proprioception last accepted longer ago than max_proprio_age_s (0: "
+                     "max_image_age_s; it carries "
                      "no stamp: judged by arrival)",
     "joint_state_skew": "the joint state and an image stamped more than max_joint_state_skew_s apart",
     "late_action": "the step ended after its images had aged past max_image_age_s (a slow step), or the clock "

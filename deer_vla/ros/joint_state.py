@@ -137,15 +137,17 @@ class JointStateProprio:
         return self.spec.check(values)  # float32 in spec order; refuses values beyond the checkpoint's limits
 
 
-def stamp_problem(stamp_ns: int, now_ns: int, max_age_s: float, max_future_s: float) -> str | None:
+def stamp_problem(stamp_ns: int, now_ns: int, max_age_s: float, max_future_s: float,
+                  age_limit: str = "max_image_age_s") -> str | None:
     """Why a message stamped ``stamp_ns`` is not fresh at ``now_ns``, or None: the rule the node applies to
-    camera images (older than ``max_age_s``, or ahead of the node clock by more than ``max_future_s``)."""
+    camera images (older than ``max_age_s``, or ahead of the node clock by more than ``max_future_s``).
+    ``age_limit`` names the parameter ``max_age_s`` came from, for the message."""
     ahead_s = (stamp_ns - now_ns) * 1e-9
     if ahead_s > max_future_s:
         return (f"stamped {ahead_s:.3f} s ahead of the node clock (tolerance max_image_future_s "
                 f"{max_future_s:g} s); check the publisher's clock")
     if -ahead_s > max_age_s:
-        return f"stamped {-ahead_s:.3f} s ago (limit max_image_age_s {max_age_s:g} s)"
+        return f"stamped {-ahead_s:.3f} s ago (limit {age_limit} {max_age_s:g} s)"
     return None
 
 

@@ -123,6 +123,9 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "max_image_age_s": 0.5,  # images older than this (header stamp vs node clock) give no new action
     "max_image_skew_s": 0.5,  # newest images of two cameras further apart than this are not paired
     "max_image_future_s": 0.1,  # images stamped further ahead of the node clock than this are not fresh
+    # the proprioception's age limit (a joint state's stamp, a float array's arrival); 0 = max_image_age_s. A
+    # joint-state driver or float-array feed slower than 1/max_image_age_s needs its own limit
+    "max_proprio_age_s": 0.0,
     # proprio.source joint_state: a step whose joint state and any of its images are stamped further apart than
     # this is skipped (config/policy.yaml says why 0.1 s)
     "max_joint_state_skew_s": 0.1,
@@ -205,6 +208,8 @@ PARAMETER_DESCRIPTIONS: dict[str, str] = {
                        "no action",
     "max_image_skew_s": "the cameras' newest images stamped further apart are not one observation",
     "max_image_future_s": "an image stamped further ahead of the node clock is not fresh (a wrong camera clock)",
+    "max_proprio_age_s": "a joint state stamped, or a float-array proprio arrived, longer ago is stale; 0 = "
+                         "max_image_age_s",
     "max_joint_state_skew_s": "proprio.source joint_state: a joint state and an image stamped further apart are "
                               "not one observation",
     "stale_action": "a period without an action: none = publish nothing, zero = a zero twist",
@@ -297,6 +302,7 @@ class PolicyParams(BaseModel):
     max_image_age_s: float = Field(gt=0)
     max_image_skew_s: float = Field(gt=0)
     max_image_future_s: float = Field(gt=0)
+    max_proprio_age_s: float = Field(ge=0)  # 0 = max_image_age_s: proprio_age
     max_joint_state_skew_s: float  # > 0: _joint_state_skew_limit
     stale_action: Literal["none", "zero"]
     enabled: bool
@@ -322,7 +328,8 @@ class PolicyParams(BaseModel):
     diagnostics_period_s: float = Field(ge=MIN_DIAGNOSTICS_PERIOD_S, le=MAX_DIAGNOSTICS_PERIOD_S)  # finite by these
 
     @field_validator(
-        "rate_hz", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "max_joint_state_skew_s",
+        "rate_hz", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "max_proprio_age_s",
+        "max_joint_state_skew_s",
         "hold_rate_hz", "hold_max_s", "budget_average_gflops", "budget_peak_gflops", "budget_peak_ms",
         "budget_deadline_ms", "risk_eps",
     )
@@ -376,8 +383,9 @@ class PolicyParams(BaseModel):
     @classmethod
     def _joint_state_skew_limit(cls, v: float) -> float:
         if not v > 0:
-            raise ValueError(f"must be > 0 s, got {v}; to turn the check off set it to at least max_image_age_s + "
-                             "max_image_future_s (the age checks already bound the gap by that)")
+            raise ValueError(f"must be > 0 s, got {v}; to turn the check off set it to at least the larger of "
+                             "max_image_age_s and max_proprio_age_s, plus max_image_future_s (the age checks "
+                             "already bound the gap by that)")
         return v
 
     @field_validator("unfamiliar_instruction", mode="before")
@@ -442,6 +450,13 @@ class PolicyParams(BaseModel):
     def proprio_input_topic(self) -> str:
         """The topic proprioception is read from ("" = none): per proprio.source."""
         return self.proprio_joint_state_topic if self.proprio_source == "joint_state" else self.proprio_topic
+
+    @property
+    def proprio_age(self) -> tuple[float, str]:
+        """The proprioception's age limit in seconds, and the parameter it comes from (for messages)."""
+        if self.max_proprio_age_s:
+            return self.max_proprio_age_s, "max_proprio_age_s"
+        return self.max_image_age_s, "max_image_age_s"
 
     @property
     def record_split(self) -> SplitLimits:

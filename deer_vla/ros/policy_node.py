@@ -103,7 +103,8 @@ from deer_vla.ros.worker import StepWorker
 
 # Parameters that may change while configured; the rest need cleanup + configure.
 RUNTIME_PARAMS = (set(BUDGET_PARAMS) - {"fixed_exit"}) | {
-    "enabled", "stale_action", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "hold_rate_hz",
+    "enabled", "stale_action", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "max_proprio_age_s",
+    "hold_rate_hz",
     "hold_max_s", "max_joint_state_skew_s", "max_instruction_chars", "repeated_instruction",
     "unfamiliar_instruction", "min_instruction_similarity",
 }
@@ -1186,7 +1187,8 @@ class PolicyNode(LifecycleNode):
             return
         now = self.get_clock().now().nanoseconds
         stamp = (msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec) or now  # unstamped: as images
-        problem = stamp_problem(stamp, now, params.max_image_age_s, params.max_image_future_s)
+        limit_s, limit = params.proprio_age
+        problem = stamp_problem(stamp, now, limit_s, params.max_image_future_s, limit)
         if problem is not None:
             self._refuse_proprio(f"joint state {problem}")
             return
@@ -1347,7 +1349,7 @@ class PolicyNode(LifecycleNode):
         proprioception yet, an old newest joint state, or the paired one (``joint_stamp_ns``, see
         _paired_joint_state) stamped too far from the images. A joint state goes stale like an image: timer mode
         would otherwise reuse it after the arm driver stops. Float-array proprio carries no stamp: it goes stale
-        by its arrival, max_image_age_s after the last one accepted (a stopped feed, or one sending only refused
+        by its arrival, max_proprio_age_s after the last one accepted (a stopped feed, or one sending only refused
         values, left the arm moving on its last pose). ``whole_set`` False (event mode's watch between sets, when
         one camera's new frame may sit beside another's previous one): ages only, no skew between the inputs."""
         now = self.get_clock().now().nanoseconds
@@ -1364,14 +1366,16 @@ class PolicyNode(LifecycleNode):
                 return None
             sim = bool(getattr(self.get_clock(), "ros_time_is_active", False))
             waited = arrived.age_s(self._moment(), sim)
-            if waited <= params.max_image_age_s:
+            limit_s, limit = params.proprio_age
+            if waited <= limit_s:
                 return None
             refused = (f"; the messages since were refused, the latest: {self.stats.refusals.get(PROPRIO_INPUT)}"
                        if self._proprio_refused_since else "")
             return "stale_proprio", (f"no fresh proprioception: the last accepted on "
                                      f"'{params.proprio_input_topic}' arrived {waited:.2f} s ago (limit "
-                                     f"max_image_age_s {params.max_image_age_s:g} s){refused}")
-        joint = stamp_problem(self._proprio_stamp_ns, now, params.max_image_age_s, params.max_image_future_s)
+                                     f"{limit} {limit_s:g} s){refused}")
+        limit_s, limit = params.proprio_age
+        joint = stamp_problem(self._proprio_stamp_ns, now, limit_s, params.max_image_future_s, limit)
         if joint is not None:
             refused = (f"; the joint states since were refused, the latest: {self.stats.refusals.get(PROPRIO_INPUT)}"
                        if self._proprio_refused_since else "")
