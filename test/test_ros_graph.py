@@ -192,6 +192,33 @@ def test_a_misspelt_launch_argument_is_named_with_the_one_meant(monkeypatch, cap
         [s.name for s in load_graph("sim").nodes]  # the launch goes on
 
 
+def test_a_launch_included_under_a_pushed_namespace_judges_the_parameter_files_by_the_full_name(
+        monkeypatch, caplog, tmp_path):
+    """Under launch_ros's PushRosNamespace('arm1') the nodes run as /arm1/<name> (launch_ros puts the pushed
+    namespace, context 'ros_namespace', in front of each node's): a dump keyed /deer_vla_policy was accepted
+    as params_file and reached no node (it ran the shipped default), one keyed /arm1/deer_vla_policy (what
+    `ros2 param dump /arm1/deer_vla_policy` writes) was refused; and 'ros_namespace' was warned about as a
+    misspelt 'namespace'."""
+    root_dump, pushed_dump = tmp_path / "root.yaml", tmp_path / "pushed.yaml"
+    root_dump.write_text("/deer_vla_policy:\n  ros__parameters:\n    checkpoint_dir: mt50\n")
+    pushed_dump.write_text("/arm1/deer_vla_policy:\n  ros__parameters:\n    checkpoint_dir: mt50\n")
+    pushed = {"ros_namespace": "/arm1"}
+    with caplog.at_level(logging.WARNING, logger="deer_vla"):
+        _, entities = _run_launch_file("deer_vla.launch.py", monkeypatch, undeclared=pushed,
+                                       params_file=str(pushed_dump))
+    assert not [r.getMessage() for r in caplog.records if r.name == "deer_vla"]
+    policy = next(e for e in entities if e.kind == "LifecycleNode")
+    assert policy.kwargs["namespace"] == "" and policy.kwargs["parameters"][0] == str(pushed_dump)  # launch_ros
+    with pytest.raises(ValueError, match=r"holds no parameters for node /arm1/deer_vla_policy"):
+        _run_launch_file("deer_vla.launch.py", monkeypatch, undeclared=pushed, params_file=str(root_dump))
+    with pytest.raises(ValueError, match=r"holds no parameters for node /arm1/robot1/deer_vla_policy"):
+        _run_launch_file("deer_vla.launch.py", monkeypatch, undeclared=pushed, params_file=str(pushed_dump),
+                         namespace="robot1")
+    # at the root (the context's '/' there) the root dump is the one that applies, as before
+    _run_launch_file("deer_vla.launch.py", monkeypatch, undeclared={"ros_namespace": "/"},
+                     params_file=str(root_dump))
+
+
 def _edges_matched(handler: _Recorded, graph: list[tuple]) -> set[tuple[str, str, str]]:
     """The lifecycle edges (transition, start, goal labels) launch_ros's OnStateTransition matcher accepts
     (None = any, as in on_state_transition.py), among the real rcl_lifecycle transition graph."""
@@ -393,6 +420,30 @@ def test_bringup_takes_the_launch_arguments(ros_context, tmp_path, monkeypatch):
     # on the command line they are ours, not rcl's remapping rules
     ros, own = _split_args(["--graph", "sim", "checkpoint:=/x", "--ros-args", "-r", "a:=b"])
     assert ros == ["--graph", "sim", "--ros-args", "-r", "a:=b"] and own == ["checkpoint:=/x", "--graph", "sim"]
+
+
+def test_the_bringup_refuses_a_global_node_rename_and_takes_a_global_namespace_as_the_graphs(tmp_path):
+    """rcl applies a remap that names no node to every node of the process: a global `-r __node:=arm_policy`
+    gave the bringup's policy and monitor one name, both lost their parameter files (keyed by node name) and
+    the bringup said both were running; a global `-r __ns:=/arm1` moved the nodes where the parameter files
+    were not judged."""
+    from deer_vla.ros.bringup import _with_global_remaps
+
+    robot = load_graph("robot")
+    for rule in ("__node:=arm_policy", "__name:=arm_policy"):
+        with pytest.raises(ValueError, match=r"renames every node.*-r deer_vla_policy:__node:=arm_policy"):
+            _with_global_remaps(["--ros-args", "-r", rule], {}, robot)
+    targeted = ["--ros-args", "-r", "deer_vla_policy:__node:=arm_policy", "--remap", "deer_vla_policy:__ns:=/a"]
+    assert _with_global_remaps(targeted, {"enabled": "true"}, robot) == {"enabled": "true"}
+    assert _with_global_remaps(["-r", "__node:=x"], {}, robot) == {}  # before --ros-args: not rcl's
+    assert _with_global_remaps(["--ros-args", "--remap", "__ns:=/arm1"], {}, robot) == {"namespace": "/arm1"}
+    with pytest.raises(ValueError, match="two namespaces: namespace:=robot1 and -r __ns:=/arm1"):
+        _with_global_remaps(["--ros-args", "-r", "__ns:=/arm1"], {"namespace": "robot1"}, robot)
+    dump = tmp_path / "dump.yaml"
+    dump.write_text("/deer_vla_policy:\n  ros__parameters:\n    max_instruction_chars: 500\n")
+    arguments = _with_global_remaps(["--ros-args", "-r", "__ns:=/arm1"], {"params_file": str(dump)}, robot)
+    with pytest.raises(ValueError, match=r"holds no parameters for node /arm1/deer_vla_policy"):
+        robot.with_arguments(arguments)
 
 
 def test_a_parameter_file_that_does_not_reach_the_node_in_its_namespace_is_refused(tmp_path):

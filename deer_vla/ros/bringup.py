@@ -236,6 +236,40 @@ def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
     return ros, launch + remove_ros_args(["deer_vla", *ros])[1:]
 
 
+def _global_name_remaps(ros_args: list[str]) -> dict[str, str]:
+    """The node-name and namespace remaps (``-r __node:=X``, ``-r __ns:=/X``) among ``ros_args`` that name no
+    node, which rcl applies to every node of the process: {"__node": "X", "__ns": "/X"} (the last of each)."""
+    found: dict[str, str] = {}
+    in_ros = False
+    for i, arg in enumerate(ros_args):
+        if arg in ("--ros-args", "--"):
+            in_ros = arg == "--ros-args"
+        elif in_ros and arg in ("-r", "--remap") and i + 1 < len(ros_args):
+            rule, _, value = ros_args[i + 1].partition(":=")
+            if rule in ("__node", "__name", "__ns"):
+                found["__ns" if rule == "__ns" else "__node"] = value
+    return found
+
+
+def _with_global_remaps(ros_args: list[str], launch_arguments: dict[str, str], graph: GraphSpec) -> dict[str, str]:
+    """The launch arguments with a global ``-r __ns:=/X`` taken as the graph's namespace argument (rcl moves
+    every node there, so the parameter files are judged against that name); ValueError for a global
+    ``-r __node:=X``, which would give the policy and the monitor one name (each loses its parameter file in
+    silence)."""
+    remaps = _global_name_remaps(ros_args)
+    if "__node" in remaps:
+        raise ValueError(f"-r __node:={remaps['__node']} without a node name renames every node of the bringup "
+                         f"to '{remaps['__node']}' (the policy and the monitor would share it, and lose their "
+                         f"parameter files); rename one node: -r deer_vla_policy:__node:={remaps['__node']}")
+    names = [a.name for a in graph.arguments if a.namespace]
+    if "__ns" not in remaps or not names:
+        return launch_arguments
+    given = launch_arguments.get(names[0])
+    if given is not None and given.strip("/") != remaps["__ns"].strip("/"):
+        raise ValueError(f"two namespaces: {names[0]}:={given} and -r __ns:={remaps['__ns']}; give one")
+    return {**launch_arguments, names[0]: remaps["__ns"]}
+
+
 def _split_args_or_say(prog: str, argv: list[str] | None) -> tuple[list[str], list[str]] | None:
     """``_split_args``, or None after one line naming an argument that is not text."""
     try:
@@ -308,8 +342,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         parser.error(f"--duration must be a number of seconds >= 0 (0 = until Ctrl-C), got {args.duration}")
     try:  # the settings, read before ROS starts: a bad one is a usage error (2), as in the other commands
         sets = _parse_set(args.set)
-        launch_arguments = _parse_launch_arguments(args.arguments)
         stock = load_graph(args.graph, args.config_dir, sets)
+        launch_arguments = _with_global_remaps(all_args, _parse_launch_arguments(args.arguments), stock)
         graph = stock.with_arguments(launch_arguments)
         if args.graph == "sim":  # the simulator renders what the checkpoint was trained on, unless told
             graph = sim_graph_for_checkpoint(graph, given_parameters(stock, sets, launch_arguments))

@@ -49,6 +49,9 @@ class NodeSpec:
     parameters: dict[str, Any] = field(default_factory=dict)  # overrides on top of the files
     remappings: tuple[tuple[str, str], ...] = ()
     namespace: str = ""  # "" = the root namespace
+    # a namespace the launch file was included under (launch_ros's PushRosNamespace): launch_ros puts it in
+    # front of ``namespace`` itself, so it is in the full name only (which parameter files reach the node)
+    outer_namespace: str = ""
     ends_graph: bool = False  # the graph ends when this node exits (the sim, after its episodes)
 
     def ros_args(self) -> list[str]:
@@ -62,7 +65,7 @@ class NodeSpec:
 
     @property
     def full_name(self) -> str:
-        return f"/{self.namespace}/{self.name}" if self.namespace else f"/{self.name}"
+        return "/" + "/".join(part for part in (self.outer_namespace, self.namespace, self.name) if part)
 
     def applies(self, key: Any) -> bool:
         """Whether rcl applies a parameter file's section ``key`` to this node: the key made absolute (a relative
@@ -157,16 +160,19 @@ class GraphSpec:
         return {arg.name: values[arg.name] for arg in self.arguments if arg.name in values
                 and values[arg.name] != (defaults[arg.name] if arg.declared_default is None else arg.declared_default)}
 
-    def with_arguments(self, values: Mapping[str, str]) -> GraphSpec:
+    def with_arguments(self, values: Mapping[str, str], outer_namespace: str = "") -> GraphSpec:
         """This graph with launch argument values applied. A parameter argument left empty (its declared
         default) keeps the parameter file's value, so a custom ``params_file`` is not overridden by the
         other arguments; any value given is applied, the stock one included (``enabled:=false`` gates the
-        node whatever the file says). ``namespace`` and ``params_file`` at their defaults change nothing."""
+        node whatever the file says). ``namespace`` and ``params_file`` at their defaults change nothing.
+        ``outer_namespace``: the one the launch file is included under (PushRosNamespace), in front of
+        ``namespace`` in the names parameter files are matched against."""
         known = {a.name: a for a in self.arguments}
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise KeyError(f"unknown launch argument(s) {unknown}; graph '{self.name}' takes {sorted(known)}")
-        nodes = {spec.key: spec for spec in self.nodes}
+        outer = outer_namespace.strip("/")
+        nodes = {spec.key: replace(spec, outer_namespace=outer) for spec in self.nodes}
         # parameter files and the namespace first: the other arguments' types come from the files in force
         # (which may key the node by its namespace)
         for name, text in sorted(self.given_arguments(values).items(),

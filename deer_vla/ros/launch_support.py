@@ -17,6 +17,10 @@ from deer_vla.core.config_io import PACKAGE
 from deer_vla.ros.graph import GraphSpec, load_graph
 from deer_vla.ros.sim_inputs import given_parameters, sim_graph_for_checkpoint
 
+# launch configurations launch_ros keeps for itself (PushRosNamespace, SetParameter, SetRemap): not arguments
+PUSHED_NAMESPACE = "ros_namespace"
+LAUNCH_ROS_CONFIGURATIONS = frozenset({PUSHED_NAMESPACE, "global_params", "ros_remaps"})
+
 
 def launch_description(graph: str) -> Any:
     """One DeclareLaunchArgument per argument of config/graph.yaml, then the nodes, built once the arguments
@@ -50,7 +54,9 @@ def _launch_nodes(context: Any, graph: str) -> list[Any]:
     for warning in misspelt_arguments(context.launch_configurations, names):
         get_logger("deer_vla").warning(warning)
     values = {name: LaunchConfiguration(name).perform(context) for name in names}
-    given = spec.with_arguments(values)
+    # included under PushRosNamespace: launch_ros puts it in front of each node's namespace (Node's
+    # _perform_substitutions), so the parameter files are judged against the name the node will have
+    given = spec.with_arguments(values, context.launch_configurations.get(PUSHED_NAMESPACE, ""))
     if graph == "sim":  # the simulator renders what the checkpoint was trained on, as bringup and the demo do
         given = sim_graph_for_checkpoint(given, given_parameters(spec, {}, values))
     return node_actions(given)
@@ -61,9 +67,10 @@ def misspelt_arguments(given: Iterable[str], declared: list[str]) -> list[str]:
 
     ``ros2 launch`` accepts any ``name:=value`` and ignores one nobody declared, so ``checkpont:=/x`` would
     run the default checkpoint in silence. Names a parent launch file sets for itself share the context,
-    so only a near miss of a declared name is reported, and nothing is refused."""
+    so only a near miss of a declared name is reported, and nothing is refused. launch_ros's own
+    configurations are not arguments (``ros_namespace`` is one letter group from ``namespace``)."""
     warnings = []
-    for name in sorted(set(given) - set(declared)):
+    for name in sorted(set(given) - set(declared) - LAUNCH_ROS_CONFIGURATIONS):
         close = difflib.get_close_matches(name.lower(), declared, n=1, cutoff=0.8)
         if close:
             warnings.append(f"launch argument '{name}' is not one of deer_vla's and is ignored; "
