@@ -563,8 +563,16 @@ def test_the_logging_status_says_lost_records_deleted_files_and_recovery(ros_con
         status = logging_status()
         assert status.level[0] == 2 and "deleted" in status.message
         assert "steps.jsonl" in status.message and "steps.mcap" in status.message
+        # the folder made again (a cleanup script, or the policy's recording into the same folder): the summary
+        # said log_errors 0 and named the logs as the run's, with a plot beside them
+        node.log_dir.mkdir()
+        errors = node.log_errors
         summary = node.close()
-        assert summary["steps"] == 3 and summary["plot"] is None and not node.log_dir.exists()
+        assert summary["steps"] == 3 and summary["plot"] is None and not node.plot_path.exists()
+        assert summary["deleted_logs"] == ["steps.jsonl", "steps.mcap"] and summary["log_errors"] == errors + 2
+        saved = json.loads(node.summary_path.read_text())
+        assert saved["deleted_logs"] == ["steps.jsonl", "steps.mcap"] and saved["plot"] is None
+        assert not node.jsonl_path.exists()
         assert all(s.name != "deer_vla: logging" for s in node.diagnostics().status)  # closed: nothing to say
     finally:
         node.destroy_node()

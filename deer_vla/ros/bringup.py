@@ -590,9 +590,12 @@ def demo_main(argv: list[str] | None = None) -> int:
     print(f"\n=== deer-vla demo: {len(results)} episode(s){ending} ===")
     for line in demo_headline(results, figures, metric, stack.full_profile.num_exits):
         print(line)
-    print(f"step log (JSONL)  {report['log']}")
-    print(f"step log (MCAP)   {report['mcap']}")
-    print(f"policy I/O (MCAP) {report['policy_io_mcap']}  ({report['replay']})")
+    # a log whose folder was deleted during the run (and made again, by a later write) is not there to read
+    report["missing_logs"] = [str(p) for p in (report["log"], report["mcap"], report["policy_io_mcap"])
+                              if not Path(p).is_file()]
+    for label, path, after in (("step log (JSONL) ", report["log"], ""), ("step log (MCAP)  ", report["mcap"], ""),
+                               ("policy I/O (MCAP)", report["policy_io_mcap"], f"  ({report['replay']})")):
+        print(f"{label} {path}" + ("  (DELETED during the run)" if str(path) in report["missing_logs"] else after))
     print(f"plot              {report['plot']}")
     try:  # after the report: a full disk must not cost the results the run already has
         atomic_write_text(report_path, json.dumps(report, indent=2))

@@ -262,14 +262,19 @@ class MonitorNode(Node):
         """Whether the step logs are being written (log_health): said on /diagnostics while it happens."""
         values = {"folder": str(self.log_dir), "log_errors": str(self.log_errors)}
         try:
-            # (the logs' thread may move on to the next part meanwhile, closing this one: not a deleted file)
-            deleted = [self.jsonl_parts[-1].name] if unlinked(self._jsonl) else []
-            if self._mcap.unlinked():
-                deleted.append(self._mcap.parts[-1].name)
+            deleted = self._deleted_logs()
         except Exception as exc:  # as _statuses: a fault here must not end the node from its timer
             return BudgetStatus("logging", ERROR, f"log files not checked: {type(exc).__name__}: {exc}", values)
         level, message = self._log_health.status(str(self.log_dir), deleted, self._log_writer.stalled_s)
         return BudgetStatus("logging", level, message, values)
+
+    def _deleted_logs(self) -> list[str]:
+        """The names of the log parts being written that were deleted (or their folder) meanwhile. (The logs'
+        thread may move on to the next part meanwhile, closing this one: not a deleted file.)"""
+        deleted = [self.jsonl_parts[-1].name] if unlinked(self._jsonl) else []
+        if self._mcap.unlinked():
+            deleted.append(self._mcap.parts[-1].name)
+        return deleted
 
     def diagnostics(self) -> DiagnosticArray:
         arr = DiagnosticArray()
@@ -317,6 +322,12 @@ class MonitorNode(Node):
         if self._summary is not None:
             return self._summary
         self.closed = True
+        # a log deleted during the run (its folder removed, perhaps made again) takes writes no one can read: the
+        # summary must not name it as the run's log
+        deleted = self._deleted_logs()
+        for name in deleted:
+            self._log_health.failed(f"{name} was deleted during the run (its records so far are lost)")
+            self.get_logger().error(f"{name} in {self.log_dir} was deleted during the run: its records are lost")
         if self._log_writer.close(LOG_CLOSE_WAIT_S):
             for name, log_file in (("steps.jsonl", self._jsonl), ("steps.mcap", self._mcap)):
                 try:
@@ -329,7 +340,12 @@ class MonitorNode(Node):
             self._log_health.failed(f"{waiting} record(s) still waiting for the disk after {LOG_CLOSE_WAIT_S:g} s "
                                     "(a stalled disk?): the logs are left unfinished", count=max(waiting, 1))
             self.get_logger().error(f"logs in {self.log_dir}: {self._log_health.last_error}")
-        summary = self._summary = self.summary()
+        summary = self._summary = {**self.summary(), "deleted_logs": deleted}
+        if summary["plot"] is not None and (deleted or not self.log_dir.is_dir()):  # deleted during the run: a
+            # folder holding a plot alone would pass for a run whose logs went missing
+            self.get_logger().error(f"run folder {self.log_dir} or its logs were deleted during the run: no plot "
+                                    "written")
+            summary["plot"] = None
         # the summary before the plot: a plot takes seconds, and ros2 launch sends SIGKILL if shutdown drags on
         try:
             atomic_write_text(self.summary_path, json.dumps(summary, indent=2))  # never a torn or empty file
@@ -347,10 +363,6 @@ class MonitorNode(Node):
                if self.log_errors else ""),
             file=sys.stderr,
         )
-        if summary["plot"] is not None and not self.log_dir.is_dir():  # deleted during the run: a folder holding
-            # a plot alone would pass for a run whose logs went missing
-            self.get_logger().error(f"run folder {self.log_dir} was deleted during the run: no plot written")
-            summary["plot"] = None
         if summary["plot"] is not None:
             try:
                 plot_points(self.records, self.plot_path, metric=self.stats.metric)
