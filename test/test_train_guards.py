@@ -313,3 +313,47 @@ def test_recorded_gripper_values_are_two_finite_numbers() -> None:
                 {"raw_open": 0, "raw_closed": -(10**400)},
                 [0, 1], None, "x"):
         assert recorded_gripper_values(bad) is None, bad
+
+
+def test_a_checkpoint_the_disk_cannot_take_is_named_and_leaves_no_half_folder(
+        dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A full disk while saving: the half-written .tmp_step_ folder held its space until a --resume, the final
+    model's staging folder likewise, and the message said "writing a checkpoint failed" naming none (also for
+    the final model)."""
+    import errno
+
+    from deer_vla.train import trainer as trainer_module
+
+    real = trainer_module.save_train_state
+    writes: list[Path] = []
+
+    def full_at_the_second(folder: Path, *args: object, **kwargs: object) -> None:
+        writes.append(Path(folder))
+        if len(writes) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(folder, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_train_state", full_at_the_second)
+    out = tmp_path / "run"
+    argv = ["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out, checkpoint_every=1)), [])]
+    assert trainer_module.cli_main(argv) == 1
+    err = capsys.readouterr().err
+    assert (f"writing the step checkpoint {out / 'checkpoints' / 'step_00000002'} failed: [Errno 28] No space "
+            f"left on device (at step 2); --resume continues from step_00000001") in err, err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000001"]  # no .tmp_step_00000002
+
+    monkeypatch.setattr(trainer_module, "save_train_state", real)
+    from deer_vla.model import checkpoint as checkpoint_module
+
+    real_save = checkpoint_module.save_checkpoint
+
+    def full_for_the_final(model: object, tokenizer: object, folder: Path, **kwargs: object) -> None:
+        if Path(folder).name == ".final.tmp":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(model, tokenizer, folder, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", full_for_the_final)
+    assert trainer_module.cli_main([*argv, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert f"writing the final model in {out} failed: [Errno 28] No space left on device" in err, err
+    assert not (out / ".final.tmp").exists() and not (out / "config.json").exists()

@@ -1,11 +1,13 @@
 """Whole-or-nothing file writes: a crash (or SIGKILL) mid-write leaves the old file, never half a new one."""
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -14,7 +16,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     tmp = _temporary_name(path)
     try:
-        with open(tmp, "wb") as f:
+        with _names(path, tmp), open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -27,6 +29,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int) -> None:
+    """A matplotlib figure saved whole or not at all (its format from ``path``'s suffix, PNG without one)."""
+    suffix = Path(path).suffix.lstrip(".").lower()
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=suffix or "png"))
+
+
 def atomic_write_with(path: str | Path, write: Callable[[Path], None]) -> None:
     """``atomic_write_bytes`` for a writer that takes a file name (safetensors' ``save_file``, which writes from
     the tensors' memory where ``save`` would first copy the whole file into bytes): ``write(tmp)`` writes the
@@ -36,16 +44,30 @@ def atomic_write_with(path: str | Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     tmp = _temporary_name(path)
     try:
-        write(tmp)
-        os.chmod(tmp, _new_file_mode(path.parent))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with _names(path, tmp):
+            write(tmp)
+            os.chmod(tmp, _new_file_mode(path.parent))
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only left when the write or the rename failed
+
+
+@contextlib.contextmanager
+def _names(path: Path, tmp: Path) -> Iterator[None]:
+    """An OSError raised inside names ``path``: one raised when the data reach the disk (a full disk at flush or
+    close) names no file, one raised opening the temporary file names that private name, and either left the
+    user to guess which of a run's files was lost."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None or str(exc.filename) == str(tmp):
+            exc.filename = str(path)
+        raise
 
 
 def _temporary_name(path: Path) -> Path:

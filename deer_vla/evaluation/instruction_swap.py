@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.writable import path_argument, unwritable_dir
 from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.evaluation.workers import (
@@ -380,7 +381,7 @@ def run_swap(
     }
     out_path = Path(out_dir)
     out_path.mkdir(parents=True, exist_ok=True)
-    (out_path / "swap_results.json").write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out_path / "swap_results.json", json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return payload
 
 

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.writable import clobbers_input, path_argument
 from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, episode_key, read_journal
 from deer_vla.evaluation.report import (
@@ -250,7 +251,7 @@ def cli_main(argv: list[str] | None = None) -> int:
               f"{' (on the seeds every mode finished)' if args.common else ''}")
     if args.json is not None:
         try:
-            args.json.write_text(json.dumps(report, indent=2))
+            atomic_write_text(args.json, json.dumps(report, indent=2))
         except OSError as exc:
             print(f"deer-vla eval-report: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
             return 1
@@ -273,7 +274,7 @@ def _write_depth_weights(path: Path, report: dict[str, Any], shallow: str) -> in
         print(f"depth weight {task}: {row['weight']:.3g} (only full {row['only_reference']}, only {shallow} "
               f"{row['only_shallow']}, of {row['pairs']})")
     try:
-        path.write_text(json.dumps({t: row["weight"] for t, row in per_task.items()}, indent=2) + "\n")
+        atomic_write_text(path, json.dumps({t: row["weight"] for t, row in per_task.items()}, indent=2) + "\n")
     except OSError as exc:
         print(f"deer-vla eval-report: cannot write --depth-weights {path}: {exc.strerror or exc}", file=sys.stderr)
         return 1

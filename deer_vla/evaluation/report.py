@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from deer_vla.core.atomic_file import atomic_write_text, save_figure
 from deer_vla.evaluation.rollout import EpisodeResult
 from deer_vla.evaluation.stats import mcnemar_exact, wilson_interval
 
@@ -264,7 +266,7 @@ def _show(table: Any, width: int = 140) -> None:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2, allow_nan=False))
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False))  # a full disk leaves the old file
 
 
 CSV_FIELDS = [
@@ -274,14 +276,15 @@ CSV_FIELDS = [
 
 
 def write_csv(path: Path, summary: dict[str, dict[str, Any]], modes: dict[str, dict[str, Any]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for mode, block in summary.items():
-            meta = {"mode": mode, "kind": modes[mode]["kind"], "budget_gflops": modes[mode].get("budget_gflops")}
-            for task, st in block["tasks"].items():
-                w.writerow({**meta, "task": task, **st})
-            w.writerow({**meta, "task": "ALL", **block["overall"]})
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for mode, block in summary.items():
+        meta = {"mode": mode, "kind": modes[mode]["kind"], "budget_gflops": modes[mode].get("budget_gflops")}
+        for task, st in block["tasks"].items():
+            w.writerow({**meta, "task": task, **st})
+        w.writerow({**meta, "task": "ALL", **block["overall"]})
+    atomic_write_text(path, text.getvalue())
 
 
 def print_table(summary: dict[str, dict[str, Any]], modes: dict[str, dict[str, Any]], full_mode: str | None) -> None:
@@ -349,5 +352,7 @@ def plot_tradeoff(path: Path, summary: dict[str, dict[str, Any]], modes: dict[st
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)

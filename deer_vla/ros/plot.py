@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from deer_vla.core import StepRecord
+from deer_vla.core.atomic_file import save_figure
 
 
 class PlotPoint(NamedTuple):
@@ -63,6 +64,8 @@ def plot_points(records: Sequence[PlotPoint], path: str | Path, metric: str = "l
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100)  # a full disk leaves no empty steps.png
+    finally:
+        plt.close(fig)
     return path

@@ -64,6 +64,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("deer_vla.train")
 
 
+class SaveError(Exception):
+    """Writing a checkpoint failed (``what``: which one, where), for ``cause`` (a full disk, a deleted folder)."""
+
+    def __init__(self, what: str, cause: BaseException) -> None:
+        super().__init__(f"writing {what} failed: {error_text(cause)}")
+        self.what, self.cause = what, cause
+
+
 # --- distributed ------------------------------------------------------------------------
 
 
@@ -450,11 +458,15 @@ class Trainer:
         extra = self._extra(step, self.stage)
         target = step_dir(self.out, step)
         tmp = target.with_name(f".tmp_{target.name}")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.model, self.tokenizer, tmp, extra=extra)
-        save_train_state(tmp, step, self.stage or "joint", self.optimizer, self.scheduler,
-                         {"history": self.history, "log_partial": log_partial or {}})
-        commit_dir(tmp, target)
+        try:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(self.model, self.tokenizer, tmp, extra=extra)
+            save_train_state(tmp, step, self.stage or "joint", self.optimizer, self.scheduler,
+                             {"history": self.history, "log_partial": log_partial or {}})
+            commit_dir(tmp, target)
+        except (OSError, SafetensorError) as exc:  # a full disk: its half folder held the space until a --resume
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SaveError(f"the step checkpoint {target}", exc) from exc
         prune_checkpoints(self.out, self.cfg.keep_checkpoints)
         if final:
             self._write_final(extra)
@@ -476,14 +488,18 @@ class Trainer:
 
         staging = self.out / ".final.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        save_checkpoint(self.model, self.tokenizer, staging, extra=extra)
-        old, new = CheckpointDir(self.out), CheckpointDir(staging)
-        if old.weights_path.is_file() and old.weights_digest() != new.weights_digest():
-            (self.out / CheckpointDir.PROFILE).unlink(missing_ok=True)
-        for f in sorted(staging.iterdir(), key=lambda f: f.name == "config.json"):  # the config last
-            os.replace(f, self.out / f.name)
-        staging.rmdir()
-        atomic_write_text(self.out / "train_history.json", json.dumps(self.history, indent=1))
+        try:
+            save_checkpoint(self.model, self.tokenizer, staging, extra=extra)
+            old, new = CheckpointDir(self.out), CheckpointDir(staging)
+            if old.weights_path.is_file() and old.weights_digest() != new.weights_digest():
+                (self.out / CheckpointDir.PROFILE).unlink(missing_ok=True)
+            for f in sorted(staging.iterdir(), key=lambda f: f.name == "config.json"):  # the config last
+                os.replace(f, self.out / f.name)
+            staging.rmdir()
+            atomic_write_text(self.out / "train_history.json", json.dumps(self.history, indent=1))
+        except (OSError, SafetensorError) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise SaveError(f"the final model in {self.out}", exc) from exc
 
     # -- main loop
     def batch_stream(self, start_step: int) -> Iterator[WindowBatch]:
@@ -825,9 +841,9 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla train: {exc}; the step checkpoints written before it are kept in "
               f"{out / 'checkpoints'}", file=sys.stderr)
         return 1
-    except (OSError, SafetensorError) as exc:  # a full disk while saving: which file, and what is kept
+    except (SaveError, OSError, SafetensorError) as exc:  # a full disk while saving, or the log: what, what is kept
         kept = latest_checkpoint(out)
-        print(f"deer-vla train: writing a checkpoint failed at step {trainer.step}: {error_text(exc)}; "
+        print(f"deer-vla train: {error_text(exc)} (at step {trainer.step}); "
               + (f"--resume continues from {kept.name}" if kept is not None else "no step checkpoint was kept"),
               file=sys.stderr)
         return 1

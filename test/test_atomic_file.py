@@ -1,0 +1,69 @@
+"""Whole-or-nothing writes of the results a run leaves: a full disk keeps the file before, names the file lost,
+and leaves nothing half written or empty (an audit on a 200 KiB tmpfs: an empty results.json and steps.png, and
+an error that named no file)."""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from deer_vla.core.atomic_file import atomic_write_text, save_figure
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch):
+    """The disk fills when the data are flushed to it: the error names no file, as the kernel's does then."""
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_one_before(tmp_path: Path, full_disk) -> None:
+    path = tmp_path / "results.json"
+    path.write_text('{"before": 1}')
+    with pytest.raises(OSError, match=r"No space left on device: '.*results\.json'") as raised:
+        atomic_write_text(path, '{"after": 2}')
+    assert raised.value.filename == str(path)
+    assert path.read_text() == '{"before": 1}' and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_a_figure_is_saved_in_its_suffix_format_whole_or_not_at_all(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    try:
+        save_figure(fig, tmp_path / "steps.png", dpi=50)  # written under a temporary name: the format is the suffix's
+        assert (tmp_path / "steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        save_figure(fig, tmp_path / "curve.pdf", dpi=50)
+        assert (tmp_path / "curve.pdf").read_bytes()[:5] == b"%PDF-"
+
+        def no_space(fd: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", no_space)
+        with pytest.raises(OSError, match=r"No space left on device: '.*other\.png'"):
+            save_figure(fig, tmp_path / "other.png", dpi=50)
+    finally:
+        plt.close(fig)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.pdf", "steps.png"]  # no empty other.png
+
+
+def test_the_evaluation_results_keep_their_last_whole_version(tmp_path: Path, full_disk) -> None:
+    from deer_vla.evaluation.report import write_csv, write_json
+
+    results, table = tmp_path / "results.json", tmp_path / "results.csv"
+    results.write_text("{}")
+    table.write_text("mode\n")
+    with pytest.raises(OSError, match="results.json"):
+        write_json(results, {"full": {"success_rate": 0.5}})
+    summary = {"full": {"tasks": {}, "overall": {"episodes": 1, "successes": 1}}}
+    with pytest.raises(OSError, match="results.csv"):
+        write_csv(table, summary, {"full": {"kind": "full"}})
+    assert results.read_text() == "{}" and table.read_text() == "mode\n"
