@@ -216,16 +216,20 @@ def test_a_config_asking_for_huge_tensors_is_refused_before_any_is_built(ckpt: C
         load_checkpoint(ckpt.root)
 
 
-@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
-def test_weights_that_are_not_finite_are_refused_at_load(ckpt: CheckpointDir, value: float) -> None:
+@pytest.mark.parametrize(("value", "said"), [
+    (float("inf"), "holds NaN or infinite values"), (float("-inf"), "holds NaN or infinite values"),
+    (float("nan"), "holds NaN or infinite values"),
+    (1e30, "holds a value of magnitude 1e+30, over the 10000"), (-2e4, "holds a value of magnitude 2e+04"),
+])
+def test_weights_that_are_not_finite_are_refused_at_load(ckpt: CheckpointDir, value: float, said: str) -> None:
     """An infinite weight loaded silently and drove every action to full scale (tanh(inf) = 1 passes the
-    runner's finite-action check); NaN only failed at the first step."""
+    runner's finite-action check); NaN only failed at the first step; a finite 1e30 did what inf did."""
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(str(ckpt.weights_path))
     tensors["head.motion.bias"][0] = value
     save_file(tensors, str(ckpt.weights_path))
-    with pytest.raises(CheckpointError, match="tensor 'head.motion.bias' holds NaN or infinite values"):
+    with pytest.raises(CheckpointError, match=re.escape(f"tensor 'head.motion.bias' {said}")):
         load_checkpoint(ckpt.root)
 
 
@@ -237,7 +241,12 @@ def test_weights_that_are_not_finite_are_refused_at_load(ckpt: CheckpointDir, va
     ({"lm.num_attention_heads": 0}, "'num_attention_heads' must be an integer"),  # ZeroDivisionError before
     ({"lm.num_attention_heads": 3}, "attention heads must divide its hidden size"),
     ({"max_text_len": 100_000}, "max_text_len"),  # profiling built a 100k x 100k mask: 20 GB
-    ({"image_std": [float("nan")] * 3}, "vision.image_mean/std need 3 finite values"),
+    ({"image_std": [float("nan")] * 3}, "vision.image_mean/std need 3 values each"),
+    ({"image_std": [1e-30] * 3}, "stds in 0.001..1000"),  # every feature inf: NaN actions at the first step
+    ({"image_mean": [1e300] * 3}, "means in -1000..1000"),
+    ({"lm.rms_norm_eps": float("nan")}, "'rms_norm_eps' must be a finite number > 0"),
+    ({"lm.rms_norm_eps": -1}, "'rms_norm_eps' must be a finite number > 0"),
+    ({"lm.rope_theta": -5}, "'rope_theta' must be a finite number > 0"),
     ({"num_latents": 10**9}, "num_latents"),
 ])
 def test_a_config_of_sizes_no_model_can_have_is_refused_naming_the_file(ckpt: CheckpointDir, change: dict,
@@ -250,8 +259,8 @@ def test_a_config_of_sizes_no_model_can_have_is_refused_naming_the_file(ckpt: Ch
         config["lm"]["hf_config"][key[3:]] = value
     elif key == "max_text_len":
         config["lm"]["max_text_len"] = value
-    elif key == "image_std":
-        config["vision"]["image_std"] = value
+    elif key.startswith("image_"):
+        config["vision"][key] = value
     else:
         config["resampler"][key] = value
     ckpt.config_path.write_text(json.dumps(config))

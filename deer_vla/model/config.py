@@ -7,6 +7,7 @@ directory; ``path`` only says where pretrained weights came from.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -33,8 +34,16 @@ _HF_SIZE_LIMITS = {
     "intermediate_size": 1 << 20, "n_inner": 1 << 20, "num_key_value_heads": 1024,
     "max_position_embeddings": 1 << 20, "n_positions": 1 << 20, "max_seq_len": 1 << 20,
 }
+# lm.hf_config's floats the decoder divides by or takes powers of: NaN, 0 or a negative one makes every output NaN
+_HF_POSITIVE_FLOATS = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps", "rope_theta")
+IMAGE_STD_RANGE = (1e-3, 1e3)
+IMAGE_MEAN_LIMIT = 1e3
 MAX_IMAGE_SIZE = 4096
 MAX_TEXT_LEN = 4096
+
+
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 def _size_ok(v: Any, limit: int) -> bool:
@@ -63,11 +72,14 @@ class VisionConfig(_Strict):
                 raise ValueError(f"vision.channels must be 1 to 16 ints in 1..8192, got {self.channels}")
         elif self.hf_config is None:
             raise ValueError(f"vision.kind={self.kind!r} needs vision.hf_config (use backbones.vision_config_from_dir)")
-        finite_std = all(0 < s < float("inf") for s in self.image_std)  # NaN fails this and the next
-        finite_mean = all(abs(m) < float("inf") for m in self.image_mean)
-        if len(self.image_mean) != 3 or len(self.image_std) != 3 or not finite_std or not finite_mean:
-            raise ValueError(f"vision.image_mean/std need 3 finite values (std > 0), got {self.image_mean} "
-                             f"{self.image_std}")
+        # pixels are read in 0..1: a std of 1e-30 or a mean of 1e300 makes every feature inf or NaN (NaN fails
+        # these comparisons too)
+        sane_std = all(IMAGE_STD_RANGE[0] <= s <= IMAGE_STD_RANGE[1] for s in self.image_std)
+        sane_mean = all(-IMAGE_MEAN_LIMIT <= m <= IMAGE_MEAN_LIMIT for m in self.image_mean)
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or not sane_std or not sane_mean:
+            raise ValueError(f"vision.image_mean/std need 3 values each, means in -{IMAGE_MEAN_LIMIT:g}.."
+                             f"{IMAGE_MEAN_LIMIT:g} and stds in {IMAGE_STD_RANGE[0]:g}..{IMAGE_STD_RANGE[1]:g} "
+                             f"(pixels are 0..1), got {self.image_mean} {self.image_std}")
         return self
 
 
@@ -101,6 +113,9 @@ class LMConfig(_Strict):
         for name, limit in _HF_SIZE_LIMITS.items():
             if name in v and v[name] is not None and not _size_ok(v[name], limit):
                 raise ValueError(f"lm.hf_config '{name}' must be an integer in 1..{limit}, got {str(v[name])[:40]!r}")
+        for name in _HF_POSITIVE_FLOATS:  # NaN or a negative one made every action NaN, at the first step only
+            if name in v and v[name] is not None and not _positive_number(v[name]):
+                raise ValueError(f"lm.hf_config '{name}' must be a finite number > 0, got {str(v[name])[:40]!r}")
         hidden = next(v[n] for n in _HF_KEYS["hidden"] if n in v)
         heads = next(v[n] for n in _HF_KEYS["heads"] if n in v)
         if hidden % heads:

@@ -19,6 +19,7 @@ Tied parameters stay tied: one tensor is read and every name points to it.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -114,10 +115,10 @@ def materialize(module: nn.Module, refs: Mapping[str, TensorRef], device: str | 
                 if target.is_floating_point() and not tensor.is_floating_point():
                     raise ValueError(f"{file}: tensor '{key}' is {tensor.dtype}, the model's '{name}' holds floats")
                 # an infinite weight passes the runner's finite-action check (tanh(inf) = 1) and drives every
-                # action to full scale: refused here, as NaN is
-                if tensor.is_floating_point() and not all_finite(tensor):
-                    raise ValueError(f"{file}: tensor '{key}' holds NaN or infinite values: a damaged or diverged "
-                                     "file")
+                # action to full scale, and so does a huge finite one (1e30): refused here, as NaN is
+                problem = magnitude_problem(tensor) if tensor.is_floating_point() else None
+                if problem is not None:
+                    raise ValueError(f"{file}: tensor '{key}' {problem}")
                 state[name] = tensor.to(target.dtype)  # no copy when the dtypes already agree
     result = module.load_state_dict(state, strict=False, assign=True)
     if result.unexpected_keys:  # every name came from the module itself, so this is a bug, not a bad file
@@ -151,6 +152,26 @@ def open_safetensors(file: str | Path, **kwargs: str) -> Iterator[Any]:
         raise ValueError(f"{file}: not a readable safetensors file: {exc}{hint}") from exc
     with handle as f:
         yield f
+
+
+# no trained weight comes near this (the shipped checkpoints' largest magnitude is 7.6; pretrained transformers'
+# outliers are in the tens to hundreds): beyond it a file is damaged or its training diverged
+MAX_WEIGHT_MAGNITUDE = 1e4
+
+
+def magnitude_problem(tensor: torch.Tensor) -> str | None:
+    """Why a float tensor cannot be a trained weight (NaN, infinity, a magnitude over MAX_WEIGHT_MAGNITUDE),
+    as the end of a sentence about it, or None. One reduction, as all_finite."""
+    if tensor.numel() == 0:
+        return None
+    lo, hi = (float(v) for v in torch.aminmax(tensor.detach().reshape(-1)))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "holds NaN or infinite values: a damaged or diverged file"
+    largest = max(-lo, hi)
+    if largest > MAX_WEIGHT_MAGNITUDE:
+        return (f"holds a value of magnitude {largest:.3g}, over the {MAX_WEIGHT_MAGNITUDE:g} no trained weight "
+                "reaches: a damaged or diverged file (such a weight saturates every action)")
+    return None
 
 
 def all_finite(tensor: torch.Tensor) -> bool:
