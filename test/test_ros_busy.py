@@ -260,6 +260,37 @@ def test_torch_threads_is_applied_at_configure(executor, tiny_checkpoint):
         torch.set_num_threads(before)
 
 
+def test_a_time_budget_is_timed_with_the_thread_count_the_steps_run_with(executor, tiny_checkpoint, monkeypatch):
+    """Configure timed the steps of a time budget (peak_ms: 50 whole steps) before it applied torch_threads: with
+    the count the previous configure left (an audit: 8 threads timed for a node set to 1; after torch_threads
+    1024, a 383 s configure). A failed configure leaves the count it found."""
+    import torch
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    from deer_vla.model.runner import PolicyRunner
+
+    timed_with: list[int] = []
+    real = PolicyRunner.time_here
+
+    def recording(self, *args, **kwargs):
+        timed_with.append(torch.get_num_threads())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PolicyRunner, "time_here", recording)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        node = started_policy_node(executor, tiny_checkpoint, torch_threads=2, **{"budget.peak_ms": 10_000.0})
+        assert timed_with == [2] and torch.get_num_threads() == 2
+        assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+        assert _set(node, "torch_threads", 1) and _set(node, "checkpoint_dir", "/nonexistent/checkpoint")
+        assert node.trigger_configure() == R.FAILURE and torch.get_num_threads() == 2  # as it found it
+        assert _set(node, "checkpoint_dir", str(tiny_checkpoint)) and node.trigger_configure() == R.SUCCESS
+        assert timed_with == [2, 1] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_by_default_a_free_running_camera_is_stepped_at_the_policys_rate(executor, tiny_checkpoint):
     """Event mode, the default until 2026-12-05, stepped on every complete image set: on 40 Hz cameras a 10 Hz
     policy ran ~40 steps a second. The default (timer mode) steps at rate_hz whatever the cameras' rate; the sim

@@ -310,7 +310,7 @@ def test_a_step_that_outlives_cleanup_never_reaches_the_next_configuration(execu
 
 
 @pytest.mark.parametrize("start", ["unconfigured", "active"])
-def test_a_finalized_node_refuses_enabled_true_by_parameter_as_by_service(executor, tiny_checkpoint, start):
+def test_a_finalized_node_refuses_enabled_true_and_every_other_change(executor, tiny_checkpoint, start):
     """~/enable answers a finalized node with success: false; `ros2 param set enabled true` was accepted and
     left `enabled` true on a node that can never actuate."""
     from rclpy.lifecycle import TransitionCallbackReturn as R
@@ -324,6 +324,11 @@ def test_a_finalized_node_refuses_enabled_true_by_parameter_as_by_service(execut
     assert not result.successful and "finalized" in result.reason
     assert node.get_parameter("enabled").value is False and not node.enabled
     assert node.set_parameters([Parameter("enabled", value=False)])[0].successful  # closing stays allowed
+    # nor any other change: accepted, none would ever apply (an audit: a budget and a missing checkpoint taken)
+    for name, value in (("budget.average_gflops", 1.0), ("checkpoint_dir", "/nonexistent")):
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful and "no parameter takes effect any more" in result.reason
+        assert node.get_parameter(name).value != value
 
 
 def test_configure_refuses_image_topics_that_feed_each_slot_the_other_camera(executor, tiny_checkpoint):

@@ -824,6 +824,11 @@ def test_a_time_budget_set_at_run_time_needs_step_times_measured_here(executor, 
     assert node.trigger_configure() == R.SUCCESS
     result = node.set_parameters([Parameter("budget.peak_ms", value=1e6)])[0]
     assert not result.successful and "configure did not time them" in result.reason
+    # one below the profile's times says the same, not a "smallest feasible" value that would be refused too
+    for name in ("budget.peak_ms", "budget.deadline_ms"):
+        result = node.set_parameters([Parameter(name, value=0.001)])[0]
+        assert not result.successful and "configure did not time them" in result.reason, result.reason
+        assert "feasible" not in result.reason
     assert node.get_parameter("budget.peak_ms").value == 0.0
     assert node.trigger_cleanup() == R.SUCCESS  # configured with a time budget, it is timed here
     assert node.set_parameters([Parameter("budget.peak_ms", value=1e6)])[0].successful

@@ -356,6 +356,21 @@ class PolicyNode(LifecycleNode):
 
     @report_errors
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            result = self._configure()
+        except BaseException:
+            torch.set_num_threads(threads)
+            raise
+        if result != TransitionCallbackReturn.SUCCESS:  # a failed configure leaves the thread count it found
+            torch.set_num_threads(threads)
+        return result
+
+    def _configure(self) -> TransitionCallbackReturn:
+        import torch
+
         try:
             # every override rclpy matched to this node's name, against all it declares (ours and rclpy's own)
             unknown = unknown_parameters(getattr(self, "_parameter_overrides", {}), self.list_parameters([], 0).names)
@@ -373,6 +388,10 @@ class PolicyNode(LifecycleNode):
                 check_device(params.device)
             except ValueError as exc:
                 raise ConfigurationError(f"parameter 'device': {exc}") from exc
+            if self._initial_torch_threads is None:  # the process's own count, which torch_threads 0 returns to
+                self._initial_torch_threads = torch.get_num_threads()
+            # before the load: a time budget's steps are timed there, and must run as the node's steps will
+            torch.set_num_threads(params.torch_threads or self._initial_torch_threads)
             stack = load_stack(params.checkpoint, params.thresholds_path, params.device, params.budget_kwargs(),
                                params.fixed_exit, track_average=params.budget_track_average,
                                risk_eps=params.risk_eps, risk_delta=params.risk_delta,
@@ -435,11 +454,6 @@ class PolicyNode(LifecycleNode):
             text = self._checked_instruction(heard, params) if heard is not None else None
             if text is not None:
                 self._take_instruction(text)
-        import torch
-
-        if self._initial_torch_threads is None:  # the process's own count, which torch_threads 0 returns to
-            self._initial_torch_threads = torch.get_num_threads()
-        torch.set_num_threads(params.torch_threads or self._initial_torch_threads)
         self._episode_applied = self._episode_gen
         try:
             self._create_interfaces(params, stack)
@@ -796,10 +810,10 @@ class PolicyNode(LifecycleNode):
     def _validate_parameter_change(self, changes: list[Parameter]) -> SetParametersResult:
         if self._closes_gate(changes):
             return SetParametersResult(successful=True)
-        if any(p.name == "enabled" and p.value is True for p in changes) \
-                and self._state_machine.current_state[1] == "finalized":  # as ~/enable answers
-            return SetParametersResult(successful=False,
-                                       reason="finalized: shut down, cannot actuate (restart the node)")
+        if self._state_machine.current_state[1] == "finalized":  # nothing will apply them: say so, as ~/enable
+            actuate = any(p.name == "enabled" and p.value is True for p in changes)
+            return SetParametersResult(successful=False, reason="finalized: shut down, " + (
+                "cannot actuate" if actuate else "no parameter takes effect any more") + " (restart the node)")
         names = {p.name for p in changes}
         if self.stack is not None:
             # a configure-time parameter set to the value it has changes nothing (`ros2 param load` of the node's
@@ -834,17 +848,19 @@ class PolicyNode(LifecycleNode):
         assert self.stack is not None
         first_exit = self.stack.controller.first_exit
         loaded = self.stack.profile.num_exits
-        # judged as configure judged its cap (the gates' bytes, the learned criterion's gate FLOPs)
-        cap = check_budget(self.stack.cap_profile.truncated(loaded), budget, fixed_exit, first_exit)
-        wanted = check_budget(self.stack.cap_profile, budget, fixed_exit, first_exit)
         again = "deactivate, clean up and configure to load them"
-        if wanted > loaded:
-            raise ConfigurationError(f"the budget allows exit {wanted}, but configure loaded exits 1..{loaded} only "
-                                     f"(the budget then in force): {again}")
+        # first: untimed, a time budget's feasibility would be judged on the profile's times, not this machine's
+        # (an audit: "the smallest feasible peak_ms is 4.18", then 4.18 refused as untimed)
         if (budget.peak_ms is not None or budget.deadline_ms is not None) and not self.stack.steps_timed:
             raise ConfigurationError(
                 "a time budget (peak_ms, deadline_ms) is enforced with this machine's step times, and configure "
                 f"did not time them (no time budget then): {again} with the time budget set, which times them")
+        # judged as configure judged its cap (the gates' bytes, the learned criterion's gate FLOPs)
+        cap = check_budget(self.stack.cap_profile.truncated(loaded), budget, fixed_exit, first_exit)
+        wanted = check_budget(self.stack.cap_profile, budget, fixed_exit, first_exit)
+        if wanted > loaded:
+            raise ConfigurationError(f"the budget allows exit {wanted}, but configure loaded exits 1..{loaded} only "
+                                     f"(the budget then in force): {again}")
         resident = self.stack.profile.weight_bytes[loaded - 1]
         if budget.memory_bytes is not None and budget.memory_bytes < resident:
             raise ConfigurationError(f"memory budget {budget.memory_bytes} bytes is below the {resident} bytes of "
