@@ -652,3 +652,44 @@ def test_a_log_file_closed_meanwhile_is_not_a_deleted_one(tmp_path):
     assert unlinked(log)
     log.close()
     assert not unlinked(log)
+
+
+def test_the_steps_status_warns_when_the_records_stop(ros_context, tmp_path, monkeypatch):
+    """The steps status stayed OK with its last count for 41 s after the policy was killed (an audit): on a
+    robot graph nothing else on /diagnostics said the records had stopped. Live only: the summary's final
+    status is the run's (a policy stopped before its monitor is the normal end of a run)."""
+    from std_msgs.msg import String
+
+    from deer_vla.ros import monitor_node as monitor_module
+
+    node = _monitor(tmp_path, steps_stale_s=2.0)
+    now = [1000.0]
+    monkeypatch.setattr(monitor_module.time, "monotonic", lambda: now[0])
+    try:
+        def steps():
+            return next(s for s in node.diagnostics().status if s.name == "deer_vla: steps")
+
+        assert steps().level[0] == 1 and "no step records received yet" in steps().message
+        node._on_record(String(data=_record_json(0)))
+        now[0] += 1.5
+        assert steps().level[0] == 0
+        now[0] += 1.0  # 2.5 s since the record
+        stale = steps()
+        assert stale.level[0] == 1 and stale.message.startswith("no step record for 2 s (limit steps_stale_s 2 s)")
+        assert "before: 1 steps" in stale.message
+        assert {kv.key: kv.value for kv in stale.values}["since_last_record_s"] == "2.5"
+        node._on_record(String(data=_record_json(1)))
+        assert steps().level[0] == 0  # records again
+        now[0] += 60
+        assert node.close()["final_status"] == "OK"  # the summary is the run's, not the wait after it
+    finally:
+        node.destroy_node()
+    with pytest.raises(ValueError, match="steps_stale_s' must be a number of seconds >= 0"):
+        _monitor(tmp_path / "bad", steps_stale_s=-1.0)
+    off = _monitor(tmp_path / "off", steps_stale_s=0.0)
+    try:
+        off._on_record(String(data=_record_json(0)))
+        now[0] += 3600
+        assert next(s for s in off.diagnostics().status if s.name == "deer_vla: steps").level[0] == 0
+    finally:
+        off.destroy_node()

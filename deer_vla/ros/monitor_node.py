@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import deque
@@ -25,7 +26,7 @@ from deer_vla.data.mcap_io import (
     prune_parts,
 )
 from deer_vla.ros.background_writer import BackgroundWriter
-from deer_vla.ros.budget_monitor import ERROR, BudgetMonitor, BudgetStatus
+from deer_vla.ros.budget_monitor import ERROR, WARN, BudgetMonitor, BudgetStatus
 from deer_vla.ros.diagnostic_names import status_name
 from deer_vla.ros.log_health import LogHealth
 from deer_vla.ros.node_main import run_node
@@ -57,6 +58,9 @@ MONITOR_DEFAULTS: dict = {
     "hardware_id": "",  # "" = <this namespace>/deer_vla_policy (the default policy name; set it for a renamed one)
     # WARN when the p95 observation age at action time (camera stamp -> action out) exceeds this; 0 = off
     "obs_age_warn_ms": 250.0,
+    # the steps status goes WARN when no step record has come for this long (wall time; 0 = off): a policy that
+    # died, or stopped stepping, left it OK with its last count for as long as the monitor ran
+    "steps_stale_s": 10.0,
     # steps.mcap goes on in steps_1.mcap, steps_2.mcap, ... past this size or time (0 = no limit of that kind):
     # bounds the writer's memory and each file on a robot that runs for days (mcap_io says why); steps.jsonl
     # goes on in steps_1.jsonl, ... with it, so part n of both holds the same records
@@ -101,6 +105,11 @@ class MonitorNode(Node):
         if not (isinstance(p["obs_age_warn_ms"], (int, float)) and not isinstance(p["obs_age_warn_ms"], bool)
                 and p["obs_age_warn_ms"] >= 0):
             raise ValueError(f"parameter 'obs_age_warn_ms' must be a number >= 0, got {p['obs_age_warn_ms']!r}")
+        stale_s = p["steps_stale_s"]
+        if not (isinstance(stale_s, (int, float)) and not isinstance(stale_s, bool) and 0 <= stale_s < math.inf):
+            raise ValueError(f"parameter 'steps_stale_s' must be a number of seconds >= 0 (0 = off), got {stale_s!r}")
+        self._steps_stale_s = float(stale_s)
+        self._last_record_at: float | None = None  # time.monotonic() of the last record taken
         for name, check in (("log_split_mib", check_split_mib), ("log_split_s", check_split_s),
                             ("log_keep_parts", check_keep_parts)):
             try:
@@ -190,6 +199,7 @@ class MonitorNode(Node):
         if len(self._recent_keys) > RECENT_RECORDS:
             del self._recent_keys[next(iter(self._recent_keys))]
         self.stats.update(record)
+        self._last_record_at = time.monotonic()
         self.records.append(PlotPoint.of(record, self.stats.metric))
         self._log_writer.put(record)
 
@@ -276,12 +286,24 @@ class MonitorNode(Node):
             deleted.append(self._mcap.parts[-1].name)
         return deleted
 
+    def _stale_steps(self, statuses: list[BudgetStatus]) -> list[BudgetStatus]:
+        """``statuses`` with the steps status WARN when no record has come for steps_stale_s (live only: the
+        summary's final status is the run's, and a policy stopped before its monitor is the normal end)."""
+        since = None if self._last_record_at is None else time.monotonic() - self._last_record_at
+        if not self._steps_stale_s or since is None or since <= self._steps_stale_s:
+            return statuses
+        return [BudgetStatus(s.name, max(s.level, WARN), f"no step record for {since:.0f} s (limit steps_stale_s "
+                             f"{self._steps_stale_s:g} s): the policy stopped stepping or is gone; before: {s.message}",
+                             {**s.values, "since_last_record_s": f"{since:.1f}"}) if s.name == "steps" else s
+                for s in statuses]
+
     def diagnostics(self) -> DiagnosticArray:
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         not_budgets = ("steps", "observation_age", "fidelity_guarantee", "monitor", "logging")
         statuses = self._statuses()
         if not self.closed:
+            statuses = self._stale_steps(statuses)
             statuses.append(self._logging_status())
         for status in statuses:
             arr.status.append(
