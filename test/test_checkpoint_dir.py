@@ -350,3 +350,20 @@ def test_weights_written_in_a_folder_with_a_default_acl_keep_its_grants(tmp_path
     config_mode = out.config_path.stat().st_mode & 0o777  # written with open(): mask r-x of rw- asked -> r--
     assert config_mode & 0o070 == 0o040
     assert out.weights_path.stat().st_mode & 0o777 == config_mode
+
+
+def test_a_needed_file_that_is_a_folder_or_a_dead_link_is_said_to_be(ckpt: CheckpointDir, tmp_path: Path) -> None:
+    """A symlink loop at model.safetensors or config.json, or a folder in its place, was reported as "has no
+    model.safetensors": the file is there, and is the wrong thing."""
+    ckpt.weights_path.unlink()
+    ckpt.weights_path.symlink_to(ckpt.weights_path)  # a loop
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is a symbolic link to no file"):
+        ckpt.check()
+    ckpt.weights_path.unlink()
+    ckpt.weights_path.mkdir()
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is a folder, not a file"):
+        ckpt.check()
+    ckpt.config_path.unlink()
+    ckpt.config_path.symlink_to(tmp_path / "nowhere.json")
+    with pytest.raises(CheckpointError, match=r"config\.json is a symbolic link to no file"):
+        ckpt.read_config()

@@ -304,3 +304,13 @@ def test_a_shape_that_cannot_reach_the_first_exit_still_keeps_a_feasible_budget(
     th = solve(calib, prof, BudgetSpec(average_gflops=budget), shape=shape, shape_param=shape_param)
     realised = costs[simulate_exits(calib, th) - 1].mean()
     assert realised <= budget and th.expected_cost == pytest.approx(realised)
+
+
+def test_values_and_an_exit_distribution_of_other_lengths_name_both() -> None:
+    """Values cut to 5 beside a 12-exit distribution said "exit_distribution must be 5 fractions": the fault
+    named was the intact one."""
+    from deer_vla.control.thresholds import Thresholds
+
+    with pytest.raises(ValueError, match=r"exit_distribution has 12 fractions \(exits 1\.\.12\) but 'values' has "
+                                         r"5 thresholds \(exits 2\.\.6\): one of the two was cut"):
+        Thresholds(values=[0.1] * 5, exit_distribution=[1 / 12] * 12)

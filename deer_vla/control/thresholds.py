@@ -55,6 +55,10 @@ class Thresholds:
     # SHA-256 of the exit-gates file they were solved with (learned criterion; None: not recorded): the learned
     # criterion's scores are those gates' predictions, so retrained gates make the thresholds mean something else
     gates_sha256: str | None = None
+    # SHA-256 of the checkpoint's config as validated (CheckpointDir.config_digest; None: not recorded): an edited
+    # config.json that keeps every tensor's shape (attention heads, norm eps, action scale, camera order, head
+    # history) makes the same weights compute another policy
+    config_sha256: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -73,7 +77,11 @@ class Thresholds:
             raise ValueError(f"thresholds metric must be one of {METRICS}, got {self.metric!r}")
         if self.exit_distribution:
             dist = [float(p) for p in self.exit_distribution]
-            if len(dist) != self.num_exits or any(not (0 <= p <= 1) for p in dist) or abs(sum(dist) - 1) > 1e-3:
+            if len(dist) != self.num_exits:  # either may be the one cut short: name both
+                raise ValueError(f"thresholds exit_distribution has {len(dist)} fractions (exits 1..{len(dist)}) but "
+                                 f"'values' has {len(values)} thresholds (exits {self.first_exit}.."
+                                 f"{self.num_exits}): one of the two was cut or edited")
+            if any(not (0 <= p <= 1) for p in dist) or abs(sum(dist) - 1) > 1e-3:
                 raise ValueError(
                     f"thresholds exit_distribution must be {self.num_exits} fractions in [0, 1] summing to 1, "
                     f"got {dist}"
@@ -92,7 +100,7 @@ class Thresholds:
                                  "recalibrate with `deer-vla calibrate --risk`, or drop the 'guarantee' entry")
         if self.expected_cost is not None and not (math.isfinite(self.expected_cost) and self.expected_cost >= 0):
             raise ValueError(f"thresholds expected_cost must be finite and >= 0, got {self.expected_cost}")
-        for name in ("weights_sha256", "gates_sha256"):
+        for name in ("weights_sha256", "gates_sha256", "config_sha256"):
             digest = getattr(self, name)
             if digest is not None and not (isinstance(digest, str) and len(digest) == 64
                                            and all(c in "0123456789abcdef" for c in digest)):
@@ -123,11 +131,12 @@ class Thresholds:
 
     def check_solved_on(self, weights_digest: Callable[[], str], where: str, checkpoint: str,
                         gates_digest: Callable[[], str | None] | None = None,
-                        gates_file_digest: Callable[[], str | None] | None = None) -> None:
+                        gates_file_digest: Callable[[], str | None] | None = None,
+                        config_digest: Callable[[], str] | None = None) -> None:
         """Raise ValueError if these thresholds (read from ``where``) record other weights than the checkpoint's,
         or other exit gates than its gates file (``gates_digest``: their SHA-256, None without one;
-        ``gates_file_digest``: the file's bytes', which older thresholds record). Each digest is only computed
-        when they record one: hashing costs."""
+        ``gates_file_digest``: the file's bytes', which older thresholds record), or another config
+        (``config_digest``). Each digest is only computed when they record one: hashing costs."""
         if self.weights_sha256 is not None:
             actual = weights_digest()
             if actual != self.weights_sha256:
@@ -135,6 +144,14 @@ class Thresholds:
                     f"{where} was solved on other weights (sha256 {self.weights_sha256[:12]}...) than {checkpoint}'s "
                     f"({actual[:12]}...): thresholds fit only the model they were solved on; use that checkpoint's "
                     "own thresholds, or calibrate this one (`deer-vla calibrate --checkpoint ... --out DIR`)")
+        if self.config_sha256 is not None and config_digest is not None:
+            actual = config_digest()
+            if actual != self.config_sha256:
+                raise ValueError(
+                    f"{where} was solved on these weights with another config (sha256 {self.config_sha256[:12]}...) "
+                    f"than {checkpoint}'s config.json ({actual[:12]}...): an edited config (attention heads, norm "
+                    "eps, action scale, cameras, head history) makes the weights compute another policy; undo the "
+                    "edit, or calibrate this one (`deer-vla calibrate --checkpoint ... --out DIR`)")
         if self.gates_sha256 is not None and gates_digest is not None:
             gates = gates_digest()  # None: no gates file, which the learned criterion reports itself
             if (gates is not None and gates != self.gates_sha256
@@ -161,6 +178,8 @@ class Thresholds:
             out["weights_sha256"] = self.weights_sha256
         if self.gates_sha256 is not None:  # likewise
             out["gates_sha256"] = self.gates_sha256
+        if self.config_sha256 is not None:  # likewise
+            out["config_sha256"] = self.config_sha256
         return out
 
     @classmethod
@@ -168,7 +187,7 @@ class Thresholds:
         if not isinstance(data, dict):
             raise ValueError("thresholds JSON must be an object")
         known = {"values", "budget", "metric", "method", "expected_cost", "exit_distribution", "criterion",
-                 "guarantee", "weights_sha256", "gates_sha256"}
+                 "guarantee", "weights_sha256", "gates_sha256", "config_sha256"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown thresholds keys {sorted(unknown)}")
@@ -198,6 +217,7 @@ class Thresholds:
                 guarantee=Guarantee.from_dict(data["guarantee"]) if data.get("guarantee") is not None else None,
                 weights_sha256=data.get("weights_sha256"),
                 gates_sha256=data.get("gates_sha256"),
+                config_sha256=data.get("config_sha256"),
             )
         except (TypeError, AttributeError, ArithmeticError) as exc:  # "expected_cost": "x", a criterion that is
             # a list, an integer no float holds: a bad file, not a bug

@@ -86,6 +86,18 @@ class CheckpointDir:
         hash is remembered for the file as it is (path, size, modification time), so it is read once."""
         return _digest(self.weights_path)
 
+    def config_digest(self) -> str:
+        """SHA-256 of what config.json says the model is: its validated fields (defaults filled in), but the
+        informational paths the backbones were first read from. With the weights' digest, what thresholds,
+        recordings and evaluation journals record of the model: an edit that keeps every tensor's shape
+        (attention heads, norm eps, action scale, camera order, head history) makes the weights compute another
+        policy, which the weights' digest alone did not tell."""
+        data = self.read_config().model_dump(mode="json")
+        for part in ("vision", "lm"):
+            if isinstance(data.get(part), dict):
+                data[part].pop("path", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
     def gates_digest(self) -> str | None:
         """SHA-256 of the exit gates (None without a gates file): what learned-criterion thresholds are solved
         with. It covers the tensors and the metadata but the training summary, not the file's bytes: safetensors
@@ -105,12 +117,20 @@ class CheckpointDir:
         """Whether this looks like a checkpoint (a directory with a config); ``check`` says what else is wrong."""
         return self.config_path.is_file()
 
+    def _missing(self, path: Path) -> str:
+        """Why a file the load needs is not one: absent, a folder, or a link to nothing (or to itself)."""
+        if path.is_dir():
+            return f"checkpoint {self.root}: {path.name} is a folder, not a file"
+        if path.is_symlink():
+            return f"checkpoint {self.root}: {path.name} is a symbolic link to no file (broken, or a loop)"
+        return f"checkpoint {self.root} has no {path.name}"
+
     # -- validation
     def check(self) -> PolicyConfig:
         """The config, after checking that every file a load needs is there (CheckpointError otherwise)."""
         cfg = self.read_config()
         if not self.weights_path.is_file():
-            raise CheckpointError(f"checkpoint {self.root} has no {self.WEIGHTS}")
+            raise CheckpointError(self._missing(self.weights_path))
         if not any((self.root / f).is_file() for f in self.TOKENIZER_FILES):
             raise CheckpointError(f"checkpoint {self.root} has no tokenizer files "
                                   f"({' or '.join(self.TOKENIZER_FILES)})")
@@ -121,7 +141,7 @@ class CheckpointDir:
             raise CheckpointError(f"checkpoint directory not found: {self.root}")
         path = self.config_path
         if not path.is_file():
-            raise CheckpointError(f"checkpoint {self.root} has no {self.CONFIG}")
+            raise CheckpointError(self._missing(path))
         data = self._read_json(path)
         if not isinstance(data, dict):
             raise CheckpointError(f"invalid {path}: expected a JSON object, got {type(data).__name__}")
