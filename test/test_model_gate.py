@@ -452,6 +452,15 @@ def test_gates_trained_on_other_weights_are_refused(ckpt: Path, trained, tmp_pat
         PolicyRunner.from_checkpoint(out)
     trained[0].save(CheckpointDir(out).gates_path, weights_digest=CheckpointDir(out).weights_digest())
     assert PolicyRunner.from_checkpoint(out).has_exit_gates
+    # the same weights under an edited config (every tensor's shape kept) compute other features: refused too
+    trained[0].save(CheckpointDir(out).gates_path, weights_digest=CheckpointDir(out).weights_digest(),
+                    config_digest=CheckpointDir(out).config_digest())
+    assert PolicyRunner.from_checkpoint(out).has_exit_gates
+    config = json.loads(CheckpointDir(out).config_path.read_text())
+    config["head"]["history"] += 1
+    CheckpointDir(out).config_path.write_text(json.dumps(config))
+    with pytest.raises(GateError, match="under another config.*retrain the gates"):
+        PolicyRunner.from_checkpoint(out)
 
 
 def write_legacy_gates(trained, path: Path) -> ExitGates:

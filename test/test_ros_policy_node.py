@@ -567,6 +567,17 @@ def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path, 
     assert json.loads(out.read_text())["same_weights"] is False
     err = capsys.readouterr().err
     assert f"recorded with {tiny_checkpoint.resolve()}" in err and "other weights" in err
+    # the same weights under an edited config (the head's history: every tensor keeps its shape) are another
+    # model too: the recording records the config's digest
+    edited = tmp_path / "edited_ckpt"
+    shutil.copytree(tiny_checkpoint, edited)
+    config = json.loads((edited / "config.json").read_text())
+    config["head"]["history"] = config["head"]["history"] + 1
+    (edited / "config.json").write_text(json.dumps(config))
+    assert cli_main([str(path), "--checkpoint", str(edited), "--thresholds", str(edited / "thresholds.json"),
+                     "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["same_weights"] is False
+    assert "other weights or config" in capsys.readouterr().err
     assert cli_main([str(tmp_path / "missing.mcap"), "--checkpoint", str(tiny_checkpoint)]) == 2
 
     # the same recording calibrates thresholds on what the robot saw: one episode per instruction

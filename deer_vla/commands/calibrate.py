@@ -282,7 +282,8 @@ def save_thresholds(out: CheckpointDir, profile: CostProfile, thresholds: Thresh
         # a copy, not a move: if the new file cannot be written (disk full), the old one is still in force
         shutil.copy2(path, kept)
         log.info("the thresholds this replaces are kept as %s", kept)
-    replace(thresholds, weights_sha256=solved_on.weights_digest(), gates_sha256=gates).save(path)
+    replace(thresholds, weights_sha256=solved_on.weights_digest(), gates_sha256=gates,
+            config_sha256=solved_on.config_digest()).save(path)
 
 
 def dataset_fits(checkpoint: str | Path, dataset: str) -> None:

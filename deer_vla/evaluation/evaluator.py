@@ -300,7 +300,8 @@ def load_thresholds_for(path: str | Path, num_exits: int, checkpoint: str | Path
     records them, the weights it was solved on and the exit gates it was solved with."""
     th = Thresholds.load(Path(path), num_exits=num_exits)  # names the file and the problem
     ckpt = CheckpointDir(checkpoint)
-    th.check_solved_on(ckpt.weights_digest, str(path), str(checkpoint), ckpt.gates_digest, ckpt.gates_file_digest)
+    th.check_solved_on(ckpt.weights_digest, str(path), str(checkpoint), ckpt.gates_digest, ckpt.gates_file_digest,
+                       ckpt.config_digest)
     return th
 
 
@@ -342,7 +343,7 @@ def thresholds_mode(name: str, th: Thresholds, costs: Callable[[str], list[float
     full_gflops = costs(th.metric)[-1] if costs is not None else None
     # the weights' and gates' digests say where the file came from, not what the mode plays: kept out of the
     # mode, so a run with a file from before a digest was recorded pools with one from after (journal.mode_digests)
-    played = replace(th, weights_sha256=None, gates_sha256=None)
+    played = replace(th, weights_sha256=None, gates_sha256=None, config_sha256=None)
     return ModeSpec(name=name, kind="dynamic", thresholds=played.to_dict(), budget_gflops=b,
                     budget_fraction=b / full_gflops if b and full_gflops else None)
 
@@ -395,8 +396,9 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
                  for c in conditions for m in modes]
     run_plan = {"modes": [m.name for m in modes], "mode_digests": mode_digests(modes), "tasks": list(cfg.tasks),
                 "episodes_per_task": cfg.episodes_per_task, "checkpoint": str(cfg.checkpoint)}
-    journal = EpisodeJournal(out, run_fingerprint(CheckpointDir(cfg.checkpoint).weights_digest(), modes,
-                                                  cfg.seed_offset, cfg.max_steps, cfg.image_size), run_plan)
+    ckpt = CheckpointDir(cfg.checkpoint)
+    journal = EpisodeJournal(out, run_fingerprint(ckpt.weights_digest(), modes, cfg.seed_offset, cfg.max_steps,
+                                                  cfg.image_size, ckpt.config_digest()), run_plan)
     done = journal.start(cfg.resume)
     if not done:  # a fresh journal: an earlier run's results beside it would describe another run
         for name in ("results.json", "results.csv", "tradeoff.png"):

@@ -38,11 +38,27 @@ def episode_key(r: EpisodeResult) -> EpisodeKey:
 
 
 def run_fingerprint(weights_digest: str, modes: Iterable[ModeSpec], seed_offset: int, max_steps: int | None,
-                    image_size: int | None) -> dict[str, Any]:
-    """What must be equal for two runs' episodes to be pooled (episode counts and task lists may differ)."""
+                    image_size: int | None, config_digest: str | None = None) -> dict[str, Any]:
+    """What must be equal for two runs' episodes to be pooled (episode counts and task lists may differ).
+    ``config_digest``: the checkpoint's (CheckpointDir.config_digest): the same weights under an edited config
+    are another model."""
     mode_text = json.dumps([mode_fields(m) for m in modes], sort_keys=True, default=str)
-    return {"weights_sha256": weights_digest, "modes_sha256": hashlib.sha256(mode_text.encode()).hexdigest(),
-            "seed_offset": seed_offset, "max_steps": max_steps, "image_size": image_size}
+    fingerprint = {"weights_sha256": weights_digest, "modes_sha256": hashlib.sha256(mode_text.encode()).hexdigest(),
+                   "seed_offset": seed_offset, "max_steps": max_steps, "image_size": image_size}
+    if config_digest is not None:
+        fingerprint["config_sha256"] = config_digest
+    return fingerprint
+
+
+# fingerprint keys added since journals began: a journal written before one was added lacks it, and is judged
+# on the others (as it was then), so it stays resumable
+ADDED_FINGERPRINT_KEYS = frozenset({"config_sha256"})
+
+
+def fingerprint_differences(theirs: dict[str, Any], mine: dict[str, Any]) -> list[str]:
+    """The keys two runs' fingerprints differ in (a key added since, absent from either, is no difference)."""
+    return sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k)
+                  and not (k in ADDED_FINGERPRINT_KEYS and (k not in theirs or k not in mine)))
 
 
 def mode_digests(modes: Iterable[ModeSpec]) -> dict[str, str]:
@@ -126,8 +142,7 @@ class EpisodeJournal:
 
     def _read(self) -> dict[EpisodeKey, EpisodeResult]:
         header, results = read_journal(self.path)
-        theirs = header.get("fingerprint", {})
-        diff = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
+        diff = fingerprint_differences(header.get("fingerprint", {}), self.fingerprint)
         if diff:
             raise JournalError(f"cannot resume from {self.path}: it was written by a different run ({', '.join(diff)} "
                              "differ); use another --out, or --overwrite instead of --resume to start afresh there")

@@ -151,7 +151,9 @@ def _check_poolable(runs: list[tuple[Path, dict[str, Any], list[Any]]], labels: 
     digests cannot be checked)."""
     first_dir, first, _ = runs[0]
     seen: dict[str, tuple[str, Path]] = {}  # mode -> (digest, run that first had it)
-    weights: dict[str | None, tuple[Any, Path]] = {}  # label (None: unlabelled) -> (weights, run that first had it)
+    # label (None: unlabelled) -> (weights, config, run that first had them); a journal from before configs were
+    # recorded has none, and is judged on its weights alone
+    weights: dict[str | None, tuple[Any, Any, Path]] = {}
     for out, header, _ in runs:
         mine, theirs = first.get("fingerprint", {}), header.get("fingerprint", {})
         diff = [k for k in ("max_steps", "image_size") if mine.get(k) != theirs.get(k)]
@@ -159,10 +161,18 @@ def _check_poolable(runs: list[tuple[Path, dict[str, Any], list[Any]]], labels: 
             raise JournalError(f"cannot pool {out} with {first_dir}: their {', '.join(diff)} differ (another "
                                "protocol)")
         label = labels.get(out)
-        other_weights, other_run = weights.setdefault(label, (theirs.get("weights_sha256"), out))
+        other_weights, other_config, other_run = weights.setdefault(
+            label, (theirs.get("weights_sha256"), theirs.get("config_sha256"), out))
         if other_weights != theirs.get("weights_sha256"):
             raise JournalError(f"cannot pool {out} with {other_run}: their weights_sha256 differ (another "
                                f"checkpoint); to set them side by side, label one: --label {out}=NAME")
+        config = theirs.get("config_sha256")
+        if other_config is not None and config is not None and other_config != config:
+            raise JournalError(f"cannot pool {out} with {other_run}: their config_sha256 differ (the same weights "
+                               f"under an edited config.json: another model); to set them side by side, label one: "
+                               f"--label {out}=NAME")
+        if other_config is None and config is not None:
+            weights[label] = (other_weights, config, other_run)
         for mode, digest in ((header.get("plan") or {}).get("mode_digests") or {}).items():
             other = seen.setdefault(mode, (digest, out))
             if other[0] != digest:

@@ -170,9 +170,10 @@ class ExitGates(nn.Module):
         return float(2 * d * h + 2 * h)
 
     # -- files
-    def save(self, path: str | Path, training: dict | None = None, weights_digest: str | None = None) -> Path:
-        """safetensors with the config (optionally a training summary, and the digest of the model weights
-        they were trained on: ``read_gates`` refuses them beside other weights) in its metadata."""
+    def save(self, path: str | Path, training: dict | None = None, weights_digest: str | None = None,
+             config_digest: str | None = None) -> Path:
+        """safetensors with the config (optionally a training summary, and the digests of the model weights
+        and config they were trained on: ``read_gates`` refuses them beside other ones) in its metadata."""
         from safetensors.torch import save
 
         out = Path(path)
@@ -181,6 +182,8 @@ class ExitGates(nn.Module):
                 "input_clip": repr(INPUT_CLIP)}
         if weights_digest is not None:
             meta["weights_sha256"] = weights_digest
+        if config_digest is not None:
+            meta["config_sha256"] = config_digest
         if training is not None:
             meta["training"] = json.dumps(training)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
@@ -262,8 +265,14 @@ def read_gates(checkpoint: str | Path, feature_dim: int, action_dim: int, num_ex
         return None
     gates = ExitGates.load(path)
     gates.check_fits(feature_dim, action_dim, num_exits, where=str(path))
-    trained_on = ExitGates.metadata(path).get("weights_sha256")
+    meta = ExitGates.metadata(path)
+    trained_on = meta.get("weights_sha256")
     if trained_on is not None and trained_on != ckpt.weights_digest():
         raise GateError(f"{path} was trained on other weights than {ckpt.weights_path} (sha256 {trained_on[:12]}...): "
                         "retrain the gates with `deer-vla train-gate`, or remove the file")
+    config = meta.get("config_sha256")  # gates trained before 2026-12-07 record none
+    if config is not None and config != ckpt.config_digest():
+        raise GateError(f"{path} was trained on these weights under another config than {ckpt.config_path} (sha256 "
+                        f"{config[:12]}...): an edited config makes the weights compute other features; undo the "
+                        "edit, or retrain the gates with `deer-vla train-gate`")
     return gates

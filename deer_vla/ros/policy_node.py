@@ -593,6 +593,7 @@ class PolicyNode(LifecycleNode):
         if params.record_path:  # first: the one part that can fail (OSError), before anything is created
             policy = {"checkpoint": str(params.checkpoint.resolve()),
                       "weights_sha256": CheckpointDir(params.checkpoint).weights_digest(),
+                      "config_sha256": CheckpointDir(params.checkpoint).config_digest(),
                       "thresholds": str(params.thresholds_path.resolve())}
             self._wait_for_earlier_recording(Path(params.record_path))
             # this recording's own status: an earlier one still finishing on a stalled disk reports to its own

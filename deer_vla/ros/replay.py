@@ -174,7 +174,11 @@ def cli_main(argv: list[str] | None = None) -> int:
             recorded = recorded_policy(args.recording)
         if not steps:
             raise ValueError(f"recording {args.recording} holds no complete policy steps")
-        same_model = (recorded or {}).get("weights_sha256") == CheckpointDir(args.checkpoint).weights_digest()
+        ckpt = CheckpointDir(args.checkpoint)
+        # the config too where the recording has it (since 2026-12-07): the same weights under an edited config
+        # are another model
+        same_model = ((recorded or {}).get("weights_sha256") == ckpt.weights_digest()
+                      and (recorded or {}).get("config_sha256", None) in (None, ckpt.config_digest()))
         # the recording's thresholds were solved for its own model: another checkpoint runs its own
         thresholds = (args.thresholds or (recorded_thresholds(recorded) if same_model else None)
                       or CheckpointDir(args.checkpoint).thresholds_path)
@@ -197,6 +201,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     if report.same_weights is False:  # a comparison of two models, not a reproduction that went wrong
         print(f"deer-vla replay: {args.recording} was recorded with {report.recorded_checkpoint}, other weights "
+              "or config "
               f"than {args.checkpoint}'s: the differences below are between two models (--checkpoint "
               f"{report.recorded_checkpoint} replays the recorded one)", file=sys.stderr)
     print(f"replayed {report.steps} steps of {args.recording}")

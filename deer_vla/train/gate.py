@@ -417,7 +417,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                "reword": args.reword, "task_weights": task_weights,
                "steps": int(len(data.episode)), "record_seconds": round(recorded, 1), "config": asdict(cfg),
                **report.to_dict()}
-    gates.save(out, training=summary, weights_digest=ckpt.weights_digest())
+    gates.save(out, training=summary, weights_digest=ckpt.weights_digest(), config_digest=ckpt.config_digest())
     log.info("%d steps recorded in %.0f s; gates trained in %.0f s (epoch %d of %d kept)", summary["steps"],
              recorded, report.seconds, report.best_epoch, report.epochs)
     print(json.dumps({"gates": str(out), "bytes": out.stat().st_size, **summary}, indent=2))

@@ -1,0 +1,92 @@
+"""The model is its weights and its config: a config.json edited so that every tensor keeps its shape (attention
+heads, norm eps, the head's history, the action scale) makes the same weights compute another policy. Recorded
+only by the weights' digest, such a copy took the original's thresholds, resumed its evaluation journal (one
+table pooling two models) and passed its recordings off as reproductions (an audit)."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from deer_vla.control.thresholds import Thresholds
+from deer_vla.evaluation.journal import EpisodeJournal, JournalError, run_fingerprint
+from deer_vla.model.checkpoint_dir import CheckpointDir
+
+
+def _edited(source: Path, folder: Path, edit) -> CheckpointDir:
+    shutil.copytree(source, folder)
+    ckpt = CheckpointDir(folder)
+    config = json.loads(ckpt.config_path.read_text())
+    edit(config)
+    ckpt.config_path.write_text(json.dumps(config))
+    return ckpt
+
+
+def test_the_config_digest_is_what_the_config_says_not_how_it_is_written(tiny_checkpoint: Path,
+                                                                         tmp_path: Path) -> None:
+    digest = CheckpointDir(tiny_checkpoint).config_digest()
+
+    def informational(config: dict) -> None:  # the folder a backbone was first read from: not the model
+        config["lm"]["path"] = "/somewhere/else"
+
+    assert _edited(tiny_checkpoint, tmp_path / "reformatted", lambda c: None).config_digest() == digest
+    assert _edited(tiny_checkpoint, tmp_path / "path", informational).config_digest() == digest
+
+    def history(config: dict) -> None:
+        config["head"]["history"] += 1
+
+    def scale(config: dict) -> None:
+        config["action"]["scale"] = [s * 2 for s in config["action"]["scale"]]
+
+    for name, edit in (("history", history), ("scale", scale)):
+        assert _edited(tiny_checkpoint, tmp_path / name, edit).config_digest() != digest, name
+
+
+def test_thresholds_solved_under_one_config_are_refused_under_another(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from deer_vla.evaluation.evaluator import load_thresholds_for
+    from deer_vla.ros.policy_backend import ConfigurationError, load_stack
+
+    original = CheckpointDir(tiny_checkpoint)
+    stamped = tmp_path / "thresholds.json"
+    base = Thresholds.load(original.thresholds_path)
+    replace(base, weights_sha256=original.weights_digest(), config_sha256=original.config_digest()).save(stamped)
+    assert json.loads(stamped.read_text())["config_sha256"] == original.config_digest()
+    load_stack(tiny_checkpoint, stamped, "cpu", {}, 0)  # the model it was solved on
+
+    def history(config: dict) -> None:
+        config["head"]["history"] += 1
+
+    edited = _edited(tiny_checkpoint, tmp_path / "edited", history)
+    with pytest.raises(ConfigurationError, match=f"{stamped} was solved on these weights with another config"):
+        load_stack(edited.root, stamped, "cpu", {}, 0)
+    with pytest.raises(ValueError, match="another config"):
+        load_thresholds_for(stamped, base.num_exits, edited.root)
+    # a file from before configs were recorded is judged on its weights alone, as it was
+    replace(base, weights_sha256=original.weights_digest()).save(stamped)
+    load_stack(edited.root, stamped, "cpu", {}, 0)
+    with pytest.raises(ValueError, match="config_sha256 must be 64 hex digits"):
+        replace(base, config_sha256="abc")
+
+
+def test_a_journal_resumes_only_under_the_config_it_was_started_with(tmp_path: Path) -> None:
+    def fingerprint(config: str | None) -> dict:
+        return run_fingerprint("w" * 64, [], 100000, None, 64, config)
+
+    EpisodeJournal(tmp_path, fingerprint("a" * 64)).start(resume=False)
+    assert EpisodeJournal(tmp_path, fingerprint("a" * 64)).start(resume=True) == {}
+    with pytest.raises(JournalError, match=r"different run \(config_sha256 differ\)"):
+        EpisodeJournal(tmp_path, fingerprint("b" * 64)).start(resume=True)
+    # a journal written before configs were recorded resumes under any (judged on what it recorded)
+    EpisodeJournal(tmp_path, fingerprint(None)).start(resume=False)
+    assert EpisodeJournal(tmp_path, fingerprint("b" * 64)).start(resume=True) == {}
+
+
+def test_the_shipped_thresholds_record_their_checkpoints_config() -> None:
+    from deer_vla.model.shipped import resolve_checkpoint, shipped_checkpoints
+
+    for name in shipped_checkpoints():
+        ckpt = CheckpointDir(resolve_checkpoint(name))
+        assert Thresholds.load(ckpt.thresholds_path).config_sha256 == ckpt.config_digest(), name
