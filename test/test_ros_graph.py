@@ -422,28 +422,52 @@ def test_bringup_takes_the_launch_arguments(ros_context, tmp_path, monkeypatch):
     assert ros == ["--graph", "sim", "--ros-args", "-r", "a:=b"] and own == ["checkpoint:=/x", "--graph", "sim"]
 
 
-def test_the_bringup_refuses_a_global_node_rename_and_takes_a_global_namespace_as_the_graphs(tmp_path):
+def test_the_bringup_judges_parameter_files_by_the_names_rcl_will_give_the_nodes(tmp_path):
     """rcl applies a remap that names no node to every node of the process: a global `-r __node:=arm_policy`
     gave the bringup's policy and monitor one name, both lost their parameter files (keyed by node name) and
     the bringup said both were running; a global `-r __ns:=/arm1` moved the nodes where the parameter files
-    were not judged."""
-    from deer_vla.ros.bringup import _with_global_remaps
+    were not judged; `-r deer_vla_policy:__node:=arm_policy` (the advice) refused a file keyed /**/arm_policy,
+    as docs/ros.md says to write it, and passed one keyed /**/deer_vla_policy that rcl then dropped; and a
+    namespace rcl refuses was a traceback at node creation."""
+    from deer_vla.ros.bringup import _split_args_or_say, _with_name_remaps
 
     robot = load_graph("robot")
     for rule in ("__node:=arm_policy", "__name:=arm_policy"):
         with pytest.raises(ValueError, match=r"renames every node.*-r deer_vla_policy:__node:=arm_policy"):
-            _with_global_remaps(["--ros-args", "-r", rule], {}, robot)
-    targeted = ["--ros-args", "-r", "deer_vla_policy:__node:=arm_policy", "--remap", "deer_vla_policy:__ns:=/a"]
-    assert _with_global_remaps(targeted, {"enabled": "true"}, robot) == {"enabled": "true"}
-    assert _with_global_remaps(["-r", "__node:=x"], {}, robot) == {}  # before --ros-args: not rcl's
-    assert _with_global_remaps(["--ros-args", "--remap", "__ns:=/arm1"], {}, robot) == {"namespace": "/arm1"}
+            _with_name_remaps(["--ros-args", "-r", rule], {}, robot)
+    assert _with_name_remaps(["-r", "__node:=x"], {}, robot) == ({}, robot)  # before --ros-args: not rcl's
+    assert _with_name_remaps(["--ros-args", "--remap", "__ns:=/arm1"], {}, robot)[0] == {"namespace": "/arm1"}
     with pytest.raises(ValueError, match="two namespaces: namespace:=robot1 and -r __ns:=/arm1"):
-        _with_global_remaps(["--ros-args", "-r", "__ns:=/arm1"], {"namespace": "robot1"}, robot)
+        _with_name_remaps(["--ros-args", "-r", "__ns:=/arm1"], {"namespace": "robot1"}, robot)
+    for bad in ("/arm1/", "arm1", "/1arm", "/a//b"):
+        with pytest.raises(ValueError, match=f"-r __ns:={bad} is not a namespace rcl takes"):
+            _with_name_remaps(["--ros-args", "-r", f"__ns:={bad}"], {}, robot)
     dump = tmp_path / "dump.yaml"
     dump.write_text("/deer_vla_policy:\n  ros__parameters:\n    max_instruction_chars: 500\n")
-    arguments = _with_global_remaps(["--ros-args", "-r", "__ns:=/arm1"], {"params_file": str(dump)}, robot)
+    arguments, graph = _with_name_remaps(["--ros-args", "-r", "__ns:=/arm1"], {"params_file": str(dump)}, robot)
     with pytest.raises(ValueError, match=r"holds no parameters for node /arm1/deer_vla_policy"):
-        robot.with_arguments(arguments)
+        graph.with_arguments(arguments)
+    # one node renamed: its files are judged by the new name
+    renamed_file, old_file = tmp_path / "renamed.yaml", tmp_path / "old.yaml"
+    renamed_file.write_text("/**/arm_policy:\n  ros__parameters:\n    max_instruction_chars: 500\n")
+    old_file.write_text("/**/deer_vla_policy:\n  ros__parameters:\n    max_instruction_chars: 500\n")
+    rename = ["--ros-args", "-r", "deer_vla_policy:__node:=arm_policy"]
+    arguments, graph = _with_name_remaps(rename, {"params_file": str(renamed_file)}, robot)
+    policy = graph.with_arguments(arguments).node("policy")
+    assert policy.name == "arm_policy" and policy.file_parameters()["max_instruction_chars"] == 500
+    assert graph.node("monitor").name == "deer_vla_monitor"
+    with pytest.raises(ValueError, match=r"holds no parameters for node /arm_policy"):
+        graph.with_arguments({"params_file": str(old_file)})
+    with pytest.raises(ValueError, match=r"-r deer_vla_policy:__node:=arm_policy: .*policy\.yaml holds no parameters "
+                                         r"for node /arm_policy .*give params_file:= a file keyed /\*\*/arm_policy"):
+        graph.with_arguments({})  # the graph's own config/policy.yaml, keyed by the old name
+    with pytest.raises(ValueError, match="'1x' is not a node name rcl takes"):
+        _with_name_remaps(["--ros-args", "-r", "deer_vla_policy:__node:=1x"], {}, robot)
+    # the sim waits for the policy by name: it follows the rename
+    sim = _with_name_remaps(rename, {}, load_graph("sim"))[1]
+    assert sim.node("sim").parameters["policy_node"] == "arm_policy"
+    assert _split_args_or_say("deer-vla bringup", ["--ros-args", "-r", "__ns:=arm1"]) is None  # rcl's refusal
+
 
 
 def test_a_parameter_file_that_does_not_reach_the_node_in_its_namespace_is_refused(tmp_path):
@@ -614,3 +638,15 @@ def test_bringup_stops_every_node_when_one_fails_to_stop():
     # actuation stops before anything closes: the monitor's close (summary, plot, a stalled disk) delayed the
     # policy's zero twist by 1.1 s, or lost it when a supervisor killed the process meanwhile
     assert calls.index("deactivate policy") < calls.index("destroy monitor")
+
+
+def test_the_demo_refuses_a_global_node_rename_before_it_starts(capsys, tmp_path):
+    """`deer-vla demo --ros-args -r __node:=x` named all three nodes x: the sim waited for 'deer_vla_policy'
+    until the timeout (540 s by default), then said 0 episodes, timed out."""
+    from deer_vla.ros.bringup import demo_main
+
+    assert demo_main(["--episodes", "1", "--output-dir", str(tmp_path), "--ros-args", "-r", "__node:=x"]) == 2
+    assert "-r __node:=x without a node name renames every node" in capsys.readouterr().err
+    assert demo_main(["--episodes", "1", "--output-dir", str(tmp_path), "--ros-args", "-r", "__ns:=/a/"]) == 2
+    assert "-r __ns:=/a/ is not a namespace rcl takes" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # no run folder for a run that never started

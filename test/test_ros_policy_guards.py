@@ -321,6 +321,11 @@ def test_the_proprioception_has_its_own_age_limit(executor, tiny_checkpoint) -> 
     drv = Driver(executor)
     drv.instruct(INSTRUCTIONS[0])
     assert drv.drive_until(lambda: len(drv.actions) >= 2)
+    # the cameras keep their own limit: images 0.6 s old (under the proprio's 1.5 s) are stale
+    stale, actions = node.stats.skipped["stale_image"], len(drv.actions)
+    assert drv.drive_until(lambda: node.stats.skipped["stale_image"] >= stale + 3, age_s=0.6)
+    assert "(limit max_image_age_s 0.3 s)" in node.stats.skip_details["stale_image"]
+    assert drv.drive_until(lambda: len(drv.actions) >= actions + 2)  # fresh ones step again
     drv.proprio_dim = 0  # the feed pauses; the cameras go on
     paused = time.monotonic()
     actions = len(drv.actions)

@@ -26,6 +26,7 @@ from deer_vla.core.argv_text import check_text_arguments
 from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.log_text import error_text
 from deer_vla.core.writable import path_argument
+from deer_vla.data.mcap_io import numbered_parts
 from deer_vla.model.shipped import (
     DEFAULT_NAME,
     UnknownCheckpointError,
@@ -34,7 +35,8 @@ from deer_vla.model.shipped import (
     shipped_name_of,
 )
 from deer_vla.ros.executors import EXECUTORS, make_executor
-from deer_vla.ros.graph import GraphSpec, NodeSpec, load_graph
+from deer_vla.ros.graph import NAMESPACE_TOKEN, GraphSpec, NodeSpec, load_graph
+from deer_vla.ros.params import POLICY_NODE_NAME
 from deer_vla.ros.sim_inputs import given_parameters, sim_graph_for_checkpoint
 
 
@@ -236,46 +238,66 @@ def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
     return ros, launch + remove_ros_args(["deer_vla", *ros])[1:]
 
 
-def _global_name_remaps(ros_args: list[str]) -> dict[str, str]:
-    """The node-name and namespace remaps (``-r __node:=X``, ``-r __ns:=/X``) among ``ros_args`` that name no
-    node, which rcl applies to every node of the process: {"__node": "X", "__ns": "/X"} (the last of each)."""
-    found: dict[str, str] = {}
+def _name_remaps(ros_args: list[str]) -> list[tuple[str, str, str]]:
+    """The node-name and namespace remaps among ``ros_args`` (after --ros-args), in order, as (the node they
+    name, "" for every node of the process; "__node" or "__ns"; the value): ``-r __node:=X``, ``-r __ns:=/X``,
+    ``-r deer_vla_policy:__node:=X``."""
+    found: list[tuple[str, str, str]] = []
     in_ros = False
     for i, arg in enumerate(ros_args):
         if arg in ("--ros-args", "--"):
             in_ros = arg == "--ros-args"
         elif in_ros and arg in ("-r", "--remap") and i + 1 < len(ros_args):
             rule, _, value = ros_args[i + 1].partition(":=")
-            if rule in ("__node", "__name", "__ns"):
-                found["__ns" if rule == "__ns" else "__node"] = value
+            node, _, name = rule.rpartition(":")
+            if name in ("__node", "__name", "__ns"):
+                found.append((node, "__ns" if name == "__ns" else "__node", value))
     return found
 
 
-def _with_global_remaps(ros_args: list[str], launch_arguments: dict[str, str], graph: GraphSpec) -> dict[str, str]:
-    """The launch arguments with a global ``-r __ns:=/X`` taken as the graph's namespace argument (rcl moves
-    every node there, so the parameter files are judged against that name); ValueError for a global
-    ``-r __node:=X``, which would give the policy and the monitor one name (each loses its parameter file in
-    silence)."""
-    remaps = _global_name_remaps(ros_args)
-    if "__node" in remaps:
-        raise ValueError(f"-r __node:={remaps['__node']} without a node name renames every node of the bringup "
-                         f"to '{remaps['__node']}' (the policy and the monitor would share it, and lose their "
-                         f"parameter files); rename one node: -r deer_vla_policy:__node:={remaps['__node']}")
+def _check_namespace_remap(value: str) -> None:
+    """ValueError unless rcl takes ``value`` as an ``__ns`` remap (absolute, no trailing '/', valid names): rcl
+    refused the others with a traceback at node creation."""
+    tokens = value[1:].split("/") if value.startswith("/") else []
+    if value != "/" and (not tokens or not all(NAMESPACE_TOKEN.fullmatch(t) for t in tokens)):
+        raise ValueError(f"-r __ns:={value} is not a namespace rcl takes: an absolute name such as /arm1 (letters, "
+                         "digits and '_', not starting with a digit, joined by single '/', none at the end)")
+
+
+def _with_name_remaps(ros_args: list[str], launch_arguments: dict[str, str],
+                      graph: GraphSpec) -> tuple[dict[str, str], GraphSpec]:
+    """The launch arguments and the graph as rcl will name the nodes, so that the parameter files are judged
+    against those names: a global ``-r __ns:=/X`` is the graph's namespace argument; ``-r
+    deer_vla_policy:__node:=X`` renames that node (and a node waiting for it by name, the sim's policy_node).
+    ValueError for a global ``-r __node:=X``, which would give every node one name (each loses its parameter
+    file in silence), and for a namespace rcl refuses."""
     names = [a.name for a in graph.arguments if a.namespace]
-    if "__ns" not in remaps or not names:
-        return launch_arguments
-    given = launch_arguments.get(names[0])
-    if given is not None and given.strip("/") != remaps["__ns"].strip("/"):
-        raise ValueError(f"two namespaces: {names[0]}:={given} and -r __ns:={remaps['__ns']}; give one")
-    return {**launch_arguments, names[0]: remaps["__ns"]}
+    for node, kind, value in _name_remaps(ros_args):
+        if kind == "__ns":
+            _check_namespace_remap(value)
+            if node:
+                continue  # one node's namespace: rcl's, not the graph's (its files are keyed /**/<name>)
+            given = launch_arguments.get(names[0]) if names else None
+            if given is not None and given.strip("/") != value.strip("/"):
+                raise ValueError(f"two namespaces: {names[0]}:={given} and -r __ns:={value}; give one")
+            if names:
+                launch_arguments = {**launch_arguments, names[0]: value}
+        elif not node:
+            raise ValueError(f"-r __node:={value} without a node name renames every node of the bringup to "
+                             f"'{value}' (the nodes would share it, and lose their parameter files); rename one "
+                             f"node: -r {POLICY_NODE_NAME}:__node:={value}")
+        else:
+            graph = graph.with_node_renamed(node, value)
+    return launch_arguments, graph
 
 
 def _split_args_or_say(prog: str, argv: list[str] | None) -> tuple[list[str], list[str]] | None:
-    """``_split_args``, or None after one line naming an argument that is not text."""
+    """``_split_args``, or None after one line naming an argument that is not text, or --ros-args rcl cannot
+    parse (its RCLInvalidROSArgsError, a RuntimeError: `-r __ns:=arm1` was a traceback)."""
     try:
         return _split_args(argv)
-    except ValueError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+    except (ValueError, RuntimeError) as exc:
+        print(f"{prog}: {str(exc).split(', at /')[0]}", file=sys.stderr)  # rcl appends its source file paths
         return None
 
 
@@ -342,8 +364,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         parser.error(f"--duration must be a number of seconds >= 0 (0 = until Ctrl-C), got {args.duration}")
     try:  # the settings, read before ROS starts: a bad one is a usage error (2), as in the other commands
         sets = _parse_set(args.set)
-        stock = load_graph(args.graph, args.config_dir, sets)
-        launch_arguments = _with_global_remaps(all_args, _parse_launch_arguments(args.arguments), stock)
+        launch_arguments, stock = _with_name_remaps(all_args, _parse_launch_arguments(args.arguments),
+                                                    load_graph(args.graph, args.config_dir, sets))
         graph = stock.with_arguments(launch_arguments)
         if args.graph == "sim":  # the simulator renders what the checkpoint was trained on, unless told
             graph = sim_graph_for_checkpoint(graph, given_parameters(stock, sets, launch_arguments))
@@ -513,6 +535,8 @@ def demo_main(argv: list[str] | None = None) -> int:
     try:  # the simulator renders the checkpoint's cameras at its image size, on the topics its slots read
         graph = sim_graph_for_checkpoint(
             load_graph("sim", args.config_dir, {"policy": {"checkpoint_dir": str(checkpoint.resolve())}}), set())
+        namespace, graph = _with_name_remaps(all_args, {}, graph)  # as rcl will name the nodes (bringup's rule)
+        graph = graph.with_arguments(namespace) if namespace else graph
     except (OSError, ValueError, KeyError) as exc:
         print(f"deer-vla demo: {error_text(exc)}", file=sys.stderr)
         return 2
@@ -590,12 +614,16 @@ def demo_main(argv: list[str] | None = None) -> int:
     print(f"\n=== deer-vla demo: {len(results)} episode(s){ending} ===")
     for line in demo_headline(results, figures, metric, stack.full_profile.num_exits):
         print(line)
-    # a log whose folder was deleted during the run (and made again, by a later write) is not there to read
-    report["missing_logs"] = [str(p) for p in (report["log"], report["mcap"], report["policy_io_mcap"])
-                              if not Path(p).is_file()]
-    for label, path, after in (("step log (JSONL) ", report["log"], ""), ("step log (MCAP)  ", report["mcap"], ""),
-                               ("policy I/O (MCAP)", report["policy_io_mcap"], f"  ({report['replay']})")):
-        print(f"{label} {path}" + ("  (DELETED during the run)" if str(path) in report["missing_logs"] else after))
+    # logs deleted during the run (their folder removed, perhaps made again) are not there to read: the monitor
+    # names its own; the recording is gone when no part of it is left (record_keep_parts leaves the newest)
+    recording = Path(report["policy_io_mcap"])
+    deleted = {name.rsplit(".", 1)[-1] for name in summary.get("deleted_logs", [])}
+    gone = {"log": "jsonl" in deleted, "mcap": "mcap" in deleted,
+            "policy_io_mcap": not (recording.is_file() or numbered_parts(recording))}
+    report["missing_logs"] = [str(report[key]) for key, lost in gone.items() if lost]
+    for label, key, after in (("step log (JSONL) ", "log", ""), ("step log (MCAP)  ", "mcap", ""),
+                              ("policy I/O (MCAP)", "policy_io_mcap", f"  ({report['replay']})")):
+        print(f"{label} {report[key]}" + ("  (DELETED during the run)" if gone[key] else after))
     print(f"plot              {report['plot']}")
     try:  # after the report: a full disk must not cost the results the run already has
         atomic_write_text(report_path, json.dumps(report, indent=2))

@@ -19,6 +19,7 @@ from deer_vla.core.config_io import GRAPH_FILE, PACKAGE, deep_merge, load_yaml, 
 EVERY_NODE = "*"  # a launch argument's parameter "*.param": that parameter of every node of the graph
 # rcl's namespace rule: tokens of letters, digits and _, not starting with a digit, joined by single slashes
 NAMESPACE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+WAITS_FOR = "policy_node"  # the sim's parameter naming the policy node it waits for
 
 
 def default_config_dir() -> Path:
@@ -52,6 +53,7 @@ class NodeSpec:
     # a namespace the launch file was included under (launch_ros's PushRosNamespace): launch_ros puts it in
     # front of ``namespace`` itself, so it is in the full name only (which parameter files reach the node)
     outer_namespace: str = ""
+    renamed_from: str = ""  # the graph's name for a node renamed by `-r <that>:__node:=<name>` (bringup)
     ends_graph: bool = False  # the graph ends when this node exits (the sim, after its episodes)
 
     def ros_args(self) -> list[str]:
@@ -147,6 +149,9 @@ class GraphSpec:
             else:
                 node, _, param = arg.parameter.partition(".")
                 values = self.node(node).file_parameters()
+                if param not in values and self.node(node).renamed_from:  # the graph's files reach it no more:
+                    out[arg.name] = ""  # with_arguments says so
+                    continue
                 if param not in values:
                     raise KeyError(f"launch argument '{arg.name}': no parameter '{param}' for node '{node}' "
                                    f"in {[str(f) for f in self.node(node).params_files]}")
@@ -209,9 +214,32 @@ class GraphSpec:
                 if unmatched:
                     raise ValueError(
                         f"launch argument '{arg.name}': {', '.join(str(f) for f in unmatched)} holds no parameters for "
-                        f"node {spec.full_name} (`ros2 param dump` writes the node's absolute name, which a "
-                        f"namespace does not match): key it /**/{spec.name}")
+                        f"node {spec.full_name} (rcl matches a file's keys against the node's full name; `ros2 param "
+                        f"dump` writes the absolute one, which another namespace or node name does not match): key it "
+                        f"/**/{spec.name}")
+        for spec in nodes.values():  # a renamed node: rcl matches parameter files by name, and drops the others
+            unmatched = spec.unmatched_files() if spec.renamed_from else []
+            if unmatched:
+                advice = next((f"give params_file:= a file keyed /**/{spec.name}" for a in self.arguments
+                               if a.params_file == spec.key), f"key a copy of it /**/{spec.name} (--config-dir)")
+                raise ValueError(f"-r {spec.renamed_from}:__node:={spec.name}: {', '.join(str(f) for f in unmatched)} "
+                                 f"holds no parameters for node {spec.full_name} (rcl matches parameter files by "
+                                 f"node name, and would drop it in silence): {advice}")
         return replace(self, nodes=tuple(nodes[s.key] for s in self.nodes))
+
+    def with_node_renamed(self, old: str, new: str) -> GraphSpec:
+        """This graph with the node named ``old`` named ``new`` (``-r old:__node:=new``), and a parameter naming
+        it as the node to wait for (the sim's ``policy_node``) following; unchanged when no node has that name.
+        ValueError for a name rcl refuses."""
+        if not NAMESPACE_TOKEN.fullmatch(new):
+            raise ValueError(f"-r {old}:__node:={new}: '{new}' is not a node name rcl takes (letters, digits and "
+                             "'_', not starting with a digit)")
+        if not any(s.name == old for s in self.nodes):
+            return self
+        nodes = tuple(replace(s, name=new, renamed_from=s.renamed_from or old) if s.name == old else
+                      replace(s, parameters={**s.parameters, WAITS_FOR: new})
+                      if s.file_parameters().get(WAITS_FOR) == old else s for s in self.nodes)
+        return replace(self, nodes=nodes)
 
     def with_parameters(self, per_node: Mapping[str, Mapping[str, Any]]) -> GraphSpec:
         """This graph with ``{node key: {parameter: value}}`` set on top of its overrides."""
