@@ -67,3 +67,42 @@ def test_the_evaluation_results_keep_their_last_whole_version(tmp_path: Path, fu
     with pytest.raises(OSError, match="results.csv"):
         write_csv(table, summary, {"full": {"kind": "full"}})
     assert results.read_text() == "{}" and table.read_text() == "mode\n"
+
+
+def test_a_link_is_written_through_and_a_pipe_or_device_straight(tmp_path: Path) -> None:
+    """Renaming the new file over the path replaced a symbolic link itself (a shared report.json it pointed to
+    kept its old content) and, as root, `--json /dev/stdout` replaced the system's /dev/stdout link with a
+    file."""
+    shared = tmp_path / "shared" / "report.json"
+    shared.parent.mkdir()
+    shared.write_text("old")
+    link = tmp_path / "report.json"
+    link.symlink_to(shared)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and shared.read_text() == "new"
+    dangling = tmp_path / "later.json"
+    dangling.symlink_to(tmp_path / "shared" / "later.json")
+    atomic_write_text(dangling, "made")
+    assert dangling.is_symlink() and (tmp_path / "shared" / "later.json").read_text() == "made"
+    read_end, write_end = os.pipe()
+    try:
+        atomic_write_text(f"/proc/self/fd/{write_end}", "to the pipe")  # what /dev/stdout is in a pipeline
+        assert os.read(read_end, 100) == b"to the pipe"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["later.json", "report.json", "shared"]
+
+
+def test_a_failure_in_the_mode_probe_names_the_file_being_written(tmp_path: Path, monkeypatch) -> None:
+    """A disk out of inodes failed on the private probe file that reads the new file's mode: the error named
+    '.mode-probe.<pid>.<thread>', not the file lost."""
+    from deer_vla.core import atomic_file
+
+    def no_inode(folder: Path) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder / ".mode-probe.1.2"))
+
+    monkeypatch.setattr(atomic_file, "_new_file_mode", no_inode)
+    with pytest.raises(OSError, match=r"No space left on device: '.*model\.safetensors'"):
+        atomic_file.atomic_write_with(tmp_path / "model.safetensors", lambda tmp: tmp.write_bytes(b"x"))
+    assert not list(tmp_path.iterdir())

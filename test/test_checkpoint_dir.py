@@ -247,6 +247,8 @@ def test_weights_that_are_not_finite_are_refused_at_load(ckpt: CheckpointDir, va
     ({"lm.rms_norm_eps": float("nan")}, "'rms_norm_eps' must be a finite number > 0"),
     ({"lm.rms_norm_eps": -1}, "'rms_norm_eps' must be a finite number > 0"),
     ({"lm.rope_theta": -5}, "'rope_theta' must be a finite number > 0"),
+    ({"lm.rope_parameters": {"rope_type": "default", "rope_theta": float("nan")}},  # where transformers 5 puts it
+     "lm.hf_config.rope_parameters 'rope_theta' must be a finite number > 0"),
     ({"num_latents": 10**9}, "num_latents"),
 ])
 def test_a_config_of_sizes_no_model_can_have_is_refused_naming_the_file(ckpt: CheckpointDir, change: dict,
@@ -367,3 +369,33 @@ def test_a_needed_file_that_is_a_folder_or_a_dead_link_is_said_to_be(ckpt: Check
     ckpt.config_path.symlink_to(tmp_path / "nowhere.json")
     with pytest.raises(CheckpointError, match=r"config\.json is a symbolic link to no file"):
         ckpt.read_config()
+
+
+def test_a_tokenizer_the_disk_cannot_take_is_an_os_error_naming_the_folder(tmp_path: Path, monkeypatch) -> None:
+    """The tokenizers library says a full disk with a plain Exception ("No space left on device (os error
+    28)"): it escaped train's handler (an OSError's) as a traceback and left the half-written step folder."""
+    from fixtures import build_tiny_checkpoint
+
+    from deer_vla.model.checkpoint import save_checkpoint
+    from deer_vla.model.runner import PolicyRunner
+
+    runner = PolicyRunner.from_checkpoint(build_tiny_checkpoint(tmp_path / "tiny"))
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise Exception("No space left on device (os error 28)")  # what the tokenizers library raises
+
+    monkeypatch.setattr(runner.tokenizer, "save_pretrained", full)
+    with pytest.raises(OSError, match=r"writing the tokenizer in .*out failed: No space left on device"):
+        save_checkpoint(runner.model, runner.tokenizer, tmp_path / "out")
+
+
+def test_a_vision_towers_norm_eps_is_checked_as_the_decoders() -> None:
+    """NaN or -1 layer_norm_eps in a CLIP tower's config loaded, and every action was NaN at the first step."""
+    from pydantic import ValidationError
+
+    from deer_vla.model.config import VisionConfig
+
+    for bad in (float("nan"), -1.0, 0):
+        with pytest.raises(ValidationError, match="vision.hf_config 'layer_norm_eps' must be a finite number > 0"):
+            VisionConfig(kind="clip", hf_config={"hidden_size": 32, "layer_norm_eps": bad})
+    assert VisionConfig(kind="clip", hf_config={"hidden_size": 32, "layer_norm_eps": 1e-5}).hf_config

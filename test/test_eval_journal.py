@@ -373,3 +373,25 @@ def test_a_journal_resumed_with_fewer_seeds_reports_only_its_plan(tmp_path):
     report = journal_report(tmp_path / "ok")
     assert report["progress"] == {"full": [2, 2], "exit1": [0, 2]}
     assert report["summary"]["full"]["overall"]["episodes"] == 2
+
+
+def test_the_reports_files_keep_their_last_whole_version_on_a_full_disk(tmp_path, monkeypatch, capsys):
+    """--json and --depth-weights were written in place: a full disk left an empty or half file where the last
+    report was."""
+    import errno
+    import os
+
+    _journal(tmp_path / "run", [HEADER, _episode(), _episode(mode="exit1", success=False)])
+    report, weights = tmp_path / "report.json", tmp_path / "weights.json"
+    report.write_text("last report")
+    weights.write_text("last weights")
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    assert cli_main([str(tmp_path / "run"), "--json", str(report)]) == 1
+    assert f"cannot write --json {report}" in capsys.readouterr().err and report.read_text() == "last report"
+    assert cli_main([str(tmp_path / "run"), "--depth-weights", str(weights), "--shallow", "exit1"]) == 1
+    assert weights.read_text() == "last weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "run", "weights.json"]

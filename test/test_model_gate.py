@@ -5,6 +5,7 @@ without gates fails with a clear message."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -151,6 +152,20 @@ def test_asking_for_the_learned_criterion_without_gates_fails_with_a_clear_messa
         runner.cost_profile_for("learned")
     with pytest.raises(ValueError, match="needs exit gates.*train-gate"):
         ExitController(runner, runner.cost_profile, Thresholds(values=[0.1] * 4, criterion=LEARNED))
+
+
+@pytest.mark.parametrize(("value", "said"), [(float("nan"), "holds NaN or infinite values"),
+                                             (-1e30, "holds a value of magnitude 1e+30")])
+def test_gates_holding_values_no_training_gives_are_refused(tmp_path: Path, value: float, said: str) -> None:
+    """A gates bias of -1e30 loaded (only NaN and inf were refused) and scored every step 0: the policy exited at
+    exit 1 whatever the threshold."""
+    gates = ExitGates(GateConfig(feature_dim=64, action_dim=4, num_exits=4))
+    name, tensor = next((k, v) for k, v in gates.state_dict().items() if v.is_floating_point())
+    with torch.no_grad():
+        tensor.view(-1)[0] = value
+    path = gates.save(tmp_path / "gates.safetensors")
+    with pytest.raises(GateError, match=re.escape(f"tensor '{name}' {said}")):
+        ExitGates.load(path)
 
 
 def test_gates_of_another_model_are_refused_at_load(ckpt: Path, tmp_path: Path) -> None:

@@ -12,15 +12,21 @@ from typing import Any
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a private temporary name beside ``path``, flush it to disk, then rename it over
-    ``path`` in one step (os.replace is atomic on POSIX within a file system)."""
+    ``path`` in one step (os.replace is atomic on POSIX within a file system). A symbolic link's target is
+    replaced (the link stays); a device or pipe (``--json /dev/stdout``) is written straight."""
     path = Path(path)
-    tmp = _temporary_name(path)
+    target = _replaced_file(path)
+    if target is None:
+        with _names(path), open(path, "wb") as f:
+            f.write(data)
+        return
+    tmp = _temporary_name(target)
     try:
-        with _names(path, tmp), open(tmp, "wb") as f:
+        with _names(path), open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)  # only left when the write or the rename failed
 
@@ -42,30 +48,48 @@ def atomic_write_with(path: str | Path, write: Callable[[Path], None]) -> None:
     the umask or the folder's default ACL: a checkpoint a robot's service user could not read), is flushed to
     disk and renamed over ``path``."""
     path = Path(path)
-    tmp = _temporary_name(path)
+    target = _replaced_file(path)
+    if target is None:
+        with _names(path):
+            write(path)
+        return
+    tmp = _temporary_name(target)
     try:
-        with _names(path, tmp):
+        with _names(path):
             write(tmp)
-            os.chmod(tmp, _new_file_mode(path.parent))
+            os.chmod(tmp, _new_file_mode(target.parent))
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)  # only left when the write or the rename failed
 
 
+def _replaced_file(path: Path) -> Path | None:
+    """The file a whole write of ``path`` replaces: ``path``, or a symbolic link's target (renaming over the link
+    replaced the link itself: a shared file it pointed to kept its old content); None for what is no file to
+    replace, a device or a pipe (renaming over /dev/stdout replaced the system's link with a file)."""
+    try:
+        st = os.stat(path)  # follows links
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return None
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 @contextlib.contextmanager
-def _names(path: Path, tmp: Path) -> Iterator[None]:
+def _names(path: Path) -> Iterator[None]:
     """An OSError raised inside names ``path``: one raised when the data reach the disk (a full disk at flush or
-    close) names no file, one raised opening the temporary file names that private name, and either left the
-    user to guess which of a run's files was lost."""
+    close) names no file, one raised on the temporary file or the mode probe names a private name, and each
+    left the user to guess which of a run's files was lost."""
     try:
         yield
     except OSError as exc:
-        if exc.filename is None or str(exc.filename) == str(tmp):
+        if exc.filename is None or str(exc.filename) != str(path):  # the others inside are this module's own
             exc.filename = str(path)
         raise
 

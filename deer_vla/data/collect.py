@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.json_text import parse_json
 from deer_vla.core.writable import BLANK_PATH, path_argument
 from deer_vla.sim.simulator_cache import SimulatorCache
@@ -355,7 +356,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
             for n, s in stats.items()
         },
     }
-    (root / STATS_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(root / STATS_FILE, json.dumps(report, indent=2) + "\n")
     return report
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.writable import path_argument
 
 
@@ -116,8 +117,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"{t.name:26s} {r['success_rate']:7.0%}  {r['mean_length'] or 0:8.1f}  {r['max_length'] or 0:7d}  "
               f"{r['step_ms_no_render']:7.2f}  {render}", flush=True)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+        atomic_write_text(args.json, json.dumps(rows, indent=2))
     return 0
 
 

@@ -35,7 +35,12 @@ def save_checkpoint(model: MultiExitPolicy, tokenizer: Any, out_dir: str | Path,
     # written whole or not at all, with the mode a new file in the folder gets (save_file alone makes it 0600)
     atomic_write_with(out.weights_path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     out.write_config(model.config)
-    tokenizer.save_pretrained(str(out.root))
+    try:
+        tokenizer.save_pretrained(str(out.root))
+    except OSError:
+        raise
+    except Exception as exc:  # the tokenizers library's own error for a full disk: a plain Exception
+        raise OSError(f"writing the tokenizer in {out.root} failed: {exc}") from exc
     if extra is not None:
         out.write_extra(extra)
     return out.root

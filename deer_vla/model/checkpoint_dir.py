@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from deer_vla.core import CostProfile
+from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.json_text import JsonTextError, read_json_file
 from deer_vla.model.config import PolicyConfig, format_validation_error
 
@@ -181,12 +182,12 @@ class CheckpointDir:
     def write_config(self, config: PolicyConfig) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         data = {FORMAT_KEY: FORMAT_VERSION, **config.model_dump(mode="json")}
-        self.config_path.write_text(json.dumps(data, indent=2))
+        atomic_write_text(self.config_path, json.dumps(data, indent=2))
         return self.config_path
 
     def write_extra(self, extra: dict[str, Any]) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.extra_path.write_text(json.dumps(extra, indent=2))
+        atomic_write_text(self.extra_path, json.dumps(extra, indent=2))
         return self.extra_path
 
     def write_profile(self, profile: CostProfile) -> Path:

@@ -46,6 +46,19 @@ def _positive_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
+def _check_positive_floats(hf_config: dict[str, Any], where: str) -> None:
+    """ValueError for a norm eps or rope theta that is not a finite number > 0, at the top of a backbone's HF
+    config or in its ``rope_parameters`` (where transformers 5 writes rope_theta): NaN or a negative one made
+    every action NaN, at the first step only."""
+    places = [(where, hf_config)]
+    if isinstance(hf_config.get("rope_parameters"), dict):
+        places.append((f"{where}.rope_parameters", hf_config["rope_parameters"]))
+    for place, values in places:
+        for name in _HF_POSITIVE_FLOATS:
+            if values.get(name) is not None and not _positive_number(values[name]):
+                raise ValueError(f"{place} '{name}' must be a finite number > 0, got {str(values[name])[:40]!r}")
+
+
 def _size_ok(v: Any, limit: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limit
 
@@ -72,6 +85,8 @@ class VisionConfig(_Strict):
                 raise ValueError(f"vision.channels must be 1 to 16 ints in 1..8192, got {self.channels}")
         elif self.hf_config is None:
             raise ValueError(f"vision.kind={self.kind!r} needs vision.hf_config (use backbones.vision_config_from_dir)")
+        else:
+            _check_positive_floats(self.hf_config, "vision.hf_config")
         # pixels are read in 0..1: a std of 1e-30 or a mean of 1e300 makes every feature inf or NaN (NaN fails
         # these comparisons too)
         sane_std = all(IMAGE_STD_RANGE[0] <= s <= IMAGE_STD_RANGE[1] for s in self.image_std)
@@ -113,9 +128,7 @@ class LMConfig(_Strict):
         for name, limit in _HF_SIZE_LIMITS.items():
             if name in v and v[name] is not None and not _size_ok(v[name], limit):
                 raise ValueError(f"lm.hf_config '{name}' must be an integer in 1..{limit}, got {str(v[name])[:40]!r}")
-        for name in _HF_POSITIVE_FLOATS:  # NaN or a negative one made every action NaN, at the first step only
-            if name in v and v[name] is not None and not _positive_number(v[name]):
-                raise ValueError(f"lm.hf_config '{name}' must be a finite number > 0, got {str(v[name])[:40]!r}")
+        _check_positive_floats(v, "lm.hf_config")
         hidden = next(v[n] for n in _HF_KEYS["hidden"] if n in v)
         heads = next(v[n] for n in _HF_KEYS["heads"] if n in v)
         if hidden % heads:

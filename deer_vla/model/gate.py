@@ -39,7 +39,7 @@ from torch import nn
 from deer_vla.core.atomic_file import atomic_write_bytes
 from deer_vla.core.json_text import parse_json
 from deer_vla.model.checkpoint_dir import CheckpointDir
-from deer_vla.model.lean_load import all_finite
+from deer_vla.model.lean_load import magnitude_problem
 
 GATES_FORMAT = "deer_vla.exit_gates"
 GATES_VERSION = 1
@@ -227,9 +227,12 @@ class ExitGates(nn.Module):
         got = {k: tuple(v.shape) for k, v in tensors.items()}
         if want != got:
             raise GateError(f"{p}: tensors {got} do not match its config, which needs {want}")
-        bad = [k for k, v in tensors.items() if v.is_floating_point() and not all_finite(v)]
+        # NaN or inf, and a huge finite value (a -1e30 bias scored every step 0, exiting at exit 1 always)
+        bad = {k: problem for k, v in tensors.items() if v.is_floating_point()
+               and (problem := magnitude_problem(v)) is not None}
         if bad:
-            raise GateError(f"{p}: tensor(s) {bad[:5]} hold NaN or infinite values: a damaged or diverged file")
+            name, problem = next(iter(bad.items()))
+            raise GateError(f"{p}: tensor '{name}' {problem}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
         gates = cls(config)
         gates.load_state_dict(tensors)
         return gates.eval()

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core import StepRecord
+from deer_vla.core.atomic_file import atomic_write_text
 from deer_vla.core.config_io import positive_int
 from deer_vla.core.writable import clobbers_input, path_argument, unwritable_dir
 from deer_vla.data.mcap_io import truncation_warnings_to_stderr
@@ -213,7 +214,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     print(f"action difference      max {report.max_action_diff:.3g}, mean {report.mean_action_diff:.3g}")
     if args.json:
         try:
-            args.json.write_text(json.dumps(asdict(report), indent=2))
+            atomic_write_text(args.json, json.dumps(asdict(report), indent=2))
         except OSError as exc:
             print(f"deer-vla replay: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
             return 1
