@@ -106,3 +106,34 @@ def test_a_failure_in_the_mode_probe_names_the_file_being_written(tmp_path: Path
     with pytest.raises(OSError, match=r"No space left on device: '.*model\.safetensors'"):
         atomic_file.atomic_write_with(tmp_path / "model.safetensors", lambda tmp: tmp.write_bytes(b"x"))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_stream_named_by_a_link_is_written_straight_even_when_it_is_a_file(tmp_path: Path) -> None:
+    """`cmd --json /dev/stdout >> run.log`: /dev/stdout leads through /proc/self/fd/1 to run.log, a regular
+    file, and renaming the new file over it lost everything else the shell and the process wrote there."""
+    log = tmp_path / "run.log"
+    with open(log, "a") as stream:
+        stream.write("before\n")
+        stream.flush()
+        atomic_write_text(f"/proc/self/fd/{stream.fileno()}", "the report\n")
+        stream.write("after\n")
+    assert log.read_text() == "before\nthe report\nafter\n"
+
+
+def test_a_folder_that_takes_no_new_name_is_written_in_place(tmp_path: Path, monkeypatch) -> None:
+    """An existing writable file in a folder where no temporary file can be made (the user may not add names
+    there) was written before whole writes; it still is, in place."""
+    import builtins
+
+    target = tmp_path / "stats.json"
+    target.write_text("old")
+    real_open = builtins.open
+
+    def no_new_names(file, mode="r", *args, **kwargs):
+        if str(file).endswith(".tmp"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_new_names)
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"

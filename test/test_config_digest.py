@@ -35,6 +35,16 @@ def test_the_config_digest_is_what_the_config_says_not_how_it_is_written(tiny_ch
     assert _edited(tiny_checkpoint, tmp_path / "reformatted", lambda c: None).config_digest() == digest
     assert _edited(tiny_checkpoint, tmp_path / "path", informational).config_digest() == digest
 
+    def theta(value: float | int):
+        def edit(config: dict) -> None:  # 10000 and 10000.0 are one value (jq rewrites the one as the other)
+            config["lm"]["hf_config"]["rope_theta"] = value
+        return edit
+
+    as_int = _edited(tiny_checkpoint, tmp_path / "int", theta(10000))
+    as_float = _edited(tiny_checkpoint, tmp_path / "float", theta(10000.0))
+    assert "10000.0" not in as_int.config_path.read_text() and "10000.0" in as_float.config_path.read_text()
+    assert as_int.config_digest() == as_float.config_digest() != digest
+
     def history(config: dict) -> None:
         config["head"]["history"] += 1
 
@@ -90,3 +100,43 @@ def test_the_shipped_thresholds_record_their_checkpoints_config() -> None:
     for name in shipped_checkpoints():
         ckpt = CheckpointDir(resolve_checkpoint(name))
         assert Thresholds.load(ckpt.thresholds_path).config_sha256 == ckpt.config_digest(), name
+
+
+def test_eval_report_keeps_two_configs_of_one_weights_apart(tmp_path: Path) -> None:
+    from deer_vla.evaluation.journal import JOURNAL_NAME
+    from deer_vla.evaluation.journal_report import journal_report
+
+    def run(folder: str, config: str | None) -> Path:
+        out = tmp_path / folder
+        out.mkdir()
+        fingerprint = {"weights_sha256": "w", "max_steps": None, "image_size": 64, "seed_offset": 0}
+        if config is not None:
+            fingerprint["config_sha256"] = config
+        episode = {"mode": "full", "task": "reach-v3", "seed": 0, "instruction": "reach", "success": True,
+                   "steps": 10, "llm_gflops": 5.0, "total_gflops": 6.0, "exit_counts": [0, 10], "model_ms": 3.0}
+        (out / JOURNAL_NAME).write_text(json.dumps({"journal": 1, "fingerprint": fingerprint}) + "\n"
+                                        + json.dumps(episode) + "\n")
+        return out
+
+    a, b, old = run("a", "a" * 64), run("b", "b" * 64), run("old", None)
+    with pytest.raises(JournalError, match="their config_sha256 differ"):
+        journal_report([a, b])
+    assert journal_report([a, old])["progress"]["full"][0] == 1  # a journal from before: its weights decide
+    with pytest.raises(JournalError, match="their config_sha256 differ"):
+        journal_report([old, a, b])
+
+
+def test_a_controller_built_directly_refuses_thresholds_of_another_config(tiny_checkpoint: Path,
+                                                                          tmp_path: Path) -> None:
+    from deer_vla.control.controller import ExitController
+    from deer_vla.model.runner import PolicyRunner
+
+    original = CheckpointDir(tiny_checkpoint)
+    stamped = replace(Thresholds.load(original.thresholds_path), config_sha256=original.config_digest())
+
+    def history(config: dict) -> None:
+        config["head"]["history"] += 1
+
+    runner = PolicyRunner.from_checkpoint(_edited(tiny_checkpoint, tmp_path / "edited", history).root)
+    with pytest.raises(ValueError, match="another config"):
+        ExitController(runner, runner.cost_profile, stamped)

@@ -18,6 +18,7 @@ from deer_vla.evaluation.objective import TUNE_SEED_OFFSET, ClosedLoopObjective
 from deer_vla.evaluation.report import summarize
 from deer_vla.evaluation.rollout import EpisodeResult, ModeSpec
 from deer_vla.evaluation.workers import EvalWorker, PolicySpec
+from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.sim.metaworld_env import ACTION_SPEC
 from deer_vla.train.synthetic import write_tiny_dataset
 
@@ -97,6 +98,8 @@ def test_evaluator_one_short_episode_end_to_end(checkpoint: tuple[Path, Path], t
     assert dyn == f"dyn{float(f'{frac:.6f}'):g}-smooth2"  # another criterion than DeeR's plain one: its own name
     header = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert set(header["plan"]["mode_digests"]) == set(modes)
+    # the model is its weights and its config: an edited config resumes no journal of the original
+    assert header["fingerprint"]["config_sha256"] == CheckpointDir(ckpt).config_digest()
     assert res["modes"][dyn]["thresholds"]["criterion"]["smooth"] == 2  # the solved thresholds carry it
     for m in modes:
         st = res["summary"][m]["overall"]

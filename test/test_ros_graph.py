@@ -433,7 +433,8 @@ def test_the_bringup_judges_parameter_files_by_the_names_rcl_will_give_the_nodes
 
     robot = load_graph("robot")
     for rule in ("__node:=arm_policy", "__name:=arm_policy"):
-        with pytest.raises(ValueError, match=r"renames every node.*-r deer_vla_policy:__node:=arm_policy"):
+        with pytest.raises(ValueError, match=rf"-r {rule} without a node name renames every node.*-r "
+                                             r"deer_vla_policy:__node:=arm_policy"):
             _with_name_remaps(["--ros-args", "-r", rule], {}, robot)
     assert _with_name_remaps(["-r", "__node:=x"], {}, robot) == ({}, robot)  # before --ros-args: not rcl's
     assert _with_name_remaps(["--ros-args", "--remap", "__ns:=/arm1"], {}, robot)[0] == {"namespace": "/arm1"}
@@ -466,7 +467,18 @@ def test_the_bringup_judges_parameter_files_by_the_names_rcl_will_give_the_nodes
     # the sim waits for the policy by name: it follows the rename
     sim = _with_name_remaps(rename, {}, load_graph("sim"))[1]
     assert sim.node("sim").parameters["policy_node"] == "arm_policy"
-    assert _split_args_or_say("deer-vla bringup", ["--ros-args", "-r", "__ns:=arm1"]) is None  # rcl's refusal
+    assert _split_args_or_say("deer-vla bringup", ["--ros-args", "-r", "__ns:=arm1"]) is None  # said before rcl
+    # one node moved: its files are judged where it will be (a dump keyed /deer_vla_policy reached nothing)
+    moved = ["--ros-args", "-r", "deer_vla_policy:__ns:=/arm1"]
+    arguments, graph = _with_name_remaps(moved, {"params_file": str(dump)}, robot)
+    assert graph.node("policy").full_name == "/arm1/deer_vla_policy" and graph.node("monitor").full_name == \
+        "/deer_vla_monitor"
+    with pytest.raises(ValueError, match=r"holds no parameters for node /arm1/deer_vla_policy"):
+        graph.with_arguments(arguments)
+    with pytest.raises(ValueError, match=r"two namespaces: namespace:=robot1 and -r deer_vla_policy:__ns:=/arm1"):
+        _with_name_remaps(moved, {"namespace": "robot1"}, robot)
+    with pytest.raises(ValueError, match=r"two namespaces: -r __ns:=/a and -r __ns:=/b; give one"):
+        _with_name_remaps(["--ros-args", "-r", "__ns:=/a", "-r", "__ns:=/b"], {}, robot)
 
 
 
@@ -650,3 +662,7 @@ def test_the_demo_refuses_a_global_node_rename_before_it_starts(capsys, tmp_path
     assert demo_main(["--episodes", "1", "--output-dir", str(tmp_path), "--ros-args", "-r", "__ns:=/a/"]) == 2
     assert "-r __ns:=/a/ is not a namespace rcl takes" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # no run folder for a run that never started
+    # a renamed policy: the graph's own config/policy.yaml would not reach it (the demo ran without it)
+    assert demo_main(["--episodes", "1", "--output-dir", str(tmp_path), "--ros-args", "-r",
+                      "deer_vla_policy:__node:=arm_policy"]) == 2
+    assert "holds no parameters for node /arm_policy" in capsys.readouterr().err

@@ -17,15 +17,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     target = _replaced_file(path)
     if target is None:
-        with _names(path), open(path, "wb") as f:
+        with _names(path), open(path, "ab") as f:  # appended: a file behind /dev/stdout keeps what came before
             f.write(data)
         return
     tmp = _temporary_name(target)
     try:
-        with _names(path), open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        with _names(path):
+            try:
+                f = open(tmp, "wb")
+            except PermissionError:  # a folder that takes no new name, beside a file that may be written: in place
+                if not os.access(target, os.W_OK):
+                    raise
+                with open(target, "wb") as whole:
+                    whole.write(data)
+                return
+            with f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)  # only left when the write or the rename failed
@@ -69,16 +78,25 @@ def atomic_write_with(path: str | Path, write: Callable[[Path], None]) -> None:
 
 
 def _replaced_file(path: Path) -> Path | None:
-    """The file a whole write of ``path`` replaces: ``path``, or a symbolic link's target (renaming over the link
-    replaced the link itself: a shared file it pointed to kept its old content); None for what is no file to
-    replace, a device or a pipe (renaming over /dev/stdout replaced the system's link with a file)."""
+    """The file a whole write of ``path`` replaces: ``path``, or the end of its chain of symbolic links (renaming
+    over the link replaced the link itself: a shared file it pointed to kept its old content); None to write
+    ``path`` straight: a device or a pipe, or a stream's name such as /dev/stdout (a link through
+    /proc/self/fd: renaming over the file a shell sent stdout to lost everything else written there, and
+    renaming over /dev/stdout itself replaced the system's link)."""
+    current = path
+    for _ in range(40):  # the kernel's own limit on a chain of links
+        if str(current).startswith(("/dev/", "/proc/")):
+            return None
+        if not current.is_symlink():
+            break
+        current = current.parent / os.readlink(current)
     try:
         st = os.stat(path)  # follows links
-    except FileNotFoundError:
+    except OSError:  # absent (a new file, a dangling link), or a loop: the writes below say which
         st = None
     if st is not None and not stat.S_ISREG(st.st_mode):
         return None
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
+    return path if current == path else Path(os.path.realpath(current))
 
 
 @contextlib.contextmanager

@@ -117,7 +117,11 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"{t.name:26s} {r['success_rate']:7.0%}  {r['mean_length'] or 0:8.1f}  {r['max_length'] or 0:7d}  "
               f"{r['step_ms_no_render']:7.2f}  {render}", flush=True)
     if args.json:
-        atomic_write_text(args.json, json.dumps(rows, indent=2))
+        try:
+            atomic_write_text(args.json, json.dumps(rows, indent=2))
+        except OSError as exc:  # the table above is the run's result: say where it could not go
+            print(f"expert-stats: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -97,7 +97,8 @@ class CheckpointDir:
         for part in ("vision", "lm"):
             if isinstance(data.get(part), dict):
                 data[part].pop("path", None)
-        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        text = json.dumps(_same_numbers(data), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def gates_digest(self) -> str | None:
         """SHA-256 of the exit gates (None without a gates file): what learned-criterion thresholds are solved
@@ -202,6 +203,18 @@ class CheckpointDir:
             return read_json_file(path, MAX_JSON_BYTES)
         except JsonTextError as exc:
             raise CheckpointError(f"invalid {path}: {exc}") from exc
+
+
+def _same_numbers(value: Any) -> Any:
+    """``value`` with every number as a float: the backbones' HF configs are dicts as written (10000.0 in one
+    file, 10000 in the same file rewritten by jq), and a digest must not tell them apart."""
+    if isinstance(value, dict):
+        return {k: _same_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_same_numbers(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2 ** 53:  # exact as a float
+        return float(value)
+    return value
 
 
 def _digest(path: Path) -> str:

@@ -230,6 +230,9 @@ def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
     from rclpy.utilities import remove_ros_args
 
     args = check_text_arguments(sys.argv[1:] if argv is None else argv)  # every argument goes to rcl: text
+    for _, kind, value, _ in _name_remaps(args):  # before rcl, whose refusal says "Expected lexeme type 19"
+        if kind == "__ns":
+            _check_namespace_remap(value)
     # NAME:=VALUE before --ros-args are launch arguments, as for ros2 launch; rcl would take them for
     # (deprecated) remapping rules, so they never reach rclpy
     cut = args.index("--ros-args") if "--ros-args" in args else len(args)
@@ -238,11 +241,11 @@ def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
     return ros, launch + remove_ros_args(["deer_vla", *ros])[1:]
 
 
-def _name_remaps(ros_args: list[str]) -> list[tuple[str, str, str]]:
+def _name_remaps(ros_args: list[str]) -> list[tuple[str, str, str, str]]:
     """The node-name and namespace remaps among ``ros_args`` (after --ros-args), in order, as (the node they
-    name, "" for every node of the process; "__node" or "__ns"; the value): ``-r __node:=X``, ``-r __ns:=/X``,
-    ``-r deer_vla_policy:__node:=X``."""
-    found: list[tuple[str, str, str]] = []
+    name, "" for every node of the process; "__node" or "__ns"; the value; the rule as given): ``-r __node:=X``,
+    ``-r __ns:=/X``, ``-r deer_vla_policy:__node:=X`` (``__name`` is rcl's other spelling of ``__node``)."""
+    found: list[tuple[str, str, str, str]] = []
     in_ros = False
     for i, arg in enumerate(ros_args):
         if arg in ("--ros-args", "--"):
@@ -251,7 +254,7 @@ def _name_remaps(ros_args: list[str]) -> list[tuple[str, str, str]]:
             rule, _, value = ros_args[i + 1].partition(":=")
             node, _, name = rule.rpartition(":")
             if name in ("__node", "__name", "__ns"):
-                found.append((node, "__ns" if name == "__ns" else "__node", value))
+                found.append((node, "__ns" if name == "__ns" else "__node", value, ros_args[i + 1]))
     return found
 
 
@@ -272,20 +275,21 @@ def _with_name_remaps(ros_args: list[str], launch_arguments: dict[str, str],
     ValueError for a global ``-r __node:=X``, which would give every node one name (each loses its parameter
     file in silence), and for a namespace rcl refuses."""
     names = [a.name for a in graph.arguments if a.namespace]
-    for node, kind, value in _name_remaps(ros_args):
+    given = f"{names[0]}:={launch_arguments[names[0]]}" if names and names[0] in launch_arguments else None
+    for node, kind, value, rule in _name_remaps(ros_args):
         if kind == "__ns":
             _check_namespace_remap(value)
-            if node:
-                continue  # one node's namespace: rcl's, not the graph's (its files are keyed /**/<name>)
-            given = launch_arguments.get(names[0]) if names else None
-            if given is not None and given.strip("/") != value.strip("/"):
-                raise ValueError(f"two namespaces: {names[0]}:={given} and -r __ns:={value}; give one")
-            if names:
+            if given is not None and (node or given.partition(":=")[2].strip("/") != value.strip("/")):
+                raise ValueError(f"two namespaces: {given} and -r {rule}; give one")
+            if node:  # one node moved: its files are judged where it will be
+                graph = graph.with_node_namespace(node, value)
+            elif names:
                 launch_arguments = {**launch_arguments, names[0]: value}
+                given = f"-r {rule}"
         elif not node:
-            raise ValueError(f"-r __node:={value} without a node name renames every node of the bringup to "
-                             f"'{value}' (the nodes would share it, and lose their parameter files); rename one "
-                             f"node: -r {POLICY_NODE_NAME}:__node:={value}")
+            raise ValueError(f"-r {rule} without a node name renames every node of the bringup to '{value}' (the "
+                             f"nodes would share it, and lose their parameter files); rename one node: "
+                             f"-r {POLICY_NODE_NAME}:__node:={value}")
         else:
             graph = graph.with_node_renamed(node, value)
     return launch_arguments, graph
@@ -536,7 +540,7 @@ def demo_main(argv: list[str] | None = None) -> int:
         graph = sim_graph_for_checkpoint(
             load_graph("sim", args.config_dir, {"policy": {"checkpoint_dir": str(checkpoint.resolve())}}), set())
         namespace, graph = _with_name_remaps(all_args, {}, graph)  # as rcl will name the nodes (bringup's rule)
-        graph = graph.with_arguments(namespace) if namespace else graph
+        graph = graph.with_arguments(namespace)  # judges the parameter files against those names
     except (OSError, ValueError, KeyError) as exc:
         print(f"deer-vla demo: {error_text(exc)}", file=sys.stderr)
         return 2

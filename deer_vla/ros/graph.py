@@ -241,6 +241,13 @@ class GraphSpec:
                       if s.file_parameters().get(WAITS_FOR) == old else s for s in self.nodes)
         return replace(self, nodes=nodes)
 
+    def with_node_namespace(self, node: str, namespace: str) -> GraphSpec:
+        """This graph with the node rcl knows as ``node`` (its name before any rename) in ``namespace``
+        (``-r node:__ns:=/namespace``, absolute); unchanged when no node has that name."""
+        ns = namespace.strip("/")
+        return replace(self, nodes=tuple(replace(s, namespace=ns) if node in (s.name, s.renamed_from) else s
+                                         for s in self.nodes))
+
     def with_parameters(self, per_node: Mapping[str, Mapping[str, Any]]) -> GraphSpec:
         """This graph with ``{node key: {parameter: value}}`` set on top of its overrides."""
         nodes = {spec.key: spec for spec in self.nodes}
