@@ -3,6 +3,7 @@ its cameras, named proprio, 7-D end-effector actions, tasks, episode boundaries 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -188,8 +189,10 @@ GRIPPER_ARGS = ["--gripper-open", "0", "--gripper-closed", "1", "--image-size", 
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({"fps": 0}, "fps must be a positive number"),
-    ({"fps": "ten"}, "fps must be a positive number"),
+    ({"fps": 0}, "fps must be in 0.01..1000 Hz, got 0"),
+    ({"fps": "ten"}, "fps must be a number of steps per second, got 'ten'"),
+    ({"fps": 1e300}, "fps must be in 0.01..1000 Hz, got 1e+300"),  # the node's control timer: 0 ns
+    ({"fps": 1e-9}, "fps must be in 0.01..1000 Hz, got 1e-09"),
     ({"features": ["action"]}, "features must be an object"),
     ({"features__action": "float32"}, "not objects with dtype"),
     ({"features__action__shape": ["seven"]}, "feature 'action' has shape ['seven']"),
@@ -231,11 +234,21 @@ def test_bad_values_in_the_data_are_refused_naming_file_episode_and_row(lerobot_
         (broken("nan", "observation.state", nan_at_row_5),
          "episode 3, column 'observation.state': NaN or inf in row 5"),
         (broken("narrow", "action", lambda rows: pa.array([r[:6] for r in rows], pa.list_(pa.float32()))),
-         "episode 2, column 'action': 72 values for 12 rows of 7"),
+         "episode 2, column 'action': row 0 of 12 has 6 values, info.json says 7"),
         (broken("scalar", "action", lambda rows: pa.array([r[0] for r in rows], pa.float32())),
          "episode 2, column 'action': one value per row (float), info.json says 7"),
         (broken("task", "task_index", lambda rows: pa.array([7] * len(rows), pa.int64())),
          "episode 2: task_index [7] not in"),
+        # rows of 6 and 8 values: the total is 7 per row, and the rows were shifted into each other
+        (broken("mixed", "action", lambda rows: pa.array([r[:6] if i % 2 == 0 else [*r, 0.0] for i, r in
+                                                           enumerate(rows)], pa.list_(pa.float32()))),
+         "episode 2, column 'action': row 0 of 12 has 6 values, info.json says 7 (12 such row(s))"),
+        # frames one period apart, numbered 0, 1, 2, ...: one picture for every step, a gap, another rate
+        (broken("same_time", "timestamp", lambda rows: pa.array([0.0] * 12 + rows[12:], pa.float32())),
+         "episode 2: frames 0 and 1 are 0 s apart, not 1/fps"),
+        (broken("gap", "frame_index", lambda rows: pa.array([i + (i >= 3) * 2 if i < 12 else r
+                                                             for i, r in enumerate(rows)], pa.int64())),
+         "episode 2: frame_index is 5 at row 3, not 3: frames missing or repeated"),
     ]
     for root, expected in cases:
         assert cli_main([str(root), "--out", str(tmp_path / f"{root.name}_out"), *GRIPPER_ARGS]) == 2
@@ -478,3 +491,53 @@ def test_writing_videos_leaves_the_threads_scheduling_as_it_was(tmp_path: Path):
     before = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
     write_demo_dataset(tmp_path / "ds", n_episodes=1, steps=4)
     assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
+
+
+def test_an_action_beyond_any_arms_motion_is_refused_not_taken_as_the_scale() -> None:
+    """One action of 3e38 m (or a twist of 1e300 m/s) set the axis' scale: every real label became ~0 and the
+    trained policy's full scale commanded 2e39 m/s."""
+    from deer_vla.data.importing import ActionMapping, DatasetError
+
+    rng = np.random.default_rng(0)
+    raw = np.column_stack([rng.uniform(-0.01, 0.01, (40, 4)), rng.integers(0, 2, 40)]).astype(np.float64)
+    labels = ["x", "y", "z", "yaw", "gripper"]
+    ActionMapping.fit(raw, labels, gripper_open=0, gripper_closed=1)
+    for column, value, velocity, said in ((0, 3e38, False, "action axis x: 3e+38 m at row 7 is beyond any arm's "
+                                                              "motion (1 m per step)"),
+                                          (3, -7.0, False, "action axis yaw: -7 rad at row 7"),
+                                          (0, 1e300, True, "action axis x: 1e+300 m/s at row 7 is beyond any arm's "
+                                                           "motion (10 m/s)")):
+        bad = raw.copy()
+        bad[7, column] = value
+        with pytest.raises(DatasetError, match=re.escape(said)):
+            ActionMapping.fit(bad, labels, velocity=velocity, gripper_open=0, gripper_closed=1)
+    fast = raw.copy()
+    fast[7, 0] = 0.9  # a fast step is still motion
+    assert ActionMapping.fit(fast, labels, gripper_open=0, gripper_closed=1).scale[0] > 0
+
+
+def test_a_control_rate_outside_the_policys_range_is_refused_in_datasets_and_checkpoints(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from deer_vla.data.episodes import DatasetError, DatasetMeta
+    from deer_vla.model.presets import preset_config
+
+    meta = DatasetMeta(cameras=("static",), image_size=16, action_spec={}, proprio_dim=0).to_dict()
+    with pytest.raises(DatasetError, match=r"control_rate_hz must be in 0\.01\.\.1000 Hz, got 1e\+300"):
+        DatasetMeta.from_dict({**meta, "control_rate_hz": 1e300}, "meta.json")
+    assert DatasetMeta.from_dict({**meta, "control_rate_hz": 30.0}, "meta.json").control_rate_hz == 30.0
+    config = preset_config("tiny").model_dump(mode="json")
+    for rate in (1e300, 1e-9):
+        with pytest.raises(ValidationError, match="control_rate_hz"):
+            type(preset_config("tiny")).model_validate({**config, "control_rate_hz": rate})
+
+
+def test_episodes_left_out_are_said(lerobot_demo: Path, tmp_path: Path, capsys) -> None:
+    """meta/episodes listing fewer episodes than info.json counts imported those alone without a word."""
+    root = _copy(lerobot_demo, tmp_path / "lr")
+    total = json.loads((root / "meta/info.json").read_text())["total_episodes"]
+    _edit_info(root, total_episodes=total + 2)
+    assert cli_main([str(root), "--out", str(tmp_path / "out"), *GRIPPER_ARGS]) == 0
+    err = capsys.readouterr().err
+    assert (f"not imported: meta/info.json says {total + 2} episodes, meta/episodes lists {total}: only those are "
+            "read") in err

@@ -133,10 +133,12 @@ def test_broken_recordings_are_refused_in_one_line_naming_file_topic_and_time(re
           "--instruction-topic", "/joint_states", "--rate", "10"],  # a JointState read as the instruction text
          f"{recording}: /joint_states at 202000000 ns: instruction type sensor_msgs/msg/JointState not supported"),
         ([str(ok), *ARM[:-4], "--instruction", "  ", "--rate", "5"], "--instruction is empty ('  ')"),
-        ([str(ok), *ARM[:-1], "inf"], "--rate must be a control rate in (0, 1e6] Hz, got inf"),  # looped forever
+        ([str(ok), *ARM[:-1], "inf"], "--rate must be a number of steps per second, got inf"),  # looped forever
         ([str(ok), *ARM, "--max-age", "nan"], "--max-age must be > 0 seconds, got nan"),
-        # 1e6 for 10: each camera frame repeated a hundred thousand times filled 30 GiB before the end
-        ([str(ok), *ARM[:-1], "1e6"], f"{ok}: /cam at "),
+        # 1e6 for 10: each camera frame repeated a hundred thousand times filled 30 GiB before the end; past the
+        # policy's control rates now, and 900 (in them) still repeats each frame too often
+        ([str(ok), *ARM[:-1], "1e6"], "--rate must be in 0.01..1000 Hz, got 1e+06"),
+        ([str(ok), *ARM[:-1], "900"], f"{ok}: /cam at "),
         ([str(ok), *ARM, "--image-size", "0"], "--image-size must be an integer in 8..4096 px, got 0"),
     ]
     for i, (argv, expected) in enumerate(cases):
@@ -521,3 +523,12 @@ def test_two_joint_states_equally_near_the_images_pair_as_the_node_pairs_them():
     aligner.feed("/cam", "sensor_msgs/msg/Image", int(1.2e9), stamped(1.10))
     log_ns, msg, gap = aligner._paired_joint_state()
     assert msg.position == [1.09] and abs(gap - 10_000_000) <= 1
+
+
+def test_episodes_too_short_to_import_are_counted(recording, tmp_path):
+    """Episodes under min_steps were dropped uncounted: an instruction that changed every tick imported a
+    fraction of the recording, and the summary said 0 ticks dropped."""
+    full = import_mcap(recording, tmp_path / "all", McapSources(**SOURCES), rate_hz=10.0, image_size=24)
+    lengths = sorted(json.loads(line)["steps"] for line in (tmp_path / "all/import_map.jsonl").read_text().splitlines())
+    assert full["short_episodes"] == 1 and full["short_episode_ticks"] == 1  # the recording's one-tick stretch
+    assert full["episodes"] == len(lengths) and min(lengths) >= 2

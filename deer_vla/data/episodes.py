@@ -29,6 +29,7 @@ import numpy as np
 
 from deer_vla.core.action_spec import ActionSpec, same_link
 from deer_vla.core.atomic_file import atomic_write_bytes
+from deer_vla.core.control_rate import control_rate_problem
 from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.core.json_text import JsonTextError, parse_json, read_json_file
 from deer_vla.core.proprio_spec import ProprioSpec
@@ -166,6 +167,9 @@ class DatasetMeta:
         tasks = data.get("tasks", [])
         if not (isinstance(tasks, list) and all(isinstance(t, str) for t in tasks)):
             problems.append(f"tasks must be a list of names, got {str(tasks)[:60]}")
+        rate = data.get("control_rate_hz")
+        if rate is not None and control_rate_problem(rate) is not None:  # the checkpoint's control rate to be
+            problems.append(f"control_rate_hz {control_rate_problem(rate)}")
         if problems:
             raise DatasetError(f"{source}: malformed metadata: {'; '.join(problems)}")
         try:

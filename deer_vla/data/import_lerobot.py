@@ -118,9 +118,15 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
     labels = resolve_action_columns(action_dim, info.names(action_key), action_axes, velocity)
     state_dim = info.vector_dim(state_key) if state_key else 0
     tasks = read_tasks(root)
-    rows = read_episodes(root)[:max_episodes]
+    listed = read_episodes(root)
+    rows = listed[:max_episodes]
     if not rows:
         raise LeRobotFormatError(f"{root}: no episodes")
+    # what is not imported is said (the CLI prints it): an episode of no frames, episodes meta/episodes leaves out
+    skipped = [f"episode {int(r['episode_index'])}: 0 frames" for r in rows if int(r["length"]) == 0]
+    total = info.info.get("total_episodes")
+    if isinstance(total, int) and not isinstance(total, bool) and total != len(listed):
+        skipped.append(f"meta/info.json says {total} episodes, meta/episodes lists {len(listed)}: only those are read")
     columns = [action_key, "task_index", *([state_key] if state_key else [])]
     data = DataFiles(info, columns)
 
@@ -191,7 +197,7 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
         "action_spec": mapping.spec.to_dict(), "clipped_fraction": mapping.clipped_fraction,
         "gripper": mapping.gripper_text(),
         "proprio_names": None if proprio is None else list(proprio.names), "fps": info.fps,
-        "tasks": sorted({tasks[s.task_index] for s in segments}),
+        "tasks": sorted({tasks[s.task_index] for s in segments}), "skipped": skipped,
     }
 
 
@@ -240,6 +246,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla import-lerobot: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, DatasetWriteError) else 2  # a write that failed (disk full): no usage error
     spec = summary["action_spec"]
+    for line in summary["skipped"]:
+        print(f"deer-vla import-lerobot: not imported: {line}", file=sys.stderr)
     print(f"imported {summary['episodes']} episodes ({summary['steps']} steps at {summary['fps']:g} fps) into "
           f"{summary['out']}")
     print(f"  cameras   {', '.join(f'{s} <- {k}' for s, k in summary['cameras'].items())}")

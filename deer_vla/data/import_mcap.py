@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core.action_spec import check_frame_id
+from deer_vla.core.control_rate import control_rate_problem
 from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.core.stamp_pairing import StampedHistory
 from deer_vla.core.writable import path_argument
@@ -481,8 +482,9 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     ``action_frame``: the TF frame of the action's axes where the messages do not say it (a TwistStamped does)."""
     from deer_vla.data.mcap_io import read_messages
 
-    if not (math.isfinite(rate_hz) and 0 < rate_hz <= 1e6):
-        raise DatasetError(f"--rate must be a control rate in (0, 1e6] Hz, got {rate_hz}")
+    problem = control_rate_problem(rate_hz)
+    if problem is not None:
+        raise DatasetError(f"--rate {problem} (the policy's control rate range)")
     if max_age_s is not None and not (math.isfinite(max_age_s) and max_age_s > 0):
         raise DatasetError(f"--max-age must be > 0 seconds, got {max_age_s}")
     check_image_size(image_size, "--image-size")
@@ -515,7 +517,9 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
     missing = [t for t in sources.required if t not in seen]
     if missing:
         raise DatasetError(f"{path}: no messages on {missing}")
-    episodes = [e for e in aligner.finish(last_ns) if len(e.actions) >= min_steps]
+    found = aligner.finish(last_ns)
+    episodes = [e for e in found if len(e.actions) >= min_steps]
+    short = [e for e in found if len(e.actions) < min_steps]  # said: an instruction changed every tick or two
     if not episodes:
         skewed = (f" ({aligner.skewed} tick(s) dropped: the joint state stamped nearest their images was more than "
                   f"{max_joint_skew_s:g} s from them (--max-joint-skew): are the cameras and the joint states "
@@ -578,7 +582,8 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
             "files": [str(f) for f in files],
             "late_messages": aligner.late, "twist_frame": twist_frame, "action_frame": frame, "frame_note": frame_note,
             "stilled_ticks": aligner.stilled, "held_past_servo_ticks": aligner.held_past_servo,
-            "skewed_ticks": aligner.skewed,
+            "skewed_ticks": aligner.skewed, "short_episodes": len(short),
+            "short_episode_ticks": sum(len(e.actions) for e in short), "min_steps": min_steps,
             "action_spec": mapping.spec.to_dict(), "clipped_fraction": mapping.clipped_fraction,
             "gripper": mapping.gripper_text(),
             "proprio_names": None if proprio is None else list(proprio.names),
@@ -650,6 +655,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     spec = summary["action_spec"]
     print(f"imported {summary['episodes']} episodes ({summary['steps']} steps at {args.rate:g} Hz; "
           f"{summary['dropped_ticks']} ticks dropped before data or in gaps) into {summary['out']}")
+    if summary["short_episodes"]:
+        print(f"  {summary['short_episodes']} episode(s) shorter than {summary['min_steps']} steps not imported "
+              f"({summary['short_episode_ticks']} ticks): an instruction that changed every tick or two?")
     if len(summary["files"]) > 1:
         names = ", ".join(Path(f).name for f in summary["files"])
         print(f"  read the bag's {len(summary['files'])} files in order: {names}")

@@ -161,6 +161,8 @@ def check_action_frame(frame: str) -> str:
 # gripper values this share of the open..closed span beyond them count as beyond (a closed gripper reads a
 # little past its commanded value)
 GRIPPER_SLACK = 0.05
+# the most an arm moves, per axis kind, (per control step, per second): a recorded value beyond is no motion
+PLAUSIBLE_MOTION = {"translation": {False: 1.0, True: 10.0}, "rotation": {False: 2 * math.pi, True: 4 * math.pi}}
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,14 @@ class ActionMapping:
             raise DatasetError(f"the action scale quantile must be in [0.5, 1], got {quantile}")
         order = [a for a in STANDARD_AXES if a in labels]
         columns = tuple(list(labels).index(a) for a in order)
+        for a, c in zip(order, columns):  # one absurd row set the scale: every real label ~0, full scale 1e300 m/s
+            kind = axis_kind(a)
+            limit, unit = PLAUSIBLE_MOTION[kind][velocity], AXIS_UNITS[kind][int(velocity)]
+            row = int(np.argmax(np.abs(raw[:, c])))
+            if abs(raw[row, c]) > limit:
+                raise DatasetError(f"action axis {a}: {raw[row, c]:g} {unit} at row {row} is beyond any arm's motion "
+                                   f"({limit:g} {unit}{'' if velocity else ' per step'}): a damaged record, or "
+                                   "values not in metres and radians (convert them first)")
         moved: dict[str, float] = {}  # axis -> its quantile scale, for the axes that move on enough steps
         for a, c in zip(order, columns):
             q = float(np.quantile(np.abs(raw[:, c]), quantile))

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from deer_vla.core.control_rate import control_rate_problem
 from deer_vla.core.instruction_text import clean_instruction
 from deer_vla.core.json_text import JsonTextError, parse_json, read_json_file
 from deer_vla.data.episodes import DatasetError
@@ -121,9 +122,9 @@ def _is_count(value: Any) -> bool:
 def _check_info(path: Path, info: dict[str, Any]) -> None:
     """The fields the importer relies on have usable types (a hand-edited or foreign info.json fails here,
     naming the field, not later as a crash deep in the import)."""
-    fps = info["fps"]
-    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps <= 0:
-        raise LeRobotFormatError(f"{path}: fps must be a positive number of frames per second, got {fps!r}")
+    problem = control_rate_problem(info["fps"])  # it becomes the checkpoint's control rate
+    if problem is not None:
+        raise LeRobotFormatError(f"{path}: fps {problem} (the policy's control rate range)")
     features = info["features"]
     if not isinstance(features, dict):
         raise LeRobotFormatError(f"{path}: features must be an object (name -> {{dtype, shape, names}}), got "
@@ -222,6 +223,14 @@ def column_matrix(column: Any, dim: int, where: str) -> np.ndarray:
                or pa.types.is_large_list(column.type))
     if not is_list and dim != 1:
         raise LeRobotFormatError(f"{where}: one value per row ({column.type}), info.json says {dim}")
+    if is_list and not pa.types.is_fixed_size_list(column.type):  # the total alone let 6- and 8-value rows pass
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+        wrong = np.flatnonzero(np.asarray(lengths, dtype=np.float64) != dim)  # a null row's length is NaN here
+        if wrong.size:
+            first = lengths[wrong[0]]
+            has = "no values (null)" if first is None or first != first else f"{int(first)} values"
+            raise LeRobotFormatError(f"{where}: row {int(wrong[0])} of {len(column)} has {has}, info.json says "
+                                     f"{dim} ({wrong.size} such row(s))")
     try:
         values = (pc.list_flatten(column) if is_list else column).to_numpy(zero_copy_only=False)
         flat = np.asarray(values, dtype=np.float32)
@@ -245,6 +254,27 @@ class EpisodeFrames:
     columns: dict[str, Any]  # column name -> pyarrow array (this episode's rows)
     timestamps: np.ndarray  # (T,) seconds from the episode start
     source: Path  # the data file the rows came from
+
+
+FRAME_PERIOD_TOLERANCE = 0.1  # of one frame period: recorded timestamps' jitter, far below a frame gone or doubled
+
+
+def check_frame_timing(path: Path, episode: int, frame_index: Any, timestamps: np.ndarray, fps: float) -> None:
+    """LeRobotFormatError unless an episode's frames run 0, 1, 2, ... one period of ``fps`` apart (a frame
+    missing, repeated, or an episode at another rate was imported silently as contiguous steps at ``fps``: each
+    step the policy learnt from spanned another time than it will run at)."""
+    index = np.asarray(frame_index, dtype=np.int64).reshape(-1)
+    if not np.array_equal(index, np.arange(index.size)):
+        at = int(np.flatnonzero(index != np.arange(index.size))[0])
+        raise LeRobotFormatError(f"{path}, episode {episode}: frame_index is {int(index[at])} at row {at}, not "
+                                 f"{at}: frames missing or repeated")
+    gaps = np.diff(timestamps)
+    off = np.flatnonzero(np.abs(gaps * fps - 1.0) > FRAME_PERIOD_TOLERANCE)
+    if off.size:
+        at = int(off[0])
+        raise LeRobotFormatError(f"{path}, episode {episode}: frames {at} and {at + 1} are {gaps[at]:.4g} s apart, "
+                                 f"not 1/fps = {1 / fps:.4g} s ({off.size} such gap(s)): a frame missing or "
+                                 "repeated, or the episode recorded at another rate")
 
 
 class DataFiles:
@@ -282,6 +312,7 @@ class DataFiles:
         ts = np.asarray(rows.column("timestamp").to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1)
         if not (np.all(np.isfinite(ts)) and np.all(np.diff(ts) >= 0)):
             raise LeRobotFormatError(f"{path}: episode {ep}'s timestamps are not finite and increasing")
+        check_frame_timing(path, ep, rows.column("frame_index").to_numpy(zero_copy_only=False), ts, self.info.fps)
         return EpisodeFrames(ep, {c: rows.column(c) for c in self.columns}, ts, path)
 
 

@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from deer_vla.core import ActionSpec, ProprioSpec
 from deer_vla.core.config_io import NoBoolNumbers
+from deer_vla.core.control_rate import MAX_CONTROL_RATE_HZ, MIN_CONTROL_RATE_HZ
 
 LMFamily = Literal["llama", "qwen2", "gpt2", "mpt"]
 VisionKind = Literal["cnn", "clip", "siglip"]
@@ -224,7 +225,8 @@ class PolicyConfig(_Strict):
     proprio: dict[str, Any] | None = None
     action: dict[str, Any] = Field(default_factory=lambda: ActionSpec(axes=("x", "y", "z")).to_dict())
     # steps per second of the demonstrations (per-step action units assume it); None: not recorded
-    control_rate_hz: float | None = Field(None, gt=0)
+    # its demonstrations' rate: the node's control rate with rate_hz 0 (core.control_rate: 1e300 was a 0 ns timer)
+    control_rate_hz: float | None = Field(None, ge=MIN_CONTROL_RATE_HZ, le=MAX_CONTROL_RATE_HZ)
     vision: VisionConfig = Field(default_factory=VisionConfig)
     resampler: ResamplerConfig = Field(default_factory=ResamplerConfig)
     # Earlier steps' visual tokens the decoder cross-attends to beside the current step's (each frame

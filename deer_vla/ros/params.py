@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from deer_vla.core.action_spec import MAX_FRAME_CHARS, check_frame_id
+from deer_vla.core.control_rate import MAX_CONTROL_RATE_HZ, MIN_CONTROL_RATE_HZ
 from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS
 from deer_vla.data.mcap_io import DEFAULT_SPLIT_MIB, DEFAULT_SPLIT_S, SplitLimits
 from deer_vla.model.checkpoint_dir import CheckpointDir
@@ -35,7 +36,7 @@ BUDGET_PARAMS: tuple[str, ...] = (
 
 # Slowest timer rate: a timer's period must fit rcl's int64 nanoseconds (a 1e-12 Hz rate made create_timer
 # raise), and a control period beyond 100 s is no control loop.
-MIN_RATE_HZ = 0.01
+MIN_RATE_HZ = MIN_CONTROL_RATE_HZ
 POLICY_NODE_NAME = "deer_vla_policy"  # the policy node's default name (the graph's, the parameter files' key)
 DEFAULT_RATE_HZ = 10.0  # the control rate of a checkpoint that records none (the simulator's demonstrations)
 DEFAULT_FRAME_ID = "base_link"  # the twists' frame for a checkpoint that records none (REP-105's robot base)
@@ -298,7 +299,7 @@ class PolicyParams(BaseModel):
     record_topic: str = Field(min_length=1)
     frame_id: str  # "" = the checkpoint's, settled at configure (with_frame)
     control_mode: Literal["event", "timer"]
-    rate_hz: float = Field(ge=0, le=1000)  # 0 = the checkpoint's, settled at configure (with_rate)
+    rate_hz: float = Field(ge=0, le=MAX_CONTROL_RATE_HZ)  # 0 = the checkpoint's, settled at configure (with_rate)
     max_image_age_s: float = Field(gt=0)
     max_image_skew_s: float = Field(gt=0)
     max_image_future_s: float = Field(gt=0)
