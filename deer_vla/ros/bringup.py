@@ -271,9 +271,10 @@ def _with_name_remaps(ros_args: list[str], launch_arguments: dict[str, str],
                       graph: GraphSpec) -> tuple[dict[str, str], GraphSpec]:
     """The launch arguments and the graph as rcl will name the nodes, so that the parameter files are judged
     against those names: a global ``-r __ns:=/X`` is the graph's namespace argument; ``-r
-    deer_vla_policy:__node:=X`` renames that node (and a node waiting for it by name, the sim's policy_node).
-    ValueError for a global ``-r __node:=X``, which would give every node one name (each loses its parameter
-    file in silence), and for a namespace rcl refuses."""
+    deer_vla_policy:__ns:=/X`` moves that node; ``-r deer_vla_policy:__node:=X`` renames it (and a node waiting
+    for it by name, the sim's policy_node). ValueError for a global ``-r __node:=X``, which would give every node
+    one name (each loses its parameter file in silence), for a namespace rcl refuses, and for a namespace beside
+    another one (the launch argument, or a global remap before)."""
     names = [a.name for a in graph.arguments if a.namespace]
     given = f"{names[0]}:={launch_arguments[names[0]]}" if names and names[0] in launch_arguments else None
     for node, kind, value, rule in _name_remaps(ros_args):
