@@ -140,3 +140,31 @@ def test_a_controller_built_directly_refuses_thresholds_of_another_config(tiny_c
     runner = PolicyRunner.from_checkpoint(_edited(tiny_checkpoint, tmp_path / "edited", history).root)
     with pytest.raises(ValueError, match="another config"):
         ExitController(runner, runner.cost_profile, stamped)
+
+
+def test_calibrations_into_one_folder_save_in_turn_and_keep_each_others_thresholds(tiny_checkpoint: Path,
+                                                                                   tmp_path: Path) -> None:
+    """Two `calibrate --out` runs into one folder at once: both checked for an earlier file before either wrote,
+    and one run's thresholds were lost without the copy calibrate promises (2 of 8 runs in an audit). The save
+    waits for the folder's lock."""
+    import threading
+    import time
+
+    from deer_vla.commands.calibrate import save_thresholds
+    from deer_vla.core.run_lock import lock_folder
+
+    source = CheckpointDir(tiny_checkpoint)
+    out = CheckpointDir(tmp_path / "out")
+    thresholds = Thresholds.load(source.thresholds_path)
+    from deer_vla.model.runner import PolicyRunner
+
+    profile = PolicyRunner.from_checkpoint(tiny_checkpoint).cost_profile
+    save_thresholds(out, profile, thresholds, source)
+    held = lock_folder(out.root, "calibration")  # another calibration, saving
+    saver = threading.Thread(target=save_thresholds, args=(out, profile, replace(thresholds), source))
+    saver.start()
+    time.sleep(0.3)
+    assert saver.is_alive() and not list(out.root.glob("thresholds.replaced-*.json"))  # waiting its turn
+    held.close()
+    saver.join(timeout=10)
+    assert not saver.is_alive() and len(list(out.root.glob("thresholds.replaced-*.json"))) == 1

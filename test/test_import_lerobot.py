@@ -358,6 +358,17 @@ def test_staging_folders_of_killed_imports_are_removed_by_the_next_import(tmp_pa
         (folder / "episodes").mkdir(parents=True)
     assert remove_abandoned_staging(out) == [abandoned]
     assert not abandoned.exists() and running.is_dir() and other.is_dir()
+    # a killed import not yet reaped (a zombie, as `timeout -s KILL` leaves one) is gone too: 9 of 12 kills
+    # left their staging folder for good
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    while open(f"/proc/{zombie.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+        pass  # it exits; not waited for, it stays a zombie
+    left = tmp_path / f".mine[1].importing-{zombie.pid}-0123abcd"
+    left.mkdir()
+    try:
+        assert remove_abandoned_staging(out) == [left]
+    finally:
+        zombie.wait()
 
 
 def test_an_out_that_is_a_symlink_receives_the_dataset_and_errors_name_the_source(lerobot_demo: Path, tmp_path: Path,
@@ -541,3 +552,27 @@ def test_episodes_left_out_are_said(lerobot_demo: Path, tmp_path: Path, capsys) 
     err = capsys.readouterr().err
     assert (f"not imported: meta/info.json says {total + 2} episodes, meta/episodes lists {total}: only those are "
             "read") in err
+
+
+def test_an_out_another_import_filled_meanwhile_is_said_so(lerobot_demo: Path, tmp_path: Path, monkeypatch,
+                                                           capsys) -> None:
+    """Two imports into one --out at once: the loser said "Directory not empty: <its own staging folder>",
+    a folder already deleted, not that another import had written --out."""
+    import errno
+    import os
+
+    from deer_vla.data import importing
+
+    real = os.replace
+
+    def filled(src, dst):
+        if Path(src).name.startswith(".out.importing-"):  # the finished staging folder onto --out
+            raise OSError(errno.ENOTEMPTY, "Directory not empty", str(src))
+        return real(src, dst)
+
+    monkeypatch.setattr(importing.os, "replace", filled)
+    out = tmp_path / "out"
+    assert cli_main([str(lerobot_demo), "--out", str(out), *GRIPPER_ARGS]) == 1
+    assert (f"cannot write the dataset {out}: another run wrote a dataset there while this one ran; import into "
+            "a new directory") in capsys.readouterr().err
+    assert not list(tmp_path.glob(".out.importing-*"))

@@ -12,6 +12,7 @@ success on calibration seeds, which are disjoint from the evaluation seeds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import logging
@@ -35,6 +36,7 @@ from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import CostMetric, CostProfile, Observation
 from deer_vla.core.config_io import ConfigError, NoBoolNumbers, add_config_arguments, load_layered
 from deer_vla.core.log_text import error_text
+from deer_vla.core.run_lock import lock_folder
 from deer_vla.core.writable import missing_dirs, nonblank_path, remove_empty_dirs, unwritable_dir
 from deer_vla.data.observations import dataset_observation_episodes
 from deer_vla.model.checkpoint_dir import CheckpointDir
@@ -269,6 +271,14 @@ def save_thresholds(out: CheckpointDir, profile: CostProfile, thresholds: Thresh
     """The thresholds, stamped with the weights they were solved on (another checkpoint then refuses them) and,
     for the learned criterion, the gates they were solved with (retrained gates then refuse them), and the cost
     profile they were solved with."""
+    # one calibration at a time writes the folder: two at once each found no file to keep beside, or the same
+    # one, and one run's thresholds were lost (an audit: 2 of 8 concurrent runs)
+    with contextlib.closing(lock_folder(out.root, "calibration", wait=True)):
+        _save_thresholds(out, profile, thresholds, solved_on)
+
+
+def _save_thresholds(out: CheckpointDir, profile: CostProfile, thresholds: Thresholds,
+                     solved_on: CheckpointDir) -> None:
     out.write_profile(profile)
     gates = solved_on.gates_digest() if thresholds.criterion.kind == "learned" else None
     path = out.thresholds_path

@@ -22,6 +22,7 @@ units and hands them here:
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -372,7 +373,11 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's process: alive
         return True
-    return True
+    try:  # a killed import not yet reaped (a zombie: `timeout -s KILL` leaves one for a moment) answers kill(0)
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 class ImportWriter:
@@ -416,7 +421,11 @@ class ImportWriter:
             os.replace(self.staging, self.root)  # replaces an empty directory too, in one step
         except OSError as e:
             self._discard()
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):  # --out was free at the start: another run filled it
+                raise DatasetWriteError(f"cannot write the dataset {self.root}: another run wrote a dataset there "
+                                        "while this one ran; import into a new directory") from e
             raise DatasetWriteError(f"cannot write the dataset {self.root}: {_reason(e)}") from e
+        remove_abandoned_staging(self.root)  # a killed run's left while this one ran (its process reaped since)
 
     def _discard(self) -> None:
         if self.staging is not None:
