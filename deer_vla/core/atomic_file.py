@@ -13,7 +13,8 @@ from typing import Any
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a private temporary name beside ``path``, flush it to disk, then rename it over
     ``path`` in one step (os.replace is atomic on POSIX within a file system). A symbolic link's target is
-    replaced (the link stays); a device or pipe (``--json /dev/stdout``) is written straight."""
+    replaced (the link stays); a device or pipe (``--json /dev/stdout``) is written straight, appended; a
+    writable file in a folder that takes no new name is written in place, as before whole writes."""
     path = Path(path)
     target = _replaced_file(path)
     if target is None:
