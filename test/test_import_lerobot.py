@@ -543,6 +543,16 @@ def test_a_control_rate_outside_the_policys_range_is_refused_in_datasets_and_che
             type(preset_config("tiny")).model_validate({**config, "control_rate_hz": rate})
 
 
+def test_a_frame_index_that_is_no_frame_number_is_refused() -> None:
+    from deer_vla.data.lerobot import LeRobotFormatError, check_frame_timing
+
+    times = np.array([0.0, 0.1, 0.2])
+    for index in ([0, np.nan, 2], [0, 1.5, 2]):
+        with pytest.raises(LeRobotFormatError, match="episode 4: frame_index holds a value that is no frame number"):
+            check_frame_timing(Path("data.parquet"), 4, np.array(index), times, 10.0)
+    check_frame_timing(Path("data.parquet"), 4, np.array([0, 1, 2]), times.astype(np.float32).astype(float), 10.0)
+
+
 def test_episodes_left_out_are_said(lerobot_demo: Path, tmp_path: Path, capsys) -> None:
     """meta/episodes listing fewer episodes than info.json counts imported those alone without a word."""
     root = _copy(lerobot_demo, tmp_path / "lr")

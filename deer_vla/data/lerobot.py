@@ -263,7 +263,13 @@ def check_frame_timing(path: Path, episode: int, frame_index: Any, timestamps: n
     """LeRobotFormatError unless an episode's frames run 0, 1, 2, ... one period of ``fps`` apart (a frame
     missing, repeated, or an episode at another rate was imported silently as contiguous steps at ``fps``: each
     step the policy learnt from spanned another time than it will run at)."""
-    index = np.asarray(frame_index, dtype=np.int64).reshape(-1)
+    try:
+        numbers = np.asarray(frame_index, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        numbers = np.array([np.nan])
+    if not (np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers))):  # a null, or a fraction
+        raise LeRobotFormatError(f"{path}, episode {episode}: frame_index holds a value that is no frame number")
+    index = numbers.astype(np.int64)
     if not np.array_equal(index, np.arange(index.size)):
         at = int(np.flatnonzero(index != np.arange(index.size))[0])
         raise LeRobotFormatError(f"{path}, episode {episode}: frame_index is {int(index[at])} at row {at}, not "
