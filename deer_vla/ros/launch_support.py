@@ -68,7 +68,7 @@ def misspelt_arguments(given: Iterable[str], declared: list[str]) -> list[str]:
     ``ros2 launch`` accepts any ``name:=value`` and ignores one nobody declared, so ``checkpont:=/x`` would
     run the default checkpoint in silence. Names a parent launch file sets for itself share the context,
     so only a near miss of a declared name is reported, and nothing is refused. launch_ros's own
-    configurations are not arguments (``ros_namespace`` is one letter group from ``namespace``)."""
+    configurations are not arguments (difflib took ``ros_namespace`` for a misspelt ``namespace``)."""
     warnings = []
     for name in sorted(set(given) - set(declared) - LAUNCH_ROS_CONFIGURATIONS):
         close = difflib.get_close_matches(name.lower(), declared, n=1, cutoff=0.8)
