@@ -161,7 +161,8 @@ MAX_WEIGHT_MAGNITUDE = 1e4
 
 def magnitude_problem(tensor: torch.Tensor) -> str | None:
     """Why a float tensor cannot be a trained weight (NaN, infinity, a magnitude over MAX_WEIGHT_MAGNITUDE),
-    as the end of a sentence about it, or None. One reduction, as all_finite."""
+    as the end of a sentence about it, or None. Its extremes, not torch.isfinite: a reduction adds no
+    tensor-sized temporary to a load's peak memory (min and max propagate NaN, and are infinite at an inf)."""
     if tensor.numel() == 0:
         return None
     lo, hi = (float(v) for v in torch.aminmax(tensor.detach().reshape(-1)))
@@ -172,15 +173,6 @@ def magnitude_problem(tensor: torch.Tensor) -> str | None:
         return (f"holds a value of magnitude {largest:.3g}, over the {MAX_WEIGHT_MAGNITUDE:g} no trained weight "
                 "reaches: a damaged or diverged file (such a weight saturates every action)")
     return None
-
-
-def all_finite(tensor: torch.Tensor) -> bool:
-    """Whether a float tensor holds no NaN or infinity. Its extremes, not torch.isfinite: a reduction adds no
-    tensor-sized temporary to a load's peak memory (min and max propagate NaN, and are infinite at an inf)."""
-    if tensor.numel() == 0:
-        return True
-    lo, hi = torch.aminmax(tensor.detach().reshape(-1))
-    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
 def file_refs(file: str | Path, names: Mapping[str, str] | list[str]) -> dict[str, TensorRef]:

@@ -1377,13 +1377,13 @@ class PolicyNode(LifecycleNode):
             return problem
         if params.proprio_input_topic and self.proprio is None:  # timer mode stepped, and failed, every period
             return "no_proprio", f"no proprioception accepted yet on '{params.proprio_input_topic}'"
+        limit_s, limit = params.proprio_age
         if self._proprio_stamp_ns is None:
             arrived = self._proprio_arrived
             if not params.proprio_input_topic or arrived is None:
                 return None
             sim = bool(getattr(self.get_clock(), "ros_time_is_active", False))
             waited = arrived.age_s(self._moment(), sim)
-            limit_s, limit = params.proprio_age
             if waited <= limit_s:
                 return None
             refused = (f"; the messages since were refused, the latest: {self.stats.refusals.get(PROPRIO_INPUT)}"
@@ -1391,7 +1391,6 @@ class PolicyNode(LifecycleNode):
             return "stale_proprio", (f"no fresh proprioception: the last accepted on "
                                      f"'{params.proprio_input_topic}' arrived {waited:.2f} s ago (limit "
                                      f"{limit} {limit_s:g} s){refused}")
-        limit_s, limit = params.proprio_age
         joint = stamp_problem(self._proprio_stamp_ns, now, limit_s, params.max_image_future_s, limit)
         if joint is not None:
             refused = (f"; the joint states since were refused, the latest: {self.stats.refusals.get(PROPRIO_INPUT)}"
