@@ -167,9 +167,10 @@ class DatasetMeta:
         tasks = data.get("tasks", [])
         if not (isinstance(tasks, list) and all(isinstance(t, str) for t in tasks)):
             problems.append(f"tasks must be a list of names, got {str(tasks)[:60]}")
-        rate = data.get("control_rate_hz")
-        if rate is not None and control_rate_problem(rate) is not None:  # the checkpoint's control rate to be
-            problems.append(f"control_rate_hz {control_rate_problem(rate)}")
+        rate = data.get("control_rate_hz")  # the checkpoint's control rate to be
+        rate_problem = control_rate_problem(rate) if rate is not None else None
+        if rate_problem is not None:
+            problems.append(f"control_rate_hz {rate_problem}")
         if problems:
             raise DatasetError(f"{source}: malformed metadata: {'; '.join(problems)}")
         try:
