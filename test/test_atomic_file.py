@@ -120,6 +120,26 @@ def test_a_stream_named_by_a_link_is_written_straight_even_when_it_is_a_file(tmp
     assert log.read_text() == "before\nthe report\nafter\n"
 
 
+def test_a_writer_that_takes_a_file_name_appends_to_a_stream_too(tmp_path: Path) -> None:
+    """`--plot /dev/stdout >> run.log` (savefig and safetensors' save_file open their file "wb"): the writer was
+    handed the stream's name and truncated the file behind it, losing what the shell had written before."""
+    from deer_vla.core.atomic_file import atomic_write_with
+
+    log = tmp_path / "run.log"
+
+    def write(name: Path) -> None:
+        name.write_bytes(b"the figure\n")
+
+    with open(log, "a") as stream:
+        stream.write("before\n")
+        stream.flush()
+        atomic_write_with(f"/proc/self/fd/{stream.fileno()}", write)
+        atomic_write_with(tmp_path / "plot.png", write)  # a file: whole, as before
+        stream.write("after\n")
+    assert log.read_text() == "before\nthe figure\nafter\n"
+    assert (tmp_path / "plot.png").read_bytes() == b"the figure\n"
+
+
 def test_a_folder_that_takes_no_new_name_is_written_in_place(tmp_path: Path, monkeypatch) -> None:
     """An existing writable file in a folder where no temporary file can be made (the user may not add names
     there) was written before whole writes; it still is, in place."""

@@ -460,7 +460,8 @@ def test_the_bringup_judges_parameter_files_by_the_names_rcl_will_give_the_nodes
     with pytest.raises(ValueError, match=r"holds no parameters for node /arm_policy"):
         graph.with_arguments({"params_file": str(old_file)})
     with pytest.raises(ValueError, match=r"-r deer_vla_policy:__node:=arm_policy: .*policy\.yaml holds no parameters "
-                                         r"for node /arm_policy .*give params_file:= a file keyed /\*\*/arm_policy"):
+                                         r"for node /arm_policy .*give params_file:= \(launch, bringup\) or "
+                                         r"--config-dir \(bringup, demo\) a file keyed /\*\*/arm_policy"):
         graph.with_arguments({})  # the graph's own config/policy.yaml, keyed by the old name
     with pytest.raises(ValueError, match="'1x' is not a node name rcl takes"):
         _with_name_remaps(["--ros-args", "-r", "deer_vla_policy:__node:=1x"], {}, robot)
@@ -479,6 +480,26 @@ def test_the_bringup_judges_parameter_files_by_the_names_rcl_will_give_the_nodes
         _with_name_remaps(moved, {"namespace": "robot1"}, robot)
     with pytest.raises(ValueError, match=r"two namespaces: -r __ns:=/a and -r __ns:=/b; give one"):
         _with_name_remaps(["--ros-args", "-r", "__ns:=/a", "-r", "__ns:=/b"], {}, robot)
+
+
+def test_the_monitor_reports_on_the_policy_a_remap_renamed_or_moved(tmp_path):
+    """The monitor's hardware_id "" means <its namespace>/deer_vla_policy: with `-r deer_vla_policy:__node:=
+    arm_policy` (or the policy alone moved by `-r deer_vla_policy:__ns:=/arm1`) its statuses named a node that
+    did not exist, beside the policy's own under its real name."""
+    from deer_vla.ros.bringup import _with_name_remaps
+
+    robot = load_graph("robot")
+    assert "hardware_id" not in robot.with_arguments({"namespace": "robot1"}).node("monitor").parameters
+    renamed_file = tmp_path / "renamed.yaml"
+    renamed_file.write_text("/**/arm_policy:\n  ros__parameters:\n    max_instruction_chars: 500\n")
+    arguments, graph = _with_name_remaps(["--ros-args", "-r", "deer_vla_policy:__node:=arm_policy"],
+                                         {"params_file": str(renamed_file), "namespace": "robot1"}, robot)
+    assert graph.with_arguments(arguments).node("monitor").parameters["hardware_id"] == "/robot1/arm_policy"
+    arguments, graph = _with_name_remaps(["--ros-args", "-r", "deer_vla_policy:__ns:=/arm1"], {}, robot)
+    assert graph.with_arguments(arguments).node("monitor").parameters["hardware_id"] == "/arm1/deer_vla_policy"
+    own = robot.with_parameters({"monitor": {"hardware_id": "arm-7"}})  # a hardware_id the user set is theirs
+    arguments, graph = _with_name_remaps(["--ros-args", "-r", "deer_vla_policy:__ns:=/arm1"], {}, own)
+    assert graph.with_arguments(arguments).node("monitor").parameters["hardware_id"] == "arm-7"
 
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,12 +58,16 @@ def atomic_write_with(path: str | Path, write: Callable[[Path], None]) -> None:
     the tensors' memory where ``save`` would first copy the whole file into bytes): ``write(tmp)`` writes the
     temporary file, which then gets the mode a file created there gets (``save_file`` makes it 0600 whatever
     the umask or the folder's default ACL: a checkpoint a robot's service user could not read), is flushed to
-    disk and renamed over ``path``."""
+    disk and renamed over ``path``; a stream's (a device or pipe) is appended to it."""
     path = Path(path)
     target = _replaced_file(path)
-    if target is None:
-        with _names(path):
-            write(path)
+    if target is None:  # a stream: appended to, as atomic_write_bytes does (writers open their file "wb",
+        # which truncated the file a shell sent stdout to), from a private file the writer fills first
+        with tempfile.TemporaryDirectory() as folder, _names(path):
+            whole = Path(folder) / f"whole{path.suffix}"  # the suffix kept: a writer may take its format from it
+            write(whole)
+            with open(whole, "rb") as src, open(path, "ab") as dst:
+                shutil.copyfileobj(src, dst)
         return
     tmp = _temporary_name(target)
     try:

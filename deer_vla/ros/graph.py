@@ -20,6 +20,8 @@ EVERY_NODE = "*"  # a launch argument's parameter "*.param": that parameter of e
 # rcl's namespace rule: tokens of letters, digits and _, not starting with a digit, joined by single slashes
 NAMESPACE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 WAITS_FOR = "policy_node"  # the sim's parameter naming the policy node it waits for
+# the monitor's parameter naming the policy its statuses are about ("" = <its own namespace>/<the graph's policy name>)
+REPORTS_ON = "hardware_id"
 
 
 def default_config_dir() -> Path:
@@ -220,12 +222,15 @@ class GraphSpec:
         for spec in nodes.values():  # a renamed node: rcl matches parameter files by name, and drops the others
             unmatched = spec.unmatched_files() if spec.renamed_from else []
             if unmatched:
-                advice = next((f"give params_file:= a file keyed /**/{spec.name}" for a in self.arguments
-                               if a.params_file == spec.key), f"key a copy of it /**/{spec.name} (--config-dir)")
+                # the demo takes no launch arguments, only --config-dir: both ways are said where both exist
+                advice = next((f"give params_file:= (launch, bringup) or --config-dir (bringup, demo) a file keyed "
+                               f"/**/{spec.name}" for a in self.arguments if a.params_file == spec.key),
+                              f"key a copy of it /**/{spec.name} (--config-dir)")
                 raise ValueError(f"-r {spec.renamed_from}:__node:={spec.name}: {', '.join(str(f) for f in unmatched)} "
                                  f"holds no parameters for node {spec.full_name} (rcl matches parameter files by "
                                  f"node name, and would drop it in silence): {advice}")
-        return replace(self, nodes=tuple(nodes[s.key] for s in self.nodes))
+        return replace(self, nodes=tuple(_reporting_on(nodes.get("policy"), s) for s in
+                                         (nodes[s.key] for s in self.nodes)))
 
     def with_node_renamed(self, old: str, new: str) -> GraphSpec:
         """This graph with the node named ``old`` named ``new`` (``-r old:__node:=new``), and a parameter naming
@@ -255,6 +260,18 @@ class GraphSpec:
             spec = self.node(key)
             nodes[key] = replace(spec, parameters={**spec.parameters, **values})
         return replace(self, nodes=tuple(nodes[s.key] for s in self.nodes))
+
+
+def _reporting_on(policy: NodeSpec | None, spec: NodeSpec) -> NodeSpec:
+    """``spec`` with ``REPORTS_ON`` naming ``policy`` where its default ("": the graph's policy name in spec's own
+    namespace) would name another node: the policy renamed or moved by a remap (bringup, demo), whose statuses
+    the monitor would otherwise give under a name no node has."""
+    if policy is None or spec is policy or spec.file_parameters().get(REPORTS_ON) != "":
+        return spec
+    default = "/" + "/".join(p for p in (spec.outer_namespace, spec.namespace, policy.renamed_from or policy.name) if p)
+    if policy.full_name == default:
+        return spec
+    return replace(spec, parameters={**spec.parameters, REPORTS_ON: policy.full_name})
 
 
 def _tokens_match(key: list[str], name: list[str]) -> bool:

@@ -55,7 +55,9 @@ MONITOR_DEFAULTS: dict = {
     "window": 0,  # steps in the running statistics; 0 = whole run
     "error_ratio": 1.5,  # ERROR when a budget is exceeded by more than this factor (WARN below)
     "write_plot": True,
-    "hardware_id": "",  # "" = <this namespace>/deer_vla_policy (the default policy name; set it for a renamed one)
+    # "" = <this namespace>/deer_vla_policy (the default policy name; set it for a renamed one: bringup and demo
+    # do, for a -r remap's, graph.REPORTS_ON)
+    "hardware_id": "",
     # WARN when the p95 observation age at action time (camera stamp -> action out) exceeds this; 0 = off
     "obs_age_warn_ms": 250.0,
     # the steps status goes WARN when no step record has come for this long (wall time; 0 = off): a policy that
