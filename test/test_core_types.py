@@ -126,11 +126,17 @@ def test_step_record_json_round_trip():
     ({"obs_age_ms": float("inf")}, "'obs_age_ms' inf"),  # JSON has no Infinity: the log line would not be JSON
     # the lists too (an audit's forged records put NaN/Infinity in 80 of 1808 steps.jsonl lines): times and
     # actions finite, times >= 0; scores and eta_k may be +inf but never NaN, scores never negative
-    ({"segment_ms": [1.0, float("nan")]}, "'segment_ms' [1.0, nan] (must be a list of finite numbers >= 0)"),
+    ({"segment_ms": [1.0, float("nan")]}, "'segment_ms' [1.0, nan] (must be a list of numbers in 0..1e+09)"),
     ({"segment_ms": [float("inf"), -1e308]}, "'segment_ms'"),
     ({"segment_ms": [-0.5]}, "'segment_ms' [-0.5]"),
-    ({"action": [0.1, float("nan")]}, "'action' [0.1, nan] (must be a list of finite numbers)"),
+    ({"action": [0.1, float("nan")]}, "'action' [0.1, nan] (must be a list of numbers in -1e+09..1e+09)"),
     ({"action": [float("-inf")]}, "'action'"),
+    # finite but beyond any robot's: two of 1e308 made the monitor's running mean inf for the rest of the run
+    ({"llm_gflops": 1e308}, "'llm_gflops' 1e+308 (must be a number in 0..1e+09)"),
+    ({"total_ms": 2e9}, "'total_ms'"),
+    ({"obs_age_ms": 1e300}, "'obs_age_ms'"),
+    ({"segment_ms": [1e308]}, "'segment_ms'"),
+    ({"action": [-1e12]}, "'action'"),
     ({"distances": [float("nan")]}, "'distances' [nan]"),
     ({"distances": [-1.0]}, "'distances' [-1.0]"),
     ({"thresholds": [float("nan")]}, "'thresholds' [nan]"),

@@ -253,6 +253,7 @@ def test_monitor_outlives_records_that_overflow_and_a_fault_in_its_statuses(ros_
         monkeypatch.setattr(node.stats, "statuses", broken)
         statuses = node.diagnostics().status  # what the timer publishes: one ERROR status instead of a crash
         assert [(s.name, s.level) for s in statuses] == [("deer_vla: monitor", bytes([2])),
+                                                          ("deer_vla: records", bytes([1])),  # the 3 refused
                                                           ("deer_vla: logging", bytes([0]))]
         summary = node.close()
         assert summary["steps"] == 1 and summary["worst_status"] == "ERROR" and summary["status_errors"] == 2
@@ -268,6 +269,8 @@ def test_monitor_outlives_records_that_overflow_and_a_fault_in_its_statuses(ros_
     ({"diagnostics_rate_hz": 1e-12}, "'diagnostics_rate_hz' must be in"),
     ({"window": 2**62}, "'window' must be in 0..1000000"),
     ({"window": -1}, "'window' must be in"),
+    ({"error_ratio": float("inf")}, "parameter 'error_ratio' must be a number > 1, got inf"),  # no ERROR, ever
+    ({"metric": "gflops"}, "parameter 'metric' must be 'llm_gflops' or 'total_gflops'"),
     ({"run_name": "../escape"}, "'run_name' must be one folder name"),
     ({"run_name": "/tmp/elsewhere"}, "'run_name' must be one folder name"),
     ({"run_name": ".."}, "'run_name' must be one folder name"),
@@ -693,3 +696,81 @@ def test_the_steps_status_warns_when_the_records_stop(ros_context, tmp_path, mon
         assert next(s for s in off.diagnostics().status if s.name == "deer_vla: steps").level[0] == 0
     finally:
         off.destroy_node()
+
+
+def test_the_records_status_says_refused_records_and_step_numbers_that_never_came(ros_context, tmp_path,
+                                                                                   monkeypatch):
+    """A burst the reader's queue could not hold lost 8777 of 10 000 records with the summary at `bad_records 0`
+    and every status OK; 50 refused records (a newer policy's extra field) left the steps status at "no step
+    records received yet". Step numbers that never came are counted (one that comes late, reordered, is not)."""
+    from std_msgs.msg import String
+
+    from deer_vla.ros import monitor_node as monitor_module
+
+    node = _monitor(tmp_path)
+    now = [1000.0]
+    monkeypatch.setattr(monitor_module.time, "monotonic", lambda: now[0])
+    try:
+        def status(name):
+            found = next(s for s in node.diagnostics().status if s.name == f"deer_vla: {name}")
+            return found.level[0], found.message, {kv.key: kv.value for kv in found.values}
+
+        for _ in range(3):
+            node._on_record(String(data=_record_json(0)[:-1] + ',"new_field":1}'))
+        level, message, _ = status("steps")
+        assert level == 1 and message == "no step record accepted yet: 3 received, all refused"
+        level, message, values = status("records")
+        assert level == 1 and "refused or lost in the last 30 s" in message and values["refused"] == "3"
+        now[0] += 31
+        assert status("records")[0] == 0  # said for a while, not for the rest of the run
+        for step in (0, 1, 2, 5, 3, 9):  # 3, 4, 6, 7, 8 skipped; 3 then comes late
+            node._on_record(String(data=_record_json(step, 1_000 * (step + 1))))
+        level, message, values = status("records")
+        assert node.skipped_steps == 4 and values["skipped_steps"] == "4" and level == 1
+        assert message.endswith("6 accepted, 3 refused, 4 step number(s) skipped")
+        node._on_record(String(data=_record_json(0, 10**9)))  # a restarted policy counts from 0: nothing skipped
+        assert node.skipped_steps == 4
+        summary = node.close()
+        assert summary["skipped_steps"] == 4 and summary["bad_records"] == 3 and summary["max_publishers"] == 0
+    finally:
+        node.destroy_node()
+
+
+def test_a_second_publisher_of_the_records_is_said(executor, tmp_path, spin_until):
+    """Two policies on one record topic (steps 0-19 each, interleaved, one at 0.9 and one at 1.6 GFLOPs under a
+    budget of 1.0) were pooled to a mean of 1.25 and one WARN, with nothing said of the second policy."""
+    import rclpy
+    from std_msgs.msg import String
+
+    node = _monitor(tmp_path)
+    executor.add_node(node)
+    senders = [rclpy.create_node(f"policy_{i}") for i in range(2)]
+    try:
+        pubs = [s.create_publisher(String, "step_record", 10) for s in senders]
+        assert spin_until(executor, lambda: node.count_publishers("/step_record") == 2)
+        records = next(s for s in node.diagnostics().status if s.name == "deer_vla: records")
+        assert records.level[0] == 1 and records.message.startswith("2 publishers on /step_record: the figures mix")
+        pubs[1].destroy()
+        assert spin_until(executor, lambda: node.count_publishers("/step_record") == 1)
+        assert next(s for s in node.diagnostics().status if s.name == "deer_vla: records").level[0] == 0
+        assert node.close()["max_publishers"] == 2
+    finally:
+        for sender in senders:
+            sender.destroy_node()
+        node.destroy_node()
+
+
+def test_the_exit_axis_of_the_plot_has_a_dozen_ticks_whatever_max_exit_says(tmp_path, monkeypatch):
+    """One record with max_exit 1024 drew 1024 ticks: 8 s at shutdown, past the 5 s before launch's SIGKILL."""
+    import matplotlib.figure
+
+    from deer_vla.ros import plot as plot_module
+    from deer_vla.ros.plot import PlotPoint
+
+    figures = []
+    monkeypatch.setattr(plot_module, "save_figure", lambda fig, path, dpi: figures.append(fig))
+    monkeypatch.setattr(matplotlib.figure.Figure, "tight_layout", lambda self: None)  # drawn ticks, not layout
+    points = [PlotPoint(0, 1, 4, 0.5, None)] * 10 + [PlotPoint(0, 7, 1024, 0.5, None)]
+    plot_module.plot_points(points, tmp_path / "p.png")
+    ticks = figures[0].axes[0].get_yticks()
+    assert 2 <= len(ticks) <= 14 and all(t == int(t) for t in ticks)

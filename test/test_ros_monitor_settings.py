@@ -105,6 +105,22 @@ def test_the_window_parameter_bounds_the_running_statistics(ros_context, tmp_pat
         node.destroy_node()
 
 
+def test_with_a_window_the_worst_status_is_judged_on_the_whole_run(ros_context, tmp_path):
+    """window 10: 90 steps at twice the average budget, then 10 under it, reported `final_status OK` and
+    `worst_status OK` beside a whole-run mean of 1.85 (the window's status had been ERROR for 80 ticks)."""
+    node = _monitor(tmp_path, window=10)
+    try:
+        for step in range(100):
+            node._on_record(_record(step, llm_gflops=2.0 if step < 90 else 0.5, budget_average_gflops=1.0,
+                                    total_ms=50.0 if step < 90 else 2.0, budget_peak_ms=10.0))
+        assert _statuses(node)["average_gflops"].level == bytes([0])  # the live status is the window's
+        summary = node.close()
+        assert summary["mean_llm_gflops"] == pytest.approx(1.85)
+        assert (summary["final_status"], summary["worst_status"]) == ("OK", "ERROR")
+    finally:
+        node.destroy_node()
+
+
 def test_the_diagnostics_rate_sets_the_status_timer(executor, tmp_path, spin_until):
     """diagnostics_rate_hz 10: the status went out once a second whatever the rate asked."""
     import rclpy

@@ -94,6 +94,9 @@ class StepRecord:
 # Checked at the parse boundary (monitor, recordings): a reader sums and plots these, so one NaN or
 # string from a hostile or broken publisher must be refused here, not poison a running mean forever.
 MAX_EXIT = 1024  # far more exits than any model has layers
+# a cost, time or budget beyond any robot's (1e9 GFLOPs or ms in one step): a finite 1e308 passed, and two of them
+# made the running mean inf (and summary.json's "Infinity", which strict JSON readers refuse) for the whole run
+MAX_MAGNITUDE = 1e9
 _COUNTS = ("step", "episode")
 _EXITS = ("exit_used", "max_exit", "distances_from_exit")
 _COSTS = ("llm_gflops", "total_gflops", "encode_ms", "head_ms", "total_ms", "running_mean_gflops")
@@ -102,8 +105,8 @@ _OPTIONAL_NUMBERS = ("budget_average_gflops", "budget_peak_gflops", "budget_peak
 # lists of numbers, and what each must be: times and actions are finite (a reader sums and plots them, and
 # JSON has no NaN or Infinity); scores and eta_k may be +inf (an exit never taken), never NaN
 _NUMBER_LISTS: dict[str, tuple[Callable[[float], bool], str]] = {
-    "segment_ms": (lambda v: math.isfinite(v) and v >= 0, "a list of finite numbers >= 0"),
-    "action": (math.isfinite, "a list of finite numbers"),
+    "segment_ms": (lambda v: 0 <= v <= MAX_MAGNITUDE, f"a list of numbers in 0..{MAX_MAGNITUDE:g}"),
+    "action": (lambda v: abs(v) <= MAX_MAGNITUDE, f"a list of numbers in -{MAX_MAGNITUDE:g}..{MAX_MAGNITUDE:g}"),
     "distances": (lambda v: v >= 0, "a list of numbers >= 0 (inf allowed, not NaN)"),
     "thresholds": (lambda v: not math.isnan(v), "a list of numbers (inf allowed, not NaN)"),
 }
@@ -132,6 +135,11 @@ def _is_finite(v: object) -> bool:
     return _is_number(v) and math.isfinite(v)  # type: ignore[arg-type]
 
 
+def _is_plausible(v: object) -> bool:
+    """A number a reader may sum over a whole run without overflow: finite, and within MAX_MAGNITUDE."""
+    return _is_finite(v) and abs(v) <= MAX_MAGNITUDE  # type: ignore[arg-type]
+
+
 def _field_problems(data: dict[str, Any]) -> list[str]:
     bad: list[str] = []
 
@@ -149,14 +157,14 @@ def _field_problems(data: dict[str, Any]) -> list[str]:
         bad.append(f"'exit_used' {data['exit_used']} above 'max_exit' {data['max_exit']}")
     for name in _COSTS:
         if name in data:
-            need(_is_finite(data[name]) and data[name] >= 0, name, "a finite number >= 0")
+            need(_is_plausible(data[name]) and data[name] >= 0, name, f"a number in 0..{MAX_MAGNITUDE:g}")
     if "threshold_scale" in data:
-        need(_is_finite(data["threshold_scale"]), "threshold_scale", "a finite number")
+        need(_is_plausible(data["threshold_scale"]), "threshold_scale", f"a number within ±{MAX_MAGNITUDE:g}")
     if "stamp_ns" in data:
         need(_is_int(data["stamp_ns"]) and 0 <= data["stamp_ns"] < 2**64, "stamp_ns", "an integer in 0..2^64-1")
     for name in _OPTIONAL_NUMBERS:  # finite: written back as JSON, where NaN and Infinity are not numbers
         if data.get(name) is not None:
-            need(_is_finite(data[name]), name, "a finite number or null")
+            need(_is_plausible(data[name]), name, f"a number within ±{MAX_MAGNITUDE:g}, or null")
     # every field is checked, also one that only matters beside another (a nested list in risk_metric without
     # risk_eps passed, and writing the record back overflowed the stack)
     need(data.get("budget_metric") in (None, "llm_gflops", "total_gflops"), "budget_metric",

@@ -56,14 +56,15 @@ class BudgetStatus:
 class BudgetMonitor:
     def __init__(self, metric: str = "llm_gflops", window: int = 0, error_ratio: float = 1.5,
                  obs_age_warn_ms: float = 0.0) -> None:
+        # named as the monitor's parameters of these names, which they are
         if metric not in ("llm_gflops", "total_gflops"):
-            raise ValueError(f"metric must be 'llm_gflops' or 'total_gflops', got '{metric}'")
+            raise ValueError(f"parameter 'metric' must be 'llm_gflops' or 'total_gflops', got '{metric}'")
         if window < 0:
-            raise ValueError(f"window must be >= 0 (0 = whole run), got {window}")
-        if not error_ratio > 1.0:
-            raise ValueError(f"error_ratio must be > 1, got {error_ratio}")
+            raise ValueError(f"parameter 'window' must be >= 0 (0 = whole run), got {window}")
+        if not 1.0 < error_ratio < math.inf:  # inf: no budget could ever reach ERROR
+            raise ValueError(f"parameter 'error_ratio' must be a number > 1, got {error_ratio}")
         if not obs_age_warn_ms >= 0:
-            raise ValueError(f"obs_age_warn_ms must be >= 0 (0 = off), got {obs_age_warn_ms}")
+            raise ValueError(f"parameter 'obs_age_warn_ms' must be >= 0 (0 = off), got {obs_age_warn_ms}")
         self.metric = metric
         self.error_ratio = error_ratio
         self.obs_age_warn_ms = obs_age_warn_ms
@@ -97,7 +98,7 @@ class BudgetMonitor:
             since = self._since.get(name)
             if since is None or since.limit != limit or since.metric != metric:
                 if since is not None:  # the value ends here: judged on its own steps (before this one is added)
-                    self.worst_level = max(self.worst_level, self._judgement(name, since.limit)[0])
+                    self.worst_level = max(self.worst_level, self._judgement(name, since.limit, whole=True)[0])
                 since = self._since[name] = _SinceChange(limit, metric)
             since.steps += 1
             since.total_cost += budget_cost
@@ -122,20 +123,21 @@ class BudgetMonitor:
         self.last = record
         self._budget_cost.append(budget_cost)
 
-    def _judged(self, name: str) -> tuple[float, str]:
+    def _judged(self, name: str, whole: bool = False) -> tuple[float, str]:
         """(value, what it is) that budget ``name`` is judged on: over the steps since it took its current value
-        (and within the window, if one is set), in the metric the budget refers to."""
+        (within the window, if one is set, unless ``whole``), in the metric the budget refers to."""
         since = self._since[name]
-        n = since.steps if not self.window else min(since.steps, len(self._ms))
+        windowed = bool(self.window) and not whole
+        if name == "peak_ms":  # the budget is a worst case, capped by the profile's measured p99: judged so
+            ms = self._ms if windowed else self._run_ms
+            return float(np.percentile(list(ms)[-min(since.steps, len(ms)):], 99)), "p99 step ms"
+        n = min(since.steps, len(self._ms))
         costs, times = list(self._budget_cost)[-n:], list(self._ms)[-n:]
         if name == "average_gflops":
-            mean = since.total_cost / since.steps if not self.window else float(np.mean(costs))
-            return mean, f"mean {since.metric}"
+            return (float(np.mean(costs)) if windowed else since.total_cost / since.steps), f"mean {since.metric}"
         if name == "peak_gflops":
-            return (since.max_cost if not self.window else max(costs)), f"max {since.metric}"
-        if name == "peak_ms":  # the budget is a worst case, capped by the profile's measured p99: judged so
-            return float(np.percentile(times[-QUANTILE_SAMPLES:], 99)), "p99 step ms"
-        return (since.max_ms if not self.window else max(times)), "max step ms"
+            return (max(costs) if windowed else since.max_cost), f"max {since.metric}"
+        return (max(times) if windowed else since.max_ms), "max step ms"
 
     # -- statistics over the window -------------------------------------------------
     def mean_cost(self) -> float:
@@ -170,9 +172,10 @@ class BudgetMonitor:
             return OK
         return ERROR if value > limit * self.error_ratio else WARN
 
-    def _judgement(self, name: str, limit: float | None) -> tuple[int, str, dict[str, str]]:
-        """(level, message, values) of budget ``name`` at ``limit`` over the steps since it took its value."""
-        value, what = self._judged(name)
+    def _judgement(self, name: str, limit: float | None, whole: bool = False) -> tuple[int, str, dict[str, str]]:
+        """(level, message, values) of budget ``name`` at ``limit`` over the steps since it took its value
+        (``whole``: all of them, whatever the window)."""
+        value, what = self._judged(name, whole)
         values = {"value": f"{value:.6g}", "measure": what}
         if limit is None or not math.isfinite(limit) or limit <= 0:
             return OK, "no budget set", values
@@ -251,6 +254,10 @@ class BudgetMonitor:
         the run left (judged on its own steps when it changed): a run over its average budget for most of its
         time, then within a raised one, ends OK but was not."""
         final = max((s.level for s in (self.statuses() if statuses is None else statuses)), default=OK)
+        # the budgets in force judged on all their steps: with a window, the final status is the last N steps'
+        # alone (a run over its budget for 90 of 100 steps ended OK, its worst too)
+        whole = max((self._judgement(name, since.limit, whole=True)[0] for name, since in self._since.items()),
+                    default=OK)
         def pct(samples: deque[float], q: float) -> float:
             return float(np.percentile(samples, q)) if samples else 0.0
 
@@ -264,5 +271,5 @@ class BudgetMonitor:
             "obs_age_p95_ms": pct(self._run_age, 95),
             "exit_histogram": dict(sorted(self.exit_histogram.items())),
             "final_status": LEVEL_NAMES[final],
-            "worst_status": LEVEL_NAMES[max(final, self.worst_level)],
+            "worst_status": LEVEL_NAMES[max(final, whole, self.worst_level)],
         }

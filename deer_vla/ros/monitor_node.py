@@ -6,6 +6,7 @@ import math
 import sys
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -26,7 +27,7 @@ from deer_vla.data.mcap_io import (
     prune_parts,
 )
 from deer_vla.ros.background_writer import BackgroundWriter
-from deer_vla.ros.budget_monitor import ERROR, WARN, BudgetMonitor, BudgetStatus
+from deer_vla.ros.budget_monitor import ERROR, OK, WARN, BudgetMonitor, BudgetStatus
 from deer_vla.ros.diagnostic_names import status_name
 from deer_vla.ros.log_health import LogHealth
 from deer_vla.ros.node_main import run_node
@@ -79,6 +80,9 @@ MAX_RECORD_CHARS = 64 * 1024  # a real record is ~1 KB; a bigger one is refused 
 # records whose key a repeat is checked against: a copy reordered behind later records (QoS, two publishers)
 RECENT_RECORDS = 1000
 LOG_QUEUE_RECORDS = 1000  # records that may wait for a stalled disk (100 s at 10 Hz) before they are dropped
+# how long the records status stays WARN after a record was refused or a step number did not arrive: long
+# enough for a 1 Hz reader (or diagnostic_aggregator) to see it, not a run-long WARN for one bad record
+RECORD_TROUBLE_S = 30.0
 LOG_CLOSE_WAIT_S = 3.0  # how long closing waits for them (ros2 launch sends SIGKILL 5 s after SIGTERM)
 
 
@@ -156,6 +160,13 @@ class MonitorNode(Node):
         # (episode, step, stamp_ns) of the last records, oldest first (a dict keeps insertion order)
         self._recent_keys: dict[tuple[int, int, int], None] = {}
         self.out_of_order_records = 0  # stamped before the previous record: kept, but said
+        # step numbers that never arrived between two records (the policy numbers its steps one by one): lost on
+        # the way (a reader's queue overflowed: 8777 of a burst of 10000 went uncounted) or never published
+        self.skipped_steps = 0
+        self._missing_steps: dict[int, None] = {}  # the newest skipped step numbers, oldest first (bounded)
+        self._sequence_step: int | None = None  # the step number of the last record that was not a late one
+        self.max_publishers = 0  # of the record topic, as seen at each diagnostics tick
+        self._record_trouble_at: float | None = None  # time.monotonic() of the last refused or skipped record
         self._log_health = LogHealth()  # records that could not be written (disk full, ...): still in the statistics
         # the logs are written from a thread of their own: a disk that blocks a write for seconds neither pauses
         # /diagnostics nor lets the subscription's queue overflow (records lost uncounted); a full queue drops
@@ -174,6 +185,7 @@ class MonitorNode(Node):
     def _on_record(self, msg: String) -> None:
         if len(msg.data) > MAX_RECORD_CHARS:
             self.bad_records += 1
+            self._record_trouble_at = time.monotonic()
             self.get_logger().error(f"step record of {len(msg.data)} characters refused (at most "
                                     f"{MAX_RECORD_CHARS})", throttle_duration_sec=5.0)
             return
@@ -181,6 +193,7 @@ class MonitorNode(Node):
             record = StepRecord.from_json(msg.data)
         except Exception as exc:  # whatever a hostile publisher finds: raised here it would end the spin
             self.bad_records += 1
+            self._record_trouble_at = time.monotonic()
             self.get_logger().error(f"unreadable step record: {exc}", throttle_duration_sec=5.0)
             return
         if self.closed:
@@ -197,6 +210,7 @@ class MonitorNode(Node):
             self.get_logger().warn(f"step record stamped {(last.stamp_ns - record.stamp_ns) * 1e-6:.1f} ms before "
                                    f"the previous one (episode {record.episode} step {record.step}); logged as "
                                    "received", throttle_duration_sec=5.0)
+        self._count_skipped_steps(record)
         self._recent_keys[key] = None
         if len(self._recent_keys) > RECENT_RECORDS:
             del self._recent_keys[next(iter(self._recent_keys))]
@@ -204,6 +218,26 @@ class MonitorNode(Node):
         self._last_record_at = time.monotonic()
         self.records.append(PlotPoint.of(record, self.stats.metric))
         self._log_writer.put(record)
+
+    def _count_skipped_steps(self, record: StepRecord) -> None:
+        """Step numbers between the last record in sequence and ``record`` that have not come (the policy numbers
+        its records one by one; a restarted one counts from 0 again); one that comes late, reordered, is taken
+        off again (and is not the sequence's last)."""
+        if record.step in self._missing_steps:
+            del self._missing_steps[record.step]
+            self.skipped_steps -= 1
+            return
+        last, self._sequence_step = self._sequence_step, record.step
+        if last is None or record.step <= last + 1:
+            return
+        self.skipped_steps += record.step - last - 1
+        for step in range(max(last + 1, record.step - RECENT_RECORDS), record.step):  # bounded
+            self._missing_steps[step] = None
+        while len(self._missing_steps) > RECENT_RECORDS:
+            del self._missing_steps[next(iter(self._missing_steps))]
+        self._record_trouble_at = time.monotonic()
+        self.get_logger().warn(f"step records {last + 1}..{record.step - 1} have not arrived (lost on the way, or "
+                               "not published by the policy)", throttle_duration_sec=5.0)
 
     def _log_failed(self, what: str) -> None:
         """A record the logs could not take (disk full, unwritable folder, a stalled disk's full queue): it
@@ -299,13 +333,37 @@ class MonitorNode(Node):
                              {**s.values, "since_last_record_s": f"{since:.1f}"}) if s.name == "steps" else s
                 for s in statuses]
 
+    def _records_status(self) -> BudgetStatus:
+        """What reached the monitor of the record topic: records refused or step numbers that never came (WARN
+        for RECORD_TROUBLE_S after the last), or a second publisher (WARN while it is there: the statistics and
+        the budget statuses would mix two policies' steps)."""
+        publishers = self.count_publishers(self._record_topic)
+        self.max_publishers = max(self.max_publishers, publishers)
+        values = {"accepted": str(self.stats.count), "refused": str(self.bad_records),
+                  "duplicates": str(self.duplicate_records), "out_of_order": str(self.out_of_order_records),
+                  "skipped_steps": str(self.skipped_steps), "publishers": str(publishers)}
+        recent = (self._record_trouble_at is not None
+                  and time.monotonic() - self._record_trouble_at <= RECORD_TROUBLE_S)
+        said = f"{self.stats.count} accepted, {self.bad_records} refused, {self.skipped_steps} step number(s) skipped"
+        if publishers > 1:
+            return BudgetStatus("records", WARN, f"{publishers} publishers on {self._record_topic}: the figures mix "
+                                "their steps (give each policy its own namespace or record_topic); " + said, values)
+        if recent:
+            return BudgetStatus("records", WARN, f"records refused or lost in the last {RECORD_TROUBLE_S:g} s: {said}",
+                                values)
+        return BudgetStatus("records", OK, said, values)
+
     def diagnostics(self) -> DiagnosticArray:
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
-        not_budgets = ("steps", "observation_age", "fidelity_guarantee", "monitor", "logging")
+        not_budgets = ("steps", "observation_age", "fidelity_guarantee", "monitor", "logging", "records")
         statuses = self._statuses()
+        if self.stats.last is None and self.bad_records:  # received, but none taken: not "none received"
+            statuses = [replace(s, message=f"no step record accepted yet: {self.bad_records} received, all refused")
+                        if s.name == "steps" else s for s in statuses]
         if not self.closed:
             statuses = self._stale_steps(statuses)
+            statuses.append(self._records_status())
             statuses.append(self._logging_status())
         for status in statuses:
             arr.status.append(
@@ -330,6 +388,8 @@ class MonitorNode(Node):
             "bad_records": self.bad_records,
             "duplicate_records": self.duplicate_records,
             "out_of_order_records": self.out_of_order_records,
+            "skipped_steps": self.skipped_steps,
+            "max_publishers": self.max_publishers,
             "log_errors": self.log_errors,
             "node": self.get_fully_qualified_name(),  # which robot's run this is, with several on one graph
             "record_topic": self._record_topic,
