@@ -168,3 +168,53 @@ def test_calibrations_into_one_folder_save_in_turn_and_keep_each_others_threshol
     held.close()
     saver.join(timeout=10)
     assert not saver.is_alive() and len(list(out.root.glob("thresholds.replaced-*.json"))) == 1
+
+
+def test_the_proprio_edits_own_robot_md_asks_for_keep_the_digest_and_calibration(tmp_path: Path) -> None:
+    """docs/own_robot.md has `deg` written into a trained checkpoint's proprio.units (and limits or joint names
+    added by hand): the node then refused the thresholds as solved "with another config", and calibrate, as
+    the refusal advised, refused the checkpoint's own dataset (units [deg] != [""]). Names, units and limits
+    are the node's reading of the robot; the model computes with the length and the standardisation."""
+    from fixtures import build_tiny_checkpoint
+
+    from deer_vla.core.proprio_spec import ProprioSpec
+    from deer_vla.data.episodes import DatasetMeta
+    from deer_vla.model.config import PolicyConfig
+    from deer_vla.train.spaces import SpaceMismatchError, spaces_from_dataset
+
+    spec = ProprioSpec(names=("shoulder", "elbow"), mean=(1.0, 2.0), std=(3.0, 4.0))
+    source = build_tiny_checkpoint(tmp_path / "ckpt", proprio_dim=2, proprio=spec.to_dict())
+    digest = CheckpointDir(source).config_digest()
+
+    def hand_edits(config: dict) -> None:
+        config["proprio"].update(units=["deg", ""], low=[-180.0, -180.0], high=[180.0, 180.0],
+                                 names=["shoulder_pan.pos", "elbow.pos"])
+
+    edited = _edited(source, tmp_path / "edited", hand_edits)
+    assert edited.config_digest() == digest
+
+    def restandardised(config: dict) -> None:  # the model's own input changes: another policy
+        config["proprio"]["std"] = [3.0, 5.0]
+
+    assert _edited(source, tmp_path / "std", restandardised).config_digest() != digest
+    # thresholds stamped by the first scheme (the whole proprio spec, 2026-12-07) still fit their config
+    first_scheme = CheckpointDir(source).config_digests()[1]
+    assert first_scheme != digest and edited.config_digests()[1] != first_scheme
+    Thresholds(values=[0.1, 0.2], config_sha256=first_scheme).check_solved_on(
+        lambda: "w", "old.json", "ckpt", config_digests=CheckpointDir(source).config_digests)
+    with pytest.raises(ValueError, match="another config"):
+        Thresholds(values=[0.1, 0.2], config_sha256=first_scheme).check_solved_on(
+            lambda: "w", "old.json", "ckpt", config_digests=edited.config_digests)
+    pcfg = PolicyConfig.model_validate(edited.read_config().model_dump())
+    (tmp_path / "data").mkdir()
+
+    def meta(**proprio) -> DatasetMeta:
+        return DatasetMeta(tuple(pcfg.cameras), pcfg.image_size, pcfg.action_spec.to_dict(), 2,
+                           proprio_spec={**spec.to_dict(), **proprio})
+
+    meta().save(tmp_path / "data")
+    assert spaces_from_dataset(pcfg, tmp_path / "data", set(), fixed=True) is pcfg  # its own dataset: fits
+    for units, std in ((["rad", ""], [3.0, 4.0]), (["", ""], [3.0, 5.0])):  # said otherwise, or another input
+        meta(units=units, std=std).save(tmp_path / "data")
+        with pytest.raises(SpaceMismatchError, match="proprio"):
+            spaces_from_dataset(pcfg, tmp_path / "data", set(), fixed=True)

@@ -397,6 +397,33 @@ def test_a_sim_clock_that_stops_is_said_on_wall_time_and_stops_the_arm(executor,
         sim.node.destroy_node()
 
 
+def test_a_clock_watch_held_up_by_the_executor_does_not_say_the_clock_stood(executor, tiny_checkpoint, monkeypatch):
+    """A configure loading the model blocks the executor for seconds: the watch ran late, found the clock where
+    it had left it (its /clock messages still queued behind) and said `has not moved for 4 s (no /clock?)` with
+    /clock at 20 Hz throughout; a stop would have gone out the same way. A clock that went back is said."""
+    node, sim = _stepping_on_a_sim_clock(executor, tiny_checkpoint, enabled=True, stale_action="zero",
+                                         max_image_age_s=5.0)
+    warnings: list[str] = []
+    monkeypatch.setattr(node.get_logger(), "warn", lambda m, said=warnings, **_: said.append(m))
+    try:
+        node._on_clock_watch()  # nothing spins from here: the node clock stands where the simulator left it
+        assert node._last_command is not None and node._clock_moved is not None
+        five_s = 5 * 10**9
+        node._clock_watched_at -= five_s  # the watch's last run 5 s ago, the clock last seen moving then too
+        node._clock_moved = (node._clock_moved[0], node._clock_moved[1] - five_s)
+        node._on_clock_watch()
+        assert not node._clock_frozen and node.stats.skipped["stale_clock"] == 0 and not warnings
+        node._clock_moved = (node._clock_moved[0], node._clock_moved[1] - five_s)  # the watch on time: it stood
+        node._on_clock_watch()
+        assert node._clock_frozen  # (no stop: a step ran since the clock was last seen moving)
+        assert warnings[-1].startswith("use_sim_time: the node clock has not moved for 5 s")
+        node._clock_moved = (node._clock_moved[0] + 3600 * 10**9, node._clock_moved[1])  # a simulator reset
+        node._on_clock_watch()
+        assert warnings[-1].startswith("use_sim_time: the node clock went back 3600.000 s (a simulator reset?)")
+    finally:
+        sim.node.destroy_node()
+
+
 def test_the_clock_watch_leaves_a_step_in_flight_alone(executor, tiny_checkpoint):
     """A lock-step simulator holds /clock while it waits for the action: a step taking 6 s of wall time met
     a first version of the clock watch, which stopped the arm at 3 s and let the step's action out after it

@@ -211,7 +211,7 @@ class ExitController:
         ckpt = getattr(self.policy, "checkpoint_dir", None)
         if thresholds is not None and ckpt is not None:
             thresholds.check_solved_on(ckpt.weights_digest, "this set of thresholds", str(ckpt.root), ckpt.gates_digest,
-                                       ckpt.gates_file_digest, ckpt.config_digest)
+                                       ckpt.gates_file_digest, ckpt.config_digests)
 
     def _warn_unheld(self, budget: BudgetSpec) -> None:
         """Say so when the library path accepts a budget it will not hold: an average the thresholds spend more

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -132,11 +132,12 @@ class Thresholds:
     def check_solved_on(self, weights_digest: Callable[[], str], where: str, checkpoint: str,
                         gates_digest: Callable[[], str | None] | None = None,
                         gates_file_digest: Callable[[], str | None] | None = None,
-                        config_digest: Callable[[], str] | None = None) -> None:
+                        config_digests: Callable[[], Sequence[str]] | None = None) -> None:
         """Raise ValueError if these thresholds (read from ``where``) record other weights than the checkpoint's,
         or other exit gates than its gates file (``gates_digest``: their SHA-256, None without one;
         ``gates_file_digest``: the file's bytes', which older thresholds record), or another config
-        (``config_digest``). Each digest is only computed when they record one: hashing costs."""
+        (``config_digests``: the ones the checkpoint's config answers to, CheckpointDir.config_digests). Each
+        digest is only computed when they record one: hashing costs."""
         if self.weights_sha256 is not None:
             actual = weights_digest()
             if actual != self.weights_sha256:
@@ -144,9 +145,10 @@ class Thresholds:
                     f"{where} was solved on other weights (sha256 {self.weights_sha256[:12]}...) than {checkpoint}'s "
                     f"({actual[:12]}...): thresholds fit only the model they were solved on; use that checkpoint's "
                     "own thresholds, or calibrate this one (`deer-vla calibrate --checkpoint ... --out DIR`)")
-        if self.config_sha256 is not None and config_digest is not None:
-            actual = config_digest()
-            if actual != self.config_sha256:
+        if self.config_sha256 is not None and config_digests is not None:
+            accepted = config_digests()
+            if self.config_sha256 not in accepted:
+                actual = accepted[0]
                 raise ValueError(
                     f"{where} was solved on these weights with another config (sha256 {self.config_sha256[:12]}...) "
                     f"than {checkpoint}'s config.json ({actual[:12]}...): an edited config (attention heads, norm "

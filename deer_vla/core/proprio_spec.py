@@ -70,6 +70,19 @@ class ProprioSpec:
     def dim(self) -> int:
         return len(self.names)
 
+    def model_input(self) -> dict[str, Any]:
+        """What the model computes with: how many values, and their standardisation. The names, units and limits
+        say how the node finds, converts and checks a robot's values (docs/own_robot.md has them written into
+        config.json by hand: joint names, ``deg``, limits), not what the weights compute from the values."""
+        return {"dim": self.dim, "mean": list(self.mean), "std": list(self.std)}
+
+    def fits(self, data: ProprioSpec) -> bool:
+        """Whether a trained model of this spec may be calibrated or fine-tuned on a dataset whose proprio is
+        ``data``: the same model input, and no unit that both name differently ("" = not said: the importers
+        cannot know units, so a model told ``deg`` afterwards still fits its own dataset)."""
+        return self.model_input() == data.model_input() and all(
+            a == b or not a or not b for a, b in zip(self.units, data.units))
+
     def check(self, values: np.ndarray) -> np.ndarray:
         """-> the values as float32; ProprioError naming what is wrong (length, non-finite, beyond a limit)."""
         values = np.asarray(values, dtype=np.float32).reshape(-1)

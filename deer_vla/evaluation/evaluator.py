@@ -301,7 +301,7 @@ def load_thresholds_for(path: str | Path, num_exits: int, checkpoint: str | Path
     th = Thresholds.load(Path(path), num_exits=num_exits)  # names the file and the problem
     ckpt = CheckpointDir(checkpoint)
     th.check_solved_on(ckpt.weights_digest, str(path), str(checkpoint), ckpt.gates_digest, ckpt.gates_file_digest,
-                       ckpt.config_digest)
+                       ckpt.config_digests)
     return th
 
 

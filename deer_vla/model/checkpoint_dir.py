@@ -89,16 +89,28 @@ class CheckpointDir:
 
     def config_digest(self) -> str:
         """SHA-256 of what config.json says the model is: its validated fields (defaults filled in), but the
-        informational paths the backbones were first read from. With the weights' digest, what thresholds,
+        informational paths the backbones were first read from, and of the proprio spec only what the model
+        computes with (ProprioSpec.model_input). With the weights' digest, what thresholds,
         recordings and evaluation journals record of the model: an edit that keeps every tensor's shape
         (attention heads, norm eps, action scale, camera order, head history) makes the weights compute another
         policy, which the weights' digest alone did not tell."""
-        data = self.read_config().model_dump(mode="json")
+        return self.config_digests()[0]
+
+    def config_digests(self) -> tuple[str, ...]:
+        """The digests this config answers to: ``config_digest``'s, and where the config has a proprio spec, the
+        first scheme's (2026-12-07, over the whole spec), which files stamped then record."""
+        config = self.read_config()
+        data = config.model_dump(mode="json")
         for part in ("vision", "lm"):
             if isinstance(data.get(part), dict):
                 data[part].pop("path", None)
-        text = json.dumps(_same_numbers(data), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        digests = []
+        if data.get("proprio") is not None:  # its names, units and limits are the node's reading of the robot,
+            # edited by hand on a trained checkpoint as docs/own_robot.md says: thresholds stay valid across them
+            digests.append({**data, "proprio": config.proprio_spec.model_input()})
+        digests.append(data)
+        return tuple(hashlib.sha256(json.dumps(_same_numbers(d), sort_keys=True, separators=(",", ":")).encode())
+                     .hexdigest() for d in digests)
 
     def gates_digest(self) -> str | None:
         """SHA-256 of the exit gates (None without a gates file): what learned-criterion thresholds are solved

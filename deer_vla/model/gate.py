@@ -274,7 +274,7 @@ def read_gates(checkpoint: str | Path, feature_dim: int, action_dim: int, num_ex
         raise GateError(f"{path} was trained on other weights than {ckpt.weights_path} (sha256 {trained_on[:12]}...): "
                         "retrain the gates with `deer-vla train-gate`, or remove the file")
     config = meta.get("config_sha256")  # gates trained before 2026-12-07 record none
-    if config is not None and config != ckpt.config_digest():
+    if config is not None and config not in ckpt.config_digests():
         raise GateError(f"{path} was trained on these weights under another config than {ckpt.config_path} (sha256 "
                         f"{config[:12]}...): an edited config makes the weights compute other features; undo the "
                         "edit, or retrain the gates with `deer-vla train-gate`")

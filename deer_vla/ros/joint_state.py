@@ -145,7 +145,8 @@ def stamp_problem(stamp_ns: int, now_ns: int, max_age_s: float, max_future_s: fl
     ahead_s = (stamp_ns - now_ns) * 1e-9
     if ahead_s > max_future_s:
         return (f"stamped {ahead_s:.3f} s ahead of the node clock (tolerance max_image_future_s "
-                f"{max_future_s:g} s); check the publisher's clock")
+                f"{max_future_s:g} s); check the publisher's clock, or whether the node's went back (a simulator "
+                "reset under use_sim_time)")
     if -ahead_s > max_age_s:
         return f"stamped {-ahead_s:.3f} s ago (limit {age_limit} {max_age_s:g} s)"
     return None

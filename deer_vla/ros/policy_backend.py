@@ -150,7 +150,7 @@ def load_stack(
         try:  # another checkpoint's (of the same architecture) would load and run the wrong exits
             ckpt = CheckpointDir(checkpoint)
             thresholds.check_solved_on(ckpt.weights_digest, str(thresholds_path), str(checkpoint), ckpt.gates_digest,
-                                        ckpt.gates_file_digest, ckpt.config_digest)
+                                        ckpt.gates_file_digest, ckpt.config_digests)
         except (ValueError, OSError) as exc:
             raise ConfigurationError(str(exc)) from exc
     if timed_budget:

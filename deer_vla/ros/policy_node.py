@@ -322,6 +322,7 @@ class PolicyNode(LifecycleNode):
         self._clock_moved: tuple[int, int] | None = None  # (node clock, monotonic) when it last moved
         self._clock_frozen = False  # said WARN for the present freeze
         self._clock_stop_sent = False  # the present freeze's stop went out
+        self._clock_watched_at: int | None = None  # monotonic ns of the watch's previous run
         self._clock_watch = self.create_timer(CLOCK_WATCH_S, self._on_clock_watch, callback_group=self._control_group,
                                               clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._active_since: Moment | None = None
@@ -1772,8 +1773,20 @@ class PolicyNode(LifecycleNode):
         clock = self.get_clock()
         if not getattr(clock, "ros_time_is_active", False):
             self._clock_moved, self._clock_frozen, self._clock_stop_sent = None, False, False
+            self._clock_watched_at = None
             return
         now, mono = clock.now().nanoseconds, time.monotonic_ns()
+        watched_at, self._clock_watched_at = self._clock_watched_at, mono
+        if watched_at is not None and mono - watched_at > 2 * CLOCK_WATCH_S * 1e9 and self._clock_moved is not None:
+            # the watch itself was held up (a configure loading the model blocks the executor for seconds): the
+            # /clock messages of that time wait behind it, so the clock standing still is not known; watched anew
+            self._clock_moved = (self._clock_moved[0], mono)
+            return
+        if self._clock_moved is not None and now < self._clock_moved[0]:
+            self.get_logger().warn(
+                f"use_sim_time: the node clock went back {(self._clock_moved[0] - now) * 1e-9:.3f} s (a simulator "
+                "reset?): inputs stamped before the jump are refused as ahead of the clock until newer ones come",
+                throttle_duration_sec=2.0)
         if self._clock_moved is None or now != self._clock_moved[0]:
             if self._clock_frozen and self._clock_moved is not None:
                 stood_s = (mono - self._clock_moved[1]) * 1e-9

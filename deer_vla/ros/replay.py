@@ -179,7 +179,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         # the config too where the recording has it (since 2026-12-07): the same weights under an edited config
         # are another model
         same_model = ((recorded or {}).get("weights_sha256") == ckpt.weights_digest()
-                      and (recorded or {}).get("config_sha256", None) in (None, ckpt.config_digest()))
+                      and (recorded or {}).get("config_sha256", None) in (None, *ckpt.config_digests()))
         # the recording's thresholds were solved for its own model: another checkpoint runs its own
         thresholds = (args.thresholds or (recorded_thresholds(recorded) if same_model else None)
                       or CheckpointDir(args.checkpoint).thresholds_path)

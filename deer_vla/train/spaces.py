@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from deer_vla.core.action_spec import same_link
+from deer_vla.core.proprio_spec import ProprioSpec
 from deer_vla.data.episodes import DatasetMeta
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,11 @@ def spaces_from_dataset(pcfg: Any, dataset: str | Path, explicit: set[str], fixe
         updates["action"] = data_spec.to_dict()
     settle("proprio_dim", pcfg.proprio_dim, meta.proprio_dim, pcfg.proprio_dim == meta.proprio_dim)
     if meta.proprio_spec is not None:
+        # trained weights fit a dataset of their own model input: names, units and limits written into the
+        # checkpoint by hand since (docs/own_robot.md) made calibrating it on its own dataset impossible
         settle("proprio", pcfg.proprio, meta.proprio_spec, pcfg.proprio == meta.proprio_spec
-               or (fixed and pcfg.proprio is None))
+               or (fixed and (pcfg.proprio is None or pcfg.proprio_spec.fits(ProprioSpec.from_dict(
+                   meta.proprio_spec)))))
     elif "proprio_dim" in updates:
         updates["proprio"] = None  # the preset's names (if any) describe another robot
     if meta.control_rate_hz is not None:
