@@ -18,7 +18,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from common import check_counts, run_bench
@@ -46,6 +45,7 @@ from deer_vla.control.synthetic import (
     synthetic_profile,
 )
 from deer_vla.core import CostMetric, CostProfile, SegmentedPolicy
+from deer_vla.core.writable import path_argument
 
 
 def run(ctl: ExitController, steps: int, episode_len: int) -> np.ndarray:
@@ -204,8 +204,8 @@ def slowdown_table(num_exits: int, steps: int, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (< 1 minute on 2 cores)")
-    parser.add_argument("--exit-actions", type=Path, help="recorded (S, N, A) per-exit actions, .npy")
-    parser.add_argument("--profile", type=Path, help="cost profile JSON for --exit-actions")
+    parser.add_argument("--exit-actions", type=path_argument, help="recorded (S, N, A) per-exit actions, .npy")
+    parser.add_argument("--profile", type=path_argument, help="cost profile JSON for --exit-actions")
     parser.add_argument("--exits", type=int, default=6, help="synthetic: number of exits")
     parser.add_argument("--calib-steps", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=4000, help="controller steps per run")

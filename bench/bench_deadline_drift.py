@@ -31,6 +31,8 @@ from deer_vla.control import BudgetSpec, ExitController, Thresholds
 from deer_vla.control.budgets import step_worst_ms
 from deer_vla.control.deadline import DriftMargin
 from deer_vla.core import Observation, StepRecord
+from deer_vla.core.config_io import repeat_count, thread_count
+from deer_vla.core.writable import path_argument
 from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
 
@@ -38,28 +40,21 @@ MODES = ("blind", "following")
 BUDGETS = ("deadline", "peak_ms")
 
 
-def positive_int(value: str) -> int:
-    n = int(value)
-    if not 1 <= n <= 100_000:
-        raise argparse.ArgumentTypeError(f"must be an integer in [1, 100000], got {value}")
-    return n
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=checkpoint_argument, default=checkpoint_argument("default"),
                    help=checkpoint_help())
     p.add_argument("--quick", action="store_true", help="60 quiet and 120 loaded steps per mode (CI's smoke test)")
-    p.add_argument("--quiet-steps", type=positive_int, default=300, help="steps per mode before the load")
-    p.add_argument("--loaded-steps", type=positive_int, default=600, help="steps per mode beside the load")
+    p.add_argument("--quiet-steps", type=repeat_count, default=300, help="steps per mode before the load")
+    p.add_argument("--loaded-steps", type=repeat_count, default=600, help="steps per mode beside the load")
     p.add_argument("--cpu-load", type=int, default=2, choices=range(0, 17), metavar="N",
                    help="busy processes started after the quiet steps (default 2: this machine's cores)")
     p.add_argument("--budget", choices=BUDGETS, default="deadline",
                    help="the time budget: a per-step deadline (default) or a peak time budget (peak_ms)")
     p.add_argument("--deadline-multiple", type=float, default=1.0,
                    help="the budget's time as a multiple of the full model's worst case timed at configure (0.2-5)")
-    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (1: see the README)")
-    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch threads (1: see the README)")
+    p.add_argument("--json", type=path_argument, default=None, help="also write the figures here")
     args = p.parse_args(argv)
     if not 0.2 <= args.deadline_multiple <= 5.0:
         p.error(f"--deadline-multiple must be in [0.2, 5], got {args.deadline_multiple}")

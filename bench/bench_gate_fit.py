@@ -53,7 +53,7 @@ from deer_vla.control import (
 )
 from deer_vla.control.budgets import budget_report
 from deer_vla.control.thresholds import simulate_exits
-from deer_vla.core.config_io import positive_int
+from deer_vla.core.config_io import positive_int, thread_count
 from deer_vla.model.shipped import checkpoint_help
 
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gates", nargs="*", default=[], metavar="FILE", help="gates files to score beside the trained "
                    "settings, e.g. a checkpoint's gates.safetensors")
     p.add_argument("--budgets", default="0.2,0.3,0.5,0.7", help="average budgets, fractions of full LLM GFLOPs")
-    p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch threads")
     p.add_argument("--cache", default=None, metavar="DIR", help="keep the recorded features here, one npz per "
                    "dataset (reused for the same weights and dataset)")
     p.add_argument("--quick", action="store_true", help="the shipped checkpoint, 2 tasks of data/demos + data/val")

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from common import REPO, check_output, checkpoint_option, machine_description, run_bench, split_episodes
 
-from deer_vla.core.config_io import non_negative_int, positive_int
+from deer_vla.core.config_io import non_negative_int, positive_int, thread_count
 
 
 @dataclass
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--thresholds", default="", metavar="FILE[,FILE]",
                    help="thresholds files, one dynamic mode each, run as written (e.g. a checkpoint's own)")
     p.add_argument("--max-steps", type=positive_int, default=None, help="steps per episode (default all)")
-    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch CPU threads")
     p.add_argument("--quick", action="store_true", help="two tasks, 40 steps each (the smoke test)")
     p.add_argument("--out", default="bench_results/history.json")
     args = p.parse_args(argv)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from common import checkpoint_option, run_bench  # also puts this checkout first on sys.path
 
-from deer_vla.core.config_io import positive_int
+from deer_vla.core.config_io import positive_int, thread_count
 from deer_vla.model.shipped import checkpoint_help
 
 PAIRS = {"drawer-open": "drawer-close", "window-open": "window-close", "faucet-open": "faucet-close"}
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", required=True, help="demonstrations NOT trained on (e.g. collected with other seeds)")
     p.add_argument("--episodes-per-task", type=positive_int, default=3)
     p.add_argument("--max-steps", type=positive_int, default=60, help="first steps of each episode")
-    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--threads", type=thread_count, default=1)
     p.add_argument("--quick", action="store_true", help="smoke test: 1 episode of 10 steps per task")
     args = p.parse_args(argv)
     if args.quick:

@@ -50,6 +50,7 @@ from energy import NOT_AVAILABLE, EnergyMeter, detect_meters
 
 from deer_vla.control import BudgetSpec, ExitController, collect_exit_actions, solve_thresholds_quantile
 from deer_vla.core import CostProfile, LatencyStats, Observation
+from deer_vla.core.writable import path_argument
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
 
@@ -261,7 +262,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help='model preset for the random checkpoint ("tiny", "default", "1b", "mpt1b")')
     p.add_argument("--checkpoint", type=checkpoint_argument, default=None,
                    help=checkpoint_help("a real checkpoint instead of random weights", default=None))
-    p.add_argument("--dataset", type=Path, default=None, help="recorded episodes for calibration and measurement")
+    p.add_argument("--dataset", type=path_argument, default=None,
+                   help="recorded episodes for calibration and measurement")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--episodes", type=int, default=None, help="measured episodes (default 20, quick 4)")
     p.add_argument("--calib-episodes", type=int, default=None, help="calibration episodes (default 10, quick 3)")
@@ -273,7 +275,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--energy-seconds", type=float, default=None, help="minimum run per mode for energy (default 5)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: stable figures on a shared CPU; 0 = torch's default)")
-    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--json", type=path_argument, default=None, help="also write the figures here")
     args = p.parse_args(argv)
     q = args.quick
     args.preset = args.preset or ("tiny" if q else "default")

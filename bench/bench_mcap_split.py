@@ -26,6 +26,8 @@ if str(REPO) not in sys.path:  # run as `python bench/bench_mcap_split.py` from 
     sys.path.insert(0, str(REPO))
 from common import output_problem, ratio, run_bench  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
+from deer_vla.core.writable import path_argument  # noqa: E402
+
 WARMUP_S = 2.0
 
 
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="0:0,256:3600,32:0",
                         help="comma list of SPLIT_MIB:SPLIT_S (0:0 = unsplit; 256:3600 = the nodes' default)")
     parser.add_argument("--quick", action="store_true", help="5 s per configuration")
-    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
+    parser.add_argument("--out", type=path_argument, default=None, help="also write the figures as JSON")
     parser.add_argument("--child", nargs=4, metavar=("PATH", "MIB", "S", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

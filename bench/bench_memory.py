@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import check_device, checkpoint_config, mib, output_problem, ratio, run_bench, synthetic_observations
 
+from deer_vla.core.writable import path_argument
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
 
@@ -225,7 +226,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="steps run after loading (default 5, quick 2)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads in the subprocesses (0: torch default)")
     p.add_argument("--child-timeout", type=float, default=300.0, help="seconds per subprocess")
-    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--json", type=path_argument, default=None, help="also write the figures here")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     q = args.quick

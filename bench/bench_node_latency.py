@@ -45,6 +45,7 @@ if str(REPO) not in sys.path:  # run as `python bench/bench_node_latency.py` fro
     sys.path.insert(0, str(REPO))
 from common import output_problem, run_bench, start_cpu_load, stop_cpu_load  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
+from deer_vla.core.writable import path_argument  # noqa: E402
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help  # noqa: E402
 from deer_vla.ros.executors import EXECUTORS  # noqa: E402
 
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="after the steps, K ~/halt calls each made while a model step runs")
     parser.add_argument("--transport", default="raw",
                         help="comma-separated: raw (sensor_msgs/Image), compressed (<base>/compressed JPEG q90)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--json", type=path_argument, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     steps = 60 if args.quick else args.steps
     kinds = [k.strip() for k in args.executors.split(",") if k.strip()]

@@ -70,7 +70,7 @@ from deer_vla.control import (
 from deer_vla.control.budgets import budget_report
 from deer_vla.control.criterion import CRITERION_KINDS
 from deer_vla.control.thresholds import Thresholds, simulate_exits
-from deer_vla.core.config_io import non_negative_int, positive_int
+from deer_vla.core.config_io import non_negative_int, positive_int, thread_count
 from deer_vla.model.shipped import checkpoint_help
 
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the run-time criterion's distance between consecutive exits' actions")
     p.add_argument("--smooth", type=int, default=1, metavar="K",
                    help="criterion: mean of the last K consecutive-exit distances (1 = the original)")
-    p.add_argument("--threads", type=positive_int, default=1,
+    p.add_argument("--threads", type=thread_count, default=1,
                    help="torch CPU threads (default 1: beside one busy process, 2 threads took 112 s to record the "
                         "--quick steps, 1 thread 6 s)")
     p.add_argument("--actions-cache", default=None, metavar="NPZ",

@@ -34,7 +34,7 @@ from common import REPO, check_output, checkpoint_option, load_cache, machine_de
 from deer_vla.commands.calibrate import calibration_steps
 from deer_vla.control.risk import DEFAULT_BOUND, RiskSpec, certified_count, episode_means, family_matrices
 from deer_vla.control.thresholds import Thresholds
-from deer_vla.core.config_io import positive_int
+from deer_vla.core.config_io import positive_int, thread_count
 from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.model.checkpoint_dir import CheckpointDir, CheckpointError
 from deer_vla.model.shipped import checkpoint_help
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unit", choices=("step", "episode"), default="step", help="what a split draws")
     p.add_argument("--risk-unit", choices=("step", "episode"), default=None,
                    help="what the test treats as i.i.d. (default: the split unit); episode: per-episode mean losses")
-    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--threads", type=thread_count, default=1)
     p.add_argument("--actions-cache", default=None, metavar="NPZ",
                    help="reuse the recorded per-exit actions from this file (written on first use)")
     p.add_argument("--quick", action="store_true")

@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:  # run as `python bench/bench_soak.py` from a chec
     sys.path.insert(0, str(REPO))
 from common import output_problem, run_bench  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
+from deer_vla.core.writable import path_argument  # noqa: E402
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help  # noqa: E402
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compressed", action="store_true",
                         help="JPEG camera frames (a <base>/compressed topic's), decoded by each step")
     parser.add_argument("--limit-mb", type=float, default=20.0, help="growth after warm-up that counts as a leak")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=path_argument, default=None)
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.warmup = 300, 100

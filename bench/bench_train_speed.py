@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from common import check_device, machine_description, output_problem, run_bench
 
+from deer_vla.core.writable import path_argument
+
 if TYPE_CHECKING:
     from deer_vla.train.trainer import Trainer
 
@@ -62,7 +64,8 @@ def _data_ms_per_batch(trainer: Trainer, steps: int) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: batch 2, 1 + 3 steps, 12-step episodes")
-    p.add_argument("--config", type=Path, default=Path("config/train_mt50.yaml"), help="training recipe (YAML)")
+    p.add_argument("--config", type=path_argument, default=Path("config/train_mt50.yaml"),
+                   help="training recipe (YAML)")
     p.add_argument("--init-checkpoint", default="default",
                    help="checkpoint the recipe starts from (a shipped name or a folder; the recipe's own "
                         "init_checkpoint is a run folder of an earlier stage)")
@@ -76,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=_int_list(0, 64, "worker counts in 0..64"), default=[0],
                    help="DataLoader worker processes, comma-separated (e.g. 0,4): a row per batch size and count; "
                         "0, every recipe's, builds the batches in the training process")
-    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--json", type=path_argument, default=None, help="also write the figures here")
     return p
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from deer_vla.core.writable import path_argument
 from deer_vla.data.lerobot_writer import write_demo_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True, help="new directory for the LeRobot dataset")
+    p.add_argument("--out", type=path_argument, required=True, help="new directory for the LeRobot dataset")
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--steps", type=int, default=20, help="frames per episode")
     p.add_argument("--fps", type=int, default=10)

@@ -35,6 +35,13 @@ def _run(argv: list[str]) -> int:
     ["instruction-swap", "--expert", "own", "--out", ""],
     ["eval-report", "somewhere", "--json", ""],
     ["demo", "--output-dir", ""],
+    # inputs too: `replay ""` replayed whatever MCAP the current folder held, `--thresholds ""` "not found: ."
+    ["replay", ""],
+    ["replay", "some.mcap", "--thresholds", ""],
+    ["import-lerobot", ""],
+    ["import-mcap", ""],
+    ["eval-report", ""],
+    ["train-gate", "default", "--task-weights", ""],
 ])
 def test_an_empty_output_path_is_refused_and_nothing_is_written(argv: list[str], tmp_path: Path, monkeypatch,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,3 +77,24 @@ def test_profile_says_the_tokenizer_file_is_missing_in_one_line(tiny_checkpoint:
     err = capsys.readouterr().err
     assert err.startswith(f"deer-vla profile: tokenizer {ckpt} (it has no tokenizer.json) cannot be loaded")
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["replay", "some.mcap", "--threads", str(10**30)],  # torch's C int: a traceback
+    ["profile", "--checkpoint", "default", "--threads", "1099511627776"],
+    ["profile", "--checkpoint", "default", "--iters", str(10**30)],  # ran for ever, printing nothing
+    ["profile", "--checkpoint", "default", "--warmup", str(10**30)],
+    ["train-gate", "default", "--threads", "0"],
+    ["collect", "--tasks", "reach", "--episodes-per-task", "1", "--workers", str(10**30)],
+    ["evaluate", "--checkpoint", "default", "--tasks", "reach", "--threads", str(10**30)],
+    ["calibrate", "--checkpoint", "default", "--dataset", "d", "--average-budget-fraction", "0.3", "--threads",
+     "5000"],
+])
+def test_counts_past_what_a_machine_can_start_are_refused_before_anything_runs(argv: list[str], tmp_path: Path,
+                                                                               monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _run(argv) == 2
+    err = capsys.readouterr().err
+    assert ("--threads" in err or "--iters" in err or "--warmup" in err or "--workers" in err or "threads" in err) \
+        and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -132,6 +132,21 @@ def test_cli_refuses_a_wording_it_cannot_run_before_any_episode(tmp_path: Path, 
     assert not (tmp_path / "swap_results.json").exists()
 
 
+def test_cli_refuses_two_wordings_for_one_task_and_more_workers_than_it_may_start(tmp_path: Path,
+                                                                                 capsys: pytest.CaptureFixture) -> None:
+    """`--wording T=A --wording T=B` ran B alone, without a word; `--workers 10**30` queued that many stop markers
+    before starting a worker (memory growing, for ever)."""
+    assert swap.cli_main(["--expert", "own", "--tasks", "faucet-open-shared,faucet-close-shared", "--wording",
+                          "faucet-close-shared=turn off the tap", "--wording", "faucet-close-shared=shut the tap",
+                          "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "--wording gives faucet-close-shared two wordings ('turn off the tap', 'shut the tap')" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_code:
+        swap.cli_main(["--expert", "own", "--workers", str(10**30), "--out", str(tmp_path)])
+    assert exit_code.value.code == 2 and "expected an integer in 1..256" in capsys.readouterr().err
+    assert not (tmp_path / "swap_results.json").exists()
+
+
 @pytest.mark.parametrize(("text", "said"), [
     ("the window is open, please cloes it", "the wording for window-close-shared says a state ('open') beside a "
                                             "request"),

@@ -71,6 +71,14 @@ def test_an_episode_journalled_twice_counts_once_as_its_latest_record(tmp_path):
     ([HEADER, json.dumps(_episode(seed=12345)).replace("12345", "9" * 5000), _episode(seed=1)],
      "line 2 is not an episode record: not JSON (Exceeds"),
     ([HEADER, _episode(llm_gflops=10**400)], "line 2 is not an episode record: llm_gflops="),
+    # a damaged record the report read as measured: one exit's count (the full model's average exit 1.00), steps
+    # of 10**30 (0 GFLOPs per step, exit 1 "3e27x" the full model's cost), steps past the run's limit
+    ([HEADER, _episode(), _episode(mode="exit1", exit_counts=[10])],
+     "line 3: exit_counts for 1 exits, where line 2 has 2"),
+    ([HEADER, _episode(steps=10**30)], "line 2 is not an episode record: exit_counts [0, 10] add up to 10, not the "
+                                       "1000000000000000000000000000000 steps"),
+    ([{**HEADER, "fingerprint": {"seed_offset": 0, "max_steps": 5}}, _episode()],
+     "line 2: 10 steps, past the run's max_steps 5"),
 ])
 def test_a_record_or_header_of_the_wrong_shape_is_refused_naming_line_and_field(tmp_path, capsys, lines,
                                                                                 expected):
@@ -84,8 +92,10 @@ def test_a_report_that_cannot_be_written_is_one_line(tmp_path, capsys):
     _journal(tmp_path / "eval", [HEADER, _episode()])
     (tmp_path / "file").write_text("")
     assert cli_main([str(tmp_path / "eval"), "--json", str(tmp_path / "file" / "report.json")]) == 1
-    assert capsys.readouterr().err.strip() == \
-        f"deer-vla eval-report: cannot write --json {tmp_path / 'file' / 'report.json'}: Not a directory"
+    said = capsys.readouterr()
+    assert said.err.strip() == (f"deer-vla eval-report: --json {tmp_path / 'file' / 'report.json'}: cannot write to "
+                                f"{tmp_path / 'file'}: not a directory")
+    assert said.out == ""  # said before the report, not after it
 
 
 def test_runs_of_one_checkpoint_pool_and_runs_of_another_are_refused(tmp_path, capsys):
@@ -395,3 +405,27 @@ def test_the_reports_files_keep_their_last_whole_version_on_a_full_disk(tmp_path
     assert cli_main([str(tmp_path / "run"), "--depth-weights", str(weights), "--shallow", "exit1"]) == 1
     assert weights.read_text() == "last weights"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "run", "weights.json"]
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    (["--label", "{run}=a", "--label", "{run}=b"], "--label gives {run} two names"),  # the last one won
+    (["--shallow", "exit2"], "--shallow is the mode --depth-weights sets"),  # ignored
+    (["--depth-weights", "{tmp}/w.json", "--shallow", "full"], "--shallow full sets the full model against itself"),
+    (["--json", "{tmp}/w.json", "--depth-weights", "{tmp}/w.json"], "--json and --depth-weights name one file"),
+])
+def test_report_options_that_would_be_dropped_or_clash_are_refused_before_anything_is_written(
+        tmp_path, capsys, extra, said):
+    run = tmp_path / "run"
+    _journal(run, [HEADER, _episode(), _episode(mode="exit1", success=False)])
+    with pytest.raises(SystemExit) as exit_code:
+        cli_main([str(run), *(e.format(run=run, tmp=tmp_path) for e in extra)])
+    assert exit_code.value.code == 2 and said.format(run=run) in capsys.readouterr().err
+    assert not (tmp_path / "w.json").exists()
+
+
+def test_a_report_file_in_a_folder_not_made_yet_is_written_there(tmp_path, capsys):
+    """`--json new/dir/report.json` printed the whole report, then "No such file or directory" and status 1."""
+    run = tmp_path / "run"
+    _journal(run, [HEADER, _episode(), _episode(mode="exit1", success=False)])
+    assert cli_main([str(run), "--json", str(tmp_path / "new" / "dir" / "report.json")]) == 0
+    assert json.loads((tmp_path / "new" / "dir" / "report.json").read_text())["progress"]["full"] == [1, 2]

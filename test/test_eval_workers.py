@@ -39,6 +39,13 @@ def test_every_job_runs_once_in_the_worker_processes() -> None:
     assert os.getpid() not in {r[1] for r in out}
 
 
+def test_no_more_processes_start_than_there_are_jobs() -> None:
+    """instruction-swap --workers 10**30 queued a stop marker per process asked for before starting one: it never
+    ran a job, its memory growing; two jobs need two processes at most, each loading a model."""
+    out = list(run_in_processes(partial(Scaler, 1), [1, 2], processes=10**30))
+    assert sorted(r[0] for r in out) == [1, 2] and len({r[1] for r in out}) <= 2
+
+
 def test_workers_leave_ctrl_c_to_the_parent() -> None:
     """Ctrl-C reaches the whole process group: each worker printed a KeyboardInterrupt traceback of its own."""
     assert [r[0] for r in run_in_processes(partial(Scaler, 1), ["sigint"], processes=1)] == [True]

@@ -810,3 +810,21 @@ def test_a_time_budget_is_held_with_whole_steps_times(tiny_checkpoint, monkeypat
     steps = [controller.step(observation)[1].total_ms for _ in range(5)]
     assert step_worst_ms(profile, n) >= 0.9 * min(steps)  # the worst case covers what real steps take
     assert runner._candidates == {} and runner._past_state is None  # timing left no history behind
+
+
+def test_a_fixed_exit_the_budget_cannot_afford_names_the_budget() -> None:
+    """`replay --fixed-exit 3 --average-gflops 0.02` on a 12-exit model said "fixed_exit must be an exit in 1..1":
+    the budget cut the loaded model to exit 1 first, and the message named neither it nor the exit's cost."""
+    from deer_vla.core.cost_profile import CostProfile
+    from deer_vla.ros.policy_backend import ConfigurationError, check_budget, make_budget
+
+    profile = CostProfile(llm_gflops=[1.0, 2.0, 3.0, 4.0], total_gflops=[1.5, 2.5, 3.5, 4.5], params=[1] * 4,
+                          weight_bytes=[4] * 4)
+    with pytest.raises(ConfigurationError, match=r"fixed_exit 3 costs 3 llm_gflops every step, over the average "
+                                                 r"budget 2.5: the deepest exit it affords every step is 2; or raise "
+                                                 r"the average budget to 3"):
+        check_budget(profile, make_budget({"average_gflops": 2.5}), 3)
+    assert check_budget(profile, make_budget({"average_gflops": 2.5}), 2) == 4
+    with pytest.raises(ConfigurationError, match="fixed_exit 3 is beyond exit 2, the deepest peak_gflops allows"):
+        check_budget(profile, make_budget({"peak_gflops": 2.5}), 3)
+    assert check_budget(profile, make_budget({"peak_gflops": 2.5}), 2) == 2

@@ -34,7 +34,7 @@ from deer_vla.control.risk import PValue
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, solve_thresholds
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import CostMetric, CostProfile, Observation
-from deer_vla.core.config_io import ConfigError, NoBoolNumbers, add_config_arguments, load_layered
+from deer_vla.core.config_io import MAX_THREADS, ConfigError, NoBoolNumbers, add_config_arguments, load_layered
 from deer_vla.core.log_text import error_text
 from deer_vla.core.run_lock import lock_folder
 from deer_vla.core.writable import missing_dirs, nonblank_path, remove_empty_dirs, unwritable_dir
@@ -176,8 +176,8 @@ class CalibrateSettings(NoBoolNumbers):
     risk_base_fraction: float = Field(0.3, gt=0, lt=1, description="share of the calibration episodes that solve the "
                                       "base thresholds (the rest certify them)")
     device: str = Field("cpu", description="torch device of the policy: cpu, cuda or cuda:N")
-    threads: int = Field(1, ge=1, description="torch CPU threads (1: more oversubscribe a CPU shared with other "
-                         "jobs)")
+    threads: int = Field(1, ge=1, le=MAX_THREADS, description="torch CPU threads (1: more oversubscribe a CPU shared "
+                         "with other jobs)")
     out: str | None = Field(None, description="directory to write thresholds.json (and profile.json) into "
                                             "instead of the checkpoint directory")
 

@@ -33,24 +33,52 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the offending key(s) and where they came from."""
 
 
-def _int_at_least(text: str, low: int) -> int:
+# bounds of counts a command line may ask for: torch takes a C int of threads (10**30 was a traceback), and each
+# worker process loads a model (10**30 workers queued that many stop markers before starting one, for ever)
+MAX_THREADS = 1024
+MAX_WORKERS = 256
+MAX_REPEATS = 100_000  # timing iterations (profile --iters): 10**30 ran for ever, printing nothing
+
+
+def _int_at_least(text: str, low: int, high: int | None = None) -> int:
+    span = f">= {low}" if high is None else f"in {low}..{high}"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer {span}, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"expected an integer {span}, got {value}")
     return value
 
 
 def positive_int(text: str) -> int:
-    """argparse type of counts such as --threads: an integer >= 1, else a clear usage error."""
+    """argparse type of counts that may be large (steps, episodes): an integer >= 1, else a clear usage error."""
     return _int_at_least(text, 1)
 
 
+def thread_count(text: str) -> int:
+    """argparse type of --threads: an integer in 1..MAX_THREADS."""
+    return _int_at_least(text, 1, MAX_THREADS)
+
+
+def worker_count(text: str) -> int:
+    """argparse type of --workers: an integer in 1..MAX_WORKERS."""
+    return _int_at_least(text, 1, MAX_WORKERS)
+
+
+def repeat_count(text: str, low: int = 1) -> int:
+    """argparse type of timing repetitions (--iters): an integer in 1..MAX_REPEATS."""
+    return _int_at_least(text, low, MAX_REPEATS)
+
+
 def non_negative_int(text: str) -> int:
-    """argparse type of counts that may be 0 (--warmup): an integer >= 0, else a clear usage error."""
+    """argparse type of counts that may be 0: an integer >= 0, else a clear usage error."""
     return _int_at_least(text, 0)
+
+
+def warmup_count(text: str) -> int:
+    """argparse type of timing warm-up repetitions (--warmup): an integer in 0..MAX_REPEATS."""
+    return _int_at_least(text, 0, MAX_REPEATS)
 
 
 def _takes_bool(annotation: Any) -> bool:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from deer_vla.core.atomic_file import atomic_write_text
+from deer_vla.core.config_io import MAX_WORKERS
 from deer_vla.core.json_text import parse_json
 from deer_vla.core.writable import BLANK_PATH, path_argument
 from deer_vla.sim.simulator_cache import SimulatorCache
@@ -71,8 +72,8 @@ class CollectConfig:
         unknown = [c for c in self.cameras if c not in KNOWN_CAMERAS]
         if unknown:
             problems.append(f"unknown camera(s) {unknown}; choose from {', '.join(KNOWN_CAMERAS)}")
-        if self.workers < 1:
-            problems.append(f"--workers must be >= 1, got {self.workers}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            problems.append(f"--workers must be in 1..{MAX_WORKERS}, got {self.workers}")
         if self.seed < 0:
             problems.append(f"--seed must be >= 0, got {self.seed}")
         if not (math.isfinite(self.action_noise) and 0 <= self.action_noise <= 1):

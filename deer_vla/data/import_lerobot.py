@@ -203,7 +203,7 @@ def import_lerobot(src: str | Path, out: str | Path, cameras: list[str] | None =
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla import-lerobot", description=__doc__.splitlines()[0])
-    p.add_argument("dir", type=Path, help="LeRobot v3 dataset root (with meta/info.json)")
+    p.add_argument("dir", type=path_argument, help="LeRobot v3 dataset root (with meta/info.json)")
     p.add_argument("--out", type=path_argument, required=True, help="new deer_vla dataset directory")
     p.add_argument("--camera", action="append", default=None, metavar="SLOT=FEATURE",
                    help="map a camera feature to a policy camera slot, e.g. static=observation.images.front "

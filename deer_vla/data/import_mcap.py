@@ -592,7 +592,7 @@ def import_mcap(path: str | Path, out: str | Path, sources: McapSources, rate_hz
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deer-vla import-mcap", description=__doc__.splitlines()[0])
-    p.add_argument("file", type=Path, help="MCAP recording, or a rosbag2 bag folder (all its files, in order)")
+    p.add_argument("file", type=path_argument, help="MCAP recording, or a rosbag2 bag folder (all its files, in order)")
     p.add_argument("--out", type=path_argument, required=True, help="new deer_vla dataset directory")
     p.add_argument("--image-topic", required=True, help="static camera: sensor_msgs/Image or CompressedImage")
     p.add_argument("--wrist-topic", default=None, help="wrist camera (optional second camera)")

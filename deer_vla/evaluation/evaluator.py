@@ -26,7 +26,14 @@ from deer_vla.control.criterion import Criterion, CriterionKind
 from deer_vla.control.solve import THRESHOLD_METHODS, ThresholdMethod, check_threshold_method
 from deer_vla.control.thresholds import Thresholds
 from deer_vla.core import NonFiniteActionError
-from deer_vla.core.config_io import ConfigError, NoBoolNumbers, add_config_arguments, load_layered
+from deer_vla.core.config_io import (
+    MAX_THREADS,
+    MAX_WORKERS,
+    ConfigError,
+    NoBoolNumbers,
+    add_config_arguments,
+    load_layered,
+)
 from deer_vla.core.run_lock import FolderInUseError, lock_folder
 from deer_vla.core.writable import fresh_start_problem, nonblank_path, unwritable_dir
 from deer_vla.evaluation.journal import (
@@ -100,10 +107,11 @@ class EvalConfig(NoBoolNumbers):
         "paraphrases (cycled over the episodes); 'both': every seed twice (modes '<mode> [heldout]')")
     seed_offset: int = Field(EVAL_SEED_OFFSET, ge=0, description="first evaluation seed (disjoint from demos)")
     max_steps: int | None = Field(None, ge=1, description="episode step limit (None: the adapter's)")
-    workers: int = Field(1, ge=1, description="episode worker processes")
+    workers: int = Field(1, ge=1, le=MAX_WORKERS, description="episode worker processes")
     max_simulators: int = Field(DEFAULT_MAX_SIMULATORS, ge=1, description="simulators a worker keeps open (least "
                                 "recently used closed first; each holds about 190 MB)")
-    threads: int | None = Field(None, ge=1, description="torch threads per worker (None: CPU cores // workers)")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS,
+                                description="torch threads per worker (None: CPU cores // workers)")
     device: str = Field("cpu", description="torch device of the policy")
     image_size: int | None = Field(None, ge=1, description="rendered image size (None: the checkpoint's)")
     track_budget: bool = Field(False, description="also run each budget and each thresholds file with the online "
@@ -538,11 +546,12 @@ class EvaluateSettings(NoBoolNumbers):
                                "thresholds as solved beside it")
     seed_offset: int = Field(EVAL_SEED_OFFSET, ge=0, description="first evaluation seed")
     max_steps: int | None = Field(None, ge=1, description="episode step limit (default: the adapter's)")
-    workers: int = Field(2, ge=1, description="episode worker processes (one policy + simulator each)")
+    workers: int = Field(2, ge=1, le=MAX_WORKERS, description="episode worker processes (one policy + simulator each)")
     max_simulators: int = Field(DEFAULT_MAX_SIMULATORS, ge=1, description="simulators each worker keeps open, the "
                                 "least recently used closed first (about 190 MB each: all 50 of MT50 took 9 GB a "
                                 "worker)")
-    threads: int | None = Field(None, ge=1, description="torch threads per worker (default: CPU cores // workers; "
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="torch threads per worker (default: CPU cores "
+                                "// workers; "
                                 "1 where other jobs share the cores)")
     device: str = Field("cpu", description="torch device of the policy: cpu, cuda or cuda:N")
     resume: bool = Field(False, description="resume an interrupted run: keep the episodes already in "

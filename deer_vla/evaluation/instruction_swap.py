@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from deer_vla.core.atomic_file import atomic_write_text
+from deer_vla.core.config_io import worker_count
 from deer_vla.core.writable import path_argument, unwritable_dir
 from deer_vla.evaluation.stats import wilson_interval
 from deer_vla.evaluation.workers import (
@@ -413,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "'window-close-shared=cloes the window'")
     p.add_argument("--seed-offset", type=int, default=EVAL_SEED_OFFSET)
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the task's)")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=worker_count, default=1, help="worker processes (each loads the model)")
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     p.add_argument("--out", type=path_argument, default="swap_results")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run's swap_results.json in --out")
@@ -444,9 +445,10 @@ def cli_main(argv: list[str] | None = None) -> int:
             task, sep, text = item.partition("=")
             if not sep or not task.strip():
                 raise ValueError(f"--wording takes TASK=TEXT, got {item!r}")
+            if task.strip() in wordings:  # the last one was kept without a word
+                raise ValueError(f"--wording gives {task.strip()} two wordings ({wordings[task.strip()]!r}, "
+                                 f"{text!r}): one run tests one wording per task")
             wordings[task.strip()] = text
-        if args.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {args.workers}")
         cfg = None
         if args.checkpoint and args.budgets and not args.calibration_dataset:  # not the checkpoint's own, quietly
             raise ValueError("--budgets needs --calibration-dataset (demonstrations to solve thresholds on)")

@@ -194,6 +194,7 @@ def read_journal(path: str | Path) -> tuple[dict[str, Any], list[EpisodeResult]]
     if problem:
         raise JournalError(f"{path} line 1: the header's {problem}")
     results: list[EpisodeResult] = []
+    max_steps = header.get("fingerprint", {}).get("max_steps")
     for i, line in enumerate(lines[1:], start=2):
         try:
             record = parse_json(line)
@@ -204,9 +205,17 @@ def read_journal(path: str | Path) -> tuple[dict[str, Any], list[EpisodeResult]]
                 break
             raise JournalError(f"{path} line {i} is not an episode record: {exc}") from exc
         try:
-            results.append(EpisodeResult.from_dict(record))
+            result = EpisodeResult.from_dict(record)
         except ValueError as exc:
             raise JournalError(f"{path} line {i} is not an episode record: {exc}") from exc
+        # one model's exits on every line, and no episode past the run's step limit (a line cut to one exit's
+        # count read as a 1-exit model's, its average exit 1.00 for the full model)
+        if results and len(result.exit_counts) != len(results[0].exit_counts):
+            raise JournalError(f"{path} line {i}: exit_counts for {len(result.exit_counts)} exits, where line 2 has "
+                               f"{len(results[0].exit_counts)}")
+        if isinstance(max_steps, int) and not isinstance(max_steps, bool) and result.steps > max_steps:
+            raise JournalError(f"{path} line {i}: {result.steps} steps, past the run's max_steps {max_steps}")
+        results.append(result)
     return header, results
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deer_vla.core.atomic_file import atomic_write_text
-from deer_vla.core.writable import clobbers_input, path_argument
+from deer_vla.core.writable import clobbers_input, path_argument, unwritable_dir
 from deer_vla.evaluation.journal import JOURNAL_NAME, JournalError, episode_key, read_journal
 from deer_vla.evaluation.report import (
     HELDOUT_SUFFIX,
@@ -205,7 +205,7 @@ def _full_mode(order: list[str]) -> str | None:
 
 def cli_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="deer-vla eval-report", description=__doc__.splitlines()[0])
-    p.add_argument("out", type=Path, nargs="+",
+    p.add_argument("out", type=path_argument, nargs="+",
                    help="the evaluation's --out directory (holds episodes.jsonl); several: runs to pool")
     p.add_argument("--common", action="store_true",
                    help="only the task/seed episodes every mode has finished (modes compared on the same seeds)")
@@ -223,15 +223,35 @@ def cli_main(argv: list[str] | None = None) -> int:
                    help="also write, per task, how much depth pays: (b + 1) / (c + 1) for the episodes only the full "
                    "model (b) and only --shallow (c) solved; the {task: weight} file of `deer-vla train-gate "
                    "--task-weights`. Measure it on seeds you do not evaluate on")
-    p.add_argument("--shallow", default="exit1", metavar="MODE",
+    p.add_argument("--shallow", default=None, metavar="MODE",
                    help="the shallow mode --depth-weights sets against the full model (default exit1)")
     args = p.parse_args(argv)
+    # said before anything is read or written: each of these was dropped, or done, without a word
+    labelled = [str(folder) for folder, _ in args.label]
+    twice = sorted({f for f in labelled if labelled.count(f) > 1})
+    if twice:
+        p.error(f"--label gives {', '.join(twice)} two names; give each folder one")
+    if args.shallow is not None and args.depth_weights is None:
+        p.error("--shallow is the mode --depth-weights sets against the full model: give --depth-weights too")
+    shallow = args.shallow or "exit1"
+    if shallow == "full":
+        p.error("--shallow full sets the full model against itself (a weight of 1 for every task): name a shallow "
+                "mode, e.g. exit1")
+    if args.json is not None and args.depth_weights is not None and \
+            Path(args.json).absolute() == Path(args.depth_weights).absolute():
+        p.error(f"--json and --depth-weights name one file, {args.json}: the weights would replace the report")
     journals = [out / JOURNAL_NAME for out in args.out]
     for flag, path in (("--json", args.json), ("--depth-weights", args.depth_weights)):
         problem = clobbers_input(path, journals) if path is not None else None
         if problem:  # the journal is the evaluation's only record of its episodes, and --resume's
             print(f"deer-vla eval-report: {flag} {problem}", file=sys.stderr)
             return 2
+        # its folder made (as replay --json does) before the report is printed: it was printed whole, then
+        # "No such file or directory" and status 1
+        problem = unwritable_dir(Path(path).parent, create=True) if path is not None else None
+        if problem:
+            print(f"deer-vla eval-report: {flag} {path}: {problem}", file=sys.stderr)
+            return 1
     try:
         report = journal_report(args.out, common=args.common, seeds=args.seeds,
                                 pair_with=args.pair_with or "full", labels=dict(args.label))
@@ -266,7 +286,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             print(f"deer-vla eval-report: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
             return 1
     if args.depth_weights is not None:
-        return _write_depth_weights(args.depth_weights, report, args.shallow)
+        return _write_depth_weights(args.depth_weights, report, shallow)
     return 0
 
 

@@ -76,6 +76,10 @@ class EpisodeResult:
             check = _RESULT_FIELDS.get(key)
             if check is not None and not check[0](value):
                 problems.append(f"{key}={value!r} is not {check[1]}")
+        if not problems and sum(data["exit_counts"]) != data["steps"]:  # one exit per step: a damaged line
+            # passed, and the report read steps=10**30 as 0 GFLOPs per step
+            problems.append(f"exit_counts {str(data['exit_counts'])[:60]} add up to {sum(data['exit_counts'])}, not "
+                            f"the {data['steps']} steps")
         if problems:
             raise ValueError("; ".join(problems))
         return cls(**data)

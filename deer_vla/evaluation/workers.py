@@ -179,6 +179,7 @@ def run_in_processes(factory: Callable[[], Worker[R]], jobs: Sequence[Any], proc
 
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
+    processes = min(processes, max(len(jobs), 1))  # a process per job at most: each loads a model
     ctx = mp.get_context("spawn")  # torch + MuJoCo GL contexts do not survive fork
     job_queue: Any = ctx.Queue()
     # Jobs still buffered when a worker dies are abandoned: by default the process would wait at exit for

@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from deer_vla.core import CostProfile, LatencyStats
 from deer_vla.core.atomic_file import atomic_write_text
-from deer_vla.core.config_io import non_negative_int, positive_int
+from deer_vla.core.config_io import positive_int, repeat_count, thread_count, warmup_count
 from deer_vla.core.writable import clobbers_input, path_argument
 from deer_vla.model.config import PolicyConfig
 from deer_vla.model.device import device_arg
@@ -257,9 +257,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--max-exit", type=positive_int, default=None)
-    p.add_argument("--warmup", type=non_negative_int, default=3)
-    p.add_argument("--iters", type=positive_int, default=20)
-    p.add_argument("--threads", type=positive_int, default=1,
+    p.add_argument("--warmup", type=warmup_count, default=3)
+    p.add_argument("--iters", type=repeat_count, default=20)
+    p.add_argument("--threads", type=thread_count, default=1,
                    help="torch CPU threads (default 1: on a shared CPU more threads oversubscribe and time noise)")
     p.add_argument("--json", type=path_argument, default=None,
                    help="write the CostProfile to this file (deer-vla calibrate saves one into the checkpoint)")

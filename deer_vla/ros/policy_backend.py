@@ -53,15 +53,28 @@ def make_budget(kwargs: dict) -> BudgetSpec:
 def check_budget(profile: CostProfile, budget: BudgetSpec, fixed_exit: int, first_exit: int = 2) -> int:
     """-> the exit cap (``first_exit``: the first exit the thresholds can stop at); ConfigurationError when the
     budget or fixed exit cannot be met by this model."""
-    from deer_vla.control.budgets import InfeasibleBudgetError, exit_cap
+    from deer_vla.control.budgets import InfeasibleBudgetError, budget_report, rounded_up
 
     try:
-        cap = exit_cap(profile, budget, first_exit)
+        report = budget_report(profile, budget, first_exit)
     except InfeasibleBudgetError as exc:
         raise ConfigurationError(str(exc)) from exc
     if fixed_exit > profile.num_exits:
         raise ConfigurationError(f"fixed_exit {fixed_exit} exceeds the model's {profile.num_exits} exits")
-    return cap
+    if fixed_exit:  # every step runs that exit: its cost is the average and the peak (the model was loaded cut to
+        # the cap first, and refused the exit as "must be in 1..1" of a model of 12)
+        costs = profile.costs(budget.metric)
+        average = budget.average_gflops
+        if average is not None and costs[fixed_exit - 1] > average:
+            raise ConfigurationError(
+                f"fixed_exit {fixed_exit} costs {costs[fixed_exit - 1]:g} {budget.metric} every step, over the "
+                f"average budget {average:g}: the deepest exit it affords every step is "
+                f"{sum(1 for c in costs if c <= average)}; or raise the average budget to "
+                f"{rounded_up(costs[fixed_exit - 1])}")
+        if fixed_exit > report.cap:
+            raise ConfigurationError(f"fixed_exit {fixed_exit} is beyond exit {report.cap}, the deepest "
+                                     f"{report.cap_binding} allows: fix an exit <= {report.cap}, or relax it")
+    return report.cap
 
 
 def apply_risk(thresholds: Thresholds, path: Path, budget: BudgetSpec, cap: int, risk_eps: float,

@@ -28,7 +28,7 @@ import numpy as np
 
 from deer_vla.core import StepRecord
 from deer_vla.core.atomic_file import atomic_write_text
-from deer_vla.core.config_io import positive_int
+from deer_vla.core.config_io import thread_count
 from deer_vla.core.writable import clobbers_input, path_argument, unwritable_dir
 from deer_vla.data.mcap_io import truncation_warnings_to_stderr
 from deer_vla.data.mcap_parts import log_parts
@@ -128,14 +128,14 @@ def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops",
 
 def cli_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deer-vla replay", description=__doc__.splitlines()[0])
-    parser.add_argument("recording", type=Path, help="MCAP written by the policy node's record_path (a split "
+    parser.add_argument("recording", type=path_argument, help="MCAP written by the policy node's record_path (a split "
                         "recording: its first file, folder or a quoted glob)")
     parser.add_argument("--checkpoint", type=checkpoint_argument, default="", help=checkpoint_help())
-    parser.add_argument("--thresholds", type=Path, default=None,
+    parser.add_argument("--thresholds", type=path_argument, default=None,
                         help="default: the file the recording names when --checkpoint is the recorded model, else "
                              "the checkpoint's own")
     parser.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=positive_int, default=1,
+    parser.add_argument("--threads", type=thread_count, default=1,
                         help="torch CPU threads (default 1: more oversubscribe a shared CPU)")
     parser.add_argument("--average-gflops", type=float, default=None)
     parser.add_argument("--peak-gflops", type=float, default=None)

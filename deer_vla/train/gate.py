@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from deer_vla.core import Observation
+from deer_vla.core.config_io import thread_count
 from deer_vla.core.json_text import JsonTextError, read_json_file
 from deer_vla.core.log_text import error_text
 from deer_vla.core.writable import clobbers_input, path_argument, unwritable_dir
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also replay each episode R times under reworded instructions (a training paraphrase with "
                         "wrappers, dropped and swapped words), so the gates see how far the early exits stray on "
                         "unfamiliar wording (default 0)")
-    p.add_argument("--task-weights", type=Path, default=None, metavar="JSON",
+    p.add_argument("--task-weights", type=path_argument, default=None, metavar="JSON",
                    help="{task: weight} multiplying the distances the gates learn in that task's episodes (tasks "
                         "not named: 1): how much depth pays there in closed loop, as `deer-vla eval-report "
                         "--depth-weights` writes it")
@@ -336,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=GateTrainConfig.val_fraction,
                    help="share of the episodes held out to pick the epoch and report the loss")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch threads")
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     p.add_argument("--out", type=path_argument, default=None, metavar="PATH",
                    help="the gates file to write instead of CHECKPOINT/gates.safetensors (an existing directory: "
