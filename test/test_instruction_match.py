@@ -174,3 +174,24 @@ def test_a_close_call_between_two_tasks_is_said_and_a_shared_twin_is_no_other_ta
     held_out = [text for task in TASK_SUITE.values() for text in task.heldout_instructions]
     close = [text for text in held_out if Verdict(matcher.match(text), False).close_call]
     assert len(close) <= 4, close  # 3 measured
+
+
+def test_a_direction_said_against_the_nearest_wording_is_a_warning(default_runner):
+    """"turn off the water" was heard as faucet-open's "turn on the water" (0.89) at INFO, and "push the drawer
+    out" as drawer-close at 0.97: the pooled comparison weighs one direction word little. Said at WARN, naming
+    both words; a held-out wording of the ten tasks is not (none says a direction against its nearest)."""
+    from deer_vla.ros.instruction_check import contradicted_direction
+    from deer_vla.sim.tasks import TASK_SUITE
+
+    check = InstructionCheck.for_runner(default_runner)
+    verdict = check.judge("turn off the water", "warn", 0.45, count=False)
+    assert verdict.match is not None and verdict.match.task == "faucet-open" and not verdict.close_call
+    assert verdict.contradicts == ("off", "on") and verdict.doubtful
+    assert "but it says 'off' where that wording says 'on': the policy may do the opposite" in verdict.heard(0.45)
+    level, message, _ = check.status("push the drawer out", "warn", 0.45)
+    assert level == WARN and "says 'out' where that wording says 'in'" in message
+    assert check.status("turn off the faucet", "warn", 0.45)[0] == OK
+    assert contradicted_direction("pull the handle down", "pull the handle up") == ("down", "up")
+    assert contradicted_direction("move it up and down", "pull the handle up") is None  # says both
+    held_out = [text for task in TASK_SUITE.values() for text in task.heldout_instructions]
+    assert [t for t in held_out if check.judge(t, "warn", 0.45, count=False).contradicts] == []

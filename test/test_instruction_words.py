@@ -396,3 +396,56 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     assert runner.read_instruction("you shouldnt push the puck")[0] == "you should push the puck"
     with pytest.raises(NegatedInstructionError, match="shouldnt"):
         runner._tokens("you shouldnt push the puck")
+
+
+
+@pytest.mark.parametrize(("text", "word"), [
+    # accepted as the task they name before (an audit; closed loop on the shipped default: "stop closing the
+    # window" closed it 3 of 3, "leave the drawer alone" opened it 3 of 3)
+    ("stop closing the window", "stop"), ("quit opening the drawer", "quit"), ("cease opening the window", "cease"),
+    ("refrain from opening the drawer", "refrain"), ("without opening the drawer", "without"),
+    ("stop pushing the handle down", "stop"), ("stop turning on the faucet", "stop"),
+    ("leave the drawer alone", "alone"),
+    # a request to stop names no task: heard as faucet-close (0.65), the arm moved for it
+    ("stop", "stop"), ("STOP!", "stop"), ("stop now", "stop"), ("stop the robot", "stop"), ("halt", "halt"),
+])
+def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, text, word):
+    from deer_vla.model.instruction_words import NegatedInstructionError
+
+    refused = default_runner.refusal(text)
+    assert isinstance(refused, NegatedInstructionError) and refused.word == word
+    assert "asks to stop, or to leave something be" in refused.why
+
+
+@pytest.mark.parametrize("text", [
+    "push the puck to the goal and stop", "press the stop button", "press the button, then stop",
+    "don't forget to close the drawer", "do not hesitate to open the window", "open the drawer no matter what",
+    "the window is not closed, close it", "it's not on the sink, close the drawer",
+])
+def test_a_task_beside_a_stop_an_idiom_or_its_own_state_runs(default_runner, text):
+    assert default_runner.refusal(text) is None
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    # heard as drawer-open 0.93 / window-open 0.87 at INFO; 3 of 3 episodes opened the drawer
+    ("make sure the drawer isn't open", "isn't open"), ("ensure the window is not open", "not open"),
+    ("the drawer isn't wide open", "isn't wide open"), ("make sure the faucet is not on", "not on"),
+])
+def test_a_goal_said_as_a_state_negated_is_refused(default_runner, text, said):
+    from deer_vla.model.instruction_words import NegatedStateError, OppositeWordsError
+
+    refused = default_runner.refusal(text)
+    assert isinstance(refused, NegatedStateError) and isinstance(refused, OppositeWordsError)
+    assert refused.why.startswith(f"says a state negated ({said!r}): the policy reads the state's word")
+
+
+def test_no_trained_or_held_out_wording_of_either_suite_is_refused():
+    """The new refusals (stopping, a state negated) refuse none of the wordings the shipped checkpoints were
+    trained on, nor the suites' held-out ones."""
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.sim.tasks import resolve_tasks
+
+    for checkpoint, suite in (("default", "all"), ("mt50", "mt50")):
+        runner = PolicyRunner.from_checkpoint(checkpoint)
+        texts = [t for spec in resolve_tasks(suite) for t in (*spec.train_instructions, *spec.heldout_instructions)]
+        assert len(texts) >= 220 and [t for t in texts if runner.refusal(t) is not None] == [], checkpoint

@@ -24,6 +24,17 @@ NEGATIONS = frozenset({
     "not", "never", "no", "nor", "neither", "cannot", "donot", "avoid", "dont", "doesnt", "didnt", "cant", "wont",
     "shouldnt", "mustnt", "couldnt", "wouldnt",
 })
+# words that ask to stop doing something: before a gerund in their clause ("stop closing the window" closed it in 3
+# of 3 episodes, "stop opening the drawer" closed it, as asked, only because the policy heard "opening" as
+# drawer-close's nearest), or with no task word at all ("stop!", "stop the robot", "halt", which the shipped
+# default heard as faucet-close and moved the arm for): a request to stop is no task (~/halt stops the arm; a
+# refused instruction does too)
+CESSATIONS = frozenset({
+    "stop", "stops", "stopping", "quit", "quitting", "cease", "ceasing", "refrain", "refraining", "halt", "halting",
+    "abort", "freeze", "without",
+})
+# "leave the drawer alone": a request to leave it as it is, which the default heard as drawer-open (3 of 3 opened)
+LEAVE_ALONE = ("leave", "alone")
 # where a clause ends: "push the puck, not too fast" asks for the task, "the drawer, don't open it" forbids it
 CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:so|but|if|unless|because|while|and|then)\b", re.IGNORECASE)
 # words that name no task: a clause of only these and a negation ("don't!", "robot, never") forbids what follows
@@ -36,7 +47,10 @@ FUNCTION_WORDS = frozenset({
 # not left open")
 COPULAS = frozenset({"is", "are", "was", "were", "it's", "that's", "there's", "which", "that", "who"})
 # idioms that negate nothing the robot is asked
-NOT_NEGATING = frozenset({("no", "problem"), ("no", "rush"), ("no", "hurry"), ("no", "worries"), ("not", "now")})
+NOT_NEGATING = frozenset({("no", "problem"), ("no", "rush"), ("no", "hurry"), ("no", "worries"), ("not", "now"),
+                          # "don't forget to close the drawer", "do not hesitate to open", "no matter what"
+                          ("don't", "forget"), ("dont", "forget"), ("not", "forget"), ("never", "forget"),
+                          ("don't", "hesitate"), ("dont", "hesitate"), ("not", "hesitate"), ("no", "matter")})
 # "press the No. 5 button": an abbreviation of number, not a negation
 NUMBER_ABBREVIATION = re.compile(r"\bno\.?\s*\d", re.IGNORECASE)
 # words of opposite tasks (drawer-open / drawer-close, faucet on / off; not "lock", a noun as often: "the lock:
@@ -154,21 +168,73 @@ def _negator(word: str) -> bool:
     return (word in NEGATIONS or word.endswith(("n't", "'nt"))) and word not in STATE_NEGATORS
 
 
+def _gerund(word: str) -> bool:
+    return len(word) > 4 and word.endswith("ing")
+
+
+def _cessation(words: list[str], allowed: set[str], whole: list[str]) -> str | None:
+    """The word with which a clause (``words``) asks to stop or leave something: a CESSATIONS word right before a
+    gerund ("stop closing", "quit opening", "refrain from pressing", "without opening") or in a text (``whole``)
+    that names no task ("stop!", "stop the robot"; not "push the puck to the goal and stop"), or "leave ...
+    alone" (not when "alone" is a trained word); else None."""
+    for i, word in enumerate(words):
+        if word in CESSATIONS:  # a trained one too: the default's "stop the water" made "stop" alone faucet-close
+            after = words[i + 2:i + 3] if words[i + 1:i + 2] == ["from"] else words[i + 1:i + 2]
+            if after and _gerund(after[0]):  # "stop closing", "refrain from opening"; not "stop the water running"
+                return word
+            if not [w for w in whole if w not in CESSATIONS and w not in FUNCTION_WORDS]:
+                return word
+    if LEAVE_ALONE[0] in words and LEAVE_ALONE[1] in words[words.index(LEAVE_ALONE[0]) + 1:] and \
+            LEAVE_ALONE[1] not in allowed:
+        return LEAVE_ALONE[1]
+    return None
+
+
+def negated_state(text: str, trained: Iterable[str] = ()) -> str | None:
+    """The words of ``text`` that say a state of one side of OPPOSITES negated ("isn't open", "is not on", "never
+    closed"), or None: "make sure the drawer isn't open" was heard as drawer-open (0.93) and opened it in 3 of 3
+    episodes; the model reads the state's word, not the negation. A negation up to three words before the state
+    word ("isn't wide open"), in its clause; not a place ("not on the sink"), an idiom ("do not hesitate to
+    open"), or a trained word; not where a word of the state's side is said besides (the goal the model hears
+    is then the one asked: "the window is not closed, close it")."""
+    allowed = set(trained)
+    folded = unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES))
+    whole = instruction_words(folded)
+    for clause in CLAUSE_BREAK.split(folded):
+        words = instruction_words(clause)
+        for j, word in enumerate(words):
+            side = next((side for pair in OPPOSITES for side in pair if word in side), None)
+            if side is None or sum(w in side for w in whole) > 1:
+                continue  # (with a goal of the state's side too, "the window is not closed, close it", the model
+                # hears that side, which is the one asked)
+            if word in PLACE_WORDS and j + 1 < len(words) and words[j + 1] in PLACE_AFTER:
+                continue
+            for i in range(max(0, j - 3), j):
+                if (words[i] not in allowed and (words[i] in NEGATIONS or words[i].endswith(("n't", "'nt")))
+                        and (words[i], words[i + 1]) not in NOT_NEGATING):
+                    return " ".join(words[i:j + 1])
+    return None
+
+
 def negation(text: str, trained: Iterable[str] = ()) -> str | None:
     """The word that makes ``text`` ask not to do something, or None. A clause (CLAUSE_BREAK ends one) forbids
     when it holds a negation (NEGATIONS, or a contraction ending in n't or 'nt: "don't", "do'nt", "didnt"; not
     after a copula, "the button that is not red", unless a prohibition follows: "you aren't allowed to"; "isn't",
     "aren't" only then; not "No." before a number; not an idiom, "no rush"; not a word
     a checkpoint was trained on, ``trained``) and either a word that may name the task (any word but
-    FUNCTION_WORDS; with ``trained`` given, a trained one) or nothing else ("don't! open the drawer"). The text
+    FUNCTION_WORDS; with ``trained`` given, a trained one) or nothing else ("don't! open the drawer"); or when it
+    asks to stop ("stop closing the window", "stop!": ``_cessation``) or to leave a thing alone. The text
     is read NFKC-folded, as the tokenizer reads it ("don＇t" is "don't"). Refusing is the safe side: "open the
     window and don't close it" and "open the drawer if you can't see the window" are refused too."""
     allowed = set(trained)
     # apostrophe marks first: NFKC makes the acute accent a space and a combining mark ("don´t" would be "don t")
     folded = NUMBER_ABBREVIATION.sub(" ", unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES)))
+    whole = instruction_words(folded)
     for clause in CLAUSE_BREAK.split(folded):
         words = instruction_words(clause)
-        found = None
+        found = _cessation(words, allowed, whole)
+        if found is not None:
+            return found
         for i, word in enumerate(words):
             prohibits = _prohibits(words, i)
             if word in allowed or not (_negator(word) or word in STATE_NEGATORS and prohibits):

@@ -23,7 +23,16 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
-from deer_vla.core.instruction_text import WORD, instruction_words, negation, opposite_words, plain_word
+from deer_vla.core.instruction_text import (
+    CESSATIONS,
+    LEAVE_ALONE,
+    WORD,
+    instruction_words,
+    negated_state,
+    negation,
+    opposite_words,
+    plain_word,
+)
 from deer_vla.core.log_text import quoted
 from deer_vla.model.instruction_match import trained_wordings
 
@@ -38,8 +47,12 @@ class NegatedInstructionError(ValueError):
 
     def __init__(self, text: str, word: str) -> None:
         self.word = word
-        self.why = (f"asks not to do something ({word!r}): the policy can only do tasks, not avoid them, and would "
-                    "do the task it names")
+        if word in CESSATIONS or word == LEAVE_ALONE[1]:
+            self.why = (f"asks to stop, or to leave something be ({word!r}): no task the policy can do (it would do "
+                        "the task the text names, if any)")
+        else:
+            self.why = (f"asks not to do something ({word!r}): the policy can only do tasks, not avoid them, and "
+                        "would do the task it names")
         super().__init__(f"instruction {quoted(text, 80)} {self.why}")
 
 
@@ -55,17 +68,34 @@ class OppositeWordsError(ValueError):
         super().__init__(f"instruction {quoted(text, 80)} {self.why}")
 
 
+class NegatedStateError(OppositeWordsError):
+    """An instruction that says its goal as a state negated ("make sure the drawer isn't open"): the policy reads
+    the state's word and did that task (3 of 3 episodes opened the drawer)."""
+
+    def __init__(self, text: str, words: str) -> None:
+        ValueError.__init__(self)
+        self.words = (words, words.split()[-1])
+        self.why = (f"says a state negated ({words!r}): the policy reads the state's word ({self.words[1]!r}) and "
+                    "would do that task; say the goal itself (\"close the drawer\", not \"make sure the drawer isn't "
+                    "open\")")
+        ValueError.__init__(self, f"instruction {quoted(text, 80)} {self.why}")
+
+
 def refusal(text: str, trained: Iterable[str] = (), read: str | None = None
             ) -> NegatedInstructionError | OppositeWordsError | None:
     """Why the policy would not do ``text`` as meant, as the error to raise or log (``.why``), or None: it asks
-    not to do something (``negation``; ``trained``: the checkpoint's words, which never count), or it says a state
+    not to do something (``negation``; ``trained``: the checkpoint's words, which never count), it says a state
     beside a request of the opposite task (``opposite_words``, in the text as sent or as the model reads it,
-    ``read``). The one list of refusals the runner, the node and instruction-swap apply."""
+    ``read``), or a state negated (``negated_state``: NegatedStateError, an OppositeWordsError). The one list of
+    refusals the runner, the node and instruction-swap apply."""
     word = negation(text, trained)
     if word is not None:
         return NegatedInstructionError(text, word)
     opposite = opposite_words(text) or (opposite_words(read) if read is not None else None)
-    return OppositeWordsError(text, opposite) if opposite is not None else None
+    if opposite is not None:
+        return OppositeWordsError(text, opposite)
+    negated = negated_state(text, trained) or (negated_state(read, trained) if read is not None else None)
+    return NegatedStateError(text, negated) if negated is not None else None
 
 
 def without_accents(word: str) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from deer_vla.core.instruction_text import OPPOSITES, instruction_words
 from deer_vla.core.log_text import quoted
 from deer_vla.model.instruction_match import InstructionMatch, InstructionMatcher
 
@@ -23,6 +24,30 @@ SIMILARITY_SLACK = 1e-6
 CLOSE_CALL = 0.02
 
 
+# words of opposite motions: the comparison pools a text's words, and one word of these weighs little in it ("turn
+# off the water" was heard as faucet-open's "turn on the water", 0.89, without a warning; "pull the handle down"
+# as handle-pull's "... up"); a text that says one where its nearest wording says the other is said at WARN
+DIRECTIONS = (
+    *OPPOSITES,
+    (frozenset({"left", "leftward", "leftwards"}), frozenset({"right", "rightward", "rightwards"})),
+    (frozenset({"up", "upward", "upwards"}), frozenset({"down", "downward", "downwards"})),
+    (frozenset({"in", "inward", "inwards"}), frozenset({"out", "outward", "outwards"})),
+    (frozenset({"forward", "forwards"}), frozenset({"back", "backward", "backwards"})),
+)
+
+
+def contradicted_direction(text: str, wording: str) -> tuple[str, str] | None:
+    """(the text's word, the wording's) when ``text`` says one side of a DIRECTIONS pair where ``wording`` says
+    the other, and neither says both; else None."""
+    mine, theirs = set(instruction_words(text)), set(instruction_words(wording))
+    for pair in DIRECTIONS:
+        for side, other in (pair, pair[::-1]):
+            said, against = mine & side, theirs & other
+            if said and against and not mine & other and not theirs & side:
+                return sorted(said)[0], sorted(against)[0]
+    return None
+
+
 def under_floor(match: InstructionMatch, floor: float) -> bool:
     return match.similarity < floor - SIMILARITY_SLACK
 
@@ -34,6 +59,7 @@ class Verdict:
 
     match: InstructionMatch | None
     unfamiliar: bool
+    contradicts: tuple[str, str] | None = None  # contradicted_direction of the text read and the nearest wording
 
     @property
     def close_call(self) -> bool:
@@ -54,7 +80,16 @@ class Verdict:
         if self.close_call:
             said += (f", but {m.runner_up_task}'s {quoted(m.runner_up or '', 80)} is nearly as near "
                      f"({m.runner_up_similarity:.2f}): the policy may do either; say it as trained")
+        if self.contradicts is not None:
+            said += (f", but it says {self.contradicts[0]!r} where that wording says {self.contradicts[1]!r}: the "
+                     "policy may do the opposite; say it as trained")
         return said
+
+    @property
+    def doubtful(self) -> bool:
+        """Whether the node says it at WARN: unlike every trained wording, a close call, or a direction
+        contradicted."""
+        return self.unfamiliar or self.close_call or self.contradicts is not None
 
 
 class InstructionCheck:
@@ -97,7 +132,7 @@ class InstructionCheck:
         match = self._match(text)
         unfamiliar = under_floor(match, floor)
         self.unfamiliar += unfamiliar and count
-        return Verdict(match, unfamiliar)
+        return Verdict(match, unfamiliar, self._contradicts(text, match))
 
     def status(self, text: str | None, mode: str, floor: float) -> tuple[int, str, list[tuple[str, str]]]:
         """(level, message, key-values) for the current instruction ``text``, judged against the floor now (a
@@ -113,10 +148,15 @@ class InstructionCheck:
         match = self._match(text)
         values = [("instruction", quoted(text, 200)), ("heard as task", match.task),
                   ("nearest trained wording", match.nearest), ("similarity", f"{match.similarity:.3f}"), *values]
-        verdict = Verdict(match, under_floor(match, floor))
+        verdict = Verdict(match, under_floor(match, floor), self._contradicts(text, match))
         if match.runner_up_task is not None and match.runner_up_similarity is not None:
             values.insert(4, ("nearest other task", f"{match.runner_up_task} ({match.runner_up_similarity:.3f})"))
-        return (WARN if verdict.unfamiliar or verdict.close_call else OK), verdict.heard(floor), values
+        return (WARN if verdict.doubtful else OK), verdict.heard(floor), values
+
+    def _contradicts(self, text: str, match: InstructionMatch) -> tuple[str, str] | None:
+        """A direction the text (as the model reads it) says against its nearest wording; not for a text under
+        the floor, whose nearest wording is no reading of it."""
+        return contradicted_direction(self._read(text) if self._read is not None else text, match.nearest)
 
     def _match(self, text: str) -> InstructionMatch:
         """The match of ``text``, computed once per text (the status asks every diagnostics period)."""

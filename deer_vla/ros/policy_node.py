@@ -1111,7 +1111,7 @@ class PolicyNode(LifecycleNode):
         said = (f"instruction: {quoted(text)} (episode reset{heard})" if changed else
                 f"instruction {quoted(text)} again (episode reset; repeated_instruction: 'keep' carries on "
                 f"instead{heard})")
-        if verdict is not None and (verdict.unfamiliar or verdict.close_call):
+        if verdict is not None and verdict.doubtful:
             if verdict.unfamiliar:
                 said += ": the policy may not do what it says (unfamiliar_instruction: refuse keeps such a text out)"
             if changed:
