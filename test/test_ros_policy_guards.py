@@ -424,6 +424,53 @@ def test_a_clock_watch_held_up_by_the_executor_does_not_say_the_clock_stood(exec
         sim.node.destroy_node()
 
 
+@pytest.mark.parametrize("control_mode", ["timer", "event"])
+def test_without_a_simulator_the_timers_run_on_the_steady_clock(executor, tiny_checkpoint, monkeypatch,
+                                                                control_mode):
+    """The control, hold, event-watchdog and status timers ran on the node clock, which is the system clock without
+    use_sim_time: stepped back 60 s (NTP, chrony at boot) they all stopped for 60 s (no step in timer mode, no
+    stale stop, no /diagnostics; an audit with an LD_PRELOAD clock shim), and once the clock caught up the hold
+    re-sent a twist computed a minute before. Under use_sim_time they stay on /clock."""
+    from rclpy.clock import ClockType
+
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, control_mode=control_mode,
+                               hold_rate_hz=50.0, hold_max_s=0.3)
+    timers = [*node._control_timers, node._hold_timer, node._diagnostics_timer, node._clock_watch]
+    assert len(timers) == 4 and all(t.clock.clock_type == ClockType.STEADY_TIME for t in timers)
+    warnings: list[str] = []
+    monkeypatch.setattr(node.get_logger(), "warn", lambda m, said=warnings, **_: said.append(m))
+    node._watch_system_clock(1_000 * 10**9, 5 * 10**9)
+    node._watch_system_clock(941 * 10**9, 6 * 10**9)  # one second on the steady clock, 59 s back on the system's
+    assert warnings == ["the system clock stepped back 60.0 s (NTP?): inputs stamped before the step are refused "
+                        "as ahead of the clock until new ones come; control goes on on the steady clock"]
+    node._watch_system_clock(942 * 10**9, 7 * 10**9)
+    assert len(warnings) == 1  # once per step
+    # a twist sent 5 s ago on the steady clock, however young the stepped node clock makes it, is not held
+    from deer_vla.ros.policy_node import Moment
+
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: node._last_command is not None)
+    held = node.stats.hold_published
+    node._last_command_at = Moment(time.monotonic_ns() - 5 * 10**9, node.get_clock().now().nanoseconds)
+    node._on_hold_timer()
+    assert node.stats.hold_published == held
+    node._last_command_at = Moment(time.monotonic_ns(), node.get_clock().now().nanoseconds)
+    node._on_hold_timer()
+    assert node.stats.hold_published == held + 1
+
+
+def test_under_a_simulators_clock_the_timers_stay_on_it(executor, tiny_checkpoint):
+    from rclpy.clock import ClockType
+
+    node, sim = _stepping_on_a_sim_clock(executor, tiny_checkpoint, enabled=True, control_mode="timer")
+    try:
+        assert all(t.clock.clock_type == ClockType.ROS_TIME for t in node._control_timers)
+        assert node._diagnostics_timer.clock.clock_type == ClockType.ROS_TIME
+    finally:
+        sim.node.destroy_node()
+
+
 def test_the_clock_watch_leaves_a_step_in_flight_alone(executor, tiny_checkpoint):
     """A lock-step simulator holds /clock while it waits for the action: a step taking 6 s of wall time met
     a first version of the clock watch, which stopped the arm at 3 s and let the step's action out after it

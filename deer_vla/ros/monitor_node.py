@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
@@ -179,7 +180,11 @@ class MonitorNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self._record_topic = self.create_subscription(String, p["record_topic"], self._on_record, qos).topic_name
-        self.create_timer(1.0 / rate, self.publish_diagnostics)
+        # on the steady clock without use_sim_time: a system clock stepped back stopped this timer (and the
+        # steps_stale_s warning it gives) for the length of the step
+        sim = bool(getattr(self.get_clock(), "ros_time_is_active", False))
+        self.create_timer(1.0 / rate, self.publish_diagnostics,
+                          clock=None if sim else Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"monitor logging to {self.log_dir}")
 
     def _on_record(self, msg: String) -> None:

@@ -113,6 +113,7 @@ DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute, as diagnostic_aggregator and rqt
 # use_sim_time: how often the sim clock is checked on wall time, and how long it may stand before it is said
 CLOCK_WATCH_S = 1.0
 CLOCK_FROZEN_S = 3.0
+SYSTEM_CLOCK_STEP_S = 1.0  # the system clock moving this much more or less than the steady clock between watches
 
 
 @dataclass
@@ -315,6 +316,7 @@ class PolicyNode(LifecycleNode):
         # on the robot's monitor instead of being absent from it
         self._configure_error: str | None = None
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
         self._diagnostics_timer: Any = None
         self._start_diagnostics_timer(self.get_parameter("diagnostics_period_s").value)
         # under use_sim_time the status and control timers run on /clock: a simulator that stops it silenced
@@ -323,8 +325,9 @@ class PolicyNode(LifecycleNode):
         self._clock_frozen = False  # said WARN for the present freeze
         self._clock_stop_sent = False  # the present freeze's stop went out
         self._clock_watched_at: int | None = None  # monotonic ns of the watch's previous run
+        self._system_clock_seen: tuple[int, int] | None = None  # (node clock, monotonic) at the watch's last run
         self._clock_watch = self.create_timer(CLOCK_WATCH_S, self._on_clock_watch, callback_group=self._control_group,
-                                              clock=Clock(clock_type=ClockType.STEADY_TIME))
+                                              clock=self._steady_clock)
         self._active_since: Moment | None = None
         self.create_service(SetBool, "~/enable", self._srv_enable, callback_group=self._control_group)
         self.create_service(Trigger, "~/halt", self._srv_halt, callback_group=self._control_group)
@@ -678,11 +681,11 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self.params is not None
         if self.params.control_mode == "timer":
-            self._control_timers.append(self.create_timer(self.params.period_s, self._on_control_timer,
-                                                          callback_group=self._input_group))
+            self._control_timers.append(self._periodic_timer(self.params.period_s, self._on_control_timer,
+                                                             self._input_group))
         else:  # event mode steps on arrivals: an input that stops would leave the last velocity standing
-            self._control_timers.append(self.create_timer(self.params.period_s, self._on_event_watchdog,
-                                                          callback_group=self._input_group))
+            self._control_timers.append(self._periodic_timer(self.params.period_s, self._on_event_watchdog,
+                                                             self._input_group))
         self.active = True
         self._active_since = self._moment()
         self._start_hold_timer()
@@ -943,8 +946,8 @@ class PolicyNode(LifecycleNode):
         self._stop_hold_timer()
         params = self.params
         if params is not None and params.hold_rate_hz > 0:
-            self._hold_timer = self.create_timer(1.0 / params.hold_rate_hz, self._on_hold_timer,
-                                                 callback_group=self._control_group)
+            self._hold_timer = self._periodic_timer(1.0 / params.hold_rate_hz, self._on_hold_timer,
+                                                    self._control_group)
 
     def _stop_hold_timer(self) -> None:
         if self._hold_timer is not None:
@@ -1584,6 +1587,11 @@ class PolicyNode(LifecycleNode):
             age = (self.get_clock().now().nanoseconds - self._last_command_at.clock_ns) * 1e-9
             if not 0.0 <= age <= self.params.hold_max_s:
                 return
+            # and on wall time without a simulator: a system clock stepped back, then caught up, made a twist of
+            # a minute ago young again on the node clock
+            wall_age = (time.monotonic_ns() - self._last_command_at.mono_ns) * 1e-9
+            if not getattr(self.get_clock(), "ros_time_is_active", False) and wall_age > self.params.hold_max_s:
+                return
             self._publish_twist(self._last_command, self.get_clock().now().to_msg())
             self.stats.hold_published += 1
 
@@ -1774,7 +1782,9 @@ class PolicyNode(LifecycleNode):
         if not getattr(clock, "ros_time_is_active", False):
             self._clock_moved, self._clock_frozen, self._clock_stop_sent = None, False, False
             self._clock_watched_at = None
+            self._watch_system_clock(clock.now().nanoseconds, time.monotonic_ns())
             return
+        self._system_clock_seen = None
         now, mono = clock.now().nanoseconds, time.monotonic_ns()
         watched_at, self._clock_watched_at = self._clock_watched_at, mono
         if watched_at is not None and mono - watched_at > 2 * CLOCK_WATCH_S * 1e9 and self._clock_moved is not None:
@@ -1809,6 +1819,20 @@ class PolicyNode(LifecycleNode):
             self.stats.skip("stale_clock", f"the node clock (use_sim_time) has not moved for {frozen_s:.1f} s")
             self._no_action(None)
 
+    def _watch_system_clock(self, now: int, mono: int) -> None:
+        """Without use_sim_time: a step of the system clock (NTP, chrony at boot, by hand) is said, once per
+        step: the node's timers run on the steady clock and go on, but inputs stamped before a step back are
+        refused as ahead of the clock (and after one forward, as old) until new ones come."""
+        seen, self._system_clock_seen = self._system_clock_seen, (now, mono)
+        if seen is None:
+            return
+        step_s = ((now - seen[0]) - (mono - seen[1])) * 1e-9
+        if abs(step_s) >= SYSTEM_CLOCK_STEP_S:
+            self.get_logger().warn(
+                f"the system clock stepped {'back' if step_s < 0 else 'forward'} {abs(step_s):.1f} s (NTP?): "
+                f"inputs stamped before the step are refused as {'ahead of the clock' if step_s < 0 else 'old'} "
+                "until new ones come; control goes on on the steady clock")
+
     def _publish_clock_status(self, level: int, message: str) -> None:
         self._diagnostics_pub.publish(DiagnosticArray(status=[DiagnosticStatus(
             level=bytes([level]), name=self._status_name("clock"), hardware_id=self.get_fully_qualified_name(),
@@ -1822,8 +1846,16 @@ class PolicyNode(LifecycleNode):
             period_s = POLICY_DEFAULTS["diagnostics_period_s"]
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
-        self._diagnostics_timer = self.create_timer(float(period_s), self.publish_diagnostics,
-                                                    callback_group=self._control_group)
+        self._diagnostics_timer = self._periodic_timer(float(period_s), self.publish_diagnostics, self._control_group)
+
+    def _periodic_timer(self, period_s: float, callback: Any, group: Any) -> Any:
+        """A timer on the node clock under use_sim_time (a simulator's /clock, which a lock-step one holds while
+        it waits for the action), else on the steady clock: a system clock stepped back (NTP, chrony at boot)
+        stopped every timer of the node clock for the length of the step (an audit: 60 s back, 60 s without a
+        step, a stale stop, a held twist's end or /diagnostics)."""
+        sim = bool(getattr(self.get_clock(), "ros_time_is_active", False))
+        return self.create_timer(period_s, callback, callback_group=group,
+                                 clock=None if sim else self._steady_clock)
 
 
 def _same_value(a: Any, b: Any) -> bool:
