@@ -195,3 +195,23 @@ def test_a_direction_said_against_the_nearest_wording_is_a_warning(default_runne
     assert contradicted_direction("move it up and down", "pull the handle up") is None  # says both
     held_out = [text for task in TASK_SUITE.values() for text in task.heldout_instructions]
     assert [t for t in held_out if check.judge(t, "warn", 0.45, count=False).contradicts] == []
+
+
+def test_two_tasks_in_one_text_are_a_warning(default_runner):
+    """"open the drawer and close the window" was heard as drawer-open (0.79) at INFO: the policy does one task,
+    and nothing said the other was dropped. Two clauses each near a wording of another task are a WARN; a task
+    and a stop, a purpose ("so I can see"), or a trained wording are not (on the ten tasks' held-out wordings
+    one is: "coffee machine, press its button", coffee-button and button-press-topdown)."""
+    from deer_vla.sim.tasks import TASK_SUITE
+
+    check = InstructionCheck.for_runner(default_runner)
+    verdict = check.judge("open the drawer and close the window", "warn", 0.45, count=False)
+    assert verdict.two_tasks is not None and [m.task for m in verdict.two_tasks] == ["drawer-open", "window-close"]
+    assert verdict.doubtful and "but it may ask two tasks, drawer-open and window-close" in verdict.heard(0.45)
+    level, message, _ = check.status("open the drawer, then press the button", "warn", 0.45)
+    assert level == WARN and "two tasks, drawer-open and button-press-topdown" in message
+    for text in ("open the drawer so I can see", "close the drawer please, thank you", "open the drawer"):
+        assert check.judge(text, "warn", 0.45, count=False).two_tasks is None, text
+    held_out = [text for task in TASK_SUITE.values() for text in task.heldout_instructions]
+    assert [t for t in held_out if check.judge(t, "warn", 0.45, count=False).two_tasks] == \
+        ["coffee machine, press its button"]

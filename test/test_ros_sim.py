@@ -247,6 +247,10 @@ def test_sim_node_releases_the_previous_tasks_simulator(ros_context, monkeypatch
     monkeypatch.setattr(mw, "MetaWorldAdapter", FakeAdapter)
     sim = SimNode(parameter_overrides=[Parameter("episodes", value=1)])
     try:
+        from rclpy.clock import ClockType
+
+        # (the steady clock: on the node clock a system clock stepped back stopped the simulator for the step)
+        assert sim._timer.clock.clock_type == ClockType.STEADY_TIME
         a = sim._adapter_for(get_task("drawer-open"))
         assert sim._adapter_for(get_task("drawer-open")) is a  # same task: reused, not rebuilt
         b = sim._adapter_for(get_task("window-close"))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from deer_vla.core.instruction_text import OPPOSITES, instruction_words
+from deer_vla.core.instruction_text import CLAUSE_BREAK, FUNCTION_WORDS, OPPOSITES, instruction_words
 from deer_vla.core.log_text import quoted
 from deer_vla.model.instruction_match import InstructionMatch, InstructionMatcher
 
@@ -22,6 +22,11 @@ SIMILARITY_SLACK = 1e-6
 # default 3 of the ten tasks' 70 held-out wordings, two of them heard as the wrong task; "rotate the faucet
 # handle to the left" 0.918 as faucet-close against 0.913 as faucet-open, which the policy did)
 CLOSE_CALL = 0.02
+SHARED = "-shared"  # a task's shared-start twin, trained on its wordings: the same task to these checks
+# each clause this near a wording of its own task for a text to be said to ask two: MT50's own multi-step wordings
+# ("pick up the puck and put it at the goal") split into clauses near other tasks, 0.52-0.87 (0.88 once, on a
+# trained wording, which is never judged so), while "open the drawer, then press the button" is 1.0 and 0.89
+TWO_TASKS_SIMILARITY = 0.88
 
 
 # words of opposite motions: the comparison pools a text's words, and one word of these weighs little in it ("turn
@@ -60,6 +65,8 @@ class Verdict:
     match: InstructionMatch | None
     unfamiliar: bool
     contradicts: tuple[str, str] | None = None  # contradicted_direction of the text read and the nearest wording
+    # two clauses heard as two tasks ("open the drawer and close the window": heard as drawer-open alone)
+    two_tasks: tuple[InstructionMatch, InstructionMatch] | None = None
 
     @property
     def close_call(self) -> bool:
@@ -83,13 +90,17 @@ class Verdict:
         if self.contradicts is not None:
             said += (f", but it says {self.contradicts[0]!r} where that wording says {self.contradicts[1]!r}: the "
                      "policy may do the opposite; say it as trained")
+        if self.two_tasks is not None:
+            first, second = self.two_tasks
+            said += (f", but it may ask two tasks, {first.task} and {second.task} ({quoted(second.nearest, 60)}): the "
+                     "policy does one; say one at a time")
         return said
 
     @property
     def doubtful(self) -> bool:
         """Whether the node says it at WARN: unlike every trained wording, a close call, or a direction
         contradicted."""
-        return self.unfamiliar or self.close_call or self.contradicts is not None
+        return self.unfamiliar or self.close_call or self.contradicts is not None or self.two_tasks is not None
 
 
 class InstructionCheck:
@@ -104,6 +115,7 @@ class InstructionCheck:
         self._read = read
         self.unfamiliar = 0  # instructions under the floor (warned or refused), for /diagnostics
         self._last: tuple[str, InstructionMatch] | None = None
+        self._last_split: tuple[str, tuple[InstructionMatch, InstructionMatch] | None] | None = None
 
     @classmethod
     def for_runner(cls, runner: Any) -> InstructionCheck:
@@ -132,7 +144,7 @@ class InstructionCheck:
         match = self._match(text)
         unfamiliar = under_floor(match, floor)
         self.unfamiliar += unfamiliar and count
-        return Verdict(match, unfamiliar, self._contradicts(text, match))
+        return Verdict(match, unfamiliar, self._contradicts(text, match), self._two_tasks(text, match))
 
     def status(self, text: str | None, mode: str, floor: float) -> tuple[int, str, list[tuple[str, str]]]:
         """(level, message, key-values) for the current instruction ``text``, judged against the floor now (a
@@ -148,7 +160,8 @@ class InstructionCheck:
         match = self._match(text)
         values = [("instruction", quoted(text, 200)), ("heard as task", match.task),
                   ("nearest trained wording", match.nearest), ("similarity", f"{match.similarity:.3f}"), *values]
-        verdict = Verdict(match, under_floor(match, floor), self._contradicts(text, match))
+        unfamiliar = under_floor(match, floor)
+        verdict = Verdict(match, unfamiliar, self._contradicts(text, match), self._two_tasks(text, match))
         if match.runner_up_task is not None and match.runner_up_similarity is not None:
             values.insert(4, ("nearest other task", f"{match.runner_up_task} ({match.runner_up_similarity:.3f})"))
         return (WARN if verdict.doubtful else OK), verdict.heard(floor), values
@@ -157,6 +170,28 @@ class InstructionCheck:
         """A direction the text (as the model reads it) says against its nearest wording; not for a text under
         the floor, whose nearest wording is no reading of it."""
         return contradicted_direction(self._read(text) if self._read is not None else text, match.nearest)
+
+    def _two_tasks(self, text: str, match: InstructionMatch) -> tuple[InstructionMatch, InstructionMatch] | None:
+        """Two clauses of ``text`` (as the model reads it; CLAUSE_BREAK, each of two words or more that name
+        something) each within TWO_TASKS_SIMILARITY of a wording of its own task, two tasks (a -shared twin is
+        its task), or None; never for a trained wording (``match``, the whole text's, at 1). Computed once per
+        text (the status asks every diagnostics period)."""
+        last = self._last_split
+        if last is not None and last[0] == text:
+            return last[1]
+        assert self.matcher is not None
+        read = self._read(text) if self._read is not None else text
+        asked = []
+        if not match.similarity >= 1.0 - SIMILARITY_SLACK:
+            for clause in CLAUSE_BREAK.split(read):
+                if len([w for w in instruction_words(clause) if w not in FUNCTION_WORDS]) >= 2:
+                    clause_match = self.matcher.match(clause)
+                    if clause_match.similarity >= TWO_TASKS_SIMILARITY:
+                        asked.append(clause_match)
+        found = next(((a, b) for i, a in enumerate(asked) for b in asked[i + 1:]
+                      if a.task.removesuffix(SHARED) != b.task.removesuffix(SHARED)), None)
+        self._last_split = (text, found)
+        return found
 
     def _match(self, text: str) -> InstructionMatch:
         """The match of ``text``, computed once per text (the status asks every diagnostics period)."""

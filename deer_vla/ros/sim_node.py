@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from lifecycle_msgs.msg import State
 from lifecycle_msgs.srv import GetState
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -132,7 +133,9 @@ class SimNode(Node):
         self._policy_active = self._policy_state is None
         self._state_request: Any = None
         self._state_polled = 0.0
-        self._timer = self.create_timer(1.0 / p["rate_hz"], self._tick)
+        # on the steady clock (the sim graph takes no use_sim_time): a system clock stepped back stopped the node
+        # clock's timers for the length of the step
+        self._timer = self.create_timer(1.0 / p["rate_hz"], self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     @staticmethod
     def _validate(p: dict[str, Any]) -> None:
