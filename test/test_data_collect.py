@@ -121,6 +121,9 @@ def test_rollout_is_deterministic_per_seed() -> None:
         (["--image-size", "8"], "--image-size must be in 16..480, got 8"),
         (["--workers", "0"], "--workers must be in 1..256"),
         (["--workers", str(10**30)], "--workers must be in 1..256, got 1000000000000000000000000000000"),
+        # 10^9 episodes looked for 3*10^9 episode files before the first episode, for ever
+        (["--episodes-per-task", "1000000000"], "may try seeds up to 3000000009 (3 x the episodes + 10), past the "
+                                                "9999999 an episode file's name holds"),
         (["--action-noise", "-0.5"], "--action-noise must be in [0, 1]"),
         (["--action-noise", "nan"], "--action-noise must be in [0, 1]"),
         (["--cameras", "static,belly"], "unknown camera(s) ['belly']"),

@@ -357,3 +357,45 @@ def test_a_checkpoint_the_disk_cannot_take_is_named_and_leaves_no_half_folder(
     err = capsys.readouterr().err
     assert f"writing the final model in {out} failed: [Errno 28] No space left on device" in err, err
     assert not (out / ".final.tmp").exists() and not (out / "config.json").exists()
+
+
+def test_weights_that_diverged_are_never_saved(dataset: Path, tmp_path: Path, capsys) -> None:
+    """`joint.lr=1e30` for one step (or `weight_decay=1e30`) trained, said "model written" with status 0 and saved
+    weights of 1e30 that no load takes: the loss sees a diverged update only one step later, and the stage's last
+    step (or a checkpoint's) has none. Checked before every save; a weight decay of 1e30 is refused outright."""
+    from deer_vla.train.trainer import cli_main
+
+    out = tmp_path / "diverged"
+    argv = ["--no-progress", *sum((["--set", o] for o in _overrides(dataset, out, **{
+        "joint.steps": 1, "joint.warmup_steps": 0, "joint.lr": 1e30})), [])]
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err
+    assert "deer-vla train: the weights diverged by step 1 (" in err and "lower the learning rate" in err, err
+    assert "no step checkpoint was written before it" in err and "Traceback" not in err
+    assert not (out / "model.safetensors").exists() and not list(out.glob("checkpoints/step_*"))
+
+
+@pytest.mark.parametrize(("setting", "said"), [
+    ("weight_decay=1e30", "weight_decay"), ("num_threads=100000", "num_threads"),  # a segfault
+    ("head_lr_scale=1e300", "head_lr_scale"), ("shift_pad=100000", "shift_pad"),  # tracebacks
+    ("seed=99999999999999999999999", "seed"),  # "Overflow when unpacking long long", naming nothing
+])
+def test_settings_no_run_can_use_are_refused_naming_them(dataset: Path, tmp_path: Path, capsys, setting: str,
+                                                         said: str) -> None:
+    from deer_vla.train.trainer import cli_main
+
+    argv = ["--no-progress", *sum((["--set", o] for o in _overrides(dataset, tmp_path / "out")), []), "--set", setting]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("lr", [1e300, float("inf"), 0.0])
+def test_a_gate_learning_rate_no_optimiser_takes_is_refused(lr: float) -> None:
+    """`train-gate --lr 1e300` loaded the model and replayed the data, then failed in the optimiser's float
+    conversion with a traceback."""
+    from deer_vla.train.gate import GateTrainConfig
+
+    with pytest.raises(ValueError, match=r"gate training lr must be a number in \(0, 1e38\]"):
+        GateTrainConfig(lr=lr)

@@ -58,6 +58,8 @@ class CollectConfig:
     max_attempts_factor: float = 3.0  # give up on a task after factor * N + 10 seeds
 
     def __post_init__(self) -> None:
+        from deer_vla.data.episodes import MAX_EPISODE_SEED
+
         problems = []
         if str(self.out) == "":
             problems.append(f"--out is {BLANK_PATH}")
@@ -82,6 +84,12 @@ class CollectConfig:
             problems.append(f"--max-steps must be in 1..500, got {self.max_steps}")
         if not 1 <= self.max_attempts_factor <= 1000:  # inf: an OverflowError counting the attempts
             problems.append(f"--max-attempts-factor must be in [1, 1000], got {self.max_attempts_factor}")
+        elif self.seed >= 0 and self.episodes_per_task >= 1 and \
+                self.seed + self.max_attempts - 1 > MAX_EPISODE_SEED:
+            # seeds no episode file can be named by: 10^9 episodes looked for 3*10^9 files first, for ever
+            problems.append(f"--seed {self.seed} with --episodes-per-task {self.episodes_per_task} may try seeds up "
+                            f"to {self.seed + self.max_attempts - 1} ({self.max_attempts_factor:g} x the episodes + "
+                            f"10), past the {MAX_EPISODE_SEED} an episode file's name holds")
         if problems:
             raise ValueError("invalid collect configuration: " + "; ".join(problems))
 

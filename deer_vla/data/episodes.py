@@ -301,11 +301,14 @@ class Episode:
             raise DatasetError(f"{where}: proprio has {p} values, dataset proprio_dim is {meta.proprio_dim}")
 
 
+MAX_EPISODE_SEED = 10**7 - 1  # the seven digits of an episode file's name
+
+
 def episode_filename(task: str, seed: int) -> str:
     if not _TASK_RE.match(task):
         raise DatasetError(f"invalid task name {task!r} (lowercase letters, digits, '-' and '_')")
-    if not 0 <= int(seed) < 10**7:
-        raise DatasetError(f"seed must be in 0..9999999 for the episode file name, got {seed}")
+    if not 0 <= int(seed) <= MAX_EPISODE_SEED:
+        raise DatasetError(f"seed must be in 0..{MAX_EPISODE_SEED} for the episode file name, got {seed}")
     return f"{task}__seed{int(seed):07d}.h5"
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from deer_vla.core.config_io import ConfigError, NoBoolNumbers, load_layers, validate
+from deer_vla.core.config_io import MAX_THREADS, ConfigError, NoBoolNumbers, load_layers, validate
 from deer_vla.core.writable import nonblank_path
 from deer_vla.model.device import is_device_name
 from deer_vla.train.instruction_noise import InstructionNoise
@@ -98,20 +98,21 @@ class TrainConfig(NoBoolNumbers):
     window: int = Field(10, ge=2, le=64)
     batch_size: int = Field(8, ge=1)
     # images are padded by this many pixels and randomly cropped back (DrQ random shift)
-    shift_pad: int = Field(4, ge=0)
+    shift_pad: int = Field(4, ge=0, le=512)  # pixels (100000 tried to allocate 480 GB)
     paraphrase: bool = True  # draw the instruction among the task's training paraphrases
     # random wrappers, word dropout and swaps on the drawn instruction (null: none); see train.instruction_noise
     instruction_noise: InstructionNoise | None = None
     joint: StageConfig = StageConfig(steps=2000, lr=5e-4, warmup_steps=100)
     refine: StageConfig = StageConfig(steps=500, lr=2e-4, warmup_steps=0)
-    head_lr_scale: float = Field(1.0, gt=0, description="lr multiplier of action heads in the joint stage")
-    weight_decay: float = Field(0.01, ge=0)
+    # bounded so that joint.lr times it stays a float32 (1e300 was a traceback from the optimiser)
+    head_lr_scale: float = Field(1.0, gt=0, le=1e6, description="lr multiplier of action heads in the joint stage")
+    weight_decay: float = Field(0.01, ge=0, le=1e3)  # AdamW's decoupled decay: 1e30 saved weights of 5e26
     grad_clip: float = Field(1.0, gt=0)
     loss: LossWeights = LossWeights()
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's seeds (10**23 was "Overflow when unpacking long long")
     device: str = "auto"  # "auto" = cuda when available, else cpu
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    num_threads: int = Field(2, ge=1, description="torch intra-op threads on CPU")
+    num_threads: int = Field(2, ge=1, le=MAX_THREADS, description="torch intra-op threads on CPU")
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (each a process)")
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(2, ge=1)

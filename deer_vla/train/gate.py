@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from deer_vla.core import Observation
-from deer_vla.core.config_io import thread_count
+from deer_vla.core.config_io import non_negative_int, positive_int, thread_count
 from deer_vla.core.json_text import JsonTextError, read_json_file
 from deer_vla.core.log_text import error_text
 from deer_vla.core.writable import clobbers_input, path_argument, unwritable_dir
@@ -65,8 +65,8 @@ class GateTrainConfig:
                 raise ValueError(f"gate training {name} must be a positive int, got {v!r}")
         for name in ("lr", "floor"):
             v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"gate training {name} must be finite and > 0, got {v!r}")
+            if not (math.isfinite(v) and 0 < v <= 1e38):  # a float32 (1e300: the optimiser's traceback)
+                raise ValueError(f"gate training {name} must be a number in (0, 1e38], got {v!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"gate training weight_decay must be finite and >= 0, got {self.weight_decay!r}")
         if not 0 <= self.val_fraction < 1:
@@ -329,14 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="{task: weight} multiplying the distances the gates learn in that task's episodes (tasks "
                         "not named: 1): how much depth pays there in closed loop, as `deer-vla eval-report "
                         "--depth-weights` writes it")
-    p.add_argument("--max-steps", type=int, default=None, help="cap on the steps recorded")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="cap on the steps recorded")
     p.add_argument("--hidden", type=int, default=GateTrainConfig.hidden, help="hidden units per gate")
     p.add_argument("--epochs", type=int, default=GateTrainConfig.epochs)
     p.add_argument("--lr", type=float, default=GateTrainConfig.lr)
     p.add_argument("--weight-decay", type=float, default=GateTrainConfig.weight_decay, help="AdamW weight decay")
     p.add_argument("--val-fraction", type=float, default=GateTrainConfig.val_fraction,
                    help="share of the episodes held out to pick the epoch and report the loss")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--threads", type=thread_count, default=1, help="torch threads")
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     p.add_argument("--out", type=path_argument, default=None, metavar="PATH",

@@ -455,6 +455,7 @@ class Trainer:
             return
         from deer_vla.model.checkpoint import save_checkpoint
 
+        self._check_weights(step)
         extra = self._extra(step, self.stage)
         target = step_dir(self.out, step)
         tmp = target.with_name(f".tmp_{target.name}")
@@ -470,6 +471,18 @@ class Trainer:
         prune_checkpoints(self.out, self.cfg.keep_checkpoints)
         if final:
             self._write_final(extra)
+
+    def _check_weights(self, step: int) -> None:
+        """FloatingPointError when a weight is NaN, infinite or beyond what any load takes (lean_load's rule): an
+        update that diverged on the stage's last step, or a checkpoint's, was saved as a finished model that no
+        load would take (lr 1e30: exit 0, weights of 1e30); the loss sees it only a step later."""
+        from deer_vla.model.lean_load import magnitude_problem
+
+        for name, tensor in self.model.state_dict().items():
+            problem = magnitude_problem(tensor) if tensor.is_floating_point() else None
+            if problem is not None:
+                raise FloatingPointError(f"the weights diverged by step {step} ({name} {problem.split(':')[0]}); "
+                                         "lower the learning rate (or the weight decay); nothing was saved at it")
 
     def _extra(self, step: int, stage: str | None) -> dict:
         """What a checkpoint records of its training (extra.json): step, stage, config, instructions, and the
@@ -579,7 +592,8 @@ class Trainer:
             with amp:
                 loss, metrics = self.unit(batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate (or a "
+                                         "loss weight)")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -837,9 +851,11 @@ def cli_main(argv: list[str] | None = None) -> int:
             return 1
     try:
         history = trainer.train(stop_at=args.stop_at)
-    except FloatingPointError as exc:  # the loss diverged: say so in one line, and what is kept
-        print(f"deer-vla train: {exc}; the step checkpoints written before it are kept in "
-              f"{out / 'checkpoints'}", file=sys.stderr)
+    except FloatingPointError as exc:  # the loss or the weights diverged: say so in one line, and what is kept
+        kept = latest_checkpoint(out)
+        print(f"deer-vla train: {exc}; "
+              + (f"the step checkpoints written before it are kept (the last: {kept})"
+                 if kept is not None else "no step checkpoint was written before it"), file=sys.stderr)
         return 1
     except (SaveError, OSError, SafetensorError) as exc:  # a full disk while saving, or the log: what, what is kept
         kept = latest_checkpoint(out)
