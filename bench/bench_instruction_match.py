@@ -29,6 +29,7 @@ import sys
 import numpy as np
 from common import checkpoint_option, run_bench  # also puts this checkout first on sys.path
 
+from deer_vla.core.config_io import thread_count
 from deer_vla.model.shipped import checkpoint_help
 
 # Requests a user might make of a robot arm that no task of either suite does, or that are not tasks at all.
@@ -58,7 +59,7 @@ def main() -> int:
     ap.add_argument("--wordings", default="record", choices=("record", "suite"),
                     help="the trained set: the checkpoint's record (as the node uses) or the suite's training "
                          "wordings (for a checkpoint without a record)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=thread_count, default=1)
     args = ap.parse_args()
 
     import torch

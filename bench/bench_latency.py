@@ -292,8 +292,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if (args.episodes + args.calib_episodes) * args.steps > 100_000:
         p.error(f"(--episodes + --calib-episodes) x --steps must be at most 100000 observations, got "
                 f"{(args.episodes + args.calib_episodes) * args.steps}")
-    if args.threads < 0:
-        p.error(f"--threads must be >= 0, got {args.threads}")
+    if not 0 <= args.threads <= 1024:  # torch takes a C int (10**30 was an overflow traceback)
+        p.error(f"--threads must be in 0..1024 (0: torch's default), got {args.threads}")
     if args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
     if not 0.0 <= args.budget_fraction <= 1.0:

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # this checkout's deer_vla, as the benches use
     sys.path.insert(0, str(REPO))
 
+from deer_vla.core.config_io import thread_count  # noqa: E402
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exit", type=int, default=None, help="fixed exit (default: the full model)")
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the task's)")
     p.add_argument("--every", type=int, default=5, help="print every N-th step")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch threads")
     args = p.parse_args(argv)
     if args.every < 1:
         p.error("--every must be >= 1")

@@ -408,6 +408,10 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     ("leave the drawer alone", "alone"),
     # a request to stop names no task: heard as faucet-close (0.65), the arm moved for it
     ("stop", "stop"), ("STOP!", "stop"), ("stop now", "stop"), ("stop the robot", "stop"), ("halt", "halt"),
+    # with what to stop between (a review: "stop the drawer from closing" heard as drawer-close, 0.82)
+    ("stop the drawer from closing", "stop"), ("prevent the window from closing", "prevent"),
+    ("keep the drawer from opening", "keep"), ("can you stop pressing the button", "stop"),
+    ("robot, stop opening the drawer", "stop"),
 ])
 def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, text, word):
     from deer_vla.model.instruction_words import NegatedInstructionError
@@ -419,6 +423,12 @@ def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, tex
 
 @pytest.mark.parametrize("text", [
     "push the puck to the goal and stop", "press the stop button", "press the button, then stop",
+    # a stop with its own subject, a manner after the task, a thing left after the task (a review found a first
+    # version refused each): the task is what is asked
+    "turn off the faucet so the water stops running", "close the drawer until it stops moving",
+    "close the drawer without slamming it", "close the drawer all the way without stopping halfway",
+    "open the drawer and leave it alone", "stop the water running", "keep pushing the puck to the goal",
+    "turn the No 2 faucet on",
     "don't forget to close the drawer", "do not hesitate to open the window", "open the drawer no matter what",
     "the window is not closed, close it", "it's not on the sink, close the drawer",
 ])

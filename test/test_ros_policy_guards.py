@@ -416,7 +416,8 @@ def test_a_clock_watch_held_up_by_the_executor_does_not_say_the_clock_stood(exec
         node._clock_moved = (node._clock_moved[0], node._clock_moved[1] - five_s)  # the watch on time: it stood
         node._on_clock_watch()
         assert node._clock_frozen  # (no stop: a step ran since the clock was last seen moving)
-        assert warnings[-1].startswith("use_sim_time: the node clock has not moved for 5 s")
+        # (the held-up run counted one period of the 5 s it waited: 1 s, then these 5)
+        assert warnings[-1].startswith("use_sim_time: the node clock has not moved for 6 s")
         node._clock_moved = (node._clock_moved[0] + 3600 * 10**9, node._clock_moved[1])  # a simulator reset
         node._on_clock_watch()
         assert warnings[-1].startswith("use_sim_time: the node clock went back 3600.000 s (a simulator reset?)")
@@ -467,6 +468,25 @@ def test_under_a_simulators_clock_the_timers_stay_on_it(executor, tiny_checkpoin
     try:
         assert all(t.clock.clock_type == ClockType.ROS_TIME for t in node._control_timers)
         assert node._diagnostics_timer.clock.clock_type == ClockType.ROS_TIME
+    finally:
+        sim.node.destroy_node()
+
+
+def test_a_watch_late_on_every_run_still_finds_a_frozen_clock(executor, tiny_checkpoint, monkeypatch):
+    """A first version forgave every late run of the watch: with an executor so busy that each run came 2.5 s
+    after the last, 50 s of a frozen /clock were never said and the standing twist never stopped (a review)."""
+    node, sim = _stepping_on_a_sim_clock(executor, tiny_checkpoint, enabled=True, stale_action="zero",
+                                         max_image_age_s=5.0)
+    monkeypatch.setattr(node.get_logger(), "warn", lambda *a, **k: None)
+    try:
+        node._on_clock_watch()
+        late = int(2.5e9)
+        for _ in range(5):  # 12.5 s of wall time, /clock standing
+            node._clock_watched_at -= late
+            node._clock_moved = (node._clock_moved[0], node._clock_moved[1] - late)
+            node.stats.last_step = None  # nothing stepped since (the stop's other condition)
+            node._on_clock_watch()
+        assert node._clock_frozen and node.stats.skipped["stale_clock"] == 1 and node._last_command is None
     finally:
         sim.node.destroy_node()
 

@@ -24,15 +24,18 @@ NEGATIONS = frozenset({
     "not", "never", "no", "nor", "neither", "cannot", "donot", "avoid", "dont", "doesnt", "didnt", "cant", "wont",
     "shouldnt", "mustnt", "couldnt", "wouldnt",
 })
-# words that ask to stop doing something: before a gerund in their clause ("stop closing the window" closed it in 3
-# of 3 episodes, "stop opening the drawer" closed it, as asked, only because the policy heard "opening" as
-# drawer-close's nearest), or with no task word at all ("stop!", "stop the robot", "halt", which the shipped
-# default heard as faucet-close and moved the arm for): a request to stop is no task (~/halt stops the arm; a
-# refused instruction does too)
+# words that ask to stop (or prevent) doing something, as the first word of their clause that names anything
+# (not "please", "robot", "can you": FUNCTION_WORDS): before a verb's -ing form, or "from" and one ("stop closing
+# the window" closed it in 3 of 3 episodes, "stop the drawer from closing" was heard as drawer-close at 0.82), or in
+# a text that names no task ("stop!", "stop the robot", which the shipped default heard as faucet-close and moved the
+# arm for). Not with a subject of their own ("until the water stops running"), nor after a task ("close the drawer
+# without slamming it"). A request to stop is no task (~/halt stops the arm; a refused instruction does too)
 CESSATIONS = frozenset({
     "stop", "stops", "stopping", "quit", "quitting", "cease", "ceasing", "refrain", "refraining", "halt", "halting",
-    "abort", "freeze", "without",
+    "abort", "freeze", "without", "prevent", "prevents", "preventing",
 })
+# "keep the drawer from opening" (heard as drawer-open, 0.90) asks to prevent; "keep pushing" asks to go on
+KEEP_FROM = ("keep", "from")
 # "leave the drawer alone": a request to leave it as it is, which the default heard as drawer-open (3 of 3 opened)
 LEAVE_ALONE = ("leave", "alone")
 # where a clause ends: "push the puck, not too fast" asks for the task, "the drawer, don't open it" forbids it
@@ -173,20 +176,29 @@ def _gerund(word: str) -> bool:
 
 
 def _cessation(words: list[str], allowed: set[str], whole: list[str]) -> str | None:
-    """The word with which a clause (``words``) asks to stop or leave something: a CESSATIONS word right before a
-    gerund ("stop closing", "quit opening", "refrain from pressing", "without opening") or in a text (``whole``)
-    that names no task ("stop!", "stop the robot"; not "push the puck to the goal and stop"), or "leave ...
-    alone" (not when "alone" is a trained word); else None."""
-    for i, word in enumerate(words):
-        if word in CESSATIONS:  # a trained one too: the default's "stop the water" made "stop" alone faucet-close
-            after = words[i + 2:i + 3] if words[i + 1:i + 2] == ["from"] else words[i + 1:i + 2]
-            if after and _gerund(after[0]):  # "stop closing", "refrain from opening"; not "stop the water running"
-                return word
-            if not [w for w in whole if w not in CESSATIONS and w not in FUNCTION_WORDS]:
-                return word
-    if LEAVE_ALONE[0] in words and LEAVE_ALONE[1] in words[words.index(LEAVE_ALONE[0]) + 1:] and \
-            LEAVE_ALONE[1] not in allowed:
-        return LEAVE_ALONE[1]
+    """The word with which a clause (``words``) asks to stop, prevent or leave something, or None: a CESSATIONS
+    word first among the clause's words that name anything, right before an -ing form ("stop closing", "without
+    opening") or before "from" and one ("refrain from opening", "stop the drawer from closing"; not "stop the water
+    running", a wording of faucet-close), or in a text (``whole``) naming nothing else ("stop!", "stop the robot");
+    "keep ... from <-ing>"; "leave ... alone" in a text naming nothing outside that clause (not "open the drawer
+    and leave it alone"; not when "alone" is a trained word)."""
+    named = [i for i, w in enumerate(words) if w not in FUNCTION_WORDS]
+    if not named:
+        return None
+    first, word = named[0], words[named[0]]
+    rest = words[first + 1:]
+    from_ing = any(w == "from" and i + 1 < len(rest) and _gerund(rest[i + 1]) for i, w in enumerate(rest))
+    if word in CESSATIONS:  # a trained one too: the default's "stop the water" made "stop" alone faucet-close
+        if (rest[:1] and _gerund(rest[0])) or from_ing:
+            return word
+        if not [w for w in whole if w not in CESSATIONS and w not in FUNCTION_WORDS]:
+            return word
+    if word == KEEP_FROM[0] and from_ing:
+        return word
+    if word == LEAVE_ALONE[0] and LEAVE_ALONE[1] in rest and LEAVE_ALONE[1] not in allowed:
+        others = [w for w in whole if w not in FUNCTION_WORDS and w not in words]
+        if not others:
+            return LEAVE_ALONE[1]
     return None
 
 
@@ -198,7 +210,7 @@ def negated_state(text: str, trained: Iterable[str] = ()) -> str | None:
     open"), or a trained word; not where a word of the state's side is said besides (the goal the model hears
     is then the one asked: "the window is not closed, close it")."""
     allowed = set(trained)
-    folded = unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES))
+    folded = NUMBER_ABBREVIATION.sub(" ", unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES)))
     whole = instruction_words(folded)
     for clause in CLAUSE_BREAK.split(folded):
         words = instruction_words(clause)

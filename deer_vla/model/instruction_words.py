@@ -25,6 +25,7 @@ from typing import Any
 
 from deer_vla.core.instruction_text import (
     CESSATIONS,
+    KEEP_FROM,
     LEAVE_ALONE,
     WORD,
     instruction_words,
@@ -47,7 +48,7 @@ class NegatedInstructionError(ValueError):
 
     def __init__(self, text: str, word: str) -> None:
         self.word = word
-        if word in CESSATIONS or word == LEAVE_ALONE[1]:
+        if word in CESSATIONS or word in (LEAVE_ALONE[1], KEEP_FROM[0]):
             self.why = (f"asks to stop, or to leave something be ({word!r}): no task the policy can do (it would do "
                         "the task the text names, if any)")
         else:

@@ -36,7 +36,7 @@ DIRECTIONS = (
     *OPPOSITES,
     (frozenset({"left", "leftward", "leftwards"}), frozenset({"right", "rightward", "rightwards"})),
     (frozenset({"up", "upward", "upwards"}), frozenset({"down", "downward", "downwards"})),
-    (frozenset({"in", "inward", "inwards"}), frozenset({"out", "outward", "outwards"})),
+    (frozenset({"in", "into", "inward", "inwards"}), frozenset({"out", "outward", "outwards"})),
     (frozenset({"forward", "forwards"}), frozenset({"back", "backward", "backwards"})),
 )
 

@@ -165,7 +165,7 @@ class MonitorNode(Node):
         # the way (a reader's queue overflowed: 8777 of a burst of 10000 went uncounted) or never published
         self.skipped_steps = 0
         self._missing_steps: dict[int, None] = {}  # the newest skipped step numbers, oldest first (bounded)
-        self._sequence_step: int | None = None  # the step number of the last record that was not a late one
+        self._sequence: tuple[int, int] | None = None  # (step, stamp_ns) of the last record that was not a late one
         self.max_publishers = 0  # of the record topic, as seen at each diagnostics tick
         self._record_trouble_at: float | None = None  # time.monotonic() of the last refused or skipped record
         self._log_health = LogHealth()  # records that could not be written (disk full, ...): still in the statistics
@@ -228,11 +228,17 @@ class MonitorNode(Node):
         """Step numbers between the last record in sequence and ``record`` that have not come (the policy numbers
         its records one by one; a restarted one counts from 0 again); one that comes late, reordered, is taken
         off again (and is not the sequence's last)."""
-        if record.step in self._missing_steps:
+        previous = self._sequence
+        if previous is not None and record.step <= previous[0] and record.stamp_ns > previous[1] > 0:
+            # back to an earlier step number, stamped later: a restarted policy, not a late record; the run
+            # before keeps its count, and its missing numbers are not this run's
+            self._missing_steps.clear()
+        elif record.step in self._missing_steps:
             del self._missing_steps[record.step]
             self.skipped_steps -= 1
             return
-        last, self._sequence_step = self._sequence_step, record.step
+        self._sequence = (record.step, record.stamp_ns)
+        last = previous[0] if previous is not None else None
         if last is None or record.step <= last + 1:
             return
         self.skipped_steps += record.step - last - 1

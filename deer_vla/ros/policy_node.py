@@ -1787,11 +1787,12 @@ class PolicyNode(LifecycleNode):
         self._system_clock_seen = None
         now, mono = clock.now().nanoseconds, time.monotonic_ns()
         watched_at, self._clock_watched_at = self._clock_watched_at, mono
-        if watched_at is not None and mono - watched_at > 2 * CLOCK_WATCH_S * 1e9 and self._clock_moved is not None:
+        late_ns = mono - watched_at - int(CLOCK_WATCH_S * 1e9) if watched_at is not None else 0
+        if late_ns > CLOCK_WATCH_S * 1e9 and self._clock_moved is not None:
             # the watch itself was held up (a configure loading the model blocks the executor for seconds): the
-            # /clock messages of that time wait behind it, so the clock standing still is not known; watched anew
-            self._clock_moved = (self._clock_moved[0], mono)
-            return
+            # /clock messages of that time wait behind it, so that time is not counted as the clock standing; one
+            # period per run is (a watch late on every run, an executor always busy, still finds a frozen clock)
+            self._clock_moved = (self._clock_moved[0], self._clock_moved[1] + late_ns)
         if self._clock_moved is not None and now < self._clock_moved[0]:
             self.get_logger().warn(
                 f"use_sim_time: the node clock went back {(self._clock_moved[0] - now) * 1e-9:.3f} s (a simulator "
