@@ -412,6 +412,14 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     ("stop the drawer from closing", "stop"), ("prevent the window from closing", "prevent"),
     ("keep the drawer from opening", "keep"), ("can you stop pressing the button", "stop"),
     ("robot, stop opening the drawer", "stop"),
+    # a second review: heard as the task they put off, or (a bare stop) as faucet-close at OK
+    ("hold off opening the drawer", "hold"), ("put off opening the window", "put"),
+    ("pause opening the drawer", "pause"),
+    ("prevent the drawer being opened", "prevent"), ("stop the window opening", "stop"),
+    ("I want you to stop opening the drawer", "stop"), ("stop right there", "stop"), ("stop immediately", "stop"),
+    ("stop what you're doing", "stop"), ("no more, stop", "stop"), ("halt the arm", "halt"),
+    ("emergency stop", "stop"), ("freeze in place", "freeze"), ("wait", "wait"), ("hold on", "hold"),
+    ("stand still", "stand"), ("cease all motion", "cease"),
 ])
 def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, text, word):
     from deer_vla.model.instruction_words import NegatedInstructionError
@@ -427,8 +435,12 @@ def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, tex
     # version refused each): the task is what is asked
     "turn off the faucet so the water stops running", "close the drawer until it stops moving",
     "close the drawer without slamming it", "close the drawer all the way without stopping halfway",
-    "open the drawer and leave it alone", "stop the water running", "keep pushing the puck to the goal",
-    "turn the No 2 faucet on",
+    "open the drawer and leave it alone", "keep pushing the puck to the goal", "turn the No 2 faucet on",
+    "close the drawer, without slamming it", "wait, close the drawer", "close the drawer and halt", "halt at the goal",
+    "keep the drawer closed", "hold the puck at the goal", "the rain has stopped, open the window",
+    # a state negated of another thing than the task asked (a second review found these refused)
+    "open the drawer, the light is not on", "close the window, it's cold and the heater isn't on",
+    "turn on the faucet, the window isn't open though",
     "don't forget to close the drawer", "do not hesitate to open the window", "open the drawer no matter what",
     "the window is not closed, close it", "it's not on the sink, close the drawer",
 ])

@@ -32,8 +32,23 @@ NEGATIONS = frozenset({
 # without slamming it"). A request to stop is no task (~/halt stops the arm; a refused instruction does too)
 CESSATIONS = frozenset({
     "stop", "stops", "stopping", "quit", "quitting", "cease", "ceasing", "refrain", "refraining", "halt", "halting",
-    "abort", "freeze", "without", "prevent", "prevents", "preventing",
+    "abort", "freeze", "without", "prevent", "prevents", "preventing", "pause", "pausing", "wait",
 })
+# their base forms ask it wherever they stand in a clause before an -ing form ("you should stop opening the drawer",
+# "stop the window opening", "prevent the drawer being opened"); "stops" has a subject of its own ("until it stops
+# moving")
+BASE_CESSATIONS = frozenset({"stop", "quit", "cease", "refrain", "halt", "prevent", "pause"})
+# "hold off opening the drawer", "put off opening the window": heard as the task they put off
+PHRASAL_CESSATIONS = frozenset({("hold", "off"), ("put", "off")})
+# words that name no task beside a stop ("stop right there", "halt the arm", "freeze in place", "stop what you're
+# doing", "emergency stop", "no more, stop": the default heard most as faucet-close, 0.51-0.62, at OK)
+STOP_FILLERS = frozenset({
+    "arm", "motion", "movement", "moving", "everything", "all", "right", "there", "here", "immediately", "once",
+    "emergency", "place", "still", "enough", "that's", "what", "you're", "doing", "in", "at", "on", "hold",
+    "stand", "no", "more", "completely", "asap",
+})
+# "hold on", "stand still", "that's enough": a stop in a text that names nothing else
+STOP_VERBS = frozenset({"hold", "stand", "enough"})
 # "keep the drawer from opening" (heard as drawer-open, 0.90) asks to prevent; "keep pushing" asks to go on
 KEEP_FROM = ("keep", "from")
 # "leave the drawer alone": a request to leave it as it is, which the default heard as drawer-open (3 of 3 opened)
@@ -175,24 +190,33 @@ def _gerund(word: str) -> bool:
     return len(word) > 4 and word.endswith("ing")
 
 
-def _cessation(words: list[str], allowed: set[str], whole: list[str]) -> str | None:
-    """The word with which a clause (``words``) asks to stop, prevent or leave something, or None: a CESSATIONS
-    word first among the clause's words that name anything, right before an -ing form ("stop closing", "without
-    opening") or before "from" and one ("refrain from opening", "stop the drawer from closing"; not "stop the water
-    running", a wording of faucet-close), or in a text (``whole``) naming nothing else ("stop!", "stop the robot");
-    "keep ... from <-ing>"; "leave ... alone" in a text naming nothing outside that clause (not "open the drawer
-    and leave it alone"; not when "alone" is a trained word)."""
+def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_before: bool) -> str | None:
+    """The word with which a clause (``words``) asks to stop, prevent or leave something, or None: a base
+    CESSATIONS word (BASE_CESSATIONS) anywhere before an -ing form ("stop closing", "you should stop opening",
+    "stop the window opening"); any of them first among the clause's words that name anything, before "from" and
+    an -ing form ("refrain from opening"), or right before one ("stopping opening"); "without" so, in a clause
+    after none that asks a task (``asked_before``: "close the drawer, without slamming it" asks the task);
+    "hold off"/"put off" before one; any of them in a text (``whole``) naming nothing else but STOP_FILLERS ("stop!",
+    "stop the robot", "halt the arm"); "keep ... from <-ing>"; "leave ... alone" in a text naming nothing outside
+    that clause (not "open the drawer and leave it alone"; not when "alone" is a trained word)."""
     named = [i for i, w in enumerate(words) if w not in FUNCTION_WORDS]
     if not named:
         return None
+    for i, word in enumerate(words):
+        if word in BASE_CESSATIONS and any(_gerund(w) for w in words[i + 1:]):
+            return word
     first, word = named[0], words[named[0]]
     rest = words[first + 1:]
     from_ing = any(w == "from" and i + 1 < len(rest) and _gerund(rest[i + 1]) for i, w in enumerate(rest))
-    if word in CESSATIONS:  # a trained one too: the default's "stop the water" made "stop" alone faucet-close
+    if word in CESSATIONS and not (word == "without" and asked_before):
         if (rest[:1] and _gerund(rest[0])) or from_ing:
             return word
-        if not [w for w in whole if w not in CESSATIONS and w not in FUNCTION_WORDS]:
-            return word
+    if (word, rest[0] if rest else "") in PHRASAL_CESSATIONS and any(_gerund(w) for w in rest[1:]):
+        return word
+    stop_words = CESSATIONS | STOP_VERBS
+    if any(w in stop_words for w in whole) and not [w for w in whole if w not in CESSATIONS
+                                                     and w not in FUNCTION_WORDS and w not in STOP_FILLERS]:
+        return next(w for w in whole if w in stop_words)  # a stop, asked of the robot itself
     if word == KEEP_FROM[0] and from_ing:
         return word
     if word == LEAVE_ALONE[0] and LEAVE_ALONE[1] in rest and LEAVE_ALONE[1] not in allowed:
@@ -208,17 +232,25 @@ def negated_state(text: str, trained: Iterable[str] = ()) -> str | None:
     episodes; the model reads the state's word, not the negation. A negation up to three words before the state
     word ("isn't wide open"), in its clause; not a place ("not on the sink"), an idiom ("do not hesitate to
     open"), or a trained word; not where a word of the state's side is said besides (the goal the model hears
-    is then the one asked: "the window is not closed, close it")."""
+    is then the one asked: "the window is not closed, close it"), nor where another clause asks a task in no word
+    of the state's pair (the state is another thing's: "open the drawer, the light is not on")."""
     allowed = set(trained)
     folded = NUMBER_ABBREVIATION.sub(" ", unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES)))
     whole = instruction_words(folded)
-    for clause in CLAUSE_BREAK.split(folded):
-        words = instruction_words(clause)
+    clauses = [instruction_words(c) for c in CLAUSE_BREAK.split(folded)]
+    for n, words in enumerate(clauses):
+        others = [w for k, c in enumerate(clauses) if k != n for w in c if w not in FUNCTION_WORDS]
         for j, word in enumerate(words):
-            side = next((side for pair in OPPOSITES for side in pair if word in side), None)
-            if side is None or sum(w in side for w in whole) > 1:
+            pair = next((pair for pair in OPPOSITES if word in pair[0] | pair[1]), None)
+            if pair is None:
+                continue
+            side = pair[0] if word in pair[0] else pair[1]
+            if sum(w in side for w in whole) > 1:
                 continue  # (with a goal of the state's side too, "the window is not closed, close it", the model
                 # hears that side, which is the one asked)
+            if others and not any(w in pair[0] | pair[1] for w in others):
+                continue  # another clause asks the task, in no word of this pair: the state is another thing's
+                # ("open the drawer, the light is not on")
             if word in PLACE_WORDS and j + 1 < len(words) and words[j + 1] in PLACE_AFTER:
                 continue
             for i in range(max(0, j - 3), j):
@@ -242,11 +274,13 @@ def negation(text: str, trained: Iterable[str] = ()) -> str | None:
     # apostrophe marks first: NFKC makes the acute accent a space and a combining mark ("don´t" would be "don t")
     folded = NUMBER_ABBREVIATION.sub(" ", unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES)))
     whole = instruction_words(folded)
+    asked_before = False
     for clause in CLAUSE_BREAK.split(folded):
         words = instruction_words(clause)
-        found = _cessation(words, allowed, whole)
+        found = _cessation(words, allowed, whole, asked_before)
         if found is not None:
             return found
+        asked_before = asked_before or any(w not in FUNCTION_WORDS for w in words)
         for i, word in enumerate(words):
             prohibits = _prohibits(words, i)
             if word in allowed or not (_negator(word) or word in STATE_NEGATORS and prohibits):

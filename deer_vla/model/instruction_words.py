@@ -27,6 +27,8 @@ from deer_vla.core.instruction_text import (
     CESSATIONS,
     KEEP_FROM,
     LEAVE_ALONE,
+    PHRASAL_CESSATIONS,
+    STOP_VERBS,
     WORD,
     instruction_words,
     negated_state,
@@ -48,7 +50,8 @@ class NegatedInstructionError(ValueError):
 
     def __init__(self, text: str, word: str) -> None:
         self.word = word
-        if word in CESSATIONS or word in (LEAVE_ALONE[1], KEEP_FROM[0]):
+        stops = CESSATIONS | STOP_VERBS | {LEAVE_ALONE[1], KEEP_FROM[0]} | {w for w, _ in PHRASAL_CESSATIONS}
+        if word in stops:
             self.why = (f"asks to stop, or to leave something be ({word!r}): no task the policy can do (it would do "
                         "the task the text names, if any)")
         else:
