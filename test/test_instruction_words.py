@@ -436,6 +436,7 @@ def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, tex
     "turn off the faucet so the water stops running", "close the drawer until it stops moving",
     "close the drawer without slamming it", "close the drawer all the way without stopping halfway",
     "open the drawer and leave it alone", "keep pushing the puck to the goal", "turn the No 2 faucet on",
+    "press the stop button before closing the window",
     "close the drawer, without slamming it", "wait, close the drawer", "close the drawer and halt", "halt at the goal",
     "keep the drawer closed", "hold the puck at the goal", "the rain has stopped, open the window",
     # a state negated of another thing than the task asked (a second review found these refused)

@@ -203,8 +203,8 @@ def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_befo
     if not named:
         return None
     for i, word in enumerate(words):
-        if word in BASE_CESSATIONS and any(_gerund(w) for w in words[i + 1:]):
-            return word
+        if word in BASE_CESSATIONS and words[i + 1:i + 2] != ["button"] and any(_gerund(w) for w in words[i + 1:]):
+            return word  # (not a "stop button": "press the stop button before closing the window")
     first, word = named[0], words[named[0]]
     rest = words[first + 1:]
     from_ing = any(w == "from" and i + 1 < len(rest) and _gerund(rest[i + 1]) for i, w in enumerate(rest))
