@@ -757,6 +757,14 @@ def test_a_second_publisher_of_the_records_is_said(executor, tmp_path, spin_unti
         assert spin_until(executor, lambda: node.count_publishers("/step_record") == 1)
         assert next(s for s in node.diagnostics().status if s.name == "deer_vla: records").level[0] == 0
         assert node.close()["max_publishers"] == 2
+
+        def broken(topic):
+            raise RuntimeError("graph query failed")
+
+        node.closed = False  # (the status is live only) a failing graph query is an ERROR status, not a crash
+        node.count_publishers = broken
+        records = next(s for s in node.diagnostics().status if s.name == "deer_vla: records")
+        assert records.level[0] == 2 and "record topic not checked: RuntimeError" in records.message
     finally:
         for sender in senders:
             sender.destroy_node()

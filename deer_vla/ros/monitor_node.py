@@ -347,7 +347,10 @@ class MonitorNode(Node):
         """What reached the monitor of the record topic: records refused or step numbers that never came (WARN
         for RECORD_TROUBLE_S after the last), or a second publisher (WARN while it is there: the statistics and
         the budget statuses would mix two policies' steps)."""
-        publishers = self.count_publishers(self._record_topic)
+        try:
+            publishers = self.count_publishers(self._record_topic)
+        except Exception as exc:  # as _statuses: a fault here must not end the node from its timer
+            return BudgetStatus("records", ERROR, f"record topic not checked: {type(exc).__name__}: {exc}")
         self.max_publishers = max(self.max_publishers, publishers)
         values = {"accepted": str(self.stats.count), "refused": str(self.bad_records),
                   "duplicates": str(self.duplicate_records), "out_of_order": str(self.out_of_order_records),
