@@ -98,8 +98,8 @@ class Verdict:
 
     @property
     def doubtful(self) -> bool:
-        """Whether the node says it at WARN: unlike every trained wording, a close call, or a direction
-        contradicted."""
+        """Whether the node says it at WARN: unlike every trained wording, a close call, a direction
+        contradicted, or two tasks asked."""
         return self.unfamiliar or self.close_call or self.contradicts is not None or self.two_tasks is not None
 
 
@@ -167,8 +167,8 @@ class InstructionCheck:
         return (WARN if verdict.doubtful else OK), verdict.heard(floor), values
 
     def _contradicts(self, text: str, match: InstructionMatch) -> tuple[str, str] | None:
-        """A direction the text (as the model reads it) says against its nearest wording; not for a text under
-        the floor, whose nearest wording is no reading of it."""
+        """A direction the text (as the model reads it) says against its nearest wording (a text under the floor
+        is judged too: its WARN then says both)."""
         return contradicted_direction(self._read(text) if self._read is not None else text, match.nearest)
 
     def _two_tasks(self, text: str, match: InstructionMatch) -> tuple[InstructionMatch, InstructionMatch] | None:
