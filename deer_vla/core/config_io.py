@@ -66,9 +66,9 @@ def worker_count(text: str) -> int:
     return _int_at_least(text, 1, MAX_WORKERS)
 
 
-def repeat_count(text: str, low: int = 1) -> int:
+def repeat_count(text: str) -> int:
     """argparse type of timing repetitions (--iters): an integer in 1..MAX_REPEATS."""
-    return _int_at_least(text, low, MAX_REPEATS)
+    return _int_at_least(text, 1, MAX_REPEATS)
 
 
 def non_negative_int(text: str) -> int:

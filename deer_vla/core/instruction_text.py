@@ -53,6 +53,9 @@ STOP_VERBS = frozenset({"hold", "stand", "enough"})
 KEEP_FROM = ("keep", "from")
 # "leave the drawer alone": a request to leave it as it is, which the default heard as drawer-open (3 of 3 opened)
 LEAVE_ALONE = ("leave", "alone")
+# every word the rules below return for a request to stop, prevent, put off or leave a thing be
+STOP_REQUESTS = (CESSATIONS | STOP_VERBS | {LEAVE_ALONE[1], KEEP_FROM[0]}
+                 | {first for first, _ in PHRASAL_CESSATIONS})
 # where a clause ends: "push the puck, not too fast" asks for the task, "the drawer, don't open it" forbids it
 CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:so|but|if|unless|because|while|and|then)\b", re.IGNORECASE)
 # words that name no task: a clause of only these and a negation ("don't!", "robot, never") forbids what follows
@@ -190,15 +193,25 @@ def _gerund(word: str) -> bool:
     return len(word) > 4 and word.endswith("ing")
 
 
+def _bare_stop(whole: list[str]) -> str | None:
+    """The stop word of a text (``whole``) that asks the robot to stop and names nothing else but STOP_FILLERS
+    ("stop!", "stop the robot", "halt the arm", "hold on"), or None."""
+    stop_words = CESSATIONS | STOP_VERBS
+    if any(w in stop_words for w in whole) and not [w for w in whole if w not in CESSATIONS
+                                                     and w not in FUNCTION_WORDS and w not in STOP_FILLERS]:
+        return next(w for w in whole if w in stop_words)
+    return None
+
+
 def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_before: bool) -> str | None:
     """The word with which a clause (``words``) asks to stop, prevent or leave something, or None: a base
     CESSATIONS word (BASE_CESSATIONS) anywhere before an -ing form ("stop closing", "you should stop opening",
     "stop the window opening"); any of them first among the clause's words that name anything, before "from" and
     an -ing form ("refrain from opening"), or right before one ("stopping opening"); "without" so, in a clause
     after none that asks a task (``asked_before``: "close the drawer, without slamming it" asks the task);
-    "hold off"/"put off" before one; any of them in a text (``whole``) naming nothing else but STOP_FILLERS ("stop!",
-    "stop the robot", "halt the arm"); "keep ... from <-ing>"; "leave ... alone" in a text naming nothing outside
-    that clause (not "open the drawer and leave it alone"; not when "alone" is a trained word)."""
+    "hold off"/"put off" before one; "keep ... from <-ing>"; "leave ... alone" in a text (``whole``) naming
+    nothing outside that clause (not "open the drawer and leave it alone"; not when "alone" is a trained word).
+    A text that is a stop and nothing else is ``_bare_stop``'s."""
     named = [i for i, w in enumerate(words) if w not in FUNCTION_WORDS]
     if not named:
         return None
@@ -213,10 +226,6 @@ def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_befo
             return word
     if (word, rest[0] if rest else "") in PHRASAL_CESSATIONS and any(_gerund(w) for w in rest[1:]):
         return word
-    stop_words = CESSATIONS | STOP_VERBS
-    if any(w in stop_words for w in whole) and not [w for w in whole if w not in CESSATIONS
-                                                     and w not in FUNCTION_WORDS and w not in STOP_FILLERS]:
-        return next(w for w in whole if w in stop_words)  # a stop, asked of the robot itself
     if word == KEEP_FROM[0] and from_ing:
         return word
     if word == LEAVE_ALONE[0] and LEAVE_ALONE[1] in rest and LEAVE_ALONE[1] not in allowed:
@@ -274,6 +283,9 @@ def negation(text: str, trained: Iterable[str] = ()) -> str | None:
     # apostrophe marks first: NFKC makes the acute accent a space and a combining mark ("don´t" would be "don t")
     folded = NUMBER_ABBREVIATION.sub(" ", unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES)))
     whole = instruction_words(folded)
+    bare = _bare_stop(whole)  # a stop, asked of the robot itself
+    if bare is not None:
+        return bare
     asked_before = False
     for clause in CLAUSE_BREAK.split(folded):
         words = instruction_words(clause)

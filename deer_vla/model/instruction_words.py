@@ -24,11 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from deer_vla.core.instruction_text import (
-    CESSATIONS,
-    KEEP_FROM,
-    LEAVE_ALONE,
-    PHRASAL_CESSATIONS,
-    STOP_VERBS,
+    STOP_REQUESTS,
     WORD,
     instruction_words,
     negated_state,
@@ -50,8 +46,7 @@ class NegatedInstructionError(ValueError):
 
     def __init__(self, text: str, word: str) -> None:
         self.word = word
-        stops = CESSATIONS | STOP_VERBS | {LEAVE_ALONE[1], KEEP_FROM[0]} | {w for w, _ in PHRASAL_CESSATIONS}
-        if word in stops:
+        if word in STOP_REQUESTS:
             self.why = (f"asks to stop, or to leave something be ({word!r}): no task the policy can do (it would do "
                         "the task the text names, if any)")
         else:

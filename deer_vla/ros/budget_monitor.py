@@ -131,13 +131,18 @@ class BudgetMonitor:
         if name == "peak_ms":  # the budget is a worst case, capped by the profile's measured p99: judged so
             ms = self._ms if windowed else self._run_ms
             return float(np.percentile(list(ms)[-min(since.steps, len(ms)):], 99)), "p99 step ms"
+        if not windowed:  # the running totals since the value: no copy of the recent steps
+            if name == "average_gflops":
+                return since.total_cost / since.steps, f"mean {since.metric}"
+            if name == "peak_gflops":
+                return since.max_cost, f"max {since.metric}"
+            return since.max_ms, "max step ms"
         n = min(since.steps, len(self._ms))
-        costs, times = list(self._budget_cost)[-n:], list(self._ms)[-n:]
         if name == "average_gflops":
-            return (float(np.mean(costs)) if windowed else since.total_cost / since.steps), f"mean {since.metric}"
+            return float(np.mean(list(self._budget_cost)[-n:])), f"mean {since.metric}"
         if name == "peak_gflops":
-            return (max(costs) if windowed else since.max_cost), f"max {since.metric}"
-        return (max(times) if windowed else since.max_ms), "max step ms"
+            return max(list(self._budget_cost)[-n:]), f"max {since.metric}"
+        return max(list(self._ms)[-n:]), "max step ms"
 
     # -- statistics over the window -------------------------------------------------
     def mean_cost(self) -> float:

@@ -114,7 +114,7 @@ class InstructionCheck:
         self.why_not = why_not
         self._read = read
         self.unfamiliar = 0  # instructions under the floor (warned or refused), for /diagnostics
-        self._last: tuple[str, InstructionMatch] | None = None
+        self._last: tuple[str, str, InstructionMatch] | None = None  # (text, as read, its match)
         self._last_split: tuple[str, tuple[InstructionMatch, InstructionMatch] | None] | None = None
 
     @classmethod
@@ -169,7 +169,7 @@ class InstructionCheck:
     def _contradicts(self, text: str, match: InstructionMatch) -> tuple[str, str] | None:
         """A direction the text (as the model reads it) says against its nearest wording (a text under the floor
         is judged too: its WARN then says both)."""
-        return contradicted_direction(self._read(text) if self._read is not None else text, match.nearest)
+        return contradicted_direction(self._reading(text)[0], match.nearest)
 
     def _two_tasks(self, text: str, match: InstructionMatch) -> tuple[InstructionMatch, InstructionMatch] | None:
         """Two clauses of ``text`` (as the model reads it; CLAUSE_BREAK, each of two words or more that name
@@ -180,7 +180,7 @@ class InstructionCheck:
         if last is not None and last[0] == text:
             return last[1]
         assert self.matcher is not None
-        read = self._read(text) if self._read is not None else text
+        read = self._reading(text)[0]
         asked = []
         if not match.similarity >= 1.0 - SIMILARITY_SLACK:
             for clause in CLAUSE_BREAK.split(read):
@@ -194,9 +194,14 @@ class InstructionCheck:
         return found
 
     def _match(self, text: str) -> InstructionMatch:
-        """The match of ``text``, computed once per text (the status asks every diagnostics period)."""
+        return self._reading(text)[1]
+
+    def _reading(self, text: str) -> tuple[str, InstructionMatch]:
+        """(``text`` as the model reads it, its match), computed once per text (the status asks every
+        diagnostics period, and the checks beside the match read the same text)."""
         assert self.matcher is not None
         last = self._last
         if last is None or last[0] != text:
-            last = self._last = (text, self.matcher.match(self._read(text) if self._read is not None else text))
-        return last[1]
+            read = self._read(text) if self._read is not None else text
+            last = self._last = (text, read, self.matcher.match(read))
+        return last[1], last[2]

@@ -1386,7 +1386,7 @@ class PolicyNode(LifecycleNode):
             arrived = self._proprio_arrived
             if not params.proprio_input_topic or arrived is None:
                 return None
-            sim = bool(getattr(self.get_clock(), "ros_time_is_active", False))
+            sim = self._on_sim_time()
             waited = arrived.age_s(self._moment(), sim)
             if waited <= limit_s:
                 return None
@@ -1590,7 +1590,7 @@ class PolicyNode(LifecycleNode):
             # and on wall time without a simulator: a system clock stepped back, then caught up, made a twist of
             # a minute ago young again on the node clock
             wall_age = (time.monotonic_ns() - self._last_command_at.mono_ns) * 1e-9
-            if not getattr(self.get_clock(), "ros_time_is_active", False) and wall_age > self.params.hold_max_s:
+            if not self._on_sim_time() and wall_age > self.params.hold_max_s:
                 return
             self._publish_twist(self._last_command, self.get_clock().now().to_msg())
             self.stats.hold_published += 1
@@ -1605,7 +1605,7 @@ class PolicyNode(LifecycleNode):
             raise RuntimeError("health_snapshot of a node that is not configured")
         stats = self.stats
         moment = self._moment()
-        now, sim = moment.clock_ns, bool(getattr(self.get_clock(), "ros_time_is_active", False))
+        now, sim = moment.clock_ns, self._on_sim_time()
         age = lambda ns, clock: None if ns is None or ns < 0 else (clock - ns) * 1e-9
         since = lambda then: None if then is None else then.age_s(moment, sim)
         frames = dict(self.frames)  # the input callbacks may replace entries meanwhile
@@ -1779,7 +1779,7 @@ class PolicyNode(LifecycleNode):
         freeze, and only if nothing stepped since the clock stood and no step runs: a lock-step simulator holds
         its clock while a step runs, and a paused clock with inputs still arriving still steps."""
         clock = self.get_clock()
-        if not getattr(clock, "ros_time_is_active", False):
+        if not self._on_sim_time():
             self._clock_moved, self._clock_frozen, self._clock_stop_sent = None, False, False
             self._clock_watched_at = None
             self._watch_system_clock(clock.now().nanoseconds, time.monotonic_ns())
@@ -1849,14 +1849,17 @@ class PolicyNode(LifecycleNode):
             self.destroy_timer(self._diagnostics_timer)
         self._diagnostics_timer = self._periodic_timer(float(period_s), self.publish_diagnostics, self._control_group)
 
+    def _on_sim_time(self) -> bool:
+        """Whether the node clock is a simulator's /clock (use_sim_time)."""
+        return bool(getattr(self.get_clock(), "ros_time_is_active", False))
+
     def _periodic_timer(self, period_s: float, callback: Any, group: Any) -> Any:
         """A timer on the node clock under use_sim_time (a simulator's /clock, which a lock-step one holds while
         it waits for the action), else on the steady clock: a system clock stepped back (NTP, chrony at boot)
         stopped every timer of the node clock for the length of the step (an audit: 60 s back, 60 s without a
         step, a stale stop, a held twist's end or /diagnostics)."""
-        sim = bool(getattr(self.get_clock(), "ros_time_is_active", False))
         return self.create_timer(period_s, callback, callback_group=group,
-                                 clock=None if sim else self._steady_clock)
+                                 clock=None if self._on_sim_time() else self._steady_clock)
 
 
 def _same_value(a: Any, b: Any) -> bool:
