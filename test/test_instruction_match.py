@@ -44,7 +44,7 @@ def test_the_shipped_checkpoint_hears_held_out_wordings_as_their_task_and_other_
     matches = [matcher.match(text) for _, text in held_out]
     assert min(m.similarity for m in matches) >= 0.45
     right = sum(m.task.removesuffix("-shared") == task for (task, _), m in zip(held_out, matches))
-    assert right >= 0.9 * len(held_out)  # measured 65 of 70
+    assert right >= 0.93 * len(held_out)  # measured 66 of 70 (65 before address words were dropped)
     for request in ("make me a sandwich", "fly to the moon", "tell me a joke", "fold the towel", "asdf qwerty"):
         assert matcher.match(request).similarity < 0.45, request
 
@@ -149,11 +149,33 @@ def test_the_matcher_reads_only_the_tokens_the_model_reads(tiny_checkpoint, tmp_
     assert heard.task == "open" and heard.similarity == pytest.approx(1.0)
 
 
+def test_words_that_only_address_the_robot_do_not_pick_the_task(default_runner):
+    """"hey robot, close the drawer" was heard as drawer-open, nearest the one wording that names the robot ("pull
+    the drawer out toward the robot", 0.77): address words are left out of both sides of the comparison. Where
+    the model reads only the start of a long text, the matcher judges that start as it is (no word dropped)."""
+    from deer_vla.core.instruction_text import without_address
+
+    check = InstructionCheck.for_runner(default_runner)
+    matcher = check.matcher
+    assert matcher is not None
+    for text in ("hey robot, close the drawer", "close the drawer, robot", "Robot: close the drawer please"):
+        heard = matcher.match(text)
+        assert heard.task.removesuffix("-shared") == "drawer-close" and heard.similarity > 0.95, (text, heard)
+    assert matcher.match("robot, turn the water on").task.removesuffix("-shared") == "faucet-open"
+    assert without_address("OK robot, please close it") == ", close it"
+    assert without_address("please!") == "please!" and without_address("okra, robots") == "okra, robots"
+    limit = default_runner.model.config.lm.max_text_len
+    two = InstructionMatcher.from_runner(default_runner, {"open": ["the drawer"], "wave": ["please"]})
+    assert two.match("please, the drawer").task == "open"  # read whole: "please" left out
+    cut = two.match("please " * (limit + 2) + "the drawer")  # the model reads only the pleases
+    assert cut.task == "wave" and cut.similarity == pytest.approx(1.0)
+
+
 def test_a_close_call_between_two_tasks_is_said_and_a_shared_twin_is_no_other_task(default_runner):
     """"rotate the faucet handle to the left" was logged as faucet-close at 0.92, as sure as any wording, while
     faucet-open's wording was 0.91 (the policy opened it, 5 of 5): a close call is a WARN that names both; a
     twin task trained on the same wordings (faucet-close-shared) is no other task; and a plain wording is no
-    close call. On the ten tasks' 70 held-out wordings 3 are (2 of them heard as the wrong task)."""
+    close call. On the ten tasks' 70 held-out wordings 2 are (1 of them heard as the wrong task)."""
     from deer_vla.ros.instruction_check import CLOSE_CALL, Verdict
     from deer_vla.sim.tasks import TASK_SUITE
 
@@ -173,7 +195,7 @@ def test_a_close_call_between_two_tasks_is_said_and_a_shared_twin_is_no_other_ta
     assert check.status("turn on the faucet", "warn", 0.45)[0] == OK
     held_out = [text for task in TASK_SUITE.values() for text in task.heldout_instructions]
     close = [text for text in held_out if Verdict(matcher.match(text), False).close_call]
-    assert len(close) <= 4, close  # 3 measured
+    assert len(close) <= 3, close  # 2 measured
 
 
 def test_a_direction_said_against_the_nearest_wording_is_a_warning(default_runner):

@@ -56,6 +56,11 @@ LEAVE_ALONE = ("leave", "alone")
 # every word the rules below return for a request to stop, prevent, put off or leave a thing be
 STOP_REQUESTS = (CESSATIONS | STOP_VERBS | {LEAVE_ALONE[1], KEEP_FROM[0]}
                  | {first for first, _ in PHRASAL_CESSATIONS})
+# words that address the robot or ask politely and name no task. The instruction matcher leaves them out of the
+# texts it compares, the trained wordings and the text heard alike: pooled, "robot" pulled "hey robot, close the
+# drawer" to the one wording that names the robot ("pull the drawer out toward the robot", drawer-open, 0.77), and
+# "please" pulled "open the tap please" to mt50's "please open the door"
+ADDRESS_WORDS = frozenset({"please", "robot", "hey", "ok", "okay", "kindly"})
 # where a clause ends: "push the puck, not too fast" asks for the task, "the drawer, don't open it" forbids it
 CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:so|but|if|unless|because|while|and|then)\b", re.IGNORECASE)
 # words that name no task: a clause of only these and a negation ("don't!", "robot, never") forbids what follows
@@ -117,6 +122,13 @@ def plain_word(word: str) -> str:
 def instruction_words(text: str) -> list[str]:
     """The words of ``text`` (``plain_word``)."""
     return [plain_word(m.group()) for m in WORD.finditer(text)]
+
+
+def without_address(text: str) -> str:
+    """``text`` without its ADDRESS_WORDS (any case, single-spaced), or ``text`` itself when no word would be left
+    ("please!")."""
+    kept = WORD.sub(lambda m: "" if plain_word(m.group()) in ADDRESS_WORDS else m.group(), text)
+    return " ".join(kept.split()) if WORD.search(kept) else text
 
 
 STATE_WORDS_AFTER = 5  # "is open", "was left wide open", "is currently all the way open": this near its introducer

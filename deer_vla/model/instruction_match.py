@@ -2,7 +2,9 @@
 
 The nearest trained wording, its task, and their cosine similarity over mean-pooled token embeddings of the
 checkpoint's own input table (the pre-projection rows of ``text.TokenEmbedder``, or an LM's ``nn.Embedding``):
-with the wordllama front end this is WordLlama's own sentence embedding (average pooling of its token rows).
+with the wordllama front end this is WordLlama's own sentence embedding (average pooling of its token rows), of
+the texts without the words that only address the robot ("hey robot", "please": core.instruction_text's
+ADDRESS_WORDS) where the model reads the whole text.
 A robot hears "make me a sandwich" as something: this says what, and how far from anything trained.
 The record of trained wordings is extra.json's ``training.instructions`` (task -> texts, written by
 `deer-vla train`); a checkpoint without one cannot be judged.
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deer_vla.core.instruction_text import clean_instruction
+from deer_vla.core.instruction_text import clean_instruction, without_address
 from deer_vla.model.tokenizer import encode_instructions
 
 
@@ -114,9 +116,19 @@ class InstructionMatcher:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-length mean token rows, one per text (N, D), the texts tokenized in one batch; a text of special
-        tokens only is a zero row."""
+        tokens only is a zero row. A text the model reads whole is pooled without its address words; one longer
+        than the model reads is pooled as cut, every word of what the model reads counted."""
         with self._lock:
-            encoded = encode_instructions(self._tokenizer, texts, self._max_tokens)
+            encoded = encode_instructions(self._tokenizer, texts)
+            limit = self._max_tokens
+            cut = [i for i, ids in enumerate(encoded) if limit is not None and len(ids) > limit]
+            plain = {i: without_address(text) for i, text in enumerate(texts) if limit is None
+                     or len(encoded[i]) <= limit}
+            addressed = [i for i, text in plain.items() if text != texts[i]]
+            for i, ids in zip(addressed, encode_instructions(self._tokenizer, [plain[i] for i in addressed])):
+                encoded[i] = ids
+            for i, ids in zip(cut, encode_instructions(self._tokenizer, [texts[i] for i in cut], limit)):
+                encoded[i] = ids
         kept = [[i for i in ids if i not in self._special and 0 <= i < self._table.shape[0]] for ids in encoded]
         if not kept:
             return np.zeros((0, self._table.shape[1]), dtype=np.float32)
