@@ -92,6 +92,13 @@ def test_a_journal_resumes_only_under_the_config_it_was_started_with(tmp_path: P
     # a journal written before configs were recorded resumes under any (judged on what it recorded)
     EpisodeJournal(tmp_path, fingerprint(None)).start(resume=False)
     assert EpisodeJournal(tmp_path, fingerprint("b" * 64)).start(resume=True) == {}
+    # one stamped with another digest the config answers to (the first scheme's, over the whole proprio spec)
+    # resumes, and is stamped with the current one from then on
+    EpisodeJournal(tmp_path, fingerprint("c" * 64)).start(resume=False)
+    with pytest.raises(JournalError, match=r"config_sha256 differ"):
+        EpisodeJournal(tmp_path, fingerprint("b" * 64), config_digests=("b" * 64, "d" * 64)).start(resume=True)
+    assert EpisodeJournal(tmp_path, fingerprint("b" * 64), config_digests=("b" * 64, "c" * 64)).start(resume=True) == {}
+    assert EpisodeJournal(tmp_path, fingerprint("b" * 64)).start(resume=True) == {}
 
 
 def test_the_shipped_thresholds_record_their_checkpoints_config() -> None:

@@ -566,6 +566,39 @@ def test_the_implicit_calibration_set_is_flagged_only_when_it_lacks_evaluated_ta
     assert not caplog.records
 
 
+def test_a_journal_stamped_with_another_digest_of_the_config_resumes(checkpoint: tuple[Path, Path], tmp_path: Path,
+                                                                     monkeypatch, capsys) -> None:
+    """A journal stamped with the first config-digest scheme (2026-12-07, over the whole proprio spec; one of the
+    digests the checkpoint's config answers to) was refused as "a different run" on --resume; one stamped with a
+    digest the config does not answer to still is."""
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+
+    ckpt, _ = checkpoint
+    out = tmp_path / "eval"
+    argv = ["--checkpoint", str(ckpt), "--tasks", "drawer-open", "--episodes-per-task", "1", "--max-steps", "2",
+            "--budgets", "", "--exits", "1", "--out", str(out), "--no-progress", "--workers", "1", "--threads", "1"]
+    assert evaluate_main(argv) == 0
+    journal = out / "episodes.jsonl"
+    header, *records = journal.read_text().splitlines()
+    current = CheckpointDir(ckpt).config_digests()
+
+    def stamp(digest: str) -> None:
+        head = json.loads(header)
+        head["fingerprint"]["config_sha256"] = digest
+        marked = [{**json.loads(r), "model_ms": 12345.0} for r in records]  # to tell kept from replayed
+        journal.write_text("\n".join([json.dumps(head), *map(json.dumps, marked)]) + "\n")
+
+    monkeypatch.setattr(CheckpointDir, "config_digests", lambda self: (*current, "e" * 64))
+    stamp("f" * 64)
+    capsys.readouterr()
+    assert evaluate_main([*argv, "--resume"]) == 2 and "config_sha256 differ" in capsys.readouterr().err
+    stamp("e" * 64)
+    assert evaluate_main([*argv, "--resume"]) == 0
+    assert json.loads(journal.read_text().splitlines()[0])["fingerprint"]["config_sha256"] == current[0]
+    episodes = json.loads((out / "results.json").read_text())["episodes"]
+    assert len(episodes) == len(records) and all(e["model_ms"] == 12345.0 for e in episodes)  # none replayed
+
+
 def test_a_worker_killed_mid_run_ends_evaluate_with_how_to_resume(checkpoint: tuple[Path, Path], tmp_path: Path,
                                                                    monkeypatch, capsys) -> None:
     """A worker process that dies (the OOM killer's -9) ends `deer-vla evaluate` with exit code 1 and one message

@@ -405,8 +405,9 @@ def _evaluate(cfg: EvalConfig, out: Path, worker: EvalWorker, spec: PolicySpec, 
     run_plan = {"modes": [m.name for m in modes], "mode_digests": mode_digests(modes), "tasks": list(cfg.tasks),
                 "episodes_per_task": cfg.episodes_per_task, "checkpoint": str(cfg.checkpoint)}
     ckpt = CheckpointDir(cfg.checkpoint)
+    config_digests = ckpt.config_digests()
     journal = EpisodeJournal(out, run_fingerprint(ckpt.weights_digest(), modes, cfg.seed_offset, cfg.max_steps,
-                                                  cfg.image_size, ckpt.config_digest()), run_plan)
+                                                  cfg.image_size, config_digests[0]), run_plan, config_digests)
     done = journal.start(cfg.resume)
     if not done:  # a fresh journal: an earlier run's results beside it would describe another run
         for name in ("results.json", "results.csv", "tradeoff.png"):

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +55,13 @@ def run_fingerprint(weights_digest: str, modes: Iterable[ModeSpec], seed_offset:
 ADDED_FINGERPRINT_KEYS = frozenset({"config_sha256"})
 
 
-def fingerprint_differences(theirs: dict[str, Any], mine: dict[str, Any]) -> list[str]:
-    """The keys two runs' fingerprints differ in (a key added since, absent from either, is no difference)."""
+def fingerprint_differences(theirs: dict[str, Any], mine: dict[str, Any],
+                            config_digests: Sequence[str] = ()) -> list[str]:
+    """The keys two runs' fingerprints differ in (a key added since, absent from either, is no difference; a
+    config digest of ``config_digests``, the ones this checkpoint's config answers to, is the config's)."""
     return sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k)
-                  and not (k in ADDED_FINGERPRINT_KEYS and (k not in theirs or k not in mine)))
+                  and not (k in ADDED_FINGERPRINT_KEYS and (k not in theirs or k not in mine))
+                  and not (k == "config_sha256" and theirs.get(k) in config_digests))
 
 
 def mode_digests(modes: Iterable[ModeSpec]) -> dict[str, str]:
@@ -112,12 +115,16 @@ class JournalError(ValueError):
 class EpisodeJournal:
     """Append-only episode log of one evaluation output directory."""
 
-    def __init__(self, out_dir: str | Path, fingerprint: dict[str, Any], plan: dict[str, Any] | None = None) -> None:
+    def __init__(self, out_dir: str | Path, fingerprint: dict[str, Any], plan: dict[str, Any] | None = None,
+                 config_digests: Sequence[str] = ()) -> None:
         """``plan``: what the run will play (mode names in order, tasks, episodes per task), kept in the header
-        so ``deer-vla eval-report`` can show a run in progress against it."""
+        so ``deer-vla eval-report`` can show a run in progress against it. ``config_digests``: every digest the
+        checkpoint's config answers to (CheckpointDir.config_digests): a journal stamped with another scheme's
+        resumes, and is stamped with the fingerprint's from then on."""
         self.path = Path(out_dir) / JOURNAL_NAME
         self.fingerprint = fingerprint
         self.plan = plan
+        self.config_digests = tuple(config_digests)
 
     def start(self, resume: bool) -> dict[EpisodeKey, EpisodeResult]:
         """Open the journal: resume=True keeps (and returns) a matching journal's episodes, else starts afresh.
@@ -142,7 +149,7 @@ class EpisodeJournal:
 
     def _read(self) -> dict[EpisodeKey, EpisodeResult]:
         header, results = read_journal(self.path)
-        diff = fingerprint_differences(header.get("fingerprint", {}), self.fingerprint)
+        diff = fingerprint_differences(header.get("fingerprint", {}), self.fingerprint, self.config_digests)
         if diff:
             raise JournalError(f"cannot resume from {self.path}: it was written by a different run ({', '.join(diff)} "
                              "differ); use another --out, or --overwrite instead of --resume to start afresh there")
