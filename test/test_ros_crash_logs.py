@@ -510,3 +510,21 @@ def test_a_node_executables_help_says_how_to_set_its_parameters_and_starts_nothi
     err = capsys.readouterr().err
     assert err.startswith(f"{module}: not ROS arguments after --ros-args: ") and "before --ros-args" in err
     assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("module", ["policy_node", "monitor_node"])
+def test_a_namespace_rcl_refuses_is_one_line_from_a_node_executable(module, tmp_path, monkeypatch, capsys):
+    """`policy_node --ros-args -r __ns:=/arm1/` was a traceback ending in rcl's "node name must not start with a
+    number", and `-r __ns:=arm1` rcl's "Expected lexeme type 19": one line naming the rule, as bringup says it,
+    before anything starts."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module(f"deer_vla.ros.{module}").main
+    for bad in ("/arm1/", "arm1", "/1arm", "/arm1//x"):
+        assert main([module, "--ros-args", "-r", f"__ns:={bad}"]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"{module}: -r __ns:={bad} is not a namespace rcl takes: an absolute name such as /arm1 "
+                       "(letters, digits and '_', not starting with a digit, joined by single '/', none at the "
+                       "end)\n"), err
+    assert list(tmp_path.iterdir()) == []  # nothing started

@@ -35,8 +35,9 @@ from deer_vla.model.shipped import (
     shipped_name_of,
 )
 from deer_vla.ros.executors import EXECUTORS, make_executor
-from deer_vla.ros.graph import NAMESPACE_TOKEN, GraphSpec, NodeSpec, load_graph
+from deer_vla.ros.graph import GraphSpec, NodeSpec, load_graph
 from deer_vla.ros.params import POLICY_NODE_NAME
+from deer_vla.ros.ros_args import check_namespace_remap, check_namespace_remaps, name_remaps
 from deer_vla.ros.sim_inputs import given_parameters, sim_graph_for_checkpoint
 
 
@@ -230,41 +231,13 @@ def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
     from rclpy.utilities import remove_ros_args
 
     args = check_text_arguments(sys.argv[1:] if argv is None else argv)  # every argument goes to rcl: text
-    for _, kind, value, _ in _name_remaps(args):  # before rcl, whose refusal says "Expected lexeme type 19"
-        if kind == "__ns":
-            _check_namespace_remap(value)
+    check_namespace_remaps(args)  # before rcl, whose refusal says "Expected lexeme type 19"
     # NAME:=VALUE before --ros-args are launch arguments, as for ros2 launch; rcl would take them for
     # (deprecated) remapping rules, so they never reach rclpy
     cut = args.index("--ros-args") if "--ros-args" in args else len(args)
     launch = [a for a in args[:cut] if ":=" in a and not a.startswith("-")]
     ros = [a for a in args[:cut] if a not in launch] + args[cut:]
     return ros, launch + remove_ros_args(["deer_vla", *ros])[1:]
-
-
-def _name_remaps(ros_args: list[str]) -> list[tuple[str, str, str, str]]:
-    """The node-name and namespace remaps among ``ros_args`` (after --ros-args), in order, as (the node they
-    name, "" for every node of the process; "__node" or "__ns"; the value; the rule as given): ``-r __node:=X``,
-    ``-r __ns:=/X``, ``-r deer_vla_policy:__node:=X`` (``__name`` is rcl's other spelling of ``__node``)."""
-    found: list[tuple[str, str, str, str]] = []
-    in_ros = False
-    for i, arg in enumerate(ros_args):
-        if arg in ("--ros-args", "--"):
-            in_ros = arg == "--ros-args"
-        elif in_ros and arg in ("-r", "--remap") and i + 1 < len(ros_args):
-            rule, _, value = ros_args[i + 1].partition(":=")
-            node, _, name = rule.rpartition(":")
-            if name in ("__node", "__name", "__ns"):
-                found.append((node, "__ns" if name == "__ns" else "__node", value, ros_args[i + 1]))
-    return found
-
-
-def _check_namespace_remap(value: str) -> None:
-    """ValueError unless rcl takes ``value`` as an ``__ns`` remap (absolute, no trailing '/', valid names): rcl
-    refused the others with a traceback at node creation."""
-    tokens = value[1:].split("/") if value.startswith("/") else []
-    if value != "/" and (not tokens or not all(NAMESPACE_TOKEN.fullmatch(t) for t in tokens)):
-        raise ValueError(f"-r __ns:={value} is not a namespace rcl takes: an absolute name such as /arm1 (letters, "
-                         "digits and '_', not starting with a digit, joined by single '/', none at the end)")
 
 
 def _with_name_remaps(ros_args: list[str], launch_arguments: dict[str, str],
@@ -277,9 +250,9 @@ def _with_name_remaps(ros_args: list[str], launch_arguments: dict[str, str],
     another one (the launch argument, or a global remap before)."""
     names = [a.name for a in graph.arguments if a.namespace]
     given = f"{names[0]}:={launch_arguments[names[0]]}" if names and names[0] in launch_arguments else None
-    for node, kind, value, rule in _name_remaps(ros_args):
+    for node, kind, value, rule in name_remaps(ros_args):
         if kind == "__ns":
-            _check_namespace_remap(value)
+            check_namespace_remap(value)
             if given is not None and (node or given.partition(":=")[2].strip("/") != value.strip("/")):
                 raise ValueError(f"two namespaces: {given} and -r {rule}; give one")
             if node:  # one node moved: its files are judged where it will be

@@ -5,7 +5,6 @@ so both start the same nodes with the same parameters.
 """
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -15,10 +14,9 @@ from typing import Any
 import yaml
 
 from deer_vla.core.config_io import GRAPH_FILE, PACKAGE, deep_merge, load_yaml, packaged_config_dir
+from deer_vla.ros.ros_args import NAMESPACE_TOKEN
 
 EVERY_NODE = "*"  # a launch argument's parameter "*.param": that parameter of every node of the graph
-# rcl's namespace rule: tokens of letters, digits and _, not starting with a digit, joined by single slashes
-NAMESPACE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 WAITS_FOR = "policy_node"  # the sim's parameter naming the policy node it waits for
 # the monitor's parameter naming the policy its statuses are about ("" = <its own namespace>/<the graph's policy name>)
 REPORTS_ON = "hardware_id"

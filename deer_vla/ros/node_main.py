@@ -11,6 +11,7 @@ from typing import TypeVar
 import rclpy
 from rclpy.exceptions import NameValidationException
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
@@ -18,6 +19,9 @@ from rclpy.utilities import remove_ros_args
 from deer_vla.core.argv_text import check_text_arguments
 from deer_vla.core.log_text import error_text
 from deer_vla.ros.executors import EXECUTORS, make_executor
+from deer_vla.ros.ros_args import check_namespace_remaps
+
+RCLError = rclpy_implementation.RCLError  # what rcl raises for a name it refuses at node creation
 
 N = TypeVar("N", bound=Node)
 
@@ -59,15 +63,16 @@ def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
     ``--executor events|single`` (outside ``--ros-args``) picks the rclpy executor; events by default."""
 
     prog = getattr(make_node, "__module__", "deer_vla").rsplit(".", 1)[-1]  # "monitor_node" (argv[0] is "-c")
-    try:
-        args = check_text_arguments(sys.argv if argv is None else argv)
-    except ValueError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
     module = sys.modules.get(getattr(make_node, "__module__", ""))
     spec = getattr(module, "__spec__", None)
     if prog == "__main__" and spec is not None:  # python -m deer_vla.ros.policy_node
         prog = spec.name.rsplit(".", 1)[-1]
+    try:
+        args = check_text_arguments(sys.argv if argv is None else argv)
+        check_namespace_remaps(args)  # rcl's own refusals: "Expected lexeme type 19", or a traceback
+    except ValueError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     about = ((module.__doc__ if module is not None else None) or "").strip().split("\n\n")[0]
     parser = argparse.ArgumentParser(
         prog=prog, description=about, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -96,8 +101,9 @@ def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
     executor = make_executor(known.executor)
     try:
         node = make_node()
-    except (ValueError, KeyError, OSError, NameValidationException) as exc:
-        # a bad parameter, an unknown task, an unusable log folder, a topic or service name ROS refuses
+    except (ValueError, KeyError, OSError, NameValidationException, RCLError) as exc:
+        # a bad parameter, an unknown task, an unusable log folder, a topic or service name ROS refuses, a node
+        # name or namespace rcl refuses
         print(f"{prog}: {error_text(exc)}", file=sys.stderr)
         executor.shutdown()
         rclpy.shutdown()
