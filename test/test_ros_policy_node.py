@@ -906,6 +906,32 @@ def test_the_first_status_after_a_reconfigure_counts_from_the_configure(executor
     assert all(v == "0" for k, v in values.items() if k.startswith("skipped") and "last period" in k), values
 
 
+def test_another_publisher_on_the_twist_output_is_a_warning(executor, tiny_checkpoint, spin_until, monkeypatch):
+    """Two robots' processes with the same remap to a controller's topic sent it 173 twists of two policies while
+    both statuses said OK: another publisher on the twist (or gripper) topic, as remapped, is a WARN status
+    (``<node>: outputs``) and one WARN log, and OK again once it is gone."""
+    from geometry_msgs.msg import TwistStamped
+
+    node = started_policy_node(executor, tiny_checkpoint, twist_topic="servo/delta_twist_cmds")  # relative
+    warned = _spy_on_log(node, "warn", monkeypatch)
+
+    def outputs():
+        return next(s for s in node.diagnostics().status if s.name.endswith(": outputs"))
+
+    first = outputs()
+    assert first.level == bytes([0]) and {kv.key: kv.value for kv in first.values} == {
+        "publishers on /servo/delta_twist_cmds": "1", f"publishers on {node._pubs['gripper'].topic_name}": "1"}
+    drv = Driver(executor)
+    other = drv.node.create_publisher(TwistStamped, "/servo/delta_twist_cmds", 10)
+    assert spin_until(executor, lambda: outputs().level == bytes([1]))
+    status = outputs()
+    assert "another node publishes on this node's output (2 on /servo/delta_twist_cmds)" in status.message
+    outputs()
+    assert [m for m, _ in warned if m.startswith("outputs: ")] == [f"outputs: {status.message}"]  # once
+    drv.node.destroy_publisher(other)
+    assert spin_until(executor, lambda: outputs().level == bytes([0]))
+
+
 def test_a_finalized_node_does_not_claim_it_can_actuate(executor, tiny_checkpoint, spin_until):
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from std_srvs.srv import SetBool

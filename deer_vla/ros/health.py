@@ -317,3 +317,16 @@ def unconfigured_status(state: str, checkpoint: str, configure_error: str | None
         return PolicyStatus(WARN, "finalized: shut down, no checkpoint loaded (restart the node to run again)",
                             values)
     return PolicyStatus(WARN, f"{state}: no checkpoint loaded (lifecycle configure to load one)", values)
+
+
+def outputs_status(publishers: list[tuple[str, int]]) -> PolicyStatus:
+    """The status of the node's command outputs, from (topic, publishers on it) of each: WARN while another
+    node publishes on one (two policies, or a policy and a teleop, driving one controller: each command undoes
+    the other's; a remap to a controller's topic copied into two robots' processes sent one servo topic 173
+    twists of two policies, both of their statuses OK), else OK."""
+    values = [(f"publishers on {topic}", str(count)) for topic, count in publishers]
+    shared = [f"{count} on {topic}" for topic, count in publishers if count > 1]
+    if shared:
+        return PolicyStatus(WARN, f"another node publishes on this node's output ({', '.join(shared)}): two nodes "
+                                  "drive one controller; give each robot its own namespace or output topics", values)
+    return PolicyStatus(OK, "this node alone publishes its commands", values)

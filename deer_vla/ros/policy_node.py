@@ -66,6 +66,7 @@ from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import check_device
 from deer_vla.model.instruction_words import refusal
 from deer_vla.ros.actions import RobotCommand, UnsafeActionError, gripper_positions, to_robot_command, zero_command
+from deer_vla.ros.budget_monitor import ERROR
 from deer_vla.ros.diagnostic_names import status_name
 from deer_vla.ros.health import (
     HealthSnapshot,
@@ -73,6 +74,7 @@ from deer_vla.ros.health import (
     Moment,
     PolicyStatus,
     image_problem,
+    outputs_status,
     policy_status,
     unconfigured_status,
 )
@@ -109,6 +111,7 @@ RUNTIME_PARAMS = (set(BUDGET_PARAMS) - {"fixed_exit"}) | {
     "unfamiliar_instruction", "min_instruction_similarity",
 }
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+OUTPUTS = ("twist", "gripper")  # the outputs that move the robot: another publisher on one is a WARN
 DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute, as diagnostic_aggregator and rqt_robot_monitor expect
 # use_sim_time: how often the sim clock is checked on wall time, and how long it may stand before it is said
 CLOCK_WATCH_S = 1.0
@@ -297,6 +300,7 @@ class PolicyNode(LifecycleNode):
         self._instruction_topic: str | None = None
         self._heard_unconfigured: str | None = None
         self._pubs: dict[str, Any] = {}
+        self._shared_outputs = 0  # output topics another node publishes on too, at the last status
         self._control_timers: list[Any] = []  # timer-mode steps (not `_timers`: rclpy's Node keeps its own list there)
         self._recorder: BackgroundRecorder | None = None
         self._finishing_recordings: list[BackgroundRecorder] = []  # closes that gave up on a stalled disk
@@ -1736,6 +1740,9 @@ class PolicyNode(LifecycleNode):
                 level=bytes([level]), name=self._status_name("recording"), message=message,
                 hardware_id=self.get_fully_qualified_name(),
                 values=[KeyValue(key="record errors", value=str(self.stats.record_errors))]))
+        outputs = self._outputs_status()
+        if outputs is not None:
+            arr.status.append(outputs)
         check, params = self._instruction_check, params or self.params
         if check is not None and params is not None:
             level, message, values = check.status(self.instruction, params.unfamiliar_instruction,
@@ -1744,6 +1751,28 @@ class PolicyNode(LifecycleNode):
                 level=bytes([level]), name=self._status_name("instruction"), message=message,
                 hardware_id=self.get_fully_qualified_name(), values=[KeyValue(key=k, value=v) for k, v in values]))
         return arr
+
+    def _outputs_status(self) -> DiagnosticStatus | None:
+        """``<node>: outputs``, health.outputs_status of the twist and gripper topics as remapped (None before
+        configure); a rise in the publishers on them is logged at WARN once. A failing graph query is an ERROR
+        status: this runs on the status timer, whose exception would end the spin and ~/halt with it."""
+        pubs = self._pubs  # read once: a cleanup on another thread empties it
+        if not pubs:
+            return None
+        try:
+            counts = [(pubs[key].topic_name, self.count_publishers(pubs[key].topic_name)) for key in OUTPUTS]
+        except Exception as exc:
+            return DiagnosticStatus(level=bytes([ERROR]), name=self._status_name("outputs"),
+                                    hardware_id=self.get_fully_qualified_name(),
+                                    message=f"outputs not checked: {type(exc).__name__}: {exc}")
+        status = outputs_status(counts)
+        shared = sum(count > 1 for _, count in counts)
+        if shared > self._shared_outputs:
+            self.get_logger().warn(f"outputs: {status.message}")
+        self._shared_outputs = shared
+        return DiagnosticStatus(level=bytes([status.level]), name=self._status_name("outputs"),
+                                message=status.message, hardware_id=self.get_fully_qualified_name(),
+                                values=[KeyValue(key=k, value=v) for k, v in status.values])
 
     def _status_name(self, what: str) -> str:
         return status_name(self.get_namespace(), self.get_name(), what)
