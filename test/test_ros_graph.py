@@ -476,10 +476,49 @@ def test_the_bringup_judges_parameter_files_by_the_names_rcl_will_give_the_nodes
         "/deer_vla_monitor"
     with pytest.raises(ValueError, match=r"holds no parameters for node /arm1/deer_vla_policy"):
         graph.with_arguments(arguments)
-    with pytest.raises(ValueError, match=r"two namespaces: namespace:=robot1 and -r deer_vla_policy:__ns:=/arm1"):
-        _with_name_remaps(moved, {"namespace": "robot1"}, robot)
     with pytest.raises(ValueError, match=r"two namespaces: -r __ns:=/a and -r __ns:=/b; give one"):
         _with_name_remaps(["--ros-args", "-r", "__ns:=/a", "-r", "__ns:=/b"], {}, robot)
+
+
+def test_the_bringup_places_each_node_by_the_first_namespace_rule_that_matches_it_as_rcl_does(tmp_path):
+    """rcl applies to each node the first __ns rule that matches it (measured with rclpy: `-r a:__ns:=/b -r
+    __ns:=/c` puts a in /b and the others in /c; `-r __ns:=/c -r a:__ns:=/b` all in /c; after `-r a:__node:=p1`
+    only a rule naming p1 moves it). `-r deer_vla_policy:__ns:=/b -r __ns:=/a` ran the policy in /b while the
+    bringup judged its parameter file for /a/deer_vla_policy (accepting one rcl then dropped, refusing the one
+    that applied) and the monitor named /a/deer_vla_policy; `namespace:=a` beside a rule moving the policy was
+    refused, though rcl takes it."""
+    from deer_vla.ros.bringup import _with_name_remaps
+
+    robot = load_graph("robot")
+    keyed_b = tmp_path / "b.yaml"
+    keyed_b.write_text("/b/deer_vla_policy:\n  ros__parameters:\n    max_instruction_chars: 500\n")
+    for args, given in ((["-r", "deer_vla_policy:__ns:=/b", "-r", "__ns:=/a"], {}),
+                        (["-r", "deer_vla_policy:__ns:=/b"], {"namespace": "a"})):
+        arguments, graph = _with_name_remaps(["--ros-args", *args], {**given, "params_file": str(keyed_b)}, robot)
+        placed = graph.with_arguments(arguments)
+        assert placed.node("policy").full_name == "/b/deer_vla_policy", args
+        assert placed.node("monitor").full_name == "/a/deer_vla_monitor", args
+        assert placed.node("policy").file_parameters()["max_instruction_chars"] == 500
+        assert placed.node("monitor").parameters["hardware_id"] == "/b/deer_vla_policy"
+        assert placed.node("monitor").parameters["record_topic"] == "/b/step_record"  # where the policy writes
+    with pytest.raises(ValueError, match=r"-r deer_vla_policy:__ns:=/b comes after -r __ns:=/a, which rcl applies to "
+                                         r"that node first: it would never apply"):
+        _with_name_remaps(["--ros-args", "-r", "__ns:=/a", "-r", "deer_vla_policy:__ns:=/b"], {}, robot)
+    with pytest.raises(ValueError, match=r"-r deer_vla_policy:__ns:=/c comes after -r deer_vla_policy:__ns:=/b"):
+        _with_name_remaps(["--ros-args", "-r", "deer_vla_policy:__ns:=/b", "-r", "deer_vla_policy:__ns:=/c"], {},
+                          robot)
+    from deer_vla.ros.graph import DEFAULT_RECORD_TOPIC
+    from deer_vla.ros.monitor_node import MONITOR_DEFAULTS
+    from deer_vla.ros.params import POLICY_DEFAULTS
+
+    assert POLICY_DEFAULTS["record_topic"] == MONITOR_DEFAULTS["record_topic"] == DEFAULT_RECORD_TOPIC
+    # renamed: a rule naming the old name moves nothing (rcl matches the new one), one naming the new name does
+    renamed = tmp_path / "p1.yaml"
+    renamed.write_text("/**/p1:\n  ros__parameters:\n    max_instruction_chars: 500\n")
+    for rule, where in (("deer_vla_policy:__ns:=/b", "/p1"), ("p1:__ns:=/b", "/b/p1")):
+        arguments, graph = _with_name_remaps(["--ros-args", "-r", "deer_vla_policy:__node:=p1", "-r", rule],
+                                             {"params_file": str(renamed)}, robot)
+        assert graph.with_arguments(arguments).node("policy").full_name == where, rule
 
 
 def test_the_monitor_reports_on_the_policy_a_remap_renamed_or_moved(tmp_path):

@@ -243,29 +243,43 @@ def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
 def _with_name_remaps(ros_args: list[str], launch_arguments: dict[str, str],
                       graph: GraphSpec) -> tuple[dict[str, str], GraphSpec]:
     """The launch arguments and the graph as rcl will name the nodes, so that the parameter files are judged
-    against those names: a global ``-r __ns:=/X`` is the graph's namespace argument; ``-r
-    deer_vla_policy:__ns:=/X`` moves that node; ``-r deer_vla_policy:__node:=X`` renames it (and a node waiting
-    for it by name, the sim's policy_node). ValueError for a global ``-r __node:=X``, which would give every node
-    one name (each loses its parameter file in silence), for a namespace rcl refuses, and for a namespace beside
-    another one (the launch argument, or a global remap before)."""
+    against those names. rcl applies to each node the first ``__ns`` rule that matches it (a rule naming a node
+    matches it by its name after any rename): a global ``-r __ns:=/X`` is the graph's namespace argument for every
+    node no earlier rule moved; ``-r deer_vla_policy:__ns:=/X`` moves that node, beside the graph's namespace
+    (``namespace:=``) or a global rule after it; ``-r deer_vla_policy:__node:=X`` renames it (and a node
+    waiting for it by name, the sim's policy_node). ValueError for a global ``-r __node:=X``, which would give
+    every node one name (each loses its parameter file in silence), for a namespace rcl refuses, for a global
+    rule beside another namespace (the launch argument, or a global rule before), and for a rule rcl would never
+    apply (after a global one, or a second for one node)."""
     names = [a.name for a in graph.arguments if a.namespace]
     given = f"{names[0]}:={launch_arguments[names[0]]}" if names and names[0] in launch_arguments else None
-    for node, kind, value, rule in name_remaps(ros_args):
-        if kind == "__ns":
-            check_namespace_remap(value)
-            if given is not None and (node or given.partition(":=")[2].strip("/") != value.strip("/")):
-                raise ValueError(f"two namespaces: {given} and -r {rule}; give one")
-            if node:  # one node moved: its files are judged where it will be
-                graph = graph.with_node_namespace(node, value)
-            elif names:
-                launch_arguments = {**launch_arguments, names[0]: value}
-                given = f"-r {rule}"
-        elif not node:
-            raise ValueError(f"-r {rule} without a node name renames every node of the bringup to '{value}' (the "
-                             f"nodes would share it, and lose their parameter files); rename one node: "
-                             f"-r {POLICY_NODE_NAME}:__node:={value}")
-        else:
+    remaps = name_remaps(ros_args)
+    for node, kind, value, rule in remaps:  # renames first: a node's namespace rule matches its new name
+        if kind == "__node":
+            if not node:
+                raise ValueError(f"-r {rule} without a node name renames every node of the bringup to '{value}' "
+                                 f"(the nodes would share it, and lose their parameter files); rename one node: "
+                                 f"-r {POLICY_NODE_NAME}:__node:={value}")
             graph = graph.with_node_renamed(node, value)
+    every: str | None = None  # the global namespace rule in force
+    moved: dict[str, str] = {}  # node -> the rule that moved it
+    for node, kind, value, rule in remaps:
+        if kind != "__ns":
+            continue
+        check_namespace_remap(value)
+        earlier = every or moved.get(node)
+        if node and earlier is not None:
+            raise ValueError(f"-r {rule} comes after -r {earlier}, which rcl applies to that node first: it would "
+                             "never apply; give one namespace per node, the node's own rule first")
+        if node:
+            graph = graph.with_node_namespace(node, value)
+            moved[node] = rule
+            continue
+        if every is not None or (given is not None and given.partition(":=")[2].strip("/") != value.strip("/")):
+            raise ValueError(f"two namespaces: {every and '-r ' + every or given} and -r {rule}; give one")
+        if names:
+            launch_arguments = {**launch_arguments, names[0]: value}
+        every = rule
     return launch_arguments, graph
 
 

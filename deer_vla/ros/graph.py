@@ -20,6 +20,8 @@ EVERY_NODE = "*"  # a launch argument's parameter "*.param": that parameter of e
 WAITS_FOR = "policy_node"  # the sim's parameter naming the policy node it waits for
 # the monitor's parameter naming the policy its statuses are about ("" = <its own namespace>/<the graph's policy name>)
 REPORTS_ON = "hardware_id"
+RECORD_TOPIC = "record_topic"  # where the policy publishes its step records and the monitor reads them
+DEFAULT_RECORD_TOPIC = "step_record"  # the nodes' default of it (params.POLICY_DEFAULTS, the monitor's)
 
 
 def default_config_dir() -> Path:
@@ -54,6 +56,8 @@ class NodeSpec:
     # front of ``namespace`` itself, so it is in the full name only (which parameter files reach the node)
     outer_namespace: str = ""
     renamed_from: str = ""  # the graph's name for a node renamed by `-r <that>:__node:=<name>` (bringup)
+    # moved by `-r <name>:__ns:=/X` (bringup): rcl's remap beats the namespace the node is created in
+    namespace_remapped: bool = False
     ends_graph: bool = False  # the graph ends when this node exits (the sim, after its episodes)
 
     def ros_args(self) -> list[str]:
@@ -189,7 +193,7 @@ class GraphSpec:
                     # rcl would refuse it at node creation, with a traceback (bringup) or dead nodes (launch)
                     raise ValueError(f"launch argument '{name}' = '{text}' is not a ROS namespace: names of letters, "
                                      "digits and '_' (not starting with a digit) joined by single '/'")
-                nodes = {k: replace(s, namespace=namespace) for k, s in nodes.items()}
+                nodes = {k: s if s.namespace_remapped else replace(s, namespace=namespace) for k, s in nodes.items()}
             elif arg.params_file:
                 files = tuple(Path(f).expanduser() for f in text.split(",") if f)
                 for f in files:
@@ -245,10 +249,11 @@ class GraphSpec:
         return replace(self, nodes=nodes)
 
     def with_node_namespace(self, node: str, namespace: str) -> GraphSpec:
-        """This graph with the node rcl knows as ``node`` (its name before any rename) in ``namespace``
-        (``-r node:__ns:=/namespace``, absolute); unchanged when no node has that name."""
+        """This graph with the node named ``node`` (after any rename, as rcl matches it) in ``namespace``
+        (``-r node:__ns:=/namespace``, absolute), whatever namespace argument comes after; unchanged when no node
+        has that name."""
         ns = namespace.strip("/")
-        return replace(self, nodes=tuple(replace(s, namespace=ns) if node in (s.name, s.renamed_from) else s
+        return replace(self, nodes=tuple(replace(s, namespace=ns, namespace_remapped=True) if s.name == node else s
                                          for s in self.nodes))
 
     def with_parameters(self, per_node: Mapping[str, Mapping[str, Any]]) -> GraphSpec:
@@ -263,13 +268,21 @@ class GraphSpec:
 def _reporting_on(policy: NodeSpec | None, spec: NodeSpec) -> NodeSpec:
     """``spec`` with ``REPORTS_ON`` naming ``policy`` where its default ("": the graph's policy name in spec's own
     namespace) would name another node: the policy renamed or moved by a remap (bringup, demo), whose statuses
-    the monitor would otherwise give under a name no node has."""
+    the monitor would otherwise give under a name no node has. A policy moved to another namespace publishes
+    its step records there: a RECORD_TOPIC both name alike and relative follows it (the monitor heard none)."""
     if policy is None or spec is policy or spec.file_parameters().get(REPORTS_ON) != "":
         return spec
     default = "/" + "/".join(p for p in (spec.outer_namespace, spec.namespace, policy.renamed_from or policy.name) if p)
     if policy.full_name == default:
         return spec
-    return replace(spec, parameters={**spec.parameters, REPORTS_ON: policy.full_name})
+    changes: dict[str, Any] = {REPORTS_ON: policy.full_name}
+    theirs, mine = ({**s.file_parameters(), **s.parameters}.get(RECORD_TOPIC, DEFAULT_RECORD_TOPIC)
+                    for s in (policy, spec))
+    namespace = "/".join(p for p in (policy.outer_namespace, policy.namespace) if p)
+    if (isinstance(theirs, str) and theirs == mine and not theirs.startswith(("/", "~"))
+            and namespace != "/".join(p for p in (spec.outer_namespace, spec.namespace) if p)):
+        changes[RECORD_TOPIC] = "/" + "/".join(p for p in (namespace, theirs) if p)
+    return replace(spec, parameters={**spec.parameters, **changes})
 
 
 def _tokens_match(key: list[str], name: list[str]) -> bool:
