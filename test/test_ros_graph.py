@@ -726,3 +726,21 @@ def test_the_demo_refuses_a_global_node_rename_before_it_starts(capsys, tmp_path
     assert demo_main(["--episodes", "1", "--output-dir", str(tmp_path), "--ros-args", "-r",
                       "deer_vla_policy:__node:=arm_policy"]) == 2
     assert "holds no parameters for node /arm_policy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given", [["-p", "checkpoint_dir:=mt50"], ["--param", "deer_vla_policy:enabled:=true"],
+                                   ["--params-file", "wild.yaml"]])
+def test_the_bringup_refuses_parameters_after_ros_args_that_would_not_reach_the_nodes(given, capsys):
+    """`deer-vla bringup --ros-args -p checkpoint_dir:=mt50 -p enabled:=true` ran the default checkpoint, gated,
+    without a word (the nodes' own parameter files, node-level arguments, win over the process's): one line
+    naming the ways that reach them. Remaps and rcl's other arguments still pass."""
+    from deer_vla.ros.bringup import _split_args_or_say
+
+    assert _split_args_or_say("deer-vla bringup", ["--duration", "1", "--ros-args", *given]) is None
+    err = capsys.readouterr().err
+    assert err.startswith(f"deer-vla bringup: {' '.join(given)} after --ros-args would not reach the nodes") and \
+        "--set NODE.PARAM=VALUE" in err and "params_file:=FILE" in err and len(err.splitlines()) == 1
+    ros, ours = _split_args_or_say("deer-vla bringup", ["enabled:=true", "--ros-args", "-r", "__ns:=/arm1",
+                                                         "--log-level", "warn"])
+    assert ours == ["enabled:=true"] and ros[-4:] == ["-r", "__ns:=/arm1", "--log-level", "warn"]
+    assert _split_args_or_say("deer-vla bringup", ["--set", "policy.enabled=true", "--", "-p"]) is not None

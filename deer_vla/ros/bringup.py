@@ -232,12 +232,32 @@ def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
 
     args = check_text_arguments(sys.argv[1:] if argv is None else argv)  # every argument goes to rcl: text
     check_namespace_remaps(args)  # before rcl, whose refusal says "Expected lexeme type 19"
+    _refuse_ros_parameters(args)
     # NAME:=VALUE before --ros-args are launch arguments, as for ros2 launch; rcl would take them for
     # (deprecated) remapping rules, so they never reach rclpy
     cut = args.index("--ros-args") if "--ros-args" in args else len(args)
     launch = [a for a in args[:cut] if ":=" in a and not a.startswith("-")]
     ros = [a for a in args[:cut] if a not in launch] + args[cut:]
     return ros, launch + remove_ros_args(["deer_vla", *ros])[1:]
+
+
+# ROS arguments that set parameters: after --ros-args they are the process's, and each node's own parameter files
+# (the graph's, given to it as node-level arguments) win over them, so they changed nothing, in silence
+ROS_PARAMETER_FLAGS = ("-p", "--param", "--params-file")
+
+
+def _refuse_ros_parameters(args: list[str]) -> None:
+    """ValueError for a parameter given after --ros-args, which would not reach the nodes, with the ways that do."""
+    in_ros = False
+    for i, arg in enumerate(args):
+        if arg in ("--ros-args", "--"):
+            in_ros = arg == "--ros-args"
+        elif in_ros and arg in ROS_PARAMETER_FLAGS:
+            given = " ".join(args[i:i + 2])
+            raise ValueError(f"{given} after --ros-args would not reach the nodes (each node's own parameter files, "
+                             "the graph's, win over it): give a parameter as --set NODE.PARAM=VALUE (bringup: "
+                             "--set policy.checkpoint_dir=mt50), a parameter file as params_file:=FILE (bringup) or "
+                             "in --config-dir (bringup, demo)")
 
 
 def _with_name_remaps(ros_args: list[str], launch_arguments: dict[str, str],
