@@ -214,6 +214,15 @@ def test_a_launch_included_under_a_pushed_namespace_judges_the_parameter_files_b
     with pytest.raises(ValueError, match=r"holds no parameters for node /arm1/robot1/deer_vla_policy"):
         _run_launch_file("deer_vla.launch.py", monkeypatch, undeclared=pushed, params_file=str(pushed_dump),
                          namespace="robot1")
+    # an absolute namespace stays absolute under the push (launch_ros's prefix_namespace prefixes relative ones
+    # only): the node runs as /robot1/deer_vla_policy, and its dump applies; it was given 'robot1' (run under
+    # /arm1/robot1) and the dump refused
+    absolute_dump = tmp_path / "absolute.yaml"
+    absolute_dump.write_text("/robot1/deer_vla_policy:\n  ros__parameters:\n    checkpoint_dir: mt50\n")
+    _, entities = _run_launch_file("deer_vla.launch.py", monkeypatch, undeclared=pushed, namespace="/robot1",
+                                   params_file=str(absolute_dump))
+    nodes = [e for e in entities if e.kind in ("Node", "LifecycleNode")]
+    assert {n.kwargs["namespace"] for n in nodes} == {"/robot1"}
     # at the root (the context's '/' there) the root dump is the one that applies, as before
     _run_launch_file("deer_vla.launch.py", monkeypatch, undeclared={"ros_namespace": "/"},
                      params_file=str(root_dump))
@@ -314,7 +323,7 @@ def test_launch_arguments_reach_the_nodes(monkeypatch, tmp_path):
         with pytest.raises(ValueError, match="namespace.*not a ROS namespace"):
             _run_launch_file("deer_vla.launch.py", monkeypatch, namespace=bad)
     _, entities = _run_launch_file("deer_vla.launch.py", monkeypatch, namespace="/fleet/robot_1/")
-    assert {e.kwargs["namespace"] for e in entities if e.kind in ("Node", "LifecycleNode")} == {"fleet/robot_1"}
+    assert {e.kwargs["namespace"] for e in entities if e.kind in ("Node", "LifecycleNode")} == {"/fleet/robot_1"}
     with pytest.raises(ValueError, match="camera_topics.*at least one"):  # no ROS parameter holds an empty list
         _run_launch_file("deer_vla.launch.py", monkeypatch, camera_topics=" , ")
     with pytest.raises(FileNotFoundError, match="params_file"):

@@ -58,6 +58,8 @@ class NodeSpec:
     renamed_from: str = ""  # the graph's name for a node renamed by `-r <that>:__node:=<name>` (bringup)
     # moved by `-r <name>:__ns:=/X` (bringup): rcl's remap beats the namespace the node is created in
     namespace_remapped: bool = False
+    # given absolute (namespace:=/arm1): launch_ros puts no pushed namespace in front of an absolute one
+    namespace_absolute: bool = False
     ends_graph: bool = False  # the graph ends when this node exits (the sim, after its episodes)
 
     def ros_args(self) -> list[str]:
@@ -70,8 +72,21 @@ class NodeSpec:
         return args
 
     @property
+    def running_namespace(self) -> str:
+        """The namespace the node runs in, without the leading '/' ("" = the root): the pushed one in front of
+        its own unless that was given absolute."""
+        outer = "" if self.namespace_absolute else self.outer_namespace
+        return "/".join(part for part in (outer, self.namespace) if part)
+
+    @property
     def full_name(self) -> str:
-        return "/" + "/".join(part for part in (self.outer_namespace, self.namespace, self.name) if part)
+        return "/" + "/".join(part for part in (self.running_namespace, self.name) if part)
+
+    @property
+    def launch_namespace(self) -> str:
+        """The namespace to give launch_ros's Node: absolute as given, so that a PushRosNamespace the launch
+        file is included under goes in front of a relative one only."""
+        return "/" + self.namespace if self.namespace_absolute else self.namespace
 
     def applies(self, key: Any) -> bool:
         """Whether rcl applies a parameter file's section ``key`` to this node: the key made absolute (a relative
@@ -193,7 +208,9 @@ class GraphSpec:
                     # rcl would refuse it at node creation, with a traceback (bringup) or dead nodes (launch)
                     raise ValueError(f"launch argument '{name}' = '{text}' is not a ROS namespace: names of letters, "
                                      "digits and '_' (not starting with a digit) joined by single '/'")
-                nodes = {k: s if s.namespace_remapped else replace(s, namespace=namespace) for k, s in nodes.items()}
+                nodes = {k: s if s.namespace_remapped else replace(s, namespace=namespace,
+                                                                     namespace_absolute=text.startswith("/"))
+                         for k, s in nodes.items()}
             elif arg.params_file:
                 files = tuple(Path(f).expanduser() for f in text.split(",") if f)
                 for f in files:
@@ -272,15 +289,15 @@ def _reporting_on(policy: NodeSpec | None, spec: NodeSpec) -> NodeSpec:
     its step records there: a RECORD_TOPIC both name alike and relative follows it (the monitor heard none)."""
     if policy is None or spec is policy or spec.file_parameters().get(REPORTS_ON) != "":
         return spec
-    default = "/" + "/".join(p for p in (spec.outer_namespace, spec.namespace, policy.renamed_from or policy.name) if p)
+    default = "/" + "/".join(p for p in (spec.running_namespace, policy.renamed_from or policy.name) if p)
     if policy.full_name == default:
         return spec
     changes: dict[str, Any] = {REPORTS_ON: policy.full_name}
     theirs, mine = ({**s.file_parameters(), **s.parameters}.get(RECORD_TOPIC, DEFAULT_RECORD_TOPIC)
                     for s in (policy, spec))
-    namespace = "/".join(p for p in (policy.outer_namespace, policy.namespace) if p)
+    namespace = policy.running_namespace
     if (isinstance(theirs, str) and theirs == mine and not theirs.startswith(("/", "~"))
-            and namespace != "/".join(p for p in (spec.outer_namespace, spec.namespace) if p)):
+            and namespace != spec.running_namespace):
         changes[RECORD_TOPIC] = "/" + "/".join(p for p in (namespace, theirs) if p)
     return replace(spec, parameters={**spec.parameters, **changes})
 

@@ -97,7 +97,7 @@ def node_actions(spec: GraphSpec) -> list[Any]:
             "package": PACKAGE,
             "executable": node_spec.executable,
             "name": node_spec.name,
-            "namespace": node_spec.namespace,
+            "namespace": node_spec.launch_namespace,
             "parameters": parameters,
             "remappings": list(node_spec.remappings),
             "output": "screen",
