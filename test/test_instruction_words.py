@@ -420,6 +420,8 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     ("stop what you're doing", "stop"), ("no more, stop", "stop"), ("halt the arm", "halt"),
     ("emergency stop", "stop"), ("freeze in place", "freeze"), ("wait", "wait"), ("hold on", "hold"),
     ("stand still", "stand"), ("cease all motion", "cease"),
+    # a thing to stop (heard as drawer-close 0.78, window-close 0.68, drawer-close 0.74)
+    ("stop the drawer", "stop"), ("halt the window", "halt"), ("please pause the drawer", "pause"),
 ])
 def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, text, word):
     from deer_vla.model.instruction_words import NegatedInstructionError
@@ -437,6 +439,8 @@ def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, tex
     "close the drawer without slamming it", "close the drawer all the way without stopping halfway",
     "open the drawer and leave it alone", "keep pushing the puck to the goal", "turn the No 2 faucet on",
     "press the stop button before closing the window",
+    # a flow stopped is turned off (the suites' own faucet-close "stop the water")
+    "stop the water", "stop the water now please", "stop the faucet", "stop the tap", "open the drawer, then stop",
     "close the drawer, without slamming it", "wait, close the drawer", "close the drawer and halt", "halt at the goal",
     "keep the drawer closed", "hold the puck at the goal", "the rain has stopped, open the window",
     # a state negated of another thing than the task asked (a second review found these refused)
@@ -460,6 +464,19 @@ def test_a_goal_said_as_a_state_negated_is_refused(default_runner, text, said):
     refused = default_runner.refusal(text)
     assert isinstance(refused, NegatedStateError) and isinstance(refused, OppositeWordsError)
     assert refused.why.startswith(f"says a state negated ({said!r}): the policy reads the state's word")
+
+
+def test_a_clause_trained_with_a_stop_word_is_heard_as_trained():
+    """A checkpoint trained on "stop the conveyor" hears it (and with fillers) as trained; "stop the drawer" beside
+    it is still a request to stop a thing."""
+    from deer_vla.model.instruction_words import TrainedWords, refusal
+
+    trained = TrainedWords.from_wordings({"conveyor-off": ["stop the conveyor, please"], "drawer-open": ["open it"]})
+    assert trained.stop_phrases == {("stop", "conveyor")}
+    assert refusal("stop the conveyor", trained.words, stop_phrases=trained.stop_phrases) is None
+    assert refusal("robot, stop the conveyor now", trained.words, stop_phrases=trained.stop_phrases) is None
+    assert refusal("stop the drawer", trained.words, stop_phrases=trained.stop_phrases).word == "stop"
+    assert refusal("stop the conveyor", trained.words).word == "stop"  # not trained as a clause: a thing to stop
 
 
 def test_no_trained_or_held_out_wording_of_either_suite_is_refused():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 # The longest instruction anything reads, in characters: the model reads only its first lm.max_text_len tokens,
 # but the tokenizer reads the whole text (cutting it first could change the tokens at the cut), about 200 ms
@@ -38,6 +38,13 @@ CESSATIONS = frozenset({
 # "stop the window opening", "prevent the drawer being opened"); "stops" has a subject of its own ("until it stops
 # moving")
 BASE_CESSATIONS = frozenset({"stop", "quit", "cease", "refrain", "halt", "prevent", "pause"})
+# these ask to stop a thing itself when they start a clause, before "the" or another determiner ("stop the drawer",
+# "halt the window", "pause the drawer": the default heard them as drawer-close 0.78, window-close, drawer-close);
+# not a flow, which stopping turns off ("stop the water", the suites' own faucet-close wording), nor a clause a
+# checkpoint was trained on (``stop_phrase``)
+STOP_THE = frozenset({"stop", "halt", "freeze", "pause", "cease", "quit", "abort"})
+STOPPED_THING_AFTER = frozenset({"the", "a", "an", "that", "this", "your", "my", "its", "those", "these"})
+FLOWS = frozenset({"water", "faucet", "tap", "flow", "stream", "leak"})
 # "hold off opening the drawer", "put off opening the window": heard as the task they put off
 PHRASAL_CESSATIONS = frozenset({("hold", "off"), ("put", "off")})
 # words that name no task beside a stop ("stop right there", "halt the arm", "freeze in place", "stop what you're
@@ -215,14 +222,31 @@ def _bare_stop(whole: list[str]) -> str | None:
     return None
 
 
-def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_before: bool) -> str | None:
+def stop_phrase(words: list[str]) -> tuple[str, ...] | None:
+    """The words of a clause (``words``) that name anything, when the first of them is a STOP_THE word ("stop the
+    water, please" -> ("stop", "water")), else None."""
+    named = tuple(w for w in words if w not in FUNCTION_WORDS)
+    return named if named and named[0] in STOP_THE else None
+
+
+def trained_stop_phrases(texts: Iterable[str]) -> frozenset[tuple[str, ...]]:
+    """``stop_phrase`` of every clause of ``texts`` (a checkpoint's trained wordings) that has one."""
+    phrases = (stop_phrase(instruction_words(clause)) for text in texts for clause in CLAUSE_BREAK.split(text))
+    return frozenset(p for p in phrases if p is not None)
+
+
+def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_before: bool,
+               stop_phrases: Collection[tuple[str, ...]] = ()) -> str | None:
     """The word with which a clause (``words``) asks to stop, prevent or leave something, or None: a base
     CESSATIONS word (BASE_CESSATIONS) anywhere before an -ing form ("stop closing", "you should stop opening",
     "stop the window opening"); any of them first among the clause's words that name anything, before "from" and
     an -ing form ("refrain from opening"), or right before one ("stopping opening"); "without" so, in a clause
     after none that asks a task (``asked_before``: "close the drawer, without slamming it" asks the task);
     "hold off"/"put off" before one; "keep ... from <-ing>"; "leave ... alone" in a text (``whole``) naming
-    nothing outside that clause (not "open the drawer and leave it alone"; not when "alone" is a trained word).
+    nothing outside that clause (not "open the drawer and leave it alone"; not when "alone" is a trained word);
+    a STOP_THE word first among the clause's words that name anything, right before a determiner of a thing that is
+    no flow ("stop the drawer", not "stop the water"), unless the clause is one a checkpoint was trained on
+    (``stop_phrases``: ``stop_phrase`` of its trained clauses).
     A text that is a stop and nothing else is ``_bare_stop``'s."""
     named = [i for i, w in enumerate(words) if w not in FUNCTION_WORDS]
     if not named:
@@ -232,6 +256,10 @@ def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_befo
             return word  # (not a "stop button": "press the stop button before closing the window")
     first, word = named[0], words[named[0]]
     rest = words[first + 1:]
+    phrase = stop_phrase(words)
+    if (phrase is not None and rest[:1] and rest[0] in STOPPED_THING_AFTER and len(phrase) > 1
+            and phrase[1] not in FLOWS and phrase[1] != "button" and phrase not in stop_phrases):
+        return word  # a thing to stop (not "halt at the goal", "stop the water", "stop the button: press it")
     from_ing = any(w == "from" and i + 1 < len(rest) and _gerund(rest[i + 1]) for i, w in enumerate(rest))
     if word in CESSATIONS and not (word == "without" and asked_before):
         if (rest[:1] and _gerund(rest[0])) or from_ing:
@@ -281,7 +309,7 @@ def negated_state(text: str, trained: Iterable[str] = ()) -> str | None:
     return None
 
 
-def negation(text: str, trained: Iterable[str] = ()) -> str | None:
+def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tuple[str, ...]] = ()) -> str | None:
     """The word that makes ``text`` ask not to do something, or None. A clause (CLAUSE_BREAK ends one) forbids
     when it holds a negation (NEGATIONS, or a contraction ending in n't or 'nt: "don't", "do'nt", "didnt"; not
     after a copula, "the button that is not red", unless a prohibition follows: "you aren't allowed to"; "isn't",
@@ -301,7 +329,7 @@ def negation(text: str, trained: Iterable[str] = ()) -> str | None:
     asked_before = False
     for clause in CLAUSE_BREAK.split(folded):
         words = instruction_words(clause)
-        found = _cessation(words, allowed, whole, asked_before)
+        found = _cessation(words, allowed, whole, asked_before, stop_phrases)
         if found is not None:
             return found
         asked_before = asked_before or any(w not in FUNCTION_WORDS for w in words)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from deer_vla.core.instruction_text import (
@@ -31,6 +31,7 @@ from deer_vla.core.instruction_text import (
     negation,
     opposite_words,
     plain_word,
+    trained_stop_phrases,
 )
 from deer_vla.core.log_text import quoted
 from deer_vla.model.instruction_match import trained_wordings
@@ -80,14 +81,15 @@ class NegatedStateError(OppositeWordsError):
         ValueError.__init__(self, f"instruction {quoted(text, 80)} {self.why}")
 
 
-def refusal(text: str, trained: Iterable[str] = (), read: str | None = None
-            ) -> NegatedInstructionError | OppositeWordsError | None:
+def refusal(text: str, trained: Iterable[str] = (), read: str | None = None,
+            stop_phrases: Collection[tuple[str, ...]] = ()) -> NegatedInstructionError | OppositeWordsError | None:
     """Why the policy would not do ``text`` as meant, as the error to raise or log (``.why``), or None: it asks
     not to do something (``negation``; ``trained``: the checkpoint's words, which never count), it says a state
     beside a request of the opposite task (``opposite_words``, in the text as sent or as the model reads it,
     ``read``), or a state negated (``negated_state``: NegatedStateError, an OppositeWordsError). The one list of
-    refusals the runner, the node and instruction-swap apply."""
-    word = negation(text, trained)
+    refusals the runner, the node and instruction-swap apply. ``stop_phrases``: the trained clauses that start
+    with a stop word (TrainedWords.stop_phrases: the default's "stop the water")."""
+    word = negation(text, trained, stop_phrases)
     if word is not None:
         return NegatedInstructionError(text, word)
     opposite = opposite_words(text) or (opposite_words(read) if read is not None else None)
@@ -126,8 +128,9 @@ class TrainedWords:
     list its own corrections use) are words a user may mean ("unopened", "shunt", "clove", "oven"), and reading
     them as a trained word one or two letters away turned "i need the drawer unclosed" into "...closed"."""
 
-    def __init__(self, trained: Iterable[str]) -> None:
+    def __init__(self, trained: Iterable[str], stop_phrases: Iterable[tuple[str, ...]] = ()) -> None:
         self.words = frozenset(plain_word(w) for w in trained)
+        self.stop_phrases = frozenset(stop_phrases)  # trained clauses that start with a stop word ("stop the water")
         self._plain = {without_accents(w): w for w in self.words}
         self._by_length: dict[int, list[str]] = {}
         for w in self.words:
@@ -148,7 +151,8 @@ class TrainedWords:
     @classmethod
     def from_wordings(cls, wordings: dict[str, list[str]]) -> TrainedWords:
         """From a checkpoint's trained wordings (task -> texts)."""
-        return cls(w for texts in wordings.values() for text in texts for w in instruction_words(text))
+        return cls((w for texts in wordings.values() for text in texts for w in instruction_words(text)),
+                   trained_stop_phrases(text for texts in wordings.values() for text in texts))
 
     def fix(self, word: str) -> str | None:
         """The trained word ``word`` misspells, or None (it is trained, an English word, too short, or near no

@@ -313,8 +313,9 @@ class PolicyRunner:
     def refusal(self, instruction: str) -> NegatedInstructionError | OppositeWordsError | None:
         """Why the policy would not do ``instruction`` as meant (model.instruction_words.refusal, with this
         checkpoint's trained words and reading), or None."""
-        return refusal(instruction, self.trained_words.words if self.trained_words is not None else (),
-                       self.read_instruction(instruction)[0])
+        trained = self.trained_words
+        return refusal(instruction, trained.words if trained is not None else (), self.read_instruction(instruction)[0],
+                       trained.stop_phrases if trained is not None else ())
 
     def check_instruction(self, instruction: str) -> None:
         """ValueError when the model would refuse ``instruction`` at a step: over MAX_INSTRUCTION_CHARS, no text
