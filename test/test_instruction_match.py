@@ -237,3 +237,22 @@ def test_two_tasks_in_one_text_are_a_warning(default_runner):
     held_out = [text for task in TASK_SUITE.values() for text in task.heldout_instructions]
     assert [t for t in held_out if check.judge(t, "warn", 0.45, count=False).two_tasks] == \
         ["coffee machine, press its button"]
+
+
+def test_a_matcher_built_at_every_configure_leaves_no_memory_behind(default_runner):
+    """Each configure builds a matcher with its own copy of the tokenizer, which tokenizes every trained wording:
+    tokenizers keeps the memory of its word cache when the copy is deleted, and the node grew ~216 KB per
+    lifecycle cycle without bound (a helper's 220 cycles). The copy has no cache now."""
+    import os
+
+    def resident_kb() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+    record = default_runner.training["instructions"]
+    for _ in range(10):  # allocator warm-up
+        InstructionMatcher.from_runner(default_runner, record)
+    before = resident_kb()
+    for _ in range(40):
+        InstructionMatcher.from_runner(default_runner, record)
+    assert resident_kb() - before < 4000  # ~9000 KB with the cache (about 220 KB a build), ~100 KB without

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from deer_vla.core.instruction_text import clean_instruction, without_address
-from deer_vla.model.tokenizer import encode_instructions
+from deer_vla.model.tokenizer import encode_instructions, without_token_cache
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class InstructionMatcher:
         wordings = trained_wordings(trained)
         if not wordings:
             raise ValueError("no trained instructions to compare with")
-        self._tokenizer = copy.deepcopy(tokenizer)
+        self._tokenizer = without_token_cache(copy.deepcopy(tokenizer))  # one per configure: no cache to leak
         self._lock = threading.Lock()
         self._table = table.detach()
         self._max_tokens = max_tokens

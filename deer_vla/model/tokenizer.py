@@ -105,3 +105,15 @@ def load_tokenizer(path: str | Path) -> Any:
             raise ValueError(f"tokenizer {where} loads but turns text into no tokens (its vocabulary files "
                              "missing?)")
     return tok
+
+
+def without_token_cache(tokenizer: Any) -> Any:
+    """``tokenizer`` with its model's cache of tokenized words off, where it has one (a BPE's): tokenizers 0.23
+    keeps that memory when the tokenizer is deleted or its cache cleared (~1.3 KB per distinct text), so a copy
+    made for each configure (the instruction matcher's) leaked ~216 KB per lifecycle cycle, without bound.
+    A private method of tokenizers, called only where it exists."""
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    resize = getattr(model, "_resize_cache", None)
+    if callable(resize):
+        resize(0)
+    return tokenizer
