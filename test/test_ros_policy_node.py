@@ -932,6 +932,22 @@ def test_another_publisher_on_the_twist_output_is_a_warning(executor, tiny_check
     assert spin_until(executor, lambda: outputs().level == bytes([0]))
 
 
+def test_configure_says_instructions_are_not_compared_while_the_check_is_off(executor, monkeypatch):
+    """With unfamiliar_instruction off, configure said "instructions compared with the 16 task(s)..." though
+    nothing is compared (the matcher is built, as the parameter can be turned on at run time)."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    shipped = Path(__file__).resolve().parents[1] / "deer_vla" / "assets" / "default_checkpoint"  # with a record
+    for mode, off in (("off", True), ("warn", False)):
+        node = policy_node(executor, shipped, unfamiliar_instruction=mode)
+        said = _spy_on_log(node, "info", monkeypatch)
+        assert node.trigger_configure() == R.SUCCESS
+        compared = [m for m, _ in said if m.startswith("instructions compared with")]
+        assert len(compared) == 1 and ("(not while unfamiliar_instruction is off)" in compared[0]) == off, compared
+        executor.remove_node(node)
+        node.destroy_node()
+
+
 def test_a_finalized_node_does_not_claim_it_can_actuate(executor, tiny_checkpoint, spin_until):
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from std_srvs.srv import SetBool

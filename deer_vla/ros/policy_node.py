@@ -514,8 +514,9 @@ class PolicyNode(LifecycleNode):
         if check.matcher is None:
             self.get_logger().info(f"instructions: {check.why_not}")
         else:
+            off = " (not while unfamiliar_instruction is off)" if params.unfamiliar_instruction == "off" else ""
             self.get_logger().info(f"instructions compared with the {len(check.matcher.tasks)} task(s) this checkpoint "
-                                   f"was trained on: {', '.join(check.matcher.tasks)}")
+                                   f"was trained on{off}: {', '.join(check.matcher.tasks)}")
         self._judge_instruction_in_force()  # heard before, by another checkpoint or none
         return TransitionCallbackReturn.SUCCESS
 
