@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
 import runpy
 import shutil
 import sys
@@ -737,19 +738,29 @@ def test_the_demo_refuses_a_global_node_rename_before_it_starts(capsys, tmp_path
     assert "holds no parameters for node /arm_policy" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("given", [["-p", "checkpoint_dir:=mt50"], ["--param", "deer_vla_policy:enabled:=true"],
-                                   ["--params-file", "wild.yaml"]])
-def test_the_bringup_refuses_parameters_after_ros_args_that_would_not_reach_the_nodes(given, capsys):
+def test_the_bringup_refuses_parameters_after_ros_args_that_its_nodes_files_override(tmp_path, capsys):
     """`deer-vla bringup --ros-args -p checkpoint_dir:=mt50 -p enabled:=true` ran the default checkpoint, gated,
-    without a word (the nodes' own parameter files, node-level arguments, win over the process's): one line
-    naming the ways that reach them. Remaps and rcl's other arguments still pass."""
-    from deer_vla.ros.bringup import _split_args_or_say
+    without a word: the nodes' own parameter files are node-level arguments and win over the process's. Such a
+    parameter is one line naming the ways that reach the node; one no file sets (use_sim_time) reaches it, and
+    passes (a first version refused every -p)."""
+    from deer_vla.ros.bringup import _overridden_ros_parameters, cli_main
 
-    assert _split_args_or_say("deer-vla bringup", ["--duration", "1", "--ros-args", *given]) is None
+    robot = load_graph("robot").with_arguments({})
+    wild = tmp_path / "wild.yaml"
+    wild.write_text("/**/deer_vla_policy:\n  ros__parameters:\n    checkpoint_dir: mt50\n")
+    sim_time = tmp_path / "sim_time.yaml"
+    sim_time.write_text("/**:\n  ros__parameters:\n    use_sim_time: true\n")
+    for given, node, param in ((["-p", "checkpoint_dir:=mt50"], "deer_vla_policy", "checkpoint_dir"),
+                               (["--param", "deer_vla_policy:enabled:=true"], "deer_vla_policy", "enabled"),
+                               (["-p", "deer_vla_monitor:log_dir:=/tmp/x"], "deer_vla_monitor", "log_dir"),
+                               (["--params-file", str(wild)], "deer_vla_policy", "checkpoint_dir")):
+        with pytest.raises(ValueError, match=rf"{given[0]} {re.escape(given[1])} after --ros-args would not reach "
+                                             rf"{node}: its own parameter files set {param} .*--set \w+\.{param}="):
+            _overridden_ros_parameters(["--ros-args", *given], robot)
+    for given in (["-p", "use_sim_time:=true"], ["-p", "other_node:enabled:=true"], ["--params-file", str(sim_time)],
+                  ["--params-file", str(tmp_path / "missing.yaml")]):  # (rcl says what is wrong with a file)
+        _overridden_ros_parameters(["--ros-args", *given], robot)
+    _overridden_ros_parameters(["-p", "enabled:=true"], robot)  # not after --ros-args: no ROS argument
+    assert cli_main(["--duration", "1", "--ros-args", "-p", "enabled:=true"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"deer-vla bringup: {' '.join(given)} after --ros-args would not reach the nodes") and \
-        "--set NODE.PARAM=VALUE" in err and "params_file:=FILE" in err and len(err.splitlines()) == 1
-    ros, ours = _split_args_or_say("deer-vla bringup", ["enabled:=true", "--ros-args", "-r", "__ns:=/arm1",
-                                                         "--log-level", "warn"])
-    assert ours == ["enabled:=true"] and ros[-4:] == ["-r", "__ns:=/arm1", "--log-level", "warn"]
-    assert _split_args_or_say("deer-vla bringup", ["--set", "policy.enabled=true", "--", "-p"]) is not None
+    assert err.startswith("deer-vla bringup: -p enabled:=true after --ros-args would not reach deer_vla_policy")

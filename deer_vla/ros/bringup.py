@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +233,6 @@ def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
 
     args = check_text_arguments(sys.argv[1:] if argv is None else argv)  # every argument goes to rcl: text
     check_namespace_remaps(args)  # before rcl, whose refusal says "Expected lexeme type 19"
-    _refuse_ros_parameters(args)
     # NAME:=VALUE before --ros-args are launch arguments, as for ros2 launch; rcl would take them for
     # (deprecated) remapping rules, so they never reach rclpy
     cut = args.index("--ros-args") if "--ros-args" in args else len(args)
@@ -241,23 +241,34 @@ def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
     return ros, launch + remove_ros_args(["deer_vla", *ros])[1:]
 
 
-# ROS arguments that set parameters: after --ros-args they are the process's, and each node's own parameter files
-# (the graph's, given to it as node-level arguments) win over them, so they changed nothing, in silence
-ROS_PARAMETER_FLAGS = ("-p", "--param", "--params-file")
-
-
-def _refuse_ros_parameters(args: list[str]) -> None:
-    """ValueError for a parameter given after --ros-args, which would not reach the nodes, with the ways that do."""
+def _overridden_ros_parameters(ros_args: list[str], graph: GraphSpec) -> None:
+    """ValueError for a parameter given after --ros-args (``-p [node:]name:=value``, ``--params-file``) that a
+    node's own parameter files set: those are node-level arguments and win over the process's, so it changed
+    nothing, in silence (`--ros-args -p checkpoint_dir:=mt50` ran the default). One no file sets
+    (``use_sim_time``) reaches the node, and passes."""
     in_ros = False
-    for i, arg in enumerate(args):
+    for i, arg in enumerate(ros_args[:-1]):
         if arg in ("--ros-args", "--"):
             in_ros = arg == "--ros-args"
-        elif in_ros and arg in ROS_PARAMETER_FLAGS:
-            given = " ".join(args[i:i + 2])
-            raise ValueError(f"{given} after --ros-args would not reach the nodes (each node's own parameter files, "
-                             "the graph's, win over it): give a parameter as --set NODE.PARAM=VALUE (bringup: "
-                             "--set policy.checkpoint_dir=mt50), a parameter file as params_file:=FILE (bringup) or "
-                             "in --config-dir (bringup, demo)")
+        if not in_ros or arg not in ("-p", "--param", "--params-file"):
+            continue
+        given = ros_args[i + 1]
+        for spec in graph.nodes:
+            own = {**spec.file_parameters(), **spec.parameters}
+            if arg == "--params-file":
+                try:
+                    theirs = set(replace(spec, params_files=(Path(given),), parameters={}).file_parameters())
+                except (OSError, ValueError):  # rcl says what is wrong with the file
+                    continue
+            else:
+                node, _, name = given.partition(":=")[0].rpartition(":")
+                theirs = {name} if not node or node.strip("/") in (spec.name, spec.full_name.strip("/")) else set()
+            hit = sorted(theirs & set(own))
+            if hit:
+                raise ValueError(f"{arg} {given} after --ros-args would not reach {spec.name}: its own parameter files "
+                                 f"set {', '.join(hit)} and win over the process's arguments; give it as bringup's "
+                                 f"--set {spec.key}.{hit[0]}=VALUE, or in a parameter file (params_file:= for "
+                                 "bringup, --config-dir for bringup and demo)")
 
 
 def _with_name_remaps(ros_args: list[str], launch_arguments: dict[str, str],
@@ -381,6 +392,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         graph = stock.with_arguments(launch_arguments)
         if args.graph == "sim":  # the simulator renders what the checkpoint was trained on, unless told
             graph = sim_graph_for_checkpoint(graph, given_parameters(stock, sets, launch_arguments))
+        _overridden_ros_parameters(all_args, graph)
     except (KeyError, OSError, ValueError) as exc:
         print(f"deer-vla bringup: {error_text(exc)}", file=sys.stderr)
         return 2
@@ -549,6 +561,7 @@ def demo_main(argv: list[str] | None = None) -> int:
             load_graph("sim", args.config_dir, {"policy": {"checkpoint_dir": str(checkpoint.resolve())}}), set())
         namespace, graph = _with_name_remaps(all_args, {}, graph)  # as rcl will name the nodes (bringup's rule)
         graph = graph.with_arguments(namespace)  # judges the parameter files against those names
+        _overridden_ros_parameters(all_args, graph)
     except (OSError, ValueError, KeyError) as exc:
         print(f"deer-vla demo: {error_text(exc)}", file=sys.stderr)
         return 2
