@@ -521,10 +521,10 @@ def test_a_namespace_rcl_refuses_is_one_line_from_a_node_executable(module, tmp_
 
     monkeypatch.chdir(tmp_path)
     main = importlib.import_module(f"deer_vla.ros.{module}").main
-    for bad in ("/arm1/", "arm1", "/1arm", "/arm1//x"):
+    for bad in ("/arm1/", "arm1", "/1arm", "/arm1//x", "/a__b"):
         assert main([module, "--ros-args", "-r", f"__ns:={bad}"]) == 2
         err = capsys.readouterr().err
         assert err == (f"{module}: -r __ns:={bad} is not a namespace rcl takes: an absolute name such as /arm1 "
-                       "(letters, digits and '_', not starting with a digit, joined by single '/', none at the "
+                       "(letters, digits and single '_', not starting with a digit, joined by single '/', none at the "
                        "end)\n"), err
     assert list(tmp_path.iterdir()) == []  # nothing started

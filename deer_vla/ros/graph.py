@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from deer_vla.core.config_io import GRAPH_FILE, PACKAGE, deep_merge, load_yaml, packaged_config_dir
-from deer_vla.ros.ros_args import NAMESPACE_TOKEN
+from deer_vla.ros.ros_args import NAMESPACE_TOKEN, REMAP_TOKEN
 
 EVERY_NODE = "*"  # a launch argument's parameter "*.param": that parameter of every node of the graph
 WAITS_FOR = "policy_node"  # the sim's parameter naming the policy node it waits for
@@ -255,9 +255,9 @@ class GraphSpec:
         """This graph with the node named ``old`` named ``new`` (``-r old:__node:=new``), and a parameter naming
         it as the node to wait for (the sim's ``policy_node``) following; unchanged when no node has that name.
         ValueError for a name rcl refuses."""
-        if not NAMESPACE_TOKEN.fullmatch(new):
+        if not REMAP_TOKEN.fullmatch(new):
             raise ValueError(f"-r {old}:__node:={new}: '{new}' is not a node name rcl takes (letters, digits and "
-                             "'_', not starting with a digit)")
+                             "single '_', not starting with a digit)")
         if not any(s.name == old for s in self.nodes):
             return self
         nodes = tuple(replace(s, name=new, renamed_from=s.renamed_from or old) if s.name == old else

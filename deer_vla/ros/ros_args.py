@@ -6,6 +6,9 @@ import re
 
 # one token of a ROS namespace: letters, digits and '_', not starting with a digit
 NAMESPACE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# one token of a name in a remap rule: rcl's rule lexer also refuses '__' in it ("-r __ns:=/a__b": "Expected lexeme
+# type 1"), which a node created with that namespace takes
+REMAP_TOKEN = re.compile(r"(?!.*__)[A-Za-z_][A-Za-z0-9_]*")
 
 
 def name_remaps(ros_args: list[str]) -> list[tuple[str, str, str, str]]:
@@ -28,9 +31,9 @@ def name_remaps(ros_args: list[str]) -> list[tuple[str, str, str, str]]:
 def check_namespace_remap(value: str) -> None:
     """ValueError unless rcl takes ``value`` as an ``__ns`` remap (absolute, no trailing '/', valid names)."""
     tokens = value[1:].split("/") if value.startswith("/") else []
-    if value != "/" and (not tokens or not all(NAMESPACE_TOKEN.fullmatch(t) for t in tokens)):
+    if value != "/" and (not tokens or not all(REMAP_TOKEN.fullmatch(t) for t in tokens)):
         raise ValueError(f"-r __ns:={value} is not a namespace rcl takes: an absolute name such as /arm1 (letters, "
-                         "digits and '_', not starting with a digit, joined by single '/', none at the end)")
+                         "digits and single '_', not starting with a digit, joined by single '/', none at the end)")
 
 
 def check_namespace_remaps(ros_args: list[str]) -> None:
