@@ -512,6 +512,16 @@ def test_the_bringup_places_each_node_by_the_first_namespace_rule_that_matches_i
         assert placed.node("policy").file_parameters()["max_instruction_chars"] == 500
         assert placed.node("monitor").parameters["hardware_id"] == "/b/deer_vla_policy"
         assert placed.node("monitor").parameters["record_topic"] == "/b/step_record"  # where the policy writes
+    # a remap of the record topic applies to both nodes' relative name: the monitor's is left to it (it was made
+    # /b/step_record, which the rule does not reach, and the monitor heard nothing)
+    from deer_vla.ros.bringup import _records_remapped
+
+    remapped = ["--ros-args", "-r", "deer_vla_policy:__ns:=/b", "-r", "__ns:=/a", "-r", "step_record:=/records"]
+    arguments, graph = _with_name_remaps(remapped, {}, robot)
+    assert _records_remapped(remapped, graph) and not _records_remapped(remapped[:5], graph)
+    placed = graph.with_arguments(arguments, records_remapped=True)
+    assert "record_topic" not in placed.node("monitor").parameters
+    assert placed.node("monitor").parameters["hardware_id"] == "/b/deer_vla_policy"
     with pytest.raises(ValueError, match=r"-r deer_vla_policy:__ns:=/b comes after -r __ns:=/a, which rcl applies to "
                                          r"that node first: it would never apply"):
         _with_name_remaps(["--ros-args", "-r", "__ns:=/a", "-r", "deer_vla_policy:__ns:=/b"], {}, robot)

@@ -36,7 +36,7 @@ from deer_vla.model.shipped import (
     shipped_name_of,
 )
 from deer_vla.ros.executors import EXECUTORS, make_executor
-from deer_vla.ros.graph import GraphSpec, NodeSpec, load_graph
+from deer_vla.ros.graph import RECORD_TOPIC, GraphSpec, NodeSpec, load_graph
 from deer_vla.ros.params import POLICY_NODE_NAME
 from deer_vla.ros.ros_args import check_namespace_remap, check_namespace_remaps, name_remaps
 from deer_vla.ros.sim_inputs import given_parameters, sim_graph_for_checkpoint
@@ -241,6 +241,25 @@ def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
     return ros, launch + remove_ros_args(["deer_vla", *ros])[1:]
 
 
+def _records_remapped(ros_args: list[str], graph: GraphSpec) -> bool:
+    """Whether a topic remap rule among ``ros_args`` (``-r [node:]from:=to``) names the policy's step-record topic
+    (its last name token: ``step_record``, ``/b/step_record``)."""
+    policy = next((s for s in graph.nodes if s.key == "policy"), None)
+    topic = {**policy.file_parameters(), **policy.parameters}.get(RECORD_TOPIC) if policy is not None else None
+    if not isinstance(topic, str) or not topic.strip("/~"):
+        return False
+    last = topic.rstrip("/").rsplit("/", 1)[-1].lstrip("~")
+    in_ros = False
+    for i, arg in enumerate(ros_args[:-1]):
+        if arg in ("--ros-args", "--"):
+            in_ros = arg == "--ros-args"
+        elif in_ros and arg in ("-r", "--remap"):
+            source = ros_args[i + 1].partition(":=")[0]
+            if source.rpartition(":")[2].rstrip("/").rsplit("/", 1)[-1].lstrip("~") == last:
+                return True
+    return False
+
+
 def _overridden_ros_parameters(ros_args: list[str], graph: GraphSpec) -> None:
     """ValueError for a parameter given after --ros-args (``-p [node:]name:=value``, ``--params-file``) that a
     node's own parameter files set: those are node-level arguments and win over the process's, so it changed
@@ -389,7 +408,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         sets = _parse_set(args.set)
         launch_arguments, stock = _with_name_remaps(all_args, _parse_launch_arguments(args.arguments),
                                                     load_graph(args.graph, args.config_dir, sets))
-        graph = stock.with_arguments(launch_arguments)
+        graph = stock.with_arguments(launch_arguments, records_remapped=_records_remapped(all_args, stock))
         if args.graph == "sim":  # the simulator renders what the checkpoint was trained on, unless told
             graph = sim_graph_for_checkpoint(graph, given_parameters(stock, sets, launch_arguments))
         _overridden_ros_parameters(all_args, graph)
@@ -560,7 +579,8 @@ def demo_main(argv: list[str] | None = None) -> int:
         graph = sim_graph_for_checkpoint(
             load_graph("sim", args.config_dir, {"policy": {"checkpoint_dir": str(checkpoint.resolve())}}), set())
         namespace, graph = _with_name_remaps(all_args, {}, graph)  # as rcl will name the nodes (bringup's rule)
-        graph = graph.with_arguments(namespace)  # judges the parameter files against those names
+        # judges the parameter files against those names
+        graph = graph.with_arguments(namespace, records_remapped=_records_remapped(all_args, graph))
         _overridden_ros_parameters(all_args, graph)
     except (OSError, ValueError, KeyError) as exc:
         print(f"deer-vla demo: {error_text(exc)}", file=sys.stderr)

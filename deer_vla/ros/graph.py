@@ -184,13 +184,15 @@ class GraphSpec:
         return {arg.name: values[arg.name] for arg in self.arguments if arg.name in values
                 and values[arg.name] != (defaults[arg.name] if arg.declared_default is None else arg.declared_default)}
 
-    def with_arguments(self, values: Mapping[str, str], outer_namespace: str = "") -> GraphSpec:
+    def with_arguments(self, values: Mapping[str, str], outer_namespace: str = "",
+                       records_remapped: bool = False) -> GraphSpec:
         """This graph with launch argument values applied. A parameter argument left empty (its declared
         default) keeps the parameter file's value, so a custom ``params_file`` is not overridden by the
         other arguments; any value given is applied, the stock one included (``enabled:=false`` gates the
         node whatever the file says). ``namespace`` and ``params_file`` at their defaults change nothing.
         ``outer_namespace``: the one the launch file is included under (PushRosNamespace), in front of
-        ``namespace`` in the names parameter files are matched against."""
+        ``namespace`` in the names parameter files are matched against. ``records_remapped``: a remap rule of the
+        process moves the step-record topic, so the monitor's is left to it (``_reporting_on``)."""
         known = {a.name: a for a in self.arguments}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -248,7 +250,7 @@ class GraphSpec:
                 raise ValueError(f"-r {spec.renamed_from}:__node:={spec.name}: {', '.join(str(f) for f in unmatched)} "
                                  f"holds no parameters for node {spec.full_name} (rcl matches parameter files by "
                                  f"node name, and would drop it in silence): {advice}")
-        return replace(self, nodes=tuple(_reporting_on(nodes.get("policy"), s) for s in
+        return replace(self, nodes=tuple(_reporting_on(nodes.get("policy"), s, records_remapped) for s in
                                          (nodes[s.key] for s in self.nodes)))
 
     def with_node_renamed(self, old: str, new: str) -> GraphSpec:
@@ -282,11 +284,13 @@ class GraphSpec:
         return replace(self, nodes=tuple(nodes[s.key] for s in self.nodes))
 
 
-def _reporting_on(policy: NodeSpec | None, spec: NodeSpec) -> NodeSpec:
+def _reporting_on(policy: NodeSpec | None, spec: NodeSpec, records_remapped: bool = False) -> NodeSpec:
     """``spec`` with ``REPORTS_ON`` naming ``policy`` where its default ("": the graph's policy name in spec's own
     namespace) would name another node: the policy renamed or moved by a remap (bringup, demo), whose statuses
     the monitor would otherwise give under a name no node has. A policy moved to another namespace publishes
-    its step records there: a RECORD_TOPIC both name alike and relative follows it (the monitor heard none)."""
+    its step records there: a RECORD_TOPIC both name alike and relative follows it (the monitor heard none),
+    unless a remap rule moves that topic (``records_remapped``: `-r step_record:=/records` applies to both
+    nodes' relative name, not to an absolute one)."""
     if policy is None or spec is policy or spec.file_parameters().get(REPORTS_ON) != "":
         return spec
     default = "/" + "/".join(p for p in (spec.running_namespace, policy.renamed_from or policy.name) if p)
@@ -296,7 +300,7 @@ def _reporting_on(policy: NodeSpec | None, spec: NodeSpec) -> NodeSpec:
     theirs, mine = ({**s.file_parameters(), **s.parameters}.get(RECORD_TOPIC, DEFAULT_RECORD_TOPIC)
                     for s in (policy, spec))
     namespace = policy.running_namespace
-    if (isinstance(theirs, str) and theirs == mine and not theirs.startswith(("/", "~"))
+    if (not records_remapped and isinstance(theirs, str) and theirs == mine and not theirs.startswith(("/", "~"))
             and namespace != spec.running_namespace):
         changes[RECORD_TOPIC] = "/" + "/".join(p for p in (namespace, theirs) if p)
     return replace(spec, parameters={**spec.parameters, **changes})
