@@ -928,6 +928,13 @@ def test_another_publisher_on_the_twist_output_is_a_warning(executor, tiny_check
     assert "another node publishes on this node's output (2 on /servo/delta_twist_cmds)" in status.message
     outputs()
     assert [m for m, _ in warned if m.startswith("outputs: ")] == [f"outputs: {status.message}"]  # once
+    # a next configuration says it again (the count of shared outputs outlived the cleanup: no second log)
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    assert node.trigger_deactivate() == R.SUCCESS and node.trigger_cleanup() == R.SUCCESS
+    assert node.trigger_configure() == R.SUCCESS
+    assert outputs().level == bytes([1])
+    assert len([m for m, _ in warned if m.startswith("outputs: ")]) == 2
     drv.node.destroy_publisher(other)
     assert spin_until(executor, lambda: outputs().level == bytes([0]))
 

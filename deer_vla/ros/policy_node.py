@@ -679,6 +679,7 @@ class PolicyNode(LifecycleNode):
             pubs, self._pubs = self._pubs, {}
         for pub in pubs.values():
             self.destroy_publisher(pub)
+        self._shared_outputs = 0  # a next configuration says a shared output again
         self._control_timers, self._subs = [], []
         self._close_recorder()
 
