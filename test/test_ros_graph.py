@@ -533,6 +533,9 @@ def test_the_bringup_places_each_node_by_the_first_namespace_rule_that_matches_i
     from deer_vla.ros.params import POLICY_DEFAULTS
 
     assert POLICY_DEFAULTS["record_topic"] == MONITOR_DEFAULTS["record_topic"] == DEFAULT_RECORD_TOPIC
+    # in the sim graph the simulator feeds the policy on topics in its own namespace: one node moved is refused
+    with pytest.raises(ValueError, match=r"-r deer_vla_policy:__ns:=/b moves one node of a graph with the simulator"):
+        _with_name_remaps(["--ros-args", "-r", "deer_vla_policy:__ns:=/b"], {}, load_graph("sim"))
     # renamed: a rule naming the old name moves nothing (rcl matches the new one), one naming the new name does
     renamed = tmp_path / "p1.yaml"
     renamed.write_text("/**/p1:\n  ros__parameters:\n    max_instruction_chars: 500\n")

@@ -59,6 +59,7 @@ def create_node(spec: NodeSpec) -> Any:
 # logs in its callbacks, and a disk that stalls them (seconds, on a full or network disk) held up the policy's
 # timer, its stale-action stops and ~/halt, which share the main executor in one process.
 SIDE_NODES = ("monitor",)
+SIM_KEY = "sim"  # the simulator's node in config/graph.yaml's sim graph
 
 
 class Bringup:
@@ -330,6 +331,10 @@ def _with_name_remaps(ros_args: list[str], launch_arguments: dict[str, str],
         if names:
             launch_arguments = {**launch_arguments, names[0]: value}
         every = rule
+    if moved and any(s.key == SIM_KEY for s in graph.nodes):  # the sim's topics are relative, in its namespace
+        raise ValueError(f"-r {next(iter(moved.values()))} moves one node of a graph with the simulator, which talks "
+                         "with the policy on topics in its own namespace (the policy would wait for cameras that "
+                         "never come): move the whole graph, -r __ns:=/X")
     return launch_arguments, graph
 
 
