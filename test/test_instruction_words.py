@@ -422,6 +422,11 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     ("stand still", "stand"), ("cease all motion", "cease"),
     # a thing to stop (heard as drawer-close 0.78, window-close 0.68, drawer-close 0.74)
     ("stop the drawer", "stop"), ("halt the window", "halt"), ("please pause the drawer", "pause"),
+    # an audit's 300 instructions: dismissals and asking for nothing, heard as tasks (at INFO: "forget the
+    # drawer" as drawer-close 0.73; the rest at an unfamiliar WARN, which still runs them)
+    ("forget the drawer", "forget"), ("nevermind, leave the window", "nevermind"), ("leave it", "leave"),
+    ("cancel that", "cancel"), ("do nothing", "nothing"), ("stay still", "stay"), ("stay put", "stay"),
+    ("forget it", "forget"),
 ])
 def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, text, word):
     from deer_vla.model.instruction_words import NegatedInstructionError
@@ -429,6 +434,18 @@ def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, tex
     refused = default_runner.refusal(text)
     assert isinstance(refused, NegatedInstructionError) and refused.word == word
     assert "asks to stop, or to leave something be" in refused.why
+
+
+@pytest.mark.parametrize(("text", "word"), [("don't do anything", "don't"), ("wait, don't do anything", "don't"),
+                                          ("never mind", "never"), ("no, don't do anything", "no")])
+def test_a_negation_that_asks_for_nothing_at_all_is_refused(default_runner, text, word):
+    """An audit's: heard as a task at an unfamiliar WARN, which runs it ("anything", "mind" are no trained word,
+    so the negation was read as an idiom's)."""
+    from deer_vla.model.instruction_words import NegatedInstructionError
+
+    refused = default_runner.refusal(text)
+    assert isinstance(refused, NegatedInstructionError) and refused.word == word
+    assert "asks not to do something" in refused.why
 
 
 @pytest.mark.parametrize("text", [
@@ -439,6 +456,10 @@ def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, tex
     "close the drawer without slamming it", "close the drawer all the way without stopping halfway",
     "open the drawer and leave it alone", "keep pushing the puck to the goal", "turn the No 2 faucet on",
     "press the stop button before closing the window",
+    # the task after a dismissal is what is asked; a negation of worry or forgetting asks the task
+    "never mind, close the window", "never mind that, open the drawer", "don't worry, open the drawer",
+    "open the drawer and do nothing else", "leave the drawer open", "stay at the goal and open the drawer",
+    "would you mind opening the drawer", "put the puck at the goal",
     # a flow stopped is turned off (the suites' own faucet-close "stop the water")
     "stop the water", "stop the water now please", "stop the faucet", "stop the tap", "open the drawer, then stop",
     "close the drawer, without slamming it", "wait, close the drawer", "close the drawer and halt", "halt at the goal",

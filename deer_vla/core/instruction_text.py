@@ -52,16 +52,23 @@ PHRASAL_CESSATIONS = frozenset({("hold", "off"), ("put", "off")})
 STOP_FILLERS = frozenset({
     "arm", "motion", "movement", "moving", "everything", "all", "right", "there", "here", "immediately", "once",
     "emergency", "place", "still", "enough", "that's", "what", "you're", "doing", "in", "at", "on", "hold",
-    "stand", "no", "more", "completely", "asap",
+    "stand", "no", "more", "completely", "asap", "put",
 })
-# "hold on", "stand still", "that's enough": a stop in a text that names nothing else
-STOP_VERBS = frozenset({"hold", "stand", "enough"})
+# "hold on", "stand still", "that's enough", "stay put", "leave it", "do nothing", "cancel that", "forget it": a
+# stop in a text that names nothing else (an audit's: each heard as a task, at an unfamiliar WARN that still runs)
+STOP_VERBS = frozenset({"hold", "stand", "enough", "stay", "leave", "nothing", "cancel", "forget", "nevermind"})
+# these dismiss what follows them as the first word of a clause that names anything ("forget the drawer", heard as
+# drawer-close 0.73 at INFO; "nevermind, leave the window"; "cancel the window")
+DISMISSALS = frozenset({"forget", "cancel", "nevermind"})
+# after a negation these make it ask for nothing at all ("don't do anything", "never mind": heard as tasks at an
+# unfamiliar WARN): a negation with no other word refuses, as "don't!" does
+NOTHING_AT_ALL = frozenset({"anything", "mind"})
 # "keep the drawer from opening" (heard as drawer-open, 0.90) asks to prevent; "keep pushing" asks to go on
 KEEP_FROM = ("keep", "from")
 # "leave the drawer alone": a request to leave it as it is, which the default heard as drawer-open (3 of 3 opened)
 LEAVE_ALONE = ("leave", "alone")
 # every word the rules below return for a request to stop, prevent, put off or leave a thing be
-STOP_REQUESTS = (CESSATIONS | STOP_VERBS | {LEAVE_ALONE[1], KEEP_FROM[0]}
+STOP_REQUESTS = (CESSATIONS | STOP_VERBS | DISMISSALS | {LEAVE_ALONE[1], KEEP_FROM[0]}
                  | {first for first, _ in PHRASAL_CESSATIONS})
 # words that address the robot or ask politely and name no task. The instruction matcher leaves them out of the
 # texts it compares, the trained wordings and the text heard alike: pooled, "robot" pulled "hey robot, close the
@@ -216,7 +223,7 @@ def _bare_stop(whole: list[str]) -> str | None:
     """The stop word of a text (``whole``) that asks the robot to stop and names nothing else but STOP_FILLERS
     ("stop!", "stop the robot", "halt the arm", "hold on"), or None."""
     stop_words = CESSATIONS | STOP_VERBS
-    if any(w in stop_words for w in whole) and not [w for w in whole if w not in CESSATIONS
+    if any(w in stop_words for w in whole) and not [w for w in whole if w not in stop_words
                                                      and w not in FUNCTION_WORDS and w not in STOP_FILLERS]:
         return next(w for w in whole if w in stop_words)
     return None
@@ -256,6 +263,8 @@ def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_befo
             return word  # (not a "stop button": "press the stop button before closing the window")
     first, word = named[0], words[named[0]]
     rest = words[first + 1:]
+    if word in DISMISSALS:
+        return word
     phrase = stop_phrase(words)
     if (phrase is not None and rest[:1] and rest[0] in STOPPED_THING_AFTER and len(phrase) > 1
             and phrase[1] not in FLOWS and phrase[1] != "button" and phrase not in stop_phrases):
@@ -344,7 +353,12 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
             found = found or word
         if found is None:
             continue
-        rest = [w for w in words if not _negator(w) and w not in FUNCTION_WORDS]
+        rest = [w for w in words if not _negator(w) and w not in FUNCTION_WORDS and w not in NOTHING_AT_ALL]
+        if not rest and any(w in NOTHING_AT_ALL for w in words) and any(
+                w not in FUNCTION_WORDS and w not in STOP_FILLERS and w not in CESSATIONS and w not in STOP_VERBS
+                and not _negator(w) for w in whole if w not in words):
+            continue  # "never mind, close the window": the task after it is what is asked ("wait, don't do
+            # anything" asks none)
         # a trained word or a form of one ("pushing" of "push")
         names_task = (any(w in allowed or any(w.startswith(t) for t in allowed if len(t) >= 4) for w in rest)
                       if allowed else bool(rest))
