@@ -179,3 +179,33 @@ def test_an_integer_of_thousands_of_digits_and_escape_heavy_text_are_refused_in_
         parse_value("9" * 5000)
     for text in ("\x00" * 120, "a\n" * 60):
         assert len(shown_value(text)) <= 140, shown_value(text)
+
+
+def test_a_damaged_jpeg_is_refused_not_decoded_into_garbage():
+    """Entropy data with bytes changed mid-stream (a flaky USB MJPEG camera's; markers intact): OpenCV decoded it
+    into a picture 60 grey levels off on average, libjpeg's warning on stderr only, and the node stepped on it.
+    Grey and CMYK JPEGs still decode to RGB."""
+    import io
+
+    import cv2
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from deer_vla.data.image_msg import ImageConversionError, compressed_to_rgb
+
+    picture = np.full((240, 320, 3), 128, np.uint8)
+    cv2.circle(picture, (160, 120), 60, (0, 0, 255), -1)
+    good = cv2.imencode(".jpg", picture)[1].tobytes()
+    damaged = bytearray(good)
+    for i in range(good.find(b"\xff\xda") + 200, len(good) - 200, 97):
+        damaged[i] = (damaged[i] * 7 + 13) & 0x7F  # no 0xFF: the markers stay
+    with pytest.raises(ImageConversionError, match="does not decode: 'Corrupt JPEG data"):
+        compressed_to_rgb("jpeg", bytes(damaged))
+    with pytest.raises(ImageConversionError, match="does not decode"):
+        compressed_to_rgb("jpeg", good[: len(good) * 9 // 10])
+    decoded = compressed_to_rgb("jpeg", good)
+    assert np.abs(decoded.astype(int) - picture[:, :, ::-1]).mean() < 3  # RGB, as sent
+    for mode in ("L", "CMYK"):
+        other = io.BytesIO()
+        PILImage.fromarray(picture[:, :, ::-1]).convert(mode).save(other, "JPEG")
+        assert compressed_to_rgb("jpeg", other.getvalue()).shape == (240, 320, 3), mode

@@ -6,7 +6,9 @@ silently feeding garbage to the model. The same decoding reads the images of
 MCAP recordings offline (``data.recording``, ``data.import_mcap``); building a
 sensor_msgs/Image needs ROS and lives in ``deer_vla.ros.image_conv``.
 Compressed frames (JPEG, PNG: image_transport's ``compressed``) are decoded
-with OpenCV after their declared size is read from the header with Pillow.
+after their declared size is read from the header with Pillow: JPEG with
+libjpeg-turbo through simplejpeg, strictly (a frame libjpeg finds damaged is
+refused: OpenCV's decoder returned its garbage as a picture), PNG with OpenCV.
 """
 from __future__ import annotations
 
@@ -110,17 +112,32 @@ class CompressedFrame:
         """HxWx3 uint8 RGB; ImageConversionError when the data does not decode (truncated, damaged)."""
         import cv2
 
+        if self.kind == "JPEG":
+            return self._decode_jpeg()
         # EXIF orientation ignored, as image_transport's own subscriber ignores it: the camera's pixels as sent
         bgr = cv2.imdecode(np.frombuffer(self.data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if bgr is None:
             raise ImageConversionError(f"compressed image (format {quoted(self.image_format, 40)}) does not decode")
         return np.ascontiguousarray(bgr[:, :, ::-1])
 
+    def _decode_jpeg(self) -> np.ndarray:
+        """A JPEG decoded strictly: libjpeg's warnings about damaged data ("Corrupt JPEG data: 61 extraneous bytes
+        before marker 0xd9", a flaky USB camera's; "Inconsistent progression sequence") refuse the frame, which
+        OpenCV decoded into a picture 60 grey levels off on average without a word to the node. Grey and CMYK
+        JPEGs come out as RGB; EXIF orientation is ignored, as image_transport's subscriber ignores it."""
+        import simplejpeg
+
+        try:
+            return simplejpeg.decode_jpeg(self.data, colorspace="RGB", strict=True)
+        except ValueError as exc:
+            raise ImageConversionError(f"compressed image (format {quoted(self.image_format, 40)}) does not decode: "
+                                       f"{quoted(str(exc), 120)}") from None
+
 
 def check_compressed(image_format: str, data: Any) -> CompressedFrame:
     """A sensor_msgs/CompressedImage's format and bytes, checked from the header without decoding: a camera's
-    8-bit colour or grey JPEG or PNG of at least MIN_SIZE and at most MAX_DECODED_PIXELS pixels, or
-    ImageConversionError saying why not."""
+    colour or 8-bit grey JPEG or PNG (a 16-bit colour PNG is scaled to 8 bits; a 16-bit grey one is a depth
+    image) of at least MIN_SIZE and at most MAX_DECODED_PIXELS pixels, or ImageConversionError saying why not."""
     import io
     import warnings
 
