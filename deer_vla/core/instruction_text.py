@@ -253,8 +253,8 @@ def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_befo
     nothing outside that clause (not "open the drawer and leave it alone"; not when "alone" is a trained word);
     a STOP_THE word first among the clause's words that name anything, right before a determiner of a thing that is
     no flow ("stop the drawer", not "stop the water"), unless the clause is one a checkpoint was trained on
-    (``stop_phrases``: ``stop_phrase`` of its trained clauses).
-    A text that is a stop and nothing else is ``_bare_stop``'s."""
+    (``stop_phrases``: ``stop_phrase`` of its trained clauses); a DISMISSALS word first among them ("forget the
+    drawer") that is no trained word. A text that is a stop and nothing else is ``_bare_stop``'s."""
     named = [i for i, w in enumerate(words) if w not in FUNCTION_WORDS]
     if not named:
         return None
@@ -263,7 +263,7 @@ def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_befo
             return word  # (not a "stop button": "press the stop button before closing the window")
     first, word = named[0], words[named[0]]
     rest = words[first + 1:]
-    if word in DISMISSALS:
+    if word in DISMISSALS and word not in allowed:
         return word
     phrase = stop_phrase(words)
     if (phrase is not None and rest[:1] and rest[0] in STOPPED_THING_AFTER and len(phrase) > 1
