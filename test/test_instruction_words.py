@@ -424,9 +424,14 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     ("stop the drawer", "stop"), ("halt the window", "halt"), ("please pause the drawer", "pause"),
     # an audit's 300 instructions: dismissals and asking for nothing, heard as tasks (at INFO: "forget the
     # drawer" as drawer-close 0.73; the rest at an unfamiliar WARN, which still runs them)
-    ("forget the drawer", "forget"), ("nevermind, leave the window", "nevermind"), ("leave it", "leave"),
+    ("forget the drawer", "forget"), ("nevermind, leave the window", "leave"), ("leave it", "leave"),
     ("cancel that", "cancel"), ("do nothing", "nothing"), ("stay still", "stay"), ("stay put", "stay"),
     ("forget it", "forget"),
+    # a review's: a retraction after a task, things to leave be or skip (heard at INFO: "skip the drawer" as
+    # drawer-open 0.71, "stay away from the faucet" as faucet-close 0.86, "leave the window be" window-open 0.72)
+    ("open the drawer, cancel that", "cancel"), ("skip the drawer", "skip"), ("ignore the drawer", "ignore"),
+    ("disregard the drawer", "disregard"), ("leave the window be", "be"), ("leave the window", "leave"),
+    ("stay away from the faucet", "stay"), ("keep away from the window", "keep"),
 ])
 def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, text, word):
     from deer_vla.model.instruction_words import NegatedInstructionError
@@ -437,7 +442,11 @@ def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, tex
 
 
 @pytest.mark.parametrize(("text", "word"), [("don't do anything", "don't"), ("wait, don't do anything", "don't"),
-                                          ("never mind", "never"), ("no, don't do anything", "no")])
+                                          ("never mind", "never"), ("no, don't do anything", "no"),
+                                          # a retraction after the task (a review's: heard as the task at INFO)
+                                          ("open the drawer, never mind", "never"),
+                                          ("open the drawer, actually don't do anything", "don't"),
+                                          ("close the window. wait, don't do anything", "don't")])
 def test_a_negation_that_asks_for_nothing_at_all_is_refused(default_runner, text, word):
     """An audit's: heard as a task at an unfamiliar WARN, which runs it ("anything", "mind" are no trained word,
     so the negation was read as an idiom's)."""
@@ -456,8 +465,12 @@ def test_a_negation_that_asks_for_nothing_at_all_is_refused(default_runner, text
     "close the drawer without slamming it", "close the drawer all the way without stopping halfway",
     "open the drawer and leave it alone", "keep pushing the puck to the goal", "turn the No 2 faucet on",
     "press the stop button before closing the window",
-    # the task after a dismissal is what is asked; a negation of worry or forgetting asks the task
+    # the task after a dismissal is what is asked; a negation of worry or forgetting asks the task (a review found a
+    # first version refused corrections: "cancel that, close the window instead")
     "never mind, close the window", "never mind that, open the drawer", "don't worry, open the drawer",
+    "nevermind, close the window", "forget what I said, open the window", "cancel that, close the window instead",
+    "cancel that and press the button", "forget about the window, open the drawer",
+    "open the window and leave it open", "turn on the faucet and leave it running", "leave the puck at the goal",
     "open the drawer and do nothing else", "leave the drawer open", "stay at the goal and open the drawer",
     "would you mind opening the drawer", "put the puck at the goal",
     # a flow stopped is turned off (the suites' own faucet-close "stop the water")

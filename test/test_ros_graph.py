@@ -534,8 +534,17 @@ def test_the_bringup_places_each_node_by_the_first_namespace_rule_that_matches_i
 
     assert POLICY_DEFAULTS["record_topic"] == MONITOR_DEFAULTS["record_topic"] == DEFAULT_RECORD_TOPIC
     # in the sim graph the simulator feeds the policy on topics in its own namespace: one node moved is refused
-    with pytest.raises(ValueError, match=r"-r deer_vla_policy:__ns:=/b moves one node of a graph with the simulator"):
-        _with_name_remaps(["--ros-args", "-r", "deer_vla_policy:__ns:=/b"], {}, load_graph("sim"))
+    sim_graph = load_graph("sim")
+    with pytest.raises(ValueError, match=r"-r deer_vla_policy:__ns:=/b puts the simulator and the policy in two "
+                                         r"namespaces \('/', '/b'\)"):
+        _with_name_remaps(["--ros-args", "-r", "deer_vla_policy:__ns:=/b"], {}, sim_graph)
+    # rules that leave the two together pass (a review found each refused): no such node, where it is already,
+    # the graph's own namespace, the monitor alone, both moved alike
+    for rules, given in ((["-r", "some_driver:__ns:=/cam"], {}), (["-r", "deer_vla_policy:__ns:=/"], {}),
+                         (["-r", "deer_vla_policy:__ns:=/a"], {"namespace": "a"}),
+                         (["-r", "deer_vla_monitor:__ns:=/m"], {}),
+                         (["-r", "deer_vla_policy:__ns:=/a", "-r", "deer_vla_sim:__ns:=/a"], {})):
+        _with_name_remaps(["--ros-args", *rules], given, sim_graph)
     # renamed: a rule naming the old name moves nothing (rcl matches the new one), one naming the new name does
     renamed = tmp_path / "p1.yaml"
     renamed.write_text("/**/p1:\n  ros__parameters:\n    max_instruction_chars: 500\n")

@@ -58,17 +58,22 @@ STOP_FILLERS = frozenset({
 # stop in a text that names nothing else (an audit's: each heard as a task, at an unfamiliar WARN that still runs)
 STOP_VERBS = frozenset({"hold", "stand", "enough", "stay", "leave", "nothing", "cancel", "forget", "nevermind"})
 # these dismiss what follows them as the first word of a clause that names anything ("forget the drawer", heard as
-# drawer-close 0.73 at INFO; "nevermind, leave the window"; "cancel the window")
-DISMISSALS = frozenset({"forget", "cancel", "nevermind"})
+# drawer-close 0.73 at INFO; "skip the drawer", drawer-open 0.71; "open the drawer, cancel that"), unless a clause
+# after it names a task: that task is what is asked ("cancel that, close the window instead")
+DISMISSALS = frozenset({"forget", "cancel", "nevermind", "ignore", "skip", "disregard"})
+# "stay away from the faucet" (heard as faucet-close 0.86), "keep away from the window": a thing to leave be
+KEEP_AWAY = ("away", "from")
 # after a negation these make it ask for nothing at all ("don't do anything", "never mind": heard as tasks at an
 # unfamiliar WARN): a negation with no other word refuses, as "don't!" does
 NOTHING_AT_ALL = frozenset({"anything", "mind"})
 # "keep the drawer from opening" (heard as drawer-open, 0.90) asks to prevent; "keep pushing" asks to go on
 KEEP_FROM = ("keep", "from")
-# "leave the drawer alone": a request to leave it as it is, which the default heard as drawer-open (3 of 3 opened)
+# "leave the drawer alone" (or "be"): a request to leave it as it is, which the default heard as drawer-open (3 of 3
+# opened; "leave the window be" as window-open 0.72)
 LEAVE_ALONE = ("leave", "alone")
+LEFT_AS_IT_IS = frozenset({"alone", "be"})
 # every word the rules below return for a request to stop, prevent, put off or leave a thing be
-STOP_REQUESTS = (CESSATIONS | STOP_VERBS | DISMISSALS | {LEAVE_ALONE[1], KEEP_FROM[0]}
+STOP_REQUESTS = (CESSATIONS | STOP_VERBS | DISMISSALS | LEFT_AS_IT_IS | {KEEP_FROM[0]}
                  | {first for first, _ in PHRASAL_CESSATIONS})
 # words that address the robot or ask politely and name no task. The instruction matcher leaves them out of the
 # texts it compares, the trained wordings and the text heard alike: pooled, "robot" pulled "hey robot, close the
@@ -81,7 +86,7 @@ CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:so|but|if|unless|because|while|and|the
 FUNCTION_WORDS = frozenset({
     "the", "a", "an", "to", "it", "its", "it's", "you", "i", "me", "my", "please", "robot", "hey", "ok", "okay",
     "could", "would", "can", "will", "some", "like", "need", "of", "that", "this", "for", "with", "is", "be", "now",
-    "just", "do", "ever", "again", "there", "we", "us", "let's", "go", "ahead",
+    "just", "do", "ever", "again", "there", "we", "us", "let's", "go", "ahead", "actually", "instead",
 })
 # a negation after these says what something is, not what not to do ("the button that is not red", "so it's
 # not left open")
@@ -253,8 +258,8 @@ def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_befo
     nothing outside that clause (not "open the drawer and leave it alone"; not when "alone" is a trained word);
     a STOP_THE word first among the clause's words that name anything, right before a determiner of a thing that is
     no flow ("stop the drawer", not "stop the water"), unless the clause is one a checkpoint was trained on
-    (``stop_phrases``: ``stop_phrase`` of its trained clauses); a DISMISSALS word first among them ("forget the
-    drawer") that is no trained word. A text that is a stop and nothing else is ``_bare_stop``'s."""
+    (``stop_phrases``: ``stop_phrase`` of its trained clauses); "stay away from"/"keep away from". A text that is
+    a stop and nothing else is ``_bare_stop``'s; a dismissal is ``negation``'s (it looks at the clauses after)."""
     named = [i for i, w in enumerate(words) if w not in FUNCTION_WORDS]
     if not named:
         return None
@@ -263,7 +268,7 @@ def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_befo
             return word  # (not a "stop button": "press the stop button before closing the window")
     first, word = named[0], words[named[0]]
     rest = words[first + 1:]
-    if word in DISMISSALS and word not in allowed:
+    if word in {"stay", "keep"} and tuple(rest[:2]) == KEEP_AWAY:
         return word
     phrase = stop_phrase(words)
     if (phrase is not None and rest[:1] and rest[0] in STOPPED_THING_AFTER and len(phrase) > 1
@@ -277,10 +282,11 @@ def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_befo
         return word
     if word == KEEP_FROM[0] and from_ing:
         return word
-    if word == LEAVE_ALONE[0] and LEAVE_ALONE[1] in rest and LEAVE_ALONE[1] not in allowed:
+    left = next((w for w in rest if w in LEFT_AS_IT_IS and w not in allowed), None)
+    if word == LEAVE_ALONE[0] and left is not None:
         others = [w for w in whole if w not in FUNCTION_WORDS and w not in words]
         if not others:
-            return LEAVE_ALONE[1]
+            return left
     return None
 
 
@@ -318,6 +324,12 @@ def negated_state(text: str, trained: Iterable[str] = ()) -> str | None:
     return None
 
 
+def _names_task(word: str) -> bool:
+    """Whether ``word`` may name a task: not a function word, a stop, a dismissal, a filler or a negation."""
+    return not (word in FUNCTION_WORDS or word in STOP_FILLERS or word in CESSATIONS or word in STOP_VERBS
+                or word in DISMISSALS or word in NOTHING_AT_ALL or _negator(word))
+
+
 def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tuple[str, ...]] = ()) -> str | None:
     """The word that makes ``text`` ask not to do something, or None. A clause (CLAUSE_BREAK ends one) forbids
     when it holds a negation (NEGATIONS, or a contraction ending in n't or 'nt: "don't", "do'nt", "didnt"; not
@@ -336,12 +348,22 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
     if bare is not None:
         return bare
     asked_before = False
-    for clause in CLAUSE_BREAK.split(folded):
-        words = instruction_words(clause)
+    clauses = [instruction_words(clause) for clause in CLAUSE_BREAK.split(folded)]
+    for n, words in enumerate(clauses):
         found = _cessation(words, allowed, whole, asked_before, stop_phrases)
         if found is not None:
             return found
         asked_before = asked_before or any(w not in FUNCTION_WORDS for w in words)
+        task_after = any(_names_task(w) for later in clauses[n + 1:] for w in later)
+        named = [w for w in words if w not in FUNCTION_WORDS]
+        # "leave the window" (a thing and nothing else: not "leave the window open", "leave it running") leaves it be
+        after = words[words.index(named[0]) + 1:] if named else []
+        left_be = (named[:1] == [LEAVE_ALONE[0]] and len(named) == 2
+                   and (after[:1] == named[1:] or len(after) == 2 and after[0] in STOPPED_THING_AFTER))
+        if named and (named[0] in DISMISSALS or left_be) and named[0] not in allowed:
+            if task_after:
+                continue  # "cancel that, close the window instead": the task after it is what is asked
+            return named[0]  # "forget the drawer", "open the drawer, cancel that"
         for i, word in enumerate(words):
             prohibits = _prohibits(words, i)
             if word in allowed or not (_negator(word) or word in STATE_NEGATORS and prohibits):
@@ -354,11 +376,9 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
         if found is None:
             continue
         rest = [w for w in words if not _negator(w) and w not in FUNCTION_WORDS and w not in NOTHING_AT_ALL]
-        if not rest and any(w in NOTHING_AT_ALL for w in words) and any(
-                w not in FUNCTION_WORDS and w not in STOP_FILLERS and w not in CESSATIONS and w not in STOP_VERBS
-                and not _negator(w) for w in whole if w not in words):
+        if not rest and any(w in NOTHING_AT_ALL for w in words) and task_after:
             continue  # "never mind, close the window": the task after it is what is asked ("wait, don't do
-            # anything" asks none)
+            # anything", "open the drawer, never mind" ask none)
         # a trained word or a form of one ("pushing" of "push")
         names_task = (any(w in allowed or any(w.startswith(t) for t in allowed if len(t) >= 4) for w in rest)
                       if allowed else bool(rest))

@@ -36,6 +36,8 @@ MIN_SIZE = 8  # the model needs at least this many pixels per side
 # A compressed image's declared size is checked before it is decoded: a 1 MB PNG of zeros can declare
 # 20000 x 20000 pixels (1.2 GB decoded; OpenCV's own limit is 2^30 pixels). 8192^2 is above any robot camera.
 MAX_DECODED_PIXELS = 8192 * 8192
+# libjpeg's warning that bytes sit between the entropy data and the end marker (EOI, 0xFFD9): cameras pad frames so
+PADDED_END = "extraneous bytes before marker 0xd9"
 COMPRESSED_TOPIC_SUFFIX = "compressed"  # image_transport's name for a camera's compressed stream: <base>/compressed
 
 
@@ -121,15 +123,19 @@ class CompressedFrame:
         return np.ascontiguousarray(bgr[:, :, ::-1])
 
     def _decode_jpeg(self) -> np.ndarray:
-        """A JPEG decoded strictly: libjpeg's warnings about damaged data ("Corrupt JPEG data: 61 extraneous bytes
-        before marker 0xd9", a flaky USB camera's; "Inconsistent progression sequence") refuse the frame, which
-        OpenCV decoded into a picture 60 grey levels off on average without a word to the node. Grey and CMYK
-        JPEGs come out as RGB; EXIF orientation is ignored, as image_transport's subscriber ignores it."""
+        """A JPEG decoded strictly: libjpeg's warnings about damaged data ("Corrupt JPEG data: premature end of data
+        segment", a flaky USB camera's; "Inconsistent progression sequence") refuse the frame, which OpenCV
+        decoded into a picture 60 grey levels off on average without a word to the node. Not the warning that
+        bytes sit before the end marker (PADDED_END): many UVC webcams pad every frame so; libjpeg gives it on
+        reaching that marker, after the whole picture, so as its first warning the picture is whole. Grey and
+        CMYK JPEGs come out as RGB; EXIF orientation is ignored, as image_transport's subscriber ignores it."""
         import simplejpeg
 
         try:
             return simplejpeg.decode_jpeg(self.data, colorspace="RGB", strict=True)
         except ValueError as exc:
+            if PADDED_END in str(exc):
+                return simplejpeg.decode_jpeg(self.data, colorspace="RGB", strict=False)
             raise ImageConversionError(f"compressed image (format {quoted(self.image_format, 40)}) does not decode: "
                                        f"{quoted(str(exc), 120)}") from None
 

@@ -331,10 +331,19 @@ def _with_name_remaps(ros_args: list[str], launch_arguments: dict[str, str],
         if names:
             launch_arguments = {**launch_arguments, names[0]: value}
         every = rule
-    if moved and any(s.key == SIM_KEY for s in graph.nodes):  # the sim's topics are relative, in its namespace
-        raise ValueError(f"-r {next(iter(moved.values()))} moves one node of a graph with the simulator, which talks "
-                         "with the policy on topics in its own namespace (the policy would wait for cameras that "
-                         "never come): move the whole graph, -r __ns:=/X")
+    nodes = {s.key: s for s in graph.nodes}
+    if SIM_KEY in nodes and "policy" in nodes:  # the sim's topics are relative, in its namespace
+
+        def placed(spec: NodeSpec) -> str:
+            given_ns = launch_arguments.get(names[0], spec.namespace) if names else spec.namespace
+            return (spec.namespace if spec.namespace_remapped else given_ns).strip("/")
+
+        sim, policy = nodes[SIM_KEY], nodes["policy"]
+        if placed(sim) != placed(policy):
+            moving = moved.get(sim.name) or moved.get(policy.name)
+            raise ValueError(f"-r {moving} puts the simulator and the policy in two namespaces ('/{placed(sim)}', "
+                             f"'/{placed(policy)}'): they talk on topics in their own namespace, and the policy would "
+                             "wait for cameras that never come; move the whole graph, -r __ns:=/X")
     return launch_arguments, graph
 
 
