@@ -432,6 +432,7 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     ("open the drawer, cancel that", "cancel"), ("skip the drawer", "skip"), ("ignore the drawer", "ignore"),
     ("disregard the drawer", "disregard"), ("leave the window be", "be"), ("leave the window", "leave"),
     ("stay away from the faucet", "stay"), ("keep away from the window", "keep"),
+    ("shut down", "shut"), ("stand down", "stand"), ("call it off", "call"), ("scratch that", "scratch"),
 ])
 def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, text, word):
     from deer_vla.model.instruction_words import NegatedInstructionError
@@ -471,6 +472,7 @@ def test_a_negation_that_asks_for_nothing_at_all_is_refused(default_runner, text
     "nevermind, close the window", "forget what I said, open the window", "cancel that, close the window instead",
     "cancel that and press the button", "forget about the window, open the drawer",
     "open the window and leave it open", "turn on the faucet and leave it running", "leave the puck at the goal",
+    "shut down the faucet", "take the puck to the goal", "power on the coffee machine",
     "open the drawer and do nothing else", "leave the drawer open", "stay at the goal and open the drawer",
     "would you mind opening the drawer", "put the puck at the goal",
     # a flow stopped is turned off (the suites' own faucet-close "stop the water")

@@ -57,6 +57,12 @@ STOP_FILLERS = frozenset({
 # "hold on", "stand still", "that's enough", "stay put", "leave it", "do nothing", "cancel that", "forget it": a
 # stop in a text that names nothing else (an audit's: each heard as a task, at an unfamiliar WARN that still runs)
 STOP_VERBS = frozenset({"hold", "stand", "enough", "stay", "leave", "nothing", "cancel", "forget", "nevermind"})
+# what a text that is only these (and FUNCTION_WORDS) asks is to stop ("shut down", heard as faucet-close 0.70 at
+# INFO; "stand down", "call it off", "knock it off", "scratch that", "take a break": a review's, at a WARN that runs)
+BARE_STOP_PHRASES = frozenset({
+    ("shut", "down"), ("power", "off"), ("power", "down"), ("stand", "down"), ("call", "off"), ("knock", "off"),
+    ("cut", "out"), ("take", "break"), ("scratch",), ("scrap",), ("abort", "mission"), ("relax",), ("undo",),
+})
 # these dismiss what follows them as the first word of a clause that names anything ("forget the drawer", heard as
 # drawer-close 0.73 at INFO; "skip the drawer", drawer-open 0.71; "open the drawer, cancel that"), unless a clause
 # after it names a task: that task is what is asked ("cancel that, close the window instead")
@@ -74,7 +80,7 @@ LEAVE_ALONE = ("leave", "alone")
 LEFT_AS_IT_IS = frozenset({"alone", "be"})
 # every word the rules below return for a request to stop, prevent, put off or leave a thing be
 STOP_REQUESTS = (CESSATIONS | STOP_VERBS | DISMISSALS | LEFT_AS_IT_IS | {KEEP_FROM[0]}
-                 | {first for first, _ in PHRASAL_CESSATIONS})
+                 | {first for first, _ in PHRASAL_CESSATIONS} | {phrase[0] for phrase in BARE_STOP_PHRASES})
 # words that address the robot or ask politely and name no task. The instruction matcher leaves them out of the
 # texts it compares, the trained wordings and the text heard alike: pooled, "robot" pulled "hey robot, close the
 # drawer" to the one wording that names the robot ("pull the drawer out toward the robot", drawer-open, 0.77), and
@@ -226,12 +232,14 @@ def _gerund(word: str) -> bool:
 
 def _bare_stop(whole: list[str]) -> str | None:
     """The stop word of a text (``whole``) that asks the robot to stop and names nothing else but STOP_FILLERS
-    ("stop!", "stop the robot", "halt the arm", "hold on"), or None."""
+    ("stop!", "stop the robot", "halt the arm", "hold on"), or is a BARE_STOP_PHRASES one ("shut down"), or
+    None."""
     stop_words = CESSATIONS | STOP_VERBS
     if any(w in stop_words for w in whole) and not [w for w in whole if w not in stop_words
                                                      and w not in FUNCTION_WORDS and w not in STOP_FILLERS]:
         return next(w for w in whole if w in stop_words)
-    return None
+    named = tuple(w for w in whole if w not in FUNCTION_WORDS)
+    return named[0] if named in BARE_STOP_PHRASES else None
 
 
 def stop_phrase(words: list[str]) -> tuple[str, ...] | None:
