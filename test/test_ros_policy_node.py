@@ -955,6 +955,28 @@ def test_configure_says_instructions_are_not_compared_while_the_check_is_off(exe
         node.destroy_node()
 
 
+def test_after_a_refused_instruction_the_node_says_why_none_is_in_force(executor, tiny_checkpoint, spin_until,
+                                                                        monkeypatch):
+    """A soak: after "stop" was refused (dropping the instruction in force, as designed) the node warned "no
+    instruction received yet" every 5 s and its status said it waited for one, as if the publisher were broken.
+    It says which text was refused, and forgets it once a new instruction is taken."""
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
+    warned = _spy_on_log(node, "warn", monkeypatch)
+    drv = Driver(executor)
+    drv.instruct()
+    assert spin_until(executor, lambda: node.instruction is not None)
+    drv.instruct("stop")
+    assert spin_until(executor, lambda: node.instruction is None)
+    assert node.prepare_step() is None
+    said = [m for m, _ in warned if "not stepping" in m]
+    assert said == ["no instruction in force ('stop' was refused): waiting for a new one; not stepping"], said
+    status = node.diagnostics().status[0].message
+    assert "waiting for an instruction on 'instruction' (none in force: 'stop' was refused)" in status, status
+    drv.instruct()
+    assert spin_until(executor, lambda: node.instruction is not None)
+    assert "none in force" not in node.diagnostics().status[0].message
+
+
 def test_a_finalized_node_does_not_claim_it_can_actuate(executor, tiny_checkpoint, spin_until):
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from std_srvs.srv import SetBool

@@ -143,6 +143,7 @@ class HealthSnapshot:
     expected_period_steps: float | None = None
     info: Mapping[str, str] = field(default_factory=dict)  # shown as they are (checkpoint, exits, counters)
     gated_by: str = ""  # what last closed the actuation gate (~/halt, deactivate, ...), while it is closed
+    instruction_dropped: str | None = None  # why none is in force when one was ("'stop' was refused")
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,8 @@ def policy_status(snap: HealthSnapshot, before: HealthSnapshot | None) -> Policy
     if not snap.active:
         return PolicyStatus(WARN, "inactive: configured, not stepping (lifecycle activate to run)", values)
     if not snap.has_instruction:
-        return PolicyStatus(WARN, f"waiting for an instruction on '{snap.instruction_topic}'", values)
+        dropped = f" (none in force: {snap.instruction_dropped})" if snap.instruction_dropped else ""
+        return PolicyStatus(WARN, f"waiting for an instruction on '{snap.instruction_topic}'{dropped}", values)
     window = snap.window_s
     if snap.last_step_age_s is not None and snap.last_step_age_s <= window:
         skipped = sum(period_skipped.values())

@@ -271,6 +271,7 @@ class PolicyNode(LifecycleNode):
         self._gate_forced_shut = False  # the parameter could not be set false: closed until an explicit enable
         self._closing = threading.local()  # .why: the cause being applied, per thread (services run beside)
         self.instruction: str | None = None
+        self._dropped_why: str | None = None  # why no instruction is in force, when one was (refused, dropped)
         self._instruction_key: str | None = None  # as the model reads it (PolicyRunner.instruction_key)
         self._cut_said: str | None = None  # the last instruction whose ignored end was reported
         # the configured checkpoint's trained wordings, to say what an instruction is heard as (configure)
@@ -1112,6 +1113,7 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().error(message, throttle_duration_sec=2.0)
             return
         self.instruction, self._instruction_key = text, key
+        self._dropped_why = None
         self._instruction_read = read if stack is not None else None
         self.reset_episode()  # a new instruction is a new episode: clear the recurrent history
         # a changed text is always said, a re-sent one (a planner re-publishing its goal) at most every 2 s; one
@@ -1151,7 +1153,7 @@ class PolicyNode(LifecycleNode):
         told something new, maybe to stop doing something, so it steps no more until a new instruction (holding
         the last one would carry on with what it may have just been told not to do)."""
         had = self.instruction is not None
-        self._drop_instruction()
+        self._drop_instruction(f"{quoted(text, 60)} was refused")
         self.stats.rejected_instructions += 1
         message = (f"instruction {quoted(text)} refused: {why}; "
                    + ("the previous instruction is dropped: no steps until a new instruction (~/halt stops the "
@@ -1162,9 +1164,12 @@ class PolicyNode(LifecycleNode):
         else:
             self.get_logger().error(message, throttle_duration_sec=2.0)
 
-    def _drop_instruction(self) -> None:
-        """No instruction in force: no steps until a new one, a step running now not sent, a zero twist."""
+    def _drop_instruction(self, why: str) -> None:
+        """No instruction in force (``why``: what the no-instruction warning and status say): no steps until a new
+        one, a step running now not sent, a zero twist."""
         with self._actuation:
+            if self.instruction is not None or self._dropped_why is None:  # (a second refusal in a row: the first)
+                self._dropped_why = why
             self.instruction, self._instruction_key = None, None
             self._last_command = None
             self._episode_gen += 1  # a step running now belongs to the dropped instruction: its action is not sent
@@ -1188,7 +1193,7 @@ class PolicyNode(LifecycleNode):
         if params.unfamiliar_instruction != "refuse":
             self.get_logger().warn(f"instruction in force {quoted(text)} is {verdict.heard(floor)}")
             return
-        self._drop_instruction()
+        self._drop_instruction(f"{quoted(text, 60)} was dropped as unfamiliar")
         self.stats.rejected_instructions += 1
         self.get_logger().error(f"instruction in force {quoted(text)} dropped (unfamiliar_instruction: refuse): "
                                 f"{verdict.heard(floor)}; no steps until a new instruction")
@@ -1294,8 +1299,11 @@ class PolicyNode(LifecycleNode):
             return None
         if self.instruction is None:
             self.stats.no_instruction += 1
-            self.stats.skip("no_instruction", f"no instruction received yet on '{params.instruction_topic}'")
-            self.get_logger().warn("no instruction received yet; not stepping", throttle_duration_sec=5.0)
+            dropped = self._dropped_why
+            waiting = (f"no instruction in force ({dropped}): waiting for a new one" if dropped is not None
+                       else "no instruction received yet")
+            self.stats.skip("no_instruction", f"{waiting} on '{params.instruction_topic}'")
+            self.get_logger().warn(f"{waiting}; not stepping", throttle_duration_sec=5.0)
             return None
         frames = {c: self.frames[c] for c in stack.cameras if c in self.frames}
         used_before = self._used_ns
@@ -1648,6 +1656,7 @@ class PolicyNode(LifecycleNode):
             active=self.active, enabled=self.enabled, gated_by=self._gated_by,
             window_s=window_s,
             instruction_topic=self._as_heard(params.instruction_topic), has_instruction=self.instruction is not None,
+            instruction_dropped=self._dropped_why,
             steps=stats.steps, actions_published=stats.actions_published,
             skipped=dict(stats.skipped), skip_details=dict(stats.skip_details),
             cameras=cameras, proprio_kind=proprio_kind, proprio=proprio,
