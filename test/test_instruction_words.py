@@ -433,6 +433,11 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     ("disregard the drawer", "disregard"), ("leave the window be", "be"), ("leave the window", "leave"),
     ("stay away from the faucet", "stay"), ("keep away from the window", "keep"),
     ("shut down", "shut"), ("stand down", "stand"), ("call it off", "call"), ("scratch that", "scratch"),
+    # a third review's: with fillers or courtesy beside them, these ran at INFO
+    ("shut down right now", "shut"), ("time to shut down", "shut"), ("shut down for the day", "shut"),
+    ("go ahead and shut down", "shut"), ("forget the drawer, thanks", "forget"),
+    ("open the drawer, cancel that, sorry", "cancel"), ("open the drawer. nevermind, thanks!", "nevermind"),
+    ("forget the drawer, I changed my mind", "forget"), ("open the drawer, nevermind, my mistake", "nevermind"),
 ])
 def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, text, word):
     from deer_vla.model.instruction_words import NegatedInstructionError
@@ -500,6 +505,19 @@ def test_a_goal_said_as_a_state_negated_is_refused(default_runner, text, said):
     refused = default_runner.refusal(text)
     assert isinstance(refused, NegatedStateError) and isinstance(refused, OppositeWordsError)
     assert refused.why.startswith(f"says a state negated ({said!r}): the policy reads the state's word")
+
+
+def test_a_long_text_of_many_clauses_is_read_in_linear_time():
+    """Whether a task follows each clause was scanned clause by clause: a text of MAX_INSTRUCTION_CHARS commas
+    took 80 s to read, the node's instruction lock held all that while (0.1 s before the rule; linear again)."""
+    import time
+
+    from deer_vla.core.instruction_text import MAX_INSTRUCTION_CHARS, negation
+
+    text = ", " * ((MAX_INSTRUCTION_CHARS - 20) // 2) + "open the drawer"
+    start = time.perf_counter()
+    assert negation(text) is None
+    assert time.perf_counter() - start < 5.0
 
 
 def test_a_clause_trained_with_a_stop_word_is_heard_as_trained():

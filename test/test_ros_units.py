@@ -412,8 +412,8 @@ def test_an_average_at_the_edge_of_its_tolerance_does_not_flap():
     much it is over."""
     mon = BudgetMonitor(window=1)
 
-    def level_at(gflops: float) -> BudgetStatus:
-        mon.update(_record(mon.count, gflops, 10.0, budget_average_gflops=1.0))
+    def level_at(gflops: float, budget: float = 1.0) -> BudgetStatus:
+        mon.update(_record(mon.count, gflops, 10.0, budget_average_gflops=budget))
         return {s.name: s for s in mon.statuses()}["average_gflops"]
 
     assert level_at(1.008).level == OK
@@ -424,5 +424,10 @@ def test_an_average_at_the_edge_of_its_tolerance_does_not_flap():
     assert level_at(1.004).level == OK
     assert level_at(1.008).level == OK  # within the tolerance again
     assert level_at(1.012).level == WARN
-    mon.update(_record(mon.count, 1.008, 10.0, budget_average_gflops=2.0))  # another budget: judged afresh
-    assert {s.name: s for s in mon.statuses()}["average_gflops"].level == OK
+    assert level_at(2.016, budget=2.0).level == OK  # another budget's value: judged afresh (+0.8%)
+    assert level_at(1.02).level == WARN
+    # 2.0 and back to 1.0 between two statuses: a new value, judged afresh too (a review: the hysteresis was
+    # keyed on the value, and the earlier 1.0's WARN held)
+    mon.update(_record(mon.count, 2.0, 10.0, budget_average_gflops=2.0))
+    assert level_at(1.008).level == OK
+    assert "(+100%, tolerance 1%)" in level_at(2.0).message  # not "+1e+02%"

@@ -63,6 +63,8 @@ BARE_STOP_PHRASES = frozenset({
     ("shut", "down"), ("power", "off"), ("power", "down"), ("stand", "down"), ("call", "off"), ("knock", "off"),
     ("cut", "out"), ("take", "break"), ("scratch",), ("scrap",), ("abort", "mission"), ("relax",), ("undo",),
 })
+# words beside such a phrase that name nothing ("time to shut down", "shut down for the day", "go ahead and ...")
+STOP_PHRASE_FILLERS = frozenset({"time", "day", "and", "then", "now", "today", "please"})
 # these dismiss what follows them as the first word of a clause that names anything ("forget the drawer", heard as
 # drawer-close 0.73 at INFO; "skip the drawer", drawer-open 0.71; "open the drawer, cancel that"), unless a clause
 # after it names a task: that task is what is asked ("cancel that, close the window instead")
@@ -93,6 +95,8 @@ FUNCTION_WORDS = frozenset({
     "the", "a", "an", "to", "it", "its", "it's", "you", "i", "me", "my", "please", "robot", "hey", "ok", "okay",
     "could", "would", "can", "will", "some", "like", "need", "of", "that", "this", "for", "with", "is", "be", "now",
     "just", "do", "ever", "again", "there", "we", "us", "let's", "go", "ahead", "actually", "instead",
+    # courtesy ("forget the drawer, thanks" counted "thanks" as a task after the dismissal, and ran)
+    "thanks", "thank", "sorry", "cheers", "thx",
 })
 # a negation after these says what something is, not what not to do ("the button that is not red", "so it's
 # not left open")
@@ -238,8 +242,11 @@ def _bare_stop(whole: list[str]) -> str | None:
     if any(w in stop_words for w in whole) and not [w for w in whole if w not in stop_words
                                                      and w not in FUNCTION_WORDS and w not in STOP_FILLERS]:
         return next(w for w in whole if w in stop_words)
-    named = tuple(w for w in whole if w not in FUNCTION_WORDS)
-    return named[0] if named in BARE_STOP_PHRASES else None
+    named = [w for w in whole if w not in FUNCTION_WORDS and w not in STOP_PHRASE_FILLERS]
+    for phrase in BARE_STOP_PHRASES:  # the phrase's words in order and nothing else named ("shut down right now")
+        if tuple(w for w in named if w in phrase or w not in STOP_FILLERS) == phrase:
+            return phrase[0]
+    return None
 
 
 def stop_phrase(words: list[str]) -> tuple[str, ...] | None:
@@ -357,12 +364,26 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
         return bare
     asked_before = False
     clauses = [instruction_words(clause) for clause in CLAUSE_BREAK.split(folded)]
+    # per clause, whether a clause after it names a task (one pass from the end: a text of 65 536 characters of
+    # commas took 80 s scanned per clause)
+    tasks_after = [False] * len(clauses)
+    task_words: dict[str, bool] = {}  # per distinct word: a word that may name a task (a trained one, when known:
+    # "forget the drawer, I changed my mind" names none after the dismissal)
+
+    def may_name_task(word: str) -> bool:
+        if word not in task_words:
+            task_words[word] = _names_task(word) and (not allowed or word in allowed or any(
+                word.startswith(t) for t in allowed if len(t) >= 4))
+        return task_words[word]
+
+    for n in range(len(clauses) - 2, -1, -1):
+        tasks_after[n] = tasks_after[n + 1] or any(may_name_task(w) for w in clauses[n + 1])
     for n, words in enumerate(clauses):
         found = _cessation(words, allowed, whole, asked_before, stop_phrases)
         if found is not None:
             return found
         asked_before = asked_before or any(w not in FUNCTION_WORDS for w in words)
-        task_after = any(_names_task(w) for later in clauses[n + 1:] for w in later)
+        task_after = tasks_after[n]
         named = [w for w in words if w not in FUNCTION_WORDS]
         # "leave the window" (a thing and nothing else: not "leave the window open", "leave it running") leaves it be
         after = words[words.index(named[0]) + 1:] if named else []

@@ -89,7 +89,8 @@ class BudgetMonitor:
         self.worst_level = OK
         self._budget_cost: deque[float] = deque(maxlen=maxlen)  # in each record's budget metric
         self._since: dict[str, _SinceChange] = {}
-        self._average_over: float | None = None  # the average budget the live status last said was over
+        # the average budget's value (its _SinceChange) the live status last said was over
+        self._average_over: _SinceChange | None = None
         # the summary's percentiles are the whole run's (its last QUANTILE_SAMPLES steps), whatever the window
         self._run_ms = self._ms if not window else deque(maxlen=QUANTILE_SAMPLES)
         self._run_age = self._age if not window else deque(maxlen=QUANTILE_SAMPLES)
@@ -196,7 +197,7 @@ class BudgetMonitor:
         values["budget"] = f"{float(limit):.6g}"
         verdict = "within budget" if level == OK else "over budget"
         if value > float(limit) and tolerance:
-            verdict += f" (+{100 * (value / float(limit) - 1):.2g}%, tolerance {100 * allowed:g}%)"
+            verdict += f" (+{100 * (value / float(limit) - 1):.3g}%, tolerance {100 * allowed:g}%)"
         return level, f"{what} {value:.4g} {verdict} {float(limit):.4g}", values
 
     def statuses(self) -> list[BudgetStatus]:
@@ -209,10 +210,11 @@ class BudgetMonitor:
             return [BudgetStatus("steps", WARN, "no step records received yet", {"count": "0"})]
         for name, field_name in BUDGET_FIELDS.items():
             limit = getattr(rec, field_name)
-            was_over = name == "average_gflops" and limit is not None and self._average_over == limit
+            since = self._since.get(name)  # the value in force since it last changed: a value set again is new
+            was_over = name == "average_gflops" and since is not None and self._average_over is since
             level, message, values = self._judgement(name, limit, was_over=was_over)
             if name == "average_gflops":
-                self._average_over = limit if level != OK else None
+                self._average_over = since if level != OK else None
             out.append(BudgetStatus(name, level, message, values))
         age_values = {"p50_ms": f"{self.obs_age(50):.2f}", "p95_ms": f"{self.obs_age(95):.2f}",
                       "warn_ms": f"{self.obs_age_warn_ms:.6g}"}
