@@ -610,8 +610,9 @@ def test_bench_instruction_match_reports_both_sides_and_refuses_a_checkpoint_wit
     assert floor[1] == "0/70"  # the default floor leaves every held-out wording of the ten tasks alone
     assert floor[2] == "23/28" and floor[3] == "4/21"  # the figures docs/ros.md quotes
     assert "other objects, most similar first:" in proc.stdout
-    assert "held-out close calls (another task's wording within 0.02 of the nearest: the node's WARN): 3/70, " \
-           "2 of them nearest another task" in proc.stdout  # the figures docs/ros.md and the node's CLOSE_CALL quote
+    assert "held-out close calls (another task's wording within 0.02 of the nearest: the node's WARN): 2/70, " \
+           "1 of them nearest another task" in proc.stdout  # the figures docs/ros.md and the node's CLOSE_CALL quote
+    assert "nearest trained wording of its own task 66/70" in proc.stdout  # test_instruction_match's figure
     # mt50 without its record (as shipped before 2026-12-06): the files linked, extra.json without "instructions"
     bare = tmp_path / "mt50_bare"
     bare.mkdir()
