@@ -132,10 +132,13 @@ class CompressedFrame:
         import simplejpeg
 
         try:
-            return simplejpeg.decode_jpeg(self.data, colorspace="RGB", strict=True)
-        except ValueError as exc:
-            if PADDED_END in str(exc):
+            try:
+                return simplejpeg.decode_jpeg(self.data, colorspace="RGB", strict=True)
+            except ValueError as exc:
+                if PADDED_END not in str(exc):
+                    raise
                 return simplejpeg.decode_jpeg(self.data, colorspace="RGB", strict=False)
+        except ValueError as exc:
             raise ImageConversionError(f"compressed image (format {quoted(self.image_format, 40)}) does not decode: "
                                        f"{quoted(str(exc), 120)}") from None
 
