@@ -354,7 +354,10 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
     FUNCTION_WORDS; with ``trained`` given, a trained one) or nothing else ("don't! open the drawer"); or when it
     asks to stop ("stop closing the window", "stop!": ``_cessation``) or to leave a thing alone. The text
     is read NFKC-folded, as the tokenizer reads it ("don＇t" is "don't"). Refusing is the safe side: "open the
-    window and don't close it" and "open the drawer if you can't see the window" are refused too."""
+    window and don't close it" and "open the drawer if you can't see the window" are refused too. A dismissal
+    (DISMISSALS first in a clause, "leave the window") or a negation asking for nothing at all ("don't do
+    anything", NOTHING_AT_ALL) refuses unless a later clause names a task (a trained word, when ``trained`` is
+    given): "cancel that, close the window instead" asks the task, "open the drawer, never mind" none."""
     allowed = set(trained)
     # apostrophe marks first: NFKC makes the acute accent a space and a combining mark ("don´t" would be "don t")
     folded = NUMBER_ABBREVIATION.sub(" ", unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES)))
