@@ -339,6 +339,11 @@ def negated_state(text: str, trained: Iterable[str] = ()) -> str | None:
     return None
 
 
+def _trained_form(word: str, allowed: set[str]) -> bool:
+    """Whether ``word`` is a trained word or a form of one ("pushing" of "push")."""
+    return word in allowed or any(word.startswith(t) for t in allowed if len(t) >= 4)
+
+
 def _names_task(word: str) -> bool:
     """Whether ``word`` may name a task: not a function word, a stop, a dismissal, a filler or a negation."""
     return not (word in FUNCTION_WORDS or word in STOP_FILLERS or word in CESSATIONS or word in STOP_VERBS
@@ -375,8 +380,7 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
 
     def may_name_task(word: str) -> bool:
         if word not in task_words:
-            task_words[word] = _names_task(word) and (not allowed or word in allowed or any(
-                word.startswith(t) for t in allowed if len(t) >= 4))
+            task_words[word] = _names_task(word) and (not allowed or _trained_form(word, allowed))
         return task_words[word]
 
     for n in range(len(clauses) - 2, -1, -1):
@@ -411,9 +415,7 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
         if not rest and any(w in NOTHING_AT_ALL for w in words) and task_after:
             continue  # "never mind, close the window": the task after it is what is asked ("wait, don't do
             # anything", "open the drawer, never mind" ask none)
-        # a trained word or a form of one ("pushing" of "push")
-        names_task = (any(w in allowed or any(w.startswith(t) for t in allowed if len(t) >= 4) for w in rest)
-                      if allowed else bool(rest))
+        names_task = any(_trained_form(w, allowed) for w in rest) if allowed else bool(rest)
         if names_task or not rest:
             return found
     return None

@@ -38,7 +38,14 @@ from deer_vla.model.shipped import (
 from deer_vla.ros.executors import EXECUTORS, make_executor
 from deer_vla.ros.graph import RECORD_TOPIC, GraphSpec, NodeSpec, load_graph
 from deer_vla.ros.params import POLICY_NODE_NAME
-from deer_vla.ros.ros_args import check_namespace_remap, check_namespace_remaps, name_remaps
+from deer_vla.ros.ros_args import (
+    PARAMETER_FLAGS,
+    REMAP_FLAGS,
+    check_namespace_remap,
+    check_namespace_remaps,
+    name_remaps,
+    ros_flags,
+)
 from deer_vla.ros.sim_inputs import given_parameters, sim_graph_for_checkpoint
 
 
@@ -246,19 +253,12 @@ def _records_remapped(ros_args: list[str], graph: GraphSpec) -> bool:
     """Whether a topic remap rule among ``ros_args`` (``-r [node:]from:=to``) names the policy's step-record topic
     (its last name token: ``step_record``, ``/b/step_record``)."""
     policy = next((s for s in graph.nodes if s.key == "policy"), None)
-    topic = {**policy.file_parameters(), **policy.parameters}.get(RECORD_TOPIC) if policy is not None else None
+    topic = policy.parameter(RECORD_TOPIC) if policy is not None else None
     if not isinstance(topic, str) or not topic.strip("/~"):
         return False
     last = topic.rstrip("/").rsplit("/", 1)[-1].lstrip("~")
-    in_ros = False
-    for i, arg in enumerate(ros_args[:-1]):
-        if arg in ("--ros-args", "--"):
-            in_ros = arg == "--ros-args"
-        elif in_ros and arg in ("-r", "--remap"):
-            source = ros_args[i + 1].partition(":=")[0]
-            if source.rpartition(":")[2].rstrip("/").rsplit("/", 1)[-1].lstrip("~") == last:
-                return True
-    return False
+    return any(rule.partition(":=")[0].rpartition(":")[2].rstrip("/").rsplit("/", 1)[-1].lstrip("~") == last
+               for _, rule in ros_flags(ros_args, REMAP_FLAGS))
 
 
 def _overridden_ros_parameters(ros_args: list[str], graph: GraphSpec) -> None:
@@ -266,13 +266,7 @@ def _overridden_ros_parameters(ros_args: list[str], graph: GraphSpec) -> None:
     node's own parameter files set: those are node-level arguments and win over the process's, so it changed
     nothing, in silence (`--ros-args -p checkpoint_dir:=mt50` ran the default). One no file sets
     (``use_sim_time``) reaches the node, and passes."""
-    in_ros = False
-    for i, arg in enumerate(ros_args[:-1]):
-        if arg in ("--ros-args", "--"):
-            in_ros = arg == "--ros-args"
-        if not in_ros or arg not in ("-p", "--param", "--params-file"):
-            continue
-        given = ros_args[i + 1]
+    for arg, given in ros_flags(ros_args, PARAMETER_FLAGS):
         for spec in graph.nodes:
             own = {**spec.file_parameters(), **spec.parameters}
             if arg == "--params-file":

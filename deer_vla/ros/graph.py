@@ -71,6 +71,10 @@ class NodeSpec:
             args += ["-r", f"{src}:={dst}"]
         return args
 
+    def parameter(self, name: str, default: Any = None) -> Any:
+        """The value this node is given for parameter ``name``: an override, else its files', else ``default``."""
+        return self.parameters[name] if name in self.parameters else self.file_parameters().get(name, default)
+
     @property
     def running_namespace(self) -> str:
         """The namespace the node runs in, without the leading '/' ("" = the root): the pushed one in front of
@@ -297,8 +301,7 @@ def _reporting_on(policy: NodeSpec | None, spec: NodeSpec, records_remapped: boo
     if policy.full_name == default:
         return spec
     changes: dict[str, Any] = {REPORTS_ON: policy.full_name}
-    theirs, mine = ({**s.file_parameters(), **s.parameters}.get(RECORD_TOPIC, DEFAULT_RECORD_TOPIC)
-                    for s in (policy, spec))
+    theirs, mine = (s.parameter(RECORD_TOPIC, DEFAULT_RECORD_TOPIC) for s in (policy, spec))
     namespace = policy.running_namespace
     if (not records_remapped and isinstance(theirs, str) and theirs == mine and not theirs.startswith(("/", "~"))
             and namespace != spec.running_namespace):

@@ -3,6 +3,7 @@ is: rcl refuses a namespace it cannot take with a traceback at node creation ("E
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 # one token of a ROS namespace: letters, digits and '_', not starting with a digit
 NAMESPACE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -11,20 +12,30 @@ NAMESPACE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 REMAP_TOKEN = re.compile(r"(?!.*__)[A-Za-z_][A-Za-z0-9_]*")
 
 
+REMAP_FLAGS = ("-r", "--remap")
+PARAMETER_FLAGS = ("-p", "--param", "--params-file")
+
+
+def ros_flags(ros_args: list[str], flags: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """(flag, its value) of each of ``flags`` inside --ros-args ... (-- ends them) among ``ros_args``, in order."""
+    in_ros = False
+    for i, arg in enumerate(ros_args[:-1]):
+        if arg in ("--ros-args", "--"):
+            in_ros = arg == "--ros-args"
+        elif in_ros and arg in flags:
+            yield arg, ros_args[i + 1]
+
+
 def name_remaps(ros_args: list[str]) -> list[tuple[str, str, str, str]]:
     """The node-name and namespace remaps among ``ros_args`` (after --ros-args), in order, as (the node they
     name, "" for every node of the process; "__node" or "__ns"; the value; the rule as given): ``-r __node:=X``,
     ``-r __ns:=/X``, ``-r deer_vla_policy:__node:=X`` (``__name`` is rcl's other spelling of ``__node``)."""
     found: list[tuple[str, str, str, str]] = []
-    in_ros = False
-    for i, arg in enumerate(ros_args):
-        if arg in ("--ros-args", "--"):
-            in_ros = arg == "--ros-args"
-        elif in_ros and arg in ("-r", "--remap") and i + 1 < len(ros_args):
-            rule, _, value = ros_args[i + 1].partition(":=")
-            node, _, name = rule.rpartition(":")
-            if name in ("__node", "__name", "__ns"):
-                found.append((node, "__ns" if name == "__ns" else "__node", value, ros_args[i + 1]))
+    for _, given in ros_flags(ros_args, REMAP_FLAGS):
+        rule, _, value = given.partition(":=")
+        node, _, name = rule.rpartition(":")
+        if name in ("__node", "__name", "__ns"):
+            found.append((node, "__ns" if name == "__ns" else "__node", value, given))
     return found
 
 
