@@ -521,6 +521,8 @@ def test_the_bringup_places_each_node_by_the_first_namespace_rule_that_matches_i
     assert _records_remapped(remapped, graph) and not _records_remapped(remapped[:5], graph)
     placed = graph.with_arguments(arguments, records_remapped=True)
     assert "record_topic" not in placed.node("monitor").parameters
+    # a policy file that leaves record_topic to the node's default is remapped alike (the default was not counted)
+    assert _records_remapped(remapped, graph.with_arguments({"params_file": str(keyed_b)}))
     assert placed.node("monitor").parameters["hardware_id"] == "/b/deer_vla_policy"
     with pytest.raises(ValueError, match=r"-r deer_vla_policy:__ns:=/b comes after -r __ns:=/a, which rcl applies to "
                                          r"that node first: it would never apply"):

@@ -36,7 +36,7 @@ from deer_vla.model.shipped import (
     shipped_name_of,
 )
 from deer_vla.ros.executors import EXECUTORS, make_executor
-from deer_vla.ros.graph import RECORD_TOPIC, GraphSpec, NodeSpec, load_graph
+from deer_vla.ros.graph import DEFAULT_RECORD_TOPIC, RECORD_TOPIC, GraphSpec, NodeSpec, load_graph
 from deer_vla.ros.params import POLICY_NODE_NAME
 from deer_vla.ros.ros_args import (
     PARAMETER_FLAGS,
@@ -253,7 +253,7 @@ def _records_remapped(ros_args: list[str], graph: GraphSpec) -> bool:
     """Whether a topic remap rule among ``ros_args`` (``-r [node:]from:=to``) names the policy's step-record topic
     (its last name token: ``step_record``, ``/b/step_record``)."""
     policy = next((s for s in graph.nodes if s.key == "policy"), None)
-    topic = policy.parameter(RECORD_TOPIC) if policy is not None else None
+    topic = policy.parameter(RECORD_TOPIC, DEFAULT_RECORD_TOPIC) if policy is not None else None
     if not isinstance(topic, str) or not topic.strip("/~"):
         return False
     last = topic.rstrip("/").rsplit("/", 1)[-1].lstrip("~")
