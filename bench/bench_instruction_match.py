@@ -13,6 +13,9 @@ This bench measures that comparison for a checkpoint, side by side in one run:
   comparison of wording shares the verb and the article with the task's own; most of these pass any floor
   that keeps the held-out wordings, and the policy does the task of the verb.
 
+For each of the three, how many name a word the policy never learned (a word no trained wording has, nor one
+near it: the node's WARN beside the match, `deer_vla/ros/instruction_check.py`), of those above the default floor.
+
 By default the checkpoint's own record (extra.json `training.instructions`) is the trained set; `--wordings
 suite` uses the suite's training wordings instead, for a checkpoint without a record (one trained before
 2026-12-02 that records none; the shipped `mt50`'s was written from the suite at the commit that trained it).
@@ -64,9 +67,12 @@ def main() -> int:
 
     import torch
 
+    from deer_vla.core.instruction_text import clean_instruction
     from deer_vla.model.instruction_match import InstructionMatcher
+    from deer_vla.model.instruction_words import trained_words_of
     from deer_vla.model.runner import PolicyRunner
-    from deer_vla.ros.instruction_check import CLOSE_CALL, Verdict
+    from deer_vla.ros.instruction_check import CLOSE_CALL, InstructionCheck, Verdict
+    from deer_vla.ros.params import POLICY_DEFAULTS
     from deer_vla.sim.tasks import SUITES, resolve_tasks
 
     torch.set_num_threads(args.threads)
@@ -81,6 +87,10 @@ def main() -> int:
             print(f"{args.checkpoint}: no record of trained instructions (use --wordings suite)", file=sys.stderr)
             return 2
     matcher = InstructionMatcher.from_runner(runner, record)
+    trained = trained_words_of(record)
+    check = InstructionCheck(matcher, read=(lambda text: trained.read(clean_instruction(text))[0]) if trained else None,
+                             trained_words=trained)
+    node_floor = float(POLICY_DEFAULTS["min_instruction_similarity"])
 
     held = [(t.name, text) for t in tasks for text in t.heldout_instructions]
     held_matches = [matcher.match(text) for _, text in held]
@@ -112,6 +122,17 @@ def main() -> int:
         print(f"{label}, most similar first:")
         for m, text in pairs[:8]:
             print(f"  {m.similarity:.3f}  {text!r} -> {m.task} ({m.nearest!r})")
+    named = []
+    for label, texts in (("held-out", [text for _, text in held]), ("other requests", OTHER_REQUESTS),
+                         ("other objects", OTHER_OBJECTS)):
+        verdicts = [(text, check.judge(text, "warn", node_floor)) for text in texts]
+        above = [(text, v) for text, v in verdicts if not v.unfamiliar]
+        marked = [(text, v) for text, v in above if v.unknown]
+        named.append(f"{label} {len(marked)}/{len(above)}")
+        for text, v in marked[:4]:
+            print(f"  words never learned: {text!r} -> {v.match.task if v.match else '-'}, "
+                  + ", ".join(f"{w!r} (nearest {n!r} {s:.2f})" for w, n, s in v.unknown))
+    print(f"above the floor {node_floor:g}, naming a word never learned (the node's WARN): " + ", ".join(named))
     wrong = [(task, text, m) for (task, text), m in zip(held, held_matches) if m.task.removesuffix("-shared") != task]
     if wrong:
         print("held-out wordings nearest another task:")

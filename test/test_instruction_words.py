@@ -543,3 +543,17 @@ def test_no_trained_or_held_out_wording_of_either_suite_is_refused():
         runner = PolicyRunner.from_checkpoint(checkpoint)
         texts = [t for spec in resolve_tasks(suite) for t in (*spec.train_instructions, *spec.heldout_instructions)]
         assert len(texts) >= 220 and [t for t in texts if runner.refusal(t) is not None] == [], checkpoint
+
+
+def test_the_untrained_words_are_rare_english_words_that_may_name_a_thing():
+    """TrainedWords.untrained: words no trained wording has that may name what a text is about, each once and in
+    order; not the grammar of a request ("really", "have"), courtesy, address, stop words, manners in -ly, a
+    possessive of a trained word, numbers, or words in no English list (the similarity floor's)."""
+    words = TrainedWords(["open", "the", "drawer", "maker"])
+    assert words.untrained("really, could you open the fridge and the oven, the fridge first") == ["fridge", "oven"]
+    assert words.untrained("hey robot please open the drawer gently, thanks") == []
+    assert words.untrained("open the maker's drawer") == []
+    assert words.untrained("open the drawer 3 times") == ["times"]  # a count the policy cannot do
+    assert words.untrained("ouvre qwzxv cajón") == []  # in no English list (French, nonsense, Spanish)
+    assert words.untrained("Open The MICROWAVE") == ["microwave"]
+    assert words.untrained("halt the drawer, forget the drawer") == []  # stop words: the refusal's to judge

@@ -24,6 +24,8 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from deer_vla.core.instruction_text import (
+    ADDRESS_WORDS,
+    FUNCTION_WORDS,
     STOP_REQUESTS,
     WORD,
     instruction_words,
@@ -40,6 +42,12 @@ MIN_FIXED_LETTERS = 4  # shorter words are too near too many others ("on"/"in", 
 TWO_EDIT_LETTERS = 8  # from this length two edits still leave one trained word nearest
 MAX_READ_WORDS = 64  # words looked at per text (the model reads 24-32 tokens): a 1024-character text took 14 s
 READ_CACHE_WORDS = 4096  # words remembered with what they read as
+# an English word used less than this share of pyspellchecker's word count (1.6e9) may name a thing or a manner
+# ("door" 1.7e-4, "table" 5e-5, "fridge" 5e-6); more common ones are the grammar of a request ("really" 1.7e-3,
+# "after" 9e-4, "have"): measured on 800 labelled instructions of three helper sets (docs/model.md)
+COMMON_WORD_SHARE = 2e-4
+# how a manner is said ("gently", "slowly", "fully"): it names nothing the policy could do instead
+MANNER_ENDING = "ly"
 
 
 class NegatedInstructionError(ValueError):
@@ -204,6 +212,25 @@ class TrainedWords:
             return to.upper() if word.isupper() else to.title() if word.istitle() else to  # the word's case kept
 
         return WORD.sub(replace, text), fixed
+
+    def untrained(self, text: str) -> list[str]:
+        """The words of ``text`` (of its first MAX_READ_WORDS, each once) that no trained wording has and that may
+        name what the text is about: English words rarer than COMMON_WORD_SHARE of the word list's use, not
+        FUNCTION_WORDS, ADDRESS_WORDS or STOP_REQUESTS, nor adverbs of manner in -ly ("fridge", "elevator",
+        "clockwise", "spigot"; not "really", "have", "after", "gently"). Words in no English list (a misspelling
+        read as nothing, another language, nonsense) are the similarity floor's to judge."""
+        english = self._english
+        common = COMMON_WORD_SHARE * english.total_words
+        found: list[str] = []
+        for word in instruction_words(text)[:MAX_READ_WORDS]:
+            word = word.removesuffix("'s")  # "the coffee maker's button" names the maker
+            if (word in self.words or word in found or word in FUNCTION_WORDS or word in ADDRESS_WORDS
+                    or word in STOP_REQUESTS or word.endswith(MANNER_ENDING)):
+                continue
+            uses = english[word]
+            if 0 < uses < common:
+                found.append(word)
+        return found
 
 
 def trained_words_of(record: Any) -> TrainedWords | None:

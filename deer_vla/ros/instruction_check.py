@@ -13,6 +13,7 @@ from typing import Any
 from deer_vla.core.instruction_text import CLAUSE_BREAK, FUNCTION_WORDS, OPPOSITES, instruction_words
 from deer_vla.core.log_text import quoted
 from deer_vla.model.instruction_match import InstructionMatch, InstructionMatcher
+from deer_vla.model.instruction_words import TrainedWords
 
 # diagnostic_msgs/DiagnosticStatus levels (without importing ROS here)
 OK, WARN = 0, 1
@@ -27,6 +28,12 @@ SHARED = "-shared"  # a task's shared-start twin, trained on its wordings: the s
 # ("pick up the puck and put it at the goal") split into clauses near other tasks, 0.52-0.87 (0.88 once, on a
 # trained wording, which is never judged so), while "open the drawer, then press the button" is 1.0 and 0.89
 TWO_TASKS_SIMILARITY = 0.88
+# a word no trained wording has, this near its nearest trained word or nearer, is one the policy knows in another
+# form ("opening"/"opened" 0.77, "hands"/"hand" 0.77, "sink"/"faucet" 0.42); under it the text names something
+# the policy never learned ("open the fridge", nearest trained word "cabinet" 0.26, was heard as drawer-open at
+# INFO): on 800 labelled instructions 0.4 marked 58% of the requests of things no suite has and 7% of the
+# suite's own tasks, most of those with a word the policy indeed never learned ("clockwise", "10 cm", "spigot")
+UNKNOWN_WORD_SIMILARITY = 0.4
 
 
 # words of opposite motions: the comparison pools a text's words, and one word of these weighs little in it ("turn
@@ -67,6 +74,8 @@ class Verdict:
     contradicts: tuple[str, str] | None = None  # contradicted_direction of the text read and the nearest wording
     # two clauses heard as two tasks ("open the drawer and close the window": heard as drawer-open alone)
     two_tasks: tuple[InstructionMatch, InstructionMatch] | None = None
+    # words of the text the policy never learned, each with its nearest trained word and their similarity
+    unknown: tuple[tuple[str, str, float], ...] = ()
 
     @property
     def close_call(self) -> bool:
@@ -94,28 +103,37 @@ class Verdict:
             first, second = self.two_tasks
             said += (f", but it may ask two tasks, {first.task} and {second.task} ({quoted(second.nearest, 60)}): the "
                      "policy does one; say one at a time")
+        if self.unknown:
+            named = ", ".join(f"{w!r} (nearest trained word {n!r}, {s:.2f})" for w, n, s in self.unknown[:3])
+            more = f" and {len(self.unknown) - 3} more" if len(self.unknown) > 3 else ""
+            said += (f", but it names {named}{more}: no trained wording has such a word, the policy reads only the "
+                     "words it learned and may do something else; say it as trained")
         return said
 
     @property
     def doubtful(self) -> bool:
         """Whether the node says it at WARN: unlike every trained wording, a close call, a direction
-        contradicted, or two tasks asked."""
-        return self.unfamiliar or self.close_call or self.contradicts is not None or self.two_tasks is not None
+        contradicted, two tasks asked, or a word the policy never learned."""
+        return (self.unfamiliar or self.close_call or self.contradicts is not None or self.two_tasks is not None
+                or bool(self.unknown))
 
 
 class InstructionCheck:
     """A configured node's matcher, or the reason it has none (a checkpoint that records no trained wording)."""
 
     def __init__(self, matcher: InstructionMatcher | None, why_not: str = "",
-                 read: Callable[[str], str] | None = None) -> None:
+                 read: Callable[[str], str] | None = None, trained_words: TrainedWords | None = None) -> None:
         """``read``: the text as the model reads it (PolicyRunner.read_instruction's: misspelt trained words read
-        as meant), which is what is compared."""
+        as meant), which is what is compared; ``trained_words``: the checkpoint's (PolicyRunner.trained_words),
+        to name the words of a text the policy never learned (None: not named)."""
         self.matcher = matcher
         self.why_not = why_not
         self._read = read
+        self._trained_words = trained_words
         self.unfamiliar = 0  # instructions under the floor (warned or refused), for /diagnostics
         self._last: tuple[str, str, InstructionMatch] | None = None  # (text, as read, its match)
         self._last_split: tuple[str, tuple[InstructionMatch, InstructionMatch] | None] | None = None
+        self._last_unknown: tuple[str, tuple[tuple[str, str, float], ...]] | None = None
 
     @classmethod
     def for_runner(cls, runner: Any) -> InstructionCheck:
@@ -132,7 +150,8 @@ class InstructionCheck:
         read_instruction = getattr(runner, "read_instruction", None)
         try:
             return cls(InstructionMatcher.from_runner(runner, record),
-                       read=(lambda text: read_instruction(text)[0]) if read_instruction is not None else None)
+                       read=(lambda text: read_instruction(text)[0]) if read_instruction is not None else None,
+                       trained_words=getattr(runner, "trained_words", None))
         except (TypeError, ValueError) as exc:
             return cls(None, f"not compared: {exc}")
 
@@ -144,7 +163,8 @@ class InstructionCheck:
         match = self._match(text)
         unfamiliar = under_floor(match, floor)
         self.unfamiliar += unfamiliar and count
-        return Verdict(match, unfamiliar, self._contradicts(text, match), self._two_tasks(text, match))
+        return Verdict(match, unfamiliar, self._contradicts(text, match), self._two_tasks(text, match),
+                       self._unknown(text))
 
     def status(self, text: str | None, mode: str, floor: float) -> tuple[int, str, list[tuple[str, str]]]:
         """(level, message, key-values) for the current instruction ``text``, judged against the floor now (a
@@ -161,7 +181,10 @@ class InstructionCheck:
         values = [("instruction", quoted(text, 200)), ("heard as task", match.task),
                   ("nearest trained wording", match.nearest), ("similarity", f"{match.similarity:.3f}"), *values]
         unfamiliar = under_floor(match, floor)
-        verdict = Verdict(match, unfamiliar, self._contradicts(text, match), self._two_tasks(text, match))
+        verdict = Verdict(match, unfamiliar, self._contradicts(text, match), self._two_tasks(text, match),
+                          self._unknown(text))
+        if verdict.unknown:
+            values.insert(4, ("words never learned", ", ".join(w for w, _, _ in verdict.unknown)))
         if match.runner_up_task is not None and match.runner_up_similarity is not None:
             values.insert(4, ("nearest other task", f"{match.runner_up_task} ({match.runner_up_similarity:.3f})"))
         return (WARN if verdict.doubtful else OK), verdict.heard(floor), values
@@ -191,6 +214,22 @@ class InstructionCheck:
         found = next(((a, b) for i, a in enumerate(asked) for b in asked[i + 1:]
                       if a.task.removesuffix(SHARED) != b.task.removesuffix(SHARED)), None)
         self._last_split = (text, found)
+        return found
+
+    def _unknown(self, text: str) -> tuple[tuple[str, str, float], ...]:
+        """The words of ``text`` (as the model reads it) that no trained wording has (TrainedWords.untrained) and
+        whose nearest trained word is under UNKNOWN_WORD_SIMILARITY, each with that word and similarity; computed
+        once per text."""
+        last = self._last_unknown
+        if last is not None and last[0] == text:
+            return last[1]
+        found: tuple[tuple[str, str, float], ...] = ()
+        if self._trained_words is not None:
+            assert self.matcher is not None
+            near = ((word, *self.matcher.nearest_trained_word(word))
+                    for word in self._trained_words.untrained(self._reading(text)[0]))
+            found = tuple((w, n, s) for w, n, s in near if s < UNKNOWN_WORD_SIMILARITY)
+        self._last_unknown = (text, found)
         return found
 
     def _match(self, text: str) -> InstructionMatch:
