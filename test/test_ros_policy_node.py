@@ -520,6 +520,25 @@ def test_hold_mode_repeats_last_twist_for_bounded_time(executor, tiny_checkpoint
     assert node.stats.hold_published == held
 
 
+@pytest.mark.parametrize("control_mode", ["timer", "event"])
+def test_the_hold_ends_when_the_inputs_go_stale_whatever_hold_max_s(executor, tiny_checkpoint, control_mode):
+    """hold_max_s 1e300 with stale_action none: after the cameras died the node logged "not stepping" and kept
+    re-sending the last twist (64 non-zero twists in 3 s, until hold_max_s was set back). A period without an
+    action ends the hold (timer mode's staleness check, event mode's watchdog), though nothing is sent."""
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, hold_rate_hz=50.0, hold_max_s=1e300,
+                               control_mode=control_mode, rate_hz=10.0, max_image_age_s=0.3)
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: len(drv.twists) >= 2)
+    drv.spin(2.0)  # no inputs: stale after 0.3 s, found within a period
+    held = node.stats.hold_published
+    assert held >= 3  # it did hold across the first periods
+    twists = len(drv.twists)
+    drv.spin(1.0)
+    assert node.stats.hold_published == held and len(drv.twists) == twists
+    assert node._last_command is None
+
+
 def test_record_and_replay_reproduce_exits(executor, tiny_checkpoint, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 

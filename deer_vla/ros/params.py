@@ -216,7 +216,8 @@ PARAMETER_DESCRIPTIONS: dict[str, str] = {
     "stale_action": "a period without an action: none = publish nothing, zero = a zero twist",
     "enabled": "actuation gate: false = dry run (the ~/halt and ~/enable services set it)",
     "hold_rate_hz": "> 0: re-send the last twist, restamped, at this rate (MoveIt Servo's command timeout); 0 = off",
-    "hold_max_s": "hold_rate_hz re-sends a twist for at most this long",
+    "hold_max_s": "hold_rate_hz re-sends a twist for at most this long, and not past a period that produces no "
+                  "action (stale inputs, a failed or late step)",
     "budget.average_gflops": "average compute budget per step (budget.metric); 0 = unset",
     "budget.peak_gflops": "peak compute budget per step (budget.metric): no deeper exit; 0 = unset",
     "budget.peak_ms": "latency budget per step, by this machine's profiled exit times; 0 = unset",

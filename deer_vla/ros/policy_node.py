@@ -1258,17 +1258,22 @@ class PolicyNode(LifecycleNode):
         """Event mode steps when every input has delivered anew, so an input that stops (a camera, the joint
         states) never reached a staleness check and the last twist stood for as long as it stayed silent. Each
         period: inputs gone stale while an action stands get ``stale_action``, as in timer mode, once per outage
-        (the stop then stands; the next action re-arms it). With ``stale_action: none`` it does nothing."""
+        (the stop then stands; the next action re-arms it). With ``stale_action: none`` it only ends hold mode's
+        repeats of the last twist."""
         stack, params = self.stack, self.params  # read once (a cleanup on another thread clears them)
-        # with stale_action none nothing is sent, so nothing to watch for (and no skip counted per period)
-        if (not self.active or stack is None or params is None or params.stale_action != "zero"
-                or self._last_command is None):
+        # with stale_action none nothing is sent, so nothing to watch for (and no skip counted per period) unless
+        # hold mode re-sends the last twist
+        if (not self.active or stack is None or params is None or self._last_command is None
+                or (params.stale_action != "zero" and params.hold_rate_hz <= 0)):
             return
         frames = {c: self.frames[c] for c in stack.cameras if c in self.frames}
         # a set still arriving holds one camera's new frame beside another's previous one: ages only, the skew
         # between the inputs is prepare_step's to judge on a whole set
         stale = self._why_stale(frames, None, params, stack, whole_set=False)
         if stale is None:
+            return
+        if params.stale_action != "zero":
+            self._no_action(None)  # the hold ends; no skip counted per period, nothing said
             return
         self._stale_period(*stale)
 
@@ -1331,15 +1336,21 @@ class PolicyNode(LifecycleNode):
     def _no_action(self, job: StepJob | None) -> None:
         """A period that produces no action (stale inputs, a failed or refused step, a step outliving its images):
         with ``stale_action: zero`` a zero twist, so a consumer without a command timeout does not keep the last
-        velocity; with ``none`` nothing. Only from an active, enabled node, and for ``job`` (a step's) only while
-        it is current: a step that fails after deactivate or a new episode must not cut into whatever drives the
-        arm now (deactivate has sent its own stop)."""
+        velocity; with ``none`` nothing sent, and hold mode's repeats of the last twist end. Only from an active,
+        enabled node, and for ``job`` (a step's) only while it is current: a step that fails after deactivate or a
+        new episode must not cut into whatever drives the arm now (deactivate has sent its own stop)."""
         params, stack = self.params, self.stack
-        if params is None or stack is None or params.stale_action != "zero":
+        if params is None or stack is None:
             return
         with self._actuation:
             current = job is None or (job.actuation_gen == self._actuation_gen and job.episode_gen == self._episode_gen)
-            if self.active and self.enabled and self._pubs and stack is self.stack and current:
+            if not current:
+                return
+            if params.stale_action != "zero":
+                # nothing sent, and nothing for hold mode to re-send: a hold_max_s of minutes kept driving the
+                # arm with the last twist after the cameras died (64 twists in 3 s of stale images)
+                self._last_command = None
+            elif self.active and self.enabled and self._pubs and stack is self.stack:
                 self._publish_stop(stack)
 
     def _stop_if_actuating(self) -> None:
