@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Constructor signatures of the real classes (ROS 2 Jazzy), so that a misspelt or missing keyword fails
 # here as it would under `ros2 launch`. Sources: ros2/launch launch/launch/{launch_description.py,
 # actions/declare_launch_argument.py, actions/opaque_function.py, actions/emit_event.py,
-# actions/register_event_handler.py, event_handlers/on_process_exit.py, events/shutdown.py,
+# actions/register_event_handler.py, actions/unregister_event_handler.py, event_handlers/on_process_exit.py,
+# events/shutdown.py,
 # substitutions/launch_configuration.py}; ros2/launch_ros launch_ros/launch_ros/{actions/node.py,
 # actions/lifecycle_node.py, event_handlers/on_state_transition.py, events/lifecycle/change_state.py}.
 # Where the real class forwards **kwargs, only the keywords its bases accept are listed.
@@ -38,6 +39,7 @@ def _declare_launch_argument(name, *, default_value=None, description=None, choi
 def _opaque_function(*, function, args=None, kwargs=None): ...
 def _emit_event(*, event): ...
 def _register_event_handler(event_handler): ...
+def _unregister_event_handler(event_handler): ...
 def _on_process_exit(*, target_action=None, on_exit): ...
 def _shutdown(*, reason="reason not given", due_to_sigint=False): ...
 def _launch_configuration(variable_name, *, default=None): ...
@@ -86,6 +88,7 @@ def _fake_launch_modules() -> dict[str, types.ModuleType]:
         "launch.actions": mod(
             "launch.actions", EmitEvent=cls("EmitEvent", _emit_event),
             RegisterEventHandler=cls("RegisterEventHandler", _register_event_handler),
+            UnregisterEventHandler=cls("UnregisterEventHandler", _unregister_event_handler),
             DeclareLaunchArgument=cls("DeclareLaunchArgument", _declare_launch_argument),
             OpaqueFunction=cls("OpaqueFunction", _opaque_function),
         ),
@@ -140,6 +143,8 @@ def _lifecycle_transitions(entities: list[_Recorded], node: _Recorded) -> list[i
             assert handler.kwargs["target_lifecycle_node"] is node
             events = handler.kwargs["entities"]
         for ev in events:
+            if ev.kind != "EmitEvent":  # (an UnregisterEventHandler beside the activate)
+                continue
             change = ev.kwargs["event"]
             if change.kind != "ChangeState":
                 continue
@@ -256,12 +261,48 @@ def test_activate_follows_configure_only_so_a_manual_deactivate_stays(launch_fil
         probe.destroy_node()
     assert ("deactivating", "inactive") in {(s, g) for _, _, _, s, _, g in graph}
     activating = [h for h in handlers if any(
-        ev.kwargs["event"].kwargs["transition_id"] == Transition.TRANSITION_ACTIVATE for ev in h.kwargs["entities"])]
+        ev.kind == "EmitEvent" and ev.kwargs["event"].kind == "ChangeState"
+        and ev.kwargs["event"].kwargs["transition_id"] == Transition.TRANSITION_ACTIVATE
+        for ev in h.kwargs["entities"])]
     assert len(activating) == 1
     matched = _edges_matched(activating[0], graph)
     assert {(s, g) for _, s, g in matched} == {("configuring", "inactive")}, matched
     # a later cleanup + configure by the operator must not re-activate the node either
     assert activating[0].kwargs["handle_once"] is True
+
+
+@pytest.mark.parametrize("launch_file", ["deer_vla.launch.py", "sim.launch.py"])
+def test_a_failed_first_configure_ends_the_launch_and_a_later_one_does_not(launch_file, monkeypatch, ros_context):
+    """sim.launch.py with a missing thresholds file: the policy's configure failed, and the simulator said
+    "waiting for policy to become active" every 5 s for ever (a real launch_ros run); the bringup ends with an
+    error. The first configure failing (configuring -> unconfigured, the real rcl_lifecycle edge) ends the launch;
+    the first success withdraws that watch, so an operator's later cleanup + failed configure ends nothing."""
+    from rclpy.lifecycle import LifecycleNode
+
+    _, entities = _run_launch_file(launch_file, monkeypatch)
+    policy = next(e for e in entities if e.kind == "LifecycleNode")
+    registered = [e.kwargs["event_handler"] for e in entities if e.kind == "RegisterEventHandler"
+                  and e.kwargs["event_handler"].kind == "OnStateTransition"]
+    probe = LifecycleNode("transition_graph_probe_failure")
+    try:
+        graph = list(probe._state_machine.transition_graph)
+    finally:
+        probe.destroy_node()
+    failing = [h for h in registered if {(s, g) for _, s, g in _edges_matched(h, graph)}
+               == {("configuring", "unconfigured")}]
+    assert len(failing) == 1 and failing[0].kwargs["target_lifecycle_node"] is policy
+    assert failing[0].kwargs["handle_once"] is True
+    (shutdown,) = failing[0].kwargs["entities"]
+    assert shutdown.kwargs["event"].kind == "Shutdown" and "failed to configure" in shutdown.kwargs["event"].kwargs[
+        "reason"]
+    # it is registered before the configure request is emitted (an event handled before its handler is lost)
+    order = [e for e in entities if e.kind in ("RegisterEventHandler", "EmitEvent")]
+    configure = next(i for i, e in enumerate(order) if e.kind == "EmitEvent")
+    assert any(e.kwargs["event_handler"] is failing[0] for e in order[:configure])
+    succeeded = next(h for h in registered if {(s, g) for _, s, g in _edges_matched(h, graph)}
+                     == {("configuring", "inactive")})
+    withdrawn = [e for e in succeeded.kwargs["entities"] if e.kind == "UnregisterEventHandler"]
+    assert [w.kwargs["event_handler"] for w in withdrawn] == [failing[0]]
 
 
 @pytest.mark.parametrize(("launch_file", "ends"), [("deer_vla.launch.py", False), ("sim.launch.py", True)])

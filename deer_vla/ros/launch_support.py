@@ -80,7 +80,7 @@ def misspelt_arguments(given: Iterable[str], declared: list[str]) -> list[str]:
 
 def node_actions(spec: GraphSpec) -> list[Any]:
     """The launch_ros actions that start ``spec``'s nodes, manage their lifecycles and end the launch."""
-    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.actions import EmitEvent, RegisterEventHandler, UnregisterEventHandler
     from launch.event_handlers import OnProcessExit
     from launch.events import Shutdown, matches_action
     from launch_ros.actions import LifecycleNode, Node
@@ -112,10 +112,21 @@ def node_actions(spec: GraphSpec) -> list[Any]:
             )))
         if not node_spec.lifecycle:
             continue
+        # the first configure failing ends the launch, as it ends the bringup: the sim graph's simulator waited
+        # for an active policy for ever, and a robot's launch ran on with a node that does nothing
+        failed = OnStateTransition(
+            target_lifecycle_node=node,
+            start_state="configuring",
+            goal_state="unconfigured",
+            handle_once=True,
+            entities=[EmitEvent(event=Shutdown(reason=f"{node_spec.name} failed to configure (see its log above)"))],
+        )
+        entities.append(RegisterEventHandler(failed))
         # configure at start; activate once configure has succeeded. start_state matters: a bare
         # goal_state="inactive" also matches deactivating -> inactive and would undo an operator's deactivate.
         # handle_once: only the first successful configure; an operator's later cleanup + configure (to change
-        # a parameter) leaves the node inactive until they activate it, as the one-process bringup does
+        # a parameter) leaves the node inactive until they activate it, as the one-process bringup does, and a
+        # failure of it then ends nothing (the failure watch goes with the first success)
         entities.append(
             RegisterEventHandler(
                 OnStateTransition(
@@ -124,7 +135,8 @@ def node_actions(spec: GraphSpec) -> list[Any]:
                     goal_state="inactive",
                     handle_once=True,
                     entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                                          transition_id=Transition.TRANSITION_ACTIVATE))],
+                                                          transition_id=Transition.TRANSITION_ACTIVATE)),
+                              UnregisterEventHandler(failed)],
                 )
             )
         )
