@@ -239,6 +239,33 @@ def test_an_average_thresholds_solved_for_a_slack_budget_cannot_reach_is_refused
                        tracker=OnlineBudgetTracker(0.5 * full))
 
 
+def test_an_average_such_thresholds_cannot_reach_is_refused_in_the_other_metric_too(profile):
+    """A budget in total GFLOPs with thresholds solved in LLM GFLOPs for a budget that never binds: taken at run
+    time and at configure (the check compared only budgets of the thresholds' own metric), every step at the
+    last exit over it for good. Where they stop does not depend on the metric a budget counts in."""
+    from dataclasses import replace
+
+    from deer_vla.control import OnlineBudgetTracker
+
+    full = profile.llm_gflops[-1]
+    slack = solve_thresholds_quantile(stream(), profile, BudgetSpec(average_gflops=full))
+    assert slack.metric == "llm_gflops"
+    total = BudgetSpec(average_gflops=0.6 * profile.total_gflops[-1], metric="total_gflops")
+    ctl = ExitController(SyntheticExitPolicy(N, seed=5), profile, slack, BudgetSpec(average_gflops=full),
+                         tracker=OnlineBudgetTracker(full))
+    with pytest.raises(ValueError, match="stop no step before exit 6 .*llm_gflops"):
+        ctl.set_budget(total)
+    with pytest.raises(ValueError, match="stop no step before exit 6"):
+        ExitController(SyntheticExitPolicy(N, seed=5), profile, slack, total,
+                       tracker=OnlineBudgetTracker(total.average_gflops))
+    ctl.set_budget(BudgetSpec(average_gflops=profile.total_gflops[-1], metric="total_gflops"))  # one it meets
+    # a file without its exit distribution is judged by its cost in its own metric
+    bare = replace(slack, exit_distribution=[])
+    with pytest.raises(ValueError, match="stop no step before exit 6"):
+        ExitController(SyntheticExitPolicy(N, seed=5), profile, bare, total,
+                       tracker=OnlineBudgetTracker(total.average_gflops))
+
+
 def test_a_lower_cap_is_judged_by_where_the_thresholds_stop_not_by_their_cost_under_their_own_cap(profile):
     """Thresholds solved at 0.8x stop steps at exits 2 and 3; a budget capping at exit 3 with an average between
     exits 2 and 3 was refused at run time ("stop no step before exit 3": their expected cost, counted with

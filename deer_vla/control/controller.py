@@ -188,19 +188,21 @@ class ExitController:
         scales them by at most its max_scale, then stays over the new average for good without a word."""
         th = self.thresholds
         if (th is None or self.fixed_exit is not None or self.oracle_tolerance is not None or th.expected_cost is None
-                or budget.average_gflops is None or th.metric != budget.metric):
+                or budget.average_gflops is None):
             return
+        # where they stop is the same whatever the metric a budget counts in: the cap's cost is the budget's
+        # (a budget switched to total GFLOPs with such thresholds was taken, and never held)
         cap_cost = float(self.profile.costs(budget.metric)[report.cap - 1])
         if th.exit_distribution:
             # where they stopped under their own cap: a step stopped before this budget's cap stops there still
             # (their expected cost counts the exits past a lower new cap, and refused budgets they can hold)
             stops_early = sum(th.exit_distribution[:report.cap - 1]) > 1e-12
-        else:  # a file without its distribution: their cost under their own cap
-            stops_early = th.expected_cost < cap_cost * (1 - 1e-9)
+        else:  # a file without its distribution: their cost under their own cap, in their own metric
+            stops_early = th.expected_cost < float(self.profile.costs(th.metric)[report.cap - 1]) * (1 - 1e-9)
         if not stops_early and budget.average_gflops < cap_cost * (1 - 1e-9):
             raise ValueError(
                 f"these thresholds stop no step before exit {report.cap} (solved for a budget that does not bind: "
-                f"expected cost {th.expected_cost:.6g}), so no scaling brings them to an average of "
+                f"expected cost {th.expected_cost:.6g} {th.metric}), so no scaling brings them to an average of "
                 f"{budget.average_gflops:g}; re-solve them for it (`deer-vla calibrate --average-gflops "
                 f"{budget.average_gflops:g}`) and configure with them")
 
