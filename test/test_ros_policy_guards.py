@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from fixtures import INSTRUCTIONS, Driver, HeldStep, started_policy_node
+from fixtures import INSTRUCTIONS, Driver, HeldStep, policy_node, started_policy_node
 
 pytestmark = pytest.mark.ros
 
@@ -560,3 +560,32 @@ def test_activated_before_the_simulators_first_clock_is_active_for_as_long_as_it
         assert node.health_snapshot().active_for_s < 10.0
     finally:
         sim.node.destroy_node()
+
+
+def test_two_bad_start_up_values_can_be_mended_one_at_a_time(executor, tiny_checkpoint):
+    """Started with device 'CPU' and fixed_exit -1, an unconfigured node refused `ros2 param set device cpu`
+    naming fixed_exit, and `fixed_exit 0` naming device (and any other change, and a non-atomic load of both):
+    only an atomic set of both mended it. A change is refused only for a problem it brings; configure still
+    judges them all."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    node = policy_node(executor, tiny_checkpoint, device="CPU", fixed_exit=-1)
+    assert node.trigger_configure() == R.FAILURE
+    result = node.set_parameters([Parameter("device", value="cpu")])[0]
+    assert result.successful, result.reason
+    assert node.get_parameter("device").value == "cpu"
+    bad = node.set_parameters([Parameter("rate_hz", value=-5.0)])[0]  # a problem of its own: refused, named
+    assert not bad.successful and "rate_hz" in bad.reason and "fixed_exit" not in bad.reason
+    assert node.get_parameter("rate_hz").value != -5.0
+    assert node.set_parameters([Parameter("enabled", value=True)])[0].successful and node.enabled
+    assert node.trigger_configure() == R.FAILURE  # fixed_exit still -1
+    assert node.set_parameters([Parameter("fixed_exit", value=0)])[0].successful
+    assert node.trigger_configure() == R.SUCCESS
+    # configured: the parameters are whole again, and a bad value is refused as before
+    bad = node.set_parameters([Parameter("max_image_age_s", value=-1.0)])[0]
+    assert not bad.successful and "max_image_age_s" in bad.reason
+    # rclpy's use_sim_time is not applied at configure: it switches the clock, and the refusal says so
+    clock = node.set_parameters([Parameter("use_sim_time", value=True)])[0]
+    assert not clock.successful and clock.reason.startswith("use_sim_time switches the node's clock")
+    assert "read at start-up" in node.describe_parameter("autostart").additional_constraints  # not at configure

@@ -431,3 +431,25 @@ def test_an_average_at_the_edge_of_its_tolerance_does_not_flap():
     mon.update(_record(mon.count, 2.0, 10.0, budget_average_gflops=2.0))
     assert level_at(1.008).level == OK
     assert "(+100%, tolerance 1%)" in level_at(2.0).message  # not "+1e+02%"
+
+
+@pytest.mark.parametrize("name", ["min_instruction_similarity", "diagnostics_period_s", "hold_rate_hz", "rate_hz",
+                                  "risk.delta"])
+def test_a_nan_parameter_is_said_to_be_not_finite_before_its_bounds(name):
+    """NaN for a bounded number was refused as "Input should be less than or equal to 1000" (its bound checked
+    first, NaN failing every comparison)."""
+    with pytest.raises(ParameterError, match=f"'{name}' = nan: Value error, must be finite, got nan"):
+        parse_params({**POLICY_DEFAULTS, name: math.nan})
+
+
+def test_a_refused_huge_value_is_shown_cut_with_its_length():
+    """A 1 000 000-character value was sent back whole in the refusal (twice for device): `ros2 param set`
+    prints all of it."""
+    from deer_vla.ros.params import parameter_constraints
+
+    huge = "x" * 1_000_000
+    for name in ("device", "control_mode", "frame_id"):
+        with pytest.raises(ParameterError) as refused:
+            parse_params({**POLICY_DEFAULTS, name: huge})
+        assert len(str(refused.value)) < 1000 and "(1000002 characters)" in str(refused.value), name
+    assert parameter_constraints("record_keep_parts").startswith("0..1000000")  # as the validator refuses

@@ -77,6 +77,9 @@ def split_limits(mib: float, seconds: float, keep_parts: int = 0) -> SplitLimits
     return SplitLimits(max_bytes=int(mib * 2**20), max_seconds=seconds, keep_parts=keep_parts)
 
 
+# read once, when the node starts (the rest at configure, or at run time: policy_node.RUNTIME_PARAMS)
+START_UP_PARAMS = frozenset({"autostart"})
+
 # name -> default; the type of the default is the ROS parameter type.
 POLICY_DEFAULTS: dict[str, Any] = {
     "checkpoint_dir": "",  # a directory, or a shipped checkpoint's name ("" = "default"): PARAMETER_DESCRIPTIONS
@@ -267,7 +270,7 @@ VALIDATOR_LIMITS: dict[str, str] = {
     "max_joint_state_skew_s": "> 0",
     "record_split_mib": f"0 (no size limit) or >= {MIN_SPLIT_MIB:g}",
     "record_split_s": f"0 (no time limit) or >= {MIN_SPLIT_S:g}",
-    "record_keep_parts": ">= 0 (0 = every part)",
+    "record_keep_parts": f"0..{MAX_KEEP_PARTS} (0 = every part)",
     "frame_id": f"a TF frame id: no spaces, at most {MAX_FRAME_CHARS} characters; \"\" = the checkpoint's",
     "gripper.open_positions": "1..16 finite values, as many as gripper.closed_positions (checked at configure)",
     "gripper.closed_positions": "1..16 finite values, as many as gripper.open_positions (checked at configure)",
@@ -329,15 +332,11 @@ class PolicyParams(BaseModel):
     torch_threads: int = Field(ge=0, le=1024)
     diagnostics_period_s: float = Field(ge=MIN_DIAGNOSTICS_PERIOD_S, le=MAX_DIAGNOSTICS_PERIOD_S)  # finite by these
 
-    @field_validator(
-        "rate_hz", "max_image_age_s", "max_image_skew_s", "max_image_future_s", "max_proprio_age_s",
-        "max_joint_state_skew_s",
-        "hold_rate_hz", "hold_max_s", "budget_average_gflops", "budget_peak_gflops", "budget_peak_ms",
-        "budget_deadline_ms", "risk_eps",
-    )
+    @field_validator("*", mode="before")
     @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
+    def _finite(cls, v: Any) -> Any:
+        """Every number parameter is finite, said before its bounds ("less than or equal to 1000" for a NaN)."""
+        if isinstance(v, float) and not math.isfinite(v):
             raise ValueError(f"must be finite, got {v}")
         return v
 
@@ -400,7 +399,7 @@ class PolicyParams(BaseModel):
     @classmethod
     def _device(cls, v: str) -> str:
         if not is_device_name(v):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got '{v}'")
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {shown_value(v)}")
         return v  # whether this machine has it is checked at configure (model.device.check_device)
 
     @model_validator(mode="after")
@@ -507,8 +506,22 @@ def crossed_camera_topics(cameras: Sequence[str], topics: Sequence[str]) -> list
     return crossed
 
 
+MAX_SHOWN_CHARS = 200  # of a refused value in a refusal (`ros2 param set` prints all of it: 1 MB was sent back)
+
+
+def shown_value(value: Any) -> str:
+    """``repr(value)``, cut to MAX_SHOWN_CHARS with its length said."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else f"{text[:MAX_SHOWN_CHARS]}... ({len(text)} characters)"
+
+
 class ParameterError(ValueError):
-    """A parameter value is invalid; the message names every bad parameter and value."""
+    """A parameter value is invalid; the message names every bad parameter and value (``problems``, one
+    sentence each)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid policy parameters: " + "; ".join(problems))
 
 
 def parse_params(values: dict[str, Any], *, check_checkpoint: bool = True) -> PolicyParams:
@@ -530,8 +543,8 @@ def parse_params(values: dict[str, Any], *, check_checkpoint: bool = True) -> Po
             shown = values.get(ros_name, err.get("input"))
             shown = list(shown) if isinstance(shown, array.array) else shown
             item = f"item {'.'.join(within)}: " if within else ""
-            problems.append(f"parameter '{ros_name}' = {shown!r}: {item}{err['msg']}")
-        raise ParameterError("invalid policy parameters: " + "; ".join(problems)) from None
+            problems.append(f"parameter '{ros_name}' = {shown_value(shown)}: {item}{err['msg']}")
+        raise ParameterError(problems) from None
 
 
 def unknown_names(given: Iterable[str], declared: Iterable[str]) -> list[tuple[str, str | None]]:

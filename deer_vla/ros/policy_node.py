@@ -92,6 +92,7 @@ from deer_vla.ros.params import (
     PARAMETER_DESCRIPTIONS,
     POLICY_DEFAULTS,
     POLICY_NODE_NAME,
+    START_UP_PARAMS,
     ParameterError,
     PolicyParams,
     crossed_camera_topics,
@@ -253,7 +254,8 @@ class PolicyNode(LifecycleNode):
         # Types are checked by parse_params (clear message naming the parameter and value), so
         # `budget.average_gflops: 1` in YAML or `ros2 param set ... 1` is accepted as 1.0.
         for key, value in POLICY_DEFAULTS.items():
-            when = "changeable at run time" if key in RUNTIME_PARAMS else "applied at configure"
+            when = ("changeable at run time" if key in RUNTIME_PARAMS else "read at start-up"
+                    if key in START_UP_PARAMS else "applied at configure")
             limits = parameter_constraints(key)
             described = ParameterDescriptor(dynamic_typing=True, description=PARAMETER_DESCRIPTIONS[key],
                                             additional_constraints=f"{limits}; {when}" if limits else when)
@@ -833,6 +835,9 @@ class PolicyNode(LifecycleNode):
             frozen = sorted(p.name for p in changes if p.name not in RUNTIME_PARAMS
                             and not (self.has_parameter(p.name) and _same_value(p.value,
                                                                                 self.get_parameter(p.name).value)))
+            if frozen == ["use_sim_time"]:  # rclpy's own: it would switch the clock every timer and stamp runs on
+                return SetParametersResult(successful=False, reason="use_sim_time switches the node's clock: "
+                                                                    "deactivate and clean up first")
             if frozen:
                 return SetParametersResult(
                     successful=False,
@@ -846,7 +851,12 @@ class PolicyNode(LifecycleNode):
                     self._check_loaded_exits_fit(budget, params.fixed_exit)
                     # validates against the loaded exits and thresholds; applied at the next step
                     self.stack.controller.set_budget(budget)
-        except (ParameterError, ConfigurationError, ValueError) as exc:
+        except ParameterError as exc:
+            new = self._new_problems(exc) if self.stack is None else exc.problems
+            if not new:  # unconfigured, with others still wrong: one fixed at a time, as `ros2 param load` sets them
+                return SetParametersResult(successful=True)
+            return SetParametersResult(successful=False, reason=str(ParameterError(new)))
+        except (ConfigurationError, ValueError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         except Exception as exc:  # raised out of this callback it would end the executor's spin: refuse instead
             return SetParametersResult(successful=False, reason=f"{type(exc).__name__}: {exc}")
@@ -879,6 +889,16 @@ class PolicyNode(LifecycleNode):
                                      f"the loaded exits 1..{loaded}, which stay resident (a lower cap, exit {cap}, "
                                      "would not free them): deactivate, clean up and configure under it")
 
+    def _new_problems(self, after: ParameterError) -> list[str]:
+        """The problems of ``after`` (the parameters with a change) that the parameters in force have not: an
+        unconfigured node started with two bad values refused every change, each naming the other, so neither
+        could be mended with `ros2 param set` (configure judges them all)."""
+        try:
+            self._params_with([])
+        except ParameterError as before:
+            return [p for p in after.problems if p not in before.problems]
+        return after.problems
+
     def _params_with(self, changes: list[Parameter]) -> PolicyParams:
         """The parameters that would be in force with ``changes``. While configured, only the run-time ones
         can change: the rest stay what configure resolved (its checkpoint is not looked up again: a folder
@@ -901,6 +921,15 @@ class PolicyNode(LifecycleNode):
         names = {p.name for p in changes}
         try:
             params = self._params_with([])
+        except ParameterError as exc:
+            if self.stack is None:  # taken while others are still wrong (_new_problems): configure will say so too
+                if "enabled" in names:
+                    self._set_enabled(bool(self.get_parameter("enabled").value))
+                self.get_logger().warn(f"parameter(s) {sorted(names)} set; configure will refuse until these are "
+                                       f"mended: {exc}")
+                return
+            self.get_logger().error(f"parameter change to {sorted(names)} not applied: {exc}")
+            return
         except Exception as exc:  # validated a moment ago; only a racing change of the world gets here
             self.get_logger().error(f"parameter change to {sorted(names)} not applied: {exc}")
             return
