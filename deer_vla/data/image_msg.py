@@ -38,6 +38,13 @@ MIN_SIZE = 8  # the model needs at least this many pixels per side
 MAX_DECODED_PIXELS = 8192 * 8192
 # libjpeg's warning that bytes sit between the entropy data and the end marker (EOI, 0xFFD9): cameras pad frames so
 PADDED_END = "extraneous bytes before marker 0xd9"
+# a progressive JPEG's scans each pass over the whole picture: libjpeg's encoders write up to ~12 (color), and 105 KB
+# of a few hundred repeated scans held the step worker 2.4 s before its damage was found (libjpeg-turbo's own
+# advice is to bound them: djpeg -maxscans)
+MAX_JPEG_SCANS = 100
+# segments (JPEG markers, PNG chunks) before the picture's data: a camera's frame has a dozen; 2.4 MB of empty PNG
+# chunks held the executor 0.6 s in the header read (Pillow walks them one by one)
+MAX_HEADER_SEGMENTS = 1000
 COMPRESSED_TOPIC_SUFFIX = "compressed"  # image_transport's name for a camera's compressed stream: <base>/compressed
 
 
@@ -167,6 +174,9 @@ def check_compressed(image_format: str, data: Any) -> CompressedFrame:
     kind = next((k for magic, k in _MAGIC.items() if raw.startswith(magic)), None)
     if kind is None:
         raise ImageConversionError(f"compressed image (format {fmt}) is neither JPEG nor PNG")
+    why = _outsized_structure(raw, kind)
+    if why is not None:
+        raise ImageConversionError(f"compressed image (format {fmt}) {why} (not decoded)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -186,6 +196,36 @@ def check_compressed(image_format: str, data: Any) -> CompressedFrame:
         raise ImageConversionError(f"compressed image (format {fmt}) is a {kind} of more than 8 bits per pixel "
                                    f"(mode {mode}): a depth image, not a camera's colours")
     return CompressedFrame(raw, image_format, kind, int(width), int(height))
+
+
+def _outsized_structure(raw: bytes, kind: str) -> str | None:
+    """Why a JPEG or PNG is built to cost its reader far more than a camera's frame, or None: more than
+    MAX_JPEG_SCANS scans (an SOS marker, 0xFFDA, never occurs inside entropy-coded data), or more than
+    MAX_HEADER_SEGMENTS segments before the picture's data. A bounded walk; anything else is the decoders'."""
+    if kind == "JPEG":
+        scans = raw.count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS:
+            return f"has {scans} scans, more than {MAX_JPEG_SCANS}"
+        pos, seen = 2, 0
+        while pos + 4 <= len(raw) and raw[pos] == 0xFF:
+            seen += 1
+            if seen > MAX_HEADER_SEGMENTS:
+                return f"has more than {MAX_HEADER_SEGMENTS} markers before its picture"
+            marker = raw[pos + 1]
+            if marker == 0xDA:  # start of scan: the picture's data
+                return None
+            if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # a fill byte, TEM, RSTn: no length
+                pos += 1 if marker == 0xFF else 2
+                continue
+            pos += 2 + int.from_bytes(raw[pos + 2:pos + 4], "big")
+        return None
+    pos, seen = 8, 0
+    while pos + 8 <= len(raw) and raw[pos + 4:pos + 8] != b"IDAT":
+        seen += 1
+        if seen > MAX_HEADER_SEGMENTS:
+            return f"has more than {MAX_HEADER_SEGMENTS} chunks before its picture"
+        pos += 12 + int.from_bytes(raw[pos:pos + 4], "big")
+    return None
 
 
 def compressed_to_rgb(image_format: str, data: Any) -> np.ndarray:
