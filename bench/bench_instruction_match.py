@@ -14,7 +14,8 @@ This bench measures that comparison for a checkpoint, side by side in one run:
   that keeps the held-out wordings, and the policy does the task of the verb.
 
 For each of the three, how many name a word the policy never learned (a word no trained wording has, nor one
-near it: the node's WARN beside the match, `deer_vla/ros/instruction_check.py`), of those above the default floor.
+near it: the node's WARN beside the match, `deer_vla/ros/instruction_check.py`), of those above the default floor;
+and how many name no word of any trained wording at all (the node refuses them in either mode).
 
 By default the checkpoint's own record (extra.json `training.instructions`) is the trained set; `--wordings
 suite` uses the suite's training wordings instead, for a checkpoint without a record (one trained before
@@ -122,10 +123,11 @@ def main() -> int:
         print(f"{label}, most similar first:")
         for m, text in pairs[:8]:
             print(f"  {m.similarity:.3f}  {text!r} -> {m.task} ({m.nearest!r})")
-    named = []
+    named, nothing = [], []
     for label, texts in (("held-out", [text for _, text in held]), ("other requests", OTHER_REQUESTS),
                          ("other objects", OTHER_OBJECTS)):
         verdicts = [(text, check.judge(text, "warn", node_floor)) for text in texts]
+        nothing.append(f"{label} {sum(v.names_nothing for _, v in verdicts)}/{len(verdicts)}")
         above = [(text, v) for text, v in verdicts if not v.unfamiliar]
         marked = [(text, v) for text, v in above if v.unknown]
         named.append(f"{label} {len(marked)}/{len(above)}")
@@ -133,6 +135,7 @@ def main() -> int:
             print(f"  words never learned: {text!r} -> {v.match.task if v.match else '-'}, "
                   + ", ".join(f"{w!r} (nearest {n!r} {s:.2f})" for w, n, s in v.unknown))
     print(f"above the floor {node_floor:g}, naming a word never learned (the node's WARN): " + ", ".join(named))
+    print("naming no word of a trained wording (refused in either mode): " + ", ".join(nothing))
     wrong = [(task, text, m) for (task, text), m in zip(held, held_matches) if m.task.removesuffix("-shared") != task]
     if wrong:
         print("held-out wordings nearest another task:")

@@ -128,11 +128,15 @@ def test_the_status_judges_the_current_instruction_against_the_floor_now(tiny_ch
     assert level == OK and message.startswith("heard as push") and dict(values)["similarity"] == "1.000"
     strange = check.judge("zebra xylophone", "warn", 0.45)
     assert strange.unfamiliar and strange.match is not None and strange.match.similarity == 0.0
+    assert strange.names_nothing and strange.refused("warn")  # no word of a trained wording: no task at all
     level, message, values = check.status("zebra xylophone", "warn", 0.45)
-    assert level == WARN and "unlike every instruction" in message and "< min_instruction_similarity 0.45" in message
+    assert level == WARN and "names nothing this checkpoint was trained on" in message
     assert dict(values)["unfamiliar instructions"] == "1"
-    level, message, _ = check.status("zebra xylophone", "warn", 0.0)  # a floor lowered at run time counts at once
-    assert "unlike every instruction" not in message and "names 'zebra'" in message  # words never learned: WARN
+    level, message, _ = check.status("reach the red puck", "warn", 1.0)
+    assert level == WARN and "unlike every instruction" in message and "< min_instruction_similarity 1" in message
+    assert not check.judge("reach the red puck", "warn", 1.0, count=False).refused("warn")  # trained words: runs
+    assert check.judge("reach the red puck", "refuse", 1.0, count=False).refused("refuse")
+    assert check.status("reach the red puck", "warn", 0.0)[0] == OK  # a floor lowered at run time counts at once
     assert check.status("zebra xylophone", "off", 0.45)[:2] == (OK, "not compared (unfamiliar_instruction: off)")
     assert check.judge("zebra xylophone", "off", 0.45).match is None and check.unfamiliar == 1
 
@@ -290,3 +294,22 @@ def test_words_never_learned_are_not_named_without_the_checkpoint_s_trained_word
     check = InstructionCheck(InstructionCheck.for_runner(default_runner).matcher)
     verdict = check.judge("open the fridge", "warn", 0.45, count=False)
     assert verdict.unknown == () and not verdict.doubtful
+
+
+def test_a_text_naming_no_trained_word_is_refused_in_either_mode(default_runner):
+    """"hello", "nope", "go to sleep" and "abre el cajón" ran the nearest task under 'warn' (under the floor, at a
+    WARN): no word of theirs is in a trained wording, so they name no task; refused in 'warn' and 'refuse', not
+    judged under 'off'. A text with one trained word is judged as before, and no wording of the default suite
+    names nothing."""
+    from deer_vla.sim.tasks import TASK_SUITE
+
+    check = InstructionCheck.for_runner(default_runner)
+    for text in ("hello", "nope", "go to sleep", "abre el cajón", "ok, thanks", "???"):
+        verdict = check.judge(text, "warn", 0.45, count=False)
+        assert verdict.names_nothing and verdict.refused("warn") and verdict.refused("refuse"), text
+        assert "names nothing this checkpoint was trained on" in verdict.heard(0.45)
+        assert not check.judge(text, "off", 0.45, count=False).refused("off")
+    fridge = check.judge("open the fridge", "warn", 0.45, count=False)
+    assert not fridge.names_nothing and not fridge.refused("warn")  # "open": a WARN naming 'fridge' instead
+    wordings = [t for task in TASK_SUITE.values() for t in (*task.train_instructions, *task.heldout_instructions)]
+    assert [t for t in wordings if check.judge(t, "warn", 0.45, count=False).names_nothing] == []

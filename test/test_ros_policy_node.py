@@ -1256,28 +1256,36 @@ def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor
     level, message, values = _instruction_status(node)
     assert level == 0 and message.startswith("heard as push") and values["heard as task"] == "push"
 
-    for text in ("zebra xylophone", "quartz zebra"):  # default 'warn': they run, each said at once
+    # a floor of 1 leaves only the trained wordings over it: texts of trained words in other orders are unlike
+    # every one, whatever the random weights
+    assert node.set_parameters([Parameter("min_instruction_similarity", value=1.0)])[0].successful
+    for text in ("reach the red puck", "push the red goal"):  # default 'warn': they run, each said at once
         drv.instruct(text)
         assert drv.drive_until(lambda: node.instruction == text)  # noqa: B023 (used within the iteration)
         said = [(m, kw) for m, kw in warns if m.startswith(f"instruction: '{text}'")]
         assert len(said) == 1 and "unlike every instruction" in said[0][0] and not said[0][1]
     level, message, values = _instruction_status(node)
-    assert level == 1 and "similarity 0.00 < min_instruction_similarity 0.45" in message
+    assert level == 1 and "< min_instruction_similarity 1" in message
     assert values["unfamiliar instructions"] == "2"
+    # one that names nothing the checkpoint was trained on is refused even under 'warn' (the nearest task ran)
+    rejected = node.stats.rejected_instructions
+    drv.instruct("zebra xylophone")
+    assert drv.drive_until(lambda: node.stats.rejected_instructions == rejected + 1)
+    assert node.instruction == "push the red goal"
+    assert any("'zebra xylophone' refused; names nothing this checkpoint was trained on" in m for m, _ in errors)
 
     assert not node.set_parameters([Parameter("unfamiliar_instruction", value="ignore")])[0].successful
     assert not node.set_parameters([Parameter("min_instruction_similarity", value=1.5)])[0].successful
     twists = len(drv.twists)
     assert node.set_parameters([Parameter("unfamiliar_instruction", value="refuse")])[0].successful
     assert node.instruction is None  # the unfamiliar instruction in force is dropped, and the robot told to stop
-    assert any("instruction in force 'quartz zebra' dropped" in m for m, _ in errors)
+    assert any("instruction in force 'push the red goal' dropped" in m for m, _ in errors)
     assert drv.drive_until(lambda: len(drv.twists) > twists)
     assert drv.twists[-1].twist.linear.x == 0.0 and drv.twists[-1].twist.linear.z == 0.0
-    assert node.set_parameters([Parameter("min_instruction_similarity", value=1.0)])[0].successful
     drv.instruct(INSTRUCTIONS[0])  # a trained wording passes even a floor of 1 (float32 rounding)
     assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[0])
     rejected = node.stats.rejected_instructions
-    for n, text in enumerate(("zebra xylophone", "quartz zebra"), 1):  # one after the other (depth-1 QoS)
+    for n, text in enumerate(("reach the red puck", "push the red goal"), 1):  # one after the other (depth-1 QoS)
         drv.instruct(text)
         assert drv.drive_until(lambda: node.stats.rejected_instructions == rejected + n)  # noqa: B023
     assert node.instruction == INSTRUCTIONS[0]  # the previous instruction stays in force
@@ -1286,8 +1294,8 @@ def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor
     assert _instruction_status(node)[0] == 0  # the instruction in force is a trained one
 
     assert node.set_parameters([Parameter("min_instruction_similarity", value=0.0)])[0].successful
-    drv.instruct("quartz zebra")  # no floor: even this one is taken
-    assert drv.drive_until(lambda: node.instruction == "quartz zebra")
+    drv.instruct("push the red goal")  # no floor: even this one is taken
+    assert drv.drive_until(lambda: node.instruction == "push the red goal")
     assert node.set_parameters([Parameter("unfamiliar_instruction", value="off")])[0].successful
     assert _instruction_status(node)[1] == "not compared (unfamiliar_instruction: off)"
 
@@ -1381,14 +1389,15 @@ def test_familiar_and_unfamiliar_instructions_alternate_through_rclpys_own_logge
     policy_node executable exited with status 1 on its second instruction."""
     from rclpy.parameter import Parameter
 
-    node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"), enabled=True)
+    node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"), enabled=True,
+                               min_instruction_similarity=1.0)  # only the trained wordings over it
     drv = Driver(executor)
-    for text in (INSTRUCTIONS[1], "zebra xylophone", INSTRUCTIONS[0], "quartz zebra", "quartz zebra"):
+    for text in (INSTRUCTIONS[1], "reach the red puck", INSTRUCTIONS[0], "push the red goal", "push the red goal"):
         drv.instruct(text)
         steps = node.stats.steps
         assert drv.drive_until(lambda: node.instruction == text and node.stats.steps > steps)  # noqa: B023
     assert node.set_parameters([Parameter("repeated_instruction", value="keep")])[0].successful
-    drv.instruct("quartz zebra")
+    drv.instruct("push the red goal")
     assert drv.drive_until(lambda: node.stats.repeated_instructions == 1)
 
 
@@ -1428,7 +1437,8 @@ def test_a_change_to_refuse_while_an_unfamiliar_instruction_is_taken_drops_it(ex
 
     from rclpy.parameter import Parameter
 
-    node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"))
+    node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"),
+                               min_instruction_similarity=1.0)  # only the trained wordings over it
     drv = Driver(executor)
     drv.instruct(INSTRUCTIONS[1])
     assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[1])
@@ -1438,7 +1448,7 @@ def test_a_change_to_refuse_while_an_unfamiliar_instruction_is_taken_drops_it(ex
 
     def judge_then_switch(text, mode, floor, count=True):
         verdict = judge(text, mode, floor, count)
-        if text == "zebra xylophone" and not switched:  # the switch arrives while this text is being taken
+        if text == "reach the red puck" and not switched:  # the switch arrives while this text is being taken
             switched.append(threading.Thread(target=node.set_parameters,
                                              args=([Parameter("unfamiliar_instruction", value="refuse")],)))
             switched[0].start()
@@ -1446,7 +1456,7 @@ def test_a_change_to_refuse_while_an_unfamiliar_instruction_is_taken_drops_it(ex
         return verdict
 
     check.judge = judge_then_switch
-    drv.instruct("zebra xylophone")
+    drv.instruct("reach the red puck")
     assert drv.drive_until(lambda: bool(switched))
     switched[0].join(10.0)
     assert node.params.unfamiliar_instruction == "refuse" and node.instruction is None

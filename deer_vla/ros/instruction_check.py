@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from deer_vla.core.instruction_text import CLAUSE_BREAK, FUNCTION_WORDS, OPPOSITES, instruction_words
+from deer_vla.core.instruction_text import ADDRESS_WORDS, CLAUSE_BREAK, FUNCTION_WORDS, OPPOSITES, instruction_words
 from deer_vla.core.log_text import quoted
 from deer_vla.model.instruction_match import InstructionMatch, InstructionMatcher
 from deer_vla.model.instruction_words import TrainedWords
@@ -76,6 +76,15 @@ class Verdict:
     two_tasks: tuple[InstructionMatch, InstructionMatch] | None = None
     # words of the text the policy never learned, each with its nearest trained word and their similarity
     unknown: tuple[tuple[str, str, float], ...] = ()
+    # no word of the text (but FUNCTION_WORDS and ADDRESS_WORDS) is in any trained wording: it names no task
+    names_nothing: bool = False
+
+    def refused(self, mode: str) -> bool:
+        """Whether the node refuses the text under ``unfamiliar_instruction`` ``mode``: one that names nothing the
+        checkpoint was trained on in either mode ("hello", "nope", "go to sleep", another language: warn ran the
+        nearest task, "disassemble the parts" as assembly on mt50), one unlike every trained wording under
+        'refuse'."""
+        return self.match is not None and (self.names_nothing or (self.unfamiliar and mode == "refuse"))
 
     @property
     def close_call(self) -> bool:
@@ -89,6 +98,10 @@ class Verdict:
         m = self.match
         if m is None:
             return ""
+        if self.names_nothing:
+            return (f"names nothing this checkpoint was trained on (none of its words is in a trained wording), so "
+                    f"no task: the nearest wording is {quoted(m.nearest, 80)} ({m.task}), similarity "
+                    f"{m.similarity:.2f}")
         if self.unfamiliar:
             return (f"unlike every instruction this checkpoint was trained on: nearest is {quoted(m.nearest, 80)} "
                     f"({m.task}), similarity {m.similarity:.2f} < min_instruction_similarity {floor:g}")
@@ -115,7 +128,7 @@ class Verdict:
         """Whether the node says it at WARN: unlike every trained wording, a close call, a direction
         contradicted, two tasks asked, or a word the policy never learned."""
         return (self.unfamiliar or self.close_call or self.contradicts is not None or self.two_tasks is not None
-                or bool(self.unknown))
+                or bool(self.unknown) or self.names_nothing)
 
 
 class InstructionCheck:
@@ -164,7 +177,7 @@ class InstructionCheck:
         unfamiliar = under_floor(match, floor)
         self.unfamiliar += unfamiliar and count
         return Verdict(match, unfamiliar, self._contradicts(text, match), self._two_tasks(text, match),
-                       self._unknown(text))
+                       self._unknown(text), self._names_nothing(text))
 
     def status(self, text: str | None, mode: str, floor: float) -> tuple[int, str, list[tuple[str, str]]]:
         """(level, message, key-values) for the current instruction ``text``, judged against the floor now (a
@@ -182,7 +195,7 @@ class InstructionCheck:
                   ("nearest trained wording", match.nearest), ("similarity", f"{match.similarity:.3f}"), *values]
         unfamiliar = under_floor(match, floor)
         verdict = Verdict(match, unfamiliar, self._contradicts(text, match), self._two_tasks(text, match),
-                          self._unknown(text))
+                          self._unknown(text), self._names_nothing(text))
         if verdict.unknown:
             values.insert(4, ("words never learned", ", ".join(w for w, _, _ in verdict.unknown)))
         if match.runner_up_task is not None and match.runner_up_similarity is not None:
@@ -231,6 +244,14 @@ class InstructionCheck:
             found = tuple((w, n, s) for w, n, s in near if s < UNKNOWN_WORD_SIMILARITY)
         self._last_unknown = (text, found)
         return found
+
+    def _names_nothing(self, text: str) -> bool:
+        """No word of ``text`` (as the model reads it) but FUNCTION_WORDS and ADDRESS_WORDS is a word of a trained
+        wording (False without the checkpoint's trained words: not judged)."""
+        if self._trained_words is None:
+            return False
+        words = set(instruction_words(self._reading(text)[0])) - FUNCTION_WORDS - ADDRESS_WORDS
+        return not words & (self._trained_words.words - FUNCTION_WORDS - ADDRESS_WORDS)
 
     def _match(self, text: str) -> InstructionMatch:
         return self._reading(text)[1]

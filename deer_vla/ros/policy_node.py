@@ -1131,7 +1131,7 @@ class PolicyNode(LifecycleNode):
         heard = f"; {verdict.heard(floor)}" if verdict is not None and verdict.match is not None else ""
         if fixed:  # what the model reads instead of a misspelt trained word: said, the text stays as sent
             heard = "; read " + ", ".join(f"{quoted(a)} as {quoted(b)}" for a, b in fixed) + heard
-        if verdict is not None and verdict.unfamiliar and params.unfamiliar_instruction == "refuse":
+        if verdict is not None and verdict.refused(params.unfamiliar_instruction):
             self.stats.rejected_instructions += 1
             in_force = "keeping the previous instruction" if self.instruction is not None else "still no instruction"
             message = f"instruction {quoted(text)} refused{heard}; {in_force}"
@@ -1217,15 +1217,17 @@ class PolicyNode(LifecycleNode):
             return
         floor = params.min_instruction_similarity
         verdict = check.judge(text, params.unfamiliar_instruction, floor, count=False)
-        if not verdict.unfamiliar:
+        if not verdict.unfamiliar and not verdict.names_nothing:
             return
-        if params.unfamiliar_instruction != "refuse":
+        if not verdict.refused(params.unfamiliar_instruction):
             self.get_logger().warn(f"instruction in force {quoted(text)} is {verdict.heard(floor)}")
             return
-        self._drop_instruction(f"{quoted(text, 60)} was dropped as unfamiliar")
+        why = "names nothing this checkpoint was trained on" if verdict.names_nothing else "unfamiliar"
+        self._drop_instruction(f"{quoted(text, 60)} was dropped ({why})")
         self.stats.rejected_instructions += 1
-        self.get_logger().error(f"instruction in force {quoted(text)} dropped (unfamiliar_instruction: refuse): "
-                                f"{verdict.heard(floor)}; no steps until a new instruction")
+        rule = "" if verdict.names_nothing else " (unfamiliar_instruction: refuse)"
+        self.get_logger().error(f"instruction in force {quoted(text)} dropped{rule}: {verdict.heard(floor)}; no "
+                                "steps until a new instruction")
 
     def _on_proprio(self, msg: Float32MultiArray) -> None:
         values = np.asarray(msg.data, dtype=np.float32)
