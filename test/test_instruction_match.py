@@ -313,3 +313,24 @@ def test_a_text_naming_no_trained_word_is_refused_in_either_mode(default_runner)
     assert not fridge.names_nothing and not fridge.refused("warn")  # "open": a WARN naming 'fridge' instead
     wordings = [t for task in TASK_SUITE.values() for t in (*task.train_instructions, *task.heldout_instructions)]
     assert [t for t in wordings if check.judge(t, "warn", 0.45, count=False).names_nothing] == []
+
+
+def test_words_never_learned_are_looked_for_in_what_the_model_reads_as_it_reads_them(default_runner):
+    """Full-width letters ("ＯＰＥＮ the ｆｒｉｄｇｅ", read by the tokenizer as "open the fridge") had no WARN; a word
+    past the tokens the model reads had one ("open the drawer" eleven times, then "the fridge": the same match
+    whether the tail is there or not); nouns in -ly ("jelly", "lily") were taken for manners. The trained
+    words are embedded at configure, and the English word list is read only for a word not trained."""
+    from deer_vla.model.instruction_words import TrainedWords
+
+    check = InstructionCheck.for_runner(default_runner)
+    assert [w for w, _, _ in check.judge("ＯＰＥＮ the ｆｒｉｄｇｅ", "warn", 0.45, count=False).unknown] == ["fridge"]
+    assert check.judge("open the drawer " * 11 + "and then the fridge", "warn", 0.45, count=False).unknown == ()
+    assert check.judge("open the fridge " + "open the drawer " * 11, "warn", 0.45, count=False).unknown
+    for text, word in (("open the jelly drawer", "jelly"), ("press the lily button", "lily")):
+        assert [w for w, _, _ in check.judge(text, "warn", 0.45, count=False).unknown] == [word]
+    for text in ("open the drawer slowly", "open the drawer easily", "slide the window open gently"):
+        assert check.judge(text, "warn", 0.45, count=False).unknown == (), text
+    matcher = check.matcher
+    assert matcher is not None and matcher._word_rows.shape[0] == len(matcher._vocabulary) > 0
+    words = TrainedWords(["open", "the", "drawer"])
+    assert words.untrained("open the drawer") == [] and words._english_words is None

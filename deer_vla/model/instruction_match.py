@@ -101,8 +101,12 @@ class InstructionMatcher:
         self._text_ids = np.array([index[text] for _, text in self._keys])
         task_index = {task: i for i, task in enumerate(sorted(wordings))}
         self._task_ids = np.array([task_index[task] for task, _ in self._keys])
+        # each word of the trained wordings, embedded here at configure (lazily, a 100 000-wording record's 80 000
+        # words held the executor 2.6 s at the first instruction naming an untrained word)
         self._vocabulary = sorted({w for text in unique for w in instruction_words(text)})
-        self._word_rows: np.ndarray | None = None  # the vocabulary's rows, embedded when first asked
+        self._word_rows = np.concatenate([self.embed(self._vocabulary[i:i + EMBED_CHUNK])
+                                          for i in range(0, len(self._vocabulary), EMBED_CHUNK)]
+                                         or [np.zeros((0, self._table.shape[1]), dtype=np.float32)])
 
     @classmethod
     def from_runner(cls, runner: Any, record: Any) -> InstructionMatcher:
@@ -163,11 +167,24 @@ class InstructionMatcher:
         "hands"/"hand"), unrelated words under 0.3 ("fridge"/"cabinet" 0.26, "door"/"side" 0.14)."""
         if not self._vocabulary:  # a record of wordings without a word ("???")
             return "", 0.0
-        rows = self._word_rows
-        if rows is None:
-            words = self._vocabulary
-            rows = self._word_rows = np.concatenate(
-                [self.embed(words[i:i + EMBED_CHUNK]) for i in range(0, len(words), EMBED_CHUNK)])
-        scores = rows @ self.embed([word])[0]
+        scores = self._word_rows @ self.embed([word])[0]
         best = int(np.argmax(scores))
         return self._vocabulary[best], float(np.clip(scores[best], -1.0, 1.0))
+
+    def read_part(self, text: str) -> str:
+        """The start of ``text`` (cleaned) that the model reads, its first ``max_tokens`` tokens (special ones
+        counted, as the model's truncation counts them), or all of it: words past it name nothing to the
+        policy."""
+        cleaned = clean_instruction(text)
+        limit = self._max_tokens
+        if limit is None:
+            return cleaned
+        with self._lock:
+            try:
+                offsets = self._tokenizer(cleaned, split_special_tokens=True,
+                                          return_offsets_mapping=True)["offset_mapping"]
+            except (NotImplementedError, TypeError, ValueError, KeyError):  # a slow tokenizer has no offsets
+                return cleaned
+        if len(offsets) <= limit:
+            return cleaned
+        return cleaned[:max((end for _, end in offsets[:limit]), default=0)]

@@ -216,21 +216,28 @@ class TrainedWords:
     def untrained(self, text: str) -> list[str]:
         """The words of ``text`` (of its first MAX_READ_WORDS, each once) that no trained wording has and that may
         name what the text is about: English words rarer than COMMON_WORD_SHARE of the word list's use, not
-        FUNCTION_WORDS, ADDRESS_WORDS or STOP_REQUESTS, nor adverbs of manner in -ly ("fridge", "elevator",
+        FUNCTION_WORDS, ADDRESS_WORDS or STOP_REQUESTS, nor adverbs of manner (``_manner``) ("fridge", "elevator",
         "clockwise", "spigot"; not "really", "have", "after", "gently"). Words in no English list (a misspelling
         read as nothing, another language, nonsense) are the similarity floor's to judge."""
-        english = self._english
-        common = COMMON_WORD_SHARE * english.total_words
         found: list[str] = []
-        for word in instruction_words(text)[:MAX_READ_WORDS]:
+        for word in instruction_words(unicodedata.normalize("NFKC", text))[:MAX_READ_WORDS]:  # "ｆｒｉｄｇｅ" too
             word = word.removesuffix("'s")  # "the coffee maker's button" names the maker
             if (word in self.words or word in found or word in FUNCTION_WORDS or word in ADDRESS_WORDS
-                    or word in STOP_REQUESTS or word.endswith(MANNER_ENDING)):
+                    or word in STOP_REQUESTS):
                 continue
+            english = self._english  # loaded only for a word not trained
             uses = english[word]
-            if 0 < uses < common:
+            if 0 < uses < COMMON_WORD_SHARE * english.total_words and not self._manner(word):
                 found.append(word)
         return found
+
+    def _manner(self, word: str) -> bool:
+        """An adverb of manner: -ly on an English word ("slowly", "easily", "gently"), not a noun that ends so
+        ("family", "jelly", "italy")."""
+        if not word.endswith(MANNER_ENDING):
+            return False
+        stems = (word[:-2], word[:-3] + "y", word[:-1] + "e")  # slow-ly, eas(y)-ily, gentl(e)-y
+        return any(len(stem) > 2 and self._english[stem] > 0 for stem in stems)
 
 
 def trained_words_of(record: Any) -> TrainedWords | None:
