@@ -582,6 +582,17 @@ def test_two_bad_start_up_values_can_be_mended_one_at_a_time(executor, tiny_chec
     assert node.trigger_configure() == R.FAILURE  # fixed_exit still -1
     assert node.set_parameters([Parameter("fixed_exit", value=0)])[0].successful
     assert node.trigger_configure() == R.SUCCESS
+    # a check across parameters runs only once each value is valid alone: mending the last one shows it, and
+    # it is not the mended parameter's to answer for; a change that brings one is refused
+    node.trigger_cleanup()
+    masked = policy_node(executor, tiny_checkpoint, device="CPU", fixed_exit=1, **{"risk.eps": 0.1})
+    mended = masked.set_parameters([Parameter("device", value="cpu")])[0]
+    assert mended.successful, mended.reason
+    assert masked.trigger_configure() == R.FAILURE  # "risk.eps certifies dynamic exits ..."
+    brings = policy_node(executor, tiny_checkpoint, device="CPU", fixed_exit=1)
+    refused = brings.set_parameters([Parameter("risk.eps", value=0.1)])[0]
+    assert not refused.successful and "risk.eps certifies dynamic exits" in refused.reason
+    assert node.trigger_configure() == R.SUCCESS
     # configured: the parameters are whole again, and a bad value is refused as before
     bad = node.set_parameters([Parameter("max_image_age_s", value=-1.0)])[0]
     assert not bad.successful and "max_image_age_s" in bad.reason

@@ -452,4 +452,7 @@ def test_a_refused_huge_value_is_shown_cut_with_its_length():
         with pytest.raises(ParameterError) as refused:
             parse_params({**POLICY_DEFAULTS, name: huge})
         assert len(str(refused.value)) < 1000 and "(1000002 characters)" in str(refused.value), name
+    with pytest.raises(ParameterError) as refused:  # a check across parameters, or of a list, cuts it too
+        parse_params({**POLICY_DEFAULTS, "image_topics": [huge, huge]})
+    assert len(str(refused.value)) < 1000
     assert parameter_constraints("record_keep_parts").startswith("0..1000000")  # as the validator refuses

@@ -405,16 +405,16 @@ class PolicyParams(BaseModel):
     @model_validator(mode="after")
     def _paired(self) -> PolicyParams:
         if len(set(self.image_topics)) != len(self.image_topics):
-            raise ValueError(f"image_topics must differ, got {self.image_topics}")
+            raise ValueError(f"image_topics must differ, got {shown_value(self.image_topics)}")
         if any(not t for t in self.image_topics):
-            raise ValueError(f"image_topics must be non-empty names, got {self.image_topics}")
+            raise ValueError(f"image_topics must be non-empty names, got {shown_value(self.image_topics)}")
         return self
 
     @field_validator("gripper_open_positions", "gripper_closed_positions")
     @classmethod
     def _finite_positions(cls, v: list[float]) -> list[float]:
         if not all(math.isfinite(x) for x in v):
-            raise ValueError(f"gripper positions must be finite, got {v}")
+            raise ValueError(f"gripper positions must be finite, got {shown_value(v)}")
         return v
 
     def gripper_problem(self) -> str | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import array
 import functools
 import math
+import re
 import sys
 import threading
 import time
@@ -852,7 +853,7 @@ class PolicyNode(LifecycleNode):
                     # validates against the loaded exits and thresholds; applied at the next step
                     self.stack.controller.set_budget(budget)
         except ParameterError as exc:
-            new = self._new_problems(exc) if self.stack is None else exc.problems
+            new = self._problems_of(changes, exc) if self.stack is None else exc.problems
             if not new:  # unconfigured, with others still wrong: one fixed at a time, as `ros2 param load` sets them
                 return SetParametersResult(successful=True)
             return SetParametersResult(successful=False, reason=str(ParameterError(new)))
@@ -889,15 +890,23 @@ class PolicyNode(LifecycleNode):
                                      f"the loaded exits 1..{loaded}, which stay resident (a lower cap, exit {cap}, "
                                      "would not free them): deactivate, clean up and configure under it")
 
-    def _new_problems(self, after: ParameterError) -> list[str]:
-        """The problems of ``after`` (the parameters with a change) that the parameters in force have not: an
-        unconfigured node started with two bad values refused every change, each naming the other, so neither
-        could be mended with `ros2 param set` (configure judges them all)."""
+    def _problems_of(self, changes: list[Parameter], found: ParameterError) -> list[str]:
+        """The problems (``found``: the parameters with ``changes``) that name a changed parameter, judged with
+        every other parameter still wrong alone taken at its default: an unconfigured node started with two bad
+        values refused every change, each naming the other, so neither could be mended with `ros2 param set`
+        (configure judges them all). At their defaults, because a check across parameters runs only once each
+        value is valid alone: it would hide what a change brings ("risk.eps" beside a set "fixed_exit")."""
+        changed = {p.name for p in changes}
+        wrong = {m.group(1) for p in found.problems if (m := re.match(r"parameter '([^']+)' = ", p))}
+        values = self._current_values()
+        values.update({p.name: p.value for p in changes if p.name in POLICY_DEFAULTS})
+        values.update({n: POLICY_DEFAULTS[n] for n in wrong - changed if n in POLICY_DEFAULTS})
         try:
-            self._params_with([])
-        except ParameterError as before:
-            return [p for p in after.problems if p not in before.problems]
-        return after.problems
+            parse_params(values)
+        except ParameterError as exc:
+            return [p for p in exc.problems
+                    if any(re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", p) for name in changed)]
+        return []
 
     def _params_with(self, changes: list[Parameter]) -> PolicyParams:
         """The parameters that would be in force with ``changes``. While configured, only the run-time ones
