@@ -272,11 +272,12 @@ def test_activate_follows_configure_only_so_a_manual_deactivate_stays(launch_fil
 
 
 @pytest.mark.parametrize("launch_file", ["deer_vla.launch.py", "sim.launch.py"])
-def test_a_failed_first_configure_ends_the_launch_and_a_later_one_does_not(launch_file, monkeypatch, ros_context):
+def test_a_failed_start_ends_the_launch_and_a_later_failure_does_not(launch_file, monkeypatch, ros_context):
     """sim.launch.py with a missing thresholds file: the policy's configure failed, and the simulator said
     "waiting for policy to become active" every 5 s for ever (a real launch_ros run); the bringup ends with an
-    error. The first configure failing (configuring -> unconfigured, the real rcl_lifecycle edge) ends the launch;
-    the first success withdraws that watch, so an operator's later cleanup + failed configure ends nothing."""
+    error. The first configure or activate failing (configuring -> unconfigured, activating -> inactive), or
+    raising (errorprocessing -> unconfigured or finalized: the real rcl_lifecycle edges), ends the launch; the
+    first activation withdraws the watches, so an operator's later cleanup + failed configure ends nothing."""
     from rclpy.lifecycle import LifecycleNode
 
     _, entities = _run_launch_file(launch_file, monkeypatch)
@@ -288,21 +289,26 @@ def test_a_failed_first_configure_ends_the_launch_and_a_later_one_does_not(launc
         graph = list(probe._state_machine.transition_graph)
     finally:
         probe.destroy_node()
-    failing = [h for h in registered if {(s, g) for _, s, g in _edges_matched(h, graph)}
-               == {("configuring", "unconfigured")}]
-    assert len(failing) == 1 and failing[0].kwargs["target_lifecycle_node"] is policy
-    assert failing[0].kwargs["handle_once"] is True
-    (shutdown,) = failing[0].kwargs["entities"]
-    assert shutdown.kwargs["event"].kind == "Shutdown" and "failed to configure" in shutdown.kwargs["event"].kwargs[
-        "reason"]
-    # it is registered before the configure request is emitted (an event handled before its handler is lost)
+
+    def edges(handler: _Recorded) -> set[tuple[str, str]]:
+        return {(s, g) for _, s, g in _edges_matched(handler, graph)}
+
+    watches = [h for h in registered if any(e.kind == "EmitEvent" and e.kwargs["event"].kind == "Shutdown"
+                                            for e in h.kwargs["entities"])]
+    assert set().union(*(edges(w) for w in watches)) == {
+        ("configuring", "unconfigured"), ("activating", "inactive"), ("errorprocessing", "unconfigured"),
+        ("errorprocessing", "finalized")}
+    for watch in watches:
+        assert watch.kwargs["target_lifecycle_node"] is policy and watch.kwargs["handle_once"] is True
+        (shutdown,) = watch.kwargs["entities"]
+        assert "failed to start" in shutdown.kwargs["event"].kwargs["reason"]
+    # registered before the configure request is emitted (an event handled before its handler is lost)
     order = [e for e in entities if e.kind in ("RegisterEventHandler", "EmitEvent")]
     configure = next(i for i, e in enumerate(order) if e.kind == "EmitEvent")
-    assert any(e.kwargs["event_handler"] is failing[0] for e in order[:configure])
-    succeeded = next(h for h in registered if {(s, g) for _, s, g in _edges_matched(h, graph)}
-                     == {("configuring", "inactive")})
-    withdrawn = [e for e in succeeded.kwargs["entities"] if e.kind == "UnregisterEventHandler"]
-    assert [w.kwargs["event_handler"] for w in withdrawn] == [failing[0]]
+    assert {id(e.kwargs["event_handler"]) for e in order[:configure]} >= {id(w) for w in watches}
+    (activated,) = [h for h in registered if edges(h) == {("activating", "active")}]
+    withdrawn = [e.kwargs["event_handler"] for e in activated.kwargs["entities"] if e.kind == "UnregisterEventHandler"]
+    assert activated.kwargs["handle_once"] is True and withdrawn == watches
 
 
 @pytest.mark.parametrize(("launch_file", "ends"), [("deer_vla.launch.py", False), ("sim.launch.py", True)])

@@ -112,21 +112,19 @@ def node_actions(spec: GraphSpec) -> list[Any]:
             )))
         if not node_spec.lifecycle:
             continue
-        # the first configure failing ends the launch, as it ends the bringup: the sim graph's simulator waited
-        # for an active policy for ever, and a robot's launch ran on with a node that does nothing
-        failed = OnStateTransition(
-            target_lifecycle_node=node,
-            start_state="configuring",
-            goal_state="unconfigured",
-            handle_once=True,
-            entities=[EmitEvent(event=Shutdown(reason=f"{node_spec.name} failed to configure (see its log above)"))],
-        )
-        entities.append(RegisterEventHandler(failed))
+        # the first configure or activate failing, or raising (errorprocessing), ends the launch, as it ends the
+        # bringup: the sim graph's simulator waited for an active policy for ever, and a robot's launch ran on
+        # with a node that does nothing
+        watches = [OnStateTransition(
+            target_lifecycle_node=node, start_state=start, goal_state=goal, handle_once=True,
+            entities=[EmitEvent(event=Shutdown(reason=f"{node_spec.name} failed to start: its configure or activate "
+                                                      "failed (see its log above)"))],
+        ) for start, goal in (("configuring", "unconfigured"), ("activating", "inactive"), ("errorprocessing", None))]
+        entities += [RegisterEventHandler(watch) for watch in watches]
         # configure at start; activate once configure has succeeded. start_state matters: a bare
         # goal_state="inactive" also matches deactivating -> inactive and would undo an operator's deactivate.
         # handle_once: only the first successful configure; an operator's later cleanup + configure (to change
-        # a parameter) leaves the node inactive until they activate it, as the one-process bringup does, and a
-        # failure of it then ends nothing (the failure watch goes with the first success)
+        # a parameter) leaves the node inactive until they activate it, as the one-process bringup does
         entities.append(
             RegisterEventHandler(
                 OnStateTransition(
@@ -135,11 +133,15 @@ def node_actions(spec: GraphSpec) -> list[Any]:
                     goal_state="inactive",
                     handle_once=True,
                     entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                                          transition_id=Transition.TRANSITION_ACTIVATE)),
-                              UnregisterEventHandler(failed)],
+                                                          transition_id=Transition.TRANSITION_ACTIVATE))],
                 )
             )
         )
+        # the first activation withdraws the watches: an operator's later transitions may fail without ending it
+        entities.append(RegisterEventHandler(OnStateTransition(
+            target_lifecycle_node=node, start_state="activating", goal_state="active", handle_once=True,
+            entities=[UnregisterEventHandler(watch) for watch in watches],
+        )))
         entities.append(EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
                                                     transition_id=Transition.TRANSITION_CONFIGURE)))
     return entities
