@@ -600,3 +600,35 @@ def test_two_bad_start_up_values_can_be_mended_one_at_a_time(executor, tiny_chec
     clock = node.set_parameters([Parameter("use_sim_time", value=True)])[0]
     assert not clock.successful and clock.reason.startswith("use_sim_time switches the node's clock")
     assert "read at start-up" in node.describe_parameter("autostart").additional_constraints  # not at configure
+
+
+def test_parameter_changes_applied_at_once_from_two_callback_groups_leave_the_last_values_in_force(executor,
+                                                                                                  tiny_checkpoint):
+    """rclpy stores a value, then calls the node back, unlocked; a multi-threaded executor runs a parameter set
+    (rclpy's group) beside ~/enable (the node's): an apply that read the values before another's store assigned
+    that older snapshot last (max_image_age_s 0.45 stored, 0.5 in force), and a closing whose apply ran after an
+    enable had stored true shut the gate under `enabled` true (an audit, with a delay in the window)."""
+    import threading
+
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, max_image_age_s=0.5)
+    node._apply_parameter_change([Parameter("enabled", value=False)])  # a closing applied after the enable stored
+    assert node.enabled is True and node.get_parameter("enabled").value is True and node.params.enabled is True
+
+    real, raced = node._params_with, []
+
+    def snapshot_then_race(changes):
+        values = real(changes)
+        if not changes and not raced:  # the apply's own read: another set stores and applies meanwhile
+            raced.append(threading.Thread(target=node.set_parameters,
+                                          args=([Parameter("max_image_age_s", value=0.45)],)))
+            raced[0].start()
+            raced[0].join(0.5)
+        return values
+
+    node._params_with = snapshot_then_race
+    node.set_parameters([Parameter("hold_max_s", value=0.4)])
+    raced[0].join(10.0)
+    assert node.get_parameter("max_image_age_s").value == 0.45
+    assert node.params.max_image_age_s == 0.45 and node.params.hold_max_s == 0.4

@@ -282,6 +282,10 @@ class PolicyNode(LifecycleNode):
         self._refused_text: str | None = None  # the last text refused as unfamiliar (its repeats are throttled)
         self._instruction_read: str | None = None  # the instruction in force as the configured model reads it
         self._instruction_lock = threading.Lock()  # judging and taking an instruction (see _on_instruction)
+        # applying a parameter change (post-set): rclpy stores a value, then calls back, unlocked; two changes from
+        # two callback groups (a parameter set, ~/enable) applied at once left the older snapshot in force, or the
+        # gate shut under an `enabled` parameter an enable had set true since
+        self._apply_lock = threading.RLock()
         self.proprio: np.ndarray | None = None
         self._proprio_ns = -1
         self._proprio_arrived: Moment | None = None
@@ -921,11 +925,20 @@ class PolicyNode(LifecycleNode):
         return self.params.model_copy(update={f: getattr(parsed, f) for f in fields})
 
     def _apply_parameter_change(self, changes: list[Parameter]) -> None:
+        """One at a time (``_apply_lock``), each from the values stored when it runs: the last to run has seen
+        every value stored before it."""
+        with self._apply_lock:
+            self._apply_changes(changes)
+
+    def _apply_changes(self, changes: list[Parameter]) -> None:
         # Raised out of this (post-set) callback an error would end the executor's spin: never raise here
         if self._closes_gate(changes):
-            self._set_enabled(False)  # whatever the other parameters hold: ~/halt always sticks
+            # whatever the other parameters hold, ~/halt sticks; unless an enable has stored true since (the later
+            # word): the gate follows the value stored now
+            enabled = bool(self.get_parameter("enabled").value)
+            self._set_enabled(enabled)
             if self.params is not None and self.stack is not None:
-                self.params = self.params.model_copy(update={"enabled": False})
+                self.params = self.params.model_copy(update={"enabled": enabled})
             return
         names = {p.name for p in changes}
         try:
