@@ -613,6 +613,11 @@ def test_bench_instruction_match_reports_both_sides_and_refuses_a_checkpoint_wit
     assert "held-out close calls (another task's wording within 0.02 of the nearest: the node's WARN): 2/70, " \
            "1 of them nearest another task" in proc.stdout  # the figures docs/ros.md and the node's CLOSE_CALL quote
     assert "nearest trained wording of its own task 66/70" in proc.stdout  # test_instruction_match's figure
+    # the figures docs/ros.md quotes for the words-never-learned WARN and the refusal of texts naming nothing
+    assert ("above the floor 0.45, naming a word never learned (the node's WARN): held-out 6/70, other requests "
+            "3/5, other objects 15/17") in proc.stdout
+    assert ("naming no word of a trained wording (refused in either mode): held-out 0/70, other requests 16/28, "
+            "other objects 0/21") in proc.stdout
     # mt50 without its record (as shipped before 2026-12-06): the files linked, extra.json without "instructions"
     bare = tmp_path / "mt50_bare"
     bare.mkdir()
