@@ -305,6 +305,7 @@ def test_a_bench_refuses_an_output_it_cannot_write_before_its_work(script, flag,
     ("bench_risk.py", ["--threads", "0"], "argument --threads: expected an integer in 1..1024, got 0"),
     # torch takes a C int: 10**30 was an overflow traceback (a review)
     ("bench_instruction_match.py", ["--threads", str(10**30)], "argument --threads: expected an integer in 1..1024"),
+    ("bench_instruction_sets.py", ["--floor", "nan"], "argument --floor: expected a number in 0..1, got nan"),
     ("bench_latency.py", ["--quick", "--threads", str(10**30)], "--threads must be in 0..1024"),
     ("bench_oracle_gap.py", ["--threads", "0"], "argument --threads: expected an integer in 1..1024, got 0"),
     ("bench_oracle_gap.py", ["--held-episodes", "0"], "argument --held-episodes: expected an integer >= 1, got 0"),
@@ -631,3 +632,20 @@ def test_bench_instruction_match_reports_both_sides_and_refuses_a_checkpoint_wit
     proc = subprocess.run([sys.executable, script, "--checkpoint", str(bare)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "no record of trained instructions" in proc.stderr
+
+
+def test_bench_instruction_sets_hears_the_labelled_instructions_as_the_node_does():
+    """Each category side by side (refused, right or wrong, silent or WARN) on the default checkpoint: the
+    figures docs/RESULTS.md (session 64) quotes; "wrong, silent" for a REFUSE label is the harmful cell."""
+    if not (REPO / "deer_vla" / "assets" / "default_checkpoint" / "config.json").is_file():
+        pytest.skip("needs the shipped checkpoint deer_vla/assets/default_checkpoint")
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_instruction_sets.py"), "--list"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "583 labelled instructions" in proc.stdout
+    rows = {key + ")": [int(v) for v in rest.split()] for key, _, rest in
+            (line.partition(")") for line in proc.stdout.splitlines() if line.startswith("all ("))}
+    assert rows["all (REFUSE)"] == [134, 0, 0, 206, 10] and rows["all (task)"] == [16, 172, 38, 7, 0]
+    assert proc.stdout.count("\n  [") == 10  # --list: each one run as a wrong task silently

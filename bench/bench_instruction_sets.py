@@ -1,0 +1,110 @@
+"""What the policy node does with instructions written by people who never read the suites' wordings.
+
+`bench/data/instructions_labelled.json` holds 583 instructions two audits wrote on 2026-12-07 for the shipped
+checkpoints without reading `deer_vla/sim/*.py`'s wordings, each labelled with the task it asks or REFUSE
+(a stop, a negation, a thing no suite has, nonsense), and a category (paraphrase, foreign, stop, ...). Each is
+heard as the policy node hears a new instruction, from the same pieces in the same order
+(`deer_vla/ros/policy_node.py` `_checked_instruction`, `_take_instruction`): cleaned
+(`core.instruction_text.clean_instruction`), the runner's refusal of stops, negations and states
+(`PolicyRunner.refusal`), then the instruction check (`ros/instruction_check.py`: `Verdict.refused` under
+`unfamiliar_instruction`, a WARN when `Verdict.doubtful`). Per category, side by side:
+
+- refused: kept out, the previous instruction stays in force;
+- right / wrong, silent / WARN: run as the labelled task or another (for a REFUSE label any task is wrong);
+  "wrong, silent" is the harmful cell: the robot does another task and nothing says so.
+
+On the default checkpoint a task of MT50 only is a REFUSE (the scene has none of it). No simulator: seconds.
+
+    python bench/bench_instruction_sets.py                          # default
+    python bench/bench_instruction_sets.py --checkpoint mt50
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from common import checkpoint_option, run_bench  # also puts this checkout first on sys.path
+
+from deer_vla.core.config_io import thread_count
+from deer_vla.model.shipped import checkpoint_help
+
+DATA = Path(__file__).resolve().parent / "data" / "instructions_labelled.json"
+
+
+def similarity_floor(text: str) -> float:
+    """min_instruction_similarity as the node takes it: a number in 0..1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text}")
+    return value
+CELLS = ("refused", "right, silent", "right, WARN", "wrong, WARN", "wrong, silent")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", type=checkpoint_option, default="default", help=checkpoint_help())
+    ap.add_argument("--mode", default="warn", choices=("warn", "refuse"), help="unfamiliar_instruction")
+    ap.add_argument("--floor", type=similarity_floor, default=0.45, help="min_instruction_similarity")
+    ap.add_argument("--data", type=Path, default=DATA, help="labelled instructions (JSON list of text, label, "
+                                                            "category)")
+    ap.add_argument("--list", action="store_true", help="also list every instruction run as a wrong task silently")
+    ap.add_argument("--threads", type=thread_count, default=1)
+    args = ap.parse_args()
+
+    import torch
+
+    from deer_vla.core.instruction_text import clean_instruction
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.ros.instruction_check import SHARED, InstructionCheck
+
+    torch.set_num_threads(args.threads)
+    items = json.loads(args.data.read_text(encoding="utf-8"))
+    runner = PolicyRunner.from_checkpoint(args.checkpoint)
+    check = InstructionCheck.for_runner(runner)
+    if check.matcher is None:
+        print(f"{args.checkpoint}: {check.why_not}", file=sys.stderr)
+        return 2
+    tasks = set(check.matcher.tasks)
+    table: dict[str, Counter[str]] = defaultdict(Counter)
+    harmful = []
+    for item in items:
+        label = item["label"] if item["label"] in tasks else "REFUSE"
+        try:
+            text = clean_instruction(item["text"])
+        except ValueError:
+            text = ""
+        verdict = None
+        if text and runner.refusal(text) is None:
+            verdict = check.judge(text, args.mode, args.floor, count=False)
+        if verdict is None or verdict.match is None or verdict.refused(args.mode):
+            cell = "refused"
+        else:
+            right = verdict.match.task.removesuffix(SHARED) == label
+            cell = f"{'right' if right else 'wrong'}, {'WARN' if verdict.doubtful else 'silent'}"
+            if cell == "wrong, silent":
+                harmful.append((item["category"], item["text"], verdict.match.task, verdict.match.similarity))
+        expected = "REFUSE" if label == "REFUSE" else "task"
+        table[f"{item['category']} ({expected})"][cell] += 1
+        table[f"all ({expected})"][cell] += 1
+
+    print(f"checkpoint {args.checkpoint} ({len(tasks)} tasks), unfamiliar_instruction {args.mode}, floor "
+          f"{args.floor:g}: {len(items)} labelled instructions ({args.data.name})")
+    width = max(len(k) for k in table)
+    print(f"{'category (label)':<{width}}  " + "  ".join(f"{c:>13}" for c in CELLS))
+    for key in sorted(table, key=lambda k: (k.startswith("all"), k)):
+        print(f"{key:<{width}}  " + "  ".join(f"{table[key][c]:>13}" for c in CELLS))
+    if args.list:
+        print("run as a wrong task silently:")
+        for category, text, task, similarity in harmful:
+            print(f"  [{category}] {text!r} -> {task} ({similarity:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_bench(main))
