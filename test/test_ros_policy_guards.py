@@ -632,3 +632,46 @@ def test_parameter_changes_applied_at_once_from_two_callback_groups_leave_the_la
     raced[0].join(10.0)
     assert node.get_parameter("max_image_age_s").value == 0.45
     assert node.params.max_image_age_s == 0.45 and node.params.hold_max_s == 0.4
+
+
+def test_an_enable_applied_during_configure_does_not_put_an_unconfigured_snapshot_in_force(executor,
+                                                                                          tiny_checkpoint,
+                                                                                          monkeypatch):
+    """~/enable runs in the node's callback group, beside configure: its apply read the parameters while the
+    node was unconfigured (rate_hz 0, "the checkpoint's") and assigned them after configure had resolved them,
+    so the node held a rate of 0. Configure's assignment and an apply take the same lock."""
+    import threading
+    import time
+
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    import deer_vla.ros.policy_node as policy_node_module
+
+    node = policy_node(executor, tiny_checkpoint, enabled=False, rate_hz=0.0)
+    real_params_with, real_load = node._params_with, policy_node_module.load_stack
+    snapshots: list[bool] = []
+
+    def slow_snapshot(changes):
+        values = real_params_with(changes)
+        if not changes and node.stack is None and not snapshots:  # the apply's read, taken unconfigured
+            snapshots.append(True)
+            end = time.monotonic() + 1.5
+            while node.stack is None and time.monotonic() < end:  # configure would assign meanwhile
+                time.sleep(0.01)
+        return values
+
+    enabling: list[threading.Thread] = []
+
+    def load_with_an_enable(*args, **kwargs):
+        enabling.append(threading.Thread(target=node.set_parameters, args=([Parameter("enabled", value=True)],)))
+        enabling[0].start()
+        time.sleep(0.3)  # the enable's apply is waiting in its read
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(node, "_params_with", slow_snapshot)
+    monkeypatch.setattr(policy_node_module, "load_stack", load_with_an_enable)
+    assert node.trigger_configure() == R.SUCCESS
+    enabling[0].join(10.0)
+    assert snapshots and node.params.rate_hz > 0  # resolved by configure (10 Hz for a checkpoint recording none)
+    assert node.params.enabled is True and node.enabled is True

@@ -451,25 +451,28 @@ class PolicyNode(LifecycleNode):
         self._configure_error = None
         explicit_rate, explicit_frame = params.rate_hz, params.frame_id
         params = params.with_rate(stack.control_rate_hz).with_frame(stack.action_spec.frame)
-        with self._actuation:
-            # the parameter now, not as read before the load: a ~/halt or ~/enable answered meanwhile (a
-            # multi-threaded executor runs them beside configure) set it, and the halt must stick
-            self.enabled = bool(self.get_parameter("enabled").value) and not self._gate_forced_shut
-            params = params.model_copy(update={"enabled": self.enabled})
-        with self._instruction_lock:  # a text heard while unconfigured is taken before any the subscriptions bring
-            self.params, self.stack, self._joint_map = params, stack, joint_map
-            # an instruction heard before stays in force; read by this model's tokenizer from now on
-            self._instruction_key = (None if self.instruction is None
-                                     else stack.runner.instruction_key(self.instruction))
-            self._say_new_reading(stack)
-            self._cut_said = None
-            self._instruction_check = InstructionCheck.for_runner(stack.runner)
-            heard, self._heard_unconfigured = self._heard_unconfigured, None
-            if params.instruction_topic != self._instruction_topic:  # heard on a topic no longer listened to
-                heard = None
-            text = self._checked_instruction(heard, params) if heard is not None else None
-            if text is not None:
-                self._take_instruction(text)
+        # under the apply lock: an ~/enable answered meanwhile (the node's callback group) applies its change
+        # before or after this, never with a snapshot taken while unconfigured assigned over these
+        with self._apply_lock:
+            with self._actuation:
+                # the parameter now, not as read before the load: a ~/halt or ~/enable answered meanwhile (a
+                # multi-threaded executor runs them beside configure) set it, and the halt must stick
+                self.enabled = bool(self.get_parameter("enabled").value) and not self._gate_forced_shut
+                params = params.model_copy(update={"enabled": self.enabled})
+            with self._instruction_lock:  # a text heard while unconfigured is taken before any the subscriptions bring
+                self.params, self.stack, self._joint_map = params, stack, joint_map
+                # an instruction heard before stays in force; read by this model's tokenizer from now on
+                self._instruction_key = (None if self.instruction is None
+                                         else stack.runner.instruction_key(self.instruction))
+                self._say_new_reading(stack)
+                self._cut_said = None
+                self._instruction_check = InstructionCheck.for_runner(stack.runner)
+                heard, self._heard_unconfigured = self._heard_unconfigured, None
+                if params.instruction_topic != self._instruction_topic:  # heard on a topic no longer listened to
+                    heard = None
+                text = self._checked_instruction(heard, params) if heard is not None else None
+                if text is not None:
+                    self._take_instruction(text)
         self._episode_applied = self._episode_gen
         try:
             self._create_interfaces(params, stack)
