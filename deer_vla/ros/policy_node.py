@@ -746,7 +746,8 @@ class PolicyNode(LifecycleNode):
 
     def _unconfigure(self) -> None:
         self._destroy_interfaces()
-        self.stack, self.params, self._joint_map = None, None, None
+        with self._apply_lock:  # an apply from the node's callback group assigns none over the cleared ones
+            self.stack, self.params, self._joint_map = None, None, None
         self._instruction_check = None
         # the next configuration may read another source or checkpoint: wait for its own proprioception
         self.proprio, self._proprio_stamp_ns, self._proprio_ns, self._proprio_arrived = None, None, -1, None
