@@ -260,3 +260,32 @@ def test_frames_built_to_cost_their_reader_are_refused_before_any_decoder_walks_
         compressed_to_rgb("png", png[:idat] + empty * 200_000 + png[idat:])
     assert time.perf_counter() - started < 0.2
     assert MAX_HEADER_SEGMENTS == 1000
+
+
+def test_a_jpeg_cannot_slip_junk_fill_or_bare_markers_past_the_walk():
+    """A review: one junk byte after the first segment ended the walk ("fine") while Pillow skips junk byte by
+    byte and walked 600 000 segments after it (0.78 s); a run of SOI markers was read as lengths, 64 KB a step
+    (0.85 s); and legal fill bytes (ITU T.81 B.1.1.2) were counted as markers. Junk, fill and escaped 0xFF count
+    as loose bytes (MAX_LOOSE_BYTES), markers without a length are two bytes."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from deer_vla.data.image_msg import MAX_LOOSE_BYTES, ImageConversionError, compressed_to_rgb
+
+    out = io.BytesIO()
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(out, "JPEG")
+    jpeg = out.getvalue()
+    app, com = b"\xff\xe0\x00\x02", b"\xff\xfe\x00\x02"
+    for bomb, why in ((jpeg[:2] + app + b"\x00" + com * 600_000 + jpeg[2:], "more than 1000 markers"),
+                      (jpeg[:2] + b"\xff\xd8" * 1_200_000 + jpeg[2:], "more than 1000 markers"),
+                      (jpeg[:2] + app + b"\x00" * 2_400_000 + jpeg[2:], f"more than {MAX_LOOSE_BYTES} bytes of junk"),
+                      (jpeg[:2] + app + b"\xff\x00" * 1_200_000 + jpeg[2:],
+                       f"more than {MAX_LOOSE_BYTES} bytes of junk")):
+        started = time.perf_counter()
+        with pytest.raises(ImageConversionError, match=why):
+            compressed_to_rgb("jpeg", bomb)
+        assert time.perf_counter() - started < 0.2, why
+    fill = jpeg[:2] + app + b"\xff" * 1001 + jpeg[2:]  # fill bytes before a marker are no markers
+    assert compressed_to_rgb("jpeg", fill).shape == (48, 64, 3)

@@ -12,6 +12,7 @@ refused: OpenCV's decoder returned its garbage as a picture), PNG with OpenCV.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,12 @@ MAX_JPEG_SCANS = 100
 # segments (JPEG markers, PNG chunks) before the picture's data: a camera's frame has a dozen; 2.4 MB of empty PNG
 # chunks held the executor 0.6 s in the header read (Pillow walks them one by one)
 MAX_HEADER_SEGMENTS = 1000
+# bytes before the picture that Pillow's header read steps over one at a time (junk, fill bytes, escaped 0xFF;
+# ITU T.81 allows fill bytes, a camera writes none or a few): 2.4 MB of them held the executor 0.2-0.8 s
+MAX_LOOSE_BYTES = 65536
+_FF_RUN = re.compile(rb"\xff+")
+# markers without a length: TEM, RST0-7, SOI, EOI (a run of SOI markers skipped 64 KB a step as lengths)
+_JPEG_BARE_MARKERS = frozenset({0x01, *range(0xD0, 0xDA)})
 COMPRESSED_TOPIC_SUFFIX = "compressed"  # image_transport's name for a camera's compressed stream: <base>/compressed
 
 
@@ -201,23 +208,40 @@ def check_compressed(image_format: str, data: Any) -> CompressedFrame:
 def _outsized_structure(raw: bytes, kind: str) -> str | None:
     """Why a JPEG or PNG is built to cost its reader far more than a camera's frame, or None: more than
     MAX_JPEG_SCANS scans (an SOS marker, 0xFFDA, never occurs inside entropy-coded data), or more than
-    MAX_HEADER_SEGMENTS segments before the picture's data. A bounded walk; anything else is the decoders'."""
+    MAX_HEADER_SEGMENTS segments before the picture's data, or more than MAX_LOOSE_BYTES of what Pillow's header
+    read skips one byte at a time (junk between markers, fill bytes, escaped 0xFF). A walk of bounded steps
+    (runs are skipped at C speed); anything else is the decoders' to refuse."""
     if kind == "JPEG":
         scans = raw.count(b"\xff\xda")
         if scans > MAX_JPEG_SCANS:
             return f"has {scans} scans, more than {MAX_JPEG_SCANS}"
-        pos, seen = 2, 0
-        while pos + 4 <= len(raw) and raw[pos] == 0xFF:
-            seen += 1
-            if seen > MAX_HEADER_SEGMENTS:
-                return f"has more than {MAX_HEADER_SEGMENTS} markers before its picture"
+        pos, markers, loose, end = 2, 0, 0, len(raw)
+        while pos + 1 < end:
+            if loose > MAX_LOOSE_BYTES:
+                return f"has more than {MAX_LOOSE_BYTES} bytes of junk or fill between its markers"
+            if raw[pos] != 0xFF:  # junk before a marker: Pillow skips it byte by byte
+                after = raw.find(b"\xff", pos)
+                after = end if after < 0 else after
+                loose, pos = loose + after - pos, after
+                continue
+            run = _FF_RUN.match(raw, pos)
+            assert run is not None
+            loose, pos = loose + run.end() - 1 - pos, run.end() - 1  # fill bytes: the last 0xFF starts the marker
+            if pos + 1 >= end:
+                break
             marker = raw[pos + 1]
+            if marker == 0x00:  # an escaped 0xFF where a marker should be
+                loose, pos = loose + 2, pos + 2
+                continue
+            markers += 1
+            if markers > MAX_HEADER_SEGMENTS:
+                return f"has more than {MAX_HEADER_SEGMENTS} markers before its picture"
             if marker == 0xDA:  # start of scan: the picture's data
                 return None
-            if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # a fill byte, TEM, RSTn: no length
-                pos += 1 if marker == 0xFF else 2
-                continue
-            pos += 2 + int.from_bytes(raw[pos + 2:pos + 4], "big")
+            if marker in _JPEG_BARE_MARKERS:
+                pos += 2
+            else:
+                pos += 2 + int.from_bytes(raw[pos + 2:pos + 4], "big")
         return None
     pos, seen = 8, 0
     while pos + 8 <= len(raw) and raw[pos + 4:pos + 8] != b"IDAT":
