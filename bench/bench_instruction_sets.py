@@ -9,7 +9,10 @@ heard as the policy node hears a new instruction, from the same pieces in the sa
 (`PolicyRunner.refusal`), then the instruction check (`ros/instruction_check.py`: `Verdict.refused` under
 `unfamiliar_instruction`, a WARN when `Verdict.doubtful`). Per category, side by side:
 
-- refused: kept out, the previous instruction stays in force;
+- refused, dropped: refused, and the instruction in force dropped with it (no steps until a new one: a stop,
+  a negation, a text naming no task: nothing the checkpoint was trained on, or far under every trained wording);
+- refused, kept: refused, the previous instruction stays in force (an empty or invalid text; under
+  `--mode refuse`, one unlike every trained wording);
 - right / wrong, silent / WARN: run as the labelled task or another (for a REFUSE label any task is wrong);
   "wrong, silent" is the harmful cell: the robot does another task and nothing says so.
 
@@ -43,7 +46,7 @@ def similarity_floor(text: str) -> float:
     if not 0.0 <= value <= 1.0:  # NaN too
         raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text}")
     return value
-CELLS = ("refused", "right, silent", "right, WARN", "wrong, WARN", "wrong, silent")
+CELLS = ("refused, dropped", "refused, kept", "right, silent", "right, WARN", "wrong, WARN", "wrong, silent")
 
 
 def main() -> int:
@@ -79,11 +82,13 @@ def main() -> int:
             text = clean_instruction(item["text"])
         except ValueError:
             text = ""
-        verdict = None
-        if text and runner.refusal(text) is None:
-            verdict = check.judge(text, args.mode, args.floor, count=False)
-        if verdict is None or verdict.match is None or verdict.refused(args.mode):
-            cell = "refused"
+        verdict = check.judge(text, args.mode, args.floor, count=False) if text else None
+        if not text or verdict is None or verdict.match is None:
+            cell = "refused, kept"
+        elif runner.refusal(text) is not None or verdict.no_task:
+            cell = "refused, dropped"
+        elif verdict.refused(args.mode):
+            cell = "refused, kept"
         else:
             right = verdict.match.task.removesuffix(SHARED) == label
             cell = f"{'right' if right else 'wrong'}, {'WARN' if verdict.doubtful else 'silent'}"
@@ -96,9 +101,9 @@ def main() -> int:
     print(f"checkpoint {args.checkpoint} ({len(tasks)} tasks), unfamiliar_instruction {args.mode}, floor "
           f"{args.floor:g}: {len(items)} labelled instructions ({args.data.name})")
     width = max(len(k) for k in table)
-    print(f"{'category (label)':<{width}}  " + "  ".join(f"{c:>13}" for c in CELLS))
+    print(f"{'category (label)':<{width}}  " + "  ".join(f"{c:>16}" for c in CELLS))
     for key in sorted(table, key=lambda k: (k.startswith("all"), k)):
-        print(f"{key:<{width}}  " + "  ".join(f"{table[key][c]:>13}" for c in CELLS))
+        print(f"{key:<{width}}  " + "  ".join(f"{table[key][c]:>16}" for c in CELLS))
     if args.list:
         print("run as a wrong task silently:")
         for category, text, task, similarity in harmful:

@@ -122,6 +122,7 @@ def test_the_status_judges_the_current_instruction_against_the_floor_now(tiny_ch
     check = InstructionCheck.for_runner(PolicyRunner.from_checkpoint(ckpt))
     assert check.matcher is not None and check.matcher.tasks == ["push", "reach"]
     assert check.status(None, "warn", 0.45)[:2] == (OK, "no instruction yet")
+    assert check.status(None, "warn", 0.45, "'stop' was refused")[:2] == (OK, "none in force: 'stop' was refused")
     familiar = check.judge("push the puck to the goal", "warn", 0.45)
     assert not familiar.unfamiliar and familiar.match is not None and familiar.match.task == "push"
     level, message, values = check.status("push the puck to the goal", "warn", 0.45)
@@ -334,3 +335,37 @@ def test_words_never_learned_are_looked_for_in_what_the_model_reads_as_it_reads_
     assert matcher is not None and matcher._word_rows.shape[0] == len(matcher._vocabulary) > 0
     words = TrainedWords(["open", "the", "drawer"])
     assert words.untrained("open the drawer") == [] and words._english_words is None
+
+
+def test_trained_words_in_another_form_name_a_task(default_runner):
+    """"faucets", "closing windows", "opening drawers" ran their task before texts naming nothing were refused,
+    then were refused as naming nothing (only the exact trained words counted): a word as near a trained one as
+    UNKNOWN_WORD_SIMILARITY names it. The nearest trained word is one that names something, never "the" or
+    "ahead" (the nearest to "fridge" was "ahead")."""
+    from deer_vla.core.instruction_text import ADDRESS_WORDS, FUNCTION_WORDS
+
+    check = InstructionCheck.for_runner(default_runner)
+    for text, task in (("faucets", "faucet-open"), ("closing windows", "window-close"),
+                       ("opening drawers", "drawer-open")):
+        verdict = check.judge(text, "warn", 0.45, count=False)
+        assert not verdict.names_nothing and verdict.match is not None and verdict.match.task == task, text
+    matcher = check.matcher
+    assert matcher is not None and not set(matcher._vocabulary) & (FUNCTION_WORDS | ADDRESS_WORDS)
+    assert matcher.nearest_trained_word("fridge")[0] not in FUNCTION_WORDS
+
+
+def test_a_text_far_under_every_trained_wording_names_no_task(default_runner):
+    """"hold on a second" (before it was a stop) ran handle-press at 0.15 under 'warn': it names a trained word
+    ("on") but is far under every trained wording. Under FAR_UNDER_SIMILARITY (or a lower floor) a text names no
+    task, in either mode; no wording of the default suite is."""
+    from deer_vla.ros.instruction_check import FAR_UNDER_SIMILARITY
+    from deer_vla.sim.tasks import TASK_SUITE
+
+    check = InstructionCheck.for_runner(default_runner)
+    verdict = check.judge("hold on a second", "warn", 0.45, count=False)
+    assert not verdict.names_nothing and verdict.far_off and verdict.no_task and verdict.refused("warn")
+    assert verdict.match is not None and verdict.match.similarity < FAR_UNDER_SIMILARITY == 0.2
+    assert "so unlike every instruction this checkpoint was trained on that it names no task" in verdict.heard(0.45)
+    assert not check.judge("hold on a second", "warn", 0.1, count=False).far_off  # a floor under it lowers it
+    wordings = [t for task in TASK_SUITE.values() for t in (*task.train_instructions, *task.heldout_instructions)]
+    assert [t for t in wordings if check.judge(t, "warn", 0.45, count=False).far_off] == []

@@ -427,6 +427,10 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     ("forget the drawer", "forget"), ("nevermind, leave the window", "leave"), ("leave it", "leave"),
     ("cancel that", "cancel"), ("do nothing", "nothing"), ("stay still", "stay"), ("stay put", "stay"),
     ("forget it", "forget"),
+    # an audit through the running node: "hold on a second" ran handle-press (0.15, at a WARN that runs), "stay
+    # where you are" kept the last task running
+    ("hold on a second", "hold"), ("hang on", "hang"), ("hang on a moment", "hang"), ("stay where you are", "stay"),
+    ("wait a sec", "wait"),
     # a review's: a retraction after a task, things to leave be or skip (heard at INFO: "skip the drawer" as
     # drawer-open 0.71, "stay away from the faucet" as faucet-close 0.86, "leave the window be" window-open 0.72)
     ("open the drawer, cancel that", "cancel"), ("skip the drawer", "skip"), ("ignore the drawer", "ignore"),

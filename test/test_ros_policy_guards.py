@@ -675,3 +675,29 @@ def test_an_enable_applied_during_configure_does_not_put_an_unconfigured_snapsho
     enabling[0].join(10.0)
     assert snapshots and node.params.rate_hz > 0  # resolved by configure (10 Hz for a checkpoint recording none)
     assert node.params.enabled is True and node.enabled is True
+
+
+def test_an_empty_or_blank_instruction_is_counted_as_refused_and_says_what_stays(executor, tiny_checkpoint,
+                                                                               spin_until, monkeypatch):
+    """An empty or zero-width-only instruction was refused ("empty instruction ignored") but not counted in
+    `rejected instructions`, as an over-long one is, and the line did not say what stays in force."""
+    node = started_policy_node(executor, tiny_checkpoint)
+    errors: list[str] = []
+    real_logger = node.get_logger()
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real_logger, name)
+
+        def error(self, message, **kwargs):
+            errors.append(message)
+
+    monkeypatch.setattr(node, "get_logger", lambda: Spy())
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert spin_until(executor, lambda: node.instruction == INSTRUCTIONS[0])
+    for n, text in enumerate(("", "\u200b\u200b", "   "), 1):
+        drv.instruct(text)
+        assert spin_until(executor, lambda: node.stats.rejected_instructions == n)  # noqa: B023
+    assert node.instruction == INSTRUCTIONS[0]
+    assert errors and all(m == "empty instruction ignored; keeping the previous instruction" for m in errors)

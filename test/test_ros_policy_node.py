@@ -1267,12 +1267,16 @@ def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor
     level, message, values = _instruction_status(node)
     assert level == 1 and "< min_instruction_similarity 1" in message
     assert values["unfamiliar instructions"] == "2"
-    # one that names nothing the checkpoint was trained on is refused even under 'warn' (the nearest task ran)
+    # one that names nothing the checkpoint was trained on is refused even under 'warn' (the nearest task ran),
+    # and the instruction in force goes with it, as with a stop ("whoa" carried on with the last task)
     rejected = node.stats.rejected_instructions
     drv.instruct("zebra xylophone")
     assert drv.drive_until(lambda: node.stats.rejected_instructions == rejected + 1)
-    assert node.instruction == "push the red goal"
-    assert any("'zebra xylophone' refused; names nothing this checkpoint was trained on" in m for m, _ in errors)
+    assert node.instruction is None
+    assert any("'zebra xylophone' refused: it names nothing this checkpoint was trained on" in m
+               and "the previous instruction is dropped" in m for m, _ in errors)
+    drv.instruct("push the red goal")
+    assert drv.drive_until(lambda: node.instruction == "push the red goal")
 
     assert not node.set_parameters([Parameter("unfamiliar_instruction", value="ignore")])[0].successful
     assert not node.set_parameters([Parameter("min_instruction_similarity", value=1.5)])[0].successful
@@ -1481,7 +1485,8 @@ def test_a_new_configuration_judges_the_instruction_in_force_by_its_own_record(e
     assert node.set_parameters([Parameter("checkpoint_dir", value=str(with_record))])[0].successful
     assert node.trigger_configure() == R.SUCCESS
     assert node.instruction is None and any("'zebra xylophone' dropped" in m for m, _ in errors)
-    assert _instruction_status(node)[:2] == (0, "no instruction yet")
+    assert _instruction_status(node)[:2] == (0, "none in force: 'zebra xylophone' was dropped (it names no task to "
+                                                "this checkpoint)")
     drv.instruct(INSTRUCTIONS[1])
     assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[1])
     assert node.trigger_cleanup() == R.SUCCESS

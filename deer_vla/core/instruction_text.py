@@ -53,10 +53,13 @@ STOP_FILLERS = frozenset({
     "arm", "motion", "movement", "moving", "everything", "all", "right", "there", "here", "immediately", "once",
     "emergency", "place", "still", "enough", "that's", "what", "you're", "doing", "in", "at", "on", "hold",
     "stand", "no", "more", "completely", "asap", "put",
+    # "hold on a second", "hang on a moment", "stay where you are": an audit's ran a task (0.15) or kept the last
+    "second", "seconds", "sec", "moment", "minute", "bit", "where", "are",
 })
 # "hold on", "stand still", "that's enough", "stay put", "leave it", "do nothing", "cancel that", "forget it": a
 # stop in a text that names nothing else (an audit's: each heard as a task, at an unfamiliar WARN that still runs)
-STOP_VERBS = frozenset({"hold", "stand", "enough", "stay", "leave", "nothing", "cancel", "forget", "nevermind"})
+STOP_VERBS = frozenset({"hold", "hang", "stand", "enough", "stay", "leave", "nothing", "cancel", "forget",
+                        "nevermind"})
 # what a text that is only these (and FUNCTION_WORDS) asks is to stop ("shut down", heard as faucet-close 0.70 at
 # INFO; "stand down", "call it off", "knock it off", "scratch that", "take a break": a review's, at a WARN that runs)
 BARE_STOP_PHRASES = frozenset({

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from deer_vla.core.instruction_text import clean_instruction, instruction_words, without_address
+from deer_vla.core.instruction_text import (
+    ADDRESS_WORDS,
+    FUNCTION_WORDS,
+    clean_instruction,
+    instruction_words,
+    without_address,
+)
 from deer_vla.model.tokenizer import encode_instructions, without_token_cache
 
 
@@ -103,7 +109,9 @@ class InstructionMatcher:
         self._task_ids = np.array([task_index[task] for task, _ in self._keys])
         # each word of the trained wordings, embedded here at configure (lazily, a 100 000-wording record's 80 000
         # words held the executor 2.6 s at the first instruction naming an untrained word)
-        self._vocabulary = sorted({w for text in unique for w in instruction_words(text)})
+        # the words that name something: not "the", "to", "please" (the nearest to "fridge" was "ahead")
+        self._vocabulary = sorted({w for text in unique for w in instruction_words(text)}
+                                  - FUNCTION_WORDS - ADDRESS_WORDS)
         self._word_rows = np.concatenate([self.embed(self._vocabulary[i:i + EMBED_CHUNK])
                                           for i in range(0, len(self._vocabulary), EMBED_CHUNK)]
                                          or [np.zeros((0, self._table.shape[1]), dtype=np.float32)])
@@ -162,9 +170,10 @@ class InstructionMatcher:
                                 self._keys[second][1], float(np.clip(scores[second], -1.0, 1.0)))
 
     def nearest_trained_word(self, word: str) -> tuple[str, float]:
-        """The word of the trained wordings nearest to ``word`` (each a mean of its token rows, as ``embed``), and
-        their cosine similarity: inflections score 0.7-0.8 with the wordllama table ("opening"/"opened",
-        "hands"/"hand"), unrelated words under 0.3 ("fridge"/"cabinet" 0.26, "door"/"side" 0.14)."""
+        """The word of the trained wordings nearest to ``word`` (each a mean of its token rows, as ``embed``; not
+        FUNCTION_WORDS or ADDRESS_WORDS), and their cosine similarity: inflections score 0.7-0.8 with the
+        wordllama table ("opening"/"opened", "hands"/"hand"), unrelated words under 0.3 ("fridge"/"cabinet" 0.26,
+        "door"/"side" 0.14)."""
         if not self._vocabulary:  # a record of wordings without a word ("???")
             return "", 0.0
         scores = self._word_rows @ self.embed([word])[0]

@@ -232,11 +232,11 @@ class TrainedWords:
         return found
 
     def _manner(self, word: str) -> bool:
-        """An adverb of manner: -ly on an English word ("slowly", "easily", "gently"), not a noun that ends so
-        ("family", "jelly", "italy")."""
+        """An adverb of manner: -ly on an English word ("slowly", "easily", "gently"), not most nouns that end so
+        ("assembly", "supply", "jelly"; "holly" reads as holy-ly: a missed WARN, not a refusal)."""
         if not word.endswith(MANNER_ENDING):
             return False
-        stems = (word[:-2], word[:-3] + "y", word[:-1] + "e")  # slow-ly, eas(y)-ily, gentl(e)-y
+        stems = (word[:-2], word[:-3] + "y")  # slow-ly, eas(y)-ily (not "assemble" in "assembly")
         return any(len(stem) > 2 and self._english[stem] > 0 for stem in stems)
 
 

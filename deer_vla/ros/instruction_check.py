@@ -31,11 +31,16 @@ SHARED = "-shared"  # a task's shared-start twin, trained on its wordings: the s
 TWO_TASKS_SIMILARITY = 0.88
 # a word no trained wording has, this near its nearest trained word or nearer, is one the policy knows in another
 # form ("opening"/"opened" 0.77, "hands"/"hand" 0.77, "sink"/"faucet" 0.42); under it the text names something
-# the policy never learned ("open the fridge" on the default, nearest trained word "ahead" 0.18, was heard as
+# the policy never learned ("open the fridge" on the default, nearest trained word "closed" 0.18, was heard as
 # faucet-open 0.54 at INFO): on 800 labelled instructions 0.4 marked 58% of the requests of things no suite has
 # and 7% of the suite's own tasks, most of those with a word the policy indeed never learned ("clockwise",
 # "10 cm", "spigot")
 UNKNOWN_WORD_SIMILARITY = 0.4
+# a text this unlike every trained wording names no task even where it names a trained word ("hold on a second",
+# 0.15: "on"): under 'warn' it ran its nearest task. Of 583 labelled instructions (bench_instruction_sets.py) none
+# heard as its own task is under 0.2 on either checkpoint, nor is any of both suites' 958 wordings (the lowest,
+# mt50's "water on", 0.247 as faucet-open); a user's floor under it lowers it too
+FAR_UNDER_SIMILARITY = 0.2
 
 
 # words of opposite motions: the comparison pools a text's words, and one word of these weighs little in it ("turn
@@ -66,6 +71,11 @@ def under_floor(match: InstructionMatch, floor: float) -> bool:
     return match.similarity < floor - SIMILARITY_SLACK
 
 
+def far_under(match: InstructionMatch, floor: float) -> bool:
+    """Under FAR_UNDER_SIMILARITY, or the floor where it is lower (a floor of 0 refuses nothing)."""
+    return match.similarity < min(FAR_UNDER_SIMILARITY, floor) - SIMILARITY_SLACK
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One instruction judged: its match (None when not compared) and whether it is under the similarity
@@ -80,13 +90,19 @@ class Verdict:
     unknown: tuple[tuple[str, str, float], ...] = ()
     # no word of the text (but FUNCTION_WORDS and ADDRESS_WORDS) is in any trained wording: it names no task
     names_nothing: bool = False
+    # under FAR_UNDER_SIMILARITY (or the floor, if lower): so unlike every trained wording it names no task
+    far_off: bool = False
+
+    @property
+    def no_task(self) -> bool:
+        """The text names no task: nothing the checkpoint was trained on, or far under every trained wording."""
+        return self.names_nothing or self.far_off
 
     def refused(self, mode: str) -> bool:
-        """Whether the node refuses the text under ``unfamiliar_instruction`` ``mode``: one that names nothing the
-        checkpoint was trained on in either mode ("hello", "nope", "go to sleep", another language: warn ran the
-        nearest task, "disassemble the parts" as assembly on mt50), one unlike every trained wording under
-        'refuse'."""
-        return self.match is not None and (self.names_nothing or (self.unfamiliar and mode == "refuse"))
+        """Whether the node refuses the text under ``unfamiliar_instruction`` ``mode``: one that names no task in
+        either mode ("hello", "nope", "hold on a second", another language: warn ran the nearest task), one unlike
+        every trained wording under 'refuse'."""
+        return self.match is not None and (self.no_task or (self.unfamiliar and mode == "refuse"))
 
     @property
     def close_call(self) -> bool:
@@ -104,6 +120,10 @@ class Verdict:
             return (f"names nothing this checkpoint was trained on (none of its words is in a trained wording), so "
                     f"no task: the nearest wording is {quoted(m.nearest, 80)} ({m.task}), similarity "
                     f"{m.similarity:.2f}")
+        if self.far_off:
+            return (f"so unlike every instruction this checkpoint was trained on that it names no task: the nearest "
+                    f"wording is {quoted(m.nearest, 80)} ({m.task}), similarity {m.similarity:.2f} < "
+                    f"{min(FAR_UNDER_SIMILARITY, floor):g}")
         if self.unfamiliar:
             return (f"unlike every instruction this checkpoint was trained on: nearest is {quoted(m.nearest, 80)} "
                     f"({m.task}), similarity {m.similarity:.2f} < min_instruction_similarity {floor:g}")
@@ -131,7 +151,7 @@ class Verdict:
         """Whether the node says it at WARN: unlike every trained wording, a close call, a direction
         contradicted, two tasks asked, or a word the policy never learned."""
         return (self.unfamiliar or self.close_call or self.contradicts is not None or self.two_tasks is not None
-                or bool(self.unknown) or self.names_nothing)
+                or bool(self.unknown) or self.no_task)
 
 
 class InstructionCheck:
@@ -150,6 +170,7 @@ class InstructionCheck:
         self._last: tuple[str, str, InstructionMatch] | None = None  # (text, as read, its match)
         self._last_split: tuple[str, tuple[InstructionMatch, InstructionMatch] | None] | None = None
         self._last_unknown: tuple[str, tuple[tuple[str, str, float], ...]] | None = None
+        self._last_nothing: tuple[str, bool] | None = None
 
     @classmethod
     def for_runner(cls, runner: Any) -> InstructionCheck:
@@ -180,15 +201,17 @@ class InstructionCheck:
         unfamiliar = under_floor(match, floor)
         self.unfamiliar += unfamiliar and count
         return Verdict(match, unfamiliar, self._contradicts(text, match), self._two_tasks(text, match),
-                       self._unknown(text), self._names_nothing(text))
+                       self._unknown(text), self._names_nothing(text), far_under(match, floor))
 
-    def status(self, text: str | None, mode: str, floor: float) -> tuple[int, str, list[tuple[str, str]]]:
+    def status(self, text: str | None, mode: str, floor: float,
+               dropped: str | None = None) -> tuple[int, str, list[tuple[str, str]]]:
         """(level, message, key-values) for the current instruction ``text``, judged against the floor now (a
-        run-time change of it shows at once)."""
+        run-time change of it shows at once); ``dropped``: why none is in force, when one was dropped (a stop
+        said "no instruction yet" after the robot had been running one)."""
         values = [("unfamiliar instructions", str(self.unfamiliar)), ("unfamiliar_instruction", mode),
                   ("min_instruction_similarity", f"{floor:g}")]
         if text is None:
-            return OK, "no instruction yet", values
+            return OK, "no instruction yet" if dropped is None else f"none in force: {dropped}", values
         if mode == "off":
             return OK, "not compared (unfamiliar_instruction: off)", values
         if self.matcher is None:
@@ -198,7 +221,7 @@ class InstructionCheck:
                   ("nearest trained wording", match.nearest), ("similarity", f"{match.similarity:.3f}"), *values]
         unfamiliar = under_floor(match, floor)
         verdict = Verdict(match, unfamiliar, self._contradicts(text, match), self._two_tasks(text, match),
-                          self._unknown(text), self._names_nothing(text))
+                          self._unknown(text), self._names_nothing(text), far_under(match, floor))
         if verdict.unknown:
             values.insert(4, ("words never learned", ", ".join(w for w, _, _ in verdict.unknown)))
         if match.runner_up_task is not None and match.runner_up_similarity is not None:
@@ -249,14 +272,21 @@ class InstructionCheck:
         return found
 
     def _names_nothing(self, text: str) -> bool:
-        """No word of ``text`` (as the model reads it) but FUNCTION_WORDS and ADDRESS_WORDS is a word of a trained
-        wording (False without the checkpoint's trained words: not judged)."""
-        if self._trained_words is None:
-            return False
-        assert self.matcher is not None
-        read = unicodedata.normalize("NFKC", self.matcher.read_part(self._reading(text)[0]))
-        words = set(instruction_words(read)) - FUNCTION_WORDS - ADDRESS_WORDS
-        return not words & (self._trained_words.words - FUNCTION_WORDS - ADDRESS_WORDS)
+        """No word of ``text`` (as the model reads it; but FUNCTION_WORDS and ADDRESS_WORDS) is a word of a
+        trained wording or one as near as UNKNOWN_WORD_SIMILARITY ("faucets", "closing windows" name trained
+        words); False without the checkpoint's trained words: not judged. Computed once per text."""
+        last = self._last_nothing
+        if last is not None and last[0] == text:
+            return last[1]
+        nothing = False
+        if self._trained_words is not None:
+            assert self.matcher is not None
+            read = unicodedata.normalize("NFKC", self.matcher.read_part(self._reading(text)[0]))
+            words = set(instruction_words(read)) - FUNCTION_WORDS - ADDRESS_WORDS
+            nothing = not words & self._trained_words.words and not any(
+                self.matcher.nearest_trained_word(w)[1] >= UNKNOWN_WORD_SIMILARITY for w in sorted(words))
+        self._last_nothing = (text, nothing)
+        return nothing
 
     def _match(self, text: str) -> InstructionMatch:
         return self._reading(text)[1]

@@ -1122,13 +1122,16 @@ class PolicyNode(LifecycleNode):
                 + ("keeping the previous instruction" if self.instruction is not None else "still no instruction"),
                 throttle_duration_sec=2.0)
             return None
+        in_force = "keeping the previous instruction" if self.instruction is not None else "still no instruction"
         try:  # as the tokenizer will read it: "open  the\tdrawer\n" is "open the drawer", a repeat of it too
             text = clean_instruction(data)
         except ValueError as exc:
-            self.get_logger().error(f"instruction refused: {exc}", throttle_duration_sec=2.0)
+            self.stats.rejected_instructions += 1
+            self.get_logger().error(f"instruction refused: {exc}; {in_force}", throttle_duration_sec=2.0)
             return None
-        if not text:
-            self.get_logger().error("empty instruction ignored", throttle_duration_sec=2.0)
+        if not text:  # counted as refused, as an over-long one is (a driver's empty message at startup too)
+            self.stats.rejected_instructions += 1
+            self.get_logger().error(f"empty instruction ignored; {in_force}", throttle_duration_sec=2.0)
             return None
         return text
 
@@ -1157,6 +1160,11 @@ class PolicyNode(LifecycleNode):
         heard = f"; {verdict.heard(floor)}" if verdict is not None and verdict.match is not None else ""
         if fixed:  # what the model reads instead of a misspelt trained word: said, the text stays as sent
             heard = "; read " + ", ".join(f"{quoted(a)} as {quoted(b)}" for a, b in fixed) + heard
+        if verdict is not None and verdict.no_task:
+            # a text that names nothing ("whoa", "help!", "too fast") may be the robot told to stop: as a stop,
+            # refused with the instruction in force dropped (keeping it carried on with the last task)
+            self._refuse_unclear(text, f"it {verdict.heard(floor)}")
+            return
         if verdict is not None and verdict.refused(params.unfamiliar_instruction):
             self.stats.rejected_instructions += 1
             in_force = "keeping the previous instruction" if self.instruction is not None else "still no instruction"
@@ -1243,15 +1251,15 @@ class PolicyNode(LifecycleNode):
             return
         floor = params.min_instruction_similarity
         verdict = check.judge(text, params.unfamiliar_instruction, floor, count=False)
-        if not verdict.unfamiliar and not verdict.names_nothing:
+        if not verdict.unfamiliar and not verdict.no_task:
             return
         if not verdict.refused(params.unfamiliar_instruction):
             self.get_logger().warn(f"instruction in force {quoted(text)} is {verdict.heard(floor)}")
             return
-        why = "names nothing this checkpoint was trained on" if verdict.names_nothing else "unfamiliar"
+        why = "it names no task to this checkpoint" if verdict.no_task else "unfamiliar"
         self._drop_instruction(f"{quoted(text, 60)} was dropped ({why})")
         self.stats.rejected_instructions += 1
-        rule = "" if verdict.names_nothing else " (unfamiliar_instruction: refuse)"
+        rule = "" if verdict.no_task else " (unfamiliar_instruction: refuse)"
         self.get_logger().error(f"instruction in force {quoted(text)} dropped{rule}: {verdict.heard(floor)}; no "
                                 "steps until a new instruction")
 
@@ -1825,7 +1833,7 @@ class PolicyNode(LifecycleNode):
         check, params = self._instruction_check, params or self.params
         if check is not None and params is not None:
             level, message, values = check.status(self.instruction, params.unfamiliar_instruction,
-                                                  params.min_instruction_similarity)
+                                                  params.min_instruction_similarity, self._dropped_why)
             arr.status.append(DiagnosticStatus(
                 level=bytes([level]), name=self._status_name("instruction"), message=message,
                 hardware_id=self.get_fully_qualified_name(), values=[KeyValue(key=k, value=v) for k, v in values]))
