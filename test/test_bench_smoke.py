@@ -617,7 +617,7 @@ def test_bench_instruction_match_reports_both_sides_and_refuses_a_checkpoint_wit
     # the figures docs/ros.md quotes for the words-never-learned WARN and the refusal of texts naming nothing
     assert ("above the floor 0.45, naming a word never learned (the node's WARN): held-out 6/70, other requests "
             "3/5, other objects 15/17") in proc.stdout
-    assert ("naming no word of a trained wording (refused in either mode): held-out 0/70, other requests 15/28, "
+    assert ("naming no word of a trained wording (refused in either mode): held-out 0/70, other requests 16/28, "
             "other objects 0/21") in proc.stdout
     # mt50 without its record (as shipped before 2026-12-06): the files linked, extra.json without "instructions"
     bare = tmp_path / "mt50_bare"
@@ -647,5 +647,5 @@ def test_bench_instruction_sets_hears_the_labelled_instructions_as_the_node_does
     assert "583 labelled instructions" in proc.stdout
     rows = {key + ")": [int(v) for v in rest.split()] for key, _, rest in
             (line.partition(")") for line in proc.stdout.splitlines() if line.startswith("all ("))}
-    assert rows["all (REFUSE)"] == [164, 0, 0, 0, 176, 10] and rows["all (task)"] == [13, 0, 171, 39, 10, 0]
+    assert rows["all (REFUSE)"] == [166, 0, 0, 0, 174, 10] and rows["all (task)"] == [16, 0, 171, 39, 7, 0]
     assert proc.stdout.count("\n  [") == 10  # --list: each one run as a wrong task silently

@@ -287,5 +287,10 @@ def test_a_jpeg_cannot_slip_junk_fill_or_bare_markers_past_the_walk():
         with pytest.raises(ImageConversionError, match=why):
             compressed_to_rgb("jpeg", bomb)
         assert time.perf_counter() - started < 0.2, why
+    for tail in (b"\x00" * 2_400_000, b"\xff" * 2_400_000):  # junk or fill up to the end, no marker after it
+        started = time.perf_counter()
+        with pytest.raises(ImageConversionError, match=f"more than {MAX_LOOSE_BYTES} bytes of junk"):
+            compressed_to_rgb("jpeg", jpeg[:2] + app + tail)
+        assert time.perf_counter() - started < 0.2
     fill = jpeg[:2] + app + b"\xff" * 1001 + jpeg[2:]  # fill bytes before a marker are no markers
     assert compressed_to_rgb("jpeg", fill).shape == (48, 64, 3)

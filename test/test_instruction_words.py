@@ -213,6 +213,9 @@ ACCEPTED_ON_THE_DEFAULT = [
     "I can't wait, open the drawer", "press the button that isn't red", "press the button that is not red",
     "now open the drawer", "open the drawer now", "knock the button", "press the button, then stop",
     "open the drawer so I can see", "push the puck, not too fast", "press the No. 5 button",
+    # "leave ... where it is" is a stop only where nothing else is asked; the new fillers name nothing alone
+    "open the drawer and leave it where it is", "where is the drawer? open it", "stay where the drawer is open",
+    "press the button a second time", "hold on to the handle",
 ]
 
 
@@ -431,6 +434,9 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     # where you are" kept the last task running
     ("hold on a second", "hold"), ("hang on", "hang"), ("hang on a moment", "hang"), ("stay where you are", "stay"),
     ("wait a sec", "wait"),
+    # a review's: a thing to leave where it is (drawer-close 0.75 at INFO)
+    ("leave the drawer where it is", "leave"), ("hold the drawer where it is", "hold"),
+    ("keep the window as it is", "keep"),
     # a review's: a retraction after a task, things to leave be or skip (heard at INFO: "skip the drawer" as
     # drawer-open 0.71, "stay away from the faucet" as faucet-close 0.86, "leave the window be" window-open 0.72)
     ("open the drawer, cancel that", "cancel"), ("skip the drawer", "skip"), ("ignore the drawer", "ignore"),

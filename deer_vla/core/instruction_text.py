@@ -83,6 +83,8 @@ KEEP_FROM = ("keep", "from")
 # opened; "leave the window be" as window-open 0.72)
 LEAVE_ALONE = ("leave", "alone")
 LEFT_AS_IT_IS = frozenset({"alone", "be"})
+# a thing left, held or kept "where it is" or "as it is" is one not to move
+AS_IT_IS_VERBS = frozenset({"leave", "hold", "keep"})
 # every word the rules below return for a request to stop, prevent, put off or leave a thing be
 STOP_REQUESTS = (CESSATIONS | STOP_VERBS | DISMISSALS | LEFT_AS_IT_IS | {KEEP_FROM[0]}
                  | {first for first, _ in PHRASAL_CESSATIONS} | {phrase[0] for phrase in BARE_STOP_PHRASES})
@@ -305,7 +307,17 @@ def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_befo
         others = [w for w in whole if w not in FUNCTION_WORDS and w not in words]
         if not others:
             return left
+    # "leave the drawer where it is", "hold the window as it is" (a review's: drawer-close 0.75 at INFO)
+    if word in AS_IT_IS_VERBS and _as_it_is(rest) and not [w for w in whole if w not in FUNCTION_WORDS
+                                                            and w not in words]:
+        return word
     return None
+
+
+def _as_it_is(words: list[str]) -> bool:
+    """``words`` hold "where it is", "as it is", "where they are" (and "was", "were")."""
+    return any(a in ("where", "as") and b in ("it", "they") and c in ("is", "are", "was", "were")
+               for a, b, c in zip(words, words[1:], words[2:]))
 
 
 def negated_state(text: str, trained: Iterable[str] = ()) -> str | None:

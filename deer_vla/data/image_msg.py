@@ -242,6 +242,8 @@ def _outsized_structure(raw: bytes, kind: str) -> str | None:
                 pos += 2
             else:
                 pos += 2 + int.from_bytes(raw[pos + 2:pos + 4], "big")
+        if loose > MAX_LOOSE_BYTES:  # junk or fill up to the end of the frame, with no marker after it
+            return f"has more than {MAX_LOOSE_BYTES} bytes of junk or fill between its markers"
         return None
     pos, seen = 8, 0
     while pos + 8 <= len(raw) and raw[pos + 4:pos + 8] != b"IDAT":

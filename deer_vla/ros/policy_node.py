@@ -478,7 +478,8 @@ class PolicyNode(LifecycleNode):
             self._create_interfaces(params, stack)
         except OSError as exc:  # record_path: an unwritable folder, or an earlier recording's parts in the way
             self._destroy_interfaces()
-            self.params, self.stack, self._joint_map = None, None, None
+            with self._apply_lock:
+                self.params, self.stack, self._joint_map = None, None, None
             return self._configure_failed(f"parameter 'record_path' = '{params.record_path}': {exc}")
         self._worker = StepWorker(self.run_step, self._on_worker_error, name=f"{self.get_name()}_step")
         self.get_logger().info(
