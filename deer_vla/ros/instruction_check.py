@@ -91,7 +91,7 @@ class Verdict:
     two_tasks: tuple[InstructionMatch, InstructionMatch] | None = None
     # words of the text the policy never learned, each with its nearest trained word and their similarity
     unknown: tuple[tuple[str, str, float], ...] = ()
-    # no word of the text (but FUNCTION_WORDS and ADDRESS_WORDS) is in any trained wording: it names no task
+    # no word of the text (but FUNCTION_WORDS and ADDRESS_WORDS) is a trained word or another form of one
     names_nothing: bool = False
     # under FAR_UNDER_SIMILARITY (or the floor, if lower): so unlike every trained wording it names no task
     far_off: bool = False
