@@ -949,7 +949,7 @@ class PolicyNode(LifecycleNode):
         try:
             params = self._params_with([])
         except ParameterError as exc:
-            if self.stack is None:  # taken while others are still wrong (_new_problems): configure will say so too
+            if self.stack is None:  # taken while others are still wrong (_problems_of): configure will say so too
                 if "enabled" in names:
                     self._set_enabled(bool(self.get_parameter("enabled").value))
                 self.get_logger().warn(f"parameter(s) {sorted(names)} set; configure will refuse until these are "
