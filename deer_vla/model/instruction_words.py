@@ -44,7 +44,7 @@ MAX_READ_WORDS = 64  # words looked at per text (the model reads 24-32 tokens): 
 READ_CACHE_WORDS = 4096  # words remembered with what they read as
 # an English word used less than this share of pyspellchecker's word count (1.6e9) may name a thing or a manner
 # ("door" 1.7e-4, "table" 5e-5, "fridge" 5e-6); more common ones are the grammar of a request ("really" 1.7e-3,
-# "after" 9e-4, "have"): measured on 800 labelled instructions of three helper sets (docs/model.md)
+# "after" 9e-4, "have"): measured on 800 labelled instructions of three helper sets (docs/RESULTS.md session 64)
 COMMON_WORD_SHARE = 2e-4
 # how a manner is said ("gently", "slowly", "fully"): it names nothing the policy could do instead
 MANNER_ENDING = "ly"
