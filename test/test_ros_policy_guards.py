@@ -701,3 +701,42 @@ def test_an_empty_or_blank_instruction_is_counted_as_refused_and_says_what_stays
         assert spin_until(executor, lambda: node.stats.rejected_instructions == n)  # noqa: B023
     assert node.instruction == INSTRUCTIONS[0]
     assert errors and all(m == "empty instruction ignored; keeping the previous instruction" for m in errors)
+
+
+def test_a_halt_during_configure_is_answered_while_the_instruction_record_is_built(executor, tiny_checkpoint,
+                                                                                  monkeypatch):
+    """Configure builds the instruction check (seconds for a record of 100 000 wordings); built under the apply
+    lock, a ~/halt's reply (its parameter change is applied under that lock) waited for all of it."""
+    import threading
+    import time
+
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from std_srvs.srv import Trigger
+
+    import deer_vla.ros.policy_node as policy_node_module
+
+    node = policy_node(executor, tiny_checkpoint, enabled=True)
+    real_for_runner = policy_node_module.InstructionCheck.for_runner
+    building = threading.Event()
+
+    def slow_for_runner(runner):
+        building.set()
+        time.sleep(2.0)
+        return real_for_runner(runner)
+
+    monkeypatch.setattr(policy_node_module.InstructionCheck, "for_runner", staticmethod(slow_for_runner))
+    answered: list[float] = []
+
+    def halt_while_building():
+        building.wait(20.0)
+        time.sleep(0.2)
+        started = time.monotonic()
+        node._srv_halt(Trigger.Request(), Trigger.Response())
+        answered.append(time.monotonic() - started)
+
+    halting = threading.Thread(target=halt_while_building)
+    halting.start()
+    assert node.trigger_configure() == R.SUCCESS
+    halting.join(20.0)
+    assert answered and answered[0] < 1.0, answered  # not the record's build time
+    assert node.enabled is False and node.get_parameter("enabled").value is False

@@ -451,6 +451,8 @@ class PolicyNode(LifecycleNode):
         self._configure_error = None
         explicit_rate, explicit_frame = params.rate_hz, params.frame_id
         params = params.with_rate(stack.control_rate_hz).with_frame(stack.action_spec.frame)
+        # built before the locks: a record of 100 000 wordings takes seconds, and a ~/halt's reply waits on them
+        check = InstructionCheck.for_runner(stack.runner)
         # under the apply lock: an ~/enable answered meanwhile (the node's callback group) applies its change
         # before or after this, never with a snapshot taken while unconfigured assigned over these
         with self._apply_lock:
@@ -466,7 +468,7 @@ class PolicyNode(LifecycleNode):
                                          else stack.runner.instruction_key(self.instruction))
                 self._say_new_reading(stack)
                 self._cut_said = None
-                self._instruction_check = InstructionCheck.for_runner(stack.runner)
+                self._instruction_check = check
                 heard, self._heard_unconfigured = self._heard_unconfigured, None
                 if params.instruction_topic != self._instruction_topic:  # heard on a topic no longer listened to
                     heard = None
