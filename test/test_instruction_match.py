@@ -369,7 +369,24 @@ def test_a_text_far_under_every_trained_wording_names_no_task(default_runner):
     verdict = check.judge("hold on a second", "warn", 0.45, count=False)
     assert not verdict.names_nothing and verdict.far_off and verdict.no_task and verdict.refused("warn")
     assert verdict.match is not None and verdict.match.similarity < FAR_UNDER_SIMILARITY == 0.2
-    assert "so unlike every instruction this checkpoint was trained on that it names no task" in verdict.heard(0.45)
+    assert verdict.heard(0.45).startswith("names no task, so unlike every instruction this checkpoint was trained on")
     assert not check.judge("hold on a second", "warn", 0.1, count=False).far_off  # a floor under it lowers it
     wordings = [t for task in TASK_SUITE.values() for t in (*task.train_instructions, *task.heldout_instructions)]
     assert [t for t in wordings if check.judge(t, "warn", 0.45, count=False).far_off] == []
+
+
+def test_a_look_alike_of_a_trained_word_is_still_a_word_never_learned():
+    """On mt50 "turn off the stove" was heard as faucet-close at INFO: "stove" is 0.69 from the trained "shove"
+    in mean token rows (spelling), so it passed as known. Only another form of a trained word (the same first 4
+    letters too) is known, as for texts naming no task."""
+    mt50 = REPO / "deer_vla" / "assets" / "mt50_checkpoint"
+    if not (mt50 / "config.json").is_file():
+        pytest.skip("needs the shipped mt50 checkpoint")
+    from deer_vla.model.runner import PolicyRunner
+
+    torch.set_num_threads(1)
+    check = InstructionCheck.for_runner(PolicyRunner.from_checkpoint(mt50))
+    assert check.matcher is not None and check.matcher.nearest_trained_word("stove")[1] > 0.4
+    verdict = check.judge("turn off the stove", "warn", 0.45, count=False)
+    assert [w for w, _, _ in verdict.unknown] == ["stove"] and verdict.doubtful
+    assert check.judge("turn off the faucets", "warn", 0.45, count=False).unknown == ()

@@ -74,6 +74,13 @@ def under_floor(match: InstructionMatch, floor: float) -> bool:
     return match.similarity < floor - SIMILARITY_SLACK
 
 
+def _inflection(word: str, nearest: str, similarity: float) -> bool:
+    """``word`` is another form of the trained word ``nearest`` (their mean token rows ``similarity``): as near
+    as UNKNOWN_WORD_SIMILARITY with the same first INFLECTION_STEM letters ("faucets", "closing"; not "joke"/"poke"
+    0.41, "stove"/"shove" 0.69: the rows share spelling more than meaning)."""
+    return similarity >= UNKNOWN_WORD_SIMILARITY and len(os.path.commonprefix([word, nearest])) >= INFLECTION_STEM
+
+
 def far_under(match: InstructionMatch, floor: float) -> bool:
     """Under FAR_UNDER_SIMILARITY, or the floor where it is lower (a floor of 0 refuses nothing)."""
     return match.similarity < min(FAR_UNDER_SIMILARITY, floor) - SIMILARITY_SLACK
@@ -124,7 +131,7 @@ class Verdict:
                     f"no task: the nearest wording is {quoted(m.nearest, 80)} ({m.task}), similarity "
                     f"{m.similarity:.2f}")
         if self.far_off:
-            return (f"so unlike every instruction this checkpoint was trained on that it names no task: the nearest "
+            return (f"names no task, so unlike every instruction this checkpoint was trained on: the nearest "
                     f"wording is {quoted(m.nearest, 80)} ({m.task}), similarity {m.similarity:.2f} < "
                     f"{min(FAR_UNDER_SIMILARITY, floor):g}")
         if self.unfamiliar:
@@ -270,7 +277,7 @@ class InstructionCheck:
             assert self.matcher is not None
             near = ((word, *self.matcher.nearest_trained_word(word))
                     for word in self._trained_words.untrained(self.matcher.read_part(self._reading(text)[0])))
-            found = tuple((w, n, s) for w, n, s in near if s < UNKNOWN_WORD_SIMILARITY)
+            found = tuple((w, n, s) for w, n, s in near if not _inflection(w, n, s))
         self._last_unknown = (text, found)
         return found
 
@@ -279,9 +286,7 @@ class InstructionCheck:
         nearer, with the same first INFLECTION_STEM letters ("faucets", "closing"; not "joke"/"poke" 0.41, "hug"/
         "mug" 0.71, "disassemble"/"assemble": the rows share spelling more than meaning)."""
         assert self.matcher is not None
-        nearest, similarity = self.matcher.nearest_trained_word(word)
-        return (similarity >= UNKNOWN_WORD_SIMILARITY
-                and len(os.path.commonprefix([word, nearest])) >= INFLECTION_STEM)
+        return _inflection(word, *self.matcher.nearest_trained_word(word))
 
     def _names_nothing(self, text: str) -> bool:
         """No word of ``text`` (as the model reads it; but FUNCTION_WORDS and ADDRESS_WORDS) is a word of a
