@@ -267,8 +267,8 @@ class InstructionCheck:
 
     def _unknown(self, text: str) -> tuple[tuple[str, str, float], ...]:
         """The words of ``text`` (as the model reads it) that no trained wording has (TrainedWords.untrained) and
-        whose nearest trained word is under UNKNOWN_WORD_SIMILARITY, each with that word and similarity; computed
-        once per text."""
+        that are no other form of a trained word (``_inflection`` of the nearest), each with that nearest word and
+        their similarity; computed once per text."""
         last = self._last_unknown
         if last is not None and last[0] == text:
             return last[1]
