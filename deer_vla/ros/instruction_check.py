@@ -179,8 +179,7 @@ class InstructionCheck:
         self.unfamiliar = 0  # instructions under the floor (warned or refused), for /diagnostics
         self._last: tuple[str, str, InstructionMatch] | None = None  # (text, as read, its match)
         self._last_split: tuple[str, tuple[InstructionMatch, InstructionMatch] | None] | None = None
-        self._last_unknown: tuple[str, tuple[tuple[str, str, float], ...]] | None = None
-        self._last_nothing: tuple[str, bool] | None = None
+        self._last_words: tuple[str, tuple[tuple[tuple[str, str, float], ...], bool]] | None = None
 
     @classmethod
     def for_runner(cls, runner: Any) -> InstructionCheck:
@@ -207,11 +206,9 @@ class InstructionCheck:
         counted on /diagnostics when unfamiliar (not the one in force judged again)."""
         if self.matcher is None or mode == "off":
             return Verdict(None, False)
-        match = self._match(text)
-        unfamiliar = under_floor(match, floor)
-        self.unfamiliar += unfamiliar and count
-        return Verdict(match, unfamiliar, self._contradicts(text, match), self._two_tasks(text, match),
-                       self._unknown(text), self._names_nothing(text), far_under(match, floor))
+        verdict = self._verdict(text, floor)
+        self.unfamiliar += verdict.unfamiliar and count
+        return verdict
 
     def status(self, text: str | None, mode: str, floor: float,
                dropped: str | None = None) -> tuple[int, str, list[tuple[str, str]]]:
@@ -226,12 +223,11 @@ class InstructionCheck:
             return OK, "not compared (unfamiliar_instruction: off)", values
         if self.matcher is None:
             return OK, self.why_not, values
-        match = self._match(text)
+        verdict = self._verdict(text, floor)
+        match = verdict.match
+        assert match is not None
         values = [("instruction", quoted(text, 200)), ("heard as task", match.task),
                   ("nearest trained wording", match.nearest), ("similarity", f"{match.similarity:.3f}"), *values]
-        unfamiliar = under_floor(match, floor)
-        verdict = Verdict(match, unfamiliar, self._contradicts(text, match), self._two_tasks(text, match),
-                          self._unknown(text), self._names_nothing(text), far_under(match, floor))
         if verdict.unknown:
             values.insert(4, ("words never learned", ", ".join(w for w, _, _ in verdict.unknown)))
         if match.runner_up_task is not None and match.runner_up_similarity is not None:
@@ -265,44 +261,40 @@ class InstructionCheck:
         self._last_split = (text, found)
         return found
 
-    def _unknown(self, text: str) -> tuple[tuple[str, str, float], ...]:
-        """The words of ``text`` (as the model reads it) that no trained wording has (TrainedWords.untrained) and
-        that are no other form of a trained word (``_inflection`` of the nearest), each with that nearest word and
-        their similarity; computed once per text."""
-        last = self._last_unknown
+    def _verdict(self, text: str, floor: float) -> Verdict:
+        """``text`` judged against the floor: its match and every check beside it (cached per text)."""
+        match = self._match(text)
+        unknown, names_nothing = self._words(text)
+        return Verdict(match, under_floor(match, floor), self._contradicts(text, match), self._two_tasks(text, match),
+                       unknown, names_nothing, far_under(match, floor))
+
+    def _words(self, text: str) -> tuple[tuple[tuple[str, str, float], ...], bool]:
+        """The words of ``text`` (of the part the model reads) measured against the trained words, in one pass:
+        those it never learned (TrainedWords.untrained, no other form of a trained word: ``_inflection`` of the
+        nearest), each with that nearest word and their similarity; and whether it names nothing (no word but
+        FUNCTION_WORDS and ADDRESS_WORDS is a trained word or another form of one: "faucets", "closing windows").
+        Without the checkpoint's trained words: neither judged. Each word embedded once; computed once per
+        text."""
+        last = self._last_words
         if last is not None and last[0] == text:
             return last[1]
-        found: tuple[tuple[str, str, float], ...] = ()
-        if self._trained_words is not None:
-            assert self.matcher is not None
-            near = ((word, *self.matcher.nearest_trained_word(word))
-                    for word in self._trained_words.untrained(self.matcher.read_part(self._reading(text)[0])))
-            found = tuple((w, n, s) for w, n, s in near if not _inflection(w, n, s))
-        self._last_unknown = (text, found)
+        found: tuple[tuple[tuple[str, str, float], ...], bool] = ((), False)
+        matcher = self.matcher
+        if self._trained_words is not None and matcher is not None:
+            part = unicodedata.normalize("NFKC", matcher.read_part(self._reading(text)[0]))
+            nearest: dict[str, tuple[str, float]] = {}
+
+            def known_form(word: str) -> bool:
+                if word not in nearest:
+                    nearest[word] = matcher.nearest_trained_word(word)
+                return _inflection(word, *nearest[word])
+
+            unknown = tuple((w, *nearest[w]) for w in self._trained_words.untrained(part) if not known_form(w))
+            words = set(instruction_words(part)) - FUNCTION_WORDS - ADDRESS_WORDS
+            nothing = not words & self._trained_words.words and not any(known_form(w) for w in sorted(words))
+            found = (unknown, nothing)
+        self._last_words = (text, found)
         return found
-
-    def _inflects(self, word: str) -> bool:
-        """``word`` is another form of a trained word: its nearest (mean token rows) at UNKNOWN_WORD_SIMILARITY or
-        nearer, with the same first INFLECTION_STEM letters ("faucets", "closing"; not "joke"/"poke" 0.41, "hug"/
-        "mug" 0.71, "disassemble"/"assemble": the rows share spelling more than meaning)."""
-        assert self.matcher is not None
-        return _inflection(word, *self.matcher.nearest_trained_word(word))
-
-    def _names_nothing(self, text: str) -> bool:
-        """No word of ``text`` (as the model reads it; but FUNCTION_WORDS and ADDRESS_WORDS) is a word of a
-        trained wording or another form of one (``_inflects``: "faucets", "closing windows"); False without
-        the checkpoint's trained words: not judged. Computed once per text."""
-        last = self._last_nothing
-        if last is not None and last[0] == text:
-            return last[1]
-        nothing = False
-        if self._trained_words is not None:
-            assert self.matcher is not None
-            read = unicodedata.normalize("NFKC", self.matcher.read_part(self._reading(text)[0]))
-            words = set(instruction_words(read)) - FUNCTION_WORDS - ADDRESS_WORDS
-            nothing = not words & self._trained_words.words and not any(self._inflects(w) for w in sorted(words))
-        self._last_nothing = (text, nothing)
-        return nothing
 
     def _match(self, text: str) -> InstructionMatch:
         return self._reading(text)[1]
