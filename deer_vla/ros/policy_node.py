@@ -1121,22 +1121,23 @@ class PolicyNode(LifecycleNode):
             self.stats.rejected_instructions += 1
             self.get_logger().error(
                 f"instruction refused: {len(data)} characters, over the limit max_instruction_chars "
-                f"{params.max_instruction_chars}; "
-                + ("keeping the previous instruction" if self.instruction is not None else "still no instruction"),
-                throttle_duration_sec=2.0)
+                f"{params.max_instruction_chars}; {self._kept()}", throttle_duration_sec=2.0)
             return None
-        in_force = "keeping the previous instruction" if self.instruction is not None else "still no instruction"
         try:  # as the tokenizer will read it: "open  the\tdrawer\n" is "open the drawer", a repeat of it too
             text = clean_instruction(data)
         except ValueError as exc:
             self.stats.rejected_instructions += 1
-            self.get_logger().error(f"instruction refused: {exc}; {in_force}", throttle_duration_sec=2.0)
+            self.get_logger().error(f"instruction refused: {exc}; {self._kept()}", throttle_duration_sec=2.0)
             return None
         if not text:  # counted as refused, as an over-long one is (a driver's empty message at startup too)
             self.stats.rejected_instructions += 1
-            self.get_logger().error(f"empty instruction ignored; {in_force}", throttle_duration_sec=2.0)
+            self.get_logger().error(f"empty instruction ignored; {self._kept()}", throttle_duration_sec=2.0)
             return None
         return text
+
+    def _kept(self) -> str:
+        """What a refusal that keeps the instruction in force leaves, said after its reason."""
+        return "keeping the previous instruction" if self.instruction is not None else "still no instruction"
 
     def _take_instruction(self, text: str) -> None:
         """A cleaned, non-empty instruction: judged (repeat, familiarity) and put in force, or refused."""
@@ -1170,8 +1171,7 @@ class PolicyNode(LifecycleNode):
             return
         if verdict is not None and verdict.refused(params.unfamiliar_instruction):
             self.stats.rejected_instructions += 1
-            in_force = "keeping the previous instruction" if self.instruction is not None else "still no instruction"
-            message = f"instruction {quoted(text)} refused{heard}; {in_force}"
+            message = f"instruction {quoted(text)} refused{heard}; {self._kept()}"
             if text != self._refused_text:  # each text said, its repeats (a planner re-sending it) every 2 s
                 self._refused_text = text
                 self.get_logger().error(message)
