@@ -102,6 +102,21 @@ def policy_node(executor: Any, checkpoint: Path, **params: Any) -> Any:
     return node
 
 
+def spy_on_log(node: Any, level: str, monkeypatch: Any) -> list[tuple[str, dict]]:
+    """The (message, keyword arguments) of each ``level`` call on ``node``'s logger from now on (the rest pass on)."""
+    said: list[tuple[str, dict]] = []
+    logger = node.get_logger()
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            if name == level:
+                return lambda message, **kwargs: said.append((message, kwargs))
+            return getattr(logger, name)
+
+    monkeypatch.setattr(node, "get_logger", lambda: Spy())
+    return said
+
+
 def started_policy_node(executor: Any, checkpoint: Path, **params: Any) -> Any:
     """``policy_node``, configured and activated."""
     from rclpy.lifecycle import TransitionCallbackReturn as R

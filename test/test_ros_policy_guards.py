@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from fixtures import INSTRUCTIONS, Driver, HeldStep, policy_node, started_policy_node
+from fixtures import INSTRUCTIONS, Driver, HeldStep, policy_node, spy_on_log, started_policy_node
 
 pytestmark = pytest.mark.ros
 
@@ -682,17 +682,7 @@ def test_an_empty_or_blank_instruction_is_counted_as_refused_and_says_what_stays
     """An empty or zero-width-only instruction was refused ("empty instruction ignored") but not counted in
     `rejected instructions`, as an over-long one is, and the line did not say what stays in force."""
     node = started_policy_node(executor, tiny_checkpoint)
-    errors: list[str] = []
-    real_logger = node.get_logger()
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(real_logger, name)
-
-        def error(self, message, **kwargs):
-            errors.append(message)
-
-    monkeypatch.setattr(node, "get_logger", lambda: Spy())
+    errors = spy_on_log(node, "error", monkeypatch)
     drv = Driver(executor)
     drv.instruct(INSTRUCTIONS[0])
     assert spin_until(executor, lambda: node.instruction == INSTRUCTIONS[0])
@@ -700,7 +690,7 @@ def test_an_empty_or_blank_instruction_is_counted_as_refused_and_says_what_stays
         drv.instruct(text)
         assert spin_until(executor, lambda: node.stats.rejected_instructions == n)  # noqa: B023
     assert node.instruction == INSTRUCTIONS[0]
-    assert errors and all(m == "empty instruction ignored; keeping the previous instruction" for m in errors)
+    assert errors and all(m == "empty instruction ignored; keeping the previous instruction" for m, _ in errors)
 
 
 def test_a_halt_during_configure_is_answered_while_the_instruction_record_is_built(executor, tiny_checkpoint,

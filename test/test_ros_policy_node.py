@@ -9,26 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import INSTRUCTIONS, Driver, HeldStep, policy_node, started_policy_node
+from fixtures import INSTRUCTIONS, Driver, HeldStep, policy_node, spy_on_log, started_policy_node
 
 pytestmark = pytest.mark.ros
-
-
-
-def _spy_on_log(node, level: str, monkeypatch) -> list[tuple[str, dict]]:
-    """The (message, keyword arguments) of each ``level`` call on ``node``'s logger from now on (the rest pass on)."""
-    said: list[tuple[str, dict]] = []
-    logger = node.get_logger()
-
-    class Spy:
-        def __getattr__(self, name: str):
-            if name == level:
-                return lambda message, **kwargs: said.append((message, kwargs))
-            return getattr(logger, name)
-
-    monkeypatch.setattr(node, "get_logger", lambda: Spy())
-    return said
-
 
 
 def test_images_and_instruction_in_actions_out(executor, tiny_checkpoint):
@@ -353,7 +336,7 @@ def test_an_over_long_instruction_is_refused_and_the_steps_go_on_with_the_previo
     from deer_vla.core import StepRecord
 
     node = started_policy_node(executor, tiny_checkpoint, enabled=True)
-    errors = _spy_on_log(node, "error", monkeypatch)
+    errors = spy_on_log(node, "error", monkeypatch)
     drv = Driver(executor)
     drv.instruct(INSTRUCTIONS[0])
     assert drv.drive_until(lambda: len(drv.records) >= 3)
@@ -397,7 +380,7 @@ def test_a_repeated_instruction_resets_or_carries_on_and_its_text_cannot_forge_l
     from deer_vla.core.instruction_text import clean_instruction
 
     node = started_policy_node(executor, tiny_checkpoint, enabled=True)
-    infos = _spy_on_log(node, "info", monkeypatch)
+    infos = spy_on_log(node, "info", monkeypatch)
     drv = Driver(executor)
 
     def episode_after_instruction(text: str) -> int:
@@ -809,7 +792,7 @@ def test_an_instruction_the_model_reads_alike_is_a_repeat_and_a_cut_one_is_repor
     lower-casing tokenizer) reset the episode as a new instruction. And an instruction longer than the model's
     lm.max_text_len tokens lost its end in silence: it is warned about once, and counted in /diagnostics."""
     node = started_policy_node(executor, tiny_checkpoint, repeated_instruction="keep")
-    warns = _spy_on_log(node, "warn", monkeypatch)
+    warns = spy_on_log(node, "warn", monkeypatch)
     drv = Driver(executor)
     drv.instruct(INSTRUCTIONS[0])
     assert drv.drive_until(lambda: len(drv.records) >= 1)
@@ -932,7 +915,7 @@ def test_another_publisher_on_the_twist_output_is_a_warning(executor, tiny_check
     from geometry_msgs.msg import TwistStamped
 
     node = started_policy_node(executor, tiny_checkpoint, twist_topic="servo/delta_twist_cmds")  # relative
-    warned = _spy_on_log(node, "warn", monkeypatch)
+    warned = spy_on_log(node, "warn", monkeypatch)
 
     def outputs():
         return next(s for s in node.diagnostics().status if s.name.endswith(": outputs"))
@@ -966,7 +949,7 @@ def test_configure_says_instructions_are_not_compared_while_the_check_is_off(exe
     shipped = Path(__file__).resolve().parents[1] / "deer_vla" / "assets" / "default_checkpoint"  # with a record
     for mode, off in (("off", True), ("warn", False)):
         node = policy_node(executor, shipped, unfamiliar_instruction=mode)
-        said = _spy_on_log(node, "info", monkeypatch)
+        said = spy_on_log(node, "info", monkeypatch)
         assert node.trigger_configure() == R.SUCCESS
         compared = [m for m, _ in said if m.startswith("instructions compared with")]
         assert len(compared) == 1 and ("(not while unfamiliar_instruction is off)" in compared[0]) == off, compared
@@ -980,7 +963,7 @@ def test_after_a_refused_instruction_the_node_says_why_none_is_in_force(executor
     instruction received yet" every 5 s and its status said it waited for one, as if the publisher were broken.
     It says which text was refused, and forgets it once a new instruction is taken."""
     node = started_policy_node(executor, tiny_checkpoint, enabled=True)
-    warned = _spy_on_log(node, "warn", monkeypatch)
+    warned = spy_on_log(node, "warn", monkeypatch)
     drv = Driver(executor)
     drv.instruct()
     assert spin_until(executor, lambda: node.instruction is not None)
@@ -1245,8 +1228,8 @@ def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor
 
     node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"), enabled=True,
                                stale_action="zero")
-    infos, warns = _spy_on_log(node, "info", monkeypatch), _spy_on_log(node, "warn", monkeypatch)
-    errors = _spy_on_log(node, "error", monkeypatch)
+    infos, warns = spy_on_log(node, "info", monkeypatch), spy_on_log(node, "warn", monkeypatch)
+    errors = spy_on_log(node, "error", monkeypatch)
     drv = Driver(executor)
 
     assert _instruction_status(node)[:2] == (0, "no instruction yet")
@@ -1316,7 +1299,7 @@ def test_a_negated_or_self_contradicting_instruction_is_refused_and_stops_the_ro
     been told not to do."""
     node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"), enabled=True,
                                stale_action="zero", unfamiliar_instruction="off")
-    errors = _spy_on_log(node, "error", monkeypatch)
+    errors = spy_on_log(node, "error", monkeypatch)
     drv = Driver(executor)
     drv.instruct(INSTRUCTIONS[1])
     assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[1])
@@ -1344,7 +1327,7 @@ def test_an_instruction_two_tasks_are_as_near_to_is_a_warning(executor, tiny_che
     (ckpt / "extra.json").write_text(json.dumps({"training": {"instructions": {
         "push": ["push the puck"], "reach": ["the puck push"]}}}))
     node = started_policy_node(executor, ckpt)
-    warns = _spy_on_log(node, "warn", monkeypatch)
+    warns = spy_on_log(node, "warn", monkeypatch)
     drv = Driver(executor)
     drv.instruct("push the puck")
     assert drv.drive_until(lambda: node.instruction == "push the puck")
@@ -1357,7 +1340,7 @@ def test_an_instruction_two_tasks_are_as_near_to_is_a_warning(executor, tiny_che
 def test_a_misspelt_instruction_runs_as_the_trained_one_and_says_so(executor, tiny_checkpoint, tmp_path,
                                                                    monkeypatch):
     node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"))
-    infos = _spy_on_log(node, "info", monkeypatch)
+    infos = spy_on_log(node, "info", monkeypatch)
     drv = Driver(executor)
     drv.instruct("puhs the puck to the goal")
     assert drv.drive_until(lambda: node.instruction == "puhs the puck to the goal")  # kept as sent
@@ -1375,7 +1358,7 @@ def test_a_new_checkpoint_that_reads_the_instruction_in_force_otherwise_says_so(
     from rclpy.parameter import Parameter
 
     node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"))
-    warns = _spy_on_log(node, "warn", monkeypatch)
+    warns = spy_on_log(node, "warn", monkeypatch)
     drv = Driver(executor)
     drv.instruct("puhs the puck to the goal")
     assert drv.drive_until(lambda: node.instruction == "puhs the puck to the goal")
@@ -1476,7 +1459,7 @@ def test_a_new_configuration_judges_the_instruction_in_force_by_its_own_record(e
 
     with_record = _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt")
     node = started_policy_node(executor, tiny_checkpoint, unfamiliar_instruction="refuse")
-    errors = _spy_on_log(node, "error", monkeypatch)
+    errors = spy_on_log(node, "error", monkeypatch)
     drv = Driver(executor)
     drv.instruct("zebra xylophone")
     assert drv.drive_until(lambda: node.instruction == "zebra xylophone")
@@ -1705,7 +1688,7 @@ def test_configure_says_what_the_gripper_output_sends(executor, tiny_checkpoint,
                            "gripper.closed_positions": [0.0]},
                           "std_msgs/Float64MultiArray of joint positions, [0.04] open .. [0.0] closed")):
         node = policy_node(executor, tiny_checkpoint, **params)
-        infos = _spy_on_log(node, "info", monkeypatch)
+        infos = spy_on_log(node, "info", monkeypatch)
         assert node.trigger_configure() == R.SUCCESS
         assert any(said in m for m, _ in infos), infos
         executor.remove_node(node)
