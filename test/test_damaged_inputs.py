@@ -166,6 +166,41 @@ def test_compressed_frames_are_a_cameras_8_bit_jpeg_or_png_as_sent():
 
 
 
+def test_a_png_decodes_to_opencvs_pixels_and_a_damaged_one_says_why_without_writing_to_stderr(capfd):
+    """OpenCV's libpng wrote its complaint about a damaged PNG to the process's stderr, once per frame (a camera
+    at 30 Hz flooded the robot's log), and the refusal said only "does not decode". Pillow decodes PNGs now: the
+    very pixels OpenCV gave for colour, grey, palette, alpha and 16-bit frames, and a damaged one is refused
+    with libpng-free words on the node's log only."""
+    import io
+
+    import cv2
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from deer_vla.data.image_msg import ImageConversionError, compressed_to_rgb
+
+    rng = np.random.default_rng(0)
+    frames = {f"{shape} {dtype.__name__}": cv2.imencode(".png", rng.integers(0, np.iinfo(dtype).max, shape,
+                                                                          dtype=dtype))[1].tobytes()
+              for shape, dtype in (((48, 64, 3), np.uint8), ((48, 64, 4), np.uint8), ((48, 64), np.uint8),
+                                   ((48, 64, 3), np.uint16), ((48, 64, 4), np.uint16))}
+    for mode in ("P", "1", "LA"):
+        buffer = io.BytesIO()
+        PILImage.fromarray(rng.integers(0, 256, (48, 64), dtype=np.uint8)).convert(mode).save(buffer, "PNG")
+        frames[mode] = buffer.getvalue()
+    assert len(frames) == 8
+    for name, data in frames.items():
+        opencv = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+        assert np.array_equal(compressed_to_rgb("png", data), opencv), name
+    damaged = bytearray(next(iter(frames.values())))
+    damaged[damaged.index(b"IDAT") + 30] ^= 0xFF
+    capfd.readouterr()
+    for data, said in ((bytes(damaged), "broken data stream"), (bytes(damaged[: len(damaged) // 2]), "truncated")):
+        with pytest.raises(ImageConversionError, match=f"does not decode: '.*{said}"):
+            compressed_to_rgb("png", data)
+    assert capfd.readouterr().err == ""
+
+
 def test_an_integer_of_thousands_of_digits_and_escape_heavy_text_are_refused_in_a_short_message(tmp_path):
     """PyYAML turns an integer of over 4300 digits into a ValueError of Python's int() (a traceback from
     `deer-vla train --config` and `--set`); a string of control characters has a repr four times its length."""
