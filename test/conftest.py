@@ -2,21 +2,62 @@
 
 ROS isolation: every pytest run gets its own ROS_DOMAIN_ID and localhost-only
 discovery, set before rclpy is imported anywhere, so parallel runs (and other
-machines on the network) never see each other's topics. rclpy is initialised
+machines on the network) never see each other's topics: a run holds a lock on
+its domain for its lifetime, and the next run takes the next free one (a
+domain from the process id alone put two runs on one domain 1 time in 100). rclpy is initialised
 once per run and shut down at the end; spinning always has a timeout so that a
 lost message fails a test instead of hanging it.
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+ROS_DOMAIN_LOCK = pytest.StashKey[int]()
+TEST_DOMAINS = range(1, 101)  # ROS 2's usable domains on Linux are 0-101; 0 is every robot's default
+
+
+def _claim_ros_domain() -> tuple[int, int]:
+    """A ROS domain no other pytest run on this machine holds, and the open lock file that holds it for this
+    process's lifetime (the lock goes with the process, even a killed one)."""
+    first = os.getpid() % len(TEST_DOMAINS)
+    for step in range(len(TEST_DOMAINS)):
+        domain = TEST_DOMAINS[(first + step) % len(TEST_DOMAINS)]
+        lock = os.open(os.path.join(tempfile.gettempdir(), f"deer_vla_test_ros_domain_{domain}.lock"),
+                       os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another run holds it (or the file is another user's): the next one
+            os.close(lock)
+            continue
+        return domain, lock
+    raise RuntimeError(f"every ROS domain in {TEST_DOMAINS} is held by another pytest run on this machine")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test module (and so rclpy) is imported: the run's own domain, localhost-only discovery."""
+    domain, lock = _claim_ros_domain()
+    config.stash[ROS_DOMAIN_LOCK] = lock  # held open until the run ends
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+
+
+@pytest.fixture
+def spare_ros_domain() -> Iterator[int]:
+    """A second domain, held by no run (nor by this one's nodes), for a process that must not meet them."""
+    domain, lock = _claim_ros_domain()
+    try:
+        yield domain
+    finally:
+        os.close(lock)
+
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")
 os.environ.setdefault("OMP_NUM_THREADS", "2")

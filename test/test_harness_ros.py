@@ -22,9 +22,21 @@ def _image_msg(height: int, width: int, seed: int):
     return msg, pixels
 
 
-def test_isolated_ros_environment():
+def test_isolated_ros_environment(spare_ros_domain):
+    """Each run holds its domain: a second claim (another pytest run's) gets another one. Two runs whose
+    process ids were equal modulo 100 shared a domain and each other's topics."""
+    import fcntl
+    import tempfile
+
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
-    assert 1 <= int(os.environ["ROS_DOMAIN_ID"]) <= 101
+    domain = int(os.environ["ROS_DOMAIN_ID"])
+    assert 1 <= domain <= 100 and spare_ros_domain != domain and 1 <= spare_ros_domain <= 100
+    held = os.open(os.path.join(tempfile.gettempdir(), f"deer_vla_test_ros_domain_{domain}.lock"), os.O_RDWR)
+    try:
+        with pytest.raises(OSError):
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(held)
 
 
 def test_image_between_two_nodes_in_process(executor, spin_until):
@@ -96,7 +108,7 @@ def test_image_across_two_processes(executor, spin_until):
     np.testing.assert_array_equal(np.frombuffer(bytes(got.data), np.uint8).reshape(32, 40, 3), expected)
 
 
-def test_other_domain_is_isolated(executor, spin_until):
+def test_other_domain_is_isolated(executor, spin_until, spare_ros_domain):
     """A publisher on another ROS_DOMAIN_ID must not reach this run's nodes."""
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
@@ -106,7 +118,7 @@ def test_other_domain_is_isolated(executor, spin_until):
     executor.add_node(receiver)
     received: list[Image] = []
     receiver.create_subscription(Image, "harness/remote_image", received.append, qos_profile_sensor_data)
-    env = dict(os.environ, ROS_DOMAIN_ID=str(1 + (int(os.environ["ROS_DOMAIN_ID"]) % 100)))
+    env = dict(os.environ, ROS_DOMAIN_ID=str(spare_ros_domain))
     child = subprocess.Popen([sys.executable, "-c", PUBLISHER, "4"], env=env)
     try:
         assert not spin_until(executor, lambda: bool(received), timeout=4.0)

@@ -406,13 +406,14 @@ def test_the_sim_executable_fails_with_status_1_when_its_simulator_fails_or_a_na
         assert proc.stderr.startswith("sim_node: "), proc.stderr[-2000:]
 
 
-def test_the_sim_executable_stopped_before_its_episodes_end_exits_130_and_says_unfinished(tmp_path):
+def test_the_sim_executable_stopped_before_its_episodes_end_exits_130_and_says_unfinished(tmp_path,
+                                                                                           spare_ros_domain):
     """Stopped by SIGINT (Ctrl-C, launch shutting the graph down) before its episodes ended, the sim printed
     `"episodes": []` and exited 0: a CI or launch caller could not tell an aborted run from a finished one."""
     import signal
     import time
 
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), ROS_DOMAIN_ID="97")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), ROS_DOMAIN_ID=str(spare_ros_domain))
     run = [sys.executable, "-c", "import sys; from deer_vla.ros.sim_node import main; sys.exit(main())",
            "--ros-args", "-p", "episodes:=3"]
     proc = subprocess.Popen(run, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
