@@ -390,3 +390,66 @@ def test_a_look_alike_of_a_trained_word_is_still_a_word_never_learned():
     verdict = check.judge("turn off the stove", "warn", 0.45, count=False)
     assert [w for w, _, _ in verdict.unknown] == ["stove"] and verdict.doubtful
     assert check.judge("turn off the faucets", "warn", 0.45, count=False).unknown == ()
+
+
+@pytest.fixture(scope="module")
+def mt50_check():
+    mt50 = REPO / "deer_vla" / "assets" / "mt50_checkpoint"
+    if not (mt50 / "config.json").is_file():
+        pytest.skip("needs the shipped mt50 checkpoint")
+    from deer_vla.model.runner import PolicyRunner
+
+    torch.set_num_threads(1)
+    return InstructionCheck.for_runner(PolicyRunner.from_checkpoint(mt50))
+
+
+def test_a_task_written_as_its_name_is_read_apart_and_refused_when_heard_as_another(mt50_check, default_runner):
+    """An audit's operator software sent task names: the tokenizer cut "door-lock" into the "lock" of "un"+"lock"
+    and the mt50 checkpoint heard door-unlock (0.95) at INFO; "push-wall" was heard as button-press-wall, and the
+    default heard the mt50 task "lever-pull" as handle-press, both at INFO. Joined words are read apart now, and a
+    task's name heard as another task, or naming a task the checkpoint never learned, is refused."""
+    lock = mt50_check.judge("door-lock", "warn", 0.45)
+    assert lock.match is not None and lock.match.task == "door-lock" and not lock.refused("warn")
+    for text in ("push-wall", "PUSH_WALL", '"push-wall"', "push wall"):
+        verdict = mt50_check.judge(text, "warn", 0.45)
+        assert verdict.misnamed and verdict.refused("warn") and verdict.doubtful, text
+        heard = verdict.heard(0.45)
+        assert "names the task push-wall by its name" in heard and "say it in words, as trained (" in heard
+    default = InstructionCheck.for_runner(default_runner)
+    lever = default.judge("lever-pull", "warn", 0.45)
+    assert lever.refused("warn") and "a task this checkpoint was not trained on" in lever.heard(0.45)
+    # its own task names, heard as themselves, run; so do trained wordings that only look like names
+    for text in ("drawer-open", "drawer_open", "window-close-v3"):
+        verdict = default.judge(text, "warn", 0.45)
+        assert verdict.match is not None and not verdict.refused("warn") and not verdict.misnamed, text
+    assert default_runner.read_instruction("Door-Lock the drawer_open")[0] == "Door Lock the drawer open"
+
+
+def test_joined_words_a_wording_was_trained_on_stay_joined():
+    from deer_vla.model.instruction_words import TrainedWords
+
+    words = TrainedWords.from_wordings({"button-press-topdown": ["top-down button press"]})
+    assert words.apart("a top-down x-ray of the e_stop") == "a top-down x ray of the e stop"
+    assert words.read("TOP-DOWN press-it")[0] == "TOP-DOWN press it"
+
+
+def test_a_task_heard_for_the_thing_set_aside_is_refused(default_runner):
+    """"forget the drawer, open the window" was heard as drawer-open (0.75) at INFO, "ignore the faucet, close the
+    window" as faucet-close: the task after a dismissal is what is asked, and the policy, reading every word,
+    hears the one set aside. Where the whole is heard as the task asked, it runs."""
+    check = InstructionCheck.for_runner(default_runner)
+    for text in ("forget the drawer, open the window", "ignore the faucet, close the window"):
+        verdict = check.judge(text, "warn", 0.45)
+        assert verdict.heard_set_aside is not None and verdict.refused("warn"), text
+        assert "not as what it asks after setting" in verdict.heard(0.45)
+    for text in ("forget about the window, open the drawer", "cancel that, close the window instead"):
+        verdict = check.judge(text, "warn", 0.45)
+        assert verdict.heard_set_aside is None and not verdict.refused("warn"), text
+
+
+def test_a_speech_recognisers_fillers_name_nothing(default_runner):
+    """"um, open the drawer" WARNed that the policy never learned "um" (12 of an audit's 22 WARNs on speech)."""
+    check = InstructionCheck.for_runner(default_runner)
+    for text in ("um open the drawer", "uh, close the window, erm, please", "yeah hmm open the drawer"):
+        verdict = check.judge(text, "warn", 0.45)
+        assert verdict.match is not None and not verdict.unknown and not verdict.doubtful, (text, verdict.unknown)

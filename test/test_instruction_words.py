@@ -567,3 +567,36 @@ def test_the_untrained_words_are_rare_english_words_that_may_name_a_thing():
     assert words.untrained("ouvre qwzxv cajón") == []  # in no English list (French, nonsense, Spanish)
     assert words.untrained("Open The MICROWAVE") == ["microwave"]
     assert words.untrained("halt the drawer, forget the drawer") == []  # stop words: the refusal's to judge
+
+
+@pytest.mark.parametrize("text", ["The robot is done. Stop.", "Great. Now stop.", "E-STOP", "cmd=stop",
+                                  '{"cmd": "stop"}', "cmd: stop_all", "ok robot, all done, halt!"])
+def test_a_stop_beside_words_that_name_no_task_is_a_stop(default_runner, text):
+    """An audit's: each ran a task (faucet-close at INFO or WARN, button-press for the JSON): a stop word as a
+    clause of its own, or the last word after software's prefix, where no other word names a task."""
+    from deer_vla.model.instruction_words import NegatedInstructionError
+
+    refused = default_runner.refusal(text)
+    assert isinstance(refused, NegatedInstructionError) and "asks to stop" in refused.why, text
+
+
+@pytest.mark.parametrize("text", ["make the water stop", "close the faucet so the water will stop",
+                                  "open the drawer stop", "sorry, open the drawer", "open the drawer, sorry",
+                                  "I mean it, open the drawer", "open the drawer instead"])
+def test_a_flow_stopped_a_task_then_a_stop_and_an_apology_run(default_runner, text):
+    assert default_runner.refusal(text) is None
+
+
+@pytest.mark.parametrize(("text", "word"), [
+    ("close the drawer sorry the window", "sorry"), ("open the faucet, I mean the window", "i mean"),
+    ("open the drawer, no wait, the window", "no wait"), ("press the coffee button, oops, the handle", "oops"),
+    ("instead of the drawer, open the window", "instead of"), ("open the window instead of the drawer", "instead of"),
+    ("open the window rather than the drawer", "rather than")])
+def test_a_text_that_takes_part_of_itself_back_is_refused(default_runner, text, word):
+    """An audit's: "open the faucet, I mean the window" opened the faucet, "open the drawer, no wait, the window"
+    the drawer, at INFO (while "open the drawer, no, the window" was refused): the policy reads every word."""
+    from deer_vla.model.instruction_words import NegatedInstructionError
+
+    refused = default_runner.refusal(text)
+    assert isinstance(refused, NegatedInstructionError) and refused.word == word, text
+    assert "takes back part of itself" in refused.why

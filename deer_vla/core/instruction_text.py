@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 # The longest instruction anything reads, in characters: the model reads only its first lm.max_text_len tokens,
 # but the tokenizer reads the whole text (cutting it first could change the tokens at the cut), about 200 ms
@@ -72,6 +72,17 @@ STOP_PHRASE_FILLERS = frozenset({"time", "day", "and", "then", "now", "today", "
 # drawer-close 0.73 at INFO; "skip the drawer", drawer-open 0.71; "open the drawer, cancel that"), unless a clause
 # after it names a task: that task is what is asked ("cancel that, close the window instead")
 DISMISSALS = frozenset({"forget", "cancel", "nevermind", "ignore", "skip", "disregard"})
+# these ask the robot to stop as a clause of their own wherever it stands ("The robot is done. Stop.", "Great. Now
+# stop.": an audit's ran faucet-close at INFO), or as the last
+# word of a text after a word that is no flow ("E-STOP", "cmd=stop"; not "make the water stop"), where nothing else
+# names a task: beside one it ends the task ("open the drawer, then stop", a review's)
+SAID_STOPS = frozenset({"stop", "halt", "freeze", "abort", "pause", "wait", "quit", "cease", "estop"})
+# words that take back what was said before them ("close the drawer, I mean the window" closed the drawer, "open the
+# faucet, sorry, the window" opened the faucet): a text naming a task on both sides of one is refused; "instead of"
+# and "rather than" name the thing taken back after them ("instead of the drawer, open the window")
+CORRECTIONS = (("i", "mean"), ("i", "meant"), ("sorry",), ("oops",), ("whoops",), ("correction",), ("i", "said"),
+               ("no", "wait"))
+TAKEN_BACK_AFTER = (("instead", "of"), ("rather", "than"))
 # "stay away from the faucet" (heard as faucet-close 0.86), "keep away from the window": a thing to leave be
 KEEP_AWAY = ("away", "from")
 # after a negation these make it ask for nothing at all ("don't do anything", "never mind": heard as tasks at an
@@ -86,13 +97,15 @@ LEFT_AS_IT_IS = frozenset({"alone", "be"})
 # a thing left, held or kept "where it is" or "as it is" is one not to move
 AS_IT_IS_VERBS = frozenset({"leave", "hold", "keep"})
 # every word the rules below return for a request to stop, prevent, put off or leave a thing be
-STOP_REQUESTS = (CESSATIONS | STOP_VERBS | DISMISSALS | LEFT_AS_IT_IS | {KEEP_FROM[0]}
+STOP_REQUESTS = (CESSATIONS | SAID_STOPS | STOP_VERBS | DISMISSALS | LEFT_AS_IT_IS | {KEEP_FROM[0]}
                  | {first for first, _ in PHRASAL_CESSATIONS} | {phrase[0] for phrase in BARE_STOP_PHRASES})
 # words that address the robot or ask politely and name no task. The instruction matcher leaves them out of the
 # texts it compares, the trained wordings and the text heard alike: pooled, "robot" pulled "hey robot, close the
 # drawer" to the one wording that names the robot ("pull the drawer out toward the robot", drawer-open, 0.77), and
 # "please" pulled "open the tap please" to mt50's "please open the door"
-ADDRESS_WORDS = frozenset({"please", "robot", "hey", "ok", "okay", "kindly"})
+# A speech recogniser's fillers are such words too ("um, open the drawer" WARNed that the policy never learned "um")
+SPEECH_FILLERS = frozenset({"um", "umm", "uh", "uhh", "uhm", "er", "erm", "hmm", "hm", "mm", "ah", "eh", "yeah"})
+ADDRESS_WORDS = frozenset({"please", "robot", "hey", "ok", "okay", "kindly"}) | SPEECH_FILLERS
 # where a clause ends: "push the puck, not too fast" asks for the task, "the drawer, don't open it" forbids it
 CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:so|but|if|unless|because|while|and|then)\b", re.IGNORECASE)
 # words that name no task: a clause of only these and a negation ("don't!", "robot, never") forbids what follows
@@ -102,7 +115,7 @@ FUNCTION_WORDS = frozenset({
     "just", "do", "ever", "again", "there", "we", "us", "let's", "go", "ahead", "actually", "instead",
     # courtesy ("forget the drawer, thanks" counted "thanks" as a task after the dismissal, and ran)
     "thanks", "thank", "sorry", "cheers", "thx",
-})
+}) | SPEECH_FILLERS
 # a negation after these says what something is, not what not to do ("the button that is not red", "so it's
 # not left open")
 COPULAS = frozenset({"is", "are", "was", "were", "it's", "that's", "there's", "which", "that", "who"})
@@ -254,6 +267,50 @@ def _bare_stop(whole: list[str]) -> str | None:
     return None
 
 
+def _said_stop(clauses: list[list[str]], whole: list[str], may_name_task: Callable[[str], bool]) -> str | None:
+    """A SAID_STOPS word in a text (``whole``) where no other word may name a task, when it is a clause of its own
+    (with only FUNCTION_WORDS, STOP_FILLERS and STOP_PHRASE_FILLERS beside it: "The robot is done. Stop.", "Great.
+    Now stop.") or the last word that names anything, after a word that is no flow, negation nor FUNCTION_WORDS
+    ("e stop", "cmd=stop"; "don't stop" is ``negation``'s); else None. Beside a task it is the task's end ("open
+    the drawer, then stop", "wait, close the drawer")."""
+    said = [w for w in whole if w in SAID_STOPS]
+    if not said or any(may_name_task(w) for w in whole if w not in SAID_STOPS):
+        return None
+    beside = FUNCTION_WORDS | STOP_FILLERS | STOP_PHRASE_FILLERS
+    for words in clauses:
+        if any(w in SAID_STOPS for w in words) and all(w in SAID_STOPS or w in beside for w in words):
+            return said[0]
+    named = [i for i, w in enumerate(whole) if w not in beside]
+    last = named[-1] if named else None
+    if (last is not None and last > 0 and whole[last] in SAID_STOPS and whole[last - 1] not in FLOWS
+            and whole[last - 1] not in FUNCTION_WORDS and not _negator(whole[last - 1])):
+        return whole[last]
+    return None
+
+
+def _taken_back(clauses: list[list[str]], may_name_task: Callable[[str], bool]) -> str | None:
+    """The words of a correction (CORRECTIONS) with a word that may name a task on either side ("close the drawer,
+    I mean the window"), or of TAKEN_BACK_AFTER naming one in its clause with another clause naming one too
+    ("instead of the drawer, open the window", "open the window rather than the drawer"), or None."""
+    named = [[may_name_task(w) for w in words] for words in clauses]
+    for n, words in enumerate(clauses):
+        for i in range(len(words)):
+            for marker in CORRECTIONS + TAKEN_BACK_AFTER:
+                if tuple(words[i:i + len(marker)]) != marker:
+                    continue
+                end = i + len(marker)
+                before = any(named[n][:i]) or any(any(c) for c in named[:n])
+                after = any(named[n][end:]) or any(any(c) for c in named[n + 1:])
+                if marker in TAKEN_BACK_AFTER:
+                    # the thing taken back is in its clause, the task asked before it or in another clause
+                    elsewhere = any(any(c) for k, c in enumerate(named) if k != n) or any(named[n][:i])
+                    if any(named[n][end:]) and elsewhere:
+                        return " ".join(marker)
+                elif before and after:
+                    return " ".join(marker)
+    return None
+
+
 def stop_phrase(words: list[str]) -> tuple[str, ...] | None:
     """The words of a clause (``words``) that name anything, when the first of them is a STOP_THE word ("stop the
     water, please" -> ("stop", "water")), else None."""
@@ -354,6 +411,35 @@ def negated_state(text: str, trained: Iterable[str] = ()) -> str | None:
     return None
 
 
+def set_aside(text: str) -> tuple[str, str] | None:
+    """(the clause, the text after it) of ``text``'s first clause that sets a thing aside (a DISMISSALS word or
+    "leave" first among its words that name anything, and a thing named after it: "forget the drawer", "leave the
+    window"; not "cancel that") when a later clause names something ("forget the drawer, open the window"), else
+    None. ``negation`` lets such a text through: the task after is what is asked; the instruction check asks
+    whether the policy hears that task or the one set aside."""
+    spans, start = [], 0
+    for m in CLAUSE_BREAK.finditer(text):
+        spans.append((start, m.start()))
+        start = m.end()
+    spans.append((start, len(text)))
+    for n, (begin, end) in enumerate(spans[:-1]):
+        named = [w for w in instruction_words(text[begin:end]) if w not in FUNCTION_WORDS]
+        if (named[:1] and (named[0] in DISMISSALS or named[0] == LEAVE_ALONE[0])
+                and any(_names_task(w) for w in named[1:])):
+            rest = text[spans[n + 1][0]:]
+            if any(_names_task(w) for w in instruction_words(rest)):
+                return text[begin:end].strip(), rest.strip()
+            return None
+    return None
+
+
+def takes_back(word: str) -> bool:
+    """Whether ``negation``'s word for a text is a correction (CORRECTIONS, TAKEN_BACK_AFTER): the text asks one
+    thing and takes another back."""
+    said = tuple(word.split())
+    return said in CORRECTIONS or said in TAKEN_BACK_AFTER
+
+
 def _trained_form(word: str, allowed: set[str]) -> bool:
     """Whether ``word`` is a trained word or a form of one ("pushing" of "push")."""
     return word in allowed or any(word.startswith(t) for t in allowed if len(t) >= 4)
@@ -433,4 +519,4 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
         names_task = any(_trained_form(w, allowed) for w in rest) if allowed else bool(rest)
         if names_task or not rest:
             return found
-    return None
+    return _said_stop(clauses, whole, may_name_task) or _taken_back(clauses, may_name_task)

@@ -128,6 +128,10 @@ class InstructionMatcher:
     def tasks(self) -> list[str]:
         return sorted({task for task, _ in self._keys})
 
+    def wordings(self, task: str) -> list[str]:
+        """``task``'s trained wordings, in the record's order (empty for a task it does not name)."""
+        return [text for t, text in self._keys if t == task]
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-length mean token rows, one per text (N, D), the texts tokenized in one batch; a text of special
         tokens only is a zero row. A text the model reads whole is pooled without its address words; one longer

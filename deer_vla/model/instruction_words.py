@@ -33,6 +33,7 @@ from deer_vla.core.instruction_text import (
     negation,
     opposite_words,
     plain_word,
+    takes_back,
     trained_stop_phrases,
 )
 from deer_vla.core.log_text import quoted
@@ -48,6 +49,8 @@ READ_CACHE_WORDS = 4096  # words remembered with what they read as
 COMMON_WORD_SHARE = 2e-4
 # how a manner is said ("gently", "slowly", "fully"): it names nothing the policy could do instead
 MANNER_ENDING = "ly"
+# words joined by hyphens or underscores, as software and task names write them ("door-lock", "drawer_open")
+JOINED_WORDS = re.compile(r"[^\W\d_]+(?:[-_]+[^\W\d_]+)+")
 
 
 class NegatedInstructionError(ValueError):
@@ -55,7 +58,10 @@ class NegatedInstructionError(ValueError):
 
     def __init__(self, text: str, word: str) -> None:
         self.word = word
-        if word in STOP_REQUESTS:
+        if takes_back(word):
+            self.why = (f"takes back part of itself ({word!r}): the policy reads every word, those taken back too, "
+                        "and may do what was taken back; send only what is meant")
+        elif word in STOP_REQUESTS:
             self.why = (f"asks to stop, or to leave something be ({word!r}): no task the policy can do (it would do "
                         "the task the text names, if any)")
         else:
@@ -136,9 +142,11 @@ class TrainedWords:
     list its own corrections use) are words a user may mean ("unopened", "shunt", "clove", "oven"), and reading
     them as a trained word one or two letters away turned "i need the drawer unclosed" into "...closed"."""
 
-    def __init__(self, trained: Iterable[str], stop_phrases: Iterable[tuple[str, ...]] = ()) -> None:
+    def __init__(self, trained: Iterable[str], stop_phrases: Iterable[tuple[str, ...]] = (),
+                 joined: Iterable[str] = ()) -> None:
         self.words = frozenset(plain_word(w) for w in trained)
         self.stop_phrases = frozenset(stop_phrases)  # trained clauses that start with a stop word ("stop the water")
+        self.joined = frozenset(plain_word(w) for w in joined)  # joined words of the wordings ("top-down")
         self._plain = {without_accents(w): w for w in self.words}
         self._by_length: dict[int, list[str]] = {}
         for w in self.words:
@@ -159,8 +167,9 @@ class TrainedWords:
     @classmethod
     def from_wordings(cls, wordings: dict[str, list[str]]) -> TrainedWords:
         """From a checkpoint's trained wordings (task -> texts)."""
-        return cls((w for texts in wordings.values() for text in texts for w in instruction_words(text)),
-                   trained_stop_phrases(text for texts in wordings.values() for text in texts))
+        texts = [text for group in wordings.values() for text in group]
+        return cls((w for text in texts for w in instruction_words(text)), trained_stop_phrases(texts),
+                   (m.group() for text in texts for m in JOINED_WORDS.finditer(text)))
 
     def fix(self, word: str) -> str | None:
         """The trained word ``word`` misspells, or None (it is trained, an English word, too short, or near no
@@ -196,8 +205,9 @@ class TrainedWords:
         return near[0] if len(near) == 1 else None
 
     def read(self, text: str) -> tuple[str, list[tuple[str, str]]]:
-        """``text`` with every misspelt trained word (of its first MAX_READ_WORDS) replaced by it, and the
-        (word, read as) pairs replaced."""
+        """``text`` with its joined words apart (``apart``), then every misspelt trained word (of its first
+        MAX_READ_WORDS) replaced by it, and the (word, read as) pairs replaced."""
+        text = self.apart(text)
         fixed: list[tuple[str, str]] = []
         seen = 0
 
@@ -212,6 +222,17 @@ class TrainedWords:
             return to.upper() if word.isupper() else to.title() if word.istitle() else to  # the word's case kept
 
         return WORD.sub(replace, text), fixed
+
+    def apart(self, text: str) -> str:
+        """``text`` with words joined by hyphens or underscores (JOINED_WORDS) written apart, unless a trained
+        wording joins them so ("top-down"): software and task names write "door-lock", "drawer_open", and the
+        tokenizer cut "door-lock" into "door", "-" and the "lock" of "un"+"lock" (the mt50 default heard it as
+        door-unlock, 0.95, with no WARN; "button-press" as coffee-button)."""
+        def apart(match: re.Match[str]) -> str:
+            joined = match.group()
+            return joined if plain_word(joined) in self.joined else re.sub(r"[-_]+", " ", joined)
+
+        return JOINED_WORDS.sub(apart, text)
 
     def untrained(self, text: str) -> list[str]:
         """The words of ``text`` (of its first MAX_READ_WORDS, each once) that no trained wording has and that may

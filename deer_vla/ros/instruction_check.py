@@ -7,15 +7,24 @@ ROS-free: the node asks ``judge`` when a text arrives and ``status`` for its ``<
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from deer_vla.core.instruction_text import ADDRESS_WORDS, CLAUSE_BREAK, FUNCTION_WORDS, OPPOSITES, instruction_words
+from deer_vla.core.instruction_text import (
+    ADDRESS_WORDS,
+    CLAUSE_BREAK,
+    FUNCTION_WORDS,
+    OPPOSITES,
+    instruction_words,
+    set_aside,
+)
 from deer_vla.core.log_text import quoted
 from deer_vla.model.instruction_match import InstructionMatch, InstructionMatcher
 from deer_vla.model.instruction_words import TrainedWords
+from deer_vla.sim.tasks import ALL_TASKS
 
 # diagnostic_msgs/DiagnosticStatus levels (without importing ROS here)
 OK, WARN = 0, 1
@@ -44,6 +53,10 @@ UNKNOWN_WORD_SIMILARITY = 0.4
 # user's floor under it lowers it too
 FAR_UNDER_SIMILARITY = 0.2
 INFLECTION_STEM = 4  # letters a word shares with a trained word it is another form of ("clos"-ing, "draw"-ers)
+# a text that is only a task's name, as software writes it ("push-wall", "DRAWER_OPEN", "door lock", "reach-v3"):
+# punctuation around it, joiners and case aside
+TASK_NAME_JOINERS = re.compile(r"[-_\s]+")
+TASK_NAME_EDGES = "\"'`.,;:!?()[]{}<>"
 
 
 # words of opposite motions: the comparison pools a text's words, and one word of these weighs little in it ("turn
@@ -102,6 +115,20 @@ class Verdict:
     names_nothing: bool = False
     # under FAR_UNDER_SIMILARITY (or the floor, if lower): so unlike every trained wording it names no task
     far_off: bool = False
+    # the text is a task's name ("push-wall"), and a trained wording of it for an example (None: a task of the
+    # suites this checkpoint was not trained on, "lever-pull" to the default)
+    named_task: tuple[str, str | None] | None = None
+    # heard as another task than the one asked after a clause that sets a thing aside (core.instruction_text.
+    # set_aside): (that clause, the task of the text after it, which is what is asked)
+    heard_set_aside: tuple[str, str] | None = None
+
+    @property
+    def misnamed(self) -> bool:
+        """The text is a task's name but heard as another task: the policy reads words, not task names
+        ("push-wall" was heard as button-press-wall, 0.79, at INFO on the mt50 checkpoint)."""
+        return (self.match is not None and self.named_task is not None
+                and (self.named_task[1] is None
+                     or self.match.task.removesuffix(SHARED) != self.named_task[0].removesuffix(SHARED)))
 
     @property
     def no_task(self) -> bool:
@@ -112,7 +139,8 @@ class Verdict:
         """Whether the node refuses the text under ``unfamiliar_instruction`` ``mode``: one that names no task in
         either mode ("hello", "nope", "hold on a second", another language: warn ran the nearest task), one unlike
         every trained wording under 'refuse'."""
-        return self.match is not None and (self.no_task or (self.unfamiliar and mode == "refuse"))
+        return self.match is not None and (self.no_task or self.misnamed or self.heard_set_aside is not None
+                                           or (self.unfamiliar and mode == "refuse"))
 
     @property
     def close_call(self) -> bool:
@@ -126,6 +154,20 @@ class Verdict:
         m = self.match
         if m is None:
             return ""
+        if self.misnamed:
+            assert self.named_task is not None
+            task, example = self.named_task
+            heard = f"{m.task} (nearest trained wording {quoted(m.nearest, 80)}, similarity {m.similarity:.2f})"
+            if example is None:
+                return (f"names the task {task} by its name, a task this checkpoint was not trained on (it would hear "
+                        f"it as {heard})")
+            return (f"names the task {task} by its name, but the policy reads words, not task names, and hears it as "
+                    f"{heard}: say it in words, as trained ({quoted(example, 80)})")
+        if self.heard_set_aside is not None:
+            clause, asked = self.heard_set_aside
+            return (f"heard as {m.task} (nearest trained wording {quoted(m.nearest, 80)}, similarity "
+                    f"{m.similarity:.2f}), not as what it asks after setting {quoted(clause, 60)} aside ({asked}): the "
+                    "policy reads every word, those set aside too; send only the task")
         if self.names_nothing:
             return (f"names nothing this checkpoint was trained on (none of its words is in a trained wording), so "
                     f"no task: the nearest wording is {quoted(m.nearest, 80)} ({m.task}), similarity "
@@ -161,7 +203,7 @@ class Verdict:
         """Whether the node says it at WARN: unlike every trained wording, a close call, a direction
         contradicted, two tasks asked, or a word the policy never learned."""
         return (self.unfamiliar or self.close_call or self.contradicts is not None or self.two_tasks is not None
-                or bool(self.unknown) or self.no_task)
+                or bool(self.unknown) or self.no_task or self.misnamed or self.heard_set_aside is not None)
 
 
 class InstructionCheck:
@@ -266,7 +308,31 @@ class InstructionCheck:
         match = self._match(text)
         unknown, names_nothing = self._words(text)
         return Verdict(match, under_floor(match, floor), self._contradicts(text, match), self._two_tasks(text, match),
-                       unknown, names_nothing, far_under(match, floor))
+                       unknown, names_nothing, far_under(match, floor), self._named_task(text),
+                       self._heard_set_aside(text, match))
+
+    def _heard_set_aside(self, text: str, match: InstructionMatch) -> tuple[str, str] | None:
+        """(the clause set aside, the task asked after it) when ``text`` (as the model reads it) sets a thing aside
+        and asks a task after, and the whole is heard as another task than the one asked ("forget the drawer, open
+        the window" as drawer-open, "ignore the faucet, close the window" as faucet-close, at INFO); else None."""
+        assert self.matcher is not None
+        split = set_aside(self._reading(text)[0])
+        if split is None:
+            return None
+        clause, rest = split
+        asked = self.matcher.match(rest).task.removesuffix(SHARED)
+        return (clause, asked) if match.task.removesuffix(SHARED) != asked else None
+
+    def _named_task(self, text: str) -> tuple[str, str | None] | None:
+        """The task whose name ``text`` is ("push-wall", "DRAWER_OPEN", "door lock", "reach-v3"), with its shortest
+        trained wording (for an example), or with None for a task of the suites (sim.tasks) that the checkpoint was
+        not trained on; or None."""
+        assert self.matcher is not None
+        name = TASK_NAME_JOINERS.sub("-", text.strip().strip(TASK_NAME_EDGES).strip().lower()).removesuffix("-v3")
+        task = next((t for t in self.matcher.tasks if t.removesuffix(SHARED) == name), None)
+        if task is not None:
+            return task, min(self.matcher.wordings(task), key=len)
+        return (name, None) if name in ALL_TASKS else None
 
     def _words(self, text: str) -> tuple[tuple[tuple[str, str, float], ...], bool]:
         """The words of ``text`` (of the part the model reads) measured against the trained words, in one pass:
