@@ -528,3 +528,94 @@ def test_a_namespace_rcl_refuses_is_one_line_from_a_node_executable(module, tmp_
                        "(letters, digits and single '_', not starting with a digit, joined by single '/', none at the "
                        "end)\n"), err
     assert list(tmp_path.iterdir()) == []  # nothing started
+
+
+@pytest.mark.parametrize("module", ["policy_node", "monitor_node", "sim_node"])
+def test_a_node_executable_refuses_what_it_would_have_ignored(module, tmp_path, monkeypatch, capsys):
+    """A newcomer's `policy_node --checkpoint runs/mine` ran the shipped default checkpoint, and `--params-file F`
+    before --ros-args the defaults, without a word; a parameter file keyed for another name or namespace
+    (`/arm1/deer_vla_policy:` without `-r __ns:=/arm1`) was skipped by rcl in silence. Each is refused in one line
+    before anything starts; the same file with the namespace it names is taken."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module(f"deer_vla.ros.{module}").main
+    node = {"policy_node": "deer_vla_policy", "monitor_node": "deer_vla_monitor", "sim_node": "deer_vla_sim"}[module]
+    assert main([module, "--checkpoint", "runs/mine", "--ros-args", "-p", "a:=1"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"{module}: unrecognized arguments: --checkpoint runs/mine (ROS arguments, such as -p NAME:=VALUE "
+                   "and --params-file FILE, go after --ros-args; see --help)\n")
+    elsewhere = tmp_path / "arm1.yaml"
+    elsewhere.write_text(f"/arm1/{node}:\n  ros__parameters:\n    use_sim_time: false\n")
+    assert main([module, "--ros-args", "--params-file", str(elsewhere)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"{module}: parameter file {elsewhere} holds no parameters for node /{node} (its sections: "
+                   f"/arm1/{node}); key them /**/{node} (any namespace), /{node}, or /** (every node)\n"), err
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    assert main([module, "--ros-args", "-r", "__node:=other", "--params-file", str(empty)]) == 2
+    assert "holds no parameters for node /other (its sections: none)" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == sorted([elsewhere, empty])  # nothing started: no log folder
+
+
+def test_the_full_name_rcl_gives_a_node_under_remaps_is_the_one_files_are_matched_against():
+    from deer_vla.ros.node_main import unmatched_params_files
+    from deer_vla.ros.ros_args import full_node_name
+
+    assert full_node_name([], "deer_vla_policy") == "/deer_vla_policy"
+    assert full_node_name(["--ros-args", "-r", "__ns:=/arm1"], "deer_vla_policy") == "/arm1/deer_vla_policy"
+    # the first rule for the node wins, a rule for another node is not its; rcl's other spelling __name
+    args = ["--ros-args", "-r", "other:__ns:=/x", "-r", "deer_vla_policy:__ns:=/a/b", "-r", "__ns:=/c",
+            "-r", "__name:=p2", "-r", "__node:=p3"]
+    assert full_node_name(args, "deer_vla_policy") == "/a/b/p2"
+    assert full_node_name(["--ros-args", "-r", "__ns:=/"], "n") == "/n"
+    files = REPO / "config"
+    assert unmatched_params_files(["--ros-args", "-r", "__ns:=/arm1", "--params-file", str(files / "policy.yaml")],
+                                  "/arm1/deer_vla_policy") == []
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("/**:\n  ros__parameters:\n    gripper.open_positions: [0, 0.04]\n",
+     "Sequence should be of same type. Value type 'double' do not belong at line_num 3 (a list's items must all be "
+     "one type: write 0.0, not 0, beside 0.5)"),
+    ("a: &x\n  ros__parameters: {}\nb: *x\n", "(rcl takes no YAML anchors or aliases: write each value out)"),
+    (None, "cannot be opened (is it there, readable, and a file?)"),
+])
+def test_a_parameter_file_rcl_cannot_read_is_named_in_one_line(text, said, tmp_path, monkeypatch, capsys):
+    """Said as "not ROS arguments after --ros-args", with rcl's C source locations, a line break for an alias, and
+    the advice to put the program's own arguments before --ros-args."""
+    from deer_vla.ros.policy_node import main
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "robot.yaml"
+    if text is not None:
+        path.write_text(text)
+    assert main(["policy_node", "--ros-args", "--params-file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"policy_node: parameter file {path}: ") and said in err, err
+    assert len(err.splitlines()) == 1 and " at /" not in err and "--ros-args" not in err
+
+
+def test_a_misspelt_autostart_is_said_and_a_failed_autostart_exits_1(tmp_path):
+    """`auto_start: true` left the node unconfigured for ever without a word (unknown names were checked only at
+    configure); with `autostart: true` and a bad value the process ran on unconfigured and exited 0."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    run = [sys.executable, "-c", "import sys; from deer_vla.ros.policy_node import main; sys.exit(main())",
+           "--ros-args", "-p", "auto_start:=true", "-p", "autostart:=true", "-p", "rate_hz:=fast",
+           "-p", "qos_overrides./cmd_twist.publisher.depth:=5"]
+    proc = subprocess.Popen(run, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line)
+        if "autostart failed" in line or not line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    out = "".join(seen) + rest
+    assert proc.returncode == 1, out[-2000:]
+    assert "unknown parameter 'auto_start' (configure will refuse it) (did you mean 'autostart'?)" in out
+    assert "1 qos_overrides parameter(s) ignored ('qos_overrides./cmd_twist.publisher.depth')" in out
+    assert "configure failed: unknown parameter(s) 'auto_start'" in out and "it exits with status 1" in out

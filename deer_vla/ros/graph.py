@@ -93,10 +93,8 @@ class NodeSpec:
         return "/" + self.namespace if self.namespace_absolute else self.namespace
 
     def applies(self, key: Any) -> bool:
-        """Whether rcl applies a parameter file's section ``key`` to this node: the key made absolute (a relative
-        one is under the root), "*" one name token, "**" any number of them, matched against the node's full
-        name (`ros2 param dump` writes the absolute name: such a file reaches the node only in its namespace)."""
-        return isinstance(key, str) and _tokens_match(key.strip("/").split("/"), self.full_name.strip("/").split("/"))
+        """Whether rcl applies a parameter file's section ``key`` to this node (``section_applies``)."""
+        return section_applies(key, self.full_name)
 
     def unmatched_files(self) -> list[Path]:
         """This node's parameter files that hold no section rcl applies to it (in its namespace)."""
@@ -307,6 +305,18 @@ def _reporting_on(policy: NodeSpec | None, spec: NodeSpec, records_remapped: boo
             and namespace != spec.running_namespace):
         changes[RECORD_TOPIC] = "/" + "/".join(p for p in (namespace, theirs) if p)
     return replace(spec, parameters={**spec.parameters, **changes})
+
+
+def section_applies(key: Any, full_name: str) -> bool:
+    """Whether rcl applies a parameter file's section ``key`` to the node named ``full_name``: the key made absolute
+    (a relative one is under the root), "*" one name token, "**" any number of them, matched against the node's
+    full name (`ros2 param dump` writes the absolute name: such a file reaches the node only in its namespace)."""
+    return isinstance(key, str) and _tokens_match(key.strip("/").split("/"), full_name.strip("/").split("/"))
+
+
+def parameter_file_keys(path: Path) -> list[Any]:
+    """The node sections of a ROS parameter file (ValueError when it is not one, OSError when it cannot be read)."""
+    return list(_parameter_file(path))
 
 
 def _tokens_match(key: list[str], name: list[str]) -> bool:

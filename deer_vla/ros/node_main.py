@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import rclpy
@@ -19,7 +21,8 @@ from rclpy.utilities import remove_ros_args
 from deer_vla.core.argv_text import check_text_arguments
 from deer_vla.core.log_text import error_text
 from deer_vla.ros.executors import EXECUTORS, make_executor
-from deer_vla.ros.ros_args import check_namespace_remaps
+from deer_vla.ros.graph import parameter_file_keys, section_applies
+from deer_vla.ros.ros_args import check_namespace_remaps, full_node_name, params_file_error, ros_flags
 
 RCLError = rclpy_implementation.RCLError  # what rcl raises for a name it refuses at node creation
 
@@ -54,6 +57,25 @@ def ros_start_error(exc: BaseException) -> str:
     return text
 
 
+def unmatched_params_files(ros_args: list[str], full_name: str) -> list[str]:
+    """For each --params-file among ``ros_args`` with no section rcl applies to the node named ``full_name``
+    (as created: namespace and remaps applied), a line saying so: rcl skips such a file in silence, and the node
+    ran on its defaults where a robot's file, keyed for another name or namespace, was meant. A file that cannot
+    be read is rcl's to refuse (``params_file_error``)."""
+    said = []
+    for _, path in ros_flags(ros_args, ("--params-file",)):
+        try:
+            keys = parameter_file_keys(Path(path))
+        except (OSError, ValueError):
+            continue
+        if not any(section_applies(key, full_name) for key in keys):
+            name = full_name.rsplit("/", 1)[-1]
+            sections = ", ".join(str(k) for k in keys[:5]) or "none"
+            said.append(f"parameter file {path} holds no parameters for node {full_name} (its sections: {sections}); "
+                        f"key them /**/{name} (any namespace), {full_name}, or /** (every node)")
+    return said
+
+
 def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
              until: Callable[[N], bool] | None = None, on_done: Callable[[N], int | None] | None = None) -> int:
     """Spin ``make_node()`` until SIGINT/SIGTERM, or until ``until(node)`` holds; then ``on_done(node)``, whose
@@ -84,14 +106,28 @@ def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
     try:
         own = remove_ros_args(args)[1:]
     except Exception as exc:  # rclpy's UnknownROSArgsError: something inside --ros-args that is no ROS argument
+        bad_file = params_file_error(error_text(exc))
+        if bad_file is not None:  # rcl reads the parameter files here: one it cannot read is no misplaced argument
+            print(f"{prog}: {bad_file}", file=sys.stderr)
+            return 1
         print(f"{prog}: not ROS arguments after --ros-args: {ros_start_error(exc)} (ROS arguments: -p NAME:=VALUE, "
               "--params-file FILE, -r FROM:=TO; this program's own, such as --help, go before --ros-args)",
               file=sys.stderr)
         return 1
     try:  # --help prints the usage above and exits 0 before anything starts (it started the node before)
-        known, _ = parser.parse_known_args(own)
+        known, unknown = parser.parse_known_args(own)
     except SystemExit as exc:
         return int(exc.code or 0)
+    if unknown:  # "--checkpoint DIR" ran the shipped default checkpoint, "--params-file F" the defaults, unsaid
+        print(f"{prog}: unrecognized arguments: {' '.join(unknown)} (ROS arguments, such as -p NAME:=VALUE and "
+              "--params-file FILE, go after --ros-args; see --help)", file=sys.stderr)
+        return 2
+    default_name = inspect.signature(make_node).parameters.get("name")
+    if default_name is not None and isinstance(default_name.default, str):
+        unmatched = unmatched_params_files(args, full_node_name(args, default_name.default))
+        if unmatched:  # rcl skips a file with no section for the node: it ran on the shipped defaults, unsaid
+            print(f"{prog}: {unmatched[0]}", file=sys.stderr)
+            return 2
     stop = install_stop_handlers()
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)

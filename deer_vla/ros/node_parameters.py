@@ -71,8 +71,15 @@ def topic_name_problem(node: Node, parameter: str, topic: str) -> str | None:
     return None
 
 
-def unknown_overrides(node: Node) -> list[str]:
-    """One line per override given to ``node`` that it does not declare, naming the closest declared one."""
+def unknown_overrides(node: Node, fate: str = "ignored") -> list[str]:
+    """One line per override given to ``node`` that it does not declare, naming the closest declared one and what
+    becomes of it (``fate``); and one for the ``qos_overrides.*`` given, which no endpoint of these nodes takes
+    (rclpy's QoSOverridingOptions): a robot-wide file may set them for other nodes, so they are only said."""
     given = getattr(node, "_parameter_overrides", {})  # what rclpy matched to this node (files, launch, -p)
-    return [f"unknown parameter '{name}' ignored" + (f" (did you mean '{close}'?)" if close else "")
-            for name, close in unknown_names(given, node.list_parameters([], 0).names)]
+    lines = [f"unknown parameter '{name}' {fate}" + (f" (did you mean '{close}'?)" if close else "")
+             for name, close in unknown_names(given, node.list_parameters([], 0).names)]
+    qos = sorted(name for name in given if name.startswith("qos_overrides."))
+    if qos:
+        lines.append(f"{len(qos)} qos_overrides parameter(s) ignored ('{qos[0]}'{', ...' if len(qos) > 1 else ''}): "
+                     "no endpoint of this node takes QoS overrides; its QoS is fixed (docs/ros.md)")
+    return lines

@@ -85,7 +85,7 @@ from deer_vla.ros.joint_state import JointStateProprio, skew_problem, stamp_prob
 from deer_vla.ros.lifecycle import guard_change_state, report_errors
 from deer_vla.ros.log_health import LogHealth
 from deer_vla.ros.node_main import run_node
-from deer_vla.ros.node_parameters import topic_name_problem
+from deer_vla.ros.node_parameters import topic_name_problem, unknown_overrides
 from deer_vla.ros.params import (
     BUDGET_PARAMS,
     MAX_DIAGNOSTICS_PERIOD_S,
@@ -350,6 +350,10 @@ class PolicyNode(LifecycleNode):
         topic = self.get_parameter("instruction_topic").value
         if isinstance(topic, str) and topic and topic_name_problem(self, "instruction_topic", topic) is None:
             self._subscribe_instruction(topic)
+        # said now, not only at configure: a misspelt "autostart" left the node unconfigured without a word
+        for warning in unknown_overrides(self, "(configure will refuse it)"):
+            self.get_logger().warning(warning)
+        self.autostart_failed = False  # autostart's configure or activate failed (the exit status says so)
         if self.get_parameter("autostart").value:
             self._autostart_timer: Any = self.create_timer(0.0, self._autostart)
 
@@ -364,8 +368,13 @@ class PolicyNode(LifecycleNode):
             # node started with autostart): configuring an active node raised out of this timer and ended the process
             self.get_logger().info("autostart: already configured by a lifecycle manager; nothing to do")
             return
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            self.trigger_activate()
+        started = (self.trigger_configure() == TransitionCallbackReturn.SUCCESS
+                   and self.trigger_activate() == TransitionCallbackReturn.SUCCESS)
+        self.autostart_failed = not started
+        if not started:
+            self.get_logger().error("autostart failed (see above): the node stays up for a lifecycle manager or "
+                                    "`ros2 lifecycle set` to retry once the parameters are mended; unless then "
+                                    "active, it exits with status 1")
 
     def _current_values(self) -> dict[str, Any]:
         return {k: self.get_parameter(k).value for k in POLICY_DEFAULTS}
@@ -1991,7 +2000,9 @@ def _same_value(a: Any, b: Any) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_node(PolicyNode, argv)
+    # started with autostart: a configure or activate that failed ends the process with status 1 (it ran on, then
+    # exited 0, as if it had done its work)
+    return run_node(PolicyNode, argv, on_done=lambda node: 1 if node.autostart_failed and not node.active else None)
 
 
 if __name__ == "__main__":

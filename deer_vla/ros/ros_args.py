@@ -39,6 +39,21 @@ def name_remaps(ros_args: list[str]) -> list[tuple[str, str, str, str]]:
     return found
 
 
+def full_node_name(ros_args: list[str], name: str) -> str:
+    """The full name rcl gives a node created as ``name`` in the root namespace under ``ros_args``' name and
+    namespace remaps: for each, the first rule for every node or for ``name`` (rcl matches a rule's node to the
+    name the node was created with, and takes the first rule that matches)."""
+    new_name = namespace = None
+    for node, kind, value, _ in name_remaps(ros_args):
+        if node not in ("", name):
+            continue
+        if kind == "__node" and new_name is None:
+            new_name = value
+        elif kind == "__ns" and namespace is None:
+            namespace = value
+    return f"{(namespace or '').rstrip('/')}/{new_name or name}"
+
+
 def check_namespace_remap(value: str) -> None:
     """ValueError unless rcl takes ``value`` as an ``__ns`` remap (absolute, no trailing '/', valid names)."""
     tokens = value[1:].split("/") if value.startswith("/") else []
@@ -52,3 +67,33 @@ def check_namespace_remaps(ros_args: list[str]) -> None:
     for _, kind, value, _ in name_remaps(ros_args):
         if kind == "__ns":
             check_namespace_remap(value)
+
+
+# rcl's words for a parameter file it could not read ("Couldn't parse params file: '--params-file F'. Error: ...")
+_PARAMS_FILE_FAILURE = re.compile(r"Couldn't parse params file: '--params-file (?P<file>.*?)'\. Error: (?P<why>.*)",
+                                  re.DOTALL)
+_RCL_SOURCE = re.compile(r",? at /\S+:\d+")  # rcl's C source locations ("at /project/src/parse.c:782")
+# what rcl's own words mean to the one who wrote the file
+_PARAMS_FILE_HINTS = (
+    ("Error opening YAML file", "cannot be opened (is it there, readable, and a file?)"),
+    ("near line 0", "cannot be read as YAML (is it a folder, or empty of text?)"),
+    ("Sequence should be of same type", "(a list's items must all be one type: write 0.0, not 0, beside 0.5)"),
+    ("aliasing", "(rcl takes no YAML anchors or aliases: write each value out)"),
+)
+
+
+def params_file_error(rcl_text: str) -> str | None:
+    """One line naming the parameter file rcl could not read, and why, from rcl's error text; None for other
+    errors. rcl's own text said "not ROS arguments after --ros-args", its C source locations and, for an alias,
+    a line break."""
+    found = _PARAMS_FILE_FAILURE.search(rcl_text)
+    if found is None:
+        return None
+    why = " ".join(_RCL_SOURCE.sub("", found.group("why")).split()).rstrip(".")
+    hint = next((h for marker, h in _PARAMS_FILE_HINTS if marker in why), "")
+    if hint.startswith("("):
+        why = f"{why} {hint}"
+    elif hint:
+        why = hint
+    return f"parameter file {found.group('file')}: {why}"
+
