@@ -390,3 +390,20 @@ def test_a_log_whose_disk_filled_up_reads_back_what_was_written_before_and_after
     if fails_in == "flush":  # (each message flushed: all before the disk filled are whole)
         assert got[:10] == list(range(10)), got
         assert any("damaged" in w or "cut off" in w for w in warned), warned
+
+
+def test_a_folder_of_two_logs_names_the_one_that_holds_the_topic_asked(tmp_path):
+    """`deer-vla replay deer_vla_logs/demo_<t>` was refused: every demo folder holds the policy's recording and the
+    monitor's steps.mcap. A reader asking for a topic takes the one log that holds it; with none or both, the
+    folder is still refused."""
+    recording = McapLog(tmp_path / "policy_io.mcap")
+    recording.write("/deer_vla/policy/output/record", "std_msgs/msg/String", {"data": "{}"}, 1)
+    recording.close()
+    steps = McapLog(tmp_path / "steps.mcap")
+    _write(steps, 0, 3)
+    steps.close()
+    assert log_parts(tmp_path, "/deer_vla/policy/output/record") == [tmp_path / "policy_io.mcap"]
+    assert log_parts(str(tmp_path / "*.mcap"), TOPIC) == [tmp_path / "steps.mcap"]
+    for topic in (None, "/elsewhere"):
+        with pytest.raises(ValueError, match="holds 2 MCAP logs"):
+            log_parts(tmp_path, topic)

@@ -155,9 +155,16 @@ def test_demo_main_job_end_to_end(tiny_checkpoint, tmp_path):
                               capture_output=True, text=True, timeout=120)
     assert replayed.returncode == 0, replayed.stderr[-2000:]
     assert "same exit as recorded  100.0% of steps" in replayed.stdout
+    # its folder too: it holds the monitor's steps.mcap beside the recording (replay refused such a folder)
+    folder = [str(Path(a).parent) if a.endswith(".mcap") else a for a in shlex.split(replay)[1:]]
+    assert folder != shlex.split(replay)[1:]
+    replayed = subprocess.run([sys.executable, "-m", "deer_vla.cli", *folder], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert replayed.returncode == 0 and "same exit as recorded  100.0% of steps" in replayed.stdout, replayed.stderr
     missing = subprocess.run([sys.executable, "-m", "deer_vla.cli", "demo", "--checkpoint", str(tmp_path / "none")],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no policy checkpoint" in missing.stderr
+    assert "a shipped name: default, mt50" in missing.stderr and "pass --checkpoint" not in missing.stderr
 
 
 def test_sim_episodes_name_the_topics_a_second_policy_or_simulator_shares(executor, spin_until):

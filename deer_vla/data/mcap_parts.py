@@ -114,8 +114,20 @@ def _parts_from(start: Path) -> list[Path]:
     return parts
 
 
-def _one_log(candidates: list[Path], named: str) -> Path:
-    """The earliest file of the single log among ``candidates``."""
+def _topics(path: Path) -> set[str] | None:
+    """The topics of a finished MCAP file's channels, from its summary (None: no summary to read, e.g. a file
+    still being written or cut short)."""
+    try:
+        with path.open("rb") as stream:
+            summary = make_reader(stream).get_summary()
+    except Exception:  # the mcap library raises its own errors, and struct's, for a damaged end
+        return None
+    return None if summary is None else {channel.topic for channel in summary.channels.values()}
+
+
+def _one_log(candidates: list[Path], named: str, topic: str | None = None) -> Path:
+    """The earliest file of the single log among ``candidates``; with ``topic``, of the single one that can hold
+    it, where there are several (a demo's folder holds the policy's recording and the monitor's log)."""
     logs: dict[str, list[tuple[int, Path]]] = {}
     for path in candidates:
         info = part_info(path)
@@ -124,25 +136,29 @@ def _one_log(candidates: list[Path], named: str) -> Path:
     if not logs:
         raise FileNotFoundError(f"no MCAP files in {named}")
     starts = sorted(min(parts)[1] for parts in logs.values())
+    if len(starts) > 1 and topic is not None:
+        holding = [start for start in starts if topic in (_topics(start) or {topic})]
+        starts = holding if len(holding) == 1 else starts
     if len(starts) > 1:
         raise ValueError(f"{named} holds {len(starts)} MCAP logs ({', '.join(p.name for p in starts)}): "
                          "give one of them")
     return starts[0]
 
 
-def log_parts(source: str | Path) -> list[Path]:
-    """The files of the log ``source`` names (a file, a directory or a glob; module doc), in order."""
+def log_parts(source: str | Path, topic: str | None = None) -> list[Path]:
+    """The files of the log ``source`` names (a file, a directory or a glob; module doc), in order; ``topic``: of
+    the one log that holds it, where a directory or glob names several."""
     path = Path(source)
     if path.is_dir():
         return _parts_from(_one_log(sorted(p for p in path.iterdir() if p.suffix == ".mcap" and p.is_file()),
-                                    f"directory {path}"))
+                                    f"directory {path}", topic))
     if path.is_file():
         return _parts_from(path)
     if glob.has_magic(str(source)):
         matches = sorted(Path(p) for p in glob.glob(str(source)) if Path(p).is_file())
         if not matches:
             raise FileNotFoundError(f"no MCAP files match {source}")
-        return _parts_from(_one_log(matches, f"the files matching {source}"))
+        return _parts_from(_one_log(matches, f"the files matching {source}", topic))
     raise FileNotFoundError(f"MCAP log not found: {source}")
 
 

@@ -709,6 +709,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla evaluate: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # its INFO "No OpenGL_accelerate module loaded" on every run
     calib = args.calibration_dataset
     if calib is None and args.budgets and Path("data/demos").is_dir():
         calib = "data/demos"
@@ -751,7 +752,9 @@ def cli_main(argv: list[str] | None = None) -> int:
             # for by value must not quietly become one mode of whatever budget those were solved for
             raise ValueError(f"--budgets {','.join(f'{b:g}' for b in cfg.budgets)} needs demonstrations to solve "
                              "thresholds on (--calibration-dataset DIR; there is no data/demos); or run thresholds "
-                             "files as they are: --budgets '' --thresholds CHECKPOINT/thresholds.json")
+                             "files as they are: --budgets '' --thresholds "
+                             f"{Path(cfg.checkpoint) / 'thresholds.json'}, or leave --budgets out to run the "
+                             "checkpoint's own")
         warn_about_instruction_record(CheckpointDir(cfg.checkpoint), cfg.tasks)
         if cfg.budgets and cfg.calibration_dataset and not Path(cfg.calibration_dataset).is_dir():
             raise FileNotFoundError(f"--calibration-dataset {cfg.calibration_dataset}: no such directory")

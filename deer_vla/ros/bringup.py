@@ -33,6 +33,7 @@ from deer_vla.model.shipped import (
     UnknownCheckpointError,
     checkpoint_help,
     resolve_checkpoint,
+    shipped_checkpoints,
     shipped_name_of,
 )
 from deer_vla.ros.executors import EXECUTORS, make_executor
@@ -541,9 +542,11 @@ def demo_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=_int64_arg, default=0, help="steps per episode (0 = the task default)")
     parser.add_argument("--average-gflops", type=float, default=None,
                         help="average compute budget per action (default: the one the thresholds were solved for)")
-    parser.add_argument("--output-dir", type=path_argument, default=Path("deer_vla_logs"))
+    parser.add_argument("--output-dir", type=path_argument, default=Path("deer_vla_logs"),
+                        help="where each run's folder of logs goes (default: deer_vla_logs, in this folder)")
     parser.add_argument("--timeout", type=float, default=540.0, help="stop after this many seconds")
-    parser.add_argument("--config-dir", default=None)
+    parser.add_argument("--config-dir", default=None,
+                        help="directory with graph.yaml and the parameter files (default: the package's config)")
     import rclpy
 
     split = _split_args_or_say(parser.prog, argv)
@@ -560,9 +563,9 @@ def demo_main(argv: list[str] | None = None) -> int:
         return 2
     if not CheckpointDir(checkpoint).exists():
         print(
-            f"deer-vla demo: no policy checkpoint at {checkpoint} (expected {CheckpointDir.CONFIG} there). "
-            "The shipped checkpoint is built by `deer-vla train` + `deer-vla calibrate`; "
-            "pass --checkpoint DIR (or a shipped name) to use another one.",
+            f"deer-vla demo: --checkpoint {args.checkpoint}: no policy checkpoint at {checkpoint} (no "
+            f"{CheckpointDir.CONFIG} there); give a folder `deer-vla train` wrote, or a shipped name: "
+            f"{', '.join(shipped_checkpoints())}",
             file=sys.stderr,
         )
         return 2

@@ -138,7 +138,8 @@ def load_stack(
         raise ConfigurationError(str(exc)) from exc
     if not checkpoint.is_dir():
         raise ConfigurationError(
-            f"checkpoint directory not found: {checkpoint} (set the 'checkpoint_dir' parameter, or pass --checkpoint)"
+            f"checkpoint directory not found: {checkpoint} (parameter 'checkpoint_dir': -p checkpoint_dir:=DIR on the "
+            "node, checkpoint:=DIR to ros2 launch and deer-vla bringup; or a shipped name: default, mt50)"
         )
     budget = make_budget(budget_kwargs)
     thresholds = None

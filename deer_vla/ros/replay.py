@@ -32,7 +32,7 @@ from deer_vla.core.config_io import thread_count
 from deer_vla.core.writable import clobbers_input, path_argument, unwritable_dir
 from deer_vla.data.mcap_io import truncation_warnings_to_stderr
 from deer_vla.data.mcap_parts import log_parts
-from deer_vla.data.recording import RecordedStep, check_cameras, read_recording, recorded_policy
+from deer_vla.data.recording import RECORD, RecordedStep, check_cameras, read_recording, recorded_policy
 from deer_vla.model.checkpoint_dir import CheckpointDir
 from deer_vla.model.device import device_arg
 from deer_vla.model.shipped import checkpoint_argument, checkpoint_help
@@ -149,6 +149,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=path_argument, default=None,
                         help="also write the report (with per-step exits) here")
     args = parser.parse_args(argv)
+    if not Path(args.recording).is_file():
+        try:  # a folder (or glob) of the policy's recording beside the monitor's log, a demo's: the recording
+            args.recording = str(log_parts(args.recording, RECORD)[0])
+        except (FileNotFoundError, ValueError):
+            pass  # said by the reading below, in its words
     problem = unwritable_dir(args.json.parent, create=True) if args.json else None
     if args.json and problem is None:
         try:  # the recording's parts are what this job reads
@@ -174,7 +179,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             steps = read_recording(args.recording, image_size)
             recorded = recorded_policy(args.recording)
         if not steps:
-            raise ValueError(f"recording {args.recording} holds no complete policy steps")
+            raise ValueError(f"recording {args.recording} holds no complete policy steps (a policy node's recording, "
+                             f"policy_io*.mcap in a demo's folder, holds {RECORD}; the monitor's steps.mcap does not)")
         ckpt = CheckpointDir(args.checkpoint)
         # the config too where the recording has it (since 2026-12-07): the same weights under an edited config
         # are another model
