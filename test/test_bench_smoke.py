@@ -647,5 +647,5 @@ def test_bench_instruction_sets_hears_the_labelled_instructions_as_the_node_does
     assert "583 labelled instructions" in proc.stdout
     rows = {key + ")": [int(v) for v in rest.split()] for key, _, rest in
             (line.partition(")") for line in proc.stdout.splitlines() if line.startswith("all ("))}
-    assert rows["all (REFUSE)"] == [166, 0, 0, 0, 174, 10] and rows["all (task)"] == [16, 0, 168, 42, 7, 0]
+    assert rows["all (REFUSE)"] == [166, 2, 0, 0, 172, 10] and rows["all (task)"] == [16, 0, 168, 42, 7, 0]
     assert proc.stdout.count("\n  [") == 10  # --list: each one run as a wrong task silently

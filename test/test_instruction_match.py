@@ -438,11 +438,14 @@ def test_a_task_heard_for_the_thing_set_aside_is_refused(default_runner):
     window" as faucet-close: the task after a dismissal is what is asked, and the policy, reading every word,
     hears the one set aside. Where the whole is heard as the task asked, it runs."""
     check = InstructionCheck.for_runner(default_runner)
-    for text in ("forget the drawer, open the window", "ignore the faucet, close the window"):
+    for text in ("forget the drawer, open the window", "ignore the faucet, close the window",
+                 "open the window instead of the drawer", "open the window rather than the drawer"):
         verdict = check.judge(text, "warn", 0.45)
         assert verdict.heard_set_aside is not None and verdict.refused("warn"), text
-        assert "not as what it asks after setting" in verdict.heard(0.45)
-    for text in ("forget about the window, open the drawer", "cancel that, close the window instead"):
+        assert "not as what it asks beside setting" in verdict.heard(0.45)
+    # "rather than" and "instead of" set the thing after them aside: heard as the task asked, the text runs
+    for text in ("forget about the window, open the drawer", "cancel that, close the window instead",
+                 "open the drawer rather than the window", "rather than the window, open the drawer"):
         verdict = check.judge(text, "warn", 0.45)
         assert verdict.heard_set_aside is None and not verdict.refused("warn"), text
 
@@ -453,3 +456,17 @@ def test_a_speech_recognisers_fillers_name_nothing(default_runner):
     for text in ("um open the drawer", "uh, close the window, erm, please", "yeah hmm open the drawer"):
         verdict = check.judge(text, "warn", 0.45)
         assert verdict.match is not None and not verdict.unknown and not verdict.doubtful, (text, verdict.unknown)
+
+
+def test_one_word_that_several_tasks_wordings_share_is_refused(default_runner, mt50_check):
+    """A fresh audit's: "open" ran faucet-open (0.74) on the default and window-open (0.68) on mt50, "handle"
+    handle-press (0.71), each at INFO: one word of several tasks' wordings names none of them."""
+    check = InstructionCheck.for_runner(default_runner)
+    for text, tasks in (("open", 3), ("OPEN!", 3), ("drawer", 2), ("handle", 3)):
+        verdict = check.judge(text, "warn", 0.45)
+        assert verdict.one_shared_word is not None and len(verdict.one_shared_word[1]) == tasks, text
+        assert verdict.refused("warn") and verdict.heard(0.45).startswith(f"names only {text.lower().strip('!')!r}")
+    for text in ("coffee", "open the drawer", "drawer open"):  # one task's word; or more than one word
+        assert not check.judge(text, "warn", 0.45).refused("warn"), text
+    assert mt50_check.judge("coffee", "warn", 0.45).one_shared_word == ("coffee", ("coffee-button", "coffee-pull",
+                                                                                    "coffee-push"))

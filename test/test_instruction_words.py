@@ -570,7 +570,9 @@ def test_the_untrained_words_are_rare_english_words_that_may_name_a_thing():
 
 
 @pytest.mark.parametrize("text", ["The robot is done. Stop.", "Great. Now stop.", "E-STOP", "cmd=stop",
-                                  '{"cmd": "stop"}', "cmd: stop_all", "ok robot, all done, halt!"])
+                                  '{"cmd": "stop"}', "cmd: stop_all", "ok robot, all done, halt!",
+                                  # a clause that only says how a thing is asks nothing (opened the window, INFO)
+                                  "The window is open. Leave it.", "the drawer is stuck, halt", "it's closed, stop"])
 def test_a_stop_beside_words_that_name_no_task_is_a_stop(default_runner, text):
     """An audit's: each ran a task (faucet-close at INFO or WARN, button-press for the JSON): a stop word as a
     clause of its own, or the last word after software's prefix, where no other word names a task."""
@@ -582,6 +584,7 @@ def test_a_stop_beside_words_that_name_no_task_is_a_stop(default_runner, text):
 
 @pytest.mark.parametrize("text", ["make the water stop", "close the faucet so the water will stop",
                                   "open the drawer stop", "sorry, open the drawer", "open the drawer, sorry",
+                                  "open the drawer and leave it", "make sure the drawer is open, then stop",
                                   "I mean it, open the drawer", "open the drawer instead"])
 def test_a_flow_stopped_a_task_then_a_stop_and_an_apology_run(default_runner, text):
     assert default_runner.refusal(text) is None
@@ -590,8 +593,7 @@ def test_a_flow_stopped_a_task_then_a_stop_and_an_apology_run(default_runner, te
 @pytest.mark.parametrize(("text", "word"), [
     ("close the drawer sorry the window", "sorry"), ("open the faucet, I mean the window", "i mean"),
     ("open the drawer, no wait, the window", "no wait"), ("press the coffee button, oops, the handle", "oops"),
-    ("instead of the drawer, open the window", "instead of"), ("open the window instead of the drawer", "instead of"),
-    ("open the window rather than the drawer", "rather than")])
+    ("open the door, actually close it", "actually")])
 def test_a_text_that_takes_part_of_itself_back_is_refused(default_runner, text, word):
     """An audit's: "open the faucet, I mean the window" opened the faucet, "open the drawer, no wait, the window"
     the drawer, at INFO (while "open the drawer, no, the window" was refused): the policy reads every word."""
@@ -600,3 +602,18 @@ def test_a_text_that_takes_part_of_itself_back_is_refused(default_runner, text, 
     refused = default_runner.refusal(text)
     assert isinstance(refused, NegatedInstructionError) and refused.word == word, text
     assert "takes back part of itself" in refused.why
+
+
+def test_a_misspelt_stop_an_of_for_off_and_a_bare_statement_are_read_as_meant(default_runner):
+    """A fresh audit's: "stpo" was read as "stop" by the model but ran faucet-close (0.69) at INFO; "turn of the
+    faucet" ran faucet-open (0.99); "the drawer is open", a report that asks nothing, ran drawer-open (0.99)."""
+    from deer_vla.model.instruction_words import NegatedInstructionError, StatementError
+
+    assert isinstance(default_runner.refusal("stpo"), NegatedInstructionError)
+    assert default_runner.read_instruction("Turn of the faucet")[0] == "Turn off the faucet"
+    for text in ("the drawer is open", "the door is locked. the window is closed", "it's closed"):
+        refused = default_runner.refusal(text)
+        assert isinstance(refused, StatementError) and "asks nothing" in refused.why, text
+    for text in ("the drawer should be shut", "make sure the drawer is closed", "I want the window closed",
+                 "the water is running, turn it off", "actually, open the drawer"):
+        assert default_runner.refusal(text) is None, text

@@ -78,11 +78,12 @@ DISMISSALS = frozenset({"forget", "cancel", "nevermind", "ignore", "skip", "disr
 # names a task: beside one it ends the task ("open the drawer, then stop", a review's)
 SAID_STOPS = frozenset({"stop", "halt", "freeze", "abort", "pause", "wait", "quit", "cease", "estop"})
 # words that take back what was said before them ("close the drawer, I mean the window" closed the drawer, "open the
-# faucet, sorry, the window" opened the faucet): a text naming a task on both sides of one is refused; "instead of"
-# and "rather than" name the thing taken back after them ("instead of the drawer, open the window")
+# faucet, sorry, the window" opened the faucet): a text naming a task on both sides of one is refused
 CORRECTIONS = (("i", "mean"), ("i", "meant"), ("sorry",), ("oops",), ("whoops",), ("correction",), ("i", "said"),
-               ("no", "wait"))
-TAKEN_BACK_AFTER = (("instead", "of"), ("rather", "than"))
+               ("no", "wait"), ("actually",))
+# these set aside the thing after them, to their clause's end: the rest of the text is what is asked ("open the
+# window instead of the drawer", "rather than the window, open the drawer"; ``set_aside``)
+SET_ASIDE_BEFORE = (("instead", "of"), ("rather", "than"))
 # "stay away from the faucet" (heard as faucet-close 0.86), "keep away from the window": a thing to leave be
 KEEP_AWAY = ("away", "from")
 # after a negation these make it ask for nothing at all ("don't do anything", "never mind": heard as tasks at an
@@ -119,6 +120,9 @@ FUNCTION_WORDS = frozenset({
 # a negation after these says what something is, not what not to do ("the button that is not red", "so it's
 # not left open")
 COPULAS = frozenset({"is", "are", "was", "were", "it's", "that's", "there's", "which", "that", "who"})
+# the subjects of a clause that says how something is ("the window is open", "it's closed", "my drawer was left open")
+STATE_SUBJECTS = frozenset({"the", "this", "that", "these", "those", "it", "it's", "its", "my", "your", "our",
+                            "that's", "they", "they're"})
 # idioms that negate nothing the robot is asked
 NOT_NEGATING = frozenset({("no", "problem"), ("no", "rush"), ("no", "hurry"), ("no", "worries"), ("not", "now"),
                           # "don't forget to close the drawer", "do not hesitate to open", "no matter what"
@@ -267,19 +271,40 @@ def _bare_stop(whole: list[str]) -> str | None:
     return None
 
 
+def _states(words: list[str]) -> bool:
+    """Whether a clause says how something is rather than asking ("the window is open", "it's closed", "the robot
+    is done"): a determiner or pronoun, at most two words, then a copula."""
+    return bool(words) and words[0] in STATE_SUBJECTS and any(w in COPULAS for w in words[:4])
+
+
+def stated_only(text: str) -> str | None:
+    """The first clause of ``text`` when every clause that names anything only says how something is (``_states``:
+    "the drawer is open", "the door is locked. the window is closed"): it asks nothing, and the policy did the task
+    of its words (an audit's "the drawer is open" ran drawer-open, 0.99, at INFO); else None."""
+    clauses = [c.strip() for c in CLAUSE_BREAK.split(text)]
+    named = [c for c in clauses if any(w not in FUNCTION_WORDS for w in instruction_words(c))]
+    if named and all(_states(instruction_words(c)) for c in named):
+        return named[0]
+    return None
+
+
 def _said_stop(clauses: list[list[str]], whole: list[str], may_name_task: Callable[[str], bool]) -> str | None:
-    """A SAID_STOPS word in a text (``whole``) where no other word may name a task, when it is a clause of its own
-    (with only FUNCTION_WORDS, STOP_FILLERS and STOP_PHRASE_FILLERS beside it: "The robot is done. Stop.", "Great.
-    Now stop.") or the last word that names anything, after a word that is no flow, negation nor FUNCTION_WORDS
-    ("e stop", "cmd=stop"; "don't stop" is ``negation``'s); else None. Beside a task it is the task's end ("open
-    the drawer, then stop", "wait, close the drawer")."""
-    said = [w for w in whole if w in SAID_STOPS]
-    if not said or any(may_name_task(w) for w in whole if w not in SAID_STOPS):
+    """A stop in a text where no clause asks a task (one that only says how something is does not: "The window is
+    open. Leave it."): a clause of its own that is a stop (``_bare_stop``: "leave it", "hold on"), or a SAID_STOPS
+    word with only FUNCTION_WORDS, STOP_FILLERS and STOP_PHRASE_FILLERS beside it ("The robot is done. Stop.",
+    "Great. Now stop."), or the last word that names anything, after a word that is no flow, negation nor
+    FUNCTION_WORDS ("e stop", "cmd=stop"; "don't stop" is ``negation``'s); else None. Beside a task asked it is
+    the task's end ("open the drawer, then stop", "wait, close the drawer", "open the drawer and leave it")."""
+    if any(not _states(words) and any(may_name_task(w) for w in words if w not in SAID_STOPS) for words in clauses):
         return None
     beside = FUNCTION_WORDS | STOP_FILLERS | STOP_PHRASE_FILLERS
     for words in clauses:
-        if any(w in SAID_STOPS for w in words) and all(w in SAID_STOPS or w in beside for w in words):
+        said = [w for w in words if w in SAID_STOPS]
+        if said and all(w in SAID_STOPS or w in beside for w in words):
             return said[0]
+        bare = _bare_stop(words)
+        if bare is not None:
+            return bare
     named = [i for i, w in enumerate(whole) if w not in beside]
     last = named[-1] if named else None
     if (last is not None and last > 0 and whole[last] in SAID_STOPS and whole[last - 1] not in FLOWS
@@ -290,23 +315,17 @@ def _said_stop(clauses: list[list[str]], whole: list[str], may_name_task: Callab
 
 def _taken_back(clauses: list[list[str]], may_name_task: Callable[[str], bool]) -> str | None:
     """The words of a correction (CORRECTIONS) with a word that may name a task on either side ("close the drawer,
-    I mean the window"), or of TAKEN_BACK_AFTER naming one in its clause with another clause naming one too
-    ("instead of the drawer, open the window", "open the window rather than the drawer"), or None."""
+    I mean the window", "open the door, actually close it"), or None."""
     named = [[may_name_task(w) for w in words] for words in clauses]
     for n, words in enumerate(clauses):
         for i in range(len(words)):
-            for marker in CORRECTIONS + TAKEN_BACK_AFTER:
+            for marker in CORRECTIONS:
                 if tuple(words[i:i + len(marker)]) != marker:
                     continue
                 end = i + len(marker)
                 before = any(named[n][:i]) or any(any(c) for c in named[:n])
                 after = any(named[n][end:]) or any(any(c) for c in named[n + 1:])
-                if marker in TAKEN_BACK_AFTER:
-                    # the thing taken back is in its clause, the task asked before it or in another clause
-                    elsewhere = any(any(c) for k, c in enumerate(named) if k != n) or any(named[n][:i])
-                    if any(named[n][end:]) and elsewhere:
-                        return " ".join(marker)
-                elif before and after:
+                if before and after:
                     return " ".join(marker)
     return None
 
@@ -412,11 +431,12 @@ def negated_state(text: str, trained: Iterable[str] = ()) -> str | None:
 
 
 def set_aside(text: str) -> tuple[str, str] | None:
-    """(the clause, the text after it) of ``text``'s first clause that sets a thing aside (a DISMISSALS word or
-    "leave" first among its words that name anything, and a thing named after it: "forget the drawer", "leave the
-    window"; not "cancel that") when a later clause names something ("forget the drawer, open the window"), else
-    None. ``negation`` lets such a text through: the task after is what is asked; the instruction check asks
-    whether the policy hears that task or the one set aside."""
+    """(what ``text`` sets aside, the text asked beside it), or None: its first clause that sets a thing aside (a
+    DISMISSALS word or "leave" first among its words that name anything, and a thing named after it: "forget the
+    drawer", "leave the window"; not "cancel that") with the text after it when that names something ("forget the
+    drawer, open the window"); or "instead of"/"rather than" (SET_ASIDE_BEFORE) and what follows them to their
+    clause's end, with the rest of the text ("open the window instead of the drawer"). ``negation`` lets such a
+    text through: the task asked is the rest's; the instruction check asks whether the policy hears that task."""
     spans, start = [], 0
     for m in CLAUSE_BREAK.finditer(text):
         spans.append((start, m.start()))
@@ -429,15 +449,24 @@ def set_aside(text: str) -> tuple[str, str] | None:
             rest = text[spans[n + 1][0]:]
             if any(_names_task(w) for w in instruction_words(rest)):
                 return text[begin:end].strip(), rest.strip()
-            return None
+            break
+    for begin, end in spans:
+        for marker in SET_ASIDE_BEFORE:
+            found = re.search(r"\b" + r"\s+".join(marker) + r"\b", text[begin:end], re.IGNORECASE)
+            if found is None:
+                continue
+            aside = text[begin + found.start():end]
+            asked = text[:begin + found.start()] + text[end:]
+            if any(_names_task(w) for w in instruction_words(aside)[len(marker):]) and any(
+                    _names_task(w) for w in instruction_words(asked)):
+                return aside.strip(), " ".join(asked.split())
     return None
 
 
 def takes_back(word: str) -> bool:
-    """Whether ``negation``'s word for a text is a correction (CORRECTIONS, TAKEN_BACK_AFTER): the text asks one
-    thing and takes another back."""
-    said = tuple(word.split())
-    return said in CORRECTIONS or said in TAKEN_BACK_AFTER
+    """Whether ``negation``'s word for a text is a correction (CORRECTIONS): the text asks one thing and takes
+    another back."""
+    return tuple(word.split()) in CORRECTIONS
 
 
 def _trained_form(word: str, allowed: set[str]) -> bool:

@@ -112,6 +112,11 @@ class InstructionMatcher:
         # the words that name something: not "the", "to", "please" (the nearest to "fridge" was "ahead")
         self._vocabulary = sorted({w for text in unique for w in instruction_words(text)}
                                   - FUNCTION_WORDS - ADDRESS_WORDS)
+        # per word of the wordings, the tasks whose wordings have it ("open": drawer-open, window-open, ...)
+        self._word_tasks: dict[str, set[str]] = {}
+        for task, text in self._keys:
+            for word in set(instruction_words(text)):
+                self._word_tasks.setdefault(word, set()).add(task)
         self._word_rows = np.concatenate([self.embed(self._vocabulary[i:i + EMBED_CHUNK])
                                           for i in range(0, len(self._vocabulary), EMBED_CHUNK)]
                                          or [np.zeros((0, self._table.shape[1]), dtype=np.float32)])
@@ -127,6 +132,10 @@ class InstructionMatcher:
     @property
     def tasks(self) -> list[str]:
         return sorted({task for task, _ in self._keys})
+
+    def tasks_with_word(self, word: str) -> list[str]:
+        """The tasks whose trained wordings have ``word`` (a plain, lower-case word), sorted."""
+        return sorted(self._word_tasks.get(word, ()))
 
     def wordings(self, task: str) -> list[str]:
         """``task``'s trained wordings, in the record's order (empty for a task it does not name)."""

@@ -33,6 +33,7 @@ from deer_vla.core.instruction_text import (
     negation,
     opposite_words,
     plain_word,
+    stated_only,
     takes_back,
     trained_stop_phrases,
 )
@@ -49,6 +50,8 @@ READ_CACHE_WORDS = 4096  # words remembered with what they read as
 COMMON_WORD_SHARE = 2e-4
 # how a manner is said ("gently", "slowly", "fully"): it names nothing the policy could do instead
 MANNER_ENDING = "ly"
+# "of" typed for "off" after a verb that takes it ("turn of the faucet"): read as "off" where a trained word is "off"
+OF_FOR_OFF = re.compile(r"\b(turn|turned|switch|switched|shut|power|powered|cut)\s+of\b", re.IGNORECASE)
 # words joined by hyphens or underscores, as software and task names write them ("door-lock", "drawer_open")
 JOINED_WORDS = re.compile(r"[^\W\d_]+(?:[-_]+[^\W\d_]+)+")
 
@@ -95,6 +98,18 @@ class NegatedStateError(OppositeWordsError):
         ValueError.__init__(self, f"instruction {quoted(text, 80)} {self.why}")
 
 
+class StatementError(OppositeWordsError):
+    """An instruction that only says how something is ("the drawer is open"): it asks nothing, and the policy did
+    the task of its words."""
+
+    def __init__(self, text: str, clause: str) -> None:
+        ValueError.__init__(self)
+        self.words = (clause, "")
+        self.why = (f"only says how something is ({quoted(clause, 60)}) and asks nothing: the policy would do the task "
+                    "its words are nearest; say the goal (\"close the drawer\")")
+        ValueError.__init__(self, f"instruction {quoted(text, 80)} {self.why}")
+
+
 def refusal(text: str, trained: Iterable[str] = (), read: str | None = None,
             stop_phrases: Collection[tuple[str, ...]] = ()) -> NegatedInstructionError | OppositeWordsError | None:
     """Why the policy would not do ``text`` as meant, as the error to raise or log (``.why``), or None: it asks
@@ -103,9 +118,14 @@ def refusal(text: str, trained: Iterable[str] = (), read: str | None = None,
     ``read``), or a state negated (``negated_state``: NegatedStateError, an OppositeWordsError). The one list of
     refusals the runner, the node and instruction-swap apply. ``stop_phrases``: the trained clauses that start
     with a stop word (TrainedWords.stop_phrases: the default's "stop the water")."""
-    word = negation(text, trained, stop_phrases)
+    # the text as read too: "stpo" is read as "stop" (and ran faucet-close, 0.69, at INFO on the default)
+    word = negation(text, trained, stop_phrases) or (negation(read, trained, stop_phrases) if read is not None
+                                                     else None)
     if word is not None:
         return NegatedInstructionError(text, word)
+    stated = stated_only(text)
+    if stated is not None:
+        return StatementError(text, stated)
     opposite = opposite_words(text) or (opposite_words(read) if read is not None else None)
     if opposite is not None:
         return OppositeWordsError(text, opposite)
@@ -221,7 +241,11 @@ class TrainedWords:
             fixed.append((word, to))
             return to.upper() if word.isupper() else to.title() if word.istitle() else to  # the word's case kept
 
-        return WORD.sub(replace, text), fixed
+        read = WORD.sub(replace, text)
+        if "off" in self.words:  # "turn of the faucet" ran faucet-open, 0.99, at INFO: "of" is a word, no misspelling
+            read, slips = OF_FOR_OFF.subn(lambda m: m.group(1) + " off", read)
+            fixed += [("of", "off")] * bool(slips)
+        return read, fixed
 
     def apart(self, text: str) -> str:
         """``text`` with words joined by hyphens or underscores (JOINED_WORDS) written apart, unless a trained

@@ -118,6 +118,8 @@ class Verdict:
     # the text is a task's name ("push-wall"), and a trained wording of it for an example (None: a task of the
     # suites this checkpoint was not trained on, "lever-pull" to the default)
     named_task: tuple[str, str | None] | None = None
+    # the one word the text names, when the wordings of several tasks have it ("open", "drawer"), and those tasks
+    one_shared_word: tuple[str, tuple[str, ...]] | None = None
     # heard as another task than the one asked after a clause that sets a thing aside (core.instruction_text.
     # set_aside): (that clause, the task of the text after it, which is what is asked)
     heard_set_aside: tuple[str, str] | None = None
@@ -140,6 +142,7 @@ class Verdict:
         either mode ("hello", "nope", "hold on a second", another language: warn ran the nearest task), one unlike
         every trained wording under 'refuse'."""
         return self.match is not None and (self.no_task or self.misnamed or self.heard_set_aside is not None
+                                           or self.one_shared_word is not None
                                            or (self.unfamiliar and mode == "refuse"))
 
     @property
@@ -163,11 +166,16 @@ class Verdict:
                         f"it as {heard})")
             return (f"names the task {task} by its name, but the policy reads words, not task names, and hears it as "
                     f"{heard}: say it in words, as trained ({quoted(example, 80)})")
+        if self.one_shared_word is not None:
+            word, tasks = self.one_shared_word
+            named = ", ".join(t.removesuffix(SHARED) for t in tasks[:4]) + (", ..." if len(tasks) > 4 else "")
+            return (f"names only {word!r}, a word of {len(tasks)} tasks' wordings ({named}): the policy may do any "
+                    f"of them (heard as {m.task}, similarity {m.similarity:.2f}); say which")
         if self.heard_set_aside is not None:
             clause, asked = self.heard_set_aside
             return (f"heard as {m.task} (nearest trained wording {quoted(m.nearest, 80)}, similarity "
-                    f"{m.similarity:.2f}), not as what it asks after setting {quoted(clause, 60)} aside ({asked}): the "
-                    "policy reads every word, those set aside too; send only the task")
+                    f"{m.similarity:.2f}), not as what it asks beside setting {quoted(clause, 60)} aside ({asked}): "
+                    "the policy reads every word, those set aside too; send only the task")
         if self.names_nothing:
             return (f"names nothing this checkpoint was trained on (none of its words is in a trained wording), so "
                     f"no task: the nearest wording is {quoted(m.nearest, 80)} ({m.task}), similarity "
@@ -203,7 +211,8 @@ class Verdict:
         """Whether the node says it at WARN: unlike every trained wording, a close call, a direction
         contradicted, two tasks asked, or a word the policy never learned."""
         return (self.unfamiliar or self.close_call or self.contradicts is not None or self.two_tasks is not None
-                or bool(self.unknown) or self.no_task or self.misnamed or self.heard_set_aside is not None)
+                or bool(self.unknown) or self.no_task or self.misnamed or self.heard_set_aside is not None
+                or self.one_shared_word is not None)
 
 
 class InstructionCheck:
@@ -308,8 +317,20 @@ class InstructionCheck:
         match = self._match(text)
         unknown, names_nothing = self._words(text)
         return Verdict(match, under_floor(match, floor), self._contradicts(text, match), self._two_tasks(text, match),
-                       unknown, names_nothing, far_under(match, floor), self._named_task(text),
-                       self._heard_set_aside(text, match))
+                       unknown, names_nothing, far_under(match, floor), named_task=self._named_task(text),
+                       heard_set_aside=self._heard_set_aside(text, match),
+                       one_shared_word=self._one_shared_word(text))
+
+    def _one_shared_word(self, text: str) -> tuple[str, tuple[str, ...]] | None:
+        """(the word, its tasks) when ``text`` (as the model reads it) names one word only (but FUNCTION_WORDS and
+        ADDRESS_WORDS), and the trained wordings of more than one task (a -shared twin is its task) have it: "open"
+        ran window-open (0.68), "handle" handle-press (0.71), at INFO."""
+        assert self.matcher is not None
+        words = [w for w in instruction_words(self._reading(text)[0]) if w not in FUNCTION_WORDS | ADDRESS_WORDS]
+        if len(set(words)) != 1:
+            return None
+        tasks = tuple(dict.fromkeys(t.removesuffix(SHARED) for t in self.matcher.tasks_with_word(words[0])))
+        return (words[0], tasks) if len(tasks) > 1 else None
 
     def _heard_set_aside(self, text: str, match: InstructionMatch) -> tuple[str, str] | None:
         """(the clause set aside, the task asked after it) when ``text`` (as the model reads it) sets a thing aside
