@@ -29,11 +29,14 @@ def _claim_ros_domain() -> tuple[int, int]:
     first = os.getpid() % len(TEST_DOMAINS)
     for step in range(len(TEST_DOMAINS)):
         domain = TEST_DOMAINS[(first + step) % len(TEST_DOMAINS)]
-        lock = os.open(os.path.join(tempfile.gettempdir(), f"deer_vla_test_ros_domain_{domain}.lock"),
-                       os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            lock = os.open(os.path.join(tempfile.gettempdir(), f"deer_vla_test_ros_domain_{domain}.lock"),
+                           os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # another user's file, not writable to this one: the next domain
+            continue
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # another run holds it (or the file is another user's): the next one
+        except OSError:  # another run holds it: the next one
             os.close(lock)
             continue
         return domain, lock

@@ -172,6 +172,7 @@ def test_a_png_decodes_to_opencvs_pixels_and_a_damaged_one_says_why_without_writ
     very pixels OpenCV gave for colour, grey, palette, alpha and 16-bit frames, and a damaged one is refused
     with libpng-free words on the node's log only."""
     import io
+    import warnings
 
     import cv2
     import numpy as np
@@ -188,10 +189,17 @@ def test_a_png_decodes_to_opencvs_pixels_and_a_damaged_one_says_why_without_writ
         buffer = io.BytesIO()
         PILImage.fromarray(rng.integers(0, 256, (48, 64), dtype=np.uint8)).convert(mode).save(buffer, "PNG")
         frames[mode] = buffer.getvalue()
-    assert len(frames) == 8
-    for name, data in frames.items():
-        opencv = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
-        assert np.array_equal(compressed_to_rgb("png", data), opencv), name
+    buffer = io.BytesIO()  # a palette with a transparent entry: Pillow warned on stderr going straight to RGB
+    palette = PILImage.fromarray(rng.integers(0, 256, (48, 64), dtype=np.uint8)).convert("P")
+    palette.save(buffer, "PNG", transparency=bytes([0, 128, 255, 10]))
+    frames["P transparent"] = buffer.getvalue()
+    assert len(frames) == 9
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning Pillow gives is one line on stderr per process in a node
+        for name, data in frames.items():
+            opencv = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+            assert np.array_equal(compressed_to_rgb("png", data), opencv), name
     damaged = bytearray(next(iter(frames.values())))
     damaged[damaged.index(b"IDAT") + 30] ^= 0xFF
     capfd.readouterr()

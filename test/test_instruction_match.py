@@ -439,13 +439,20 @@ def test_a_task_heard_for_the_thing_set_aside_is_refused(default_runner):
     hears the one set aside. Where the whole is heard as the task asked, it runs."""
     check = InstructionCheck.for_runner(default_runner)
     for text in ("forget the drawer, open the window", "ignore the faucet, close the window",
-                 "open the window instead of the drawer", "open the window rather than the drawer"):
+                 "open the window instead of the drawer", "open the window rather than the drawer",
+                 # a correction takes back what comes before it ("open the faucet, I mean the window" opened the
+                 # faucet at INFO; an audit's)
+                 "close the drawer sorry the window", "open the faucet, I mean the window",
+                 "open the drawer, no wait, the window", "open the door, actually close it"):
         verdict = check.judge(text, "warn", 0.45)
         assert verdict.heard_set_aside is not None and verdict.refused("warn"), text
         assert "not as what it asks beside setting" in verdict.heard(0.45)
     # "rather than" and "instead of" set the thing after them aside: heard as the task asked, the text runs
     for text in ("forget about the window, open the drawer", "cancel that, close the window instead",
-                 "open the drawer rather than the window", "rather than the window, open the drawer"):
+                 "open the drawer rather than the window", "rather than the window, open the drawer",
+                 # heard as what the correction asks, or as near it as to one of its tasks: they run
+                 "turn off the faucet, sorry, I said turn off the faucet", "open the window, I mean the drawer",
+                 "close the drawer instead of leaving it open"):
         verdict = check.judge(text, "warn", 0.45)
         assert verdict.heard_set_aside is None and not verdict.refused("warn"), text
 

@@ -572,7 +572,9 @@ def test_the_untrained_words_are_rare_english_words_that_may_name_a_thing():
 @pytest.mark.parametrize("text", ["The robot is done. Stop.", "Great. Now stop.", "E-STOP", "cmd=stop",
                                   '{"cmd": "stop"}', "cmd: stop_all", "ok robot, all done, halt!",
                                   # a clause that only says how a thing is asks nothing (opened the window, INFO)
-                                  "The window is open. Leave it.", "the drawer is stuck, halt", "it's closed, stop"])
+                                  "The window is open. Leave it.", "the drawer is stuck, halt", "it's closed, stop",
+                                  # a thing named alone asks nothing either (a review's: drawer-close at INFO)
+                                  "drawer: stop", "window, stop", "stop, the drawer"])
 def test_a_stop_beside_words_that_name_no_task_is_a_stop(default_runner, text):
     """An audit's: each ran a task (faucet-close at INFO or WARN, button-press for the JSON): a stop word as a
     clause of its own, or the last word after software's prefix, where no other word names a task."""
@@ -588,20 +590,6 @@ def test_a_stop_beside_words_that_name_no_task_is_a_stop(default_runner, text):
                                   "I mean it, open the drawer", "open the drawer instead"])
 def test_a_flow_stopped_a_task_then_a_stop_and_an_apology_run(default_runner, text):
     assert default_runner.refusal(text) is None
-
-
-@pytest.mark.parametrize(("text", "word"), [
-    ("close the drawer sorry the window", "sorry"), ("open the faucet, I mean the window", "i mean"),
-    ("open the drawer, no wait, the window", "no wait"), ("press the coffee button, oops, the handle", "oops"),
-    ("open the door, actually close it", "actually")])
-def test_a_text_that_takes_part_of_itself_back_is_refused(default_runner, text, word):
-    """An audit's: "open the faucet, I mean the window" opened the faucet, "open the drawer, no wait, the window"
-    the drawer, at INFO (while "open the drawer, no, the window" was refused): the policy reads every word."""
-    from deer_vla.model.instruction_words import NegatedInstructionError
-
-    refused = default_runner.refusal(text)
-    assert isinstance(refused, NegatedInstructionError) and refused.word == word, text
-    assert "takes back part of itself" in refused.why
 
 
 def test_a_misspelt_stop_an_of_for_off_and_a_bare_statement_are_read_as_meant(default_runner):

@@ -407,3 +407,7 @@ def test_a_folder_of_two_logs_names_the_one_that_holds_the_topic_asked(tmp_path)
     for topic in (None, "/elsewhere"):
         with pytest.raises(ValueError, match="holds 2 MCAP logs"):
             log_parts(tmp_path, topic)
+    # the monitor killed: its log has no summary to say what it holds; the one that says it holds the topic is taken
+    cut = (tmp_path / "steps.mcap").read_bytes()
+    (tmp_path / "steps.mcap").write_bytes(cut[: len(cut) // 2])
+    assert log_parts(tmp_path, "/deer_vla/policy/output/record") == [tmp_path / "policy_io.mcap"]

@@ -1860,3 +1860,22 @@ def test_a_plain_instruction_publisher_draws_no_false_incompatible_qos_warning(e
     err = capfd.readouterr().err
     # (the publisher's own warning about the latched subscription stays: docs/ros.md says what it means)
     assert "[deer_vla_policy]: New publisher discovered on topic 'instruction'" not in err, err[-2000:]
+
+
+def test_an_instruction_in_force_that_would_now_be_refused_is_dropped(executor, monkeypatch):
+    """A review's: "open" (one word of three tasks' wordings) or a task heard for what the text sets aside, taken
+    while unfamiliar_instruction was off, stayed in force when the mode became 'warn', though arriving then it
+    would be refused: the re-judgement dropped only unfamiliar texts and those naming no task."""
+    from rclpy.parameter import Parameter
+
+    shipped = Path(__file__).resolve().parents[1] / "deer_vla" / "assets" / "default_checkpoint"
+    node = started_policy_node(executor, shipped, unfamiliar_instruction="off")
+    errors = spy_on_log(node, "error", monkeypatch)
+    drv = Driver(executor)
+    for text in ("open", "forget the drawer, open the window"):
+        assert node.set_parameters([Parameter("unfamiliar_instruction", value="off")])[0].successful
+        drv.instruct(text)
+        assert drv.drive_until(lambda: node.instruction == text)  # noqa: B023
+        assert node.set_parameters([Parameter("unfamiliar_instruction", value="warn")])[0].successful
+        assert node.instruction is None, text
+        assert any(f"instruction in force '{text}' dropped:" in m for m, _ in errors), errors

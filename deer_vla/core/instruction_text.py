@@ -78,7 +78,7 @@ DISMISSALS = frozenset({"forget", "cancel", "nevermind", "ignore", "skip", "disr
 # names a task: beside one it ends the task ("open the drawer, then stop", a review's)
 SAID_STOPS = frozenset({"stop", "halt", "freeze", "abort", "pause", "wait", "quit", "cease", "estop"})
 # words that take back what was said before them ("close the drawer, I mean the window" closed the drawer, "open the
-# faucet, sorry, the window" opened the faucet): a text naming a task on both sides of one is refused
+# faucet, sorry, the window" opened the faucet, at INFO): what follows is what is asked (``set_aside``)
 CORRECTIONS = (("i", "mean"), ("i", "meant"), ("sorry",), ("oops",), ("whoops",), ("correction",), ("i", "said"),
                ("no", "wait"), ("actually",))
 # these set aside the thing after them, to their clause's end: the rest of the text is what is asked ("open the
@@ -290,12 +290,17 @@ def stated_only(text: str) -> str | None:
 
 def _said_stop(clauses: list[list[str]], whole: list[str], may_name_task: Callable[[str], bool]) -> str | None:
     """A stop in a text where no clause asks a task (one that only says how something is does not: "The window is
-    open. Leave it."): a clause of its own that is a stop (``_bare_stop``: "leave it", "hold on"), or a SAID_STOPS
-    word with only FUNCTION_WORDS, STOP_FILLERS and STOP_PHRASE_FILLERS beside it ("The robot is done. Stop.",
-    "Great. Now stop."), or the last word that names anything, after a word that is no flow, negation nor
-    FUNCTION_WORDS ("e stop", "cmd=stop"; "don't stop" is ``negation``'s); else None. Beside a task asked it is
-    the task's end ("open the drawer, then stop", "wait, close the drawer", "open the drawer and leave it")."""
-    if any(not _states(words) and any(may_name_task(w) for w in words if w not in SAID_STOPS) for words in clauses):
+    open. Leave it."; nor a thing named alone: "drawer: stop", "stop, the drawer"): a clause of its own that is a
+    stop (``_bare_stop``: "leave it", "hold on"), or a SAID_STOPS word with only FUNCTION_WORDS, STOP_FILLERS and
+    STOP_PHRASE_FILLERS beside it ("The robot is done. Stop.", "Great. Now stop."), or the last word that names
+    anything, after a word that is no flow, negation nor FUNCTION_WORDS ("e stop", "cmd=stop"; "don't stop" is
+    ``negation``'s); else None. Beside a task asked it is the task's end ("open the drawer, then stop", "wait,
+    close the drawer", "open the drawer and leave it")."""
+    def asks(words: list[str]) -> bool:  # two words or more that name something, one of them maybe a task's
+        named = [w for w in words if w not in FUNCTION_WORDS and w not in SAID_STOPS and w not in STOP_FILLERS]
+        return len(named) > 1 and any(may_name_task(w) for w in named) and not _states(words)
+
+    if any(asks(words) for words in clauses):
         return None
     beside = FUNCTION_WORDS | STOP_FILLERS | STOP_PHRASE_FILLERS
     for words in clauses:
@@ -310,23 +315,6 @@ def _said_stop(clauses: list[list[str]], whole: list[str], may_name_task: Callab
     if (last is not None and last > 0 and whole[last] in SAID_STOPS and whole[last - 1] not in FLOWS
             and whole[last - 1] not in FUNCTION_WORDS and not _negator(whole[last - 1])):
         return whole[last]
-    return None
-
-
-def _taken_back(clauses: list[list[str]], may_name_task: Callable[[str], bool]) -> str | None:
-    """The words of a correction (CORRECTIONS) with a word that may name a task on either side ("close the drawer,
-    I mean the window", "open the door, actually close it"), or None."""
-    named = [[may_name_task(w) for w in words] for words in clauses]
-    for n, words in enumerate(clauses):
-        for i in range(len(words)):
-            for marker in CORRECTIONS:
-                if tuple(words[i:i + len(marker)]) != marker:
-                    continue
-                end = i + len(marker)
-                before = any(named[n][:i]) or any(any(c) for c in named[:n])
-                after = any(named[n][end:]) or any(any(c) for c in named[n + 1:])
-                if before and after:
-                    return " ".join(marker)
     return None
 
 
@@ -435,8 +423,10 @@ def set_aside(text: str) -> tuple[str, str] | None:
     DISMISSALS word or "leave" first among its words that name anything, and a thing named after it: "forget the
     drawer", "leave the window"; not "cancel that") with the text after it when that names something ("forget the
     drawer, open the window"); or "instead of"/"rather than" (SET_ASIDE_BEFORE) and what follows them to their
-    clause's end, with the rest of the text ("open the window instead of the drawer"). ``negation`` lets such a
-    text through: the task asked is the rest's; the instruction check asks whether the policy hears that task."""
+    clause's end, with the rest of the text ("open the window instead of the drawer"); or a correction
+    (CORRECTIONS) and what comes before it, when words on both sides may name a task ("open the faucet, I mean the
+    window"), with what comes after. The task asked is the rest's: the instruction check asks whether the policy
+    hears that task (it reads every word)."""
     spans, start = [], 0
     for m in CLAUSE_BREAK.finditer(text):
         spans.append((start, m.start()))
@@ -450,6 +440,15 @@ def set_aside(text: str) -> tuple[str, str] | None:
             if any(_names_task(w) for w in instruction_words(rest)):
                 return text[begin:end].strip(), rest.strip()
             break
+    words = list(WORD.finditer(text))
+    plain = [plain_word(w.group()) for w in words]
+    for i in range(len(words)):
+        for marker in CORRECTIONS:  # what comes before one is taken back, what comes after is asked
+            if tuple(plain[i:i + len(marker)]) != marker:
+                continue
+            cut = words[i + len(marker) - 1].end()
+            if any(_names_task(w) for w in plain[:i]) and any(_names_task(w) for w in plain[i + len(marker):]):
+                return text[:cut].strip(), text[cut:].strip(" ,;:.!?")
     for begin, end in spans:
         for marker in SET_ASIDE_BEFORE:
             found = re.search(r"\b" + r"\s+".join(marker) + r"\b", text[begin:end], re.IGNORECASE)
@@ -461,12 +460,6 @@ def set_aside(text: str) -> tuple[str, str] | None:
                     _names_task(w) for w in instruction_words(asked)):
                 return aside.strip(), " ".join(asked.split())
     return None
-
-
-def takes_back(word: str) -> bool:
-    """Whether ``negation``'s word for a text is a correction (CORRECTIONS): the text asks one thing and takes
-    another back."""
-    return tuple(word.split()) in CORRECTIONS
 
 
 def _trained_form(word: str, allowed: set[str]) -> bool:
@@ -548,4 +541,4 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
         names_task = any(_trained_form(w, allowed) for w in rest) if allowed else bool(rest)
         if names_task or not rest:
             return found
-    return _said_stop(clauses, whole, may_name_task) or _taken_back(clauses, may_name_task)
+    return _said_stop(clauses, whole, may_name_task)

@@ -139,7 +139,8 @@ class CompressedFrame:
 
         try:
             with Image.open(io.BytesIO(self.data), formats=["PNG"]) as image:
-                return np.array(image.convert("RGB"))
+                # a palette with transparency by way of RGBA: straight to RGB Pillow warns, to stderr
+                return np.array((image.convert("RGBA") if image.mode in ("P", "PA") else image).convert("RGB"))
         except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated, damaged data, bad checksums
             raise ImageConversionError(f"compressed image (format {quoted(self.image_format, 40)}) does not decode: "
                                        f"{quoted(str(exc), 120)}") from None

@@ -137,8 +137,13 @@ def _one_log(candidates: list[Path], named: str, topic: str | None = None) -> Pa
         raise FileNotFoundError(f"no MCAP files in {named}")
     starts = sorted(min(parts)[1] for parts in logs.values())
     if len(starts) > 1 and topic is not None:
-        holding = [start for start in starts if topic in (_topics(start) or {topic})]
-        starts = holding if len(holding) == 1 else starts
+        topics = {start: _topics(start) for start in starts}
+        holding = [start for start in starts if topic in (topics[start] or ())]
+        unread = [start for start in starts if topics[start] is None]  # cut short: no summary to say
+        if len(holding) == 1:
+            starts = holding
+        elif not holding and len(unread) == 1:
+            starts = unread
     if len(starts) > 1:
         raise ValueError(f"{named} holds {len(starts)} MCAP logs ({', '.join(p.name for p in starts)}): "
                          "give one of them")

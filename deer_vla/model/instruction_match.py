@@ -105,8 +105,8 @@ class InstructionMatcher:
         self._matrix = rows[[index[text] for _, text in self._keys]]
         # per key: its text's and its task's numbers, for the nearest other task without a Python loop per call
         self._text_ids = np.array([index[text] for _, text in self._keys])
-        task_index = {task: i for i, task in enumerate(sorted(wordings))}
-        self._task_ids = np.array([task_index[task] for task, _ in self._keys])
+        self._task_index = {task: i for i, task in enumerate(sorted(wordings))}
+        self._task_ids = np.array([self._task_index[task] for task, _ in self._keys])
         # each word of the trained wordings, embedded here at configure (lazily, a 100 000-wording record's 80 000
         # words held the executor 2.6 s at the first instruction naming an untrained word)
         # the words that name something: not "the", "to", "please" (the nearest to "fridge" was "ahead")
@@ -132,6 +132,13 @@ class InstructionMatcher:
     @property
     def tasks(self) -> list[str]:
         return sorted({task for task, _ in self._keys})
+
+    def task_similarity(self, text: str, task: str) -> float:
+        """The similarity of ``text`` to ``task``'s nearest trained wording (-1 for a task it does not name)."""
+        rows = self._task_ids == self._task_index.get(task, -1)
+        if not rows.any():
+            return -1.0
+        return float(np.clip(np.max(self._matrix[rows] @ self.embed([text])[0]), -1.0, 1.0))
 
     def tasks_with_word(self, word: str) -> list[str]:
         """The tasks whose trained wordings have ``word`` (a plain, lower-case word), sorted."""

@@ -34,7 +34,6 @@ from deer_vla.core.instruction_text import (
     opposite_words,
     plain_word,
     stated_only,
-    takes_back,
     trained_stop_phrases,
 )
 from deer_vla.core.log_text import quoted
@@ -61,10 +60,7 @@ class NegatedInstructionError(ValueError):
 
     def __init__(self, text: str, word: str) -> None:
         self.word = word
-        if takes_back(word):
-            self.why = (f"takes back part of itself ({word!r}): the policy reads every word, those taken back too, "
-                        "and may do what was taken back; send only what is meant")
-        elif word in STOP_REQUESTS:
+        if word in STOP_REQUESTS:
             self.why = (f"asks to stop, or to leave something be ({word!r}): no task the policy can do (it would do "
                         "the task the text names, if any)")
         else:

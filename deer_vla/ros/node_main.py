@@ -125,9 +125,12 @@ def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
     default_name = inspect.signature(make_node).parameters.get("name")
     if default_name is not None and isinstance(default_name.default, str):
         unmatched = unmatched_params_files(args, full_node_name(args, default_name.default))
-        if unmatched:  # rcl skips a file with no section for the node: it ran on the shipped defaults, unsaid
-            print(f"{prog}: {unmatched[0]}", file=sys.stderr)
+        files = len(list(ros_flags(args, ("--params-file",))))
+        if unmatched and len(unmatched) == files:  # rcl skips a file with no section for the node: it ran on the
+            print(f"{prog}: {unmatched[0]}", file=sys.stderr)  # shipped defaults, unsaid
             return 2
+        for line in unmatched:  # beside a file that applies: a robot-wide file of other nodes' sections, maybe
+            print(f"{prog}: warning: {line}; ignored", file=sys.stderr)
     stop = install_stop_handlers()
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)

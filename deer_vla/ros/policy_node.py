@@ -373,8 +373,8 @@ class PolicyNode(LifecycleNode):
         self.autostart_failed = not started
         if not started:
             self.get_logger().error("autostart failed (see above): the node stays up for a lifecycle manager or "
-                                    "`ros2 lifecycle set` to retry once the parameters are mended; unless then "
-                                    "active, it exits with status 1")
+                                    "`ros2 lifecycle set` to retry once `ros2 param set` has mended a value (a "
+                                    "misspelt name needs a restart); unless then active, it exits with status 1")
 
     def _current_values(self) -> dict[str, Any]:
         return {k: self.get_parameter(k).value for k in POLICY_DEFAULTS}
@@ -1263,15 +1263,20 @@ class PolicyNode(LifecycleNode):
             return
         floor = params.min_instruction_similarity
         verdict = check.judge(text, params.unfamiliar_instruction, floor, count=False)
-        if not verdict.unfamiliar and not verdict.no_task:
+        refused = verdict.refused(params.unfamiliar_instruction)
+        # a text the node would refuse on arrival is dropped (one that came while the mode was 'off', or before this
+        # checkpoint's wordings were known): "push-wall" heard as button-press-wall ran on
+        if not refused and not verdict.unfamiliar:
             return
-        if not verdict.refused(params.unfamiliar_instruction):
+        if not refused:
             self.get_logger().warn(f"instruction in force {quoted(text)} is {verdict.heard(floor)}")
             return
-        why = "it names no task to this checkpoint" if verdict.no_task else "unfamiliar"
+        unfamiliar_only = verdict.unfamiliar and not (verdict.no_task or verdict.refused("warn"))
+        why = "it names no task to this checkpoint" if verdict.no_task else "unfamiliar" if unfamiliar_only else (
+            "it would be refused now")
         self._drop_instruction(f"{quoted(text, 60)} was dropped ({why})")
         self.stats.rejected_instructions += 1
-        rule = "" if verdict.no_task else " (unfamiliar_instruction: refuse)"
+        rule = " (unfamiliar_instruction: refuse)" if unfamiliar_only else ""
         self.get_logger().error(f"instruction in force {quoted(text)} dropped{rule}: {verdict.heard(floor)}; no "
                                 "steps until a new instruction")
 

@@ -41,17 +41,14 @@ def name_remaps(ros_args: list[str]) -> list[tuple[str, str, str, str]]:
 
 def full_node_name(ros_args: list[str], name: str) -> str:
     """The full name rcl gives a node created as ``name`` in the root namespace under ``ros_args``' name and
-    namespace remaps: for each, the first rule for every node or for ``name`` (rcl matches a rule's node to the
-    name the node was created with, and takes the first rule that matches)."""
-    new_name = namespace = None
-    for node, kind, value, _ in name_remaps(ros_args):
-        if node not in ("", name):
-            continue
-        if kind == "__node" and new_name is None:
-            new_name = value
-        elif kind == "__ns" and namespace is None:
-            namespace = value
-    return f"{(namespace or '').rstrip('/')}/{new_name or name}"
+    namespace remaps: the first ``__node`` rule for every node or for ``name``, then the first ``__ns`` rule for
+    every node or for the name that gives (rcl matches a namespace rule against the node's name as remapped:
+    ``-r __node:=foo -r foo:__ns:=/r2`` is /r2/foo)."""
+    new_name = next((value for node, kind, value, _ in name_remaps(ros_args)
+                     if kind == "__node" and node in ("", name)), name)
+    namespace = next((value for node, kind, value, _ in name_remaps(ros_args)
+                      if kind == "__ns" and node in ("", new_name)), "")
+    return f"{namespace.rstrip('/')}/{new_name}"
 
 
 def check_namespace_remap(value: str) -> None:
