@@ -477,3 +477,5 @@ def test_one_word_that_several_tasks_wordings_share_is_refused(default_runner, m
         assert not check.judge(text, "warn", 0.45).refused("warn"), text
     assert mt50_check.judge("coffee", "warn", 0.45).one_shared_word == ("coffee", ("coffee-button", "coffee-pull",
                                                                                     "coffee-push"))
+    reach = mt50_check.judge("reach", "warn", 0.45)  # a task's own name, heard as it: it names that task
+    assert reach.match is not None and reach.match.task == "reach" and not reach.refused("warn")

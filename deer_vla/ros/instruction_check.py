@@ -319,10 +319,14 @@ class InstructionCheck:
         """``text`` judged against the floor: its match and every check beside it (cached per text)."""
         match = self._match(text)
         unknown, names_nothing = self._words(text)
+        named_task = self._named_task(text)
+        heard_by_name = (named_task is not None and named_task[1] is not None
+                         and named_task[0].removesuffix(SHARED) == match.task.removesuffix(SHARED))
         return Verdict(match, under_floor(match, floor), self._contradicts(text, match), self._two_tasks(text, match),
-                       unknown, names_nothing, far_under(match, floor), named_task=self._named_task(text),
+                       unknown, names_nothing, far_under(match, floor), named_task=named_task,
                        heard_set_aside=self._heard_set_aside(text, match),
-                       one_shared_word=self._one_shared_word(text))
+                       # a task's own name heard as that task names it ("reach" on mt50, a word of 4 tasks' wordings)
+                       one_shared_word=None if heard_by_name else self._one_shared_word(text))
 
     def _one_shared_word(self, text: str) -> tuple[str, tuple[str, ...]] | None:
         """(the word, its tasks) when ``text`` (as the model reads it) names one word only (but FUNCTION_WORDS and
