@@ -18,8 +18,15 @@ heard as the policy node hears a new instruction, from the same pieces in the sa
 
 On the default checkpoint a task of MT50 only is a REFUSE (the scene has none of it). No simulator: seconds.
 
+`bench/data/instructions_labelled_2.json` holds 570 more, of two audits of 2026-12-07 (session 65) in other
+families: speech-recogniser output, stops among other words, corrections and changed minds, dismissals before
+a request, software's messages (JSON, key=value, task names), reasons and conditions, statements of state, very
+short ones and typos (texts with two labels left out). The instruction rules of that session were mended
+after reading both audits' findings: it measures them, it did not hold them out.
+
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_2.json
 """
 from __future__ import annotations
 
