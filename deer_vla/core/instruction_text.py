@@ -120,6 +120,8 @@ FUNCTION_WORDS = frozenset({
 # a negation after these says what something is, not what not to do ("the button that is not red", "so it's
 # not left open")
 COPULAS = frozenset({"is", "are", "was", "were", "it's", "that's", "there's", "which", "that", "who"})
+# after a copula these make the clause a goal, not a state: "the door is to be locked", "is supposed to be open"
+GOAL_AFTER_COPULA = frozenset({"to", "supposed", "meant", "going", "gonna", "expected", "required", "needed", "due"})
 # the subjects of a clause that says how something is ("the window is open", "it's closed", "my drawer was left open")
 STATE_SUBJECTS = frozenset({"the", "this", "that", "these", "those", "it", "it's", "its", "my", "your", "our",
                             "that's", "they", "they're"})
@@ -273,8 +275,12 @@ def _bare_stop(whole: list[str]) -> str | None:
 
 def _states(words: list[str]) -> bool:
     """Whether a clause says how something is rather than asking ("the window is open", "it's closed", "the robot
-    is done"): a determiner or pronoun, at most two words, then a copula."""
-    return bool(words) and words[0] in STATE_SUBJECTS and any(w in COPULAS for w in words[:4])
+    is done"): a determiner or pronoun, at most two words, then a copula, not before a goal ("the door is to be
+    locked", "is supposed to be open": GOAL_AFTER_COPULA)."""
+    if not words or words[0] not in STATE_SUBJECTS:
+        return False
+    at = next((i for i, w in enumerate(words[:4]) if w in COPULAS), None)
+    return at is not None and not set(words[at + 1:at + 2]) & GOAL_AFTER_COPULA
 
 
 def stated_only(text: str) -> str | None:
