@@ -657,4 +657,4 @@ def test_bench_instruction_sets_hears_the_labelled_instructions_as_the_node_does
             (line.partition(")") for line in second.stdout.splitlines() if line.startswith("all ("))}
     # session 65's speech, stop, correction and software families (fb34d8e: REFUSE 115 0 0 0 52 31, task 53 0 155
     # 127 22 15)
-    assert rows["all (REFUSE)"] == [140, 27, 0, 0, 24, 7] and rows["all (task)"] == [55, 21, 171, 109, 15, 1]
+    assert rows["all (REFUSE)"] == [140, 28, 0, 0, 23, 7] and rows["all (task)"] == [55, 21, 171, 110, 15, 0]

@@ -607,3 +607,34 @@ def test_a_misspelt_stop_an_of_for_off_and_a_bare_statement_are_read_as_meant(de
                  # goals said with a copula
                  "the window is to be closed", "the drawer is supposed to be open", "the window is going to be shut"):
         assert default_runner.refusal(text) is None, text
+
+
+@pytest.mark.parametrize("text", ["is the window open?", "how do I open the drawer?", "did you press the button?",
+                                  "where is the puck", "what's in the drawer", "which way does the faucet turn?"])
+def test_a_question_that_asks_nothing_to_be_done_is_refused(default_runner, text):
+    """A held-out audit's: "is the window open?" ran window-open (0.96), "how do I open the drawer?" drawer-open,
+    "did you press the button?" button-press-topdown, each at INFO."""
+    from deer_vla.model.instruction_words import QuestionError
+
+    refused = default_runner.refusal(text)
+    assert isinstance(refused, QuestionError) and "asks a question" in refused.why, text
+
+
+@pytest.mark.parametrize("text", ["can you open the drawer?", "could you close the window?", "open the drawer?",
+                                  "do you mind opening the drawer?", "do not hesitate to open the window",
+                                  "when you're ready, close the window", "how about opening the drawer",
+                                  # goals and requests a first version read as states (a review's)
+                                  "it's time to open the window", "that should be closed",
+                                  "this is the drawer to close", "the drawer is in need of closing",
+                                  "the next step is to close the drawer"])
+def test_requests_put_as_questions_or_with_a_copula_run(default_runner, text):
+    assert default_runner.refusal(text) is None, text
+
+
+def test_a_short_code_in_capitals_is_not_read_as_a_trained_word(default_runner):
+    """A planner's "NOOP" was read as "hoop" and ran basketball (0.81) at INFO on mt50."""
+    from deer_vla.model.instruction_words import TrainedWords
+
+    words = TrainedWords(["hoop", "open"])
+    assert words.read("NOOP")[0] == "NOOP" and words.read("noop")[0] == "hoop" and words.read("OPNE")[0] == "OPNE"
+    assert default_runner.read_instruction("opne the drawer")[0] == "open the drawer"

@@ -80,7 +80,7 @@ SAID_STOPS = frozenset({"stop", "halt", "freeze", "abort", "pause", "wait", "qui
 # words that take back what was said before them ("close the drawer, I mean the window" closed the drawer, "open the
 # faucet, sorry, the window" opened the faucet, at INFO): what follows is what is asked (``set_aside``)
 CORRECTIONS = (("i", "mean"), ("i", "meant"), ("sorry",), ("oops",), ("whoops",), ("correction",), ("i", "said"),
-               ("no", "wait"), ("actually",))
+               ("no", "wait"), ("actually",), ("wait",))
 # these set aside the thing after them, to their clause's end: the rest of the text is what is asked ("open the
 # window instead of the drawer", "rather than the window, open the drawer"; ``set_aside``)
 SET_ASIDE_BEFORE = (("instead", "of"), ("rather", "than"))
@@ -120,8 +120,24 @@ FUNCTION_WORDS = frozenset({
 # a negation after these says what something is, not what not to do ("the button that is not red", "so it's
 # not left open")
 COPULAS = frozenset({"is", "are", "was", "were", "it's", "that's", "there's", "which", "that", "who"})
-# after a copula these make the clause a goal, not a state: "the door is to be locked", "is supposed to be open"
-GOAL_AFTER_COPULA = frozenset({"to", "supposed", "meant", "going", "gonna", "expected", "required", "needed", "due"})
+# after the verb these make a clause a goal, not a state: "the door is to be locked", "is supposed to be open",
+# "it's time to open the window", "the drawer is in need of closing", "the window is what needs opening"
+GOAL_WORDS = frozenset({"to", "supposed", "meant", "going", "gonna", "expected", "required", "need", "needs",
+                        "needed", "due", "should", "must"})
+STATE_VERBS = frozenset({"is", "are", "was", "were"})
+RELATIVES = frozenset({"that", "which", "who", "whose"})
+CONTRACTED_COPULAS = frozenset({"it's", "that's", "they're"})
+# words that start a question that asks nothing to be done
+QUESTION_STARTS = frozenset({"what", "what's", "why", "how", "which", "where", "where's", "when", "who"})
+# verbs that start a question when a subject follows them ("is the window open", "did you press the button")
+QUESTION_VERBS = frozenset({"is", "are", "was", "were", "isn't", "aren't", "did", "does", "do", "didn't", "doesn't",
+                            "has", "have"})
+AUXILIARIES = frozenset({"can", "could", "should", "would", "will", "shall", "may", "might", "must"})
+QUESTION_SUBJECTS = frozenset({"the", "a", "an", "you", "i", "it", "this", "that", "these", "those", "we", "they",
+                               "he", "she", "my", "your", "our", "their", "its", "there"})
+# requests put as questions
+REQUESTS_AS_QUESTIONS = (("do", "you", "mind"), ("would", "you"), ("how", "about"), ("why", "not"),
+                         ("why", "don't", "you"), ("why", "dont", "you"), ("what", "about"))
 # the subjects of a clause that says how something is ("the window is open", "it's closed", "my drawer was left open")
 STATE_SUBJECTS = frozenset({"the", "this", "that", "these", "those", "it", "it's", "its", "my", "your", "our",
                             "that's", "they", "they're"})
@@ -274,13 +290,19 @@ def _bare_stop(whole: list[str]) -> str | None:
 
 
 def _states(words: list[str]) -> bool:
-    """Whether a clause says how something is rather than asking ("the window is open", "it's closed", "the robot
-    is done"): a determiner or pronoun, at most two words, then a copula, not before a goal ("the door is to be
-    locked", "is supposed to be open": GOAL_AFTER_COPULA)."""
+    """Whether a clause says how something is rather than asking ("the window is open", "it's closed", "my drawer
+    was left open"): a determiner or pronoun and at most two more words, then is/are/was/were (or "it's", "that's",
+    "they're" first), and after it no word of a goal ("the door is to be locked", "it's time to open the window",
+    "the drawer is in need of closing": GOAL_WORDS)."""
     if not words or words[0] not in STATE_SUBJECTS:
         return False
-    at = next((i for i, w in enumerate(words[:4]) if w in COPULAS), None)
-    return at is not None and not set(words[at + 1:at + 2]) & GOAL_AFTER_COPULA
+    if words[0] in CONTRACTED_COPULAS:
+        at = 0
+    else:  # "the coffee button was pressed"; not a relative clause's ("the drawer that is open should be closed")
+        at = next((i for i, w in enumerate(words[1:4], 1) if w in STATE_VERBS), -1)
+        if at < 0 or set(words[1:at]) & RELATIVES:
+            return False
+    return not set(words[at + 1:]) & GOAL_WORDS
 
 
 def stated_only(text: str) -> str | None:
@@ -292,6 +314,25 @@ def stated_only(text: str) -> str | None:
     if named and all(_states(instruction_words(c)) for c in named):
         return named[0]
     return None
+
+
+def question(text: str) -> str | None:
+    """The word that makes ``text`` a question asking nothing to be done ("is the window open?", "how do I open the
+    drawer?", "did you press the button?": an audit's ran window-open, drawer-open, button-press-topdown at INFO),
+    or None: its first word that names anything (after address words and fillers) is a question word or a verb
+    put first (QUESTION_STARTS), not a request put as a question ("do you mind opening the drawer?", "why don't
+    you open it?"; "can you ...", "could you ..." start with no such word)."""
+    words = [w for w in instruction_words(text) if w not in ADDRESS_WORDS]
+    if not words or words[0] not in QUESTION_STARTS | QUESTION_VERBS:
+        return None
+    if words[0] in QUESTION_VERBS and words[1:2] and words[1] not in QUESTION_SUBJECTS:
+        return None  # a verb first that asks: "do not hesitate to open the window", "do open it"
+    if (words[0] in QUESTION_STARTS and not words[0].endswith("'s") and not text.rstrip().endswith("?")
+            and words[1:2] and words[1] not in QUESTION_VERBS | AUXILIARIES):
+        return None  # a clause of time or place first: "when you're ready, close the window"
+    if any(tuple(words[:len(p)]) == p for p in REQUESTS_AS_QUESTIONS):
+        return None
+    return words[0]
 
 
 def _said_stop(clauses: list[list[str]], whole: list[str], may_name_task: Callable[[str], bool]) -> str | None:

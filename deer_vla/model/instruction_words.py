@@ -33,6 +33,7 @@ from deer_vla.core.instruction_text import (
     negation,
     opposite_words,
     plain_word,
+    question,
     stated_only,
     trained_stop_phrases,
 )
@@ -41,6 +42,7 @@ from deer_vla.model.instruction_match import trained_wordings
 
 MIN_FIXED_LETTERS = 4  # shorter words are too near too many others ("on"/"in", "up"/"us") to guess
 TWO_EDIT_LETTERS = 8  # from this length two edits still leave one trained word nearest
+SHORT_CODE_LETTERS = 4  # a word in capitals this short is a code or an acronym ("NOOP", "ACK"), not a misspelling
 MAX_READ_WORDS = 64  # words looked at per text (the model reads 24-32 tokens): a 1024-character text took 14 s
 READ_CACHE_WORDS = 4096  # words remembered with what they read as
 # an English word used less than this share of pyspellchecker's word count (1.6e9) may name a thing or a manner
@@ -77,7 +79,7 @@ class OppositeWordsError(ValueError):
         self.words = words
         self.why = (f"says a state ({words[0]!r}) beside a request of the opposite task ({words[1]!r}): the policy "
                     "reads word order too little to tell them apart and did the state's task; say only the goal "
-                    "(\"close the window\")")
+                    f"(\"{words[1]} ...\", without the state)")
         super().__init__(f"instruction {quoted(text, 80)} {self.why}")
 
 
@@ -106,6 +108,18 @@ class StatementError(OppositeWordsError):
         ValueError.__init__(self, f"instruction {quoted(text, 80)} {self.why}")
 
 
+class QuestionError(StatementError):
+    """An instruction that asks a question ("is the window open?"): nothing to be done, and the policy did the task
+    of its words."""
+
+    def __init__(self, text: str, word: str) -> None:
+        ValueError.__init__(self)
+        self.words = (word, "")
+        self.why = (f"asks a question ({word!r} first) and nothing to be done: the policy cannot answer, and would do "
+                    "the task its words are nearest; say what to do")
+        ValueError.__init__(self, f"instruction {quoted(text, 80)} {self.why}")
+
+
 def refusal(text: str, trained: Iterable[str] = (), read: str | None = None,
             stop_phrases: Collection[tuple[str, ...]] = ()) -> NegatedInstructionError | OppositeWordsError | None:
     """Why the policy would not do ``text`` as meant, as the error to raise or log (``.why``), or None: it asks
@@ -122,6 +136,9 @@ def refusal(text: str, trained: Iterable[str] = (), read: str | None = None,
     stated = stated_only(text)
     if stated is not None:
         return StatementError(text, stated)
+    asked = question(text)
+    if asked is not None:
+        return QuestionError(text, asked)
     opposite = opposite_words(text) or (opposite_words(read) if read is not None else None)
     if opposite is not None:
         return OppositeWordsError(text, opposite)
@@ -188,8 +205,10 @@ class TrainedWords:
                    (m.group() for text in texts for m in JOINED_WORDS.finditer(text)))
 
     def fix(self, word: str) -> str | None:
-        """The trained word ``word`` misspells, or None (it is trained, an English word, too short, or near no
-        single trained word)."""
+        """The trained word ``word`` misspells, or None (it is trained, an English word, too short, near no single
+        trained word, or a short word in capitals: a code, "NOOP" was read as "hoop" and ran basketball)."""
+        if word.isupper() and len(word) <= SHORT_CODE_LETTERS:
+            return None
         w = plain_word(word)
         if w in self._cache:
             return self._cache[w]

@@ -16,8 +16,11 @@ from typing import Any
 from deer_vla.core.instruction_text import (
     ADDRESS_WORDS,
     CLAUSE_BREAK,
+    CORRECTIONS,
+    DISMISSALS,
     FUNCTION_WORDS,
     OPPOSITES,
+    SET_ASIDE_BEFORE,
     instruction_words,
     set_aside,
 )
@@ -56,6 +59,12 @@ INFLECTION_STEM = 4  # letters a word shares with a trained word it is another f
 # the task heard for a text that sets a thing aside is one of what the rest asks when the rest is this near its
 # wordings too ("open the window, I mean the drawer": the rest "the drawer" is drawer-close 0.87, drawer-open 0.86)
 SET_ASIDE_MARGIN = 0.05
+# the words that set a thing aside or take it back: not the thing's name
+TAKING_BACK = frozenset(w for marker in CORRECTIONS + SET_ASIDE_BEFORE for w in marker) | DISMISSALS | {"leave"}
+# one word several tasks' wordings share names one of them when its nearest wording is this much nearer than any
+# other task's ("go to the goal": reach 0.83, soccer 0.61 on mt50; not "open": faucet-open 0.74, window-open 0.68, nor
+# "handle": handle-press 0.71, faucet-close 0.55 on the default)
+ONE_WORD_MARGIN = 0.2
 # a text that is only a task's name, as software writes it ("push-wall", "DRAWER_OPEN", "door lock", "reach-v3"):
 # punctuation around it, joiners and case aside
 TASK_NAME_JOINERS = re.compile(r"[-_\s]+")
@@ -337,6 +346,9 @@ class InstructionCheck:
         if len(set(words)) != 1:
             return None
         tasks = tuple(dict.fromkeys(t.removesuffix(SHARED) for t in self.matcher.tasks_with_word(words[0])))
+        match = self._match(text)
+        if match.runner_up_similarity is not None and match.similarity - match.runner_up_similarity >= ONE_WORD_MARGIN:
+            return None  # one task stands out ("go to the goal", reach 0.83 against soccer 0.61 on mt50)
         return (words[0], tasks) if len(tasks) > 1 else None
 
     def _heard_set_aside(self, text: str, match: InstructionMatch) -> tuple[str, str] | None:
@@ -348,6 +360,13 @@ class InstructionCheck:
         if split is None:
             return None
         clause, rest = split
+        named = [w for w in instruction_words(rest) if w not in FUNCTION_WORDS | ADDRESS_WORDS]
+        if len(named) == 1:  # half a request: the other half is the one said before
+            aside = [w for w in instruction_words(clause) if w not in FUNCTION_WORDS | ADDRESS_WORDS | TAKING_BACK]
+            if self.matcher.leads(named[0]):  # "close the drawer, no wait, open it": the thing named before
+                rest = " ".join([rest, *aside[1:]])
+            else:  # "open the faucet, I mean the window": the verb said before
+                rest = " ".join([*aside[:1], rest])
         asked = self.matcher.match(rest)
         if match.task.removesuffix(SHARED) == asked.task.removesuffix(SHARED):
             return None
