@@ -10,7 +10,9 @@ heard as the policy node hears a new instruction, from the same pieces in the sa
 `unfamiliar_instruction`, a WARN when `Verdict.doubtful`). Per category, side by side:
 
 - refused, dropped: refused, and the instruction in force dropped with it (no steps until a new one: a stop,
-  a negation, a text naming no task: nothing the checkpoint was trained on, or far under every trained wording);
+  a negation, a text naming no task: nothing the checkpoint was trained on, or far under every trained wording;
+  a task's name heard as another, a text heard as another task than what it asks beside a thing set aside, one
+  word several tasks share: `Verdict.drops`);
 - refused, kept: refused, the previous instruction stays in force (an empty or invalid text; under
   `--mode refuse`, one unlike every trained wording);
 - right / wrong, silent / WARN: run as the labelled task or another (for a REFUSE label any task is wrong);
@@ -92,7 +94,7 @@ def main() -> int:
         verdict = check.judge(text, args.mode, args.floor, count=False) if text else None
         if not text or verdict is None or verdict.match is None:
             cell = "refused, kept"
-        elif runner.refusal(text) is not None or verdict.no_task:
+        elif runner.refusal(text) is not None or verdict.drops:
             cell = "refused, dropped"
         elif verdict.refused(args.mode):
             cell = "refused, kept"

@@ -647,7 +647,7 @@ def test_bench_instruction_sets_hears_the_labelled_instructions_as_the_node_does
     assert "583 labelled instructions" in proc.stdout
     rows = {key + ")": [int(v) for v in rest.split()] for key, _, rest in
             (line.partition(")") for line in proc.stdout.splitlines() if line.startswith("all ("))}
-    assert rows["all (REFUSE)"] == [166, 2, 0, 0, 172, 10] and rows["all (task)"] == [16, 0, 168, 42, 7, 0]
+    assert rows["all (REFUSE)"] == [168, 0, 0, 0, 172, 10] and rows["all (task)"] == [16, 0, 168, 42, 7, 0]
     assert proc.stdout.count("\n  [") == 10  # --list: each one run as a wrong task silently
     second = subprocess.run([sys.executable, str(BENCH / "bench_instruction_sets.py"), "--data",
                              str(BENCH / "data" / "instructions_labelled_2.json")], cwd=REPO, env=env,
@@ -657,4 +657,4 @@ def test_bench_instruction_sets_hears_the_labelled_instructions_as_the_node_does
             (line.partition(")") for line in second.stdout.splitlines() if line.startswith("all ("))}
     # session 65's speech, stop, correction and software families (fb34d8e: REFUSE 115 0 0 0 52 31, task 53 0 155
     # 127 22 15)
-    assert rows["all (REFUSE)"] == [140, 28, 0, 0, 23, 7] and rows["all (task)"] == [55, 21, 171, 110, 15, 0]
+    assert rows["all (REFUSE)"] == [168, 0, 0, 0, 23, 7] and rows["all (task)"] == [76, 0, 171, 110, 15, 0]

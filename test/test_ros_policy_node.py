@@ -1879,3 +1879,19 @@ def test_an_instruction_in_force_that_would_now_be_refused_is_dropped(executor, 
         assert node.set_parameters([Parameter("unfamiliar_instruction", value="warn")])[0].successful
         assert node.instruction is None, text
         assert any(f"instruction in force '{text}' dropped:" in m for m, _ in errors), errors
+
+
+def test_a_correction_heard_as_what_it_takes_back_drops_the_instruction_in_force(executor, monkeypatch):
+    """A soak's: "open the drawer" in force, then "open the drawer, I mean the window" was refused and the drawer
+    kept opening (508 non-zero twists in 17 s): the previous instruction was kept. Refused now with it dropped."""
+    shipped = Path(__file__).resolve().parents[1] / "deer_vla" / "assets" / "default_checkpoint"
+    node = started_policy_node(executor, shipped)
+    errors = spy_on_log(node, "error", monkeypatch)
+    drv = Driver(executor)
+    for text in ("open the drawer, I mean the window", "forget the drawer, open the window", "push-wall", "open"):
+        drv.instruct("open the drawer")
+        assert drv.drive_until(lambda: node.instruction == "open the drawer")
+        drv.instruct(text)
+        assert drv.drive_until(lambda: node.instruction is None), text
+        assert any(m.startswith(f"instruction '{text}' refused: it ") and "the previous instruction is dropped" in m
+                   for m, _ in errors), (text, errors[-1:])

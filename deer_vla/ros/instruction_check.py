@@ -153,9 +153,17 @@ class Verdict:
         """Whether the node refuses the text under ``unfamiliar_instruction`` ``mode``: one that names no task in
         either mode ("hello", "nope", "hold on a second", another language: warn ran the nearest task), one unlike
         every trained wording under 'refuse'."""
+        return self.match is not None and (self.drops or (self.unfamiliar and mode == "refuse"))
+
+    @property
+    def drops(self) -> bool:
+        """Refused in either mode, the instruction in force dropped with it, as for a stop: a text naming no task,
+        a task's name heard as another, a text heard as another task than what it asks beside a thing set aside or
+        taken back, one word several tasks share. The robot was told something new; carrying on with the last
+        instruction did what it may have just been told not to ("open the drawer, I mean the window" kept the
+        drawer opening)."""
         return self.match is not None and (self.no_task or self.misnamed or self.heard_set_aside is not None
-                                           or self.one_shared_word is not None
-                                           or (self.unfamiliar and mode == "refuse"))
+                                           or self.one_shared_word is not None)
 
     @property
     def close_call(self) -> bool:

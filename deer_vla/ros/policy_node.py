@@ -1173,9 +1173,10 @@ class PolicyNode(LifecycleNode):
         heard = f"; {verdict.heard(floor)}" if verdict is not None and verdict.match is not None else ""
         if fixed:  # what the model reads instead of a misspelt trained word: said, the text stays as sent
             heard = "; read " + ", ".join(f"{quoted(a)} as {quoted(b)}" for a, b in fixed) + heard
-        if verdict is not None and verdict.no_task:
-            # a text that names nothing ("whoa", "help!", "too fast") may be the robot told to stop: as a stop,
-            # refused with the instruction in force dropped (keeping it carried on with the last task)
+        if verdict is not None and verdict.drops:
+            # a text that names nothing ("whoa", "help!", "too fast") may be the robot told to stop, one that takes
+            # something back or names a task the policy would not do told to do something else: refused with the
+            # instruction in force dropped, as for a stop (keeping it carried on with the last task)
             self._refuse_unclear(text, f"it {verdict.heard(floor)}")
             return
         if verdict is not None and verdict.refused(params.unfamiliar_instruction):
