@@ -73,9 +73,9 @@ STOP_PHRASE_FILLERS = frozenset({"time", "day", "and", "then", "now", "today", "
 # after it names a task: that task is what is asked ("cancel that, close the window instead")
 DISMISSALS = frozenset({"forget", "cancel", "nevermind", "ignore", "skip", "disregard"})
 # these ask the robot to stop as a clause of their own wherever it stands ("The robot is done. Stop.", "Great. Now
-# stop.": an audit's ran faucet-close at INFO), or as the last
-# word of a text after a word that is no flow ("E-STOP", "cmd=stop"; not "make the water stop"), where nothing else
-# names a task: beside one it ends the task ("open the drawer, then stop", a review's)
+# stop.": an audit's ran faucet-close at INFO), or as the last word of a text after a word that is no flow
+# ("E-STOP", "cmd=stop"; not "make the water stop"), where no clause asks a task: beside one it ends the task ("open
+# the drawer, then stop", a review's)
 SAID_STOPS = frozenset({"stop", "halt", "freeze", "abort", "pause", "wait", "quit", "cease", "estop"})
 # words that take back what was said before them ("close the drawer, I mean the window" closed the drawer, "open the
 # faucet, sorry, the window" opened the faucet, at INFO): what follows is what is asked (``set_aside``)
@@ -319,9 +319,11 @@ def stated_only(text: str) -> str | None:
 def question(text: str) -> str | None:
     """The word that makes ``text`` a question asking nothing to be done ("is the window open?", "how do I open the
     drawer?", "did you press the button?": an audit's ran window-open, drawer-open, button-press-topdown at INFO),
-    or None: its first word that names anything (after address words and fillers) is a question word or a verb
-    put first (QUESTION_STARTS), not a request put as a question ("do you mind opening the drawer?", "why don't
-    you open it?"; "can you ...", "could you ..." start with no such word)."""
+    or None: its first word (after address words and fillers) is a question word (QUESTION_STARTS: before a verb,
+    or in a text ending in "?"; not "when you're ready, close the window") or a verb before its subject
+    (QUESTION_VERBS; not "do not hesitate to open the window"), and no request put as a question
+    (REQUESTS_AS_QUESTIONS: "do you mind opening the drawer?", "how about ..."; "can you ...", "could you ..."
+    start with no such word)."""
     words = [w for w in instruction_words(text) if w not in ADDRESS_WORDS]
     if not words or words[0] not in QUESTION_STARTS | QUESTION_VERBS:
         return None

@@ -231,8 +231,7 @@ class Verdict:
         """Whether the node says it at WARN: unlike every trained wording, a close call, a direction
         contradicted, two tasks asked, or a word the policy never learned."""
         return (self.unfamiliar or self.close_call or self.contradicts is not None or self.two_tasks is not None
-                or bool(self.unknown) or self.no_task or self.misnamed or self.heard_set_aside is not None
-                or self.one_shared_word is not None)
+                or bool(self.unknown) or self.drops)
 
 
 class InstructionCheck:
@@ -251,6 +250,7 @@ class InstructionCheck:
         self._last: tuple[str, str, InstructionMatch] | None = None  # (text, as read, its match)
         self._last_split: tuple[str, tuple[InstructionMatch, InstructionMatch] | None] | None = None
         self._last_words: tuple[str, tuple[tuple[tuple[str, str, float], ...], bool]] | None = None
+        self._last_apart: tuple[str, Any] | None = None
 
     @classmethod
     def for_runner(cls, runner: Any) -> InstructionCheck:
@@ -336,14 +336,25 @@ class InstructionCheck:
         """``text`` judged against the floor: its match and every check beside it (cached per text)."""
         match = self._match(text)
         unknown, names_nothing = self._words(text)
-        named_task = self._named_task(text)
-        heard_by_name = (named_task is not None and named_task[1] is not None
-                         and named_task[0].removesuffix(SHARED) == match.task.removesuffix(SHARED))
+        named_task, set_aside_heard, one_word = self._apart_from_floor(text, match)
         return Verdict(match, under_floor(match, floor), self._contradicts(text, match), self._two_tasks(text, match),
                        unknown, names_nothing, far_under(match, floor), named_task=named_task,
-                       heard_set_aside=self._heard_set_aside(text, match),
-                       # a task's own name heard as that task names it ("reach" on mt50, a word of 4 tasks' wordings)
-                       one_shared_word=None if heard_by_name else self._one_shared_word(text))
+                       heard_set_aside=set_aside_heard, one_shared_word=one_word)
+
+    def _apart_from_floor(self, text: str, match: InstructionMatch) -> tuple[
+            tuple[str, str | None] | None, tuple[str, str] | None, tuple[str, tuple[str, ...]] | None]:
+        """``_named_task``, ``_heard_set_aside`` and ``_one_shared_word`` of ``text``, computed once per text (the
+        status asks every diagnostics period)."""
+        last = self._last_apart
+        if last is not None and last[0] == text:
+            return last[1]
+        named_task = self._named_task(text)
+        # a task's own name heard as that task names it ("reach" on mt50, a word of 4 tasks' wordings)
+        by_name = (named_task is not None and named_task[1] is not None
+                   and named_task[0].removesuffix(SHARED) == match.task.removesuffix(SHARED))
+        found = (named_task, self._heard_set_aside(text, match), None if by_name else self._one_shared_word(text))
+        self._last_apart = (text, found)
+        return found
 
     def _one_shared_word(self, text: str) -> tuple[str, tuple[str, ...]] | None:
         """(the word, its tasks) when ``text`` (as the model reads it) names one word only (but FUNCTION_WORDS and
