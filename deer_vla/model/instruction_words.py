@@ -52,7 +52,11 @@ COMMON_WORD_SHARE = 2e-4
 # how a manner is said ("gently", "slowly", "fully"): it names nothing the policy could do instead
 MANNER_ENDING = "ly"
 # "of" typed for "off" after a verb that takes it ("turn of the faucet"): read as "off" where a trained word is "off"
-OF_FOR_OFF = re.compile(r"\b(turn|turned|switch|switched|shut|power|powered|cut)\s+of\b", re.IGNORECASE)
+# (not the noun: "a quarter turn of the handle")
+OF_FOR_OFF = re.compile(r"(?:\b([^\W\d_]+)\s+)?\b(turn|turned|switch|switched|shut|power|powered|cut)\s+of\b",
+                        re.IGNORECASE)
+NOUN_BEFORE = frozenset({"a", "an", "the", "one", "quarter", "half", "full", "each", "every", "another", "single",
+                         "first", "last", "next", "this", "that", "sharp", "slight", "small", "big"})
 # words joined by hyphens or underscores, as software and task names write them ("door-lock", "drawer_open")
 JOINED_WORDS = re.compile(r"[^\W\d_]+(?:[-_]+[^\W\d_]+)+")
 
@@ -104,7 +108,7 @@ class StatementError(OppositeWordsError):
         ValueError.__init__(self)
         self.words = (clause, "")
         self.why = (f"only says how something is ({quoted(clause, 60)}) and asks nothing: the policy would do the task "
-                    "its words are nearest; say the goal (\"close the drawer\")")
+                    "its words are nearest; say what to do")
         ValueError.__init__(self, f"instruction {quoted(text, 80)} {self.why}")
 
 
@@ -258,7 +262,17 @@ class TrainedWords:
 
         read = WORD.sub(replace, text)
         if "off" in self.words:  # "turn of the faucet" ran faucet-open, 0.99, at INFO: "of" is a word, no misspelling
-            read, slips = OF_FOR_OFF.subn(lambda m: m.group(1) + " off", read)
+            slips = 0
+
+            def off(match: re.Match[str]) -> str:
+                nonlocal slips
+                before = match.group(1)
+                if before is not None and before.lower() in NOUN_BEFORE:
+                    return match.group()
+                slips += 1
+                return match.group()[:-2] + "off"
+
+            read = OF_FOR_OFF.sub(off, read)
             fixed += [("of", "off")] * bool(slips)
         return read, fixed
 
