@@ -104,11 +104,11 @@ class StatementError(OppositeWordsError):
     """An instruction that only says how something is ("the drawer is open"): it asks nothing, and the policy did
     the task of its words."""
 
-    def __init__(self, text: str, clause: str) -> None:
+    def __init__(self, text: str, said: str, why: str | None = None) -> None:
         ValueError.__init__(self)
-        self.words = (clause, "")
-        self.why = (f"only says how something is ({quoted(clause, 60)}) and asks nothing: the policy would do the task "
-                    "its words are nearest; say what to do")
+        self.words = (said, "")
+        self.why = why or (f"only says how something is ({quoted(said, 60)}) and asks nothing: the policy would do "
+                           "the task its words are nearest; say what to do")
         ValueError.__init__(self, f"instruction {quoted(text, 80)} {self.why}")
 
 
@@ -117,11 +117,8 @@ class QuestionError(StatementError):
     of its words."""
 
     def __init__(self, text: str, word: str) -> None:
-        ValueError.__init__(self)
-        self.words = (word, "")
-        self.why = (f"asks a question ({word!r} first) and nothing to be done: the policy cannot answer, and would do "
-                    "the task its words are nearest; say what to do")
-        ValueError.__init__(self, f"instruction {quoted(text, 80)} {self.why}")
+        super().__init__(text, word, f"asks a question ({word!r} first) and nothing to be done: the policy cannot "
+                                     "answer, and would do the task its words are nearest; say what to do")
 
 
 def refusal(text: str, trained: Iterable[str] = (), read: str | None = None,
