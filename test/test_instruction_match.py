@@ -446,7 +446,7 @@ def test_a_task_heard_for_the_thing_set_aside_is_refused(default_runner):
                  "open the drawer, no wait, the window", "open the door, actually close it"):
         verdict = check.judge(text, "warn", 0.45)
         assert verdict.heard_set_aside is not None and verdict.refused("warn"), text
-        assert "not as what it asks beside setting" in verdict.heard(0.45)
+        assert " aside and asks " in verdict.heard(0.45) and ", but is heard as " in verdict.heard(0.45)
     # "rather than" and "instead of" set the thing after them aside: heard as the task asked, the text runs
     for text in ("forget about the window, open the drawer", "cancel that, close the window instead",
                  "open the drawer rather than the window", "rather than the window, open the drawer",
@@ -455,9 +455,12 @@ def test_a_task_heard_for_the_thing_set_aside_is_refused(default_runner):
                  "close the drawer instead of leaving it open",
                  # half a request after the correction: the other half is the one said before (a held-out audit's
                  # "close the drawer, no wait, open it" was refused as asking faucet-open)
-                 "close the drawer, no wait, open it"):
+                 "close the drawer, no wait, open it",
+                 # a correction word is no word the policy never learned (a review's: 'oops' was said so)
+                 "close the window, oops, the drawer"):
         verdict = check.judge(text, "warn", 0.45)
         assert verdict.heard_set_aside is None and not verdict.refused("warn"), text
+    assert not check.judge("close the window, oops, the drawer", "warn", 0.45).unknown
 
 
 def test_a_speech_recognisers_fillers_name_nothing(default_runner):

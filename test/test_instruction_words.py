@@ -628,7 +628,11 @@ def test_a_question_that_asks_nothing_to_be_done_is_refused(default_runner, text
                                   # goals and requests a first version read as states (a review's)
                                   "it's time to open the window", "that should be closed",
                                   "this is the drawer to close", "the drawer is in need of closing",
-                                  "the next step is to close the drawer"])
+                                  "the next step is to close the drawer", "the goal is the drawer open",
+                                  # a review's: polite questions, a verb first, a question before a request
+                                  "is it possible to open the drawer?", "are you able to close the window?",
+                                  "do it: open the window", "have the drawer open", "are you ready? open the drawer",
+                                  "where's the button? press it"])
 def test_requests_put_as_questions_or_with_a_copula_run(default_runner, text):
     assert default_runner.refusal(text) is None, text
 

@@ -80,7 +80,7 @@ SAID_STOPS = frozenset({"stop", "halt", "freeze", "abort", "pause", "wait", "qui
 # words that take back what was said before them ("close the drawer, I mean the window" closed the drawer, "open the
 # faucet, sorry, the window" opened the faucet, at INFO): what follows is what is asked (``set_aside``)
 CORRECTIONS = (("i", "mean"), ("i", "meant"), ("sorry",), ("oops",), ("whoops",), ("correction",), ("i", "said"),
-               ("no", "wait"), ("actually",), ("wait",))
+               ("no", "wait"), ("actually",), ("wait",), ("rather",))
 # these set aside the thing after them, to their clause's end: the rest of the text is what is asked ("open the
 # window instead of the drawer", "rather than the window, open the drawer"; ``set_aside``)
 SET_ASIDE_BEFORE = (("instead", "of"), ("rather", "than"))
@@ -125,6 +125,11 @@ COPULAS = frozenset({"is", "are", "was", "were", "it's", "that's", "there's", "w
 GOAL_WORDS = frozenset({"to", "supposed", "meant", "going", "gonna", "expected", "required", "need", "needs",
                         "needed", "due", "should", "must"})
 STATE_VERBS = frozenset({"is", "are", "was", "were"})
+# the subject of a goal said with a copula ("the goal is the drawer open", "the next step is closing the drawer")
+GOAL_SUBJECTS = frozenset({"goal", "aim", "plan", "task", "idea", "job", "point", "next", "step", "target"})
+# the words of CORRECTIONS and SET_ASIDE_BEFORE: they name nothing the policy could do
+CORRECTION_WORDS = frozenset({"sorry", "oops", "whoops", "correction", "actually", "wait", "mean", "meant", "rather",
+                              "than"})
 RELATIVES = frozenset({"that", "which", "who", "whose"})
 CONTRACTED_COPULAS = frozenset({"it's", "that's", "they're"})
 # words that start a question that asks nothing to be done
@@ -135,9 +140,17 @@ QUESTION_VERBS = frozenset({"is", "are", "was", "were", "isn't", "aren't", "did"
 AUXILIARIES = frozenset({"can", "could", "should", "would", "will", "shall", "may", "might", "must"})
 QUESTION_SUBJECTS = frozenset({"the", "a", "an", "you", "i", "it", "this", "that", "these", "those", "we", "they",
                                "he", "she", "my", "your", "our", "their", "its", "there"})
-# requests put as questions
-REQUESTS_AS_QUESTIONS = (("do", "you", "mind"), ("would", "you"), ("how", "about"), ("why", "not"),
-                         ("why", "don't", "you"), ("why", "dont", "you"), ("what", "about"))
+# "do" and "have" before a subject that is no person are verbs that ask ("do it: open the window", "have the drawer
+# open"); a question asks a person ("do you see the drawer?")
+DOING_VERBS = frozenset({"do", "have"})
+PERSONS = frozenset({"you", "i", "we", "they", "he", "she"})
+# where a question ends and a request may follow ("are you ready? open the drawer")
+QUESTION_BREAK = re.compile(r"[?.!;:]")
+# requests put as questions ("why not ...", "why don't you ..." are negations': refused on the safe side)
+REQUESTS_AS_QUESTIONS = (("do", "you", "mind"), ("would", "you"), ("how", "about"), ("what", "about"),
+                         ("is", "it", "possible"), ("is", "there", "any", "way"), ("are", "you", "able"),
+                         ("is", "it", "ok"), ("is", "it", "okay"), ("isn't", "it", "time"), ("what's", "needed"),
+                         ("what", "is", "needed"))
 # the subjects of a clause that says how something is ("the window is open", "it's closed", "my drawer was left open")
 STATE_SUBJECTS = frozenset({"the", "this", "that", "these", "those", "it", "it's", "its", "my", "your", "our",
                             "that's", "they", "they're"})
@@ -300,7 +313,7 @@ def _states(words: list[str]) -> bool:
         at = 0
     else:  # "the coffee button was pressed"; not a relative clause's ("the drawer that is open should be closed")
         at = next((i for i, w in enumerate(words[1:4], 1) if w in STATE_VERBS), -1)
-        if at < 0 or set(words[1:at]) & RELATIVES:
+        if at < 0 or set(words[1:at]) & (RELATIVES | GOAL_SUBJECTS):
             return False
     return not set(words[at + 1:]) & GOAL_WORDS
 
@@ -322,13 +335,17 @@ def question(text: str) -> str | None:
     or None: its first word (after address words and fillers) is a question word (QUESTION_STARTS: before a verb,
     or in a text ending in "?"; not "when you're ready, close the window") or a verb before its subject
     (QUESTION_VERBS; not "do not hesitate to open the window"), and no request put as a question
-    (REQUESTS_AS_QUESTIONS: "do you mind opening the drawer?", "how about ..."; "can you ...", "could you ..."
-    start with no such word)."""
+    (REQUESTS_AS_QUESTIONS: "do you mind opening the drawer?", "is it possible to ..."; "can you ...", "could
+    you ..." start with no such word), and no request after it ("are you ready? open the drawer")."""
     words = [w for w in instruction_words(text) if w not in ADDRESS_WORDS]
     if not words or words[0] not in QUESTION_STARTS | QUESTION_VERBS:
         return None
-    if words[0] in QUESTION_VERBS and words[1:2] and words[1] not in QUESTION_SUBJECTS:
-        return None  # a verb first that asks: "do not hesitate to open the window", "do open it"
+    first, *rest = [c for c in QUESTION_BREAK.split(text) if instruction_words(c)] or [text]
+    if any(_names_task(w) for clause in rest for w in instruction_words(clause)):
+        return None  # a request after it: "are you ready? open the drawer", "where's the button? press it"
+    subjects = QUESTION_SUBJECTS if words[0] not in DOING_VERBS else PERSONS
+    if words[0] in QUESTION_VERBS and words[1:2] and words[1] not in subjects:
+        return None  # a verb first that asks: "do not hesitate to open the window", "do it: open", "have a go"
     if (words[0] in QUESTION_STARTS and not words[0].endswith("'s") and not text.rstrip().endswith("?")
             and words[1:2] and words[1] not in QUESTION_VERBS | AUXILIARIES):
         return None  # a clause of time or place first: "when you're ready, close the window"
@@ -493,8 +510,8 @@ def set_aside(text: str) -> tuple[str, str] | None:
     plain = [plain_word(w.group()) for w in words]
     for i in range(len(words)):
         for marker in CORRECTIONS:  # what comes before one is taken back, what comes after is asked
-            if tuple(plain[i:i + len(marker)]) != marker:
-                continue
+            if tuple(plain[i:i + len(marker)]) != marker or tuple(plain[i:i + 2]) in SET_ASIDE_BEFORE:
+                continue  # ("rather than" sets aside what follows it, below)
             cut = words[i + len(marker) - 1].end()
             if any(_names_task(w) for w in plain[:i]) and any(_names_task(w) for w in plain[i + len(marker):]):
                 return text[:cut].strip(), text[cut:].strip(" ,;:.!?")

@@ -25,6 +25,7 @@ from typing import Any
 
 from deer_vla.core.instruction_text import (
     ADDRESS_WORDS,
+    CORRECTION_WORDS,
     FUNCTION_WORDS,
     STOP_REQUESTS,
     WORD,
@@ -294,7 +295,7 @@ class TrainedWords:
         for word in instruction_words(unicodedata.normalize("NFKC", text))[:MAX_READ_WORDS]:  # "ｆｒｉｄｇｅ" too
             word = word.removesuffix("'s")  # "the coffee maker's button" names the maker
             if (word in self.words or word in found or word in FUNCTION_WORDS or word in ADDRESS_WORDS
-                    or word in STOP_REQUESTS):
+                    or word in STOP_REQUESTS or word in CORRECTION_WORDS):
                 continue
             english = self._english  # loaded only for a word not trained
             uses = english[word]

@@ -193,9 +193,9 @@ class Verdict:
                     f"of them (heard as {m.task}, similarity {m.similarity:.2f}); say which")
         if self.heard_set_aside is not None:
             clause, asked = self.heard_set_aside
-            return (f"heard as {m.task} (nearest trained wording {quoted(m.nearest, 80)}, similarity "
-                    f"{m.similarity:.2f}), not as what it asks beside setting {quoted(clause, 60)} aside ({asked}): "
-                    "the policy reads every word, those set aside too; send only the task")
+            return (f"sets {quoted(clause, 60)} aside and asks {asked}, but is heard as {m.task} (nearest trained "
+                    f"wording {quoted(m.nearest, 80)}, similarity {m.similarity:.2f}): the policy reads every word, "
+                    "those set aside too; send only the task")
         if self.names_nothing:
             return (f"names nothing this checkpoint was trained on (none of its words is in a trained wording), so "
                     f"no task: the nearest wording is {quoted(m.nearest, 80)} ({m.task}), similarity "
@@ -379,8 +379,8 @@ class InstructionCheck:
         if split is None:
             return None
         clause, rest = split
-        named = [w for w in instruction_words(rest) if w not in FUNCTION_WORDS | ADDRESS_WORDS]
-        if len(named) == 1:  # half a request: the other half is the one said before
+        named = [w for w in instruction_words(CLAUSE_BREAK.sub(" ", rest)) if w not in FUNCTION_WORDS | ADDRESS_WORDS]
+        if len(named) == 1:  # ("then close it" too)  # half a request: the other half is the one said before
             aside = [w for w in instruction_words(clause) if w not in FUNCTION_WORDS | ADDRESS_WORDS | TAKING_BACK]
             if self.matcher.leads(named[0]):  # "close the drawer, no wait, open it": the thing named before
                 rest = " ".join([rest, *aside[1:]])
