@@ -137,8 +137,11 @@ def test_the_installed_node_executables_start_and_stop_cleanly(installed, tmp_pa
         for name, proc in procs.items():
             assert ready[name] in logs[name].read_text(), logs[name].read_text()
             proc.send_signal(signal.SIGINT)
+        # the policy's autostart failed (no checkpoint there): it stays up, then exits 1, not as if it had worked
+        expected = {"policy_node": 1, "monitor_node": 0}
         for name, proc in procs.items():
-            assert proc.wait(timeout=30) == 0, logs[name].read_text()
+            assert proc.wait(timeout=30) == expected[name], logs[name].read_text()
+        assert "Traceback" not in logs["policy_node"].read_text()
     finally:
         for proc in procs.values():
             if proc.poll() is None:
