@@ -487,3 +487,16 @@ def test_one_word_that_several_tasks_wordings_share_is_refused(default_runner, m
                                                                                     "coffee-push"))
     reach = mt50_check.judge("reach", "warn", 0.45)  # a task's own name, heard as it: it names that task
     assert reach.match is not None and reach.match.task == "reach" and not reach.refused("warn")
+
+
+def test_one_verb_for_two_things_is_heard_as_two_tasks(default_runner, mt50_check):
+    """A held-out audit's: "close the window and the drawer" ran drawer-close, "open the door and the drawer"
+    drawer-open, at INFO: a clause naming a thing alone takes the verb of the one before."""
+    check = InstructionCheck.for_runner(default_runner)
+    for judge, text in ((check.judge, "close the window and the drawer"),
+                        (check.judge, "open the window and the drawer"),
+                        (mt50_check.judge, "open the door and the drawer")):
+        verdict = judge(text, "warn", 0.45)
+        assert verdict.two_tasks is not None and verdict.doubtful, text
+    for text in ("open the drawer and pull it", "close the drawer, then stop"):
+        assert check.judge(text, "warn", 0.45).two_tasks is None, text

@@ -312,9 +312,10 @@ class InstructionCheck:
 
     def _two_tasks(self, text: str, match: InstructionMatch) -> tuple[InstructionMatch, InstructionMatch] | None:
         """Two clauses of ``text`` (as the model reads it; CLAUSE_BREAK, each of two words or more that name
-        something) each within TWO_TASKS_SIMILARITY of a wording of its own task, two tasks (a -shared twin is
-        its task), or None; never for a trained wording (``match``, the whole text's, at 1). Computed once per
-        text (the status asks every diagnostics period)."""
+        something; one that names a thing alone takes the verb of the clause before: "close the window and the
+        drawer" ran drawer-close at INFO) each within TWO_TASKS_SIMILARITY of a wording of its own task, two tasks
+        (a -shared twin is its task), or None; never for a trained wording (``match``, the whole text's, at 1).
+        Computed once per text (the status asks every diagnostics period)."""
         last = self._last_split
         if last is not None and last[0] == text:
             return last[1]
@@ -322,8 +323,14 @@ class InstructionCheck:
         read = self._reading(text)[0]
         asked = []
         if not match.similarity >= 1.0 - SIMILARITY_SLACK:
+            verb: list[str] = []  # the last clause's verb, for a clause that names a thing alone
             for clause in CLAUSE_BREAK.split(read):
-                if len([w for w in instruction_words(clause) if w not in FUNCTION_WORDS]) >= 2:
+                named = [w for w in instruction_words(clause) if w not in FUNCTION_WORDS | ADDRESS_WORDS]
+                if len(named) == 1 and verb and not self.matcher.leads(named[0]):
+                    clause, named = " ".join([*verb, clause]), [*verb, *named]  # "close the window and the drawer"
+                elif named and self.matcher.leads(named[0]):
+                    verb = named[:1]
+                if len(named) >= 2:
                     clause_match = self.matcher.match(clause)
                     if clause_match.similarity >= TWO_TASKS_SIMILARITY:
                         asked.append(clause_match)
