@@ -62,6 +62,12 @@ NOUN_BEFORE = frozenset({"a", "an", "the", "one", "quarter", "half", "full", "ea
 JOINED_WORDS = re.compile(r"[^\W\d_]+(?:[-_]+[^\W\d_]+)+")
 
 
+def _off(match: re.Match[str]) -> str:
+    """An OF_FOR_OFF match with "of" read as "off", unless a NOUN_BEFORE word makes the verb a noun."""
+    before = match.group(1)
+    return match.group() if before is not None and before.lower() in NOUN_BEFORE else match.group()[:-2] + "off"
+
+
 class NegatedInstructionError(ValueError):
     """An instruction that asks not to do something: the policy can only do tasks."""
 
@@ -260,18 +266,9 @@ class TrainedWords:
 
         read = WORD.sub(replace, text)
         if "off" in self.words:  # "turn of the faucet" ran faucet-open, 0.99, at INFO: "of" is a word, no misspelling
-            slips = 0
-
-            def off(match: re.Match[str]) -> str:
-                nonlocal slips
-                before = match.group(1)
-                if before is not None and before.lower() in NOUN_BEFORE:
-                    return match.group()
-                slips += 1
-                return match.group()[:-2] + "off"
-
-            read = OF_FOR_OFF.sub(off, read)
-            fixed += [("of", "off")] * bool(slips)
+            slipped = OF_FOR_OFF.sub(_off, read)
+            fixed += [("of", "off")] * (slipped != read)
+            read = slipped
         return read, fixed
 
     def apart(self, text: str) -> str:

@@ -10,7 +10,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from deer_vla.core.instruction_text import (
@@ -59,6 +59,7 @@ INFLECTION_STEM = 4  # letters a word shares with a trained word it is another f
 # the task heard for a text that sets a thing aside is one of what the rest asks when the rest is this near its
 # wordings too ("open the window, I mean the drawer": the rest "the drawer" is drawer-close 0.87, drawer-open 0.86)
 SET_ASIDE_MARGIN = 0.05
+NAMING_NOTHING = FUNCTION_WORDS | ADDRESS_WORDS
 # the words that set a thing aside or take it back: not the thing's name
 TAKING_BACK = frozenset(w for marker in CORRECTIONS + SET_ASIDE_BEFORE for w in marker) | DISMISSALS | {"leave"}
 # one word several tasks' wordings share names one of them when its nearest wording is this much nearer than any
@@ -104,6 +105,11 @@ def _inflection(word: str, nearest: str, similarity: float) -> bool:
     as UNKNOWN_WORD_SIMILARITY with the same first INFLECTION_STEM letters ("faucets", "closing"; not "joke"/"poke"
     0.41, "stove"/"shove" 0.69: the rows share spelling more than meaning)."""
     return similarity >= UNKNOWN_WORD_SIMILARITY and len(os.path.commonprefix([word, nearest])) >= INFLECTION_STEM
+
+
+def _named(text: str) -> list[str]:
+    """The words of ``text`` that may name something: not FUNCTION_WORDS nor ADDRESS_WORDS."""
+    return [w for w in instruction_words(text) if w not in NAMING_NOTHING]
 
 
 def far_under(match: InstructionMatch, floor: float) -> bool:
@@ -248,9 +254,7 @@ class InstructionCheck:
         self._trained_words = trained_words
         self.unfamiliar = 0  # instructions under the floor (warned or refused), for /diagnostics
         self._last: tuple[str, str, InstructionMatch] | None = None  # (text, as read, its match)
-        self._last_split: tuple[str, tuple[InstructionMatch, InstructionMatch] | None] | None = None
-        self._last_words: tuple[str, tuple[tuple[tuple[str, str, float], ...], bool]] | None = None
-        self._last_apart: tuple[str, Any] | None = None
+        self._last_free: tuple[str, Verdict] | None = None  # (text, its verdict but for the floor's part)
 
     @classmethod
     def for_runner(cls, runner: Any) -> InstructionCheck:
@@ -314,18 +318,14 @@ class InstructionCheck:
         """Two clauses of ``text`` (as the model reads it; CLAUSE_BREAK, each of two words or more that name
         something; one that names a thing alone takes the verb of the clause before: "close the window and the
         drawer" ran drawer-close at INFO) each within TWO_TASKS_SIMILARITY of a wording of its own task, two tasks
-        (a -shared twin is its task), or None; never for a trained wording (``match``, the whole text's, at 1).
-        Computed once per text (the status asks every diagnostics period)."""
-        last = self._last_split
-        if last is not None and last[0] == text:
-            return last[1]
+        (a -shared twin is its task), or None; never for a trained wording (``match``, the whole text's, at 1)."""
         assert self.matcher is not None
         read = self._reading(text)[0]
         asked = []
         if not match.similarity >= 1.0 - SIMILARITY_SLACK:
             verb: list[str] = []  # the last clause's verb, for a clause that names a thing alone
             for clause in CLAUSE_BREAK.split(read):
-                named = [w for w in instruction_words(clause) if w not in FUNCTION_WORDS | ADDRESS_WORDS]
+                named = _named(clause)
                 if len(named) == 1 and verb and not self.matcher.leads(named[0]):
                     clause, named = " ".join([*verb, clause]), [*verb, *named]  # "close the window and the drawer"
                 elif named and self.matcher.leads(named[0]):
@@ -334,45 +334,42 @@ class InstructionCheck:
                     clause_match = self.matcher.match(clause)
                     if clause_match.similarity >= TWO_TASKS_SIMILARITY:
                         asked.append(clause_match)
-        found = next(((a, b) for i, a in enumerate(asked) for b in asked[i + 1:]
-                      if a.task.removesuffix(SHARED) != b.task.removesuffix(SHARED)), None)
-        self._last_split = (text, found)
-        return found
+        return next(((a, b) for i, a in enumerate(asked) for b in asked[i + 1:]
+                     if a.task.removesuffix(SHARED) != b.task.removesuffix(SHARED)), None)
 
     def _verdict(self, text: str, floor: float) -> Verdict:
-        """``text`` judged against the floor: its match and every check beside it (cached per text)."""
-        match = self._match(text)
-        unknown, names_nothing = self._words(text)
-        named_task, set_aside_heard, one_word = self._apart_from_floor(text, match)
-        return Verdict(match, under_floor(match, floor), self._contradicts(text, match), self._two_tasks(text, match),
-                       unknown, names_nothing, far_under(match, floor), named_task=named_task,
-                       heard_set_aside=set_aside_heard, one_shared_word=one_word)
+        """``text`` judged against the floor: its match and every check beside it."""
+        verdict = self._floor_free(text)
+        assert verdict.match is not None
+        return replace(verdict, unfamiliar=under_floor(verdict.match, floor), far_off=far_under(verdict.match, floor))
 
-    def _apart_from_floor(self, text: str, match: InstructionMatch) -> tuple[
-            tuple[str, str | None] | None, tuple[str, str] | None, tuple[str, tuple[str, ...]] | None]:
-        """``_named_task``, ``_heard_set_aside`` and ``_one_shared_word`` of ``text``, computed once per text (the
-        status asks every diagnostics period)."""
-        last = self._last_apart
+    def _floor_free(self, text: str) -> Verdict:
+        """``text``'s verdict but for what the floor decides (``unfamiliar``, ``far_off``: False here), computed once
+        per text (the status asks every diagnostics period)."""
+        last = self._last_free
         if last is not None and last[0] == text:
             return last[1]
+        match = self._match(text)
+        unknown, names_nothing = self._words(text)
         named_task = self._named_task(text)
         # a task's own name heard as that task names it ("reach" on mt50, a word of 4 tasks' wordings)
         by_name = (named_task is not None and named_task[1] is not None
                    and named_task[0].removesuffix(SHARED) == match.task.removesuffix(SHARED))
-        found = (named_task, self._heard_set_aside(text, match), None if by_name else self._one_shared_word(text))
-        self._last_apart = (text, found)
-        return found
+        verdict = Verdict(match, False, self._contradicts(text, match), self._two_tasks(text, match), unknown,
+                          names_nothing, named_task=named_task, heard_set_aside=self._heard_set_aside(text, match),
+                          one_shared_word=None if by_name else self._one_shared_word(text, match))
+        self._last_free = (text, verdict)
+        return verdict
 
-    def _one_shared_word(self, text: str) -> tuple[str, tuple[str, ...]] | None:
+    def _one_shared_word(self, text: str, match: InstructionMatch) -> tuple[str, tuple[str, ...]] | None:
         """(the word, its tasks) when ``text`` (as the model reads it) names one word only (but FUNCTION_WORDS and
         ADDRESS_WORDS), and the trained wordings of more than one task (a -shared twin is its task) have it: "open"
         ran window-open (0.68), "handle" handle-press (0.71), at INFO."""
         assert self.matcher is not None
-        words = [w for w in instruction_words(self._reading(text)[0]) if w not in FUNCTION_WORDS | ADDRESS_WORDS]
+        words = _named(self._reading(text)[0])
         if len(set(words)) != 1:
             return None
         tasks = tuple(dict.fromkeys(t.removesuffix(SHARED) for t in self.matcher.tasks_with_word(words[0])))
-        match = self._match(text)
         if match.runner_up_similarity is not None and match.similarity - match.runner_up_similarity >= ONE_WORD_MARGIN:
             return None  # one task stands out ("go to the goal", reach 0.83 against soccer 0.61 on mt50)
         return (words[0], tasks) if len(tasks) > 1 else None
@@ -386,9 +383,9 @@ class InstructionCheck:
         if split is None:
             return None
         clause, rest = split
-        named = [w for w in instruction_words(CLAUSE_BREAK.sub(" ", rest)) if w not in FUNCTION_WORDS | ADDRESS_WORDS]
-        if len(named) == 1:  # ("then close it" too)  # half a request: the other half is the one said before
-            aside = [w for w in instruction_words(clause) if w not in FUNCTION_WORDS | ADDRESS_WORDS | TAKING_BACK]
+        named = _named(CLAUSE_BREAK.sub(" ", rest))  # ("then close it": "then" names nothing)
+        if len(named) == 1:  # half a request: the other half is the one said before
+            aside = [w for w in _named(clause) if w not in TAKING_BACK]
             if self.matcher.leads(named[0]):  # "close the drawer, no wait, open it": the thing named before
                 rest = " ".join([rest, *aside[1:]])
             else:  # "open the faucet, I mean the window": the verb said before
@@ -418,12 +415,7 @@ class InstructionCheck:
         those it never learned (TrainedWords.untrained, no other form of a trained word: ``_inflection`` of the
         nearest), each with that nearest word and their similarity; and whether it names nothing (no word but
         FUNCTION_WORDS and ADDRESS_WORDS is a trained word or another form of one: "faucets", "closing windows").
-        Without the checkpoint's trained words: neither judged. Each word embedded once; computed once per
-        text."""
-        last = self._last_words
-        if last is not None and last[0] == text:
-            return last[1]
-        found: tuple[tuple[tuple[str, str, float], ...], bool] = ((), False)
+        Without the checkpoint's trained words: neither judged. Each word embedded once."""
         matcher = self.matcher
         if self._trained_words is not None and matcher is not None:
             part = unicodedata.normalize("NFKC", matcher.read_part(self._reading(text)[0]))
@@ -435,11 +427,10 @@ class InstructionCheck:
                 return _inflection(word, *nearest[word])
 
             unknown = tuple((w, *nearest[w]) for w in self._trained_words.untrained(part) if not known_form(w))
-            words = set(instruction_words(part)) - FUNCTION_WORDS - ADDRESS_WORDS
+            words = set(_named(part))
             nothing = not words & self._trained_words.words and not any(known_form(w) for w in sorted(words))
-            found = (unknown, nothing)
-        self._last_words = (text, found)
-        return found
+            return unknown, nothing
+        return (), False
 
     def _match(self, text: str) -> InstructionMatch:
         return self._reading(text)[1]

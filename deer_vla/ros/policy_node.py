@@ -1272,7 +1272,7 @@ class PolicyNode(LifecycleNode):
         if not refused:
             self.get_logger().warn(f"instruction in force {quoted(text)} is {verdict.heard(floor)}")
             return
-        unfamiliar_only = verdict.unfamiliar and not (verdict.no_task or verdict.refused("warn"))
+        unfamiliar_only = not verdict.drops  # refused only for being unfamiliar, under 'refuse'
         why = "it names no task to this checkpoint" if verdict.no_task else "unfamiliar" if unfamiliar_only else (
             "it would be refused now")
         self._drop_instruction(f"{quoted(text, 60)} was dropped ({why})")
