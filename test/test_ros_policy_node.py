@@ -663,6 +663,40 @@ def test_tracker_holds_the_thresholds_solved_average_without_a_budget_parameter(
     assert tracker.scale != 1.0  # thresholds 0 run every exit: far over, so it steers
 
 
+def test_the_tracker_carries_on_over_a_cleanup_when_the_same_configuration_comes_back(executor, tiny_checkpoint,
+                                                                                       tmp_path):
+    """The average budget holds over the deployment: a cleanup and configure of the same checkpoint and
+    thresholds carries on the tracker's scale and mean (a soak's three cycles restarted it at 1 and went 1.1%
+    over); other thresholds start afresh, their scale means another thing."""
+    from rclpy.parameter import Parameter
+
+    from deer_vla.control.thresholds import Thresholds
+
+    node = started_policy_node(executor, tiny_checkpoint)
+    target = 0.5 * (node.stack.profile.cost(1) + node.stack.profile.cost(node.stack.profile.num_exits))
+    assert node.set_parameters([Parameter("budget.average_gflops", value=target)])[0].successful
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: node.stats.steps >= 4)
+    before = node.stack.controller.tracker
+    scale, mean, steps = before.scale, before.running_mean, before.steps
+    assert scale != 1.0 and steps >= 3  # thresholds 0 run every exit: far over, so it steered
+    node.trigger_deactivate()
+    node.trigger_cleanup()
+    node.trigger_configure()
+    after = node.stack.controller.tracker
+    assert after is not before
+    assert (after.scale, after.running_mean, after.steps) == pytest.approx((scale, mean, steps))
+    node.trigger_cleanup()
+    other = tmp_path / "other.json"
+    plain = Thresholds.load(tiny_checkpoint / "thresholds.json")
+    Thresholds(values=[v + 0.01 for v in plain.values]).save(other)
+    assert node.set_parameters([Parameter("thresholds_file", value=str(other))])[0].successful
+    node.trigger_configure()
+    fresh = node.stack.controller.tracker
+    assert (fresh.scale, fresh.steps) == (1.0, 0)
+
+
 def test_recording_reads_back_in_step_order_when_camera_stamps_go_backwards(executor, tiny_checkpoint, tmp_path):
     """Camera stamps that go backwards (a driver's clock reset, an NTP step; fresh enough to step on) must not
     reorder the recording: replay reruns the steps in the order read, and the head's history depends on it.
@@ -1066,6 +1100,45 @@ def test_replay_reproduces_a_run_with_its_own_thresholds_file_and_a_budget_chang
     assert cli_main([str(path), "--checkpoint", str(other), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["same_weights"] is False and report["thresholds"] == str(other / "thresholds.json")
+
+
+def test_replay_reproduces_a_run_whose_tracker_carried_on_from_the_last_configuration(executor, tiny_checkpoint,
+                                                                                         tmp_path):
+    """A configuration again carries on the tracker's scale; its recording starts at step 0 with that scale, so
+    replay starts its tracker at the recorded scale, not at 1 (the first steps stopped at other exits)."""
+    from rclpy.parameter import Parameter
+
+    from deer_vla.control.thresholds import Thresholds
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.ros.replay import cli_main
+
+    runner = PolicyRunner.from_checkpoint(tiny_checkpoint)
+    full, n = runner.cost_profile.costs()[-1], runner.num_exits
+    own = tmp_path / "mine.json"
+    Thresholds(values=[0.05] * (n - 1)).save(own)
+    first, second = tmp_path / "one.mcap", tmp_path / "two.mcap"
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True, record_path=str(first),
+                               thresholds_file=str(own), **{"budget.average_gflops": 0.7 * full})
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: node.stats.steps >= 1)
+    for _ in range(10):
+        assert drv.step_once(node)
+    node.trigger_deactivate()
+    node.trigger_cleanup()
+    assert node.set_parameters([Parameter("record_path", value=str(second))])[0].successful
+    node.trigger_configure()
+    node.trigger_activate()
+    carried = node.stack.controller.tracker.scale
+    assert carried != 1.0
+    for _ in range(10):
+        assert drv.step_once(node)
+    node.trigger_deactivate()
+    node.trigger_cleanup()
+    out = tmp_path / "report.json"
+    assert cli_main([str(second), "--checkpoint", str(tiny_checkpoint), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["same_exit_fraction"] == 1.0 and report["max_action_diff"] < 1e-4, report
 
 
 def test_a_slow_step_on_time_by_the_sim_clock_gets_no_zero_twists_between_actions(executor, tiny_checkpoint):

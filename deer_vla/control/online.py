@@ -88,6 +88,17 @@ class OnlineBudgetTracker:
         self._z = 0.0
         self.restart_mean()
 
+    def carry_on_from(self, earlier: OnlineBudgetTracker) -> None:
+        """Take over an earlier tracker's scale and running mean: the same thresholds configured again go on
+        holding the average over the deployment, instead of spending off budget while a fresh scale settles."""
+        self._z, self._sum, self._steps = earlier._z, earlier._sum, earlier._steps
+
+    def start_at(self, scale: float) -> None:
+        """Start from this scale (a recording's first step's), the running mean counted afresh."""
+        scale = _check("scale", scale)
+        self._z = min(max(math.log(scale), math.log(self.min_scale)), math.log(self.max_scale))
+        self.restart_mean()
+
     def restart_mean(self) -> None:
         """Count the running mean afresh, the scale kept (a budget now counted in another metric)."""
         self._sum = 0.0

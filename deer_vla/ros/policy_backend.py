@@ -14,6 +14,7 @@ from deer_vla.core import ActionSpec, CostProfile, ProprioSpec
 if TYPE_CHECKING:  # torch-heavy modules are imported lazily at run time
     from deer_vla.control.budgets import BudgetSpec
     from deer_vla.control.controller import ExitController
+    from deer_vla.control.online import OnlineBudgetTracker
     from deer_vla.control.thresholds import Thresholds
     from deer_vla.model.runner import PolicyRunner
 
@@ -39,6 +40,38 @@ class PolicyStack:
     proprio_spec: ProprioSpec | None = None  # their names, units and limits (None: no proprioception)
     control_rate_hz: float | None = None  # the demonstrations' step rate, if the checkpoint records it
     steps_timed: bool = False  # configure timed whole steps here (a time budget was set): peak_ms, deadlines hold
+
+
+@dataclass(frozen=True)
+class TrackerCarry:
+    """An online tracker kept over a cleanup, for the next configure. The average budget holds over the
+    deployment: a robot cycled through cleanup and configure (a soak's three cycles went 1.1% over) restarted
+    its scale at 1 each time and overspent while it settled again. Taken only by a configuration whose scale
+    means the same: the same checkpoint, thresholds (as applied), budget metric and costs of the loaded exits."""
+
+    checkpoint: str
+    thresholds: Thresholds
+    metric: str
+    costs: tuple[float, ...]
+    tracker: OnlineBudgetTracker
+
+    @classmethod
+    def of(cls, checkpoint: Path | str, stack: PolicyStack) -> TrackerCarry | None:
+        controller = stack.controller
+        if controller.tracker is None or controller.thresholds is None:
+            return None
+        metric = controller.budget.metric
+        return cls(str(checkpoint), controller.thresholds, metric, tuple(stack.profile.costs(metric)),
+                   controller.tracker)
+
+    def resume(self, checkpoint: Path | str, stack: PolicyStack) -> bool:
+        """Hand this tracker's state to ``stack``'s if its configuration is the same; whether it did."""
+        now = TrackerCarry.of(checkpoint, stack)
+        if now is None or (now.checkpoint, now.thresholds, now.metric, now.costs) != (
+                self.checkpoint, self.thresholds, self.metric, self.costs):
+            return False
+        now.tracker.carry_on_from(self.tracker)
+        return True
 
 
 def make_budget(kwargs: dict) -> BudgetSpec:

@@ -101,7 +101,14 @@ from deer_vla.ros.params import (
     parse_params,
     unknown_parameters,
 )
-from deer_vla.ros.policy_backend import ConfigurationError, PolicyStack, check_budget, load_stack, make_budget
+from deer_vla.ros.policy_backend import (
+    ConfigurationError,
+    PolicyStack,
+    TrackerCarry,
+    check_budget,
+    load_stack,
+    make_budget,
+)
 from deer_vla.ros.recorder import CLOSE_WAIT_S, BackgroundRecorder, PolicyRecorder
 from deer_vla.ros.worker import StepWorker
 
@@ -307,6 +314,8 @@ class PolicyNode(LifecycleNode):
         self._instruction_subs: list[Any] = []
         self._instruction_topic: str | None = None
         self._heard_unconfigured: str | None = None
+        # the last configuration's online tracker, over a cleanup: the same one configured again carries it on
+        self._tracker_carry: TrackerCarry | None = None
         self._pubs: dict[str, Any] = {}
         self._shared_outputs = 0  # output topics another node publishes on too, at the last status
         self._control_timers: list[Any] = []  # timer-mode steps (not `_timers`: rclpy's Node keeps its own list there)
@@ -493,6 +502,7 @@ class PolicyNode(LifecycleNode):
                 self.params, self.stack, self._joint_map = None, None, None
             return self._configure_failed(f"parameter 'record_path' = '{params.record_path}': {exc}")
         self._worker = StepWorker(self.run_step, self._on_worker_error, name=f"{self.get_name()}_step")
+        self._carry_tracker_on(params, stack)
         self.get_logger().info(
             f"configured: checkpoint {params.checkpoint}, {stack.profile.num_exits} exit(s) loaded (cap {stack.cap}), "
             f"cameras {list(stack.cameras)} <- {[self._as_heard(t) for t in params.image_topics]}, "
@@ -542,6 +552,17 @@ class PolicyNode(LifecycleNode):
                                    f"was trained on{off}: {', '.join(check.matcher.tasks)}")
         self._judge_instruction_in_force()  # heard before, by another checkpoint or none
         return TransitionCallbackReturn.SUCCESS
+
+    def _carry_tracker_on(self, params: PolicyParams, stack: PolicyStack) -> None:
+        """The average budget holds over the deployment: the same configuration again carries on the tracker."""
+        carry, self._tracker_carry = self._tracker_carry, None
+        if carry is None or not carry.resume(params.checkpoint, stack):
+            return
+        tracker = carry.tracker
+        self.get_logger().info(
+            f"average budget: the online tracker carries on from the last configuration (the same checkpoint, "
+            f"thresholds and costs): threshold scale {tracker.scale:.3g}, mean {tracker.running_mean:.6g} "
+            f"{carry.metric} over {tracker.steps} step(s)")
 
     def _say_frame(self, frame_id: str, explicit: str, recorded: str) -> None:
         """Which frame the twists go out in, and a warning when frame_id contradicts the checkpoint's."""
@@ -758,6 +779,8 @@ class PolicyNode(LifecycleNode):
 
     def _unconfigure(self) -> None:
         self._destroy_interfaces()
+        if self.stack is not None and self.params is not None:
+            self._tracker_carry = TrackerCarry.of(self.params.checkpoint, self.stack)
         with self._apply_lock:  # an apply from the node's callback group assigns none over the cleared ones
             self.stack, self.params, self._joint_map = None, None, None
         self._instruction_check = None

@@ -89,6 +89,13 @@ def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops",
         raise ValueError(f"recording {path} holds no complete policy steps")
     check_cameras(steps, stack.cameras, path)
     controller = stack.controller
+    if follow_budgets and controller.tracker is not None:
+        # the node's tracker may not have started at 1: a configuration again carries on the last one's scale,
+        # and a recording's later part starts mid-run
+        try:
+            controller.tracker.start_at(steps[0].record.threshold_scale)
+        except ValueError as exc:
+            raise ValueError(f"{path}: step {steps[0].record.step}'s recorded threshold_scale: {exc}") from exc
     recorded_exits, replayed_exits, diffs, rec_cost, rep_cost = [], [], [], [], []
     episode = None
     budgets: list[dict[str, Any]] = []
@@ -195,8 +202,8 @@ def cli_main(argv: list[str] | None = None) -> int:
                            budget, args.fixed_exit, track_average=not args.no_track_average)
         if steps[0].record.step > 0:  # the parts before it deleted (record_keep_parts), or a middle part given
             print(f"deer-vla replay: {args.recording} starts at the policy's step {steps[0].record.step}: the "
-                  "tracker and the action head's history start empty here, so the first steps may differ",
-                  file=sys.stderr)
+                  "action head's history starts empty here" + ("" if follow else " and so does the tracker")
+                  + ", so the first steps may differ", file=sys.stderr)
         report = replay(args.recording, stack, args.metric, follow_budgets=follow, steps=steps)
         report.thresholds = str(thresholds)
         if recorded is not None:
