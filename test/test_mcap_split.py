@@ -411,3 +411,25 @@ def test_a_folder_of_two_logs_names_the_one_that_holds_the_topic_asked(tmp_path)
     cut = (tmp_path / "steps.mcap").read_bytes()
     (tmp_path / "steps.mcap").write_bytes(cut[: len(cut) // 2])
     assert log_parts(tmp_path, "/deer_vla/policy/output/record") == [tmp_path / "policy_io.mcap"]
+
+
+def test_a_folder_with_a_finished_recording_and_one_cut_short_names_both(tmp_path):
+    """A second run killed beside a finished one: the cut-short file has no summary to say what it holds, and was
+    passed over for the finished one without a word. Its readable start says it holds the topic too: refused."""
+    record = "/deer_vla/policy/output/record"
+    for name in ("policy_io.mcap", "policy_io_later.mcap"):
+        log = McapLog(tmp_path / name)
+        for i in range(3):
+            log.write(record, "std_msgs/msg/String", {"data": "{}"}, i)
+        log.flush()
+        cut = (tmp_path / name).read_bytes()  # as a SIGKILL leaves it: no summary, no footer
+        log.close()
+        if name == "policy_io_later.mcap":
+            (tmp_path / name).write_bytes(cut)
+    later = tmp_path / "policy_io_later.mcap"
+    assert not is_finished(later)
+    with pytest.raises(ValueError, match="holds 2 MCAP logs"):
+        log_parts(tmp_path, record)
+    # cut short before any channel was written, it holds no message to replay: the one that holds the topic
+    later.write_bytes(later.read_bytes()[:8])
+    assert log_parts(tmp_path, record) == [tmp_path / "policy_io.mcap"]

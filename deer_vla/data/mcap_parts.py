@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcap.reader import make_reader
-from mcap.records import Metadata
+from mcap.records import Channel, Metadata
 from mcap.stream_reader import StreamReader
 
 from deer_vla.data.mcap_io import (
@@ -114,15 +114,34 @@ def _parts_from(start: Path) -> list[Path]:
     return parts
 
 
-def _topics(path: Path) -> set[str] | None:
-    """The topics of a finished MCAP file's channels, from its summary (None: no summary to read, e.g. a file
-    still being written or cut short)."""
+# how far into a file without a summary its channels are looked for: they are written before their first message
+SCAN_BYTES = 32 * 2**20
+
+
+def _topics(path: Path, wanted: str | None = None) -> set[str] | None:
+    """The topics of an MCAP file's channels: a finished file's from its summary; one without (still being
+    written, or cut short by a crash) from the channel records of its readable start, up to one on ``wanted``
+    or ``SCAN_BYTES``. None: not one channel could be read."""
     try:
         with path.open("rb") as stream:
             summary = make_reader(stream).get_summary()
     except Exception:  # the mcap library raises its own errors, and struct's, for a damaged end
-        return None
-    return None if summary is None else {channel.topic for channel in summary.channels.values()}
+        summary = None
+    if summary is not None:
+        return {channel.topic for channel in summary.channels.values()}
+    seen: set[str] = set()
+    try:
+        with path.open("rb") as stream:
+            for record in StreamReader(stream).records:
+                if isinstance(record, Channel):
+                    seen.add(record.topic)
+                    if record.topic == wanted:
+                        break
+                if stream.tell() > SCAN_BYTES:
+                    break
+    except Exception:  # a cut-off chunk or record ends what can be read
+        pass
+    return seen or None
 
 
 def _one_log(candidates: list[Path], named: str, topic: str | None = None) -> Path:
@@ -137,9 +156,9 @@ def _one_log(candidates: list[Path], named: str, topic: str | None = None) -> Pa
         raise FileNotFoundError(f"no MCAP files in {named}")
     starts = sorted(min(parts)[1] for parts in logs.values())
     if len(starts) > 1 and topic is not None:
-        topics = {start: _topics(start) for start in starts}
+        topics = {start: _topics(start, topic) for start in starts}
         holding = [start for start in starts if topic in (topics[start] or ())]
-        unread = [start for start in starts if topics[start] is None]  # cut short: no summary to say
+        unread = [start for start in starts if topics[start] is None]  # cut short before any channel: no message
         if len(holding) == 1:
             starts = holding
         elif not holding and len(unread) == 1:

@@ -89,11 +89,12 @@ def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops",
         raise ValueError(f"recording {path} holds no complete policy steps")
     check_cameras(steps, stack.cameras, path)
     controller = stack.controller
-    if follow_budgets and controller.tracker is not None:
+    tracker = getattr(controller, "tracker", None)
+    if follow_budgets and tracker is not None:
         # the node's tracker may not have started at 1: a configuration again carries on the last one's scale,
         # and a recording's later part starts mid-run
         try:
-            controller.tracker.start_at(steps[0].record.threshold_scale)
+            tracker.start_at(steps[0].record.threshold_scale)
         except ValueError as exc:
             raise ValueError(f"{path}: step {steps[0].record.step}'s recorded threshold_scale: {exc}") from exc
     recorded_exits, replayed_exits, diffs, rec_cost, rep_cost = [], [], [], [], []
