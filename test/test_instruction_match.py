@@ -500,3 +500,17 @@ def test_one_verb_for_two_things_is_heard_as_two_tasks(default_runner, mt50_chec
         assert verdict.two_tasks is not None and verdict.doubtful, text
     for text in ("open the drawer and pull it", "close the drawer, then stop"):
         assert check.judge(text, "warn", 0.45).two_tasks is None, text
+
+
+def test_a_sequence_of_two_things_is_heard_as_two_tasks(default_runner, mt50_check):
+    """Set f's: "first the drawer, then the window" ran drawer-open, "do the drawer first and the faucet second"
+    faucet-open, and on mt50 "open the door and then lock it" door-lock, at INFO."""
+    check = InstructionCheck.for_runner(default_runner)
+    for judge, text in ((check.judge, "first the drawer, then the window"),
+                        (check.judge, "do the drawer first and the faucet second"),
+                        (mt50_check.judge, "open the door and then lock it")):
+        verdict = judge(text, "warn", 0.45)
+        assert verdict.two_tasks is not None and verdict.doubtful, text
+    for judge, text in ((check.judge, "the drawer, open it"), (check.judge, "open the drawer first"),
+                        (check.judge, "first open the window"), (mt50_check.judge, "open the door, then push it")):
+        assert judge(text, "warn", 0.45).two_tasks is None, text

@@ -442,10 +442,16 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     ("open the drawer, cancel that", "cancel"), ("skip the drawer", "skip"), ("ignore the drawer", "ignore"),
     ("disregard the drawer", "disregard"), ("leave the window be", "be"), ("leave the window", "leave"),
     ("stay away from the faucet", "stay"), ("keep away from the window", "keep"),
-    ("shut down", "shut"), ("stand down", "stand"), ("call it off", "call"), ("scratch that", "scratch"),
+    ("shut down", "shut down"), ("stand down", "stand down"), ("call it off", "call off"), ("scratch that", "scratch"),
     # a third review's: with fillers or courtesy beside them, these ran at INFO
-    ("shut down right now", "shut"), ("time to shut down", "shut"), ("shut down for the day", "shut"),
-    ("go ahead and shut down", "shut"), ("forget the drawer, thanks", "forget"),
+    ("shut down right now", "shut down"), ("time to shut down", "shut down"), ("shut down for the day", "shut down"),
+    ("go ahead and shut down", "shut down"), ("forget the drawer, thanks", "forget"),
+    # set f's: "noop" read as "hoop" ran basketball on mt50, "hands off" button-press-topdown, "get away from the
+    # window" window-close, at INFO; "back off", "hold position", "return to home position" at a WARN that runs
+    ("noop", "noop"), ("Noop()", "noop"), ("action: noop", "noop"), ("hands off", "hands off"),
+    ("back off", "back off"), ("hold position", "hold position"), ("return to home position", "return home position"),
+    ("go home", "home"), ("get away from the window", "away"), ("move away from the drawer", "away"),
+    ("go away from the faucet", "away"),
     ("open the drawer, cancel that, sorry", "cancel"), ("open the drawer. nevermind, thanks!", "nevermind"),
     ("forget the drawer, I changed my mind", "forget"), ("open the drawer, nevermind, my mistake", "nevermind"),
 ])
@@ -609,6 +615,39 @@ def test_a_misspelt_stop_an_of_for_off_and_a_bare_statement_are_read_as_meant(de
                  # goals said with a copula
                  "the window is to be closed", "the drawer is supposed to be open", "the window is going to be shut"):
         assert default_runner.refusal(text) is None, text
+
+
+@pytest.mark.parametrize("text", ["I opened the window", "you opened the drawer", "the drawer has been opened",
+                                  "I already closed the drawer", "drawer is shut", "faucet's off",
+                                  "ok the window's closed", "the robot closed the window", "window opened successfully",
+                                  "good job closing the drawer", "done with the faucet", "you did the faucet",
+                                  "I pushed the handle down already", "I just pressed the button", "done",
+                                  "I'm finished with the drawer"])
+def test_a_report_of_what_was_done_is_a_statement(default_runner, text):
+    """Set f's: each ran its task at INFO (0.72-1.00) on both checkpoints; only "<the X> is ..." was a state."""
+    from deer_vla.model.instruction_words import StatementError
+
+    refused = default_runner.refusal(text)
+    assert isinstance(refused, StatementError) and "what was done" in refused.why, text
+
+
+@pytest.mark.parametrize("text", ["drawer closed please", "i need the window opened", "let's open the drawer",
+                                  "I need you to open the drawer", "I want the drawer closed", "close it already",
+                                  "I asked you to close the window", "you should close the window",
+                                  "ensure drawer is shut", "window is to be opened", "all done, now open the window",
+                                  "the drawer needs to be closed"])
+def test_requests_beside_past_forms_and_bare_nouns_still_run(default_runner, text):
+    assert default_runner.refusal(text) is None, text
+
+
+def test_a_deed_reported_beside_the_opposite_request_is_refused(default_runner):
+    """Set f's: "I opened the window, now close it" was heard as window-open (0.83), the deed's task, at a WARN
+    that runs it."""
+    from deer_vla.model.instruction_words import OppositeWordsError, StatementError
+
+    for text in ("I opened the window, now close it", "open the window, I closed the drawer"):
+        refused = default_runner.refusal(text)
+        assert isinstance(refused, OppositeWordsError) and not isinstance(refused, StatementError), text
 
 
 @pytest.mark.parametrize("text", ["is the window open?", "how do I open the drawer?", "did you press the button?",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Collection, Iterable
+from itertools import dropwhile
 
 # The longest instruction anything reads, in characters: the model reads only its first lm.max_text_len tokens,
 # but the tokenizer reads the whole text (cutting it first could change the tokens at the cut), about 200 ms
@@ -65,6 +66,10 @@ STOP_VERBS = frozenset({"hold", "hang", "stand", "enough", "stay", "leave", "not
 BARE_STOP_PHRASES = frozenset({
     ("shut", "down"), ("power", "off"), ("power", "down"), ("stand", "down"), ("call", "off"), ("knock", "off"),
     ("cut", "out"), ("take", "break"), ("scratch",), ("scrap",), ("abort", "mission"), ("relax",), ("undo",),
+    # a set's: "hands off" ran button-press-topdown (0.47) at INFO; "back off", "hold position", "return to home
+    # position" ran faucet-close, reach at a WARN; "noop" is SAID_STOPS'
+    ("hands", "off"), ("back", "off"), ("hold", "position"), ("stand", "back"), ("home",), ("return", "home"),
+    ("return", "home", "position"), ("home", "position"),
 })
 # words beside such a phrase that name nothing ("time to shut down", "shut down for the day", "go ahead and ...")
 STOP_PHRASE_FILLERS = frozenset({"time", "day", "and", "then", "now", "today", "please"})
@@ -76,7 +81,9 @@ DISMISSALS = frozenset({"forget", "cancel", "nevermind", "ignore", "skip", "disr
 # stop.": an audit's ran faucet-close at INFO), or as the last word of a text after a word that is no flow
 # ("E-STOP", "cmd=stop"; not "make the water stop"), where no clause asks a task: beside one it ends the task ("open
 # the drawer, then stop", a review's)
-SAID_STOPS = frozenset({"stop", "halt", "freeze", "abort", "pause", "wait", "quit", "cease", "estop"})
+SAID_STOPS = frozenset({"stop", "halt", "freeze", "abort", "pause", "wait", "quit", "cease", "estop",
+                        # a planner's "do nothing": "noop" was read as "hoop" and ran basketball on mt50 at INFO
+                        "noop", "nop"})
 # words that take back what was said before them ("close the drawer, I mean the window" closed the drawer, "open the
 # faucet, sorry, the window" opened the faucet, at INFO): what follows is what is asked (``set_aside``)
 CORRECTIONS = (("i", "mean"), ("i", "meant"), ("sorry",), ("oops",), ("whoops",), ("correction",), ("i", "said"),
@@ -84,8 +91,10 @@ CORRECTIONS = (("i", "mean"), ("i", "meant"), ("sorry",), ("oops",), ("whoops",)
 # these set aside the thing after them, to their clause's end: the rest of the text is what is asked ("open the
 # window instead of the drawer", "rather than the window, open the drawer"; ``set_aside``)
 SET_ASIDE_BEFORE = (("instead", "of"), ("rather", "than"))
-# "stay away from the faucet" (heard as faucet-close 0.86), "keep away from the window": a thing to leave be
+# "stay away from the faucet" (heard as faucet-close 0.86), "keep away from the window", "get away from the window"
+# (window-close 0.68 at INFO), "move away from the drawer": a thing to leave be
 KEEP_AWAY = ("away", "from")
+KEEP_AWAY_VERBS = frozenset({"stay", "keep", "get", "move", "step", "back", "pull"})
 # after a negation these make it ask for nothing at all ("don't do anything", "never mind": heard as tasks at an
 # unfamiliar WARN): a negation with no other word refuses, as "don't!" does
 NOTHING_AT_ALL = frozenset({"anything", "mind"})
@@ -98,7 +107,7 @@ LEFT_AS_IT_IS = frozenset({"alone", "be"})
 # a thing left, held or kept "where it is" or "as it is" is one not to move
 AS_IT_IS_VERBS = frozenset({"leave", "hold", "keep"})
 # every word the rules below return for a request to stop, prevent, put off or leave a thing be
-STOP_REQUESTS = (CESSATIONS | SAID_STOPS | STOP_VERBS | DISMISSALS | LEFT_AS_IT_IS | {KEEP_FROM[0]}
+STOP_REQUESTS = (CESSATIONS | SAID_STOPS | STOP_VERBS | DISMISSALS | LEFT_AS_IT_IS | {KEEP_FROM[0], KEEP_AWAY[0]}
                  | {first for first, _ in PHRASAL_CESSATIONS} | {phrase[0] for phrase in BARE_STOP_PHRASES})
 # words that address the robot or ask politely and name no task. The instruction matcher leaves them out of the
 # texts it compares, the trained wordings and the text heard alike: pooled, "robot" pulled "hey robot, close the
@@ -154,6 +163,29 @@ REQUESTS_AS_QUESTIONS = (("do", "you", "mind"), ("would", "you"), ("how", "about
 # the subjects of a clause that says how something is ("the window is open", "it's closed", "my drawer was left open")
 STATE_SUBJECTS = frozenset({"the", "this", "that", "these", "those", "it", "it's", "its", "my", "your", "our",
                             "that's", "they", "they're"})
+# who did a thing, in a report of it ("I opened the window", "you closed the drawer", "the robot pressed the button":
+# a set's ran their task at INFO); with the words that may come between them and the deed ("I already closed", "I've
+# just pressed", "you have opened")
+DOERS = frozenset({"i", "you", "we", "they", "he", "she", "someone", "somebody", "i've", "you've", "we've",
+                   "they've", "i'd", "you'd"})
+DOER_NOUNS = frozenset({"robot", "arm", "gripper"})
+BEFORE_DEED = frozenset({"already", "just", "have", "had", "has", "finally", "also", "successfully", "then"})
+# past forms without -ed (not those the same as the present, "shut", "put", "set": "you shut the window" may ask)
+IRREGULAR_PAST = frozenset({"did", "slid", "got", "made", "took", "threw", "brought", "swept", "stuck", "left",
+                            "went", "hung", "spun", "struck", "knocked"})
+# past forms of asking and wanting: "I needed the drawer open", "I asked you to close the window" still ask
+WANTED = frozenset({"needed", "wanted", "asked", "wished", "hoped", "meant", "liked", "preferred", "requested",
+                    "expected", "intended", "planned", "decided", "ordered", "instructed", "commanded", "demanded"})
+# a deed's past form said done beside these ("window opened successfully", "drawer closed already")
+DONE_ADVERBS = frozenset({"successfully", "already"})
+# "done with the faucet", "I'm finished with the drawer"; praise of what was done ("good job closing the drawer")
+DONE_WITH = frozenset({"done", "finished"})
+DONE_BEFORE = frozenset({"i'm", "we're", "you're", "i", "we", "you", "am", "are", "all"})
+PRAISE = (("good", "job"), ("nice", "job"), ("great", "job"), ("good", "work"), ("nice", "work"), ("great", "work"),
+          ("well", "done"), ("nicely", "done"))
+# contractions of a noun and "is" that are none ("let's open the drawer", "what's the goal")
+NOT_NOUN_IS = frozenset({"let's", "what's", "where's", "here's", "how's", "who's", "there's", "that's", "it's",
+                         "he's", "she's"})
 # idioms that negate nothing the robot is asked
 NOT_NEGATING = frozenset({("no", "problem"), ("no", "rush"), ("no", "hurry"), ("no", "worries"), ("not", "now"),
                           # "don't forget to close the drawer", "do not hesitate to open", "no matter what"
@@ -233,12 +265,20 @@ PLACE_AFTER = frozenset({
 def opposite_words(text: str) -> tuple[str, str] | None:
     """(the state word, the other) when ``text`` says a state with a word of one side of OPPOSITES ("the window is
     open", "the faucet's off", "I left it on": up to STATE_WORDS_AFTER words after a STATE_INTRODUCERS word or a
-    "<noun>'s", in its clause, and no place, "on the sink") and holds a word of the other side ("close", "on")
-    anywhere; else None. Read NFKC-folded, as the tokenizer reads it."""
+    "<noun>'s", in its clause, and no place, "on the sink"; or in a clause that reports a deed, ``_reports``: "I
+    opened the window") and holds a word of the other side ("close", "on") anywhere; else None. Read
+    NFKC-folded, as the tokenizer reads it."""
     folded = unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES))
     everywhere = set(instruction_words(folded))
     for clause in CLAUSE_BREAK.split(folded):
         words = instruction_words(clause)
+        said = list(dropwhile(lambda w: w in ADDRESS_WORDS, words))
+        for state in (said if said and _reports(said) else ()):  # a deed reported: "I opened the window, close it"
+            for one, other in OPPOSITES:
+                for side, opposite in ((one, other), (other, one)):
+                    found = sorted(everywhere & opposite)
+                    if state in side and found:
+                        return state, found[0]
         for i, word in enumerate(words):
             if not (word in STATE_INTRODUCERS or word.endswith("'s") and word not in NOT_STATE_S):
                 continue
@@ -289,8 +329,8 @@ def _gerund(word: str) -> bool:
 
 def _bare_stop(whole: list[str]) -> str | None:
     """The stop word of a text (``whole``) that asks the robot to stop and names nothing else but STOP_FILLERS
-    ("stop!", "stop the robot", "halt the arm", "hold on"), or is a BARE_STOP_PHRASES one ("shut down"), or
-    None."""
+    ("stop!", "stop the robot", "halt the arm", "hold on"), or the BARE_STOP_PHRASES phrase it is ("shut down"),
+    or None."""
     stop_words = CESSATIONS | STOP_VERBS
     if any(w in stop_words for w in whole) and not [w for w in whole if w not in stop_words
                                                      and w not in FUNCTION_WORDS and w not in STOP_FILLERS]:
@@ -298,21 +338,54 @@ def _bare_stop(whole: list[str]) -> str | None:
     named = [w for w in whole if w not in FUNCTION_WORDS and w not in STOP_PHRASE_FILLERS]
     for phrase in BARE_STOP_PHRASES:  # the phrase's words in order and nothing else named ("shut down right now")
         if tuple(w for w in named if w in phrase or w not in STOP_FILLERS) == phrase:
-            return phrase[0]
+            return " ".join(phrase)
     return None
 
 
+def _past(word: str) -> bool:
+    """Whether ``word`` is a deed's past form ("opened", "slid"), not one of wanting ("needed": WANTED)."""
+    return ((len(word) > 4 and word.endswith("ed") and not word.endswith("eed")) or word in IRREGULAR_PAST) \
+        and word not in WANTED
+
+
+def _reports(words: list[str]) -> bool:
+    """Whether a clause reports a deed done rather than asking it ("I opened the window", "you've already closed
+    the drawer", "the robot pressed the button", "window opened successfully", "done with the faucet", "good job
+    closing the drawer"). Not a bare past form, which trained wordings ask with ("drawer closed please")."""
+    at = 1 if words[0] in DOERS else 2 if words[0] in STATE_SUBJECTS and words[1:2] and words[1] in DOER_NOUNS else 0
+    if at:
+        while at < len(words) and words[at] in BEFORE_DEED:
+            at += 1
+        if at < len(words) and _past(words[at]):
+            return True
+    if any(_past(w) and after in DONE_ADVERBS for w, after in zip(words, words[1:])):
+        return True
+    done = list(dropwhile(lambda w: w in DONE_BEFORE, words))
+    if done[:1] and done[0] in DONE_WITH and done[1:2] in ([], ["with"]):
+        return True
+    return any(tuple(words[:len(p)]) == p for p in PRAISE)
+
+
 def _states(words: list[str]) -> bool:
-    """Whether a clause says how something is rather than asking ("the window is open", "it's closed", "my drawer
-    was left open"): a determiner or pronoun and at most two more words, then is/are/was/were (or "it's", "that's",
-    "they're" first), and after it no word of a goal ("the door is to be locked", "it's time to open the window",
-    "the drawer is in need of closing": GOAL_WORDS)."""
-    if not words or words[0] not in STATE_SUBJECTS:
+    """Whether a clause says how something is or reports what was done, rather than asking ("the window is open",
+    "it's closed", "my drawer was left open", "drawer is shut", "faucet's off", "it has been opened",
+    ``_reports``): a determiner or pronoun and at most two more words, then is/are/was/were/been (or "it's",
+    "that's", "they're" first, or a noun's "'s"), or a word and one of those; and after it no word of a goal ("the
+    door is to be locked", "it's time to open the window", "the drawer is in need of closing": GOAL_WORDS)."""
+    words = list(dropwhile(lambda w: w in ADDRESS_WORDS, words))
+    if not words:
         return False
-    if words[0] in CONTRACTED_COPULAS:
-        at = 0
+    if _reports(words):
+        return True
+    if words[0] in CONTRACTED_COPULAS or (words[0].endswith("'s") and words[0] not in NOT_NOUN_IS):
+        at = 0  # "it's closed", "faucet's off"
+    elif words[0] not in STATE_SUBJECTS:  # a bare noun: "drawer is shut" (one word only: "ensure drawer is shut")
+        if not (words[1:2] and words[1] in STATE_VERBS | {"been"}) or words[0] in QUESTION_STARTS:
+            return False
+        at = 1
     else:  # "the coffee button was pressed"; not a relative clause's ("the drawer that is open should be closed")
-        at = next((i for i, w in enumerate(words[1:4], 1) if w in STATE_VERBS), -1)
+        at = next((i for i, w in enumerate(words[1:4], 1) if w in STATE_VERBS | {"been"}
+                   or (w.endswith("'s") and w not in NOT_NOUN_IS)), -1)
         if at < 0 or set(words[1:at]) & (RELATIVES | GOAL_SUBJECTS):
             return False
     return not set(words[at + 1:]) & GOAL_WORDS
@@ -418,7 +491,9 @@ def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_befo
             return word  # (not a "stop button": "press the stop button before closing the window")
     first, word = named[0], words[named[0]]
     rest = words[first + 1:]
-    if word in {"stay", "keep"} and tuple(rest[:2]) == KEEP_AWAY:
+    if word in KEEP_AWAY_VERBS and tuple(rest[:2]) == KEEP_AWAY:
+        return word if word in STOP_VERBS | {KEEP_FROM[0]} else KEEP_AWAY[0]
+    if (word, *rest[:1]) == KEEP_AWAY:  # "go away from the window" ("go" names nothing)
         return word
     phrase = stop_phrase(words)
     if (phrase is not None and rest[:1] and rest[0] in STOPPED_THING_AFTER and len(phrase) > 1

@@ -73,7 +73,7 @@ class NegatedInstructionError(ValueError):
 
     def __init__(self, text: str, word: str) -> None:
         self.word = word
-        if word in STOP_REQUESTS:
+        if word.split()[0] in STOP_REQUESTS:  # (a phrase's first word: "shut down", "hands off")
             self.why = (f"asks to stop, or to leave something be ({word!r}): no task the policy can do (it would do "
                         "the task the text names, if any)")
         else:
@@ -114,8 +114,8 @@ class StatementError(OppositeWordsError):
     def __init__(self, text: str, said: str, why: str | None = None) -> None:
         ValueError.__init__(self)
         self.words = (said, "")
-        self.why = why or (f"only says how something is ({quoted(said, 60)}) and asks nothing: the policy would do "
-                           "the task its words are nearest; say what to do")
+        self.why = why or (f"only says how something is or what was done ({quoted(said, 60)}) and asks nothing: the "
+                           "policy would do the task its words are nearest; say what to do")
         ValueError.__init__(self, f"instruction {quoted(text, 80)} {self.why}")
 
 

@@ -60,6 +60,12 @@ INFLECTION_STEM = 4  # letters a word shares with a trained word it is another f
 # wordings too ("open the window, I mean the drawer": the rest "the drawer" is drawer-close 0.87, drawer-open 0.86)
 SET_ASIDE_MARGIN = 0.05
 NAMING_NOTHING = FUNCTION_WORDS | ADDRESS_WORDS
+# words that order the clauses of a sequence and name nothing ("first the drawer, then the window" ran drawer-open
+# at INFO: two things, no verb)
+SEQUENCE_WORDS = frozenset({"first", "firstly", "second", "secondly", "third", "next", "then", "after", "afterwards",
+                            "finally", "last", "lastly"})
+# a clause of a verb and these acts on the thing of the clause before ("open the door and then lock it")
+PRONOUNS = frozenset({"it", "them", "that", "this"})
 # the words that set a thing aside or take it back: not the thing's name
 TAKING_BACK = frozenset(w for marker in CORRECTIONS + SET_ASIDE_BEFORE for w in marker) | DISMISSALS | {"leave"}
 # one word several tasks' wordings share names one of them when its nearest wording is this much nearer than any
@@ -321,21 +327,36 @@ class InstructionCheck:
         (a -shared twin is its task), or None; never for a trained wording (``match``, the whole text's, at 1)."""
         assert self.matcher is not None
         read = self._reading(text)[0]
-        asked = []
+        asked, alone = [], []  # clauses heard as a task; things named alone, no verb said before them
         if not match.similarity >= 1.0 - SIMILARITY_SLACK:
             verb: list[str] = []  # the last clause's verb, for a clause that names a thing alone
+            thing: list[str] = []  # the last clause's thing, for a clause of a verb and "it"
             for clause in CLAUSE_BREAK.split(read):
-                named = _named(clause)
+                named = [w for w in _named(clause) if w not in SEQUENCE_WORDS]
                 if len(named) == 1 and verb and not self.matcher.leads(named[0]):
                     clause, named = " ".join([*verb, clause]), [*verb, *named]  # "close the window and the drawer"
+                elif (len(named) == 1 and thing and self.matcher.leads(named[0])
+                      and PRONOUNS & set(instruction_words(clause))):
+                    named = [*named, *thing]  # "open the door and then lock it"
+                    clause, verb = " ".join(named), named[:1]
                 elif named and self.matcher.leads(named[0]):
                     verb = named[:1]
+                elif len(named) == 1 and self.matcher.tasks_with_word(named[0]):
+                    alone.append(named[0])  # "first the drawer, then the window"
+                if named:
+                    thing = named[1:] if self.matcher.leads(named[0]) else named
                 if len(named) >= 2:
                     clause_match = self.matcher.match(clause)
                     if clause_match.similarity >= TWO_TASKS_SIMILARITY:
                         asked.append(clause_match)
-        return next(((a, b) for i, a in enumerate(asked) for b in asked[i + 1:]
-                     if a.task.removesuffix(SHARED) != b.task.removesuffix(SHARED)), None)
+        two = next(((a, b) for i, a in enumerate(asked) for b in asked[i + 1:]
+                    if a.task.removesuffix(SHARED) != b.task.removesuffix(SHARED)), None)
+        if two is None:  # two things no task of one has in its wordings: two tasks, whichever verb was meant
+            tasks = {w: {t.removesuffix(SHARED) for t in self.matcher.tasks_with_word(w)} for w in alone}
+            pair = next(((a, b) for i, a in enumerate(alone) for b in alone[i + 1:] if not tasks[a] & tasks[b]), None)
+            if pair is not None:
+                two = (self.matcher.match(pair[0]), self.matcher.match(pair[1]))
+        return two
 
     def _verdict(self, text: str, floor: float) -> Verdict:
         """``text`` judged against the floor: its match and every check beside it."""
