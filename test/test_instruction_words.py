@@ -510,17 +510,22 @@ def test_a_task_beside_a_stop_an_idiom_or_its_own_state_runs(default_runner, tex
     assert default_runner.refusal(text) is None
 
 
-@pytest.mark.parametrize(("text", "said"), [
+@pytest.mark.parametrize(("text", "said", "goal"), [
     # heard as drawer-open 0.93 / window-open 0.87 at INFO; 3 of 3 episodes opened the drawer
-    ("make sure the drawer isn't open", "isn't open"), ("ensure the window is not open", "not open"),
-    ("the drawer isn't wide open", "isn't wide open"), ("make sure the faucet is not on", "not on"),
+    ("make sure the drawer isn't open", "isn't open", "close"), ("ensure the window is not open", "not open", "close"),
+    ("the drawer isn't wide open", "isn't wide open", "close"),
+    ("make sure the faucet is not on", "not on", "turn off"),
+    # set f's: the example was always "close the drawer", the opposite of this goal
+    ("make sure the drawer is not closed", "not closed", "open"),
+    ("make sure the tap is not off", "not off", "turn on"),
 ])
-def test_a_goal_said_as_a_state_negated_is_refused(default_runner, text, said):
+def test_a_goal_said_as_a_state_negated_is_refused(default_runner, text, said, goal):
     from deer_vla.model.instruction_words import NegatedStateError, OppositeWordsError
 
     refused = default_runner.refusal(text)
     assert isinstance(refused, NegatedStateError) and isinstance(refused, OppositeWordsError)
     assert refused.why.startswith(f"says a state negated ({said!r}): the policy reads the state's word")
+    assert refused.why.endswith(f'say the goal itself ("{goal} ...", not "... {said}")')
 
 
 def test_a_long_text_of_many_clauses_is_read_in_linear_time():

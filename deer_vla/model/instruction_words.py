@@ -27,6 +27,7 @@ from deer_vla.core.instruction_text import (
     ADDRESS_WORDS,
     CORRECTION_WORDS,
     FUNCTION_WORDS,
+    OPPOSITES,
     STOP_REQUESTS,
     WORD,
     instruction_words,
@@ -98,12 +99,21 @@ class NegatedStateError(OppositeWordsError):
     """An instruction that says its goal as a state negated ("make sure the drawer isn't open"): the policy reads
     the state's word and did that task (3 of 3 episodes opened the drawer)."""
 
+    # the goal a negated state asks, by its word's side of OPPOSITES (its first word: the verb), as an example
+    GOAL_OF = {False: {"open": "close", "on": "turn off"}, True: {"open": "open", "on": "turn on"}}
+
     def __init__(self, text: str, words: str) -> None:
         ValueError.__init__(self)
         self.words = (words, words.split()[-1])
-        self.why = (f"says a state negated ({words!r}): the policy reads the state's word ({self.words[1]!r}) and "
-                    "would do that task; say the goal itself (\"close the drawer\", not \"make sure the drawer isn't "
-                    "open\")")
+        state = self.words[1]
+        pair = next((pair for pair in OPPOSITES if state in pair[0] | pair[1]), None)
+        if pair is None:  # (negated_state finds words of OPPOSITES only)
+            example = ""
+        else:  # "isn't open" asks close, "is not closed" asks open, "isn't on" asks turn off
+            first = min(pair[0], key=len)
+            example = f" (\"{self.GOAL_OF[state in pair[1]][first]} ...\", not \"... {words}\")"
+        self.why = (f"says a state negated ({words!r}): the policy reads the state's word ({state!r}) and "
+                    f"would do that task; say the goal itself{example}")
         ValueError.__init__(self, f"instruction {quoted(text, 80)} {self.why}")
 
 
