@@ -657,4 +657,4 @@ def test_bench_instruction_sets_hears_the_labelled_instructions_as_the_node_does
             (line.partition(")") for line in second.stdout.splitlines() if line.startswith("all ("))}
     # session 65's speech, stop, correction and software families (fb34d8e: REFUSE 115 0 0 0 52 31, task 53 0 155
     # 127 22 15)
-    assert rows["all (REFUSE)"] == [171, 0, 0, 0, 22, 5] and rows["all (task)"] == [77, 0, 174, 107, 14, 0]
+    assert rows["all (REFUSE)"] == [172, 0, 0, 0, 22, 4] and rows["all (task)"] == [76, 0, 175, 107, 14, 0]

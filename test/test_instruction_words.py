@@ -83,7 +83,9 @@ def test_the_corrections_are_listed(trained):
     ("press the No. 5 button", None), ("press button no. 2", None), ("push the puck, not too fast", None),
     ("open the drawer, no rush", None), ("turn on the faucet, no problem", None),
     ("open the window without hesitation", None), ("close the drawer so it's not left open", None),
-    ("no, open the drawer", "no"),  # a bare negation before the request forbids it: refusing is the safe side
+    # a "no" first takes back what was going on, and the request after it is what is asked (set g's "No, wait,
+    # close the drawer instead." was refused); "no opening the drawer", "no, don't open it" forbid
+    ("no, open the drawer", None), ("no opening the drawer", "no"), ("no, don't open it", "don't"),
 ])
 def test_negation_names_the_word_that_makes_a_request_one_not_to_act(trained, text, word):
     assert negation(text, trained.words) == word
@@ -447,11 +449,12 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     ("shut down right now", "shut down"), ("time to shut down", "shut down"), ("shut down for the day", "shut down"),
     ("go ahead and shut down", "shut down"), ("forget the drawer, thanks", "forget"),
     # set f's: "noop" read as "hoop" ran basketball on mt50, "hands off" button-press-topdown, "get away from the
-    # window" window-close, at INFO; "back off", "hold position", "return to home position" at a WARN that runs
+    # window" window-close, at INFO; "back off", "hold position" at a WARN that runs
     ("noop", "noop"), ("Noop()", "noop"), ("action: noop", "noop"), ("hands off", "hands off"),
-    ("back off", "back off"), ("hold position", "hold position"), ("return to home position", "return home position"),
-    ("go home", "home"), ("get away from the window", "away"), ("move away from the drawer", "away"),
-    ("go away from the faucet", "away"),
+    ("back off", "back off"), ("hold position", "hold position"),
+    ("get away from the window", "away"), ("move away from the drawer", "away"), ("go away from the faucet", "away"),
+    # set g's: texting's "pls" beside a stop (ran faucet-close at INFO)
+    ("stop pls", "stop"), ("halt plz", "halt"),
     ("open the drawer, cancel that, sorry", "cancel"), ("open the drawer. nevermind, thanks!", "nevermind"),
     ("forget the drawer, I changed my mind", "forget"), ("open the drawer, nevermind, my mistake", "nevermind"),
 ])
@@ -468,7 +471,9 @@ def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, tex
                                           # a retraction after the task (a review's: heard as the task at INFO)
                                           ("open the drawer, never mind", "never"),
                                           ("open the drawer, actually don't do anything", "don't"),
-                                          ("close the window. wait, don't do anything", "don't")])
+                                          ("close the window. wait, don't do anything", "don't"),
+                                          # a "no" with a thing alone after it: which task is not said
+                                          ("no, the window", "no"), ("no", "no")])
 def test_a_negation_that_asks_for_nothing_at_all_is_refused(default_runner, text, word):
     """An audit's: heard as a task at an unfamiliar WARN, which runs it ("anything", "mind" are no trained word,
     so the negation was read as an idiom's)."""
@@ -627,7 +632,12 @@ def test_a_misspelt_stop_an_of_for_off_and_a_bare_statement_are_read_as_meant(de
                                   "ok the window's closed", "the robot closed the window", "window opened successfully",
                                   "good job closing the drawer", "done with the faucet", "you did the faucet",
                                   "I pushed the handle down already", "I just pressed the button", "done",
-                                  "I'm finished with the drawer"])
+                                  "I'm finished with the drawer",
+                                  # set g's (ran at INFO): a passive, done with a deed, narration, a status line
+                                  "Faucet has been turned on.", "Done closing the door.",
+                                  "I see the robot closing the window.", "Looks like it pressed the button.",
+                                  "Now it's sliding the window open, nice.", "Status: drawer opened successfully.",
+                                  "the ball went in the hoop"])
 def test_a_report_of_what_was_done_is_a_statement(default_runner, text):
     """Set f's: each ran its task at INFO (0.72-1.00) on both checkpoints; only "<the X> is ..." was a state."""
     from deer_vla.model.instruction_words import StatementError
@@ -640,7 +650,15 @@ def test_a_report_of_what_was_done_is_a_statement(default_runner, text):
                                   "I need you to open the drawer", "I want the drawer closed", "close it already",
                                   "I asked you to close the window", "you should close the window",
                                   "ensure drawer is shut", "window is to be opened", "all done, now open the window",
-                                  "the drawer needs to be closed"])
+                                  "the drawer needs to be closed", "the window closed, please",
+                                  # a review's: requests a first version refused
+                                  "you've got to close the window", "I was hoping you could open the drawer",
+                                  "goal is opening the drawer", "priority is opening the drawer",
+                                  "robot's next task is opening the drawer", "today's job is closing the window",
+                                  "push the puck, away from the wall", "great job, now press the button",
+                                  # set g's: a courtesy, and a leading "no" that takes back what was going on
+                                  "I'd like the drawer opened, if you don't mind.", "no, close the drawer",
+                                  "No no, close the window instead.", "No, wait, close the drawer instead."])
 def test_requests_beside_past_forms_and_bare_nouns_still_run(default_runner, text):
     assert default_runner.refusal(text) is None, text
 
@@ -650,7 +668,9 @@ def test_a_deed_reported_beside_the_opposite_request_is_refused(default_runner):
     that runs it."""
     from deer_vla.model.instruction_words import OppositeWordsError, StatementError
 
-    for text in ("I opened the window, now close it", "open the window, I closed the drawer"):
+    for text in ("I opened the window, now close it", "open the window, I closed the drawer",
+                 # a review's: an adverb between the doer and the deed ran the deed's task at INFO
+                 "I mistakenly opened the drawer, close it", "I accidentally closed the window, open it"):
         refused = default_runner.refusal(text)
         assert isinstance(refused, OppositeWordsError) and not isinstance(refused, StatementError), text
 

@@ -66,10 +66,9 @@ STOP_VERBS = frozenset({"hold", "hang", "stand", "enough", "stay", "leave", "not
 BARE_STOP_PHRASES = frozenset({
     ("shut", "down"), ("power", "off"), ("power", "down"), ("stand", "down"), ("call", "off"), ("knock", "off"),
     ("cut", "out"), ("take", "break"), ("scratch",), ("scrap",), ("abort", "mission"), ("relax",), ("undo",),
-    # a set's: "hands off" ran button-press-topdown (0.47) at INFO; "back off", "hold position", "return to home
-    # position" ran faucet-close, reach at a WARN; "noop" is SAID_STOPS'
-    ("hands", "off"), ("back", "off"), ("hold", "position"), ("stand", "back"), ("home",), ("return", "home"),
-    ("return", "home", "position"), ("home", "position"),
+    # a set's: "hands off" ran button-press-topdown (0.47) at INFO; "back off", "hold position" ran faucet-close,
+    # reach at a WARN; "noop" is SAID_STOPS'
+    ("hands", "off"), ("back", "off"), ("hold", "position"), ("stand", "back"),
 })
 # words beside such a phrase that name nothing ("time to shut down", "shut down for the day", "go ahead and ...")
 STOP_PHRASE_FILLERS = frozenset({"time", "day", "and", "then", "now", "today", "please"})
@@ -115,12 +114,14 @@ STOP_REQUESTS = (CESSATIONS | SAID_STOPS | STOP_VERBS | DISMISSALS | LEFT_AS_IT_
 # "please" pulled "open the tap please" to mt50's "please open the door"
 # A speech recogniser's fillers are such words too ("um, open the drawer" WARNed that the policy never learned "um")
 SPEECH_FILLERS = frozenset({"um", "umm", "uh", "uhh", "uhm", "er", "erm", "hmm", "hm", "mm", "ah", "eh", "yeah"})
-ADDRESS_WORDS = frozenset({"please", "robot", "hey", "ok", "okay", "kindly"}) | SPEECH_FILLERS
+# texting's "pls" ("stop pls" ran faucet-close at INFO: a stop beside a word that named something)
+ADDRESS_WORDS = frozenset({"please", "pls", "plz", "robot", "hey", "ok", "okay", "kindly"}) | SPEECH_FILLERS
 # where a clause ends: "push the puck, not too fast" asks for the task, "the drawer, don't open it" forbids it
 CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:so|but|if|unless|because|while|and|then)\b", re.IGNORECASE)
 # words that name no task: a clause of only these and a negation ("don't!", "robot, never") forbids what follows
 FUNCTION_WORDS = frozenset({
-    "the", "a", "an", "to", "it", "its", "it's", "you", "i", "me", "my", "please", "robot", "hey", "ok", "okay",
+    "the", "a", "an", "to", "it", "its", "it's", "you", "i", "me", "my", "please", "pls", "plz", "robot", "hey", "ok",
+    "okay",
     "could", "would", "can", "will", "some", "like", "need", "of", "that", "this", "for", "with", "is", "be", "now",
     "just", "do", "ever", "again", "there", "we", "us", "let's", "go", "ahead", "actually", "instead",
     # courtesy ("forget the drawer, thanks" counted "thanks" as a task after the dismissal, and ran)
@@ -135,7 +136,8 @@ GOAL_WORDS = frozenset({"to", "supposed", "meant", "going", "gonna", "expected",
                         "needed", "due", "should", "must"})
 STATE_VERBS = frozenset({"is", "are", "was", "were"})
 # the subject of a goal said with a copula ("the goal is the drawer open", "the next step is closing the drawer")
-GOAL_SUBJECTS = frozenset({"goal", "aim", "plan", "task", "idea", "job", "point", "next", "step", "target"})
+GOAL_SUBJECTS = frozenset({"goal", "aim", "plan", "task", "idea", "job", "point", "next", "step", "target",
+                           "priority", "mission", "objective", "order", "instruction"})
 # the words of CORRECTIONS and SET_ASIDE_BEFORE: they name nothing the policy could do
 CORRECTION_WORDS = frozenset({"sorry", "oops", "whoops", "correction", "actually", "wait", "mean", "meant", "rather",
                               "than"})
@@ -171,8 +173,10 @@ DOERS = frozenset({"i", "you", "we", "they", "he", "she", "someone", "somebody",
 DOER_NOUNS = frozenset({"robot", "arm", "gripper"})
 BEFORE_DEED = frozenset({"already", "just", "have", "had", "has", "finally", "also", "successfully", "then"})
 # past forms without -ed (not those the same as the present, "shut", "put", "set": "you shut the window" may ask)
-IRREGULAR_PAST = frozenset({"did", "slid", "got", "made", "took", "threw", "brought", "swept", "stuck", "left",
-                            "went", "hung", "spun", "struck", "knocked"})
+IRREGULAR_PAST = frozenset({"did", "slid", "made", "took", "threw", "brought", "swept", "stuck", "left", "went", "hung",
+                            "spun", "struck", "knocked"})
+# adverbs between the doer and the deed ("I accidentally opened the drawer")
+MANNER_SUFFIX = "ly"
 # past forms of asking and wanting: "I needed the drawer open", "I asked you to close the window" still ask
 WANTED = frozenset({"needed", "wanted", "asked", "wished", "hoped", "meant", "liked", "preferred", "requested",
                     "expected", "intended", "planned", "decided", "ordered", "instructed", "commanded", "demanded"})
@@ -183,9 +187,22 @@ DONE_WITH = frozenset({"done", "finished"})
 DONE_BEFORE = frozenset({"i'm", "we're", "you're", "i", "we", "you", "am", "are", "all"})
 PRAISE = (("good", "job"), ("nice", "job"), ("great", "job"), ("good", "work"), ("nice", "work"), ("great", "work"),
           ("well", "done"), ("nicely", "done"))
+# what starts an account of what is seen ("I see the robot closing the window", "looks like it pressed the button":
+# set g's ran window-close, button-press-topdown at INFO)
+NARRATION = (("i", "see"), ("i", "can", "see"), ("i", "saw"), ("looks", "like"), ("it", "looks", "like"),
+             ("seems", "like"), ("it", "seems"), ("apparently",))
+# a clause of these labels a report ("Status: drawer opened successfully") or remarks on it ("..., nice")
+REPORT_LABELS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "nice", "great", "good",
+                           "cool", "perfect", "awesome", "excellent", "lovely", "wow", "over"})
+# words before a statement that it does not hang on ("now the drawer is open", "so it's closed")
+STATEMENT_OPENERS = frozenset({"now", "so", "well", "oh", "and", "also", "yes", "yep", "alright"})
+# words that ask, whatever the clause says ("the window closed, please")
+ASKING = frozenset({"please", "pls", "plz", "kindly"})
 # contractions of a noun and "is" that are none ("let's open the drawer", "what's the goal")
 NOT_NOUN_IS = frozenset({"let's", "what's", "where's", "here's", "how's", "who's", "there's", "that's", "it's",
                          "he's", "she's"})
+# these alone, first in a text with a task after them, take back what the robot was doing, not the task
+SAID_NO = frozenset({"no", "nope", "nah"})
 # idioms that negate nothing the robot is asked
 NOT_NEGATING = frozenset({("no", "problem"), ("no", "rush"), ("no", "hurry"), ("no", "worries"), ("not", "now"),
                           # "don't forget to close the drawer", "do not hesitate to open", "no matter what"
@@ -351,19 +368,24 @@ def _past(word: str) -> bool:
 def _reports(words: list[str]) -> bool:
     """Whether a clause reports a deed done rather than asking it ("I opened the window", "you've already closed
     the drawer", "the robot pressed the button", "window opened successfully", "done with the faucet", "good job
-    closing the drawer"). Not a bare past form, which trained wordings ask with ("drawer closed please")."""
+    closing the drawer", "the ball went in the hoop", "I see the robot closing the window"). Not a bare past form,
+    which trained wordings ask with ("drawer closed please")."""
     at = 1 if words[0] in DOERS else 2 if words[0] in STATE_SUBJECTS and words[1:2] and words[1] in DOER_NOUNS else 0
-    if at:
-        while at < len(words) and words[at] in BEFORE_DEED:
+    if at:  # "I already closed", "I accidentally opened" (not "I tried to open": an attempt)
+        while at < len(words) and (words[at] in BEFORE_DEED or words[at].endswith(MANNER_SUFFIX)):
             at += 1
-        if at < len(words) and _past(words[at]):
+        if at < len(words) and _past(words[at]) and words[at + 1:at + 2] != ["to"]:
             return True
     if any(_past(w) and after in DONE_ADVERBS for w, after in zip(words, words[1:])):
         return True
+    if words[0] in STATE_SUBJECTS and any(_past(w) for w in words[2:4]) and not set(words) & GOAL_WORDS:
+        return True  # "the ball went in the hoop", "the drawer opened"
     done = list(dropwhile(lambda w: w in DONE_BEFORE, words))
-    if done[:1] and done[0] in DONE_WITH and done[1:2] in ([], ["with"]):
+    if done[:1] and done[0] in DONE_WITH and (done[1:2] in ([], ["with"]) or _gerund(done[1])):
+        return True  # "done with the faucet", "done closing the door"
+    if set(words) <= REPORT_LABELS:
         return True
-    return any(tuple(words[:len(p)]) == p for p in PRAISE)
+    return any(tuple(words[:len(p)]) == p for p in PRAISE + NARRATION)
 
 
 def _states(words: list[str]) -> bool:
@@ -372,23 +394,36 @@ def _states(words: list[str]) -> bool:
     ``_reports``): a determiner or pronoun and at most two more words, then is/are/was/were/been (or "it's",
     "that's", "they're" first, or a noun's "'s"), or a word and one of those; and after it no word of a goal ("the
     door is to be locked", "it's time to open the window", "the drawer is in need of closing": GOAL_WORDS)."""
-    words = list(dropwhile(lambda w: w in ADDRESS_WORDS, words))
+    words = list(dropwhile(lambda w: w in ADDRESS_WORDS | STATEMENT_OPENERS, words))
     if not words:
         return False
     if _reports(words):
         return True
-    if words[0] in CONTRACTED_COPULAS or (words[0].endswith("'s") and words[0] not in NOT_NOUN_IS):
+    possessive = words[0].endswith("'s") and any(w in STATE_VERBS for w in words[1:4])  # "robot's task is ..."
+    if words[0] in CONTRACTED_COPULAS or (words[0].endswith("'s") and words[0] not in NOT_NOUN_IS and not possessive):
         at = 0  # "it's closed", "faucet's off"
-    elif words[0] not in STATE_SUBJECTS:  # a bare noun: "drawer is shut" (one word only: "ensure drawer is shut")
-        if not (words[1:2] and words[1] in STATE_VERBS | {"been"}) or words[0] in QUESTION_STARTS:
+    elif words[0] not in STATE_SUBJECTS and not possessive:  # a bare noun: "drawer is shut" (one word only, not
+        # "ensure drawer is shut"; not a person, "I was hoping you could ...", nor a goal, "task is opening ...")
+        if words[0] in DOERS | GOAL_SUBJECTS | QUESTION_STARTS:
             return False
-        at = 1
+        if words[1:3] in (["has", "been"], ["have", "been"], ["had", "been"]):
+            at = 2  # "faucet has been turned on"
+        elif words[1:2] and words[1] in STATE_VERBS | {"been"}:
+            at = 1
+        else:
+            return False
     else:  # "the coffee button was pressed"; not a relative clause's ("the drawer that is open should be closed")
         at = next((i for i, w in enumerate(words[1:4], 1) if w in STATE_VERBS | {"been"}
                    or (w.endswith("'s") and w not in NOT_NOUN_IS)), -1)
-        if at < 0 or set(words[1:at]) & (RELATIVES | GOAL_SUBJECTS):
+        if at < 0 or set(words[1 if not possessive else 0:at]) & (RELATIVES | GOAL_SUBJECTS) or (
+                possessive and words[0].removesuffix("'s") in GOAL_SUBJECTS):
             return False
     return not set(words[at + 1:]) & GOAL_WORDS
+
+
+def says_state(clause: str) -> bool:
+    """Whether ``clause`` only says how something is or reports what was done (``_states``)."""
+    return _states(instruction_words(clause))
 
 
 def stated_only(text: str) -> str | None:
@@ -397,8 +432,11 @@ def stated_only(text: str) -> str | None:
     of its words (an audit's "the drawer is open" ran drawer-open, 0.99, at INFO); else None."""
     clauses = [c.strip() for c in CLAUSE_BREAK.split(text)]
     named = [c for c in clauses if any(w not in FUNCTION_WORDS for w in instruction_words(c))]
+    if set(instruction_words(text)) & ASKING:
+        return None  # "the window closed, please": a goal said as its state, asked
     if named and all(_states(instruction_words(c)) for c in named):
-        return named[0]
+        said = [c for c in named if not set(instruction_words(c)) <= REPORT_LABELS | FUNCTION_WORDS]
+        return (said or named)[0]  # what is said, not its label ("Status: drawer opened")
     return None
 
 
@@ -493,8 +531,8 @@ def _cessation(words: list[str], allowed: set[str], whole: list[str], asked_befo
     rest = words[first + 1:]
     if word in KEEP_AWAY_VERBS and tuple(rest[:2]) == KEEP_AWAY:
         return word if word in STOP_VERBS | {KEEP_FROM[0]} else KEEP_AWAY[0]
-    if (word, *rest[:1]) == KEEP_AWAY:  # "go away from the window" ("go" names nothing)
-        return word
+    if (word, *rest[:1]) == KEEP_AWAY and first and words[first - 1] == "go":  # "go away from the window" (not
+        return word  # "push the puck, away from the wall")
     phrase = stop_phrase(words)
     if (phrase is not None and rest[:1] and rest[0] in STOPPED_THING_AFTER and len(phrase) > 1
             and phrase[1] not in FLOWS and phrase[1] != "button" and phrase not in stop_phrases):
@@ -653,6 +691,7 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
         found = _cessation(words, allowed, whole, asked_before, stop_phrases)
         if found is not None:
             return found
+        first = not asked_before  # no clause before this one named anything
         asked_before = asked_before or any(w not in FUNCTION_WORDS for w in words)
         task_after = tasks_after[n]
         named = [w for w in words if w not in FUNCTION_WORDS]
@@ -672,6 +711,8 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
                 continue
             if i + 1 < len(words) and (word, words[i + 1]) in NOT_NEGATING:
                 continue
+            if words[i + 1:] == ["mind"] and word != "never":  # "if you don't mind", "hope you do not mind"
+                continue
             found = found or word
         if found is None:
             continue
@@ -679,6 +720,10 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
         if not rest and any(w in NOTHING_AT_ALL for w in words) and task_after:
             continue  # "never mind, close the window": the task after it is what is asked ("wait, don't do
             # anything", "open the drawer, never mind" ask none)
+        if (first and task_after and {w for w in words if w not in FUNCTION_WORDS} <= SAID_NO
+                and any(sum(w not in FUNCTION_WORDS for w in later) > 1 for later in clauses[n + 1:])):
+            continue  # "no, close the drawer", "no no, close the window instead": a correction, then a request
+            # (not "no, the window", a thing alone)
         names_task = any(_trained_form(w, allowed) for w in rest) if allowed else bool(rest)
         if names_task or not rest:
             return found

@@ -22,6 +22,7 @@ from deer_vla.core.instruction_text import (
     OPPOSITES,
     SET_ASIDE_BEFORE,
     instruction_words,
+    says_state,
     set_aside,
 )
 from deer_vla.core.log_text import quoted
@@ -332,6 +333,8 @@ class InstructionCheck:
             verb: list[str] = []  # the last clause's verb, for a clause that names a thing alone
             thing: list[str] = []  # the last clause's thing, for a clause of a verb and "it"
             for clause in CLAUSE_BREAK.split(read):
+                if says_state(clause):  # "the door is locked, unlock it": a state, no task asked nor thing for "it"
+                    continue
                 named = [w for w in _named(clause) if w not in SEQUENCE_WORDS]
                 if len(named) == 1 and verb and not self.matcher.leads(named[0]):
                     clause, named = " ".join([*verb, clause]), [*verb, *named]  # "close the window and the drawer"

@@ -780,7 +780,10 @@ class PolicyNode(LifecycleNode):
     def _unconfigure(self) -> None:
         self._destroy_interfaces()
         if self.stack is not None and self.params is not None:
-            self._tracker_carry = TrackerCarry.of(self.params.checkpoint, self.stack)
+            carry = TrackerCarry.of(self.params.checkpoint, self.stack)
+            # not a tracker that never ran (a configure that failed after the load) over the one it would have taken
+            if carry is None or carry.tracker.steps or self._tracker_carry is None:
+                self._tracker_carry = carry
         with self._apply_lock:  # an apply from the node's callback group assigns none over the cleared ones
             self.stack, self.params, self._joint_map = None, None, None
         self._instruction_check = None

@@ -80,19 +80,20 @@ def recorded_thresholds(recorded: dict[str, str] | None) -> Path | None:
 
 
 def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops",
-           follow_budgets: bool = False, steps: list[RecordedStep] | None = None) -> ReplayReport:
+           follow_budgets: bool = False, steps: list[RecordedStep] | None = None,
+           recorded_scale: bool = False) -> ReplayReport:
     """``follow_budgets``: each step runs under the budget its record holds, set from the step it first
     appears at, as ``ros2 param set`` set it live (a run whose budget changed is reproduced). ``steps``: the
-    recording's, if already read."""
+    recording's, if already read. ``recorded_scale``: the online tracker starts at the first step's recorded
+    threshold scale (the recorded model and thresholds replayed: the node's tracker may not have started at 1,
+    a configuration again carries on the last one's scale, and a recording's later part starts mid-run)."""
     steps = read_recording(path) if steps is None else steps
     if not steps:
         raise ValueError(f"recording {path} holds no complete policy steps")
     check_cameras(steps, stack.cameras, path)
     controller = stack.controller
     tracker = getattr(controller, "tracker", None)
-    if follow_budgets and tracker is not None:
-        # the node's tracker may not have started at 1: a configuration again carries on the last one's scale,
-        # and a recording's later part starts mid-run
+    if recorded_scale and tracker is not None:  # (another model's or thresholds' scale means another thing)
         try:
             tracker.start_at(steps[0].record.threshold_scale)
         except ValueError as exc:
@@ -197,15 +198,19 @@ def cli_main(argv: list[str] | None = None) -> int:
         # the recording's thresholds were solved for its own model: another checkpoint runs its own
         thresholds = (args.thresholds or (recorded_thresholds(recorded) if same_model else None)
                       or CheckpointDir(args.checkpoint).thresholds_path)
+        named = (recorded or {}).get("thresholds") if same_model else None
+        # the recorded run's tracker scale, where it is the recorded model and thresholds under the recorded budgets
+        recorded_scale = bool(follow and named and Path(thresholds).resolve() == Path(named).resolve())
         if follow:
             budget = recorded_budget(steps[0].record)
         stack = load_stack(args.checkpoint, thresholds, args.device,
                            budget, args.fixed_exit, track_average=not args.no_track_average)
         if steps[0].record.step > 0:  # the parts before it deleted (record_keep_parts), or a middle part given
             print(f"deer-vla replay: {args.recording} starts at the policy's step {steps[0].record.step}: the "
-                  "action head's history starts empty here" + ("" if follow else " and so does the tracker")
+                  "action head's history starts empty here" + ("" if recorded_scale else " and so does the tracker")
                   + ", so the first steps may differ", file=sys.stderr)
-        report = replay(args.recording, stack, args.metric, follow_budgets=follow, steps=steps)
+        report = replay(args.recording, stack, args.metric, follow_budgets=follow, steps=steps,
+                        recorded_scale=recorded_scale)
         report.thresholds = str(thresholds)
         if recorded is not None:
             report.recorded_checkpoint = recorded.get("checkpoint")
