@@ -1103,7 +1103,7 @@ def test_replay_reproduces_a_run_with_its_own_thresholds_file_and_a_budget_chang
 
 
 def test_replay_reproduces_a_run_whose_tracker_carried_on_from_the_last_configuration(executor, tiny_checkpoint,
-                                                                                         tmp_path):
+                                                                                         tmp_path, monkeypatch):
     """A configuration again carries on the tracker's scale; its recording starts at step 0 with that scale, so
     replay starts its tracker at the recorded scale, not at 1 (the first steps stopped at other exits)."""
     from rclpy.parameter import Parameter
@@ -1139,6 +1139,47 @@ def test_replay_reproduces_a_run_whose_tracker_carried_on_from_the_last_configur
     assert cli_main([str(second), "--checkpoint", str(tiny_checkpoint), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["same_exit_fraction"] == 1.0 and report["max_action_diff"] < 1e-4, report
+    # other thresholds (a what-if): the recorded scale means another thing for them, so the tracker starts at 1
+    from deer_vla.control.online import OnlineBudgetTracker
+
+    other = tmp_path / "other.json"
+    Thresholds(values=[0.06] * (n - 1)).save(other)
+    started: list[float] = []
+    real = OnlineBudgetTracker.start_at
+    monkeypatch.setattr(OnlineBudgetTracker, "start_at", lambda self, scale: (started.append(scale), real(self, scale)))
+    assert cli_main([str(second), "--checkpoint", str(tiny_checkpoint), "--thresholds", str(other)]) == 0
+    assert started == []
+    assert cli_main([str(second), "--checkpoint", str(tiny_checkpoint), "--thresholds", str(own)]) == 0
+    assert started == [pytest.approx(carried)]
+
+
+def test_a_configure_that_fails_after_the_load_keeps_the_tracker_to_carry_on(executor, tiny_checkpoint, monkeypatch):
+    """A configure failing after its load went through on_error's cleanup with a tracker that never ran: it took
+    the place of the one to carry on, and the next configure started at scale 1."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, tiny_checkpoint)
+    target = 0.5 * (node.stack.profile.cost(1) + node.stack.profile.cost(node.stack.profile.num_exits))
+    assert node.set_parameters([Parameter("budget.average_gflops", value=target)])[0].successful
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: node.stats.steps >= 4)
+    before = node.stack.controller.tracker
+    scale, steps = before.scale, before.steps
+    node.trigger_deactivate()
+    node.trigger_cleanup()
+    real = node._create_interfaces
+
+    def fail_once(*args):
+        monkeypatch.setattr(node, "_create_interfaces", real)
+        raise RuntimeError("interfaces failed")
+
+    monkeypatch.setattr(node, "_create_interfaces", fail_once)
+    assert node.trigger_configure() != R.SUCCESS
+    assert node.trigger_configure() == R.SUCCESS
+    after = node.stack.controller.tracker
+    assert (after.scale, after.steps) == pytest.approx((scale, steps))
 
 
 def test_a_slow_step_on_time_by_the_sim_clock_gets_no_zero_twists_between_actions(executor, tiny_checkpoint):
