@@ -617,7 +617,8 @@ def test_a_misspelt_stop_an_of_for_off_and_a_bare_statement_are_read_as_meant(de
     assert default_runner.read_instruction("Turn of the faucet")[0] == "Turn off the faucet"
     quarter = "open the faucet with a quarter turn of the handle"  # the noun stays (a review's)
     assert default_runner.read_instruction(quarter)[0] == quarter
-    for text in ("the drawer is open", "the door is locked. the window is closed", "it's closed"):
+    for text in ("the drawer is open", "the door is locked. the window is closed", "it's closed",
+                 "please, the drawer is open", "the drawer is open please"):
         refused = default_runner.refusal(text)
         assert isinstance(refused, StatementError) and "asks nothing" in refused.why, text
     for text in ("the drawer should be shut", "make sure the drawer is closed", "I want the window closed",

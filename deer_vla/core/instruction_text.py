@@ -196,7 +196,7 @@ REPORT_LABELS = frozenset({"status", "update", "report", "fyi", "info", "log", "
                            "cool", "perfect", "awesome", "excellent", "lovely", "wow", "over"})
 # words before a statement that it does not hang on ("now the drawer is open", "so it's closed")
 STATEMENT_OPENERS = frozenset({"now", "so", "well", "oh", "and", "also", "yes", "yep", "alright"})
-# words that ask, whatever the clause says ("the window closed, please")
+# words that ask, last in a text, whatever it says ("the window closed, please")
 ASKING = frozenset({"please", "pls", "plz", "kindly"})
 # contractions of a noun and "is" that are none ("let's open the drawer", "what's the goal")
 NOT_NOUN_IS = frozenset({"let's", "what's", "where's", "here's", "how's", "who's", "there's", "that's", "it's",
@@ -432,8 +432,10 @@ def stated_only(text: str) -> str | None:
     of its words (an audit's "the drawer is open" ran drawer-open, 0.99, at INFO); else None."""
     clauses = [c.strip() for c in CLAUSE_BREAK.split(text)]
     named = [c for c in clauses if any(w not in FUNCTION_WORDS for w in instruction_words(c))]
-    if set(instruction_words(text)) & ASKING:
-        return None  # "the window closed, please": a goal said as its state, asked
+    whole = instruction_words(text)
+    if whole[-1:] and whole[-1] in ASKING and not set(whole) & STATE_VERBS:
+        return None  # "the window closed, please": a goal said as its state, asked (not "please, it's open", "the
+        # drawer is open please")
     if named and all(_states(instruction_words(c)) for c in named):
         said = [c for c in named if not set(instruction_words(c)) <= REPORT_LABELS | FUNCTION_WORDS]
         return (said or named)[0]  # what is said, not its label ("Status: drawer opened")
