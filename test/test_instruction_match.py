@@ -489,28 +489,23 @@ def test_one_word_that_several_tasks_wordings_share_is_refused(default_runner, m
     assert reach.match is not None and reach.match.task == "reach" and not reach.refused("warn")
 
 
-def test_one_verb_for_two_things_is_heard_as_two_tasks(default_runner, mt50_check):
+def test_one_verb_for_two_things_or_a_sequence_is_heard_as_two_tasks(default_runner, mt50_check):
     """A held-out audit's: "close the window and the drawer" ran drawer-close, "open the door and the drawer"
-    drawer-open, at INFO: a clause naming a thing alone takes the verb of the one before."""
+    drawer-open, at INFO: a clause naming a thing alone takes the verb of the one before. Set f's: "first the
+    drawer, then the window" ran drawer-open, "do the drawer first and the faucet second" faucet-open, and on
+    mt50 "open the door and then lock it" door-lock, at INFO."""
     check = InstructionCheck.for_runner(default_runner)
     for judge, text in ((check.judge, "close the window and the drawer"),
                         (check.judge, "open the window and the drawer"),
-                        (mt50_check.judge, "open the door and the drawer")):
-        verdict = judge(text, "warn", 0.45)
-        assert verdict.two_tasks is not None and verdict.doubtful, text
-    for text in ("open the drawer and pull it", "close the drawer, then stop"):
-        assert check.judge(text, "warn", 0.45).two_tasks is None, text
-
-
-def test_a_sequence_of_two_things_is_heard_as_two_tasks(default_runner, mt50_check):
-    """Set f's: "first the drawer, then the window" ran drawer-open, "do the drawer first and the faucet second"
-    faucet-open, and on mt50 "open the door and then lock it" door-lock, at INFO."""
-    check = InstructionCheck.for_runner(default_runner)
-    for judge, text in ((check.judge, "first the drawer, then the window"),
+                        (mt50_check.judge, "open the door and the drawer"),
+                        (check.judge, "first the drawer, then the window"),
                         (check.judge, "do the drawer first and the faucet second"),
                         (mt50_check.judge, "open the door and then lock it")):
         verdict = judge(text, "warn", 0.45)
         assert verdict.two_tasks is not None and verdict.doubtful, text
-    for judge, text in ((check.judge, "the drawer, open it"), (check.judge, "open the drawer first"),
-                        (check.judge, "first open the window"), (mt50_check.judge, "open the door, then push it")):
+    for judge, text in ((check.judge, "open the drawer and pull it"), (check.judge, "close the drawer, then stop"),
+                        (check.judge, "the drawer, open it"), (check.judge, "open the drawer first"),
+                        (check.judge, "first open the window"), (mt50_check.judge, "open the door, then push it"),
+                        # a state is no task asked, nor the thing of "it" (a review's)
+                        (mt50_check.judge, "the door is locked, unlock it")):
         assert judge(text, "warn", 0.45).two_tasks is None, text

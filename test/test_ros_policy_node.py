@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -663,6 +664,24 @@ def test_tracker_holds_the_thresholds_solved_average_without_a_budget_parameter(
     assert tracker.scale != 1.0  # thresholds 0 run every exit: far over, so it steers
 
 
+def _tracker_steered_then_cleaned_up(executor: Any, checkpoint: Path) -> tuple[Any, Any]:
+    """A policy node whose tracker steered a few steps to an average between exit 1's cost and the full model's,
+    then deactivated and cleaned up; and that tracker."""
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, checkpoint)
+    target = 0.5 * (node.stack.profile.cost(1) + node.stack.profile.cost(node.stack.profile.num_exits))
+    assert node.set_parameters([Parameter("budget.average_gflops", value=target)])[0].successful
+    drv = Driver(executor)
+    drv.instruct()
+    assert drv.drive_until(lambda: node.stats.steps >= 4)
+    tracker = node.stack.controller.tracker
+    assert tracker.scale != 1.0 and tracker.steps >= 3  # thresholds 0 run every exit: far over, so it steered
+    node.trigger_deactivate()
+    node.trigger_cleanup()
+    return node, tracker
+
+
 def test_the_tracker_carries_on_over_a_cleanup_when_the_same_configuration_comes_back(executor, tiny_checkpoint,
                                                                                        tmp_path):
     """The average budget holds over the deployment: a cleanup and configure of the same checkpoint and
@@ -672,17 +691,8 @@ def test_the_tracker_carries_on_over_a_cleanup_when_the_same_configuration_comes
 
     from deer_vla.control.thresholds import Thresholds
 
-    node = started_policy_node(executor, tiny_checkpoint)
-    target = 0.5 * (node.stack.profile.cost(1) + node.stack.profile.cost(node.stack.profile.num_exits))
-    assert node.set_parameters([Parameter("budget.average_gflops", value=target)])[0].successful
-    drv = Driver(executor)
-    drv.instruct()
-    assert drv.drive_until(lambda: node.stats.steps >= 4)
-    before = node.stack.controller.tracker
+    node, before = _tracker_steered_then_cleaned_up(executor, tiny_checkpoint)
     scale, mean, steps = before.scale, before.running_mean, before.steps
-    assert scale != 1.0 and steps >= 3  # thresholds 0 run every exit: far over, so it steered
-    node.trigger_deactivate()
-    node.trigger_cleanup()
     node.trigger_configure()
     after = node.stack.controller.tracker
     assert after is not before
@@ -1157,18 +1167,9 @@ def test_a_configure_that_fails_after_the_load_keeps_the_tracker_to_carry_on(exe
     """A configure failing after its load went through on_error's cleanup with a tracker that never ran: it took
     the place of the one to carry on, and the next configure started at scale 1."""
     from rclpy.lifecycle import TransitionCallbackReturn as R
-    from rclpy.parameter import Parameter
 
-    node = started_policy_node(executor, tiny_checkpoint)
-    target = 0.5 * (node.stack.profile.cost(1) + node.stack.profile.cost(node.stack.profile.num_exits))
-    assert node.set_parameters([Parameter("budget.average_gflops", value=target)])[0].successful
-    drv = Driver(executor)
-    drv.instruct()
-    assert drv.drive_until(lambda: node.stats.steps >= 4)
-    before = node.stack.controller.tracker
+    node, before = _tracker_steered_then_cleaned_up(executor, tiny_checkpoint)
     scale, steps = before.scale, before.steps
-    node.trigger_deactivate()
-    node.trigger_cleanup()
     real = node._create_interfaces
 
     def fail_once(*args):
