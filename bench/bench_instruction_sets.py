@@ -33,12 +33,16 @@ left out). Its stops, reports and sequences were mended after reading it, as abo
 `bench/data/instructions_labelled_4.json` holds 378 of a fourth (set g), written blind by people of other kinds
 (a radio, an elderly user, texting, a planner, a second robot's status lines, narration, corrections): measured
 held out on the rules of sets c-f first (docs/RESULTS.md session 66), then mended after reading it.
+`bench/data/instructions_labelled_5.json` holds 302 of a fifth (set h), written blind the same way by ten other
+voices (a non-native speaker, a child, a factory operator, a nurse, context over several sentences, dictation,
+templated strings, ...): held out on the rules of sets c-g, then mended after reading it.
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_2.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_3.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_4.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_5.json
 """
 from __future__ import annotations
 

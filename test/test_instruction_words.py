@@ -257,6 +257,13 @@ def default_runner():
     return PolicyRunner.from_checkpoint("default")
 
 
+@pytest.fixture(scope="module")
+def mt50_runner():
+    from deer_vla.model.runner import PolicyRunner
+
+    return PolicyRunner.from_checkpoint("mt50")
+
+
 @pytest.mark.parametrize(("text", "words"), [
     ("The window is open, please close the window.", ("open", "close")),  # opened it in 5 of 5 episodes
     ("The drawer is shut, please open the drawer.", ("shut", "open")),  # closed it in 5 of 5
@@ -453,8 +460,9 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     ("noop", "noop"), ("Noop()", "noop"), ("action: noop", "noop"), ("hands off", "hands off"),
     ("back off", "back off"), ("hold position", "hold position"),
     ("get away from the window", "away"), ("move away from the drawer", "away"), ("go away from the faucet", "away"),
-    # set g's: texting's "pls" beside a stop (ran faucet-close at INFO)
-    ("stop pls", "stop"), ("halt plz", "halt"),
+    # set g's: texting's "pls" beside a stop (ran faucet-close at INFO); set h's: a clause after a stop, its comma
+    # left out (faucet-close at INFO)
+    ("stop pls", "stop"), ("halt plz", "halt"), ("STOP it's my turn", "stop"),
     ("open the drawer, cancel that, sorry", "cancel"), ("open the drawer. nevermind, thanks!", "nevermind"),
     ("forget the drawer, I changed my mind", "forget"), ("open the drawer, nevermind, my mistake", "nevermind"),
 ])
@@ -472,8 +480,11 @@ def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, tex
                                           ("open the drawer, never mind", "never"),
                                           ("open the drawer, actually don't do anything", "don't"),
                                           ("close the window. wait, don't do anything", "don't"),
-                                          # a "no" with a thing alone after it: which task is not said
-                                          ("no, the window", "no"), ("no", "no")])
+                                          # a "no" with a thing alone after it: which task is not said;
+                                          # nor with a state, a deed or a verb alone after it (a review's)
+                                          ("no, the window", "no"), ("no", "no"), ("no, the red button", "no"),
+                                          ("no, the drawer is open", "no"), ("no, you opened the drawer", "no"),
+                                          ("no, keep it closed", "no"), ("no, close it", "no")])
 def test_a_negation_that_asks_for_nothing_at_all_is_refused(default_runner, text, word):
     """An audit's: heard as a task at an unfamiliar WARN, which runs it ("anything", "mind" are no trained word,
     so the negation was read as an idiom's)."""
@@ -638,7 +649,14 @@ def test_a_misspelt_stop_an_of_for_off_and_a_bare_statement_are_read_as_meant(de
                                   "Faucet has been turned on.", "Done closing the door.",
                                   "I see the robot closing the window.", "Looks like it pressed the button.",
                                   "Now it's sliding the window open, nice.", "Status: drawer opened successfully.",
-                                  "the ball went in the hoop"])
+                                  "the ball went in the hoop",
+                                  # a review's: "please" last, "got", a pronoun's deed, "went to", an opener
+                                  "the drawer's open please", "I opened the drawer please", "I got the drawer open",
+                                  "good job closing the drawer please", "it closed the window",
+                                  "the puck went to the goal", "well, the window is closed", "fyi the drawer is open",
+                                  # set h's (ran at INFO): thanks after a report, a status line, a word order
+                                  "Great, now the window's open. Thanks a lot.", "ack: drawer-open done",
+                                  "Coffee is done already, thank you machine.", "drawer already is open"])
 def test_a_report_of_what_was_done_is_a_statement(default_runner, text):
     """Set f's: each ran its task at INFO (0.72-1.00) on both checkpoints; only "<the X> is ..." was a state."""
     from deer_vla.model.instruction_words import StatementError
@@ -659,7 +677,11 @@ def test_a_report_of_what_was_done_is_a_statement(default_runner, text):
                                   "push the puck, away from the wall", "great job, now press the button",
                                   # set g's: a courtesy, and a leading "no" that takes back what was going on
                                   "I'd like the drawer opened, if you don't mind.", "no, close the drawer",
-                                  "No no, close the window instead.", "No, wait, close the drawer instead."])
+                                  "No no, close the window instead.", "No, wait, close the drawer instead.",
+                                  "close the drawer after you are done", "open the drawer when done",
+                                  "drawer closed pls", "the drawer closed please", "well, open the drawer",
+                                  # set h's: a side, not a state left ("left" ran as the state of "I left it on")
+                                  "Turn the faucet on the left off."])
 def test_requests_beside_past_forms_and_bare_nouns_still_run(default_runner, text):
     assert default_runner.refusal(text) is None, text
 
@@ -709,3 +731,19 @@ def test_a_short_code_in_capitals_is_not_read_as_a_trained_word(default_runner):
     words = TrainedWords(["hoop", "open"])
     assert words.read("NOOP")[0] == "NOOP" and words.read("noop")[0] == "hoop" and words.read("OPNE")[0] == "OPNE"
     assert default_runner.read_instruction("opne the drawer")[0] == "open the drawer"
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    # set h's: "there is no wall" ran button-press-wall on mt50 at INFO, "no wall in the way" was refused as a
+    # request not to do something
+    ("Press the button from above, there is no wall.", "says a thing is not there ('no wall')"),
+    ("press the button, no wall in the way", "says a thing is not there ('no wall')"),
+    # a review's: a home position ran reach on mt50 at INFO (0.46); no task goes there
+    ("go to the home position", "asks for a home position ('home position')"),
+    ("return to home position", "asks for a home position ('return home position')"),
+])
+def test_a_thing_said_absent_and_a_home_position_are_refused_as_what_they_are(mt50_runner, text, why):
+    from deer_vla.model.instruction_words import NegatedInstructionError
+
+    refused = mt50_runner.refusal(text)
+    assert isinstance(refused, NegatedInstructionError) and refused.why.startswith(why), refused

@@ -44,7 +44,9 @@ BASE_CESSATIONS = frozenset({"stop", "quit", "cease", "refrain", "halt", "preven
 # not a flow, which stopping turns off ("stop the water", the suites' own faucet-close wording), nor a clause a
 # checkpoint was trained on (``stop_phrase``)
 STOP_THE = frozenset({"stop", "halt", "freeze", "pause", "cease", "quit", "abort"})
-STOPPED_THING_AFTER = frozenset({"the", "a", "an", "that", "this", "your", "my", "its", "those", "these"})
+STOPPED_THING_AFTER = frozenset({"the", "a", "an", "that", "this", "your", "my", "its", "those", "these",
+                                 # a clause of its own after the stop, its comma left out ("STOP it's my turn")
+                                 "it's", "i'm", "you're", "that's"})
 FLOWS = frozenset({"water", "faucet", "tap", "flow", "stream", "leak"})
 # "hold off opening the drawer", "put off opening the window": heard as the task they put off
 PHRASAL_CESSATIONS = frozenset({("hold", "off"), ("put", "off")})
@@ -70,6 +72,11 @@ BARE_STOP_PHRASES = frozenset({
     # reach at a WARN; "noop" is SAID_STOPS'
     ("hands", "off"), ("back", "off"), ("hold", "position"), ("stand", "back"),
 })
+# a home position, which no task of the suites goes to ("go to home position" ran reach at INFO on mt50, 0.46):
+# refused as the stops are, but their words are no stop words (they still name something the policy never learned
+# in "open the drawer, then return home")
+HOMING_PHRASES = frozenset({("home",), ("home", "position"), ("home", "pose"), ("return", "home"),
+                            ("return", "home", "position"), ("return", "home", "pose"), ("back", "home")})
 # words beside such a phrase that name nothing ("time to shut down", "shut down for the day", "go ahead and ...")
 STOP_PHRASE_FILLERS = frozenset({"time", "day", "and", "then", "now", "today", "please"})
 # these dismiss what follows them as the first word of a clause that names anything ("forget the drawer", heard as
@@ -168,13 +175,13 @@ STATE_SUBJECTS = frozenset({"the", "this", "that", "these", "those", "it", "it's
 # who did a thing, in a report of it ("I opened the window", "you closed the drawer", "the robot pressed the button":
 # a set's ran their task at INFO); with the words that may come between them and the deed ("I already closed", "I've
 # just pressed", "you have opened")
-DOERS = frozenset({"i", "you", "we", "they", "he", "she", "someone", "somebody", "i've", "you've", "we've",
+DOERS = frozenset({"i", "you", "we", "they", "he", "she", "it", "someone", "somebody", "i've", "you've", "we've",
                    "they've", "i'd", "you'd"})
 DOER_NOUNS = frozenset({"robot", "arm", "gripper"})
 BEFORE_DEED = frozenset({"already", "just", "have", "had", "has", "finally", "also", "successfully", "then"})
 # past forms without -ed (not those the same as the present, "shut", "put", "set": "you shut the window" may ask)
-IRREGULAR_PAST = frozenset({"did", "slid", "made", "took", "threw", "brought", "swept", "stuck", "left", "went", "hung",
-                            "spun", "struck", "knocked"})
+IRREGULAR_PAST = frozenset({"did", "slid", "got", "made", "took", "threw", "brought", "swept", "stuck", "left", "went",
+                            "hung", "spun", "struck", "knocked"})
 # adverbs between the doer and the deed ("I accidentally opened the drawer")
 MANNER_SUFFIX = "ly"
 # past forms of asking and wanting: "I needed the drawer open", "I asked you to close the window" still ask
@@ -185,6 +192,12 @@ DONE_ADVERBS = frozenset({"successfully", "already"})
 # "done with the faucet", "I'm finished with the drawer"; praise of what was done ("good job closing the drawer")
 DONE_WITH = frozenset({"done", "finished"})
 DONE_BEFORE = frozenset({"i'm", "we're", "you're", "i", "we", "you", "am", "are", "all"})
+# last in a clause after what it names, these say it was done ("ack: drawer-open done")
+DONE_LAST = frozenset({"done", "finished", "complete", "completed"})
+# these make "done" a time, not a report ("close the drawer after you are done", "open it when done")
+TIME_WORDS = frozenset({"when", "after", "once", "until", "till", "before", "as", "soon"})
+# a clause these start thanks, and asks nothing ("Thanks a lot.", "thank you, machine")
+THANKS = frozenset({"thanks", "thank", "thx", "ty", "cheers"})
 PRAISE = (("good", "job"), ("nice", "job"), ("great", "job"), ("good", "work"), ("nice", "work"), ("great", "work"),
           ("well", "done"), ("nicely", "done"))
 # what starts an account of what is seen ("I see the robot closing the window", "looks like it pressed the button":
@@ -192,7 +205,7 @@ PRAISE = (("good", "job"), ("nice", "job"), ("great", "job"), ("good", "work"), 
 NARRATION = (("i", "see"), ("i", "can", "see"), ("i", "saw"), ("looks", "like"), ("it", "looks", "like"),
              ("seems", "like"), ("it", "seems"), ("apparently",))
 # a clause of these labels a report ("Status: drawer opened successfully") or remarks on it ("..., nice")
-REPORT_LABELS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "nice", "great", "good",
+REPORT_LABELS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack", "nice", "great", "good",
                            "cool", "perfect", "awesome", "excellent", "lovely", "wow", "over"})
 # words before a statement that it does not hang on ("now the drawer is open", "so it's closed")
 STATEMENT_OPENERS = frozenset({"now", "so", "well", "oh", "and", "also", "yes", "yep", "alright"})
@@ -270,6 +283,8 @@ STATE_INTRODUCERS = frozenset({
     "sits", "sitting", "left", "been", "being", "got", "keeps", "with",
 })
 NOT_STATE_S = frozenset({"let's", "what's", "there's", "here's", "where's", "who's", "how's", "one's"})
+# before "left" these make it a side ("the tap on the left", "to the left"), not what a thing was left as
+SIDE_BEFORE = frozenset({"the", "to", "at", "your", "my", "its", "far", "upper", "lower", "top", "bottom"})
 # "on", "off" and "close" before these name a place or a distance ("on the sink", "on top", "off the table",
 # "close to you", "close by", "close enough to reach"), not a state
 PLACE_WORDS = frozenset({"on", "off", "close"})
@@ -299,6 +314,8 @@ def opposite_words(text: str) -> tuple[str, str] | None:
         for i, word in enumerate(words):
             if not (word in STATE_INTRODUCERS or word.endswith("'s") and word not in NOT_STATE_S):
                 continue
+            if word == "left" and i and words[i - 1] in SIDE_BEFORE:
+                continue  # a side, not a state left ("turn the faucet on the left off")
             for j in range(i + 1, min(i + 1 + STATE_WORDS_AFTER, len(words))):
                 state = words[j]
                 if state in PLACE_WORDS and j + 1 < len(words) and words[j + 1] in PLACE_AFTER:
@@ -353,7 +370,8 @@ def _bare_stop(whole: list[str]) -> str | None:
                                                      and w not in FUNCTION_WORDS and w not in STOP_FILLERS]:
         return next(w for w in whole if w in stop_words)
     named = [w for w in whole if w not in FUNCTION_WORDS and w not in STOP_PHRASE_FILLERS]
-    for phrase in BARE_STOP_PHRASES:  # the phrase's words in order and nothing else named ("shut down right now")
+    for phrase in BARE_STOP_PHRASES | HOMING_PHRASES:  # the phrase's words in order, nothing else named ("shut down
+        # right now", "go to the home position")
         if tuple(w for w in named if w in phrase or w not in STOP_FILLERS) == phrase:
             return " ".join(phrase)
     return None
@@ -378,13 +396,19 @@ def _reports(words: list[str]) -> bool:
             return True
     if any(_past(w) and after in DONE_ADVERBS for w, after in zip(words, words[1:])):
         return True
-    if words[0] in STATE_SUBJECTS and any(_past(w) for w in words[2:4]) and not set(words) & GOAL_WORDS:
-        return True  # "the ball went in the hoop", "the drawer opened"
+    deed = next((i for i in (2, 3) if i < len(words) and _past(words[i])), 0)
+    # "to" right after the deed is its way ("went to the goal"), not a goal's ("is supposed to be open")
+    rest = words[:deed + 1] + words[deed + 2:] if words[deed + 1:deed + 2] == ["to"] else words
+    if (words[0] in STATE_SUBJECTS and deed and not set(words[1:deed]) & STATE_VERBS
+            and not set(rest) & GOAL_WORDS):
+        return True  # "the ball went in the hoop", "the puck went to the goal", "the drawer opened"
     done = list(dropwhile(lambda w: w in DONE_BEFORE, words))
     if done[:1] and done[0] in DONE_WITH and (done[1:2] in ([], ["with"]) or _gerund(done[1])):
         return True  # "done with the faucet", "done closing the door"
-    if set(words) <= REPORT_LABELS:
-        return True
+    if set(words) <= REPORT_LABELS | STATEMENT_OPENERS or words[0] in THANKS:
+        return True  # "Status: ...", "..., nice", "thanks a lot", "thank you, machine"
+    if 1 < len(words) <= 4 and words[-1] in DONE_LAST and not set(words) & (TIME_WORDS | STATE_VERBS | DOERS):
+        return True  # "ack: drawer-open done", "drawer open finished" (not "open the drawer when done")
     return any(tuple(words[:len(p)]) == p for p in PRAISE + NARRATION)
 
 
@@ -394,7 +418,14 @@ def _states(words: list[str]) -> bool:
     ``_reports``): a determiner or pronoun and at most two more words, then is/are/was/were/been (or "it's",
     "that's", "they're" first, or a noun's "'s"), or a word and one of those; and after it no word of a goal ("the
     door is to be locked", "it's time to open the window", "the drawer is in need of closing": GOAL_WORDS)."""
-    words = list(dropwhile(lambda w: w in ADDRESS_WORDS | STATEMENT_OPENERS, words))
+    if words and set(words) <= STATEMENT_OPENERS | REPORT_LABELS:
+        return True  # a label or an opener of its own ("well, the window is closed", "Status: ...")
+    words = list(dropwhile(lambda w: w in ADDRESS_WORDS, words))
+    if not words:
+        return False
+    if _reports(words):  # before the openers go: "good job closing the drawer"
+        return True
+    words = list(dropwhile(lambda w: w in STATEMENT_OPENERS | REPORT_LABELS, words))  # "fyi the drawer is open"
     if not words:
         return False
     if _reports(words):
@@ -410,6 +441,8 @@ def _states(words: list[str]) -> bool:
             at = 2  # "faucet has been turned on"
         elif words[1:2] and words[1] in STATE_VERBS | {"been"}:
             at = 1
+        elif words[1:2] and words[1] in BEFORE_DEED and words[2:3] and words[2] in STATE_VERBS:
+            at = 2  # "drawer already is open"
         else:
             return False
     else:  # "the coffee button was pressed"; not a relative clause's ("the drawer that is open should be closed")
@@ -421,9 +454,30 @@ def _states(words: list[str]) -> bool:
     return not set(words[at + 1:]) & GOAL_WORDS
 
 
+def _requests(words: list[str]) -> bool:
+    """Whether a clause may be a request: it names two things or more, starts with no determiner or subject (a
+    thing alone, "the red button"; a state, "the drawer is open"), nor a verb of leaving be ("keep it closed"),
+    and says no state or deed (``_states``)."""
+    words = list(dropwhile(lambda w: w in ADDRESS_WORDS, words))
+    return (sum(w not in FUNCTION_WORDS for w in words) > 1  # not a verb alone, "close it": which thing?
+            and words[0] not in STATE_SUBJECTS | DOERS | AS_IT_IS_VERBS | STOP_VERBS and not _states(words))
+
+
+def _asked_goal(words: list[str]) -> bool:
+    """A goal said as a bare past participle, then "please" ("the window closed, please", "drawer closed pls"):
+    a thing of a few words and its state, no copula, contraction, "been" or doer."""
+    said = [w for w in words if w not in ASKING]
+    return (len(said) <= 5 and bool(said) and _past(said[-1])
+            and not set(said) & (DOERS | STATE_VERBS | CONTRACTED_COPULAS | {"been", "has", "have", "had"})
+            and not any(w.endswith("'s") for w in said) and said[0] not in DONE_WITH | THANKS
+            and not any(tuple(said[:len(p)]) == p for p in PRAISE + NARRATION))
+
+
 def says_state(clause: str) -> bool:
-    """Whether ``clause`` only says how something is or reports what was done (``_states``)."""
-    return _states(instruction_words(clause))
+    """Whether ``clause`` only says how something is or reports what was done (``_states``), not a goal so said
+    and asked ("the drawer closed please")."""
+    words = instruction_words(clause)
+    return _states(words) and not (words[-1:] and words[-1] in ASKING and _asked_goal(words))
 
 
 def stated_only(text: str) -> str | None:
@@ -432,12 +486,12 @@ def stated_only(text: str) -> str | None:
     of its words (an audit's "the drawer is open" ran drawer-open, 0.99, at INFO); else None."""
     clauses = [c.strip() for c in CLAUSE_BREAK.split(text)]
     named = [c for c in clauses if any(w not in FUNCTION_WORDS for w in instruction_words(c))]
+    said = [c for c in named if not set(instruction_words(c)) <= REPORT_LABELS | STATEMENT_OPENERS | FUNCTION_WORDS]
     whole = instruction_words(text)
-    if whole[-1:] and whole[-1] in ASKING and not set(whole) & STATE_VERBS:
+    if whole[-1:] and whole[-1] in ASKING and said and all(_asked_goal(instruction_words(c)) for c in said):
         return None  # "the window closed, please": a goal said as its state, asked (not "please, it's open", "the
-        # drawer is open please")
+        # drawer's open please", "I opened the drawer please")
     if named and all(_states(instruction_words(c)) for c in named):
-        said = [c for c in named if not set(instruction_words(c)) <= REPORT_LABELS | FUNCTION_WORDS]
         return (said or named)[0]  # what is said, not its label ("Status: drawer opened")
     return None
 
@@ -459,7 +513,9 @@ def question(text: str) -> str | None:
     subjects = QUESTION_SUBJECTS if words[0] not in DOING_VERBS else PERSONS
     if words[0] in QUESTION_VERBS and words[1:2] and words[1] not in subjects:
         return None  # a verb first that asks: "do not hesitate to open the window", "do it: open", "have a go"
+    asked_first = (QUESTION_BREAK.search(text) or re.match(r"$", "")).group() == "?"  # "Why you open window? I ..."
     if (words[0] in QUESTION_STARTS and not words[0].endswith("'s") and not text.rstrip().endswith("?")
+            and not asked_first
             and words[1:2] and words[1] not in QUESTION_VERBS | AUXILIARIES):
         return None  # a clause of time or place first: "when you're ready, close the window"
     if any(tuple(words[:len(p)]) == p for p in REQUESTS_AS_QUESTIONS):
@@ -709,6 +765,9 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
             prohibits = _prohibits(words, i)
             if word in allowed or not (_negator(word) or word in STATE_NEGATORS and prohibits):
                 continue
+            if word == "no" and words[i + 1:i + 2] and words[i + 1] in allowed and not _gerund(words[i + 1]):
+                found = found or f"no {words[i + 1]}"  # "there is no wall": the policy reads "wall" (mt50 ran
+                continue  # button-press-wall at INFO), whatever the copula before it
             if i and words[i - 1] in COPULAS and not prohibits:
                 continue
             if i + 1 < len(words) and (word, words[i + 1]) in NOT_NEGATING:
@@ -723,9 +782,9 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
             continue  # "never mind, close the window": the task after it is what is asked ("wait, don't do
             # anything", "open the drawer, never mind" ask none)
         if (first and task_after and {w for w in words if w not in FUNCTION_WORDS} <= SAID_NO
-                and any(sum(w not in FUNCTION_WORDS for w in later) > 1 for later in clauses[n + 1:])):
-            continue  # "no, close the drawer", "no no, close the window instead": a correction, then a request
-            # (not "no, the window", a thing alone)
+                and any(_requests(later) for later in clauses[n + 1:])):
+            continue  # "no, close the drawer", "no no, close it": a correction, then a request (not "no, the
+            # window", a thing alone, nor "no, the drawer is open", a state)
         names_task = any(_trained_form(w, allowed) for w in rest) if allowed else bool(rest)
         if names_task or not rest:
             return found
