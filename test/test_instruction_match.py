@@ -509,3 +509,25 @@ def test_one_verb_for_two_things_or_a_sequence_is_heard_as_two_tasks(default_run
                         # a state is no task asked, nor the thing of "it" (a review's)
                         (mt50_check.judge, "the door is locked, unlock it")):
         assert judge(text, "warn", 0.45).two_tasks is None, text
+
+
+def test_a_thing_said_absent_that_pulls_the_text_to_its_task_is_refused(default_runner, mt50_check):
+    """Set h's: "press the button from above, there is no wall" ran button-press-wall on mt50 at INFO: the model
+    reads "wall". Refused (the instruction in force dropped) where the text without that clause is heard as
+    another task; "there's no water, turn on the faucet" is faucet-open either way and runs."""
+    pulled = mt50_check.judge("Press the button from above, there is no wall.", "warn", 0.45)
+    assert pulled.absent_heard == ("no wall", "button-press-topdown") and pulled.drops
+    assert "says 'no wall' but is heard as button-press-wall" in pulled.heard(0.45)
+    check = InstructionCheck.for_runner(default_runner)
+    water = check.judge("there's no water, turn on the faucet", "warn", 0.45)
+    assert water.absent_heard is None and not water.refused("warn")
+
+
+def test_what_follows_a_no_is_judged_as_if_alone(default_runner):
+    """A leading "no" takes back what was going on ("no, open the drawer" runs); after it a thing alone or a
+    verb alone names one word several tasks share, refused as such (the "no" names nothing)."""
+    check = InstructionCheck.for_runner(default_runner)
+    for text in ("no, the window", "no, close it"):
+        verdict = check.judge(text, "warn", 0.45)
+        assert verdict.one_shared_word is not None and verdict.refused("warn"), text
+    assert not check.judge("no, open the drawer", "warn", 0.45).refused("warn")

@@ -463,6 +463,9 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     # set g's: texting's "pls" beside a stop (ran faucet-close at INFO); set h's: a clause after a stop, its comma
     # left out (faucet-close at INFO)
     ("stop pls", "stop"), ("halt plz", "halt"), ("STOP it's my turn", "stop"),
+    # set i's: a take-back with nothing asked after it ran the task at INFO
+    ("turn on the tap... no wait, scratch that.", "scratch"), ("turn on the tap, no wait", "wait"),
+    ("open the drawer. scratch that.", "scratch"),
     ("open the drawer, cancel that, sorry", "cancel"), ("open the drawer. nevermind, thanks!", "nevermind"),
     ("forget the drawer, I changed my mind", "forget"), ("open the drawer, nevermind, my mistake", "nevermind"),
 ])
@@ -475,16 +478,15 @@ def test_a_request_to_stop_or_to_leave_a_thing_be_is_refused(default_runner, tex
 
 
 @pytest.mark.parametrize(("text", "word"), [("don't do anything", "don't"), ("wait, don't do anything", "don't"),
-                                          ("never mind", "never"), ("no, don't do anything", "no"),
+                                          ("never mind", "never"), ("no, don't do anything", "don't"),
                                           # a retraction after the task (a review's: heard as the task at INFO)
                                           ("open the drawer, never mind", "never"),
                                           ("open the drawer, actually don't do anything", "don't"),
                                           ("close the window. wait, don't do anything", "don't"),
-                                          # a "no" with a thing alone after it: which task is not said;
-                                          # nor with a state, a deed or a verb alone after it (a review's)
-                                          ("no, the window", "no"), ("no", "no"), ("no, the red button", "no"),
-                                          ("no, the drawer is open", "no"), ("no, you opened the drawer", "no"),
-                                          ("no, keep it closed", "no"), ("no, close it", "no")])
+                                          # a "no" alone (what follows a "no" is judged as if alone: the
+                                          # instruction check refuses "no, the window", the statements
+                                          # refuse "no, the drawer is open")
+                                          ("no", "no")])
 def test_a_negation_that_asks_for_nothing_at_all_is_refused(default_runner, text, word):
     """An audit's: heard as a task at an unfamiliar WARN, which runs it ("anything", "mind" are no trained word,
     so the negation was read as an idiom's)."""
@@ -656,7 +658,12 @@ def test_a_misspelt_stop_an_of_for_off_and_a_bare_statement_are_read_as_meant(de
                                   "the puck went to the goal", "well, the window is closed", "fyi the drawer is open",
                                   # set h's (ran at INFO): thanks after a report, a status line, a word order
                                   "Great, now the window's open. Thanks a lot.", "ack: drawer-open done",
-                                  "Coffee is done already, thank you machine.", "drawer already is open"])
+                                  "Coffee is done already, thank you machine.", "drawer already is open",
+                                  # set i's: a lead-in, a demo's narration; a review's: a status line, a question
+                                  # and a remark
+                                  "As you just saw, the robot opened the drawer.",
+                                  "Next, the robot will open the drawer.", "fyi window closed",
+                                  "Status: window closed"])
 def test_a_report_of_what_was_done_is_a_statement(default_runner, text):
     """Set f's: each ran its task at INFO (0.72-1.00) on both checkpoints; only "<the X> is ..." was a state."""
     from deer_vla.model.instruction_words import StatementError
@@ -672,6 +679,11 @@ def test_a_report_of_what_was_done_is_a_statement(default_runner, text):
                                   "the drawer needs to be closed", "the window closed, please",
                                   # a review's: requests a first version refused
                                   "you've got to close the window", "I was hoping you could open the drawer",
+                                  "no, you should open the drawer", "no, I need the drawer open",
+                                  "no, the red button, press it", "thanks open the drawer",
+                                  "thanks in advance for opening the drawer", "stop it's wrong, open the drawer",
+                                  "there's no water, turn on the faucet", "the faucet turned on, please",
+                                  "the drawer closed now please", "the goal's the drawer open",
                                   "goal is opening the drawer", "priority is opening the drawer",
                                   "robot's next task is opening the drawer", "today's job is closing the window",
                                   "push the puck, away from the wall", "great job, now press the button",
@@ -699,7 +711,9 @@ def test_a_deed_reported_beside_the_opposite_request_is_refused(default_runner):
 
 
 @pytest.mark.parametrize("text", ["is the window open?", "how do I open the drawer?", "did you press the button?",
-                                  "where is the puck", "what's in the drawer", "which way does the faucet turn?"])
+                                  "where is the puck", "what's in the drawer", "which way does the faucet turn?",
+                                  # a review's: a question and a remark after it ran at INFO
+                                  "why? the drawer is open", "what? it's closed"])
 def test_a_question_that_asks_nothing_to_be_done_is_refused(default_runner, text):
     """A held-out audit's: "is the window open?" ran window-open (0.96), "how do I open the drawer?" drawer-open,
     "did you press the button?" button-press-topdown, each at INFO."""
@@ -733,17 +747,20 @@ def test_a_short_code_in_capitals_is_not_read_as_a_trained_word(default_runner):
     assert default_runner.read_instruction("opne the drawer")[0] == "open the drawer"
 
 
-@pytest.mark.parametrize(("text", "why"), [
-    # set h's: "there is no wall" ran button-press-wall on mt50 at INFO, "no wall in the way" was refused as a
-    # request not to do something
-    ("Press the button from above, there is no wall.", "says a thing is not there ('no wall')"),
-    ("press the button, no wall in the way", "says a thing is not there ('no wall')"),
-    # a review's: a home position ran reach on mt50 at INFO (0.46); no task goes there
-    ("go to the home position", "asks for a home position ('home position')"),
-    ("return to home position", "asks for a home position ('return home position')"),
-])
-def test_a_thing_said_absent_and_a_home_position_are_refused_as_what_they_are(mt50_runner, text, why):
+@pytest.mark.parametrize("text", ["go to the home position", "return to home position", "go to your home position",
+                                  "move the arm home", "reset to home position", "home"])
+def test_a_home_position_is_refused_as_what_it_is(mt50_runner, text):
+    """A review's: a home position ran reach on mt50 at INFO (0.46, "go to the home position"); no task goes there."""
     from deer_vla.model.instruction_words import NegatedInstructionError
 
     refused = mt50_runner.refusal(text)
-    assert isinstance(refused, NegatedInstructionError) and refused.why.startswith(why), refused
+    assert isinstance(refused, NegatedInstructionError) and refused.why.startswith("asks for a home position"), text
+
+
+@pytest.mark.parametrize("text", ["no, the drawer is open", "no, you opened the drawer", "no, the drawer opened"])
+def test_a_statement_after_a_no_is_a_statement(default_runner, text):
+    """What follows a "no" is judged as if alone (a review's: these ran the stated task at INFO once "no, open the
+    drawer" was let through)."""
+    from deer_vla.model.instruction_words import StatementError
+
+    assert isinstance(default_runner.refusal(text), StatementError), text

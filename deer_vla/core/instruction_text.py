@@ -44,9 +44,11 @@ BASE_CESSATIONS = frozenset({"stop", "quit", "cease", "refrain", "halt", "preven
 # not a flow, which stopping turns off ("stop the water", the suites' own faucet-close wording), nor a clause a
 # checkpoint was trained on (``stop_phrase``)
 STOP_THE = frozenset({"stop", "halt", "freeze", "pause", "cease", "quit", "abort"})
-STOPPED_THING_AFTER = frozenset({"the", "a", "an", "that", "this", "your", "my", "its", "those", "these",
-                                 # a clause of its own after the stop, its comma left out ("STOP it's my turn")
-                                 "it's", "i'm", "you're", "that's"})
+STOPPED_THING_AFTER = frozenset({"the", "a", "an", "that", "this", "your", "my", "its", "those", "these"})
+# a stop word right before these ends its clause, its comma left out ("STOP it's my turn" ran faucet-close at INFO;
+# "stop it's wrong, open the drawer" asks the task, as with the comma)
+STOP_THEN_CLAUSE = re.compile(r"\b(stop|halt|freeze|wait|abort)\s+(?=(?:it's|i'm|that's|you're|we're)\b)",
+                              re.IGNORECASE)
 FLOWS = frozenset({"water", "faucet", "tap", "flow", "stream", "leak"})
 # "hold off opening the drawer", "put off opening the window": heard as the task they put off
 PHRASAL_CESSATIONS = frozenset({("hold", "off"), ("put", "off")})
@@ -73,16 +75,17 @@ BARE_STOP_PHRASES = frozenset({
     ("hands", "off"), ("back", "off"), ("hold", "position"), ("stand", "back"),
 })
 # a home position, which no task of the suites goes to ("go to home position" ran reach at INFO on mt50, 0.46):
-# refused as the stops are, but their words are no stop words (they still name something the policy never learned
-# in "open the drawer, then return home")
-HOMING_PHRASES = frozenset({("home",), ("home", "position"), ("home", "pose"), ("return", "home"),
-                            ("return", "home", "position"), ("return", "home", "pose"), ("back", "home")})
+# "home" with nothing else named but these is refused as the stops are, but they are no stop words (they still
+# name something the policy never learned in "open the drawer, then return home")
+HOME = "home"
+HOMING_WORDS = frozenset({HOME, "position", "pose", "return", "back", "move", "reset", "your", "arm", "gripper",
+                          "hand", "please", "now", "go", "head", "retract"})
 # words beside such a phrase that name nothing ("time to shut down", "shut down for the day", "go ahead and ...")
 STOP_PHRASE_FILLERS = frozenset({"time", "day", "and", "then", "now", "today", "please"})
 # these dismiss what follows them as the first word of a clause that names anything ("forget the drawer", heard as
 # drawer-close 0.73 at INFO; "skip the drawer", drawer-open 0.71; "open the drawer, cancel that"), unless a clause
 # after it names a task: that task is what is asked ("cancel that, close the window instead")
-DISMISSALS = frozenset({"forget", "cancel", "nevermind", "ignore", "skip", "disregard"})
+DISMISSALS = frozenset({"forget", "cancel", "nevermind", "ignore", "skip", "disregard", "scratch", "scrap"})
 # these ask the robot to stop as a clause of their own wherever it stands ("The robot is done. Stop.", "Great. Now
 # stop.": an audit's ran faucet-close at INFO), or as the last word of a text after a word that is no flow
 # ("E-STOP", "cmd=stop"; not "make the water stop"), where no clause asks a task: beside one it ends the task ("open
@@ -181,7 +184,7 @@ DOER_NOUNS = frozenset({"robot", "arm", "gripper"})
 BEFORE_DEED = frozenset({"already", "just", "have", "had", "has", "finally", "also", "successfully", "then"})
 # past forms without -ed (not those the same as the present, "shut", "put", "set": "you shut the window" may ask)
 IRREGULAR_PAST = frozenset({"did", "slid", "got", "made", "took", "threw", "brought", "swept", "stuck", "left", "went",
-                            "hung", "spun", "struck", "knocked"})
+                            "hung", "spun", "struck", "knocked", "saw"})
 # adverbs between the doer and the deed ("I accidentally opened the drawer")
 MANNER_SUFFIX = "ly"
 # past forms of asking and wanting: "I needed the drawer open", "I asked you to close the window" still ask
@@ -198,22 +201,28 @@ DONE_LAST = frozenset({"done", "finished", "complete", "completed"})
 TIME_WORDS = frozenset({"when", "after", "once", "until", "till", "before", "as", "soon"})
 # a clause these start thanks, and asks nothing ("Thanks a lot.", "thank you, machine")
 THANKS = frozenset({"thanks", "thank", "thx", "ty", "cheers"})
+# what thanks may have beside them ("thanks a lot", "thank you so much, machine"; not "thanks open the drawer")
+THANKS_AFTER = frozenset({"lot", "much", "so", "very", "again", "mate", "machine", "buddy", "all", "everyone"})
 PRAISE = (("good", "job"), ("nice", "job"), ("great", "job"), ("good", "work"), ("nice", "work"), ("great", "work"),
           ("well", "done"), ("nicely", "done"))
 # what starts an account of what is seen ("I see the robot closing the window", "looks like it pressed the button":
 # set g's ran window-close, button-press-topdown at INFO)
 NARRATION = (("i", "see"), ("i", "can", "see"), ("i", "saw"), ("looks", "like"), ("it", "looks", "like"),
              ("seems", "like"), ("it", "seems"), ("apparently",))
+# these head a report ("Status: window closed", "fyi drawer opened"): a bare past form after them is no goal
+REPORT_HEADS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack"})
 # a clause of these labels a report ("Status: drawer opened successfully") or remarks on it ("..., nice")
 REPORT_LABELS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack", "nice", "great", "good",
                            "cool", "perfect", "awesome", "excellent", "lovely", "wow", "over"})
 # words before a statement that it does not hang on ("now the drawer is open", "so it's closed")
-STATEMENT_OPENERS = frozenset({"now", "so", "well", "oh", "and", "also", "yes", "yep", "alright"})
+STATEMENT_OPENERS = frozenset({"now", "so", "well", "oh", "and", "also", "yes", "yep", "alright", "as", "next"})
 # words that ask, last in a text, whatever it says ("the window closed, please")
 ASKING = frozenset({"please", "pls", "plz", "kindly"})
 # contractions of a noun and "is" that are none ("let's open the drawer", "what's the goal")
 NOT_NOUN_IS = frozenset({"let's", "what's", "where's", "here's", "how's", "who's", "there's", "that's", "it's",
                          "he's", "she's"})
+# a text that ends so takes back what it asked before ("turn on the tap, no wait" ran faucet-open at INFO)
+TAKEN_BACK_LAST = re.compile(r"\bno\W*wait\W*$", re.IGNORECASE)
 # these alone, first in a text with a task after them, take back what the robot was doing, not the task
 SAID_NO = frozenset({"no", "nope", "nah"})
 # idioms that negate nothing the robot is asked
@@ -370,8 +379,9 @@ def _bare_stop(whole: list[str]) -> str | None:
                                                      and w not in FUNCTION_WORDS and w not in STOP_FILLERS]:
         return next(w for w in whole if w in stop_words)
     named = [w for w in whole if w not in FUNCTION_WORDS and w not in STOP_PHRASE_FILLERS]
-    for phrase in BARE_STOP_PHRASES | HOMING_PHRASES:  # the phrase's words in order, nothing else named ("shut down
-        # right now", "go to the home position")
+    if HOME in named and set(named) <= HOMING_WORDS:  # "go to your home position", "move the arm home"
+        return HOME
+    for phrase in BARE_STOP_PHRASES:  # the phrase's words in order and nothing else named ("shut down right now")
         if tuple(w for w in named if w in phrase or w not in STOP_FILLERS) == phrase:
             return " ".join(phrase)
     return None
@@ -405,10 +415,13 @@ def _reports(words: list[str]) -> bool:
     done = list(dropwhile(lambda w: w in DONE_BEFORE, words))
     if done[:1] and done[0] in DONE_WITH and (done[1:2] in ([], ["with"]) or _gerund(done[1])):
         return True  # "done with the faucet", "done closing the door"
-    if set(words) <= REPORT_LABELS | STATEMENT_OPENERS or words[0] in THANKS:
+    if set(words) <= REPORT_LABELS | STATEMENT_OPENERS or (words[0] in THANKS and (
+            set(words) <= THANKS | THANKS_AFTER | FUNCTION_WORDS | ADDRESS_WORDS or "for" in words[1:3])):
         return True  # "Status: ...", "..., nice", "thanks a lot", "thank you, machine"
     if 1 < len(words) <= 4 and words[-1] in DONE_LAST and not set(words) & (TIME_WORDS | STATE_VERBS | DOERS):
         return True  # "ack: drawer-open done", "drawer open finished" (not "open the drawer when done")
+    if words[0] in STATE_SUBJECTS and words[1:2] and words[1] in DOER_NOUNS and words[2:3] == ["will"]:
+        return True  # a demo's narration: "next, the robot will open the drawer"
     return any(tuple(words[:len(p)]) == p for p in PRAISE + NARRATION)
 
 
@@ -425,12 +438,17 @@ def _states(words: list[str]) -> bool:
         return False
     if _reports(words):  # before the openers go: "good job closing the drawer"
         return True
+    labelled = words[0] in REPORT_HEADS
     words = list(dropwhile(lambda w: w in STATEMENT_OPENERS | REPORT_LABELS, words))  # "fyi the drawer is open"
     if not words:
         return False
+    if labelled and _done_said(words):
+        return True  # "fyi window closed"
     if _reports(words):
         return True
     possessive = words[0].endswith("'s") and any(w in STATE_VERBS for w in words[1:4])  # "robot's task is ..."
+    if words[0].endswith("'s") and words[0].removesuffix("'s") in GOAL_SUBJECTS:
+        return False  # "goal's the drawer open"
     if words[0] in CONTRACTED_COPULAS or (words[0].endswith("'s") and words[0] not in NOT_NOUN_IS and not possessive):
         at = 0  # "it's closed", "faucet's off"
     elif words[0] not in STATE_SUBJECTS and not possessive:  # a bare noun: "drawer is shut" (one word only, not
@@ -449,24 +467,26 @@ def _states(words: list[str]) -> bool:
         at = next((i for i, w in enumerate(words[1:4], 1) if w in STATE_VERBS | {"been"}
                    or (w.endswith("'s") and w not in NOT_NOUN_IS)), -1)
         if at < 0 or set(words[1 if not possessive else 0:at]) & (RELATIVES | GOAL_SUBJECTS) or (
-                possessive and words[0].removesuffix("'s") in GOAL_SUBJECTS):
+                possessive and words[0].removesuffix("'s") in GOAL_SUBJECTS) or (
+                words[at].removesuffix("'s") in GOAL_SUBJECTS):  # "the goal's the drawer open"
             return False
     return not set(words[at + 1:]) & GOAL_WORDS
 
 
-def _requests(words: list[str]) -> bool:
-    """Whether a clause may be a request: it names two things or more, starts with no determiner or subject (a
-    thing alone, "the red button"; a state, "the drawer is open"), nor a verb of leaving be ("keep it closed"),
-    and says no state or deed (``_states``)."""
-    words = list(dropwhile(lambda w: w in ADDRESS_WORDS, words))
-    return (sum(w not in FUNCTION_WORDS for w in words) > 1  # not a verb alone, "close it": which thing?
-            and words[0] not in STATE_SUBJECTS | DOERS | AS_IT_IS_VERBS | STOP_VERBS and not _states(words))
+def _done_said(words: list[str]) -> bool:
+    """A thing of a few words and a past form last ("window closed", "the drawer opened")."""
+    return 0 < len(words) <= 4 and _past(words[-1])
+
+
+AFTER_GOAL = frozenset({"on", "off", "in", "out", "up", "down", "now", "open", "shut", "closed"})
 
 
 def _asked_goal(words: list[str]) -> bool:
     """A goal said as a bare past participle, then "please" ("the window closed, please", "drawer closed pls"):
     a thing of a few words and its state, no copula, contraction, "been" or doer."""
     said = [w for w in words if w not in ASKING]
+    if len(said) > 1 and said[-1] in AFTER_GOAL and _past(said[-2]):
+        said = said[:-1]  # "the faucet turned on, please", "the drawer closed now please"
     return (len(said) <= 5 and bool(said) and _past(said[-1])
             and not set(said) & (DOERS | STATE_VERBS | CONTRACTED_COPULAS | {"been", "has", "have", "had"})
             and not any(w.endswith("'s") for w in said) and said[0] not in DONE_WITH | THANKS
@@ -485,14 +505,16 @@ def stated_only(text: str) -> str | None:
     "the drawer is open", "the door is locked. the window is closed"): it asks nothing, and the policy did the task
     of its words (an audit's "the drawer is open" ran drawer-open, 0.99, at INFO); else None."""
     clauses = [c.strip() for c in CLAUSE_BREAK.split(text)]
-    named = [c for c in clauses if any(w not in FUNCTION_WORDS for w in instruction_words(c))]
+    # (a "no" first is no clause of its own: "no, the drawer is open")
+    named = [c for c in clauses if any(w not in FUNCTION_WORDS | SAID_NO for w in instruction_words(c))]
     said = [c for c in named if not set(instruction_words(c)) <= REPORT_LABELS | STATEMENT_OPENERS | FUNCTION_WORDS]
     whole = instruction_words(text)
     if whole[-1:] and whole[-1] in ASKING and said and all(_asked_goal(instruction_words(c)) for c in said):
         return None  # "the window closed, please": a goal said as its state, asked (not "please, it's open", "the
         # drawer's open please", "I opened the drawer please")
-    if named and all(_states(instruction_words(c)) for c in named):
-        return (said or named)[0]  # what is said, not its label ("Status: drawer opened")
+    headed = any(set(instruction_words(c)) <= REPORT_HEADS | FUNCTION_WORDS for c in named)
+    if named and all(_states(instruction_words(c)) or headed and _done_said(instruction_words(c)) for c in named):
+        return (said or named)[0]  # what is said, not its label ("Status: drawer opened", "update: window closed")
     return None
 
 
@@ -508,12 +530,15 @@ def question(text: str) -> str | None:
     if not words or words[0] not in QUESTION_STARTS | QUESTION_VERBS:
         return None
     first, *rest = [c for c in QUESTION_BREAK.split(text) if instruction_words(c)] or [text]
-    if any(_names_task(w) for clause in rest for w in instruction_words(clause)):
-        return None  # a request after it: "are you ready? open the drawer", "where's the button? press it"
+    asking = [instruction_words(clause) for clause in rest if not _states(instruction_words(clause))]
+    if any(_names_task(w) for words_after in asking for w in words_after):
+        return None  # a request after it: "are you ready? open the drawer", "where's the button? press it" (not a
+        # statement: "why? the drawer is open")
     subjects = QUESTION_SUBJECTS if words[0] not in DOING_VERBS else PERSONS
     if words[0] in QUESTION_VERBS and words[1:2] and words[1] not in subjects:
         return None  # a verb first that asks: "do not hesitate to open the window", "do it: open", "have a go"
-    asked_first = (QUESTION_BREAK.search(text) or re.match(r"$", "")).group() == "?"  # "Why you open window? I ..."
+    first_break = QUESTION_BREAK.search(text)
+    asked_first = first_break is not None and first_break.group() == "?"  # "Why you open window? I not ask."
     if (words[0] in QUESTION_STARTS and not words[0].endswith("'s") and not text.rstrip().endswith("?")
             and not asked_first
             and words[1:2] and words[1] not in QUESTION_VERBS | AUXILIARIES):
@@ -731,6 +756,9 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
     if bare is not None:
         return bare
     asked_before = False
+    folded = STOP_THEN_CLAUSE.sub(r"\1, ", folded)
+    if TAKEN_BACK_LAST.search(folded):  # "turn on the tap... no wait, scratch that": nothing asked after it
+        return "wait"
     clauses = [instruction_words(clause) for clause in CLAUSE_BREAK.split(folded)]
     # per clause, whether a clause after it names a task (one pass from the end: a text of 65 536 characters of
     # commas took 80 s scanned per clause)
@@ -765,9 +793,6 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
             prohibits = _prohibits(words, i)
             if word in allowed or not (_negator(word) or word in STATE_NEGATORS and prohibits):
                 continue
-            if word == "no" and words[i + 1:i + 2] and words[i + 1] in allowed and not _gerund(words[i + 1]):
-                found = found or f"no {words[i + 1]}"  # "there is no wall": the policy reads "wall" (mt50 ran
-                continue  # button-press-wall at INFO), whatever the copula before it
             if i and words[i - 1] in COPULAS and not prohibits:
                 continue
             if i + 1 < len(words) and (word, words[i + 1]) in NOT_NEGATING:
@@ -781,10 +806,10 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
         if not rest and any(w in NOTHING_AT_ALL for w in words) and task_after:
             continue  # "never mind, close the window": the task after it is what is asked ("wait, don't do
             # anything", "open the drawer, never mind" ask none)
-        if (first and task_after and {w for w in words if w not in FUNCTION_WORDS} <= SAID_NO
-                and any(_requests(later) for later in clauses[n + 1:])):
-            continue  # "no, close the drawer", "no no, close it": a correction, then a request (not "no, the
-            # window", a thing alone, nor "no, the drawer is open", a state)
+        if (first and {w for w in words if w not in FUNCTION_WORDS} <= SAID_NO
+                and any(w not in FUNCTION_WORDS for later in clauses[n + 1:] for w in later)):
+            continue  # "no, close the drawer", "no, you should open it": a correction; what follows is judged as
+            # if alone ("no, the drawer is open" a statement, "no, the window" one word several tasks share)
         names_task = any(_trained_form(w, allowed) for w in rest) if allowed else bool(rest)
         if names_task or not rest:
             return found

@@ -27,7 +27,7 @@ from deer_vla.core.instruction_text import (
     ADDRESS_WORDS,
     CORRECTION_WORDS,
     FUNCTION_WORDS,
-    HOMING_PHRASES,
+    HOME,
     OPPOSITES,
     STOP_REQUESTS,
     WORD,
@@ -75,13 +75,9 @@ class NegatedInstructionError(ValueError):
 
     def __init__(self, text: str, word: str) -> None:
         self.word = word
-        if word.startswith("no ") and len(word.split()) == 2:  # "there is no wall", "no wall in the way"
-            self.why = (f"says a thing is not there ({word!r}): the policy reads {word.split()[1]!r} and may do a "
-                        "task with it (mt50 heard \"press the button from above, there is no wall\" as "
-                        "button-press-wall); leave it out")
-        elif tuple(word.split()) in HOMING_PHRASES:
-            self.why = (f"asks for a home position ({word!r}): no task the policy was trained on goes there (use "
-                        "the robot's own homing)")
+        if word == HOME:
+            self.why = ("asks for a home position: no task the policy was trained on goes there (use the robot's "
+                        "own homing)")
         elif word.split()[0] in STOP_REQUESTS:  # (a phrase's first word: "shut down", "hands off")
             self.why = (f"asks to stop, or to leave something be ({word!r}): no task the policy can do (it would do "
                         "the task the text names, if any)")

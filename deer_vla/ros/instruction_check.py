@@ -20,6 +20,7 @@ from deer_vla.core.instruction_text import (
     DISMISSALS,
     FUNCTION_WORDS,
     OPPOSITES,
+    SAID_NO,
     SET_ASIDE_BEFORE,
     instruction_words,
     says_state,
@@ -60,7 +61,8 @@ INFLECTION_STEM = 4  # letters a word shares with a trained word it is another f
 # the task heard for a text that sets a thing aside is one of what the rest asks when the rest is this near its
 # wordings too ("open the window, I mean the drawer": the rest "the drawer" is drawer-close 0.87, drawer-open 0.86)
 SET_ASIDE_MARGIN = 0.05
-NAMING_NOTHING = FUNCTION_WORDS | ADDRESS_WORDS
+# "no" names nothing either: "no, the window" names one word several tasks share
+NAMING_NOTHING = FUNCTION_WORDS | ADDRESS_WORDS | SAID_NO
 # words that order the clauses of a sequence and name nothing ("first the drawer, then the window" ran drawer-open
 # at INFO: two things, no verb)
 SEQUENCE_WORDS = frozenset({"first", "firstly", "second", "secondly", "third", "next", "then", "after", "afterwards",
@@ -148,6 +150,9 @@ class Verdict:
     # heard as another task than the one asked after a clause that sets a thing aside (core.instruction_text.
     # set_aside): (that clause, the task of the text after it, which is what is asked)
     heard_set_aside: tuple[str, str] | None = None
+    # heard as a task of a thing the text says is not there, another without that clause: ("no wall", that other
+    # task) ("press the button from above, there is no wall" ran button-press-wall on mt50 at INFO)
+    absent_heard: tuple[str, str] | None = None
 
     @property
     def misnamed(self) -> bool:
@@ -172,11 +177,11 @@ class Verdict:
     def drops(self) -> bool:
         """Refused in either mode, the instruction in force dropped with it, as for a stop: a text naming no task,
         a task's name heard as another, a text heard as another task than what it asks beside a thing set aside or
-        taken back, one word several tasks share. The robot was told something new; carrying on with the last
-        instruction did what it may have just been told not to ("open the drawer, I mean the window" kept the
-        drawer opening)."""
+        taken back, one word several tasks share, a text heard as the task of a thing it says is not there. The
+        robot was told something new; carrying on with the last instruction did what it may have just been told
+        not to ("open the drawer, I mean the window" kept the drawer opening)."""
         return self.match is not None and (self.no_task or self.misnamed or self.heard_set_aside is not None
-                                           or self.one_shared_word is not None)
+                                           or self.one_shared_word is not None or self.absent_heard is not None)
 
     @property
     def close_call(self) -> bool:
@@ -204,6 +209,11 @@ class Verdict:
             named = ", ".join(t.removesuffix(SHARED) for t in tasks[:4]) + (", ..." if len(tasks) > 4 else "")
             return (f"names only {word!r}, a word of {len(tasks)} tasks' wordings ({named}): the policy may do any "
                     f"of them (heard as {m.task}, similarity {m.similarity:.2f}); say which")
+        if self.absent_heard is not None:
+            absent, without = self.absent_heard
+            return (f"says {absent!r} but is heard as {m.task} (nearest trained wording {quoted(m.nearest, 80)}, "
+                    f"similarity {m.similarity:.2f}), a task with {absent.split()[1]!r}; without that clause it is "
+                    f"heard as {without}: the policy reads every word; leave it out")
         if self.heard_set_aside is not None:
             clause, asked = self.heard_set_aside
             return (f"sets {quoted(clause, 60)} aside and asks {asked}, but is heard as {m.task} (nearest trained "
@@ -381,9 +391,29 @@ class InstructionCheck:
                    and named_task[0].removesuffix(SHARED) == match.task.removesuffix(SHARED))
         verdict = Verdict(match, False, self._contradicts(text, match), self._two_tasks(text, match), unknown,
                           names_nothing, named_task=named_task, heard_set_aside=self._heard_set_aside(text, match),
+                          absent_heard=self._absent_heard(text, match),
                           one_shared_word=None if by_name else self._one_shared_word(text, match))
         self._last_free = (text, verdict)
         return verdict
+
+    def _absent_heard(self, text: str, match: InstructionMatch) -> tuple[str, str] | None:
+        """("no <word>", the task of the text without its clause) when ``text`` (as the model reads it) says a
+        thing is not there, is heard as a task whose wordings have that thing, and is heard as another task
+        without that clause; else None ("there's no water, turn on the faucet" is faucet-open either way)."""
+        assert self.matcher is not None
+        read = self._reading(text)[0]
+        clauses = CLAUSE_BREAK.split(read)
+        for n, clause in enumerate(clauses):
+            words = instruction_words(clause)
+            for word, thing in zip(words, words[1:]):
+                if word != "no" or match.task not in self.matcher.tasks_with_word(thing):
+                    continue
+                rest = " ".join(c for k, c in enumerate(clauses) if k != n)
+                if _named(rest):
+                    without = self.matcher.match(rest).task
+                    if without.removesuffix(SHARED) != match.task.removesuffix(SHARED):
+                        return f"no {thing}", without
+        return None
 
     def _one_shared_word(self, text: str, match: InstructionMatch) -> tuple[str, tuple[str, ...]] | None:
         """(the word, its tasks) when ``text`` (as the model reads it) names one word only (but FUNCTION_WORDS and
