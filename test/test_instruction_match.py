@@ -531,3 +531,15 @@ def test_what_follows_a_no_is_judged_as_if_alone(default_runner):
         verdict = check.judge(text, "warn", 0.45)
         assert verdict.one_shared_word is not None and verdict.refused("warn"), text
     assert not check.judge("no, open the drawer", "warn", 0.45).refused("warn")
+
+
+def test_a_refusal_of_a_long_text_says_the_model_reads_only_its_start(default_runner):
+    """Set i's: a request after a long preamble was refused as naming "nothing this checkpoint was trained on",
+    though it said "pull the drawer open": the model reads 24 tokens, so the refusal says so."""
+    check = InstructionCheck.for_runner(default_runner)
+    text = ("So um, yeah, I was thinking about what we need to do today and honestly it has been a long day, "
+            "could you maybe, like, pull the drawer open")
+    verdict = check.judge(text, "warn", 0.45)
+    assert verdict.refused("warn") and verdict.unread[0] > 0
+    assert f"longer than the {verdict.unread[1]} the model reads" in verdict.heard(0.45)
+    assert check.judge("pull the drawer open", "warn", 0.45).unread == (0, verdict.unread[1])

@@ -161,6 +161,15 @@ class InstructionMatcher:
         """``task``'s trained wordings, in the record's order (empty for a task it does not name)."""
         return [text for t, text in self._keys if t == task]
 
+    def tokens_unread(self, text: str) -> tuple[int, int]:
+        """(tokens of ``text`` past what the model reads, how many it reads); (0, 0) with no limit."""
+        limit = self._max_tokens
+        if limit is None:
+            return 0, 0
+        with self._lock:
+            count = len(encode_instructions(self._tokenizer, [text])[0])
+        return max(0, count - limit), limit
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-length mean token rows, one per text (N, D), the texts tokenized in one batch; a text of special
         tokens only is a zero row. A text the model reads whole is pooled without its address words; one longer

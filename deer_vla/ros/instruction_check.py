@@ -153,6 +153,8 @@ class Verdict:
     # heard as a task of a thing the text says is not there, another without that clause: ("no wall", that other
     # task) ("press the button from above, there is no wall" ran button-press-wall on mt50 at INFO)
     absent_heard: tuple[str, str] | None = None
+    # (tokens past what the model reads, how many it reads): a long text's request may lie past the cut
+    unread: tuple[int, int] = (0, 0)
 
     @property
     def misnamed(self) -> bool:
@@ -192,6 +194,13 @@ class Verdict:
                 and m.similarity - m.runner_up_similarity < CLOSE_CALL)
 
     def heard(self, floor: float) -> str:
+        said = self._heard(floor)
+        if self.unread[0] and (self.no_task or self.unfamiliar):  # a long preamble: what was asked lies past it
+            said += (f"; the text is {self.unread[0]} token(s) longer than the {self.unread[1]} the model reads, "
+                     "so its end is not read: say the task first, or shorter")
+        return said
+
+    def _heard(self, floor: float) -> str:
         m = self.match
         if m is None:
             return ""
@@ -383,6 +392,7 @@ class InstructionCheck:
         last = self._last_free
         if last is not None and last[0] == text:
             return last[1]
+        assert self.matcher is not None
         match = self._match(text)
         unknown, names_nothing = self._words(text)
         named_task = self._named_task(text)
@@ -392,6 +402,7 @@ class InstructionCheck:
         verdict = Verdict(match, False, self._contradicts(text, match), self._two_tasks(text, match), unknown,
                           names_nothing, named_task=named_task, heard_set_aside=self._heard_set_aside(text, match),
                           absent_heard=self._absent_heard(text, match),
+                          unread=self.matcher.tokens_unread(self._reading(text)[0]),
                           one_shared_word=None if by_name else self._one_shared_word(text, match))
         self._last_free = (text, verdict)
         return verdict
