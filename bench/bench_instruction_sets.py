@@ -36,6 +36,9 @@ held out on the rules of sets c-f first (docs/RESULTS.md session 66), then mende
 `bench/data/instructions_labelled_5.json` holds 302 of a fifth (set h), written blind the same way by ten other
 voices (a non-native speaker, a child, a factory operator, a nurse, context over several sentences, dictation,
 templated strings, ...): held out on the rules of sets c-g, then mended after reading it.
+`bench/data/instructions_labelled_6.json` holds 330 of a sixth (set i: an LLM agent's tool calls, a safety
+officer, sarcasm, a parent, rambling voice notes, dialect, a demo presenter, a laggy link, indirect British
+requests, two languages): held out on the rules of sets c-h, then mended after reading it.
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
@@ -43,6 +46,7 @@ templated strings, ...): held out on the rules of sets c-g, then mended after re
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_3.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_4.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_5.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_6.json
 """
 from __future__ import annotations
 
