@@ -518,6 +518,8 @@ def test_a_thing_said_absent_that_pulls_the_text_to_its_task_is_refused(default_
     pulled = mt50_check.judge("Press the button from above, there is no wall.", "warn", 0.45)
     assert pulled.absent_heard == ("no wall", "button-press-topdown") and pulled.drops
     assert "says 'no wall' but is heard as button-press-wall" in pulled.heard(0.45)
+    isnt = mt50_check.judge("there isn't a wall, press the button from above", "warn", 0.45)  # a review's
+    assert isnt.absent_heard is not None and isnt.absent_heard[0] == "isn't a wall" and isnt.drops
     check = InstructionCheck.for_runner(default_runner)
     water = check.judge("there's no water, turn on the faucet", "warn", 0.45)
     assert water.absent_heard is None and not water.refused("warn")

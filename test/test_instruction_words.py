@@ -663,7 +663,10 @@ def test_a_misspelt_stop_an_of_for_off_and_a_bare_statement_are_read_as_meant(de
                                   # and a remark
                                   "As you just saw, the robot opened the drawer.",
                                   "Next, the robot will open the drawer.", "fyi window closed",
-                                  "Status: window closed"])
+                                  "Status: window closed",
+                                  # a fourth review's: thanks and an address, "as you can see", a particle
+                                  "thank you, machine", "as you can see the window is open",
+                                  "update: faucet turned on"])
 def test_a_report_of_what_was_done_is_a_statement(default_runner, text):
     """Set f's: each ran its task at INFO (0.72-1.00) on both checkpoints; only "<the X> is ..." was a state."""
     from deer_vla.model.instruction_words import StatementError
@@ -684,6 +687,8 @@ def test_a_report_of_what_was_done_is_a_statement(default_runner, text):
                                   "thanks in advance for opening the drawer", "stop it's wrong, open the drawer",
                                   "there's no water, turn on the faucet", "the faucet turned on, please",
                                   "the drawer closed now please", "the goal's the drawer open",
+                                  # a fourth review's: a report's head before a request
+                                  "note: push the drawer closed", "status: slide the window closed",
                                   "goal is opening the drawer", "priority is opening the drawer",
                                   "robot's next task is opening the drawer", "today's job is closing the window",
                                   "push the puck, away from the wall", "great job, now press the button",

@@ -208,7 +208,8 @@ PRAISE = (("good", "job"), ("nice", "job"), ("great", "job"), ("good", "work"), 
 # what starts an account of what is seen ("I see the robot closing the window", "looks like it pressed the button":
 # set g's ran window-close, button-press-topdown at INFO)
 NARRATION = (("i", "see"), ("i", "can", "see"), ("i", "saw"), ("looks", "like"), ("it", "looks", "like"),
-             ("seems", "like"), ("it", "seems"), ("apparently",))
+             ("seems", "like"), ("it", "seems"), ("apparently",), ("as", "you", "can", "see"), ("as", "you", "see"),
+             ("as", "you", "saw"), ("as", "you", "just", "saw"), ("you", "can", "see"))
 # these head a report ("Status: window closed", "fyi drawer opened"): a bare past form after them is no goal
 REPORT_HEADS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack"})
 # a clause of these labels a report ("Status: drawer opened successfully") or remarks on it ("..., nice")
@@ -473,9 +474,18 @@ def _states(words: list[str]) -> bool:
     return not set(words[at + 1:]) & GOAL_WORDS
 
 
+def _narrates(words: list[str]) -> bool:
+    """Whether ``words`` are a lead-in of narration and nothing else ("as you saw", "I can see")."""
+    return any(tuple(words) == p for p in NARRATION)
+
+
 def _done_said(words: list[str]) -> bool:
-    """A thing of a few words and a past form last ("window closed", "the drawer opened")."""
-    return 0 < len(words) <= 4 and _past(words[-1])
+    """A thing of a few words and a past form last ("window closed", "the drawer opened", "faucet turned on"), not
+    a request ("push the drawer closed": a determiner after its first word)."""
+    if len(words) > 1 and words[-1] in AFTER_GOAL and _past(words[-2]):
+        words = words[:-1]
+    return (0 < len(words) <= 4 and _past(words[-1])
+            and (words[0] in STATE_SUBJECTS or not set(words[1:]) & STOPPED_THING_AFTER))
 
 
 AFTER_GOAL = frozenset({"on", "off", "in", "out", "up", "down", "now", "open", "shut", "closed"})
@@ -512,6 +522,14 @@ def stated_only(text: str) -> str | None:
     if whole[-1:] and whole[-1] in ASKING and said and all(_asked_goal(instruction_words(c)) for c in said):
         return None  # "the window closed, please": a goal said as its state, asked (not "please, it's open", "the
         # drawer's open please", "I opened the drawer please")
+    thanks = next((c for c in clauses if instruction_words(c)[:1] and instruction_words(c)[0] in THANKS), None)
+    if thanks is not None:  # "thank you, machine": what thanks have beside them is no clause of its own
+        named = [c for c in named if not set(instruction_words(c)) <= THANKS_AFTER | FUNCTION_WORDS]
+        said = [c for c in said if c in named]
+        if not named:
+            return thanks
+    # a lead-in is no statement to quote ("as you saw, the drawer is open")
+    said = [c for c in said if not _narrates(instruction_words(c))] or said
     headed = any(set(instruction_words(c)) <= REPORT_HEADS | FUNCTION_WORDS for c in named)
     if named and all(_states(instruction_words(c)) or headed and _done_said(instruction_words(c)) for c in named):
         return (said or named)[0]  # what is said, not its label ("Status: drawer opened", "update: window closed")

@@ -61,6 +61,8 @@ INFLECTION_STEM = 4  # letters a word shares with a trained word it is another f
 # the task heard for a text that sets a thing aside is one of what the rest asks when the rest is this near its
 # wordings too ("open the window, I mean the drawer": the rest "the drawer" is drawer-close 0.87, drawer-open 0.86)
 SET_ASIDE_MARGIN = 0.05
+# these say that what follows is not there ("there isn't a wall"), as "no" does
+ABSENT_AFTER = frozenset({"isn't", "aren't", "isnt", "arent"})
 # "no" names nothing either: "no, the window" names one word several tasks share
 NAMING_NOTHING = FUNCTION_WORDS | ADDRESS_WORDS | SAID_NO
 # words that order the clauses of a sequence and name nothing ("first the drawer, then the window" ran drawer-open
@@ -221,7 +223,7 @@ class Verdict:
         if self.absent_heard is not None:
             absent, without = self.absent_heard
             return (f"says {absent!r} but is heard as {m.task} (nearest trained wording {quoted(m.nearest, 80)}, "
-                    f"similarity {m.similarity:.2f}), a task with {absent.split()[1]!r}; without that clause it is "
+                    f"similarity {m.similarity:.2f}), a task with {absent.split()[-1]!r}; without that clause it is "
                     f"heard as {without}: the policy reads every word; leave it out")
         if self.heard_set_aside is not None:
             clause, asked = self.heard_set_aside
@@ -416,14 +418,19 @@ class InstructionCheck:
         clauses = CLAUSE_BREAK.split(read)
         for n, clause in enumerate(clauses):
             words = instruction_words(clause)
-            for word, thing in zip(words, words[1:]):
-                if word != "no" or match.task not in self.matcher.tasks_with_word(thing):
+            for i, word in enumerate(words):
+                if not (word == "no" or word in ABSENT_AFTER or word == "not" and words[i - 1:i] in (["is"], ["are"])):
+                    continue
+                after = words[i + 1:]
+                if word != "no" and after[:1] and after[0] in ("a", "an", "any"):  # "there isn't a wall"
+                    after = after[1:]
+                if not after or match.task not in self.matcher.tasks_with_word(after[0]):
                     continue
                 rest = " ".join(c for k, c in enumerate(clauses) if k != n)
                 if _named(rest):
                     without = self.matcher.match(rest).task
                     if without.removesuffix(SHARED) != match.task.removesuffix(SHARED):
-                        return f"no {thing}", without
+                        return " ".join(words[i:len(words) - len(after) + 1]), without
         return None
 
     def _one_shared_word(self, text: str, match: InstructionMatch) -> tuple[str, tuple[str, ...]] | None:
