@@ -219,6 +219,8 @@ REPORT_LABELS = frozenset({"status", "update", "report", "fyi", "info", "log", "
 STATEMENT_OPENERS = frozenset({"now", "so", "well", "oh", "and", "also", "yes", "yep", "alright", "as", "next"})
 # words that ask, last in a text, whatever it says ("the window closed, please")
 ASKING = frozenset({"please", "pls", "plz", "kindly"})
+# a word that may follow the past form of such a goal ("the faucet turned on, please", "the drawer closed now please")
+AFTER_GOAL = frozenset({"on", "off", "in", "out", "up", "down", "now", "open", "shut", "closed"})
 # contractions of a noun and "is" that are none ("let's open the drawer", "what's the goal")
 NOT_NOUN_IS = frozenset({"let's", "what's", "where's", "here's", "how's", "who's", "there's", "that's", "it's",
                          "he's", "she's"})
@@ -486,9 +488,6 @@ def _done_said(words: list[str]) -> bool:
         words = words[:-1]
     return (0 < len(words) <= 4 and _past(words[-1])
             and (words[0] in STATE_SUBJECTS or not set(words[1:]) & STOPPED_THING_AFTER))
-
-
-AFTER_GOAL = frozenset({"on", "off", "in", "out", "up", "down", "now", "open", "shut", "closed"})
 
 
 def _asked_goal(words: list[str]) -> bool:
