@@ -79,6 +79,14 @@ def recorded_thresholds(recorded: dict[str, str] | None) -> Path | None:
     return None
 
 
+def _same_file(path: str | Path, named: str | None) -> bool:
+    """Whether ``named`` (a recording's text, maybe damaged) names the file ``path``."""
+    try:
+        return bool(named) and Path(path).resolve() == Path(str(named)).resolve()
+    except (OSError, ValueError):  # a NUL byte, a loop of links: not the same file
+        return False
+
+
 def replay(path: str | Path, stack: PolicyStack, metric: str = "llm_gflops",
            follow_budgets: bool = False, steps: list[RecordedStep] | None = None,
            recorded_scale: bool = False) -> ReplayReport:
@@ -198,9 +206,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         # the recording's thresholds were solved for its own model: another checkpoint runs its own
         thresholds = (args.thresholds or (recorded_thresholds(recorded) if same_model else None)
                       or CheckpointDir(args.checkpoint).thresholds_path)
-        named = (recorded or {}).get("thresholds") if same_model else None
         # the recorded run's tracker scale, where it is the recorded model and thresholds under the recorded budgets
-        recorded_scale = bool(follow and named and Path(thresholds).resolve() == Path(named).resolve())
+        recorded_scale = follow and same_model and _same_file(thresholds, (recorded or {}).get("thresholds"))
         if follow:
             budget = recorded_budget(steps[0].record)
         stack = load_stack(args.checkpoint, thresholds, args.device,
