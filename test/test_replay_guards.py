@@ -99,3 +99,15 @@ def test_a_budget_changed_and_changed_back_is_followed_and_counted_once_per_dist
     assert report.recorded_budgets == 2
     report, controller = _replay(follow_budgets=False)
     assert controller.budgets == [] and report.recorded_budgets == 0
+
+
+def test_a_damaged_thresholds_name_in_a_recording_is_no_file_of_ours(tmp_path):
+    """Replay compares the recording's thresholds name with the file it replays with (the tracker starts at the
+    recorded scale only for the recorded thresholds): a name with a NUL byte raised ValueError from the path."""
+    from deer_vla.ros.replay import _same_file
+
+    ours = tmp_path / "thresholds.json"
+    ours.write_text("{}")
+    assert _same_file(ours, str(tmp_path / "." / "thresholds.json"))
+    for named in ("bad\x00name.json", "", None, str(tmp_path / "other.json")):
+        assert not _same_file(ours, named)
