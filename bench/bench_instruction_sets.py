@@ -39,6 +39,10 @@ templated strings, ...): held out on the rules of sets c-g, then mended after re
 `bench/data/instructions_labelled_6.json` holds 330 of a sixth (set i: an LLM agent's tool calls, a safety
 officer, sarcasm, a parent, rambling voice notes, dialect, a demo presenter, a laggy link, indirect British
 requests, two languages): held out on the rules of sets c-h, then mended after reading it.
+`bench/data/instructions_labelled_7.json` holds 328 of a seventh (set j: an elderly owner, a kitchen worker,
+a student testing edge cases, translator-app English, a busy parent, a technical writer, a streamer, a
+checklist, a voice assistant relaying a user, scene descriptions before a request): held out on all of
+session 66's rules (the last set measured before mending; three of its findings mended after).
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
@@ -47,6 +51,7 @@ requests, two languages): held out on the rules of sets c-h, then mended after r
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_4.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_5.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_6.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_7.json
 """
 from __future__ import annotations
 

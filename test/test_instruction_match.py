@@ -500,7 +500,9 @@ def test_one_verb_for_two_things_or_a_sequence_is_heard_as_two_tasks(default_run
                         (mt50_check.judge, "open the door and the drawer"),
                         (check.judge, "first the drawer, then the window"),
                         (check.judge, "do the drawer first and the faucet second"),
-                        (mt50_check.judge, "open the door and then lock it")):
+                        (mt50_check.judge, "open the door and then lock it"),
+                        # set j's: "also" before the second thing (drawer-open at INFO)
+                        (check.judge, "Please open the window and also the drawer.")):
         verdict = judge(text, "warn", 0.45)
         assert verdict.two_tasks is not None and verdict.doubtful, text
     for judge, text in ((check.judge, "open the drawer and pull it"), (check.judge, "close the drawer, then stop"),

@@ -466,6 +466,8 @@ def test_a_negation_read_as_a_trained_word_is_still_refused(tiny_checkpoint, tmp
     # set i's: a take-back with nothing asked after it ran the task at INFO
     ("turn on the tap... no wait, scratch that.", "scratch"), ("turn on the tap, no wait", "wait"),
     ("open the drawer. scratch that.", "scratch"),
+    # set j's: a reflexive beside a stop (faucet-close at INFO)
+    ("Stop yourself, please!", "stop"),
     ("open the drawer, cancel that, sorry", "cancel"), ("open the drawer. nevermind, thanks!", "nevermind"),
     ("forget the drawer, I changed my mind", "forget"), ("open the drawer, nevermind, my mistake", "nevermind"),
 ])
@@ -689,6 +691,8 @@ def test_a_report_of_what_was_done_is_a_statement(default_runner, text):
                                   "the drawer closed now please", "the goal's the drawer open",
                                   # a fourth review's: a report's head before a request
                                   "note: push the drawer closed", "status: slide the window closed",
+                                  # set j's: a dash ends a clause ("hang on" was read with the request)
+                                  "Hang on, phone's ringing\u2014open the window, would you?",
                                   "goal is opening the drawer", "priority is opening the drawer",
                                   "robot's next task is opening the drawer", "today's job is closing the window",
                                   "push the puck, away from the wall", "great job, now press the button",

@@ -60,6 +60,8 @@ STOP_FILLERS = frozenset({
     "stand", "no", "more", "completely", "asap", "put",
     # "hold on a second", "hang on a moment", "stay where you are": an audit's ran a task (0.15) or kept the last
     "second", "seconds", "sec", "moment", "minute", "bit", "where", "are",
+    # set j's: "Stop yourself, please!" ran faucet-close at INFO
+    "yourself", "yourselves", "itself",
 })
 # "hold on", "stand still", "that's enough", "stay put", "leave it", "do nothing", "cancel that", "forget it": a
 # stop in a text that names nothing else (an audit's: each heard as a task, at an unfamiliar WARN that still runs)
@@ -126,8 +128,9 @@ STOP_REQUESTS = (CESSATIONS | SAID_STOPS | STOP_VERBS | DISMISSALS | LEFT_AS_IT_
 SPEECH_FILLERS = frozenset({"um", "umm", "uh", "uhh", "uhm", "er", "erm", "hmm", "hm", "mm", "ah", "eh", "yeah"})
 # texting's "pls" ("stop pls" ran faucet-close at INFO: a stop beside a word that named something)
 ADDRESS_WORDS = frozenset({"please", "pls", "plz", "robot", "hey", "ok", "okay", "kindly"}) | SPEECH_FILLERS
-# where a clause ends: "push the puck, not too fast" asks for the task, "the drawer, don't open it" forbids it
-CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:so|but|if|unless|because|while|and|then)\b", re.IGNORECASE)
+# where a clause ends: "push the puck, not too fast" asks for the task, "the drawer, don't open it" forbids it (a
+# dash too, not a hyphen: "hang on, phone's ringing—open the window" was one clause with a stop in it)
+CLAUSE_BREAK = re.compile(r"[,;:.!?\u2013\u2014]|\b(?:so|but|if|unless|because|while|and|then)\b", re.IGNORECASE)
 # words that name no task: a clause of only these and a negation ("don't!", "robot, never") forbids what follows
 FUNCTION_WORDS = frozenset({
     "the", "a", "an", "to", "it", "its", "it's", "you", "i", "me", "my", "please", "pls", "plz", "robot", "hey", "ok",

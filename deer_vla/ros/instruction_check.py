@@ -68,7 +68,7 @@ NAMING_NOTHING = FUNCTION_WORDS | ADDRESS_WORDS | SAID_NO
 # words that order the clauses of a sequence and name nothing ("first the drawer, then the window" ran drawer-open
 # at INFO: two things, no verb)
 SEQUENCE_WORDS = frozenset({"first", "firstly", "second", "secondly", "third", "next", "then", "after", "afterwards",
-                            "finally", "last", "lastly"})
+                            "finally", "last", "lastly", "also", "too"})
 # a clause of a verb and these acts on the thing of the clause before ("open the door and then lock it")
 PRONOUNS = frozenset({"it", "them", "that", "this"})
 # the words that set a thing aside or take it back: not the thing's name
