@@ -527,6 +527,13 @@ def test_a_thing_said_absent_that_pulls_the_text_to_its_task_is_refused(default_
     assert water.absent_heard is None and not water.refused("warn")
 
 
+def test_off_said_against_onto_is_a_warning(mt50_check):
+    """Set j's: "take the ring off the peg" was heard as assembly's "slide the ring onto the peg" (0.76) at INFO."""
+    verdict = mt50_check.judge("Take the ring off the peg.", "warn", 0.45)
+    assert verdict.contradicts == ("off", "onto") and verdict.doubtful
+    assert not mt50_check.judge("slide the ring onto the peg", "warn", 0.45).doubtful
+
+
 def test_what_follows_a_no_is_judged_as_if_alone(default_runner):
     """A leading "no" takes back what was going on ("no, open the drawer" runs); after it a thing alone or a
     verb alone names one word several tasks share, refused as such (the "no" names nothing)."""

@@ -691,6 +691,7 @@ def test_a_report_of_what_was_done_is_a_statement(default_runner, text):
                                   "the drawer closed now please", "the goal's the drawer open",
                                   # a fourth review's: a report's head before a request
                                   "note: push the drawer closed", "status: slide the window closed",
+                                  "next up is pressing the button", "next, open the drawer",
                                   # set j's: a dash ends a clause ("hang on" was read with the request)
                                   "Hang on, phone's ringing\u2014open the window, would you?",
                                   "goal is opening the drawer", "priority is opening the drawer",
@@ -713,6 +714,8 @@ def test_a_deed_reported_beside_the_opposite_request_is_refused(default_runner):
     from deer_vla.model.instruction_words import OppositeWordsError, StatementError
 
     for text in ("I opened the window, now close it", "open the window, I closed the drawer",
+                 # set j's: a state said as a bare past form before the opposite request (drawer-close at INFO)
+                 "Drawer closed. Open it.", "There's a drawer in front of you, closed. Open it.",
                  # a review's: an adverb between the doer and the deed ran the deed's task at INFO
                  "I mistakenly opened the drawer, close it", "I accidentally closed the window, open it"):
         refused = default_runner.refusal(text)

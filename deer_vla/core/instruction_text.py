@@ -219,7 +219,10 @@ REPORT_HEADS = frozenset({"status", "update", "report", "fyi", "info", "log", "n
 REPORT_LABELS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack", "nice", "great", "good",
                            "cool", "perfect", "awesome", "excellent", "lovely", "wow", "over"})
 # words before a statement that it does not hang on ("now the drawer is open", "so it's closed")
-STATEMENT_OPENERS = frozenset({"now", "so", "well", "oh", "and", "also", "yes", "yep", "alright", "as", "next"})
+STATEMENT_OPENERS = frozenset({"now", "so", "well", "oh", "and", "also", "yes", "yep", "alright", "as"})
+# these before a statement only as a clause of their own ("Next, the robot will open the drawer"; not "next up is
+# pressing the button", a request)
+CLAUSE_OPENERS = frozenset({"next", "first", "meanwhile"})
 # words that ask, last in a text, whatever it says ("the window closed, please")
 ASKING = frozenset({"please", "pls", "plz", "kindly"})
 # a word that may follow the past form of such a goal ("the faucet turned on, please", "the drawer closed now please")
@@ -320,7 +323,10 @@ def opposite_words(text: str) -> tuple[str, str] | None:
     for clause in CLAUSE_BREAK.split(folded):
         words = instruction_words(clause)
         said = list(dropwhile(lambda w: w in ADDRESS_WORDS, words))
-        for state in (said if said and _reports(said) else ()):  # a deed reported: "I opened the window, close it"
+        # a deed reported ("I opened the window, close it"), or a state said as a bare past form before another
+        # clause ("Drawer closed. Open it." ran drawer-close at INFO: set j's)
+        stated = said and (_reports(said) or _done_said(said) and len(CLAUSE_BREAK.split(folded)) > 1)
+        for state in (said if stated else ()):
             for one, other in OPPOSITES:
                 for side, opposite in ((one, other), (other, one)):
                     found = sorted(everywhere & opposite)
@@ -421,7 +427,7 @@ def _reports(words: list[str]) -> bool:
     done = list(dropwhile(lambda w: w in DONE_BEFORE, words))
     if done[:1] and done[0] in DONE_WITH and (done[1:2] in ([], ["with"]) or _gerund(done[1])):
         return True  # "done with the faucet", "done closing the door"
-    if set(words) <= REPORT_LABELS | STATEMENT_OPENERS or (words[0] in THANKS and (
+    if set(words) <= REPORT_LABELS | STATEMENT_OPENERS | CLAUSE_OPENERS or (words[0] in THANKS and (
             set(words) <= THANKS | THANKS_AFTER | FUNCTION_WORDS | ADDRESS_WORDS or "for" in words[1:3])):
         return True  # "Status: ...", "..., nice", "thanks a lot", "thank you, machine"
     if 1 < len(words) <= 4 and words[-1] in DONE_LAST and not set(words) & (TIME_WORDS | STATE_VERBS | DOERS):
@@ -437,7 +443,7 @@ def _states(words: list[str]) -> bool:
     ``_reports``): a determiner or pronoun and at most two more words, then is/are/was/were/been (or "it's",
     "that's", "they're" first, or a noun's "'s"), or a word and one of those; and after it no word of a goal ("the
     door is to be locked", "it's time to open the window", "the drawer is in need of closing": GOAL_WORDS)."""
-    if words and set(words) <= STATEMENT_OPENERS | REPORT_LABELS:
+    if words and set(words) <= STATEMENT_OPENERS | REPORT_LABELS | CLAUSE_OPENERS:
         return True  # a label or an opener of its own ("well, the window is closed", "Status: ...")
     words = list(dropwhile(lambda w: w in ADDRESS_WORDS, words))
     if not words:
@@ -519,7 +525,8 @@ def stated_only(text: str) -> str | None:
     clauses = [c.strip() for c in CLAUSE_BREAK.split(text)]
     # (a "no" first is no clause of its own: "no, the drawer is open")
     named = [c for c in clauses if any(w not in FUNCTION_WORDS | SAID_NO for w in instruction_words(c))]
-    said = [c for c in named if not set(instruction_words(c)) <= REPORT_LABELS | STATEMENT_OPENERS | FUNCTION_WORDS]
+    said = [c for c in named
+            if not set(instruction_words(c)) <= REPORT_LABELS | STATEMENT_OPENERS | CLAUSE_OPENERS | FUNCTION_WORDS]
     whole = instruction_words(text)
     if whole[-1:] and whole[-1] in ASKING and said and all(_asked_goal(instruction_words(c)) for c in said):
         return None  # "the window closed, please": a goal said as its state, asked (not "please, it's open", "the

@@ -92,6 +92,8 @@ DIRECTIONS = (
     (frozenset({"up", "upward", "upwards"}), frozenset({"down", "downward", "downwards"})),
     (frozenset({"in", "into", "inward", "inwards"}), frozenset({"out", "outward", "outwards"})),
     (frozenset({"forward", "forwards"}), frozenset({"back", "backward", "backwards"})),
+    # set j's: "take the ring off the peg" was heard as assembly's "slide the ring onto the peg" (0.76) at INFO
+    (frozenset({"onto"}), frozenset({"off"})),
 )
 
 
