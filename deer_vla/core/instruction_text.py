@@ -320,18 +320,17 @@ def opposite_words(text: str) -> tuple[str, str] | None:
     NFKC-folded, as the tokenizer reads it."""
     folded = unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES))
     everywhere = set(instruction_words(folded))
-    for clause in CLAUSE_BREAK.split(folded):
+    clauses = CLAUSE_BREAK.split(folded)
+    for clause in clauses:
         words = instruction_words(clause)
         said = list(dropwhile(lambda w: w in ADDRESS_WORDS, words))
         # a deed reported ("I opened the window, close it"), or a state said as a bare past form before another
         # clause ("Drawer closed. Open it." ran drawer-close at INFO: set j's)
-        stated = said and (_reports(said) or _done_said(said) and len(CLAUSE_BREAK.split(folded)) > 1)
+        stated = said and (_reports(said) or _done_said(said) and len(clauses) > 1)
         for state in (said if stated else ()):
-            for one, other in OPPOSITES:
-                for side, opposite in ((one, other), (other, one)):
-                    found = sorted(everywhere & opposite)
-                    if state in side and found:
-                        return state, found[0]
+            against = _against(state, everywhere)
+            if against is not None:
+                return against
         for i, word in enumerate(words):
             if not (word in STATE_INTRODUCERS or word.endswith("'s") and word not in NOT_STATE_S):
                 continue
@@ -341,11 +340,20 @@ def opposite_words(text: str) -> tuple[str, str] | None:
                 state = words[j]
                 if state in PLACE_WORDS and j + 1 < len(words) and words[j + 1] in PLACE_AFTER:
                     continue  # "is on the sink", "is close to you": a place
-                for one, other in OPPOSITES:
-                    for side, opposite in ((one, other), (other, one)):
-                        found = sorted(everywhere & opposite)
-                        if state in side and found:
-                            return state, found[0]
+                against = _against(state, everywhere)
+                if against is not None:
+                    return against
+    return None
+
+
+def _against(state: str, everywhere: set[str]) -> tuple[str, str] | None:
+    """(``state``, the first word of the other side) when ``state`` is a word of one side of OPPOSITES and
+    ``everywhere`` (a text's words) holds a word of the other side; else None."""
+    for one, other in OPPOSITES:
+        for side, opposite in ((one, other), (other, one)):
+            found = sorted(everywhere & opposite)
+            if state in side and found:
+                return state, found[0]
     return None
 
 
@@ -451,13 +459,14 @@ def _states(words: list[str]) -> bool:
     if _reports(words):  # before the openers go: "good job closing the drawer"
         return True
     labelled = words[0] in REPORT_HEADS
-    words = list(dropwhile(lambda w: w in STATEMENT_OPENERS | REPORT_LABELS, words))  # "fyi the drawer is open"
-    if not words:
+    stripped = list(dropwhile(lambda w: w in STATEMENT_OPENERS | REPORT_LABELS, words))  # "fyi the drawer is open"
+    if not stripped:
         return False
-    if labelled and _done_said(words):
+    if labelled and _done_said(stripped):
         return True  # "fyi window closed"
-    if _reports(words):
+    if stripped != words and _reports(stripped):
         return True
+    words = stripped
     possessive = words[0].endswith("'s") and any(w in STATE_VERBS for w in words[1:4])  # "robot's task is ..."
     if words[0].endswith("'s") and words[0].removesuffix("'s") in GOAL_SUBJECTS:
         return False  # "goal's the drawer open"
@@ -479,7 +488,6 @@ def _states(words: list[str]) -> bool:
         at = next((i for i, w in enumerate(words[1:4], 1) if w in STATE_VERBS | {"been"}
                    or (w.endswith("'s") and w not in NOT_NOUN_IS)), -1)
         if at < 0 or set(words[1 if not possessive else 0:at]) & (RELATIVES | GOAL_SUBJECTS) or (
-                possessive and words[0].removesuffix("'s") in GOAL_SUBJECTS) or (
                 words[at].removesuffix("'s") in GOAL_SUBJECTS):  # "the goal's the drawer open"
             return False
     return not set(words[at + 1:]) & GOAL_WORDS
@@ -519,28 +527,30 @@ def says_state(clause: str) -> bool:
 
 
 def stated_only(text: str) -> str | None:
-    """The first clause of ``text`` when every clause that names anything only says how something is (``_states``:
-    "the drawer is open", "the door is locked. the window is closed"): it asks nothing, and the policy did the task
-    of its words (an audit's "the drawer is open" ran drawer-open, 0.99, at INFO); else None."""
-    clauses = [c.strip() for c in CLAUSE_BREAK.split(text)]
+    """The clause to quote when every clause of ``text`` that names anything only says how something is or what
+    was done (``_states``: "the drawer is open", "I opened the window", "Status: window closed"): it asks nothing,
+    and the policy did the task of its words (an audit's "the drawer is open" ran drawer-open, 0.99, at INFO);
+    else None. Labels, openers, thanks and a lead-in are not quoted; a goal said as a bare past form with
+    "please" last asks ("the window closed, please")."""
+    words = {c: instruction_words(c) for c in (c.strip() for c in CLAUSE_BREAK.split(text))}
     # (a "no" first is no clause of its own: "no, the drawer is open")
-    named = [c for c in clauses if any(w not in FUNCTION_WORDS | SAID_NO for w in instruction_words(c))]
-    said = [c for c in named
-            if not set(instruction_words(c)) <= REPORT_LABELS | STATEMENT_OPENERS | CLAUSE_OPENERS | FUNCTION_WORDS]
+    named = [c for c, w in words.items() if any(x not in FUNCTION_WORDS | SAID_NO for x in w)]
+    labels = REPORT_LABELS | STATEMENT_OPENERS | CLAUSE_OPENERS | FUNCTION_WORDS
+    said = [c for c in named if not set(words[c]) <= labels]
     whole = instruction_words(text)
-    if whole[-1:] and whole[-1] in ASKING and said and all(_asked_goal(instruction_words(c)) for c in said):
+    if whole[-1:] and whole[-1] in ASKING and said and all(_asked_goal(words[c]) for c in said):
         return None  # "the window closed, please": a goal said as its state, asked (not "please, it's open", "the
         # drawer's open please", "I opened the drawer please")
-    thanks = next((c for c in clauses if instruction_words(c)[:1] and instruction_words(c)[0] in THANKS), None)
+    thanks = next((c for c, w in words.items() if w[:1] and w[0] in THANKS), None)
     if thanks is not None:  # "thank you, machine": what thanks have beside them is no clause of its own
-        named = [c for c in named if not set(instruction_words(c)) <= THANKS_AFTER | FUNCTION_WORDS]
+        named = [c for c in named if not set(words[c]) <= THANKS_AFTER | FUNCTION_WORDS]
         said = [c for c in said if c in named]
         if not named:
             return thanks
     # a lead-in is no statement to quote ("as you saw, the drawer is open")
-    said = [c for c in said if not _narrates(instruction_words(c))] or said
-    headed = any(set(instruction_words(c)) <= REPORT_HEADS | FUNCTION_WORDS for c in named)
-    if named and all(_states(instruction_words(c)) or headed and _done_said(instruction_words(c)) for c in named):
+    said = [c for c in said if not _narrates(words[c])] or said
+    headed = any(set(words[c]) <= REPORT_HEADS | FUNCTION_WORDS for c in named)
+    if named and all(_states(words[c]) or headed and _done_said(words[c]) for c in named):
         return (said or named)[0]  # what is said, not its label ("Status: drawer opened", "update: window closed")
     return None
 
