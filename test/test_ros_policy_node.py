@@ -707,6 +707,25 @@ def test_the_tracker_carries_on_over_a_cleanup_when_the_same_configuration_comes
     assert (fresh.scale, fresh.steps) == (1.0, 0)
 
 
+def test_a_checkpoint_replaced_in_place_starts_a_fresh_tracker(executor, tiny_checkpoint, tmp_path):
+    """The carry is keyed on the model loaded, not the folder's path: new weights copied over the old ones (a
+    robot's update script) are another policy, whose confidences the carried scale does not describe."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
+    node, before = _tracker_steered_then_cleaned_up(executor, folder)
+    weights = folder / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 0.01  # same shapes, same size on disk: only the digest tells
+    save_file(tensors, weights)
+    node.trigger_configure()
+    fresh = node.stack.controller.tracker
+    assert fresh is not before and (fresh.scale, fresh.steps) == (1.0, 0)
+
+
 def test_recording_reads_back_in_step_order_when_camera_stamps_go_backwards(executor, tiny_checkpoint, tmp_path):
     """Camera stamps that go backwards (a driver's clock reset, an NTP step; fresh enough to step on) must not
     reorder the recording: replay reruns the steps in the order read, and the head's history depends on it.

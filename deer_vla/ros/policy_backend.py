@@ -40,6 +40,9 @@ class PolicyStack:
     proprio_spec: ProprioSpec | None = None  # their names, units and limits (None: no proprioception)
     control_rate_hz: float | None = None  # the demonstrations' step rate, if the checkpoint records it
     steps_timed: bool = False  # configure timed whole steps here (a time budget was set): peak_ms, deadlines hold
+    # what was loaded (weights file's SHA-256, config digest), read at load: a folder replaced in place since is
+    # another model even under the same path
+    model_digest: tuple[str, str] = ("", "")
 
 
 @dataclass(frozen=True)
@@ -47,28 +50,29 @@ class TrackerCarry:
     """An online tracker kept over a cleanup, for the next configure. The average budget holds over the
     deployment: a robot cycled through cleanup and configure (a soak's three cycles went 1.1% over) restarted
     its scale at 1 each time and overspent while it settled again. Taken only by a configuration whose scale
-    means the same: the same checkpoint, thresholds (as applied), budget metric and costs of the loaded exits."""
+    means the same: the same model (its weights' and config's digests as loaded, not the folder's path: one
+    replaced in place is another model), thresholds (as applied), budget metric and costs of the loaded exits."""
 
-    checkpoint: str
+    model_digest: tuple[str, str]
     thresholds: Thresholds
     metric: str
     costs: tuple[float, ...]
     tracker: OnlineBudgetTracker
 
     @classmethod
-    def of(cls, checkpoint: Path | str, stack: PolicyStack) -> TrackerCarry | None:
+    def of(cls, stack: PolicyStack) -> TrackerCarry | None:
         controller = stack.controller
-        if controller.tracker is None or controller.thresholds is None:
+        if controller.tracker is None or controller.thresholds is None or "" in stack.model_digest:
             return None
         metric = controller.budget.metric
-        return cls(str(checkpoint), controller.thresholds, metric, tuple(stack.profile.costs(metric)),
+        return cls(stack.model_digest, controller.thresholds, metric, tuple(stack.profile.costs(metric)),
                    controller.tracker)
 
-    def resume(self, checkpoint: Path | str, stack: PolicyStack) -> bool:
+    def resume(self, stack: PolicyStack) -> bool:
         """Hand this tracker's state to ``stack``'s if its configuration is the same; whether it did."""
-        now = TrackerCarry.of(checkpoint, stack)
-        if now is None or (now.checkpoint, now.thresholds, now.metric, now.costs) != (
-                self.checkpoint, self.thresholds, self.metric, self.costs):
+        now = TrackerCarry.of(stack)
+        if now is None or (now.model_digest, now.thresholds, now.metric, now.costs) != (
+                self.model_digest, self.thresholds, self.metric, self.costs):
             return False
         now.tracker.carry_on_from(self.tracker)
         return True
@@ -193,9 +197,13 @@ def load_stack(
     timed_budget = budget.peak_ms is not None or budget.deadline_ms is not None
     probe_device = device if timed_budget else "cpu"
     full = PolicyRunner.from_checkpoint(checkpoint, max_exit=None, device=probe_device)
+    ckpt = CheckpointDir(checkpoint)
+    try:  # the digest is remembered for the file as it is (path, size, mtime): read once per file
+        model_digest = (ckpt.weights_digest(), ckpt.config_digest())
+    except (ValueError, OSError) as exc:  # replaced or removed while it loaded
+        raise ConfigurationError(f"cannot read the checkpoint just loaded: {exc}") from exc
     if thresholds is not None:
         try:  # another checkpoint's (of the same architecture) would load and run the wrong exits
-            ckpt = CheckpointDir(checkpoint)
             thresholds.check_solved_on(ckpt.weights_digest, str(thresholds_path), str(checkpoint), ckpt.gates_digest,
                                         ckpt.gates_file_digest, ckpt.config_digests)
         except (ValueError, OSError) as exc:
@@ -256,4 +264,4 @@ def load_stack(
     proprio_spec = config.proprio_spec if proprio_dim and config is not None else None
     return PolicyStack(runner, controller, profile, full_profile, cap_profile, runner.action_spec,
                        tuple(runner.cameras), cap, proprio_dim, proprio_spec, getattr(config, "control_rate_hz", None),
-                       steps_timed=timed_budget)
+                       steps_timed=timed_budget, model_digest=model_digest)

@@ -556,11 +556,11 @@ class PolicyNode(LifecycleNode):
     def _carry_tracker_on(self, params: PolicyParams, stack: PolicyStack) -> None:
         """The average budget holds over the deployment: the same configuration again carries on the tracker."""
         carry, self._tracker_carry = self._tracker_carry, None
-        if carry is None or not carry.resume(params.checkpoint, stack):
+        if carry is None or not carry.resume(stack):
             return
         tracker = carry.tracker
         self.get_logger().info(
-            f"average budget: the online tracker carries on from the last configuration (the same checkpoint, "
+            f"average budget: the online tracker carries on from the last configuration (the same weights, "
             f"thresholds and costs): threshold scale {tracker.scale:.3g}, mean {tracker.running_mean:.6g} "
             f"{carry.metric} over {tracker.steps} step(s)")
 
@@ -780,7 +780,7 @@ class PolicyNode(LifecycleNode):
     def _unconfigure(self) -> None:
         self._destroy_interfaces()
         if self.stack is not None and self.params is not None:
-            carry = TrackerCarry.of(self.params.checkpoint, self.stack)
+            carry = TrackerCarry.of(self.stack)
             # not a tracker that never ran (a configure that failed after the load) over the one it would have taken
             if carry is None or carry.tracker.steps or self._tracker_carry is None:
                 self._tracker_carry = carry
