@@ -85,6 +85,25 @@ def test_an_empty_file_is_said_to_be_empty_not_cut_off(tmp_path):
             assert list(read_messages(path)) == []
 
 
+def test_a_chunk_whose_data_no_longer_matches_its_checksum_is_said_and_not_replayed(tmp_path):
+    """A bit flipped on disk inside a chunk: the recording read back (replay, calibrate) with a damaged frame and
+    no word. Chunk checksums are checked; the damaged chunk's steps are left out, with a warning saying why."""
+    from deer_vla.data.mcap_io import TruncatedMcapWarning
+
+    path = _write(tmp_path / "flipped.mcap")
+    data = bytearray(path.read_bytes())
+    at = 8  # after the magic: records are opcode (1 byte), length (u64), content; the first chunk's
+    while data[at] != 0x06:
+        at += 9 + int.from_bytes(data[at + 1:at + 9], "little")
+    crc = at + 9 + 24  # after its start and end times and uncompressed size
+    assert int.from_bytes(data[crc:crc + 4], "little") != 0
+    data[crc] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.warns(TruncatedMcapWarning, match=f"MCAP file {path} is damaged after 0 message\\(s\\) \\(a chunk's "
+                                                  "checksum does not match its data"):
+        assert read_recording(path) == []
+
+
 def test_a_step_that_lost_part_of_itself_is_left_out_not_completed_from_its_neighbour(tmp_path):
     """After a write that failed partway (disk full) the log goes on in a new part, which can begin inside a step.
     The reader carried the previous step's action over and cleared only the images: a step with no image ended

@@ -195,8 +195,16 @@ def test_a_damaged_chunk_a_malformed_message_or_an_empty_frame_is_one_line_namin
     first = content + 32 + compression + 8
     data[first + 1:first + 9] = (1 << 40).to_bytes(8, "little")  # its first record claims a terabyte
     damaged.write_bytes(bytes(data))
+    # a chunk whose data no longer matches its checksum (a flipped bit on disk: imported without a word, a
+    # damaged frame and all); its recorded uncompressed CRC is flipped here, the records left readable
+    flipped = recording(tmp_path / "flipped.mcap")
+    data = bytearray(flipped.read_bytes())
+    assert data[at] == 0x06 and int.from_bytes(data[content + 24:content + 28], "little") != 0
+    data[content + 24] ^= 0x01
+    flipped.write_bytes(bytes(data))
     cases = [
         (damaged, f"{damaged}: cannot read past message"),
+        (flipped, f"{flipped}: cannot read past message 0 in log-time order (CRCValidationError"),
         (recording(tmp_path / "malformed.mcap", bad_cmd=b"\x00\x01\x00\x00\x05"),
          f"{tmp_path / 'malformed.mcap'}: /cmd at 600002000 ns: the message does not decode as "
          "std_msgs/msg/Float32MultiArray"),

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mcap.reader import NonSeekingReader, make_reader
+from mcap.stream_reader import CRCValidationError
 from mcap_ros2.decoder import DecoderFactory
 from mcap_ros2.writer import Writer
 
@@ -414,7 +415,8 @@ def read_messages(path: str | Path, topics: list[str] | None = None,
         return
     with path.open("rb") as stream:
         try:
-            raw = make_reader(stream).iter_messages(topics=topics, log_time_order=True)
+            # chunk checksums checked: a flipped bit in a chunk decoded to a wrong image, imported without a word
+            raw = make_reader(stream, validate_crcs=True).iter_messages(topics=topics, log_time_order=True)
         except Exception as exc:  # a damaged magic or summary (InvalidMagic, a bad schema name): one line
             raise McapFormatError(f"{path}: cannot read the file's header or summary "
                                   f"({type(exc).__name__}: {exc}); the file is damaged") from exc
@@ -461,7 +463,7 @@ def _file_order(path: Path, topics: list[str] | None, got: _Pass) -> Iterator[Mc
     decompress them all first), up to the first record that cannot be read; ``got`` says how far it came."""
     with path.open("rb") as stream:
         try:
-            reader = NonSeekingReader(stream, decoder_factories=[DecoderFactory()])
+            reader = NonSeekingReader(stream, validate_crcs=True, decoder_factories=[DecoderFactory()])
             for schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics,
                                                                                   log_time_order=False):
                 got.count += 1
@@ -476,8 +478,15 @@ def _read_in_file_order(path: Path, topics: list[str] | None) -> Iterator[McapMe
     yield from _file_order(path, topics, got)
     if got.error is not None:  # the log's next part goes on
         warnings.warn(TruncatedMcapWarning(
-            f"MCAP file {path} is damaged after {got.count} message(s) (a write failed partway?): "
+            f"MCAP file {path} is damaged after {got.count} message(s) ({_damage(got.error)}): "
             f"{type(got.error).__name__}: {got.error}"), stacklevel=3)
+
+
+def _damage(error: Exception) -> str:
+    """What likely damaged a file, from the error its reading ended with."""
+    if isinstance(error, CRCValidationError):
+        return "a chunk's checksum does not match its data: changed on disk or in a copy"
+    return "a write failed partway?"
 
 
 def _read_unfinished(path: Path, topics: list[str] | None) -> Iterator[McapMessage]:
@@ -489,8 +498,11 @@ def _read_unfinished(path: Path, topics: list[str] | None) -> Iterator[McapMessa
     started = time.monotonic()
     got = _Pass()
     yield from _file_order(path, topics, got)  # the writers append in time order
-    problem = ("ends without a footer" if got.error is None
-               else f"is cut off ({type(got.error).__name__}: {got.error})")
+    if got.error is None:
+        problem = "ends without a footer"
+    else:
+        ended = "is damaged" if isinstance(got.error, CRCValidationError) else "is cut off"
+        problem = f"{ended} ({_damage(got.error)}; {type(got.error).__name__}: {got.error})"
     warnings.warn(TruncatedMcapWarning(
         f"MCAP file {path} was not closed (its writer crashed?) and {problem}; recovered {got.count} message(s) "
         f"from its complete chunks in {time.monotonic() - started:.1f} s"
