@@ -41,9 +41,16 @@ def test_a_yaml_of_nested_aliases_is_refused_at_once_in_a_short_message(tmp_path
 @pytest.mark.parametrize("field,value,said", [
     (("action", "units"), 3, "ActionSpec.units must be a list, got 3"),
     (("action", "low"), True, "ActionSpec.low must be a list"),
-    (("action", "high"), [None, 1, 1, 1], "ActionSpec values must be numbers"),
+    (("action", "high"), [None, 1, 1, 1], "ActionSpec.high values must be numbers, got None"),
+    # read by float() as 1.0 m per step (100x the default) and 0.01: a bool or a string is no number
+    (("action", "scale"), [True, True, True], "ActionSpec.scale values must be numbers, got True"),
+    (("action", "scale"), ["0.01", 0.01, 0.01], "ActionSpec.scale values must be numbers, got '0.01'"),
+    # a 5e9 m/s twist for half a command: the reach of a full command is held to any arm's motion
+    (("action", "scale"), [1e9, 0.01, 0.01], "axis 'x' reaches 1e+09 m per step (max(|low|, |high|) x scale), "
+                                             "beyond any arm's motion (1 m per step)"),
     (("proprio",), {"names": "abc"}, "ProprioSpec.names must be a list"),
-    (("proprio",), {"names": ["a"], "low": [None], "high": [1]}, "ProprioSpec values must be numbers"),
+    (("proprio",), {"names": ["a"], "low": [None], "high": [1]}, "ProprioSpec.low values must be numbers, got None"),
+    (("proprio",), {"names": ["a"], "low": [False], "high": [1]}, "ProprioSpec.low values must be numbers, got False"),
     (("lm", "hf_config", "tie_word_embeddings"), [1], "lm.hf_config is not a valid LlamaConfig"),
 ])
 def test_a_checkpoint_config_with_a_wrong_typed_field_is_a_checkpoint_error_naming_it(tiny_checkpoint, tmp_path,

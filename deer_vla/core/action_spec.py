@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deer_vla.core.spec_lists import spec_from_lists
+from deer_vla.core.spec_lists import real_numbers, spec_from_lists
 
 STANDARD_AXES: tuple[str, ...] = ("x", "y", "z", "roll", "pitch", "yaw")
 ROTATION_AXES: tuple[str, ...] = ("roll", "pitch", "yaw")
 GRIPPER = "gripper"
 # per axis kind: the units an axis may have; the first is the default (a displacement per step)
 AXIS_UNITS: dict[str, tuple[str, ...]] = {"translation": ("m", "m/s"), "rotation": ("rad", "rad/s")}
+# the most any arm moves, per step or per second (by whether the unit is per second): an action, scale or limit
+# beyond it is a damaged record or another unit (millimetres, degrees)
+PLAUSIBLE_MOTION = {"translation": {False: 1.0, True: 10.0}, "rotation": {False: 2 * math.pi, True: 4 * math.pi}}
 MAX_FRAME_CHARS = 256
 _FRAME_RE = re.compile(r"[^\s/][^\s]*")  # printable, no whitespace, no leading '/' (tf2 refuses those)
 
@@ -91,7 +94,7 @@ class ActionSpec:
         n = len(axes)
         object.__setattr__(self, "axes", axes)
         for name, default in (("low", -1.0), ("high", 1.0), ("scale", 0.01)):
-            value = tuple(float(v) for v in (getattr(self, name) or (default,) * n))
+            value = real_numbers(getattr(self, name) or (default,) * n, f"ActionSpec.{name}")
             if len(value) != n:
                 raise ValueError(f"ActionSpec.{name} has {len(value)} values for {n} axes {axes}")
             if not all(np.isfinite(value)):
@@ -110,6 +113,15 @@ class ActionSpec:
                 raise ValueError(f"ActionSpec.units: axis '{axis}' is a {axis_kind(axis)}, its unit must be one of "
                                  f"{list(allowed)} (per step, or per second), got {unit!r}")
         object.__setattr__(self, "units", units)
+        for axis, lo, hi, scale, unit in zip(axes, self.low, self.high, self.scale, units):
+            kind = axis_kind(axis)
+            per_second = unit == AXIS_UNITS[kind][1]
+            reach, limit = max(abs(lo), abs(hi)) * scale, PLAUSIBLE_MOTION[kind][per_second]
+            per = "" if per_second else " per step"
+            if reach > limit:  # a scale of 1e9 published a 5e9 m/s twist: clipping is in normalised units only
+                raise ValueError(f"ActionSpec: axis '{axis}' reaches {reach:g} {unit}{per} (max(|low|, |high|) x "
+                                 f"scale), beyond any arm's motion ({limit:g} {unit}{per}): a damaged spec, or not "
+                                 "metres and radians")
 
     @property
     def num_continuous(self) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from deer_vla.core.spec_lists import spec_from_lists
+from deer_vla.core.spec_lists import real_numbers, spec_from_lists
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:/\-]+$")
 
@@ -47,7 +47,7 @@ class ProprioSpec:
             raise ValueError(f"ProprioSpec.units has {len(units)} values for {n} names")
         object.__setattr__(self, "units", units)
         for pair in (("low", "high"), ("mean", "std")):
-            values = [tuple(float(v) for v in getattr(self, k)) for k in pair]
+            values = [real_numbers(getattr(self, k), f"ProprioSpec.{k}") for k in pair]
             if bool(values[0]) != bool(values[1]):
                 raise ValueError(f"ProprioSpec.{pair[0]} and .{pair[1]} go together: give both or neither")
             for key, vals in zip(pair, values):

@@ -4,7 +4,8 @@ raised a bare TypeError, which pydantic validators pass on as a traceback), and 
 (null, a list) too."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import numbers
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 SpecT = TypeVar("SpecT")
@@ -26,3 +27,15 @@ def spec_from_lists(make: Callable[..., SpecT], data: Mapping[str, Any], default
         return make(**lists)
     except TypeError as exc:
         raise ValueError(f"{spec} values must be numbers: {exc}") from exc
+
+
+def real_numbers(values: Iterable[Any], field: str) -> tuple[float, ...]:
+    """``values`` as floats, each a JSON/YAML number: not a bool (``true`` read as 1.0 made a checkpoint's action
+    scale 1 m per step, 100x the default) nor a string of digits ("0.01"), which ``float()`` takes too. ValueError
+    naming ``field`` and the first item that is not."""
+    values = tuple(values)
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+            raise ValueError(f"{field} values must be numbers, got {shown}")
+    return tuple(float(v) for v in values)

@@ -38,7 +38,15 @@ from typing import Any
 
 import numpy as np
 
-from deer_vla.core.action_spec import AXIS_UNITS, GRIPPER, STANDARD_AXES, ActionSpec, axis_kind, check_frame_id
+from deer_vla.core.action_spec import (
+    AXIS_UNITS,
+    GRIPPER,
+    PLAUSIBLE_MOTION,
+    STANDARD_AXES,
+    ActionSpec,
+    axis_kind,
+    check_frame_id,
+)
 from deer_vla.core.config_io import config_dir_candidates, packaged_config_dir
 from deer_vla.core.image_resize import resize_rgb_frames
 from deer_vla.core.proprio_spec import ProprioSpec
@@ -163,7 +171,6 @@ def check_action_frame(frame: str) -> str:
 # little past its commanded value)
 GRIPPER_SLACK = 0.05
 # the most an arm moves, per axis kind, (per control step, per second): a recorded value beyond is no motion
-PLAUSIBLE_MOTION = {"translation": {False: 1.0, True: 10.0}, "rotation": {False: 2 * math.pi, True: 4 * math.pi}}
 
 
 @dataclass(frozen=True)
