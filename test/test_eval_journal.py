@@ -385,6 +385,20 @@ def test_a_journal_resumed_with_fewer_seeds_reports_only_its_plan(tmp_path):
     assert report["summary"]["full"]["overall"]["episodes"] == 2
 
 
+def test_records_of_a_mode_no_plan_names_are_dropped_and_said(tmp_path, caplog):
+    """A record of mode 'zzz' in a journal whose plan names full and exit1 was reported as played ("zzz: 1 of 0
+    episodes", in the summary and the pairing tables); it is dropped, with a warning naming it."""
+    _journal(tmp_path / "run", [HEADER, _episode(), _episode(mode="exit1"), _episode(mode="zzz")])
+    with caplog.at_level("WARNING"):
+        report = journal_report(tmp_path / "run")
+    assert report["progress"] == {"full": [1, 2], "exit1": [1, 2]} and "zzz" not in report["summary"]
+    assert all(e["mode"] != "zzz" for e in report["episodes"])
+    assert "dropping the records of mode(s) zzz: no plan of" in caplog.text
+    older = {**HEADER, "plan": {"tasks": ["reach-v3"], "episodes_per_task": 2}}  # a plan naming no modes
+    _journal(tmp_path / "older", [older, _episode(), _episode(mode="zzz")])
+    assert journal_report(tmp_path / "older")["progress"]["zzz"] == [1, None]
+
+
 def test_the_reports_files_keep_their_last_whole_version_on_a_full_disk(tmp_path, monkeypatch, capsys):
     """--json and --depth-weights were written in place: a full disk left an empty or half file where the last
     report was."""

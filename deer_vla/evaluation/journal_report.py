@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ from deer_vla.evaluation.report import (
 )
 from deer_vla.evaluation.rollout import EpisodeResult
 
+log = logging.getLogger(__name__)
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
@@ -92,11 +94,21 @@ def journal_report(out_dirs: str | Path | list[str | Path], common: bool = False
     # a journal resumed with fewer seeds per task keeps the earlier run's extra episodes; the run's results are
     # its plan's, as results.json has them ("full: 6 of 2 episodes" before)
     in_plan = {m for pl in plans for m in (pl.get("modes") or [])}
+    # an older journal's plan names no modes: its records are its modes; where every plan names them, a record of
+    # another mode was never played by these runs (a journal joined or edited by hand) and is dropped, said
+    every_planned = all(pl.get("modes") for pl in plans)
 
     def planned_for(r: EpisodeResult) -> bool:
-        mode_plan = planned[r.mode] if r.mode in in_plan else None
+        if r.mode not in in_plan:
+            return not every_planned
+        mode_plan = planned[r.mode]
         return mode_plan is None or (r.task, r.seed) in mode_plan
 
+    unplanned = sorted({r.mode for r in results if r.mode not in in_plan}) if every_planned else []
+    if unplanned:
+        log.warning("dropping the records of mode(s) %s: no plan of %s names them", ", ".join(unplanned),
+                    ", ".join(str(d) for d in dirs))
+        order = [m for m in order if m not in unplanned]
     results = [r for r in results if planned_for(r)]
     if common and order:
         by_mode: dict[str, set[tuple[str, int]]] = {m: set() for m in order}
