@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from deer_vla.core.instruction_text import clean_instruction, negation, opposite_words
-from deer_vla.model.instruction_words import NegatedInstructionError, OppositeWordsError, TrainedWords
+from deer_vla.model.instruction_words import (
+    COMMON_WORD_SHARE,
+    NegatedInstructionError,
+    OppositeWordsError,
+    TrainedWords,
+)
+from deer_vla.model.word_senses import installed_senses
+from deer_vla.ros.instruction_check import InstructionCheck
 
 WORDINGS = {
     "window-close": ["close the window", "slide the window shut"],
@@ -598,6 +605,28 @@ def test_the_untrained_words_are_rare_english_words_that_may_name_a_thing():
     assert words.untrained("ouvre qwzxv cajón") == []  # in no English list (French, nonsense, Spanish)
     assert words.untrained("Open The MICROWAVE") == ["microwave"]
     assert words.untrained("halt the drawer, forget the drawer") == []  # stop words: the refusal's to judge
+
+
+def test_common_words_that_name_a_thing_are_untrained_words_too(mt50_runner):
+    """"open the car door" ran door-open and "unlock my phone" door-unlock on mt50 with no warning: "car" and
+    "phone" are commoner than the cut-off for rare words. WordNet says they name a physical thing; the common
+    words of a request ("mind", "chance", "sure", "job") it does not. No trained or held-out wording of the
+    suites is warned for it."""
+    from deer_vla.sim.tasks import ALL_TASKS
+
+    words = TrainedWords(["open", "the", "door", "drawer"])
+    assert words.untrained("open the car door") == ["car"]
+    assert words.untrained("open the front door of the house, my phone is ringing") == ["house", "phone", "ringing"]
+    assert words.untrained("would you mind if I ask you to open the drawer when you get a chance, sure, good job") == []
+    check = InstructionCheck.for_runner(mt50_runner)
+    for text, word in (("open the car door", "car"), ("unlock my phone", "phone"), ("close the car window", "car")):
+        verdict = check.judge(text, "warn", 0.45, count=False)
+        assert [w for w, _, _ in verdict.unknown] == [word] and verdict.doubtful, text
+    senses, trained = installed_senses(), mt50_runner.trained_words
+    wordings = {t for task in ALL_TASKS.values() for t in (*task.train_instructions, *task.heldout_instructions)}
+    common = trained._english.total_words * COMMON_WORD_SHARE
+    assert not [(t, w) for t in wordings for w in trained.untrained(t)
+                if trained._english[w] >= common and senses.names_a_thing(w)]
 
 
 @pytest.mark.parametrize("text", ["The robot is done. Stop.", "Great. Now stop.", "E-STOP", "cmd=stop",

@@ -42,6 +42,7 @@ from deer_vla.core.instruction_text import (
 )
 from deer_vla.core.log_text import quoted
 from deer_vla.model.instruction_match import trained_wordings
+from deer_vla.model.word_senses import installed_senses
 
 MIN_FIXED_LETTERS = 4  # shorter words are too near too many others ("on"/"in", "up"/"us") to guess
 TWO_EDIT_LETTERS = 8  # from this length two edits still leave one trained word nearest
@@ -300,8 +301,10 @@ class TrainedWords:
         """The words of ``text`` (of its first MAX_READ_WORDS, each once) that no trained wording has and that may
         name what the text is about: English words rarer than COMMON_WORD_SHARE of the word list's use, not
         FUNCTION_WORDS, ADDRESS_WORDS or STOP_REQUESTS, nor adverbs of manner (``_manner``) ("fridge", "elevator",
-        "clockwise", "spigot"; not "really", "have", "after", "gently"). Words in no English list (a misspelling
-        read as nothing, another language, nonsense) are the similarity floor's to judge."""
+        "clockwise", "spigot"; not "really", "have", "after", "gently"); and commoner ones that WordNet says
+        name a physical thing ("car", "phone", "house": word_senses; not "mind", "chance", "job": "open the car
+        door" ran door-open on mt50 with no warning). Words in no English list (a misspelling read as nothing,
+        another language, nonsense) are the similarity floor's to judge."""
         found: list[str] = []
         for word in instruction_words(unicodedata.normalize("NFKC", text))[:MAX_READ_WORDS]:  # "ｆｒｉｄｇｅ" too
             word = word.removesuffix("'s")  # "the coffee maker's button" names the maker
@@ -310,7 +313,8 @@ class TrainedWords:
                 continue
             english = self._english  # loaded only for a word not trained
             uses = english[word]
-            if 0 < uses < COMMON_WORD_SHARE * english.total_words and not self._manner(word):
+            common = uses >= COMMON_WORD_SHARE * english.total_words
+            if uses > 0 and (installed_senses().names_a_thing(word) if common else not self._manner(word)):
                 found.append(word)
         return found
 
