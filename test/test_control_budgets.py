@@ -89,6 +89,9 @@ def test_infeasible_budgets_state_the_smallest_feasible_value(profile):
         exit_cap(profile, BudgetSpec(peak_gflops=c1 * 0.99))
     with pytest.raises(InfeasibleBudgetError, match=f"smallest feasible memory budget is {profile.weight_bytes[0]}"):
         exit_cap(profile, BudgetSpec(memory_bytes=profile.weight_bytes[0] - 1))
+    # what the node checks holds the exit gates too: the number is not the weights `deer-vla profile` lists
+    with pytest.raises(InfeasibleBudgetError, match="below what running exit 1 holds, .* the exit gates"):
+        exit_cap(profile, BudgetSpec(memory_bytes=1000))
     w1 = step_worst_ms(profile, 1)
     with pytest.raises(InfeasibleBudgetError, match=f"smallest feasible peak_ms is {w1:g}"):
         exit_cap(profile, BudgetSpec(peak_ms=w1 * 0.9))

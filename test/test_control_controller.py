@@ -90,6 +90,22 @@ def test_cap_is_never_exceeded(profile):
     assert {r.exit_used for r in records} == {3} and {r.stop_reason for r in records} == {"cap"}
 
 
+def test_an_average_a_cap_makes_slack_is_said_not_to_bind(profile):
+    """A peak budget at exit 3 beside an average above exit 3's cost: accepted (every step is within both), but
+    the average decides nothing, the tracker winds down and every step runs to the cap; said, where the node
+    logs it at configure and at a run-time change. An average below the cap's cost, or no cap, binds."""
+    th = Thresholds(values=[0.5] * 5)
+    peak = profile.llm_gflops[2]
+    ctl = ExitController(SyntheticExitPolicy(N, seed=1), profile, th,
+                         BudgetSpec(average_gflops=peak * 1.5, peak_gflops=peak))
+    said = ctl.average_unbound()
+    assert said is not None and f"at or above the cost of exit 3 every step ({peak:g} llm_gflops)" in said
+    assert "the cap peak_gflops sets: it does not bind" in said
+    assert ctl.average_unbound(BudgetSpec(average_gflops=peak * 0.8, peak_gflops=peak)) is None
+    # no cap: the whole model is within the average, nothing to say
+    assert ctl.average_unbound(BudgetSpec(average_gflops=profile.llm_gflops[-1] * 2)) is None
+
+
 def test_fixed_exit_mode(profile):
     for k in (1, 3, 6):
         records = run(ExitController(SyntheticExitPolicy(N, seed=2), profile, None, fixed_exit=k))

@@ -284,6 +284,24 @@ def test_budget_changed_at_runtime_changes_exits(executor, tiny_checkpoint):
     assert {r.exit_used for r in after} == {1} and {r.max_exit for r in after} == {1}
 
 
+def test_an_average_budget_a_peak_leaves_slack_is_accepted_and_said_not_to_bind(executor, tiny_checkpoint,
+                                                                                 monkeypatch):
+    """A budget audit's: an average above the cost of the cap a peak sets was accepted in silence; the tracker
+    wound its scale to the floor and every step ran to the cap. Accepted (both hold), said at WARN."""
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, tiny_checkpoint)
+    warned = spy_on_log(node, "warning", monkeypatch)
+    profile = node.stack.profile
+    peak, average = profile.cost(1) * 1.01, profile.cost(profile.num_exits)
+    assert node.set_parameters([Parameter("budget.peak_gflops", value=peak),
+                                Parameter("budget.average_gflops", value=average)])[0].successful
+    assert any("is at or above the cost of exit 1 every step" in m and "it does not bind" in m for m, _ in warned)
+    warned.clear()
+    assert node.set_parameters([Parameter("budget.peak_gflops", value=0.0)])[0].successful  # no cap: nothing said
+    assert not [m for m, _ in warned if "does not bind" in m]
+
+
 def test_new_instruction_resets_episode_and_model_errors_are_survived(executor, tiny_checkpoint, monkeypatch):
     from deer_vla.core import StepRecord
 

@@ -158,8 +158,10 @@ def budget_report(profile: CostProfile, budget: BudgetSpec, first_exit: int = 2)
         caps["memory_bytes"] = _deepest([float(b) for b in profile.weight_bytes], float(budget.memory_bytes))
         if caps["memory_bytes"] == 0:
             raise InfeasibleBudgetError(
-                f"memory budget {budget.memory_bytes} bytes is below exit 1's weights {profile.weight_bytes[0]} "
-                f"bytes; the smallest feasible memory budget is {profile.weight_bytes[0]}"
+                f"memory budget {budget.memory_bytes} bytes is below what running exit 1 holds, "
+                f"{profile.weight_bytes[0]} bytes (its weights, and the exit gates where the checkpoint has them: "
+                f"`deer-vla profile` lists the weights alone); the smallest feasible memory budget is "
+                f"{profile.weight_bytes[0]}"
             )
     for name in ("peak_ms", "deadline_ms"):
         limit = getattr(budget, name)

@@ -292,6 +292,20 @@ class ExitController:
     def cap(self) -> int:
         return self.report.cap
 
+    def average_unbound(self, budget: BudgetSpec | None = None) -> str | None:
+        """Why the average of ``budget`` (default: the one in force; a new one takes effect at the next step) binds
+        nothing, when a cap (peak or memory) makes every step cheaper than it ("average budget 0.1 is at or
+        above ..."), else None. The tracker then winds its scale to the floor and every step runs to the cap:
+        true, but a robot's engineer set an average expecting it to decide."""
+        report = self.report if budget is None else self._validate(budget)[0]
+        budget = self.budget if budget is None else budget
+        if (budget.average_gflops is None or report.average_binding or report.cap_binding == "num_exits"
+                or self.fixed_exit is not None or self.oracle_tolerance is not None):
+            return None
+        return (f"average budget {budget.average_gflops:g} is at or above the cost of exit {report.cap} every step "
+                f"({report.cap_cost:g} {report.metric}), the cap {report.cap_binding} sets: it does not bind, and "
+                f"steps may all run to exit {report.cap}")
+
     @property
     def plans_with_time(self) -> bool:
         """Whether a time budget plans with the machine's step times (a deadline, or peak_ms on a timed

@@ -509,6 +509,9 @@ class PolicyNode(LifecycleNode):
             f"device {params.device}, "
             f"{'ENABLED' if self.enabled else 'gated (dry run)'}"
         )
+        unbound = stack.controller.average_unbound()
+        if unbound is not None:
+            self.get_logger().warning(unbound)
         if joint_map is not None:
             self.get_logger().info(f"proprioception from sensor_msgs/JointState on '{params.proprio_input_topic}': "
                                    f"{stack.proprio_dim} values ({joint_map.describe()})")
@@ -898,6 +901,9 @@ class PolicyNode(LifecycleNode):
                     self._check_loaded_exits_fit(budget, params.fixed_exit)
                     # validates against the loaded exits and thresholds; applied at the next step
                     self.stack.controller.set_budget(budget)
+                    unbound = self.stack.controller.average_unbound(budget)
+                    if unbound is not None:  # accepted: true, but not what an average is set for
+                        self.get_logger().warning(unbound)
         except ParameterError as exc:
             new = self._problems_of(changes, exc) if self.stack is None else exc.problems
             if not new:  # unconfigured, with others still wrong: one fixed at a time, as `ros2 param load` sets them
