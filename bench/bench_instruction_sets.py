@@ -43,6 +43,10 @@ requests, two languages): held out on the rules of sets c-h, then mended after r
 a student testing edge cases, translator-app English, a busy parent, a technical writer, a streamer, a
 checklist, a voice assistant relaying a user, scene descriptions before a request): held out on all of
 session 66's rules (the last set measured before mending; three of its findings mended after).
+`bench/data/instructions_labelled_8.json` holds 304 of an eighth (set k, session 67: a radio supervisor, a lab
+notebook, a stutter in speech-recogniser output, non-native word orders, a sci-fi fan, a texter, a teacher, a
+corporate user, a gamer, a caregiver, spatial detail, a remote operator's log lines; hypotheticals among them):
+held out on the rules of sets a-j, then mended after reading it.
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
@@ -52,6 +56,7 @@ session 66's rules (the last set measured before mending; three of its findings 
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_5.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_6.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_7.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_8.json
 """
 from __future__ import annotations
 

@@ -616,7 +616,7 @@ def test_bench_instruction_match_reports_both_sides_and_refuses_a_checkpoint_wit
     assert "nearest trained wording of its own task 66/70" in proc.stdout  # test_instruction_match's figure
     # the figures docs/ros.md quotes for the words-never-learned WARN and the refusal of texts naming nothing
     assert ("above the floor 0.45, naming a word never learned (the node's WARN): held-out 6/70, other requests "
-            "3/5, other objects 15/17") in proc.stdout
+            "3/5, other objects 16/17") in proc.stdout
     assert ("naming no word of a trained wording (refused in either mode): held-out 0/70, other requests 16/28, "
             "other objects 0/21") in proc.stdout
     # mt50 without its record (as shipped before 2026-12-06): the files linked, extra.json without "instructions"
@@ -657,4 +657,5 @@ def test_bench_instruction_sets_hears_the_labelled_instructions_as_the_node_does
             (line.partition(")") for line in second.stdout.splitlines() if line.startswith("all ("))}
     # session 65's speech, stop, correction and software families (fb34d8e: REFUSE 115 0 0 0 52 31, task 53 0 155
     # 127 22 15)
-    assert rows["all (REFUSE)"] == [172, 0, 0, 0, 22, 4] and rows["all (task)"] == [76, 0, 175, 107, 14, 0]
+    # (one right silent to right WARN in session 67: "open the drawer -- sent from my phone" names a phone)
+    assert rows["all (REFUSE)"] == [172, 0, 0, 0, 22, 4] and rows["all (task)"] == [76, 0, 174, 108, 14, 0]

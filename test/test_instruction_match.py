@@ -240,6 +240,11 @@ def test_two_tasks_in_one_text_are_a_warning(default_runner):
     assert level == WARN and "two tasks, drawer-open and button-press-topdown" in message
     for text in ("open the drawer so I can see", "close the drawer please, thank you", "open the drawer"):
         assert check.judge(text, "warn", 0.45, count=False).two_tasks is None, text
+    # a clause is judged on its trained words: a word beside a clause ("simultaneously", "[op]", "by EOD") took it
+    # under the cut and the two tasks ran silently as one (a helper's set k)
+    for text in ("Run 12: open the drawer and press the button simultaneously.",
+                 "[op] open the drawer; close the window", "Please open the drawer and also close the window by EOD."):
+        assert check.judge(text, "warn", 0.45, count=False).two_tasks is not None, text
     held_out = [text for task in TASK_SUITE.values() for text in task.heldout_instructions]
     assert [t for t in held_out if check.judge(t, "warn", 0.45, count=False).two_tasks] == \
         ["coffee machine, press its button"]
@@ -554,3 +559,9 @@ def test_a_refusal_of_a_long_text_says_the_model_reads_only_its_start(default_ru
     assert verdict.refused("warn") and verdict.unread[0] > 0
     assert f"longer than the {verdict.unread[1]} the model reads" in verdict.heard(0.45)
     assert check.judge("pull the drawer open", "warn", 0.45).unread == (0, verdict.unread[1])
+    # a log line's time stamp took the tokens the model reads: the words of the request are in the text, so the
+    # refusal says none of the words the model reads is trained (it said none of the text's was)
+    stamped = check.judge("2026-12-07T19:40:01Z INFO cmd: close the drawer", "warn", 0.45)
+    assert stamped.names_nothing and stamped.unread[0] > 0
+    assert "(none of the words the model reads is in a trained wording)" in stamped.heard(0.45)
+    assert "(none of its words is in a trained wording)" in check.judge("hello", "warn", 0.45).heard(0.45)

@@ -89,6 +89,7 @@ def test_the_corrections_are_listed(trained):
     ("open the drawer", None), ("close the window", None), ("note the button", None), ("knot the rope", None),
     ("press the No. 5 button", None), ("press button no. 2", None), ("push the puck, not too fast", None),
     ("open the drawer, no rush", None), ("turn on the faucet, no problem", None),
+    ("turn off the faucet no cap", None), ("no cap, don't open the drawer", "don't"),  # slang for "honestly"
     ("open the window without hesitation", None), ("close the drawer so it's not left open", None),
     # a "no" first takes back what was going on, and the request after it is what is asked (set g's "No, wait,
     # close the drawer instead." was refused); "no opening the drawer", "no, don't open it" forbid
@@ -802,6 +803,43 @@ def test_a_home_position_is_refused_as_what_it_is(mt50_runner, text):
 def test_a_statement_after_a_no_is_a_statement(default_runner, text):
     """What follows a "no" is judged as if alone (a review's: these ran the stated task at INFO once "no, open the
     drawer" was let through)."""
+    from deer_vla.model.instruction_words import StatementError
+
+    assert isinstance(default_runner.refusal(text), StatementError), text
+
+
+@pytest.mark.parametrize("text", [
+    # a helper's blind set (k) ran each at INFO: the request is what someone would say, the robot is asked whether
+    "if if I said open the drawer would you would you do it", "If I say open the drawer, you will do?",
+    "Hypothetically, if we asked you to close the window, would you be able to?",
+    "if I told you to open the drawer, would you speedrun it?", "If she asked you to close the window, would you?",
+    "[op] if i send 'open the drawer' will you run it?", "If I told you to open the door, could you do it? Over.",
+    "if I asked you to open the drawer, would you?"])
+def test_a_request_said_as_what_someone_would_say_is_refused(default_runner, text):
+    from deer_vla.model.instruction_words import HypotheticalError
+
+    assert isinstance(default_runner.refusal(text), HypotheticalError), text
+    assert "asks whether the robot would do what someone" in default_runner.refusal(text).why
+
+
+@pytest.mark.parametrize("text", [
+    "if you could open the drawer that would be great", "If I may ask, could you open the drawer?",
+    "if I asked nicely, would you open the drawer?", "if I asked you to, would you open it?",
+    "If I said it wrong sorry, open the drawer", "if you can, open the drawer, would you?",
+    # hedges and reported speech before a request
+    "I think you should open the drawer", "lol open the drawer", "she says open the window please",
+    "I guess open the drawer", "open the drawer, I think", "honestly just open the drawer"])
+def test_requests_beside_an_if_a_hedge_or_reported_speech_run(default_runner, text):
+    assert default_runner.refusal(text) is None, text
+
+
+@pytest.mark.parametrize("text", [
+    # statements behind a hedge, a filler, a stutter or reported speech ran their task at INFO (set k); each
+    # without them was refused
+    "Drawer is already open, I think.", "um, I I think it it opened the drawer already", "lol it opened the drawer",
+    "She says thank you for opening the drawer.", "I think the drawer is already open",
+    "I think it opened the drawer already"])
+def test_a_statement_behind_a_hedge_or_reported_speech_is_a_statement(default_runner, text):
     from deer_vla.model.instruction_words import StatementError
 
     assert isinstance(default_runner.refusal(text), StatementError), text

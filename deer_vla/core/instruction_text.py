@@ -213,6 +213,24 @@ PRAISE = (("good", "job"), ("nice", "job"), ("great", "job"), ("good", "work"), 
 NARRATION = (("i", "see"), ("i", "can", "see"), ("i", "saw"), ("looks", "like"), ("it", "looks", "like"),
              ("seems", "like"), ("it", "seems"), ("apparently",), ("as", "you", "can", "see"), ("as", "you", "see"),
              ("as", "you", "saw"), ("as", "you", "just", "saw"), ("you", "can", "see"))
+# a speaker's hedge or reported speech before what is said: a statement stays one ("I think the drawer is already
+# open", "lol it opened the drawer", "she says thank you for opening the drawer"), a request one ("I think you
+# should open the drawer", "the user says open the drawer")
+HEDGES = (("i", "think"), ("i", "guess"), ("i", "believe"), ("i", "suppose"), ("i", "reckon"), ("i", "bet"),
+          ("i", "feel", "like"), ("she", "says"), ("he", "says"), ("they", "say"), ("she", "said"), ("he", "said"),
+          ("they", "said"), ("user", "says"), ("the", "user", "says"), ("lol",), ("lmao",), ("haha",), ("honestly",))
+# a request said as what someone would say, after "if" ("if I told you to open the drawer, would you?"): these
+# before it (within the first words) and the saying verbs; the main clause then asks whether, not to
+HYPOTHETICAL_SAYING = frozenset({"say", "says", "said", "tell", "told", "ask", "asked", "send", "sent", "type",
+                                 "typed", "write", "wrote", "give", "gave", "order", "ordered", "command",
+                                 "commanded", "request", "requested"})
+WILLING = frozenset({"would", "could", "will", "can", "wud", "wld", "cud"})
+YOU = frozenset({"you", "u", "ya", "ye"})
+# the words of a main clause that asks whether the robot would, not what ("would you do it?", "could you be able
+# to?", "will you run it?")
+WHETHER_WORDS = frozenset({"do", "did", "it", "that", "this", "so", "be", "able", "to", "run", "really", "actually",
+                           "comply", "obey", "execute", "listen", "go", "ahead", "over", "still", "right", "then",
+                           "as", "well", "too", "even"})
 # these head a report ("Status: window closed", "fyi drawer opened"): a bare past form after them is no goal
 REPORT_HEADS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack"})
 # a clause of these labels a report ("Status: drawer opened successfully") or remarks on it ("..., nice")
@@ -238,7 +256,8 @@ SAID_NO = frozenset({"no", "nope", "nah"})
 NOT_NEGATING = frozenset({("no", "problem"), ("no", "rush"), ("no", "hurry"), ("no", "worries"), ("not", "now"),
                           # "don't forget to close the drawer", "do not hesitate to open", "no matter what"
                           ("don't", "forget"), ("dont", "forget"), ("not", "forget"), ("never", "forget"),
-                          ("don't", "hesitate"), ("dont", "hesitate"), ("not", "hesitate"), ("no", "matter")})
+                          ("don't", "hesitate"), ("dont", "hesitate"), ("not", "hesitate"), ("no", "matter"),
+                          ("no", "cap")})  # slang for "honestly"
 # "press the No. 5 button": an abbreviation of number, not a negation
 NUMBER_ABBREVIATION = re.compile(r"\bno\.?\s*\d", re.IGNORECASE)
 # words of opposite tasks (drawer-open / drawer-close, faucet on / off; not "lock", a noun as often: "the lock:
@@ -453,7 +472,7 @@ def _states(words: list[str]) -> bool:
     door is to be locked", "it's time to open the window", "the drawer is in need of closing": GOAL_WORDS)."""
     if words and set(words) <= STATEMENT_OPENERS | REPORT_LABELS | CLAUSE_OPENERS:
         return True  # a label or an opener of its own ("well, the window is closed", "Status: ...")
-    words = list(dropwhile(lambda w: w in ADDRESS_WORDS, words))
+    words = unhedged(words)  # "I think the drawer is already open", "um, I I think it it opened the drawer"
     if not words:
         return False
     if _reports(words):  # before the openers go: "good job closing the drawer"
@@ -491,6 +510,47 @@ def _states(words: list[str]) -> bool:
                 words[at].removesuffix("'s") in GOAL_SUBJECTS):  # "the goal's the drawer open"
             return False
     return not set(words[at + 1:]) & GOAL_WORDS
+
+
+def unhedged(words: list[str]) -> list[str]:
+    """``words`` without a word said twice in a row ("I I think it it opened") and without the hedges and reported
+    speech before what is said (HEDGES, ADDRESS_WORDS' fillers), as often as they come ("um, I think lol ...")."""
+    words = [w for i, w in enumerate(words) if i == 0 or w != words[i - 1]]
+    while True:
+        words = list(dropwhile(lambda w: w in ADDRESS_WORDS, words))
+        hedge = next((p for p in HEDGES if tuple(words[:len(p)]) == p and len(words) > len(p)), None)
+        if hedge is None:
+            return words
+        words = words[len(hedge):]
+
+
+def hypothetical(text: str) -> str | None:
+    """The saying verb of a request said as what someone would say ("if I told you to open the drawer, would
+    you?", "If I say open the drawer, you will do?", "hypothetically, if we asked you to close the window, would
+    you be able to?": a helper's set ran each at INFO), or None: "if" among the first words, a saying verb
+    (HYPOTHETICAL_SAYING) within four words after it, then "would/could/will/can you" (or "you would ...") whose
+    clause names nothing but whether (WHETHER_WORDS). Not "if you could open the drawer, thanks", nor "if I asked
+    nicely, would you open the drawer?" (what is asked is in the main clause)."""
+    words = unhedged([w for w in instruction_words(text) if w not in ADDRESS_WORDS])
+    start = next((i for i, w in enumerate(words[:4]) if w == "if"), None)
+    if start is None:
+        return None
+    while start + 1 < len(words) and words[start + 1] == "if":
+        start += 1
+    saying = next((i for i in range(start + 1, min(start + 5, len(words))) if words[i] in HYPOTHETICAL_SAYING), None)
+    if saying is None:
+        return None
+    main = next((i for i in range(saying + 2, len(words) - 1)
+                 if words[i] in WILLING and words[i + 1] in YOU or words[i] in YOU and words[i + 1] in WILLING), None)
+    if main is None:
+        return None
+    asked = [w for w in words[saying + 1:main] if w not in FUNCTION_WORDS]  # the request said
+    after = [w for w in words[main + 2:] if w not in WILLING | YOU | FUNCTION_WORDS]
+    # the main clause asks whether ("would you do it?", "would you speedrun it?"), not what ("if I asked nicely,
+    # would you open the drawer?": nothing asked before it)
+    if asked and (set(after) <= WHETHER_WORDS or len(after) == 1 and len(asked) > 1):
+        return words[saying]
+    return None
 
 
 def _narrates(words: list[str]) -> bool:
@@ -532,9 +592,10 @@ def stated_only(text: str) -> str | None:
     and the policy did the task of its words (an audit's "the drawer is open" ran drawer-open, 0.99, at INFO);
     else None. Labels, openers, thanks and a lead-in are not quoted; a goal said as a bare past form with
     "please" last asks ("the window closed, please")."""
-    words = {c: instruction_words(c) for c in (c.strip() for c in CLAUSE_BREAK.split(text))}
-    # (a "no" first is no clause of its own: "no, the drawer is open")
-    named = [c for c, w in words.items() if any(x not in FUNCTION_WORDS | SAID_NO for x in w)]
+    words = {c: unhedged(instruction_words(c)) for c in (c.strip() for c in CLAUSE_BREAK.split(text))}
+    # (a "no" first is no clause of its own: "no, the drawer is open"; nor a hedge: "the drawer is open, I think")
+    named = [c for c, w in words.items()
+             if any(x not in FUNCTION_WORDS | SAID_NO for x in w) and tuple(w) not in HEDGES]
     labels = REPORT_LABELS | STATEMENT_OPENERS | CLAUSE_OPENERS | FUNCTION_WORDS
     said = [c for c in named if not set(words[c]) <= labels]
     whole = instruction_words(text)

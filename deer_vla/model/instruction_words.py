@@ -31,6 +31,7 @@ from deer_vla.core.instruction_text import (
     OPPOSITES,
     STOP_REQUESTS,
     WORD,
+    hypothetical,
     instruction_words,
     negated_state,
     negation,
@@ -143,6 +144,16 @@ class QuestionError(StatementError):
                                      "answer, and would do the task its words are nearest; say what to do")
 
 
+class HypotheticalError(StatementError):
+    """An instruction that asks whether the robot would do a request ("if I told you to open the drawer, would
+    you?"): nothing to be done now, and the policy did the task of its words."""
+
+    def __init__(self, text: str, word: str) -> None:
+        super().__init__(text, word, f"asks whether the robot would do what someone {word} ('if ..., would you?'), "
+                                     "not to do it: the policy would do the task its words are nearest; send the "
+                                     "request itself")
+
+
 def refusal(text: str, trained: Iterable[str] = (), read: str | None = None,
             stop_phrases: Collection[tuple[str, ...]] = ()) -> NegatedInstructionError | OppositeWordsError | None:
     """Why the policy would not do ``text`` as meant, as the error to raise or log (``.why``), or None: it asks
@@ -162,6 +173,9 @@ def refusal(text: str, trained: Iterable[str] = (), read: str | None = None,
     asked = question(text)
     if asked is not None:
         return QuestionError(text, asked)
+    said = hypothetical(text)
+    if said is not None:
+        return HypotheticalError(text, said)
     opposite = opposite_words(text) or (opposite_words(read) if read is not None else None)
     if opposite is not None:
         return OppositeWordsError(text, opposite)

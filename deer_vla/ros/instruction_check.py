@@ -232,8 +232,9 @@ class Verdict:
             return (f"sets {quoted(clause, 60)} aside and asks {asked}, but is heard as {m.task} (nearest trained "
                     f"wording {quoted(m.nearest, 80)}, similarity {m.similarity:.2f}): the policy reads every word, "
                     "those set aside too; send only the task")
-        if self.names_nothing:
-            return (f"names nothing this checkpoint was trained on (none of its words is in a trained wording), so "
+        if self.names_nothing:  # (of a long text, what it reads: "2026-12-07T19:40:01Z INFO cmd: close the drawer")
+            words = "none of the words the model reads" if self.unread[0] else "none of its words"
+            return (f"names nothing this checkpoint was trained on ({words} is in a trained wording), so "
                     f"no task: the nearest wording is {quoted(m.nearest, 80)} ({m.task}), similarity "
                     f"{m.similarity:.2f}")
         if self.far_off:
@@ -371,8 +372,8 @@ class InstructionCheck:
                     alone.append(named[0])  # "first the drawer, then the window"
                 if named:
                     thing = named[1:] if self.matcher.leads(named[0]) else named
-                if len(named) >= 2:
-                    clause_match = self.matcher.match(clause)
+                if len(named) >= 2:  # judged on its trained words: "press the button simultaneously" was 0.77
+                    clause_match = self.matcher.match(self._trained_part(clause))
                     if clause_match.similarity >= TWO_TASKS_SIMILARITY:
                         asked.append(clause_match)
         two = next(((a, b) for i, a in enumerate(asked) for b in asked[i + 1:]
@@ -383,6 +384,14 @@ class InstructionCheck:
             if pair is not None:
                 two = (self.matcher.match(pair[0]), self.matcher.match(pair[1]))
         return two
+
+    def _trained_part(self, clause: str) -> str:
+        """The words of ``clause`` a trained wording has, in order ("[op] open the drawer" -> "open the drawer"), or
+        the clause itself when the checkpoint's trained words are not known or it has none."""
+        if self._trained_words is None:
+            return clause
+        trained = [w for w in instruction_words(clause) if w in self._trained_words.words]
+        return " ".join(trained) or clause
 
     def _verdict(self, text: str, floor: float) -> Verdict:
         """``text`` judged against the floor: its match and every check beside it."""
