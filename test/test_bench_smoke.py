@@ -659,3 +659,24 @@ def test_bench_instruction_sets_hears_the_labelled_instructions_as_the_node_does
     # 127 22 15)
     # (one right silent to right WARN in session 67: "open the drawer -- sent from my phone" names a phone)
     assert rows["all (REFUSE)"] == [172, 0, 0, 0, 22, 4] and rows["all (task)"] == [76, 0, 174, 108, 14, 0]
+
+
+def test_bench_refusal_classifier_measures_each_set_held_out():
+    """The learned classifier of docs/RESULTS.md session 67, on the first labelled file's two sets (each held out
+    in turn): both operating points, every cell counted over the texts the rules let run; a bad L2 is refused."""
+    if not (REPO / "deer_vla" / "assets" / "default_checkpoint" / "config.json").is_file():
+        pytest.skip("needs the shipped checkpoint deer_vla/assets/default_checkpoint")
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    script = str(BENCH / "bench_refusal_classifier.py")
+    proc = subprocess.run([sys.executable, script, "--data", str(BENCH / "data" / "instructions_labelled.json")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "583 labelled texts in 2 sets, each held out in turn" in proc.stdout
+    # the rules' own verdicts, as bench_instruction_sets counts them: 9 REFUSE-labelled run silently, 173 WARN
+    assert proc.stdout.count("REFUSE-labelled the rules run silent: caught ") == 2
+    assert proc.stdout.count("/9 (") == 2 and proc.stdout.count("/173 (") == 2
+    assert proc.stdout.count("the suites' held-out wordings flagged: ") == 2
+    bad = subprocess.run([sys.executable, script, "--l2", "nan"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "--l2 must be >= 0, got nan" in bad.stderr
