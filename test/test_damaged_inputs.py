@@ -45,6 +45,7 @@ def test_a_yaml_of_nested_aliases_is_refused_at_once_in_a_short_message(tmp_path
     # read by float() as 1.0 m per step (100x the default) and 0.01: a bool or a string is no number
     (("action", "scale"), [True, True, True], "ActionSpec.scale values must be numbers, got True"),
     (("action", "scale"), ["0.01", 0.01, 0.01], "ActionSpec.scale values must be numbers, got '0.01'"),
+    (("action", "low"), [-10**400, -1, -1], "ActionSpec.low values must be finite numbers, got an integer too large"),
     # a 5e9 m/s twist for half a command: the reach of a full command is held to any arm's motion
     (("action", "scale"), [1e9, 0.01, 0.01], "axis 'x' reaches 1e+09 m per step (max(|low|, |high|) x scale), "
                                              "beyond any arm's motion (1 m per step)"),

@@ -38,4 +38,7 @@ def real_numbers(values: Iterable[Any], field: str) -> tuple[float, ...]:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
             raise ValueError(f"{field} values must be numbers, got {shown}")
-    return tuple(float(v) for v in values)
+    try:
+        return tuple(float(v) for v in values)
+    except OverflowError:  # a JSON integer of 400 digits: no float holds it
+        raise ValueError(f"{field} values must be finite numbers, got an integer too large for a float") from None
