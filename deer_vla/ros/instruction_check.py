@@ -29,6 +29,7 @@ from deer_vla.core.instruction_text import (
 from deer_vla.core.log_text import quoted
 from deer_vla.model.instruction_match import InstructionMatch, InstructionMatcher
 from deer_vla.model.instruction_words import TrainedWords
+from deer_vla.model.word_senses import WordSensesError, installed_senses
 from deer_vla.sim.tasks import ALL_TASKS
 
 # diagnostic_msgs/DiagnosticStatus levels (without importing ROS here)
@@ -300,11 +301,14 @@ class InstructionCheck:
             return cls(None, "not compared: the checkpoint records no trained instructions (extra.json "
                              "training.instructions, written by deer-vla train)")
         read_instruction = getattr(runner, "read_instruction", None)
+        trained_words = getattr(runner, "trained_words", None)
         try:
+            if trained_words is not None:  # parsed once per process, here and not in the first instruction's
+                installed_senses()  # callback (0.6-1.7 s there, the camera callbacks' group held)
             return cls(InstructionMatcher.from_runner(runner, record),
                        read=(lambda text: read_instruction(text)[0]) if read_instruction is not None else None,
-                       trained_words=getattr(runner, "trained_words", None))
-        except (TypeError, ValueError) as exc:
+                       trained_words=trained_words)
+        except (TypeError, ValueError, WordSensesError) as exc:
             return cls(None, f"not compared: {exc}")
 
     def judge(self, text: str, mode: str, floor: float, count: bool = True) -> Verdict:
