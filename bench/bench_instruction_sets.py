@@ -47,6 +47,10 @@ session 66's rules (the last set measured before mending; three of its findings 
 notebook, a stutter in speech-recogniser output, non-native word orders, a sci-fi fan, a texter, a teacher, a
 corporate user, a gamer, a caregiver, spatial detail, a remote operator's log lines; hypotheticals among them):
 held out on the rules of sets a-j, then mended after reading it.
+`bench/data/instructions_labelled_9.json` holds 337 of a ninth (set l: a hospital porter, a teenager, an engineer who
+over-explains, a chatbot's templates, dictation while driving, Australian, Irish and Indian English, a poet, a
+lawyer, someone testing the robot's limits, speech meant for another person, a quality inspector): held out on
+the rules of sets a-k, then mended after reading it.
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
@@ -57,6 +61,7 @@ held out on the rules of sets a-j, then mended after reading it.
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_6.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_7.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_8.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_9.json
 """
 from __future__ import annotations
 

@@ -844,3 +844,32 @@ def test_a_statement_behind_a_hedge_or_reported_speech_is_a_statement(default_ru
     from deer_vla.model.instruction_words import StatementError
 
     assert isinstance(default_runner.refusal(text), StatementError), text
+
+
+@pytest.mark.parametrize("text", [
+    # set l (held out on set k's rules): each ran its task at INFO
+    "The robot shall not, ever, close the window.", "you must not, under any circumstances, open the drawer"])
+def test_a_negation_whose_verb_comes_after_an_aside_is_a_negation(default_runner, text):
+    assert isinstance(default_runner.refusal(text), NegatedInstructionError), text
+
+
+@pytest.mark.parametrize("text", [
+    "Priya, did you leave the drawer open again?", "Tom, is the window open?",  # a name called, then a question
+    "Watch this, it's going to open the drawer in a second.", "It's going to open the drawer in a second.",
+    "the robot is going to open the drawer", "it will open the drawer", "it'll open the drawer",
+    # hedges of texting before a statement; a hypothetical in full-width letters or with "suppose"
+    "no cap the drawer is open", "tbh the drawer is open", "fr the drawer is open",
+    "ｉｆ I told you to open the drawer, would you?", "suppose I told you to open the drawer, would you?"])
+def test_a_question_to_someone_named_narration_of_what_will_be_done_and_hedged_statements_ask_nothing(
+        default_runner, text):
+    from deer_vla.model.instruction_words import StatementError
+
+    assert isinstance(default_runner.refusal(text), StatementError), text
+
+
+@pytest.mark.parametrize("text", [
+    "turn the tap on, wait no, off, turn it off", "you will open the drawer now", "we are going to open the drawer",
+    "Priya, open the drawer", "Please, do open the drawer", "I am going to need you to open the drawer",
+    "tbh just open the drawer", "watch me open the drawer, then you open it"])
+def test_requests_beside_a_name_a_future_or_a_correction_run(default_runner, text):
+    assert default_runner.refusal(text) is None, text

@@ -168,6 +168,8 @@ QUESTION_SUBJECTS = frozenset({"the", "a", "an", "you", "i", "it", "this", "that
 # open"); a question asks a person ("do you see the drawer?")
 DOING_VERBS = frozenset({"do", "have"})
 PERSONS = frozenset({"you", "i", "we", "they", "he", "she"})
+# one word and a comma first: a name called ("Priya, did you leave the drawer open?"), the question after it
+VOCATIVE = re.compile(r"\s*([^\W\d_][\w'\u2019-]*)\s*,")
 # where a question ends and a request may follow ("are you ready? open the drawer")
 QUESTION_BREAK = re.compile(r"[?.!;:]")
 # requests put as questions ("why not ...", "why don't you ..." are negations': refused on the safe side)
@@ -212,15 +214,18 @@ PRAISE = (("good", "job"), ("nice", "job"), ("great", "job"), ("good", "work"), 
 # set g's ran window-close, button-press-topdown at INFO)
 NARRATION = (("i", "see"), ("i", "can", "see"), ("i", "saw"), ("looks", "like"), ("it", "looks", "like"),
              ("seems", "like"), ("it", "seems"), ("apparently",), ("as", "you", "can", "see"), ("as", "you", "see"),
-             ("as", "you", "saw"), ("as", "you", "just", "saw"), ("you", "can", "see"))
+             ("as", "you", "saw"), ("as", "you", "just", "saw"), ("you", "can", "see"), ("watch", "this"),
+             ("look", "at", "this"), ("check", "this", "out"))
 # a speaker's hedge or reported speech before what is said: a statement stays one ("I think the drawer is already
 # open", "lol it opened the drawer", "she says thank you for opening the drawer"), a request one ("I think you
 # should open the drawer", "the user says open the drawer")
 HEDGES = (("i", "think"), ("i", "guess"), ("i", "believe"), ("i", "suppose"), ("i", "reckon"), ("i", "bet"),
           ("i", "feel", "like"), ("she", "says"), ("he", "says"), ("they", "say"), ("she", "said"), ("he", "said"),
-          ("they", "said"), ("user", "says"), ("the", "user", "says"), ("lol",), ("lmao",), ("haha",), ("honestly",))
+          ("they", "said"), ("user", "says"), ("the", "user", "says"), ("lol",), ("lmao",), ("haha",), ("honestly",),
+          ("no", "cap"), ("tbh",), ("ngl",), ("fr",), ("for", "real"), ("lowkey",))
 # a request said as what someone would say, after "if" ("if I told you to open the drawer, would you?"): these
 # before it (within the first words) and the saying verbs; the main clause then asks whether, not to
+HYPOTHETICAL_IFS = frozenset({"if", "suppose", "supposing", "imagine"})
 HYPOTHETICAL_SAYING = frozenset({"say", "says", "said", "tell", "told", "ask", "asked", "send", "sent", "type",
                                  "typed", "write", "wrote", "give", "gave", "order", "ordered", "command",
                                  "commanded", "request", "requested"})
@@ -231,6 +236,11 @@ YOU = frozenset({"you", "u", "ya", "ye"})
 WHETHER_WORDS = frozenset({"do", "did", "it", "that", "this", "so", "be", "able", "to", "run", "really", "actually",
                            "comply", "obey", "execute", "listen", "go", "ahead", "over", "still", "right", "then",
                            "as", "well", "too", "even"})
+# who a clause of what will be done is about, in narration ("it's going to open the drawer"), and its markers
+FUTURE_DOERS = frozenset({"it", "he", "she", "they"})
+FUTURE_DOERS_BEING = frozenset({"it's", "he's", "she's", "they're", "it'll", "he'll", "she'll", "they'll"})
+FUTURE_MARKERS = (("will",), ("is", "going", "to"), ("are", "going", "to"), ("is", "gonna"), ("are", "gonna"),
+                  ("going", "to"), ("gonna",), ("is", "about", "to"), ("about", "to"))
 # these head a report ("Status: window closed", "fyi drawer opened"): a bare past form after them is no goal
 REPORT_HEADS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack"})
 # a clause of these labels a report ("Status: drawer opened successfully") or remarks on it ("..., nice")
@@ -459,9 +469,27 @@ def _reports(words: list[str]) -> bool:
         return True  # "Status: ...", "..., nice", "thanks a lot", "thank you, machine"
     if 1 < len(words) <= 4 and words[-1] in DONE_LAST and not set(words) & (TIME_WORDS | STATE_VERBS | DOERS):
         return True  # "ack: drawer-open done", "drawer open finished" (not "open the drawer when done")
-    if words[0] in STATE_SUBJECTS and words[1:2] and words[1] in DOER_NOUNS and words[2:3] == ["will"]:
-        return True  # a demo's narration: "next, the robot will open the drawer"
+    if _future_deed(words):
+        return True  # a demo's narration: "next, the robot will open the drawer", "it's going to open the drawer"
     return any(tuple(words[:len(p)]) == p for p in PRAISE + NARRATION)
+
+
+def _future_deed(words: list[str]) -> bool:
+    """Whether a clause says what the robot (it, he, she, they, the robot) will do: narration, not a request ("the
+    robot will open the drawer", "it's going to open the drawer in a second": drawer-open at INFO). Not "you":
+    "you will open the drawer" is said to the robot."""
+    if words[:1] and words[0] in FUTURE_DOERS:
+        at = 1
+    elif words[:1] and words[0] in STATE_SUBJECTS and words[1:2] and words[1] in DOER_NOUNS:
+        at = 2
+    elif words[:1] and words[0] in FUTURE_DOERS_BEING:  # "it's going to", "it'll": a subject and a copula in one
+        at = 1
+        if words[0].endswith("ll"):
+            return len(words) > 1
+    else:
+        return False
+    rest = words[at:]
+    return any(tuple(rest[:len(m)]) == m and len(rest) > len(m) for m in FUTURE_MARKERS)
 
 
 def _states(words: list[str]) -> bool:
@@ -531,11 +559,12 @@ def hypothetical(text: str) -> str | None:
     (HYPOTHETICAL_SAYING) within four words after it, then "would/could/will/can you" (or "you would ...") whose
     clause names nothing but whether (WHETHER_WORDS). Not "if you could open the drawer, thanks", nor "if I asked
     nicely, would you open the drawer?" (what is asked is in the main clause)."""
-    words = unhedged([w for w in instruction_words(text) if w not in ADDRESS_WORDS])
-    start = next((i for i, w in enumerate(words[:4]) if w == "if"), None)
+    # NFKC-folded as the tokenizer reads it ("ｉｆ I told you to ..." is "if I told you to ...")
+    words = unhedged([w for w in instruction_words(unicodedata.normalize("NFKC", text)) if w not in ADDRESS_WORDS])
+    start = next((i for i, w in enumerate(words[:4]) if w in HYPOTHETICAL_IFS), None)
     if start is None:
         return None
-    while start + 1 < len(words) and words[start + 1] == "if":
+    while start + 1 < len(words) and words[start + 1] in HYPOTHETICAL_IFS:
         start += 1
     saying = next((i for i in range(start + 1, min(start + 5, len(words))) if words[i] in HYPOTHETICAL_SAYING), None)
     if saying is None:
@@ -625,6 +654,9 @@ def question(text: str) -> str | None:
     (REQUESTS_AS_QUESTIONS: "do you mind opening the drawer?", "is it possible to ..."; "can you ...", "could
     you ..." start with no such word), and no request after it ("are you ready? open the drawer")."""
     words = [w for w in instruction_words(text) if w not in ADDRESS_WORDS]
+    named = VOCATIVE.match(text)  # a name called first: "Priya, did you leave the drawer open again?"
+    if named and words[1:2] and words[0] == plain_word(named.group(1)) and words[1] in QUESTION_STARTS | QUESTION_VERBS:
+        text, words = text[named.end():], words[1:]
     if not words or words[0] not in QUESTION_STARTS | QUESTION_VERBS:
         return None
     first, *rest = [c for c in QUESTION_BREAK.split(text) if instruction_words(c)] or [text]
@@ -871,10 +903,13 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
 
     for n in range(len(clauses) - 2, -1, -1):
         tasks_after[n] = tasks_after[n + 1] or any(may_name_task(w) for w in clauses[n + 1])
+    carried: str | None = None  # a negation last in its clause, naming no task: it negates what comes next
     for n, words in enumerate(clauses):
         found = _cessation(words, allowed, whole, asked_before, stop_phrases)
         if found is not None:
             return found
+        if carried is not None and any(may_name_task(w) for w in words):
+            return carried  # "the robot shall not, ever, close the window" ran window-close at INFO
         first = not asked_before  # no clause before this one named anything
         asked_before = asked_before or any(w not in FUNCTION_WORDS for w in words)
         task_after = tasks_after[n]
@@ -911,4 +946,6 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
         names_task = any(_trained_form(w, allowed) for w in rest) if allowed else bool(rest)
         if names_task or not rest:
             return found
+        if words[-1] == found and set(words[:-1]) & (AUXILIARIES | DOING_VERBS | {"does", "did"}):
+            carried = found  # "the robot shall not, ...": a modal and its negation, the verb later (not "wait no")
     return _said_stop(clauses, whole, may_name_task)
