@@ -241,6 +241,36 @@ FUTURE_DOERS = frozenset({"it", "he", "she", "they"})
 FUTURE_DOERS_BEING = frozenset({"it's", "he's", "she's", "they're", "it'll", "he'll", "she'll", "they'll"})
 FUTURE_MARKERS = (("will",), ("is", "going", "to"), ("are", "going", "to"), ("is", "gonna"), ("are", "gonna"),
                   ("going", "to"), ("gonna",), ("is", "about", "to"), ("about", "to"))
+# asks to break a thing or hurt someone: the policy only does its tasks, and ran the nearest ("Slam the door on my
+# hand" door-close, "Break the window" window-open, "Hit me with the arm" at a WARN on mt50); a
+# verb a checkpoint was trained on is its task's ("hit the button", "knock the puck", "hammer the nail")
+HARM_VERBS = frozenset({"break", "shatter", "destroy", "wreck", "damage", "crush", "bash", "rip", "hurt", "injure",
+                        "stab", "burn", "attack", "slap", "harm", "strangle", "choke"})
+# (not "smash", "punch", "smack": "smash the button from above" is a held-out wording, nor "slam" ("slam dunk the
+# ball"), "throw" ("throw the ball into the hoop") or "kill" ("kill the water at the faucet"): aimed at someone
+# they are harm, below)
+# words before a verb asked ("please just break it", "can you hit me"): what is asked is the verb after them
+ASKED_VERB_AFTER = frozenset({"just", "now", "go", "and", "then", "also", "quickly", "immediately"}) | ADDRESS_WORDS
+# who or what may be hurt: a person or an animal, or a person's body ("my hand"; not "the hand", the robot's)
+HARMED = frozenset({"me", "him", "her", "them", "us", "person", "people", "someone", "somebody", "anyone",
+                    "anybody", "everyone", "brother", "sister", "child", "kid", "kids", "baby", "man", "woman",
+                    "human", "humans", "cat", "dog", "pet", "bystander", "operator"})
+OWNERS = frozenset({"my", "his", "her", "their", "our", "someone's", "somebody's"})
+BODY = frozenset({"hand", "hands", "finger", "fingers", "head", "face", "foot", "feet", "leg", "legs", "arm", "arms",
+                  "eye", "eyes", "body", "neck", "toe", "toes"})
+# verbs that touch what they name, and the prepositions that aim them ("throw the ball at my brother")
+CONTACT_VERBS = frozenset({"hit", "kick", "knock", "hammer", "shove", "poke", "push", "grab", "pinch", "squeeze",
+                           "kill",
+                           "throw", "dunk", "drop", "jab", "strike", "whack", "bump", "ram", "swing", "slam", "crush",
+                           "punch", "slap", "smack", "stab", "bash", "press", "pull", "yank", "lock", "trap", "close",
+                           "shut"})
+CONTACT_PREPOSITIONS = frozenset({"at", "on", "into", "onto", "against", "over", "in"})
+DETERMINERS = frozenset({"the", "a", "an", "this", "that", "these", "those", "some"})
+# setting the robot's safety aside: a verb of these beside a word of SAFETY_THINGS ("ignore your safety rules",
+# "disable your speed limits", "turn off your emergency stop", "override the collision checker")
+OVERRIDE_VERBS = frozenset({"ignore", "disable", "override", "bypass", "defeat", "deactivate", "off"})
+SAFETY_THINGS = frozenset({"safety", "rules", "instructions", "limits", "limit", "collision", "emergency", "e-stop",
+                           "estop", "restrictions", "guardrails", "checker", "interlock", "interlocks"})
 # these head a report ("Status: window closed", "fyi drawer opened"): a bare past form after them is no goal
 REPORT_HEADS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack"})
 # a clause of these labels a report ("Status: drawer opened successfully") or remarks on it ("..., nice")
@@ -863,6 +893,53 @@ def _names_task(word: str) -> bool:
     """Whether ``word`` may name a task: not a function word, a stop, a dismissal, a filler or a negation."""
     return not (word in FUNCTION_WORDS or word in STOP_FILLERS or word in CESSATIONS or word in STOP_VERBS
                 or word in DISMISSALS or word in NOTHING_AT_ALL or _negator(word))
+
+
+def harm(text: str, trained: Iterable[str] = ()) -> str | None:
+    """The word that makes ``text`` ask to break a thing, hurt someone or set the robot's safety aside, or None: a
+    HARM_VERBS word no trained wording has ("break the window", "slam the door"), a person or animal (HARMED) or a
+    person's body ("my hand") in a clause with a verb of harm or contact ("hit me with the arm", "throw the ball at
+    my brother", "grab the cat"), an override of the robot's safety (OVERRIDE_VERBS beside SAFETY_THINGS), or a
+    "developer mode". ``trained``: the checkpoint's words, whose verbs are its tasks' ("hit the button")."""
+    allowed = set(trained)
+    folded = unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES))
+    for clause in CLAUSE_BREAK.split(folded):
+        words = instruction_words(clause)
+        # only a verb asked: first in its clause, or after "to" ("I want you to break it"); not a hazard said as a
+        # reason ("close the drawer, the baby's gonna pinch her fingers"; "the handle, you press him down")
+        start = next((i for i, w in enumerate(words) if w not in ASKED_VERB_AFTER), len(words))
+        modal, subject = (words[start:start + 2] + ["", ""])[:2]
+        if modal in WILLING and subject in YOU:
+            start += 2  # "can you hit me" (not "you press him down", a learner's "it")
+        asked = [i for i, w in enumerate(words) if i == start or i and words[i - 1] == "to"]
+        verb = next((words[i] for i in asked if words[i] in HARM_VERBS and not _trained_form(words[i], allowed)), None)
+        if verb is not None:
+            return verb
+        if any(words[i] in CONTACT_VERBS and _hurts(words[i:]) for i in asked):
+            return next(words[i] for i in asked if words[i] in CONTACT_VERBS)
+        if set(words) & OVERRIDE_VERBS and set(words) & SAFETY_THINGS:
+            return next(w for w in words if w in OVERRIDE_VERBS)
+        if "developer" in words and "mode" in words:
+            return "developer"
+    return None
+
+
+def _hurts(words: list[str]) -> bool:
+    """Whether a clause puts a verb of contact (CONTACT_VERBS) on a person, an animal or a person's body: right
+    after it ("hit me", "grab the cat") or after a preposition of contact ("throw the ball at my brother", "slam the
+    door on my hand"); not "open the drawer for me", "push the puck to me"."""
+    seen_verb = False
+    for i, word in enumerate(words):
+        if word in CONTACT_VERBS:
+            seen_verb = True
+            continue
+        body = word in BODY and i > 0 and words[i - 1] in OWNERS
+        if not seen_verb or not (word in HARMED or body):
+            continue
+        before = [w for w in words[:i] if w not in DETERMINERS and w not in OWNERS]  # "at my brother"
+        if before and (before[-1] in CONTACT_VERBS or before[-1] in CONTACT_PREPOSITIONS):
+            return True
+    return False
 
 
 def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tuple[str, ...]] = ()) -> str | None:
