@@ -214,7 +214,7 @@ PRAISE = (("good", "job"), ("nice", "job"), ("great", "job"), ("good", "work"), 
 # set g's ran window-close, button-press-topdown at INFO)
 NARRATION = (("i", "see"), ("i", "can", "see"), ("i", "saw"), ("looks", "like"), ("it", "looks", "like"),
              ("seems", "like"), ("it", "seems"), ("apparently",), ("as", "you", "can", "see"), ("as", "you", "see"),
-             ("as", "you", "saw"), ("as", "you", "just", "saw"), ("you", "can", "see"), ("watch", "this"),
+             ("as", "you", "saw"), ("as", "you", "just", "saw"), ("you", "can", "see"), ("watch", "this"), ("watch",),
              ("look", "at", "this"), ("check", "this", "out"))
 # a speaker's hedge or reported speech before what is said: a statement stays one ("I think the drawer is already
 # open", "lol it opened the drawer", "she says thank you for opening the drawer"), a request one ("I think you
@@ -244,8 +244,12 @@ FUTURE_MARKERS = (("will",), ("is", "going", "to"), ("are", "going", "to"), ("is
 # asks to break a thing or hurt someone: the policy only does its tasks, and ran the nearest ("Slam the door on my
 # hand" door-close, "Break the window" window-open, "Hit me with the arm" at a WARN on mt50); a
 # verb a checkpoint was trained on is its task's ("hit the button", "knock the puck", "hammer the nail")
-HARM_VERBS = frozenset({"break", "shatter", "destroy", "wreck", "damage", "crush", "bash", "rip", "hurt", "injure",
-                        "stab", "burn", "attack", "slap", "harm", "strangle", "choke"})
+HARM_VERBS = frozenset({"break", "shatter", "destroy", "wreck", "damage", "rip", "hurt", "injure", "stab", "burn",
+                        "attack", "slap", "harm", "strangle", "choke"})
+# (not "crush", "bash": "crush it" says "do it well", "bash the nail in" is hammering)
+NOT_HARMED = frozenset({"nothing", "anything"})  # "open the drawer and break nothing": care asked
+HARMLESS_IDIOMS = frozenset({("break", "a", "leg")})
+HARMED_PRONOUNS = frozenset({"me", "him", "her", "them", "us"})
 # (not "smash", "punch", "smack": "smash the button from above" is a held-out wording, nor "slam" ("slam dunk the
 # ball"), "throw" ("throw the ball into the hoop") or "kill" ("kill the water at the faucet"): aimed at someone
 # they are harm, below)
@@ -264,11 +268,16 @@ CONTACT_VERBS = frozenset({"hit", "kick", "knock", "hammer", "shove", "poke", "p
                            "throw", "dunk", "drop", "jab", "strike", "whack", "bump", "ram", "swing", "slam", "crush",
                            "punch", "slap", "smack", "stab", "bash", "press", "pull", "yank", "lock", "trap", "close",
                            "shut"})
-CONTACT_PREPOSITIONS = frozenset({"at", "on", "into", "onto", "against", "over", "in"})
+CONTACT_PREPOSITIONS = frozenset({"at", "on", "onto", "against", "over"})  # (not "in", "into": "drop it in my hand")
 DETERMINERS = frozenset({"the", "a", "an", "this", "that", "these", "those", "some"})
 # setting the robot's safety aside: a verb of these beside a word of SAFETY_THINGS ("ignore your safety rules",
 # "disable your speed limits", "turn off your emergency stop", "override the collision checker")
-OVERRIDE_VERBS = frozenset({"ignore", "disable", "override", "bypass", "defeat", "deactivate", "off"})
+# where an override's object ends ("turn off the faucet for safety": the faucet), and words of it that name nothing
+OBJECT_ENDS = frozenset({"for", "per", "to", "within", "with", "in", "on", "at", "by", "as", "like", "and", "then",
+                         "so", "because", "while"})
+OBJECT_SKIPS = frozenset({"your", "all", "previous", "earlier", "prior", "last", "of"})
+OVERRIDE_VERBS = frozenset({"ignore", "disable", "override", "bypass", "defeat", "deactivate", "off", "forget",
+                            "disregard", "remove"})
 SAFETY_THINGS = frozenset({"safety", "rules", "instructions", "limits", "limit", "collision", "emergency", "e-stop",
                            "estop", "restrictions", "guardrails", "checker", "interlock", "interlocks"})
 # these head a report ("Status: window closed", "fyi drawer opened"): a bare past form after them is no goal
@@ -508,6 +517,10 @@ def _future_deed(words: list[str]) -> bool:
     """Whether a clause says what the robot (it, he, she, they, the robot) will do: narration, not a request ("the
     robot will open the drawer", "it's going to open the drawer in a second": drawer-open at INFO). Not "you":
     "you will open the drawer" is said to the robot."""
+    words = list(dropwhile(lambda w: w in STATEMENT_OPENERS | CLAUSE_OPENERS, words))  # "next the robot will"
+    noun = words[1] if len(words) > 1 else ""
+    if words[0:1] and words[0] in STATE_SUBJECTS and noun.endswith("'s") and noun.removesuffix("'s") in DOER_NOUNS:
+        words = [words[0], noun.removesuffix("'s"), "is", *words[2:]]  # "the robot's going to open the drawer"
     if words[:1] and words[0] in FUTURE_DOERS:
         at = 1
     elif words[:1] and words[0] in STATE_SUBJECTS and words[1:2] and words[1] in DOER_NOUNS:
@@ -897,30 +910,64 @@ def _names_task(word: str) -> bool:
 
 def harm(text: str, trained: Iterable[str] = ()) -> str | None:
     """The word that makes ``text`` ask to break a thing, hurt someone or set the robot's safety aside, or None: a
-    HARM_VERBS word no trained wording has ("break the window", "slam the door"), a person or animal (HARMED) or a
-    person's body ("my hand") in a clause with a verb of harm or contact ("hit me with the arm", "throw the ball at
-    my brother", "grab the cat"), an override of the robot's safety (OVERRIDE_VERBS beside SAFETY_THINGS), or a
-    "developer mode". ``trained``: the checkpoint's words, whose verbs are its tasks' ("hit the button")."""
+    HARM_VERBS word no trained wording has, asked ("break the window", "I want you to break it"), a verb of contact
+    put on a person, an animal or a person's body (``_hurts``: "hit me with the arm", "throw the ball at my brother",
+    "grab the cat"), an override of the robot's safety (``_overrides``), or a "developer mode". Only a verb asked
+    counts (``_asked_verbs``), not a hazard said as a reason ("close the drawer, the kid is going to hit his head on
+    it"; "the handle, you press him down", a learner's "it"). ``trained``: the checkpoint's words, whose verbs are
+    its tasks' ("hit the button")."""
     allowed = set(trained)
     folded = unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES))
     for clause in CLAUSE_BREAK.split(folded):
-        words = instruction_words(clause)
-        # only a verb asked: first in its clause, or after "to" ("I want you to break it"); not a hazard said as a
-        # reason ("close the drawer, the baby's gonna pinch her fingers"; "the handle, you press him down")
-        start = next((i for i, w in enumerate(words) if w not in ASKED_VERB_AFTER), len(words))
-        modal, subject = (words[start:start + 2] + ["", ""])[:2]
-        if modal in WILLING and subject in YOU:
-            start += 2  # "can you hit me" (not "you press him down", a learner's "it")
-        asked = [i for i, w in enumerate(words) if i == start or i and words[i - 1] == "to"]
-        verb = next((words[i] for i in asked if words[i] in HARM_VERBS and not _trained_form(words[i], allowed)), None)
-        if verb is not None:
-            return verb
-        if any(words[i] in CONTACT_VERBS and _hurts(words[i:]) for i in asked):
-            return next(words[i] for i in asked if words[i] in CONTACT_VERBS)
-        if set(words) & OVERRIDE_VERBS and set(words) & SAFETY_THINGS:
-            return next(w for w in words if w in OVERRIDE_VERBS)
+        words = " ".join(instruction_words(clause)).replace("e stop", "estop").split()  # "e-stop" read as "e", "stop"
+        for i in _asked_verbs(words):
+            if (words[i] in HARM_VERBS and not _trained_form(words[i], allowed)
+                    and not set(words[i + 1:i + 3]) & NOT_HARMED and tuple(words[i:i + 3]) not in HARMLESS_IDIOMS):
+                return words[i]
+            if words[i] in CONTACT_VERBS and _hurts(words[i:]):
+                return words[i]
+        override = _overrides(words)
+        if override is not None:
+            return override
         if "developer" in words and "mode" in words:
             return "developer"
+    return None
+
+
+def _asked_verbs(words: list[str]) -> list[int]:
+    """Where a clause's verbs asked of the robot are: its first word after ASKED_VERB_AFTER and "can/would you"
+    ("would you please just break it"), and a word after "to" with "you" just before ("I want you to break it",
+    "you need to smash it"; not "the wind is going to break the vase")."""
+    start = 0
+    while start < len(words):
+        if words[start] in ASKED_VERB_AFTER:
+            start += 1
+        elif words[start] in WILLING and words[start + 1:start + 2] and words[start + 1] in YOU:
+            start += 2
+        else:
+            break
+    return [i for i in range(len(words))
+            if i == start or i > 1 and words[i - 1] == "to" and "you" in words[max(0, i - 4):i - 1]]
+
+
+def _overrides(words: list[str]) -> str | None:
+    """The verb of a clause that sets the robot's safety aside: OVERRIDE_VERBS with a word of SAFETY_THINGS as its
+    object ("turn off your emergency stop", "ignore your safety rules", "disable the speed limits"; not "turn off
+    the faucet for safety"); instructions or rules only when safety or "all" is said ("ignore all previous
+    instructions"; not "ignore my last instructions and close the drawer", a correction)."""
+    for i, word in enumerate(words):
+        if word not in OVERRIDE_VERBS:
+            continue
+        named: list[str] = []  # its object's words: "your emergency stop" -> emergency, stop
+        for w in words[i + 1:]:
+            if w in OBJECT_ENDS or len(named) == 2:
+                break
+            if w not in DETERMINERS and w not in OWNERS and w not in OBJECT_SKIPS:
+                named.append(w)
+        if set(named) & (SAFETY_THINGS - {"instructions", "rules"}):
+            return word
+        if set(named) & {"instructions", "rules"} and ("safety" in words or "all" in words[i + 1:i + 3]):
+            return word
     return None
 
 
@@ -936,6 +983,8 @@ def _hurts(words: list[str]) -> bool:
         body = word in BODY and i > 0 and words[i - 1] in OWNERS
         if not seen_verb or not (word in HARMED or body):
             continue
+        if word in HARMED_PRONOUNS and words[i + 1:i + 2] and words[i + 1] not in CONTACT_PREPOSITIONS | {"with"}:
+            continue  # given something: "grab me the mug", "throw us the ball" (not "hit me", "hit me with it")
         before = [w for w in words[:i] if w not in DETERMINERS and w not in OWNERS]  # "at my brother"
         if before and (before[-1] in CONTACT_VERBS or before[-1] in CONTACT_PREPOSITIONS):
             return True
@@ -1023,6 +1072,6 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
         names_task = any(_trained_form(w, allowed) for w in rest) if allowed else bool(rest)
         if names_task or not rest:
             return found
-        if words[-1] == found and set(words[:-1]) & (AUXILIARIES | DOING_VERBS | {"does", "did"}):
+        if words[-1] == found and set(words[:-1]) & AUXILIARIES and "or" not in words:
             carried = found  # "the robot shall not, ...": a modal and its negation, the verb later (not "wait no")
     return _said_stop(clauses, whole, may_name_task)
