@@ -51,6 +51,10 @@ held out on the rules of sets a-j, then mended after reading it.
 over-explains, a chatbot's templates, dictation while driving, Australian, Irish and Indian English, a poet, a
 lawyer, someone testing the robot's limits, speech meant for another person, a quality inspector): held out on
 the rules of sets a-k, then mended after reading it.
+`bench/data/instructions_labelled_10.json` holds 369 of a tenth (set m: a restaurant manager, a physiotherapist, a
+child, a sailor, a farmer, a sports commentator, a grumpy old man, Japanese-English, Scots, a meditation teacher,
+a project manager, a manual read aloud, a home-automation hub, someone half asleep): held out on all of session
+67's rules but its own two (a Scots negation and "there is no need to"; an apology after a request), mended after.
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
@@ -62,6 +66,7 @@ the rules of sets a-k, then mended after reading it.
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_7.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_8.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_9.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_10.json
 """
 from __future__ import annotations
 

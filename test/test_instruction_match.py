@@ -565,3 +565,14 @@ def test_a_refusal_of_a_long_text_says_the_model_reads_only_its_start(default_ru
     assert stamped.names_nothing and stamped.unread[0] > 0
     assert "(none of the words the model reads is in a trained wording)" in stamped.heard(0.45)
     assert "(none of its words is in a trained wording)" in check.judge("hello", "warn", 0.45).heard(0.45)
+
+
+def test_an_apology_after_a_request_corrects_nothing(default_runner):
+    """Set m's "Please open the drawer, sorry for the trouble" was refused as a correction, "asks faucet-open":
+    "sorry" before "for", "to", "about" apologises; "open the faucet, sorry, the window" still corrects."""
+    check = InstructionCheck.for_runner(default_runner)
+    for text in ("Please open the drawer, sorry for the trouble", "Close the drawer, sorry to bother you"):
+        verdict = check.judge(text, "warn", 0.45, count=False)
+        assert verdict.heard_set_aside is None and not verdict.refused("warn"), text
+    corrected = check.judge("open the faucet, sorry, the window", "warn", 0.45, count=False)
+    assert corrected.heard_set_aside is not None and corrected.refused("warn")

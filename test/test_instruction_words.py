@@ -848,7 +848,9 @@ def test_a_statement_behind_a_hedge_or_reported_speech_is_a_statement(default_ru
 
 @pytest.mark.parametrize("text", [
     # set l (held out on set k's rules): each ran its task at INFO
-    "The robot shall not, ever, close the window.", "you must not, under any circumstances, open the drawer"])
+    "The robot shall not, ever, close the window.", "you must not, under any circumstances, open the drawer",
+    # set m (held out on the rules before it): a Scots negation and "there is no need to" ran their task at INFO
+    "Dinnae open that drawer", "There is no need to close the window", "There's no need to close the window"])
 def test_a_negation_whose_verb_comes_after_an_aside_is_a_negation(default_runner, text):
     assert isinstance(default_runner.refusal(text), NegatedInstructionError), text
 
@@ -871,6 +873,7 @@ def test_a_question_to_someone_named_narration_of_what_will_be_done_and_hedged_s
 @pytest.mark.parametrize("text", [
     "turn the tap on, wait no, off, turn it off", "you will open the drawer now", "we are going to open the drawer",
     "whether it did or not, close the drawer", "I asked you twice and you did not, so open the drawer",
+    "there is no need to wait, open the drawer",
     "Priya, open the drawer", "Please, do open the drawer", "I am going to need you to open the drawer",
     "tbh just open the drawer", "watch me open the drawer, then you open it"])
 def test_requests_beside_a_name_a_future_or_a_correction_run(default_runner, text):

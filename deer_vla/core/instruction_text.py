@@ -24,6 +24,8 @@ WORD = re.compile(rf"{_LETTER}+(?:['{re.escape(APOSTROPHES)}]{_LETTER}+)*")
 NEGATIONS = frozenset({
     "not", "never", "no", "nor", "neither", "cannot", "donot", "avoid", "dont", "doesnt", "didnt", "cant", "wont",
     "shouldnt", "mustnt", "couldnt", "wouldnt",
+    # Scots ("Dinnae open that drawer" ran drawer-open at INFO)
+    "dinnae", "dinna", "didnae", "cannae", "canna", "wouldnae", "shouldnae", "winnae", "wullnae",
 })
 # words that ask to stop (or prevent) doing something, as the first word of their clause that names anything
 # (not "please", "robot", "can you": FUNCTION_WORDS): before a verb's -ing form, or "from" and one ("stop closing
@@ -97,6 +99,8 @@ SAID_STOPS = frozenset({"stop", "halt", "freeze", "abort", "pause", "wait", "qui
                         "noop", "nop"})
 # words that take back what was said before them ("close the drawer, I mean the window" closed the drawer, "open the
 # faucet, sorry, the window" opened the faucet, at INFO): what follows is what is asked (``set_aside``)
+# "sorry" before these apologises ("sorry for the trouble", "sorry to bother you"), it corrects nothing
+APOLOGY_AFTER = frozenset({"for", "to", "about", "if", "again", "mate", "love", "dear"})
 CORRECTIONS = (("i", "mean"), ("i", "meant"), ("sorry",), ("oops",), ("whoops",), ("correction",), ("i", "said"),
                ("no", "wait"), ("actually",), ("wait",), ("rather",))
 # these set aside the thing after them, to their clause's end: the rest of the text is what is asked ("open the
@@ -430,7 +434,7 @@ STATE_NEGATORS = frozenset({"isn't", "aren't", "wasn't", "weren't", "isnt", "are
 # within three words after a copula's negation these make a prohibition: "you aren't allowed to", "it's not
 # safe to", "you are not going to"; and "to" + a verb right after it, "you are not to open" (not "to the left",
 # not "to be confused"; "isn't supposed to be open" is a state)
-PROHIBITIVE = frozenset({"allowed", "permitted", "ok", "okay", "safe", "going"})
+PROHIBITIVE = frozenset({"allowed", "permitted", "ok", "okay", "safe", "going", "need"})  # "there is no need to"
 NOT_A_VERB_AFTER_TO = frozenset({
     "the", "a", "an", "your", "my", "his", "her", "its", "their", "our", "this", "that", "left", "right", "be",
     "me", "you", "it", "them",
@@ -881,6 +885,8 @@ def set_aside(text: str) -> tuple[str, str] | None:
         for marker in CORRECTIONS:  # what comes before one is taken back, what comes after is asked
             if tuple(plain[i:i + len(marker)]) != marker or tuple(plain[i:i + 2]) in SET_ASIDE_BEFORE:
                 continue  # ("rather than" sets aside what follows it, below)
+            if marker == ("sorry",) and plain[i + 1:i + 2] and plain[i + 1] in APOLOGY_AFTER:
+                continue  # an apology, not a correction: "open the drawer, sorry for the trouble" was refused
             cut = words[i + len(marker) - 1].end()
             if any(_names_task(w) for w in plain[:i]) and any(_names_task(w) for w in plain[i + len(marker):]):
                 return text[:cut].strip(), text[cut:].strip(" ,;:.!?")
