@@ -250,13 +250,12 @@ FUTURE_MARKERS = (("will",), ("is", "going", "to"), ("are", "going", "to"), ("is
 # verb a checkpoint was trained on is its task's ("hit the button", "knock the puck", "hammer the nail")
 HARM_VERBS = frozenset({"break", "shatter", "destroy", "wreck", "damage", "rip", "hurt", "injure", "stab", "burn",
                         "attack", "slap", "harm", "strangle", "choke"})
-# (not "crush", "bash": "crush it" says "do it well", "bash the nail in" is hammering)
+# (not "smash", "punch", "smack": "smash the button from above" is a held-out wording, nor "slam" ("slam dunk the
+# ball"), "throw" ("throw the ball into the hoop"), "kill" ("kill the water at the faucet"), "crush" ("crush it":
+# do it well) or "bash" ("bash the nail in"): aimed at someone they are harm, below)
 NOT_HARMED = frozenset({"nothing", "anything"})  # "open the drawer and break nothing": care asked
 HARMLESS_IDIOMS = frozenset({("break", "a", "leg")})
 HARMED_PRONOUNS = frozenset({"me", "him", "her", "them", "us"})
-# (not "smash", "punch", "smack": "smash the button from above" is a held-out wording, nor "slam" ("slam dunk the
-# ball"), "throw" ("throw the ball into the hoop") or "kill" ("kill the water at the faucet"): aimed at someone
-# they are harm, below)
 # words before a verb asked ("please just break it", "can you hit me"): what is asked is the verb after them
 ASKED_VERB_AFTER = frozenset({"just", "now", "go", "and", "then", "also", "quickly", "immediately"}) | ADDRESS_WORDS
 # who or what may be hurt: a person or an animal, or a person's body ("my hand"; not "the hand", the robot's)
@@ -268,10 +267,9 @@ BODY = frozenset({"hand", "hands", "finger", "fingers", "head", "face", "foot", 
                   "eye", "eyes", "body", "neck", "toe", "toes"})
 # verbs that touch what they name, and the prepositions that aim them ("throw the ball at my brother")
 CONTACT_VERBS = frozenset({"hit", "kick", "knock", "hammer", "shove", "poke", "push", "grab", "pinch", "squeeze",
-                           "kill",
-                           "throw", "dunk", "drop", "jab", "strike", "whack", "bump", "ram", "swing", "slam", "crush",
-                           "punch", "slap", "smack", "stab", "bash", "press", "pull", "yank", "lock", "trap", "close",
-                           "shut"})
+                           "kill", "throw", "dunk", "drop", "jab", "strike", "whack", "bump", "ram", "swing", "slam",
+                           "crush", "punch", "slap", "smack", "stab", "bash", "press", "pull", "yank", "lock", "trap",
+                           "close", "shut"})
 CONTACT_PREPOSITIONS = frozenset({"at", "on", "onto", "against", "over"})  # (not "in", "into": "drop it in my hand")
 DETERMINERS = frozenset({"the", "a", "an", "this", "that", "these", "those", "some"})
 # setting the robot's safety aside: a verb of these beside a word of SAFETY_THINGS ("ignore your safety rules",
@@ -282,8 +280,8 @@ OBJECT_ENDS = frozenset({"for", "per", "to", "within", "with", "in", "on", "at",
 OBJECT_SKIPS = frozenset({"your", "all", "previous", "earlier", "prior", "last", "of"})
 OVERRIDE_VERBS = frozenset({"ignore", "disable", "override", "bypass", "defeat", "deactivate", "off", "forget",
                             "disregard", "remove"})
-SAFETY_THINGS = frozenset({"safety", "rules", "instructions", "limits", "limit", "collision", "emergency", "e-stop",
-                           "estop", "restrictions", "guardrails", "checker", "interlock", "interlocks"})
+SAFETY_THINGS = frozenset({"safety", "rules", "instructions", "limits", "limit", "collision", "emergency", "estop",
+                           "restrictions", "guardrails", "checker", "interlock", "interlocks"})  # ("e-stop": harm())
 # these head a report ("Status: window closed", "fyi drawer opened"): a bare past form after them is no goal
 REPORT_HEADS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack"})
 # a clause of these labels a report ("Status: drawer opened successfully") or remarks on it ("..., nice")
