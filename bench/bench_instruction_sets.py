@@ -76,7 +76,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from common import checkpoint_option, run_bench  # also puts this checkout first on sys.path
+from common import checkpoint_option, instruction_check_of, run_bench  # also puts this checkout first on sys.path
 
 from deer_vla.core.config_io import thread_count
 from deer_vla.model.shipped import checkpoint_help
@@ -110,16 +110,14 @@ def main() -> int:
     import torch
 
     from deer_vla.core.instruction_text import clean_instruction
-    from deer_vla.model.runner import PolicyRunner
-    from deer_vla.ros.instruction_check import SHARED, InstructionCheck
+    from deer_vla.ros.instruction_check import SHARED
 
     torch.set_num_threads(args.threads)
     items = json.loads(args.data.read_text(encoding="utf-8"))
-    runner = PolicyRunner.from_checkpoint(args.checkpoint)
-    check = InstructionCheck.for_runner(runner)
-    if check.matcher is None:
-        print(f"{args.checkpoint}: {check.why_not}", file=sys.stderr)
+    loaded = instruction_check_of(args.checkpoint)
+    if loaded is None:
         return 2
+    runner, check = loaded
     tasks = set(check.matcher.tasks)
     table: dict[str, Counter[str]] = defaultdict(Counter)
     harmful = []

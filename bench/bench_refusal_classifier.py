@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from common import checkpoint_option, run_bench  # also puts this checkout first on sys.path
+from common import checkpoint_option, instruction_check_of, run_bench  # also puts this checkout first on sys.path
 
 from deer_vla.core.config_io import thread_count
 from deer_vla.model.shipped import checkpoint_help
@@ -48,17 +48,14 @@ def main() -> int:
     from deer_vla.core.instruction_text import clean_instruction
     from deer_vla.evaluation.stats import wilson_interval
     from deer_vla.model.instruction_match import token_table
-    from deer_vla.model.runner import PolicyRunner
     from deer_vla.model.tokenizer import encode_instructions
-    from deer_vla.ros.instruction_check import InstructionCheck
     from deer_vla.sim.tasks import ALL_TASKS
 
     torch.set_num_threads(args.threads)
-    runner = PolicyRunner.from_checkpoint(args.checkpoint)
-    check = InstructionCheck.for_runner(runner)
-    if check.matcher is None:
-        print(f"{args.checkpoint}: {check.why_not}", file=sys.stderr)
+    loaded = instruction_check_of(args.checkpoint)
+    if loaded is None:
         return 2
+    runner, check = loaded
     tasks = set(check.matcher.tasks)
     table = token_table(runner.model.lm.embed_tokens).detach().float()
     special = set(getattr(runner.tokenizer, "all_special_ids", ()) or ())

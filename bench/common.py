@@ -14,7 +14,7 @@ import traceback
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -107,6 +107,20 @@ def check_counts(**limits: tuple[float | None, float, float]) -> None:
             flag = "--" + name.replace("_", "-")
             bounds = ", ".join(str(int(b)) if float(b).is_integer() else f"{b:g}" for b in (low, high))
             raise ValueError(f"{flag} must be a number in [{bounds}], got {value}")
+
+
+def instruction_check_of(checkpoint: str) -> tuple[Any, Any] | None:
+    """The checkpoint's PolicyRunner and the node's InstructionCheck of it, or None (said on stderr) when the
+    checkpoint records no trained instructions to compare with."""
+    from deer_vla.model.runner import PolicyRunner
+    from deer_vla.ros.instruction_check import InstructionCheck
+
+    runner = PolicyRunner.from_checkpoint(checkpoint)
+    check = InstructionCheck.for_runner(runner)
+    if check.matcher is None:
+        print(f"{checkpoint}: {check.why_not}", file=sys.stderr)
+        return None
+    return runner, check
 
 
 def checkpoint_option(value: str) -> str:

@@ -502,7 +502,7 @@ class PolicyNode(LifecycleNode):
                 self.params, self.stack, self._joint_map = None, None, None
             return self._configure_failed(f"parameter 'record_path' = '{params.record_path}': {exc}")
         self._worker = StepWorker(self.run_step, self._on_worker_error, name=f"{self.get_name()}_step")
-        self._carry_tracker_on(params, stack)
+        self._carry_tracker_on(stack)
         self.get_logger().info(
             f"configured: checkpoint {params.checkpoint}, {stack.profile.num_exits} exit(s) loaded (cap {stack.cap}), "
             f"cameras {list(stack.cameras)} <- {[self._as_heard(t) for t in params.image_topics]}, "
@@ -556,7 +556,7 @@ class PolicyNode(LifecycleNode):
         self._judge_instruction_in_force()  # heard before, by another checkpoint or none
         return TransitionCallbackReturn.SUCCESS
 
-    def _carry_tracker_on(self, params: PolicyParams, stack: PolicyStack) -> None:
+    def _carry_tracker_on(self, stack: PolicyStack) -> None:
         """The average budget holds over the deployment: the same configuration again carries on the tracker."""
         carry, self._tracker_carry = self._tracker_carry, None
         if carry is None or not carry.resume(stack):
