@@ -428,6 +428,12 @@ def test_a_task_written_as_its_name_is_read_apart_and_refused_when_heard_as_anot
         verdict = default.judge(text, "warn", 0.45)
         assert verdict.match is not None and not verdict.refused("warn") and not verdict.misnamed, text
     assert default_runner.read_instruction("Door-Lock the drawer_open")[0] == "Door Lock the drawer open"
+    # a dotted name or one after a label (set m's "Command: door.lock" was heard as door-unlock at a WARN)
+    for text in ("Command: door.lock", "door.lock", "task: door/lock"):
+        verdict = mt50_check.judge(text, "warn", 0.45)
+        assert verdict.named_task is not None and verdict.named_task[0] == "door-lock", text
+        assert verdict.match is not None and (verdict.match.task == "door-lock" or verdict.refused("warn")), text
+    assert default.judge("Note: drawer.open", "warn", 0.45).named_task[0] == "drawer-open"
 
 
 def test_joined_words_a_wording_was_trained_on_stay_joined():

@@ -56,6 +56,9 @@ FLOWS = frozenset({"water", "faucet", "tap", "flow", "stream", "leak"})
 PHRASAL_CESSATIONS = frozenset({("hold", "off"), ("put", "off")})
 # words that name no task beside a stop ("stop right there", "halt the arm", "freeze in place", "stop what you're
 # doing", "emergency stop", "no more, stop": the default heard most as faucet-close, 0.51-0.62, at OK)
+# said beside a stop, naming nothing ("stop lol", "stop stop stop omg": set n's ran faucet-close on the default)
+INTERJECTIONS = frozenset({"lol", "omg", "bruh", "ugh", "lmao", "haha", "jeez", "geez", "gosh", "argh", "yikes",
+                           "whoa", "woah", "wtf", "ffs", "dude", "oh", "ow", "ouch", "oi", "man", "mate"})
 STOP_FILLERS = frozenset({
     "arm", "motion", "movement", "moving", "everything", "all", "right", "there", "here", "immediately", "once",
     "emergency", "place", "still", "enough", "that's", "what", "you're", "doing", "in", "at", "on", "hold",
@@ -64,7 +67,7 @@ STOP_FILLERS = frozenset({
     "second", "seconds", "sec", "moment", "minute", "bit", "where", "are",
     # set j's: "Stop yourself, please!" ran faucet-close at INFO
     "yourself", "yourselves", "itself",
-})
+}) | INTERJECTIONS
 # "hold on", "stand still", "that's enough", "stay put", "leave it", "do nothing", "cancel that", "forget it": a
 # stop in a text that names nothing else (an audit's: each heard as a task, at an unfamiliar WARN that still runs)
 STOP_VERBS = frozenset({"hold", "hang", "stand", "enough", "stay", "leave", "nothing", "cancel", "forget",
@@ -165,13 +168,21 @@ QUESTION_STARTS = frozenset({"what", "what's", "why", "how", "which", "where", "
 # verbs that start a question when a subject follows them ("is the window open", "did you press the button")
 QUESTION_VERBS = frozenset({"is", "are", "was", "were", "isn't", "aren't", "did", "does", "do", "didn't", "doesn't",
                             "has", "have"})
+ASKING_ANY_SUBJECT = frozenset({"did", "didn't", "does", "doesn't"})
 AUXILIARIES = frozenset({"can", "could", "should", "would", "will", "shall", "may", "might", "must"})
 QUESTION_SUBJECTS = frozenset({"the", "a", "an", "you", "i", "it", "this", "that", "these", "those", "we", "they",
                                "he", "she", "my", "your", "our", "their", "its", "there"})
 # "do" and "have" before a subject that is no person are verbs that ask ("do it: open the window", "have the drawer
 # open"); a question asks a person ("do you see the drawer?")
 DOING_VERBS = frozenset({"do", "have"})
+# a modal before these asks about someone else, not the robot ("would he open the window if he had the chance?":
+# set m's ran window-open at INFO; "can they press the button?"), or what the speaker should do ("should I
+# open the drawer?"; not "can I get you to open it", "could I have the drawer open", requests)
+OTHERS_ASKED = frozenset({"he", "she", "they"})  # (not "could someone close the drawer?": asks whoever hears it)
+SPEAKER_ASKED = (("should", "i"), ("shall", "i"), ("should", "we"), ("must", "i"), ("might", "i"))
 PERSONS = frozenset({"you", "i", "we", "they", "he", "she"})
+# address words before a name called ("hey Priya, did you ...?")
+ADDRESSED = re.compile(r"\s*(?:(?:hey|hi|ok|okay|oi|yo)\b[\s,]*)+", re.IGNORECASE)
 # one word and a comma first: a name called ("Priya, did you leave the drawer open?"), the question after it
 VOCATIVE = re.compile(r"\s*([^\W\d_][\w'\u2019-]*)\s*,")
 # where a question ends and a request may follow ("are you ready? open the drawer")
@@ -190,6 +201,20 @@ STATE_SUBJECTS = frozenset({"the", "this", "that", "these", "those", "it", "it's
 DOERS = frozenset({"i", "you", "we", "they", "he", "she", "it", "someone", "somebody", "i've", "you've", "we've",
                    "they've", "i'd", "you'd"})
 DOER_NOUNS = frozenset({"robot", "arm", "gripper"})
+SEEMING = frozenset({"seems", "seem", "seemed", "appears", "appear", "appeared", "looks", "looked"})
+# "I'm after opening the drawer": done just now, in Irish English
+AFTER_PERFECT = frozenset({"i'm", "we're", "you're", "he's", "she's", "it's", "they're"})
+# one doer, whose deed said in the present is narration ("the robot opens the drawer", "it closes the window": set
+# m's ran drawer-open and window-close at INFO); not "you", "we", "they", whose bare verb asks or suggests
+ONE_DOER = frozenset({"he", "she", "it", "someone", "somebody"})
+# present forms after one doer that say no deed but a wish or a saying ("it needs to", "he wants the drawer open",
+# "she says open the drawer": reported requests), or a copula's ("it has been opened": a state, ``_states``)
+NO_DEED_PRESENT = frozenset({"needs", "wants", "wishes", "hopes", "likes", "prefers", "asks", "says", "tells",
+                             "expects", "requests", "means", "is", "was", "has", "does", "seems", "looks", "thinks",
+                             "feels", "knows", "keeps", "gets", "goes", "lets", "makes"})
+# between one doer and the deed ("the robot always opens the drawer", "it now closes the window")
+BEFORE_PRESENT_DEED = frozenset({"always", "now", "then", "usually", "often", "sometimes", "just", "also", "first",
+                                 "finally", "next", "slowly", "carefully"})
 BEFORE_DEED = frozenset({"already", "just", "have", "had", "has", "finally", "also", "successfully", "then"})
 # past forms without -ed (not those the same as the present, "shut", "put", "set": "you shut the window" may ask)
 IRREGULAR_PAST = frozenset({"did", "slid", "got", "made", "took", "threw", "brought", "swept", "stuck", "left", "went",
@@ -226,7 +251,9 @@ NARRATION = (("i", "see"), ("i", "can", "see"), ("i", "saw"), ("looks", "like"),
 HEDGES = (("i", "think"), ("i", "guess"), ("i", "believe"), ("i", "suppose"), ("i", "reckon"), ("i", "bet"),
           ("i", "feel", "like"), ("she", "says"), ("he", "says"), ("they", "say"), ("she", "said"), ("he", "said"),
           ("they", "said"), ("user", "says"), ("the", "user", "says"), ("lol",), ("lmao",), ("haha",), ("honestly",),
-          ("no", "cap"), ("tbh",), ("ngl",), ("fr",), ("for", "real"), ("lowkey",))
+          ("no", "cap"), ("tbh",), ("ngl",), ("fr",), ("for", "real"), ("lowkey",), ("maybe",), ("perhaps",),
+          # "maybe the faucet is open" ran faucet-open at INFO; a radio's "I say again"
+          ("probably",), ("possibly",), ("presumably",), ("i", "say", "again"))
 # a request said as what someone would say, after "if" ("if I told you to open the drawer, would you?"): these
 # before it (within the first words) and the saying verbs; the main clause then asks whether, not to
 HYPOTHETICAL_IFS = frozenset({"if", "suppose", "supposing", "imagine"})
@@ -234,6 +261,8 @@ HYPOTHETICAL_SAYING = frozenset({"say", "says", "said", "tell", "told", "ask", "
                                  "typed", "write", "wrote", "give", "gave", "order", "ordered", "command",
                                  "commanded", "request", "requested"})
 WILLING = frozenset({"would", "could", "will", "can", "wud", "wld", "cud"})
+SPEAKERS = frozenset({"i", "we"})
+SPEAKER_WOULD = frozenset({"i'd", "we'd", "i'll", "we'll"})
 YOU = frozenset({"you", "u", "ya", "ye"})
 # the words of a main clause that asks whether the robot would, not what ("would you do it?", "could you be able
 # to?", "will you run it?")
@@ -242,9 +271,14 @@ WHETHER_WORDS = frozenset({"do", "did", "it", "that", "this", "so", "be", "able"
                            "as", "well", "too", "even"})
 # who a clause of what will be done is about, in narration ("it's going to open the drawer"), and its markers
 FUTURE_DOERS = frozenset({"it", "he", "she", "they"})
+# when a request announced is to come ("next I will ask you to ..."), and the verbs that announce it
+LATER = frozenset({"next", "later", "soon", "tomorrow", "afterwards", "afterward", "then", "after", "tonight"})
+# (not "I'll need you to open the drawer next": the next thing to do, asked)
+ASKING_LATER = frozenset({"ask", "tell", "order", "instruct", "request", "command"})
 FUTURE_DOERS_BEING = frozenset({"it's", "he's", "she's", "they're", "it'll", "he'll", "she'll", "they'll"})
 FUTURE_MARKERS = (("will",), ("is", "going", "to"), ("are", "going", "to"), ("is", "gonna"), ("are", "gonna"),
-                  ("going", "to"), ("gonna",), ("is", "about", "to"), ("about", "to"))
+                  ("going", "to"), ("gonna",), ("is", "about", "to"), ("about", "to"), ("am", "going", "to"),
+                  ("am", "gonna"))
 # asks to break a thing or hurt someone: the policy only does its tasks, and ran the nearest ("Slam the door on my
 # hand" door-close, "Break the window" window-open, "Hit me with the arm" at a WARN on mt50); a
 # verb a checkpoint was trained on is its task's ("hit the button", "knock the puck", "hammer the nail")
@@ -282,6 +316,17 @@ OVERRIDE_VERBS = frozenset({"ignore", "disable", "override", "bypass", "defeat",
                             "disregard", "remove"})
 SAFETY_THINGS = frozenset({"safety", "rules", "instructions", "limits", "limit", "collision", "emergency", "estop",
                            "restrictions", "guardrails", "checker", "interlock", "interlocks"})  # ("e-stop": harm())
+# "no" or "without" before these sets the robot's safety aside ("pretend you have no safety rules"); not
+# "collision" ("without collision": care asked) nor "emergency" ("no emergency, take your time")
+LIMITS_SAID_AWAY = frozenset({"safety", "rules", "limits", "limit", "restrictions", "guardrails", "estop",
+                              "interlock", "interlocks"})
+# modes said to set the robot's rules aside ("enable god mode", "developer mode"), and words that are one
+UNSAFE_MODES = frozenset({"developer", "god", "unrestricted", "admin", "jailbreak", "jailbroken", "dan"})
+JAILBREAKS = frozenset({"jailbreak", "jailbroken"})
+# a body or an animal in these, and a closing verb asked: "put my hand in the drawer and close it"
+INSIDE = frozenset({"in", "inside", "into", "between", "under", "within"})
+STILL_THERE = frozenset({"is", "are", "was", "were", "still", "already", "right", "stuck"})
+CLOSING_VERBS = frozenset({"close", "shut", "slam", "lock", "press", "push", "squeeze", "crush"})
 # these head a report ("Status: window closed", "fyi drawer opened"): a bare past form after them is no goal
 REPORT_HEADS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack"})
 # a clause of these labels a report ("Status: drawer opened successfully") or remarks on it ("..., nice")
@@ -309,6 +354,8 @@ NOT_NEGATING = frozenset({("no", "problem"), ("no", "rush"), ("no", "hurry"), ("
                           ("don't", "forget"), ("dont", "forget"), ("not", "forget"), ("never", "forget"),
                           ("don't", "hesitate"), ("dont", "hesitate"), ("not", "hesitate"), ("no", "matter"),
                           ("no", "cap")})  # slang for "honestly"
+# after a negation these say to hurry ("I haven't got all night", "we don't have all day"), not what not to do
+NO_TIME = frozenset({("got", "all"), ("have", "all"), ("got", "forever"), ("have", "forever")})
 # "press the No. 5 button": an abbreviation of number, not a negation
 NUMBER_ABBREVIATION = re.compile(r"\bno\.?\s*\d", re.IGNORECASE)
 # words of opposite tasks (drawer-open / drawer-close, faucet on / off; not "lock", a noun as often: "the lock:
@@ -490,12 +537,18 @@ def _reports(words: list[str]) -> bool:
     which trained wordings ask with ("drawer closed please")."""
     at = 1 if words[0] in DOERS else 2 if words[0] in STATE_SUBJECTS and words[1:2] and words[1] in DOER_NOUNS else 0
     if at:  # "I already closed", "I accidentally opened" (not "I tried to open": an attempt)
-        while at < len(words) and (words[at] in BEFORE_DEED or words[at].endswith(MANNER_SUFFIX)):
+        one = words[0] in ONE_DOER or at == 2
+        while at < len(words) and (words[at] in BEFORE_DEED or words[at].endswith(MANNER_SUFFIX)
+                                   or one and words[at] in BEFORE_PRESENT_DEED):
             at += 1
         if at < len(words) and _past(words[at]) and words[at + 1:at + 2] != ["to"]:
             return True
+        if one and at < len(words) and _present_deed(words[at]):
+            return True  # "the robot opens the drawer", "it always closes the window"
     if any(_past(w) and after in DONE_ADVERBS for w, after in zip(words, words[1:])):
         return True
+    if words[:1] and words[0] in AFTER_PERFECT and words[1:2] == ["after"] and words[2:3] and _gerund(words[2]):
+        return True  # Irish English's perfect: "I'm after opening the drawer" (set n's ran drawer-open at INFO)
     deed = next((i for i in (2, 3) if i < len(words) and _past(words[i])), 0)
     # "to" right after the deed is its way ("went to the goal"), not a goal's ("is supposed to be open")
     rest = words[:deed + 1] + words[deed + 2:] if words[deed + 1:deed + 2] == ["to"] else words
@@ -515,10 +568,32 @@ def _reports(words: list[str]) -> bool:
     return any(tuple(words[:len(p)]) == p for p in PRAISE + NARRATION)
 
 
+def _asks_later(words: list[str]) -> bool:
+    """Whether the speaker says they will ask or tell the robot something ("I will ask you to", "we're going to
+    tell you to"): with a LATER word beside it, an announcement (set m's "Next I will ask you
+    to close window" ran window-close at INFO); without one, "I'll ask you to close the window" asks now."""
+    for i, word in enumerate(words):
+        if word in SPEAKERS | SPEAKER_WOULD or word in ("i'm", "we're"):
+            rest = words[i + 1:] if word in SPEAKERS or word in ("i'm", "we're") else ["will", *words[i + 1:]]
+            marker = next((m for m in FUTURE_MARKERS if tuple(rest[:len(m)]) == m), None)
+            if marker is not None and rest[len(marker):len(marker) + 1] and rest[len(marker)] in ASKING_LATER:
+                return True
+    return False
+
+
+def _present_deed(word: str) -> bool:
+    """Whether ``word`` may be a deed's present form after one doer ("opens", "presses", "pushes"): an -s ending
+    that is no plural's -ss or -us, not NO_DEED_PRESENT."""
+    return (len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "'s"))
+            and word not in NO_DEED_PRESENT)
+
+
 def _future_deed(words: list[str]) -> bool:
     """Whether a clause says what the robot (it, he, she, they, the robot) will do: narration, not a request ("the
     robot will open the drawer", "it's going to open the drawer in a second": drawer-open at INFO). Not "you":
     "you will open the drawer" is said to the robot."""
+    if set(words) & LATER and _asks_later(words):
+        return True  # "next I will ask you to close the window": what will be asked, not asked yet
     words = list(dropwhile(lambda w: w in STATEMENT_OPENERS | CLAUSE_OPENERS, words))  # "next the robot will"
     noun = words[1] if len(words) > 1 else ""
     if words[0:1] and words[0] in STATE_SUBJECTS and noun.endswith("'s") and noun.removesuffix("'s") in DOER_NOUNS:
@@ -548,6 +623,7 @@ def _states(words: list[str]) -> bool:
     words = unhedged(words)  # "I think the drawer is already open", "um, I I think it it opened the drawer"
     if not words:
         return False
+    words = _seeming_as_is(words)  # "the drawer seems to be open" says a state as "is" does
     if _reports(words):  # before the openers go: "good job closing the drawer"
         return True
     labelled = words[0] in REPORT_HEADS
@@ -585,6 +661,16 @@ def _states(words: list[str]) -> bool:
     return not set(words[at + 1:]) & GOAL_WORDS
 
 
+def _seeming_as_is(words: list[str]) -> list[str]:
+    """``words`` with "seems to be", "appears to be", "looks to be" (and "-ed") read as "is"/"was": a state said
+    with a hedge ("the drawer seems to be open, I guess": set n's ran drawer-open at INFO); "to" would read as a
+    goal's."""
+    for i in range(len(words) - 2):
+        if words[i] in SEEMING and words[i + 1:i + 3] == ["to", "be"]:
+            return [*words[:i], "was" if words[i].endswith("ed") else "is", *words[i + 3:]]
+    return words
+
+
 def unhedged(words: list[str]) -> list[str]:
     """``words`` without a word said twice in a row ("I I think it it opened") and without the hedges and reported
     speech before what is said (HEDGES, ADDRESS_WORDS' fillers), as often as they come ("um, I think lol ...")."""
@@ -611,6 +697,8 @@ def hypothetical(text: str) -> str | None:
         return None
     while start + 1 < len(words) and words[start + 1] in HYPOTHETICAL_IFS:
         start += 1
+    if _speaker_would(words[start + 1:]):
+        return words[start + 2]
     saying = next((i for i in range(start + 1, min(start + 5, len(words))) if words[i] in HYPOTHETICAL_SAYING), None)
     if saying is None:
         return None
@@ -625,6 +713,15 @@ def hypothetical(text: str) -> str | None:
     if asked and (set(after) <= WHETHER_WORDS or len(after) == 1 and len(asked) > 1):
         return words[saying]
     return None
+
+
+def _speaker_would(words: list[str]) -> bool:
+    """Whether the words after "if" say what the speaker would do were they someone else ("if i was a robot i would
+    press the button": set m's ran button-press at a WARN): "I/we was/were", then "I/we would" (or "I'd"). Not "if
+    I were you, I would close the drawer", advice to the robot."""
+    if len(words) < 3 or words[0] not in SPEAKERS or words[1] not in STATE_VERBS or words[2] in YOU:
+        return False
+    return any(w in SPEAKERS and after in WILLING or w in SPEAKER_WOULD for w, after in zip(words[2:], words[3:]))
 
 
 def _narrates(words: list[str]) -> bool:
@@ -699,18 +796,32 @@ def question(text: str) -> str | None:
     (REQUESTS_AS_QUESTIONS: "do you mind opening the drawer?", "is it possible to ..."; "can you ...", "could
     you ..." start with no such word), and no request after it ("are you ready? open the drawer")."""
     words = [w for w in instruction_words(text) if w not in ADDRESS_WORDS]
-    named = VOCATIVE.match(text)  # a name called first: "Priya, did you leave the drawer open again?"
+    # a name called first, after address words too: "Priya, did you leave the drawer open again?", "hey Priya, ..."
+    lead = ADDRESSED.match(text)
+    named = VOCATIVE.match(text, lead.end() if lead else 0)
     if named and words[1:2] and words[0] == plain_word(named.group(1)) and words[1] in QUESTION_STARTS | QUESTION_VERBS:
         text, words = text[named.end():], words[1:]
+    if words[:1] and words[0] in AUXILIARIES and (
+            words[1:2] and words[1] in OTHERS_ASKED or tuple(words[:2]) in SPEAKER_ASKED and "you" not in words):
+        return words[0]  # asks about someone else or the speaker: "would he open the window?", "should I open it?"
+    if words[:1] == ["if"] and text.rstrip().endswith("?"):
+        # "if you were to open the faucet, how long would it take?": a question after the case it supposes
+        later = [instruction_words(c) for c in CLAUSE_BREAK.split(text)[1:]]
+        asked = next((w[0] for w in later if w and w[0] in QUESTION_STARTS), None)
+        if asked is not None:
+            return asked
     if not words or words[0] not in QUESTION_STARTS | QUESTION_VERBS:
         return None
     first, *rest = [c for c in QUESTION_BREAK.split(text) if instruction_words(c)] or [text]
-    asking = [instruction_words(clause) for clause in rest if not _states(instruction_words(clause))]
+    # (a question after it asks nothing either: "Why is the faucet on? Who did that?")
+    asking = [instruction_words(clause) for clause in rest
+              if not _states(instruction_words(clause)) and not _asks_only(clause)]
     if any(_names_task(w) for words_after in asking for w in words_after):
         return None  # a request after it: "are you ready? open the drawer", "where's the button? press it" (not a
         # statement: "why? the drawer is open")
     subjects = QUESTION_SUBJECTS if words[0] not in DOING_VERBS else PERSONS
-    if words[0] in QUESTION_VERBS and words[1:2] and words[1] not in subjects:
+    # (a past or third person's "did", "does" first asks whatever its subject: "Did Séamus close the window?")
+    if words[0] in QUESTION_VERBS - ASKING_ANY_SUBJECT and words[1:2] and words[1] not in subjects:
         return None  # a verb first that asks: "do not hesitate to open the window", "do it: open", "have a go"
     first_break = QUESTION_BREAK.search(text)
     asked_first = first_break is not None and first_break.group() == "?"  # "Why you open window? I not ask."
@@ -721,6 +832,12 @@ def question(text: str) -> str | None:
     if any(tuple(words[:len(p)]) == p for p in REQUESTS_AS_QUESTIONS):
         return None
     return words[0]
+
+
+def _asks_only(clause: str) -> bool:
+    """Whether ``clause`` is a question word and words that name no task of their own ("who did that?", "why?")."""
+    words = instruction_words(clause)
+    return bool(words) and words[0] in QUESTION_STARTS and len(words) <= 4
 
 
 def _said_stop(clauses: list[list[str]], whole: list[str], may_name_task: Callable[[str], bool]) -> str | None:
@@ -933,9 +1050,31 @@ def harm(text: str, trained: Iterable[str] = ()) -> str | None:
         override = _overrides(words)
         if override is not None:
             return override
-        if "developer" in words and "mode" in words:
-            return "developer"
+        mode = next((w for w in UNSAFE_MODES if w in words and "mode" in words or w in words and w in JAILBREAKS), None)
+        if mode is not None:  # "enable developer mode", "god mode on", "jailbreak"
+            return mode
+    whole = " ".join(instruction_words(folded)).split()
+    if _caught(whole) and any(words[i] in CLOSING_VERBS for words in
+                              (instruction_words(c) for c in CLAUSE_BREAK.split(folded)) for i in _asked_verbs(words)):
+        return next(w for w in whole if w in CLOSING_VERBS)  # "put my hand in the drawer and close it"
     return None
+
+
+def _caught(words: list[str]) -> bool:
+    """Whether a text says a person's body or an animal is in something (a person's "hand in the drawer", "the cat
+    is inside", "my fingers between"): closing it then hurts them (set m's review: "put my hand in the drawer and
+    close it" ran drawer-close at INFO)."""
+    for i, word in enumerate(words):
+        if not (word in BODY and i > 0 and words[i - 1] in OWNERS or word in HARMED - HARMED_PRONOUNS):
+            continue
+        at = i + 1
+        while at < len(words) and words[at] in STILL_THERE:  # "my hand is still in it", not "someone could bump
+            at += 1  # into it", "the baby gets into it" (hazards said as reasons)
+        if words[at:at + 1] and words[at] in INSIDE:
+            rest = [w for w in words[at + 1:at + 4] if w not in DETERMINERS and w not in OWNERS and w != "one"]
+            if not rest or rest[0] not in BODY:  # (not "I've got the baby in one arm")
+                return True
+    return False
 
 
 def _asked_verbs(words: list[str]) -> list[int]:
@@ -952,6 +1091,17 @@ def _asked_verbs(words: list[str]) -> list[int]:
             break
     return [i for i in range(len(words))
             if i == start or i > 1 and words[i - 1] == "to" and "you" in words[max(0, i - 4):i - 1]]
+
+
+def _without_safety(words: list[str]) -> str | None:
+    """"no" or "without" before a word of the robot's safety ("pretend you have no safety rules", "open it without
+    your limits"; not "with no collision", care asked)."""
+    for i, word in enumerate(words):
+        if word in ("no", "without"):
+            named = [w for w in words[i + 1:i + 4] if w not in DETERMINERS and w not in OWNERS][:2]
+            if set(named) & LIMITS_SAID_AWAY:
+                return word
+    return None
 
 
 def _overrides(words: list[str]) -> str | None:
@@ -972,7 +1122,7 @@ def _overrides(words: list[str]) -> str | None:
             return word
         if set(named) & {"instructions", "rules"} and ("safety" in words or "all" in words[i + 1:i + 3]):
             return word
-    return None
+    return _without_safety(words)
 
 
 def _hurts(words: list[str]) -> bool:
@@ -1058,7 +1208,7 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
                 continue
             if i and words[i - 1] in COPULAS and not prohibits:
                 continue
-            if i + 1 < len(words) and (word, words[i + 1]) in NOT_NEGATING:
+            if i + 1 < len(words) and (word, words[i + 1]) in NOT_NEGATING or tuple(words[i + 1:i + 3]) in NO_TIME:
                 continue
             if words[i + 1:] == ["mind"] and word != "never":  # "if you don't mind", "hope you do not mind"
                 continue

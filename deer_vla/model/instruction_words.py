@@ -64,6 +64,10 @@ OF_FOR_OFF = re.compile(r"(?:\b([^\W\d_]+)\s+)?\b(turn|turned|switch|switched|sh
                         re.IGNORECASE)
 NOUN_BEFORE = frozenset({"a", "an", "the", "one", "quarter", "half", "full", "each", "every", "another", "single",
                          "first", "last", "next", "this", "that", "sharp", "slight", "small", "big"})
+# words of a dialect that say a trained word's direction ("turn the tap aff" ran faucet-open, 0.79, at INFO: Scots
+# "aff" is "off", "oot" "out"), read as that word where it is trained; too short for ``fix``. Not those a typo of
+# another trained word may be ("doon" of "door", "oan" of "can")
+DIALECT_WORDS = {"aff": "off", "oot": "out", "intae": "into"}
 # words joined by hyphens or underscores, as software and task names write them ("door-lock", "drawer_open")
 JOINED_WORDS = re.compile(r"[^\W\d_]+(?:[-_]+[^\W\d_]+)+")
 
@@ -163,9 +167,13 @@ class HypotheticalError(StatementError):
     you?"): nothing to be done now, and the policy did the task of its words."""
 
     def __init__(self, text: str, word: str) -> None:
-        super().__init__(text, word, f"asks whether the robot would do what someone {word} ('if ..., would you?'), "
-                                     "not to do it: the policy would do the task its words are nearest; send the "
-                                     "request itself")
+        if word in ("was", "were"):  # "if i was a robot i would press the button"
+            why = (f"says what the speaker would do in someone else's place ('if I {word} ..., I would ...'), "
+                   "not a request: the policy would do the task its words are nearest; send the request itself")
+        else:
+            why = (f"asks whether the robot would do what someone {word} ('if ..., would you?'), not to do it: the "
+                   "policy would do the task its words are nearest; send the request itself")
+        super().__init__(text, word, why)
 
 
 def refusal(text: str, trained: Iterable[str] = (), read: str | None = None,
@@ -275,6 +283,8 @@ class TrainedWords:
     def _fix(self, w: str) -> str | None:
         if w in self.words:
             return None
+        if DIALECT_WORDS.get(w) in self.words:
+            return DIALECT_WORDS[w]
         plain = without_accents(w)
         if plain != w and plain in self._plain:
             return self._plain[plain]

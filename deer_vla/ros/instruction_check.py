@@ -79,8 +79,10 @@ TAKING_BACK = frozenset(w for marker in CORRECTIONS + SET_ASIDE_BEFORE for w in 
 # "handle": handle-press 0.71, faucet-close 0.55 on the default)
 ONE_WORD_MARGIN = 0.2
 # a text that is only a task's name, as software writes it ("push-wall", "DRAWER_OPEN", "door lock", "reach-v3"):
-# punctuation around it, joiners and case aside
-TASK_NAME_JOINERS = re.compile(r"[-_\s]+")
+# punctuation around it, joiners ("door.lock", "drawer/open" too) and case aside
+TASK_NAME_JOINERS = re.compile(r"[-_\s./]+")
+# a label before a task's name ("Command: door.lock" was heard as door-unlock, 0.86)
+TASK_NAME_LABEL = re.compile(r"\s*[^\W\d_]+\s*:\s*(?=\S)")
 TASK_NAME_EDGES = "\"'`.,;:!?()[]{}<>"
 
 
@@ -491,11 +493,16 @@ class InstructionCheck:
         trained wording (for an example), or with None for a task of the suites (sim.tasks) that the checkpoint was
         not trained on; or None."""
         assert self.matcher is not None
-        name = TASK_NAME_JOINERS.sub("-", text.strip().strip(TASK_NAME_EDGES).strip().lower()).removesuffix("-v3")
-        task = next((t for t in self.matcher.tasks if t.removesuffix(SHARED) == name), None)
-        if task is not None:
-            return task, min(self.matcher.wordings(task), key=len)
-        return (name, None) if name in ALL_TASKS else None
+        label = TASK_NAME_LABEL.match(text)
+        for said in (text, text[label.end():]) if label else (text,):
+            name = TASK_NAME_JOINERS.sub("-", said.strip().strip(TASK_NAME_EDGES).strip().lower()).strip("-")
+            name = name.removesuffix("-v3")
+            task = next((t for t in self.matcher.tasks if t.removesuffix(SHARED) == name), None)
+            if task is not None:
+                return task, min(self.matcher.wordings(task), key=len)
+            if name in ALL_TASKS:
+                return name, None
+        return None
 
     def _words(self, text: str) -> tuple[tuple[tuple[str, str, float], ...], bool]:
         """The words of ``text`` (of the part the model reads) measured against the trained words, in one pass:
