@@ -399,3 +399,35 @@ def test_a_vision_towers_norm_eps_is_checked_as_the_decoders() -> None:
         with pytest.raises(ValidationError, match="vision.hf_config 'layer_norm_eps' must be a finite number > 0"):
             VisionConfig(kind="clip", hf_config={"hidden_size": 32, "layer_norm_eps": bad})
     assert VisionConfig(kind="clip", hf_config={"hidden_size": 32, "layer_norm_eps": 1e-5}).hf_config
+
+
+def test_a_weights_file_that_cannot_be_read_or_is_a_pipe_is_said_to_be(ckpt: CheckpointDir, monkeypatch) -> None:
+    """safetensors said "No such file or directory" of an unreadable model.safetensors (a lifecycle audit, run
+    without root's override), and a named pipe in its place was "has no model.safetensors": each is there, and
+    is the wrong thing."""
+    import os
+
+    real_open = Path.open
+
+    def refusing(path: Path, *args, **kwargs):
+        if path == ckpt.weights_path:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refusing)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors cannot be read: Permission denied"):
+        ckpt.check()
+    monkeypatch.undo()
+    ckpt.check()
+    ckpt.weights_path.unlink()
+    os.mkfifo(ckpt.weights_path)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is not a regular file \(a pipe"):
+        ckpt.check()
+
+
+def test_a_broken_profile_is_named_once(ckpt: CheckpointDir) -> None:
+    """A profile that is no JSON said "invalid .../profile.json: invalid .../profile.json: not JSON"."""
+    ckpt.profile_path.write_text('{"llm_gflops": [1.0]')
+    with pytest.raises(CheckpointError) as caught:
+        ckpt.read_profile()
+    assert str(caught.value).count("profile.json") == 1, str(caught.value)

@@ -141,6 +141,21 @@ def test_policy_status_level_rules():
     assert restarted.level == ERROR and "no step for 5.0 s" in restarted.message
 
 
+def test_an_unconfigured_status_names_a_failed_transition_and_a_finalized_node_says_so_first():
+    """A transition that raised left the node unconfigured with a never-configured node's WARN; a node shut down
+    after a failed configure still said 'configure failed' at ERROR, never that it was finalized (an audit)."""
+    from deer_vla.ros.health import unconfigured_status
+
+    raised = unconfigured_status("unconfigured", "ck", None, "activate failed (from state 'inactive'): OSError: x")
+    assert raised.level == ERROR and raised.message.startswith("activate failed") and "unconfigured" in raised.message
+    failed = unconfigured_status("unconfigured", "ck", "checkpoint directory not found: ck")
+    assert failed.level == ERROR and failed.message == "configure failed: checkpoint directory not found: ck"
+    final = unconfigured_status("finalized", "ck", "checkpoint directory not found: ck")
+    assert final.level == WARN and final.message.startswith("finalized: shut down")
+    assert "before it, configure failed: checkpoint directory not found" in final.message
+    assert unconfigured_status("unconfigured", "ck", None).level == WARN
+
+
 def test_diagnostics_period_is_validated():
     assert parse_params({**POLICY_DEFAULTS, "diagnostics_period_s": 0.2}).diagnostics_period_s == 0.2
     for bad in (0.0, -1.0, float("inf"), float("nan"), 120.0, "1"):

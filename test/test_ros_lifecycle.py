@@ -166,6 +166,7 @@ def test_a_failed_transition_leaves_a_node_that_configures_again_on_fresh_inputs
                                                                                   monkeypatch):
     """An exception in activate goes through on_error to 'unconfigured': everything it held is released, and
     the next configuration waits for its own proprioception (the array kind carries no stamp to age it by)."""
+    from diagnostic_msgs.msg import DiagnosticStatus
     from lifecycle_msgs.msg import State
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from std_msgs.msg import Float32MultiArray
@@ -191,8 +192,14 @@ def test_a_failed_transition_leaves_a_node_that_configures_again_on_fresh_inputs
     assert _held(node) == CLEANED_UP and not node.active and node.stack is None
     said = [m for m in errors if "no timer for you" in m]
     assert said and "activate failed (from state 'inactive'): RuntimeError" in said[0]  # rclpy alone says nothing
+    # and /diagnostics says it at ERROR, not a never-configured node's WARN (a lifecycle audit)
+    status = node.unconfigured_diagnostics().status[0]
+    assert status.level == DiagnosticStatus.ERROR, status.message
+    assert "activate failed (from state 'inactive'): RuntimeError: no timer for you" in status.message
+    assert "error processing left the node unconfigured" in status.message
     monkeypatch.undo()
     assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
+    assert node._transition_error is None  # a configure that succeeds clears it
     records = len(drv.records)
     for _ in range(5):  # images only: no step on the proprioception from before the error
         for pub in drv.image_pubs:

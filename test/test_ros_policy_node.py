@@ -344,6 +344,31 @@ def test_new_instruction_resets_episode_and_model_errors_are_survived(executor, 
     assert len(drv.twists) == n_twists
 
 
+def test_a_system_exit_raised_in_a_step_is_a_model_error_not_the_end_of_the_step_thread(executor, tiny_checkpoint,
+                                                                                         monkeypatch):
+    """A library's SystemExit (a BaseException) in a step ended the worker thread with a traceback on stderr: the
+    node stayed active and never stepped again, its status blaming the cameras (a lifecycle audit). It is a model
+    error like any other: a zero twist for that step, and the next steps run."""
+    node = started_policy_node(executor, tiny_checkpoint, enabled=True)
+    drv = Driver(executor)
+    drv.instruct(INSTRUCTIONS[0])
+    assert drv.drive_until(lambda: len(drv.actions) >= 1)
+    real_step = node.stack.controller.step
+    calls = {"n": 0}
+
+    def exiting(obs, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise SystemExit(3)
+        return real_step(obs, **kwargs)
+
+    assert drv.settle(node)
+    monkeypatch.setattr(node.stack.controller, "step", exiting)
+    n = len(drv.actions)
+    assert drv.drive_until(lambda: len(drv.actions) > n + 1)
+    assert node.stats.model_errors == 1 and node._worker.alive
+    assert "SystemExit" in node.stats.skip_details["model_error"]
+
 def test_an_over_long_instruction_is_refused_and_the_steps_go_on_with_the_previous_one(executor, tiny_checkpoint,
                                                                                         monkeypatch):
     """A huge instruction (a buggy or hostile publisher) was tokenized in full by the worker before the model cut it

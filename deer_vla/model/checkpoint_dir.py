@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +133,32 @@ class CheckpointDir:
         return self.config_path.is_file()
 
     def _missing(self, path: Path) -> str:
-        """Why a file the load needs is not one: absent, a folder, or a link to nothing (or to itself)."""
+        """Why a file the load needs is not one: out of reach, absent, a folder, a link to nothing (or to itself),
+        or no regular file (a named pipe: "has no model.safetensors" sent the operator looking for a missing
+        file)."""
+        try:
+            mode: int | None = path.stat().st_mode
+        except PermissionError as exc:
+            return f"checkpoint {self.root}: {path.name} cannot be reached: {exc.strerror} (its folder is not readable)"
+        except OSError:
+            mode = None
         if path.is_dir():
             return f"checkpoint {self.root}: {path.name} is a folder, not a file"
         if path.is_symlink():
             return f"checkpoint {self.root}: {path.name} is a symbolic link to no file (broken, or a loop)"
+        if mode is not None and not stat.S_ISREG(mode):
+            return f"checkpoint {self.root}: {path.name} is not a regular file (a pipe, socket or device)"
         return f"checkpoint {self.root} has no {path.name}"
+
+    def _readable(self, path: Path) -> None:
+        """CheckpointError unless ``path`` opens for reading (safetensors said "No such file or directory" of a
+        weights file there but unreadable)."""
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint {self.root}: {path.name} cannot be read: "
+                                  f"{exc.strerror or exc}") from exc
 
     # -- validation
     def check(self) -> PolicyConfig:
@@ -145,6 +166,7 @@ class CheckpointDir:
         cfg = self.read_config()
         if not self.weights_path.is_file():
             raise CheckpointError(self._missing(self.weights_path))
+        self._readable(self.weights_path)
         if not any((self.root / f).is_file() for f in self.TOKENIZER_FILES):
             raise CheckpointError(f"checkpoint {self.root} has no tokenizer files "
                                   f"({' or '.join(self.TOKENIZER_FILES)})")
@@ -186,8 +208,9 @@ class CheckpointDir:
         path = self.profile_path
         if not path.is_file():
             return None
+        data = self._read_json(path)  # (its CheckpointError names the file already)
         try:
-            return CostProfile.from_dict(self._read_json(path))
+            return CostProfile.from_dict(data)
         except (TypeError, ValueError, ArithmeticError) as exc:  # ArithmeticError: an integer no float holds
             raise CheckpointError(f"invalid {path}: {exc}") from exc
 

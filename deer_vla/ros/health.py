@@ -21,7 +21,8 @@ periods, so a slow control rate is not taken for a stall):
   state or proprio topic, a model step still running); ERROR, with the same
   reason, once no step has finished for ``ERROR_AFTER_WINDOWS`` windows.
 - No checkpoint loaded (``unconfigured_status``): ERROR naming the reason
-  when the last configure failed, else WARN. The node reports from
+  when the last configure failed or a transition raised (error processing
+  left it unconfigured), else WARN. The node reports from
   construction on, so a node that never configured is not absent from the
   robot's monitor.
 """
@@ -309,15 +310,21 @@ def _below_rate(snap: HealthSnapshot, before: HealthSnapshot | None, period_step
             "the nominal period)")
 
 
-def unconfigured_status(state: str, checkpoint: str, configure_error: str | None) -> PolicyStatus:
+def unconfigured_status(state: str, checkpoint: str, configure_error: str | None,
+                        transition_error: str | None = None) -> PolicyStatus:
     """The status of a node with no checkpoint loaded (lifecycle ``state``): ERROR naming the reason when its
-    last configure failed, else WARN (not configured yet, cleaned up, or shut down)."""
+    last configure failed or a transition raised (``transition_error``: error processing left it unconfigured),
+    else WARN (not configured yet, cleaned up); a finalized node says so first, with the last failure."""
     values = [("state", state), ("checkpoint", checkpoint)]
+    failed = f"configure failed: {configure_error}" if configure_error is not None else transition_error
+    if state == "finalized":  # no transition leaves it: restart the node
+        said = "finalized: shut down, no checkpoint loaded (restart the node to run again)"
+        return PolicyStatus(WARN, said if failed is None else f"{said}; before it, {failed}", values)
     if configure_error is not None:
         return PolicyStatus(ERROR, f"configure failed: {configure_error}", values)
-    if state == "finalized":  # no transition leaves it: restart the node
-        return PolicyStatus(WARN, "finalized: shut down, no checkpoint loaded (restart the node to run again)",
-                            values)
+    if transition_error is not None:
+        return PolicyStatus(ERROR, f"{transition_error}; error processing left the node {state} (lifecycle "
+                                   "configure to load one again)", values)
     return PolicyStatus(WARN, f"{state}: no checkpoint loaded (lifecycle configure to load one)", values)
 
 

@@ -27,7 +27,8 @@ def report_errors(
     callback: Callable[[L, LifecycleState], TransitionCallbackReturn],
 ) -> Callable[[L, LifecycleState], TransitionCallbackReturn]:
     """A transition callback whose exception is logged (type, message, where) and answered with ERROR, which
-    sends the node through on_error as rclpy would, but with the cause on /rosout instead of nowhere."""
+    sends the node through on_error as rclpy would, but with the cause on /rosout instead of nowhere (and given to
+    the node's ``note_transition_error``, where it has one, for its status)."""
 
     @functools.wraps(callback)
     def wrapped(node: L, state: LifecycleState) -> TransitionCallbackReturn:
@@ -35,10 +36,12 @@ def report_errors(
             return callback(node, state)
         except Exception as exc:
             where = traceback.extract_tb(exc.__traceback__)[-1]
-            node.get_logger().error(
-                f"{callback.__name__.removeprefix('on_')} failed (from state '{state.label}'): {type(exc).__name__}: "
-                f"{exc} (at {Path(where.filename).name}:{where.lineno})"
-            )
+            said = (f"{callback.__name__.removeprefix('on_')} failed (from state '{state.label}'): "
+                    f"{type(exc).__name__}: {exc}")
+            node.get_logger().error(f"{said} (at {Path(where.filename).name}:{where.lineno})")
+            noted = getattr(node, "note_transition_error", None)
+            if callable(noted):  # the node's status says it too, not only /rosout
+                noted(said)
             return TransitionCallbackReturn.ERROR
 
     return wrapped

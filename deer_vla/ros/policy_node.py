@@ -336,6 +336,8 @@ class PolicyNode(LifecycleNode):
         # /diagnostics from construction on: a node that is not configured, or whose configure failed, says so
         # on the robot's monitor instead of being absent from it
         self._configure_error: str | None = None
+        # a transition that raised (report_errors), until a configure succeeds or fails: /diagnostics says it
+        self._transition_error: str | None = None
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
         self._diagnostics_timer: Any = None
@@ -466,7 +468,7 @@ class PolicyNode(LifecycleNode):
             return self._configure_failed(str(exc))
         except Exception as exc:  # a broken checkpoint must leave the node unconfigured, not dead
             return self._configure_failed(f"{type(exc).__name__}: {exc}")
-        self._configure_error = None
+        self._configure_error = self._transition_error = None
         explicit_rate, explicit_frame = params.rate_hz, params.frame_id
         params = params.with_rate(stack.control_rate_hz).with_frame(stack.action_spec.frame)
         # built before the locks: a record of 100 000 wordings takes seconds, and a ~/halt's reply waits on them
@@ -599,8 +601,12 @@ class PolicyNode(LifecycleNode):
             f"recorded values set gripper.output: positions, gripper.open_positions: [{raw_open:g}], "
             f"gripper.closed_positions: [{raw_closed:g}]")
 
+    def note_transition_error(self, said: str) -> None:
+        """A transition raised (``report_errors``): the unconfigured status names it until the next configure."""
+        self._transition_error = said
+
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
-        self._configure_error = reason
+        self._configure_error, self._transition_error = reason, None
         self.get_logger().error(f"configure failed: {reason}")
         self.publish_diagnostics()  # at once, not a period later: the operator sees why
         return TransitionCallbackReturn.FAILURE
@@ -1613,7 +1619,7 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error(f"unsafe action not published: {exc}", throttle_duration_sec=2.0)
             self._no_action(job)
             return
-        except Exception as exc:  # one failed step must not kill the node
+        except BaseException as exc:  # one failed step must not kill the node (nor a library's SystemExit)
             self.stats.model_errors += 1
             self.stats.skip("model_error", f"policy step failed: {type(exc).__name__}: {exc}")
             self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
@@ -1928,7 +1934,7 @@ class PolicyNode(LifecycleNode):
         """The status while no checkpoint is loaded (health.unconfigured_status)."""
         return self._status_array(unconfigured_status(self._state_machine.current_state[1],
                                                       str(self.get_parameter("checkpoint_dir").value),
-                                                      self._configure_error))
+                                                      self._configure_error, self._transition_error))
 
     def publish_diagnostics(self) -> None:
         # read once: a cleanup on another thread (a multi-threaded executor) clears them at any moment, and an

@@ -73,7 +73,9 @@ class StepWorker(Generic[T]):
             self.busy.set()
             try:
                 self._step(item)
-            except Exception as exc:  # a failed step must not end the thread
+            # a failed step must not end the thread: not even a SystemExit a library raises (the thread died with
+            # a traceback on stderr, and the node stayed active with no step ever again, blaming its cameras)
+            except BaseException as exc:
                 self._on_error(exc)
             finally:
                 self.busy.clear()
