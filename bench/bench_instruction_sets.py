@@ -55,6 +55,10 @@ the rules of sets a-k, then mended after reading it.
 child, a sailor, a farmer, a sports commentator, a grumpy old man, Japanese-English, Scots, a meditation teacher,
 a project manager, a manual read aloud, a home-automation hub, someone half asleep): held out on all of session
 67's rules but its own two (a Scots negation and "there is no need to"; an apology after a request), mended after.
+`bench/data/instructions_labelled_11.json` holds 334 of an eleventh (set n, session 68: a night-shift nurse, a
+teenager texting, a pilot's radio phraseology, Spanish-English, a lawyer, a chef, a teacher, a speech recogniser's
+transcript, a stutter, a poet, an engineer with units, a drill sergeant, a tired parent, a gamer, Irish English, a
+chatbot): held out on all of session 67's rules, mended after with set m's left-overs.
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
@@ -67,6 +71,7 @@ a project manager, a manual read aloud, a home-automation hub, someone half asle
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_8.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_9.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_10.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_11.json
 """
 from __future__ import annotations
 
