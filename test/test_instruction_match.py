@@ -513,14 +513,18 @@ def test_one_verb_for_two_things_or_a_sequence_is_heard_as_two_tasks(default_run
                         (check.judge, "do the drawer first and the faucet second"),
                         (mt50_check.judge, "open the door and then lock it"),
                         # set j's: "also" before the second thing (drawer-open at INFO)
-                        (check.judge, "Please open the window and also the drawer.")):
+                        (check.judge, "Please open the window and also the drawer."),
+                        # set n's: at the same time (drawer-open silently)
+                        (check.judge, "open the drawer and the window at the same time"),
+                        (check.judge, "open the drawer and the window together")):
         verdict = judge(text, "warn", 0.45)
         assert verdict.two_tasks is not None and verdict.doubtful, text
     for judge, text in ((check.judge, "open the drawer and pull it"), (check.judge, "close the drawer, then stop"),
                         (check.judge, "the drawer, open it"), (check.judge, "open the drawer first"),
                         (check.judge, "first open the window"), (mt50_check.judge, "open the door, then push it"),
                         # a state is no task asked, nor the thing of "it" (a review's)
-                        (mt50_check.judge, "the door is locked, unlock it")):
+                        (mt50_check.judge, "the door is locked, unlock it"),
+                        (check.judge, "open the drawer all at once"), (check.judge, "press the button once")):
         assert judge(text, "warn", 0.45).two_tasks is None, text
 
 

@@ -69,7 +69,12 @@ NAMING_NOTHING = FUNCTION_WORDS | ADDRESS_WORDS | SAID_NO
 # words that order the clauses of a sequence and name nothing ("first the drawer, then the window" ran drawer-open
 # at INFO: two things, no verb)
 SEQUENCE_WORDS = frozenset({"first", "firstly", "second", "secondly", "third", "next", "then", "after", "afterwards",
-                            "finally", "last", "lastly", "also", "too"})
+                            "finally", "last", "lastly", "also", "too",
+                            # or at once: "open the drawer and the window at the same time" (set n's: ran drawer-open
+                            # silently, "the window at the same time" no thing named alone)
+                            "same", "time", "together", "simultaneously", "once", "both", "meanwhile"})
+# "at the same time", "at once": the "at" of a simultaneity, no thing
+SIMULTANEOUS = re.compile(r"\bat\s+(?:the\s+same\s+time|once)\b", re.IGNORECASE)
 # a clause of a verb and these acts on the thing of the clause before ("open the door and then lock it")
 PRONOUNS = frozenset({"it", "them", "that", "this"})
 # the words that set a thing aside or take it back: not the thing's name
@@ -362,7 +367,7 @@ class InstructionCheck:
         if not match.similarity >= 1.0 - SIMILARITY_SLACK:
             verb: list[str] = []  # the last clause's verb, for a clause that names a thing alone
             thing: list[str] = []  # the last clause's thing, for a clause of a verb and "it"
-            for clause in CLAUSE_BREAK.split(read):
+            for clause in CLAUSE_BREAK.split(SIMULTANEOUS.sub(" ", read)):
                 if says_state(clause):  # "the door is locked, unlock it": a state, no task asked nor thing for "it"
                     continue
                 named = [w for w in _named(clause) if w not in SEQUENCE_WORDS]
