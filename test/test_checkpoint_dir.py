@@ -431,3 +431,20 @@ def test_a_broken_profile_is_named_once(ckpt: CheckpointDir) -> None:
     with pytest.raises(CheckpointError) as caught:
         ckpt.read_profile()
     assert str(caught.value).count("profile.json") == 1, str(caught.value)
+
+
+def test_a_config_of_strings_for_numbers_or_booleans_is_refused_and_whole_floats_are_numbers(ckpt: CheckpointDir):
+    """config.json's "64" was taken as the size 64 and "yes" as true (pydantic's lax coercion), without a word."""
+    data = json.loads(ckpt.config_path.read_text())
+    data["image_size"] = str(data["image_size"])
+    ckpt.config_path.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=r"image_size: Input should be a valid integer"):
+        ckpt.read_config()
+    data["image_size"] = float(data["image_size"])  # 64.0, as some tools write a whole number: still one
+    data["vision"]["freeze"] = "yes"
+    ckpt.config_path.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=r"vision\.freeze: Input should be a valid boolean"):
+        ckpt.read_config()
+    data["vision"]["freeze"] = True
+    ckpt.config_path.write_text(json.dumps(data))
+    assert ckpt.read_config().image_size == int(data["image_size"])

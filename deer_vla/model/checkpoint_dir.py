@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,9 +189,13 @@ class CheckpointDir:
             raise CheckpointError(f"{path}: checkpoint format {version} is newer than this deer_vla reads "
                                   f"({FORMAT_VERSION}); upgrade deer_vla to load it")
         try:
-            return PolicyConfig.model_validate(data)
+            config = PolicyConfig.model_validate(data)
+            # and strictly, as JSON: "32" is no size and "yes" no boolean (both were taken, coerced, without a
+            # word); a whole number written 24.0 is still one
+            PolicyConfig.model_validate_json(json.dumps(_whole_numbers(data)), strict=True)
         except ValidationError as exc:
             raise CheckpointError(f"invalid {path}: {format_validation_error(exc)}") from exc
+        return config
 
     # -- the optional files
     def read_extra(self) -> dict[str, Any] | None:
@@ -240,16 +245,25 @@ class CheckpointDir:
             raise CheckpointError(f"invalid {path}: {exc}") from exc
 
 
+def _leaves_mapped(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``value`` (parsed JSON) with ``leaf`` applied to every value that is no object or array."""
+    if isinstance(value, dict):
+        return {k: _leaves_mapped(v, leaf) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_leaves_mapped(v, leaf) for v in value]
+    return leaf(value)
+
+
+def _whole_numbers(value: Any) -> Any:
+    """``value`` with every float that is a whole number as an int (24.0 -> 24)."""
+    return _leaves_mapped(value, lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
+
+
 def _same_numbers(value: Any) -> Any:
     """``value`` with every number as a float: the backbones' HF configs are dicts as written (10000.0 in one
     file, 10000 in the same file rewritten by jq), and a digest must not tell them apart."""
-    if isinstance(value, dict):
-        return {k: _same_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_same_numbers(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2 ** 53:  # exact as a float
-        return float(value)
-    return value
+    return _leaves_mapped(value, lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool)
+                          and abs(v) < 2 ** 53 else v)  # (exact as a float)
 
 
 def _digest(path: Path) -> str:
