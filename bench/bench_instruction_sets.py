@@ -14,7 +14,7 @@ heard as the policy node hears a new instruction, from the same pieces in the sa
   a task's name heard as another, a text heard as another task than what it asks beside a thing set aside, one
   word several tasks share: `Verdict.drops`);
 - refused, kept: refused, the previous instruction stays in force (an empty or invalid text; under
-  `--mode refuse`, one unlike every trained wording);
+  `--mode refuse`, one unlike every trained wording; under `--mode strict`, every one `warn` runs at WARN);
 - right / wrong, silent / WARN: run as the labelled task or another (for a REFUSE label any task is wrong);
   "wrong, silent" is the harmful cell: the robot does another task and nothing says so.
 
@@ -104,7 +104,8 @@ CELLS = ("refused, dropped", "refused, kept", "right, silent", "right, WARN", "w
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", type=checkpoint_option, default="default", help=checkpoint_help())
-    ap.add_argument("--mode", default="warn", choices=("warn", "refuse"), help="unfamiliar_instruction")
+    ap.add_argument("--mode", default="warn", choices=("warn", "refuse", "strict"),
+                    help="unfamiliar_instruction")
     ap.add_argument("--floor", type=similarity_floor, default=0.45, help="min_instruction_similarity")
     ap.add_argument("--data", type=Path, default=DATA, help="labelled instructions (JSON list of text, label, "
                                                             "category)")

@@ -1453,7 +1453,8 @@ def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor
         drv.instruct(text)
         assert drv.drive_until(lambda: node.stats.rejected_instructions == rejected + n)  # noqa: B023
     assert node.instruction == INSTRUCTIONS[0]  # the previous instruction stays in force
-    refusals = [(m, kw) for m, kw in errors if "refused; unlike every instruction" in m]
+    refusals = [(m, kw) for m, kw in errors
+                if "refused (unfamiliar_instruction: refuse); unlike every instruction" in m]
     assert len(refusals) == 2 and all("keeping the previous instruction" in m and not kw for m, kw in refusals)
     assert _instruction_status(node)[0] == 0  # the instruction in force is a trained one
 
@@ -1463,6 +1464,32 @@ def test_an_instruction_unlike_every_trained_wording_is_said_or_refused(executor
     assert node.set_parameters([Parameter("unfamiliar_instruction", value="off")])[0].successful
     assert _instruction_status(node)[1] == "not compared (unfamiliar_instruction: off)"
 
+
+def test_strict_keeps_out_every_text_warn_runs_at_warn(executor, tiny_checkpoint, tmp_path, monkeypatch):
+    """unfamiliar_instruction 'strict': a text 'warn' runs with a WARN (here a word the record never has) is
+    refused and the previous instruction kept; a trained wording runs; switching to 'strict' at run
+    time drops such a text in force (no steps until a new instruction)."""
+    from rclpy.parameter import Parameter
+
+    node = started_policy_node(executor, _with_instruction_record(tiny_checkpoint, tmp_path / "ckpt"), enabled=True,
+                               stale_action="zero")
+    errors = spy_on_log(node, "error", monkeypatch)
+    drv = Driver(executor)
+    two = f"{INSTRUCTIONS[0]} and {INSTRUCTIONS[2]}"
+    drv.instruct(two)  # 'warn': runs, said at WARN
+    assert drv.drive_until(lambda: node.instruction == two)
+    assert _instruction_status(node)[0] == 1
+    assert node.set_parameters([Parameter("unfamiliar_instruction", value="strict")])[0].successful
+    assert node.instruction is None  # dropped: 'strict' would have refused it
+    assert any(f"instruction in force '{two}' dropped (unfamiliar_instruction: strict)" in m for m, _ in errors)
+    drv.instruct(INSTRUCTIONS[1])
+    assert drv.drive_until(lambda: node.instruction == INSTRUCTIONS[1])
+    rejected = node.stats.rejected_instructions
+    drv.instruct(two)
+    assert drv.drive_until(lambda: node.stats.rejected_instructions == rejected + 1)
+    assert node.instruction == INSTRUCTIONS[1]  # the previous one kept
+    assert any(f"instruction '{two}' refused (unfamiliar_instruction: strict)" in m and "names 'drawer'" in m
+               and "keeping the previous instruction" in m for m, _ in errors)
 
 @pytest.mark.parametrize(("text", "why"), [
     ("don\u2019t push the puck to the goal", "asks not to do something (\"don't\")"),

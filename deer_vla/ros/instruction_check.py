@@ -88,6 +88,9 @@ ONE_WORD_MARGIN = 0.2
 TASK_NAME_JOINERS = re.compile(r"[-_\s./]+")
 # a label before a task's name ("Command: door.lock" was heard as door-unlock, 0.86)
 TASK_NAME_LABEL = re.compile(r"\s*[^\W\d_]+\s*:\s*(?=\S)")
+# the modes of unfamiliar_instruction that keep an unfamiliar text out, and the one that keeps out every doubtful one
+STRICT = "strict"
+KEEPING_OUT = frozenset({"refuse", STRICT})
 TASK_NAME_EDGES = "\"'`.,;:!?()[]{}<>"
 
 
@@ -183,9 +186,10 @@ class Verdict:
 
     def refused(self, mode: str) -> bool:
         """Whether the node refuses the text under ``unfamiliar_instruction`` ``mode``: one that names no task in
-        either mode ("hello", "nope", "hold on a second", another language: warn ran the nearest task), one unlike
-        every trained wording under 'refuse'."""
-        return self.match is not None and (self.drops or (self.unfamiliar and mode == "refuse"))
+        every mode ("hello", "nope", "hold on a second", another language: warn ran the nearest task), one unlike
+        every trained wording under 'refuse', every one 'warn' says at WARN (``doubtful``) under 'strict'."""
+        return self.match is not None and (self.drops or (self.unfamiliar and mode in KEEPING_OUT)
+                                           or (self.doubtful and mode == STRICT))
 
     @property
     def drops(self) -> bool:

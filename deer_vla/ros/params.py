@@ -94,7 +94,8 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "repeated_instruction": "reset",
     # an instruction unlike every wording the checkpoint was trained on (model/instruction_match.py: cosine
     # similarity of mean token embeddings under min_instruction_similarity): "warn" = run it, say so (log and
-    # /diagnostics); "refuse" = keep the previous instruction; "off" = do not compare
+    # /diagnostics); "refuse" = keep the previous instruction; "strict" = keep it for every text "warn" would run at
+    # WARN too (a close call, a direction contradicted, two tasks, a word never learned); "off" = do not compare
     "unfamiliar_instruction": "warn",
     "min_instruction_similarity": 0.45,
     "proprio_topic": "proprio",  # std_msgs/Float32MultiArray, the model's proprio_dim values; "" = none
@@ -186,7 +187,8 @@ PARAMETER_DESCRIPTIONS: dict[str, str] = {
     "max_instruction_chars": "a longer instruction message is refused and the previous one kept",
     "repeated_instruction": "the same instruction again: reset (a new episode) or keep (carry on)",
     "unfamiliar_instruction": "an instruction unlike every wording the checkpoint was trained on: warn, refuse "
-                              "(keep the previous) or off",
+                              "(keep the previous), strict (keep the previous for every text warn runs at WARN) or "
+                              "off",
     "min_instruction_similarity": "below this cosine similarity to the nearest trained wording an instruction is "
                                   "unfamiliar",
     "proprio_topic": "std_msgs/Float32MultiArray of the checkpoint's proprio names, in order; \"\" = none",
@@ -289,7 +291,7 @@ class PolicyParams(BaseModel):
     instruction_topic: str = Field(min_length=1)
     max_instruction_chars: int = Field(ge=1, le=MAX_INSTRUCTION_CHARS)
     repeated_instruction: Literal["reset", "keep"]
-    unfamiliar_instruction: Literal["off", "warn", "refuse"]
+    unfamiliar_instruction: Literal["off", "warn", "refuse", "strict"]
     min_instruction_similarity: float = Field(ge=0, le=1)
     proprio_topic: str
     proprio_source: Literal["array", "joint_state"]

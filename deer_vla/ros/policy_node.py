@@ -1219,7 +1219,8 @@ class PolicyNode(LifecycleNode):
             return
         if verdict is not None and verdict.refused(params.unfamiliar_instruction):
             self.stats.rejected_instructions += 1
-            message = f"instruction {quoted(text)} refused{heard}; {self._kept()}"
+            message = (f"instruction {quoted(text)} refused (unfamiliar_instruction: {params.unfamiliar_instruction})"
+                       f"{heard}; {self._kept()}")
             if text != self._refused_text:  # each text said, its repeats (a planner re-sending it) every 2 s
                 self._refused_text = text
                 self.get_logger().error(message)
@@ -1310,12 +1311,12 @@ class PolicyNode(LifecycleNode):
         if not refused:
             self.get_logger().warn(f"instruction in force {quoted(text)} is {verdict.heard(floor)}")
             return
-        unfamiliar_only = not verdict.drops  # refused only for being unfamiliar, under 'refuse'
-        why = "it names no task to this checkpoint" if verdict.no_task else "unfamiliar" if unfamiliar_only else (
-            "it would be refused now")
+        by_mode = not verdict.drops  # refused only by the mode: unfamiliar under 'refuse', doubtful under 'strict'
+        why = "it names no task to this checkpoint" if verdict.no_task else (
+            ("unfamiliar" if verdict.unfamiliar else "doubtful") if by_mode else "it would be refused now")
         self._drop_instruction(f"{quoted(text, 60)} was dropped ({why})")
         self.stats.rejected_instructions += 1
-        rule = " (unfamiliar_instruction: refuse)" if unfamiliar_only else ""
+        rule = f" (unfamiliar_instruction: {params.unfamiliar_instruction})" if by_mode else ""
         self.get_logger().error(f"instruction in force {quoted(text)} dropped{rule}: {verdict.heard(floor)}; no "
                                 "steps until a new instruction")
 
