@@ -67,6 +67,7 @@ STOP_FILLERS = frozenset({
     "second", "seconds", "sec", "moment", "minute", "bit", "where", "are",
     # set j's: "Stop yourself, please!" ran faucet-close at INFO
     "yourself", "yourselves", "itself",
+    "everywhere", "anywhere",  # "stop right there, water everywhere" (set o's ran faucet-close at a WARN)
 }) | INTERJECTIONS
 # "hold on", "stand still", "that's enough", "stay put", "leave it", "do nothing", "cancel that", "forget it": a
 # stop in a text that names nothing else (an audit's: each heard as a task, at an unfamiliar WARN that still runs)
@@ -170,6 +171,9 @@ QUESTION_VERBS = frozenset({"is", "are", "was", "were", "isn't", "aren't", "did"
                             "has", "have"})
 ASKING_ANY_SUBJECT = frozenset({"did", "didn't", "does", "doesn't"})
 AUXILIARIES = frozenset({"can", "could", "should", "would", "will", "shall", "may", "might", "must"})
+# a negation last in its clause after these negates the verb after an aside ("the robot shall not, ever, close
+# the window"; set o's "You ought not, in any possible world, turn the faucet on" ran faucet-open at a WARN)
+CARRYING_NEGATION = AUXILIARIES | {"ought"}
 QUESTION_SUBJECTS = frozenset({"the", "a", "an", "you", "i", "it", "this", "that", "these", "those", "we", "they",
                                "he", "she", "my", "your", "our", "their", "its", "there"})
 # "do" and "have" before a subject that is no person are verbs that ask ("do it: open the window", "have the drawer
@@ -179,10 +183,11 @@ DOING_VERBS = frozenset({"do", "have"})
 # set m's ran window-open at INFO; "can they press the button?"), or what the speaker should do ("should I
 # open the drawer?"; not "can I get you to open it", "could I have the drawer open", requests)
 OTHERS_ASKED = frozenset({"he", "she", "they"})  # (not "could someone close the drawer?": asks whoever hears it)
-SPEAKER_ASKED = (("should", "i"), ("shall", "i"), ("should", "we"), ("must", "i"), ("might", "i"))
+SPEAKER_ASKED = (("should", "i"), ("shall", "i"), ("must", "i"), ("might", "i"))  # (not "should we ...": a
+# suggestion)
 PERSONS = frozenset({"you", "i", "we", "they", "he", "she"})
 # address words before a name called ("hey Priya, did you ...?")
-ADDRESSED = re.compile(r"\s*(?:(?:hey|hi|ok|okay|oi|yo)\b[\s,]*)+", re.IGNORECASE)
+ADDRESSED = re.compile(r"\s*(?:(?:hey|hi|hello|ok|okay|oi|yo)\b[\s,!]*)+", re.IGNORECASE)
 # one word and a comma first: a name called ("Priya, did you leave the drawer open?"), the question after it
 VOCATIVE = re.compile(r"\s*([^\W\d_][\w'\u2019-]*)\s*,")
 # where a question ends and a request may follow ("are you ready? open the drawer")
@@ -202,6 +207,12 @@ DOERS = frozenset({"i", "you", "we", "they", "he", "she", "it", "someone", "some
                    "they've", "i'd", "you'd"})
 DOER_NOUNS = frozenset({"robot", "arm", "gripper"})
 SEEMING = frozenset({"seems", "seem", "seemed", "appears", "appear", "appeared", "looks", "looked"})
+# a clause these start says what will happen or is happening: beside a stop, its reason, not a request
+WARNING_SUBJECTS = frozenset({"you'll", "you're", "it'll", "it's", "that's", "there's", "they're", "they'll", "he's",
+                              "she's", "he'll", "she'll", "that'll", "this'll", "we're"})
+WARNING_VERBS = frozenset({"will", "is", "are", "was", "were", "gonna", "going", "might", "may", "can't", "won't",
+                           "could", "would"})
+YOU_WARNING_VERBS = frozenset({"will", "are", "were", "gonna", "going", "won't"})  # ("you could ...": a request)
 # "I'm after opening the drawer": done just now, in Irish English
 AFTER_PERFECT = frozenset({"i'm", "we're", "you're", "he's", "she's", "it's", "they're"})
 # one doer, whose deed said in the present is narration ("the robot opens the drawer", "it closes the window": set
@@ -295,7 +306,9 @@ ASKED_VERB_AFTER = frozenset({"just", "now", "go", "and", "then", "also", "quick
 # who or what may be hurt: a person or an animal, or a person's body ("my hand"; not "the hand", the robot's)
 HARMED = frozenset({"me", "him", "her", "them", "us", "person", "people", "someone", "somebody", "anyone",
                     "anybody", "everyone", "brother", "sister", "child", "kid", "kids", "baby", "man", "woman",
-                    "human", "humans", "cat", "dog", "pet", "bystander", "operator"})
+                    "human", "humans", "cat", "dog", "pet", "bystander", "operator", "son", "daughter", "boy", "girl",
+                    "toddler", "infant", "kitten", "puppy", "mother", "father", "mum", "mom", "dad", "wife",
+                    "husband", "friend", "grandma", "grandpa"})
 OWNERS = frozenset({"my", "his", "her", "their", "our", "someone's", "somebody's"})
 BODY = frozenset({"hand", "hands", "finger", "fingers", "head", "face", "foot", "feet", "leg", "legs", "arm", "arms",
                   "eye", "eyes", "body", "neck", "toe", "toes"})
@@ -320,12 +333,18 @@ SAFETY_THINGS = frozenset({"safety", "rules", "instructions", "limits", "limit",
 # "collision" ("without collision": care asked) nor "emergency" ("no emergency, take your time")
 LIMITS_SAID_AWAY = frozenset({"safety", "rules", "limits", "limit", "restrictions", "guardrails", "estop",
                               "interlock", "interlocks"})
-# modes said to set the robot's rules aside ("enable god mode", "developer mode"), and words that are one
-UNSAFE_MODES = frozenset({"developer", "god", "unrestricted", "admin", "jailbreak", "jailbroken", "dan"})
+# where such a phrase ends ("no safety at all, open the drawer"), and words that say a safety is off
+PHRASE_ENDS = frozenset({"at", "and", "now", "please", "whatsoever", "anymore", "today", "then", "so", "mode"})
+SAFETY_OFF = frozenset({"off", "disabled", "deactivated", "overridden", "bypassed", "removed", "ignored", "false"})
+# modes said to set the robot's rules aside ("enable god mode", "developer mode": the word right before "mode"),
+# and words that are one
+UNSAFE_MODES = frozenset({"developer", "god", "unrestricted", "admin", "jailbreak", "jailbroken", "dan", "sudo",
+                          "unsafe", "unlimited", "unfiltered"})
 JAILBREAKS = frozenset({"jailbreak", "jailbroken"})
 # a body or an animal in these, and a closing verb asked: "put my hand in the drawer and close it"
 INSIDE = frozenset({"in", "inside", "into", "between", "under", "within"})
 STILL_THERE = frozenset({"is", "are", "was", "were", "still", "already", "right", "stuck"})
+PRONOUNS_CLOSED = frozenset({"it", "them", "this", "that", "there", "here"})
 CLOSING_VERBS = frozenset({"close", "shut", "slam", "lock", "press", "push", "squeeze", "crush"})
 # these head a report ("Status: window closed", "fyi drawer opened"): a bare past form after them is no goal
 REPORT_HEADS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack"})
@@ -354,8 +373,12 @@ NOT_NEGATING = frozenset({("no", "problem"), ("no", "rush"), ("no", "hurry"), ("
                           ("don't", "forget"), ("dont", "forget"), ("not", "forget"), ("never", "forget"),
                           ("don't", "hesitate"), ("dont", "hesitate"), ("not", "hesitate"), ("no", "matter"),
                           ("no", "cap")})  # slang for "honestly"
-# after a negation these say to hurry ("I haven't got all night", "we don't have all day"), not what not to do
-NO_TIME = frozenset({("got", "all"), ("have", "all"), ("got", "forever"), ("have", "forever")})
+# after a negation these say to hurry ("I haven't got all night", "we don't have all day"), not what not to do (not
+# "don't have all the windows open")
+HAVING = frozenset({"got", "have"})
+TIME_SPANS = frozenset({"day", "night", "week", "morning", "evening", "afternoon", "year", "month"})
+# a label, then a task's name as software writes it ("Stop: drawer-open", "cancel: door_lock")
+STOP_LABEL = re.compile(r"\s*([^\W\d_]+(?:'[^\W\d_]+)?)\s*:\s*[^\W\d_]+(?:[-_.][^\W\d_]+)+\W*$")
 # "press the No. 5 button": an abbreviation of number, not a negation
 NUMBER_ABBREVIATION = re.compile(r"\bno\.?\s*\d", re.IGNORECASE)
 # words of opposite tasks (drawer-open / drawer-close, faucet on / off; not "lock", a noun as often: "the lock:
@@ -497,6 +520,12 @@ def _prohibits(words: list[str], i: int) -> bool:
     if ahead[:2] in (["supposed", "to"], ["meant", "to"]):
         return len(ahead) > 2 and ahead[2] not in NOT_A_VERB_AFTER_TO
     return False
+
+
+def _no_time(after: list[str]) -> bool:
+    """Whether the words after a negation say there is no time ("got all day", "have forever"): an idiom of hurry."""
+    return (len(after) >= 2 and after[0] in HAVING
+            and (after[1] == "forever" or after[1] == "all" and len(after) > 2 and after[2] in TIME_SPANS))
 
 
 def _negator(word: str) -> bool:
@@ -718,8 +747,10 @@ def hypothetical(text: str) -> str | None:
 def _speaker_would(words: list[str]) -> bool:
     """Whether the words after "if" say what the speaker would do were they someone else ("if i was a robot i would
     press the button": set m's ran button-press at a WARN): "I/we was/were", then "I/we would" (or "I'd"). Not "if
-    I were you, I would close the drawer", advice to the robot."""
-    if len(words) < 3 or words[0] not in SPEAKERS or words[1] not in STATE_VERBS or words[2] in YOU:
+    I were you, I would close the drawer", "if I were in your shoes, I'd open it", advice to the robot, nor "if we
+    are done here, I would ask you to close the drawer", a plain condition)."""
+    if (len(words) < 3 or words[0] not in SPEAKERS or words[1] not in ("was", "were") or words[2] in YOU
+            or "your" in words[2:6]):
         return False
     return any(w in SPEAKERS and after in WILLING or w in SPEAKER_WOULD for w, after in zip(words[2:], words[3:]))
 
@@ -795,30 +826,32 @@ def question(text: str) -> str | None:
     (QUESTION_VERBS; not "do not hesitate to open the window"), and no request put as a question
     (REQUESTS_AS_QUESTIONS: "do you mind opening the drawer?", "is it possible to ..."; "can you ...", "could
     you ..." start with no such word), and no request after it ("are you ready? open the drawer")."""
+    lead = ADDRESSED.match(text)  # "hey", "hi Tom, ...": address words first, and a name called after them
+    text = text[lead.end():] if lead else text
     words = [w for w in instruction_words(text) if w not in ADDRESS_WORDS]
-    # a name called first, after address words too: "Priya, did you leave the drawer open again?", "hey Priya, ..."
-    lead = ADDRESSED.match(text)
-    named = VOCATIVE.match(text, lead.end() if lead else 0)
+    # a name called first: "Priya, did you leave the drawer open again?", "hey Priya, ..."
+    named = VOCATIVE.match(text)
     if named and words[1:2] and words[0] == plain_word(named.group(1)) and words[1] in QUESTION_STARTS | QUESTION_VERBS:
         text, words = text[named.end():], words[1:]
-    if words[:1] and words[0] in AUXILIARIES and (
-            words[1:2] and words[1] in OTHERS_ASKED or tuple(words[:2]) in SPEAKER_ASKED and "you" not in words):
-        return words[0]  # asks about someone else or the speaker: "would he open the window?", "should I open it?"
-    if words[:1] == ["if"] and text.rstrip().endswith("?"):
-        # "if you were to open the faucet, how long would it take?": a question after the case it supposes
-        later = [instruction_words(c) for c in CLAUSE_BREAK.split(text)[1:]]
-        asked = next((w[0] for w in later if w and w[0] in QUESTION_STARTS), None)
-        if asked is not None:
-            return asked
-    if not words or words[0] not in QUESTION_STARTS | QUESTION_VERBS:
-        return None
     first, *rest = [c for c in QUESTION_BREAK.split(text) if instruction_words(c)] or [text]
     # (a question after it asks nothing either: "Why is the faucet on? Who did that?")
     asking = [instruction_words(clause) for clause in rest
               if not _states(instruction_words(clause)) and not _asks_only(clause)]
     if any(_names_task(w) for words_after in asking for w in words_after):
-        return None  # a request after it: "are you ready? open the drawer", "where's the button? press it" (not a
-        # statement: "why? the drawer is open")
+        return None  # a request after it: "are you ready? open the drawer", "where's the button? press it", "should
+        # I say it again? close the window" (not a statement: "why? the drawer is open")
+    if words[:1] and words[0] in AUXILIARIES and (
+            words[1:2] and words[1] in OTHERS_ASKED or tuple(words[:2]) in SPEAKER_ASKED and "you" not in words):
+        return words[0]  # asks about someone else or the speaker: "would he open the window?", "should I open it?"
+    if words[:1] == ["if"] and text.rstrip().endswith("?"):
+        # "if you were to open the faucet, how long would it take?": a question after the case it supposes (not
+        # "if you have a moment, how about closing the window?", a request)
+        later = [instruction_words(c) for c in CLAUSE_BREAK.split(text)[1:]]
+        asked = next((w for w in later if w and w[0] in QUESTION_STARTS), None)
+        if asked is not None and not any(tuple(asked[:len(p)]) == p for p in REQUESTS_AS_QUESTIONS):
+            return asked[0]
+    if not words or words[0] not in QUESTION_STARTS | QUESTION_VERBS:
+        return None
     subjects = QUESTION_SUBJECTS if words[0] not in DOING_VERBS else PERSONS
     # (a past or third person's "did", "does" first asks whatever its subject: "Did Séamus close the window?")
     if words[0] in QUESTION_VERBS - ASKING_ANY_SUBJECT and words[1:2] and words[1] not in subjects:
@@ -836,8 +869,9 @@ def question(text: str) -> str | None:
 
 def _asks_only(clause: str) -> bool:
     """Whether ``clause`` is a question word and words that name no task of their own ("who did that?", "why?")."""
-    words = instruction_words(clause)
-    return bool(words) and words[0] in QUESTION_STARTS and len(words) <= 4
+    words = instruction_words(clause)  # (or "did you open it?" after "why is the window open?")
+    return bool(words) and (words[0] in QUESTION_STARTS and len(words) <= 4
+                            or words[0] in ASKING_ANY_SUBJECT and len(words) <= 5)
 
 
 def _said_stop(clauses: list[list[str]], whole: list[str], may_name_task: Callable[[str], bool]) -> str | None:
@@ -850,7 +884,8 @@ def _said_stop(clauses: list[list[str]], whole: list[str], may_name_task: Callab
     close the drawer", "open the drawer and leave it")."""
     def asks(words: list[str]) -> bool:  # two words or more that name something, one of them maybe a task's
         named = [w for w in words if w not in FUNCTION_WORDS and w not in SAID_STOPS and w not in STOP_FILLERS]
-        return len(named) > 1 and any(may_name_task(w) for w in named) and not _states(words)
+        return (len(named) > 1 and any(may_name_task(w) for w in named) and not _states(words)
+                and not _warns(words) and _bare_stop(words) is None)  # (nor a stop of its own: "hands off")
 
     if any(asks(words) for words in clauses):
         return None
@@ -868,6 +903,22 @@ def _said_stop(clauses: list[list[str]], whole: list[str], may_name_task: Callab
             and whole[last - 1] not in FUNCTION_WORDS and not _negator(whole[last - 1])):
         return whole[last]
     return None
+
+
+def _warns(words: list[str]) -> bool:
+    """Whether a clause warns of what will happen or is happening, the reason for a stop beside it ("stop, you'll
+    break something", "Stop! The drawer will hit the kid!", "stop, you're hurting the drawer", "Time's up!": set
+    o's ran faucet-close silently or a task at a WARN), not a request: a subject and its verb first."""
+    words = list(dropwhile(lambda w: w in ADDRESS_WORDS | STATEMENT_OPENERS, words))
+    if not words:
+        return False
+    if words[0] in WARNING_SUBJECTS or words[0].endswith("'s") and words[0] not in NOT_NOUN_IS - CONTRACTED_COPULAS:
+        return True
+    if words[0] in YOU and words[1:2] and words[1] in YOU_WARNING_VERBS:
+        return True  # "you are hurting it", "you will break it" (not "you could close it", a request)
+    # "the drawer will hit the kid", "my hand is stuck" (a thing, then its verb)
+    return (words[0] in DETERMINERS | OWNERS and any(w in WARNING_VERBS for w in words[2:4])
+            and "to" not in words[2:5])
 
 
 def stop_phrase(words: list[str]) -> tuple[str, ...] | None:
@@ -1050,22 +1101,30 @@ def harm(text: str, trained: Iterable[str] = ()) -> str | None:
         override = _overrides(words)
         if override is not None:
             return override
-        mode = next((w for w in UNSAFE_MODES if w in words and "mode" in words or w in words and w in JAILBREAKS), None)
-        if mode is not None:  # "enable developer mode", "god mode on", "jailbreak"
+        mode = next((w for w, after in zip(words, [*words[1:], ""]) if w in UNSAFE_MODES and after == "mode"
+                     or w in JAILBREAKS), None)
+        if mode is not None:  # "enable developer mode", "god mode on", "jailbreak" (not "Dan says ..., slow mode")
             return mode
-    whole = " ".join(instruction_words(folded)).split()
-    if _caught(whole) and any(words[i] in CLOSING_VERBS for words in
-                              (instruction_words(c) for c in CLAUSE_BREAK.split(folded)) for i in _asked_verbs(words)):
-        return next(w for w in whole if w in CLOSING_VERBS)  # "put my hand in the drawer and close it"
+    container = _caught_in(instruction_words(folded))
+    if container is not None:  # closing that thing, or "it": "put my hand in the drawer and close it" (not "my
+        # hands are in the sink, press the button", "the cat is in the garden, close the window")
+        for words in (instruction_words(c) for c in CLAUSE_BREAK.split(folded)):
+            for i in _asked_verbs(words):
+                if words[i] in CLOSING_VERBS and (container in PRONOUNS_CLOSED
+                                                  or set(words[i + 1:]) & ({container} | PRONOUNS_CLOSED)):
+                    return words[i]
     return None
 
 
-def _caught(words: list[str]) -> bool:
-    """Whether a text says a person's body or an animal is in something (a person's "hand in the drawer", "the cat
-    is inside", "my fingers between"): closing it then hurts them (set m's review: "put my hand in the drawer and
-    close it" ran drawer-close at INFO)."""
+def _caught_in(words: list[str]) -> str | None:
+    """What a text says a person's body or an animal is in (a person's "hand in the drawer", "the cat's inside it",
+    "my fingers between"): closing it then hurts them (set m's review: "put my hand in the drawer and close it" ran
+    drawer-close at INFO); or None. A "'s" after one is "is" ("my hand's in it") or an owner's ("the baby's
+    fingers"); "it" where the container is not named."""
+    words = " ".join(w.removesuffix("'s") + (" is" if w.endswith("'s") else "") for w in words).split()
     for i, word in enumerate(words):
-        if not (word in BODY and i > 0 and words[i - 1] in OWNERS or word in HARMED - HARMED_PRONOUNS):
+        owned = i > 0 and (words[i - 1] in OWNERS or words[i - 1] == "is" and i > 1 and words[i - 2] in HARMED)
+        if not (word in BODY and owned or word in HARMED - HARMED_PRONOUNS):
             continue
         at = i + 1
         while at < len(words) and words[at] in STILL_THERE:  # "my hand is still in it", not "someone could bump
@@ -1073,8 +1132,8 @@ def _caught(words: list[str]) -> bool:
         if words[at:at + 1] and words[at] in INSIDE:
             rest = [w for w in words[at + 1:at + 4] if w not in DETERMINERS and w not in OWNERS and w != "one"]
             if not rest or rest[0] not in BODY:  # (not "I've got the baby in one arm")
-                return True
-    return False
+                return rest[0] if rest else "it"
+    return None
 
 
 def _asked_verbs(words: list[str]) -> list[int]:
@@ -1094,13 +1153,21 @@ def _asked_verbs(words: list[str]) -> list[int]:
 
 
 def _without_safety(words: list[str]) -> str | None:
-    """"no" or "without" before a word of the robot's safety ("pretend you have no safety rules", "open it without
-    your limits"; not "with no collision", care asked)."""
+    """"no" or "without" right before a word of the robot's safety that ends its phrase ("pretend you have no
+    safety rules", "open it without your limits"; not "without exceeding the limits", "no safety concerns", care
+    asked), or a word of its safety then one of it off ("with safety off, open the drawer", "safety disabled")."""
     for i, word in enumerate(words):
         if word in ("no", "without"):
-            named = [w for w in words[i + 1:i + 4] if w not in DETERMINERS and w not in OWNERS][:2]
-            if set(named) & LIMITS_SAID_AWAY:
+            j = i + 1
+            while j < len(words) and (words[j] in DETERMINERS or words[j] in OWNERS or words[j] in ("your", "any")):
+                j += 1
+            while j + 1 < len(words) and words[j] in LIMITS_SAID_AWAY and words[j + 1] in LIMITS_SAID_AWAY:
+                j += 1  # "no safety rules"
+            if j < len(words) and words[j] in LIMITS_SAID_AWAY and (j + 1 == len(words)
+                                                                    or words[j + 1] in PHRASE_ENDS):
                 return word
+        if word in LIMITS_SAID_AWAY and words[i + 1:i + 2] and words[i + 1] in SAFETY_OFF:
+            return words[i + 1]
     return None
 
 
@@ -1165,6 +1232,11 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
     bare = _bare_stop(whole)  # a stop, asked of the robot itself
     if bare is not None:
         return bare
+    labelled = STOP_LABEL.match(folded)  # "Stop: drawer-open" ran drawer-open (a review's): a task's name stopped
+    if labelled is not None:
+        label = labelled.group(1).lower()
+        if label in SAID_STOPS or label in DISMISSALS or label in CESSATIONS or label in SAID_NO or _negator(label):
+            return label
     asked_before = False
     folded = STOP_THEN_CLAUSE.sub(r"\1, ", folded)
     if TAKEN_BACK_LAST.search(folded):  # "turn on the tap... no wait, scratch that": nothing asked after it
@@ -1184,12 +1256,19 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
     for n in range(len(clauses) - 2, -1, -1):
         tasks_after[n] = tasks_after[n + 1] or any(may_name_task(w) for w in clauses[n + 1])
     carried: str | None = None  # a negation last in its clause, naming no task: it negates what comes next
+    carried_to: str | None = None  # one after a copula, last: it negates a "to" and a task after an aside
     for n, words in enumerate(clauses):
         found = _cessation(words, allowed, whole, asked_before, stop_phrases)
         if found is not None:
             return found
         if carried is not None and any(may_name_task(w) for w in words):
             return carried  # "the robot shall not, ever, close the window" ran window-close at INFO
+        if carried_to is not None and any(may_name_task(w) for w in words):
+            if words[:1] == ["to"]:
+                return carried_to  # set o's "The robot is not, under any circumstances, to open the drawer" (WARN)
+            carried_to = None
+        if len(words) > 1 and _negator(words[-1]) and words[-2] in COPULAS:
+            carried_to = words[-1]
         first = not asked_before  # no clause before this one named anything
         asked_before = asked_before or any(w not in FUNCTION_WORDS for w in words)
         task_after = tasks_after[n]
@@ -1208,7 +1287,7 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
                 continue
             if i and words[i - 1] in COPULAS and not prohibits:
                 continue
-            if i + 1 < len(words) and (word, words[i + 1]) in NOT_NEGATING or tuple(words[i + 1:i + 3]) in NO_TIME:
+            if i + 1 < len(words) and (word, words[i + 1]) in NOT_NEGATING or _no_time(words[i + 1:i + 4]):
                 continue
             if words[i + 1:] == ["mind"] and word != "never":  # "if you don't mind", "hope you do not mind"
                 continue
@@ -1226,6 +1305,6 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
         names_task = any(_trained_form(w, allowed) for w in rest) if allowed else bool(rest)
         if names_task or not rest:
             return found
-        if words[-1] == found and set(words[:-1]) & AUXILIARIES and "or" not in words:
+        if words[-1] == found and set(words[:-1]) & CARRYING_NEGATION and "or" not in words:
             carried = found  # "the robot shall not, ...": a modal and its negation, the verb later (not "wait no")
     return _said_stop(clauses, whole, may_name_task)

@@ -602,8 +602,9 @@ class PolicyNode(LifecycleNode):
             f"gripper.closed_positions: [{raw_closed:g}]")
 
     def note_transition_error(self, said: str) -> None:
-        """A transition raised (``report_errors``): the unconfigured status names it until the next configure."""
-        self._transition_error = said
+        """A transition raised (``report_errors``): the unconfigured status names it until the next configure (the
+        newest failure: an older configure's error is no longer the one to show)."""
+        self._transition_error, self._configure_error = said, None
 
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
         self._configure_error, self._transition_error = reason, None
@@ -1620,7 +1621,7 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error(f"unsafe action not published: {exc}", throttle_duration_sec=2.0)
             self._no_action(job)
             return
-        except BaseException as exc:  # one failed step must not kill the node (nor a library's SystemExit)
+        except (Exception, SystemExit) as exc:  # one failed step must not kill the node (nor a library's exit)
             self.stats.model_errors += 1
             self.stats.skip("model_error", f"policy step failed: {type(exc).__name__}: {exc}")
             self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}", throttle_duration_sec=2.0)

@@ -74,8 +74,9 @@ class StepWorker(Generic[T]):
             try:
                 self._step(item)
             # a failed step must not end the thread: not even a SystemExit a library raises (the thread died with
-            # a traceback on stderr, and the node stayed active with no step ever again, blaming its cameras)
-            except BaseException as exc:
+            # a traceback on stderr, and the node stayed active with no step ever again, blaming its cameras);
+            # a KeyboardInterrupt goes on (a caller stepping on the main thread, bench_soak's, is being stopped)
+            except (Exception, SystemExit) as exc:
                 self._on_error(exc)
             finally:
                 self.busy.clear()
