@@ -59,6 +59,10 @@ a project manager, a manual read aloud, a home-automation hub, someone half asle
 teenager texting, a pilot's radio phraseology, Spanish-English, a lawyer, a chef, a teacher, a speech recogniser's
 transcript, a stutter, a poet, an engineer with units, a drill sergeant, a tired parent, a gamer, Irish English, a
 chatbot): held out on all of session 67's rules, mended after with set m's left-overs.
+`bench/data/instructions_labelled_12.json` holds 320 of a twelfth (set o: a museum guide, a plumber, Nigerian,
+Welsh and Indian English, a barista, a nervous first user, a researcher, a game-show host, a pharmacist, street
+dictation, a security guard's radio, a grandmother, a philosophy student, a comedian, a prompt-injection tester):
+held out on session 68's first rules (e377d61), mended after.
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
@@ -72,6 +76,7 @@ chatbot): held out on all of session 67's rules, mended after with set m's left-
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_9.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_10.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_11.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_12.json
 """
 from __future__ import annotations
 

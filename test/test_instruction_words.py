@@ -1040,3 +1040,20 @@ def test_questions_after_a_greeting_and_a_name_or_after_a_question_ask_nothing(d
     "wait, you could close the drawer", "I don't have all day, open the drawer", "Is the drawer open? Open it."])
 def test_a_request_beside_a_stop_word_or_a_hurry_still_runs(default_runner, text):
     assert default_runner.refusal(text) is None, text
+
+
+@pytest.mark.parametrize(("text", "runs"), [
+    # set o's: the speaker's own deed to come, narration after a time or a "look", ran their tasks silently
+    ("I'll open the drawer when I get home", False), ("I will open the drawer myself.", False),
+    ("Next, I'm going to press the coffee button myself.", False),
+    ("After the break, our robot will be opening the drawer!", False),
+    ("There's the robot opening the drawer, look you.", False), ("Look, the robot is opening the drawer.", False),
+    # requests beside them
+    ("I'll need you to open the drawer", True), ("I'm going to have you open the drawer", True),
+    ("we will open the drawer now", True), ("look, open the drawer", True), ("after that, open the drawer", True),
+    ("I'm gonna need the drawer open", True)])
+def test_the_speakers_own_deed_to_come_and_narration_after_a_time_ask_nothing(default_runner, text, runs):
+    from deer_vla.model.instruction_words import StatementError
+
+    refused = default_runner.refusal(text)
+    assert (refused is None) if runs else isinstance(refused, StatementError), text

@@ -242,6 +242,8 @@ DONE_WITH = frozenset({"done", "finished"})
 DONE_BEFORE = frozenset({"i'm", "we're", "you're", "i", "we", "you", "am", "are", "all"})
 # last in a clause after what it names, these say it was done ("ack: drawer-open done")
 DONE_LAST = frozenset({"done", "finished", "complete", "completed"})
+# a clause of a few words these start is a time, no statement of its own ("after the break, ...")
+TIME_PHRASE_STARTS = frozenset({"after", "before", "during", "until", "till", "later", "tomorrow", "tonight"})
 # these make "done" a time, not a report ("close the drawer after you are done", "open it when done")
 TIME_WORDS = frozenset({"when", "after", "once", "until", "till", "before", "as", "soon"})
 # a clause these start thanks, and asks nothing ("Thanks a lot.", "thank you, machine")
@@ -255,7 +257,8 @@ PRAISE = (("good", "job"), ("nice", "job"), ("great", "job"), ("good", "work"), 
 NARRATION = (("i", "see"), ("i", "can", "see"), ("i", "saw"), ("looks", "like"), ("it", "looks", "like"),
              ("seems", "like"), ("it", "seems"), ("apparently",), ("as", "you", "can", "see"), ("as", "you", "see"),
              ("as", "you", "saw"), ("as", "you", "just", "saw"), ("you", "can", "see"), ("watch", "this"), ("watch",),
-             ("look", "at", "this"), ("check", "this", "out"))
+             ("look", "at", "this"), ("check", "this", "out"), ("look",), ("there's", "the", "robot"),
+             ("there", "is", "the", "robot"))
 # a speaker's hedge or reported speech before what is said: a statement stays one ("I think the drawer is already
 # open", "lol it opened the drawer", "she says thank you for opening the drawer"), a request one ("I think you
 # should open the drawer", "the user says open the drawer")
@@ -282,6 +285,10 @@ WHETHER_WORDS = frozenset({"do", "did", "it", "that", "this", "so", "be", "able"
                            "as", "well", "too", "even"})
 # who a clause of what will be done is about, in narration ("it's going to open the drawer"), and its markers
 FUTURE_DOERS = frozenset({"it", "he", "she", "they"})
+# after "I will", verbs that ask or want rather than say the speaker's own deed ("I'll need you to", "I'm going to
+# have you open it", "I will be needing the drawer open")
+NOT_OWN_DEEDS = frozenset({"need", "want", "ask", "have", "get", "let", "tell", "order", "require", "like", "love",
+                           "be", "wait", "make", "expect", "request", "instruct", "command", "insist", "leave"})
 # when a request announced is to come ("next I will ask you to ..."), and the verbs that announce it
 LATER = frozenset({"next", "later", "soon", "tomorrow", "afterwards", "afterward", "then", "after", "tonight"})
 # (not "I'll need you to open the drawer next": the next thing to do, asked)
@@ -610,6 +617,23 @@ def _asks_later(words: list[str]) -> bool:
     return False
 
 
+def _speaker_will(words: list[str]) -> bool:
+    """Whether a clause says what the speaker will do themselves ("I'll open the drawer when I get home", "I'm going
+    to press the button myself"): I, a future, then a verb that is no asking or wanting ("I'll need
+    you to ...", "I'm going to ask you to ...", "I'll have you open it" ask) and no "you" after it."""
+    words = list(dropwhile(lambda w: w in STATEMENT_OPENERS | CLAUSE_OPENERS | ADDRESS_WORDS, words))
+    if not words or words[0] not in ("i", "i'll", "i'd", "i'm"):  # (not "we": "we will open the drawer now" may
+        return False  # be said with the robot)
+    rest = ["will", *words[1:]] if words[0].endswith("'ll") else words[1:]
+    if words[0].endswith("'d"):
+        return False  # "I'd like you to ...", "we'd want it open": a wish, not a deed
+    marker = next((m for m in FUTURE_MARKERS if tuple(rest[:len(m)]) == m), None)
+    if marker is None or len(rest) <= len(marker):
+        return False
+    verb = rest[len(marker)]
+    return verb not in NOT_OWN_DEEDS and not set(rest[len(marker):]) & YOU
+
+
 def _present_deed(word: str) -> bool:
     """Whether ``word`` may be a deed's present form after one doer ("opens", "presses", "pushes"): an -s ending
     that is no plural's -ss or -us, not NO_DEED_PRESENT."""
@@ -623,6 +647,8 @@ def _future_deed(words: list[str]) -> bool:
     "you will open the drawer" is said to the robot."""
     if set(words) & LATER and _asks_later(words):
         return True  # "next I will ask you to close the window": what will be asked, not asked yet
+    if _speaker_will(words):
+        return True  # set o's "I'll open the drawer when I get home", "I'm going to press the button myself"
     words = list(dropwhile(lambda w: w in STATEMENT_OPENERS | CLAUSE_OPENERS, words))  # "next the robot will"
     noun = words[1] if len(words) > 1 else ""
     if words[0:1] and words[0] in STATE_SUBJECTS and noun.endswith("'s") and noun.removesuffix("'s") in DOER_NOUNS:
@@ -795,9 +821,11 @@ def stated_only(text: str) -> str | None:
     else None. Labels, openers, thanks and a lead-in are not quoted; a goal said as a bare past form with
     "please" last asks ("the window closed, please")."""
     words = {c: unhedged(instruction_words(c)) for c in (c.strip() for c in CLAUSE_BREAK.split(text))}
-    # (a "no" first is no clause of its own: "no, the drawer is open"; nor a hedge: "the drawer is open, I think")
+    # (a "no" first is no clause of its own: "no, the drawer is open"; nor a hedge: "the drawer is open, I think";
+    # nor a time: "After the break, our robot will be opening the drawer!")
     named = [c for c, w in words.items()
-             if any(x not in FUNCTION_WORDS | SAID_NO for x in w) and tuple(w) not in HEDGES]
+             if any(x not in FUNCTION_WORDS | SAID_NO for x in w) and tuple(w) not in HEDGES
+             and not (w[:1] and w[0] in TIME_PHRASE_STARTS and len(w) <= 4)]
     labels = REPORT_LABELS | STATEMENT_OPENERS | CLAUSE_OPENERS | FUNCTION_WORDS
     said = [c for c in named if not set(words[c]) <= labels]
     whole = instruction_words(text)
