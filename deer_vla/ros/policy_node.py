@@ -348,6 +348,7 @@ class PolicyNode(LifecycleNode):
         self._clock_frozen = False  # said WARN for the present freeze
         self._clock_stop_sent = False  # the present freeze's stop went out
         self._clock_watched_at: int | None = None  # monotonic ns of the watch's previous run
+        self._clock_said_at: int | None = None  # monotonic ns of the last clock status (every period, on wall time)
         self._system_clock_seen: tuple[int, int] | None = None  # (node clock, monotonic) at the watch's last run
         self._clock_watch = self.create_timer(CLOCK_WATCH_S, self._on_clock_watch, callback_group=self._control_group,
                                               clock=self._steady_clock)
@@ -1975,7 +1976,12 @@ class PolicyNode(LifecycleNode):
         if self._clock_moved is None or now != self._clock_moved[0]:
             if self._clock_frozen and self._clock_moved is not None:
                 stood_s = (mono - self._clock_moved[1]) * 1e-9
-                self._publish_clock_status(0, f"use_sim_time: the node clock moves again (it stood {stood_s:.0f} s)")
+                self._publish_clock_status(0, f"use_sim_time: the node clock moves again (it stood {stood_s:.0f} s)",
+                                           mono)
+            elif self._clock_said_at is None or mono - self._clock_said_at >= self._diagnostics_period_ns():
+                # every period, as the other statuses: one said only on a change went stale in diagnostic_aggregator
+                # and rqt_robot_monitor while all was well (an interfaces audit)
+                self._publish_clock_status(0, "use_sim_time: the node clock moves", mono)
             self._clock_moved, self._clock_frozen, self._clock_stop_sent = (now, mono), False, False
             return
         frozen_s = (mono - self._clock_moved[1]) * 1e-9
@@ -1983,7 +1989,8 @@ class PolicyNode(LifecycleNode):
             return
         self._clock_frozen = True
         said = f"use_sim_time: the node clock has not moved for {frozen_s:.0f} s (no /clock?)"
-        self._publish_clock_status(1, f"{said}: ages, timers and this node's other statuses stand still with it")
+        self._publish_clock_status(1, f"{said}: ages, timers and this node's other statuses stand still with it",
+                                   mono)
         self.get_logger().warn(said, throttle_duration_sec=10.0)
         params, last_step = self.params, self.stats.last_step
         stepped = last_step is not None and last_step.mono_ns > self._clock_moved[1]
@@ -2008,7 +2015,13 @@ class PolicyNode(LifecycleNode):
                 f"inputs stamped before the step are refused as {'ahead of the clock' if step_s < 0 else 'old'} "
                 "until new ones come; control goes on on the steady clock")
 
-    def _publish_clock_status(self, level: int, message: str) -> None:
+    def _diagnostics_period_ns(self) -> int:
+        params = self.params
+        period = params.diagnostics_period_s if params is not None else POLICY_DEFAULTS["diagnostics_period_s"]
+        return int(float(period) * 1e9)
+
+    def _publish_clock_status(self, level: int, message: str, mono: int) -> None:
+        self._clock_said_at = mono
         self._diagnostics_pub.publish(DiagnosticArray(status=[DiagnosticStatus(
             level=bytes([level]), name=self._status_name("clock"), hardware_id=self.get_fully_qualified_name(),
             message=message)]))
