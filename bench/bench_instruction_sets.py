@@ -63,6 +63,10 @@ chatbot): held out on all of session 67's rules, mended after with set m's left-
 Welsh and Indian English, a barista, a nervous first user, a researcher, a game-show host, a pharmacist, street
 dictation, a security guard's radio, a grandmother, a philosophy student, a comedian, a prompt-injection tester):
 held out on session 68's first rules (e377d61), mended after.
+`bench/data/instructions_labelled_13.json` holds 318 of a thirteenth (set p: a ship's captain, a yoga teacher,
+South-African and Singaporean English, an estate agent, a sarcastic teenager, a warehouse supervisor, a Scottish
+grandmother, a shift handover, a coach, German word by word, a DJ, a surgeon, test steps, a hangover, a misfiring
+voice assistant): held out on session 68's rules but the last batch (f9956d6), mended after.
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
@@ -77,6 +81,7 @@ held out on session 68's first rules (e377d61), mended after.
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_10.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_11.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_12.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_13.json
 """
 from __future__ import annotations
 

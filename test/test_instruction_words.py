@@ -1057,3 +1057,37 @@ def test_the_speakers_own_deed_to_come_and_narration_after_a_time_ask_nothing(de
 
     refused = default_runner.refusal(text)
     assert (refused is None) if runs else isinstance(refused, StatementError), text
+
+
+@pytest.mark.parametrize(("text", "refused"), [
+    # set p's (held out on session 68's rules): each ran a task silently, or was refused as a plain request
+    ("Stop. Everybody hands off. Stop.", "NegatedInstructionError"),
+    ("As you can see, the drawer has already been opened for you.", "StatementError"),
+    ("Sho, the robot already closed the drawer, hey.", "StatementError"),
+    ("I think I opened the window last night? No idea.", "StatementError"),
+    ("Hit the robot next door with the hammer.", "HarmError"),
+    ("Slap the button from the front, straight in, go!", None), ("Open the window can or not? Very hot leh.", None),
+    ("Retractor... no. Open the drawer.", None), ("push the robot arm out of the way", None),
+    ("open the drawer. no.", "NegatedInstructionError")])
+def test_set_p_stops_reports_harm_and_requests(mt50_runner, text, refused):
+    got = mt50_runner.refusal(text)
+    assert (got is None) if refused is None else type(got).__name__ == refused, (text, got)
+
+
+@pytest.mark.parametrize(("text", "refused"), [
+    # the second review's: variants of this session's rules, each ran its task (or was refused as a request)
+    ("the baby is inside, shut the drawer", "HarmError"),
+    ("my hand is in the top drawer, close the drawer", "HarmError"),
+    ("the kitten is inside, close the drawer", "HarmError"), ("open the drawer without safety checks", "HarmError"),
+    ("open the drawer, no safety rules apply", "HarmError"), ("safety is off, open the drawer", "HarmError"),
+    ("Stop! The drawer is going to hit the kid!", "NegatedInstructionError"),
+    ("Stop, you might break the drawer", "NegatedInstructionError"),
+    ("You're not, under any circumstances, to open the drawer", "NegatedInstructionError"),
+    ("The robot isn't, under any circumstances, to open the drawer", "NegatedInstructionError"),
+    ("Stop: drawer open", "NegatedInstructionError"),
+    ("Ramesh, you have closed the drawer or not?", "NegatedInstructionError"),
+    ("wait, you'll need to close the drawer", None), ("hold on, you'll want to close the window first", None),
+    ("wait: close the drawer", None), ("it is not, close the window", None)])
+def test_second_review_variants(mt50_runner, text, refused):
+    got = mt50_runner.refusal(text)
+    assert (got is None) if refused is None else type(got).__name__ == refused, (text, got)

@@ -1491,6 +1491,7 @@ def test_strict_keeps_out_every_text_warn_runs_at_warn(executor, tiny_checkpoint
     assert any(f"instruction '{two}' refused (unfamiliar_instruction: strict)" in m and "names 'drawer'" in m
                and "keeping the previous instruction" in m for m, _ in errors)
 
+
 @pytest.mark.parametrize(("text", "why"), [
     ("don\u2019t push the puck to the goal", "asks not to do something (\"don't\")"),
     ("The puck is off, push it on", "says a state ('off') beside a request of the opposite task ('on')"),
