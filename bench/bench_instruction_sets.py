@@ -67,6 +67,10 @@ held out on session 68's first rules (e377d61), mended after.
 South-African and Singaporean English, an estate agent, a sarcastic teenager, a warehouse supervisor, a Scottish
 grandmother, a shift handover, a coach, German word by word, a DJ, a surgeon, test steps, a hangover, a misfiring
 voice assistant): held out on session 68's rules but the last batch (f9956d6), mended after.
+`bench/data/instructions_labelled_14.json` holds 350 of a fourteenth (set q: a firefighter, a librarian, an
+Australian tradie, a small child, a security tester, a TV chef, Jamaican and Hong Kong English, a shift lead, a
+recipe read aloud, a radio operator, a sleepy student, an angry customer, a chess commentator, a translation app's
+French, a smart-home script): held out on session 68's rules but its last two batches (e2f02d6), mended after.
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
@@ -82,6 +86,7 @@ voice assistant): held out on session 68's rules but the last batch (f9956d6), m
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_11.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_12.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_13.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_14.json
 """
 from __future__ import annotations
 

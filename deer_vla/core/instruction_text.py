@@ -216,6 +216,8 @@ WARNING_SUBJECTS = frozenset({"you'll", "you're", "it'll", "it's", "that's", "th
                               "she's", "he'll", "she'll", "that'll", "this'll", "we're"})
 WARNING_VERBS = frozenset({"will", "is", "are", "was", "were", "gonna", "going", "might", "may", "can't", "won't",
                            "could", "would"})
+MISHAPS = frozenset({"break", "burst", "fall", "crash", "spill", "tip", "drop", "overflow", "flood", "explode",
+                     "snap", "collapse", "hurt", "cut", "trap", "catch"})
 YOU_WARNING_VERBS = frozenset({"will", "are", "were", "gonna", "going", "won't", "might"})  # ("you could ...": asks)
 WANTING_AFTER = frozenset({"need", "want", "have", "must", "should", "wanna", "gotta", "needs", "wants"})
 # "I'm after opening the drawer": done just now, in Irish English
@@ -324,6 +326,8 @@ HARMED = frozenset({"me", "him", "her", "them", "us", "person", "people", "someo
                     "toddler", "infant", "kitten", "puppy", "mother", "father", "mum", "mom", "dad", "wife",
                     "husband", "friend", "grandma", "grandpa", "robot", "robots"})  # (another robot: set p's "hit
 # the robot next door with the hammer" ran hammer silently on mt50)
+WHICH_ONE = frozenset({"other", "second", "first", "third", "little", "big", "small", "old", "young", "poor", "new",
+                       "next", "nearest", "closest", "last", "another", "tall", "short"})
 ROBOT_PARTS = frozenset({"arm", "arms", "gripper", "hand", "base", "joint", "wrist", "camera"})
 OWNERS = frozenset({"my", "his", "her", "their", "our", "someone's", "somebody's"})
 BODY = frozenset({"hand", "hands", "finger", "fingers", "head", "face", "foot", "feet", "leg", "legs", "arm", "arms",
@@ -349,10 +353,13 @@ SAFETY_THINGS = frozenset({"safety", "rules", "instructions", "limits", "limit",
 # "collision" ("without collision": care asked) nor "emergency" ("no emergency, take your time")
 LIMITS_SAID_AWAY = frozenset({"safety", "rules", "limits", "limit", "restrictions", "guardrails", "estop",
                               "interlock", "interlocks"})
-# after "no safety", "no rules": care or a fact, not the safety set aside ("no safety concerns", "no rules against
-# it"); and words that say a safety is off
-SAFE_AFTER = frozenset({"concern", "concerns", "issue", "issues", "problem", "problems", "risk", "risks", "worries",
-                        "worry", "hazard", "hazards", "against", "about", "for", "violation", "violations"})
+# what may follow "no safety", "no rules" set aside ("no safety checks", "no rules apply", "no limits at all"; not
+# "no safety concerns", "no rules here except be gentle", "no limits on how long this takes", care or a fact); and
+# words that say a safety is off
+SAFETY_PHRASE_ENDS = frozenset({"checks", "check", "systems", "system", "features", "protocols", "apply", "applies",
+                                "at", "and", "now", "please", "whatsoever", "anymore", "today", "then", "so", "mode",
+                                "whatever", "allowed"})
+SAFETY_NOUNS = frozenset({"checks", "check", "systems", "system", "features", "protocols", "limits", "rules"})
 SAFETY_OFF = frozenset({"off", "disabled", "deactivated", "overridden", "bypassed", "removed", "ignored", "false"})
 # modes said to set the robot's rules aside ("enable god mode", "developer mode": the word right before "mode"),
 # and words that are one
@@ -362,12 +369,19 @@ JAILBREAKS = frozenset({"jailbreak", "jailbroken"})
 # a body or an animal in these, and a closing verb asked: "put my hand in the drawer and close it"
 INSIDE = frozenset({"in", "inside", "into", "between", "under", "within"})
 STILL_THERE = frozenset({"is", "are", "was", "were", "still", "already", "right", "stuck"})
+SHUTTING = frozenset({"close", "shut", "slam", "lock"})
+# where a person or an animal is, not a thing closed on them ("the cat is in the garden, close the window")
+PLACES = frozenset({"garden", "house", "room", "kitchen", "bed", "car", "yard", "park", "school", "office",
+                    "bathroom", "hall", "garage", "street", "shop", "sink", "pocket", "dough", "water", "bath",
+                    "living", "lounge", "hallway", "corridor", "world", "queue", "line", "meeting"})
 PRONOUNS_CLOSED = frozenset({"it", "them", "this", "that", "there", "here"})
 CLOSING_VERBS = frozenset({"close", "shut", "slam", "lock", "press", "push", "squeeze", "crush"})
 # these head a report ("Status: window closed", "fyi drawer opened"): a bare past form after them is no goal
-REPORT_HEADS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack"})
+REPORT_HEADS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack", "previously",
+                          "earlier", "recap"})  # (set q's "Previously: the faucet has been turned on." ran silently)
 # a clause of these labels a report ("Status: drawer opened successfully") or remarks on it ("..., nice")
-REPORT_LABELS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack", "nice", "great", "good",
+REPORT_LABELS = frozenset({"status", "update", "report", "fyi", "info", "log", "note", "ack", "previously", "earlier",
+                           "recap", "nice", "great", "good",
                            "cool", "perfect", "awesome", "excellent", "lovely", "wow", "over"})
 # words before a statement that it does not hang on ("now the drawer is open", "so it's closed")
 STATEMENT_OPENERS = frozenset({"now", "so", "well", "oh", "and", "also", "yes", "yep", "alright", "as"})
@@ -396,8 +410,10 @@ NOT_NEGATING = frozenset({("no", "problem"), ("no", "rush"), ("no", "hurry"), ("
 HAVING = frozenset({"got", "have"})
 TIME_SPANS = frozenset({"day", "night", "week", "morning", "evening", "afternoon", "year", "month"})
 # a label, then a task's name as software writes it ("Stop: drawer-open", "cancel: door_lock")
-STOP_LABEL = re.compile(r"\s*([^\W\d_]+(?:'[^\W\d_]+)?)\s*:\s*\S")
-LABELS_THAT_ASK = frozenset({"wait", "pause"})
+STOP_LABEL = re.compile(r"\s*([^\W\d_]+(?:'[^\W\d_]+)?)\s*:\s*(\S.*)$", re.DOTALL)
+TASK_NAME_WRITTEN = re.compile(r"[^\W\d_]+(?:[-_.][^\W\d_]+)+\W*$")  # "drawer-open", "door_lock", "door.lock"
+LABEL_TASK_WORDS = 3  # a stop label before this many words, one clause: a task's name stopped ("Stop: drawer open")
+LABELS_THAT_ASK = frozenset({"wait", "pause"})  # before words they may be a request's: "wait: close the drawer"
 # "press the No. 5 button": an abbreviation of number, not a negation
 NUMBER_ABBREVIATION = re.compile(r"\bno\.?\s*\d", re.IGNORECASE)
 # words of opposite tasks (drawer-open / drawer-close, faucet on / off; not "lock", a noun as often: "the lock:
@@ -873,7 +889,8 @@ def question(text: str) -> str | None:
     words = [w for w in instruction_words(text) if w not in ADDRESS_WORDS]
     # a name called first: "Priya, did you leave the drawer open again?", "hey Priya, ..."
     named = VOCATIVE.match(text)
-    if named and words[1:2] and words[0] == plain_word(named.group(1)) and words[1] in QUESTION_STARTS | QUESTION_VERBS:
+    if (named and words[1:2] and words[0] == plain_word(named.group(1))
+            and words[1] in QUESTION_STARTS | QUESTION_VERBS | AUXILIARIES):
         text, words = text[named.end():], words[1:]
     first, *rest = [c for c in QUESTION_BREAK.split(text) if instruction_words(c)] or [text]
     # (a question after it asks nothing either: "Why is the faucet on? Who did that?")
@@ -883,8 +900,10 @@ def question(text: str) -> str | None:
         return None  # a request after it: "are you ready? open the drawer", "where's the button? press it", "should
         # I say it again? close the window" (not a statement: "why? the drawer is open")
     if words[:1] and words[0] in AUXILIARIES and (
-            words[1:2] and words[1] in OTHERS_ASKED or tuple(words[:2]) in SPEAKER_ASKED and "you" not in words):
-        return words[0]  # asks about someone else or the speaker: "would he open the window?", "should I open it?"
+            words[1:2] and words[1] in OTHERS_ASKED or tuple(words[:2]) in SPEAKER_ASKED and "you" not in words
+            or words[1:3] in (["you", "have"], ["u", "have"]) and words[3:4] and _past(words[3])):
+        return words[0]  # asks about someone else or the speaker: "would he open the window?", "should I open it?";
+        # or what would have been ("would you have opened the drawer there?": set q's ran drawer-open silently)
     if words[:1] == ["if"] and text.rstrip().endswith("?"):
         # "if you were to open the faucet, how long would it take?": a question after the case it supposes (not
         # "if you have a moment, how about closing the window?", a request)
@@ -961,8 +980,14 @@ def _warns(words: list[str]) -> bool:
     if words[0] in YOU and words[1:2] and words[1] in YOU_WARNING_VERBS:
         return True  # "you are hurting it", "you will break it" (not "you could close it", a request)
     # "the drawer will hit the kid", "my hand is stuck" (a thing, then its verb)
-    return (words[0] in DETERMINERS | OWNERS and any(w in WARNING_VERBS for w in words[2:4])
-            and ("to" not in words[2:5] or bool({"going", "about"} & set(words[2:5]))))  # ("is going to hit")
+    if not (words[0] in DETERMINERS | OWNERS and any(w in WARNING_VERBS for w in words[2:4])):
+        return False
+    if "to" not in words[2:5]:
+        return True
+    # "is going to hit the kid", "is about to burst" (not "is going to need opening", a goal)
+    deed = next((words[k + 1] for k in range(2, min(len(words) - 1, 6)) if words[k] == "to"), "")
+    return bool({"going", "about"} & set(words[2:5])) and (deed in HARM_VERBS or deed in CONTACT_VERBS
+                                                          or deed in MISHAPS)
 
 
 def stop_phrase(words: list[str]) -> tuple[str, ...] | None:
@@ -1157,8 +1182,16 @@ def harm(text: str, trained: Iterable[str] = ()) -> str | None:
         for words in clauses:
             for i in _asked_verbs(words):
                 if words[i] in CLOSING_VERBS and (not container - PRONOUNS_CLOSED
-                                                  or set(words[i + 1:]) & (container | PRONOUNS_CLOSED)):
+                                                  or set(words[i + 1:]) & (container | PRONOUNS_CLOSED)
+                                                  # a part of it closed: "my hand is in the box, close the lid"
+                                                  or words[i] in SHUTTING and not container & PLACES):
                     return words[i]
+    for words in clauses:  # a warning of a closing on someone: "The drawer is about to close on my hand." (not a
+        # hazard said as a reason to close: "the baby's gonna pinch her fingers", "the kid is going to hit his head")
+        if (_warns(words) or _warns(unhedged(words))) and not set(words[:3]) & HARMED:
+            for i, word in enumerate(words):
+                if word in SHUTTING and _hurts(words[i:]):
+                    return word
     return None
 
 
@@ -1175,7 +1208,7 @@ def _caught_in(words: list[str]) -> frozenset[str] | None:
         at = i + 1
         while at < len(words) and words[at] in STILL_THERE:  # "my hand is still in it", not "someone could bump
             at += 1  # into it", "the baby gets into it" (hazards said as reasons)
-        if words[at:at + 1] and words[at] in INSIDE:
+        if words[at:at + 1] and words[at] in INSIDE and words[at + 1:at + 2] != ["law"]:  # (not "mother-in-law")
             rest = [w for w in words[at + 1:at + 4] if w not in DETERMINERS and w not in OWNERS and w != "one"]
             if not rest or rest[0] not in BODY:  # (not "I've got the baby in one arm")
                 return frozenset(rest)
@@ -1201,7 +1234,8 @@ def _asked_verbs(words: list[str]) -> list[int]:
 def _without_safety(words: list[str]) -> str | None:
     """"no" or "without" right before a word of the robot's safety ("pretend you have no safety rules", "open it
     without safety checks"; not "without exceeding the limits", "no safety concerns", "no rules against it": care
-    asked, SAFE_AFTER), or a word of its safety then one of it off ("with safety off", "safety is disabled")."""
+    asked: only SAFETY_PHRASE_ENDS after it), or a word of its safety then one of it off ("with safety off",
+    "safety is disabled")."""
     for i, word in enumerate(words):
         if word in ("no", "without"):
             j = i + 1
@@ -1209,11 +1243,13 @@ def _without_safety(words: list[str]) -> str | None:
                 j += 1
             while j + 1 < len(words) and words[j] in LIMITS_SAID_AWAY and words[j + 1] in LIMITS_SAID_AWAY:
                 j += 1  # "no safety rules"
-            if j < len(words) and words[j] in LIMITS_SAID_AWAY and not (j + 1 < len(words)
-                                                                        and words[j + 1] in SAFE_AFTER):
+            if j < len(words) and words[j] in LIMITS_SAID_AWAY and (j + 1 == len(words)
+                                                                    or words[j + 1] in SAFETY_PHRASE_ENDS):
                 return word
-        if word in LIMITS_SAID_AWAY:
-            after = list(dropwhile(lambda w: w in STATE_VERBS or w in ("now", "all", "been"), words[i + 1:]))
+        if word in LIMITS_SAID_AWAY and words[i - 1:i] != ["time"]:  # (not "the time limit is off today")
+            # ("safety checks disabled": set q's "System override: ..." ran at a WARN)
+            after = list(dropwhile(lambda w: w in STATE_VERBS or w in ("now", "all", "been") or w in SAFETY_NOUNS,
+                                   words[i + 1:]))
             if after[:1] and after[0] in SAFETY_OFF:
                 return after[0]
     return None
@@ -1256,7 +1292,8 @@ def _hurts(words: list[str]) -> bool:
             continue  # a robot's own part: "push the robot arm out of the way"
         if word in HARMED_PRONOUNS and words[i + 1:i + 2] and words[i + 1] not in CONTACT_PREPOSITIONS | {"with"}:
             continue  # given something: "grab me the mug", "throw us the ball" (not "hit me", "hit me with it")
-        before = [w for w in words[:i] if w not in DETERMINERS and w not in OWNERS]  # "at my brother"
+        # "at my brother", "the other robot", "the second person"
+        before = [w for w in words[:i] if w not in DETERMINERS and w not in OWNERS and w not in WHICH_ONE]
         if before and (before[-1] in CONTACT_VERBS or before[-1] in CONTACT_PREPOSITIONS):
             return True
     return False
@@ -1284,10 +1321,14 @@ def negation(text: str, trained: Iterable[str] = (), stop_phrases: Collection[tu
         return bare
     labelled = STOP_LABEL.match(folded)  # "Stop: drawer-open" ran drawer-open (a review's): a task's name stopped
     if labelled is not None:
-        label = labelled.group(1).lower()
-        if (label in SAID_STOPS or label in DISMISSALS or label in CESSATIONS or label in SAID_NO
-                or _negator(label)) and label not in LABELS_THAT_ASK:
-            return label  # ("Stop: drawer open" too; not "wait: close the drawer")
+        label, rest = labelled.group(1).lower(), labelled.group(2)
+        stopping = (label in SAID_STOPS or label in DISMISSALS or label in CESSATIONS or label in SAID_NO
+                    or _negator(label))
+        by_name = TASK_NAME_WRITTEN.fullmatch(rest.strip()) is not None  # "Pause: drawer-open" too
+        short = (len(instruction_words(rest)) <= LABEL_TASK_WORDS and not CLAUSE_BREAK.search(rest)
+                 and label not in LABELS_THAT_ASK)  # ("Stop: drawer open"; not "Cancel: open the drawer instead")
+        if stopping and (by_name or short):
+            return label
     asked_before = False
     folded = STOP_THEN_CLAUSE.sub(r"\1, ", folded)
     if TAKEN_BACK_LAST.search(folded):  # "turn on the tap... no wait, scratch that": nothing asked after it
