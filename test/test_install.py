@@ -256,3 +256,18 @@ def test_deactivate_puts_back_what_activate_exported(installed, tmp_path, before
     expected = "<unset>" if before is None else before
     assert lines[2] == f"A={expected} P={expected}"
     assert lines[3:] == ["gone", "no copy"]
+
+
+@pytest.mark.parametrize("executable", ["policy_node", "monitor_node", "sim_node", "bringup"])
+def test_a_launcher_started_in_a_checkout_does_not_run_that_source(tmp_path, executable):
+    """`python3 -c` puts the current directory first on sys.path: a launcher started from a checkout's root ran
+    that checkout's deer_vla, not the installed one, and said nothing (a newcomer's audit: an edited log line
+    showed up). A package named deer_vla in the current directory must not be imported."""
+    shadow = tmp_path / "deer_vla"
+    (shadow / "ros").mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise SystemExit('SHADOWED: the current directory was imported')\n")
+    (shadow / "ros" / "__init__.py").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # (one given explicitly is the user's)
+    out = subprocess.run(["sh", str(ROOT / "libexec" / executable), "--help"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert "SHADOWED" not in out.stdout + out.stderr

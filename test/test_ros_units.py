@@ -357,10 +357,16 @@ def test_the_sim_graph_renders_the_checkpoints_cameras_at_its_size_on_the_topics
     from deer_vla.ros.graph import load_graph
     from deer_vla.ros.sim_inputs import sim_graph_for_checkpoint, sim_model_inputs
 
-    policy, sim = sim_model_inputs(SimpleNamespace(cameras=["wrist", "static"], image_size=128), "camera")
+    policy, sim = sim_model_inputs(SimpleNamespace(cameras=["wrist", "static"], image_size=128, proprio_dim=4),
+                                   "camera")
     assert sim == {"cameras": ["wrist", "static"], "image_size": 128}
     assert policy == {"image_topics": ["camera/wrist/image_raw", "camera/static/image_raw"]}
-    assert sim_model_inputs(SimpleNamespace(cameras=["static"], image_size=8), "cam")[1]["image_size"] == 16
+    small = SimpleNamespace(cameras=["static"], image_size=8, proprio_dim=0)
+    assert sim_model_inputs(small, "cam")[1]["image_size"] == 16
+    # a robot's checkpoint taking other proprioception cannot run there (a newcomer's demo of the own-robot
+    # checkpoint waited 9 minutes on refused observations for 0 episodes): said at once
+    with pytest.raises(ValueError, match="takes 6 proprio values and the Meta-World simulator sends 4"):
+        sim_model_inputs(SimpleNamespace(cameras=["static"], image_size=64, proprio_dim=6), "camera")
 
     ckpt = tmp_path / "ws"
     shutil.copytree(resolve_checkpoint("default"), ckpt)

@@ -680,7 +680,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     for label, key, after in (("step log (JSONL) ", "log", ""), ("step log (MCAP)  ", "mcap", ""),
                               ("policy I/O (MCAP)", "policy_io_mcap", f"  ({report['replay']})")):
         print(f"{label} {report[key]}" + ("  (DELETED during the run)" if gone[key] else after))
-    print(f"plot              {report['plot']}")
+    print(f"plot              {report['plot'] if report['plot'] is not None else 'none (no steps to plot)'}")
     try:  # after the report: a full disk must not cost the results the run already has
         atomic_write_text(report_path, json.dumps(report, indent=2))
         print(f"summary           {report_path}")

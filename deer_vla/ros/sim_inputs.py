@@ -20,8 +20,14 @@ def sim_model_inputs(model: Any, image_topic_prefix: str) -> tuple[dict[str, Any
     them: the sim renders the model's cameras at its image size (config/sim.yaml's fixed [static, wrist] at
     64 px fed a [wrist, static] checkpoint each other's camera, and a 128 px one upscaled 64 px frames), and the
     policy's camera slots read their own camera's topic."""
+    from deer_vla.sim.metaworld_env import PROPRIO_DIM
     from deer_vla.sim.tasks import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
+    if model.proprio_dim not in (0, PROPRIO_DIM):  # every observation would be refused, the sim waiting on actions
+        # until a timeout (a newcomer's demo of the own-robot checkpoint ran 9 minutes for 0 episodes)
+        raise ValueError(f"the checkpoint takes {model.proprio_dim} proprio values and the Meta-World simulator "
+                         f"sends {PROPRIO_DIM} (hand x, y, z, gripper): it cannot run in the simulator (a checkpoint "
+                         "trained on Meta-World can: default, mt50)")
     sim = {"cameras": list(model.cameras),
            "image_size": min(max(int(model.image_size), MIN_IMAGE_SIZE), MAX_IMAGE_SIZE)}
     return {"image_topics": [f"{image_topic_prefix}/{camera}/image_raw" for camera in model.cameras]}, sim
