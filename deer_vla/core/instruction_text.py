@@ -409,7 +409,8 @@ NOT_NEGATING = frozenset({("no", "problem"), ("no", "rush"), ("no", "hurry"), ("
 # "don't have all the windows open")
 HAVING = frozenset({"got", "have"})
 TIME_SPANS = frozenset({"day", "night", "week", "morning", "evening", "afternoon", "year", "month"})
-# a label, then a task's name as software writes it ("Stop: drawer-open", "cancel: door_lock")
+# a label and what follows it ("Stop: drawer-open", "cancel: door_lock", "Stop: drawer open"): a stop's label is a
+# stop before a task's name as software writes it, or before a few words in one clause (LABEL_TASK_WORDS)
 STOP_LABEL = re.compile(r"\s*([^\W\d_]+(?:'[^\W\d_]+)?)\s*:\s*(\S.*)$", re.DOTALL)
 TASK_NAME_WRITTEN = re.compile(r"[^\W\d_]+(?:[-_.][^\W\d_]+)+\W*$")  # "drawer-open", "door_lock", "door.lock"
 LABEL_TASK_WORDS = 3  # a stop label before this many words, one clause: a task's name stopped ("Stop: drawer open")
