@@ -101,20 +101,27 @@ def test_demo_refuses_integers_no_ros_parameter_holds(argv, capsys):
     assert stop.value.code == 2 and "does not fit a ROS integer parameter" in capsys.readouterr().err
 
 
-def test_bringup_settings_it_cannot_use_are_a_usage_error_in_one_line(tmp_path, capsys):
+def test_bringup_settings_it_cannot_use_are_a_usage_error_in_one_line(tmp_path, capsys, monkeypatch):
     """A bad --set or launch argument ended bringup with status 1 (an unprefixed SystemExit, or a failure after
     ROS had started), where every other command says "usage" with 2; a --set that is no YAML was a traceback."""
     from deer_vla.ros.bringup import cli_main
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
 
     for argv, message in ((["--set", "policy.rate_hz=[a"], "--set policy.rate_hz: '[a' is not a YAML value"),
                           (["--set", "policy"], "--set expects NODE.PARAM=VALUE"),
                           (["checkpoint=/x"], "launch arguments are NAME:=VALUE"),
                           (["checkpont:=/x"], "unknown launch argument(s) ['checkpont']"),
                           ([f"params_file:={tmp_path / 'none.yaml'}"], "parameter file not found"),
-                          (["--graph", "sim", f"checkpoint:={tmp_path / 'none'}"], "checkpoint directory not found")):
+                          (["--graph", "sim", f"checkpoint:={tmp_path / 'none'}"], "checkpoint directory not found"),
+                          # the robot graph too, before ROS and the monitor start (a newcomer's: an empty log folder
+                          # was left behind, and the monitor's status printed, before the policy's configure failed)
+                          ([f"checkpoint:={tmp_path / 'none'}"], "checkpoint directory not found")):
         assert cli_main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("deer-vla bringup: ") and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "cwd" / "deer_vla_logs").exists()  # no log folder of a run that never started
 
 
 def test_bringup_set_refuses_an_integer_no_ros_parameter_holds():

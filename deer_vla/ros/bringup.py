@@ -50,6 +50,17 @@ from deer_vla.ros.ros_args import (
 from deer_vla.ros.sim_inputs import given_parameters, sim_graph_for_checkpoint
 
 
+def _policy_checkpoint_readable(graph: GraphSpec) -> None:
+    """CheckpointError (a ValueError) naming what is wrong with the policy node's checkpoint, before ROS starts:
+    a missing one started ROS and the monitor, made an empty log folder and failed at the policy's configure (a
+    newcomer's audit), where `deer-vla demo` refused it in one line."""
+    from deer_vla.model.checkpoint_dir import CheckpointDir
+
+    if not any(spec.key == "policy" for spec in graph.nodes):
+        return
+    CheckpointDir(resolve_checkpoint(str(graph.node("policy").file_parameters().get("checkpoint_dir", "")))).check()
+
+
 class BringupError(RuntimeError):
     """A node of the graph could not be created, configured or activated."""
 
@@ -421,6 +432,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         if args.graph == "sim":  # the simulator renders what the checkpoint was trained on, unless told
             graph = sim_graph_for_checkpoint(graph, given_parameters(stock, sets, launch_arguments))
         _overridden_ros_parameters(all_args, graph)
+        _policy_checkpoint_readable(graph)
     except (KeyError, OSError, ValueError) as exc:
         print(f"deer-vla bringup: {error_text(exc)}", file=sys.stderr)
         return 2
