@@ -71,6 +71,10 @@ voice assistant): held out on session 68's rules but the last batch (f9956d6), m
 Australian tradie, a small child, a security tester, a TV chef, Jamaican and Hong Kong English, a shift lead, a
 recipe read aloud, a radio operator, a sleepy student, an angry customer, a chess commentator, a translation app's
 French, a smart-home script): held out on session 68's rules but its last two batches (e2f02d6), mended after.
+`bench/data/instructions_labelled_15.json` holds 308 of a fifteenth (set r: a lab technician, a concierge, New
+Zealand and Filipino English, a parent narrating, a tour guide, a lab report, a bartender, directions, a sports fan,
+a mechanic, an auctioneer, single words, a care home, a QA script, a conspiracy theorist): held out on all of
+session 68's rules (5b757f4); only its one silent stop mended after.
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
@@ -87,6 +91,7 @@ French, a smart-home script): held out on session 68's rules but its last two ba
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_12.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_13.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_14.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_15.json
 """
 from __future__ import annotations
 

@@ -1113,3 +1113,11 @@ def test_set_q_reports_questions_and_overrides(default_runner, text, refused):
 def test_third_review_labels_limits_and_harm(mt50_runner, text, refused):
     got = mt50_runner.refusal(text)
     assert (got is None) if refused is None else type(got).__name__ == refused, (text, got)
+
+
+@pytest.mark.parametrize("text", ["Stop stop stop, hold up bro!", "hold up bro", "hold up!"])
+def test_a_stop_said_with_hold_up_and_slang_is_a_stop(default_runner, text):
+    """Set r's (held out on all of session 68's rules): "Stop stop stop, hold up bro!" ran faucet-close silently
+    on the default ("bro" named no task, "hold up" asked one)."""
+    refused = default_runner.refusal(text)
+    assert isinstance(refused, NegatedInstructionError) and "asks to stop" in refused.why, text

@@ -59,7 +59,7 @@ PHRASAL_CESSATIONS = frozenset({("hold", "off"), ("put", "off")})
 # said beside a stop, naming nothing ("stop lol", "stop stop stop omg": set n's ran faucet-close on the default)
 INTERJECTIONS = frozenset({"lol", "omg", "bruh", "ugh", "lmao", "haha", "jeez", "geez", "gosh", "argh", "yikes",
                            "whoa", "woah", "wtf", "ffs", "dude", "oh", "ow", "ouch", "oi", "man", "mate", "sho", "eish",
-                           "ja", "hey", "leh", "lah", "och", "aye", "wow"})
+                           "ja", "hey", "leh", "lah", "och", "aye", "wow", "bro", "bruv", "fam", "yo"})
 STOP_FILLERS = frozenset({
     "arm", "motion", "movement", "moving", "everything", "all", "right", "there", "here", "immediately", "once",
     "emergency", "place", "still", "enough", "that's", "what", "you're", "doing", "in", "at", "on", "hold",
@@ -84,6 +84,7 @@ BARE_STOP_PHRASES = frozenset({
     # a set's: "hands off" ran button-press-topdown (0.47) at INFO; "back off", "hold position" ran faucet-close,
     # reach at a WARN; "noop" is SAID_STOPS'
     ("hands", "off"), ("back", "off"), ("hold", "position"), ("stand", "back"),
+    ("hold", "up"),  # set r's "Stop stop stop, hold up bro!" ran faucet-close silently on the default
 })
 # a home position, which no task of the suites goes to ("go to home position" ran reach at INFO on mt50, 0.46):
 # "home" with nothing else named but these is refused as the stops are, but they are no stop words (they still
