@@ -104,10 +104,17 @@ def test_demo_refuses_integers_no_ros_parameter_holds(argv, capsys):
 def test_bringup_settings_it_cannot_use_are_a_usage_error_in_one_line(tmp_path, capsys, monkeypatch):
     """A bad --set or launch argument ended bringup with status 1 (an unprefixed SystemExit, or a failure after
     ROS had started), where every other command says "usage" with 2; a --set that is no YAML was a traceback."""
+    import shutil
+
+    from deer_vla.model.shipped import resolve_checkpoint
     from deer_vla.ros.bringup import cli_main
 
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
+    truncated = tmp_path / "truncated"  # a checkpoint whose weights were cut short (a review's: it started ROS)
+    shutil.copytree(resolve_checkpoint("default"), truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
 
     for argv, message in ((["--set", "policy.rate_hz=[a"], "--set policy.rate_hz: '[a' is not a YAML value"),
                           (["--set", "policy"], "--set expects NODE.PARAM=VALUE"),
@@ -117,7 +124,8 @@ def test_bringup_settings_it_cannot_use_are_a_usage_error_in_one_line(tmp_path, 
                           (["--graph", "sim", f"checkpoint:={tmp_path / 'none'}"], "checkpoint directory not found"),
                           # the robot graph too, before ROS and the monitor start (a newcomer's: an empty log folder
                           # was left behind, and the monitor's status printed, before the policy's configure failed)
-                          ([f"checkpoint:={tmp_path / 'none'}"], "checkpoint directory not found")):
+                          ([f"checkpoint:={tmp_path / 'none'}"], "checkpoint directory not found"),
+                          ([f"checkpoint:={truncated}"], "model.safetensors")):
         assert cli_main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("deer-vla bringup: ") and message in err and len(err.splitlines()) == 1, err

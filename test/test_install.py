@@ -260,14 +260,25 @@ def test_deactivate_puts_back_what_activate_exported(installed, tmp_path, before
 
 @pytest.mark.parametrize("executable", ["policy_node", "monitor_node", "sim_node", "bringup"])
 def test_a_launcher_started_in_a_checkout_does_not_run_that_source(tmp_path, executable):
-    """`python3 -c` puts the current directory first on sys.path: a launcher started from a checkout's root ran
-    that checkout's deer_vla, not the installed one, and said nothing (a newcomer's audit: an edited log line
-    showed up). A package named deer_vla in the current directory must not be imported."""
-    shadow = tmp_path / "deer_vla"
+    """`python3 -c` puts the current directory first on sys.path (so does an empty PYTHONPATH entry, as `export
+    PYTHONPATH=$PYTHONPATH:/x` leaves one): a launcher started from a checkout's root ran that checkout's
+    deer_vla, not the installed one, and said nothing (a newcomer's audit: an edited log line showed up). Run as
+    installed (<prefix>/lib/deer_vla/<name> beside <prefix>/bin/python3, this test's Python) from a folder
+    holding a package named deer_vla, it runs the installed package's --help."""
+    prefix = tmp_path / "prefix"
+    (prefix / "bin").mkdir(parents=True)
+    python = prefix / "bin" / "python3"  # (a wrapper, not a link: a link outside the venv loses its packages)
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    (prefix / "lib" / "deer_vla").mkdir(parents=True)
+    launcher = prefix / "lib" / "deer_vla" / executable
+    shutil.copy(ROOT / "libexec" / executable, launcher)
+    shadow = tmp_path / "checkout" / "deer_vla"
     (shadow / "ros").mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise SystemExit('SHADOWED: the current directory was imported')\n")
     (shadow / "ros" / "__init__.py").write_text("")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # (one given explicitly is the user's)
-    out = subprocess.run(["sh", str(ROOT / "libexec" / executable), "--help"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120, env=env)
+    env = {**os.environ, "PYTHONPATH": ":/nonexistent"}  # (an empty entry: the current directory)
+    out = subprocess.run(["sh", str(launcher), "--help"], cwd=tmp_path / "checkout", capture_output=True, text=True,
+                         timeout=120, env=env)
     assert "SHADOWED" not in out.stdout + out.stderr
+    assert out.returncode == 0 and "usage" in out.stdout.lower(), (out.returncode, out.stdout[-500:], out.stderr[-500:])

@@ -55,10 +55,15 @@ def _policy_checkpoint_readable(graph: GraphSpec) -> None:
     a missing one started ROS and the monitor, made an empty log folder and failed at the policy's configure (a
     newcomer's audit), where `deer-vla demo` refused it in one line."""
     from deer_vla.model.checkpoint_dir import CheckpointDir
+    from deer_vla.model.lean_load import open_safetensors
 
     if not any(spec.key == "policy" for spec in graph.nodes):
         return
-    CheckpointDir(resolve_checkpoint(str(graph.node("policy").file_parameters().get("checkpoint_dir", "")))).check()
+    checkpoint = CheckpointDir(resolve_checkpoint(str(graph.node("policy").file_parameters().get("checkpoint_dir",
+                                                                                                ""))))
+    checkpoint.check()
+    with open_safetensors(checkpoint.weights_path, device="cpu"):  # its header: a truncated or empty file too
+        pass
 
 
 class BringupError(RuntimeError):
