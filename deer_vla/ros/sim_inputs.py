@@ -20,8 +20,7 @@ def sim_model_inputs(model: Any, image_topic_prefix: str) -> tuple[dict[str, Any
     them: the sim renders the model's cameras at its image size (config/sim.yaml's fixed [static, wrist] at
     64 px fed a [wrist, static] checkpoint each other's camera, and a 128 px one upscaled 64 px frames), and the
     policy's camera slots read their own camera's topic."""
-    from deer_vla.sim.metaworld_env import PROPRIO_DIM
-    from deer_vla.sim.tasks import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+    from deer_vla.sim.tasks import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, PROPRIO_DIM
 
     if model.proprio_dim not in (0, PROPRIO_DIM):  # every observation would be refused, the sim waiting on actions
         # until a timeout (a newcomer's demo of the own-robot checkpoint ran 9 minutes for 0 episodes)

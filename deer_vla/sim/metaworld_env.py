@@ -56,7 +56,7 @@ import numpy as np
 from deer_vla.core.action_spec import ActionSpec
 from deer_vla.core.observation import Observation
 from deer_vla.core.proprio_spec import ProprioSpec
-from deer_vla.sim.tasks import MIN_IMAGE_SIZE, TaskSpec, get_task
+from deer_vla.sim.tasks import MIN_IMAGE_SIZE, PROPRIO_DIM, TaskSpec, get_task
 
 # Camera slots -> Meta-World camera names. "corner4" looks at the table from
 # the front-left and sees every suite object; "gripperPOV" is fixed to the hand.
@@ -64,7 +64,6 @@ CAMERA_ALIASES: dict[str, str] = {"static": "corner4", "wrist": "gripperPOV"}
 # Meta-World's corner cameras are rolled 180 degrees (their up axis points down):
 # rotate their images by 180 degrees (a vertical flip alone would mirror the scene).
 _FLIPPED = ("corner", "corner2", "corner3", "corner4")
-PROPRIO_DIM = 4  # hand x, y, z (m) + gripper opening (1 open .. 0 closed)
 PROPRIO_SPEC = ProprioSpec(names=("hand_x", "hand_y", "hand_z", "gripper_opening"), units=("m", "m", "m", ""))
 # Meta-World moves the hand mocap 1 cm per unit action per step.
 ACTION_SPEC = ActionSpec(axes=("x", "y", "z"), scale=(0.01, 0.01, 0.01))

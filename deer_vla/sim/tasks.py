@@ -215,10 +215,12 @@ SUITES: dict[str, str] = {"default": "all", "mt50": "mt50"}
 # Seeds: demonstrations are collected from 0 up, evaluation episodes from here up (disjoint from them)
 EVAL_SEED_OFFSET = 100_000
 # What the simulator can do (Meta-World v3 through MuJoCo's renderer): its smallest image, its offscreen
-# buffer (640x480), its episode limit (max_path_length); the collector, the sim node and the adapter check these
+# buffer (640x480), its episode limit (max_path_length), the proprioception it sends; the collector, the sim node
+# and the adapter check these (here, not in metaworld_env: a launch file reading them must not load MuJoCo)
 MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 480
 MAX_EPISODE_STEPS = 500
+PROPRIO_DIM = 4  # hand x, y, z (m) + gripper opening (1 open .. 0 closed)
 CAMERA_SLOTS = ("static", "wrist")  # the camera names every task has (MetaWorldAdapter's aliases)
 
 
