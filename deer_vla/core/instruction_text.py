@@ -640,11 +640,18 @@ def _asks_later(words: list[str]) -> bool:
     to close window" ran window-close at INFO); without one, "I'll ask you to close the window" asks now."""
     for i, word in enumerate(words):
         if word in SPEAKERS | SPEAKER_WOULD or word in ("i'm", "we're"):
-            rest = words[i + 1:] if word in SPEAKERS or word in ("i'm", "we're") else ["will", *words[i + 1:]]
-            marker = next((m for m in FUTURE_MARKERS if tuple(rest[:len(m)]) == m), None)
-            if marker is not None and rest[len(marker):len(marker) + 1] and rest[len(marker)] in ASKING_LATER:
+            after = _after_speaker_future(words, i)
+            if after and after[0] in ASKING_LATER:
                 return True
     return False
+
+
+def _after_speaker_future(words: list[str], at: int) -> list[str]:
+    """The words after the speaker ``words[at]`` and a future ("I will", "I'll", "I'm going to": FUTURE_MARKERS;
+    "I'd", "I'll" carry their "will"); none when no future follows."""
+    rest = ["will", *words[at + 1:]] if words[at] in SPEAKER_WOULD else words[at + 1:]
+    marker = next((m for m in FUTURE_MARKERS if tuple(rest[:len(m)]) == m), None)
+    return [] if marker is None else rest[len(marker):]
 
 
 def _speaker_will(words: list[str]) -> bool:
@@ -652,16 +659,11 @@ def _speaker_will(words: list[str]) -> bool:
     to press the button myself"): I, a future, then a verb that is no asking or wanting ("I'll need
     you to ...", "I'm going to ask you to ...", "I'll have you open it" ask) and no "you" after it."""
     words = list(dropwhile(lambda w: w in STATEMENT_OPENERS | CLAUSE_OPENERS | ADDRESS_WORDS, words))
-    if not words or words[0] not in ("i", "i'll", "i'd", "i'm"):  # (not "we": "we will open the drawer now" may
-        return False  # be said with the robot)
-    rest = ["will", *words[1:]] if words[0].endswith("'ll") else words[1:]
-    if words[0].endswith("'d"):
-        return False  # "I'd like you to ...", "we'd want it open": a wish, not a deed
-    marker = next((m for m in FUTURE_MARKERS if tuple(rest[:len(m)]) == m), None)
-    if marker is None or len(rest) <= len(marker):
+    # (not "we": "we will open the drawer now" may be said with the robot; not "I'd like you to ...", a wish)
+    if not words or words[0] not in ("i", "i'll", "i'm"):
         return False
-    verb = rest[len(marker)]
-    return verb not in NOT_OWN_DEEDS and not set(rest[len(marker):]) & YOU
+    after = _after_speaker_future(words, 0)
+    return bool(after) and after[0] not in NOT_OWN_DEEDS and not set(after) & YOU
 
 
 def _present_deed(word: str) -> bool:
@@ -1155,14 +1157,17 @@ def harm(text: str, trained: Iterable[str] = ()) -> str | None:
     """The word that makes ``text`` ask to break a thing, hurt someone or set the robot's safety aside, or None: a
     HARM_VERBS word no trained wording has, asked ("break the window", "I want you to break it"), a verb of contact
     put on a person, an animal or a person's body (``_hurts``: "hit me with the arm", "throw the ball at my brother",
-    "grab the cat"), an override of the robot's safety (``_overrides``), or a "developer mode". Only a verb asked
+    "grab the cat"), an override of the robot's safety (``_overrides``), an unsafe mode ("developer mode"), a
+    closing asked of a thing a body or an animal is said to be in (``_caught_in``), or a warning of a closing on
+    someone ("the drawer is about to close on my hand"). Only a verb asked
     counts (``_asked_verbs``), not a hazard said as a reason ("close the drawer, the kid is going to hit his head on
     it"; "the handle, you press him down", a learner's "it"). ``trained``: the checkpoint's words, whose verbs are
     its tasks' ("hit the button")."""
     allowed = set(trained)
     folded = unicodedata.normalize("NFKC", text.translate(_PLAIN_APOSTROPHES))
-    for clause in CLAUSE_BREAK.split(folded):
-        words = " ".join(instruction_words(clause)).replace("e stop", "estop").split()  # "e-stop" read as "e", "stop"
+    # each clause's words, once ("e-stop" is read as "e", "stop")
+    clauses = [" ".join(instruction_words(c)).replace("e stop", "estop").split() for c in CLAUSE_BREAK.split(folded)]
+    for words in clauses:
         for i in _asked_verbs(words):
             if (words[i] in HARM_VERBS and not _trained_form(words[i], allowed)
                     and not set(words[i + 1:i + 3]) & NOT_HARMED and tuple(words[i:i + 3]) not in HARMLESS_IDIOMS):
@@ -1176,7 +1181,6 @@ def harm(text: str, trained: Iterable[str] = ()) -> str | None:
                      or w in JAILBREAKS), None)
         if mode is not None:  # "enable developer mode", "god mode on", "jailbreak" (not "Dan says ..., slow mode")
             return mode
-    clauses = [instruction_words(c) for c in CLAUSE_BREAK.split(folded)]
     containers = [c for c in (_caught_in(words) for words in clauses) if c is not None]
     for container in containers:  # closing that thing, or "it", or anything when the thing is not named ("the
         # baby is inside, shut the drawer"); not "my hands are in the sink, press the button", "the cat is in
