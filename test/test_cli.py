@@ -244,3 +244,22 @@ def test_demo_refuses_its_simulator_flags_before_starting_anything(argv, message
     err = capsys.readouterr().err
     assert err.startswith("deer-vla demo: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()  # no run folder, no ROS graph
+
+
+def test_demo_refuses_a_checkpoint_whose_weights_are_cut_short_before_starting_anything(tmp_path, capsys):
+    """A truncated model.safetensors was found only at the policy's configure: the demo had started ROS, made its
+    run folder and ended with status 1 (a review's); bringup's check before ROS serves the demo too."""
+    import shutil
+
+    from deer_vla.model.shipped import resolve_checkpoint
+    from deer_vla.ros.bringup import demo_main
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(resolve_checkpoint("default"), truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert demo_main(["--checkpoint", str(truncated), "--output-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deer-vla demo: ") and "model.safetensors" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()
+

@@ -53,7 +53,7 @@ from deer_vla.ros.sim_inputs import given_parameters, sim_graph_for_checkpoint
 def _policy_checkpoint_readable(graph: GraphSpec) -> None:
     """CheckpointError (a ValueError) naming what is wrong with the policy node's checkpoint, before ROS starts:
     a missing one started ROS and the monitor, made an empty log folder and failed at the policy's configure (a
-    newcomer's audit), where `deer-vla demo` refused it in one line."""
+    newcomer's audit). `deer-vla bringup` and `deer-vla demo` both check it so."""
     from deer_vla.model.checkpoint_dir import CheckpointDir
     from deer_vla.model.lean_load import open_safetensors
 
@@ -610,6 +610,7 @@ def demo_main(argv: list[str] | None = None) -> int:
         # judges the parameter files against those names
         graph = graph.with_arguments(namespace, records_remapped=_records_remapped(all_args, graph))
         _overridden_ros_parameters(all_args, graph)
+        _policy_checkpoint_readable(graph)  # as bringup: a truncated weights file left a run folder, status 1
     except (OSError, ValueError, KeyError) as exc:
         print(f"deer-vla demo: {error_text(exc)}", file=sys.stderr)
         return 2
