@@ -125,7 +125,13 @@ def test_bringup_settings_it_cannot_use_are_a_usage_error_in_one_line(tmp_path, 
                           # the robot graph too, before ROS and the monitor start (a newcomer's: an empty log folder
                           # was left behind, and the monitor's status printed, before the policy's configure failed)
                           ([f"checkpoint:={tmp_path / 'none'}"], "checkpoint directory not found"),
-                          ([f"checkpoint:={truncated}"], "model.safetensors")):
+                          ([f"checkpoint:={truncated}"], "model.safetensors"),
+                          # what the policy's configure refuses, before ROS too (an empty log folder was left, and
+                          # the run ended with status 1 after the monitor's summary)
+                          ([f"thresholds:={tmp_path / 'none.json'}"], "thresholds file not found"),
+                          (["--set", "policy.budget.average_gflops=0.0001"], "smallest feasible average budget"),
+                          (["--set", "policy.budget.memory_bytes=1000"], "smallest feasible memory budget"),
+                          (["--set", "policy.rate_hz=-3"], "parameter 'rate_hz' = -3")):
         assert cli_main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("deer-vla bringup: ") and message in err and len(err.splitlines()) == 1, err
@@ -262,4 +268,15 @@ def test_demo_refuses_a_checkpoint_whose_weights_are_cut_short_before_starting_a
     err = capsys.readouterr().err
     assert err.startswith("deer-vla demo: ") and "model.safetensors" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_demo_refuses_an_average_budget_below_exit_1_before_starting_anything(tmp_path, capsys):
+    """--average-gflops below exit 1's cost was refused only at the policy's configure: a run folder with an
+    empty log was left and the demo ended with status 1."""
+    from deer_vla.ros.bringup import demo_main
+
+    assert demo_main(["--average-gflops", "0.0001", "--output-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deer-vla demo: ") and "smallest feasible average budget" in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "runs").exists()
 

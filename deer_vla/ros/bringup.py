@@ -39,6 +39,7 @@ from deer_vla.model.shipped import (
 from deer_vla.ros.executors import EXECUTORS, make_executor
 from deer_vla.ros.graph import DEFAULT_RECORD_TOPIC, RECORD_TOPIC, GraphSpec, NodeSpec, load_graph
 from deer_vla.ros.params import POLICY_NODE_NAME
+from deer_vla.ros.preflight import check_policy_before_ros
 from deer_vla.ros.ros_args import (
     PARAMETER_FLAGS,
     REMAP_FLAGS,
@@ -48,22 +49,6 @@ from deer_vla.ros.ros_args import (
     ros_flags,
 )
 from deer_vla.ros.sim_inputs import given_parameters, sim_graph_for_checkpoint
-
-
-def _policy_checkpoint_readable(graph: GraphSpec) -> None:
-    """CheckpointError (a ValueError) naming what is wrong with the policy node's checkpoint, before ROS starts:
-    a missing one started ROS and the monitor, made an empty log folder and failed at the policy's configure (a
-    newcomer's audit). `deer-vla bringup` and `deer-vla demo` both check it so."""
-    from deer_vla.model.checkpoint_dir import CheckpointDir
-    from deer_vla.model.lean_load import open_safetensors
-
-    if not any(spec.key == "policy" for spec in graph.nodes):
-        return
-    checkpoint = CheckpointDir(resolve_checkpoint(str(graph.node("policy").file_parameters().get("checkpoint_dir",
-                                                                                                ""))))
-    checkpoint.check()
-    with open_safetensors(checkpoint.weights_path, device="cpu"):  # its header: a truncated or empty file too
-        pass
 
 
 class BringupError(RuntimeError):
@@ -437,7 +422,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         if args.graph == "sim":  # the simulator renders what the checkpoint was trained on, unless told
             graph = sim_graph_for_checkpoint(graph, given_parameters(stock, sets, launch_arguments))
         _overridden_ros_parameters(all_args, graph)
-        _policy_checkpoint_readable(graph)
+        check_policy_before_ros(graph, all_args)
     except (KeyError, OSError, ValueError) as exc:
         print(f"deer-vla bringup: {error_text(exc)}", file=sys.stderr)
         return 2
@@ -603,6 +588,7 @@ def demo_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla demo: --average-gflops must be > 0 (omit it for the thresholds' own budget), got "
               f"{args.average_gflops}", file=sys.stderr)
         return 2
+    budget = {} if args.average_gflops is None else {"budget.average_gflops": args.average_gflops}
     try:  # the simulator renders the checkpoint's cameras at its image size, on the topics its slots read
         graph = sim_graph_for_checkpoint(
             load_graph("sim", args.config_dir, {"policy": {"checkpoint_dir": str(checkpoint.resolve())}}), set())
@@ -610,7 +596,8 @@ def demo_main(argv: list[str] | None = None) -> int:
         # judges the parameter files against those names
         graph = graph.with_arguments(namespace, records_remapped=_records_remapped(all_args, graph))
         _overridden_ros_parameters(all_args, graph)
-        _policy_checkpoint_readable(graph)  # as bringup: a truncated weights file left a run folder, status 1
+        # as bringup: a truncated weights file or a budget below exit 1's cost left a run folder and status 1
+        check_policy_before_ros(graph.with_parameters({"policy": budget}), all_args)
     except (OSError, ValueError, KeyError) as exc:
         print(f"deer-vla demo: {error_text(exc)}", file=sys.stderr)
         return 2
@@ -622,9 +609,7 @@ def demo_main(argv: list[str] | None = None) -> int:
         print(f"deer-vla demo: cannot create a run folder in {out_dir}: {error_text(exc)}", file=sys.stderr)
         return 1
     policy: dict[str, Any] = {"checkpoint_dir": str(checkpoint.resolve()),
-                              "record_path": str(out_dir / run / "policy_io.mcap")}
-    if args.average_gflops is not None:
-        policy["budget.average_gflops"] = args.average_gflops
+                              "record_path": str(out_dir / run / "policy_io.mcap"), **budget}
     sim: dict[str, Any] = {"max_steps": args.max_steps}
     if args.seed is not None:
         sim["seed"] = args.seed
