@@ -97,6 +97,15 @@ def test_calibrate_refuses_bad_settings_naming_the_key(tmp_path: Path, capsys) -
         calibrate_settings(["--config", str(tmp_path / "missing.yaml")])
 
 
+def test_a_missing_checkpoint_names_the_flag_that_gives_it(capsys) -> None:
+    """evaluate and calibrate without one said "checkpoint: Field required" (a review's): which flag?"""
+    assert evaluate_main([]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint: required and not given: --checkpoint VALUE, or checkpoint: in --config" in err
+    assert calibrate_main(["--dataset", "d", "--average-gflops", "1"]) == 2
+    assert "--checkpoint VALUE" in capsys.readouterr().err
+
+
 def test_a_key_given_twice_in_a_settings_file_is_refused_naming_it_and_its_line(tmp_path: Path) -> None:
     """PyYAML keeps the last of two equal keys without a word: a file saying episodes_per_task twice ran with the
     second. A merge key (<<) is YAML's own way to repeat keys and stays allowed."""

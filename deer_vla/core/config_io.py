@@ -218,23 +218,27 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     return loaded or {}
 
 
-def format_validation_error(exc: ValidationError, what: str, source: str) -> str:
-    """One line per problem, naming the key path and the value given."""
+def format_validation_error(exc: ValidationError, what: str, source: str, flags: bool = False) -> str:
+    """One line per problem, naming the key path and the value given. ``flags``: the top-level keys are also
+    command-line flags (``--key-name``), named where a required one is missing."""
     lines = [f"invalid {what} ({source}):"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" (got {shown_value(value)})"
         loc = loc if len(loc) <= 200 else f"{loc[:200]}... ({len(loc)} characters)"
-        lines.append(f"  {loc}: {err['msg']}{shown}")
+        message = err["msg"]
+        if err["type"] == "missing" and flags and len(err["loc"]) == 1:  # "checkpoint: Field required" said how
+            message = f"required and not given: --{str(err['loc'][0]).replace('_', '-')} VALUE, or {loc}: in --config"
+        lines.append(f"  {loc}: {message}{shown}")
     return "\n".join(lines)
 
 
-def validate(model: type[ModelT], data: dict[str, Any], what: str, source: str) -> ModelT:
+def validate(model: type[ModelT], data: dict[str, Any], what: str, source: str, flags: bool = False) -> ModelT:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, what, source)) from None
+        raise ConfigError(format_validation_error(exc, what, source, flags)) from None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, what: str,
@@ -286,7 +290,7 @@ def load_layers(model: type[ModelT], what: str, config: str | Path | None = None
         clear_alternatives(set(flags))
         data = deep_merge(data, flags)
         source += " + flags"
-    return validate(model, _over_nested_defaults(model, data), what, source)
+    return validate(model, _over_nested_defaults(model, data), what, source, flags=flags is not None)
 
 
 def load_layered(model: type[ModelT], args: argparse.Namespace, what: str,
