@@ -143,6 +143,24 @@ def apply_risk(thresholds: Thresholds, path: Path, budget: BudgetSpec, cap: int,
         raise ConfigurationError(f"risk.eps={eps:g} with budget.average_gflops={average}: {exc}") from exc
 
 
+def read_thresholds(path: Path, fixed_exit: int = 0) -> Thresholds | None:
+    """The thresholds file at ``path``; None when there is none and ``fixed_exit`` runs one exit without it;
+    ConfigurationError naming the file otherwise."""
+    from deer_vla.control.thresholds import Thresholds
+
+    if path.is_file():
+        try:
+            return Thresholds.load(path)
+        except (ValueError, OSError) as exc:
+            raise ConfigurationError(f"cannot load thresholds: {exc}") from exc  # both kinds name the file
+    if fixed_exit == 0:
+        raise ConfigurationError(
+            f"thresholds file not found: {path}; run `deer-vla calibrate` for this checkpoint, "
+            "set 'thresholds_file', or set 'fixed_exit' to run one exit"
+        )
+    return None
+
+
 def load_stack(
     checkpoint: Path | str,
     thresholds_path: Path,
@@ -164,7 +182,6 @@ def load_stack(
     gates)."""
     from deer_vla.control.controller import ExitController
     from deer_vla.control.online import OnlineBudgetTracker
-    from deer_vla.control.thresholds import Thresholds
     from deer_vla.model.checkpoint_dir import CheckpointDir
     from deer_vla.model.runner import PolicyRunner
     from deer_vla.model.shipped import UnknownCheckpointError, resolve_checkpoint
@@ -179,17 +196,7 @@ def load_stack(
             "node, checkpoint:=DIR to ros2 launch and deer-vla bringup; or a shipped name: default, mt50)"
         )
     budget = make_budget(budget_kwargs)
-    thresholds = None
-    if thresholds_path.is_file():
-        try:
-            thresholds = Thresholds.load(thresholds_path)
-        except (ValueError, OSError) as exc:
-            raise ConfigurationError(f"cannot load thresholds: {exc}") from exc  # both kinds name the file
-    elif fixed_exit == 0:
-        raise ConfigurationError(
-            f"thresholds file not found: {thresholds_path}; run `deer-vla calibrate` for this checkpoint, "
-            "set 'thresholds_file', or set 'fixed_exit' to run one exit"
-        )
+    thresholds = read_thresholds(thresholds_path, fixed_exit)
     # The whole model is read once for its cost profile, which sets the cap; the weights first, so a damaged
     # weights file is named as such, not as "thresholds solved on other weights". A time budget needs every
     # exit timed on the device itself; otherwise the whole model is read on the CPU, so the device never holds

@@ -3,7 +3,8 @@
 What the policy's configure would refuse (a missing or damaged checkpoint, a bad parameter, a missing
 thresholds file, a budget the checkpoint cannot meet) is said in one line with status 2, before the monitor
 makes a log folder and the other nodes start. The checks are the node's own (`parse_params`, `load_stack`),
-run on the CPU with the parameters the graph gives the node.
+run on the CPU with the parameters the graph gives the node (a model over MAX_PREFLIGHT_WEIGHTS_BYTES is not
+loaded for them: its thresholds file is checked, the rest left to configure).
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from deer_vla.ros.ros_args import PARAMETER_FLAGS, ros_flags
 # A time budget is judged with the device's own latencies at configure; the CPU here would refuse a budget the
 # robot's accelerator meets, so these are left to the node.
 TIMED_BUDGETS = ("peak_ms", "deadline_ms")
+# The budgets are checked by loading the model as configure does (0.5 s for the shipped ones); a larger one (a
+# real backbone) is not read twice on a robot's start: its thresholds file is checked, its budgets by the node.
+MAX_PREFLIGHT_WEIGHTS_BYTES = 256 * 2**20
 
 
 class PreflightError(ValueError):
@@ -56,8 +60,9 @@ def check_policy_before_ros(graph: GraphSpec, ros_args: Sequence[str] = ()) -> N
     check_checkpoint_readable(str(values["checkpoint_dir"]))
     if any(True for _ in ros_flags(list(ros_args), PARAMETER_FLAGS)):
         return
+    from deer_vla.model.checkpoint_dir import CheckpointDir
     from deer_vla.ros.params import ParameterError, parse_params
-    from deer_vla.ros.policy_backend import ConfigurationError, load_stack
+    from deer_vla.ros.policy_backend import ConfigurationError, load_stack, read_thresholds
 
     try:
         params = parse_params(values)
@@ -65,6 +70,9 @@ def check_policy_before_ros(graph: GraphSpec, ros_args: Sequence[str] = ()) -> N
         raise PreflightError(str(exc)) from None
     budget = {k: v for k, v in params.budget_kwargs().items() if k not in TIMED_BUDGETS}
     try:
+        if CheckpointDir(params.checkpoint).weights_path.stat().st_size > MAX_PREFLIGHT_WEIGHTS_BYTES:
+            read_thresholds(params.thresholds_path, params.fixed_exit)
+            return
         stack = load_stack(params.checkpoint, params.thresholds_path, "cpu", budget, params.fixed_exit,
                            track_average=params.budget_track_average, risk_eps=params.risk_eps,
                            risk_delta=params.risk_delta, criterion=params.criterion)
