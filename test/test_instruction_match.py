@@ -542,6 +542,26 @@ def test_a_thing_said_absent_that_pulls_the_text_to_its_task_is_refused(default_
     assert water.absent_heard is None and not water.refused("warn")
 
 
+def test_a_reason_beside_a_request_that_pulls_it_to_another_task_is_refused(default_runner, mt50_check):
+    """Set s's (held out): "open the door, I'm locked out" ran door-lock silently on mt50, "locked" outweighing
+    "open the door". Refused (dropped) where the request alone is clearly its own task and the text is heard as
+    another; a reason that tells a shared request apart ("i would like a coffee, press the button", an MT50
+    wording: which button), one heard as the request's task, and a correction run."""
+    for text in ("open the door, I'm locked out", "I'm locked out, open the door"):
+        verdict = mt50_check.judge(text, "warn", 0.45)
+        assert verdict.reason_heard == ("open the door", "door-open") and verdict.drops, text
+        assert "asks 'open the door' (door-open), but with the words beside it is heard as door-lock" in \
+            verdict.heard(0.45)
+    check = InstructionCheck.for_runner(default_runner)
+    for judge, text in ((mt50_check.judge, "i would like a coffee, press the button"),
+                        (check.judge, "i would like a coffee, press the button"),
+                        (mt50_check.judge, "open the door, it's stuck"),
+                        (check.judge, "open the window, I mean the drawer"),
+                        (check.judge, "close the drawer, it's in the way")):
+        verdict = judge(text, "warn", 0.45)
+        assert verdict.reason_heard is None and not verdict.drops, text
+
+
 def test_off_said_against_onto_is_a_warning(mt50_check):
     """Set j's: "take the ring off the peg" was heard as assembly's "slide the ring onto the peg" (0.76) at INFO."""
     verdict = mt50_check.judge("Take the ring off the peg.", "warn", 0.45)

@@ -1110,6 +1110,18 @@ def test_this_sessions_texts_are_refused_as_what_they_are_or_run(request, runner
     assert (got is None) if refused is None else type(got).__name__ == refused, (text, got)
 
 
+@pytest.mark.parametrize("text", ["Open the drawer. No wait. Hmm.", "Open the drawer. No wait. Actually. Hmm.",
+                                  "open the drawer, no wait, um", "Open the drawer, no wait, hold on..."])
+def test_fillers_after_a_taken_back_request_ask_nothing(default_runner, text):
+    """Set s's (held out): "Open the drawer. No wait." was refused, but "... No wait. Hmm." and "... Actually."
+    ran drawer-open silently: the fillers after it hid the end that takes the request back."""
+    assert default_runner.refusal(clean_instruction(text)) is not None
+
+
+def test_a_request_after_no_wait_still_runs(default_runner):
+    assert default_runner.refusal(clean_instruction("No wait. Hmm, open the window.")) is None
+
+
 @pytest.mark.parametrize("text", ["Stop stop stop, hold up bro!", "hold up bro", "hold up!"])
 def test_a_stop_said_with_hold_up_and_slang_is_a_stop(default_runner, text):
     """Set r's (held out on all of session 68's rules): "Stop stop stop, hold up bro!" ran faucet-close silently

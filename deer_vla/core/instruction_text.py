@@ -397,7 +397,10 @@ AFTER_GOAL = frozenset({"on", "off", "in", "out", "up", "down", "now", "open", "
 NOT_NOUN_IS = frozenset({"let's", "what's", "where's", "here's", "how's", "who's", "there's", "that's", "it's",
                          "he's", "she's"})
 # a text that ends so takes back what it asked before ("turn on the tap, no wait" ran faucet-open at INFO)
-TAKEN_BACK_LAST = re.compile(r"\bno\W*wait\W*$", re.IGNORECASE)
+# set s's "Open the drawer. No wait. Hmm." (and "... Actually.") ran drawer-open silently: fillers after it ask nothing
+TRAILING_FILLERS = SPEECH_FILLERS | INTERJECTIONS | {"actually", "well", "so", "like", "hang", "hold", "on", "um"}
+TAKEN_BACK_LAST = re.compile(
+    r"\bno\W*wait\W*(?:(?:" + "|".join(sorted(map(re.escape, TRAILING_FILLERS))) + r")\b\W*)*$", re.IGNORECASE)
 # these alone, first in a text with a task after them, take back what the robot was doing, not the task
 SAID_NO = frozenset({"no", "nope", "nah"})
 # idioms that negate nothing the robot is asked

@@ -45,6 +45,14 @@ SHARED = "-shared"  # a task's shared-start twin, trained on its wordings: the s
 # ("pick up the puck and put it at the goal") split into clauses near other tasks, 0.52-0.87 (0.88 once, on a
 # trained wording, which is never judged so), while "open the drawer, then press the button" is 1.0 and 0.89
 TWO_TASKS_SIMILARITY = 0.88
+# the first word of a clause that gives the speaker's reason or a state beside a request, not a request ("open the
+# door, I'm locked out": set s's ran door-lock silently on mt50, heard from "locked")
+REASON_OPENERS = frozenset({"i", "i'm", "im", "i've", "ive", "i'd", "we", "we're", "we've", "my", "our", "because",
+                            "since", "cos", "coz", "cause", "'cause", "it's", "its", "it", "that's", "there's",
+                            "they're", "they", "he's", "she's"})
+# the request alone must be this much nearer its task than any other for a reason to be said to move it: one that
+# several tasks share is told apart by the reason (an MT50 wording: "i would like a coffee, press the button")
+REASON_CLEAR_MARGIN = 0.1
 # a word no trained wording has, this near its nearest trained word or nearer, is one the policy knows in another
 # form ("opening"/"opened" 0.77, "hands"/"hand" 0.77, "sink"/"faucet" 0.42); under it the text names something
 # the policy never learned ("open the fridge" on the default, nearest trained word "closed" 0.18, was heard as
@@ -136,6 +144,13 @@ def _named(text: str) -> list[str]:
     return [w for w in instruction_words(text) if w not in NAMING_NOTHING]
 
 
+def _gives_reason(clause: str) -> bool:
+    """Whether ``clause`` gives the speaker's reason or says a state, not a request: REASON_OPENERS first among its
+    words (after ADDRESS_WORDS), or ``says_state``."""
+    words = [w for w in instruction_words(clause) if w not in ADDRESS_WORDS]
+    return bool(words) and words[0] in REASON_OPENERS or says_state(clause)
+
+
 def far_under(match: InstructionMatch, floor: float) -> bool:
     """Under FAR_UNDER_SIMILARITY, or the floor where it is lower (a floor of 0 refuses nothing)."""
     return match.similarity < min(FAR_UNDER_SIMILARITY, floor) - SIMILARITY_SLACK
@@ -170,6 +185,9 @@ class Verdict:
     absent_heard: tuple[str, str] | None = None
     # (tokens past what the model reads, how many it reads): a long text's request may lie past the cut
     unread: tuple[int, int] = (0, 0)
+    # heard as another task than its one request alone, the other clauses a reason or a state: (the request, its
+    # task) ("open the door, I'm locked out" ran door-lock silently on mt50: "locked" outweighed "open the door")
+    reason_heard: tuple[str, str] | None = None
 
     @property
     def misnamed(self) -> bool:
@@ -199,7 +217,8 @@ class Verdict:
         robot was told something new; carrying on with the last instruction did what it may have just been told
         not to ("open the drawer, I mean the window" kept the drawer opening)."""
         return self.match is not None and (self.no_task or self.misnamed or self.heard_set_aside is not None
-                                           or self.one_shared_word is not None or self.absent_heard is not None)
+                                           or self.one_shared_word is not None or self.absent_heard is not None
+                                           or self.reason_heard is not None)
 
     @property
     def close_call(self) -> bool:
@@ -239,6 +258,11 @@ class Verdict:
             return (f"says {absent!r} but is heard as {m.task} (nearest trained wording {quoted(m.nearest, 80)}, "
                     f"similarity {m.similarity:.2f}), a task with {absent.split()[-1]!r}; without that clause it is "
                     f"heard as {without}: the policy reads every word; leave it out")
+        if self.reason_heard is not None:
+            clause, asked = self.reason_heard
+            return (f"asks {quoted(clause, 60)} ({asked}), but with the words beside it is heard as {m.task} (nearest "
+                    f"trained wording {quoted(m.nearest, 80)}, similarity {m.similarity:.2f}): the policy reads every "
+                    "word, a reason too; send only the task")
         if self.heard_set_aside is not None:
             clause, asked = self.heard_set_aside
             return (f"sets {quoted(clause, 60)} aside and asks {asked}, but is heard as {m.task} (nearest trained "
@@ -430,10 +454,33 @@ class InstructionCheck:
         verdict = Verdict(match, False, self._contradicts(text, match), self._two_tasks(text, match), unknown,
                           names_nothing, named_task=named_task, heard_set_aside=self._heard_set_aside(text, match),
                           absent_heard=self._absent_heard(text, match),
+                          reason_heard=self._reason_heard(text, match),
                           unread=self.matcher.tokens_unread(self._reading(text)[0]),
                           one_shared_word=None if by_name else self._one_shared_word(text, match))
         self._last_free = (text, verdict)
         return verdict
+
+    def _reason_heard(self, text: str, match: InstructionMatch) -> tuple[str, str] | None:
+        """(the request, its task) when ``text`` (as the model reads it) is one request and clauses that give a
+        reason or say a state (REASON_OPENERS first, or ``says_state``), the request alone is heard as its task at
+        TWO_TASKS_SIMILARITY or more and REASON_CLEAR_MARGIN above any other, and the whole text as another; else
+        None."""
+        assert self.matcher is not None
+        read = self._reading(text)[0]
+        if set_aside(read) is not None:  # "open the window, I mean the drawer": a correction, ``heard_set_aside``'s
+            return None
+        clauses = [c for c in CLAUSE_BREAK.split(read) if _named(c)]
+        requests = [c for c in clauses if not _gives_reason(c)]
+        if len(clauses) < 2 or len(requests) != 1:
+            return None
+        alone = self.matcher.match(self._trained_part(requests[0]))
+        if (alone.similarity < TWO_TASKS_SIMILARITY
+                or alone.task.removesuffix(SHARED) == match.task.removesuffix(SHARED)):
+            return None
+        runner_up = alone.runner_up_similarity
+        if runner_up is not None and alone.similarity - runner_up < REASON_CLEAR_MARGIN:
+            return None  # a request the reason tells apart ("i would like a coffee, press the button": which button)
+        return requests[0].strip(), alone.task
 
     def _absent_heard(self, text: str, match: InstructionMatch) -> tuple[str, str] | None:
         """("no <word>", the task of the text without its clause) when ``text`` (as the model reads it) says a
