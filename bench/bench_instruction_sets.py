@@ -75,6 +75,10 @@ French, a smart-home script): held out on session 68's rules but its last two ba
 Zealand and Filipino English, a parent narrating, a tour guide, a lab report, a bartender, directions, a sports fan,
 a mechanic, an auctioneer, single words, a care home, a QA script, a conspiracy theorist): held out on all of
 session 68's rules (5b757f4); only its one silent stop mended after.
+`bench/data/instructions_labelled_16.json` holds 340 of a sixteenth (set s: a nurse, a speech-recognition
+transcript, Nigerian English, a pilot's checklist, a gamer, a lawyer, a call centre, radio, a German writing
+English, a texting teenager, a comedian, a poet, a chef, a teacher, someone half asleep, a prompt injector): held
+out on all rules before session 69 (83b70b6); two of its silent runs mended after.
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
@@ -92,6 +96,7 @@ session 68's rules (5b757f4); only its one silent stop mended after.
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_13.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_14.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_15.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_16.json
 """
 from __future__ import annotations
 
