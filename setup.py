@@ -51,10 +51,10 @@ setup(
     entry_points={
         "console_scripts": [
             "deer-vla = deer_vla.cli:main",
-            "policy_node = deer_vla.ros.policy_node:main",
-            "monitor_node = deer_vla.ros.monitor_node:main",
-            "sim_node = deer_vla.ros.sim_node:main",
-            "bringup = deer_vla.ros.bringup:main",
+            "policy_node = deer_vla.ros.executables:policy_node",
+            "monitor_node = deer_vla.ros.executables:monitor_node",
+            "sim_node = deer_vla.ros.executables:sim_node",
+            "bringup = deer_vla.ros.executables:bringup",
         ],
     },
 )

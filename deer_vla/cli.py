@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from deer_vla.core.console import stdout_may_close
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("deer_vla.ros.bringup", "run the simulated robot under the policy node + monitor (the main job)"),
     "bringup": ("deer_vla.ros.bringup", "start a node graph (policy, monitor, sim) in one process"),
@@ -40,10 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"deer-vla: unknown command '{name}'; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    _warn_if_stale()
-    module = importlib.import_module(COMMANDS[name][0])
-    entry = getattr(module, "demo_main" if name == "demo" else "cli_main")
-    try:
+    stdout_may_close()  # `deer-vla demo | head`: a reader gone costs the output, not the run (core/console.py)
+    try:  # the import too: a Ctrl-C while it loads torch printed a traceback
+        _warn_if_stale()
+        module = importlib.import_module(COMMANDS[name][0])
+        entry = getattr(module, "demo_main" if name == "demo" else "cli_main")
         return int(entry(rest) or 0)
     except KeyboardInterrupt:  # Ctrl-C: what each command wrote so far stays (journals, checkpoints, episodes)
         print(f"deer-vla {name}: interrupted", file=sys.stderr)

@@ -172,6 +172,8 @@ def test_launch_files_describe_the_graph(launch_file, graph, monkeypatch):
         assert files == list(s.params_files) and all(f.is_file() for f in files)
         assert overrides == s.parameters  # launch arguments at their defaults add nothing
         assert list(kw["remappings"]) == list(s.remappings)
+        # a SIGKILLed `ros2 launch` left its nodes running, the policy actuating (node_main --exit-with-parent)
+        assert list(kw["arguments"]) == ["--exit-with-parent"]
     lifecycle = [n for n in nodes if n.kind == "LifecycleNode"]
     assert lifecycle, "the policy node must be a managed node"
     for node in lifecycle:

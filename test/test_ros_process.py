@@ -22,9 +22,9 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT)
 
 
-def _stop(proc: subprocess.Popen, log: Path) -> int:
+def _stop(proc: subprocess.Popen, log: Path, signum: int = signal.SIGINT) -> int:
     if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
     try:
         return proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -33,7 +33,10 @@ def _stop(proc: subprocess.Popen, log: Path) -> int:
         pytest.fail(f"process did not stop on SIGINT; log:\n{log.read_text()[-3000:]}")
 
 
-def test_bringup_cli_across_processes(executor, tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+def test_bringup_cli_across_processes(executor, tiny_checkpoint, tmp_path, signum):
+    """Stopped by Ctrl-C, or by SIGHUP (a closed terminal or ssh session: it killed the process outright, the last
+    nonzero twist standing and no summary), it stops cleanly and exits 0."""
     log = tmp_path / "bringup.log"
     proc = _spawn(["-m", "deer_vla.cli", "bringup", "--graph", "robot",
                    "--set", f"policy.checkpoint_dir={tiny_checkpoint}", "--set", "policy.enabled=true",
@@ -45,7 +48,7 @@ def test_bringup_cli_across_processes(executor, tiny_checkpoint, tmp_path):
                              timeout=90.0)
         assert ok and proc.poll() is None, f"no actions from the bringup process; log:\n{log.read_text()[-3000:]}"
     finally:
-        rc = _stop(proc, log)
+        rc = _stop(proc, log, signum)
     assert rc == 0, log.read_text()[-3000:]
     summary = json.loads((tmp_path / "proc" / "summary.json").read_text())
     assert summary["steps"] >= 3  # the monitor saw the steps and wrote its summary on shutdown
@@ -113,3 +116,46 @@ def test_policy_node_executable_autostart(executor, tiny_checkpoint, tmp_path):
         assert not drv.twists  # the default topic was remapped away
     finally:
         _stop(proc, log)
+
+
+def test_a_node_started_with_exit_with_parent_stops_when_its_launcher_is_killed(executor, tiny_checkpoint, tmp_path):
+    """A SIGKILLed `ros2 launch` left the policy node running as an orphan, actuating with nobody to stop it (an
+    audit's: 27 more nonzero twists in 2 s). With --exit-with-parent (the launch files pass it) it stops as on
+    SIGTERM: a zero twist last, then it exits."""
+    import time
+
+    from geometry_msgs.msg import TwistStamped
+
+    node_cmd = [sys.executable, "-m", "deer_vla.ros.policy_node", "--exit-with-parent", "--ros-args",
+                "-p", f"checkpoint_dir:={tiny_checkpoint}", "-p", "autostart:=true", "-p", "enabled:=true",
+                "-r", "cmd_twist:=orphan/cmd_twist"]
+    launcher = ("import subprocess, sys, time; "
+                f"child = subprocess.Popen({node_cmd!r}, stdout=sys.stdout, stderr=subprocess.STDOUT); "
+                "print('child', child.pid, flush=True); time.sleep(600)")
+    log = tmp_path / "launcher.log"
+    proc = _spawn(["-c", launcher], log)
+    child = None
+    try:
+        drv = Driver(executor, name="orphan_driver")
+        twists: list[TwistStamped] = []
+        drv.node.create_subscription(TwistStamped, "orphan/cmd_twist", twists.append, 10)
+        drv.instruct()
+        ok = drv.drive_until(lambda: len(twists) >= 2 or proc.poll() is not None, timeout=90.0)
+        assert ok and twists, f"no twist from the node; log:\n{log.read_text()[-3000:]}"
+        child = int(next(line.split()[1] for line in log.read_text().splitlines() if line.startswith("child ")))
+        proc.kill()  # the launcher dies without a word to its node
+        proc.wait(timeout=10)
+        end = time.monotonic() + 20
+        while Path(f"/proc/{child}").exists() and time.monotonic() < end:
+            drv.drive_until(lambda: False, timeout=0.2)
+        assert not Path(f"/proc/{child}").exists() or "State:\tZ" in Path(f"/proc/{child}/status").read_text(), \
+            f"the orphaned node still runs; log:\n{log.read_text()[-3000:]}"
+        drv.drive_until(lambda: False, timeout=0.5)
+        last = twists[-1].twist
+        assert (last.linear.x, last.linear.y, last.linear.z) == (0.0, 0.0, 0.0)  # its stop's zero twist
+        assert "the process that started it exited: stopping (--exit-with-parent)" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if child is not None and Path(f"/proc/{child}").exists():
+            os.kill(child, signal.SIGKILL)

@@ -12,7 +12,6 @@ import importlib
 import json
 import math
 import shlex
-import signal
 import sys
 import threading
 import time
@@ -84,7 +83,9 @@ class Bringup:
         self._side_stop = threading.Event()
         self.side_error: BaseException | None = None  # what ended the side spin (raised by spin_until)
 
-    def start(self) -> Bringup:
+    def start(self, stop: threading.Event | None = None) -> Bringup:
+        """Create the nodes, configure and activate the lifecycle ones; none is activated once ``stop`` is set (a
+        Ctrl-C during a configure that loads a model: it went on to activate, enabled, then stopped)."""
         from rclpy.lifecycle import TransitionCallbackReturn
 
         try:
@@ -105,6 +106,8 @@ class Bringup:
                     continue
                 node = self.nodes[spec.key]
                 for transition in ("configure", "activate"):
+                    if stop is not None and stop.is_set():
+                        return self
                     result = getattr(node, f"trigger_{transition}")()
                     if result != TransitionCallbackReturn.SUCCESS:
                         raise BringupError(f"node '{spec.name}' failed to {transition} (see its log above)")
@@ -229,13 +232,6 @@ def _int64_arg(text: str) -> int:
     return value
 
 
-_STOP = threading.Event()
-
-
-def _request_stop(signum: int, frame: object) -> None:
-    _STOP.set()
-
-
 def _split_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
     """-> (the arguments for rclpy, ours: launch arguments + those left after removing --ros-args ...); ValueError
     for an argument that is not text (check_text_arguments)."""
@@ -353,17 +349,16 @@ def _split_args_or_say(prog: str, argv: list[str] | None) -> tuple[list[str], li
         return None
 
 
-def _init_ros(args: list[str]) -> bool:
+def _init_ros(args: list[str], stop: threading.Event) -> bool:
     """Init rclpy for a CLI run (unless the caller already did; returns whether we did).
-    SIGINT/SIGTERM end the spin so the nodes shut down cleanly (rclpy's own handler
+    SIGINT/SIGTERM/SIGHUP set ``stop``, which ends the spin so the nodes shut down cleanly (rclpy's own handler
     would shut the context down under them, losing the monitor's summary)."""
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    _STOP.clear()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _request_stop)
-        signal.signal(signal.SIGTERM, _request_stop)
+    from deer_vla.ros.node_main import install_stop_handlers
+
+    install_stop_handlers(stop)
     if rclpy.ok():
         return False
     rclpy.init(args=["deer_vla", *args], signal_handler_options=SignalHandlerOptions.NO)
@@ -378,13 +373,13 @@ def _ros_name_error() -> type[Exception]:
     return NameValidationException
 
 
-def _init_ros_or_say(prog: str, args: list[str]) -> bool | None:
+def _init_ros_or_say(prog: str, args: list[str], stop: threading.Event) -> bool | None:
     """``_init_ros``, or None after one line saying why ROS cannot start (rclpy's RCLError for a ROS_DOMAIN_ID
     that is not a number, --ros-args it cannot parse)."""
     from deer_vla.ros.node_main import ros_start_error
 
     try:
-        return _init_ros(args)
+        return _init_ros(args, stop)
     except Exception as exc:
         print(f"{prog}: ROS 2 could not start: {ros_start_error(exc)}", file=sys.stderr)
         return None
@@ -426,23 +421,24 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (KeyError, OSError, ValueError) as exc:
         print(f"deer-vla bringup: {error_text(exc)}", file=sys.stderr)
         return 2
-    owned = _init_ros_or_say("deer-vla bringup", all_args)
+    stop = threading.Event()  # Ctrl-C, SIGTERM, SIGHUP
+    owned = _init_ros_or_say("deer-vla bringup", all_args, stop)
     if owned is None:
         return 1
     bringup = None
     enders: list[Any] = []
     try:
-        bringup = Bringup(graph, make_executor(args.executor)).start()
+        bringup = Bringup(graph, make_executor(args.executor)).start(stop)
         print(f"[deer_vla bringup] graph '{args.graph}': {', '.join(n.name for n in bringup.graph.nodes)} running")
         # as in the launch files: the graph ends when a node marked ends_graph (the sim) is done
         enders = [bringup.nodes[s.key] for s in graph.nodes if s.ends_graph]
-        bringup.spin_until(lambda: _STOP.is_set() or any(n.finished for n in enders), args.duration or None)
+        bringup.spin_until(lambda: stop.is_set() or any(n.finished for n in enders), args.duration or None)
         failed = [n for n in enders if getattr(n, "error", None)]
         if failed:  # the simulator could not go on: the graph ended on a failure, not on its last episode
             print(f"deer-vla bringup: {failed[0].get_name()} failed: {failed[0].error}", file=sys.stderr)
             return 1
     except KeyboardInterrupt:
-        _STOP.set()
+        stop.set()
     except (BringupError, KeyError, FileNotFoundError, ValueError, _ros_name_error()) as exc:
         print(f"deer-vla bringup: {error_text(exc)}", file=sys.stderr)
         return 1
@@ -454,7 +450,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     # a graph that ends (the sim's) stopped before it was done: interrupted (130), or cut short by --duration (1,
     # as the demo's --timeout), never 0 (the robot graph runs until it is stopped: a stop is its normal end)
     if enders and not any(n.finished for n in enders):
-        if _STOP.is_set():
+        if stop.is_set():
             print("deer-vla bringup: interrupted before the graph was done", file=sys.stderr)
             return 130
         print(f"deer-vla bringup: --duration {args.duration:g} s ended the graph before it was done", file=sys.stderr)
@@ -620,16 +616,20 @@ def demo_main(argv: list[str] | None = None) -> int:
     overrides = {"policy": policy, "sim": sim, "monitor": {"log_dir": str(out_dir), "run_name": run}}
     bringup = None
     started = time.monotonic()
-    owned = _init_ros_or_say("deer-vla demo", all_args)
+    stop = threading.Event()  # Ctrl-C, SIGTERM, SIGHUP
+    owned = _init_ros_or_say("deer-vla demo", all_args, stop)
     if owned is None:
         run_dir.rmdir()  # still empty: leave no trace of a run that never started
         return 1
     try:
-        bringup = Bringup(graph.with_parameters(overrides)).start()
+        bringup = Bringup(graph.with_parameters(overrides)).start(stop)
         sim_node, policy_node, monitor = bringup.nodes["sim"], bringup.nodes["policy"], bringup.nodes["monitor"]
-        bringup.spin_until(lambda: sim_node.finished or _STOP.is_set(), args.timeout)
+        if policy_node.stack is None:  # stopped while the policy configured: nothing ran, no figures to give
+            print(f"deer-vla demo: interrupted before the policy started; logs in {run_dir}", file=sys.stderr)
+            return 130
+        bringup.spin_until(lambda: sim_node.finished or stop.is_set(), args.timeout)
         finished = sim_node.finished
-        interrupted = _STOP.is_set() and not finished  # Ctrl-C or SIGTERM, not the timeout
+        interrupted = stop.is_set() and not finished  # Ctrl-C or SIGTERM, not the timeout
         # let the last step records reach the monitor
         bringup.spin_until(lambda: monitor.stats.count >= policy_node.stats.steps, 2.0)
         stack = policy_node.stack
@@ -669,27 +669,30 @@ def demo_main(argv: list[str] | None = None) -> int:
         "replay": replay_command(policy["record_path"], checkpoint, args.average_gflops),
     }
     report_path = out_dir / run / "demo_summary.json"
+    recording = Path(report["policy_io_mcap"])
+    deleted = {name.rsplit(".", 1)[-1] for name in summary.get("deleted_logs", [])}
+    # logs deleted during the run (their folder removed, perhaps made again) are not there to read: the monitor
+    # names its own; the recording is gone when no part of it is left (record_keep_parts leaves the newest)
+    gone = {"log": "jsonl" in deleted, "mcap": "mcap" in deleted,
+            "policy_io_mcap": not (recording.is_file() or numbered_parts(recording))}
+    report["missing_logs"] = [str(report[key]) for key, lost in gone.items() if lost]
+    try:  # before the report is printed: a stdout closed under it (`| head`) cost the summary of a finished run
+        atomic_write_text(report_path, json.dumps(report, indent=2))
+        unwritten = None
+    except OSError as exc:  # the report is still printed: a full disk must not cost the results the run has
+        unwritten = error_text(exc)
     ending = "" if finished else " (interrupted)" if interrupted else " (timed out)"
     print(f"\n=== deer-vla demo: {len(results)} episode(s){ending} ===")
     for line in demo_headline(results, figures, metric, stack.full_profile.num_exits):
         print(line)
-    # logs deleted during the run (their folder removed, perhaps made again) are not there to read: the monitor
-    # names its own; the recording is gone when no part of it is left (record_keep_parts leaves the newest)
-    recording = Path(report["policy_io_mcap"])
-    deleted = {name.rsplit(".", 1)[-1] for name in summary.get("deleted_logs", [])}
-    gone = {"log": "jsonl" in deleted, "mcap": "mcap" in deleted,
-            "policy_io_mcap": not (recording.is_file() or numbered_parts(recording))}
-    report["missing_logs"] = [str(report[key]) for key, lost in gone.items() if lost]
     for label, key, after in (("step log (JSONL) ", "log", ""), ("step log (MCAP)  ", "mcap", ""),
                               ("policy I/O (MCAP)", "policy_io_mcap", f"  ({report['replay']})")):
         print(f"{label} {report[key]}" + ("  (DELETED during the run)" if gone[key] else after))
     print(f"plot              {report['plot'] if report['plot'] is not None else 'none (no steps to plot)'}")
-    try:  # after the report: a full disk must not cost the results the run already has
-        atomic_write_text(report_path, json.dumps(report, indent=2))
-        print(f"summary           {report_path}")
-    except OSError as exc:
-        print(f"deer-vla demo: summary not written to {report_path}: {error_text(exc)}", file=sys.stderr)
+    if unwritten is not None:
+        print(f"deer-vla demo: summary not written to {report_path}: {unwritten}", file=sys.stderr)
         return 1
+    print(f"summary           {report_path}")
     if report["shared_topics"]:
         print(f"WARNING: other nodes in this ROS domain also published on {', '.join(report['shared_topics'])} "
               "(a second demo or policy?): these episodes' results are unreliable. Give each run its own "

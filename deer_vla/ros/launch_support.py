@@ -100,6 +100,8 @@ def node_actions(spec: GraphSpec) -> list[Any]:
             "namespace": node_spec.launch_namespace,
             "parameters": parameters,
             "remappings": list(node_spec.remappings),
+            # a killed `ros2 launch` (SIGKILL, the OOM killer) left its nodes running, the policy actuating
+            "arguments": ["--exit-with-parent"],
             "output": "screen",
         }
         node: Any = LifecycleNode(**common) if node_spec.lifecycle else Node(**common)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import signal
 import sys
 import threading
@@ -29,21 +30,36 @@ RCLError = rclpy_implementation.RCLError  # what rcl raises for a name it refuse
 N = TypeVar("N", bound=Node)
 
 
-def install_stop_handlers() -> threading.Event:
-    """SIGINT and SIGTERM set the returned event instead of interrupting.
+# the signals that end a node or a bringup as a stop (the policy deactivated, its zero twist, the monitor's summary):
+# Ctrl-C and `ros2 launch` (SIGINT), systemd and docker (SIGTERM), a closed terminal or ssh session and systemd's
+# SendSIGHUP (SIGHUP: it killed them outright, the last nonzero twist standing)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# set by the <prefix>/lib/deer_vla launchers to their parent's pid ($PPID: `ros2 launch`), for --exit-with-parent:
+# the node's own view of its parent, taken later, is init's when the launcher died while the node imported torch
+PARENT_PID_ENV = "DEER_VLA_PARENT_PID"
+
+
+def install_stop_handlers(stop: threading.Event | None = None) -> threading.Event:
+    """STOP_SIGNALS set the returned event (``stop``, or a new one) instead of interrupting.
 
     A terminal and `ros2 launch` both deliver SIGINT; with rclpy's handlers the second one lands
     in the middle of cleanup (the monitor loses its summary, a step dies mid-publish). Every
     further signal is harmless: cleanup always runs to the end."""
-    stop = threading.Event()
+    event = threading.Event() if stop is None else stop
 
     def handler(signum: int, frame: object) -> None:
-        stop.set()
+        event.set()
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
-    return stop
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, handler)
+    return event
+
+
+def launcher_parent() -> int | None:
+    """The pid the launcher that exec'd this process was started by (PARENT_PID_ENV), or None."""
+    given = os.environ.get(PARENT_PID_ENV, "")
+    return int(given) if given.isdigit() and int(given) > 0 else None
 
 
 def ros_start_error(exc: BaseException) -> str:
@@ -103,6 +119,10 @@ def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
                "(`ros2 pkg prefix deer_vla`) and docs/ros.md; `ros2 launch deer_vla deer_vla.launch.py --show-args`.")
     parser.add_argument("--executor", choices=EXECUTORS, default="events",
                         help="rclpy executor: events (EventsExecutor, the default) or single")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop (as on SIGTERM: a policy sends its zero twist) when the process that started this "
+                             "one exits without stopping it; the launch files pass it, so a killed `ros2 launch` "
+                             "leaves no node running (a shell's `ros2 run` or nohup, without it, outlives its shell)")
     try:
         own = remove_ros_args(args)[1:]
     except Exception as exc:  # rclpy's UnknownROSArgsError: something inside --ros-args that is no ROS argument
@@ -132,6 +152,14 @@ def run_node(make_node: Callable[[], N], argv: list[str] | None = None,
         for line in unmatched:  # beside a file that applies: a robot-wide file of other nodes' sections, maybe
             print(f"{prog}: warning: {line}; ignored", file=sys.stderr)
     stop = install_stop_handlers()
+    if known.exit_with_parent:
+        from deer_vla.core.parent_watch import watch_parent
+
+        def parent_gone() -> None:
+            print(f"{prog}: the process that started it exited: stopping (--exit-with-parent)", file=sys.stderr)
+            stop.set()
+
+        watch_parent(parent_gone, launcher_parent(), poll_s=0.5)
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as exc:  # rclpy's RCLError: a ROS_DOMAIN_ID that is not a number, --ros-args it cannot parse
