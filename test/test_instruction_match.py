@@ -528,6 +528,25 @@ def test_one_verb_for_two_things_or_a_sequence_is_heard_as_two_tasks(default_run
         assert judge(text, "warn", 0.45).two_tasks is None, text
 
 
+def test_two_requests_of_two_things_are_two_tasks_below_the_two_task_bar(default_runner, mt50_check):
+    """On mt50 "shut the faucet and close the window" ran faucet-close silently: "shut the faucet" is 0.86, under
+    TWO_TASKS_SIMILARITY. Two clauses with their own verbs, each heard at TWO_THINGS_SIMILARITY or more as a task
+    of a thing the other task's wordings do not name, are two tasks; MT50's multi-step wordings name one task's
+    things, and a thing set aside is no second task."""
+    for text in ("shut the faucet and close the window", "OPEN THE DRAWER AND SHUT THE WINDOW!",
+                 "Open the window and kick the ball, two things at once!"):
+        verdict = mt50_check.judge(text, "warn", 0.45)
+        assert verdict.two_tasks is not None and verdict.doubtful, text
+    check = InstructionCheck.for_runner(default_runner)
+    for judge, text in ((mt50_check.judge, "reach past the wall and push the button"),
+                        (mt50_check.judge, "pick up the puck and place it at the goal"),
+                        (mt50_check.judge, "grab the stick and pull the box"),
+                        (mt50_check.judge, "leave the window alone and open the drawer"),
+                        (check.judge, "open the window, I mean the drawer"),
+                        (check.judge, "Shut the drawer, over and out.")):
+        assert judge(text, "warn", 0.45).two_tasks is None, text
+
+
 def test_a_thing_said_absent_that_pulls_the_text_to_its_task_is_refused(default_runner, mt50_check):
     """Set h's: "press the button from above, there is no wall" ran button-press-wall on mt50 at INFO: the model
     reads "wall". Refused (the instruction in force dropped) where the text without that clause is heard as

@@ -45,6 +45,9 @@ SHARED = "-shared"  # a task's shared-start twin, trained on its wordings: the s
 # ("pick up the puck and put it at the goal") split into clauses near other tasks, 0.52-0.87 (0.88 once, on a
 # trained wording, which is never judged so), while "open the drawer, then press the button" is 1.0 and 0.89
 TWO_TASKS_SIMILARITY = 0.88
+# as near, for two clauses that name things neither task's wordings have ("shut the faucet and close the window" ran
+# faucet-close silently on mt50: "shut the faucet" is 0.86); MT50's multi-step wordings name one task's things
+TWO_THINGS_SIMILARITY = 0.75
 # the first word of a clause that gives the speaker's reason or a state beside a request, not a request ("open the
 # door, I'm locked out": set s's ran door-lock silently on mt50, heard from "locked")
 REASON_OPENERS = frozenset({"i", "i'm", "im", "i've", "ive", "i'd", "we", "we're", "we've", "my", "our", "because",
@@ -392,6 +395,7 @@ class InstructionCheck:
         assert self.matcher is not None
         read = self._reading(text)[0]
         asked, alone = [], []  # clauses heard as a task; things named alone, no verb said before them
+        apart: list[tuple[InstructionMatch, set[str]]] = []  # clauses heard as a task, less near, with their things
         if not match.similarity >= 1.0 - SIMILARITY_SLACK:
             verb: list[str] = []  # the last clause's verb, for a clause that names a thing alone
             thing: list[str] = []  # the last clause's thing, for a clause of a verb and "it"
@@ -399,6 +403,7 @@ class InstructionCheck:
                 if says_state(clause):  # "the door is locked, unlock it": a state, no task asked nor thing for "it"
                     continue
                 named = [w for w in _named(clause) if w not in SEQUENCE_WORDS]
+                own_verb = bool(named) and self.matcher.leads(named[0])  # (not "over and out" after "shut the drawer")
                 if len(named) == 1 and verb and not self.matcher.leads(named[0]):
                     clause, named = " ".join([*verb, clause]), [*verb, *named]  # "close the window and the drawer"
                 elif (len(named) == 1 and thing and self.matcher.leads(named[0])
@@ -415,14 +420,32 @@ class InstructionCheck:
                     clause_match = self.matcher.match(self._trained_part(clause))
                     if clause_match.similarity >= TWO_TASKS_SIMILARITY:
                         asked.append(clause_match)
+                    if clause_match.similarity >= TWO_THINGS_SIMILARITY and own_verb:  # a request of its own
+                        things = {w for w in named if not self.matcher.leads(w) and self.matcher.tasks_with_word(w)}
+                        if things:
+                            apart.append((clause_match, things))
         two = next(((a, b) for i, a in enumerate(asked) for b in asked[i + 1:]
                     if a.task.removesuffix(SHARED) != b.task.removesuffix(SHARED)), None)
+        if two is None and set_aside(read) is None:  # (a thing set aside is ``heard_set_aside``'s)
+            # two tasks of two things, neither of whose wordings names the other's thing, nor the whole text's task
+            # both ("reach past the wall and push the button": button-press-wall's wordings have both)
+            two = next(((a, b) for i, (a, a_things) in enumerate(apart) for b, b_things in apart[i + 1:]
+                        if a.task.removesuffix(SHARED) != b.task.removesuffix(SHARED)
+                        and not self._names_any(a.task, b_things) and not self._names_any(b.task, a_things)
+                        and not (self._names_any(match.task, a_things) and self._names_any(match.task, b_things))),
+                       None)
         if two is None:  # two things no task of one has in its wordings: two tasks, whichever verb was meant
             tasks = {w: {t.removesuffix(SHARED) for t in self.matcher.tasks_with_word(w)} for w in alone}
             pair = next(((a, b) for i, a in enumerate(alone) for b in alone[i + 1:] if not tasks[a] & tasks[b]), None)
             if pair is not None:
                 two = (self.matcher.match(pair[0]), self.matcher.match(pair[1]))
         return two
+
+    def _names_any(self, task: str, words: set[str]) -> bool:
+        """Whether a wording of ``task`` (or of its -shared twin) has any of ``words``."""
+        assert self.matcher is not None
+        own = task.removesuffix(SHARED)
+        return any(own in {t.removesuffix(SHARED) for t in self.matcher.tasks_with_word(w)} for w in words)
 
     def _trained_part(self, clause: str) -> str:
         """The words of ``clause`` a trained wording has, in order ("[op] open the drawer" -> "open the drawer"), or
