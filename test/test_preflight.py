@@ -21,6 +21,15 @@ def test_the_shipped_settings_pass_and_a_budget_the_model_cannot_meet_does_not()
         check_policy_before_ros(_robot(**{"budget.peak_gflops": 1e-4}))
 
 
+def test_a_device_this_machine_lacks_is_said_before_ros_starts() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(PreflightError, match="parameter 'device'"):
+        check_policy_before_ros(_robot(device="cuda"))
+
+
 def test_a_time_budget_is_left_to_the_node_which_times_the_steps_on_its_own_device() -> None:
     check_policy_before_ros(_robot(**{"budget.peak_ms": 1e-3, "budget.deadline_ms": 1e-3}))
 

@@ -61,6 +61,7 @@ def check_policy_before_ros(graph: GraphSpec, ros_args: Sequence[str] = ()) -> N
     if any(True for _ in ros_flags(list(ros_args), PARAMETER_FLAGS)):
         return
     from deer_vla.model.checkpoint_dir import CheckpointDir
+    from deer_vla.model.device import check_device
     from deer_vla.ros.params import ParameterError, parse_params
     from deer_vla.ros.policy_backend import ConfigurationError, load_stack, read_thresholds
 
@@ -68,6 +69,10 @@ def check_policy_before_ros(graph: GraphSpec, ros_args: Sequence[str] = ()) -> N
         params = parse_params(values)
     except ParameterError as exc:
         raise PreflightError(str(exc)) from None
+    try:  # a GPU this machine lacks (the node's own check at configure)
+        check_device(params.device)
+    except ValueError as exc:
+        raise PreflightError(f"the policy node would not configure: parameter 'device': {exc}") from None
     budget = {k: v for k, v in params.budget_kwargs().items() if k not in TIMED_BUDGETS}
     try:
         if CheckpointDir(params.checkpoint).weights_path.stat().st_size > MAX_PREFLIGHT_WEIGHTS_BYTES:
