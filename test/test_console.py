@@ -62,3 +62,37 @@ def test_the_launchers_and_console_scripts_start_through_the_entry_points() -> N
         assert f'from deer_vla.ros.executables import run; sys.exit(run("{name}"))' in launcher
         assert 'export DEER_VLA_PARENT_PID="$PPID"' in launcher  # --exit-with-parent's parent, taken at once
         assert f'"{name} = deer_vla.ros.executables:{name}"' in setup
+
+
+def test_a_ctrl_c_in_an_executables_main_before_its_handlers_is_one_line_and_130(tmp_path, monkeypatch, capsys):
+    """The bringup executable loads the model in its checks before it installs its handlers: a Ctrl-C there was a
+    traceback (a review's)."""
+    from deer_vla.ros import executables
+
+    (tmp_path / "slow_main_module.py").write_text("def main():\n    raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slow_main_module", raising=False)
+    monkeypatch.setitem(executables.MODULES, "bringup", "slow_main_module")
+    assert executables.bringup() == 130
+    assert capsys.readouterr().err == "bringup: interrupted while starting\n"
+
+
+def test_a_hang_up_ignored_by_nohup_stays_ignored() -> None:
+    """SIGHUP stops a node as SIGTERM does, but one started under nohup (SIGHUP ignored) is meant to outlive its
+    terminal: it stopped at the hang-up (a review's)."""
+    import signal
+
+    from deer_vla.ros.node_main import install_stop_handlers
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        install_stop_handlers()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        stop = install_stop_handlers()
+        signal.raise_signal(signal.SIGHUP)
+        assert stop.is_set()
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)

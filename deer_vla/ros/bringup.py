@@ -429,6 +429,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     enders: list[Any] = []
     try:
         bringup = Bringup(graph, make_executor(args.executor)).start(stop)
+        if stop.is_set():  # stopped while a node configured: nothing was activated
+            print("deer-vla bringup: interrupted before the graph started", file=sys.stderr)
+            return 130
         print(f"[deer_vla bringup] graph '{args.graph}': {', '.join(n.name for n in bringup.graph.nodes)} running")
         # as in the launch files: the graph ends when a node marked ends_graph (the sim) is done
         enders = [bringup.nodes[s.key] for s in graph.nodes if s.ends_graph]

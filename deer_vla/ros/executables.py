@@ -23,12 +23,12 @@ MODULES = {
 def run(name: str) -> int:
     """Run executable ``name`` (a key of MODULES): its module's ``main()``, the exit status."""
     stdout_may_close()
-    try:
+    try:  # main() too: the bringup checks its policy (loads the model) before its handlers are installed
         module = importlib.import_module(MODULES[name])
+        return int(module.main() or 0)
     except KeyboardInterrupt:
         print(f"{name}: interrupted while starting", file=sys.stderr)
         return 130
-    return int(module.main() or 0)
 
 
 def policy_node() -> int:

@@ -52,6 +52,8 @@ def install_stop_handlers(stop: threading.Event | None = None) -> threading.Even
 
     if threading.current_thread() is threading.main_thread():
         for signum in STOP_SIGNALS:
+            if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # started under nohup: meant to outlive its terminal (a review's: it stopped at hang-up)
             signal.signal(signum, handler)
     return event
 
