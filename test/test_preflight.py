@@ -30,6 +30,12 @@ def test_a_device_this_machine_lacks_is_said_before_ros_starts() -> None:
         check_policy_before_ros(_robot(device="cuda"))
 
 
+def test_a_misspelt_parameter_is_refused_as_configure_refuses_it() -> None:
+    with pytest.raises(PreflightError, match="unknown parameter.*'budget.averge_gflops'.*did you mean"):
+        check_policy_before_ros(_robot(**{"budget.averge_gflops": 0.05}))
+    check_policy_before_ros(_robot(use_sim_time=True, **{"qos_overrides./cmd_twist.publisher.depth": 5}))
+
+
 def test_a_time_budget_is_left_to_the_node_which_times_the_steps_on_its_own_device() -> None:
     check_policy_before_ros(_robot(**{"budget.peak_ms": 1e-3, "budget.deadline_ms": 1e-3}))
 
