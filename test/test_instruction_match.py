@@ -534,6 +534,7 @@ def test_two_requests_of_two_things_are_two_tasks_below_the_two_task_bar(default
     of a thing the other task's wordings do not name, are two tasks; MT50's multi-step wordings name one task's
     things, and a thing set aside is no second task."""
     for text in ("shut the faucet and close the window", "OPEN THE DRAWER AND SHUT THE WINDOW!",
+                 "Open the drawer & shut the window.", "Open the drawer an' shut the window.",  # set t's
                  "Open the window and kick the ball, two things at once!"):
         verdict = mt50_check.judge(text, "warn", 0.45)
         assert verdict.two_tasks is not None and verdict.doubtful, text
@@ -572,6 +573,10 @@ def test_a_reason_beside_a_request_that_pulls_it_to_another_task_is_refused(defa
         assert "asks 'open the door' (door-open), but with the words beside it is heard as door-lock" in \
             verdict.heard(0.45)
     check = InstructionCheck.for_runner(default_runner)
+    # a review's: a shared request pulled to a task whose wordings name none of its things, clear or not
+    for judge, text in ((check.judge, "press the button, the drawer is open"),
+                        (mt50_check.judge, "push the button, the door is locked")):
+        assert judge(text, "warn", 0.45).drops, text
     for judge, text in ((mt50_check.judge, "i would like a coffee, press the button"),
                         (check.judge, "i would like a coffee, press the button"),
                         (mt50_check.judge, "open the door, it's stuck"),

@@ -1111,7 +1111,10 @@ def test_this_sessions_texts_are_refused_as_what_they_are_or_run(request, runner
 
 
 @pytest.mark.parametrize("text", ["Open the drawer. No wait. Hmm.", "Open the drawer. No wait. Actually. Hmm.",
-                                  "open the drawer, no wait, um", "Open the drawer, no wait, hold on..."])
+                                  "open the drawer, no wait, um", "Open the drawer, no wait, hold on...",
+                                  # a review's
+                                  "open the drawer, no wait, ok", "open the drawer, nah wait",
+                                  "open the drawer, no wait, hang on a second", "open the drawer, no wait, sorry"])
 def test_fillers_after_a_taken_back_request_ask_nothing(default_runner, text):
     """Set s's (held out): "Open the drawer. No wait." was refused, but "... No wait. Hmm." and "... Actually."
     ran drawer-open silently: the fillers after it hid the end that takes the request back."""

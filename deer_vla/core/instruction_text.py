@@ -142,7 +142,9 @@ SPEECH_FILLERS = frozenset({"um", "umm", "uh", "uhh", "uhm", "er", "erm", "hmm",
 ADDRESS_WORDS = frozenset({"please", "pls", "plz", "robot", "hey", "ok", "okay", "kindly"}) | SPEECH_FILLERS
 # where a clause ends: "push the puck, not too fast" asks for the task, "the drawer, don't open it" forbids it (a
 # dash too, not a hyphen: "hang on, phone's ringing—open the window" was one clause with a stop in it)
-CLAUSE_BREAK = re.compile(r"[,;:.!?\u2013\u2014]|\b(?:so|but|if|unless|because|while|and|then)\b", re.IGNORECASE)
+# ("&", "an'", "n'" are "and": set t's "Open the drawer an' shut the windae at the same time" ran one task silently)
+CLAUSE_BREAK = re.compile(r"[,;:.!?&\u2013\u2014]|\b(?:so|but|if|unless|because|while|and|then)\b"
+                          r"|(?<!\w)a?n['\u2019](?=\s)", re.IGNORECASE)
 # words that name no task: a clause of only these and a negation ("don't!", "robot, never") forbids what follows
 FUNCTION_WORDS = frozenset({
     "the", "a", "an", "to", "it", "its", "it's", "you", "i", "me", "my", "please", "pls", "plz", "robot", "hey", "ok",
@@ -398,9 +400,12 @@ NOT_NOUN_IS = frozenset({"let's", "what's", "where's", "here's", "how's", "who's
                          "he's", "she's"})
 # a text that ends so takes back what it asked before ("turn on the tap, no wait" ran faucet-open at INFO)
 # set s's "Open the drawer. No wait. Hmm." (and "... Actually.") ran drawer-open silently: fillers after it ask nothing
-TRAILING_FILLERS = SPEECH_FILLERS | INTERJECTIONS | {"actually", "well", "so", "like", "hang", "hold", "on", "um"}
+# (and a review's "no wait, ok", "nah wait", "no wait, sorry", "no wait, hang on a second")
+TRAILING_FILLERS = SPEECH_FILLERS | INTERJECTIONS | ADDRESS_WORDS | {"actually", "well", "so", "like", "sorry"}
+TRAILING_PHRASES = ("hold on", "hang on", "a second", "a sec", "a moment", "a minute")
 TAKEN_BACK_LAST = re.compile(
-    r"\bno\W*wait\W*(?:(?:" + "|".join(sorted(map(re.escape, TRAILING_FILLERS))) + r")\b\W*)*$", re.IGNORECASE)
+    r"\b(?:no|nah|nope)\W*wait\W*(?:(?:" + "|".join(sorted(map(re.escape, TRAILING_FILLERS | set(TRAILING_PHRASES))))
+    + r")\b\W*)*$", re.IGNORECASE)
 # these alone, first in a text with a task after them, take back what the robot was doing, not the task
 SAID_NO = frozenset({"no", "nope", "nah"})
 # idioms that negate nothing the robot is asked
