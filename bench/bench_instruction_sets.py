@@ -79,6 +79,10 @@ session 68's rules (5b757f4); only its one silent stop mended after.
 transcript, Nigerian English, a pilot's checklist, a gamer, a lawyer, a call centre, radio, a German writing
 English, a texting teenager, a comedian, a poet, a chef, a teacher, someone half asleep, a prompt injector): held
 out on all rules before session 69 (83b70b6); two of its silent runs mended after.
+`bench/data/instructions_labelled_17.json` holds 360 of a seventeenth (set t: a farmer, Scottish and Indian
+English, a museum guard, a physiotherapist, a referee, a stage director, a parent with a crying baby, Spanish
+translated word by word, a commit message, a forecaster, a porter, a dog trainer, a flatmate, an elderly user, a
+game-show host): held out on session 69's rules but its review's (19ddf1c).
 
     python bench/bench_instruction_sets.py                          # default
     python bench/bench_instruction_sets.py --checkpoint mt50
@@ -97,6 +101,7 @@ out on all rules before session 69 (83b70b6); two of its silent runs mended afte
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_14.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_15.json
     python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_16.json
+    python bench/bench_instruction_sets.py --data bench/data/instructions_labelled_17.json
 """
 from __future__ import annotations
 

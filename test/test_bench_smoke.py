@@ -647,7 +647,9 @@ def test_bench_instruction_sets_hears_the_labelled_instructions_as_the_node_does
     assert "583 labelled instructions" in proc.stdout
     rows = {key + ")": [int(v) for v in rest.split()] for key, _, rest in
             (line.partition(")") for line in proc.stdout.splitlines() if line.startswith("all ("))}
-    assert rows["all (REFUSE)"] == [168, 0, 0, 0, 173, 9] and rows["all (task)"] == [16, 0, 168, 42, 7, 0]
+    # (session 69: "The water is running. Turn it off." heard as faucet-open, a wrong WARN, is refused: its request
+    # alone is faucet-close, whose "off" the heard task's wordings lack)
+    assert rows["all (REFUSE)"] == [168, 0, 0, 0, 173, 9] and rows["all (task)"] == [17, 0, 168, 42, 6, 0]
     assert proc.stdout.count("\n  [") == 9  # --list: each one run as a wrong task silently
     second = subprocess.run([sys.executable, str(BENCH / "bench_instruction_sets.py"), "--data",
                              str(BENCH / "data" / "instructions_labelled_2.json")], cwd=REPO, env=env,
@@ -658,7 +660,8 @@ def test_bench_instruction_sets_hears_the_labelled_instructions_as_the_node_does
     # session 65's speech, stop, correction and software families (fb34d8e: REFUSE 115 0 0 0 52 31, task 53 0 155
     # 127 22 15)
     # (one right silent to right WARN in session 67: "open the drawer -- sent from my phone" names a phone)
-    assert rows["all (REFUSE)"] == [172, 0, 0, 0, 22, 4] and rows["all (task)"] == [76, 0, 174, 108, 14, 0]
+    # (and session 69's "the water is running, turn it off", a wrong WARN, refused)
+    assert rows["all (REFUSE)"] == [172, 0, 0, 0, 22, 4] and rows["all (task)"] == [77, 0, 174, 108, 13, 0]
 
 
 def test_bench_refusal_classifier_measures_each_set_held_out():
