@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                PYTHONUNBUFFERED="1")
+    # a hang-up the test runner ignores (started under nohup) is inherited, and a node keeps it ignored: the child
+    # gets the default, as a process started from a terminal has it
     return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
 
 
 def _stop(proc: subprocess.Popen, log: Path, signum: int = signal.SIGINT) -> int:
