@@ -421,7 +421,7 @@ class InstructionCheck:
                     if clause_match.similarity >= TWO_TASKS_SIMILARITY:
                         asked.append(clause_match)
                     if clause_match.similarity >= TWO_THINGS_SIMILARITY and own_verb:  # a request of its own
-                        things = {w for w in named if not self.matcher.leads(w) and self.matcher.tasks_with_word(w)}
+                        things = self._things(named)
                         if things:
                             apart.append((clause_match, things))
         two = next(((a, b) for i, a in enumerate(asked) for b in asked[i + 1:]
@@ -440,6 +440,11 @@ class InstructionCheck:
             if pair is not None:
                 two = (self.matcher.match(pair[0]), self.matcher.match(pair[1]))
         return two
+
+    def _things(self, words: list[str]) -> set[str]:
+        """The words of ``words`` that name a thing of some task's wordings (no leading verb)."""
+        assert self.matcher is not None
+        return {w for w in words if not self.matcher.leads(w) and self.matcher.tasks_with_word(w)}
 
     def _names_any(self, task: str, words: set[str]) -> bool:
         """Whether a wording of ``task`` (or of its -shared twin) has any of ``words``."""
@@ -499,7 +504,7 @@ class InstructionCheck:
         alone = self.matcher.match(self._trained_part(requests[0]))
         if alone.task.removesuffix(SHARED) == match.task.removesuffix(SHARED):
             return None
-        things = {w for w in _named(requests[0]) if not self.matcher.leads(w) and self.matcher.tasks_with_word(w)}
+        things = self._things(_named(requests[0]))
         if alone.similarity < TWO_TASKS_SIMILARITY:  # a less clear request: only when the text's task names none of
             # its things ("push the button, the door is locked" ran door-lock silently on mt50)
             near = alone.similarity >= TWO_THINGS_SIMILARITY and things and not self._names_any(match.task, things)
